@@ -1,0 +1,1 @@
+"""Lab protocols: each a config dataclass plus a run function over any Device."""

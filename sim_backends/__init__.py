@@ -1,0 +1,1 @@
+"""Physics simulators, emulated instruments and the twin as a Device."""

@@ -1,0 +1,34 @@
+"""spinlab: hardware-in-the-loop control of spintronic neuromorphic experiments.
+
+The public core is small: a :class:`Waveform` (samples + sample interval + unit), the
+:class:`Device` interface every backend implements, and :func:`open_device`, which turns an
+address string (``sim:vortex``, ``bench:emulated``, ``bench:lab.toml``, ``twin:PATH``) into one.
+"""
+from spinlab.errors import (
+    SpinlabError,
+    WaveformError,
+    SafetyLimitError,
+    ConfigError,
+    DeviceAddressError,
+    InstrumentError,
+    RunAborted,
+)
+from spinlab.waveform import Waveform
+from spinlab.device import Device, SafetyLimits, open_device
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Waveform",
+    "Device",
+    "SafetyLimits",
+    "open_device",
+    "SpinlabError",
+    "WaveformError",
+    "SafetyLimitError",
+    "ConfigError",
+    "DeviceAddressError",
+    "InstrumentError",
+    "RunAborted",
+    "__version__",
+]

@@ -1,0 +1,196 @@
+"""The Device interface, safety limits, and the address resolver.
+
+Everything that can stand where the spintronic device stands is a Device: it takes a drive
+waveform (what the AWG applies, in volts) plus operating conditions (DC bias current, field, ...)
+and returns the response on the same time grid (what the oscilloscope sees, in volts).
+Protocols only talk to a Device, so hardware, emulated bench, simulator and twin are one
+address string apart.
+"""
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping
+from urllib.parse import parse_qsl
+
+import numpy as np
+
+from spinlab.errors import DeviceAddressError, SafetyLimitError, WaveformError
+from spinlab.waveform import Waveform
+
+#: Operating conditions every backend understands, in SI units.
+STANDARD_CONDITIONS = ("bias_A", "field_T")
+
+
+@dataclass(frozen=True)
+class SafetyLimits:
+    """Hard limits checked before anything reaches an output (part of the station config)."""
+
+    max_drive_V: float = 0.5
+    max_bias_A: float = 10e-3
+    max_field_T: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise SafetyLimitError(f"safety limit {name} must be a positive number, got {value!r}")
+
+    def check_drive(self, drive: Waveform) -> None:
+        if drive.unit != "V":
+            raise SafetyLimitError(f"drive must be in volts (unit 'V'), got unit {drive.unit!r}")
+        peak = float(np.max(np.abs(drive.samples)))
+        if peak > self.max_drive_V * (1 + 1e-12):
+            raise SafetyLimitError(
+                f"drive peak {peak:.4g} V exceeds the safety limit max_drive_V = {self.max_drive_V:.4g} V; "
+                "scale the drive down or raise the limit in the station file"
+            )
+
+    def check_conditions(self, conditions: Mapping[str, np.ndarray]) -> None:
+        checks = {"bias_A": self.max_bias_A, "field_T": self.max_field_T}
+        for name, limit in checks.items():
+            if name in conditions:
+                peak = float(np.max(np.abs(conditions[name])))
+                if peak > limit * (1 + 1e-12):
+                    raise SafetyLimitError(
+                        f"{name} = {peak:.4g} exceeds the safety limit max_{name} = {limit:.4g}; "
+                        "nothing was sent"
+                    )
+
+
+class Device(ABC):
+    """A drive -> response map with operating conditions. Subclasses implement ``_respond``.
+
+    ``respond`` validates everything at the boundary (finite samples, unit, safety limits, known
+    condition names, broadcastable condition values) and only then calls the backend, so a
+    backend never sees a NaN or an out-of-range value.
+    """
+
+    #: Address this device was opened with (``sim:vortex``, ``bench:emulated``, ...).
+    address: str = ""
+    #: Names of operating conditions this backend accepts.
+    condition_names: tuple[str, ...] = STANDARD_CONDITIONS
+    #: Unit of the response samples.
+    response_unit: str = "V"
+
+    def __init__(self, limits: SafetyLimits | None = None,
+                 default_conditions: Mapping[str, float] | None = None) -> None:
+        self.limits = limits or SafetyLimits()
+        self.default_conditions = dict(default_conditions or {})
+
+    # --- public API ------------------------------------------------------------------------
+    def respond(self, drive: Waveform,
+                conditions: Mapping[str, float | np.ndarray] | None = None) -> Waveform:
+        """Apply ``drive`` (one signal or a batch) at ``conditions``; return the response.
+
+        Each condition is a number (same for every drive) or an array with one value per drive.
+        Missing conditions take the device's defaults. The response has the drive's shape and
+        time grid.
+        """
+        if not isinstance(drive, Waveform):
+            raise WaveformError(f"drive must be a spinlab.Waveform, got {type(drive).__name__}")
+        batch = drive.as_batch()
+        cond = self.resolve_conditions(conditions, batch.batch_size)
+        self.limits.check_drive(batch)
+        self.limits.check_conditions(cond)
+        out = np.asarray(self._respond(batch.samples.astype(np.float64, copy=False), batch.dt_s, cond))
+        if out.shape != batch.samples.shape:
+            raise RuntimeError(
+                f"{type(self).__name__} returned shape {out.shape}, expected {batch.samples.shape}"
+            )
+        if not drive.batched:
+            out = out[0]
+        return Waveform(out, drive.dt_s, self.response_unit, drive.t0_s,
+                        {"device": self.address, **{k: _scalar_or_list(v) for k, v in cond.items()}})
+
+    def resolve_conditions(self, conditions: Mapping[str, Any] | None, batch: int) -> dict[str, np.ndarray]:
+        """Merge with defaults, check names and values, broadcast each to shape ``(batch,)``."""
+        merged = {**self.default_conditions, **dict(conditions or {})}
+        unknown = sorted(set(merged) - set(self.condition_names))
+        if unknown:
+            raise SafetyLimitError(
+                f"{self.address or type(self).__name__} does not know condition(s) {unknown}; "
+                f"it accepts {list(self.condition_names)}"
+            )
+        resolved = {}
+        for name, value in merged.items():
+            arr = np.asarray(value, dtype=np.float64)
+            if arr.ndim == 0:
+                arr = np.full(batch, float(arr))
+            if arr.shape != (batch,):
+                raise SafetyLimitError(
+                    f"condition {name} must be a number or have one value per drive ({batch}), "
+                    f"got shape {arr.shape}"
+                )
+            if not np.all(np.isfinite(arr)):
+                raise SafetyLimitError(f"condition {name} has non-finite values")
+            resolved[name] = arr
+        return resolved
+
+    def identity(self) -> dict[str, Any]:
+        """What this device is (instrument IDNs, model parameters); stored in every run file."""
+        return {"address": self.address, "type": type(self).__name__, "limits": asdict(self.limits)}
+
+    def close(self) -> None:
+        """Release resources; for hardware this turns every output off."""
+
+    def __enter__(self) -> "Device":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- backend hook ----------------------------------------------------------------------
+    @abstractmethod
+    def _respond(self, drive: np.ndarray, dt_s: float, conditions: dict[str, np.ndarray]) -> np.ndarray:
+        """Response to validated drives: ``drive`` is ``(batch, n)`` float64 volts, each
+        condition an array ``(batch,)``. Return an array of the same shape as ``drive``."""
+
+
+def _scalar_or_list(values: np.ndarray) -> float | list[float]:
+    return float(values[0]) if np.all(values == values[0]) else values.tolist()
+
+
+def parse_address(address: str) -> tuple[str, str, dict[str, str]]:
+    """``"sim:vortex?noise=0"`` -> ``("sim", "vortex", {"noise": "0"})``."""
+    if not isinstance(address, str) or ":" not in address:
+        raise DeviceAddressError(
+            f"device address {address!r} must look like 'sim:vortex', 'sim:macrospin', "
+            "'bench:emulated', 'bench:PATH.toml' or 'twin:PATH.pt'"
+        )
+    scheme, _, rest = address.partition(":")
+    target, _, query = rest.partition("?")
+    try:
+        options = dict(parse_qsl(query, keep_blank_values=False, strict_parsing=bool(query)))
+    except ValueError as exc:
+        raise DeviceAddressError(f"bad options {query!r} in device address {address!r}: {exc}") from None
+    return scheme.strip().lower(), target.strip(), options
+
+
+def open_device(address: str, **options: Any) -> Device:
+    """Resolve an address string to a Device.
+
+    ``sim:NAME[?opt=val&...]`` physics simulator, ``bench:emulated`` the real drivers on emulated
+    instruments, ``bench:PATH.toml`` a real station, ``twin:PATH`` a trained Spin-Neural ODE.
+    Keyword options override options given in the address.
+    """
+    scheme, target, query = parse_address(address)
+    merged = {**query, **options}
+    if scheme == "sim":
+        from sim_backends import open_simulator
+
+        device = open_simulator(target, **merged)
+    elif scheme == "bench":
+        from instruments.bench import open_bench
+
+        device = open_bench(target, **merged)
+    elif scheme == "twin":
+        from sim_backends.twin_device import open_twin
+
+        device = open_twin(target, **merged)
+    else:
+        raise DeviceAddressError(
+            f"unknown device scheme {scheme!r} in {address!r}; use sim:, bench: or twin:"
+        )
+    device.address = address
+    return device
