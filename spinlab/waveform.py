@@ -110,7 +110,7 @@ class Waveform:
             raise WaveformError("nothing to concatenate")
         first = pieces[0]
         for p in pieces[1:]:
-            if not np.isclose(p.dt_s, first.dt_s, rtol=1e-12) or p.unit != first.unit:
+            if not np.isclose(p.dt_s, first.dt_s, rtol=1e-9, atol=0.0) or p.unit != first.unit:
                 raise WaveformError("cannot concatenate waveforms with different dt_s or unit")
         samples = np.concatenate([p.samples for p in pieces], axis=-1)
         return Waveform(samples, first.dt_s, first.unit, first.t0_s, first.meta)
