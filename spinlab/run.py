@@ -91,8 +91,17 @@ class Run:
         self.seeds: dict[str, int] = {}
         self.results: dict[str, Any] = {}
         self.status = "running"
+        self.last_progress: dict[str, Any] = {}
         self.events = self._open_events(monitor)
-        self.control = self._open_control(control, control_keys)
+        self._log_handler = self._attach_log_handler()
+        try:
+            self.control = self._open_control(control, control_keys)
+        except Exception:  # e.g. missing keys: do not leave a half-open run behind
+            self._detach_log_handler()
+            self.events.close()
+            self.file.attrs["status"] = "failed"
+            self.file.close()
+            raise
         if device is not None:
             self.set_device(device)
         self.publish("run.start", {"kind": kind, "config": self.config, "path": str(self.path)})
@@ -112,6 +121,21 @@ class Run:
 
         return ControlServer(control, keys_dir=keys, run=self)
 
+    def _attach_log_handler(self):
+        """While the run is active, records of the ``spinlab`` logger go out as ``log`` events."""
+        if isinstance(self.events, NullEvents):
+            return None
+        from spinlab.monitoring import PublishingHandler
+
+        handler = PublishingHandler(self.publish)
+        logging.getLogger("spinlab").addHandler(handler)
+        return handler
+
+    def _detach_log_handler(self) -> None:
+        if self._log_handler is not None:
+            logging.getLogger("spinlab").removeHandler(self._log_handler)
+            self._log_handler = None
+
     def publish(self, topic: str, header: Mapping[str, Any] | None = None,
                 arrays: Mapping[str, np.ndarray] | None = None) -> None:
         """Send an event to watchers; never blocks, never raises into the protocol."""
@@ -121,7 +145,29 @@ class Run:
             log.exception("publishing %s failed", topic)
 
     def progress(self, done: int, total: int, **fields: Any) -> None:
-        self.publish("progress", {"done": int(done), "total": int(total), **fields})
+        self.last_progress = {"done": int(done), "total": int(total), **to_jsonable(fields)}
+        self.publish("progress", self.last_progress)
+
+    def preview(self, name: str, waveform: Waveform, max_points: int = 1000,
+                method: str = "minmax") -> None:
+        """Publish a decimated copy of ``waveform`` (topic ``waveform``) for live views."""
+        if isinstance(self.events, NullEvents):
+            return
+        try:
+            from spinlab.monitoring import preview
+
+            small = preview(waveform, max_points, method)
+            self.publish("waveform", {"name": name, "dt_s": small.dt_s, "unit": small.unit,
+                                      "t0_s": small.t0_s, "decimation": small.meta["decimation"],
+                                      "factor": small.meta["factor"],
+                                      "n_original": int(np.shape(getattr(waveform, "samples", waveform))[-1])},
+                         {"samples": small.samples})
+        except Exception:  # monitoring must never break acquisition
+            log.exception("waveform preview %s failed", name)
+
+    def instrument_status(self, name: str, **fields: Any) -> None:
+        """Publish one instrument's state (topic ``instrument.status``; latest kept per name)."""
+        self.publish("instrument.status", {"name": name, **fields})
 
     def checkpoint(self) -> None:
         """Call between steps: serves remote control (pause blocks here, abort raises)."""
@@ -187,7 +233,10 @@ class Run:
         self.file.attrs["status"] = status
         self.file.attrs["finished"] = _now()
         self.file.flush()
-        self.publish("run.stop", {"status": status, "results": self.results})
+        self.file.attrs["monitor_dropped"] = int(self.events.dropped)
+        self.publish("run.stop", {"status": status, "results": self.results,
+                                  "dropped": int(self.events.dropped)})
+        self._detach_log_handler()
         self.file.close()
         if self.control is not None:
             self.control.close()

@@ -1,6 +1,66 @@
-"""`spinlab` commands of this group (filled in by the group's owner)."""
+"""`spinlab emulate`: serve the emulated bench as raw-socket SCPI instruments on localhost."""
+from __future__ import annotations
+
+import threading
+
 import typer
+
+from spinlab.cli.common import JsonOption, SeedOption, emit_json, user_errors
+
+
+def emulate(
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (keep localhost unless you need LAN access)."),
+    awg_port: int = typer.Option(5025, "--awg-port", help="Port of the emulated 33500B AWG (0 = any free port)."),
+    scope_port: int = typer.Option(5026, "--scope-port", help="Port of the emulated InfiniiVision scope (0 = any free port)."),
+    source_port: int = typer.Option(5027, "--source-port", help="Port of the emulated Keithley 2400 (0 = any free port)."),
+    device: str = typer.Option("sim:vortex", "--device", "-d", help="Device model wired between AWG and scope (sim:..., twin:...)."),
+    seed: int = SeedOption,
+    trigger_delay_s: float = typer.Option(20e-9, "--trigger-delay-s", help="Delay from AWG trigger to the response at the scope."),
+    scope_noise_V: float = typer.Option(1e-3, "--scope-noise-V", help="RMS input noise of the scope channel."),
+    json_output: bool = JsonOption,
+) -> None:
+    """Run emulated AWG, scope and DC source until Ctrl-C; prints their VISA resource strings."""
+    from sim_backends.emulated import EmulatedLab, serve_tcp
+    from spinlab.device import open_device, parse_address
+
+    with user_errors():
+        scheme, _, query = parse_address(device)
+        options = {"seed": seed} if scheme == "sim" and "seed" not in query else {}
+        model = open_device(device, **options)
+        try:
+            lab = EmulatedLab(model, seed=seed, trigger_delay_s=trigger_delay_s, scope_noise_V=scope_noise_V)
+            try:
+                servers = serve_tcp(lab, host, awg_port, scope_port, source_port)
+            except OSError as exc:
+                from spinlab.errors import ConfigError
+
+                raise ConfigError(f"cannot listen on {host} ports {awg_port}/{scope_port}/{source_port}: {exc}; "
+                                  "pick free ports (0 = any)") from None
+            try:
+                resources = servers.resources
+                if json_output:
+                    emit_json({"resources": resources, "device": device, "seed": seed})
+                else:
+                    for role, resource in resources.items():
+                        typer.echo(f"{role:<7}{resource}")
+                typer.secho("emulated instruments ready; Ctrl-C to stop", err=True, fg="green")
+                _wait_for_interrupt()
+            finally:
+                servers.close()
+        finally:
+            model.close()
+        typer.secho("emulated instruments stopped", err=True)
+
+
+def _wait_for_interrupt() -> None:
+    stop = threading.Event()
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        return
 
 
 def register(app: typer.Typer) -> None:
-    """Add this group's commands to the app."""
+    """Add ``spinlab emulate`` to the app."""
+    app.command("emulate")(emulate)

@@ -1,0 +1,281 @@
+"""Keysight 33500B / 33600A arbitrary waveform generator with binary arb upload.
+
+pymeasure's ``Agilent33500`` uploads arbs as comma-separated ASCII (about 7 bytes and a Python
+``str()`` per sample); this driver sends int16 DAC codes as one IEEE 488.2 definite-length block
+in little-endian order (``FORM:BORD SWAP``), about 2 bytes per sample and no per-sample Python.
+After every upload the error queue is drained and any error raises
+:class:`~spinlab.errors.InstrumentError`, so a rejected waveform is never silently played.
+Only channel 1 is driven (the experiment needs one drive line).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import re
+from typing import Any
+
+import numpy as np
+from pymeasure.instruments import Instrument, SCPIMixin
+from pymeasure.instruments.validators import strict_discrete_set, strict_range
+
+from instruments.scpi import (
+    RAW_REPLY,
+    bool_reply,
+    drain_errors,
+    ensure_termination,
+    float_reply,
+    format_errors,
+    int16_block,
+    int_reply,
+    parse_choice,
+)
+from spinlab.errors import ConfigError, InstrumentError, WaveformError
+
+log = logging.getLogger(__name__)
+
+DAC_FULL_SCALE = 32767
+_ARB_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,11}$")
+
+
+def _arb_name(value: str, _values: Any = None) -> str:
+    if not isinstance(value, str) or not _ARB_NAME.match(value):
+        raise ValueError(
+            f"arb name {value!r} must be 1-12 letters, digits or '_' and start with a letter"
+        )
+    return value
+
+
+def _load_setting(value: float, _values: Any = None) -> float:
+    value = float(value)
+    if not (math.isinf(value) and value > 0) and not 1.0 <= value <= 10e3:
+        raise ValueError(f"output load must be 1 ohm .. 10 kohm or math.inf (high-Z), got {value!r}")
+    return value
+
+
+class Keysight33500B(SCPIMixin, Instrument):
+    """Keysight 33500B/33600A AWG, channel 1. Units: V (Vpp for amplitude), Hz, ohm.
+
+    ``memory_samples`` (longest arb) and ``max_sample_rate_Hz`` are read from ``*IDN?`` /
+    ``*OPT?`` on first use unless given.
+    """
+
+    MIN_ARB_SAMPLES = 8
+    #: Smallest amplitude valid for every load setting (1 mVpp into 50 ohm, 2 mVpp high-Z).
+    MIN_AMPLITUDE_Vpp = 2e-3
+    #: |offset| + Vpp/2 must stay below this into 50 ohm (the conservative, always-valid limit).
+    MAX_PEAK_V = 5.0
+
+    def __init__(self, adapter, name: str = "Keysight 33500B waveform generator",
+                 memory_samples: int | None = None, max_sample_rate_Hz: float | None = None,
+                 **kwargs: Any) -> None:
+        kwargs.setdefault("read_termination", "\n")
+        kwargs.setdefault("write_termination", "\n")
+        kwargs.setdefault("timeout", 20_000)
+        super().__init__(adapter, name, **kwargs)
+        ensure_termination(self.adapter)
+        self._memory_samples = memory_samples
+        self._max_sample_rate_Hz = max_sample_rate_Hz
+
+    # --- declarative settings ---------------------------------------------------------------
+    output_enabled = Instrument.control(
+        "OUTP1?", "OUTP1 %d",
+        """Control whether channel 1's output relay is closed (bool).""",
+        validator=strict_discrete_set, values=[True, False], set_process=int,
+        get_process=bool_reply("output state"), **RAW_REPLY,
+    )
+    output_load_ohm = Instrument.control(
+        "OUTP1:LOAD?", "OUTP1:LOAD %s",
+        """Control the load the amplitude refers to, in ohm (50, or math.inf for high-Z).""",
+        validator=_load_setting, set_process=lambda v: "INF" if math.isinf(v) else f"{v:g}",
+        get_process=float_reply("output load"), **RAW_REPLY,
+    )
+    function = Instrument.control(
+        "SOUR1:FUNC?", "SOUR1:FUNC %s",
+        """Control the output function (str: SIN, SQU, RAMP, PULS, NOIS, DC, ARB, PRBS, TRI).""",
+        validator=strict_discrete_set, values=["SIN", "SQU", "RAMP", "PULS", "NOIS", "DC", "ARB", "PRBS", "TRI"],
+        get_process=parse_choice(["SIN", "SQU", "RAMP", "PULS", "NOIS", "DC", "ARB", "PRBS", "TRI"], "function"),
+        **RAW_REPLY,
+    )
+    amplitude_Vpp = Instrument.control(
+        "SOUR1:VOLT?", "SOUR1:VOLT %.10g",
+        """Control the amplitude in volts peak-to-peak into the load setting (float).""",
+        validator=strict_range, values=[1e-3, 20.0],
+        get_process=float_reply("amplitude"), **RAW_REPLY,
+    )
+    offset_V = Instrument.control(
+        "SOUR1:VOLT:OFFS?", "SOUR1:VOLT:OFFS %.10g",
+        """Control the DC offset in volts into the load setting (float).""",
+        validator=strict_range, values=[-10.0, 10.0],
+        get_process=float_reply("offset"), **RAW_REPLY,
+    )
+    sample_rate_Hz = Instrument.control(
+        "SOUR1:FUNC:ARB:SRAT?", "SOUR1:FUNC:ARB:SRAT %.12g",
+        """Control the arb sample rate in Sa/s (float, 1 uSa/s .. the model's maximum).""",
+        validator=strict_range, values=[1e-6, 1e9],
+        get_process=float_reply("arb sample rate"), **RAW_REPLY,
+    )
+    arb_name = Instrument.control(
+        "SOUR1:FUNC:ARB?", "SOUR1:FUNC:ARB %s",
+        """Control which arb in volatile memory is played (str).""",
+        validator=_arb_name, get_process=lambda r: str(r).strip().strip('"'), **RAW_REPLY,
+    )
+    burst_enabled = Instrument.control(
+        "SOUR1:BURS:STAT?", "SOUR1:BURS:STAT %d",
+        """Control burst mode (bool).""",
+        validator=strict_discrete_set, values=[True, False], set_process=int,
+        get_process=bool_reply("burst state"), **RAW_REPLY,
+    )
+    burst_cycles = Instrument.control(
+        "SOUR1:BURS:NCYC?", "SOUR1:BURS:NCYC %d",
+        """Control how many arb periods one trigger plays (int, 1 .. 1e8).""",
+        validator=strict_range, values=[1, 100_000_000], set_process=int,
+        get_process=int_reply("burst count"), **RAW_REPLY,
+    )
+    burst_mode = Instrument.control(
+        "SOUR1:BURS:MODE?", "SOUR1:BURS:MODE %s",
+        """Control the burst mode (str: TRIG or GAT).""",
+        validator=strict_discrete_set, values=["TRIG", "GAT"],
+        get_process=parse_choice(["TRIG", "GAT"], "burst mode"), **RAW_REPLY,
+    )
+    trigger_source = Instrument.control(
+        "TRIG1:SOUR?", "TRIG1:SOUR %s",
+        """Control what starts a burst (str: BUS for *TRG, EXT, IMM, TIM).""",
+        validator=strict_discrete_set, values=["BUS", "EXT", "IMM", "TIM"],
+        get_process=parse_choice(["BUS", "EXT", "IMM", "TIM"], "trigger source"), **RAW_REPLY,
+    )
+    byte_order = Instrument.control(
+        "FORM:BORD?", "FORM:BORD %s",
+        """Control the byte order of binary blocks (str: NORM big endian, SWAP little endian).""",
+        validator=strict_discrete_set, values=["NORM", "SWAP"],
+        get_process=parse_choice(["NORM", "SWAP"], "byte order"), **RAW_REPLY,
+    )
+
+    # --- model capabilities ------------------------------------------------------------------
+    @property
+    def memory_samples(self) -> int:
+        """Longest arb (points) the instrument holds, from its model and options."""
+        if self._memory_samples is None:
+            self._read_capabilities()
+        return int(self._memory_samples)
+
+    @property
+    def max_sample_rate_Hz(self) -> float:
+        if self._max_sample_rate_Hz is None:
+            self._read_capabilities()
+        return float(self._max_sample_rate_Hz)
+
+    def _read_capabilities(self) -> None:
+        idn = self.ask("*IDN?").strip()
+        fields = [f.strip() for f in idn.split(",")]
+        if len(fields) < 4:
+            raise InstrumentError(f"malformed *IDN? reply: {idn!r}")
+        model = fields[1].upper()
+        options = self.ask("*OPT?").strip().upper()
+        has_mem = "MEM" in options.replace('"', "").split(",")
+        if model.startswith("336"):
+            memory, rate = (64_000_000 if has_mem else 4_000_000), 1e9
+        elif model.startswith("335"):
+            memory, rate = (16_000_000 if has_mem else 1_000_000), 160e6
+        else:
+            raise InstrumentError(f"{idn!r} is not a 33500B/33600A-series generator")
+        if self._memory_samples is None:
+            self._memory_samples = memory
+        if self._max_sample_rate_Hz is None:
+            self._max_sample_rate_Hz = rate
+
+    # --- errors ------------------------------------------------------------------------------
+    def check_errors(self) -> list[tuple[int, str]]:
+        """Drain ``SYST:ERR?``; return ``[(code, message), ...]`` (logged, not raised)."""
+        errors = drain_errors(self.ask)
+        for code, message in errors:
+            log.error("%s: %+d, %s", self.name, code, message)
+        return errors
+
+    def raise_errors(self, context: str) -> None:
+        """Drain the error queue and raise InstrumentError if it held anything."""
+        errors = self.check_errors()
+        if errors:
+            raise InstrumentError(f"{self.name} reported error(s) after {context}: {format_errors(errors)}")
+
+    # --- arbitrary waveforms -----------------------------------------------------------------
+    def clear_volatile(self) -> None:
+        """Erase every arb in volatile memory (frees it for the next upload)."""
+        self.write("SOUR1:DATA:VOL:CLE")
+
+    @classmethod
+    def dac_scaling(cls, samples_V: np.ndarray) -> tuple[np.ndarray, float, float]:
+        """DAC codes, amplitude (Vpp) and offset (V) that reproduce ``samples_V``.
+
+        The offset is the mid-point and the amplitude the peak-to-peak of the samples, so the
+        codes span the full -32767..+32767 range (best resolution); below the minimum amplitude
+        the amplitude is raised and the codes shrink instead, keeping the output exact.
+        """
+        high, low = float(np.max(samples_V)), float(np.min(samples_V))
+        offset = 0.5 * (high + low)
+        amplitude = max(high - low, cls.MIN_AMPLITUDE_Vpp)
+        codes = np.rint((samples_V - offset) * (2 * DAC_FULL_SCALE / amplitude))
+        np.clip(codes, -DAC_FULL_SCALE, DAC_FULL_SCALE, out=codes)
+        return codes.astype(np.int16), amplitude, offset
+
+    def upload_arb(self, name: str, samples_V: np.ndarray, sample_rate_Hz: float) -> dict[str, float]:
+        """Load ``samples_V`` (volts into the load setting) as arb ``name``, select and play it
+        at ``sample_rate_Hz``. Everything is validated before anything is sent; the error queue
+        is checked afterwards. Returns the amplitude/offset used."""
+        _arb_name(name)
+        samples = np.asarray(samples_V, dtype=np.float64)
+        if samples.ndim != 1:
+            raise WaveformError(f"an arb is one signal: expected shape (n,), got {samples.shape}")
+        if not np.all(np.isfinite(samples)):
+            bad = int(np.count_nonzero(~np.isfinite(samples)))
+            raise WaveformError(f"arb {name!r} has {bad} NaN/inf sample(s); nothing was sent")
+        if samples.size < self.MIN_ARB_SAMPLES:
+            raise WaveformError(f"arb has {samples.size} samples; the 33500B needs at least {self.MIN_ARB_SAMPLES}")
+        if samples.size > self.memory_samples:
+            raise WaveformError(
+                f"arb has {samples.size} samples but the generator holds {self.memory_samples}; "
+                "split the drive into segments (Waveform.split)"
+            )
+        rate = float(sample_rate_Hz)
+        if not (math.isfinite(rate) and 1e-6 <= rate <= self.max_sample_rate_Hz):
+            raise ConfigError(
+                f"sample rate {sample_rate_Hz!r} Sa/s outside 1 uSa/s .. {self.max_sample_rate_Hz:g} Sa/s"
+            )
+        codes, amplitude, offset = self.dac_scaling(samples)
+        if abs(offset) + amplitude / 2 > self.MAX_PEAK_V:
+            raise WaveformError(
+                f"arb spans {np.min(samples):.4g} .. {np.max(samples):.4g} V, beyond the +-{self.MAX_PEAK_V} V "
+                "output range; nothing was sent"
+            )
+        self.byte_order = "SWAP"
+        self.clear_volatile()
+        self.write_bytes(f"SOUR1:DATA:ARB:DAC {name},".encode() + int16_block(codes, little_endian=True) + b"\n")
+        self.arb_name = name
+        self.function = "ARB"
+        self.sample_rate_Hz = rate
+        # offset to 0 first, so no intermediate amplitude/offset pair exceeds the output range
+        self.offset_V = 0.0
+        self.amplitude_Vpp = amplitude
+        self.offset_V = offset
+        self.raise_errors(f"uploading arb {name!r} ({samples.size} samples)")
+        return {"amplitude_Vpp": amplitude, "offset_V": offset, "samples": int(samples.size),
+                "sample_rate_Hz": rate}
+
+    # --- triggering --------------------------------------------------------------------------
+    def arm_burst(self, cycles: int = 1, source: str = "BUS") -> None:
+        """Play ``cycles`` arb periods per trigger from ``source`` (BUS: :meth:`trigger`)."""
+        self.burst_mode = "TRIG"
+        self.burst_cycles = cycles
+        self.trigger_source = source
+        self.burst_enabled = True
+        self.raise_errors("arming the burst")
+
+    def trigger(self) -> None:
+        """Software (bus) trigger, ``*TRG``."""
+        self.write("*TRG")
+
+    def shutdown(self) -> None:
+        """Turn the output off (the safe state) and mark the instrument shut down."""
+        try:
+            self.output_enabled = False
+        finally:
+            super().shutdown()

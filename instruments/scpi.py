@@ -1,0 +1,212 @@
+"""SCPI helpers shared by the drivers: binary blocks, reply parsing and the error queue.
+
+Everything that comes back from an instrument is checked here, so a malformed reply becomes an
+:class:`~spinlab.errors.InstrumentError` that quotes the raw reply instead of a ``ValueError``
+deep inside numpy. Binary transfers never loop over samples in Python: blocks are read with one
+``read_bytes`` per part and decoded with ``numpy.frombuffer``.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import re
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from spinlab.errors import InstrumentError
+
+log = logging.getLogger(__name__)
+
+_ERROR_RE = re.compile(r'^\s*([+-]?\d+)\s*,\s*"(.*)"\s*$', re.S)
+_NUMBER_RE = re.compile(r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$")
+#: Most errors an instrument queue holds; draining stops there so a stuck queue cannot hang us.
+MAX_QUEUED_ERRORS = 64
+
+
+# --- IEEE 488.2 definite-length blocks ---------------------------------------------------------
+def encode_block(payload: bytes) -> bytes:
+    """``#<n><length><payload>`` with the shortest length field."""
+    length = str(len(payload))
+    if len(length) > 9:
+        raise InstrumentError(f"block of {len(payload)} bytes is too long for IEEE 488.2 (max 999999999)")
+    return b"#" + str(len(length)).encode() + length.encode() + payload
+
+
+def int16_block(codes: np.ndarray, little_endian: bool = True) -> bytes:
+    """int16 samples as a definite-length block (``FORM:BORD SWAP`` means little endian)."""
+    codes = np.asarray(codes)
+    if codes.dtype != np.int16:
+        raise InstrumentError(f"DAC codes must be int16, got {codes.dtype}")
+    return encode_block(codes.astype("<i2" if little_endian else ">i2", copy=False).tobytes())
+
+
+def decode_block(data: bytes) -> bytes:
+    """Payload of a complete block (an optional trailing newline is allowed); strict."""
+    payload, rest = _split_block(data)
+    if rest not in (b"", b"\n", b"\r\n"):
+        raise InstrumentError(
+            f"{len(rest)} unexpected byte(s) after the binary block: {rest[:40]!r}; "
+            "the declared block length does not match the data"
+        )
+    return payload
+
+
+def _split_block(data: bytes) -> tuple[bytes, bytes]:
+    if len(data) < 2 or data[:1] != b"#" or not data[1:2].isdigit() or data[1:2] == b"0":
+        raise InstrumentError(f"expected an IEEE 488.2 definite-length block, got {data[:40]!r}")
+    digits = int(data[1:2])
+    field = data[2 : 2 + digits]
+    if len(field) != digits or not field.isdigit():
+        raise InstrumentError(f"malformed block header {data[:2 + digits]!r}")
+    length = int(field)
+    payload = data[2 + digits : 2 + digits + length]
+    if len(payload) != length:
+        raise InstrumentError(f"block declares {length} bytes but only {len(payload)} arrived")
+    return payload, data[2 + digits + length :]
+
+
+def read_block(instrument: Any, expected_bytes: int | None = None, terminator: bytes = b"\n") -> bytes:
+    """Read one definite-length block reply from ``instrument`` (anything with ``read_bytes``).
+
+    Reads the ``#n`` header, the length field and the payload with one ``read_bytes`` each,
+    then the reply terminator. A short payload, a wrong terminator (the instrument sent more
+    than it declared) or a length other than ``expected_bytes`` raise InstrumentError.
+    """
+    try:
+        head = instrument.read_bytes(2)
+        if len(head) != 2 or head[:1] != b"#" or not head[1:2].isdigit() or head == b"#0":
+            raise InstrumentError(f"expected an IEEE 488.2 definite-length block, got {head!r}")
+        digits = int(head[1:2])
+        field = instrument.read_bytes(digits)
+        if len(field) != digits or not field.isdigit():
+            raise InstrumentError(f"malformed block header {head + field!r}")
+        length = int(field)
+        payload = instrument.read_bytes(length) if length else b""
+        if len(payload) != length:
+            raise InstrumentError(f"block declares {length} bytes but only {len(payload)} arrived")
+        tail = instrument.read_bytes(len(terminator)) if terminator else b""
+    except InstrumentError:
+        raise
+    except Exception as exc:  # VisaIOError (timeout), socket errors
+        raise InstrumentError(
+            f"reading a binary block failed ({type(exc).__name__}: {exc}); the instrument sent "
+            "fewer bytes than its block header declared, or nothing at all"
+        ) from exc
+    if tail != terminator:
+        raise InstrumentError(
+            f"binary block of {length} bytes is followed by {tail!r}, not the terminator "
+            f"{terminator!r}: the instrument sent more data than its header declared"
+        )
+    if expected_bytes is not None and length != expected_bytes:
+        raise InstrumentError(
+            f"binary block has {length} bytes but {expected_bytes} were expected from the "
+            "preamble; the transfer is inconsistent, re-acquire"
+        )
+    return payload
+
+
+def ensure_termination(adapter: Any, termination: str = "\n") -> None:
+    """Give a pyvisa connection the instrument's message terminator if it has none.
+
+    A driver handed a ready-made ``VISAAdapter`` cannot rely on its ``**kwargs`` defaults, and
+    a socket resource without a read termination only returns on timeout."""
+    try:
+        from pyvisa.resources import MessageBasedResource
+    except ImportError:  # pragma: no cover
+        return
+    connection = getattr(adapter, "connection", None)
+    if isinstance(connection, MessageBasedResource):
+        if not connection.read_termination:
+            connection.read_termination = termination
+        if not connection.write_termination:
+            connection.write_termination = termination
+
+
+# --- replies -----------------------------------------------------------------------------------
+def parse_float(reply: Any, what: str = "reply") -> float:
+    """A numeric reply; anything else raises InstrumentError quoting it."""
+    if isinstance(reply, (int, float)) and not isinstance(reply, bool):
+        return float(reply)
+    text = str(reply).strip()
+    if _NUMBER_RE.match(text):
+        value = float(text)
+        # SCPI sends infinity (e.g. a high-Z load setting) as 9.9E+37
+        return math.copysign(math.inf, value) if abs(value) >= 9.9e37 else value
+    if text.upper() in ("INF", "+INF", "9.9E+37", "+9.9E+37", "9.9E37"):
+        return float("inf")
+    raise InstrumentError(f"malformed {what} from the instrument: expected a number, got {reply!r}")
+
+
+def parse_int(reply: Any, what: str = "reply") -> int:
+    value = parse_float(reply, what)
+    if value != int(value):
+        raise InstrumentError(f"malformed {what} from the instrument: expected an integer, got {reply!r}")
+    return int(value)
+
+
+def parse_bool(reply: Any, what: str = "reply") -> bool:
+    text = str(reply).strip().upper()
+    if text in ("1", "+1", "ON", "1.0"):
+        return True
+    if text in ("0", "+0", "OFF", "0.0"):
+        return False
+    raise InstrumentError(f"malformed {what} from the instrument: expected 0/1, got {reply!r}")
+
+
+def parse_choice(choices: Sequence[str], what: str) -> Callable[[Any], str]:
+    """A get_process that accepts only one of ``choices`` (upper-cased, quotes stripped)."""
+    allowed = {c.upper() for c in choices}
+
+    def process(reply: Any) -> str:
+        text = str(reply).strip().strip('"').upper()
+        if text not in allowed:
+            raise InstrumentError(f"malformed {what} from the instrument: {reply!r} is not one of {sorted(allowed)}")
+        return text
+
+    return process
+
+
+def float_reply(what: str) -> Callable[[Any], float]:
+    return lambda reply: parse_float(reply, what)
+
+
+def int_reply(what: str) -> Callable[[Any], int]:
+    return lambda reply: parse_int(reply, what)
+
+
+def bool_reply(what: str) -> Callable[[Any], bool]:
+    return lambda reply: parse_bool(reply, what)
+
+
+#: ``Instrument.control(..., **RAW_REPLY, get_process=float_reply("x"))``: hand the whole reply
+#: string to ``get_process`` (no splitting, no silent cast), so it can be validated.
+RAW_REPLY = {"cast": str, "maxsplit": 0}
+
+
+# --- error queue -------------------------------------------------------------------------------
+def parse_error(reply: str) -> tuple[int, str]:
+    """``'-113,"Undefined header"'`` -> ``(-113, "Undefined header")``."""
+    match = _ERROR_RE.match(reply or "")
+    if not match:
+        raise InstrumentError(f"malformed SYST:ERR? reply from the instrument: {reply!r}")
+    return int(match.group(1)), match.group(2)
+
+
+def drain_errors(ask: Callable[[str], str], query: str = "SYST:ERR?",
+                 limit: int = MAX_QUEUED_ERRORS) -> list[tuple[int, str]]:
+    """Read the error queue until ``+0,"No error"``; return the errors in order."""
+    errors: list[tuple[int, str]] = []
+    for _ in range(limit):
+        code, message = parse_error(ask(query).strip())
+        if code == 0:
+            return errors
+        errors.append((code, message))
+    raise InstrumentError(
+        f"error queue did not empty after {limit} reads (last: {errors[-1]}); the instrument keeps "
+        "reporting errors - check its state and connection"
+    )
+
+
+def format_errors(errors: Sequence[tuple[int, str]]) -> str:
+    return "; ".join(f'{code:+d},"{message}"' for code, message in errors)

@@ -1,0 +1,138 @@
+"""The emulated bench: AWG + DC source -> device model -> oscilloscope, wired like the real one.
+
+Signal path on a trigger (``*TRG`` on the AWG with ``TRIG:SOUR BUS``, or ``TRIG``): the AWG's
+trigger output pulses the scope's EXTernal input at t = 0; the AWG plays its burst (the arb
+zero-order held at its sample rate, scaled by amplitude/offset, seen through the 50-ohm source
+impedance into ``device_load_ohm``, so a 50-ohm load setting into a high-Z device doubles); the
+device model (a :class:`spinlab.Device`) responds to that drive with the DC source's current as
+``bias_A`` (0 with its output off); the response reaches the scope ``trigger_delay_s`` later
+(cable and detector delay), plus Gaussian input noise ``scope_noise_V``, and is quantised by the
+scope ADC. Before the trigger the device is driven at the AWG's idle level for ``settle_s`` so
+it starts each capture from its steady state. With the AWG output off the drive is 0 V.
+"""
+from __future__ import annotations
+
+import math
+import threading
+from typing import Sequence
+
+import numpy as np
+
+from spinlab.device import Device
+from spinlab.errors import ConfigError, SpinlabError
+from spinlab.waveform import Waveform
+from sim_backends.emulated.awg import SOURCE_IMPEDANCE_OHM, Emulated33500B
+from sim_backends.emulated.keithley import EmulatedKeithley2400
+from sim_backends.emulated.scope import EmulatedInfiniiVision
+from sim_backends.emulated.scpi import ScpiError, ScpiInstrument
+
+
+class EmulatedLab:
+    """Three emulated instruments sharing one lock and one seeded noise source."""
+
+    AWG_RESOURCE = "TCPIP::127.0.0.1::5025::SOCKET"
+    SCOPE_RESOURCE = "TCPIP::127.0.0.1::5026::SOCKET"
+    SOURCE_RESOURCE = "GPIB0::24::INSTR"
+
+    def __init__(self, device: Device, *, seed: int = 0, trigger_delay_s: float = 20e-9,
+                 scope_noise_V: float = 1e-3, device_load_ohm: float = 50.0,
+                 device_resistance_ohm: float = 100.0, settle_s: float = 2e-6,
+                 max_oversample: int = 8, awg_memory_samples: int = 16_000_000) -> None:
+        if not isinstance(device, Device):
+            raise ConfigError(f"EmulatedLab needs a spinlab.Device, got {type(device).__name__}")
+        for name, value in (("trigger_delay_s", trigger_delay_s), ("scope_noise_V", scope_noise_V),
+                            ("settle_s", settle_s)):
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
+        if not device_load_ohm > 0:
+            raise ConfigError(f"device_load_ohm must be > 0 (math.inf for high-Z), got {device_load_ohm!r}")
+        if int(max_oversample) < 1:
+            raise ConfigError(f"max_oversample must be >= 1, got {max_oversample!r}")
+        self.device = device
+        self.seed = int(seed)
+        self.trigger_delay_s = float(trigger_delay_s)
+        self.scope_noise_V = float(scope_noise_V)
+        self.device_load_ohm = float(device_load_ohm)
+        self.settle_s = float(settle_s)
+        self.max_oversample = int(max_oversample)
+        self.rng = np.random.default_rng(self.seed)
+        self.lock = threading.RLock()
+        self.awg = Emulated33500B(memory_samples=awg_memory_samples, lock=self.lock)
+        self.scope = EmulatedInfiniiVision(lock=self.lock)
+        self.source = EmulatedKeithley2400(load_ohm=device_resistance_ohm, lock=self.lock)
+        self.awg.on_trigger = self._on_awg_trigger
+        self.scope.acquire = self._acquire
+        self.captures = 0
+        #: TCP servers started by :func:`serve_tcp` for this lab (closed by :meth:`close`).
+        self.servers: list = []
+        self._visa_library = None
+
+    @property
+    def instruments(self) -> dict[str, ScpiInstrument]:
+        """Resource name -> emulator."""
+        return {self.AWG_RESOURCE: self.awg, self.SCOPE_RESOURCE: self.scope,
+                self.SOURCE_RESOURCE: self.source}
+
+    def visa_library(self):
+        """A pyvisa ``VisaLibraryBase`` reaching these instruments in-process."""
+        if self._visa_library is None:
+            from sim_backends.emulated.visa_backend import EmulatedVisaLibrary
+
+            self._visa_library = EmulatedVisaLibrary.for_lab(self)
+        return self._visa_library
+
+    # --- wiring ----------------------------------------------------------------------------
+    def _on_awg_trigger(self) -> None:
+        try:
+            self.scope.trigger_input_edge("EXT")
+        except SpinlabError as exc:
+            # the device model refused the drive (e.g. above its safety limit): report it where
+            # a user looks after triggering, and leave the scope waiting
+            raise ScpiError(-200, f"emulated device rejected the drive: {exc}") from None
+
+    def _acquire(self, times_s: np.ndarray, channels: Sequence[int], triggered: bool) -> dict[int, np.ndarray]:
+        """Input voltage of each scope channel at ``times_s`` (relative to the trigger)."""
+        signal = self.device_signal_V(times_s)
+        out = {}
+        for n in channels:
+            clean = signal if n == 1 else np.zeros_like(times_s)
+            noise = self.rng.normal(0.0, self.scope_noise_V, times_s.size) if self.scope_noise_V else 0.0
+            out[n] = clean + noise
+        self.captures += 1
+        return out
+
+    def device_signal_V(self, times_s: np.ndarray) -> np.ndarray:
+        """Device response (V) as seen at the scope input at ``times_s`` after the trigger."""
+        scope_dt = float(times_s[1] - times_s[0]) if times_s.size > 1 else 1e-9
+        t_sig = times_s - self.trigger_delay_s
+        awg_dt = self.awg.arb_sample_interval_s
+        if awg_dt is None:
+            tick, oversample = scope_dt, 1
+        else:
+            oversample = int(min(max(round(awg_dt / scope_dt), 1), self.max_oversample))
+            tick = awg_dt / oversample
+        first = math.floor((min(float(t_sig[0]), 0.0) - self.settle_s) / tick)
+        last = math.ceil(float(t_sig[-1]) / tick) + 1
+        count = last - first + 1
+        emf = self.awg.emf_V(first, count, tick, oversample)
+        drive = emf * self._divider()
+        bias = self.source.output_current_A()
+        response = self.device.respond(Waveform(drive, tick, "V", first * tick), {"bias_A": bias})
+        grid = (first + np.arange(count)) * tick
+        return np.interp(t_sig, grid, response.samples)
+
+    def _divider(self) -> float:
+        if math.isinf(self.device_load_ohm):
+            return 1.0
+        return self.device_load_ohm / (self.device_load_ohm + SOURCE_IMPEDANCE_OHM)
+
+    def close(self) -> None:
+        """Stop any TCP servers started for this lab (the device is closed by its owner)."""
+        for servers in list(self.servers):
+            servers.close()
+        self.servers.clear()
+
+    def identity(self) -> dict:
+        return {"awg": self.awg.IDN, "scope": self.scope.IDN, "source": self.source.IDN,
+                "seed": self.seed, "trigger_delay_s": self.trigger_delay_s,
+                "scope_noise_V": self.scope_noise_V, "device_load_ohm": self.device_load_ohm}

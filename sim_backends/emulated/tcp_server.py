@@ -1,0 +1,116 @@
+"""Raw-socket SCPI servers (the port-5025 "SOCKET" interface of LAN instruments).
+
+Any VISA client reaches the emulated lab as ``TCPIP::HOST::PORT::SOCKET``: commands are
+newline-terminated, binary blocks travel inline, replies end with a newline. One thread per
+connection; replies completed later (``*OPC?`` after an acquisition triggered from another
+connection) are pushed as soon as they are queued.
+"""
+from __future__ import annotations
+
+import select
+import socket
+import socketserver
+import threading
+from typing import TYPE_CHECKING
+
+from sim_backends.emulated.scpi import ScpiInstrument
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sim_backends.emulated.lab import EmulatedLab
+
+_RECV_BYTES = 1 << 20
+_POLL_S = 0.02
+
+
+class _ScpiHandler(socketserver.BaseRequestHandler):
+    server: "_ScpiServer"
+
+    def handle(self) -> None:
+        sock: socket.socket = self.request
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        instrument = self.server.instrument
+        while not self.server.stopping.is_set():
+            readable, _, _ = select.select([sock], [], [], _POLL_S)
+            if readable:
+                try:
+                    data = sock.recv(_RECV_BYTES)
+                except OSError:
+                    return
+                if not data:
+                    return
+                instrument.write(data)
+            reply = instrument.read()
+            if reply:
+                try:
+                    sock.sendall(reply)
+                except OSError:
+                    return
+
+
+class _ScpiServer(socketserver.ThreadingTCPServer):
+    allow_reuse_address = True
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], instrument: ScpiInstrument) -> None:
+        self.instrument = instrument
+        self.stopping = threading.Event()
+        super().__init__(address, _ScpiHandler)
+
+
+class EmulatedTcpServers:
+    """The three servers of one lab; ``resources`` maps role -> VISA resource string."""
+
+    def __init__(self, lab: "EmulatedLab", host: str, ports: dict[str, int]) -> None:
+        self.lab = lab
+        self.host = host
+        instruments = {"awg": lab.awg, "scope": lab.scope, "source": lab.source}
+        self._servers: dict[str, _ScpiServer] = {}
+        self._threads: list[threading.Thread] = []
+        try:
+            for role, port in ports.items():
+                self._servers[role] = _ScpiServer((host, int(port)), instruments[role])
+        except OSError:
+            for server in self._servers.values():
+                server.server_close()
+            raise
+        for role, server in self._servers.items():
+            thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
+                                      name=f"scpi-{role}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return {role: server.server_address[1] for role, server in self._servers.items()}
+
+    @property
+    def resources(self) -> dict[str, str]:
+        return {role: f"TCPIP::{self.host}::{port}::SOCKET" for role, port in self.ports.items()}
+
+    def close(self) -> None:
+        """Stop accepting, end connection threads, release the ports."""
+        for server in self._servers.values():
+            server.stopping.set()
+            server.shutdown()
+            server.server_close()
+        for thread in self._threads:
+            thread.join(timeout=2.0)
+        self._servers.clear()
+        self._threads.clear()
+        if self in self.lab.servers:
+            self.lab.servers.remove(self)
+
+    def __enter__(self) -> "EmulatedTcpServers":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def serve_tcp(lab: "EmulatedLab", host: str = "127.0.0.1", awg_port: int = 5025,
+              scope_port: int = 5026, source_port: int = 5027) -> EmulatedTcpServers:
+    """Start raw-socket SCPI servers for the lab's AWG, scope and DC source (port 0 picks a
+    free port). Returns the running servers; call ``close()`` (or use ``with``) to stop them."""
+    servers = EmulatedTcpServers(lab, host, {"awg": awg_port, "scope": scope_port, "source": source_port})
+    lab.servers.append(servers)
+    return servers

@@ -1,0 +1,192 @@
+"""A trained Spin-Neural ODE as a Device (``twin:PATH``), so every protocol runs on it.
+
+The twin only knows the sample interval it was trained on and the operating conditions it saw.
+A drive on another grid is either refused with a clear error or, with ``resample=1``, held onto
+the twin's grid and the response interpolated back. Conditions outside the trained range still
+run (the twin is smooth in them) but warn, because that is extrapolation.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from spinlab import Device, SafetyLimits
+from spinlab.errors import ConfigError
+from spinlab.twin.checkpoint import TwinMeta, load_twin
+from spinlab.twin.model import SpinNODE
+
+
+class TwinExtrapolationWarning(UserWarning):
+    """A condition is outside the range the twin was trained on."""
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _flag(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigError(f"twin option {name} must be true/false (1/0), got {value!r}")
+
+
+def _number(name: str, value: Any, kind: type = float) -> Any:
+    try:
+        out = kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"twin option {name} must be a {kind.__name__}, got {value!r}") from None
+    if kind is float and not math.isfinite(out):
+        raise ConfigError(f"twin option {name} must be finite, got {value!r}")
+    return out
+
+
+class TwinDevice(Device):
+    """Device backed by a :class:`~spinlab.twin.model.SpinNODE` checkpoint.
+
+    ``noise`` adds the measured output noise stored with the twin (seeded by ``seed``), so
+    reservoir experiments see a realistic signal-to-noise ratio; ``batch_size`` bounds how many
+    drives are integrated at once (memory); ``threads`` sets torch's intra-op threads.
+    """
+
+    def __init__(self, model: SpinNODE, meta: TwinMeta, *, path: str = "", noise: bool = False,
+                 seed: int = 0, resample: bool = False, batch_size: int = 1024,
+                 limits: SafetyLimits | None = None,
+                 default_conditions: Mapping[str, float] | None = None) -> None:
+        names = model.arch.condition_names
+        defaults = {n: float(np.mean(meta.condition_ranges[n])) if n in meta.condition_ranges
+                    else float(model.c_mean[i]) for i, n in enumerate(names)}
+        defaults.update(default_conditions or {})
+        super().__init__(limits, defaults)
+        self.condition_names = tuple(names)
+        self.response_unit = meta.output_unit
+        self.model = model.eval()
+        self.meta = meta
+        self.path = path
+        self.noise = bool(noise)
+        self.seed = int(seed)
+        self.resample = bool(resample)
+        if batch_size < 1:
+            raise ConfigError(f"twin option batch_size must be >= 1, got {batch_size}")
+        self.batch_size = int(batch_size)
+        self._rng = np.random.default_rng(self.seed)
+        self.address = f"twin:{path}"
+
+    @property
+    def dt_s(self) -> float:
+        return self.meta.dt_s
+
+    def identity(self) -> dict[str, Any]:
+        prov = self.meta.provenance
+        return {**super().identity(), "checkpoint": self.path, "dt_s": self.meta.dt_s,
+                "architecture": self.model.arch.to_dict(),
+                "condition_ranges": self.meta.condition_ranges, "noise": self.noise,
+                "seed": self.seed, "trained_on": prov.get("source"),
+                "best_nrmse": prov.get("best_nrmse")}
+
+    def _check_conditions(self, conditions: dict[str, np.ndarray]) -> None:
+        for name, values in conditions.items():
+            lo, hi = self.meta.condition_ranges.get(name, (-math.inf, math.inf))
+            span = hi - lo
+            tol = 1e-9 * max(abs(lo), abs(hi), 1e-30)
+            outside = (values < lo - tol) | (values > hi + tol)
+            if np.any(outside):
+                bad = values[outside]
+                warnings.warn(
+                    f"twin {self.path}: {name} = {bad.min():.4g}..{bad.max():.4g} is outside the "
+                    f"trained range [{lo:.4g}, {hi:.4g}] (span {span:.3g}); the response is an "
+                    "extrapolation - retrain with data at these conditions to trust it",
+                    TwinExtrapolationWarning, stacklevel=4)
+
+    def _to_twin_grid(self, drive: np.ndarray, dt_s: float) -> tuple[np.ndarray, np.ndarray]:
+        """Hold the drive onto the twin's grid; also return the twin grid's sample times."""
+        n_twin = max(int(round(drive.shape[1] * dt_s / self.dt_s)), 1)
+        t_twin = (np.arange(n_twin) + 1) * self.dt_s  # end of each twin sample's hold
+        idx = np.clip(np.ceil(t_twin / dt_s - 1 - 1e-9).astype(int), 0, drive.shape[1] - 1)
+        return drive[:, idx], t_twin
+
+    def _respond(self, drive: np.ndarray, dt_s: float, conditions: dict[str, np.ndarray]) -> np.ndarray:
+        if not math.isclose(dt_s, self.dt_s, rel_tol=1e-6):
+            if not self.resample:
+                raise ConfigError(
+                    f"drive sample interval {dt_s:.6g} s does not match the twin's {self.dt_s:.6g} s "
+                    f"({self.path}); resample the drive to {self.dt_s:.6g} s, or open the twin "
+                    "with 'twin:PATH?resample=1' to hold it onto the twin's grid"
+                )
+            twin_drive, t_twin = self._to_twin_grid(drive, dt_s)
+            twin_out = self._simulate(twin_drive, conditions)
+            t_out = (np.arange(drive.shape[1]) + 1) * dt_s
+            out = np.stack([np.interp(t_out, t_twin, row) for row in twin_out])
+        else:
+            out = self._simulate(drive, conditions)
+        if self.noise and self.meta.noise_std > 0:
+            out = out + self.meta.noise_std * self._rng.standard_normal(out.shape)
+        return out
+
+    def _simulate(self, drive: np.ndarray, conditions: dict[str, np.ndarray]) -> np.ndarray:
+        self._check_conditions(conditions)
+        cond = self.model.condition_tensor(conditions, drive.shape[0])
+        out = np.empty(drive.shape, dtype=np.float64)
+        dtype = self.model.y_mean.dtype
+        for start in range(0, drive.shape[0], self.batch_size):
+            stop = min(start + self.batch_size, drive.shape[0])
+            y = self.model.simulate(torch.as_tensor(drive[start:stop], dtype=dtype), cond[start:stop],
+                                    settle_samples=self.meta.settle_samples,
+                                    rest_drive=self.meta.rest_drive_V)
+            out[start:stop] = y.double().numpy()
+        if not np.all(np.isfinite(out)):
+            raise ConfigError(
+                f"twin {self.path} diverged (non-finite response); the drive or conditions are "
+                "probably far outside what it was trained on"
+            )
+        return out
+
+
+def open_twin(path: str | Path, **options: Any) -> TwinDevice:
+    """``open_device("twin:PATH?noise=1&seed=3&resample=1")``: load a checkpoint as a Device.
+
+    Options (strings from the address are converted): ``noise`` (add the measured noise),
+    ``seed``, ``resample``, ``batch_size``, ``threads``, ``max_drive_V``, ``max_bias_A``,
+    ``max_field_T`` and a default value for any condition the twin knows (e.g. ``bias_A``)."""
+    model, meta = load_twin(path)
+    opts = dict(options)
+    kwargs: dict[str, Any] = {}
+    if "noise" in opts:
+        kwargs["noise"] = _flag("noise", opts.pop("noise"))
+    if "resample" in opts:
+        kwargs["resample"] = _flag("resample", opts.pop("resample"))
+    if "seed" in opts:
+        kwargs["seed"] = _number("seed", opts.pop("seed"), int)
+    if "batch_size" in opts:
+        kwargs["batch_size"] = _number("batch_size", opts.pop("batch_size"), int)
+    if "threads" in opts:
+        threads = _number("threads", opts.pop("threads"), int)
+        if threads < 1:
+            raise ConfigError(f"twin option threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+    limit_kw = {k: _number(k, opts.pop(k)) for k in ("max_drive_V", "max_bias_A", "max_field_T")
+                if k in opts}
+    limits = SafetyLimits(**limit_kw) if limit_kw else None
+    defaults = {}
+    for name in model.arch.condition_names:
+        if name in opts:
+            defaults[name] = _number(name, opts.pop(name))
+    if opts:
+        raise ConfigError(
+            f"unknown twin option(s) {sorted(opts)}; known: noise, seed, resample, batch_size, "
+            f"threads, max_drive_V, max_bias_A, max_field_T, {', '.join(model.arch.condition_names)}"
+        )
+    return TwinDevice(model, meta, path=str(path), limits=limits, default_conditions=defaults,
+                      **kwargs)
+
+
+__all__ = ["TwinDevice", "TwinExtrapolationWarning", "open_twin"]

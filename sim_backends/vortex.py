@@ -1,0 +1,437 @@
+"""Vortex spin-torque nano-oscillator: the universal nonlinear auto-oscillator model.
+
+Model (Slavin & Tiberkevich, IEEE Trans. Magn. 45, 1875 (2009)) for the complex amplitude ``c``
+of the gyrotropic vortex mode, normalised so that ``p = |c|^2`` is the oscillation power::
+
+    dc/dt = -i omega(p) c - Gamma_G (1 + Q p) c + Gamma_G z (1 - p) c + f(t)
+    omega(p) = omega0 + N p,   z = I / I_th,   I = bias_A + drive_gain_A_per_V * drive_V
+    <f(t) f*(t')> = 2 D delta(t - t'),   D = Gamma_G * thermal_power
+
+so the power obeys ``dp/dt = -2 Gamma_G [(1 + Q p) - z (1 - p)] p + 2 D + noise`` (Ito).
+Closed forms (checked by the tests): steady power ``p0 = (z-1)/(z+Q)`` above threshold, thermal
+power ``thermal_power/(1-z)`` below it, small-signal relaxation time ``1/(2 Gamma_G |z-1|)``
+(200 ns at the typical 7.5 mA). The field shifts the threshold linearly,
+``I_th(B) = threshold_A * (1 + threshold_slope_per_T * B)`` (a perpendicular field changes the
+vortex core polarisation energy and hence the damping the torque must overcome; the slope is a
+fit parameter, 0.5/T by default, i.e. +5 % at 100 mT).
+
+Numerics. The drive is zero-order held over each sample (as an AWG holds it), so over one sample
+the mean-field power equation ``dp/dt = a p - b p^2 + c`` has constant coefficients: a Riccati
+equation we integrate *exactly* (no step-size error, any ``dt``), together with the exact phase
+integral ``int omega dt``. The random part of the thermal force is added to the complex amplitude
+with Strang splitting (half exact step, Gaussian kick, half exact step) on a few substeps per
+sample; kicking ``c`` rather than ``p`` keeps ``p >= 0`` and gives the Ito drift ``2 D`` for free.
+The ``noise`` option s in [0, 1] scales the random force (intensity s^2 D); the remaining
+(1 - s^2) 2D enters as its mean, so the mean drift is the same for every s and ``noise=0`` is
+deterministic yet keeps the physical sub-threshold power and still starts oscillating when the
+current crosses threshold.
+
+Why numba. This model runs inside the emulated bench (one 1e6-sample drive per acquisition) and
+the spoken-digit protocol (~57 M samples in 2,500 drives of different lengths). Torch at batch 1
+is overhead-bound (~16 k steps/s: a 1e6-sample drive would take a minute); the numba kernel over
+float64 arrays does a 1e6-sample, 100 ns-grid drive in ~0.1 s with noise (0.02 s without) and
+2,500 x 23,000 samples in ~7 s on 2 busy cores, rows split over GIL-free threads
+(``benchmarks/bench_sim_vortex.py``). Every drive draws its own seed from the device's numpy
+Generator, so row ``i`` of a batch does not depend on how the batch is split over threads.
+"""
+from __future__ import annotations
+
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Mapping
+
+import numba
+import numpy as np
+
+from spinlab import Device, SafetyLimits
+from spinlab.errors import ConfigError
+from sim_backends._options import choice, coerce_options, instance_of
+
+#: Default operating point of the vortex STO (7.5 mA, z = 1.5, p0 = 1/7, tau = 200 ns).
+DEFAULT_BIAS_A = 7.5e-3
+#: Safety limits of the simulated device (as on the real sample holder).
+VORTEX_LIMITS = SafetyLimits(max_drive_V=0.5, max_bias_A=10e-3, max_field_T=1.0)
+
+
+@dataclass(frozen=True)
+class VortexParams:
+    """Physical parameters of the auto-oscillator (SI units, normalised power ``p``)."""
+
+    #: Threshold current at zero field (A).
+    threshold_A: float = 5e-3
+    #: Nonlinear damping coefficient (dimensionless).
+    Q: float = 2.0
+    #: Linear (Gilbert) damping rate Gamma_G (1/s).
+    gamma_G_per_s: float = 5e6
+    #: AWG volts -> device current (A/V); +-0.4 V gives +-2 mA.
+    drive_gain_A_per_V: float = 5e-3
+    #: Rectifying detector sensitivity: output volts per unit power.
+    detector_V_per_p: float = 0.1
+    #: Power at zero current from thermal fluctuations, kT / E0 (sets the Langevin intensity).
+    thermal_power: float = 1e-4
+    #: Relative threshold shift per tesla: I_th(B) = threshold_A * (1 + slope * B).
+    threshold_slope_per_T: float = 0.5
+    #: Linear gyrotropic frequency (Hz).
+    f0_Hz: float = 300e6
+    #: Nonlinear frequency shift N / 2 pi (Hz per unit power).
+    N_Hz: float = 100e6
+    #: RF output amplitude at p = 1 (V), used by ``output="rf"``.
+    rf_V_per_sqrt_p: float = 0.01
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ConfigError(f"VortexParams.{f.name} must be a finite number, got {value!r}")
+            object.__setattr__(self, f.name, float(value))
+        positive = ("threshold_A", "gamma_G_per_s", "drive_gain_A_per_V", "detector_V_per_p",
+                    "thermal_power", "rf_V_per_sqrt_p")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"VortexParams.{name} must be > 0, got {getattr(self, name)!r}")
+        if self.Q < 0:
+            raise ConfigError(f"VortexParams.Q (nonlinear damping) must be >= 0, got {self.Q!r}")
+        if self.thermal_power >= 0.1:
+            raise ConfigError(
+                f"VortexParams.thermal_power must be small (< 0.1; kT/E0 of a vortex is ~1e-4), "
+                f"got {self.thermal_power!r}"
+            )
+        if abs(self.threshold_slope_per_T) >= 1:
+            raise ConfigError(
+                "VortexParams.threshold_slope_per_T must satisfy |slope| < 1 /T so the threshold "
+                f"stays positive up to 1 T, got {self.threshold_slope_per_T!r}"
+            )
+        if self.f0_Hz < 0 or self.f0_Hz + min(self.N_Hz, 0.0) < 0:
+            raise ConfigError("VortexParams.f0_Hz must be >= 0 and f0_Hz + N_Hz >= 0")
+
+    # --- closed forms (vectorised over numpy arrays) ------------------------------------------
+    def threshold_current_A(self, field_T: Any = 0.0) -> Any:
+        """Threshold current at ``field_T``: ``threshold_A * (1 + threshold_slope_per_T * B)``."""
+        return self.threshold_A * (1.0 + self.threshold_slope_per_T * np.asarray(field_T, dtype=float))
+
+    def supercriticality(self, current_A: Any, field_T: Any = 0.0) -> Any:
+        """``z = I / I_th(B)``; the oscillator auto-oscillates for ``z > 1``."""
+        return np.asarray(current_A, dtype=float) / self.threshold_current_A(field_T)
+
+    def _coefficients(self, current_A: Any, field_T: Any) -> tuple[Any, Any, float]:
+        z = self.supercriticality(current_A, field_T)
+        g = self.gamma_G_per_s
+        a = 2 * g * (z - 1)
+        b = np.maximum(2 * g * (self.Q + z), 2 * g * _BETA_FLOOR)
+        return a, b, 2 * g * self.thermal_power
+
+    def steady_power(self, bias_A: Any, field_T: Any = 0.0) -> Any:
+        """Mean-field steady power at constant current (the stable root of
+        ``a p - b p^2 + 2D = 0``). Equals ``(z-1)/(z+Q)`` above threshold and
+        ``thermal_power/(1-z)`` below it, up to O(thermal_power) corrections."""
+        a, b, c = self._coefficients(bias_A, field_T)
+        return _stable_root(a, b, c)
+
+    def relaxation_time_s(self, bias_A: Any, field_T: Any = 0.0) -> Any:
+        """Small-signal power relaxation time ``1/sqrt(a^2 + 4 b 2D)``, which is
+        ``1/(2 Gamma_G |z-1|)`` away from threshold and stays finite at it."""
+        a, b, c = self._coefficients(bias_A, field_T)
+        return 1.0 / np.sqrt(a * a + 4 * b * c)
+
+
+#: Lower bound of Q + z in the quadratic coefficient. The model's spin torque z (1 - p) is
+#: written for positive currents; for strong reverse currents (z < -Q) the p^2 term is irrelevant
+#: at the thermal powers there, and the floor keeps the exact solution well defined.
+_BETA_FLOOR = 1e-3
+
+
+def _stable_root(a: Any, b: Any, c: float) -> Any:
+    disc = np.sqrt(a * a + 4 * b * c)
+    big = np.where(a >= 0, (a + disc) / (2 * b), 0.0)
+    neg = np.where(a < 0, (a - disc) / (2 * b), -1.0)
+    return np.where(a >= 0, big, -c / (b * neg))
+
+
+# ------------------------------------------------------------------------------------------
+# numba kernel
+# ------------------------------------------------------------------------------------------
+@numba.njit(cache=True, fastmath=False, error_model="numpy")
+def _roots(a: float, b: float, c: float) -> tuple[float, float, float]:
+    """Stable root r1 >= 0, other root r2 <= 0 and rate k = b (r1 - r2) of a p - b p^2 + c."""
+    disc = math.sqrt(a * a + 4.0 * b * c)
+    if a >= 0.0:
+        r1 = (a + disc) / (2.0 * b)
+        r2 = -c / (b * r1) if r1 > 0.0 else 0.0
+    else:
+        r2 = (a - disc) / (2.0 * b)
+        r1 = -c / (b * r2)
+    return r1, r2, disc
+
+
+@numba.njit(cache=True, fastmath=False, error_model="numpy")
+def _gain(b: float, k: float, t: float) -> float:
+    """g = b (1 - exp(-k t)) / k, continuous at k -> 0 (where it is b t)."""
+    x = k * t
+    if x < 1e-12:
+        return b * t
+    return -b * math.expm1(-x) / k
+
+
+@numba.njit(cache=True, fastmath=False, error_model="numpy")
+def _advance(p: float, g: float, r1: float, r2: float) -> float:
+    """Exact Riccati step: p(t) = (p0 + g r2 (p0 - r1)) / (1 + g (p0 - r1))."""
+    den = 1.0 + g * (p - r1)
+    if den <= 0.0:  # only when p0 = r2 = 0 exactly: a fixed point
+        return p
+    out = (p + g * r2 * (p - r1)) / den
+    return out if out > 0.0 else 0.0
+
+
+@numba.njit(cache=True, fastmath=False, error_model="numpy")
+def _phase_advance(p: float, g: float, r1: float, b: float, t: float, omega0: float, nshift: float) -> float:
+    """int_0^t omega(p(s)) ds with int p ds = r1 t + log1p(g (p0 - r1)) / b (exact)."""
+    arg = g * (p - r1)
+    integral = r1 * t + (math.log1p(arg) / b if arg > -1.0 else 0.0)
+    return omega0 * t + nshift * integral
+
+
+@numba.njit(cache=True)
+def _rng_init(seed, state):
+    """Fill the 4-word xoshiro256+ ``state`` from a 64-bit seed with splitmix64."""
+    x = np.uint64(seed)
+    for i in range(4):
+        x = x + np.uint64(0x9E3779B97F4A7C15)
+        z = x
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        state[i] = z ^ (z >> np.uint64(31))
+
+
+@numba.njit(cache=True)
+def _rng_uniform(state):
+    """xoshiro256+ (Blackman & Vigna): a double in [0, 1) from the top 53 bits."""
+    s0, s1, s2, s3 = state[0], state[1], state[2], state[3]
+    result = s0 + s3
+    t = s1 << np.uint64(17)
+    s2 ^= s0
+    s3 ^= s1
+    s1 ^= s2
+    s0 ^= s3
+    s2 ^= t
+    s3 = (s3 << np.uint64(45)) | (s3 >> np.uint64(19))
+    state[0], state[1], state[2], state[3] = s0, s1, s2, s3
+    return float(result >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+
+
+@numba.njit(cache=True)
+def _rng_normal_pair(state):
+    """Two independent standard normals (Box-Muller): exactly what one complex kick needs.
+    A local generator is ~3x faster than numba's ``np.random.standard_normal`` here and
+    keeps each drive's stream independent of threads."""
+    u1 = 1.0 - _rng_uniform(state)  # (0, 1]: log is finite
+    u2 = _rng_uniform(state)
+    r = math.sqrt(-2.0 * math.log(u1))
+    angle = 2.0 * math.pi * u2
+    return r * math.cos(angle), r * math.sin(angle)
+
+
+@numba.njit(cache=True, fastmath=False, error_model="numpy")
+def _simulate_one(drive, dt, bias, i_th, seed, gain, gamma, q, d_th, noise, m_sub,
+                  rf, omega0, nshift, scale, out):
+    """One drive: ``out[k]`` = scaled power (or RF voltage) at the end of drive sample k."""
+    n = drive.shape[0]
+    beta_floor = 2.0 * gamma * _BETA_FLOOR
+    c_det = 2.0 * d_th * (1.0 - noise * noise)  # mean part of the thermal force
+    sigma_full = noise * math.sqrt(d_th * dt / m_sub)  # per-quadrature kick std per substep
+    h = dt / m_sub
+    state = np.empty(4, dtype=np.uint64)
+    _rng_init(seed, state)
+    two_pi = 2.0 * math.pi
+
+    # settled start: steady state at the first sample's current
+    z = (bias + gain * drive[0]) / i_th
+    a = 2.0 * gamma * (z - 1.0)
+    b = max(2.0 * gamma * (q + z), beta_floor)
+    r1, r2, k = _roots(a, b, c_det)
+    p = r1
+    phase = two_pi * _rng_uniform(state) if (rf and noise > 0.0) else 0.0
+    n_warm = 0
+    if noise > 0.0:
+        # let the fluctuations settle too: 5 relaxation times (capped) at the first current
+        tau = 1.0 / math.sqrt(a * a + 4.0 * b * 2.0 * d_th)
+        n_warm = int(math.ceil(min(5.0 * tau, 50e-6) / dt))
+
+    for kk in range(-n_warm, n):
+        v = drive[kk] if kk >= 0 else drive[0]
+        z = (bias + gain * v) / i_th
+        a = 2.0 * gamma * (z - 1.0)
+        b = max(2.0 * gamma * (q + z), beta_floor)
+        r1, r2, k = _roots(a, b, c_det)
+        if noise <= 0.0:
+            g = _gain(b, k, dt)
+            if rf:
+                phase = (phase + _phase_advance(p, g, r1, b, dt, omega0, nshift)) % two_pi
+            p = _advance(p, g, r1, r2)
+        else:
+            g_half = _gain(b, k, 0.5 * h)
+            g_full = _gain(b, k, h)
+            if rf:
+                phase = (phase + _phase_advance(p, g_half, r1, b, 0.5 * h, omega0, nshift)) % two_pi
+            p = _advance(p, g_half, r1, r2)
+            for j in range(m_sub):
+                # Gaussian kick of the complex amplitude (Ito-correct, keeps p >= 0)
+                amp = math.sqrt(p)
+                xi1, xi2 = _rng_normal_pair(state)
+                x = amp + sigma_full * xi1
+                y = sigma_full * xi2
+                p = x * x + y * y
+                if rf:
+                    phase += math.atan2(y, x)
+                g_step = g_full if j < m_sub - 1 else g_half
+                t_step = h if j < m_sub - 1 else 0.5 * h
+                if rf:
+                    phase = (phase + _phase_advance(p, g_step, r1, b, t_step, omega0, nshift)) % two_pi
+                p = _advance(p, g_step, r1, r2)
+        if kk >= 0:
+            if rf:
+                out[kk] = scale * math.sqrt(p) * math.cos(phase)
+            else:
+                out[kk] = scale * p
+
+
+@numba.njit(cache=True, fastmath=False, error_model="numpy", nogil=True)
+def _kernel(drive, dt, bias, i_th, seeds, gain, gamma, q, d_th, noise, m_sub,
+            rf, omega0, nshift, scale, out):
+    """Rows of a batch one after the other; releases the GIL so Python threads run it in
+    parallel on disjoint row ranges (plain threads rather than numba's OpenMP ``prange``: they
+    are safe to call from several threads at once and across ``fork``)."""
+    for i in range(drive.shape[0]):
+        _simulate_one(drive[i], dt, bias[i], i_th[i], seeds[i], gain, gamma, q, d_th, noise,
+                      m_sub, rf, omega0, nshift, scale, out[i])
+
+
+# ------------------------------------------------------------------------------------------
+# Device
+# ------------------------------------------------------------------------------------------
+class VortexDevice(Device):
+    """The vortex STO as a :class:`spinlab.Device` (``sim:vortex``).
+
+    Output ``"power"`` (default) is what a rectifying detector delivers, ``detector_V_per_p * p``;
+    ``"rf"`` is the oscillating voltage ``rf_V_per_sqrt_p * sqrt(p) cos(phase)``, only meaningful
+    when the sample interval resolves the oscillation (checked: at least 4 samples per period of
+    the highest frequency ``f0_Hz + N_Hz``). Response sample k is the state at the end of drive
+    sample k's hold. ``seed`` seeds a numpy Generator; every call advances it (repeated calls
+    differ, a fresh device with the same seed reproduces exactly). ``noise`` in [0, 1] scales the
+    random part of the thermal force (0 = deterministic). ``noise_substep_s`` bounds the substep
+    on which noise kicks are applied (accuracy of the fluctuation statistics, not of the mean).
+    """
+
+    OUTPUTS = ("power", "rf")
+    #: Below this many samples per call, threads cost more than they save.
+    _THREADED_MIN_SAMPLES = 200_000
+
+    def __init__(self, params: VortexParams | None = None, *, seed: int = 0, noise: float = 1.0,
+                 output: str = "power", noise_substep_s: float | None = None,
+                 threads: int | None = None, limits: SafetyLimits | None = None,
+                 default_conditions: Mapping[str, float] | None = None) -> None:
+        defaults = {"bias_A": DEFAULT_BIAS_A, "field_T": 0.0, **dict(default_conditions or {})}
+        super().__init__(limits or VORTEX_LIMITS, defaults)
+        self.params = params or VortexParams()
+        if not isinstance(self.params, VortexParams):
+            raise ConfigError(f"params must be a VortexParams, got {type(self.params).__name__}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+        if isinstance(noise, bool) or not (isinstance(noise, (int, float)) and 0.0 <= float(noise) <= 1.0):
+            raise ConfigError(f"noise must be a number in [0, 1] (fraction of the thermal force that is random), got {noise!r}")
+        if output not in self.OUTPUTS:
+            raise ConfigError(f"output must be one of {list(self.OUTPUTS)}, got {output!r}")
+        if noise_substep_s is None:
+            # Strang splitting: the power-fluctuation std is within ~1 % of a 2 ns reference at
+            # Gamma_G h = 0.25 (50 ns by default; 2 substeps per 100 ns sample), ~2 % at 0.5
+            noise_substep_s = 0.25 / self.params.gamma_G_per_s
+        if not (isinstance(noise_substep_s, (int, float)) and math.isfinite(noise_substep_s) and noise_substep_s > 0):
+            raise ConfigError(f"noise_substep_s must be a positive number of seconds, got {noise_substep_s!r}")
+        if threads is None:
+            threads = os.cpu_count() or 1
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ConfigError(f"threads must be a positive integer, got {threads!r}")
+        self.threads = threads
+        self.seed = int(seed)
+        self.noise = float(noise)
+        self.output = output
+        self.noise_substep_s = float(noise_substep_s)
+        self._rng = np.random.default_rng(self.seed)
+        self.address = "sim:vortex"
+
+    def identity(self) -> dict[str, Any]:
+        return {**super().identity(), "model": "universal auto-oscillator (Slavin & Tiberkevich)",
+                "params": asdict(self.params), "seed": self.seed, "noise": self.noise,
+                "output": self.output, "noise_substep_s": self.noise_substep_s, "threads": self.threads,
+                "default_conditions": dict(self.default_conditions), "numba": numba.__version__}
+
+    def check_rf_sampling(self, dt_s: float) -> None:
+        """Raise unless ``dt_s`` gives >= 4 samples per period of the highest RF frequency."""
+        f_max = self.params.f0_Hz + max(self.params.N_Hz, 0.0)
+        if f_max > 0 and dt_s > 1.0 / (4.0 * f_max):
+            raise ConfigError(
+                f"output='rf' needs a sample interval <= {1.0 / (4.0 * f_max):.3g} s to resolve the "
+                f"oscillation up to {f_max / 1e6:.0f} MHz, got dt = {dt_s:.3g} s; sample faster or use "
+                "output='power' (the rectified detector voltage)"
+            )
+
+    def _respond(self, drive: np.ndarray, dt_s: float, conditions: dict[str, np.ndarray]) -> np.ndarray:
+        p = self.params
+        if self.output == "rf":
+            self.check_rf_sampling(dt_s)
+        bias = np.ascontiguousarray(conditions["bias_A"], dtype=np.float64)
+        i_th = np.ascontiguousarray(p.threshold_current_A(conditions["field_T"]), dtype=np.float64)
+        if np.any(i_th <= 0):
+            raise ConfigError(
+                f"field_T values {conditions['field_T'].tolist()} push the threshold current to <= 0 "
+                f"(threshold_slope_per_T = {p.threshold_slope_per_T}); reduce the field"
+            )
+        batch = drive.shape[0]
+        seeds = self._rng.integers(0, 2**64 - 1, size=batch, dtype=np.uint64, endpoint=True)
+        m_sub = max(1, int(math.ceil(dt_s / self.noise_substep_s - 1e-9)))
+        rf = self.output == "rf"
+        scale = p.rf_V_per_sqrt_p if rf else p.detector_V_per_p
+        drive = np.ascontiguousarray(drive, dtype=np.float64)
+        out = np.empty_like(drive)
+        consts = (p.drive_gain_A_per_V, p.gamma_G_per_s, p.Q, p.gamma_G_per_s * p.thermal_power,
+                  self.noise, m_sub, rf, 2 * math.pi * p.f0_Hz, 2 * math.pi * p.N_Hz, scale)
+        workers = min(self.threads, batch) if drive.size >= self._THREADED_MIN_SAMPLES else 1
+        if workers == 1:
+            _kernel(drive, float(dt_s), bias, i_th, seeds, *consts, out)
+            return out
+        edges = np.linspace(0, batch, workers + 1).astype(int)
+        with ThreadPoolExecutor(workers, thread_name_prefix="sim-vortex") as pool:
+            jobs = [pool.submit(_kernel, drive[a:b], float(dt_s), bias[a:b], i_th[a:b], seeds[a:b],
+                                *consts, out[a:b]) for a, b in zip(edges[:-1], edges[1:])]
+            for job in jobs:
+                job.result()
+        return out
+
+
+#: Options accepted by ``sim:vortex?...`` (strings are converted to these types).
+OPTION_SPEC: dict[str, Any] = {
+    **{f.name: float for f in fields(VortexParams)},
+    "seed": int, "noise": float, "output": choice(*VortexDevice.OUTPUTS), "noise_substep_s": float,
+    "threads": int,
+    "bias_A": float, "field_T": float,
+    "max_drive_V": float, "max_bias_A": float, "max_field_T": float,
+    "params": instance_of(VortexParams), "limits": instance_of(SafetyLimits),
+}
+
+
+def open_vortex(**options: Any) -> VortexDevice:
+    """Build a :class:`VortexDevice` from address/keyword options (see ``OPTION_SPEC``)."""
+    opts = coerce_options(options, OPTION_SPEC, where="sim:vortex")
+    param_names = {f.name for f in fields(VortexParams)}
+    overrides = {k: opts.pop(k) for k in list(opts) if k in param_names}
+    params = opts.pop("params", None) or VortexParams()
+    if overrides:
+        params = VortexParams(**{**asdict(params), **overrides})
+    limit_names = ("max_drive_V", "max_bias_A", "max_field_T")
+    limits = opts.pop("limits", None) or VORTEX_LIMITS
+    limit_overrides = {k: opts.pop(k) for k in limit_names if k in opts}
+    if limit_overrides:
+        limits = SafetyLimits(**{**asdict(limits), **limit_overrides})
+    conditions = {k: opts.pop(k) for k in ("bias_A", "field_T") if k in opts}
+    return VortexDevice(params, limits=limits, default_conditions=conditions, **opts)

@@ -1,0 +1,238 @@
+"""Spoken-digit audio: the FSDD recordings on disk, their download, and microphone capture.
+
+The Free Spoken Digit Dataset (FSDD) names every recording ``{digit}_{speaker}_{index}.wav``
+(8 kHz, mono, 16-bit PCM). :func:`list_fsdd` reads such a directory and validates every name,
+:func:`read_wav` validates the format, :func:`fetch_fsdd` downloads the pinned upstream commit
+into a user cache. Network access happens only in :func:`fetch_fsdd` (``spinlab data fetch
+fsdd``); everything else works offline.
+
+Why the checksum covers the extracted recordings and not the archive: GitHub generates commit
+archives on the fly and does not promise byte-identical tarballs over time, so a digest of the
+archive would break for reasons unrelated to the data. The digest of the recordings themselves
+(name + SHA-256 of every file) is stable and is what the experiment actually depends on.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+from scipy.io import wavfile
+
+from spinlab.errors import SpinlabError
+
+#: Sample rate of every FSDD recording.
+FSDD_RATE_HZ = 8000
+#: Upstream repository and the commit the project is pinned to (the shared 5-speaker copy).
+FSDD_REPOSITORY = "Jakobovski/free-spoken-digit-dataset"
+FSDD_COMMIT = "26eb9aa"
+FSDD_URL = f"https://codeload.github.com/{FSDD_REPOSITORY}/tar.gz/{FSDD_COMMIT}"
+#: Speakers covered by the pinned digest (the upstream sixth speaker is not verified, so not kept).
+FSDD_SPEAKERS = ("george", "jackson", "lucas", "theo", "yweweler")
+#: :func:`recordings_digest` of the 2,500 recordings of ``FSDD_SPEAKERS`` at ``FSDD_COMMIT``.
+FSDD_RECORDINGS_SHA256 = "4d2c04f63188f0f3972e5f4b501790602257d8283db78ffbbac8edcaac13171b"
+
+_NAME = re.compile(r"^(?P<digit>[0-9])_(?P<speaker>[A-Za-z][A-Za-z0-9-]*)_(?P<index>[0-9]+)\.wav$")
+
+
+class DatasetError(SpinlabError, ValueError):
+    """A dataset directory, file name, audio format or download does not look as expected."""
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One FSDD recording: where it is and what its name says it contains."""
+
+    path: Path
+    digit: int
+    speaker: str
+    index: int
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def load(self) -> np.ndarray:
+        """Samples as float64 in [-1, 1) at :data:`FSDD_RATE_HZ`."""
+        return read_wav(self.path, expected_rate_Hz=FSDD_RATE_HZ)
+
+
+def parse_name(name: str) -> tuple[int, str, int]:
+    """``"3_theo_17.wav"`` -> ``(3, "theo", 17)``; raises :class:`DatasetError` otherwise."""
+    match = _NAME.match(name)
+    if match is None:
+        raise DatasetError(
+            f"{name!r} is not an FSDD recording name; expected '{{digit}}_{{speaker}}_{{index}}.wav' "
+            "such as '3_theo_17.wav'"
+        )
+    return int(match["digit"]), match["speaker"], int(match["index"])
+
+
+def list_fsdd(directory: str | Path) -> list[Utterance]:
+    """All recordings in ``directory`` (or its ``recordings/`` subfolder), sorted by name.
+
+    Every ``.wav`` file must follow the FSDD naming scheme; a stray name is an error rather than
+    silently skipped, because a mislabelled file would corrupt the split.
+    """
+    root = Path(directory).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"FSDD directory {str(root)!r} does not exist; run `spinlab data fetch fsdd` "
+                           "or pass --data pointing at the folder of .wav recordings")
+    if not any(root.glob("*.wav")) and (root / "recordings").is_dir():
+        root = root / "recordings"
+    files = sorted(root.glob("*.wav"))
+    if not files:
+        raise DatasetError(f"no .wav recordings in {str(root)!r}; expected files like '3_theo_17.wav'")
+    utterances = []
+    for path in files:
+        digit, speaker, index = parse_name(path.name)
+        utterances.append(Utterance(path, digit, speaker, index))
+    return utterances
+
+
+def read_wav(path: str | Path, expected_rate_Hz: int | None = FSDD_RATE_HZ) -> np.ndarray:
+    """Read a mono 16-bit PCM wav as float64 in [-1, 1); check its sample rate."""
+    path = Path(path)
+    try:
+        rate, data = wavfile.read(path)
+    except (ValueError, OSError) as exc:
+        raise DatasetError(f"cannot read {str(path)!r} as a wav file: {exc}") from None
+    if expected_rate_Hz is not None and rate != expected_rate_Hz:
+        raise DatasetError(f"{path.name} is sampled at {rate} Hz, expected {expected_rate_Hz} Hz; "
+                           "resample it first (FSDD recordings are 8 kHz)")
+    if data.ndim != 1:
+        raise DatasetError(f"{path.name} has {data.shape[1]} channels, expected mono")
+    if data.dtype != np.int16:
+        raise DatasetError(f"{path.name} holds {data.dtype} samples, expected 16-bit PCM")
+    if data.size == 0:
+        raise DatasetError(f"{path.name} has no samples")
+    return data.astype(np.float64) / 32768.0
+
+
+# --- the pinned download --------------------------------------------------------------------
+def default_cache_dir() -> Path:
+    """``$SPINLAB_CACHE/fsdd`` if set, else ``$XDG_CACHE_HOME/spinlab/fsdd`` or ``~/.cache/spinlab/fsdd``."""
+    if os.environ.get("SPINLAB_CACHE"):
+        return Path(os.environ["SPINLAB_CACHE"]).expanduser() / "fsdd"
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "spinlab" / "fsdd"
+
+
+def recordings_digest(files: Iterable[tuple[str, bytes]]) -> str:
+    """SHA-256 over the sorted lines ``"<name> <sha256 of content>\\n"``: one number per dataset."""
+    lines = sorted(f"{name} {hashlib.sha256(content).hexdigest()}\n" for name, content in files)
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+def directory_digest(directory: str | Path) -> str:
+    """:func:`recordings_digest` of the ``.wav`` files in a directory."""
+    return recordings_digest((p.name, p.read_bytes()) for p in sorted(Path(directory).glob("*.wav")))
+
+
+def install_archive(archive: str | Path, destination: str | Path, *, expected_sha256: str,
+                    speakers: Sequence[str] = FSDD_SPEAKERS) -> Path:
+    """Extract the recordings of ``speakers`` from an FSDD tarball, verify, install atomically.
+
+    Only regular ``.wav`` members under a ``recordings/`` folder are read (no paths are taken from
+    the archive, so it cannot write outside ``destination``). The digest of the extracted
+    recordings must equal ``expected_sha256``; otherwise nothing is installed.
+    Returns the installed ``recordings`` directory.
+    """
+    destination = Path(destination).expanduser()
+    wanted = set(speakers)
+    contents: dict[str, bytes] = {}
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            for member in tar:
+                parts = Path(member.name).parts
+                if not member.isfile() or len(parts) < 2 or parts[-2] != "recordings":
+                    continue
+                name = parts[-1]
+                if not name.endswith(".wav"):
+                    continue
+                _, speaker, _ = parse_name(name)
+                if speaker in wanted:
+                    contents[name] = tar.extractfile(member).read()
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise DatasetError(f"cannot read FSDD archive {str(archive)!r}: {exc}") from None
+    if not contents:
+        raise DatasetError(f"archive {str(archive)!r} holds no recordings of speakers {sorted(wanted)}")
+    digest = recordings_digest(contents.items())
+    if digest != expected_sha256:
+        raise DatasetError(
+            f"FSDD recordings checksum mismatch: got {digest}, expected {expected_sha256} "
+            f"({len(contents)} files); the download is corrupt or not commit {FSDD_COMMIT}. Nothing was installed"
+        )
+    destination.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".recordings-", dir=destination))
+    for name, content in contents.items():
+        (staging / name).write_bytes(content)
+    target = destination / "recordings"
+    if target.exists():
+        shutil.rmtree(target)
+    staging.rename(target)
+    (destination / "SOURCE.txt").write_text(
+        f"{FSDD_URL}\ncommit {FSDD_COMMIT}\nspeakers {' '.join(sorted(wanted))}\n"
+        f"recordings sha256 {digest}\nlicense CC BY-SA 4.0, Zohar Jackson and contributors\n"
+    )
+    return target
+
+
+def fetch_fsdd(destination: str | Path | None = None, *, url: str = FSDD_URL,
+               expected_sha256: str | None = None, force: bool = False,
+               opener: Callable[[str], io.BufferedIOBase] | None = None) -> Path:
+    """Download the pinned FSDD commit into the cache (the only networked function of spinlab).
+
+    Skips the download when the cache already holds verified recordings (unless ``force``).
+    ``opener`` replaces ``urllib.request.urlopen`` (used by tests with a local archive).
+    """
+    destination = Path(destination).expanduser() if destination else default_cache_dir()
+    expected = expected_sha256 or FSDD_RECORDINGS_SHA256
+    target = destination / "recordings"
+    if target.is_dir() and not force and directory_digest(target) == expected:
+        return target
+    destination.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=destination, suffix=".tar.gz", delete=False) as tmp:
+        tmp_path = Path(tmp.name)
+        try:
+            with (opener or _urlopen)(url) as response:
+                shutil.copyfileobj(response, tmp)
+        except OSError as exc:
+            tmp_path.unlink(missing_ok=True)
+            raise DatasetError(f"downloading {url} failed: {exc}; check the network or pass --data "
+                               "with a local copy") from None
+    try:
+        return install_archive(tmp_path, destination, expected_sha256=expected)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def _urlopen(url: str):
+    return urllib.request.urlopen(url, timeout=60)
+
+
+# --- microphone ---------------------------------------------------------------------------
+def record_microphone(duration_s: float, rate_Hz: int = FSDD_RATE_HZ, device: int | str | None = None) -> np.ndarray:
+    """Record one mono utterance (float64 in [-1, 1)) with ``sounddevice`` at the FSDD rate."""
+    if not 0 < duration_s <= 10:
+        raise DatasetError(f"duration_s must be in (0, 10] s, got {duration_s}")
+    try:
+        import sounddevice
+    except (ImportError, OSError) as exc:  # PortAudio missing is an OSError
+        raise DatasetError(f"microphone capture needs sounddevice with PortAudio: {exc}") from None
+    try:
+        data = sounddevice.rec(int(round(duration_s * rate_Hz)), samplerate=rate_Hz, channels=1,
+                               dtype="int16", device=device)
+        sounddevice.wait()
+    except Exception as exc:  # PortAudioError does not derive from a spinlab error
+        raise DatasetError(f"recording from the microphone failed: {exc}") from None
+    return data[:, 0].astype(np.float64) / 32768.0

@@ -1,0 +1,294 @@
+"""Time-multiplexed reservoir computing with one physical node (Torrejon et al., Nature 2017).
+
+One oscillator stands in for N "virtual nodes": every feature frame ``f`` (C channels) is
+multiplied by a fixed random mask ``M`` (N x C); the N values are applied one after the other,
+each held for ``theta_s``, so the device sees one long piecewise-constant drive per utterance.
+Because ``theta_s`` is shorter than the oscillator's relaxation time, each node's response
+mixes its own input with its neighbours' (the coupling), and the power's nonlinear dependence
+on current supplies the nonlinearity. The response sampled per node is the reservoir state; a
+linear (ridge) readout trained on those states classifies each frame, and an utterance's class
+is the argmax of the readout summed over its frames.
+
+This module holds the pieces that do not depend on a device: :class:`Encoder` (mask, scaling,
+drive layout), :func:`node_states` (response -> states), :func:`pack` (many utterances into one
+padded batch) and :class:`RidgeReadout` with :func:`select_alpha` (k-fold choice of the
+regularisation on the training set only).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from spinlab.errors import ConfigError
+
+MASK_KINDS = ("binary", "normal")
+NODE_FEATURES = ("mean", "samples")
+
+
+def make_mask(n_nodes: int, n_channels: int, kind: str = "binary", seed: int = 0) -> np.ndarray:
+    """Input mask ``(n_nodes, n_channels)`` from ``numpy.random.default_rng(seed)``.
+
+    ``binary``: entries +-1 with equal probability (Torrejon et al.; what a two-level AWG
+    pattern gives). ``normal``: standard normal entries (a richer projection, same variance).
+    """
+    if n_nodes < 1 or n_channels < 1:
+        raise ConfigError(f"mask needs n_nodes >= 1 and n_channels >= 1, got {n_nodes} x {n_channels}")
+    rng = np.random.default_rng(seed)
+    if kind == "binary":
+        return rng.choice(np.array([-1.0, 1.0]), size=(n_nodes, n_channels))
+    if kind == "normal":
+        return rng.standard_normal((n_nodes, n_channels))
+    raise ConfigError(f"mask kind {kind!r} is unknown; use one of {list(MASK_KINDS)}")
+
+
+@dataclass
+class Encoder:
+    """Features -> drive volts: mask, scale into the safe range, hold each node ``theta_s``.
+
+    Drive sample values are ``clip(amplitude_V * (f @ M.T) / scale, -amplitude_V, +amplitude_V)``
+    where ``scale = input_sigma * std(masked training features)`` (set by :meth:`fit`), so about
+    ``erf(input_sigma / sqrt 2)`` of the node inputs stay unclipped. Each node value is repeated
+    ``samples_per_node`` times on a grid ``dt_s = theta_s / samples_per_node``. The drive is
+    around 0 V: the DC operating point is the bias current, a separate condition.
+    """
+
+    mask: np.ndarray
+    theta_s: float = 100e-9
+    samples_per_node: int = 1
+    amplitude_V: float = 0.4
+    input_sigma: float = 1.5
+    scale: float | None = None
+
+    def __post_init__(self) -> None:
+        self.mask = np.asarray(self.mask, dtype=np.float64)
+        if self.mask.ndim != 2:
+            raise ConfigError(f"mask must be 2-D (nodes, channels), got shape {self.mask.shape}")
+        if not (self.theta_s > 0 and np.isfinite(self.theta_s)):
+            raise ConfigError(f"theta_s must be a positive number of seconds, got {self.theta_s!r}")
+        if int(self.samples_per_node) != self.samples_per_node or self.samples_per_node < 1:
+            raise ConfigError(f"samples_per_node must be a positive integer, got {self.samples_per_node!r}")
+        if not self.amplitude_V > 0:
+            raise ConfigError(f"amplitude_V must be > 0, got {self.amplitude_V!r}")
+        if not self.input_sigma > 0:
+            raise ConfigError(f"input_sigma must be > 0, got {self.input_sigma!r}")
+
+    @property
+    def n_nodes(self) -> int:
+        return int(self.mask.shape[0])
+
+    @property
+    def n_channels(self) -> int:
+        return int(self.mask.shape[1])
+
+    @property
+    def dt_s(self) -> float:
+        """Sample interval of the drive (one AWG sample)."""
+        return self.theta_s / self.samples_per_node
+
+    def samples_per_frame(self) -> int:
+        return self.n_nodes * self.samples_per_node
+
+    def masked(self, features: np.ndarray) -> np.ndarray:
+        """Node inputs ``(frames, n_nodes)`` before scaling: the no-device baseline's features."""
+        features = np.asarray(features, dtype=np.float64)
+        if features.ndim != 2 or features.shape[1] != self.n_channels:
+            raise ConfigError(f"features must have shape (frames, {self.n_channels}), got {features.shape}")
+        return features @ self.mask.T
+
+    def fit(self, train_features: Sequence[np.ndarray]) -> "Encoder":
+        """Set ``scale`` from the training features (never the test set)."""
+        masked = np.concatenate([self.masked(f) for f in train_features])
+        std = float(masked.std())
+        if not std > 0:
+            raise ConfigError("the masked training features are constant; cannot scale the drive")
+        self.scale = self.input_sigma * std
+        return self
+
+    def drive(self, features: np.ndarray) -> np.ndarray:
+        """One utterance's drive samples (volts), ``frames * n_nodes * samples_per_node`` long."""
+        if self.scale is None:
+            raise ConfigError("Encoder.fit(train_features) must be called before drive()")
+        node_V = np.clip(self.amplitude_V * self.masked(features) / self.scale,
+                         -self.amplitude_V, self.amplitude_V)
+        return np.repeat(node_V.reshape(-1), self.samples_per_node)
+
+
+def node_states(response: np.ndarray, n_frames: int, n_nodes: int, samples_per_node: int = 1,
+                reduce: str = "mean") -> np.ndarray:
+    """Reservoir states from one utterance's response (padding already removed or not).
+
+    ``mean``: the response averaged over each node's hold, ``(frames, n_nodes)``.
+    ``samples``: every sample of the hold is its own feature, ``(frames, n_nodes *
+    samples_per_node)`` (the transient inside a hold carries extra information for free).
+    """
+    response = np.asarray(response, dtype=np.float64)
+    need = n_frames * n_nodes * samples_per_node
+    if response.shape[-1] < need:
+        raise ConfigError(f"response has {response.shape[-1]} samples, the utterance needs {need}")
+    block = response[:need].reshape(n_frames, n_nodes, samples_per_node)
+    if reduce == "mean":
+        return block.mean(axis=2)
+    if reduce == "samples":
+        return block.reshape(n_frames, n_nodes * samples_per_node)
+    raise ConfigError(f"node feature reduction {reduce!r} is unknown; use one of {list(NODE_FEATURES)}")
+
+
+def pack(drives: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Equal-length batch ``(B, max_len)`` of drives, zero-padded at the end, and their lengths.
+
+    Padding goes after each drive, so a causal device's response to the real samples is
+    unaffected; callers cut the response back to ``lengths``.
+    """
+    if not drives:
+        raise ConfigError("nothing to pack")
+    lengths = np.array([len(d) for d in drives], dtype=np.int64)
+    batch = np.zeros((len(drives), int(lengths.max())))
+    for row, d in zip(batch, drives):
+        row[: len(d)] = d
+    return batch, lengths
+
+
+def length_batches(lengths: Sequence[int], max_samples: int) -> list[np.ndarray]:
+    """Group indices by similar length so padded batches waste little device time.
+
+    Indices are sorted by length; a batch grows while ``batch_size * longest <= max_samples``
+    (at least one item per batch).
+    """
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    batches, current, longest = [], [], 0
+    for idx in order:
+        n = int(lengths[idx])
+        if current and (len(current) + 1) * max(longest, n) > max_samples:
+            batches.append(np.array(current))
+            current, longest = [], 0
+        current.append(int(idx))
+        longest = max(longest, n)
+    if current:
+        batches.append(np.array(current))
+    return batches
+
+
+# --- readout --------------------------------------------------------------------------------
+@dataclass
+class RidgeReadout:
+    """Linear readout with per-frame one-hot targets, feature standardisation and a bias column.
+
+    Fitting solves ``(X^T X + alpha * trace(X^T X)/D * I) W = X^T Y`` (closed form). Scaling
+    ``alpha`` by the mean eigenvalue makes it dimensionless, so one grid suits any device,
+    node count or feature kind. Utterance class: argmax of the frame outputs summed over frames.
+    """
+
+    alpha: float = 1e-4
+    n_classes: int = 10
+    mean: np.ndarray | None = None
+    std: np.ndarray | None = None
+    weights: np.ndarray | None = field(default=None, repr=False)
+
+    def fit(self, states: Sequence[np.ndarray], labels: Sequence[int]) -> "RidgeReadout":
+        labels = _check_labels(labels, len(states), self.n_classes)
+        self.mean, self.std = _standardiser(states)
+        gram, cross = _normal_equations(self._design(states), labels, self.n_classes)
+        self.weights = _solve(gram, cross, self.alpha)
+        return self
+
+    def _design(self, states: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return [_with_bias((np.asarray(s, dtype=np.float64) - self.mean) / self.std) for s in states]
+
+    def frame_scores(self, states: np.ndarray) -> np.ndarray:
+        """Readout output ``(frames, n_classes)`` of one utterance."""
+        if self.weights is None:
+            raise ConfigError("RidgeReadout used before fit()")
+        return self._design([states])[0] @ self.weights
+
+    def predict(self, states: Sequence[np.ndarray]) -> np.ndarray:
+        """Class of each utterance: argmax of the readout summed over its frames."""
+        return np.array([int(np.argmax(self.frame_scores(s).sum(axis=0))) for s in states])
+
+    def frame_accuracy(self, states: Sequence[np.ndarray], labels: Sequence[int]) -> float:
+        """Fraction of frames whose own argmax is the utterance's label (per-frame vote)."""
+        hits = total = 0
+        for s, label in zip(states, labels):
+            votes = np.argmax(self.frame_scores(s), axis=1)
+            hits += int(np.sum(votes == label))
+            total += votes.size
+        return hits / total if total else float("nan")
+
+
+def select_alpha(states: Sequence[np.ndarray], labels: Sequence[int], groups: Sequence,
+                 alphas: Sequence[float], n_classes: int = 10) -> tuple[float, dict[float, float]]:
+    """Pick the ridge ``alpha`` by k-fold cross-validation over ``groups`` (training set only).
+
+    Each distinct group (e.g. a speaker, or an utterance-index fold) is held out in turn; the
+    score is utterance accuracy (argmax of summed frame outputs). Ties go to the larger alpha
+    (the smoother readout). Uses per-group Gram matrices, so all folds and alphas cost one pass
+    over the data plus one eigendecomposition per fold.
+    """
+    labels = _check_labels(labels, len(states), n_classes)
+    groups = np.asarray(groups)
+    keys = np.unique(groups)
+    if keys.size < 2:
+        raise ConfigError("cross-validation needs at least two groups in the training set")
+    if not alphas or any(not a > 0 for a in alphas):
+        raise ConfigError(f"alphas must be a non-empty list of positive numbers, got {list(alphas)}")
+    mean, std = _standardiser(states)
+    design = [_with_bias((np.asarray(s, dtype=np.float64) - mean) / std) for s in states]
+    sums = np.stack([x.sum(axis=0) for x in design])
+    dim = sums.shape[1]
+    grams = {k: np.zeros((dim, dim)) for k in keys}
+    crosses = {k: np.zeros((dim, n_classes)) for k in keys}
+    for x, label, g in zip(design, labels, groups):
+        grams[g] += x.T @ x
+        crosses[g][:, label] += x.sum(axis=0)
+    total_gram = sum(grams.values())
+    total_cross = sum(crosses.values())
+    hits = {a: 0 for a in alphas}
+    for k in keys:
+        held = groups == k
+        evals, evecs = np.linalg.eigh(total_gram - grams[k])
+        projected = evecs.T @ (total_cross - crosses[k])
+        ridge = np.mean(evals)
+        for a in alphas:
+            w = evecs @ (projected / (np.clip(evals, 0, None) + a * ridge)[:, None])
+            hits[a] += int(np.sum(np.argmax(sums[held] @ w, axis=1) == labels[held]))
+    scores = {float(a): hits[a] / len(labels) for a in alphas}
+    best = max(sorted(scores, reverse=True), key=lambda a: scores[a])
+    return best, scores
+
+
+def _check_labels(labels: Sequence[int], n: int, n_classes: int) -> np.ndarray:
+    labels = np.asarray(labels, dtype=np.int64)
+    if labels.shape != (n,):
+        raise ConfigError(f"need one label per utterance ({n}), got shape {labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+        raise ConfigError(f"labels must be in 0..{n_classes - 1}")
+    if n == 0:
+        raise ConfigError("no training utterances")
+    return labels
+
+
+def _standardiser(states: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    frames = np.concatenate([np.asarray(s, dtype=np.float64) for s in states])
+    mean = frames.mean(axis=0)
+    std = frames.std(axis=0)
+    return mean, np.where(std > 0, std, 1.0)
+
+
+def _with_bias(x: np.ndarray) -> np.ndarray:
+    return np.hstack([x, np.ones((x.shape[0], 1))])
+
+
+def _normal_equations(design: Sequence[np.ndarray], labels: np.ndarray, n_classes: int):
+    dim = design[0].shape[1]
+    gram = np.zeros((dim, dim))
+    cross = np.zeros((dim, n_classes))
+    for x, label in zip(design, labels):
+        gram += x.T @ x
+        cross[:, label] += x.sum(axis=0)
+    return gram, cross
+
+
+def _solve(gram: np.ndarray, cross: np.ndarray, alpha: float) -> np.ndarray:
+    ridge = alpha * np.trace(gram) / gram.shape[0]
+    return np.linalg.solve(gram + ridge * np.eye(gram.shape[0]), cross)

@@ -1,0 +1,342 @@
+"""Training data for the twin: trajectories, normalisation, segment sampling, MuMax3 tables.
+
+A :class:`Trajectory` is one recorded drive -> response pair at fixed operating conditions
+(a device recording, or a slice of a micromagnetic simulation). Training draws many short random
+segments from them (Chen et al.: ~50 segments x ~20 points a step); validation integrates whole
+held-out trajectories and scores them with the NRMSE.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from spinlab.errors import ConfigError
+from spinlab.twin.model import Normalisation, SpinNODE
+
+
+@dataclass
+class Trajectory:
+    """One drive/response pair on a uniform grid at fixed operating conditions.
+
+    ``initial`` says how a free-running prediction of it must start: ``"measured"`` (from its
+    first samples, e.g. a slice out of a longer simulation) or ``"rest"`` (the device sat at
+    rest with the drive at 0 before the recording started, as every ``Device.respond`` does).
+    """
+
+    drive: np.ndarray
+    response: np.ndarray
+    dt_s: float
+    conditions: dict[str, float] = field(default_factory=dict)
+    initial: str = "measured"
+
+    def __post_init__(self) -> None:
+        self.drive = np.asarray(self.drive, dtype=np.float64).reshape(-1)
+        self.response = np.asarray(self.response, dtype=np.float64).reshape(-1)
+        if self.drive.shape != self.response.shape:
+            raise ConfigError(
+                f"drive and response lengths differ ({self.drive.size} vs {self.response.size})"
+            )
+        if not (np.all(np.isfinite(self.drive)) and np.all(np.isfinite(self.response))):
+            raise ConfigError("trajectory has non-finite samples")
+        if self.initial not in ("measured", "rest"):
+            raise ConfigError(f"initial must be 'measured' or 'rest', got {self.initial!r}")
+        self.conditions = {k: float(v) for k, v in self.conditions.items()}
+
+    @property
+    def n(self) -> int:
+        return int(self.drive.size)
+
+
+def nrmse(prediction: np.ndarray, truth: np.ndarray) -> float:
+    """RMSE divided by the standard deviation of the true signal (pooled over everything)."""
+    prediction, truth = np.asarray(prediction, np.float64), np.asarray(truth, np.float64)
+    std = float(np.std(truth))
+    if std == 0:
+        raise ConfigError("NRMSE is undefined for a constant true signal")
+    return float(np.sqrt(np.mean((prediction - truth) ** 2)) / std)
+
+
+def estimate_noise_std(y: np.ndarray) -> float:
+    """White measurement-noise std from the second difference, robust to steps (MAD).
+
+    For white noise e, the second difference has variance 6 var(e); a slow signal barely
+    contributes and occasional steps are ignored by the median."""
+    y = np.asarray(y, np.float64)
+    if y.ndim == 1:
+        y = y[None]
+    d2 = np.diff(y, n=2, axis=-1).reshape(-1)
+    if d2.size == 0:
+        return 0.0
+    mad = float(np.median(np.abs(d2 - np.median(d2))))
+    return mad / 0.6745 / math.sqrt(6.0)
+
+
+def fit_normalisation(trajectories: Sequence[Trajectory],
+                      condition_names: Sequence[str]) -> Normalisation:
+    """Mean/std of output, drive and conditions over the training trajectories."""
+    if not trajectories:
+        raise ConfigError("no training data to fit the normalisation on")
+    y = np.concatenate([t.response for t in trajectories])
+    u = np.concatenate([t.drive for t in trajectories])
+    c_mean, c_std = [], []
+    for name in condition_names:
+        values = np.array([_condition(t, name) for t in trajectories])
+        weights = np.array([t.n for t in trajectories], dtype=np.float64)
+        mean = float(np.average(values, weights=weights))
+        std = float(np.sqrt(np.average((values - mean) ** 2, weights=weights)))
+        c_mean.append(mean)
+        c_std.append(std if std > 0 else max(abs(mean), 1.0))
+    y_std = float(np.std(y))
+    u_std = float(np.std(u))
+    return Normalisation(float(np.mean(y)), y_std if y_std > 0 else 1.0, float(np.mean(u)),
+                         u_std if u_std > 0 else 1.0, c_mean, c_std)
+
+
+def condition_ranges(trajectories: Sequence[Trajectory],
+                     condition_names: Sequence[str]) -> dict[str, list[float]]:
+    """[min, max] of every condition seen in training (the twin warns outside it)."""
+    return {n: [min(_condition(t, n) for t in trajectories),
+                max(_condition(t, n) for t in trajectories)] for n in condition_names}
+
+
+def _condition(t: Trajectory, name: str) -> float:
+    try:
+        return t.conditions[name]
+    except KeyError:
+        raise ConfigError(
+            f"trajectory lacks condition {name!r} (has {sorted(t.conditions)})"
+        ) from None
+
+
+class SegmentSampler:
+    """Random short segments of normalised, delay-embedded training data.
+
+    Everything is embedded once (one big tensor for all trajectories); a batch is a gather of
+    ``n_segments`` windows that never cross a trajectory boundary. ``extend`` adds trajectories
+    as they arrive (the online trainer)."""
+
+    def __init__(self, model: SpinNODE, segment_samples: int, seed: int = 0) -> None:
+        if segment_samples < 1:
+            raise ConfigError(f"segment_samples must be >= 1, got {segment_samples}")
+        self.model = model
+        self.segment_samples = int(segment_samples)
+        self.generator = torch.Generator().manual_seed(int(seed))
+        k = model.arch.n_delays
+        dtype = model.y_mean.dtype
+        self._x = torch.zeros(0, k, dtype=dtype)
+        self._u = torch.zeros(0, k, dtype=dtype)
+        self._c = torch.zeros(0, len(model.arch.condition_names), dtype=dtype)
+        self._starts = torch.zeros(0, dtype=torch.long)
+        self.n_samples = 0
+
+    def extend(self, trajectories: Iterable[Trajectory]) -> None:
+        xs, us, cs, starts = [self._x], [self._u], [self._c], [self._starts]
+        offset = self._x.shape[0]
+        hist = self.model.arch.history_samples
+        with torch.no_grad():
+            for t in trajectories:
+                y = self.model.norm_output(torch.as_tensor(t.response, dtype=self._x.dtype))[None]
+                u = self.model.norm_drive(torch.as_tensor(t.drive, dtype=self._x.dtype))[None]
+                c = self.model.condition_tensor(t.conditions, 1)
+                xs.append(self.model.embed_output(y)[0])
+                us.append(self.model.delay_features(u)[0])
+                cs.append(self.model.norm_conditions(c).expand(t.n, -1))
+                last = t.n - 1 - self.segment_samples
+                if last >= hist - 1:
+                    starts.append(torch.arange(hist - 1, last + 1) + offset)
+                offset += t.n
+                self.n_samples += t.n
+        self._x, self._u, self._c = torch.cat(xs), torch.cat(us), torch.cat(cs)
+        self._starts = torch.cat(starts)
+
+    @property
+    def n_windows(self) -> int:
+        return int(self._starts.numel())
+
+    def sample(self, n_segments: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(x0 (B,k), u_feat (B,L+1,k), c (B,C), x_true (B,L,k))``, normalised."""
+        if self.n_windows == 0:
+            raise ConfigError(
+                f"no training window of {self.segment_samples + 1} samples fits in the data"
+            )
+        pick = torch.randint(self.n_windows, (n_segments,), generator=self.generator)
+        start = self._starts[pick]
+        idx = start[:, None] + torch.arange(self.segment_samples + 1)
+        x = self._x[idx]
+        return x[:, 0], self._u[idx], self._c[start], x[:, 1:]
+
+
+def predict(model: SpinNODE, trajectories: Sequence[Trajectory], *, settle_samples: int = 0,
+            rest_drive: float | None = None) -> list[np.ndarray]:
+    """Free-running predictions of whole trajectories (batched by length and start kind).
+
+    Returns one array per trajectory on its full grid; for ``initial="measured"`` the first
+    ``history_samples - 1`` entries are the measured history itself."""
+    out: list[np.ndarray | None] = [None] * len(trajectories)
+    hist = model.arch.history_samples
+    groups: dict[tuple[int, str], list[int]] = {}
+    for i, t in enumerate(trajectories):
+        groups.setdefault((t.n, t.initial), []).append(i)
+    dtype = model.y_mean.dtype
+    for (n, initial), members in groups.items():
+        drive = torch.as_tensor(np.stack([trajectories[i].drive for i in members]), dtype=dtype)
+        resp = np.stack([trajectories[i].response for i in members])
+        cond = model.condition_tensor(
+            {name: [trajectories[i].conditions[name] for i in members]
+             for name in model.arch.condition_names}, len(members))
+        if initial == "measured":
+            if n < hist:
+                raise ConfigError(f"trajectory of {n} samples is shorter than the history {hist}")
+            y = model.simulate(drive[:, hist - 1:], cond,
+                               y_history=torch.as_tensor(resp[:, :hist], dtype=dtype))
+            pred = np.concatenate([resp[:, : hist - 1], y.double().numpy()], axis=1)
+        else:
+            pred = model.simulate(drive, cond, settle_samples=settle_samples,
+                                  rest_drive=rest_drive).double().numpy()
+        for j, i in enumerate(members):
+            out[i] = pred[j]
+    return out  # type: ignore[return-value]
+
+
+def trajectory_nrmse(model: SpinNODE, trajectories: Sequence[Trajectory], *,
+                     settle_samples: int = 0, rest_drive: float | None = None) -> float:
+    """Pooled NRMSE of free-running predictions over the samples actually predicted."""
+    preds = predict(model, trajectories, settle_samples=settle_samples, rest_drive=rest_drive)
+    hist = model.arch.history_samples
+    p, y = [], []
+    for t, pred in zip(trajectories, preds):
+        skip = hist if t.initial == "measured" else 0
+        p.append(pred[skip:])
+        y.append(t.response[skip:])
+    return nrmse(np.concatenate(p), np.concatenate(y))
+
+
+# --- MuMax3 tables ---------------------------------------------------------------------------
+@dataclass
+class MumaxTable:
+    """A MuMax3 ``table.txt``: columns by name, their units, and the source path."""
+
+    columns: dict[str, np.ndarray]
+    units: dict[str, str]
+    path: str = ""
+
+    def column(self, name: str) -> np.ndarray:
+        """A column by its name with or without the unit (``"mz"``, ``"t (s)"``)."""
+        key = name.split(" (")[0].strip()
+        if key not in self.columns:
+            raise ConfigError(
+                f"column {name!r} is not in {self.path or 'the table'}; available: "
+                f"{list(self.columns)}"
+            )
+        return self.columns[key]
+
+    @property
+    def time_s(self) -> np.ndarray:
+        return self.column("t")
+
+
+def load_mumax_table(path: str | Path) -> MumaxTable:
+    """Parse a MuMax3 table (tab separated, ``# name (unit)`` header line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"MuMax3 table {path} does not exist")
+    with path.open() as fh:
+        header = fh.readline()
+    if not header.startswith("#"):
+        raise ConfigError(f"{path} has no MuMax3 '#' header line")
+    names, units = [], {}
+    for field_ in header.lstrip("#").strip().split("\t"):
+        field_ = field_.strip()
+        name, _, unit = field_.partition(" (")
+        names.append(name.strip())
+        units[name.strip()] = unit.rstrip(")").strip()
+    try:
+        data = np.loadtxt(path, comments="#", delimiter="\t", dtype=np.float64, ndmin=2)
+    except ValueError as exc:
+        raise ConfigError(f"cannot parse MuMax3 table {path}: {exc}") from None
+    if data.shape[1] != len(names):
+        raise ConfigError(f"{path}: header names {len(names)} columns, rows have {data.shape[1]}")
+    if "t" not in names:
+        raise ConfigError(f"{path} has no time column 't (s)'")
+    return MumaxTable({n: data[:, i] for i, n in enumerate(names)}, units, str(path))
+
+
+@dataclass(frozen=True)
+class MumaxSplit:
+    """How a MuMax3 table becomes training/validation/test trajectories (paper defaults)."""
+
+    input_column: str = "Ku1.region100"
+    output_column: str = "mz"
+    every: int = 2              # keep every Nth row (5 ps from 2.5 ps)
+    resample_dt_s: float | None = None   # or interpolate onto this uniform grid instead
+    discard: int = 1500         # transient, in kept samples
+    n_train: int = 10000        # training samples (validation is the tail of these)
+    n_val: int = 2000           # held out from the end of the training span
+    n_test: int | None = None   # test samples after the training span (None: all the rest)
+    output_offset: str = "first"   # subtract mz[0] ("first") or nothing ("none")
+    output_scale: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.every < 1 or self.discard < 0 or self.n_train < 2 or self.n_val < 0:
+            raise ConfigError(f"invalid MuMax3 split {self}")
+        if self.n_test is not None and self.n_test < 2:
+            raise ConfigError(f"n_test must be >= 2 or None, got {self.n_test}")
+        if self.n_val >= self.n_train:
+            raise ConfigError(f"n_val ({self.n_val}) must be smaller than n_train ({self.n_train})")
+        if self.output_offset not in ("first", "none"):
+            raise ConfigError(f"output_offset must be 'first' or 'none', got {self.output_offset!r}")
+
+
+def mumax_trajectories(table: MumaxTable, split: MumaxSplit = MumaxSplit()
+                       ) -> tuple[Trajectory, Trajectory | None, Trajectory]:
+    """(train, validation or None, test) trajectories from a MuMax3 table.
+
+    Decimates (or resamples), scales the output as ``(y - y[0]) * scale``, drops the transient,
+    and splits in time: train | validation | test (``n_test`` samples, or the rest).
+
+    Note on the bundled skyrmion table: about 10,500 samples after the paper's training span
+    (t ~ 110 ns) the skyrmion annihilates and mz jumps to ~0.98 with almost no response; a twin
+    trained on the skyrmion state cannot know that state, so score it on ``n_test`` samples
+    before the annihilation (10,000 = the next 50 ns) and report the rest separately."""
+    t = table.time_s
+    u = table.column(split.input_column)
+    y = table.column(split.output_column)
+    if split.resample_dt_s:
+        grid = np.arange(t[0], t[-1], split.resample_dt_s)
+        u, y, dt = np.interp(grid, t, u), np.interp(grid, t, y), float(split.resample_dt_s)
+    else:
+        u, y = u[:: split.every], y[:: split.every]
+        dt = float(np.mean(np.diff(t))) * split.every
+    if split.output_offset == "first":
+        y = y - y[0]
+    y = y * split.output_scale
+    u, y = u[split.discard:], y[split.discard:]
+    if u.size < split.n_train + 2:
+        raise ConfigError(
+            f"{table.path}: only {u.size} samples after the transient, need more than "
+            f"n_train = {split.n_train}"
+        )
+    n_fit = split.n_train - split.n_val
+    train = Trajectory(u[:n_fit], y[:n_fit], dt)
+    val = Trajectory(u[n_fit: split.n_train], y[n_fit: split.n_train], dt) if split.n_val else None
+    end = None if split.n_test is None else split.n_train + split.n_test
+    test = Trajectory(u[split.n_train:end], y[split.n_train:end], dt)
+    return train, val, test
+
+
+def truncate_table(table: MumaxTable, rows: int) -> MumaxTable:
+    """The first ``rows`` rows (fast tests)."""
+    return MumaxTable({k: v[:rows] for k, v in table.columns.items()}, dict(table.units), table.path)
+
+
+__all__ = [
+    "Trajectory", "nrmse", "estimate_noise_std", "fit_normalisation", "condition_ranges",
+    "SegmentSampler", "predict", "trajectory_nrmse", "MumaxTable", "load_mumax_table",
+    "MumaxSplit", "mumax_trajectories", "truncate_table",
+]

@@ -1,0 +1,150 @@
+"""The characterisation protocol: fits recover known parameters, and the measured threshold and
+relaxation time agree with the auto-oscillator's closed forms on sim:vortex and bench:emulated."""
+from __future__ import annotations
+
+import json
+import math
+
+import h5py
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from spinlab import ConfigError, open_device
+from spinlab.cli import app
+from spinlab.run import Run
+from protocols.characterize import (CharacterizeConfig, fit_relaxation, fit_threshold,
+                                    run_characterize, steady_state_model)
+
+
+# --- fits on synthetic data --------------------------------------------------------------------
+def test_threshold_fit_recovers_parameters_despite_noise_and_outlier() -> None:
+    rng = np.random.default_rng(3)
+    bias = np.linspace(0, 9.5e-3, 20)
+    clean = steady_state_model(bias, 5e-3, 2.0, 0.1, 1e-5)
+    noisy = clean + rng.normal(0, 2e-4, bias.size)
+    noisy[15] += 5e-3  # one glitched point
+    fit = fit_threshold(bias, noisy)
+    assert fit["threshold_A"] == pytest.approx(5e-3, rel=0.02)
+    assert fit["scale_V"] > 0 and fit["threshold_A_err"] > 0
+
+
+def test_threshold_fit_refuses_flat_sweep() -> None:
+    with pytest.raises(ConfigError, match="no auto-oscillation"):
+        fit_threshold(np.linspace(0, 4e-3, 10), np.full(10, 1e-5))
+
+
+def test_relaxation_fit_recovers_time_constant() -> None:
+    rng = np.random.default_rng(4)
+    dt = 20e-9
+    t = np.arange(60) * dt
+    above = 0.0144 + 0.0017 * np.exp(-t / 200e-9) + rng.normal(0, 2e-5, t.size)
+    below = 0.0144 - 0.0018 * np.exp(-t / 200e-9) + rng.normal(0, 2e-5, t.size)
+    fit = fit_relaxation(above, below, dt)
+    assert fit["relaxation_time_s"] == pytest.approx(200e-9, rel=0.03)
+    assert fit["level_V"] == pytest.approx(0.0144, rel=0.01)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"bias_points": 3}, "bias_points"),
+    ({"step_amplitude_V": -0.1}, "step_amplitude_V"),
+    ({"bias_start_A": 5e-3, "bias_stop_A": 1e-3}, "bias_stop_A"),
+    ({"step_hold_s": 50e-9}, "step_hold_s"),
+    ({"step_dt_s": math.nan}, "step_dt_s"),
+])
+def test_config_validation(kwargs, match) -> None:
+    with pytest.raises(ConfigError, match=match):
+        CharacterizeConfig(**kwargs)
+
+
+def test_sweep_beyond_device_limit_is_refused(tmp_path) -> None:
+    device = open_device("sim:vortex")
+    with Run("characterize", {}, root=tmp_path) as run:
+        with pytest.raises(ConfigError, match="max_bias_A"):
+            run_characterize(device, CharacterizeConfig(bias_stop_A=20e-3), run)
+
+
+# --- the protocol on the simulator --------------------------------------------------------------
+def test_characterize_sim_matches_closed_forms(tmp_path) -> None:
+    device = open_device("sim:vortex", seed=2)
+    config = CharacterizeConfig()
+    events = []
+    with Run("characterize", {}, root=tmp_path, device=device) as run:
+        run.progress = lambda done, total, **f: events.append((done, total))  # type: ignore[method-assign]
+        summary = run_characterize(device, config, run)
+        path = run.path
+    assert summary["threshold_A"] == pytest.approx(5e-3, rel=0.03)
+    predicted = 1 / (2 * 5e6 * (summary["relaxation_bias_A"] / 5e-3 - 1))
+    assert summary["predicted_relaxation_time_s"] == pytest.approx(predicted)
+    assert summary["relaxation_time_s"] == pytest.approx(predicted, rel=0.05)
+    assert events[-1] == (config.bias_points + config.step_batches,) * 2
+    assert (path / "sweep.png").stat().st_size > 0 and (path / "step_response.png").stat().st_size > 0
+    with h5py.File(path / "run.h5") as f:
+        assert f["sweep/bias_A"].shape == (config.bias_points,)
+        assert f["steps/mean_response"].attrs["repeats"] == config.step_repeats
+        assert json.loads(f.attrs["results"])["relaxation_time_s"] == summary["relaxation_time_s"]
+        assert f.attrs["status"] == "completed"
+
+
+def run_cli(tmp_path, device: str, *extra: str) -> dict:
+    result = CliRunner().invoke(app, ["characterize", "--device", device, "--json",
+                                      "--runs-dir", str(tmp_path), "--seed", "1", *extra])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_cli_json_summary_sim(tmp_path) -> None:
+    summary = run_cli(tmp_path, "sim:vortex")
+    for key in ("threshold_A", "relaxation_time_s", "relaxation_bias_A",
+                "predicted_relaxation_time_s", "run_dir", "device", "wall_s"):
+        assert key in summary
+    assert summary["device"] == "sim:vortex"
+    assert summary["relaxation_time_s"] == pytest.approx(summary["predicted_relaxation_time_s"], rel=0.05)
+
+
+def test_cli_reports_user_errors(tmp_path) -> None:
+    result = CliRunner().invoke(app, ["characterize", "--device", "sim:vortex", "--bias-points", "2",
+                                      "--runs-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "bias_points" in result.output
+
+
+def test_cli_sim_and_emulated_bench_agree(tmp_path) -> None:
+    """The acceptance check: the same command on the simulator and on the emulated bench (real
+    drivers, SCPI, scope noise and ADC) gives the same threshold and relaxation time, and both
+    match the model's closed form tau = 1 / (2 Gamma_G (z - 1))."""
+    sim = run_cli(tmp_path, "sim:vortex")
+    bench = run_cli(tmp_path, "bench:emulated")
+    assert bench["device"] == "bench:emulated"
+    assert bench["threshold_A"] == pytest.approx(sim["threshold_A"], rel=0.05)
+    assert bench["relaxation_time_s"] == pytest.approx(sim["relaxation_time_s"], rel=0.05)
+    for summary in (sim, bench):
+        assert summary["threshold_A"] == pytest.approx(5e-3, rel=0.05)
+        assert summary["relaxation_time_s"] == pytest.approx(summary["predicted_relaxation_time_s"], rel=0.05)
+    with h5py.File(f"{bench['run_dir']}/run.h5") as f:
+        identity = json.loads(f.attrs["device"])
+        assert "33522B" in identity["instruments"]["awg"]
+        assert json.loads(f.attrs["seeds"]) == {"device": 1}
+
+
+def test_ctrl_c_during_characterize_on_bench_leaves_outputs_off(tmp_path, monkeypatch) -> None:
+    """Ctrl-C in the middle of the bias sweep: the run is marked aborted, its data so far is in
+    the file, and the AWG and bias source are off."""
+    bench = open_device("bench:emulated")
+    real = bench.scope.read_waveform
+    calls = {"n": 0}
+
+    def read_then_interrupt(channel):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real(channel)
+
+    monkeypatch.setattr(bench.scope, "read_waveform", read_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        with Run("characterize", {}, root=tmp_path, device=bench) as run:
+            run_characterize(bench, CharacterizeConfig(), run)
+    assert not bench.lab.awg.output_on and not bench.lab.source.output_on
+    with h5py.File(run.path / "run.h5") as f:
+        assert f.attrs["status"] == "aborted"
+    bench.close()

@@ -1,0 +1,103 @@
+"""`spinlab monitor`, `spinlab control` and `spinlab keys` as a user runs them."""
+import json
+import time
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from spinlab import RunAborted
+from spinlab.cli import app
+from spinlab.monitoring.recording import read_recording
+from spinlab.run import Run
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def live_run(tmp_path):
+    """A run mid-way: config, progress and a waveform already published."""
+    run = Run("acquire", {"steps": 10}, root=tmp_path / "runs", monitor="tcp://127.0.0.1:0")
+    run.progress(4, 10, bias_A=7.5e-3)
+    run.publish("waveform", {"name": "resp", "unit": "V"}, {"samples": np.linspace(0, 1, 20_000)})
+    deadline = time.monotonic() + 5
+    while run.events.stats()["sent"] < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)  # sent before anyone watched: a monitor started now is a late joiner
+    yield run
+    run.finish("completed")
+
+
+def test_monitor_json_streams_the_current_state_to_a_late_joiner(live_run, tmp_path):
+    record = tmp_path / "stream.monrec"
+    result = runner.invoke(app, ["monitor", live_run.events.endpoint, "--json", "--count", "3",
+                                 "--timeout", "5", "--record", str(record), "--topic", "run.",
+                                 "--topic", "progress", "--topic", "waveform"])
+    assert result.exit_code == 0, result.output
+    # one replay per subscription; ZeroMQ sends a socket's subscriptions in no fixed order
+    lines = sorted((json.loads(line) for line in result.stdout.splitlines()), key=lambda x: x["seq"])
+    assert [line["topic"] for line in lines] == ["run.start", "progress", "waveform"]
+    assert all(line["replay"] for line in lines)
+    assert lines[0]["payload"]["config"] == {"steps": 10}
+    assert lines[1]["payload"] == {"done": 4, "total": 10, "bias_A": 7.5e-3}
+    wave = lines[2]["arrays"]["samples"]
+    assert wave["summarised"] and wave["shape"] == [20_000] and wave["max"] == 1.0
+    recorded = list(read_recording(record))
+    recorded = {m.topic: m for m in recorded}
+    assert sorted(recorded) == ["progress", "run.start", "waveform"]
+    np.testing.assert_array_equal(recorded["waveform"].arrays["samples"], np.linspace(0, 1, 20_000))
+
+
+def test_monitor_exits_nonzero_when_the_count_is_not_reached_before_the_timeout(live_run):
+    result = runner.invoke(app, ["monitor", live_run.events.endpoint, "--json", "--topic", "progress",
+                                 "--count", "5", "--timeout", "0.3"])
+    assert result.exit_code == 1
+    assert len(result.stdout.splitlines()) == 1
+    assert "1 of 5 messages" in result.stderr
+
+
+def test_monitor_live_view_renders_the_state(live_run):
+    result = runner.invoke(app, ["monitor", live_run.events.endpoint, "--count", "3",
+                                 "--timeout", "5", "--topic", "run.", "--topic", "progress",
+                                 "--topic", "waveform"])
+    assert result.exit_code == 0, result.output
+    assert "acquire" in result.stdout and "4/10" in result.stdout and "resp" in result.stdout
+
+
+def test_monitor_rejects_a_bad_address():
+    result = runner.invoke(app, ["monitor", "udp://nowhere", "--count", "1"])
+    assert result.exit_code == 2 and "tcp://HOST:PORT" in result.stderr
+
+
+def test_keys_then_control_status_and_abort(tmp_path):
+    keys = tmp_path / "keys"
+    made = runner.invoke(app, ["keys", str(keys), "--name", "alice", "--json"])
+    assert made.exit_code == 0, made.output
+    paths = json.loads(made.stdout.splitlines()[-1])
+    run = Run("acquire", {}, root=tmp_path / "runs", control="tcp://127.0.0.1:0", control_keys=keys)
+    with pytest.raises(RunAborted, match="alice"):
+        with run:
+            run.progress(3, 8)
+            base = ["control", run.control.endpoint, "--key", paths["client_secret"],
+                    "--server-key", paths["server_public"], "--timeout", "5"]
+            status = runner.invoke(app, [*base[:2], "status", *base[2:], "--json"])
+            assert status.exit_code == 0, status.output
+            reply = json.loads(status.stdout.splitlines()[-1])
+            assert reply["state"] == "running" and reply["status"]["progress"] == {"done": 3, "total": 8}
+            abort = runner.invoke(app, [*base[:2], "abort", *base[2:]])
+            assert abort.exit_code == 0 and "aborting" in abort.stdout
+            run.checkpoint()  # the protocol's next checkpoint obeys the abort
+    assert run.status == "aborted"
+
+
+def test_control_with_an_unauthorised_key_fails_cleanly(tmp_path):
+    keys = tmp_path / "keys"
+    runner.invoke(app, ["keys", str(keys), "--name", "alice"])
+    other = tmp_path / "other"
+    mallory = json.loads(runner.invoke(app, ["keys", str(other), "--name", "mallory", "--json"]).stdout)
+    with Run("acquire", {}, root=tmp_path / "runs", control="tcp://127.0.0.1:0", control_keys=keys) as run:
+        result = runner.invoke(app, ["control", run.control.endpoint, "abort",
+                                     "--key", mallory["client_secret"],
+                                     "--server-key", str(keys / "server.key"), "--timeout", "0.4"])
+        assert result.exit_code == 2 and "no reply" in result.stderr
+        run.checkpoint()  # not aborted
+    assert run.status == "completed"

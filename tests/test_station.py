@@ -1,0 +1,170 @@
+"""Station files: the shipped ones load, and every kind of mistake is a ConfigError naming the
+key and the file."""
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from spinlab import ConfigError, SafetyLimits
+from instruments.station import STATIONS_DIR, builtin_station, load_station
+
+EMULATED = STATIONS_DIR / "emulated.toml"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "lab.toml"
+    path.write_text(text)
+    return path
+
+
+def edited(tmp_path: Path, old: str, new: str) -> Path:
+    """The emulated station with one line replaced (the test's single mistake)."""
+    text = EMULATED.read_text()
+    assert old in text, old
+    return write(tmp_path, text.replace(old, new, 1))
+
+
+@pytest.mark.parametrize("name", ["emulated", "example_lab"])
+def test_shipped_stations_load(name: str) -> None:
+    station = load_station(builtin_station(name))
+    assert isinstance(station.limits, SafetyLimits)
+    assert station.limits.max_drive_V == 0.5
+    assert station.limits.max_bias_A == pytest.approx(10e-3)
+
+
+def test_emulated_station_values() -> None:
+    station = load_station(builtin_station("emulated"))
+    assert station.emulated
+    assert station.resources.source == "GPIB0::24::INSTR"
+    assert station.source is not None and station.source.default_bias_A == pytest.approx(7.5e-3)
+    assert station.scope.max_points == 4_000_000
+
+
+def test_example_lab_divider_gain() -> None:
+    station = load_station(builtin_station("example_lab"))
+    assert not station.emulated
+    assert station.calibration.device_V_per_awg_V == pytest.approx(200 / 250)
+    assert station.calibration.response_gain == pytest.approx(0.1)
+
+
+def test_unknown_builtin_lists_shipped() -> None:
+    with pytest.raises(ConfigError, match="emulated"):
+        builtin_station("nope")
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_station(tmp_path / "absent.toml")
+
+
+def test_invalid_toml_names_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "[station\nname = 1")
+    with pytest.raises(ConfigError, match="lab.toml.*not valid TOML"):
+        load_station(path)
+
+
+def test_unknown_key_names_key_section_and_file(tmp_path: Path) -> None:
+    path = edited(tmp_path, "load_ohm = 50.0", "lod_ohm = 50.0")
+    with pytest.raises(ConfigError) as info:
+        load_station(path)
+    message = str(info.value)
+    assert "lab.toml" in message and "[awg]" in message and "'lod_ohm'" in message
+    assert "load_ohm" in message  # tells the user what is allowed
+
+
+def test_unknown_section(tmp_path: Path) -> None:
+    path = write(tmp_path, EMULATED.read_text() + "\n[magnet]\nmax_field_T = 1.0\n")
+    with pytest.raises(ConfigError, match=r"unknown section \[magnet\]"):
+        load_station(path)
+
+
+@pytest.mark.parametrize("section", ["station", "resources", "scope", "limits"])
+def test_missing_required_section(tmp_path: Path, section: str) -> None:
+    data = tomllib.loads(EMULATED.read_text())
+    lines = []
+    skipping = False
+    for line in EMULATED.read_text().splitlines():
+        if line.startswith("["):
+            skipping = line.strip() == f"[{section}]"
+        if not skipping:
+            lines.append(line)
+    assert section in data
+    path = write(tmp_path, "\n".join(lines))
+    with pytest.raises(ConfigError, match=rf"lab.toml: missing section \[{section}\]"):
+        load_station(path)
+
+
+def test_missing_required_key(tmp_path: Path) -> None:
+    path = edited(tmp_path, "max_bias_A = 10e-3", "")
+    with pytest.raises(ConfigError, match=r"\[limits\] missing required key 'max_bias_A'"):
+        load_station(path)
+
+
+@pytest.mark.parametrize("old,new,key", [
+    ("max_drive_V = 0.5", 'max_drive_V = "0.5"', "max_drive_V"),
+    ("awg_channel = 1", "awg_channel = true", "awg_channel"),
+    ("oversample = 5", "oversample = 4.5", "oversample"),
+    ('awg = "TCPIP::127.0.0.1::5025::SOCKET"', "awg = 5025", "awg"),
+])
+def test_wrong_type_names_key(tmp_path: Path, old: str, new: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=rf"key '{key}' must be"):
+        load_station(edited(tmp_path, old, new))
+
+
+@pytest.mark.parametrize("old,new,key", [
+    ("max_drive_V = 0.5", "max_drive_V = -0.5", "max_drive_V"),
+    ("awg_channel = 1", "awg_channel = 3", "awg_channel"),
+    ('trigger = "bus"', 'trigger = "immediate"', "trigger"),
+    ("full_scale_V = 0.05", "full_scale_V = 0", "full_scale_V"),
+    ("delay_s = 20e-9", "delay_s = -1e-9", "delay_s"),
+    ("settle_s = 2e-6", "settle_s = nan", "settle_s"),
+    ("load_ohm = 50.0", 'load_ohm = "open"', "load_ohm"),
+])
+def test_invalid_value_names_key(tmp_path: Path, old: str, new: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=key) as info:
+        load_station(edited(tmp_path, old, new))
+    assert "lab.toml" in str(info.value)
+
+
+def test_drive_gain_and_divider_are_exclusive(tmp_path: Path) -> None:
+    path = edited(tmp_path, "drive_gain = 1.0", "drive_gain = 1.0\nseries_resistance_ohm = 50.0\n"
+                                               "device_resistance_ohm = 100.0")
+    with pytest.raises(ConfigError, match="either drive_gain or"):
+        load_station(path)
+
+
+def test_divider_needs_both_resistances(tmp_path: Path) -> None:
+    path = edited(tmp_path, "drive_gain = 1.0", "series_resistance_ohm = 50.0")
+    with pytest.raises(ConfigError, match="device_resistance_ohm"):
+        load_station(path)
+
+
+def test_default_bias_beyond_limit(tmp_path: Path) -> None:
+    path = edited(tmp_path, "default_bias_A = 7.5e-3", "default_bias_A = 20e-3")
+    with pytest.raises(ConfigError, match="default_bias_A.*exceeds"):
+        load_station(path)
+
+
+def test_limit_unreachable_through_gain(tmp_path: Path) -> None:
+    # 0.5 V at the device through a 0.05 gain needs 10 V at the AWG, beyond its 5 V
+    path = edited(tmp_path, "drive_gain = 1.0", "drive_gain = 0.05")
+    with pytest.raises(ConfigError, match="max_output_V"):
+        load_station(path)
+
+
+def test_source_section_without_resource(tmp_path: Path) -> None:
+    path = edited(tmp_path, 'source = "GPIB0::24::INSTR"', "")
+    with pytest.raises(ConfigError, match=r"\[source\] is given but \[resources\] has no 'source'"):
+        load_station(path)
+
+
+def test_integral_float_accepted_for_int(tmp_path: Path) -> None:
+    station = load_station(edited(tmp_path, "max_points = 4_000_000", "max_points = 4e6"))
+    assert station.scope.max_points == 4_000_000 and isinstance(station.scope.max_points, int)
+
+
+def test_high_impedance_load(tmp_path: Path) -> None:
+    station = load_station(edited(tmp_path, "load_ohm = 50.0", 'load_ohm = "inf"'))
+    assert station.awg.load == float("inf")

@@ -1,0 +1,91 @@
+"""Online training: it fits while data arrives and stops acquisition once the target is met."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from protocols.acquire import AcquireConfig, RunRecorder, recording_batches
+from spinlab.errors import ConfigError
+from spinlab.run import Run
+from spinlab.twin.data import fit_normalisation, trajectory_nrmse
+from spinlab.twin.model import TwinArchitecture, build_model
+from spinlab.twin.train import OnlineConfig, TrainConfig, train_online
+
+from twin_helpers import LowPassDevice
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _setup(dev, duration_s, **acq_kw):
+    acq = AcquireConfig(duration_s=duration_s, dt_s=1e-7, record_s=2e-5, hold_s=(1e-7, 1e-6),
+                        amplitude_V=0.4, conditions={"bias_A": (6.5e-3, 8.5e-3)},
+                        validation_every=4, seed=1, **acq_kw)
+    batches = recording_batches(dev, acq)
+    first = next(batches)
+    arch = TwinArchitecture(hidden=16, condition_names=("bias_A", "field_T"), interpolation="hold")
+    model = build_model(arch, fit_normalisation(first.trajectories, arch.condition_names), seed=0)
+    return acq, model, itertools.chain([first], batches)
+
+
+def test_online_trainer_stops_acquisition_when_target_is_met(tmp_path):
+    dev = LowPassDevice(delay_s=0.02)  # a slow instrument: ~20 ms per recording batch
+    acq, model, source = _setup(dev, duration_s=1.0)  # cap: 25,000 batches, never reached
+    cfg = TrainConfig(n_segments=32, segment_samples=10, learning_rate=1e-2, max_steps=3000,
+                      validate_every=25, target_nrmse=0.05, settle_samples=10, seed=0)
+    with Run("twin-train", {}, root=tmp_path, device=dev) as run:
+        recorder = RunRecorder(run, dev.condition_names, acq.dt_s)
+        result = train_online(model, source, cfg, OnlineConfig(queue_size=2), run=run,
+                              on_batch=recorder)
+    assert result.stop_reason == "target" and result.reached_target
+    assert result.best_nrmse <= 0.05
+    assert result.batches < acq.n_batches / 10  # acquisition stopped early...
+    assert dev.calls <= result.batches + 3  # ...and promptly (queue of 2 + one in flight)
+    assert recorder.n_recordings == 2 * result.batches  # everything consumed was recorded
+    # the twin generalises to fresh drives at a bias it was not trained at
+    fresh = AcquireConfig(duration_s=1e-4, record_s=2e-5, conditions={"bias_A": (7.5e-3,)}, seed=9)
+    test = [t for b in recording_batches(LowPassDevice(), fresh) for t in b.trajectories]
+    assert trajectory_nrmse(model, test, settle_samples=10) < 0.1
+
+
+def test_online_trainer_stops_at_the_duration_cap_and_keeps_best(tmp_path):
+    dev = LowPassDevice()
+    acq, model, source = _setup(dev, duration_s=2e-4)  # 5 batches only
+    cfg = TrainConfig(n_segments=8, segment_samples=10, max_steps=10_000, validate_every=10,
+                      target_nrmse=1e-6, settle_samples=10)
+    result = train_online(model, source, cfg, OnlineConfig(max_steps_after_data=40))
+    assert result.stop_reason == "data_exhausted" and not result.reached_target
+    assert result.batches == acq.n_batches == 5
+    assert result.best_nrmse == min(h["nrmse"] for h in result.history)
+
+
+def test_online_trainer_reports_acquisition_errors():
+    class Broken(LowPassDevice):
+        def _respond(self, drive, dt_s, conditions):
+            if self.calls >= 2:
+                raise RuntimeError("scope unplugged")
+            return super()._respond(drive, dt_s, conditions)
+
+    acq, model, source = _setup(Broken(), duration_s=1e-3)
+    with pytest.raises(RuntimeError, match="scope unplugged"):
+        train_online(model, source, TrainConfig(max_steps=10_000, validate_every=10, settle_samples=10))
+
+
+def test_online_trainer_needs_training_and_validation_data():
+    dev = LowPassDevice()
+    acq = AcquireConfig(duration_s=4e-5, record_s=2e-5, conditions={"bias_A": (7e-3,)},
+                        validation_every=4)
+    batches = list(recording_batches(dev, acq))
+    arch = TwinArchitecture(hidden=8, condition_names=("bias_A", "field_T"), interpolation="hold")
+    model = build_model(arch, fit_normalisation(batches[0].trajectories, arch.condition_names))
+    only_validation = iter(batches[:1])
+    with pytest.raises(ConfigError, match="both training and validation"):
+        train_online(model, only_validation, TrainConfig(validate_every=10))
