@@ -419,6 +419,9 @@ def open_bench(target: str, *, device: str = "sim:vortex", seed: int | str = 0, 
         raise ConfigError(f"bench option seed must be an integer, got {seed!r}") from None
     path = builtin_station("emulated") if target == "emulated" else Path(target)
     station = load_station(path)
+    if station.wiring.awg_channel != 1:
+        raise ConfigError(f"{station.path}: [wiring] awg_channel = {station.wiring.awg_channel}, but the "
+                          "Keysight33500B driver drives channel 1 only; cable the device to channel 1")
     if station.emulated:
         return _open_emulated(station, device, seed)
     return _open_hardware(station)
@@ -433,7 +436,11 @@ def _open_emulated(station: Station, device: str, seed: int) -> Bench:
         raise ConfigError(f"the emulated bench needs a device model (sim:..., twin:...), got {device!r}")
     # one seed for the whole emulated bench: instrument noise and (unless given) the model's noise
     model = open_device(device, **({"seed": seed} if scheme == "sim" and "seed" not in query else {}))
-    lab = EmulatedLab(model, seed=seed)
+    try:
+        lab = EmulatedLab(model, seed=seed)
+    except BaseException:
+        model.close()
+        raise
     cleanup = [model.close]
     if hasattr(lab, "close"):
         cleanup.insert(0, lab.close)

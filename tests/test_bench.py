@@ -325,3 +325,10 @@ def test_calibration_gains_are_applied(tmp_path) -> None:
         measured = b.respond(Waveform(drive, DT), {"bias_A": BIAS}).samples
         assert b.lab.awg.offset_V + b.lab.awg.amplitude_Vpp / 2 == pytest.approx(2 * drive.max(), rel=1e-3)
     assert_matches(measured / 2, reference(drive))
+
+
+def test_awg_channel_2_is_refused_before_opening(tmp_path) -> None:
+    path = tmp_path / "ch2.toml"
+    path.write_text((STATIONS_DIR / "emulated.toml").read_text().replace("awg_channel = 1", "awg_channel = 2"))
+    with pytest.raises(ConfigError, match="channel 1 only"):
+        open_bench(str(path))

@@ -52,6 +52,7 @@ class BackgroundRun:
     def __init__(self, tmp_path, keys, device, max_steps=100_000):
         self.device = device
         self.steps_done = 0
+        self.outputs_seen_on = False
         self.error = None
         self.ready = threading.Event()
         self.run = None
@@ -69,7 +70,8 @@ class BackgroundRun:
                 self.run = run
                 self.ready.set()
                 for i in range(max_steps):
-                    run.append("responses", dev.respond(drive).samples[None, :])
+                    run.append("responses", dev.respond(drive, {"bias_A": 7.5e-3}).samples[None, :])
+                    self.outputs_seen_on = self.outputs_seen_on or _bias_on(dev)
                     run.progress(i + 1, max_steps)
                     self.steps_done = i + 1
                     run.checkpoint()
@@ -87,6 +89,11 @@ class BackgroundRun:
         while self.steps_done < n and time.monotonic() < deadline:
             time.sleep(0.005)
         return self.steps_done >= n
+
+
+def _bias_on(dev):
+    lab = getattr(dev, "lab", None)
+    return bool(lab is not None and lab.source.output_on)
 
 
 def client(run, keys, who="alice", timeout_s=3.0, server=None):
@@ -107,6 +114,19 @@ def test_authenticated_abort_stops_the_run_with_outputs_off_and_data_intact(tmp_
         assert f.attrs["status"] == "aborted"
         assert f["responses"].shape == (bg.steps_done, 200)
         assert np.all(np.isfinite(f["responses"][()]))
+
+
+def test_abort_of_an_emulated_bench_run_switches_the_instrument_outputs_off(tmp_path, keys):
+    device = spinlab.open_device("bench:emulated")
+    bg = BackgroundRun(tmp_path, keys, device)
+    assert bg.wait_steps(3)
+    assert bg.outputs_seen_on  # the bias source was on while acquiring
+    assert client(bg, keys).request("abort")["ok"]
+    bg.thread.join(10)
+    assert isinstance(bg.error, RunAborted)
+    assert not device.lab.source.output_on and not device.lab.awg.output_on
+    with h5py.File(bg.run.path / "run.h5") as f:
+        assert f.attrs["status"] == "aborted" and f["responses"].shape[0] == bg.steps_done
 
 
 def test_unauthenticated_and_wrong_key_aborts_are_refused_and_the_run_goes_on(tmp_path, keys):

@@ -345,3 +345,39 @@ def test_a_flood_of_subscriptions_does_not_become_a_flood_of_replays():
         xsub.close(0)
         ctx.term()
         pub.close()
+
+
+def test_a_busy_port_is_a_config_error_that_says_what_to_do():
+    pub = Publisher(MONITOR, run_id="r")
+    try:
+        with pytest.raises(spinlab.ConfigError, match="pick another port"):
+            Publisher(pub.endpoint, run_id="r2")
+        with pytest.raises(spinlab.ConfigError, match="tcp://127.0.0.1:5555"):
+            Publisher("udp://somewhere:1", run_id="r3")
+    finally:
+        pub.close()
+
+
+def test_a_watcher_that_saw_a_gap_resyncs_from_the_cache():
+    pub = Publisher(MONITOR, run_id="r")
+    sub = Subscriber(pub.endpoint, resync_s=0.0)
+    try:
+        pub.publish("run.start", {"config": {"n": 1}})
+        assert sub.recv(3).topic == "run.start"
+        release = threading.Event()
+        send_queued = pub._send_queued
+        pub._send_queued = lambda: (release.wait(5), send_queued())
+        pub.queue_size = 1  # hold the sender and overflow: progress 1 is dropped, 2 is sent
+        pub.publish("progress", {"done": 1, "total": 2})
+        pub.publish("progress", {"done": 2, "total": 2})
+        release.set()
+        msg = sub.recv(3)
+        assert msg.payload == {"done": 2, "total": 2} and sub.missed == 1 and sub.resyncs == 1
+        # the resync replays the cache: run.start and progress are copies of what it has
+        deadline = time.monotonic() + 3
+        while sub.duplicates < 2 and time.monotonic() < deadline:
+            assert sub.recv(0.1) is None
+        assert sub.duplicates == 2 and pub.stats()["subscriptions"] == 2
+    finally:
+        pub.close()
+        sub.close()

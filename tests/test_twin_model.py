@@ -33,7 +33,7 @@ def test_fast_rk4_matches_torchdiffeq_rk4(interpolation):
     model = _model(interpolation)
     u, c, x0 = _inputs()
     feats = model.delay_features(u)
-    fast = model.rollout(x0, model.input_preactivation(feats, c), chunk=7)  # chunk borders too
+    fast = model.rollout(x0, feats, c, chunk=7)  # chunk borders too
     reference = model.reference_rollout(x0, feats, c)
     assert fast.shape == reference.shape == (4, 59, 2)
     assert float(fast.detach().abs().max()) > 0.5  # the dynamics are not trivial
@@ -44,8 +44,8 @@ def test_fast_rk4_float32_close_to_float64():
     m64 = _model("hold")
     m32 = _model("hold", dtype=torch.float32)
     u, c, x0 = _inputs()
-    a = m64.rollout(x0, m64.input_preactivation(m64.delay_features(u), c))
-    b = m32.rollout(x0.float(), m32.input_preactivation(m32.delay_features(u.float()), c.float()))
+    a = m64.rollout(x0, m64.delay_features(u), c)
+    b = m32.rollout(x0.float(), m32.delay_features(u.float()), c.float())
     assert b.dtype == torch.float32
     torch.testing.assert_close(b.double(), a, rtol=1e-3, atol=1e-3)
 
@@ -75,7 +75,7 @@ def test_delay_features_shift_by_delay_and_hold_first_sample():
 def test_gradients_flow_through_rollout():
     model = _model(dtype=torch.float32)
     u, c, x0 = _inputs(dtype=torch.float32)
-    pred = model.rollout(x0, model.input_preactivation(model.delay_features(u[:, :21]), c))
+    pred = model.rollout(x0, model.delay_features(u[:, :21]), c)
     pred.pow(2).mean().backward()
     grads = [p.grad for p in model.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)

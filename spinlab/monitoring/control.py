@@ -64,25 +64,25 @@ class ControlServer:
         self.counts = {"requests": 0, "rejected": 0, "handshake_failures": 0}
         self._started = time.monotonic()
 
+        endpoint = bind_endpoint(address, "control")
         self._ctx = zmq.Context()
         self._auth = ThreadAuthenticator(self._ctx, log=logging.getLogger("spinlab.monitoring.auth"))
-        self._auth.start()
-        self._auth.configure_curve(domain="*", location=str(authorized))
         self._sock = self._ctx.socket(zmq.ROUTER)
-        self._sock.curve_secretkey = secret
-        self._sock.curve_publickey = public
-        self._sock.curve_server = True
-        self._sock.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
-        self._sock.setsockopt(zmq.LINGER, 100)
-        self._sock.setsockopt(zmq.SNDHWM, 100)
-        endpoint = bind_endpoint(address, "control")
         try:
+            self._auth.start()
+            self._auth.configure_curve(domain="*", location=str(authorized))
+            self._sock.curve_secretkey = secret
+            self._sock.curve_publickey = public
+            self._sock.curve_server = True
+            self._sock.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
+            self._sock.setsockopt(zmq.LINGER, 100)
+            self._sock.setsockopt(zmq.SNDHWM, 100)
             self._sock.bind(endpoint)
+            self.endpoint = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
+            self._events = self._sock.get_monitor_socket(_HANDSHAKE_FAILURES)
         except zmq.ZMQError as exc:
             self._release()
-            raise ConfigError(f"cannot bind the control channel to {endpoint}: {exc}") from None
-        self.endpoint = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        self._events = self._sock.get_monitor_socket(_HANDSHAKE_FAILURES)
+            raise ConfigError(f"cannot serve the control channel on {endpoint}: {exc}") from None
         self._thread = threading.Thread(target=self._serve, name="spinlab-control", daemon=True)
         self._thread.start()
 

@@ -112,8 +112,7 @@ class TwinTrainer:
         if cfg.noise_injection and cfg.noise_std > 0:
             sigma = cfg.noise_std / float(self.model.y_std)
             x0 = x0 + sigma * torch.randn(x0.shape, generator=self.noise_generator, dtype=x0.dtype)
-        pre = self.model.input_preactivation(u_feat, c)
-        pred = self.model.rollout(x0, pre)
+        pred = self.model.rollout(x0, u_feat, c)
         loss = torch.mean((pred - x_true) ** 2)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
