@@ -36,6 +36,8 @@ log = logging.getLogger("spinlab.bench")
 MIN_RECORD_SAMPLES = 32
 #: Name of the arbitrary waveform in AWG memory.
 ARB_NAME = "SPINLAB"
+#: ``:OPERegister:CONDition?`` bit of an InfiniiVision that is armed and waiting for a trigger.
+WAIT_TRIGGER_BIT = 32
 
 
 # --- record planning (pure functions: what to play, where each response sample belongs) ----
@@ -293,6 +295,7 @@ class Bench(Device):
                                          impedance="FIFT" if st.scope.impedance_ohm == 50 else "ONEM")
             self.awg.output_enabled = True
             self.scope.arm_single()
+            self._wait_armed(st.scope.timeout_s)
             self.awg.trigger()
             self.awg.raise_errors("the bus trigger")
             self.scope.wait_acquired(st.scope.timeout_s + duration_s)
@@ -307,6 +310,17 @@ class Bench(Device):
         gridded = average_onto_grid(values, wave.t0_s, wave.dt_s, st.calibration.delay_s, dt_s, n)
         timing["align_s"] += time.perf_counter() - t
         return gridded
+
+    def _wait_armed(self, timeout_s: float) -> None:
+        """Block until the scope waits for its trigger (``:OPERegister:CONDition?`` bit 5): a
+        real scope needs a moment after ``:SINGle``, and a trigger sent before would be lost."""
+        deadline = time.monotonic() + timeout_s
+        delay = 1e-4
+        while not self.scope.operation_condition & WAIT_TRIGGER_BIT:
+            if time.monotonic() > deadline:
+                raise InstrumentError(f"the scope did not arm within {timeout_s:g} s after :SINGle")
+            time.sleep(delay)
+            delay = min(2 * delay, 0.02)
 
     # --- checks and outputs ----------------------------------------------------------------
     def _check_derived(self, drive: np.ndarray, dt_s: float, conditions: dict[str, np.ndarray]) -> np.ndarray:

@@ -9,11 +9,12 @@ Plan (what to measure), independent of the Device behind it:
     point or the thermally rounded corner at threshold does not drag the estimate.
 (b) Step response at a bias above threshold. Each repeat holds ``+a``, ``0``, ``-a``, ``0`` volts;
     the two relaxations *back to the operating bias* (from above and from below) are averaged
-    over many repeats and fitted jointly with one exponential time constant. Relaxing to the
-    operating point (not to ``bias + a``) measures the relaxation time at the bias itself, and
-    the opposite signs of the two steps cancel the first-order nonlinear bias of an exponential
-    fit (measured: < 0.5 % at a = 0.04 V, ~1 % at 0.08 V on the vortex model), so the step can be
-    large enough to rise above the device's thermal noise.
+    over many repeats and fitted jointly with one time constant. Relaxing to the operating point
+    (not to ``bias + a``) measures the relaxation time at the bias itself. The fit is an
+    exponential with the leading nonlinear correction (:func:`relaxation_model`); with it the
+    step can be large enough to rise far above the device's thermal noise without biasing tau
+    (vortex model, 4096 repeats of 0.12 V: tau within 0.3 % +- 0.4 % of the closed form). The
+    plain exponential fit is recorded too.
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ class CharacterizeConfig:
     #: the fitted threshold, else 1.5 x the threshold, within limits)
     step_bias_A: float | None = None
     #: step height (V) and sample interval of the step drive
-    step_amplitude_V: float = 0.08
+    step_amplitude_V: float = 0.12
     step_dt_s: float = 20e-9
     #: how long each level of a step repeat is held (>= ~5 relaxation times)
     step_hold_s: float = 1.2e-6
@@ -63,7 +64,8 @@ class CharacterizeConfig:
             if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
                 raise ConfigError(f"characterize: {name} must be a finite number, got {value!r}")
         if self.bias_points < 6:
-            raise ConfigError(f"characterize: bias_points must be >= 6 to fit 4 parameters, got {self.bias_points}")
+            raise ConfigError(f"characterize: bias_points must be >= 6 to fit 4 parameters, "
+                              f"got {self.bias_points}")
         if self.bias_stop_A is not None and self.bias_stop_A <= self.bias_start_A:
             raise ConfigError("characterize: bias_stop_A must be above bias_start_A")
         if self.sweep_duration_s < 10 * self.sweep_dt_s:
@@ -121,31 +123,58 @@ def fit_threshold(bias_A: np.ndarray, response_V: np.ndarray) -> dict[str, float
     return out
 
 
-def _relaxations(t_s: np.ndarray, amplitude_V: float, amp_up_V: float, amp_down_V: float,
-                 tau_s: float) -> np.ndarray:
-    """Two relaxations to one level with one time constant, stacked (``t_s`` holds both)."""
+def relaxation_model(t_s: np.ndarray, level_V: float, above_V: float, below_V: float, tau_s: float,
+                     curvature_per_V: float = 0.0) -> np.ndarray:
+    """Two relaxations to one level with one time constant, stacked (``t_s`` holds both halves).
+
+    Each is the exact solution of ``dx/dt = -x/tau - (k/tau) x^2`` (``k`` = ``curvature_per_V``)
+    from ``x(0) = x0``: ``x0 e / (1 + k x0 (1 - e))`` with ``e = exp(-t/tau)``. ``k = 0`` is a
+    plain exponential; ``k`` captures the leading nonlinearity of any smooth relaxation, so a
+    step large enough to beat the noise does not bias ``tau`` (a plain exponential fit on the
+    vortex model reads 1.5 % long at 0.08 V and 3 % at 0.12 V; this one < 0.5 %).
+    """
     k = t_s.size // 2
-    return np.concatenate([amplitude_V + amp_up_V * np.exp(-t_s[:k] / tau_s),
-                           amplitude_V + amp_down_V * np.exp(-t_s[k:] / tau_s)])
+    out = []
+    for x0, t in ((above_V, t_s[:k]), (below_V, t_s[k:])):
+        e = np.exp(-t / tau_s)
+        out.append(level_V + x0 * e / (1.0 + curvature_per_V * x0 * (1.0 - e)))
+    return np.concatenate(out)
 
 
 def fit_relaxation(from_above_V: np.ndarray, from_below_V: np.ndarray, dt_s: float) -> dict[str, float]:
-    """Joint exponential fit of the relaxations from above and from below to the same level."""
+    """Joint fit of the relaxations from above and from below to the same level: a plain
+    exponential first, then :func:`relaxation_model` with its curvature (reported as the
+    relaxation time; the exponential one is kept as ``relaxation_time_exp_s``).
+
+    Times are fitted in samples and voltages in units of the larger initial deviation, so
+    every parameter is of order one for the optimiser.
+    """
     a = np.asarray(from_above_V, dtype=float)
     b = np.asarray(from_below_V, dtype=float)
-    t = np.arange(a.size) * dt_s
+    if a.size != b.size or a.size < 10:
+        raise ConfigError("relaxation fit needs two equal records of at least 10 samples")
     level = 0.5 * (a[-1] + b[-1])
-    p0 = [level, a[0] - level, b[0] - level, a.size * dt_s / 5]
+    scale = max(abs(a[0] - level), abs(b[0] - level))
+    if not scale > 0:
+        raise ConfigError("the step response is flat; increase step_amplitude_V")
+    t = np.arange(a.size, dtype=float)
+    tt = np.concatenate([t, t])
+    y = (np.concatenate([a, b]) - level) / scale
+    p0 = [0.0, (a[0] - level) / scale, (b[0] - level) / scale, a.size / 5]
+    lower, upper = [-np.inf, -np.inf, -np.inf, 0.1], [np.inf, np.inf, np.inf, 10.0 * a.size]
     try:
-        params, cov = curve_fit(_relaxations, np.concatenate([t, t]), np.concatenate([a, b]), p0=p0,
-                                bounds=([-np.inf, -np.inf, -np.inf, dt_s / 10], [np.inf, np.inf, np.inf, 10 * t[-1]]),
-                                method="trf", max_nfev=5000)
+        plain, _ = curve_fit(lambda x, *p: relaxation_model(x, *p), tt, y, p0=p0, bounds=(lower, upper),
+                             method="trf", max_nfev=5000)
+        # |k x0| < 0.9 keeps the denominator positive for both relaxations (x0 ~ +-1 here)
+        full, cov = curve_fit(relaxation_model, tt, y, p0=[*plain, 0.0], bounds=(lower + [-0.9], upper + [0.9]),
+                              method="trf", max_nfev=5000)
     except (RuntimeError, ValueError) as exc:
         raise ConfigError(f"relaxation fit failed ({exc}); increase step_amplitude_V or step_repeats") from None
-    err = np.sqrt(np.clip(np.diag(cov), 0, None))
-    return {"level_V": float(params[0]), "amplitude_above_V": float(params[1]),
-            "amplitude_below_V": float(params[2]), "relaxation_time_s": float(params[3]),
-            "relaxation_time_err_s": float(err[3])}
+    err = np.sqrt(np.clip(np.diag(cov), 0, None)) if np.all(np.isfinite(cov)) else np.full(5, np.nan)
+    return {"level_V": level + scale * float(full[0]), "amplitude_above_V": scale * float(full[1]),
+            "amplitude_below_V": scale * float(full[2]), "relaxation_time_s": dt_s * float(full[3]),
+            "relaxation_time_err_s": dt_s * float(err[3]), "curvature_per_V": float(full[4]) / scale,
+            "relaxation_time_exp_s": dt_s * float(plain[3])}
 
 
 def model_prediction(device: Device, bias_A: float) -> dict[str, float]:
@@ -220,7 +249,8 @@ def run_characterize(device: Device, config: CharacterizeConfig, run: Any) -> di
     one = np.concatenate([np.full(h, a), np.zeros(h), np.full(h, -a), np.zeros(h)])
     sums = np.zeros(one.size)
     done = 0
-    for k, count in enumerate(np.diff(np.linspace(0, config.step_repeats, config.step_batches + 1).round().astype(int))):
+    batches = np.diff(np.linspace(0, config.step_repeats, config.step_batches + 1).round().astype(int))
+    for k, count in enumerate(batches):
         run.checkpoint()
         drive = Waveform(np.tile(one, (int(count), 1)), config.step_dt_s)
         sums += device.respond(drive, {"bias_A": step_bias}).samples.sum(axis=0)
@@ -238,6 +268,7 @@ def run_characterize(device: Device, config: CharacterizeConfig, run: Any) -> di
         "Q": sweep_fit["Q"], "Q_err": sweep_fit["Q_err"],
         "relaxation_time_s": relax["relaxation_time_s"],
         "relaxation_time_err_s": relax["relaxation_time_err_s"],
+        "relaxation_time_exp_s": relax["relaxation_time_exp_s"],
         "relaxation_bias_A": float(step_bias), "step_amplitude_V": a, "step_repeats": done,
         "predicted_threshold_A": None, "predicted_relaxation_time_s": None,
     }
@@ -269,8 +300,8 @@ def _plot(run: Any, bias: np.ndarray, mean_V: np.ndarray, fit: dict[str, float],
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     t = np.arange(h) * config.step_dt_s
-    model = _relaxations(np.concatenate([t, t]), relax["level_V"], relax["amplitude_above_V"],
-                         relax["amplitude_below_V"], relax["relaxation_time_s"])
+    model = relaxation_model(np.concatenate([t, t]), relax["level_V"], relax["amplitude_above_V"],
+                             relax["amplitude_below_V"], relax["relaxation_time_s"], relax["curvature_per_V"])
     for seg, fit_seg, label in ((mean_step[h:2 * h], model[:h], "from above"),
                                 (mean_step[3 * h:], model[h:], "from below")):
         ax.plot(t * 1e9, seg * 1e3, ".", ms=3, label=label)

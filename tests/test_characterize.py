@@ -14,7 +14,7 @@ from spinlab import ConfigError, open_device
 from spinlab.cli import app
 from spinlab.run import Run
 from protocols.characterize import (CharacterizeConfig, fit_relaxation, fit_threshold,
-                                    run_characterize, steady_state_model)
+                                    relaxation_model, run_characterize, steady_state_model)
 
 
 # --- fits on synthetic data --------------------------------------------------------------------
@@ -42,7 +42,20 @@ def test_relaxation_fit_recovers_time_constant() -> None:
     below = 0.0144 - 0.0018 * np.exp(-t / 200e-9) + rng.normal(0, 2e-5, t.size)
     fit = fit_relaxation(above, below, dt)
     assert fit["relaxation_time_s"] == pytest.approx(200e-9, rel=0.03)
+    assert fit["relaxation_time_exp_s"] == pytest.approx(200e-9, rel=0.03)
     assert fit["level_V"] == pytest.approx(0.0144, rel=0.01)
+
+
+def test_relaxation_fit_corrects_the_nonlinearity() -> None:
+    """Data from the exact solution of dx/dt = -x/tau - (k/tau) x^2 with large steps: the plain
+    exponential is biased, the corrected fit is not."""
+    dt, tau, k = 20e-9, 200e-9, 60.0  # k x0 ~ 0.12, like the vortex model at 0.12 V steps
+    t = np.arange(60) * dt
+    model = relaxation_model(np.concatenate([t, t]), 0.0144, 0.002, -0.0021, tau, k)
+    fit = fit_relaxation(model[:60], model[60:], dt)
+    assert fit["relaxation_time_s"] == pytest.approx(tau, rel=1e-4)
+    assert fit["curvature_per_V"] == pytest.approx(k, rel=1e-3)
+    assert abs(fit["relaxation_time_exp_s"] / tau - 1) > 0.01
 
 
 @pytest.mark.parametrize("kwargs,match", [

@@ -36,7 +36,8 @@ def characterize(
     seed: int = SeedOption,
     bias_points: int = typer.Option(20, "--bias-points", help="Points of the zero-drive bias sweep."),
     step_bias_A: Optional[float] = typer.Option(
-        None, "--step-bias-A", help="Operating bias of the step response (default: the device's operating bias, else 1.5 x threshold)."),
+        None, "--step-bias-A",
+        help="Operating bias of the step response (default: the device's operating bias, else 1.5 x threshold)."),
     step_repeats: int = typer.Option(4096, "--step-repeats", help="Step repeats averaged."),
 ) -> None:
     """Bias sweep (threshold current) and step response (relaxation time) of a device."""

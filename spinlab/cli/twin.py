@@ -137,6 +137,7 @@ def train(
     record_s: float = RecordOption,
     validation_every: int = typer.Option(5, "--validation-every", help="Device: every Nth recording batch is held out."),
     validation_repeats: int = typer.Option(1, "--validation-repeats", help="Device: held-out drives applied N times and averaged."),
+    rest_drive: str = typer.Option("auto", "--rest-drive-V", help="Device: drive level the device sits at before a drive starts: a number (V), 'first' (the drive's first sample) or 'auto' (whichever fits the held-out data better)."),
     delays: int = typer.Option(2, "--delays", help="k: delayed copies of the output in the state."),
     delay_samples: int = typer.Option(1, "--delay-samples", help="Delay between copies (samples)."),
     hidden: int = typer.Option(64, "--hidden", help="Units per hidden tanh layer."),
@@ -185,7 +186,7 @@ def train(
             arch = TwinArchitecture(n_delays=delays, delay_samples=delay_samples, hidden=hidden,
                                     condition_names=tuple(acq.conditions),
                                     interpolation=interpolation or "hold")
-            summary = _train_device(device, out, acq, arch, tcfg, common)
+            summary = _train_device(device, out, acq, arch, tcfg, common, _rest(rest_drive))
         else:
             from spinlab.twin.data import MumaxSplit
 
@@ -209,8 +210,24 @@ def train(
     typer.echo(f"run directory: {summary['run_dir']}")
 
 
-def _train_device(address: str, out: Path, acq: Any, arch: Any, tcfg: Any, common: dict) -> dict:
-    """Online training: the first batch fixes the normalisation, the rest streams in."""
+def _rest(text: str) -> float | str | None:
+    text = text.strip().lower()
+    if text in ("auto", "first"):
+        return None if text == "first" else "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"--rest-drive-V must be a number, 'first' or 'auto', got {text!r}") from None
+
+
+def _train_device(address: str, out: Path, acq: Any, arch: Any, tcfg: Any, common: dict,
+                  rest: float | str | None = "auto") -> dict:
+    """Online training: the first batch fixes the normalisation, the rest streams in.
+
+    What the device does before a drive starts is part of the setup (a simulator starts
+    settled at the first sample, a bench sits at 0 V between records); ``rest="auto"`` trains
+    with the first-sample convention and then keeps whichever convention predicts the
+    held-out recordings better."""
     from dataclasses import asdict
 
     import numpy as np
@@ -219,7 +236,7 @@ def _train_device(address: str, out: Path, acq: Any, arch: Any, tcfg: Any, commo
     from spinlab.device import open_device
     from spinlab.run import Run
     from spinlab.twin.checkpoint import TwinMeta, save_twin
-    from spinlab.twin.data import estimate_noise_std, fit_normalisation
+    from spinlab.twin.data import estimate_noise_std, fit_normalisation, trajectory_nrmse
     from spinlab.twin.model import build_model
     from spinlab.twin.train import OnlineConfig, train_online
 
@@ -240,18 +257,32 @@ def _train_device(address: str, out: Path, acq: Any, arch: Any, tcfg: Any, commo
             data = first.trajectories
             model = build_model(arch, fit_normalisation(data, arch.condition_names), seed=seed)
             tcfg.noise_std = estimate_noise_std(np.stack([t.response for t in data]))
+            tcfg.rest_drive_V = None if rest == "auto" else rest
+            validation: list = []
+
+            def on_batch(batch: Any) -> None:
+                recorder(batch)
+                if batch.validation:
+                    validation.extend(batch.trajectories)
+
             result = train_online(model, itertools.chain([first], batches), tcfg, OnlineConfig(),
-                                  run=run, progress=True, on_batch=recorder)
+                                  run=run, progress=True, on_batch=on_batch)
+            rest_scores = {}
+            if rest == "auto" and validation:
+                for level in (None, 0.0):
+                    rest_scores["first" if level is None else "0"] = trajectory_nrmse(
+                        model, validation, settle_samples=tcfg.settle_samples, rest_drive=level)
+                tcfg.rest_drive_V = None if rest_scores["first"] <= rest_scores["0"] else 0.0
             grid = acq.condition_grid()
             ranges = {n: [min(g[n] for g in grid), max(g[n] for g in grid)] for n in arch.condition_names}
             meta = TwinMeta(dt_s=acq.dt_s, condition_ranges=ranges, noise_std=tcfg.noise_std,
-                            settle_samples=tcfg.settle_samples, rest_drive_V=None,
+                            settle_samples=tcfg.settle_samples, rest_drive_V=tcfg.rest_drive_V,
                             output_unit=dev.response_unit, provenance={
                                 "source": {"device": address, "identity": dev.identity(),
                                            "run": str(run.path)},
                                 "seeds": dict(run.seeds), "train": asdict(tcfg),
                                 "acquire": acq.to_dict(), "nrmse_history": result.history,
-                                "best_nrmse": result.best_nrmse,
+                                "best_nrmse": result.best_nrmse, "rest_nrmse": rest_scores,
                                 "device_time_s": recorder.device_time_s})
             save_twin(out, model, meta)
             summary = {"out": str(out), "best_nrmse": result.best_nrmse,
@@ -260,6 +291,8 @@ def _train_device(address: str, out: Path, acq: Any, arch: Any, tcfg: Any, commo
                        "train_wall_s": result.wall_s, "device_time_s": recorder.device_time_s,
                        "recordings": recorder.n_recordings, "batches": result.batches,
                        "noise_std": tcfg.noise_std, "conditions": acq.conditions,
+                       "rest_drive_V": tcfg.rest_drive_V,
+                       "best_nrmse_by_rest": rest_scores,
                        "run_dir": str(run.path)}
             run.result(**{k: v for k, v in summary.items() if k != "run_dir"})
     return summary

@@ -45,6 +45,7 @@ class TrainConfig:
     noise_std: float = 0.0         # measured output noise (physical units), for injection
     max_wall_s: float | None = None
     settle_samples: int = 50       # for "rest"-started validation trajectories
+    rest_drive_V: float | None = None  # drive level while settling (None: the first sample)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -136,7 +137,8 @@ class TwinTrainer:
             raise ConfigError("no validation trajectories to validate on")
         self.model.eval()
         value = trajectory_nrmse(self.model, self.validation,
-                                 settle_samples=self.config.settle_samples)
+                                 settle_samples=self.config.settle_samples,
+                                 rest_drive=self.config.rest_drive_V)
         self.model.train()
         if not math.isfinite(value):
             value = math.inf
