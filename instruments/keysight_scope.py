@@ -192,6 +192,11 @@ class InfiniiVisionScope(SCPIMixin, Instrument):
         """Get the operation status condition register (int; bit 3 = acquiring).""",
         get_process=int_reply("operation condition"), **RAW_REPLY,
     )
+    arm_event = Instrument.measurement(
+        ":AER?",
+        """Get (and clear) the arm event register: True once the trigger system was armed.""",
+        get_process=bool_reply("arm event register"), **RAW_REPLY,
+    )
     acquired_segments = Instrument.measurement(
         ":WAVeform:SEGMented:COUNt?",
         """Get how many segments the last segmented acquisition holds (int).""",
@@ -287,9 +292,20 @@ class InfiniiVisionScope(SCPIMixin, Instrument):
         self.write(f":WAVeform:SOURce CHANnel{channel};FORMat WORD;BYTeorder LSBFirst;UNSigned 0;POINts:MODE RAW")
 
     # --- acquisition ---------------------------------------------------------------------------
-    def arm_single(self) -> None:
-        """Arm one acquisition (``:SINGle``); it completes on the next trigger."""
+    def arm_single(self, timeout_s: float = 5.0) -> None:
+        """Arm one acquisition (``:SINGle``) and return once the trigger system is armed
+        (``:AER?``), so a trigger sent to another instrument right after cannot be missed."""
         self.write(":SINGle")
+        self._poll(lambda: self.arm_event, timeout_s, "arming (:SINGle)")
+
+    def _poll(self, done, timeout_s: float, what: str, poll_s: float = 0.001) -> None:
+        deadline = time.monotonic() + float(timeout_s)
+        delay = poll_s
+        while not done():
+            if time.monotonic() >= deadline:
+                raise InstrumentError(f"scope did not finish {what} (waited {timeout_s:g} s)")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
 
     def digitize(self, channel: int, timeout_s: float = 10.0) -> Waveform:
         """Acquire with the current settings (``:DIGitize``) and return the record."""
@@ -300,18 +316,9 @@ class InfiniiVisionScope(SCPIMixin, Instrument):
 
     def wait_acquired(self, timeout_s: float = 10.0, poll_s: float = 0.001) -> None:
         """Block until the run bit of ``:OPERegister:CONDition?`` clears (acquisition done)."""
-        deadline = time.monotonic() + float(timeout_s)
-        delay = poll_s
-        while True:
-            if not self.operation_condition & RUN_BIT:
-                return
-            if time.monotonic() >= deadline:
-                raise InstrumentError(
-                    f"scope still acquiring after {timeout_s:g} s: no trigger arrived? Check the EXT "
-                    "trigger cable and level, and that the AWG burst was triggered"
-                )
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
+        self._poll(lambda: not self.operation_condition & RUN_BIT, timeout_s,
+                   "acquiring: no trigger arrived? Check the EXT trigger cable and level, and that "
+                   "the AWG burst was triggered", poll_s)
 
     def preamble(self) -> dict[str, Any]:
         """``:WAVeform:PREamble?`` as a validated dict (see ``PREAMBLE_FIELDS``)."""

@@ -213,6 +213,8 @@ def test_arm_and_digitize():
     block = b"#18" + struct.pack("<4h", 0, 0, 0, 0) + b"\n"
     with expected_protocol(InfiniiVisionScope, [
         (":SINGle", None),
+        (":AER?", "+0"),
+        (":AER?", "+1"),
         (":DIGitize CHANnel1", None),
         (":OPERegister:CONDition?", "+0"),
         (TRANSFER, None),
@@ -222,6 +224,12 @@ def test_arm_and_digitize():
         scope.arm_single()
         wave = scope.digitize(1)
     np.testing.assert_allclose(wave.samples, 0.1)
+
+
+def test_arm_single_times_out_when_never_armed():
+    with expected_protocol(InfiniiVisionScope, [(":SINGle", None), (":AER?", "+0")]) as scope:
+        with pytest.raises(InstrumentError, match="arming"):
+            scope.arm_single(timeout_s=0.0)
 
 
 def test_read_segments_in_one_block():
@@ -281,3 +289,10 @@ def test_malformed_reply_quotes_it():
     with expected_protocol(InfiniiVisionScope, [(":TIMebase:RANGe?", "1.0E-3,junk")]) as scope:
         with pytest.raises(InstrumentError, match="junk"):
             scope.timebase_range_s
+
+
+def test_driver_and_emulator_offer_the_same_sample_rates():
+    from instruments.keysight_scope import SAMPLE_RATES_Hz as DRIVER_RATES
+    from sim_backends.emulated.scope import SAMPLE_RATES_Hz as EMULATOR_RATES
+
+    assert DRIVER_RATES == EMULATOR_RATES and 10e6 in DRIVER_RATES and 100e6 in DRIVER_RATES

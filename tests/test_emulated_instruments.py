@@ -12,7 +12,6 @@ from instruments.keysight_awg import Keysight33500B
 from instruments.keysight_scope import InfiniiVisionScope
 from sim_backends.emulated import EmulatedLab
 from sim_backends.emulated.awg import Emulated33500B
-from sim_backends.emulated.keithley import EmulatedKeithley2400
 from sim_backends.emulated.scope import EmulatedInfiniiVision
 from spinlab import Device, SafetyLimits
 from spinlab.errors import ConfigError, InstrumentError, WaveformError
@@ -158,7 +157,7 @@ def test_scope_word_quantisation_and_preamble():
     assert float(pre[7]) == pytest.approx(0.8 / 65536) and float(pre[8]) == 0.05
     scope.write(b":WAV:DATA?\n")
     raw = scope.read()
-    assert raw[:7] == b"#42000\x00"[:6] + raw[6:7] and raw.endswith(b"\n")
+    assert raw[:6] == b"#42000" and raw.endswith(b"\n") and len(raw) == 6 + 2000 + 1
     codes = np.frombuffer(raw[6:-1], "<i2")
     assert np.all(codes % 256 == 0)  # 8-bit ADC in the upper byte
     assert codes.min() == -32768 and codes.max() == 127 * 256  # clipped at the screen edges
@@ -379,3 +378,39 @@ def test_lab_validates_its_options():
         EmulatedLab(object())
     with pytest.raises(ConfigError):
         EmulatedLab(LinearDevice(), trigger_delay_s=-1.0)
+
+
+def test_vortex_model_behind_the_emulated_bench_matches_direct_simulation():
+    from spinlab import Waveform, open_device
+
+    device = open_device("sim:vortex?noise=0")
+    lab = EmulatedLab(device, seed=0, trigger_delay_s=0.0, scope_noise_V=0.0)
+    lib = lab.visa_library()
+    awg = Keysight33500B(VISAAdapter(lab.AWG_RESOURCE, visa_library=lib))
+    scope = InfiniiVisionScope(VISAAdapter(lab.SCOPE_RESOURCE, visa_library=lib))
+    smu = Keithley2400(lab.SOURCE_RESOURCE, visa_library=lib)
+    smu.source_mode = "current"
+    smu.compliance_voltage = 2.0
+    smu.source_current = 7.5e-3
+    smu.enable_source()
+    x = _drive(2000, seed=4)
+    wave = _capture(awg, scope, x, full_scale=0.08, offset=0.02)
+    direct = device.respond(Waveform(x, 1e-7), {"bias_A": 7.5e-3}).samples
+    assert np.ptp(direct) > 0.005  # the drive really modulates the oscillator power
+    np.testing.assert_allclose(wave.samples, direct, atol=0.08 / 512 + 2e-4)
+
+
+@pytest.mark.slow
+def test_million_sample_round_trip_through_the_driver_stack():
+    from spinlab import Waveform, open_device
+
+    device = open_device("sim:vortex?noise=0")
+    lab = EmulatedLab(device, seed=0, trigger_delay_s=0.0, scope_noise_V=0.0)
+    lib = lab.visa_library()
+    awg = Keysight33500B(VISAAdapter(lab.AWG_RESOURCE, visa_library=lib, timeout=30_000))
+    scope = InfiniiVisionScope(VISAAdapter(lab.SCOPE_RESOURCE, visa_library=lib, timeout=30_000))
+    x = _drive(1_000_000, seed=7)
+    wave = _capture(awg, scope, x, full_scale=0.08, offset=0.02)
+    direct = device.respond(Waveform(x, 1e-7), {"bias_A": 0.0}).samples
+    assert wave.n == 1_000_000
+    np.testing.assert_allclose(wave.samples, direct, atol=0.08 / 512 + 2e-4)

@@ -83,9 +83,12 @@ def test_malformed_scpi_over_a_socket_is_queued(served):
         sock.sendall(b"THIS IS:NOT SCPI\nDATA:ARB:DAC x,#9zz\n*IDN?\n")
         reply = _read_line(sock)
         assert reply.startswith(b"Agilent Technologies,33522B")
-        sock.sendall(b"SYST:ERR?;SYST:ERR?\n")
-        first, second = _read_line(sock).split(b";")[:2]
-        assert first.startswith(b"-113") and second.startswith((b"-1", b"+0"))
+        sock.sendall(b"SYST:ERR?\n")
+        assert _read_line(sock).startswith(b'-113,"Undefined header')
+        sock.sendall(b"SYST:ERR?\n")
+        assert _read_line(sock).startswith(b"-1")  # the malformed block
+        sock.sendall(b"SYST:ERR?\n")
+        assert _read_line(sock) == b'+0,"No error"\n'
 
 
 def test_servers_release_their_ports(served):
@@ -129,3 +132,15 @@ def test_spinlab_emulate_prints_resources_and_stops_on_ctrl_c():
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_half_sent_block_does_not_poison_the_next_client(served):
+    lab, servers, connect = served
+    port = servers.ports["awg"]
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+        sock.sendall(b"DATA:ARB:DAC cut,#3100" + b"\x01" * 40)  # disconnects mid-block
+    time.sleep(0.2)
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+        sock.sendall(b"*IDN?\n")
+        assert _read_line(sock).startswith(b"Agilent Technologies")
+    assert lab.awg.arbs == {}

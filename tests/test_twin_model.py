@@ -1,7 +1,6 @@
 """Spin-Neural ODE model: shapes, the fast RK4 against torchdiffeq, batching, gradients."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 

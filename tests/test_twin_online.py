@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import itertools
 
-import numpy as np
 import pytest
 import torch
 
@@ -89,3 +88,24 @@ def test_online_trainer_needs_training_and_validation_data():
     only_validation = iter(batches[:1])
     with pytest.raises(ConfigError, match="both training and validation"):
         train_online(model, only_validation, TrainConfig(validate_every=10))
+
+
+def test_noise_injection_perturbs_segment_starts_reproducibly():
+    from spinlab.twin.train import TwinTrainer
+
+    dev = LowPassDevice()
+    acq = AcquireConfig(duration_s=1e-4, record_s=2e-5, conditions={"bias_A": (7e-3,)})
+    trajs = [t for b in recording_batches(dev, acq) for t in b.trajectories]
+    arch = TwinArchitecture(hidden=8, condition_names=("bias_A",), interpolation="hold")
+
+    def losses(noise_injection, seed=0):
+        model = build_model(arch, fit_normalisation(trajs, ("bias_A",)), seed=0)
+        trainer = TwinTrainer(model, TrainConfig(noise_injection=noise_injection, noise_std=2e-3,
+                                                 seed=seed))
+        trainer.add_training(trajs)
+        return [trainer.step() for _ in range(3)]
+
+    clean = losses(False)
+    assert losses(True) == losses(True)  # seeded
+    assert losses(True) != clean and losses(True, seed=1) != losses(True)
+    assert losses(True)[0] > clean[0]  # noisy starts are harder to predict

@@ -27,7 +27,6 @@ from sim_backends.emulated.scpi import (
     arg_bool,
     arg_choice,
     arg_float,
-    arg_int,
     decode_int16_block,
     format_float,
 )

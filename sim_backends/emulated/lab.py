@@ -28,7 +28,16 @@ from sim_backends.emulated.scpi import ScpiError, ScpiInstrument
 
 
 class EmulatedLab:
-    """Three emulated instruments sharing one lock and one seeded noise source."""
+    """Three emulated instruments sharing one lock and one seeded noise source.
+
+    ``device``: the model between AWG and scope. ``seed``: scope noise generator.
+    ``trigger_delay_s``: AWG trigger -> response at the scope. ``scope_noise_V``: RMS input
+    noise. ``device_load_ohm``: the device's input impedance seen by the AWG (``math.inf`` for
+    high-Z: a 50-ohm load setting then doubles). ``device_resistance_ohm``: DC resistance the
+    Keithley sources into (compliance). ``settle_s``: idle drive before the trigger.
+    ``max_oversample``: device-model samples per arb sample when the scope samples faster.
+    ``max_device_samples``: refuse captures that would need more model samples than this.
+    """
 
     AWG_RESOURCE = "TCPIP::127.0.0.1::5025::SOCKET"
     SCOPE_RESOURCE = "TCPIP::127.0.0.1::5026::SOCKET"
@@ -37,7 +46,8 @@ class EmulatedLab:
     def __init__(self, device: Device, *, seed: int = 0, trigger_delay_s: float = 20e-9,
                  scope_noise_V: float = 1e-3, device_load_ohm: float = 50.0,
                  device_resistance_ohm: float = 100.0, settle_s: float = 2e-6,
-                 max_oversample: int = 8, awg_memory_samples: int = 16_000_000) -> None:
+                 max_oversample: int = 8, awg_memory_samples: int = 16_000_000,
+                 max_device_samples: int = 50_000_000) -> None:
         if not isinstance(device, Device):
             raise ConfigError(f"EmulatedLab needs a spinlab.Device, got {type(device).__name__}")
         for name, value in (("trigger_delay_s", trigger_delay_s), ("scope_noise_V", scope_noise_V),
@@ -55,6 +65,7 @@ class EmulatedLab:
         self.device_load_ohm = float(device_load_ohm)
         self.settle_s = float(settle_s)
         self.max_oversample = int(max_oversample)
+        self.max_device_samples = int(max_device_samples)
         self.rng = np.random.default_rng(self.seed)
         self.lock = threading.RLock()
         self.awg = Emulated33500B(memory_samples=awg_memory_samples, lock=self.lock)
@@ -114,6 +125,11 @@ class EmulatedLab:
         first = math.floor((min(float(t_sig[0]), 0.0) - self.settle_s) / tick)
         last = math.ceil(float(t_sig[-1]) / tick) + 1
         count = last - first + 1
+        if count > self.max_device_samples:
+            raise ConfigError(
+                f"emulated capture needs {count} device-model samples (limit {self.max_device_samples}); "
+                "shorten the scope record or raise the arb sample interval"
+            )
         emf = self.awg.emf_V(first, count, tick, oversample)
         drive = emf * self._divider()
         bias = self.source.output_current_A()

@@ -23,11 +23,12 @@ Acquisition model (documented choices where models differ):
   ``:ACQuire:SEGMented:INDex`` selects the one transferred, ``:WAVeform:SEGMented:ALL ON``
   transfers all of them in one block (preamble ``points`` per segment, ``count`` = segments).
 * **Status**: ``:OPERegister:CONDition?`` bit 3 (8) = running, bit 5 (32) = waiting for trigger;
+  ``:AER?`` (arm event register) reads 1 once after the trigger system was armed;
   ``*OPC?`` after ``:DIGitize``/``:SINGle`` answers only when the acquisition has completed.
 """
 from __future__ import annotations
 
-import math
+import re
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -54,6 +55,7 @@ _DECIMATIONS = sorted({m * 10**k for k in range(0, 11) for m in (1, 2, 2.5, 4, 5
 SAMPLE_RATES_Hz = tuple(MAX_SAMPLE_RATE_Hz / d for d in _DECIMATIONS)
 _REFERENCE_FRACTION = {"LEFT": 0.1, "CENT": 0.5, "RIGH": 0.9}
 AWG_TRIGGER_OUT_HIGH_V = 3.3
+_CHANNEL_RE = re.compile(r"^CHAN(?:NEL)?(\d*)$", re.IGNORECASE)
 
 
 @dataclass
@@ -116,6 +118,7 @@ class EmulatedInfiniiVision(ScpiInstrument):
         self.records: list[Record] = []
         self._opc_pending = False
         self._trigger_event = False
+        self._arm_event = False
 
     def _register(self) -> None:
         ch = "CHANnel<n>:"
@@ -145,13 +148,13 @@ class EmulatedInfiniiVision(ScpiInstrument):
 
         self.command("TRIGger[:EDGE]:SOURce", self._set_trigger_source)
         self.query("TRIGger[:EDGE]:SOURce", lambda a: self.trigger_source)
-        self.command("TRIGger[:EDGE]:LEVel", lambda a: setattr(self, "trigger_level_V", arg_float(a[0]) if a else self._missing()))
+        self.command("TRIGger[:EDGE]:LEVel", self._set_trigger_level)
         self.query("TRIGger[:EDGE]:LEVel", lambda a: format_float(self.trigger_level_V))
         self.command("TRIGger[:EDGE]:SLOPe", lambda a: setattr(self, "trigger_slope", arg_choice(self._one(a), ("POSitive", "NEGative", "EITHer", "ALTernate"))))
         self.query("TRIGger[:EDGE]:SLOPe", lambda a: self.trigger_slope)
         self.command("TRIGger:SWEep", lambda a: setattr(self, "trigger_sweep", arg_choice(self._one(a), ("AUTO", "NORMal"))))
         self.query("TRIGger:SWEep", lambda a: self.trigger_sweep)
-        self.command("TRIGger:MODE", lambda a: arg_choice(self._one(a), ("EDGE",)) and None)
+        self.command("TRIGger:MODE", lambda a: self._one(a) and arg_choice(a[0], ("EDGE",)) and None)
         self.query("TRIGger:MODE", lambda a: "EDGE")
         self.command("TRIGger:FORCe", lambda a: self._no_args(a) or self._force())
 
@@ -197,6 +200,7 @@ class EmulatedInfiniiVision(ScpiInstrument):
         self.command("DIGitize", self._digitize)
         self.query("OPERegister:CONDition", lambda a: str(self.operation_condition()))
         self.query("TER", lambda a: self._take_trigger_event())
+        self.query("AER", lambda a: self._take_arm_event())
 
     # --- helpers ---------------------------------------------------------------------------
     def _chan(self, n: int) -> Channel:
@@ -213,19 +217,29 @@ class EmulatedInfiniiVision(ScpiInstrument):
             raise ScpiError(-222, f"value must be positive, got {value:g}")
         return value
 
-    @staticmethod
-    def _missing() -> None:
-        raise ScpiError(-109)
+    def _channel_number(self, arg: Arg) -> int:
+        match = _CHANNEL_RE.match(arg.text)
+        if not match:
+            raise ScpiError(-224, f"{arg.text!r} is not an analog channel (CHANnel1..{N_CHANNELS})")
+        n = int(match.group(1) or 1)
+        if n not in self.channels:
+            raise ScpiError(-224, f"channel {n} does not exist (1..{N_CHANNELS})")
+        return n
 
     def _set_trigger_source(self, args: Sequence[Arg]) -> None:
-        text = self._one(args).text.upper()
-        if text.startswith("CHAN"):
-            digits = text.lstrip("CHANEL")
-            n = int(digits) if digits.isdigit() else 0
-            self._chan(n)
-            self.trigger_source = f"CHAN{n}"
+        arg = self._one(args)
+        if _CHANNEL_RE.match(arg.text):
+            self.trigger_source = f"CHAN{self._channel_number(arg)}"
         else:
-            self.trigger_source = arg_choice(args[0], ("EXTernal", "LINE", "WGEN"))
+            self.trigger_source = arg_choice(arg, ("EXTernal", "LINE", "WGEN"))
+
+    def _set_trigger_level(self, args: Sequence[Arg]) -> None:
+        """``:TRIGger:EDGE:LEVel <level>[,<source>]`` (the source is accepted and ignored)."""
+        if not args:
+            raise ScpiError(-109)
+        if len(args) > 2:
+            raise ScpiError(-108, "expected <level>[,<source>]")
+        self.trigger_level_V = arg_float(args[0])
 
     def _set_acq_mode(self, args: Sequence[Arg]) -> None:
         mode = arg_choice(self._one(args), ("RTIMe", "SEGMented"))
@@ -268,14 +282,7 @@ class EmulatedInfiniiVision(ScpiInstrument):
         self.points_setting = points
 
     def _set_wav_source(self, args: Sequence[Arg]) -> None:
-        text = self._one(args).text.upper()
-        digits = text[4:] if text.startswith("CHAN") else ""
-        digits = text[7:] if text.startswith("CHANNEL") else digits
-        if not text.startswith("CHAN") or not (digits == "" or digits.isdigit()):
-            raise ScpiError(-224, f"waveform source {text!r} not supported (CHANnel1..{N_CHANNELS})")
-        n = int(digits) if digits else 1
-        self._chan(n)
-        self.wav_source = n
+        self.wav_source = self._channel_number(self._one(args))
 
     def _set_wav_points(self, args: Sequence[Arg]) -> None:
         arg = self._one(args)
@@ -301,7 +308,8 @@ class EmulatedInfiniiVision(ScpiInstrument):
         return max(int(round(self.time_range_s * self.sample_rate_Hz())), 1)
 
     def record_start_s(self) -> float:
-        return self.time_position_s - _REFERENCE_FRACTION[self.time_reference] * self.time_range_s
+        start = self.time_position_s - _REFERENCE_FRACTION[self.time_reference] * self.time_range_s
+        return round(start, 15) + 0.0  # femtosecond resolution: no -1e-19 from float round-off
 
     def operation_condition(self) -> int:
         return (8 if self.running else 0) | (32 if self.running and self.waiting_trigger else 0)
@@ -311,6 +319,7 @@ class EmulatedInfiniiVision(ScpiInstrument):
             self.records = []
         self.running = True
         self.waiting_trigger = True
+        self._arm_event = True
         self._single = single
         if self.trigger_sweep == "AUTO":
             self._capture(triggered=False)
@@ -390,6 +399,10 @@ class EmulatedInfiniiVision(ScpiInstrument):
 
     def _single_pending(self) -> bool:
         return getattr(self, "_single", False) or self.acq_mode == "SEGM"
+
+    def _take_arm_event(self) -> str:
+        value, self._arm_event = self._arm_event, False
+        return "+1" if value else "+0"
 
     def _take_trigger_event(self) -> str:
         value, self._trigger_event = self._trigger_event, False

@@ -347,6 +347,11 @@ class ScpiInstrument:
             self._input.clear()
             self._output.clear()
 
+    def drop_partial_input(self) -> None:
+        """Forget an incomplete message (its sender disconnected)."""
+        with self.lock:
+            self._input.clear()
+
     def ask(self, message: str) -> str:
         """Convenience for tests and the lab: write one message, return the ASCII reply."""
         with self.lock:
@@ -442,7 +447,7 @@ class ScpiInstrument:
             new_path = path
         else:
             absolute = header.startswith(":")
-            names = [m for m in header.lstrip(":").split(":")]
+            names = header.lstrip(":").split(":")
             if not names or any(not m for m in names):
                 raise ScpiError(-102, f"malformed header {header!r}")
             full = names if absolute or not path else path + names

@@ -26,9 +26,14 @@ class _ScpiHandler(socketserver.BaseRequestHandler):
     server: "_ScpiServer"
 
     def handle(self) -> None:
-        sock: socket.socket = self.request
+        try:
+            self._serve(self.request, self.server.instrument)
+        finally:
+            # a half-sent message must not be glued to the next client's first command
+            self.server.instrument.drop_partial_input()
+
+    def _serve(self, sock: socket.socket, instrument: ScpiInstrument) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        instrument = self.server.instrument
         while not self.server.stopping.is_set():
             readable, _, _ = select.select([sock], [], [], _POLL_S)
             if readable:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from sim_backends.emulated.lab import EmulatedLab
 
 _session_ids = itertools.count(1_000_001)
+_library_ids = itertools.count(1)
 
 
 class _Session:
@@ -95,7 +96,7 @@ class EmulatedVisaLibrary(highlevel.VisaLibraryBase):
     @classmethod
     def for_lab(cls, lab: "EmulatedLab") -> "EmulatedVisaLibrary":
         # the library path keys pyvisa's registry of libraries: one per lab
-        library = cls(LibraryPath(f"spinlab-emulated-lab-{id(lab):x}", "spinlab"))
+        library = cls(LibraryPath(f"spinlab-emulated-lab-{next(_library_ids)}", "spinlab"))
         library.lab = lab
         return library
 

@@ -44,7 +44,9 @@ def emulate(
                     for role, resource in resources.items():
                         typer.echo(f"{role:<7}{resource}")
                 typer.secho("emulated instruments ready; Ctrl-C to stop", err=True, fg="green")
-                _wait_for_interrupt()
+                _wait_forever()
+            except KeyboardInterrupt:
+                pass  # Ctrl-C is how this command is meant to end
             finally:
                 servers.close()
         finally:
@@ -52,13 +54,10 @@ def emulate(
         typer.secho("emulated instruments stopped", err=True)
 
 
-def _wait_for_interrupt() -> None:
+def _wait_forever() -> None:
     stop = threading.Event()
-    try:
-        while not stop.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        return
+    while not stop.wait(0.5):
+        pass
 
 
 def register(app: typer.Typer) -> None:

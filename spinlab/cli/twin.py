@@ -225,9 +225,8 @@ def _train_device(address: str, out: Path, acq: Any, arch: Any, tcfg: Any, commo
     """Online training: the first batch fixes the normalisation, the rest streams in.
 
     What the device does before a drive starts is part of the setup (a simulator starts
-    settled at the first sample, a bench sits at 0 V between records); ``rest="auto"`` trains
-    with the first-sample convention and then keeps whichever convention predicts the
-    held-out recordings better."""
+    settled at the first sample, a bench sits at 0 V between records); ``rest="auto"`` scores
+    both at every validation and keeps the convention of the best one."""
     from dataclasses import asdict
 
     import numpy as np
@@ -236,7 +235,7 @@ def _train_device(address: str, out: Path, acq: Any, arch: Any, tcfg: Any, commo
     from spinlab.device import open_device
     from spinlab.run import Run
     from spinlab.twin.checkpoint import TwinMeta, save_twin
-    from spinlab.twin.data import estimate_noise_std, fit_normalisation, trajectory_nrmse
+    from spinlab.twin.data import estimate_noise_std, fit_normalisation
     from spinlab.twin.model import build_model
     from spinlab.twin.train import OnlineConfig, train_online
 
@@ -257,22 +256,10 @@ def _train_device(address: str, out: Path, acq: Any, arch: Any, tcfg: Any, commo
             data = first.trajectories
             model = build_model(arch, fit_normalisation(data, arch.condition_names), seed=seed)
             tcfg.noise_std = estimate_noise_std(np.stack([t.response for t in data]))
-            tcfg.rest_drive_V = None if rest == "auto" else rest
-            validation: list = []
-
-            def on_batch(batch: Any) -> None:
-                recorder(batch)
-                if batch.validation:
-                    validation.extend(batch.trajectories)
-
+            tcfg.rest_drive_V = rest
             result = train_online(model, itertools.chain([first], batches), tcfg, OnlineConfig(),
-                                  run=run, progress=True, on_batch=on_batch)
-            rest_scores = {}
-            if rest == "auto" and validation:
-                for level in (None, 0.0):
-                    rest_scores["first" if level is None else "0"] = trajectory_nrmse(
-                        model, validation, settle_samples=tcfg.settle_samples, rest_drive=level)
-                tcfg.rest_drive_V = None if rest_scores["first"] <= rest_scores["0"] else 0.0
+                                  run=run, progress=True, on_batch=recorder)
+            tcfg.rest_drive_V = result.rest_drive_V
             grid = acq.condition_grid()
             ranges = {n: [min(g[n] for g in grid), max(g[n] for g in grid)] for n in arch.condition_names}
             meta = TwinMeta(dt_s=acq.dt_s, condition_ranges=ranges, noise_std=tcfg.noise_std,
@@ -282,7 +269,7 @@ def _train_device(address: str, out: Path, acq: Any, arch: Any, tcfg: Any, commo
                                            "run": str(run.path)},
                                 "seeds": dict(run.seeds), "train": asdict(tcfg),
                                 "acquire": acq.to_dict(), "nrmse_history": result.history,
-                                "best_nrmse": result.best_nrmse, "rest_nrmse": rest_scores,
+                                "best_nrmse": result.best_nrmse,
                                 "device_time_s": recorder.device_time_s})
             save_twin(out, model, meta)
             summary = {"out": str(out), "best_nrmse": result.best_nrmse,
@@ -292,7 +279,6 @@ def _train_device(address: str, out: Path, acq: Any, arch: Any, tcfg: Any, commo
                        "recordings": recorder.n_recordings, "batches": result.batches,
                        "noise_std": tcfg.noise_std, "conditions": acq.conditions,
                        "rest_drive_V": tcfg.rest_drive_V,
-                       "best_nrmse_by_rest": rest_scores,
                        "run_dir": str(run.path)}
             run.result(**{k: v for k, v in summary.items() if k != "run_dir"})
     return summary
@@ -400,7 +386,9 @@ def evaluate(
     typer.echo(f"NRMSE twin vs device: {summary['nrmse']:.4f} "
                f"(single shot {summary['nrmse_single_shot']:.4f}, repeats {repeats})")
     if "noise_floor_single_shot" in summary:
-        typer.echo(f"device's own single-shot noise floor: {summary['noise_floor_single_shot']:.4f}")
+        typer.echo(f"device's own single-shot noise floor: {summary['noise_floor_single_shot']:.4f}; "
+                   f"floor of the {repeats}-shot mean: {summary['noise_floor_mean']:.4f}; "
+                   f"twin error with that removed: {summary['nrmse_noise_corrected']:.4f}")
     for entry in summary["per_condition"]:
         typer.echo("  " + ", ".join(f"{k}={v:.4g}" for k, v in entry.items()))
     typer.echo(f"plot: {summary['plot']}")

@@ -95,8 +95,11 @@ def evaluate(twin: Device, device: Device, config: EvalConfig, run: Any = None) 
     if config.repeats > 1:
         var_all = np.concatenate(pooled["var"])
         summary["noise_floor_single_shot"] = float(math.sqrt(var_all.mean()) / np.std(shot_all))
-        # scoring against a mean of r shots still contains 1/r of the shot noise
-        summary["noise_floor_mean"] = float(math.sqrt(var_all.mean() / config.repeats) / np.std(mean_all))
+        # scoring against a mean of r shots still contains 1/r of the shot noise; removing it
+        # in quadrature estimates the twin's error against the noise-free response
+        floor = float(math.sqrt(var_all.mean() / config.repeats) / np.std(mean_all))
+        summary["noise_floor_mean"] = floor
+        summary["nrmse_noise_corrected"] = float(math.sqrt(max(summary["nrmse"] ** 2 - floor ** 2, 0.0)))
     summary["examples"] = examples
     return summary
 

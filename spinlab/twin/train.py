@@ -45,7 +45,9 @@ class TrainConfig:
     noise_std: float = 0.0         # measured output noise (physical units), for injection
     max_wall_s: float | None = None
     settle_samples: int = 50       # for "rest"-started validation trajectories
-    rest_drive_V: float | None = None  # drive level while settling (None: the first sample)
+    # drive level a "rest"-started trajectory settles at: a number (V), None (its first
+    # sample) or "auto" (score both 0 V and the first sample, keep the better)
+    rest_drive_V: float | None | str = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -54,6 +56,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.learning_rate > 0:
             raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if isinstance(self.rest_drive_V, str) and self.rest_drive_V != "auto":
+            raise ConfigError(f"rest_drive_V must be a number, None or 'auto', got {self.rest_drive_V!r}")
         if self.lr_schedule not in ("cosine", "plateau"):
             raise ConfigError(f"lr_schedule must be 'cosine' or 'plateau', got {self.lr_schedule!r}")
         if not self.target_nrmse > 0:
@@ -72,6 +76,7 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     stop_reason: str = ""
     batches: int = 0   # recording batches consumed (online training)
+    rest_drive_V: float | None = None  # settle level of the best validation
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,6 +98,7 @@ class TwinTrainer:
         self.best_nrmse = math.inf
         self.best_step = 0
         self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_rest: float | None = None
         self.history: list[dict[str, float]] = []
         self._since_best = 0
         self._loss_sum = 0.0
@@ -136,9 +142,12 @@ class TwinTrainer:
         if not self.validation:
             raise ConfigError("no validation trajectories to validate on")
         self.model.eval()
-        value = trajectory_nrmse(self.model, self.validation,
-                                 settle_samples=self.config.settle_samples,
-                                 rest_drive=self.config.rest_drive_V)
+        levels = (None, 0.0) if self.config.rest_drive_V == "auto" else (self.config.rest_drive_V,)
+        scores = [trajectory_nrmse(self.model, self.validation,
+                                   settle_samples=self.config.settle_samples, rest_drive=level)
+                  for level in levels]
+        value = min(scores)
+        rest = levels[scores.index(value)]
         self.model.train()
         if not math.isfinite(value):
             value = math.inf
@@ -147,7 +156,7 @@ class TwinTrainer:
         self.history.append({"step": self.step_count, "loss": loss, "nrmse": value,
                              "lr": self.optimizer.param_groups[0]["lr"]})
         if value < self.best_nrmse:
-            self.best_nrmse, self.best_step = value, self.step_count
+            self.best_nrmse, self.best_step, self.best_rest = value, self.step_count, rest
             self.best_state = copy.deepcopy(self.model.state_dict())
             self._since_best = 0
         else:
@@ -181,7 +190,8 @@ class TwinTrainer:
 
     def result(self, wall_s: float, reason: str) -> TrainResult:
         return TrainResult(self.best_nrmse, self.best_step, self.step_count, wall_s,
-                           self.reached_target, list(self.history), reason)
+                           self.reached_target, list(self.history), reason,
+                           rest_drive_V=self.best_rest)
 
     def close(self) -> None:
         if self._progress is not None:
