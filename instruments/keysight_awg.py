@@ -274,8 +274,11 @@ class Keysight33500B(SCPIMixin, Instrument):
         self.write("*TRG")
 
     def shutdown(self) -> None:
-        """Turn the output off (the safe state) and mark the instrument shut down."""
+        """Turn the output off (the safe state), confirm it by reading it back, and mark the
+        instrument shut down. The read-back also waits until the instrument has processed it."""
         try:
             self.output_enabled = False
+            if self.output_enabled:
+                raise InstrumentError("AWG output still reports ON after OUTP1 0; switch it off by hand")
         finally:
             super().shutdown()

@@ -188,8 +188,15 @@ def test_check_errors_returns_codes_and_messages():
 
 
 def test_shutdown_turns_output_off():
-    with expected_protocol(Keysight33500B, [("OUTP1 0", None)], **CAPS) as awg:
+    with expected_protocol(Keysight33500B, [("OUTP1 0", None), ("OUTP1?", "0")], **CAPS) as awg:
         awg.shutdown()
+        assert awg.isShutdown
+
+
+def test_shutdown_refuses_to_pretend_output_is_off():
+    with expected_protocol(Keysight33500B, [("OUTP1 0", None), ("OUTP1?", "1")], **CAPS) as awg:
+        with pytest.raises(InstrumentError, match="still reports ON"):
+            awg.shutdown()
         assert awg.isShutdown
 
 

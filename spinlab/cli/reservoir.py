@@ -1,6 +1,118 @@
-"""`spinlab` commands of this group (filled in by the group's owner)."""
+"""`spinlab run spoken-digits` and `spinlab data fetch fsdd`: the reservoir protocol and its data."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
 import typer
+
+from spinlab.cli.common import (ControlKeysOption, ControlOption, DeviceOption, JsonOption,
+                                MonitorOption, RunsDirOption, SeedOption, emit_json, optional_path,
+                                user_errors)
+
+run_app = typer.Typer(help="Run a lab protocol on a device.", no_args_is_help=True)
+data_app = typer.Typer(help="Datasets used by the protocols.", no_args_is_help=True)
+fetch_app = typer.Typer(help="Download a dataset into the user cache (the only networked commands).",
+                        no_args_is_help=True)
+
+
+def spoken_digits(
+    device: str = DeviceOption,
+    data: Optional[Path] = typer.Option(None, "--data", help="Folder of FSDD .wav recordings "
+                                        "(default: the `spinlab data fetch fsdd` cache)."),
+    split: str = typer.Option("standard", "--split", help="standard (indices 0-4 test) or speaker."),
+    test_speaker: Optional[str] = typer.Option(None, "--test-speaker", help="Held-out speaker for --split speaker."),
+    nodes: int = typer.Option(400, "--nodes", help="Virtual nodes per frame."),
+    theta_s: float = typer.Option(100e-9, "--theta-s", help="Hold time of one virtual node (s)."),
+    samples_per_node: int = typer.Option(1, "--samples-per-node", help="AWG samples per node."),
+    bias_A: Optional[float] = typer.Option(None, "--bias-A", help="DC bias current (A); default from the protocol config."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Stratified subset of N utterances (quick bench runs)."),
+    features: str = typer.Option("lyon", "--features", help="lyon, mfcc or logmel."),
+    store_states: bool = typer.Option(False, "--store-states", help="Store every frame's states in the run file."),
+    seed: int = SeedOption,
+    json_out: bool = JsonOption,
+    runs_dir: Path = RunsDirOption,
+    monitor: Optional[str] = MonitorOption,
+    control: Optional[str] = ControlOption,
+    control_keys: Optional[str] = ControlKeysOption,
+) -> None:
+    """Spoken-digit recognition with the device as a time-multiplexed reservoir (FSDD)."""
+    with user_errors():
+        from protocols.spoken_digits import SpokenDigitsConfig, config_dict, run_spoken_digits
+        from spinlab.audio import default_cache_dir
+        from spinlab.device import open_device
+        from spinlab.run import Run
+
+        data_dir = data if data is not None else default_cache_dir() / "recordings"
+        extra = {"bias_A": bias_A} if bias_A is not None else {}
+        config = SpokenDigitsConfig(
+            data_dir=str(data_dir), split=split, test_speaker=test_speaker, n_nodes=nodes,
+            theta_s=theta_s, samples_per_node=samples_per_node, limit=limit, feature_kind=features,
+            seed=seed, store_frame_states=store_states,
+            feature_cache_dir=str(Path(runs_dir) / ".cache"), **extra)
+        with open_device(device) as dev, _progress_bar() as bar:
+            with Run("spoken-digits", config_dict(config), root=runs_dir, device=dev, monitor=monitor,
+                     control=control, control_keys=optional_path(control_keys)) as run:
+                summary = run_spoken_digits(dev, config, run, progress=bar)
+                summary["run"] = str(run.path)
+        if json_out:
+            emit_json(summary)
+        else:
+            typer.echo(f"accuracy {100 * summary['accuracy']:.1f} % "
+                       f"(frame vote {100 * summary['frame_accuracy']:.1f} %), no-device baseline "
+                       f"{100 * summary['baseline_accuracy']:.1f} %, {summary['n_train']} train / "
+                       f"{summary['n_test']} test, {summary['wall_s']:.1f} s")
+            for speaker, acc in summary["per_speaker"].items():
+                typer.echo(f"  {speaker:<12} {100 * acc:5.1f} %")
+            typer.echo(f"run: {summary['run']}")
+
+
+def fetch_fsdd_command(
+    dest: Optional[Path] = typer.Option(None, "--dest", help="Cache folder (default ~/.cache/spinlab/fsdd)."),
+    force: bool = typer.Option(False, "--force", help="Download again even if a verified copy exists."),
+    json_out: bool = JsonOption,
+) -> None:
+    """Download FSDD (pinned commit), verify its recordings' SHA-256, install into the cache."""
+    with user_errors():
+        from spinlab.audio import FSDD_COMMIT, FSDD_URL, fetch_fsdd
+
+        typer.echo(f"fetching {FSDD_URL} (commit {FSDD_COMMIT})", err=True)
+        path = fetch_fsdd(dest, force=force)
+        n = len(list(path.glob("*.wav")))
+        if json_out:
+            emit_json({"path": str(path), "n_recordings": n, "commit": FSDD_COMMIT})
+        else:
+            typer.echo(f"{n} verified recordings in {path}")
+
+
+class _progress_bar:
+    """rich progress on stderr (stdout stays clean for --json); one task per protocol stage."""
+
+    def __enter__(self):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TextColumn
+
+        self._progress = Progress(TextColumn("{task.description:<9}"), BarColumn(), MofNCompleteColumn(),
+                                  TimeElapsedColumn(), console=Console(file=sys.stderr),
+                                  transient=False)
+        self._progress.__enter__()
+        self._tasks: dict[str, int] = {}
+        return self
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage not in self._tasks:
+            self._tasks[stage] = self._progress.add_task(stage, total=total)
+        self._progress.update(self._tasks[stage], completed=done, total=total)
+
+    def __exit__(self, *exc):
+        return self._progress.__exit__(*exc)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this group's commands to the app."""
+    """Add `run spoken-digits` and `data fetch fsdd`."""
+    run_app.command("spoken-digits")(spoken_digits)
+    fetch_app.command("fsdd")(fetch_fsdd_command)
+    data_app.add_typer(fetch_app, name="fetch")
+    app.add_typer(run_app, name="run")
+    app.add_typer(data_app, name="data")

@@ -1,0 +1,360 @@
+"""Spoken-digit recognition with the oscillator as a time-multiplexed reservoir.
+
+Plan (Torrejon et al., Nature 547, 428 (2017)): FSDD recordings -> Lyon cochleagram (normalised
+per channel on the training set) -> input mask -> one drive per utterance (N virtual nodes per
+frame, each held ``theta_s``) -> ``Device.respond`` in length-sorted padded batches -> per-node
+states -> ridge readout (alpha by k-fold on the training set) -> class = argmax of the readout
+summed over the utterance's frames. The no-device baseline runs the same readout on the node
+drive values themselves (the exact numbers sent to the device), so the difference is what the
+device adds.
+
+OPERATING POINT (defaults of :class:`SpokenDigitsConfig`; chosen on sim:vortex, see the field
+comments for the measurements behind each):
+
+    dt = theta_s / samples_per_node = 100 ns   (the twin's time grid)
+    bias_A = 7.5 mA                            (the twin's training bias)
+    drive amplitude = 0.8 * max_drive_V = 0.4 V on sim devices (the twin's +-0.4 V range)
+
+__OPERATING_POINT_NOTES__
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from spinlab.audio import Utterance, list_fsdd
+from spinlab.device import Device
+from spinlab.errors import ConfigError
+from spinlab.features import ChannelNormalizer, FeatureConfig, utterance_features
+from spinlab.reservoir import (MASK_KINDS, NODE_FEATURES, Encoder, RidgeReadout, length_batches,
+                               make_mask, node_states, pack, select_alpha)
+from spinlab.run import Run
+from spinlab.waveform import Waveform
+
+SPLITS = ("standard", "speaker")
+#: Utterance indices below this are the test set of the standard FSDD split.
+STANDARD_TEST_INDICES = 5
+N_CLASSES = 10
+
+
+@dataclass(frozen=True)
+class SpokenDigitsConfig:
+    """Everything that defines a spoken-digit run (stored in the run file)."""
+
+    data_dir: str
+    #: ``standard``: utterance indices 0-4 test, 5-49 train. ``speaker``: test on ``test_speaker``,
+    #: train on every other speaker.
+    split: str = "standard"
+    test_speaker: str | None = None
+    #: Virtual nodes per frame.
+    n_nodes: int = 400
+    #: Hold time of one virtual node (s).
+    theta_s: float = 100e-9
+    #: AWG samples per node; the drive's sample interval is ``theta_s / samples_per_node``.
+    samples_per_node: int = 1
+    #: ``mean``: node state = response averaged over its hold; ``samples``: each sample is a state.
+    node_features: str = "mean"
+    #: ``binary`` (+-1, Torrejon) or ``normal`` mask entries.
+    mask_kind: str = "binary"
+    #: DC bias current of the oscillator (A), applied as the ``bias_A`` condition.
+    bias_A: float = 7.5e-3
+    #: Drive amplitude as a fraction of the device's ``limits.max_drive_V``.
+    drive_fraction: float = 0.8
+    #: Node inputs are scaled so ``input_sigma`` standard deviations (training set) reach the
+    #: amplitude; larger values clip less (clipping is itself a nonlinearity outside the device).
+    input_sigma: float = 1.5
+    #: Features: ``lyon`` (cochleagram), ``mfcc`` or ``logmel``.
+    feature_kind: str = "lyon"
+    #: Ridge regularisation grid (relative to the mean eigenvalue of the Gram matrix).
+    alphas: tuple[float, ...] = (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+    #: Cross-validation folds over utterance indices (standard split); the speaker split holds
+    #: out one training speaker per fold instead.
+    cv_folds: int = 5
+    #: Use a stratified subset of this many utterances (by digit and speaker); None = all.
+    limit: int | None = None
+    seed: int = 0
+    #: Most drive samples per device call (batch x padded length); bounds memory per call.
+    max_batch_samples: int = 4_000_000
+    #: Where the feature cache (.npz) lives; None = no cache.
+    feature_cache_dir: str | None = None
+    #: Store every frame's states (float32) in the run file, not only per-utterance sums.
+    store_frame_states: bool = False
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise ConfigError(f"split {self.split!r} is unknown; use one of {list(SPLITS)}")
+        if self.split == "speaker" and not self.test_speaker:
+            raise ConfigError("the speaker split needs --test-speaker NAME (the speaker held out for testing)")
+        if self.split == "standard" and self.test_speaker:
+            raise ConfigError("--test-speaker only applies to --split speaker")
+        if self.n_nodes < 1:
+            raise ConfigError(f"n_nodes must be >= 1, got {self.n_nodes}")
+        if not (0 < self.drive_fraction <= 1):
+            raise ConfigError(f"drive_fraction must be in (0, 1], got {self.drive_fraction}")
+        if not (self.bias_A >= 0 and math.isfinite(self.bias_A)):
+            raise ConfigError(f"bias_A must be a non-negative current in amperes, got {self.bias_A}")
+        if self.node_features not in NODE_FEATURES:
+            raise ConfigError(f"node_features must be one of {list(NODE_FEATURES)}, got {self.node_features!r}")
+        if self.mask_kind not in MASK_KINDS:
+            raise ConfigError(f"mask_kind must be one of {list(MASK_KINDS)}, got {self.mask_kind!r}")
+        if self.limit is not None and self.limit < 2 * N_CLASSES:
+            raise ConfigError(f"limit must be at least {2 * N_CLASSES} utterances, got {self.limit}")
+        if self.cv_folds < 2:
+            raise ConfigError(f"cv_folds must be >= 2, got {self.cv_folds}")
+        if self.max_batch_samples < 1:
+            raise ConfigError("max_batch_samples must be positive")
+        FeatureConfig(kind=self.feature_kind)  # validates the kind
+        Encoder(np.ones((1, 1)), self.theta_s, self.samples_per_node, 1.0, self.input_sigma)
+
+    @property
+    def dt_s(self) -> float:
+        return self.theta_s / self.samples_per_node
+
+
+# --- data selection ---------------------------------------------------------------------------
+def split_utterances(utterances: Sequence[Utterance], config: SpokenDigitsConfig
+                     ) -> tuple[list[Utterance], list[Utterance]]:
+    """(train, test) lists for the configured split."""
+    if config.split == "standard":
+        test = [u for u in utterances if u.index < STANDARD_TEST_INDICES]
+        train = [u for u in utterances if u.index >= STANDARD_TEST_INDICES]
+    else:
+        speakers = sorted({u.speaker for u in utterances})
+        if config.test_speaker not in speakers:
+            raise ConfigError(f"test speaker {config.test_speaker!r} is not in the data; speakers: {speakers}")
+        test = [u for u in utterances if u.speaker == config.test_speaker]
+        train = [u for u in utterances if u.speaker != config.test_speaker]
+    if not train or not test:
+        raise ConfigError(f"the {config.split} split leaves {len(train)} training and {len(test)} test "
+                          "utterances; both must be non-empty")
+    return train, test
+
+
+def stratified_subset(utterances: Sequence[Utterance], n: int, rng: np.random.Generator) -> list[Utterance]:
+    """``n`` utterances balanced over (digit, speaker) strata: shuffle each stratum, deal round-robin."""
+    strata: dict[tuple[int, str], list[Utterance]] = defaultdict(list)
+    for u in utterances:
+        strata[(u.digit, u.speaker)].append(u)
+    keys = sorted(strata)
+    keys = [keys[i] for i in rng.permutation(len(keys))]
+    pools = [[strata[k][i] for i in rng.permutation(len(strata[k]))] for k in keys]
+    picked: list[Utterance] = []
+    depth = 0
+    while len(picked) < n and any(depth < len(p) for p in pools):
+        picked.extend(p[depth] for p in pools if depth < len(p))
+        depth += 1
+    return sorted(picked[:n], key=lambda u: u.name)
+
+
+def select_data(config: SpokenDigitsConfig, rng: np.random.Generator) -> tuple[list[Utterance], list[Utterance]]:
+    train, test = split_utterances(list_fsdd(config.data_dir), config)
+    if config.limit is not None and config.limit < len(train) + len(test):
+        total = len(train) + len(test)
+        n_test = max(N_CLASSES, round(config.limit * len(test) / total))
+        test = stratified_subset(test, n_test, rng)
+        train = stratified_subset(train, config.limit - len(test), rng)
+    return train, test
+
+
+def cv_groups(train: Sequence[Utterance], config: SpokenDigitsConfig) -> np.ndarray:
+    """Fold label per training utterance: speaker (speaker split, >= 2 speakers) or index mod k."""
+    speakers = {u.speaker for u in train}
+    if config.split == "speaker" and len(speakers) >= 2:
+        return np.array([u.speaker for u in train])
+    return np.array([u.index % config.cv_folds for u in train])
+
+
+# --- the device part ----------------------------------------------------------------------
+def measure_states(device: Device, encoder: Encoder, features: Sequence[np.ndarray],
+                   config: SpokenDigitsConfig, run: Run | None = None,
+                   progress: Callable[[int, int], None] | None = None) -> list[np.ndarray]:
+    """Drive the device with every utterance (length-sorted padded batches); return states.
+
+    Padding (0 V, i.e. the bare bias) follows each drive and its response is discarded. Between
+    device calls the run's checkpoint serves pause/abort and progress is published.
+    """
+    drives = [encoder.drive(f) for f in features]
+    states: list[np.ndarray | None] = [None] * len(drives)
+    done = 0
+    total = len(drives)
+    for batch_idx in length_batches([len(d) for d in drives], config.max_batch_samples):
+        if run is not None:
+            run.checkpoint()
+        batch, lengths = pack([drives[i] for i in batch_idx])
+        response = device.respond(Waveform(batch, encoder.dt_s, "V"), {"bias_A": config.bias_A})
+        samples = response.as_batch().samples
+        for row, i, n in zip(samples, batch_idx, lengths):
+            states[i] = node_states(row[:n], len(features[i]), encoder.n_nodes,
+                                    encoder.samples_per_node, config.node_features)
+        done += len(batch_idx)
+        if run is not None:
+            run.progress(done, total, stage="device")
+        if progress is not None:
+            progress(done, total)
+    return states  # type: ignore[return-value]
+
+
+# --- readout and scoring ------------------------------------------------------------------
+@dataclass
+class Evaluation:
+    accuracy: float
+    frame_accuracy: float
+    alpha: float
+    cv_scores: dict[float, float]
+    predictions: np.ndarray
+    readout: RidgeReadout = field(repr=False)
+
+
+def evaluate(train_states: Sequence[np.ndarray], train_labels: np.ndarray, groups: np.ndarray,
+             test_states: Sequence[np.ndarray], test_labels: np.ndarray, alphas: Sequence[float]) -> Evaluation:
+    """Choose alpha by CV on the training set, fit on all of it, score the test set."""
+    alpha, scores = select_alpha(train_states, train_labels, groups, alphas, N_CLASSES)
+    readout = RidgeReadout(alpha, N_CLASSES).fit(train_states, train_labels)
+    predictions = readout.predict(test_states)
+    return Evaluation(float(np.mean(predictions == test_labels)),
+                      readout.frame_accuracy(test_states, test_labels), alpha, scores, predictions, readout)
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, n_classes: int = N_CLASSES) -> np.ndarray:
+    """``m[true, predicted]`` counts."""
+    m = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(m, (labels, predictions), 1)
+    return m
+
+
+def per_speaker_accuracy(test: Sequence[Utterance], predictions: np.ndarray) -> dict[str, float]:
+    hits: dict[str, list[bool]] = defaultdict(list)
+    for u, p in zip(test, predictions):
+        hits[u.speaker].append(int(p) == u.digit)
+    return {s: float(np.mean(v)) for s, v in sorted(hits.items())}
+
+
+def plot_confusion(matrix: np.ndarray, path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.6, 4.0), dpi=120)
+    im = ax.imshow(matrix, cmap="Blues")
+    for (i, j), v in np.ndenumerate(matrix):
+        if v:
+            ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
+                    color="white" if v > matrix.max() / 2 else "black")
+    ax.set_xlabel("predicted digit")
+    ax.set_ylabel("spoken digit")
+    ax.set_xticks(range(matrix.shape[0]))
+    ax.set_yticks(range(matrix.shape[0]))
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+# --- the protocol ----------------------------------------------------------------------------
+def run_spoken_digits(device: Device, config: SpokenDigitsConfig, run: Run,
+                      progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+    """Run the whole protocol on ``device``; record into ``run``; return the summary.
+
+    ``progress(stage, done, total)`` is an optional UI hook (the CLI's progress bar).
+    """
+    t_start = time.perf_counter()
+    split_seed = run.record_seed("split", config.seed)
+    mask_seed = run.record_seed("mask", config.seed)
+    train, test = select_data(config, np.random.default_rng(split_seed))
+
+    feature_config = FeatureConfig(kind=config.feature_kind)
+    utterances = train + test
+    raw = utterance_features(utterances, feature_config, config.feature_cache_dir,
+                             progress=(lambda d, t: progress("features", d, t)) if progress else None)
+    normalizer = ChannelNormalizer().fit(raw[: len(train)])
+    features = [normalizer.transform(f) for f in raw]
+
+    amplitude_V = config.drive_fraction * device.limits.max_drive_V
+    encoder = Encoder(make_mask(config.n_nodes, features[0].shape[1], config.mask_kind, mask_seed),
+                      config.theta_s, config.samples_per_node, amplitude_V, config.input_sigma)
+    encoder.fit(features[: len(train)])
+
+    t_device = time.perf_counter()
+    states = measure_states(device, encoder, features, config, run,
+                            (lambda d, t: progress("device", d, t)) if progress else None)
+    device_s = time.perf_counter() - t_device
+
+    y_train = np.array([u.digit for u in train])
+    y_test = np.array([u.digit for u in test])
+    groups = cv_groups(train, config)
+    result = evaluate(states[: len(train)], y_train, groups, states[len(train):], y_test, config.alphas)
+    # Baseline: the device removed - the node drive values (what the device received) as states.
+    node_inputs = [np.clip(encoder.masked(f) / encoder.scale, -1.0, 1.0) for f in features]
+    baseline = evaluate(node_inputs[: len(train)], y_train, groups, node_inputs[len(train):], y_test,
+                        config.alphas)
+
+    matrix = confusion_matrix(y_test, result.predictions)
+    wall_s = time.perf_counter() - t_start
+    summary = {
+        "accuracy": result.accuracy,
+        "frame_accuracy": result.frame_accuracy,
+        "baseline_accuracy": baseline.accuracy,
+        "baseline_frame_accuracy": baseline.frame_accuracy,
+        "per_speaker": per_speaker_accuracy(test, result.predictions),
+        "n_train": len(train),
+        "n_test": len(test),
+        "n_frames": int(sum(len(f) for f in features)),
+        "alpha": result.alpha,
+        "baseline_alpha": baseline.alpha,
+        "cv_accuracy": result.cv_scores[result.alpha],
+        "device": device.address or type(device).__name__,
+        "split": config.split,
+        "test_speaker": config.test_speaker,
+        "n_nodes": config.n_nodes,
+        "theta_s": config.theta_s,
+        "bias_A": config.bias_A,
+        "amplitude_V": amplitude_V,
+        "device_s": device_s,
+        "wall_s": wall_s,
+    }
+    _record(run, config, encoder, normalizer, train, test, states, result, baseline, matrix, summary)
+    return summary
+
+
+def _record(run: Run, config: SpokenDigitsConfig, encoder: Encoder, normalizer: ChannelNormalizer,
+            train: list[Utterance], test: list[Utterance], states: list[np.ndarray],
+            result: Evaluation, baseline: Evaluation, matrix: np.ndarray, summary: dict) -> None:
+    names = np.array([u.name for u in train + test], dtype="S")
+    frames = np.array([len(s) for s in states])
+    run.save("utterances", names, n_train=len(train))
+    run.save("frames_per_utterance", frames)
+    run.save("mask", encoder.mask, kind=config.mask_kind, seed=run.seeds["mask"])
+    run.save("encoder_scale", np.array(encoder.scale), amplitude_V=encoder.amplitude_V,
+             input_sigma=encoder.input_sigma, theta_s=encoder.theta_s,
+             samples_per_node=encoder.samples_per_node)
+    run.save("feature_mean", normalizer.mean)
+    run.save("feature_std", normalizer.std)
+    # The class decision is linear in the states summed over frames, so the sums reproduce it.
+    run.save("states_summed", np.stack([s.sum(axis=0) for s in states]))
+    if config.store_frame_states:
+        run.save("states", np.concatenate(states).astype(np.float32), frames_per_utterance=frames.tolist())
+    run.save("readout_weights", result.readout.weights, alpha=result.alpha,
+             feature_mean=result.readout.mean.tolist(), feature_std=result.readout.std.tolist())
+    run.save("baseline_readout_weights", baseline.readout.weights, alpha=baseline.alpha)
+    run.save("test_labels", np.array([u.digit for u in test]))
+    run.save("predictions", result.predictions)
+    run.save("baseline_predictions", baseline.predictions)
+    run.save("confusion", matrix)
+    run.save("cv_scores", np.array([[a, s] for a, s in result.cv_scores.items()]))
+    plot_confusion(matrix, run.figure_path("confusion.png"),
+                   f"{summary['device']}: {100 * result.accuracy:.1f} % "
+                   f"(baseline {100 * baseline.accuracy:.1f} %)")
+    run.result(**summary)
+
+
+def config_dict(config: SpokenDigitsConfig) -> dict[str, Any]:
+    return asdict(config)
