@@ -55,12 +55,16 @@ class TwinDevice(Device):
 
     ``noise`` adds the measured output noise stored with the twin (seeded by ``seed``), so
     reservoir experiments see a realistic signal-to-noise ratio; ``batch_size`` bounds how many
-    drives are integrated at once (memory); ``threads`` sets torch's intra-op threads.
+    drives are integrated at once (memory); ``threads`` is how many cores the twin uses: the
+    batch is split into that many shards integrated in parallel, each with one torch thread
+    (torch's intra-op threads on these small ops cost more in synchronisation than they gain,
+    and on a busy machine spinning threads can be 10x slower); the caller's torch thread
+    setting is restored afterwards.
     """
 
     def __init__(self, model: SpinNODE, meta: TwinMeta, *, path: str = "", noise: bool = False,
                  seed: int = 0, resample: bool = False, batch_size: int = 1024,
-                 limits: SafetyLimits | None = None,
+                 threads: int = 1, limits: SafetyLimits | None = None,
                  default_conditions: Mapping[str, float] | None = None) -> None:
         names = model.arch.condition_names
         defaults = {n: float(np.mean(meta.condition_ranges[n])) if n in meta.condition_ranges
@@ -78,6 +82,9 @@ class TwinDevice(Device):
         if batch_size < 1:
             raise ConfigError(f"twin option batch_size must be >= 1, got {batch_size}")
         self.batch_size = int(batch_size)
+        if threads < 1:
+            raise ConfigError(f"twin option threads must be >= 1, got {threads}")
+        self.threads = int(threads)
         self._rng = np.random.default_rng(self.seed)
         self.address = f"twin:{path}"
 
@@ -137,12 +144,17 @@ class TwinDevice(Device):
         cond = self.model.condition_tensor(conditions, drive.shape[0])
         out = np.empty(drive.shape, dtype=np.float64)
         dtype = self.model.y_mean.dtype
-        for start in range(0, drive.shape[0], self.batch_size):
-            stop = min(start + self.batch_size, drive.shape[0])
-            y = self.model.simulate(torch.as_tensor(drive[start:stop], dtype=dtype), cond[start:stop],
-                                    settle_samples=self.meta.settle_samples,
-                                    rest_drive=self.meta.rest_drive_V)
-            out[start:stop] = y.double().numpy()
+        threads_before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            for start in range(0, drive.shape[0], self.batch_size):
+                stop = min(start + self.batch_size, drive.shape[0])
+                y = self.model.simulate(torch.as_tensor(drive[start:stop], dtype=dtype),
+                                        cond[start:stop], settle_samples=self.meta.settle_samples,
+                                        rest_drive=self.meta.rest_drive_V, workers=self.threads)
+                out[start:stop] = y.double().numpy()
+        finally:
+            torch.set_num_threads(threads_before)
         if not np.all(np.isfinite(out)):
             raise ConfigError(
                 f"twin {self.path} diverged (non-finite response); the drive or conditions are "
@@ -169,10 +181,7 @@ def open_twin(path: str | Path, **options: Any) -> TwinDevice:
     if "batch_size" in opts:
         kwargs["batch_size"] = _number("batch_size", opts.pop("batch_size"), int)
     if "threads" in opts:
-        threads = _number("threads", opts.pop("threads"), int)
-        if threads < 1:
-            raise ConfigError(f"twin option threads must be >= 1, got {threads}")
-        torch.set_num_threads(threads)
+        kwargs["threads"] = _number("threads", opts.pop("threads"), int)
     limit_kw = {k: _number(k, opts.pop(k)) for k in ("max_drive_V", "max_bias_A", "max_field_T")
                 if k in opts}
     limits = SafetyLimits(**limit_kw) if limit_kw else None

@@ -97,3 +97,12 @@ def test_same_seed_same_weights_and_bad_architectures_are_rejected():
         TwinArchitecture(n_delays=0)
     with pytest.raises(ConfigError, match="condition"):
         build_model(TwinArchitecture(condition_names=("bias_A",))).condition_tensor({}, 2)
+
+
+def test_parallel_workers_give_the_same_response():
+    model = _model("hold", dtype=torch.float32)
+    drive = 0.3 * torch.rand(7, 150, generator=torch.Generator().manual_seed(2)) - 0.15
+    cond = torch.linspace(6e-3, 9e-3, 7)[:, None]
+    serial = model.simulate(drive, cond, settle_samples=10)
+    parallel = model.simulate(drive, cond, settle_samples=10, workers=3)
+    torch.testing.assert_close(parallel, serial, rtol=1e-5, atol=1e-6)

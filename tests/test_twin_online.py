@@ -48,6 +48,9 @@ def test_online_trainer_stops_acquisition_when_target_is_met(tmp_path):
     assert result.best_nrmse <= 0.05
     assert result.batches < acq.n_batches / 10  # acquisition stopped early...
     assert dev.calls <= result.batches + 3  # ...and promptly (queue of 2 + one in flight)
+    assert result.acquired_batches == dev.calls
+    assert result.acquired_device_time_s == pytest.approx(
+        sum(acq.batch_device_time_s(i) for i in range(dev.calls)))
     assert recorder.n_recordings == 2 * result.batches  # everything consumed was recorded
     # the twin generalises to fresh drives at a bias it was not trained at
     fresh = AcquireConfig(duration_s=1e-4, record_s=2e-5, conditions={"bias_A": (7.5e-3,)}, seed=9)
@@ -109,3 +112,30 @@ def test_noise_injection_perturbs_segment_starts_reproducibly():
     assert losses(True) == losses(True)  # seeded
     assert losses(True) != clean and losses(True, seed=1) != losses(True)
     assert losses(True)[0] > clean[0]  # noisy starts are harder to predict
+
+
+@pytest.mark.slow
+def test_vortex_twin_from_5ms_generalises_to_an_untrained_bias():
+    """Acceptance: online on sim:vortex with <= 5 ms of device time at 6.5 and 8.5 mA, the
+    twin predicts fresh drives at 7.5 mA with NRMSE <= 0.10 against the device's response
+    (noise-free simulator = the deterministic response the twin models)."""
+    from spinlab import open_device
+    from spinlab.twin.evaluate import EvalConfig, evaluate
+    from sim_backends.twin_device import TwinDevice
+    from spinlab.twin.checkpoint import TwinMeta
+
+    dev = open_device("sim:vortex", seed=0)
+    acq = AcquireConfig(duration_s=5e-3, conditions={"bias_A": (6.5e-3, 8.5e-3)},
+                        validation_every=6, validation_repeats=4, seed=0)
+    batches = recording_batches(dev, acq)
+    first = next(batches)
+    arch = TwinArchitecture(hidden=64, condition_names=("bias_A",), interpolation="hold")
+    model = build_model(arch, fit_normalisation(first.trajectories, ("bias_A",)), seed=0)
+    result = train_online(model, itertools.chain([first], batches),
+                          TrainConfig(max_steps=8000, validate_every=250, target_nrmse=0.05))
+    assert sum(acq.batch_device_time_s(i) for i in range(result.batches)) <= 5e-3 + 1e-12
+    twin = TwinDevice(model, TwinMeta(dt_s=1e-7, condition_ranges={"bias_A": [6.5e-3, 8.5e-3]}))
+    clean = evaluate(twin, open_device("sim:vortex?noise=0"), EvalConfig(conditions={"bias_A": (7.5e-3,)}))
+    assert clean["nrmse"] <= 0.10
+    noisy = evaluate(twin, dev, EvalConfig(conditions={"bias_A": (7.5e-3,)}, repeats=16))
+    assert noisy["nrmse"] <= 0.10

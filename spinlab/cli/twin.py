@@ -135,8 +135,8 @@ def train(
     amplitude_V: float = AmplitudeOption,
     dt_s: float = DtOption,
     record_s: float = RecordOption,
-    validation_every: int = typer.Option(5, "--validation-every", help="Device: every Nth recording batch is held out."),
-    validation_repeats: int = typer.Option(1, "--validation-repeats", help="Device: held-out drives applied N times and averaged."),
+    validation_every: int = typer.Option(6, "--validation-every", help="Device: every Nth recording batch is held out (batch 0 included)."),
+    validation_repeats: int = typer.Option(4, "--validation-repeats", help="Device: held-out drives are applied N times and averaged, so the twin is validated against the device's mean response, not one noisy shot (repeats count as device time)."),
     rest_drive: str = typer.Option("auto", "--rest-drive-V", help="Device: drive level the device sits at before a drive starts: a number (V), 'first' (the drive's first sample) or 'auto' (whichever fits the held-out data better)."),
     delays: int = typer.Option(2, "--delays", help="k: delayed copies of the output in the state."),
     delay_samples: int = typer.Option(1, "--delay-samples", help="Delay between copies (samples)."),
@@ -227,6 +227,7 @@ def _train_device(address: str, out: Path, acq: Any, arch: Any, tcfg: Any, commo
     What the device does before a drive starts is part of the setup (a simulator starts
     settled at the first sample, a bench sits at 0 V between records); ``rest="auto"`` scores
     both at every validation and keeps the convention of the best one."""
+    import math
     from dataclasses import asdict
 
     import numpy as np
@@ -255,7 +256,8 @@ def _train_device(address: str, out: Path, acq: Any, arch: Any, tcfg: Any, commo
             first = next(batches)
             data = first.trajectories
             model = build_model(arch, fit_normalisation(data, arch.condition_names), seed=seed)
-            tcfg.noise_std = estimate_noise_std(np.stack([t.response for t in data]))
+            # the first batch may be a mean of `repeats` shots: scale back to one shot
+            tcfg.noise_std = estimate_noise_std(np.stack([t.response for t in data])) * math.sqrt(first.repeats)
             tcfg.rest_drive_V = rest
             result = train_online(model, itertools.chain([first], batches), tcfg, OnlineConfig(),
                                   run=run, progress=True, on_batch=recorder)
@@ -270,13 +272,17 @@ def _train_device(address: str, out: Path, acq: Any, arch: Any, tcfg: Any, commo
                                 "seeds": dict(run.seeds), "train": asdict(tcfg),
                                 "acquire": acq.to_dict(), "nrmse_history": result.history,
                                 "best_nrmse": result.best_nrmse,
-                                "device_time_s": recorder.device_time_s})
+                                "device_time_s": result.acquired_device_time_s,
+                                "device_time_used_s": recorder.device_time_s})
             save_twin(out, model, meta)
             summary = {"out": str(out), "best_nrmse": result.best_nrmse,
                        "reached_target": result.reached_target, "target_nrmse": tcfg.target_nrmse,
                        "steps": result.steps, "stop_reason": result.stop_reason,
-                       "train_wall_s": result.wall_s, "device_time_s": recorder.device_time_s,
+                       "train_wall_s": result.wall_s,
+                       "device_time_s": result.acquired_device_time_s,
+                       "device_time_used_s": recorder.device_time_s,
                        "recordings": recorder.n_recordings, "batches": result.batches,
+                       "acquired_batches": result.acquired_batches,
                        "noise_std": tcfg.noise_std, "conditions": acq.conditions,
                        "rest_drive_V": tcfg.rest_drive_V,
                        "run_dir": str(run.path)}

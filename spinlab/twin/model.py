@@ -346,7 +346,7 @@ class SpinNODE(nn.Module):
     @torch.no_grad()
     def simulate(self, drive: Tensor, conditions: Tensor, *, y_history: Tensor | None = None,
                  settle_samples: int = 0, rest_drive: float | None = None,
-                 chunk: int = 256) -> Tensor:
+                 chunk: int = 256, workers: int = 1) -> Tensor:
         """Free-running response ``(B, n)`` to physical drives ``(B, n)`` at physical
         conditions ``(B, C)``.
 
@@ -354,13 +354,30 @@ class SpinNODE(nn.Module):
         first sample) the state starts from measurement; otherwise the twin starts at the
         output mean and settles for ``settle_samples`` at the ``rest_drive`` level first (None:
         the drive's first sample), as a device sits at its bias before the drive begins.
+
+        ``workers > 1`` integrates that many shards of the batch in parallel threads (the
+        scripted loop releases the GIL); set ``torch.set_num_threads(1)`` then, so each shard
+        runs on one core without the synchronisation cost of intra-op threads on small ops.
         """
         dtype = self.y_mean.dtype
         drive = torch.as_tensor(drive, dtype=dtype)
         if drive.ndim == 1:
             drive = drive[None]
         batch, n = drive.shape
-        c = self.norm_conditions(torch.as_tensor(conditions, dtype=dtype).reshape(batch, -1))
+        conditions = torch.as_tensor(conditions, dtype=dtype).reshape(batch, -1)
+        if workers > 1 and batch >= 2 * workers:
+            from concurrent.futures import ThreadPoolExecutor
+
+            shards = torch.arange(batch).tensor_split(workers)
+            kw = {"settle_samples": settle_samples, "rest_drive": rest_drive, "chunk": chunk}
+
+            def one(idx: Tensor) -> Tensor:
+                hist = None if y_history is None else torch.as_tensor(y_history)[idx]
+                return self.simulate(drive[idx], conditions[idx], y_history=hist, **kw)
+
+            with ThreadPoolExecutor(workers, thread_name_prefix="twin") as pool:
+                return torch.cat(list(pool.map(one, shards)), dim=0)
+        c = self.norm_conditions(conditions)
         u = self.norm_drive(drive)
         k, d = self.arch.n_delays, self.arch.delay_samples
         if y_history is not None:

@@ -76,6 +76,8 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     stop_reason: str = ""
     batches: int = 0   # recording batches consumed (online training)
+    acquired_batches: int = 0       # recording batches acquired (some may be left unused)
+    acquired_device_time_s: float = 0.0
     rest_drive_V: float | None = None  # settle level of the best validation
 
     def to_dict(self) -> dict[str, Any]:
@@ -254,10 +256,14 @@ class _Producer(threading.Thread):
         super().__init__(name="twin-acquisition", daemon=True)
         self.source, self.out, self.stop = source, out, stop
         self.error: BaseException | None = None
+        self.produced = 0
+        self.device_time_s = 0.0   # everything acquired, consumed or not
 
     def run(self) -> None:
         try:
             for batch in self.source:
+                self.produced += 1
+                self.device_time_s += float(getattr(batch, "device_time_s", 0.0))
                 while not self.stop.is_set():
                     try:
                         self.out.put(batch, timeout=0.1)
@@ -362,6 +368,8 @@ def train_online(model: SpinNODE, source: Iterator[Any], config: TrainConfig,
     trainer.restore_best()
     result = trainer.result(time.perf_counter() - start, reason)
     result.batches = n_batches
+    result.acquired_batches = producer.produced
+    result.acquired_device_time_s = producer.device_time_s
     return result
 
 
