@@ -10,12 +10,13 @@
 (b) ``twin_train_mumax``: wall time to train the MuMax3 skyrmion twin with the paper protocol
     until the validation target, plus its free-running test NRMSE. Target: < 5 minutes.
 
-    python benchmarks/bench_twin.py [--configs 2x1,1x2,1x1] [--batch 1000] [--samples 10000]
+    python benchmarks/bench_twin.py [--configs 2x0,1x1] [--batch 1000] [--samples 10000]
                                     [--skip-train]
 
-Simulation lines: ``2x1`` = torch.set_num_threads(2) (the brief's setting), ``1x2`` = two batch
-shards in parallel threads with one torch thread each (what ``twin:PATH?threads=2`` does),
-``1x1`` = one core. The matmul rate is measured with as many torch threads as cores used.
+Simulation lines: ``2x0`` = torch.set_num_threads(2) with the default (automatic) work split,
+which ``SpinNODE.simulate`` turns into two batch shards in parallel threads with one torch
+thread each; ``2x1`` = torch's own intra-op threads on one shard (for comparison only: on a
+busy machine it can be 50x slower); ``1x1`` = one core. The matmul rate is measured in the same run with as many torch threads as cores.
 """
 from __future__ import annotations
 
@@ -58,24 +59,26 @@ def matmul_rate_flops(size: int = 2048, repeats: int = 5) -> float:
 
 
 def bench_simulation(batch: int, samples: int, hidden: int, threads: int, workers: int) -> None:
-    """``threads`` torch intra-op threads, ``workers`` parallel batch shards (each on the
-    intra-op setting): (2, 1) is torch's own parallelism, (1, 2) sharding over two cores."""
+    """``threads`` torch threads; ``workers`` batch shards (0: simulate's automatic choice,
+    one shard per torch thread)."""
     torch.set_num_threads(threads)
+    cores = threads if workers in (0, 1) else threads * workers
+    workers_arg = None if workers == 0 else workers
     arch = TwinArchitecture(n_delays=2, delay_samples=1, hidden=hidden,
                             condition_names=("bias_A",), interpolation="hold")
     model = build_model(arch, seed=0)
     gen = torch.Generator().manual_seed(0)
     drive = 0.8 * torch.rand(batch, samples, generator=gen) - 0.4
     cond = torch.full((batch, 1), 7.5e-3)
-    model.simulate(drive[:, :300], cond, workers=workers)  # warm-up: TorchScript profiling
+    model.simulate(drive[:, :300], cond, workers=workers_arg)  # warm-up: TorchScript profiling
     # the machine's matmul rate with the same cores: torch threads = cores used
-    torch.set_num_threads(threads * workers)
+    torch.set_num_threads(cores)
     peak_before = matmul_rate_flops()
     torch.set_num_threads(threads)
     t = time.perf_counter()
-    y = model.simulate(drive, cond, workers=workers)
+    y = model.simulate(drive, cond, workers=workers_arg)
     wall = time.perf_counter() - t
-    torch.set_num_threads(threads * workers)
+    torch.set_num_threads(cores)
     peak_after = matmul_rate_flops()
     torch.set_num_threads(threads)
     peak = max(peak_before, peak_after)
@@ -83,7 +86,7 @@ def bench_simulation(batch: int, samples: int, hidden: int, threads: int, worker
     steps_per_s = batch * (samples - 1) / wall
     flops = arch.flops_per_rk4_step() * steps_per_s
     emit(metric="twin_simulation", batch=batch, samples=samples, hidden=hidden, threads=threads,
-         workers=workers, cores_used=threads * workers,
+         workers="auto" if workers == 0 else workers, cores_used=cores,
          wall_s=round(wall, 3), samples_per_s=round(batch * samples / wall),
          mlp_flops_per_rk4_step=arch.flops_per_rk4_step(), achieved_gflops=round(flops / 1e9, 2),
          matmul_gflops=round(peak / 1e9, 2), fraction_of_matmul=round(flops / peak, 3),
@@ -112,7 +115,7 @@ def bench_training(threads: int, max_steps: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", default="2x1,1x2,1x1",
+    parser.add_argument("--configs", default="2x0,1x1",
                         help="simulation configs THREADSxWORKERS (torch threads x parallel batch "
                              "shards), comma separated: one JSON line each")
     parser.add_argument("--train-threads", type=int, default=1, help="torch threads for training (1 is fastest at H=64)")

@@ -33,7 +33,7 @@ from spinlab.device import Device
 from spinlab.errors import ConfigError
 from spinlab.features import ChannelNormalizer, FeatureConfig, utterance_features
 from spinlab.reservoir import (MASK_KINDS, NODE_FEATURES, Encoder, RidgeReadout, length_batches,
-                               make_mask, node_states, pack, select_alpha)
+                               fit_cv, make_mask, node_states, pack)
 from spinlab.run import Run
 from spinlab.waveform import Waveform
 
@@ -214,8 +214,8 @@ class Evaluation:
 def evaluate(train_states: Sequence[np.ndarray], train_labels: np.ndarray, groups: np.ndarray,
              test_states: Sequence[np.ndarray], test_labels: np.ndarray, alphas: Sequence[float]) -> Evaluation:
     """Choose alpha by CV on the training set, fit on all of it, score the test set."""
-    alpha, scores = select_alpha(train_states, train_labels, groups, alphas, N_CLASSES)
-    readout = RidgeReadout(alpha, N_CLASSES).fit(train_states, train_labels)
+    readout, scores = fit_cv(train_states, train_labels, groups, alphas, N_CLASSES)
+    alpha = readout.alpha
     predictions = readout.predict(test_states)
     return Evaluation(float(np.mean(predictions == test_labels)),
                       readout.frame_accuracy(test_states, test_labels), alpha, scores, predictions, readout)
@@ -292,10 +292,16 @@ def run_spoken_digits(device: Device, config: SpokenDigitsConfig, run: Run,
     y_test = np.array([u.digit for u in test])
     groups = cv_groups(train, config)
     result = evaluate(states[: len(train)], y_train, groups, states[len(train):], y_test, config.alphas)
-    # Baseline: the device removed - the node drive values (what the device received) as states.
-    node_inputs = [np.clip(encoder.masked(f) / encoder.scale, -1.0, 1.0) for f in features]
-    baseline = evaluate(node_inputs[: len(train)], y_train, groups, node_inputs[len(train):], y_test,
-                        config.alphas)
+    # Baselines with the device removed. "baseline": the masked features straight into the
+    # readout (linear, as in Torrejon et al.). "drive_baseline": the node drive values exactly as
+    # sent (including the clipping at +-amplitude, itself a nonlinearity), so the difference to
+    # the device result is what the device adds beyond the encoding.
+    masked = [encoder.masked(f) for f in features]
+    baseline = evaluate(masked[: len(train)], y_train, groups, masked[len(train):], y_test, config.alphas)
+    node_inputs = [np.clip(m / encoder.scale, -1.0, 1.0) for m in masked]
+    drive_baseline = evaluate(node_inputs[: len(train)], y_train, groups, node_inputs[len(train):],
+                              y_test, config.alphas)
+    clipped = float(np.mean(np.concatenate([np.abs(m.ravel()) >= 1.0 for m in node_inputs])))
 
     matrix = confusion_matrix(y_test, result.predictions)
     wall_s = time.perf_counter() - t_start
@@ -304,6 +310,8 @@ def run_spoken_digits(device: Device, config: SpokenDigitsConfig, run: Run,
         "frame_accuracy": result.frame_accuracy,
         "baseline_accuracy": baseline.accuracy,
         "baseline_frame_accuracy": baseline.frame_accuracy,
+        "drive_baseline_accuracy": drive_baseline.accuracy,
+        "clipped_fraction": clipped,
         "per_speaker": per_speaker_accuracy(test, result.predictions),
         "n_train": len(train),
         "n_test": len(test),
@@ -321,13 +329,15 @@ def run_spoken_digits(device: Device, config: SpokenDigitsConfig, run: Run,
         "device_s": device_s,
         "wall_s": wall_s,
     }
-    _record(run, config, encoder, normalizer, train, test, states, result, baseline, matrix, summary)
+    _record(run, config, encoder, normalizer, train, test, states, result, baseline, drive_baseline,
+            matrix, summary)
     return summary
 
 
 def _record(run: Run, config: SpokenDigitsConfig, encoder: Encoder, normalizer: ChannelNormalizer,
             train: list[Utterance], test: list[Utterance], states: list[np.ndarray],
-            result: Evaluation, baseline: Evaluation, matrix: np.ndarray, summary: dict) -> None:
+            result: Evaluation, baseline: Evaluation, drive_baseline: Evaluation, matrix: np.ndarray,
+            summary: dict) -> None:
     names = np.array([u.name for u in train + test], dtype="S")
     frames = np.array([len(s) for s in states])
     run.save("utterances", names, n_train=len(train))
@@ -348,6 +358,7 @@ def _record(run: Run, config: SpokenDigitsConfig, encoder: Encoder, normalizer: 
     run.save("test_labels", np.array([u.digit for u in test]))
     run.save("predictions", result.predictions)
     run.save("baseline_predictions", baseline.predictions)
+    run.save("drive_baseline_predictions", drive_baseline.predictions)
     run.save("confusion", matrix)
     run.save("cv_scores", np.array([[a, s] for a, s in result.cv_scores.items()]))
     plot_confusion(matrix, run.figure_path("confusion.png"),

@@ -55,8 +55,9 @@ class TwinDevice(Device):
 
     ``noise`` adds the measured output noise stored with the twin (seeded by ``seed``), so
     reservoir experiments see a realistic signal-to-noise ratio; ``batch_size`` bounds how many
-    drives are integrated at once (memory); ``threads`` is how many cores the twin uses: the
-    batch is split into that many shards integrated in parallel, each with one torch thread
+    drives are integrated at once (memory); ``threads`` is how many cores the twin uses
+    (default: torch's thread setting when opened): a large batch is split into that many
+    shards integrated in parallel, each with one torch thread
     (torch's intra-op threads on these small ops cost more in synchronisation than they gain,
     and on a busy machine spinning threads can be 10x slower); the caller's torch thread
     setting is restored afterwards.
@@ -64,7 +65,7 @@ class TwinDevice(Device):
 
     def __init__(self, model: SpinNODE, meta: TwinMeta, *, path: str = "", noise: bool = False,
                  seed: int = 0, resample: bool = False, batch_size: int = 1024,
-                 threads: int = 1, limits: SafetyLimits | None = None,
+                 threads: int | None = None, limits: SafetyLimits | None = None,
                  default_conditions: Mapping[str, float] | None = None) -> None:
         names = model.arch.condition_names
         defaults = {n: float(np.mean(meta.condition_ranges[n])) if n in meta.condition_ranges
@@ -82,6 +83,7 @@ class TwinDevice(Device):
         if batch_size < 1:
             raise ConfigError(f"twin option batch_size must be >= 1, got {batch_size}")
         self.batch_size = int(batch_size)
+        threads = torch.get_num_threads() if threads is None else threads
         if threads < 1:
             raise ConfigError(f"twin option threads must be >= 1, got {threads}")
         self.threads = int(threads)
@@ -145,7 +147,7 @@ class TwinDevice(Device):
         out = np.empty(drive.shape, dtype=np.float64)
         dtype = self.model.y_mean.dtype
         threads_before = torch.get_num_threads()
-        torch.set_num_threads(1)
+        torch.set_num_threads(1)  # simulate() shards over self.threads cores itself
         try:
             for start in range(0, drive.shape[0], self.batch_size):
                 stop = min(start + self.batch_size, drive.shape[0])

@@ -222,39 +222,51 @@ def select_alpha(states: Sequence[np.ndarray], labels: Sequence[int], groups: Se
 
     Each distinct group (e.g. a speaker, or an utterance-index fold) is held out in turn; the
     score is utterance accuracy (argmax of summed frame outputs). Ties go to the larger alpha
-    (the smoother readout). Uses per-group Gram matrices, so all folds and alphas cost one pass
-    over the data plus one eigendecomposition per fold.
+    (the smoother readout). Returns ``(best_alpha, {alpha: cv_accuracy})``.
+    """
+    readout, scores = fit_cv(states, labels, groups, alphas, n_classes)
+    return readout.alpha, scores
+
+
+def fit_cv(states: Sequence[np.ndarray], labels: Sequence[int], groups: Sequence,
+           alphas: Sequence[float], n_classes: int = 10) -> tuple[RidgeReadout, dict[float, float]]:
+    """Cross-validate alpha over ``groups`` and fit the readout on all ``states`` with the best.
+
+    One pass over the data builds per-group Gram matrices; each fold is the total minus its
+    group, so all folds and alphas cost one eigendecomposition per fold, and the final fit
+    reuses the total. Standardisation statistics come from the whole training set.
     """
     labels = _check_labels(labels, len(states), n_classes)
     groups = np.asarray(groups)
+    if groups.shape != labels.shape:
+        raise ConfigError(f"need one group per utterance ({labels.size}), got shape {groups.shape}")
     keys = np.unique(groups)
     if keys.size < 2:
         raise ConfigError("cross-validation needs at least two groups in the training set")
-    if not alphas or any(not a > 0 for a in alphas):
+    if len(alphas) == 0 or any(not a > 0 for a in alphas):
         raise ConfigError(f"alphas must be a non-empty list of positive numbers, got {list(alphas)}")
-    mean, std = _standardiser(states)
-    design = [_with_bias((np.asarray(s, dtype=np.float64) - mean) / std) for s in states]
-    sums = np.stack([x.sum(axis=0) for x in design])
-    dim = sums.shape[1]
-    grams = {k: np.zeros((dim, dim)) for k in keys}
-    crosses = {k: np.zeros((dim, n_classes)) for k in keys}
-    for x, label, g in zip(design, labels, groups):
-        grams[g] += x.T @ x
-        crosses[g][:, label] += x.sum(axis=0)
+    readout = RidgeReadout(n_classes=n_classes)
+    readout.mean, readout.std = _standardiser(states)
+    sums, grams, crosses = [], {}, {}
+    for k in keys:
+        members = np.flatnonzero(groups == k)
+        design = readout._design([states[i] for i in members])
+        grams[k], crosses[k] = _normal_equations(design, labels[members], n_classes)
+        sums.append((members, np.stack([x.sum(axis=0) for x in design])))
     total_gram = sum(grams.values())
     total_cross = sum(crosses.values())
-    hits = {a: 0 for a in alphas}
-    for k in keys:
-        held = groups == k
+    hits = {float(a): 0 for a in alphas}
+    for k, (members, held_sums) in zip(keys, sums):
         evals, evecs = np.linalg.eigh(total_gram - grams[k])
         projected = evecs.T @ (total_cross - crosses[k])
         ridge = np.mean(evals)
-        for a in alphas:
+        for a in hits:
             w = evecs @ (projected / (np.clip(evals, 0, None) + a * ridge)[:, None])
-            hits[a] += int(np.sum(np.argmax(sums[held] @ w, axis=1) == labels[held]))
-    scores = {float(a): hits[a] / len(labels) for a in alphas}
-    best = max(sorted(scores, reverse=True), key=lambda a: scores[a])
-    return best, scores
+            hits[a] += int(np.sum(np.argmax(held_sums @ w, axis=1) == labels[members]))
+    scores = {a: h / len(labels) for a, h in hits.items()}
+    readout.alpha = max(sorted(scores, reverse=True), key=lambda a: scores[a])
+    readout.weights = _solve(total_gram, total_cross, readout.alpha)
+    return readout, scores
 
 
 def _check_labels(labels: Sequence[int], n: int, n_classes: int) -> np.ndarray:
@@ -283,9 +295,15 @@ def _normal_equations(design: Sequence[np.ndarray], labels: np.ndarray, n_classe
     dim = design[0].shape[1]
     gram = np.zeros((dim, dim))
     cross = np.zeros((dim, n_classes))
-    for x, label in zip(design, labels):
-        gram += x.T @ x
+    chunk: list[np.ndarray] = []
+    for i, (x, label) in enumerate(zip(design, labels)):
         cross[:, label] += x.sum(axis=0)
+        chunk.append(x)
+        # a few large products are far faster than many small ones; chunks bound the memory
+        if sum(len(c) for c in chunk) >= 16384 or i == len(design) - 1:
+            frames = np.concatenate(chunk)
+            gram += frames.T @ frames
+            chunk = []
     return gram, cross
 
 

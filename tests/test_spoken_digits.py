@@ -78,12 +78,17 @@ def test_confusion_matrix_counts():
     np.testing.assert_array_equal(m, [[1, 0, 0], [0, 1, 1], [0, 0, 1]])
 
 
-def test_identity_device_scores_exactly_the_baseline(tmp_path):
-    config = _config(tmp_path)
+@pytest.mark.parametrize("input_sigma", [1.5, 50.0])
+def test_identity_device_scores_exactly_the_baseline(tmp_path, input_sigma):
+    config = _config(tmp_path, input_sigma=input_sigma)
     with Run("spoken-digits", {}, root=tmp_path / "runs") as run:
         summary = run_spoken_digits(IdentityDevice(), config, run)
-    assert summary["accuracy"] == summary["baseline_accuracy"]
-    assert summary["frame_accuracy"] == pytest.approx(summary["baseline_frame_accuracy"])
+    assert summary["accuracy"] == summary["drive_baseline_accuracy"]
+    if input_sigma > 10:  # nothing clipped: the drive is the masked features, scaled
+        assert summary["clipped_fraction"] == 0
+        assert summary["accuracy"] == summary["baseline_accuracy"]
+    else:
+        assert summary["clipped_fraction"] > 0.05
 
 
 def test_sim_vortex_run_records_everything(tmp_path):

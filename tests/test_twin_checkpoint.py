@@ -11,6 +11,15 @@ from spinlab.twin.checkpoint import FORMAT, TwinMeta, load_twin, save_twin
 from spinlab.twin.model import Normalisation, TwinArchitecture, build_model
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: fastest for these small models, and polite on a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _saved(tmp_path, **meta_kw):
     arch = TwinArchitecture(n_delays=3, delay_samples=2, hidden=12, condition_names=("bias_A", "field_T"),
                             interpolation="hold")

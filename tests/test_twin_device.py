@@ -14,6 +14,15 @@ from spinlab.twin.model import Normalisation, TwinArchitecture, build_model
 from sim_backends.twin_device import TwinExtrapolationWarning
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: fastest for these small models, and polite on a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture()
 def twin_path(tmp_path):
     arch = TwinArchitecture(hidden=16, condition_names=("bias_A",), interpolation="hold")

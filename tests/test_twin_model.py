@@ -8,6 +8,15 @@ from spinlab.errors import ConfigError
 from spinlab.twin.model import Normalisation, TwinArchitecture, build_model
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: fastest for these small models, and polite on a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _model(interpolation="linear", dtype=torch.float64, **kw):
     arch = TwinArchitecture(n_delays=kw.pop("n_delays", 2), delay_samples=kw.pop("delay_samples", 3),
                             hidden=kw.pop("hidden", 32), condition_names=("bias_A",),

@@ -381,7 +381,8 @@ def evaluate(
                 summary = run_eval(twin, dev, cfg, run)
                 examples = summary.pop("examples")
                 plot = plot_examples(examples, cfg.dt_s, str(run.figure_path("twin_vs_device.png")),
-                                     f"twin {checkpoint.name} vs {device}: NRMSE {summary['nrmse']:.4f}")
+                                     f"twin {checkpoint.name} vs {device}: NRMSE {summary['nrmse']:.4f} "
+                                     f"(vs the mean of {repeats} shot{'s' if repeats > 1 else ''})")
                 run.result(**summary)
                 summary.update({"plot": plot, "run_dir": str(run.path)})
     summary.update({"checkpoint": str(checkpoint), "device": device,
