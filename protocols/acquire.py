@@ -230,7 +230,6 @@ class RunRecorder:
 def run_acquire(device: Device, config: AcquireConfig, run: Any) -> dict[str, Any]:
     """Record ``config.duration_s`` of device time into ``run``; returns the summary."""
     run.record_seed("acquire", config.seed)
-    run.save("acquire_config", np.array([]), config=config.to_dict())
     recorder = RunRecorder(run, device.condition_names, config.dt_s)
     total = config.n_batches
     for record in recording_batches(device, config):

@@ -8,14 +8,40 @@ summed over the utterance's frames. The no-device baseline runs the same readout
 drive values themselves (the exact numbers sent to the device), so the difference is what the
 device adds.
 
-OPERATING POINT (defaults of :class:`SpokenDigitsConfig`; chosen on sim:vortex, see the field
-comments for the measurements behind each):
+OPERATING POINT (defaults of :class:`SpokenDigitsConfig`). FOR THE LEAD / TWIN ENGINEER: it
+differs from the twin's training range (bias 7.5 mA, drives within +-0.4 V) in bias and amplitude:
 
-    dt = theta_s / samples_per_node = 100 ns   (the twin's time grid)
-    bias_A = 7.5 mA                            (the twin's training bias)
-    drive amplitude = 0.8 * max_drive_V = 0.4 V on sim devices (the twin's +-0.4 V range)
+    dt = theta_s / samples_per_node = 400 ns / 4 = 100 ns   (same grid as the twin)
+    bias_A = 6.0 mA (z = 1.2)                               (twin: 7.5 mA)
+    drive amplitude = 1.0 * max_drive_V = +-0.5 V on sim devices (twin: +-0.4 V)
+    N = 600 nodes, each held 400 ns (= 2 relaxation times at 7.5 mA), 4 samples per node,
+    every sample a readout feature (2,400 per frame); binary mask; input_sigma = 1.75
+    (node inputs beyond 1.75 training std devs are clipped: 8 % of them)
 
-__OPERATING_POINT_NOTES__
+Why (full standard split on sim:vortex with its default thermal noise, seed 0; accuracy /
+"drive baseline" = the same readout on the clipped drive values, i.e. the device removed):
+
+    bias   amp    theta/spn  states   N    sigma  accuracy  drive baseline
+    7.5mA  0.4V   100ns/1    mean     400  1.5    92.8 %
+    6.0mA  0.4V   100ns/1    mean     400  1.5    94.4 %
+    7.5mA  0.4V   100ns/1    mean     400  1.0    95.2 %    93.6 %
+    7.5mA  0.4V   100ns/1    mean     800  1.0    98.4 %    98.0 %  <- clipping does the work
+    7.5mA  0.4V   100ns/1    mean     1200 1.5    97.6 %    98.4 %  <- device below its input
+    6.0mA  0.5V   100ns/1    mean     400  3.0    89.6 %    85.2 %
+    7.5mA  0.4V   400ns/4    samples  400  3.0    90.4 %    85.2 %
+    6.0mA  0.5V   400ns/4    samples  400  3.0    93.6 %    85.2 %
+    6.0mA  0.5V   400ns/4    samples  400  2.0    96.4 %    92.0 %
+    6.0mA  0.5V   400ns/4    samples  400  1.75   96.8 %    92.8 %
+    6.0mA  0.5V   400ns/4    samples  560  2.0    97.2 %    93.6 %
+    (linear masked-feature baseline: 76.8 % everywhere; noise=0 adds ~2.5 points)
+
+The device's nonlinearity p0(z) = (z-1)/(z+Q) is mild at 7.5 mA, and with theta = 100 ns < tau
+the state is mostly a low-pass of the drive; thermal noise then costs more than the device adds,
+so at the twin's point the gain over the linear baseline comes largely from clipping the drive.
+Closer to threshold (6 mA) the response is strongly nonlinear but slow, so each node is held
+for 400 ns and the transient within the hold (4 samples) is read out: here the device clearly
+beats its own clipped input. Costs: 4x the drive samples of the 100 ns / 1-sample layout
+(~340 M samples for FSDD), which matters most for the twin and the bench.
 """
 from __future__ import annotations
 
@@ -53,22 +79,22 @@ class SpokenDigitsConfig:
     split: str = "standard"
     test_speaker: str | None = None
     #: Virtual nodes per frame.
-    n_nodes: int = 400
+    n_nodes: int = 600
     #: Hold time of one virtual node (s).
-    theta_s: float = 100e-9
+    theta_s: float = 400e-9
     #: AWG samples per node; the drive's sample interval is ``theta_s / samples_per_node``.
-    samples_per_node: int = 1
+    samples_per_node: int = 4
     #: ``mean``: node state = response averaged over its hold; ``samples``: each sample is a state.
-    node_features: str = "mean"
+    node_features: str = "samples"
     #: ``binary`` (+-1, Torrejon) or ``normal`` mask entries.
     mask_kind: str = "binary"
     #: DC bias current of the oscillator (A), applied as the ``bias_A`` condition.
-    bias_A: float = 7.5e-3
+    bias_A: float = 6e-3
     #: Drive amplitude as a fraction of the device's ``limits.max_drive_V``.
-    drive_fraction: float = 0.8
+    drive_fraction: float = 1.0
     #: Node inputs are scaled so ``input_sigma`` standard deviations (training set) reach the
     #: amplitude; larger values clip less (clipping is itself a nonlinearity outside the device).
-    input_sigma: float = 1.5
+    input_sigma: float = 1.75
     #: Features: ``lyon`` (cochleagram), ``mfcc`` or ``logmel``.
     feature_kind: str = "lyon"
     #: Ridge regularisation grid (relative to the mean eigenvalue of the Gram matrix).

@@ -149,3 +149,24 @@ def test_fetch_uses_opener_then_cache(tmp_path):
 
     with pytest.raises(SpinlabError, match="network is unreachable"):
         fetch_fsdd(tmp_path / "other", expected_sha256=expected, opener=offline)
+
+
+def test_cli_fetch_installs_into_dest(tmp_path, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    import spinlab.audio as audio
+    from spinlab.cli import app
+
+    files = {"7_lucas_1.wav": _wav_bytes(_tone(seed=7))}
+    archive = _archive(tmp_path, {f"fsdd-26eb9aa/recordings/{k}": v for k, v in files.items()})
+    monkeypatch.setattr(audio, "FSDD_RECORDINGS_SHA256", recordings_digest(files.items()))
+    monkeypatch.setattr(audio, "_urlopen", lambda url: open(archive, "rb"))
+    result = CliRunner().invoke(app, ["data", "fetch", "fsdd", "--dest", str(tmp_path / "c"), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["n_recordings"] == 1 and summary["path"] == str(tmp_path / "c" / "recordings")
+    monkeypatch.setattr(audio, "FSDD_RECORDINGS_SHA256", "0" * 64)
+    bad = CliRunner().invoke(app, ["data", "fetch", "fsdd", "--dest", str(tmp_path / "d")])
+    assert bad.exit_code == 2 and "checksum mismatch" in bad.output

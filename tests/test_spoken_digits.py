@@ -80,7 +80,7 @@ def test_confusion_matrix_counts():
 
 @pytest.mark.parametrize("input_sigma", [1.5, 50.0])
 def test_identity_device_scores_exactly_the_baseline(tmp_path, input_sigma):
-    config = _config(tmp_path, input_sigma=input_sigma)
+    config = _config(tmp_path, input_sigma=input_sigma, node_features="mean")
     with Run("spoken-digits", {}, root=tmp_path / "runs") as run:
         summary = run_spoken_digits(IdentityDevice(), config, run)
     assert summary["accuracy"] == summary["drive_baseline_accuracy"]
@@ -113,8 +113,8 @@ def test_sim_vortex_run_records_everything(tmp_path):
         assert f.attrs["status"] == "completed"
         assert json.loads(f.attrs["seeds"]) == {"split": 1, "mask": 1}
         assert f["mask"].shape == (40, 64)
-        assert f["states_summed"].shape == (60, 40)
-        assert f["readout_weights"].shape == (41, 10)
+        assert f["states_summed"].shape == (60, 40 * 2)  # node_features="samples": 2 per node
+        assert f["readout_weights"].shape == (81, 10)
         assert f["predictions"].shape == (summary["n_test"],)
         assert f["confusion"][()].sum() == summary["n_test"]
         results = json.loads(f.attrs["results"])

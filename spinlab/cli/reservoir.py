@@ -23,10 +23,14 @@ def spoken_digits(
                                         "(default: the `spinlab data fetch fsdd` cache)."),
     split: str = typer.Option("standard", "--split", help="standard (indices 0-4 test) or speaker."),
     test_speaker: Optional[str] = typer.Option(None, "--test-speaker", help="Held-out speaker for --split speaker."),
-    nodes: int = typer.Option(400, "--nodes", help="Virtual nodes per frame."),
-    theta_s: float = typer.Option(100e-9, "--theta-s", help="Hold time of one virtual node (s)."),
-    samples_per_node: int = typer.Option(1, "--samples-per-node", help="AWG samples per node."),
-    bias_A: Optional[float] = typer.Option(None, "--bias-A", help="DC bias current (A); default from the protocol config."),
+    nodes: Optional[int] = typer.Option(None, "--nodes", help="Virtual nodes per frame [protocol default: 600]."),
+    theta_s: Optional[float] = typer.Option(None, "--theta-s", help="Hold time of one virtual node (s) [400e-9]."),
+    samples_per_node: Optional[int] = typer.Option(None, "--samples-per-node", help="AWG samples per node [4]."),
+    node_features: Optional[str] = typer.Option(None, "--node-features", help="samples (each sample a state) or mean [samples]."),
+    bias_A: Optional[float] = typer.Option(None, "--bias-A", help="DC bias current (A) [6e-3]."),
+    drive_fraction: Optional[float] = typer.Option(None, "--drive-fraction", help="Drive amplitude / device max_drive_V [1.0]."),
+    input_sigma: Optional[float] = typer.Option(None, "--input-sigma", help="Training std devs mapped to the amplitude [1.75]."),
+    mask: Optional[str] = typer.Option(None, "--mask", help="binary or normal [binary]."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Stratified subset of N utterances (quick bench runs)."),
     features: str = typer.Option("lyon", "--features", help="lyon, mfcc or logmel."),
     store_states: bool = typer.Option(False, "--store-states", help="Store every frame's states in the run file."),
@@ -45,12 +49,14 @@ def spoken_digits(
         from spinlab.run import Run
 
         data_dir = data if data is not None else default_cache_dir() / "recordings"
-        extra = {"bias_A": bias_A} if bias_A is not None else {}
+        overrides = {k: v for k, v in {
+            "n_nodes": nodes, "theta_s": theta_s, "samples_per_node": samples_per_node,
+            "node_features": node_features, "bias_A": bias_A, "drive_fraction": drive_fraction,
+            "input_sigma": input_sigma, "mask_kind": mask}.items() if v is not None}
         config = SpokenDigitsConfig(
-            data_dir=str(data_dir), split=split, test_speaker=test_speaker, n_nodes=nodes,
-            theta_s=theta_s, samples_per_node=samples_per_node, limit=limit, feature_kind=features,
-            seed=seed, store_frame_states=store_states,
-            feature_cache_dir=str(Path(runs_dir) / ".cache"), **extra)
+            data_dir=str(data_dir), split=split, test_speaker=test_speaker, limit=limit,
+            feature_kind=features, seed=seed, store_frame_states=store_states,
+            feature_cache_dir=str(Path(runs_dir) / ".cache"), **overrides)
         with open_device(device) as dev, _progress_bar() as bar:
             with Run("spoken-digits", config_dict(config), root=runs_dir, device=dev, monitor=monitor,
                      control=control, control_keys=optional_path(control_keys)) as run:

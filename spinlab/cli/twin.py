@@ -137,6 +137,7 @@ def train(
     record_s: float = RecordOption,
     validation_every: int = typer.Option(6, "--validation-every", help="Device: every Nth recording batch is held out (batch 0 included)."),
     validation_repeats: int = typer.Option(4, "--validation-repeats", help="Device: held-out drives are applied N times and averaged, so the twin is validated against the device's mean response, not one noisy shot (repeats count as device time)."),
+    steps_per_batch: int = typer.Option(50, "--steps-per-batch", help="Device: training steps between two recording batches (paces acquisition by training; 0 = take data as fast as it comes)."),
     rest_drive: str = typer.Option("auto", "--rest-drive-V", help="Device: drive level the device sits at before a drive starts: a number (V), 'first' (the drive's first sample) or 'auto' (whichever fits the held-out data better)."),
     delays: int = typer.Option(2, "--delays", help="k: delayed copies of the output in the state."),
     delay_samples: int = typer.Option(1, "--delay-samples", help="Delay between copies (samples)."),
@@ -161,7 +162,7 @@ def train(
     import torch
 
     from spinlab.twin.model import TwinArchitecture
-    from spinlab.twin.train import TrainConfig
+    from spinlab.twin.train import OnlineConfig, TrainConfig
 
     start = time.perf_counter()
     with user_errors():
@@ -186,7 +187,8 @@ def train(
             arch = TwinArchitecture(n_delays=delays, delay_samples=delay_samples, hidden=hidden,
                                     condition_names=tuple(acq.conditions),
                                     interpolation=interpolation or "hold")
-            summary = _train_device(device, out, acq, arch, tcfg, common, _rest(rest_drive))
+            summary = _train_device(device, out, acq, arch, tcfg, common, _rest(rest_drive),
+                                    OnlineConfig(steps_per_batch=steps_per_batch))
         else:
             from spinlab.twin.data import MumaxSplit
 
@@ -221,7 +223,7 @@ def _rest(text: str) -> float | str | None:
 
 
 def _train_device(address: str, out: Path, acq: Any, arch: Any, tcfg: Any, common: dict,
-                  rest: float | str | None = "auto") -> dict:
+                  rest: float | str | None = "auto", online: Any = None) -> dict:
     """Online training: the first batch fixes the normalisation, the rest streams in.
 
     What the device does before a drive starts is part of the setup (a simulator starts
@@ -243,7 +245,9 @@ def _train_device(address: str, out: Path, acq: Any, arch: Any, tcfg: Any, commo
     seed = common["seed"]
     if acq.validation_every < 2:
         raise ConfigError("online training needs held-out data: --validation-every must be >= 2")
+    online = online or OnlineConfig()
     config = {"source": "device", "device": address, "acquire": acq.to_dict(),
+              "online": asdict(online),
               "architecture": arch.to_dict(), "train": asdict(tcfg), "out": str(out)}
     with open_device(address, **_device_options(address, seed)) as dev:
         with Run("twin-train", config, root=common["runs_dir"], device=dev,
@@ -259,7 +263,7 @@ def _train_device(address: str, out: Path, acq: Any, arch: Any, tcfg: Any, commo
             # the first batch may be a mean of `repeats` shots: scale back to one shot
             tcfg.noise_std = estimate_noise_std(np.stack([t.response for t in data])) * math.sqrt(first.repeats)
             tcfg.rest_drive_V = rest
-            result = train_online(model, itertools.chain([first], batches), tcfg, OnlineConfig(),
+            result = train_online(model, itertools.chain([first], batches), tcfg, online,
                                   run=run, progress=True, on_batch=recorder)
             tcfg.rest_drive_V = result.rest_drive_V
             grid = acq.condition_grid()

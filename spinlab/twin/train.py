@@ -235,14 +235,23 @@ def train_offline(model: SpinNODE, train: Sequence[Trajectory], validation: Sequ
 # --- online training -------------------------------------------------------------------------
 @dataclass
 class OnlineConfig:
-    """Buffering between acquisition and trainer, and how long to go on after the data."""
+    """Pacing of acquisition by training, buffering, and how long to go on after the data.
 
-    queue_size: int = 4            # recording batches buffered between acquisition and trainer
+    The trainer takes the next recording batch only every ``steps_per_batch`` optimisation
+    steps (sooner while it lacks training or validation data); the producer blocks on the
+    bounded queue in between, so the device records only as fast as the twin can use the data
+    and acquisition ends soon after the target is met, not at the duration cap (a fast
+    simulator would otherwise deliver the whole cap before the first validation)."""
+
+    steps_per_batch: int = 50      # optimisation steps between two recording batches
+    queue_size: int = 2            # recording batches buffered between acquisition and trainer
     max_steps_after_data: int = 20000  # training budget once acquisition has ended
 
     def __post_init__(self) -> None:
-        if self.queue_size < 1 or self.max_steps_after_data < 0:
-            raise ConfigError("queue_size must be >= 1 and max_steps_after_data >= 0")
+        if self.steps_per_batch < 0 or self.queue_size < 1 or self.max_steps_after_data < 0:
+            raise ConfigError(
+                "steps_per_batch must be >= 0, queue_size >= 1 and max_steps_after_data >= 0"
+            )
 
 
 _DONE = object()
@@ -310,13 +319,16 @@ def train_online(model: SpinNODE, source: Iterator[Any], config: TrainConfig,
     n_batches = 0
     data_done = False
     steps_at_data_end = 0
+    last_pull = 0
     reason = "max_steps"
     producer.start()
     try:
         while True:
-            # take whatever arrived; block only when there is nothing to train on yet
+            # the next batch when training has used the last one (or data is missing)
             while not data_done:
                 must_wait = trainer.sampler.n_windows == 0 or not trainer.validation
+                if not must_wait and trainer.step_count - last_pull < online.steps_per_batch:
+                    break
                 try:
                     item = buffer.get(timeout=0.5) if must_wait else buffer.get_nowait()
                 except queue.Empty:
@@ -337,6 +349,7 @@ def train_online(model: SpinNODE, source: Iterator[Any], config: TrainConfig,
                     on_batch(item)
                 (trainer.add_validation if item.validation else trainer.add_training)(item.trajectories)
                 n_batches += 1
+                last_pull = trainer.step_count
             if trainer.sampler.n_windows == 0 or not trainer.validation:
                 if data_done:
                     raise ConfigError(
