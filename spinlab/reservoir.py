@@ -17,9 +17,10 @@ regularisation on the training set only).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
+import scipy.linalg
 
 from spinlab.errors import ConfigError
 
@@ -189,18 +190,21 @@ class RidgeReadout:
     def fit(self, states: Sequence[np.ndarray], labels: Sequence[int]) -> "RidgeReadout":
         labels = _check_labels(labels, len(states), self.n_classes)
         self.mean, self.std = _standardiser(states)
-        gram, cross = _normal_equations(self._design(states), labels, self.n_classes)
+        gram, cross, _ = _normal_equations(self._design(states), labels, self.n_classes)
         self.weights = _solve(gram, cross, self.alpha)
         return self
 
-    def _design(self, states: Sequence[np.ndarray]) -> list[np.ndarray]:
-        return [_with_bias((np.asarray(s, dtype=np.float64) - self.mean) / self.std) for s in states]
+    def _design(self, states: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Standardised states with a bias column, one utterance at a time (a generator, so the
+        float64 copy of ~141 k frames x 2,400 states never exists at once)."""
+        for s in states:
+            yield _with_bias((np.asarray(s, dtype=np.float64) - self.mean) / self.std)
 
     def frame_scores(self, states: np.ndarray) -> np.ndarray:
         """Readout output ``(frames, n_classes)`` of one utterance."""
         if self.weights is None:
             raise ConfigError("RidgeReadout used before fit()")
-        return self._design([states])[0] @ self.weights
+        return next(self._design([states])) @ self.weights
 
     def predict(self, states: Sequence[np.ndarray]) -> np.ndarray:
         """Class of each utterance: argmax of the readout summed over its frames."""
@@ -250,18 +254,20 @@ def fit_cv(states: Sequence[np.ndarray], labels: Sequence[int], groups: Sequence
     sums, grams, crosses = [], {}, {}
     for k in keys:
         members = np.flatnonzero(groups == k)
-        design = readout._design([states[i] for i in members])
-        grams[k], crosses[k] = _normal_equations(design, labels[members], n_classes)
-        sums.append((members, np.stack([x.sum(axis=0) for x in design])))
+        design = readout._design(states[i] for i in members)
+        grams[k], crosses[k], held_sums = _normal_equations(design, labels[members], n_classes)
+        sums.append((members, held_sums))
     total_gram = sum(grams.values())
     total_cross = sum(crosses.values())
     hits = {float(a): 0 for a in alphas}
+    ridge = np.trace(total_gram) / total_gram.shape[0]
     for k, (members, held_sums) in zip(keys, sums):
-        evals, evecs = np.linalg.eigh(total_gram - grams[k])
-        projected = evecs.T @ (total_cross - crosses[k])
-        ridge = np.mean(evals)
+        fold_gram = total_gram - grams[k]
+        fold_cross = total_cross - crosses[k]
         for a in hits:
-            w = evecs @ (projected / (np.clip(evals, 0, None) + a * ridge)[:, None])
+            # Cholesky per (fold, alpha): cheaper than an eigendecomposition per fold for the
+            # few alphas of a grid at D ~ 1000-3000
+            w = _solve(fold_gram, fold_cross, a, ridge)
             hits[a] += int(np.sum(np.argmax(held_sums @ w, axis=1) == labels[members]))
     scores = {a: h / len(labels) for a, h in hits.items()}
     readout.alpha = max(sorted(scores, reverse=True), key=lambda a: scores[a])
@@ -281,32 +287,59 @@ def _check_labels(labels: Sequence[int], n: int, n_classes: int) -> np.ndarray:
 
 
 def _standardiser(states: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    frames = np.concatenate([np.asarray(s, dtype=np.float64) for s in states])
-    mean = frames.mean(axis=0)
-    std = frames.std(axis=0)
-    return mean, np.where(std > 0, std, 1.0)
+    """Per-feature mean and std over all frames, accumulated in float64 one utterance at a time
+    (no copy of the whole state matrix)."""
+    count = 0
+    total = sq = None
+    for s in states:
+        s = np.asarray(s, dtype=np.float64)
+        total = s.sum(axis=0) if total is None else total + s.sum(axis=0)
+        sq = (s * s).sum(axis=0) if sq is None else sq + (s * s).sum(axis=0)
+        count += s.shape[0]
+    mean = total / count
+    std = np.sqrt(np.maximum(sq / count - mean * mean, 0.0))
+    return mean, np.where(std > 1e-12 * np.maximum(np.abs(mean), 1.0), std, 1.0)
 
 
 def _with_bias(x: np.ndarray) -> np.ndarray:
     return np.hstack([x, np.ones((x.shape[0], 1))])
 
 
-def _normal_equations(design: Sequence[np.ndarray], labels: np.ndarray, n_classes: int):
-    dim = design[0].shape[1]
-    gram = np.zeros((dim, dim))
-    cross = np.zeros((dim, n_classes))
+def _normal_equations(design: Iterable[np.ndarray], labels: np.ndarray, n_classes: int
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``X^T X``, ``X^T Y`` (one-hot frame targets) and each utterance's summed design row."""
+    gram = cross = None
+    sums: list[np.ndarray] = []
     chunk: list[np.ndarray] = []
-    for i, (x, label) in enumerate(zip(design, labels)):
-        cross[:, label] += x.sum(axis=0)
+    pending = 0
+    for x, label in zip(design, labels):
+        if gram is None:
+            gram = np.zeros((x.shape[1], x.shape[1]))
+            cross = np.zeros((x.shape[1], n_classes))
+        total = x.sum(axis=0)
+        sums.append(total)
+        cross[:, label] += total
         chunk.append(x)
-        # a few large products are far faster than many small ones; chunks bound the memory
-        if sum(len(c) for c in chunk) >= 16384 or i == len(design) - 1:
+        pending += len(x)
+        if pending >= 16384:  # a few large products are far faster than many small ones
             frames = np.concatenate(chunk)
             gram += frames.T @ frames
-            chunk = []
-    return gram, cross
+            chunk, pending = [], 0
+    if gram is None:
+        raise ConfigError("no training utterances")
+    if chunk:
+        frames = np.concatenate(chunk)
+        gram += frames.T @ frames
+    return gram, cross, np.stack(sums)
 
 
-def _solve(gram: np.ndarray, cross: np.ndarray, alpha: float) -> np.ndarray:
-    ridge = alpha * np.trace(gram) / gram.shape[0]
-    return np.linalg.solve(gram + ridge * np.eye(gram.shape[0]), cross)
+def _solve(gram: np.ndarray, cross: np.ndarray, alpha: float, scale: float | None = None) -> np.ndarray:
+    """Ridge weights; the penalty is ``alpha`` times the mean eigenvalue (``scale``) of the Gram."""
+    ridge = alpha * (np.trace(gram) / gram.shape[0] if scale is None else scale)
+    regularised = gram + ridge * np.eye(gram.shape[0])
+    try:
+        return scipy.linalg.solve(regularised, cross, assume_a="pos")
+    except np.linalg.LinAlgError:
+        # rank-deficient states (e.g. 600 masked copies of 64 channels) with a tiny penalty can
+        # lose positive definiteness to rounding; the symmetric solver does not need it
+        return scipy.linalg.solve(regularised, cross, assume_a="sym")

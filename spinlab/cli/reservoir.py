@@ -23,14 +23,14 @@ def spoken_digits(
                                         "(default: the `spinlab data fetch fsdd` cache)."),
     split: str = typer.Option("standard", "--split", help="standard (indices 0-4 test) or speaker."),
     test_speaker: Optional[str] = typer.Option(None, "--test-speaker", help="Held-out speaker for --split speaker."),
-    nodes: Optional[int] = typer.Option(None, "--nodes", help="Virtual nodes per frame [protocol default: 600]."),
-    theta_s: Optional[float] = typer.Option(None, "--theta-s", help="Hold time of one virtual node (s) [400e-9]."),
-    samples_per_node: Optional[int] = typer.Option(None, "--samples-per-node", help="AWG samples per node [4]."),
-    node_features: Optional[str] = typer.Option(None, "--node-features", help="samples (each sample a state) or mean [samples]."),
-    bias_A: Optional[float] = typer.Option(None, "--bias-A", help="DC bias current (A) [6e-3]."),
-    drive_fraction: Optional[float] = typer.Option(None, "--drive-fraction", help="Drive amplitude / device max_drive_V [1.0]."),
-    input_sigma: Optional[float] = typer.Option(None, "--input-sigma", help="Training std devs mapped to the amplitude [1.75]."),
-    mask: Optional[str] = typer.Option(None, "--mask", help="binary or normal [binary]."),
+    nodes: Optional[int] = typer.Option(None, "--nodes", help="Virtual nodes per frame (default 600)."),
+    theta_s: Optional[float] = typer.Option(None, "--theta-s", help="Hold time of one virtual node (s) (default 400e-9)."),
+    samples_per_node: Optional[int] = typer.Option(None, "--samples-per-node", help="AWG samples per node (default 4)."),
+    node_features: Optional[str] = typer.Option(None, "--node-features", help="samples (each sample a state) or mean (default samples)."),
+    bias_A: Optional[float] = typer.Option(None, "--bias-A", help="DC bias current (A) (default 6e-3)."),
+    drive_fraction: Optional[float] = typer.Option(None, "--drive-fraction", help="Drive amplitude / device max_drive_V (default 1.0)."),
+    input_sigma: Optional[float] = typer.Option(None, "--input-sigma", help="Training std devs mapped to the amplitude (default 1.75)."),
+    mask: Optional[str] = typer.Option(None, "--mask", help="binary or normal (default binary)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Stratified subset of N utterances (quick bench runs)."),
     features: str = typer.Option("lyon", "--features", help="lyon, mfcc or logmel."),
     store_states: bool = typer.Option(False, "--store-states", help="Store every frame's states in the run file."),
@@ -57,7 +57,7 @@ def spoken_digits(
             data_dir=str(data_dir), split=split, test_speaker=test_speaker, limit=limit,
             feature_kind=features, seed=seed, store_frame_states=store_states,
             feature_cache_dir=str(Path(runs_dir) / ".cache"), **overrides)
-        with open_device(device) as dev, _progress_bar() as bar:
+        with open_device(device) as dev, _ProgressBar() as bar:
             with Run("spoken-digits", config_dict(config), root=runs_dir, device=dev, monitor=monitor,
                      control=control, control_keys=optional_path(control_keys)) as run:
                 summary = run_spoken_digits(dev, config, run, progress=bar)
@@ -92,7 +92,7 @@ def fetch_fsdd_command(
             typer.echo(f"{n} verified recordings in {path}")
 
 
-class _progress_bar:
+class _ProgressBar:
     """rich progress on stderr (stdout stays clean for --json); one task per protocol stage."""
 
     def __enter__(self):
