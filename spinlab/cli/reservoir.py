@@ -10,6 +10,7 @@ import typer
 from spinlab.cli.common import (ControlKeysOption, ControlOption, DeviceOption, JsonOption,
                                 MonitorOption, RunsDirOption, SeedOption, emit_json, optional_path,
                                 user_errors)
+from protocols.spoken_digits import SpokenDigitsConfig as _D  # help texts show its defaults
 
 run_app = typer.Typer(help="Run a lab protocol on a device.", no_args_is_help=True)
 data_app = typer.Typer(help="Datasets used by the protocols.", no_args_is_help=True)
@@ -23,14 +24,14 @@ def spoken_digits(
                                         "(default: the `spinlab data fetch fsdd` cache)."),
     split: str = typer.Option("standard", "--split", help="standard (indices 0-4 test) or speaker."),
     test_speaker: Optional[str] = typer.Option(None, "--test-speaker", help="Held-out speaker for --split speaker."),
-    nodes: Optional[int] = typer.Option(None, "--nodes", help="Virtual nodes per frame (default 600)."),
-    theta_s: Optional[float] = typer.Option(None, "--theta-s", help="Hold time of one virtual node (s) (default 400e-9)."),
-    samples_per_node: Optional[int] = typer.Option(None, "--samples-per-node", help="AWG samples per node (default 4)."),
-    node_features: Optional[str] = typer.Option(None, "--node-features", help="samples (each sample a state) or mean (default samples)."),
-    bias_A: Optional[float] = typer.Option(None, "--bias-A", help="DC bias current (A) (default 6e-3)."),
-    drive_fraction: Optional[float] = typer.Option(None, "--drive-fraction", help="Drive amplitude / device max_drive_V (default 1.0)."),
-    input_sigma: Optional[float] = typer.Option(None, "--input-sigma", help="Training std devs mapped to the amplitude (default 1.75)."),
-    mask: Optional[str] = typer.Option(None, "--mask", help="binary or normal (default binary)."),
+    nodes: Optional[int] = typer.Option(None, "--nodes", help=f"Virtual nodes per frame (default {_D.n_nodes})."),
+    theta_s: Optional[float] = typer.Option(None, "--theta-s", help=f"Hold time of one virtual node (s) (default {_D.theta_s:g})."),
+    samples_per_node: Optional[int] = typer.Option(None, "--samples-per-node", help=f"AWG samples per node (default {_D.samples_per_node})."),
+    node_features: Optional[str] = typer.Option(None, "--node-features", help=f"samples (each sample a state) or mean (default {_D.node_features})."),
+    bias_A: Optional[float] = typer.Option(None, "--bias-A", help=f"DC bias current (A) (default {_D.bias_A:g})."),
+    drive_fraction: Optional[float] = typer.Option(None, "--drive-fraction", help=f"Drive amplitude / device max_drive_V (default {_D.drive_fraction})."),
+    input_sigma: Optional[float] = typer.Option(None, "--input-sigma", help=f"Training std devs mapped to the amplitude (default {_D.input_sigma})."),
+    mask: Optional[str] = typer.Option(None, "--mask", help=f"binary or normal (default {_D.mask_kind})."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Stratified subset of N utterances (quick bench runs)."),
     features: str = typer.Option("lyon", "--features", help="lyon, mfcc or logmel."),
     store_states: bool = typer.Option(False, "--store-states", help="Store every frame's states in the run file."),
