@@ -627,7 +627,10 @@ def _finish_arg(buf: bytearray, start: int, stop: int, block: Arg | None) -> Arg
 
 
 def encode_block(payload: bytes) -> bytes:
-    """IEEE 488.2 definite-length block ``#<n><length><payload>``."""
+    """IEEE 488.2 definite-length block ``#<n><length><payload>``.
+
+    Kept apart from ``instruments.scpi`` on purpose: the emulator stands for the instrument, so
+    sharing the driver's block code would let one encoding bug hide itself in both ends."""
     length = str(len(payload)).encode()
     return b"#" + str(len(length)).encode() + length + payload
 
