@@ -113,6 +113,15 @@ def plan_records(drives: np.ndarray, *, settle: int, overlap: int, max_record: i
     return Plan(records=tuple(records), batch=batch, n=n, settle=settle)
 
 
+def ramp_levels(start_A: float, stop_A: float, max_step_A: float) -> np.ndarray:
+    """Current levels from ``start_A`` (excluded) to ``stop_A`` (included), equally spaced, no
+    step larger than ``max_step_A``; ``max_step_A = 0`` means one step."""
+    if max_step_A <= 0 or start_A == stop_A:
+        return np.array([stop_A])
+    steps = max(1, math.ceil(abs(stop_A - start_A) / max_step_A - 1e-9))
+    return np.linspace(start_A, stop_A, steps + 1)[1:]
+
+
 def average_onto_grid(values: np.ndarray, t0_s: float, dt_scope_s: float, delay_s: float,
                       dt_s: float, n: int) -> np.ndarray:
     """Mean of the scope samples inside each drive sample interval.
@@ -351,11 +360,21 @@ class Bench(Device):
             raise SafetyLimitError(f"bias {bias_A:.4g} A exceeds max_bias_A = {self.limits.max_bias_A:.4g} A")
         if self._bias_A == bias_A:
             return
-        self.source.source_current = bias_A
         if self._bias_A is None:
+            self.source.source_current = 0.0
             self.source.source_enabled = True
+            self._bias_A = 0.0
+        self._ramp_bias(self._bias_A, bias_A)
         self._source_errors(f"setting the bias to {bias_A:.4g} A")
         self._bias_A = bias_A
+
+    def _ramp_bias(self, start_A: float, stop_A: float) -> None:
+        """Move the source current in the station's ramp steps (one step when it sets none)."""
+        settings = self.station.source
+        for level in ramp_levels(start_A, stop_A, settings.ramp_step_A):
+            self.source.source_current = level
+            if settings.ramp_pause_s:
+                time.sleep(settings.ramp_pause_s)
 
     def _source_errors(self, context: str) -> None:
         """pymeasure's Keithley2400.check_errors only logs; a bias error must stop the run."""
@@ -378,8 +397,10 @@ class Bench(Device):
             raise InstrumentError("the AWG output still reports ON after OUTP OFF")
 
     def _source_off(self) -> None:
-        self._bias_A = None
+        bias_A, self._bias_A = self._bias_A, None
         if self.source is not None:
+            if bias_A:
+                self._ramp_bias(bias_A, 0.0)
             self.source.source_current = 0.0
             self.source.source_enabled = False
             if self.source.source_enabled:

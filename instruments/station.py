@@ -18,7 +18,7 @@ Layout (see ``stations/example_lab.toml`` for a documented example)::
                    timeout_s
     [segmentation] settle_s (zeros between packed drives), overlap_s (pre-roll of continuation
                    segments)
-    [source]       compliance_V, default_bias_A (only with resources.source)
+    [source]       compliance_V, default_bias_A, ramp_step_A, ramp_pause_s (only with resources.source)
     [calibration]  drive_gain or (series_resistance_ohm + device_resistance_ohm), response_gain,
                    delay_s
     [limits]       max_drive_V, max_bias_A, max_field_T  -> spinlab.SafetyLimits
@@ -183,11 +183,20 @@ class SourceSettings:
 
     compliance_V: float = 2.0
     default_bias_A: float = 0.0
+    #: Largest bias change in one step (A); 0 switches in one step. Nano-pillars die of current
+    #: steps, so a real station ramps: the bias moves in steps of at most this size...
+    ramp_step_A: float = 0.0
+    #: ...with this pause after each step (s), up and down, on every exit path too.
+    ramp_pause_s: float = 0.0
 
     def validate(self) -> None:
         _positive(self, "compliance_V")
-        if not math.isfinite(self.default_bias_A):
-            raise _Invalid("default_bias_A", "must be finite")
+        for name in ("default_bias_A", "ramp_step_A", "ramp_pause_s"):
+            if not math.isfinite(getattr(self, name)):
+                raise _Invalid(name, "must be finite")
+        for name in ("ramp_step_A", "ramp_pause_s"):
+            if getattr(self, name) < 0:
+                raise _Invalid(name, "must be >= 0 (0: no ramp)")
 
 
 @dataclass(frozen=True)

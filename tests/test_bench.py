@@ -332,3 +332,40 @@ def test_awg_channel_2_is_refused_before_opening(tmp_path) -> None:
     path.write_text((STATIONS_DIR / "emulated.toml").read_text().replace("awg_channel = 1", "awg_channel = 2"))
     with pytest.raises(ConfigError, match="channel 1 only"):
         open_bench(str(path))
+
+
+# --- bias ramp -------------------------------------------------------------------------------
+def test_ramp_levels_never_step_more_than_asked() -> None:
+    from instruments.bench import ramp_levels
+
+    levels = ramp_levels(0.0, 7.5e-3, 0.5e-3)
+    assert levels.size == 15 and levels[-1] == 7.5e-3
+    assert np.max(np.abs(np.diff(np.concatenate([[0.0], levels])))) <= 0.5e-3 + 1e-15
+    np.testing.assert_array_equal(ramp_levels(1e-3, 2e-3, 0.0), [2e-3])   # 0: one step
+    np.testing.assert_allclose(ramp_levels(2e-3, 0.0, 1e-3), [1e-3, 0.0])  # and down
+
+
+def test_ramped_station_ramps_the_bias_up_and_down_on_close(tmp_path) -> None:
+    text = (STATIONS_DIR / "emulated.toml").read_text().replace(
+        "compliance_V = 2.0", "compliance_V = 2.0\nramp_step_A = 1e-3\nramp_pause_s = 0.0")
+    path = tmp_path / "ramped.toml"
+    path.write_text(text)
+    with open_bench(str(path), device=MODEL, seed=0) as b:
+        b.lab.source.current_log.clear()
+        b.respond(Waveform(random_drive(200, 1), DT), {"bias_A": 7.5e-3})
+        up = list(b.lab.source.current_log)
+        b.lab.source.current_log.clear()
+    down = b.lab.source.current_log
+    steps_up = np.diff([0.0] + up)
+    assert up[-1] == pytest.approx(7.5e-3) and np.max(np.abs(steps_up)) <= 1e-3 + 1e-12
+    assert down[-1] == 0.0 and np.max(np.abs(np.diff([7.5e-3] + down))) <= 1e-3 + 1e-12
+    assert b.lab.source.output_on is False
+
+
+def test_negative_ramp_step_is_a_config_error(tmp_path) -> None:
+    text = (STATIONS_DIR / "emulated.toml").read_text().replace(
+        "compliance_V = 2.0", "compliance_V = 2.0\nramp_step_A = -1e-3")
+    path = tmp_path / "bad_ramp.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="ramp_step_A"):
+        open_bench(str(path))

@@ -49,6 +49,8 @@ class EmulatedKeithley2400(ScpiInstrument):
         self.output_on = False
         self.settings: dict[str, str] = {}
         self.buffer: list[float] = []
+        #: Every source-current level programmed since the last reset (what a bus sniffer sees).
+        self.current_log: list[float] = []
 
     def output_current_A(self) -> float:
         """Current through the load now (0 with the output off), compliance applied."""
@@ -185,6 +187,7 @@ class EmulatedKeithley2400(ScpiInstrument):
         if abs(value) > MAX_CURRENT_A:
             raise ScpiError(-222, f"source current {value:g} A outside +-1.05 A")
         self.source_current_A = value
+        self.current_log.append(value)
 
     def _set_voltage(self, args: Sequence[Arg]) -> None:
         value = arg_float(self._one(args), {"MINimum": -MAX_VOLTAGE_V, "MAXimum": MAX_VOLTAGE_V, "DEFault": 0.0})
