@@ -11,12 +11,7 @@ from sim_backends import open_simulator
 from sim_backends.macrospin import MacrospinDevice, MacrospinParams, simulate, trajectory
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def crossing_frequency_Hz(signal: np.ndarray, dt_s: float) -> float:

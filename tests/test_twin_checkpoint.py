@@ -11,13 +11,7 @@ from spinlab.twin.checkpoint import FORMAT, TwinMeta, load_twin, save_twin
 from spinlab.twin.model import Normalisation, TwinArchitecture, build_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: fastest for these small models, and polite on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _saved(tmp_path, **meta_kw):

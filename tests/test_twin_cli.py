@@ -6,7 +6,6 @@ from pathlib import Path
 
 import h5py
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from spinlab import open_device
@@ -14,13 +13,7 @@ from spinlab.cli import app
 from spinlab.twin.checkpoint import load_twin
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: fastest for these small models, and polite on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TABLE = (Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "mumax3-skyrmion"
          / "one_skyrmion_voltage_train" / "table.txt")

@@ -19,12 +19,7 @@ TABLE = DATA / "one_skyrmion_voltage_train" / "table.txt"
 needs_data = pytest.mark.skipif(not TABLE.is_file(), reason="MuMax3 dataset not present")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _write_table(path, rows=40):

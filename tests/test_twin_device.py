@@ -14,13 +14,7 @@ from spinlab.twin.model import Normalisation, TwinArchitecture, build_model
 from sim_backends.twin_device import TwinExtrapolationWarning
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: fastest for these small models, and polite on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture()

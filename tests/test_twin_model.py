@@ -8,13 +8,7 @@ from spinlab.errors import ConfigError
 from spinlab.twin.model import Normalisation, TwinArchitecture, build_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: fastest for these small models, and polite on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _model(interpolation="linear", dtype=torch.float64, **kw):

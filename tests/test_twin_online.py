@@ -4,7 +4,6 @@ from __future__ import annotations
 import itertools
 
 import pytest
-import torch
 
 from protocols.acquire import AcquireConfig, RunRecorder, recording_batches
 from spinlab.errors import ConfigError
@@ -16,12 +15,7 @@ from spinlab.twin.train import OnlineConfig, TrainConfig, train_online
 from twin_helpers import LowPassDevice
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _setup(dev, duration_s, **acq_kw):
