@@ -110,9 +110,9 @@ def read_wav(path: str | Path, expected_rate_Hz: int | None = FSDD_RATE_HZ) -> n
         raise DatasetError(f"{path.name} is sampled at {rate} Hz, expected {expected_rate_Hz} Hz; "
                            "resample it first (FSDD recordings are 8 kHz)")
     if data.ndim != 1:
-        raise DatasetError(f"{path.name} has {data.shape[1]} channels, expected mono")
+        raise DatasetError(f"{path.name} has {data.shape[1]} channels, expected mono; mix it down to one channel first")
     if data.dtype != np.int16:
-        raise DatasetError(f"{path.name} holds {data.dtype} samples, expected 16-bit PCM")
+        raise DatasetError(f"{path.name} holds {data.dtype} samples, expected 16-bit PCM; convert it first")
     if data.size == 0:
         raise DatasetError(f"{path.name} has no samples")
     return data.astype(np.float64) / 32768.0
@@ -165,7 +165,8 @@ def install_archive(archive: str | Path, destination: str | Path, *, expected_sh
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise DatasetError(f"cannot read FSDD archive {str(archive)!r}: {exc}") from None
     if not contents:
-        raise DatasetError(f"archive {str(archive)!r} holds no recordings of speakers {sorted(wanted)}")
+        raise DatasetError(f"archive {str(archive)!r} holds no recordings of speakers {sorted(wanted)}; "
+                           "it is not an FSDD archive, download it again")
     digest = recordings_digest(contents.items())
     if digest != expected_sha256:
         raise DatasetError(
@@ -228,7 +229,8 @@ def record_microphone(duration_s: float, rate_Hz: int = FSDD_RATE_HZ, device: in
     try:
         import sounddevice
     except (ImportError, OSError) as exc:  # PortAudio missing is an OSError
-        raise DatasetError(f"microphone capture needs sounddevice with PortAudio: {exc}") from None
+        raise DatasetError(f"microphone capture needs sounddevice with PortAudio: {exc}; install them "
+                           "(`pip install sounddevice` and the system PortAudio library)") from None
     try:
         data = sounddevice.rec(int(round(duration_s * rate_Hz)), samplerate=rate_Hz, channels=1,
                                dtype="int16", device=device)

@@ -139,6 +139,8 @@ class Run:
     def publish(self, topic: str, header: Mapping[str, Any] | None = None,
                 arrays: Mapping[str, np.ndarray] | None = None) -> None:
         """Send an event to watchers; never blocks, never raises into the protocol."""
+        if isinstance(self.events, NullEvents):
+            return  # no monitor: skip the JSON conversion on the acquisition path
         try:
             self.events.publish(topic, to_jsonable(dict(header or {})), arrays)
         except Exception:  # monitoring must never break acquisition
@@ -190,9 +192,7 @@ class Run:
         if isinstance(data, Waveform):
             attrs = {"dt_s": data.dt_s, "unit": data.unit, "t0_s": data.t0_s, **attrs}
             data = data.samples
-        arr = np.asarray(data)
-        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
-            raise ValueError(f"refusing to write non-finite values to dataset {name!r}")
+        arr = _finite(data, "write", name)
         if name in self.file:
             del self.file[name]
         ds = self.file.create_dataset(name, data=arr, compression="gzip" if arr.size > 4096 else None)
@@ -201,9 +201,7 @@ class Run:
 
     def append(self, name: str, rows: np.ndarray) -> None:
         """Append rows along axis 0 of a growable dataset (created on first use)."""
-        rows = np.asarray(rows)
-        if rows.dtype.kind == "f" and not np.all(np.isfinite(rows)):
-            raise ValueError(f"refusing to append non-finite values to dataset {name!r}")
+        rows = _finite(rows, "append", name)
         if name not in self.file:
             self.file.create_dataset(name, data=rows, maxshape=(None, *rows.shape[1:]),
                                      chunks=True)
@@ -248,14 +246,20 @@ class Run:
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc_type is None:
             self.finish("completed")
-        elif issubclass(exc_type, (RunAborted, KeyboardInterrupt)):
-            self.publish("error", {"type": exc_type.__name__, "message": str(exc)})
-            self.finish("aborted")
-        else:
-            self.publish("error", {"type": exc_type.__name__, "message": str(exc)})
-            self.finish("failed")
+            return False
+        self.publish("error", {"type": exc_type.__name__, "message": str(exc)})
+        self.finish("aborted" if issubclass(exc_type, (RunAborted, KeyboardInterrupt)) else "failed")
         return False
 
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _finite(data: Any, verb: str, name: str) -> np.ndarray:
+    """``data`` as an array; float data with NaN/inf is refused before it reaches the file."""
+    arr = np.asarray(data)
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        raise ValueError(f"refusing to {verb} non-finite values to dataset {name!r}; "
+                         "check the measurement or replace them before saving")
+    return arr

@@ -82,7 +82,8 @@ class ControlServer:
             self._events = self._sock.get_monitor_socket(_HANDSHAKE_FAILURES)
         except zmq.ZMQError as exc:
             self._release()
-            raise ConfigError(f"cannot serve the control channel on {endpoint}: {exc}") from None
+            raise ConfigError(f"cannot serve the control channel on {endpoint}: {exc}; if the address is "
+                              "in use, pick another port (0 picks a free one)") from None
         self._thread = threading.Thread(target=self._serve, name="spinlab-control", daemon=True)
         self._thread.start()
 

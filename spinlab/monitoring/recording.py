@@ -19,6 +19,7 @@ import struct
 from pathlib import Path
 from typing import BinaryIO, Iterator, Sequence
 
+from spinlab.errors import ConfigError
 from spinlab.monitoring import messages
 
 log = logging.getLogger("spinlab.monitoring.recording")
@@ -32,7 +33,11 @@ class Recorder:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._file: BinaryIO = open(self.path, "wb")
+        try:
+            self._file: BinaryIO = open(self.path, "wb")
+        except OSError as exc:
+            raise ConfigError(f"cannot write the recording {str(self.path)!r}: {exc.strerror or exc}; "
+                              "choose a writable file (--record FILE)") from None
         self._file.write(MAGIC)
         self.count = 0
 
