@@ -18,7 +18,7 @@ from typing import Any, Mapping
 import h5py
 import numpy as np
 
-from spinlab.errors import RunAborted
+from spinlab.errors import RunAborted, WaveformError
 from spinlab.waveform import Waveform
 
 log = logging.getLogger("spinlab.run")
@@ -260,6 +260,6 @@ def _finite(data: Any, verb: str, name: str) -> np.ndarray:
     """``data`` as an array; float data with NaN/inf is refused before it reaches the file."""
     arr = np.asarray(data)
     if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
-        raise ValueError(f"refusing to {verb} non-finite values to dataset {name!r}; "
+        raise WaveformError(f"refusing to {verb} non-finite values to dataset {name!r}; "
                          "check the measurement or replace them before saving")
     return arr
