@@ -380,7 +380,8 @@ class Bench(Device):
         """pymeasure's Keithley2400.check_errors only logs; a bias error must stop the run."""
         errors = self.source.check_errors()
         if errors:
-            raise InstrumentError(f"the bias source reported {errors} after {context}")
+            raise InstrumentError(f"the bias source reported {errors} after {context}; check the bias "
+                                  "source and the station's [source] settings (compliance_V, bias range)")
 
     def outputs_off(self) -> None:
         """Switch the AWG output and the bias source off and read both states back (a query

@@ -9,7 +9,6 @@ Only channel 1 is driven (the experiment needs one drive line).
 """
 from __future__ import annotations
 
-import logging
 import math
 import re
 from typing import Any
@@ -20,18 +19,15 @@ from pymeasure.instruments.validators import strict_discrete_set, strict_range
 
 from instruments.scpi import (
     RAW_REPLY,
+    ErrorQueueMixin,
     bool_reply,
-    drain_errors,
     ensure_termination,
     float_reply,
-    format_errors,
     int16_block,
     int_reply,
     parse_choice,
 )
 from spinlab.errors import ConfigError, InstrumentError, WaveformError
-
-log = logging.getLogger(__name__)
 
 DAC_FULL_SCALE = 32767
 _ARB_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,11}$")
@@ -52,7 +48,7 @@ def _load_setting(value: float, _values: Any = None) -> float:
     return value
 
 
-class Keysight33500B(SCPIMixin, Instrument):
+class Keysight33500B(ErrorQueueMixin, SCPIMixin, Instrument):
     """Keysight 33500B/33600A AWG, channel 1. Units: V (Vpp for amplitude), Hz, ohm.
 
     ``memory_samples`` (longest arb) and ``max_sample_rate_Hz`` are read from ``*IDN?`` /
@@ -177,25 +173,12 @@ class Keysight33500B(SCPIMixin, Instrument):
         elif model.startswith("335"):
             memory, rate = (16_000_000 if has_mem else 1_000_000), 160e6
         else:
-            raise InstrumentError(f"{idn!r} is not a 33500B/33600A-series generator")
+            raise InstrumentError(f"{idn!r} is not a 33500B/33600A-series generator; check the station's "
+                                  "[resources] awg address")
         if self._memory_samples is None:
             self._memory_samples = memory
         if self._max_sample_rate_Hz is None:
             self._max_sample_rate_Hz = rate
-
-    # --- errors ------------------------------------------------------------------------------
-    def check_errors(self) -> list[tuple[int, str]]:
-        """Drain ``SYST:ERR?``; return ``[(code, message), ...]`` (logged, not raised)."""
-        errors = drain_errors(self.ask)
-        for code, message in errors:
-            log.error("%s: %+d, %s", self.name, code, message)
-        return errors
-
-    def raise_errors(self, context: str) -> None:
-        """Drain the error queue and raise InstrumentError if it held anything."""
-        errors = self.check_errors()
-        if errors:
-            raise InstrumentError(f"{self.name} reported error(s) after {context}: {format_errors(errors)}")
 
     # --- arbitrary waveforms -----------------------------------------------------------------
     def clear_volatile(self) -> None:

@@ -8,7 +8,6 @@ and the block length is checked against it, so a truncated or padded transfer ra
 """
 from __future__ import annotations
 
-import logging
 import math
 import time
 from typing import Any
@@ -19,11 +18,10 @@ from pymeasure.instruments.validators import strict_discrete_set, strict_range
 
 from instruments.scpi import (
     RAW_REPLY,
+    ErrorQueueMixin,
     bool_reply,
-    drain_errors,
     ensure_termination,
     float_reply,
-    format_errors,
     int_reply,
     parse_choice,
     parse_float,
@@ -32,8 +30,6 @@ from instruments.scpi import (
 )
 from spinlab.errors import ConfigError, InstrumentError
 from spinlab.waveform import Waveform
-
-log = logging.getLogger(__name__)
 
 PREAMBLE_FIELDS = ("format", "type", "points", "count", "x_increment_s", "x_origin_s",
                    "x_reference", "y_increment_V", "y_origin_V", "y_reference")
@@ -80,8 +76,10 @@ class InfiniiVisionChannel(Channel):
     )
 
 
-class InfiniiVisionScope(SCPIMixin, Instrument):
+class InfiniiVisionScope(ErrorQueueMixin, SCPIMixin, Instrument):
     """Keysight InfiniiVision (e.g. DSOX4024A) with binary WORD transfers and segmented memory."""
+
+    ERROR_QUERY = ":SYSTem:ERRor?"
 
     ch_1 = Instrument.ChannelCreator(InfiniiVisionChannel, 1)
     ch_2 = Instrument.ChannelCreator(InfiniiVisionChannel, 2)
@@ -203,19 +201,6 @@ class InfiniiVisionScope(SCPIMixin, Instrument):
         get_process=int_reply("segment count"), **RAW_REPLY,
     )
 
-    # --- errors --------------------------------------------------------------------------------
-    def check_errors(self) -> list[tuple[int, str]]:
-        """Drain ``:SYSTem:ERRor?``; return ``[(code, message), ...]`` (logged, not raised)."""
-        errors = drain_errors(self.ask, ":SYSTem:ERRor?")
-        for code, message in errors:
-            log.error("%s: %+d, %s", self.name, code, message)
-        return errors
-
-    def raise_errors(self, context: str) -> None:
-        errors = self.check_errors()
-        if errors:
-            raise InstrumentError(f"{self.name} reported error(s) after {context}: {format_errors(errors)}")
-
     # --- setup ---------------------------------------------------------------------------------
     def channel(self, number: int) -> InfiniiVisionChannel:
         if number not in self.channels:
@@ -279,7 +264,8 @@ class InfiniiVisionScope(SCPIMixin, Instrument):
         got_rate, got_points = self.sample_rate_Hz, self.acquire_points
         if not math.isclose(got_rate, rate, rel_tol=1e-9) or got_points != points:
             raise InstrumentError(
-                f"scope set {got_points} points at {got_rate:g} Sa/s instead of {points} at {rate:g} Sa/s"
+                f"scope set {got_points} points at {got_rate:g} Sa/s instead of {points} at {rate:g} Sa/s; "
+                "its memory or sample rates differ from the station's [scope] max_points / max_sample_rate_Hz"
             )
         self.raise_errors("configuring the capture")
         return {"points": points, "sample_rate_Hz": rate, "start_s": 0.0 - float(pretrigger_s),
@@ -385,7 +371,7 @@ class InfiniiVisionScope(SCPIMixin, Instrument):
             self.write(":WAVeform:SEGMented:ALL 1")
             pre = self._checked_preamble()
             if pre["count"] != count:
-                raise InstrumentError(f"preamble reports {pre['count']} segments, the scope {count}")
+                raise InstrumentError(f"preamble reports {pre['count']} segments, the scope {count}; re-acquire")
             codes = self._read_codes(pre["points"] * count).reshape(count, pre["points"])
             self.write(":WAVeform:SEGMented:ALL 0")
             samples = self._scale(codes, pre)

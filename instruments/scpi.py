@@ -16,7 +16,6 @@ import numpy as np
 
 from spinlab.errors import InstrumentError
 
-log = logging.getLogger(__name__)
 
 _ERROR_RE = re.compile(r'^\s*([+-]?\d+)\s*,\s*"(.*)"\s*$', re.S)
 _NUMBER_RE = re.compile(r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$")
@@ -39,31 +38,6 @@ def int16_block(codes: np.ndarray, little_endian: bool = True) -> bytes:
     if codes.dtype != np.int16:
         raise InstrumentError(f"DAC codes must be int16, got {codes.dtype}")
     return encode_block(codes.astype("<i2" if little_endian else ">i2", copy=False).tobytes())
-
-
-def decode_block(data: bytes) -> bytes:
-    """Payload of a complete block (an optional trailing newline is allowed); strict."""
-    payload, rest = _split_block(data)
-    if rest not in (b"", b"\n", b"\r\n"):
-        raise InstrumentError(
-            f"{len(rest)} unexpected byte(s) after the binary block: {rest[:40]!r}; "
-            "the declared block length does not match the data"
-        )
-    return payload
-
-
-def _split_block(data: bytes) -> tuple[bytes, bytes]:
-    if len(data) < 2 or data[:1] != b"#" or not data[1:2].isdigit() or data[1:2] == b"0":
-        raise InstrumentError(f"expected an IEEE 488.2 definite-length block, got {data[:40]!r}")
-    digits = int(data[1:2])
-    field = data[2 : 2 + digits]
-    if len(field) != digits or not field.isdigit():
-        raise InstrumentError(f"malformed block header {data[:2 + digits]!r}")
-    length = int(field)
-    payload = data[2 + digits : 2 + digits + length]
-    if len(payload) != length:
-        raise InstrumentError(f"block declares {length} bytes but only {len(payload)} arrived")
-    return payload, data[2 + digits + length :]
 
 
 def read_block(instrument: Any, expected_bytes: int | None = None, terminator: bytes = b"\n") -> bytes:
@@ -210,3 +184,24 @@ def drain_errors(ask: Callable[[str], str], query: str = "SYST:ERR?",
 
 def format_errors(errors: Sequence[tuple[int, str]]) -> str:
     return "; ".join(f'{code:+d},"{message}"' for code, message in errors)
+
+
+class ErrorQueueMixin:
+    """``check_errors``/``raise_errors`` for a pymeasure instrument whose error queue is read
+    with ``ERROR_QUERY``; list it before ``SCPIMixin`` so these take precedence."""
+
+    ERROR_QUERY = "SYST:ERR?"
+
+    def check_errors(self) -> list[tuple[int, str]]:
+        """Drain the error queue; return ``[(code, message), ...]`` (logged, not raised)."""
+        errors = drain_errors(self.ask, self.ERROR_QUERY)
+        driver_log = logging.getLogger(type(self).__module__)
+        for code, message in errors:
+            driver_log.error("%s: %+d, %s", self.name, code, message)
+        return errors
+
+    def raise_errors(self, context: str) -> None:
+        """Drain the error queue and raise InstrumentError if it held anything."""
+        errors = self.check_errors()
+        if errors:
+            raise InstrumentError(f"{self.name} reported error(s) after {context}: {format_errors(errors)}")

@@ -73,7 +73,8 @@ class CharacterizeConfig:
         if self.step_hold_s < 10 * self.step_dt_s:
             raise ConfigError("characterize: step_hold_s must hold at least 10 samples of step_dt_s")
         if not (1 <= self.step_batches <= self.step_repeats):
-            raise ConfigError("characterize: need 1 <= step_batches <= step_repeats")
+            raise ConfigError(f"characterize: need 1 <= step_batches <= step_repeats, got step_batches="
+                              f"{self.step_batches}, step_repeats={self.step_repeats}")
 
 
 # --- fit models ------------------------------------------------------------------------------
@@ -163,8 +164,9 @@ def fit_relaxation(from_above_V: np.ndarray, from_below_V: np.ndarray, dt_s: flo
     p0 = [0.0, (a[0] - level) / scale, (b[0] - level) / scale, a.size / 5]
     lower, upper = [-np.inf, -np.inf, -np.inf, 0.1], [np.inf, np.inf, np.inf, 10.0 * a.size]
     try:
-        plain, _ = curve_fit(lambda x, *p: relaxation_model(x, *p), tt, y, p0=p0, bounds=(lower, upper),
-                             method="trf", max_nfev=5000)
+        # four parameters (len(p0)): curvature stays 0, a plain exponential
+        plain, _ = curve_fit(relaxation_model, tt, y, p0=p0, bounds=(lower, upper), method="trf",
+                             max_nfev=5000)
         # |k x0| < 0.9 keeps the denominator positive for both relaxations (x0 ~ +-1 here)
         full, cov = curve_fit(relaxation_model, tt, y, p0=[*plain, 0.0], bounds=(lower + [-0.9], upper + [0.9]),
                               method="trf", max_nfev=5000)
@@ -213,10 +215,10 @@ def run_characterize(device: Device, config: CharacterizeConfig, run: Any) -> di
     stop = config.bias_stop_A if config.bias_stop_A is not None else 0.95 * limits.max_bias_A
     if max(abs(config.bias_start_A), abs(stop)) > limits.max_bias_A:
         raise ConfigError(f"bias sweep up to {stop:.4g} A exceeds the device's max_bias_A "
-                          f"{limits.max_bias_A:.4g} A")
+                          f"{limits.max_bias_A:.4g} A; lower bias_stop_A (or bias_start_A)")
     if config.step_amplitude_V > limits.max_drive_V:
         raise ConfigError(f"step_amplitude_V {config.step_amplitude_V} V exceeds the device's "
-                          f"max_drive_V {limits.max_drive_V} V")
+                          f"max_drive_V {limits.max_drive_V} V; lower step_amplitude_V")
     total = config.bias_points + config.step_batches
     bias = np.linspace(config.bias_start_A, stop, config.bias_points)
 

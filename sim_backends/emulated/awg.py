@@ -279,13 +279,15 @@ class Emulated33500B(ScpiInstrument):
         else:
             t = ticks * tick_s
             phase = (t * self.frequency_Hz) % 1.0
-            shape = {
-                "SIN": np.sin(2 * np.pi * phase),
-                "SQU": np.where(phase < 0.5, 1.0, -1.0),
-                "RAMP": 2 * phase - 1,
-                "DC": np.zeros(count),
-                "ARB": np.zeros(count),
-            }[self.function]
+            # only the selected shape is computed (DC, and ARB with no arb selected, are flat)
+            if self.function == "SIN":
+                shape = np.sin(2 * np.pi * phase)
+            elif self.function == "SQU":
+                shape = np.where(phase < 0.5, 1.0, -1.0)
+            elif self.function == "RAMP":
+                shape = 2 * phase - 1
+            else:
+                shape = np.zeros(count)
             amplitude = 0.0 if self.function == "DC" else half
             out = self.offset_V + amplitude * shape
             if self.burst_on and self.function != "DC":
