@@ -63,18 +63,18 @@ class AcquireConfig:
                 "validation_every must be 0 (no held-out data) or >= 2, validation_repeats >= 1; "
                 f"got {self.validation_every}, {self.validation_repeats}"
             )
-        if self.record_s * self.n_conditions > self.duration_s * (1 + 1e-9):
-            raise ConfigError(
-                f"duration_s = {self.duration_s:g} s is shorter than one recording at every "
-                f"condition ({self.n_conditions} x {self.record_s:g} s); record longer or sweep less"
-            )
-        conds = {}
+        conds = {}  # normalised first: n_conditions below needs sequences
         for name, values in dict(self.conditions).items():
             vals = tuple(float(v) for v in np.atleast_1d(values))
             if not vals or not all(math.isfinite(v) for v in vals):
                 raise ConfigError(f"condition sweep {name} needs finite values, got {values!r}")
             conds[str(name)] = vals
         object.__setattr__(self, "conditions", conds)
+        if self.record_s * self.n_conditions > self.duration_s * (1 + 1e-9):
+            raise ConfigError(
+                f"duration_s = {self.duration_s:g} s is shorter than one recording at every "
+                f"condition ({self.n_conditions} x {self.record_s:g} s); record longer or sweep less"
+            )
 
     @property
     def n_samples(self) -> int:

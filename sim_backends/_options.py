@@ -52,6 +52,22 @@ def choice(*allowed: str) -> Callable[[str, Any], str]:
     return convert
 
 
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def flag(name: str, value: Any) -> bool:
+    """Converter for a true/false option (``1/0``, ``true/false``, ``yes/no``, ``on/off``)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigError(f"option {name} must be true/false (1/0), got {value!r}")
+
+
 def instance_of(cls: type) -> Callable[[str, Any], Any]:
     """Converter for an option that can only be given as a Python object (not in an address)."""
 

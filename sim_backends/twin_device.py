@@ -15,6 +15,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from sim_backends._options import coerce_options, flag
 from spinlab import Device, SafetyLimits
 from spinlab.errors import ConfigError
 from spinlab.twin.checkpoint import TwinMeta, load_twin
@@ -23,31 +24,6 @@ from spinlab.twin.model import SpinNODE
 
 class TwinExtrapolationWarning(UserWarning):
     """A condition is outside the range the twin was trained on."""
-
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-
-
-def _flag(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ConfigError(f"twin option {name} must be true/false (1/0), got {value!r}")
-
-
-def _number(name: str, value: Any, kind: type = float) -> Any:
-    try:
-        out = kind(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"twin option {name} must be a {kind.__name__}, got {value!r}") from None
-    if kind is float and not math.isfinite(out):
-        raise ConfigError(f"twin option {name} must be finite, got {value!r}")
-    return out
 
 
 class TwinDevice(Device):
@@ -172,30 +148,17 @@ def open_twin(path: str | Path, **options: Any) -> TwinDevice:
     ``seed``, ``resample``, ``batch_size``, ``threads``, ``max_drive_V``, ``max_bias_A``,
     ``max_field_T`` and a default value for any condition the twin knows (e.g. ``bias_A``)."""
     model, meta = load_twin(path)
-    opts = dict(options)
-    kwargs: dict[str, Any] = {}
-    if "noise" in opts:
-        kwargs["noise"] = _flag("noise", opts.pop("noise"))
-    if "resample" in opts:
-        kwargs["resample"] = _flag("resample", opts.pop("resample"))
-    if "seed" in opts:
-        kwargs["seed"] = _number("seed", opts.pop("seed"), int)
-    if "batch_size" in opts:
-        kwargs["batch_size"] = _number("batch_size", opts.pop("batch_size"), int)
-    if "threads" in opts:
-        kwargs["threads"] = _number("threads", opts.pop("threads"), int)
-    limit_kw = {k: _number(k, opts.pop(k)) for k in ("max_drive_V", "max_bias_A", "max_field_T")
-                if k in opts}
+    names = model.arch.condition_names
+    spec: dict[str, Any] = {"noise": flag, "resample": flag, "seed": int, "batch_size": int,
+                            "threads": int, "max_drive_V": float, "max_bias_A": float,
+                            "max_field_T": float, **{name: float for name in names}}
+    unknown = sorted(set(options) - set(spec))
+    if unknown:
+        raise ConfigError(f"unknown twin option(s) {unknown}; known: {', '.join(spec)}")
+    kwargs = coerce_options(options, spec, where=f"twin:{path}")
+    limit_kw = {k: kwargs.pop(k) for k in ("max_drive_V", "max_bias_A", "max_field_T") if k in kwargs}
     limits = SafetyLimits(**limit_kw) if limit_kw else None
-    defaults = {}
-    for name in model.arch.condition_names:
-        if name in opts:
-            defaults[name] = _number(name, opts.pop(name))
-    if opts:
-        raise ConfigError(
-            f"unknown twin option(s) {sorted(opts)}; known: noise, seed, resample, batch_size, "
-            f"threads, max_drive_V, max_bias_A, max_field_T, {', '.join(model.arch.condition_names)}"
-        )
+    defaults = {name: kwargs.pop(name) for name in names if name in kwargs}
     return TwinDevice(model, meta, path=str(path), limits=limits, default_conditions=defaults,
                       **kwargs)
 

@@ -62,6 +62,18 @@ def _device_options(address: str, seed: int) -> dict[str, Any]:
     return {"seed": seed} if parse_address(address)[0] in ("sim", "bench") else {}
 
 
+def _acquire_config(duration_s: float, dt_s: float, record_s: float, hold_s: str,
+                    amplitude_V: float, bias_A: Optional[str], field_T: Optional[str],
+                    condition: Optional[list[str]], seed: int, **extra: Any) -> Any:
+    """The AcquireConfig of the drive options shared by `acquire` and `twin train`."""
+    from protocols.acquire import AcquireConfig
+
+    return AcquireConfig(duration_s=duration_s, dt_s=dt_s, record_s=record_s,
+                         hold_s=_pair(hold_s, "--hold-s"), amplitude_V=amplitude_V,
+                         conditions=_conditions(bias_A, field_T, condition or []), seed=seed,
+                         **extra)
+
+
 BiasOption = typer.Option(None, "--bias-A", help="Bias currents to sweep, comma separated (A).")
 FieldOption = typer.Option(None, "--field-T", help="Fields to sweep, comma separated (T).")
 ConditionOption = typer.Option(None, "--condition", help="Any other condition sweep: NAME=V1,V2 (repeatable).")
@@ -90,15 +102,14 @@ def acquire(
     seed: int = SeedOption,
 ) -> None:
     """Record random multi-level drives and the device's responses (twin training data)."""
-    from protocols.acquire import AcquireConfig, run_acquire
+    from protocols.acquire import run_acquire
     from spinlab.device import open_device
     from spinlab.run import Run
 
     start = time.perf_counter()
     with user_errors():
-        config = AcquireConfig(duration_s=duration_s, dt_s=dt_s, record_s=record_s,
-                               hold_s=_pair(hold_s, "--hold-s"), amplitude_V=amplitude_V,
-                               conditions=_conditions(bias_A, field_T, condition or []), seed=seed)
+        config = _acquire_config(duration_s, dt_s, record_s, hold_s, amplitude_V,
+                                 bias_A, field_T, condition, seed)
         with open_device(device, **_device_options(device, seed)) as dev:
             with Run("acquire", {**config.to_dict(), "device": device}, root=runs_dir, device=dev,
                      monitor=monitor, control=control, control_keys=control_keys) as run:
@@ -177,13 +188,10 @@ def train(
         common = {"json": json_output, "runs_dir": runs_dir, "monitor": monitor,
                   "control": control, "control_keys": control_keys, "seed": seed}
         if device is not None:
-            from protocols.acquire import AcquireConfig
-
-            acq = AcquireConfig(duration_s=max_duration_s, dt_s=dt_s, record_s=record_s,
-                                hold_s=_pair(hold_s, "--hold-s"), amplitude_V=amplitude_V,
-                                conditions=_conditions(bias_A, field_T, condition or []),
-                                validation_every=validation_every,
-                                validation_repeats=validation_repeats, seed=seed)
+            acq = _acquire_config(max_duration_s, dt_s, record_s, hold_s, amplitude_V,
+                                  bias_A, field_T, condition, seed,
+                                  validation_every=validation_every,
+                                  validation_repeats=validation_repeats)
             arch = TwinArchitecture(n_delays=delays, delay_samples=delay_samples, hidden=hidden,
                                     condition_names=tuple(acq.conditions),
                                     interpolation=interpolation or "hold")
@@ -238,7 +246,7 @@ def _train_device(address: str, out: Path, acq: Any, arch: Any, tcfg: Any, commo
     from spinlab.device import open_device
     from spinlab.run import Run
     from spinlab.twin.checkpoint import TwinMeta, save_twin
-    from spinlab.twin.data import estimate_noise_std, fit_normalisation
+    from spinlab.twin.data import condition_ranges, estimate_noise_std, fit_normalisation
     from spinlab.twin.model import build_model
     from spinlab.twin.train import OnlineConfig, train_online
 
@@ -266,9 +274,8 @@ def _train_device(address: str, out: Path, acq: Any, arch: Any, tcfg: Any, commo
             result = train_online(model, itertools.chain([first], batches), tcfg, online,
                                   run=run, progress=True, on_batch=recorder)
             tcfg.rest_drive_V = result.rest_drive_V
-            grid = acq.condition_grid()
-            ranges = {n: [min(g[n] for g in grid), max(g[n] for g in grid)] for n in arch.condition_names}
-            meta = TwinMeta(dt_s=acq.dt_s, condition_ranges=ranges, noise_std=tcfg.noise_std,
+            # the first batch holds one recording at every swept condition
+            meta = TwinMeta(dt_s=acq.dt_s, condition_ranges=condition_ranges(data, arch.condition_names), noise_std=tcfg.noise_std,
                             settle_samples=tcfg.settle_samples, rest_drive_V=tcfg.rest_drive_V,
                             output_unit=dev.response_unit, provenance={
                                 "source": {"device": address, "identity": dev.identity(),

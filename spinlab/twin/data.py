@@ -163,7 +163,8 @@ class SegmentSampler:
         """``(x0 (B,k), u_feat (B,L+1,k), c (B,C), x_true (B,L,k))``, normalised."""
         if self.n_windows == 0:
             raise ConfigError(
-                f"no training window of {self.segment_samples + 1} samples fits in the data"
+                f"no training window of {self.segment_samples + 1} samples fits in the data; "
+                "use fewer --segment-samples or longer recordings"
             )
         pick = torch.randint(self.n_windows, (n_segments,), generator=self.generator)
         start = self._starts[pick]
@@ -192,7 +193,8 @@ def predict(model: SpinNODE, trajectories: Sequence[Trajectory], *, settle_sampl
              for name in model.arch.condition_names}, len(members))
         if initial == "measured":
             if n < hist:
-                raise ConfigError(f"trajectory of {n} samples is shorter than the history {hist}")
+                raise ConfigError(f"trajectory of {n} samples is shorter than the twin's history of "
+                                  f"{hist} samples; use longer drives (or fewer --delays/--delay-samples)")
             y = model.simulate(drive[:, hist - 1:], cond,
                                y_history=torch.as_tensor(resp[:, :hist], dtype=dtype))
             pred = np.concatenate([resp[:, : hist - 1], y.double().numpy()], axis=1)
@@ -284,7 +286,10 @@ class MumaxSplit:
 
     def __post_init__(self) -> None:
         if self.every < 1 or self.discard < 0 or self.n_train < 2 or self.n_val < 0:
-            raise ConfigError(f"invalid MuMax3 split {self}")
+            raise ConfigError(
+                f"invalid MuMax3 split {self}: need every >= 1, discard >= 0, n_train >= 2 and "
+                "n_val >= 0 (--every, --discard, --train-points, --val-points)"
+            )
         if self.n_test is not None and self.n_test < 2:
             raise ConfigError(f"n_test must be >= 2 or None, got {self.n_test}")
         if self.n_val >= self.n_train:
@@ -320,7 +325,7 @@ def mumax_trajectories(table: MumaxTable, split: MumaxSplit = MumaxSplit()
     if u.size < split.n_train + 2:
         raise ConfigError(
             f"{table.path}: only {u.size} samples after the transient, need more than "
-            f"n_train = {split.n_train}"
+            f"n_train = {split.n_train}; lower --train-points or --discard"
         )
     n_fit = split.n_train - split.n_val
     train = Trajectory(u[:n_fit], y[:n_fit], dt)

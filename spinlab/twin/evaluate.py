@@ -35,7 +35,8 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         if self.n_drives < 1 or self.repeats < 1:
-            raise ConfigError(f"n_drives and repeats must be >= 1, got {self.n_drives}, {self.repeats}")
+            raise ConfigError(f"n_drives and repeats (--drives, --repeats) must be >= 1, got "
+                              f"{self.n_drives}, {self.repeats}")
 
     def acquire_config(self) -> AcquireConfig:
         n_cond = int(np.prod([len(v) for v in (self.conditions or {}).values()])) if self.conditions else 1

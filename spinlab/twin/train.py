@@ -182,6 +182,21 @@ class TwinTrainer:
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
 
+    def scheduled_validation(self, start: float) -> str | None:
+        """Validate (and checkpoint the run) every ``validate_every`` steps; the stop reason
+        ("target" or "max_wall_s", wall time counted from ``start``) or None to go on."""
+        cfg = self.config
+        if self.step_count % cfg.validate_every != 0:
+            return None
+        self.validate()
+        if self.run is not None:
+            self.run.checkpoint()
+        if self.reached_target:
+            return "target"
+        if cfg.max_wall_s and time.perf_counter() - start > cfg.max_wall_s:
+            return "max_wall_s"
+        return None
+
     @property
     def reached_target(self) -> bool:
         return self.best_nrmse <= self.config.target_nrmse
@@ -213,16 +228,10 @@ def train_offline(model: SpinNODE, train: Sequence[Trajectory], validation: Sequ
     try:
         while trainer.step_count < config.max_steps:
             trainer.step()
-            if trainer.step_count % config.validate_every == 0:
-                trainer.validate()
-                if run is not None:
-                    run.checkpoint()
-                if trainer.reached_target:
-                    reason = "target"
-                    break
-                if config.max_wall_s and time.perf_counter() - start > config.max_wall_s:
-                    reason = "max_wall_s"
-                    break
+            stop_reason = trainer.scheduled_validation(start)
+            if stop_reason is not None:
+                reason = stop_reason
+                break
         else:
             if not trainer.history or trainer.history[-1]["step"] != trainer.step_count:
                 trainer.validate()
@@ -358,16 +367,10 @@ def train_online(model: SpinNODE, source: Iterator[Any], config: TrainConfig,
                     )
                 continue
             trainer.step()
-            if trainer.step_count % config.validate_every == 0:
-                trainer.validate()
-                if run is not None:
-                    run.checkpoint()
-                if trainer.reached_target:
-                    reason = "target"
-                    break
-                if config.max_wall_s and time.perf_counter() - start > config.max_wall_s:
-                    reason = "max_wall_s"
-                    break
+            stop_reason = trainer.scheduled_validation(start)
+            if stop_reason is not None:
+                reason = stop_reason
+                break
             if trainer.step_count >= config.max_steps:
                 reason = "max_steps"
                 break
