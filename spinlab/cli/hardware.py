@@ -8,7 +8,8 @@ from typing import Any, Optional
 import typer
 
 from spinlab.cli.common import (ControlKeysOption, ControlOption, DeviceOption, JsonOption,
-                                MonitorOption, RunsDirOption, SeedOption, emit_json, user_errors)
+                                MonitorOption, RunsDirOption, SeedOption, emit_json,
+                                seeded_device_options, user_errors)
 
 
 class _ConsoleProgress:
@@ -45,16 +46,14 @@ def characterize(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from protocols.characterize import CharacterizeConfig, config_dict, run_characterize
-    from spinlab.device import open_device, parse_address
+    from spinlab.device import open_device
     from spinlab.run import Run
 
     start = time.perf_counter()
     with user_errors():
         config = CharacterizeConfig(bias_points=bias_points, step_bias_A=step_bias_A,
                                     step_repeats=step_repeats)
-        scheme = parse_address(device)[0]
-        options = {"seed": seed} if scheme in ("sim", "bench") else {}
-        with open_device(device, **options) as dev:
+        with open_device(device, **seeded_device_options(device, seed)) as dev:
             with Run("characterize", {**config_dict(config), "device": device, "seed": seed},
                      root=runs_dir, device=dev, monitor=monitor, control=control,
                      control_keys=control_keys) as run:

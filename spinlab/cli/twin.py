@@ -15,7 +15,8 @@ from typing import Any, Optional
 import typer
 
 from spinlab.cli.common import (ControlKeysOption, ControlOption, JsonOption, MonitorOption,
-                                RunsDirOption, SeedOption, emit_json, user_errors)
+                                RunsDirOption, SeedOption, emit_json, seeded_device_options,
+                                user_errors)
 from spinlab.errors import ConfigError
 
 twin_app = typer.Typer(help="Spin-Neural ODE digital twin: train, evaluate.", no_args_is_help=True)
@@ -54,12 +55,6 @@ def _conditions(bias_A: Optional[str], field_T: Optional[str], extra: list[str])
             raise ConfigError(f"--condition must look like NAME=V1,V2, got {item!r}")
         conds[name.strip()] = _floats(values, f"--condition {name}")
     return conds
-
-
-def _device_options(address: str, seed: int) -> dict[str, Any]:
-    from spinlab.device import parse_address
-
-    return {"seed": seed} if parse_address(address)[0] in ("sim", "bench") else {}
 
 
 def _acquire_config(duration_s: float, dt_s: float, record_s: float, hold_s: str,
@@ -110,7 +105,7 @@ def acquire(
     with user_errors():
         config = _acquire_config(duration_s, dt_s, record_s, hold_s, amplitude_V,
                                  bias_A, field_T, condition, seed)
-        with open_device(device, **_device_options(device, seed)) as dev:
+        with open_device(device, **seeded_device_options(device, seed)) as dev:
             with Run("acquire", {**config.to_dict(), "device": device}, root=runs_dir, device=dev,
                      monitor=monitor, control=control, control_keys=control_keys) as run:
                 run.record_seed("device", seed)
@@ -257,7 +252,7 @@ def _train_device(address: str, out: Path, acq: Any, arch: Any, tcfg: Any, commo
     config = {"source": "device", "device": address, "acquire": acq.to_dict(),
               "online": asdict(online),
               "architecture": arch.to_dict(), "train": asdict(tcfg), "out": str(out)}
-    with open_device(address, **_device_options(address, seed)) as dev:
+    with open_device(address, **seeded_device_options(address, seed)) as dev:
         with Run("twin-train", config, root=common["runs_dir"], device=dev,
                  monitor=common["monitor"], control=common["control"],
                  control_keys=common["control_keys"]) as run:
@@ -383,7 +378,7 @@ def evaluate(
                          hold_s=_pair(hold_s, "--hold-s"), amplitude_V=amplitude_V,
                          conditions=_conditions(bias_A, field_T, condition or []) or None,
                          repeats=repeats, seed=seed)
-        with open_device(device, **_device_options(device, seed)) as dev:
+        with open_device(device, **seeded_device_options(device, seed)) as dev:
             with Run("twin-eval", {"checkpoint": str(checkpoint), "device": device,
                                    **{k: v for k, v in cfg.__dict__.items()}},
                      root=runs_dir, device=dev, monitor=monitor, control=control,

@@ -76,9 +76,10 @@ def load_twin(path: str | Path) -> tuple[SpinNODE, TwinMeta]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # zip/pickle errors of every flavour
+        # torch's own message would advise weights_only=False, i.e. running untrusted pickle code
         raise CheckpointError(
-            f"{path} is not a readable twin checkpoint (corrupt or truncated file?): "
-            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            f"{path} is not a readable twin checkpoint (corrupt or truncated file?; torch.load "
+            f"raised {type(exc).__name__}); copy it again or retrain with `spinlab twin train`"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a spinlab twin checkpoint (no '{FORMAT}' marker)")
