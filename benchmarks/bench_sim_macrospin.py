@@ -9,7 +9,7 @@ import time
 
 import torch
 
-from sim_backends.macrospin import MacrospinParams, simulate
+from spinlab.sim_backends.macrospin import MacrospinParams, simulate
 
 
 def emit(metric: str, value: float, unit: str, **extra) -> None:

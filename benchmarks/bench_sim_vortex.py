@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from spinlab import Waveform
-from sim_backends.vortex import VortexDevice
+from spinlab.sim_backends.vortex import VortexDevice
 
 
 def emit(metric: str, value: float, unit: str, **extra) -> None:

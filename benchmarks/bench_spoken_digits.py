@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from protocols.spoken_digits import SpokenDigitsConfig, run_spoken_digits, select_data  # noqa: E402
+from spinlab.protocols.spoken_digits import SpokenDigitsConfig, run_spoken_digits, select_data  # noqa: E402
 from spinlab import open_device  # noqa: E402
 from spinlab.features import FeatureConfig, utterance_features  # noqa: E402
 from spinlab.run import Run  # noqa: E402

@@ -123,7 +123,7 @@ def main() -> None:
         torch.set_num_threads(1)
     except ImportError:  # pragma: no cover
         pass
-    from instruments.bench import open_bench
+    from spinlab.instruments.bench import open_bench
 
     with open_bench("emulated", device="sim:vortex", seed=0) as bench:
         lines = [round_trip(bench, args.samples, args.dt, args.repeats)]

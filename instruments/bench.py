@@ -28,7 +28,7 @@ import numpy as np
 
 from spinlab.device import Device
 from spinlab.errors import ConfigError, InstrumentError, SafetyLimitError
-from instruments.station import Station, builtin_station, load_station
+from spinlab.instruments.station import Station, builtin_station, load_station
 
 log = logging.getLogger("spinlab.bench")
 
@@ -228,7 +228,7 @@ class Bench(Device):
         """Scope sample rate for a drive at ``dt_s``: the slowest rate the scope offers with at
         least ``oversample`` points per drive sample, capped at ``max_sample_rate_Hz`` (at least
         one point per drive sample is required)."""
-        from instruments.keysight_scope import SAMPLE_RATES_Hz
+        from spinlab.instruments.keysight_scope import SAMPLE_RATES_Hz
 
         sc = self.station.scope
         offered = sorted(r for r in SAMPLE_RATES_Hz if r <= sc.max_sample_rate_Hz * (1 + 1e-12))
@@ -464,14 +464,13 @@ def open_bench(target: str, *, device: str = "sim:vortex", seed: int | str = 0, 
 
 
 def _open_emulated(station: Station, device: str, seed: int) -> Bench:
-    from spinlab.device import open_device, parse_address
-    from sim_backends.emulated import EmulatedLab
+    from spinlab.registry import open_device, parse_address
+    from spinlab.sim_backends.emulated import EmulatedLab
 
-    scheme, _, query = parse_address(device)
-    if scheme == "bench":
+    if parse_address(device)[0] == "bench":
         raise ConfigError(f"the emulated bench needs a device model (sim:..., twin:...), got {device!r}")
     # one seed for the whole emulated bench: instrument noise and (unless given) the model's noise
-    model = open_device(device, **({"seed": seed} if scheme == "sim" and "seed" not in query else {}))
+    model = open_device(device, defaults={"seed": seed})
     try:
         lab = EmulatedLab(model, seed=seed)
     except BaseException:
@@ -493,8 +492,8 @@ def _connect(station: Station, visa_library: Any, *, model: Device | None = None
     terminations) and the Bench; on any failure close whatever was opened."""
     from pymeasure.instruments.keithley import Keithley2400
 
-    from instruments.keysight_awg import Keysight33500B
-    from instruments.keysight_scope import InfiniiVisionScope
+    from spinlab.instruments.keysight_awg import Keysight33500B
+    from spinlab.instruments.keysight_scope import InfiniiVisionScope
 
     res = station.resources
     timeout_ms = int(res.timeout_s * 1000)

@@ -17,7 +17,7 @@ import numpy as np
 from pymeasure.instruments import Instrument, SCPIMixin
 from pymeasure.instruments.validators import strict_discrete_set, strict_range
 
-from instruments.scpi import (
+from spinlab.instruments.scpi import (
     RAW_REPLY,
     ErrorQueueMixin,
     bool_reply,

@@ -17,8 +17,8 @@ if TYPE_CHECKING:
 
 #: Simulator name -> (module, opener function). The opener converts string options itself.
 SIMULATORS: dict[str, tuple[str, str]] = {
-    "vortex": ("sim_backends.vortex", "open_vortex"),
-    "macrospin": ("sim_backends.macrospin", "open_macrospin"),
+    "vortex": ("spinlab.sim_backends.vortex", "open_vortex"),
+    "macrospin": ("spinlab.sim_backends.macrospin", "open_macrospin"),
 }
 
 

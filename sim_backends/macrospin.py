@@ -42,7 +42,7 @@ from torch import Tensor, nn
 
 from spinlab import Device, SafetyLimits
 from spinlab.errors import ConfigError
-from sim_backends._options import coerce_options, instance_of
+from spinlab.sim_backends._options import coerce_options, instance_of
 
 MU0 = 4e-7 * math.pi
 #: Gyromagnetic ratio of the electron (rad / (s T)).
@@ -240,7 +240,7 @@ class MacrospinDevice(Device):
 
     def __init__(self, params: MacrospinParams | None = None, *, drive_gain_A_per_V: float = 5e-3,
                  max_step_s: float = 2e-12, initial_tilt_rad: float = 0.05, max_steps: int = 200_000,
-                 limits: SafetyLimits | None = None,
+                 seed: int = 0, limits: SafetyLimits | None = None,
                  default_conditions: Mapping[str, float] | None = None) -> None:
         defaults = {"bias_A": DEFAULT_BIAS_A, "field_T": DEFAULT_FIELD_T, **dict(default_conditions or {})}
         super().__init__(limits or MACROSPIN_LIMITS, defaults)
@@ -255,6 +255,7 @@ class MacrospinDevice(Device):
             raise ConfigError(f"initial_tilt_rad must be in (0, pi/2), got {initial_tilt_rad!r}")
         if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
             raise ConfigError(f"max_steps must be a positive integer, got {max_steps!r}")
+        self.seed = int(seed)  # every scheme takes a seed (spinlab.registry); recorded in identity()
         self.drive_gain_A_per_V = float(drive_gain_A_per_V)
         self.max_step_s = float(max_step_s)
         self.initial_tilt_rad = float(initial_tilt_rad)
@@ -264,7 +265,7 @@ class MacrospinDevice(Device):
     def identity(self) -> dict[str, Any]:
         return {**super().identity(), "model": "macrospin LLGS (Slonczewski), RK4",
                 "params": self.params.as_dict(), "drive_gain_A_per_V": self.drive_gain_A_per_V,
-                "max_step_s": self.max_step_s, "initial_tilt_rad": self.initial_tilt_rad,
+                "max_step_s": self.max_step_s, "initial_tilt_rad": self.initial_tilt_rad, "seed": self.seed,
                 "default_conditions": dict(self.default_conditions), "torch": torch.__version__}
 
     def _respond(self, drive: np.ndarray, dt_s: float, conditions: dict[str, np.ndarray]) -> np.ndarray:
@@ -286,6 +287,7 @@ class MacrospinDevice(Device):
 OPTION_SPEC: dict[str, Any] = {
     **{name: float for name in MacrospinParams.DEFAULTS},
     "drive_gain_A_per_V": float, "max_step_s": float, "initial_tilt_rad": float, "max_steps": int,
+    "seed": int,
     "bias_A": float, "field_T": float,
     "max_drive_V": float, "max_bias_A": float, "max_field_T": float,
     "params": instance_of(MacrospinParams), "limits": instance_of(SafetyLimits),

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from sim_backends._options import coerce_options, flag
+from spinlab.sim_backends._options import coerce_options, flag
 from spinlab import Device, SafetyLimits
 from spinlab.errors import ConfigError
 from spinlab.twin.checkpoint import TwinMeta, load_twin

@@ -47,7 +47,7 @@ import numpy as np
 
 from spinlab import Device, SafetyLimits
 from spinlab.errors import ConfigError
-from sim_backends._options import choice, coerce_options, instance_of
+from spinlab.sim_backends._options import choice, coerce_options, instance_of
 
 #: Default operating point of the vortex STO (7.5 mA, z = 1.5, p0 = 1/7, tau = 200 ns).
 DEFAULT_BIAS_A = 7.5e-3

@@ -14,7 +14,8 @@ from spinlab.errors import (
     RunAborted,
 )
 from spinlab.waveform import Waveform
-from spinlab.device import Device, SafetyLimits, open_device
+from spinlab.device import Device, SafetyLimits
+from spinlab.registry import open_device, register_scheme
 
 __version__ = "0.1.0"
 
@@ -23,6 +24,7 @@ __all__ = [
     "Device",
     "SafetyLimits",
     "open_device",
+    "register_scheme",
     "SpinlabError",
     "WaveformError",
     "SafetyLimitError",

@@ -1,10 +1,10 @@
-"""The Device interface, safety limits, and the address resolver.
+"""The Device interface and its safety limits.
 
 Everything that can stand where the spintronic device stands is a Device: it takes a drive
 waveform (what the AWG applies, in volts) plus operating conditions (DC bias current, field, ...)
 and returns the response on the same time grid (what the oscilloscope sees, in volts).
 Protocols only talk to a Device, so hardware, emulated bench, simulator and twin are one
-address string apart.
+address string apart (:func:`spinlab.registry.open_device`).
 """
 from __future__ import annotations
 
@@ -12,11 +12,10 @@ import math
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping
-from urllib.parse import parse_qsl
 
 import numpy as np
 
-from spinlab.errors import DeviceAddressError, SafetyLimitError, WaveformError
+from spinlab.errors import ConfigError, SafetyLimitError, WaveformError
 from spinlab.waveform import Waveform
 
 #: Operating conditions every backend understands, in SI units.
@@ -108,7 +107,7 @@ class Device(ABC):
         merged = {**self.default_conditions, **dict(conditions or {})}
         unknown = sorted(set(merged) - set(self.condition_names))
         if unknown:
-            raise SafetyLimitError(
+            raise ConfigError(
                 f"{self.address or type(self).__name__} does not know condition(s) {unknown}; "
                 f"it accepts {list(self.condition_names)}"
             )
@@ -118,12 +117,12 @@ class Device(ABC):
             if arr.ndim == 0:
                 arr = np.full(batch, float(arr))
             if arr.shape != (batch,):
-                raise SafetyLimitError(
+                raise ConfigError(
                     f"condition {name} must be a number or have one value per drive ({batch}), "
                     f"got shape {arr.shape}"
                 )
             if not np.all(np.isfinite(arr)):
-                raise SafetyLimitError(f"condition {name} has non-finite values")
+                raise ConfigError(f"condition {name} has non-finite values")
             resolved[name] = arr
         return resolved
 
@@ -149,48 +148,3 @@ class Device(ABC):
 
 def _scalar_or_list(values: np.ndarray) -> float | list[float]:
     return float(values[0]) if np.all(values == values[0]) else values.tolist()
-
-
-def parse_address(address: str) -> tuple[str, str, dict[str, str]]:
-    """``"sim:vortex?noise=0"`` -> ``("sim", "vortex", {"noise": "0"})``."""
-    if not isinstance(address, str) or ":" not in address:
-        raise DeviceAddressError(
-            f"device address {address!r} must look like 'sim:vortex', 'sim:macrospin', "
-            "'bench:emulated', 'bench:PATH.toml' or 'twin:PATH.pt'"
-        )
-    scheme, _, rest = address.partition(":")
-    target, _, query = rest.partition("?")
-    try:
-        options = dict(parse_qsl(query, keep_blank_values=False, strict_parsing=bool(query)))
-    except ValueError as exc:
-        raise DeviceAddressError(f"bad options {query!r} in device address {address!r}: {exc}") from None
-    return scheme.strip().lower(), target.strip(), options
-
-
-def open_device(address: str, **options: Any) -> Device:
-    """Resolve an address string to a Device.
-
-    ``sim:NAME[?opt=val&...]`` physics simulator, ``bench:emulated`` the real drivers on emulated
-    instruments, ``bench:PATH.toml`` a real station, ``twin:PATH`` a trained Spin-Neural ODE.
-    Keyword options override options given in the address.
-    """
-    scheme, target, query = parse_address(address)
-    merged = {**query, **options}
-    if scheme == "sim":
-        from sim_backends import open_simulator
-
-        device = open_simulator(target, **merged)
-    elif scheme == "bench":
-        from instruments.bench import open_bench
-
-        device = open_bench(target, **merged)
-    elif scheme == "twin":
-        from sim_backends.twin_device import open_twin
-
-        device = open_twin(target, **merged)
-    else:
-        raise DeviceAddressError(
-            f"unknown device scheme {scheme!r} in {address!r}; use sim:, bench: or twin:"
-        )
-    device.address = address
-    return device

@@ -29,5 +29,30 @@ class CheckpointError(SpinlabError, ValueError):
     """A twin checkpoint is corrupt, truncated or from an incompatible version."""
 
 
+class StationBusyError(SpinlabError, RuntimeError):
+    """Another process holds the station's instruments; the message names it."""
+
+
+class TwinDivergedError(SpinlabError, RuntimeError):
+    """A twin's integration blew up (NaN/inf): the drive or condition is far outside its training."""
+
+
 class RunAborted(SpinlabError):
-    """The run was aborted (remote ``abort`` or Ctrl-C); outputs are off and data is flushed."""
+    """The run was aborted (remote ``abort``); outputs are off and data is flushed."""
+
+
+class RunInterrupted(SpinlabError):
+    """A signal (Ctrl-C, SIGTERM, SIGHUP) stopped the run; outputs are off, the run file is
+    marked ``interrupted`` and ``spinlab resume`` continues it."""
+
+    def __init__(self, signum: int, message: str = "") -> None:
+        import signal
+
+        self.signum = int(signum)
+        self.signal_name = signal.Signals(self.signum).name if self.signum in signal.Signals._value2member_map_ else str(signum)
+        super().__init__(message or f"stopped by {self.signal_name}")
+
+    @property
+    def exit_code(self) -> int:
+        """Shell convention: 128 + signal number (130 for Ctrl-C, 143 for SIGTERM)."""
+        return 128 + self.signum

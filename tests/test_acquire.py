@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
-from protocols.acquire import AcquireConfig, recording_batches, random_multilevel, run_acquire
+from spinlab.protocols.acquire import AcquireConfig, recording_batches, random_multilevel, run_acquire
 from spinlab import SafetyLimits
 from spinlab.errors import ConfigError, SafetyLimitError
 from spinlab.run import Run

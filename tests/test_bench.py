@@ -8,9 +8,9 @@ import pytest
 
 from spinlab import InstrumentError, SafetyLimitError, Waveform, WaveformError, open_device
 from spinlab.errors import ConfigError
-from instruments.bench import (MIN_RECORD_SAMPLES, Bench, average_onto_grid, open_bench,
+from spinlab.instruments.bench import (MIN_RECORD_SAMPLES, Bench, average_onto_grid, open_bench,
                                plan_records)
-from instruments.station import STATIONS_DIR
+from spinlab.instruments.station import STATIONS_DIR
 
 
 # --- planning ------------------------------------------------------------------------------
@@ -280,7 +280,7 @@ def test_average_onto_grid_fast_and_general_paths_agree() -> None:
 def test_hardware_path_over_tcp_sockets(tmp_path) -> None:
     """``open_bench(station)`` with a real VISA library (pyvisa-py) reaching instruments over
     raw SCPI sockets: the path a real lab takes, here served by the emulators."""
-    from sim_backends.emulated import EmulatedLab, serve_tcp
+    from spinlab.sim_backends.emulated import EmulatedLab, serve_tcp
 
     lab = EmulatedLab(open_device(MODEL), seed=0)
     with serve_tcp(lab, "127.0.0.1", 0, 0, 0) as servers:
@@ -302,7 +302,7 @@ def test_hardware_path_over_tcp_sockets(tmp_path) -> None:
 
 
 def test_bias_source_error_stops_and_switches_off(bench) -> None:
-    from sim_backends.emulated.scpi import ScpiError
+    from spinlab.sim_backends.emulated.scpi import ScpiError
 
     bench.lab.source.push_error(ScpiError(-222, "current out of range"))
     with pytest.raises(InstrumentError, match="bias source reported"):
@@ -336,7 +336,7 @@ def test_awg_channel_2_is_refused_before_opening(tmp_path) -> None:
 
 # --- bias ramp -------------------------------------------------------------------------------
 def test_ramp_levels_never_step_more_than_asked() -> None:
-    from instruments.bench import ramp_levels
+    from spinlab.instruments.bench import ramp_levels
 
     levels = ramp_levels(0.0, 7.5e-3, 0.5e-3)
     assert levels.size == 15 and levels[-1] == 7.5e-3

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from spinlab import ConfigError, open_device
 from spinlab.cli import app
 from spinlab.run import Run
-from protocols.characterize import (CharacterizeConfig, fit_relaxation, fit_threshold,
+from spinlab.protocols.characterize import (CharacterizeConfig, fit_relaxation, fit_threshold,
                                     relaxation_model, run_characterize, steady_state_model)
 
 

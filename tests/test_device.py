@@ -3,7 +3,7 @@ import pytest
 
 from spinlab import (Device, DeviceAddressError, SafetyLimitError, SafetyLimits, Waveform,
                      WaveformError, open_device)
-from spinlab.device import parse_address
+from spinlab.registry import parse_address
 
 
 class RecordingDevice(Device):

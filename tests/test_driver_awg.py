@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from pymeasure.test import expected_protocol
 
-from instruments.keysight_awg import Keysight33500B
+from spinlab.instruments.keysight_awg import Keysight33500B
 from spinlab.errors import ConfigError, InstrumentError, WaveformError
 
 NO_ERROR = '+0,"No error"'

@@ -7,7 +7,7 @@ import pytest
 from pymeasure.adapters import ProtocolAdapter
 from pymeasure.test import expected_protocol
 
-from instruments.keysight_scope import InfiniiVisionScope
+from spinlab.instruments.keysight_scope import InfiniiVisionScope
 from spinlab.errors import ConfigError, InstrumentError
 
 NO_ERROR = '+0,"No error"'
@@ -292,7 +292,7 @@ def test_malformed_reply_quotes_it():
 
 
 def test_driver_and_emulator_offer_the_same_sample_rates():
-    from instruments.keysight_scope import SAMPLE_RATES_Hz as DRIVER_RATES
-    from sim_backends.emulated.scope import SAMPLE_RATES_Hz as EMULATOR_RATES
+    from spinlab.instruments.keysight_scope import SAMPLE_RATES_Hz as DRIVER_RATES
+    from spinlab.sim_backends.emulated.scope import SAMPLE_RATES_Hz as EMULATOR_RATES
 
     assert DRIVER_RATES == EMULATOR_RATES and 10e6 in DRIVER_RATES and 100e6 in DRIVER_RATES

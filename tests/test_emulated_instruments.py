@@ -8,11 +8,11 @@ import pyvisa
 from pymeasure.adapters import VISAAdapter
 from pymeasure.instruments.keithley import Keithley2400
 
-from instruments.keysight_awg import Keysight33500B
-from instruments.keysight_scope import InfiniiVisionScope
-from sim_backends.emulated import EmulatedLab
-from sim_backends.emulated.awg import Emulated33500B
-from sim_backends.emulated.scope import EmulatedInfiniiVision
+from spinlab.instruments.keysight_awg import Keysight33500B
+from spinlab.instruments.keysight_scope import InfiniiVisionScope
+from spinlab.sim_backends.emulated import EmulatedLab
+from spinlab.sim_backends.emulated.awg import Emulated33500B
+from spinlab.sim_backends.emulated.scope import EmulatedInfiniiVision
 from spinlab import Device, SafetyLimits
 from spinlab.errors import ConfigError, InstrumentError, WaveformError
 

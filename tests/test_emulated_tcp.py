@@ -13,9 +13,9 @@ import pytest
 from pymeasure.adapters import VISAAdapter
 from pymeasure.instruments.keithley import Keithley2400
 
-from instruments.keysight_awg import Keysight33500B
-from instruments.keysight_scope import InfiniiVisionScope
-from sim_backends.emulated import EmulatedLab, serve_tcp
+from spinlab.instruments.keysight_awg import Keysight33500B
+from spinlab.instruments.keysight_scope import InfiniiVisionScope
+from spinlab.sim_backends.emulated import EmulatedLab, serve_tcp
 from spinlab import Device, SafetyLimits
 
 ROOT = Path(__file__).resolve().parents[1]

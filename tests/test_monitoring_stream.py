@@ -280,7 +280,7 @@ def test_non_loopback_bind_is_warned_about(caplog):
 
 
 def test_acquire_protocol_stream_matches_its_run_file(tmp_path, vortex):
-    from protocols.acquire import AcquireConfig, run_acquire
+    from spinlab.protocols.acquire import AcquireConfig, run_acquire
 
     config = AcquireConfig(duration_s=4e-4, record_s=1e-4, conditions={"bias_A": [7e-3, 8e-3]}, seed=5)
     run = Run("acquire", config.to_dict(), root=tmp_path, device=vortex, monitor=MONITOR)

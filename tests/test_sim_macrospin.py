@@ -7,8 +7,8 @@ import torch
 
 from spinlab import Waveform, open_device
 from spinlab.errors import ConfigError
-from sim_backends import open_simulator
-from sim_backends.macrospin import MacrospinDevice, MacrospinParams, simulate, trajectory
+from spinlab.sim_backends import open_simulator
+from spinlab.sim_backends.macrospin import MacrospinDevice, MacrospinParams, simulate, trajectory
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

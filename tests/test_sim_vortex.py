@@ -8,9 +8,9 @@ import pytest
 
 from spinlab import SafetyLimits, Waveform, open_device
 from spinlab.errors import ConfigError, DeviceAddressError, SafetyLimitError, WaveformError
-from sim_backends import open_simulator
-from sim_backends import vortex
-from sim_backends.vortex import VortexDevice, VortexParams
+from spinlab.sim_backends import open_simulator
+from spinlab.sim_backends import vortex
+from spinlab.sim_backends.vortex import VortexDevice, VortexParams
 
 DT = 100e-9
 

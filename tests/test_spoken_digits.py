@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from protocols.spoken_digits import (SpokenDigitsConfig, confusion_matrix, run_spoken_digits,
+from spinlab.protocols.spoken_digits import (SpokenDigitsConfig, confusion_matrix, run_spoken_digits,
                                      select_data, split_utterances, stratified_subset)
 from spinlab import Device, open_device
 from spinlab.audio import list_fsdd

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from spinlab import ConfigError, SafetyLimits
-from instruments.station import STATIONS_DIR, builtin_station, load_station
+from spinlab.instruments.station import STATIONS_DIR, builtin_station, load_station
 
 EMULATED = STATIONS_DIR / "emulated.toml"
 

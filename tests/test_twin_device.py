@@ -11,7 +11,7 @@ from spinlab import Waveform, open_device
 from spinlab.errors import CheckpointError, ConfigError, SafetyLimitError
 from spinlab.twin.checkpoint import TwinMeta, save_twin
 from spinlab.twin.model import Normalisation, TwinArchitecture, build_model
-from sim_backends.twin_device import TwinExtrapolationWarning
+from spinlab.sim_backends.twin_device import TwinExtrapolationWarning
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -71,7 +71,7 @@ def test_conditions_outside_training_range_warn(twin_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         dev.respond(_drive(1), {"bias_A": 7e-3})
-    with pytest.raises(SafetyLimitError):  # unknown condition for this twin
+    with pytest.raises(ConfigError):  # unknown condition for this twin
         dev.respond(_drive(1), {"field_T": 0.1})
 
 

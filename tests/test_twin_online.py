@@ -5,7 +5,7 @@ import itertools
 
 import pytest
 
-from protocols.acquire import AcquireConfig, RunRecorder, recording_batches
+from spinlab.protocols.acquire import AcquireConfig, RunRecorder, recording_batches
 from spinlab.errors import ConfigError
 from spinlab.run import Run
 from spinlab.twin.data import fit_normalisation, trajectory_nrmse
@@ -114,8 +114,8 @@ def test_vortex_twin_from_5ms_generalises_to_an_untrained_bias():
     twin predicts fresh drives at 7.5 mA with NRMSE <= 0.10 against the device's response
     (noise-free simulator = the deterministic response the twin models)."""
     from spinlab import open_device
-    from spinlab.twin.evaluate import EvalConfig, evaluate
-    from sim_backends.twin_device import TwinDevice
+    from spinlab.protocols.twin_eval import EvalConfig, evaluate
+    from spinlab.sim_backends.twin_device import TwinDevice
     from spinlab.twin.checkpoint import TwinMeta
 
     dev = open_device("sim:vortex", seed=0)

@@ -14,7 +14,7 @@ import math
 import time
 from typing import Sequence
 
-from sim_backends.emulated.scpi import (
+from spinlab.sim_backends.emulated.scpi import (
     Arg,
     ScpiError,
     ScpiInstrument,

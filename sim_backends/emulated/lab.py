@@ -21,10 +21,10 @@ import numpy as np
 from spinlab.device import Device
 from spinlab.errors import ConfigError, SpinlabError
 from spinlab.waveform import Waveform
-from sim_backends.emulated.awg import SOURCE_IMPEDANCE_OHM, Emulated33500B
-from sim_backends.emulated.keithley import EmulatedKeithley2400
-from sim_backends.emulated.scope import EmulatedInfiniiVision
-from sim_backends.emulated.scpi import ScpiError, ScpiInstrument
+from spinlab.sim_backends.emulated.awg import SOURCE_IMPEDANCE_OHM, Emulated33500B
+from spinlab.sim_backends.emulated.keithley import EmulatedKeithley2400
+from spinlab.sim_backends.emulated.scope import EmulatedInfiniiVision
+from spinlab.sim_backends.emulated.scpi import ScpiError, ScpiInstrument
 
 
 class EmulatedLab:
@@ -87,7 +87,7 @@ class EmulatedLab:
     def visa_library(self):
         """A pyvisa ``VisaLibraryBase`` reaching these instruments in-process."""
         if self._visa_library is None:
-            from sim_backends.emulated.visa_backend import EmulatedVisaLibrary
+            from spinlab.sim_backends.emulated.visa_backend import EmulatedVisaLibrary
 
             self._visa_library = EmulatedVisaLibrary.for_lab(self)
         return self._visa_library

@@ -34,7 +34,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from sim_backends.emulated.scpi import (
+from spinlab.sim_backends.emulated.scpi import (
     Arg,
     ScpiError,
     ScpiInstrument,

@@ -13,10 +13,10 @@ import socketserver
 import threading
 from typing import TYPE_CHECKING
 
-from sim_backends.emulated.scpi import ScpiInstrument
+from spinlab.sim_backends.emulated.scpi import ScpiInstrument
 
 if TYPE_CHECKING:  # pragma: no cover
-    from sim_backends.emulated.lab import EmulatedLab
+    from spinlab.sim_backends.emulated.lab import EmulatedLab
 
 _RECV_BYTES = 1 << 20
 _POLL_S = 0.02

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any, Dict, Tuple
 from pyvisa import attributes, constants, errors, highlevel, rname
 from pyvisa.util import LibraryPath
 
-from sim_backends.emulated.scpi import ScpiInstrument
+from spinlab.sim_backends.emulated.scpi import ScpiInstrument
 
 if TYPE_CHECKING:  # pragma: no cover
-    from sim_backends.emulated.lab import EmulatedLab
+    from spinlab.sim_backends.emulated.lab import EmulatedLab
 
 _session_ids = itertools.count(1_000_001)
 _library_ids = itertools.count(1)

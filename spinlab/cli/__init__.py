@@ -1,20 +1,64 @@
-"""The ``spinlab`` command. Each command group lives in its own module and registers itself."""
+"""The ``spinlab`` command. Each command group lives in its own module and registers itself.
+
+Why lazy: a command module imports what its command needs (protocols, torch, scipy), so
+``spinlab --help`` and every command pay only for their own imports. The table below is the
+top level; its short help texts are checked against the commands' docstrings by the tests.
+"""
 from __future__ import annotations
 
+import functools
+from importlib import import_module
+
 import typer
+from typer.core import TyperGroup
 
-from spinlab.cli import emulate, hardware, monitoring, reservoir, twin
+#: command name -> (module in spinlab.cli, short help shown by ``spinlab --help``)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "characterize": ("hardware", "Bias sweep (threshold current) and step response (relaxation time) of a device."),
+    "acquire": ("twin", "Record random multi-level drives and the device's responses (twin training data)."),
+    "twin": ("twin", "Spin-Neural ODE digital twin: train, evaluate."),
+    "run": ("reservoir", "Run a lab protocol on a device."),
+    "data": ("reservoir", "Datasets used by the protocols."),
+    "emulate": ("emulate", "Run emulated AWG, scope and DC source until Ctrl-C; prints their VISA resource strings."),
+    "monitor": ("monitoring", "Watch a run live: progress, waveform and loss sparklines, results, errors, drop counts."),
+    "control": ("monitoring", "Send one command to a run's authenticated control channel and print the reply."),
+    "keys": ("monitoring", "Create the control channel's server key pair (once) and an authorised client key pair."),
+}
 
-app = typer.Typer(
-    name="spinlab",
-    help="Hardware-in-the-loop control of spintronic neuromorphic experiments.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+HELP = "Hardware-in-the-loop control of spintronic neuromorphic experiments."
 
-for _module in (hardware, emulate, twin, reservoir, monitoring):
-    _module.register(app)
+
+@functools.cache
+def module_commands(module: str) -> TyperGroup:
+    """The commands one ``spinlab.cli`` module registers, as a group."""
+    sub = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    import_module(f"spinlab.cli.{module}").register(sub)
+    return typer.main.get_group(sub)
+
+
+class LazyGroup(TyperGroup):
+    """Top-level group: imports a command's module only when that command runs."""
+
+    def list_commands(self, ctx) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name: str):
+        if name not in COMMANDS:
+            return None
+        return module_commands(COMMANDS[name][0]).get_command(ctx, name)
+
+    def format_commands(self, ctx, formatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, short) for name, (_, short) in COMMANDS.items()])
+
+
+app = typer.Typer(name="spinlab", cls=LazyGroup, no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_enable=False)
+
+
+@app.callback(help=HELP)
+def _root() -> None:
+    """The group itself does nothing; its commands are in :data:`COMMANDS`."""
 
 
 def main() -> None:

@@ -50,10 +50,3 @@ def user_errors() -> Iterator[None]:
 def optional_path(value: Optional[str]) -> Optional[Path]:
     return Path(value) if value else None
 
-
-def seeded_device_options(address: str, seed: int) -> dict[str, Any]:
-    """``open_device`` options that seed the device's own noise: simulators and the emulated
-    bench take a seed, hardware and twins (seeded by their address) do not."""
-    from spinlab.device import parse_address
-
-    return {"seed": seed} if parse_address(address)[0] in ("sim", "bench") else {}

@@ -20,13 +20,11 @@ def emulate(
     json_output: bool = JsonOption,
 ) -> None:
     """Run emulated AWG, scope and DC source until Ctrl-C; prints their VISA resource strings."""
-    from sim_backends.emulated import EmulatedLab, serve_tcp
-    from spinlab.device import open_device, parse_address
+    from spinlab.sim_backends.emulated import EmulatedLab, serve_tcp
+    from spinlab.registry import open_device
 
     with user_errors():
-        scheme, _, query = parse_address(device)
-        options = {"seed": seed} if scheme == "sim" and "seed" not in query else {}
-        model = open_device(device, **options)
+        model = open_device(device, defaults={"seed": seed})
         try:
             lab = EmulatedLab(model, seed=seed, trigger_delay_s=trigger_delay_s, scope_noise_V=scope_noise_V)
             try:

@@ -8,8 +8,7 @@ from typing import Any, Optional
 import typer
 
 from spinlab.cli.common import (ControlKeysOption, ControlOption, DeviceOption, JsonOption,
-                                MonitorOption, RunsDirOption, SeedOption, emit_json,
-                                seeded_device_options, user_errors)
+                                MonitorOption, RunsDirOption, SeedOption, emit_json, user_errors)
 
 
 class _ConsoleProgress:
@@ -45,15 +44,15 @@ def characterize(
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from protocols.characterize import CharacterizeConfig, config_dict, run_characterize
-    from spinlab.device import open_device
+    from spinlab.protocols.characterize import CharacterizeConfig, config_dict, run_characterize
+    from spinlab.registry import open_device
     from spinlab.run import Run
 
     start = time.perf_counter()
     with user_errors():
         config = CharacterizeConfig(bias_points=bias_points, step_bias_A=step_bias_A,
                                     step_repeats=step_repeats)
-        with open_device(device, **seeded_device_options(device, seed)) as dev:
+        with open_device(device, defaults={"seed": seed}) as dev:
             with Run("characterize", {**config_dict(config), "device": device, "seed": seed},
                      root=runs_dir, device=dev, monitor=monitor, control=control,
                      control_keys=control_keys) as run:

@@ -10,7 +10,7 @@ import typer
 from spinlab.cli.common import (ControlKeysOption, ControlOption, DeviceOption, JsonOption,
                                 MonitorOption, RunsDirOption, SeedOption, emit_json, optional_path,
                                 user_errors)
-from protocols.spoken_digits import SpokenDigitsConfig as _D  # help texts show its defaults
+from spinlab.protocols.spoken_digits import SpokenDigitsConfig as _D  # help texts show its defaults
 
 run_app = typer.Typer(help="Run a lab protocol on a device.", no_args_is_help=True)
 data_app = typer.Typer(help="Datasets used by the protocols.", no_args_is_help=True)
@@ -44,9 +44,9 @@ def spoken_digits(
 ) -> None:
     """Spoken-digit recognition with the device as a time-multiplexed reservoir (FSDD)."""
     with user_errors():
-        from protocols.spoken_digits import SpokenDigitsConfig, config_dict, run_spoken_digits
+        from spinlab.protocols.spoken_digits import SpokenDigitsConfig, config_dict, run_spoken_digits
         from spinlab.audio import default_cache_dir
-        from spinlab.device import open_device
+        from spinlab.registry import open_device
         from spinlab.run import Run
 
         data_dir = data if data is not None else default_cache_dir() / "recordings"
@@ -58,7 +58,7 @@ def spoken_digits(
             data_dir=str(data_dir), split=split, test_speaker=test_speaker, limit=limit,
             feature_kind=features, seed=seed, store_frame_states=store_states,
             feature_cache_dir=str(Path(runs_dir) / ".cache"), **overrides)
-        with open_device(device) as dev, _ProgressBar() as bar:
+        with open_device(device, defaults={"seed": seed}) as dev, _ProgressBar() as bar:
             with Run("spoken-digits", config_dict(config), root=runs_dir, device=dev, monitor=monitor,
                      control=control, control_keys=optional_path(control_keys)) as run:
                 summary = run_spoken_digits(dev, config, run, progress=bar)

@@ -15,8 +15,7 @@ from typing import Any, Optional
 import typer
 
 from spinlab.cli.common import (ControlKeysOption, ControlOption, JsonOption, MonitorOption,
-                                RunsDirOption, SeedOption, emit_json, seeded_device_options,
-                                user_errors)
+                                RunsDirOption, SeedOption, emit_json, user_errors)
 from spinlab.errors import ConfigError
 
 twin_app = typer.Typer(help="Spin-Neural ODE digital twin: train, evaluate.", no_args_is_help=True)
@@ -61,7 +60,7 @@ def _acquire_config(duration_s: float, dt_s: float, record_s: float, hold_s: str
                     amplitude_V: float, bias_A: Optional[str], field_T: Optional[str],
                     condition: Optional[list[str]], seed: int, **extra: Any) -> Any:
     """The AcquireConfig of the drive options shared by `acquire` and `twin train`."""
-    from protocols.acquire import AcquireConfig
+    from spinlab.protocols.acquire import AcquireConfig
 
     return AcquireConfig(duration_s=duration_s, dt_s=dt_s, record_s=record_s,
                          hold_s=_pair(hold_s, "--hold-s"), amplitude_V=amplitude_V,
@@ -97,15 +96,15 @@ def acquire(
     seed: int = SeedOption,
 ) -> None:
     """Record random multi-level drives and the device's responses (twin training data)."""
-    from protocols.acquire import run_acquire
-    from spinlab.device import open_device
+    from spinlab.protocols.acquire import run_acquire
+    from spinlab.registry import open_device
     from spinlab.run import Run
 
     start = time.perf_counter()
     with user_errors():
         config = _acquire_config(duration_s, dt_s, record_s, hold_s, amplitude_V,
                                  bias_A, field_T, condition, seed)
-        with open_device(device, **seeded_device_options(device, seed)) as dev:
+        with open_device(device, defaults={"seed": seed}) as dev:
             with Run("acquire", {**config.to_dict(), "device": device}, root=runs_dir, device=dev,
                      monitor=monitor, control=control, control_keys=control_keys) as run:
                 run.record_seed("device", seed)
@@ -237,8 +236,8 @@ def _train_device(address: str, out: Path, acq: Any, arch: Any, tcfg: Any, commo
 
     import numpy as np
 
-    from protocols.acquire import RunRecorder, recording_batches
-    from spinlab.device import open_device
+    from spinlab.protocols.acquire import RunRecorder, recording_batches
+    from spinlab.registry import open_device
     from spinlab.run import Run
     from spinlab.twin.checkpoint import TwinMeta, save_twin
     from spinlab.twin.data import condition_ranges, estimate_noise_std, fit_normalisation
@@ -252,7 +251,7 @@ def _train_device(address: str, out: Path, acq: Any, arch: Any, tcfg: Any, commo
     config = {"source": "device", "device": address, "acquire": acq.to_dict(),
               "online": asdict(online),
               "architecture": arch.to_dict(), "train": asdict(tcfg), "out": str(out)}
-    with open_device(address, **seeded_device_options(address, seed)) as dev:
+    with open_device(address, defaults={"seed": seed}) as dev:
         with Run("twin-train", config, root=common["runs_dir"], device=dev,
                  monitor=common["monitor"], control=common["control"],
                  control_keys=common["control_keys"]) as run:
@@ -366,10 +365,10 @@ def evaluate(
     seed: int = typer.Option(1000, "--seed", help="Seed of the fresh drives (differs from training's 0)."),
 ) -> None:
     """Score a twin against a device on fresh random drives (NRMSE) and plot both."""
-    from spinlab.device import open_device
+    from spinlab.registry import open_device
     from spinlab.run import Run
-    from spinlab.twin.evaluate import EvalConfig, evaluate as run_eval, plot_examples
-    from sim_backends.twin_device import open_twin
+    from spinlab.protocols.twin_eval import EvalConfig, evaluate as run_eval, plot_examples
+    from spinlab.sim_backends.twin_device import open_twin
 
     start = time.perf_counter()
     with user_errors():
@@ -378,7 +377,7 @@ def evaluate(
                          hold_s=_pair(hold_s, "--hold-s"), amplitude_V=amplitude_V,
                          conditions=_conditions(bias_A, field_T, condition or []) or None,
                          repeats=repeats, seed=seed)
-        with open_device(device, **seeded_device_options(device, seed)) as dev:
+        with open_device(device, defaults={"seed": seed}) as dev:
             with Run("twin-eval", {"checkpoint": str(checkpoint), "device": device,
                                    **{k: v for k, v in cfg.__dict__.items()}},
                      root=runs_dir, device=dev, monitor=monitor, control=control,

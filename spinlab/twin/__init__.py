@@ -5,7 +5,6 @@
 ``data``       trajectories, normalisation, random training segments, MuMax3 tables
 ``train``      offline and online (fit-while-acquiring) trainers
 ``checkpoint`` save/load with metadata and provenance (``torch.load(weights_only=True)``)
-``evaluate``   score a twin against its device on fresh drives
 
 A trained checkpoint is a Device through ``open_device("twin:PATH")``
 (``sim_backends.twin_device``).

@@ -17,7 +17,7 @@ import numpy as np
 from spinlab import Device, Waveform
 from spinlab.errors import ConfigError
 from spinlab.twin.data import nrmse
-from protocols.acquire import AcquireConfig, check_conditions, effective_amplitude, random_multilevel
+from spinlab.protocols.acquire import AcquireConfig, check_conditions, effective_amplitude, random_multilevel
 
 
 @dataclass(frozen=True)
