@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from spinlab import (Device, DeviceAddressError, SafetyLimitError, SafetyLimits, Waveform,
+from spinlab import (ConfigError, Device, DeviceAddressError, SafetyLimitError, SafetyLimits, Waveform,
                      WaveformError, open_device)
 from spinlab.registry import parse_address
 
@@ -48,9 +48,9 @@ def test_over_limit_bias_never_reaches_backend():
 
 def test_unknown_condition_and_wrong_length_are_refused():
     dev = RecordingDevice()
-    with pytest.raises(SafetyLimitError, match="temperature_K"):
+    with pytest.raises(ConfigError, match="temperature_K"):
         dev.respond(Waveform(np.zeros(3), 1e-8), {"temperature_K": 4.0})
-    with pytest.raises(SafetyLimitError, match="one value per drive"):
+    with pytest.raises(ConfigError, match="one value per drive"):
         dev.respond(Waveform(np.zeros((2, 3)), 1e-8), {"bias_A": [1e-3, 1e-3, 1e-3]})
     assert dev.calls == []
 

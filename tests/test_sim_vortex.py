@@ -179,7 +179,7 @@ def test_bad_drives_rejected_before_the_kernel(monkeypatch):
         dev.respond(const_drive(10, 0.6))
     with pytest.raises(SafetyLimitError):
         dev.respond(const_drive(10), {"bias_A": 12e-3})
-    with pytest.raises(SafetyLimitError):
+    with pytest.raises(ConfigError):
         dev.respond(const_drive(10), {"temperature_K": 300})
     with pytest.raises(WaveformError):
         Waveform(np.array([0.0, np.nan]), DT)
