@@ -1,16 +1,17 @@
-"""Conventions shared by every command: ``--json`` last line, run options, clean errors."""
+"""Conventions shared by every command: ``--json`` last line, run options, clean errors, and
+the one way a command runs a plan (:func:`run_plan`)."""
 from __future__ import annotations
 
 import contextlib
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import typer
 
-from spinlab.errors import RunAborted, SpinlabError
-from spinlab.run import to_jsonable
+from spinlab.errors import RunAborted, RunInterrupted, SpinlabError
 
 DeviceOption = typer.Option(..., "--device", "-d",
                             help="Device address: sim:vortex, sim:macrospin, bench:emulated, bench:STATION.toml, twin:PATH.pt")
@@ -22,20 +23,42 @@ ControlOption = typer.Option(None, "--control",
                              help="Serve the CURVE-authenticated control channel on this address.")
 ControlKeysOption = typer.Option(None, "--control-keys",
                                  help="Directory with the server secret key and authorised client public keys (see `spinlab keys`).")
-SeedOption = typer.Option(0, "--seed", help="Seed for every random choice of the run (recorded in the run file).")
+SeedOption = typer.Option(0, "--seed", help="Seed of every random choice of the run (recorded in the run file); "
+                                            "a seed in the device address wins for the device's noise.")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The options every run command takes."""
+
+    runs_dir: Path = Path("runs")
+    monitor: Optional[str] = None
+    control: Optional[str] = None
+    control_keys: Optional[Path] = None
+    seed: int = 0
+    progress: bool = True
 
 
 def emit_json(summary: dict[str, Any]) -> None:
     """The one-line JSON convention: the last line of stdout is the summary object."""
-    sys.stdout.write(json.dumps(to_jsonable(summary), sort_keys=True) + "\n")
+    from spinlab.engine.documents import to_jsonable
+
+    sys.stdout.write(json.dumps(to_jsonable(summary), sort_keys=True, default=str) + "\n")
     sys.stdout.flush()
 
 
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn spinlab's specific errors into a one-line message and exit code 2 (no traceback)."""
+    """Turn spinlab's specific errors into a one-line message and an exit code (no traceback):
+    2 for an error, 3 for a remote abort, 128 + signal for a signal (130 Ctrl-C, 143 SIGTERM)."""
     try:
         yield
+    except RunInterrupted as exc:
+        where = getattr(exc, "run_path", None)
+        hint = f"; continue it with: spinlab resume {where}" if where else ""
+        typer.secho(f"interrupted by {exc.signal_name}: outputs are off, every completed step is "
+                    f"saved{hint}", err=True, fg="yellow")
+        raise typer.Exit(exc.exit_code) from None
     except RunAborted as exc:
         typer.secho(f"aborted: {exc}", err=True, fg="yellow")
         raise typer.Exit(3) from None
@@ -43,10 +66,46 @@ def user_errors() -> Iterator[None]:
         typer.secho("interrupted: outputs are off, data flushed", err=True, fg="yellow")
         raise typer.Exit(130) from None
     except SpinlabError as exc:
-        typer.secho(f"error: {exc}", err=True, fg="red")
+        where = getattr(exc, "run_path", None)
+        typer.secho(f"error: {exc}" + (f" (run directory {where})" if where else ""), err=True, fg="red")
         raise typer.Exit(2) from None
+
+
+def run_plan(plan: Any, device: Any, options: RunOptions, *, resume: Optional[Path] = None) -> Any:
+    """Run (or resume) ``plan`` with the standard subscribers: the progress display, and the
+    ZeroMQ publisher and control channel when their addresses are given."""
+    from spinlab.engine import ProgressDisplay, RunEngine
+
+    subscribers: list[Any] = [ProgressDisplay()] if options.progress else []
+    if options.monitor:
+        from spinlab.monitoring.documents import MonitorPublisher
+
+        publisher = MonitorPublisher(options.monitor)
+        subscribers.append(publisher)
+        typer.secho(f"monitor: spinlab monitor {publisher.endpoint}", err=True)
+    control = None
+    if options.control:
+        from spinlab.monitoring import ControlServer
+
+        server = ControlServer(options.control, keys_dir=options.control_keys)
+
+        def control(state: Any) -> Any:
+            server.run = state
+            return server
+
+    engine = RunEngine(options.runs_dir)
+    try:
+        if resume is not None:
+            return engine.resume(resume, device, subscribers=subscribers, control=control)
+        return engine.run(plan, device, seed=options.seed, subscribers=subscribers, control=control)
+    finally:
+        if control is not None:
+            server.close()
+        for subscriber in subscribers:
+            close = getattr(subscriber, "close", None)
+            if close is not None:
+                close()
 
 
 def optional_path(value: Optional[str]) -> Optional[Path]:
     return Path(value) if value else None
-
