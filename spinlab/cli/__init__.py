@@ -48,6 +48,10 @@ class LazyGroup(TyperGroup):
             return None
         return module_commands(COMMANDS[name][0]).get_command(ctx, name)
 
+    def format_help(self, ctx, formatter) -> None:
+        # typer's rich help would resolve (import) every command to draw its panel
+        super(TyperGroup, self).format_help(ctx, formatter)
+
     def format_commands(self, ctx, formatter) -> None:
         with formatter.section("Commands"):
             formatter.write_dl([(name, short) for name, (_, short) in COMMANDS.items()])
