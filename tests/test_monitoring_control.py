@@ -1,5 +1,4 @@
 """The CURVE-authenticated control channel over real loopback sockets, driving a sim:vortex run."""
-import threading
 import time
 
 import h5py
@@ -10,7 +9,7 @@ import zmq
 import zmq.auth
 
 import spinlab
-from spinlab import Device, RunAborted, Waveform
+from spinlab import Device, RunAborted
 from spinlab.errors import ConfigError
 from spinlab.monitoring import ControlClient, ControlError, ControlServer, create_keys
 

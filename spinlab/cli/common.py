@@ -83,23 +83,24 @@ def run_plan(plan: Any, device: Any, options: RunOptions, *, resume: Optional[Pa
         publisher = MonitorPublisher(options.monitor)
         subscribers.append(publisher)
         typer.secho(f"monitor: spinlab monitor {publisher.endpoint}", err=True)
-    control = None
+    server = None
     if options.control:
         from spinlab.monitoring import ControlServer
 
         server = ControlServer(options.control, keys_dir=options.control_keys)
 
-        def control(state: Any) -> Any:
-            server.run = state
-            return server
+    def control(state: Any) -> Any:
+        server.run = state
+        return server
 
     engine = RunEngine(options.runs_dir)
     try:
+        factory = control if server is not None else None
         if resume is not None:
-            return engine.resume(resume, device, subscribers=subscribers, control=control)
-        return engine.run(plan, device, seed=options.seed, subscribers=subscribers, control=control)
+            return engine.resume(resume, device, subscribers=subscribers, control=factory)
+        return engine.run(plan, device, seed=options.seed, subscribers=subscribers, control=factory)
     finally:
-        if control is not None:
+        if server is not None:
             server.close()
         for subscriber in subscribers:
             close = getattr(subscriber, "close", None)

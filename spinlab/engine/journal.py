@@ -29,17 +29,13 @@ from typing import Any, Iterator
 import msgpack
 import numpy as np
 
-from spinlab.errors import ConfigError
+from spinlab.errors import JournalError
 
 MAGIC = b"SPINLAB-JOURNAL\x01"
 _HEAD = struct.Struct("<4sQI")
 _TAG = b"REC1"
 #: dtype kinds a journal stores: bool, ints, floats, complex, fixed-width bytes / unicode
 _KINDS = set("biufcSU")
-
-
-class JournalError(ConfigError):
-    """A journal file is not a spinlab journal (or its start is damaged)."""
 
 
 def _default(value: Any) -> Any:
