@@ -100,7 +100,7 @@ class Emulated33500B(ScpiInstrument):
         self.query(src + "DATA:VOLatile:FREE", lambda a: self._no_args(a) or str(self._free_points()))
         self.query(src + "DATA:ATTRibute:POINts", lambda a: str(self._arb(a).size))
         self.query(src + "DATA:ATTRibute:AVERage", lambda a: format_float(float(np.mean(self._arb(a))) / DAC_FULL_SCALE))
-        self.query(src + "DATA:ATTRibute:PTPeak", lambda a: format_float(float(np.ptp(self._arb(a))) / DAC_FULL_SCALE))
+        self.query(src + "DATA:ATTRibute:PTPeak", lambda a: format_float(float(np.ptp(self._arb(a).astype(np.int32))) / DAC_FULL_SCALE))
         self.command(src + "BURSt:STATe", lambda a: setattr(self, "burst_on", arg_bool(self._one(a))))
         self.query(src + "BURSt:STATe", lambda a: self._no_args(a) or str(int(self.burst_on)))
         self.command(src + "BURSt:NCYCles", self._set_ncycles)
