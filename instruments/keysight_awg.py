@@ -37,8 +37,9 @@ from spinlab.errors import ConfigError, InstrumentError, WaveformError
 DAC_FULL_SCALE = 32767
 _ARB_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,11}$")
 _FUNCTIONS = ["SIN", "SQU", "RAMP", "PULS", "NOIS", "DC", "ARB", "PRBS", "TRI"]
-#: Relative tolerance of the arb mean read back (instruments may normalise by 32767 or 32768).
-_MEAN_RTOL = 1e-4
+#: Relative tolerance of the arb attributes read back: instruments may normalise by 32767 or
+#: 32768 (3.05e-5 apart).
+_ATTRIBUTE_RTOL = 4e-5
 
 
 class AwgState(NamedTuple):
@@ -298,7 +299,7 @@ class Keysight33500B(ErrorQueueMixin, SCPIMixin, Instrument):
         if points != codes.size:
             wrong.append(f"{points} points instead of {codes.size}")
         for what, got, want, text in (("mean", mean, want_mean, fields[1]), ("peak-to-peak", ptp, want_ptp, fields[2])):
-            if not abs(got - want) <= _MEAN_RTOL * abs(want) + _last_digit(text) + 1e-12:
+            if not abs(got - want) <= _ATTRIBUTE_RTOL * abs(want) + _last_digit(text) + 1e-12:
                 wrong.append(f"{what} {got:.10g} instead of {want:.10g}")
         if wrong:
             raise InstrumentError(f"the AWG holds arb {name!r} with {', '.join(wrong)}: the upload was "

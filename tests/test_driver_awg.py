@@ -231,7 +231,7 @@ def test_verified_upload_reads_back_points_mean_and_peak_to_peak():
 @pytest.mark.parametrize("attributes,what", [
     ("+7;+0.00000000000000E+00;+2.00000000000000E+00", "7 points instead of 8"),
     ("+8;+3.05185094759972E-05;+2.00000000000000E+00", "mean"),        # one code changed by 8
-    ("+8;+0.00000000000000E+00;+1.99993896484375E+00", "peak-to-peak"),  # 2 codes short
+    ("+8;+0.00000000000000E+00;+1.99975585192419E+00", "peak-to-peak"),  # 8 codes short
 ])
 def test_verified_upload_refuses_a_damaged_arb(attributes, what):
     samples, protocol = _verified_upload(attributes)
