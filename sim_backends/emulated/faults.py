@@ -222,13 +222,13 @@ def damage_sent_block(kind: str, reply: bytes, rng: np.random.Generator) -> byte
         length = str(len(short)).encode()
         return b"#" + str(len(length)).encode() + length + short + rest
     # corrupt: garbage over some bytes, and a few garbage bytes inserted (a framing slip)
-    damaged = bytearray(payload)
-    if damaged:
-        spots = rng.integers(0, len(damaged), size=min(8, len(damaged)))
+    damaged = np.frombuffer(payload, dtype=np.uint8).copy()
+    if damaged.size:
+        spots = rng.integers(0, damaged.size, size=min(8, damaged.size))
         damaged[spots] = rng.integers(0, 256, size=spots.size, dtype=np.uint8)
-    at = int(rng.integers(0, len(damaged) + 1))
+    at = int(rng.integers(0, damaged.size + 1))
     extra = rng.integers(0, 256, size=int(rng.integers(1, 9)), dtype=np.uint8).tobytes()
-    return header + bytes(damaged[:at]) + extra + bytes(damaged[at:]) + rest
+    return header + damaged[:at].tobytes() + extra + damaged[at:].tobytes() + rest
 
 
 def damage_received_block(buf: bytearray, start: int, stop: int, rng: np.random.Generator) -> None:

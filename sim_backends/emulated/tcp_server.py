@@ -47,8 +47,9 @@ class _ScpiHandler(socketserver.BaseRequestHandler):
                 if not data:
                     return
                 session.write(data)
-            if not session.alive:  # dropped: reset the connection instead of closing it politely
+            if not session.alive:  # dropped: reset the connection (RST) instead of closing it politely
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()
                 return
             reply = session.read()
             if reply:
