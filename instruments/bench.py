@@ -599,7 +599,8 @@ class Bench(Device):
             try:
                 action()
             except Exception as exc:  # the other output must still go off
-                log.error("could not switch the %s off: %s", name, one_line(exc.cause if isinstance(exc, StepFailed) else exc))
+                log.error("could not switch the %s off, or not confirm that it is off: %s", name,
+                          one_line(exc.cause if isinstance(exc, StepFailed) else exc))
 
     def _awg_off(self) -> None:
         with self.links["awg"].step("switching its output off") as awg:
@@ -754,15 +755,7 @@ def _connect(station: Station, visa_library: Any, *, model: Device | None = None
     links: dict[str, Link] = {}
 
     def opener(cls: type, resource: str) -> Callable[[float], Any]:
-        def open_driver(timeout_s: float) -> Any:
-            inst = cls(resource, visa_library=visa_library, timeout=int(timeout_s * 1000))
-            try:
-                inst.id  # noqa: B018 - it must answer before it is used
-            except BaseException:
-                inst.adapter.close()
-                raise
-            return inst
-        return open_driver
+        return lambda timeout_s: cls(resource, visa_library=visa_library, timeout=int(timeout_s * 1000))
 
     try:
         if not station.emulated:

@@ -39,7 +39,8 @@ def one_line(exc: BaseException) -> str:
 
 
 class Link:
-    """``open_driver(timeout_s)`` returns a driver that has answered ``*IDN?``."""
+    """``open_driver(timeout_s)`` opens a connection and returns the driver on it; the link
+    then checks that the instrument answers ``*IDN?``."""
 
     def __init__(self, key: str, role: str, resource: str, open_driver: Callable[[float], Any],
                  timeout_s: float) -> None:
@@ -51,6 +52,11 @@ class Link:
         self.driver = open_driver(timeout_s)
         #: False once it failed to answer after a reconnection: do not wait on it any more
         self.answering = True
+        try:
+            self.driver.id  # noqa: B018 - it must answer before it is used
+        except BaseException:
+            self.close()
+            raise
 
     @contextlib.contextmanager
     def step(self, what: str) -> Iterator[Any]:
@@ -69,7 +75,9 @@ class Link:
         self.close()
         try:
             self.driver = self._open(probe_s)
+            self.driver.id  # noqa: B018
         except FAULTS as exc:
+            # keep the new connection if there is one: writes (outputs off) may still get through
             self.answering = False
             raise StepFailed(self, "reconnecting", exc) from exc
         self.set_timeout(self.timeout_s)
