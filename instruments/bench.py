@@ -54,7 +54,7 @@ ADC_BITS = 8
 #: the edge does not count).
 CLIPPED_RUN = 8
 #: How long a reconnected instrument gets to answer ``*IDN?`` (the timeout budget of a fault).
-PROBE_TIMEOUT_S = 2.0
+PROBE_TIMEOUT_S = 1.0
 #: A source left sourcing a voltage is ramped down in this many steps (the station ramps in A).
 VOLTAGE_RAMP_STEPS = 20
 
@@ -591,10 +591,7 @@ class Bench(Device):
     def outputs_off(self) -> None:
         """Switch the AWG output and the bias source off and read both states back (a query
         also guarantees the instrument has executed the writes); keep going if one fails. An
-        instrument that stopped answering gets a short timeout, so this cannot hang."""
-        for link in self.links.values():
-            if not link.answering:
-                link.set_timeout(min(link.timeout_s, PROBE_TIMEOUT_S))
+        instrument that stopped answering is only written to, so this cannot hang on it."""
         for name, action in (("AWG output", self._awg_off), ("bias source", self._source_off)):
             try:
                 action()
@@ -603,8 +600,11 @@ class Bench(Device):
                           one_line(exc.cause if isinstance(exc, StepFailed) else exc))
 
     def _awg_off(self) -> None:
-        with self.links["awg"].step("switching its output off") as awg:
+        link = self.links["awg"]
+        with link.step("switching its output off") as awg:
             awg.output_enabled = False
+            if not link.answering:
+                raise InstrumentError("the AWG does not answer, so OUTP OFF is unconfirmed")
             if awg.output_enabled:
                 raise InstrumentError("the AWG output still reports ON after OUTP OFF")
 
@@ -617,6 +617,8 @@ class Bench(Device):
         believed, self._bias_A = self._bias_A, None
         with link.step("switching the bias off") as source:
             try:
+                if not link.answering:
+                    raise InstrumentError("it does not answer")
                 state = source.output_state()
             except FAULTS as exc:
                 log.error("could not read back the bias source (%s); ramping down from the last level set, "
@@ -635,6 +637,8 @@ class Bench(Device):
             self._bias_A = None
             source.source_current = 0.0
             source.source_enabled = False
+            if not link.answering:
+                raise InstrumentError("the bias source does not answer, so OUTP OFF is unconfirmed")
             if source.source_enabled:
                 raise InstrumentError("the bias source output still reports ON after OUTP OFF")
 

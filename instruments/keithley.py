@@ -1,21 +1,25 @@
 """Keithley 2400 SourceMeter: pymeasure's driver, made safe to leave unattended.
 
 pymeasure's ``Keithley2400`` sets no message terminators (a raw-socket GPIB-LAN bridge then only
-returns on timeout) and reads the error queue until it empties, forever if it never does. This
-subclass ends messages with LF, drains the queue through :class:`~.scpi.ErrorQueueMixin` (bounded,
-with ``raise_errors``), and reads the whole output state in one query so the bench can tell
-where the bias really is before it moves it (after a crash, a reset or a reconnect).
+returns on timeout), reads the error queue until it empties, forever if it never does, and
+answers a malformed output-state reply with a bare ``KeyError``. This subclass ends messages
+with LF, drains the queue through :class:`~.scpi.ErrorQueueMixin` (bounded, with
+``raise_errors``), validates the output state it reads, and reads the whole output state in one
+query so the bench can tell where the bias really is before it moves it (after a crash, a reset
+or a reconnect).
 """
 from __future__ import annotations
 
 import math
 from typing import Any, NamedTuple
 
+from pymeasure.instruments import Instrument
 from pymeasure.instruments.keithley import Keithley2400 as _PymeasureKeithley2400
+from pymeasure.instruments.validators import strict_discrete_set
 
 from spinlab.errors import InstrumentError
 from spinlab.instruments.capabilities import KEITHLEY_2400
-from spinlab.instruments.scpi import ErrorQueueMixin, parse_bool, parse_choice, parse_float
+from spinlab.instruments.scpi import RAW_REPLY, ErrorQueueMixin, bool_reply, parse_bool, parse_choice, parse_float
 
 
 class SourceState(NamedTuple):
@@ -29,6 +33,14 @@ class SourceState(NamedTuple):
 
 class Keithley2400(ErrorQueueMixin, _PymeasureKeithley2400):
     """Keithley 2400 with LF terminators, a bounded error queue and :meth:`output_state`."""
+
+    source_enabled = Instrument.control(
+        "OUTPUT?", "OUTPUT %d",
+        """Control whether the source output is on (bool); a reply other than 0/1 raises
+        InstrumentError.""",
+        validator=strict_discrete_set, values=[True, False], set_process=int,
+        get_process=bool_reply("output state"), **RAW_REPLY,
+    )
 
     def __init__(self, adapter, name: str = "Keithley 2400 SourceMeter", **kwargs: Any) -> None:
         kwargs.setdefault("read_termination", "\n")

@@ -68,19 +68,24 @@ class Link:
         except FAULTS as exc:
             raise StepFailed(self, what, exc) from exc
 
-    def reconnect(self, probe_s: float) -> None:
+    def reconnect(self, probe_s: float, tries: int = 2) -> None:
         """Close the connection (stale replies go with it) and open a new one that must answer
-        ``*IDN?`` within ``probe_s``; raises :class:`StepFailed` (and stops waiting on this
-        instrument) when it does not."""
-        self.close()
-        try:
-            self.driver = self._open(probe_s)
-            self.driver.id  # noqa: B018
-        except FAULTS as exc:
-            # keep the new connection if there is one: writes (outputs off) may still get through
-            self.answering = False
-            raise StepFailed(self, "reconnecting", exc) from exc
-        self.set_timeout(self.timeout_s)
+        ``*IDN?`` within ``probe_s`` (``tries`` fresh connections: one lost reply is not a dead
+        instrument); raises :class:`StepFailed` (and stops waiting on this instrument) when it
+        never does."""
+        for attempt in range(tries):
+            self.close()
+            try:
+                self.driver = self._open(probe_s)
+                self.driver.id  # noqa: B018
+            except FAULTS as exc:
+                if attempt + 1 < tries:
+                    continue
+                # keep the new connection if there is one: writes (outputs off) may still get through
+                self.answering = False
+                raise StepFailed(self, "reconnecting", exc) from exc
+            self.set_timeout(self.timeout_s)
+            return
 
     def set_timeout(self, timeout_s: float) -> None:
         connection = getattr(self.driver.adapter, "connection", None)

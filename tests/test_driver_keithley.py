@@ -35,3 +35,13 @@ def test_error_queue_is_bounded_and_raises():
             smu.raise_errors("setting the bias")
         with pytest.raises(InstrumentError, match="did not empty"):
             smu.check_errors()
+
+
+def test_source_enabled_keeps_pymeasures_bytes_and_refuses_nan():
+    with expected_protocol(Keithley2400, [INIT, ("OUTPUT 1", None), ("OUTPUT 0", None), ("OUTPUT?", "1"),
+                                          ("OUTPUT?", "+9.91E+37")]) as smu:
+        smu.source_enabled = True
+        smu.source_enabled = False
+        assert smu.source_enabled is True
+        with pytest.raises(InstrumentError, match="output state"):
+            smu.source_enabled

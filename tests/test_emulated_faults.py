@@ -216,7 +216,7 @@ def test_delay_holds_the_reply(lab):
 def test_silent_and_nan(lab):
     lab.inject("silent@source:at=2,nan@source")
     session = lab.source.open_session()
-    assert ask(session, b":SOUR:CURR?\n") == b"+9.91E+37\n"     # 1st reply: numeric -> NaN
+    assert ask(session, b":SOUR:CURR?;:OUTP?\n") == b"+9.91E+37;0\n"     # 1st reply: its first number
     assert ask(session, b"*IDN?\n", wait_s=0.2) == b""           # 2nd reply: never sent
     assert ask(session, b":SOUR:CURR?\n") == b"+0.00000000000000E+00\n"
     assert lab.fault_log.entries == [("nan@source", 1), ("silent@source:at=2", 2)]

@@ -22,6 +22,7 @@ position in the spec, so a run is reproducible. ``s`` is the hold time of ``dela
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -35,7 +36,7 @@ INSTRUMENTS = ("awg", "scope", "source")
 KINDS: dict[str, tuple[str, str]] = {
     "delay": ("reply", "the reply is held back s seconds"),
     "silent": ("reply", "the reply is never sent (the instrument hangs on that query)"),
-    "nan": ("number", "a numeric reply reads +9.91E+37, the SCPI not-a-number"),
+    "nan": ("number", "the first number of a reply reads +9.91E+37, the SCPI not-a-number"),
     "drop": ("message", "the connection drops; the message that was arriving is lost"),
     "error": ("message", "a -310 'System error' entry appears in the error queue"),
     "reset": ("message", "the instrument falls back to its *RST state before the message runs"),
@@ -188,12 +189,26 @@ class FaultInjector:
 
 
 # --- what the faults do to bytes --------------------------------------------------------------
-def is_number(reply: bytes) -> bool:
+_FIELDS = re.compile(rb"([;,])")
+
+
+def _is_number(text: bytes) -> bool:
     try:
-        float(reply.strip())
+        float(text.strip())
     except ValueError:
         return False
     return True
+
+
+def nan_reply(reply: bytes) -> bytes | None:
+    """``reply`` with its first numeric field (``;``/``,`` separated) replaced by the SCPI NaN,
+    or None when it holds no number."""
+    fields = _FIELDS.split(reply.rstrip(b"\n"))
+    for i in range(0, len(fields), 2):
+        if _is_number(fields[i]):
+            fields[i] = SCPI_NAN
+            return b"".join(fields) + b"\n"
+    return None
 
 
 def split_block(reply: bytes) -> tuple[bytes, bytes, bytes] | None:
@@ -240,4 +255,4 @@ def damage_received_block(buf: bytearray, start: int, stop: int, rng: np.random.
         buf[spot] ^= int(rng.integers(1, 256))
 
 
-__all__ = ["Fault", "FaultInjector", "FaultLog", "KINDS", "INSTRUMENTS", "SYNTAX", "parse_faults"]
+__all__ = ["Fault", "FaultInjector", "FaultLog", "KINDS", "INSTRUMENTS", "SYNTAX", "nan_reply", "parse_faults"]

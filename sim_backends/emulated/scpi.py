@@ -30,8 +30,8 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from spinlab.sim_backends.emulated.faults import (SCPI_NAN, FaultInjector, damage_received_block,
-                                                  damage_sent_block, is_number)
+from spinlab.sim_backends.emulated.faults import (FaultInjector, damage_received_block, damage_sent_block,
+                                                  nan_reply)
 
 #: Standard SCPI error messages (SCPI-99 vol. 2, ch. 21) used by the emulators.
 ERROR_MESSAGES = {
@@ -584,10 +584,10 @@ class ScpiInstrument:
                     hit = self.faults.fire("block_out")
                     if hit is not None:
                         data = damage_sent_block(hit[0].kind, data, hit[1])
-                elif is_number(data):
-                    hit = self.faults.fire("number")
-                    if hit is not None:
-                        data = SCPI_NAN + b"\n"
+                else:
+                    with_nan = nan_reply(data)
+                    if with_nan is not None and self.faults.fire("number") is not None:
+                        data = with_nan
             session.output += data
             self._output_ready.notify_all()
 
