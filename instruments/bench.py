@@ -226,6 +226,10 @@ class Bench(Device):
         try:
             self._identity = self._read_identity()
             self._attempts("opening the station", self._open_station)
+        except InstrumentFaultError as exc:
+            report = self._with_outputs(exc)
+            self.close()
+            raise report from exc.__cause__
         except BaseException:
             self.close()
             raise
@@ -356,6 +360,8 @@ class Bench(Device):
                     timeline[record.start:record.start + record.length] = \
                         response[record.keep:record.keep + record.length]
                 out[rows] = plan.unpack(timeline)
+        except InstrumentFaultError as exc:
+            raise self._with_outputs(exc) from exc.__cause__
         except BaseException:
             self.outputs_off()
             raise
@@ -366,26 +372,29 @@ class Bench(Device):
 
     # --- retries ---------------------------------------------------------------------------
     def _attempts(self, what: str, action: Callable[[], Any]) -> Any:
-        """``action()``, re-run after an instrument fault (at most ``[resources] retries`` times,
-        with back-off), once the failed instrument is reconnected and restored."""
+        """``action()``, re-run after an instrument fault once the failed instrument is
+        reconnected and restored, with back-off; an instrument may fail ``[resources] retries``
+        times per action before the bench gives up (independent faults of different
+        instruments do not add up; the number of attempts stays bounded)."""
         res = self.station.resources
+        failures: dict[str, int] = {}
         failed: Link | None = None
-        failures = 0
         while True:
             try:
                 if failed is not None:
                     self._recover(failed)
                 return action()
             except StepFailed as fault:
-                failures += 1
-                self.fault_log.append({"what": what, "instrument": fault.link.role, "step": fault.step,
+                link = fault.link
+                count = failures[link.key] = failures.get(link.key, 0) + 1
+                self.fault_log.append({"what": what, "instrument": link.role, "step": fault.step,
                                        "error": one_line(fault.cause)})
-                if not fault.link.answering or failures > res.retries:
-                    raise self._gave_up(what, fault, failures) from fault.cause
-                log.warning("%s failed %s (%s): %s; retrying (%d of %d)", fault.link.role, fault.step,
-                            what, one_line(fault.cause), failures, res.retries)
-                time.sleep(res.retry_backoff_s * 3 ** (failures - 1))
-                failed = fault.link
+                if not link.answering or count > res.retries:
+                    raise self._gave_up(what, fault, count) from fault.cause
+                log.warning("%s failed %s (%s): %s; retrying (%d of %d)", link.role, fault.step, what,
+                            one_line(fault.cause), count, res.retries)
+                time.sleep(res.retry_backoff_s * 3 ** (count - 1))
+                failed = link
 
     def _recover(self, link: Link) -> None:
         """A fresh connection (stale replies and half-read blocks go with the old one), an empty
@@ -405,12 +414,20 @@ class Bench(Device):
             return InstrumentFaultError(
                 f"the {link.role} at {link.resource} stopped answering ({what}, {fault.step}: "
                 f"{one_line(fault.cause)}) and did not answer *IDN? after reconnecting; check that it is "
-                f"on and connected, and [resources] timeout_s = {link.timeout_s:g} s. Outputs switched off")
+                f"on and connected, and [resources] timeout_s = {link.timeout_s:g} s")
         hint = "" if isinstance(fault.cause, InstrumentError) else (
             "; check that it is on, connected and used by nobody else")
         return InstrumentFaultError(
             f"the {link.role} at {link.resource} failed {attempts} time(s) {fault.step} ({what}): "
-            f"{one_line(fault.cause)}{hint}. Outputs switched off")
+            f"{one_line(fault.cause)}{hint}")
+
+    def _with_outputs(self, exc: InstrumentFaultError) -> InstrumentFaultError:
+        """Switch the outputs off and say in the error whether that could be confirmed."""
+        left = self.outputs_off()
+        if not left:
+            return InstrumentFaultError(f"{exc}; outputs are off")
+        return InstrumentFaultError(f"{exc}; the {' and the '.join(left)} could not be confirmed off: "
+                                    f"switch {'it' if len(left) == 1 else 'them'} off by hand")
 
     # --- one record ------------------------------------------------------------------------
     def _play(self, samples_V: np.ndarray, dt_s: float, timing: dict[str, float],
@@ -588,16 +605,29 @@ class Bench(Device):
         self._source_off()  # off already, or sourcing a voltage it was never told to
         self._configure_source()
 
-    def outputs_off(self) -> None:
+    def outputs_off(self) -> list[str]:
         """Switch the AWG output and the bias source off and read both states back (a query
-        also guarantees the instrument has executed the writes); keep going if one fails. An
-        instrument that stopped answering is only written to, so this cannot hang on it."""
-        for name, action in (("AWG output", self._awg_off), ("bias source", self._source_off)):
+        also guarantees the instrument has executed the writes); keep going if one fails. A
+        failed switch-off gets one fresh connection; an instrument that stopped answering is
+        only written to, so this cannot hang on it. Returns the outputs not confirmed off."""
+        left = []
+        for key, name, action in (("awg", "AWG output", self._awg_off), ("source", "bias source", self._source_off)):
+            link = self.links.get(key)
+            if link is None:
+                continue
             try:
-                action()
+                try:
+                    action()
+                except (StepFailed, *FAULTS):
+                    if not link.answering:
+                        raise
+                    link.reconnect(min(link.timeout_s, PROBE_TIMEOUT_S), tries=1)
+                    action()
             except Exception as exc:  # the other output must still go off
+                left.append(name)
                 log.error("could not switch the %s off, or not confirm that it is off: %s", name,
                           one_line(exc.cause if isinstance(exc, StepFailed) else exc))
+        return left
 
     def _awg_off(self) -> None:
         link = self.links["awg"]
