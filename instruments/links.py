@@ -53,7 +53,8 @@ class Link:
         #: False once it failed to answer after a reconnection: do not wait on it any more
         self.answering = True
         try:
-            self.driver.id  # noqa: B018 - it must answer before it is used
+            #: the instrument's ``*IDN?`` (it must answer before it is used)
+            self.idn: str = self.driver.id
         except BaseException:
             self.close()
             raise
@@ -77,7 +78,7 @@ class Link:
             self.close()
             try:
                 self.driver = self._open(probe_s)
-                self.driver.id  # noqa: B018
+                self.idn = self.driver.id
             except FAULTS as exc:
                 if attempt + 1 < tries:
                     continue

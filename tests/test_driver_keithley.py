@@ -44,4 +44,4 @@ def test_source_enabled_keeps_pymeasures_bytes_and_refuses_nan():
         smu.source_enabled = False
         assert smu.source_enabled is True
         with pytest.raises(InstrumentError, match="output state"):
-            smu.source_enabled
+            smu.source_enabled  # noqa: B018 - the read is the test

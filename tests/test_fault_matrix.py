@@ -18,7 +18,6 @@ Run as a script for the whole matrix as JSON lines: ``python tests/test_fault_ma
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from dataclasses import dataclass
@@ -114,7 +113,8 @@ def acquire(path: str, faults: str | None = None, *, noise: bool = False, seed: 
         except InstrumentFaultError as exc:
             error = str(exc)
         outputs = (bench.lab.awg.output_on, bench.lab.source.output_on)
-        return Outcome(responses, error, len(bench.fault_log), len(bench.lab.fault_log.entries), outputs,
+        retries = sum(entry["outcome"] == "retried" for entry in bench.fault_log)
+        return Outcome(responses, error, retries, len(bench.lab.fault_log.entries), outputs,
                        time.perf_counter() - t)
 
 

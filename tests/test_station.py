@@ -213,8 +213,10 @@ def test_awg_rate_defaults_to_the_model(tmp_path: Path) -> None:
 def test_sections_are_frozen_and_as_dict_is_plain() -> None:
     import json
 
+    from pydantic import ValidationError
+
     station = load_station(builtin_station("example_lab"))
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         station.awg.max_output_V = 9.0  # type: ignore[misc]
     data = station.as_dict()
     json.dumps(data)

@@ -16,7 +16,7 @@ import struct
 import threading
 from typing import TYPE_CHECKING
 
-from spinlab.sim_backends.emulated.scpi import Session
+from spinlab.sim_backends.emulated.scpi import ScpiInstrument, Session
 
 if TYPE_CHECKING:  # pragma: no cover
     from spinlab.sim_backends.emulated.lab import EmulatedLab
