@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from spinlab import Waveform, open_device
-from spinlab.errors import ConfigError, InstrumentFaultError, StationBusyError
+from spinlab.errors import ConfigError, InstrumentError, InstrumentFaultError, StationBusyError
 from spinlab.instruments.bench import open_bench
 from spinlab.instruments.station import STATIONS_DIR
 from spinlab.sim_backends.emulated import EmulatedLab, serve_tcp
@@ -154,6 +154,21 @@ def test_a_second_process_on_the_station_is_refused_at_once_naming_the_first(tmp
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+def test_the_locks_are_released_when_opening_fails(tcp_lab, tmp_path):
+    import socket
+
+    lab, servers, path = tcp_lab
+    with socket.socket() as probe:           # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        dead = f"TCPIP::127.0.0.1::{probe.getsockname()[1]}::SOCKET"
+    broken = write_station(tmp_path, station_text({**servers.resources, "scope": dead}), "broken.toml")
+    for _ in range(2):                       # the second attempt is not "busy": nothing was left held
+        with pytest.raises(InstrumentError, match=f"cannot reach the oscilloscope at {dead}"):
+            open_bench(broken)
+    with open_bench(path):                   # the AWG and source locks went too
+        pass
 
 
 def test_emulated_stations_take_no_lock():
