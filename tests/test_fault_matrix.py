@@ -9,8 +9,9 @@ noise), so a re-run record gives the same samples; a noisy lab draws new noise f
 so there the test asks that the run completes and differs from the fault-free one by no more
 than two fault-free runs with different noise seeds differ from each other.
 
-The acquisition: ``acquire`` batches at two bias currents, each drive split over three AWG
-records (``[awg] memory_samples = 1500``): 12 records. ``at`` places a fault inside it (an AWG
+The acquisition: two batches of random multi-level drives (as ``spinlab acquire`` makes them)
+at two bias currents, each drive split over three AWG records (``[awg] memory_samples =
+1500``): 12 records. ``at`` places a fault inside it (an AWG
 record costs about 22 AWG messages, 30 scope messages / 9 scope replies, 2 source messages).
 
 Run as a script for the whole matrix as JSON lines: ``python tests/test_fault_matrix.py``.
@@ -26,13 +27,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from spinlab import Waveform
 from spinlab.errors import InstrumentFaultError
 from spinlab.instruments.bench import open_bench
 from spinlab.instruments.station import STATIONS_DIR
-from spinlab.protocols.acquire import AcquireConfig, recording_batches
+from spinlab.protocols.acquire import random_multilevel
 
-CONFIG = AcquireConfig(duration_s=1.6e-3, dt_s=1e-7, record_s=4e-4, amplitude_V=0.3,
-                       conditions={"bias_A": (7e-3, 8e-3)}, seed=3)
+BATCHES, SAMPLES, DT = 2, 4000, 1e-7
+BIAS_A = np.array([7e-3, 8e-3])
 TIMEOUT_S = 0.3
 SEED = 3
 
@@ -107,9 +109,11 @@ def acquire(path: str, faults: str | None = None, *, noise: bool = False, seed: 
     with open_bench(path, device=device, seed=seed, faults=faults,
                     scope_noise_V=1e-3 if noise else 0.0) as bench:
         responses, error = [], None
+        rng = np.random.default_rng(SEED)
         try:
-            for batch in recording_batches(bench, CONFIG):
-                responses.append(np.stack([tr.response for tr in batch.trajectories]))
+            for _ in range(BATCHES):
+                drives = np.stack([random_multilevel(rng, SAMPLES, DT, (1e-7, 1e-6), 0.3) for _ in BIAS_A])
+                responses.append(bench.respond(Waveform(drives, DT), {"bias_A": BIAS_A}).samples)
         except InstrumentFaultError as exc:
             error = str(exc)
         outputs = (bench.lab.awg.output_on, bench.lab.source.output_on)
@@ -133,7 +137,7 @@ def path(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(path):
     clean = acquire(path)
-    assert clean.error is None and len(clean.responses) == CONFIG.n_batches == 2 and clean.retries == 0
+    assert clean.error is None and len(clean.responses) == BATCHES and clean.retries == 0
     return clean
 
 
