@@ -16,6 +16,7 @@ import numpy as np
 from pymeasure.instruments import Channel, Instrument, SCPIMixin
 from pymeasure.instruments.validators import strict_discrete_set, strict_range
 
+from spinlab.instruments.capabilities import INFINIIVISION as _CAPS
 from spinlab.instruments.scpi import (
     RAW_REPLY,
     ErrorQueueMixin,
@@ -40,7 +41,8 @@ _REFERENCE_FRACTION = {"LEFT": 0.1, "CENT": 0.5, "RIGH": 0.9}
 #: :OPERegister:CONDition? bit set while the scope is acquiring.
 RUN_BIT = 8
 #: Rates a 5 GSa/s InfiniiVision offers: 5 GSa/s over a 1-2-2.5-4-5 decimation sequence.
-SAMPLE_RATES_Hz = tuple(5e9 / d for d in sorted({m * 10**k for k in range(11) for m in (1, 2, 2.5, 4, 5)}))
+SAMPLE_RATES_Hz = tuple(_CAPS.max_sample_rate_Hz / d
+                        for d in sorted({m * 10**k for k in range(11) for m in (1, 2, 2.5, 4, 5)}))
 
 
 class InfiniiVisionChannel(Channel):
@@ -49,12 +51,12 @@ class InfiniiVisionChannel(Channel):
     scale_V = Channel.control(
         ":CHANnel{ch}:SCALe?", ":CHANnel{ch}:SCALe %.6g",
         """Control the vertical scale in V/div (float; full scale is 8 divisions).""",
-        validator=strict_range, values=[1e-3, 5.0], get_process=float_reply("channel scale"), **RAW_REPLY,
+        validator=strict_range, values=list(_CAPS.scale_V_per_div), get_process=float_reply("channel scale"), **RAW_REPLY,
     )
     offset_V = Channel.control(
         ":CHANnel{ch}:OFFSet?", ":CHANnel{ch}:OFFSet %.6g",
         """Control the voltage at the screen centre (float).""",
-        validator=strict_range, values=[-40.0, 40.0], get_process=float_reply("channel offset"), **RAW_REPLY,
+        validator=strict_range, values=[-_CAPS.max_offset_V, _CAPS.max_offset_V], get_process=float_reply("channel offset"), **RAW_REPLY,
     )
     coupling = Channel.control(
         ":CHANnel{ch}:COUPling?", ":CHANnel{ch}:COUPling %s",
@@ -87,8 +89,8 @@ class InfiniiVisionScope(ErrorQueueMixin, SCPIMixin, Instrument):
     ch_4 = Instrument.ChannelCreator(InfiniiVisionChannel, 4)
 
     #: Acquisition memory (points) shared by all segments.
-    MEMORY_POINTS = 4_000_000
-    MIN_POINTS = 100
+    MEMORY_POINTS = _CAPS.memory_points
+    MIN_POINTS = _CAPS.min_points
 
     def __init__(self, adapter, name: str = "Keysight InfiniiVision oscilloscope", **kwargs: Any) -> None:
         kwargs.setdefault("read_termination", "\n")
@@ -124,7 +126,8 @@ class InfiniiVisionScope(ErrorQueueMixin, SCPIMixin, Instrument):
     trigger_level_V = Instrument.control(
         ":TRIGger:EDGE:LEVel?", ":TRIGger:EDGE:LEVel %.6g",
         """Control the trigger level in volts (float).""",
-        validator=strict_range, values=[-8.0, 8.0], get_process=float_reply("trigger level"), **RAW_REPLY,
+        validator=strict_range, values=[-_CAPS.max_trigger_level_V, _CAPS.max_trigger_level_V],
+        get_process=float_reply("trigger level"), **RAW_REPLY,
     )
     trigger_slope = Instrument.control(
         ":TRIGger:EDGE:SLOPe?", ":TRIGger:EDGE:SLOPe %s",
@@ -165,12 +168,12 @@ class InfiniiVisionScope(ErrorQueueMixin, SCPIMixin, Instrument):
     sample_rate_Hz = Instrument.control(
         ":ACQuire:SRATe?", ":ACQuire:SRATe %.12g",
         """Control the sample rate in Sa/s (float; rounded up to an available rate).""",
-        validator=strict_range, values=[1e-3, 5e9], get_process=float_reply("sample rate"), **RAW_REPLY,
+        validator=strict_range, values=[1e-3, _CAPS.max_sample_rate_Hz], get_process=float_reply("sample rate"), **RAW_REPLY,
     )
     acquire_points = Instrument.control(
         ":ACQuire:POINts?", ":ACQuire:POINts %d",
         """Control the record length in points (int).""",
-        validator=strict_range, values=[100, 4_000_000], set_process=int,
+        validator=strict_range, values=[_CAPS.min_points, _CAPS.memory_points], set_process=int,
         get_process=int_reply("acquisition points"), **RAW_REPLY,
     )
     waveform_points_mode = Instrument.control(
@@ -182,7 +185,7 @@ class InfiniiVisionScope(ErrorQueueMixin, SCPIMixin, Instrument):
     waveform_points = Instrument.control(
         ":WAVeform:POINts?", ":WAVeform:POINts %d",
         """Control how many points a transfer returns (int).""",
-        validator=strict_range, values=[1, 4_000_000], set_process=int,
+        validator=strict_range, values=[1, _CAPS.memory_points], set_process=int,
         get_process=int_reply("waveform points"), **RAW_REPLY,
     )
     operation_condition = Instrument.measurement(

@@ -114,7 +114,7 @@ def parse_float(reply: Any, what: str = "reply") -> float:
 
 def parse_int(reply: Any, what: str = "reply") -> int:
     value = parse_float(reply, what)
-    if value != int(value):
+    if not math.isfinite(value) or value != int(value):
         raise InstrumentError(f"malformed {what} from the instrument: expected an integer, got {reply!r}")
     return int(value)
 
@@ -188,7 +188,8 @@ def format_errors(errors: Sequence[tuple[int, str]]) -> str:
 
 class ErrorQueueMixin:
     """``check_errors``/``raise_errors`` for a pymeasure instrument whose error queue is read
-    with ``ERROR_QUERY``; list it before ``SCPIMixin`` so these take precedence."""
+    with ``ERROR_QUERY``, and ``check_in_step``; list it before ``SCPIMixin`` so these take
+    precedence."""
 
     ERROR_QUERY = "SYST:ERR?"
 
@@ -205,3 +206,11 @@ class ErrorQueueMixin:
         errors = self.check_errors()
         if errors:
             raise InstrumentError(f"{self.name} reported error(s) after {context}: {format_errors(errors)}")
+
+    def check_in_step(self, context: str) -> None:
+        """``*OPC?`` must answer exactly ``1``. After a binary block this proves nothing was left
+        behind: a block whose bytes slipped leaves bytes that would be read as the next reply."""
+        reply = self.ask("*OPC?")
+        if reply.strip() != "1":
+            raise InstrumentError(f"{self.name} sent {reply[:40]!r} where *OPC? should answer 1 after "
+                                  f"{context}: the reply stream is out of step (damaged transfer)")

@@ -116,7 +116,7 @@ class EmulatedInfiniiVision(ScpiInstrument):
         self.running = False
         self.waiting_trigger = False
         self.records: list[Record] = []
-        self._opc_pending = False
+        self._opc_waiters: list = []  # sessions whose *OPC? waits for the acquisition
         self._trigger_event = False
         self._arm_event = False
 
@@ -372,6 +372,12 @@ class EmulatedInfiniiVision(ScpiInstrument):
             code = np.rint((volts - c.offset_V) / (full_scale / 2**ADC_BITS))
             codes[n] = np.clip(code, -half, half - 1).astype(np.int16)
             scales[n] = (full_scale, c.offset_V)
+        hit = self.faults.fire("capture") if self.faults is not None else None
+        if hit is not None:  # overrange: the input left the screen for a stretch of the record
+            run = min(points, max(16, points // 50))
+            first = int(hit[1].integers(0, points - run + 1))
+            for n in shown:
+                codes[n][first:first + run] = half - 1
         self.records.append(Record(codes, scales, dt, x0))
         self._trigger_event = self._trigger_event or triggered
         if self.acq_mode == "SEGM":
@@ -386,14 +392,14 @@ class EmulatedInfiniiVision(ScpiInstrument):
             self._complete_opc()
 
     def _complete_opc(self) -> None:
-        if self._opc_pending:
-            self._opc_pending = False
-            self.queue_reply(b"1\n")
+        waiters, self._opc_waiters = self._opc_waiters, []
+        for session in waiters:
+            self.deliver(session, b"1\n")
 
     def opc_reply(self) -> str | None:
         """``*OPC?`` answers only once a pending :SINGle/:DIGitize/segmented run completes."""
         if self.running and self._single_pending():
-            self._opc_pending = True  # answered when the acquisition completes
+            self._opc_waiters.append(self.defer_reply())  # answered when the acquisition completes
             return None
         return "1"
 
