@@ -36,7 +36,7 @@ from spinlab.errors import ConfigError, InstrumentError, InstrumentFaultError, S
 from spinlab.instruments.keithley import SourceState
 from spinlab.instruments.keysight_scope import RUN_BIT, SAMPLE_RATES_Hz
 from spinlab.instruments.links import FAULTS, Link, StepFailed, one_line
-from spinlab.instruments.scpi import drain_errors, format_errors
+from spinlab.instruments.scpi import drain_errors, format_errors, poll_until
 from spinlab.instruments.station import Station, builtin_station, load_station
 from spinlab.locks import ResourceLocks
 
@@ -489,19 +489,14 @@ class Bench(Device):
         """Block until the scope waits for its trigger (``:OPERegister:CONDition?`` bit 5): a
         real scope needs a moment after ``:SINGle``, and a trigger sent before would be lost. A
         scope that stopped running meanwhile (a reset, a stray trigger) fails at once."""
-        deadline = time.monotonic() + timeout_s
-        delay = 1e-4
-        while True:
+        def armed() -> bool:
             condition = scope.operation_condition
-            if condition & WAIT_TRIGGER_BIT:
-                return
-            if not condition & RUN_BIT:
+            if not condition & (WAIT_TRIGGER_BIT | RUN_BIT):
                 raise InstrumentError("the scope stopped before the trigger (was it reset, or triggered "
                                       "by something else?)")
-            if time.monotonic() > deadline:
-                raise InstrumentError(f"the scope did not arm within {timeout_s:g} s after :SINGle")
-            time.sleep(delay)
-            delay = min(2 * delay, 0.02)
+            return bool(condition & WAIT_TRIGGER_BIT)
+
+        poll_until(armed, timeout_s, "the scope did not arm after :SINGle")
 
     def _check_record(self, wave: Any, values: np.ndarray, capture: dict[str, float]) -> None:
         """The record is the capture that was configured, finite, and on the screen."""

@@ -26,7 +26,6 @@ from spinlab.instruments.scpi import (
     bool_reply,
     ensure_termination,
     float_reply,
-    int16_block,
     int_reply,
     parse_choice,
     parse_float,
@@ -266,7 +265,9 @@ class Keysight33500B(ErrorQueueMixin, SCPIMixin, Instrument):
             )
         self.byte_order = "SWAP"
         self.clear_volatile()
-        self.write_bytes(f"SOUR1:DATA:ARB:DAC {name},".encode() + int16_block(codes, little_endian=True) + b"\n")
+        # one IEEE 488.2 block of little-endian int16 (FORM:BORD SWAP), built by pyvisa from the array
+        self.write_binary_values(f"SOUR1:DATA:ARB:DAC {name},", codes, datatype="h", is_big_endian=False,
+                                 termination="\n")
         self.arb_name = name
         self.function = "ARB"
         self.sample_rate_Hz = rate

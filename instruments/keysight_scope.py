@@ -9,7 +9,6 @@ and the block length is checked against it, so a truncated or padded transfer ra
 from __future__ import annotations
 
 import math
-import time
 from typing import Any
 
 import numpy as np
@@ -27,6 +26,7 @@ from spinlab.instruments.scpi import (
     parse_choice,
     parse_float,
     parse_int,
+    poll_until,
     read_block,
 )
 from spinlab.errors import ConfigError, InstrumentError
@@ -285,16 +285,8 @@ class InfiniiVisionScope(ErrorQueueMixin, SCPIMixin, Instrument):
         """Arm one acquisition (``:SINGle``) and return once the trigger system is armed
         (``:AER?``), so a trigger sent to another instrument right after cannot be missed."""
         self.write(":SINGle")
-        self._poll(lambda: self.arm_event, timeout_s, "arming (:SINGle)")
-
-    def _poll(self, done, timeout_s: float, what: str, poll_s: float = 0.001) -> None:
-        deadline = time.monotonic() + float(timeout_s)
-        delay = poll_s
-        while not done():
-            if time.monotonic() >= deadline:
-                raise InstrumentError(f"scope did not finish {what} (waited {timeout_s:g} s)")
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
+        poll_until(lambda: self.arm_event, timeout_s, "scope did not finish arming (:SINGle)",
+                   first_s=0.001, max_s=0.05)
 
     def digitize(self, channel: int, timeout_s: float = 10.0) -> Waveform:
         """Acquire with the current settings (``:DIGitize``) and return the record."""
@@ -305,9 +297,9 @@ class InfiniiVisionScope(ErrorQueueMixin, SCPIMixin, Instrument):
 
     def wait_acquired(self, timeout_s: float = 10.0, poll_s: float = 0.001) -> None:
         """Block until the run bit of ``:OPERegister:CONDition?`` clears (acquisition done)."""
-        self._poll(lambda: not self.operation_condition & RUN_BIT, timeout_s,
-                   "acquiring: no trigger arrived? Check the EXT trigger cable and level, and that "
-                   "the AWG burst was triggered", poll_s)
+        poll_until(lambda: not self.operation_condition & RUN_BIT, timeout_s,
+                   "scope did not finish acquiring: no trigger arrived? Check the EXT trigger cable "
+                   "and level, and that the AWG burst was triggered", first_s=poll_s, max_s=0.05)
 
     def preamble(self) -> dict[str, Any]:
         """``:WAVeform:PREamble?`` as a validated dict (see ``PREAMBLE_FIELDS``)."""

@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 import math
 import re
+import time
 from typing import Any, Callable, Sequence
 
-import numpy as np
 
 from spinlab.errors import InstrumentError
 
@@ -24,22 +24,10 @@ MAX_QUEUED_ERRORS = 64
 
 
 # --- IEEE 488.2 definite-length blocks ---------------------------------------------------------
-def encode_block(payload: bytes) -> bytes:
-    """``#<n><length><payload>`` with the shortest length field."""
-    length = str(len(payload))
-    if len(length) > 9:
-        raise InstrumentError(f"block of {len(payload)} bytes is too long for IEEE 488.2 (max 999999999)")
-    return b"#" + str(len(length)).encode() + length.encode() + payload
-
-
-def int16_block(codes: np.ndarray, little_endian: bool = True) -> bytes:
-    """int16 samples as a definite-length block (``FORM:BORD SWAP`` means little endian)."""
-    codes = np.asarray(codes)
-    if codes.dtype != np.int16:
-        raise InstrumentError(f"DAC codes must be int16, got {codes.dtype}")
-    return encode_block(codes.astype("<i2" if little_endian else ">i2", copy=False).tobytes())
-
-
+# Writing uses pyvisa's ``to_ieee_block`` (through ``Instrument.write_binary_values``). Reading
+# keeps its own reader: pyvisa's ``read_binary_values`` reads whatever length the header
+# declares, and the bench needs that length checked against the preamble's point count, plus
+# one clear error for a short, padded or unterminated block.
 def read_block(instrument: Any, expected_bytes: int | None = None, terminator: bytes = b"\n") -> bytes:
     """Read one definite-length block reply from ``instrument`` (anything with ``read_bytes``).
 
@@ -95,6 +83,21 @@ def ensure_termination(adapter: Any, termination: str = "\n") -> None:
             connection.read_termination = termination
         if not connection.write_termination:
             connection.write_termination = termination
+
+
+# --- waiting ---------------------------------------------------------------------------------
+def poll_until(done: Callable[[], bool], timeout_s: float, what: str, *, first_s: float = 1e-4,
+               max_s: float = 0.02) -> None:
+    """Call ``done()`` with exponentially growing pauses (``first_s`` up to ``max_s``) until it
+    returns True; after ``timeout_s`` raise InstrumentError saying ``what`` did not happen.
+    ``done`` may raise to stop early (an instrument in a state that can never get there)."""
+    deadline = time.monotonic() + float(timeout_s)
+    delay = first_s
+    while not done():
+        if time.monotonic() >= deadline:
+            raise InstrumentError(f"{what} (waited {timeout_s:g} s)")
+        time.sleep(delay)
+        delay = min(2 * delay, max_s)
 
 
 # --- replies -----------------------------------------------------------------------------------
