@@ -32,7 +32,7 @@ from zmq.utils.monitor import recv_monitor_message
 from spinlab.errors import ConfigError, RunAborted, SpinlabError
 from spinlab.monitoring import keys as keyfiles
 from spinlab.monitoring.addresses import bind_endpoint, connect_endpoint
-from spinlab.monitoring.messages import PROTOCOL_VERSION
+from spinlab.monitoring.messages import PROTOCOL_VERSION, ProtocolError
 
 log = logging.getLogger("spinlab.monitoring.control")
 
@@ -45,6 +45,25 @@ _HANDSHAKE_FAILURES = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAI
 
 class ControlError(SpinlabError, RuntimeError):
     """A control request failed: no reply (server down or key refused) or an error reply."""
+
+
+def parse_request(body: bytes) -> str:
+    """The command of one request body (see module docstring); ProtocolError if malformed."""
+    if len(body) > MAX_REQUEST_BYTES:
+        raise ProtocolError(f"request of {len(body)} bytes exceeds {MAX_REQUEST_BYTES}")
+    try:
+        request = msgpack.unpackb(body, raw=False, strict_map_key=True)
+    except Exception as exc:  # garbage raises assorted msgpack/Unicode errors
+        raise ProtocolError(f"request is not a msgpack map ({type(exc).__name__})") from None
+    if not isinstance(request, dict):
+        raise ProtocolError(f"request must be a map, got {type(request).__name__}")
+    version = request.get("v")
+    if type(version) is not int or version != PROTOCOL_VERSION:
+        raise ProtocolError(f"protocol version {version!r} not supported (need {PROTOCOL_VERSION})")
+    command = request.get("command")
+    if not isinstance(command, str) or command not in COMMANDS:
+        raise ProtocolError(f"unknown command {command!r}; use one of {list(COMMANDS)}")
+    return command
 
 
 class ControlServer:
@@ -164,9 +183,9 @@ class ControlServer:
         client = self._client_name(frames[-1])
         try:
             if len(rest) != 1:
-                raise ValueError(f"expected one body frame, got {len(rest)}")
+                raise ProtocolError(f"expected one body frame, got {len(rest)}")
             reply = self._execute(rest[0].bytes, client)
-        except ValueError as exc:
+        except ProtocolError as exc:
             self.counts["rejected"] += 1
             log.warning("rejected a control request from %s: %s", client, exc)
             reply = {"v": PROTOCOL_VERSION, "ok": False, "command": None, "state": self.state,
@@ -186,17 +205,7 @@ class ControlServer:
         return self._names.get(key, str(user))
 
     def _execute(self, body: bytes, client: str) -> dict[str, Any]:
-        try:
-            request = msgpack.unpackb(body, raw=False, strict_map_key=True)
-        except Exception as exc:  # garbage raises assorted msgpack/Unicode errors
-            raise ValueError(f"request is not a msgpack map ({type(exc).__name__})") from None
-        if not isinstance(request, dict):
-            raise ValueError(f"request must be a map, got {type(request).__name__}")
-        if request.get("v") != PROTOCOL_VERSION:
-            raise ValueError(f"protocol version {request.get('v')!r} not supported (need {PROTOCOL_VERSION})")
-        command = request.get("command")
-        if not isinstance(command, str) or command not in COMMANDS:
-            raise ValueError(f"unknown command {command!r}; use one of {list(COMMANDS)}")
+        command = parse_request(body)
         if command != "status":
             self._apply(command, client)
         return {"v": PROTOCOL_VERSION, "ok": True, "command": command, "state": self.state,
