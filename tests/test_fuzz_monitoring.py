@@ -1,5 +1,5 @@
 """Fuzzing the monitoring wire: both ends of the codec, the subscriber, the control channel's
-request parser, recordings, and the `spinlab monitor` view.
+request and reply parsers, recordings, and the `spinlab monitor` view.
 
 The rule: hostile input ends in :class:`~spinlab.monitoring.messages.ProtocolError` or is
 accepted, and everything :func:`~spinlab.monitoring.messages.decode` accepts can be folded into
@@ -25,7 +25,7 @@ from hypothesis.extra import numpy as npst
 from rich.console import Console
 
 from spinlab.monitoring import Publisher, Subscriber, messages
-from spinlab.monitoring.control import COMMANDS, parse_request
+from spinlab.monitoring.control import COMMANDS, ControlError, parse_reply, parse_request
 from spinlab.monitoring.messages import ARRAY_DTYPES, TOPICS, ProtocolError, decode, encode
 from spinlab.monitoring.recording import MAGIC, read_recording
 from spinlab.monitoring.view import MonitorState, message_to_json, render
@@ -225,3 +225,18 @@ def test_control_requests_parse_to_a_command_or_raise_protocol_error(body):
         return
     request = msgpack.unpackb(body)
     assert command in COMMANDS and request["command"] == command and request["v"] == 1
+
+
+replies = st.dictionaries(st.sampled_from(["v", "ok", "command", "state", "status", "error"]) | st.text(max_size=3),
+                          plain | extensions | deep | st.dictionaries(st.sampled_from(["progress", "run_id"]),
+                                                                     plain | deep, max_size=2), max_size=5)
+
+
+@given(st.binary(max_size=64) | replies.map(lambda r: msgpack.packb(r, use_bin_type=True)))
+def test_control_replies_parse_to_a_json_able_map_or_raise_control_error(body):
+    try:
+        reply = parse_reply(body, "tcp://127.0.0.1:5556")
+    except ControlError:
+        return
+    assert isinstance(reply["ok"], bool) and isinstance(reply.get("status", {}).get("progress", {}), dict)
+    json.dumps(reply)  # what `spinlab control --json` prints

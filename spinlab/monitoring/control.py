@@ -32,7 +32,7 @@ from zmq.utils.monitor import recv_monitor_message
 from spinlab.errors import ConfigError, RunAborted, SpinlabError
 from spinlab.monitoring import keys as keyfiles
 from spinlab.monitoring.addresses import bind_endpoint, connect_endpoint
-from spinlab.monitoring.messages import PROTOCOL_VERSION, ProtocolError
+from spinlab.monitoring.messages import PROTOCOL_VERSION, ProtocolError, check_plain
 
 log = logging.getLogger("spinlab.monitoring.control")
 
@@ -64,6 +64,20 @@ def parse_request(body: bytes) -> str:
     if not isinstance(command, str) or command not in COMMANDS:
         raise ProtocolError(f"unknown command {command!r}; use one of {list(COMMANDS)}")
     return command
+
+
+def parse_reply(body: bytes, address: str) -> dict[str, Any]:
+    """A reply map (see module docstring) with JSON-able contents; ControlError if malformed."""
+    try:
+        reply = msgpack.unpackb(body, raw=False)
+        check_plain(reply, leaves=(type(None), bool, int, float, str))
+    except Exception as exc:  # garbage raises assorted msgpack/Unicode errors
+        raise ControlError(f"malformed reply from {address} ({type(exc).__name__})") from None
+    status = reply.get("status", {}) if isinstance(reply, dict) else None
+    if not (isinstance(reply, dict) and isinstance(reply.get("ok"), bool) and isinstance(status, dict)
+            and isinstance(status.get("progress", {}), dict)):
+        raise ControlError(f"malformed reply from {address}: {reply!r}"[:200])
+    return reply
 
 
 class ControlServer:
@@ -288,12 +302,7 @@ class ControlClient:
         finally:
             sock.close(0)
             ctx.term()
-        try:
-            reply = msgpack.unpackb(frames[-1], raw=False)
-        except Exception:
-            raise ControlError(f"malformed reply from {self.address}") from None
-        if not isinstance(reply, dict) or not isinstance(reply.get("ok"), bool):
-            raise ControlError(f"malformed reply from {self.address}: {reply!r}"[:200])
+        reply = parse_reply(frames[-1], self.address)
         if not reply["ok"]:
             raise ControlError(f"{command} refused: {reply.get('error')}")
         return reply

@@ -233,7 +233,7 @@ def decode(frames: Sequence[Any]) -> Message:
     if not math.isfinite(header["t"]):
         raise ProtocolError("timestamp is not finite")
     _expect(header, "payload", dict)
-    _check_payload(header["payload"])
+    check_plain(header["payload"])
     replay = header.get("replay", False)
     if not isinstance(replay, bool):
         raise ProtocolError(f"header field 'replay' must be bool, got {type(replay).__name__}")
@@ -321,8 +321,8 @@ def _sorted(items: Any) -> list:
 _PLAIN_LEAVES = (type(None), bool, int, float, str, bytes)
 
 
-def _check_payload(value: Any, depth: int = 0) -> None:
-    """Refuse a decoded payload holding anything but plain values (see module docstring)."""
+def check_plain(value: Any, leaves: tuple[type, ...] = _PLAIN_LEAVES, depth: int = 0) -> None:
+    """Refuse a decoded value holding anything but plain values (see module docstring)."""
     if depth > MAX_PAYLOAD_DEPTH:
         raise ProtocolError(f"payload is nested deeper than {MAX_PAYLOAD_DEPTH} levels")
     kind = type(value)
@@ -330,12 +330,13 @@ def _check_payload(value: Any, depth: int = 0) -> None:
         for key, item in value.items():
             if type(key) is not str:
                 raise ProtocolError(f"payload map keys must be strings, got {type(key).__name__}")
-            _check_payload(item, depth + 1)
+            check_plain(item, leaves, depth + 1)
     elif kind is list:
         for item in value:
-            _check_payload(item, depth + 1)
-    elif kind not in _PLAIN_LEAVES:
-        raise ProtocolError(f"payload holds a {kind.__name__} (msgpack extension types are not allowed)")
+            check_plain(item, leaves, depth + 1)
+    elif kind not in leaves:
+        raise ProtocolError(f"payload holds a {kind.__name__} (allowed: maps, lists, "
+                            f"{', '.join(t.__name__ for t in leaves)}; no msgpack extension types)")
 
 
 # --- previews -----------------------------------------------------------------------------
