@@ -225,3 +225,10 @@ def test_numbers_and_suffixes_out_of_any_range_are_range_errors(message, code):
     scope = EmulatedInfiniiVision()
     scope.write(message + b"\n")
     assert [scpi.parse_error(e)[0] for e in scope.errors()] == [code]
+
+
+def test_a_record_never_exceeds_the_scope_memory_whatever_rate_and_range_ask_for():
+    scope = EmulatedInfiniiVision()
+    scope.write(b":ACQ:SRAT 5e9\n:TIM:RANG 1\n:SING\n")  # 5 G points asked: was a 37 GiB allocation
+    assert scope.errors() == [] and scope.record_points() == 4_000_000
+    assert parse_preamble(scope.ask(":WAV:PRE?"))["points"] == 1000  # a NORMal transfer of it
