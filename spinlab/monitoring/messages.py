@@ -305,8 +305,10 @@ def _plain(value: Any, topic: str, depth: int = 0) -> Any:
         if bad is not None:
             raise ProtocolError(f"payload of {topic!r} has a non-string key {bad!r}")
         return {k: _plain(v, topic, depth + 1) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [_plain(v, topic, depth + 1) for v in (_sorted(value) if isinstance(value, (set, frozenset)) else value)]
+    if isinstance(value, (set, frozenset)):
+        value = _sorted(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, topic, depth + 1) for v in value]
     raise ProtocolError(f"payload of {topic!r} cannot be packed: {type(value).__name__} is not a plain "
                         "number, string, list or map")
 
