@@ -169,6 +169,7 @@ def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
 
 
 @given(instruments, streams, st.lists(st.integers(0, 400), max_size=4))
+@example(Emulated33500B, b"DATA:ARB:DAC x,1,1,1,1,1,1,1," + b"9" * 30 + b"\n", [])  # was: OverflowError
 def test_emulated_instruments_take_any_bytes_queue_only_scpi_errors_and_stay_usable(make, data, cuts):
     instrument = make(memory_samples=4096) if make is Emulated33500B else make()
     for chunk in chunked(data, cuts):
