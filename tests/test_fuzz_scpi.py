@@ -147,8 +147,10 @@ COMMANDS = [
 pieces = (st.sampled_from(COMMANDS) | st.binary(max_size=12)
           | st.sampled_from([b"\n", b";", b":", b",", b'"', b"#", b"#9", b"#3100", b"#0", b"?", b" ", b"\r",
                              b"1" * 30, b"1e999", b"nan", b"-inf", b"\xff", b"CHAN99:SCAL 1", b"CHAN" + b"9" * 5000]))
+#: Arguments with many digits: beyond int64, beyond Python's int() digit limit.
+long_numbers = st.sampled_from([b"9" * 30, b"9" * 5000, b"CHAN" + b"9" * 5000, b"-" + b"9" * 20])
 #: A real header with arguments of any kind: reaches every handler with hostile parameters.
-arguments = (numbers.map(str.encode) | st.binary(max_size=8)
+arguments = (numbers.map(str.encode) | st.binary(max_size=8) | long_numbers
              | st.sampled_from([b"MIN", b"MAX", b"DEF", b"INF", b"AUTO", b"ON", b"OFF", b'"q"', b"'x'", b"CHAN5",
                                 b"EXT", b"#14abcd", b"#0\x00\x01", b"#15ab", b"1,2", b"", b"1e-300", b"-0"]))
 commands = st.builds(lambda header, args: header + b" " + b",".join(args),
@@ -170,6 +172,7 @@ def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
 
 @given(instruments, streams, st.lists(st.integers(0, 400), max_size=4))
 @example(Emulated33500B, b"DATA:ARB:DAC x,1,1,1,1,1,1,1," + b"9" * 30 + b"\n", [])  # was: OverflowError
+@example(EmulatedInfiniiVision, b":WAV:SOUR CHAN" + b"9" * 5000 + b"\n", [])  # was: int() digit limit
 def test_emulated_instruments_take_any_bytes_queue_only_scpi_errors_and_stay_usable(make, data, cuts):
     instrument = make(memory_samples=4096) if make is Emulated33500B else make()
     for chunk in chunked(data, cuts):

@@ -55,7 +55,7 @@ _DECIMATIONS = sorted({m * 10**k for k in range(0, 11) for m in (1, 2, 2.5, 4, 5
 SAMPLE_RATES_Hz = tuple(MAX_SAMPLE_RATE_Hz / d for d in _DECIMATIONS)
 _REFERENCE_FRACTION = {"LEFT": 0.1, "CENT": 0.5, "RIGH": 0.9}
 AWG_TRIGGER_OUT_HIGH_V = 3.3
-_CHANNEL_RE = re.compile(r"^CHAN(?:NEL)?(\d*)$", re.IGNORECASE)
+_CHANNEL_RE = re.compile(r"^CHAN(?:NEL)?(\d{0,9})$", re.IGNORECASE)
 
 
 @dataclass
