@@ -186,3 +186,21 @@ def hostile_payloads(draw):
 @given(hostile_payloads())
 def test_well_formed_checkpoints_with_hostile_fields_load_or_raise_checkpoint_error(tmp_path_factory, raw):
     load_checked(tmp_path_factory, raw)
+
+
+@pytest.mark.parametrize("where, key, value", [
+    ("architecture", "hidden", 10**9),          # was: a 20 GB allocation before any check
+    ("architecture", "hidden", 4.0),
+    ("meta", "condition_ranges", "bias_A"),     # these loaded, and failed later in the twin device
+    ("meta", "noise_std", float("nan")),
+    ("meta", "settle_samples", -5),
+    ("meta", "provenance", [1]),
+    ("top", "dtype", "complex64"),
+    ("top", "format_version", -3),
+])
+def test_hostile_checkpoint_fields_found_by_fuzzing_are_checkpoint_errors(tmp_path, where, key, value):
+    payload = copy.deepcopy(PAYLOAD)
+    (payload if where == "top" else payload[where])[key] = value
+    torch.save(payload, tmp_path / "twin.pt")
+    with pytest.raises(CheckpointError):
+        load_twin(tmp_path / "twin.pt")
