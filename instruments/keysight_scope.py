@@ -45,6 +45,36 @@ SAMPLE_RATES_Hz = tuple(_CAPS.max_sample_rate_Hz / d
                         for d in sorted({m * 10**k for k in range(11) for m in (1, 2, 2.5, 4, 5)}))
 
 
+def parse_preamble(reply: str) -> dict[str, Any]:
+    """A ``:WAVeform:PREamble?`` reply as a validated dict (keys: ``PREAMBLE_FIELDS``)."""
+    reply = reply.strip()
+    fields = reply.split(",")
+    if len(fields) != len(PREAMBLE_FIELDS):
+        raise InstrumentError(f"malformed preamble: expected 10 fields, got {len(fields)}: {reply!r}")
+    try:
+        values = dict(zip(PREAMBLE_FIELDS, fields))
+        out: dict[str, Any] = {}
+        for key in ("format", "type", "points", "count", "x_reference", "y_reference"):
+            out[key] = parse_int(values[key], f"preamble {key}")
+        for key in ("x_increment_s", "x_origin_s", "y_increment_V", "y_origin_V"):
+            out[key] = parse_float(values[key], f"preamble {key}")
+    except InstrumentError as exc:
+        raise InstrumentError(f"{exc} (preamble {reply!r})") from None
+    if out["format"] not in _FORMATS or out["type"] not in _TYPES:
+        raise InstrumentError(f"preamble has unknown format/type: {reply!r}")
+    if out["points"] < 0 or out["count"] < 1:
+        raise InstrumentError(f"preamble has invalid points/count: {reply!r}")
+    for key in ("x_increment_s", "y_increment_V"):
+        if not (math.isfinite(out[key]) and out[key] > 0):
+            raise InstrumentError(f"preamble {key} must be positive, got {reply!r}")
+    for key in ("x_origin_s", "y_origin_V"):
+        if not math.isfinite(out[key]):
+            raise InstrumentError(f"preamble {key} is not finite: {reply!r}")
+    out["format"] = _FORMATS[out["format"]]
+    out["type"] = _TYPES[out["type"]]
+    return out
+
+
 class InfiniiVisionChannel(Channel):
     """One analog input; ``{ch}`` is the channel number."""
 
@@ -302,33 +332,8 @@ class InfiniiVisionScope(ErrorQueueMixin, SCPIMixin, Instrument):
                    "and level, and that the AWG burst was triggered", first_s=poll_s, max_s=0.05)
 
     def preamble(self) -> dict[str, Any]:
-        """``:WAVeform:PREamble?`` as a validated dict (see ``PREAMBLE_FIELDS``)."""
-        reply = self.ask(":WAVeform:PREamble?").strip()
-        fields = reply.split(",")
-        if len(fields) != len(PREAMBLE_FIELDS):
-            raise InstrumentError(f"malformed preamble: expected 10 fields, got {len(fields)}: {reply!r}")
-        try:
-            values = dict(zip(PREAMBLE_FIELDS, fields))
-            out: dict[str, Any] = {}
-            for key in ("format", "type", "points", "count", "x_reference", "y_reference"):
-                out[key] = parse_int(values[key], f"preamble {key}")
-            for key in ("x_increment_s", "x_origin_s", "y_increment_V", "y_origin_V"):
-                out[key] = parse_float(values[key], f"preamble {key}")
-        except InstrumentError as exc:
-            raise InstrumentError(f"{exc} (preamble {reply!r})") from None
-        if out["format"] not in _FORMATS or out["type"] not in _TYPES:
-            raise InstrumentError(f"preamble has unknown format/type: {reply!r}")
-        if out["points"] < 0 or out["count"] < 1:
-            raise InstrumentError(f"preamble has invalid points/count: {reply!r}")
-        for key in ("x_increment_s", "y_increment_V"):
-            if not (math.isfinite(out[key]) and out[key] > 0):
-                raise InstrumentError(f"preamble {key} must be positive, got {reply!r}")
-        for key in ("x_origin_s", "y_origin_V"):
-            if not math.isfinite(out[key]):
-                raise InstrumentError(f"preamble {key} is not finite: {reply!r}")
-        out["format"] = _FORMATS[out["format"]]
-        out["type"] = _TYPES[out["type"]]
-        return out
+        """``:WAVeform:PREamble?`` as a validated dict (see :func:`parse_preamble`)."""
+        return parse_preamble(self.ask(":WAVeform:PREamble?"))
 
     def _read_codes(self, expected_points: int) -> np.ndarray:
         self.write(":WAVeform:DATA?")

@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 from spinlab.errors import InstrumentError
 
 
-_ERROR_RE = re.compile(r'^\s*([+-]?\d+)\s*,\s*"(.*)"\s*$', re.S)
+_ERROR_RE = re.compile(r'^\s*([+-]?\d{1,10})\s*,\s*"(.*)"\s*$', re.S)
 _NUMBER_RE = re.compile(r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$")
 #: Most errors an instrument queue holds; draining stops there so a stuck queue cannot hang us.
 MAX_QUEUED_ERRORS = 64
@@ -103,16 +103,23 @@ def poll_until(done: Callable[[], bool], timeout_s: float, what: str, *, first_s
 # --- replies -----------------------------------------------------------------------------------
 def parse_float(reply: Any, what: str = "reply") -> float:
     """A numeric reply; anything else raises InstrumentError quoting it."""
-    if isinstance(reply, (int, float)) and not isinstance(reply, bool):
-        return float(reply)
+    if isinstance(reply, (int, float)) and not isinstance(reply, bool) and reply == reply:  # not NaN
+        return _scpi_number(reply)
     text = str(reply).strip()
     if _NUMBER_RE.match(text):
-        value = float(text)
-        # SCPI sends infinity (e.g. a high-Z load setting) as 9.9E+37
-        return math.copysign(math.inf, value) if abs(value) >= 9.9e37 else value
+        return _scpi_number(text)
     if text.upper() in ("INF", "+INF", "9.9E+37", "+9.9E+37", "9.9E37"):
         return float("inf")
     raise InstrumentError(f"malformed {what} from the instrument: expected a number, got {reply!r}")
+
+
+def _scpi_number(value: Any) -> float:
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond the float range
+        number = math.inf if value > 0 else -math.inf
+    # SCPI sends infinity (e.g. a high-Z load setting) as 9.9E+37
+    return math.copysign(math.inf, number) if abs(number) >= 9.9e37 else number
 
 
 def parse_int(reply: Any, what: str = "reply") -> int:

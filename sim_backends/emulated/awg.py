@@ -206,6 +206,8 @@ class Emulated33500B(ScpiInstrument):
                 codes = np.array([int(a.raw) for a in args[1:]], dtype=np.int64)
             except ValueError:
                 raise ScpiError(-104, "DAC values must be integers") from None
+            except OverflowError:  # an integer beyond int64 is out of range like any other
+                raise ScpiError(-222, "DAC codes must lie within -32767 .. +32767") from None
         if codes.size and (codes.min() < -DAC_FULL_SCALE or codes.max() > DAC_FULL_SCALE):
             raise ScpiError(-222, "DAC codes must lie within -32767 .. +32767")
         self._check_new_arb(name, codes.size)

@@ -21,6 +21,7 @@ Faults injected for tests (:mod:`.faults`) act here, on messages, replies and bl
 """
 from __future__ import annotations
 
+import math
 import re
 import threading
 import time
@@ -110,6 +111,8 @@ def arg_float(arg: Arg, special: dict[str, float] | None = None) -> float:
 
 def arg_int(arg: Arg, special: dict[str, float] | None = None) -> int:
     value = arg_float(arg, special)
+    if not math.isfinite(value):
+        raise ScpiError(-222, f"expected an integer, got {arg.text!r}")
     if value != int(value):
         raise ScpiError(-104, f"expected an integer, got {arg.text!r}")
     return int(value)
@@ -249,9 +252,12 @@ def _scan_message(buf: bytes | bytearray, start: int,
             return nl, blocks
         if p == quote:
             close = buf.find(b'"', p + 1)
+            if nl >= 0 and not 0 <= close < nl:
+                # an unterminated string: the newline ends the message anyway (decided by the
+                # bytes alone, never by whether a later quote has arrived yet)
+                return nl, blocks
             if close < 0:
-                # an unterminated string: the newline ends the message anyway
-                return (nl, blocks) if nl >= 0 else None
+                return None
             i = close + 1
             continue
         # '#': a definite-length block header '#<d><d digits of length>' or '#0' indefinite
@@ -626,6 +632,8 @@ class ScpiInstrument:
                 match = _MNEMONIC_RE.match(m)
                 if not match:
                     raise ScpiError(-113, f"{header!r}")
+                if len(match.group(2)) > 9:
+                    raise ScpiError(-114, f"{header!r}")
                 parts.append((match.group(1).upper(), match.group(2)))
             handler, suffixes = self._lookup(is_query, parts, header)
             new_path = full[:-1]
