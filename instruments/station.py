@@ -412,6 +412,9 @@ def load_station(path: str | Path) -> Station:
         raise ConfigError(f"station file {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text file (TOML is UTF-8; byte {exc.start} is not); "
+                          "save the station file as UTF-8") from None
     except OSError as exc:
         raise ConfigError(f"station file {path} cannot be read: {exc}") from None
     return parse_station(data, path)
@@ -424,6 +427,8 @@ def parse_station(data: Mapping[str, Any], path: str | Path = "<station>") -> St
         parsed = _StationFile.model_validate(data)
     except ValidationError as exc:
         raise _config_error(exc, path) from None
+    except OverflowError:  # an integer beyond any float (only a Python caller can pass one)
+        raise ConfigError(f"{path}: a number is too large to be a measurement setting") from None
     if parsed.source is not None and parsed.resources.source is None:
         raise ConfigError(f"{path}: [source] is given but [resources] has no 'source' resource")
     source = parsed.source

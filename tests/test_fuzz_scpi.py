@@ -21,6 +21,7 @@ import re
 
 import pytest
 from hypothesis import assume, example, given, strategies as st
+from pyvisa.util import to_ieee_block
 
 from spinlab.errors import InstrumentError
 from spinlab.instruments import scpi
@@ -100,7 +101,7 @@ class Wire:
 @st.composite
 def block_replies(draw):
     payload = draw(st.binary(max_size=40))
-    block = bytearray(scpi.encode_block(payload) + b"\n")
+    block = bytearray(to_ieee_block(payload, "B") + b"\n")
     for pos, byte in draw(st.lists(st.tuples(st.integers(0, len(block) - 1), st.integers(0, 255)), max_size=2)):
         block[pos] = byte
     cut = draw(st.integers(0, len(block)))
@@ -116,7 +117,7 @@ def test_read_block_returns_exactly_the_declared_payload_or_raises_instrument_er
         payload = scpi.read_block(wire, expected_bytes=expected)
     except InstrumentError:
         return
-    assert data[:wire.pos] == scpi.encode_block(payload) + b"\n"
+    assert data[:wire.pos] == to_ieee_block(payload, "B") + b"\n"
     assert expected is None or len(payload) == expected
 
 
