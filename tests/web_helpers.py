@@ -2,14 +2,35 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
+import os
+import socket
+import struct
 import threading
 import time
+from urllib.parse import urlsplit
 
 import numpy as np
+import pytest
 
 from spinlab import Waveform
+from spinlab.monitoring import create_keys
 from spinlab.monitoring.web import WebMonitor
 from spinlab.run import Run
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    """A control key directory with one authorised client, the web monitor's."""
+    root = tmp_path_factory.mktemp("keys")
+    return {"dir": root, **create_keys(root, "webmonitor")}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class BridgeThread:
@@ -37,6 +58,46 @@ class BridgeThread:
 
 async def _now(fn):
     return fn()
+
+
+class RawPage:
+    """A WebSocket page on a plain socket with a tiny receive buffer: when it stops reading, the
+    bridge's writes to it really stall (an aiohttp client would keep buffering MBs for it)."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.sock.settimeout(30)
+        self.sock.connect((parts.hostname, parts.port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall(f"GET /ws HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
+                          f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                          "Sec-WebSocket-Version: 13\r\n\r\n".encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += self.sock.recv(1)
+        assert head.startswith(b"HTTP/1.1 101"), head
+
+    def _exactly(self, n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = self.sock.recv(n - len(data))
+            assert chunk, "the bridge closed the connection"
+            data += chunk
+        return data
+
+    def read_json(self) -> dict:
+        """The next text frame (the bridge sends unfragmented, unmasked frames)."""
+        first, size = self._exactly(2)
+        assert first == 0x81, f"not a final text frame: {first:#x}"
+        size &= 0x7F
+        if size >= 126:
+            size = struct.unpack(">H" if size == 126 else ">Q", self._exactly(2 if size == 126 else 8))[0]
+        return json.loads(self._exactly(size))
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 class RunThread:

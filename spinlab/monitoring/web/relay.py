@@ -39,6 +39,8 @@ SERIES_TOPICS = {"twin.loss": 2000, "twin.nrmse": 2000, "log": 200, "error": 50,
 MAX_STATE_KEYS = 256
 #: Points of one plotted array sent to a browser (previews are ~1000 already).
 MAX_POINTS = 2000
+#: The ETA of ``progress`` uses the rate over this many recent seconds.
+ETA_WINDOW_S = 60.0
 
 
 class Entry:
@@ -145,7 +147,7 @@ class Relay:
         self._latest: dict[tuple, Entry] = {}
         self._series = {topic: collections.deque(maxlen=n) for topic, n in SERIES_TOPICS.items()}
         self._clients: set[ClientQueue] = set()
-        self._first_progress: tuple[float, int] | None = None
+        self._progress_points: collections.deque[tuple[float, int]] = collections.deque()
         self.counts = {"messages": 0, "keys_refused": 0, "unencodable": 0}
 
     def ingest(self, messages: Iterable[Message]) -> None:
@@ -159,7 +161,7 @@ class Relay:
             self._latest.clear()
             for history in self._series.values():
                 history.clear()
-            self._first_progress = None
+            self._progress_points.clear()
         self.counts["messages"] += 1
         entry = Entry(msg, cache_key(msg.topic, msg.payload),
                       self._eta_s(msg) if msg.topic == "progress" else None)
@@ -175,15 +177,19 @@ class Relay:
             client.put(entry, series)
 
     def _eta_s(self, msg: Message) -> float | None:
-        """Seconds left at the average rate since the first progress message of this run."""
+        """Seconds left at the rate of the last :data:`ETA_WINDOW_S` (stages of a run differ in
+        speed, so the rate since the start would mislead)."""
         done, total = msg.payload.get("done"), msg.payload.get("total")
         if not (_is_int(done) and _is_int(total)) or total <= 0:
             return None
-        first = self._first_progress
-        if first is None or done < first[1]:
-            self._first_progress = (msg.time_s, done)
-            return None
-        rate = (done - first[1]) / (msg.time_s - first[0]) if msg.time_s > first[0] else 0.0
+        points = self._progress_points
+        if points and done < points[-1][1]:  # counting started over (a new stage, a resume)
+            points.clear()
+        points.append((msg.time_s, done))
+        while msg.time_s - points[0][0] > ETA_WINDOW_S and len(points) > 2:
+            points.popleft()
+        (t0, done0), (t1, done1) = points[0], points[-1]
+        rate = (done1 - done0) / (t1 - t0) if t1 > t0 else 0.0
         return round(max(total - done, 0) / rate, 1) if rate > 0 else None
 
     def attach(self) -> tuple[ClientQueue, list[Entry]]:

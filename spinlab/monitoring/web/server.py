@@ -6,7 +6,7 @@ aiohttp server serves a static page and one WebSocket per browser. Routes:
     GET  /                      the page (static files, no build step; uPlot is vendored)
     GET  /static/...            its files
     GET  /ws                    the live stream (frames below)
-    GET  /api/state             the same state as one JSON object (scripts, curl)
+    GET  /api/state             the same state as one JSON object, and per-page queues (scripts, curl)
     POST /api/control/COMMAND   status | pause | resume | abort; only with ``--web-control``,
                                 with ``Authorization: Bearer TOKEN``
 
@@ -39,6 +39,7 @@ import logging
 import re
 import secrets
 import signal
+import socket
 import threading
 from importlib import resources
 from pathlib import Path
@@ -66,6 +67,9 @@ _HEADERS = {
 }
 _ADDRESS_RE = re.compile(r"^(?:(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]*):)?(?P<port>\d+)$")
 _MAX_BAD_FRAMES = 8
+#: Kernel send buffer of each page's socket: plenty for 5 updates a second over a slow link,
+#: and what bounds the memory a page that stopped reading holds in the kernel.
+SEND_BUFFER_BYTES = 256 * 1024
 
 
 def parse_web_address(value: str) -> tuple[str, int]:
@@ -85,8 +89,8 @@ def parse_web_address(value: str) -> tuple[str, int]:
 class _Browser:
     """One connected page: its WebSocket, its queue and the event that wakes its sender."""
 
-    def __init__(self, ws: web.WebSocketResponse, queue: ClientQueue) -> None:
-        self.ws, self.queue = ws, queue
+    def __init__(self, ws: web.WebSocketResponse, queue: ClientQueue, transport) -> None:
+        self.ws, self.queue, self.transport = ws, queue, transport
         self.wake = asyncio.Event()
         self.send_lock = asyncio.Lock()
         self.bad_frames = 0
@@ -140,7 +144,7 @@ class WebMonitor:
         app.router.add_get("/api/state", self._state)
         app.router.add_post("/api/control/{command}", self._control)
         app.router.add_static("/static/", STATIC, show_index=False, follow_symlinks=False)
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None,
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0,
                                      keepalive_timeout=self.keepalive_timeout_s)
         await self._runner.setup()
         try:
@@ -163,8 +167,11 @@ class WebMonitor:
         if self._pump_thread is not None:
             await asyncio.to_thread(self._pump_thread.join, 2.0)
         for browser in list(self._browsers):  # "going away": the pages reconnect by themselves
-            with contextlib.suppress(Exception):
-                await browser.ws.close(code=1001, message=b"server shutting down")
+            try:
+                await asyncio.wait_for(browser.ws.close(code=1001, message=b"server shutting down"), 1.0)
+            except Exception:  # e.g. a page that stopped reading: it must not hold us up
+                if browser.transport is not None:
+                    browser.transport.abort()
         if self._runner is not None:
             await self._runner.cleanup()
         self.subscriber.close()
@@ -194,6 +201,11 @@ class WebMonitor:
         if queue is not None:
             out["client"] = {"sent": queue.sent, "lost": queue.lost}
         return out
+
+    def pages(self) -> list[dict[str, int]]:
+        """Per connected page: messages sent, lost (skipped) and pending now."""
+        return [{"sent": b.queue.sent, "lost": b.queue.lost, "pending": self.relay.pending(b.queue)}
+                for b in self._browsers]
 
     # --- the stream (reader thread) --------------------------------------------------------
     def _pump(self) -> None:
@@ -237,7 +249,8 @@ class WebMonitor:
 
     async def _state(self, request: web.Request) -> web.Response:
         body = (f'{{"run":{json.dumps(self.relay.run_id)},"control":{json.dumps(self.token is not None)},'
-                f'"messages":{self.relay.encode(self.relay.snapshot())},"stats":{json.dumps(self.stats())}}}')
+                f'"messages":{self.relay.encode(self.relay.snapshot())},"stats":{json.dumps(self.stats())},'
+                f'"pages":{json.dumps(self.pages())}}}')
         return web.Response(text=body, content_type="application/json")
 
     async def _control(self, request: web.Request) -> web.Response:
@@ -279,11 +292,15 @@ class WebMonitor:
             self.counts["refused_connections"] += 1
             log.warning("web monitor: refused a connection (already %d pages open)", self.max_clients)
             return _error(503, f"too many pages open (max {self.max_clients}); close one and retry")
+        transport = request.transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is not None:  # a fixed kernel buffer per page (autotuning grows it to MBs)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
         ws = web.WebSocketResponse(max_msg_size=self.max_frame_bytes, heartbeat=self.heartbeat_s,
                                    compress=False)
         await ws.prepare(request)
         queue, snapshot = self.relay.attach()
-        browser = _Browser(ws, queue)
+        browser = _Browser(ws, queue, transport)
         self._browsers.add(browser)
         self.counts["connections"] += 1
         sender = asyncio.create_task(self._send_loop(browser, snapshot))

@@ -348,13 +348,18 @@ async function sendControl(command) {
   }
 }
 
-function setupControl() {
+function tokenFromLink() {
   const fromLink = /(?:^#|&)token=([^&]+)/.exec(location.hash);
   if (fromLink) {  // keep it for this tab only, out of the address bar and the history
     sessionStorage.setItem("spinlab-token", decodeURIComponent(fromLink[1]));
     history.replaceState(null, "", location.pathname + location.search);
   }
   $("token").value = sessionStorage.getItem("spinlab-token") || "";
+}
+
+function setupControl() {
+  tokenFromLink();
+  window.addEventListener("hashchange", tokenFromLink);
   $("token").addEventListener("change", () => sessionStorage.setItem("spinlab-token", token()));
   $("pause").addEventListener("click", () => sendControl("pause"));
   $("resume").addEventListener("click", () => sendControl("resume"));
