@@ -87,7 +87,7 @@ def test_a_new_run_on_the_same_address_starts_the_state_afresh_and_eta_follows_t
                   message("progress", {"done": 12, "total": 111}, run="r2", t=171.0, seq=3)])
     snapshot = relay.snapshot()
     assert {e.msg.run_id for e in snapshot} == {"r2"} and len(snapshot) == 1
-    assert json.loads(snapshot[0].text)["eta_s"] == 990.0  # 99 steps left at the last minute's 0.1/s
+    assert json.loads(relay.encode(snapshot))[0]["eta_s"] == 990.0  # 99 steps left at the last minute's 0.1/s
 
 
 def test_browser_json_sends_one_plottable_row_with_its_time_axis():
@@ -374,6 +374,15 @@ def test_web_addresses_default_to_loopback_and_warn_elsewhere(caplog):
 def test_monitor_web_options_are_checked_before_anything_starts(args, message):
     result = runner.invoke(app, ["monitor", "tcp://127.0.0.1:5999", *args])
     assert result.exit_code == 2 and message in result.stderr
+
+
+def test_monitor_web_on_a_busy_port_fails_with_one_line():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        result = runner.invoke(app, ["monitor", "tcp://127.0.0.1:5999", "--web", f"127.0.0.1:{busy.getsockname()[1]}"])
+    assert result.exit_code == 2 and "cannot serve the web monitor" in result.stderr
+    assert "pick another port" in result.stderr and "Traceback" not in result.output
 
 
 def test_monitor_web_command_prints_the_link_with_the_token_and_serves_the_page(tmp_path, keys):

@@ -46,23 +46,16 @@ ETA_WINDOW_S = 60.0
 class Entry:
     """One accepted message, shared by every browser's queue; its JSON text is made once."""
 
-    __slots__ = ("msg", "key", "eta_s", "_text")
+    __slots__ = ("msg", "key", "eta_s", "text")
 
     def __init__(self, msg: Message, key: tuple, eta_s: float | None = None) -> None:
         self.msg, self.key, self.eta_s = msg, key, eta_s
-        self._text: str | None = None
+        #: the browser's JSON; None until first needed, "" when the payload cannot be sent
+        self.text: str | None = None
 
     @property
     def seq(self) -> int:
         return self.msg.seq
-
-    @property
-    def text(self) -> str:
-        """The browser's JSON for this message (raises TypeError/ValueError if unencodable)."""
-        if self._text is None:
-            self._text = json.dumps(browser_json(self.msg, self.eta_s), allow_nan=False,
-                                    separators=(",", ":"))
-        return self._text
 
 
 def browser_json(msg: Message, eta_s: float | None = None) -> dict[str, Any]:
@@ -218,14 +211,20 @@ class Relay:
         return sorted(entries, key=lambda e: e.seq)
 
     def encode(self, entries: Iterable[Entry]) -> str:
-        """A JSON array of the entries' browser JSON; unencodable payloads are skipped, counted."""
+        """A JSON array of the entries' browser JSON; unencodable payloads are left out (and
+        counted once each)."""
         texts = []
         for entry in entries:
-            try:
+            if entry.text is None:
+                try:
+                    entry.text = json.dumps(browser_json(entry.msg, entry.eta_s), allow_nan=False,
+                                            separators=(",", ":"))
+                except (TypeError, ValueError) as exc:
+                    entry.text = ""
+                    self.counts["unencodable"] += 1
+                    log.warning("not sending a %s message to browsers: %s", entry.msg.topic, exc)
+            if entry.text:
                 texts.append(entry.text)
-            except (TypeError, ValueError) as exc:
-                self.counts["unencodable"] += 1
-                log.warning("not sending a %s message to browsers: %s", entry.msg.topic, exc)
         return "[" + ",".join(texts) + "]"
 
 

@@ -151,6 +151,7 @@ class WebMonitor:
             await web.TCPSite(self._runner, self.host, self.port, backlog=128).start()
         except OSError as exc:
             await self._runner.cleanup()
+            self._runner = None
             raise ConfigError(f"cannot serve the web monitor on {self.host}:{self.port}: "
                               f"{exc.strerror or exc}; pick another port (0 picks a free one)") from None
         self.port = self._runner.addresses[0][1]
@@ -183,8 +184,8 @@ class WebMonitor:
             loop = asyncio.get_running_loop()
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(signal.SIGTERM, stop.set)
-            await self.start()
             try:
+                await self.start()
                 ready(self.url)
                 await stop.wait()
             finally:
