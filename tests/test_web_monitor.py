@@ -25,9 +25,8 @@ from spinlab.errors import ConfigError
 from spinlab.monitoring import ControlClient, messages
 from spinlab.monitoring.web import Relay, parse_web_address
 from spinlab.monitoring.web.relay import ClientQueue, browser_json
-from spinlab.run import Run
 
-from web_helpers import BridgeThread, RawPage, RunThread, keys, wait_for  # noqa: F401 (keys: fixture)
+from web_helpers import BridgeThread, RawPage, SteeredRun, controlled_run, keys, wait_for  # noqa: F401 (keys: fixture)
 
 runner = CliRunner()
 
@@ -106,17 +105,16 @@ def test_browser_json_sends_one_plottable_row_with_its_time_axis():
 # --- a live bridge ----------------------------------------------------------------------------
 @pytest.fixture
 def live_run(tmp_path):
-    run = Run("characterize", {"device": "sim:vortex", "bias_points": 20}, root=tmp_path / "runs",
-              monitor="tcp://127.0.0.1:0")
+    run = SteeredRun(tmp_path, "characterize", {"device": "sim:vortex", "bias_points": 20})
     yield run
-    run.finish("completed")
+    run.finish()
 
 
 def test_a_late_joining_page_gets_the_run_from_the_cache_then_live_updates(live_run):
-    live_run.progress(4, 10, stage="bias sweep")
-    live_run.preview("response", spinlab.Waveform(np.sin(np.linspace(0, 20, 50_000)), 1e-8))
-    assert wait_for(lambda: live_run.events.stats()["sent"] >= 3)  # sent before the bridge existed
-    bridge = BridgeThread(live_run.events.endpoint, flush_interval_s=0.05)
+    live_run.do(lambda ctx: (ctx.progress(4, 10, stage="bias sweep"), ctx.preview(
+        "response", spinlab.Waveform(np.sin(np.linspace(0, 20, 50_000)), 1e-8))))
+    assert wait_for(lambda: live_run.sent() >= 3)  # sent before the bridge existed
+    bridge = BridgeThread(live_run.endpoint, flush_interval_s=0.05)
     try:
         assert wait_for(lambda: bridge.stats()["stream"]["received"] >= 3)
 
@@ -124,8 +122,7 @@ def test_a_late_joining_page_gets_the_run_from_the_cache_then_live_updates(live_
             frames = []
             async with aiohttp.ClientSession() as session, session.ws_connect(bridge.url + "ws") as ws:
                 frames.append(await ws.receive_json(timeout=5))
-                live_run.progress(5, 10, stage="bias sweep")
-                live_run.result(threshold_A=4.98e-3)
+                live_run.do(lambda ctx: (ctx.progress(5, 10, stage="bias sweep"), ctx.result(threshold_A=4.98e-3)))
                 while not any(m["topic"] == "result" for m in _messages(frames)):
                     frames.append(await ws.receive_json(timeout=5))
             return frames
@@ -143,17 +140,17 @@ def test_a_late_joining_page_gets_the_run_from_the_cache_then_live_updates(live_
         assert progress[-1]["payload"]["done"] == 5 and not progress[-1]["replay"]
         assert [m for m in live if m["topic"] == "result"][0]["payload"] == {"threshold_A": 4.98e-3}
         status, state = _http("GET", bridge.url + "api/state")
-        assert status == 200 and state["run"] == live_run.run_id
+        assert status == 200 and state["run"] == first["messages"][0]["run"]
         assert state["stats"]["web"]["connections"] == 1 and state["stats"]["stream"]["missed"] == 0
     finally:
         bridge.close()
 
 
 def test_a_stalled_page_holds_up_nobody_and_costs_bounded_memory(live_run):
-    """One page stops reading while the run publishes ~25 MB of previews: the publisher never
+    """One page stops reading while the run publishes ~12 MB of previews: the publisher never
     waits or drops, a reading page still gets run.stop at once, the stalled page's queue stays
     at one entry per key, and when it reads again it is told how many previews it lost."""
-    bridge = BridgeThread(live_run.events.endpoint, flush_interval_s=0.0)
+    bridge = BridgeThread(live_run.endpoint, flush_interval_s=0.0)
     try:
         async def scenario():
             async with aiohttp.ClientSession() as session:
@@ -161,15 +158,8 @@ def test_a_stalled_page_holds_up_nobody_and_costs_bounded_memory(live_run):
                 healthy = await session.ws_connect(bridge.url + "ws")
                 assert stalled.read_json()["type"] == "snapshot"  # then it stops reading
                 assert wait_for(lambda: bridge.stats()["web"]["clients"] == 2)
-                rng = np.random.default_rng(0)
-                slowest = 0.0
-                for i in range(600):  # each preview is ~40 kB of JSON for the page
-                    t0 = time.perf_counter()
-                    live_run.preview("response", spinlab.Waveform(rng.normal(size=2000), 1e-8))
-                    live_run.progress(i + 1, 600)
-                    slowest = max(slowest, time.perf_counter() - t0)
-                    await asyncio.sleep(0.003)  # the healthy page reads meanwhile
-                live_run.publish("run.stop", {"status": "completed"})
+                slowest = await asyncio.to_thread(live_run.do, _publish_previews)
+                await asyncio.to_thread(live_run.finish)  # run.stop
                 got_stop = time.monotonic()
                 frames = []
                 while not any(m["topic"] == "run.stop" for m in _messages(frames)):
@@ -186,7 +176,7 @@ def test_a_stalled_page_holds_up_nobody_and_costs_bounded_memory(live_run):
 
         slowest, healthy_s, (stalled, healthy), late = asyncio.run(scenario())
         assert slowest < 0.05, "publishing must never wait for a page"
-        assert live_run.events.stats()["dropped"] == 0
+        assert live_run.publisher.dropped == 0
         assert healthy_s < 5
         assert stalled["sent"] < healthy["sent"] / 2  # it really was stalled (buffers full)...
         assert stalled["pending"] <= 4  # ...and waits with one of each: waveform, progress, run.stop, stats
@@ -197,9 +187,23 @@ def test_a_stalled_page_holds_up_nobody_and_costs_bounded_memory(live_run):
         bridge.close()
 
 
+def _publish_previews(ctx, n=600):
+    """In the run: ``n`` previews (each ~20 kB of JSON for a page) and progress; returns the
+    slowest publish in seconds."""
+    rng = np.random.default_rng(0)
+    slowest = 0.0
+    for i in range(n):
+        t0 = time.perf_counter()
+        ctx.preview("response", spinlab.Waveform(rng.normal(size=4000), 1e-8))
+        ctx.progress(i + 1, n)
+        slowest = max(slowest, time.perf_counter() - t0)
+        time.sleep(0.003)  # a step of the run: the healthy page reads meanwhile
+    return slowest
+
+
 def test_hostile_pages_are_refused_and_counted_and_the_server_survives(live_run):
-    live_run.progress(1, 2)
-    bridge = BridgeThread(live_run.events.endpoint, max_clients=4, keepalive_timeout_s=1.0)
+    live_run.do(lambda ctx: ctx.progress(1, 2))
+    bridge = BridgeThread(live_run.endpoint, max_clients=4, keepalive_timeout_s=1.0)
     try:
         async def attack():
             closes = {}
@@ -306,11 +310,11 @@ def test_hostile_monitoring_messages_do_not_reach_or_break_the_pages(tmp_path):
 # --- control ----------------------------------------------------------------------------------
 def test_control_needs_the_token_and_abort_stops_the_run_with_outputs_off(tmp_path, keys):
     device = spinlab.open_device("bench:emulated")
-    run = RunThread(tmp_path, device, control="tcp://127.0.0.1:0", control_keys=keys["dir"])
-    client = ControlClient(run.run.control.endpoint, keys["client_secret"], keys["server_public"])
-    bridge = BridgeThread(run.run.events.endpoint, control=client)
-    read_only = BridgeThread(run.run.events.endpoint)
-    nobody = BridgeThread(run.run.events.endpoint, control=ControlClient(
+    run = controlled_run(tmp_path, device, keys)
+    client = ControlClient(run.endpoint, keys["client_secret"], keys["server_public"])
+    bridge = BridgeThread(run.monitor, control=client)
+    read_only = BridgeThread(run.monitor)
+    nobody = BridgeThread(run.monitor, control=ControlClient(
         "tcp://127.0.0.1:9", keys["client_secret"], keys["server_public"], timeout_s=0.2))
     try:
         url = bridge.url + "api/control/"
@@ -334,11 +338,12 @@ def test_control_needs_the_token_and_abort_stops_the_run_with_outputs_off(tmp_pa
         assert status == 200 and body["state"] == "running" and body["status"]["progress"]["done"] >= before
         status, body = _http("POST", url + "abort", headers=token)
         assert status == 200 and body["state"] == "aborting"
-        run.join()
+        run.thread.join(10)
         assert isinstance(run.error, RunAborted) and "webmonitor" in str(run.error)
         assert not device.lab.source.output_on and not device.lab.awg.output_on
-        with h5py.File(run.run.path / "run.h5") as f:
-            assert f.attrs["status"] == "aborted" and f["responses"].shape[0] == run.steps_done
+        with h5py.File(f"{run.path}/run.h5") as f:
+            assert f.attrs["status"] == "aborted"
+            assert f["responses"].shape[0] in (run.steps_done, run.steps_done + 1)
         web = bridge.stats()["web"]
         assert web["control_unauthorised"] == 2 and web["control_forbidden"] == 2
     finally:
@@ -346,7 +351,8 @@ def test_control_needs_the_token_and_abort_stops_the_run_with_outputs_off(tmp_pa
             b.close()
         if run.thread.is_alive():
             client.request("abort")
-            run.join()
+            run.thread.join(10)
+        run.publisher.close()
 
 
 # --- the command line -------------------------------------------------------------------------

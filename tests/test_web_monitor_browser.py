@@ -20,9 +20,8 @@ import pytest
 import spinlab
 from spinlab import RunAborted, Waveform
 from spinlab.monitoring import ControlClient
-from spinlab.run import Run
 
-from web_helpers import BridgeThread, RunThread, free_port, keys, wait_for  # noqa: F401 (keys: fixture)
+from web_helpers import BridgeThread, SteeredRun, controlled_run, free_port, keys, wait_for  # noqa: F401 (keys: fixture)
 
 CHROMIUM = os.environ.get("SPINLAB_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
@@ -84,8 +83,9 @@ def test_the_page_follows_a_characterize_run_to_completed(page, tmp_path):
         run = subprocess.Popen([*SPINLAB, "characterize", "--device", "sim:vortex", "--json",
                                 "--runs-dir", str(tmp_path / "runs"), "--monitor", monitor,
                                 "--step-repeats", "300000"], stdout=subprocess.PIPE, text=True)
-        # mid-run: in the step-response stage, with both previews plotted
+        # mid-run: in the step-response stage, both previews plotted, an ETA from its rate so far
         page.wait_for_function("() => document.getElementById('progress-fields').textContent.includes('step response')"
+                               " && document.getElementById('eta').textContent.startsWith('ETA ')"
                                " && document.querySelectorAll('#waveforms canvas').length >= 2", timeout=60_000)
         mid = {key: text(page, f"#{key}") for key in ("status", "progress-text", "eta", "run-kind", "run-device")}
         run_dir = Path(text(page, "#run-path"))
@@ -93,7 +93,7 @@ def test_the_page_follows_a_characterize_run_to_completed(page, tmp_path):
         page.screenshot(path=str(shot), full_page=True)
         assert mid["status"] == "running", "the run ended before the page could be seen mid-run"
         done, total = (int(v) for v in mid["progress-text"].split(" (")[0].split(" / "))
-        assert 20 < done < total == 36 and mid["eta"].startswith("ETA ")
+        assert 0 < done < total == 16 and mid["eta"].startswith("ETA ")  # 16 step batches
         assert mid["run-kind"] == "characterize" and mid["run-device"] == "sim:vortex"
 
         wait_text(page, "#status", "completed", timeout_s=60)
@@ -104,7 +104,7 @@ def test_the_page_follows_a_characterize_run_to_completed(page, tmp_path):
         assert float(shown) == summary["threshold_A"]
         assert text(page, '#results tr[data-key="threshold_A"] td').endswith(" mA")
         assert Path(summary["run_dir"]) == run_dir and shot.stat().st_size > 20_000
-        assert text(page, "#progress-text") == "36 / 36 (100 %)" and text(page, "#eta") == ""
+        assert text(page, "#progress-text") == "16 / 16 (100 %)" and text(page, "#eta") == ""
         assert text(page, "#stat-missed") == "0" and text(page, "#stat-dropped") == "0"
     finally:
         if run is not None and run.poll() is None:
@@ -114,11 +114,11 @@ def test_the_page_follows_a_characterize_run_to_completed(page, tmp_path):
 
 
 def test_the_page_reconnects_by_itself_and_gets_the_state_again(page, tmp_path):
-    run = Run("acquire", {"device": "sim:vortex"}, root=tmp_path, monitor="tcp://127.0.0.1:0")
-    run.progress(3, 10)
-    run.preview("response", Waveform(np.sin(np.linspace(0, 30, 20_000)), 1e-8))
-    assert wait_for(lambda: run.events.stats()["sent"] >= 3)
-    bridge = BridgeThread(run.events.endpoint)  # joins late: the state comes from the cache
+    run = SteeredRun(tmp_path)
+    run.do(lambda ctx: (ctx.progress(3, 10), ctx.preview(
+        "response", Waveform(np.sin(np.linspace(0, 30, 20_000)), 1e-8))))
+    assert wait_for(lambda: run.sent() >= 3)
+    bridge = BridgeThread(run.endpoint)  # joins late: the state comes from the cache
     try:
         page.goto(bridge.url)
         wait_text(page, "#progress-text", "3 / 10 (30 %)")
@@ -126,24 +126,24 @@ def test_the_page_reconnects_by_itself_and_gets_the_state_again(page, tmp_path):
         port = bridge.bridge.port
         bridge.close()  # the server goes away mid-run...
         page.wait_for_selector('#conn[data-state="reconnecting"]')
-        run.progress(6, 10)
-        bridge = BridgeThread(run.events.endpoint, port=port)  # ...and comes back
+        run.do(lambda ctx: ctx.progress(6, 10))
+        bridge = BridgeThread(run.endpoint, port=port)  # ...and comes back
         wait_text(page, "#progress-text", "6 / 10 (60 %)")
         assert page.get_attribute("#conn", "data-state") == "live"
-        run.result(recordings=6)
-        run.finish("completed")
+        run.do(lambda ctx: ctx.result(recordings=6))
+        run.finish()
         wait_text(page, "#status", "completed")
         assert text(page, '#results tr[data-key="recordings"] td') == "6"
     finally:
-        run.finish("failed")
+        run.finish()
         bridge.close()
 
 
 def test_the_page_controls_the_run_only_with_the_token(page, tmp_path, keys):
     device = spinlab.open_device("bench:emulated")
-    run = RunThread(tmp_path, device, control="tcp://127.0.0.1:0", control_keys=keys["dir"])
-    client = ControlClient(run.run.control.endpoint, keys["client_secret"], keys["server_public"])
-    bridge = BridgeThread(run.run.events.endpoint, control=client)
+    run = controlled_run(tmp_path, device, keys)
+    client = ControlClient(run.endpoint, keys["client_secret"], keys["server_public"])
+    bridge = BridgeThread(run.monitor, control=client)
     try:
         page.goto(bridge.url)  # without the link's token: the buttons are refused
         page.wait_for_selector("#control-section:not([hidden])")
@@ -171,11 +171,12 @@ def test_the_page_controls_the_run_only_with_the_token(page, tmp_path, keys):
         assert text(page, "#abort") == "Click again to abort" and run.thread.is_alive()
         page.click("#abort")
         wait_text(page, "#status", "aborted")
-        run.join()
-        assert isinstance(run.error, RunAborted)
+        run.thread.join(10)
+        assert isinstance(run.error, RunAborted) and run.bias_seen_on
         assert not device.lab.source.output_on and not device.lab.awg.output_on
     finally:
         bridge.close()
         if run.thread.is_alive():
             client.request("abort")
-            run.join()
+            run.thread.join(10)
+        run.publisher.close()

@@ -1,23 +1,26 @@
-"""Shared by the web monitor tests: a bridge on its own event loop, and runs in a thread."""
+"""Shared by the web monitor tests: a bridge on its own event loop, a run steered from the test,
+a page that can really stall, the control keys."""
 from __future__ import annotations
 
 import asyncio
 import base64
 import json
 import os
+import queue
 import socket
 import struct
 import threading
 import time
 from urllib.parse import urlsplit
 
-import numpy as np
 import pytest
 
-from spinlab import Waveform
-from spinlab.monitoring import create_keys
+from spinlab.engine import Plan, RunEngine
+from spinlab.monitoring import ControlServer, create_keys
+from spinlab.monitoring.documents import MonitorPublisher
 from spinlab.monitoring.web import WebMonitor
-from spinlab.run import Run
+
+from engine_helpers import BackgroundRun
 
 
 @pytest.fixture(scope="module")
@@ -100,55 +103,62 @@ class RawPage:
         self.sock.close()
 
 
-class RunThread:
-    """A protocol-like loop over a Run in a worker thread: respond, record, publish a preview
-    and progress, checkpoint; ``hold`` paces it so a test can watch it mid-run."""
+class SteeredRun:
+    """A run through the engine whose plan does what the test hands it, in the run thread:
+    ``run.do(lambda ctx: ctx.progress(3, 10))``; ``finish()`` lets the plan end (``completed``).
+    ``endpoint`` is its monitor address (``--monitor``)."""
 
-    def __init__(self, tmp_path, device, *, steps: int = 100_000, monitor: str = "tcp://127.0.0.1:0",
-                 control: str | None = None, control_keys=None, step_s: float = 0.01) -> None:
-        self.device, self.steps, self.step_s = device, steps, step_s
-        self.steps_done = 0
-        self.bias_seen_on = False
-        self.error: BaseException | None = None
-        self.run: Run | None = None
-        self.ready = threading.Event()
-        self._args = (tmp_path, monitor, control, control_keys)
-        self.thread = threading.Thread(target=self._work, daemon=True)
+    def __init__(self, tmp_path, kind: str = "acquire", config=None) -> None:
+        self.publisher = MonitorPublisher("tcp://127.0.0.1:0")
+        self.endpoint = self.publisher.endpoint
+        self._jobs: queue.Queue = queue.Queue()
+
+        def body(ctx):
+            while (job := self._jobs.get()) is not None:
+                fn, reply = job
+                try:
+                    reply.put((fn(ctx), None))
+                except BaseException as exc:  # handed back to the test thread
+                    reply.put((None, exc))
+            return {}
+
+        plan = Plan(kind, config or {}, body, needs_device=False)
+        self.thread = threading.Thread(target=RunEngine(tmp_path / "runs").run, args=(plan,),
+                                       kwargs={"subscribers": [self.publisher]}, daemon=True)
         self.thread.start()
-        assert self.ready.wait(15), "the run did not start"
 
-    def _work(self) -> None:
-        tmp_path, monitor, control, keys = self._args
-        drive = Waveform(np.random.default_rng(0).uniform(-0.3, 0.3, 400), 100e-9)
-        try:
-            with self.device as dev, Run("acquire", {"steps": self.steps, "device": "test"},
-                                         root=tmp_path, device=dev, monitor=monitor,
-                                         control=control, control_keys=keys) as run:
-                self.run = run
-                self.ready.set()
-                for i in range(self.steps):
-                    response = dev.respond(drive, {"bias_A": 7.5e-3})
-                    lab = getattr(dev, "lab", None)
-                    self.bias_seen_on |= bool(lab is not None and lab.source.output_on)
-                    run.append("responses", response.samples[None, :])
-                    run.preview("response", response)
-                    run.progress(i + 1, self.steps)
-                    self.steps_done = i + 1
-                    run.checkpoint()
-                    time.sleep(self.step_s)
-        except BaseException as exc:  # the test inspects how the run ended
-            self.error = exc
-            self.ready.set()
+    def do(self, fn, timeout_s: float = 60.0):
+        reply: queue.Queue = queue.Queue()
+        self._jobs.put((fn, reply))
+        value, error = reply.get(timeout=timeout_s)
+        if error is not None:
+            raise error
+        return value
 
-    def wait_steps(self, n: int, timeout_s: float = 10.0) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while self.steps_done < n and time.monotonic() < deadline:
-            time.sleep(0.005)
-        return self.steps_done >= n
+    def sent(self) -> int:
+        return self.publisher.publisher.stats()["sent"]
 
-    def join(self, timeout_s: float = 10.0) -> None:
-        self.thread.join(timeout_s)
-        assert not self.thread.is_alive(), "the run did not end"
+    def finish(self) -> None:
+        if self.thread.is_alive():
+            self._jobs.put(None)
+            self.thread.join(10)
+            self.publisher.close()
+
+
+def controlled_run(tmp_path, device, keys) -> BackgroundRun:
+    """A looping acquisition (tests/engine_helpers.py) serving the control channel and the
+    monitor stream (``run.monitor``); ``run.bias_seen_on`` tells whether the source was on."""
+    publisher = MonitorPublisher("tcp://127.0.0.1:0")
+
+    def watch_bias(ctx, n):
+        lab = getattr(ctx.device, "lab", None)
+        run.bias_seen_on = run.bias_seen_on or bool(lab is not None and lab.source.output_on)
+
+    run = BackgroundRun(tmp_path, device, control=ControlServer("tcp://127.0.0.1:0", keys_dir=keys["dir"]),
+                        subscribers=[publisher], on_step=watch_bias)
+    run.bias_seen_on, run.publisher, run.monitor = False, publisher, publisher.endpoint
+    assert run.ready.wait(15), "the run did not start"
+    return run
 
 
 def wait_for(predicate, timeout_s: float = 10.0, interval_s: float = 0.02):

@@ -19,7 +19,7 @@ let controlEnabled = false;
 
 function freshState(run) {
   return {
-    run, kind: "", config: {}, path: "", status: run ? "running" : "waiting", progress: null,
+    run, kind: "", config: {}, path: "", device: "", status: run ? "running" : "waiting", progress: null,
     eta: null, waveforms: new Map(), loss: new Map(), nrmse: new Map(), results: {},
     instruments: new Map(), log: [], publisher: {}, messages: 0,
   };
@@ -39,6 +39,7 @@ function fold(msg) {
       S.kind = String(p.kind ?? "");
       S.config = isMap(p.config) ? p.config : {};
       S.path = String(p.path ?? "");
+      S.device = String(p.device ?? S.config.device ?? "");
       S.status = "running";
       mark("run");
       break;
@@ -141,7 +142,7 @@ function renderRun() {
   status.dataset.status = S.status;
   $("run-id").textContent = S.run || "(waiting for a run)";
   $("run-kind").textContent = S.kind;
-  $("run-device").textContent = S.config.device ?? "";
+  $("run-device").textContent = S.device;
   $("run-path").textContent = S.path;
   renderTable($("config"), Object.entries(S.config));
   document.title = S.run ? `${S.status} · ${S.kind} · spinlab` : "spinlab monitor";
