@@ -52,13 +52,13 @@ def monitor(
     from spinlab.monitoring.view import MonitorState, message_to_json, render
 
     with user_errors():
+        if (control_address or key or server_key) and not web_control:
+            raise ConfigError("--control, --key and --server-key only apply with --web --web-control")
         if web is not None or web_control:
             if json_lines or count is not None or timeout is not None or until_stop:
                 raise ConfigError("--web serves until Ctrl-C; leave out --json, --count, --timeout and --until-stop")
             _serve_web(address, web, topic, record, web_control, control_address, key, server_key)
             return
-        if control_address or key or server_key:
-            raise ConfigError("--control, --key and --server-key go with --web --web-control")
         sub = Subscriber(address, topics=topic or ("",))
         recorder = Recorder(record) if record else None
         if recorder is not None:
@@ -129,8 +129,6 @@ def _serve_web(address: str, web: Optional[str], topic: Optional[List[str]], rec
             raise ConfigError("--web-control needs the run's --control ADDRESS and the keys to use it: "
                               "--key CLIENT.key_secret --server-key server.key (as for `spinlab control`)")
         client = ControlClient(control_address, key, server_key)
-    elif control_address or key or server_key:
-        raise ConfigError("--control, --key and --server-key only apply with --web-control")
     recorder = Recorder(record) if record else None
     try:
         bridge = WebMonitor(address, host=host, port=port, topics=topic or ("",), control=client,

@@ -175,14 +175,15 @@ class Relay:
         done, total = msg.payload.get("done"), msg.payload.get("total")
         if not (_is_int(done) and _is_int(total)) or total <= 0:
             return None
-        points = self._progress_points
+        points, now = self._progress_points, msg.time_s
         if points and done < points[-1][1]:  # counting started over (a new stage, a resume)
             points.clear()
-        points.append((msg.time_s, done))
-        while msg.time_s - points[0][0] > ETA_WINDOW_S and len(points) > 2:
+        if not points or now - points[-1][0] >= 0.5:  # at most 2 points a second are kept
+            points.append((now, done))
+        while now - points[0][0] > ETA_WINDOW_S and len(points) > 1:
             points.popleft()
-        (t0, done0), (t1, done1) = points[0], points[-1]
-        rate = (done1 - done0) / (t1 - t0) if t1 > t0 else 0.0
+        t0, done0 = points[0]
+        rate = (done - done0) / (now - t0) if now > t0 else 0.0
         return round(max(total - done, 0) / rate, 1) if rate > 0 else None
 
     def attach(self) -> tuple[ClientQueue, list[Entry]]:
@@ -190,8 +191,7 @@ class Relay:
         with self._lock:
             client = ClientQueue(self.max_series_per_client)
             self._clients.add(client)
-            snapshot = [*self._latest.values(), *(e for h in self._series.values() for e in h)]
-        return client, sorted(snapshot, key=lambda e: e.seq)
+            return client, self._snapshot()
 
     def detach(self, client: ClientQueue) -> None:
         with self._lock:
@@ -207,7 +207,10 @@ class Relay:
 
     def snapshot(self) -> list[Entry]:
         with self._lock:
-            entries = [*self._latest.values(), *(e for h in self._series.values() for e in h)]
+            return self._snapshot()
+
+    def _snapshot(self) -> list[Entry]:
+        entries = [*self._latest.values(), *(e for h in self._series.values() for e in h)]
         return sorted(entries, key=lambda e: e.seq)
 
     def encode(self, entries: Iterable[Entry]) -> str:

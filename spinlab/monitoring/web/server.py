@@ -41,6 +41,7 @@ import secrets
 import signal
 import socket
 import threading
+import time
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -131,6 +132,7 @@ class WebMonitor:
         self._wake_pending = False
         self._pump_thread: threading.Thread | None = None
         self._hosts: set[str] = set()
+        self._warned: dict[str, float] = {}
 
     # --- lifecycle -------------------------------------------------------------------------
     async def start(self) -> str:
@@ -237,12 +239,19 @@ class WebMonitor:
             return _error(403, f"unexpected Host {request.host!r}: open {self.url}")
         return await handler(request)
 
+    def _warn(self, kind: str, message: str, *args: Any) -> None:
+        """Log a refusal at most every 10 s per kind: a flood is counted, not echoed line by line."""
+        now = time.monotonic()
+        if now - self._warned.get(kind, -1e9) >= 10.0:
+            self._warned[kind] = now
+            log.warning(message + " (further ones counted in /api/state for 10 s)", *args)
+
     def _same_origin(self, request: web.Request) -> bool:
         origin = request.headers.get("Origin")
         if origin is None or origin == f"{request.scheme}://{request.host}":
             return True
         self.counts["bad_origin"] += 1
-        log.warning("web monitor refused a request from origin %r", origin[:100])
+        self._warn("origin", "web monitor refused a request from origin %r", origin[:100])
         return False
 
     async def _index(self, request: web.Request) -> web.FileResponse:
@@ -270,7 +279,7 @@ class WebMonitor:
                                "(Authorization: Bearer TOKEN)", {"WWW-Authenticate": "Bearer"})
         if not hmac.compare_digest(given.strip().encode(), self.token.encode()):
             self.counts["control_forbidden"] += 1
-            log.warning("web monitor: wrong control token from %s", request.remote)
+            self._warn("token", "web monitor: wrong control token from %s", request.remote)
             return _error(403, "wrong control token")
         command = request.match_info["command"]
         if command not in COMMANDS:
@@ -291,7 +300,7 @@ class WebMonitor:
             return _error(403, "cross-origin WebSockets are refused")
         if len(self._browsers) >= self.max_clients:
             self.counts["refused_connections"] += 1
-            log.warning("web monitor: refused a connection (already %d pages open)", self.max_clients)
+            self._warn("clients", "web monitor: refused a connection (already %d pages open)", self.max_clients)
             return _error(503, f"too many pages open (max {self.max_clients}); close one and retry")
         transport = request.transport
         sock = transport.get_extra_info("socket") if transport is not None else None
@@ -341,7 +350,7 @@ class WebMonitor:
     def _refuse(self, browser: _Browser, why: str) -> None:
         browser.bad_frames += 1
         self.counts["rejected_frames"] += 1
-        log.warning("web monitor: refused a frame from a page: %s", why)
+        self._warn("frame", "web monitor: refused a frame from a page: %s", why)
 
     async def _send_loop(self, browser: _Browser, snapshot: list[Entry]) -> None:
         await self._send(browser, self._frame("snapshot", snapshot, browser.queue,
