@@ -26,7 +26,10 @@ from web_helpers import BridgeThread, SteeredRun, controlled_run, free_port, key
 CHROMIUM = os.environ.get("SPINLAB_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-REFUSED = re.compile(r"Failed to load resource: the server responded with a status of 40[13]")
+#: Chromium logs these as errors, and some tests mean them: refused control requests, and the
+#: WebSocket retrying while the server is away (the page reconnects by itself).
+EXPECTED = re.compile(r"Failed to load resource: the server responded with a status of 40[13]"
+                      r"|WebSocket connection to '\S+' failed")
 SPINLAB = [sys.executable, "-c", "from spinlab.cli import main; main()"]
 
 
@@ -46,12 +49,11 @@ def browser(tmp_path_factory):
 
 @pytest.fixture
 def page(browser):
-    """A fresh tab that fails the test on any script error (CSP violations included); refused
-    control requests are logged by Chromium too, and are what some tests expect."""
+    """A fresh tab that fails the test on any script error (CSP violations included)."""
     tab = browser.new_page()
     problems = []
     tab.on("pageerror", lambda exc: problems.append(str(exc)))
-    tab.on("console", lambda msg: msg.type == "error" and not REFUSED.match(msg.text)
+    tab.on("console", lambda msg: msg.type == "error" and not EXPECTED.match(msg.text)
            and problems.append(msg.text))
     yield tab
     tab.close()
@@ -63,8 +65,12 @@ def text(page, selector: str) -> str:
 
 
 def wait_text(page, selector: str, expected: str, timeout_s: float = 30.0) -> None:
-    page.wait_for_function("([sel, want]) => document.querySelector(sel)?.textContent === want",
-                           arg=[selector, expected], timeout=timeout_s * 1000)
+    try:
+        page.wait_for_function("([sel, want]) => document.querySelector(sel)?.textContent === want",
+                               arg=[selector, expected], timeout=timeout_s * 1000)
+    except Exception as exc:  # say what the page showed instead
+        shown = {s: text(page, s) for s in (selector, "#conn", "#control-reply", "#progress-text")}
+        raise AssertionError(f"{selector} never read {expected!r}; the page showed {shown}") from exc
 
 
 @pytest.mark.slow  # ~20 s: two commands start, and the run must last long enough to be seen mid-run
