@@ -230,6 +230,7 @@ def run(ctx: RunContext, config: CharacterizeConfig) -> dict[str, Any]:
         responses[i] = data["sweep/responses"][0]
         ctx.progress(i + 1, config.bias_points, stage="bias sweep", bias_A=float(bias_A),
                      response_V=float(responses[i].mean()))
+        ctx.preview("sweep response", Waveform(responses[i], config.sweep_dt_s))
     mean_V = responses.mean(axis=1)
     sweep_fit = fit_threshold(bias, mean_V)
     ctx.save("sweep/response_mean_V", mean_V, unit="V")
@@ -258,6 +259,7 @@ def run(ctx: RunContext, config: CharacterizeConfig) -> dict[str, Any]:
         sums += data["steps/batch_sum_V"][0]
         done += int(data["steps/batch_repeats"][0])
         ctx.progress(k + 1, config.step_batches, stage="step response", repeats=done)
+        ctx.preview("mean step response", Waveform(sums / done, config.step_dt_s))
     mean_step = sums / done
     relax = fit_relaxation(mean_step[h:2 * h], mean_step[3 * h:], config.step_dt_s)
     ctx.save("steps/drive", Waveform(one, config.step_dt_s))

@@ -230,8 +230,9 @@ class ControlServer:
             elif command == "abort" and self._abort_by is None:
                 self._abort_by = client
             self._cond.notify_all()
+            # still holding the lock: the run thread's own notice ("paused") comes after this one
+            self._publish("control", {"command": command, "client": client, "state": self.state})
         log.warning("control: %s requested by %s", command, client)
-        self._publish("control", {"command": command, "client": client, "state": self.state})
 
     def _status(self) -> dict[str, Any]:
         run = self.run
