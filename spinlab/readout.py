@@ -31,7 +31,7 @@ from spinlab.device import Device
 from spinlab.errors import ReadoutError
 from spinlab.features import ChannelNormalizer, FeatureConfig, extract, utterance_features
 from spinlab.reservoir import Encoder, RidgeReadout, device_states, fit_cv, pool_states
-from spinlab.run import package_versions, to_jsonable
+from spinlab.engine.documents import package_versions, to_jsonable
 
 FORMAT = "spinlab-digit-readout"
 FORMAT_VERSION = 1
