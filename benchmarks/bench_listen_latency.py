@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--readout", default=None, help="readout for --device (default: train one)")
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="FSDD recordings folder")
     parser.add_argument("--repeats", type=int, default=5, help="words per backend")
+    parser.add_argument("--piece-frames", type=int, default=8, help="as `spinlab listen --piece-frames` (0: whole word)")
     args = parser.parse_args(argv)
 
     word = _one_second_word(args.data)
@@ -55,14 +56,15 @@ def main(argv: list[str] | None = None) -> None:
         for address, readout_dir in backends:
             readout = load_readout(readout_dir or _train(address, args.data, Path(tmp)))
             with open_device(address) as device:
-                readout.recognise(device, [word])  # warm-up: numba / torch first-call costs
-                runs = [_play(readout, device, word, seed) for seed in range(args.repeats)]
+                readout.recognise(device, [word], args.piece_frames)  # warm-up: numba / torch first calls
+                runs = [_play(readout, device, word, seed, args.piece_frames) for seed in range(args.repeats)]
             stages = {k: float(np.median([r[k] for r in runs])) for k in runs[0] if k != "latency_s"}
             print(json.dumps({"metric": "listen_latency_s", "device": address,
                               "latency_s": float(np.median([r["latency_s"] for r in runs])),
                               "latency_max_s": float(np.max([r["latency_s"] for r in runs])),
                               "hang_s": WordDetector(RATE_HZ).hang_s, "stages_s": stages,
                               "word_s": len(word) / readout.rate_Hz, "repeats": args.repeats,
+                              "piece_frames": args.piece_frames,
                               "target_s": 0.5}), flush=True)
 
 
@@ -83,7 +85,7 @@ def _train(address: str, data: str, root: Path) -> Path:
     return Path(json.loads(result.stdout.strip().splitlines()[-1])["run"])
 
 
-def _play(readout, device, word: np.ndarray, seed: int) -> dict[str, float]:
+def _play(readout, device, word: np.ndarray, seed: int, piece_frames: int) -> dict[str, float]:
     """Feed silence, the word, silence in real time; return the recognised word's timings."""
     rng = np.random.default_rng(seed)
     audio = np.concatenate([np.zeros(RATE_HZ // 2), resample_poly(word, RATE_HZ // 8000, 1), np.zeros(RATE_HZ)])
@@ -93,8 +95,8 @@ def _play(readout, device, word: np.ndarray, seed: int) -> dict[str, float]:
     start = time.perf_counter()
     for k in range(len(audio) // block):
         time.sleep(max(0.0, start + (k + 1) * BLOCK_S - time.perf_counter()))  # the sound card's pace
-        for found, result in recognise_stream(readout, device, detector.feed(audio[k * block:(k + 1) * block],
-                                                                             time.perf_counter())):
+        words = detector.feed(audio[k * block:(k + 1) * block], time.perf_counter())
+        for found, result in recognise_stream(readout, device, words, piece_frames):
             if isinstance(result, Exception):
                 raise SystemExit(f"the benchmark word was refused: {result}")
             return dict(result.timings_s)

@@ -6,8 +6,8 @@ The Free Spoken Digit Dataset (FSDD) names every recording ``{digit}_{speaker}_{
 into a user cache. Network access happens only in :func:`fetch_fsdd` (``spinlab data fetch
 fsdd``); everything else works offline. :func:`read_audio` reads what a user recorded (any rate, any
 PCM or float format, mixed down to mono), :func:`resample` brings it to the rate a readout was
-trained at, and :func:`speed_perturb` / :func:`add_noise` make the training copies that teach a
-readout voices it has not heard (Ko et al., Interspeech 2015: speed perturbation scales tempo,
+trained at, and :func:`speed_perturb` makes the training copies that teach a readout voices it
+has not heard (Ko et al., Interspeech 2015: speed perturbation scales tempo,
 pitch and formants together, as a different vocal tract does).
 
 Why the checksum covers the extracted recordings and not the archive: GitHub generates commit
@@ -166,13 +166,6 @@ def speed_perturb(samples: np.ndarray, factor: float) -> np.ndarray:
         raise AudioInputError(f"speed factor must be in [0.5, 2], got {factor}")
     ratio = Fraction(factor).limit_denominator(50)
     return resample_poly(np.asarray(samples, dtype=np.float64), ratio.denominator, ratio.numerator)
-
-
-def add_noise(samples: np.ndarray, snr_dB: float, rng: np.random.Generator) -> np.ndarray:
-    """White Gaussian noise at ``snr_dB`` below the utterance's mean power."""
-    samples = np.asarray(samples, dtype=np.float64)
-    power = float(np.mean(samples ** 2))
-    return samples + np.sqrt(power / 10 ** (snr_dB / 10)) * rng.standard_normal(samples.shape)
 
 
 # --- the pinned download --------------------------------------------------------------------

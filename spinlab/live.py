@@ -285,9 +285,11 @@ def microphone_words(microphone: Microphone, detector: WordDetector,
                                   "raise its gain, or choose another with --input")
 
 
-def recognise_stream(readout: Any, device: Any, words: Iterable[Word]) -> Iterator[tuple[Word, Any]]:
-    """``(word, Recognition)`` for each word; the Recognition's timings add ``prepare_s`` and,
-    for live words, ``latency_s`` from the end of speech to the result."""
+def recognise_stream(readout: Any, device: Any, words: Iterable[Word],
+                     piece_frames: int = 0) -> Iterator[tuple[Word, Any]]:
+    """``(word, Recognition)`` for each word (``(word, AudioInputError)`` for one that is silent
+    or clipped); the timings add ``prepare_s`` and, for live words, ``latency_s`` from the end
+    of speech to the result. ``piece_frames``: see :meth:`spinlab.readout.DigitReadout.states`."""
     for word in words:
         t0 = time.perf_counter()
         try:
@@ -296,7 +298,7 @@ def recognise_stream(readout: Any, device: Any, words: Iterable[Word]) -> Iterat
             yield word, exc
             continue
         prepared = time.perf_counter()
-        result = readout.recognise(device, [samples])[0]
+        result = readout.recognise(device, [samples], piece_frames)[0]
         result.timings_s["prepare_s"] = prepared - t0
         if word.end_arrived_s is not None:
             result.timings_s["latency_s"] = time.perf_counter() - word.end_arrived_s

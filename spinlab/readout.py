@@ -22,7 +22,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import h5py
 import numpy as np
@@ -30,7 +30,7 @@ import numpy as np
 from spinlab.device import Device
 from spinlab.errors import ReadoutError
 from spinlab.features import ChannelNormalizer, FeatureConfig, extract, utterance_features
-from spinlab.reservoir import Encoder, RidgeReadout, device_states, fit_cv, pool_states
+from spinlab.reservoir import Encoder, RidgeReadout, device_states, fit_cv, piece_states, pool_states
 from spinlab.engine.documents import package_versions, to_jsonable
 
 FORMAT = "spinlab-digit-readout"
@@ -96,16 +96,19 @@ class DigitReadout:
         """Normalised features of one utterance at :attr:`rate_Hz`."""
         return self.normaliser.transform(extract(samples, self.features))
 
-    def states(self, device: Device, features: Sequence[np.ndarray],
-               between_batches: Callable[[int, int], None] | None = None) -> np.ndarray:
-        """Pooled device states ``(utterances, D)`` of normalised features."""
+    def states(self, device: Device, features: Sequence[np.ndarray], piece_frames: int = 0) -> np.ndarray:
+        """Pooled device states ``(utterances, D)`` of normalised features; ``piece_frames`` > 0
+        drives each word as pieces side by side (:func:`~spinlab.reservoir.piece_states`)."""
+        if piece_frames:
+            frames = piece_states(device, self.encoder, features, self.conditions, self.node_features, piece_frames)
+            return np.concatenate([pool_states(f, self.segments) for f in frames])
         pooled = device_states(device, self.encoder, features, self.conditions, self.node_features,
-                               between_batches=between_batches,
                                reduce=lambda s: pool_states(s, self.segments))
         return np.concatenate(pooled)
 
-    def recognise(self, device: Device, samples: Sequence[np.ndarray]) -> list[Recognition]:
-        """Recognise utterances (samples at :attr:`rate_Hz`); one device call for all of them."""
+    def recognise(self, device: Device, samples: Sequence[np.ndarray], piece_frames: int = 0) -> list[Recognition]:
+        """Recognise utterances (samples at :attr:`rate_Hz`); one device call for all of them
+        (``piece_frames``: see :meth:`states`)."""
         if self.segments == 0:
             raise ReadoutError("this readout scores frames (segments = 0); retrain it with pooled "
                                "states (`spinlab run spoken-digits --segments 3`)")
@@ -113,7 +116,7 @@ class DigitReadout:
         t0 = time.perf_counter()
         features = [self.features_of(s) for s in samples]
         t1 = time.perf_counter()
-        states = self.states(device, features)
+        states = self.states(device, features, piece_frames)
         t2 = time.perf_counter()
         scores = [self.ridge.frame_scores(row[None, :])[0] for row in states]
         t3 = time.perf_counter()

@@ -192,6 +192,33 @@ def device_states(device: Device, encoder: Encoder, features: Sequence[np.ndarra
     return states  # type: ignore[return-value]
 
 
+def piece_states(device: Device, encoder: Encoder, features: Sequence[np.ndarray],
+                 conditions: Mapping[str, float], node_features: str = "mean", piece_frames: int = 8,
+                 warmup_frames: int = 1) -> list[np.ndarray]:
+    """Frame states of each utterance, driven as pieces of ``piece_frames`` frames side by side
+    in one batch, each piece after ``warmup_frames`` frames of the drive before it (whose
+    response is dropped).
+
+    Why: a simulator or a twin integrates one long drive step by step, but a batch of short ones
+    in nearly the same time, so this cuts the latency of one word many times. It is exact up to
+    the device's memory of its state ``warmup_frames`` frames back: one frame (hundreds of
+    node holds) is hundreds of relaxation times for the oscillators here.
+    """
+    if piece_frames < 1 or warmup_frames < 0:
+        raise ConfigError(f"piece_frames must be >= 1 and warmup_frames >= 0, got {piece_frames}, {warmup_frames}")
+    pieces, owners = [], []
+    for i, f in enumerate(features):
+        for start in range(0, len(f), piece_frames):
+            warm = min(warmup_frames, start)
+            pieces.append(f[start - warm: start + piece_frames])
+            owners.append((i, warm))
+    raw = device_states(device, encoder, pieces, conditions, node_features)
+    out: list[list[np.ndarray]] = [[] for _ in features]
+    for (i, warm), frames in zip(owners, raw):
+        out[i].append(frames[warm:])
+    return [np.concatenate(parts) for parts in out]
+
+
 def pack(drives: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Equal-length batch ``(B, max_len)`` of drives, zero-padded at the end, and their lengths.
 

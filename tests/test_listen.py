@@ -5,6 +5,7 @@ from __future__ import annotations
 import _thread
 import ctypes.util
 import json
+import signal
 import sys
 import threading
 import time
@@ -39,12 +40,15 @@ def _train(root: Path, *options: str) -> Path:
 
 @pytest.fixture(scope="module")
 def readout_dir(tmp_path_factory) -> Path:
-    return _train(tmp_path_factory.mktemp("readout"))
+    """One readout for the module: lucas held out (the new voice of the enrolment test)."""
+    return _train(tmp_path_factory.mktemp("readout"), "--split", "speaker", "--test-speaker", "lucas")
 
 
-def _held_out(speaker: str, n: int = 10) -> list:
-    """Utterances 0-4 (the standard split's test set, never trained on) of one speaker."""
-    utts = [u for u in list_fsdd(FSDD) if u.speaker == speaker and u.index < 5]
+def _held_out(readout_dir: Path, speaker: str, n: int = 10) -> list:
+    """``n`` utterances of ``speaker`` that the readout was not trained on, one per digit first."""
+    with h5py.File(readout_dir / "run.h5") as f:
+        trained = {name.decode() for name in f["utterances"][: f["utterances"].attrs["n_train"]]}
+    utts = [u for u in list_fsdd(FSDD) if u.speaker == speaker and u.name not in trained]
     return sorted(utts, key=lambda u: (u.index, u.digit))[:n]
 
 
@@ -93,12 +97,20 @@ class FakeInputStream:
 @pytest.fixture
 def fake_microphone(monkeypatch):
     """sounddevice with one 16 kHz input device whose stream is :class:`FakeInputStream`."""
+    # Ctrl-C must raise KeyboardInterrupt even where the test runner was started with SIGINT
+    # ignored (a background job)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield from _fake_sounddevice(monkeypatch)
+    signal.signal(signal.SIGINT, previous)
+
+
+def _fake_sounddevice(monkeypatch):
     info = {"name": "fake microphone", "default_samplerate": 16000.0, "max_input_channels": 1}
     monkeypatch.setattr(sd, "query_devices", lambda device=None, kind=None: info)
     monkeypatch.setattr(sd, "check_input_settings", lambda *a, **k: None)
     monkeypatch.setattr(sd, "InputStream", FakeInputStream)
     FakeInputStream.opened = []
-    return FakeInputStream
+    yield FakeInputStream
 
 
 def _spoken(utterances, rate: int = 16000, gap_s: float = 0.7, seed: int = 0) -> np.ndarray:
@@ -113,7 +125,7 @@ def _spoken(utterances, rate: int = 16000, gap_s: float = 0.7, seed: int = 0) ->
 
 
 def test_listen_recognises_fsdd_fed_through_the_input_stream(readout_dir, fake_microphone):
-    utterances = _held_out("jackson")
+    utterances = _held_out(readout_dir, "jackson")
     fake_microphone.SIGNAL = _spoken(utterances)
     result = CliRunner().invoke(app, ["listen", "--device", "sim:vortex", "--readout", str(readout_dir), "--json"])
     assert result.exit_code == 0, result.output
@@ -128,7 +140,7 @@ def test_listen_recognises_fsdd_fed_through_the_input_stream(readout_dir, fake_m
 
 
 def test_listen_files_json_reports_accuracy_and_text_shows_scores_and_times(readout_dir):
-    files = [str(u.path) for u in _held_out("theo")]
+    files = [str(u.path) for u in _held_out(readout_dir, "theo")]
     result = CliRunner().invoke(app, ["listen", "-d", "sim:vortex", "--readout", str(readout_dir), "--json",
                                       *[a for f in files for a in ("--file", f)]])
     assert result.exit_code == 0, result.output
@@ -219,14 +231,17 @@ def test_trim_silence_keeps_fsdd_words_and_level_checks():
 def test_readout_round_trip_and_refusals(readout_dir, tmp_path):
     readout = load_readout(readout_dir)
     assert readout.device_address == "sim:vortex" and readout.conditions == {"bias_A": 6e-3}
-    assert readout.training.states.shape[0] == 450 and readout.class_names == tuple("0123456789")
+    assert readout.training.states.shape[0] == 400 and readout.class_names == tuple("0123456789")
+    assert "lucas" not in set(readout.training.speakers)
     device = open_device("sim:vortex")
-    samples = [u.load() for u in _held_out("lucas", 5)]
+    samples = [u.load() for u in _held_out(readout_dir, "lucas", 5)]
     before = [r.scores for r in readout.recognise(device, samples)]
     copy = readout.save(tmp_path / "copy")
     again = load_readout(copy)
     np.testing.assert_allclose([r.scores for r in again.recognise(open_device("sim:vortex"), samples)], before)
-    with pytest.raises(ReadoutError, match="not sim:vortex"):
+    with pytest.raises(ReadoutError, match="trained on sim:vortex, not sim:macrospin"):
+        readout.check_device(open_device("sim:macrospin"))
+    with pytest.raises(ReadoutError, match="bias_A = 0.006, not 0.007"):
         readout.check_device(open_device("sim:vortex"), {"bias_A": 7e-3})
     with h5py.File(copy, "a") as f:
         f.attrs["format_version"] = 99
@@ -239,8 +254,8 @@ def test_readout_round_trip_and_refusals(readout_dir, tmp_path):
     assert device_key("twin:./a.pt?noise=1") == device_key(f"twin:{Path('a.pt').resolve()}")
 
 
-def test_enrol_from_files_adapts_to_a_new_voice(tmp_path):
-    run_dir = _train(tmp_path, "--split", "speaker", "--test-speaker", "lucas")
+def test_enrol_from_files_adapts_to_a_new_voice(readout_dir, tmp_path):
+    run_dir = readout_dir
     own = [u for u in list_fsdd(FSDD) if u.speaker == "lucas"]
     enrol_files = [str(u.path) for u in own if 5 <= u.index <= 9]
     test_files = [a for u in own if 10 <= u.index < 16 for a in ("--file", str(u.path))]

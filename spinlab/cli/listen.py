@@ -13,6 +13,9 @@ ReadoutOption = typer.Option(..., "--readout", help="Run directory of `spinlab r
 InputOption = typer.Option(None, "--input", help="Sound input device: index or part of its name "
                            "(`python -m sounddevice` lists them; default: the system's).")
 RateOption = typer.Option(None, "--rate", help="Open the microphone at this rate (Hz; default: the device's own).")
+PiecesOption = typer.Option(8, "--piece-frames", help="Drive each word as pieces of N frames side by side, each after "
+                            "one frame of warm-up: simulators and twins answer a batch about as fast as one "
+                            "drive (0: the word in one piece).")
 _LABEL = re.compile(r"^(?P<digit>[0-9])[_.-]")
 
 
@@ -24,6 +27,7 @@ def listen(
     rate: Optional[int] = RateOption,
     play: bool = typer.Option(False, "--play", help="Play back each captured word before recognising it."),
     bias_A: Optional[float] = typer.Option(None, "--bias-A", help="Operating point (A); must be the readout's (default: the readout's)."),
+    piece_frames: int = PiecesOption,
     seed: int = SeedOption,
     json_out: bool = typer.Option(False, "--json", help="Files: one JSON summary as the last line (predictions, accuracy "
                                   "when the names carry FSDD labels). Microphone: one JSON line per word."),
@@ -37,12 +41,13 @@ def listen(
         with open_device(device, defaults={"seed": seed}) as dev:
             trained.check_device(dev, {} if bias_A is None else {"bias_A": bias_A})
             if files:
-                _listen_files(trained, dev, files, play, json_out)
+                _listen_files(trained, dev, files, play, piece_frames, json_out)
             else:
-                _listen_microphone(trained, dev, _input(input_device), rate, play, json_out)
+                _listen_microphone(trained, dev, _input(input_device), rate, play, piece_frames, json_out)
 
 
-def _listen_files(readout: Any, device: Any, files: List[Path], play: bool, json_out: bool) -> None:
+def _listen_files(readout: Any, device: Any, files: List[Path], play: bool, piece_frames: int,
+                  json_out: bool) -> None:
     from spinlab.audio import read_audio
     from spinlab.live import prepare
 
@@ -52,7 +57,7 @@ def _listen_files(readout: Any, device: Any, files: List[Path], play: bool, json
         if play:
             _play(audio, rate)
         samples.append(prepare(audio, rate, readout.rate_Hz, str(path)))
-    results = readout.recognise(device, samples)
+    results = readout.recognise(device, samples, piece_frames)
     rows = []
     for path, result in zip(files, results):
         expected = _label(path)
@@ -71,7 +76,7 @@ def _listen_files(readout: Any, device: Any, files: List[Path], play: bool, json
 
 
 def _listen_microphone(readout: Any, device: Any, input_device: Any, rate: Optional[int], play: bool,
-                       json_out: bool) -> None:
+                       piece_frames: int, json_out: bool) -> None:
     from spinlab.live import Microphone, WordDetector, microphone_words, recognise_stream
 
     with Microphone(input_device, rate) as mic:
@@ -82,7 +87,7 @@ def _listen_microphone(readout: Any, device: Any, input_device: Any, rate: Optio
             words = (_played(word) for word in words)
         n = 0
         try:
-            for word, result in recognise_stream(readout, device, words):
+            for word, result in recognise_stream(readout, device, words, piece_frames):
                 if isinstance(result, Exception):
                     typer.secho(f"skipped a {word.duration_s:.2f} s word: {result}", err=True, fg="yellow")
                     continue
