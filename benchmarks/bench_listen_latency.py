@@ -69,9 +69,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _one_second_word(data: str) -> np.ndarray:
-    """The longest FSDD recording of a digit, slowed to last 1.0 s (8 kHz)."""
-    longest = max(list_fsdd(data), key=lambda u: u.path.stat().st_size)
-    samples = longest.load()
+    """The FSDD recording nearest 1 s long, stretched to last 1.0 s (8 kHz)."""
+    nearest = min(list_fsdd(data), key=lambda u: abs(u.path.stat().st_size - 44 - 2 * 8000))
+    samples = nearest.load()
     return speed_perturb(samples, len(samples) / 8000 / 1.0)
 
 
