@@ -378,7 +378,8 @@ def run(ctx: RunContext, config: SpokenDigitsConfig) -> dict[str, Any]:
                                     np.tile([u.speaker for u in train], copies), np.ones(n_fit)),
             provenance={"run": ctx.run_id, "split": config.split, "test_speaker": config.test_speaker,
                         "accuracy": result.accuracy, "speakers": sorted({u.speaker for u in train})})
-        summary["readout"] = str(readout.save(ctx.path / READOUT_FILE))
+        readout.save(ctx.path / READOUT_FILE)
+        summary["readout"] = READOUT_FILE  # inside the run directory
     _record(ctx, config, encoder, normalizer, train, test, states[:len(train)] + states[n_fit:], result,
             baseline, drive_baseline, matrix, summary)
     return summary
