@@ -9,6 +9,15 @@ the same readout: on the masked features (``baseline_accuracy``, linear, as in T
 and on the node drive values exactly as sent, clipping included (``drive_baseline_accuracy``);
 the difference to the latter is what the device itself adds.
 
+Voices not in the training set (what a lab microphone hears), measured by leave-one-speaker-out
+(``benchmarks/bench_speaker_independence.py``): Torrejon's per-frame readout learns the training
+voices frame by frame. The defaults therefore pool each word's states over three equal parts plus
+their spread (``segments``, node states averaged over the hold) and add speed-perturbed copies of
+the training audio (``augment_speeds``); both were chosen by speaker-grouped CV inside the
+training speakers, never on a held-out one. ``segments = 0`` restores the per-frame readout. The
+run saves the fitted readout (``readout.h5``, :mod:`spinlab.readout`) for `spinlab listen` and
+`spinlab enrol`.
+
 Operating point (defaults of :class:`SpokenDigitsConfig`): bias 6 mA (z = 1.2), drive
 +-0.5 V, 600 nodes held 400 ns with 2 samples each (a 200 ns grid), every sample a readout
 feature. Why: near threshold the vortex responds strongly nonlinearly but slowly, so each node
@@ -25,7 +34,7 @@ import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -34,11 +43,12 @@ from spinlab.audio import Utterance, list_fsdd
 from spinlab.device import Device
 from spinlab.errors import ConfigError
 from spinlab.features import ChannelNormalizer, FeatureConfig, utterance_features
-from spinlab.reservoir import (MASK_KINDS, NODE_FEATURES, Encoder, RidgeReadout, length_batches,
-                               fit_cv, make_mask, node_states, pack)
+from spinlab.readout import FILE_NAME as READOUT_FILE
+from spinlab.readout import DigitReadout, TrainingStates, mfcc_reference
+from spinlab.reservoir import (MASK_KINDS, NODE_FEATURES, Encoder, RidgeReadout, device_states, fit_cv,
+                               length_batches, make_mask, pool_states)
 from spinlab.engine import Plan, RunContext
 from spinlab.engine.plan import make_config
-from spinlab.waveform import Waveform
 
 SPLITS = ("standard", "speaker")
 #: Utterance indices below this are the test set of the standard FSDD split.
@@ -62,7 +72,14 @@ class SpokenDigitsConfig:
     #: AWG samples per node; the drive's sample interval is ``theta_s / samples_per_node``.
     samples_per_node: int = 2
     #: ``mean``: node state = response averaged over its hold; ``samples``: each sample is a state.
-    node_features: str = "samples"
+    node_features: str = "mean"
+    #: Readout input per utterance: states averaged over this many equal parts of the word plus
+    #: their spread over the word (:func:`~spinlab.reservoir.pool_states`); 0 = Torrejon's
+    #: per-frame readout (frame votes summed), which generalises worse to new voices.
+    segments: int = 3
+    #: Training copies of the audio at these speeds (new voices: tempo, pitch and formants move
+    #: together); each costs one more pass of the training set through the device.
+    augment_speeds: tuple[float, ...] = (0.9, 1.1)
     #: ``binary`` (+-1, Torrejon) or ``normal`` mask entries.
     mask_kind: str = "binary"
     #: DC bias current of the oscillator (A), applied as the ``bias_A`` condition.
@@ -75,7 +92,9 @@ class SpokenDigitsConfig:
     #: Features: ``lyon`` (cochleagram), ``mfcc`` or ``logmel``.
     feature_kind: str = "lyon"
     #: Ridge regularisation grid (relative to the mean eigenvalue of the Gram matrix).
-    alphas: tuple[float, ...] = (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+    #: The per-frame readout fits ~100 k frames and wants little (1e-6..1e-4); the pooled one
+    #: fits one row per utterance and wants more (1e-2..10).
+    alphas: tuple[float, ...] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
     #: Cross-validation folds over utterance indices (standard split); the speaker split holds
     #: out one training speaker per fold instead.
     cv_folds: int = 5
@@ -109,6 +128,10 @@ class SpokenDigitsConfig:
             raise ConfigError(f"cv_folds must be >= 2, got {self.cv_folds}")
         if self.max_batch_samples < 1:
             raise ConfigError("max_batch_samples must be positive")
+        if self.segments < 0:
+            raise ConfigError(f"segments must be >= 0, got {self.segments}")
+        if any(not 0.5 <= f <= 2.0 for f in self.augment_speeds):
+            raise ConfigError(f"augment_speeds must lie in [0.5, 2], got {list(self.augment_speeds)}")
         FeatureConfig(kind=self.feature_kind)  # validates the kind
         Encoder(np.ones((1, 1)), self.theta_s, self.samples_per_node, 1.0, self.input_sigma)
 
@@ -170,37 +193,46 @@ def cv_groups(train: Sequence[Utterance], config: SpokenDigitsConfig) -> np.ndar
     return np.array([u.index % config.cv_folds for u in train])
 
 
+def _features_by_name(utterances: Sequence[Utterance], feature_config: FeatureConfig,
+                      config: SpokenDigitsConfig, progress: Callable[[int, int], None] | None = None,
+                      speed: float = 1.0, also: Sequence[Utterance] = ()) -> list[np.ndarray]:
+    """Features of ``utterances`` in their order, computed (and cached) for ``utterances`` and
+    ``also`` sorted by name: one cache entry serves every split of the same recordings."""
+    pool = sorted(set(utterances) | set(also), key=lambda u: u.name)
+    feats = dict(zip((u.name for u in pool), utterance_features(
+        pool, feature_config, config.feature_cache_dir, progress=progress, speed=speed)))
+    return [feats[u.name] for u in utterances]
+
+
 # --- the device part ----------------------------------------------------------------------
 def measure_states(ctx: RunContext, encoder: Encoder, features: Sequence[np.ndarray],
                    config: SpokenDigitsConfig) -> list[np.ndarray]:
-    """Drive the device with every utterance (length-sorted padded batches); return states.
+    """Readout inputs of every utterance: the device driven in length-sorted padded batches
+    (:func:`~spinlab.reservoir.device_states`), each utterance's states pooled by
+    ``config.segments`` (the frame states themselves when it is 0).
 
-    Each batch is one recorded step (stream ``device``): its frames' states (float32, rows of
-    ``device_states/frames``) and the utterance each frame belongs to, so an interrupted run
-    resumes without driving the device again for the batches it has. Padding (0 V, the bare
-    bias) follows each drive and its response is discarded.
+    Each batch is one recorded step (stream ``device``): its utterances' readout inputs
+    (float32, rows of ``device_states/pooled``, or of ``device_states/frames`` with the utterance
+    each frame belongs to), so an interrupted run resumes without driving the device again for
+    the batches it has.
     """
     lengths = [len(f) * encoder.samples_per_frame() for f in features]
     states: list[np.ndarray | None] = [None] * len(features)
     done = 0
     total = len(features)
+    name = "device_states/pooled" if config.segments else "device_states/frames"
     for b, batch_idx in enumerate(length_batches(lengths, config.max_batch_samples)):
         def drive_batch(device: Device, batch_idx: np.ndarray = batch_idx) -> dict[str, np.ndarray]:
-            # drives are built per batch: the whole set at 400 ns x 4 samples is ~2.7 GB of float64
-            batch, lengths_b = pack([encoder.drive(features[i]) for i in batch_idx])
-            samples = device.respond(Waveform(batch, encoder.dt_s, "V"), {"bias_A": config.bias_A}).as_batch().samples
-            # float32 halves the memory of ~141 k frames x 1,200 states; the readout
-            # standardises in float64
-            rows = [node_states(row[:n], len(features[i]), encoder.n_nodes, encoder.samples_per_node,
-                                config.node_features).astype(np.float32)
-                    for row, i, n in zip(samples, batch_idx, lengths_b)]
-            return {"device_states/frames": np.concatenate(rows),
+            rows = device_states(device, encoder, [features[i] for i in batch_idx], {"bias_A": config.bias_A},
+                                 config.node_features, max_batch_samples=sum(lengths),
+                                 reduce=lambda s: pool_states(s, config.segments))
+            return {name: np.concatenate(rows),
                     "device_states/utterance": np.repeat(batch_idx, [len(r) for r in rows]).astype(np.int32)}
 
         data = ctx.measure("device", drive_batch, key=f"batch/{b}", meta={"utterances": len(batch_idx)})
         owner = data["device_states/utterance"]
         for i in batch_idx:
-            states[i] = data["device_states/frames"][owner == i]
+            states[i] = data[name][owner == i]
         done += len(batch_idx)
         ctx.progress(done, total, stage="device")
     return states  # type: ignore[return-value]
@@ -271,10 +303,14 @@ def run(ctx: RunContext, config: SpokenDigitsConfig) -> dict[str, Any]:
 
     feature_config = FeatureConfig(kind=config.feature_kind)
     utterances = train + test
-    raw = utterance_features(utterances, feature_config, config.feature_cache_dir,
-                             progress=lambda d, t: ctx.progress(d, t, stage="features"))
+    raw = _features_by_name(utterances, feature_config, config,
+                            lambda d, t: ctx.progress(d, t, stage="features"))
     normalizer = ChannelNormalizer().fit(raw[: len(train)])
     features = [normalizer.transform(f) for f in raw]
+    # augmented copies join the training set only (and its CV group, so a fold never holds a
+    # copy of a held-out utterance); they never shape the normaliser or the encoder
+    augmented = [normalizer.transform(f) for speed in config.augment_speeds
+                 for f in _features_by_name(train, feature_config, config, speed=speed, also=test)]
 
     amplitude_V = config.drive_fraction * device.limits.max_drive_V
     encoder = Encoder(make_mask(config.n_nodes, features[0].shape[1], config.mask_kind, ctx.rng("mask")),
@@ -282,23 +318,29 @@ def run(ctx: RunContext, config: SpokenDigitsConfig) -> dict[str, Any]:
     encoder.fit(features[: len(train)])
 
     t_device = time.perf_counter()
-    states = measure_states(ctx, encoder, features, config)
+    all_features = features[: len(train)] + augmented + features[len(train):]
+    n_fit = len(train) + len(augmented)
+    states = measure_states(ctx, encoder, all_features, config)
     device_s = time.perf_counter() - t_device
 
-    y_train = np.array([u.digit for u in train])
+    copies = 1 + len(config.augment_speeds)
+    y_fit = np.tile([u.digit for u in train], copies)
     y_test = np.array([u.digit for u in test])
-    groups = cv_groups(train, config)
-    result = evaluate(states[: len(train)], y_train, groups, states[len(train):], y_test, config.alphas)
+    groups = np.tile(cv_groups(train, config), copies)
+    result = evaluate(states[:n_fit], y_fit, groups, states[n_fit:], y_test, config.alphas)
     # Baselines with the device removed. "baseline": the masked features straight into the
     # readout (linear, as in Torrejon et al.). "drive_baseline": the node drive values exactly as
     # sent (including the clipping at +-amplitude, itself a nonlinearity), so the difference to
     # the device result is what the device adds beyond the encoding.
-    masked = [encoder.masked(f) for f in features]
-    baseline = evaluate(masked[: len(train)], y_train, groups, masked[len(train):], y_test, config.alphas)
-    node_inputs = [np.clip(m / encoder.scale, -1.0, 1.0) for m in masked]
-    drive_baseline = evaluate(node_inputs[: len(train)], y_train, groups, node_inputs[len(train):],
-                              y_test, config.alphas)
-    clipped = float(np.mean(np.concatenate([np.abs(m.ravel()) >= 1.0 for m in node_inputs])))
+    masked = [encoder.masked(f) for f in all_features]
+    clipped = float(np.mean(np.concatenate([np.abs(m.ravel()) >= encoder.scale for m in masked])))
+    pooled = lambda xs: [pool_states(x, config.segments) for x in xs]  # noqa: E731
+    baseline = evaluate(pooled(masked[:n_fit]), y_fit, groups, pooled(masked[n_fit:]), y_test, config.alphas)
+    node_inputs = pooled(np.clip(m / encoder.scale, -1.0, 1.0) for m in masked)
+    drive_baseline = evaluate(node_inputs[:n_fit], y_fit, groups, node_inputs[n_fit:], y_test, config.alphas)
+    # "what a user would pick instead": pooled MFCCs, linear, same grouped CV, no device
+    mfcc_accuracy, _ = mfcc_reference(train, test, cv_groups(train, config), config.alphas,
+                                      config.feature_cache_dir)
 
     matrix = confusion_matrix(y_test, result.predictions)
     wall_s = time.perf_counter() - t_start
@@ -308,9 +350,11 @@ def run(ctx: RunContext, config: SpokenDigitsConfig) -> dict[str, Any]:
         "baseline_accuracy": baseline.accuracy,
         "baseline_frame_accuracy": baseline.frame_accuracy,
         "drive_baseline_accuracy": drive_baseline.accuracy,
+        "mfcc_reference_accuracy": mfcc_accuracy,
         "clipped_fraction": clipped,
         "per_speaker": per_speaker_accuracy(test, result.predictions),
         "n_train": len(train),
+        "n_augmented": len(augmented),
         "n_test": len(test),
         "n_frames": int(sum(len(f) for f in features)),
         "alpha": result.alpha,
@@ -326,8 +370,18 @@ def run(ctx: RunContext, config: SpokenDigitsConfig) -> dict[str, Any]:
         "device_s": device_s,
         "wall_s": wall_s,
     }
-    _record(ctx, config, encoder, normalizer, train, test, states, result, baseline, drive_baseline,
-            matrix, summary)
+    if config.segments:  # the per-frame readout's training frames are too many to store
+        readout = DigitReadout(
+            feature_config, normalizer, encoder, config.node_features, config.segments, result.readout,
+            device.address or type(device).__name__, {"bias_A": config.bias_A},
+            training=TrainingStates(np.concatenate(states[:n_fit]), y_fit,
+                                    np.tile([u.speaker for u in train], copies), np.ones(n_fit)),
+            provenance={"run": ctx.run_id, "split": config.split, "test_speaker": config.test_speaker,
+                        "accuracy": result.accuracy, "speakers": sorted({u.speaker for u in train})})
+        readout.save(ctx.path / READOUT_FILE)
+        summary["readout"] = READOUT_FILE  # inside the run directory
+    _record(ctx, config, encoder, normalizer, train, test, states[:len(train)] + states[n_fit:], result,
+            baseline, drive_baseline, matrix, summary)
     return summary
 
 
@@ -345,8 +399,9 @@ def _record(ctx: RunContext, config: SpokenDigitsConfig, encoder: Encoder, norma
              samples_per_node=encoder.samples_per_node)
     ctx.save("feature_mean", normalizer.mean)
     ctx.save("feature_std", normalizer.std)
-    # The class decision is linear in the states summed over frames, so the sums reproduce it.
-    ctx.save("states_summed", np.stack([s.sum(axis=0) for s in states]))
+    # The class decision is linear in the pooled states, or in the states summed over frames
+    # (per-frame readout), so these reproduce it.
+    ctx.save("states_pooled" if config.segments else "states_summed", np.stack([s.sum(axis=0) for s in states]))
     ctx.save("readout_weights", result.readout.weights, alpha=result.alpha)
     ctx.save("readout_state_mean", result.readout.mean)
     ctx.save("readout_state_std", result.readout.std)

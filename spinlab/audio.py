@@ -1,10 +1,14 @@
-"""Spoken-digit audio: the FSDD recordings on disk, their download, and microphone capture.
+"""Spoken-digit audio: the FSDD recordings on disk, their download, resampling and augmentation.
 
 The Free Spoken Digit Dataset (FSDD) names every recording ``{digit}_{speaker}_{index}.wav``
 (8 kHz, mono, 16-bit PCM). :func:`list_fsdd` reads such a directory and validates every name,
 :func:`read_wav` validates the format, :func:`fetch_fsdd` downloads the pinned upstream commit
 into a user cache. Network access happens only in :func:`fetch_fsdd` (``spinlab data fetch
-fsdd``); everything else works offline.
+fsdd``); everything else works offline. :func:`read_audio` reads what a user recorded (any rate, any
+PCM or float format, mixed down to mono), :func:`resample` brings it to the rate a readout was
+trained at, and :func:`speed_perturb` makes the training copies that teach a readout voices it
+has not heard (Ko et al., Interspeech 2015: speed perturbation scales tempo,
+pitch and formants together, as a different vocal tract does).
 
 Why the checksum covers the extracted recordings and not the archive: GitHub generates commit
 archives on the fly and does not promise byte-identical tarballs over time, so a digest of the
@@ -22,13 +26,15 @@ import tarfile
 import tempfile
 import urllib.request
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
 from scipy.io import wavfile
+from scipy.signal import resample_poly
 
-from spinlab.errors import DatasetError
+from spinlab.errors import AudioInputError, DatasetError
 
 #: Sample rate of every FSDD recording.
 FSDD_RATE_HZ = 8000
@@ -112,6 +118,54 @@ def read_wav(path: str | Path, expected_rate_Hz: int | None = FSDD_RATE_HZ) -> n
     if data.size == 0:
         raise DatasetError(f"{path.name} has no samples")
     return data.astype(np.float64) / 32768.0
+
+
+def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
+    """Any wav a user records (8/16/24/32-bit PCM or float, mono or multi-channel) as mono
+    float64 in [-1, 1] and its sample rate."""
+    path = Path(path)
+    try:
+        rate, data = wavfile.read(path)
+    except (ValueError, OSError) as exc:
+        raise DatasetError(f"cannot read {str(path)!r} as a wav file: {exc}") from None
+    if data.size == 0:
+        raise DatasetError(f"{path.name} has no samples")
+    if data.dtype.kind == "f":
+        samples = data.astype(np.float64)
+    elif data.dtype == np.uint8:
+        samples = (data.astype(np.float64) - 128.0) / 128.0
+    elif data.dtype.kind == "i":
+        samples = data.astype(np.float64) / float(-np.iinfo(data.dtype).min)
+    else:
+        raise DatasetError(f"{path.name} holds {data.dtype} samples; save it as PCM or float wav")
+    if samples.ndim == 2:
+        samples = samples.mean(axis=1)
+    return samples, int(rate)
+
+
+def resample(samples: np.ndarray, from_Hz: int, to_Hz: int) -> np.ndarray:
+    """Polyphase resampling (anti-aliased) from ``from_Hz`` to ``to_Hz``.
+
+    Upsampling is refused: audio recorded below ``to_Hz`` lacks the top of the band the
+    features were trained on, and would be recognised worse without saying so.
+    """
+    if int(from_Hz) != from_Hz or from_Hz <= 0:
+        raise AudioInputError(f"sample rate {from_Hz!r} is not a positive whole number of Hz")
+    if from_Hz < to_Hz:
+        raise AudioInputError(f"audio sampled at {int(from_Hz)} Hz is below the {int(to_Hz)} Hz the readout "
+                              f"was trained at; record at {int(to_Hz)} Hz or more")
+    if from_Hz == to_Hz:
+        return np.asarray(samples, dtype=np.float64)
+    ratio = Fraction(int(to_Hz), int(from_Hz))
+    return resample_poly(np.asarray(samples, dtype=np.float64), ratio.numerator, ratio.denominator)
+
+
+def speed_perturb(samples: np.ndarray, factor: float) -> np.ndarray:
+    """The utterance spoken ``factor`` times faster (and that much higher), same sample rate."""
+    if not 0.5 <= factor <= 2.0:
+        raise AudioInputError(f"speed factor must be in [0.5, 2], got {factor}")
+    ratio = Fraction(factor).limit_denominator(50)
+    return resample_poly(np.asarray(samples, dtype=np.float64), ratio.denominator, ratio.numerator)
 
 
 # --- the pinned download --------------------------------------------------------------------
@@ -215,22 +269,3 @@ def fetch_fsdd(destination: str | Path | None = None, *, url: str = FSDD_URL,
 
 def _urlopen(url: str):
     return urllib.request.urlopen(url, timeout=60)
-
-
-# --- microphone ---------------------------------------------------------------------------
-def record_microphone(duration_s: float, rate_Hz: int = FSDD_RATE_HZ, device: int | str | None = None) -> np.ndarray:
-    """Record one mono utterance (float64 in [-1, 1)) with ``sounddevice`` at the FSDD rate."""
-    if not 0 < duration_s <= 10:
-        raise DatasetError(f"duration_s must be in (0, 10] s, got {duration_s}")
-    try:
-        import sounddevice
-    except (ImportError, OSError) as exc:  # PortAudio missing is an OSError
-        raise DatasetError(f"microphone capture needs sounddevice with PortAudio: {exc}; install them "
-                           "(`pip install sounddevice` and the system PortAudio library)") from None
-    try:
-        data = sounddevice.rec(int(round(duration_s * rate_Hz)), samplerate=rate_Hz, channels=1,
-                               dtype="int16", device=device)
-        sounddevice.wait()
-    except Exception as exc:  # PortAudioError does not derive from a spinlab error
-        raise DatasetError(f"recording from the microphone failed: {exc}") from None
-    return data[:, 0].astype(np.float64) / 32768.0

@@ -58,6 +58,18 @@ class TwinDivergedError(SpinlabError, RuntimeError):
     """A twin's integration blew up (NaN/inf): the drive or condition is far outside its training."""
 
 
+class AudioDeviceError(SpinlabError, RuntimeError):
+    """No sound input can be opened: PortAudio missing, no input device, or the device refused."""
+
+
+class AudioInputError(SpinlabError, ValueError):
+    """The audio itself is unusable: silent, clipped, or at a sample rate that cannot be used."""
+
+
+class ReadoutError(SpinlabError, ValueError):
+    """A saved digit readout is missing, corrupt, or does not fit the device it is used with."""
+
+
 class RunAborted(SpinlabError):
     """The run was aborted (remote ``abort``); outputs are off and data is flushed."""
 

@@ -22,7 +22,7 @@ import numpy as np
 from scipy import fft as sfft
 from scipy import signal as ssignal
 
-from spinlab.audio import FSDD_RATE_HZ, Utterance
+from spinlab.audio import FSDD_RATE_HZ, Utterance, speed_perturb
 from spinlab.errors import ConfigError
 
 FEATURE_KINDS = ("lyon", "mfcc", "logmel")
@@ -132,18 +132,25 @@ class ChannelNormalizer:
 
 def utterance_features(utterances: Sequence[Utterance], config: FeatureConfig = FeatureConfig(),
                        cache_dir: str | Path | None = None,
-                       progress: Callable[[int, int], None] | None = None) -> list[np.ndarray]:
-    """Features of each utterance, in order; read from / written to an ``.npz`` cache if given."""
+                       progress: Callable[[int, int], None] | None = None,
+                       speed: float = 1.0) -> list[np.ndarray]:
+    """Features of each utterance, in order; read from / written to an ``.npz`` cache if given.
+
+    ``speed`` other than 1 extracts them from a speed-perturbed copy of the audio
+    (:func:`spinlab.audio.speed_perturb`: training augmentation for voices not in the data).
+    """
     cache_file = None
     if cache_dir is not None:
-        cache_file = Path(cache_dir) / f"features-{config.kind}-{_cache_key(utterances, config)}.npz"
+        key = _cache_key(utterances, config, speed)
+        cache_file = Path(cache_dir) / f"features-{config.kind}-{key}.npz"
         if cache_file.is_file():
             with np.load(cache_file) as data:
                 flat, lengths = data["frames"], data["lengths"]
             return np.split(flat, np.cumsum(lengths)[:-1])
     out = []
     for i, utt in enumerate(utterances):
-        out.append(extract(utt.load(), config))
+        samples = utt.load()
+        out.append(extract(samples if speed == 1.0 else speed_perturb(samples, speed), config))
         if progress is not None:
             progress(i + 1, len(utterances))
     if cache_file is not None:
@@ -154,8 +161,9 @@ def utterance_features(utterances: Sequence[Utterance], config: FeatureConfig = 
     return out
 
 
-def _cache_key(utterances: Sequence[Utterance], config: FeatureConfig) -> str:
-    h = hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode())
+def _cache_key(utterances: Sequence[Utterance], config: FeatureConfig, speed: float = 1.0) -> str:
+    settings = asdict(config) if speed == 1.0 else {**asdict(config), "speed": speed}
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for utt in utterances:
         st = utt.path.stat()
         h.update(f"{utt.path.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())

@@ -9,20 +9,29 @@ on current supplies the nonlinearity. The response sampled per node is the reser
 linear (ridge) readout trained on those states classifies each frame, and an utterance's class
 is the argmax of the readout summed over its frames.
 
-This module holds the pieces that do not depend on a device: :class:`Encoder` (mask, scaling,
-drive layout), :func:`node_states` (response -> states), :func:`pack` (many utterances into one
-padded batch) and :class:`RidgeReadout` with :func:`select_alpha` (k-fold choice of the
-regularisation on the training set only).
+This module holds :class:`Encoder` (mask, scaling, drive layout), :func:`node_states`
+(response -> states), :func:`pack` (many utterances into one padded batch), :func:`device_states`
+(drive a Device with many utterances), :func:`pool_states` (one vector per utterance) and
+:class:`RidgeReadout` with :func:`fit_cv` (grouped k-fold choice of the regularisation on the
+training set only).
+
+Why pooling: the per-frame readout (Torrejon et al.) sums frame votes, so it cannot tell *when*
+in a word a sound occurs, and it learns the training voices' spectra frame by frame. Averaging
+the states over a few equal parts of the word (beginning, middle, end) plus their spread over
+the word gives one vector per utterance that keeps the word's time course and is far less
+speaker-specific; it is also small enough to store for re-fitting (enrolment of a new voice).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import scipy.linalg
 
+from spinlab.device import Device
 from spinlab.errors import ConfigError
+from spinlab.waveform import Waveform
 
 MASK_KINDS = ("binary", "normal")
 NODE_FEATURES = ("mean", "samples")
@@ -136,6 +145,80 @@ def node_states(response: np.ndarray, n_frames: int, n_nodes: int, samples_per_n
     raise ConfigError(f"node feature reduction {reduce!r} is unknown; use one of {list(NODE_FEATURES)}")
 
 
+def pool_states(states: np.ndarray, segments: int) -> np.ndarray:
+    """One utterance's frame states ``(frames, D)`` -> ``(1, (segments + 1) * D)``: the mean
+    over each of ``segments`` equal parts of the word, then the standard deviation over all
+    frames. ``segments = 0`` returns the frame states unchanged (the per-frame readout)."""
+    states = np.asarray(states)
+    if segments == 0:
+        return states
+    if segments < 0:
+        raise ConfigError(f"segments must be >= 0, got {segments}")
+    states = states.astype(np.float64)
+    # a word shorter than ``segments`` frames repeats its frames rather than leaving parts empty
+    parts = np.array_split(states, segments) if len(states) >= segments else [states] * segments
+    pooled = [p.mean(axis=0) for p in parts] + [states.std(axis=0)]
+    return np.concatenate(pooled)[None, :]
+
+
+def device_states(device: Device, encoder: Encoder, features: Sequence[np.ndarray],
+                  conditions: Mapping[str, float], node_features: str = "mean",
+                  max_batch_samples: int = 64_000_000,
+                  between_batches: Callable[[int, int], None] | None = None,
+                  reduce: Callable[[np.ndarray], np.ndarray] | None = None) -> list[np.ndarray]:
+    """Drive ``device`` with every utterance (length-sorted padded batches); states of each.
+
+    Padding (0 V, i.e. the bare operating point) follows each drive and its response is
+    discarded. ``reduce`` maps each utterance's frame states as soon as they exist (e.g.
+    :func:`pool_states`, so the frames of thousands of utterances are never all in memory);
+    ``between_batches(done, total)`` runs after every device call (progress, pause/abort).
+    """
+    lengths = [len(f) * encoder.samples_per_frame() for f in features]
+    states: list[np.ndarray | None] = [None] * len(features)
+    done = 0
+    for batch_idx in length_batches(lengths, max_batch_samples):
+        # drives are built per batch: the whole set at 400 ns x 4 samples is ~2.7 GB of float64
+        batch, lengths_b = pack([encoder.drive(features[i]) for i in batch_idx])
+        response = device.respond(Waveform(batch, encoder.dt_s, "V"), dict(conditions))
+        for row, i, n in zip(response.as_batch().samples, batch_idx, lengths_b):
+            # float32 halves the memory of ~141 k frames x 2,400 states; the readout
+            # standardises in float64
+            frames = node_states(row[:n], len(features[i]), encoder.n_nodes,
+                                 encoder.samples_per_node, node_features).astype(np.float32)
+            states[i] = frames if reduce is None else reduce(frames).astype(np.float32)
+        done += len(batch_idx)
+        if between_batches is not None:
+            between_batches(done, len(features))
+    return states  # type: ignore[return-value]
+
+
+def piece_states(device: Device, encoder: Encoder, features: Sequence[np.ndarray],
+                 conditions: Mapping[str, float], node_features: str = "mean", piece_frames: int = 8,
+                 warmup_frames: int = 1) -> list[np.ndarray]:
+    """Frame states of each utterance, driven as pieces of ``piece_frames`` frames side by side
+    in one batch, each piece after ``warmup_frames`` frames of the drive before it (whose
+    response is dropped).
+
+    Why: a simulator or a twin integrates one long drive step by step, but a batch of short ones
+    in nearly the same time, so this cuts the latency of one word many times. It is exact up to
+    the device's memory of its state ``warmup_frames`` frames back: one frame (hundreds of
+    node holds) is hundreds of relaxation times for the oscillators here.
+    """
+    if piece_frames < 1 or warmup_frames < 0:
+        raise ConfigError(f"piece_frames must be >= 1 and warmup_frames >= 0, got {piece_frames}, {warmup_frames}")
+    pieces, owners = [], []
+    for i, f in enumerate(features):
+        for start in range(0, len(f), piece_frames):
+            warm = min(warmup_frames, start)
+            pieces.append(f[start - warm: start + piece_frames])
+            owners.append((i, warm))
+    raw = device_states(device, encoder, pieces, conditions, node_features)
+    out: list[list[np.ndarray]] = [[] for _ in features]
+    for (i, warm), frames in zip(owners, raw):
+        out[i].append(frames[warm:])
+    return [np.concatenate(parts) for parts in out]
+
+
 def pack(drives: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Equal-length batch ``(B, max_len)`` of drives, zero-padded at the end, and their lengths.
 
@@ -187,10 +270,17 @@ class RidgeReadout:
     std: np.ndarray | None = None
     weights: np.ndarray | None = field(default=None, repr=False)
 
-    def fit(self, states: Sequence[np.ndarray], labels: Sequence[int]) -> "RidgeReadout":
+    def fit(self, states: Sequence[np.ndarray], labels: Sequence[int],
+            weights: Sequence[float] | None = None) -> "RidgeReadout":
+        """Fit on every utterance; ``weights`` (one per utterance) make some count more, e.g. a
+        newly enrolled voice against thousands of known utterances."""
         labels = _check_labels(labels, len(states), self.n_classes)
-        self.mean, self.std = _standardiser(states)
-        gram, cross, _ = _normal_equations(self._design(states), labels, self.n_classes)
+        if weights is not None:
+            weights = np.asarray(weights, dtype=np.float64)
+            if weights.shape != labels.shape or not np.all(weights > 0):
+                raise ConfigError(f"need one positive weight per utterance ({labels.size}), got shape {weights.shape}")
+        self.mean, self.std = _standardiser(states, weights)
+        gram, cross, _ = _normal_equations(self._design(states), labels, self.n_classes, weights)
         self.weights = _solve(gram, cross, self.alpha)
         return self
 
@@ -286,16 +376,18 @@ def _check_labels(labels: Sequence[int], n: int, n_classes: int) -> np.ndarray:
     return labels
 
 
-def _standardiser(states: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Per-feature mean and std over all frames, accumulated in float64 one utterance at a time
-    (no copy of the whole state matrix)."""
-    count = 0
+def _standardiser(states: Sequence[np.ndarray], weights: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature (weighted) mean and std over all frames, accumulated in float64 one utterance
+    at a time (no copy of the whole state matrix)."""
+    count = 0.0
     total = sq = None
-    for s in states:
+    for i, s in enumerate(states):
         s = np.asarray(s, dtype=np.float64)
-        total = s.sum(axis=0) if total is None else total + s.sum(axis=0)
-        sq = (s * s).sum(axis=0) if sq is None else sq + (s * s).sum(axis=0)
-        count += s.shape[0]
+        w = 1.0 if weights is None else float(weights[i])
+        total = w * s.sum(axis=0) if total is None else total + w * s.sum(axis=0)
+        sq = w * (s * s).sum(axis=0) if sq is None else sq + w * (s * s).sum(axis=0)
+        count += w * s.shape[0]
     mean = total / count
     std = np.sqrt(np.maximum(sq / count - mean * mean, 0.0))
     return mean, np.where(std > 1e-12 * np.maximum(np.abs(mean), 1.0), std, 1.0)
@@ -305,19 +397,23 @@ def _with_bias(x: np.ndarray) -> np.ndarray:
     return np.hstack([x, np.ones((x.shape[0], 1))])
 
 
-def _normal_equations(design: Iterable[np.ndarray], labels: np.ndarray, n_classes: int
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``X^T X``, ``X^T Y`` (one-hot frame targets) and each utterance's summed design row."""
+def _normal_equations(design: Iterable[np.ndarray], labels: np.ndarray, n_classes: int,
+                      weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``X^T W X``, ``X^T W Y`` (one-hot frame targets, ``W`` the utterance weights, default 1)
+    and each utterance's summed design row."""
     gram = cross = None
     sums: list[np.ndarray] = []
     chunk: list[np.ndarray] = []
     pending = 0
-    for x, label in zip(design, labels):
+    for i, (x, label) in enumerate(zip(design, labels)):
         if gram is None:
             gram = np.zeros((x.shape[1], x.shape[1]))
             cross = np.zeros((x.shape[1], n_classes))
         total = x.sum(axis=0)
         sums.append(total)
+        if weights is not None:  # sqrt(w) on both factors of the Gram, w on the targets
+            total = weights[i] * total
+            x = np.sqrt(weights[i]) * x
         cross[:, label] += total
         chunk.append(x)
         pending += len(x)

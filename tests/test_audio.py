@@ -170,3 +170,19 @@ def test_cli_fetch_installs_into_dest(tmp_path, monkeypatch):
     monkeypatch.setattr(audio, "FSDD_RECORDINGS_SHA256", "0" * 64)
     bad = CliRunner().invoke(app, ["data", "fetch", "fsdd", "--dest", str(tmp_path / "d")])
     assert bad.exit_code == 2 and "checksum mismatch" in bad.output
+
+
+def test_read_audio_resample_and_speed_perturb(tmp_path):
+    from spinlab.audio import read_audio, resample, speed_perturb
+    from spinlab.errors import AudioInputError
+
+    t = np.arange(4410) / 44100
+    stereo = (0.5 * np.stack([np.sin(2 * np.pi * 440 * t)] * 2, axis=1) * 32767).astype(np.int16)
+    wavfile.write(tmp_path / "s.wav", 44100, stereo)
+    samples, rate = read_audio(tmp_path / "s.wav")
+    assert rate == 44100 and samples.ndim == 1 and abs(samples.max() - 0.5) < 1e-3
+    down = resample(samples, 44100, 8000)
+    assert len(down) == 800  # 0.1 s at 8 kHz
+    with pytest.raises(AudioInputError, match="below the 8000 Hz"):
+        resample(samples, 4000, 8000)
+    assert len(speed_perturb(down, 1.25)) == 640 and len(speed_perturb(down, 0.8)) == 1000

@@ -117,3 +117,18 @@ def test_select_alpha_rejects_too_much_shrinkage_and_validates():
         select_alpha(states, labels, groups, [0.0])
     with pytest.raises(ConfigError, match="labels"):
         RidgeReadout().fit(states, labels + 5)
+
+
+def test_piece_states_match_the_whole_drive_on_a_noiseless_oscillator():
+    from spinlab import open_device
+    from spinlab.reservoir import device_states, piece_states
+
+    rng = np.random.default_rng(0)
+    features = [rng.standard_normal((n, 8)) for n in (13, 5)]
+    encoder = Encoder(make_mask(30, 8, seed=1), 400e-9, 2, 0.5, 1.75).fit(features)
+    device = open_device("sim:vortex?noise=0")
+    whole = device_states(device, encoder, features, {"bias_A": 6e-3})
+    pieces = piece_states(device, encoder, features, {"bias_A": 6e-3}, piece_frames=4)
+    for a, b in zip(whole, pieces):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6 * np.abs(a).max())

@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("reservoir", "Run a lab protocol on a device."),
     "resume": ("runs", "Continue an interrupted run from its last completed step, with the same plan, config and seeds."),
     "data": ("reservoir", "Datasets used by the protocols."),
+    "listen": ("listen", "Recognise spoken digits live from a microphone (or wav files) with a saved readout."),
+    "enrol": ("listen", "Adapt a saved readout to a new voice from a few utterances per digit; save it as a new readout."),
     "emulate": ("emulate", "Run emulated AWG, scope and DC source until Ctrl-C; prints their VISA resource strings."),
     "monitor": ("monitoring", "Watch a run live: progress, waveform and loss sparklines, results, errors, drop counts."),
     "control": ("monitoring", "Send one command to a run's authenticated control channel and print the reply."),

@@ -33,6 +33,10 @@ def spoken_digits(
     mask: Optional[str] = typer.Option(None, "--mask", help=f"binary or normal (default {_D.mask_kind})."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Stratified subset of N utterances (quick bench runs)."),
     features: str = typer.Option("lyon", "--features", help="lyon, mfcc or logmel."),
+    segments: Optional[int] = typer.Option(None, "--segments", help=f"Readout input: states pooled over N parts of each word "
+                                           f"plus their spread; 0 = per-frame readout (default {_D.segments})."),
+    augment_speeds: Optional[str] = typer.Option(None, "--augment-speeds", help="Training copies at these speeds, e.g. "
+                                                 f"0.9,1.1, or none (default {','.join(map(str, _D.augment_speeds))})."),
     json_out: bool = JsonOption,
     run: RunOptions = RunOptions(),
 ) -> None:
@@ -45,7 +49,8 @@ def spoken_digits(
         overrides = {k: v for k, v in {
             "n_nodes": nodes, "theta_s": theta_s, "samples_per_node": samples_per_node,
             "node_features": node_features, "bias_A": bias_A, "drive_fraction": drive_fraction,
-            "input_sigma": input_sigma, "mask_kind": mask}.items() if v is not None}
+            "input_sigma": input_sigma, "mask_kind": mask, "segments": segments,
+            "augment_speeds": _speeds(augment_speeds)}.items() if v is not None}
         plan = protocol.plan(data_dir=str(data_dir), split=split, test_speaker=test_speaker, limit=limit,
                              feature_kind=features, feature_cache_dir=str(Path(run.runs_dir) / ".cache"),
                              **overrides)
@@ -60,7 +65,21 @@ def spoken_digits(
                f"{summary['n_test']} test, {summary['wall_s']:.1f} s")
     for speaker, acc in summary["per_speaker"].items():
         typer.echo(f"  {speaker:<12} {100 * acc:5.1f} %")
+    typer.echo(f"pooled-MFCC reference (no device) {100 * summary['mfcc_reference_accuracy']:.1f} %")
     typer.echo(f"run: {summary['run']}")
+    if summary.get("readout"):
+        typer.echo(f"readout saved: `spinlab listen --device {device} --readout {summary['run']}`")
+
+
+def _speeds(value: Optional[str]) -> Optional[tuple[float, ...]]:
+    if value is None:
+        return None
+    if value.strip().lower() in ("", "none"):
+        return ()
+    try:
+        return tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"--augment-speeds takes numbers like 0.9,1.1 or 'none', got {value!r}") from None
 
 
 def fetch_fsdd_command(

@@ -131,7 +131,8 @@ def _trace(arr: np.ndarray) -> np.ndarray:
     arr = np.asarray(arr)
     if arr.ndim > 1:
         arr = arr.reshape(-1, arr.shape[-1])[0] if arr.size else arr.reshape(-1)
-    return (np.abs(arr) if arr.dtype.kind == "c" else arr).astype(float).reshape(-1)
+    with np.errstate(invalid="ignore", over="ignore"):  # |inf+nan j| and the like: not finite, not shown
+        return (np.abs(arr) if arr.dtype.kind == "c" else arr).astype(float).reshape(-1)
 
 
 def _number(value: Any) -> float | None:
