@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "twin": ("twin", "Spin-Neural ODE digital twin: train, evaluate."),
     "run": ("reservoir", "Run a lab protocol on a device."),
     "resume": ("runs", "Continue an interrupted run from its last completed step, with the same plan, config and seeds."),
+    "sweep": ("sweep", "Run a protocol over a grid of settings and seeds on Dask: one machine by default, a cluster by address."),
     "data": ("reservoir", "Datasets used by the protocols."),
     "emulate": ("emulate", "Run emulated AWG, scope and DC source until Ctrl-C; prints their VISA resource strings."),
     "monitor": ("monitoring", "Watch a run live: progress, waveform and loss sparklines, results, errors, drop counts."),

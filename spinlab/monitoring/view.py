@@ -77,8 +77,10 @@ class MonitorState:
                 self.results.update(p["results"])
             if "dropped" in p:
                 self.publisher_stats["dropped"] = p["dropped"]
-        elif msg.topic == "progress":
+        elif msg.topic in ("progress", "sweep.progress"):
             self.progress = dict(p)
+        elif msg.topic in ("sweep.start", "sweep.point", "sweep.stop"):
+            self._sweep(msg.topic, p)
         elif msg.topic == "waveform" and "samples" in msg.arrays:
             samples = np.asarray(msg.arrays["samples"])
             self.waveforms[str(p.get("name", "waveform"))] = (samples.reshape(-1, samples.shape[-1])[0]
@@ -103,6 +105,20 @@ class MonitorState:
             for name, arr in msg.arrays.items():
                 if arr.ndim >= 1 and arr.size and arr.dtype.kind in "fiub":
                     self.waveforms[f"{msg.topic}:{name}"] = (np.asarray(arr).reshape(-1, arr.shape[-1])[0], p)
+
+    def _sweep(self, topic: str, p: dict) -> None:
+        """A sweep (``spinlab sweep --monitor``): its mode, progress, last point and failures."""
+        if topic == "sweep.start":
+            self.kind = f"sweep of {p.get('plan', '')} on {p.get('device', '')}; {p.get('mode', '')}"
+            self.status = "running"
+        elif topic == "sweep.stop":
+            self.status = str(p.get("status", "stopped"))
+            self.results.update({k: v for k, v in p.items() if isinstance(v, int)})
+        elif p.get("status") == "failed":
+            self.errors.append(f"point {p.get('index')} failed: {p.get('error', '')}")
+        elif p.get("status") != "running":
+            values = ", ".join(f"{k}={_fmt(v)}" for k, v in (p.get("values") or {}).items())
+            self.results["last point"] = f"{p.get('index')} ({values}, seed {p.get('seed')}): {p.get('status')}"
 
     def _new_run(self, run_id: str) -> None:
         fresh = MonitorState(run_id=run_id)
