@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
 from pathlib import Path
 
 import h5py
@@ -14,7 +16,7 @@ from typer.testing import CliRunner
 
 from spinlab.cli import app
 from spinlab.engine import RunEngine, build_plan
-from spinlab.errors import ConfigError
+from spinlab.errors import ClusterError, ConfigError
 from spinlab.monitoring import Subscriber
 from spinlab.monitoring.view import MonitorState
 from spinlab.sweeps import SweepSpec, run_sweep, with_cache
@@ -139,7 +141,7 @@ def test_a_sweep_writes_one_summary_whose_results_equal_each_point_run_alone(tmp
     assert json.loads(rows[0]["config"])["bias_points"] == 8 and rows[0]["started"].endswith("+00:00")
     assert {p.name for p in result.plots} >= {"threshold_A.png", "relaxation_time_s.png"}
 
-    again = run_sweep(spec, tmp_path / "sw", workers=2, processes=False)
+    again = run_sweep(spec, tmp_path / "sw", workers=2, processes=False, metrics=["threshold_A"])
     assert again.ran == 0 and again.skipped == 4 and again.count("completed") == 4
     assert len(list((tmp_path / "sw" / "runs").iterdir())) == 4
 
@@ -151,8 +153,51 @@ def test_a_failing_point_records_its_error_and_the_others_complete(tmp_path):
     assert [r["status"] for r in result.table] == ["completed", "failed"]
     assert "ConfigError" in result.table[1]["error"] and "max_bias_A" in result.table[1]["error"]
     assert [p.name for p in result.plots] == ["threshold_A.png"]
-    retry = run_sweep(spec, tmp_path / "sw", workers=2, processes=False)
+    retry = run_sweep(spec, tmp_path / "sw", workers=2, processes=False, metrics=["threshold_A"])
     assert retry.ran == 1 and retry.table[1]["attempts"] == 2
+
+
+def test_an_interrupted_sweep_has_a_consistent_summary_and_a_rerun_runs_only_the_missing_points(tmp_path):
+    spec = quick_spec(grid={"step_amplitude_V": [0.05, 0.07, 0.09, 0.11]}, seeds=2)
+    sent = []
+
+    def ctrl_c_after_the_first_point(name, doc):
+        if name == "point" and doc["status"] == "completed" and not sent:
+            sent.append(doc["key"])
+            os.kill(os.getpid(), signal.SIGINT)
+
+    first = run_sweep(spec, tmp_path / "sw", workers=1, processes=False, observers=[ctrl_c_after_the_first_point],
+                      metrics=["threshold_A"])
+    assert first.interrupted and first.count("completed") >= 1 and first.count("pending") >= 5
+    table, attrs = h5_table(tmp_path / "sw")
+    assert attrs["completed"] == first.count("completed") and attrs["pending"] == first.count("pending")
+    status = dict(zip(table["key"].astype(str), table["status"].astype(str)))
+    runs = dict(zip(table["key"].astype(str), table["run"].astype(str)))
+    for key, run in runs.items():
+        if status[key] in ("completed", "interrupted"):
+            with h5py.File(Path(run) / "run.h5") as f:
+                assert f.attrs["status"] == status[key]  # a running point stopped the engine's way
+    second = run_sweep(spec, tmp_path / "sw", workers=2, processes=False, metrics=["threshold_A"])
+    assert second.count("completed") == 8 and second.skipped == first.count("completed")
+    assert second.ran == 8 - first.count("completed")
+    for row in second.table:
+        if status[row["key"]] in ("completed", "interrupted"):
+            assert row["run"] == runs[row["key"]]  # kept, or resumed where it stopped
+    assert len(list((tmp_path / "sw" / "runs").iterdir())) == 8
+
+
+def test_hardware_needs_exactly_one_worker_that_holds_the_station(tmp_path):
+    from distributed import LocalCluster
+
+    spec = quick_spec(device="bench:emulated", seeds=1)
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
+        with pytest.raises(ClusterError, match=r"no worker .* offers it.*--resources station-emulated=1"):
+            run_sweep(spec, tmp_path / "a", scheduler=cluster)
+    with LocalCluster(n_workers=2, processes=False, dashboard_address=None,
+                      resources={"station-emulated": 1}) as cluster:
+        with pytest.raises(ClusterError, match="exactly one worker may offer station-emulated=1"):
+            run_sweep(spec, tmp_path / "b", scheduler=cluster)
+    assert not (tmp_path / "a" / "runs").exists()  # nothing ran
 
 
 def test_two_swept_names_make_a_heatmap_one_makes_lines(tmp_path):
@@ -174,7 +219,8 @@ def test_monitor_gets_sweep_topics_and_spinlab_monitor_shows_them(tmp_path):
     publisher = SweepPublisher("tcp://127.0.0.1:0")
     sub = Subscriber(publisher.endpoint)
     try:
-        run_sweep(quick_spec(seeds=1), tmp_path / "sw", workers=1, processes=False, observers=[publisher])
+        run_sweep(quick_spec(seeds=1), tmp_path / "sw", workers=1, processes=False, observers=[publisher],
+                  metrics=["threshold_A"])
         state, topics = MonitorState(), []
         while (msg := sub.recv(2.0)) is not None:
             topics.append((msg.topic, msg.payload.get("status")))
@@ -195,6 +241,7 @@ def test_cli_runs_a_sweep_and_reports_bad_input_in_one_line(tmp_path, monkeypatc
     out = tmp_path / "cli"
     result = runner.invoke(app, ["sweep", "characterize", "-d", "sim:vortex", "--grid", "step_amplitude_V=0.06,0.12",
                                  *[f"--set={k}={v}" for k, v in QUICK.items()], "--workers", "1",
+                                 "--metric", "threshold_A",
                                  "--out", str(out), "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.splitlines()[-1])
@@ -213,7 +260,7 @@ def test_cli_runs_a_sweep_and_reports_bad_input_in_one_line(tmp_path, monkeypatc
 def test_spoken_digit_points_equal_the_same_runs_alone(tmp_path):
     spec = with_cache(SweepSpec("spoken-digits", "sim:vortex", grid={"n_nodes": [12, 24]},
                                 settings={"data_dir": str(FSDD), "limit": 40}), tmp_path / "cache")
-    result = run_sweep(spec, tmp_path / "sw", workers=2, processes=False)
+    result = run_sweep(spec, tmp_path / "sw", workers=2, processes=False, metrics=["accuracy"])
     assert result.count("completed") == 2
     for point, row in zip(spec.points(), result.table):
         alone = RunEngine(tmp_path / "alone").run(build_plan("spoken-digits", point.config), "sim:vortex", seed=0)

@@ -191,7 +191,8 @@ class _Sweep:
             cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=self.processes,
                                    resources={resource: 1} if resource else None,
                                    dashboard_address=":8787" if self.dashboard else None,
-                                   silence_logs=logging.ERROR)
+                                   silence_logs=logging.ERROR,
+                                   preload=["spinlab.sweeps.worker"] if self.processes else None)
             return Client(cluster), cluster
         try:
             return Client(self.scheduler, timeout=CONNECT_TIMEOUT_S), None
@@ -200,25 +201,25 @@ class _Sweep:
                                "with `dask scheduler` and workers with `dask worker ADDRESS`") from None
 
     def _check_workers(self, client: Any) -> dict[str, Any]:
+        address = client.scheduler.address
         try:
             client.wait_for_workers(1, timeout=WORKER_WAIT_S)
         except TimeoutError:
-            raise ClusterError(f"no worker joined the Dask scheduler {self.scheduler} within "
-                               f"{WORKER_WAIT_S:g} s; start some with `dask worker {self.scheduler}`") from None
+            raise ClusterError(f"no worker joined the Dask scheduler {address} within {WORKER_WAIT_S:g} s; "
+                               f"start some with `dask worker {address}`") from None
         workers = client.scheduler_info(n_workers=-1)["workers"]
         resource = self.spec.station_resource
         if resource:
             holders = {a: w["resources"][resource] for a, w in workers.items()
                        if w.get("resources", {}).get(resource, 0) > 0}
-            where = self.scheduler or "the local cluster"
             if not holders:
                 raise ClusterError(
                     f"{self.spec.station} is hardware: its points need the Dask resource {resource}, "
-                    f"and no worker of {where} offers it; start the worker that reaches the station "
-                    f"with `dask worker {self.scheduler} --resources {resource}=1`")
+                    f"and no worker of {address} offers it; start the worker that reaches the station "
+                    f"with `dask worker {address} --resources {resource}=1`")
             if len(holders) > 1 or sum(holders.values()) > 1:
                 raise ClusterError(
-                    f"{len(holders)} workers of {where} offer {sum(holders.values()):g} units of {resource} "
+                    f"{len(holders)} workers of {address} offer {sum(holders.values()):g} units of {resource} "
                     f"({', '.join(holders)}); a station is one resource: exactly one worker may offer "
                     f"{resource}=1, or two points would drive {self.spec.station} at once")
         return workers

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any, Mapping
 
 from spinlab.engine import RunEngine, build_plan
+from spinlab.engine.signals import HANDLED
 from spinlab.errors import RunInterrupted
 
 #: Seconds between two looks at the sweep's stop event during a run.
@@ -96,4 +98,14 @@ def run_point(task: Mapping[str, Any]) -> dict[str, Any]:
     return record
 
 
-__all__ = ["run_point", "StopPoll", "POLL_S"]
+def dask_setup(worker: Any) -> None:
+    """Preload of a local cluster's workers: the sweep handles the signals. Ctrl-C in a terminal
+    reaches every process of its foreground group; a worker killed by it would abandon its
+    point mid-step (outputs on), so local workers ignore SIGINT, SIGTERM and SIGHUP and the
+    sweep stops their points the safe way (the stop event)."""
+    if threading.current_thread() is threading.main_thread():
+        for signum in HANDLED:
+            signal.signal(signum, signal.SIG_IGN)
+
+
+__all__ = ["run_point", "dask_setup", "StopPoll", "POLL_S"]
