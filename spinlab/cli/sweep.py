@@ -46,7 +46,7 @@ def sweep(
     Every point is a normal run with its own run directory (OUT/runs); OUT/sweep.h5 and
     OUT/sweep.csv hold every point's config, seed, status, times and results, and OUT/sweep-*.png
     the plots. Points on a bench: address run one at a time; simulators and twins in parallel.
-    Exit status: 0 all completed, 1 some failed, 130 interrupted (run it again to continue).
+    Exit status: 0 all completed, 1 some failed or lost, 130 interrupted (run it again to continue).
     """
     with user_errors():
         from spinlab.sweeps import SweepSpec, run_sweep, with_cache
@@ -92,4 +92,9 @@ def sweep(
     if counts["failed"]:
         typer.secho(f"{counts['failed']} point(s) failed; their errors are in {result.files['csv']} "
                     "(run the same command again to retry them)", err=True, fg="red")
+    missing = counts["pending"] + counts["interrupted"]
+    if missing:
+        typer.secho(f"{missing} point(s) did not run to the end (the cluster lost them); run the same "
+                    "command again to run them", err=True, fg="red")
+    if counts["failed"] or missing:
         raise typer.Exit(1)

@@ -51,8 +51,22 @@ log = logging.getLogger("spinlab.sweeps")
 
 Observer = Callable[[str, Mapping[str, Any]], None]
 
-#: Seconds between two rewrites of the summary files while points complete.
-SUMMARY_INTERVAL_S = 2.0
+#: Seconds between two rewrites of the summary files while points complete (the journal has
+#: every record at once; the summary is rewritten at the end and on Ctrl-C in any case).
+SUMMARY_INTERVAL_S = 10.0
+#: Dask settings of a local cluster, each measured by benchmarks/bench_sweep_overhead.py:
+#: * worker environment: one BLAS thread (Dask's default) but not Dask's
+#:   ``MALLOC_TRIM_THRESHOLD_``, which switches off glibc's adaptive mmap threshold: every large
+#:   numpy temporary is then mapped and unmapped again, ten times the page faults and ~10 % more
+#:   CPU time per characterisation point;
+#: * the workers' statistical profiler (a sample every 10 ms, for a dashboard page that points
+#:   of seconds to hours do not need) is off, and the event loops' responsiveness check ticks
+#:   every second instead of every 20 ms: half the CPU an idle cluster burns.
+LOCAL_CONFIG = {
+    "distributed.nanny.pre-spawn-environ": {"OMP_NUM_THREADS": 1, "MKL_NUM_THREADS": 1, "OPENBLAS_NUM_THREADS": 1},
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.tick.interval": "1s",
+}
 #: How long a sweep waits for an existing cluster's scheduler to answer, and for its first worker.
 CONNECT_TIMEOUT_S = 10.0
 WORKER_WAIT_S = 30.0
@@ -83,7 +97,7 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, scheduler: Any = None, worker
     ``scheduler``: None (a local cluster of ``workers`` processes, default one per core;
     ``processes=False`` makes them threads of this process), a scheduler address
     (``tcp://host:8786``) or anything ``distributed.Client`` accepts (a dask-jobqueue cluster).
-    ``metrics``: the results to plot (default: every numeric result that varies).
+    ``metrics``: the results to plot (None: every numeric result that varies; empty: no plots).
     """
     return _Sweep(spec, Path(out).resolve(), scheduler, workers, processes, list(observers),
                   metrics, dashboard).run()
@@ -122,58 +136,61 @@ class _Sweep:
             self.records = summary.read_records(self.out)
             todo = [p for p in self.points if self.records.get(p.key, {}).get("status") != "completed"]
             self.journal = journal_mod.Journal(self.out / summary.JOURNAL)
-            interrupted = False
+            status = "failed"
             try:
                 if todo:
-                    interrupted = self._execute(todo)
+                    status = "interrupted" if self._execute(todo) else "completed"
                 else:
-                    self.mode = "nothing to run"
+                    self.mode, status = "nothing to run", "completed"
                     self._emit("notice", {"text": f"all {len(self.points)} points are already "
                                                   f"completed in {self.out}"})
             finally:
                 self.journal.close()
-                result = self._finish(len(todo), interrupted)
+                result = self._finish(len(todo), status)
         finally:
             lock.release()
         return result
 
-    def _finish(self, todo: int, interrupted: bool) -> SweepResult:
+    def _finish(self, todo: int, status: str) -> SweepResult:
         table = self._write_summary()
-        plots = self._plots(table)
+        plots = self._plots(table) if status != "failed" else []
         result = SweepResult(self.out, table, self.mode, ran=self.finished_now,
-                             skipped=len(self.points) - todo, interrupted=interrupted,
+                             skipped=len(self.points) - todo, interrupted=status == "interrupted",
                              files={"h5": self.out / summary.SUMMARY_H5, "csv": self.out / summary.SUMMARY_CSV},
                              plots=plots)
-        self._emit("stop", {"status": "interrupted" if interrupted else "completed",
-                            "total": len(table), **{s: result.count(s) for s in summary.STATUSES},
+        self._emit("stop", {"status": status, "total": len(table),
+                            **{s: result.count(s) for s in summary.STATUSES},
                             "summary": str(result.files["h5"]), "plots": [str(p) for p in plots]})
         return result
 
     # --- on the cluster ------------------------------------------------------------------------
     def _execute(self, todo: list[Point]) -> bool:
+        """Run ``todo`` on the cluster; True when a signal stopped the sweep."""
         from distributed import Event, as_completed
 
+        client = cluster = stop = completed = None
+        futures: dict[Any, Point] = {}
         with SignalGuard() as guard:
-            with guard.deferred():
-                client, cluster = self._connect()
             try:
-                with guard.deferred():
+                with guard.deferred():  # a signal is taken once the points are all submitted
+                    client, cluster = self._connect()
                     workers = self._check_workers(client)
                     self._announce(client, workers, todo)
                     stop = Event(f"spinlab-sweep-stop-{self.token}", client=client)
                     client.subscribe_topic(self._topic, lambda event: self._events.put(event[1]))
                     futures = {self._submit(client, p, stop.name): p for p in todo}
-                completed = as_completed(list(futures), with_results=False)
-                try:
-                    self._collect(completed, futures, guard)
-                    return False
-                except RunInterrupted:
-                    with guard.shielded():
+                    completed = as_completed(list(futures), with_results=False)
+                self._collect(completed, futures, guard)
+                return False
+            except RunInterrupted:
+                with guard.shielded():
+                    if futures:
                         self._stop(client, stop, completed, futures, guard)
-                    return True
+                return True
             finally:
                 with guard.shielded():
-                    _quietly(client.close)
+                    if client is not None:
+                        _quietly(client.close)
                     if cluster is not None:
                         _quietly(cluster.close)
 
@@ -182,17 +199,13 @@ class _Sweep:
         return f"spinlab-sweep-{self.token}"
 
     def _connect(self) -> tuple[Any, Any]:
-        from distributed import Client, LocalCluster
         from dask.system import CPU_COUNT
+        from distributed import Client
 
         resource = self.spec.station_resource
         if self.scheduler is None:
-            n = 1 if resource else (self.workers or CPU_COUNT)
-            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=self.processes,
-                                   resources={resource: 1} if resource else None,
-                                   dashboard_address=":8787" if self.dashboard else None,
-                                   silence_logs=logging.ERROR,
-                                   preload=["spinlab.sweeps.worker"] if self.processes else None)
+            cluster = local_cluster(1 if resource else (self.workers or CPU_COUNT), processes=self.processes,
+                                    resources={resource: 1} if resource else None, dashboard=self.dashboard)
             return Client(cluster), cluster
         try:
             return Client(self.scheduler, timeout=CONNECT_TIMEOUT_S), None
@@ -225,13 +238,14 @@ class _Sweep:
         return workers
 
     def _announce(self, client: Any, workers: Mapping[str, Any], todo: Sequence[Point]) -> None:
-        where = "local" if self.scheduler is None else f"at {client.scheduler.address}"
+        where = "local" if self.scheduler is None else client.scheduler.address
         if self.spec.station:
             self.mode = (f"hardware: {self.spec.station} is one station, its points run one at a "
                          f"time (Dask worker resource {self.spec.station_resource})")
         else:
             threads = sum(int(w.get("nthreads", 1)) for w in workers.values())
-            self.mode = f"parallel: {threads} points at a time on {len(workers)} {where} Dask workers"
+            self.mode = (f"parallel: {_count(threads, 'point')} at a time on {_count(len(workers), 'worker')} "
+                         f"of the {where} Dask cluster")
         link = self._dashboard(client)
         self._emit("start", {
             "sweep": self.token, "plan": self.spec.plan, "device": self.spec.device, "out": str(self.out),
@@ -354,7 +368,7 @@ class _Sweep:
         return table
 
     def _plots(self, table: list[dict[str, Any]]) -> list[Path]:
-        names = list(self.metrics) if self.metrics else default_metrics(table)
+        names = list(self.metrics) if self.metrics is not None else default_metrics(table)
         written = []
         if names:
             (self.out / "plots").mkdir(exist_ok=True)
@@ -376,12 +390,31 @@ class _Sweep:
                 log.exception("sweep observer %r failed on %s", observer, name)
 
 
+def local_cluster(n_workers: int, *, processes: bool = True, resources: Mapping[str, float] | None = None,
+                  dashboard: bool = True) -> Any:
+    """The ``LocalCluster`` of a sweep: one single-threaded worker per point at a time, with
+    :data:`LOCAL_CONFIG`; worker processes leave the signals to the sweep (``dask_setup`` of
+    :mod:`spinlab.sweeps.worker`)."""
+    import dask
+    from distributed import LocalCluster
+
+    with dask.config.set(LOCAL_CONFIG):
+        return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=processes,
+                            resources=dict(resources) if resources else None,
+                            dashboard_address=":8787" if dashboard else None, silence_logs=logging.ERROR,
+                            preload=["spinlab.sweeps.worker"] if processes else None)
+
+
 def _task_error(exc: BaseException) -> str:
     """A task's error as one line (a worker that kept dying is said so)."""
     if type(exc).__name__ == "KilledWorker":
         return ("KilledWorker: the workers running this point died each time (out of memory, or "
                 "killed); see the workers' logs")
     return f"{type(exc).__name__}: {exc}"
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 def _has_bokeh() -> bool:
@@ -395,4 +428,4 @@ def _quietly(fn: Callable[[], Any]) -> None:
         log.debug("closing %r failed", fn, exc_info=True)
 
 
-__all__ = ["run_sweep", "SweepResult", "Observer"]
+__all__ = ["run_sweep", "local_cluster", "SweepResult", "Observer", "LOCAL_CONFIG"]

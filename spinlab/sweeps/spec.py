@@ -232,10 +232,12 @@ class SweepSpec:
             raise ConfigError(f"plan {self.plan!r}{_at(combo)}: {exc}; give settings with "
                               "--set NAME=VALUE") from None
         except ConfigError as exc:
+            if not combo:
+                raise
             raise ConfigError(f"plan {self.plan!r}{_at(combo)}: {exc}") from None
 
 
-def with_cache(spec: SweepSpec, cache_dir: Path) -> SweepSpec:
+def with_cache(spec: SweepSpec, cache_dir: str | Path) -> SweepSpec:
     """``spec`` with every unset ``*_cache_dir`` setting of its plan pointing at ``cache_dir``,
     so the points share one cache (spoken-digit features are computed once per data subset)."""
     unset = {k: str(cache_dir) for k, v in spec.base_config().items()
