@@ -11,6 +11,11 @@ Output policy (why): the AWG output is on only while a record plays and is switc
 every capture, so nothing drives the device between calls. The bias current stays on between
 successful calls (re-ramping a DC source for every call adds settling transients and time),
 and every output - AWG and bias - is switched off on any exception, on Ctrl-C and at ``close()``.
+A source found on when a bench opens (a crashed or killed run) is ramped down from where it is.
+
+Faults (why the bench, not the Device API, retries): the bench knows its records, so it can
+re-run exactly the one that failed; a caller of ``respond`` sees a response or one
+:class:`~spinlab.errors.InstrumentFaultError`, never half a record.
 """
 from __future__ import annotations
 
@@ -27,8 +32,13 @@ from typing import Any, Callable
 import numpy as np
 
 from spinlab.device import Device
-from spinlab.errors import ConfigError, InstrumentError, SafetyLimitError
+from spinlab.errors import ConfigError, InstrumentError, InstrumentFaultError, SafetyLimitError
+from spinlab.instruments.keithley import SourceState
+from spinlab.instruments.keysight_scope import RUN_BIT, SAMPLE_RATES_Hz
+from spinlab.instruments.links import FAULTS, Link, StepFailed, one_line
+from spinlab.instruments.scpi import drain_errors, format_errors, poll_until
 from spinlab.instruments.station import Station, builtin_station, load_station
+from spinlab.locks import ResourceLocks
 
 log = logging.getLogger("spinlab.bench")
 
@@ -38,6 +48,15 @@ MIN_RECORD_SAMPLES = 32
 ARB_NAME = "SPINLAB"
 #: ``:OPERegister:CONDition?`` bit of an InfiniiVision that is armed and waiting for a trigger.
 WAIT_TRIGGER_BIT = 32
+#: The scope's ADC resolution: samples within one ADC step of the screen edge are clipped.
+ADC_BITS = 8
+#: A record with this many consecutive clipped samples left the screen (a lone noise sample at
+#: the edge does not count).
+CLIPPED_RUN = 8
+#: How long a reconnected instrument gets to answer ``*IDN?`` (the timeout budget of a fault).
+PROBE_TIMEOUT_S = 1.0
+#: A source left sourcing a voltage is ramped down in this many steps (the station ramps in A).
+VOLTAGE_RAMP_STEPS = 20
 
 
 # --- record planning (pure functions: what to play, where each response sample belongs) ----
@@ -158,58 +177,121 @@ def average_onto_grid(values: np.ndarray, t0_s: float, dt_scope_s: float, delay_
 class Bench(Device):
     """AWG + scope (+ Keithley 2400 bias source) described by a :class:`Station`.
 
-    Build it with :func:`open_bench`; the instruments are passed in so tests (and other
-    stations) can supply their own. ``cleanup`` callbacks run last in :meth:`close` (adapters,
-    emulator threads).
+    Build it with :func:`open_bench`. ``links`` hold the instruments (``"awg"``, ``"scope"``,
+    optionally ``"source"``) and know how to reopen them; ``locks`` (held while the bench is
+    open) keep other processes off the station; ``cleanup`` callbacks run last in
+    :meth:`close` (emulator threads, the model).
+
+    On opening, before anything is configured, the bench clears stale entries from every error
+    queue (logged) and reads back the outputs: an AWG output that is on is switched off, a bias
+    source that is on is ramped down from where it is, in the station's steps.
+
+    Every AWG record is recorded whole or not at all: after the capture the bench checks the
+    upload (point count and checksum), the scope record (points, time base, nothing left in the
+    reply stream, no stretch beyond the screen) and that AWG and source still hold the state it
+    set (a reset shows there). On an instrument fault the record is re-run, up to
+    ``[resources] retries`` times with back-off, after reconnecting the instrument, clearing its
+    error queue and re-applying its state; an instrument that does not answer after reconnecting
+    is reported at once. What could not be recovered raises one
+    :class:`~spinlab.errors.InstrumentFaultError`, outputs off.
     """
 
-    def __init__(self, station: Station, awg: Any, scope: Any, source: Any = None, *,
+    def __init__(self, station: Station, links: dict[str, Link], *,
                  cleanup: tuple[Callable[[], None], ...] = (), model: Device | None = None,
-                 lab: Any = None) -> None:
+                 lab: Any = None, locks: Any = None) -> None:
         default = {}
-        if source is not None:
+        if "source" in links:
             self.condition_names = ("bias_A",)
             default["bias_A"] = station.source.default_bias_A if station.source else 0.0
         else:
             self.condition_names = ()
         super().__init__(limits=station.limits, default_conditions=default)
         self.station = station
-        self.awg = awg
-        self.scope = scope
-        self.source = source
+        self.links = links
         #: the device model and the EmulatedLab behind an emulated station (None on hardware)
         self.model = model
         self.lab = lab
+        #: the station's ResourceLocks (None for in-process emulated instruments)
+        self.locks = locks
+        #: the per-record checks; switch off only to measure what they cost
+        self.checks = True
+        #: one entry per failed attempt: what, instrument, step, error, outcome (retried / reported)
+        self.fault_log: list[dict[str, str]] = []
         self._cleanup = cleanup
-        self._bias_A: float | None = None
+        self._bias_A: float | None = None  # what the source is believed to source; None: off
         self._closed = False
-        #: wall time of the last respond call by stage (seconds), and its number of AWG records
+        #: wall time of the last respond call by stage (seconds), its AWG records and retries
         self.last_timing: dict[str, float] = {}
-        self._identity = self._read_identity()
-        self._configure()
-        # outputs off even if a script forgets close(); a weak reference keeps the bench collectable
         self._atexit = functools.partial(_close_at_exit, weakref.ref(self))
+        self._identity = {key: link.idn for key, link in links.items()}
+        try:
+            self._attempts("opening the station", self._open_station)
+        except InstrumentFaultError as exc:
+            report = self._with_outputs(exc)
+            self.close()
+            raise report from exc.__cause__
+        except BaseException:
+            self.close()
+            raise
+        # outputs off even if a script forgets close(); a weak reference keeps the bench collectable
         atexit.register(self._atexit)
 
+    @property
+    def awg(self) -> Any:
+        return self.links["awg"].driver
+
+    @property
+    def scope(self) -> Any:
+        return self.links["scope"].driver
+
+    @property
+    def source(self) -> Any:
+        link = self.links.get("source")
+        return None if link is None else link.driver
+
     # --- setup -----------------------------------------------------------------------------
-    def _read_identity(self) -> dict[str, str]:
-        ids = {"awg": self.awg.id, "scope": self.scope.id}
-        if self.source is not None:
-            ids["source"] = self.source.id
-        return ids
+    def _open_station(self) -> None:
+        """Stale errors cleared, outputs read back and switched off (the bias ramped), then
+        every instrument put in a known state."""
+        for link in self.links.values():
+            self._clear_errors(link, "when the station opened")
+        with self.links["awg"].step("reading back its output") as awg:
+            if awg.output_enabled:
+                log.warning("the AWG output was on when the station opened; switching it off")
+                awg.output_enabled = False
+        self._source_off()
+        self._configure()
+
+    def _clear_errors(self, link: Link, when: str) -> None:
+        """Drain ``link``'s error queue, logging what was there (it is not this run's doing)."""
+        with link.step("clearing its error queue") as inst:
+            stale = drain_errors(inst.ask, inst.ERROR_QUERY)
+        if stale:
+            log.warning("cleared %d stale error(s) from the %s's queue %s: %s", len(stale), link.role,
+                        when, format_errors(stale))
 
     def _configure(self) -> None:
         """Put every instrument in a known, safe state: outputs off, load and bias-source mode
-        set (the scope trigger is set with every capture)."""
+        set (the scope is set up with every capture)."""
         st = self.station
-        self.awg.output_enabled = False
-        self.awg.output_load_ohm = st.awg.load
-        if self.source is not None:
-            self.source.source_enabled = False
-            self.source.source_mode = "current"
-            self.source.compliance_voltage = st.source.compliance_V
-            self.source.source_current = 0.0
-            self._source_errors("configuring the bias source")
+        link = self.links["awg"]
+        with link.step("configuring its output") as awg:
+            awg.output_enabled = False
+            awg.output_load_ohm = st.awg.load
+            family = awg.family.family
+        if family != st.awg.model:
+            raise ConfigError(f"{st.path}: [awg] model = {st.awg.model!r}, but the AWG at {link.resource} "
+                              f"is a {family}-series generator ({self._identity['awg']}); fix [awg] model")
+        if "source" in self.links:
+            self._configure_source()
+
+    def _configure_source(self) -> None:
+        with self.links["source"].step("configuring the bias source") as source:
+            source.source_enabled = False
+            source.source_mode = "current"
+            source.compliance_voltage = self.station.source.compliance_V
+            source.source_current = 0.0
+            self._source_errors(source, "configuring the bias source")
 
     @property
     def memory_samples(self) -> int:
@@ -228,8 +310,6 @@ class Bench(Device):
         """Scope sample rate for a drive at ``dt_s``: the slowest rate the scope offers with at
         least ``oversample`` points per drive sample, capped at ``max_sample_rate_Hz`` (at least
         one point per drive sample is required)."""
-        from spinlab.instruments.keysight_scope import SAMPLE_RATES_Hz
-
         sc = self.station.scope
         offered = sorted(r for r in SAMPLE_RATES_Hz if r <= sc.max_sample_rate_Hz * (1 + 1e-12))
         want = sc.oversample / dt_s
@@ -261,75 +341,202 @@ class Bench(Device):
         groups = [(None, np.arange(drive.shape[0]))] if bias is None else [
             (float(b), np.flatnonzero(bias == b)) for b in np.unique(bias)]
         out = np.empty_like(drive)
-        timing = dict.fromkeys(("upload_s", "capture_s", "read_s", "align_s", "records"), 0.0)
+        timing = dict.fromkeys(("upload_s", "capture_s", "read_s", "align_s", "records", "retries"), 0.0)
+        logged = len(self.fault_log)
         try:
             for bias_A, rows in groups:
-                if bias_A is not None:
-                    self._set_bias(bias_A)
                 plan = plan_records(awg_V[rows], settle=self._samples(self.station.segmentation.settle_s, dt_s),
                                     overlap=self._samples(self.station.segmentation.overlap_s, dt_s),
                                     max_record=self.max_record(dt_s))
                 timeline = np.empty(plan.timeline_length)
                 timing["records"] += len(plan.records)
-                for record in plan.records:
-                    response = self._play(record.samples, dt_s, timing)
+                for number, record in enumerate(plan.records, 1):
+                    what = f"record {number} of {len(plan.records)}" + (
+                        "" if bias_A is None else f" at {bias_A:.4g} A")
+                    response = self._attempts(what, functools.partial(self._play, record.samples, dt_s,
+                                                                      timing, bias_A))
                     timeline[record.start:record.start + record.length] = \
                         response[record.keep:record.keep + record.length]
                 out[rows] = plan.unpack(timeline)
+        except InstrumentFaultError as exc:
+            raise self._with_outputs(exc) from exc.__cause__
         except BaseException:
             self.outputs_off()
             raise
         finally:
+            timing["retries"] = sum(entry["outcome"] == "retried" for entry in self.fault_log[logged:])
             self.last_timing = timing
         return out * self.station.calibration.response_gain
 
+    # --- retries ---------------------------------------------------------------------------
+    def _attempts(self, what: str, action: Callable[[], Any]) -> Any:
+        """``action()``, re-run after an instrument fault once the failed instrument is
+        reconnected and restored, with back-off; an instrument may fail ``[resources] retries``
+        times per action before the bench gives up (independent faults of different
+        instruments do not add up; the number of attempts stays bounded)."""
+        res = self.station.resources
+        failures: dict[str, int] = {}
+        failed: Link | None = None
+        while True:
+            try:
+                if failed is not None:
+                    self._recover(failed)
+                return action()
+            except StepFailed as fault:
+                link = fault.link
+                count = failures[link.key] = failures.get(link.key, 0) + 1
+                give_up = not link.answering or count > res.retries
+                self.fault_log.append({"what": what, "instrument": link.role, "step": fault.step,
+                                       "error": one_line(fault.cause),
+                                       "outcome": "reported" if give_up else "retried"})
+                if give_up:
+                    raise self._gave_up(what, fault, count) from fault.cause
+                log.warning("%s failed %s (%s): %s; retrying (%d of %d)", link.role, fault.step, what,
+                            one_line(fault.cause), count, res.retries)
+                time.sleep(res.retry_backoff_s * 3 ** (count - 1))
+                failed = link
+
+    def _recover(self, link: Link) -> None:
+        """A fresh connection (stale replies and half-read blocks go with the old one), an empty
+        error queue, and the state the bench had set (a reset loses it)."""
+        link.reconnect(min(link.timeout_s, PROBE_TIMEOUT_S))
+        self._clear_errors(link, "after the fault")
+        if link.key == "awg":
+            with link.step("restoring its settings") as awg:
+                awg.output_enabled = False
+                awg.output_load_ohm = self.station.awg.load
+        elif link.key == "source":
+            self._resync_source()
+
+    def _gave_up(self, what: str, fault: StepFailed, attempts: int) -> InstrumentFaultError:
+        link = fault.link
+        if not link.answering:
+            return InstrumentFaultError(
+                f"the {link.role} at {link.resource} stopped answering ({what}, {fault.step}: "
+                f"{one_line(fault.cause)}) and did not answer *IDN? after reconnecting; check that it is "
+                f"on and connected, and [resources] timeout_s = {link.timeout_s:g} s")
+        hint = "" if isinstance(fault.cause, InstrumentError) else (
+            "; check that it is on, connected and used by nobody else")
+        return InstrumentFaultError(
+            f"the {link.role} at {link.resource} failed {attempts} time(s) {fault.step} ({what}): "
+            f"{one_line(fault.cause)}{hint}")
+
+    def _with_outputs(self, exc: InstrumentFaultError) -> InstrumentFaultError:
+        """Switch the outputs off and say in the error whether that could be confirmed."""
+        left = self.outputs_off()
+        if not left:
+            return InstrumentFaultError(f"{exc}; outputs are off")
+        return InstrumentFaultError(f"{exc}; the {' and the '.join(left)} could not be confirmed off: "
+                                    f"switch {'it' if len(left) == 1 else 'them'} off by hand")
+
     # --- one record ------------------------------------------------------------------------
-    def _play(self, samples_V: np.ndarray, dt_s: float, timing: dict[str, float]) -> np.ndarray:
-        """Upload, arm, trigger, capture and grid one AWG record; AWG output off afterwards."""
+    def _play(self, samples_V: np.ndarray, dt_s: float, timing: dict[str, float],
+              bias_A: float | None) -> np.ndarray:
+        """Bias, upload, arm, trigger, capture, check and grid one AWG record; AWG output off
+        afterwards. Returns only a record that passed every check."""
         st = self.station
+        awg_link, scope_link = self.links["awg"], self.links["scope"]
+        if bias_A is not None:
+            self._set_bias(bias_A)
         n = samples_V.size
         t = time.perf_counter()
-        self.awg.output_enabled = False
-        self.awg.upload_arb(ARB_NAME, samples_V, 1.0 / dt_s)
-        self.awg.arm_burst(cycles=1, source="BUS")
+        with awg_link.step("uploading the record") as awg:
+            awg.output_enabled = False
+            awg.upload_arb(ARB_NAME, samples_V, 1.0 / dt_s, verify=self.checks)
+            awg.arm_burst(cycles=1, source="BUS")
         timing["upload_s"] += time.perf_counter() - t
         rate = self.scope_rate(dt_s)
         duration_s = n * dt_s + st.calibration.delay_s + 2 * dt_s
         t = time.perf_counter()
         try:
-            self.scope.configure_capture(st.wiring.scope_channel, duration_s=duration_s,
-                                         sample_rate_Hz=rate, full_scale_V=st.scope.full_scale_V,
-                                         offset_V=st.scope.offset_V,
-                                         trigger_level_V=st.wiring.scope_trigger_level_V,
-                                         impedance="FIFT" if st.scope.impedance_ohm == 50 else "ONEM")
-            self.awg.output_enabled = True
-            self.scope.arm_single()
-            self._wait_armed(st.scope.timeout_s)
-            self.awg.trigger()
-            self.awg.raise_errors("the bus trigger")
-            self.scope.wait_acquired(st.scope.timeout_s + duration_s)
+            with scope_link.step("configuring the capture") as scope:
+                capture = scope.configure_capture(
+                    st.wiring.scope_channel, duration_s=duration_s, sample_rate_Hz=rate,
+                    full_scale_V=st.scope.full_scale_V, offset_V=st.scope.offset_V,
+                    trigger_level_V=st.wiring.scope_trigger_level_V,
+                    impedance="FIFT" if st.scope.impedance_ohm == 50 else "ONEM")
+            with awg_link.step("switching its output on") as awg:
+                awg.output_enabled = True
+            with scope_link.step("arming") as scope:
+                scope.arm_single()
+                self._wait_armed(scope, st.scope.timeout_s)
+            with awg_link.step("triggering the record") as awg:
+                awg.trigger()
+                awg.raise_errors("the bus trigger")
+            with scope_link.step("waiting for the acquisition") as scope:
+                scope.wait_acquired(st.scope.timeout_s + duration_s)
         finally:
-            self.awg.output_enabled = False
+            with awg_link.step("switching its output off after the capture") as awg:
+                awg.output_enabled = False
         timing["capture_s"] += time.perf_counter() - t
         t = time.perf_counter()
-        wave = self.scope.read_waveform(st.wiring.scope_channel)
+        with scope_link.step("reading the waveform") as scope:
+            wave = scope.read_waveform(st.wiring.scope_channel)
+            if self.checks:
+                scope.check_in_step("the waveform transfer")
         timing["read_s"] += time.perf_counter() - t
-        t = time.perf_counter()
         values = np.asarray(wave.samples, dtype=np.float64).reshape(-1)
+        if self.checks:
+            with scope_link.step("checking the record"):
+                self._check_record(wave, values, capture)
+            self._check_state(bias_A)
+        t = time.perf_counter()
         gridded = average_onto_grid(values, wave.t0_s, wave.dt_s, st.calibration.delay_s, dt_s, n)
         timing["align_s"] += time.perf_counter() - t
         return gridded
 
-    def _wait_armed(self, timeout_s: float) -> None:
+    def _wait_armed(self, scope: Any, timeout_s: float) -> None:
         """Block until the scope waits for its trigger (``:OPERegister:CONDition?`` bit 5): a
-        real scope needs a moment after ``:SINGle``, and a trigger sent before would be lost."""
-        deadline = time.monotonic() + timeout_s
-        delay = 1e-4
-        while not self.scope.operation_condition & WAIT_TRIGGER_BIT:
-            if time.monotonic() > deadline:
-                raise InstrumentError(f"the scope did not arm within {timeout_s:g} s after :SINGle")
-            time.sleep(delay)
-            delay = min(2 * delay, 0.02)
+        real scope needs a moment after ``:SINGle``, and a trigger sent before would be lost. A
+        scope that stopped running meanwhile (a reset, a stray trigger) fails at once."""
+        def armed() -> bool:
+            condition = scope.operation_condition
+            if not condition & (WAIT_TRIGGER_BIT | RUN_BIT):
+                raise InstrumentError("the scope stopped before the trigger (was it reset, or triggered "
+                                      "by something else?)")
+            return bool(condition & WAIT_TRIGGER_BIT)
+
+        poll_until(armed, timeout_s, "the scope did not arm after :SINGle")
+
+    def _check_record(self, wave: Any, values: np.ndarray, capture: dict[str, float]) -> None:
+        """The record is the capture that was configured, finite, and on the screen."""
+        sc = self.station.scope
+        rate = capture["sample_rate_Hz"]
+        # a real scope's origin may carry a sub-sample trigger-interpolation offset; a reset one is
+        # off by a whole screen
+        if (wave.n != capture["points"] or not math.isclose(wave.dt_s * rate, 1.0, rel_tol=1e-6)
+                or abs(wave.t0_s - capture["start_s"]) > 2.0 / rate):
+            raise InstrumentError(
+                f"the scope returned {wave.n} points at {1 / wave.dt_s:.6g} Sa/s from {wave.t0_s:.4g} s, not the "
+                f"{capture['points']} at {rate:.6g} Sa/s from {capture['start_s']:.4g} s configured (was it reset?)")
+        if not np.all(np.isfinite(values)):
+            raise InstrumentError("the scope record holds non-finite values")
+        step = sc.full_scale_V / 2 ** ADC_BITS
+        top, bottom = sc.offset_V + sc.full_scale_V / 2 - 1.5 * step, sc.offset_V - sc.full_scale_V / 2 + 0.5 * step
+        run = _longest_run((values >= top) | (values <= bottom))
+        if run >= max(CLIPPED_RUN, sc.oversample):
+            raise InstrumentError(
+                f"the response left the scope screen ({bottom:.4g} .. {top:.4g} V) for {run} consecutive "
+                "samples; widen [scope] full_scale_V or move offset_V")
+
+    def _check_state(self, bias_A: float | None) -> None:
+        """AWG and bias source still hold what the bench set (a reset would have changed it)."""
+        st = self.station
+        with self.links["awg"].step("checking what it played") as awg:
+            state = awg.playing_state()
+            if state.function != "ARB" or state.arb.upper() != ARB_NAME or not _same_load(state.load_ohm, st.awg.load):
+                raise InstrumentError(f"the AWG plays {state.function} {state.arb!r} into {state.load_ohm:g} ohm, "
+                                      f"not arb {ARB_NAME!r} into {st.awg.load:g} ohm (was it reset?)")
+        if bias_A is None:
+            return
+        with self.links["source"].step("checking the bias") as source:
+            state = source.output_state()
+            # pymeasure programs the level with %g: 6 significant digits
+            if not (state.on and state.function == "CURR"
+                    and math.isclose(state.current_A, bias_A, rel_tol=1e-5, abs_tol=1e-12)):
+                raise InstrumentError(
+                    f"the bias source is {'on' if state.on else 'off'}, sourcing {state.function} at "
+                    f"{state.current_A:.6g} A instead of {bias_A:.6g} A (was it reset?)")
 
     # --- checks and outputs ----------------------------------------------------------------
     def _check_derived(self, drive: np.ndarray, dt_s: float, conditions: dict[str, np.ndarray]) -> np.ndarray:
@@ -360,76 +567,142 @@ class Bench(Device):
             raise SafetyLimitError(f"bias {bias_A:.4g} A exceeds max_bias_A = {self.limits.max_bias_A:.4g} A")
         if self._bias_A == bias_A:
             return
-        if self._bias_A is None:
-            self.source.source_current = 0.0
-            self.source.source_enabled = True
-            self._bias_A = 0.0
-        self._ramp_bias(self._bias_A, bias_A)
-        self._source_errors(f"setting the bias to {bias_A:.4g} A")
-        self._bias_A = bias_A
+        with self.links["source"].step(f"setting the bias to {bias_A:.4g} A") as source:
+            if self._bias_A is None:
+                source.source_current = 0.0
+                source.source_enabled = True
+                self._bias_A = 0.0
+            self._ramp_bias(source, self._bias_A, bias_A)
+            self._source_errors(source, f"setting the bias to {bias_A:.4g} A")
 
-    def _ramp_bias(self, start_A: float, stop_A: float) -> None:
+    def _ramp_bias(self, source: Any, start_A: float, stop_A: float) -> None:
         """Move the source current in the station's ramp steps (one step when it sets none)."""
         settings = self.station.source
         for level in ramp_levels(start_A, stop_A, settings.ramp_step_A):
-            self.source.source_current = level
+            source.source_current = level
+            self._bias_A = float(level)
             if settings.ramp_pause_s:
                 time.sleep(settings.ramp_pause_s)
 
-    def _source_errors(self, context: str) -> None:
-        """pymeasure's Keithley2400.check_errors only logs; a bias error must stop the run."""
-        errors = self.source.check_errors()
+    @staticmethod
+    def _source_errors(source: Any, context: str) -> None:
+        """A bias-source error must stop the record (pymeasure's check_errors only logs)."""
+        errors = source.check_errors()
         if errors:
-            raise InstrumentError(f"the bias source reported {errors} after {context}; check the bias "
-                                  "source and the station's [source] settings (compliance_V, bias range)")
+            raise InstrumentError(f"the bias source reported {format_errors(errors)} after {context}; check the "
+                                  "bias source and the station's [source] settings (compliance_V, bias range)")
 
-    def outputs_off(self) -> None:
+    def _resync_source(self) -> None:
+        """After a source fault: believe what the source reports, not what was last sent. Off
+        (a reset, say) means the next record ramps it up again from zero."""
+        with self.links["source"].step("reading back the bias") as source:
+            state = source.output_state()
+        if state.on and state.function == "CURR":
+            self._bias_A = state.current_A
+            return
+        self._source_off()  # off already, or sourcing a voltage it was never told to
+        self._configure_source()
+
+    def outputs_off(self) -> list[str]:
         """Switch the AWG output and the bias source off and read both states back (a query
-        also guarantees the instrument has executed the writes); keep going if one fails."""
-        for name, action in (("AWG output", self._awg_off), ("bias source", self._source_off)):
+        also guarantees the instrument has executed the writes); keep going if one fails. A
+        failed switch-off gets one fresh connection; an instrument that stopped answering is
+        only written to, so this cannot hang on it. Returns the outputs not confirmed off."""
+        left = []
+        for key, name, action in (("awg", "AWG output", self._awg_off), ("source", "bias source", self._source_off)):
+            link = self.links.get(key)
+            if link is None:
+                continue
             try:
-                action()
-            except Exception:  # the other output must still go off
-                log.exception("could not switch the %s off", name)
+                try:
+                    action()
+                except (StepFailed, *FAULTS):
+                    if not link.answering:
+                        raise
+                    link.reconnect(min(link.timeout_s, PROBE_TIMEOUT_S), tries=1)
+                    action()
+            except Exception as exc:  # the other output must still go off
+                left.append(name)
+                log.error("could not switch the %s off, or not confirm that it is off: %s", name,
+                          one_line(exc.cause if isinstance(exc, StepFailed) else exc))
+        return left
 
     def _awg_off(self) -> None:
-        self.awg.output_enabled = False
-        if self.awg.output_enabled:
-            raise InstrumentError("the AWG output still reports ON after OUTP OFF")
+        link = self.links["awg"]
+        with link.step("switching its output off") as awg:
+            awg.output_enabled = False
+            if not link.answering:
+                raise InstrumentError("the AWG does not answer, so OUTP OFF is unconfirmed")
+            if awg.output_enabled:
+                raise InstrumentError("the AWG output still reports ON after OUTP OFF")
 
     def _source_off(self) -> None:
-        bias_A, self._bias_A = self._bias_A, None
-        if self.source is not None:
-            if bias_A:
-                self._ramp_bias(bias_A, 0.0)
-            self.source.source_current = 0.0
-            self.source.source_enabled = False
-            if self.source.source_enabled:
+        """Ramp the bias down from where the source says it is (else from where the bench last
+        set it) and switch the output off."""
+        link = self.links.get("source")
+        if link is None:
+            return
+        believed, self._bias_A = self._bias_A, None
+        with link.step("switching the bias off") as source:
+            try:
+                if not link.answering:
+                    raise InstrumentError("it does not answer")
+                state = source.output_state()
+            except FAULTS as exc:
+                log.error("could not read back the bias source (%s); ramping down from the last level set, "
+                          "%.4g A", one_line(exc), believed or 0.0)
+                state = SourceState(True, "CURR", believed or 0.0, 0.0)
+            if state.on and state.function == "CURR" and state.current_A:
+                if believed is None:
+                    log.warning("the bias source was on at %.4g A; ramping it down", state.current_A)
+                self._ramp_bias(source, state.current_A, 0.0)
+            elif state.on and state.function == "VOLT" and state.voltage_V:
+                log.warning("the bias source was sourcing %.4g V; ramping it down", state.voltage_V)
+                steps = VOLTAGE_RAMP_STEPS if self.station.source.ramp_step_A else 1
+                for level in np.linspace(state.voltage_V, 0.0, steps + 1)[1:]:
+                    source.source_voltage = level
+                    time.sleep(self.station.source.ramp_pause_s)
+            self._bias_A = None
+            source.source_current = 0.0
+            source.source_enabled = False
+            if not link.answering:
+                raise InstrumentError("the bias source does not answer, so OUTP OFF is unconfirmed")
+            if source.source_enabled:
                 raise InstrumentError("the bias source output still reports ON after OUTP OFF")
 
     def close(self) -> None:
-        """Outputs off, then close every instrument connection (idempotent)."""
+        """Outputs off, then close every instrument connection and release the station
+        (idempotent)."""
         if self._closed:
             return
         self._closed = True
         atexit.unregister(self._atexit)
         self.outputs_off()
-        for inst in (self.awg, self.scope, self.source):
-            if inst is None:
-                continue
-            try:
-                inst.adapter.close()
-            except Exception:
-                log.exception("could not close %s", getattr(inst, "name", inst))
+        for link in self.links.values():
+            link.close()
         for callback in self._cleanup:
             try:
                 callback()
             except Exception:
                 log.exception("bench cleanup failed")
+        if self.locks is not None:
+            self.locks.release()
 
     @staticmethod
     def _samples(duration_s: float, dt_s: float) -> int:
         return int(math.ceil(duration_s / dt_s - 1e-9))
+
+
+def _longest_run(mask: np.ndarray) -> int:
+    """Length of the longest run of True in ``mask``."""
+    if not mask.any():
+        return 0
+    edges = np.flatnonzero(np.diff(np.concatenate(([False], mask, [False])).astype(np.int8)))
+    return int(np.max(edges[1::2] - edges[::2]))
+
+
+def _same_load(a: float, b: float) -> bool:
+    return (math.isinf(a) and math.isinf(b)) or math.isclose(a, b, rel_tol=1e-6)
 
 
 def _close_at_exit(ref: "weakref.ref[Bench]") -> None:
@@ -439,31 +712,45 @@ def _close_at_exit(ref: "weakref.ref[Bench]") -> None:
 
 
 # --- opening -----------------------------------------------------------------------------
-def open_bench(target: str, *, device: str = "sim:vortex", seed: int | str = 0, **options: Any) -> Bench:
+def open_bench(target: str, *, device: str = "sim:vortex", seed: int | str = 0,
+               faults: str | None = None, scope_noise_V: float | str | None = None,
+               **options: Any) -> Bench:
     """Open a bench: ``"emulated"`` (built-in emulated station around ``device``) or the path
     of a station file. A station whose ``visa_library`` is ``"emulated"`` also gets an
     :class:`~sim_backends.emulated.EmulatedLab` around ``device``; any other opens real
-    instruments through pyvisa. ``seed`` seeds the emulated instruments' noise and, for a
-    ``sim:`` model whose address does not set one, the model's noise.
+    instruments through pyvisa, after locking them for this process. ``seed`` seeds the
+    emulated instruments' noise and faults and, for a ``sim:`` model whose address does not set
+    one, the model's noise. Emulated stations also take ``faults`` (a fault spec, see
+    ``spinlab.sim_backends.emulated.faults``) and ``scope_noise_V`` (the scope's input noise).
     """
     if options:
-        raise ConfigError(f"unknown bench option(s) {sorted(options)}; a bench accepts 'device' "
-                          "(emulated stations) and 'seed'")
-    try:
-        seed = int(seed)
-    except (TypeError, ValueError):
-        raise ConfigError(f"bench option seed must be an integer, got {seed!r}") from None
+        raise ConfigError(f"unknown bench option(s) {sorted(options)}; a bench accepts 'device', 'seed', "
+                          "'faults' and 'scope_noise_V' (emulated stations)")
+    seed = _option(int, "seed", seed)
     path = builtin_station("emulated") if target == "emulated" else Path(target)
     station = load_station(path)
     if station.wiring.awg_channel != 1:
         raise ConfigError(f"{station.path}: [wiring] awg_channel = {station.wiring.awg_channel}, but the "
                           "Keysight33500B driver drives channel 1 only; cable the device to channel 1")
     if station.emulated:
-        return _open_emulated(station, device, seed)
+        noise = None if scope_noise_V is None else _option(float, "scope_noise_V", scope_noise_V)
+        return _open_emulated(station, device, seed, faults, noise)
+    if faults is not None or scope_noise_V is not None:
+        raise ConfigError(f"{station.path} reaches real instruments; 'faults' and 'scope_noise_V' apply to "
+                          "emulated stations only (bench:emulated, or visa_library = \"emulated\")")
     return _open_hardware(station)
 
 
-def _open_emulated(station: Station, device: str, seed: int) -> Bench:
+def _option(kind: type, name: str, value: Any) -> Any:
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"bench option {name} must be {'an integer' if kind is int else 'a number'}, "
+                          f"got {value!r}") from None
+
+
+def _open_emulated(station: Station, device: str, seed: int, faults: str | None,
+                   scope_noise_V: float | None) -> Bench:
     from spinlab.registry import open_device, parse_address
     from spinlab.sim_backends.emulated import EmulatedLab
 
@@ -472,14 +759,12 @@ def _open_emulated(station: Station, device: str, seed: int) -> Bench:
     # one seed for the whole emulated bench: instrument noise and (unless given) the model's noise
     model = open_device(device, defaults={"seed": seed})
     try:
-        lab = EmulatedLab(model, seed=seed)
+        extra = {} if scope_noise_V is None else {"scope_noise_V": scope_noise_V}
+        lab = EmulatedLab(model, seed=seed, faults=faults, **extra)
     except BaseException:
         model.close()
         raise
-    cleanup = [model.close]
-    if hasattr(lab, "close"):
-        cleanup.insert(0, lab.close)
-    return _connect(station, lab.visa_library(), model=model, lab=lab, cleanup=tuple(cleanup))
+    return _connect(station, lab.visa_library(), model=model, lab=lab, cleanup=(lab.close, model.close))
 
 
 def _open_hardware(station: Station) -> Bench:
@@ -488,41 +773,38 @@ def _open_hardware(station: Station) -> Bench:
 
 def _connect(station: Station, visa_library: Any, *, model: Device | None = None, lab: Any = None,
              cleanup: tuple[Callable[[], None], ...] = ()) -> Bench:
-    """Open the station's instruments (each driver builds its own VISA adapter, with its
-    terminations) and the Bench; on any failure close whatever was opened."""
-    from pymeasure.instruments.keithley import Keithley2400
-
+    """Lock the station (unless its instruments are in-process emulators, private to this
+    process), open its instruments (each driver builds its own VISA adapter) and the Bench; on
+    any failure close whatever was opened and release the locks."""
+    from spinlab.instruments.keithley import Keithley2400
     from spinlab.instruments.keysight_awg import Keysight33500B
     from spinlab.instruments.keysight_scope import InfiniiVisionScope
 
     res = station.resources
-    timeout_ms = int(res.timeout_s * 1000)
-    opened: list[Any] = []
+    roles = {"awg": (Keysight33500B, "AWG"), "scope": (InfiniiVisionScope, "oscilloscope"),
+             "source": (Keithley2400, "bias source")}
+    locks = None
+    links: dict[str, Link] = {}
 
-    def instrument(cls: type, resource: str, role: str, **kwargs: Any) -> Any:
-        try:
-            inst = cls(resource, visa_library=visa_library, timeout=timeout_ms, **kwargs)
-            opened.append(inst)
-            inst.id  # noqa: B018 - fail here, naming the resource, if nothing answers
-        except Exception as exc:
-            raise InstrumentError(f"cannot reach the {role} at {resource} (station {station.path}): "
-                                  f"{type(exc).__name__}: {exc}") from exc
-        return inst
+    def opener(cls: type, resource: str) -> Callable[[float], Any]:
+        return lambda timeout_s: cls(resource, visa_library=visa_library, timeout=int(timeout_s * 1000))
 
     try:
-        awg = instrument(Keysight33500B, res.awg, "AWG")
-        scope = instrument(InfiniiVisionScope, res.scope, "oscilloscope")
-        # pymeasure's Keithley2400 sets no terminations; the 2400 ends replies with LF, which a
-        # raw-socket (GPIB-LAN bridge) session needs to know
-        source = instrument(Keithley2400, res.source, "bias source", read_termination="\n",
-                            write_termination="\n") if res.source else None
-        return Bench(station, awg, scope, source, cleanup=cleanup, model=model, lab=lab)
-    except BaseException:
-        for inst in opened:
+        if not station.emulated:
+            locks = ResourceLocks(res.instruments.values(), what=f"station {station.station.name!r}")
+        for key, resource in res.instruments.items():
+            cls, role = roles[key]
             try:
-                inst.adapter.close()
-            except Exception:
-                log.exception("could not close %s", inst.name)
+                links[key] = Link(key, role, resource, opener(cls, resource), res.timeout_s)
+            except FAULTS as exc:
+                raise InstrumentError(f"cannot reach the {role} at {resource} (station {station.path}): "
+                                      f"{one_line(exc)}") from exc
+    except BaseException:
+        for link in links.values():
+            link.close()
         for callback in cleanup:
             callback()
+        if locks is not None:
+            locks.release()
         raise
+    return Bench(station, links, cleanup=cleanup, model=model, lab=lab, locks=locks)

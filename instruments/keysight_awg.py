@@ -4,33 +4,59 @@ pymeasure's ``Agilent33500`` uploads arbs as comma-separated ASCII (about 7 byte
 ``str()`` per sample); this driver sends int16 DAC codes as one IEEE 488.2 definite-length block
 in little-endian order (``FORM:BORD SWAP``), about 2 bytes per sample and no per-sample Python.
 After every upload the error queue is drained and any error raises
-:class:`~spinlab.errors.InstrumentError`, so a rejected waveform is never silently played.
+:class:`~spinlab.errors.InstrumentError`, so a rejected waveform is never silently played;
+``upload_arb(..., verify=True)`` also reads back what the AWG holds (point count, mean and
+peak-to-peak of the arb) so a damaged transfer is caught before it is played.
 Only channel 1 is driven (the experiment needs one drive line).
 """
 from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from pymeasure.instruments import Instrument, SCPIMixin
 from pymeasure.instruments.validators import strict_discrete_set, strict_range
 
+from spinlab.instruments.capabilities import AwgModel, awg_model_of
 from spinlab.instruments.scpi import (
     RAW_REPLY,
     ErrorQueueMixin,
     bool_reply,
     ensure_termination,
     float_reply,
-    int16_block,
     int_reply,
     parse_choice,
+    parse_float,
+    parse_int,
 )
 from spinlab.errors import ConfigError, InstrumentError, WaveformError
 
 DAC_FULL_SCALE = 32767
 _ARB_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,11}$")
+_FUNCTIONS = ["SIN", "SQU", "RAMP", "PULS", "NOIS", "DC", "ARB", "PRBS", "TRI"]
+#: Relative tolerance of the arb attributes read back: instruments may normalise by 32767 or
+#: 32768 (3.05e-5 apart).
+_ATTRIBUTE_RTOL = 4e-5
+
+
+class AwgState(NamedTuple):
+    """What channel 1 plays: function, selected arb and output load setting (ohm)."""
+
+    function: str
+    arb: str
+    load_ohm: float
+
+
+def _last_digit(number: str) -> float:
+    """Value of one unit in the last printed digit of ``number`` (``'+1.0000'`` -> 1e-4)."""
+    mantissa, _, exponent = number.strip().upper().partition("E")
+    decimals = len(mantissa.partition(".")[2])
+    try:
+        return 10.0 ** (int(exponent or 0) - decimals)
+    except ValueError:
+        return 0.0
 
 
 def _arb_name(value: str, _values: Any = None) -> str:
@@ -59,7 +85,7 @@ class Keysight33500B(ErrorQueueMixin, SCPIMixin, Instrument):
     #: Smallest amplitude valid for every load setting (1 mVpp into 50 ohm, 2 mVpp high-Z).
     MIN_AMPLITUDE_Vpp = 2e-3
     #: |offset| + Vpp/2 must stay below this into 50 ohm (the conservative, always-valid limit).
-    MAX_PEAK_V = 5.0
+    MAX_PEAK_V = 5.0  # both families: capabilities.AWG_MODELS[...].max_peak_V
 
     def __init__(self, adapter, name: str = "Keysight 33500B waveform generator",
                  memory_samples: int | None = None, max_sample_rate_Hz: float | None = None,
@@ -71,6 +97,7 @@ class Keysight33500B(ErrorQueueMixin, SCPIMixin, Instrument):
         ensure_termination(self.adapter)
         self._memory_samples = memory_samples
         self._max_sample_rate_Hz = max_sample_rate_Hz
+        self._family: AwgModel | None = None
 
     # --- declarative settings ---------------------------------------------------------------
     output_enabled = Instrument.control(
@@ -88,8 +115,7 @@ class Keysight33500B(ErrorQueueMixin, SCPIMixin, Instrument):
     function = Instrument.control(
         "SOUR1:FUNC?", "SOUR1:FUNC %s",
         """Control the output function (str: SIN, SQU, RAMP, PULS, NOIS, DC, ARB, PRBS, TRI).""",
-        validator=strict_discrete_set, values=["SIN", "SQU", "RAMP", "PULS", "NOIS", "DC", "ARB", "PRBS", "TRI"],
-        get_process=parse_choice(["SIN", "SQU", "RAMP", "PULS", "NOIS", "DC", "ARB", "PRBS", "TRI"], "function"),
+        validator=strict_discrete_set, values=_FUNCTIONS, get_process=parse_choice(_FUNCTIONS, "function"),
         **RAW_REPLY,
     )
     amplitude_Vpp = Instrument.control(
@@ -160,21 +186,27 @@ class Keysight33500B(ErrorQueueMixin, SCPIMixin, Instrument):
             self._read_capabilities()
         return float(self._max_sample_rate_Hz)
 
+    @property
+    def family(self) -> AwgModel:
+        """The 33500B/33600A family this generator belongs to (from ``*IDN?``)."""
+        if self._family is None:
+            self._read_capabilities()
+        return self._family
+
     def _read_capabilities(self) -> None:
         idn = self.ask("*IDN?").strip()
         fields = [f.strip() for f in idn.split(",")]
         if len(fields) < 4:
             raise InstrumentError(f"malformed *IDN? reply: {idn!r}")
-        model = fields[1].upper()
         options = self.ask("*OPT?").strip().upper()
         has_mem = "MEM" in options.replace('"', "").split(",")
-        if model.startswith("336"):
-            memory, rate = (64_000_000 if has_mem else 4_000_000), 1e9
-        elif model.startswith("335"):
-            memory, rate = (16_000_000 if has_mem else 1_000_000), 160e6
-        else:
+        family = awg_model_of(fields[1])
+        if family is None:
             raise InstrumentError(f"{idn!r} is not a 33500B/33600A-series generator; check the station's "
                                   "[resources] awg address")
+        self._family = family
+        memory = family.memory_samples_mem if has_mem else family.memory_samples
+        rate = family.max_sample_rate_Hz
         if self._memory_samples is None:
             self._memory_samples = memory
         if self._max_sample_rate_Hz is None:
@@ -200,10 +232,12 @@ class Keysight33500B(ErrorQueueMixin, SCPIMixin, Instrument):
         np.clip(codes, -DAC_FULL_SCALE, DAC_FULL_SCALE, out=codes)
         return codes.astype(np.int16), amplitude, offset
 
-    def upload_arb(self, name: str, samples_V: np.ndarray, sample_rate_Hz: float) -> dict[str, float]:
+    def upload_arb(self, name: str, samples_V: np.ndarray, sample_rate_Hz: float,
+                   verify: bool = False) -> dict[str, float]:
         """Load ``samples_V`` (volts into the load setting) as arb ``name``, select and play it
         at ``sample_rate_Hz``. Everything is validated before anything is sent; the error queue
-        is checked afterwards. Returns the amplitude/offset used."""
+        is checked afterwards, and with ``verify`` the arb is read back (:meth:`verify_arb`).
+        Returns the amplitude/offset used."""
         _arb_name(name)
         samples = np.asarray(samples_V, dtype=np.float64)
         if samples.ndim != 1:
@@ -231,7 +265,9 @@ class Keysight33500B(ErrorQueueMixin, SCPIMixin, Instrument):
             )
         self.byte_order = "SWAP"
         self.clear_volatile()
-        self.write_bytes(f"SOUR1:DATA:ARB:DAC {name},".encode() + int16_block(codes, little_endian=True) + b"\n")
+        # one IEEE 488.2 block of little-endian int16 (FORM:BORD SWAP), built by pyvisa from the array
+        self.write_binary_values(f"SOUR1:DATA:ARB:DAC {name},", codes, datatype="h", is_big_endian=False,
+                                 termination="\n")
         self.arb_name = name
         self.function = "ARB"
         self.sample_rate_Hz = rate
@@ -240,8 +276,44 @@ class Keysight33500B(ErrorQueueMixin, SCPIMixin, Instrument):
         self.amplitude_Vpp = amplitude
         self.offset_V = offset
         self.raise_errors(f"uploading arb {name!r} ({samples.size} samples)")
+        if verify:
+            self.verify_arb(name, codes)
         return {"amplitude_Vpp": amplitude, "offset_V": offset, "samples": int(samples.size),
                 "sample_rate_Hz": rate}
+
+    def verify_arb(self, name: str, codes: np.ndarray) -> None:
+        """The arb ``name`` holds ``codes``: same point count, same mean and peak-to-peak (as the
+        instrument reports them, normalised to +-1), in one query. A transfer that lost, added
+        or changed samples raises InstrumentError; the check is as fine as the digits the
+        instrument prints (the emulator prints 15)."""
+        _arb_name(name)
+        reply = self.ask(f"SOUR1:DATA:ATTR:POIN? {name};AVER? {name};PTP? {name}").strip()
+        fields = reply.split(";")
+        if len(fields) != 3:
+            raise InstrumentError(f"malformed arb attributes from the AWG: {reply!r}")
+        points = parse_int(fields[0], "arb point count")
+        mean, ptp = (parse_float(f, "arb attribute") for f in fields[1:])
+        codes = np.asarray(codes, dtype=np.int64)  # int16 peak-to-peak overflows
+        want_mean = float(np.mean(codes)) / DAC_FULL_SCALE
+        want_ptp = float(np.ptp(codes)) / DAC_FULL_SCALE
+        wrong = []
+        if points != codes.size:
+            wrong.append(f"{points} points instead of {codes.size}")
+        for what, got, want, text in (("mean", mean, want_mean, fields[1]), ("peak-to-peak", ptp, want_ptp, fields[2])):
+            if not abs(got - want) <= _ATTRIBUTE_RTOL * abs(want) + _last_digit(text) + 1e-12:
+                wrong.append(f"{what} {got:.10g} instead of {want:.10g}")
+        if wrong:
+            raise InstrumentError(f"the AWG holds arb {name!r} with {', '.join(wrong)}: the upload was "
+                                  "damaged in transfer")
+
+    def playing_state(self) -> AwgState:
+        """Function, selected arb and load setting, in one query (a reset changes all three)."""
+        reply = self.ask("SOUR1:FUNC?;:SOUR1:FUNC:ARB?;:OUTP1:LOAD?").strip()
+        fields = reply.split(";")
+        if len(fields) != 3:
+            raise InstrumentError(f"malformed AWG state reply: {reply!r}")
+        return AwgState(parse_choice(_FUNCTIONS, "function")(fields[0]), fields[1].strip().strip('"'),
+                        parse_float(fields[2], "output load"))
 
     # --- triggering --------------------------------------------------------------------------
     def arm_burst(self, cycles: int = 1, source: str = "BUS") -> None:

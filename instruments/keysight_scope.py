@@ -9,13 +9,13 @@ and the block length is checked against it, so a truncated or padded transfer ra
 from __future__ import annotations
 
 import math
-import time
 from typing import Any
 
 import numpy as np
 from pymeasure.instruments import Channel, Instrument, SCPIMixin
 from pymeasure.instruments.validators import strict_discrete_set, strict_range
 
+from spinlab.instruments.capabilities import INFINIIVISION as _CAPS
 from spinlab.instruments.scpi import (
     RAW_REPLY,
     ErrorQueueMixin,
@@ -26,6 +26,7 @@ from spinlab.instruments.scpi import (
     parse_choice,
     parse_float,
     parse_int,
+    poll_until,
     read_block,
 )
 from spinlab.errors import ConfigError, InstrumentError
@@ -40,7 +41,38 @@ _REFERENCE_FRACTION = {"LEFT": 0.1, "CENT": 0.5, "RIGH": 0.9}
 #: :OPERegister:CONDition? bit set while the scope is acquiring.
 RUN_BIT = 8
 #: Rates a 5 GSa/s InfiniiVision offers: 5 GSa/s over a 1-2-2.5-4-5 decimation sequence.
-SAMPLE_RATES_Hz = tuple(5e9 / d for d in sorted({m * 10**k for k in range(11) for m in (1, 2, 2.5, 4, 5)}))
+SAMPLE_RATES_Hz = tuple(_CAPS.max_sample_rate_Hz / d
+                        for d in sorted({m * 10**k for k in range(11) for m in (1, 2, 2.5, 4, 5)}))
+
+
+def parse_preamble(reply: str) -> dict[str, Any]:
+    """A ``:WAVeform:PREamble?`` reply as a validated dict (keys: ``PREAMBLE_FIELDS``)."""
+    reply = reply.strip()
+    fields = reply.split(",")
+    if len(fields) != len(PREAMBLE_FIELDS):
+        raise InstrumentError(f"malformed preamble: expected 10 fields, got {len(fields)}: {reply!r}")
+    try:
+        values = dict(zip(PREAMBLE_FIELDS, fields))
+        out: dict[str, Any] = {}
+        for key in ("format", "type", "points", "count", "x_reference", "y_reference"):
+            out[key] = parse_int(values[key], f"preamble {key}")
+        for key in ("x_increment_s", "x_origin_s", "y_increment_V", "y_origin_V"):
+            out[key] = parse_float(values[key], f"preamble {key}")
+    except InstrumentError as exc:
+        raise InstrumentError(f"{exc} (preamble {reply!r})") from None
+    if out["format"] not in _FORMATS or out["type"] not in _TYPES:
+        raise InstrumentError(f"preamble has unknown format/type: {reply!r}")
+    if out["points"] < 0 or out["count"] < 1:
+        raise InstrumentError(f"preamble has invalid points/count: {reply!r}")
+    for key in ("x_increment_s", "y_increment_V"):
+        if not (math.isfinite(out[key]) and out[key] > 0):
+            raise InstrumentError(f"preamble {key} must be positive, got {reply!r}")
+    for key in ("x_origin_s", "y_origin_V"):
+        if not math.isfinite(out[key]):
+            raise InstrumentError(f"preamble {key} is not finite: {reply!r}")
+    out["format"] = _FORMATS[out["format"]]
+    out["type"] = _TYPES[out["type"]]
+    return out
 
 
 class InfiniiVisionChannel(Channel):
@@ -49,12 +81,12 @@ class InfiniiVisionChannel(Channel):
     scale_V = Channel.control(
         ":CHANnel{ch}:SCALe?", ":CHANnel{ch}:SCALe %.6g",
         """Control the vertical scale in V/div (float; full scale is 8 divisions).""",
-        validator=strict_range, values=[1e-3, 5.0], get_process=float_reply("channel scale"), **RAW_REPLY,
+        validator=strict_range, values=list(_CAPS.scale_V_per_div), get_process=float_reply("channel scale"), **RAW_REPLY,
     )
     offset_V = Channel.control(
         ":CHANnel{ch}:OFFSet?", ":CHANnel{ch}:OFFSet %.6g",
         """Control the voltage at the screen centre (float).""",
-        validator=strict_range, values=[-40.0, 40.0], get_process=float_reply("channel offset"), **RAW_REPLY,
+        validator=strict_range, values=[-_CAPS.max_offset_V, _CAPS.max_offset_V], get_process=float_reply("channel offset"), **RAW_REPLY,
     )
     coupling = Channel.control(
         ":CHANnel{ch}:COUPling?", ":CHANnel{ch}:COUPling %s",
@@ -87,8 +119,8 @@ class InfiniiVisionScope(ErrorQueueMixin, SCPIMixin, Instrument):
     ch_4 = Instrument.ChannelCreator(InfiniiVisionChannel, 4)
 
     #: Acquisition memory (points) shared by all segments.
-    MEMORY_POINTS = 4_000_000
-    MIN_POINTS = 100
+    MEMORY_POINTS = _CAPS.memory_points
+    MIN_POINTS = _CAPS.min_points
 
     def __init__(self, adapter, name: str = "Keysight InfiniiVision oscilloscope", **kwargs: Any) -> None:
         kwargs.setdefault("read_termination", "\n")
@@ -124,7 +156,8 @@ class InfiniiVisionScope(ErrorQueueMixin, SCPIMixin, Instrument):
     trigger_level_V = Instrument.control(
         ":TRIGger:EDGE:LEVel?", ":TRIGger:EDGE:LEVel %.6g",
         """Control the trigger level in volts (float).""",
-        validator=strict_range, values=[-8.0, 8.0], get_process=float_reply("trigger level"), **RAW_REPLY,
+        validator=strict_range, values=[-_CAPS.max_trigger_level_V, _CAPS.max_trigger_level_V],
+        get_process=float_reply("trigger level"), **RAW_REPLY,
     )
     trigger_slope = Instrument.control(
         ":TRIGger:EDGE:SLOPe?", ":TRIGger:EDGE:SLOPe %s",
@@ -165,12 +198,12 @@ class InfiniiVisionScope(ErrorQueueMixin, SCPIMixin, Instrument):
     sample_rate_Hz = Instrument.control(
         ":ACQuire:SRATe?", ":ACQuire:SRATe %.12g",
         """Control the sample rate in Sa/s (float; rounded up to an available rate).""",
-        validator=strict_range, values=[1e-3, 5e9], get_process=float_reply("sample rate"), **RAW_REPLY,
+        validator=strict_range, values=[1e-3, _CAPS.max_sample_rate_Hz], get_process=float_reply("sample rate"), **RAW_REPLY,
     )
     acquire_points = Instrument.control(
         ":ACQuire:POINts?", ":ACQuire:POINts %d",
         """Control the record length in points (int).""",
-        validator=strict_range, values=[100, 4_000_000], set_process=int,
+        validator=strict_range, values=[_CAPS.min_points, _CAPS.memory_points], set_process=int,
         get_process=int_reply("acquisition points"), **RAW_REPLY,
     )
     waveform_points_mode = Instrument.control(
@@ -182,7 +215,7 @@ class InfiniiVisionScope(ErrorQueueMixin, SCPIMixin, Instrument):
     waveform_points = Instrument.control(
         ":WAVeform:POINts?", ":WAVeform:POINts %d",
         """Control how many points a transfer returns (int).""",
-        validator=strict_range, values=[1, 4_000_000], set_process=int,
+        validator=strict_range, values=[1, _CAPS.memory_points], set_process=int,
         get_process=int_reply("waveform points"), **RAW_REPLY,
     )
     operation_condition = Instrument.measurement(
@@ -282,16 +315,8 @@ class InfiniiVisionScope(ErrorQueueMixin, SCPIMixin, Instrument):
         """Arm one acquisition (``:SINGle``) and return once the trigger system is armed
         (``:AER?``), so a trigger sent to another instrument right after cannot be missed."""
         self.write(":SINGle")
-        self._poll(lambda: self.arm_event, timeout_s, "arming (:SINGle)")
-
-    def _poll(self, done, timeout_s: float, what: str, poll_s: float = 0.001) -> None:
-        deadline = time.monotonic() + float(timeout_s)
-        delay = poll_s
-        while not done():
-            if time.monotonic() >= deadline:
-                raise InstrumentError(f"scope did not finish {what} (waited {timeout_s:g} s)")
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
+        poll_until(lambda: self.arm_event, timeout_s, "scope did not finish arming (:SINGle)",
+                   first_s=0.001, max_s=0.05)
 
     def digitize(self, channel: int, timeout_s: float = 10.0) -> Waveform:
         """Acquire with the current settings (``:DIGitize``) and return the record."""
@@ -302,38 +327,13 @@ class InfiniiVisionScope(ErrorQueueMixin, SCPIMixin, Instrument):
 
     def wait_acquired(self, timeout_s: float = 10.0, poll_s: float = 0.001) -> None:
         """Block until the run bit of ``:OPERegister:CONDition?`` clears (acquisition done)."""
-        self._poll(lambda: not self.operation_condition & RUN_BIT, timeout_s,
-                   "acquiring: no trigger arrived? Check the EXT trigger cable and level, and that "
-                   "the AWG burst was triggered", poll_s)
+        poll_until(lambda: not self.operation_condition & RUN_BIT, timeout_s,
+                   "scope did not finish acquiring: no trigger arrived? Check the EXT trigger cable "
+                   "and level, and that the AWG burst was triggered", first_s=poll_s, max_s=0.05)
 
     def preamble(self) -> dict[str, Any]:
-        """``:WAVeform:PREamble?`` as a validated dict (see ``PREAMBLE_FIELDS``)."""
-        reply = self.ask(":WAVeform:PREamble?").strip()
-        fields = reply.split(",")
-        if len(fields) != len(PREAMBLE_FIELDS):
-            raise InstrumentError(f"malformed preamble: expected 10 fields, got {len(fields)}: {reply!r}")
-        try:
-            values = dict(zip(PREAMBLE_FIELDS, fields))
-            out: dict[str, Any] = {}
-            for key in ("format", "type", "points", "count", "x_reference", "y_reference"):
-                out[key] = parse_int(values[key], f"preamble {key}")
-            for key in ("x_increment_s", "x_origin_s", "y_increment_V", "y_origin_V"):
-                out[key] = parse_float(values[key], f"preamble {key}")
-        except InstrumentError as exc:
-            raise InstrumentError(f"{exc} (preamble {reply!r})") from None
-        if out["format"] not in _FORMATS or out["type"] not in _TYPES:
-            raise InstrumentError(f"preamble has unknown format/type: {reply!r}")
-        if out["points"] < 0 or out["count"] < 1:
-            raise InstrumentError(f"preamble has invalid points/count: {reply!r}")
-        for key in ("x_increment_s", "y_increment_V"):
-            if not (math.isfinite(out[key]) and out[key] > 0):
-                raise InstrumentError(f"preamble {key} must be positive, got {reply!r}")
-        for key in ("x_origin_s", "y_origin_V"):
-            if not math.isfinite(out[key]):
-                raise InstrumentError(f"preamble {key} is not finite: {reply!r}")
-        out["format"] = _FORMATS[out["format"]]
-        out["type"] = _TYPES[out["type"]]
-        return out
+        """``:WAVeform:PREamble?`` as a validated dict (see :func:`parse_preamble`)."""
+        return parse_preamble(self.ask(":WAVeform:PREamble?"))
 
     def _read_codes(self, expected_points: int) -> np.ndarray:
         self.write(":WAVeform:DATA?")

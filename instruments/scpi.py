@@ -10,36 +10,24 @@ from __future__ import annotations
 import logging
 import math
 import re
+import time
 from typing import Any, Callable, Sequence
 
-import numpy as np
 
 from spinlab.errors import InstrumentError
 
 
-_ERROR_RE = re.compile(r'^\s*([+-]?\d+)\s*,\s*"(.*)"\s*$', re.S)
+_ERROR_RE = re.compile(r'^\s*([+-]?\d{1,10})\s*,\s*"(.*)"\s*$', re.S)
 _NUMBER_RE = re.compile(r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$")
 #: Most errors an instrument queue holds; draining stops there so a stuck queue cannot hang us.
 MAX_QUEUED_ERRORS = 64
 
 
 # --- IEEE 488.2 definite-length blocks ---------------------------------------------------------
-def encode_block(payload: bytes) -> bytes:
-    """``#<n><length><payload>`` with the shortest length field."""
-    length = str(len(payload))
-    if len(length) > 9:
-        raise InstrumentError(f"block of {len(payload)} bytes is too long for IEEE 488.2 (max 999999999)")
-    return b"#" + str(len(length)).encode() + length.encode() + payload
-
-
-def int16_block(codes: np.ndarray, little_endian: bool = True) -> bytes:
-    """int16 samples as a definite-length block (``FORM:BORD SWAP`` means little endian)."""
-    codes = np.asarray(codes)
-    if codes.dtype != np.int16:
-        raise InstrumentError(f"DAC codes must be int16, got {codes.dtype}")
-    return encode_block(codes.astype("<i2" if little_endian else ">i2", copy=False).tobytes())
-
-
+# Writing uses pyvisa's ``to_ieee_block`` (through ``Instrument.write_binary_values``). Reading
+# keeps its own reader: pyvisa's ``read_binary_values`` reads whatever length the header
+# declares, and the bench needs that length checked against the preamble's point count, plus
+# one clear error for a short, padded or unterminated block.
 def read_block(instrument: Any, expected_bytes: int | None = None, terminator: bytes = b"\n") -> bytes:
     """Read one definite-length block reply from ``instrument`` (anything with ``read_bytes``).
 
@@ -97,24 +85,46 @@ def ensure_termination(adapter: Any, termination: str = "\n") -> None:
             connection.write_termination = termination
 
 
+# --- waiting ---------------------------------------------------------------------------------
+def poll_until(done: Callable[[], bool], timeout_s: float, what: str, *, first_s: float = 1e-4,
+               max_s: float = 0.02) -> None:
+    """Call ``done()`` with exponentially growing pauses (``first_s`` up to ``max_s``) until it
+    returns True; after ``timeout_s`` raise InstrumentError saying ``what`` did not happen.
+    ``done`` may raise to stop early (an instrument in a state that can never get there)."""
+    deadline = time.monotonic() + float(timeout_s)
+    delay = first_s
+    while not done():
+        if time.monotonic() >= deadline:
+            raise InstrumentError(f"{what} (waited {timeout_s:g} s)")
+        time.sleep(delay)
+        delay = min(2 * delay, max_s)
+
+
 # --- replies -----------------------------------------------------------------------------------
 def parse_float(reply: Any, what: str = "reply") -> float:
     """A numeric reply; anything else raises InstrumentError quoting it."""
-    if isinstance(reply, (int, float)) and not isinstance(reply, bool):
-        return float(reply)
+    if isinstance(reply, (int, float)) and not isinstance(reply, bool) and reply == reply:  # not NaN
+        return _scpi_number(reply)
     text = str(reply).strip()
     if _NUMBER_RE.match(text):
-        value = float(text)
-        # SCPI sends infinity (e.g. a high-Z load setting) as 9.9E+37
-        return math.copysign(math.inf, value) if abs(value) >= 9.9e37 else value
+        return _scpi_number(text)
     if text.upper() in ("INF", "+INF", "9.9E+37", "+9.9E+37", "9.9E37"):
         return float("inf")
     raise InstrumentError(f"malformed {what} from the instrument: expected a number, got {reply!r}")
 
 
+def _scpi_number(value: Any) -> float:
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond the float range
+        number = math.inf if value > 0 else -math.inf
+    # SCPI sends infinity (e.g. a high-Z load setting) as 9.9E+37
+    return math.copysign(math.inf, number) if abs(number) >= 9.9e37 else number
+
+
 def parse_int(reply: Any, what: str = "reply") -> int:
     value = parse_float(reply, what)
-    if value != int(value):
+    if not math.isfinite(value) or value != int(value):
         raise InstrumentError(f"malformed {what} from the instrument: expected an integer, got {reply!r}")
     return int(value)
 
@@ -188,7 +198,8 @@ def format_errors(errors: Sequence[tuple[int, str]]) -> str:
 
 class ErrorQueueMixin:
     """``check_errors``/``raise_errors`` for a pymeasure instrument whose error queue is read
-    with ``ERROR_QUERY``; list it before ``SCPIMixin`` so these take precedence."""
+    with ``ERROR_QUERY``, and ``check_in_step``; list it before ``SCPIMixin`` so these take
+    precedence."""
 
     ERROR_QUERY = "SYST:ERR?"
 
@@ -205,3 +216,11 @@ class ErrorQueueMixin:
         errors = self.check_errors()
         if errors:
             raise InstrumentError(f"{self.name} reported error(s) after {context}: {format_errors(errors)}")
+
+    def check_in_step(self, context: str) -> None:
+        """``*OPC?`` must answer exactly ``1``. After a binary block this proves nothing was left
+        behind: a block whose bytes slipped leaves bytes that would be read as the next reply."""
+        reply = self.ask("*OPC?")
+        if reply.strip() != "1":
+            raise InstrumentError(f"{self.name} sent {reply[:40]!r} where *OPC? should answer 1 after "
+                                  f"{context}: the reply stream is out of step (damaged transfer)")

@@ -3,43 +3,58 @@
 Why a file: the addresses, cabling and calibration of a lab change far more often than the code,
 and a reviewer must be able to see the safety limits a run used. The loader is strict (unknown
 keys, wrong types and missing sections are errors naming the key and the file) because a typo in
-a limit that silently falls back to a default is how devices get destroyed.
+a limit that silently falls back to a default is how devices get destroyed. It also checks every
+setting against what the instruments can do (:mod:`.capabilities`) before anything is opened.
 
 Layout (see ``stations/example_lab.toml`` for a documented example)::
 
     [station]      name, description
     [resources]    visa_library ("" system VISA, "@py" pyvisa-py, "emulated" in-process), awg,
-                   scope, optional source (DC bias current), timeout_s
+                   scope, optional source (DC bias current), timeout_s, retries and
+                   retry_backoff_s (how the bench retries a record after an instrument fault)
     [wiring]       awg_channel, scope_channel, trigger ("bus": software trigger to the AWG, AWG
                    sync/trigger out -> scope EXT), scope_trigger_level_V
-    [awg]          load_ohm (number or "inf"), max_sample_rate_Hz, max_output_V, memory_samples
-                   (override of what the instrument reports)
+    [awg]          model ("33500B" or "33600A"), load_ohm (number or "inf"), max_sample_rate_Hz
+                   (default: the model's), max_output_V, memory_samples (override of what the
+                   instrument reports)
     [scope]        max_sample_rate_Hz, oversample, full_scale_V, offset_V, impedance_ohm, max_points,
-                   timeout_s
+                   timeout_s (an InfiniiVision)
     [segmentation] settle_s (zeros between packed drives), overlap_s (pre-roll of continuation
                    segments)
-    [source]       compliance_V, default_bias_A, ramp_step_A, ramp_pause_s (only with resources.source)
+    [source]       compliance_V, default_bias_A, ramp_step_A, ramp_pause_s (a Keithley 2400; only
+                   with resources.source)
     [calibration]  drive_gain or (series_resistance_ohm + device_resistance_ohm), response_gain,
                    delay_s
     [limits]       max_drive_V, max_bias_A, max_field_T  -> spinlab.SafetyLimits
+
+The sections are pydantic models (frozen, unknown keys forbidden, numbers never taken from
+strings or booleans); :func:`load_station` turns any validation error into one
+:class:`~spinlab.errors.ConfigError` line naming the file, the section and the key.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Union, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, Mapping, Union
+
+from pydantic import BaseModel, ConfigDict, PlainValidator, ValidationError, model_validator
 
 from spinlab.device import SafetyLimits
 from spinlab.errors import ConfigError, SafetyLimitError
+from spinlab.instruments.capabilities import AWG_MODELS, INFINIIVISION, KEITHLEY_2400
 
 #: Directory of the station files shipped with the package.
 STATIONS_DIR = Path(__file__).resolve().parent / "stations"
 
 #: ``visa_library`` value that selects the in-process emulated instruments.
 EMULATED_LIBRARY = "emulated"
+
+#: A ramp from ``max_bias_A`` to zero may take at most this many steps and this long.
+MAX_RAMP_STEPS = 10_000
+MAX_RAMP_S = 600.0
 
 
 class _Invalid(ValueError):
@@ -50,6 +65,44 @@ class _Invalid(ValueError):
         self.key = key
 
 
+# --- value types: what TOML gives, checked without silent conversions ----------------------------
+def _float(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"must be a number, got {type(value).__name__} {value!r}")
+    return float(value)
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"must be an integer, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _load(value: Any) -> float | str:
+    if isinstance(value, str):
+        if value.lower() not in ("inf", "infinity", "high_z"):
+            raise ValueError(f"must be a resistance in ohm or 'inf', got {value!r}")
+        return value
+    try:
+        return _float(value)
+    except ValueError:
+        raise ValueError(f"must be a resistance in ohm or 'inf', got {type(value).__name__} {value!r}") from None
+
+
+Float = Annotated[float, PlainValidator(_float)]
+Int = Annotated[int, PlainValidator(_int)]
+Str = Annotated[str, PlainValidator(_str)]
+Load = Annotated[Union[float, str], PlainValidator(_load)]
+
+
 def _positive(section: Any, *names: str) -> None:
     for name in names:
         value = getattr(section, name)
@@ -57,41 +110,73 @@ def _positive(section: Any, *names: str) -> None:
             raise _Invalid(name, f"must be a positive finite number, got {value!r}")
 
 
-@dataclass(frozen=True)
-class StationInfo:
-    name: str
-    description: str = ""
+def _within(section: Any, name: str, low: float, high: float, why: str) -> None:
+    value = getattr(section, name)
+    if not (math.isfinite(value) and low <= value <= high):
+        raise _Invalid(name, f"must be between {low:g} and {high:g} ({why}), got {value!r}")
 
 
-@dataclass(frozen=True)
-class Resources:
-    """VISA resource names of the instruments and the VISA library that reaches them."""
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    awg: str
-    scope: str
-    source: str | None = None
-    visa_library: str = ""
-    timeout_s: float = 10.0
+    @model_validator(mode="after")
+    def _checked(self) -> "_Section":
+        self.validate_values()
+        return self
 
-    def validate(self) -> None:
+    def validate_values(self) -> None:
+        """Checks of one section; raise :class:`_Invalid` naming the key."""
+
+
+class StationInfo(_Section):
+    name: Str
+    description: Str = ""
+
+
+class Resources(_Section):
+    """VISA resource names of the instruments, the VISA library that reaches them, and how
+    patiently the bench talks to them."""
+
+    awg: Str
+    scope: Str
+    source: Str | None = None
+    visa_library: Str = ""
+    timeout_s: Float = 10.0
+    #: attempts after the first for one AWG record (or the opening steps) after an instrument fault
+    retries: Int = 2
+    #: pause before the first retry; each further retry waits three times longer
+    retry_backoff_s: Float = 0.1
+
+    def validate_values(self) -> None:
         for name in ("awg", "scope"):
             if not getattr(self, name).strip():
                 raise _Invalid(name, "must be a VISA resource name, e.g. 'TCPIP::192.168.1.10::INSTR'")
         if self.source is not None and not self.source.strip():
             raise _Invalid("source", "must be a VISA resource name or be left out (no DC source)")
         _positive(self, "timeout_s")
+        _within(self, "timeout_s", 1e-3, 600, "seconds per VISA read or write")
+        if not 0 <= self.retries <= 10:
+            raise _Invalid("retries", f"must be 0 .. 10, got {self.retries}")
+        _within(self, "retry_backoff_s", 0, 10, "seconds")
+
+    @property
+    def instruments(self) -> dict[str, str]:
+        """Role -> resource string of every instrument of the station."""
+        out = {"awg": self.awg, "scope": self.scope}
+        if self.source:
+            out["source"] = self.source
+        return out
 
 
-@dataclass(frozen=True)
-class Wiring:
+class Wiring(_Section):
     """Which channels are cabled to the device, and how the scope is triggered."""
 
-    awg_channel: int = 1
-    scope_channel: int = 1
-    trigger: str = "bus"
-    scope_trigger_level_V: float = 1.0
+    awg_channel: Int = 1
+    scope_channel: Int = 1
+    trigger: Str = "bus"
+    scope_trigger_level_V: Float = 1.0
 
-    def validate(self) -> None:
+    def validate_values(self) -> None:
         if self.awg_channel not in (1, 2):
             raise _Invalid("awg_channel", f"must be 1 or 2, got {self.awg_channel}")
         if not 1 <= self.scope_channel <= 4:
@@ -99,28 +184,44 @@ class Wiring:
         if self.trigger != "bus":
             raise _Invalid("trigger", "must be 'bus' (software trigger to the AWG; AWG trigger/sync "
                                       f"out cabled to the scope EXT input), got {self.trigger!r}")
-        if not math.isfinite(self.scope_trigger_level_V):
-            raise _Invalid("scope_trigger_level_V", "must be finite")
+        level = INFINIIVISION.max_trigger_level_V
+        _within(self, "scope_trigger_level_V", -level, level, "the InfiniiVision trigger range")
 
 
-@dataclass(frozen=True)
-class AwgSettings:
+class AwgSettings(_Section):
     """AWG output settings. ``load_ohm`` is the load the AWG assumes (``"inf"`` = high Z)."""
 
-    load_ohm: Union[float, str] = 50.0
-    max_sample_rate_Hz: float = 250e6
-    max_output_V: float = 5.0
-    memory_samples: int | None = None
+    model: Str = "33500B"
+    load_ohm: Load = 50.0
+    max_sample_rate_Hz: Float = AWG_MODELS["33500B"].max_sample_rate_Hz
+    max_output_V: Float = 5.0
+    memory_samples: Int | None = None
 
-    def validate(self) -> None:
-        if isinstance(self.load_ohm, str):
-            if self.load_ohm.lower() not in ("inf", "infinity", "high_z"):
-                raise _Invalid("load_ohm", f"must be a resistance in ohm or 'inf', got {self.load_ohm!r}")
-        elif not (math.isfinite(self.load_ohm) and 1 <= self.load_ohm <= 10e3):
+    @model_validator(mode="before")
+    @classmethod
+    def _model_rate(cls, data: Any) -> Any:
+        """The sample rate defaults to the declared model's."""
+        if isinstance(data, Mapping) and "max_sample_rate_Hz" not in data and data.get("model") in AWG_MODELS:
+            data = {**data, "max_sample_rate_Hz": AWG_MODELS[data["model"]].max_sample_rate_Hz}
+        return data
+
+    def validate_values(self) -> None:
+        if self.model not in AWG_MODELS:
+            raise _Invalid("model", f"must be one of {sorted(AWG_MODELS)} (the Keysight33500B driver's "
+                                    f"families), got {self.model!r}")
+        caps = AWG_MODELS[self.model]
+        if isinstance(self.load_ohm, float) and not (math.isfinite(self.load_ohm) and 1 <= self.load_ohm <= 10e3):
             raise _Invalid("load_ohm", f"must be between 1 and 10000 ohm or 'inf', got {self.load_ohm!r}")
         _positive(self, "max_sample_rate_Hz", "max_output_V")
-        if self.memory_samples is not None and self.memory_samples < 16:
-            raise _Invalid("memory_samples", f"must be at least 16, got {self.memory_samples}")
+        if self.max_sample_rate_Hz > caps.max_sample_rate_Hz:
+            raise _Invalid("max_sample_rate_Hz", f"= {self.max_sample_rate_Hz:g} Sa/s is beyond the {caps.family}'s "
+                                                 f"{caps.max_sample_rate_Hz:g} Sa/s arb rate")
+        if self.max_output_V > caps.max_peak_V:
+            raise _Invalid("max_output_V", f"= {self.max_output_V:g} V is beyond the {caps.max_peak_V:g} V the "
+                                           f"{caps.family} driver allows (|offset| + Vpp/2 into 50 ohm)")
+        if self.memory_samples is not None and not 16 <= self.memory_samples <= caps.memory_samples_mem:
+            raise _Invalid("memory_samples", f"must be 16 .. {caps.memory_samples_mem} (the {caps.family}'s "
+                                             f"largest arb memory), got {self.memory_samples}")
 
     @property
     def load(self) -> float:
@@ -128,36 +229,41 @@ class AwgSettings:
         return math.inf if isinstance(self.load_ohm, str) else float(self.load_ohm)
 
 
-@dataclass(frozen=True)
-class ScopeSettings:
-    """Acquisition of the device response: rate, vertical range, input impedance.
+class ScopeSettings(_Section):
+    """Acquisition of the device response (an InfiniiVision): rate, vertical range, impedance.
 
     The scope samples at ``oversample`` points per drive sample interval, capped at
     ``max_sample_rate_Hz``; the bench averages the points inside each interval.
     """
 
-    max_sample_rate_Hz: float
-    full_scale_V: float
-    oversample: int = 4
-    offset_V: float = 0.0
-    impedance_ohm: float = 50.0
-    max_points: int = 4_000_000
-    timeout_s: float = 10.0
+    max_sample_rate_Hz: Float
+    full_scale_V: Float
+    oversample: Int = 4
+    offset_V: Float = 0.0
+    impedance_ohm: Float = 50.0
+    max_points: Int = 4_000_000
+    timeout_s: Float = 10.0
 
-    def validate(self) -> None:
+    def validate_values(self) -> None:
+        caps = INFINIIVISION
         _positive(self, "max_sample_rate_Hz", "full_scale_V", "timeout_s")
+        if self.max_sample_rate_Hz > caps.max_sample_rate_Hz:
+            raise _Invalid("max_sample_rate_Hz", f"= {self.max_sample_rate_Hz:g} Sa/s is beyond the "
+                                                 f"InfiniiVision's {caps.max_sample_rate_Hz:g} Sa/s")
+        low, high = (8 * v for v in caps.scale_V_per_div)
+        _within(self, "full_scale_V", low, high, "8 divisions of 1 mV .. 5 V")
+        _within(self, "offset_V", -caps.max_offset_V, caps.max_offset_V, "the channel offset range")
+        _within(self, "timeout_s", 1e-3, 3600, "seconds")
         if self.oversample < 1:
             raise _Invalid("oversample", f"must be >= 1, got {self.oversample}")
-        if not math.isfinite(self.offset_V):
-            raise _Invalid("offset_V", "must be finite")
         if self.impedance_ohm not in (50.0, 1e6):
             raise _Invalid("impedance_ohm", f"must be 50 or 1e6, got {self.impedance_ohm!r}")
-        if self.max_points < 1000:
-            raise _Invalid("max_points", f"must be at least 1000, got {self.max_points}")
+        if not 1000 <= self.max_points <= caps.memory_points:
+            raise _Invalid("max_points", f"must be 1000 .. {caps.memory_points} (the InfiniiVision's "
+                                         f"acquisition memory), got {self.max_points}")
 
 
-@dataclass(frozen=True)
-class Segmentation:
+class Segmentation(_Section):
     """How drives are packed into and split across AWG records.
 
     ``settle_s`` of zeros precede every packed drive so the device relaxes to its zero-drive
@@ -167,29 +273,29 @@ class Segmentation:
     split; it must exceed a few of the device's longest relaxation times.
     """
 
-    settle_s: float = 2e-6
-    overlap_s: float = 2e-6
+    settle_s: Float = 2e-6
+    overlap_s: Float = 2e-6
 
-    def validate(self) -> None:
+    def validate_values(self) -> None:
         for name in ("settle_s", "overlap_s"):
             value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise _Invalid(name, f"must be >= 0, got {value!r}")
+            if not (math.isfinite(value) and 0 <= value <= 1.0):
+                raise _Invalid(name, f"must be >= 0 and at most 1 s, got {value!r}")
 
 
-@dataclass(frozen=True)
-class SourceSettings:
+class SourceSettings(_Section):
     """DC bias current source (Keithley 2400 sourcing current)."""
 
-    compliance_V: float = 2.0
-    default_bias_A: float = 0.0
+    compliance_V: Float = 2.0
+    default_bias_A: Float = 0.0
     #: Largest bias change in one step (A); 0 switches in one step. Nano-pillars die of current
     #: steps, so a real station ramps: the bias moves in steps of at most this size...
-    ramp_step_A: float = 0.0
+    ramp_step_A: Float = 0.0
     #: ...with this pause after each step (s), up and down, on every exit path too.
-    ramp_pause_s: float = 0.0
+    ramp_pause_s: Float = 0.0
 
-    def validate(self) -> None:
+    def validate_values(self) -> None:
+        caps = KEITHLEY_2400
         _positive(self, "compliance_V")
         for name in ("default_bias_A", "ramp_step_A", "ramp_pause_s"):
             if not math.isfinite(getattr(self, name)):
@@ -197,10 +303,11 @@ class SourceSettings:
         for name in ("ramp_step_A", "ramp_pause_s"):
             if getattr(self, name) < 0:
                 raise _Invalid(name, "must be >= 0 (0: no ramp)")
+        _within(self, "compliance_V", caps.min_compliance_V, caps.max_voltage_V, "what a Keithley 2400 accepts")
+        _within(self, "ramp_pause_s", 0, 10, "seconds after each ramp step")
 
 
-@dataclass(frozen=True)
-class Calibration:
+class Calibration(_Section):
     """Maps requested device quantities to instrument quantities.
 
     ``drive_gain`` is volts at the device per volt at the AWG output; give it directly, or give
@@ -209,13 +316,13 @@ class Calibration:
     time from the trigger to the response reaching the scope (cables, amplifier, device).
     """
 
-    drive_gain: float | None = None
-    series_resistance_ohm: float | None = None
-    device_resistance_ohm: float | None = None
-    response_gain: float = 1.0
-    delay_s: float = 0.0
+    drive_gain: Float | None = None
+    series_resistance_ohm: Float | None = None
+    device_resistance_ohm: Float | None = None
+    response_gain: Float = 1.0
+    delay_s: Float = 0.0
 
-    def validate(self) -> None:
+    def validate_values(self) -> None:
         divider = (self.series_resistance_ohm, self.device_resistance_ohm)
         if self.drive_gain is not None and any(v is not None for v in divider):
             raise _Invalid("drive_gain", "give either drive_gain or series_resistance_ohm + "
@@ -227,8 +334,8 @@ class Calibration:
         if self.series_resistance_ohm is not None and not (
                 math.isfinite(self.series_resistance_ohm) and self.series_resistance_ohm >= 0):
             raise _Invalid("series_resistance_ohm", "must be >= 0")
-        if not (math.isfinite(self.delay_s) and self.delay_s >= 0):
-            raise _Invalid("delay_s", f"must be >= 0, got {self.delay_s!r}")
+        if not (math.isfinite(self.delay_s) and 0 <= self.delay_s <= 1.0):
+            raise _Invalid("delay_s", f"must be >= 0 and at most 1 s, got {self.delay_s!r}")
 
     @property
     def device_V_per_awg_V(self) -> float:
@@ -240,11 +347,26 @@ class Calibration:
         return 1.0
 
 
-@dataclass(frozen=True)
-class Limits:
-    max_drive_V: float
-    max_bias_A: float
-    max_field_T: float = 1.0
+class Limits(_Section):
+    max_drive_V: Float
+    max_bias_A: Float
+    max_field_T: Float = 1.0
+
+
+class _StationFile(BaseModel):
+    """The whole file: its tables are the sections."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    station: StationInfo
+    resources: Resources
+    wiring: Wiring = Wiring()
+    awg: AwgSettings = AwgSettings()
+    scope: ScopeSettings
+    segmentation: Segmentation = Segmentation()
+    source: SourceSettings | None = None
+    calibration: Calibration = Calibration()
+    limits: Limits
 
 
 @dataclass(frozen=True)
@@ -268,23 +390,16 @@ class Station:
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict (for the run file's device identity)."""
-        out = dataclasses.asdict(self)
-        out["path"] = str(self.path)
+        out: dict[str, Any] = {"path": str(self.path)}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, BaseModel):
+                out[f.name] = value.model_dump()
+            elif f.name == "limits":
+                out[f.name] = dataclasses.asdict(value)
+            elif f.name != "path":
+                out[f.name] = value
         return out
-
-
-#: section name -> (dataclass, required)
-_SECTIONS: dict[str, tuple[type, bool]] = {
-    "station": (StationInfo, True),
-    "resources": (Resources, True),
-    "wiring": (Wiring, False),
-    "awg": (AwgSettings, False),
-    "scope": (ScopeSettings, True),
-    "segmentation": (Segmentation, False),
-    "source": (SourceSettings, False),
-    "calibration": (Calibration, False),
-    "limits": (Limits, True),
-}
 
 
 def load_station(path: str | Path) -> Station:
@@ -297,90 +412,98 @@ def load_station(path: str | Path) -> Station:
         raise ConfigError(f"station file {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text file (TOML is UTF-8; byte {exc.start} is not); "
+                          "save the station file as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"station file {path} cannot be read: {exc}") from None
     return parse_station(data, path)
 
 
 def parse_station(data: Mapping[str, Any], path: str | Path = "<station>") -> Station:
     """Validate a parsed station mapping (what :func:`tomllib.load` returns)."""
     path = Path(path)
-    unknown = sorted(set(data) - set(_SECTIONS))
-    if unknown:
-        raise ConfigError(f"{path}: unknown section [{unknown[0]}]; known sections: "
-                          f"{', '.join(_SECTIONS)}")
-    sections: dict[str, Any] = {}
-    for name, (cls, required) in _SECTIONS.items():
-        if name not in data:
-            if required:
-                raise ConfigError(f"{path}: missing section [{name}]")
-            continue
-        raw = data[name]
-        if not isinstance(raw, Mapping):
-            raise ConfigError(f"{path}: [{name}] must be a table, got {type(raw).__name__}")
-        sections[name] = _build_section(cls, name, raw, path)
-
-    if "source" in sections and sections["resources"].source is None:
+    try:
+        parsed = _StationFile.model_validate(data)
+    except ValidationError as exc:
+        raise _config_error(exc, path) from None
+    except OverflowError:  # an integer beyond any float (only a Python caller can pass one)
+        raise ConfigError(f"{path}: a number is too large to be a measurement setting") from None
+    if parsed.source is not None and parsed.resources.source is None:
         raise ConfigError(f"{path}: [source] is given but [resources] has no 'source' resource")
-    if sections["resources"].source is not None and "source" not in sections:
-        sections["source"] = SourceSettings()
-    lim = sections.pop("limits")
+    source = parsed.source
+    if parsed.resources.source is not None and source is None:
+        source = SourceSettings()
+    lim = parsed.limits
     try:
         limits = SafetyLimits(lim.max_drive_V, lim.max_bias_A, lim.max_field_T)
     except SafetyLimitError as exc:
         raise ConfigError(f"{path}: [limits] {exc}") from None
-    source = sections.get("source")
-    if source is not None and abs(source.default_bias_A) > limits.max_bias_A:
-        raise ConfigError(f"{path}: [source] key 'default_bias_A' = {source.default_bias_A} A exceeds "
-                          f"[limits] max_bias_A = {limits.max_bias_A} A")
-    awg = sections.get("awg", AwgSettings())
-    gain = sections.get("calibration", Calibration()).device_V_per_awg_V
-    if limits.max_drive_V / gain > awg.max_output_V:
+    station = Station(path=path, station=parsed.station, resources=parsed.resources, scope=parsed.scope,
+                      limits=limits, wiring=parsed.wiring, awg=parsed.awg, segmentation=parsed.segmentation,
+                      source=source, calibration=parsed.calibration)
+    _check_across_sections(station)
+    return station
+
+
+def _check_across_sections(st: Station) -> None:
+    """Limits against each other and against what the instruments can do."""
+    path, limits = st.path, st.limits
+    gain = st.calibration.device_V_per_awg_V
+    if limits.max_drive_V / gain > st.awg.max_output_V:
         raise ConfigError(f"{path}: [limits] max_drive_V = {limits.max_drive_V} V needs "
                           f"{limits.max_drive_V / gain:.4g} V at the AWG (drive gain {gain:.4g}), "
-                          f"above [awg] max_output_V = {awg.max_output_V} V")
-    return Station(path=path, limits=limits, **sections)
+                          f"above [awg] max_output_V = {st.awg.max_output_V} V")
+    source = st.source
+    if source is None:
+        return
+    caps = KEITHLEY_2400
+    if limits.max_bias_A > caps.max_current_A:
+        raise ConfigError(f"{path}: [limits] key 'max_bias_A' = {limits.max_bias_A:g} A is beyond the "
+                          f"{caps.max_current_A:g} A a Keithley 2400 sources; set the device's real limit")
+    if abs(source.default_bias_A) > limits.max_bias_A:
+        raise ConfigError(f"{path}: [source] key 'default_bias_A' = {source.default_bias_A} A exceeds "
+                          f"[limits] max_bias_A = {limits.max_bias_A} A")
+    if limits.max_bias_A > caps.high_power_current_A and source.compliance_V > caps.high_power_max_V:
+        raise ConfigError(f"{path}: [source] key 'compliance_V' = {source.compliance_V:g} V with [limits] "
+                          f"max_bias_A = {limits.max_bias_A:g} A: a 2400 sources more than "
+                          f"{caps.high_power_current_A:g} A only up to {caps.high_power_max_V:g} V")
+    if source.ramp_step_A > 0:
+        steps = math.ceil(limits.max_bias_A / source.ramp_step_A - 1e-9)
+        if steps > MAX_RAMP_STEPS or steps * source.ramp_pause_s > MAX_RAMP_S:
+            raise ConfigError(f"{path}: [source] key 'ramp_step_A' = {source.ramp_step_A:g} A: a ramp from "
+                              f"max_bias_A to 0 would take {steps} steps ({steps * source.ramp_pause_s:.4g} s); "
+                              f"allow at most {MAX_RAMP_STEPS} steps and {MAX_RAMP_S:g} s")
 
 
-def _build_section(cls: type, section: str, raw: Mapping[str, Any], path: Path) -> Any:
-    hints = get_type_hints(cls)
-    known = [f.name for f in fields(cls)]
-    for key in raw:
-        if key not in known:
-            raise ConfigError(f"{path}: [{section}] unknown key '{key}'; known keys: {', '.join(known)}")
-    values = {}
-    for f in fields(cls):
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        if f.name not in raw:
-            if required:
-                raise ConfigError(f"{path}: [{section}] missing required key '{f.name}'")
-            continue
-        values[f.name] = _coerce(raw[f.name], hints[f.name], f"{path}: [{section}] key '{f.name}'")
-    obj = cls(**values)
-    if hasattr(obj, "validate"):
-        try:
-            obj.validate()
-        except _Invalid as exc:
-            raise ConfigError(f"{path}: [{section}] key '{exc.key}' {exc}") from None
-    return obj
+def _config_error(exc: ValidationError, path: Path) -> ConfigError:
+    """The first validation error as one line naming the file, the section and the key."""
+    err = exc.errors()[0]
+    loc = [str(part) for part in err["loc"]]
+    kind = err["type"]
+    section = loc[0] if loc else "?"
+    if len(loc) == 1:
+        if kind == "missing":
+            return ConfigError(f"{path}: missing section [{section}]")
+        if kind == "extra_forbidden":
+            return ConfigError(f"{path}: unknown section [{section}]; known sections: "
+                               f"{', '.join(_StationFile.model_fields)}")
+        if kind in ("model_type", "model_attributes_type", "dict_type"):
+            return ConfigError(f"{path}: [{section}] must be a table, got {type(err['input']).__name__}")
+    if kind == "missing":
+        return ConfigError(f"{path}: [{section}] missing required key '{loc[1]}'")
+    if kind == "extra_forbidden":
+        known = _section_model(section).model_fields
+        return ConfigError(f"{path}: [{section}] unknown key '{loc[1]}'; known keys: {', '.join(known)}")
+    cause = (err.get("ctx") or {}).get("error")
+    key = getattr(cause, "key", None) or (loc[1] if len(loc) > 1 else "?")
+    message = str(cause) if cause is not None else err["msg"]
+    return ConfigError(f"{path}: [{section}] key '{key}' {message}")
 
 
-def _coerce(value: Any, hint: Any, where: str) -> Any:
-    """Check ``value`` against a simple type hint (float accepts int; bool is never a number)."""
-    options = get_args(hint) if get_origin(hint) is Union or type(hint).__name__ == "UnionType" else (hint,)
-    for option in options:
-        if option is type(None):
-            continue
-        if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if option is int and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if option is int and isinstance(value, float) and value.is_integer():
-            return int(value)
-        if option is str and isinstance(value, str):
-            return value
-        if option is bool and isinstance(value, bool):
-            return value
-    expected = " or ".join(o.__name__ for o in options if o is not type(None))
-    raise ConfigError(f"{where} must be {expected}, got {type(value).__name__} {value!r}")
+def _section_model(section: str) -> type[BaseModel]:
+    annotation = _StationFile.model_fields[section].annotation
+    return next(a for a in getattr(annotation, "__args__", (annotation,)) if a is not type(None))
 
 
 def builtin_station(name: str) -> Path:

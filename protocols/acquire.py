@@ -13,12 +13,14 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
+from pydantic import field_validator, model_validator
 
 from spinlab import Device, Waveform
+from spinlab.config import Config, NonNegativeInt, Positive, PositiveInt
 from spinlab.engine import Plan, RunContext, seed_stream
 from spinlab.engine.plan import make_config
 from spinlab.errors import ConfigError, SafetyLimitError
@@ -32,8 +34,7 @@ MAX_BATCHES = 1_000_000
 MAX_CALL_SAMPLES = 200_000_000
 
 
-@dataclass(frozen=True)
-class AcquireConfig:
+class AcquireConfig(Config):
     """What to record. Times in seconds, drive levels in volts.
 
     ``duration_s`` is the total device time (all recordings, all conditions); each recording is
@@ -46,55 +47,51 @@ class AcquireConfig:
     time).
     """
 
-    duration_s: float = 5e-3
-    dt_s: float = 1e-7
-    record_s: float = 1e-4
-    hold_s: tuple[float, float] = (1e-7, 1e-6)
-    amplitude_V: float = 0.4
-    conditions: Mapping[str, Sequence[float]] = field(default_factory=dict)
-    validation_every: int = 0      # every Nth batch (0, N, 2N, ...) is held out; 0: none
-    validation_repeats: int = 1    # held-out drives are applied this often and averaged
+    duration_s: Positive = 5e-3
+    dt_s: Positive = 1e-7
+    record_s: Positive = 1e-4
+    hold_s: tuple[Positive, Positive] = (1e-7, 1e-6)
+    amplitude_V: Positive = 0.4
+    conditions: dict[str, tuple[float, ...]] = {}
+    validation_every: NonNegativeInt = 0   # every Nth batch (0, N, 2N, ...) is held out; 0: none
+    validation_repeats: PositiveInt = 1    # held-out drives are applied this often and averaged
 
-    def __post_init__(self) -> None:
-        for name in ("duration_s", "dt_s", "record_s", "amplitude_V"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ConfigError(f"acquire {name} must be a positive number, got {value!r}")
-        lo, hi = (float(v) for v in self.hold_s)
-        if not (0 < lo <= hi):
-            raise ConfigError(f"acquire hold_s must be (min, max) with 0 < min <= max, got {self.hold_s}")
-        object.__setattr__(self, "hold_s", (lo, hi))
+    @field_validator("conditions", mode="before")
+    @classmethod
+    def _sequences(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):  # a single value sweeps one point
+            return {str(k): tuple(np.atleast_1d(v).tolist()) for k, v in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _feasible(self) -> "AcquireConfig":
+        if self.hold_s[0] > self.hold_s[1]:
+            raise ValueError(f"hold_s must be (min, max) with min <= max, got {self.hold_s}")
         if self.record_s < 4 * self.dt_s:
-            raise ConfigError(f"record_s ({self.record_s:g} s) must hold at least 4 samples of dt_s ({self.dt_s:g} s)")
-        if self.validation_every < 0 or self.validation_every == 1 or self.validation_repeats < 1:
-            raise ConfigError(
-                "validation_every must be 0 (no held-out data) or >= 2, validation_repeats >= 1; "
-                f"got {self.validation_every}, {self.validation_repeats}"
-            )
-        conds = {}  # normalised first: n_conditions below needs sequences
-        for name, values in dict(self.conditions).items():
-            vals = tuple(float(v) for v in np.atleast_1d(values))
-            if not vals or not all(math.isfinite(v) for v in vals):
-                raise ConfigError(f"condition sweep {name} needs finite values, got {values!r}")
-            conds[str(name)] = vals
-        object.__setattr__(self, "conditions", conds)
+            raise ValueError(f"record_s ({self.record_s:g} s) must hold at least 4 samples of dt_s "
+                             f"({self.dt_s:g} s)")
+        if self.validation_every == 1:
+            raise ValueError("validation_every must be 0 (no held-out data) or >= 2")
+        empty = [name for name, values in self.conditions.items() if not values]
+        if empty:
+            raise ValueError(f"condition sweep {empty[0]} needs at least one value")
         if self.record_s * self.n_conditions > self.duration_s * (1 + 1e-9):
-            raise ConfigError(
+            raise ValueError(
                 f"duration_s = {self.duration_s:g} s is shorter than one recording at every "
-                f"condition ({self.n_conditions} x {self.record_s:g} s); record longer or sweep less"
-            )
-        call = self.n_samples * self.n_conditions * max(self.validation_repeats, 1)
+                f"condition ({self.n_conditions} x {self.record_s:g} s); record longer or sweep less")
+        call = self.n_samples * self.n_conditions * self.validation_repeats
         if call > MAX_CALL_SAMPLES:
-            raise ConfigError(
+            raise ValueError(
                 f"one batch would send {call:.3g} drive samples ({self.n_conditions} conditions x "
                 f"{self.n_samples:.3g} samples x {self.validation_repeats} repeats), above "
                 f"{MAX_CALL_SAMPLES:.0e}; shorten record_s or use a coarser dt_s")
         batches = self.duration_s / self.batch_device_time_s(1)
         if batches > MAX_BATCHES:
-            raise ConfigError(
+            raise ValueError(
                 f"duration_s = {self.duration_s:g} s is {batches:.3g} batches of "
                 f"{self.record_s:g} s recordings, more than {MAX_BATCHES:,}; record for less time "
                 "or with longer recordings")
+        return self
 
     @property
     def n_samples(self) -> int:
@@ -129,12 +126,6 @@ class AcquireConfig:
     def condition_grid(self) -> list[dict[str, float]]:
         names = list(self.conditions)
         return [dict(zip(names, combo)) for combo in itertools.product(*self.conditions.values())] or [{}]
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["conditions"] = {k: list(v) for k, v in self.conditions.items()}
-        d["hold_s"] = list(self.hold_s)
-        return d
 
 
 def random_multilevel(rng: np.random.Generator, n: int, dt_s: float, hold_s: tuple[float, float],

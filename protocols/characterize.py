@@ -19,14 +19,14 @@ of step repeats is one recorded step:
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Annotated, Any, Mapping
 
 import numpy as np
 from matplotlib.figure import Figure
+from pydantic import Field, model_validator
 from scipy.optimize import curve_fit
 
+from spinlab.config import Config, Positive, PositiveInt
 from spinlab.device import Device
 from spinlab.engine import Plan, RunContext
 from spinlab.engine.plan import make_config
@@ -34,51 +34,41 @@ from spinlab.errors import ConfigError
 from spinlab.waveform import Waveform
 
 
-@dataclass(frozen=True)
-class CharacterizeConfig:
+class CharacterizeConfig(Config):
     """What to measure. ``None`` biases are chosen from the device's limits / the fitted threshold."""
 
-    #: bias sweep: start, stop (None: 95 % of the device's max_bias_A), number of points
+    #: bias sweep: start, stop (None: 95 % of the device's max_bias_A), number of points (a fit of
+    #: four parameters needs at least 6)
     bias_start_A: float = 0.0
     bias_stop_A: float | None = None
-    bias_points: int = 20
+    bias_points: Annotated[int, Field(ge=6)] = 20
     #: zero-drive record per bias point and its sample interval
-    sweep_duration_s: float = 60e-6
-    sweep_dt_s: float = 100e-9
+    sweep_duration_s: Positive = 60e-6
+    sweep_dt_s: Positive = 100e-9
     #: operating bias of the step response (None: the device's default bias_A if clearly above
     #: the fitted threshold, else 1.5 x the threshold, within limits)
     step_bias_A: float | None = None
     #: step height (V) and sample interval of the step drive
-    step_amplitude_V: float = 0.12
-    step_dt_s: float = 20e-9
+    step_amplitude_V: Positive = 0.12
+    step_dt_s: Positive = 20e-9
     #: how long each level of a step repeat is held (>= ~5 relaxation times)
-    step_hold_s: float = 1.2e-6
-    #: repeats averaged, sent in batches (progress and checkpoints between batches)
-    step_repeats: int = 4096
-    step_batches: int = 16
+    step_hold_s: Positive = 1.2e-6
+    #: repeats averaged, sent in batches (one recorded step each)
+    step_repeats: PositiveInt = 4096
+    step_batches: PositiveInt = 16
 
-    def __post_init__(self) -> None:
-        positive = ("sweep_duration_s", "sweep_dt_s", "step_amplitude_V", "step_dt_s", "step_hold_s")
-        for name in positive:
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ConfigError(f"characterize: {name} must be a positive number, got {value!r}")
-        for name in ("bias_start_A", "bias_stop_A", "step_bias_A"):
-            value = getattr(self, name)
-            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
-                raise ConfigError(f"characterize: {name} must be a finite number, got {value!r}")
-        if self.bias_points < 6:
-            raise ConfigError(f"characterize: bias_points must be >= 6 to fit 4 parameters, "
-                              f"got {self.bias_points}")
+    @model_validator(mode="after")
+    def _consistent(self) -> "CharacterizeConfig":
         if self.bias_stop_A is not None and self.bias_stop_A <= self.bias_start_A:
-            raise ConfigError("characterize: bias_stop_A must be above bias_start_A")
+            raise ValueError("bias_stop_A must be above bias_start_A")
         if self.sweep_duration_s < 10 * self.sweep_dt_s:
-            raise ConfigError("characterize: sweep_duration_s must hold at least 10 samples")
+            raise ValueError("sweep_duration_s must hold at least 10 samples of sweep_dt_s")
         if self.step_hold_s < 10 * self.step_dt_s:
-            raise ConfigError("characterize: step_hold_s must hold at least 10 samples of step_dt_s")
-        if not (1 <= self.step_batches <= self.step_repeats):
-            raise ConfigError(f"characterize: need 1 <= step_batches <= step_repeats, got step_batches="
-                              f"{self.step_batches}, step_repeats={self.step_repeats}")
+            raise ValueError("step_hold_s must hold at least 10 samples of step_dt_s")
+        if self.step_batches > self.step_repeats:
+            raise ValueError(f"step_batches ({self.step_batches}) cannot exceed step_repeats "
+                             f"({self.step_repeats})")
+        return self
 
 
 # --- fit models ------------------------------------------------------------------------------
@@ -240,6 +230,7 @@ def run(ctx: RunContext, config: CharacterizeConfig) -> dict[str, Any]:
         responses[i] = data["sweep/responses"][0]
         ctx.progress(i + 1, config.bias_points, stage="bias sweep", bias_A=float(bias_A),
                      response_V=float(responses[i].mean()))
+        ctx.preview("sweep response", Waveform(responses[i], config.sweep_dt_s))
     mean_V = responses.mean(axis=1)
     sweep_fit = fit_threshold(bias, mean_V)
     ctx.save("sweep/response_mean_V", mean_V, unit="V")
@@ -268,6 +259,7 @@ def run(ctx: RunContext, config: CharacterizeConfig) -> dict[str, Any]:
         sums += data["steps/batch_sum_V"][0]
         done += int(data["steps/batch_repeats"][0])
         ctx.progress(k + 1, config.step_batches, stage="step response", repeats=done)
+        ctx.preview("mean step response", Waveform(sums / done, config.step_dt_s))
     mean_step = sums / done
     relax = fit_relaxation(mean_step[h:2 * h], mean_step[3 * h:], config.step_dt_s)
     ctx.save("steps/drive", Waveform(one, config.step_dt_s))

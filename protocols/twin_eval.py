@@ -9,13 +9,13 @@ so the two numbers can be told apart.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
 
 from matplotlib.figure import Figure
 
+from spinlab.config import Config, Positive, PositiveInt
 from spinlab import Device, Waveform
 from spinlab.engine import Plan, RunContext
 from spinlab.engine.plan import make_config
@@ -25,28 +25,18 @@ from spinlab.registry import open_device
 from spinlab.twin.data import nrmse
 
 
-@dataclass(frozen=True)
-class EvalConfig:
+class EvalConfig(Config):
     """Fresh drives: ``n_drives`` per condition value, same family as the training drives.
     ``checkpoint`` is the twin under test; its sample interval is the drives' ``dt_s``."""
 
     checkpoint: str = ""
-    n_drives: int = 10
-    record_s: float = 1e-4
-    dt_s: float = 1e-7
-    hold_s: tuple[float, float] = (1e-7, 1e-6)
-    amplitude_V: float = 0.4
+    n_drives: PositiveInt = 10
+    record_s: Positive = 1e-4
+    dt_s: Positive = 1e-7
+    hold_s: tuple[Positive, Positive] = (1e-7, 1e-6)
+    amplitude_V: Positive = 0.4
     conditions: dict[str, tuple[float, ...]] | None = None
-    repeats: int = 1
-
-    def __post_init__(self) -> None:
-        if self.conditions is not None:
-            object.__setattr__(self, "conditions", {str(k): tuple(float(x) for x in v)
-                                                    for k, v in dict(self.conditions).items()})
-        object.__setattr__(self, "hold_s", tuple(float(x) for x in self.hold_s))
-        if self.n_drives < 1 or self.repeats < 1:
-            raise ConfigError(f"n_drives and repeats (--drives, --repeats) must be >= 1, got "
-                              f"{self.n_drives}, {self.repeats}")
+    repeats: PositiveInt = 1
 
     def acquire_config(self) -> AcquireConfig:
         n_cond = int(np.prod([len(v) for v in (self.conditions or {}).values()])) if self.conditions else 1

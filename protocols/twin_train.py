@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from dataclasses import asdict
+from typing import Any, Literal, Mapping
 
 import numpy as np
+from pydantic import model_validator
 
+from spinlab.config import Config
 from spinlab.engine import Plan, RunContext
 from spinlab.engine.plan import make_config
 from spinlab.errors import ConfigError
@@ -28,46 +30,43 @@ from spinlab.twin.data import (MumaxSplit, condition_ranges, estimate_noise_std,
 from spinlab.twin.model import TwinArchitecture, build_model
 from spinlab.twin.train import OnlineConfig, TrainConfig, train_offline, train_online
 
-SOURCES = ("device", "mumax3")
 CHECKPOINT = "twin-checkpoint.pt"
 
 
-@dataclass(frozen=True)
-class TwinTrainConfig:
+class TwinTrainConfig(Config):
     """What to train and on what. Nested sections are the library's own configs as dicts,
     so the whole config is plain JSON (stored in the run file, rebuilt on resume)."""
 
     out: str
-    source: str = "device"
-    architecture: Mapping[str, Any] = field(default_factory=dict)
-    train: Mapping[str, Any] = field(default_factory=dict)
+    source: Literal["device", "mumax3"] = "device"
+    architecture: dict[str, Any] = {}
+    train: dict[str, Any] = {}
     #: device source: the acquisition (AcquireConfig fields) and the pacing (OnlineConfig)
-    acquire: Mapping[str, Any] = field(default_factory=dict)
-    online: Mapping[str, Any] = field(default_factory=dict)
+    acquire: dict[str, Any] = {}
+    online: dict[str, Any] = {}
     #: drive level the device rests at before a drive: a number (V), None (the drive's first
     #: sample) or "auto" (whichever fits the held-out data better)
-    rest_drive_V: float | str | None = "auto"
+    rest_drive_V: float | Literal["auto"] | None = "auto"
     #: MuMax3 source: the table and how it is split (MumaxSplit fields)
     table: str | None = None
-    split: Mapping[str, Any] = field(default_factory=dict)
+    split: dict[str, Any] = {}
 
-    def __post_init__(self) -> None:
-        if self.source not in SOURCES:
-            raise ConfigError(f"twin training source must be one of {list(SOURCES)}, got {self.source!r}")
-        if not self.out:
-            raise ConfigError("twin training needs an output checkpoint path (--out)")
-        if self.source == "mumax3" and not self.table:
-            raise ConfigError("MuMax3 training needs the table's path (--mumax)")
+    @model_validator(mode="after")
+    def _sections(self) -> "TwinTrainConfig":
         # building the sections validates them now, before any run directory exists
+        if not self.out:
+            raise ValueError("twin training needs an output checkpoint path (--out)")
+        if self.source == "mumax3" and not self.table:
+            raise ValueError("MuMax3 training needs the table's path (--mumax)")
         self.architecture_config()
         self.train_config()
         if self.source == "device":
-            acq = self.acquire_config()
+            if self.acquire_config().validation_every < 2:
+                raise ValueError("online training needs held-out data: --validation-every must be >= 2")
             OnlineConfig(**self.online)
-            if acq.validation_every < 2:
-                raise ConfigError("online training needs held-out data: --validation-every must be >= 2")
         else:
             self.split_config()
+        return self
 
     def architecture_config(self) -> TwinArchitecture:
         return TwinArchitecture.from_dict(dict(self.architecture)) if self.architecture else TwinArchitecture()

@@ -25,6 +25,11 @@ class InstrumentError(SpinlabError, RuntimeError):
     """An instrument reported an error, or replied with something malformed."""
 
 
+class InstrumentFaultError(InstrumentError):
+    """An instrument kept failing after the bench's retries, or stopped answering; the bench
+    switched its outputs off. The message names the instrument, the step and what to check."""
+
+
 class CheckpointError(SpinlabError, ValueError):
     """A twin checkpoint is corrupt, truncated or from an incompatible version."""
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from spinlab import InstrumentError, SafetyLimitError, Waveform, WaveformError, open_device
-from spinlab.errors import ConfigError
+from spinlab.errors import ConfigError, InstrumentFaultError
 from spinlab.instruments.bench import (MIN_RECORD_SAMPLES, Bench, average_onto_grid, open_bench,
                                plan_records)
 from spinlab.instruments.station import STATIONS_DIR
@@ -226,9 +226,8 @@ def test_outputs_after_a_normal_call(bench) -> None:
 @pytest.mark.parametrize("error", [InstrumentError("scope transfer failed"), KeyboardInterrupt()])
 @pytest.mark.parametrize("stage", ["wait_acquired", "read_waveform"])
 def test_outputs_off_when_capture_is_interrupted(bench, monkeypatch, error, stage) -> None:
-    """An exception or Ctrl-C in the middle of a capture leaves every output off, and the bench
-    works again afterwards."""
-    real = getattr(bench.scope, stage)
+    """A failure that persists through the retries, or Ctrl-C, in the middle of a capture leaves
+    every output off, and the bench works again afterwards."""
     seen = {}
 
     def interrupted(*args, **kwargs):
@@ -236,13 +235,16 @@ def test_outputs_off_when_capture_is_interrupted(bench, monkeypatch, error, stag
         seen["source_on"] = bench.lab.source.output_on
         raise error
 
-    monkeypatch.setattr(bench.scope, stage, interrupted)
-    with pytest.raises(type(error)):
+    monkeypatch.setattr(type(bench.scope), stage, interrupted)  # the class: survives reconnection
+    with pytest.raises(type(error)) as info:
         bench.respond(Waveform(np.zeros(300), DT), {"bias_A": BIAS})
     assert seen["source_on"]  # the failure really happened with the bias on
     assert seen["awg_on"] == (stage == "wait_acquired")  # ... and mid-burst with the AWG on
     assert not bench.lab.awg.output_on and not bench.lab.source.output_on
-    monkeypatch.setattr(bench.scope, stage, real)
+    if isinstance(error, InstrumentError):
+        assert isinstance(info.value, InstrumentFaultError) and "\n" not in str(info.value)
+        assert "oscilloscope" in str(info.value) and "3 time(s)" in str(info.value)
+    monkeypatch.undo()
     out = bench.respond(Waveform(np.zeros(300), DT), {"bias_A": BIAS})
     assert out.samples.mean() == pytest.approx(0.1 * open_device(MODEL).params.steady_power(BIAS), abs=2e-4)
 
@@ -301,11 +303,18 @@ def test_hardware_path_over_tcp_sockets(tmp_path) -> None:
     assert_matches(measured, reference(drive))
 
 
-def test_bias_source_error_stops_and_switches_off(bench) -> None:
+def test_one_bias_source_error_is_retried(bench) -> None:
     from spinlab.sim_backends.emulated.scpi import ScpiError
 
     bench.lab.source.push_error(ScpiError(-222, "current out of range"))
-    with pytest.raises(InstrumentError, match="bias source reported"):
+    bench.respond(Waveform(np.zeros(100), DT), {"bias_A": BIAS})
+    assert bench.last_timing["retries"] == 1 and "bias source reported" in bench.fault_log[0]["error"]
+    assert bench.lab.source.output_current_A() == pytest.approx(BIAS)
+
+
+def test_bias_source_that_keeps_reporting_errors_stops_and_switches_off(bench) -> None:
+    bench.lab.inject("error@source:count=inf")
+    with pytest.raises(InstrumentFaultError, match="bias source at GPIB0::24::INSTR failed 3 time.*-310"):
         bench.respond(Waveform(np.zeros(100), DT), {"bias_A": BIAS})
     assert bench.lab.captures == 0
     assert not bench.lab.awg.output_on and not bench.lab.source.output_on

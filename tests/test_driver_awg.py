@@ -206,3 +206,64 @@ def test_amplitude_validator():
             awg.amplitude_Vpp = 50
         with pytest.raises(ValueError):
             awg.burst_cycles = 0
+
+
+# --- reading back what the generator holds ----------------------------------------------------
+def _verified_upload(attributes: str):
+    samples = np.array([0.0, 0.1, 0.2, 0.1, 0.0, -0.1, -0.2, -0.1])
+    block = b"#216" + struct.pack("<8h", 0, 16384, 32767, 16384, 0, -16384, -32767, -16384)
+    return samples, [
+        ("FORM:BORD SWAP", None), ("SOUR1:DATA:VOL:CLE", None),
+        (b"SOUR1:DATA:ARB:DAC drive," + block + b"\n", None),
+        ("SOUR1:FUNC:ARB drive", None), ("SOUR1:FUNC ARB", None), ("SOUR1:FUNC:ARB:SRAT 10000000", None),
+        ("SOUR1:VOLT:OFFS 0", None), ("SOUR1:VOLT 0.4", None), ("SOUR1:VOLT:OFFS 0", None),
+        ("SYST:ERR?", NO_ERROR),
+        ("SOUR1:DATA:ATTR:POIN? drive;AVER? drive;PTP? drive", attributes),
+    ]
+
+
+def test_verified_upload_reads_back_points_mean_and_peak_to_peak():
+    samples, protocol = _verified_upload("+8;+0.00000000000000E+00;+2.00000000000000E+00")
+    with expected_protocol(Keysight33500B, protocol, **CAPS) as awg:
+        awg.upload_arb("drive", samples, 10e6, verify=True)
+
+
+@pytest.mark.parametrize("attributes,what", [
+    ("+7;+0.00000000000000E+00;+2.00000000000000E+00", "7 points instead of 8"),
+    ("+8;+3.05185094759972E-05;+2.00000000000000E+00", "mean"),        # one code changed by 8
+    ("+8;+0.00000000000000E+00;+1.99975585192419E+00", "peak-to-peak"),  # 8 codes short
+])
+def test_verified_upload_refuses_a_damaged_arb(attributes, what):
+    samples, protocol = _verified_upload(attributes)
+    with expected_protocol(Keysight33500B, protocol, **CAPS) as awg:
+        with pytest.raises(InstrumentError, match=f"{what}.*damaged in transfer"):
+            awg.upload_arb("drive", samples, 10e6, verify=True)
+
+
+def test_verification_is_as_fine_as_the_printed_digits():
+    codes = np.array([0, 16384, 32767, 16384, 0, -16384, -32767, -16387])  # mean -3/8 LSB
+    with expected_protocol(Keysight33500B, [
+        ("SOUR1:DATA:ATTR:POIN? drive;AVER? drive;PTP? drive", "+8;+0.0000;+2.0000"),  # 4 decimals
+    ], **CAPS) as awg:
+        awg.verify_arb("drive", codes)
+
+
+def test_playing_state_in_one_query():
+    with expected_protocol(Keysight33500B, [
+        ("SOUR1:FUNC?;:SOUR1:FUNC:ARB?;:OUTP1:LOAD?", 'ARB;"SPINLAB";+9.9E+37'),
+    ], **CAPS) as awg:
+        assert awg.playing_state() == ("ARB", "SPINLAB", math.inf)
+
+
+def test_check_in_step_wants_exactly_one():
+    with expected_protocol(Keysight33500B, [("*OPC?", "1"), ("*OPC?", "\x12\x001")], **CAPS) as awg:
+        awg.check_in_step("a transfer")
+        with pytest.raises(InstrumentError, match="out of step"):
+            awg.check_in_step("a transfer")
+
+
+def test_family_comes_from_idn():
+    with expected_protocol(Keysight33500B, [
+        ("*IDN?", "Keysight Technologies,33622A,MY1,A.02"), ("*OPT?", "0"),
+    ]) as awg:
+        assert awg.family.family == "33600A"

@@ -296,3 +296,9 @@ def test_driver_and_emulator_offer_the_same_sample_rates():
     from spinlab.sim_backends.emulated.scope import SAMPLE_RATES_Hz as EMULATOR_RATES
 
     assert DRIVER_RATES == EMULATOR_RATES and 10e6 in DRIVER_RATES and 100e6 in DRIVER_RATES
+
+
+def test_nan_where_an_integer_belongs_is_an_instrument_error():
+    with expected_protocol(InfiniiVisionScope, [(":OPERegister:CONDition?", "+9.91E+37")]) as scope:
+        with pytest.raises(InstrumentError, match="expected an integer"):
+            scope.operation_condition

@@ -96,14 +96,16 @@ def wait_for_steps(runs: Path, n: int, proc: subprocess.Popen, timeout_s: float 
     raise AssertionError(f"no run reached {n} steps within {timeout_s} s")
 
 
-def assert_outputs_off_and_ramped(emulator):
+def assert_outputs_off_and_ramped(emulator, start_A=0.0):
+    """AWG and source off, and every level the source was given since ``start_A`` at most one
+    ramp step from the last."""
     assert ask(emulator["awg"], "OUTP1?") == "0"
     assert ask(emulator["source"], "OUTP?") == "0"
     assert float(ask(emulator["source"], "SOUR:CURR?")) == 0.0
     levels = [float(v) for v in ask(emulator["source"], "DIAG:CURR:LOG?").split(",") if v]
     assert max(levels) == pytest.approx(BIAS_A)
     assert levels[-1] == 0.0
-    steps = np.abs(np.diff([0.0, *levels]))
+    steps = np.abs(np.diff([start_A, *levels]))
     assert steps.max() <= RAMP_STEP_A * (1 + 1e-9), f"the bias was stepped: {levels}"
 
 
@@ -172,4 +174,4 @@ def test_sigkill_loses_no_completed_step_and_the_next_open_ramps_the_bias_down(
     levels = [float(v) for v in ask(emulator["source"], "DIAG:CURR:LOG?").split(",") if v]
     first_down = levels[: levels.index(0.0) + 1]
     assert first_down[0] < BIAS_A and np.abs(np.diff([BIAS_A, *first_down])).max() <= RAMP_STEP_A * (1 + 1e-9)
-    assert_outputs_off_and_ramped(emulator)
+    assert_outputs_off_and_ramped(emulator, start_A=BIAS_A)

@@ -168,3 +168,70 @@ def test_integral_float_accepted_for_int(tmp_path: Path) -> None:
 def test_high_impedance_load(tmp_path: Path) -> None:
     station = load_station(edited(tmp_path, "load_ohm = 50.0", 'load_ohm = "inf"'))
     assert station.awg.load == float("inf")
+
+
+# --- limits know the instruments (checked before anything is opened) -------------------------------
+@pytest.mark.parametrize("old,new,match", [
+    ("max_bias_A = 10e-3", "max_bias_A = 5", r"\[limits\] key 'max_bias_A' = 5 A is beyond the 1.05 A"),
+    ("compliance_V = 2.0", "compliance_V = 1000", r"\[source\] key 'compliance_V' must be between .* 210"),
+    ("compliance_V = 2.0", "compliance_V = 2.0\nramp_step_A = 1e-7", r"key 'ramp_step_A'.*100000 steps"),
+    ("compliance_V = 2.0", "compliance_V = 2.0\nramp_step_A = 1e-4\nramp_pause_s = 9",
+     r"key 'ramp_step_A'.*100 steps \(900 s\)"),
+    ("compliance_V = 2.0", "compliance_V = 2.0\nramp_pause_s = 60", r"key 'ramp_pause_s'"),
+    ("max_sample_rate_Hz = 160e6", "max_sample_rate_Hz = 1e9", r"\[awg\] key 'max_sample_rate_Hz'.*33500B"),
+    ("max_output_V = 5.0", "max_output_V = 10.0", r"\[awg\] key 'max_output_V'"),
+    ("load_ohm = 50.0", 'model = "DG1022"', r"\[awg\] key 'model' must be one of"),
+    ("load_ohm = 50.0", "memory_samples = 20_000_000", r"key 'memory_samples' must be 16 .. 16000000"),
+    ("max_sample_rate_Hz = 5e9", "max_sample_rate_Hz = 10e9", r"\[scope\] key 'max_sample_rate_Hz'"),
+    ("max_points = 4_000_000", "max_points = 8_000_000", r"\[scope\] key 'max_points'"),
+    ("full_scale_V = 0.05", "full_scale_V = 100", r"\[scope\] key 'full_scale_V'"),
+    ("scope_trigger_level_V = 1.0", "scope_trigger_level_V = 12", r"\[wiring\] key 'scope_trigger_level_V'"),
+    ("timeout_s = 10.0\n\n[wiring]", "timeout_s = 1e12\n\n[wiring]", r"\[resources\] key 'timeout_s'"),
+    ("max_bias_A = 10e-3", "max_bias_A = 0.5", r"key 'compliance_V' = 2 V with .*max_bias_A = 0.5 A"),
+])
+def test_settings_beyond_the_instruments_are_refused(tmp_path: Path, old: str, new: str, match: str) -> None:
+    text = edited(tmp_path, old, new).read_text()
+    if "max_bias_A = 0.5" in new:  # 0.5 A is fine for a 2400 only up to 21 V compliance
+        text = text.replace("compliance_V = 2.0", "compliance_V = 50.0")
+        match = r"key 'compliance_V' = 50 V with .*max_bias_A = 0.5 A.*21 V"
+    with pytest.raises(ConfigError, match=match) as info:
+        load_station(write(tmp_path, text))
+    assert "lab.toml" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_33600a_allows_its_rate_and_memory(tmp_path: Path) -> None:
+    station = load_station(edited(tmp_path, "max_sample_rate_Hz = 160e6",
+                                  'model = "33600A"\nmax_sample_rate_Hz = 1e9\nmemory_samples = 64_000_000'))
+    assert station.awg.max_sample_rate_Hz == 1e9 and station.awg.memory_samples == 64_000_000
+
+
+def test_awg_rate_defaults_to_the_model(tmp_path: Path) -> None:
+    station = load_station(edited(tmp_path, "max_sample_rate_Hz = 160e6", 'model = "33600A"'))
+    assert station.awg.max_sample_rate_Hz == 1e9
+
+
+def test_sections_are_frozen_and_as_dict_is_plain() -> None:
+    import json
+
+    from pydantic import ValidationError
+
+    station = load_station(builtin_station("example_lab"))
+    with pytest.raises(ValidationError, match="frozen"):
+        station.awg.max_output_V = 9.0  # type: ignore[misc]
+    data = station.as_dict()
+    json.dumps(data)
+    assert data["limits"] == {"max_drive_V": 0.5, "max_bias_A": 0.01, "max_field_T": 1.0}
+    assert data["source"]["ramp_step_A"] == 0.5e-3 and data["path"].endswith("example_lab.toml")
+
+
+@pytest.mark.parametrize("section,value,match", [
+    ("awg", 3, r"lab.toml: \[awg\] must be a table, got int"),
+    ("limits", {"max_drive_V": True, "max_bias_A": 1e-3}, r"key 'max_drive_V' must be a number, got bool"),
+    ("scope", {"max_sample_rate_Hz": 5e9, "full_scale_V": 0.05, "oversample": "5"}, r"key 'oversample' must be an integer"),
+])
+def test_structural_mistakes(section: str, value, match: str) -> None:
+    from spinlab.instruments.station import parse_station
+
+    data = {**tomllib.loads(EMULATED.read_text()), section: value}
+    with pytest.raises(ConfigError, match=match):
+        parse_station(data, "lab.toml")

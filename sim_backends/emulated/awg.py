@@ -49,8 +49,12 @@ class Emulated33500B(ScpiInstrument):
     MIN_VPP_50_OHM = 1e-3
     MAX_PEAK_50_OHM = 5.0
 
+    #: ASCII arbs (``DATA:ARB name, v1, v2, ...``) need room: about 20 bytes a sample
+    max_text_bytes = 32 << 20
+
     def __init__(self, memory_samples: int = 16_000_000, lock=None) -> None:
         self.memory_samples = int(memory_samples)
+        self.max_block_bytes = 2 * self.memory_samples  # one int16 arb filling the memory
         self.on_trigger: Callable[[], None] | None = None
         super().__init__(lock)
 
@@ -94,7 +98,9 @@ class Emulated33500B(ScpiInstrument):
         self.command(src + "DATA:VOLatile:CLEar", lambda a: self._no_args(a) or self._clear_volatile())
         self.query(src + "DATA:VOLatile:CATalog", lambda a: self._no_args(a) or ",".join(f'"{n}"' for n in self.arbs))
         self.query(src + "DATA:VOLatile:FREE", lambda a: self._no_args(a) or str(self._free_points()))
-        self.query(src + "DATA:ATTRibute:POINts", self._arb_points)
+        self.query(src + "DATA:ATTRibute:POINts", lambda a: str(self._arb(a).size))
+        self.query(src + "DATA:ATTRibute:AVERage", lambda a: format_float(float(np.mean(self._arb(a))) / DAC_FULL_SCALE))
+        self.query(src + "DATA:ATTRibute:PTPeak", lambda a: format_float(float(np.ptp(self._arb(a).astype(np.int32))) / DAC_FULL_SCALE))
         self.command(src + "BURSt:STATe", lambda a: setattr(self, "burst_on", arg_bool(self._one(a))))
         self.query(src + "BURSt:STATe", lambda a: self._no_args(a) or str(int(self.burst_on)))
         self.command(src + "BURSt:NCYCles", self._set_ncycles)
@@ -200,6 +206,8 @@ class Emulated33500B(ScpiInstrument):
                 codes = np.array([int(a.raw) for a in args[1:]], dtype=np.int64)
             except ValueError:
                 raise ScpiError(-104, "DAC values must be integers") from None
+            except OverflowError:  # an integer beyond int64 is out of range like any other
+                raise ScpiError(-222, "DAC codes must lie within -32767 .. +32767") from None
         if codes.size and (codes.min() < -DAC_FULL_SCALE or codes.max() > DAC_FULL_SCALE):
             raise ScpiError(-222, "DAC codes must lie within -32767 .. +32767")
         self._check_new_arb(name, codes.size)
@@ -229,11 +237,12 @@ class Emulated33500B(ScpiInstrument):
     def _free_points(self) -> int:
         return self.memory_samples - sum(a.size for a in self.arbs.values())
 
-    def _arb_points(self, args: Sequence[Arg]) -> str:
+    def _arb(self, args: Sequence[Arg]) -> np.ndarray:
+        """The arb a ``DATA:ATTR:...? [name]`` query is about (default: the selected one)."""
         name = _unquote(args[0].text) if args else self.selected_arb
         if name is None or name not in self.arbs:
             raise ScpiError(-224, f"arb {name!r} is not in volatile memory")
-        return str(self.arbs[name].size)
+        return self.arbs[name]
 
     # --- triggering ------------------------------------------------------------------------
     def bus_trigger(self) -> None:

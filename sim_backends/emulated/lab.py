@@ -9,6 +9,9 @@ device model (a :class:`spinlab.Device`) responds to that drive with the DC sour
 (cable and detector delay), plus Gaussian input noise ``scope_noise_V``, and is quantised by the
 scope ADC. Before the trigger the device is driven at the AWG's idle level for ``settle_s`` so
 it starts each capture from its steady state. With the AWG output off the drive is 0 V.
+
+``faults`` (a spec, see :mod:`.faults`) makes the instruments misbehave on purpose; more can be
+injected while the lab runs with :meth:`EmulatedLab.inject`.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from spinlab.device import Device
 from spinlab.errors import ConfigError, SpinlabError
 from spinlab.waveform import Waveform
 from spinlab.sim_backends.emulated.awg import SOURCE_IMPEDANCE_OHM, Emulated33500B
+from spinlab.sim_backends.emulated.faults import Fault, FaultInjector, FaultLog, parse_faults
 from spinlab.sim_backends.emulated.keithley import EmulatedKeithley2400
 from spinlab.sim_backends.emulated.scope import EmulatedInfiniiVision
 from spinlab.sim_backends.emulated.scpi import ScpiError, ScpiInstrument
@@ -37,6 +41,7 @@ class EmulatedLab:
     Keithley sources into (compliance). ``settle_s``: idle drive before the trigger.
     ``max_oversample``: device-model samples per arb sample when the scope samples faster.
     ``max_device_samples``: refuse captures that would need more model samples than this.
+    ``faults``: injected faults (a spec string or :class:`~.faults.Fault` objects).
     """
 
     AWG_RESOURCE = "TCPIP::127.0.0.1::5025::SOCKET"
@@ -47,7 +52,7 @@ class EmulatedLab:
                  scope_noise_V: float = 1e-3, device_load_ohm: float = 50.0,
                  device_resistance_ohm: float = 100.0, settle_s: float = 2e-6,
                  max_oversample: int = 8, awg_memory_samples: int = 16_000_000,
-                 max_device_samples: int = 50_000_000) -> None:
+                 max_device_samples: int = 50_000_000, faults: str | Sequence[Fault] | None = None) -> None:
         if not isinstance(device, Device):
             raise ConfigError(f"EmulatedLab needs a spinlab.Device, got {type(device).__name__}")
         for name, value in (("trigger_delay_s", trigger_delay_s), ("scope_noise_V", scope_noise_V),
@@ -77,6 +82,23 @@ class EmulatedLab:
         #: TCP servers started by :func:`serve_tcp` for this lab (closed by :meth:`close`).
         self.servers: list = []
         self._visa_library = None
+        #: every fault injected so far, and which fired (``(spec, event number)``, in order)
+        self.faults: tuple[Fault, ...] = ()
+        self.fault_log = FaultLog()
+        self.inject(faults)
+
+    def inject(self, faults: str | Sequence[Fault] | None) -> tuple[Fault, ...]:
+        """Add faults (a spec string, see :mod:`.faults`) to the running lab; returns them."""
+        added = parse_faults(faults)
+        by_role = {"awg": self.awg, "scope": self.scope, "source": self.source}
+        with self.lock:
+            for fault in added:
+                instrument = by_role[fault.instrument]
+                if instrument.faults is None:
+                    instrument.faults = FaultInjector((), self.seed, self.fault_log)
+                instrument.faults.add(len(self.faults), fault, self.seed)
+                self.faults += (fault,)
+        return added
 
     @property
     def instruments(self) -> dict[str, ScpiInstrument]:
@@ -151,4 +173,5 @@ class EmulatedLab:
     def identity(self) -> dict:
         return {"awg": self.awg.IDN, "scope": self.scope.IDN, "source": self.source.IDN,
                 "seed": self.seed, "trigger_delay_s": self.trigger_delay_s,
-                "scope_noise_V": self.scope_noise_V, "device_load_ohm": self.device_load_ohm}
+                "scope_noise_V": self.scope_noise_V, "device_load_ohm": self.device_load_ohm,
+                "faults": ",".join(str(f) for f in self.faults)}

@@ -55,7 +55,7 @@ _DECIMATIONS = sorted({m * 10**k for k in range(0, 11) for m in (1, 2, 2.5, 4, 5
 SAMPLE_RATES_Hz = tuple(MAX_SAMPLE_RATE_Hz / d for d in _DECIMATIONS)
 _REFERENCE_FRACTION = {"LEFT": 0.1, "CENT": 0.5, "RIGH": 0.9}
 AWG_TRIGGER_OUT_HIGH_V = 3.3
-_CHANNEL_RE = re.compile(r"^CHAN(?:NEL)?(\d*)$", re.IGNORECASE)
+_CHANNEL_RE = re.compile(r"^CHAN(?:NEL)?(\d{0,9})$", re.IGNORECASE)
 
 
 @dataclass
@@ -116,7 +116,7 @@ class EmulatedInfiniiVision(ScpiInstrument):
         self.running = False
         self.waiting_trigger = False
         self.records: list[Record] = []
-        self._opc_pending = False
+        self._opc_waiters: list = []  # sessions whose *OPC? waits for the acquisition
         self._trigger_event = False
         self._arm_event = False
 
@@ -276,7 +276,7 @@ class EmulatedInfiniiVision(ScpiInstrument):
             self.points_setting = None
             return
         points = arg_int(arg)
-        limit = MEMORY_POINTS // (self.segment_count if self.acq_mode == "SEGM" else 1)
+        limit = self._memory_points()
         if not 100 <= points <= limit:
             raise ScpiError(-222, f"{points} points outside 100 .. {limit}")
         self.points_setting = points
@@ -298,14 +298,18 @@ class EmulatedInfiniiVision(ScpiInstrument):
     def sample_rate_Hz(self) -> float:
         if self.srate_setting is not None:
             return self.srate_setting
-        points = self.points_setting or MEMORY_POINTS // (self.segment_count if self.acq_mode == "SEGM" else 1)
+        points = self.points_setting or self._memory_points()
         fitting = [r for r in SAMPLE_RATES_Hz if r * self.time_range_s <= points]
         return fitting[0] if fitting else SAMPLE_RATES_Hz[-1]
 
     def record_points(self) -> int:
         if self.points_setting is not None:
             return self.points_setting
-        return max(int(round(self.time_range_s * self.sample_rate_Hz())), 1)
+        # a record never exceeds the acquisition memory, whatever rate and time range ask for
+        return min(max(round(self.time_range_s * self.sample_rate_Hz()), 1), self._memory_points())
+
+    def _memory_points(self) -> int:
+        return MEMORY_POINTS // (self.segment_count if self.acq_mode == "SEGM" else 1)
 
     def record_start_s(self) -> float:
         start = self.time_position_s - _REFERENCE_FRACTION[self.time_reference] * self.time_range_s
@@ -372,6 +376,12 @@ class EmulatedInfiniiVision(ScpiInstrument):
             code = np.rint((volts - c.offset_V) / (full_scale / 2**ADC_BITS))
             codes[n] = np.clip(code, -half, half - 1).astype(np.int16)
             scales[n] = (full_scale, c.offset_V)
+        hit = self.faults.fire("capture") if self.faults is not None else None
+        if hit is not None:  # overrange: the input left the screen for a stretch of the record
+            run = min(points, max(16, points // 50))
+            first = int(hit[1].integers(0, points - run + 1))
+            for n in shown:
+                codes[n][first:first + run] = half - 1
         self.records.append(Record(codes, scales, dt, x0))
         self._trigger_event = self._trigger_event or triggered
         if self.acq_mode == "SEGM":
@@ -386,14 +396,14 @@ class EmulatedInfiniiVision(ScpiInstrument):
             self._complete_opc()
 
     def _complete_opc(self) -> None:
-        if self._opc_pending:
-            self._opc_pending = False
-            self.queue_reply(b"1\n")
+        waiters, self._opc_waiters = self._opc_waiters, []
+        for session in waiters:
+            self.deliver(session, b"1\n")
 
     def opc_reply(self) -> str | None:
         """``*OPC?`` answers only once a pending :SINGle/:DIGitize/segmented run completes."""
         if self.running and self._single_pending():
-            self._opc_pending = True  # answered when the acquisition completes
+            self._opc_waiters.append(self.defer_reply())  # answered when the acquisition completes
             return None
         return "1"
 

@@ -9,18 +9,30 @@ queue (``SYST:ERR?``), the output queue (``-410 Query INTERRUPTED`` when a new m
 before the previous reply was read, ``-420 Query UNTERMINATED`` when reading with nothing
 queued), ``*IDN?``, ``*RST``, ``*CLS``, ``*OPC?``, ``*ESR?``, ``*STB?``, ``*WAI``.
 
+Every client connection is a :class:`Session` with its own input buffer and output queue, so a
+client that holds back half a command never blocks another one, its bytes are never glued onto
+another client's, and nobody reads a reply meant for someone else. Input is capped
+(``max_text_bytes`` of commands, ``max_block_bytes`` per binary block): beyond, the message is
+thrown away as it arrives (memory stays bounded) and ``-223 Too much data`` is queued.
+
 Malformed input never raises out of :meth:`ScpiInstrument.write`: it queues the SCPI error an
 instrument would report, so a client sees it through ``SYST:ERR?`` and the session goes on.
+Faults injected for tests (:mod:`.faults`) act here, on messages, replies and blocks.
 """
 from __future__ import annotations
 
+import math
 import re
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
+
+from spinlab.sim_backends.emulated.faults import (FaultInjector, damage_received_block, damage_sent_block,
+                                                  nan_reply)
 
 #: Standard SCPI error messages (SCPI-99 vol. 2, ch. 21) used by the emulators.
 ERROR_MESSAGES = {
@@ -43,6 +55,7 @@ ERROR_MESSAGES = {
     -222: "Data out of range",
     -223: "Too much data",
     -224: "Illegal parameter value",
+    -310: "System error",
     -350: "Queue overflow",
     -410: "Query INTERRUPTED",
     -420: "Query UNTERMINATED",
@@ -98,6 +111,8 @@ def arg_float(arg: Arg, special: dict[str, float] | None = None) -> float:
 
 def arg_int(arg: Arg, special: dict[str, float] | None = None) -> int:
     value = arg_float(arg, special)
+    if not math.isfinite(value):
+        raise ScpiError(-222, f"expected an integer, got {arg.text!r}")
     if value != int(value):
         raise ScpiError(-104, f"expected an integer, got {arg.text!r}")
     return int(value)
@@ -204,12 +219,23 @@ Handler = Callable[..., "str | bytes | None"]
 
 
 # --- message splitting -----------------------------------------------------------------------
-def _scan_message(buf: bytes | bytearray, start: int) -> tuple[int, list[tuple[int, int, int]]] | None:
+class _Oversize(Exception):
+    """A block header declares more bytes than the instrument accepts."""
+
+    def __init__(self, payload_start: int, length: int) -> None:
+        super().__init__(length)
+        self.payload_start = payload_start
+        self.length = length
+
+
+def _scan_message(buf: bytes | bytearray, start: int,
+                  max_block: int | None = None) -> tuple[int, list[tuple[int, int, int]]] | None:
     """Find the end of the program message starting at ``start``.
 
     Returns ``(end, blocks)`` where ``end`` is the index of the terminating newline and
     ``blocks`` the ``(hash, start, stop)`` positions of binary blocks inside the message, or None
-    when the message is not complete yet (a block or the newline has not arrived).
+    when the message is not complete yet (a block or the newline has not arrived). A block
+    declaring more than ``max_block`` bytes raises :class:`_Oversize` as soon as its header is in.
     """
     i = start
     n = len(buf)
@@ -226,9 +252,12 @@ def _scan_message(buf: bytes | bytearray, start: int) -> tuple[int, list[tuple[i
             return nl, blocks
         if p == quote:
             close = buf.find(b'"', p + 1)
+            if nl >= 0 and not 0 <= close < nl:
+                # an unterminated string: the newline ends the message anyway (decided by the
+                # bytes alone, never by whether a later quote has arrived yet)
+                return nl, blocks
             if close < 0:
-                # an unterminated string: the newline ends the message anyway
-                return (nl, blocks) if nl >= 0 else None
+                return None
             i = close + 1
             continue
         # '#': a definite-length block header '#<d><d digits of length>' or '#0' indefinite
@@ -252,10 +281,87 @@ def _scan_message(buf: bytes | bytearray, start: int) -> tuple[int, list[tuple[i
             continue
         length = int(digits)
         payload_start = p + 2 + d
+        if max_block is not None and length > max_block:
+            raise _Oversize(payload_start, length)
         if payload_start + length > n:
             return None
         blocks.append((p, payload_start, payload_start + length))
         i = payload_start + length
+
+
+class Session:
+    """One client connection: its own input buffer and output queue.
+
+    IEEE 488.2 gives an instrument one input buffer and one output queue; with several
+    connections (TCP clients, VISA sessions) each gets its own, as LAN instruments do, so
+    clients cannot interleave half messages or steal each other's replies. Create with
+    :meth:`ScpiInstrument.open_session`; every method takes the instrument lock.
+    """
+
+    def __init__(self, instrument: "ScpiInstrument") -> None:
+        self.instrument = instrument
+        self.input = bytearray()
+        self.output = bytearray()
+        #: a delayed reply (fault) is not handed out before this monotonic time
+        self.ready_at = 0.0
+        #: False once the connection dropped (fault) or was closed
+        self.alive = True
+        self._discard = 0          # bytes of an over-size block still to throw away
+        self._skip_line = False    # throwing away an over-size message up to its newline
+
+    def write(self, data: bytes) -> None:
+        """Receive bytes; every complete newline-terminated message is executed."""
+        self.instrument.receive(self, data)
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.output) and time.monotonic() >= self.ready_at
+
+    def read(self, max_bytes: int | None = None, stop_at: bytes | None = None) -> bytes:
+        """Take up to ``max_bytes`` of the queued reply (all of it when None), ending early
+        after the first ``stop_at`` byte when given (a VISA termination character)."""
+        with self.instrument.lock:
+            if not self.ready:
+                return b""
+            count = len(self.output) if max_bytes is None else min(max_bytes, len(self.output))
+            if stop_at is not None:
+                cut = self.output.find(stop_at, 0, count)
+                if cut >= 0:
+                    count = cut + 1
+            chunk = bytes(self.output[:count])
+            del self.output[:count]
+            return chunk
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        """Block until a reply can be read (another thread may complete an acquisition)."""
+        deadline = time.monotonic() + max(timeout_s, 0.0)
+        with self.instrument.lock:
+            while self.alive:
+                now = time.monotonic()
+                if self.output and now >= self.ready_at:
+                    return True
+                if now >= deadline:
+                    return False
+                wait = deadline - now
+                if self.output:
+                    wait = min(wait, self.ready_at - now)
+                self.instrument._output_ready.wait(wait)
+            return False
+
+    def clear(self) -> None:
+        """Selected Device Clear: drop pending input and output (instrument state is kept)."""
+        with self.instrument.lock:
+            self.input.clear()
+            self.output.clear()
+            self.ready_at = 0.0
+            self._discard, self._skip_line = 0, False
+
+    def close(self) -> None:
+        """The client is gone: forget its partial input and pending replies."""
+        with self.instrument.lock:
+            self.clear()
+            self.alive = False
+            self.instrument._output_ready.notify_all()
 
 
 class ScpiInstrument:
@@ -264,11 +370,16 @@ class ScpiInstrument:
     Subclasses register commands with :meth:`command` / :meth:`query` in ``_register`` and
     implement ``_reset`` (state after ``*RST``). Thread safe: every public entry point holds the
     instrument lock, so TCP server threads and the lab wiring can call in concurrently.
+    :meth:`write`, :meth:`read` and :meth:`ask` use a built-in session (the front panel, for tests
+    and the lab); clients open their own with :meth:`open_session`.
     """
 
     IDN = "spinlab,Emulated SCPI instrument,0,1.0"
     #: Depth of the SCPI error queue (33500B and InfiniiVision: 20 / 30 entries).
     ERROR_QUEUE_DEPTH = 20
+    #: Longest command text of one message, and longest binary block, this instrument accepts.
+    max_text_bytes = 1 << 20
+    max_block_bytes = 1 << 20
 
     def __init__(self, lock: threading.RLock | None = None) -> None:
         #: One lock per lab: the wiring calls across instruments, so they share it.
@@ -278,9 +389,11 @@ class ScpiInstrument:
         self._queries: list[tuple[tuple[_Node, ...], Handler]] = []
         self._cache: dict[tuple[bool, tuple[tuple[str, str], ...]], tuple[Handler, tuple[int, ...]] | None] = {}
         self._errors: deque[str] = deque()
-        self._input = bytearray()
-        self._output = bytearray()
         self._esr = 0
+        #: injected faults (set by the lab); None: a well-behaved instrument
+        self.faults: FaultInjector | None = None
+        self._front = Session(self)
+        self._current = self._front  # the session whose message is executing
         self._register_common()
         self._register()
         self.reset()
@@ -301,40 +414,21 @@ class ScpiInstrument:
         """Subclasses restore their ``*RST`` state here."""
 
     # --- byte I/O (what a VISA session or a socket sees) -----------------------------------
+    def open_session(self) -> Session:
+        return Session(self)
+
     def write(self, data: bytes) -> None:
-        """Receive bytes; every complete newline-terminated message is executed."""
-        with self.lock:
-            self._input += data
-            start = 0
-            while True:
-                found = _scan_message(self._input, start)
-                if found is None:
-                    break
-                end, blocks = found
-                self._execute_message(self._input, start, end, blocks)
-                start = end + 1
-            if start:
-                del self._input[:start]
+        """Receive bytes on the front-panel session."""
+        self._front.write(data)
 
     def read(self, max_bytes: int | None = None, stop_at: bytes | None = None) -> bytes:
-        """Take up to ``max_bytes`` of the queued reply (all of it when None), ending early
-        after the first ``stop_at`` byte when given (a VISA termination character)."""
-        with self.lock:
-            if not self._output:
-                return b""
-            count = len(self._output) if max_bytes is None else min(max_bytes, len(self._output))
-            if stop_at is not None:
-                cut = self._output.find(stop_at, 0, count)
-                if cut >= 0:
-                    count = cut + 1
-            chunk = bytes(self._output[:count])
-            del self._output[:count]
-            return chunk
+        """Take queued reply bytes of the front-panel session (see :meth:`Session.read`)."""
+        return self._front.read(max_bytes, stop_at)
 
     @property
     def output_pending(self) -> int:
-        """Bytes of reply waiting to be read."""
-        return len(self._output)
+        """Bytes of reply waiting on the front-panel session."""
+        return len(self._front.output)
 
     def note_unterminated_read(self) -> None:
         """A client tried to read with nothing queued (IEEE 488.2 ``-420``)."""
@@ -342,21 +436,66 @@ class ScpiInstrument:
             self.push_error(ScpiError(-420, "read with no query pending"))
 
     def device_clear(self) -> None:
-        """Selected Device Clear: drop pending input and output (state is kept)."""
-        with self.lock:
-            self._input.clear()
-            self._output.clear()
-
-    def drop_partial_input(self) -> None:
-        """Forget an incomplete message (its sender disconnected)."""
-        with self.lock:
-            self._input.clear()
+        """Selected Device Clear on the front-panel session."""
+        self._front.clear()
 
     def ask(self, message: str) -> str:
         """Convenience for tests and the lab: write one message, return the ASCII reply."""
         with self.lock:
             self.write(message.encode() + b"\n")
             return self.read().decode("ascii", errors="replace").rstrip("\n")
+
+    def receive(self, session: Session, data: bytes) -> None:
+        """Bytes from ``session``'s client: buffer them (within the caps) and execute every
+        complete message."""
+        with self.lock:
+            if not session.alive:
+                return
+            pos = 0
+            if session._discard:
+                pos = min(session._discard, len(data))
+                session._discard -= pos
+                if session._discard:
+                    return
+                session._skip_line = True
+            if session._skip_line:
+                newline = data.find(b"\n", pos)
+                if newline < 0:
+                    return
+                pos, session._skip_line = newline + 1, False
+            session.input += data[pos:] if pos else data
+            self._process(session)
+
+    def _process(self, session: Session) -> None:
+        buf = session.input
+        start = 0
+        while session.alive and start < len(buf):
+            try:
+                found = _scan_message(buf, start, self.max_block_bytes)
+            except _Oversize as big:
+                self.push_error(ScpiError(-223, f"block of {big.length} bytes exceeds the "
+                                                f"{self.max_block_bytes}-byte limit; message discarded"))
+                stop = big.payload_start + big.length
+                newline = buf.find(b"\n", stop) if stop <= len(buf) else -1
+                if newline >= 0:
+                    start = newline + 1
+                    continue
+                session._discard = max(stop - len(buf), 0)
+                session._skip_line = not session._discard
+                start = len(buf)
+                break
+            if found is None:
+                if len(buf) - start > self.max_text_bytes + self.max_block_bytes:
+                    self.push_error(ScpiError(-223, f"message longer than the {self.max_text_bytes}-byte "
+                                                    "input buffer; discarded up to its newline"))
+                    session._skip_line = True
+                    start = len(buf)
+                break
+            end, blocks = found
+            self._execute_message(session, buf, start, end, blocks)
+            start = end + 1
+        if start:
+            del buf[:start]
 
     # --- status ----------------------------------------------------------------------------
     def push_error(self, error: ScpiError) -> None:
@@ -389,11 +528,15 @@ class ScpiInstrument:
             self._reset()
 
     # --- execution -------------------------------------------------------------------------
-    def _execute_message(self, buf: bytearray, start: int, end: int, blocks: list[tuple[int, int, int]]) -> None:
-        if self._output:
+    def _execute_message(self, session: Session, buf: bytearray, start: int, end: int,
+                         blocks: list[tuple[int, int, int]]) -> None:
+        self._current = session
+        if session.output:
             # a new message before the previous reply was read: IEEE 488.2 discards the reply
-            self._output.clear()
+            session.output.clear()
             self.push_error(ScpiError(-410, "new command before the previous reply was read"))
+        if self.faults is not None and not self._message_faults(session, buf, blocks):
+            return
         replies: list[bytes] = []
         path: list[str] = []
         for unit_start, unit_end, unit_blocks in _split_units(buf, start, end, blocks):
@@ -408,18 +551,51 @@ class ScpiInstrument:
             if reply is not None:
                 replies.append(reply if isinstance(reply, bytes) else reply.encode())
         if replies:
-            self.queue_reply(b";".join(replies) + b"\n")
+            self.deliver(session, b";".join(replies) + b"\n")
 
-    def queue_reply(self, data: bytes) -> None:
-        """Put a complete reply (with terminator) on the output queue and wake readers."""
+    def _message_faults(self, session: Session, buf: bytearray, blocks: list[tuple[int, int, int]]) -> bool:
+        """Injected faults on an arriving message; False when it is lost."""
+        hit = self.faults.fire("message")
+        if hit is not None:
+            kind = hit[0].kind
+            if kind == "drop":
+                session.close()
+                return False
+            if kind == "reset":
+                self._reset()
+            elif kind == "error":
+                self.push_error(ScpiError(-310, "injected fault"))
+        for _, payload_start, payload_end in blocks:
+            hit = self.faults.fire("block_in")
+            if hit is not None:
+                damage_received_block(buf, payload_start, payload_end, hit[1])
+        return True
+
+    def defer_reply(self) -> Session:
+        """The session of the executing query, to answer it later with :meth:`deliver`."""
+        return self._current
+
+    def deliver(self, session: Session, data: bytes) -> None:
+        """Queue a complete reply (with terminator) for ``session`` and wake its reader."""
         with self.lock:
-            self._output += data
+            if not session.alive:
+                return
+            if self.faults is not None:
+                hit = self.faults.fire("reply")
+                if hit is not None:
+                    if hit[0].kind == "silent":
+                        return
+                    session.ready_at = time.monotonic() + hit[0].s
+                if data[:1] == b"#":
+                    hit = self.faults.fire("block_out")
+                    if hit is not None:
+                        data = damage_sent_block(hit[0].kind, data, hit[1])
+                else:
+                    with_nan = nan_reply(data)
+                    if with_nan is not None and self.faults.fire("number") is not None:
+                        data = with_nan
+            session.output += data
             self._output_ready.notify_all()
-
-    def wait_for_output(self, timeout_s: float) -> bool:
-        """Block until a reply is queued (another thread may complete an acquisition)."""
-        with self.lock:
-            return self._output_ready.wait_for(lambda: bool(self._output), timeout=max(timeout_s, 0.0))
 
     def _execute_unit(self, buf: bytearray, start: int, end: int, blocks: list[tuple[int, int, int]],
                       path: list[str]) -> tuple[str | bytes | None, list[str]]:
@@ -456,6 +632,8 @@ class ScpiInstrument:
                 match = _MNEMONIC_RE.match(m)
                 if not match:
                     raise ScpiError(-113, f"{header!r}")
+                if len(match.group(2)) > 9:
+                    raise ScpiError(-114, f"{header!r}")
                 parts.append((match.group(1).upper(), match.group(2)))
             handler, suffixes = self._lookup(is_query, parts, header)
             new_path = full[:-1]
@@ -505,11 +683,11 @@ class ScpiInstrument:
         """``*OPC?``: "1" once pending operations are done; None defers the reply."""
         return "1"
 
-    def status_byte(self) -> int:
+    def status_byte(self, session: Session | None = None) -> int:
         stb = 0
         if self._errors:
             stb |= 0x04  # error/event queue not empty
-        if self._output:
+        if (session or self._current).output:
             stb |= 0x10  # message available
         if self._esr:
             stb |= 0x20

@@ -1,19 +1,22 @@
 """Raw-socket SCPI servers (the port-5025 "SOCKET" interface of LAN instruments).
 
 Any VISA client reaches the emulated lab as ``TCPIP::HOST::PORT::SOCKET``: commands are
-newline-terminated, binary blocks travel inline, replies end with a newline. One thread per
-connection; replies completed later (``*OPC?`` after an acquisition triggered from another
-connection) are pushed as soon as they are queued.
+newline-terminated, binary blocks travel inline, replies end with a newline. One thread and
+one :class:`~.scpi.Session` (input buffer and output queue) per connection, so clients cannot
+block or garble each other; replies completed later (``*OPC?`` after an acquisition triggered
+from another connection) are pushed as soon as they are queued. A dropped connection (an
+injected fault) is closed with a TCP reset, as a power-cycled instrument does.
 """
 from __future__ import annotations
 
 import select
 import socket
 import socketserver
+import struct
 import threading
 from typing import TYPE_CHECKING
 
-from spinlab.sim_backends.emulated.scpi import ScpiInstrument
+from spinlab.sim_backends.emulated.scpi import ScpiInstrument, Session
 
 if TYPE_CHECKING:  # pragma: no cover
     from spinlab.sim_backends.emulated.lab import EmulatedLab
@@ -26,13 +29,13 @@ class _ScpiHandler(socketserver.BaseRequestHandler):
     server: "_ScpiServer"
 
     def handle(self) -> None:
+        session = self.server.instrument.open_session()
         try:
-            self._serve(self.request, self.server.instrument)
+            self._serve(self.request, session)
         finally:
-            # a half-sent message must not be glued to the next client's first command
-            self.server.instrument.drop_partial_input()
+            session.close()  # its half-sent message and unread replies go with it
 
-    def _serve(self, sock: socket.socket, instrument: ScpiInstrument) -> None:
+    def _serve(self, sock: socket.socket, session: Session) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         while not self.server.stopping.is_set():
             readable, _, _ = select.select([sock], [], [], _POLL_S)
@@ -43,8 +46,12 @@ class _ScpiHandler(socketserver.BaseRequestHandler):
                     return
                 if not data:
                     return
-                instrument.write(data)
-            reply = instrument.read()
+                session.write(data)
+            if not session.alive:  # dropped: reset the connection (RST) instead of closing it politely
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()
+                return
+            reply = session.read()
             if reply:
                 try:
                     sock.sendall(reply)

@@ -5,7 +5,9 @@
 emulators exactly as they would reach hardware through NI-VISA or pyvisa-py, so the drivers run
 unchanged. Modelled on pyvisa-sim's ``SimVisaLibrary``: a dispatcher from session handles to
 session objects, with VISA semantics for reads (stop at the termination character when it is
-enabled, END at the end of a reply, a timeout error when nothing is queued).
+enabled, END at the end of a reply, a timeout error when nothing is queued). Every open
+resource is its own :class:`~.scpi.Session` of the instrument; a dropped connection (an
+injected fault) fails its reads and writes with ``VI_ERROR_CONN_LOST`` until it is reopened.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Dict, Tuple
 from pyvisa import attributes, constants, errors, highlevel, rname
 from pyvisa.util import LibraryPath
 
-from spinlab.sim_backends.emulated.scpi import ScpiInstrument
+from spinlab.sim_backends.emulated.scpi import ScpiInstrument, Session
 
 if TYPE_CHECKING:  # pragma: no cover
     from spinlab.sim_backends.emulated.lab import EmulatedLab
@@ -29,6 +31,7 @@ class _Session:
 
     def __init__(self, resource_name: str, parsed: rname.ResourceName, instrument: ScpiInstrument) -> None:
         self.instrument = instrument
+        self.port: Session = instrument.open_session()
         self.session_type = (parsed.interface_type_const, parsed.resource_class)
         self.attrs: Dict[Any, Any] = {
             constants.ResourceAttribute.resource_name: str(parsed),
@@ -67,24 +70,31 @@ class _Session:
             return 3600.0
         return float(value) / 1000.0
 
+    def _alive(self) -> Session:
+        if not self.port.alive:
+            raise errors.VisaIOError(constants.StatusCode.error_connection_lost)
+        return self.port
+
     def read(self, count: int) -> Tuple[bytes, constants.StatusCode]:
         inst = self.instrument
         with inst.lock:
-            if not inst.output_pending and not inst.wait_for_output(self.timeout_s):
+            port = self._alive()
+            if not port.wait_ready(self.timeout_s):
+                self._alive()
                 inst.note_unterminated_read()
                 raise errors.VisaIOError(constants.StatusCode.error_timeout)
             term = None
             if self.attrs.get(constants.ResourceAttribute.termchar_enabled):
                 term = bytes([self.attrs.get(constants.ResourceAttribute.termchar, 10)])
-            data = inst.read(count, stop_at=term)
+            data = port.read(count, stop_at=term)
             if term is not None and data.endswith(term):
                 return data, constants.StatusCode.success_termination_character_read
-            if not inst.output_pending:
+            if not port.output:
                 return data, constants.StatusCode.success  # END: the reply is complete
             return data, constants.StatusCode.success_max_count_read
 
     def write(self, data: bytes) -> Tuple[int, constants.StatusCode]:
-        self.instrument.write(bytes(data))
+        self._alive().write(bytes(data))
         return len(data), constants.StatusCode.success
 
 
@@ -144,8 +154,11 @@ class EmulatedVisaLibrary(highlevel.VisaLibraryBase):
         return None
 
     def close(self, session) -> constants.StatusCode:
-        if self.sessions.pop(session, None) is None:
+        sess = self.sessions.pop(session, None)
+        if sess is None:
             return constants.StatusCode.error_invalid_object
+        if isinstance(sess, _Session):
+            sess.port.close()
         return constants.StatusCode.success
 
     def _session(self, session) -> _Session:
@@ -161,25 +174,25 @@ class EmulatedVisaLibrary(highlevel.VisaLibraryBase):
         return self._session(session).write(data)
 
     def clear(self, session) -> constants.StatusCode:
-        self._session(session).instrument.device_clear()
+        self._session(session)._alive().clear()
         return constants.StatusCode.success
 
     def flush(self, session, mask) -> constants.StatusCode:
         if mask & (constants.BufferOperation.discard_read_buffer | constants.BufferOperation.discard_receive_buffer):
-            inst = self._session(session).instrument
-            with inst.lock:
-                inst._output.clear()
+            port = self._session(session).port
+            with port.instrument.lock:
+                port.output.clear()
         return constants.StatusCode.success
 
     def assert_trigger(self, session, protocol) -> constants.StatusCode:
         # GPIB Group Execute Trigger / VXI-11 trigger: same as *TRG
-        self._session(session).instrument.write(b"*TRG\n")
+        self._session(session)._alive().write(b"*TRG\n")
         return constants.StatusCode.success
 
     def read_stb(self, session):
-        inst = self._session(session).instrument
-        with inst.lock:
-            return inst.status_byte(), constants.StatusCode.success
+        sess = self._session(session)
+        with sess.instrument.lock:
+            return sess.instrument.status_byte(sess._alive()), constants.StatusCode.success
 
     def get_attribute(self, session, attribute):
         sess = self.sessions.get(session)

@@ -3,11 +3,14 @@ the one way a command runs a plan (:func:`run_plan`)."""
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import json
 import sys
+import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import typer
 
@@ -37,6 +40,36 @@ class RunOptions:
     control_keys: Optional[Path] = None
     seed: int = 0
     progress: bool = True
+
+
+_RUN_OPTIONS = {"runs_dir": (Path, RunsDirOption), "monitor": (Optional[str], MonitorOption),
+                "control": (Optional[str], ControlOption),
+                "control_keys": (Optional[Path], ControlKeysOption), "seed": (int, SeedOption)}
+
+
+def run_command(func: Callable[..., Any] | None = None, *, seed: Any = None) -> Any:
+    """Give a command the options every run takes (``--runs-dir``, ``--monitor``,
+    ``--control``, ``--control-keys``, ``--seed``); the command receives them as one
+    :class:`RunOptions` in its ``run`` parameter. ``seed`` replaces the ``--seed`` option
+    (another default or help text)."""
+    if func is None:
+        return functools.partial(run_command, seed=seed)
+    hints = typing.get_type_hints(func)
+    own = [p.replace(annotation=hints.get(p.name, p.annotation))
+           for p in inspect.signature(func).parameters.values() if p.name != "run"]
+    added = {name: (kind, seed if name == "seed" and seed is not None else default)
+             for name, (kind, default) in _RUN_OPTIONS.items()}
+    params = own + [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)
+                    for name, (kind, default) in added.items()]
+
+    @functools.wraps(func)
+    def command(**kwargs: Any) -> Any:
+        options = RunOptions(**{name: kwargs.pop(name) for name in added})
+        return func(**kwargs, run=options)
+
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    return command
 
 
 def emit_json(summary: dict[str, Any]) -> None:
@@ -106,7 +139,3 @@ def run_plan(plan: Any, device: Any, options: RunOptions, *, resume: Optional[Pa
             close = getattr(subscriber, "close", None)
             if close is not None:
                 close()
-
-
-def optional_path(value: Optional[str]) -> Optional[Path]:
-    return Path(value) if value else None

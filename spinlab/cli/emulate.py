@@ -17,6 +17,9 @@ def emulate(
     seed: int = SeedOption,
     trigger_delay_s: float = typer.Option(20e-9, "--trigger-delay-s", help="Delay from AWG trigger to the response at the scope."),
     scope_noise_V: float = typer.Option(1e-3, "--scope-noise-V", help="RMS input noise of the scope channel."),
+    faults: str = typer.Option("", "--faults", help="Faults to inject, e.g. 'silent@scope:at=40,drop@awg:p=0.01:count=inf' "
+                               "(KIND@INSTRUMENT[:at=N][:count=N|inf][:p=P][:s=SECONDS]; kinds: delay silent nan drop "
+                               "error reset truncate length corrupt overrange)."),
     json_output: bool = JsonOption,
 ) -> None:
     """Run emulated AWG, scope and DC source until Ctrl-C; prints their VISA resource strings."""
@@ -26,7 +29,8 @@ def emulate(
     with user_errors():
         model = open_device(device, defaults={"seed": seed})
         try:
-            lab = EmulatedLab(model, seed=seed, trigger_delay_s=trigger_delay_s, scope_noise_V=scope_noise_V)
+            lab = EmulatedLab(model, seed=seed, trigger_delay_s=trigger_delay_s, scope_noise_V=scope_noise_V,
+                              faults=faults or None)
             try:
                 servers = serve_tcp(lab, host, awg_port, scope_port, source_port)
             except OSError as exc:
@@ -37,7 +41,8 @@ def emulate(
             try:
                 resources = servers.resources
                 if json_output:
-                    emit_json({"resources": resources, "device": device, "seed": seed})
+                    emit_json({"resources": resources, "device": device, "seed": seed,
+                               "faults": [str(f) for f in lab.faults]})
                 else:
                     for role, resource in resources.items():
                         typer.echo(f"{role:<7}{resource}")

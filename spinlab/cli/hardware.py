@@ -2,29 +2,23 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Optional
 
 import typer
 
-from spinlab.cli.common import (ControlKeysOption, ControlOption, DeviceOption, JsonOption,
-                                MonitorOption, RunOptions, RunsDirOption, SeedOption, emit_json,
-                                run_plan, user_errors)
+from spinlab.cli.common import DeviceOption, JsonOption, RunOptions, emit_json, run_command, run_plan, user_errors
 
 
+@run_command
 def characterize(
     device: str = DeviceOption,
     json_output: bool = JsonOption,
-    runs_dir: Path = RunsDirOption,
-    monitor: Optional[str] = MonitorOption,
-    control: Optional[str] = ControlOption,
-    control_keys: Optional[Path] = ControlKeysOption,
-    seed: int = SeedOption,
     bias_points: int = typer.Option(20, "--bias-points", help="Points of the zero-drive bias sweep."),
     step_bias_A: Optional[float] = typer.Option(
         None, "--step-bias-A",
         help="Operating bias of the step response (default: the device's operating bias, else 1.5 x threshold)."),
     step_repeats: int = typer.Option(4096, "--step-repeats", help="Step repeats averaged."),
+    run: RunOptions = RunOptions(),
 ) -> None:
     """Bias sweep (threshold current) and step response (relaxation time) of a device."""
     from spinlab.protocols import characterize as protocol
@@ -32,7 +26,7 @@ def characterize(
     start = time.perf_counter()
     with user_errors():
         plan = protocol.plan(bias_points=bias_points, step_bias_A=step_bias_A, step_repeats=step_repeats)
-        result = run_plan(plan, device, RunOptions(runs_dir, monitor, control, control_keys, seed))
+        result = run_plan(plan, device, run)
     summary = {**result.summary, "run_dir": str(result.path), "device": device,
                "wall_s": time.perf_counter() - start}
     if json_output:

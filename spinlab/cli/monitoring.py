@@ -34,9 +34,17 @@ def monitor(
                                               help="Only these topic prefixes (repeatable); default all."),
     max_array: int = typer.Option(4096, "--max-array", min=0,
                                   help="--json: arrays with more elements are summarised (min/max/mean)."),
+    web: Optional[str] = typer.Option(None, "--web", metavar="[HOST:]PORT",
+                                      help="Serve a live web page of the run instead (127.0.0.1 unless HOST is given; port 0 picks one); until Ctrl-C."),
+    web_control: bool = typer.Option(False, "--web-control",
+                                     help="--web: let the page pause/resume/abort, with the token printed at start-up; needs --control, --key, --server-key."),
+    control_address: Optional[str] = typer.Option(None, "--control", help="--web-control: the run's control address."),
+    key: Optional[Path] = typer.Option(None, "--key", help="--web-control: the client secret key the web server uses."),
+    server_key: Optional[Path] = typer.Option(None, "--server-key", help="--web-control: the run's server public key."),
 ) -> None:
     """Watch a run live: progress, waveform and loss sparklines, results, errors, drop counts.
 
+    With --web, serve the same as a web page (any browser; reconnects by itself) until Ctrl-C.
     Exit status: 0 normally, 1 when --count was given and --timeout expired before N messages.
     """
     from spinlab.monitoring import Subscriber
@@ -44,6 +52,13 @@ def monitor(
     from spinlab.monitoring.view import MonitorState, message_to_json, render
 
     with user_errors():
+        if (control_address or key or server_key) and not web_control:
+            raise ConfigError("--control, --key and --server-key only apply with --web --web-control")
+        if web is not None or web_control:
+            if json_lines or count is not None or timeout is not None or until_stop:
+                raise ConfigError("--web serves until Ctrl-C; leave out --json, --count, --timeout and --until-stop")
+            _serve_web(address, web, topic, record, web_control, control_address, key, server_key)
+            return
         sub = Subscriber(address, topics=topic or ("",))
         recorder = Recorder(record) if record else None
         if recorder is not None:
@@ -95,6 +110,46 @@ def monitor(
         if short:
             typer.echo(f"timed out after {timeout:g} s idle with {received} of {count} messages", err=True)
             raise typer.Exit(1)
+
+
+def _serve_web(address: str, web: Optional[str], topic: Optional[List[str]], record: Optional[Path],
+               web_control: bool, control_address: Optional[str], key: Optional[Path],
+               server_key: Optional[Path]) -> None:
+    """``monitor --web``: the web bridge (spinlab.monitoring.web) until Ctrl-C."""
+    from spinlab.monitoring.control import ControlClient
+    from spinlab.monitoring.recording import Recorder
+    from spinlab.monitoring.web import WebMonitor, parse_web_address
+
+    if web is None:
+        raise ConfigError("--web-control goes with --web [HOST:]PORT")
+    host, port = parse_web_address(web)
+    client = None
+    if web_control:
+        if not (control_address and key and server_key):
+            raise ConfigError("--web-control needs the run's --control ADDRESS and the keys to use it: "
+                              "--key CLIENT.key_secret --server-key server.key (as for `spinlab control`)")
+        client = ControlClient(control_address, key, server_key)
+    recorder = Recorder(record) if record else None
+    try:
+        bridge = WebMonitor(address, host=host, port=port, topics=topic or ("",), control=client,
+                            on_accept=recorder.write if recorder else None)
+
+        def ready(url: str) -> None:
+            if bridge.token:
+                typer.echo(f"web monitor on {url}#token={bridge.token}")
+                typer.echo("control enabled: whoever has this link (or the token) can pause, resume and abort the run")
+            else:
+                typer.echo(f"web monitor on {url} (read-only)")
+
+        bridge.run(ready)
+    finally:
+        if recorder is not None:
+            recorder.close()
+    stats = bridge.stats()
+    typer.echo(f"{stats['stream']['received']} messages, {stats['stream']['missed']} missed, "
+               f"{stats['stream']['rejected']} rejected; {stats['web']['connections']} pages served, "
+               f"{stats['web']['refused_connections']} refused, {stats['web']['rejected_frames']} bad frames"
+               + (f", recorded to {record}" if record else ""), err=True)
 
 
 def control(

@@ -6,9 +6,8 @@ from typing import Optional
 
 import typer
 
-from spinlab.cli.common import (ControlKeysOption, ControlOption, DeviceOption, JsonOption,
-                                MonitorOption, RunOptions, RunsDirOption, SeedOption, emit_json,
-                                optional_path, run_plan, user_errors)
+from spinlab.cli.common import (DeviceOption, JsonOption, RunOptions, emit_json, run_command, run_plan,
+                                user_errors)
 from spinlab.protocols.spoken_digits import SpokenDigitsConfig as _D  # help texts show its defaults
 
 run_app = typer.Typer(help="Run a lab protocol on a device.", no_args_is_help=True)
@@ -17,6 +16,7 @@ fetch_app = typer.Typer(help="Download a dataset into the user cache (the only n
                         no_args_is_help=True)
 
 
+@run_command
 def spoken_digits(
     device: str = DeviceOption,
     data: Optional[Path] = typer.Option(None, "--data", help="Folder of FSDD .wav recordings "
@@ -33,12 +33,8 @@ def spoken_digits(
     mask: Optional[str] = typer.Option(None, "--mask", help=f"binary or normal (default {_D.mask_kind})."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Stratified subset of N utterances (quick bench runs)."),
     features: str = typer.Option("lyon", "--features", help="lyon, mfcc or logmel."),
-    seed: int = SeedOption,
     json_out: bool = JsonOption,
-    runs_dir: Path = RunsDirOption,
-    monitor: Optional[str] = MonitorOption,
-    control: Optional[str] = ControlOption,
-    control_keys: Optional[str] = ControlKeysOption,
+    run: RunOptions = RunOptions(),
 ) -> None:
     """Spoken-digit recognition with the device as a time-multiplexed reservoir (FSDD)."""
     with user_errors():
@@ -51,10 +47,9 @@ def spoken_digits(
             "node_features": node_features, "bias_A": bias_A, "drive_fraction": drive_fraction,
             "input_sigma": input_sigma, "mask_kind": mask}.items() if v is not None}
         plan = protocol.plan(data_dir=str(data_dir), split=split, test_speaker=test_speaker, limit=limit,
-                             feature_kind=features, feature_cache_dir=str(Path(runs_dir) / ".cache"),
+                             feature_kind=features, feature_cache_dir=str(Path(run.runs_dir) / ".cache"),
                              **overrides)
-        result = run_plan(plan, device, RunOptions(runs_dir, monitor, control,
-                                                   optional_path(control_keys), seed))
+        result = run_plan(plan, device, run)
     summary = {**result.summary, "run": str(result.path)}
     if json_out:
         emit_json(summary)

@@ -13,9 +13,7 @@ from typing import Any, Optional
 
 import typer
 
-from spinlab.cli.common import (ControlKeysOption, ControlOption, JsonOption, MonitorOption,
-                                RunOptions, RunsDirOption, SeedOption, emit_json, run_plan,
-                                user_errors)
+from spinlab.cli.common import JsonOption, RunOptions, emit_json, run_command, run_plan, user_errors
 from spinlab.errors import ConfigError
 
 twin_app = typer.Typer(help="Spin-Neural ODE digital twin: train, evaluate.", no_args_is_help=True)
@@ -77,6 +75,7 @@ RecordOption = typer.Option(1e-4, "--record-s", help="Length of one recording (s
 
 
 # --- spinlab acquire -------------------------------------------------------------------------
+@run_command
 def acquire(
     device: str = typer.Option(..., "--device", "-d", help="Device address (sim:vortex, bench:emulated, ...)."),
     duration_s: float = typer.Option(5e-3, "--duration", help="Total device time to record (s)."),
@@ -88,11 +87,7 @@ def acquire(
     dt_s: float = DtOption,
     record_s: float = RecordOption,
     json_output: bool = JsonOption,
-    runs_dir: Path = RunsDirOption,
-    monitor: Optional[str] = MonitorOption,
-    control: Optional[str] = ControlOption,
-    control_keys: Optional[Path] = ControlKeysOption,
-    seed: int = SeedOption,
+    run: RunOptions = RunOptions(),
 ) -> None:
     """Record random multi-level drives and the device's responses (twin training data)."""
     from spinlab.protocols import acquire as protocol
@@ -102,7 +97,7 @@ def acquire(
         config = _acquire_config(duration_s, dt_s, record_s, hold_s, amplitude_V, bias_A, field_T,
                                  condition)
         result = run_plan(protocol.plan(config), device,
-                          RunOptions(runs_dir, monitor, control, control_keys, seed))
+                          run)
     summary = {**result.summary, "run": str(result.path), "device": device,
                "wall_s": time.perf_counter() - start}
     if json_output:
@@ -113,6 +108,7 @@ def acquire(
 
 
 # --- spinlab twin train ----------------------------------------------------------------------
+@run_command
 def train(
     out: Path = typer.Option(..., "--out", "-o", help="Checkpoint to write (twin.pt)."),
     device: Optional[str] = typer.Option(None, "--device", "-d", help="Train online on this device."),
@@ -152,11 +148,7 @@ def train(
     max_wall_s: Optional[float] = typer.Option(None, "--max-wall-s", help="Wall-time budget of the training (s)."),
     threads: int = typer.Option(1, "--threads", help="torch threads (1 is fastest for H ~ 64)."),
     json_output: bool = JsonOption,
-    runs_dir: Path = RunsDirOption,
-    monitor: Optional[str] = MonitorOption,
-    control: Optional[str] = ControlOption,
-    control_keys: Optional[Path] = ControlKeysOption,
-    seed: int = SeedOption,
+    run: RunOptions = RunOptions(),
 ) -> None:
     """Train a twin online on a device (fits while it records) or offline on a MuMax3 table."""
     from dataclasses import asdict
@@ -198,7 +190,7 @@ def train(
                                     interpolation=interpolation or "linear")
             plan = protocol.plan(out=str(out), source="mumax3", architecture=arch.to_dict(),
                                  train=asdict(tcfg), table=str(mumax), split=asdict(split))
-        result = run_plan(plan, device, RunOptions(runs_dir, monitor, control, control_keys, seed))
+        result = run_plan(plan, device, run)
     summary = {**result.summary, "run_dir": str(result.path), "wall_s": time.perf_counter() - start}
     if json_output:
         emit_json(summary)
@@ -223,6 +215,7 @@ def _rest(text: str) -> float | str | None:
 
 
 # --- spinlab twin eval -----------------------------------------------------------------------
+@run_command(seed=typer.Option(1000, "--seed", help="Seed of the fresh drives (differs from training's 0)."))
 def evaluate(
     checkpoint: Path = typer.Argument(..., help="Twin checkpoint (twin.pt)."),
     device: str = typer.Option(..., "--device", "-d", help="Device to compare with."),
@@ -235,11 +228,7 @@ def evaluate(
     amplitude_V: float = AmplitudeOption,
     record_s: float = RecordOption,
     json_output: bool = JsonOption,
-    runs_dir: Path = RunsDirOption,
-    monitor: Optional[str] = MonitorOption,
-    control: Optional[str] = ControlOption,
-    control_keys: Optional[Path] = ControlKeysOption,
-    seed: int = typer.Option(1000, "--seed", help="Seed of the fresh drives (differs from training's 0)."),
+    run: RunOptions = RunOptions(),
 ) -> None:
     """Score a twin against a device on fresh random drives (NRMSE) and plot both."""
     from spinlab.protocols import twin_eval as protocol
@@ -253,7 +242,7 @@ def evaluate(
                              conditions=_conditions(bias_A, field_T, condition or []) or None,
                              repeats=repeats)
         twin.close()
-        result = run_plan(plan, device, RunOptions(runs_dir, monitor, control, control_keys, seed))
+        result = run_plan(plan, device, run)
     summary = {**result.summary, "plot": str(result.path / "twin_vs_device.png"),
                "run_dir": str(result.path), "checkpoint": str(checkpoint), "device": device,
                "wall_s": time.perf_counter() - start}

@@ -32,7 +32,7 @@ from zmq.utils.monitor import recv_monitor_message
 from spinlab.errors import ConfigError, ControlError, RunAborted
 from spinlab.monitoring import keys as keyfiles
 from spinlab.monitoring.addresses import bind_endpoint, connect_endpoint
-from spinlab.monitoring.messages import PROTOCOL_VERSION
+from spinlab.monitoring.messages import PROTOCOL_VERSION, ProtocolError, check_plain
 
 log = logging.getLogger("spinlab.monitoring.control")
 
@@ -41,6 +41,39 @@ MAX_REQUEST_BYTES = 4096
 
 _HANDSHAKE_FAILURES = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
                        | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+
+
+def parse_request(body: bytes) -> str:
+    """The command of one request body (see module docstring); ProtocolError if malformed."""
+    if len(body) > MAX_REQUEST_BYTES:
+        raise ProtocolError(f"request of {len(body)} bytes exceeds {MAX_REQUEST_BYTES}")
+    try:
+        request = msgpack.unpackb(body, raw=False, strict_map_key=True)
+    except Exception as exc:  # garbage raises assorted msgpack/Unicode errors
+        raise ProtocolError(f"request is not a msgpack map ({type(exc).__name__})") from None
+    if not isinstance(request, dict):
+        raise ProtocolError(f"request must be a map, got {type(request).__name__}")
+    version = request.get("v")
+    if type(version) is not int or version != PROTOCOL_VERSION:
+        raise ProtocolError(f"protocol version {version!r} not supported (need {PROTOCOL_VERSION})")
+    command = request.get("command")
+    if not isinstance(command, str) or command not in COMMANDS:
+        raise ProtocolError(f"unknown command {command!r}; use one of {list(COMMANDS)}")
+    return command
+
+
+def parse_reply(body: bytes, address: str) -> dict[str, Any]:
+    """A reply map (see module docstring) with JSON-able contents; ControlError if malformed."""
+    try:
+        reply = msgpack.unpackb(body, raw=False)
+        check_plain(reply, leaves=(type(None), bool, int, float, str))
+    except Exception as exc:  # garbage raises assorted msgpack/Unicode errors
+        raise ControlError(f"malformed reply from {address} ({type(exc).__name__})") from None
+    status = reply.get("status", {}) if isinstance(reply, dict) else None
+    if not (isinstance(reply, dict) and isinstance(reply.get("ok"), bool) and isinstance(status, dict)
+            and isinstance(status.get("progress", {}), dict)):
+        raise ControlError(f"malformed reply from {address}: {reply!r}"[:200])
+    return reply
 
 
 class ControlServer:
@@ -160,9 +193,9 @@ class ControlServer:
         client = self._client_name(frames[-1])
         try:
             if len(rest) != 1:
-                raise ValueError(f"expected one body frame, got {len(rest)}")
+                raise ProtocolError(f"expected one body frame, got {len(rest)}")
             reply = self._execute(rest[0].bytes, client)
-        except ValueError as exc:
+        except ProtocolError as exc:
             self.counts["rejected"] += 1
             log.warning("rejected a control request from %s: %s", client, exc)
             reply = {"v": PROTOCOL_VERSION, "ok": False, "command": None, "state": self.state,
@@ -182,17 +215,7 @@ class ControlServer:
         return self._names.get(key, str(user))
 
     def _execute(self, body: bytes, client: str) -> dict[str, Any]:
-        try:
-            request = msgpack.unpackb(body, raw=False, strict_map_key=True)
-        except Exception as exc:  # garbage raises assorted msgpack/Unicode errors
-            raise ValueError(f"request is not a msgpack map ({type(exc).__name__})") from None
-        if not isinstance(request, dict):
-            raise ValueError(f"request must be a map, got {type(request).__name__}")
-        if request.get("v") != PROTOCOL_VERSION:
-            raise ValueError(f"protocol version {request.get('v')!r} not supported (need {PROTOCOL_VERSION})")
-        command = request.get("command")
-        if not isinstance(command, str) or command not in COMMANDS:
-            raise ValueError(f"unknown command {command!r}; use one of {list(COMMANDS)}")
+        command = parse_request(body)
         if command != "status":
             self._apply(command, client)
         return {"v": PROTOCOL_VERSION, "ok": True, "command": command, "state": self.state,
@@ -207,8 +230,9 @@ class ControlServer:
             elif command == "abort" and self._abort_by is None:
                 self._abort_by = client
             self._cond.notify_all()
+            # still holding the lock: the run thread's own notice ("paused") comes after this one
+            self._publish("control", {"command": command, "client": client, "state": self.state})
         log.warning("control: %s requested by %s", command, client)
-        self._publish("control", {"command": command, "client": client, "state": self.state})
 
     def _status(self) -> dict[str, Any]:
         run = self.run
@@ -275,12 +299,7 @@ class ControlClient:
         finally:
             sock.close(0)
             ctx.term()
-        try:
-            reply = msgpack.unpackb(frames[-1], raw=False)
-        except Exception:
-            raise ControlError(f"malformed reply from {self.address}") from None
-        if not isinstance(reply, dict) or not isinstance(reply.get("ok"), bool):
-            raise ControlError(f"malformed reply from {self.address}: {reply!r}"[:200])
+        reply = parse_reply(frames[-1], self.address)
         if not reply["ok"]:
             raise ControlError(f"{command} refused: {reply.get('error')}")
         return reply

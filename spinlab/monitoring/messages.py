@@ -13,6 +13,15 @@ A message is one ZeroMQ multipart message::
 
 * ``array_i`` the raw C-contiguous bytes of array ``i``; ``dtype`` is ``numpy.dtype.str`` and
   must be one of :data:`ARRAY_DTYPES` (little-endian numeric only: no objects, no strings).
+  Zero-length axes are allowed; an array may not have more than :data:`MAX_ARRAY_DIMS` axes,
+  nor more cells than :data:`MAX_MESSAGE_BYTES` counting each empty axis as one (so an empty
+  array cannot describe a shape too big to make or to print).
+
+A payload holds plain values only: None, bool, int, float, str, bytes, lists and maps with
+string keys, nested at most :data:`MAX_PAYLOAD_DEPTH` containers deep. msgpack extension
+types (timestamps included) are refused, so everything :func:`decode` accepts can be shown and
+printed as JSON. :func:`encode` converts numpy scalars, small numeric arrays, tuples and sets
+to plain values and refuses what a subscriber would reject.
 
 ``seq`` counts every message a publisher accepted, starting at 0, so a gap seen by a subscriber
 is a message it did not get (dropped in the publisher or by ZeroMQ's high-water mark).
@@ -60,6 +69,8 @@ TOPICS = {
 MAX_TOPIC_BYTES = 64
 MAX_HEADER_BYTES = 256 * 1024
 MAX_ARRAYS = 16
+MAX_ARRAY_DIMS = 8
+MAX_PAYLOAD_DEPTH = 32
 #: Largest message (all frames) a publisher sends and a subscriber accepts.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
@@ -111,9 +122,7 @@ def wire_array(name: str, value: Any) -> np.ndarray:
 
     The copy is what makes zero-copy sending safe: the caller may reuse its buffer at once.
     """
-    if isinstance(value, Waveform):
-        value = value.samples
-    arr = np.asarray(value)
+    arr = _as_array(name, value)
     if arr.dtype.byteorder == ">":
         arr = arr.astype(arr.dtype.newbyteorder("<"))
     if arr.dtype.str not in ARRAY_DTYPES:
@@ -121,12 +130,26 @@ def wire_array(name: str, value: Any) -> np.ndarray:
             f"array {name!r} has dtype {arr.dtype} ({arr.dtype.str}); only numeric dtypes "
             f"{sorted(ARRAY_DTYPES)} may be published"
         )
+    _check_shape(name, arr.shape)
     return np.array(arr, order="C", copy=True)
+
+
+def _as_array(name: str, value: Any) -> np.ndarray:
+    if isinstance(value, Waveform):
+        return value.samples
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError, OverflowError) as exc:  # ragged lists, unconvertible objects
+        raise ProtocolError(f"array {name!r} is not an array of numbers: {exc}") from None
 
 
 def encode_header(topic: str, run_id: str, seq: int, time_s: float, payload: Mapping[str, Any],
                   arrays: Mapping[str, np.ndarray], replay: bool = False) -> bytes:
     """Pack the header map (arrays must already be :func:`wire_array` copies)."""
+    if not isinstance(run_id, str):
+        raise ProtocolError(f"run id must be a string, got {type(run_id).__name__}")
+    if seq < 0 or not math.isfinite(time_s):
+        raise ProtocolError(f"sequence number {seq} must be >= 0 and time {time_s} finite")
     header = {
         "v": PROTOCOL_VERSION,
         "topic": topic,
@@ -134,12 +157,12 @@ def encode_header(topic: str, run_id: str, seq: int, time_s: float, payload: Map
         "seq": int(seq),
         "t": float(time_s),
         "replay": bool(replay),
-        "payload": dict(payload),
+        "payload": _plain(dict(payload), topic),
         "arrays": [{"name": name, "dtype": arr.dtype.str, "shape": list(arr.shape)}
                    for name, arr in arrays.items()],
     }
     try:
-        raw = msgpack.packb(header, use_bin_type=True, default=_msgpack_default)
+        raw = msgpack.packb(header, use_bin_type=True)
     except (TypeError, ValueError, OverflowError) as exc:
         raise ProtocolError(f"payload of {topic!r} cannot be packed: {exc}") from None
     if len(raw) > MAX_HEADER_BYTES:
@@ -154,13 +177,14 @@ def encode(topic: str, run_id: str, seq: int, time_s: float, payload: Mapping[st
            arrays: Mapping[str, Any] | None = None, replay: bool = False) -> list[Any]:
     """Build the frames of one message: ``[topic, header, *array buffers]``."""
     raw_topic = check_topic(topic)
-    total = sum(np.asarray(v.samples if isinstance(v, Waveform) else v).nbytes for v in (arrays or {}).values())
+    given = {str(k): _as_array(str(k), v) for k, v in (arrays or {}).items()}
+    if len(given) > MAX_ARRAYS:
+        raise ProtocolError(f"{len(given)} arrays in one message (max {MAX_ARRAYS})")
+    total = sum(a.nbytes for a in given.values())
     if total > MAX_MESSAGE_BYTES:
         raise ProtocolError(f"arrays of {topic!r} total {total} bytes (> {MAX_MESSAGE_BYTES}); "
                             "publish a decimated preview instead")
-    wired = {str(k): wire_array(str(k), v) for k, v in (arrays or {}).items()}
-    if len(wired) > MAX_ARRAYS:
-        raise ProtocolError(f"{len(wired)} arrays in one message (max {MAX_ARRAYS})")
+    wired = {name: wire_array(name, arr) for name, arr in given.items()}
     header = encode_header(topic, run_id, seq, time_s, payload or {}, wired, replay)
     return [raw_topic, header, *(memoryview(a.reshape(-1).view(np.uint8)) for a in wired.values())]
 
@@ -209,6 +233,10 @@ def decode(frames: Sequence[Any]) -> Message:
     if not math.isfinite(header["t"]):
         raise ProtocolError("timestamp is not finite")
     _expect(header, "payload", dict)
+    check_plain(header["payload"])
+    replay = header.get("replay", False)
+    if not isinstance(replay, bool):
+        raise ProtocolError(f"header field 'replay' must be bool, got {type(replay).__name__}")
     _expect(header, "arrays", list)
     specs = header["arrays"]
     if len(specs) != len(frames) - 2:
@@ -218,7 +246,7 @@ def decode(frames: Sequence[Any]) -> Message:
         name, arr = _decode_array(spec, frame)
         arrays[name] = arr
     return Message(topic, header["run"], header["seq"], float(header["t"]), header["payload"],
-                   arrays, bool(header.get("replay", False)))
+                   arrays, replay)
 
 
 def _decode_array(spec: Any, frame: Any) -> tuple[str, np.ndarray]:
@@ -230,8 +258,9 @@ def _decode_array(spec: Any, frame: Any) -> tuple[str, np.ndarray]:
     if spec["dtype"] not in ARRAY_DTYPES:
         raise ProtocolError(f"array {spec['name']!r}: dtype {spec['dtype']!r} is not allowed")
     shape = spec["shape"]
-    if len(shape) > 8 or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape):
+    if not all(isinstance(s, int) and not isinstance(s, bool) for s in shape):
         raise ProtocolError(f"array {spec['name']!r}: bad shape {shape!r}")
+    _check_shape(spec["name"], shape)
     dtype = np.dtype(spec["dtype"])
     expected = dtype.itemsize * math.prod(shape)
     if expected != len(frame):
@@ -252,15 +281,64 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
     return "/".join(k.__name__ for k in kind) if isinstance(kind, tuple) else kind.__name__
 
 
-def _msgpack_default(value: Any) -> Any:
-    """Make numpy scalars and small arrays in payloads packable; refuse anything else."""
-    if isinstance(value, np.generic):
+def _check_shape(name: str, shape: Sequence[int]) -> None:
+    if (len(shape) > MAX_ARRAY_DIMS or any(s < 0 for s in shape)
+            or math.prod(max(s, 1) for s in shape) > MAX_MESSAGE_BYTES):
+        raise ProtocolError(f"array {name!r}: bad shape {list(shape)!r} (at most {MAX_ARRAY_DIMS} "
+                            f"axes of sizes >= 0 and {MAX_MESSAGE_BYTES} cells)")
+
+
+def _plain(value: Any, topic: str, depth: int = 0) -> Any:
+    """``value`` as the plain values a payload may hold (see module docstring), or ProtocolError."""
+    if depth > MAX_PAYLOAD_DEPTH:
+        raise ProtocolError(f"payload of {topic!r} is nested deeper than {MAX_PAYLOAD_DEPTH} levels")
+    if value is None or isinstance(value, (bool, int, float, str, bytes)):
+        return value
+    if isinstance(value, np.generic) and value.dtype.kind in "biuf":
         return value.item()
-    if isinstance(value, np.ndarray) and value.size <= 4096:
-        return value.tolist()
+    if isinstance(value, np.ndarray) and value.dtype.kind in "biuf" and value.size <= 4096:
+        return _plain(value.tolist(), topic, depth)
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, Mapping):
+        bad = next((k for k in value if not isinstance(k, str)), None)
+        if bad is not None:
+            raise ProtocolError(f"payload of {topic!r} has a non-string key {bad!r}")
+        return {k: _plain(v, topic, depth + 1) for k, v in value.items()}
     if isinstance(value, (set, frozenset)):
-        return sorted(value)
-    raise TypeError(f"cannot pack {type(value).__name__} (payloads are plain numbers, strings, lists, maps)")
+        value = _sorted(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, topic, depth + 1) for v in value]
+    raise ProtocolError(f"payload of {topic!r} cannot be packed: {type(value).__name__} is not a plain "
+                        "number, string, list or map")
+
+
+def _sorted(items: Any) -> list:
+    try:
+        return sorted(items)
+    except TypeError:  # mixed types: any fixed order will do
+        return sorted(items, key=repr)
+
+
+_PLAIN_LEAVES = (type(None), bool, int, float, str, bytes)
+
+
+def check_plain(value: Any, leaves: tuple[type, ...] = _PLAIN_LEAVES, depth: int = 0) -> None:
+    """Refuse a decoded value holding anything but plain values (see module docstring)."""
+    if depth > MAX_PAYLOAD_DEPTH:
+        raise ProtocolError(f"payload is nested deeper than {MAX_PAYLOAD_DEPTH} levels")
+    kind = type(value)
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str:
+                raise ProtocolError(f"payload map keys must be strings, got {type(key).__name__}")
+            check_plain(item, leaves, depth + 1)
+    elif kind is list:
+        for item in value:
+            check_plain(item, leaves, depth + 1)
+    elif kind not in leaves:
+        raise ProtocolError(f"payload holds a {kind.__name__} (allowed: maps, lists, "
+                            f"{', '.join(t.__name__ for t in leaves)}; no msgpack extension types)")
 
 
 # --- previews -----------------------------------------------------------------------------

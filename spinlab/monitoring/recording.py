@@ -61,7 +61,11 @@ class Recorder:
 
 def read_recording(path: str | Path) -> Iterator[messages.Message]:
     """Yield the validated messages of a recording; skip (and log) invalid ones."""
-    with open(path, "rb") as f:
+    try:
+        f = open(path, "rb")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the recording {str(path)!r}: {exc.strerror or exc}") from None
+    with f:
         if f.read(len(MAGIC)) != MAGIC:
             raise messages.ProtocolError(f"{path} is not a spinlab monitor recording (bad magic)")
         while True:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+import numbers
 import os
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,12 @@ from spinlab.twin.model import SpinNODE, TwinArchitecture
 
 FORMAT = "spinlab-twin"
 FORMAT_VERSION = 1
+#: Weight dtypes a checkpoint may declare.
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+#: Most weights a checkpoint may declare: far above any twin worth training on a CPU, and a
+#: bound on what a hostile file can make us allocate.
+MAX_PARAMETERS = 2**26
+MAX_SETTLE_SAMPLES = 10**7
 
 
 @dataclass
@@ -39,9 +47,31 @@ class TwinMeta:
     provenance: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.dt_s, (int, float)) and math.isfinite(self.dt_s) and self.dt_s > 0):
+        if not (_is_number(self.dt_s) and self.dt_s > 0):
             raise ConfigError(f"twin dt_s must be a positive number, got {self.dt_s!r}")
         self.dt_s = float(self.dt_s)
+        if not (isinstance(self.condition_ranges, dict)
+                and all(isinstance(name, str) and _is_range(span) for name, span in self.condition_ranges.items())):
+            raise ConfigError(f"twin condition_ranges must map names to [low, high], got {self.condition_ranges!r}")
+        if not (_is_number(self.noise_std) and self.noise_std >= 0):
+            raise ConfigError(f"twin noise_std must be a number >= 0, got {self.noise_std!r}")
+        if not (isinstance(self.settle_samples, int) and not isinstance(self.settle_samples, bool)
+                and 0 <= self.settle_samples <= MAX_SETTLE_SAMPLES):
+            raise ConfigError(f"twin settle_samples must be an integer 0..{MAX_SETTLE_SAMPLES}, "
+                              f"got {self.settle_samples!r}")
+        if not (self.rest_drive_V is None or _is_number(self.rest_drive_V)):
+            raise ConfigError(f"twin rest_drive_V must be a number or None, got {self.rest_drive_V!r}")
+        if not (isinstance(self.drive_unit, str) and isinstance(self.output_unit, str)
+                and isinstance(self.provenance, dict)):
+            raise ConfigError("twin drive_unit/output_unit must be strings and provenance a map")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_range(span: Any) -> bool:
+    return isinstance(span, (list, tuple)) and len(span) == 2 and all(map(_is_number, span)) and span[0] <= span[1]
 
 
 def save_twin(path: str | Path, model: SpinNODE, meta: TwinMeta) -> Path:
@@ -74,7 +104,9 @@ def load_twin(path: str | Path) -> tuple[SpinNODE, TwinMeta]:
     if not path.is_file():
         raise CheckpointError(f"twin checkpoint {path} does not exist; train one with `spinlab twin train`")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the odd pickle of a corrupt file
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # zip/pickle errors of every flavour
         # torch's own message would advise weights_only=False, i.e. running untrusted pickle code
         raise CheckpointError(
@@ -84,17 +116,22 @@ def load_twin(path: str | Path) -> tuple[SpinNODE, TwinMeta]:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a spinlab twin checkpoint (no '{FORMAT}' marker)")
     version = payload.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"{path} has no valid checkpoint format version ({version!r}); it is corrupt")
+    if version > FORMAT_VERSION:
         raise CheckpointError(
             f"{path} has checkpoint format version {version!r}; this spinlab reads up to "
             f"{FORMAT_VERSION}: upgrade spinlab"
         )
     try:
         arch = TwinArchitecture.from_dict(payload["architecture"])
+        _check_size(arch)
         meta_d = dict(payload["meta"])
         meta_d.pop("normalisation", None)
         meta = TwinMeta(**meta_d)
-        dtype = getattr(torch, str(payload.get("dtype", "float32")))
+        dtype = DTYPES.get(payload.get("dtype", "float32"))
+        if dtype is None:
+            raise ConfigError(f"weight dtype {payload.get('dtype')!r} is not one of {sorted(DTYPES)}")
         model = SpinNODE(arch).to(dtype)
         model.load_state_dict(payload["state_dict"], strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, ConfigError) as exc:
@@ -107,6 +144,15 @@ def load_twin(path: str | Path) -> tuple[SpinNODE, TwinMeta]:
             raise CheckpointError(f"{path} has non-finite values in {name}; retrain the twin")
     model.eval()
     return model, meta
+
+
+def _check_size(arch: TwinArchitecture) -> None:
+    sizes = (arch.n_delays, arch.delay_samples, arch.hidden, arch.n_hidden_layers)
+    if not all(isinstance(n, int) and not isinstance(n, bool) for n in sizes):
+        raise ConfigError(f"architecture sizes must be integers, got {sizes}")
+    weights = sum((i + 1) * o for i, o in arch.layer_shapes())
+    if weights > MAX_PARAMETERS or arch.delay_samples * arch.n_delays > MAX_PARAMETERS:
+        raise ConfigError(f"architecture of {weights} weights exceeds {MAX_PARAMETERS}")
 
 
 __all__ = ["TwinMeta", "save_twin", "load_twin", "FORMAT", "FORMAT_VERSION"]

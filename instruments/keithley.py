@@ -1,0 +1,65 @@
+"""Keithley 2400 SourceMeter: pymeasure's driver, made safe to leave unattended.
+
+pymeasure's ``Keithley2400`` sets no message terminators (a raw-socket GPIB-LAN bridge then only
+returns on timeout), reads the error queue until it empties, forever if it never does, and
+answers a malformed output-state reply with a bare ``KeyError``. This subclass ends messages
+with LF, drains the queue through :class:`~.scpi.ErrorQueueMixin` (bounded, with
+``raise_errors``), validates the output state it reads, and reads the whole output state in one
+query so the bench can tell where the bias really is before it moves it (after a crash, a reset
+or a reconnect).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+from pymeasure.instruments import Instrument
+from pymeasure.instruments.keithley import Keithley2400 as _PymeasureKeithley2400
+from pymeasure.instruments.validators import strict_discrete_set
+
+from spinlab.errors import InstrumentError
+from spinlab.instruments.capabilities import KEITHLEY_2400
+from spinlab.instruments.scpi import RAW_REPLY, ErrorQueueMixin, bool_reply, parse_bool, parse_choice, parse_float
+
+
+class SourceState(NamedTuple):
+    """The output as the instrument reports it: relay, source function and both levels."""
+
+    on: bool
+    function: str   # "CURR" or "VOLT"
+    current_A: float
+    voltage_V: float
+
+
+class Keithley2400(ErrorQueueMixin, _PymeasureKeithley2400):
+    """Keithley 2400 with LF terminators, a bounded error queue and :meth:`output_state`."""
+
+    source_enabled = Instrument.control(
+        "OUTPUT?", "OUTPUT %d",
+        """Control whether the source output is on (bool); a reply other than 0/1 raises
+        InstrumentError.""",
+        validator=strict_discrete_set, values=[True, False], set_process=int,
+        get_process=bool_reply("output state"), **RAW_REPLY,
+    )
+
+    def __init__(self, adapter, name: str = "Keithley 2400 SourceMeter", **kwargs: Any) -> None:
+        kwargs.setdefault("read_termination", "\n")
+        kwargs.setdefault("write_termination", "\n")
+        super().__init__(adapter, name, **kwargs)
+
+    def output_state(self) -> SourceState:
+        """Output relay, source function and programmed levels, in one query. A level the 2400
+        cannot source (NaN reads as 9.91E+37) raises InstrumentError instead of being trusted."""
+        reply = self.ask(":OUTP?;:SOUR:FUNC?;:SOUR:CURR?;:SOUR:VOLT?").strip()
+        fields = reply.split(";")
+        if len(fields) != 4:
+            raise InstrumentError(f"malformed output state from the bias source: {reply!r}")
+        state = SourceState(parse_bool(fields[0], "output state"),
+                            parse_choice(["CURR", "VOLT"], "source function")(fields[1]),
+                            parse_float(fields[2], "source current"), parse_float(fields[3], "source voltage"))
+        for value, limit, what in ((state.current_A, KEITHLEY_2400.max_current_A, "current"),
+                                   (state.voltage_V, KEITHLEY_2400.max_voltage_V, "voltage")):
+            if not (math.isfinite(value) and abs(value) <= limit * (1 + 1e-9)):
+                raise InstrumentError(f"the bias source reports a source {what} of {value!r}, which a 2400 "
+                                      f"cannot program (reply {reply!r})")
+        return state

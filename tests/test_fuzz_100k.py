@@ -1,0 +1,65 @@
+"""The long fuzz campaign: every fuzz target on random inputs, 100,000 of them in all.
+
+    .venv/bin/python -m pytest -m slow tests/test_fuzz_100k.py -s
+
+runs the fuzz modules (``tests/test_fuzz_*.py``) in a child pytest under the hypothesis profile
+``fuzz`` (random, not derandomised; see ``tests/conftest.py``), with 100,000 / (number of
+targets) inputs per target, and prints one JSON line per target (inputs, seconds) and a total.
+``SPINLAB_FUZZ_SEED=N`` replays a campaign; the child's memory is capped so that an input which
+makes spinlab allocate without bound fails as MemoryError instead of exhausting the machine.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import os
+import random
+import re
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import is_hypothesis_test
+
+TESTS = Path(__file__).resolve().parent
+MODULES = sorted(p.stem for p in TESTS.glob("test_fuzz_*.py") if p.stem != Path(__file__).stem)
+TOTAL_INPUTS = 100_000
+MEMORY_CAP_BYTES = 8 << 30
+
+
+def fuzz_targets() -> list[str]:
+    return [f"tests/{name}.py::{attr}" for name in MODULES
+            for attr, fn in vars(importlib.import_module(name)).items()
+            if attr.startswith("test_") and is_hypothesis_test(fn)]
+
+
+def _cap_memory() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CAP_BYTES, MEMORY_CAP_BYTES))
+
+
+@pytest.mark.slow
+def test_100k_fuzz_inputs_find_no_crash_but_specific_spinlab_errors():
+    targets = fuzz_targets()
+    per_target = math.ceil(TOTAL_INPUTS / len(targets))
+    seed = int(os.environ.get("SPINLAB_FUZZ_SEED", random.randrange(2**32)))
+    env = {**os.environ, "SPINLAB_FUZZ_PROFILE": "fuzz", "SPINLAB_FUZZ_EXAMPLES": str(per_target)}
+    start = time.monotonic()
+    child = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--hypothesis-show-statistics",
+         f"--hypothesis-seed={seed}", *targets],
+        cwd=TESTS.parent, env=env, capture_output=True, text=True, preexec_fn=_cap_memory)
+    seconds = time.monotonic() - start
+    stats = re.findall(r"^(tests/\S+):\n\n  - during generate phase \(([\d.]+) seconds\):\n"
+                       r"(?:.*\n)*?    - (\d+) passing, (\d+) failing", child.stdout, re.M)
+    for target, secs, passing, failing in stats:
+        print(json.dumps({"target": target, "inputs": int(passing) + int(failing), "failing": int(failing),
+                          "seconds": float(secs)}))
+    inputs = sum(int(p) + int(f) for _, _, p, f in stats)
+    print(json.dumps({"targets": len(targets), "inputs": inputs, "seconds": round(seconds, 1), "seed": seed,
+                      "result": child.stdout.strip().splitlines()[-1]}))
+    assert child.returncode == 0, child.stdout[-5000:] + child.stderr[-2000:]
+    assert len(stats) == len(targets) and inputs >= TOTAL_INPUTS
