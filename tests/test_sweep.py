@@ -69,7 +69,7 @@ def test_grid_times_seeds_with_keys_that_do_not_depend_on_spelling_or_order():
 def test_a_bad_setting_or_a_missing_one_is_one_clear_error_before_anything_runs():
     with pytest.raises(ConfigError, match=r"no setting\(s\) \['bias_pionts'\]"):
         quick_spec(grid={"bias_pionts": [8, 10]}).points()
-    with pytest.raises(ConfigError, match=r"step_amplitude_V=-1.*positive"):
+    with pytest.raises(ConfigError, match=r"step_amplitude_V=-1.*greater than 0"):
         quick_spec(grid={"step_amplitude_V": [0.1, -1]}).points()
     with pytest.raises(ConfigError, match="data_dir.*--set NAME=VALUE"):
         SweepSpec("spoken-digits", "sim:vortex", grid={"n_nodes": [10, 20]}).points()

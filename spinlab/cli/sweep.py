@@ -21,7 +21,7 @@ def sweep(
                                          "(sim:vortex, bench:emulated, twin:PATH.pt, ...)."),
     grid: List[str] = typer.Option([], "--grid", help="NAME=V1,V2,...: a swept setting (repeatable; the points "
                                    "are the product). NAME is a plan setting (bias_A), GROUP.SETTING "
-                                   "(train.lr) or device.OPTION (an address option)."),
+                                   "(train.learning_rate) or device.OPTION (an address option)."),
     settings: List[str] = typer.Option([], "--set", help="NAME=VALUE: a setting fixed for every point "
                                        "(repeatable), e.g. --set data_dir=/data/fsdd --set limit=500. "
                                        "{point} in a text value becomes the point's key."),
@@ -43,9 +43,10 @@ def sweep(
 ) -> None:
     """Run a protocol over a grid of settings and seeds on Dask: one machine by default, a cluster by address.
 
-    Every point is a normal run with its own run directory (OUT/runs); OUT/sweep.h5 and
-    OUT/sweep.csv hold every point's config, seed, status, times and results, and OUT/sweep-*.png
-    the plots. Points on a bench: address run one at a time; simulators and twins in parallel.
+    Each point is a normal run (OUT/runs); OUT/sweep.h5 and OUT/sweep.csv summarise them all.
+
+    Points on a bench: address run one at a time; simulators and twins in parallel.
+
     Exit status: 0 all completed, 1 some failed or lost, 130 interrupted (run it again to continue).
     """
     with user_errors():

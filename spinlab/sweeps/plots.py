@@ -4,6 +4,7 @@ otherwise the metric against the first swept name, a line per combination of the
 Built with :class:`matplotlib.figure.Figure` (no pyplot, no global backend)."""
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
 from typing import Any, Mapping, Sequence
@@ -103,7 +104,10 @@ def _number(value: Any) -> bool:
 
 
 def _hashable(value: Any) -> Any:
-    return value if isinstance(value, (int, float, str, bool, type(None))) else str(value)
+    """A swept value as a key: scalars as they are, groups (``acquire.conditions``) as JSON."""
+    if isinstance(value, (int, float, str, bool, type(None))):
+        return value
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 def _sort_key(value: Any) -> tuple:

@@ -302,8 +302,7 @@ class _Sweep:
                 break
             batch = completed.next_batch(block=False)
             for future in batch:
-                if not future.cancelled():
-                    self._record(futures[future], future)
+                self._record(futures[future], future)
             if not batch:
                 self._started_events()
                 time.sleep(0.05)
@@ -329,16 +328,14 @@ class _Sweep:
         return self.records.get(key, {}).get("token") == self.token
 
     def _record(self, point: Point, future: Any) -> None:
-        if future.cancelled():
-            return
-        if future.status == "error":
-            exc = future.exception()
-            record = {"key": point.key, "status": "failed", "error": _task_error(exc), "run": "",
-                      "results": {}, "started": None, "stopped": None,
-                      "worker": "", "pid": None}
-        else:
-            record = future.result()
         self.running.pop(point.key, None)
+        if future.status == "error":
+            record = {"key": point.key, "status": "failed", "error": _task_error(future.exception()),
+                      "run": "", "results": {}, "started": None, "stopped": None, "worker": "", "pid": None}
+        elif future.status == "finished":
+            record = future.result()
+        else:
+            return  # cancelled by the sweep, or lost with the scheduler: the point stays pending
         if record["status"] == "cancelled":
             return
         record = {**to_jsonable(record), "token": self.token, "recorded": now()}
@@ -354,8 +351,7 @@ class _Sweep:
         statuses = [self.records.get(p.key, {}).get("status") for p in self.points]
         done = sum(s in ("completed", "failed") for s in statuses)
         elapsed = time.monotonic() - self._t0
-        remaining = len(self.points) - done - sum(s == "interrupted" for s in statuses)
-        eta = elapsed / self.finished_now * remaining if self.finished_now else None
+        eta = elapsed / self.finished_now * (len(self.points) - done) if self.finished_now else None
         self._emit("progress", {"done": done, "total": len(self.points), "running": len(self.running),
                                 "failed": statuses.count("failed"), "eta_s": eta, "elapsed_s": elapsed})
 
