@@ -5,7 +5,8 @@ notice, the result coming back, the journal record, the summary rewrites). The c
 started beforehand and its start-up is reported on its own; both sides run a warm-up point
 first (imports, numba cache) and use one BLAS thread (what Dask gives its workers).
 
-Rounds alternate which path goes first; medians are reported. Wall time is what a user waits for, but
+Rounds alternate which path goes first; each round's ratio is paired (both paths under the same
+load) and the medians of the paired ratios are reported. Wall time is what a user waits for, but
 on a shared machine it swings by tens of percent from one round to the next, so CPU time is
 reported too: the loop's process against the worker process (the points' critical path) and
 this process (scheduler, client, journal and summary; on another core when there is one).
@@ -93,26 +94,19 @@ def main() -> None:
                 if not r % 2:
                     sw, wc, cc = sweep(spec(r), root / f"sweep-{r}", cluster, worker)
                 rows.append({"loop_s": lw / n, "sweep_s": sw / n, "loop_cpu_s": lc / n, "worker_cpu_s": wc / n,
-                             "client_cpu_s": cc / n})
+                             "client_cpu_s": cc / n, "overhead_pct": 100 * (sw / lw - 1),
+                             "worker_cpu_overhead_pct": 100 * (wc / lc - 1),
+                             "total_cpu_overhead_pct": 100 * ((wc + cc) / lc - 1)})
                 print(json.dumps({"bench": "sweep_overhead_round", "round": r,
                                   **{k: round(v, 4) for k, v in rows[-1].items()},
-                                  "overhead_pct": round(100 * (sw / lw - 1), 2),
-                                  "worker_cpu_overhead_pct": round(100 * (wc / lc - 1), 2),
                                   "load_1min": round(os.getloadavg()[0], 2)}), flush=True)
         finally:
             cluster.close()
         task = {"key": "0" * 12, "plan": "characterize", "config": warm.points()[0].config, "address": "sim:vortex",
                 "seed": 0, "runs": str(root), "resume": None, "topic": "t" * 21, "stop_event": "e" * 32}
-        med = {k: statistics.median(row[k] for row in rows) for k in rows[0]}
+        med = {k: round(statistics.median(row[k] for row in rows), 4) for k in rows[0]}
         print(json.dumps({"bench": "sweep_overhead", "points_per_round": args.points, "rounds": args.rounds,
-                          "loop_s_per_point": round(med["loop_s"], 4), "sweep_s_per_point": round(med["sweep_s"], 4),
-                          "overhead_pct": round(100 * (med["sweep_s"] / med["loop_s"] - 1), 2),
-                          "loop_cpu_s_per_point": round(med["loop_cpu_s"], 4),
-                          "worker_cpu_s_per_point": round(med["worker_cpu_s"], 4),
-                          "client_cpu_s_per_point": round(med["client_cpu_s"], 4),
-                          "worker_cpu_overhead_pct": round(100 * (med["worker_cpu_s"] / med["loop_cpu_s"] - 1), 2),
-                          "total_cpu_overhead_pct": round(100 * ((med["worker_cpu_s"] + med["client_cpu_s"])
-                                                                 / med["loop_cpu_s"] - 1), 2),
+                          **{f"{k}_per_point" if k.endswith("_s") else k: v for k, v in med.items()},
                           "target_pct": 5,
                           "cluster_startup_s": round(startup_s, 2), "task_bytes": len(pickle.dumps(task)),
                           "load_1min": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()}), flush=True)
