@@ -89,3 +89,7 @@ class RunInterrupted(SpinlabError):
     def exit_code(self) -> int:
         """Shell convention: 128 + signal number (130 for Ctrl-C, 143 for SIGTERM)."""
         return 128 + self.signum
+
+
+class ClusterError(SpinlabError, RuntimeError):
+    """A sweep's Dask cluster cannot be reached, or has no worker that may run its points."""

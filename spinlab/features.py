@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -155,7 +156,8 @@ def utterance_features(utterances: Sequence[Utterance], config: FeatureConfig = 
             progress(i + 1, len(utterances))
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(".tmp.npz")
+        # a name of its own: the points of a sweep may write the same cache at once
+        tmp = cache_file.with_suffix(f".{secrets.token_hex(6)}.tmp.npz")
         np.savez(tmp, frames=np.concatenate(out), lengths=np.array([len(f) for f in out]))
         os.replace(tmp, cache_file)
     return out

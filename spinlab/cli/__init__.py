@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "twin": ("twin", "Spin-Neural ODE digital twin: train, evaluate."),
     "run": ("reservoir", "Run a lab protocol on a device."),
     "resume": ("runs", "Continue an interrupted run from its last completed step, with the same plan, config and seeds."),
+    "sweep": ("sweep", "Run a protocol over a grid of settings and seeds on Dask: one machine by default, a cluster by address."),
     "data": ("reservoir", "Datasets used by the protocols."),
     "listen": ("listen", "Recognise spoken digits live from a microphone (or wav files) with a saved readout."),
     "enrol": ("listen", "Adapt a saved readout to a new voice from a few utterances per digit; save it as a new readout."),

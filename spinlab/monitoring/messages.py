@@ -60,6 +60,10 @@ TOPICS = {
     "error": "exception that ended or disturbed the run [type, message]",
     "control": "a control command was obeyed [command, client, state]",
     "monitor.stats": "publisher health [published, sent, dropped, queued, oversize]",
+    "sweep.start": "a sweep began [plan, device, total, todo, skipped, mode, out, dashboard, spec]",
+    "sweep.point": "a sweep point started or ended [index, key, values, seed, status, worker, run, error, results]",
+    "sweep.progress": "sweep counters [done, total, running, failed, eta_s, elapsed_s]",
+    "sweep.stop": "a sweep ended [status, counts by status, summary, plots]",
 }
 
 MAX_TOPIC_BYTES = 64

@@ -87,8 +87,10 @@ class MonitorState:
                     _put(self.results, key, value)
             if "dropped" in p:
                 self.publisher_stats["dropped"] = p["dropped"]
-        elif msg.topic == "progress":
+        elif msg.topic in ("progress", "sweep.progress"):
             self.progress = dict(p)
+        elif msg.topic in ("sweep.start", "sweep.point", "sweep.stop"):
+            self._sweep(msg.topic, p)
         elif msg.topic == "waveform" and "samples" in msg.arrays:
             _put(self.waveforms, str(p.get("name", "waveform")), (_trace(msg.arrays["samples"]), p))
         elif msg.topic == "twin.loss" and _number(p.get("loss")) is not None:
@@ -113,6 +115,23 @@ class MonitorState:
             for name, arr in msg.arrays.items():
                 if arr.ndim >= 1:
                     _put(self.waveforms, f"{msg.topic}:{name}", (_trace(arr), p))
+
+    def _sweep(self, topic: str, p: dict) -> None:
+        """A sweep (``spinlab sweep --monitor``): its mode, progress, last point and failures."""
+        if topic == "sweep.start":
+            self.kind = f"sweep of {_fmt(p.get('plan', ''))} on {_fmt(p.get('device', ''))}; {_fmt(p.get('mode', ''), 160)}"
+            self.status = "running"
+        elif topic == "sweep.stop":
+            self.status = str(p.get("status", "stopped"))
+            for key, value in p.items():
+                if isinstance(value, int):
+                    _put(self.results, key, value)
+        elif p.get("status") == "failed":
+            self.errors.append(f"point {p.get('index')} failed: {p.get('error', '')}")
+        elif p.get("status") != "running":
+            values = p.get("values") if isinstance(p.get("values"), dict) else {}
+            text = ", ".join(f"{k}={_fmt(v)}" for k, v in values.items())
+            _put(self.results, "last point", f"{p.get('index')} ({text}, seed {p.get('seed')}): {p.get('status')}")
 
     def _new_run(self, run_id: str) -> None:
         fresh = MonitorState(run_id=run_id)

@@ -1,0 +1,111 @@
+"""What a Dask worker does for one point: a normal run through the run engine.
+
+The task carries only the plan's name, its config (plain JSON), the device address and the
+seed, a few hundred bytes: the worker builds the plan, opens the device by its address (the
+engine locks a hardware station for the run) and reads datasets from the paths in the config,
+so no data is pickled into a task.
+
+A point never raises: a failure is returned as a record with the error, so one bad point
+does not stop the sweep. Stopping the sweep sets a Dask ``Event``; the engine's control hook
+polls it at the run's checkpoints (at most every ``POLL_S``) and stops the run there the safe
+way (outputs off, bias ramped down, run file marked ``interrupted``), which a running thread
+cannot be made to do from outside.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from spinlab.engine import RunEngine, build_plan
+from spinlab.engine.signals import HANDLED
+from spinlab.errors import RunInterrupted
+
+#: Seconds between two looks at the sweep's stop event during a run.
+POLL_S = 0.5
+
+
+class StopPoll:
+    """The engine's ``control`` hook: raises RunInterrupted at a checkpoint once the sweep's
+    stop event is set."""
+
+    def __init__(self, event_name: str | None) -> None:
+        self._event = None
+        if event_name:
+            from distributed import Event
+
+            self._event = Event(event_name)
+        self._last = 0.0
+
+    def requested(self) -> bool:
+        return self._event is not None and self._event.is_set()
+
+    def __call__(self, state: Any) -> "StopPoll":
+        return self
+
+    def service(self) -> None:
+        now = time.monotonic()
+        if now - self._last < POLL_S:
+            return
+        self._last = now
+        if self.requested():
+            raise RunInterrupted(signal.SIGINT, "the sweep was stopped")
+
+    def close(self) -> None:
+        """Nothing to release (the engine calls this at the end of the run)."""
+
+
+def _worker() -> Any:
+    try:
+        from distributed import get_worker
+
+        return get_worker()
+    except ValueError:  # not inside a Dask worker
+        return None
+
+
+def run_point(task: Mapping[str, Any]) -> dict[str, Any]:
+    """Run (or resume) one point; returns its record: ``key, status`` (completed, failed,
+    interrupted or cancelled), ``error, run`` (its run directory), ``results, started,
+    stopped`` (unix seconds, taken on this worker), ``worker, pid``."""
+    worker = _worker()
+    record: dict[str, Any] = {"key": task["key"], "worker": getattr(worker, "address", ""),
+                              "pid": os.getpid(), "error": "", "run": "", "results": {}}
+    stop = StopPoll(task.get("stop_event"))
+    if stop.requested():
+        return {**record, "status": "cancelled", "started": None, "stopped": None}
+    started = time.time()
+    if worker is not None and task.get("topic"):
+        worker.log_event(task["topic"], {"event": "start", "key": task["key"], "time": started,
+                                         "worker": record["worker"], "pid": record["pid"]})
+    engine = RunEngine(Path(task["runs"]))
+    try:
+        if task.get("resume"):
+            result = engine.resume(task["resume"], control=stop)
+        else:
+            plan = build_plan(task["plan"], task["config"])
+            result = engine.run(plan, task["address"], seed=task["seed"], control=stop)
+        record.update(status="completed", run=str(result.path), results=result.summary)
+    except RunInterrupted as exc:
+        record.update(status="interrupted", error=str(exc), run=str(getattr(exc, "run_path", "") or ""))
+    except Exception as exc:  # recorded; the sweep goes on
+        record.update(status="failed", error=f"{type(exc).__name__}: {exc}",
+                      run=str(getattr(exc, "run_path", "") or ""))
+    record.update(started=started, stopped=time.time())
+    return record
+
+
+def dask_setup(worker: Any) -> None:
+    """Preload of a local cluster's workers: the sweep handles the signals. Ctrl-C in a terminal
+    reaches every process of its foreground group; a worker killed by it would abandon its
+    point mid-step (outputs on), so local workers ignore SIGINT, SIGTERM and SIGHUP and the
+    sweep stops their points the safe way (the stop event)."""
+    if threading.current_thread() is threading.main_thread():
+        for signum in HANDLED:
+            signal.signal(signum, signal.SIG_IGN)
+
+
+__all__ = ["run_point", "dask_setup", "StopPoll", "POLL_S"]
