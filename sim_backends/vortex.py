@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import math
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
@@ -47,6 +46,7 @@ import numpy as np
 
 from spinlab import Device, SafetyLimits
 from spinlab.errors import ConfigError
+from spinlab.sim_backends._numba_common import rng_init, rng_normal_pair, rng_uniform, run_rows
 from spinlab.sim_backends._options import choice, coerce_options, instance_of
 
 #: Default operating point of the vortex STO (7.5 mA, z = 1.5, p0 = 1/7, tau = 200 ns).
@@ -192,46 +192,6 @@ def _phase_advance(p: float, g: float, r1: float, b: float, t: float, omega0: fl
     return omega0 * t + nshift * integral
 
 
-@numba.njit(cache=True)
-def _rng_init(seed, state):
-    """Fill the 4-word xoshiro256+ ``state`` from a 64-bit seed with splitmix64."""
-    x = np.uint64(seed)
-    for i in range(4):
-        x = x + np.uint64(0x9E3779B97F4A7C15)
-        z = x
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        state[i] = z ^ (z >> np.uint64(31))
-
-
-@numba.njit(cache=True)
-def _rng_uniform(state):
-    """xoshiro256+ (Blackman & Vigna): a double in [0, 1) from the top 53 bits."""
-    s0, s1, s2, s3 = state[0], state[1], state[2], state[3]
-    result = s0 + s3
-    t = s1 << np.uint64(17)
-    s2 ^= s0
-    s3 ^= s1
-    s1 ^= s2
-    s0 ^= s3
-    s2 ^= t
-    s3 = (s3 << np.uint64(45)) | (s3 >> np.uint64(19))
-    state[0], state[1], state[2], state[3] = s0, s1, s2, s3
-    return float(result >> np.uint64(11)) * (1.0 / 9007199254740992.0)
-
-
-@numba.njit(cache=True)
-def _rng_normal_pair(state):
-    """Two independent standard normals (Box-Muller): exactly what one complex kick needs.
-    A local generator is ~3x faster than numba's ``np.random.standard_normal`` here and
-    keeps each drive's stream independent of threads."""
-    u1 = 1.0 - _rng_uniform(state)  # (0, 1]: log is finite
-    u2 = _rng_uniform(state)
-    r = math.sqrt(-2.0 * math.log(u1))
-    angle = 2.0 * math.pi * u2
-    return r * math.cos(angle), r * math.sin(angle)
-
-
 @numba.njit(cache=True, fastmath=False, error_model="numpy")
 def _simulate_one(drive, dt, bias, i_th, seed, gain, gamma, q, d_th, noise, m_sub,
                   rf, omega0, nshift, scale, out):
@@ -242,7 +202,7 @@ def _simulate_one(drive, dt, bias, i_th, seed, gain, gamma, q, d_th, noise, m_su
     sigma_full = noise * math.sqrt(d_th * dt / m_sub)  # per-quadrature kick std per substep
     h = dt / m_sub
     state = np.empty(4, dtype=np.uint64)
-    _rng_init(seed, state)
+    rng_init(seed, state)
     two_pi = 2.0 * math.pi
 
     # settled start: steady state at the first sample's current
@@ -251,7 +211,7 @@ def _simulate_one(drive, dt, bias, i_th, seed, gain, gamma, q, d_th, noise, m_su
     b = max(2.0 * gamma * (q + z), beta_floor)
     r1, r2, k = _roots(a, b, c_det)
     p = r1
-    phase = two_pi * _rng_uniform(state) if (rf and noise > 0.0) else 0.0
+    phase = two_pi * rng_uniform(state) if (rf and noise > 0.0) else 0.0
     n_warm = 0
     if noise > 0.0:
         # let the fluctuations settle too: 5 relaxation times (capped) at the first current
@@ -278,7 +238,7 @@ def _simulate_one(drive, dt, bias, i_th, seed, gain, gamma, q, d_th, noise, m_su
             for j in range(m_sub):
                 # Gaussian kick of the complex amplitude (Ito-correct, keeps p >= 0)
                 amp = math.sqrt(p)
-                xi1, xi2 = _rng_normal_pair(state)
+                xi1, xi2 = rng_normal_pair(state)
                 x = amp + sigma_full * xi1
                 y = sigma_full * xi2
                 p = x * x + y * y
@@ -297,11 +257,10 @@ def _simulate_one(drive, dt, bias, i_th, seed, gain, gamma, q, d_th, noise, m_su
 
 
 @numba.njit(cache=True, fastmath=False, error_model="numpy", nogil=True)
-def _kernel(drive, dt, bias, i_th, seeds, gain, gamma, q, d_th, noise, m_sub,
-            rf, omega0, nshift, scale, out):
-    """Rows of a batch one after the other; releases the GIL so Python threads run it in
-    parallel on disjoint row ranges (plain threads rather than numba's OpenMP ``prange``: they
-    are safe to call from several threads at once and across ``fork``)."""
+def _kernel(drive, bias, i_th, seeds, out, dt, gain, gamma, q, d_th, noise, m_sub,
+            rf, omega0, nshift, scale):
+    """Rows of a batch one after the other; releases the GIL so threads run disjoint row ranges
+    in parallel (:func:`~spinlab.sim_backends._numba_common.run_rows`)."""
     for i in range(drive.shape[0]):
         _simulate_one(drive[i], dt, bias[i], i_th[i], seeds[i], gain, gamma, q, d_th, noise,
                       m_sub, rf, omega0, nshift, scale, out[i])
@@ -397,15 +356,8 @@ class VortexDevice(Device):
         consts = (p.drive_gain_A_per_V, p.gamma_G_per_s, p.Q, p.gamma_G_per_s * p.thermal_power,
                   self.noise, m_sub, rf, 2 * math.pi * p.f0_Hz, 2 * math.pi * p.N_Hz, scale)
         workers = min(self.threads, batch) if drive.size >= self._THREADED_MIN_SAMPLES else 1
-        if workers == 1:
-            _kernel(drive, float(dt_s), bias, i_th, seeds, *consts, out)
-            return out
-        edges = np.linspace(0, batch, workers + 1).astype(int)
-        with ThreadPoolExecutor(workers, thread_name_prefix="sim-vortex") as pool:
-            jobs = [pool.submit(_kernel, drive[a:b], float(dt_s), bias[a:b], i_th[a:b], seeds[a:b],
-                                *consts, out[a:b]) for a, b in zip(edges[:-1], edges[1:])]
-            for job in jobs:
-                job.result()
+        run_rows(_kernel, batch, workers, (drive, bias, i_th, seeds, out), (float(dt_s), *consts),
+                 "sim-vortex")
         return out
 
 
