@@ -39,7 +39,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numba
 import numpy as np
@@ -264,6 +264,163 @@ def _kernel(drive, bias, i_th, seeds, out, dt, gain, gamma, q, d_th, noise, m_su
     for i in range(drive.shape[0]):
         _simulate_one(drive[i], dt, bias[i], i_th[i], seeds[i], gain, gamma, q, d_th, noise,
                       m_sub, rf, omega0, nshift, scale, out[i])
+
+
+# ------------------------------------------------------------------------------------------
+# numba kernel with forward sensitivities (mean-field power, the noise=0 path)
+# ------------------------------------------------------------------------------------------
+@numba.njit(cache=True, fastmath=False, error_model="numpy")
+def _root_partials(a: float, b: float, c: float):
+    """The roots of a p - b p^2 + c and their partial derivatives with respect to (a, b, c),
+    each root in the form that avoids cancellation (as :func:`_roots`)."""
+    disc = math.sqrt(a * a + 4.0 * b * c)
+    sgn = 1.0 if a >= 0.0 else -1.0
+    big = (a + sgn * disc) / (2.0 * b)
+    big_a = (1.0 + sgn * a / disc) / (2.0 * b)
+    big_b = sgn * c / (b * disc) - big / b
+    big_c = sgn / disc
+    small = -c / (b * big)  # the product of the roots is -c / b
+    ratio = small / big
+    small_a = -ratio * big_a
+    small_b = -small / b - ratio * big_b
+    small_c = small / c - ratio * big_c
+    if a >= 0.0:
+        return disc, big, small, big_a, big_b, big_c, small_a, small_b, small_c
+    return disc, small, big, small_a, small_b, small_c, big_a, big_b, big_c
+
+
+@numba.njit(cache=True, fastmath=False, error_model="numpy", nogil=True)
+def _sensitivity_kernel(current, start, i_th, gamma, q, c_th, cur_tan, start_tan, out, out_t,
+                        dt, flags):
+    """Power ``out[b, k]`` after sample k (settled at current ``start[b]`` before it) and its
+    derivatives ``out_t[b, j, k]`` along K directions. Direction j changes the current by
+    ``cur_tan[b, j]`` (``start_tan[b, j]`` before the drive) and Q, log Gamma_G and
+    log thermal_power by ``flags[j]``; the coefficients a, b, c of each sample change by
+    (da, db, dc) and the exact step is differentiated through its roots and gain."""
+    n_dirs = flags.shape[0]
+    dp = np.zeros(n_dirs)
+    p = new = jac_p = 0.0
+    den = 1.0
+    for row in range(current.shape[0]):
+        g2 = 2.0 * gamma[row]
+        floor = g2 * _BETA_FLOOR
+        c = g2 * c_th[row]
+        for k in range(-1, current.shape[1]):  # k = -1: the settled start
+            cur = start[row] if k < 0 else current[row, k]
+            z = cur / i_th[row]
+            a = g2 * (z - 1.0)
+            b_raw = g2 * (q[row] + z)
+            above = b_raw > floor
+            b = b_raw if above else floor
+            disc, r1, r2, r1a, r1b, r1c, r2a, r2b, r2c = _root_partials(a, b, c)
+            e = math.exp(-disc * dt)
+            g = _gain(b, disc, dt)
+            h_disc = b * (dt * disc * e - (1.0 - e)) / (disc * disc)  # d g / d disc
+            if k < 0:
+                p = r1
+            else:
+                den = 1.0 + g * (p - r1)
+                new = (p + g * r2 * (p - r1)) / den
+                jac_p = (1.0 - g * (r1 - r2)) / (den * den)
+            for j in range(n_dirs):
+                dcur = start_tan[row, j] if k < 0 else cur_tan[row, j, k]
+                dz = dcur / i_th[row]
+                da = g2 * dz + flags[j, 1] * a
+                db = (g2 * (dz + flags[j, 0]) if above else 0.0) + flags[j, 1] * b
+                dc = (flags[j, 1] + flags[j, 2]) * c
+                dr1 = r1a * da + r1b * db + r1c * dc
+                if k < 0:
+                    dp[j] = dr1
+                    continue
+                dr2 = r2a * da + r2b * db + r2c * dc
+                ddisc = (a * da + 2.0 * c * db + 2.0 * b * dc) / disc
+                dg = g / b * db + h_disc * ddisc
+                d_a = r2 * dg + g * dr2
+                d_b = -(r1 * r2 * dg + g * r2 * dr1 + g * r1 * dr2)
+                d_d = -(r1 * dg + g * dr1)
+                dp[j] = jac_p * dp[j] + (p * d_a + d_b - new * (p * dg + d_d)) / den
+            if k >= 0:
+                p = new
+                out[row, k] = p
+                for j in range(n_dirs):
+                    out_t[row, j, k] = dp[j]
+
+
+#: Quantities :func:`power_and_jacobian` differentiates with respect to besides the
+#: parameters: the DC bias (A, absolute).
+BIAS = "bias_A"
+
+
+def power_and_jacobian(values: Mapping[str, Any], drive_V: np.ndarray, bias_A: Any, field_T: Any,
+                       dt_s: float, wrt: Sequence[str] = (), *, drive_tangents: np.ndarray | None = None,
+                       rest_drive_V: float | None = None, threads: int | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Mean-field detector voltage (B, n) (``sim:vortex`` at ``noise=0``) and its derivatives.
+
+    ``values`` maps :class:`VortexParams` names (missing: the defaults) to numbers or one
+    value per drive (B,), so a batch holds several parameter sets. Columns of the Jacobian
+    (B, n, len(wrt) + K): d V / d log(param) for each name in ``wrt`` (d V / d param for
+    ``threshold_slope_per_T``, d V / d bias for ``"bias_A"``), then one column per drive
+    tangent ``drive_tangents[j]`` (B, n) (d V along a change of the drive samples). The start
+    is settled at the first sample (as ``sim:vortex``) or at ``rest_drive_V``.
+    """
+    names = {f.name for f in fields(VortexParams)}
+    unknown = sorted(set(wrt) - names - {BIAS})
+    if unknown:
+        raise ConfigError(f"cannot differentiate with respect to {unknown}; valid: {sorted(names | {BIAS})}")
+    drive = np.ascontiguousarray(drive_V, dtype=np.float64)
+    batch, n = drive.shape
+    defaults = asdict(VortexParams())
+    v = {k: np.broadcast_to(np.asarray(values.get(k, defaults[k]), dtype=np.float64), (batch,))
+         for k in names}
+    bias = np.broadcast_to(np.asarray(bias_A, dtype=np.float64), (batch,))
+    field = np.broadcast_to(np.asarray(field_T, dtype=np.float64), (batch,))
+    gain = v["drive_gain_A_per_V"][:, None]
+    current = bias[:, None] + gain * drive
+    start_drive = drive[:, 0] if rest_drive_V is None else np.full(batch, float(rest_drive_V))
+    start = bias + gain[:, 0] * start_drive
+    i_th = v["threshold_A"] * (1.0 + v["threshold_slope_per_T"] * field)
+    tangents = [] if drive_tangents is None else list(np.asarray(drive_tangents, dtype=np.float64))
+    k_dirs = len(wrt) + len(tangents)
+    cur_tan = np.zeros((batch, k_dirs, n))
+    start_tan = np.zeros((batch, k_dirs))
+    flags = np.zeros((k_dirs, 3))
+    for j, name in enumerate(wrt):
+        if name == BIAS:
+            cur_tan[:, j], start_tan[:, j] = 1.0, 1.0
+        elif name == "drive_gain_A_per_V":
+            cur_tan[:, j], start_tan[:, j] = gain * drive, gain[:, 0] * start_drive
+        elif name in ("threshold_A", "threshold_slope_per_T"):
+            # z = I / I_th: a relative change of I_th acts like the opposite change of I
+            rel = np.ones(batch) if name == "threshold_A" else field / (1.0 + v["threshold_slope_per_T"] * field)
+            cur_tan[:, j], start_tan[:, j] = -rel[:, None] * current, -rel * start
+        elif name == "Q":
+            flags[j, 0] = 1.0  # d/dQ; times Q (per row) after the kernel
+        elif name == "gamma_G_per_s":
+            flags[j, 1] = 1.0
+        elif name == "thermal_power":
+            flags[j, 2] = 1.0
+        elif name != "detector_V_per_p":  # the output scale: filled in after the kernel
+            raise ConfigError(f"the power output does not depend on {name!r}")
+    for j, tangent in enumerate(tangents, start=len(wrt)):
+        cur_tan[:, j] = gain * tangent
+        start_tan[:, j] = gain[:, 0] * tangent[:, 0] if rest_drive_V is None else 0.0
+    power = np.empty((batch, n))
+    power_t = np.empty((batch, k_dirs, n))
+    workers = (threads or os.cpu_count() or 1) if batch * n * max(1, k_dirs) >= 2_000_000 else 1
+    run_rows(_sensitivity_kernel, batch, workers,
+             (current, start, np.ascontiguousarray(i_th), np.ascontiguousarray(v["gamma_G_per_s"]),
+              np.ascontiguousarray(v["Q"]), np.ascontiguousarray(v["thermal_power"]), cur_tan,
+              start_tan, power, power_t), (float(dt_s), flags), "sim-vortex")
+    scale = v["detector_V_per_p"][:, None]
+    volts = scale * power
+    jac = np.moveaxis(power_t, 1, 2) * scale[..., None]
+    for j, name in enumerate(wrt):
+        if name == "Q":
+            jac[..., j] *= v["Q"][:, None]
+        elif name == "detector_V_per_p":
+            jac[..., j] = volts
+    return volts, jac
 
 
 # ------------------------------------------------------------------------------------------
