@@ -693,7 +693,8 @@ class MacrospinDevice(Device):
     Drive volts become current ``bias_A + drive_gain_A_per_V * V``; the response is the junction
     voltage. Default conditions: 3 mA, 50 mT (steady large-angle precession). ``max_steps``
     bounds the RK4 steps per call (samples x substeps), so a 100 ns-grid reservoir drive is
-    refused with a pointer to ``sim:vortex`` instead of running for hours. ``temperature_K``
+    refused with a pointer to ``sim:vortex`` instead of running for hours. Each drive starts
+    from ``m`` tilted by ``initial_tilt_rad`` in the film plane. ``temperature_K``
     switches the thermal field on; ``seed`` seeds a numpy Generator from which every drive draws
     its own noise seed (repeated calls differ, a fresh device with the same seed reproduces).
     """

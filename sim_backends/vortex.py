@@ -291,20 +291,26 @@ def _root_partials(a: float, b: float, c: float):
 
 @numba.njit(cache=True, fastmath=False, error_model="numpy", nogil=True)
 def _sensitivity_kernel(current, start, i_th, gamma, q, c_th, cur_tan, start_tan, out, out_t,
-                        dt, flags):
-    """Power ``out[b, k]`` after sample k (settled at current ``start[b]`` before it) and its
+                        dt, flags, points):
+    """Power ``out[b, k]`` of sample k (settled at current ``start[b]`` before the drive) and its
     derivatives ``out_t[b, j, k]`` along K directions. Direction j changes the current by
     ``cur_tan[b, j]`` (``start_tan[b, j]`` before the drive) and Q, log Gamma_G and
-    log thermal_power by ``flags[j]``; the coefficients a, b, c of each sample change by
-    (da, db, dc) and the exact step is differentiated through its roots and gain."""
+    log thermal_power by ``flags[j]``: the coefficients a, b, c of each sample change by
+    (da, db, dc), and the exact step is differentiated through its roots and gain. The output
+    is the mean power at ``points`` equally spaced instants ending at the end of the hold
+    (1: the end of the hold, as sim:vortex reports)."""
     n_dirs = flags.shape[0]
     dp = np.zeros(n_dirs)
-    p = new = jac_p = 0.0
-    den = 1.0
+    dp_end = np.zeros(n_dirs)
+    dr1 = np.zeros(n_dirs)
+    dr2 = np.zeros(n_dirs)
+    db = np.zeros(n_dirs)
+    ddisc = np.zeros(n_dirs)
     for row in range(current.shape[0]):
         g2 = 2.0 * gamma[row]
         floor = g2 * _BETA_FLOOR
         c = g2 * c_th[row]
+        p = 0.0
         for k in range(-1, current.shape[1]):  # k = -1: the settled start
             cur = start[row] if k < 0 else current[row, k]
             z = cur / i_th[row]
@@ -313,37 +319,41 @@ def _sensitivity_kernel(current, start, i_th, gamma, q, c_th, cur_tan, start_tan
             above = b_raw > floor
             b = b_raw if above else floor
             disc, r1, r2, r1a, r1b, r1c, r2a, r2b, r2c = _root_partials(a, b, c)
-            e = math.exp(-disc * dt)
-            g = _gain(b, disc, dt)
-            h_disc = b * (dt * disc * e - (1.0 - e)) / (disc * disc)  # d g / d disc
-            if k < 0:
-                p = r1
-            else:
-                den = 1.0 + g * (p - r1)
-                new = (p + g * r2 * (p - r1)) / den
-                jac_p = (1.0 - g * (r1 - r2)) / (den * den)
             for j in range(n_dirs):
                 dcur = start_tan[row, j] if k < 0 else cur_tan[row, j, k]
                 dz = dcur / i_th[row]
                 da = g2 * dz + flags[j, 1] * a
-                db = (g2 * (dz + flags[j, 0]) if above else 0.0) + flags[j, 1] * b
+                db[j] = (g2 * (dz + flags[j, 0]) if above else 0.0) + flags[j, 1] * b
                 dc = (flags[j, 1] + flags[j, 2]) * c
-                dr1 = r1a * da + r1b * db + r1c * dc
-                if k < 0:
-                    dp[j] = dr1
-                    continue
-                dr2 = r2a * da + r2b * db + r2c * dc
-                ddisc = (a * da + 2.0 * c * db + 2.0 * b * dc) / disc
-                dg = g / b * db + h_disc * ddisc
-                d_a = r2 * dg + g * dr2
-                d_b = -(r1 * r2 * dg + g * r2 * dr1 + g * r1 * dr2)
-                d_d = -(r1 * dg + g * dr1)
-                dp[j] = jac_p * dp[j] + (p * d_a + d_b - new * (p * dg + d_d)) / den
-            if k >= 0:
-                p = new
-                out[row, k] = p
+                dr1[j] = r1a * da + r1b * db[j] + r1c * dc
+                dr2[j] = r2a * da + r2b * db[j] + r2c * dc
+                ddisc[j] = (a * da + 2.0 * c * db[j] + 2.0 * b * dc) / disc
+            if k < 0:
+                p = r1
+                dp[:] = dr1
+                continue
+            mean = 0.0
+            out_t[row, :, k] = 0.0
+            for m in range(1, points + 1):
+                t = dt * m / points
+                e = math.exp(-disc * t)
+                g = _gain(b, disc, t)
+                h_disc = b * (t * disc * e - (1.0 - e)) / (disc * disc)  # d g / d disc
+                den = 1.0 + g * (p - r1)
+                p_t = (p + g * r2 * (p - r1)) / den
+                jac_p = (1.0 - g * (r1 - r2)) / (den * den)
+                mean += p_t / points
                 for j in range(n_dirs):
-                    out_t[row, j, k] = dp[j]
+                    dg = g / b * db[j] + h_disc * ddisc[j]
+                    d_a = r2 * dg + g * dr2[j]
+                    d_b = -(r1 * r2 * dg + g * r2 * dr1[j] + g * r1 * dr2[j])
+                    d_d = -(r1 * dg + g * dr1[j])
+                    dp_t = jac_p * dp[j] + (p * d_a + d_b - p_t * (p * dg + d_d)) / den
+                    out_t[row, j, k] += dp_t / points
+                    dp_end[j] = dp_t
+            p = p_t
+            dp[:] = dp_end
+            out[row, k] = mean
 
 
 #: Quantities :func:`power_and_jacobian` differentiates with respect to besides the
@@ -353,8 +363,8 @@ BIAS = "bias_A"
 
 def power_and_jacobian(values: Mapping[str, Any], drive_V: np.ndarray, bias_A: Any, field_T: Any,
                        dt_s: float, wrt: Sequence[str] = (), *, drive_tangents: np.ndarray | None = None,
-                       rest_drive_V: float | None = None, threads: int | None = None
-                       ) -> tuple[np.ndarray, np.ndarray]:
+                       rest_drive_V: float | None = None, points_per_sample: int = 1,
+                       threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Mean-field detector voltage (B, n) (``sim:vortex`` at ``noise=0``) and its derivatives.
 
     ``values`` maps :class:`VortexParams` names (missing: the defaults) to numbers or one
@@ -362,8 +372,13 @@ def power_and_jacobian(values: Mapping[str, Any], drive_V: np.ndarray, bias_A: A
     (B, n, len(wrt) + K): d V / d log(param) for each name in ``wrt`` (d V / d param for
     ``threshold_slope_per_T``, d V / d bias for ``"bias_A"``), then one column per drive
     tangent ``drive_tangents[j]`` (B, n) (d V along a change of the drive samples). The start
-    is settled at the first sample (as ``sim:vortex``) or at ``rest_drive_V``.
+    is settled at the first sample (as ``sim:vortex``) or at ``rest_drive_V``. Each output
+    sample is the mean power at ``points_per_sample`` instants equally spaced over its hold,
+    the last at its end (1: the end of the hold, as ``sim:vortex``; a bench whose scope
+    averages m points per drive sample reports m).
     """
+    if isinstance(points_per_sample, bool) or not isinstance(points_per_sample, int) or points_per_sample < 1:
+        raise ConfigError(f"points_per_sample must be a positive integer, got {points_per_sample!r}")
     names = {f.name for f in fields(VortexParams)}
     unknown = sorted(set(wrt) - names - {BIAS})
     if unknown:
@@ -411,7 +426,7 @@ def power_and_jacobian(values: Mapping[str, Any], drive_V: np.ndarray, bias_A: A
     run_rows(_sensitivity_kernel, batch, workers,
              (current, start, np.ascontiguousarray(i_th), np.ascontiguousarray(v["gamma_G_per_s"]),
               np.ascontiguousarray(v["Q"]), np.ascontiguousarray(v["thermal_power"]), cur_tan,
-              start_tan, power, power_t), (float(dt_s), flags), "sim-vortex")
+              start_tan, power, power_t), (float(dt_s), flags, points_per_sample), "sim-vortex")
     scale = v["detector_V_per_p"][:, None]
     volts = scale * power
     jac = np.moveaxis(power_t, 1, 2) * scale[..., None]

@@ -63,9 +63,8 @@ def prefix_products(m: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     return tuple(out)
 
 
-def _riccati(values: Mapping[str, Tensor], current: Tensor, field_T: Tensor, dt_s: float
-             ) -> tuple[Tensor, ...]:
-    """Stable root r1, other root r2 and gain g of every held sample (as the numba kernel)."""
+def _riccati(values: Mapping[str, Tensor], current: Tensor, field_T: Tensor) -> tuple[Tensor, ...]:
+    """Stable root r1, other root r2, b and the root distance k of every held sample."""
     gamma = values["gamma_G_per_s"][..., None]
     i_th = (values["threshold_A"] * (1.0 + values["threshold_slope_per_T"] * field_T))[..., None]
     z = current / i_th
@@ -76,20 +75,28 @@ def _riccati(values: Mapping[str, Tensor], current: Tensor, field_T: Tensor, dt_
     big = torch.where(a >= 0, a + disc, a - disc) / (2.0 * b)  # the root computed without cancellation
     small = -c / (b * big)
     r1, r2 = torch.where(a >= 0, big, small), torch.where(a >= 0, small, big)
-    g = -b * torch.expm1(-disc * dt_s) / disc
-    return r1, r2, g
+    return r1, r2, b, disc
+
+
+def _step(p: Tensor, r1: Tensor, r2: Tensor, b: Tensor, disc: Tensor, t: float) -> Tensor:
+    """The exact power after holding for t from power p (the Moebius map of one sample)."""
+    g = -b * torch.expm1(-disc * t) / disc
+    return ((1.0 + g * r2) * p - g * r1 * r2) / (g * p + 1.0 - g * r1)
 
 
 def power_response(values: Mapping[str, Any], drive_V: Tensor, bias_A: Any, field_T: Any,
-                   dt_s: float, *, rest_drive_V: float | None = None) -> Tensor:
+                   dt_s: float, *, rest_drive_V: float | None = None,
+                   points_per_sample: int = 1) -> Tensor:
     """Detector voltage (B, n) of the mean-field vortex model for drives ``drive_V`` (B, n).
 
     ``values`` maps :data:`POWER_PARAMS` (missing ones take the :class:`VortexParams`
     defaults) to numbers or tensors of one value per drive (batches of parameter sets);
     ``bias_A`` and ``field_T`` are numbers or (B,) tensors. The oscillator starts settled at
     the first sample's current (like ``sim:vortex``) or, with ``rest_drive_V``, at the current
-    of that drive level (a bench that idles there between records). Differentiable in all of
-    them, the drive included.
+    of that drive level (a bench that idles there between records). Each output sample is the
+    mean power at ``points_per_sample`` instants equally spaced over its hold, the last at its
+    end (1: the end of the hold, as ``sim:vortex``). Differentiable in all of them, the drive
+    included.
     """
     if not isinstance(drive_V, Tensor) or drive_V.ndim != 2:
         raise ConfigError("drive_V must be a torch tensor of shape (batch, n)")
@@ -104,13 +111,17 @@ def power_response(values: Mapping[str, Any], drive_V: Tensor, bias_A: Any, fiel
     field = torch.as_tensor(field_T, dtype=dtype).expand(batch)
     drive = drive_V.to(dtype)
     current = bias[:, None] + v["drive_gain_A_per_V"][:, None] * drive
-    r1, r2, g = _riccati(v, current, field, float(dt_s))
+    r1, r2, b, disc = _riccati(v, current, field)
+    g = -b * torch.expm1(-disc * float(dt_s)) / disc
     first = current[:, :1] if rest_drive_V is None else \
         bias[:, None] + v["drive_gain_A_per_V"][:, None] * float(rest_drive_V)
-    p0 = _riccati(v, first, field, float(dt_s))[0][:, 0]  # settled: the steady power there
-    a, b, c, d = prefix_products((1.0 + g * r2, -g * r1 * r2, g, 1.0 - g * r1))
-    p0 = p0[:, None]
-    return v["detector_V_per_p"][:, None] * (a * p0 + b) / (c * p0 + d)
-
+    p0 = _riccati(v, first, field)[0]  # settled: the steady power there
+    a, b_, c, d = prefix_products((1.0 + g * r2, -g * r1 * r2, g, 1.0 - g * r1))
+    power = (a * p0 + b_) / (c * p0 + d)  # at the end of every hold
+    if points_per_sample > 1:  # each hold's power at m instants, from the previous hold's end
+        before = torch.cat([p0, power[:, :-1]], dim=1)
+        power = sum(_step(before, r1, r2, b, disc, float(dt_s) * m / points_per_sample)
+                    for m in range(1, points_per_sample + 1)) / points_per_sample
+    return v["detector_V_per_p"][:, None] * power
 
 __all__ = ["POWER_PARAMS", "power_response", "prefix_products"]
