@@ -550,6 +550,7 @@ def fit_physics(recordings: Recordings, config: FitConfig,
     result = {
         "model": config.model, "method": config.method, "params": params, "loss": loss,
         "nrmse": math.sqrt(loss), "values": values, "starts": starts, "stages": found["stages"],
+        "screened_best_loss": found.get("screened_best_loss"),
         "uncertainty_method": method, "wall_s": wall_s, "trace": trace.points,
         "n_train": len(train), "n_validation": len(held_out), "validation_split": split,
         "derived": model.derived(values), "device_options": model.device_options(values),
