@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "acquire": ("twin", "Record random multi-level drives and the device's responses (twin training data)."),
     "twin": ("twin", "Spin-Neural ODE digital twin: train, evaluate."),
     "fit-physics": ("physics", "Fit a physical model's parameters to a recorded run (gradient-based or grid search)."),
+    "optimise": ("physics", "Tune a simulator's operating point for a task through its gradients."),
     "run": ("reservoir", "Run a lab protocol on a device."),
     "data": ("reservoir", "Datasets used by the protocols."),
     "emulate": ("emulate", "Run emulated AWG, scope and DC source until Ctrl-C; prints their VISA resource strings."),

@@ -115,6 +115,86 @@ def fit_physics(
     typer.echo(f"model: {summary['address']}")
 
 
+def spoken_digits(
+    device: str = typer.Option(..., "--device", "-d", help="Differentiable simulator: sim:vortex or a fitted vortex model sim:PATH.json."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Folder of FSDD .wav recordings (default: the `spinlab data fetch fsdd` cache)."),
+    subset: int = typer.Option(300, "--subset", help="Training utterances in the differentiable surrogate."),
+    iterations: int = typer.Option(20, "--iterations", help="Adam steps."),
+    learning_rate: float = typer.Option(0.15, "--learning-rate", help="Adam step size in the bounded coordinates."),
+    mask_scale: bool = typer.Option(True, "--mask-scale/--no-mask-scale", help="Tune the mask scale (input_sigma) too."),
+    bias_A: Optional[float] = typer.Option(None, "--bias-A", help="Starting bias current (default: the protocol's)."),
+    drive_fraction: Optional[float] = typer.Option(None, "--drive-fraction", help="Starting drive amplitude / max_drive_V (default: the protocol's)."),
+    input_sigma: Optional[float] = typer.Option(None, "--input-sigma", help="Starting mask scale (default: the protocol's)."),
+    nodes: Optional[int] = typer.Option(None, "--nodes", help="Virtual nodes per frame (default: the protocol's)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Use a stratified subset of N utterances for everything (quick runs)."),
+    evaluate: bool = typer.Option(True, "--evaluate/--no-evaluate", help="Run the protocol before and after and report held-out accuracy."),
+    json_output: bool = JsonOption,
+    runs_dir: Path = RunsDirOption,
+    seed: int = SeedOption,
+) -> None:
+    """Tune bias, drive amplitude and mask scale of a differentiable simulator for spoken digits."""
+    with user_errors():
+        import numpy as np
+
+        from spinlab.audio import default_cache_dir
+        from spinlab.protocols.optimise import KNOBS, OptimiseConfig, optimise_spoken_digits
+        from spinlab.protocols.spoken_digits import SpokenDigitsConfig
+        from spinlab.registry import open_device
+        from spinlab.run import Run
+
+        overrides = {k: v for k, v in {"bias_A": bias_A, "drive_fraction": drive_fraction,
+                                       "input_sigma": input_sigma, "n_nodes": nodes}.items() if v is not None}
+        base = SpokenDigitsConfig(data_dir=str(data if data is not None else default_cache_dir() / "recordings"),
+                                  limit=limit, seed=seed, feature_cache_dir=str(Path(runs_dir) / ".cache"),
+                                  **overrides)
+        config = OptimiseConfig(protocol=base, subset=subset, iterations=iterations,
+                                learning_rate=learning_rate, mask_scale=mask_scale)
+        with open_device(device, defaults={"seed": seed}) as dev, \
+                Run("optimise", config.to_dict(), root=runs_dir, device=dev) as run, _Progress() as progress:
+            run.record_seed("split", seed)
+            result = optimise_spoken_digits(dev, config, lambda i, l, e: progress("optimise", i, l))
+            history = result.pop("history")
+            run.save("history", np.array([[h[k] for k in ("step", "loss", "subset_accuracy", *KNOBS)]
+                                          for h in history]),
+                     columns=["step", "loss", "subset_accuracy", *KNOBS])
+            tuned = result.pop("tuned")
+            summary = {**result, "tuned": {k: getattr(tuned, k) for k in KNOBS}, "run": str(run.path),
+                       "device": device}
+            run.result(**summary)
+        if evaluate:
+            for label, cfg in (("before", base), ("after", tuned)):
+                summary[label] = _held_out(device, cfg, seed, runs_dir)
+            summary["improvement"] = summary["after"]["accuracy"] - summary["before"]["accuracy"]
+    if json_output:
+        emit_json(summary)
+        return
+    from spinlab.protocols.optimise import KNOBS
+
+    typer.echo("operating point   " + "   ".join(f"{k} {summary['start'][k]:.4g} -> {summary['tuned'][k]:.4g}"
+                                                 for k in KNOBS))
+    typer.echo(f"surrogate loss    {summary['best']['loss']:.4f} (subset of {summary['subset']} training utterances)")
+    if evaluate:
+        typer.echo(f"held-out accuracy {100 * summary['before']['accuracy']:.1f} % -> "
+                   f"{100 * summary['after']['accuracy']:.1f} % ({summary['after']['n_test']} test utterances)")
+    typer.echo(f"run: {summary['run']}")
+
+
+def _held_out(device: str, config, seed: int, runs_dir: Path) -> dict:
+    """The spoken-digit protocol at ``config`` on a fresh device (same seed: same noise)."""
+    from spinlab.protocols.spoken_digits import config_dict, run_spoken_digits
+    from spinlab.registry import open_device
+    from spinlab.run import Run
+
+    with open_device(device, defaults={"seed": seed}) as dev, \
+            Run("spoken-digits", config_dict(config), root=runs_dir, device=dev) as run:
+        out = run_spoken_digits(dev, config, run)
+        return {"accuracy": out["accuracy"], "n_test": out["n_test"], "bias_A": config.bias_A,
+                "drive_fraction": config.drive_fraction, "input_sigma": config.input_sigma,
+                "run": str(run.path)}
+
+
 def register(app: typer.Typer) -> None:
-    """Add `fit-physics` to the app."""
+    """Add `fit-physics` and `optimise spoken-digits` to the app."""
     app.command("fit-physics")(fit_physics)
+    optimise_app.command("spoken-digits")(spoken_digits)
+    app.add_typer(optimise_app, name="optimise")
