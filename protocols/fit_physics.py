@@ -402,7 +402,7 @@ class Objective:
 # --- optimisers -------------------------------------------------------------------------------
 @dataclass
 class Trace:
-    """Best loss on the whole recordings against wall time (for the grid-vs-descent benchmark)."""
+    """Best loss on the whole recordings against wall time (the grid-vs-descent comparison)."""
 
     start: float = field(default_factory=time.perf_counter)
     points: list[tuple[float, float]] = field(default_factory=list)
@@ -457,19 +457,22 @@ def levenberg_marquardt(objective: Objective, u: np.ndarray, max_iterations: int
 
 def descend(model: PhysicsFit, config: FitConfig, rows: np.ndarray, trace: Trace,
             progress: Callable[[str, int, float], None] | None = None) -> dict[str, Any]:
-    """Random candidates -> the best ``starts`` -> LM on growing horizons of the recordings."""
+    """Random candidates -> the best ``starts`` -> LM on growing horizons of the recordings.
+    The trace holds the whole-record loss after the screen, after each shorter horizon and at
+    every iteration of the last."""
     rng = np.random.default_rng(config.seed)
     frac = rng.uniform(0.02, 0.98, (config.screen, len(config.params)))  # log-uniform in the box
     candidates = np.log(frac / (1.0 - frac))
-    first = Objective(model, config, rows, config.horizons[0])
-    screened = first.loss(candidates)
+    whole = Objective(model, config, rows)
+    screened = Objective(model, config, rows, config.horizons[0]).loss(candidates)
     u = candidates[np.argsort(screened)[:config.starts]]
     stages = []
     for horizon in config.horizons:
-        objective = Objective(model, config, rows, horizon)
-        final = horizon == 1.0
+        if horizon < 1.0 or not stages:
+            trace.record(float(whole.loss(u).min()))
+        objective = whole if horizon == 1.0 else Objective(model, config, rows, horizon)
         u, loss, iterations = levenberg_marquardt(
-            objective, u, config.max_iterations, config.tolerance, trace if final else None,
+            objective, u, config.max_iterations, config.tolerance, trace if horizon == 1.0 else None,
             (lambda i, l, h=horizon: progress(f"horizon {h:g}", i, l)) if progress else None)
         stages.append({"horizon": horizon, "iterations": iterations, "best_loss": float(loss.min())})
     return {"u": u, "loss": loss, "stages": stages, "screened_best_loss": float(screened.min())}

@@ -169,3 +169,33 @@ def test_cli_fit_physics_bad_options_are_one_line_errors(vortex_run, tmp_path, a
                                       "--runs-dir", str(tmp_path)])
     assert result.exit_code == 2
     assert message in result.output and "Traceback" not in result.output
+
+
+# --- the Done-means checks (slow: run with -m slow) ---------------------------------------------
+@pytest.mark.slow
+def test_macrospin_parameters_recovered_within_5_percent_with_thermal_noise(tmp_path):
+    truth = {"alpha": 0.025, "Hd_A_per_m": 5.2e5, "tmr": 1.2, "R_P_ohm": 60.0}
+    address = ("sim:macrospin?" + "&".join(f"{k}={v}" for k, v in truth.items())
+               + "&temperature_K=300&initial_tilt_rad=0.6&bias_A=1.8e-3")
+    run_dir = record(tmp_path, address, AcquireConfig(
+        duration_s=96 * 3e-9, dt_s=2e-11, record_s=3e-9, hold_s=(2e-10, 1e-9), amplitude_V=0.3,
+        conditions={"field_T": (0.04, 0.05, 0.06)}, seed=1))
+    result = fit_physics(read_run(run_dir), FitConfig(model="macrospin", params=tuple(truth)))
+    for name, value in truth.items():
+        assert result["params"][name]["value"] == pytest.approx(value, rel=0.05), name
+
+
+@pytest.mark.slow
+def test_vortex_fit_on_the_bench_agrees_with_characterize(tmp_path):
+    from spinlab.protocols.characterize import CharacterizeConfig, run_characterize
+    from spinlab.sim_backends.vortex import VortexParams
+
+    with open_device("bench:emulated") as bench, Run("characterize", {}, root=tmp_path, device=bench) as run:
+        reference = run_characterize(bench, CharacterizeConfig(), run)
+    run_dir = record(tmp_path, "bench:emulated", AcquireConfig(
+        duration_s=3e-3, conditions={"bias_A": (6.5e-3, 7.5e-3, 8.5e-3)}, seed=2))
+    names = ("threshold_A", "gamma_G_per_s", "Q", "detector_V_per_p", "drive_gain_A_per_V")
+    fitted = VortexParams(**fit_physics(read_run(run_dir), FitConfig(model="vortex", params=names))["values"])
+    assert fitted.threshold_A == pytest.approx(reference["threshold_A"], rel=0.05)
+    assert fitted.relaxation_time_s(reference["relaxation_bias_A"]) == pytest.approx(
+        reference["relaxation_time_s"], rel=0.05)
