@@ -540,13 +540,15 @@ def _integrate(quantities: Mapping[str, np.ndarray], current: np.ndarray, dt_s: 
         column[KERNEL_QUANTITIES.index(q)] = j
     out_m = np.empty((batch, n, 3))
     out_s = np.empty((batch, n, 3, len(wrt)))
-    rows = [np.ascontiguousarray(np.broadcast_to(np.asarray(quantities[q], dtype=np.float64), (batch,)))
+    # writable C arrays only: numba compiles (and caches) one kernel per array type, and a
+    # read-only view (what broadcast_to returns) is another type
+    rows = [np.require(np.broadcast_to(np.asarray(quantities[q], dtype=np.float64), (batch,)), np.float64, "CW")
             for q in KERNEL_QUANTITIES[:4] + ("sigma",)]
-    hext = np.ascontiguousarray(np.broadcast_to(np.asarray(quantities["hext"], dtype=np.float64), (batch,)))
+    hext = np.require(np.broadcast_to(np.asarray(quantities["hext"], dtype=np.float64), (batch,)), np.float64, "CW")
     m0 = np.array([math.cos(initial_tilt_rad), math.sin(initial_tilt_rad), 0.0])
     workers = (threads or os.cpu_count() or 1) if batch * n * n_sub >= _THREADED_MIN_STEPS else 1
     run_rows(_kernel, batch, workers,
-             (np.ascontiguousarray(current, dtype=np.float64), hext, *rows, seeds, out_m, out_s),
+             (np.require(current, np.float64, "CW"), hext, *rows, np.require(seeds, np.uint64, "CW"), out_m, out_s),
              (n_sub, float(dt_s) / n_sub, m0, column), "sim-macrospin", block=LANES)
     return out_m, out_s
 

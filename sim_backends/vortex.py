@@ -383,7 +383,7 @@ def power_and_jacobian(values: Mapping[str, Any], drive_V: np.ndarray, bias_A: A
     unknown = sorted(set(wrt) - names - {BIAS})
     if unknown:
         raise ConfigError(f"cannot differentiate with respect to {unknown}; valid: {sorted(names | {BIAS})}")
-    drive = np.ascontiguousarray(drive_V, dtype=np.float64)
+    drive = np.require(drive_V, np.float64, "CW")  # writable C arrays: one numba signature
     batch, n = drive.shape
     defaults = asdict(VortexParams())
     v = {k: np.broadcast_to(np.asarray(values.get(k, defaults[k]), dtype=np.float64), (batch,))
@@ -424,8 +424,8 @@ def power_and_jacobian(values: Mapping[str, Any], drive_V: np.ndarray, bias_A: A
     power_t = np.empty((batch, k_dirs, n))
     workers = (threads or os.cpu_count() or 1) if batch * n * max(1, k_dirs) >= 2_000_000 else 1
     run_rows(_sensitivity_kernel, batch, workers,
-             (current, start, np.ascontiguousarray(i_th), np.ascontiguousarray(v["gamma_G_per_s"]),
-              np.ascontiguousarray(v["Q"]), np.ascontiguousarray(v["thermal_power"]), cur_tan,
+             (current, start, *(np.require(x, np.float64, "CW") for x in (i_th, v["gamma_G_per_s"], v["Q"],
+                                                                          v["thermal_power"])), cur_tan,
               start_tan, power, power_t), (float(dt_s), flags, points_per_sample), "sim-vortex")
     scale = v["detector_V_per_p"][:, None]
     volts = scale * power
