@@ -73,7 +73,8 @@ def twin_nrmse(recordings, device_address: str, eval_config: EvalConfig, wall_s:
                     condition_ranges=condition_ranges([trajectories[i] for i in train], names))
     with open_device(device_address) as dev:
         summary = evaluate(TwinDevice(model, meta, limits=dev.limits), dev, eval_config)
-    return {"nrmse": summary["nrmse"], "validation_nrmse": result.best_nrmse, "steps": result.steps}
+    return {"nrmse": summary["nrmse"], "noise_corrected": summary.get("nrmse_noise_corrected"),
+            "validation_nrmse": result.best_nrmse, "steps": result.steps}
 
 
 def bench_macrospin(root: Path, grid_points: int, twin_wall_s: float) -> None:
@@ -100,10 +101,12 @@ def bench_macrospin(root: Path, grid_points: int, twin_wall_s: float) -> None:
                        hold_s=MACROSPIN_DRIVES["hold_s"], amplitude_V=0.3,
                        conditions={"field_T": (0.04, 0.05, 0.06)}, repeats=8, seed=1000)
     with open_device(fitted_address + "?temperature_K=0") as model, open_device(address) as dev:
-        emit("macrospin_fresh_nrmse", evaluate(model, dev, fresh)["nrmse"], "", model="fitted macrospin")
+        scored = evaluate(model, dev, fresh)
+        emit("macrospin_fresh_nrmse", scored["nrmse"], "", model="fitted macrospin as sim:PATH",
+             noise_corrected=scored["nrmse_noise_corrected"])
     twin = twin_nrmse(recordings, address, fresh, twin_wall_s)
     emit("macrospin_fresh_nrmse", twin["nrmse"], "", model="twin (same recordings)", steps=twin["steps"],
-         wall_s=twin_wall_s)
+         wall_s=twin_wall_s, noise_corrected=twin["noise_corrected"])
 
 
 def bench_macrospin_trials(root: Path, trials: int) -> None:
@@ -149,10 +152,13 @@ def bench_vortex(root: Path, twin_wall_s: float) -> None:
     emit("vortex_bench_fit_wall_s", fit["wall_s"], "s", loss=fit["loss"])
     fresh = EvalConfig(n_drives=6, conditions={"bias_A": (6.5e-3, 7.5e-3, 8.5e-3)}, repeats=4, seed=1000)
     with open_device(_model_file(root, "vortex", fit) + "?noise=0") as model, open_device("bench:emulated") as dev:
-        emit("vortex_bench_fresh_nrmse", evaluate(model, dev, fresh)["nrmse"], "", model="fitted vortex")
+        scored = evaluate(model, dev, fresh)  # the file reads like the bench: 0 V rest, 5 points
+        emit("vortex_bench_fresh_nrmse", scored["nrmse"], "", model="fitted vortex as sim:PATH",
+             noise_corrected=scored["nrmse_noise_corrected"], measurement=fit["measurement"])
     twin = twin_nrmse(recordings, "bench:emulated", fresh, twin_wall_s)
     emit("vortex_bench_fresh_nrmse", twin["nrmse"], "", model="twin (same recordings)", steps=twin["steps"],
-         wall_s=twin_wall_s)
+         wall_s=twin_wall_s, noise_corrected=twin["noise_corrected"])
+
 
 
 def _model_file(root: Path, model: str, fit: dict) -> str:

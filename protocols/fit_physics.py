@@ -62,8 +62,7 @@ class Recordings:
     conditions: dict[str, np.ndarray]   # name -> (R,)
     validation: np.ndarray              # (R,) bool: held out by the run
     device: dict[str, Any]              # the recording device's identity
-    config: dict[str, Any]
-    source: str
+    source: str                         # the run directory
 
     @property
     def n_recordings(self) -> int:
@@ -75,7 +74,7 @@ def read_run(run_dir: str | Path) -> Recordings:
 
     The one place that knows the run-file layout: datasets ``drive_V`` (with ``dt_s``),
     ``response_V``, ``conditions`` (attribute ``names``) and ``validation``; the device
-    identity and config as JSON attributes of the file.
+    identity as a JSON attribute of the file.
     """
     path = Path(run_dir)
     path = path / "run.h5" if path.is_dir() else path
@@ -95,8 +94,7 @@ def read_run(run_dir: str | Path) -> Recordings:
             validation = f["validation"][...].astype(bool) if "validation" in f \
                 else np.zeros(drive.shape[0], bool)
             device = json.loads(f.attrs.get("device", "{}"))
-            config = json.loads(f.attrs.get("config", "{}"))
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read {path} as a run file ({exc})") from None
     if drive.ndim != 2 or drive.shape != response.shape or drive.shape[0] == 0:
         raise ConfigError(f"{path}: drive_V {drive.shape} and response_V {response.shape} must be "
@@ -105,7 +103,7 @@ def read_run(run_dir: str | Path) -> Recordings:
         raise ConfigError(f"{path}: drive_V has no valid dt_s attribute")
     conditions = {n: np.asarray(table[:, i], dtype=np.float64) for i, n in enumerate(names)}
     return Recordings(np.asarray(drive, np.float64), np.asarray(response, np.float64), dt_s,
-                      conditions, validation, device, config, str(path.parent))
+                      conditions, validation, device, str(path.parent))
 
 
 # --- model adapters ---------------------------------------------------------------------------
@@ -159,6 +157,10 @@ class PhysicsFit:
         return {**values, **{k: float(v) for k, v in self.default_conditions.items()}, **self.limits}
 
     def derived(self, values: Mapping[str, float]) -> dict[str, Any]:
+        return {}
+
+    def measurement(self) -> dict[str, Any]:
+        """How the fit read the recordings beyond what the model file's device reproduces."""
         return {}
 
 
@@ -234,10 +236,14 @@ class VortexFit(PhysicsFit):
                  rest_drive_V: float | str | None = "auto", points_per_sample: int | None = None,
                  **_: Any) -> None:
         super().__init__(recordings, fixed)
-        # sim:vortex starts settled at the first sample; a bench idles at 0 V between records
-        self.rest_drive_V = (None if self.same_model else 0.0) if rest_drive_V == "auto" else rest_drive_V
-        self.points_per_sample = (scope_points_per_sample(recordings.device, recordings.dt_s)
-                                  if points_per_sample is None else int(points_per_sample))
+        # sim:vortex starts settled at its rest level (None: the first sample) and reports
+        # points_per_sample instants per hold; a bench idles at 0 V between records and averages
+        # its scope points over each hold
+        auto_rest = self.setup.get("rest_drive_V") if self.same_model else 0.0
+        self.rest_drive_V = auto_rest if rest_drive_V == "auto" else rest_drive_V
+        self.points_per_sample = (int(self.setup.get("points_per_sample", 1)) if self.same_model else
+                                  scope_points_per_sample(recordings.device, recordings.dt_s)) \
+            if points_per_sample is None else int(points_per_sample)
         self.noise = float(self.setup.get("noise", 1.0))
         self.bias_A = self.condition("bias_A", 7.5e-3)
         self.field_T = self.condition("field_T", 0.0)
@@ -254,7 +260,12 @@ class VortexFit(PhysicsFit):
         return volts.reshape(sets, r, length), jac.reshape(sets, r, length, len(wrt))
 
     def device_options(self, values):
-        return {**super().device_options(values), "noise": self.noise}
+        rest = {} if self.rest_drive_V is None else {"rest_drive_V": self.rest_drive_V}
+        return {**super().device_options(values), "noise": self.noise,
+                "points_per_sample": self.points_per_sample, **rest}
+
+    def measurement(self):
+        return {"rest_drive_V": self.rest_drive_V, "points_per_sample": self.points_per_sample}
 
     def derived(self, values):
         params = VortexParams(**values)
@@ -556,7 +567,8 @@ def fit_physics(recordings: Recordings, config: FitConfig,
         "screened_best_loss": found.get("screened_best_loss"),
         "uncertainty_method": method, "wall_s": wall_s, "trace": trace.points,
         "n_train": len(train), "n_validation": len(held_out), "validation_split": split,
-        "derived": model.derived(values), "device_options": model.device_options(values),
+        "derived": model.derived(values), "measurement": model.measurement(),
+        "device_options": model.device_options(values),
     }
     arrays = {k: np.array([v]) for k, v in values.items()}
     n = recordings.drive_V.shape[1]
@@ -577,7 +589,7 @@ def run_fit_physics(recordings: Recordings, config: FitConfig, run: Any, out: st
     path = Path(out) if out is not None else Path(run.path) / "model.json"
     provenance = {"source_run": recordings.source, "source_device": recordings.device.get("address"),
                   "fit_run": str(run.path), "method": config.method, "loss": result["loss"],
-                  "params": result["params"]}
+                  "params": result["params"], "measurement": result["measurement"]}
     save_model(path, config.model, result.pop("device_options"), provenance)
     prediction = result.pop("validation_prediction", None)
     if prediction is not None:

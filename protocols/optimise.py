@@ -251,9 +251,9 @@ def optimise_spoken_digits(device: Device, config: OptimiseConfig,
                     input_sigma=best["input_sigma"] if config.mask_scale else base.input_sigma)
     return {"history": history, "best": best, "tuned": tuned, "start": dict(zip(KNOBS, start)),
             "subset": len(picked), "threshold_A": threshold, "ridge_alpha": surrogate.ridge_alpha,
-            "box": {k: [float(box.knobs(torch.full((3,), -40.0, dtype=torch.float64))[j]),
-                        float(box.knobs(torch.full((3,), 40.0, dtype=torch.float64))[j])]
-                    for j, k in enumerate(KNOBS)}}
+            "box": {"bias_A": [config.bias_margin * threshold, device.limits.max_bias_A],
+                    "drive_fraction": list(config.drive_fraction_range),
+                    "input_sigma": list(config.input_sigma_range)}}
 
 
 __all__ = ["KNOBS", "OptimiseConfig", "Surrogate", "optimise_spoken_digits", "differentiable_vortex"]

@@ -45,7 +45,7 @@ import numba
 import numpy as np
 
 from spinlab import Device, SafetyLimits
-from spinlab.errors import ConfigError
+from spinlab.errors import ConfigError, SafetyLimitError
 from spinlab.sim_backends._numba_common import rng_init, rng_normal_pair, rng_uniform, run_rows
 from spinlab.sim_backends._options import choice, coerce_options, instance_of
 
@@ -452,6 +452,11 @@ class VortexDevice(Device):
     differ, a fresh device with the same seed reproduces exactly). ``noise`` in [0, 1] scales the
     random part of the thermal force (0 = deterministic). ``noise_substep_s`` bounds the substep
     on which noise kicks are applied (accuracy of the fluctuation statistics, not of the mean).
+    How a measurement reads the device, so a fitted model can stand in for a bench:
+    ``points_per_sample`` m > 1 reports the mean of the output at m instants equally spaced over
+    each hold, the last at its end (a scope averaging m points per drive sample), and
+    ``rest_drive_V`` starts every drive settled at that drive level instead of at its first
+    sample (a bench idling there between records).
     """
 
     OUTPUTS = ("power", "rf")
@@ -460,10 +465,21 @@ class VortexDevice(Device):
 
     def __init__(self, params: VortexParams | None = None, *, seed: int = 0, noise: float = 1.0,
                  output: str = "power", noise_substep_s: float | None = None,
-                 threads: int | None = None, limits: SafetyLimits | None = None,
+                 threads: int | None = None, points_per_sample: int = 1,
+                 rest_drive_V: float | None = None, limits: SafetyLimits | None = None,
                  default_conditions: Mapping[str, float] | None = None) -> None:
         defaults = {"bias_A": DEFAULT_BIAS_A, "field_T": 0.0, **dict(default_conditions or {})}
         super().__init__(limits or VORTEX_LIMITS, defaults)
+        if isinstance(points_per_sample, bool) or not isinstance(points_per_sample, int) or points_per_sample < 1:
+            raise ConfigError(f"points_per_sample must be a positive integer, got {points_per_sample!r}")
+        if rest_drive_V is not None:
+            if not (isinstance(rest_drive_V, (int, float)) and math.isfinite(rest_drive_V)):
+                raise ConfigError(f"rest_drive_V must be a number of volts, got {rest_drive_V!r}")
+            if abs(rest_drive_V) > self.limits.max_drive_V:
+                raise SafetyLimitError(f"rest_drive_V = {rest_drive_V:g} V exceeds max_drive_V = "
+                                       f"{self.limits.max_drive_V:g} V")
+        self.points_per_sample = points_per_sample
+        self.rest_drive_V = None if rest_drive_V is None else float(rest_drive_V)
         self.params = params or VortexParams()
         if not isinstance(self.params, VortexParams):
             raise ConfigError(f"params must be a VortexParams, got {type(self.params).__name__}")
@@ -495,6 +511,7 @@ class VortexDevice(Device):
         return {**super().identity(), "model": "universal auto-oscillator (Slavin & Tiberkevich)",
                 "params": asdict(self.params), "seed": self.seed, "noise": self.noise,
                 "output": self.output, "noise_substep_s": self.noise_substep_s, "threads": self.threads,
+                "points_per_sample": self.points_per_sample, "rest_drive_V": self.rest_drive_V,
                 "default_conditions": dict(self.default_conditions), "numba": numba.__version__}
 
     def check_rf_sampling(self, dt_s: float) -> None:
@@ -518,7 +535,12 @@ class VortexDevice(Device):
                 f"field_T values {conditions['field_T'].tolist()} push the threshold current to <= 0 "
                 f"(threshold_slope_per_T = {p.threshold_slope_per_T}); reduce the field"
             )
-        batch = drive.shape[0]
+        batch, n = drive.shape
+        points, rest = self.points_per_sample, self.rest_drive_V
+        if points > 1:  # the same held drive on a grid m times finer, averaged back below
+            drive, dt_s = np.repeat(drive, points, axis=1), dt_s / points
+        if rest is not None:  # one leading sample at the rest level: the settled start is there
+            drive = np.concatenate([np.full((batch, 1), rest), drive], axis=1)
         seeds = self._rng.integers(0, 2**64 - 1, size=batch, dtype=np.uint64, endpoint=True)
         m_sub = max(1, int(math.ceil(dt_s / self.noise_substep_s - 1e-9)))
         rf = self.output == "rf"
@@ -530,14 +552,16 @@ class VortexDevice(Device):
         workers = min(self.threads, batch) if drive.size >= self._THREADED_MIN_SAMPLES else 1
         run_rows(_kernel, batch, workers, (drive, bias, i_th, seeds, out), (float(dt_s), *consts),
                  "sim-vortex")
-        return out
+        if rest is not None:
+            out = out[:, 1:]
+        return out.reshape(batch, n, points).mean(axis=2) if points > 1 else out
 
 
 #: Options accepted by ``sim:vortex?...`` (strings are converted to these types).
 OPTION_SPEC: dict[str, Any] = {
     **{f.name: float for f in fields(VortexParams)},
     "seed": int, "noise": float, "output": choice(*VortexDevice.OUTPUTS), "noise_substep_s": float,
-    "threads": int,
+    "threads": int, "points_per_sample": int, "rest_drive_V": float,
     "bias_A": float, "field_T": float,
     "max_drive_V": float, "max_bias_A": float, "max_field_T": float,
     "params": instance_of(VortexParams), "limits": instance_of(SafetyLimits),

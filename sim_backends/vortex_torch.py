@@ -104,12 +104,13 @@ def power_response(values: Mapping[str, Any], drive_V: Tensor, bias_A: Any, fiel
     if unknown:
         raise ConfigError(f"unknown vortex parameter(s) {unknown}; valid: {list(POWER_PARAMS)}")
     defaults = VortexParams()
-    dtype, batch = torch.float64, drive_V.shape[0]
-    v = {k: torch.as_tensor(values.get(k, getattr(defaults, k)), dtype=dtype).expand(batch)
+    like = {"dtype": torch.float64, "device": drive_V.device}  # runs where the drive is (CPU, GPU)
+    batch = drive_V.shape[0]
+    v = {k: torch.as_tensor(values.get(k, getattr(defaults, k)), **like).expand(batch)
          for k in POWER_PARAMS}
-    bias = torch.as_tensor(bias_A, dtype=dtype).expand(batch)
-    field = torch.as_tensor(field_T, dtype=dtype).expand(batch)
-    drive = drive_V.to(dtype)
+    bias = torch.as_tensor(bias_A, **like).expand(batch)
+    field = torch.as_tensor(field_T, **like).expand(batch)
+    drive = drive_V.to(torch.float64)
     current = bias[:, None] + v["drive_gain_A_per_V"][:, None] * drive
     r1, r2, b, disc = _riccati(v, current, field)
     g = -b * torch.expm1(-disc * float(dt_s)) / disc

@@ -142,7 +142,7 @@ def _in_memory_run(dev, n: int, count: int, seed: int = 0):
     fields = np.resize([0.04, 0.06], count)
     response = dev.respond(Waveform(drives, dt), {"field_T": fields}).samples
     conditions = dev.resolve_conditions({"field_T": fields}, count)
-    return Recordings(drives, response, dt, conditions, np.zeros(count, bool), dev.identity(), {}, "memory")
+    return Recordings(drives, response, dt, conditions, np.zeros(count, bool), dev.identity(), "memory")
 
 
 # --- the command ------------------------------------------------------------------------------

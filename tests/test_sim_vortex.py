@@ -322,3 +322,17 @@ def test_points_per_sample_average_over_the_hold():
     q = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
     power_response({"Q": q}, torch.from_numpy(drive), 7.5e-3, 0.0, DT, points_per_sample=5).sum().backward()
     assert jac.sum() == pytest.approx(2.0 * float(q.grad), rel=1e-9)  # d/dlog Q = Q d/dQ
+
+
+def test_device_can_read_like_a_bench():
+    """points_per_sample and rest_drive_V make the device report what power_and_jacobian
+    predicts for a bench (mean of m instants per hold, settled at the rest level first)."""
+    drive = _drives(2, 60)
+    bench_like = VortexDevice(noise=0, points_per_sample=5, rest_drive_V=0.0).respond(Waveform(drive, DT)).samples
+    expected, _ = vortex.power_and_jacobian({}, drive, 7.5e-3, 0.0, DT, rest_drive_V=0.0, points_per_sample=5)
+    assert np.allclose(bench_like, expected, rtol=1e-12, atol=0)
+    noisy = VortexDevice(seed=3, points_per_sample=5, rest_drive_V=0.0).respond(Waveform(drive, DT)).samples
+    assert noisy.shape == drive.shape and np.allclose(noisy, expected, rtol=0.2)
+    assert open_device("sim:vortex?points_per_sample=5&rest_drive_V=0").identity()["points_per_sample"] == 5
+    with pytest.raises(SafetyLimitError, match="rest_drive_V"):
+        VortexDevice(rest_drive_V=0.8)
