@@ -2,7 +2,8 @@
 
 ``open_simulator(name, **options)`` is what ``spinlab.open_device("sim:NAME?k=v")`` calls:
 ``sim:vortex`` (auto-oscillator model of a vortex STO, numba, fast) and ``sim:macrospin``
-(LLGS macrospin in torch, differentiable in its physical parameters). Simulator modules are
+(LLGS macrospin, numba with forward sensitivities, differentiable in its physical parameters);
+``sim:PATH.json`` opens a model file written by ``spinlab fit-physics``. Simulator modules are
 imported lazily so opening one never pays for the other (numba / torch start-up).
 """
 from __future__ import annotations
@@ -29,10 +30,19 @@ def open_simulator(name: str, **options: Any) -> "Device":
     options raise :class:`~spinlab.errors.DeviceAddressError` / :class:`~spinlab.errors.ConfigError`
     listing the valid ones.
     """
+    from spinlab.sim_backends.model_file import is_model_path, load_model
+
+    if is_model_path(name):
+        simulator, saved, _ = load_model(name)
+        if simulator not in SIMULATORS:
+            raise DeviceAddressError(f"model file {name!r} is for simulator {simulator!r}; "
+                                     f"this spinlab has {sorted(SIMULATORS)}")
+        return open_simulator(simulator, **{**saved, **options})
     key = str(name).strip().lower()
     if key not in SIMULATORS:
         raise DeviceAddressError(
-            f"unknown simulator {name!r}; available: {', '.join('sim:' + n for n in SIMULATORS)}"
+            f"unknown simulator {name!r}; available: {', '.join('sim:' + n for n in SIMULATORS)}, "
+            "or sim:PATH.json (a model file from `spinlab fit-physics`)"
         )
     module_name, opener = SIMULATORS[key]
     return getattr(import_module(module_name), opener)(**options)

@@ -38,15 +38,15 @@ from __future__ import annotations
 
 import math
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numba
 import numpy as np
 
 from spinlab import Device, SafetyLimits
-from spinlab.errors import ConfigError
+from spinlab.errors import ConfigError, SafetyLimitError
+from spinlab.sim_backends._numba_common import rng_init, rng_normal_pair, rng_uniform, run_rows
 from spinlab.sim_backends._options import choice, coerce_options, instance_of
 
 #: Default operating point of the vortex STO (7.5 mA, z = 1.5, p0 = 1/7, tau = 200 ns).
@@ -192,46 +192,6 @@ def _phase_advance(p: float, g: float, r1: float, b: float, t: float, omega0: fl
     return omega0 * t + nshift * integral
 
 
-@numba.njit(cache=True)
-def _rng_init(seed, state):
-    """Fill the 4-word xoshiro256+ ``state`` from a 64-bit seed with splitmix64."""
-    x = np.uint64(seed)
-    for i in range(4):
-        x = x + np.uint64(0x9E3779B97F4A7C15)
-        z = x
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        state[i] = z ^ (z >> np.uint64(31))
-
-
-@numba.njit(cache=True)
-def _rng_uniform(state):
-    """xoshiro256+ (Blackman & Vigna): a double in [0, 1) from the top 53 bits."""
-    s0, s1, s2, s3 = state[0], state[1], state[2], state[3]
-    result = s0 + s3
-    t = s1 << np.uint64(17)
-    s2 ^= s0
-    s3 ^= s1
-    s1 ^= s2
-    s0 ^= s3
-    s2 ^= t
-    s3 = (s3 << np.uint64(45)) | (s3 >> np.uint64(19))
-    state[0], state[1], state[2], state[3] = s0, s1, s2, s3
-    return float(result >> np.uint64(11)) * (1.0 / 9007199254740992.0)
-
-
-@numba.njit(cache=True)
-def _rng_normal_pair(state):
-    """Two independent standard normals (Box-Muller): exactly what one complex kick needs.
-    A local generator is ~3x faster than numba's ``np.random.standard_normal`` here and
-    keeps each drive's stream independent of threads."""
-    u1 = 1.0 - _rng_uniform(state)  # (0, 1]: log is finite
-    u2 = _rng_uniform(state)
-    r = math.sqrt(-2.0 * math.log(u1))
-    angle = 2.0 * math.pi * u2
-    return r * math.cos(angle), r * math.sin(angle)
-
-
 @numba.njit(cache=True, fastmath=False, error_model="numpy")
 def _simulate_one(drive, dt, bias, i_th, seed, gain, gamma, q, d_th, noise, m_sub,
                   rf, omega0, nshift, scale, out):
@@ -242,7 +202,7 @@ def _simulate_one(drive, dt, bias, i_th, seed, gain, gamma, q, d_th, noise, m_su
     sigma_full = noise * math.sqrt(d_th * dt / m_sub)  # per-quadrature kick std per substep
     h = dt / m_sub
     state = np.empty(4, dtype=np.uint64)
-    _rng_init(seed, state)
+    rng_init(seed, state)
     two_pi = 2.0 * math.pi
 
     # settled start: steady state at the first sample's current
@@ -251,7 +211,7 @@ def _simulate_one(drive, dt, bias, i_th, seed, gain, gamma, q, d_th, noise, m_su
     b = max(2.0 * gamma * (q + z), beta_floor)
     r1, r2, k = _roots(a, b, c_det)
     p = r1
-    phase = two_pi * _rng_uniform(state) if (rf and noise > 0.0) else 0.0
+    phase = two_pi * rng_uniform(state) if (rf and noise > 0.0) else 0.0
     n_warm = 0
     if noise > 0.0:
         # let the fluctuations settle too: 5 relaxation times (capped) at the first current
@@ -278,7 +238,7 @@ def _simulate_one(drive, dt, bias, i_th, seed, gain, gamma, q, d_th, noise, m_su
             for j in range(m_sub):
                 # Gaussian kick of the complex amplitude (Ito-correct, keeps p >= 0)
                 amp = math.sqrt(p)
-                xi1, xi2 = _rng_normal_pair(state)
+                xi1, xi2 = rng_normal_pair(state)
                 x = amp + sigma_full * xi1
                 y = sigma_full * xi2
                 p = x * x + y * y
@@ -297,14 +257,185 @@ def _simulate_one(drive, dt, bias, i_th, seed, gain, gamma, q, d_th, noise, m_su
 
 
 @numba.njit(cache=True, fastmath=False, error_model="numpy", nogil=True)
-def _kernel(drive, dt, bias, i_th, seeds, gain, gamma, q, d_th, noise, m_sub,
-            rf, omega0, nshift, scale, out):
-    """Rows of a batch one after the other; releases the GIL so Python threads run it in
-    parallel on disjoint row ranges (plain threads rather than numba's OpenMP ``prange``: they
-    are safe to call from several threads at once and across ``fork``)."""
+def _kernel(drive, bias, i_th, seeds, out, dt, gain, gamma, q, d_th, noise, m_sub,
+            rf, omega0, nshift, scale):
+    """Rows of a batch one after the other; releases the GIL so threads run disjoint row ranges
+    in parallel (:func:`~spinlab.sim_backends._numba_common.run_rows`)."""
     for i in range(drive.shape[0]):
         _simulate_one(drive[i], dt, bias[i], i_th[i], seeds[i], gain, gamma, q, d_th, noise,
                       m_sub, rf, omega0, nshift, scale, out[i])
+
+
+# ------------------------------------------------------------------------------------------
+# numba kernel with forward sensitivities (mean-field power, the noise=0 path)
+# ------------------------------------------------------------------------------------------
+@numba.njit(cache=True, fastmath=False, error_model="numpy")
+def _root_partials(a: float, b: float, c: float):
+    """The roots of a p - b p^2 + c and their partial derivatives with respect to (a, b, c),
+    each root in the form that avoids cancellation (as :func:`_roots`)."""
+    disc = math.sqrt(a * a + 4.0 * b * c)
+    sgn = 1.0 if a >= 0.0 else -1.0
+    big = (a + sgn * disc) / (2.0 * b)
+    big_a = (1.0 + sgn * a / disc) / (2.0 * b)
+    big_b = sgn * c / (b * disc) - big / b
+    big_c = sgn / disc
+    small = -c / (b * big)  # the product of the roots is -c / b
+    ratio = small / big
+    small_a = -ratio * big_a
+    small_b = -small / b - ratio * big_b
+    small_c = small / c - ratio * big_c
+    if a >= 0.0:
+        return disc, big, small, big_a, big_b, big_c, small_a, small_b, small_c
+    return disc, small, big, small_a, small_b, small_c, big_a, big_b, big_c
+
+
+@numba.njit(cache=True, fastmath=False, error_model="numpy", nogil=True)
+def _sensitivity_kernel(current, start, i_th, gamma, q, c_th, cur_tan, start_tan, out, out_t,
+                        dt, flags, points):
+    """Power ``out[b, k]`` of sample k (settled at current ``start[b]`` before the drive) and its
+    derivatives ``out_t[b, j, k]`` along K directions. Direction j changes the current by
+    ``cur_tan[b, j]`` (``start_tan[b, j]`` before the drive) and Q, log Gamma_G and
+    log thermal_power by ``flags[j]``: the coefficients a, b, c of each sample change by
+    (da, db, dc), and the exact step is differentiated through its roots and gain. The output
+    is the mean power at ``points`` equally spaced instants ending at the end of the hold
+    (1: the end of the hold, as sim:vortex reports)."""
+    n_dirs = flags.shape[0]
+    dp = np.zeros(n_dirs)
+    dp_end = np.zeros(n_dirs)
+    dr1 = np.zeros(n_dirs)
+    dr2 = np.zeros(n_dirs)
+    db = np.zeros(n_dirs)
+    ddisc = np.zeros(n_dirs)
+    for row in range(current.shape[0]):
+        g2 = 2.0 * gamma[row]
+        floor = g2 * _BETA_FLOOR
+        c = g2 * c_th[row]
+        p = 0.0
+        for k in range(-1, current.shape[1]):  # k = -1: the settled start
+            cur = start[row] if k < 0 else current[row, k]
+            z = cur / i_th[row]
+            a = g2 * (z - 1.0)
+            b_raw = g2 * (q[row] + z)
+            above = b_raw > floor
+            b = b_raw if above else floor
+            disc, r1, r2, r1a, r1b, r1c, r2a, r2b, r2c = _root_partials(a, b, c)
+            for j in range(n_dirs):
+                dcur = start_tan[row, j] if k < 0 else cur_tan[row, j, k]
+                dz = dcur / i_th[row]
+                da = g2 * dz + flags[j, 1] * a
+                db[j] = (g2 * (dz + flags[j, 0]) if above else 0.0) + flags[j, 1] * b
+                dc = (flags[j, 1] + flags[j, 2]) * c
+                dr1[j] = r1a * da + r1b * db[j] + r1c * dc
+                dr2[j] = r2a * da + r2b * db[j] + r2c * dc
+                ddisc[j] = (a * da + 2.0 * c * db[j] + 2.0 * b * dc) / disc
+            if k < 0:
+                p = r1
+                dp[:] = dr1
+                continue
+            mean = 0.0
+            out_t[row, :, k] = 0.0
+            for m in range(1, points + 1):
+                t = dt * m / points
+                e = math.exp(-disc * t)
+                g = _gain(b, disc, t)
+                h_disc = b * (t * disc * e - (1.0 - e)) / (disc * disc)  # d g / d disc
+                den = 1.0 + g * (p - r1)
+                p_t = (p + g * r2 * (p - r1)) / den
+                jac_p = (1.0 - g * (r1 - r2)) / (den * den)
+                mean += p_t / points
+                for j in range(n_dirs):
+                    dg = g / b * db[j] + h_disc * ddisc[j]
+                    d_a = r2 * dg + g * dr2[j]
+                    d_b = -(r1 * r2 * dg + g * r2 * dr1[j] + g * r1 * dr2[j])
+                    d_d = -(r1 * dg + g * dr1[j])
+                    dp_t = jac_p * dp[j] + (p * d_a + d_b - p_t * (p * dg + d_d)) / den
+                    out_t[row, j, k] += dp_t / points
+                    dp_end[j] = dp_t
+            p = p_t
+            dp[:] = dp_end
+            out[row, k] = mean
+
+
+#: Quantities :func:`power_and_jacobian` differentiates with respect to besides the
+#: parameters: the DC bias (A, absolute).
+BIAS = "bias_A"
+
+
+def power_and_jacobian(values: Mapping[str, Any], drive_V: np.ndarray, bias_A: Any, field_T: Any,
+                       dt_s: float, wrt: Sequence[str] = (), *, drive_tangents: np.ndarray | None = None,
+                       rest_drive_V: float | None = None, points_per_sample: int = 1,
+                       threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Mean-field detector voltage (B, n) (``sim:vortex`` at ``noise=0``) and its derivatives.
+
+    ``values`` maps :class:`VortexParams` names (missing: the defaults) to numbers or one
+    value per drive (B,), so a batch holds several parameter sets. Columns of the Jacobian
+    (B, n, len(wrt) + K): d V / d log(param) for each name in ``wrt`` (d V / d param for
+    ``threshold_slope_per_T``, d V / d bias for ``"bias_A"``), then one column per drive
+    tangent ``drive_tangents[j]`` (B, n) (d V along a change of the drive samples). The start
+    is settled at the first sample (as ``sim:vortex``) or at ``rest_drive_V``. Each output
+    sample is the mean power at ``points_per_sample`` instants equally spaced over its hold,
+    the last at its end (1: the end of the hold, as ``sim:vortex``; a bench whose scope
+    averages m points per drive sample reports m).
+    """
+    if isinstance(points_per_sample, bool) or not isinstance(points_per_sample, int) or points_per_sample < 1:
+        raise ConfigError(f"points_per_sample must be a positive integer, got {points_per_sample!r}")
+    names = {f.name for f in fields(VortexParams)}
+    unknown = sorted(set(wrt) - names - {BIAS})
+    if unknown:
+        raise ConfigError(f"cannot differentiate with respect to {unknown}; valid: {sorted(names | {BIAS})}")
+    drive = np.require(drive_V, np.float64, "CW")  # writable C arrays: one numba signature
+    batch, n = drive.shape
+    defaults = asdict(VortexParams())
+    v = {k: np.broadcast_to(np.asarray(values.get(k, defaults[k]), dtype=np.float64), (batch,))
+         for k in names}
+    bias = np.broadcast_to(np.asarray(bias_A, dtype=np.float64), (batch,))
+    field = np.broadcast_to(np.asarray(field_T, dtype=np.float64), (batch,))
+    gain = v["drive_gain_A_per_V"][:, None]
+    current = bias[:, None] + gain * drive
+    start_drive = drive[:, 0] if rest_drive_V is None else np.full(batch, float(rest_drive_V))
+    start = bias + gain[:, 0] * start_drive
+    i_th = v["threshold_A"] * (1.0 + v["threshold_slope_per_T"] * field)
+    tangents = [] if drive_tangents is None else list(np.asarray(drive_tangents, dtype=np.float64))
+    k_dirs = len(wrt) + len(tangents)
+    cur_tan = np.zeros((batch, k_dirs, n))
+    start_tan = np.zeros((batch, k_dirs))
+    flags = np.zeros((k_dirs, 3))
+    for j, name in enumerate(wrt):
+        if name == BIAS:
+            cur_tan[:, j], start_tan[:, j] = 1.0, 1.0
+        elif name == "drive_gain_A_per_V":
+            cur_tan[:, j], start_tan[:, j] = gain * drive, gain[:, 0] * start_drive
+        elif name in ("threshold_A", "threshold_slope_per_T"):
+            # z = I / I_th: a relative change of I_th acts like the opposite change of I
+            rel = np.ones(batch) if name == "threshold_A" else field / (1.0 + v["threshold_slope_per_T"] * field)
+            cur_tan[:, j], start_tan[:, j] = -rel[:, None] * current, -rel * start
+        elif name == "Q":
+            flags[j, 0] = 1.0  # d/dQ; times Q (per row) after the kernel
+        elif name == "gamma_G_per_s":
+            flags[j, 1] = 1.0
+        elif name == "thermal_power":
+            flags[j, 2] = 1.0
+        elif name != "detector_V_per_p":  # the output scale: filled in after the kernel
+            raise ConfigError(f"the power output does not depend on {name!r}")
+    for j, tangent in enumerate(tangents, start=len(wrt)):
+        cur_tan[:, j] = gain * tangent
+        start_tan[:, j] = gain[:, 0] * tangent[:, 0] if rest_drive_V is None else 0.0
+    power = np.empty((batch, n))
+    power_t = np.empty((batch, k_dirs, n))
+    workers = (threads or os.cpu_count() or 1) if batch * n * max(1, k_dirs) >= 2_000_000 else 1
+    run_rows(_sensitivity_kernel, batch, workers,
+             (current, start, *(np.require(x, np.float64, "CW") for x in (i_th, v["gamma_G_per_s"], v["Q"],
+                                                                          v["thermal_power"])), cur_tan,
+              start_tan, power, power_t), (float(dt_s), flags, points_per_sample), "sim-vortex")
+    scale = v["detector_V_per_p"][:, None]
+    volts = scale * power
+    jac = np.moveaxis(power_t, 1, 2) * scale[..., None]
+    for j, name in enumerate(wrt):
+        if name == "Q":
+            jac[..., j] *= v["Q"][:, None]
+        elif name == "detector_V_per_p":
+            jac[..., j] = volts
+    return volts, jac
 
 
 # ------------------------------------------------------------------------------------------
@@ -321,6 +452,11 @@ class VortexDevice(Device):
     differ, a fresh device with the same seed reproduces exactly). ``noise`` in [0, 1] scales the
     random part of the thermal force (0 = deterministic). ``noise_substep_s`` bounds the substep
     on which noise kicks are applied (accuracy of the fluctuation statistics, not of the mean).
+    How a measurement reads the device, so a fitted model can stand in for a bench:
+    ``points_per_sample`` m > 1 reports the mean of the output at m instants equally spaced over
+    each hold, the last at its end (a scope averaging m points per drive sample), and
+    ``rest_drive_V`` starts every drive settled at that drive level instead of at its first
+    sample (a bench idling there between records).
     """
 
     OUTPUTS = ("power", "rf")
@@ -329,10 +465,21 @@ class VortexDevice(Device):
 
     def __init__(self, params: VortexParams | None = None, *, seed: int = 0, noise: float = 1.0,
                  output: str = "power", noise_substep_s: float | None = None,
-                 threads: int | None = None, limits: SafetyLimits | None = None,
+                 threads: int | None = None, points_per_sample: int = 1,
+                 rest_drive_V: float | None = None, limits: SafetyLimits | None = None,
                  default_conditions: Mapping[str, float] | None = None) -> None:
         defaults = {"bias_A": DEFAULT_BIAS_A, "field_T": 0.0, **dict(default_conditions or {})}
         super().__init__(limits or VORTEX_LIMITS, defaults)
+        if isinstance(points_per_sample, bool) or not isinstance(points_per_sample, int) or points_per_sample < 1:
+            raise ConfigError(f"points_per_sample must be a positive integer, got {points_per_sample!r}")
+        if rest_drive_V is not None:
+            if not (isinstance(rest_drive_V, (int, float)) and math.isfinite(rest_drive_V)):
+                raise ConfigError(f"rest_drive_V must be a number of volts, got {rest_drive_V!r}")
+            if abs(rest_drive_V) > self.limits.max_drive_V:
+                raise SafetyLimitError(f"rest_drive_V = {rest_drive_V:g} V exceeds max_drive_V = "
+                                       f"{self.limits.max_drive_V:g} V")
+        self.points_per_sample = points_per_sample
+        self.rest_drive_V = None if rest_drive_V is None else float(rest_drive_V)
         self.params = params or VortexParams()
         if not isinstance(self.params, VortexParams):
             raise ConfigError(f"params must be a VortexParams, got {type(self.params).__name__}")
@@ -364,6 +511,7 @@ class VortexDevice(Device):
         return {**super().identity(), "model": "universal auto-oscillator (Slavin & Tiberkevich)",
                 "params": asdict(self.params), "seed": self.seed, "noise": self.noise,
                 "output": self.output, "noise_substep_s": self.noise_substep_s, "threads": self.threads,
+                "points_per_sample": self.points_per_sample, "rest_drive_V": self.rest_drive_V,
                 "default_conditions": dict(self.default_conditions), "numba": numba.__version__}
 
     def check_rf_sampling(self, dt_s: float) -> None:
@@ -387,7 +535,12 @@ class VortexDevice(Device):
                 f"field_T values {conditions['field_T'].tolist()} push the threshold current to <= 0 "
                 f"(threshold_slope_per_T = {p.threshold_slope_per_T}); reduce the field"
             )
-        batch = drive.shape[0]
+        batch, n = drive.shape
+        points, rest = self.points_per_sample, self.rest_drive_V
+        if points > 1:  # the same held drive on a grid m times finer, averaged back below
+            drive, dt_s = np.repeat(drive, points, axis=1), dt_s / points
+        if rest is not None:  # one leading sample at the rest level: the settled start is there
+            drive = np.concatenate([np.full((batch, 1), rest), drive], axis=1)
         seeds = self._rng.integers(0, 2**64 - 1, size=batch, dtype=np.uint64, endpoint=True)
         m_sub = max(1, int(math.ceil(dt_s / self.noise_substep_s - 1e-9)))
         rf = self.output == "rf"
@@ -397,23 +550,18 @@ class VortexDevice(Device):
         consts = (p.drive_gain_A_per_V, p.gamma_G_per_s, p.Q, p.gamma_G_per_s * p.thermal_power,
                   self.noise, m_sub, rf, 2 * math.pi * p.f0_Hz, 2 * math.pi * p.N_Hz, scale)
         workers = min(self.threads, batch) if drive.size >= self._THREADED_MIN_SAMPLES else 1
-        if workers == 1:
-            _kernel(drive, float(dt_s), bias, i_th, seeds, *consts, out)
-            return out
-        edges = np.linspace(0, batch, workers + 1).astype(int)
-        with ThreadPoolExecutor(workers, thread_name_prefix="sim-vortex") as pool:
-            jobs = [pool.submit(_kernel, drive[a:b], float(dt_s), bias[a:b], i_th[a:b], seeds[a:b],
-                                *consts, out[a:b]) for a, b in zip(edges[:-1], edges[1:])]
-            for job in jobs:
-                job.result()
-        return out
+        run_rows(_kernel, batch, workers, (drive, bias, i_th, seeds, out), (float(dt_s), *consts),
+                 "sim-vortex")
+        if rest is not None:
+            out = out[:, 1:]
+        return out.reshape(batch, n, points).mean(axis=2) if points > 1 else out
 
 
 #: Options accepted by ``sim:vortex?...`` (strings are converted to these types).
 OPTION_SPEC: dict[str, Any] = {
     **{f.name: float for f in fields(VortexParams)},
     "seed": int, "noise": float, "output": choice(*VortexDevice.OUTPUTS), "noise_substep_s": float,
-    "threads": int,
+    "threads": int, "points_per_sample": int, "rest_drive_V": float,
     "bias_A": float, "field_T": float,
     "max_drive_V": float, "max_bias_A": float, "max_field_T": float,
     "params": instance_of(VortexParams), "limits": instance_of(SafetyLimits),

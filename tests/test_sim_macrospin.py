@@ -1,6 +1,8 @@
 """sim:macrospin: LLGS physics sanity, differentiability in physical parameters, Device use."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -8,7 +10,8 @@ import torch
 from spinlab import Waveform, open_device
 from spinlab.errors import ConfigError
 from spinlab.sim_backends import open_simulator
-from spinlab.sim_backends.macrospin import MacrospinDevice, MacrospinParams, simulate, trajectory
+from spinlab.sim_backends.macrospin import (MacrospinDevice, MacrospinParams, reference_trajectory,
+                                           response_and_jacobian, row_seeds, simulate, trajectory)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -127,3 +130,92 @@ def test_address_options_are_checked():
     assert float(dev.params.alpha.detach()) == pytest.approx(0.03) and dev.max_steps == 1000
     with pytest.raises(ConfigError, match="alpha"):
         open_simulator("macrospin", alfa="0.03")
+
+
+# --- the numba kernel against the torch reference -------------------------------------------
+def test_kernel_equals_reference_forward_and_gradients():
+    """The kernel (forward sensitivities) and the pure-torch reference (autograd) agree to
+    rounding: responses, and gradients to every parameter and the field."""
+    rng = np.random.default_rng(0)
+    current = torch.from_numpy(rng.uniform(1e-3, 5e-3, (3, 60)))
+    weights = torch.from_numpy(rng.normal(size=(3, 60)))
+    grads = []
+    for reference in (False, True):
+        params = MacrospinParams(alpha=0.03, Hk_A_per_m=2.5e4)
+        field = torch.tensor([0.04, 0.05, 0.08], dtype=torch.float64, requires_grad=True)
+        volts = simulate(params, current, field, 1e-11, reference=reference)  # 5 substeps
+        (volts * weights).sum().backward()
+        grads.append((volts.detach(), field.grad,
+                      {n: getattr(params, "log_" + n).grad for n in MacrospinParams.DEFAULTS}))
+    (v_fast, f_fast, p_fast), (v_ref, f_ref, p_ref) = grads
+    assert torch.allclose(v_fast, v_ref, rtol=1e-12, atol=0)
+    assert torch.allclose(f_fast, f_ref, rtol=1e-9, atol=0)
+    for name in MacrospinParams.DEFAULTS:
+        assert p_fast[name] == pytest.approx(float(p_ref[name]), rel=1e-9), name
+
+
+def test_jacobian_matches_finite_differences_with_thermal_noise():
+    """d V / d log(param) of the kernel is the derivative of the same seeded noisy path."""
+    values = MacrospinParams(alpha=0.04).as_dict()
+    current = np.random.default_rng(1).uniform(1e-3, 5e-3, (2, 50))
+    seeds = row_seeds(5, 2)
+    names = list(MacrospinParams.DEFAULTS)
+    run = lambda v, wrt=(): response_and_jacobian(v, current, 0.05, 1e-11, wrt, temperature_K=300.0, seeds=seeds)
+    volts, jac = run(values, names)
+    for col, name in enumerate(names):
+        up, down = dict(values), dict(values)
+        up[name] *= math.exp(1e-6)
+        down[name] *= math.exp(-1e-6)
+        numeric = (run(up)[0] - run(down)[0]) / 2e-6
+        assert np.allclose(jac[..., col], numeric, rtol=0, atol=1e-5 * np.abs(numeric).max()), name
+
+
+def test_trajectory_refuses_gradients_to_the_current_samples():
+    current = torch.full((1, 5), 3e-3, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(ConfigError, match="reference_trajectory"):
+        trajectory(MacrospinParams(), current, 0.05, 1e-11)
+    reference_trajectory(MacrospinParams(), current, 0.05, 1e-11)[..., 0].sum().backward()
+    assert current.grad is not None
+
+
+# --- thermal field --------------------------------------------------------------------------
+def test_thermal_fluctuations_obey_equipartition():
+    """At zero current m fluctuates about +x with <m_y^2> = kT / (mu0 Ms V (H + Hk)) and
+    <m_z^2> = kT / (mu0 Ms V (H + Hk + Hd)) (Boltzmann, small angles): checks the noise
+    strength of the stochastic LLGS against its fluctuation-dissipation theorem."""
+    params = MacrospinParams(alpha=0.1)
+    with torch.no_grad():
+        m = trajectory(params, torch.zeros(32, 3000), 0.05, 10e-12, temperature_K=300.0, seed=3)
+    settled = m[:, 200:].numpy()
+    p = params.as_dict()
+    kt = 1.380649e-23 * 300.0
+    h = 0.05 / (4e-7 * math.pi) + p["Hk_A_per_m"]
+    energy = 4e-7 * math.pi * p["Ms_A_per_m"] * p["volume_m3"]
+    assert np.mean(settled[..., 1] ** 2) == pytest.approx(kt / (energy * h), rel=0.08)
+    assert np.mean(settled[..., 2] ** 2) == pytest.approx(kt / (energy * (h + p["Hd_A_per_m"])), rel=0.08)
+    assert abs(np.mean(settled[..., 1])) < 0.1 * math.sqrt(kt / (energy * h))
+
+
+def test_thermal_noise_is_seeded_per_drive():
+    drives = Waveform(np.random.default_rng(2).uniform(-0.2, 0.2, (3, 40)), 10e-12)
+    make = lambda seed, **kw: MacrospinDevice(temperature_K=300.0, seed=seed, max_step_s=5e-12, **kw)
+    first = make(7).respond(drives).samples
+    again = make(7)
+    assert np.array_equal(first, again.respond(drives).samples)
+    assert not np.array_equal(first, again.respond(drives).samples)  # every call draws new noise
+    assert not np.array_equal(first, make(8).respond(drives).samples)
+    single = make(7).respond(Waveform(drives.samples[0], 10e-12)).samples
+    assert np.array_equal(first[0], single)  # a row does not depend on the batch around it
+    threaded = make(7, threads=2)
+    threaded.max_steps = 10**7
+    big = Waveform(np.tile(drives.samples, (40, 50)), 10e-12)  # enough steps to use threads
+    assert np.array_equal(threaded.respond(big).samples, make(7, threads=1, max_steps=10**7).respond(big).samples)
+    cold = [MacrospinDevice(seed=s, max_step_s=5e-12).respond(drives).samples for s in (1, 2)]
+    assert np.array_equal(*cold)  # T = 0 (the default) is deterministic
+
+
+def test_temperature_option():
+    dev = open_device("sim:macrospin?temperature_K=77&seed=4")
+    assert dev.temperature_K == 77.0 and dev.identity()["temperature_K"] == 77.0
+    with pytest.raises(ConfigError, match="temperature_K"):
+        MacrospinDevice(temperature_K=-1.0)

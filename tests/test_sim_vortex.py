@@ -237,3 +237,102 @@ def test_keyword_objects_override_address_options():
         open_simulator("vortex", params="Q=3")
     with pytest.raises(ConfigError, match="power"):
         open_simulator("vortex", output="voltage")
+
+
+# --- differentiable paths: numba sensitivities and the torch scan ----------------------------
+def _drives(batch: int, n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-0.4, 0.4, (batch, n))
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 300])
+def test_torch_path_equals_the_numba_kernel(n):
+    """The parallel-in-time torch scan (Moebius products) is the noise=0 device to rounding."""
+    import torch
+
+    from spinlab.sim_backends.vortex_torch import power_response
+
+    drive = _drives(3, n)
+    cond = {"bias_A": np.array([6e-3, 7.5e-3, 4e-3]), "field_T": np.array([0.0, 0.1, -0.2])}
+    device = VortexDevice(noise=0).respond(Waveform(drive, DT), cond).samples
+    scan = power_response({}, torch.from_numpy(drive), torch.from_numpy(cond["bias_A"]),
+                          torch.from_numpy(cond["field_T"]), DT).numpy()
+    assert np.allclose(scan, device, rtol=1e-12, atol=0)
+    fast, _ = vortex.power_and_jacobian({}, drive, cond["bias_A"], cond["field_T"], DT)
+    assert np.array_equal(fast, device)
+
+
+@pytest.mark.parametrize("rest_drive_V", [None, 0.1])
+def test_numba_sensitivities_equal_torch_autograd(rest_drive_V):
+    """Every column of power_and_jacobian (log-parameters, bias, a drive direction) is the
+    gradient autograd finds through the torch path."""
+    import torch
+
+    from spinlab.sim_backends.vortex_torch import POWER_PARAMS, power_response
+
+    rng = np.random.default_rng(1)
+    drive, tangent = _drives(3, 200, seed=2), rng.normal(size=(1, 3, 200))
+    bias, field = np.array([6e-3, 7.5e-3, 4e-3]), np.array([0.0, 0.1, -0.2])
+    names = [p for p in POWER_PARAMS if p != "threshold_slope_per_T"] + ["threshold_slope_per_T", "bias_A"]
+    _, jac = vortex.power_and_jacobian({}, drive, bias, field, DT, names, drive_tangents=tangent,
+                                       rest_drive_V=rest_drive_V)
+    defaults = VortexParams()
+    logs = {k: torch.tensor(math.log(getattr(defaults, k)), dtype=torch.float64, requires_grad=True)
+            for k in names[:-2]}
+    slope = torch.tensor(defaults.threshold_slope_per_T, dtype=torch.float64, requires_grad=True)
+    bias_t = torch.tensor(bias, requires_grad=True)
+    drive_t = torch.tensor(drive, requires_grad=True)
+    out = power_response({**{k: t.exp() for k, t in logs.items()}, "threshold_slope_per_T": slope},
+                         drive_t, bias_t, torch.tensor(field), DT, rest_drive_V=rest_drive_V)
+    weights = rng.normal(size=out.shape)
+    (out * torch.from_numpy(weights)).sum().backward()
+    autograd = [logs[k].grad for k in names[:-2]] + [slope.grad, bias_t.grad.sum(),
+                                                      (drive_t.grad.numpy() * tangent[0]).sum()]
+    for col, expected in enumerate(autograd):
+        assert (jac[..., col] * weights).sum() == pytest.approx(float(expected), rel=1e-9), col
+
+
+def test_power_and_jacobian_batches_parameter_sets():
+    """One value per drive: a batch of parameter sets equals separate calls."""
+    drive = _drives(2, 100)
+    values = {"threshold_A": np.array([4.5e-3, 5.5e-3]), "Q": np.array([1.5, 3.0])}
+    batch, jac = vortex.power_and_jacobian(values, drive, 7e-3, 0.0, DT, ["threshold_A", "Q"])
+    for i in range(2):
+        single, jac_i = vortex.power_and_jacobian({k: v[i] for k, v in values.items()}, drive[i:i + 1],
+                                                  7e-3, 0.0, DT, ["threshold_A", "Q"])
+        assert np.array_equal(batch[i], single[0]) and np.allclose(jac[i], jac_i[0], rtol=1e-14)
+    with pytest.raises(ConfigError, match="differentiate"):
+        vortex.power_and_jacobian({}, drive, 7e-3, 0.0, DT, ["tau"])
+
+
+def test_points_per_sample_average_over_the_hold():
+    """points_per_sample = m: the mean of the power at m instants of each hold (what a bench
+    averaging m scope points per drive sample reports); numba and torch agree, m = 1 is the
+    device, and a fine device grid sampled at those instants gives the same numbers."""
+    import torch
+
+    from spinlab.sim_backends.vortex_torch import power_response
+
+    drive = _drives(2, 50)
+    fine = VortexDevice(noise=0).respond(Waveform(np.repeat(drive, 5, axis=1), DT / 5)).samples
+    expected = fine.reshape(2, 50, 5).mean(axis=2)
+    fast, jac = vortex.power_and_jacobian({}, drive, 7.5e-3, 0.0, DT, ["Q"], points_per_sample=5)
+    assert np.allclose(fast, expected, rtol=1e-12, atol=0)
+    scan = power_response({}, torch.from_numpy(drive), 7.5e-3, 0.0, DT, points_per_sample=5).numpy()
+    assert np.allclose(scan, expected, rtol=1e-12, atol=0)
+    q = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+    power_response({"Q": q}, torch.from_numpy(drive), 7.5e-3, 0.0, DT, points_per_sample=5).sum().backward()
+    assert jac.sum() == pytest.approx(2.0 * float(q.grad), rel=1e-9)  # d/dlog Q = Q d/dQ
+
+
+def test_device_can_read_like_a_bench():
+    """points_per_sample and rest_drive_V make the device report what power_and_jacobian
+    predicts for a bench (mean of m instants per hold, settled at the rest level first)."""
+    drive = _drives(2, 60)
+    bench_like = VortexDevice(noise=0, points_per_sample=5, rest_drive_V=0.0).respond(Waveform(drive, DT)).samples
+    expected, _ = vortex.power_and_jacobian({}, drive, 7.5e-3, 0.0, DT, rest_drive_V=0.0, points_per_sample=5)
+    assert np.allclose(bench_like, expected, rtol=1e-12, atol=0)
+    noisy = VortexDevice(seed=3, points_per_sample=5, rest_drive_V=0.0).respond(Waveform(drive, DT)).samples
+    assert noisy.shape == drive.shape and np.allclose(noisy, expected, rtol=0.2)
+    assert open_device("sim:vortex?points_per_sample=5&rest_drive_V=0").identity()["points_per_sample"] == 5
+    with pytest.raises(SafetyLimitError, match="rest_drive_V"):
+        VortexDevice(rest_drive_V=0.8)

@@ -17,6 +17,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "characterize": ("hardware", "Bias sweep (threshold current) and step response (relaxation time) of a device."),
     "acquire": ("twin", "Record random multi-level drives and the device's responses (twin training data)."),
     "twin": ("twin", "Spin-Neural ODE digital twin: train, evaluate."),
+    "fit-physics": ("physics", "Fit a physical model's parameters to a recorded run (gradient-based or grid search)."),
+    "optimise": ("physics", "Tune a simulator's operating point for a task through its gradients."),
     "run": ("reservoir", "Run a lab protocol on a device."),
     "resume": ("runs", "Continue an interrupted run from its last completed step, with the same plan, config and seeds."),
     "sweep": ("sweep", "Run a protocol over a grid of settings and seeds on Dask: one machine by default, a cluster by address."),

@@ -1,0 +1,632 @@
+"""Fit a physical model's parameters to a recorded run (Imai et al.): gradient-based or by grid.
+
+Plan. :func:`read_run` loads the drive/response pairs that ``spinlab acquire`` recorded. A
+model adapter (:class:`MacrospinFit`, :class:`VortexFit`) predicts the recordings for a batch
+of parameter sets at once, together with the Jacobian of the response with respect to the
+log-parameters: the simulators' numba kernels carry forward sensitivities, so a Jacobian costs
+about one extra forward pass per parameter and stores no trajectory. The objective is the mean
+squared error normalised by the recorded response's variance (NRMSE^2).
+
+``grad``. The fitted parameters live in a box (``bounds``) and are fitted in transformed
+coordinates ``log theta = log lo + (log hi - log lo) sigmoid(u)``, so every step stays inside.
+``screen`` random candidates are scored with one forward pass; the best ``starts`` run
+Levenberg-Marquardt (damped Gauss-Newton: gradient ``J^T r``, curvature ``J^T J``), all starts
+in one batch, first on the beginning of every recording and then on more of it
+(``horizons``): an oscillator's phase error grows with time, so the objective on a whole
+record is rugged in the frequency-setting parameters (1 % off in Hd dephases a GHz ring-down
+within a few ns), while on its first tenth it is smooth enough to descend from far away.
+
+``grid``. Every point of a log-spaced grid over the same box, same objective: the baseline.
+
+Noise. The model is the noise-free one (the vortex's mean-field power; the macrospin at
+T = 0), fitted to noisy recordings. In the macrospin's sub-threshold ring-down regime that is
+the mean response to first order (measured: errors of 0.1-1.5 % at 300 K). Averaging seeded
+thermal paths instead was tried and dropped: above threshold the noisy precession is so
+sensitive to the parameters that path derivatives are dominated by the few chaotic paths (a
+1e-3 finite difference disagreed with the path derivative by 50x).
+
+Uncertainty. The sandwich covariance ``H^-1 (sum_rec g g^T) H^-1`` in log-parameters, with
+``H = J^T J`` and ``g`` the gradient of one recording's residuals: unlike ``s^2 H^-1`` it stays
+honest when the noise is correlated within a recording (thermal noise is). Needs more
+recordings than parameters; otherwise ``s^2 H^-1`` is reported and ``uncertainty_method`` says so.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import h5py
+import numpy as np
+
+from spinlab.engine import Plan, RunContext
+from spinlab.errors import ConfigError
+from spinlab.sim_backends.macrospin import MacrospinParams, response_and_jacobian
+from spinlab.sim_backends.model_file import save_model
+from spinlab.sim_backends.vortex import VortexParams, power_and_jacobian
+from spinlab.twin.data import nrmse
+
+METHODS = ("grad", "grid")
+
+
+# --- the run ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Recordings:
+    """Drive/response pairs of one run on a common grid, with what the run says about them."""
+
+    drive_V: np.ndarray                 # (R, n)
+    response_V: np.ndarray              # (R, n)
+    dt_s: float
+    conditions: dict[str, np.ndarray]   # name -> (R,)
+    validation: np.ndarray              # (R,) bool: held out by the run
+    device: dict[str, Any]              # the recording device's identity
+    source: str                         # the run directory
+
+    @property
+    def n_recordings(self) -> int:
+        return int(self.drive_V.shape[0])
+
+
+def read_run(run_dir: str | Path) -> Recordings:
+    """The recordings of a run directory (or its ``run.h5``) written by ``spinlab acquire``.
+
+    The one place that knows the run-file layout: datasets ``drive_V`` (with ``dt_s``),
+    ``response_V``, ``conditions`` (attribute ``names``) and ``validation``; the device
+    identity as a JSON attribute of the file.
+    """
+    path = Path(run_dir)
+    path = path / "run.h5" if path.is_dir() else path
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} has no run.h5; give a run directory written by `spinlab acquire`")
+    try:
+        with h5py.File(path, "r") as f:
+            missing = [k for k in ("drive_V", "response_V") if k not in f]
+            if missing:
+                raise ConfigError(f"{path} has no {missing} datasets; record drive/response pairs "
+                                  "with `spinlab acquire` first")
+            drive, response = f["drive_V"][...], f["response_V"][...]
+            dt_s = float(f["drive_V"].attrs.get("dt_s", math.nan))
+            names = [n for n in str(f["conditions"].attrs.get("names", "")).split(",") if n] \
+                if "conditions" in f else []
+            table = f["conditions"][...] if names else np.zeros((drive.shape[0], 0))
+            validation = f["validation"][...].astype(bool) if "validation" in f \
+                else np.zeros(drive.shape[0], bool)
+            device = json.loads(f.attrs.get("device", "{}"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {path} as a run file ({exc})") from None
+    if drive.ndim != 2 or drive.shape != response.shape or drive.shape[0] == 0:
+        raise ConfigError(f"{path}: drive_V {drive.shape} and response_V {response.shape} must be "
+                          "equal, non-empty (recordings, samples) arrays")
+    if not (math.isfinite(dt_s) and dt_s > 0):
+        raise ConfigError(f"{path}: drive_V has no valid dt_s attribute")
+    conditions = {n: np.asarray(table[:, i], dtype=np.float64) for i, n in enumerate(names)}
+    return Recordings(np.asarray(drive, np.float64), np.asarray(response, np.float64), dt_s,
+                      conditions, validation, device, str(path.parent))
+
+
+# --- model adapters ---------------------------------------------------------------------------
+class PhysicsFit:
+    """What the fitter needs from a model: fittable names, bounds, a base parameter set and a
+    batched prediction with Jacobian. Subclasses fill in one simulator."""
+
+    name = ""
+    #: default search box (lo, hi) of each fittable parameter, SI units
+    bounds: dict[str, tuple[float, float]] = {}
+    #: the simulator's device type, whose identity (when the run was recorded on it) supplies
+    #: the setup: drive gain, step size, defaults, the non-fitted parameters
+    device_type = ""
+
+    def __init__(self, recordings: Recordings, fixed: Mapping[str, float]) -> None:
+        identity = recordings.device
+        self.same_model = identity.get("type") == self.device_type
+        self.setup = identity if self.same_model else {}
+        self.base = dict(self.default_values())
+        self.base.update({k: float(v) for k, v in self.setup.get("params", {}).items() if k in self.base})
+        unknown = sorted(set(fixed) - set(self.base))
+        if unknown:
+            raise ConfigError(f"--set: {self.name} has no parameter(s) {unknown}; valid: {sorted(self.base)}")
+        self.base.update({k: float(v) for k, v in fixed.items()})
+        self.limits = dict(identity.get("limits", {}))
+        self.default_conditions = dict(self.setup.get("default_conditions", {}))
+        self.recordings = recordings
+
+    def default_values(self) -> dict[str, float]:
+        raise NotImplementedError
+
+    def check_names(self, names: Sequence[str]) -> None:
+        unknown = [n for n in names if n not in self.bounds]
+        if unknown:
+            raise ConfigError(f"{self.name} cannot fit {unknown}; fittable parameters: {sorted(self.bounds)}")
+
+    def condition(self, name: str, default: float) -> np.ndarray:
+        """Per-recording values of a condition: recorded, else the device's default."""
+        rec = self.recordings
+        value = self.default_conditions.get(name, default)
+        return rec.conditions.get(name, np.full(rec.n_recordings, float(value)))
+
+    def predict(self, values: Mapping[str, np.ndarray], rows: np.ndarray, wrt: Sequence[str],
+                length: int) -> tuple[np.ndarray, np.ndarray]:
+        """Responses (S, R, length) and d response / d log(param) (S, R, length, len(wrt)) of
+        the first ``length`` samples of ``rows``, for S parameter sets (``values``: name -> (S,))."""
+        raise NotImplementedError
+
+    def device_options(self, values: Mapping[str, float]) -> dict[str, Any]:
+        """Options that open the fitted model as a device (``sim:PATH``)."""
+        return {**values, **{k: float(v) for k, v in self.default_conditions.items()}, **self.limits}
+
+    def derived(self, values: Mapping[str, float]) -> dict[str, Any]:
+        return {}
+
+    def measurement(self) -> dict[str, Any]:
+        """How the fit read the recordings beyond what the model file's device reproduces."""
+        return {}
+
+
+def _per_set(values: Mapping[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+    """name -> (S,) values repeated for each of ``rows`` recordings: (S * rows,)."""
+    return {name: np.repeat(np.asarray(v, np.float64), rows) for name, v in values.items()}
+
+
+class MacrospinFit(PhysicsFit):
+    """``sim:macrospin``: the LLGS macrospin at T = 0."""
+
+    name = "macrospin"
+    device_type = "MacrospinDevice"
+    bounds = {"alpha": (2e-3, 0.2), "Hk_A_per_m": (2e3, 2e5), "Hd_A_per_m": (5e4, 2e6),
+              "eta": (0.05, 1.0), "Ms_A_per_m": (2e5, 2e6), "volume_m3": (1e-24, 1e-21),
+              "R_P_ohm": (5.0, 5e3), "tmr": (0.05, 3.0)}
+    #: only eta / (Ms V) reaches the dynamics (the torque per ampere)
+    DEGENERATE = ("eta", "Ms_A_per_m", "volume_m3")
+
+    def __init__(self, recordings: Recordings, fixed: Mapping[str, float], *,
+                 temperature_K: float | None = None, **_: Any) -> None:
+        super().__init__(recordings, fixed)
+        self.drive_gain_A_per_V = float(self.setup.get("drive_gain_A_per_V", 5e-3))
+        self.max_step_s = float(self.setup.get("max_step_s", 2e-12))
+        self.initial_tilt_rad = float(self.setup.get("initial_tilt_rad", 0.05))
+        # the temperature the fitted model runs at as a device (the fit itself is noise-free)
+        self.temperature_K = float(self.setup.get("temperature_K", 0.0) if temperature_K is None else temperature_K)
+        self.current = self.condition("bias_A", 3e-3)[:, None] + self.drive_gain_A_per_V * recordings.drive_V
+        self.field_T = self.condition("field_T", 0.05)
+
+    def default_values(self) -> dict[str, float]:
+        return dict(MacrospinParams.DEFAULTS)
+
+    def check_names(self, names: Sequence[str]) -> None:
+        super().check_names(names)
+        both = [n for n in names if n in self.DEGENERATE]
+        if len(both) > 1:
+            raise ConfigError(f"{both} cannot be fitted together: the drive/response pairs only fix "
+                              "eta / (Ms_A_per_m volume_m3); fit one of them and --set the others")
+
+    def predict(self, values, rows, wrt, length):
+        sets, r = len(next(iter(values.values()))), len(rows)
+        volts, jac = response_and_jacobian(_per_set(values, r), np.tile(self.current[rows, :length], (sets, 1)),
+                                           np.tile(self.field_T[rows], sets), self.recordings.dt_s, wrt,
+                                           max_step_s=self.max_step_s,
+                                           initial_tilt_rad=self.initial_tilt_rad)
+        return volts.reshape(sets, r, length), jac.reshape(sets, r, length, len(wrt))
+
+    def device_options(self, values):
+        return {**super().device_options(values), "drive_gain_A_per_V": self.drive_gain_A_per_V,
+                "max_step_s": self.max_step_s, "initial_tilt_rad": self.initial_tilt_rad,
+                "temperature_K": self.temperature_K}
+
+    def derived(self, values):
+        params = MacrospinParams(**values)
+        return {"per_field": [
+            {"field_T": float(field_T),
+             "critical_current_A": float(params.critical_current_A(float(field_T)).detach()),
+             "fmr_frequency_Hz": float(params.fmr_frequency_Hz(float(field_T)).detach())}
+            for field_T in np.unique(self.field_T)]}
+
+
+class VortexFit(PhysicsFit):
+    """``sim:vortex``: the auto-oscillator's mean-field power (its noise=0 path)."""
+
+    name = "vortex"
+    device_type = "VortexDevice"
+    bounds = {"threshold_A": (5e-4, 5e-2), "Q": (0.05, 20.0), "gamma_G_per_s": (1e5, 1e9),
+              "drive_gain_A_per_V": (1e-4, 5e-2), "detector_V_per_p": (1e-3, 10.0),
+              "thermal_power": (1e-6, 5e-2)}
+
+    def __init__(self, recordings: Recordings, fixed: Mapping[str, float], *,
+                 rest_drive_V: float | str | None = "auto", points_per_sample: int | None = None,
+                 **_: Any) -> None:
+        super().__init__(recordings, fixed)
+        # sim:vortex starts settled at its rest level (None: the first sample) and reports
+        # points_per_sample instants per hold; a bench idles at 0 V between records and averages
+        # its scope points over each hold
+        auto_rest = self.setup.get("rest_drive_V") if self.same_model else 0.0
+        self.rest_drive_V = auto_rest if rest_drive_V == "auto" else rest_drive_V
+        self.points_per_sample = (int(self.setup.get("points_per_sample", 1)) if self.same_model else
+                                  scope_points_per_sample(recordings.device, recordings.dt_s)) \
+            if points_per_sample is None else int(points_per_sample)
+        self.noise = float(self.setup.get("noise", 1.0))
+        self.bias_A = self.condition("bias_A", 7.5e-3)
+        self.field_T = self.condition("field_T", 0.0)
+
+    def default_values(self) -> dict[str, float]:
+        return asdict(VortexParams())
+
+    def predict(self, values, rows, wrt, length):
+        sets, r = len(next(iter(values.values()))), len(rows)
+        volts, jac = power_and_jacobian(_per_set(values, r), np.tile(self.recordings.drive_V[rows, :length], (sets, 1)),
+                                        np.tile(self.bias_A[rows], sets), np.tile(self.field_T[rows], sets),
+                                        self.recordings.dt_s, wrt, rest_drive_V=self.rest_drive_V,
+                                        points_per_sample=self.points_per_sample)
+        return volts.reshape(sets, r, length), jac.reshape(sets, r, length, len(wrt))
+
+    def device_options(self, values):
+        rest = {} if self.rest_drive_V is None else {"rest_drive_V": self.rest_drive_V}
+        return {**super().device_options(values), "noise": self.noise,
+                "points_per_sample": self.points_per_sample, **rest}
+
+    def measurement(self):
+        return {"rest_drive_V": self.rest_drive_V, "points_per_sample": self.points_per_sample}
+
+    def derived(self, values):
+        params = VortexParams(**values)
+        return {"per_bias": [
+            {"bias_A": float(bias), "supercriticality": float(params.supercriticality(bias)),
+             "relaxation_time_s": float(params.relaxation_time_s(bias))}
+            for bias in np.unique(self.bias_A)]}
+
+
+MODELS: dict[str, type[PhysicsFit]] = {"macrospin": MacrospinFit, "vortex": VortexFit}
+
+
+def scope_points_per_sample(identity: Mapping[str, Any], dt_s: float) -> int:
+    """Scope points a bench averages into each drive sample (1 for anything but a Bench): the
+    slowest offered rate with at least ``oversample`` points, as the Bench chooses it."""
+    scope = identity.get("station", {}).get("scope") if identity.get("type") == "Bench" else None
+    if not scope:
+        return 1
+    from spinlab.instruments.keysight_scope import SAMPLE_RATES_Hz
+
+    want = float(scope.get("oversample", 1)) / dt_s
+    offered = sorted(r for r in SAMPLE_RATES_Hz if r <= float(scope.get("max_sample_rate_Hz", math.inf)))
+    rate = next((r for r in offered if r >= want * (1 - 1e-9)), offered[-1] if offered else 1 / dt_s)
+    return max(1, int(round(rate * dt_s)))
+
+
+# --- configuration ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FitConfig:
+    """What to fit and how (stored in the fit's run file)."""
+
+    model: str
+    params: tuple[str, ...]
+    method: str = "grad"
+    #: random candidates scored before the descent, and how many of the best start it
+    screen: int = 64
+    starts: int = 8
+    #: fractions of every recording the descent fits, in turn (the last must be 1)
+    horizons: tuple[float, ...] = (0.1, 0.3, 1.0)
+    max_iterations: int = 40
+    #: relative loss change below which a start has converged
+    tolerance: float = 1e-9
+    #: grid points per parameter (``grid``)
+    grid_points: int = 6
+    #: search box overrides (name -> (lo, hi)) and fixed values of other parameters
+    bounds: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    fixed: Mapping[str, float] = field(default_factory=dict)
+    #: macrospin: temperature of the fitted model as a device (None: the recording simulator's)
+    temperature_K: float | None = None
+    #: vortex: drive level the device idles at before a record ("auto": from the run's device)
+    #: and the instants averaged into each response sample (None: from the run's device)
+    rest_drive_V: float | str | None = "auto"
+    points_per_sample: int | None = None
+    #: the run directory (written by ``spinlab acquire``) whose recordings are fitted, and the
+    #: model file to write (default: ``model.json`` in the fit's own run directory)
+    source_run: str = ""
+    out: str | None = None
+    #: seeds the random candidates (the run's seed when run as a plan)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ConfigError(f"--model must be one of {sorted(MODELS)}, got {self.model!r}")
+        if self.method not in METHODS:
+            raise ConfigError(f"--method must be one of {list(METHODS)}, got {self.method!r}")
+        params = tuple(dict.fromkeys(p.strip() for p in self.params if p.strip()))
+        if not params:
+            raise ConfigError("--params needs at least one parameter name")
+        object.__setattr__(self, "params", params)
+        for name in ("screen", "starts", "max_iterations", "grid_points"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.starts > self.screen:
+            raise ConfigError(f"starts ({self.starts}) cannot exceed the screened candidates ({self.screen})")
+        horizons = tuple(float(h) for h in self.horizons)
+        if not horizons or horizons[-1] != 1.0 or any(not 0 < h <= 1 for h in horizons) \
+                or list(horizons) != sorted(horizons):
+            raise ConfigError(f"horizons must increase within (0, 1] and end at 1, got {list(self.horizons)}")
+        object.__setattr__(self, "horizons", horizons)
+        for name, (lo, hi) in dict(self.bounds).items():
+            if not (0 < lo < hi and math.isfinite(hi)):
+                raise ConfigError(f"bounds of {name} must satisfy 0 < lo < hi, got {lo}:{hi}")
+        if self.temperature_K is not None and not (math.isfinite(self.temperature_K) and self.temperature_K >= 0):
+            raise ConfigError(f"temperature_K must be >= 0, got {self.temperature_K!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["bounds"] = {k: list(v) for k, v in dict(self.bounds).items()}
+        d["fixed"] = dict(self.fixed)
+        d["horizons"] = list(self.horizons)
+        return d
+
+
+def build_model(recordings: Recordings, config: FitConfig) -> PhysicsFit:
+    model = MODELS[config.model](recordings, config.fixed, temperature_K=config.temperature_K,
+                                 rest_drive_V=config.rest_drive_V,
+                                 points_per_sample=config.points_per_sample)
+    model.check_names(config.params)
+    return model
+
+
+# --- the objective ----------------------------------------------------------------------------
+class Objective:
+    """NRMSE^2 of the predicted first ``horizon`` of every training recording, in box
+    coordinates u (one row of u per parameter set)."""
+
+    def __init__(self, model: PhysicsFit, config: FitConfig, rows: np.ndarray, horizon: float = 1.0) -> None:
+        self.model, self.rows, self.names = model, rows, list(config.params)
+        box = {**{n: model.bounds[n] for n in self.names}, **dict(config.bounds)}
+        self.lo = np.log([box[n][0] for n in self.names])
+        self.hi = np.log([box[n][1] for n in self.names])
+        rec = model.recordings
+        self.length = max(2, int(round(horizon * rec.drive_V.shape[1])))
+        self.target = rec.response_V[rows, :self.length]
+        self.scale = float(np.std(rec.response_V[rows]))
+        if not self.scale > 0:
+            raise ConfigError("the recorded responses are constant; nothing to fit")
+
+    def values(self, u: np.ndarray) -> dict[str, np.ndarray]:
+        """All parameters for each row of u (S, P)."""
+        theta = np.exp(self.lo + (self.hi - self.lo) / (1.0 + np.exp(-np.clip(u, -40, 40))))
+        out = {k: np.full(u.shape[0], v) for k, v in self.model.base.items()}
+        out.update({n: theta[:, j] for j, n in enumerate(self.names)})
+        return out
+
+    def to_u(self, theta: np.ndarray) -> np.ndarray:
+        frac = np.clip((np.log(theta) - self.lo) / (self.hi - self.lo), 1e-9, 1 - 1e-9)
+        return np.log(frac / (1.0 - frac))
+
+    def residuals(self, u: np.ndarray, jacobian: bool = True, *, log_space: bool = False
+                  ) -> tuple[np.ndarray, np.ndarray | None]:
+        """r (S, N) and dr/du (S, N, P) (dr/dlog theta with ``log_space``)."""
+        wrt = self.names if jacobian else []
+        volts, jac = self.model.predict(self.values(u), self.rows, wrt, self.length)
+        r = ((volts - self.target) / self.scale).reshape(u.shape[0], -1)
+        if not jacobian:
+            return r, None
+        jac = jac.reshape(u.shape[0], -1, len(self.names)) / self.scale
+        if not log_space:
+            s = 1.0 / (1.0 + np.exp(-np.clip(u, -40, 40)))
+            jac = jac * ((self.hi - self.lo) * s * (1 - s))[:, None, :]
+        return r, jac
+
+    def loss(self, u: np.ndarray) -> np.ndarray:
+        r, _ = self.residuals(u, jacobian=False)
+        return np.mean(r * r, axis=1)
+
+
+# --- optimisers -------------------------------------------------------------------------------
+@dataclass
+class Trace:
+    """Best loss on the whole recordings against wall time (the grid-vs-descent comparison)."""
+
+    start: float = field(default_factory=time.perf_counter)
+    points: list[tuple[float, float]] = field(default_factory=list)
+
+    def record(self, loss: float) -> None:
+        best = min([loss] + [p[1] for p in self.points])
+        self.points.append((time.perf_counter() - self.start, best))
+
+
+def levenberg_marquardt(objective: Objective, u: np.ndarray, max_iterations: int, tolerance: float,
+                        trace: Trace | None = None,
+                        progress: Callable[[int, float], None] | None = None
+                        ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Batched Levenberg-Marquardt from every row of ``u``; returns (u, loss, iterations)."""
+    u = u.copy()
+    r, jac = objective.residuals(u)
+    loss = np.mean(r * r, axis=1)
+    damping = np.full(len(u), 1e-3)
+    active = np.ones(len(u), bool)
+    quiet = np.zeros(len(u), int)
+    if trace is not None:
+        trace.record(float(loss.min()))
+    iterations = 0
+    for iterations in range(1, max_iterations + 1):
+        idx = np.flatnonzero(active)
+        if idx.size == 0:
+            break
+        g = np.einsum("snp,sn->sp", jac[idx], r[idx])
+        h = np.einsum("snp,snq->spq", jac[idx], jac[idx])
+        diag = np.einsum("spp->sp", h)
+        diag = diag + 1e-12 * diag.max(axis=1, keepdims=True) + 1e-300
+        step = -np.linalg.solve(h + damping[idx, None, None] * np.eye(u.shape[1]) * diag[:, :, None],
+                                g[..., None])[..., 0]
+        trial = u[idx] + step
+        r_new, jac_new = objective.residuals(trial)
+        new = np.mean(r_new * r_new, axis=1)
+        better = new < loss[idx]
+        gain = np.where(better, (loss[idx] - new) / np.maximum(loss[idx], 1e-300), 0.0)
+        take = idx[better]
+        u[take], r[take], jac[take], loss[take] = trial[better], r_new[better], jac_new[better], new[better]
+        damping[idx] = np.where(better, np.maximum(damping[idx] / 3.0, 1e-9), damping[idx] * 4.0)
+        # converged: three accepted steps in a row that gain less than the tolerance, or a
+        # damping so large that no step is left
+        quiet[idx] = np.where(better, np.where(gain > tolerance, 0, quiet[idx] + 1), quiet[idx])
+        active[idx] = (quiet[idx] < 3) & (damping[idx] < 1e10)
+        if trace is not None:
+            trace.record(float(loss.min()))
+        if progress is not None:
+            progress(iterations, float(loss.min()))
+    return u, loss, iterations
+
+
+def descend(model: PhysicsFit, config: FitConfig, rows: np.ndarray, trace: Trace,
+            progress: Callable[[str, int, float], None] | None = None) -> dict[str, Any]:
+    """Random candidates -> the best ``starts`` -> LM on growing horizons of the recordings.
+    The trace holds the whole-record loss after the screen, after each shorter horizon and at
+    every iteration of the last."""
+    rng = np.random.default_rng(config.seed)
+    frac = rng.uniform(0.02, 0.98, (config.screen, len(config.params)))  # log-uniform in the box
+    candidates = np.log(frac / (1.0 - frac))
+    whole = Objective(model, config, rows)
+    screened = Objective(model, config, rows, config.horizons[0]).loss(candidates)
+    u = candidates[np.argsort(screened)[:config.starts]]
+    stages = []
+    for horizon in config.horizons:
+        if horizon < 1.0 or not stages:
+            trace.record(float(whole.loss(u).min()))
+        objective = whole if horizon == 1.0 else Objective(model, config, rows, horizon)
+        u, loss, iterations = levenberg_marquardt(
+            objective, u, config.max_iterations, config.tolerance, trace if horizon == 1.0 else None,
+            (lambda i, l, h=horizon: progress(f"horizon {h:g}", i, l)) if progress else None)
+        stages.append({"horizon": horizon, "iterations": iterations, "best_loss": float(loss.min())})
+    return {"u": u, "loss": loss, "stages": stages, "screened_best_loss": float(screened.min())}
+
+
+def grid_search(model: PhysicsFit, config: FitConfig, rows: np.ndarray, trace: Trace,
+                progress: Callable[[str, int, float], None] | None = None,
+                chunk_samples: int = 2_000_000) -> dict[str, Any]:
+    """Every point of a grid (cell centres, log-spaced) over the box, on the whole recordings."""
+    objective = Objective(model, config, rows)
+    k, p = config.grid_points, len(objective.names)
+    centres = np.log((np.arange(k) + 0.5) / (k - np.arange(k) - 0.5))  # logit((i + 0.5) / k)
+    points = np.stack(np.meshgrid(*[centres] * p, indexing="ij"), axis=-1).reshape(-1, p)
+    chunk = max(1, chunk_samples // (len(rows) * objective.length))
+    losses = np.empty(len(points))
+    for i in range(0, len(points), chunk):
+        losses[i:i + chunk] = objective.loss(points[i:i + chunk])
+        trace.record(float(losses[:i + chunk].min()))
+        if progress is not None:
+            progress("grid", min(i + chunk, len(points)), float(losses[:i + chunk].min()))
+    order = np.argsort(losses)[:config.starts]
+    return {"u": points[order], "loss": losses[order], "stages": [{"grid_points": len(points)}]}
+
+
+def uncertainty(objective: Objective, u_best: np.ndarray) -> tuple[np.ndarray, str]:
+    """Std of each log-parameter at ``u_best`` (sandwich over recordings, else s^2 H^-1)."""
+    r, jac = objective.residuals(u_best[None], log_space=True)
+    r, jac = r[0], jac[0]
+    n_rec, p = len(objective.rows), jac.shape[1]
+    try:
+        h_inv = np.linalg.inv(jac.T @ jac)
+    except np.linalg.LinAlgError:
+        return np.full(p, np.inf), "singular curvature (parameters not identifiable from these data)"
+    if n_rec > p:
+        scores = np.einsum("rnp,rn->rp", jac.reshape(n_rec, -1, p), r.reshape(n_rec, -1))
+        cov = h_inv @ (scores.T @ scores) @ h_inv * n_rec / (n_rec - 1)
+        method = f"sandwich over {n_rec} recordings"
+    else:
+        cov = h_inv * float(r @ r) / max(len(r) - p, 1)
+        method = "curvature (s^2 H^-1; fewer recordings than parameters for the sandwich)"
+    return np.sqrt(np.clip(np.diag(cov), 0, None)), method
+
+
+# --- the protocol -----------------------------------------------------------------------------
+def split_rows(recordings: Recordings) -> tuple[np.ndarray, np.ndarray, str]:
+    """Training and validation recordings: the run's own held-out ones, else every 5th."""
+    rows = np.arange(recordings.n_recordings)
+    if recordings.validation.any() and not recordings.validation.all():
+        return rows[~recordings.validation], rows[recordings.validation], "the run's held-out recordings"
+    if recordings.n_recordings >= 5:
+        held = rows % 5 == 4
+        return rows[~held], rows[held], "every 5th recording"
+    return rows, rows[:0], "none (fewer than 5 recordings)"
+
+
+def fit_physics(recordings: Recordings, config: FitConfig,
+                progress: Callable[[str, int, float], None] | None = None) -> dict[str, Any]:
+    """Fit ``config.params`` to ``recordings``; returns the result (values, uncertainties, ...)."""
+    model = build_model(recordings, config)
+    train, held_out, split = split_rows(recordings)
+    trace = Trace()
+    search = descend if config.method == "grad" else grid_search
+    found = search(model, config, train, trace, progress)
+    wall_s = time.perf_counter() - trace.start
+    objective = Objective(model, config, train)
+    best = int(np.argmin(found["loss"]))
+    u_best = found["u"][best]
+    values = {k: float(v[0]) for k, v in objective.values(u_best[None]).items()}
+    log_std, method = uncertainty(objective, u_best)
+    loss = float(found["loss"][best])
+    params = {name: {"value": values[name], "uncertainty": float(values[name] * log_std[j]),
+                     "relative_uncertainty": float(log_std[j]), "loss": loss,
+                     "bounds": [float(math.exp(objective.lo[j])), float(math.exp(objective.hi[j]))]}
+              for j, name in enumerate(objective.names)}
+    starts = [{"loss": float(l), **{n: float(v[0]) for n, v in objective.values(u[None]).items()
+                                    if n in objective.names}}
+              for u, l in sorted(zip(found["u"], found["loss"]), key=lambda t: t[1])]
+    result = {
+        "model": config.model, "method": config.method, "params": params, "loss": loss,
+        "nrmse": math.sqrt(loss), "values": values, "starts": starts, "stages": found["stages"],
+        "screened_best_loss": found.get("screened_best_loss"),
+        "uncertainty_method": method, "wall_s": wall_s, "trace": trace.points,
+        "n_train": len(train), "n_validation": len(held_out), "validation_split": split,
+        "derived": model.derived(values), "measurement": model.measurement(),
+        "device_options": model.device_options(values),
+    }
+    arrays = {k: np.array([v]) for k, v in values.items()}
+    n = recordings.drive_V.shape[1]
+    for label, rows in (("train", train), ("validation", held_out)):
+        if rows.size:
+            predicted = model.predict(arrays, rows, [], n)[0][0]
+            result[f"{label}_nrmse"] = nrmse(predicted, recordings.response_V[rows])
+            if label == "validation":
+                result["validation_prediction"] = predicted
+    return result
+
+
+def run(ctx: RunContext, config: FitConfig) -> dict[str, Any]:
+    """The plan body: fit, record, and write the model file (default ``<run>/model.json``)."""
+    recordings = read_run(config.source_run)
+    result = fit_physics(recordings, replace(config, seed=ctx.seed),
+                         lambda stage, step, loss: ctx.progress(step, 0, stage=stage, best_loss=loss))
+    path = Path(config.out) if config.out else ctx.path / "model.json"
+    provenance = {"source_run": recordings.source, "source_device": recordings.device.get("address"),
+                  "fit_run": str(ctx.path), "method": config.method, "loss": result["loss"],
+                  "params": result["params"], "measurement": result["measurement"]}
+    save_model(path, config.model, result.pop("device_options"), provenance)
+    prediction = result.pop("validation_prediction", None)
+    if prediction is not None:
+        _, held_out, _ = split_rows(recordings)
+        ctx.save("validation/response_V", recordings.response_V[held_out], dt_s=recordings.dt_s)
+        ctx.save("validation/prediction_V", prediction, dt_s=recordings.dt_s)
+    ctx.save("fit/trace", np.array(result.pop("trace")).reshape(-1, 2), columns=["wall_s", "best_loss"])
+    summary = {**result, "model_file": str(path), "address": f"sim:{path}", "source_run": recordings.source}
+    ctx.result(**summary)
+    return summary
+
+
+def plan(config: FitConfig | Mapping[str, Any] | None = None, **overrides: Any) -> Plan:
+    """The fit as a plan (``spinlab fit-physics``'s defaults unless overridden); it reads the
+    run in ``source_run`` and needs no device."""
+    if isinstance(config, Mapping) or config is None:
+        values = {**dict(config or {}), **overrides}
+        for name in ("params", "horizons"):
+            if name in values:
+                values[name] = tuple(values[name])
+        if "bounds" in values:
+            values["bounds"] = {k: tuple(v) for k, v in dict(values["bounds"]).items()}
+        cfg = FitConfig(**values)
+    else:
+        cfg = replace(config, **overrides)
+    if not cfg.source_run:
+        raise ConfigError("fit-physics needs the run directory of the recordings to fit (source_run)")
+    return Plan("fit-physics", cfg, lambda ctx: run(ctx, cfg), needs_device=False,
+                nexus={"signal": "validation/prediction_V"})
+
+
+__all__ = ["METHODS", "MODELS", "FitConfig", "Recordings", "read_run", "fit_physics",
+           "run", "plan", "MacrospinFit", "VortexFit", "Objective", "levenberg_marquardt",
+           "descend", "grid_search", "split_rows", "uncertainty"]
