@@ -18,11 +18,14 @@ spoken-digit stages and their ratio, and where the plots and run files are.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
-from typing import Annotated, Any, Mapping
+from typing import Annotated, Any, Iterator, Mapping
 
+import torch
 from pydantic import Field, model_validator
+from threadpoolctl import threadpool_limits
 
 from spinlab.config import Config, Positive, PositiveInt
 from spinlab.engine import Plan, RunContext, RunResult
@@ -47,7 +50,7 @@ class DemoConfig(Config):
     #: pass of the training set through the device; none by default: the test voices are known)
     augment_speeds: tuple[float, ...] = ()
     #: virtual nodes per frame of the spoken-digit reservoir
-    n_nodes: PositiveInt = spoken_digits.SpokenDigitsConfig.n_nodes
+    n_nodes: PositiveInt = 400
     #: operating bias = operating_z x the measured threshold current
     operating_z: Annotated[float, Field(gt=1.0, le=3.0)] = 1.2
     #: the twin learns biases operating bias x (1 - spread, 1, 1 + spread)
@@ -60,6 +63,9 @@ class DemoConfig(Config):
     #: fresh drives the twin is scored on (each applied 4 times and averaged)
     eval_drives: PositiveInt = 8
     feature_cache_dir: str | None = None
+    #: CPU threads of torch and of numpy's BLAS while the demo runs (1 is fastest when other jobs
+    #: share the cores: there a 2-thread BLAS solved the readout 5-10x slower)
+    threads: PositiveInt = 1
 
     @model_validator(mode="after")
     def _digits(self) -> "DemoConfig":
@@ -95,8 +101,25 @@ def twin_train_plan(config: DemoConfig, out: Path, digits: spoken_digits.SpokenD
                                   "validate_every": 250})
 
 
+@contextlib.contextmanager
+def cpu_threads(n: int) -> Iterator[None]:
+    """torch and BLAS on ``n`` threads inside the block, as they were after it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        with threadpool_limits(n):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def run(ctx: RunContext, config: DemoConfig) -> dict[str, Any]:
     """The plan body: the five stages on ``ctx.device``; returns the report."""
+    with cpu_threads(config.threads):
+        return _stages(ctx, config)
+
+
+def _stages(ctx: RunContext, config: DemoConfig) -> dict[str, Any]:
     device = ctx.device
     stages: dict[str, RunResult] = {}
     stage_s: dict[str, float] = {}

@@ -73,6 +73,22 @@ def test_demo_without_fsdd_says_what_to_do_in_one_line(tmp_path, monkeypatch, no
     assert not (tmp_path / "runs").exists()  # refused before anything was opened or written
 
 
+def test_fetch_with_a_local_copy_named_checks_it_and_downloads_nothing(tmp_path, monkeypatch):
+    """The README's first command fetches FSDD before the demo; offline, SPINLAB_FSDD makes it a check."""
+    import spinlab.audio as audio
+
+    monkeypatch.setattr(audio, "_urlopen", lambda url: pytest.fail(f"downloaded {url}"))
+    monkeypatch.setenv("SPINLAB_FSDD", str(FSDD))
+    result = CliRunner().invoke(app, ["data", "fetch", "fsdd", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["verified"] and not summary["downloaded"] and summary["n_recordings"] == 2500
+    monkeypatch.setenv("SPINLAB_FSDD", str(fake_fsdd(tmp_path / "mine")))
+    result = CliRunner().invoke(app, ["data", "fetch", "fsdd"])
+    assert result.exit_code == 0, result.output
+    assert "is not the pinned FSDD copy" in result.stderr and "nothing to download" in result.stdout
+
+
 def check_stages(path: Path, report: dict) -> None:
     """Every stage completed in its own run directory under the demo's; the report points there."""
     assert sorted(p.name for p in (path / "stages").iterdir()) == STAGES
@@ -151,7 +167,7 @@ def test_demo_command_end_to_end_json_report_run_directories_and_stream(tmp_path
 @pytest.mark.slow
 def test_a_demo_stopped_midway_is_marked_interrupted_and_resumes_to_completion(tmp_path):
     runs = tmp_path / "runs"
-    proc = spinlab("demo", "--limit", "20", "--twin-steps", "2000", "--runs-dir", str(runs))
+    proc = spinlab("demo", "--limit", "20", "--twin-steps", "750", "--runs-dir", str(runs))
     deadline = time.monotonic() + 300
     while not list(runs.glob("*-demo-*/stages/2-twin-train/twin-checkpoint.pt")):  # training is under way
         assert proc.poll() is None and time.monotonic() < deadline

@@ -11,13 +11,14 @@ from spinlab.errors import RunInterrupted
 from test_engine import Doubler, steps_plan
 
 
-def composed(fail_in_second=None):
+def composed(fail_in_second=None, second_device=None):
     """Two stages of ``steps_plan`` (3 and 4 steps); the second raises RunInterrupted before
-    step ``fail_in_second``."""
+    step ``fail_in_second``, and runs on ``second_device`` if given."""
 
     def body(ctx):
         first = ctx.run(steps_plan(3), stage="first")
-        second = ctx.run(steps_plan(4, fail_at=fail_in_second, exc=RunInterrupted(2)), stage="second")
+        second = ctx.run(steps_plan(4, fail_at=fail_in_second, exc=RunInterrupted(2)), second_device,
+                         stage="second")
         ctx.result(total=first.summary["total"] + second.summary["total"])
         return {"paths": [str(first.path), str(second.path)], "total": first.summary["total"] + second.summary["total"]}
 
@@ -59,6 +60,7 @@ def test_resuming_reads_completed_stages_back_and_resumes_the_interrupted_one(tm
         RunEngine(tmp_path / "b").run(composed(fail_in_second=2), device, seed=2)
     path = caught.value.run_path
     assert path.parent == tmp_path / "b" and device.calls == 3 + 2
+    assert device.outputs_off_calls == 3  # after the first stage, the interrupted one, the demo
     assert (path / "stages" / "2-second" / JOURNAL_FILE).is_file()
     again = Doubler()
     resumed = RunEngine(tmp_path / "b").resume(path, again)
@@ -66,3 +68,26 @@ def test_resuming_reads_completed_stages_back_and_resumes_the_interrupted_one(tm
     assert resumed.status == "completed" and resumed.summary["total"] == clean.summary["total"]
     with h5py.File(path / "stages" / "2-second" / "run.h5") as f:
         assert f.attrs["status"] == "completed" and f.attrs["resumed"] == 1
+
+
+def test_the_composing_run_opens_its_address_once_and_a_stage_address_for_that_stage(tmp_path, monkeypatch):
+    import spinlab.engine.engine as engine_module
+
+    events = []
+
+    class Tracked(Doubler):
+        def __init__(self, address):
+            super().__init__()
+            self.address = address
+
+        def close(self):
+            events.append(("close", self.address))
+
+    def opening(address, **options):
+        events.append(("open", address))
+        return Tracked(address)
+
+    monkeypatch.setattr(engine_module, "open_device", opening)
+    RunEngine(tmp_path).run(composed(second_device="sim:other"), "bench:main")
+    assert events == [("open", "bench:main"), ("open", "sim:other"), ("close", "sim:other"),
+                      ("close", "bench:main")]

@@ -9,7 +9,6 @@ from typing import Any, Optional
 import typer
 
 from spinlab.cli.common import JsonOption, RunOptions, emit_json, run_command, run_plan, user_errors
-from spinlab.errors import ConfigError
 
 #: Where the demo publishes unless --monitor says: a free port on this machine, printed at the start.
 DEFAULT_MONITOR = "tcp://127.0.0.1:0"
@@ -35,18 +34,11 @@ def demo(
         from spinlab.audio import find_fsdd
 
         data_dir = find_fsdd(data)  # before anything is imported or opened: a missing dataset is one line
-        if threads < 1:
-            raise ConfigError(f"--threads must be at least 1, got {threads}")
-        import torch
-        from threadpoolctl import threadpool_limits
-
         from spinlab.protocols import demo as protocol
 
-        plan = protocol.plan(data_dir=str(data_dir), limit=limit, twin_max_steps=twin_steps,
+        plan = protocol.plan(data_dir=str(data_dir), limit=limit, twin_max_steps=twin_steps, threads=threads,
                              feature_cache_dir=str(Path(run.runs_dir) / ".cache"))
-        torch.set_num_threads(threads)
-        with threadpool_limits(threads):
-            result = run_plan(plan, device, dataclasses.replace(run, monitor=run.monitor or DEFAULT_MONITOR))
+        result = run_plan(plan, device, dataclasses.replace(run, monitor=run.monitor or DEFAULT_MONITOR))
     report = {**result.summary, "run_dir": str(result.path), "wall_s": time.perf_counter() - start}
     if json_out:
         emit_json(report)

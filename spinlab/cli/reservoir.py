@@ -1,6 +1,7 @@
 """`spinlab run spoken-digits` and `spinlab data fetch fsdd`: the reservoir protocol and its data."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -87,15 +88,31 @@ def fetch_fsdd_command(
     force: bool = typer.Option(False, "--force", help="Download again even if a verified copy exists."),
     json_out: bool = JsonOption,
 ) -> None:
-    """Download FSDD (pinned commit), verify its recordings' SHA-256, install into the cache."""
-    with user_errors():
-        from spinlab.audio import FSDD_COMMIT, FSDD_URL, fetch_fsdd
+    """Download FSDD (pinned commit), verify its recordings' SHA-256, install into the cache.
 
-        typer.echo(f"fetching {FSDD_URL} (commit {FSDD_COMMIT})", err=True)
-        path = fetch_fsdd(dest, force=force)
+    With ``$SPINLAB_FSDD`` set (and no --dest or --force) the protocols read that copy, so it is
+    checked instead and nothing is downloaded: the fetch works offline there."""
+    with user_errors():
+        from spinlab.audio import (FSDD_COMMIT, FSDD_ENV, FSDD_RECORDINGS_SHA256, FSDD_URL, directory_digest,
+                                   fetch_fsdd, find_fsdd)
+
+        verified, local = True, bool(os.environ.get(FSDD_ENV)) and dest is None and not force
+        if local:
+            path = find_fsdd()
+            verified = directory_digest(path) == FSDD_RECORDINGS_SHA256
+            if not verified:
+                typer.secho(f"warning: ${FSDD_ENV} = {path} is not the pinned FSDD copy (its recordings differ); "
+                            f"the protocols use it as it is; unset {FSDD_ENV} to download the pinned copy",
+                            err=True, fg="yellow")
+        else:
+            typer.echo(f"fetching {FSDD_URL} (commit {FSDD_COMMIT})", err=True)
+            path = fetch_fsdd(dest, force=force)
         n = len(list(path.glob("*.wav")))
         if json_out:
-            emit_json({"path": str(path), "n_recordings": n, "commit": FSDD_COMMIT})
+            emit_json({"path": str(path), "n_recordings": n, "commit": FSDD_COMMIT, "verified": verified,
+                       "downloaded": not local})
+        elif local:
+            typer.echo(f"{n} {'verified ' if verified else ''}recordings in {path} (${FSDD_ENV}); nothing to download")
         else:
             typer.echo(f"{n} verified recordings in {path}")
 
