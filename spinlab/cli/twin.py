@@ -75,6 +75,7 @@ HoldOption = typer.Option("1e-7,1e-6", "--hold-s", help="Hold time range of each
 AmplitudeOption = typer.Option(0.4, "--amplitude-V", help="Drive levels are uniform in +-this (V), clipped to the device limit.")
 DtOption = typer.Option(1e-7, "--dt-s", help="Sample interval of drives and responses (s).")
 RecordOption = typer.Option(1e-4, "--record-s", help="Length of one recording (s).")
+TorchDeviceOption = typer.Option("auto", "--torch-device", help="Where the twin computes: auto (a GPU when present), cpu, cuda or cuda:N.")
 
 
 # --- spinlab acquire -------------------------------------------------------------------------
@@ -156,6 +157,7 @@ def train(
     noise_injection: bool = typer.Option(False, "--noise-injection/--no-noise-injection", help="Perturb segment starts with the measured output noise."),
     max_wall_s: Optional[float] = typer.Option(None, "--max-wall-s", help="Wall-time budget of the training (s)."),
     threads: int = typer.Option(1, "--threads", help="torch threads (1 is fastest for H ~ 64)."),
+    torch_device: str = TorchDeviceOption,
     json_output: bool = JsonOption,
     runs_dir: Path = RunsDirOption,
     monitor: Optional[str] = MonitorOption,
@@ -166,7 +168,7 @@ def train(
     """Train a twin online on a device (fits while it records) or offline on a MuMax3 table."""
     import torch
 
-    from spinlab.twin.model import TwinArchitecture
+    from spinlab.twin.model import TwinArchitecture, resolve_torch_device
     from spinlab.twin.train import OnlineConfig, TrainConfig
 
     start = time.perf_counter()
@@ -180,7 +182,8 @@ def train(
                            target_nrmse=target_nrmse or (0.1 if device else 0.02),
                            noise_injection=noise_injection, max_wall_s=max_wall_s, seed=seed)
         common = {"json": json_output, "runs_dir": runs_dir, "monitor": monitor,
-                  "control": control, "control_keys": control_keys, "seed": seed}
+                  "control": control, "control_keys": control_keys, "seed": seed,
+                  "torch_device": resolve_torch_device(torch_device)}
         if device is not None:
             acq = _acquire_config(max_duration_s, dt_s, record_s, hold_s, amplitude_V,
                                   bias_A, field_T, condition, seed,
@@ -261,7 +264,8 @@ def _train_device(address: str, out: Path, acq: Any, arch: Any, tcfg: Any, commo
             batches = recording_batches(dev, acq)
             first = next(batches)
             data = first.trajectories
-            model = build_model(arch, fit_normalisation(data, arch.condition_names), seed=seed)
+            model = build_model(arch, fit_normalisation(data, arch.condition_names),
+                                seed=seed).to(common["torch_device"])
             # the first batch may be a mean of `repeats` shots: scale back to one shot
             tcfg.noise_std = estimate_noise_std(np.stack([t.response for t in data])) * math.sqrt(first.repeats)
             tcfg.rest_drive_V = rest
@@ -318,7 +322,7 @@ def _train_mumax(table_path: Path, out: Path, split: Any, arch: Any, tcfg: Any, 
              control=common["control"], control_keys=common["control_keys"]) as run:
         for name in ("model", "segments"):
             run.record_seed(name, seed)
-        model = build_model(arch, fit_normalisation([train_t], ()), seed=seed)
+        model = build_model(arch, fit_normalisation([train_t], ()), seed=seed).to(common["torch_device"])
         tcfg.noise_std = estimate_noise_std(train_t.response)
         result = train_offline(model, [train_t], [val_t], tcfg, run=run, progress=True)
         test_nrmse = trajectory_nrmse(model, [test_t])
@@ -363,6 +367,7 @@ def evaluate(
     control: Optional[str] = ControlOption,
     control_keys: Optional[Path] = ControlKeysOption,
     seed: int = typer.Option(1000, "--seed", help="Seed of the fresh drives (differs from training's 0)."),
+    torch_device: str = TorchDeviceOption,
 ) -> None:
     """Score a twin against a device on fresh random drives (NRMSE) and plot both."""
     from spinlab.registry import open_device
@@ -372,7 +377,7 @@ def evaluate(
 
     start = time.perf_counter()
     with user_errors():
-        twin = open_twin(checkpoint)
+        twin = open_twin(checkpoint, torch_device=torch_device)
         cfg = EvalConfig(n_drives=n_drives, record_s=record_s, dt_s=twin.dt_s,
                          hold_s=_pair(hold_s, "--hold-s"), amplitude_V=amplitude_V,
                          conditions=_conditions(bias_A, field_T, condition or []) or None,

@@ -412,6 +412,26 @@ class SpinNODE(nn.Module):
         return self.denorm_output(y)
 
 
+def resolve_torch_device(name: str | torch.device | None = "auto") -> torch.device:
+    """Where the twin computes: ``"auto"`` (None) is the GPU when one is present, else the CPU;
+    ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` ask for one. A GPU that is not there is a ConfigError."""
+    text = "auto" if name is None else str(name).strip().lower()
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"torch device must be auto, cpu, cuda or cuda:N, got {name!r}")
+    if device.type == "cuda" and not (torch.cuda.is_available()
+                                      and (device.index or 0) < torch.cuda.device_count()):
+        raise ConfigError(f"torch device {text} is not available (this torch sees "
+                          f"{torch.cuda.device_count() if torch.cuda.is_available() else 'no'} "
+                          "GPU(s)); use --torch-device cpu or auto")
+    return device
+
+
 def build_model(arch: TwinArchitecture, norm: Normalisation | None = None, *,
                 seed: int = 0, dtype: torch.dtype = torch.float32) -> SpinNODE:
     """A freshly initialised twin (seeded, so the same seed gives the same weights)."""
@@ -430,4 +450,5 @@ def count_parameters(model: nn.Module) -> int:
 
 __all__: Sequence[str] = (
     "TwinArchitecture", "Normalisation", "SpinNODE", "build_model", "count_parameters",
+    "resolve_torch_device",
 )
