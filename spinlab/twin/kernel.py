@@ -134,11 +134,14 @@ def supports(x0: Tensor, u_feat: Tensor, c: Tensor, params: Sequence[Tensor]) ->
 
 def _lanes(t: Tensor, rows: int) -> Tensor:
     """``(B, ...)`` -> ``(..., rows)`` contiguous, rows beyond B copies of row 0 (finite, and
-    their gradients are zero)."""
+    their gradients are zero). Free when ``t`` is a view of such storage already."""
     t = t.movedim(0, -1)
-    if rows > t.shape[-1]:
-        t = torch.cat([t, t[..., :1].expand(*t.shape[:-1], rows - t.shape[-1])], dim=-1)
-    return t.contiguous()
+    if rows == t.shape[-1]:
+        return t.contiguous()
+    out = t.new_empty(*t.shape[:-1], rows)
+    out[..., : t.shape[-1]] = t
+    out[..., t.shape[-1]:] = t[..., :1]
+    return out
 
 
 def _shards(rows: int, workers: int) -> list[tuple[int, int]]:

@@ -226,14 +226,19 @@ class SpinNODE(nn.Module):
     def delay_features(self, u: Tensor) -> Tensor:
         """``(B, n)`` normalised drive -> ``(B, n, k)`` drive at delays 0, tau, ... (k-1) tau.
 
-        Samples before the start repeat the first sample (the level the device sat at)."""
+        Samples before the start repeat the first sample (the level the device sat at). The
+        result is a view of time-major storage ``(n, k, B)``: the layout both integrators read
+        (the compiled kernel without a copy when B is a multiple of its 16 lanes)."""
         k, d = self.arch.n_delays, self.arch.delay_samples
-        feats = [u]
+        batch, n = u.shape
+        feats = u.new_empty(n, k, batch)
+        u_t = u.T
+        feats[:, 0] = u_t
         for j in range(1, k):
-            shift = j * d
-            pad = u[:, :1].expand(-1, min(shift, u.shape[1]))
-            feats.append(torch.cat([pad, u[:, : u.shape[1] - shift]], dim=1)[:, : u.shape[1]])
-        return torch.stack(feats, dim=-1)
+            shift = min(j * d, n)
+            feats[:shift, j] = u_t[:1]
+            feats[shift:, j] = u_t[: n - shift]
+        return feats.permute(2, 0, 1)
 
     def embed_output(self, y: Tensor) -> Tensor:
         """``(B, n)`` normalised output -> ``(B, n, k)`` delay-embedded states (valid from
@@ -387,7 +392,6 @@ class SpinNODE(nn.Module):
         conditions = torch.as_tensor(conditions, dtype=dtype, device=device).reshape(batch, -1)
         workers = torch.get_num_threads() if workers is None else workers
         c = self.norm_conditions(conditions)
-        u = self.norm_drive(drive)
         k, d = self.arch.n_delays, self.arch.delay_samples
         if y_history is not None:
             hist = torch.as_tensor(y_history, dtype=dtype, device=device).reshape(batch, -1)
@@ -401,15 +405,19 @@ class SpinNODE(nn.Module):
         else:
             x0 = torch.zeros(batch, k, dtype=dtype, device=device)
             settle = int(settle_samples)
-            if settle:
-                level = (drive[:, :1] if rest_drive is None
-                         else torch.as_tensor(rest_drive, dtype=dtype, device=device).reshape(-1, 1))
-                rest = self.norm_drive(level).expand(batch, settle)
-                u = torch.cat([rest, u], dim=1)
+        # the drive, after `settle` samples at the rest level, normalised: one pass each
+        u = drive.new_empty(batch, settle + n)
+        u[:, settle:] = drive
+        if settle:
+            u[:, :settle] = (drive[:, :1] if rest_drive is None
+                             else torch.as_tensor(rest_drive, dtype=dtype, device=device).reshape(-1, 1))
+        u = torch.addcmul(-self.u_mean / self.u_std, u, 1.0 / self.u_std)
         states = self.rollout(x0, self.delay_features(u), c, chunk=chunk, kernel=kernel,
                               n_states=1, workers=workers)
-        y = torch.cat([x0[:, None, 0], states[..., 0]], dim=1)[:, settle:]
-        return self.denorm_output(y)
+        y = u.new_empty(batch, settle + n)
+        y[:, 0] = x0[:, 0]
+        y[:, 1:] = states[..., 0]
+        return torch.addcmul(self.y_mean, y[:, settle:], self.y_std)
 
 
 def resolve_torch_device(name: str | torch.device | None = "auto") -> torch.device:

@@ -48,8 +48,8 @@ inline vf splat(float a) { return a - vf{}; }
 inline vf vtanh(vf x) {
     if (SKIP_ACTIVATION) return x;
     const vf c = splat(7.90531110763549805f);
-    x = x < c ? x : c;
-    x = x > -c ? x : -c;
+    x = x > c ? c : x;  // clamped this way round, a NaN stays NaN
+    x = x < -c ? -c : x;
     const vf x2 = x * x;
     vf p = x2 * splat(-2.76076847742355e-16f) + splat(2.00018790482477e-13f);
     p = x2 * p + splat(-8.60467152213735e-11f);
