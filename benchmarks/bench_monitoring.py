@@ -1,8 +1,8 @@
 """Does monitoring slow acquisition? The same sim:vortex acquisition with 0, 10 and 10 watchers
 of which one has stopped reading.
 
-Each step: one batch of random drives through ``sim:vortex`` -> append the responses to the
-run file -> publish a decimated waveform preview and progress -> checkpoint. Subscribers are
+Each step of a plan run by the engine: one batch of random drives through ``sim:vortex``,
+recorded (journal + run file, durable per step) -> a waveform preview and progress. Subscribers are
 separate processes on loopback (this file re-run with ``--subscriber``) that validate every
 message with :class:`spinlab.monitoring.Subscriber`; the stalled one subscribes and never reads.
 Scenarios are interleaved and repeated; we report medians of wall time and also of the
@@ -64,38 +64,43 @@ def start_subscribers(endpoint: str, n: int, stalled: int) -> list[subprocess.Po
 def acquisition(root: Path, steps: int, batch: int, samples: int, monitor: bool,
                 n_subs: int, stalled: int, seed: int) -> dict:
     import spinlab
-    from spinlab.run import Run
+    from spinlab.engine import Plan, RunEngine
+    from spinlab.monitoring.documents import MonitorPublisher
 
     rng = np.random.default_rng(seed)
     drives = [spinlab.Waveform(rng.uniform(-0.3, 0.3, (batch, samples)), 100e-9) for _ in range(steps)]
+    timing: dict[str, float] = {"checksum": 0.0, "publish_s": 0.0}
+
+    def body(ctx):
+        t0, c0, p0_cpu = time.perf_counter(), time.thread_time(), time.process_time()
+        for i, drive in enumerate(drives):
+            data = ctx.measure("responses", lambda dev, d=drive: {
+                "responses": dev.respond(d, {"bias_A": 7.5e-3}).samples})
+            timing["checksum"] += float(data["responses"].sum())
+            p0 = time.perf_counter()
+            ctx.preview("response", spinlab.Waveform(data["responses"][0], drive.dt_s))
+            ctx.progress(i + 1, steps)
+            timing["publish_s"] += time.perf_counter() - p0
+        timing["loop_s"] = time.perf_counter() - t0
+        timing["thread_cpu_s"] = time.thread_time() - c0
+        timing["process_cpu_s"] = time.process_time() - p0_cpu
+        timing["t_end"] = time.perf_counter()
+
     with spinlab.open_device(f"sim:vortex?seed={seed}") as dev:
         dev.respond(drives[0])  # compile the numba kernel outside the timing
-        run = Run("bench-monitoring", {"steps": steps, "batch": batch, "samples": samples},
-                  root=root, device=dev, monitor="tcp://127.0.0.1:0" if monitor else None)
+        publisher = MonitorPublisher("tcp://127.0.0.1:0") if monitor else None
         procs = []
-        if monitor and n_subs:
-            procs = start_subscribers(run.events.endpoint, n_subs, stalled)
+        if publisher is not None and n_subs:
+            procs = start_subscribers(publisher.endpoint, n_subs, stalled)
             deadline = time.monotonic() + 60
-            while run.events.stats()["subscriptions"] < n_subs and time.monotonic() < deadline:
+            while publisher.publisher.stats()["subscriptions"] < n_subs and time.monotonic() < deadline:
                 time.sleep(0.01)
-        checksum, publish_s = 0.0, 0.0
-        with run:
-            run.record_seed("drives", seed)
-            t0, c0, p0_cpu = time.perf_counter(), time.thread_time(), time.process_time()
-            for i, drive in enumerate(drives):
-                response = dev.respond(drive, {"bias_A": 7.5e-3})
-                run.append("responses", response.samples)
-                checksum += float(response.samples.sum())
-                p0 = time.perf_counter()
-                run.preview("response", response.item(0), max_points=1000)
-                run.progress(i + 1, steps)
-                publish_s += time.perf_counter() - p0
-                run.checkpoint()
-            loop_s = time.perf_counter() - t0
-            thread_cpu_s = time.thread_time() - c0
-            process_cpu_s = time.process_time() - p0_cpu
-        close_s = time.perf_counter() - t0 - loop_s
-        stats = run.events.stats() if monitor else {}
+        plan = Plan("bench-monitoring", {"steps": steps, "batch": batch, "samples": samples}, body)
+        result = RunEngine(root).run(plan, dev, seed=seed, subscribers=[publisher] if publisher else [])
+        close_s = time.perf_counter() - timing["t_end"]
+        stats = publisher.publisher.stats() if publisher else {}
+        if publisher is not None:
+            publisher.close()
     watchers = []
     for proc in procs:
         if proc.args[-1] == "--stall":
@@ -104,12 +109,13 @@ def acquisition(root: Path, steps: int, batch: int, samples: int, monitor: bool,
             continue
         out, _ = proc.communicate(timeout=60)
         watchers.append(json.loads(out.strip().splitlines()[-1]) if out.strip() else {"error": "no output"})
-    with h5py.File(run.path / "run.h5") as f:
+    with h5py.File(result.run_file) as f:
         saved = f["responses"][()]
         status = f.attrs["status"]
-    complete = saved.shape == (steps * batch, samples) and np.isclose(saved.sum(), checksum, rtol=1e-12)
-    return {"loop_s": loop_s, "thread_cpu_s": thread_cpu_s, "process_cpu_s": process_cpu_s,
-            "close_s": close_s, "publish_s": publish_s, "complete": bool(complete),
+    complete = saved.shape == (steps * batch, samples) and np.isclose(saved.sum(), timing["checksum"], rtol=1e-12)
+    return {"loop_s": timing["loop_s"], "thread_cpu_s": timing["thread_cpu_s"],
+            "process_cpu_s": timing["process_cpu_s"], "close_s": close_s,
+            "publish_s": timing["publish_s"], "complete": bool(complete),
             "status": status, "rows": int(saved.shape[0]), "expected_rows": steps * batch,
             "dropped": stats.get("dropped", 0), "sent": stats.get("sent", 0),
             "published": stats.get("published", 0), "watchers": watchers}

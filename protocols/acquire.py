@@ -1,30 +1,40 @@
 """Training-data acquisition for the digital twin: random multi-level drives at swept conditions.
 
-Plan only: it builds drives, asks the Device for responses and hands back recordings; the Run
-records them (``drive_V``, ``response_V``, ``conditions`` datasets grown with ``Run.append``).
-Random multi-level drives (a new uniform level every random hold time) excite the device at all
-time scales from one sample up to a few relaxation times, which is what a twin must learn;
-the reservoir's masked drives (a new level every sample) are inside that family.
+A plan: each step applies one batch (one recording at every condition combination) and the
+engine records it as one event of the ``recordings`` stream (datasets ``drive_V``,
+``response_V``, ``conditions``, ``validation``, ``repeats``, rows appended). Random multi-level
+drives (a new uniform level every random hold time) excite the device at all time scales from
+one sample up to a few relaxation times, which is what a twin must learn; the reservoir's
+masked drives (a new level every sample) are inside that family. Each batch's drives come
+from their own random stream, so an interrupted acquisition resumes exactly.
 """
 from __future__ import annotations
 
 import itertools
 import logging
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
+from pydantic import field_validator, model_validator
 
 from spinlab import Device, Waveform
+from spinlab.config import Config, NonNegativeInt, Positive, PositiveInt
+from spinlab.engine import Plan, RunContext, seed_stream
+from spinlab.engine.plan import make_config
 from spinlab.errors import ConfigError, SafetyLimitError
 from spinlab.twin.data import Trajectory
 
 log = logging.getLogger("spinlab.acquire")
 
+#: Most recording batches one acquisition may take (each is at least one device call).
+MAX_BATCHES = 1_000_000
+#: Most drive samples one device call may hold (memory of the drive, the response and the AWG).
+MAX_CALL_SAMPLES = 200_000_000
 
-@dataclass(frozen=True)
-class AcquireConfig:
+
+class AcquireConfig(Config):
     """What to record. Times in seconds, drive levels in volts.
 
     ``duration_s`` is the total device time (all recordings, all conditions); each recording is
@@ -37,44 +47,51 @@ class AcquireConfig:
     time).
     """
 
-    duration_s: float = 5e-3
-    dt_s: float = 1e-7
-    record_s: float = 1e-4
-    hold_s: tuple[float, float] = (1e-7, 1e-6)
-    amplitude_V: float = 0.4
-    conditions: Mapping[str, Sequence[float]] = field(default_factory=dict)
-    validation_every: int = 0      # every Nth batch (0, N, 2N, ...) is held out; 0: none
-    validation_repeats: int = 1    # held-out drives are applied this often and averaged
-    seed: int = 0
+    duration_s: Positive = 5e-3
+    dt_s: Positive = 1e-7
+    record_s: Positive = 1e-4
+    hold_s: tuple[Positive, Positive] = (1e-7, 1e-6)
+    amplitude_V: Positive = 0.4
+    conditions: dict[str, tuple[float, ...]] = {}
+    validation_every: NonNegativeInt = 0   # every Nth batch (0, N, 2N, ...) is held out; 0: none
+    validation_repeats: PositiveInt = 1    # held-out drives are applied this often and averaged
 
-    def __post_init__(self) -> None:
-        for name in ("duration_s", "dt_s", "record_s", "amplitude_V"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ConfigError(f"acquire {name} must be a positive number, got {value!r}")
-        lo, hi = (float(v) for v in self.hold_s)
-        if not (0 < lo <= hi):
-            raise ConfigError(f"acquire hold_s must be (min, max) with 0 < min <= max, got {self.hold_s}")
-        object.__setattr__(self, "hold_s", (lo, hi))
+    @field_validator("conditions", mode="before")
+    @classmethod
+    def _sequences(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):  # a single value sweeps one point
+            return {str(k): tuple(np.atleast_1d(v).tolist()) for k, v in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _feasible(self) -> "AcquireConfig":
+        if self.hold_s[0] > self.hold_s[1]:
+            raise ValueError(f"hold_s must be (min, max) with min <= max, got {self.hold_s}")
         if self.record_s < 4 * self.dt_s:
-            raise ConfigError(f"record_s ({self.record_s:g} s) must hold at least 4 samples of dt_s ({self.dt_s:g} s)")
-        if self.validation_every < 0 or self.validation_every == 1 or self.validation_repeats < 1:
-            raise ConfigError(
-                "validation_every must be 0 (no held-out data) or >= 2, validation_repeats >= 1; "
-                f"got {self.validation_every}, {self.validation_repeats}"
-            )
-        conds = {}  # normalised first: n_conditions below needs sequences
-        for name, values in dict(self.conditions).items():
-            vals = tuple(float(v) for v in np.atleast_1d(values))
-            if not vals or not all(math.isfinite(v) for v in vals):
-                raise ConfigError(f"condition sweep {name} needs finite values, got {values!r}")
-            conds[str(name)] = vals
-        object.__setattr__(self, "conditions", conds)
+            raise ValueError(f"record_s ({self.record_s:g} s) must hold at least 4 samples of dt_s "
+                             f"({self.dt_s:g} s)")
+        if self.validation_every == 1:
+            raise ValueError("validation_every must be 0 (no held-out data) or >= 2")
+        empty = [name for name, values in self.conditions.items() if not values]
+        if empty:
+            raise ValueError(f"condition sweep {empty[0]} needs at least one value")
         if self.record_s * self.n_conditions > self.duration_s * (1 + 1e-9):
-            raise ConfigError(
+            raise ValueError(
                 f"duration_s = {self.duration_s:g} s is shorter than one recording at every "
-                f"condition ({self.n_conditions} x {self.record_s:g} s); record longer or sweep less"
-            )
+                f"condition ({self.n_conditions} x {self.record_s:g} s); record longer or sweep less")
+        call = self.n_samples * self.n_conditions * self.validation_repeats
+        if call > MAX_CALL_SAMPLES:
+            raise ValueError(
+                f"one batch would send {call:.3g} drive samples ({self.n_conditions} conditions x "
+                f"{self.n_samples:.3g} samples x {self.validation_repeats} repeats), above "
+                f"{MAX_CALL_SAMPLES:.0e}; shorten record_s or use a coarser dt_s")
+        batches = self.duration_s / self.batch_device_time_s(1)
+        if batches > MAX_BATCHES:
+            raise ValueError(
+                f"duration_s = {self.duration_s:g} s is {batches:.3g} batches of "
+                f"{self.record_s:g} s recordings, more than {MAX_BATCHES:,}; record for less time "
+                "or with longer recordings")
+        return self
 
     @property
     def n_samples(self) -> int:
@@ -93,9 +110,15 @@ class AcquireConfig:
 
     @property
     def n_batches(self) -> int:
-        """Recording batches (one recording at every condition each) that fit the duration."""
-        used, index = 0.0, 0
-        while used + self.batch_device_time_s(index) <= self.duration_s * (1 + 1e-9):
+        """Recording batches (one recording at every condition each) that fit the duration:
+        whole cycles of ``validation_every`` batches in closed form, then the rest one by one."""
+        budget = self.duration_s * (1 + 1e-9)
+        index, used = 0, 0.0
+        if self.validation_every:
+            cycle = sum(self.batch_device_time_s(i) for i in range(self.validation_every))
+            cycles = int(budget // cycle)
+            index, used = cycles * self.validation_every, cycles * cycle
+        while used + self.batch_device_time_s(index) <= budget:
             used += self.batch_device_time_s(index)
             index += 1
         return index
@@ -104,25 +127,17 @@ class AcquireConfig:
         names = list(self.conditions)
         return [dict(zip(names, combo)) for combo in itertools.product(*self.conditions.values())] or [{}]
 
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["conditions"] = {k: list(v) for k, v in self.conditions.items()}
-        d["hold_s"] = list(self.hold_s)
-        return d
-
 
 def random_multilevel(rng: np.random.Generator, n: int, dt_s: float, hold_s: tuple[float, float],
                       amplitude_V: float) -> np.ndarray:
-    """Piecewise-constant drive: uniform levels in +-amplitude held for random times."""
+    """Piecewise-constant drive: uniform levels in +-amplitude held for random times (drawn
+    for enough holds to cover ``n`` samples at once, then cut)."""
     lo = max(1, int(round(hold_s[0] / dt_s)))
     hi = max(lo, int(round(hold_s[1] / dt_s)))
-    out = np.empty(n)
-    i = 0
-    while i < n:
-        hold = int(rng.integers(lo, hi + 1))
-        out[i:i + hold] = rng.uniform(-amplitude_V, amplitude_V)
-        i += hold
-    return out
+    count = n // lo + 1
+    holds = rng.integers(lo, hi + 1, size=count)
+    levels = rng.uniform(-amplitude_V, amplitude_V, size=count)
+    return np.repeat(levels, holds)[:n]
 
 
 def effective_amplitude(device: Device, config: AcquireConfig) -> float:
@@ -162,88 +177,104 @@ class RecordingBatch:
     device_time_s: float
 
 
-def recording_batches(device: Device, config: AcquireConfig, *,
-                      max_batches: int | None = None) -> Iterator[RecordingBatch]:
-    """Yield one :class:`RecordingBatch` at a time.
+class BatchSource:
+    """The acquisition's steps: what batch ``index`` applies, and its recorded data.
 
-    All drives of a batch are sent in one ``respond`` call (batched backends are fast); the
-    generator is lazy, so a consumer can stop acquisition by simply not asking for more."""
-    check_conditions(device, config)
-    amplitude = effective_amplitude(device, config)
-    rng = np.random.default_rng(config.seed)
-    grid = config.condition_grid()
-    n = config.n_samples
+    ``step(index)`` is a device step for ``RunContext.measure`` (drives from the stream
+    ``drives/<index>`` of ``seed``); ``batch(index, data)`` turns recorded data back into a
+    :class:`RecordingBatch` for the twin's trainer."""
+
+    def __init__(self, device: Device, config: AcquireConfig, seed: int) -> None:
+        check_conditions(device, config)
+        self.config = config
+        self.seed = seed
+        self.amplitude_V = effective_amplitude(device, config)
+        self.grid = config.condition_grid()
+        self.names = list(device.condition_names)
+        self.swept = {name: np.array([g[name] for g in self.grid]) for name in config.conditions}
+        self.full = device.resolve_conditions(self.swept, len(self.grid))
+
+    def step(self, index: int) -> Callable[[Device], dict[str, np.ndarray]]:
+        cfg, n, k = self.config, self.config.n_samples, len(self.grid)
+        rng = seed_stream(self.seed, f"drives/{index}")
+        drives = np.stack([random_multilevel(rng, n, cfg.dt_s, cfg.hold_s, self.amplitude_V)
+                           for _ in self.grid])
+        validation = cfg.is_validation(index)
+        repeats = cfg.validation_repeats if validation else 1
+
+        def apply(device: Device) -> dict[str, np.ndarray]:
+            wave = Waveform(np.tile(drives, (repeats, 1)), cfg.dt_s)
+            response = device.respond(wave, {name: np.tile(v, repeats) for name, v in self.swept.items()})
+            mean = response.samples.reshape(repeats, k, n).mean(axis=0)
+            conds = np.array([[self.full[name][i] if name in self.full else math.nan
+                               for name in self.names] for i in range(k)]).reshape(k, len(self.names))
+            return {"drive_V": drives, "response_V": mean, "conditions": conds,
+                    "validation": np.full(k, validation), "repeats": np.full(k, repeats)}
+
+        return apply
+
+    def batch(self, index: int, data: Mapping[str, np.ndarray]) -> RecordingBatch:
+        cfg = self.config
+        trajectories = [Trajectory(data["drive_V"][i], data["response_V"][i], cfg.dt_s,
+                                   {name: float(data["conditions"][i][j]) for j, name in enumerate(self.names)},
+                                   initial="rest") for i in range(len(self.grid))]
+        return RecordingBatch(index, trajectories, bool(data["validation"][0]), int(data["repeats"][0]),
+                              cfg.batch_device_time_s(index))
+
+    @property
+    def attrs(self) -> dict[str, dict[str, Any]]:
+        """Dataset attributes of the ``recordings`` stream (set on its first event)."""
+        dt = {"dt_s": self.config.dt_s, "unit": "V"}
+        return {"drive_V": dt, "response_V": dt, "conditions": {"names": ",".join(self.names)}}
+
+
+def device_batches(device: Device, config: AcquireConfig, seed: int = 0, *,
+                   max_batches: int | None = None) -> Iterator[RecordingBatch]:
+    """The same batches straight from ``device``, recorded nowhere (tests, benchmarks)."""
+    source = BatchSource(device, config, seed)
     total = config.n_batches if max_batches is None else min(config.n_batches, max_batches)
-    conds = {name: np.array([g[name] for g in grid]) for name in config.conditions}
-    full = device.resolve_conditions(conds, len(grid))
     for index in range(total):
-        drives = np.stack([random_multilevel(rng, n, config.dt_s, config.hold_s, amplitude)
-                           for _ in grid])
-        validation = config.is_validation(index)
-        repeats = config.validation_repeats if validation else 1
-        wave = Waveform(np.tile(drives, (repeats, 1)), config.dt_s)
-        response = device.respond(wave, {k: np.tile(v, repeats) for k, v in conds.items()})
-        mean = response.samples.reshape(repeats, len(grid), n).mean(axis=0)
-        yield RecordingBatch(index, [Trajectory(drives[i], mean[i], config.dt_s,
-                                                {k: float(v[i]) for k, v in full.items()},
-                                                initial="rest") for i in range(len(grid))],
-                             validation, repeats, config.batch_device_time_s(index))
+        yield source.batch(index, source.step(index)(device))
 
 
-class RunRecorder:
-    """Appends recording batches to a Run: ``drive_V``, ``response_V`` (rows of samples) and
-    ``conditions`` (one row of condition values per recording), plus a split flag."""
-
-    def __init__(self, run: Any, condition_names: Sequence[str], dt_s: float) -> None:
-        self.run = run
-        self.names = list(condition_names)
-        self.dt_s = dt_s
-        self.n_recordings = 0
-        self.device_time_s = 0.0
-
-    def __call__(self, record: RecordingBatch) -> None:
-        batch = record.trajectories
-        drives = np.stack([t.drive for t in batch])
-        responses = np.stack([t.response for t in batch])
-        conds = np.array([[t.conditions.get(n, math.nan) for n in self.names] for t in batch],
-                         dtype=np.float64).reshape(len(batch), len(self.names))
-        first = self.n_recordings == 0
-        self.run.append("drive_V", drives)
-        self.run.append("response_V", responses)
-        if self.names:
-            self.run.append("conditions", conds)
-        self.run.append("validation", np.full(len(batch), bool(record.validation)))
-        self.run.append("repeats", np.full(len(batch), int(record.repeats)))
-        if first:
-            self.run.file["drive_V"].attrs["dt_s"] = self.dt_s
-            self.run.file["drive_V"].attrs["unit"] = "V"
-            self.run.file["response_V"].attrs["dt_s"] = self.dt_s
-            if self.names:
-                self.run.file["conditions"].attrs["names"] = ",".join(self.names)
-        self.n_recordings += len(batch)
-        self.device_time_s += record.device_time_s
-        self.run.publish("acquire.batch", {"index": record.index, "recordings": self.n_recordings,
-                                           "device_time_s": self.device_time_s},
-                         {"drive_V": drives[0], "response_V": responses[0]})
+def recording_batches(ctx: RunContext, config: AcquireConfig, *,
+                      max_batches: int | None = None) -> Iterator[RecordingBatch]:
+    """Record one batch per step through ``ctx`` and yield each as a :class:`RecordingBatch`;
+    lazy, so a consumer (the twin's online trainer) stops acquisition by not asking for more."""
+    source = BatchSource(ctx.device, config, ctx.seed)
+    total = config.n_batches if max_batches is None else min(config.n_batches, max_batches)
+    for index in range(total):
+        data = ctx.measure("recordings", source.step(index), key=f"batch/{index}",
+                           meta={"batch": index}, attrs=source.attrs)
+        yield source.batch(index, data)
 
 
-def run_acquire(device: Device, config: AcquireConfig, run: Any) -> dict[str, Any]:
-    """Record ``config.duration_s`` of device time into ``run``; returns the summary."""
-    run.record_seed("acquire", config.seed)
-    recorder = RunRecorder(run, device.condition_names, config.dt_s)
+def run(ctx: RunContext, config: AcquireConfig) -> dict[str, Any]:
+    """The plan body: record ``config.duration_s`` of device time; returns the summary."""
     total = config.n_batches
-    for record in recording_batches(device, config):
-        recorder(record)
-        run.progress(record.index + 1, total, device_time_s=recorder.device_time_s)
-        run.checkpoint()
-    summary = {"recordings": recorder.n_recordings, "device_time_s": recorder.device_time_s,
+    recordings, device_time_s = 0, 0.0
+    for batch in recording_batches(ctx, config):
+        recordings += len(batch.trajectories)
+        device_time_s += batch.device_time_s
+        ctx.progress(batch.index + 1, total, stage="acquire", device_time_s=device_time_s)
+        first = batch.trajectories[0]
+        ctx.publish("acquire.batch", {"index": batch.index, "recordings": recordings,
+                                      "device_time_s": device_time_s},
+                    {"drive_V": first.drive, "response_V": first.response})
+    summary = {"recordings": recordings, "device_time_s": device_time_s,
                "samples_per_recording": config.n_samples, "dt_s": config.dt_s,
-               "amplitude_V": effective_amplitude(device, config),
-               "conditions": config.condition_grid(), "seed": config.seed,
-               "run": str(run.path)}
-    run.result(**{k: v for k, v in summary.items() if k != "run"})
+               "amplitude_V": effective_amplitude(ctx.device, config),
+               "conditions": config.condition_grid(), "seed": ctx.seed}
+    ctx.result(**summary)
     return summary
 
 
-__all__ = ["AcquireConfig", "RecordingBatch", "random_multilevel", "recording_batches", "RunRecorder",
-           "run_acquire", "check_conditions", "effective_amplitude"]
+def plan(config: AcquireConfig | Mapping[str, Any] | None = None, **overrides: Any) -> Plan:
+    """The acquisition as a plan (``spinlab acquire``'s defaults unless overridden)."""
+    cfg = make_config(AcquireConfig, config, overrides)
+    return Plan("acquire", cfg, lambda ctx: run(ctx, cfg),
+                nexus={"signal": "response_V", "axes": [".", "."]})
+
+
+__all__ = ["AcquireConfig", "RecordingBatch", "BatchSource", "random_multilevel",
+           "recording_batches", "device_batches", "run", "plan", "check_conditions", "effective_amplitude"]

@@ -1,6 +1,7 @@
 """Characterise an auto-oscillator: threshold current from a bias sweep, relaxation time from steps.
 
-Plan (what to measure), independent of the Device behind it:
+A plan (what to measure), independent of the Device behind it; each bias point and each batch
+of step repeats is one recorded step:
 
 (a) Bias sweep at zero drive. The mean detector output follows the auto-oscillator steady state
     ``y = s (z-1)/(z+Q) + y0`` above threshold (``z = I/I_th``) and ~``y0`` below it. We fit
@@ -18,63 +19,56 @@ Plan (what to measure), independent of the Device behind it:
 """
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Annotated, Any, Mapping
 
 import numpy as np
+from matplotlib.figure import Figure
+from pydantic import Field, model_validator
 from scipy.optimize import curve_fit
 
+from spinlab.config import Config, Positive, PositiveInt
 from spinlab.device import Device
+from spinlab.engine import Plan, RunContext
+from spinlab.engine.plan import make_config
 from spinlab.errors import ConfigError
 from spinlab.waveform import Waveform
 
 
-@dataclass(frozen=True)
-class CharacterizeConfig:
+class CharacterizeConfig(Config):
     """What to measure. ``None`` biases are chosen from the device's limits / the fitted threshold."""
 
-    #: bias sweep: start, stop (None: 95 % of the device's max_bias_A), number of points
+    #: bias sweep: start, stop (None: 95 % of the device's max_bias_A), number of points (a fit of
+    #: four parameters needs at least 6)
     bias_start_A: float = 0.0
     bias_stop_A: float | None = None
-    bias_points: int = 20
+    bias_points: Annotated[int, Field(ge=6)] = 20
     #: zero-drive record per bias point and its sample interval
-    sweep_duration_s: float = 60e-6
-    sweep_dt_s: float = 100e-9
+    sweep_duration_s: Positive = 60e-6
+    sweep_dt_s: Positive = 100e-9
     #: operating bias of the step response (None: the device's default bias_A if clearly above
     #: the fitted threshold, else 1.5 x the threshold, within limits)
     step_bias_A: float | None = None
     #: step height (V) and sample interval of the step drive
-    step_amplitude_V: float = 0.12
-    step_dt_s: float = 20e-9
+    step_amplitude_V: Positive = 0.12
+    step_dt_s: Positive = 20e-9
     #: how long each level of a step repeat is held (>= ~5 relaxation times)
-    step_hold_s: float = 1.2e-6
-    #: repeats averaged, sent in batches (progress and checkpoints between batches)
-    step_repeats: int = 4096
-    step_batches: int = 16
+    step_hold_s: Positive = 1.2e-6
+    #: repeats averaged, sent in batches (one recorded step each)
+    step_repeats: PositiveInt = 4096
+    step_batches: PositiveInt = 16
 
-    def __post_init__(self) -> None:
-        positive = ("sweep_duration_s", "sweep_dt_s", "step_amplitude_V", "step_dt_s", "step_hold_s")
-        for name in positive:
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ConfigError(f"characterize: {name} must be a positive number, got {value!r}")
-        for name in ("bias_start_A", "bias_stop_A", "step_bias_A"):
-            value = getattr(self, name)
-            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
-                raise ConfigError(f"characterize: {name} must be a finite number, got {value!r}")
-        if self.bias_points < 6:
-            raise ConfigError(f"characterize: bias_points must be >= 6 to fit 4 parameters, "
-                              f"got {self.bias_points}")
+    @model_validator(mode="after")
+    def _consistent(self) -> "CharacterizeConfig":
         if self.bias_stop_A is not None and self.bias_stop_A <= self.bias_start_A:
-            raise ConfigError("characterize: bias_stop_A must be above bias_start_A")
+            raise ValueError("bias_stop_A must be above bias_start_A")
         if self.sweep_duration_s < 10 * self.sweep_dt_s:
-            raise ConfigError("characterize: sweep_duration_s must hold at least 10 samples")
+            raise ValueError("sweep_duration_s must hold at least 10 samples of sweep_dt_s")
         if self.step_hold_s < 10 * self.step_dt_s:
-            raise ConfigError("characterize: step_hold_s must hold at least 10 samples of step_dt_s")
-        if not (1 <= self.step_batches <= self.step_repeats):
-            raise ConfigError(f"characterize: need 1 <= step_batches <= step_repeats, got step_batches="
-                              f"{self.step_batches}, step_repeats={self.step_repeats}")
+            raise ValueError("step_hold_s must hold at least 10 samples of step_dt_s")
+        if self.step_batches > self.step_repeats:
+            raise ValueError(f"step_batches ({self.step_batches}) cannot exceed step_repeats "
+                             f"({self.step_repeats})")
+        return self
 
 
 # --- fit models ------------------------------------------------------------------------------
@@ -209,8 +203,9 @@ def default_step_bias(device: Device, threshold_A: float) -> float:
 
 
 # --- the protocol ----------------------------------------------------------------------------
-def run_characterize(device: Device, config: CharacterizeConfig, run: Any) -> dict[str, Any]:
-    """Bias sweep + step response on ``device``, recorded into ``run``; returns the summary."""
+def run(ctx: RunContext, config: CharacterizeConfig) -> dict[str, Any]:
+    """The plan body: bias sweep + step response on ``ctx.device``; returns the summary."""
+    device = ctx.device
     limits = device.limits
     stop = config.bias_stop_A if config.bias_stop_A is not None else 0.95 * limits.max_bias_A
     if max(abs(config.bias_start_A), abs(stop)) > limits.max_bias_A:
@@ -219,29 +214,31 @@ def run_characterize(device: Device, config: CharacterizeConfig, run: Any) -> di
     if config.step_amplitude_V > limits.max_drive_V:
         raise ConfigError(f"step_amplitude_V {config.step_amplitude_V} V exceeds the device's "
                           f"max_drive_V {limits.max_drive_V} V; lower step_amplitude_V")
-    total = config.bias_points + config.step_batches
     bias = np.linspace(config.bias_start_A, stop, config.bias_points)
 
-    # (a) bias sweep
+    # (a) bias sweep: one step per bias point
     n = int(round(config.sweep_duration_s / config.sweep_dt_s))
     zeros = Waveform(np.zeros(n), config.sweep_dt_s)
+    sweep_attrs = {"sweep/responses": {"dt_s": config.sweep_dt_s, "unit": "V", "t0_s": 0.0},
+                   "sweep/bias_A": {"unit": "A"}}
     responses = np.empty((bias.size, n))
     for i, bias_A in enumerate(bias):
-        run.checkpoint()
-        responses[i] = device.respond(zeros, {"bias_A": float(bias_A)}).samples
-        run.progress(i + 1, total, stage="bias sweep", bias_A=float(bias_A),
+        data = ctx.measure("sweep", lambda dev, b=float(bias_A): {
+            "sweep/bias_A": np.array([b]),
+            "sweep/responses": dev.respond(zeros, {"bias_A": b}).samples[None]},
+            key=f"bias/{i}", meta={"bias_A": float(bias_A)}, attrs=sweep_attrs)
+        responses[i] = data["sweep/responses"][0]
+        ctx.progress(i + 1, config.bias_points, stage="bias sweep", bias_A=float(bias_A),
                      response_V=float(responses[i].mean()))
     mean_V = responses.mean(axis=1)
     sweep_fit = fit_threshold(bias, mean_V)
-    run.save("sweep/bias_A", bias, unit="A")
-    run.save("sweep/response_mean_V", mean_V, unit="V")
-    run.save("sweep/response_std_V", responses.std(axis=1), unit="V")
-    run.save("sweep/responses", Waveform(responses, config.sweep_dt_s), bias_A=bias.tolist())
-    run.save("sweep/fit", np.array([sweep_fit[k] for k in ("threshold_A", "Q", "scale_V", "offset_V")]),
+    ctx.save("sweep/response_mean_V", mean_V, unit="V")
+    ctx.save("sweep/response_std_V", responses.std(axis=1), unit="V")
+    ctx.save("sweep/fit", np.array([sweep_fit[k] for k in ("threshold_A", "Q", "scale_V", "offset_V")]),
              names=["threshold_A", "Q", "scale_V", "offset_V"], **sweep_fit)
     threshold = sweep_fit["threshold_A"]
 
-    # (b) step response at the operating bias
+    # (b) step response at the operating bias: one step per batch of repeats, summed
     step_bias = config.step_bias_A if config.step_bias_A is not None else default_step_bias(device, threshold)
     if not threshold < step_bias <= limits.max_bias_A:
         raise ConfigError(f"step bias {step_bias:.4g} A must be above the fitted threshold "
@@ -253,16 +250,19 @@ def run_characterize(device: Device, config: CharacterizeConfig, run: Any) -> di
     done = 0
     batches = np.diff(np.linspace(0, config.step_repeats, config.step_batches + 1).round().astype(int))
     for k, count in enumerate(batches):
-        run.checkpoint()
         drive = Waveform(np.tile(one, (int(count), 1)), config.step_dt_s)
-        sums += device.respond(drive, {"bias_A": step_bias}).samples.sum(axis=0)
-        done += int(count)
-        run.progress(config.bias_points + k + 1, total, stage="step response", repeats=done)
+        data = ctx.measure("steps", lambda dev, w=drive: {
+            "steps/batch_sum_V": dev.respond(w, {"bias_A": step_bias}).samples.sum(axis=0)[None],
+            "steps/batch_repeats": np.array([w.batch_size])},
+            key=f"batch/{k}", meta={"bias_A": step_bias, "repeats": int(count)})
+        sums += data["steps/batch_sum_V"][0]
+        done += int(data["steps/batch_repeats"][0])
+        ctx.progress(k + 1, config.step_batches, stage="step response", repeats=done)
     mean_step = sums / done
     relax = fit_relaxation(mean_step[h:2 * h], mean_step[3 * h:], config.step_dt_s)
-    run.save("steps/drive", Waveform(one, config.step_dt_s))
-    run.save("steps/mean_response", Waveform(mean_step, config.step_dt_s), repeats=done, bias_A=step_bias)
-    run.save("steps/fit", np.array([relax["relaxation_time_s"], relax["relaxation_time_err_s"]]),
+    ctx.save("steps/drive", Waveform(one, config.step_dt_s))
+    ctx.save("steps/mean_response", Waveform(mean_step, config.step_dt_s), repeats=done, bias_A=step_bias)
+    ctx.save("steps/fit", np.array([relax["relaxation_time_s"], relax["relaxation_time_err_s"]]),
              names=["relaxation_time_s", "relaxation_time_err_s"], **relax)
 
     summary: dict[str, Any] = {
@@ -273,49 +273,60 @@ def run_characterize(device: Device, config: CharacterizeConfig, run: Any) -> di
         "relaxation_time_exp_s": relax["relaxation_time_exp_s"],
         "relaxation_bias_A": float(step_bias), "step_amplitude_V": a, "step_repeats": done,
         "predicted_threshold_A": None, "predicted_relaxation_time_s": None,
+        "step_dt_s": config.step_dt_s, "step_hold_samples": h,
+        "curvature_per_V": relax["curvature_per_V"], "level_V": relax["level_V"],
+        "amplitude_above_V": relax["amplitude_above_V"], "amplitude_below_V": relax["amplitude_below_V"],
+        "scale_V": sweep_fit["scale_V"], "offset_V": sweep_fit["offset_V"],
     }
     summary.update(model_prediction(device, float(step_bias)))
-    run.result(**summary)
-    _plot(run, bias, mean_V, sweep_fit, mean_step, relax, config, h)
+    ctx.result(**summary)
     return summary
 
 
-def _plot(run: Any, bias: np.ndarray, mean_V: np.ndarray, fit: dict[str, float],
-          mean_step: np.ndarray, relax: dict[str, float], config: CharacterizeConfig, h: int) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+# --- plots (from what the run stored) ----------------------------------------------------
+def plot_sweep(datasets: Mapping[str, Any], results: Mapping[str, Any]) -> Figure:
+    bias, mean_V = datasets["sweep/bias_A"], datasets["sweep/response_mean_V"]
+    fig = Figure(figsize=(5, 3.5))
+    ax = fig.subplots()
     fine = np.linspace(bias.min(), bias.max(), 400)
     ax.plot(bias * 1e3, mean_V * 1e3, "o", label="measured")
-    ax.plot(fine * 1e3, steady_state_model(fine, fit["threshold_A"], fit["Q"], fit["scale_V"],
-                                           fit["offset_V"]) * 1e3,
-            label=f"fit: I_th = {fit['threshold_A'] * 1e3:.3f} mA")
+    ax.plot(fine * 1e3, steady_state_model(fine, results["threshold_A"], results["Q"], results["scale_V"],
+                                           results["offset_V"]) * 1e3,
+            label=f"fit: I_th = {results['threshold_A'] * 1e3:.3f} mA")
     ax.set_xlabel("bias current (mA)")
     ax.set_ylabel("mean response (mV)")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(run.figure_path("sweep.png"), dpi=120)
-    plt.close(fig)
+    return fig
 
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    t = np.arange(h) * config.step_dt_s
-    model = relaxation_model(np.concatenate([t, t]), relax["level_V"], relax["amplitude_above_V"],
-                             relax["amplitude_below_V"], relax["relaxation_time_s"], relax["curvature_per_V"])
+
+def plot_step_response(datasets: Mapping[str, Any], results: Mapping[str, Any]) -> Figure:
+    mean_step, h, dt = datasets["steps/mean_response"], int(results["step_hold_samples"]), results["step_dt_s"]
+    fig = Figure(figsize=(5, 3.5))
+    ax = fig.subplots()
+    t = np.arange(h) * dt
+    model = relaxation_model(np.concatenate([t, t]), results["level_V"], results["amplitude_above_V"],
+                             results["amplitude_below_V"], results["relaxation_time_s"],
+                             results["curvature_per_V"])
     for seg, fit_seg, label in ((mean_step[h:2 * h], model[:h], "from above"),
                                 (mean_step[3 * h:], model[h:], "from below")):
         ax.plot(t * 1e9, seg * 1e3, ".", ms=3, label=label)
         ax.plot(t * 1e9, fit_seg * 1e3, "k-", lw=1)
-    ax.set_title(f"tau = {relax['relaxation_time_s'] * 1e9:.1f} ns")
+    ax.set_title(f"tau = {results['relaxation_time_s'] * 1e9:.1f} ns")
     ax.set_xlabel("time after step (ns)")
     ax.set_ylabel("mean response (mV)")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(run.figure_path("step_response.png"), dpi=120)
-    plt.close(fig)
+    return fig
 
 
-def config_dict(config: CharacterizeConfig) -> dict[str, Any]:
-    return asdict(config)
+def plan(config: CharacterizeConfig | Mapping[str, Any] | None = None, **overrides: Any) -> Plan:
+    """Characterisation as a plan (``spinlab characterize``'s defaults unless overridden)."""
+    cfg = make_config(CharacterizeConfig, config, overrides)
+    return Plan("characterize", cfg, lambda ctx: run(ctx, cfg),
+                plots={"sweep.png": plot_sweep, "step_response.png": plot_step_response},
+                nexus={"signal": "sweep/response_mean_V", "axes": ["sweep/bias_A"]})
+
+
+__all__ = ["CharacterizeConfig", "plan", "run", "fit_threshold", "fit_relaxation",
+           "steady_state_model", "relaxation_model", "model_prediction", "default_step_bias"]

@@ -2,69 +2,33 @@
 
 Plan (Torrejon et al., Nature 547, 428 (2017)): FSDD recordings -> Lyon cochleagram (normalised
 per channel on the training set) -> input mask -> one drive per utterance (N virtual nodes per
-frame, each held ``theta_s``) -> ``Device.respond`` in length-sorted padded batches -> per-node
-states -> ridge readout (alpha by k-fold on the training set) -> class = argmax of the readout
-summed over the utterance's frames. Two no-device baselines run the same readout: on the
-masked features (``baseline_accuracy``, linear, as in Torrejon et al.) and on the node drive
-values exactly as sent, clipping included (``drive_baseline_accuracy``); the difference to the
-latter is what the device itself adds.
+frame, each held ``theta_s``) -> ``Device.respond`` in length-sorted padded batches (one
+recorded step each) -> per-node states -> ridge readout (alpha by k-fold on the training set)
+-> class = argmax of the readout summed over the utterance's frames. Two no-device baselines run
+the same readout: on the masked features (``baseline_accuracy``, linear, as in Torrejon et al.)
+and on the node drive values exactly as sent, clipping included (``drive_baseline_accuracy``);
+the difference to the latter is what the device itself adds.
 
-OPERATING POINT (defaults of :class:`SpokenDigitsConfig`). FOR THE LEAD / TWIN ENGINEER: it
-differs from the twin's training range (TEAM.md: bias 7.5 mA, drives within +-0.4 V; the twin
-checkpoints seen so far span 6.5-8.5 mA) in bias and amplitude:
-
-    dt = theta_s / samples_per_node = 400 ns / 4 = 100 ns   (same grid as the twin)
-    bias_A = 6.0 mA (z = 1.2)                               (twin: 7.5 mA)
-    drive amplitude = 1.0 * max_drive_V = +-0.5 V on sim devices (twin: +-0.4 V)
-    N = 600 nodes, each held 400 ns (= 2 relaxation times at 7.5 mA), 4 samples per node,
-    every sample a readout feature (2,400 per frame); binary mask; input_sigma = 1.75
-    (node inputs beyond 1.75 training std devs are clipped: 8 % of them)
-
-Why (full standard split on sim:vortex with its default thermal noise, seed 0; accuracy /
-"drive baseline" = the same readout on the clipped drive values, i.e. the device removed):
-
-    bias   amp    theta/spn  states   N    sigma  accuracy  drive baseline
-    7.5mA  0.4V   100ns/1    mean     400  1.5    92.8 %
-    6.0mA  0.4V   100ns/1    mean     400  1.5    94.4 %
-    7.5mA  0.4V   100ns/1    mean     400  1.0    95.2 %    93.6 %
-    7.5mA  0.4V   100ns/1    mean     800  1.0    98.4 %    98.0 %  <- clipping does the work
-    7.5mA  0.4V   100ns/1    mean     1200 1.5    97.6 %    98.4 %  <- device below its input
-    6.0mA  0.5V   100ns/1    mean     400  3.0    89.6 %    85.2 %
-    7.5mA  0.4V   400ns/4    samples  400  3.0    90.4 %    85.2 %
-    6.0mA  0.5V   400ns/4    samples  400  3.0    93.6 %    85.2 %
-    6.0mA  0.5V   400ns/4    samples  400  2.0    96.4 %    92.0 %
-    6.0mA  0.5V   400ns/4    samples  400  1.75   96.8 %    92.8 %
-    6.0mA  0.5V   400ns/4    samples  560  2.0    97.2 %    93.6 %
-    6.5mA  0.4V   400ns/4    samples  600  1.75   96.8 %    95.2 %  (inside the twin's range)
-    6.0mA  0.5V   400ns/4    samples  600  1.75   98.0 %    95.2 %  <- defaults (seed 1: 98.4 / 94.8)
-    (linear masked-feature baseline: 76.8 % everywhere; noise=0 adds ~2.5 points)
-
-The device's nonlinearity p0(z) = (z-1)/(z+Q) is mild at 7.5 mA, and with theta = 100 ns < tau
-the state is mostly a low-pass of the drive; thermal noise then costs more than the device adds,
-so at the twin's point the gain over the linear baseline comes largely from clipping the drive.
-Closer to threshold (6 mA) the response is strongly nonlinear but slow, so each node is held
-for 400 ns and the transient within the hold (4 samples) is read out: here the device clearly
-beats its own clipped input.
-
-Samples per node: 2 (dt = 200 ns) rather than 4 (measured, full standard split, seed 0, sim:vortex:
-97.6 % vs 98.0 %) halves the drive samples (~170 M for FSDD), which is what decides the run time
-on the twin and the bench. The twin for this protocol is trained on the same grid and range:
-``spinlab twin train --device ... --dt-s 2e-7 --bias-A 5.5e-3,6e-3,6.5e-3 --amplitude-V 0.5
---hold-s 2e-7,2e-6 --hidden 32`` (measured: twin 98.0 % vs sim:vortex 97.6 %, 87 s wall for all
-2,500 utterances with ``max_batch_samples`` = 64 M; with 4 M-sample batches the twin ran
-~60-drive batches and took 215 s: batch size is what makes the twin fast).
-For quick bench runs use ``--limit``.
+Operating point (defaults of :class:`SpokenDigitsConfig`): bias 6 mA (z = 1.2), drive
++-0.5 V, 600 nodes held 400 ns with 2 samples each (a 200 ns grid), every sample a readout
+feature. Why: near threshold the vortex responds strongly nonlinearly but slowly, so each node
+is held for about two relaxation times and the transient within the hold is read out; at the
+twin's original point (7.5 mA, 100 ns nodes) the state is mostly a low-pass of the drive and the
+gain over the linear baseline comes from clipping the drive instead. Two samples per node
+rather than four halve the drive samples (~170 M for FSDD) at a cost of about half a point; that
+decides the run time on the twin and the bench. The measurements behind these choices, and the
+command that reproduces them, are in the README ("The spoken-digit operating point").
 """
 from __future__ import annotations
 
 import math
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from spinlab.audio import Utterance, list_fsdd
 from spinlab.device import Device
@@ -72,7 +36,8 @@ from spinlab.errors import ConfigError
 from spinlab.features import ChannelNormalizer, FeatureConfig, utterance_features
 from spinlab.reservoir import (MASK_KINDS, NODE_FEATURES, Encoder, RidgeReadout, length_batches,
                                fit_cv, make_mask, node_states, pack)
-from spinlab.run import Run
+from spinlab.engine import Plan, RunContext
+from spinlab.engine.plan import make_config
 from spinlab.waveform import Waveform
 
 SPLITS = ("standard", "speaker")
@@ -116,13 +81,10 @@ class SpokenDigitsConfig:
     cv_folds: int = 5
     #: Use a stratified subset of this many utterances (by digit and speaker); None = all.
     limit: int | None = None
-    seed: int = 0
     #: Most drive samples per device call (batch x padded length); bounds memory per call.
     max_batch_samples: int = 64_000_000
     #: Where the feature cache (.npz) lives; None = no cache.
     feature_cache_dir: str | None = None
-    #: Store every frame's states (float32) in the run file, not only per-utterance sums.
-    store_frame_states: bool = False
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
@@ -209,35 +171,38 @@ def cv_groups(train: Sequence[Utterance], config: SpokenDigitsConfig) -> np.ndar
 
 
 # --- the device part ----------------------------------------------------------------------
-def measure_states(device: Device, encoder: Encoder, features: Sequence[np.ndarray],
-                   config: SpokenDigitsConfig, run: Run | None = None,
-                   progress: Callable[[int, int], None] | None = None) -> list[np.ndarray]:
+def measure_states(ctx: RunContext, encoder: Encoder, features: Sequence[np.ndarray],
+                   config: SpokenDigitsConfig) -> list[np.ndarray]:
     """Drive the device with every utterance (length-sorted padded batches); return states.
 
-    Padding (0 V, i.e. the bare bias) follows each drive and its response is discarded. Between
-    device calls the run's checkpoint serves pause/abort and progress is published.
+    Each batch is one recorded step (stream ``device``): its frames' states (float32, rows of
+    ``device_states/frames``) and the utterance each frame belongs to, so an interrupted run
+    resumes without driving the device again for the batches it has. Padding (0 V, the bare
+    bias) follows each drive and its response is discarded.
     """
     lengths = [len(f) * encoder.samples_per_frame() for f in features]
     states: list[np.ndarray | None] = [None] * len(features)
     done = 0
     total = len(features)
-    for batch_idx in length_batches(lengths, config.max_batch_samples):
-        if run is not None:
-            run.checkpoint()
-        # drives are built per batch: the whole set at 400 ns x 4 samples is ~2.7 GB of float64
-        batch, lengths_b = pack([encoder.drive(features[i]) for i in batch_idx])
-        response = device.respond(Waveform(batch, encoder.dt_s, "V"), {"bias_A": config.bias_A})
-        samples = response.as_batch().samples
-        for row, i, n in zip(samples, batch_idx, lengths_b):
-            # float32 halves the memory of ~141 k frames x 2,400 states; the readout
+    for b, batch_idx in enumerate(length_batches(lengths, config.max_batch_samples)):
+        def drive_batch(device: Device, batch_idx: np.ndarray = batch_idx) -> dict[str, np.ndarray]:
+            # drives are built per batch: the whole set at 400 ns x 4 samples is ~2.7 GB of float64
+            batch, lengths_b = pack([encoder.drive(features[i]) for i in batch_idx])
+            samples = device.respond(Waveform(batch, encoder.dt_s, "V"), {"bias_A": config.bias_A}).as_batch().samples
+            # float32 halves the memory of ~141 k frames x 1,200 states; the readout
             # standardises in float64
-            states[i] = node_states(row[:n], len(features[i]), encoder.n_nodes,
-                                    encoder.samples_per_node, config.node_features).astype(np.float32)
+            rows = [node_states(row[:n], len(features[i]), encoder.n_nodes, encoder.samples_per_node,
+                                config.node_features).astype(np.float32)
+                    for row, i, n in zip(samples, batch_idx, lengths_b)]
+            return {"device_states/frames": np.concatenate(rows),
+                    "device_states/utterance": np.repeat(batch_idx, [len(r) for r in rows]).astype(np.int32)}
+
+        data = ctx.measure("device", drive_batch, key=f"batch/{b}", meta={"utterances": len(batch_idx)})
+        owner = data["device_states/utterance"]
+        for i in batch_idx:
+            states[i] = data["device_states/frames"][owner == i]
         done += len(batch_idx)
-        if run is not None:
-            run.progress(done, total, stage="device")
-        if progress is not None:
-            progress(done, total)
+        ctx.progress(done, total, stage="device")
     return states  # type: ignore[return-value]
 
 
@@ -276,13 +241,10 @@ def per_speaker_accuracy(test: Sequence[Utterance], predictions: np.ndarray) -> 
     return {s: float(np.mean(v)) for s, v in sorted(hits.items())}
 
 
-def plot_confusion(matrix: np.ndarray, path: Path, title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.6, 4.0), dpi=120)
+def plot_confusion(datasets: Mapping[str, Any], results: Mapping[str, Any]) -> Figure:
+    matrix = np.asarray(datasets["confusion"])
+    fig = Figure(figsize=(4.6, 4.0), dpi=120)
+    ax = fig.subplots()
     im = ax.imshow(matrix, cmap="Blues")
     for (i, j), v in np.ndenumerate(matrix):
         if v:
@@ -292,41 +254,35 @@ def plot_confusion(matrix: np.ndarray, path: Path, title: str) -> Path:
     ax.set_ylabel("spoken digit")
     ax.set_xticks(range(matrix.shape[0]))
     ax.set_yticks(range(matrix.shape[0]))
-    ax.set_title(title, fontsize=9)
+    ax.set_title(f"{results['device']}: {100 * results['accuracy']:.1f} %\n"
+                 f"no device: linear {100 * results['baseline_accuracy']:.1f} %, "
+                 f"drive {100 * results['drive_baseline_accuracy']:.1f} %", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return fig
 
 
 # --- the protocol ----------------------------------------------------------------------------
-def run_spoken_digits(device: Device, config: SpokenDigitsConfig, run: Run,
-                      progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
-    """Run the whole protocol on ``device``; record into ``run``; return the summary.
-
-    ``progress(stage, done, total)`` is an optional UI hook (the CLI's progress bar).
-    """
+def run(ctx: RunContext, config: SpokenDigitsConfig) -> dict[str, Any]:
+    """The plan body: the whole protocol on ``ctx.device``; returns the summary."""
     t_start = time.perf_counter()
-    split_seed = run.record_seed("split", config.seed)
-    mask_seed = run.record_seed("mask", config.seed)
-    train, test = select_data(config, np.random.default_rng(split_seed))
+    device = ctx.device
+    train, test = select_data(config, ctx.rng("split"))
 
     feature_config = FeatureConfig(kind=config.feature_kind)
     utterances = train + test
     raw = utterance_features(utterances, feature_config, config.feature_cache_dir,
-                             progress=(lambda d, t: progress("features", d, t)) if progress else None)
+                             progress=lambda d, t: ctx.progress(d, t, stage="features"))
     normalizer = ChannelNormalizer().fit(raw[: len(train)])
     features = [normalizer.transform(f) for f in raw]
 
     amplitude_V = config.drive_fraction * device.limits.max_drive_V
-    encoder = Encoder(make_mask(config.n_nodes, features[0].shape[1], config.mask_kind, mask_seed),
+    encoder = Encoder(make_mask(config.n_nodes, features[0].shape[1], config.mask_kind, ctx.rng("mask")),
                       config.theta_s, config.samples_per_node, amplitude_V, config.input_sigma)
     encoder.fit(features[: len(train)])
 
     t_device = time.perf_counter()
-    states = measure_states(device, encoder, features, config, run,
-                            (lambda d, t: progress("device", d, t)) if progress else None)
+    states = measure_states(ctx, encoder, features, config)
     device_s = time.perf_counter() - t_device
 
     y_train = np.array([u.digit for u in train])
@@ -370,45 +326,43 @@ def run_spoken_digits(device: Device, config: SpokenDigitsConfig, run: Run,
         "device_s": device_s,
         "wall_s": wall_s,
     }
-    _record(run, config, encoder, normalizer, train, test, states, result, baseline, drive_baseline,
+    _record(ctx, config, encoder, normalizer, train, test, states, result, baseline, drive_baseline,
             matrix, summary)
     return summary
 
 
-def _record(run: Run, config: SpokenDigitsConfig, encoder: Encoder, normalizer: ChannelNormalizer,
+def _record(ctx: RunContext, config: SpokenDigitsConfig, encoder: Encoder, normalizer: ChannelNormalizer,
             train: list[Utterance], test: list[Utterance], states: list[np.ndarray],
             result: Evaluation, baseline: Evaluation, drive_baseline: Evaluation, matrix: np.ndarray,
             summary: dict) -> None:
     names = np.array([u.name for u in train + test], dtype="S")
     frames = np.array([len(s) for s in states])
-    run.save("utterances", names, n_train=len(train))
-    run.save("frames_per_utterance", frames)
-    run.save("mask", encoder.mask, kind=config.mask_kind, seed=run.seeds["mask"])
-    run.save("encoder_scale", np.array(encoder.scale), amplitude_V=encoder.amplitude_V,
+    ctx.save("utterances", names, n_train=len(train))
+    ctx.save("frames_per_utterance", frames)
+    ctx.save("mask", encoder.mask, kind=config.mask_kind, seed=ctx.seed, stream="mask")
+    ctx.save("encoder_scale", np.array(encoder.scale), amplitude_V=encoder.amplitude_V,
              input_sigma=encoder.input_sigma, theta_s=encoder.theta_s,
              samples_per_node=encoder.samples_per_node)
-    run.save("feature_mean", normalizer.mean)
-    run.save("feature_std", normalizer.std)
+    ctx.save("feature_mean", normalizer.mean)
+    ctx.save("feature_std", normalizer.std)
     # The class decision is linear in the states summed over frames, so the sums reproduce it.
-    run.save("states_summed", np.stack([s.sum(axis=0) for s in states]))
-    if config.store_frame_states:
-        run.save("states", np.concatenate(states).astype(np.float32), frames_per_utterance=frames.tolist())
-    run.save("readout_weights", result.readout.weights, alpha=result.alpha)
-    run.save("readout_state_mean", result.readout.mean)
-    run.save("readout_state_std", result.readout.std)
-    run.save("baseline_readout_weights", baseline.readout.weights, alpha=baseline.alpha)
-    run.save("test_labels", np.array([u.digit for u in test]))
-    run.save("predictions", result.predictions)
-    run.save("baseline_predictions", baseline.predictions)
-    run.save("drive_baseline_predictions", drive_baseline.predictions)
-    run.save("confusion", matrix)
-    run.save("cv_scores", np.array([[a, s] for a, s in result.cv_scores.items()]))
-    plot_confusion(matrix, run.figure_path("confusion.png"),
-                   f"{summary['device']}: {100 * result.accuracy:.1f} %\n"
-                   f"no device: linear {100 * baseline.accuracy:.1f} %, "
-                   f"drive {100 * drive_baseline.accuracy:.1f} %")
-    run.result(**summary)
+    ctx.save("states_summed", np.stack([s.sum(axis=0) for s in states]))
+    ctx.save("readout_weights", result.readout.weights, alpha=result.alpha)
+    ctx.save("readout_state_mean", result.readout.mean)
+    ctx.save("readout_state_std", result.readout.std)
+    ctx.save("baseline_readout_weights", baseline.readout.weights, alpha=baseline.alpha)
+    ctx.save("test_labels", np.array([u.digit for u in test]))
+    ctx.save("predictions", result.predictions)
+    ctx.save("baseline_predictions", baseline.predictions)
+    ctx.save("drive_baseline_predictions", drive_baseline.predictions)
+    ctx.save("confusion", matrix)
+    ctx.save("cv_scores", np.array([[a, s] for a, s in result.cv_scores.items()]))
+    ctx.result(**summary)
 
 
-def config_dict(config: SpokenDigitsConfig) -> dict[str, Any]:
-    return asdict(config)
+def plan(config: SpokenDigitsConfig | Mapping[str, Any] | None = None, **overrides: Any) -> Plan:
+    """The spoken-digit protocol as a plan (``spinlab run spoken-digits``'s defaults unless
+    overridden; ``data_dir`` is required)."""
+    cfg = make_config(SpokenDigitsConfig, config, overrides)
+    return Plan("spoken-digits", cfg, lambda ctx: run(ctx, cfg), plots={"confusion.png": plot_confusion},
+                nexus={"signal": "confusion"})

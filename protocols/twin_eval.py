@@ -9,51 +9,54 @@ so the two numbers can be told apart.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
+from matplotlib.figure import Figure
+
+from spinlab.config import Config, Positive, PositiveInt
 from spinlab import Device, Waveform
+from spinlab.engine import Plan, RunContext
+from spinlab.engine.plan import make_config
 from spinlab.errors import ConfigError
-from spinlab.twin.data import nrmse
 from spinlab.protocols.acquire import AcquireConfig, check_conditions, effective_amplitude, random_multilevel
+from spinlab.registry import open_device
+from spinlab.twin.data import nrmse
 
 
-@dataclass(frozen=True)
-class EvalConfig:
-    """Fresh drives: ``n_drives`` per condition value, same family as the training drives."""
+class EvalConfig(Config):
+    """Fresh drives: ``n_drives`` per condition value, same family as the training drives.
+    ``checkpoint`` is the twin under test; its sample interval is the drives' ``dt_s``."""
 
-    n_drives: int = 10
-    record_s: float = 1e-4
-    dt_s: float = 1e-7
-    hold_s: tuple[float, float] = (1e-7, 1e-6)
-    amplitude_V: float = 0.4
+    checkpoint: str = ""
+    n_drives: PositiveInt = 10
+    record_s: Positive = 1e-4
+    dt_s: Positive = 1e-7
+    hold_s: tuple[Positive, Positive] = (1e-7, 1e-6)
+    amplitude_V: Positive = 0.4
     conditions: dict[str, tuple[float, ...]] | None = None
-    repeats: int = 1
-    seed: int = 1000
-
-    def __post_init__(self) -> None:
-        if self.n_drives < 1 or self.repeats < 1:
-            raise ConfigError(f"n_drives and repeats (--drives, --repeats) must be >= 1, got "
-                              f"{self.n_drives}, {self.repeats}")
+    repeats: PositiveInt = 1
+    #: where the twin computes: auto (a GPU when present), cpu, cuda or cuda:N
+    torch_device: str = "auto"
 
     def acquire_config(self) -> AcquireConfig:
         n_cond = int(np.prod([len(v) for v in (self.conditions or {}).values()])) if self.conditions else 1
         return AcquireConfig(duration_s=self.record_s * n_cond, dt_s=self.dt_s, record_s=self.record_s,
                              hold_s=self.hold_s, amplitude_V=self.amplitude_V,
-                             conditions=self.conditions or {}, seed=self.seed)
+                             conditions=self.conditions or {})
 
 
-def evaluate(twin: Device, device: Device, config: EvalConfig, run: Any = None) -> dict[str, Any]:
+def evaluate(twin: Device, device: Device, config: EvalConfig, rng: np.random.Generator,
+             measure: Any = None) -> dict[str, Any]:
     """NRMSE of ``twin`` vs ``device`` per condition combination and pooled.
 
-    Returns the summary (and records drives, device mean/first-shot and twin responses in
-    ``run`` when given)."""
+    ``measure(stream, step, key=...)`` runs each condition's device step (the run context's
+    ``measure``, so each is recorded; by default the step just runs)."""
     acq = config.acquire_config()
     check_conditions(device, acq)
     amplitude = min(effective_amplitude(device, acq), twin.limits.max_drive_V)
-    rng = np.random.default_rng(config.seed)
+    measure = measure or (lambda stream, step, **_: step(device))
     n = acq.n_samples
     per_condition, pooled = [], {"twin": [], "mean": [], "shot": [], "var": []}
     examples = []
@@ -61,8 +64,11 @@ def evaluate(twin: Device, device: Device, config: EvalConfig, run: Any = None) 
         drives = np.stack([random_multilevel(rng, n, acq.dt_s, acq.hold_s, amplitude)
                            for _ in range(config.n_drives)])
         wave = Waveform(drives, acq.dt_s)
-        shots = device.respond(Waveform(np.tile(drives, (config.repeats, 1)), acq.dt_s), cond)
-        shots = shots.samples.reshape(config.repeats, config.n_drives, n)
+        tag = "_".join(f"{k}={v:g}" for k, v in cond.items()) or "default"
+        data = measure("eval", lambda dev, cond=cond, drives=drives: {
+            f"eval/{tag}/shots_V": dev.respond(Waveform(np.tile(drives, (config.repeats, 1)), acq.dt_s),
+                                               cond).samples}, key=f"eval/{tag}", meta=cond)
+        shots = data[f"eval/{tag}/shots_V"].reshape(config.repeats, config.n_drives, n)
         mean = shots.mean(axis=0)
         predicted = twin.respond(wave, cond).samples
         entry = {**cond, "nrmse": nrmse(predicted, mean),
@@ -75,14 +81,8 @@ def evaluate(twin: Device, device: Device, config: EvalConfig, run: Any = None) 
         pooled["twin"].append(predicted)
         pooled["mean"].append(mean)
         pooled["shot"].append(shots[0])
-        examples.append((cond, drives[0], shots[0][0], mean[0], predicted[0]))
-        if run is not None:
-            tag = "_".join(f"{k}={v:g}" for k, v in cond.items()) or "default"
-            run.save(f"eval/{tag}/drive_V", wave)
-            run.save(f"eval/{tag}/device_mean_V", mean, dt_s=acq.dt_s, repeats=config.repeats)
-            run.save(f"eval/{tag}/device_shot_V", shots[0], dt_s=acq.dt_s)
-            run.save(f"eval/{tag}/twin_V", predicted, dt_s=acq.dt_s)
-            run.checkpoint()
+        examples.append({"tag": tag, "conditions": cond, "drive_V": drives, "device_mean_V": mean,
+                         "device_shot_V": shots[0], "twin_V": predicted})
     twin_all, mean_all, shot_all = (np.concatenate(pooled[k]) for k in ("twin", "mean", "shot"))
     summary: dict[str, Any] = {
         "nrmse": nrmse(twin_all, mean_all),
@@ -91,7 +91,6 @@ def evaluate(twin: Device, device: Device, config: EvalConfig, run: Any = None) 
         "n_drives": config.n_drives * len(per_condition),
         "per_condition": per_condition,
         "amplitude_V": amplitude,
-        "seed": config.seed,
     }
     if config.repeats > 1:
         var_all = np.concatenate(pooled["var"])
@@ -105,32 +104,60 @@ def evaluate(twin: Device, device: Device, config: EvalConfig, run: Any = None) 
     return summary
 
 
-def plot_examples(examples: list, dt_s: float, path: str, title: str = "") -> str:
+def run(ctx: RunContext, config: EvalConfig) -> dict[str, Any]:
+    """The plan body: score the twin at ``config.checkpoint`` against ``ctx.device``."""
+    with open_device(f"twin:{config.checkpoint}", defaults={"seed": ctx.seed},
+                     torch_device=config.torch_device) as twin:
+        if not np.isclose(twin.dt_s, config.dt_s, rtol=1e-9):
+            raise ConfigError(f"the twin was trained on a {twin.dt_s:g} s grid but the drives use "
+                              f"{config.dt_s:g} s; leave dt_s at the twin's value")
+        summary = evaluate(twin, ctx.device, config, ctx.rng("drives"), ctx.measure)
+    examples = summary.pop("examples")
+    for ex in examples:
+        tag = ex["tag"]
+        ctx.save(f"eval/{tag}/drive_V", Waveform(ex["drive_V"], config.dt_s))
+        ctx.save(f"eval/{tag}/device_mean_V", ex["device_mean_V"], dt_s=config.dt_s, repeats=config.repeats)
+        ctx.save(f"eval/{tag}/device_shot_V", ex["device_shot_V"], dt_s=config.dt_s)
+        ctx.save(f"eval/{tag}/twin_V", ex["twin_V"], dt_s=config.dt_s)
+    ctx.save("eval/tags", np.array([ex["tag"] for ex in examples], dtype="S"))
+    summary["dt_s"] = config.dt_s
+    ctx.result(**summary)
+    return summary
+
+
+def plot_examples(datasets: Mapping[str, Any], results: Mapping[str, Any]) -> Figure:
     """One panel per condition: drive, device (shot and mean) and twin responses."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(len(examples), 1, figsize=(9, 2.6 * len(examples)), squeeze=False)
-    for ax, (cond, drive, shot, mean, twin) in zip(axes[:, 0], examples):
+    tags = [t.decode() for t in datasets["eval/tags"]]
+    dt_s = float(results["dt_s"])
+    fig = Figure(figsize=(9, 2.6 * len(tags)))
+    axes = fig.subplots(len(tags), 1, squeeze=False)
+    for ax, tag in zip(axes[:, 0], tags):
+        drive = datasets[f"eval/{tag}/drive_V"][0]
+        shot, mean = datasets[f"eval/{tag}/device_shot_V"][0], datasets[f"eval/{tag}/device_mean_V"][0]
+        twin = datasets[f"eval/{tag}/twin_V"][0]
         t_us = np.arange(drive.size) * dt_s * 1e6
         ax.plot(t_us, shot * 1e3, color="0.75", lw=0.8, label="device (one shot)")
         ax.plot(t_us, mean * 1e3, color="k", lw=1.2, label="device (mean)")
         ax.plot(t_us, twin * 1e3, color="tab:red", lw=1.0, ls="--", label="twin")
         ax.set_ylabel("response (mV)")
-        ax.set_title(", ".join(f"{k} = {v:g}" for k, v in cond.items()) or title, fontsize=9)
+        ax.set_title(tag.replace("_", ", "), fontsize=9)
         ax2 = ax.twinx()
         ax2.step(t_us, drive, where="pre", color="tab:blue", lw=0.6, alpha=0.5)
         ax2.set_ylabel("drive (V)", color="tab:blue")
     axes[0, 0].legend(loc="upper right", fontsize=8)
     axes[-1, 0].set_xlabel("time (us)")
-    if title:
-        fig.suptitle(title, fontsize=10)
+    fig.suptitle(f"twin vs device: NRMSE {results['nrmse']:.4f} (vs the mean of {results['repeats']} "
+                 f"shot{'s' if results['repeats'] > 1 else ''})", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig
 
 
-__all__ = ["EvalConfig", "evaluate", "plot_examples"]
+def plan(config: EvalConfig | Mapping[str, Any] | None = None, **overrides: Any) -> Plan:
+    """Twin evaluation as a plan (``spinlab twin eval``'s defaults unless overridden)."""
+    cfg = make_config(EvalConfig, config, overrides)
+    if not cfg.checkpoint:
+        raise ConfigError("twin evaluation needs the twin's checkpoint path")
+    return Plan("twin-eval", cfg, lambda ctx: run(ctx, cfg), plots={"twin_vs_device.png": plot_examples})
+
+
+__all__ = ["EvalConfig", "evaluate", "run", "plan", "plot_examples"]

@@ -28,7 +28,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 from scipy.io import wavfile
 
-from spinlab.errors import SpinlabError
+from spinlab.errors import DatasetError
 
 #: Sample rate of every FSDD recording.
 FSDD_RATE_HZ = 8000
@@ -42,10 +42,6 @@ FSDD_SPEAKERS = ("george", "jackson", "lucas", "theo", "yweweler")
 FSDD_RECORDINGS_SHA256 = "4d2c04f63188f0f3972e5f4b501790602257d8283db78ffbbac8edcaac13171b"
 
 _NAME = re.compile(r"^(?P<digit>[0-9])_(?P<speaker>[A-Za-z][A-Za-z0-9-]*)_(?P<index>[0-9]+)\.wav$")
-
-
-class DatasetError(SpinlabError, ValueError):
-    """A dataset directory, file name, audio format or download does not look as expected."""
 
 
 @dataclass(frozen=True)

@@ -130,6 +130,10 @@ class Device(ABC):
         """What this device is (instrument IDNs, model parameters); stored in every run file."""
         return {"address": self.address, "type": type(self).__name__, "limits": asdict(self.limits)}
 
+    def outputs_off(self) -> None:
+        """Put every output in its safe state (hardware: bias ramped down, AWG off). The run
+        engine calls this on every exit path; simulators have nothing to switch off."""
+
     def close(self) -> None:
         """Release resources; for hardware this turns every output off."""
 

@@ -29,6 +29,22 @@ class CheckpointError(SpinlabError, ValueError):
     """A twin checkpoint is corrupt, truncated or from an incompatible version."""
 
 
+class DatasetError(SpinlabError, ValueError):
+    """A dataset directory, file name, audio format or download does not look as expected."""
+
+
+class ProtocolError(SpinlabError, ValueError):
+    """A monitoring or control message is malformed, oversized, of an unknown version or type."""
+
+
+class ControlError(SpinlabError, RuntimeError):
+    """A control request failed: no reply (server down or key refused) or an error reply."""
+
+
+class JournalError(ConfigError):
+    """A run journal is not a spinlab journal (or its start is damaged)."""
+
+
 class StationBusyError(SpinlabError, RuntimeError):
     """Another process holds the station's instruments; the message names it."""
 

@@ -43,7 +43,10 @@ class Waveform:
                 f"waveform has {bad.size} non-finite sample(s) (NaN or inf), first at flat index "
                 f"{int(bad[0])}; clean the data before sending it anywhere"
             )
-        dt = float(self.dt_s)
+        try:
+            dt = float(self.dt_s)
+        except (TypeError, ValueError):
+            raise WaveformError(f"sample interval dt_s must be a number of seconds, got {self.dt_s!r}") from None
         if not np.isfinite(dt) or dt <= 0:
             raise WaveformError(f"sample interval dt_s must be a positive number, got {self.dt_s!r}")
         object.__setattr__(self, "samples", samples)

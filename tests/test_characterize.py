@@ -12,9 +12,10 @@ from typer.testing import CliRunner
 
 from spinlab import ConfigError, open_device
 from spinlab.cli import app
-from spinlab.run import Run
+from spinlab.engine import RunEngine
+from spinlab.protocols import characterize
 from spinlab.protocols.characterize import (CharacterizeConfig, fit_relaxation, fit_threshold,
-                                    relaxation_model, run_characterize, steady_state_model)
+                                    relaxation_model, steady_state_model)
 
 
 # --- fits on synthetic data --------------------------------------------------------------------
@@ -71,26 +72,23 @@ def test_config_validation(kwargs, match) -> None:
 
 
 def test_sweep_beyond_device_limit_is_refused(tmp_path) -> None:
-    device = open_device("sim:vortex")
-    with Run("characterize", {}, root=tmp_path) as run:
-        with pytest.raises(ConfigError, match="max_bias_A"):
-            run_characterize(device, CharacterizeConfig(bias_stop_A=20e-3), run)
+    with pytest.raises(ConfigError, match="max_bias_A"):
+        RunEngine(tmp_path).run(characterize.plan(bias_stop_A=20e-3), "sim:vortex")
 
 
 # --- the protocol on the simulator --------------------------------------------------------------
 def test_characterize_sim_matches_closed_forms(tmp_path) -> None:
-    device = open_device("sim:vortex", seed=2)
     config = CharacterizeConfig()
     events = []
-    with Run("characterize", {}, root=tmp_path, device=device) as run:
-        run.progress = lambda done, total, **f: events.append((done, total))  # type: ignore[method-assign]
-        summary = run_characterize(device, config, run)
-        path = run.path
+    result = RunEngine(tmp_path).run(characterize.plan(config), "sim:vortex", seed=2, subscribers=[
+        lambda name, doc: events.append((doc["stage"], doc["done"], doc["total"])) if name == "progress" else None])
+    summary, path = result.summary, result.path
     assert summary["threshold_A"] == pytest.approx(5e-3, rel=0.03)
     predicted = 1 / (2 * 5e6 * (summary["relaxation_bias_A"] / 5e-3 - 1))
     assert summary["predicted_relaxation_time_s"] == pytest.approx(predicted)
     assert summary["relaxation_time_s"] == pytest.approx(predicted, rel=0.05)
-    assert events[-1] == (config.bias_points + config.step_batches,) * 2
+    assert events[config.bias_points - 1] == ("bias sweep", config.bias_points, config.bias_points)
+    assert events[-1] == ("step response", config.step_batches, config.step_batches)
     assert (path / "sweep.png").stat().st_size > 0 and (path / "step_response.png").stat().st_size > 0
     with h5py.File(path / "run.h5") as f:
         assert f["sweep/bias_A"].shape == (config.bias_points,)
@@ -137,12 +135,13 @@ def test_cli_sim_and_emulated_bench_agree(tmp_path) -> None:
     with h5py.File(f"{bench['run_dir']}/run.h5") as f:
         identity = json.loads(f.attrs["device"])
         assert "33522B" in identity["instruments"]["awg"]
-        assert json.loads(f.attrs["seeds"]) == {"device": 1}
+        assert f.attrs["seed"] == 1 and identity["model"]["seed"] == 1
 
 
 def test_ctrl_c_during_characterize_on_bench_leaves_outputs_off(tmp_path, monkeypatch) -> None:
-    """Ctrl-C in the middle of the bias sweep: the run is marked aborted, its data so far is in
-    the file, and the AWG and bias source are off."""
+    """Ctrl-C in the middle of the bias sweep (outside the engine's signal handling, as in a
+    notebook thread): the run is marked interrupted, its data so far is in the file, and the
+    AWG and bias source are off."""
     bench = open_device("bench:emulated")
     real = bench.scope.read_waveform
     calls = {"n": 0}
@@ -154,10 +153,10 @@ def test_ctrl_c_during_characterize_on_bench_leaves_outputs_off(tmp_path, monkey
         return real(channel)
 
     monkeypatch.setattr(bench.scope, "read_waveform", read_then_interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        with Run("characterize", {}, root=tmp_path, device=bench) as run:
-            run_characterize(bench, CharacterizeConfig(), run)
+    with pytest.raises(KeyboardInterrupt) as caught:
+        RunEngine(tmp_path).run(characterize.plan(), bench)
     assert not bench.lab.awg.output_on and not bench.lab.source.output_on
-    with h5py.File(run.path / "run.h5") as f:
-        assert f.attrs["status"] == "aborted"
+    with h5py.File(caught.value.run_path / "run.h5") as f:
+        assert f.attrs["status"] == "interrupted"
+        assert f["sweep/responses"].shape[0] == 4
     bench.close()

@@ -1,30 +1,56 @@
 """`spinlab monitor`, `spinlab control` and `spinlab keys` as a user runs them."""
 import json
+import threading
 import time
 
+import h5py
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from spinlab import RunAborted
 from spinlab.cli import app
+from spinlab.engine import Plan, RunEngine
+from spinlab.monitoring import ControlServer
+from spinlab.monitoring.documents import MonitorPublisher
 from spinlab.monitoring.recording import read_recording
-from spinlab.run import Run
 
 runner = CliRunner()
 
 
+class LiveRun:
+    """A run mid-way in a worker thread: config, progress and a waveform already published,
+    then it waits for ``finish()``."""
+
+    def __init__(self, tmp_path):
+        self.publisher = MonitorPublisher("tcp://127.0.0.1:0")
+        self.events = self.publisher.publisher
+        self.release = threading.Event()
+
+        def body(ctx):
+            ctx.progress(4, 10, bias_A=7.5e-3)
+            ctx.publish("waveform", {"name": "resp", "unit": "V"}, {"samples": np.linspace(0, 1, 20_000)})
+            self.release.wait(20)
+
+        self.thread = threading.Thread(target=RunEngine(tmp_path / "runs").run, daemon=True,
+                                       args=(Plan("acquire", {"steps": 10}, body, needs_device=False),),
+                                       kwargs={"subscribers": [self.publisher]})
+        self.thread.start()
+        deadline = time.monotonic() + 5
+        while self.events.stats()["sent"] < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)  # sent before anyone watched: a monitor started now is a late joiner
+
+    def finish(self):
+        self.release.set()
+        self.thread.join(10)
+        self.publisher.close()
+
+
 @pytest.fixture
 def live_run(tmp_path):
-    """A run mid-way: config, progress and a waveform already published."""
-    run = Run("acquire", {"steps": 10}, root=tmp_path / "runs", monitor="tcp://127.0.0.1:0")
-    run.progress(4, 10, bias_A=7.5e-3)
-    run.publish("waveform", {"name": "resp", "unit": "V"}, {"samples": np.linspace(0, 1, 20_000)})
-    deadline = time.monotonic() + 5
-    while run.events.stats()["sent"] < 3 and time.monotonic() < deadline:
-        time.sleep(0.01)  # sent before anyone watched: a monitor started now is a late joiner
+    run = LiveRun(tmp_path)
     yield run
-    run.finish("completed")
+    run.finish()
 
 
 def test_monitor_json_streams_the_current_state_to_a_late_joiner(live_run, tmp_path):
@@ -38,7 +64,7 @@ def test_monitor_json_streams_the_current_state_to_a_late_joiner(live_run, tmp_p
     assert [line["topic"] for line in lines] == ["run.start", "progress", "waveform"]
     assert all(line["replay"] for line in lines)
     assert lines[0]["payload"]["config"] == {"steps": 10}
-    assert lines[1]["payload"] == {"done": 4, "total": 10, "bias_A": 7.5e-3}
+    assert lines[1]["payload"] == {"done": 4, "total": 10, "stage": "", "bias_A": 7.5e-3}
     wave = lines[2]["arrays"]["samples"]
     assert wave["summarised"] and wave["shape"] == [20_000] and wave["max"] == 1.0
     recorded = list(read_recording(record))
@@ -73,20 +99,34 @@ def test_keys_then_control_status_and_abort(tmp_path):
     made = runner.invoke(app, ["keys", str(keys), "--name", "alice", "--json"])
     assert made.exit_code == 0, made.output
     paths = json.loads(made.stdout.splitlines()[-1])
-    run = Run("acquire", {}, root=tmp_path / "runs", control="tcp://127.0.0.1:0", control_keys=keys)
-    with pytest.raises(RunAborted, match="alice"):
-        with run:
-            run.progress(3, 8)
-            base = ["control", run.control.endpoint, "--key", paths["client_secret"],
-                    "--server-key", paths["server_public"], "--timeout", "5"]
-            status = runner.invoke(app, [*base[:2], "status", *base[2:], "--json"])
-            assert status.exit_code == 0, status.output
-            reply = json.loads(status.stdout.splitlines()[-1])
-            assert reply["state"] == "running" and reply["status"]["progress"] == {"done": 3, "total": 8}
-            abort = runner.invoke(app, [*base[:2], "abort", *base[2:]])
-            assert abort.exit_code == 0 and "aborting" in abort.stdout
-            run.checkpoint()  # the protocol's next checkpoint obeys the abort
-    assert run.status == "aborted"
+    server = ControlServer("tcp://127.0.0.1:0", keys_dir=keys)
+    base = ["control", server.endpoint, "--key", paths["client_secret"],
+            "--server-key", paths["server_public"], "--timeout", "5"]
+    replies = {}
+
+    def body(ctx):
+        ctx.progress(3, 8)
+        status = runner.invoke(app, [*base[:2], "status", *base[2:], "--json"])
+        replies["status"] = status
+        replies["abort"] = runner.invoke(app, [*base[:2], "abort", *base[2:]])
+        ctx.progress(4, 8)  # the next checkpoint obeys the abort
+        replies["after"] = True
+
+    def control(state):
+        server.run = state
+        return server
+
+    with pytest.raises(RunAborted, match="alice") as caught:
+        RunEngine(tmp_path / "runs").run(Plan("acquire", {}, body, needs_device=False), control=control)
+    status = replies["status"]
+    assert status.exit_code == 0, status.output
+    reply = json.loads(status.stdout.splitlines()[-1])
+    assert reply["state"] == "running"
+    assert reply["status"]["progress"] == {"done": 3, "total": 8, "stage": ""}
+    assert replies["abort"].exit_code == 0 and "aborting" in replies["abort"].stdout
+    assert "after" not in replies
+    with h5py.File(caught.value.run_path / "run.h5") as f:
+        assert f.attrs["status"] == "aborted"
 
 
 def test_control_with_an_unauthorised_key_fails_cleanly(tmp_path):
@@ -94,10 +134,19 @@ def test_control_with_an_unauthorised_key_fails_cleanly(tmp_path):
     runner.invoke(app, ["keys", str(keys), "--name", "alice"])
     other = tmp_path / "other"
     mallory = json.loads(runner.invoke(app, ["keys", str(other), "--name", "mallory", "--json"]).stdout)
-    with Run("acquire", {}, root=tmp_path / "runs", control="tcp://127.0.0.1:0", control_keys=keys) as run:
-        result = runner.invoke(app, ["control", run.control.endpoint, "abort",
-                                     "--key", mallory["client_secret"],
-                                     "--server-key", str(keys / "server.key"), "--timeout", "0.4"])
-        assert result.exit_code == 2 and "no reply" in result.stderr
-        run.checkpoint()  # not aborted
-    assert run.status == "completed"
+    server = ControlServer("tcp://127.0.0.1:0", keys_dir=keys)
+    outcome = {}
+
+    def body(ctx):
+        outcome["cli"] = runner.invoke(app, ["control", server.endpoint, "abort",
+                                             "--key", mallory["client_secret"],
+                                             "--server-key", str(keys / "server.key"), "--timeout", "0.4"])
+        ctx.progress(1, 1)  # not aborted
+
+    def control(state):
+        server.run = state
+        return server
+
+    result = RunEngine(tmp_path / "runs").run(Plan("acquire", {}, body, needs_device=False), control=control)
+    assert outcome["cli"].exit_code == 2 and "no reply" in outcome["cli"].stderr
+    assert result.status == "completed"

@@ -10,8 +10,9 @@ import zmq
 
 import spinlab
 from spinlab import Waveform
+from spinlab.engine import Plan, RunEngine
 from spinlab.monitoring import Publisher, Subscriber, messages, preview
-from spinlab.run import Run
+from spinlab.monitoring.documents import MonitorPublisher
 
 MONITOR = "tcp://127.0.0.1:0"  # port 0: the OS picks a free port
 
@@ -41,31 +42,57 @@ def collect(sub, until_topic, timeout_s=5.0):
     raise AssertionError(f"no {until_topic!r} within {timeout_s} s; got {[m.topic for m in got]}")
 
 
-def acquire(run, dev, steps, max_points=1000):
-    """A small acquisition protocol: respond, append to the run file, preview, progress."""
-    for i, drive in enumerate(steps):
-        response = dev.respond(drive, {"bias_A": 7.5e-3})
-        run.append("responses", response.samples[None, :])
-        run.preview("response", response, max_points=max_points)
-        run.progress(i + 1, len(steps))
-        run.checkpoint()
+def acquire_plan(steps, config=None, extra=None):
+    """A small acquisition plan: respond, record, preview, progress; ``extra(ctx)`` at the end."""
+
+    def body(ctx):
+        for i, drive in enumerate(steps):
+            data = ctx.measure("responses", lambda dev, d=drive: {
+                "responses": dev.respond(d, {"bias_A": 7.5e-3}).samples[None, :]})
+            ctx.preview("response", Waveform(data["responses"][0], drive.dt_s))
+            ctx.progress(i + 1, len(steps))
+        if extra is not None:
+            extra(ctx)
+
+    return Plan("acquire", config or {}, body)
+
+
+def connected(topics=None, **options):
+    """A MonitorPublisher and a Subscriber whose subscription has reached it (a first message
+    went through), so a run started now is watched from its first message."""
+    pub = MonitorPublisher(MONITOR, **options)
+    sub = Subscriber(pub.endpoint, topics=("",) if topics is None else [*topics, "test."])
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        pub.publish("test.hello", {})
+        msg = sub.recv(0.1)
+        if msg is not None and msg.topic == "test.hello":
+            break
+    else:
+        raise AssertionError("the subscriber never connected")
+    return pub, sub
+
+
+def run_watched(tmp_path, plan, device, topics=None, **options):
+    """Run ``plan`` with a connected watcher; the watcher's messages from run.start to run.stop."""
+    pub, sub = connected(topics, **options)
+    try:
+        result = RunEngine(tmp_path).run(plan, device, subscribers=[pub])
+        got = collect(sub, "run.stop")
+    finally:
+        pub.close()
+        sub.close()
+    got = [m for m in got if not m.topic.startswith("test.")]
+    return result, got, sub
 
 
 def test_watcher_sees_start_progress_stop_with_arrays_equal_to_the_run_file(tmp_path, vortex):
-    run = Run("acquire", {"steps": 5, "bias_A": 7.5e-3}, root=tmp_path, device=vortex, monitor=MONITOR)
-    sub = Subscriber(run.events.endpoint)
-    try:
-        start = collect(sub, "run.start")[-1]  # live, or a replay if sent before we joined
-        with run:
-            acquire(run, vortex, drives(5))
-            run.result(steps_done=5)
-        got = [start] + collect(sub, "run.stop")
-    finally:
-        sub.close()
-
-    assert start.seq == 0
+    plan = acquire_plan(drives(5), {"steps": 5, "bias_A": 7.5e-3}, lambda ctx: ctx.result(steps_done=5))
+    result, got, sub = run_watched(tmp_path, plan, vortex)
+    start = got[0]
+    assert start.topic == "run.start" and not start.replay
     assert start.payload["kind"] == "acquire" and start.payload["config"]["steps"] == 5
-    assert [m.seq for m in got] == list(range(len(got)))  # every message, in order, no gaps
+    assert [m.seq for m in got] == list(range(start.seq, start.seq + len(got)))  # in order, no gaps
     assert sub.missed == 0 and sub.rejected == 0
     topics = [m.topic for m in got if m.topic != "monitor.stats"]
     assert topics == ["run.start"] + ["waveform", "progress"] * 5 + ["result", "run.stop"]
@@ -75,7 +102,7 @@ def test_watcher_sees_start_progress_stop_with_arrays_equal_to_the_run_file(tmp_
     assert stop["status"] == "completed" and stop["dropped"] == 0
     assert stop["results"] == {"steps_done": 5}
     previews = [m for m in got if m.topic == "waveform"]
-    with h5py.File(run.path / "run.h5") as f:
+    with h5py.File(result.run_file) as f:
         saved = f["responses"][()]
         assert f.attrs["status"] == "completed"
     assert saved.shape == (5, 400)
@@ -86,18 +113,12 @@ def test_watcher_sees_start_progress_stop_with_arrays_equal_to_the_run_file(tmp_
 
 
 def test_decimated_previews_equal_the_preview_of_the_saved_data(tmp_path, vortex):
-    run = Run("acquire", {}, root=tmp_path, device=vortex, monitor=MONITOR)
-    sub = Subscriber(run.events.endpoint, topics=["run.", "waveform"])
-    try:
-        collect(sub, "run.start")
-        with run:
-            acquire(run, vortex, drives(2, n_samples=5000), max_points=200)
-        got = collect(sub, "run.stop")
-    finally:
-        sub.close()
+    result, got, _ = run_watched(tmp_path, acquire_plan(drives(2, n_samples=5000)), vortex,
+                                 topics=["run.", "waveform"], preview_points=200)
     previews = [m for m in got if m.topic == "waveform"]
-    with h5py.File(run.path / "run.h5") as f:
+    with h5py.File(result.run_file) as f:
         saved = f["responses"][()]
+    assert len(previews) == 2
     for row, msg in zip(saved, previews):
         expected = preview(Waveform(row, 100e-9), 200)
         assert msg.arrays["samples"].shape == (200,)
@@ -107,17 +128,25 @@ def test_decimated_previews_equal_the_preview_of_the_saved_data(tmp_path, vortex
 
 
 def test_late_joiner_gets_config_and_latest_state_without_waiting_for_an_event(tmp_path, vortex):
-    run = Run("acquire", {"steps": 3, "seed": 11}, root=tmp_path, device=vortex, monitor=MONITOR)
-    with run:
-        early = Subscriber(run.events.endpoint)
-        collect(early, "run.start")
-        acquire(run, vortex, drives(3))
-        run.instrument_status("awg", output_on=True, amplitude_V=0.3)
-        run.instrument_status("scope", armed=False)
-        run.result(mean_V=0.01)
-        collect(early, "result")
+    reached, release = threading.Event(), threading.Event()
 
-        late = Subscriber(run.events.endpoint, topics=["run.", "progress", "waveform", "instrument.", "result"])
+    def extra(ctx):
+        ctx.instrument_status("awg", output_on=True, amplitude_V=0.3)
+        ctx.instrument_status("scope", armed=False)
+        ctx.result(mean_V=0.01)
+        reached.set()
+        assert release.wait(10)
+        ctx.progress(4, 4)
+
+    pub, early = connected()
+    worker = threading.Thread(target=RunEngine(tmp_path).run, daemon=True,
+                              args=(acquire_plan(drives(3), {"steps": 3, "seed": 11}, extra), vortex),
+                              kwargs={"subscribers": [pub]})
+    worker.start()
+    try:
+        assert reached.wait(10)
+        collect(early, "result")
+        late = Subscriber(pub.endpoint, topics=["run.", "progress", "waveform", "instrument.", "result"])
         state = {}
         wanted = {("run.start", None), ("progress", None), ("waveform", "response"),
                   ("instrument.status", "awg"), ("instrument.status", "scope"), ("result", None)}
@@ -128,7 +157,7 @@ def test_late_joiner_gets_config_and_latest_state_without_waiting_for_an_event(t
                 assert msg.replay, "nothing new was published: all of it must come from the cache"
                 state[messages.cache_key(msg.topic, msg.payload)] = msg
         assert state[("run.start", None)].payload["config"] == {"steps": 3, "seed": 11}
-        assert state[("progress", None)].payload == {"done": 3, "total": 3}
+        assert state[("progress", None)].payload == {"done": 3, "total": 3, "stage": ""}
         assert state[("waveform", "response")].arrays["samples"].shape == (400,)
         assert state[("instrument.status", "awg")].payload["amplitude_V"] == 0.3
         assert state[("instrument.status", "scope")].payload["armed"] is False
@@ -136,15 +165,19 @@ def test_late_joiner_gets_config_and_latest_state_without_waiting_for_an_event(t
         seqs = [m.seq for m in sorted(state.values(), key=lambda m: m.seq)]
         assert seqs == sorted(seqs)
 
-        run.progress(4, 4)  # the next live event: both see it once, nobody sees a gap
-        assert late.recv(2).payload == {"done": 4, "total": 4}
+        release.set()  # the next live event: both see it once, nobody sees a gap
+        assert late.recv(2).payload == {"done": 4, "total": 4, "stage": ""}
         msg = early.recv(2)
         while msg.topic == "monitor.stats":
             msg = early.recv(2)
         assert (msg.topic, msg.replay) == ("progress", False)  # the replays were de-duplicated
         assert early.duplicates >= 6 and early.missed == 0 and late.missed == 0
-        early.close()
         late.close()
+    finally:
+        release.set()
+        worker.join(10)
+        early.close()
+        pub.close()
 
 
 def test_stalled_subscriber_never_slows_publishing_nor_other_watchers():
@@ -252,15 +285,9 @@ def test_subscriber_rejects_malformed_frames_and_keeps_reading():
 
 
 def test_spinlab_log_records_are_published_while_the_run_is_active(tmp_path):
-    run = Run("demo", {}, root=tmp_path, monitor=MONITOR)
-    sub = Subscriber(run.events.endpoint, topics=["run.", "log"])
-    try:
-        collect(sub, "run.start")
-        with run:
-            logging.getLogger("spinlab.protocols.demo").warning("bias drifted by %d uA", 3)
-        got = collect(sub, "run.stop")
-    finally:
-        sub.close()
+    plan = Plan("demo", {}, lambda ctx: logging.getLogger("spinlab.protocols.demo").warning(
+        "bias drifted by %d uA", 3), needs_device=False)
+    _, got, _ = run_watched(tmp_path, plan, None, topics=["run.", "log"])
     logs = [m.payload for m in got if m.topic == "log"]
     assert logs and logs[0]["message"] == "bias drifted by 3 uA" and logs[0]["level"] == "WARNING"
     handlers = logging.getLogger("spinlab").handlers
@@ -280,23 +307,15 @@ def test_non_loopback_bind_is_warned_about(caplog):
 
 
 def test_acquire_protocol_stream_matches_its_run_file(tmp_path, vortex):
-    from spinlab.protocols.acquire import AcquireConfig, run_acquire
+    from spinlab.protocols import acquire
 
-    config = AcquireConfig(duration_s=4e-4, record_s=1e-4, conditions={"bias_A": [7e-3, 8e-3]}, seed=5)
-    run = Run("acquire", config.to_dict(), root=tmp_path, device=vortex, monitor=MONITOR)
-    sub = Subscriber(run.events.endpoint)
-    try:
-        collect(sub, "run.start")
-        with run:
-            summary = run_acquire(vortex, config, run)
-        got = collect(sub, "run.stop")
-    finally:
-        sub.close()
-    assert summary["recordings"] == 4 and sub.missed == 0
+    config = acquire.AcquireConfig(duration_s=4e-4, record_s=1e-4, conditions={"bias_A": [7e-3, 8e-3]})
+    result, got, sub = run_watched(tmp_path, acquire.plan(config), vortex)
+    assert result.summary["recordings"] == 4 and sub.missed == 0
     progress = [(m.payload["done"], m.payload["total"]) for m in got if m.topic == "progress"]
     assert progress == [(1, 2), (2, 2)]
     batches = [m for m in got if m.topic == "acquire.batch"]
-    with h5py.File(run.path / "run.h5") as f:
+    with h5py.File(result.run_file) as f:
         for k, msg in enumerate(batches):  # each batch message carries its first recording
             np.testing.assert_array_equal(msg.arrays["drive_V"], f["drive_V"][2 * k])
             np.testing.assert_array_equal(msg.arrays["response_V"], f["response_V"][2 * k])

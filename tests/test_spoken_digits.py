@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from spinlab.protocols.spoken_digits import (SpokenDigitsConfig, confusion_matrix, run_spoken_digits,
-                                     select_data, split_utterances, stratified_subset)
-from spinlab import Device, open_device
+from spinlab.protocols import spoken_digits
+from spinlab.protocols.spoken_digits import (SpokenDigitsConfig, confusion_matrix, select_data,
+                                             split_utterances, stratified_subset)
+from spinlab import Device
 from spinlab.audio import list_fsdd
+from spinlab.engine import RunEngine
 from spinlab.errors import ConfigError, RunAborted
-from spinlab.run import Run
 
 FSDD = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "fsdd" / "recordings"
 SUMMARY_KEYS = {"accuracy", "baseline_accuracy", "frame_accuracy", "n_train", "n_test", "device",
@@ -32,9 +33,23 @@ class IdentityDevice(Device):
 
 
 def _config(tmp_path, **kw):
-    base = dict(data_dir=str(FSDD), limit=60, n_nodes=40, seed=1,
-                feature_cache_dir=str(tmp_path / "cache"))
+    base = dict(data_dir=str(FSDD), limit=60, n_nodes=40, feature_cache_dir=str(tmp_path / "cache"))
     return SpokenDigitsConfig(**{**base, **kw})
+
+
+class CountingControl:
+    """A control channel stand-in: counts the engine's checkpoints, optionally aborts at one."""
+
+    def __init__(self, abort_at=None):
+        self.services, self.abort_at = 0, abort_at
+
+    def service(self):
+        self.services += 1
+        if self.services == self.abort_at:
+            raise RunAborted("remote abort")
+
+    def close(self):
+        pass
 
 
 def test_standard_split_and_speaker_split():
@@ -81,8 +96,7 @@ def test_confusion_matrix_counts():
 @pytest.mark.parametrize("input_sigma", [1.5, 50.0])
 def test_identity_device_scores_exactly_the_baseline(tmp_path, input_sigma):
     config = _config(tmp_path, input_sigma=input_sigma, node_features="mean")
-    with Run("spoken-digits", {}, root=tmp_path / "runs") as run:
-        summary = run_spoken_digits(IdentityDevice(), config, run)
+    summary = RunEngine(tmp_path / "runs").run(spoken_digits.plan(config), IdentityDevice(), seed=1).summary
     assert summary["accuracy"] == summary["drive_baseline_accuracy"]
     if input_sigma > 10:  # nothing clipped: the drive is the masked features, scaled
         assert summary["clipped_fraction"] == 0
@@ -93,25 +107,25 @@ def test_identity_device_scores_exactly_the_baseline(tmp_path, input_sigma):
 
 def test_sim_vortex_run_records_everything(tmp_path):
     config = _config(tmp_path, samples_per_node=2, theta_s=200e-9)
-    device = open_device("sim:vortex")
     stages = []
-    with Run("spoken-digits", {}, root=tmp_path / "runs", device=device) as run:
-        calls = []
-        original = run.checkpoint
-        run.checkpoint = lambda: (calls.append(1), original())[1]
-        summary = run_spoken_digits(device, config, run, progress=lambda s, d, t: stages.append((s, d, t)))
-        path = run.path
+    control = CountingControl()
+    result = RunEngine(tmp_path / "runs").run(
+        spoken_digits.plan(config), "sim:vortex", seed=1, control=lambda state: control,
+        subscribers=[lambda name, doc: stages.append((doc["stage"], doc["done"], doc["total"]))
+                     if name == "progress" else None])
+    summary, path = result.summary, result.path
     assert SUMMARY_KEYS <= set(summary)
     assert summary["n_train"] + summary["n_test"] == 60 and summary["n_test"] >= 10
     assert summary["device"] == "sim:vortex"
     assert 0.0 <= summary["accuracy"] <= 1.0 and set(summary["per_speaker"]) <= {
         "george", "jackson", "lucas", "theo", "yweweler"}
-    assert calls, "run.checkpoint() must be called between device batches"
+    assert control.services > 3, "the engine serves control at every step"
     assert ("device", 60, 60) in stages and any(s == "features" for s, _, _ in stages)
     assert (path / "confusion.png").stat().st_size > 1000
     with h5py.File(path / "run.h5") as f:
         assert f.attrs["status"] == "completed"
-        assert json.loads(f.attrs["seeds"]) == {"split": 1, "mask": 1}
+        assert f.attrs["seed"] == 1 and json.loads(f.attrs["device"])["seed"] == 1
+        assert f["device_states/frames"].shape == (f["frames_per_utterance"][()].sum(), 80)
         assert f["mask"].shape == (40, 64)
         assert f["states_summed"].shape == (60, 40 * 2)  # node_features="samples": 2 per node
         assert f["readout_weights"].shape == (81, 10)
@@ -124,22 +138,20 @@ def test_sim_vortex_run_records_everything(tmp_path):
 def test_same_seed_reproduces_predictions(tmp_path):
     outs = []
     for i in range(2):
-        with Run("spoken-digits", {}, root=tmp_path / f"r{i}") as run:
-            outs.append(run_spoken_digits(open_device("sim:vortex?seed=3"), _config(tmp_path), run))
+        outs.append(RunEngine(tmp_path / f"r{i}").run(spoken_digits.plan(_config(tmp_path)), "sim:vortex?seed=3",
+                                                      seed=1).summary)
     assert outs[0]["accuracy"] == outs[1]["accuracy"]
     assert outs[0]["frame_accuracy"] == outs[1]["frame_accuracy"]
 
 
 def test_abort_between_batches_marks_run_aborted(tmp_path):
     config = _config(tmp_path, max_batch_samples=200_000)
-    with pytest.raises(RunAborted):
-        with Run("spoken-digits", {}, root=tmp_path / "runs") as run:
-            def abort():
-                raise RunAborted("remote abort")
-            run.checkpoint = abort
-            run_spoken_digits(IdentityDevice(), config, run)
-    with h5py.File(run.path / "run.h5") as f:
+    with pytest.raises(RunAborted) as caught:
+        RunEngine(tmp_path / "runs").run(spoken_digits.plan(config), IdentityDevice(),
+                                         control=lambda state: CountingControl(abort_at=80))
+    with h5py.File(caught.value.run_path / "run.h5") as f:
         assert f.attrs["status"] == "aborted"
+        assert 0 < len(f["engine/events"]) < 60
 
 
 def test_cli_json_summary_is_last_line(tmp_path):
@@ -167,9 +179,7 @@ def test_cli_reports_bad_data_dir_cleanly(tmp_path):
 @pytest.mark.slow
 def test_full_standard_split_on_sim_vortex_reaches_97_percent(tmp_path):
     config = SpokenDigitsConfig(data_dir=str(FSDD), feature_cache_dir=str(tmp_path / "cache"))
-    device = open_device("sim:vortex")
-    with Run("spoken-digits", {}, root=tmp_path / "runs", device=device) as run:
-        summary = run_spoken_digits(device, config, run)
+    summary = RunEngine(tmp_path / "runs").run(spoken_digits.plan(config), "sim:vortex").summary
     assert (summary["n_train"], summary["n_test"]) == (2250, 250)
     assert summary["accuracy"] >= 0.97
     assert summary["accuracy"] > summary["baseline_accuracy"] + 0.05

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from spinlab import Waveform, open_device
-from spinlab.errors import CheckpointError, ConfigError, SafetyLimitError
+from spinlab.errors import CheckpointError, ConfigError
 from spinlab.twin.checkpoint import TwinMeta, save_twin
 from spinlab.twin.model import Normalisation, TwinArchitecture, build_model
 from spinlab.sim_backends.twin_device import TwinExtrapolationWarning

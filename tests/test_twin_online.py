@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 
-from spinlab.protocols.acquire import AcquireConfig, RunRecorder, recording_batches
+from spinlab.protocols.acquire import AcquireConfig, device_batches, recording_batches
+from spinlab.engine import Plan, RunEngine
 from spinlab.errors import ConfigError
-from spinlab.run import Run
 from spinlab.twin.data import fit_normalisation, trajectory_nrmse
 from spinlab.twin.model import TwinArchitecture, build_model
 from spinlab.twin.train import OnlineConfig, TrainConfig, train_online
@@ -21,8 +22,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def _setup(dev, duration_s, **acq_kw):
     acq = AcquireConfig(duration_s=duration_s, dt_s=1e-7, record_s=2e-5, hold_s=(1e-7, 1e-6),
                         amplitude_V=0.4, conditions={"bias_A": (6.5e-3, 8.5e-3)},
-                        validation_every=4, seed=1, **acq_kw)
-    batches = recording_batches(dev, acq)
+                        validation_every=4, **acq_kw)
+    batches = device_batches(dev, acq, seed=1)
     first = next(batches)
     arch = TwinArchitecture(hidden=16, condition_names=("bias_A", "field_T"), interpolation="hold")
     model = build_model(arch, fit_normalisation(first.trajectories, arch.condition_names), seed=0)
@@ -31,13 +32,23 @@ def _setup(dev, duration_s, **acq_kw):
 
 def test_online_trainer_stops_acquisition_when_target_is_met(tmp_path):
     dev = LowPassDevice(delay_s=0.02)  # a slow instrument: ~20 ms per recording batch
-    acq, model, source = _setup(dev, duration_s=1.0)  # cap: 25,000 batches, never reached
+    acq = AcquireConfig(duration_s=1.0, dt_s=1e-7, record_s=2e-5, hold_s=(1e-7, 1e-6),  # cap:
+                        amplitude_V=0.4, conditions={"bias_A": (6.5e-3, 8.5e-3)},  # 25,000 batches
+                        validation_every=4)
     cfg = TrainConfig(n_segments=32, segment_samples=10, learning_rate=1e-2, max_steps=3000,
                       validate_every=25, target_nrmse=0.05, settle_samples=10, seed=0)
-    with Run("twin-train", {}, root=tmp_path, device=dev) as run:
-        recorder = RunRecorder(run, dev.condition_names, acq.dt_s)
-        result = train_online(model, source, cfg, OnlineConfig(queue_size=2), run=run,
-                              on_batch=recorder)
+    arch = TwinArchitecture(hidden=16, condition_names=("bias_A", "field_T"), interpolation="hold")
+    out = {}
+
+    def body(ctx):  # batches are recorded by the acquisition thread as they arrive
+        batches = recording_batches(ctx, acq)
+        first = next(batches)
+        out["model"] = model = build_model(arch, fit_normalisation(first.trajectories, arch.condition_names), seed=0)
+        out["result"] = train_online(model, itertools.chain([first], batches), cfg,
+                                     OnlineConfig(queue_size=2), run=ctx)
+
+    run = RunEngine(tmp_path).run(Plan("twin-train", {}, body), dev, seed=1)
+    result, model = out["result"], out["model"]
     assert result.stop_reason == "target" and result.reached_target
     assert result.best_nrmse <= 0.05
     assert result.batches < acq.n_batches / 10  # acquisition stopped early...
@@ -45,10 +56,13 @@ def test_online_trainer_stops_acquisition_when_target_is_met(tmp_path):
     assert result.acquired_batches == dev.calls
     assert result.acquired_device_time_s == pytest.approx(
         sum(acq.batch_device_time_s(i) for i in range(dev.calls)))
-    assert recorder.n_recordings == 2 * result.batches  # everything consumed was recorded
+    import h5py
+
+    with h5py.File(run.run_file) as f:  # everything acquired was recorded, consumed or not
+        assert f["drive_V"].shape[0] == 2 * result.acquired_batches
     # the twin generalises to fresh drives at a bias it was not trained at
-    fresh = AcquireConfig(duration_s=1e-4, record_s=2e-5, conditions={"bias_A": (7.5e-3,)}, seed=9)
-    test = [t for b in recording_batches(LowPassDevice(), fresh) for t in b.trajectories]
+    fresh = AcquireConfig(duration_s=1e-4, record_s=2e-5, conditions={"bias_A": (7.5e-3,)})
+    test = [t for b in device_batches(LowPassDevice(), fresh, seed=9) for t in b.trajectories]
     assert trajectory_nrmse(model, test, settle_samples=10) < 0.1
 
 
@@ -79,7 +93,7 @@ def test_online_trainer_needs_training_and_validation_data():
     dev = LowPassDevice()
     acq = AcquireConfig(duration_s=4e-5, record_s=2e-5, conditions={"bias_A": (7e-3,)},
                         validation_every=4)
-    batches = list(recording_batches(dev, acq))
+    batches = list(device_batches(dev, acq))
     arch = TwinArchitecture(hidden=8, condition_names=("bias_A", "field_T"), interpolation="hold")
     model = build_model(arch, fit_normalisation(batches[0].trajectories, arch.condition_names))
     only_validation = iter(batches[:1])
@@ -92,7 +106,7 @@ def test_noise_injection_perturbs_segment_starts_reproducibly():
 
     dev = LowPassDevice()
     acq = AcquireConfig(duration_s=1e-4, record_s=2e-5, conditions={"bias_A": (7e-3,)})
-    trajs = [t for b in recording_batches(dev, acq) for t in b.trajectories]
+    trajs = [t for b in device_batches(dev, acq) for t in b.trajectories]
     arch = TwinArchitecture(hidden=8, condition_names=("bias_A",), interpolation="hold")
 
     def losses(noise_injection, seed=0):
@@ -120,8 +134,8 @@ def test_vortex_twin_from_5ms_generalises_to_an_untrained_bias():
 
     dev = open_device("sim:vortex", seed=0)
     acq = AcquireConfig(duration_s=5e-3, conditions={"bias_A": (6.5e-3, 8.5e-3)},
-                        validation_every=6, validation_repeats=4, seed=0)
-    batches = recording_batches(dev, acq)
+                        validation_every=6, validation_repeats=4)
+    batches = device_batches(dev, acq, seed=0)
     first = next(batches)
     arch = TwinArchitecture(hidden=64, condition_names=("bias_A",), interpolation="hold")
     model = build_model(arch, fit_normalisation(first.trajectories, ("bias_A",)), seed=0)
@@ -129,7 +143,8 @@ def test_vortex_twin_from_5ms_generalises_to_an_untrained_bias():
                           TrainConfig(max_steps=8000, validate_every=250, target_nrmse=0.05))
     assert sum(acq.batch_device_time_s(i) for i in range(result.batches)) <= 5e-3 + 1e-12
     twin = TwinDevice(model, TwinMeta(dt_s=1e-7, condition_ranges={"bias_A": [6.5e-3, 8.5e-3]}))
-    clean = evaluate(twin, open_device("sim:vortex?noise=0"), EvalConfig(conditions={"bias_A": (7.5e-3,)}))
+    rng = np.random.default_rng(1000)
+    clean = evaluate(twin, open_device("sim:vortex?noise=0"), EvalConfig(conditions={"bias_A": (7.5e-3,)}), rng)
     assert clean["nrmse"] <= 0.10
-    noisy = evaluate(twin, dev, EvalConfig(conditions={"bias_A": (7.5e-3,)}, repeats=16))
+    noisy = evaluate(twin, dev, EvalConfig(conditions={"bias_A": (7.5e-3,)}, repeats=16), rng)
     assert noisy["nrmse"] <= 0.10

@@ -63,3 +63,8 @@ def test_batch_helpers():
     np.testing.assert_array_equal(wf.item(1).samples, [3.0, 4.0, 5.0])
     single = Waveform(np.arange(3.0), 1e-9)
     assert single.as_batch().samples.shape == (1, 3)
+
+
+def test_a_sample_interval_that_is_not_a_number_is_a_waveform_error():
+    with pytest.raises(WaveformError, match="number of seconds"):
+        Waveform(np.zeros(3), "1e-9 s")

@@ -162,6 +162,10 @@ class EmulatedKeithley2400(ScpiInstrument):
         self.query("*SRE", lambda a: self.settings.get("*SRE", "0"))
         self.query("CALCulate3:DATA", lambda a: format_float(sum(self.buffer) / len(self.buffer) if self.buffer else 0.0))
         self.command("STATus:QUEue:CLEar", lambda a: self._clear_status())
+        # emulator-only diagnostics (no real 2400 has them): what a bus sniffer would have seen,
+        # so tests in other processes can check that the bias was ramped, never stepped
+        self.query("DIAGnostic:CURRent:LOG", lambda a: ",".join(format_float(v) for v in self.current_log) or "")
+        self.command("DIAGnostic:CURRent:LOG:CLEar", lambda a: self.current_log.clear())
 
     def _register_stored(self, pattern: str, kind: str, default: str) -> None:
         key = pattern

@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "acquire": ("twin", "Record random multi-level drives and the device's responses (twin training data)."),
     "twin": ("twin", "Spin-Neural ODE digital twin: train, evaluate."),
     "run": ("reservoir", "Run a lab protocol on a device."),
+    "resume": ("runs", "Continue an interrupted run from its last completed step, with the same plan, config and seeds."),
     "data": ("reservoir", "Datasets used by the protocols."),
     "emulate": ("emulate", "Run emulated AWG, scope and DC source until Ctrl-C; prints their VISA resource strings."),
     "monitor": ("monitoring", "Watch a run live: progress, waveform and loss sparklines, results, errors, drop counts."),
@@ -46,6 +47,10 @@ class LazyGroup(TyperGroup):
         if name not in COMMANDS:
             return None
         return module_commands(COMMANDS[name][0]).get_command(ctx, name)
+
+    def format_help(self, ctx, formatter) -> None:
+        # typer's rich help would resolve (import) every command to draw its panel
+        super(TyperGroup, self).format_help(ctx, formatter)
 
     def format_commands(self, ctx, formatter) -> None:
         with formatter.section("Commands"):

@@ -1,14 +1,12 @@
 """`spinlab run spoken-digits` and `spinlab data fetch fsdd`: the reservoir protocol and its data."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from spinlab.cli.common import (ControlKeysOption, ControlOption, DeviceOption, JsonOption,
-                                MonitorOption, RunsDirOption, SeedOption, emit_json, optional_path,
+from spinlab.cli.common import (DeviceOption, JsonOption, RunOptions, emit_json, run_command, run_plan,
                                 user_errors)
 from spinlab.protocols.spoken_digits import SpokenDigitsConfig as _D  # help texts show its defaults
 
@@ -18,6 +16,7 @@ fetch_app = typer.Typer(help="Download a dataset into the user cache (the only n
                         no_args_is_help=True)
 
 
+@run_command
 def spoken_digits(
     device: str = DeviceOption,
     data: Optional[Path] = typer.Option(None, "--data", help="Folder of FSDD .wav recordings "
@@ -34,45 +33,34 @@ def spoken_digits(
     mask: Optional[str] = typer.Option(None, "--mask", help=f"binary or normal (default {_D.mask_kind})."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Stratified subset of N utterances (quick bench runs)."),
     features: str = typer.Option("lyon", "--features", help="lyon, mfcc or logmel."),
-    store_states: bool = typer.Option(False, "--store-states", help="Store every frame's states in the run file."),
-    seed: int = SeedOption,
     json_out: bool = JsonOption,
-    runs_dir: Path = RunsDirOption,
-    monitor: Optional[str] = MonitorOption,
-    control: Optional[str] = ControlOption,
-    control_keys: Optional[str] = ControlKeysOption,
+    run: RunOptions = RunOptions(),
 ) -> None:
     """Spoken-digit recognition with the device as a time-multiplexed reservoir (FSDD)."""
     with user_errors():
-        from spinlab.protocols.spoken_digits import SpokenDigitsConfig, config_dict, run_spoken_digits
         from spinlab.audio import default_cache_dir
-        from spinlab.registry import open_device
-        from spinlab.run import Run
+        from spinlab.protocols import spoken_digits as protocol
 
         data_dir = data if data is not None else default_cache_dir() / "recordings"
         overrides = {k: v for k, v in {
             "n_nodes": nodes, "theta_s": theta_s, "samples_per_node": samples_per_node,
             "node_features": node_features, "bias_A": bias_A, "drive_fraction": drive_fraction,
             "input_sigma": input_sigma, "mask_kind": mask}.items() if v is not None}
-        config = SpokenDigitsConfig(
-            data_dir=str(data_dir), split=split, test_speaker=test_speaker, limit=limit,
-            feature_kind=features, seed=seed, store_frame_states=store_states,
-            feature_cache_dir=str(Path(runs_dir) / ".cache"), **overrides)
-        with open_device(device, defaults={"seed": seed}) as dev, _ProgressBar() as bar:
-            with Run("spoken-digits", config_dict(config), root=runs_dir, device=dev, monitor=monitor,
-                     control=control, control_keys=optional_path(control_keys)) as run:
-                summary = run_spoken_digits(dev, config, run, progress=bar)
-                summary["run"] = str(run.path)
-        if json_out:
-            emit_json(summary)
-        else:
-            typer.echo(f"accuracy {100 * summary['accuracy']:.1f} % "
-                       f"(frame vote {100 * summary['frame_accuracy']:.1f} %), no-device baseline "
-                       f"{100 * summary['baseline_accuracy']:.1f} %, {summary['n_train']} train / "
-                       f"{summary['n_test']} test, {summary['wall_s']:.1f} s")
-            for speaker, acc in summary["per_speaker"].items():
-                typer.echo(f"  {speaker:<12} {100 * acc:5.1f} %")
-            typer.echo(f"run: {summary['run']}")
+        plan = protocol.plan(data_dir=str(data_dir), split=split, test_speaker=test_speaker, limit=limit,
+                             feature_kind=features, feature_cache_dir=str(Path(run.runs_dir) / ".cache"),
+                             **overrides)
+        result = run_plan(plan, device, run)
+    summary = {**result.summary, "run": str(result.path)}
+    if json_out:
+        emit_json(summary)
+        return
+    typer.echo(f"accuracy {100 * summary['accuracy']:.1f} % "
+               f"(frame vote {100 * summary['frame_accuracy']:.1f} %), no-device baseline "
+               f"{100 * summary['baseline_accuracy']:.1f} %, {summary['n_train']} train / "
+               f"{summary['n_test']} test, {summary['wall_s']:.1f} s")
+    for speaker, acc in summary["per_speaker"].items():
+        typer.echo(f"  {speaker:<12} {100 * acc:5.1f} %")
+    typer.echo(f"run: {summary['run']}")
 
 
 def fetch_fsdd_command(
@@ -91,29 +79,6 @@ def fetch_fsdd_command(
             emit_json({"path": str(path), "n_recordings": n, "commit": FSDD_COMMIT})
         else:
             typer.echo(f"{n} verified recordings in {path}")
-
-
-class _ProgressBar:
-    """rich progress on stderr (stdout stays clean for --json); one task per protocol stage."""
-
-    def __enter__(self):
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TextColumn
-
-        self._progress = Progress(TextColumn("{task.description:<9}"), BarColumn(), MofNCompleteColumn(),
-                                  TimeElapsedColumn(), console=Console(file=sys.stderr),
-                                  transient=False)
-        self._progress.__enter__()
-        self._tasks: dict[str, int] = {}
-        return self
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if stage not in self._tasks:
-            self._tasks[stage] = self._progress.add_task(stage, total=total)
-        self._progress.update(self._tasks[stage], completed=done, total=total)
-
-    def __exit__(self, *exc):
-        return self._progress.__exit__(*exc)
 
 
 def register(app: typer.Typer) -> None:

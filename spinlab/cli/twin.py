@@ -7,15 +7,13 @@
 """
 from __future__ import annotations
 
-import itertools
 import time
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
-from spinlab.cli.common import (ControlKeysOption, ControlOption, JsonOption, MonitorOption,
-                                RunsDirOption, SeedOption, emit_json, user_errors)
+from spinlab.cli.common import JsonOption, RunOptions, emit_json, run_command, run_plan, user_errors
 from spinlab.errors import ConfigError
 
 twin_app = typer.Typer(help="Spin-Neural ODE digital twin: train, evaluate.", no_args_is_help=True)
@@ -58,14 +56,13 @@ def _conditions(bias_A: Optional[str], field_T: Optional[str], extra: list[str])
 
 def _acquire_config(duration_s: float, dt_s: float, record_s: float, hold_s: str,
                     amplitude_V: float, bias_A: Optional[str], field_T: Optional[str],
-                    condition: Optional[list[str]], seed: int, **extra: Any) -> Any:
+                    condition: Optional[list[str]], **extra: Any) -> Any:
     """The AcquireConfig of the drive options shared by `acquire` and `twin train`."""
     from spinlab.protocols.acquire import AcquireConfig
 
     return AcquireConfig(duration_s=duration_s, dt_s=dt_s, record_s=record_s,
                          hold_s=_pair(hold_s, "--hold-s"), amplitude_V=amplitude_V,
-                         conditions=_conditions(bias_A, field_T, condition or []), seed=seed,
-                         **extra)
+                         conditions=_conditions(bias_A, field_T, condition or []), **extra)
 
 
 BiasOption = typer.Option(None, "--bias-A", help="Bias currents to sweep, comma separated (A).")
@@ -79,6 +76,7 @@ TorchDeviceOption = typer.Option("auto", "--torch-device", help="Where the twin 
 
 
 # --- spinlab acquire -------------------------------------------------------------------------
+@run_command
 def acquire(
     device: str = typer.Option(..., "--device", "-d", help="Device address (sim:vortex, bench:emulated, ...)."),
     duration_s: float = typer.Option(5e-3, "--duration", help="Total device time to record (s)."),
@@ -90,27 +88,19 @@ def acquire(
     dt_s: float = DtOption,
     record_s: float = RecordOption,
     json_output: bool = JsonOption,
-    runs_dir: Path = RunsDirOption,
-    monitor: Optional[str] = MonitorOption,
-    control: Optional[str] = ControlOption,
-    control_keys: Optional[Path] = ControlKeysOption,
-    seed: int = SeedOption,
+    run: RunOptions = RunOptions(),
 ) -> None:
     """Record random multi-level drives and the device's responses (twin training data)."""
-    from spinlab.protocols.acquire import run_acquire
-    from spinlab.registry import open_device
-    from spinlab.run import Run
+    from spinlab.protocols import acquire as protocol
 
     start = time.perf_counter()
     with user_errors():
-        config = _acquire_config(duration_s, dt_s, record_s, hold_s, amplitude_V,
-                                 bias_A, field_T, condition, seed)
-        with open_device(device, defaults={"seed": seed}) as dev:
-            with Run("acquire", {**config.to_dict(), "device": device}, root=runs_dir, device=dev,
-                     monitor=monitor, control=control, control_keys=control_keys) as run:
-                run.record_seed("device", seed)
-                summary = run_acquire(dev, config, run)
-    summary = {**summary, "device": device, "wall_s": time.perf_counter() - start}
+        config = _acquire_config(duration_s, dt_s, record_s, hold_s, amplitude_V, bias_A, field_T,
+                                 condition)
+        result = run_plan(protocol.plan(config), device,
+                          run)
+    summary = {**result.summary, "run": str(result.path), "device": device,
+               "wall_s": time.perf_counter() - start}
     if json_output:
         emit_json(summary)
         return
@@ -119,6 +109,7 @@ def acquire(
 
 
 # --- spinlab twin train ----------------------------------------------------------------------
+@run_command
 def train(
     out: Path = typer.Option(..., "--out", "-o", help="Checkpoint to write (twin.pt)."),
     device: Optional[str] = typer.Option(None, "--device", "-d", help="Train online on this device."),
@@ -159,16 +150,16 @@ def train(
     threads: int = typer.Option(1, "--threads", help="torch threads (1 is fastest for H ~ 64)."),
     torch_device: str = TorchDeviceOption,
     json_output: bool = JsonOption,
-    runs_dir: Path = RunsDirOption,
-    monitor: Optional[str] = MonitorOption,
-    control: Optional[str] = ControlOption,
-    control_keys: Optional[Path] = ControlKeysOption,
-    seed: int = SeedOption,
+    run: RunOptions = RunOptions(),
 ) -> None:
     """Train a twin online on a device (fits while it records) or offline on a MuMax3 table."""
+    from dataclasses import asdict
+
     import torch
 
-    from spinlab.twin.model import TwinArchitecture, resolve_torch_device
+    from spinlab.protocols import twin_train as protocol
+    from spinlab.twin.data import MumaxSplit
+    from spinlab.twin.model import TwinArchitecture
     from spinlab.twin.train import OnlineConfig, TrainConfig
 
     start = time.perf_counter()
@@ -180,31 +171,30 @@ def train(
                            learning_rate=learning_rate, max_steps=max_steps,
                            validate_every=validate_every,
                            target_nrmse=target_nrmse or (0.1 if device else 0.02),
-                           noise_injection=noise_injection, max_wall_s=max_wall_s, seed=seed)
-        common = {"json": json_output, "runs_dir": runs_dir, "monitor": monitor,
-                  "control": control, "control_keys": control_keys, "seed": seed,
-                  "torch_device": resolve_torch_device(torch_device)}
+                           noise_injection=noise_injection, max_wall_s=max_wall_s)
         if device is not None:
             acq = _acquire_config(max_duration_s, dt_s, record_s, hold_s, amplitude_V,
-                                  bias_A, field_T, condition, seed,
-                                  validation_every=validation_every,
+                                  bias_A, field_T, condition, validation_every=validation_every,
                                   validation_repeats=validation_repeats)
             arch = TwinArchitecture(n_delays=delays, delay_samples=delay_samples, hidden=hidden,
                                     condition_names=tuple(acq.conditions),
                                     interpolation=interpolation or "hold")
-            summary = _train_device(device, out, acq, arch, tcfg, common, _rest(rest_drive),
-                                    OnlineConfig(steps_per_batch=steps_per_batch))
+            plan = protocol.plan(out=str(out), source="device", architecture=arch.to_dict(),
+                                 train=asdict(tcfg), acquire=acq.to_dict(),
+                                 online=asdict(OnlineConfig(steps_per_batch=steps_per_batch)),
+                                 rest_drive_V=_rest(rest_drive), torch_device=torch_device)
         else:
-            from spinlab.twin.data import MumaxSplit
-
             split = MumaxSplit(input_column=input_column, output_column=output_column, every=every,
                                resample_dt_s=resample_dt_s, discard=discard, n_train=train_points,
                                n_val=val_points, n_test=test_points or None,
                                output_scale=output_scale)
             arch = TwinArchitecture(n_delays=delays, delay_samples=delay_samples, hidden=hidden,
                                     interpolation=interpolation or "linear")
-            summary = _train_mumax(mumax, out, split, arch, tcfg, common)
-    summary["wall_s"] = time.perf_counter() - start
+            plan = protocol.plan(out=str(out), source="mumax3", architecture=arch.to_dict(),
+                                 train=asdict(tcfg), table=str(mumax), split=asdict(split),
+                                 torch_device=torch_device)
+        result = run_plan(plan, device, run)
+    summary = {**result.summary, "run_dir": str(result.path), "wall_s": time.perf_counter() - start}
     if json_output:
         emit_json(summary)
         return
@@ -227,129 +217,8 @@ def _rest(text: str) -> float | str | None:
         raise ConfigError(f"--rest-drive-V must be a number, 'first' or 'auto', got {text!r}") from None
 
 
-def _train_device(address: str, out: Path, acq: Any, arch: Any, tcfg: Any, common: dict,
-                  rest: float | str | None = "auto", online: Any = None) -> dict:
-    """Online training: the first batch fixes the normalisation, the rest streams in.
-
-    What the device does before a drive starts is part of the setup (a simulator starts
-    settled at the first sample, a bench sits at 0 V between records); ``rest="auto"`` scores
-    both at every validation and keeps the convention of the best one."""
-    import math
-    from dataclasses import asdict
-
-    import numpy as np
-
-    from spinlab.protocols.acquire import RunRecorder, recording_batches
-    from spinlab.registry import open_device
-    from spinlab.run import Run
-    from spinlab.twin.checkpoint import TwinMeta, save_twin
-    from spinlab.twin.data import condition_ranges, estimate_noise_std, fit_normalisation
-    from spinlab.twin.model import build_model
-    from spinlab.twin.train import OnlineConfig, train_online
-
-    seed = common["seed"]
-    if acq.validation_every < 2:
-        raise ConfigError("online training needs held-out data: --validation-every must be >= 2")
-    online = online or OnlineConfig()
-    config = {"source": "device", "device": address, "acquire": acq.to_dict(),
-              "online": asdict(online),
-              "architecture": arch.to_dict(), "train": asdict(tcfg), "out": str(out)}
-    with open_device(address, defaults={"seed": seed}) as dev:
-        with Run("twin-train", config, root=common["runs_dir"], device=dev,
-                 monitor=common["monitor"], control=common["control"],
-                 control_keys=common["control_keys"]) as run:
-            for name in ("device", "acquire", "model", "segments"):
-                run.record_seed(name, seed)
-            recorder = RunRecorder(run, arch.condition_names, acq.dt_s)
-            batches = recording_batches(dev, acq)
-            first = next(batches)
-            data = first.trajectories
-            model = build_model(arch, fit_normalisation(data, arch.condition_names),
-                                seed=seed).to(common["torch_device"])
-            # the first batch may be a mean of `repeats` shots: scale back to one shot
-            tcfg.noise_std = estimate_noise_std(np.stack([t.response for t in data])) * math.sqrt(first.repeats)
-            tcfg.rest_drive_V = rest
-            result = train_online(model, itertools.chain([first], batches), tcfg, online,
-                                  run=run, progress=True, on_batch=recorder)
-            tcfg.rest_drive_V = result.rest_drive_V
-            # the first batch holds one recording at every swept condition
-            meta = TwinMeta(dt_s=acq.dt_s, condition_ranges=condition_ranges(data, arch.condition_names), noise_std=tcfg.noise_std,
-                            settle_samples=tcfg.settle_samples, rest_drive_V=tcfg.rest_drive_V,
-                            output_unit=dev.response_unit, provenance={
-                                "source": {"device": address, "identity": dev.identity(),
-                                           "run": str(run.path)},
-                                "seeds": dict(run.seeds), "train": asdict(tcfg),
-                                "acquire": acq.to_dict(), "nrmse_history": result.history,
-                                "best_nrmse": result.best_nrmse,
-                                "device_time_s": result.acquired_device_time_s,
-                                "device_time_used_s": recorder.device_time_s})
-            save_twin(out, model, meta)
-            summary = {"out": str(out), "best_nrmse": result.best_nrmse,
-                       "reached_target": result.reached_target, "target_nrmse": tcfg.target_nrmse,
-                       "steps": result.steps, "stop_reason": result.stop_reason,
-                       "train_wall_s": result.wall_s,
-                       "device_time_s": result.acquired_device_time_s,
-                       "device_time_used_s": recorder.device_time_s,
-                       "recordings": recorder.n_recordings, "batches": result.batches,
-                       "acquired_batches": result.acquired_batches,
-                       "noise_std": tcfg.noise_std, "conditions": acq.conditions,
-                       "rest_drive_V": tcfg.rest_drive_V,
-                       "run_dir": str(run.path)}
-            run.result(**{k: v for k, v in summary.items() if k != "run_dir"})
-    return summary
-
-
-def _train_mumax(table_path: Path, out: Path, split: Any, arch: Any, tcfg: Any, common: dict) -> dict:
-    """Offline training on a MuMax3 table; reports the free-running test NRMSE."""
-    from dataclasses import asdict
-
-    from spinlab.run import Run
-    from spinlab.twin.checkpoint import TwinMeta, save_twin
-    from spinlab.twin.data import (MumaxSplit, estimate_noise_std, fit_normalisation,
-                                   load_mumax_table, mumax_trajectories, predict,
-                                   trajectory_nrmse)
-    from spinlab.twin.model import build_model
-    from spinlab.twin.train import train_offline
-
-    seed = common["seed"]
-    table = load_mumax_table(table_path)
-    train_t, val_t, test_t = mumax_trajectories(table, split)
-    if val_t is None:
-        raise ConfigError("MuMax3 training needs validation data: --val-points must be > 0")
-    config = {"source": "mumax3", "table": str(table_path), "split": asdict(split),
-              "architecture": arch.to_dict(), "train": asdict(tcfg), "out": str(out)}
-    with Run("twin-train", config, root=common["runs_dir"], monitor=common["monitor"],
-             control=common["control"], control_keys=common["control_keys"]) as run:
-        for name in ("model", "segments"):
-            run.record_seed(name, seed)
-        model = build_model(arch, fit_normalisation([train_t], ()), seed=seed).to(common["torch_device"])
-        tcfg.noise_std = estimate_noise_std(train_t.response)
-        result = train_offline(model, [train_t], [val_t], tcfg, run=run, progress=True)
-        test_nrmse = trajectory_nrmse(model, [test_t])
-        rest = mumax_trajectories(table, MumaxSplit(**{**asdict(split), "n_test": None}))[2]
-        rest_nrmse = trajectory_nrmse(model, [rest])
-        meta = TwinMeta(dt_s=train_t.dt_s, noise_std=tcfg.noise_std, settle_samples=0,
-                        drive_unit=table.units.get(split.input_column, ""),
-                        output_unit=f"({table.units.get(split.output_column, '')}) x {split.output_scale:g}",
-                        provenance={"source": {"mumax3": str(table_path), "split": asdict(split)},
-                                    "seeds": dict(run.seeds), "train": asdict(tcfg),
-                                    "nrmse_history": result.history,
-                                    "best_nrmse": result.best_nrmse, "test_nrmse": test_nrmse})
-        save_twin(out, model, meta)
-        run.save("test/prediction", predict(model, [test_t])[0], dt_s=test_t.dt_s)
-        run.save("test/truth", test_t.response, dt_s=test_t.dt_s)
-        summary = {"out": str(out), "best_nrmse": result.best_nrmse,
-                   "reached_target": result.reached_target, "target_nrmse": tcfg.target_nrmse,
-                   "steps": result.steps, "stop_reason": result.stop_reason,
-                   "train_wall_s": result.wall_s, "test_nrmse": test_nrmse,
-                   "test_points": test_t.n - arch.history_samples,
-                   "rest_of_table_nrmse": rest_nrmse, "rest_of_table_points": rest.n,
-                   "dt_s": train_t.dt_s, "run_dir": str(run.path)}
-        run.result(**{k: v for k, v in summary.items() if k != "run_dir"})
-    return summary
-
-
 # --- spinlab twin eval -----------------------------------------------------------------------
+@run_command(seed=typer.Option(1000, "--seed", help="Seed of the fresh drives (differs from training's 0)."))
 def evaluate(
     checkpoint: Path = typer.Argument(..., help="Twin checkpoint (twin.pt)."),
     device: str = typer.Option(..., "--device", "-d", help="Device to compare with."),
@@ -361,42 +230,26 @@ def evaluate(
     hold_s: str = HoldOption,
     amplitude_V: float = AmplitudeOption,
     record_s: float = RecordOption,
-    json_output: bool = JsonOption,
-    runs_dir: Path = RunsDirOption,
-    monitor: Optional[str] = MonitorOption,
-    control: Optional[str] = ControlOption,
-    control_keys: Optional[Path] = ControlKeysOption,
-    seed: int = typer.Option(1000, "--seed", help="Seed of the fresh drives (differs from training's 0)."),
     torch_device: str = TorchDeviceOption,
+    json_output: bool = JsonOption,
+    run: RunOptions = RunOptions(),
 ) -> None:
     """Score a twin against a device on fresh random drives (NRMSE) and plot both."""
-    from spinlab.registry import open_device
-    from spinlab.run import Run
-    from spinlab.protocols.twin_eval import EvalConfig, evaluate as run_eval, plot_examples
+    from spinlab.protocols import twin_eval as protocol
     from spinlab.sim_backends.twin_device import open_twin
 
     start = time.perf_counter()
     with user_errors():
-        twin = open_twin(checkpoint, torch_device=torch_device)
-        cfg = EvalConfig(n_drives=n_drives, record_s=record_s, dt_s=twin.dt_s,
-                         hold_s=_pair(hold_s, "--hold-s"), amplitude_V=amplitude_V,
-                         conditions=_conditions(bias_A, field_T, condition or []) or None,
-                         repeats=repeats, seed=seed)
-        with open_device(device, defaults={"seed": seed}) as dev:
-            with Run("twin-eval", {"checkpoint": str(checkpoint), "device": device,
-                                   **{k: v for k, v in cfg.__dict__.items()}},
-                     root=runs_dir, device=dev, monitor=monitor, control=control,
-                     control_keys=control_keys) as run:
-                run.record_seed("drives", seed)
-                summary = run_eval(twin, dev, cfg, run)
-                examples = summary.pop("examples")
-                plot = plot_examples(examples, cfg.dt_s, str(run.figure_path("twin_vs_device.png")),
-                                     f"twin {checkpoint.name} vs {device}: NRMSE {summary['nrmse']:.4f} "
-                                     f"(vs the mean of {repeats} shot{'s' if repeats > 1 else ''})")
-                run.result(**summary)
-                summary.update({"plot": plot, "run_dir": str(run.path)})
-    summary.update({"checkpoint": str(checkpoint), "device": device,
-                    "wall_s": time.perf_counter() - start})
+        twin = open_twin(checkpoint)
+        plan = protocol.plan(checkpoint=str(checkpoint), n_drives=n_drives, record_s=record_s,
+                             dt_s=twin.dt_s, hold_s=_pair(hold_s, "--hold-s"), amplitude_V=amplitude_V,
+                             conditions=_conditions(bias_A, field_T, condition or []) or None,
+                             repeats=repeats, torch_device=torch_device)
+        twin.close()
+        result = run_plan(plan, device, run)
+    summary = {**result.summary, "plot": str(result.path / "twin_vs_device.png"),
+               "run_dir": str(result.path), "checkpoint": str(checkpoint), "device": device,
+               "wall_s": time.perf_counter() - start}
     if json_output:
         emit_json(summary)
         return

@@ -29,7 +29,7 @@ import zmq
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils.monitor import recv_monitor_message
 
-from spinlab.errors import ConfigError, RunAborted, SpinlabError
+from spinlab.errors import ConfigError, ControlError, RunAborted
 from spinlab.monitoring import keys as keyfiles
 from spinlab.monitoring.addresses import bind_endpoint, connect_endpoint
 from spinlab.monitoring.messages import PROTOCOL_VERSION
@@ -41,10 +41,6 @@ MAX_REQUEST_BYTES = 4096
 
 _HANDSHAKE_FAILURES = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
                        | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
-
-
-class ControlError(SpinlabError, RuntimeError):
-    """A control request failed: no reply (server down or key refused) or an error reply."""
 
 
 class ControlServer:

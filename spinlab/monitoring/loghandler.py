@@ -1,6 +1,6 @@
 """Forward records of the ``spinlab`` logger to a run's event stream (topic ``log``).
 
-Installed by :class:`spinlab.run.Run` while a run with a monitor address is active. The handler
+Installed by :class:`spinlab.monitoring.documents.MonitorPublisher` while a run is active. The handler
 publishes what the ``spinlab`` logger lets through (its effective level: WARNING by default;
 ``logging.getLogger("spinlab").setLevel(logging.INFO)`` shows more). Records from
 ``spinlab.monitoring`` itself are not forwarded, so a monitoring problem cannot feed back

@@ -31,7 +31,7 @@ from typing import Any, Mapping, Sequence
 import msgpack
 import numpy as np
 
-from spinlab.errors import SpinlabError
+from spinlab.errors import ProtocolError
 from spinlab.waveform import Waveform
 
 PROTOCOL_VERSION = 1
@@ -65,10 +65,6 @@ ARRAY_DTYPES = frozenset({
 })
 
 _TOPIC_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")
-
-
-class ProtocolError(SpinlabError, ValueError):
-    """A monitoring or control message is malformed, oversized, of an unknown version or type."""
 
 
 @dataclass(frozen=True)

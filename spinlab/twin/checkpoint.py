@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from spinlab.errors import CheckpointError, ConfigError
-from spinlab.run import package_versions, to_jsonable
+from spinlab.engine.documents import package_versions, to_jsonable
 from spinlab.twin.model import SpinNODE, TwinArchitecture
 
 FORMAT = "spinlab-twin"

@@ -88,9 +88,11 @@ class TwinTrainer:
     """One optimisation state: model, Adam, segment sampler, validation set, best weights."""
 
     def __init__(self, model: SpinNODE, config: TrainConfig, *, run: Any = None,
-                 progress: bool = False) -> None:
+                 progress: bool = False,
+                 on_validate: Callable[["TwinTrainer"], None] | None = None) -> None:
         self.model = model
         self.config = config
+        self.on_validate = on_validate
         self.run = run
         self.sampler = SegmentSampler(model, config.segment_samples, seed=config.seed)
         self.validation: list[Trajectory] = []
@@ -174,9 +176,12 @@ class TwinTrainer:
             self.run.publish("twin.loss", {"step": self.step_count, "loss": loss})
             self.run.publish("twin.nrmse", {"step": self.step_count, "nrmse": value,
                                             "best": self.best_nrmse})
-            self.run.progress(self.step_count, self.config.max_steps, nrmse=value, loss=loss)
+            self.run.progress(self.step_count, self.config.max_steps, stage="training", nrmse=value,
+                              loss=loss)
         if self._progress is not None:
             self._progress.update(self.step_count, loss, value, self.best_nrmse)
+        if self.on_validate is not None:
+            self.on_validate(self)
         return value
 
     def _reduce_learning_rate(self) -> None:
@@ -193,9 +198,7 @@ class TwinTrainer:
         cfg = self.config
         if self.step_count % cfg.validate_every != 0:
             return None
-        self.validate()
-        if self.run is not None:
-            self.run.checkpoint()
+        self.validate()  # reports progress to the run: a checkpoint (pause, abort, signals)
         if self.reached_target:
             return "target"
         if cfg.max_wall_s and time.perf_counter() - start > cfg.max_wall_s:
@@ -222,10 +225,12 @@ class TwinTrainer:
 
 
 def train_offline(model: SpinNODE, train: Sequence[Trajectory], validation: Sequence[Trajectory],
-                  config: TrainConfig, *, run: Any = None, progress: bool = False) -> TrainResult:
+                  config: TrainConfig, *, run: Any = None, progress: bool = False,
+                  on_validate: Callable[[TwinTrainer], None] | None = None) -> TrainResult:
     """Fit on ``train`` until the validation NRMSE meets the target (or the step/time budget
-    is spent); the model ends with the best weights seen."""
-    trainer = TwinTrainer(model, config, run=run, progress=progress)
+    is spent); the model ends with the best weights seen. ``on_validate(trainer)`` runs after
+    every validation (e.g. to write a checkpoint)."""
+    trainer = TwinTrainer(model, config, run=run, progress=progress, on_validate=on_validate)
     trainer.add_training(train)
     trainer.add_validation(validation)
     start = time.perf_counter()
@@ -315,8 +320,8 @@ class _Producer(threading.Thread):
 
 def train_online(model: SpinNODE, source: Iterator[Any], config: TrainConfig,
                  online: OnlineConfig = OnlineConfig(), *, run: Any = None,
-                 progress: bool = False, on_batch: Callable[[Any], None] | None = None
-                 ) -> TrainResult:
+                 progress: bool = False, on_batch: Callable[[Any], None] | None = None,
+                 on_validate: Callable[[TwinTrainer], None] | None = None) -> TrainResult:
     """Fit while data arrives from ``source``, an iterator of recording batches (objects with
     ``trajectories`` and a ``validation`` flag, see ``protocols.acquire.RecordingBatch``) run in
     a producer thread. Acquisition stops as soon as the validation NRMSE meets the target;
@@ -325,7 +330,7 @@ def train_online(model: SpinNODE, source: Iterator[Any], config: TrainConfig,
     thread for every batch (to record it in the run file: HDF5 is written from one thread).
 
     The model's normalisation must be set before (from the first batch, see the CLI)."""
-    trainer = TwinTrainer(model, config, run=run, progress=progress)
+    trainer = TwinTrainer(model, config, run=run, progress=progress, on_validate=on_validate)
     stop = threading.Event()
     buffer: queue.Queue = queue.Queue(maxsize=online.queue_size)
     producer = _Producer(source, buffer, stop)

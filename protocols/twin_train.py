@@ -1,0 +1,212 @@
+"""Training the Spin-Neural ODE twin, as plans: online on a device, or offline on a MuMax3 table.
+
+Online (``source = "device"``): acquisition batches are recorded steps (stream ``recordings``,
+the layout of :mod:`spinlab.protocols.acquire`), taken by a producer thread while the trainer
+fits; acquisition stops when the held-out NRMSE meets the target. Offline (``source =
+"mumax3"``): the table is split into training, validation and test spans, no device is used.
+
+Every validation writes the best weights so far atomically to ``twin-checkpoint.pt`` in the run
+directory. A resumed run re-uses every recorded batch (the device is not asked again for them)
+and starts from that checkpoint; the trained twin is written to ``out`` at the end.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import asdict
+from typing import Any, Literal, Mapping
+
+import numpy as np
+from pydantic import model_validator
+
+from spinlab.config import Config
+from spinlab.engine import Plan, RunContext
+from spinlab.engine.plan import make_config
+from spinlab.errors import ConfigError
+from spinlab.protocols.acquire import AcquireConfig, recording_batches
+from spinlab.twin.checkpoint import TwinMeta, load_twin, save_twin
+from spinlab.twin.data import (MumaxSplit, condition_ranges, estimate_noise_std, fit_normalisation,
+                               load_mumax_table, mumax_trajectories, predict, trajectory_nrmse)
+from spinlab.twin.model import TwinArchitecture, build_model, resolve_torch_device
+from spinlab.twin.train import OnlineConfig, TrainConfig, train_offline, train_online
+
+CHECKPOINT = "twin-checkpoint.pt"
+
+
+class TwinTrainConfig(Config):
+    """What to train and on what. Nested sections are the library's own configs as dicts,
+    so the whole config is plain JSON (stored in the run file, rebuilt on resume)."""
+
+    out: str
+    source: Literal["device", "mumax3"] = "device"
+    architecture: dict[str, Any] = {}
+    train: dict[str, Any] = {}
+    #: device source: the acquisition (AcquireConfig fields) and the pacing (OnlineConfig)
+    acquire: dict[str, Any] = {}
+    online: dict[str, Any] = {}
+    #: drive level the device rests at before a drive: a number (V), None (the drive's first
+    #: sample) or "auto" (whichever fits the held-out data better)
+    rest_drive_V: float | Literal["auto"] | None = "auto"
+    #: MuMax3 source: the table and how it is split (MumaxSplit fields)
+    table: str | None = None
+    split: dict[str, Any] = {}
+    #: where the twin trains: auto (a GPU when present), cpu, cuda or cuda:N
+    torch_device: str = "auto"
+
+    @model_validator(mode="after")
+    def _sections(self) -> "TwinTrainConfig":
+        # building the sections validates them now, before any run directory exists
+        if not self.out:
+            raise ValueError("twin training needs an output checkpoint path (--out)")
+        if self.source == "mumax3" and not self.table:
+            raise ValueError("MuMax3 training needs the table's path (--mumax)")
+        self.architecture_config()
+        self.train_config()
+        resolve_torch_device(self.torch_device)
+        if self.source == "device":
+            if self.acquire_config().validation_every < 2:
+                raise ValueError("online training needs held-out data: --validation-every must be >= 2")
+            OnlineConfig(**self.online)
+        else:
+            self.split_config()
+        return self
+
+    def architecture_config(self) -> TwinArchitecture:
+        return TwinArchitecture.from_dict(dict(self.architecture)) if self.architecture else TwinArchitecture()
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(**dict(self.train))
+
+    def acquire_config(self) -> AcquireConfig:
+        return AcquireConfig(**dict(self.acquire))
+
+    def split_config(self) -> MumaxSplit:
+        return MumaxSplit(**dict(self.split))
+
+
+def _checkpointing(ctx: RunContext, meta_for: Any) -> Any:
+    """A validation hook writing the best weights so far into the run directory (atomic)."""
+    path = ctx.path / CHECKPOINT
+
+    def on_validate(trainer: Any) -> None:
+        if trainer.best_state is not None and trainer.best_step == trainer.step_count:
+            model = trainer.model
+            current = {k: v.clone() for k, v in model.state_dict().items()}
+            model.load_state_dict(trainer.best_state)
+            try:
+                save_twin(path, model, meta_for(trainer))
+            finally:
+                model.load_state_dict(current)
+
+    return on_validate
+
+
+def _warm_start(ctx: RunContext, model: Any) -> bool:
+    """On a resumed run, start from the last periodic checkpoint if there is one."""
+    path = ctx.path / CHECKPOINT
+    if not path.is_file():
+        return False
+    saved, _ = load_twin(path)
+    model.load_state_dict(saved.state_dict())
+    return True
+
+
+def run_device(ctx: RunContext, config: TwinTrainConfig) -> dict[str, Any]:
+    """Online training on ``ctx.device``."""
+    acq, arch, tcfg = config.acquire_config(), config.architecture_config(), config.train_config()
+    online = OnlineConfig(**dict(config.online))
+    dev = ctx.device
+    tcfg.seed = ctx.seed
+    batches = recording_batches(ctx, acq)
+    first = next(batches)
+    data = first.trajectories
+    model = build_model(arch, fit_normalisation(data, arch.condition_names), seed=ctx.seed)
+    model.to(resolve_torch_device(config.torch_device))
+    warm = _warm_start(ctx, model)
+    # the first batch may be a mean of `repeats` shots: scale back to one shot
+    tcfg.noise_std = estimate_noise_std(np.stack([t.response for t in data])) * math.sqrt(first.repeats)
+    tcfg.rest_drive_V = config.rest_drive_V
+    ranges = condition_ranges(data, arch.condition_names)
+
+    def meta_for(trainer: Any, result: Any = None) -> TwinMeta:
+        return TwinMeta(dt_s=acq.dt_s, condition_ranges=ranges, noise_std=tcfg.noise_std,
+                        settle_samples=tcfg.settle_samples,
+                        rest_drive_V=trainer.best_rest if result is None else result.rest_drive_V,
+                        output_unit=dev.response_unit, provenance={
+                            "source": {"device": dev.address, "identity": dev.identity(),
+                                       "run": str(ctx.path)},
+                            "seed": ctx.seed, "train": asdict(tcfg), "acquire": acq.to_dict(),
+                            "nrmse_history": list(trainer.history), "best_nrmse": trainer.best_nrmse})
+
+    result = train_online(model, itertools.chain([first], batches), tcfg, online, run=ctx,
+                          progress=False, on_validate=_checkpointing(ctx, meta_for))
+    tcfg.rest_drive_V = result.rest_drive_V
+    meta = meta_for(result, result)
+    meta.provenance.update({"nrmse_history": result.history, "best_nrmse": result.best_nrmse,
+                            "device_time_s": result.acquired_device_time_s})
+    save_twin(config.out, model, meta)
+    summary = {"out": str(config.out), "best_nrmse": result.best_nrmse,
+               "reached_target": result.reached_target, "target_nrmse": tcfg.target_nrmse,
+               "steps": result.steps, "stop_reason": result.stop_reason, "train_wall_s": result.wall_s,
+               "device_time_s": result.acquired_device_time_s, "batches": result.batches,
+               "acquired_batches": result.acquired_batches,
+               "recordings": result.acquired_batches * len(acq.condition_grid()),
+               "noise_std": tcfg.noise_std, "conditions": dict(acq.conditions),
+               "rest_drive_V": tcfg.rest_drive_V, "warm_start": warm}
+    ctx.result(**summary)
+    return summary
+
+
+def run_mumax(ctx: RunContext, config: TwinTrainConfig) -> dict[str, Any]:
+    """Offline training on a MuMax3 table; reports the free-running test NRMSE."""
+    split, arch, tcfg = config.split_config(), config.architecture_config(), config.train_config()
+    tcfg.seed = ctx.seed
+    table = load_mumax_table(config.table)
+    train_t, val_t, test_t = mumax_trajectories(table, split)
+    if val_t is None:
+        raise ConfigError("MuMax3 training needs validation data: --val-points must be > 0")
+    model = build_model(arch, fit_normalisation([train_t], ()), seed=ctx.seed)
+    model.to(resolve_torch_device(config.torch_device))
+    warm = _warm_start(ctx, model)
+    tcfg.noise_std = estimate_noise_std(train_t.response)
+    units = (table.units.get(split.input_column, ""),
+             f"({table.units.get(split.output_column, '')}) x {split.output_scale:g}")
+
+    def meta_for(trainer: Any) -> TwinMeta:
+        return TwinMeta(dt_s=train_t.dt_s, noise_std=tcfg.noise_std, settle_samples=0,
+                        drive_unit=units[0], output_unit=units[1],
+                        provenance={"source": {"mumax3": str(config.table), "split": asdict(split)},
+                                    "seed": ctx.seed, "train": asdict(tcfg),
+                                    "nrmse_history": list(trainer.history),
+                                    "best_nrmse": trainer.best_nrmse})
+
+    result = train_offline(model, [train_t], [val_t], tcfg, run=ctx, progress=False,
+                           on_validate=_checkpointing(ctx, meta_for))
+    test_nrmse = trajectory_nrmse(model, [test_t])
+    rest = mumax_trajectories(table, MumaxSplit(**{**asdict(split), "n_test": None}))[2]
+    rest_nrmse = trajectory_nrmse(model, [rest])
+    meta = meta_for(result)
+    meta.provenance.update({"nrmse_history": result.history, "best_nrmse": result.best_nrmse,
+                            "test_nrmse": test_nrmse})
+    save_twin(config.out, model, meta)
+    ctx.save("test/prediction", predict(model, [test_t])[0], dt_s=test_t.dt_s)
+    ctx.save("test/truth", test_t.response, dt_s=test_t.dt_s)
+    summary = {"out": str(config.out), "best_nrmse": result.best_nrmse,
+               "reached_target": result.reached_target, "target_nrmse": tcfg.target_nrmse,
+               "steps": result.steps, "stop_reason": result.stop_reason, "train_wall_s": result.wall_s,
+               "test_nrmse": test_nrmse, "test_points": test_t.n - arch.history_samples,
+               "rest_of_table_nrmse": rest_nrmse, "rest_of_table_points": rest.n, "dt_s": train_t.dt_s,
+               "warm_start": warm}
+    ctx.result(**summary)
+    return summary
+
+
+def plan(config: TwinTrainConfig | Mapping[str, Any] | None = None, **overrides: Any) -> Plan:
+    """Twin training as a plan (``spinlab twin train``'s defaults unless overridden)."""
+    cfg = make_config(TwinTrainConfig, config, overrides)
+    body = run_device if cfg.source == "device" else run_mumax
+    return Plan("twin-train", cfg, lambda ctx: body(ctx, cfg), needs_device=cfg.source == "device",
+                nexus={"signal": "test/prediction"} if cfg.source == "mumax3" else {"signal": "response_V"})
+
+
+__all__ = ["TwinTrainConfig", "plan", "run_device", "run_mumax", "CHECKPOINT"]

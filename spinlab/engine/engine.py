@@ -1,0 +1,395 @@
+"""The run engine: runs a plan and owns everything around it.
+
+``RunEngine(root="runs").run(plan, device="sim:vortex", seed=3)`` makes the run directory,
+opens (and locks) the device, emits the documents (:mod:`spinlab.engine.documents`) to the
+run-file writer and the other subscribers, serves pause / resume / abort at every step,
+handles SIGINT / SIGTERM / SIGHUP, and on every exit path puts the device's outputs in their
+safe state (bias ramped down, AWG off) before it marks the run ``completed``, ``aborted``,
+``interrupted`` or ``failed``. ``resume(run_dir)`` continues a run that did not complete from
+its last completed step, with the same plan, config, seed and device address.
+
+Plans see only a :class:`RunContext`. Every call on it is a checkpoint: pending control
+commands are obeyed and a deferred signal is raised there, so no plan calls a checkpoint itself.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import secrets
+import threading
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from spinlab import locks
+from spinlab.device import Device
+from spinlab.engine.documents import data_keys, now, package_versions, to_jsonable
+from spinlab.engine.plan import Plan, build_plan
+from spinlab.engine.plots import PlotWriter
+from spinlab.engine.runfile import RunFileWriter
+from spinlab.engine.signals import SignalGuard
+from spinlab.errors import ConfigError, RunAborted, RunInterrupted
+from spinlab.registry import open_device
+from spinlab.waveform import Waveform
+
+log = logging.getLogger("spinlab.engine")
+
+Subscriber = Callable[[str, Mapping[str, Any]], None]
+
+
+@dataclass
+class RunResult:
+    """What ``RunEngine.run`` returns for a completed run."""
+
+    run_id: str
+    path: Path
+    status: str
+    summary: dict[str, Any]
+    events: int = 0
+
+    @property
+    def run_file(self) -> Path:
+        return self.path / "run.h5"
+
+
+@dataclass
+class RunState:
+    """A run as a status query sees it (the control channel reads this)."""
+
+    run_id: str
+    kind: str
+    path: Path
+    status: str = "starting"
+    last_progress: dict[str, Any] = field(default_factory=dict)
+    events: Any = None  # has ``dropped`` once a ZeroMQ publisher is attached
+    _publish: Callable[[str, Mapping[str, Any]], None] | None = None
+
+    def publish(self, topic: str, payload: Mapping[str, Any] | None = None) -> None:
+        if self._publish is not None:
+            self._publish(topic, payload or {})
+
+
+class _Dropped:
+    def __init__(self, subscribers: Sequence[Any]) -> None:
+        self._subscribers = subscribers
+
+    @property
+    def dropped(self) -> int:
+        return int(sum(getattr(s, "dropped", 0) for s in self._subscribers))
+
+
+def seed_stream(seed: int, name: str) -> np.random.Generator:
+    """The random stream ``name`` of a run seeded with ``seed``: a child of
+    ``SeedSequence(seed)`` whose spawn key is derived from the name, so streams are independent
+    of each other and of the order in which a plan asks for them."""
+    return np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(zlib.crc32(name.encode()),)))
+
+
+class RunContext:
+    """What a plan body may do. Every method is a checkpoint (control + signals)."""
+
+    def __init__(self, active: "_ActiveRun") -> None:
+        self._run = active
+
+    # --- what the plan knows -----------------------------------------------------------------
+    @property
+    def device(self) -> Device | None:
+        return self._run.device
+
+    @property
+    def seed(self) -> int:
+        return self._run.seed
+
+    @property
+    def path(self) -> Path:
+        """The run directory (for artefacts a plan writes itself, e.g. a twin checkpoint)."""
+        return self._run.path
+
+    @property
+    def run_id(self) -> str:
+        return self._run.run_id
+
+    @property
+    def resuming(self) -> bool:
+        """True while a resumed run re-reads steps it had already completed."""
+        return bool(self._run.replay)
+
+    def rng(self, name: str) -> np.random.Generator:
+        """A random stream for one purpose (``"mask"``, ``"drives/3"``); see :func:`seed_stream`."""
+        return seed_stream(self._run.seed, name)
+
+    # --- steps -------------------------------------------------------------------------------
+    def measure(self, stream: str, step: Callable[[Device], Mapping[str, Any]], *,
+                key: str | None = None, meta: Mapping[str, Any] | None = None,
+                attrs: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, np.ndarray]:
+        """Run one step on the device and record what it returns (arrays by dataset name, rows
+        along axis 0; ``attrs`` maps a dataset name to attributes such as ``dt_s``). The step is
+        durable before this returns. On a resumed run a step that had completed is not run
+        again: its recorded data is returned. Safe to call from a worker thread."""
+        return self._run.step(stream, step, key, meta, attrs, needs_device=True)
+
+    def record(self, stream: str, data: Mapping[str, Any], *, key: str | None = None,
+               meta: Mapping[str, Any] | None = None,
+               attrs: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, np.ndarray]:
+        """Record a step that needs no device (computed data) the same durable way."""
+        return self._run.step(stream, lambda _device: data, key, meta, attrs, needs_device=False)
+
+    # --- everything else ---------------------------------------------------------------------
+    def save(self, name: str, data: Any, **attrs: Any) -> None:
+        """Store a named array (a Waveform keeps ``dt_s``, ``unit`` and ``t0_s``)."""
+        if isinstance(data, Waveform):
+            attrs = {"dt_s": data.dt_s, "unit": data.unit, "t0_s": data.t0_s, **attrs}
+            data = data.samples
+        self._run.emit("dataset", {"name": name, "data": np.asarray(data), "attrs": attrs})
+
+    def result(self, **values: Any) -> None:
+        self._run.emit("result", {"values": to_jsonable(values)})
+
+    def progress(self, done: int, total: int, stage: str = "", **fields: Any) -> None:
+        self._run.emit("progress", {"done": int(done), "total": int(total), "stage": stage,
+                                    **to_jsonable(fields)})
+
+    def publish(self, topic: str, payload: Mapping[str, Any] | None = None,
+                arrays: Mapping[str, Any] | None = None) -> None:
+        """Live telemetry for monitors (``twin.loss``, ``acquire.batch``, ...); not recorded."""
+        self._run.emit("telemetry", {"topic": topic, "payload": to_jsonable(dict(payload or {})),
+                                     "arrays": dict(arrays or {})})
+
+    def preview(self, name: str, waveform: Waveform) -> None:
+        self._run.emit("preview", {"name": name, "waveform": waveform})
+
+    def instrument_status(self, name: str, **fields: Any) -> None:
+        self.publish("instrument.status", {"name": name, **fields})
+
+    def checkpoint(self) -> None:
+        """An explicit checkpoint for long computations between steps (e.g. training)."""
+        self._run.checkpoint()
+
+
+class _ActiveRun:
+    """One execution: documents, counters, replay of a resumed run's journal."""
+
+    def __init__(self, *, plan: Plan, run_id: str, path: Path, seed: int, device: Device | None,
+                 writer: RunFileWriter, subscribers: Sequence[Subscriber], guard: SignalGuard,
+                 state: RunState, replay: Mapping[tuple[str, int], dict]) -> None:
+        self.plan, self.run_id, self.path, self.seed = plan, run_id, path, seed
+        self.device, self.writer, self.subscribers = device, writer, list(subscribers)
+        self.guard, self.state = guard, state
+        self.replay = dict(replay)
+        self.control: Any = None
+        self.seqs: dict[str, int] = {}
+        self.described: set[str] = set()
+        self.events = 0
+        self.results: dict[str, Any] = {}
+        self.thread = threading.current_thread()  # the run's own thread obeys control commands
+        self._lock = threading.RLock()
+
+    def emit(self, name: str, doc: Mapping[str, Any], *, checkpoint: bool = True) -> None:
+        with self._lock:
+            doc = {"run_id": self.run_id, **doc}
+            if name == "progress":
+                self.state.last_progress = {k: v for k, v in doc.items() if k != "run_id"}
+            if name == "result":
+                self.results.update(doc["values"])
+            if name in ("start", "descriptor", "event", "dataset", "result", "stop"):
+                with self.guard.deferred():  # a signal never tears a write
+                    self.writer(name, doc)
+            for subscriber in self.subscribers:
+                try:
+                    subscriber(name, doc)
+                except Exception:  # monitoring, progress and plots never break a run
+                    log.exception("subscriber %r failed on %s", subscriber, name)
+        if checkpoint:
+            self.checkpoint()
+
+    def checkpoint(self) -> None:
+        if self.control is not None and threading.current_thread() is self.thread:
+            self.control.service()
+        self.guard.raise_pending()
+
+    def step(self, stream: str, run: Callable[[Device], Mapping[str, Any]], key: str | None,
+             meta: Mapping[str, Any] | None, attrs: Mapping[str, Mapping[str, Any]] | None, *,
+             needs_device: bool) -> dict[str, np.ndarray]:
+        with self._lock:
+            seq = self.seqs.get(stream, 0)
+            self.seqs[stream] = seq + 1
+        key = key or f"{stream}/{seq}"
+        done = self.replay.pop((stream, seq), None)
+        if done is not None:
+            if done["key"] != key:
+                raise ConfigError(
+                    f"cannot resume: step {seq} of stream {stream!r} was {done['key']!r} in the "
+                    f"interrupted run but the plan now asks for {key!r}; the plan is not "
+                    "deterministic for this config (start a new run instead)")
+            with self._lock:
+                self.events += 1
+            return {k: np.asarray(v) for k, v in done["data"].items()}
+        self.checkpoint()
+        if needs_device and self.device is None:
+            raise ConfigError(f"plan {self.plan.name!r} measured on stream {stream!r} without a device")
+        data = {name: np.asarray(value) for name, value in dict(run(self.device)).items()}
+        with self._lock:
+            if stream not in self.described:
+                self.described.add(stream)
+                self.emit("descriptor", {"stream": stream, "data_keys": data_keys(data)},
+                          checkpoint=False)
+            self.events += 1
+            self.emit("event", {"stream": stream, "seq": seq, "key": key, "time": time.time(),
+                                "data": data, "meta": to_jsonable(dict(meta or {})),
+                                "attrs": to_jsonable(dict(attrs or {}))}, checkpoint=False)
+        self.checkpoint()  # after the step is on disk: a stop here loses nothing
+        return data
+
+
+class RunEngine:
+    """Runs plans; see the module docstring. ``root`` is where run directories go."""
+
+    def __init__(self, root: str | Path = "runs", *, sync_interval_s: float | None = 1.0) -> None:
+        self.root = Path(root)
+        #: how far apart the journal is synced to disk (see spinlab.engine.journal)
+        self.sync_interval_s = sync_interval_s
+
+    def run(self, plan: Plan, device: str | Device | None = None, *, seed: int = 0,
+            subscribers: Iterable[Subscriber] = (),
+            control: Callable[[RunState], Any] | None = None) -> RunResult:
+        """Run ``plan`` on ``device`` (an address, which the engine opens, locks and closes, or a
+        Device you own, whose outputs the engine still switches off at the end)."""
+        run_id = f"{_dt.datetime.now():%Y%m%d-%H%M%S}-{plan.name}-{secrets.token_hex(3)}"
+        return self._execute(plan, device, seed=int(seed), run_id=run_id,
+                             path=self.root / run_id, subscribers=list(subscribers), control=control)
+
+    def resume(self, run_dir: str | Path, device: str | Device | None = None, *,
+               subscribers: Iterable[Subscriber] = (),
+               control: Callable[[RunState], Any] | None = None) -> RunResult:
+        """Continue the run in ``run_dir`` from its last completed step (same plan, config,
+        seed and, unless ``device`` is given, the same device address)."""
+        path = Path(run_dir)
+        writer, records = RunFileWriter.rebuild(path, sync_interval_s=self.sync_interval_s)
+        starts = [r for r in records if r.get("doc") == "start"]
+        if not starts:
+            writer.close()
+            raise ConfigError(f"{path}: the journal holds no start document; nothing to resume")
+        first = starts[0]
+        replay = {(r["stream"], int(r["seq"])): r for r in records if r.get("doc") == "event"}
+        try:
+            plan = build_plan(first["plan"], first.get("config") or {})
+        except BaseException:
+            writer.close()
+            raise
+        return self._execute(plan, device if device is not None else first.get("address"),
+                             seed=int(first.get("seed", 0)), run_id=first["run_id"], path=path,
+                             subscribers=list(subscribers), control=control, writer=writer,
+                             replay=replay, resumed=len(starts))
+
+    # --- the one code path -------------------------------------------------------------------
+    def _execute(self, plan: Plan, device: str | Device | None, *, seed: int, run_id: str,
+                 path: Path, subscribers: list[Subscriber], control: Callable[[RunState], Any] | None,
+                 writer: RunFileWriter | None = None, replay: Mapping | None = None,
+                 resumed: int = 0) -> RunResult:
+        if plan.needs_device and device is None:
+            raise ConfigError(f"plan {plan.name!r} needs a device address (--device)")
+        with SignalGuard() as guard, locks.current_run(run_id):
+            opened: Device | None = None
+            try:
+                with guard.deferred():  # opening and configuring instruments is not interruptible
+                    if isinstance(device, str):
+                        opened = open_device(device, defaults={"seed": seed})
+                    dev = opened if opened is not None else device
+                    if writer is None:
+                        path.mkdir(parents=True, exist_ok=False)
+                        writer = RunFileWriter(path, sync_interval_s=self.sync_interval_s)
+            except BaseException:
+                if opened is not None:
+                    with guard.shielded():
+                        _safe_close(opened)
+                if writer is not None:
+                    writer.close()
+                raise
+            state = RunState(run_id, plan.name, path)
+            active = _ActiveRun(plan=plan, run_id=run_id, path=path, seed=seed, device=dev,
+                                writer=writer, guard=guard, state=state, replay=replay or {},
+                                subscribers=[*subscribers, PlotWriter(plan.plots, path)])
+            # control-channel notices: never a checkpoint (the control channel itself sends them)
+            state._publish = lambda topic, payload: active.emit(
+                "telemetry", {"topic": topic, "payload": to_jsonable(dict(payload)), "arrays": {}},
+                checkpoint=False)
+            state.events = _Dropped(active.subscribers)
+            return self._drive(active, plan, dev, opened, control, resumed)
+
+    def _drive(self, active: _ActiveRun, plan: Plan, dev: Device | None, opened: Device | None,
+               control: Callable[[RunState], Any] | None, resumed: int) -> RunResult:
+        guard, state = active.guard, active.state
+        status, reason, error = "failed", "", None
+        summary: dict[str, Any] = {}
+        try:
+            active.emit("start", {
+                "kind": plan.name, "plan": plan.name, "config": plan.config_dict(),
+                "seed": active.seed, "address": getattr(dev, "address", None) or None,
+                "identity": to_jsonable(dev.identity()) if dev is not None else {},
+                "versions": package_versions(), "path": str(active.path), "started": now(),
+                "resumed": resumed, "nexus": dict(plan.nexus)})
+            state.status = "running"
+            if control is not None:
+                active.control = control(state)
+            summary = dict(plan.body(RunContext(active)) or {})
+            if active.replay:
+                raise ConfigError(f"cannot resume: {len(active.replay)} recorded step(s) were not asked "
+                                  "for again; the plan is not deterministic for this config")
+            status = "completed"
+        except RunAborted as exc:
+            status, reason, error = "aborted", str(exc), exc
+        except (RunInterrupted, KeyboardInterrupt) as exc:
+            status, reason, error = "interrupted", str(exc) or "KeyboardInterrupt", exc
+        except BaseException as exc:
+            status, reason, error = "failed", f"{type(exc).__name__}: {exc}", exc
+        finally:
+            with guard.shielded():
+                state.status = status
+                if dev is not None:
+                    _outputs_off(dev)
+                try:
+                    active.emit("stop", {"status": status, "reason": reason,
+                                         "error": type(error).__name__ if error else None,
+                                         "results": to_jsonable(active.results),
+                                         "events": active.events, "time": now(),
+                                         "monitor_dropped": state.events.dropped}, checkpoint=False)
+                except Exception:
+                    log.exception("could not record the end of run %s", active.run_id)
+                    active.writer.close()
+                if active.control is not None:
+                    _quietly(active.control.close)
+                if opened is not None:
+                    _safe_close(opened)
+        if error is not None:
+            error.run_path = active.path  # type: ignore[attr-defined]
+            raise error
+        return RunResult(active.run_id, active.path, status, to_jsonable(summary), active.events)
+
+
+def _outputs_off(device: Device) -> None:
+    try:
+        device.outputs_off()
+    except Exception:
+        log.exception("could not put %s in its safe state; check its outputs by hand",
+                      getattr(device, "address", device))
+
+
+def _safe_close(device: Device) -> None:
+    try:
+        device.close()
+    except Exception:
+        log.exception("closing %s failed", getattr(device, "address", device))
+
+
+def _quietly(fn: Callable[[], Any]) -> None:
+    try:
+        fn()
+    except Exception:
+        log.exception("cleanup step %r failed", fn)
+
+
+__all__ = ["RunEngine", "RunContext", "RunResult", "RunState", "seed_stream"]

@@ -1,0 +1,148 @@
+"""An append-only journal of a run's documents: what the run file is built from.
+
+Why a journal: an HDF5 file that is being written when its process dies (SIGKILL, power loss,
+a crash inside a write) can be left unreadable as a whole. Every document the run records is
+first appended here as one self-checking record and handed to the operating system, then
+applied to ``run.h5`` (which is flushed), so a killed process loses no completed step. The
+journal is also synced to the disk itself (``fsync``) at most ``sync_interval_s`` apart and at
+the end: a power cut loses at most that last second. Syncing after every step costs about 5 ms
+a step here, which is more than the 10 % budget of a fast acquisition
+(``benchmarks/bench_durability.py`` measures all three). The run file therefore always holds every completed step after any stop
+between steps, and if a stop ever lands inside a write, ``spinlab resume`` rebuilds the run
+file from this journal. A completed run's journal is deleted; an interrupted one's is kept.
+
+Format: a 16-byte magic, then records ``b"REC1" | uint64 length | uint32 crc32 | payload``
+(little-endian), where the payload is a msgpack map. numpy arrays travel as
+``{"__nd__": [dtype.str, shape, raw bytes]}`` (numeric, bool and fixed-width string dtypes
+only; never pickle). Reading stops at the first truncated or corrupt record: that is where the
+writer died.
+"""
+from __future__ import annotations
+
+import os
+import struct
+import time
+import zlib
+from pathlib import Path
+from typing import Any, Iterator
+
+import msgpack
+import numpy as np
+
+from spinlab.errors import JournalError
+
+MAGIC = b"SPINLAB-JOURNAL\x01"
+_HEAD = struct.Struct("<4sQI")
+_TAG = b"REC1"
+#: dtype kinds a journal stores: bool, ints, floats, complex, fixed-width bytes / unicode
+_KINDS = set("biufcSU")
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind not in _KINDS:
+            raise TypeError(f"cannot journal an array of dtype {value.dtype}")
+        arr = np.ascontiguousarray(value)
+        return {"__nd__": [arr.dtype.str, list(arr.shape), arr.tobytes()]}
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot journal a {type(value).__name__}")
+
+
+def _object_hook(obj: dict) -> Any:
+    spec = obj.get("__nd__")
+    if spec is not None and len(obj) == 1:
+        dtype, shape, raw = spec
+        return np.frombuffer(raw, dtype=np.dtype(dtype)).reshape(shape).copy()
+    return obj
+
+
+def encode(record: dict) -> bytes:
+    payload = msgpack.packb(record, use_bin_type=True, default=_default)
+    return _HEAD.pack(_TAG, len(payload), zlib.crc32(payload)) + payload
+
+
+class Journal:
+    """Append records to ``path`` (created with the magic if missing). Each append reaches the
+    OS at once; ``fsync`` follows when ``sync_interval_s`` has passed since the last one (0:
+    after every append, None: only at close)."""
+
+    def __init__(self, path: str | Path, *, sync_interval_s: float | None = 1.0) -> None:
+        self.path = Path(path)
+        self.sync_interval_s = sync_interval_s
+        self._synced = time.monotonic()
+        new = not self.path.exists() or self.path.stat().st_size == 0
+        if not new:
+            # drop a torn tail so new records follow the last good one
+            good = valid_length(self.path)
+            with open(self.path, "r+b") as fh:
+                fh.truncate(good)
+        self._fh = open(self.path, "ab")
+        if new:
+            self._fh.write(MAGIC)
+            self._flush()
+
+    def append(self, record: dict) -> None:
+        self._fh.write(encode(record))
+        self._flush()
+
+    def _flush(self) -> None:
+        self._fh.flush()
+        interval = self.sync_interval_s
+        if interval is not None and time.monotonic() - self._synced >= interval:
+            self.sync()
+
+    def sync(self) -> None:
+        os.fsync(self._fh.fileno())
+        self._synced = time.monotonic()
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.flush()
+            self.sync()
+            self._fh.close()
+
+    def remove(self) -> None:
+        self.close()
+        self.path.unlink(missing_ok=True)
+
+
+def _records(path: Path) -> Iterator[tuple[int, dict]]:
+    """(end offset, record) for every intact record, in order."""
+    with open(path, "rb") as fh:
+        if fh.read(len(MAGIC)) != MAGIC:
+            raise JournalError(f"{path} is not a spinlab run journal")
+        offset = len(MAGIC)
+        while True:
+            head = fh.read(_HEAD.size)
+            if len(head) < _HEAD.size:
+                return
+            tag, length, crc = _HEAD.unpack(head)
+            if tag != _TAG or length > 1 << 40:
+                return
+            payload = fh.read(length)
+            if len(payload) < length or zlib.crc32(payload) != crc:
+                return
+            try:
+                record = msgpack.unpackb(payload, raw=False, object_hook=_object_hook,
+                                         strict_map_key=False)
+            except Exception:  # a checksummed record that does not decode: stop here
+                return
+            offset += _HEAD.size + length
+            yield offset, record
+
+
+def read(path: str | Path) -> list[dict]:
+    """Every intact record of the journal at ``path``, in order."""
+    return [record for _, record in _records(Path(path))]
+
+
+def valid_length(path: str | Path) -> int:
+    end = len(MAGIC)
+    for end, _ in _records(Path(path)):
+        pass
+    return end

@@ -1,0 +1,74 @@
+"""The plot writer: a subscriber that draws a completed run's figures into its directory.
+
+Plans declare their plots as functions ``plot(datasets, results) -> Figure``: ``datasets``
+reads arrays by name from the finished run file (only what the plot asks for is loaded), and
+``results`` holds the run's result values. Figures are built with
+:class:`matplotlib.figure.Figure`, without pyplot, so no global backend is switched (a notebook
+user's backend stays theirs). A plot that fails is logged and skipped: plots never fail a run.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import h5py
+import numpy as np
+
+log = logging.getLogger("spinlab.engine.plots")
+
+
+class RunDatasets(Mapping[str, np.ndarray]):
+    """Read-only, lazy ``name -> array`` view of a run file."""
+
+    def __init__(self, file: h5py.File) -> None:
+        self._file = file
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        node = self._file.get(name)
+        if not isinstance(node, h5py.Dataset):
+            raise KeyError(name)
+        return node[()]
+
+    def __iter__(self) -> Iterator[str]:
+        names: list[str] = []
+        self._file.visititems(lambda n, obj: names.append(n) if isinstance(obj, h5py.Dataset) else None)
+        return iter(names)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+class PlotWriter:
+    """``PlotWriter({"sweep.png": plot_fn, ...}, run_dir)``; draws on a ``completed`` stop."""
+
+    def __init__(self, plots: Mapping[str, Any], directory: str | Path, *, dpi: int = 120) -> None:
+        self.plots = dict(plots)
+        self.directory = Path(directory)
+        self.dpi = dpi
+        self.results: dict[str, Any] = {}
+        self.written: list[Path] = []
+
+    def __call__(self, name: str, doc: Mapping[str, Any]) -> None:
+        if not self.plots:
+            return
+        if name == "result":
+            self.results.update(doc.get("values", {}))
+        elif name == "stop" and doc.get("status") == "completed":
+            self.draw()
+
+    def draw(self) -> list[Path]:
+        with h5py.File(self.directory / "run.h5", "r") as file:
+            datasets = RunDatasets(file)
+            for filename, plot in self.plots.items():
+                path = self.directory / filename
+                try:
+                    plot(datasets, self.results).savefig(path, dpi=self.dpi)
+                except Exception:
+                    log.exception("plot %s failed; the run's data is unaffected", filename)
+                    continue
+                self.written.append(path)
+        return self.written
+
+
+__all__ = ["PlotWriter", "RunDatasets"]

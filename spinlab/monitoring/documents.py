@@ -1,0 +1,91 @@
+"""The run engine's documents on the ZeroMQ stream: a subscriber that publishes them as the
+topics of :mod:`spinlab.monitoring.messages` (``run.start``, ``progress``, ``waveform``,
+``result``, ``log``, ``error``, ``run.stop``, and the plans' own telemetry topics).
+
+It binds its socket when it is created, so ``endpoint`` is known (port 0) before the run
+starts; while the run is active, records of the ``spinlab`` logger go out as ``log``.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+import numpy as np
+
+from spinlab.engine.documents import to_jsonable
+from spinlab.monitoring.loghandler import PublishingHandler
+from spinlab.monitoring.messages import preview
+from spinlab.monitoring.publisher import Publisher
+
+log = logging.getLogger("spinlab.monitoring.documents")
+
+
+class MonitorPublisher:
+    """``RunEngine.run(plan, ..., subscribers=[MonitorPublisher("tcp://127.0.0.1:5555")])``."""
+
+    def __init__(self, address: str, *, preview_points: int = 1000, **publisher_options: Any) -> None:
+        self.publisher = Publisher(address, **publisher_options)
+        self.endpoint = self.publisher.endpoint
+        self.preview_points = preview_points
+        self._results: dict[str, Any] = {}
+        self._handler: PublishingHandler | None = None
+
+    @property
+    def dropped(self) -> int:
+        return int(self.publisher.dropped)
+
+    def publish(self, topic: str, payload: Mapping[str, Any] | None = None,
+                arrays: Mapping[str, Any] | None = None) -> None:
+        self.publisher.publish(topic, to_jsonable(dict(payload or {})), arrays)
+
+    def __call__(self, name: str, doc: Mapping[str, Any]) -> None:
+        handler = getattr(self, f"_on_{name}", None)
+        if handler is not None:
+            handler(doc)
+
+    def _on_start(self, doc: Mapping[str, Any]) -> None:
+        self.publisher.run_id = doc["run_id"]
+        self._results = {}
+        if self._handler is None:
+            self._handler = PublishingHandler(self.publish)
+            logging.getLogger("spinlab").addHandler(self._handler)
+        self.publish("run.start", {"kind": doc.get("kind"), "config": doc.get("config", {}),
+                                   "path": doc.get("path"), "device": doc.get("address"),
+                                   "seed": doc.get("seed"), "resumed": doc.get("resumed", 0)})
+
+    def _on_progress(self, doc: Mapping[str, Any]) -> None:
+        self.publish("progress", {k: v for k, v in doc.items() if k != "run_id"})
+
+    def _on_telemetry(self, doc: Mapping[str, Any]) -> None:
+        self.publish(doc["topic"], doc.get("payload"), doc.get("arrays"))
+
+    def _on_preview(self, doc: Mapping[str, Any]) -> None:
+        wave = doc["waveform"]
+        small = preview(wave, self.preview_points)
+        self.publish("waveform", {"name": doc["name"], "dt_s": small.dt_s, "unit": small.unit,
+                                  "t0_s": small.t0_s, "decimation": small.meta["decimation"],
+                                  "factor": small.meta["factor"], "n_original": int(np.shape(wave.samples)[-1])},
+                     {"samples": small.samples})
+
+    def _on_result(self, doc: Mapping[str, Any]) -> None:
+        self._results.update(doc.get("values", {}))
+        self.publish("result", self._results)
+
+    def _on_stop(self, doc: Mapping[str, Any]) -> None:
+        if doc.get("error"):
+            self.publish("error", {"type": doc["error"], "message": doc.get("reason", "")})
+        self.publish("run.stop", {"status": doc.get("status"), "results": doc.get("results", {}),
+                                  "dropped": self.dropped, "reason": doc.get("reason", "")})
+        self._detach()
+
+    def _detach(self) -> None:
+        if self._handler is not None:
+            logging.getLogger("spinlab").removeHandler(self._handler)
+            self._handler = None
+
+    def close(self) -> None:
+        self._detach()
+        self.publisher.close()
+
+
+__all__ = ["MonitorPublisher"]
