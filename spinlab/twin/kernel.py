@@ -70,12 +70,12 @@ def _cpu_signature() -> str:
     return f"{platform.machine()} {platform.processor()} {flags.strip()}"
 
 
-def _build(cxx: list[str], target: Path) -> None:
+def _build(cxx: list[str], flags: list[str], target: Path) -> None:
     """Compile atomically (tmp + rename), tuned for this CPU if the compiler can."""
     tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
     errors = []
     for tuning in (["-march=native"], ["-mcpu=native"], []):
-        cmd = [*cxx, *_FLAGS, *tuning, str(SOURCE), "-o", str(tmp)]
+        cmd = [*cxx, *flags, *tuning, str(SOURCE), "-o", str(tmp)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode == 0:
             os.replace(tmp, target)
@@ -85,18 +85,22 @@ def _build(cxx: list[str], target: Path) -> None:
 
 
 @lru_cache(maxsize=None)
-def library() -> ctypes.CDLL | None:
-    """The compiled kernel (built and cached on first use), or None where it cannot be had."""
-    if os.environ.get("SPINLAB_TWIN_KERNEL", "").lower() == "torch":
+def library(skip: int = 0) -> ctypes.CDLL | None:
+    """The compiled kernel (built and cached on first use), or None where it cannot be had.
+
+    ``skip`` (benchmarks only) builds a variant that drops parts of the work (``TWIN_SKIP`` in
+    rk4_kernel.cpp) to measure what they cost; its results are wrong by design."""
+    if skip == 0 and os.environ.get("SPINLAB_TWIN_KERNEL", "").lower() == "torch":
         return None
     cxx = _compiler()
     if cxx is None:
         log.warning("twin: no C++ compiler found (set CXX); using the slower torch integrator")
         return None
     try:
+        flags = [*_FLAGS, f"-DTWIN_SKIP={int(skip)}"] if skip else _FLAGS
         version = subprocess.run([*cxx, "--version"], capture_output=True, text=True).stdout
         key = hashlib.sha256(b"\0".join(s.encode() for s in (
-            SOURCE.read_text(), " ".join(cxx), version, " ".join(_FLAGS), _cpu_signature(),
+            SOURCE.read_text(), " ".join(cxx), version, " ".join(flags), _cpu_signature(),
         ))).hexdigest()[:16]
         folder = cache_dir()
         folder.mkdir(parents=True, exist_ok=True)
@@ -106,7 +110,7 @@ def library() -> ctypes.CDLL | None:
 
             with FileLock(str(target) + ".lock"):
                 if not target.is_file():
-                    _build(cxx, target)
+                    _build(cxx, flags, target)
         lib = ctypes.CDLL(str(target))
         if lib.twin_kernel_abi() != ABI:
             raise RuntimeError(f"{target} has kernel ABI {lib.twin_kernel_abi()}, expected {ABI}")
@@ -205,7 +209,8 @@ class _Net:
 
 
 def _forward(net: _Net, x0: Tensor, u_feat: Tensor, c: Tensor, hold: bool, n_states: int,
-             workers: int, store: bool) -> tuple[Tensor, Tensor | None, Tensor | None]:
+             workers: int, store: bool, lib: ctypes.CDLL | None = None
+             ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Kernel forward: states ``(steps, n_states, rows)``, and with ``store`` every stage's
     activations and inputs for the backward pass."""
     batch, n, _ = u_feat.shape
@@ -217,7 +222,7 @@ def _forward(net: _Net, x0: Tensor, u_feat: Tensor, c: Tensor, hold: bool, n_sta
     act = x0.new_empty(net.layers, net.h, 4 * steps, rows) if store else None
     inp = x0.new_empty(net.k + net.d, 4 * steps, rows) if store else None
     if steps:
-        _run(library().twin_forward, _shards(rows, workers), net.lead(rows),
+        _run((lib or library()).twin_forward, _shards(rows, workers), net.lead(rows),
              (steps, int(hold), n_states, x0p, up, base, out, act, inp))
     return out, act, inp
 
@@ -261,18 +266,19 @@ class _Rollout(torch.autograd.Function):
 
 
 def rollout(x0: Tensor, u_feat: Tensor, c: Tensor, params: Sequence[Tensor], *, hold: bool,
-            n_states: int | None = None, workers: int = 1) -> Tensor:
+            n_states: int | None = None, workers: int = 1, lib: ctypes.CDLL | None = None) -> Tensor:
     """States after every step ``(B, n-1, n_states)`` from ``x0 (B, K)``, drive features
     ``u_feat (B, n, D)`` and conditions ``c (B, C)`` (normalised units), with ``params`` the
     MLP's weights and biases in order (first layer columns: state, drive features, conditions).
     Differentiable in ``x0`` and ``params`` (then single-threaded, all states); without
-    gradients ``workers`` threads share the batch."""
+    gradients ``workers`` threads share the batch. ``lib``: a :func:`library` variant
+    (benchmarks)."""
     if torch.is_grad_enabled() and (x0.requires_grad or any(p.requires_grad for p in params)):
         return _Rollout.apply(bool(hold), x0, u_feat, c, *params)
     with torch.no_grad():
         net = _Net.of(params, x0.shape[1], u_feat.shape[2])
         n_states = x0.shape[1] if n_states is None else n_states
-        out, _, _ = _forward(net, x0, u_feat, c, hold, n_states, workers, store=False)
+        out, _, _ = _forward(net, x0, u_feat, c, hold, n_states, workers, store=False, lib=lib)
     return out[..., : x0.shape[0]].permute(2, 0, 1)
 
 

@@ -33,12 +33,13 @@ constexpr int MAXK = 16;   // most state components / drive features per stage
 constexpr int BLOCK = 4;   // output units computed together in a dense layer
 
 // Benchmarks only (bench_twin.py's breakdown of where the time goes): a build with TWIN_SKIP
-// set drops parts of the work: 1 activations (identity), 2 drive interpolation (the sample's
-// features at every stage), 4 RK4 stage bookkeeping (every stage starts from x).
+// set drops parts of the work, so its results are wrong by design: 1 activations (identity),
+// 2 the drive input (interpolation and its first-layer terms), 4 the RK4 stage bookkeeping
+// (every stage starts from x).
 #ifndef TWIN_SKIP
 #define TWIN_SKIP 0
 #endif
-constexpr bool SKIP_ACTIVATION = TWIN_SKIP & 1, SKIP_INTERPOLATION = TWIN_SKIP & 2,
+constexpr bool SKIP_ACTIVATION = TWIN_SKIP & 1, SKIP_INPUT = TWIN_SKIP & 2,
                SKIP_STAGES = TWIN_SKIP & 4;
 
 inline vf ld(const float* p) { return *reinterpret_cast<const vfu*>(p); }
@@ -102,7 +103,7 @@ inline void stage_drive(const float* u, int64_t Bp, int D, int64_t n, int s, int
     for (int d = 0; d < D; d++)
         for (int v = 0; v < V; v++) {
             const vf b = ld(u + ((n + 1) * D + d) * Bp + v * W);
-            if (hold || s == 3 || SKIP_INTERPOLATION) { ud[d][v] = b; continue; }
+            if (hold || s == 3) { ud[d][v] = b; continue; }
             const vf a = ld(u + (n * D + d) * Bp + v * W);
             ud[d][v] = s == 0 ? a : s == 1 ? (a + a + b) * splat(1.0f / 3.0f)
                                            : (a + b + b) * splat(1.0f / 3.0f);
@@ -128,7 +129,7 @@ inline void stage_state(int K, int s, vf (*x)[V], vf (*k)[MAXK][V], vf (*xs)[V])
 template <int V>
 void forward_tile(const Net& net, int64_t Bp, int64_t N, int hold, int K_out, const float* x0,
                   const float* u, const float* base, float* out, float* act, float* inp) {
-    const int K = net.K, D = net.D, H = net.H, L = net.L;
+    const int K = net.K, D = SKIP_INPUT ? 0 : net.D, H = net.H, L = net.L;
     const int64_t S = 4 * N;
     std::vector<vf> buffers(2 * H * V);
     float* h_in = reinterpret_cast<float*>(buffers.data());

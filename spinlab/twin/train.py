@@ -129,7 +129,7 @@ class TwinTrainer:
             x0 = x0 + sigma * torch.randn(x0.shape, generator=self.noise_generator, dtype=x0.dtype,
                                           device=x0.device)
         pred = self.model.rollout(x0, u_feat, c)
-        loss = torch.mean((pred - x_true) ** 2)
+        loss = torch.nn.functional.mse_loss(pred, x_true)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
