@@ -167,20 +167,21 @@ def bench_breakdown(batch: int, samples: int) -> None:
     for hidden in (32, 64):
         model = vortex_like(hidden)
         drive, cond = random_drives(batch, samples)
-        u = model.norm_drive(drive)
-        feats = model.delay_features(u)
+        drive = drive.double()  # what a Device hands the twin
         c = model.norm_conditions(cond)
         x0 = torch.zeros(batch, 2)
         params = list(model.parameters())
-        out = np.empty((batch, samples))
-        noise_s = _cpu(lambda: np.add(out, 5e-4 * torch.randn(out.shape, generator=noise_gen).numpy(), out=out))
+        norms = {"u_norm": (model.u_mean, model.u_std), "y_norm": (model.y_mean, model.y_std)}
+        out = torch.zeros(batch, samples)
+        noise_s = _cpu(lambda: out.add_(torch.randn(out.shape, generator=noise_gen), alpha=5e-4))
         if kernel.library() is not None:
             def run(skip: int) -> float:
                 lib = kernel.library(skip)
-                return _cpu(lambda: kernel.rollout(x0, feats, c, params, hold=True, n_states=1, lib=lib))
+                return _cpu(lambda: kernel.simulate(drive, x0, c, params, hold=True, delay_samples=1,
+                                                    settle=50, rest=drive[:, 0], lib=lib, **norms))
 
             total = run(0)
-            simulate_s = _cpu(lambda: model.simulate(drive, cond, workers=1, kernel="compiled"))
+            simulate_s = _cpu(lambda: model.simulate(drive, cond, settle_samples=50, workers=1))
             parts = {"activations": total - run(1), "drive_input": total - run(2),
                      "rk4_stage_bookkeeping": total - run(4), "gemm_and_loop": run(7)}
             emit(metric="twin_breakdown", kernel="compiled", hidden=hidden, batch=batch,
@@ -190,8 +191,9 @@ def bench_breakdown(batch: int, samples: int) -> None:
                  noise_cpu_s=round(noise_s, 3),
                  note="parts: time saved by a build without that part (gemm_and_loop: a build "
                       "without all three); they need not add up exactly")
+        u = model.norm_drive(drive.float())
         emit(metric="twin_breakdown", kernel="torch", hidden=hidden, batch=batch, samples=samples,
-             **_torch_loop_profile(model, x0, feats, c), noise_cpu_s=round(noise_s, 3))
+             **_torch_loop_profile(model, x0, model.delay_features(u), c), noise_cpu_s=round(noise_s, 3))
 
 
 def _torch_loop_profile(model, x0, feats, c) -> dict:
@@ -199,7 +201,8 @@ def _torch_loop_profile(model, x0, feats, c) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
     with torch.no_grad():
-        model.rollout(x0[:, :], feats[:, :50], c, kernel="torch")
+        for _ in range(3):  # TorchScript optimises after a few calls
+            model.rollout(x0, feats[:, :50], c, kernel="torch")
         t = time.thread_time()
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             model.rollout(x0, feats, c, kernel="torch")

@@ -110,23 +110,36 @@ class TwinDevice(Device):
             twin_drive, t_twin = self._to_twin_grid(drive, dt_s)
             twin_out = self._simulate(twin_drive, conditions)
             t_out = (np.arange(drive.shape[1]) + 1) * dt_s
-            out = np.stack([np.interp(t_out, t_twin, row) for row in twin_out])
+            out = np.stack([np.interp(t_out, t_twin, row) for row in twin_out]).astype(np.float32)
         else:
             out = self._simulate(drive, conditions)
         if self.noise and self.meta.noise_std > 0:
-            out += self.meta.noise_std * torch.randn(out.shape, generator=self._noise).numpy()
+            self._add_noise(out)
         return out
 
+    def _add_noise(self, out: np.ndarray, rows: int = 16) -> None:
+        """Add the measured noise in place, a few rows at a time: no second array of the
+        response's size (on this machine touching fresh memory costs as much as the noise)."""
+        flat = torch.from_numpy(out.reshape(out.shape[0], -1))
+        buf = torch.empty(min(rows, flat.shape[0]), flat.shape[1])
+        for start in range(0, flat.shape[0], rows):
+            block = flat[start: start + rows]
+            noise = buf[: block.shape[0]]
+            torch.randn(noise.shape, generator=self._noise, out=noise)
+            block.add_(noise, alpha=self.meta.noise_std)
+
     def _simulate(self, drive: np.ndarray, conditions: dict[str, np.ndarray]) -> np.ndarray:
+        """The response, float32 (the twin's precision; half the memory of float64)."""
         self._check_conditions(conditions)
         cond = self.model.condition_tensor(conditions, drive.shape[0])
-        out = np.empty(drive.shape, dtype=np.float64)
+        parts = []
         for start in range(0, drive.shape[0], self.batch_size):
             stop = min(start + self.batch_size, drive.shape[0])
             y = self.model.simulate(drive[start:stop], cond[start:stop],
                                     settle_samples=self.meta.settle_samples,
                                     rest_drive=self.meta.rest_drive_V, workers=self.threads)
-            out[start:stop] = y.cpu().numpy()
+            parts.append(y.cpu().numpy())
+        out = parts[0] if len(parts) == 1 else np.concatenate(parts)
         if not np.all(np.isfinite(out)):
             raise ConfigError(
                 f"twin {self.path} diverged (non-finite response); the drive or conditions are "

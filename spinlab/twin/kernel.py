@@ -123,6 +123,9 @@ def library(skip: int = 0) -> ctypes.CDLL | None:
     lib.twin_forward.restype = i32
     lib.twin_backward.argtypes = [i32] * 4 + [p] * 3 + [i64] * 4 + [p] * 5
     lib.twin_backward.restype = i32
+    lib.twin_simulate.argtypes = ([i32] * 4 + [p] * 6 + [i64] * 6 + [i32, i32, p, i32, p]
+                                  + [ctypes.c_float] * 4 + [p] * 3)
+    lib.twin_simulate.restype = i32
     return lib
 
 
@@ -134,6 +137,12 @@ def supports(x0: Tensor, u_feat: Tensor, c: Tensor, params: Sequence[Tensor]) ->
             and not (u_feat.requires_grad or c.requires_grad)
             and x0.shape[-1] <= MAX_FEATURES and u_feat.shape[-1] <= MAX_FEATURES
             and library() is not None)
+
+
+def supports_model(params: Sequence[Tensor], n_delays: int) -> bool:
+    """Whether :func:`simulate` can run a model with these weights (CPU float32, built)."""
+    return (all(p.device.type == "cpu" and p.dtype == torch.float32 for p in params)
+            and n_delays <= MAX_FEATURES and library() is not None)
 
 
 def _lanes(t: Tensor, rows: int) -> Tensor:
@@ -282,4 +291,30 @@ def rollout(x0: Tensor, u_feat: Tensor, c: Tensor, params: Sequence[Tensor], *, 
     return out[..., : x0.shape[0]].permute(2, 0, 1)
 
 
-__all__ = ["library", "supports", "rollout", "cache_dir", "LANES"]
+def simulate(drive: Tensor, x0: Tensor, c: Tensor, params: Sequence[Tensor], *, hold: bool,
+             delay_samples: int, settle: int, rest: Tensor, u_norm: tuple[float, float],
+             y_norm: tuple[float, float], workers: int = 1, lib: ctypes.CDLL | None = None) -> Tensor:
+    """Free-running response ``(B, n)`` (float32, physical units) straight from the physical
+    drive ``(B, n)`` (float32 or float64, read in place): the kernel normalises it, prepends
+    ``settle`` samples at each row's ``rest`` level, takes the delayed copies and writes the
+    first state component back in physical units, so no array of the drive's size is made
+    besides the response. ``x0 (B, K)`` and ``c (B, C)`` are normalised; ``u_norm`` and
+    ``y_norm`` are (mean, std) of drive and output; ``lib``: a :func:`library` variant."""
+    batch, n = drive.shape
+    k = x0.shape[1]
+    drive = drive if drive.dtype in (torch.float32, torch.float64) else drive.double()
+    drive = drive.contiguous()
+    net = _Net.of(params, k, k)
+    rows = -(-batch // LANES) * LANES
+    base = net.b0 if c.shape[1] == 0 else torch.addmm(net.b0, c, net.w_cond.T)
+    base = _lanes(base.expand(batch, net.h), rows)
+    x0p = _lanes(x0, rows)
+    rest = rest.to(torch.float32).expand(batch).contiguous()
+    out = torch.empty(batch, n, dtype=torch.float32)
+    _run((lib or library()).twin_simulate, _shards(rows, workers), net.lead(rows),
+         (batch, n, int(settle), int(hold), int(delay_samples), drive,
+          int(drive.dtype == torch.float64), rest, *map(float, (*u_norm, *y_norm)), x0p, base, out))
+    return out
+
+
+__all__ = ["library", "supports", "supports_model", "rollout", "simulate", "cache_dir", "LANES"]

@@ -19,6 +19,7 @@
 // Portable C++17 with GCC/Clang vector extensions: the compiler maps a 16-float vector onto
 // AVX-512, 2 x AVX2, 4 x NEON or SSE registers. tanh is Eigen's float rational approximation
 // (clamped; within a few ulp of the exact value).
+#include <algorithm>
 #include <cstdint>
 #include <type_traits>
 #include <utility>
@@ -96,19 +97,98 @@ inline void dense_all(int H, const float* w, const float* bias, const float* in,
     for (; i < H; i++) dense<1, V>(H, i, w, bias, in, epi);
 }
 
-// Drive features at stage s between samples n and n + 1 (exact for the linear and held drive).
-template <int V>
-inline void stage_drive(const float* u, int64_t Bp, int D, int64_t n, int s, int hold,
-                        vf (*ud)[V]) {
-    for (int d = 0; d < D; d++)
-        for (int v = 0; v < V; v++) {
-            const vf b = ld(u + ((n + 1) * D + d) * Bp + v * W);
-            if (hold || s == 3) { ud[d][v] = b; continue; }
-            const vf a = ld(u + (n * D + d) * Bp + v * W);
-            ud[d][v] = s == 0 ? a : s == 1 ? (a + a + b) * splat(1.0f / 3.0f)
-                                           : (a + b + b) * splat(1.0f / 3.0f);
-        }
+// Drive features at stage s between samples n and n + 1 (exact for the linear and held drive),
+// from the samples a and b (normalised).
+inline vf blend(vf a, vf b, int s, int hold) {
+    if (hold || s == 3) return b;
+    return s == 0 ? a : s == 1 ? (a + a + b) * splat(1.0f / 3.0f) : (a + b + b) * splat(1.0f / 3.0f);
 }
+
+// Where a tile's drive features come from. LaneFeatures: given for every sample in lane layout
+// (training windows, whose delayed features reach back before the window). RowDrive: the raw
+// drive of each row, row-major, in physical units (simulation): normalised here, preceded by
+// `settle` samples at the row's rest level, delayed copies taken from a ring of past samples.
+template <int V>
+struct LaneFeatures {
+    const float* u;
+    int64_t Bp;
+    int D, hold;
+    void step(int64_t) {}
+    void stage(int64_t n, int s, vf (*ud)[V]) const {
+        for (int d = 0; d < D; d++)
+            for (int v = 0; v < V; v++)
+                ud[d][v] = blend(ld(u + (n * D + d) * Bp + v * W), ld(u + ((n + 1) * D + d) * Bp + v * W),
+                                 s, hold);
+    }
+};
+
+template <int V, class T>
+struct RowDrive {
+    const T* drive;
+    const float* rest;
+    int64_t n_drive, settle, row0, rows;
+    int delays, spacing, hold;
+    float mean, inv_std;
+    std::vector<vf> ring, first;  // the last `size` samples; sample 0 (what came before it)
+    int64_t size;
+
+    RowDrive(const T* drive_, const float* rest_, int64_t n_drive_, int64_t settle_, int64_t row0_,
+             int64_t rows_, int delays_, int spacing_, int hold_, float mean_, float inv_std_)
+        : drive(drive_), rest(rest_), n_drive(n_drive_), settle(settle_), row0(row0_), rows(rows_),
+          delays(delays_), spacing(spacing_), hold(hold_), mean(mean_), inv_std(inv_std_),
+          ring(((delays_ - 1) * spacing_ + 2) * V), first(V), size((delays_ - 1) * spacing_ + 2) {
+        for (int v = 0; v < V; v++) first[v] = ring[v] = load(0, v);
+    }
+    vf load(int64_t m, int v) const {  // sample m of the 16 rows of vector v, normalised
+        alignas(64) float lane[W];
+        for (int l = 0; l < W; l++) {
+            const int64_t row = std::min<int64_t>(row0 + v * W + l, rows - 1);
+            lane[l] = m < settle ? rest[row] : static_cast<float>(drive[row * n_drive + m - settle]);
+        }
+        return (ld(lane) - splat(mean)) * splat(inv_std);
+    }
+    const vf* at(int64_t m) const { return m <= 0 ? first.data() : &ring[(m % size) * V]; }
+    void step(int64_t n) {  // sample n + 1 arrives
+        for (int v = 0; v < V; v++) ring[((n + 1) % size) * V + v] = load(n + 1, v);
+    }
+    void stage(int64_t n, int s, vf (*ud)[V]) const {
+        for (int j = 0; j < delays; j++) {
+            const vf *a = at(n - j * spacing), *b = at(n + 1 - j * spacing);
+            for (int v = 0; v < V; v++) ud[j][v] = blend(a[v], b[v], s, hold);
+        }
+    }
+};
+
+// Where the states go. LaneStates: the first K_out components after every step, lane layout.
+// RowOutput: the first component in physical units, row-major, from drive sample 0 on.
+template <int V>
+struct LaneStates {
+    float* out;
+    int64_t Bp;
+    int K_out;
+    void start(vf (*)[V]) {}
+    void put(int64_t n, vf (*x)[V]) {
+        for (int m = 0; m < K_out; m++)
+            for (int v = 0; v < V; v++) st(out + (n * K_out + m) * Bp + v * W, x[m][v]);
+    }
+};
+
+template <int V>
+struct RowOutput {
+    float* out;
+    int64_t n_out, settle, row0, rows;
+    float mean, scale;
+    void write(int64_t t, vf (*x)[V]) {  // output sample t = the state after settle + t steps
+        if (t < 0 || t >= n_out) return;
+        for (int v = 0; v < V; v++) {
+            alignas(64) float lane[W];
+            st(lane, x[0][v] * splat(scale) + splat(mean));
+            for (int l = 0; l < W && row0 + v * W + l < rows; l++) out[(row0 + v * W + l) * n_out + t] = lane[l];
+        }
+    }
+    void start(vf (*x)[V]) { write(-settle, x); }
+    void put(int64_t n, vf (*x)[V]) { write(n + 1 - settle, x); }
+};
 
 // Stage states of the 3/8 rule: x, x + k1/3, x + k2 - k1/3, x + k1 - k2 + k3.
 template <int V>
@@ -125,10 +205,10 @@ inline void stage_state(int K, int s, vf (*x)[V], vf (*k)[MAXK][V], vf (*xs)[V])
         }
 }
 
-// One tile of V x 16 rows starting at row b (pointers already offset by b).
-template <int V>
-void forward_tile(const Net& net, int64_t Bp, int64_t N, int hold, int K_out, const float* x0,
-                  const float* u, const float* base, float* out, float* act, float* inp) {
+// N steps of one tile of V x 16 rows (lane-layout pointers already offset to the tile).
+template <int V, class Source, class Sink>
+void forward_tile(const Net& net, int64_t Bp, int64_t N, const float* x0, const float* base,
+                  Source& source, Sink& sink, float* act, float* inp) {
     const int K = net.K, D = SKIP_INPUT ? 0 : net.D, H = net.H, L = net.L;
     const int64_t S = 4 * N;
     std::vector<vf> buffers(2 * H * V);
@@ -137,11 +217,13 @@ void forward_tile(const Net& net, int64_t Bp, int64_t N, int hold, int K_out, co
     vf x[MAXK][V], xs[MAXK][V], ud[MAXK][V], k[4][MAXK][V];
     for (int m = 0; m < K; m++)
         for (int v = 0; v < V; v++) x[m][v] = ld(x0 + m * Bp + v * W);
+    sink.start(x);
     for (int64_t n = 0; n < N; n++) {
+        source.step(n);
         for (int s = 0; s < 4; s++) {
             const int64_t sg = 4 * n + s;
             stage_state<V>(K, s, x, k, xs);
-            stage_drive<V>(u, Bp, D, n, s, hold, ud);
+            source.stage(n, s, ud);
             if (inp) {
                 for (int m = 0; m < K; m++)
                     for (int v = 0; v < V; v++) st(inp + (m * S + sg) * Bp + v * W, xs[m][v]);
@@ -169,7 +251,7 @@ void forward_tile(const Net& net, int64_t Bp, int64_t N, int hold, int K_out, co
                 for (int v = 0; v < V; v++) {
                     vf a = ld(base + (int64_t)i * Bp + v * W);
                     for (int m = 0; m < K; m++) a += splat(net.ws[i * K + m]) * xs[m][v];
-                    for (int d = 0; d < D; d++) a += splat(net.wd[i * D + d]) * ud[d][v];
+                    for (int d = 0; d < D; d++) a += splat(net.wd[i * net.D + d]) * ud[d][v];
                     h[v] = vtanh(a);
                 }
                 emit(0, i, h);
@@ -184,11 +266,10 @@ void forward_tile(const Net& net, int64_t Bp, int64_t N, int hold, int K_out, co
             }
         }
         for (int m = 0; m < K; m++)
-            for (int v = 0; v < V; v++) {
+            for (int v = 0; v < V; v++)
                 x[m][v] += (k[0][m][v] + splat(3.0f) * (k[1][m][v] + k[2][m][v]) + k[3][m][v]) *
                            splat(0.125f);
-                if (m < K_out) st(out + (n * K_out + m) * Bp + v * W, x[m][v]);
-            }
+        sink.put(n, x);
     }
 }
 
@@ -298,8 +379,39 @@ int twin_forward(int K, int D, int H, int L, const float* ws, const float* wd, c
         return -1;
     const Net net{K, D, H, L, ws, wd, wh, nullptr, bh, wo, bo};
     tiles(r0, r1, [&](auto v, int64_t b) {
-        forward_tile<decltype(v)::value>(net, Bp, N, hold, K_out, x0 + b, u + b, base + b, out + b,
-                                         act ? act + b : nullptr, inp ? inp + b : nullptr);
+        constexpr int V = decltype(v)::value;
+        LaneFeatures<V> source{u + b, Bp, D, hold};
+        LaneStates<V> sink{out + b, Bp, K_out};
+        forward_tile<V>(net, Bp, N, x0 + b, base + b, source, sink, act ? act + b : nullptr,
+                        inp ? inp + b : nullptr);
+    });
+    return 0;
+}
+
+// Simulation straight from the drive: rows [r0, r1) of B (Bp = B padded to 16 for x0 and base),
+// drive (B, n_drive) row-major float32 (is_double = 0) or float64, after `settle` samples at
+// rest (B) volts; response (B, n_drive) float32 in physical units. `delays` copies of the drive
+// `spacing` samples apart are the D = delays drive features.
+int twin_simulate(int K, int D, int H, int L, const float* ws, const float* wd, const float* wh,
+                  const float* bh, const float* wo, const float* bo, int64_t Bp, int64_t r0,
+                  int64_t r1, int64_t B, int64_t n_drive, int64_t settle, int hold, int spacing,
+                  const void* drive, int is_double, const float* rest, float u_mean, float u_std,
+                  float y_mean, float y_std, const float* x0, const float* base, float* out) {
+    if (K < 1 || K > MAXK || D < 1 || D > MAXK || H < 1 || L < 1 || spacing < 1 || n_drive < 1 ||
+        settle < 0 || B < 1 || Bp < B || Bp % W || r0 % W || r1 % W || r1 > Bp)
+        return -1;
+    const Net net{K, D, H, L, ws, wd, wh, nullptr, bh, wo, bo};
+    const int64_t N = settle + n_drive - 1;
+    tiles(r0, r1, [&](auto v, int64_t b) {
+        constexpr int V = decltype(v)::value;
+        RowOutput<V> sink{out, n_drive, settle, b, B, y_mean, y_std};
+        auto run = [&](auto* typed) {
+            RowDrive<V, std::remove_const_t<std::remove_pointer_t<decltype(typed)>>> source(
+                typed, rest, n_drive, settle, b, B, D, spacing, hold, u_mean, 1.0f / u_std);
+            forward_tile<V>(net, Bp, N, x0 + b, base + b, source, sink, nullptr, nullptr);
+        };
+        if (is_double) run(static_cast<const double*>(drive));
+        else run(static_cast<const float*>(drive));
     });
     return 0;
 }
