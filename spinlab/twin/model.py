@@ -275,7 +275,7 @@ class SpinNODE(nn.Module):
         if kernel == "compiled":
             raise ConfigError("the compiled twin integrator needs float32 CPU tensors and a C++ "
                               "compiler (see spinlab.twin.kernel); use kernel='torch'")
-        if workers > 1 and x0.device.type == "cpu" and x0.shape[0] >= 2 * workers:
+        if workers > 1 and x0.device.type == "cpu" and x0.shape[0] >= 64 * workers:
             return self._sharded(x0, u_feat, c, chunk, workers)[..., :n_states]
         return self._torch_rollout(x0, u_feat, c, chunk)[..., :n_states]
 
