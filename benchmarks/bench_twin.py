@@ -66,17 +66,17 @@ def devices() -> list[str]:
     return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
-def matmul_rate(device: str, size: int = 2048, repeats: int = 5) -> float:
+def matmul_rate(device: str, size: int = 2048, repeats: int = 5, clock=time.perf_counter) -> float:
     """Best-of-N float32 square matmul rate (FLOP/s) with the current thread setting."""
     a = torch.randn(size, size, device=device)
     b = torch.randn(size, size, device=device)
     best = float("inf")
     for _ in range(repeats + 1):
         _sync(device)
-        t = time.perf_counter()
+        t = clock()
         torch.mm(a, b)
         _sync(device)
-        best = min(best, time.perf_counter() - t)
+        best = min(best, clock() - t)
     return 2.0 * size ** 3 / best
 
 
@@ -122,16 +122,31 @@ def bench_simulation(batch: int, samples: int, threads: int, repeats: int, torch
                     wall = min(wall, time.perf_counter() - t)
                 peak = max(peak, matmul_rate(device))
                 assert y.shape == (batch, samples) and bool(torch.isfinite(y).all())
-                steps_per_s = batch * (samples - 1) / wall
-                flops = model.arch.flops_per_rk4_step() * steps_per_s
+                line = _rates(model, batch, samples, wall, peak)
+                if device == "cpu":  # one core, CPU seconds: what other load cannot distort
+                    torch.set_num_threads(1)
+                    peak1 = matmul_rate(device, clock=time.thread_time)
+                    cpu = _cpu(lambda: model.simulate(drive, cond, workers=1, kernel=name),
+                               repeats if name == "compiled" else 1)
+                    peak1 = max(peak1, matmul_rate(device, clock=time.thread_time))
+                    torch.set_num_threads(threads)
+                    one = _rates(model, batch, samples, cpu, peak1)
+                    line["one_core_cpu_time"] = {"cpu_s": one["wall_s"], "matmul_gflops": one["matmul_gflops"],
+                                                 "fraction_of_matmul": one["fraction_of_matmul"]}
                 emit(metric="twin_simulation", device=device, kernel=name, hidden=hidden,
-                     batch=batch, samples=samples, threads=threads, wall_s=round(wall, 3),
-                     samples_per_s=round(batch * samples / wall),
-                     mlp_flops_per_rk4_step=model.arch.flops_per_rk4_step(),
-                     achieved_gflops=round(flops / 1e9, 2), matmul_gflops=round(peak / 1e9, 2),
-                     fraction_of_matmul=round(flops / peak, 3), target_fraction=0.5 if hidden == 64 else None,
-                     dtype="float32", torch=torch.__version__,
-                     cpu=platform.processor() or platform.machine(), cpus=os.cpu_count())
+                     batch=batch, samples=samples, threads=threads, **line,
+                     target_fraction=0.5 if hidden == 64 else None, dtype="float32",
+                     torch=torch.__version__, cpu=platform.processor() or platform.machine(),
+                     cpus=os.cpu_count(), load_average=[round(v, 1) for v in os.getloadavg()])
+
+
+def _rates(model, batch: int, samples: int, seconds: float, peak: float) -> dict:
+    steps_per_s = batch * (samples - 1) / seconds
+    flops = model.arch.flops_per_rk4_step() * steps_per_s
+    return {"wall_s": round(seconds, 3), "samples_per_s": round(batch * samples / seconds),
+            "mlp_flops_per_rk4_step": model.arch.flops_per_rk4_step(),
+            "achieved_gflops": round(flops / 1e9, 2), "matmul_gflops": round(peak / 1e9, 2),
+            "fraction_of_matmul": round(flops / peak, 3)}
 
 
 def bench_batch_scaling(threads: int, torch_loop: bool) -> None:

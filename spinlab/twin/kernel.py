@@ -7,9 +7,11 @@ and L1 (see its header for why and how). It is built on first use with the syste
 and the CPU, so a change of any of them rebuilds it. Without a compiler the twin falls back to the
 torch integrator (same results, several times slower); ``SPINLAB_TWIN_KERNEL=torch`` forces that.
 
-:func:`rollout` is differentiable with respect to the weights and the initial state: its
-backward pass runs the adjoint recursion in the kernel and forms the weight gradients as a few
-large GEMMs over the stored activations.
+:func:`simulate` runs a batch straight from the physical drive to the physical response (what a
+Device needs: no feature arrays, the drive read in place). :func:`rollout` takes the model's
+normalised drive features (training windows) and is differentiable with respect to the weights
+and the initial state: its backward pass runs the adjoint recursion in the kernel and forms the
+weight gradients as a few large GEMMs over the stored activations.
 """
 from __future__ import annotations
 
