@@ -321,12 +321,16 @@ class SpinNODE(nn.Module):
         from concurrent.futures import ThreadPoolExecutor
 
         shards = torch.arange(x0.shape[0]).tensor_split(workers)
-        threads = torch.get_num_threads()
+        threads, grad = torch.get_num_threads(), torch.is_grad_enabled()
+
+        def one(i: Tensor) -> Tensor:
+            with torch.set_grad_enabled(grad):  # grad mode is per thread
+                return self._torch_rollout(x0[i], u_feat[i], c[i], chunk)
+
         torch.set_num_threads(1)
         try:
             with ThreadPoolExecutor(workers, thread_name_prefix="twin") as pool:
-                parts = pool.map(lambda i: self._torch_rollout(x0[i], u_feat[i], c[i], chunk), shards)
-                return torch.cat(list(parts), dim=0)
+                return torch.cat(list(pool.map(one, shards)), dim=0)
         finally:
             torch.set_num_threads(threads)
 
