@@ -9,12 +9,12 @@
     layers; activations, RK4 vector updates and the drive interpolation are not counted.
     Target: >= 50 % of the matmul rate at H = 64.
 ``twin_batch_scaling``  steps/s from batch 1 to 4,096 (H = 32), kernel and torch loop.
-``twin_breakdown``  where the time goes, per integrator, in CPU seconds of one thread: for the
-    kernel by builds that drop one part of the work (activations, drive input, RK4 stage
-    bookkeeping; what is left is the dense layers' GEMM work and the loop), for the torch loop
-    by torch's profiler (GEMM, activations, RK4 bookkeeping, drive input, and the rest: Python
-    and TorchScript overhead); for both the Python work around the integrator (normalisation,
-    delay features, layouts) and the measured-noise generation of ``twin:...?noise=1``.
+``twin_breakdown``  where the time goes, per integrator, on one thread: for the kernel in CPU
+    seconds, by builds that drop one part of the work (activations, drive input, RK4 stage
+    bookkeeping; what is left is the dense layers' GEMM work and the loop) and the Python work
+    around it; for the torch loop by torch's profiler (GEMM, activations, RK4 bookkeeping,
+    drive input, and the rest: Python and TorchScript overhead); for both the measured-noise
+    generation of ``twin:...?noise=1``.
 ``twin_fsdd_drives``  the spoken-digit protocol's drive set (all 2,500 FSDD utterances, its
     encoder and its batches) through a digits twin with noise: seconds inside
     ``Device.respond`` against the device's own real time (drive samples x dt). Target <= 1
@@ -218,10 +218,10 @@ def _torch_loop_profile(model, x0, feats, c) -> dict:
     with torch.no_grad():
         for _ in range(3):  # TorchScript optimises after a few calls
             model.rollout(x0, feats[:, :50], c, kernel="torch")
-        t = time.thread_time()
+        t = time.perf_counter()  # the profiler's op times are wall times too
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             model.rollout(x0, feats, c, kernel="torch")
-        total = time.thread_time() - t
+        total = time.perf_counter() - t
     kinds = {"gemm": ("aten::addmm", "aten::mm", "aten::bmm"), "activations": ("aten::tanh",),
              "rk4_stage_bookkeeping": ("aten::add", "aten::mul", "aten::sub", "aten::div",
                                        "aten::stack", "aten::cat", "aten::unbind", "aten::copy_")}
@@ -235,9 +235,9 @@ def _torch_loop_profile(model, x0, feats, c) -> dict:
         if kind is not None:
             parts[kind] += event.self_cpu_time_total / 1e6
     overhead = total - sum(parts.values())
-    return {"integrator_cpu_s": round(total, 3), "parts_cpu_s": {k: round(v, 3) for k, v in parts.items()},
-            "python_and_torchscript_overhead_cpu_s": round(overhead, 3),
-            "note": "profiled (the profiler itself adds overhead); parts are op self times"}
+    return {"integrator_wall_s": round(total, 3), "parts_wall_s": {k: round(v, 3) for k, v in parts.items()},
+            "python_and_torchscript_overhead_wall_s": round(overhead, 3),
+            "note": "one thread, profiled (the profiler itself adds overhead); parts are op self times"}
 
 
 # --- the FSDD drive set -----------------------------------------------------------------------
@@ -357,7 +357,7 @@ def main() -> None:
     if not args.skip_sim:
         bench_simulation(args.batch, args.samples, args.threads, args.repeats, not args.skip_torch_loop)
         bench_batch_scaling(args.threads, not args.skip_torch_loop)
-        bench_breakdown(args.batch, min(args.samples, 2000))
+        bench_breakdown(args.batch, args.samples)
     with tempfile.TemporaryDirectory() as tmp:
         out_dir = args.out_dir or Path(tmp)
         out_dir.mkdir(parents=True, exist_ok=True)
