@@ -37,6 +37,8 @@ class EvalConfig(Config):
     amplitude_V: Positive = 0.4
     conditions: dict[str, tuple[float, ...]] | None = None
     repeats: PositiveInt = 1
+    #: where the twin computes: auto (a GPU when present), cpu, cuda or cuda:N
+    torch_device: str = "auto"
 
     def acquire_config(self) -> AcquireConfig:
         n_cond = int(np.prod([len(v) for v in (self.conditions or {}).values()])) if self.conditions else 1
@@ -104,7 +106,8 @@ def evaluate(twin: Device, device: Device, config: EvalConfig, rng: np.random.Ge
 
 def run(ctx: RunContext, config: EvalConfig) -> dict[str, Any]:
     """The plan body: score the twin at ``config.checkpoint`` against ``ctx.device``."""
-    with open_device(f"twin:{config.checkpoint}", defaults={"seed": ctx.seed}) as twin:
+    with open_device(f"twin:{config.checkpoint}", defaults={"seed": ctx.seed},
+                     torch_device=config.torch_device) as twin:
         if not np.isclose(twin.dt_s, config.dt_s, rtol=1e-9):
             raise ConfigError(f"the twin was trained on a {twin.dt_s:g} s grid but the drives use "
                               f"{config.dt_s:g} s; leave dt_s at the twin's value")

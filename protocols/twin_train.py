@@ -27,7 +27,7 @@ from spinlab.protocols.acquire import AcquireConfig, recording_batches
 from spinlab.twin.checkpoint import TwinMeta, load_twin, save_twin
 from spinlab.twin.data import (MumaxSplit, condition_ranges, estimate_noise_std, fit_normalisation,
                                load_mumax_table, mumax_trajectories, predict, trajectory_nrmse)
-from spinlab.twin.model import TwinArchitecture, build_model
+from spinlab.twin.model import TwinArchitecture, build_model, resolve_torch_device
 from spinlab.twin.train import OnlineConfig, TrainConfig, train_offline, train_online
 
 CHECKPOINT = "twin-checkpoint.pt"
@@ -50,6 +50,8 @@ class TwinTrainConfig(Config):
     #: MuMax3 source: the table and how it is split (MumaxSplit fields)
     table: str | None = None
     split: dict[str, Any] = {}
+    #: where the twin trains: auto (a GPU when present), cpu, cuda or cuda:N
+    torch_device: str = "auto"
 
     @model_validator(mode="after")
     def _sections(self) -> "TwinTrainConfig":
@@ -60,6 +62,7 @@ class TwinTrainConfig(Config):
             raise ValueError("MuMax3 training needs the table's path (--mumax)")
         self.architecture_config()
         self.train_config()
+        resolve_torch_device(self.torch_device)
         if self.source == "device":
             if self.acquire_config().validation_every < 2:
                 raise ValueError("online training needs held-out data: --validation-every must be >= 2")
@@ -118,6 +121,7 @@ def run_device(ctx: RunContext, config: TwinTrainConfig) -> dict[str, Any]:
     first = next(batches)
     data = first.trajectories
     model = build_model(arch, fit_normalisation(data, arch.condition_names), seed=ctx.seed)
+    model.to(resolve_torch_device(config.torch_device))
     warm = _warm_start(ctx, model)
     # the first batch may be a mean of `repeats` shots: scale back to one shot
     tcfg.noise_std = estimate_noise_std(np.stack([t.response for t in data])) * math.sqrt(first.repeats)
@@ -162,6 +166,7 @@ def run_mumax(ctx: RunContext, config: TwinTrainConfig) -> dict[str, Any]:
     if val_t is None:
         raise ConfigError("MuMax3 training needs validation data: --val-points must be > 0")
     model = build_model(arch, fit_normalisation([train_t], ()), seed=ctx.seed)
+    model.to(resolve_torch_device(config.torch_device))
     warm = _warm_start(ctx, model)
     tcfg.noise_std = estimate_noise_std(train_t.response)
     units = (table.units.get(split.input_column, ""),

@@ -19,7 +19,7 @@ from spinlab.sim_backends._options import coerce_options, flag
 from spinlab import Device, SafetyLimits
 from spinlab.errors import ConfigError
 from spinlab.twin.checkpoint import TwinMeta, load_twin
-from spinlab.twin.model import SpinNODE
+from spinlab.twin.model import SpinNODE, resolve_torch_device
 
 
 class TwinExtrapolationWarning(UserWarning):
@@ -31,17 +31,15 @@ class TwinDevice(Device):
 
     ``noise`` adds the measured output noise stored with the twin (seeded by ``seed``), so
     reservoir experiments see a realistic signal-to-noise ratio; ``batch_size`` bounds how many
-    drives are integrated at once (memory); ``threads`` is how many cores the twin uses
-    (default: torch's thread setting when opened): a large batch is split into that many
-    shards integrated in parallel, each with one torch thread
-    (torch's intra-op threads on these small ops cost more in synchronisation than they gain,
-    and on a busy machine spinning threads can be 10x slower); the caller's torch thread
-    setting is restored afterwards.
+    drives are integrated at once (memory); ``torch_device`` is where the twin computes
+    (``auto``: the GPU when present); ``threads`` is how many CPU cores share a large batch
+    (default: torch's thread setting when opened).
     """
 
     def __init__(self, model: SpinNODE, meta: TwinMeta, *, path: str = "", noise: bool = False,
                  seed: int = 0, resample: bool = False, batch_size: int = 1024,
-                 threads: int | None = None, limits: SafetyLimits | None = None,
+                 threads: int | None = None, torch_device: str | torch.device = "auto",
+                 limits: SafetyLimits | None = None,
                  default_conditions: Mapping[str, float] | None = None) -> None:
         names = model.arch.condition_names
         defaults = {n: float(np.mean(meta.condition_ranges[n])) if n in meta.condition_ranges
@@ -50,7 +48,8 @@ class TwinDevice(Device):
         super().__init__(limits, defaults)
         self.condition_names = tuple(names)
         self.response_unit = meta.output_unit
-        self.model = model.eval()
+        self.torch_device = resolve_torch_device(torch_device)
+        self.model = model.eval().to(self.torch_device)
         self.meta = meta
         self.path = path
         self.noise = bool(noise)
@@ -63,7 +62,7 @@ class TwinDevice(Device):
         if threads < 1:
             raise ConfigError(f"twin option threads must be >= 1, got {threads}")
         self.threads = int(threads)
-        self._rng = np.random.default_rng(self.seed)
+        self._noise = torch.Generator().manual_seed(self.seed)  # float32 normals: 5x numpy's f64
         self.address = f"twin:{path}"
 
     @property
@@ -75,7 +74,8 @@ class TwinDevice(Device):
         return {**super().identity(), "checkpoint": self.path, "dt_s": self.meta.dt_s,
                 "architecture": self.model.arch.to_dict(),
                 "condition_ranges": self.meta.condition_ranges, "noise": self.noise,
-                "seed": self.seed, "trained_on": prov.get("source"),
+                "seed": self.seed, "torch_device": str(self.torch_device),
+                "trained_on": prov.get("source"),
                 "best_nrmse": prov.get("best_nrmse")}
 
     def _check_conditions(self, conditions: dict[str, np.ndarray]) -> None:
@@ -110,29 +110,36 @@ class TwinDevice(Device):
             twin_drive, t_twin = self._to_twin_grid(drive, dt_s)
             twin_out = self._simulate(twin_drive, conditions)
             t_out = (np.arange(drive.shape[1]) + 1) * dt_s
-            out = np.stack([np.interp(t_out, t_twin, row) for row in twin_out])
+            out = np.stack([np.interp(t_out, t_twin, row) for row in twin_out]).astype(np.float32)
         else:
             out = self._simulate(drive, conditions)
         if self.noise and self.meta.noise_std > 0:
-            out = out + self.meta.noise_std * self._rng.standard_normal(out.shape)
+            self._add_noise(out)
         return out
 
+    def _add_noise(self, out: np.ndarray, rows: int = 16) -> None:
+        """Add the measured noise in place, a few rows at a time: no second array of the
+        response's size (on this machine touching fresh memory costs as much as the noise)."""
+        flat = torch.from_numpy(out.reshape(out.shape[0], -1))
+        buf = torch.empty(min(rows, flat.shape[0]), flat.shape[1])
+        for start in range(0, flat.shape[0], rows):
+            block = flat[start: start + rows]
+            noise = buf[: block.shape[0]]
+            torch.randn(noise.shape, generator=self._noise, out=noise)
+            block.add_(noise, alpha=self.meta.noise_std)
+
     def _simulate(self, drive: np.ndarray, conditions: dict[str, np.ndarray]) -> np.ndarray:
+        """The response, float32 (the twin's precision; half the memory of float64)."""
         self._check_conditions(conditions)
         cond = self.model.condition_tensor(conditions, drive.shape[0])
-        out = np.empty(drive.shape, dtype=np.float64)
-        dtype = self.model.y_mean.dtype
-        threads_before = torch.get_num_threads()
-        torch.set_num_threads(1)  # simulate() shards over self.threads cores itself
-        try:
-            for start in range(0, drive.shape[0], self.batch_size):
-                stop = min(start + self.batch_size, drive.shape[0])
-                y = self.model.simulate(torch.as_tensor(drive[start:stop], dtype=dtype),
-                                        cond[start:stop], settle_samples=self.meta.settle_samples,
-                                        rest_drive=self.meta.rest_drive_V, workers=self.threads)
-                out[start:stop] = y.double().numpy()
-        finally:
-            torch.set_num_threads(threads_before)
+        parts = []
+        for start in range(0, drive.shape[0], self.batch_size):
+            stop = min(start + self.batch_size, drive.shape[0])
+            y = self.model.simulate(drive[start:stop], cond[start:stop],
+                                    settle_samples=self.meta.settle_samples,
+                                    rest_drive=self.meta.rest_drive_V, workers=self.threads)
+            parts.append(y.cpu().numpy())
+        out = parts[0] if len(parts) == 1 else np.concatenate(parts)
         if not np.all(np.isfinite(out)):
             raise ConfigError(
                 f"twin {self.path} diverged (non-finite response); the drive or conditions are "
@@ -145,12 +152,14 @@ def open_twin(path: str | Path, **options: Any) -> TwinDevice:
     """``open_device("twin:PATH?noise=1&seed=3&resample=1")``: load a checkpoint as a Device.
 
     Options (strings from the address are converted): ``noise`` (add the measured noise),
-    ``seed``, ``resample``, ``batch_size``, ``threads``, ``max_drive_V``, ``max_bias_A``,
-    ``max_field_T`` and a default value for any condition the twin knows (e.g. ``bias_A``)."""
+    ``seed``, ``resample``, ``batch_size``, ``threads``, ``torch_device`` (auto, cpu, cuda,
+    cuda:N), ``max_drive_V``, ``max_bias_A``, ``max_field_T`` and a default value for any
+    condition the twin knows (e.g. ``bias_A``)."""
     model, meta = load_twin(path)
     names = model.arch.condition_names
     spec: dict[str, Any] = {"noise": flag, "resample": flag, "seed": int, "batch_size": int,
-                            "threads": int, "max_drive_V": float, "max_bias_A": float,
+                            "threads": int, "torch_device": lambda _, v: resolve_torch_device(v),
+                            "max_drive_V": float, "max_bias_A": float,
                             "max_field_T": float, **{name: float for name in names}}
     unknown = sorted(set(options) - set(spec))
     if unknown:

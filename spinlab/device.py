@@ -38,7 +38,7 @@ class SafetyLimits:
     def check_drive(self, drive: Waveform) -> None:
         if drive.unit != "V":
             raise SafetyLimitError(f"drive must be in volts (unit 'V'), got unit {drive.unit!r}")
-        peak = float(np.max(np.abs(drive.samples)))
+        peak = max(float(np.max(drive.samples)), -float(np.min(drive.samples)))  # no |x| copy
         if peak > self.max_drive_V * (1 + 1e-12):
             raise SafetyLimitError(
                 f"drive peak {peak:.4g} V exceeds the safety limit max_drive_V = {self.max_drive_V:.4g} V; "

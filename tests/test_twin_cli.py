@@ -92,3 +92,6 @@ def test_user_errors_exit_2_with_one_line(tmp_path):
     result = runner.invoke(app, ["acquire", "--device", "sim:vortex", "--bias-A", "6e-3,abc",
                                  "--runs-dir", str(tmp_path)])
     assert result.exit_code == 2 and "--bias-A" in result.output
+    result = runner.invoke(app, ["twin", "train", "--mumax", str(TABLE), "--torch-device", "gpu7",
+                                 "--out", str(tmp_path / "x.pt"), "--runs-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "torch device must be" in result.output

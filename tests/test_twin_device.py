@@ -90,7 +90,22 @@ def test_bad_options_and_bad_checkpoints(twin_path, tmp_path):
         open_device(f"twin:{path}?colour=blue")
     with pytest.raises(ConfigError, match="noise"):
         open_device(f"twin:{path}?noise=maybe")
+    with pytest.raises(ConfigError, match="torch device must be"):
+        open_device(f"twin:{path}?torch_device=tpu")
     broken = tmp_path / "broken.pt"
     broken.write_bytes(path.read_bytes()[:100])
     with pytest.raises(CheckpointError):
         open_device(f"twin:{broken}")
+
+
+def test_torch_device_option(twin_path):
+    path, _ = twin_path
+    cpu = open_device(f"twin:{path}?torch_device=cpu")
+    assert cpu.identity()["torch_device"] == "cpu"
+    auto = open_device(f"twin:{path}")  # the GPU when present, else the CPU
+    assert auto.identity()["torch_device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    np.testing.assert_allclose(auto.respond(_drive()).samples, cpu.respond(_drive()).samples,
+                               rtol=1e-4, atol=1e-6)
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="cuda is not available"):
+            open_device(f"twin:{path}?torch_device=cuda")

@@ -72,6 +72,7 @@ HoldOption = typer.Option("1e-7,1e-6", "--hold-s", help="Hold time range of each
 AmplitudeOption = typer.Option(0.4, "--amplitude-V", help="Drive levels are uniform in +-this (V), clipped to the device limit.")
 DtOption = typer.Option(1e-7, "--dt-s", help="Sample interval of drives and responses (s).")
 RecordOption = typer.Option(1e-4, "--record-s", help="Length of one recording (s).")
+TorchDeviceOption = typer.Option("auto", "--torch-device", help="Where the twin computes: auto (a GPU when present), cpu, cuda or cuda:N.")
 
 
 # --- spinlab acquire -------------------------------------------------------------------------
@@ -147,6 +148,7 @@ def train(
     noise_injection: bool = typer.Option(False, "--noise-injection/--no-noise-injection", help="Perturb segment starts with the measured output noise."),
     max_wall_s: Optional[float] = typer.Option(None, "--max-wall-s", help="Wall-time budget of the training (s)."),
     threads: int = typer.Option(1, "--threads", help="torch threads (1 is fastest for H ~ 64)."),
+    torch_device: str = TorchDeviceOption,
     json_output: bool = JsonOption,
     run: RunOptions = RunOptions(),
 ) -> None:
@@ -180,7 +182,7 @@ def train(
             plan = protocol.plan(out=str(out), source="device", architecture=arch.to_dict(),
                                  train=asdict(tcfg), acquire=acq.to_dict(),
                                  online=asdict(OnlineConfig(steps_per_batch=steps_per_batch)),
-                                 rest_drive_V=_rest(rest_drive))
+                                 rest_drive_V=_rest(rest_drive), torch_device=torch_device)
         else:
             split = MumaxSplit(input_column=input_column, output_column=output_column, every=every,
                                resample_dt_s=resample_dt_s, discard=discard, n_train=train_points,
@@ -189,7 +191,8 @@ def train(
             arch = TwinArchitecture(n_delays=delays, delay_samples=delay_samples, hidden=hidden,
                                     interpolation=interpolation or "linear")
             plan = protocol.plan(out=str(out), source="mumax3", architecture=arch.to_dict(),
-                                 train=asdict(tcfg), table=str(mumax), split=asdict(split))
+                                 train=asdict(tcfg), table=str(mumax), split=asdict(split),
+                                 torch_device=torch_device)
         result = run_plan(plan, device, run)
     summary = {**result.summary, "run_dir": str(result.path), "wall_s": time.perf_counter() - start}
     if json_output:
@@ -227,6 +230,7 @@ def evaluate(
     hold_s: str = HoldOption,
     amplitude_V: float = AmplitudeOption,
     record_s: float = RecordOption,
+    torch_device: str = TorchDeviceOption,
     json_output: bool = JsonOption,
     run: RunOptions = RunOptions(),
 ) -> None:
@@ -240,7 +244,7 @@ def evaluate(
         plan = protocol.plan(checkpoint=str(checkpoint), n_drives=n_drives, record_s=record_s,
                              dt_s=twin.dt_s, hold_s=_pair(hold_s, "--hold-s"), amplitude_V=amplitude_V,
                              conditions=_conditions(bias_A, field_T, condition or []) or None,
-                             repeats=repeats)
+                             repeats=repeats, torch_device=torch_device)
         twin.close()
         result = run_plan(plan, device, run)
     summary = {**result.summary, "plot": str(result.path / "twin_vs_device.png"),

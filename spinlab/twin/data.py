@@ -126,30 +126,32 @@ class SegmentSampler:
             raise ConfigError(f"segment_samples must be >= 1, got {segment_samples}")
         self.model = model
         self.segment_samples = int(segment_samples)
-        self.generator = torch.Generator().manual_seed(int(seed))
+        device = model.y_mean.device  # the data lives where the model trains: no copy per step
+        self.generator = torch.Generator(device).manual_seed(int(seed))
         k = model.arch.n_delays
-        dtype = model.y_mean.dtype
-        self._x = torch.zeros(0, k, dtype=dtype)
-        self._u = torch.zeros(0, k, dtype=dtype)
-        self._c = torch.zeros(0, len(model.arch.condition_names), dtype=dtype)
-        self._starts = torch.zeros(0, dtype=torch.long)
+        like = {"dtype": model.y_mean.dtype, "device": device}
+        self._x = torch.zeros(0, k, **like)
+        self._u = torch.zeros(0, k, **like)
+        self._c = torch.zeros(0, len(model.arch.condition_names), **like)
+        self._starts = torch.zeros(0, dtype=torch.long, device=device)
         self.n_samples = 0
 
     def extend(self, trajectories: Iterable[Trajectory]) -> None:
         xs, us, cs, starts = [self._x], [self._u], [self._c], [self._starts]
         offset = self._x.shape[0]
         hist = self.model.arch.history_samples
+        like = {"dtype": self._x.dtype, "device": self._x.device}
         with torch.no_grad():
             for t in trajectories:
-                y = self.model.norm_output(torch.as_tensor(t.response, dtype=self._x.dtype))[None]
-                u = self.model.norm_drive(torch.as_tensor(t.drive, dtype=self._x.dtype))[None]
+                y = self.model.norm_output(torch.as_tensor(t.response, **like))[None]
+                u = self.model.norm_drive(torch.as_tensor(t.drive, **like))[None]
                 c = self.model.condition_tensor(t.conditions, 1)
                 xs.append(self.model.embed_output(y)[0])
                 us.append(self.model.delay_features(u)[0])
                 cs.append(self.model.norm_conditions(c).expand(t.n, -1))
                 last = t.n - 1 - self.segment_samples
                 if last >= hist - 1:
-                    starts.append(torch.arange(hist - 1, last + 1) + offset)
+                    starts.append(torch.arange(hist - 1, last + 1, device=like["device"]) + offset)
                 offset += t.n
                 self.n_samples += t.n
         self._x, self._u, self._c = torch.cat(xs), torch.cat(us), torch.cat(cs)
@@ -166,9 +168,10 @@ class SegmentSampler:
                 f"no training window of {self.segment_samples + 1} samples fits in the data; "
                 "use fewer --segment-samples or longer recordings"
             )
-        pick = torch.randint(self.n_windows, (n_segments,), generator=self.generator)
+        device = self._starts.device
+        pick = torch.randint(self.n_windows, (n_segments,), generator=self.generator, device=device)
         start = self._starts[pick]
-        idx = start[:, None] + torch.arange(self.segment_samples + 1)
+        idx = start[:, None] + torch.arange(self.segment_samples + 1, device=device)
         x = self._x[idx]
         return x[:, 0], self._u[idx], self._c[start], x[:, 1:]
 
@@ -179,7 +182,15 @@ def predict(model: SpinNODE, trajectories: Sequence[Trajectory], *, settle_sampl
 
     Returns one array per trajectory on its full grid; for ``initial="measured"`` the first
     ``history_samples - 1`` entries are the measured history itself."""
-    out: list[np.ndarray | None] = [None] * len(trajectories)
+    return _predict_levels(model, trajectories, settle_samples, (rest_drive,))[0]
+
+
+def _predict_levels(model: SpinNODE, trajectories: Sequence[Trajectory], settle_samples: int,
+                    rest_drives: Sequence[float | None]) -> list[list[np.ndarray]]:
+    """:func:`predict` for several settle levels at once: one batched simulation per group of
+    trajectories of one length and start kind, every level in the same batch."""
+    levels = len(rest_drives)
+    out: list[list[np.ndarray | None]] = [[None] * len(trajectories) for _ in rest_drives]
     hist = model.arch.history_samples
     groups: dict[tuple[int, str], list[int]] = {}
     for i, t in enumerate(trajectories):
@@ -197,26 +208,38 @@ def predict(model: SpinNODE, trajectories: Sequence[Trajectory], *, settle_sampl
                                   f"{hist} samples; use longer drives (or fewer --delays/--delay-samples)")
             y = model.simulate(drive[:, hist - 1:], cond,
                                y_history=torch.as_tensor(resp[:, :hist], dtype=dtype))
-            pred = np.concatenate([resp[:, : hist - 1], y.double().numpy()], axis=1)
+            pred = np.concatenate([resp[:, : hist - 1], y.cpu().double().numpy()], axis=1)
+            preds = [pred] * levels  # the measured start does not settle
         else:
-            pred = model.simulate(drive, cond, settle_samples=settle_samples,
-                                  rest_drive=rest_drive).double().numpy()
-        for j, i in enumerate(members):
-            out[i] = pred[j]
+            rest = torch.cat([drive[:, 0] if level is None else torch.full((len(members),), level, dtype=dtype)
+                              for level in rest_drives])
+            y = model.simulate(drive.repeat(levels, 1), cond.repeat(levels, 1),
+                               settle_samples=settle_samples, rest_drive=rest)
+            preds = y.cpu().double().numpy().reshape(levels, len(members), n)
+        for level, pred in enumerate(preds):
+            for j, i in enumerate(members):
+                out[level][i] = pred[j]
     return out  # type: ignore[return-value]
 
 
 def trajectory_nrmse(model: SpinNODE, trajectories: Sequence[Trajectory], *,
                      settle_samples: int = 0, rest_drive: float | None = None) -> float:
     """Pooled NRMSE of free-running predictions over the samples actually predicted."""
-    preds = predict(model, trajectories, settle_samples=settle_samples, rest_drive=rest_drive)
+    return nrmse_per_rest_level(model, trajectories, settle_samples=settle_samples,
+                                rest_drives=(rest_drive,))[0]
+
+
+def nrmse_per_rest_level(model: SpinNODE, trajectories: Sequence[Trajectory], *,
+                         settle_samples: int, rest_drives: Sequence[float | None]) -> list[float]:
+    """:func:`trajectory_nrmse` for each settle level (None: the drive's first sample), from
+    one batched simulation."""
     hist = model.arch.history_samples
-    p, y = [], []
-    for t, pred in zip(trajectories, preds):
-        skip = hist if t.initial == "measured" else 0
-        p.append(pred[skip:])
-        y.append(t.response[skip:])
-    return nrmse(np.concatenate(p), np.concatenate(y))
+    truth = np.concatenate([t.response[hist if t.initial == "measured" else 0:] for t in trajectories])
+    scores = []
+    for preds in _predict_levels(model, trajectories, settle_samples, rest_drives):
+        p = [pred[hist if t.initial == "measured" else 0:] for t, pred in zip(trajectories, preds)]
+        scores.append(nrmse(np.concatenate(p), truth))
+    return scores
 
 
 # --- MuMax3 tables ---------------------------------------------------------------------------
@@ -342,6 +365,6 @@ def truncate_table(table: MumaxTable, rows: int) -> MumaxTable:
 
 __all__ = [
     "Trajectory", "nrmse", "estimate_noise_std", "fit_normalisation", "condition_ranges",
-    "SegmentSampler", "predict", "trajectory_nrmse", "MumaxTable", "load_mumax_table",
+    "SegmentSampler", "predict", "trajectory_nrmse", "nrmse_per_rest_level", "MumaxTable", "load_mumax_table",
     "MumaxSplit", "mumax_trajectories", "truncate_table",
 ]

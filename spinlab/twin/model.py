@@ -6,17 +6,16 @@ The device's hidden state is replaced by k time-delayed copies of its one measur
 sample grid (time measured in samples, so one step is h = 1) with the drive interpolated
 between samples.
 
-Two integrators compute the same thing:
+Three integrators compute the same thing (:meth:`SpinNODE.rollout` picks one):
 
-* :meth:`SpinNODE.rollout` - the fast path used for training and simulation. The drive and
-  conditions enter the first layer linearly, so their contribution to its pre-activation is
-  computed for a whole time chunk at once, and a stage between samples is a blend of two of
-  those rows; the time loop is then three fused ``addmm`` and two activations per stage
-  (TorchScript), with ``tanh`` evaluated as ``2 sigmoid(2z) - 1`` folded into the weights
-  (torch's CPU sigmoid is ~10x faster than its tanh; same function, same weights).
+* the compiled CPU kernel (:mod:`spinlab.twin.kernel`, float32): the whole batch in one fused
+  call, forward and backward; what simulation and training use on a CPU;
+* the torch loop (TorchScript; any device and dtype: the GPU path). The drive and conditions
+  enter the first layer linearly, so their contribution to its pre-activation is computed for a
+  whole time chunk at once, and a stage between samples is a blend of two of those rows;
 * :meth:`SpinNODE.reference_rollout` - ``torchdiffeq.odeint(method="rk4")`` on the same right
-  hand side, kept as the reference the fast path is tested against. torchdiffeq's ``rk4`` is
-  the 3/8 rule, so the fast path uses the 3/8 rule too.
+  hand side, kept as the reference the others are tested against. torchdiffeq's ``rk4`` is
+  the 3/8 rule, so the fast paths use the 3/8 rule too.
 
 Values are normalised inside the model (output, drive and condition mean/std are buffers stored
 with the weights), so callers always pass physical units.
@@ -122,7 +121,7 @@ class Normalisation:
     c_std: list[float] = field(default_factory=list)
 
 
-# --- the fast integrator ---------------------------------------------------------------------
+# --- the torch integrator (GPU, float64, and CPUs without a C++ compiler) -------------------
 def _script(fn):
     """TorchScript the hot loop (1.2-2.4x faster on CPU); plain Python if scripting is gone."""
     try:
@@ -135,16 +134,12 @@ def _script(fn):
 
 @_script
 def _mlp_tail(a: Tensor, weights: list[Tensor], biases: list[Tensor]) -> Tensor:
-    """The MLP after the first pre-activation, in the sigmoid form of tanh.
-
-    ``tanh(z) = 2 sigmoid(2 z) - 1``, and the affine ``2 s - 1`` folds into the next layer's
-    weights (see :meth:`SpinNODE._tail_params`), so each hidden layer costs one ``addmm`` and
-    one ``sigmoid`` - torch's CPU sigmoid is ~10x faster than its tanh. ``a`` is twice the
-    first pre-activation."""
-    h = torch.sigmoid(a)
+    """The MLP after the first pre-activation ``a``: tanh, then ``addmm`` + tanh per hidden
+    layer, then the output layer."""
+    h = torch.tanh(a)
     n = len(weights)
     for i in range(n - 1):
-        h = torch.sigmoid(torch.addmm(biases[i], h, weights[i]))
+        h = torch.tanh(torch.addmm(biases[i], h, weights[i]))
     return torch.addmm(biases[n - 1], h, weights[n - 1])
 
 
@@ -152,7 +147,7 @@ def _mlp_tail(a: Tensor, weights: list[Tensor], biases: list[Tensor]) -> Tensor:
 def _rk38_loop(x: Tensor, p0: list[Tensor], p1: list[Tensor], p2: list[Tensor],
                p3: list[Tensor], w_state: Tensor, weights: list[Tensor],
                biases: list[Tensor]) -> list[Tensor]:
-    """3/8-rule RK4 over a chunk of steps (h = 1). ``p*[n]`` are (twice) the first-layer
+    """3/8-rule RK4 over a chunk of steps (h = 1). ``p*[n]`` are the first-layer
     pre-activations contributed by drive + conditions at the four stage times of step n."""
     third = 1.0 / 3.0
     out: list[Tensor] = []
@@ -164,6 +159,9 @@ def _rk38_loop(x: Tensor, p0: list[Tensor], p1: list[Tensor], p2: list[Tensor],
         x = x + (k1 + 3.0 * (k2 + k3) + k4) * 0.125
         out.append(x)
     return out
+
+
+KERNELS = ("auto", "compiled", "torch")
 
 
 class SpinNODE(nn.Module):
@@ -228,14 +226,19 @@ class SpinNODE(nn.Module):
     def delay_features(self, u: Tensor) -> Tensor:
         """``(B, n)`` normalised drive -> ``(B, n, k)`` drive at delays 0, tau, ... (k-1) tau.
 
-        Samples before the start repeat the first sample (the level the device sat at)."""
+        Samples before the start repeat the first sample (the level the device sat at). The
+        result is a view of time-major storage ``(n, k, B)``: the layout both integrators read
+        (the compiled kernel without a copy when B is a multiple of its 16 lanes)."""
         k, d = self.arch.n_delays, self.arch.delay_samples
-        feats = [u]
+        batch, n = u.shape
+        feats = u.new_empty(n, k, batch)
+        u_t = u.T
+        feats[:, 0] = u_t
         for j in range(1, k):
-            shift = j * d
-            pad = u[:, :1].expand(-1, min(shift, u.shape[1]))
-            feats.append(torch.cat([pad, u[:, : u.shape[1] - shift]], dim=1)[:, : u.shape[1]])
-        return torch.stack(feats, dim=-1)
+            shift = min(j * d, n)
+            feats[:shift, j] = u_t[:1]
+            feats[shift:, j] = u_t[: n - shift]
+        return feats.permute(2, 0, 1)
 
     def embed_output(self, y: Tensor) -> Tensor:
         """``(B, n)`` normalised output -> ``(B, n, k)`` delay-embedded states (valid from
@@ -250,59 +253,86 @@ class SpinNODE(nn.Module):
         return self.layers[-1](h)
 
     # --- integrators -------------------------------------------------------------------------
-    def _tail_params(self) -> tuple[Tensor, list[Tensor], list[Tensor]]:
-        """Weights of the sigmoid form: with ``h = tanh(z) = 2 s - 1``, a layer ``h W^T + b``
-        is ``s (2 W^T) + (b - W 1)``; a layer that feeds another activation is doubled again
-        (its sigmoid takes ``2 z``). The first layer's state weights are doubled here, its
-        drive/condition part in :meth:`rollout`."""
-        k = self.arch.n_delays
-        w_state = 2.0 * self.layers[0].weight[:, :k].T.contiguous()
-        weights, biases = [], []
-        last = len(self.layers) - 1
-        for i, layer in enumerate(self.layers[1:], start=1):
-            scale = 1.0 if i == last else 2.0
-            w = (2.0 * scale) * layer.weight.T
-            weights.append(w if i == last else w.contiguous())  # measured fastest for addmm
-            biases.append(scale * (layer.bias - layer.weight.sum(dim=1)))
-        return w_state, weights, biases
-
-    def rollout(self, x0: Tensor, u_feat: Tensor, c: Tensor, chunk: int = 256) -> Tensor:
+    def rollout(self, x0: Tensor, u_feat: Tensor, c: Tensor, chunk: int = 256, *,
+                kernel: str = "auto", n_states: int | None = None, workers: int = 1) -> Tensor:
         """Integrate from state ``x0`` ``(B, k)`` driven by drive features ``u_feat``
         ``(B, n, k)`` at normalised conditions ``c`` ``(B, C)``: returns the states at samples
-        1..n-1, ``(B, n-1, k)`` (all normalised). Differentiable; use under
-        ``torch.no_grad()`` for simulation.
+        1..n-1, ``(B, n-1, n_states)`` (all normalised; ``n_states`` leading components, default
+        all). Differentiable; use under ``torch.no_grad()`` for simulation.
 
-        The drive/condition part of the first layer is computed per time chunk, laid out
-        ``(time, batch, hidden)`` so every step reads contiguous rows, and blended linearly for
-        the stages between samples (exact: it is linear in the drive). Chunking bounds the
-        memory for long drives (1,000 x 10,000 samples would need 2.6 GB at once)."""
+        ``kernel``: ``"compiled"`` is the fused CPU kernel (:mod:`spinlab.twin.kernel`: float32,
+        several times faster), ``"torch"`` the torch loop (any device and dtype), ``"auto"`` the
+        kernel where it applies. ``workers`` threads share a large batch (simulation)."""
+        if kernel not in KERNELS:
+            raise ConfigError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+        from spinlab.twin import kernel as compiled
+
+        params = list(self.parameters())
+        n_states = x0.shape[-1] if n_states is None else n_states
+        if kernel != "torch" and compiled.supports(x0, u_feat, c, params):
+            return compiled.rollout(x0, u_feat, c, params, hold=self.arch.interpolation == "hold",
+                                    n_states=n_states, workers=workers)
+        if kernel == "compiled":
+            raise ConfigError("the compiled twin integrator needs float32 CPU tensors and a C++ "
+                              "compiler (see spinlab.twin.kernel); use kernel='torch'")
+        if workers > 1 and x0.device.type == "cpu" and x0.shape[0] >= 64 * workers:
+            return self._sharded(x0, u_feat, c, chunk, workers)[..., :n_states]
+        return self._torch_rollout(x0, u_feat, c, chunk)[..., :n_states]
+
+    def _torch_rollout(self, x0: Tensor, u_feat: Tensor, c: Tensor, chunk: int) -> Tensor:
+        """The torch loop. The drive/condition part of the first layer is computed per time
+        chunk, laid out ``(time, batch, hidden)`` so every step reads contiguous rows, and
+        blended linearly for the stages between samples (exact: it is linear in the drive).
+        Chunking bounds the memory for long drives."""
         k = self.arch.n_delays
         first = self.layers[0]
-        w_drive = 2.0 * first.weight[:, k: 2 * k].T                    # (k, H)
-        w_cond = first.weight[:, 2 * k:]
-        base = first.bias if c.shape[-1] == 0 else torch.addmm(first.bias, c, w_cond.T)
-        base = 2.0 * base.expand(x0.shape[0], -1)                        # (B, H)
-        w_state, weights, biases = self._tail_params()
+        w_state = first.weight[:, :k].T.contiguous()
+        w_drive = first.weight[:, k: 2 * k].T                              # (k, H)
+        base = first.bias if c.shape[-1] == 0 else torch.addmm(first.bias, c, first.weight[:, 2 * k:].T)
+        base = base.expand(x0.shape[0], -1)                                 # (B, H)
+        weights = [layer.weight.T.contiguous() for layer in self.layers[1:]]
+        biases = [layer.bias for layer in self.layers[1:]]
         hold = self.arch.interpolation == "hold"
-        u_t = u_feat.transpose(0, 1)                                     # (n, B, k) view
+        u_t = u_feat.transpose(0, 1)                                        # (n, B, k) view
         outputs = []
         x = x0
         n_steps = u_t.shape[0] - 1
         for start in range(0, n_steps, chunk):
             stop = min(start + chunk, n_steps)
             lo = start + 1 if hold else start
-            pre = torch.matmul(u_t[lo: stop + 1], w_drive) + base       # (L(+1), B, H)
-            if hold:
-                stages = (pre, pre, pre, pre)
-            else:
-                a, b = pre[:-1], pre[1:]
-                stages = (a, (2.0 * a + b) / 3.0, (a + 2.0 * b) / 3.0, b)
+            with torch.profiler.record_function("twin.drive_input"):  # bench_twin's breakdown
+                pre = torch.matmul(u_t[lo: stop + 1], w_drive) + base      # (L(+1), B, H)
+                if hold:
+                    stages = (pre, pre, pre, pre)
+                else:
+                    a, b = pre[:-1], pre[1:]
+                    stages = (a, (2.0 * a + b) / 3.0, (a + 2.0 * b) / 3.0, b)
             states = _rk38_loop(x, *(s.unbind(0) for s in stages), w_state, weights, biases)
             x = states[-1]
             outputs.append(torch.stack(states, dim=1))
         if not outputs:
             return x0.new_zeros((x0.shape[0], 0, x0.shape[1]))
         return torch.cat(outputs, dim=1)
+
+    def _sharded(self, x0: Tensor, u_feat: Tensor, c: Tensor, chunk: int, workers: int) -> Tensor:
+        """The torch loop on ``workers`` batch shards in parallel threads (the scripted loop
+        releases the GIL), one torch thread each: on these small ops torch's own intra-op
+        threads cost more in synchronisation than they gain."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        shards = torch.arange(x0.shape[0]).tensor_split(workers)
+        threads, grad = torch.get_num_threads(), torch.is_grad_enabled()
+
+        def one(i: Tensor) -> Tensor:
+            with torch.set_grad_enabled(grad):  # grad mode is per thread
+                return self._torch_rollout(x0[i], u_feat[i], c[i], chunk)
+
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(workers, thread_name_prefix="twin") as pool:
+                return torch.cat(list(pool.map(one, shards)), dim=0)
+        finally:
+            torch.set_num_threads(threads)
 
     def reference_rollout(self, x0: Tensor, u_feat: Tensor, c: Tensor) -> Tensor:
         """Same integration with ``torchdiffeq.odeint(method="rk4")`` (slow; the reference)."""
@@ -335,64 +365,50 @@ class SpinNODE(nn.Module):
                 f"the twin needs condition(s) {missing} (it was trained on "
                 f"{list(self.arch.condition_names)})"
             )
-        cols = [torch.as_tensor(conditions[n], dtype=self.y_mean.dtype).reshape(-1).expand(batch)
+        like = {"dtype": self.y_mean.dtype, "device": self.y_mean.device}
+        cols = [torch.as_tensor(conditions[n], **like).reshape(-1).expand(batch)
                 if torch.as_tensor(conditions[n]).numel() == 1
-                else torch.as_tensor(conditions[n], dtype=self.y_mean.dtype).reshape(batch)
+                else torch.as_tensor(conditions[n], **like).reshape(batch)
                 for n in self.arch.condition_names]
         if not cols:
-            return torch.zeros(batch, 0, dtype=self.y_mean.dtype)
+            return torch.zeros(batch, 0, **like)
         return torch.stack(cols, dim=-1)
 
     @torch.no_grad()
     def simulate(self, drive: Tensor, conditions: Tensor, *, y_history: Tensor | None = None,
-                 settle_samples: int = 0, rest_drive: float | None = None,
-                 chunk: int = 256, workers: int | None = None) -> Tensor:
+                 settle_samples: int = 0, rest_drive: float | Tensor | None = None,
+                 chunk: int = 256, workers: int | None = None, kernel: str = "auto") -> Tensor:
         """Free-running response ``(B, n)`` to physical drives ``(B, n)`` at physical
-        conditions ``(B, C)``.
+        conditions ``(B, C)``, on the model's device.
 
         With ``y_history`` ``(B, history_samples)`` (measured output up to and including the
         first sample) the state starts from measurement; otherwise the twin starts at the
         output mean and settles for ``settle_samples`` at the ``rest_drive`` level first (None:
-        the drive's first sample), as a device sits at its bias before the drive begins.
+        the drive's first sample; a number, or one per drive), as a device sits at its bias
+        before the drive begins.
 
-        ``workers > 1`` integrates that many shards of the batch in parallel threads (the
-        scripted loop releases the GIL), each with one torch thread: on these small ops
-        torch's own intra-op threads cost more in synchronisation than they gain (measured
-        5x slower on a busy 2-core machine). ``None`` uses as many shards as torch threads
-        when the batch is large enough (>= 64 drives a shard); torch's thread setting is
-        restored afterwards.
+        ``workers`` threads share the batch on a CPU (None: as many as torch threads). The
+        compiled kernel reads a float64 drive in place (a device's drive: no conversion).
         """
-        dtype = self.y_mean.dtype
-        drive = torch.as_tensor(drive, dtype=dtype)
+        if kernel not in KERNELS:
+            raise ConfigError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+        from spinlab.twin import kernel as compiled
+
+        dtype, device = self.y_mean.dtype, self.y_mean.device
+        k, d = self.arch.n_delays, self.arch.delay_samples
+        params = list(self.parameters())
+        direct = kernel != "torch" and compiled.supports_model(params, k)
+        drive = torch.as_tensor(drive, device=device)
+        drive = drive if direct and drive.dtype == torch.float64 else drive.to(dtype)
         if drive.ndim == 1:
             drive = drive[None]
         batch, n = drive.shape
-        conditions = torch.as_tensor(conditions, dtype=dtype).reshape(batch, -1)
-        threads = torch.get_num_threads()
-        if workers is None:
-            workers = min(threads, batch // 64) if threads > 1 else 1
-        if workers > 1 and batch >= 2 * workers:
-            from concurrent.futures import ThreadPoolExecutor
-
-            shards = torch.arange(batch).tensor_split(workers)
-            kw = {"settle_samples": settle_samples, "rest_drive": rest_drive, "chunk": chunk,
-                  "workers": 1}
-
-            def one(idx: Tensor) -> Tensor:
-                hist = None if y_history is None else torch.as_tensor(y_history)[idx]
-                return self.simulate(drive[idx], conditions[idx], y_history=hist, **kw)
-
-            torch.set_num_threads(1)
-            try:
-                with ThreadPoolExecutor(workers, thread_name_prefix="twin") as pool:
-                    return torch.cat(list(pool.map(one, shards)), dim=0)
-            finally:
-                torch.set_num_threads(threads)
+        conditions = torch.as_tensor(conditions, dtype=dtype, device=device).reshape(batch, -1)
+        workers = torch.get_num_threads() if workers is None else workers
         c = self.norm_conditions(conditions)
-        u = self.norm_drive(drive)
-        k, d = self.arch.n_delays, self.arch.delay_samples
         if y_history is not None:
-            hist = self.norm_output(torch.as_tensor(y_history, dtype=dtype).reshape(batch, -1))
+            hist = torch.as_tensor(y_history, dtype=dtype, device=device).reshape(batch, -1)
+            hist = self.norm_output(hist)
             if hist.shape[1] < self.arch.history_samples:
                 raise ConfigError(
                     f"y_history needs {self.arch.history_samples} samples, got {hist.shape[1]}"
@@ -400,26 +416,55 @@ class SpinNODE(nn.Module):
             x0 = torch.stack([hist[:, -1 - j * d] for j in range(k)], dim=-1)
             settle = 0
         else:
-            x0 = torch.zeros(batch, k, dtype=dtype)
+            x0 = torch.zeros(batch, k, dtype=dtype, device=device)
             settle = int(settle_samples)
-            if settle:
-                level = drive[:, :1] if rest_drive is None else torch.full((batch, 1), rest_drive, dtype=dtype)
-                rest = self.norm_drive(level).expand(batch, settle)
-                u = torch.cat([rest, u], dim=1)
-        states = self.rollout(x0, self.delay_features(u), c, chunk=chunk)
-        y = torch.cat([x0[:, None, 0], states[..., 0]], dim=1)[:, settle:]
-        return self.denorm_output(y)
+        rest = (drive[:, 0] if rest_drive is None
+                else torch.as_tensor(rest_drive, dtype=dtype, device=device).reshape(-1))
+        if direct:
+            return compiled.simulate(drive, x0, c, params, hold=self.arch.interpolation == "hold",
+                                     delay_samples=d, settle=settle, rest=rest,
+                                     u_norm=(self.u_mean, self.u_std), y_norm=(self.y_mean, self.y_std),
+                                     workers=workers)
+        # the drive, after `settle` samples at the rest level, normalised: one pass each
+        u = drive.new_empty(batch, settle + n)
+        u[:, settle:] = drive
+        if settle:
+            u[:, :settle] = rest.to(dtype).reshape(-1, 1)
+        u = torch.addcmul(-self.u_mean / self.u_std, u, 1.0 / self.u_std)
+        states = self.rollout(x0, self.delay_features(u), c, chunk=chunk, kernel=kernel,
+                              n_states=1, workers=workers)
+        y = u.new_empty(batch, settle + n)
+        y[:, 0] = x0[:, 0]
+        y[:, 1:] = states[..., 0]
+        return torch.addcmul(self.y_mean, y[:, settle:], self.y_std)
+
+
+def resolve_torch_device(name: str | torch.device | None = "auto") -> torch.device:
+    """Where the twin computes: ``"auto"`` (None) is the GPU when one is present, else the CPU;
+    ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` ask for one. A GPU that is not there is a ConfigError."""
+    text = "auto" if name is None else str(name).strip().lower()
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"torch device must be auto, cpu, cuda or cuda:N, got {name!r}")
+    if device.type == "cuda" and not (torch.cuda.is_available()
+                                      and (device.index or 0) < torch.cuda.device_count()):
+        raise ConfigError(f"torch device {text} is not available (this torch sees "
+                          f"{torch.cuda.device_count() if torch.cuda.is_available() else 'no'} "
+                          "GPU(s)); use --torch-device cpu or auto")
+    return device
 
 
 def build_model(arch: TwinArchitecture, norm: Normalisation | None = None, *,
                 seed: int = 0, dtype: torch.dtype = torch.float32) -> SpinNODE:
     """A freshly initialised twin (seeded, so the same seed gives the same weights)."""
-    gen_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
+    with torch.random.fork_rng(devices=[]):  # the caller's global RNG stream is left untouched
+        torch.manual_seed(seed)
         model = SpinNODE(arch, norm)
-    finally:
-        torch.random.set_rng_state(gen_state)
     return model.to(dtype)
 
 
@@ -429,4 +474,5 @@ def count_parameters(model: nn.Module) -> int:
 
 __all__: Sequence[str] = (
     "TwinArchitecture", "Normalisation", "SpinNODE", "build_model", "count_parameters",
+    "resolve_torch_device",
 )
