@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from typing import Annotated, Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -237,8 +237,8 @@ def optimise_spoken_digits(device: Device, config: OptimiseConfig, seed: int = 0
         adam.zero_grad()
         knobs.backward(d_knobs)
         adam.step()
-    tuned = replace(base, bias_A=best["bias_A"], drive_fraction=min(1.0, best["drive_fraction"]),
-                    input_sigma=best["input_sigma"] if config.mask_scale else base.input_sigma)
+    tuned = base.replace(bias_A=best["bias_A"], drive_fraction=min(1.0, best["drive_fraction"]),
+                         input_sigma=best["input_sigma"] if config.mask_scale else base.input_sigma)
     return {"history": history, "best": best, "tuned": tuned, "start": dict(zip(KNOBS, start)),
             "subset": len(picked), "threshold_A": threshold, "ridge_alpha": surrogate.ridge_alpha,
             "box": {"bias_A": [config.bias_margin * threshold, device.limits.max_bias_A],
@@ -255,7 +255,7 @@ def run(ctx: RunContext, config: OptimiseConfig) -> dict[str, Any]:
     ctx.save("history", np.array([[h[k] for k in ("step", "loss", "subset_accuracy", *KNOBS)] for h in history]),
              columns=["step", "loss", "subset_accuracy", *KNOBS])
     tuned = result.pop("tuned")
-    summary = {**result, "tuned": {k: getattr(tuned, k) for k in KNOBS}, "protocol": asdict(tuned)}
+    summary = {**result, "tuned": {k: getattr(tuned, k) for k in KNOBS}, "protocol": tuned.to_dict()}
     ctx.result(**summary)
     return summary
 
