@@ -45,7 +45,8 @@ class EvalConfig(Config):
     repeats: PositiveInt = 1
     #: where the twin computes: auto (a GPU when present), cpu, cuda or cuda:N
     torch_device: str = "auto"
-    #: MuMax3 scoring: the table, and the span scored, as fractions of it after the transient
+    #: MuMax3 scoring: the table, and the span scored, as fractions of its length (the twin's
+    #: training transient is never scored)
     table: str | None = None
     span: tuple[float, float] = (0.0, 1.0)
 
@@ -201,7 +202,8 @@ def score_on_table(model: Any, meta: TwinMeta, table: Any, span: tuple[float, fl
     lo, hi = span
     if not 0.0 <= lo < hi <= 1.0:
         raise ConfigError(f"span must be two fractions 0 <= START < STOP <= 1, got {span}")
-    part = series.span(int(round(lo * series.n)), int(round(hi * series.n)))
+    total = series.n + split.discard  # fractions of the whole table; the transient is never scored
+    part = series.span(max(int(round(lo * total)) - split.discard, 0), int(round(hi * total)) - split.discard)
     hist = model.arch.history_samples
     if part.n < hist + 16:
         raise ConfigError(f"the scored span has only {part.n} samples on the twin's grid; widen --span")
