@@ -19,12 +19,16 @@ def _models(interpolation="hold", layers=2, hidden=24, delay_samples=3):
     arch = TwinArchitecture(n_delays=2, delay_samples=delay_samples, hidden=hidden,
                             n_hidden_layers=layers, condition_names=("bias_A",),
                             interpolation=interpolation)
-    norm = Normalisation(0.01, 0.005, 0.0, 0.2, [7.5e-3], [1e-3])
-    m64 = build_model(arch, norm, seed=3, dtype=torch.float64)
+    return _lively(arch, Normalisation(0.01, 0.005, 0.0, 0.2, [7.5e-3], [1e-3]), seed=3)
+
+
+def _lively(arch, norm, seed):
+    """float64 and float32 copies of a twin with large weights (non-trivial dynamics)."""
+    m64 = build_model(arch, norm, seed=seed, dtype=torch.float64)
     with torch.no_grad():
         for layer in m64.layers:
             layer.weight.mul_(3.0)
-    m32 = build_model(arch, norm, seed=3)
+    m32 = build_model(arch, norm, seed=seed)
     m32.load_state_dict({k: v.float() for k, v in m64.state_dict().items()})
     return m64, m32
 
@@ -117,13 +121,7 @@ def _two_drive_models(interpolation):
     """A twin with two drives and two time-varying conditions (float64 and float32)."""
     arch = TwinArchitecture(n_delays=2, delay_samples=2, hidden=20, drive_names=("ku", "field"),
                             condition_names=("dmi", "temperature"), interpolation=interpolation)
-    norm = Normalisation(0.0, 1.0, [0.0, 0.0], [1.0, 1.0], [0.0, 0.0], [1.0, 1.0])
-    m64 = build_model(arch, norm, seed=4, dtype=torch.float64)
-    with torch.no_grad():
-        for layer in m64.layers:
-            layer.weight.mul_(3.0)
-    m32 = build_model(arch, norm, seed=4)
-    m32.load_state_dict({k: v.float() for k, v in m64.state_dict().items()})
+    m64, m32 = _lively(arch, Normalisation(0.0, 1.0, [0.0, 0.0], [1.0, 1.0], [0.0, 0.0], [1.0, 1.0]), seed=4)
     g = torch.Generator().manual_seed(2)
     u = torch.randn(37, 2, 41, generator=g, dtype=torch.float64)
     c = torch.cumsum(torch.randn(37, 41, 2, generator=g, dtype=torch.float64), dim=1) * 0.3
