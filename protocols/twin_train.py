@@ -148,7 +148,7 @@ def run_device(ctx: RunContext, config: TwinTrainConfig) -> dict[str, Any]:
                             "nrmse_history": list(trainer.history), "best_nrmse": trainer.best_nrmse})
 
     result = train_online(model, itertools.chain([first], batches), tcfg, online, run=ctx,
-                          progress=False, on_validate=_checkpointing(ctx, meta_for))
+                          on_validate=_checkpointing(ctx, meta_for))
     tcfg.rest_drive_V = result.rest_drive_V
     meta = meta_for(result, result)
     meta.provenance.update({"nrmse_history": result.history, "best_nrmse": result.best_nrmse,
@@ -213,7 +213,7 @@ def run_mumax(ctx: RunContext, config: TwinTrainConfig) -> dict[str, Any]:
                                     "nrmse_history": list(trainer.history),
                                     "best_nrmse": trainer.best_nrmse})
 
-    result = train_offline(model, [train_t], [val_t], tcfg, run=ctx, progress=False,
+    result = train_offline(model, [train_t], [val_t], tcfg, run=ctx,
                            on_validate=_checkpointing(ctx, meta_for))
     test_nrmse = trajectory_nrmse(model, [test_t])
     rest = series.span(split.n_train, series.n)
