@@ -152,3 +152,12 @@ def test_version_1_checkpoints_still_load(tmp_path):
     cond = torch.tensor([[7.5e-3, 0.0]])
     torch.testing.assert_close(old.simulate(drive, cond, settle_samples=5),
                                model.simulate(drive, cond, settle_samples=5))
+
+
+def test_inputs_must_match_the_architecture(tmp_path):
+    path, _, _ = _named(tmp_path)
+    payload = torch.load(path, weights_only=True)
+    meta = dict(payload["meta"], inputs=payload["meta"]["inputs"][::-1])
+    torch.save({**payload, "meta": meta}, tmp_path / "swapped.pt")
+    with pytest.raises(CheckpointError, match="metadata names inputs"):
+        load_twin(tmp_path / "swapped.pt")
