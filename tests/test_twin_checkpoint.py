@@ -37,10 +37,13 @@ def test_round_trip_keeps_weights_normalisation_and_metadata(tmp_path):
     prov = meta2.provenance
     assert prov["seeds"] == {"model": 7} and prov["nrmse_history"][0]["nrmse"] == 0.2
     assert "torch" in prov["versions"] and "created" in prov
+    _assert_same_response(loaded, model)
+
+
+def _assert_same_response(a, b):
     drive = torch.linspace(-0.3, 0.3, 50)[None]
     cond = torch.tensor([[7.5e-3, 0.0]])
-    torch.testing.assert_close(loaded.simulate(drive, cond, settle_samples=5),
-                               model.simulate(drive, cond, settle_samples=5))
+    torch.testing.assert_close(a.simulate(drive, cond, settle_samples=5), b.simulate(drive, cond, settle_samples=5))
 
 
 def test_truncated_file_raises_checkpoint_error(tmp_path):
@@ -148,10 +151,7 @@ def test_version_1_checkpoints_still_load(tmp_path):
     assert [(s["name"], s["role"], s["unit"]) for s in specs] == [
         ("drive", "drive", "V"), ("bias_A", "condition", ""), ("field_T", "condition", "")]
     assert specs[1]["range"] == [6.5e-3, 8.5e-3]
-    drive = torch.linspace(-0.3, 0.3, 50)[None]
-    cond = torch.tensor([[7.5e-3, 0.0]])
-    torch.testing.assert_close(old.simulate(drive, cond, settle_samples=5),
-                               model.simulate(drive, cond, settle_samples=5))
+    _assert_same_response(old, model)
 
 
 def test_inputs_must_match_the_architecture(tmp_path):
