@@ -171,7 +171,7 @@ class SegmentSampler:
         k = model.arch.n_delays
         like = {"dtype": model.y_mean.dtype, "device": device}
         self._x = torch.zeros(0, k, **like)
-        self._u = torch.zeros(0, k, **like)
+        self._u = torch.zeros(0, model.arch.n_drive_features, **like)
         self._c = torch.zeros(0, len(model.arch.condition_names), **like)
         self._starts = torch.zeros(0, dtype=torch.long, device=device)
         self.n_samples = 0
