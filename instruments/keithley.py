@@ -13,13 +13,11 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
-from pymeasure.instruments import Instrument
 from pymeasure.instruments.keithley import Keithley2400 as _PymeasureKeithley2400
-from pymeasure.instruments.validators import strict_discrete_set
 
 from spinlab.errors import InstrumentError
 from spinlab.instruments.capabilities import KEITHLEY_2400
-from spinlab.instruments.scpi import RAW_REPLY, ErrorQueueMixin, bool_reply, parse_bool, parse_choice, parse_float
+from spinlab.instruments.scpi import ErrorQueueMixin, flag_control, parse_bool, parse_choice, parse_float
 
 
 class SourceState(NamedTuple):
@@ -34,12 +32,11 @@ class SourceState(NamedTuple):
 class Keithley2400(ErrorQueueMixin, _PymeasureKeithley2400):
     """Keithley 2400 with LF terminators, a bounded error queue and :meth:`output_state`."""
 
-    source_enabled = Instrument.control(
+    source_enabled = flag_control(
         "OUTPUT?", "OUTPUT %d",
         """Control whether the source output is on (bool); a reply other than 0/1 raises
         InstrumentError.""",
-        validator=strict_discrete_set, values=[True, False], set_process=int,
-        get_process=bool_reply("output state"), **RAW_REPLY,
+        "output state",
     )
 
     def __init__(self, adapter, name: str = "Keithley 2400 SourceMeter", **kwargs: Any) -> None:

@@ -23,7 +23,8 @@ from spinlab.instruments.capabilities import AwgModel, awg_model_of
 from spinlab.instruments.scpi import (
     RAW_REPLY,
     ErrorQueueMixin,
-    bool_reply,
+    choice_control,
+    flag_control,
     ensure_termination,
     float_reply,
     int_reply,
@@ -100,11 +101,10 @@ class Keysight33500B(ErrorQueueMixin, SCPIMixin, Instrument):
         self._family: AwgModel | None = None
 
     # --- declarative settings ---------------------------------------------------------------
-    output_enabled = Instrument.control(
+    output_enabled = flag_control(
         "OUTP1?", "OUTP1 %d",
         """Control whether channel 1's output relay is closed (bool).""",
-        validator=strict_discrete_set, values=[True, False], set_process=int,
-        get_process=bool_reply("output state"), **RAW_REPLY,
+        "output state",
     )
     output_load_ohm = Instrument.control(
         "OUTP1:LOAD?", "OUTP1:LOAD %s",
@@ -141,11 +141,10 @@ class Keysight33500B(ErrorQueueMixin, SCPIMixin, Instrument):
         """Control which arb in volatile memory is played (str).""",
         validator=_arb_name, get_process=lambda r: str(r).strip().strip('"'), **RAW_REPLY,
     )
-    burst_enabled = Instrument.control(
+    burst_enabled = flag_control(
         "SOUR1:BURS:STAT?", "SOUR1:BURS:STAT %d",
         """Control burst mode (bool).""",
-        validator=strict_discrete_set, values=[True, False], set_process=int,
-        get_process=bool_reply("burst state"), **RAW_REPLY,
+        "burst state",
     )
     burst_cycles = Instrument.control(
         "SOUR1:BURS:NCYC?", "SOUR1:BURS:NCYC %d",
@@ -153,23 +152,20 @@ class Keysight33500B(ErrorQueueMixin, SCPIMixin, Instrument):
         validator=strict_range, values=[1, 100_000_000], set_process=int,
         get_process=int_reply("burst count"), **RAW_REPLY,
     )
-    burst_mode = Instrument.control(
+    burst_mode = choice_control(
         "SOUR1:BURS:MODE?", "SOUR1:BURS:MODE %s",
         """Control the burst mode (str: TRIG or GAT).""",
-        validator=strict_discrete_set, values=["TRIG", "GAT"],
-        get_process=parse_choice(["TRIG", "GAT"], "burst mode"), **RAW_REPLY,
+        ["TRIG", "GAT"], "burst mode",
     )
-    trigger_source = Instrument.control(
+    trigger_source = choice_control(
         "TRIG1:SOUR?", "TRIG1:SOUR %s",
         """Control what starts a burst (str: BUS for *TRG, EXT, IMM, TIM).""",
-        validator=strict_discrete_set, values=["BUS", "EXT", "IMM", "TIM"],
-        get_process=parse_choice(["BUS", "EXT", "IMM", "TIM"], "trigger source"), **RAW_REPLY,
+        ["BUS", "EXT", "IMM", "TIM"], "trigger source",
     )
-    byte_order = Instrument.control(
+    byte_order = choice_control(
         "FORM:BORD?", "FORM:BORD %s",
         """Control the byte order of binary blocks (str: NORM big endian, SWAP little endian).""",
-        validator=strict_discrete_set, values=["NORM", "SWAP"],
-        get_process=parse_choice(["NORM", "SWAP"], "byte order"), **RAW_REPLY,
+        ["NORM", "SWAP"], "byte order",
     )
 
     # --- model capabilities ------------------------------------------------------------------

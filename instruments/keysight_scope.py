@@ -20,6 +20,8 @@ from spinlab.instruments.scpi import (
     RAW_REPLY,
     ErrorQueueMixin,
     bool_reply,
+    choice_control,
+    flag_control,
     ensure_termination,
     float_reply,
     int_reply,
@@ -88,23 +90,20 @@ class InfiniiVisionChannel(Channel):
         """Control the voltage at the screen centre (float).""",
         validator=strict_range, values=[-_CAPS.max_offset_V, _CAPS.max_offset_V], get_process=float_reply("channel offset"), **RAW_REPLY,
     )
-    coupling = Channel.control(
+    coupling = choice_control(
         ":CHANnel{ch}:COUPling?", ":CHANnel{ch}:COUPling %s",
         """Control the input coupling (str: DC or AC).""",
-        validator=strict_discrete_set, values=["DC", "AC"],
-        get_process=parse_choice(["DC", "AC"], "coupling"), **RAW_REPLY,
+        ["DC", "AC"], "coupling",
     )
-    impedance = Channel.control(
+    impedance = choice_control(
         ":CHANnel{ch}:IMPedance?", ":CHANnel{ch}:IMPedance %s",
         """Control the input impedance (str: FIFT for 50 ohm, ONEM for 1 Mohm).""",
-        validator=strict_discrete_set, values=["FIFT", "ONEM"],
-        get_process=parse_choice(["FIFT", "ONEM"], "impedance"), **RAW_REPLY,
+        ["FIFT", "ONEM"], "impedance",
     )
-    display_enabled = Channel.control(
+    display_enabled = flag_control(
         ":CHANnel{ch}:DISPlay?", ":CHANnel{ch}:DISPlay %d",
         """Control whether the channel is on (bool); only displayed channels are acquired.""",
-        validator=strict_discrete_set, values=[True, False], set_process=int,
-        get_process=bool_reply("channel display"), **RAW_REPLY,
+        "channel display",
     )
 
 
@@ -140,11 +139,10 @@ class InfiniiVisionScope(ErrorQueueMixin, SCPIMixin, Instrument):
         """Control the time from the trigger to the time reference in seconds (float).""",
         validator=strict_range, values=[-500.0, 500.0], get_process=float_reply("timebase position"), **RAW_REPLY,
     )
-    timebase_reference = Instrument.control(
+    timebase_reference = choice_control(
         ":TIMebase:REFerence?", ":TIMebase:REFerence %s",
         """Control where the time reference sits (str: LEFT, CENT, RIGH).""",
-        validator=strict_discrete_set, values=["LEFT", "CENT", "RIGH"],
-        get_process=parse_choice(["LEFT", "CENT", "RIGH"], "timebase reference"), **RAW_REPLY,
+        ["LEFT", "CENT", "RIGH"], "timebase reference",
     )
     trigger_source = Instrument.control(
         ":TRIGger:EDGE:SOURce?", ":TRIGger:EDGE:SOURce %s",
@@ -159,29 +157,25 @@ class InfiniiVisionScope(ErrorQueueMixin, SCPIMixin, Instrument):
         validator=strict_range, values=[-_CAPS.max_trigger_level_V, _CAPS.max_trigger_level_V],
         get_process=float_reply("trigger level"), **RAW_REPLY,
     )
-    trigger_slope = Instrument.control(
+    trigger_slope = choice_control(
         ":TRIGger:EDGE:SLOPe?", ":TRIGger:EDGE:SLOPe %s",
         """Control the trigger slope (str: POS, NEG, EITH, ALT).""",
-        validator=strict_discrete_set, values=["POS", "NEG", "EITH", "ALT"],
-        get_process=parse_choice(["POS", "NEG", "EITH", "ALT"], "trigger slope"), **RAW_REPLY,
+        ["POS", "NEG", "EITH", "ALT"], "trigger slope",
     )
-    trigger_sweep = Instrument.control(
+    trigger_sweep = choice_control(
         ":TRIGger:SWEep?", ":TRIGger:SWEep %s",
         """Control the sweep (str: NORM waits for a trigger, AUTO free-runs without one).""",
-        validator=strict_discrete_set, values=["NORM", "AUTO"],
-        get_process=parse_choice(["NORM", "AUTO"], "trigger sweep"), **RAW_REPLY,
+        ["NORM", "AUTO"], "trigger sweep",
     )
-    acquire_type = Instrument.control(
+    acquire_type = choice_control(
         ":ACQuire:TYPE?", ":ACQuire:TYPE %s",
         """Control the acquisition type (str: NORM, AVER, HRES, PEAK).""",
-        validator=strict_discrete_set, values=["NORM", "AVER", "HRES", "PEAK"],
-        get_process=parse_choice(["NORM", "AVER", "HRES", "PEAK"], "acquisition type"), **RAW_REPLY,
+        ["NORM", "AVER", "HRES", "PEAK"], "acquisition type",
     )
-    acquire_mode = Instrument.control(
+    acquire_mode = choice_control(
         ":ACQuire:MODE?", ":ACQuire:MODE %s",
         """Control the acquisition mode (str: RTIM real time, SEGM segmented memory).""",
-        validator=strict_discrete_set, values=["RTIM", "SEGM"],
-        get_process=parse_choice(["RTIM", "SEGM"], "acquisition mode"), **RAW_REPLY,
+        ["RTIM", "SEGM"], "acquisition mode",
     )
     segment_count = Instrument.control(
         ":ACQuire:SEGMented:COUNt?", ":ACQuire:SEGMented:COUNt %d",
@@ -206,11 +200,10 @@ class InfiniiVisionScope(ErrorQueueMixin, SCPIMixin, Instrument):
         validator=strict_range, values=[_CAPS.min_points, _CAPS.memory_points], set_process=int,
         get_process=int_reply("acquisition points"), **RAW_REPLY,
     )
-    waveform_points_mode = Instrument.control(
+    waveform_points_mode = choice_control(
         ":WAVeform:POINts:MODE?", ":WAVeform:POINts:MODE %s",
         """Control which record is transferred (str: RAW the full acquisition record).""",
-        validator=strict_discrete_set, values=["NORM", "MAX", "RAW"],
-        get_process=parse_choice(["NORM", "MAX", "RAW"], "points mode"), **RAW_REPLY,
+        ["NORM", "MAX", "RAW"], "points mode",
     )
     waveform_points = Instrument.control(
         ":WAVeform:POINts?", ":WAVeform:POINts %d",

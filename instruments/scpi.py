@@ -168,6 +168,29 @@ def bool_reply(what: str) -> Callable[[Any], bool]:
 RAW_REPLY = {"cast": str, "maxsplit": 0}
 
 
+def choice_control(get_command: str, set_command: str, docs: str, choices: Sequence[str],
+                   what: str) -> property:
+    """``Instrument.control`` for a setting with a fixed set of ``choices``: a value is checked
+    before it is sent and the reply when it comes back (named ``what`` in errors)."""
+    from pymeasure.instruments import Instrument
+    from pymeasure.instruments.validators import strict_discrete_set
+
+    return Instrument.control(get_command, set_command, docs, validator=strict_discrete_set,
+                              values=list(choices), get_process=parse_choice(choices, what),
+                              **RAW_REPLY)
+
+
+def flag_control(get_command: str, set_command: str, docs: str, what: str) -> property:
+    """``Instrument.control`` for an on/off setting: sent as 1/0, a reply other than 0/1 is an
+    InstrumentError naming ``what``."""
+    from pymeasure.instruments import Instrument
+    from pymeasure.instruments.validators import strict_discrete_set
+
+    return Instrument.control(get_command, set_command, docs, validator=strict_discrete_set,
+                              values=[True, False], set_process=int, get_process=bool_reply(what),
+                              **RAW_REPLY)
+
+
 # --- error queue -------------------------------------------------------------------------------
 def parse_error(reply: str) -> tuple[int, str]:
     """``'-113,"Undefined header"'`` -> ``(-113, "Undefined header")``."""

@@ -30,16 +30,17 @@ command that reproduces them, are in the README ("The spoken-digit operating poi
 """
 from __future__ import annotations
 
-import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Annotated, Any, Callable, Literal, Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from pydantic import Field, model_validator
 
 from spinlab.audio import Utterance, list_fsdd
+from spinlab.config import Config, NonNegative, NonNegativeInt, Positive, PositiveInt
 from spinlab.device import Device
 from spinlab.errors import ConfigError
 from spinlab.features import ChannelNormalizer, FeatureConfig, utterance_features
@@ -56,84 +57,63 @@ STANDARD_TEST_INDICES = 5
 N_CLASSES = 10
 
 
-@dataclass(frozen=True)
-class SpokenDigitsConfig:
+class SpokenDigitsConfig(Config):
     """Everything that defines a spoken-digit run (stored in the run file)."""
 
     data_dir: str
     #: ``standard``: utterance indices 0-4 test, 5-49 train. ``speaker``: test on ``test_speaker``,
     #: train on every other speaker.
-    split: str = "standard"
+    split: Literal["standard", "speaker"] = "standard"
     test_speaker: str | None = None
     #: Virtual nodes per frame.
-    n_nodes: int = 600
+    n_nodes: PositiveInt = 600
     #: Hold time of one virtual node (s).
-    theta_s: float = 400e-9
+    theta_s: Positive = 400e-9
     #: AWG samples per node; the drive's sample interval is ``theta_s / samples_per_node``.
-    samples_per_node: int = 2
+    samples_per_node: PositiveInt = 2
     #: ``mean``: node state = response averaged over its hold; ``samples``: each sample is a state.
-    node_features: str = "mean"
+    node_features: Literal[NODE_FEATURES] = "mean"
     #: Readout input per utterance: states averaged over this many equal parts of the word plus
     #: their spread over the word (:func:`~spinlab.reservoir.pool_states`); 0 = Torrejon's
     #: per-frame readout (frame votes summed), which generalises worse to new voices.
-    segments: int = 3
+    segments: NonNegativeInt = 3
     #: Training copies of the audio at these speeds (new voices: tempo, pitch and formants move
     #: together); each costs one more pass of the training set through the device.
-    augment_speeds: tuple[float, ...] = (0.9, 1.1)
+    augment_speeds: tuple[Annotated[float, Field(ge=0.5, le=2.0)], ...] = (0.9, 1.1)
     #: ``binary`` (+-1, Torrejon) or ``normal`` mask entries.
-    mask_kind: str = "binary"
+    mask_kind: Literal[MASK_KINDS] = "binary"
     #: DC bias current of the oscillator (A), applied as the ``bias_A`` condition.
-    bias_A: float = 6e-3
+    bias_A: NonNegative = 6e-3
     #: Drive amplitude as a fraction of the device's ``limits.max_drive_V``.
-    drive_fraction: float = 1.0
+    drive_fraction: Annotated[float, Field(gt=0, le=1)] = 1.0
     #: Node inputs are scaled so ``input_sigma`` standard deviations (training set) reach the
     #: amplitude; larger values clip less (clipping is itself a nonlinearity outside the device).
-    input_sigma: float = 1.75
+    input_sigma: Positive = 1.75
     #: Features: ``lyon`` (cochleagram), ``mfcc`` or ``logmel``.
     feature_kind: str = "lyon"
     #: Ridge regularisation grid (relative to the mean eigenvalue of the Gram matrix).
     #: The per-frame readout fits ~100 k frames and wants little (1e-6..1e-4); the pooled one
     #: fits one row per utterance and wants more (1e-2..10).
-    alphas: tuple[float, ...] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
+    alphas: tuple[Positive, ...] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
     #: Cross-validation folds over utterance indices (standard split); the speaker split holds
     #: out one training speaker per fold instead.
-    cv_folds: int = 5
+    cv_folds: Annotated[int, Field(ge=2)] = 5
     #: Use a stratified subset of this many utterances (by digit and speaker); None = all.
-    limit: int | None = None
+    limit: Annotated[int, Field(ge=2 * N_CLASSES)] | None = None
     #: Most drive samples per device call (batch x padded length); bounds memory per call.
-    max_batch_samples: int = 64_000_000
+    max_batch_samples: PositiveInt = 64_000_000
     #: Where the feature cache (.npz) lives; None = no cache.
     feature_cache_dir: str | None = None
 
-    def __post_init__(self) -> None:
-        if self.split not in SPLITS:
-            raise ConfigError(f"split {self.split!r} is unknown; use one of {list(SPLITS)}")
+    @model_validator(mode="after")
+    def _consistent(self) -> "SpokenDigitsConfig":
         if self.split == "speaker" and not self.test_speaker:
-            raise ConfigError("the speaker split needs --test-speaker NAME (the speaker held out for testing)")
+            raise ValueError("the speaker split needs --test-speaker NAME (the speaker held out for testing)")
         if self.split == "standard" and self.test_speaker:
-            raise ConfigError("--test-speaker only applies to --split speaker")
-        if self.n_nodes < 1:
-            raise ConfigError(f"n_nodes must be >= 1, got {self.n_nodes}")
-        if not (0 < self.drive_fraction <= 1):
-            raise ConfigError(f"drive_fraction must be in (0, 1], got {self.drive_fraction}")
-        if not (self.bias_A >= 0 and math.isfinite(self.bias_A)):
-            raise ConfigError(f"bias_A must be a non-negative current in amperes, got {self.bias_A}")
-        if self.node_features not in NODE_FEATURES:
-            raise ConfigError(f"node_features must be one of {list(NODE_FEATURES)}, got {self.node_features!r}")
-        if self.mask_kind not in MASK_KINDS:
-            raise ConfigError(f"mask_kind must be one of {list(MASK_KINDS)}, got {self.mask_kind!r}")
-        if self.limit is not None and self.limit < 2 * N_CLASSES:
-            raise ConfigError(f"limit must be at least {2 * N_CLASSES} utterances, got {self.limit}")
-        if self.cv_folds < 2:
-            raise ConfigError(f"cv_folds must be >= 2, got {self.cv_folds}")
-        if self.max_batch_samples < 1:
-            raise ConfigError("max_batch_samples must be positive")
-        if self.segments < 0:
-            raise ConfigError(f"segments must be >= 0, got {self.segments}")
-        if any(not 0.5 <= f <= 2.0 for f in self.augment_speeds):
-            raise ConfigError(f"augment_speeds must lie in [0.5, 2], got {list(self.augment_speeds)}")
+            raise ValueError("--test-speaker only applies to --split speaker")
         FeatureConfig(kind=self.feature_kind)  # validates the kind
         Encoder(np.ones((1, 1)), self.theta_s, self.samples_per_node, 1.0, self.input_sigma)
+        return self
 
     @property
     def dt_s(self) -> float:

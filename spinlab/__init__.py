@@ -14,7 +14,7 @@ from spinlab.errors import (
     RunAborted,
 )
 from spinlab.waveform import Waveform
-from spinlab.device import Device, SafetyLimits
+from spinlab.device import Device, DriveQuantity, SafetyLimits
 from spinlab.registry import open_device, register_scheme
 
 __version__ = "0.1.0"
@@ -23,6 +23,7 @@ __all__ = [
     "Waveform",
     "Device",
     "SafetyLimits",
+    "DriveQuantity",
     "open_device",
     "register_scheme",
     "SpinlabError",

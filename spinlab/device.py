@@ -1,8 +1,9 @@
 """The Device interface and its safety limits.
 
 Everything that can stand where the spintronic device stands is a Device: it takes a drive
-waveform (what the AWG applies, in volts) plus operating conditions (DC bias current, field, ...)
-and returns the response on the same time grid (what the oscilloscope sees, in volts).
+waveform (what the AWG applies, in volts; a device may declare another quantity, e.g. a
+micromagnetic twin driven by anisotropy in J/m3) plus operating conditions (DC bias current,
+field, ...) and returns the response on the same time grid (what the oscilloscope sees, in volts).
 Protocols only talk to a Device, so hardware, emulated bench, simulator and twin are one
 address string apart (:func:`spinlab.registry.open_device`).
 """
@@ -38,7 +39,7 @@ class SafetyLimits:
     def check_drive(self, drive: Waveform) -> None:
         if drive.unit != "V":
             raise SafetyLimitError(f"drive must be in volts (unit 'V'), got unit {drive.unit!r}")
-        peak = float(np.max(np.abs(drive.samples)))
+        peak = max(float(np.max(drive.samples)), -float(np.min(drive.samples)))  # no |x| copy
         if peak > self.max_drive_V * (1 + 1e-12):
             raise SafetyLimitError(
                 f"drive peak {peak:.4g} V exceeds the safety limit max_drive_V = {self.max_drive_V:.4g} V; "
@@ -57,6 +58,51 @@ class SafetyLimits:
                     )
 
 
+@dataclass(frozen=True)
+class DriveQuantity:
+    """What a device's drive is: the physical quantity, its unit and the range it accepts.
+
+    Protocols that think in a normalised input ``u`` in [-1, 1] map it onto this range with
+    :meth:`from_unit` (-1 -> ``low``, 1 -> ``high``), so one protocol runs on an STO driven in
+    volts and on a skyrmion twin driven in J/m3 alike.
+    """
+
+    quantity: str
+    unit: str
+    low: float
+    high: float
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.low) and math.isfinite(self.high) and self.low < self.high):
+            raise ConfigError(f"drive range of {self.quantity} must be finite with low < high, "
+                              f"got [{self.low!r}, {self.high!r}] {self.unit}")
+
+    @property
+    def centre(self) -> float:
+        return 0.5 * (self.low + self.high)
+
+    @property
+    def half_span(self) -> float:
+        return 0.5 * (self.high - self.low)
+
+    def from_unit(self, u: np.ndarray, fraction: float = 1.0) -> np.ndarray:
+        """``u`` in [-1, 1] onto the range; ``fraction`` < 1 uses only that share of it."""
+        return self.centre + fraction * self.half_span * np.asarray(u, dtype=np.float64)
+
+    def check(self, drive: Waveform) -> None:
+        """Unit and range of a drive, before anything reaches the device."""
+        if drive.unit != self.unit:
+            raise SafetyLimitError(f"drive must be {self.quantity} in {self.unit!r}, got unit "
+                                   f"{drive.unit!r}")
+        low, high = float(np.min(drive.samples)), float(np.max(drive.samples))
+        tol = 1e-12 * max(abs(self.low), abs(self.high))
+        if low < self.low - tol or high > self.high + tol:
+            raise SafetyLimitError(
+                f"drive spans [{low:.4g}, {high:.4g}] {self.unit}, outside the {self.quantity} "
+                f"range this device accepts, [{self.low:.4g}, {self.high:.4g}] {self.unit}; "
+                "nothing was sent")
+
+
 class Device(ABC):
     """A drive -> response map with operating conditions. Subclasses implement ``_respond``.
 
@@ -71,6 +117,14 @@ class Device(ABC):
     condition_names: tuple[str, ...] = STANDARD_CONDITIONS
     #: Unit of the response samples.
     response_unit: str = "V"
+
+    @property
+    def drive_quantity(self) -> DriveQuantity:
+        """What the drive is; by default a voltage within the safety limit ``max_drive_V``.
+        Override for a device driven by another quantity (its ``respond`` then checks that
+        range instead of ``max_drive_V``)."""
+        v = self.limits.max_drive_V
+        return DriveQuantity("voltage", "V", -v, v)
 
     def __init__(self, limits: SafetyLimits | None = None,
                  default_conditions: Mapping[str, float] | None = None) -> None:
@@ -90,7 +144,11 @@ class Device(ABC):
             raise WaveformError(f"drive must be a spinlab.Waveform, got {type(drive).__name__}")
         batch = drive.as_batch()
         cond = self.resolve_conditions(conditions, batch.batch_size)
-        self.limits.check_drive(batch)
+        quantity = self.drive_quantity
+        if quantity.unit == "V":
+            self.limits.check_drive(batch)  # the hardware limit, with its station-file advice
+        else:
+            quantity.check(batch)
         self.limits.check_conditions(cond)
         out = np.asarray(self._respond(batch.samples.astype(np.float64, copy=False), batch.dt_s, cond))
         if out.shape != batch.samples.shape:
@@ -128,7 +186,8 @@ class Device(ABC):
 
     def identity(self) -> dict[str, Any]:
         """What this device is (instrument IDNs, model parameters); stored in every run file."""
-        return {"address": self.address, "type": type(self).__name__, "limits": asdict(self.limits)}
+        return {"address": self.address, "type": type(self).__name__, "limits": asdict(self.limits),
+                "drive": asdict(self.drive_quantity)}
 
     def outputs_off(self) -> None:
         """Put every output in its safe state (hardware: bias ramped down, AWG off). The run
@@ -146,7 +205,8 @@ class Device(ABC):
     # --- backend hook ----------------------------------------------------------------------
     @abstractmethod
     def _respond(self, drive: np.ndarray, dt_s: float, conditions: dict[str, np.ndarray]) -> np.ndarray:
-        """Response to validated drives: ``drive`` is ``(batch, n)`` float64 volts, each
+        """Response to validated drives: ``drive`` is ``(batch, n)`` float64 (volts unless
+        :attr:`drive_quantity` says otherwise), each
         condition an array ``(batch,)``. Return an array of the same shape as ``drive``."""
 
 

@@ -113,6 +113,20 @@ def test_cli_json_summary_sim(tmp_path) -> None:
     assert summary["relaxation_time_s"] == pytest.approx(summary["predicted_relaxation_time_s"], rel=0.05)
 
 
+def test_a_seed_in_the_address_equals_the_seed_option_and_reaches_the_noise(tmp_path) -> None:
+    def results(device: str, *extra: str) -> tuple[float, float]:
+        out = CliRunner().invoke(app, ["characterize", "--device", device, "--json",
+                                       "--runs-dir", str(tmp_path), *extra])
+        assert out.exit_code == 0, out.output
+        summary = json.loads(out.stdout.strip().splitlines()[-1])
+        return summary["threshold_A"], summary["relaxation_time_s"]
+
+    in_address = results("sim:vortex?seed=3")
+    assert results("sim:vortex", "--seed", "3") == in_address
+    assert results("sim:vortex?seed=3", "--seed", "0") == in_address  # the address wins
+    assert results("sim:vortex", "--seed", "0") != in_address
+
+
 def test_cli_reports_user_errors(tmp_path) -> None:
     result = CliRunner().invoke(app, ["characterize", "--device", "sim:vortex", "--bias-points", "2",
                                       "--runs-dir", str(tmp_path)])

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from spinlab import (ConfigError, Device, DeviceAddressError, SafetyLimitError, SafetyLimits, Waveform,
+from spinlab import (ConfigError, Device, DeviceAddressError, DriveQuantity, SafetyLimitError, SafetyLimits, Waveform,
                      WaveformError, open_device)
 from spinlab.registry import parse_address
 
@@ -61,6 +61,29 @@ def test_drive_must_be_volts_waveform():
         dev.respond(Waveform(np.zeros(3), 1e-8, unit="A"))
     with pytest.raises(WaveformError, match="Waveform"):
         dev.respond(np.zeros(3))
+
+
+class AnisotropyDevice(RecordingDevice):
+    """Driven by an anisotropy constant in J/m3, as a micromagnetic twin is."""
+
+    drive_quantity = DriveQuantity("anisotropy", "J/m3", 0.9e6, 1.1e6)
+
+
+def test_a_device_declares_its_drive_quantity_and_range():
+    assert RecordingDevice().drive_quantity == DriveQuantity("voltage", "V", -0.5, 0.5)
+    dev = AnisotropyDevice()
+    u = np.array([-1.0, 0.0, 1.0])
+    np.testing.assert_allclose(dev.drive_quantity.from_unit(u), [0.9e6, 1.0e6, 1.1e6])
+    np.testing.assert_allclose(dev.drive_quantity.from_unit(u, 0.5), [0.95e6, 1.0e6, 1.05e6])
+    dev.respond(Waveform(np.array([0.95e6, 1.05e6]), 1e-9, unit="J/m3"))
+    with pytest.raises(SafetyLimitError, match=r"outside the anisotropy range .*nothing was sent"):
+        dev.respond(Waveform(np.array([1.0e6, 1.2e6]), 1e-9, unit="J/m3"))
+    with pytest.raises(SafetyLimitError, match="anisotropy in 'J/m3'"):
+        dev.respond(Waveform(np.array([0.1]), 1e-9))
+    assert len(dev.calls) == 1
+    assert dev.identity()["drive"]["unit"] == "J/m3"
+    with pytest.raises(ConfigError, match="low < high"):
+        DriveQuantity("voltage", "V", 1.0, -1.0)
 
 
 def test_safety_limits_validate_themselves():

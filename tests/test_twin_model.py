@@ -109,3 +109,23 @@ def test_parallel_workers_give_the_same_response():
     serial = model.simulate(drive, cond, settle_samples=10)
     parallel = model.simulate(drive, cond, settle_samples=10, workers=3)
     torch.testing.assert_close(parallel, serial, rtol=1e-5, atol=1e-6)
+
+
+def test_torch_loop_shards_keep_the_callers_grad_mode(monkeypatch):
+    """Grad mode is per thread: the shards of a no-grad simulation must not record a graph
+    (they did once: GBs of stored activations and half the speed)."""
+    model = _model("hold")  # float64: the torch loop
+    drive = 0.3 * torch.rand(130, 40, generator=torch.Generator().manual_seed(2), dtype=torch.float64) - 0.15
+    cond = torch.full((130, 1), 7.5e-3, dtype=torch.float64)
+    serial = model.simulate(drive, cond, workers=1)
+    modes = []
+    inner = model._torch_rollout
+
+    def recording(*args):
+        modes.append(torch.is_grad_enabled())
+        return inner(*args)
+
+    monkeypatch.setattr(model, "_torch_rollout", recording)
+    sharded = model.simulate(drive, cond, workers=2)
+    assert modes == [False, False]
+    torch.testing.assert_close(sharded, serial, rtol=1e-12, atol=1e-12)

@@ -9,7 +9,9 @@ import typer
 
 from spinlab.cli.common import (DeviceOption, JsonOption, RunOptions, emit_json, run_command, run_plan,
                                 user_errors)
-from spinlab.protocols.spoken_digits import SpokenDigitsConfig as _D  # help texts show its defaults
+from spinlab.protocols.spoken_digits import SpokenDigitsConfig
+
+_D = SpokenDigitsConfig.model_construct(data_dir="")  # the defaults, for the help texts
 
 run_app = typer.Typer(help="Run a lab protocol on a device.", no_args_is_help=True)
 data_app = typer.Typer(help="Datasets used by the protocols.", no_args_is_help=True)

@@ -23,6 +23,7 @@ run-file writer journals and stores them; the others are for live views only.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import platform
 from importlib import metadata
 from pathlib import Path
@@ -44,6 +45,13 @@ def now() -> str:
 
 
 def package_versions() -> dict[str, str]:
+    """Versions stored in every start document (read once per process: metadata lookups scan
+    site-packages)."""
+    return dict(_package_versions())
+
+
+@functools.lru_cache(maxsize=1)
+def _package_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in _VERSIONED:
         try:

@@ -45,6 +45,8 @@ class RunFileWriter:
         self.events = 0
         self.results: dict[str, Any] = {}
         self._datasets: dict[str, h5py.Dataset] = {}  # open handles of the event datasets
+        self._rows: dict[str, int] = {}  # their lengths (asking h5py for a shape is slow)
+        self._layout: dict[str, tuple[tuple[int, ...], np.dtype]] = {}  # their row shape, dtype
 
     @classmethod
     def rebuild(cls, directory: str | Path, *,
@@ -131,8 +133,11 @@ class RunFileWriter:
             log = self._datasets["engine/events"] = (
                 self.file["engine/events"] if "engine/events" in self.file else self.file.create_dataset(
                     "engine/events", shape=(0,), maxshape=(None,), dtype=h5py.string_dtype(), chunks=(256,)))
-        log.resize(log.shape[0] + 1, axis=0)
-        log[-1] = line
+        n = self._rows.get("engine/events")
+        n = log.shape[0] if n is None else n
+        log.resize((n + 1,))
+        log[n] = line
+        self._rows["engine/events"] = n + 1
         self.events += 1
 
     def _append(self, key: str, value: Any, attrs: Mapping[str, Any] | None) -> int:
@@ -147,13 +152,21 @@ class RunFileWriter:
                 key, data=rows, maxshape=(None, *rows.shape[1:]), chunks=True)
             for name, value in (attrs or {}).items():
                 ds.attrs[name] = _attr(value)
+            self._rows[key] = int(rows.shape[0])
+            self._layout[key] = (rows.shape[1:], ds.dtype)
             return int(rows.shape[0])
-        if ds.shape[1:] != rows.shape[1:]:
+        start = self._rows.get(key)
+        if start is None:
+            start = self._rows[key] = int(ds.shape[0])
+            self._layout[key] = (ds.shape[1:], ds.dtype)
+        row_shape, dtype = self._layout[key]
+        if row_shape != rows.shape[1:]:
             raise ConfigError(f"event data {key!r} has rows of shape {rows.shape[1:]}, but the run "
-                              f"file holds rows of shape {ds.shape[1:]}")
-        start = ds.shape[0]
-        ds.resize(start + rows.shape[0], axis=0)
-        ds[start:] = rows
+                              f"file holds rows of shape {row_shape}")
+        end = start + int(rows.shape[0])
+        ds.resize((end, *row_shape))
+        _write_rows(ds, dtype, start, rows)
+        self._rows[key] = end
         return int(rows.shape[0])
 
     def _on_dataset(self, doc: Mapping[str, Any]) -> None:
@@ -161,6 +174,8 @@ class RunFileWriter:
         arr = _finite(doc["data"], name)
         if name in self.file:
             self._datasets.pop(name, None)
+            self._rows.pop(name, None)
+            self._layout.pop(name, None)
             del self.file[name]
         ds = self.file.create_dataset(name, data=arr, compression="gzip" if arr.size > 4096 else None)
         for key, value in (doc.get("attrs") or {}).items():
@@ -224,3 +239,15 @@ def _finite(data: Any, name: str) -> np.ndarray:
 
 
 __all__ = ["RunFileWriter", "RUN_FILE", "JOURNAL_FILE", "read_outcome"]
+
+
+def _write_rows(ds: h5py.Dataset, dtype: np.dtype, start: int, rows: np.ndarray) -> None:
+    """``ds[start:start + len(rows)] = rows`` through the low-level API when no conversion is
+    needed: h5py's general ``__setitem__`` costs most of a small step's write time."""
+    if rows.dtype != dtype or rows.dtype.kind not in "fiub" or rows.size == 0:
+        ds[start:start + rows.shape[0]] = rows
+        return
+    rows = np.ascontiguousarray(rows)
+    file_space = ds.id.get_space()
+    file_space.select_hyperslab((start,) + (0,) * (rows.ndim - 1), rows.shape)
+    ds.id.write(h5py.h5s.create_simple(rows.shape), file_space, rows)

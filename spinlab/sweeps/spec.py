@@ -232,9 +232,10 @@ class SweepSpec:
             raise ConfigError(f"plan {self.plan!r}{_at(combo)}: {exc}; give settings with "
                               "--set NAME=VALUE") from None
         except ConfigError as exc:
-            if not combo:
+            hint = "; give settings with --set NAME=VALUE" if "Field required" in str(exc) else ""
+            if not combo and not hint:
                 raise
-            raise ConfigError(f"plan {self.plan!r}{_at(combo)}: {exc}") from None
+            raise ConfigError(f"plan {self.plan!r}{_at(combo)}: {exc}{hint}") from None
 
 
 def with_cache(spec: SweepSpec, cache_dir: str | Path) -> SweepSpec:

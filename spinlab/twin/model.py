@@ -2,21 +2,23 @@
 
 The device's hidden state is replaced by k time-delayed copies of its one measured output,
 ``x(t) = [y(t), y(t - tau), ..., y(t - (k-1) tau)]``, and its dynamics by a small MLP
-``dx/dt = f(x, u(t), u(t - tau), ..., conditions)``. Integration is fixed-step RK4 on the
+``dx/dt = f(x, u_1(t), u_1(t - tau), ..., u_2(t), ..., conditions)``: any number of fast
+drives, each at the k delays and interpolated between samples, and any number of slow
+conditions (an operating point, or an "internal parameter" such as the DMI constant), each at
+its present value and held over a step. Integration is fixed-step RK4 on the
 sample grid (time measured in samples, so one step is h = 1) with the drive interpolated
 between samples.
 
-Two integrators compute the same thing:
+Three integrators compute the same thing (:meth:`SpinNODE.rollout` picks one):
 
-* :meth:`SpinNODE.rollout` - the fast path used for training and simulation. The drive and
-  conditions enter the first layer linearly, so their contribution to its pre-activation is
-  computed for a whole time chunk at once, and a stage between samples is a blend of two of
-  those rows; the time loop is then three fused ``addmm`` and two activations per stage
-  (TorchScript), with ``tanh`` evaluated as ``2 sigmoid(2z) - 1`` folded into the weights
-  (torch's CPU sigmoid is ~10x faster than its tanh; same function, same weights).
+* the compiled CPU kernel (:mod:`spinlab.twin.kernel`, float32): the whole batch in one fused
+  call, forward and backward; what simulation and training use on a CPU;
+* the torch loop (TorchScript; any device and dtype: the GPU path). The drive and conditions
+  enter the first layer linearly, so their contribution to its pre-activation is computed for a
+  whole time chunk at once, and a stage between samples is a blend of two of those rows;
 * :meth:`SpinNODE.reference_rollout` - ``torchdiffeq.odeint(method="rk4")`` on the same right
-  hand side, kept as the reference the fast path is tested against. torchdiffeq's ``rk4`` is
-  the 3/8 rule, so the fast path uses the 3/8 rule too.
+  hand side, kept as the reference the others are tested against. torchdiffeq's ``rk4`` is
+  the 3/8 rule, so the fast paths use the 3/8 rule too.
 
 Values are normalised inside the model (output, drive and condition mean/std are buffers stored
 with the weights), so callers always pass physical units.
@@ -40,7 +42,7 @@ class TwinArchitecture:
     """Everything that fixes the shape and meaning of a twin's weights.
 
     ``n_delays`` (k) delayed copies of the output spaced ``delay_samples`` apart form the state;
-    the drive enters at the same delays. ``interpolation`` is how the drive is evaluated between
+    each drive in ``drive_names`` enters at the same delays. ``interpolation`` is how the drive is evaluated between
     samples: ``"linear"`` (smooth inputs such as the MuMax3 anisotropy) or ``"hold"`` (an AWG
     holds each sample, so the device sees a staircase; as for every spinlab Device, response
     sample k is taken at the end of drive sample k's hold, so the step from sample n to n+1
@@ -54,9 +56,13 @@ class TwinArchitecture:
     n_hidden_layers: int = 2
     condition_names: tuple[str, ...] = ()
     interpolation: str = "linear"
+    drive_names: tuple[str, ...] = ("drive",)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "condition_names", tuple(str(c) for c in self.condition_names))
+        object.__setattr__(self, "drive_names", tuple(str(c) for c in self.drive_names))
+        if not self.drive_names:
+            raise ConfigError("a twin needs at least one drive input")
         if self.n_delays < 1:
             raise ConfigError(f"n_delays must be >= 1, got {self.n_delays}")
         if self.delay_samples < 1:
@@ -70,8 +76,10 @@ class TwinArchitecture:
             raise ConfigError(
                 f"interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}"
             )
-        if len(set(self.condition_names)) != len(self.condition_names):
-            raise ConfigError(f"duplicate condition names in {self.condition_names}")
+        names = self.drive_names + self.condition_names
+        if len(set(names)) != len(names):
+            raise ConfigError(f"duplicate input names in drives {self.drive_names} and conditions "
+                              f"{self.condition_names}")
 
     @property
     def history_samples(self) -> int:
@@ -79,8 +87,13 @@ class TwinArchitecture:
         return (self.n_delays - 1) * self.delay_samples + 1
 
     @property
+    def n_drive_features(self) -> int:
+        """Drive features: k delayed copies of every drive."""
+        return self.n_delays * len(self.drive_names)
+
+    @property
     def n_inputs(self) -> int:
-        return 2 * self.n_delays + len(self.condition_names)
+        return self.n_delays + self.n_drive_features + len(self.condition_names)
 
     def layer_shapes(self) -> list[tuple[int, int]]:
         """(in, out) of every linear layer, for honest FLOP counts."""
@@ -96,6 +109,7 @@ class TwinArchitecture:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["condition_names"] = list(self.condition_names)
+        d["drive_names"] = list(self.drive_names)
         return d
 
     @classmethod
@@ -105,24 +119,26 @@ class TwinArchitecture:
         if unknown:
             raise ConfigError(f"unknown twin architecture field(s) {unknown}")
         d = dict(d)
-        if "condition_names" in d:
-            d["condition_names"] = tuple(d["condition_names"])
+        for name in ("condition_names", "drive_names"):
+            if name in d:
+                d[name] = tuple(d[name])
         return cls(**d)
 
 
 @dataclass
 class Normalisation:
-    """Mean/std of output, drive and each condition (physical units), fitted on training data."""
+    """Mean/std of output, drive(s) and each condition (physical units), fitted on training data.
+    ``u_mean``/``u_std``: a number for a one-drive twin, else one per drive."""
 
     y_mean: float = 0.0
     y_std: float = 1.0
-    u_mean: float = 0.0
-    u_std: float = 1.0
+    u_mean: float | list[float] = 0.0
+    u_std: float | list[float] = 1.0
     c_mean: list[float] = field(default_factory=list)
     c_std: list[float] = field(default_factory=list)
 
 
-# --- the fast integrator ---------------------------------------------------------------------
+# --- the torch integrator (GPU, float64, and CPUs without a C++ compiler) -------------------
 def _script(fn):
     """TorchScript the hot loop (1.2-2.4x faster on CPU); plain Python if scripting is gone."""
     try:
@@ -135,16 +151,12 @@ def _script(fn):
 
 @_script
 def _mlp_tail(a: Tensor, weights: list[Tensor], biases: list[Tensor]) -> Tensor:
-    """The MLP after the first pre-activation, in the sigmoid form of tanh.
-
-    ``tanh(z) = 2 sigmoid(2 z) - 1``, and the affine ``2 s - 1`` folds into the next layer's
-    weights (see :meth:`SpinNODE._tail_params`), so each hidden layer costs one ``addmm`` and
-    one ``sigmoid`` - torch's CPU sigmoid is ~10x faster than its tanh. ``a`` is twice the
-    first pre-activation."""
-    h = torch.sigmoid(a)
+    """The MLP after the first pre-activation ``a``: tanh, then ``addmm`` + tanh per hidden
+    layer, then the output layer."""
+    h = torch.tanh(a)
     n = len(weights)
     for i in range(n - 1):
-        h = torch.sigmoid(torch.addmm(biases[i], h, weights[i]))
+        h = torch.tanh(torch.addmm(biases[i], h, weights[i]))
     return torch.addmm(biases[n - 1], h, weights[n - 1])
 
 
@@ -152,7 +164,7 @@ def _mlp_tail(a: Tensor, weights: list[Tensor], biases: list[Tensor]) -> Tensor:
 def _rk38_loop(x: Tensor, p0: list[Tensor], p1: list[Tensor], p2: list[Tensor],
                p3: list[Tensor], w_state: Tensor, weights: list[Tensor],
                biases: list[Tensor]) -> list[Tensor]:
-    """3/8-rule RK4 over a chunk of steps (h = 1). ``p*[n]`` are (twice) the first-layer
+    """3/8-rule RK4 over a chunk of steps (h = 1). ``p*[n]`` are the first-layer
     pre-activations contributed by drive + conditions at the four stage times of step n."""
     third = 1.0 / 3.0
     out: list[Tensor] = []
@@ -166,8 +178,11 @@ def _rk38_loop(x: Tensor, p0: list[Tensor], p1: list[Tensor], p2: list[Tensor],
     return out
 
 
+KERNELS = ("auto", "compiled", "torch")
+
+
 class SpinNODE(nn.Module):
-    """Neural-ODE twin of a device with one drive input and one measured output."""
+    """Neural-ODE twin of a device with named drive and condition inputs and one measured output."""
 
     def __init__(self, arch: TwinArchitecture, norm: Normalisation | None = None) -> None:
         super().__init__()
@@ -184,8 +199,8 @@ class SpinNODE(nn.Module):
             self.layers[-1].bias.zero_()
         self.register_buffer("y_mean", torch.zeros(()))
         self.register_buffer("y_std", torch.ones(()))
-        self.register_buffer("u_mean", torch.zeros(()))
-        self.register_buffer("u_std", torch.ones(()))
+        self.register_buffer("u_mean", torch.zeros(len(arch.drive_names)))
+        self.register_buffer("u_std", torch.ones(len(arch.drive_names)))
         self.register_buffer("c_mean", torch.zeros(c))
         self.register_buffer("c_std", torch.ones(c))
         if norm is not None:
@@ -193,24 +208,29 @@ class SpinNODE(nn.Module):
 
     # --- normalisation -----------------------------------------------------------------------
     def set_normalisation(self, norm: Normalisation) -> None:
-        c = len(self.arch.condition_names)
+        c, d = len(self.arch.condition_names), len(self.arch.drive_names)
         if len(norm.c_mean) != c or len(norm.c_std) != c:
             raise ConfigError(f"normalisation needs {c} condition mean/std values")
-        for name in ("y_std", "u_std"):
-            if not getattr(norm, name) > 0:
-                raise ConfigError(f"normalisation {name} must be > 0, got {getattr(norm, name)}")
+        u_mean = torch.as_tensor(norm.u_mean, dtype=self.u_mean.dtype).reshape(-1)
+        u_std = torch.as_tensor(norm.u_std, dtype=self.u_std.dtype).reshape(-1)
+        if u_mean.numel() != d or u_std.numel() != d:
+            raise ConfigError(f"normalisation needs {d} drive mean/std values")
+        if not (norm.y_std > 0 and bool(torch.all(u_std > 0))):
+            raise ConfigError(f"normalisation y_std and u_std must be > 0, got {norm.y_std}, {norm.u_std}")
         with torch.no_grad():
             self.y_mean.fill_(norm.y_mean)
             self.y_std.fill_(norm.y_std)
-            self.u_mean.fill_(norm.u_mean)
-            self.u_std.fill_(norm.u_std)
+            self.u_mean.copy_(u_mean)
+            self.u_std.copy_(u_std)
             self.c_mean.copy_(torch.as_tensor(norm.c_mean, dtype=self.c_mean.dtype))
             self.c_std.copy_(torch.as_tensor([s if s > 0 else 1.0 for s in norm.c_std],
                                              dtype=self.c_std.dtype))
 
     def normalisation(self) -> Normalisation:
-        return Normalisation(float(self.y_mean), float(self.y_std), float(self.u_mean),
-                             float(self.u_std), self.c_mean.tolist(), self.c_std.tolist())
+        one = len(self.arch.drive_names) == 1
+        u_mean, u_std = self.u_mean.tolist(), self.u_std.tolist()
+        return Normalisation(float(self.y_mean), float(self.y_std), u_mean[0] if one else u_mean,
+                             u_std[0] if one else u_std, self.c_mean.tolist(), self.c_std.tolist())
 
     def norm_output(self, y: Tensor) -> Tensor:
         return (y - self.y_mean) / self.y_std
@@ -219,6 +239,9 @@ class SpinNODE(nn.Module):
         return y * self.y_std + self.y_mean
 
     def norm_drive(self, u: Tensor) -> Tensor:
+        """``(B, n)`` (one drive) or ``(B, D, n)`` physical drives, normalised."""
+        if u.ndim == 3:
+            return (u - self.u_mean[:, None]) / self.u_std[:, None]
         return (u - self.u_mean) / self.u_std
 
     def norm_conditions(self, c: Tensor) -> Tensor:
@@ -226,16 +249,24 @@ class SpinNODE(nn.Module):
 
     # --- building blocks (normalised units) --------------------------------------------------
     def delay_features(self, u: Tensor) -> Tensor:
-        """``(B, n)`` normalised drive -> ``(B, n, k)`` drive at delays 0, tau, ... (k-1) tau.
+        """``(B, n)`` normalised drive -> ``(B, n, k)`` drive at delays 0, tau, ... (k-1) tau;
+        ``(B, D, n)`` drives -> ``(B, n, D k)``, drive by drive.
 
-        Samples before the start repeat the first sample (the level the device sat at)."""
+        Samples before the start repeat the first sample (the level the device sat at). The
+        result is a view of time-major storage ``(n, D k, B)``: the layout both integrators read
+        (the compiled kernel without a copy when B is a multiple of its 16 lanes)."""
         k, d = self.arch.n_delays, self.arch.delay_samples
-        feats = [u]
-        for j in range(1, k):
-            shift = j * d
-            pad = u[:, :1].expand(-1, min(shift, u.shape[1]))
-            feats.append(torch.cat([pad, u[:, : u.shape[1] - shift]], dim=1)[:, : u.shape[1]])
-        return torch.stack(feats, dim=-1)
+        u = u[:, None] if u.ndim == 2 else u
+        batch, drives, n = u.shape
+        feats = u.new_empty(n, drives * k, batch)
+        for i in range(drives):
+            u_t = u[:, i].T
+            feats[:, i * k] = u_t
+            for j in range(1, k):
+                shift = min(j * d, n)
+                feats[:shift, i * k + j] = u_t[:1]
+                feats[shift:, i * k + j] = u_t[: n - shift]
+        return feats.permute(2, 0, 1)
 
     def embed_output(self, y: Tensor) -> Tensor:
         """``(B, n)`` normalised output -> ``(B, n, k)`` delay-embedded states (valid from
@@ -243,60 +274,78 @@ class SpinNODE(nn.Module):
         return self.delay_features(y)
 
     def rhs(self, x: Tensor, u_feat: Tensor, c: Tensor) -> Tensor:
-        """The plain right-hand side ``f(x, u, c)`` (normalised units, per sample time)."""
+        """The plain right-hand side ``f(x, u, c)`` (normalised units, per sample time; the
+        drive features ``u_feat`` of every drive, the conditions ``c`` at that time)."""
         h = torch.cat([x, u_feat, c], dim=-1)
         for layer in self.layers[:-1]:
             h = torch.tanh(layer(h))
         return self.layers[-1](h)
 
     # --- integrators -------------------------------------------------------------------------
-    def _tail_params(self) -> tuple[Tensor, list[Tensor], list[Tensor]]:
-        """Weights of the sigmoid form: with ``h = tanh(z) = 2 s - 1``, a layer ``h W^T + b``
-        is ``s (2 W^T) + (b - W 1)``; a layer that feeds another activation is doubled again
-        (its sigmoid takes ``2 z``). The first layer's state weights are doubled here, its
-        drive/condition part in :meth:`rollout`."""
-        k = self.arch.n_delays
-        w_state = 2.0 * self.layers[0].weight[:, :k].T.contiguous()
-        weights, biases = [], []
-        last = len(self.layers) - 1
-        for i, layer in enumerate(self.layers[1:], start=1):
-            scale = 1.0 if i == last else 2.0
-            w = (2.0 * scale) * layer.weight.T
-            weights.append(w if i == last else w.contiguous())  # measured fastest for addmm
-            biases.append(scale * (layer.bias - layer.weight.sum(dim=1)))
-        return w_state, weights, biases
-
-    def rollout(self, x0: Tensor, u_feat: Tensor, c: Tensor, chunk: int = 256) -> Tensor:
+    def rollout(self, x0: Tensor, u_feat: Tensor, c: Tensor, chunk: int = 256, *,
+                kernel: str = "auto", n_states: int | None = None, workers: int = 1) -> Tensor:
         """Integrate from state ``x0`` ``(B, k)`` driven by drive features ``u_feat``
-        ``(B, n, k)`` at normalised conditions ``c`` ``(B, C)``: returns the states at samples
-        1..n-1, ``(B, n-1, k)`` (all normalised). Differentiable; use under
-        ``torch.no_grad()`` for simulation.
+        ``(B, n, D k)`` at normalised conditions ``c``, ``(B, C)`` (the same over the whole
+        rollout) or ``(B, n, C)`` (one value per sample, held over each step): returns the
+        states at samples 1..n-1, ``(B, n-1, n_states)`` (all normalised; ``n_states`` leading
+        components, default all). Differentiable; use under ``torch.no_grad()`` for simulation.
 
-        The drive/condition part of the first layer is computed per time chunk, laid out
-        ``(time, batch, hidden)`` so every step reads contiguous rows, and blended linearly for
-        the stages between samples (exact: it is linear in the drive). Chunking bounds the
-        memory for long drives (1,000 x 10,000 samples would need 2.6 GB at once)."""
-        k = self.arch.n_delays
+        ``kernel``: ``"compiled"`` is the fused CPU kernel (:mod:`spinlab.twin.kernel`: float32,
+        several times faster), ``"torch"`` the torch loop (any device and dtype), ``"auto"`` the
+        kernel where it applies. ``workers`` threads share a large batch (simulation)."""
+        if kernel not in KERNELS:
+            raise ConfigError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+        from spinlab.twin import kernel as compiled
+
+        params = list(self.parameters())
+        n_states = x0.shape[-1] if n_states is None else n_states
+        held_from = u_feat.shape[-1]
+        if c.ndim == 3:  # time-varying conditions: held features after the drive features
+            u_feat, c = torch.cat([u_feat, c], dim=-1), c.new_zeros(c.shape[0], 0)
+        if kernel != "torch" and compiled.supports(x0, u_feat, c, params):
+            return compiled.rollout(x0, u_feat, c, params, hold=self.arch.interpolation == "hold",
+                                    held_from=held_from, n_states=n_states, workers=workers)
+        if kernel == "compiled":
+            raise ConfigError("the compiled twin integrator needs float32 CPU tensors and a C++ "
+                              "compiler (see spinlab.twin.kernel); use kernel='torch'")
+        if workers > 1 and x0.device.type == "cpu" and x0.shape[0] >= 64 * workers:
+            return self._sharded(x0, u_feat, c, chunk, workers, held_from)[..., :n_states]
+        return self._torch_rollout(x0, u_feat, c, chunk, held_from)[..., :n_states]
+
+    def _torch_rollout(self, x0: Tensor, u_feat: Tensor, c: Tensor, chunk: int,
+                       held_from: int) -> Tensor:
+        """The torch loop. The drive/condition part of the first layer is computed per time
+        chunk, laid out ``(time, batch, hidden)`` so every step reads contiguous rows, and
+        blended linearly for the stages between samples (exact: it is linear in the drive);
+        features from ``held_from`` on are held at the step's end sample. Chunking bounds the
+        memory for long drives."""
+        k, f = self.arch.n_delays, u_feat.shape[-1]
         first = self.layers[0]
-        w_drive = 2.0 * first.weight[:, k: 2 * k].T                    # (k, H)
-        w_cond = first.weight[:, 2 * k:]
-        base = first.bias if c.shape[-1] == 0 else torch.addmm(first.bias, c, w_cond.T)
-        base = 2.0 * base.expand(x0.shape[0], -1)                        # (B, H)
-        w_state, weights, biases = self._tail_params()
+        w_state = first.weight[:, :k].T.contiguous()
+        w_drive = first.weight[:, k: k + f].T                              # (F, H)
+        base = first.bias if c.shape[-1] == 0 else torch.addmm(first.bias, c, first.weight[:, k + f:].T)
+        base = base.expand(x0.shape[0], -1)                                 # (B, H)
+        weights = [layer.weight.T.contiguous() for layer in self.layers[1:]]
+        biases = [layer.bias for layer in self.layers[1:]]
         hold = self.arch.interpolation == "hold"
-        u_t = u_feat.transpose(0, 1)                                     # (n, B, k) view
+        u_t = u_feat.transpose(0, 1)                                        # (n, B, F) view
         outputs = []
         x = x0
         n_steps = u_t.shape[0] - 1
         for start in range(0, n_steps, chunk):
             stop = min(start + chunk, n_steps)
-            lo = start + 1 if hold else start
-            pre = torch.matmul(u_t[lo: stop + 1], w_drive) + base       # (L(+1), B, H)
-            if hold:
-                stages = (pre, pre, pre, pre)
-            else:
-                a, b = pre[:-1], pre[1:]
-                stages = (a, (2.0 * a + b) / 3.0, (a + 2.0 * b) / 3.0, b)
+            with torch.profiler.record_function("twin.drive_input"):  # bench_twin's breakdown
+                if hold:
+                    pre = torch.matmul(u_t[start + 1: stop + 1], w_drive) + base  # (L, B, H)
+                    stages = (pre, pre, pre, pre)
+                else:
+                    pre = torch.matmul(u_t[start: stop + 1, :, :held_from], w_drive[:held_from]) + base
+                    if held_from < f:
+                        held = torch.matmul(u_t[start + 1: stop + 1, :, held_from:], w_drive[held_from:])
+                        a, b = pre[:-1] + held, pre[1:] + held
+                    else:
+                        a, b = pre[:-1], pre[1:]
+                    stages = (a, (2.0 * a + b) / 3.0, (a + 2.0 * b) / 3.0, b)
             states = _rk38_loop(x, *(s.unbind(0) for s in stages), w_state, weights, biases)
             x = states[-1]
             outputs.append(torch.stack(states, dim=1))
@@ -304,25 +353,47 @@ class SpinNODE(nn.Module):
             return x0.new_zeros((x0.shape[0], 0, x0.shape[1]))
         return torch.cat(outputs, dim=1)
 
+    def _sharded(self, x0: Tensor, u_feat: Tensor, c: Tensor, chunk: int, workers: int,
+                 held_from: int) -> Tensor:
+        """The torch loop on ``workers`` batch shards in parallel threads (the scripted loop
+        releases the GIL), one torch thread each: on these small ops torch's own intra-op
+        threads cost more in synchronisation than they gain."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        shards = torch.arange(x0.shape[0]).tensor_split(workers)
+        threads, grad = torch.get_num_threads(), torch.is_grad_enabled()
+
+        def one(i: Tensor) -> Tensor:
+            with torch.set_grad_enabled(grad):  # grad mode is per thread
+                return self._torch_rollout(x0[i], u_feat[i], c[i], chunk, held_from)
+
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(workers, thread_name_prefix="twin") as pool:
+                return torch.cat(list(pool.map(one, shards)), dim=0)
+        finally:
+            torch.set_num_threads(threads)
+
     def reference_rollout(self, x0: Tensor, u_feat: Tensor, c: Tensor) -> Tensor:
         """Same integration with ``torchdiffeq.odeint(method="rk4")`` (slow; the reference)."""
         from torchdiffeq import odeint
 
         n = u_feat.shape[1]
         hold = self.arch.interpolation == "hold"
+        varying = c.ndim == 3  # time-varying conditions are held at the step's end sample
 
         def func(t: Tensor, x: Tensor) -> Tensor:
+            after = int(torch.clamp(torch.ceil(t), 0, n - 1))  # t is nudged into the step
             if hold:
-                i = int(torch.clamp(torch.ceil(t), 0, n - 1))
-                u = u_feat[:, i]
+                u = u_feat[:, after]
             else:
                 i = int(torch.clamp(torch.floor(t), 0, n - 2))
                 frac = (t - i).to(u_feat.dtype)
                 u = u_feat[:, i] * (1 - frac) + u_feat[:, i + 1] * frac
-            return self.rhs(x, u, c)
+            return self.rhs(x, u, c[:, after] if varying else c)
 
         t = torch.arange(n, dtype=torch.float64)
-        states = odeint(func, x0, t, method="rk4", options={"perturb": hold})
+        states = odeint(func, x0, t, method="rk4", options={"perturb": hold or varying})
         return states[1:].transpose(0, 1)
 
     # --- physical-unit API -------------------------------------------------------------------
@@ -335,64 +406,58 @@ class SpinNODE(nn.Module):
                 f"the twin needs condition(s) {missing} (it was trained on "
                 f"{list(self.arch.condition_names)})"
             )
-        cols = [torch.as_tensor(conditions[n], dtype=self.y_mean.dtype).reshape(-1).expand(batch)
+        like = {"dtype": self.y_mean.dtype, "device": self.y_mean.device}
+        cols = [torch.as_tensor(conditions[n], **like).reshape(-1).expand(batch)
                 if torch.as_tensor(conditions[n]).numel() == 1
-                else torch.as_tensor(conditions[n], dtype=self.y_mean.dtype).reshape(batch)
+                else torch.as_tensor(conditions[n], **like).reshape(batch)
                 for n in self.arch.condition_names]
         if not cols:
-            return torch.zeros(batch, 0, dtype=self.y_mean.dtype)
+            return torch.zeros(batch, 0, **like)
         return torch.stack(cols, dim=-1)
 
     @torch.no_grad()
     def simulate(self, drive: Tensor, conditions: Tensor, *, y_history: Tensor | None = None,
-                 settle_samples: int = 0, rest_drive: float | None = None,
-                 chunk: int = 256, workers: int | None = None) -> Tensor:
-        """Free-running response ``(B, n)`` to physical drives ``(B, n)`` at physical
-        conditions ``(B, C)``.
+                 settle_samples: int = 0, rest_drive: float | Tensor | None = None,
+                 chunk: int = 256, workers: int | None = None, kernel: str = "auto") -> Tensor:
+        """Free-running response ``(B, n)`` to physical drives at physical conditions, on the
+        model's device. ``drive`` is ``(B, n)`` for a one-drive twin, else ``(B, D, n)``;
+        ``conditions`` is ``(B, C)`` (held for the whole drive) or ``(B, n, C)`` (per sample).
 
         With ``y_history`` ``(B, history_samples)`` (measured output up to and including the
         first sample) the state starts from measurement; otherwise the twin starts at the
         output mean and settles for ``settle_samples`` at the ``rest_drive`` level first (None:
-        the drive's first sample), as a device sits at its bias before the drive begins.
+        the drive's first sample; a number, or one per drive), as a device sits at its bias
+        before the drive begins.
 
-        ``workers > 1`` integrates that many shards of the batch in parallel threads (the
-        scripted loop releases the GIL), each with one torch thread: on these small ops
-        torch's own intra-op threads cost more in synchronisation than they gain (measured
-        5x slower on a busy 2-core machine). ``None`` uses as many shards as torch threads
-        when the batch is large enough (>= 64 drives a shard); torch's thread setting is
-        restored afterwards.
+        ``workers`` threads share the batch on a CPU (None: as many as torch threads). The
+        compiled kernel reads a float64 drive in place (a device's drive: no conversion).
         """
-        dtype = self.y_mean.dtype
-        drive = torch.as_tensor(drive, dtype=dtype)
-        if drive.ndim == 1:
-            drive = drive[None]
-        batch, n = drive.shape
-        conditions = torch.as_tensor(conditions, dtype=dtype).reshape(batch, -1)
-        threads = torch.get_num_threads()
-        if workers is None:
-            workers = min(threads, batch // 64) if threads > 1 else 1
-        if workers > 1 and batch >= 2 * workers:
-            from concurrent.futures import ThreadPoolExecutor
+        if kernel not in KERNELS:
+            raise ConfigError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+        from spinlab.twin import kernel as compiled
 
-            shards = torch.arange(batch).tensor_split(workers)
-            kw = {"settle_samples": settle_samples, "rest_drive": rest_drive, "chunk": chunk,
-                  "workers": 1}
-
-            def one(idx: Tensor) -> Tensor:
-                hist = None if y_history is None else torch.as_tensor(y_history)[idx]
-                return self.simulate(drive[idx], conditions[idx], y_history=hist, **kw)
-
-            torch.set_num_threads(1)
-            try:
-                with ThreadPoolExecutor(workers, thread_name_prefix="twin") as pool:
-                    return torch.cat(list(pool.map(one, shards)), dim=0)
-            finally:
-                torch.set_num_threads(threads)
-        c = self.norm_conditions(conditions)
-        u = self.norm_drive(drive)
+        dtype, device = self.y_mean.dtype, self.y_mean.device
         k, d = self.arch.n_delays, self.arch.delay_samples
+        n_drives = len(self.arch.drive_names)
+        params = list(self.parameters())
+        drive = torch.as_tensor(drive, device=device)
+        if drive.ndim == (1 if n_drives == 1 else 2):
+            drive = drive[None]
+        if drive.ndim != (2 if n_drives == 1 else 3) or (n_drives > 1 and drive.shape[1] != n_drives):
+            raise ConfigError(f"the twin takes {n_drives} drive(s) {list(self.arch.drive_names)}; "
+                              f"got a drive array of shape {tuple(drive.shape)}")
+        batch, n = drive.shape[0], drive.shape[-1]
+        conditions = torch.as_tensor(conditions, dtype=dtype, device=device)
+        varying = conditions.ndim == 3
+        conditions = conditions if varying else conditions.reshape(batch, -1)
+        direct = (kernel != "torch" and n_drives == 1 and not varying
+                  and compiled.supports_model(params, k))
+        drive = drive if direct and drive.dtype == torch.float64 else drive.to(dtype)
+        workers = torch.get_num_threads() if workers is None else workers
+        c = self.norm_conditions(conditions)
         if y_history is not None:
-            hist = self.norm_output(torch.as_tensor(y_history, dtype=dtype).reshape(batch, -1))
+            hist = torch.as_tensor(y_history, dtype=dtype, device=device).reshape(batch, -1)
+            hist = self.norm_output(hist)
             if hist.shape[1] < self.arch.history_samples:
                 raise ConfigError(
                     f"y_history needs {self.arch.history_samples} samples, got {hist.shape[1]}"
@@ -400,26 +465,60 @@ class SpinNODE(nn.Module):
             x0 = torch.stack([hist[:, -1 - j * d] for j in range(k)], dim=-1)
             settle = 0
         else:
-            x0 = torch.zeros(batch, k, dtype=dtype)
+            x0 = torch.zeros(batch, k, dtype=dtype, device=device)
             settle = int(settle_samples)
-            if settle:
-                level = drive[:, :1] if rest_drive is None else torch.full((batch, 1), rest_drive, dtype=dtype)
-                rest = self.norm_drive(level).expand(batch, settle)
-                u = torch.cat([rest, u], dim=1)
-        states = self.rollout(x0, self.delay_features(u), c, chunk=chunk)
-        y = torch.cat([x0[:, None, 0], states[..., 0]], dim=1)[:, settle:]
-        return self.denorm_output(y)
+        first = drive[..., 0]
+        rest = (first if rest_drive is None
+                else torch.as_tensor(rest_drive, dtype=dtype, device=device).reshape(-1))
+        if direct:
+            return compiled.simulate(drive, x0, c, params, hold=self.arch.interpolation == "hold",
+                                     delay_samples=d, settle=settle, rest=rest,
+                                     u_norm=(self.u_mean, self.u_std), y_norm=(self.y_mean, self.y_std),
+                                     workers=workers)
+        # the drive, after `settle` samples at the rest level, normalised: one pass each
+        u = drive.new_empty(*drive.shape[:-1], settle + n)
+        u[..., settle:] = drive
+        if settle:
+            level = rest.to(dtype)
+            level = (level.reshape(first.shape) if level.numel() == first.numel()
+                     else level.reshape(-1, *(1,) * (first.ndim - 1)).expand_as(first))
+            u[..., :settle] = level[..., None]
+            if varying:
+                c = torch.cat([c[:, :1].expand(-1, settle, -1), c], dim=1)
+        states = self.rollout(x0, self.delay_features(self.norm_drive(u)), c, chunk=chunk,
+                              kernel=kernel, n_states=1, workers=workers)
+        y = u.new_empty(batch, settle + n)
+        y[:, 0] = x0[:, 0]
+        y[:, 1:] = states[..., 0]
+        return torch.addcmul(self.y_mean, y[:, settle:], self.y_std)
+
+
+def resolve_torch_device(name: str | torch.device | None = "auto") -> torch.device:
+    """Where the twin computes: ``"auto"`` (None) is the GPU when one is present, else the CPU;
+    ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` ask for one. A GPU that is not there is a ConfigError."""
+    text = "auto" if name is None else str(name).strip().lower()
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"torch device must be auto, cpu, cuda or cuda:N, got {name!r}")
+    if device.type == "cuda" and not (torch.cuda.is_available()
+                                      and (device.index or 0) < torch.cuda.device_count()):
+        raise ConfigError(f"torch device {text} is not available (this torch sees "
+                          f"{torch.cuda.device_count() if torch.cuda.is_available() else 'no'} "
+                          "GPU(s)); use --torch-device cpu or auto")
+    return device
 
 
 def build_model(arch: TwinArchitecture, norm: Normalisation | None = None, *,
                 seed: int = 0, dtype: torch.dtype = torch.float32) -> SpinNODE:
     """A freshly initialised twin (seeded, so the same seed gives the same weights)."""
-    gen_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
+    with torch.random.fork_rng(devices=[]):  # the caller's global RNG stream is left untouched
+        torch.manual_seed(seed)
         model = SpinNODE(arch, norm)
-    finally:
-        torch.random.set_rng_state(gen_state)
     return model.to(dtype)
 
 
@@ -429,4 +528,5 @@ def count_parameters(model: nn.Module) -> int:
 
 __all__: Sequence[str] = (
     "TwinArchitecture", "Normalisation", "SpinNODE", "build_model", "count_parameters",
+    "resolve_torch_device",
 )
