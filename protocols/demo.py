@@ -45,18 +45,18 @@ class DemoConfig(Config):
 
     data_dir: str
     #: utterances of the stratified subset both spoken-digit stages use (10 % of them test)
-    limit: Annotated[int, Field(ge=2 * spoken_digits.N_CLASSES)] = 500
+    limit: Annotated[int, Field(ge=2 * spoken_digits.N_CLASSES)] = 800
     #: speed-perturbed training copies (spoken digits' augmentation for new voices; each costs a
     #: pass of the training set through the device; none by default: the test voices are known)
     augment_speeds: tuple[float, ...] = ()
     #: virtual nodes per frame of the spoken-digit reservoir
-    n_nodes: PositiveInt = 400
+    n_nodes: PositiveInt = spoken_digits.SpokenDigitsConfig.model_fields["n_nodes"].default
     #: operating bias = operating_z x the measured threshold current
     operating_z: Annotated[float, Field(gt=1.0, le=3.0)] = 1.2
     #: the twin learns biases operating bias x (1 - spread, 1, 1 + spread)
     bias_spread: Annotated[float, Field(ge=0.0, lt=0.5)] = 0.08
     twin_hidden: PositiveInt = 32
-    twin_max_steps: PositiveInt = 3000
+    twin_max_steps: PositiveInt = 6000
     twin_target_nrmse: Positive = 0.1
     #: most device time recorded for the twin (s)
     twin_max_duration_s: Positive = 2e-2
