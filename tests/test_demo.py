@@ -167,7 +167,7 @@ def test_demo_command_end_to_end_json_report_run_directories_and_stream(tmp_path
 @pytest.mark.slow
 def test_a_demo_stopped_midway_is_marked_interrupted_and_resumes_to_completion(tmp_path):
     runs = tmp_path / "runs"
-    proc = spinlab("demo", "--limit", "20", "--twin-steps", "750", "--runs-dir", str(runs))
+    proc = spinlab("demo", "--limit", "20", "--twin-steps", "3000", "--runs-dir", str(runs))
     deadline = time.monotonic() + 300
     while not list(runs.glob("*-demo-*/stages/2-twin-train/twin-checkpoint.pt")):  # training is under way
         assert proc.poll() is None and time.monotonic() < deadline

@@ -91,3 +91,27 @@ def test_the_composing_run_opens_its_address_once_and_a_stage_address_for_that_s
     RunEngine(tmp_path).run(composed(second_device="sim:other"), "bench:main")
     assert events == [("open", "bench:main"), ("open", "sim:other"), ("close", "sim:other"),
                       ("close", "bench:main")]
+
+
+def test_a_remote_abort_during_a_stage_stops_the_stage_and_the_composing_run(tmp_path):
+    from spinlab import RunAborted
+
+    class AbortInSecondStage:
+        """A control channel whose abort arrives once the second stage has written a step."""
+
+        def service(self):
+            if any(tmp_path.glob("*/stages/2-second/journal.spinlab")) and device.calls > 4:
+                raise RunAborted("remote abort")
+
+        def close(self):
+            pass
+
+    device = Doubler()
+    with pytest.raises(RunAborted) as caught:
+        RunEngine(tmp_path).run(composed(), device, control=lambda state: AbortInSecondStage())
+    path = caught.value.run_path
+    for run_file, status in ((path / "run.h5", "aborted"), (path / "stages" / "1-first" / "run.h5", "completed"),
+                             (path / "stages" / "2-second" / "run.h5", "aborted")):
+        with h5py.File(run_file) as f:
+            assert f.attrs["status"] == status
+    assert device.calls == 5 and device.outputs_off_calls == 3
