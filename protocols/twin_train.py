@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any, Literal, Mapping
 
 import numpy as np
@@ -25,12 +25,15 @@ from spinlab.engine.plan import make_config
 from spinlab.errors import ConfigError
 from spinlab.protocols.acquire import AcquireConfig, recording_batches
 from spinlab.twin.checkpoint import TwinMeta, load_twin, save_twin
-from spinlab.twin.data import (MumaxSplit, condition_ranges, estimate_noise_std, fit_normalisation,
-                               load_mumax_table, mumax_trajectories, predict, trajectory_nrmse)
+from spinlab.twin.data import (MUMAX_QUANTITIES, MumaxSplit, condition_ranges, drive_ranges,
+                               estimate_noise_std, fit_normalisation, load_mumax_table, mumax_series,
+                               mumax_trajectories, predict, trajectory_nrmse)
 from spinlab.twin.model import TwinArchitecture, build_model, resolve_torch_device
 from spinlab.twin.train import OnlineConfig, TrainConfig, train_offline, train_online
 
 CHECKPOINT = "twin-checkpoint.pt"
+#: samples a MuMax3 twin opened as a Device settles at the drive's first level (1 ns at 5 ps)
+MUMAX_SETTLE_SAMPLES = 200
 
 
 class TwinTrainConfig(Config):
@@ -157,24 +160,48 @@ def run_device(ctx: RunContext, config: TwinTrainConfig) -> dict[str, Any]:
     return summary
 
 
+def mumax_inputs(table: Any, split: MumaxSplit, train: list[Any]) -> list[dict[str, Any]]:
+    """The named inputs of a MuMax3 twin: drives then conditions, with units and trained ranges."""
+    ranges = drive_ranges(train)
+    names = split.condition_names(table)
+    cond_ranges = condition_ranges(train, names)
+    specs = []
+    for i, column in enumerate((*split.drives, *split.conditions)):
+        drive = i < len(split.drives)
+        specs.append({"name": column if drive else names[i - len(split.drives)],
+                      "role": "drive" if drive else "condition", "unit": table.unit(column),
+                      "column": column,
+                      "quantity": MUMAX_QUANTITIES.get(column.split(".")[0], (column,))[0],
+                      "range": ranges[i] if drive else cond_ranges[names[i - len(split.drives)]]})
+    return specs
+
+
 def run_mumax(ctx: RunContext, config: TwinTrainConfig) -> dict[str, Any]:
     """Offline training on a MuMax3 table; reports the free-running test NRMSE."""
-    split, arch, tcfg = config.split_config(), config.architecture_config(), config.train_config()
+    split, tcfg = config.split_config(), config.train_config()
     tcfg.seed = ctx.seed
     table = load_mumax_table(config.table)
+    arch = replace(config.architecture_config(), drive_names=split.drives,
+                   condition_names=split.condition_names(table))
+    series, offset = mumax_series(table, split)
     train_t, val_t, test_t = mumax_trajectories(table, split)
     if val_t is None:
         raise ConfigError("MuMax3 training needs validation data: --val-points must be > 0")
-    model = build_model(arch, fit_normalisation([train_t], ()), seed=ctx.seed)
+    model = build_model(arch, fit_normalisation([train_t], arch.condition_names), seed=ctx.seed)
     model.to(resolve_torch_device(config.torch_device))
     warm = _warm_start(ctx, model)
     tcfg.noise_std = estimate_noise_std(train_t.response)
-    units = (table.units.get(split.input_column, ""),
-             f"({table.units.get(split.output_column, '')}) x {split.output_scale:g}")
+    inputs = mumax_inputs(table, split, [train_t])
+    output = {"name": split.output_column, "column": split.output_column,
+              "unit": table.unit(split.output_column) or "1", "offset": offset,
+              "scale": split.output_scale}
 
     def meta_for(trainer: Any) -> TwinMeta:
-        return TwinMeta(dt_s=train_t.dt_s, noise_std=tcfg.noise_std, settle_samples=0,
-                        drive_unit=units[0], output_unit=units[1],
+        # noise in the output's own unit; a Device settles 200 samples at the drive's first level
+        return TwinMeta(dt_s=train_t.dt_s, noise_std=tcfg.noise_std / abs(split.output_scale),
+                        settle_samples=MUMAX_SETTLE_SAMPLES, drive_unit=inputs[0]["unit"],
+                        output_unit=output["unit"], inputs=inputs, output=output,
+                        condition_ranges={s["name"]: s["range"] for s in inputs if s["role"] == "condition"},
                         provenance={"source": {"mumax3": str(config.table), "split": asdict(split)},
                                     "seed": ctx.seed, "train": asdict(tcfg),
                                     "nrmse_history": list(trainer.history),
@@ -183,7 +210,7 @@ def run_mumax(ctx: RunContext, config: TwinTrainConfig) -> dict[str, Any]:
     result = train_offline(model, [train_t], [val_t], tcfg, run=ctx, progress=False,
                            on_validate=_checkpointing(ctx, meta_for))
     test_nrmse = trajectory_nrmse(model, [test_t])
-    rest = mumax_trajectories(table, MumaxSplit(**{**asdict(split), "n_test": None}))[2]
+    rest = series.span(split.n_train, series.n)
     rest_nrmse = trajectory_nrmse(model, [rest])
     meta = meta_for(result)
     meta.provenance.update({"nrmse_history": result.history, "best_nrmse": result.best_nrmse,
@@ -196,6 +223,7 @@ def run_mumax(ctx: RunContext, config: TwinTrainConfig) -> dict[str, Any]:
                "steps": result.steps, "stop_reason": result.stop_reason, "train_wall_s": result.wall_s,
                "test_nrmse": test_nrmse, "test_points": test_t.n - arch.history_samples,
                "rest_of_table_nrmse": rest_nrmse, "rest_of_table_points": rest.n, "dt_s": train_t.dt_s,
+               "inputs": [{k: s[k] for k in ("name", "role", "unit", "range")} for s in inputs],
                "warm_start": warm}
     ctx.result(**summary)
     return summary

@@ -1,5 +1,13 @@
 """A trained Spin-Neural ODE as a Device (``twin:PATH``), so every protocol runs on it.
 
+The Device speaks the twin's own units: a twin of a voltage-driven device takes volts (within
+``max_drive_V``); a MuMax3 twin takes its drive input (e.g. the anisotropy ``Ku1`` in J/m3)
+within the range it saw in training widened by ``drive_margin`` (default 5 % of the half-span
+on each side: a protocol may touch the trained extremes, never go far beyond them), answers in
+its output's unit (``mz``, dimensionless: the model's ``(mz - offset) * scale`` undone), and
+its condition inputs (e.g. ``dmi_J_m2``) are the Device's conditions. A twin with several
+drive inputs is not a Device (a Device has one drive): mark the slow ones as conditions.
+
 The twin only knows the sample interval it was trained on and the operating conditions it saw.
 A drive on another grid is either refused with a clear error or, with ``resample=1``, held onto
 the twin's grid and the response interpolated back. Conditions outside the trained range still
@@ -17,9 +25,14 @@ import torch
 
 from spinlab.sim_backends._options import coerce_options, flag
 from spinlab import Device, SafetyLimits
+from spinlab.device import DriveQuantity
 from spinlab.errors import ConfigError
 from spinlab.twin.checkpoint import TwinMeta, load_twin
 from spinlab.twin.model import SpinNODE, resolve_torch_device
+
+
+#: default widening of a non-voltage drive's trained range, as a share of its half-span
+DRIVE_MARGIN = 0.05
 
 
 class TwinExtrapolationWarning(UserWarning):
@@ -39,15 +52,26 @@ class TwinDevice(Device):
     def __init__(self, model: SpinNODE, meta: TwinMeta, *, path: str = "", noise: bool = False,
                  seed: int = 0, resample: bool = False, batch_size: int = 1024,
                  threads: int | None = None, torch_device: str | torch.device = "auto",
-                 limits: SafetyLimits | None = None,
+                 limits: SafetyLimits | None = None, drive_margin: float = DRIVE_MARGIN,
                  default_conditions: Mapping[str, float] | None = None) -> None:
         names = model.arch.condition_names
+        if len(model.arch.drive_names) != 1:
+            raise ConfigError(
+                f"twin {path} has {len(model.arch.drive_names)} drive inputs "
+                f"{list(model.arch.drive_names)}; a Device has one drive: retrain with the slow "
+                "inputs as --condition (or score it on tables with `spinlab twin eval --mumax`)")
+        if not (math.isfinite(drive_margin) and drive_margin >= 0):
+            raise ConfigError(f"twin option drive_margin must be a number >= 0, got {drive_margin}")
         defaults = {n: float(np.mean(meta.condition_ranges[n])) if n in meta.condition_ranges
                     else float(model.c_mean[i]) for i, n in enumerate(names)}
         defaults.update(default_conditions or {})
         super().__init__(limits, defaults)
         self.condition_names = tuple(names)
         self.response_unit = meta.output_unit
+        self.inputs = meta.input_specs(model.arch.drive_names, names)
+        self.drive_margin = float(drive_margin)
+        self._scale = float(meta.output.get("scale", 1.0))
+        self._offset = float(meta.output.get("offset", 0.0))
         self.torch_device = resolve_torch_device(torch_device)
         self.model = model.eval().to(self.torch_device)
         self.meta = meta
@@ -69,11 +93,27 @@ class TwinDevice(Device):
     def dt_s(self) -> float:
         return self.meta.dt_s
 
+    @property
+    def drive_quantity(self) -> DriveQuantity:
+        """Volts within ``max_drive_V`` for a voltage twin; otherwise the drive input's trained
+        range widened by ``drive_margin`` (checkpoints without a range: mean +- 3 std)."""
+        spec = self.inputs[0]
+        if spec["unit"] == "V":
+            return super().drive_quantity
+        if spec.get("range"):
+            lo, hi = spec["range"]
+        else:
+            mean, std = float(self.model.u_mean[0]), float(self.model.u_std[0])
+            lo, hi = mean - 3 * std, mean + 3 * std
+        pad = self.drive_margin * 0.5 * (hi - lo)
+        return DriveQuantity(spec.get("quantity") or spec["name"], spec["unit"], lo - pad, hi + pad)
+
     def identity(self) -> dict[str, Any]:
         prov = self.meta.provenance
         return {**super().identity(), "checkpoint": self.path, "dt_s": self.meta.dt_s,
                 "architecture": self.model.arch.to_dict(),
                 "condition_ranges": self.meta.condition_ranges, "noise": self.noise,
+                "inputs": self.inputs, "output": self.meta.output,
                 "seed": self.seed, "torch_device": str(self.torch_device),
                 "trained_on": prov.get("source"),
                 "best_nrmse": prov.get("best_nrmse")}
@@ -140,6 +180,9 @@ class TwinDevice(Device):
                                     rest_drive=self.meta.rest_drive_V, workers=self.threads)
             parts.append(y.cpu().numpy())
         out = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        if self._scale != 1.0 or self._offset != 0.0:  # the model's scaled output -> the physical one
+            out /= np.float32(self._scale)
+            out += np.float32(self._offset)
         if not np.all(np.isfinite(out)):
             raise ConfigError(
                 f"twin {self.path} diverged (non-finite response); the drive or conditions are "
@@ -153,14 +196,16 @@ def open_twin(path: str | Path, **options: Any) -> TwinDevice:
 
     Options (strings from the address are converted): ``noise`` (add the measured noise),
     ``seed``, ``resample``, ``batch_size``, ``threads``, ``torch_device`` (auto, cpu, cuda,
-    cuda:N), ``max_drive_V``, ``max_bias_A``, ``max_field_T`` and a default value for any
-    condition the twin knows (e.g. ``bias_A``)."""
+    cuda:N), ``max_drive_V``, ``max_bias_A``, ``max_field_T``, ``drive_margin`` (a non-voltage
+    drive's accepted range beyond the trained one, share of its half-span) and a default value
+    for any condition the twin knows (e.g. ``bias_A``, ``dmi_J_m2``)."""
     model, meta = load_twin(path)
     names = model.arch.condition_names
     spec: dict[str, Any] = {"noise": flag, "resample": flag, "seed": int, "batch_size": int,
                             "threads": int, "torch_device": lambda _, v: resolve_torch_device(v),
                             "max_drive_V": float, "max_bias_A": float,
-                            "max_field_T": float, **{name: float for name in names}}
+                            "max_field_T": float, "drive_margin": float,
+                            **{name: float for name in names}}
     unknown = sorted(set(options) - set(spec))
     if unknown:
         raise ConfigError(f"unknown twin option(s) {unknown}; known: {', '.join(spec)}")

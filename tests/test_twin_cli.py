@@ -78,7 +78,7 @@ def test_twin_train_on_mumax_table(tmp_path):
     assert summary["steps"] == 20 and summary["test_points"] == 998
     assert summary["dt_s"] == pytest.approx(5e-12, rel=1e-3)
     _, meta = load_twin(tmp_path / "sky.pt")
-    assert meta.provenance["source"]["split"]["input_column"] == "Ku1.region100"
+    assert meta.provenance["source"]["split"]["drives"] == ["Ku1.region100"]
 
 
 def test_user_errors_exit_2_with_one_line(tmp_path):

@@ -109,3 +109,47 @@ def test_torch_device_option(twin_path):
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="cuda is not available"):
             open_device(f"twin:{path}?torch_device=cuda")
+
+
+# --- a MuMax3 twin: driven by anisotropy in J/m3, DMI as its condition, mz as its response --
+@pytest.fixture()
+def skyrmion_twin(tmp_path):
+    arch = TwinArchitecture(hidden=16, drive_names=("Ku1.region100",), condition_names=("dmi_J_m2",))
+    model = build_model(arch, Normalisation(0.1, 0.2, 8e5, 7e4, [3e-3], [2e-4]), seed=5)
+    inputs = [{"name": "Ku1.region100", "role": "drive", "unit": "J/m3", "range": [7e5, 9e5],
+               "column": "Ku1.region100", "quantity": "anisotropy"},
+              {"name": "dmi_J_m2", "role": "condition", "unit": "J/m2", "range": [2.6e-3, 3.4e-3],
+               "column": "Dind.region100", "quantity": "DMI"}]
+    meta = TwinMeta(dt_s=5e-12, condition_ranges={"dmi_J_m2": [2.6e-3, 3.4e-3]}, settle_samples=20,
+                    drive_unit="J/m3", output_unit="1", inputs=inputs,
+                    output={"name": "mz", "column": "mz", "unit": "1", "offset": 0.93, "scale": 10.0})
+    return save_twin(tmp_path / "sky.pt", model, meta), model
+
+
+def test_skyrmion_twin_is_driven_in_j_per_m3_within_its_trained_range(skyrmion_twin):
+    from spinlab.device import DriveQuantity
+    from spinlab.errors import SafetyLimitError
+
+    path, model = skyrmion_twin
+    dev = open_device(f"twin:{path}")
+    # the trained [7e5, 9e5] widened by 5 % of the half-span on each side
+    assert dev.drive_quantity == DriveQuantity("anisotropy", "J/m3", 7e5 - 5e3, 9e5 + 5e3)
+    assert dev.condition_names == ("dmi_J_m2",) and dev.default_conditions == {"dmi_J_m2": pytest.approx(3e-3)}
+    calls = []
+    backend = dev._respond
+    dev._respond = lambda *a: calls.append(a) or backend(*a)  # a spy: did anything reach the model?
+    with pytest.raises(SafetyLimitError, match="must be anisotropy in 'J/m3'"):
+        dev.respond(Waveform(np.zeros((1, 50)), 5e-12))  # volts
+    with pytest.raises(SafetyLimitError, match="outside the anisotropy range"):
+        dev.respond(Waveform(np.full((1, 50), 9.1e5), 5e-12, "J/m3"))
+    assert calls == []
+    drive = dev.drive_quantity.from_unit(np.sin(np.linspace(0, 12, 80))[None], 0.9)
+    out = dev.respond(Waveform(drive, 5e-12, "J/m3"), {"dmi_J_m2": 3.1e-3})
+    assert len(calls) == 1 and out.unit == "1"
+    expected = model.simulate(torch.as_tensor(drive, dtype=torch.float32), torch.tensor([[3.1e-3]]),
+                              settle_samples=20) / 10.0 + 0.93
+    np.testing.assert_allclose(out.samples, expected.double().numpy(), rtol=1e-5)
+    with pytest.raises(ConfigError, match="does not match the twin's"):  # dt: match or resample=1
+        dev.respond(Waveform(drive, 1e-11, "J/m3"))
+    wide = open_device(f"twin:{path}?drive_margin=1")
+    assert wide.drive_quantity.low == pytest.approx(6e5) and wide.identity()["drive"]["unit"] == "J/m3"

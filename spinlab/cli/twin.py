@@ -4,6 +4,8 @@
     spinlab twin train --device sim:vortex --bias-A 6.5e-3,8.5e-3 --target-nrmse 0.1 --out twin.pt
     spinlab twin train --mumax table.txt --input Ku1.region100 --output mz --out sky.pt
     spinlab twin eval twin.pt --device sim:vortex --bias-A 7.5e-3 --repeats 8
+    spinlab twin train --mumax ku_dmi/table.txt --input Ku1.region100,Dind.region100:condition --out kd.pt
+    spinlab twin eval kd.pt --mumax ku_dmi/table.txt --span 0.8,1 --json
 """
 from __future__ import annotations
 
@@ -114,7 +116,7 @@ def train(
     out: Path = typer.Option(..., "--out", "-o", help="Checkpoint to write (twin.pt)."),
     device: Optional[str] = typer.Option(None, "--device", "-d", help="Train online on this device."),
     mumax: Optional[Path] = typer.Option(None, "--mumax", help="Train offline on this MuMax3 table.txt."),
-    input_column: str = typer.Option("Ku1.region100", "--input", help="MuMax3 column used as the drive."),
+    input_columns: str = typer.Option("Ku1.region100", "--input", help="MuMax3 input columns, comma separated, each COLUMN[:drive|:condition]: a drive is fast (at every delay, interpolated; the default), a condition slow (its present value, held), e.g. Ku1.region100,Dind.region100:condition."),
     output_column: str = typer.Option("mz", "--output", help="MuMax3 column used as the output."),
     every: int = typer.Option(2, "--every", help="MuMax3: keep every Nth row."),
     resample_dt_s: Optional[float] = typer.Option(None, "--resample-dt-s", help="MuMax3: interpolate onto this grid instead of decimating."),
@@ -184,7 +186,8 @@ def train(
                                  online=asdict(OnlineConfig(steps_per_batch=steps_per_batch)),
                                  rest_drive_V=_rest(rest_drive), torch_device=torch_device)
         else:
-            split = MumaxSplit(input_column=input_column, output_column=output_column, every=every,
+            drives, conditions = mumax_inputs(input_columns)
+            split = MumaxSplit(drives=drives, conditions=conditions, output_column=output_column, every=every,
                                resample_dt_s=resample_dt_s, discard=discard, n_train=train_points,
                                n_val=val_points, n_test=test_points or None,
                                output_scale=output_scale)
@@ -207,6 +210,21 @@ def train(
     typer.echo(f"run directory: {summary['run_dir']}")
 
 
+def mumax_inputs(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """'Ku1.region100,Dind.region100:condition' -> (drive columns, condition columns)."""
+    roles: dict[str, list[str]] = {"drive": [], "condition": []}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        column, _, role = item.rpartition(":") if ":" in item else (item, "", "drive")
+        if role not in roles or not column.strip():
+            raise ConfigError(f"--input items look like COLUMN, COLUMN:drive or COLUMN:condition; got {item!r}")
+        roles[role].append(column.strip())
+    if not roles["drive"]:
+        raise ConfigError(f"--input needs at least one drive column (got {text!r})")
+    return tuple(roles["drive"]), tuple(roles["condition"])
+
+
 def _rest(text: str) -> float | str | None:
     text = text.strip().lower()
     if text in ("auto", "first"):
@@ -221,7 +239,9 @@ def _rest(text: str) -> float | str | None:
 @run_command(seed=typer.Option(1000, "--seed", help="Seed of the fresh drives (differs from training's 0)."))
 def evaluate(
     checkpoint: Path = typer.Argument(..., help="Twin checkpoint (twin.pt)."),
-    device: str = typer.Option(..., "--device", "-d", help="Device to compare with."),
+    device: Optional[str] = typer.Option(None, "--device", "-d", help="Device to compare with."),
+    mumax: Optional[Path] = typer.Option(None, "--mumax", help="Or score the twin free-running on this MuMax3 table.txt (same columns as its training table)."),
+    span: str = typer.Option("0,1", "--span", help="MuMax3: the part of the table scored, START,STOP as fractions after the transient (0.8,1: the last 20 %)."),
     bias_A: Optional[str] = BiasOption,
     field_T: Optional[str] = FieldOption,
     condition: Optional[list[str]] = ConditionOption,
@@ -234,24 +254,35 @@ def evaluate(
     json_output: bool = JsonOption,
     run: RunOptions = RunOptions(),
 ) -> None:
-    """Score a twin against a device on fresh random drives (NRMSE) and plot both."""
+    """Score a twin against a device on fresh random drives, or on a MuMax3 table, and plot both."""
     from spinlab.protocols import twin_eval as protocol
     from spinlab.sim_backends.twin_device import open_twin
 
     start = time.perf_counter()
     with user_errors():
-        twin = open_twin(checkpoint)
-        plan = protocol.plan(checkpoint=str(checkpoint), n_drives=n_drives, record_s=record_s,
-                             dt_s=twin.dt_s, hold_s=_pair(hold_s, "--hold-s"), amplitude_V=amplitude_V,
-                             conditions=_conditions(bias_A, field_T, condition or []) or None,
-                             repeats=repeats, torch_device=torch_device)
-        twin.close()
+        if (device is None) == (mumax is None):
+            raise ConfigError("give exactly one reference: --device ADDRESS or --mumax TABLE")
+        if mumax is not None:
+            plan = protocol.plan(checkpoint=str(checkpoint), table=str(mumax), span=_pair(span, "--span"))
+        else:
+            twin = open_twin(checkpoint)
+            plan = protocol.plan(checkpoint=str(checkpoint), n_drives=n_drives, record_s=record_s,
+                                 dt_s=twin.dt_s, hold_s=_pair(hold_s, "--hold-s"), amplitude_V=amplitude_V,
+                                 conditions=_conditions(bias_A, field_T, condition or []) or None,
+                                 repeats=repeats, torch_device=torch_device)
+            twin.close()
         result = run_plan(plan, device, run)
-    summary = {**result.summary, "plot": str(result.path / "twin_vs_device.png"),
-               "run_dir": str(result.path), "checkpoint": str(checkpoint), "device": device,
-               "wall_s": time.perf_counter() - start}
+    plot = "twin_vs_table.png" if mumax is not None else "twin_vs_device.png"
+    summary = {**result.summary, "plot": str(result.path / plot), "run_dir": str(result.path),
+               "checkpoint": str(checkpoint), "device": device, "wall_s": time.perf_counter() - start}
     if json_output:
         emit_json(summary)
+        return
+    if mumax is not None:
+        typer.echo(f"NRMSE twin vs {mumax} (free-running, {summary['points']} points): {summary['nrmse']:.4f}; "
+                   f"dominant frequency {summary['twin_dominant_frequency_Hz'] / 1e9:.4g} GHz vs "
+                   f"{summary['dominant_frequency_Hz'] / 1e9:.4g} GHz (error {summary['frequency_error']:.2%})")
+        typer.echo(f"plot: {summary['plot']}")
         return
     typer.echo(f"NRMSE twin vs device: {summary['nrmse']:.4f} "
                f"(single shot {summary['nrmse_single_shot']:.4f}, repeats {repeats})")

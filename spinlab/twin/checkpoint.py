@@ -2,8 +2,13 @@
 
 The file is a ``torch.save`` of plain containers only (tensors, str, numbers, lists, dicts), so
 it loads with ``torch.load(weights_only=True)``: opening a checkpoint never executes code.
-Metadata is JSON-able: architecture, normalisation, sample interval, condition names and their
-trained ranges, fitted noise, and provenance (data source, seeds, NRMSE history, versions).
+Metadata is JSON-able: architecture, normalisation, sample interval, the named inputs (drives
+and conditions) with their units and trained ranges, the output's unit and scaling, fitted noise,
+and provenance (data source, seeds, NRMSE history, versions).
+
+Format history: 1 had one unnamed drive (scalar drive normalisation, ``drive_unit``); 2 names
+every input (``inputs``) and the output (``output``) and keeps one drive normalisation per drive.
+Version 1 files still load (their one drive is named ``drive``).
 """
 from __future__ import annotations
 
@@ -24,7 +29,8 @@ from spinlab.engine.documents import package_versions, to_jsonable
 from spinlab.twin.model import SpinNODE, TwinArchitecture
 
 FORMAT = "spinlab-twin"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+ROLES = ("drive", "condition")
 #: Weight dtypes a checkpoint may declare.
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: Most weights a checkpoint may declare: far above any twin worth training on a CPU, and a
@@ -45,6 +51,13 @@ class TwinMeta:
     drive_unit: str = "V"
     output_unit: str = "V"
     provenance: dict[str, Any] = field(default_factory=dict)
+    #: the twin's inputs in the model's order, drives first: ``{"name", "role" ("drive" or
+    #: "condition"), "unit", "range" ([min, max] seen in training, or None), "column" (the
+    #: MuMax3 column it was read from, or None), "quantity" (what it is, e.g. "anisotropy")}``
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+    #: the modelled output: ``{"name", "unit", "column", "offset", "scale"}``; the model works
+    #: in ``(y - offset) * scale`` (MuMax3: ``(mz - mz[0]) * 10``), a Device answers in ``y``
+    output: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not (_is_number(self.dt_s) and self.dt_s > 0):
@@ -64,6 +77,23 @@ class TwinMeta:
         if not (isinstance(self.drive_unit, str) and isinstance(self.output_unit, str)
                 and isinstance(self.provenance, dict)):
             raise ConfigError("twin drive_unit/output_unit must be strings and provenance a map")
+        if not (isinstance(self.inputs, list) and all(map(_is_input, self.inputs))):
+            raise ConfigError(f"twin inputs must be a list of {{name, role, unit, range}} maps with role "
+                              f"one of {ROLES}, got {self.inputs!r}")
+        if not (isinstance(self.output, dict)
+                and all(_is_number(self.output.get(k, 1.0)) for k in ("offset", "scale"))
+                and self.output.get("scale", 1.0) != 0):
+            raise ConfigError(f"twin output must be a map with numeric offset and non-zero scale, got {self.output!r}")
+
+    def input_specs(self, drive_names: tuple[str, ...], condition_names: tuple[str, ...]) -> list[dict[str, Any]]:
+        """The named inputs, drives then conditions; derived for version-1 checkpoints."""
+        if self.inputs:
+            return [dict(spec) for spec in self.inputs]
+        drives = [{"name": n, "role": "drive", "unit": self.drive_unit, "range": None,
+                   "column": None, "quantity": "voltage" if self.drive_unit == "V" else n}
+                  for n in drive_names]
+        return drives + [{"name": n, "role": "condition", "unit": "", "column": None, "quantity": n,
+                          "range": self.condition_ranges.get(n)} for n in condition_names]
 
 
 def _is_number(value: Any) -> bool:
@@ -72,6 +102,12 @@ def _is_number(value: Any) -> bool:
 
 def _is_range(span: Any) -> bool:
     return isinstance(span, (list, tuple)) and len(span) == 2 and all(map(_is_number, span)) and span[0] <= span[1]
+
+
+def _is_input(spec: Any) -> bool:
+    return (isinstance(spec, dict) and isinstance(spec.get("name"), str) and spec.get("role") in ROLES
+            and isinstance(spec.get("unit", ""), str)
+            and (spec.get("range") is None or _is_range(spec.get("range"))))
 
 
 def save_twin(path: str | Path, model: SpinNODE, meta: TwinMeta) -> Path:
@@ -133,7 +169,7 @@ def load_twin(path: str | Path) -> tuple[SpinNODE, TwinMeta]:
         if dtype is None:
             raise ConfigError(f"weight dtype {payload.get('dtype')!r} is not one of {sorted(DTYPES)}")
         model = SpinNODE(arch).to(dtype)
-        model.load_state_dict(payload["state_dict"], strict=True)
+        model.load_state_dict(_upgrade(dict(payload["state_dict"])), strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, ConfigError) as exc:
         raise CheckpointError(
             f"{path} is incompatible with this spinlab ({type(exc).__name__}: "
@@ -144,6 +180,14 @@ def load_twin(path: str | Path) -> tuple[SpinNODE, TwinMeta]:
             raise CheckpointError(f"{path} has non-finite values in {name}; retrain the twin")
     model.eval()
     return model, meta
+
+
+def _upgrade(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Version 1 kept one scalar drive mean/std; now there is one per drive."""
+    for name in ("u_mean", "u_std"):
+        if isinstance(state.get(name), torch.Tensor) and state[name].ndim == 0:
+            state[name] = state[name].reshape(1)
+    return state
 
 
 def _check_size(arch: TwinArchitecture) -> None:

@@ -39,7 +39,7 @@ SOURCE = Path(__file__).with_name("rk4_kernel.cpp")
 LANES = 16          # rows per SIMD vector in the kernel: batches are padded to a multiple
 SHARD_ROWS = 48     # rows per kernel tile: parallel shards split on these boundaries
 MAX_FEATURES = 16   # most state components / drive features the kernel takes
-ABI = 1
+ABI = 2
 _FLAGS = ["-O3", "-std=c++17", "-shared", "-fPIC", "-fno-math-errno"]
 
 
@@ -121,7 +121,7 @@ def library(skip: int = 0) -> ctypes.CDLL | None:
                     "integrator", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         return None
     p, i32, i64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64
-    lib.twin_forward.argtypes = [i32] * 4 + [p] * 6 + [i64] * 4 + [i32, i32] + [p] * 6
+    lib.twin_forward.argtypes = [i32] * 4 + [p] * 6 + [i64] * 4 + [i32, i32, i32] + [p] * 6
     lib.twin_forward.restype = i32
     lib.twin_backward.argtypes = [i32] * 4 + [p] * 3 + [i64] * 4 + [p] * 5
     lib.twin_backward.restype = i32
@@ -219,8 +219,8 @@ class _Net:
                 self.bo, rows)
 
 
-def _forward(net: _Net, x0: Tensor, u_feat: Tensor, c: Tensor, hold: bool, n_states: int,
-             workers: int, store: bool, lib: ctypes.CDLL | None = None
+def _forward(net: _Net, x0: Tensor, u_feat: Tensor, c: Tensor, hold: bool, held_from: int,
+             n_states: int, workers: int, store: bool, lib: ctypes.CDLL | None = None
              ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Kernel forward: states ``(steps, n_states, rows)``, and with ``store`` every stage's
     activations and inputs for the backward pass."""
@@ -234,7 +234,7 @@ def _forward(net: _Net, x0: Tensor, u_feat: Tensor, c: Tensor, hold: bool, n_sta
     inp = x0.new_empty(net.k + net.d, 4 * steps, rows) if store else None
     if steps:
         _run((lib or library()).twin_forward, _shards(rows, workers), net.lead(rows),
-             (steps, int(hold), n_states, x0p, up, base, out, act, inp))
+             (steps, int(hold), n_states, int(held_from), x0p, up, base, out, act, inp))
     return out, act, inp
 
 
@@ -242,10 +242,11 @@ class _Rollout(torch.autograd.Function):
     """Kernel rollout as an autograd function of (x0, weights)."""
 
     @staticmethod
-    def forward(ctx, hold: bool, x0: Tensor, u_feat: Tensor, c: Tensor, *params: Tensor) -> Tensor:
+    def forward(ctx, hold: bool, held_from: int, x0: Tensor, u_feat: Tensor, c: Tensor,
+                *params: Tensor) -> Tensor:
         batch, _, d = u_feat.shape
         net = _Net.of(params, x0.shape[1], d)
-        out, act, inp = _forward(net, x0, u_feat, c, hold, x0.shape[1], 1, store=True)
+        out, act, inp = _forward(net, x0, u_feat, c, hold, held_from, x0.shape[1], 1, store=True)
         ctx.save_for_backward(act, inp, _lanes(c, out.shape[-1]))
         ctx.net, ctx.batch = net, batch
         return out[..., :batch].permute(2, 0, 1)
@@ -273,23 +274,27 @@ class _Rollout(torch.autograd.Function):
         for layer in range(1, layers):
             grads += [dz_f[layer] @ act_f[layer - 1].T, dz_f[layer].sum(dim=1)]
         grads += [dk_f @ act_f[-1].T, dk_f.sum(dim=1)]
-        return (None, dx0[:, :batch].T, None, None, *grads)
+        return (None, None, dx0[:, :batch].T, None, None, *grads)
 
 
 def rollout(x0: Tensor, u_feat: Tensor, c: Tensor, params: Sequence[Tensor], *, hold: bool,
-            n_states: int | None = None, workers: int = 1, lib: ctypes.CDLL | None = None) -> Tensor:
+            held_from: int | None = None, n_states: int | None = None, workers: int = 1,
+            lib: ctypes.CDLL | None = None) -> Tensor:
     """States after every step ``(B, n-1, n_states)`` from ``x0 (B, K)``, drive features
     ``u_feat (B, n, D)`` and conditions ``c (B, C)`` (normalised units), with ``params`` the
     MLP's weights and biases in order (first layer columns: state, drive features, conditions).
+    Features from ``held_from`` on are held over each step (time-varying conditions).
     Differentiable in ``x0`` and ``params`` (then single-threaded, all states); without
     gradients ``workers`` threads share the batch. ``lib``: a :func:`library` variant
     (benchmarks)."""
+    held_from = u_feat.shape[2] if held_from is None else int(held_from)
     if torch.is_grad_enabled() and (x0.requires_grad or any(p.requires_grad for p in params)):
-        return _Rollout.apply(bool(hold), x0, u_feat, c, *params)
+        return _Rollout.apply(bool(hold), held_from, x0, u_feat, c, *params)
     with torch.no_grad():
         net = _Net.of(params, x0.shape[1], u_feat.shape[2])
         n_states = x0.shape[1] if n_states is None else n_states
-        out, _, _ = _forward(net, x0, u_feat, c, hold, n_states, workers, store=False, lib=lib)
+        out, _, _ = _forward(net, x0, u_feat, c, hold, held_from, n_states, workers, store=False,
+                             lib=lib)
     return out[..., : x0.shape[0]].permute(2, 0, 1)
 
 

@@ -2,7 +2,10 @@
 
 The device's hidden state is replaced by k time-delayed copies of its one measured output,
 ``x(t) = [y(t), y(t - tau), ..., y(t - (k-1) tau)]``, and its dynamics by a small MLP
-``dx/dt = f(x, u(t), u(t - tau), ..., conditions)``. Integration is fixed-step RK4 on the
+``dx/dt = f(x, u_1(t), u_1(t - tau), ..., u_2(t), ..., conditions)``: any number of fast
+drives, each at the k delays and interpolated between samples, and any number of slow
+conditions (an operating point, or an "internal parameter" such as the DMI constant), each at
+its present value and held over a step. Integration is fixed-step RK4 on the
 sample grid (time measured in samples, so one step is h = 1) with the drive interpolated
 between samples.
 
@@ -39,7 +42,7 @@ class TwinArchitecture:
     """Everything that fixes the shape and meaning of a twin's weights.
 
     ``n_delays`` (k) delayed copies of the output spaced ``delay_samples`` apart form the state;
-    the drive enters at the same delays. ``interpolation`` is how the drive is evaluated between
+    each drive in ``drive_names`` enters at the same delays. ``interpolation`` is how the drive is evaluated between
     samples: ``"linear"`` (smooth inputs such as the MuMax3 anisotropy) or ``"hold"`` (an AWG
     holds each sample, so the device sees a staircase; as for every spinlab Device, response
     sample k is taken at the end of drive sample k's hold, so the step from sample n to n+1
@@ -53,9 +56,13 @@ class TwinArchitecture:
     n_hidden_layers: int = 2
     condition_names: tuple[str, ...] = ()
     interpolation: str = "linear"
+    drive_names: tuple[str, ...] = ("drive",)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "condition_names", tuple(str(c) for c in self.condition_names))
+        object.__setattr__(self, "drive_names", tuple(str(c) for c in self.drive_names))
+        if not self.drive_names:
+            raise ConfigError("a twin needs at least one drive input")
         if self.n_delays < 1:
             raise ConfigError(f"n_delays must be >= 1, got {self.n_delays}")
         if self.delay_samples < 1:
@@ -69,8 +76,10 @@ class TwinArchitecture:
             raise ConfigError(
                 f"interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}"
             )
-        if len(set(self.condition_names)) != len(self.condition_names):
-            raise ConfigError(f"duplicate condition names in {self.condition_names}")
+        names = self.drive_names + self.condition_names
+        if len(set(names)) != len(names):
+            raise ConfigError(f"duplicate input names in drives {self.drive_names} and conditions "
+                              f"{self.condition_names}")
 
     @property
     def history_samples(self) -> int:
@@ -78,8 +87,13 @@ class TwinArchitecture:
         return (self.n_delays - 1) * self.delay_samples + 1
 
     @property
+    def n_drive_features(self) -> int:
+        """Drive features: k delayed copies of every drive."""
+        return self.n_delays * len(self.drive_names)
+
+    @property
     def n_inputs(self) -> int:
-        return 2 * self.n_delays + len(self.condition_names)
+        return self.n_delays + self.n_drive_features + len(self.condition_names)
 
     def layer_shapes(self) -> list[tuple[int, int]]:
         """(in, out) of every linear layer, for honest FLOP counts."""
@@ -95,6 +109,7 @@ class TwinArchitecture:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["condition_names"] = list(self.condition_names)
+        d["drive_names"] = list(self.drive_names)
         return d
 
     @classmethod
@@ -104,19 +119,21 @@ class TwinArchitecture:
         if unknown:
             raise ConfigError(f"unknown twin architecture field(s) {unknown}")
         d = dict(d)
-        if "condition_names" in d:
-            d["condition_names"] = tuple(d["condition_names"])
+        for name in ("condition_names", "drive_names"):
+            if name in d:
+                d[name] = tuple(d[name])
         return cls(**d)
 
 
 @dataclass
 class Normalisation:
-    """Mean/std of output, drive and each condition (physical units), fitted on training data."""
+    """Mean/std of output, drive(s) and each condition (physical units), fitted on training data.
+    ``u_mean``/``u_std``: a number for a one-drive twin, else one per drive."""
 
     y_mean: float = 0.0
     y_std: float = 1.0
-    u_mean: float = 0.0
-    u_std: float = 1.0
+    u_mean: float | list[float] = 0.0
+    u_std: float | list[float] = 1.0
     c_mean: list[float] = field(default_factory=list)
     c_std: list[float] = field(default_factory=list)
 
@@ -165,7 +182,7 @@ KERNELS = ("auto", "compiled", "torch")
 
 
 class SpinNODE(nn.Module):
-    """Neural-ODE twin of a device with one drive input and one measured output."""
+    """Neural-ODE twin of a device with named drive and condition inputs and one measured output."""
 
     def __init__(self, arch: TwinArchitecture, norm: Normalisation | None = None) -> None:
         super().__init__()
@@ -182,8 +199,8 @@ class SpinNODE(nn.Module):
             self.layers[-1].bias.zero_()
         self.register_buffer("y_mean", torch.zeros(()))
         self.register_buffer("y_std", torch.ones(()))
-        self.register_buffer("u_mean", torch.zeros(()))
-        self.register_buffer("u_std", torch.ones(()))
+        self.register_buffer("u_mean", torch.zeros(len(arch.drive_names)))
+        self.register_buffer("u_std", torch.ones(len(arch.drive_names)))
         self.register_buffer("c_mean", torch.zeros(c))
         self.register_buffer("c_std", torch.ones(c))
         if norm is not None:
@@ -191,24 +208,29 @@ class SpinNODE(nn.Module):
 
     # --- normalisation -----------------------------------------------------------------------
     def set_normalisation(self, norm: Normalisation) -> None:
-        c = len(self.arch.condition_names)
+        c, d = len(self.arch.condition_names), len(self.arch.drive_names)
         if len(norm.c_mean) != c or len(norm.c_std) != c:
             raise ConfigError(f"normalisation needs {c} condition mean/std values")
-        for name in ("y_std", "u_std"):
-            if not getattr(norm, name) > 0:
-                raise ConfigError(f"normalisation {name} must be > 0, got {getattr(norm, name)}")
+        u_mean = torch.as_tensor(norm.u_mean, dtype=self.u_mean.dtype).reshape(-1)
+        u_std = torch.as_tensor(norm.u_std, dtype=self.u_std.dtype).reshape(-1)
+        if u_mean.numel() != d or u_std.numel() != d:
+            raise ConfigError(f"normalisation needs {d} drive mean/std values")
+        if not (norm.y_std > 0 and bool(torch.all(u_std > 0))):
+            raise ConfigError(f"normalisation y_std and u_std must be > 0, got {norm.y_std}, {norm.u_std}")
         with torch.no_grad():
             self.y_mean.fill_(norm.y_mean)
             self.y_std.fill_(norm.y_std)
-            self.u_mean.fill_(norm.u_mean)
-            self.u_std.fill_(norm.u_std)
+            self.u_mean.copy_(u_mean)
+            self.u_std.copy_(u_std)
             self.c_mean.copy_(torch.as_tensor(norm.c_mean, dtype=self.c_mean.dtype))
             self.c_std.copy_(torch.as_tensor([s if s > 0 else 1.0 for s in norm.c_std],
                                              dtype=self.c_std.dtype))
 
     def normalisation(self) -> Normalisation:
-        return Normalisation(float(self.y_mean), float(self.y_std), float(self.u_mean),
-                             float(self.u_std), self.c_mean.tolist(), self.c_std.tolist())
+        one = len(self.arch.drive_names) == 1
+        u_mean, u_std = self.u_mean.tolist(), self.u_std.tolist()
+        return Normalisation(float(self.y_mean), float(self.y_std), u_mean[0] if one else u_mean,
+                             u_std[0] if one else u_std, self.c_mean.tolist(), self.c_std.tolist())
 
     def norm_output(self, y: Tensor) -> Tensor:
         return (y - self.y_mean) / self.y_std
@@ -217,6 +239,9 @@ class SpinNODE(nn.Module):
         return y * self.y_std + self.y_mean
 
     def norm_drive(self, u: Tensor) -> Tensor:
+        """``(B, n)`` (one drive) or ``(B, D, n)`` physical drives, normalised."""
+        if u.ndim == 3:
+            return (u - self.u_mean[:, None]) / self.u_std[:, None]
         return (u - self.u_mean) / self.u_std
 
     def norm_conditions(self, c: Tensor) -> Tensor:
@@ -224,20 +249,23 @@ class SpinNODE(nn.Module):
 
     # --- building blocks (normalised units) --------------------------------------------------
     def delay_features(self, u: Tensor) -> Tensor:
-        """``(B, n)`` normalised drive -> ``(B, n, k)`` drive at delays 0, tau, ... (k-1) tau.
+        """``(B, n)`` normalised drive -> ``(B, n, k)`` drive at delays 0, tau, ... (k-1) tau;
+        ``(B, D, n)`` drives -> ``(B, n, D k)``, drive by drive.
 
         Samples before the start repeat the first sample (the level the device sat at). The
-        result is a view of time-major storage ``(n, k, B)``: the layout both integrators read
+        result is a view of time-major storage ``(n, D k, B)``: the layout both integrators read
         (the compiled kernel without a copy when B is a multiple of its 16 lanes)."""
         k, d = self.arch.n_delays, self.arch.delay_samples
-        batch, n = u.shape
-        feats = u.new_empty(n, k, batch)
-        u_t = u.T
-        feats[:, 0] = u_t
-        for j in range(1, k):
-            shift = min(j * d, n)
-            feats[:shift, j] = u_t[:1]
-            feats[shift:, j] = u_t[: n - shift]
+        u = u[:, None] if u.ndim == 2 else u
+        batch, drives, n = u.shape
+        feats = u.new_empty(n, drives * k, batch)
+        for i in range(drives):
+            u_t = u[:, i].T
+            feats[:, i * k] = u_t
+            for j in range(1, k):
+                shift = min(j * d, n)
+                feats[:shift, i * k + j] = u_t[:1]
+                feats[shift:, i * k + j] = u_t[: n - shift]
         return feats.permute(2, 0, 1)
 
     def embed_output(self, y: Tensor) -> Tensor:
@@ -246,7 +274,8 @@ class SpinNODE(nn.Module):
         return self.delay_features(y)
 
     def rhs(self, x: Tensor, u_feat: Tensor, c: Tensor) -> Tensor:
-        """The plain right-hand side ``f(x, u, c)`` (normalised units, per sample time)."""
+        """The plain right-hand side ``f(x, u, c)`` (normalised units, per sample time; the
+        drive features ``u_feat`` of every drive, the conditions ``c`` at that time)."""
         h = torch.cat([x, u_feat, c], dim=-1)
         for layer in self.layers[:-1]:
             h = torch.tanh(layer(h))
@@ -256,9 +285,10 @@ class SpinNODE(nn.Module):
     def rollout(self, x0: Tensor, u_feat: Tensor, c: Tensor, chunk: int = 256, *,
                 kernel: str = "auto", n_states: int | None = None, workers: int = 1) -> Tensor:
         """Integrate from state ``x0`` ``(B, k)`` driven by drive features ``u_feat``
-        ``(B, n, k)`` at normalised conditions ``c`` ``(B, C)``: returns the states at samples
-        1..n-1, ``(B, n-1, n_states)`` (all normalised; ``n_states`` leading components, default
-        all). Differentiable; use under ``torch.no_grad()`` for simulation.
+        ``(B, n, D k)`` at normalised conditions ``c``, ``(B, C)`` (the same over the whole
+        rollout) or ``(B, n, C)`` (one value per sample, held over each step): returns the
+        states at samples 1..n-1, ``(B, n-1, n_states)`` (all normalised; ``n_states`` leading
+        components, default all). Differentiable; use under ``torch.no_grad()`` for simulation.
 
         ``kernel``: ``"compiled"`` is the fused CPU kernel (:mod:`spinlab.twin.kernel`: float32,
         several times faster), ``"torch"`` the torch loop (any device and dtype), ``"auto"`` the
@@ -269,43 +299,52 @@ class SpinNODE(nn.Module):
 
         params = list(self.parameters())
         n_states = x0.shape[-1] if n_states is None else n_states
+        held_from = u_feat.shape[-1]
+        if c.ndim == 3:  # time-varying conditions: held features after the drive features
+            u_feat, c = torch.cat([u_feat, c], dim=-1), c.new_zeros(c.shape[0], 0)
         if kernel != "torch" and compiled.supports(x0, u_feat, c, params):
             return compiled.rollout(x0, u_feat, c, params, hold=self.arch.interpolation == "hold",
-                                    n_states=n_states, workers=workers)
+                                    held_from=held_from, n_states=n_states, workers=workers)
         if kernel == "compiled":
             raise ConfigError("the compiled twin integrator needs float32 CPU tensors and a C++ "
                               "compiler (see spinlab.twin.kernel); use kernel='torch'")
         if workers > 1 and x0.device.type == "cpu" and x0.shape[0] >= 64 * workers:
-            return self._sharded(x0, u_feat, c, chunk, workers)[..., :n_states]
-        return self._torch_rollout(x0, u_feat, c, chunk)[..., :n_states]
+            return self._sharded(x0, u_feat, c, chunk, workers, held_from)[..., :n_states]
+        return self._torch_rollout(x0, u_feat, c, chunk, held_from)[..., :n_states]
 
-    def _torch_rollout(self, x0: Tensor, u_feat: Tensor, c: Tensor, chunk: int) -> Tensor:
+    def _torch_rollout(self, x0: Tensor, u_feat: Tensor, c: Tensor, chunk: int,
+                       held_from: int) -> Tensor:
         """The torch loop. The drive/condition part of the first layer is computed per time
         chunk, laid out ``(time, batch, hidden)`` so every step reads contiguous rows, and
-        blended linearly for the stages between samples (exact: it is linear in the drive).
-        Chunking bounds the memory for long drives."""
-        k = self.arch.n_delays
+        blended linearly for the stages between samples (exact: it is linear in the drive);
+        features from ``held_from`` on are held at the step's end sample. Chunking bounds the
+        memory for long drives."""
+        k, f = self.arch.n_delays, u_feat.shape[-1]
         first = self.layers[0]
         w_state = first.weight[:, :k].T.contiguous()
-        w_drive = first.weight[:, k: 2 * k].T                              # (k, H)
-        base = first.bias if c.shape[-1] == 0 else torch.addmm(first.bias, c, first.weight[:, 2 * k:].T)
+        w_drive = first.weight[:, k: k + f].T                              # (F, H)
+        base = first.bias if c.shape[-1] == 0 else torch.addmm(first.bias, c, first.weight[:, k + f:].T)
         base = base.expand(x0.shape[0], -1)                                 # (B, H)
         weights = [layer.weight.T.contiguous() for layer in self.layers[1:]]
         biases = [layer.bias for layer in self.layers[1:]]
         hold = self.arch.interpolation == "hold"
-        u_t = u_feat.transpose(0, 1)                                        # (n, B, k) view
+        u_t = u_feat.transpose(0, 1)                                        # (n, B, F) view
         outputs = []
         x = x0
         n_steps = u_t.shape[0] - 1
         for start in range(0, n_steps, chunk):
             stop = min(start + chunk, n_steps)
-            lo = start + 1 if hold else start
             with torch.profiler.record_function("twin.drive_input"):  # bench_twin's breakdown
-                pre = torch.matmul(u_t[lo: stop + 1], w_drive) + base      # (L(+1), B, H)
                 if hold:
+                    pre = torch.matmul(u_t[start + 1: stop + 1], w_drive) + base  # (L, B, H)
                     stages = (pre, pre, pre, pre)
                 else:
-                    a, b = pre[:-1], pre[1:]
+                    pre = torch.matmul(u_t[start: stop + 1, :, :held_from], w_drive[:held_from]) + base
+                    if held_from < f:
+                        held = torch.matmul(u_t[start + 1: stop + 1, :, held_from:], w_drive[held_from:])
+                        a, b = pre[:-1] + held, pre[1:] + held
+                    else:
+                        a, b = pre[:-1], pre[1:]
                     stages = (a, (2.0 * a + b) / 3.0, (a + 2.0 * b) / 3.0, b)
             states = _rk38_loop(x, *(s.unbind(0) for s in stages), w_state, weights, biases)
             x = states[-1]
@@ -314,7 +353,8 @@ class SpinNODE(nn.Module):
             return x0.new_zeros((x0.shape[0], 0, x0.shape[1]))
         return torch.cat(outputs, dim=1)
 
-    def _sharded(self, x0: Tensor, u_feat: Tensor, c: Tensor, chunk: int, workers: int) -> Tensor:
+    def _sharded(self, x0: Tensor, u_feat: Tensor, c: Tensor, chunk: int, workers: int,
+                 held_from: int) -> Tensor:
         """The torch loop on ``workers`` batch shards in parallel threads (the scripted loop
         releases the GIL), one torch thread each: on these small ops torch's own intra-op
         threads cost more in synchronisation than they gain."""
@@ -325,7 +365,7 @@ class SpinNODE(nn.Module):
 
         def one(i: Tensor) -> Tensor:
             with torch.set_grad_enabled(grad):  # grad mode is per thread
-                return self._torch_rollout(x0[i], u_feat[i], c[i], chunk)
+                return self._torch_rollout(x0[i], u_feat[i], c[i], chunk, held_from)
 
         torch.set_num_threads(1)
         try:
@@ -340,19 +380,20 @@ class SpinNODE(nn.Module):
 
         n = u_feat.shape[1]
         hold = self.arch.interpolation == "hold"
+        varying = c.ndim == 3  # time-varying conditions are held at the step's end sample
 
         def func(t: Tensor, x: Tensor) -> Tensor:
+            after = int(torch.clamp(torch.ceil(t), 0, n - 1))  # t is nudged into the step
             if hold:
-                i = int(torch.clamp(torch.ceil(t), 0, n - 1))
-                u = u_feat[:, i]
+                u = u_feat[:, after]
             else:
                 i = int(torch.clamp(torch.floor(t), 0, n - 2))
                 frac = (t - i).to(u_feat.dtype)
                 u = u_feat[:, i] * (1 - frac) + u_feat[:, i + 1] * frac
-            return self.rhs(x, u, c)
+            return self.rhs(x, u, c[:, after] if varying else c)
 
         t = torch.arange(n, dtype=torch.float64)
-        states = odeint(func, x0, t, method="rk4", options={"perturb": hold})
+        states = odeint(func, x0, t, method="rk4", options={"perturb": hold or varying})
         return states[1:].transpose(0, 1)
 
     # --- physical-unit API -------------------------------------------------------------------
@@ -378,8 +419,9 @@ class SpinNODE(nn.Module):
     def simulate(self, drive: Tensor, conditions: Tensor, *, y_history: Tensor | None = None,
                  settle_samples: int = 0, rest_drive: float | Tensor | None = None,
                  chunk: int = 256, workers: int | None = None, kernel: str = "auto") -> Tensor:
-        """Free-running response ``(B, n)`` to physical drives ``(B, n)`` at physical
-        conditions ``(B, C)``, on the model's device.
+        """Free-running response ``(B, n)`` to physical drives at physical conditions, on the
+        model's device. ``drive`` is ``(B, n)`` for a one-drive twin, else ``(B, D, n)``;
+        ``conditions`` is ``(B, C)`` (held for the whole drive) or ``(B, n, C)`` (per sample).
 
         With ``y_history`` ``(B, history_samples)`` (measured output up to and including the
         first sample) the state starts from measurement; otherwise the twin starts at the
@@ -396,14 +438,21 @@ class SpinNODE(nn.Module):
 
         dtype, device = self.y_mean.dtype, self.y_mean.device
         k, d = self.arch.n_delays, self.arch.delay_samples
+        n_drives = len(self.arch.drive_names)
         params = list(self.parameters())
-        direct = kernel != "torch" and compiled.supports_model(params, k)
         drive = torch.as_tensor(drive, device=device)
-        drive = drive if direct and drive.dtype == torch.float64 else drive.to(dtype)
-        if drive.ndim == 1:
+        if drive.ndim == (1 if n_drives == 1 else 2):
             drive = drive[None]
-        batch, n = drive.shape
-        conditions = torch.as_tensor(conditions, dtype=dtype, device=device).reshape(batch, -1)
+        if drive.ndim != (2 if n_drives == 1 else 3) or (n_drives > 1 and drive.shape[1] != n_drives):
+            raise ConfigError(f"the twin takes {n_drives} drive(s) {list(self.arch.drive_names)}; "
+                              f"got a drive array of shape {tuple(drive.shape)}")
+        batch, n = drive.shape[0], drive.shape[-1]
+        conditions = torch.as_tensor(conditions, dtype=dtype, device=device)
+        varying = conditions.ndim == 3
+        conditions = conditions if varying else conditions.reshape(batch, -1)
+        direct = (kernel != "torch" and n_drives == 1 and not varying
+                  and compiled.supports_model(params, k))
+        drive = drive if direct and drive.dtype == torch.float64 else drive.to(dtype)
         workers = torch.get_num_threads() if workers is None else workers
         c = self.norm_conditions(conditions)
         if y_history is not None:
@@ -418,7 +467,8 @@ class SpinNODE(nn.Module):
         else:
             x0 = torch.zeros(batch, k, dtype=dtype, device=device)
             settle = int(settle_samples)
-        rest = (drive[:, 0] if rest_drive is None
+        first = drive[..., 0]
+        rest = (first if rest_drive is None
                 else torch.as_tensor(rest_drive, dtype=dtype, device=device).reshape(-1))
         if direct:
             return compiled.simulate(drive, x0, c, params, hold=self.arch.interpolation == "hold",
@@ -426,13 +476,17 @@ class SpinNODE(nn.Module):
                                      u_norm=(self.u_mean, self.u_std), y_norm=(self.y_mean, self.y_std),
                                      workers=workers)
         # the drive, after `settle` samples at the rest level, normalised: one pass each
-        u = drive.new_empty(batch, settle + n)
-        u[:, settle:] = drive
+        u = drive.new_empty(*drive.shape[:-1], settle + n)
+        u[..., settle:] = drive
         if settle:
-            u[:, :settle] = rest.to(dtype).reshape(-1, 1)
-        u = torch.addcmul(-self.u_mean / self.u_std, u, 1.0 / self.u_std)
-        states = self.rollout(x0, self.delay_features(u), c, chunk=chunk, kernel=kernel,
-                              n_states=1, workers=workers)
+            level = rest.to(dtype)
+            level = (level.reshape(first.shape) if level.numel() == first.numel()
+                     else level.reshape(-1, *(1,) * (first.ndim - 1)).expand_as(first))
+            u[..., :settle] = level[..., None]
+            if varying:
+                c = torch.cat([c[:, :1].expand(-1, settle, -1), c], dim=1)
+        states = self.rollout(x0, self.delay_features(self.norm_drive(u)), c, chunk=chunk,
+                              kernel=kernel, n_states=1, workers=workers)
         y = u.new_empty(batch, settle + n)
         y[:, 0] = x0[:, 0]
         y[:, 1:] = states[..., 0]

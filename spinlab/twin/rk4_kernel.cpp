@@ -105,20 +105,22 @@ inline vf blend(vf a, vf b, int s, int hold) {
 }
 
 // Where a tile's drive features come from. LaneFeatures: given for every sample in lane layout
-// (training windows, whose delayed features reach back before the window). RowDrive: the raw
+// (training windows, whose delayed features reach back before the window); features from
+// `held_from` on are held at sample n + 1 over the step whatever `hold` says (slow inputs, the
+// twin's time-varying conditions). RowDrive: the raw
 // drive of each row, row-major, in physical units (simulation): normalised here, preceded by
 // `settle` samples at the row's rest level, delayed copies taken from a ring of past samples.
 template <int V>
 struct LaneFeatures {
     const float* u;
     int64_t Bp;
-    int D, hold;
+    int D, hold, held_from;
     void step(int64_t) {}
     void stage(int64_t n, int s, vf (*ud)[V]) const {
         for (int d = 0; d < D; d++)
             for (int v = 0; v < V; v++)
                 ud[d][v] = blend(ld(u + (n * D + d) * Bp + v * W), ld(u + ((n + 1) * D + d) * Bp + v * W),
-                                 s, hold);
+                                 s, hold || d >= held_from);
     }
 };
 
@@ -367,20 +369,21 @@ void tiles(int64_t r0, int64_t r1, F&& f) {
 
 extern "C" {
 
-int twin_kernel_abi(void) { return 1; }
+int twin_kernel_abi(void) { return 2; }
 
 // Returns 0, or -1 when a size is out of range (K, D > 16) or rows are not multiples of 16.
+// Drive features d >= held_from are held over each step (pass D for none).
 int twin_forward(int K, int D, int H, int L, const float* ws, const float* wd, const float* wh,
                  const float* bh, const float* wo, const float* bo, int64_t Bp, int64_t r0,
-                 int64_t r1, int64_t N, int hold, int K_out, const float* x0, const float* u,
-                 const float* base, float* out, float* act, float* inp) {
+                 int64_t r1, int64_t N, int hold, int K_out, int held_from, const float* x0,
+                 const float* u, const float* base, float* out, float* act, float* inp) {
     if (K < 1 || K > MAXK || D < 0 || D > MAXK || H < 1 || L < 1 || K_out < 1 || K_out > K ||
         Bp % W || r0 % W || r1 % W)
         return -1;
     const Net net{K, D, H, L, ws, wd, wh, nullptr, bh, wo, bo};
     tiles(r0, r1, [&](auto v, int64_t b) {
         constexpr int V = decltype(v)::value;
-        LaneFeatures<V> source{u + b, Bp, D, hold};
+        LaneFeatures<V> source{u + b, Bp, D, hold, held_from};
         LaneStates<V> sink{out + b, Bp, K_out};
         forward_tile<V>(net, Bp, N, x0 + b, base + b, source, sink, act ? act + b : nullptr,
                         inp ? inp + b : nullptr);
