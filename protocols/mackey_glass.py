@@ -218,26 +218,28 @@ def _standardise(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     return [np.hstack([(x - mean) / std, np.ones((len(x), 1))]) for x in (train, *others)]
 
 
-def _ridge(design: np.ndarray, target: np.ndarray, alphas: tuple[float, ...]) -> list[np.ndarray]:
-    """Weights for each penalty (relative to the mean eigenvalue of the Gram matrix)."""
-    gram, cross = design.T @ design, design.T @ target
+def _ridge(design: np.ndarray, targets: np.ndarray, alphas: tuple[float, ...]) -> list[np.ndarray]:
+    """Weights (one column per target) for each penalty, relative to the mean eigenvalue of the
+    Gram matrix."""
+    gram, cross = design.T @ design, design.T @ targets
     scale, eye = np.trace(gram) / gram.shape[0], np.eye(gram.shape[0])
     return [scipy.linalg.solve(gram + a * scale * eye, cross, assume_a="sym") for a in alphas]
 
 
-def choose_alpha(states: np.ndarray, target: np.ndarray, alphas: tuple[float, ...], folds: int) -> float:
-    """The penalty with the least squared error over ``folds`` contiguous blocks of the training
-    part (blocks, not shuffled rows: neighbouring points of a smooth series are near copies)."""
+def choose_alphas(states: np.ndarray, targets: np.ndarray, alphas: tuple[float, ...], folds: int) -> np.ndarray:
+    """Per target column, the penalty with the least squared error over ``folds`` contiguous
+    blocks of the training part (blocks, not shuffled rows: neighbouring points of a smooth
+    series are near copies)."""
     if len(alphas) == 1:
-        return float(alphas[0])
-    errors = np.zeros(len(alphas))
+        return np.full(targets.shape[1], float(alphas[0]))
+    errors = np.zeros((len(alphas), targets.shape[1]))
     for held in np.array_split(np.arange(len(states)), folds):
         keep = np.ones(len(states), bool)
         keep[held] = False
         fit, test = _standardise(states[keep], states[held])
-        for i, w in enumerate(_ridge(fit, target[keep], alphas)):
-            errors[i] += float(np.sum((test @ w - target[held]) ** 2))
-    return float(alphas[int(np.argmin(errors))])
+        for i, w in enumerate(_ridge(fit, targets[keep], alphas)):
+            errors[i] += np.sum((test @ w - targets[held]) ** 2, axis=0)
+    return np.asarray(alphas, dtype=np.float64)[np.argmin(errors, axis=0)]
 
 
 def nrmse(prediction: np.ndarray, truth: np.ndarray) -> float:
@@ -248,21 +250,24 @@ def nrmse(prediction: np.ndarray, truth: np.ndarray) -> float:
 def horizon_curve(states: np.ndarray, series: np.ndarray, config: MackeyGlassConfig) -> tuple[np.ndarray, np.ndarray]:
     """NRMSE on the held-out part and the penalty used, for horizons 1..max_horizon.
 
-    Inputs are the states at points ``discard..``; the readout for horizon h maps the state at
-    point n onto ``series[n + h]``. Training states come first; the test states follow them,
-    so no test target is ever a training target."""
+    The readout for horizon h maps the state at point n onto ``series[n + h]``; it is trained
+    on the states at ``discard..split`` and scored on those after ``split``, so no test target
+    is ever a training target. Every horizon shares the training states, so all are fitted at
+    once (one column each)."""
     start = config.discard
-    n_train = int((len(series) - start) * config.train_fraction)
-    split = start + n_train
-    curve, penalties = [], []
-    for h in range(1, config.max_horizon + 1):
-        x_train, y_train = states[start:split], series[start + h:split + h]
-        x_test, y_test = states[split:len(series) - h], series[split + h:]
-        alpha = choose_alpha(x_train, y_train, config.alphas, config.cv_folds)
-        fit, test = _standardise(x_train, x_test)
-        curve.append(nrmse(test @ _ridge(fit, y_train, (alpha,))[0], y_test))
-        penalties.append(alpha)
-    return np.array(curve), np.array(penalties)
+    split = start + int((len(series) - start) * config.train_fraction)
+    horizons = range(1, config.max_horizon + 1)
+    targets = np.stack([series[start + h:split + h] for h in horizons], axis=1)
+    chosen = choose_alphas(states[start:split], targets, config.alphas, config.cv_folds)
+    fit, test = _standardise(states[start:split], states[split:])
+    curve = np.empty(len(horizons))
+    for alpha in np.unique(chosen):
+        columns = np.flatnonzero(chosen == alpha)
+        predictions = test @ _ridge(fit, targets[:, columns], (float(alpha),))[0]
+        for j, c in enumerate(columns):
+            h = c + 1
+            curve[c] = nrmse(predictions[:len(series) - split - h, j], series[split + h:])
+    return curve, chosen
 
 
 # --- the protocol --------------------------------------------------------------------------
