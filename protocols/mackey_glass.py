@@ -317,6 +317,8 @@ def run(ctx: RunContext, config: MackeyGlassConfig) -> dict[str, Any]:
         "drive_quantity": quantity.quantity, "drive_unit": quantity.unit, "drive_range": drive_range,
         "clipped_fraction": clipped, "conditions": conditions,
         "drive_samples": int(len(series) * encoder.samples_per_frame()),
+        "device_samples": int(sum(e - w for _, w, e in pieces(len(series), config.piece_points,
+                                                            config.warmup_points)) * encoder.samples_per_frame()),
         "device_s": device_s, "wall_s": time.perf_counter() - t_start,
     }
     ctx.save("series", series, source=source)
