@@ -16,7 +16,7 @@ Node duration (``theta_s``, default per device, :func:`default_theta_s`): a rese
 response to each input point to outlast it by a few points (memory) while neighbouring nodes
 still differ. A twin can only be driven on the grid it was trained on; its nodes are
 ``samples_per_node`` grid samples (the paper's 10 ps on the skyrmion's 5 ps grid: 50 nodes are
-0.5 ns per point, shorter than the ring-down of the skyrmion's breathing mode, ~ns). An
+0.5 ns per point, while the twin's response to a 10 ps kick takes 1.3 ns to fall to a tenth). An
 auto-oscillator (sim:vortex, the emulated bench) relaxes once, over tau; nodes of tau / 2 let
 each node's response rise above the thermal noise while consecutive nodes still couple
 (Torrejon et al. 2017: theta below tau).
