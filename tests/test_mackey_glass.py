@@ -11,8 +11,9 @@ from typer.testing import CliRunner
 
 from spinlab.cli import app
 from spinlab.device import Device, DriveQuantity
-from spinlab.engine import RunEngine
+from spinlab.engine import RunEngine, build_plan
 from spinlab.protocols import mackey_glass
+from spinlab.sweeps import SweepSpec, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 MG_FILE = ROOT / ".." / "shared" / "datasets" / "mumax3-skyrmion" / "mackey_glass.txt"
@@ -126,6 +127,16 @@ def test_a_bad_data_file_is_one_line(tmp_path, content, says):
 def test_a_missing_data_file_is_one_line(tmp_path):
     result = cli("--device", "sim:vortex", "--data", str(tmp_path / "none.txt"), "--runs-dir", str(tmp_path))
     assert result.exit_code == 2 and result.output.count("\n") == 1 and "does not exist" in result.output
+
+
+def test_a_sweep_runs_mackey_glass_points_that_equal_the_same_runs_alone(tmp_path):
+    settings = {k: v for k, v in SHORT.items() if k != "n_nodes"}
+    spec = SweepSpec("mackey-glass", "sim:vortex?noise=0", grid={"n_nodes": [8, 12]}, settings=settings)
+    result = run_sweep(spec, tmp_path / "sw", workers=2, processes=False, metrics=["nrmse_h1"])
+    assert result.count("completed") == 2 and [p.name for p in result.plots] == ["nrmse_h1.png"]
+    for point, row in zip(spec.points(), result.table):
+        alone = RunEngine(tmp_path / "alone").run(build_plan("mackey-glass", point.config), "sim:vortex?noise=0")
+        assert row["results"]["curve"] == alone.summary["curve"]
 
 
 @pytest.mark.slow
