@@ -95,6 +95,13 @@ def test_curve_on_sim_vortex_has_its_fields_and_beats_persistence_at_horizon_1(t
     assert (result.path / "nrmse.png").stat().st_size > 0
 
 
+def test_the_cli_runs_the_same_plan_as_python(tmp_path):
+    alone = RunEngine(tmp_path).run(mackey_glass.plan(**{**SHORT, "discard": 300}), "sim:vortex", seed=2).summary
+    summary = last_json(cli("--device", "sim:vortex", "--points", "1200", "--nodes", "12", "--max-horizon", "20",
+                            "--seed", "2", "--runs-dir", str(tmp_path), "--json"))
+    assert summary["curve"] == alone["curve"] and summary["baseline"] == alone["baseline"]
+
+
 def test_the_drive_reaches_the_device_in_its_unit_and_range(tmp_path):
     device = AnisotropyDevice()
     summary = RunEngine(tmp_path).run(mackey_glass.plan(**SHORT, piece_points=400), device).summary

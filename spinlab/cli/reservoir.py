@@ -85,7 +85,7 @@ def mackey_glass(
     samples_per_node: Optional[int] = typer.Option(None, "--samples-per-node", help=f"Drive samples per node (default {_M.model_fields['samples_per_node'].default})."),
     node_features: Optional[str] = typer.Option(None, "--node-features", help="mean (one state per node) or samples (default mean)."),
     bias_A: Optional[float] = typer.Option(None, "--bias-A", help="DC bias current (A) (default: the device's)."),
-    drive_fraction: Optional[float] = typer.Option(None, "--drive-fraction", help="Share of the device's drive range used (default 1)."),
+    drive_fraction: Optional[float] = typer.Option(None, "--drive-fraction", help=f"Share of the device's drive range used (default {_M.model_fields['drive_fraction'].default})."),
     input_sigma: Optional[float] = typer.Option(None, "--input-sigma", help=f"Training std devs mapped to the end of the range (default {_M.model_fields['input_sigma'].default})."),
     alpha: Optional[float] = typer.Option(None, "--alpha", help="One ridge penalty for every horizon "
                                           "(default: chosen per horizon by blocked CV on the training part)."),
