@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from spinlab.cli import app
 from spinlab.device import Device, DriveQuantity
 from spinlab.engine import RunEngine, build_plan
+from spinlab.errors import RunInterrupted
 from spinlab.protocols import mackey_glass
 from spinlab.sweeps import SweepSpec, run_sweep
 
@@ -43,9 +44,10 @@ class AnisotropyDevice(Device):
     response_unit = ""
     dt_s = 5e-12
 
-    def __init__(self) -> None:
+    def __init__(self, stop_at: int | None = None) -> None:
         super().__init__()
         self.drives = []
+        self.stop_at = stop_at
         self.address = "test:anisotropy"
 
     @property
@@ -53,6 +55,8 @@ class AnisotropyDevice(Device):
         return DriveQuantity("anisotropy", "J/m3", 0.7e6, 0.9e6)
 
     def respond(self, drive, conditions=None):
+        if len(self.drives) == self.stop_at:
+            raise RunInterrupted(2)  # what Ctrl-C does in the middle of a run
         self.drives.append(drive)
         return super().respond(drive, conditions)
 
@@ -112,6 +116,17 @@ def test_the_drive_reaches_the_device_in_its_unit_and_range(tmp_path):
     assert np.ptp(samples) > 0.1e6  # more than half the range is used
     assert summary["theta_s"] == pytest.approx(10e-12) and summary["drive_unit"] == "J/m3"
     assert summary["nrmse_h1"] < 1.0
+
+
+def test_an_interrupted_run_resumes_to_the_uninterrupted_curve_driving_only_the_missing_pieces(tmp_path):
+    plan = mackey_glass.plan(**SHORT, piece_points=400, pieces_per_step=1)  # three steps
+    clean = RunEngine(tmp_path / "a").run(plan, AnisotropyDevice(), seed=5)
+    with pytest.raises(RunInterrupted) as caught:
+        RunEngine(tmp_path / "b").run(plan, AnisotropyDevice(stop_at=2), seed=5)
+    again = AnisotropyDevice()
+    resumed = RunEngine(tmp_path / "b").resume(caught.value.run_path, again)
+    assert len(again.drives) == 1 and resumed.status == "completed"
+    assert resumed.summary["curve"] == clean.summary["curve"]
 
 
 @pytest.mark.parametrize("content, says", [
