@@ -23,7 +23,6 @@ each node's response rise above the thermal noise while consecutive nodes still 
 """
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
@@ -247,6 +246,11 @@ def nrmse(prediction: np.ndarray, truth: np.ndarray) -> float:
     return float(np.sqrt(np.mean((prediction - truth) ** 2)) / np.std(truth))
 
 
+def train_split(n_points: int, config: MackeyGlassConfig) -> int:
+    """Index of the first held-out point (training points are ``discard..split``)."""
+    return config.discard + int((n_points - config.discard) * config.train_fraction)
+
+
 def horizon_curve(states: np.ndarray, series: np.ndarray, config: MackeyGlassConfig) -> tuple[np.ndarray, np.ndarray]:
     """NRMSE on the held-out part and the penalty used, for horizons 1..max_horizon.
 
@@ -254,8 +258,7 @@ def horizon_curve(states: np.ndarray, series: np.ndarray, config: MackeyGlassCon
     on the states at ``discard..split`` and scored on those after ``split``, so no test target
     is ever a training target. Every horizon shares the training states, so all are fitted at
     once (one column each)."""
-    start = config.discard
-    split = start + int((len(series) - start) * config.train_fraction)
+    start, split = config.discard, train_split(len(series), config)
     horizons = range(1, config.max_horizon + 1)
     targets = np.stack([series[start + h:split + h] for h in horizons], axis=1)
     chosen = choose_alphas(states[start:split], targets, config.alphas, config.cv_folds)
@@ -289,7 +292,7 @@ def run(ctx: RunContext, config: MackeyGlassConfig) -> dict[str, Any]:
     # quantity maps it onto its own range and unit
     encoder = Encoder(make_mask(config.n_nodes, 1, "normal", ctx.rng("mask")), theta_s,
                       config.samples_per_node, 1.0, config.input_sigma)
-    split = config.discard + int((len(series) - config.discard) * config.train_fraction)
+    split = train_split(len(series), config)
     encoder.fit([series[:split, None]])  # the training part only
 
     t_device = time.perf_counter()
