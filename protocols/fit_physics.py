@@ -35,13 +35,15 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Annotated, Any, Callable, Literal, Mapping, Sequence
 
 import h5py
 import numpy as np
+from pydantic import Field, field_validator, model_validator
 
+from spinlab.config import Config, NonNegative, Positive, PositiveInt
 from spinlab.engine import Plan, RunContext
 from spinlab.errors import ConfigError
 from spinlab.sim_backends.macrospin import MacrospinParams, response_and_jacobian
@@ -294,32 +296,31 @@ def scope_points_per_sample(identity: Mapping[str, Any], dt_s: float) -> int:
 
 
 # --- configuration ----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class FitConfig:
+class FitConfig(Config):
     """What to fit and how (stored in the fit's run file)."""
 
     model: str
     params: tuple[str, ...]
     method: str = "grad"
     #: random candidates scored before the descent, and how many of the best start it
-    screen: int = 64
-    starts: int = 8
+    screen: PositiveInt = 64
+    starts: PositiveInt = 8
     #: fractions of every recording the descent fits, in turn (the last must be 1)
-    horizons: tuple[float, ...] = (0.1, 0.3, 1.0)
-    max_iterations: int = 40
+    horizons: tuple[Annotated[float, Field(gt=0, le=1)], ...] = (0.1, 0.3, 1.0)
+    max_iterations: PositiveInt = 40
     #: relative loss change below which a start has converged
-    tolerance: float = 1e-9
+    tolerance: Positive = 1e-9
     #: grid points per parameter (``grid``)
-    grid_points: int = 6
+    grid_points: PositiveInt = 6
     #: search box overrides (name -> (lo, hi)) and fixed values of other parameters
-    bounds: Mapping[str, tuple[float, float]] = field(default_factory=dict)
-    fixed: Mapping[str, float] = field(default_factory=dict)
+    bounds: dict[str, tuple[Positive, Positive]] = {}
+    fixed: dict[str, float] = {}
     #: macrospin: temperature of the fitted model as a device (None: the recording simulator's)
-    temperature_K: float | None = None
+    temperature_K: NonNegative | None = None
     #: vortex: drive level the device idles at before a record ("auto": from the run's device)
     #: and the instants averaged into each response sample (None: from the run's device)
-    rest_drive_V: float | str | None = "auto"
-    points_per_sample: int | None = None
+    rest_drive_V: float | Literal["auto"] | None = "auto"
+    points_per_sample: PositiveInt | None = None
     #: the run directory (written by ``spinlab acquire``) whose recordings are fitted, and the
     #: model file to write (default: ``model.json`` in the fit's own run directory)
     source_run: str = ""
@@ -327,38 +328,28 @@ class FitConfig:
     #: seeds the random candidates (the run's seed when run as a plan)
     seed: int = 0
 
-    def __post_init__(self) -> None:
-        if self.model not in MODELS:
-            raise ConfigError(f"--model must be one of {sorted(MODELS)}, got {self.model!r}")
-        if self.method not in METHODS:
-            raise ConfigError(f"--method must be one of {list(METHODS)}, got {self.method!r}")
-        params = tuple(dict.fromkeys(p.strip() for p in self.params if p.strip()))
+    @field_validator("params", mode="after")
+    @classmethod
+    def _names(cls, params: tuple[str, ...]) -> tuple[str, ...]:
+        params = tuple(dict.fromkeys(p.strip() for p in params if p.strip()))
         if not params:
-            raise ConfigError("--params needs at least one parameter name")
-        object.__setattr__(self, "params", params)
-        for name in ("screen", "starts", "max_iterations", "grid_points"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        if self.starts > self.screen:
-            raise ConfigError(f"starts ({self.starts}) cannot exceed the screened candidates ({self.screen})")
-        horizons = tuple(float(h) for h in self.horizons)
-        if not horizons or horizons[-1] != 1.0 or any(not 0 < h <= 1 for h in horizons) \
-                or list(horizons) != sorted(horizons):
-            raise ConfigError(f"horizons must increase within (0, 1] and end at 1, got {list(self.horizons)}")
-        object.__setattr__(self, "horizons", horizons)
-        for name, (lo, hi) in dict(self.bounds).items():
-            if not (0 < lo < hi and math.isfinite(hi)):
-                raise ConfigError(f"bounds of {name} must satisfy 0 < lo < hi, got {lo}:{hi}")
-        if self.temperature_K is not None and not (math.isfinite(self.temperature_K) and self.temperature_K >= 0):
-            raise ConfigError(f"temperature_K must be >= 0, got {self.temperature_K!r}")
+            raise ValueError("--params needs at least one parameter name")
+        return params
 
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["bounds"] = {k: list(v) for k, v in dict(self.bounds).items()}
-        d["fixed"] = dict(self.fixed)
-        d["horizons"] = list(self.horizons)
-        return d
+    @model_validator(mode="after")
+    def _consistent(self) -> "FitConfig":
+        if self.model not in MODELS:
+            raise ValueError(f"--model must be one of {sorted(MODELS)}, got {self.model!r}")
+        if self.method not in METHODS:
+            raise ValueError(f"--method must be one of {list(METHODS)}, got {self.method!r}")
+        if self.starts > self.screen:
+            raise ValueError(f"starts ({self.starts}) cannot exceed the screened candidates ({self.screen})")
+        if not self.horizons or self.horizons[-1] != 1.0 or list(self.horizons) != sorted(self.horizons):
+            raise ValueError(f"horizons must increase within (0, 1] and end at 1, got {list(self.horizons)}")
+        for name, (lo, hi) in self.bounds.items():
+            if not lo < hi:
+                raise ValueError(f"bounds of {name} must satisfy 0 < lo < hi, got {lo}:{hi}")
+        return self
 
 
 def build_model(recordings: Recordings, config: FitConfig) -> PhysicsFit:
@@ -590,7 +581,7 @@ def fit_physics(recordings: Recordings, config: FitConfig,
 def run(ctx: RunContext, config: FitConfig) -> dict[str, Any]:
     """The plan body: fit, record, and write the model file (default ``<run>/model.json``)."""
     recordings = read_run(config.source_run)
-    result = fit_physics(recordings, replace(config, seed=ctx.seed),
+    result = fit_physics(recordings, config.replace(seed=ctx.seed),
                          lambda stage, step, loss: ctx.progress(step, 0, stage=stage, best_loss=loss))
     path = Path(config.out) if config.out else ctx.path / "model.json"
     provenance = {"source_run": recordings.source, "source_device": recordings.device.get("address"),
@@ -612,15 +603,9 @@ def plan(config: FitConfig | Mapping[str, Any] | None = None, **overrides: Any) 
     """The fit as a plan (``spinlab fit-physics``'s defaults unless overridden); it reads the
     run in ``source_run`` and needs no device."""
     if isinstance(config, Mapping) or config is None:
-        values = {**dict(config or {}), **overrides}
-        for name in ("params", "horizons"):
-            if name in values:
-                values[name] = tuple(values[name])
-        if "bounds" in values:
-            values["bounds"] = {k: tuple(v) for k, v in dict(values["bounds"]).items()}
-        cfg = FitConfig(**values)
+        cfg = FitConfig(**{**dict(config or {}), **overrides})
     else:
-        cfg = replace(config, **overrides)
+        cfg = config.replace(**overrides)
     if not cfg.source_run:
         raise ConfigError("fit-physics needs the run directory of the recordings to fit (source_run)")
     return Plan("fit-physics", cfg, lambda ctx: run(ctx, cfg), needs_device=False,

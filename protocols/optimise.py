@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, replace
-from typing import Any, Callable, Mapping, Sequence
+from dataclasses import asdict, replace
+from typing import Annotated, Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
+from pydantic import Field, model_validator
 
+from spinlab.config import Config, Positive, PositiveInt
 from spinlab.device import Device
 from spinlab.engine import Plan, RunContext, seed_stream
 from spinlab.engine.plan import make_config
@@ -42,49 +44,35 @@ from spinlab.sim_backends.vortex import VortexDevice, power_and_jacobian
 KNOBS = ("bias_A", "drive_fraction", "input_sigma")
 
 
-@dataclass(frozen=True)
-class OptimiseConfig:
+class OptimiseConfig(Config):
     """What to tune and how; ``protocol`` is the spoken-digit run it starts from."""
 
     protocol: SpokenDigitsConfig
     #: training utterances in the surrogate (stratified over digits and speakers)
-    subset: int = 300
-    iterations: int = 20
-    learning_rate: float = 0.15
+    subset: Annotated[int, Field(ge=4 * N_CLASSES)] = 300
+    iterations: PositiveInt = 20
+    learning_rate: Positive = 0.15
     #: tune the mask scale (input_sigma) too, not only bias and drive amplitude
     mask_scale: bool = True
     #: ridge regularisation of the surrogate (relative to the mean Gram eigenvalue; None: the
     #: protocol's alpha grid scored at the starting point) and the scale of its utterance
     #: scores in the softmax
-    ridge_alpha: float | None = None
-    score_scale: float = 10.0
+    ridge_alpha: Positive | None = None
+    score_scale: Positive = 10.0
     #: search box: bias from just above threshold to the limit, drive fraction, input_sigma
-    bias_margin: float = 1.02
-    drive_fraction_range: tuple[float, float] = (0.05, 1.0)
-    input_sigma_range: tuple[float, float] = (0.25, 8.0)
+    bias_margin: Positive = 1.02
+    drive_fraction_range: tuple[Positive, Annotated[float, Field(gt=0, le=1)]] = (0.05, 1.0)
+    input_sigma_range: tuple[Positive, Positive] = (0.25, 8.0)
     #: drive samples per device call (bounds the memory of the tangents)
-    chunk_samples: int = 6_000_000
+    chunk_samples: PositiveInt = 6_000_000
 
-    def __post_init__(self) -> None:
-        if self.subset < 4 * N_CLASSES:
-            raise ConfigError(f"--subset must be at least {4 * N_CLASSES} utterances, got {self.subset}")
-        for name in ("iterations", "chunk_samples"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("learning_rate", "score_scale", "bias_margin", "ridge_alpha"):
-            if name == "ridge_alpha" and self.ridge_alpha is None:
-                continue
-            if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
-                raise ConfigError(f"{name} must be a positive number, got {getattr(self, name)!r}")
+    @model_validator(mode="after")
+    def _ranges(self) -> "OptimiseConfig":
         for name in ("drive_fraction_range", "input_sigma_range"):
             lo, hi = getattr(self, name)
-            if not 0 < lo < hi:
-                raise ConfigError(f"{name} must be (lo, hi) with 0 < lo < hi, got {(lo, hi)}")
-        if self.drive_fraction_range[1] > 1:
-            raise ConfigError("drive_fraction cannot exceed 1 (the device's max_drive_V)")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "protocol": asdict(self.protocol)}
+            if not lo < hi:
+                raise ValueError(f"{name} must be (lo, hi) with 0 < lo < hi, got {(lo, hi)}")
+        return self
 
 
 class Box:
@@ -276,15 +264,12 @@ def plan(config: OptimiseConfig | Mapping[str, Any] | None = None, **overrides: 
     """Task-level optimisation as a plan (``spinlab optimise spoken-digits``'s defaults unless
     overridden); ``protocol`` holds the spoken-digit config it starts from."""
     if isinstance(config, OptimiseConfig):
-        cfg = replace(config, **overrides)
+        cfg = config.replace(**overrides)
     else:
         values = {**dict(config or {}), **overrides}
         protocol = values.pop("protocol", None)
         if not isinstance(protocol, SpokenDigitsConfig):
             protocol = make_config(SpokenDigitsConfig, protocol)
-        for name in ("drive_fraction_range", "input_sigma_range"):
-            if name in values:
-                values[name] = tuple(values[name])
         cfg = OptimiseConfig(protocol=protocol, **values)
     return Plan("optimise-spoken-digits", cfg, lambda ctx: run(ctx, cfg))
 

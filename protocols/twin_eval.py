@@ -45,7 +45,8 @@ class EvalConfig(Config):
     repeats: PositiveInt = 1
     #: where the twin computes: auto (a GPU when present), cpu, cuda or cuda:N
     torch_device: str = "auto"
-    #: MuMax3 scoring: the table, and the span scored, as fractions of it after the transient
+    #: MuMax3 scoring: the table, and the span scored, as fractions of its length (the twin's
+    #: training transient is never scored)
     table: str | None = None
     span: tuple[float, float] = (0.0, 1.0)
 
@@ -193,22 +194,22 @@ def dominant_frequency(signal: np.ndarray, dt_s: float) -> float:
 def score_on_table(model: Any, meta: TwinMeta, table: Any, span: tuple[float, float] = (0.0, 1.0),
                    *, where: str = "the twin") -> dict[str, Any]:
     """Free-running prediction of ``span`` of ``table``: NRMSE, dominant frequencies, series."""
-    column_names = [s.get("column") for s in meta.input_specs(model.arch.drive_names,
-                                                                  model.arch.condition_names)]
-    require_columns(table, [c for c in (*column_names, meta.output.get("column")) if c], where)
+    specs = meta.input_specs(model.arch.drive_names, model.arch.condition_names)
+    require_columns(table, [c for c in (*(s.get("column") for s in specs), meta.output.get("column")) if c],
+                    where)
     split = twin_split(model, meta, float(np.mean(np.diff(table.time_s))))
     series, _ = mumax_series(table, split, output_offset=meta.output.get("offset"))
     lo, hi = span
     if not 0.0 <= lo < hi <= 1.0:
         raise ConfigError(f"span must be two fractions 0 <= START < STOP <= 1, got {span}")
-    part = series.span(int(round(lo * series.n)), int(round(hi * series.n)))
+    total = series.n + split.discard  # fractions of the whole table; the transient is never scored
+    part = series.span(max(int(round(lo * total)) - split.discard, 0), int(round(hi * total)) - split.discard)
     hist = model.arch.history_samples
     if part.n < hist + 16:
         raise ConfigError(f"the scored span has only {part.n} samples on the twin's grid; widen --span")
     pred = predict(model, [part])[0]
     truth, twin = part.response[hist:], pred[hist:]
     f_true, f_twin = dominant_frequency(truth, part.dt_s), dominant_frequency(twin, part.dt_s)
-    specs = meta.input_specs(model.arch.drive_names, model.arch.condition_names)
     values = [*part.drives, *(np.broadcast_to(part.conditions[n], part.n) for n in model.arch.condition_names)]
     inputs = [{"name": s["name"], "unit": s["unit"], "role": s["role"], "trained_range": s.get("range"),
                "scored_range": [float(np.min(v)), float(np.max(v))]} for s, v in zip(specs, values)]

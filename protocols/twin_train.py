@@ -130,10 +130,16 @@ def run_device(ctx: RunContext, config: TwinTrainConfig) -> dict[str, Any]:
     tcfg.noise_std = estimate_noise_std(np.stack([t.response for t in data])) * math.sqrt(first.repeats)
     tcfg.rest_drive_V = config.rest_drive_V
     ranges = condition_ranges(data, arch.condition_names)
+    quantity = dev.drive_quantity
+    amplitude = min(acq.amplitude_V, dev.limits.max_drive_V)  # as acquire clips it
+    inputs = [{"name": "drive", "role": "drive", "unit": quantity.unit, "quantity": quantity.quantity,
+               "range": [-amplitude, amplitude], "column": None}]
+    inputs += [{"name": n, "role": "condition", "unit": n.rpartition("_")[2] if "_" in n else "",
+                "quantity": n, "range": ranges[n], "column": None} for n in arch.condition_names]
 
     def meta_for(trainer: Any, result: Any = None) -> TwinMeta:
         return TwinMeta(dt_s=acq.dt_s, condition_ranges=ranges, noise_std=tcfg.noise_std,
-                        settle_samples=tcfg.settle_samples,
+                        settle_samples=tcfg.settle_samples, drive_unit=quantity.unit, inputs=inputs,
                         rest_drive_V=trainer.best_rest if result is None else result.rest_drive_V,
                         output_unit=dev.response_unit, provenance={
                             "source": {"device": dev.address, "identity": dev.identity(),
@@ -142,7 +148,7 @@ def run_device(ctx: RunContext, config: TwinTrainConfig) -> dict[str, Any]:
                             "nrmse_history": list(trainer.history), "best_nrmse": trainer.best_nrmse})
 
     result = train_online(model, itertools.chain([first], batches), tcfg, online, run=ctx,
-                          progress=False, on_validate=_checkpointing(ctx, meta_for))
+                          on_validate=_checkpointing(ctx, meta_for))
     tcfg.rest_drive_V = result.rest_drive_V
     meta = meta_for(result, result)
     meta.provenance.update({"nrmse_history": result.history, "best_nrmse": result.best_nrmse,
@@ -207,7 +213,7 @@ def run_mumax(ctx: RunContext, config: TwinTrainConfig) -> dict[str, Any]:
                                     "nrmse_history": list(trainer.history),
                                     "best_nrmse": trainer.best_nrmse})
 
-    result = train_offline(model, [train_t], [val_t], tcfg, run=ctx, progress=False,
+    result = train_offline(model, [train_t], [val_t], tcfg, run=ctx,
                            on_validate=_checkpointing(ctx, meta_for))
     test_nrmse = trajectory_nrmse(model, [test_t])
     rest = series.span(split.n_train, series.n)

@@ -59,7 +59,8 @@ class TwinDevice(Device):
             raise ConfigError(
                 f"twin {path} has {len(model.arch.drive_names)} drive inputs "
                 f"{list(model.arch.drive_names)}; a Device has one drive: retrain with the slow "
-                "inputs as --condition (or score it on tables with `spinlab twin eval --mumax`)")
+                "inputs marked COLUMN:condition in --input (or score it on tables with "
+                "`spinlab twin eval --mumax`)")
         if not (math.isfinite(drive_margin) and drive_margin >= 0):
             raise ConfigError(f"twin option drive_margin must be a number >= 0, got {drive_margin}")
         defaults = {n: float(np.mean(meta.condition_ranges[n])) if n in meta.condition_ranges

@@ -95,3 +95,44 @@ def test_user_errors_exit_2_with_one_line(tmp_path):
     result = runner.invoke(app, ["twin", "train", "--mumax", str(TABLE), "--torch-device", "gpu7",
                                  "--out", str(tmp_path / "x.pt"), "--runs-dir", str(tmp_path)])
     assert result.exit_code == 2 and "torch device must be" in result.output
+
+
+def test_twin_with_a_drive_and_a_condition_trains_evaluates_and_opens_as_a_device(tmp_path):
+    from tests.twin_helpers import write_mumax_table
+
+    table = write_mumax_table(tmp_path / "table.txt", n=3000)
+    out = tmp_path / "kd.pt"
+    summary = _json(["twin", "train", "--mumax", str(table), "--input", "Ku1.region100,Dind.region100:condition",
+                     "--every", "1", "--discard", "20", "--train-points", "2380", "--val-points", "400",
+                     "--test-points", "0", "--hidden", "16", "--max-steps", "1500", "--validate-every", "250",
+                     "--target-nrmse", "0.03", "--out", str(out), "--runs-dir", str(tmp_path / "runs")])
+    assert [(i["name"], i["role"], i["unit"]) for i in summary["inputs"]] == [
+        ("Ku1.region100", "drive", "J/m3"), ("dmi_J_m2", "condition", "J/m2")]
+    assert summary["test_nrmse"] < 0.15, summary
+    model, meta = load_twin(out)
+    assert model.arch.drive_names == ("Ku1.region100",) and model.arch.condition_names == ("dmi_J_m2",)
+    assert meta.inputs[1]["column"] == "Dind.region100" and meta.output["unit"] == "1"
+    scored = _json(["twin", "eval", str(out), "--mumax", str(table), "--span", "0.8,1",
+                    "--runs-dir", str(tmp_path / "runs")])
+    assert scored["nrmse"] == pytest.approx(summary["test_nrmse"], rel=1e-4)  # the same held-out span: 0.8 x 3000 - 20
+    assert scored["frequency_error"] < 0.05 and Path(scored["plot"]).stat().st_size > 10_000
+    dev = open_device(f"twin:{out}")
+    assert dev.drive_quantity.unit == "J/m3" and dev.condition_names == ("dmi_J_m2",)
+
+
+def test_twin_eval_on_a_table_without_the_twins_columns_is_one_line(tmp_path):
+    from tests.twin_helpers import write_mumax_table
+
+    table = write_mumax_table(tmp_path / "table.txt", n=600)
+    out = tmp_path / "kd.pt"
+    _json(["twin", "train", "--mumax", str(table), "--input", "Ku1.region100,Dind.region100:condition",
+           "--every", "1", "--discard", "0", "--train-points", "500", "--val-points", "100", "--hidden", "8",
+           "--max-steps", "20", "--validate-every", "10", "--out", str(out), "--runs-dir", str(tmp_path)])
+    wrong = write_mumax_table(tmp_path / "ku_only.txt", n=600, columns=["t", "mx", "my", "mz", "Ku1.region100"])
+    result = CliRunner().invoke(app, ["twin", "eval", str(out), "--mumax", str(wrong), "--runs-dir", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "lacks column(s) ['Dind.region100']" in lines[0]
+    result = CliRunner().invoke(app, ["twin", "train", "--mumax", str(table), "--input", "Ku1.region100:fast",
+                                      "--out", str(out), "--runs-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "COLUMN:condition" in result.output

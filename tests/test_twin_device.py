@@ -153,3 +153,11 @@ def test_skyrmion_twin_is_driven_in_j_per_m3_within_its_trained_range(skyrmion_t
         dev.respond(Waveform(drive, 1e-11, "J/m3"))
     wide = open_device(f"twin:{path}?drive_margin=1")
     assert wide.drive_quantity.low == pytest.approx(6e5) and wide.identity()["drive"]["unit"] == "J/m3"
+
+
+def test_a_twin_with_two_drives_is_not_a_device(tmp_path):
+    arch = TwinArchitecture(hidden=8, drive_names=("Ku1.region100", "B_ext"))
+    model = build_model(arch, Normalisation(0.0, 1.0, [8e5, 0.0], [7e4, 0.01]), seed=1)
+    path = save_twin(tmp_path / "two.pt", model, TwinMeta(dt_s=5e-12))
+    with pytest.raises(ConfigError, match="a Device has one drive"):
+        open_device(f"twin:{path}")

@@ -19,12 +19,16 @@ def _models(interpolation="hold", layers=2, hidden=24, delay_samples=3):
     arch = TwinArchitecture(n_delays=2, delay_samples=delay_samples, hidden=hidden,
                             n_hidden_layers=layers, condition_names=("bias_A",),
                             interpolation=interpolation)
-    norm = Normalisation(0.01, 0.005, 0.0, 0.2, [7.5e-3], [1e-3])
-    m64 = build_model(arch, norm, seed=3, dtype=torch.float64)
+    return _lively(arch, Normalisation(0.01, 0.005, 0.0, 0.2, [7.5e-3], [1e-3]), seed=3)
+
+
+def _lively(arch, norm, seed):
+    """float64 and float32 copies of a twin with large weights (non-trivial dynamics)."""
+    m64 = build_model(arch, norm, seed=seed, dtype=torch.float64)
     with torch.no_grad():
         for layer in m64.layers:
             layer.weight.mul_(3.0)
-    m32 = build_model(arch, norm, seed=3)
+    m32 = build_model(arch, norm, seed=seed)
     m32.load_state_dict({k: v.float() for k, v in m64.state_dict().items()})
     return m64, m32
 
@@ -111,3 +115,63 @@ def test_without_a_compiler_the_torch_loop_answers(tmp_path, monkeypatch, caplog
     finally:
         kernel.library.cache_clear()
     torch.testing.assert_close(fallback, compiled, rtol=1e-4, atol=1e-5)
+
+
+def _two_drive_models(interpolation):
+    """A twin with two drives and two time-varying conditions (float64 and float32)."""
+    arch = TwinArchitecture(n_delays=2, delay_samples=2, hidden=20, drive_names=("ku", "field"),
+                            condition_names=("dmi", "temperature"), interpolation=interpolation)
+    m64, m32 = _lively(arch, Normalisation(0.0, 1.0, [0.0, 0.0], [1.0, 1.0], [0.0, 0.0], [1.0, 1.0]), seed=4)
+    g = torch.Generator().manual_seed(2)
+    u = torch.randn(37, 2, 41, generator=g, dtype=torch.float64)
+    c = torch.cumsum(torch.randn(37, 41, 2, generator=g, dtype=torch.float64), dim=1) * 0.3
+    x0 = torch.randn(37, 2, generator=g, dtype=torch.float64)
+    return m64, m32, x0, m64.delay_features(u), c
+
+
+@pytest.mark.parametrize("interpolation", ["hold", "linear"])
+def test_time_varying_conditions_kernel_torch_and_reference_agree(interpolation):
+    m64, m32, x0, feats, c = _two_drive_models(interpolation)
+    assert feats.shape == (37, 41, 4)
+    reference = m64.reference_rollout(x0, feats, c)
+    args = (x0.float(), feats.float(), c.float())
+    fast = m32.rollout(*args, kernel="compiled")
+    loop = m32.rollout(*args, kernel="torch")
+    assert float(reference.detach().abs().max()) > 1.0
+    torch.testing.assert_close(fast.double(), reference, rtol=1e-5, atol=2e-5)
+    torch.testing.assert_close(loop, fast, rtol=1e-5, atol=2e-5)
+    # held means held: a condition that changes only after step n leaves steps up to n alone
+    later = c.clone()
+    later[:, 30:] += 1.0
+    moved = m64.reference_rollout(x0, feats, later)
+    torch.testing.assert_close(moved[:, :29], reference[:, :29])
+    assert not torch.allclose(moved[:, 29], reference[:, 29])
+
+
+def test_time_varying_conditions_gradients_kernel_equal_torch():
+    _, m32, x0, feats, c = _two_drive_models("linear")
+    x0, feats, c = x0.float(), feats.float(), c.float()
+
+    def grads(name):
+        m32.zero_grad()
+        (m32.rollout(x0, feats, c, kernel=name) ** 2).sum().backward()
+        return [p.grad.clone() for p in m32.parameters()]
+
+    for got, want in zip(grads("compiled"), grads("torch")):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
+
+
+def test_simulate_with_a_condition_input_is_the_same_on_both_paths():
+    arch = TwinArchitecture(hidden=16, drive_names=("Ku1.region100",), condition_names=("dmi_J_m2",))
+    model = build_model(arch, Normalisation(0.1, 0.2, 8e5, 7e4, [3e-3], [2e-4]), seed=5)
+    with torch.no_grad():
+        model.layers[-1].weight.mul_(20.0)
+    g = torch.Generator().manual_seed(0)
+    drive = 8e5 + 7e4 * torch.randn(5, 300, generator=g)
+    held = torch.tensor([[2.8e-3], [3.0e-3], [3.1e-3], [3.2e-3], [3.4e-3]])
+    series = held[:, None, :].expand(5, 300, 1)  # the same conditions, one value per sample
+    runs = [model.simulate(drive, held, settle_samples=20, kernel=k) for k in ("compiled", "torch")]
+    runs += [model.simulate(drive, series, settle_samples=20, kernel=k) for k in ("compiled", "torch")]
+    assert float(runs[0].std()) > 0.01
+    for other in runs[1:]:
+        torch.testing.assert_close(other, runs[0], rtol=1e-4, atol=1e-4 * float(runs[0].abs().max()))

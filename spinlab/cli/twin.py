@@ -241,7 +241,7 @@ def evaluate(
     checkpoint: Path = typer.Argument(..., help="Twin checkpoint (twin.pt)."),
     device: Optional[str] = typer.Option(None, "--device", "-d", help="Device to compare with."),
     mumax: Optional[Path] = typer.Option(None, "--mumax", help="Or score the twin free-running on this MuMax3 table.txt (same columns as its training table)."),
-    span: str = typer.Option("0,1", "--span", help="MuMax3: the part of the table scored, START,STOP as fractions after the transient (0.8,1: the last 20 %)."),
+    span: str = typer.Option("0,1", "--span", help="MuMax3: the part of the table scored, START,STOP as fractions of its length (0.8,1: the last 20 %; the training transient is never scored)."),
     bias_A: Optional[str] = BiasOption,
     field_T: Optional[str] = FieldOption,
     condition: Optional[list[str]] = ConditionOption,

@@ -165,6 +165,10 @@ def load_twin(path: str | Path) -> tuple[SpinNODE, TwinMeta]:
         meta_d = dict(payload["meta"])
         meta_d.pop("normalisation", None)
         meta = TwinMeta(**meta_d)
+        names = [*arch.drive_names, *arch.condition_names]
+        if meta.inputs and [spec["name"] for spec in meta.inputs] != names:
+            raise ConfigError(f"metadata names inputs {[spec['name'] for spec in meta.inputs]}, the "
+                              f"architecture {names}")
         dtype = DTYPES.get(payload.get("dtype", "float32"))
         if dtype is None:
             raise ConfigError(f"weight dtype {payload.get('dtype')!r} is not one of {sorted(DTYPES)}")

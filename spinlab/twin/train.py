@@ -88,7 +88,6 @@ class TwinTrainer:
     """One optimisation state: model, Adam, segment sampler, validation set, best weights."""
 
     def __init__(self, model: SpinNODE, config: TrainConfig, *, run: Any = None,
-                 progress: bool = False,
                  on_validate: Callable[["TwinTrainer"], None] | None = None) -> None:
         self.model = model
         self.config = config
@@ -101,6 +100,9 @@ class TwinTrainer:
         self.optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate,
                                           fused=device.type in ("cpu", "cuda"))
         self.noise_generator = torch.Generator(device).manual_seed(config.seed + 1)
+        self.cosine = (torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.optimizer, T_max=config.max_steps, eta_min=config.min_learning_rate)
+            if config.lr_schedule == "cosine" else None)
         self.step_count = 0
         self.best_nrmse = math.inf
         self.best_step = 0
@@ -110,7 +112,6 @@ class TwinTrainer:
         self._since_best = 0
         self._loss_sum = torch.zeros((), device=device)  # on the device: no copy per step
         self._loss_n = 0
-        self._progress = _Progress(config.max_steps) if progress else None
 
     # --- data --------------------------------------------------------------------------------
     def add_training(self, trajectories: Iterable[Trajectory]) -> None:
@@ -134,12 +135,8 @@ class TwinTrainer:
         loss.backward()
         self.optimizer.step()
         self.step_count += 1
-        if cfg.lr_schedule == "cosine":
-            frac = min(self.step_count / cfg.max_steps, 1.0)
-            lr = cfg.min_learning_rate + 0.5 * (cfg.learning_rate - cfg.min_learning_rate) * (
-                1.0 + math.cos(math.pi * frac))
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
+        if self.cosine is not None and self.step_count <= cfg.max_steps:
+            self.cosine.step()
         value = loss.detach()
         self._loss_sum += value
         self._loss_n += 1
@@ -178,8 +175,6 @@ class TwinTrainer:
                                             "best": self.best_nrmse})
             self.run.progress(self.step_count, self.config.max_steps, stage="training", nrmse=value,
                               loss=loss)
-        if self._progress is not None:
-            self._progress.update(self.step_count, loss, value, self.best_nrmse)
         if self.on_validate is not None:
             self.on_validate(self)
         return value
@@ -218,19 +213,14 @@ class TwinTrainer:
                            self.reached_target, list(self.history), reason,
                            rest_drive_V=self.best_rest)
 
-    def close(self) -> None:
-        if self._progress is not None:
-            self._progress.close()
-            self._progress = None
-
 
 def train_offline(model: SpinNODE, train: Sequence[Trajectory], validation: Sequence[Trajectory],
-                  config: TrainConfig, *, run: Any = None, progress: bool = False,
+                  config: TrainConfig, *, run: Any = None,
                   on_validate: Callable[[TwinTrainer], None] | None = None) -> TrainResult:
     """Fit on ``train`` until the validation NRMSE meets the target (or the step/time budget
     is spent); the model ends with the best weights seen. ``on_validate(trainer)`` runs after
     every validation (e.g. to write a checkpoint)."""
-    trainer = TwinTrainer(model, config, run=run, progress=progress, on_validate=on_validate)
+    trainer = TwinTrainer(model, config, run=run, on_validate=on_validate)
     trainer.add_training(train)
     trainer.add_validation(validation)
     start = time.perf_counter()
@@ -246,8 +236,7 @@ def train_offline(model: SpinNODE, train: Sequence[Trajectory], validation: Sequ
             if not trainer.history or trainer.history[-1]["step"] != trainer.step_count:
                 trainer.validate()
     finally:
-        trainer.close()
-    trainer.restore_best()
+        trainer.restore_best()
     return trainer.result(time.perf_counter() - start, reason)
 
 
@@ -320,7 +309,7 @@ class _Producer(threading.Thread):
 
 def train_online(model: SpinNODE, source: Iterator[Any], config: TrainConfig,
                  online: OnlineConfig = OnlineConfig(), *, run: Any = None,
-                 progress: bool = False, on_batch: Callable[[Any], None] | None = None,
+                 on_batch: Callable[[Any], None] | None = None,
                  on_validate: Callable[[TwinTrainer], None] | None = None) -> TrainResult:
     """Fit while data arrives from ``source``, an iterator of recording batches (objects with
     ``trajectories`` and a ``validation`` flag, see ``protocols.acquire.RecordingBatch``) run in
@@ -330,7 +319,7 @@ def train_online(model: SpinNODE, source: Iterator[Any], config: TrainConfig,
     thread for every batch (to record it in the run file: HDF5 is written from one thread).
 
     The model's normalisation must be set before (from the first batch, see the CLI)."""
-    trainer = TwinTrainer(model, config, run=run, progress=progress, on_validate=on_validate)
+    trainer = TwinTrainer(model, config, run=run, on_validate=on_validate)
     stop = threading.Event()
     buffer: queue.Queue = queue.Queue(maxsize=online.queue_size)
     producer = _Producer(source, buffer, stop)
@@ -390,36 +379,12 @@ def train_online(model: SpinNODE, source: Iterator[Any], config: TrainConfig,
     finally:
         stop.set()
         producer.join(timeout=30)
-        trainer.close()
-    trainer.restore_best()
+        trainer.restore_best()
     result = trainer.result(time.perf_counter() - start, reason)
     result.batches = n_batches
     result.acquired_batches = producer.produced
     result.acquired_device_time_s = producer.device_time_s
     return result
-
-
-# --- progress bar ----------------------------------------------------------------------------
-class _Progress:
-    """rich progress bar on stderr with loss and NRMSE (stdout stays clean for --json)."""
-
-    def __init__(self, total: int) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self._bar = Progress(TextColumn("twin"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                             TextColumn("loss {task.fields[loss]:.3g}"),
-                             TextColumn("NRMSE {task.fields[nrmse]:.4f} (best {task.fields[best]:.4f})"),
-                             TimeElapsedColumn(), console=Console(stderr=True), transient=False)
-        self._task = self._bar.add_task("train", total=total, loss=float("nan"),
-                                        nrmse=float("nan"), best=float("nan"))
-        self._bar.start()
-
-    def update(self, step: int, loss: float, value: float, best: float) -> None:
-        self._bar.update(self._task, completed=step, loss=loss, nrmse=value, best=best)
-
-    def close(self) -> None:
-        self._bar.stop()
 
 
 __all__ = ["TrainConfig", "TrainResult", "TwinTrainer", "train_offline", "OnlineConfig",
