@@ -83,7 +83,7 @@ def mackey_glass(
     theta_s: Optional[float] = typer.Option(None, "--theta-s", help="Hold time of one node (s) (default: from the "
                                             "device's time scale: 2 grid samples of a twin, half an oscillator's relaxation time)."),
     samples_per_node: Optional[int] = typer.Option(None, "--samples-per-node", help=f"Drive samples per node (default {_M.model_fields['samples_per_node'].default})."),
-    node_features: Optional[str] = typer.Option(None, "--node-features", help="mean (one state per node) or samples (default mean)."),
+    node_features: Optional[str] = typer.Option(None, "--node-features", help=f"samples (each sample a state) or mean (one per node) (default {_M.model_fields['node_features'].default})."),
     bias_A: Optional[float] = typer.Option(None, "--bias-A", help="DC bias current (A) (default: the device's)."),
     drive_fraction: Optional[float] = typer.Option(None, "--drive-fraction", help=f"Share of the device's drive range used (default {_M.model_fields['drive_fraction'].default})."),
     input_sigma: Optional[float] = typer.Option(None, "--input-sigma", help=f"Training std devs mapped to the end of the range (default {_M.model_fields['input_sigma'].default})."),
