@@ -7,12 +7,16 @@ valid ones, so a typo in an address fails loudly instead of silently running the
 """
 from __future__ import annotations
 
+from dataclasses import asdict
 from functools import lru_cache
 from typing import Annotated, Any, Literal, Mapping
 
 from pydantic import AllowInfNan, BeforeValidator, InstanceOf, TypeAdapter, ValidationError
 
+from spinlab.device import STANDARD_CONDITIONS, SafetyLimits
 from spinlab.errors import ConfigError
+
+LIMIT_NAMES = ("max_drive_V", "max_bias_A", "max_field_T")
 
 
 def _no_bool(value: Any) -> Any:
@@ -76,3 +80,23 @@ def coerce_options(options: Mapping[str, Any], spec: Mapping[str, Any], *, where
             raise ConfigError(f"option {name} of {where} must be {kind.hint.format(name=name)}, "
                               f"got {value!r}") from None
     return out
+
+
+def device_options_spec(condition_names: tuple[str, ...] = STANDARD_CONDITIONS) -> dict[str, Any]:
+    """What every simulated device takes besides its own options: safety limits (each limit, or
+    a whole ``SafetyLimits`` as a keyword) and a default value for each of its conditions."""
+    return {**{name: float for name in (*LIMIT_NAMES, *condition_names)},
+            "limits": instance_of(SafetyLimits)}
+
+
+def take_limits_and_conditions(opts: dict[str, Any], default_limits: SafetyLimits,
+                               condition_names: tuple[str, ...] = STANDARD_CONDITIONS,
+                               ) -> tuple[SafetyLimits, dict[str, float]]:
+    """Pop the limits and default conditions out of coerced ``opts``: the ``limits`` keyword
+    (else ``default_limits``) with any single limit given on top, and the conditions given."""
+    limits = opts.pop("limits", None) or default_limits
+    overrides = {name: opts.pop(name) for name in LIMIT_NAMES if name in opts}
+    if overrides:
+        limits = SafetyLimits(**{**asdict(limits), **overrides})
+    conditions = {name: opts.pop(name) for name in condition_names if name in opts}
+    return limits, conditions

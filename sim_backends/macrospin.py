@@ -49,7 +49,6 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from dataclasses import asdict
 from typing import Any, Mapping, Sequence
 
 import numba
@@ -60,7 +59,8 @@ from torch import Tensor, nn
 from spinlab import Device, SafetyLimits
 from spinlab.errors import ConfigError
 from spinlab.sim_backends._numba_common import rng_init, rng_normal_pair, run_rows
-from spinlab.sim_backends._options import coerce_options, instance_of
+from spinlab.sim_backends._options import (coerce_options, device_options_spec, instance_of,
+                                           take_limits_and_conditions)
 
 MU0 = 4e-7 * math.pi
 #: Gyromagnetic ratio of the electron (rad / (s T)).
@@ -763,9 +763,7 @@ OPTION_SPEC: dict[str, Any] = {
     **{name: float for name in MacrospinParams.DEFAULTS},
     "drive_gain_A_per_V": float, "max_step_s": float, "initial_tilt_rad": float, "max_steps": int,
     "temperature_K": float, "threads": int, "seed": int,
-    "bias_A": float, "field_T": float,
-    "max_drive_V": float, "max_bias_A": float, "max_field_T": float,
-    "params": instance_of(MacrospinParams), "limits": instance_of(SafetyLimits),
+    "params": instance_of(MacrospinParams), **device_options_spec(),
 }
 
 
@@ -777,9 +775,5 @@ def open_macrospin(**options: Any) -> MacrospinDevice:
     if overrides:
         base = params.as_dict() if params is not None else {}
         params = MacrospinParams(**{**base, **overrides})
-    limits = opts.pop("limits", None) or MACROSPIN_LIMITS
-    limit_overrides = {k: opts.pop(k) for k in ("max_drive_V", "max_bias_A", "max_field_T") if k in opts}
-    if limit_overrides:
-        limits = SafetyLimits(**{**asdict(limits), **limit_overrides})
-    conditions = {k: opts.pop(k) for k in ("bias_A", "field_T") if k in opts}
+    limits, conditions = take_limits_and_conditions(opts, MACROSPIN_LIMITS)
     return MacrospinDevice(params, limits=limits, default_conditions=conditions, **opts)

@@ -23,10 +23,10 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from spinlab.sim_backends._options import coerce_options, flag
+from spinlab.sim_backends._options import coerce_options, device_options_spec, flag, take_limits_and_conditions
 from spinlab import Device, SafetyLimits
 from spinlab.device import DriveQuantity
-from spinlab.errors import ConfigError
+from spinlab.errors import ConfigError, TwinDivergedError
 from spinlab.twin.checkpoint import TwinMeta, load_twin
 from spinlab.twin.model import SpinNODE, resolve_torch_device
 
@@ -185,7 +185,7 @@ class TwinDevice(Device):
             out /= np.float32(self._scale)
             out += np.float32(self._offset)
         if not np.all(np.isfinite(out)):
-            raise ConfigError(
+            raise TwinDivergedError(
                 f"twin {self.path} diverged (non-finite response); the drive or conditions are "
                 "probably far outside what it was trained on"
             )
@@ -204,16 +204,12 @@ def open_twin(path: str | Path, **options: Any) -> TwinDevice:
     names = model.arch.condition_names
     spec: dict[str, Any] = {"noise": flag, "resample": flag, "seed": int, "batch_size": int,
                             "threads": int, "torch_device": lambda _, v: resolve_torch_device(v),
-                            "max_drive_V": float, "max_bias_A": float,
-                            "max_field_T": float, "drive_margin": float,
-                            **{name: float for name in names}}
+                            "drive_margin": float, **device_options_spec(names)}
     unknown = sorted(set(options) - set(spec))
     if unknown:
         raise ConfigError(f"unknown twin option(s) {unknown}; known: {', '.join(spec)}")
     kwargs = coerce_options(options, spec, where=f"twin:{path}")
-    limit_kw = {k: kwargs.pop(k) for k in ("max_drive_V", "max_bias_A", "max_field_T") if k in kwargs}
-    limits = SafetyLimits(**limit_kw) if limit_kw else None
-    defaults = {name: kwargs.pop(name) for name in names if name in kwargs}
+    limits, defaults = take_limits_and_conditions(kwargs, SafetyLimits(), names)
     return TwinDevice(model, meta, path=str(path), limits=limits, default_conditions=defaults,
                       **kwargs)
 

@@ -47,7 +47,8 @@ import numpy as np
 from spinlab import Device, SafetyLimits
 from spinlab.errors import ConfigError, SafetyLimitError
 from spinlab.sim_backends._numba_common import rng_init, rng_normal_pair, rng_uniform, run_rows
-from spinlab.sim_backends._options import choice, coerce_options, instance_of
+from spinlab.sim_backends._options import (choice, coerce_options, device_options_spec, instance_of,
+                                           take_limits_and_conditions)
 
 #: Default operating point of the vortex STO (7.5 mA, z = 1.5, p0 = 1/7, tau = 200 ns).
 DEFAULT_BIAS_A = 7.5e-3
@@ -562,9 +563,7 @@ OPTION_SPEC: dict[str, Any] = {
     **{f.name: float for f in fields(VortexParams)},
     "seed": int, "noise": float, "output": choice(*VortexDevice.OUTPUTS), "noise_substep_s": float,
     "threads": int, "points_per_sample": int, "rest_drive_V": float,
-    "bias_A": float, "field_T": float,
-    "max_drive_V": float, "max_bias_A": float, "max_field_T": float,
-    "params": instance_of(VortexParams), "limits": instance_of(SafetyLimits),
+    "params": instance_of(VortexParams), **device_options_spec(),
 }
 
 
@@ -576,10 +575,5 @@ def open_vortex(**options: Any) -> VortexDevice:
     params = opts.pop("params", None) or VortexParams()
     if overrides:
         params = VortexParams(**{**asdict(params), **overrides})
-    limit_names = ("max_drive_V", "max_bias_A", "max_field_T")
-    limits = opts.pop("limits", None) or VORTEX_LIMITS
-    limit_overrides = {k: opts.pop(k) for k in limit_names if k in opts}
-    if limit_overrides:
-        limits = SafetyLimits(**{**asdict(limits), **limit_overrides})
-    conditions = {k: opts.pop(k) for k in ("bias_A", "field_T") if k in opts}
+    limits, conditions = take_limits_and_conditions(opts, VORTEX_LIMITS)
     return VortexDevice(params, limits=limits, default_conditions=conditions, **opts)

@@ -1,4 +1,5 @@
-"""`spinlab run spoken-digits` and `spinlab data fetch fsdd`: the reservoir protocol and its data."""
+"""`spinlab run spoken-digits`, `spinlab run mackey-glass` and `spinlab data fetch fsdd`: the
+reservoir protocols and their data."""
 from __future__ import annotations
 
 import os
@@ -9,6 +10,7 @@ import typer
 
 from spinlab.cli.common import (DeviceOption, JsonOption, RunOptions, emit_json, run_command, run_plan,
                                 user_errors)
+from spinlab.protocols.mackey_glass import MackeyGlassConfig as _M
 from spinlab.protocols.spoken_digits import SpokenDigitsConfig
 
 _D = SpokenDigitsConfig.model_construct(data_dir="")  # the defaults, for the help texts
@@ -74,6 +76,51 @@ def spoken_digits(
         typer.echo(f"readout saved: `spinlab listen --device {device} --readout {summary['run']}`")
 
 
+@run_command
+def mackey_glass(
+    device: str = DeviceOption,
+    data: Optional[Path] = typer.Option(None, "--data", help="Mackey-Glass series, one value a line "
+                                        "(default: generated from the delay equation, tau = 17)."),
+    points: Optional[int] = typer.Option(None, "--points", help=f"Input points used (default {_M.model_fields['n_points'].default})."),
+    nodes: Optional[int] = typer.Option(None, "--nodes", help=f"Virtual nodes per point (default {_M.model_fields['n_nodes'].default})."),
+    theta_s: Optional[float] = typer.Option(None, "--theta-s", help="Hold time of one node (s) (default: from the "
+                                            "device's time scale: 2 grid samples of a twin, half an oscillator's relaxation time)."),
+    samples_per_node: Optional[int] = typer.Option(None, "--samples-per-node", help=f"Drive samples per node (default {_M.model_fields['samples_per_node'].default})."),
+    node_features: Optional[str] = typer.Option(None, "--node-features", help=f"samples (each sample a state) or mean (one per node) (default {_M.model_fields['node_features'].default})."),
+    bias_A: Optional[float] = typer.Option(None, "--bias-A", help="DC bias current (A) (default: the device's)."),
+    drive_fraction: Optional[float] = typer.Option(None, "--drive-fraction", help=f"Share of the device's drive range used (default {_M.model_fields['drive_fraction'].default})."),
+    input_sigma: Optional[float] = typer.Option(None, "--input-sigma", help=f"Training std devs mapped to the end of the range (default {_M.model_fields['input_sigma'].default})."),
+    alpha: Optional[float] = typer.Option(None, "--alpha", help="One ridge penalty for every horizon "
+                                          "(default: chosen per horizon by blocked CV on the training part)."),
+    max_horizon: Optional[int] = typer.Option(None, "--max-horizon", help=f"Longest prediction horizon (default {_M.model_fields['max_horizon'].default})."),
+    json_out: bool = JsonOption,
+    run: RunOptions = RunOptions(),
+) -> None:
+    """Mackey-Glass time-series prediction with the device as a time-multiplexed reservoir."""
+    with user_errors():
+        from spinlab.protocols import mackey_glass as protocol
+
+        overrides = {k: v for k, v in {
+            "data_path": None if data is None else str(data), "n_points": points, "n_nodes": nodes,
+            "theta_s": theta_s, "samples_per_node": samples_per_node, "node_features": node_features,
+            "bias_A": bias_A, "drive_fraction": drive_fraction, "input_sigma": input_sigma,
+            "alphas": None if alpha is None else (alpha,), "max_horizon": max_horizon}.items() if v is not None}
+        result = run_plan(protocol.plan(**overrides), device, run)
+    summary = {**result.summary, "run": str(result.path)}
+    if json_out:
+        emit_json(summary)
+        return
+    shown = [h for h in protocol.REPORTED_HORIZONS if f"nrmse_h{h}" in summary]
+    typer.echo(f"Mackey-Glass on {summary['device']}: {summary['n_nodes']} nodes of {summary['theta_s']:.3g} s "
+               f"({summary['theta_reason']}), drive {summary['drive_quantity']} "
+               f"{summary['drive_range'][0]:.4g}..{summary['drive_range'][1]:.4g} {summary['drive_unit']}")
+    typer.echo("held-out NRMSE  " + "  ".join(f"H={h}: {summary[f'nrmse_h{h}']:.3g}" for h in shown))
+    typer.echo("no device       " + "  ".join(f"H={h}: {summary[f'baseline_nrmse_h{h}']:.3g}" for h in shown)
+               + "  (same readout on the masked input alone)")
+    typer.echo(f"{summary['n_train']} train / {summary['n_test']} test points, {summary['wall_s']:.1f} s; "
+               f"run: {summary['run']} (nrmse.png)")
+
+
 def _speeds(value: Optional[str]) -> Optional[tuple[float, ...]]:
     if value is None:
         return None
@@ -120,8 +167,9 @@ def fetch_fsdd_command(
 
 
 def register(app: typer.Typer) -> None:
-    """Add `run spoken-digits` and `data fetch fsdd`."""
+    """Add `run spoken-digits`, `run mackey-glass` and `data fetch fsdd`."""
     run_app.command("spoken-digits")(spoken_digits)
+    run_app.command("mackey-glass")(mackey_glass)
     fetch_app.command("fsdd")(fetch_fsdd_command)
     data_app.add_typer(fetch_app, name="fetch")
     app.add_typer(run_app, name="run")

@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
 
 
 def sweep(
-    protocol: str = typer.Argument(..., help="The plan each point runs: characterize, acquire, spoken-digits, "
+    protocol: str = typer.Argument(..., help="The plan each point runs: characterize, acquire, spoken-digits, mackey-glass, "
                                              "twin-train, twin-eval (any registered plan)."),
     device: Optional[str] = typer.Option(None, "--device", "-d", help="Device address of every point "
                                          "(sim:vortex, bench:emulated, twin:PATH.pt, ...)."),
