@@ -177,6 +177,36 @@ def default_cache_dir() -> Path:
     return base / "spinlab" / "fsdd"
 
 
+#: Environment variable naming a local FSDD copy (a folder of its .wav recordings).
+FSDD_ENV = "SPINLAB_FSDD"
+
+
+def find_fsdd(directory: str | Path | None = None) -> Path:
+    """The folder of FSDD recordings to use: ``directory`` (``--data``) if given, else
+    ``$SPINLAB_FSDD`` if set, else the download cache of ``spinlab data fetch fsdd``. The one
+    chosen must hold FSDD recordings (names checked by :func:`list_fsdd`); a
+    :class:`DatasetError` says what to do otherwise."""
+    if directory is not None:
+        where, root, instead = "--data", Path(directory).expanduser(), "leave out --data"
+    elif os.environ.get(FSDD_ENV):
+        where, root, instead = FSDD_ENV, Path(os.environ[FSDD_ENV]).expanduser(), f"unset {FSDD_ENV}"
+    else:
+        root = default_cache_dir() / "recordings"
+        if not any(root.glob("*.wav")):
+            raise DatasetError(f"no FSDD recordings found: run `spinlab data fetch fsdd` once (downloads them "
+                               f"into {root}), or pass --data DIR or set {FSDD_ENV}=DIR to a folder of FSDD "
+                               ".wav recordings")
+        where = instead = ""
+    if not any(root.glob("*.wav")) and (root / "recordings").is_dir():
+        root = root / "recordings"
+    if where and not any(root.glob("*.wav")):
+        what = "holds no .wav recordings" if root.is_dir() else "is not a folder"
+        raise DatasetError(f"{where} {str(root)!r} {what}; point it at the folder of FSDD recordings "
+                           f"('3_theo_17.wav', ...), or {instead} and run `spinlab data fetch fsdd`")
+    list_fsdd(root)  # every name must be an FSDD name
+    return root
+
+
 def recordings_digest(files: Iterable[tuple[str, bytes]]) -> str:
     """SHA-256 over the sorted lines ``"<name> <sha256 of content>\\n"``: one number per dataset."""
     lines = sorted(f"{name} {hashlib.sha256(content).hexdigest()}\n" for name, content in files)

@@ -175,7 +175,8 @@ def test_cli_reports_bad_data_dir_cleanly(tmp_path):
     result = CliRunner().invoke(app, ["run", "spoken-digits", "--device", "sim:vortex", "--data",
                                       str(tmp_path / "nowhere"), "--runs-dir", str(tmp_path / "runs")])
     assert result.exit_code == 2
-    assert "does not exist" in result.output
+    assert "is not a folder" in result.output and "spinlab data fetch fsdd" in result.output
+    assert not (tmp_path / "runs").exists()  # refused before a run directory is made
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ from typer.core import TyperGroup
 
 #: command name -> (module in spinlab.cli, short help shown by ``spinlab --help``)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("demo", "Characterise the emulated bench, train its twin through it, recognise spoken digits on both."),
     "characterize": ("hardware", "Bias sweep (threshold current) and step response (relaxation time) of a device."),
     "acquire": ("twin", "Record random multi-level drives and the device's responses (twin training data)."),
     "twin": ("twin", "Spin-Neural ODE digital twin: train, evaluate."),

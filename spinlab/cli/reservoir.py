@@ -2,6 +2,7 @@
 reservoir protocols and their data."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -24,7 +25,7 @@ fetch_app = typer.Typer(help="Download a dataset into the user cache (the only n
 def spoken_digits(
     device: str = DeviceOption,
     data: Optional[Path] = typer.Option(None, "--data", help="Folder of FSDD .wav recordings "
-                                        "(default: the `spinlab data fetch fsdd` cache)."),
+                                        "(default: $SPINLAB_FSDD, else the `spinlab data fetch fsdd` cache)."),
     split: str = typer.Option("standard", "--split", help="standard (indices 0-4 test) or speaker."),
     test_speaker: Optional[str] = typer.Option(None, "--test-speaker", help="Held-out speaker for --split speaker."),
     nodes: Optional[int] = typer.Option(None, "--nodes", help=f"Virtual nodes per frame (default {_D.n_nodes})."),
@@ -46,10 +47,10 @@ def spoken_digits(
 ) -> None:
     """Spoken-digit recognition with the device as a time-multiplexed reservoir (FSDD)."""
     with user_errors():
-        from spinlab.audio import default_cache_dir
+        from spinlab.audio import find_fsdd
         from spinlab.protocols import spoken_digits as protocol
 
-        data_dir = data if data is not None else default_cache_dir() / "recordings"
+        data_dir = find_fsdd(data)
         overrides = {k: v for k, v in {
             "n_nodes": nodes, "theta_s": theta_s, "samples_per_node": samples_per_node,
             "node_features": node_features, "bias_A": bias_A, "drive_fraction": drive_fraction,
@@ -136,15 +137,31 @@ def fetch_fsdd_command(
     force: bool = typer.Option(False, "--force", help="Download again even if a verified copy exists."),
     json_out: bool = JsonOption,
 ) -> None:
-    """Download FSDD (pinned commit), verify its recordings' SHA-256, install into the cache."""
-    with user_errors():
-        from spinlab.audio import FSDD_COMMIT, FSDD_URL, fetch_fsdd
+    """Download FSDD (pinned commit), verify its recordings' SHA-256, install into the cache.
 
-        typer.echo(f"fetching {FSDD_URL} (commit {FSDD_COMMIT})", err=True)
-        path = fetch_fsdd(dest, force=force)
+    With ``$SPINLAB_FSDD`` set (and no --dest or --force) the protocols read that copy, so it is
+    checked instead and nothing is downloaded: the fetch works offline there."""
+    with user_errors():
+        from spinlab.audio import (FSDD_COMMIT, FSDD_ENV, FSDD_RECORDINGS_SHA256, FSDD_URL, directory_digest,
+                                   fetch_fsdd, find_fsdd)
+
+        verified, local = True, bool(os.environ.get(FSDD_ENV)) and dest is None and not force
+        if local:
+            path = find_fsdd()
+            verified = directory_digest(path) == FSDD_RECORDINGS_SHA256
+            if not verified:
+                typer.secho(f"warning: ${FSDD_ENV} = {path} is not the pinned FSDD copy (its recordings differ); "
+                            f"the protocols use it as it is; unset {FSDD_ENV} to download the pinned copy",
+                            err=True, fg="yellow")
+        else:
+            typer.echo(f"fetching {FSDD_URL} (commit {FSDD_COMMIT})", err=True)
+            path = fetch_fsdd(dest, force=force)
         n = len(list(path.glob("*.wav")))
         if json_out:
-            emit_json({"path": str(path), "n_recordings": n, "commit": FSDD_COMMIT})
+            emit_json({"path": str(path), "n_recordings": n, "commit": FSDD_COMMIT, "verified": verified,
+                       "downloaded": not local})
+        elif local:
+            typer.echo(f"{n} {'verified ' if verified else ''}recordings in {path} (${FSDD_ENV}); nothing to download")
         else:
             typer.echo(f"{n} verified recordings in {path}")
 

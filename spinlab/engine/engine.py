@@ -10,6 +10,8 @@ its last completed step, with the same plan, config, seed and device address.
 
 Plans see only a :class:`RunContext`. Every call on it is a checkpoint: pending control
 commands are obeyed and a deferred signal is raised there, so no plan calls a checkpoint itself.
+A plan composes others with ``ctx.run(plan)``: each runs as a stage with its own run directory
+inside the composing run's (``stages/<n>-<name>``), on the same open device.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from spinlab.device import Device
 from spinlab.engine.documents import data_keys, now, package_versions, to_jsonable
 from spinlab.engine.plan import Plan, build_plan
 from spinlab.engine.plots import PlotWriter
-from spinlab.engine.runfile import RunFileWriter
+from spinlab.engine.runfile import JOURNAL_FILE, RunFileWriter, read_outcome
 from spinlab.engine.signals import SignalGuard
 from spinlab.errors import ConfigError, RunAborted, RunInterrupted
 from spinlab.registry import open_device
@@ -169,14 +171,60 @@ class RunContext:
         """An explicit checkpoint for long computations between steps (e.g. training)."""
         self._run.checkpoint()
 
+    # --- composition -------------------------------------------------------------------------
+    def run(self, plan: Plan, device: str | Device | None = None, *, stage: str | None = None) -> "RunResult":
+        """Run ``plan`` as a stage of this run and return its result.
+
+        The stage is a run of its own (run file, plots, journal) in ``stages/<n>-<stage>`` inside
+        this run's directory, with this run's seed. It uses this run's device unless ``device``
+        names another: an address is opened for the stage and closed after it, while this run's
+        device stays open (a bench is never opened twice at once) and has its outputs switched
+        off after every stage. Its progress (labelled ``stage: ...``), telemetry and previews
+        reach this run's subscribers as this run's; control commands and signals stop it as they
+        stop this run. When this run is resumed, a stage that had completed is read back from
+        its run file and one that had not is resumed from its last completed step.
+        """
+        return self._run.stage(plan, device, stage or plan.name)
+
+
+class _StageRelay:
+    """A stage's live documents, re-emitted as the composing run's (never a checkpoint there:
+    the stage's own checkpoints serve the control channel and signals)."""
+
+    LIVE = ("progress", "telemetry", "preview")
+
+    def __init__(self, parent: "_ActiveRun", stage: str) -> None:
+        self.parent, self.stage = parent, stage
+
+    def __call__(self, name: str, doc: Mapping[str, Any]) -> None:
+        if name not in self.LIVE:
+            return
+        doc = {k: v for k, v in doc.items() if k != "run_id"}
+        if name == "progress":
+            doc["stage"] = f"{self.stage}: {doc['stage']}" if doc.get("stage") else self.stage
+        self.parent.emit(name, doc, checkpoint=False)
+
+
+class _StageControl:
+    """What a stage's engine sees as its control channel: the composing run's checkpoint."""
+
+    def __init__(self, checkpoint: Callable[[], None]) -> None:
+        self.service = checkpoint
+
+    def close(self) -> None:
+        """The channel belongs to the composing run; it stays open."""
+
 
 class _ActiveRun:
     """One execution: documents, counters, replay of a resumed run's journal."""
 
     def __init__(self, *, plan: Plan, run_id: str, path: Path, seed: int, device: Device | None,
                  writer: RunFileWriter, subscribers: Sequence[Subscriber], guard: SignalGuard,
-                 state: RunState, replay: Mapping[tuple[str, int], dict]) -> None:
+                 state: RunState, replay: Mapping[tuple[str, int], dict],
+                 sync_interval_s: float | None = 1.0) -> None:
         self.plan, self.run_id, self.path, self.seed = plan, run_id, path, seed
+        self.sync_interval_s = sync_interval_s
+        self.stages = 0
         self.device, self.writer, self.subscribers = device, writer, list(subscribers)
         self.guard, self.state = guard, state
         self.replay = dict(replay)
@@ -243,6 +291,25 @@ class _ActiveRun:
                                 "attrs": to_jsonable(dict(attrs or {}))}, checkpoint=False)
         self.checkpoint()  # after the step is on disk: a stop here loses nothing
         return data
+
+    def stage(self, plan: Plan, device: str | Device | None, name: str) -> "RunResult":
+        """See :meth:`RunContext.run`."""
+        self.checkpoint()
+        self.stages += 1
+        path = self.path / "stages" / f"{self.stages}-{name}"
+        done = read_outcome(path)
+        if done is not None and done["status"] == "completed":
+            return RunResult(done["run_id"], path, "completed", done["results"], done["events"])
+        engine = RunEngine(path.parent, sync_interval_s=self.sync_interval_s)
+        target = self.device if device is None else device
+        relay = [_StageRelay(self, name)]
+        control = None if self.control is None else (lambda _state: _StageControl(self.checkpoint))
+        if (path / JOURNAL_FILE).is_file():
+            return engine.resume(path, target, subscribers=relay, control=control)
+        if path.is_dir() and not any(path.iterdir()):  # killed between mkdir and its journal
+            path.rmdir()
+        return engine._execute(plan, target, seed=self.seed, run_id=f"{self.run_id}.{self.stages}-{name}",
+                               path=path, subscribers=relay, control=control)
 
 
 class RunEngine:
@@ -312,6 +379,7 @@ class RunEngine:
             state = RunState(run_id, plan.name, path)
             active = _ActiveRun(plan=plan, run_id=run_id, path=path, seed=seed, device=dev,
                                 writer=writer, guard=guard, state=state, replay=replay or {},
+                                sync_interval_s=self.sync_interval_s,
                                 subscribers=[*subscribers, PlotWriter(plan.plots, path)])
             # control-channel notices: never a checkpoint (the control channel itself sends them)
             state._publish = lambda topic, payload: active.emit(

@@ -205,6 +205,21 @@ class RunFileWriter:
             self.journal.close()
 
 
+def read_outcome(directory: str | Path) -> dict[str, Any] | None:
+    """``{run_id, status, results, events}`` of the run in ``directory`` as its ``run.h5`` says,
+    or None when there is no readable run file."""
+    path = Path(directory) / RUN_FILE
+    if not path.is_file():
+        return None
+    try:
+        with h5py.File(path, "r") as file:
+            attrs = file.attrs
+            return {"run_id": str(attrs.get("run_id", "")), "status": str(attrs.get("status", "")),
+                    "results": json.loads(attrs.get("results", "{}")), "events": int(attrs.get("events", 0))}
+    except (OSError, ValueError):  # a file torn by a hard stop: the journal has the truth
+        return None
+
+
 def _attr(value: Any) -> Any:
     """An HDF5 attribute value: numbers and strings as they are, anything else as JSON."""
     value = to_jsonable(value)
@@ -223,7 +238,7 @@ def _finite(data: Any, name: str) -> np.ndarray:
     return arr
 
 
-__all__ = ["RunFileWriter", "RUN_FILE", "JOURNAL_FILE"]
+__all__ = ["RunFileWriter", "RUN_FILE", "JOURNAL_FILE", "read_outcome"]
 
 
 def _write_rows(ds: h5py.Dataset, dtype: np.dtype, start: int, rows: np.ndarray) -> None:
