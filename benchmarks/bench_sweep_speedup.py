@@ -28,6 +28,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import psutil
 
 FSDD = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "fsdd" / "recordings"
 TIMINGS = ("wall_s", "device_s")
@@ -48,7 +49,7 @@ def _cpu(processes) -> float:
         try:
             t = p.cpu_times()
             total += t.user + t.system
-        except Exception:  # a worker that already ended
+        except (psutil.NoSuchProcess, psutil.AccessDenied):  # a worker that already ended
             pass
     return total
 
@@ -62,7 +63,6 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="local workers (default: every core)")
     args = parser.parse_args()
 
-    import psutil
 
     from spinlab.engine import RunEngine, build_plan
     from spinlab.sweeps import SweepSpec, run_sweep, with_cache

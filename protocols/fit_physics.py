@@ -33,6 +33,7 @@ recordings than parameters; otherwise ``s^2 H^-1`` is reported and ``uncertainty
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -110,7 +111,7 @@ def read_run(run_dir: str | Path) -> Recordings:
 
 
 # --- model adapters ---------------------------------------------------------------------------
-class PhysicsFit:
+class PhysicsFit(ABC):
     """What the fitter needs from a model: fittable names, bounds, a base parameter set and a
     batched prediction with Jacobian. Subclasses fill in one simulator."""
 
@@ -135,8 +136,9 @@ class PhysicsFit:
         self.default_conditions = dict(self.setup.get("default_conditions", {}))
         self.recordings = recordings
 
+    @abstractmethod
     def default_values(self) -> dict[str, float]:
-        raise NotImplementedError
+        """Every parameter of the simulator with its default value."""
 
     def check_names(self, names: Sequence[str]) -> None:
         unknown = [n for n in names if n not in self.bounds]
@@ -149,11 +151,11 @@ class PhysicsFit:
         value = self.default_conditions.get(name, default)
         return rec.conditions.get(name, np.full(rec.n_recordings, float(value)))
 
+    @abstractmethod
     def predict(self, values: Mapping[str, np.ndarray], rows: np.ndarray, wrt: Sequence[str],
                 length: int) -> tuple[np.ndarray, np.ndarray]:
         """Responses (S, R, length) and d response / d log(param) (S, R, length, len(wrt)) of
         the first ``length`` samples of ``rows``, for S parameter sets (``values``: name -> (S,))."""
-        raise NotImplementedError
 
     def device_options(self, values: Mapping[str, float]) -> dict[str, Any]:
         """Options that open the fitted model as a device (``sim:PATH``)."""

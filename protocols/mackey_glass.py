@@ -39,6 +39,7 @@ from spinlab.engine.plan import make_config
 from spinlab.errors import ConfigError, DatasetError
 from spinlab.protocols.characterize import model_prediction
 from spinlab.reservoir import Encoder, make_mask, node_states, pack
+from spinlab.twin.data import nrmse
 from spinlab.waveform import Waveform
 
 #: Horizons shown in the summary (the paper's Fig. 3 compares these).
@@ -243,11 +244,6 @@ def choose_alphas(states: np.ndarray, targets: np.ndarray, alphas: tuple[float, 
         for i, w in enumerate(_ridge(fit, targets[keep], alphas)):
             errors[i] += np.sum((test @ w - targets[held]) ** 2, axis=0)
     return np.asarray(alphas, dtype=np.float64)[np.argmin(errors, axis=0)]
-
-
-def nrmse(prediction: np.ndarray, truth: np.ndarray) -> float:
-    """RMSE over the standard deviation of the truth (the paper's NRMSE)."""
-    return float(np.sqrt(np.mean((prediction - truth) ** 2)) / np.std(truth))
 
 
 def train_split(n_points: int, config: MackeyGlassConfig) -> int:

@@ -184,6 +184,7 @@ class WebMonitor:
         async def main() -> None:
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
+            # no asyncio signal handlers on Windows or off the main thread: Ctrl-C still stops it
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(signal.SIGTERM, stop.set)
             try:
