@@ -4,121 +4,22 @@ outputs are read back from the emulated instruments over their own sockets."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+from tcp_helpers import (BIAS_A, RAMP_STEP_A, acquire_args, ask, assert_outputs_off_and_ramped,
+                         emulator, rows, spinlab_process, station, wait_for_steps, write_station)
 
-from spinlab.engine import journal
-
-ROOT = Path(__file__).resolve().parents[1]
-CLI = [sys.executable, "-c", "from spinlab.cli import main; main()"]
-RAMP_STEP_A = 0.5e-3
-BIAS_A = 7.5e-3
-
-
-def _spinlab(*args, **kwargs):
-    return subprocess.Popen([*CLI, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}, **kwargs)
-
-
-@pytest.fixture(scope="module")
-def emulator():
-    """Noise-free emulated instruments on TCP (so a resumed run can be compared sample by sample)."""
-    proc = _spinlab("emulate", "--awg-port", "0", "--scope-port", "0", "--source-port", "0",
-                    "--device", "sim:vortex?noise=0", "--scope-noise-V", "0", "--json")
-    try:
-        resources = json.loads(proc.stdout.readline())["resources"]
-        yield resources
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-def ask(resource: str, query: str) -> str:
-    """One SCPI query over a raw socket (``TCPIP::HOST::PORT::SOCKET``)."""
-    _, host, port, _ = resource.split("::")
-    with socket.create_connection((host, int(port)), timeout=5) as sock:
-        sock.sendall(query.encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = sock.recv(65536)
-            assert chunk, "the emulator closed the connection"
-            data += chunk
-    return data.decode().strip()
-
-
-def write_station(directory: Path, emulator) -> Path:
-    """The built-in emulated station, but reached over TCP through pyvisa-py, with a ramp."""
-    text = (ROOT / "instruments" / "stations" / "emulated.toml").read_text()
-    text = text.replace('visa_library = "emulated"', 'visa_library = "@py"')
-    for role in ("awg", "scope", "source"):
-        old = next(line for line in text.splitlines() if line.startswith(f"{role} = "))
-        text = text.replace(old, f'{role} = "{emulator[role]}"')
-    text = text.replace("[source]\n", f"[source]\nramp_step_A = {RAMP_STEP_A}\nramp_pause_s = 0.001\n")
-    path = directory / "tcp-station.toml"
-    path.write_text(text)
-    return path
-
-
-@pytest.fixture
-def station(tmp_path, emulator):
-    ask(emulator["source"], "DIAG:CURR:LOG:CLE;*CLS;*OPC?")
-    return write_station(tmp_path, emulator)
-
-
-def acquire_args(station: Path, runs: Path, duration_s: float = 6e-3) -> list[str]:
-    return ["acquire", "--device", f"bench:{station}", "--duration", str(duration_s),
-            "--record-s", "1e-4", "--bias-A", str(BIAS_A), "--runs-dir", str(runs), "--seed", "5",
-            "--json"]
-
-
-def wait_for_steps(runs: Path, n: int, proc: subprocess.Popen, timeout_s: float = 60.0) -> Path:
-    """The run directory once its journal holds ``n`` completed steps."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()
-        for path in runs.glob("*/journal.spinlab"):
-            events = [r for r in journal.read(path) if r.get("doc") == "event"]
-            if len(events) >= n:
-                return path.parent
-        time.sleep(0.05)
-    raise AssertionError(f"no run reached {n} steps within {timeout_s} s")
-
-
-def assert_outputs_off_and_ramped(emulator, start_A=0.0):
-    """AWG and source off, and every level the source was given since ``start_A`` at most one
-    ramp step from the last."""
-    assert ask(emulator["awg"], "OUTP1?") == "0"
-    assert ask(emulator["source"], "OUTP?") == "0"
-    assert float(ask(emulator["source"], "SOUR:CURR?")) == 0.0
-    levels = [float(v) for v in ask(emulator["source"], "DIAG:CURR:LOG?").split(",") if v]
-    assert max(levels) == pytest.approx(BIAS_A)
-    assert levels[-1] == 0.0
-    steps = np.abs(np.diff([start_A, *levels]))
-    assert steps.max() <= RAMP_STEP_A * (1 + 1e-9), f"the bias was stepped: {levels}"
-
-
-def rows(run_dir: Path) -> dict[str, np.ndarray]:
-    with h5py.File(run_dir / "run.h5") as f:
-        return {name: f[name][()] for name in ("drive_V", "response_V", "conditions")}
-
+__all__ = ["emulator", "station"]  # fixtures, used by name
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, emulator):
     """The same acquisition, not interrupted."""
     tmp = tmp_path_factory.mktemp("reference")
-    proc = _spinlab(*acquire_args(write_station(tmp, emulator), tmp / "runs"))
+    proc = spinlab_process(*acquire_args(write_station(tmp, emulator), tmp / "runs"))
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     return rows(Path(json.loads(out.splitlines()[-1])["run"]))
@@ -129,7 +30,7 @@ def reference(tmp_path_factory, emulator):
 def test_a_signal_ramps_the_bias_down_switches_the_awg_off_and_the_run_resumes(
         tmp_path, emulator, station, reference, signum):
     runs = tmp_path / "runs"
-    proc = _spinlab(*acquire_args(station, runs))
+    proc = spinlab_process(*acquire_args(station, runs))
     run_dir = wait_for_steps(runs, 5, proc)
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=60)
@@ -142,7 +43,7 @@ def test_a_signal_ramps_the_bias_down_switches_the_awg_off_and_the_run_resumes(
         recorded = f["drive_V"].shape[0]
         assert recorded >= 5 and recorded == len(f["engine/events"])
 
-    resumed = _spinlab("resume", str(run_dir), "--json")
+    resumed = spinlab_process("resume", str(run_dir), "--json")
     out, err = resumed.communicate(timeout=120)
     assert resumed.returncode == 0, err
     assert json.loads(out.splitlines()[-1])["status"] == "completed"
@@ -155,7 +56,7 @@ def test_a_signal_ramps_the_bias_down_switches_the_awg_off_and_the_run_resumes(
 def test_sigkill_loses_no_completed_step_and_the_next_open_ramps_the_bias_down(
         tmp_path, emulator, station, reference):
     runs = tmp_path / "runs"
-    proc = _spinlab(*acquire_args(station, runs))
+    proc = spinlab_process(*acquire_args(station, runs))
     run_dir = wait_for_steps(runs, 5, proc)
     proc.kill()  # SIGKILL: nothing runs after it, the bias stays on
     proc.wait(timeout=20)
@@ -164,7 +65,7 @@ def test_sigkill_loses_no_completed_step_and_the_next_open_ramps_the_bias_down(
         assert f.attrs["status"] == "running"
         assert f["drive_V"].shape[0] >= 5
     ask(emulator["source"], "DIAG:CURR:LOG:CLE;*OPC?")
-    resumed = _spinlab("resume", str(run_dir), "--json")
+    resumed = spinlab_process("resume", str(run_dir), "--json")
     out, err = resumed.communicate(timeout=120)
     assert resumed.returncode == 0, err
     got = rows(run_dir)
