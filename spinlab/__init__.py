@@ -4,6 +4,8 @@ The public core is small: a :class:`Waveform` (samples + sample interval + unit)
 :class:`Device` interface every backend implements, and :func:`open_device`, which turns an
 address string (``sim:vortex``, ``bench:emulated``, ``bench:lab.toml``, ``twin:PATH``) into one.
 """
+from importlib import metadata as _metadata
+
 from spinlab.errors import (
     SpinlabError,
     WaveformError,
@@ -17,7 +19,10 @@ from spinlab.waveform import Waveform
 from spinlab.device import Device, DriveQuantity, SafetyLimits
 from spinlab.registry import open_device, register_scheme
 
-__version__ = "0.1.0"
+try:  # one version source: pyproject.toml, read from the installed distribution
+    __version__ = _metadata.version("spinlab")
+except _metadata.PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "Waveform",
