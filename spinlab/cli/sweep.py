@@ -34,6 +34,9 @@ def sweep(
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="An existing Dask cluster, e.g. "
                                             "tcp://HOST:8786 (default: a local cluster, one worker per core)."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Local cluster size (default: every core)."),
+    dashboard: Optional[str] = typer.Option(None, "--dashboard", metavar="[HOST:]PORT|off",
+                                            help="The local cluster's Dask dashboard (default 127.0.0.1:8787, "
+                                                 "this machine only; another HOST exposes it, with a warning)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Sweep directory (default sweeps/PROTOCOL-HASH of "
                                        "the sweep); running the same sweep again continues it."),
     metric: List[str] = typer.Option([], "--metric", help="A result to plot (repeatable; default every "
@@ -67,7 +70,7 @@ def sweep(
             typer.secho(f"monitor: spinlab monitor {publisher.endpoint}", err=True)
         try:
             result = run_sweep(spec, directory, scheduler=scheduler, workers=workers, observers=observers,
-                               metrics=metric or None)
+                               metrics=metric or None, dashboard=True if dashboard is None else dashboard)
         finally:
             observers[0].close()
             if publisher is not None:

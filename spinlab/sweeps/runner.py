@@ -19,6 +19,9 @@ submitted as tasks and their results collected as they complete.
   the summary is written; a second signal stops waiting for simulator points (never for a
   point on hardware, whose outputs must go off first).
 
+* **The dashboard stays on this machine.** A local cluster's Dask dashboard (identity, workers,
+  logs) listens on 127.0.0.1 unless the sweep is given another host, which is warned about.
+
 Observers ``observer(name, doc)`` see ``start`` (the plan, mode, workers, dashboard), ``point``
 (a point started running or finished: its record), ``progress`` (counts and ETA), ``notice``
 (a line for the user) and ``stop``.
@@ -28,6 +31,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import queue
+import re
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -70,6 +74,9 @@ LOCAL_CONFIG = {
 #: How long a sweep waits for an existing cluster's scheduler to answer, and for its first worker.
 CONNECT_TIMEOUT_S = 10.0
 WORKER_WAIT_S = 30.0
+#: Where a local cluster's dashboard listens unless told otherwise: this machine only.
+DASHBOARD = "127.0.0.1:8787"
+_DASHBOARD_RE = re.compile(r"^(?:(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]*):)?(?P<port>\d+)$")
 
 
 @dataclass
@@ -91,13 +98,15 @@ class SweepResult:
 
 def run_sweep(spec: SweepSpec, out: str | Path, *, scheduler: Any = None, workers: int | None = None,
               processes: bool = True, observers: Iterable[Observer] = (),
-              metrics: Sequence[str] | None = None, dashboard: bool = True) -> SweepResult:
+              metrics: Sequence[str] | None = None, dashboard: bool | str = True) -> SweepResult:
     """Run every point of ``spec`` not yet completed in ``out``; see the module docstring.
 
     ``scheduler``: None (a local cluster of ``workers`` processes, default one per core;
     ``processes=False`` makes them threads of this process), a scheduler address
     (``tcp://host:8786``) or anything ``distributed.Client`` accepts (a dask-jobqueue cluster).
     ``metrics``: the results to plot (None: every numeric result that varies; empty: no plots).
+    ``dashboard``: a local cluster's dashboard, True for :data:`DASHBOARD`, ``[HOST:]PORT`` or
+    False for none.
     """
     return _Sweep(spec, Path(out).resolve(), scheduler, workers, processes, list(observers),
                   metrics, dashboard).run()
@@ -106,11 +115,15 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, scheduler: Any = None, worker
 class _Sweep:
     def __init__(self, spec: SweepSpec, out: Path, scheduler: Any, workers: int | None,
                  processes: bool, observers: list[Observer], metrics: Sequence[str] | None,
-                 dashboard: bool) -> None:
+                 dashboard: bool | str) -> None:
         if workers is not None and workers < 1:
             raise ConfigError(f"--workers must be at least 1, got {workers}")
+        if isinstance(dashboard, str) and scheduler is not None:
+            raise ConfigError("--dashboard is for the local cluster; an existing cluster's scheduler "
+                              "serves its own (dask scheduler --dashboard-address)")
         self.spec, self.out, self.scheduler = spec, out, scheduler
-        self.workers, self.processes, self.dashboard = workers, processes, dashboard
+        self.workers, self.processes = workers, processes
+        self.dashboard = dashboard_address(dashboard) if scheduler is None else bool(dashboard)
         self.observers, self.metrics = observers, metrics
         self.points = spec.points()
         self.by_key = {p.key: p for p in self.points}
@@ -387,18 +400,42 @@ class _Sweep:
 
 
 def local_cluster(n_workers: int, *, processes: bool = True, resources: Mapping[str, float] | None = None,
-                  dashboard: bool = True) -> Any:
+                  dashboard: bool | str | None = True) -> Any:
     """The ``LocalCluster`` of a sweep: one single-threaded worker per point at a time, with
     :data:`LOCAL_CONFIG`; worker processes leave the signals to the sweep (``dask_setup`` of
-    :mod:`spinlab.sweeps.worker`)."""
+    :mod:`spinlab.sweeps.worker`); the dashboard on ``dashboard``, an address from
+    :func:`dashboard_address` (True: :data:`DASHBOARD`; False: none)."""
     import dask
     from distributed import LocalCluster
 
     with dask.config.set(LOCAL_CONFIG):
         return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=processes,
                             resources=dict(resources) if resources else None,
-                            dashboard_address=":8787" if dashboard else None, silence_logs=logging.ERROR,
+                            dashboard_address=DASHBOARD if dashboard is True else dashboard or None,
+                            silence_logs=logging.ERROR,
                             preload=["spinlab.sweeps.worker"] if processes else None)
+
+
+def dashboard_address(value: bool | str | None) -> str | None:
+    """Where the dashboard listens: True is :data:`DASHBOARD`, ``[HOST:]PORT`` that (no host:
+    127.0.0.1; port 0 picks one), False/None/``off`` none. Another host than loopback exposes
+    the cluster's identity, workers and logs to the network, unencrypted: it is warned about."""
+    from spinlab.monitoring.addresses import is_loopback
+
+    if value is True:
+        return DASHBOARD
+    if not value or str(value).strip().lower() == "off":
+        return None
+    m = _DASHBOARD_RE.match(str(value).strip())
+    if not m or not 0 <= int(m["port"]) < 65536:
+        raise ConfigError(f"--dashboard {value!r} must be [HOST:]PORT, e.g. 8787 or 127.0.0.1:8787 "
+                          "(port 0 picks a free one), or off")
+    host = m["host"] or "127.0.0.1"
+    if not is_loopback(host.strip("[]")):
+        log.warning("the Dask dashboard binds to %s: its identity, worker and log pages are readable "
+                    "from other machines; use 127.0.0.1:PORT (and an SSH tunnel) unless you mean it",
+                    host)
+    return f"{host}:{m['port']}"
 
 
 def _task_error(exc: BaseException) -> str:
@@ -424,4 +461,5 @@ def _quietly(fn: Callable[[], Any]) -> None:
         log.debug("closing %r failed", fn, exc_info=True)
 
 
-__all__ = ["run_sweep", "local_cluster", "SweepResult", "Observer", "LOCAL_CONFIG"]
+__all__ = ["run_sweep", "local_cluster", "dashboard_address", "SweepResult", "Observer", "LOCAL_CONFIG",
+           "DASHBOARD"]
