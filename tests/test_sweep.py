@@ -322,3 +322,20 @@ def test_a_dashboard_on_another_host_is_warned_about_and_a_bad_one_is_one_line(t
     bad = runner.invoke(app, ["sweep", "characterize", "-d", "sim:vortex", "--dashboard", "every:where",
                               "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and bad.output.count("\n") == 1 and "--dashboard 'every:where'" in bad.output
+
+
+def test_a_point_whose_sweep_is_gone_stops_the_safe_way_not_as_a_failure():
+    from distributed import Client, Event, LocalCluster
+
+    from spinlab.errors import RunInterrupted
+    from spinlab.sweeps.worker import StopPoll
+
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
+        client = Client(cluster)
+        Event("spinlab-sweep-stop-test", client=client)
+        stop = StopPoll("spinlab-sweep-stop-test")
+        stop.service()  # the sweep is there and has not asked: the run goes on
+        client.close()
+    with pytest.raises(RunInterrupted, match="the sweep's Dask scheduler is gone"):
+        stop._last = 0.0
+        stop.service()

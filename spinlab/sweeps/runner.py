@@ -11,10 +11,12 @@ submitted as tasks and their results collected as they complete.
   nothing and run side by side.
 * **Resumable.** Each finished point is journalled at once (:mod:`spinlab.sweeps.summary`);
   running the same sweep again skips the points already completed (by their config hash) and
-  resumes an interrupted one from its run's last completed step.
+  resumes an interrupted one from its run's last completed step. Each attempt at a point runs
+  in a directory named after it (``runs/PLAN-KEY-ATTEMPT``), so the run of a point whose sweep
+  was killed (SIGKILL, a power cut) is found and resumed, not left ``running`` beside a new one.
 * **Fault tolerant.** A worker that dies has its point re-run on another (the scheduler's
   ``allowed-failures``); a point that fails is recorded with its error and the rest go on.
-* **Ctrl-C / SIGTERM** set the sweep's stop event: points not started are cancelled, running
+* **Ctrl-C / SIGTERM / SIGHUP** set the sweep's stop event: points not started are cancelled, running
   ones stop at their next checkpoint the safe way (outputs off), their records are kept, and
   the summary is written; a second signal stops waiting for simulator points (never for a
   point on hardware, whose outputs must go off first).
@@ -89,6 +91,8 @@ class SweepResult:
     ran: int
     skipped: int
     interrupted: bool = False
+    #: the signal that stopped the sweep (exit status 128 + it), None when none did
+    signal: int | None = None
     files: dict[str, Path] = field(default_factory=dict)
     plots: list[Path] = field(default_factory=list)
 
@@ -132,6 +136,7 @@ class _Sweep:
         self.running: dict[str, dict[str, Any]] = {}
         self.finished_now = 0
         self.mode = ""
+        self.signal: int | None = None
         self._events: queue.Queue = queue.Queue()
         self._written = 0.0
         self._t0 = time.monotonic()
@@ -152,7 +157,8 @@ class _Sweep:
             status = "failed"
             try:
                 if todo:
-                    status = "interrupted" if self._execute(todo) else "completed"
+                    self.signal = self._execute(todo)
+                    status = "interrupted" if self.signal else "completed"
                 else:
                     self.mode, status = "nothing to run", "completed"
                     self._emit("notice", {"text": f"all {len(self.points)} points are already "
@@ -169,6 +175,7 @@ class _Sweep:
         plots = self._plots(table) if status != "failed" else []
         result = SweepResult(self.out, table, self.mode, ran=self.finished_now,
                              skipped=len(self.points) - todo, interrupted=status == "interrupted",
+                             signal=self.signal,
                              files={"h5": self.out / summary.SUMMARY_H5, "csv": self.out / summary.SUMMARY_CSV},
                              plots=plots)
         self._emit("stop", {"status": status, "total": len(table),
@@ -177,8 +184,8 @@ class _Sweep:
         return result
 
     # --- on the cluster ------------------------------------------------------------------------
-    def _execute(self, todo: list[Point]) -> bool:
-        """Run ``todo`` on the cluster; True when a signal stopped the sweep."""
+    def _execute(self, todo: list[Point]) -> int | None:
+        """Run ``todo`` on the cluster; the signal number when a signal stopped the sweep."""
         from distributed import Event, as_completed
 
         client = cluster = stop = completed = None
@@ -194,12 +201,12 @@ class _Sweep:
                     futures = {self._submit(client, p, stop.name): p for p in todo}
                     completed = as_completed(list(futures), with_results=False)
                 self._collect(completed, futures, guard)
-                return False
-            except RunInterrupted:
+                return None
+            except RunInterrupted as exc:
                 with guard.shielded():
                     if futures:
                         self._stop(client, stop, completed, futures, guard)
-                return True
+                return exc.signum
             finally:
                 with guard.shielded():
                     if client is not None:
@@ -280,9 +287,13 @@ class _Sweep:
         previous = self.records.get(point.key, {})
         run = previous.get("run") or ""
         resume = run if previous.get("status") == "interrupted" and (Path(run) / JOURNAL_FILE).is_file() else None
+        run_dir = self.out / "runs" / f"{self.spec.plan}-{point.key}-{previous.get('attempts', 0) + 1}"
+        if resume is None and (run_dir / JOURNAL_FILE).is_file():
+            self._emit("notice", {"text": f"point {point.index}: resuming its run {run_dir.name}, which a "
+                                          "killed sweep or worker left unfinished"})
         task = {"key": point.key, "plan": self.spec.plan, "config": point.config,
                 "address": point.address, "seed": point.seed, "runs": str(self.out / "runs"),
-                "resume": resume, "topic": self._topic, "stop_event": stop_name}
+                "resume": resume, "run_dir": str(run_dir), "topic": self._topic, "stop_event": stop_name}
         resource = self.spec.station_resource
         return client.submit(run_point, task, key=f"{self.spec.plan}-{point.index}-{point.key}-{self.token}",
                              pure=False, retries=0, resources={resource: 1} if resource else None)
