@@ -270,3 +270,72 @@ def test_spoken_digit_points_equal_the_same_runs_alone(tmp_path):
         with h5py.File(Path(row["run"]) / "run.h5") as a, h5py.File(alone.run_file) as b:
             for name in ("predictions", "states_pooled", "readout_weights"):
                 assert np.array_equal(a[name][()], b[name][()]), name
+
+
+# --- exposure ----------------------------------------------------------------------------------
+def _lan_addresses():
+    import socket
+
+    import psutil
+
+    return [a.address for addrs in psutil.net_if_addrs().values() for a in addrs
+            if a.family == socket.AF_INET and not a.address.startswith("127.")]
+
+
+def test_the_dask_dashboard_of_a_sweep_is_reachable_from_this_machine_only(tmp_path):
+    import socket
+    import urllib.request
+
+    from distributed import default_client
+
+    if not _lan_addresses():
+        pytest.skip("this machine has no address but loopback to probe from")
+    seen = {}
+
+    def probe(name, doc):
+        if name != "start":
+            return
+        port = default_client().scheduler_info(n_workers=0)["services"]["dashboard"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as reply:
+            seen["loopback"] = reply.read().decode()
+        seen["lan"] = {}
+        for address in _lan_addresses():
+            with socket.socket() as sock:
+                sock.settimeout(2)
+                seen["lan"][address] = sock.connect_ex((address, port))
+
+    result = run_sweep(quick_spec(seeds=1), tmp_path / "sw", workers=1, processes=False, observers=[probe],
+                       metrics=[])
+    assert result.count("completed") == 2
+    assert seen["loopback"] == "ok"
+    assert all(code != 0 for code in seen["lan"].values()), seen  # refused on the LAN
+
+
+def test_a_dashboard_on_another_host_is_warned_about_and_a_bad_one_is_one_line(tmp_path, caplog):
+    from spinlab.sweeps.runner import dashboard_address
+
+    assert dashboard_address(True) == dashboard_address("8787") == "127.0.0.1:8787"
+    assert dashboard_address("localhost:0") == "localhost:0" and not caplog.records
+    assert dashboard_address("off") is None and dashboard_address(False) is None
+    assert dashboard_address("0.0.0.0:8787") == "0.0.0.0:8787"
+    assert "readable from other machines" in caplog.text
+    bad = runner.invoke(app, ["sweep", "characterize", "-d", "sim:vortex", "--dashboard", "every:where",
+                              "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and bad.output.count("\n") == 1 and "--dashboard 'every:where'" in bad.output
+
+
+def test_a_point_whose_sweep_is_gone_stops_the_safe_way_not_as_a_failure():
+    from distributed import Client, Event, LocalCluster
+
+    from spinlab.errors import RunInterrupted
+    from spinlab.sweeps.worker import StopPoll
+
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
+        client = Client(cluster)
+        Event("spinlab-sweep-stop-test", client=client)
+        stop = StopPoll("spinlab-sweep-stop-test")
+        stop.service()  # the sweep is there and has not asked: the run goes on
+        client.close()
+    with pytest.raises(RunInterrupted, match="the sweep's Dask scheduler is gone"):
+        stop._last = 0.0
+        stop.service()

@@ -177,3 +177,63 @@ def test_bench_points_run_one_at_a_time_on_the_one_worker_that_holds_the_station
     points = _points(tmp_path / "sweep")
     assert set(points["worker"].astype(str)) == {loopback.worker_names["w1"]}
     assert_no_overlap(points)
+
+
+def _run_states(out):
+    """``{run directory name: status}`` of every run of the sweep in ``out``."""
+    states = {}
+    for run in sorted((Path(out) / "runs").iterdir()):
+        with h5py.File(run / "run.h5") as f:
+            states[run.name] = str(f.attrs["status"])
+    return states
+
+
+def test_after_a_sigkilled_sweep_running_it_again_resumes_the_killed_point_s_run_leaving_no_orphan(tmp_path):
+    import psutil
+
+    out = tmp_path / "sweep"
+    args = ["sweep", "characterize", "-d", "sim:vortex", "--grid", "step_amplitude_V=0.06,0.12",
+            "--set", "bias_points=16", "--set", "step_repeats=2048", "--set", "step_batches=8",
+            "--workers", "1", "--out", str(out), "--metric", "threshold_A", "--json"]
+    proc = _spinlab(*args)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        journals = list((out / "runs").glob("*/journal.spinlab")) if (out / "runs").is_dir() else []
+        if journals and sum(r.get("doc") == "event" for r in journal.read(journals[0])) >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()
+    children = psutil.Process(proc.pid).children(recursive=True)
+    proc.kill()  # SIGKILL: the sweep records nothing more; its workers follow it (or stop the point
+    #              the safe way when they find its scheduler gone)
+    proc.communicate(timeout=30)
+    _, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive, "the workers outlived the killed sweep"
+    states = _run_states(out)
+    killed = [name for name, status in states.items() if status in ("running", "interrupted")]
+    assert len(killed) == 1, states
+    killed = killed[0]
+
+    again = _spinlab(*args)
+    stdout, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    assert f"resuming its run {killed}" in err and "Traceback" not in err
+    summary = json.loads(stdout.splitlines()[-1])
+    assert summary["completed"] == 2
+    assert _run_states(out) == {Path(p["run"]).name: "completed" for p in summary["points"]}  # no orphan
+    assert killed in _run_states(out)
+
+
+def test_sighup_stops_a_sweep_with_exit_status_129(tmp_path):
+    out = tmp_path / "sweep"
+    proc = _spinlab("sweep", "characterize", "-d", "sim:vortex", "--grid", "step_amplitude_V=0.05,0.08,0.11",
+                    "--seeds", "2", *SETTINGS, "--workers", "1", "--out", str(out), "--metric", "threshold_A")
+    deadline = time.monotonic() + 120
+    while len(read_records(out)) < 1 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGHUP)  # the terminal closed
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 129, err
+    assert "run the same command again" in err and "Traceback" not in err
+    with h5py.File(out / "sweep.h5") as f:
+        assert f.attrs["completed"] >= 1 and f.attrs["pending"] >= 1

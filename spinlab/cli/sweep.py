@@ -1,6 +1,7 @@
 """`spinlab sweep`: a protocol over a grid of settings and seeds, on Dask."""
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import List, Optional
 
@@ -34,6 +35,10 @@ def sweep(
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="An existing Dask cluster, e.g. "
                                             "tcp://HOST:8786 (default: a local cluster, one worker per core)."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Local cluster size (default: every core)."),
+    dashboard: Optional[str] = typer.Option(
+        None, "--dashboard", metavar="[HOST:]PORT|off",
+        help="The local cluster's Dask dashboard (default 127.0.0.1:8787, this machine only; "
+             "another HOST exposes it, with a warning)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Sweep directory (default sweeps/PROTOCOL-HASH of "
                                        "the sweep); running the same sweep again continues it."),
     metric: List[str] = typer.Option([], "--metric", help="A result to plot (repeatable; default every "
@@ -47,7 +52,8 @@ def sweep(
 
     Points on a bench: address run one at a time; simulators and twins in parallel.
 
-    Exit status: 0 all completed, 1 some failed or lost, 130 interrupted (run it again to continue).
+    Exit status: 0 all completed, 1 some failed or lost, 128 + the signal when one stopped it (130 Ctrl-C,
+    143 SIGTERM, 129 SIGHUP; run it again to continue).
     """
     with user_errors():
         from spinlab.sweeps import SweepSpec, run_sweep, with_cache
@@ -67,7 +73,7 @@ def sweep(
             typer.secho(f"monitor: spinlab monitor {publisher.endpoint}", err=True)
         try:
             result = run_sweep(spec, directory, scheduler=scheduler, workers=workers, observers=observers,
-                               metrics=metric or None)
+                               metrics=metric or None, dashboard=True if dashboard is None else dashboard)
         finally:
             observers[0].close()
             if publisher is not None:
@@ -89,7 +95,7 @@ def sweep(
     if result.interrupted:
         typer.secho(f"interrupted: {counts['completed']} of {len(result.table)} points completed, the summary is "
                     "up to date; run the same command again to run the rest", err=True, fg="yellow")
-        raise typer.Exit(130)
+        raise typer.Exit(128 + (result.signal or signal.SIGINT))
     if counts["failed"]:
         typer.secho(f"{counts['failed']} point(s) failed; their errors are in {result.files['csv']} "
                     "(run the same command again to retry them)", err=True, fg="red")

@@ -11,13 +11,18 @@ submitted as tasks and their results collected as they complete.
   nothing and run side by side.
 * **Resumable.** Each finished point is journalled at once (:mod:`spinlab.sweeps.summary`);
   running the same sweep again skips the points already completed (by their config hash) and
-  resumes an interrupted one from its run's last completed step.
+  resumes an interrupted one from its run's last completed step. Each attempt at a point runs
+  in a directory named after it (``runs/PLAN-KEY-ATTEMPT``), so the run of a point whose sweep
+  was killed (SIGKILL, a power cut) is found and resumed, not left ``running`` beside a new one.
 * **Fault tolerant.** A worker that dies has its point re-run on another (the scheduler's
   ``allowed-failures``); a point that fails is recorded with its error and the rest go on.
-* **Ctrl-C / SIGTERM** set the sweep's stop event: points not started are cancelled, running
+* **Ctrl-C / SIGTERM / SIGHUP** set the sweep's stop event: points not started are cancelled, running
   ones stop at their next checkpoint the safe way (outputs off), their records are kept, and
   the summary is written; a second signal stops waiting for simulator points (never for a
   point on hardware, whose outputs must go off first).
+
+* **The dashboard stays on this machine.** A local cluster's Dask dashboard (identity, workers,
+  logs) listens on 127.0.0.1 unless the sweep is given another host, which is warned about.
 
 Observers ``observer(name, doc)`` see ``start`` (the plan, mode, workers, dashboard), ``point``
 (a point started running or finished: its record), ``progress`` (counts and ETA), ``notice``
@@ -28,6 +33,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import queue
+import re
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -70,6 +76,9 @@ LOCAL_CONFIG = {
 #: How long a sweep waits for an existing cluster's scheduler to answer, and for its first worker.
 CONNECT_TIMEOUT_S = 10.0
 WORKER_WAIT_S = 30.0
+#: Where a local cluster's dashboard listens unless told otherwise: this machine only.
+DASHBOARD = "127.0.0.1:8787"
+_DASHBOARD_RE = re.compile(r"^(?:(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]*):)?(?P<port>\d+)$")
 
 
 @dataclass
@@ -82,6 +91,8 @@ class SweepResult:
     ran: int
     skipped: int
     interrupted: bool = False
+    #: the signal that stopped the sweep (exit status 128 + it), None when none did
+    signal: int | None = None
     files: dict[str, Path] = field(default_factory=dict)
     plots: list[Path] = field(default_factory=list)
 
@@ -91,13 +102,15 @@ class SweepResult:
 
 def run_sweep(spec: SweepSpec, out: str | Path, *, scheduler: Any = None, workers: int | None = None,
               processes: bool = True, observers: Iterable[Observer] = (),
-              metrics: Sequence[str] | None = None, dashboard: bool = True) -> SweepResult:
+              metrics: Sequence[str] | None = None, dashboard: bool | str = True) -> SweepResult:
     """Run every point of ``spec`` not yet completed in ``out``; see the module docstring.
 
     ``scheduler``: None (a local cluster of ``workers`` processes, default one per core;
     ``processes=False`` makes them threads of this process), a scheduler address
     (``tcp://host:8786``) or anything ``distributed.Client`` accepts (a dask-jobqueue cluster).
     ``metrics``: the results to plot (None: every numeric result that varies; empty: no plots).
+    ``dashboard``: a local cluster's dashboard, True for :data:`DASHBOARD`, ``[HOST:]PORT`` or
+    False for none.
     """
     return _Sweep(spec, Path(out).resolve(), scheduler, workers, processes, list(observers),
                   metrics, dashboard).run()
@@ -106,11 +119,15 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, scheduler: Any = None, worker
 class _Sweep:
     def __init__(self, spec: SweepSpec, out: Path, scheduler: Any, workers: int | None,
                  processes: bool, observers: list[Observer], metrics: Sequence[str] | None,
-                 dashboard: bool) -> None:
+                 dashboard: bool | str) -> None:
         if workers is not None and workers < 1:
             raise ConfigError(f"--workers must be at least 1, got {workers}")
+        if isinstance(dashboard, str) and scheduler is not None:
+            raise ConfigError("--dashboard is for the local cluster; an existing cluster's scheduler "
+                              "serves its own (dask scheduler --dashboard-address)")
         self.spec, self.out, self.scheduler = spec, out, scheduler
-        self.workers, self.processes, self.dashboard = workers, processes, dashboard
+        self.workers, self.processes = workers, processes
+        self.dashboard = dashboard_address(dashboard) if scheduler is None else bool(dashboard)
         self.observers, self.metrics = observers, metrics
         self.points = spec.points()
         self.by_key = {p.key: p for p in self.points}
@@ -119,6 +136,7 @@ class _Sweep:
         self.running: dict[str, dict[str, Any]] = {}
         self.finished_now = 0
         self.mode = ""
+        self.signal: int | None = None
         self._events: queue.Queue = queue.Queue()
         self._written = 0.0
         self._t0 = time.monotonic()
@@ -139,7 +157,8 @@ class _Sweep:
             status = "failed"
             try:
                 if todo:
-                    status = "interrupted" if self._execute(todo) else "completed"
+                    self.signal = self._execute(todo)
+                    status = "interrupted" if self.signal else "completed"
                 else:
                     self.mode, status = "nothing to run", "completed"
                     self._emit("notice", {"text": f"all {len(self.points)} points are already "
@@ -156,6 +175,7 @@ class _Sweep:
         plots = self._plots(table) if status != "failed" else []
         result = SweepResult(self.out, table, self.mode, ran=self.finished_now,
                              skipped=len(self.points) - todo, interrupted=status == "interrupted",
+                             signal=self.signal,
                              files={"h5": self.out / summary.SUMMARY_H5, "csv": self.out / summary.SUMMARY_CSV},
                              plots=plots)
         self._emit("stop", {"status": status, "total": len(table),
@@ -164,8 +184,8 @@ class _Sweep:
         return result
 
     # --- on the cluster ------------------------------------------------------------------------
-    def _execute(self, todo: list[Point]) -> bool:
-        """Run ``todo`` on the cluster; True when a signal stopped the sweep."""
+    def _execute(self, todo: list[Point]) -> int | None:
+        """Run ``todo`` on the cluster; the signal number when a signal stopped the sweep."""
         from distributed import Event, as_completed
 
         client = cluster = stop = completed = None
@@ -181,12 +201,12 @@ class _Sweep:
                     futures = {self._submit(client, p, stop.name): p for p in todo}
                     completed = as_completed(list(futures), with_results=False)
                 self._collect(completed, futures, guard)
-                return False
-            except RunInterrupted:
+                return None
+            except RunInterrupted as exc:
                 with guard.shielded():
                     if futures:
                         self._stop(client, stop, completed, futures, guard)
-                return True
+                return exc.signum
             finally:
                 with guard.shielded():
                     if client is not None:
@@ -267,9 +287,13 @@ class _Sweep:
         previous = self.records.get(point.key, {})
         run = previous.get("run") or ""
         resume = run if previous.get("status") == "interrupted" and (Path(run) / JOURNAL_FILE).is_file() else None
+        run_dir = self.out / "runs" / f"{self.spec.plan}-{point.key}-{previous.get('attempts', 0) + 1}"
+        if resume is None and (run_dir / JOURNAL_FILE).is_file():
+            self._emit("notice", {"text": f"point {point.index}: resuming its run {run_dir.name}, which a "
+                                          "killed sweep or worker left unfinished"})
         task = {"key": point.key, "plan": self.spec.plan, "config": point.config,
                 "address": point.address, "seed": point.seed, "runs": str(self.out / "runs"),
-                "resume": resume, "topic": self._topic, "stop_event": stop_name}
+                "resume": resume, "run_dir": str(run_dir), "topic": self._topic, "stop_event": stop_name}
         resource = self.spec.station_resource
         return client.submit(run_point, task, key=f"{self.spec.plan}-{point.index}-{point.key}-{self.token}",
                              pure=False, retries=0, resources={resource: 1} if resource else None)
@@ -387,18 +411,42 @@ class _Sweep:
 
 
 def local_cluster(n_workers: int, *, processes: bool = True, resources: Mapping[str, float] | None = None,
-                  dashboard: bool = True) -> Any:
+                  dashboard: bool | str | None = True) -> Any:
     """The ``LocalCluster`` of a sweep: one single-threaded worker per point at a time, with
     :data:`LOCAL_CONFIG`; worker processes leave the signals to the sweep (``dask_setup`` of
-    :mod:`spinlab.sweeps.worker`)."""
+    :mod:`spinlab.sweeps.worker`); the dashboard on ``dashboard``, an address from
+    :func:`dashboard_address` (True: :data:`DASHBOARD`; False: none)."""
     import dask
     from distributed import LocalCluster
 
     with dask.config.set(LOCAL_CONFIG):
         return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=processes,
                             resources=dict(resources) if resources else None,
-                            dashboard_address=":8787" if dashboard else None, silence_logs=logging.ERROR,
+                            dashboard_address=DASHBOARD if dashboard is True else dashboard or None,
+                            silence_logs=logging.ERROR,
                             preload=["spinlab.sweeps.worker"] if processes else None)
+
+
+def dashboard_address(value: bool | str | None) -> str | None:
+    """Where the dashboard listens: True is :data:`DASHBOARD`, ``[HOST:]PORT`` that (no host:
+    127.0.0.1; port 0 picks one), False/None/``off`` none. Another host than loopback exposes
+    the cluster's identity, workers and logs to the network, unencrypted: it is warned about."""
+    from spinlab.monitoring.addresses import is_loopback
+
+    if value is True:
+        return DASHBOARD
+    if not value or str(value).strip().lower() == "off":
+        return None
+    m = _DASHBOARD_RE.match(str(value).strip())
+    if not m or not 0 <= int(m["port"]) < 65536:
+        raise ConfigError(f"--dashboard {value!r} must be [HOST:]PORT, e.g. 8787 or 127.0.0.1:8787 "
+                          "(port 0 picks a free one), or off")
+    host = m["host"] or "127.0.0.1"
+    if not is_loopback(host.strip("[]")):
+        log.warning("the Dask dashboard binds to %s: its identity, worker and log pages are readable "
+                    "from other machines; use 127.0.0.1:PORT (and an SSH tunnel) unless you mean it",
+                    host)
+    return f"{host}:{m['port']}"
 
 
 def _task_error(exc: BaseException) -> str:
@@ -424,4 +472,5 @@ def _quietly(fn: Callable[[], Any]) -> None:
         log.debug("closing %r failed", fn, exc_info=True)
 
 
-__all__ = ["run_sweep", "local_cluster", "SweepResult", "Observer", "LOCAL_CONFIG"]
+__all__ = ["run_sweep", "local_cluster", "dashboard_address", "SweepResult", "Observer", "LOCAL_CONFIG",
+           "DASHBOARD"]

@@ -5,6 +5,11 @@ seed, a few hundred bytes: the worker builds the plan, opens the device by its a
 engine locks a hardware station for the run) and reads datasets from the paths in the config,
 so no data is pickled into a task.
 
+Each attempt at a point has its own run directory, named by the sweep (``PLAN-KEY-ATTEMPT``), not
+by the clock: a run left there unfinished by a sweep or a worker that was killed (its journal
+intact) is resumed in place, and one that completed unheard is taken as it is, so a
+killed point never leaves an orphan run beside its re-run.
+
 A point never raises: a failure is returned as a record with the error, so one bad point
 does not stop the sweep. Stopping the sweep sets a Dask ``Event``; the engine's control hook
 polls it at the run's checkpoints (at most every ``POLL_S``) and stops the run there the safe
@@ -20,7 +25,8 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from spinlab.engine import RunEngine, build_plan
+from spinlab.engine import RunEngine, RunResult, build_plan
+from spinlab.engine.runfile import JOURNAL_FILE, read_outcome
 from spinlab.engine.signals import HANDLED
 from spinlab.errors import RunInterrupted
 
@@ -30,7 +36,8 @@ POLL_S = 0.5
 
 class StopPoll:
     """The engine's ``control`` hook: raises RunInterrupted at a checkpoint once the sweep's
-    stop event is set."""
+    stop event is set, or once the event cannot be read: the sweep or its scheduler is gone
+    (killed), and a point nobody will record stops the safe way, resumable, not ``failed``."""
 
     def __init__(self, event_name: str | None) -> None:
         self._event = None
@@ -41,7 +48,16 @@ class StopPoll:
         self._last = 0.0
 
     def requested(self) -> bool:
-        return self._event is not None and self._event.is_set()
+        return self.reason() is not None
+
+    def reason(self) -> str | None:
+        """Why the point must stop, or None."""
+        if self._event is None:
+            return None
+        try:
+            return "the sweep was stopped" if self._event.is_set() else None
+        except Exception as exc:  # the scheduler is unreachable: nobody is waiting for this point
+            return f"the sweep's Dask scheduler is gone ({type(exc).__name__}: {exc})"
 
     def __call__(self, state: Any) -> "StopPoll":
         return self
@@ -51,8 +67,9 @@ class StopPoll:
         if now - self._last < POLL_S:
             return
         self._last = now
-        if self.requested():
-            raise RunInterrupted(signal.SIGINT, "the sweep was stopped")
+        reason = self.reason()
+        if reason is not None:
+            raise RunInterrupted(signal.SIGINT, reason)
 
     def close(self) -> None:
         """Nothing to release (the engine calls this at the end of the run)."""
@@ -81,13 +98,8 @@ def run_point(task: Mapping[str, Any]) -> dict[str, Any]:
     if worker is not None and task.get("topic"):
         worker.log_event(task["topic"], {"event": "start", "key": task["key"], "time": started,
                                          "worker": record["worker"], "pid": record["pid"]})
-    engine = RunEngine(Path(task["runs"]))
     try:
-        if task.get("resume"):
-            result = engine.resume(task["resume"], control=stop)
-        else:
-            plan = build_plan(task["plan"], task["config"])
-            result = engine.run(plan, task["address"], seed=task["seed"], control=stop)
+        result = _run(task, stop)
         record.update(status="completed", run=str(result.path), results=result.summary)
     except RunInterrupted as exc:
         record.update(status="interrupted", error=str(exc), run=str(getattr(exc, "run_path", "") or ""))
@@ -96,6 +108,25 @@ def run_point(task: Mapping[str, Any]) -> dict[str, Any]:
                       run=str(getattr(exc, "run_path", "") or ""))
     record.update(started=started, stopped=time.time())
     return record
+
+
+def _run(task: Mapping[str, Any], stop: StopPoll) -> RunResult:
+    """The point's run: resumed where one was left (``resume``, or an attempt's directory with a
+    journal), taken as it is where it completed, else started in the attempt's directory."""
+    path = Path(task.get("resume") or task.get("run_dir") or "")
+    engine = RunEngine(Path(task["runs"]))
+    if not path.name:  # a task from an older sweep: a run named by the clock
+        return engine.run(build_plan(task["plan"], task["config"]), task["address"], seed=task["seed"],
+                          control=stop)
+    if (path / JOURNAL_FILE).is_file():
+        return engine.resume(path, control=stop)
+    done = read_outcome(path)
+    if done is not None and done["status"] == "completed":  # the sweep died before it heard
+        return RunResult(done["run_id"], path, "completed", done["results"], done["events"])
+    if path.is_dir() and not any(path.iterdir()):  # killed between mkdir and its journal
+        path.rmdir()
+    return engine._execute(build_plan(task["plan"], task["config"]), task["address"], seed=int(task["seed"]),
+                           run_id=path.name, path=path, subscribers=[], control=stop)
 
 
 def dask_setup(worker: Any) -> None:
