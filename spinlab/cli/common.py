@@ -3,10 +3,14 @@ the one way a command runs a plan (:func:`run_plan`)."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import inspect
 import json
+import os
+import re
 import sys
+import traceback
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +30,11 @@ ControlOption = typer.Option(None, "--control",
                              help="Serve the CURVE-authenticated control channel on this address.")
 ControlKeysOption = typer.Option(None, "--control-keys",
                                  help="Directory with the server secret key and authorised client public keys (see `spinlab keys`).")
-SeedOption = typer.Option(0, "--seed", help="Seed of every random choice of the run (recorded in the run file); "
-                                            "a seed in the device address wins for the device's noise.")
+#: largest seed a run takes: numpy's SeedSequence and the journal (msgpack) both hold 0 .. 2^64 - 1
+MAX_SEED = 2**64 - 1
+SeedOption = typer.Option(0, "--seed", min=0, max=MAX_SEED,
+                          help="Seed of every random choice of the run (recorded in the run file); "
+                               "a seed in the device address wins for the device's noise.")
 
 
 @dataclass(frozen=True)
@@ -80,12 +87,59 @@ def emit_json(summary: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+#: set to 1 (or pass ``spinlab --debug``) to see the traceback behind an error line
+DEBUG_ENV = "SPINLAB_DEBUG"
+_LINE_CHARS = 400
+
+
+def debugging() -> bool:
+    return os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
+
+
+def _one_line(text: str) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= _LINE_CHARS else text[:_LINE_CHARS - 3] + "..."
+
+
+def error_line(exc: BaseException) -> str:
+    """What went wrong and what to do, in one line, for an error that reached the user."""
+    if isinstance(exc, SpinlabError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        # h5py puts the file and the system's message inside its text: "name = '...', errno = 13,
+        # error message = 'Permission denied'"
+        h5 = dict(re.findall(r"(name|error message) = '([^']*)'", str(exc)))
+        name = exc.filename or h5.get("name", "")
+        what = h5.get("error message") or exc.strerror or str(exc)
+        where = f"{name}: " if name else ""
+        if exc.errno == errno.ENOSPC:
+            return f"{where}no space left on the device; free some space or choose another --runs-dir"
+        if isinstance(exc, PermissionError) or exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return (f"{where}{what}: spinlab may not write (or read) there; fix the permissions "
+                    "or choose another path (e.g. --runs-dir)")
+        if isinstance(exc, FileNotFoundError):
+            return f"{where}no such file or directory; check the path"
+        return f"{where}{what}" + ("" if name else f" ({type(exc).__name__})")
+    if isinstance(exc, MemoryError):
+        return ("out of memory: an input or setting is too large for this machine; use a smaller "
+                "file or setting")
+    if isinstance(exc, RecursionError):
+        return "an input is nested too deeply to read (recursion limit); flatten the file"
+    if isinstance(exc, (ValueError, TypeError, KeyError, IndexError)):
+        return f"invalid input ({type(exc).__name__}: {exc}); check the options and files given"
+    return f"unexpected {type(exc).__name__}: {exc}; rerun with {DEBUG_ENV}=1 for the traceback and report it"
+
+
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn spinlab's specific errors into a one-line message and an exit code (no traceback):
-    2 for an error, 3 for a remote abort, 128 + signal for a signal (130 Ctrl-C, 143 SIGTERM)."""
+    """The CLI boundary: every error that reaches the user becomes one line on stderr and an exit
+    code (no traceback): 2 for an error, 3 for a remote abort, 128 + signal for a signal (130
+    Ctrl-C, 143 SIGTERM). The line names the run directory when the engine gave one. With
+    ``SPINLAB_DEBUG=1`` (``spinlab --debug``) the traceback is printed above the line."""
     try:
         yield
+    except (typer.Exit, typer.Abort, typer.exceptions.TyperException):
+        raise  # the command line's own: exit codes, usage errors
     except RunInterrupted as exc:
         where = getattr(exc, "run_path", None)
         hint = f"; continue it with: spinlab resume {where}" if where else ""
@@ -98,9 +152,12 @@ def user_errors() -> Iterator[None]:
     except KeyboardInterrupt:
         typer.secho("interrupted: outputs are off, data flushed", err=True, fg="yellow")
         raise typer.Exit(130) from None
-    except SpinlabError as exc:
+    except Exception as exc:  # noqa: BLE001 - the boundary: nothing reaches the user as a traceback
+        if debugging():
+            traceback.print_exc()
         where = getattr(exc, "run_path", None)
-        typer.secho(f"error: {exc}" + (f" (run directory {where})" if where else ""), err=True, fg="red")
+        typer.secho(_one_line("error: " + error_line(exc) + (f" (run directory {where})" if where else "")),
+                    err=True, fg="red")
         raise typer.Exit(2) from None
 
 
