@@ -79,9 +79,9 @@ class AcquireConfig(Config):
         if first > self.duration_s * (1 + 1e-9):
             repeats = f" x validation_repeats = {self.validation_repeats}" if self.validation_every else ""
             raise ValueError(
-                f"duration_s = {self.duration_s:g} s is shorter than the first batch: one recording at "
-                f"every condition ({self.n_conditions} x record_s = {self.record_s:g} s{repeats}) = "
-                f"{first:g} s; raise duration_s, or lower record_s, the sweep or validation_repeats")
+                f"duration_s = {self.duration_s:g} s is shorter than one recording at every condition "
+                f"({self.n_conditions} x record_s = {self.record_s:g} s{repeats} = {first:g} s, the first "
+                "batch); raise duration_s, or lower record_s, the sweep or validation_repeats")
         call = self.n_samples * self.n_conditions * self.validation_repeats
         if call > MAX_CALL_SAMPLES:
             raise ValueError(
