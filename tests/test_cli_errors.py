@@ -130,3 +130,26 @@ def test_a_station_nested_too_deeply_is_one_line_and_debug_shows_the_traceback(t
         assert shown.returncode == 2
         assert "Traceback" in shown.stderr and "RecursionError" in shown.stderr
         assert shown.stderr.rstrip().splitlines()[-1] == line
+
+
+
+LOGGED = """
+import logging
+from spinlab.cli.common import log_to_stderr
+log_to_stderr()
+try:
+    open("/nonexistent/run.h5", "rb")
+except OSError:
+    logging.getLogger("spinlab.engine.engine").exception("could not record the end of run %s", "x")
+"""
+
+
+@pytest.mark.parametrize("debug", [False, True], ids=["plain", "SPINLAB_DEBUG"])
+def test_a_cleanup_failure_the_engine_logs_is_one_line_unless_debugging(tmp_path, debug):
+    env = {**os.environ, "SPINLAB_DEBUG": "1" if debug else "0"}
+    result = subprocess.run([CLI[0], "-c", LOGGED], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert ("Traceback" in result.stderr) == debug
+    if not debug:
+        assert result.stderr == ("could not record the end of run x: FileNotFoundError: [Errno 2] "
+                                 "No such file or directory: '/nonexistent/run.h5'\n")

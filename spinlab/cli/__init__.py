@@ -84,4 +84,7 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Print the traceback
 
 
 def main() -> None:
+    from spinlab.cli.common import log_to_stderr
+
+    log_to_stderr()
     app()

@@ -7,6 +7,7 @@ import errno
 import functools
 import inspect
 import json
+import logging
 import os
 import re
 import sys
@@ -128,6 +129,25 @@ def error_line(exc: BaseException) -> str:
     if isinstance(exc, (ValueError, TypeError, KeyError, IndexError)):
         return f"invalid input ({type(exc).__name__}: {exc}); check the options and files given"
     return f"unexpected {type(exc).__name__}: {exc}; rerun with {DEBUG_ENV}=1 for the traceback and report it"
+
+
+class OneLineLog(logging.Formatter):
+    """Log records reach the user as one line each, an exception as its type and message (the
+    traceback only with ``SPINLAB_DEBUG=1``): a cleanup that failed is news, not a crash."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if debugging():
+            return super().format(record)
+        message = record.getMessage()
+        exc = record.exc_info[1] if record.exc_info else None
+        return _one_line(f"{message}: {type(exc).__name__}: {exc}" if exc is not None else message)
+
+
+def log_to_stderr() -> None:
+    """Where spinlab's warnings go when it runs as the ``spinlab`` command."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(OneLineLog())
+    logging.getLogger("spinlab").addHandler(handler)
 
 
 @contextlib.contextmanager
