@@ -153,3 +153,24 @@ def test_a_cleanup_failure_the_engine_logs_is_one_line_unless_debugging(tmp_path
     if not debug:
         assert result.stderr == ("could not record the end of run x: FileNotFoundError: [Errno 2] "
                                  "No such file or directory: '/nonexistent/run.h5'\n")
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_full_disk_is_named_as_such():
+    from spinlab.cli.common import error_line
+
+    with pytest.raises(OSError) as caught:
+        with open("/dev/full", "w") as fh:
+            fh.write("x")
+    assert error_line(caught.value) == "no space left on the device; free some space or choose another --runs-dir"
+
+
+def test_an_h5py_error_names_the_file_and_what_the_system_said(tmp_path):
+    import h5py
+
+    from spinlab.cli.common import error_line
+
+    missing = tmp_path / "gone" / "run.h5"
+    with pytest.raises(OSError) as caught:
+        h5py.File(missing, "w")
+    assert error_line(caught.value) == f"{missing}: no such file or directory; check the path"

@@ -102,23 +102,34 @@ def _one_line(text: str) -> str:
     return text if len(text) <= _LINE_CHARS else text[:_LINE_CHARS - 3] + "..."
 
 
+def _system_error(exc: BaseException) -> tuple[int | None, str, str] | None:
+    """(errno, file, system message) of an OSError, or of an h5py error whose text carries them
+    ("filename = '...', errno = 28, error message = 'No space left on device'"); else None."""
+    text = str(exc)
+    h5 = dict(re.findall(r"(name|filename|error message) = '([^']*)'", text))
+    code = re.search(r"errno = (\d+)", text)
+    if isinstance(exc, OSError):
+        return (exc.errno or (int(code.group(1)) if code else None), exc.filename or h5.get("name", ""),
+                h5.get("error message") or exc.strerror or text)
+    if code:
+        return int(code.group(1)), h5.get("filename") or h5.get("name", ""), h5.get("error message", text)
+    return None
+
+
 def error_line(exc: BaseException) -> str:
     """What went wrong and what to do, in one line, for an error that reached the user."""
     if isinstance(exc, SpinlabError):
         return str(exc)
-    if isinstance(exc, OSError):
-        # h5py puts the file and the system's message inside its text: "name = '...', errno = 13,
-        # error message = 'Permission denied'"
-        h5 = dict(re.findall(r"(name|error message) = '([^']*)'", str(exc)))
-        name = exc.filename or h5.get("name", "")
-        what = h5.get("error message") or exc.strerror or str(exc)
+    system = _system_error(exc)
+    if system is not None:
+        code, name, what = system
         where = f"{name}: " if name else ""
-        if exc.errno == errno.ENOSPC:
+        if code == errno.ENOSPC:
             return f"{where}no space left on the device; free some space or choose another --runs-dir"
-        if isinstance(exc, PermissionError) or exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        if isinstance(exc, PermissionError) or code in (errno.EACCES, errno.EPERM, errno.EROFS):
             return (f"{where}{what}: spinlab may not write (or read) there; fix the permissions "
                     "or choose another path (e.g. --runs-dir)")
-        if isinstance(exc, FileNotFoundError):
+        if isinstance(exc, FileNotFoundError) or code == errno.ENOENT:
             return f"{where}no such file or directory; check the path"
         return f"{where}{what}" + ("" if name else f" ({type(exc).__name__})")
     if isinstance(exc, MemoryError):
