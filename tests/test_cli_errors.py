@@ -174,3 +174,11 @@ def test_an_h5py_error_names_the_file_and_what_the_system_said(tmp_path):
     with pytest.raises(OSError) as caught:
         h5py.File(missing, "w")
     assert error_line(caught.value) == f"{missing}: no such file or directory; check the path"
+
+
+@pytest.mark.parametrize("model", ["vortex", "macrospin"])
+def test_a_seed_in_the_device_address_beyond_2_64_is_one_line_before_any_run(tmp_path, model):
+    result = spinlab("acquire", "--device", f"sim:{model}?seed={2**64}", "--duration", "2e-3",
+                     "--record-s", "1e-3", "--runs-dir", str(tmp_path / "runs"), tmp=tmp_path)
+    assert "seed must be an integer in 0 .. 2^64 - 1" in one_error_line(result)
+    assert not list((tmp_path / "runs").glob("*"))
