@@ -75,10 +75,13 @@ class AcquireConfig(Config):
         empty = [name for name, values in self.conditions.items() if not values]
         if empty:
             raise ValueError(f"condition sweep {empty[0]} needs at least one value")
-        if self.record_s * self.n_conditions > self.duration_s * (1 + 1e-9):
+        first = self.batch_device_time_s(0)  # held out (repeated) when validation_every > 0
+        if first > self.duration_s * (1 + 1e-9):
+            repeats = f" x validation_repeats = {self.validation_repeats}" if self.validation_every else ""
             raise ValueError(
-                f"duration_s = {self.duration_s:g} s is shorter than one recording at every "
-                f"condition ({self.n_conditions} x {self.record_s:g} s); record longer or sweep less")
+                f"duration_s = {self.duration_s:g} s is shorter than one recording at every condition "
+                f"({self.n_conditions} x record_s = {self.record_s:g} s{repeats} = {first:g} s, the first "
+                "batch); raise duration_s, or lower record_s, the sweep or validation_repeats")
         call = self.n_samples * self.n_conditions * self.validation_repeats
         if call > MAX_CALL_SAMPLES:
             raise ValueError(

@@ -67,8 +67,15 @@ class TwinTrainConfig(Config):
         self.train_config()
         resolve_torch_device(self.torch_device)
         if self.source == "device":
-            if self.acquire_config().validation_every < 2:
+            acq = self.acquire_config()
+            if acq.validation_every < 2:
                 raise ValueError("online training needs held-out data: --validation-every must be >= 2")
+            if acq.n_batches < 2:
+                raise ValueError(
+                    f"acquire.duration_s = {acq.duration_s:g} s holds {acq.n_batches} batch: online "
+                    f"training needs a held-out batch ({acq.batch_device_time_s(0):g} s with "
+                    f"validation_repeats = {acq.validation_repeats}) and a training batch "
+                    f"({acq.batch_device_time_s(1):g} s); raise the duration or lower validation_repeats")
             OnlineConfig(**self.online)
         else:
             self.split_config()

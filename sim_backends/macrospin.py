@@ -721,8 +721,9 @@ class MacrospinDevice(Device):
             raise ConfigError(f"max_steps must be a positive integer, got {max_steps!r}")
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise ConfigError(f"threads must be a positive integer, got {threads!r}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
+            # 2^64: what the run journal records
+            raise ConfigError(f"seed must be an integer in 0 .. 2^64 - 1, got {seed!r}")
         self.temperature_K = _check_temperature(temperature_K)
         self.seed = int(seed)  # every scheme takes a seed (spinlab.registry); recorded in identity()
         self._rng = np.random.default_rng(self.seed)

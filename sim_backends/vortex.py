@@ -484,8 +484,9 @@ class VortexDevice(Device):
         self.params = params or VortexParams()
         if not isinstance(self.params, VortexParams):
             raise ConfigError(f"params must be a VortexParams, got {type(self.params).__name__}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
+            # 2^64: what the run journal records
+            raise ConfigError(f"seed must be an integer in 0 .. 2^64 - 1, got {seed!r}")
         if isinstance(noise, bool) or not (isinstance(noise, (int, float)) and 0.0 <= float(noise) <= 1.0):
             raise ConfigError(f"noise must be a number in [0, 1] (fraction of the thermal force that is random), got {noise!r}")
         if output not in self.OUTPUTS:

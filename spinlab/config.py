@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from spinlab.errors import ConfigError
 
@@ -17,6 +17,26 @@ Positive = Annotated[float, Field(gt=0)]
 NonNegative = Annotated[float, Field(ge=0)]
 PositiveInt = Annotated[int, Field(ge=1)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
+
+#: integers a run can record: the journal (msgpack) holds -2^63 .. 2^64 - 1
+INT_RANGE = (-(2**63), 2**64 - 1)
+
+
+def _out_of_range_int(value: Any, where: str) -> str | None:
+    """The first integer in ``value`` (nested dicts, lists, models) the journal cannot hold."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return where if not INT_RANGE[0] <= value <= INT_RANGE[1] else None
+    if isinstance(value, BaseModel):
+        value = dict(value)
+    if isinstance(value, dict):
+        items = ((f"{where}.{k}" if where else str(k), v) for k, v in value.items())
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        items = ((f"{where}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    return next((bad for key, item in items if (bad := _out_of_range_int(item, key))), None)
 
 
 def describe(model: type[BaseModel], exc: ValidationError) -> str:
@@ -46,6 +66,15 @@ class Config(BaseModel):
         except ValidationError as exc:
             raise ConfigError(describe(type(self), exc)) from None
 
+    @model_validator(mode="after")
+    def _recordable_ints(self) -> "Config":
+        # every config is journalled with the run: an integer msgpack cannot hold fails at the
+        # option, not as "cannot journal a int" once the run directory exists
+        bad = _out_of_range_int(dict(self), "")
+        if bad:
+            raise ValueError(f"{bad} is outside {INT_RANGE[0]} .. {INT_RANGE[1]}, the integers a run records")
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON values (what the run file stores and ``spinlab resume`` rebuilds from)."""
         return self.model_dump(mode="json")
@@ -54,4 +83,4 @@ class Config(BaseModel):
         return type(self)(**{**self.model_dump(), **changes})
 
 
-__all__ = ["Config", "Positive", "NonNegative", "PositiveInt", "NonNegativeInt", "describe"]
+__all__ = ["Config", "INT_RANGE", "Positive", "NonNegative", "PositiveInt", "NonNegativeInt", "describe"]

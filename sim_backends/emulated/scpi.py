@@ -13,7 +13,10 @@ Every client connection is a :class:`Session` with its own input buffer and outp
 client that holds back half a command never blocks another one, its bytes are never glued onto
 another client's, and nobody reads a reply meant for someone else. Input is capped
 (``max_text_bytes`` of commands, ``max_block_bytes`` per binary block): beyond, the message is
-thrown away as it arrives (memory stays bounded) and ``-223 Too much data`` is queued.
+thrown away as it arrives (memory stays bounded) and ``-223 Too much data`` is queued. Output is
+capped too: past ``max_commands`` commands, or once its replies pass ``max_reply_bytes``, the rest
+of a message is discarded with the same error (``:WAV:DATA?;`` twenty thousand times in one line
+gets at most a megabyte of answers).
 
 Malformed input never raises out of :meth:`ScpiInstrument.write`: it queues the SCPI error an
 instrument would report, so a client sees it through ``SYST:ERR?`` and the session goes on.
@@ -228,6 +231,19 @@ class _Oversize(Exception):
         self.length = length
 
 
+class _Next:
+    """The next position of ``char`` at or after ``i`` in ``buf[:end]``, searched again only once
+    passed: a scan over a message of many small pieces stays linear in its length."""
+
+    def __init__(self, buf: bytes | bytearray, char: bytes, end: int) -> None:
+        self.buf, self.char, self.end, self.at = buf, char, end, -2  # -2: not searched, -1: none left
+
+    def __call__(self, i: int) -> int:
+        if self.at != -1 and self.at < i:
+            self.at = self.buf.find(self.char, i, self.end)
+        return self.at
+
+
 def _scan_message(buf: bytes | bytearray, start: int,
                   max_block: int | None = None) -> tuple[int, list[tuple[int, int, int]]] | None:
     """Find the end of the program message starting at ``start``.
@@ -240,10 +256,9 @@ def _scan_message(buf: bytes | bytearray, start: int,
     i = start
     n = len(buf)
     blocks: list[tuple[int, int, int]] = []
+    next_nl, next_hash, next_quote = _Next(buf, b"\n", n), _Next(buf, b"#", n), _Next(buf, b'"', n)
     while True:
-        nl = buf.find(b"\n", i)
-        hash_ = buf.find(b"#", i)
-        quote = buf.find(b'"', i)
+        nl, hash_, quote = next_nl(i), next_hash(i), next_quote(i)
         specials = [p for p in (nl, hash_, quote) if p >= 0]
         if not specials:
             return None
@@ -380,6 +395,11 @@ class ScpiInstrument:
     #: Longest command text of one message, and longest binary block, this instrument accepts.
     max_text_bytes = 1 << 20
     max_block_bytes = 1 << 20
+    #: Reply bytes one message may queue: past them the rest of the message is discarded with
+    #: ``-223 Too much data`` (the query that crosses the line is answered, so one full record fits).
+    max_reply_bytes = 1 << 20
+    #: Commands (``;``-separated units) one message may hold; the rest is discarded the same way.
+    max_commands = 1024
 
     def __init__(self, lock: threading.RLock | None = None) -> None:
         #: One lock per lab: the wiring calls across instruments, so they share it.
@@ -539,7 +559,16 @@ class ScpiInstrument:
             return
         replies: list[bytes] = []
         path: list[str] = []
-        for unit_start, unit_end, unit_blocks in _split_units(buf, start, end, blocks):
+        queued = 0
+        units = _split_units(buf, start, end, blocks, self.max_commands + 1)
+        for count, (unit_start, unit_end, unit_blocks) in enumerate(units):
+            too_much = (f"replies of one message passed {self.max_reply_bytes} bytes"
+                        if queued > self.max_reply_bytes else
+                        f"more than {self.max_commands} commands in one message" if count == self.max_commands
+                        else None)
+            if too_much:
+                self.push_error(ScpiError(-223, f"{too_much}; the rest of the message was discarded"))
+                break
             try:
                 reply, path = self._execute_unit(buf, unit_start, unit_end, unit_blocks, path)
             except ScpiError as err:
@@ -550,6 +579,7 @@ class ScpiInstrument:
                 continue
             if reply is not None:
                 replies.append(reply if isinstance(reply, bytes) else reply.encode())
+                queued += len(replies[-1]) + 1
         if replies:
             self.deliver(session, b";".join(replies) + b"\n")
 
@@ -723,28 +753,36 @@ class ScpiInstrument:
         return args[0]
 
 
-def _split_units(buf: bytearray, start: int, end: int, blocks: list[tuple[int, int, int]]):
-    """Split a message at ``;`` outside strings and blocks: ``(start, end, blocks)`` units."""
+def _split_units(buf: bytearray, start: int, end: int, blocks: list[tuple[int, int, int]],
+                 limit: int | None = None):
+    """Split a message at ``;`` outside strings and blocks: ``(start, end, blocks)`` units, at
+    most ``limit`` of them. One pass over the (sorted) blocks: many tiny blocks stay linear."""
     units = []
     unit_start = i = start
-    pending = list(blocks)
+    taken = next_block = 0  # blocks handed to earlier units; the next block not yet skipped
+    next_semi, next_quote = _Next(buf, b";", end), _Next(buf, b'"', end)
     while True:
-        semi = buf.find(b";", i, end)
-        quote = buf.find(b'"', i, end)
-        hash_ = pending[0][0] if pending else -1
+        semi, quote = next_semi(i), next_quote(i)
+        hash_ = blocks[next_block][0] if next_block < len(blocks) else -1
         candidates = [p for p in (semi, quote, hash_) if p >= 0]
         if not candidates:
             break
         p = min(candidates)
         if p == hash_:
-            i = pending.pop(0)[2]
+            i = blocks[next_block][2]
+            next_block += 1
         elif p == quote:
             close = buf.find(b'"', p + 1, end)
             i = end if close < 0 else close + 1
         else:
-            units.append((unit_start, p, [b for b in blocks if unit_start <= b[0] < p]))
+            first = taken
+            while taken < len(blocks) and blocks[taken][0] < p:
+                taken += 1
+            units.append((unit_start, p, blocks[first:taken]))
             unit_start = i = p + 1
-    units.append((unit_start, end, [b for b in blocks if unit_start <= b[0] < end]))
+            if limit is not None and len(units) >= limit:
+                return units
+    units.append((unit_start, end, blocks[taken:]))
     return units
 
 
@@ -763,12 +801,12 @@ def _split_args(buf: bytearray, start: int, end: int, blocks: list[tuple[int, in
         return args
     args = []
     i = token_start = start
-    pending = list(blocks)
+    next_block = 0
     block_arg: Arg | None = None
+    next_comma, next_quote = _Next(buf, b",", end), _Next(buf, b'"', end)
     while True:
-        comma = buf.find(b",", i, end)
-        quote = buf.find(b'"', i, end)
-        hash_ = pending[0][0] if pending else -1
+        comma, quote = next_comma(i), next_quote(i)
+        hash_ = blocks[next_block][0] if next_block < len(blocks) else -1
         candidates = [p for p in (comma, quote, hash_) if p >= 0]
         if not candidates:
             break
@@ -776,7 +814,8 @@ def _split_args(buf: bytearray, start: int, end: int, blocks: list[tuple[int, in
         if p == hash_:
             if bytes(buf[token_start:p]).strip():
                 raise ScpiError(-161, "characters before a binary block")
-            _, payload_start, payload_end = pending.pop(0)
+            _, payload_start, payload_end = blocks[next_block]
+            next_block += 1
             block_arg = Arg(bytes(buf[payload_start:payload_end]), block=True)
             i = token_start = payload_end
         elif p == quote:

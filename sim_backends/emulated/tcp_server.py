@@ -6,9 +6,15 @@ one :class:`~.scpi.Session` (input buffer and output queue) per connection, so c
 block or garble each other; replies completed later (``*OPC?`` after an acquisition triggered
 from another connection) are pushed as soon as they are queued. A dropped connection (an
 injected fault) is closed with a TCP reset, as a power-cycled instrument does.
+
+Each instrument serves at most :data:`MAX_CONNECTIONS` clients at once (a LAN instrument has a
+few socket slots too): one more is accepted and closed at once, with one warning, so a flood of
+connections cannot pile up threads and buffers. With the per-message caps of :mod:`.scpi`, the
+memory one instrument can be made to hold is bounded.
 """
 from __future__ import annotations
 
+import logging
 import select
 import socket
 import socketserver
@@ -23,6 +29,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 _RECV_BYTES = 1 << 20
 _POLL_S = 0.02
+#: clients one emulated instrument serves at once
+MAX_CONNECTIONS = 8
+
+log = logging.getLogger(__name__)
 
 
 class _ScpiHandler(socketserver.BaseRequestHandler):
@@ -66,7 +76,40 @@ class _ScpiServer(socketserver.ThreadingTCPServer):
     def __init__(self, address: tuple[str, int], instrument: ScpiInstrument) -> None:
         self.instrument = instrument
         self.stopping = threading.Event()
+        self.connections = 0
+        self._count = threading.Lock()
+        self._refusing = False
         super().__init__(address, _ScpiHandler)
+
+    def verify_request(self, request, client_address) -> bool:
+        """Take a connection slot; refused (closed by socketserver) when all are taken."""
+        with self._count:
+            if self.connections < MAX_CONNECTIONS:
+                self.connections += 1
+                self._refusing = False
+                return True
+            warn, self._refusing = not self._refusing, True
+        if warn:
+            log.warning("%s: %d clients already connected (the most it serves); refusing %s:%s until one "
+                        "closes", self.instrument.IDN.split(",")[1], MAX_CONNECTIONS, *client_address[:2])
+        return False
+
+    def process_request(self, request, client_address) -> None:
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread started: give the slot back
+            self._release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        with self._count:
+            self.connections -= 1
 
 
 class EmulatedTcpServers:

@@ -7,6 +7,7 @@ top level; its short help texts are checked against the commands' docstrings by 
 from __future__ import annotations
 
 import functools
+import os
 from importlib import import_module
 
 import typer
@@ -54,6 +55,13 @@ class LazyGroup(TyperGroup):
             return None
         return module_commands(COMMANDS[name][0]).get_command(ctx, name)
 
+    def invoke(self, ctx):
+        """The final catch: whatever a command lets through still reaches the user as one line."""
+        from spinlab.cli.common import user_errors
+
+        with user_errors():
+            return super().invoke(ctx)
+
     def format_help(self, ctx, formatter) -> None:
         # typer's rich help would resolve (import) every command to draw its panel
         super(TyperGroup, self).format_help(ctx, formatter)
@@ -68,9 +76,15 @@ app = typer.Typer(name="spinlab", cls=LazyGroup, no_args_is_help=True, add_compl
 
 
 @app.callback(help=HELP)
-def _root() -> None:
-    """The group itself does nothing; its commands are in :data:`COMMANDS`."""
+def _root(debug: bool = typer.Option(False, "--debug", help="Print the traceback behind an error line "
+                                                            "(same as SPINLAB_DEBUG=1).")) -> None:
+    """The group itself only takes ``--debug``; its commands are in :data:`COMMANDS`."""
+    if debug:
+        os.environ["SPINLAB_DEBUG"] = "1"
 
 
 def main() -> None:
+    from spinlab.cli.common import log_to_stderr
+
+    log_to_stderr()
     app()

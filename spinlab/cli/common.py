@@ -3,10 +3,15 @@ the one way a command runs a plan (:func:`run_plan`)."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import inspect
 import json
+import logging
+import os
+import re
 import sys
+import traceback
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +31,11 @@ ControlOption = typer.Option(None, "--control",
                              help="Serve the CURVE-authenticated control channel on this address.")
 ControlKeysOption = typer.Option(None, "--control-keys",
                                  help="Directory with the server secret key and authorised client public keys (see `spinlab keys`).")
-SeedOption = typer.Option(0, "--seed", help="Seed of every random choice of the run (recorded in the run file); "
-                                            "a seed in the device address wins for the device's noise.")
+#: largest seed a run takes: numpy's SeedSequence and the journal (msgpack) both hold 0 .. 2^64 - 1
+MAX_SEED = 2**64 - 1
+SeedOption = typer.Option(0, "--seed", min=0, max=MAX_SEED,
+                          help="Seed of every random choice of the run (recorded in the run file); "
+                               "a seed in the device address wins for the device's noise.")
 
 
 @dataclass(frozen=True)
@@ -80,12 +88,89 @@ def emit_json(summary: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+#: set to 1 (or pass ``spinlab --debug``) to see the traceback behind an error line
+DEBUG_ENV = "SPINLAB_DEBUG"
+_LINE_CHARS = 400
+
+
+def debugging() -> bool:
+    return os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
+
+
+def _one_line(text: str) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= _LINE_CHARS else text[:_LINE_CHARS - 3] + "..."
+
+
+def _system_error(exc: BaseException) -> tuple[int | None, str, str] | None:
+    """(errno, file, system message) of an OSError, or of an h5py error whose text carries them
+    ("filename = '...', errno = 28, error message = 'No space left on device'"); else None."""
+    text = str(exc)
+    h5 = dict(re.findall(r"(name|filename|error message) = '([^']*)'", text))
+    code = re.search(r"errno = (\d+)", text)
+    if isinstance(exc, OSError):
+        return (exc.errno or (int(code.group(1)) if code else None), exc.filename or h5.get("name", ""),
+                h5.get("error message") or exc.strerror or text)
+    if code:
+        return int(code.group(1)), h5.get("filename") or h5.get("name", ""), h5.get("error message", text)
+    return None
+
+
+def error_line(exc: BaseException) -> str:
+    """What went wrong and what to do, in one line, for an error that reached the user."""
+    if isinstance(exc, SpinlabError):
+        return str(exc)
+    system = _system_error(exc)
+    if system is not None:
+        code, name, what = system
+        where = f"{name}: " if name else ""
+        if code == errno.ENOSPC:
+            return f"{where}no space left on the device; free some space or choose another --runs-dir"
+        if isinstance(exc, PermissionError) or code in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return (f"{where}{what}: spinlab may not write (or read) there; fix the permissions "
+                    "or choose another path (e.g. --runs-dir)")
+        if isinstance(exc, FileNotFoundError) or code == errno.ENOENT:
+            return f"{where}no such file or directory; check the path"
+        return f"{where}{what}" + ("" if name else f" ({type(exc).__name__})")
+    if isinstance(exc, MemoryError):
+        return ("out of memory: an input or setting is too large for this machine; use a smaller "
+                "file or setting")
+    if isinstance(exc, RecursionError):
+        return "an input is nested too deeply to read (recursion limit); flatten the file"
+    if isinstance(exc, (ValueError, TypeError, KeyError, IndexError)):
+        return f"invalid input ({type(exc).__name__}: {exc}); check the options and files given"
+    return f"unexpected {type(exc).__name__}: {exc}; rerun with {DEBUG_ENV}=1 for the traceback and report it"
+
+
+class OneLineLog(logging.Formatter):
+    """Log records reach the user as one line each, an exception as its type and message (the
+    traceback only with ``SPINLAB_DEBUG=1``): a cleanup that failed is news, not a crash."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if debugging():
+            return super().format(record)
+        message = record.getMessage()
+        exc = record.exc_info[1] if record.exc_info else None
+        return _one_line(f"{message}: {type(exc).__name__}: {exc}" if exc is not None else message)
+
+
+def log_to_stderr() -> None:
+    """Where spinlab's warnings go when it runs as the ``spinlab`` command."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(OneLineLog())
+    logging.getLogger("spinlab").addHandler(handler)
+
+
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn spinlab's specific errors into a one-line message and an exit code (no traceback):
-    2 for an error, 3 for a remote abort, 128 + signal for a signal (130 Ctrl-C, 143 SIGTERM)."""
+    """The CLI boundary: every error that reaches the user becomes one line on stderr and an exit
+    code (no traceback): 2 for an error, 3 for a remote abort, 128 + signal for a signal (130
+    Ctrl-C, 143 SIGTERM). The line names the run directory when the engine gave one. With
+    ``SPINLAB_DEBUG=1`` (``spinlab --debug``) the traceback is printed above the line."""
     try:
         yield
+    except (typer.Exit, typer.Abort, typer.exceptions.TyperException):
+        raise  # the command line's own: exit codes, usage errors
     except RunInterrupted as exc:
         where = getattr(exc, "run_path", None)
         hint = f"; continue it with: spinlab resume {where}" if where else ""
@@ -98,9 +183,12 @@ def user_errors() -> Iterator[None]:
     except KeyboardInterrupt:
         typer.secho("interrupted: outputs are off, data flushed", err=True, fg="yellow")
         raise typer.Exit(130) from None
-    except SpinlabError as exc:
+    except Exception as exc:  # noqa: BLE001 - the boundary: nothing reaches the user as a traceback
+        if debugging():
+            traceback.print_exc()
         where = getattr(exc, "run_path", None)
-        typer.secho(f"error: {exc}" + (f" (run directory {where})" if where else ""), err=True, fg="red")
+        typer.secho(_one_line("error: " + error_line(exc) + (f" (run directory {where})" if where else "")),
+                    err=True, fg="red")
         raise typer.Exit(2) from None
 
 

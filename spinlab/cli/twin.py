@@ -15,7 +15,8 @@ from typing import Any, Optional
 
 import typer
 
-from spinlab.cli.common import JsonOption, RunOptions, emit_json, run_command, run_plan, user_errors
+from spinlab.cli.common import (MAX_SEED, JsonOption, RunOptions, emit_json, run_command, run_plan,
+                                user_errors)
 from spinlab.errors import ConfigError
 
 twin_app = typer.Typer(help="Spin-Neural ODE digital twin: train, evaluate.", no_args_is_help=True)
@@ -236,7 +237,8 @@ def _rest(text: str) -> float | str | None:
 
 
 # --- spinlab twin eval -----------------------------------------------------------------------
-@run_command(seed=typer.Option(1000, "--seed", help="Seed of the fresh drives (differs from training's 0)."))
+@run_command(seed=typer.Option(1000, "--seed", min=0, max=MAX_SEED,
+                              help="Seed of the fresh drives (differs from training's 0)."))
 def evaluate(
     checkpoint: Path = typer.Argument(..., help="Twin checkpoint (twin.pt)."),
     device: Optional[str] = typer.Option(None, "--device", "-d", help="Device to compare with."),
