@@ -388,7 +388,8 @@ class RunEngine:
                             writer = RunFileWriter(path, sync_interval_s=self.sync_interval_s)
                         else:
                             _check_identity(path, recovery.start, dev, force)
-                            writer = RunFileWriter.rebuild(path, recovery, sync_interval_s=self.sync_interval_s)
+                            writer = RunFileWriter.rebuild(path, recovery,
+                                                           sync_interval_s=self.sync_interval_s)
                             log.warning("resuming %s: %s", run_id, recovery.summary())
                 except BaseException:
                     if opened is not None:

@@ -137,7 +137,7 @@ def identity_change(before: Any, after: Any, where: str = "") -> str | None:
             if found:
                 return found
         return None
-    if before != after:
+    if before != after and not (before != before and after != after):  # NaN is NaN here
         return f"{where.rstrip('.') or 'identity'}: {_short(before)} -> {_short(after)}"
     return None
 

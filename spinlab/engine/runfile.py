@@ -81,7 +81,10 @@ class RunFileWriter:
         over them. A damaged journal is kept as ``journal.spinlab.damaged``."""
         directory = Path(directory)
         recovery = recovery if recovery is not None else recover(directory)
-        writer = cls(directory, sync_interval_s=sync_interval_s, suffix=STAGED)
+        try:
+            writer = cls(directory, sync_interval_s=sync_interval_s, suffix=STAGED)
+        except OSError as exc:
+            raise _rebuild_failed(directory, exc) from None
         try:
             for record in recovery.records:
                 writer.journal.append(record)
@@ -95,6 +98,9 @@ class RunFileWriter:
             if writer.events != steps or writer.events < recovery.stored_steps:
                 raise RunFileError(f"rebuilding the run file in {directory} gave {writer.events} steps, "
                                    f"not {max(steps, recovery.stored_steps)}; the old files are unchanged")
+        except OSError as exc:
+            writer._discard()
+            raise _rebuild_failed(directory, exc) from None
         except BaseException:
             writer._discard()
             raise
@@ -355,7 +361,8 @@ class Recovery:
 
     @property
     def start(self) -> dict:
-        return next(r for r in self.records if r.get("doc") == "start")
+        """The latest start document: the device the run was last (re)started on."""
+        return [r for r in self.records if r.get("doc") == "start"][-1]
 
     @property
     def steps(self) -> int:
@@ -491,6 +498,11 @@ def _sync_dir(directory: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _rebuild_failed(directory: Path, exc: OSError) -> RunFileError:
+    return RunFileError(f"cannot rebuild the run files in {directory} ({_reason(exc)}); the old files "
+                        "are unchanged: free space or fix the disk, then resume again")
 
 
 def _reason(exc: BaseException) -> str:
