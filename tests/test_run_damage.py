@@ -142,11 +142,18 @@ def test_a_damaged_record_mid_journal_keeps_the_later_steps_from_the_run_file(co
     _assert_kept(copy, interrupted, n)
 
 
-def test_a_torn_journal_tail_resumes_quietly_from_the_journal(copy, interrupted):
+def test_a_torn_journal_tail_resumes_quietly_and_a_second_resume_meanwhile_is_refused(copy, interrupted):
     path = copy / "journal.spinlab"
     path.write_bytes(path.read_bytes()[:-7])  # the stop record, cut short
+    first = spinlab_process("resume", str(copy), "--json")
+    deadline = time.monotonic() + 30
+    while not (copy / ".spinlab.lock").exists():
+        assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+        time.sleep(0.02)
     rc, _, err = _resume(copy)
-    assert rc == 0, err
+    assert rc == 2 and "is in use by PID" in err and "Traceback" not in err, err
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
     assert "damaged" not in err and not (copy / "journal.spinlab.damaged").exists()
     n = len(interrupted["events"])
     assert f"kept {n} steps; measuring again from step {n}" in err
@@ -225,3 +232,32 @@ def test_a_full_disk_fails_the_run_in_one_line_and_leaves_a_run_file_that_opens(
     assert kept in (n, n + 1)  # the journal may hold the step whose run-file write failed
     assert json.loads(out.splitlines()[-1])["status"] == "completed"
     np.testing.assert_array_equal(rows(run_dir)["drive_V"][: len(recorded)], recorded)
+
+
+def test_resuming_on_an_instrument_with_another_identity_is_refused_unless_forced(tmp_path, monkeypatch):
+    """Instruments swapped between the stop and the resume (another serial number): refused,
+    nothing touched; ``force`` resumes anyway."""
+    import spinlab.engine.plan as plan_module
+    from test_engine import Doubler, steps_plan
+
+    from spinlab.engine import RunEngine
+    from spinlab.errors import ConfigError, RunInterrupted
+
+    class Serial(Doubler):
+        def __init__(self, serial):
+            super().__init__()
+            self.serial = serial
+
+        def identity(self):
+            return {**super().identity(), "instruments": {"awg": f"Keysight,33522B,{self.serial}"}}
+
+    monkeypatch.setattr(plan_module, "plan_factory",
+                        lambda name: lambda config=None, **kw: steps_plan(**dict(config or {})))
+    with pytest.raises(RunInterrupted) as caught:
+        RunEngine(tmp_path).run(steps_plan(6, fail_at=3, exc=RunInterrupted(2)), Serial("MY1"))
+    path = caught.value.run_path
+    before = {p.name: p.read_bytes() for p in path.iterdir() if p.is_file()}
+    with pytest.raises(ConfigError, match=r"instruments\.awg: 'Keysight,33522B,MY1' -> 'Keysight,33522B,MY2'"):
+        RunEngine(tmp_path).resume(path, Serial("MY2"))
+    assert {p.name: p.read_bytes() for p in path.iterdir() if p.is_file()} == before
+    assert RunEngine(tmp_path).resume(path, Serial("MY2"), force=True).status == "completed"

@@ -106,7 +106,7 @@ class RunFileWriter:
             raise
         journal_path = directory / JOURNAL_FILE
         if recovery.damage is not None:
-            _keep_copy(journal_path, directory / (JOURNAL_FILE + DAMAGED))
+            recovery.kept_as = _keep_copy(journal_path, directory / (JOURNAL_FILE + DAMAGED)).name
         for staged, final in ((writer.journal.path, journal_path), (writer.path, directory / RUN_FILE)):
             os.replace(staged, final)
         writer.journal.path, writer.path = journal_path, directory / RUN_FILE
@@ -358,6 +358,7 @@ class Recovery:
     stored_steps: int  # steps the old run.h5 held
     damage: tuple[int, int] | None  # bytes of the journal that could not be read (not a torn tail)
     start_from_runfile: bool = False
+    kept_as: str = JOURNAL_FILE + DAMAGED  # the name the damaged journal is kept under
 
     @property
     def start(self) -> dict:
@@ -373,7 +374,7 @@ class Recovery:
         parts = []
         if self.damage is not None:
             parts.append(f"journal damaged at bytes {self.damage[0]}-{self.damage[1]} (kept as "
-                         f"{JOURNAL_FILE}{DAMAGED})")
+                         f"{self.kept_as})")
         if self.start_from_runfile:
             parts.append("start document recovered from run.h5")
         origin = f" ({self.from_journal} from the journal, {self.from_runfile} from run.h5)" \
@@ -480,15 +481,20 @@ def _reserve(path: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-def _keep_copy(path: Path, copy: Path) -> None:
-    """``copy`` holds what ``path`` holds now (a hard link where the file system allows)."""
-    copy.unlink(missing_ok=True)
+def _keep_copy(path: Path, copy: Path) -> Path:
+    """A copy of ``path`` named ``copy`` (``copy-2``, ... if taken), a hard link where the file
+    system allows; returns its path."""
+    n = 1
+    while copy.exists():
+        n += 1
+        copy = copy.with_name(f"{copy.name.split('-')[0]}-{n}")
     try:
         os.link(path, copy)
     except OSError:
         import shutil
 
         shutil.copyfile(path, copy)
+    return copy
 
 
 def _sync_dir(directory: Path) -> None:
