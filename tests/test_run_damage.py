@@ -21,7 +21,7 @@ from spinlab.engine import journal
 
 __all__ = ["emulator"]  # fixture, used by name
 
-KEPT = 12  # steps of the interrupted run
+KEPT = 20  # steps of the interrupted run (of 30)
 
 
 def _events(run_dir: Path) -> list[dict]:
