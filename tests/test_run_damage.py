@@ -21,7 +21,7 @@ from spinlab.engine import journal
 
 __all__ = ["emulator"]  # fixture, used by name
 
-KEPT = 20  # steps of the interrupted run (of 30)
+KEPT = 20  # steps of the interrupted run (of 50)
 
 
 def _events(run_dir: Path) -> list[dict]:
@@ -42,7 +42,7 @@ def interrupted(tmp_path_factory, emulator):
     tmp = tmp_path_factory.mktemp("interrupted")
     station = write_station(tmp, emulator)
     runs = tmp / "runs"
-    proc = spinlab_process(*acquire_args(Path(os.path.relpath(station, ROOT)), runs, duration_s=9e-3))
+    proc = spinlab_process(*acquire_args(Path(os.path.relpath(station, ROOT)), runs, duration_s=5e-3))
     run_dir = wait_for_steps(runs, 3, proc)
     t0 = time.monotonic()
     intruder = spinlab_process("resume", str(run_dir))
@@ -212,7 +212,7 @@ def small_disk(tmp_path):
 def test_a_full_disk_fails_the_run_in_one_line_and_leaves_a_run_file_that_opens(
         tmp_path, emulator, small_disk):
     station = write_station(tmp_path, emulator)
-    args = acquire_args(station, small_disk, duration_s=4e-2)
+    args = acquire_args(station, small_disk, duration_s=1.5e-2)
     args[args.index("--record-s") + 1] = "1e-3"
     proc = spinlab_process(*args)
     _, err = proc.communicate(timeout=120)
