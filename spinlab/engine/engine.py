@@ -6,7 +6,10 @@ run-file writer and the other subscribers, serves pause / resume / abort at ever
 handles SIGINT / SIGTERM / SIGHUP, and on every exit path puts the device's outputs in their
 safe state (bias ramped down, AWG off) before it marks the run ``completed``, ``aborted``,
 ``interrupted`` or ``failed``. ``resume(run_dir)`` continues a run that did not complete from
-its last completed step, with the same plan, config, seed and device address.
+its last completed step, with the same plan, config, seed and device address. A run directory
+is locked while a process runs or resumes it (:mod:`spinlab.engine.rundir`); a resume rebuilds
+its files without losing a step (:func:`spinlab.engine.runfile.recover`) and refuses a device,
+station file or instrument other than the one the run started on unless forced.
 
 Plans see only a :class:`RunContext`. Every call on it is a checkpoint: pending control
 commands are obeyed and a deferred signal is raised there, so no plan calls a checkpoint itself.
@@ -37,14 +40,14 @@ from spinlab.engine.rundir import (LOCK_FILE, RunDirLock, absolute_address, addr
 from spinlab.engine.runfile import JOURNAL_FILE, RESERVE_FILE, Recovery, RunFileWriter, read_outcome, recover
 from spinlab.engine.signals import SignalGuard
 from spinlab.errors import ConfigError, RunAborted, RunInterrupted
-
-#: what a refused resume may do instead
-_FORCE = ("put it back as it was, or resume with --force to continue anyway (the steps measured from "
-          "now on will not match the kept ones)")
 from spinlab.registry import open_device
 from spinlab.waveform import Waveform
 
 log = logging.getLogger("spinlab.engine")
+
+#: what a refused resume may do instead
+_FORCE = ("put it back as it was, or resume with --force to continue anyway (the steps measured from "
+          "now on will not match the kept ones)")
 
 Subscriber = Callable[[str, Mapping[str, Any]], None]
 
