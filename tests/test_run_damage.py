@@ -261,3 +261,31 @@ def test_resuming_on_an_instrument_with_another_identity_is_refused_unless_force
         RunEngine(tmp_path).resume(path, Serial("MY2"))
     assert {p.name: p.read_bytes() for p in path.iterdir() if p.is_file()} == before
     assert RunEngine(tmp_path).resume(path, Serial("MY2"), force=True).status == "completed"
+
+
+def test_a_journal_with_a_damaged_header_is_rebuilt_from_the_run_file(tmp_path, monkeypatch):
+    """Even the journal's magic: every step run.h5 holds is kept; the damaged journal too."""
+    import spinlab.engine.plan as plan_module
+
+    from spinlab.engine import Plan, RunEngine
+    from spinlab.errors import RunInterrupted
+
+    def plan(stop_at=None):
+        def body(ctx):
+            for i in range(5):
+                if i == stop_at:
+                    raise RunInterrupted(2)
+                ctx.record("s", {"x": np.full((1, 3), float(i))})
+        return Plan("demo", {}, body, needs_device=False)
+
+    monkeypatch.setattr(plan_module, "plan_factory", lambda name: lambda config=None, **kw: plan())
+    with pytest.raises(RunInterrupted) as caught:
+        RunEngine(tmp_path).run(plan(stop_at=3))
+    path = caught.value.run_path
+    raw = bytearray((path / "journal.spinlab").read_bytes())
+    raw[3] ^= 0x01
+    (path / "journal.spinlab").write_bytes(bytes(raw))
+    assert RunEngine(tmp_path).resume(path).status == "completed"
+    with h5py.File(path / "run.h5") as f:
+        np.testing.assert_array_equal(f["x"][:, 0], [0, 1, 2, 3, 4])
+    assert (path / "journal.spinlab.damaged").read_bytes() == bytes(raw)

@@ -393,7 +393,10 @@ def recover(directory: str | Path) -> Recovery:
     if not path.is_file():
         raise ConfigError(f"{directory} has no run journal ({JOURNAL_FILE}): it is not a spinlab "
                           "run directory, or the run completed and there is nothing to resume")
-    scan = journal_mod.scan(path)
+    try:
+        scan = journal_mod.scan(path)
+    except JournalError:  # its magic is damaged: all of it is, as far as reading goes
+        scan = journal_mod.Scan([], 0, path.stat().st_size, torn=False)
     records = [dict(r) for r in scan.records]
     damage = (scan.end, scan.size) if scan.damaged else None
     in_journal = {(str(r.get("stream")), int(r.get("seq", -1))) for r in records if r.get("doc") == "event"}
