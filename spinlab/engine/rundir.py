@@ -13,6 +13,7 @@ file's content, and the device's identity (instrument IDNs, station, model).
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from spinlab.errors import ConfigError, RunBusyError
+from spinlab.locks import holder_info
 
 LOCK_FILE = ".spinlab.lock"
 _HASH_LIMIT = 1 << 30  # files larger than this are named, not hashed
@@ -30,8 +32,6 @@ class RunDirLock:
     """Exclusive use of run directory ``directory`` by this process; :meth:`release` it."""
 
     def __init__(self, directory: str | Path) -> None:
-        from spinlab.locks import holder_info
-
         self.path = Path(directory) / LOCK_FILE
         if not self.path.parent.is_dir():
             raise ConfigError(f"{self.path.parent} is not a run directory (it does not exist)")
@@ -56,15 +56,14 @@ class RunDirLock:
                 break
             os.close(fd)
         self._fd: int | None = fd
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps(holder_info()).encode())
+        with contextlib.suppress(OSError):  # who holds it, for a refused process (a full disk: unnamed)
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps(holder_info()).encode())
 
     def release(self) -> None:
         if self._fd is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self.path.unlink(missing_ok=True)
-            except OSError:
-                pass
             os.close(self._fd)
             self._fd = None
 
