@@ -39,7 +39,7 @@ import numpy as np
 
 from spinlab.engine import journal as journal_mod
 from spinlab.engine.documents import to_jsonable
-from spinlab.errors import ConfigError, JournalError, RunFileError, SpinlabError, WaveformError
+from spinlab.errors import ConfigError, JournalError, RunFileError, WaveformError
 
 log = logging.getLogger("spinlab.engine")
 
@@ -137,9 +137,7 @@ class RunFileWriter:
             self.journal.append({"doc": name, **doc})
             self._store(name, doc)
             self.file.flush()
-        except SpinlabError:
-            raise
-        except Exception as exc:  # a full disk, an I/O error: stop writing, keep what is complete
+        except (OSError, RuntimeError) as exc:  # a full disk, an I/O error (h5py raises either)
             self._broken = rows
             self.reserve.unlink(missing_ok=True)
             raise RunFileError(
