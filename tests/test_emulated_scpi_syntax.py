@@ -1,5 +1,6 @@
 """The emulators' SCPI grammar (``sim_backends/emulated/scpi_syntax.py``): one separator scanner
 for commands and parameters, so both read a string left open the same way."""
+
 from __future__ import annotations
 
 import pytest
@@ -46,3 +47,15 @@ def test_a_closed_string_keeps_its_separators():
     smu = EmulatedKeithley2400()
     assert smu.ask('SENS:FUNC "CURR:DC","VOLT:DC";*IDN?') == smu.IDN
     assert smu.errors() == []
+
+
+def test_one_parameter_holds_at_most_one_binary_block():
+    data = b"#14abcd#14efgh,1"
+    blocks = [(0, 3, 7), (7, 10, 14)]
+    with pytest.raises(ScpiError) as refused:
+        split_params(data, 0, len(data), blocks)
+    assert refused.value.code == -161
+    assert [(a.raw, a.block) for a in split_params(data, 7, len(data), blocks[1:])] == [
+        (b"efgh", True),
+        (b"1", False),
+    ]

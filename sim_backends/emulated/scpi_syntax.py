@@ -12,6 +12,7 @@ is a ``-151 Invalid string data`` error. The pieces before it stand.
 Kept apart from the instrument state (:mod:`.scpi`) so that the grammar can be read, tested and
 fuzzed on bytes alone.
 """
+
 from __future__ import annotations
 
 import math
@@ -265,8 +266,9 @@ class _Next:
         return self.at
 
 
-def scan_message(buf: bytes | bytearray, start: int,
-                 max_block: int | None = None) -> tuple[int, list[Block]] | None:
+def scan_message(
+    buf: bytes | bytearray, start: int, max_block: int | None = None
+) -> tuple[int, list[Block]] | None:
     """Find the end of the program message starting at ``start``.
 
     Returns ``(end, blocks)`` where ``end`` is the index of the terminating newline and
@@ -326,8 +328,9 @@ def scan_message(buf: bytes | bytearray, start: int,
 
 
 # --- separators: commands and parameters -----------------------------------------------------
-def split_at(buf: bytes | bytearray, start: int, end: int, blocks: Sequence[Block],
-             separator: bytes) -> Iterator[tuple[int, int, list[Block]]]:
+def split_at(
+    buf: bytes | bytearray, start: int, end: int, blocks: Sequence[Block], separator: bytes
+) -> Iterator[tuple[int, int, list[Block]]]:
     """The pieces of ``buf[start:end]`` between ``separator`` bytes outside strings and blocks:
     ``(start, stop, blocks inside)``, lazily. One pass over the (sorted) blocks, so a message of
     many tiny blocks stays linear. A string left open yields nothing more and raises
@@ -359,8 +362,9 @@ def split_at(buf: bytes | bytearray, start: int, end: int, blocks: Sequence[Bloc
     yield piece_start, end, list(blocks[taken:])
 
 
-def split_units(buf: bytes | bytearray, start: int, end: int,
-                blocks: Sequence[Block]) -> Iterator[tuple[int, int, list[Block]]]:
+def split_units(
+    buf: bytes | bytearray, start: int, end: int, blocks: Sequence[Block]
+) -> Iterator[tuple[int, int, list[Block]]]:
     """The ``;``-separated commands of the message ``buf[start:end]`` (see :func:`split_at`)."""
     return split_at(buf, start, end, blocks, b";")
 
