@@ -93,3 +93,8 @@ class RunInterrupted(SpinlabError):
 
 class ClusterError(SpinlabError, RuntimeError):
     """A sweep's Dask cluster cannot be reached, or has no worker that may run its points."""
+
+
+class RunStopping(SpinlabError):
+    """A worker thread was asked to stop (its run is ending, or its plan needs no more data):
+    it ends at its next record, so the engine can switch the outputs off after it."""
