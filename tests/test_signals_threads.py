@@ -1,0 +1,168 @@
+"""A stop reaches every thread that drives instruments: `spinlab twin train` records in a worker
+thread while it trains, on a station served by `spinlab emulate` over TCP. A signal (or the end
+of the run) stops that thread within one AWG record; only then do the outputs go off, and the
+bias source's current log never rises after it was ramped down."""
+from __future__ import annotations
+
+import datetime as dt
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from tcp_helpers import ask, emulator, spinlab_process, station, wait_for_steps
+
+from spinlab.engine import RunEngine, journal
+from spinlab.protocols import twin_train
+from spinlab.twin.model import TwinArchitecture
+
+__all__ = ["emulator", "station"]  # fixtures, used by name
+
+BIASES_A = (6.5e-3, 7.5e-3, 8.5e-3)
+RECORD_S = 1e-3           # 10,000 samples at 100 ns: one drive per AWG record (memory below)
+REPEATS = 8               # a held-out batch is 3 x 8 AWG records: seconds of work in one step
+AWG_MEMORY = 20_000
+#: what "within 2 s of the signal" allows on top of one record (the issue's bound)
+STOP_S = 2.0
+
+
+def short_records(station: Path) -> Path:
+    """The TCP station with an AWG memory of one drive, so a step is many short records."""
+    station.write_text(station.read_text().replace("[awg]\n", f"[awg]\nmemory_samples = {AWG_MEMORY}\n"))
+    return station
+
+
+def train_args(station: Path, tmp: Path, *, target: float = 0.001) -> list[str]:
+    return ["twin", "train", "--device", f"bench:{station}", "--bias-A", ",".join(map(str, BIASES_A)),
+            "--record-s", str(RECORD_S), "--validation-repeats", str(REPEATS), "--validation-every", "2",
+            "--target-nrmse", str(target), "--max-duration", "5", "--max-steps", "20000",
+            "--hidden", "16", "--validate-every", "50", "--out", str(tmp / "twin.pt"), "--seed", "2",
+            "--runs-dir", str(tmp / "runs")]
+
+
+def record_wall_s(start: dict, first: dict) -> float:
+    """Wall time of one AWG record: the first (held-out) step over its 3 x REPEATS records."""
+    return (first["time"] - dt.datetime.fromisoformat(start["started"]).timestamp()) / (3 * REPEATS)
+
+
+def current_levels(emulator) -> list[float]:
+    return [float(v) for v in ask(emulator["source"], "DIAG:CURR:LOG?").split(",") if v]
+
+
+def assert_never_re_energised(emulator) -> None:
+    """Outputs off, and once the bias was ramped down to zero it never rose again."""
+    assert ask(emulator["awg"], "OUTP1?") == "0"
+    assert ask(emulator["source"], "OUTP?") == "0"
+    levels = current_levels(emulator)
+    on = next(i for i, level in enumerate(levels) if level)
+    down = next(i for i in range(on, len(levels)) if levels[i] == 0.0)
+    assert not any(levels[down:]), f"the bias rose again after it was ramped down: {levels[down:]}"
+
+
+def stop_trial(tmp: Path, emulator, station: Path, signals: list[int], gap_s: float = 0.3) -> float:
+    """Train, signal once the worker records (``signals`` ``gap_s`` apart); the stop latency: from
+    the first signal until the CLI says the run stopped, outputs off (the interpreter's own
+    teardown after that, seconds on a loaded machine, is not counted)."""
+    proc = spinlab_process(*train_args(short_records(station), tmp))
+    lines: list[tuple[float, str]] = []
+    reader = threading.Thread(target=lambda: lines.extend((time.monotonic(), line) for line in proc.stderr))
+    reader.start()
+    try:
+        run_dir = wait_for_steps(tmp / "runs", 2, proc, timeout_s=120)
+        time.sleep(1.0)               # the worker is inside a held-out step, the trainer trains
+        sent = time.monotonic()
+        for n, signum in enumerate(signals):
+            if n:
+                time.sleep(gap_s)
+            proc.send_signal(signum)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        reader.join(timeout=10)
+    err = "".join(line for _, line in lines)
+    # a second Ctrl-C after the stop completed (outputs off) only cuts the interpreter's teardown
+    assert proc.returncode in (128 + signals[0], -signals[-1]), err
+    assert "interrupted by" in err
+    assert "Traceback" not in err
+    assert "could not" not in err and "INTERRUPTED" not in err, err  # no fight over the bench
+    assert_never_re_energised(emulator)
+    latency = next(t for t, line in lines if "interrupted by" in line) - sent
+    records = journal.read(run_dir / "journal.spinlab")
+    record_s = record_wall_s(*(next(r for r in records if r.get("doc") == doc) for doc in ("start", "event")))
+    assert latency < STOP_S + record_s, (latency, record_s)
+    return latency
+
+
+KINDS = {"SIGINT": [signal.SIGINT], "double SIGINT": [signal.SIGINT, signal.SIGINT],
+         "SIGTERM": [signal.SIGTERM]}
+
+
+@pytest.mark.parametrize("signals", list(KINDS.values()), ids=list(KINDS))
+def test_a_signal_stops_the_acquisition_thread_before_the_outputs_go_off(tmp_path, emulator, station,
+                                                                         signals):
+    stop_trial(tmp_path, emulator, station, signals)  # a second Ctrl-C lands while it stops
+
+
+@pytest.mark.slow
+def test_twenty_stops_of_twin_training_never_re_energise_the_bias(tmp_path, emulator, station):
+    """The issue's trials: single and double SIGINT (0.5 s apart, as reported, and sooner:
+    during the stop) and SIGTERM."""
+    latencies = []
+    for trial in range(20):
+        ask(emulator["source"], "DIAG:CURR:LOG:CLE;*CLS;*OPC?")
+        kind = list(KINDS.values())[trial % 3]
+        gap_s = (0.5, 0.2, 0.05)[trial // 3 % 3]
+        latencies.append(stop_trial(tmp_path / str(trial), emulator, station, kind, gap_s))
+    print(f"stop latency over 20 trials: max {max(latencies):.2f} s, mean "
+          f"{sum(latencies) / len(latencies):.2f} s")
+
+
+def test_a_completed_training_leaves_no_thread_driving_the_bench(tmp_path, emulator, station,
+                                                                 monkeypatch):
+    """The target is met while the worker is inside a held-out step: the run ends within one
+    record of that, not at the end of the step, and nothing drives the bench after it."""
+    monkeypatch.chdir(tmp_path)
+    met: list[float] = []
+    docs: dict[str, dict] = {}
+
+    def watch(name, doc):
+        docs.setdefault(name, doc)
+        if name == "progress" and doc.get("stage") == "training" and not met:
+            met.append(time.monotonic())
+
+    acquire = {"duration_s": 5.0, "record_s": RECORD_S, "conditions": {"bias_A": BIASES_A},
+               "validation_every": 2, "validation_repeats": REPEATS}
+    plan = twin_train.plan(out=str(tmp_path / "twin.pt"), acquire=acquire,
+                           architecture=TwinArchitecture(hidden=16, condition_names=("bias_A",)).to_dict(),
+                           train={"target_nrmse": 1e9, "validate_every": 50})
+    result = RunEngine(tmp_path / "runs").run(plan, f"bench:{short_records(station)}", seed=2,
+                                              subscribers=[watch])
+    ended = time.monotonic()
+    assert result.status == "completed" and result.summary["stop_reason"] == "target"
+    assert not [t for t in threading.enumerate() if t.name == "twin-acquisition"]
+    assert ended - met[0] < STOP_S + record_wall_s(docs["start"], docs["event"])
+    assert_never_re_energised(emulator)
+
+
+def test_ctrl_c_while_an_instrument_does_not_answer_at_open_interrupts_the_run(tmp_path, station):
+    """The signal is held while the station opens; when the open then fails (the AWG never
+    answers *IDN?), the held signal wins: exit 130, not a timeout error."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        text = station.read_text().replace("timeout_s = 10.0\n\n[wiring]", "timeout_s = 3.0\n\n[wiring]")
+        awg = next(line for line in text.splitlines() if line.startswith("awg = "))
+        station.write_text(text.replace(awg, f'awg = "TCPIP::127.0.0.1::{silent.getsockname()[1]}::SOCKET"'))
+        proc = spinlab_process("acquire", "--device", f"bench:{station}", "--duration", "1e-3",
+                               "--runs-dir", str(tmp_path / "runs"))
+        silent.settimeout(60)
+        connection, _ = silent.accept()         # the bench is opening the AWG, which stays silent
+        with connection:
+            time.sleep(0.5)
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted by SIGINT" in err and "error:" not in err and "Traceback" not in err
