@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from tcp_helpers import ask, emulator, spinlab_process, station, wait_for_steps
+from tcp_helpers import (BIAS_A, ask, assert_outputs_off_and_ramped, emulator, spinlab_process, station,
+                         wait_for_steps)
 
 from spinlab.engine import RunEngine, journal
 from spinlab.protocols import twin_train
@@ -166,3 +167,24 @@ def test_ctrl_c_while_an_instrument_does_not_answer_at_open_interrupts_the_run(t
             _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted by SIGINT" in err and "error:" not in err and "Traceback" not in err
+
+
+def test_repeated_ctrl_c_while_the_bench_plays_never_cuts_its_outputs_off(tmp_path, emulator, station):
+    """Five Ctrl-C 30 ms apart while `acquire` drives the bench from the run's own thread: the
+    bench's own outputs-off is shielded like the engine's, so the log never says an output
+    could not be switched off before it says the outputs are off."""
+    proc = spinlab_process("acquire", "--device", f"bench:{station}", "--duration", "0.2", "--record-s", "1e-3",
+                           "--bias-A", str(BIAS_A), "--runs-dir", str(tmp_path / "runs"), "--seed", "5")
+    try:
+        wait_for_steps(tmp_path / "runs", 3, proc)
+        for _ in range(5):
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.03)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "could not" not in err and "Traceback" not in err, err
+    assert "interrupted by SIGINT: outputs are off" in err
+    assert_outputs_off_and_ramped(emulator)
