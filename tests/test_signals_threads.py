@@ -11,11 +11,15 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from tcp_helpers import (BIAS_A, ask, assert_outputs_off_and_ramped, emulator, spinlab_process, station,
                          wait_for_steps)
 
+from spinlab import Waveform
 from spinlab.engine import RunEngine, journal
+from spinlab.errors import InstrumentError
+from spinlab.instruments.bench import open_bench
 from spinlab.protocols import twin_train
 from spinlab.twin.model import TwinArchitecture
 
@@ -188,3 +192,47 @@ def test_repeated_ctrl_c_while_the_bench_plays_never_cuts_its_outputs_off(tmp_pa
     assert "could not" not in err and "Traceback" not in err, err
     assert "interrupted by SIGINT: outputs are off" in err
     assert_outputs_off_and_ramped(emulator)
+
+
+# --- thread-safe links ---------------------------------------------------------------------------
+def drives(n: int = 4) -> Waveform:
+    return Waveform(np.random.default_rng(3).uniform(-0.2, 0.2, (n, 2000)), 1e-7)
+
+
+def test_two_threads_driving_one_bench_take_turns(station, monkeypatch, tmp_path):
+    """Each respond is whole: two threads at two biases get what each would get alone, and no
+    instrument ever saw the other's SCPI mid-exchange (no fault, no retry)."""
+    monkeypatch.setenv("SPINLAB_LOCK_DIR", str(tmp_path / "locks"))
+    biases = (6.5e-3, 8.5e-3)
+    with open_bench(str(station)) as bench:
+        alone = {b: bench.respond(drives(), {"bias_A": b}).samples for b in biases}
+        together: dict[float, list[np.ndarray]] = {b: [] for b in biases}
+
+        def work(bias: float) -> None:
+            for _ in range(3):
+                together[bias].append(bench.respond(drives(), {"bias_A": bias}).samples)
+
+        threads = [threading.Thread(target=work, args=(b,)) for b in biases]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        assert bench.fault_log == []
+    for bias in biases:
+        assert len(together[bias]) == 3
+        for got in together[bias]:
+            np.testing.assert_allclose(got, alone[bias], rtol=0, atol=1e-12)
+
+
+def test_a_closed_bench_refuses_every_use_and_never_reconnects(station, monkeypatch, tmp_path):
+    monkeypatch.setenv("SPINLAB_LOCK_DIR", str(tmp_path / "locks"))
+    bench = open_bench(str(station))
+    bench.close()
+    for link in bench.links.values():
+        with pytest.raises(InstrumentError, match="is closed"):
+            with link.step("driving after close"):
+                pass
+        with pytest.raises(InstrumentError, match="is closed"):
+            link.reconnect(1.0)
+    with pytest.raises(InstrumentError, match="closed"):
+        bench.respond(drives(), {"bias_A": BIAS_A})
