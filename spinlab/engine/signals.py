@@ -153,7 +153,7 @@ def check_stop() -> None:
     """Raise :class:`~spinlab.errors.RunStopping` if this thread was asked to stop (called by
     whatever drives instruments, before each record)."""
     if any(event.is_set() for event in _stops.events):
-        raise RunStopping("stopped before the next record: the run is ending")
+        raise RunStopping("this thread was asked to stop before its next record")
 
 
 __all__ = ["SignalGuard", "HANDLED", "shield", "stops_with", "check_stop"]
