@@ -33,10 +33,11 @@ AWG_MEMORY = 20_000
 STOP_S = 2.0
 
 
-def short_records(station: Path) -> Path:
+def short_records(station: Path, tmp: Path) -> Path:
     """The TCP station with an AWG memory of one drive, so a step is many short records."""
-    station.write_text(station.read_text().replace("[awg]\n", f"[awg]\nmemory_samples = {AWG_MEMORY}\n"))
-    return station
+    path = tmp / "short-records.toml"
+    path.write_text(station.read_text().replace("[awg]\n", f"[awg]\nmemory_samples = {AWG_MEMORY}\n"))
+    return path
 
 
 def train_args(station: Path, tmp: Path, *, target: float = 0.001) -> list[str]:
@@ -70,7 +71,8 @@ def stop_trial(tmp: Path, emulator, station: Path, signals: list[int], gap_s: fl
     """Train, signal once the worker records (``signals`` ``gap_s`` apart); the stop latency: from
     the first signal until the CLI says the run stopped, outputs off (the interpreter's own
     teardown after that, seconds on a loaded machine, is not counted)."""
-    proc = spinlab_process(*train_args(short_records(station), tmp))
+    tmp.mkdir(exist_ok=True)
+    proc = spinlab_process(*train_args(short_records(station, tmp), tmp))
     lines: list[tuple[float, str]] = []
     reader = threading.Thread(target=lambda: lines.extend((time.monotonic(), line) for line in proc.stderr))
     reader.start()
@@ -143,7 +145,7 @@ def test_a_completed_training_leaves_no_thread_driving_the_bench(tmp_path, emula
     plan = twin_train.plan(out=str(tmp_path / "twin.pt"), acquire=acquire,
                            architecture=TwinArchitecture(hidden=16, condition_names=("bias_A",)).to_dict(),
                            train={"target_nrmse": 1e9, "validate_every": 50})
-    result = RunEngine(tmp_path / "runs").run(plan, f"bench:{short_records(station)}", seed=2,
+    result = RunEngine(tmp_path / "runs").run(plan, f"bench:{short_records(station, tmp_path)}", seed=2,
                                               subscribers=[watch])
     ended = time.monotonic()
     assert result.status == "completed" and result.summary["stop_reason"] == "target"
@@ -177,8 +179,9 @@ def test_repeated_ctrl_c_while_the_bench_plays_never_cuts_its_outputs_off(tmp_pa
     """Five Ctrl-C 30 ms apart while `acquire` drives the bench from the run's own thread: the
     bench's own outputs-off is shielded like the engine's, so the log never says an output
     could not be switched off before it says the outputs are off."""
-    proc = spinlab_process("acquire", "--device", f"bench:{station}", "--duration", "0.2", "--record-s", "1e-3",
-                           "--bias-A", str(BIAS_A), "--runs-dir", str(tmp_path / "runs"), "--seed", "5")
+    args = ["--duration", "0.2", "--record-s", "1e-3", "--bias-A", str(BIAS_A), "--seed", "5"]
+    proc = spinlab_process("acquire", "--device", f"bench:{station}", *args,
+                           "--runs-dir", str(tmp_path / "runs"))
     try:
         wait_for_steps(tmp_path / "runs", 3, proc)
         for _ in range(5):

@@ -416,10 +416,9 @@ class RunEngine:
                         _safe_close(opened)
                 if writer is not None:
                     writer.close()
-                if guard.pending is None or isinstance(exc, RunInterrupted):
+                interrupted = guard.wins_over(exc)  # a signal held during the open wins
+                if interrupted is None:
                     raise
-                # a signal held while an instrument did not answer wins over the failed open
-                interrupted = RunInterrupted(guard.pending)
                 if path.is_dir():
                     interrupted.run_path = path  # type: ignore[attr-defined]
                 raise interrupted from exc
@@ -457,10 +456,12 @@ class RunEngine:
             status = "completed"
         except RunAborted as exc:
             status, reason, error = "aborted", str(exc), exc
-        except (RunInterrupted, KeyboardInterrupt) as exc:
-            status, reason, error = "interrupted", str(exc) or "KeyboardInterrupt", exc
         except BaseException as exc:
-            status, reason, error = "failed", f"{type(exc).__name__}: {exc}", exc
+            error = guard.wins_over(exc) or exc  # a signal wins over the error it surfaced as
+            if isinstance(error, (RunInterrupted, KeyboardInterrupt)):
+                status, reason = "interrupted", str(error) or "KeyboardInterrupt"
+            else:
+                status, reason = "failed", f"{type(exc).__name__}: {exc}"
         finally:
             with guard.shielded():
                 state.status = status

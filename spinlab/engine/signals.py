@@ -75,13 +75,14 @@ class SignalGuard:
 
     def _handle(self, signum: int, frame: object) -> None:
         self.received.append(signum)
+        # pending even when raised: code that swallows the exception (``except Exception``)
+        # cannot lose the signal, the next checkpoint raises it again
+        self.pending = self.pending or signum
         if self._shield:
             log.warning("%s received while the run stops safely (outputs going off); finishing that first",
                         signal.Signals(signum).name)
-            self.pending = self.pending or signum
             return
         if self._defer:
-            self.pending = self.pending or signum
             return
         raise RunInterrupted(signum)
 
@@ -114,6 +115,16 @@ class SignalGuard:
             yield
         finally:
             self._shield -= 1
+
+    def wins_over(self, exc: BaseException) -> RunInterrupted | None:
+        """What to report instead of ``exc`` once a signal arrived: the interruption (a library
+        may wrap the RunInterrupted raised inside it, as torch's ``load_state_dict`` does, and a
+        signal held while an instrument did not answer meets the failed open)."""
+        if not self.received or isinstance(exc, RunInterrupted):
+            return None
+        interrupted = RunInterrupted(self.received[0])
+        interrupted.__cause__ = exc
+        return interrupted
 
     def raise_pending(self) -> None:
         if self.pending is not None and not self._shield and self._own():
