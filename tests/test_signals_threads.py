@@ -5,20 +5,22 @@ bias source's current log never rises after it was ramped down."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 import signal
 import socket
 import threading
 import time
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 from tcp_helpers import (BIAS_A, ask, assert_outputs_off_and_ramped, emulator, spinlab_process, station,
                          wait_for_steps)
 
 from spinlab import Waveform
-from spinlab.engine import RunEngine, journal
-from spinlab.errors import InstrumentError
+from spinlab.engine import Plan, RunEngine, journal
+from spinlab.errors import InstrumentError, RunInterrupted
 from spinlab.instruments.bench import open_bench
 from spinlab.protocols import twin_train
 from spinlab.twin.model import TwinArchitecture
@@ -239,3 +241,35 @@ def test_a_closed_bench_refuses_every_use_and_never_reconnects(station, monkeypa
             link.reconnect(1.0)
     with pytest.raises(InstrumentError, match="closed"):
         bench.respond(drives(), {"bias_A": BIAS_A})
+
+
+# --- a signal is never lost, whatever it surfaced as ---------------------------------------------
+def signalled_plan(then):
+    """A plan that signals its own process mid-body and lets ``then`` handle the interruption the
+    way some libraries do (torch's ``load_state_dict`` wraps it, a broad ``except`` swallows it)."""
+    def body(ctx):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+        except RunInterrupted as exc:
+            then(ctx, exc)
+        return {}
+
+    return Plan("signalled", {}, body, needs_device=False)
+
+
+def wrap(ctx, exc):
+    raise RuntimeError("Error(s) in loading state_dict") from exc
+
+
+def swallow(ctx, exc):
+    ctx.checkpoint()  # the next checkpoint
+
+
+@pytest.mark.parametrize("then", [wrap, swallow], ids=["wrapped", "swallowed"])
+def test_a_signal_wins_over_the_error_it_surfaced_as(tmp_path, then):
+    with pytest.raises(RunInterrupted) as info:
+        RunEngine(tmp_path).run(signalled_plan(then))
+    assert info.value.exit_code == 130
+    with h5py.File(info.value.run_path / "run.h5") as f:
+        assert f.attrs["status"] == "interrupted"
