@@ -13,6 +13,12 @@ successful calls (re-ramping a DC source for every call adds settling transients
 and every output - AWG and bias - is switched off on any exception, on Ctrl-C and at ``close()``.
 A source found on when a bench opens (a crashed or killed run) is ramped down from where it is.
 
+Threads (why a lock and a stop check): a plan may drive the bench from a worker thread (an
+acquisition feeding a trainer) while the run's thread switches the outputs off. One lock makes
+``respond``, ``outputs_off`` and ``close`` whole to each other (the bias is bench state), and a
+worker asked to stop (:func:`~spinlab.engine.signals.check_stop`) ends before its next record,
+so outputs-off waits at most one record and nothing is played after it.
+
 Faults (why the bench, not the Device API, retries): the bench knows its records, so it can
 re-run exactly the one that failed; a caller of ``respond`` sees a response or one
 :class:`~spinlab.errors.InstrumentFaultError`, never half a record.
@@ -23,6 +29,7 @@ import atexit
 import functools
 import logging
 import math
+import threading
 import time
 import weakref
 from dataclasses import dataclass
@@ -32,6 +39,7 @@ from typing import Any, Callable
 import numpy as np
 
 from spinlab.device import Device
+from spinlab.engine.signals import check_stop, shield
 from spinlab.errors import ConfigError, InstrumentError, InstrumentFaultError, SafetyLimitError
 from spinlab.instruments.keithley import SourceState
 from spinlab.instruments.keysight_scope import RUN_BIT, SAMPLE_RATES_Hz
@@ -220,6 +228,7 @@ class Bench(Device):
         self._cleanup = cleanup
         self._bias_A: float | None = None  # what the source is believed to source; None: off
         self._closed = False
+        self._lock = threading.RLock()  # one caller at a time drives the instruments
         #: wall time of the last respond call by stage (seconds), its AWG records and retries
         self.last_timing: dict[str, float] = {}
         self._atexit = functools.partial(_close_at_exit, weakref.ref(self))
@@ -334,6 +343,11 @@ class Bench(Device):
         return out
 
     def _respond(self, drive: np.ndarray, dt_s: float, conditions: dict[str, np.ndarray]) -> np.ndarray:
+        with self._lock:
+            return self._respond_locked(drive, dt_s, conditions)
+
+    def _respond_locked(self, drive: np.ndarray, dt_s: float,
+                        conditions: dict[str, np.ndarray]) -> np.ndarray:
         if self._closed:
             raise InstrumentError("the bench is closed; open it again with open_bench()")
         awg_V = self._check_derived(drive, dt_s, conditions)
@@ -351,6 +365,7 @@ class Bench(Device):
                 timeline = np.empty(plan.timeline_length)
                 timing["records"] += len(plan.records)
                 for number, record in enumerate(plan.records, 1):
+                    check_stop()  # a worker asked to stop plays no further record
                     what = f"record {number} of {len(plan.records)}" + (
                         "" if bias_A is None else f" at {bias_A:.4g} A")
                     response = self._attempts(what, functools.partial(self._play, record.samples, dt_s,
@@ -361,7 +376,8 @@ class Bench(Device):
         except InstrumentFaultError as exc:
             raise self._with_outputs(exc) from exc.__cause__
         except BaseException:
-            self.outputs_off()
+            with shield():  # a second Ctrl-C must not cut the bias ramp short
+                self.outputs_off()
             raise
         finally:
             timing["retries"] = sum(entry["outcome"] == "retried" for entry in self.fault_log[logged:])
@@ -423,7 +439,8 @@ class Bench(Device):
 
     def _with_outputs(self, exc: InstrumentFaultError) -> InstrumentFaultError:
         """Switch the outputs off and say in the error whether that could be confirmed."""
-        left = self.outputs_off()
+        with shield():
+            left = self.outputs_off()
         if not left:
             return InstrumentFaultError(f"{exc}; outputs are off")
         return InstrumentFaultError(f"{exc}; the {' and the '.join(left)} could not be confirmed off: "
@@ -607,7 +624,13 @@ class Bench(Device):
         """Switch the AWG output and the bias source off and read both states back (a query
         also guarantees the instrument has executed the writes); keep going if one fails. A
         failed switch-off gets one fresh connection; an instrument that stopped answering is
-        only written to, so this cannot hang on it. Returns the outputs not confirmed off."""
+        only written to, so this cannot hang on it. Returns the outputs not confirmed off.
+        Waits for a ``respond`` in progress in another thread (stop that thread first: it then
+        ends at its next record)."""
+        with self._lock:
+            return self._outputs_off()
+
+    def _outputs_off(self) -> list[str]:
         left = []
         for key, name, action in (("awg", "AWG output", self._awg_off), ("source", "bias source", self._source_off)):
             link = self.links.get(key)
@@ -673,13 +696,14 @@ class Bench(Device):
     def close(self) -> None:
         """Outputs off, then close every instrument connection and release the station
         (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
-        atexit.unregister(self._atexit)
-        self.outputs_off()
-        for link in self.links.values():
-            link.close()
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            atexit.unregister(self._atexit)
+            self.outputs_off()
+            for link in self.links.values():
+                link.close()
         for callback in self._cleanup:
             try:
                 callback()

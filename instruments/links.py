@@ -5,11 +5,16 @@ instrument fault looks like from Python - a reply that fails our checks (Instrum
 VISA error (timeout, lost connection), a socket error (reset, broken pipe) - into one
 :class:`StepFailed` that names the instrument and the step. The bench decides what to do with
 it (retry, reconnect, give up); nothing here retries.
+
+A link is safe to share between threads: one lock serialises its steps, reconnections and
+closing, so two threads never interleave SCPI on one instrument. A closed link refuses every
+use, and is never reopened, so nothing can drive an instrument after the bench let it go.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from typing import Any, Callable, Iterator
 
 import pyvisa.errors
@@ -49,6 +54,9 @@ class Link:
         self.resource = resource
         self.timeout_s = timeout_s
         self._open = open_driver
+        self._lock = threading.RLock()
+        #: True once closed: every use is refused from then on
+        self.closed = False
         self.driver = open_driver(timeout_s)
         #: False once it failed to answer after a reconnection: do not wait on it any more
         self.answering = True
@@ -61,21 +69,34 @@ class Link:
 
     @contextlib.contextmanager
     def step(self, what: str) -> Iterator[Any]:
-        """``with link.step("reading the waveform") as scope: ...``"""
-        try:
-            yield self.driver
-        except (StepFailed, InstrumentFaultError):
-            raise
-        except FAULTS as exc:
-            raise StepFailed(self, what, exc) from exc
+        """``with link.step("reading the waveform") as scope: ...`` (the instrument is this
+        thread's for the block)."""
+        with self._lock:
+            self._refuse_if_closed()
+            try:
+                yield self.driver
+            except (StepFailed, InstrumentFaultError):
+                raise
+            except FAULTS as exc:
+                raise StepFailed(self, what, exc) from exc
+
+    def _refuse_if_closed(self) -> None:
+        if self.closed:
+            raise InstrumentError(f"the connection to the {self.role} at {self.resource} is closed; "
+                                  "open the station again")
 
     def reconnect(self, probe_s: float, tries: int = 2) -> None:
         """Close the connection (stale replies go with it) and open a new one that must answer
         ``*IDN?`` within ``probe_s`` (``tries`` fresh connections: one lost reply is not a dead
         instrument); raises :class:`StepFailed` (and stops waiting on this instrument) when it
-        never does."""
+        never does; a closed link is never reopened."""
+        with self._lock:
+            self._reconnect(probe_s, tries)
+
+    def _reconnect(self, probe_s: float, tries: int) -> None:
         for attempt in range(tries):
-            self.close()
+            self._refuse_if_closed()
+            self._disconnect()
             try:
                 self.driver = self._open(probe_s)
                 self.idn = self.driver.id
@@ -95,6 +116,12 @@ class Link:
                 connection.timeout = timeout_s * 1000
 
     def close(self) -> None:
+        """Close the connection for good (waits for a step in progress in another thread)."""
+        with self._lock:
+            self.closed = True
+            self._disconnect()
+
+    def _disconnect(self) -> None:
         try:
             self.driver.adapter.close()
         except Exception:  # noqa: BLE001 - a broken connection may not close cleanly

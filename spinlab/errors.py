@@ -102,3 +102,8 @@ class RunBusyError(SpinlabError, RuntimeError):
 class RunFileError(SpinlabError, RuntimeError):
     """A run's files could not be written (a full disk, an I/O error); the completed steps are
     in its journal and ``spinlab resume`` continues it once the cause is fixed."""
+
+
+class RunStopping(SpinlabError):
+    """A worker thread was asked to stop (its run is ending, or its plan needs no more data):
+    it ends at its next record, so the engine can switch the outputs off after it."""

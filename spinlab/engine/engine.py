@@ -38,8 +38,8 @@ from spinlab.engine.plots import PlotWriter
 from spinlab.engine.rundir import (LOCK_FILE, RunDirLock, absolute_address, address_change,
                                    address_sha256, identity_change)
 from spinlab.engine.runfile import JOURNAL_FILE, RESERVE_FILE, Recovery, RunFileWriter, read_outcome, recover
-from spinlab.engine.signals import SignalGuard
-from spinlab.errors import ConfigError, RunAborted, RunInterrupted
+from spinlab.engine.signals import SignalGuard, stops_with
+from spinlab.errors import ConfigError, RunAborted, RunInterrupted, RunStopping
 from spinlab.registry import open_device
 from spinlab.waveform import Waveform
 
@@ -50,6 +50,11 @@ _FORCE = ("put it back as it was, or resume with --force to continue anyway (the
           "now on will not match the kept ones)")
 
 Subscriber = Callable[[str, Mapping[str, Any]], None]
+
+#: How long the engine waits for a worker thread to stop before it switches the outputs off
+#: anyway (a worker stops at its next record; the bench's lock still makes outputs-off wait
+#: for the record in progress).
+WORKER_STOP_S = 10.0
 
 
 @dataclass
@@ -140,7 +145,9 @@ class RunContext:
         """Run one step on the device and record what it returns (arrays by dataset name, rows
         along axis 0; ``attrs`` maps a dataset name to attributes such as ``dt_s``). The step is
         durable before this returns. On a resumed run a step that had completed is not run
-        again: its recorded data is returned. Safe to call from a worker thread."""
+        again: its recorded data is returned. Safe to call from a worker thread: the engine
+        then stops that thread (it raises :class:`~spinlab.errors.RunStopping` at its next
+        step or record) and waits for it before the outputs go off, on every exit path."""
         return self._run.step(stream, step, key, meta, attrs, needs_device=True)
 
     def record(self, stream: str, data: Mapping[str, Any], *, key: str | None = None,
@@ -179,6 +186,11 @@ class RunContext:
     def checkpoint(self) -> None:
         """An explicit checkpoint for long computations between steps (e.g. training)."""
         self._run.checkpoint()
+
+    @property
+    def stopping(self) -> bool:
+        """True once the run is ending: a worker thread should end now (see :meth:`measure`)."""
+        return self._run.stopping.is_set()
 
     # --- composition -------------------------------------------------------------------------
     def run(self, plan: Plan, device: str | Device | None = None, *, stage: str | None = None) -> "RunResult":
@@ -244,6 +256,10 @@ class _ActiveRun:
         self.results: dict[str, Any] = {}
         self.thread = threading.current_thread()  # the run's own thread obeys control commands
         self._lock = threading.RLock()
+        #: set when the run ends; the worker threads that recorded through it stop at their next
+        #: step or record, and the engine waits for them before the outputs go off
+        self.stopping = threading.Event()
+        self.workers: set[threading.Thread] = set()
 
     def emit(self, name: str, doc: Mapping[str, Any], *, checkpoint: bool = True) -> None:
         with self._lock:
@@ -264,9 +280,33 @@ class _ActiveRun:
             self.checkpoint()
 
     def checkpoint(self) -> None:
-        if self.control is not None and threading.current_thread() is self.thread:
+        if threading.current_thread() is not self.thread:
+            self._enlist()  # control commands and signals are the run thread's to obey
+            return
+        if self.control is not None:
             self.control.service()
         self.guard.raise_pending()
+
+    def _enlist(self) -> None:
+        """Note a worker thread, so the run stops and waits for it before the outputs go off;
+        refuse it once the run is stopping (checked under the lock that ``stop_workers`` sets
+        the stop under, so no worker slips past both)."""
+        with self._lock:
+            if self.stopping.is_set():
+                raise RunStopping(f"run {self.run_id} is ending; this worker thread stops")
+            self.workers.add(threading.current_thread())
+
+    def stop_workers(self, timeout_s: float = WORKER_STOP_S) -> None:
+        """Stop every worker thread and wait for it (at most ``timeout_s`` in all)."""
+        with self._lock:
+            self.stopping.set()
+            workers = [t for t in self.workers if t is not threading.current_thread()]
+        deadline = time.monotonic() + timeout_s
+        for thread in workers:
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                log.warning("worker thread %r did not stop within %.0f s; switching the outputs off "
+                            "anyway (it can start no new record)", thread.name, timeout_s)
 
     def step(self, stream: str, run: Callable[[Device], Mapping[str, Any]], key: str | None,
              meta: Mapping[str, Any] | None, attrs: Mapping[str, Mapping[str, Any]] | None, *,
@@ -288,7 +328,8 @@ class _ActiveRun:
         self.checkpoint()
         if needs_device and self.device is None:
             raise ConfigError(f"plan {self.plan.name!r} measured on stream {stream!r} without a device")
-        data = {name: np.asarray(value) for name, value in dict(run(self.device)).items()}
+        with stops_with(self.stopping):  # a worker stops at the device's next record
+            data = {name: np.asarray(value) for name, value in dict(run(self.device)).items()}
         with self._lock:
             if stream not in self.described:
                 self.described.add(stream)
@@ -394,13 +435,18 @@ class RunEngine:
                             writer = RunFileWriter.rebuild(path, recovery,
                                                            sync_interval_s=self.sync_interval_s)
                             log.warning("resuming %s: %s", run_id, recovery.summary())
-                except BaseException:
+                except BaseException as exc:
                     if opened is not None:
                         with guard.shielded():
                             _safe_close(opened)
                     if writer is not None:
                         writer.close()
-                    raise
+                    interrupted = guard.wins_over(exc)  # a signal held during the open wins
+                    if interrupted is None:
+                        raise
+                    if path.is_dir():
+                        interrupted.run_path = path  # type: ignore[attr-defined]
+                    raise interrupted from exc
                 replay = {} if recovery is None else {
                     (r["stream"], int(r["seq"])): r for r in recovery.records if r.get("doc") == "event"}
                 state = RunState(run_id, plan.name, path)
@@ -441,13 +487,16 @@ class RunEngine:
             status = "completed"
         except RunAborted as exc:
             status, reason, error = "aborted", str(exc), exc
-        except (RunInterrupted, KeyboardInterrupt) as exc:
-            status, reason, error = "interrupted", str(exc) or "KeyboardInterrupt", exc
         except BaseException as exc:
-            status, reason, error = "failed", f"{type(exc).__name__}: {exc}", exc
+            error = guard.wins_over(exc) or exc  # a signal wins over the error it surfaced as
+            if isinstance(error, (RunInterrupted, KeyboardInterrupt)):
+                status, reason = "interrupted", str(error) or "KeyboardInterrupt"
+            else:
+                status, reason = "failed", f"{type(exc).__name__}: {exc}"
         finally:
             with guard.shielded():
                 state.status = status
+                active.stop_workers()  # nothing drives the device once its outputs go off
                 if dev is not None:
                     _outputs_off(dev)
                 try:

@@ -10,6 +10,15 @@ switches the AWG off. Two stretches are shielded:
 * ``shielded()``: the cleanup itself (outputs off, closing the run file); signals arriving
   there are only noted, so a second Ctrl-C or a repeated SIGTERM cannot cut a bias ramp short.
 
+Both concern the guard's own thread only: a signal is raised in the main thread, so it can tear
+no other thread's write, and another thread's cleanup cannot be cut by it.
+
+Worker threads (an acquisition feeding a trainer) are not interrupted by signals; they are
+*stopped*: the run (or the plan) binds a stop event to the thread with :func:`stops_with`, and
+everything that drives instruments calls :func:`check_stop` before each record, which raises
+:class:`~spinlab.errors.RunStopping` once any bound event is set. The engine sets the run's
+event, waits for its workers and only then switches the outputs off.
+
 SIGKILL cannot be caught: outputs then stay as they were (the next ``open`` of the station
 ramps a source that was left on down from where it is), and the journal keeps every completed
 step. Handlers are installed only in the main thread (Python delivers signals there).
@@ -22,7 +31,7 @@ import signal
 import threading
 from typing import Iterator
 
-from spinlab.errors import RunInterrupted
+from spinlab.errors import RunInterrupted, RunStopping
 
 log = logging.getLogger("spinlab.engine")
 
@@ -39,17 +48,26 @@ class SignalGuard:
         self._defer = 0
         self._shield = 0
         self._previous: dict[int, object] = {}
+        self._thread: threading.Thread | None = None
 
     def __enter__(self) -> "SignalGuard":
-        if threading.current_thread() is threading.main_thread():
+        self._thread = threading.current_thread()
+        if self._thread is threading.main_thread():
             for signum in HANDLED:
                 self._previous[signum] = signal.signal(signum, self._handle)
+            _guards.append(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+        if self._previous:
+            _guards.remove(self)
         self._previous.clear()
+
+    def _own(self) -> bool:
+        """True in the thread that entered the guard (where its signals are raised)."""
+        return threading.current_thread() is self._thread
 
     @property
     def active(self) -> bool:
@@ -57,19 +75,23 @@ class SignalGuard:
 
     def _handle(self, signum: int, frame: object) -> None:
         self.received.append(signum)
+        # pending even when raised: code that swallows the exception (``except Exception``)
+        # cannot lose the signal, the next checkpoint raises it again
+        self.pending = self.pending or signum
         if self._shield:
-            log.warning("%s received while outputs are going off; finishing that first",
+            log.warning("%s received while the run stops safely (outputs going off); finishing that first",
                         signal.Signals(signum).name)
-            self.pending = self.pending or signum
             return
         if self._defer:
-            self.pending = self.pending or signum
             return
         raise RunInterrupted(signum)
 
     @contextlib.contextmanager
     def deferred(self) -> Iterator[None]:
         """Hold signals during a write; raise the first one when the write is done."""
+        if not self._own():
+            yield
+            return
         self._defer += 1
         failed = False
         try:
@@ -85,16 +107,64 @@ class SignalGuard:
     @contextlib.contextmanager
     def shielded(self) -> Iterator[None]:
         """Only note signals (cleanup must run to its end)."""
+        if not self._own():
+            yield
+            return
         self._shield += 1
         try:
             yield
         finally:
             self._shield -= 1
 
+    def wins_over(self, exc: BaseException) -> RunInterrupted | None:
+        """What to report instead of ``exc`` once a signal arrived: the interruption (a library
+        may wrap the RunInterrupted raised inside it, as torch's ``load_state_dict`` does, and a
+        signal held while an instrument did not answer meets the failed open)."""
+        if not self.received or isinstance(exc, RunInterrupted):
+            return None
+        interrupted = RunInterrupted(self.received[0])
+        interrupted.__cause__ = exc
+        return interrupted
+
     def raise_pending(self) -> None:
-        if self.pending is not None and not self._shield:
+        if self.pending is not None and not self._shield and self._own():
             signum, self.pending = self.pending, None
             raise RunInterrupted(signum)
 
 
-__all__ = ["SignalGuard", "HANDLED"]
+#: the guards whose handlers are installed, innermost last
+_guards: list[SignalGuard] = []
+
+
+def shield() -> contextlib.AbstractContextManager[None]:
+    """Shield a cleanup (outputs off, waiting for a worker) from the running run's signals, for
+    code that does not hold the guard (the bench, a trainer); nothing outside a run."""
+    return _guards[-1].shielded() if _guards else contextlib.nullcontext()
+
+
+class _Stops(threading.local):
+    events: tuple[threading.Event, ...] = ()
+
+
+_stops = _Stops()
+
+
+@contextlib.contextmanager
+def stops_with(event: threading.Event) -> Iterator[None]:
+    """Work done in this thread inside the block stops at its next record once ``event`` is set."""
+    outer = _stops.events
+    _stops.events = (*outer, event)
+    try:
+        yield
+    finally:
+        _stops.events = outer
+
+
+def check_stop() -> None:
+    """Raise :class:`~spinlab.errors.RunStopping` if this thread was asked to stop (called by
+    whatever drives instruments, before each record)."""
+    if any(event.is_set() for event in _stops.events):
+        raise RunStopping("this thread was asked to stop before its next record")
+
+
+__all__ = ["SignalGuard", "HANDLED", "shield", "stops_with", "check_stop"]

@@ -5,7 +5,7 @@ the fast RK4 (backprop through the solver, not the adjoint: 2-2.5x faster on sho
 validation by integrating whole held-out trajectories (NRMSE), best weights kept, early stop
 at a target. The online trainer adds a producer thread that pushes recordings into a bounded
 queue; the trainer consumes them while it trains and tells the producer to stop as soon as the
-validation NRMSE meets the target.
+validation NRMSE meets the target, or when the run it works for ends (see :class:`_Producer`).
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 
+from spinlab.engine.signals import shield, stops_with
 from spinlab.errors import ConfigError
 from spinlab.twin.data import SegmentSampler, Trajectory, nrmse_per_rest_level
 from spinlab.twin.model import SpinNODE
@@ -266,31 +267,40 @@ _DONE = object()
 
 
 class _Producer(threading.Thread):
-    """Runs the acquisition iterator and pushes each recording batch into the queue."""
+    """Runs the acquisition iterator and pushes each recording batch into the queue.
+
+    It stops within one record when ``stop`` is set (the trainer is done) or the run it records
+    through ends (``run.stopping``: a signal, an abort, a failure): the device checks ``stop``
+    before every record, the run refuses its next step, and no wait here outlasts 0.1 s."""
 
     def __init__(self, source: Iterator[Any], out: queue.Queue,
-                 stop: threading.Event) -> None:
+                 stop: threading.Event, run: Any = None) -> None:
         super().__init__(name="twin-acquisition", daemon=True)
-        self.source, self.out, self.stop = source, out, stop
+        self.source, self.out, self.stop, self.run_ctx = source, out, stop, run
         self.error: BaseException | None = None
         self.produced = 0
         self.device_time_s = 0.0   # everything acquired, consumed or not
 
+    def halted(self) -> bool:
+        return self.stop.is_set() or bool(getattr(self.run_ctx, "stopping", False))
+
     def run(self) -> None:
         try:
-            for batch in self.source:
-                self.produced += 1
-                self.device_time_s += float(getattr(batch, "device_time_s", 0.0))
-                while not self.stop.is_set():
-                    try:
-                        self.out.put(batch, timeout=0.1)
+            with stops_with(self.stop):
+                for batch in self.source:
+                    self.produced += 1
+                    self.device_time_s += float(getattr(batch, "device_time_s", 0.0))
+                    while not self.halted():
+                        try:
+                            self.out.put(batch, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    if self.halted():
                         break
-                    except queue.Full:
-                        continue
-                if self.stop.is_set():
-                    break
         except BaseException as exc:  # handed to the trainer thread, re-raised there
-            self.error = exc
+            if not self.halted():
+                self.error = exc
         finally:
             close = getattr(self.source, "close", None)
             if close is not None:
@@ -300,7 +310,7 @@ class _Producer(threading.Thread):
                     self.out.put(_DONE, timeout=0.1)
                     break
                 except queue.Full:
-                    if self.stop.is_set():
+                    if self.halted():
                         try:
                             self.out.get_nowait()
                         except queue.Empty:
@@ -322,7 +332,7 @@ def train_online(model: SpinNODE, source: Iterator[Any], config: TrainConfig,
     trainer = TwinTrainer(model, config, run=run, on_validate=on_validate)
     stop = threading.Event()
     buffer: queue.Queue = queue.Queue(maxsize=online.queue_size)
-    producer = _Producer(source, buffer, stop)
+    producer = _Producer(source, buffer, stop, run)
     start = time.perf_counter()
     n_batches = 0
     data_done = False
@@ -377,8 +387,11 @@ def train_online(model: SpinNODE, source: Iterator[Any], config: TrainConfig,
                 reason = "data_exhausted"
                 break
     finally:
-        stop.set()
-        producer.join(timeout=30)
+        with shield():  # a second signal must not leave the producer driving
+            stop.set()
+            producer.join(timeout=30)  # it ends at its next record
+        if producer.is_alive():
+            log.warning("the acquisition thread did not stop within 30 s")
         trainer.restore_best()
     result = trainer.result(time.perf_counter() - start, reason)
     result.batches = n_batches
