@@ -84,8 +84,9 @@ def sweep(
                    "summary_csv": str(result.files["csv"]), "plots": [str(p) for p in result.plots],
                    "mode": result.mode, "total": len(result.table), "ran": result.ran,
                    "skipped": result.skipped, "interrupted": result.interrupted, **counts,
-                   "points": [{k: r[k] for k in ("index", "key", "seed", "status", "values", "run", "error",
-                                                  "started", "stopped", "results")} for r in result.table]})
+                   "points": [{**{k: r[k] for k in ("index", "key", "seed", "status", "values", "error",
+                                                     "started", "stopped", "results")}, "run_dir": r["run"]}
+                              for r in result.table]})
     else:
         typer.echo(f"{len(result.table)} points: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n)
                    + f" (ran {result.ran}, {result.skipped} already completed)")
