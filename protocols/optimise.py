@@ -47,7 +47,7 @@ KNOBS = ("bias_A", "drive_fraction", "input_sigma")
 class OptimiseConfig(Config):
     """What to tune and how; ``protocol`` is the spoken-digit run it starts from."""
 
-    protocol: SpokenDigitsConfig = Field(description="The spoken-digit run it starts from (--set protocol.NAME=VALUE)")
+    protocol: SpokenDigitsConfig = Field(description="The spoken-digit run it starts from")
     subset: Annotated[int, Field(ge=4 * N_CLASSES)] = Field(
         300, description="Training utterances in the differentiable surrogate (stratified over digits and speakers)")
     iterations: PositiveInt = Field(20, description="Adam steps")

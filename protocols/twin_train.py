@@ -307,19 +307,23 @@ def report(summary: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-_OLD_FLAGS = {
+_OLD_FLAGS: dict[str, str | tuple[str, type]] = {
     "-o": "out", "--mumax": "table",
-    "--output": "split.output_column", "--every": "split.every", "--resample-dt-s": "split.resample_dt_s",
-    "--discard": "split.discard", "--train-points": "split.n_train", "--val-points": "split.n_val",
-    "--test-points": "split.n_test", "--output-scale": "split.output_scale",
-    "--target-nrmse": "train.target_nrmse", "--segments": "train.n_segments",
-    "--segment-samples": "train.segment_samples", "--lr": "train.learning_rate", "--max-steps": "train.max_steps",
-    "--validate-every": "train.validate_every", "--max-wall-s": "train.max_wall_s",
-    "--max-duration": "acquire.duration_s", "--hold-s": "acquire.hold_s", "--amplitude-V": "acquire.amplitude_V",
-    "--dt-s": "acquire.dt_s", "--record-s": "acquire.record_s", "--validation-every": "acquire.validation_every",
-    "--validation-repeats": "acquire.validation_repeats", "--steps-per-batch": "online.steps_per_batch",
-    "--delays": "architecture.n_delays", "--delay-samples": "architecture.delay_samples",
-    "--hidden": "architecture.hidden", "--interpolation": "architecture.interpolation",
+    "--output": "split.output_column", "--every": ("split.every", int),
+    "--resample-dt-s": ("split.resample_dt_s", float), "--discard": ("split.discard", int),
+    "--train-points": ("split.n_train", int), "--val-points": ("split.n_val", int),
+    "--test-points": ("split.n_test", int), "--output-scale": ("split.output_scale", float),
+    "--target-nrmse": ("train.target_nrmse", float), "--segments": ("train.n_segments", int),
+    "--segment-samples": ("train.segment_samples", int), "--lr": ("train.learning_rate", float),
+    "--max-steps": ("train.max_steps", int), "--validate-every": ("train.validate_every", int),
+    "--max-wall-s": ("train.max_wall_s", float), "--max-duration": ("acquire.duration_s", float),
+    "--hold-s": "acquire.hold_s", "--amplitude-V": ("acquire.amplitude_V", float),
+    "--dt-s": ("acquire.dt_s", float), "--record-s": ("acquire.record_s", float),
+    "--validation-every": ("acquire.validation_every", int),
+    "--validation-repeats": ("acquire.validation_repeats", int),
+    "--steps-per-batch": ("online.steps_per_batch", int), "--delays": ("architecture.n_delays", int),
+    "--delay-samples": ("architecture.delay_samples", int), "--hidden": ("architecture.hidden", int),
+    "--interpolation": "architecture.interpolation",
 }
 
 

@@ -123,12 +123,15 @@ def generate(name: str) -> Callable[..., None]:
     declared = plan_command(name) or PlanCommand(config=type(None))
     fields = dict(getattr(declared.config, "model_fields", {}))
     aliases: dict[str, list[str]] = {}
-    for old, setting in declared.aliases.items():
+    typed: dict[str, Any] = {}
+    for old, target in declared.aliases.items():
+        setting, typed[old] = target if isinstance(target, tuple) else (target, str)
         aliases.setdefault(setting, []).append(old)
     params: list[inspect.Parameter] = []
-    handlers: dict[str, Callable[[dict[str, Any], Any], None]] = {}
+    #: param -> handler(settings, command-only options, value)
+    handlers: dict[str, Callable[[dict[str, Any], dict[str, Any], Any], None]] = {}
 
-    def add(param: str, default: Any, annotation: Any, handler: Callable[[dict[str, Any], Any], None]) -> None:
+    def add(param: str, default: Any, annotation: Any, handler: Callable[..., None]) -> None:
         params.append(inspect.Parameter(param, inspect.Parameter.KEYWORD_ONLY, default=default,
                                         annotation=annotation))
         handlers[param] = handler
@@ -159,22 +162,28 @@ def generate(name: str) -> Callable[..., None]:
             annotation = _choices(field, takes)
         shown = "required" if info.is_required() else text(info.default)
         add(field, typer.Option(None, *spelled, help=field_help(field, info), show_default=shown),
-            Optional[annotation], lambda settings, value, info=info, field=field: settings.__setitem__(
+            Optional[annotation], lambda settings, _, value, info=info, field=field: settings.__setitem__(
                 field, _convert(info, value)))
     for setting, olds in aliases.items():  # old flags of settings inside a group
         for old in olds:
             add("alias_" + old.lstrip("-").replace("-", "_"),
-                typer.Option(None, old, help=f"Same as --set {setting}=VALUE."), Optional[str],
-                lambda settings, value, setting=setting: _assign(settings, setting, _parse(value)))
-    extras = {s.name: s.default for s in declared.shortcuts if s.apply is None}
+                typer.Option(None, old, help=f"Same as --set {setting}=VALUE."), Optional[typed[old]],
+                lambda settings, _, value, setting=setting: _assign(
+                    settings, setting, _parse(value) if isinstance(value, str) else value))
     for i, shortcut in enumerate(declared.shortcuts):
         annotation = List[str] if shortcut.kind is list else shortcut.kind
-        apply = shortcut.apply or (lambda _, value, name=shortcut.name: extras.__setitem__(name, value))
+        if shortcut.apply is not None:
+            apply = (lambda settings, _, value, fold=shortcut.apply: fold(settings, value))
+        else:
+            apply = (lambda _, extras, value, name=shortcut.name: extras.__setitem__(name, value))
         add(f"shortcut_{i}", typer.Option(None, *shortcut.flags, help=shortcut.help,
                                           show_default=False if shortcut.apply else text(shortcut.default)),
             Optional[annotation], apply)
+    groups = [f"{field} ({field_help(field, info).rstrip('.')})" for field, info in fields.items()
+              if kind(info.annotation) is None]
+    set_help = _SET_HELP + (f" Groups: {'; '.join(groups)}." if groups else "")
     params.append(inspect.Parameter("set_", inspect.Parameter.KEYWORD_ONLY, annotation=List[str],
-                                    default=typer.Option([], "--set", help=_SET_HELP, show_default=False)))
+                                    default=typer.Option([], "--set", help=set_help, show_default=False)))
     params.append(inspect.Parameter("json_out", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
                                     default=JsonOption))
     params.append(inspect.Parameter("run", inspect.Parameter.KEYWORD_ONLY, annotation=RunOptions,
@@ -190,11 +199,12 @@ def generate(name: str) -> Callable[..., None]:
         start = time.perf_counter()
         with user_errors():
             settings = _settings(assignments)
+            extras = {s.name: s.default for s in declared.shortcuts if s.apply is None}
             if positional is not None and declared.argument:
                 settings[declared.argument] = positional
             for param, value in given.items():
                 if value is not None and value != []:
-                    handlers[param](settings, value)
+                    handlers[param](settings, extras, value)
             if declared.prepare is not None:
                 settings = declared.prepare(settings, device=device, runs_dir=options.runs_dir, options=extras)
             plan = plan_factory(name)(settings)

@@ -110,8 +110,9 @@ class PlanCommand:
     report: Callable[[Mapping[str, Any]], str] = default_report
     #: ``spinlab --help``-style one-line help; default: the factory's first docstring line
     help: str = ""
-    #: old flag -> the setting it sets (a field, or ``group.field``), accepted besides the field's flag
-    aliases: Mapping[str, str] = field(default_factory=dict)
+    #: old flag -> the setting it sets (a field, or ``group.field``, then optionally with the type
+    #: of its value: ``("train.max_steps", int)``), accepted besides the field's flag
+    aliases: Mapping[str, str | tuple[str, type]] = field(default_factory=dict)
     shortcuts: tuple[Shortcut, ...] = ()
     #: the setting that may also be given as the command's first argument (``fit-physics RUN_DIR``)
     argument: str | None = None

@@ -194,10 +194,14 @@ class SweepSpec:
         return [{name: _sample(self.grid[name], u) for name, u in zip(names, row)} for row in unit]
 
     def base_config(self) -> dict[str, Any]:
-        """The plan's full config with the fixed settings (defaults for the rest)."""
+        """The plan's full config with the fixed settings, and the first value of each swept
+        one (a required setting may be swept; every point replaces it), defaults for the rest."""
         config: dict[str, Any] = {}
         for name, value in self.settings.items():
             assign(config, name, value)
+        for name, values in self.grid.items():
+            if not name.startswith(DEVICE_PREFIX) and values:
+                assign(config, name, values[0])
         plan = self._build(config, {})
         if plan.needs_device and not self.device:
             raise ConfigError(f"plan {self.plan!r} needs a device: add --device ADDRESS")
