@@ -60,7 +60,7 @@ def twin_nrmse(recordings, device_address: str, eval_config: EvalConfig, wall_s:
     """Train a twin offline on the same recordings (the fit's split) and score it like the fit."""
     from spinlab.sim_backends.twin_device import TwinDevice
     from spinlab.twin.checkpoint import TwinMeta
-    from spinlab.twin.data import Trajectory, condition_ranges, fit_normalisation
+    from spinlab.twin.trajectory import Trajectory, condition_ranges, fit_normalisation
     from spinlab.twin.model import TwinArchitecture, build_model
     from spinlab.twin.train import TrainConfig, train_offline
 

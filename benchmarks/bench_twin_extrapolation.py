@@ -35,8 +35,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from spinlab.twin.data import (MumaxSplit, Trajectory, fit_normalisation, load_mumax_table,  # noqa: E402
-                               mumax_series, predict, trajectory_nrmse)
+from spinlab.twin.evaluation import predict, trajectory_nrmse  # noqa: E402
+from spinlab.twin.mumax import MumaxSplit, load_mumax_table, mumax_series  # noqa: E402
+from spinlab.twin.trajectory import Trajectory, fit_normalisation  # noqa: E402
 from spinlab.twin.model import TwinArchitecture, build_model  # noqa: E402
 from spinlab.twin.train import TrainConfig, train_offline  # noqa: E402
 from spinlab.protocols.twin_eval import dominant_frequency  # noqa: E402

@@ -24,7 +24,7 @@ from spinlab.config import Config, NonNegativeInt, Positive, PositiveInt
 from spinlab.engine import Plan, RunContext, seed_stream
 from spinlab.engine.plan import Shortcut, assign_setting, command, make_config
 from spinlab.errors import ConfigError, SafetyLimitError
-from spinlab.twin.data import Trajectory
+from spinlab.twin.trajectory import Trajectory
 
 log = logging.getLogger("spinlab.acquire")
 

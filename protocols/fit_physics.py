@@ -29,6 +29,10 @@ Uncertainty. The sandwich covariance ``H^-1 (sum_rec g g^T) H^-1`` in log-parame
 ``H = J^T J`` and ``g`` the gradient of one recording's residuals: unlike ``s^2 H^-1`` it stays
 honest when the noise is correlated within a recording (thermal noise is). Needs more
 recordings than parameters; otherwise ``s^2 H^-1`` is reported and ``uncertainty_method`` says so.
+
+The optimisation itself (box coordinates, Levenberg-Marquardt, the grid, the uncertainty) is a
+library, :mod:`spinlab.analysis.fitting`; this module is the plan: the run it reads, the model
+adapters, the config, and the result it records.
 """
 from __future__ import annotations
 
@@ -36,7 +40,7 @@ import json
 from abc import ABC, abstractmethod
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, Mapping, Sequence
 
@@ -44,6 +48,8 @@ import h5py
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
+from spinlab.analysis.fitting import BoxObjective, Trace, descend, grid_search, uncertainty
+from spinlab.analysis.metrics import nrmse
 from spinlab.config import Config, NonNegative, Positive, PositiveInt
 from spinlab.engine import Plan, RunContext
 from spinlab.engine.plan import Shortcut, assign_setting, command
@@ -51,7 +57,6 @@ from spinlab.errors import ConfigError
 from spinlab.sim_backends.macrospin import MacrospinParams, response_and_jacobian
 from spinlab.sim_backends.model_file import save_model
 from spinlab.sim_backends.vortex import VortexParams, power_and_jacobian
-from spinlab.twin.data import nrmse
 
 METHODS = ("grad", "grid")
 
@@ -359,167 +364,17 @@ def build_model(recordings: Recordings, config: FitConfig) -> PhysicsFit:
 
 
 # --- the objective ----------------------------------------------------------------------------
-class Objective:
-    """NRMSE^2 of the predicted first ``horizon`` of every training recording, in box
-    coordinates u (one row of u per parameter set)."""
-
-    def __init__(self, model: PhysicsFit, config: FitConfig, rows: np.ndarray, horizon: float = 1.0) -> None:
-        self.model, self.rows, self.names = model, rows, list(config.params)
-        box = {**{n: model.bounds[n] for n in self.names}, **dict(config.bounds)}
-        self.lo = np.log([box[n][0] for n in self.names])
-        self.hi = np.log([box[n][1] for n in self.names])
-        rec = model.recordings
-        self.length = max(2, int(round(horizon * rec.drive_V.shape[1])))
-        self.target = rec.response_V[rows, :self.length]
-        self.scale = float(np.std(rec.response_V[rows]))
-        if not self.scale > 0:
-            raise ConfigError("the recorded responses are constant; nothing to fit")
-
-    def values(self, u: np.ndarray) -> dict[str, np.ndarray]:
-        """All parameters for each row of u (S, P)."""
-        theta = np.exp(self.lo + (self.hi - self.lo) / (1.0 + np.exp(-np.clip(u, -40, 40))))
-        out = {k: np.full(u.shape[0], v) for k, v in self.model.base.items()}
-        out.update({n: theta[:, j] for j, n in enumerate(self.names)})
-        return out
-
-    def to_u(self, theta: np.ndarray) -> np.ndarray:
-        frac = np.clip((np.log(theta) - self.lo) / (self.hi - self.lo), 1e-9, 1 - 1e-9)
-        return np.log(frac / (1.0 - frac))
-
-    def residuals(self, u: np.ndarray, jacobian: bool = True, *, log_space: bool = False
-                  ) -> tuple[np.ndarray, np.ndarray | None]:
-        """r (S, N) and dr/du (S, N, P) (dr/dlog theta with ``log_space``)."""
-        wrt = self.names if jacobian else []
-        volts, jac = self.model.predict(self.values(u), self.rows, wrt, self.length)
-        r = ((volts - self.target) / self.scale).reshape(u.shape[0], -1)
-        if not jacobian:
-            return r, None
-        jac = jac.reshape(u.shape[0], -1, len(self.names)) / self.scale
-        if not log_space:
-            s = 1.0 / (1.0 + np.exp(-np.clip(u, -40, 40)))
-            jac = jac * ((self.hi - self.lo) * s * (1 - s))[:, None, :]
-        return r, jac
-
-    def loss(self, u: np.ndarray) -> np.ndarray:
-        r, _ = self.residuals(u, jacobian=False)
-        return np.mean(r * r, axis=1)
-
-
-# --- optimisers -------------------------------------------------------------------------------
-@dataclass
-class Trace:
-    """Best loss on the whole recordings against wall time (the grid-vs-descent comparison)."""
-
-    start: float = field(default_factory=time.perf_counter)
-    points: list[tuple[float, float]] = field(default_factory=list)
-
-    def record(self, loss: float) -> None:
-        best = min([loss] + [p[1] for p in self.points])
-        self.points.append((time.perf_counter() - self.start, best))
-
-
-def levenberg_marquardt(objective: Objective, u: np.ndarray, max_iterations: int, tolerance: float,
-                        trace: Trace | None = None,
-                        progress: Callable[[int, float], None] | None = None
-                        ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Batched Levenberg-Marquardt from every row of ``u``; returns (u, loss, iterations)."""
-    u = u.copy()
-    r, jac = objective.residuals(u)
-    loss = np.mean(r * r, axis=1)
-    damping = np.full(len(u), 1e-3)
-    active = np.ones(len(u), bool)
-    quiet = np.zeros(len(u), int)
-    if trace is not None:
-        trace.record(float(loss.min()))
-    iterations = 0
-    for iterations in range(1, max_iterations + 1):
-        idx = np.flatnonzero(active)
-        if idx.size == 0:
-            break
-        g = np.einsum("snp,sn->sp", jac[idx], r[idx])
-        h = np.einsum("snp,snq->spq", jac[idx], jac[idx])
-        diag = np.einsum("spp->sp", h)
-        diag = diag + 1e-12 * diag.max(axis=1, keepdims=True) + 1e-300
-        step = -np.linalg.solve(h + damping[idx, None, None] * np.eye(u.shape[1]) * diag[:, :, None],
-                                g[..., None])[..., 0]
-        trial = u[idx] + step
-        r_new, jac_new = objective.residuals(trial)
-        new = np.mean(r_new * r_new, axis=1)
-        better = new < loss[idx]
-        gain = np.where(better, (loss[idx] - new) / np.maximum(loss[idx], 1e-300), 0.0)
-        take = idx[better]
-        u[take], r[take], jac[take], loss[take] = trial[better], r_new[better], jac_new[better], new[better]
-        damping[idx] = np.where(better, np.maximum(damping[idx] / 3.0, 1e-9), damping[idx] * 4.0)
-        # converged: three accepted steps in a row that gain less than the tolerance, or a
-        # damping so large that no step is left
-        quiet[idx] = np.where(better, np.where(gain > tolerance, 0, quiet[idx] + 1), quiet[idx])
-        active[idx] = (quiet[idx] < 3) & (damping[idx] < 1e10)
-        if trace is not None:
-            trace.record(float(loss.min()))
-        if progress is not None:
-            progress(iterations, float(loss.min()))
-    return u, loss, iterations
-
-
-def descend(model: PhysicsFit, config: FitConfig, rows: np.ndarray, trace: Trace,
-            progress: Callable[[str, int, float], None] | None = None) -> dict[str, Any]:
-    """Random candidates -> the best ``starts`` -> LM on growing horizons of the recordings.
-    The trace holds the whole-record loss after the screen, after each shorter horizon and at
-    every iteration of the last."""
-    rng = np.random.default_rng(config.seed)
-    frac = rng.uniform(0.02, 0.98, (config.screen, len(config.params)))  # log-uniform in the box
-    candidates = np.log(frac / (1.0 - frac))
-    whole = Objective(model, config, rows)
-    screened = Objective(model, config, rows, config.horizons[0]).loss(candidates)
-    u = candidates[np.argsort(screened)[:config.starts]]
-    stages = []
-    for horizon in config.horizons:
-        if horizon < 1.0 or not stages:
-            trace.record(float(whole.loss(u).min()))
-        objective = whole if horizon == 1.0 else Objective(model, config, rows, horizon)
-        u, loss, iterations = levenberg_marquardt(
-            objective, u, config.max_iterations, config.tolerance, trace if horizon == 1.0 else None,
-            (lambda i, l, h=horizon: progress(f"horizon {h:g}", i, l)) if progress else None)
-        stages.append({"horizon": horizon, "iterations": iterations, "best_loss": float(loss.min())})
-    return {"u": u, "loss": loss, "stages": stages, "screened_best_loss": float(screened.min())}
-
-
-def grid_search(model: PhysicsFit, config: FitConfig, rows: np.ndarray, trace: Trace,
-                progress: Callable[[str, int, float], None] | None = None,
-                chunk_samples: int = 2_000_000) -> dict[str, Any]:
-    """Every point of a grid (cell centres, log-spaced) over the box, on the whole recordings."""
-    objective = Objective(model, config, rows)
-    k, p = config.grid_points, len(objective.names)
-    centres = np.log((np.arange(k) + 0.5) / (k - np.arange(k) - 0.5))  # logit((i + 0.5) / k)
-    points = np.stack(np.meshgrid(*[centres] * p, indexing="ij"), axis=-1).reshape(-1, p)
-    chunk = max(1, chunk_samples // (len(rows) * objective.length))
-    losses = np.empty(len(points))
-    for i in range(0, len(points), chunk):
-        losses[i:i + chunk] = objective.loss(points[i:i + chunk])
-        trace.record(float(losses[:i + chunk].min()))
-        if progress is not None:
-            progress("grid", min(i + chunk, len(points)), float(losses[:i + chunk].min()))
-    order = np.argsort(losses)[:config.starts]
-    return {"u": points[order], "loss": losses[order], "stages": [{"grid_points": len(points)}]}
-
-
-def uncertainty(objective: Objective, u_best: np.ndarray) -> tuple[np.ndarray, str]:
-    """Std of each log-parameter at ``u_best`` (sandwich over recordings, else s^2 H^-1)."""
-    r, jac = objective.residuals(u_best[None], log_space=True)
-    r, jac = r[0], jac[0]
-    n_rec, p = len(objective.rows), jac.shape[1]
-    try:
-        h_inv = np.linalg.inv(jac.T @ jac)
-    except np.linalg.LinAlgError:
-        return np.full(p, np.inf), "singular curvature (parameters not identifiable from these data)"
-    if n_rec > p:
-        scores = np.einsum("rnp,rn->rp", jac.reshape(n_rec, -1, p), r.reshape(n_rec, -1))
-        cov = h_inv @ (scores.T @ scores) @ h_inv * n_rec / (n_rec - 1)
-        method = f"sandwich over {n_rec} recordings"
-    else:
-        cov = h_inv * float(r @ r) / max(len(r) - p, 1)
-        method = "curvature (s^2 H^-1; fewer recordings than parameters for the sandwich)"
-    return np.sqrt(np.clip(np.diag(cov), 0, None)), method
+def objective(model: PhysicsFit, config: FitConfig, rows: np.ndarray, horizon: float = 1.0) -> BoxObjective:
+    """NRMSE^2 of the predicted first ``horizon`` of every recording in ``rows``, over the box of
+    ``config.params`` (the model's bounds unless ``config.bounds`` overrides them)."""
+    rec = model.recordings
+    length = max(2, int(round(horizon * rec.drive_V.shape[1])))
+    scale = float(np.std(rec.response_V[rows]))
+    if not scale > 0:
+        raise ConfigError("the recorded responses are constant; nothing to fit")
+    box = {**{n: model.bounds[n] for n in config.params}, **dict(config.bounds)}
+    return BoxObjective(lambda values, wrt: model.predict(values, rows, wrt, length), config.params, box,
+                        model.base, rec.response_V[rows, :length], scale)
 
 
 # --- the protocol -----------------------------------------------------------------------------
@@ -540,21 +395,23 @@ def fit_physics(recordings: Recordings, config: FitConfig,
     model = build_model(recordings, config)
     train, held_out, split = split_rows(recordings)
     trace = Trace()
-    search = descend if config.method == "grad" else grid_search
-    found = search(model, config, train, trace, progress)
+    if config.method == "grad":
+        found = descend(lambda horizon: objective(model, config, train, horizon), config, trace, progress)
+    else:
+        found = grid_search(objective(model, config, train), config, trace, progress)
     wall_s = time.perf_counter() - trace.start
-    objective = Objective(model, config, train)
+    whole = objective(model, config, train)
     best = int(np.argmin(found["loss"]))
     u_best = found["u"][best]
-    values = {k: float(v[0]) for k, v in objective.values(u_best[None]).items()}
-    log_std, method = uncertainty(objective, u_best)
+    values = {k: float(v[0]) for k, v in whole.values(u_best[None]).items()}
+    log_std, method = uncertainty(whole, u_best)
     loss = float(found["loss"][best])
     params = {name: {"value": values[name], "uncertainty": float(values[name] * log_std[j]),
                      "relative_uncertainty": float(log_std[j]), "loss": loss,
-                     "bounds": [float(math.exp(objective.lo[j])), float(math.exp(objective.hi[j]))]}
-              for j, name in enumerate(objective.names)}
-    starts = [{"loss": float(l), **{n: float(v[0]) for n, v in objective.values(u[None]).items()
-                                    if n in objective.names}}
+                     "bounds": [float(math.exp(whole.lo[j])), float(math.exp(whole.hi[j]))]}
+              for j, name in enumerate(whole.names)}
+    starts = [{"loss": float(l), **{n: float(v[0]) for n, v in whole.values(u[None]).items()
+                                    if n in whole.names}}
               for u, l in sorted(zip(found["u"], found["loss"]), key=lambda t: t[1])]
     result = {
         "model": config.model, "method": config.method, "params": params, "loss": loss,
@@ -654,5 +511,4 @@ def plan(config: FitConfig | Mapping[str, Any] | None = None, **overrides: Any) 
 
 
 __all__ = ["METHODS", "MODELS", "FitConfig", "Recordings", "read_run", "fit_physics",
-           "run", "plan", "MacrospinFit", "VortexFit", "Objective", "levenberg_marquardt",
-           "descend", "grid_search", "split_rows", "uncertainty"]
+           "run", "plan", "MacrospinFit", "VortexFit", "objective", "split_rows"]

@@ -32,6 +32,7 @@ import scipy.linalg
 from matplotlib.figure import Figure
 from pydantic import Field, model_validator
 
+from spinlab.analysis.metrics import nrmse
 from spinlab.config import Config, NonNegativeInt, Positive, PositiveInt
 from spinlab.device import Device
 from spinlab.engine import Plan, RunContext
@@ -39,7 +40,6 @@ from spinlab.engine.plan import command, make_config
 from spinlab.errors import ConfigError, DatasetError
 from spinlab.protocols.characterize import model_prediction
 from spinlab.reservoir import Encoder, make_mask, node_states, pack
-from spinlab.twin.data import nrmse
 from spinlab.waveform import Waveform
 
 #: Horizons shown in the summary (the paper's Fig. 3 compares these).

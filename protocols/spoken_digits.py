@@ -39,6 +39,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from pydantic import Field, model_validator
 
+from spinlab.analysis.ridge import RidgeReadout, fit_cv
 from spinlab.audio import Utterance, list_fsdd
 from spinlab.config import Config, NonNegative, NonNegativeInt, Positive, PositiveInt
 from spinlab.device import Device
@@ -46,8 +47,8 @@ from spinlab.errors import ConfigError
 from spinlab.features import ChannelNormalizer, FeatureConfig, utterance_features
 from spinlab.readout import FILE_NAME as READOUT_FILE
 from spinlab.readout import DigitReadout, TrainingStates, mfcc_reference
-from spinlab.reservoir import (MASK_KINDS, NODE_FEATURES, Encoder, RidgeReadout, device_states, fit_cv,
-                               length_batches, make_mask, pool_states)
+from spinlab.reservoir import (MASK_KINDS, NODE_FEATURES, Encoder, device_states, length_batches, make_mask,
+                               pool_states)
 from spinlab.engine import Plan, RunContext
 from spinlab.engine.plan import command, make_config
 

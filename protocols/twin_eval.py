@@ -24,6 +24,7 @@ from pydantic import Field
 
 from spinlab.config import Config, Positive, PositiveInt
 from spinlab import Device, Waveform
+from spinlab.analysis.metrics import nrmse
 from spinlab.engine import Plan, RunContext
 from spinlab.engine.plan import command, make_config
 from spinlab.errors import ConfigError
@@ -31,7 +32,8 @@ from spinlab.protocols.acquire import (AcquireConfig, check_conditions, conditio
                                       random_multilevel)
 from spinlab.registry import open_device
 from spinlab.twin.checkpoint import TwinMeta, load_twin
-from spinlab.twin.data import MumaxSplit, load_mumax_table, mumax_series, nrmse, predict, require_columns
+from spinlab.twin.evaluation import predict
+from spinlab.twin.mumax import MumaxSplit, load_mumax_table, mumax_series, require_columns
 
 
 class EvalConfig(Config):

@@ -93,3 +93,12 @@ class RunInterrupted(SpinlabError):
 
 class ClusterError(SpinlabError, RuntimeError):
     """A sweep's Dask cluster cannot be reached, or has no worker that may run its points."""
+
+
+class RunBusyError(SpinlabError, RuntimeError):
+    """Another process runs or resumes this run directory; the message names it."""
+
+
+class RunFileError(SpinlabError, RuntimeError):
+    """A run's files could not be written (a full disk, an I/O error); the completed steps are
+    in its journal and ``spinlab resume`` continues it once the cause is fixed."""

@@ -65,7 +65,7 @@ def unregister_scheme(scheme: str) -> None:
 def _installed() -> dict[str, metadata.EntryPoint]:
     global _entry_points
     if _entry_points is None:
-        found = {}
+        found: dict[str, metadata.EntryPoint] = {}
         for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
             found.setdefault(ep.name.strip().lower(), ep)
         _entry_points = found
@@ -88,12 +88,13 @@ def opener_for(scheme: str) -> Opener:
         known = ", ".join(f"{s}:" for s in schemes())
         raise DeviceAddressError(f"unknown device scheme {scheme!r}; known schemes: {known}")
     try:
-        return entry.load()
+        opener: Opener = entry.load()
     except Exception as exc:  # a broken plug-in must not look like a spinlab bug
         raise DeviceAddressError(
             f"device scheme {name!r} is registered by {entry.value!r}, which failed to load "
             f"({type(exc).__name__}: {exc}); reinstall the package that provides it"
         ) from exc
+    return opener
 
 
 def parse_address(address: str) -> tuple[str, str, dict[str, str]]:

@@ -304,7 +304,7 @@ def test_hardware_path_over_tcp_sockets(tmp_path) -> None:
 
 
 def test_one_bias_source_error_is_retried(bench) -> None:
-    from spinlab.sim_backends.emulated.scpi import ScpiError
+    from spinlab.sim_backends.emulated.scpi_syntax import ScpiError
 
     bench.lab.source.push_error(ScpiError(-222, "current out of range"))
     bench.respond(Waveform(np.zeros(100), DT), {"bias_A": BIAS})

@@ -178,7 +178,7 @@ def test_emulated_stations_take_no_lock():
 
 # --- stale errors, silent and vanished instruments ----------------------------------------------
 def test_stale_errors_are_cleared_and_logged_when_the_station_opens(tcp_lab, caplog):
-    from spinlab.sim_backends.emulated.scpi import ScpiError
+    from spinlab.sim_backends.emulated.scpi_syntax import ScpiError
 
     lab, servers, path = tcp_lab
     lab.awg.push_error(ScpiError(-222, "left over"))

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from spinlab.analysis.ridge import RidgeReadout, select_alpha
 from spinlab.errors import ConfigError
-from spinlab.reservoir import (Encoder, RidgeReadout, length_batches, make_mask, node_states, pack,
-                               select_alpha)
+from spinlab.reservoir import Encoder, length_batches, make_mask, node_states, pack
 
 
 def test_masks_are_seeded_and_documented_kinds():

@@ -8,9 +8,11 @@ import pytest
 import torch
 
 from spinlab.errors import ConfigError
-from spinlab.twin.data import (MumaxSplit, SegmentSampler, Trajectory, estimate_noise_std,
-                               fit_normalisation, load_mumax_table, mumax_trajectories, nrmse,
-                               truncate_table, trajectory_nrmse)
+from spinlab.analysis.metrics import nrmse
+from spinlab.twin.evaluation import trajectory_nrmse
+from spinlab.twin.mumax import MumaxSplit, load_mumax_table, mumax_trajectories, truncate_table
+from spinlab.twin.sampler import SegmentSampler
+from spinlab.twin.trajectory import Trajectory, estimate_noise_std, fit_normalisation
 from spinlab.twin.model import TwinArchitecture, build_model
 from spinlab.twin.train import TrainConfig, train_offline
 

@@ -9,7 +9,8 @@ import pytest
 from spinlab.protocols.acquire import AcquireConfig, device_batches, recording_batches
 from spinlab.engine import Plan, RunEngine
 from spinlab.errors import ConfigError
-from spinlab.twin.data import fit_normalisation, trajectory_nrmse
+from spinlab.twin.evaluation import trajectory_nrmse
+from spinlab.twin.trajectory import fit_normalisation
 from spinlab.twin.model import TwinArchitecture, build_model
 from spinlab.twin.train import OnlineConfig, TrainConfig, train_online
 

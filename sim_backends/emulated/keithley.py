@@ -14,10 +14,10 @@ import math
 import time
 from typing import Sequence
 
-from spinlab.sim_backends.emulated.scpi import (
+from spinlab.sim_backends.emulated.scpi import ScpiInstrument
+from spinlab.sim_backends.emulated.scpi_syntax import (
     Arg,
     ScpiError,
-    ScpiInstrument,
     arg_bool,
     arg_choice,
     arg_float,

@@ -28,7 +28,8 @@ from spinlab.sim_backends.emulated.awg import SOURCE_IMPEDANCE_OHM, Emulated3350
 from spinlab.sim_backends.emulated.faults import Fault, FaultInjector, FaultLog, parse_faults
 from spinlab.sim_backends.emulated.keithley import EmulatedKeithley2400
 from spinlab.sim_backends.emulated.scope import EmulatedInfiniiVision
-from spinlab.sim_backends.emulated.scpi import ScpiError, ScpiInstrument
+from spinlab.sim_backends.emulated.scpi import ScpiInstrument
+from spinlab.sim_backends.emulated.scpi_syntax import ScpiError
 
 
 class EmulatedLab:

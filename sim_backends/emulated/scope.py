@@ -34,10 +34,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from spinlab.sim_backends.emulated.scpi import (
+from spinlab.sim_backends.emulated.scpi import ScpiInstrument
+from spinlab.sim_backends.emulated.scpi_syntax import (
     Arg,
     ScpiError,
-    ScpiInstrument,
     arg_bool,
     arg_choice,
     arg_float,

@@ -1,13 +1,11 @@
-"""SCPI message parsing and the instrument core every emulator builds on.
+"""The instrument core every emulator builds on: sessions, command tree, status and error queues.
 
-Real instruments receive byte streams: program messages end with a newline, several commands
-share one message separated by ``;`` (a command without a leading ``:`` continues the previous
-command's header path), headers have long and short forms in any case, parameters may be quoted
-strings or IEEE 488.2 definite-length binary blocks that can contain newlines. The core here
-implements exactly that, plus the IEEE 488.2 / SCPI status model the drivers rely on: an error
-queue (``SYST:ERR?``), the output queue (``-410 Query INTERRUPTED`` when a new message arrives
-before the previous reply was read, ``-420 Query UNTERMINATED`` when reading with nothing
-queued), ``*IDN?``, ``*RST``, ``*CLS``, ``*OPC?``, ``*ESR?``, ``*STB?``, ``*WAI``.
+The message grammar (framing, ``;`` and ``,`` separators, strings, headers, binary blocks) is
+:mod:`.scpi_syntax`; this module keeps the state an instrument has: its registered command tree,
+the IEEE 488.2 / SCPI status model the drivers rely on (an error queue, ``SYST:ERR?``), the output
+queue (``-410 Query INTERRUPTED`` when a new message arrives before the previous reply was read,
+``-420 Query UNTERMINATED`` when reading with nothing queued), ``*IDN?``, ``*RST``, ``*CLS``,
+``*OPC?``, ``*ESR?``, ``*STB?``, ``*WAI``.
 
 Every client connection is a :class:`Session` with its own input buffer and output queue, so a
 client that holds back half a command never blocks another one, its bytes are never glued onto
@@ -21,287 +19,54 @@ gets at most a megabyte of answers).
 Malformed input never raises out of :meth:`ScpiInstrument.write`: it queues the SCPI error an
 instrument would report, so a client sees it through ``SYST:ERR?`` and the session goes on.
 Faults injected for tests (:mod:`.faults`) act here, on messages, replies and blocks.
+
+The syntax names an emulator needs (:class:`ScpiError`, :class:`Arg`, the ``arg_*`` readers,
+:func:`format_float`, the block helpers) are re-exported here for emulators written against
+this module.
 """
 from __future__ import annotations
 
-import math
-import re
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 
-import numpy as np
+from spinlab.sim_backends.emulated.faults import (
+    FaultInjector,
+    damage_received_block,
+    damage_sent_block,
+    nan_reply,
+)
+from spinlab.sim_backends.emulated.scpi_syntax import (
+    ERROR_MESSAGES,
+    Arg,
+    Block,
+    HeaderNode,
+    Oversize,
+    ScpiError,
+    arg_bool,
+    arg_choice,
+    arg_float,
+    arg_int,
+    arg_string,
+    compile_pattern,
+    decode_int16_block,
+    encode_block,
+    format_float,
+    match_header,
+    mnemonics,
+    scan_message,
+    split_header,
+    split_params,
+    split_units,
+)
 
-from spinlab.sim_backends.emulated.faults import (FaultInjector, damage_received_block, damage_sent_block,
-                                                  nan_reply)
-
-#: Standard SCPI error messages (SCPI-99 vol. 2, ch. 21) used by the emulators.
-ERROR_MESSAGES = {
-    0: "No error",
-    -100: "Command error",
-    -101: "Invalid character",
-    -102: "Syntax error",
-    -104: "Data type error",
-    -108: "Parameter not allowed",
-    -109: "Missing parameter",
-    -113: "Undefined header",
-    -114: "Header suffix out of range",
-    -151: "Invalid string data",
-    -160: "Block data error",
-    -161: "Invalid block data",
-    -200: "Execution error",
-    -211: "Trigger ignored",
-    -213: "Init ignored",
-    -221: "Settings conflict",
-    -222: "Data out of range",
-    -223: "Too much data",
-    -224: "Illegal parameter value",
-    -310: "System error",
-    -350: "Queue overflow",
-    -410: "Query INTERRUPTED",
-    -420: "Query UNTERMINATED",
-}
-
-_FLOAT_RE = re.compile(rb"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
-_MNEMONIC_RE = re.compile(r"^([A-Za-z][A-Za-z_]*?)(\d*)$")
-
-
-class ScpiError(Exception):
-    """Raised inside a command handler; the core turns it into an error-queue entry."""
-
-    def __init__(self, code: int, detail: str = "") -> None:
-        self.code = int(code)
-        self.detail = detail
-        super().__init__(f"{code}: {detail}")
-
-    def entry(self) -> str:
-        message = ERROR_MESSAGES.get(self.code, "Device-specific error")
-        if self.detail:
-            message = f"{message}; {self.detail}"
-        return f'{self.code:+d},"{message.replace(chr(34), chr(39))}"'
-
-
-# --- parameters ------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Arg:
-    """One parameter of a command as it arrived: raw text, or the payload of a binary block."""
-
-    raw: bytes
-    block: bool = False
-
-    @property
-    def text(self) -> str:
-        if self.block:
-            raise ScpiError(-104, "binary block where text was expected")
-        return self.raw.decode("ascii", errors="replace").strip()
-
-
-def arg_float(arg: Arg, special: dict[str, float] | None = None) -> float:
-    """A decimal numeric parameter (``MIN``/``MAX``/``DEF`` via ``special``)."""
-    text = arg.text
-    if special:
-        for name, value in special.items():
-            if _keyword_matches(text, name):
-                return value
-    if not _FLOAT_RE.match(text.encode()):
-        if text.upper() in ("INF", "+INF", "9.9E37", "9.9E+37"):
-            return float("inf")
-        raise ScpiError(-104, f"expected a number, got {text!r}")
-    return float(text)
-
-
-def arg_int(arg: Arg, special: dict[str, float] | None = None) -> int:
-    value = arg_float(arg, special)
-    if not math.isfinite(value):
-        raise ScpiError(-222, f"expected an integer, got {arg.text!r}")
-    if value != int(value):
-        raise ScpiError(-104, f"expected an integer, got {arg.text!r}")
-    return int(value)
-
-
-def arg_bool(arg: Arg) -> bool:
-    text = arg.text.upper()
-    if text in ("ON", "1", "+1"):
-        return True
-    if text in ("OFF", "0", "+0"):
-        return False
-    raise ScpiError(-104, f"expected ON/OFF/1/0, got {arg.text!r}")
-
-
-def arg_choice(arg: Arg, choices: Iterable[str]) -> str:
-    """Character data matched against long/short forms such as ``"NORMal"``; returns the short
-    upper-case form (``"NORM"``)."""
-    text = arg.text
-    for choice in choices:
-        if _keyword_matches(text, choice):
-            return _short_form(choice)
-    raise ScpiError(-224, f"{text!r} is not one of {[_short_form(c) for c in choices]}")
-
-
-def arg_string(arg: Arg) -> str:
-    text = arg.text
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
-        return text[1:-1]
-    return text
-
-
-def _short_form(keyword: str) -> str:
-    short = "".join(ch for ch in keyword if ch.isupper() or ch.isdigit() or ch == "*")
-    return short or keyword.upper()
-
-
-def _keyword_matches(text: str, keyword: str) -> bool:
-    upper = text.upper()
-    return upper == keyword.upper() or upper == _short_form(keyword)
-
-
-def format_float(value: float) -> str:
-    """Numbers the way Keysight instruments print them: ``+1.00000000000000E+06``."""
-    if value == float("inf"):
-        return "+9.9E+37"
-    return f"{value:+.14E}"
-
-
-# --- headers ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Node:
-    short: str
-    long: str
-    optional: bool
-    suffix: str  # "" none, "opt1" optional suffix that must be 1, "n" captured number, "=3" fixed
-
-
-_TOKEN_RE = re.compile(r"(\[)?:?(\*?[A-Za-z]+)(\[1\]|<n>|\d+)?(\])?")
-
-
-def _compile(pattern: str) -> tuple[_Node, ...]:
-    """``"[SOURce[1]]:FUNCtion:ARBitrary:SRATe"`` / ``"CHANnel<n>:SCALe"`` -> nodes.
-
-    ``[X]`` is an optional node, ``X[1]`` a numeric suffix that may be omitted or 1, ``X<n>`` a
-    numeric suffix passed to the handler (1 when omitted)."""
-    nodes = []
-    for match in _TOKEN_RE.finditer(pattern):
-        open_, body, suffix, close = match.groups()
-        if bool(open_) != bool(close):
-            raise ValueError(f"unbalanced [] in SCPI pattern {pattern!r}")
-        kind = {"[1]": "opt1", "<n>": "n"}.get(suffix or "", f"={suffix}" if suffix else "")
-        nodes.append(_Node(_short_form(body), body.upper(), bool(open_), kind))
-    return tuple(nodes)
-
-
-def _match(nodes: Sequence[_Node], parts: Sequence[tuple[str, str]]) -> tuple[int, ...] | None:
-    """Match header mnemonics ``[(alpha, digits), ...]`` against nodes; return captured
-    numeric suffixes or None."""
-    if not nodes:
-        return () if not parts else None
-    node, rest = nodes[0], nodes[1:]
-    if parts:
-        alpha, digits = parts[0]
-        if alpha in (node.short, node.long):
-            suffixes: tuple[int, ...] | None = None
-            if node.suffix == "n":
-                suffixes = (int(digits) if digits else 1,)
-            elif node.suffix.startswith("="):
-                suffixes = () if digits == node.suffix[1:] else None
-            elif digits in ("", "1") if node.suffix == "opt1" else digits == "":
-                suffixes = ()
-            if suffixes is not None:
-                tail = _match(rest, parts[1:])
-                if tail is not None:
-                    return suffixes + tail
-    if node.optional:
-        tail = _match(rest, parts)
-        if tail is not None:
-            return ((1,) if node.suffix == "n" else ()) + tail
-    return None
-
+__all__ = [
+    "ERROR_MESSAGES", "Arg", "Handler", "ScpiError", "ScpiInstrument", "Session", "arg_bool", "arg_choice",
+    "arg_float", "arg_int", "arg_string", "decode_int16_block", "encode_block", "format_float",
+]
 
 Handler = Callable[..., "str | bytes | None"]
-
-
-# --- message splitting -----------------------------------------------------------------------
-class _Oversize(Exception):
-    """A block header declares more bytes than the instrument accepts."""
-
-    def __init__(self, payload_start: int, length: int) -> None:
-        super().__init__(length)
-        self.payload_start = payload_start
-        self.length = length
-
-
-class _Next:
-    """The next position of ``char`` at or after ``i`` in ``buf[:end]``, searched again only once
-    passed: a scan over a message of many small pieces stays linear in its length."""
-
-    def __init__(self, buf: bytes | bytearray, char: bytes, end: int) -> None:
-        self.buf, self.char, self.end, self.at = buf, char, end, -2  # -2: not searched, -1: none left
-
-    def __call__(self, i: int) -> int:
-        if self.at != -1 and self.at < i:
-            self.at = self.buf.find(self.char, i, self.end)
-        return self.at
-
-
-def _scan_message(buf: bytes | bytearray, start: int,
-                  max_block: int | None = None) -> tuple[int, list[tuple[int, int, int]]] | None:
-    """Find the end of the program message starting at ``start``.
-
-    Returns ``(end, blocks)`` where ``end`` is the index of the terminating newline and
-    ``blocks`` the ``(hash, start, stop)`` positions of binary blocks inside the message, or None
-    when the message is not complete yet (a block or the newline has not arrived). A block
-    declaring more than ``max_block`` bytes raises :class:`_Oversize` as soon as its header is in.
-    """
-    i = start
-    n = len(buf)
-    blocks: list[tuple[int, int, int]] = []
-    next_nl, next_hash, next_quote = _Next(buf, b"\n", n), _Next(buf, b"#", n), _Next(buf, b'"', n)
-    while True:
-        nl, hash_, quote = next_nl(i), next_hash(i), next_quote(i)
-        specials = [p for p in (nl, hash_, quote) if p >= 0]
-        if not specials:
-            return None
-        p = min(specials)
-        if p == nl:
-            return nl, blocks
-        if p == quote:
-            close = buf.find(b'"', p + 1)
-            if nl >= 0 and not 0 <= close < nl:
-                # an unterminated string: the newline ends the message anyway (decided by the
-                # bytes alone, never by whether a later quote has arrived yet)
-                return nl, blocks
-            if close < 0:
-                return None
-            i = close + 1
-            continue
-        # '#': a definite-length block header '#<d><d digits of length>' or '#0' indefinite
-        if p + 1 >= n:
-            return None
-        d = buf[p + 1] - 48
-        if d == 0:
-            # indefinite-length block: runs to the newline that ends the message
-            if nl < 0:
-                return None
-            blocks.append((p, p + 2, nl))
-            return nl, blocks
-        if not 1 <= d <= 9:
-            i = p + 1
-            continue
-        if p + 2 + d > n:
-            return None
-        digits = bytes(buf[p + 2 : p + 2 + d])
-        if not digits.isdigit():
-            i = p + 1  # not a block header; let the command parser complain
-            continue
-        length = int(digits)
-        payload_start = p + 2 + d
-        if max_block is not None and length > max_block:
-            raise _Oversize(payload_start, length)
-        if payload_start + length > n:
-            return None
-        blocks.append((p, payload_start, payload_start + length))
-        i = payload_start + length
 
 
 class Session:
@@ -313,7 +78,7 @@ class Session:
     :meth:`ScpiInstrument.open_session`; every method takes the instrument lock.
     """
 
-    def __init__(self, instrument: "ScpiInstrument") -> None:
+    def __init__(self, instrument: ScpiInstrument) -> None:
         self.instrument = instrument
         self.input = bytearray()
         self.output = bytearray()
@@ -405,9 +170,10 @@ class ScpiInstrument:
         #: One lock per lab: the wiring calls across instruments, so they share it.
         self.lock = lock if lock is not None else threading.RLock()
         self._output_ready = threading.Condition(self.lock)
-        self._commands: list[tuple[tuple[_Node, ...], Handler]] = []
-        self._queries: list[tuple[tuple[_Node, ...], Handler]] = []
-        self._cache: dict[tuple[bool, tuple[tuple[str, str], ...]], tuple[Handler, tuple[int, ...]] | None] = {}
+        self._commands: list[tuple[tuple[HeaderNode, ...], Handler]] = []
+        self._queries: list[tuple[tuple[HeaderNode, ...], Handler]] = []
+        self._cache: dict[tuple[bool, tuple[tuple[str, str], ...]],
+                          tuple[Handler, tuple[int, ...]] | None] = {}
         self._errors: deque[str] = deque()
         self._esr = 0
         #: injected faults (set by the lab); None: a well-behaved instrument
@@ -421,11 +187,11 @@ class ScpiInstrument:
     # --- registration ----------------------------------------------------------------------
     def command(self, pattern: str, handler: Handler) -> None:
         """Register a setting command: ``handler(args, *suffixes)``."""
-        self._commands.append((_compile(pattern), handler))
+        self._commands.append((compile_pattern(pattern), handler))
 
     def query(self, pattern: str, handler: Handler) -> None:
         """Register a query (pattern without ``?``): ``handler(args, *suffixes) -> reply``."""
-        self._queries.append((_compile(pattern), handler))
+        self._queries.append((compile_pattern(pattern), handler))
 
     def _register(self) -> None:
         """Subclasses register their command tree here."""
@@ -491,8 +257,8 @@ class ScpiInstrument:
         start = 0
         while session.alive and start < len(buf):
             try:
-                found = _scan_message(buf, start, self.max_block_bytes)
-            except _Oversize as big:
+                found = scan_message(buf, start, self.max_block_bytes)
+            except Oversize as big:
                 self.push_error(ScpiError(-223, f"block of {big.length} bytes exceeds the "
                                                 f"{self.max_block_bytes}-byte limit; message discarded"))
                 stop = big.payload_start + big.length
@@ -549,7 +315,7 @@ class ScpiInstrument:
 
     # --- execution -------------------------------------------------------------------------
     def _execute_message(self, session: Session, buf: bytearray, start: int, end: int,
-                         blocks: list[tuple[int, int, int]]) -> None:
+                         blocks: list[Block]) -> None:
         self._current = session
         if session.output:
             # a new message before the previous reply was read: IEEE 488.2 discards the reply
@@ -560,30 +326,32 @@ class ScpiInstrument:
         replies: list[bytes] = []
         path: list[str] = []
         queued = 0
-        units = _split_units(buf, start, end, blocks, self.max_commands + 1)
-        for count, (unit_start, unit_end, unit_blocks) in enumerate(units):
-            too_much = (f"replies of one message passed {self.max_reply_bytes} bytes"
-                        if queued > self.max_reply_bytes else
-                        f"more than {self.max_commands} commands in one message" if count == self.max_commands
-                        else None)
-            if too_much:
-                self.push_error(ScpiError(-223, f"{too_much}; the rest of the message was discarded"))
-                break
-            try:
-                reply, path = self._execute_unit(buf, unit_start, unit_end, unit_blocks, path)
-            except ScpiError as err:
-                self.push_error(err)
-                continue
-            except Exception as exc:  # noqa: BLE001 - an emulator must never crash its client
-                self.push_error(ScpiError(-200, f"{type(exc).__name__}: {exc}"))
-                continue
-            if reply is not None:
-                replies.append(reply if isinstance(reply, bytes) else reply.encode())
-                queued += len(replies[-1]) + 1
+        try:
+            for count, (unit_start, unit_end, unit_blocks) in enumerate(split_units(buf, start, end, blocks)):
+                too_much = (f"replies of one message passed {self.max_reply_bytes} bytes"
+                            if queued > self.max_reply_bytes else
+                            f"more than {self.max_commands} commands in one message"
+                            if count == self.max_commands else None)
+                if too_much:
+                    self.push_error(ScpiError(-223, f"{too_much}; the rest of the message was discarded"))
+                    break
+                try:
+                    reply, path = self._execute_unit(buf, unit_start, unit_end, unit_blocks, path)
+                except ScpiError as err:
+                    self.push_error(err)
+                    continue
+                except Exception as exc:  # noqa: BLE001 - an emulator must never crash its client
+                    self.push_error(ScpiError(-200, f"{type(exc).__name__}: {exc}"))
+                    continue
+                if reply is not None:
+                    replies.append(reply if isinstance(reply, bytes) else reply.encode())
+                    queued += len(replies[-1]) + 1
+        except ScpiError as err:  # a string left open: the rest of the message is part of it
+            self.push_error(err)
         if replies:
             self.deliver(session, b";".join(replies) + b"\n")
 
-    def _message_faults(self, session: Session, buf: bytearray, blocks: list[tuple[int, int, int]]) -> bool:
+    def _message_faults(self, session: Session, buf: bytearray, blocks: list[Block]) -> bool:
         """Injected faults on an arriving message; False when it is lost."""
         hit = self.faults.fire("message")
         if hit is not None:
@@ -627,24 +395,13 @@ class ScpiInstrument:
             session.output += data
             self._output_ready.notify_all()
 
-    def _execute_unit(self, buf: bytearray, start: int, end: int, blocks: list[tuple[int, int, int]],
+    def _execute_unit(self, buf: bytearray, start: int, end: int, blocks: list[Block],
                       path: list[str]) -> tuple[str | bytes | None, list[str]]:
-        # header: up to the first whitespace
-        i = start
-        while i < end and buf[i] in b" \t\r":
-            i += 1
-        j = i
-        while j < end and buf[j] not in b" \t\r":
-            j += 1
-        if i == j:
-            if any(c not in b" \t\r" for c in buf[start:end]):
-                raise ScpiError(-102, "empty header")
+        found = split_header(buf, start, end)
+        if found is None:
             return None, path  # empty unit, e.g. a trailing ';'
-        try:
-            header = bytes(buf[i:j]).decode("ascii")
-        except UnicodeDecodeError:
-            raise ScpiError(-101, "non-ASCII character in header") from None
-        args = _split_args(buf, j, end, blocks)
+        header, params_start = found
+        args = split_params(buf, params_start, end, blocks)
         is_query = header.endswith("?")
         if is_query:
             header = header[:-1]
@@ -657,14 +414,7 @@ class ScpiInstrument:
             if not names or any(not m for m in names):
                 raise ScpiError(-102, f"malformed header {header!r}")
             full = names if absolute or not path else path + names
-            parts = []
-            for m in full:
-                match = _MNEMONIC_RE.match(m)
-                if not match:
-                    raise ScpiError(-113, f"{header!r}")
-                if len(match.group(2)) > 9:
-                    raise ScpiError(-114, f"{header!r}")
-                parts.append((match.group(1).upper(), match.group(2)))
+            parts = mnemonics(full, header)
             handler, suffixes = self._lookup(is_query, parts, header)
             new_path = full[:-1]
         if is_query:
@@ -672,12 +422,13 @@ class ScpiInstrument:
         handler(args, *suffixes)
         return None, new_path
 
-    def _lookup(self, is_query: bool, parts: list[tuple[str, str]], header: str) -> tuple[Handler, tuple[int, ...]]:
+    def _lookup(self, is_query: bool, parts: list[tuple[str, str]],
+                header: str) -> tuple[Handler, tuple[int, ...]]:
         key = (is_query, tuple(parts))
         if key not in self._cache:
             found = None
             for nodes, handler in (self._queries if is_query else self._commands):
-                suffixes = _match(nodes, parts)
+                suffixes = match_header(nodes, parts)
                 if suffixes is not None:
                     found = (handler, suffixes)
                     break
@@ -752,109 +503,3 @@ class ScpiInstrument:
             raise ScpiError(-108, f"expected one parameter, got {len(args)}")
         return args[0]
 
-
-def _split_units(buf: bytearray, start: int, end: int, blocks: list[tuple[int, int, int]],
-                 limit: int | None = None):
-    """Split a message at ``;`` outside strings and blocks: ``(start, end, blocks)`` units, at
-    most ``limit`` of them. One pass over the (sorted) blocks: many tiny blocks stay linear."""
-    units = []
-    unit_start = i = start
-    taken = next_block = 0  # blocks handed to earlier units; the next block not yet skipped
-    next_semi, next_quote = _Next(buf, b";", end), _Next(buf, b'"', end)
-    while True:
-        semi, quote = next_semi(i), next_quote(i)
-        hash_ = blocks[next_block][0] if next_block < len(blocks) else -1
-        candidates = [p for p in (semi, quote, hash_) if p >= 0]
-        if not candidates:
-            break
-        p = min(candidates)
-        if p == hash_:
-            i = blocks[next_block][2]
-            next_block += 1
-        elif p == quote:
-            close = buf.find(b'"', p + 1, end)
-            i = end if close < 0 else close + 1
-        else:
-            first = taken
-            while taken < len(blocks) and blocks[taken][0] < p:
-                taken += 1
-            units.append((unit_start, p, blocks[first:taken]))
-            unit_start = i = p + 1
-            if limit is not None and len(units) >= limit:
-                return units
-    units.append((unit_start, end, blocks[taken:]))
-    return units
-
-
-def _split_args(buf: bytearray, start: int, end: int, blocks: list[tuple[int, int, int]]) -> list[Arg]:
-    """Comma-separated parameters; a binary block becomes one :class:`Arg` with ``block=True``."""
-    if not blocks and buf.find(b'"', start, end) < 0:
-        raw = bytes(buf[start:end]).strip()
-        if not raw:
-            return []
-        args = []
-        for token in raw.split(b","):
-            token = token.strip()
-            if not token:
-                raise ScpiError(-109, "empty parameter")
-            args.append(Arg(token))
-        return args
-    args = []
-    i = token_start = start
-    next_block = 0
-    block_arg: Arg | None = None
-    next_comma, next_quote = _Next(buf, b",", end), _Next(buf, b'"', end)
-    while True:
-        comma, quote = next_comma(i), next_quote(i)
-        hash_ = blocks[next_block][0] if next_block < len(blocks) else -1
-        candidates = [p for p in (comma, quote, hash_) if p >= 0]
-        if not candidates:
-            break
-        p = min(candidates)
-        if p == hash_:
-            if bytes(buf[token_start:p]).strip():
-                raise ScpiError(-161, "characters before a binary block")
-            _, payload_start, payload_end = blocks[next_block]
-            next_block += 1
-            block_arg = Arg(bytes(buf[payload_start:payload_end]), block=True)
-            i = token_start = payload_end
-        elif p == quote:
-            close = buf.find(b'"', p + 1, end)
-            if close < 0:
-                raise ScpiError(-151, "unterminated string")
-            i = close + 1
-        else:
-            args.append(_finish_arg(buf, token_start, p, block_arg))
-            block_arg = None
-            i = token_start = p + 1
-    if block_arg is not None or bytes(buf[token_start:end]).strip() or args:
-        args.append(_finish_arg(buf, token_start, end, block_arg))
-    return args
-
-
-def _finish_arg(buf: bytearray, start: int, stop: int, block: Arg | None) -> Arg:
-    if block is not None:
-        if bytes(buf[start:stop]).strip():
-            raise ScpiError(-161, "characters after a binary block")
-        return block
-    raw = bytes(buf[start:stop]).strip()
-    if not raw:
-        raise ScpiError(-109, "empty parameter")
-    return Arg(raw)
-
-
-def encode_block(payload: bytes) -> bytes:
-    """IEEE 488.2 definite-length block ``#<n><length><payload>``.
-
-    Kept apart from ``instruments.scpi`` on purpose: the emulator stands for the instrument, so
-    sharing the driver's block code would let one encoding bug hide itself in both ends."""
-    length = str(len(payload)).encode()
-    return b"#" + str(len(length)).encode() + length + payload
-
-
-def decode_int16_block(arg: Arg, little_endian: bool) -> np.ndarray:
-    if not arg.block:
-        raise ScpiError(-104, "expected an IEEE 488.2 binary block")
-    if len(arg.raw) % 2:
-        raise ScpiError(-161, f"block of {len(arg.raw)} bytes is not a whole number of int16 samples")
-    return np.frombuffer(arg.raw, dtype="<i2" if little_endian else ">i2").astype(np.int16)

@@ -192,7 +192,8 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(2) from None
 
 
-def run_plan(plan: Any, device: Any, options: RunOptions, *, resume: Optional[Path] = None) -> Any:
+def run_plan(plan: Any, device: Any, options: RunOptions, *, resume: Optional[Path] = None,
+             force: bool = False) -> Any:
     """Run (or resume) ``plan`` with the standard subscribers: the progress display, and the
     ZeroMQ publisher and control channel when their addresses are given."""
     from spinlab.engine import ProgressDisplay, RunEngine
@@ -218,7 +219,7 @@ def run_plan(plan: Any, device: Any, options: RunOptions, *, resume: Optional[Pa
     try:
         factory = control if server is not None else None
         if resume is not None:
-            return engine.resume(resume, device, subscribers=subscribers, control=factory)
+            return engine.resume(resume, device, force=force, subscribers=subscribers, control=factory)
         return engine.run(plan, device, seed=options.seed, subscribers=subscribers, control=factory)
     finally:
         if server is not None:

@@ -19,12 +19,14 @@ def resume(
     monitor: Optional[str] = MonitorOption,
     control: Optional[str] = ControlOption,
     control_keys: Optional[Path] = ControlKeysOption,
+    force: bool = typer.Option(False, "--force", help="Resume even if the device, its station file or "
+                               "its instruments are not the ones the run started on."),
 ) -> None:
     """Continue an interrupted run from its last completed step, with the same plan, config and seeds."""
     start = time.perf_counter()
     with user_errors():
         result = run_plan(None, device, RunOptions(run_dir.parent, monitor, control, control_keys),
-                          resume=run_dir)
+                          resume=run_dir, force=force)
     summary = {**result.summary, "run_dir": str(result.path), "status": result.status,
                "wall_s": time.perf_counter() - start}
     if json_output:

@@ -6,7 +6,10 @@ run-file writer and the other subscribers, serves pause / resume / abort at ever
 handles SIGINT / SIGTERM / SIGHUP, and on every exit path puts the device's outputs in their
 safe state (bias ramped down, AWG off) before it marks the run ``completed``, ``aborted``,
 ``interrupted`` or ``failed``. ``resume(run_dir)`` continues a run that did not complete from
-its last completed step, with the same plan, config, seed and device address.
+its last completed step, with the same plan, config, seed and device address. A run directory
+is locked while a process runs or resumes it (:mod:`spinlab.engine.rundir`); a resume rebuilds
+its files without losing a step (:func:`spinlab.engine.runfile.recover`) and refuses a device,
+station file or instrument other than the one the run started on unless forced.
 
 Plans see only a :class:`RunContext`. Every call on it is a checkpoint: pending control
 commands are obeyed and a deferred signal is raised there, so no plan calls a checkpoint itself.
@@ -32,13 +35,19 @@ from spinlab.device import Device
 from spinlab.engine.documents import data_keys, now, package_versions, to_jsonable
 from spinlab.engine.plan import Plan, build_plan
 from spinlab.engine.plots import PlotWriter
-from spinlab.engine.runfile import JOURNAL_FILE, RunFileWriter, read_outcome
+from spinlab.engine.rundir import (LOCK_FILE, RunDirLock, absolute_address, address_change,
+                                   address_sha256, identity_change)
+from spinlab.engine.runfile import JOURNAL_FILE, RESERVE_FILE, Recovery, RunFileWriter, read_outcome, recover
 from spinlab.engine.signals import SignalGuard
 from spinlab.errors import ConfigError, RunAborted, RunInterrupted
 from spinlab.registry import open_device
 from spinlab.waveform import Waveform
 
 log = logging.getLogger("spinlab.engine")
+
+#: what a refused resume may do instead
+_FORCE = ("put it back as it was, or resume with --force to continue anyway (the steps measured from "
+          "now on will not match the kept ones)")
 
 Subscriber = Callable[[str, Mapping[str, Any]], None]
 
@@ -306,7 +315,9 @@ class _ActiveRun:
         control = None if self.control is None else (lambda _state: _StageControl(self.checkpoint))
         if (path / JOURNAL_FILE).is_file():
             return engine.resume(path, target, subscribers=relay, control=control)
-        if path.is_dir() and not any(path.iterdir()):  # killed between mkdir and its journal
+        if path.is_dir() and all(p.name in (LOCK_FILE, RESERVE_FILE) for p in path.iterdir()):
+            for leftover in path.iterdir():  # killed between mkdir and its journal
+                leftover.unlink()
             path.rmdir()
         return engine._execute(plan, target, seed=self.seed, run_id=f"{self.run_id}.{self.stages}-{name}",
                                path=path, subscribers=relay, control=control)
@@ -329,64 +340,83 @@ class RunEngine:
         return self._execute(plan, device, seed=int(seed), run_id=run_id,
                              path=self.root / run_id, subscribers=list(subscribers), control=control)
 
-    def resume(self, run_dir: str | Path, device: str | Device | None = None, *,
+    def resume(self, run_dir: str | Path, device: str | Device | None = None, *, force: bool = False,
                subscribers: Iterable[Subscriber] = (),
                control: Callable[[RunState], Any] | None = None) -> RunResult:
         """Continue the run in ``run_dir`` from its last completed step (same plan, config,
-        seed and, unless ``device`` is given, the same device address)."""
+        seed and, unless ``device`` is given, the same device address). The directory is locked
+        first; a device, station file or instrument that is not the one the run started on is
+        refused unless ``force``. Logs what was kept and where measuring starts again."""
         path = Path(run_dir)
-        writer, records = RunFileWriter.rebuild(path, sync_interval_s=self.sync_interval_s)
-        starts = [r for r in records if r.get("doc") == "start"]
-        if not starts:
-            writer.close()
-            raise ConfigError(f"{path}: the journal holds no start document; nothing to resume")
-        first = starts[0]
-        replay = {(r["stream"], int(r["seq"])): r for r in records if r.get("doc") == "event"}
+        lock = RunDirLock(path)  # before anything in the directory is read
         try:
+            recovery = recover(path)
+            first = recovery.start
             plan = build_plan(first["plan"], first.get("config") or {})
+            target = device if device is not None else first.get("address")
+            change = address_change(first, target) if isinstance(target, str) and not force else None
+            if change:
+                raise ConfigError(f"cannot resume {path}: {change}; {_FORCE}")
         except BaseException:
-            writer.close()
+            lock.release()
             raise
-        return self._execute(plan, device if device is not None else first.get("address"),
-                             seed=int(first.get("seed", 0)), run_id=first["run_id"], path=path,
-                             subscribers=list(subscribers), control=control, writer=writer,
-                             replay=replay, resumed=len(starts))
+        starts = sum(1 for r in recovery.records if r.get("doc") == "start")
+        return self._execute(plan, target, seed=int(first.get("seed", 0)), run_id=first["run_id"],
+                             path=path, subscribers=list(subscribers), control=control,
+                             recovery=recovery, lock=lock, force=force, resumed=starts)
 
     # --- the one code path -------------------------------------------------------------------
     def _execute(self, plan: Plan, device: str | Device | None, *, seed: int, run_id: str,
                  path: Path, subscribers: list[Subscriber], control: Callable[[RunState], Any] | None,
-                 writer: RunFileWriter | None = None, replay: Mapping | None = None,
-                 resumed: int = 0) -> RunResult:
-        if plan.needs_device and device is None:
-            raise ConfigError(f"plan {plan.name!r} needs a device address (--device)")
-        with SignalGuard() as guard, locks.current_run(run_id):
-            opened: Device | None = None
-            try:
-                with guard.deferred():  # opening and configuring instruments is not interruptible
-                    if isinstance(device, str):
-                        opened = open_device(device, defaults={"seed": seed})
-                    dev = opened if opened is not None else device
-                    if writer is None:
-                        path.mkdir(parents=True, exist_ok=False)
-                        writer = RunFileWriter(path, sync_interval_s=self.sync_interval_s)
-            except BaseException:
-                if opened is not None:
-                    with guard.shielded():
-                        _safe_close(opened)
-                if writer is not None:
-                    writer.close()
-                raise
-            state = RunState(run_id, plan.name, path)
-            active = _ActiveRun(plan=plan, run_id=run_id, path=path, seed=seed, device=dev,
-                                writer=writer, guard=guard, state=state, replay=replay or {},
-                                sync_interval_s=self.sync_interval_s,
-                                subscribers=[*subscribers, PlotWriter(plan.plots, path)])
-            # control-channel notices: never a checkpoint (the control channel itself sends them)
-            state._publish = lambda topic, payload: active.emit(
-                "telemetry", {"topic": topic, "payload": to_jsonable(dict(payload)), "arrays": {}},
-                checkpoint=False)
-            state.events = _Dropped(active.subscribers)
-            return self._drive(active, plan, dev, opened, control, resumed)
+                 recovery: Recovery | None = None, lock: RunDirLock | None = None,
+                 force: bool = False, resumed: int = 0) -> RunResult:
+        """Run ``plan`` in ``path``: a new directory, or (``recovery``) the locked directory of
+        a run being resumed, whose files are rebuilt once the device is open and checked."""
+        try:
+            if plan.needs_device and device is None:
+                raise ConfigError(f"plan {plan.name!r} needs a device address (--device)")
+            if isinstance(device, str):
+                device = absolute_address(device)
+            with SignalGuard() as guard, locks.current_run(run_id):
+                opened: Device | None = None
+                writer: RunFileWriter | None = None
+                try:
+                    with guard.deferred():  # opening and configuring instruments is not interruptible
+                        if isinstance(device, str):
+                            opened = open_device(device, defaults={"seed": seed})
+                        dev = opened if opened is not None else device
+                        if recovery is None:
+                            path.mkdir(parents=True, exist_ok=False)
+                            lock = RunDirLock(path)
+                            writer = RunFileWriter(path, sync_interval_s=self.sync_interval_s)
+                        else:
+                            _check_identity(path, recovery.start, dev, force)
+                            writer = RunFileWriter.rebuild(path, recovery,
+                                                           sync_interval_s=self.sync_interval_s)
+                            log.warning("resuming %s: %s", run_id, recovery.summary())
+                except BaseException:
+                    if opened is not None:
+                        with guard.shielded():
+                            _safe_close(opened)
+                    if writer is not None:
+                        writer.close()
+                    raise
+                replay = {} if recovery is None else {
+                    (r["stream"], int(r["seq"])): r for r in recovery.records if r.get("doc") == "event"}
+                state = RunState(run_id, plan.name, path)
+                active = _ActiveRun(plan=plan, run_id=run_id, path=path, seed=seed, device=dev,
+                                    writer=writer, guard=guard, state=state, replay=replay,
+                                    sync_interval_s=self.sync_interval_s,
+                                    subscribers=[*subscribers, PlotWriter(plan.plots, path)])
+                # control-channel notices: never a checkpoint (the control channel itself sends them)
+                state._publish = lambda topic, payload: active.emit(
+                    "telemetry", {"topic": topic, "payload": to_jsonable(dict(payload)), "arrays": {}},
+                    checkpoint=False)
+                state.events = _Dropped(active.subscribers)
+                return self._drive(active, plan, dev, opened, control, resumed)
+        finally:
+            if lock is not None:
+                lock.release()
 
     def _drive(self, active: _ActiveRun, plan: Plan, dev: Device | None, opened: Device | None,
                control: Callable[[RunState], Any] | None, resumed: int) -> RunResult:
@@ -397,6 +427,7 @@ class RunEngine:
             active.emit("start", {
                 "kind": plan.name, "plan": plan.name, "config": plan.config_dict(),
                 "seed": active.seed, "address": getattr(dev, "address", None) or None,
+                "address_sha256": address_sha256(getattr(dev, "address", None) or ""),
                 "identity": to_jsonable(dev.identity()) if dev is not None else {},
                 "versions": package_versions(), "path": str(active.path), "started": now(),
                 "resumed": resumed, "nexus": dict(plan.nexus)})
@@ -436,6 +467,16 @@ class RunEngine:
             error.run_path = active.path  # type: ignore[attr-defined]
             raise error
         return RunResult(active.run_id, active.path, status, to_jsonable(summary), active.events)
+
+
+def _check_identity(path: Path, start: Mapping[str, Any], device: Device | None, force: bool) -> None:
+    """Refuse to resume on a device whose identity differs from the one the run started on."""
+    if force or device is None or not start.get("identity"):
+        return
+    change = identity_change(start["identity"], to_jsonable(device.identity()))
+    if change:
+        raise ConfigError(f"cannot resume {path}: the device is not the one the run started on ({change}); "
+                          f"{_FORCE}")
 
 
 def _outputs_off(device: Device) -> None:

@@ -15,14 +15,17 @@ Format: a 16-byte magic, then records ``b"REC1" | uint64 length | uint32 crc32 |
 (little-endian), where the payload is a msgpack map. numpy arrays travel as
 ``{"__nd__": [dtype.str, shape, raw bytes]}`` (numeric, bool and fixed-width string dtypes
 only; never pickle). Reading stops at the first truncated or corrupt record: that is where the
-writer died.
+writer died (a torn tail), or where the file was damaged (:func:`scan` tells which). A length
+field is checked against the file's size before anything is allocated for it.
 """
 from __future__ import annotations
 
+import mmap
 import os
 import struct
 import time
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -111,9 +114,24 @@ class Journal:
         self.path.unlink(missing_ok=True)
 
 
+@dataclass
+class Scan:
+    """What :func:`scan` found: the intact records, where they end, and the file's size."""
+
+    records: list[dict]
+    end: int
+    size: int
+    torn: bool  # the bytes after ``end`` are one record cut short (a writer died), not damage
+
+    @property
+    def damaged(self) -> bool:
+        return self.end < self.size and not self.torn
+
+
 def _records(path: Path) -> Iterator[tuple[int, dict]]:
     """(end offset, record) for every intact record, in order."""
     with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
         if fh.read(len(MAGIC)) != MAGIC:
             raise JournalError(f"{path} is not a spinlab run journal")
         offset = len(MAGIC)
@@ -122,7 +140,7 @@ def _records(path: Path) -> Iterator[tuple[int, dict]]:
             if len(head) < _HEAD.size:
                 return
             tag, length, crc = _HEAD.unpack(head)
-            if tag != _TAG or length > 1 << 40:
+            if tag != _TAG or length > size - offset - _HEAD.size:  # never allocate past the file
                 return
             payload = fh.read(length)
             if len(payload) < length or zlib.crc32(payload) != crc:
@@ -132,8 +150,29 @@ def _records(path: Path) -> Iterator[tuple[int, dict]]:
                                          strict_map_key=False)
             except Exception:  # a checksummed record that does not decode: stop here
                 return
+            if not isinstance(record, dict):
+                return
             offset += _HEAD.size + length
             yield offset, record
+
+
+def scan(path: str | Path) -> Scan:
+    """The intact records of the journal at ``path`` and what follows them."""
+    path = Path(path)
+    records, end = [], len(MAGIC)
+    for end, record in _records(path):
+        records.append(record)
+    size = path.stat().st_size
+    torn = False
+    if end < size:
+        with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as raw:
+            head = raw[end:end + _HEAD.size]
+            # cut short: a partial header, or a good tag whose record runs past the end of the
+            # file, with no record after it (a writer dies inside its last record only)
+            torn = (len(head) < _HEAD.size or (
+                head[:4] == _TAG and _HEAD.unpack(head)[1] > size - end - _HEAD.size)) and \
+                raw.find(_TAG, end + 4) == -1
+    return Scan(records, end, size, torn)
 
 
 def read(path: str | Path) -> list[dict]:

@@ -1,0 +1,219 @@
+"""Ridge (Tikhonov) readouts: closed-form fits of a linear map from states to classes.
+
+:class:`RidgeReadout` is the spoken-digit readout (Torrejon et al.): per-frame one-hot targets,
+standardised states with a bias column, and an utterance's class the argmax of its frame outputs
+summed. :func:`fit_cv` chooses the penalty by grouped k-fold cross-validation from one pass over
+the data. The normal equations are accumulated one utterance at a time, so the full state matrix
+of a data set never exists at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.linalg
+
+from spinlab.errors import ConfigError
+
+
+@dataclass
+class RidgeReadout:
+    """Linear readout with per-frame one-hot targets, feature standardisation and a bias column.
+
+    Fitting solves ``(X^T X + alpha * trace(X^T X)/D * I) W = X^T Y`` (closed form). Scaling
+    ``alpha`` by the mean eigenvalue makes it dimensionless, so one grid suits any device,
+    node count or feature kind. Utterance class: argmax of the frame outputs summed over frames.
+    """
+
+    alpha: float = 1e-4
+    n_classes: int = 10
+    mean: np.ndarray | None = None
+    std: np.ndarray | None = None
+    weights: np.ndarray | None = field(default=None, repr=False)
+
+    def fit(
+        self, states: Sequence[np.ndarray], labels: Sequence[int], weights: Sequence[float] | None = None
+    ) -> RidgeReadout:
+        """Fit on every utterance; ``weights`` (one per utterance) make some count more, e.g. a
+        newly enrolled voice against thousands of known utterances."""
+        labels = _check_labels(labels, len(states), self.n_classes)
+        if weights is not None:
+            weights = np.asarray(weights, dtype=np.float64)
+            if weights.shape != labels.shape or not np.all(weights > 0):
+                raise ConfigError(
+                    f"need one positive weight per utterance ({labels.size}), got shape {weights.shape}"
+                )
+        self.mean, self.std = _standardiser(states, weights)
+        gram, cross, _ = _normal_equations(self._design(states), labels, self.n_classes, weights)
+        self.weights = _solve(gram, cross, self.alpha)
+        return self
+
+    def _design(self, states: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Standardised states with a bias column, one utterance at a time (a generator, so the
+        float64 copy of ~141 k frames x 2,400 states never exists at once)."""
+        for s in states:
+            yield _with_bias((np.asarray(s, dtype=np.float64) - self.mean) / self.std)
+
+    def frame_scores(self, states: np.ndarray) -> np.ndarray:
+        """Readout output ``(frames, n_classes)`` of one utterance."""
+        if self.weights is None:
+            raise ConfigError("RidgeReadout used before fit()")
+        return next(self._design([states])) @ self.weights
+
+    def predict(self, states: Sequence[np.ndarray]) -> np.ndarray:
+        """Class of each utterance: argmax of the readout summed over its frames."""
+        return np.array([int(np.argmax(self.frame_scores(s).sum(axis=0))) for s in states])
+
+    def frame_accuracy(self, states: Sequence[np.ndarray], labels: Sequence[int]) -> float:
+        """Fraction of frames whose own argmax is the utterance's label (per-frame vote)."""
+        hits = total = 0
+        for s, label in zip(states, labels):
+            votes = np.argmax(self.frame_scores(s), axis=1)
+            hits += int(np.sum(votes == label))
+            total += votes.size
+        return hits / total if total else float("nan")
+
+
+def select_alpha(
+    states: Sequence[np.ndarray],
+    labels: Sequence[int],
+    groups: Sequence,
+    alphas: Sequence[float],
+    n_classes: int = 10,
+) -> tuple[float, dict[float, float]]:
+    """Pick the ridge ``alpha`` by k-fold cross-validation over ``groups`` (training set only).
+
+    Each distinct group (e.g. a speaker, or an utterance-index fold) is held out in turn; the
+    score is utterance accuracy (argmax of summed frame outputs). Ties go to the larger alpha
+    (the smoother readout). Returns ``(best_alpha, {alpha: cv_accuracy})``.
+    """
+    readout, scores = fit_cv(states, labels, groups, alphas, n_classes)
+    return readout.alpha, scores
+
+
+def fit_cv(
+    states: Sequence[np.ndarray],
+    labels: Sequence[int],
+    groups: Sequence,
+    alphas: Sequence[float],
+    n_classes: int = 10,
+) -> tuple[RidgeReadout, dict[float, float]]:
+    """Cross-validate alpha over ``groups`` and fit the readout on all ``states`` with the best.
+
+    One pass over the data builds per-group Gram matrices; each fold is the total minus its
+    group, so all folds and alphas cost one eigendecomposition per fold, and the final fit
+    reuses the total. Standardisation statistics come from the whole training set.
+    """
+    labels = _check_labels(labels, len(states), n_classes)
+    groups = np.asarray(groups)
+    if groups.shape != labels.shape:
+        raise ConfigError(f"need one group per utterance ({labels.size}), got shape {groups.shape}")
+    keys = np.unique(groups)
+    if keys.size < 2:
+        raise ConfigError("cross-validation needs at least two groups in the training set")
+    if len(alphas) == 0 or any(not a > 0 for a in alphas):
+        raise ConfigError(f"alphas must be a non-empty list of positive numbers, got {list(alphas)}")
+    readout = RidgeReadout(n_classes=n_classes)
+    readout.mean, readout.std = _standardiser(states)
+    sums, grams, crosses = [], {}, {}
+    for k in keys:
+        members = np.flatnonzero(groups == k)
+        design = readout._design(states[i] for i in members)
+        grams[k], crosses[k], held_sums = _normal_equations(design, labels[members], n_classes)
+        sums.append((members, held_sums))
+    total_gram = sum(grams.values())
+    total_cross = sum(crosses.values())
+    hits = {float(a): 0 for a in alphas}
+    ridge = np.trace(total_gram) / total_gram.shape[0]
+    for k, (members, held_sums) in zip(keys, sums):
+        fold_gram = total_gram - grams[k]
+        fold_cross = total_cross - crosses[k]
+        for a in hits:
+            # Cholesky per (fold, alpha): cheaper than an eigendecomposition per fold for the
+            # few alphas of a grid at D ~ 1000-3000
+            w = _solve(fold_gram, fold_cross, a, ridge)
+            hits[a] += int(np.sum(np.argmax(held_sums @ w, axis=1) == labels[members]))
+    scores = {a: h / len(labels) for a, h in hits.items()}
+    readout.alpha = max(sorted(scores, reverse=True), key=lambda a: scores[a])
+    readout.weights = _solve(total_gram, total_cross, readout.alpha)
+    return readout, scores
+
+
+def _check_labels(labels: Sequence[int], n: int, n_classes: int) -> np.ndarray:
+    labels = np.asarray(labels, dtype=np.int64)
+    if labels.shape != (n,):
+        raise ConfigError(f"need one label per utterance ({n}), got shape {labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+        raise ConfigError(f"labels must be in 0..{n_classes - 1}")
+    if n == 0:
+        raise ConfigError("no training utterances")
+    return labels
+
+
+def _standardiser(
+    states: Sequence[np.ndarray], weights: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature (weighted) mean and std over all frames, accumulated in float64 one utterance
+    at a time (no copy of the whole state matrix)."""
+    count = 0.0
+    total = sq = None
+    for i, s in enumerate(states):
+        s = np.asarray(s, dtype=np.float64)
+        w = 1.0 if weights is None else float(weights[i])
+        total = w * s.sum(axis=0) if total is None else total + w * s.sum(axis=0)
+        sq = w * (s * s).sum(axis=0) if sq is None else sq + w * (s * s).sum(axis=0)
+        count += w * s.shape[0]
+    mean = total / count
+    std = np.sqrt(np.maximum(sq / count - mean * mean, 0.0))
+    return mean, np.where(std > 1e-12 * np.maximum(np.abs(mean), 1.0), std, 1.0)
+
+
+def _with_bias(x: np.ndarray) -> np.ndarray:
+    return np.hstack([x, np.ones((x.shape[0], 1))])
+
+
+def _normal_equations(
+    design: Iterable[np.ndarray], labels: np.ndarray, n_classes: int, weights: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``X^T W X``, ``X^T W Y`` (one-hot frame targets, ``W`` the utterance weights, default 1)
+    and each utterance's summed design row."""
+    gram = cross = None
+    sums: list[np.ndarray] = []
+    chunk: list[np.ndarray] = []
+    pending = 0
+    for i, (x, label) in enumerate(zip(design, labels)):
+        if gram is None:
+            gram = np.zeros((x.shape[1], x.shape[1]))
+            cross = np.zeros((x.shape[1], n_classes))
+        total = x.sum(axis=0)
+        sums.append(total)
+        if weights is not None:  # sqrt(w) on both factors of the Gram, w on the targets
+            total = weights[i] * total
+            x = np.sqrt(weights[i]) * x
+        cross[:, label] += total
+        chunk.append(x)
+        pending += len(x)
+        if pending >= 16384:  # a few large products are far faster than many small ones
+            frames = np.concatenate(chunk)
+            gram += frames.T @ frames
+            chunk, pending = [], 0
+    if gram is None:
+        raise ConfigError("no training utterances")
+    if chunk:
+        frames = np.concatenate(chunk)
+        gram += frames.T @ frames
+    return gram, cross, np.stack(sums)
+
+
+def _solve(gram: np.ndarray, cross: np.ndarray, alpha: float, scale: float | None = None) -> np.ndarray:
+    """Ridge weights; the penalty is ``alpha`` times the mean eigenvalue (``scale``) of the Gram."""
+    ridge = alpha * (np.trace(gram) / gram.shape[0] if scale is None else scale)
+    regularised = gram + ridge * np.eye(gram.shape[0])
+    try:
+        return scipy.linalg.solve(regularised, cross, assume_a="pos")
+    except np.linalg.LinAlgError:
+        # rank-deficient states (e.g. 600 masked copies of 64 channels) with a tiny penalty can
+        # lose positive definiteness to rounding; the symmetric solver does not need it
+        return scipy.linalg.solve(regularised, cross, assume_a="sym")
