@@ -1,6 +1,7 @@
 """`spinlab run PLAN`, generated from each registered plan's config: one name for a setting
 everywhere (flag, `--set` key, sweep `--grid` name, Python keyword, run-file key), help with its
 default and unit, the old commands and flags as aliases."""
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,17 @@ def _fields(name: str) -> dict:
 
 def test_every_registered_plan_is_a_run_command():
     listed = _help("run")
-    assert set(plan_names()) >= {"characterize", "acquire", "spoken-digits", "mackey-glass", "twin-train",
-                                 "twin-eval", "fit-physics", "optimise-spoken-digits", "demo"}
+    assert set(plan_names()) >= {
+        "characterize",
+        "acquire",
+        "spoken-digits",
+        "mackey-glass",
+        "twin-train",
+        "twin-eval",
+        "fit-physics",
+        "optimise-spoken-digits",
+        "demo",
+    }
     for name in plan_names():
         assert plan_command(name) is not None, f"{name} declares no command"
         assert f" {name} " in listed
@@ -62,8 +72,9 @@ def test_every_setting_has_one_name_flag_set_key_grid_name_keyword_and_run_file_
         assert plan_factory(name)(base, **{field: value}).config_dict()[field] == value
         # a sweep's --set and --grid name
         assert SweepSpec(name, device, settings={**base, field: value}).base_config()[field] == value
-        point = SweepSpec(name, device, settings={k: v for k, v in base.items() if k != field},
-                          grid={field: [value]}).points()[0]
+        point = SweepSpec(
+            name, device, settings={k: v for k, v in base.items() if k != field}, grid={field: [value]}
+        ).points()[0]
         assert point.config[field] == value and point.values == {field: value}
         if field == "seed":  # set by the run's own --seed
             assert "--seed" in shown
@@ -74,8 +85,11 @@ def test_every_setting_has_one_name_flag_set_key_grid_name_keyword_and_run_file_
         # a flag named after the field, parsed into the field
         typed = text(value) if value not in (None, [], ()) else None
         if typed is not None:
-            option = flag(field) if kind(info.annotation) is not bool else (
-                flag(field) if value else "--no-" + flag(field)[2:])
+            option = (
+                flag(field)
+                if kind(info.annotation) is not bool
+                else (flag(field) if value else "--no-" + flag(field)[2:])
+            )
             args = [option] if kind(info.annotation) is bool else [option, typed]
             params = command.make_context(name, ["-d", "sim:vortex", *args] if device else args).params
             assert params[field] is not None, f"{name}: {option} did not reach {field}"
@@ -99,8 +113,9 @@ def test_units_come_from_metadata_or_the_name():
     assert unit("step_bias_A", fields["step_bias_A"]) == "A"
     assert unit("sweep_dt_s", fields["sweep_dt_s"]) == "s"
     assert unit("bias_points", fields["bias_points"]) is None
-    assert "Points of the zero-drive bias sweep (a fit of four parameters needs 6). [default: (20)]" in \
-        _help("run", "characterize")
+    assert "Points of the zero-drive bias sweep (a fit of four parameters needs 6). [default: (20)]" in _help(
+        "run", "characterize"
+    )
 
 
 def _config(run_dir: str) -> dict:
@@ -109,12 +124,23 @@ def _config(run_dir: str) -> dict:
 
 
 def test_a_flag_a_set_key_and_the_old_command_give_the_same_run(tmp_path):
-    small = ["--device", "sim:vortex", "--bias-points", "8", "--step-repeats", "64", "--runs-dir", str(tmp_path),
-             "--json"]
+    small = [
+        "--device",
+        "sim:vortex",
+        "--bias-points",
+        "8",
+        "--step-repeats",
+        "64",
+        "--runs-dir",
+        str(tmp_path),
+        "--json",
+    ]
     runs = []
-    for args in (["run", "characterize", "--step-batches", "2", "--sweep-duration-s", "2e-5", *small],
-                 ["run", "characterize", "--set", "step_batches=2", "--set", "sweep_duration_s=2e-5", *small],
-                 ["characterize", "--step-batches", "2", "--set", "sweep_duration_s=2e-5", *small]):
+    for args in (
+        ["run", "characterize", "--step-batches", "2", "--sweep-duration-s", "2e-5", *small],
+        ["run", "characterize", "--set", "step_batches=2", "--set", "sweep_duration_s=2e-5", *small],
+        ["characterize", "--step-batches", "2", "--set", "sweep_duration_s=2e-5", *small],
+    ):
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 0, result.output
         summary = json.loads(result.stdout.strip().splitlines()[-1])
@@ -125,15 +151,46 @@ def test_a_flag_a_set_key_and_the_old_command_give_the_same_run(tmp_path):
     assert runs[0]["threshold_A"] == runs[1]["threshold_A"] == runs[2]["threshold_A"]
 
 
-@pytest.mark.parametrize("old, new", [
-    (["run", "mackey-glass", "--points", "2000", "--nodes", "20", "--alpha", "1e-3", "--data", "mg.txt"],
-     {"n_points": 2000, "n_nodes": 20, "alphas": "1e-3", "data_path": "mg.txt"}),
-    (["run", "spoken-digits", "--nodes", "200", "--mask", "normal", "--features", "mfcc", "--data", "d"],
-     {"n_nodes": 200, "mask_kind": "normal", "feature_kind": "mfcc", "data_dir": "d"}),
-    (["acquire", "--duration", "1e-3"], {"duration_s": 1e-3}),
-    (["twin", "eval", "t.pt", "--drives", "3", "--mumax", "table.txt"],
-     {"argument_": "t.pt", "n_drives": 3, "table": "table.txt"}),
-])
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        (
+            [
+                "run",
+                "mackey-glass",
+                "--points",
+                "2000",
+                "--nodes",
+                "20",
+                "--alpha",
+                "1e-3",
+                "--data",
+                "mg.txt",
+            ],
+            {"n_points": 2000, "n_nodes": 20, "alphas": "1e-3", "data_path": "mg.txt"},
+        ),
+        (
+            [
+                "run",
+                "spoken-digits",
+                "--nodes",
+                "200",
+                "--mask",
+                "normal",
+                "--features",
+                "mfcc",
+                "--data",
+                "d",
+            ],
+            {"n_nodes": 200, "mask_kind": "normal", "feature_kind": "mfcc", "data_dir": "d"},
+        ),
+        (["acquire", "--duration", "1e-3"], {"duration_s": 1e-3}),
+        (
+            ["twin", "eval", "t.pt", "--drives", "3", "--mumax", "table.txt"],
+            {"argument_": "t.pt", "n_drives": 3, "table": "table.txt"},
+        ),
+    ],
+)
 def test_old_flags_reach_the_fields_they_always_set(old, new):
     group = typer.main.get_command(app)
     command = group.get_command(None, old[0])
@@ -146,17 +203,33 @@ def test_old_flags_reach_the_fields_they_always_set(old, new):
 
 
 def test_old_flags_of_settings_inside_a_group_set_that_setting(tmp_path):
-    result = CliRunner().invoke(app, ["twin", "train", "--device", "sim:vortex", "--out", str(tmp_path / "t.pt"),
-                                      "--hidden", "abc", "--runs-dir", str(tmp_path)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "twin",
+            "train",
+            "--device",
+            "sim:vortex",
+            "--out",
+            str(tmp_path / "t.pt"),
+            "--hidden",
+            "abc",
+            "--runs-dir",
+            str(tmp_path),
+        ],
+    )
     assert result.exit_code == 2 and "--hidden" in result.output and not list(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("args, says", [
-    (["run", "characterize", "-d", "sim:vortex", "--bias-points", "3"], "bias_points"),
-    (["run", "characterize", "-d", "sim:vortex", "--set", "nosuch=1"], "nosuch"),
-    (["run", "characterize", "-d", "sim:vortex", "--set", "=1"], "NAME=VALUE"),
-    (["run", "twin-train", "--out", "x.pt"], "--device ADDRESS or --mumax TABLE"),
-])
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["run", "characterize", "-d", "sim:vortex", "--bias-points", "3"], "bias_points"),
+        (["run", "characterize", "-d", "sim:vortex", "--set", "nosuch=1"], "nosuch"),
+        (["run", "characterize", "-d", "sim:vortex", "--set", "=1"], "NAME=VALUE"),
+        (["run", "twin-train", "--out", "x.pt"], "--device ADDRESS or --mumax TABLE"),
+    ],
+)
 def test_bad_settings_are_one_line_and_exit_2(tmp_path, args, says):
     result = CliRunner().invoke(app, [*args, "--runs-dir", str(tmp_path)])
     assert result.exit_code == 2, result.output

@@ -1,5 +1,6 @@
 """`spinlab demo`: the first run on a fresh machine, the same command as `spinlab run demo` (see
 :mod:`spinlab.protocols.demo`)."""
+
 from __future__ import annotations
 
 import typer

@@ -1,5 +1,6 @@
 """`spinlab characterize`: the same command as `spinlab run characterize` (threshold current and
 relaxation time of the device at an address)."""
+
 from __future__ import annotations
 
 import typer

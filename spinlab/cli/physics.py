@@ -5,12 +5,14 @@ tuned for tasks; the same commands as `spinlab run fit-physics` and `run optimis
     spinlab fit-physics runs/x-acquire-y --model vortex --params threshold_A,gamma_G_per_s,Q --method grid
     spinlab optimise spoken-digits --device sim:vortex --data ../shared/datasets/fsdd/recordings
 """
+
 from __future__ import annotations
 
 import typer
 
-optimise_app = typer.Typer(help="Tune a simulator's operating point for a task through its gradients.",
-                           no_args_is_help=True)
+optimise_app = typer.Typer(
+    help="Tune a simulator's operating point for a task through its gradients.", no_args_is_help=True
+)
 
 
 def register(app: typer.Typer) -> None:

@@ -6,6 +6,7 @@ Why generated: a setting has one name everywhere. The field ``n_nodes`` is the f
 help come from the field; what is not a field (old flag names, shorthands, datasets found on this
 machine, the text report) is declared by the plan itself (:class:`spinlab.engine.plan.PlanCommand`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -14,21 +15,32 @@ import inspect
 import time
 import types
 import typing
-from typing import Annotated, Any, Callable, List, Literal, Optional, Union
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, Union
 
 import typer
 from typer.core import TyperGroup
 
-from spinlab.cli.common import DeviceOption, JsonOption, MAX_SEED, RunOptions, emit_json, run_command, run_plan, \
-    user_errors
+from spinlab.cli.common import (
+    MAX_SEED,
+    DeviceOption,
+    JsonOption,
+    RunOptions,
+    emit_json,
+    run_command,
+    run_plan,
+    user_errors,
+)
 
 #: name suffix -> unit, for fields whose metadata names none
 UNIT_SUFFIXES = {"_A": "A", "_s": "s", "_V": "V", "_T": "T", "_K": "K", "_Hz": "Hz"}
 #: fields set by the options every run takes (``--seed``), not by a flag of their own
 RUN_OPTION_FIELDS = ("seed",)
 _ARGUMENT = "argument_"
-_SET_HELP = ("NAME=VALUE: a setting, also one inside a group (GROUP.NAME=VALUE); repeatable. "
-             "The value is JSON, a number or text.")
+_SET_HELP = (
+    "NAME=VALUE: a setting, also one inside a group (GROUP.NAME=VALUE); repeatable. "
+    "The value is JSON, a number or text."
+)
 
 
 def flag(field: str) -> str:
@@ -103,92 +115,157 @@ def _convert(info: Any, value: Any) -> Any:
         from spinlab.sweeps.spec import split_values
 
         return [] if value.strip().lower() in ("", "none") else split_values(value)
-    if isinstance(value, str) and value.strip().lower() == "none" and type(None) in typing.get_args(
-            info.annotation):
+    if (
+        isinstance(value, str)
+        and value.strip().lower() == "none"
+        and type(None) in typing.get_args(info.annotation)
+    ):
         return None
     return value
 
 
 def _seed_option(declared: int) -> Any:
-    return typer.Option(declared, "--seed", min=0, max=MAX_SEED,
-                        help="Seed of every random choice of the run (recorded in the run file); "
-                             "a seed in the device address wins for the device's noise.")
+    return typer.Option(
+        declared,
+        "--seed",
+        min=0,
+        max=MAX_SEED,
+        help="Seed of every random choice of the run (recorded in the run file); "
+        "a seed in the device address wins for the device's noise.",
+    )
 
 
-def generate(name: str) -> Callable[..., None]:
-    """The command function of plan ``name``, its signature built from the plan's config (typer
-    reads it like any command's)."""
-    from spinlab.engine.plan import PlanCommand, default_report, plan_command, plan_factory
+Handler = Callable[[dict[str, Any], dict[str, Any], Any], None]
 
-    declared = plan_command(name) or PlanCommand(config=type(None))
+
+def _to_field(field: str, info: Any) -> Handler:
+    def handle(settings: dict[str, Any], _: dict[str, Any], value: Any) -> None:
+        settings[field] = _convert(info, value)
+
+    return handle
+
+
+def _to_setting(setting: str) -> Handler:
+    def handle(settings: dict[str, Any], _: dict[str, Any], value: Any) -> None:
+        _assign(settings, setting, _parse(value) if isinstance(value, str) else value)
+
+    return handle
+
+
+def _folded(apply: Callable[[dict[str, Any], Any], None]) -> Handler:
+    def handle(settings: dict[str, Any], _: dict[str, Any], value: Any) -> None:
+        apply(settings, value)
+
+    return handle
+
+
+def _to_option(name: str) -> Handler:
+    def handle(_: dict[str, Any], options: dict[str, Any], value: Any) -> None:
+        options[name] = value
+
+    return handle
+
+
+class _Signature:
+    """The parameters of a generated command (typer reads them as a function's signature) and
+    what each one does with its value."""
+
+    def __init__(self) -> None:
+        self.params: list[inspect.Parameter] = []
+        self.handlers: dict[str, Handler] = {}
+
+    def add(self, name: str, default: Any, annotation: Any, handler: Handler | None = None) -> None:
+        self.params.append(
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+        )
+        if handler is not None:
+            self.handlers[name] = handler
+
+
+def _signature(declared: Any) -> _Signature:
+    """Argument, device, one flag per field, old flags, shortcuts and ``--set``."""
     fields = dict(getattr(declared.config, "model_fields", {}))
     aliases: dict[str, list[str]] = {}
     typed: dict[str, Any] = {}
     for old, target in declared.aliases.items():
         setting, typed[old] = target if isinstance(target, tuple) else (target, str)
         aliases.setdefault(setting, []).append(old)
-    params: list[inspect.Parameter] = []
-    #: param -> handler(settings, command-only options, value)
-    handlers: dict[str, Callable[[dict[str, Any], dict[str, Any], Any], None]] = {}
-
-    def add(param: str, default: Any, annotation: Any, handler: Callable[..., None]) -> None:
-        params.append(inspect.Parameter(param, inspect.Parameter.KEYWORD_ONLY, default=default,
-                                        annotation=annotation))
-        handlers[param] = handler
-
+    sig = _Signature()
     if declared.argument:
-        params.append(inspect.Parameter(_ARGUMENT, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Optional[str],
-                                        default=typer.Argument(None, metavar=declared.argument.upper(),
-                                                               show_default=False,
-                                                               help=f"Same as {flag(declared.argument)}.")))
+        sig.params.append(
+            inspect.Parameter(
+                _ARGUMENT,
+                inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                annotation=str | None,
+                default=typer.Argument(
+                    None,
+                    metavar=declared.argument.upper(),
+                    show_default=False,
+                    help=f"Same as {flag(declared.argument)}.",
+                ),
+            )
+        )
     if declared.device == "required":
-        device_default = DeviceOption
-    else:
-        device_default = typer.Option(declared.device_default, "--device", "-d",
-                                      help=DeviceOption.help + (" (optional)" if declared.device_default is None
-                                                                else ""))
-    if declared.device != "none":
-        params.append(inspect.Parameter("device", inspect.Parameter.KEYWORD_ONLY, default=device_default,
-                                        annotation=Optional[str]))
+        sig.add("device", DeviceOption, str | None)
+    elif declared.device == "optional":
+        optional = " (optional)" if declared.device_default is None else ""
+        sig.add(
+            "device",
+            typer.Option(declared.device_default, "--device", "-d", help=DeviceOption.help + optional),
+            str | None,
+        )
     for field, info in fields.items():
         takes = kind(info.annotation)
         if field in RUN_OPTION_FIELDS or takes is None:
             continue
         spelled = [flag(field), *aliases.pop(field, [])]
         if takes is bool:
-            spelled = [f"{flag(field)}/--no-{flag(field)[2:]}", *spelled[1:]]
-        annotation: Any = {list: str, bool: bool}.get(takes, takes)
-        if isinstance(takes, tuple):
-            annotation = _choices(field, takes)
+            spelled[0] = f"{flag(field)}/--no-{flag(field)[2:]}"
+        annotation = _choices(field, takes) if isinstance(takes, tuple) else {list: str}.get(takes, takes)
         shown = "required" if info.is_required() else text(info.default)
-        add(field, typer.Option(None, *spelled, help=field_help(field, info), show_default=shown),
-            Optional[annotation], lambda settings, _, value, info=info, field=field: settings.__setitem__(
-                field, _convert(info, value)))
+        sig.add(
+            field,
+            typer.Option(None, *spelled, help=field_help(field, info), show_default=shown),
+            annotation | None,
+            _to_field(field, info),
+        )
     for setting, olds in aliases.items():  # old flags of settings inside a group
         for old in olds:
-            add("alias_" + old.lstrip("-").replace("-", "_"),
-                typer.Option(None, old, help=f"Same as --set {setting}=VALUE."), Optional[typed[old]],
-                lambda settings, _, value, setting=setting: _assign(
-                    settings, setting, _parse(value) if isinstance(value, str) else value))
+            sig.add(
+                "alias_" + old.lstrip("-").replace("-", "_"),
+                typer.Option(None, old, help=f"Same as --set {setting}=VALUE."),
+                typed[old] | None,
+                _to_setting(setting),
+            )
     for i, shortcut in enumerate(declared.shortcuts):
-        annotation = List[str] if shortcut.kind is list else shortcut.kind
-        if shortcut.apply is not None:
-            apply = (lambda settings, _, value, fold=shortcut.apply: fold(settings, value))
-        else:
-            apply = (lambda _, extras, value, name=shortcut.name: extras.__setitem__(name, value))
-        add(f"shortcut_{i}", typer.Option(None, *shortcut.flags, help=shortcut.help,
-                                          show_default=False if shortcut.apply else text(shortcut.default)),
-            Optional[annotation], apply)
-    groups = [f"{field} ({field_help(field, info).rstrip('.')})" for field, info in fields.items()
-              if kind(info.annotation) is None]
+        annotation = list[str] if shortcut.kind is list else shortcut.kind
+        shown = False if shortcut.apply else text(shortcut.default)
+        handler = _folded(shortcut.apply) if shortcut.apply else _to_option(shortcut.name)
+        sig.add(
+            f"shortcut_{i}",
+            typer.Option(None, *shortcut.flags, help=shortcut.help, show_default=shown),
+            annotation | None,
+            handler,
+        )
+    groups = [
+        f"{field} ({field_help(field, info).rstrip('.')})"
+        for field, info in fields.items()
+        if kind(info.annotation) is None
+    ]
     set_help = _SET_HELP + (f" Groups: {'; '.join(groups)}." if groups else "")
-    params.append(inspect.Parameter("set_", inspect.Parameter.KEYWORD_ONLY, annotation=List[str],
-                                    default=typer.Option([], "--set", help=set_help, show_default=False)))
-    params.append(inspect.Parameter("json_out", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
-                                    default=JsonOption))
-    params.append(inspect.Parameter("run", inspect.Parameter.KEYWORD_ONLY, annotation=RunOptions,
-                                    default=RunOptions()))
-    report = declared.report or default_report
+    sig.add("set_", typer.Option([], "--set", help=set_help, show_default=False), list[str])
+    sig.add("json_out", JsonOption, bool)
+    sig.add("run", RunOptions(), RunOptions)
+    return sig
+
+
+def generate(name: str) -> Callable[..., None]:
+    """The command function of plan ``name``: its options from the plan's config and
+    declaration, then the options every run takes (:func:`~spinlab.cli.common.run_command`)."""
+    from spinlab.engine.plan import PlanCommand, plan_command, plan_factory
+
+    declared = plan_command(name) or PlanCommand(config=type(None))
+    sig = _signature(declared)
 
     def command(**given: Any) -> None:
         options: RunOptions = given.pop("run")
@@ -204,28 +281,33 @@ def generate(name: str) -> Callable[..., None]:
                 settings[declared.argument] = positional
             for param, value in given.items():
                 if value is not None and value != []:
-                    handlers[param](settings, extras, value)
+                    sig.handlers[param](settings, extras, value)
             if declared.prepare is not None:
-                settings = declared.prepare(settings, device=device, runs_dir=options.runs_dir, options=extras)
+                settings = declared.prepare(
+                    settings, device=device, runs_dir=options.runs_dir, options=extras
+                )
             plan = plan_factory(name)(settings)
             result = run_plan(plan, device, options)
             summary = {**result.summary, "run_dir": str(result.path)}
             summary.setdefault("device", device)
             summary.setdefault("wall_s", time.perf_counter() - start)
             if declared.finish is not None:
-                summary = declared.finish(summary, device=device, config=plan.config, options=extras,
-                                          run=lambda other: run_plan(other, device, options))
+                summary = declared.finish(
+                    summary,
+                    device=device,
+                    config=plan.config,
+                    options=extras,
+                    run=lambda other: run_plan(other, device, options),
+                )
         if json_out:
             emit_json(summary)
         else:
-            typer.echo(report(summary))
+            typer.echo(declared.report(summary))
 
-    entry = command
-    entry.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-    entry.__annotations__ = {p.name: p.annotation for p in params}
-    entry.__doc__ = declared.help or _first_line(plan_factory(name).__doc__)
-    seeded = run_command(entry, seed=_seed_option(declared.seed)) if declared.seed else run_command(entry)
-    return seeded
+    command.__signature__ = inspect.Signature(sig.params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in sig.params}
+    command.__doc__ = declared.help or _first_line(plan_factory(name).__doc__)
+    return run_command(command, seed=_seed_option(declared.seed) if declared.seed else None)
 
 
 def _first_line(doc: str | None) -> str:

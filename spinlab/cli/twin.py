@@ -8,6 +8,7 @@ same commands as `spinlab run acquire`, `run twin-train` and `run twin-eval`.
     spinlab twin train --mumax ku_dmi/table.txt --input Ku1.region100,Dind.region100:condition --out kd.pt
     spinlab twin eval kd.pt --mumax ku_dmi/table.txt --span 0.8,1 --json
 """
+
 from __future__ import annotations
 
 import typer
