@@ -47,17 +47,21 @@ class AcquireConfig(Config):
     time).
     """
 
-    duration_s: Positive = Field(5e-3, description="Total device time to record (all recordings, all conditions)")
+    duration_s: Positive = Field(5e-3, description="Total device time to record (all recordings, all "
+                                                   "conditions)")
     dt_s: Positive = Field(1e-7, description="Sample interval of drives and responses")
     record_s: Positive = Field(1e-4, description="Length of one recording")
-    hold_s: tuple[Positive, Positive] = Field((1e-7, 1e-6), description="Hold time range of each random level: "
-                                                                        "MIN,MAX")
-    amplitude_V: Positive = Field(0.4, description="Drive levels are uniform in +-this, clipped to the device "
-                                                   "limit")
-    conditions: dict[str, tuple[float, ...]] = Field(
-        {}, description="Condition name -> values swept (every combination in turn, one recording each per batch)")
-    validation_every: NonNegativeInt = Field(0, description="Every Nth batch (0, N, 2N, ...) is held out; 0: none")
-    validation_repeats: PositiveInt = Field(1, description="Held-out drives are applied this often and averaged")
+    hold_s: tuple[Positive, Positive] = Field((1e-7, 1e-6), description="Hold time range of each random "
+                                                                        "level: MIN,MAX")
+    amplitude_V: Positive = Field(0.4, description="Drive levels are uniform in +-this, clipped to the "
+                                                   "device limit")
+    conditions: dict[str, tuple[float, ...]] = Field({}, description="Condition name -> values swept (every "
+                                                                     "combination in turn, one recording "
+                                                                     "each per batch)")
+    validation_every: NonNegativeInt = Field(0, description="Every Nth batch (0, N, 2N, ...) is held out; "
+                                                            "0: none")
+    validation_repeats: PositiveInt = Field(1, description="Held-out drives are applied this often and "
+                                                           "averaged")
 
     @field_validator("conditions", mode="before")
     @classmethod
@@ -297,7 +301,8 @@ def condition_shortcuts(group: str = "conditions") -> tuple[Shortcut, ...]:
                 raise ConfigError(f"--condition must look like NAME=V1,V2, got {item!r}")
             assign_setting(settings, f"{group}.{name.strip()}", numbers(values, f"--condition {name}"))
 
-    return (Shortcut(("--bias-A",), "Bias currents to sweep, comma separated (A).", sweep("bias_A", "--bias-A")),
+    return (Shortcut(("--bias-A",), "Bias currents to sweep, comma separated (A).",
+                     sweep("bias_A", "--bias-A")),
             Shortcut(("--field-T",), "Fields to sweep, comma separated (T).", sweep("field_T", "--field-T")),
             Shortcut(("--condition",), "Any other condition sweep: NAME=V1,V2 (repeatable).", others, list))
 
@@ -308,7 +313,8 @@ def report(summary: Mapping[str, Any]) -> str:
             f"of device time -> {summary['run_dir']}")
 
 
-@command(config=AcquireConfig, report=report, shortcuts=condition_shortcuts(), aliases={"--duration": "duration_s"},
+@command(config=AcquireConfig, report=report, shortcuts=condition_shortcuts(),
+         aliases={"--duration": "duration_s"},
          help="Record random multi-level drives and the device's responses (twin training data).")
 def plan(config: AcquireConfig | Mapping[str, Any] | None = None, **overrides: Any) -> Plan:
     """The acquisition as a plan (``spinlab acquire``'s defaults unless overridden)."""

@@ -45,13 +45,15 @@ class CharacterizeConfig(Config):
     sweep_duration_s: Positive = Field(60e-6, description="Zero-drive record per bias point")
     sweep_dt_s: Positive = Field(100e-9, description="Sample interval of the bias sweep")
     step_bias_A: float | None = Field(None, description="Operating bias of the step response (none: the "
-                                                        "device's bias if above threshold, else 1.5 x threshold)")
+                                                        "device's bias if above threshold, else 1.5 x "
+                                                        "threshold)")
     step_amplitude_V: Positive = Field(0.12, description="Step height of the step drive")
     step_dt_s: Positive = Field(20e-9, description="Sample interval of the step drive")
     step_hold_s: Positive = Field(1.2e-6, description="Hold of each level of a step repeat (>= ~5 relaxation "
                                                       "times)")
     step_repeats: PositiveInt = Field(4096, description="Step repeats averaged")
-    step_batches: PositiveInt = Field(16, description="Batches the repeats are sent in (one recorded step each)")
+    step_batches: PositiveInt = Field(16, description="Batches the repeats are sent in (one recorded step "
+                                                      "each)")
 
     @model_validator(mode="after")
     def _consistent(self) -> "CharacterizeConfig":
@@ -323,7 +325,8 @@ def report(summary: Mapping[str, Any]) -> str:
     lines = [f"threshold current   {summary['threshold_A'] * 1e3:.4f} mA "
              f"(+- {summary['threshold_err_A'] * 1e3:.4f})",
              f"relaxation time     {summary['relaxation_time_s'] * 1e9:.2f} ns "
-             f"(+- {summary['relaxation_time_err_s'] * 1e9:.2f}) at {summary['relaxation_bias_A'] * 1e3:.3f} mA"]
+             f"(+- {summary['relaxation_time_err_s'] * 1e9:.2f}) "
+             f"at {summary['relaxation_bias_A'] * 1e3:.3f} mA"]
     if summary.get("predicted_relaxation_time_s"):
         lines.append(f"model prediction    {summary['predicted_relaxation_time_s'] * 1e9:.2f} ns")
     lines.append(f"run directory       {summary['run_dir']}")

@@ -46,10 +46,10 @@ class DemoConfig(Config):
     data_dir: str = Field(description="Folder of FSDD .wav recordings (default: $SPINLAB_FSDD, else the "
                                       "`spinlab data fetch fsdd` cache)")
     limit: Annotated[int, Field(ge=2 * spoken_digits.N_CLASSES)] = Field(
-        800, description="Utterances of the stratified FSDD subset (by digit and speaker; 10 % of them test), the "
-                         "same for the twin and the bench")
-    augment_speeds: tuple[float, ...] = Field(
-        (), description="Speed-perturbed training copies (each a pass of the training set through the device)")
+            800, description="Utterances of the stratified FSDD subset (by digit and speaker; 10 % of them "
+                             "test), the same for the twin and the bench")
+    augment_speeds: tuple[float, ...] = Field((), description="Speed-perturbed training copies (each a pass "
+                                                              "of the training set through the device)")
     n_nodes: PositiveInt = Field(spoken_digits.SpokenDigitsConfig.model_fields["n_nodes"].default,
                                  description="Virtual nodes per frame of the spoken-digit reservoir")
     operating_z: Annotated[float, Field(gt=1.0, le=3.0)] = Field(
@@ -57,16 +57,17 @@ class DemoConfig(Config):
     bias_spread: Annotated[float, Field(ge=0.0, lt=0.5)] = Field(
         0.08, description="The twin learns biases operating bias x (1 - spread, 1, 1 + spread)")
     twin_hidden: PositiveInt = Field(32, description="Units per hidden layer of the twin")
-    twin_max_steps: PositiveInt = Field(6000, description="Training steps budget of the twin (it stops sooner at "
-                                                          "twin_target_nrmse)")
-    twin_target_nrmse: Positive = Field(0.1, description="Validation NRMSE at which the twin's training stops")
+    twin_max_steps: PositiveInt = Field(6000, description="Training steps budget of the twin (it stops "
+                                                          "sooner at twin_target_nrmse)")
+    twin_target_nrmse: Positive = Field(0.1, description="Validation NRMSE at which the twin's training "
+                                                         "stops")
     twin_max_duration_s: Positive = Field(2e-2, description="Most device time recorded for the twin")
-    eval_drives: PositiveInt = Field(8, description="Fresh drives the twin is scored on (each applied 4 times and "
-                                                    "averaged)")
-    feature_cache_dir: str | None = Field(None, description="Feature cache folder (none: no cache; the command "
-                                                            "line uses RUNS_DIR/.cache)")
-    threads: PositiveInt = Field(1, description="CPU threads of torch and of numpy's BLAS (1 is fastest when other "
-                                                "jobs share the cores)")
+    eval_drives: PositiveInt = Field(8, description="Fresh drives the twin is scored on (each applied 4 "
+                                                    "times and averaged)")
+    feature_cache_dir: str | None = Field(None, description="Feature cache folder (none: no cache; the "
+                                                            "command line uses RUNS_DIR/.cache)")
+    threads: PositiveInt = Field(1, description="CPU threads of torch and of numpy's BLAS (1 is fastest "
+                                                "when other jobs share the cores)")
 
     @model_validator(mode="after")
     def _digits(self) -> "DemoConfig":
@@ -182,7 +183,8 @@ def report(r: Mapping[str, Any]) -> str:
         f"({r['operating_z']:g} x threshold)",
         f"twin: NRMSE {r['twin_nrmse']:.3f} on fresh drives against the device's mean response "
         f"({r['twin_training_nrmse']:.3f} held out in training, {r['twin_steps']} steps)",
-        f"spoken digits, {r['n_train']} training / {r['n_test']} test utterances (stratified by digit and speaker):",
+        f"spoken digits, {r['n_train']} training / {r['n_test']} test utterances "
+        "(stratified by digit and speaker):",
         f"  bench {100 * r['bench_accuracy']:.1f} %   twin {100 * r['twin_accuracy']:.1f} %   "
         f"no device (masked features, linear) {100 * r['baseline_accuracy']:.1f} %   "
         f"pooled MFCC {100 * r['mfcc_reference_accuracy']:.1f} %",

@@ -315,20 +315,25 @@ class FitConfig(Config):
     horizons: tuple[Annotated[float, Field(gt=0, le=1)], ...] = Field(
         (0.1, 0.3, 1.0), description="grad: fractions of every recording fitted in turn (the last must be 1)")
     max_iterations: PositiveInt = Field(40, description="grad: iterations per horizon")
-    tolerance: Positive = Field(1e-9, description="grad: relative loss change below which a start has converged")
+    tolerance: Positive = Field(1e-9, description="grad: relative loss change below which a start has "
+                                                  "converged")
     grid_points: PositiveInt = Field(6, description="grid: points per parameter")
-    bounds: dict[str, tuple[Positive, Positive]] = Field({}, description="Search box overrides: name -> (lo, hi)")
+    bounds: dict[str, tuple[Positive, Positive]] = Field({}, description="Search box overrides: name -> "
+                                                                         "(lo, hi)")
     fixed: dict[str, float] = Field({}, description="Values of parameters that are not fitted: name -> value")
-    temperature_K: NonNegative | None = Field(None, description="macrospin: temperature of the fitted model as a "
-                                                                "device (none: the recording simulator's)")
+    temperature_K: NonNegative | None = Field(None, description="macrospin: temperature of the fitted model "
+                                                                "as a device (none: the recording "
+                                                                "simulator's)")
     rest_drive_V: float | Literal["auto"] | None = Field(
-        "auto", description="vortex: drive level the device idles at before a record (a number, first or auto: "
-                            "from the run's device)")
-    points_per_sample: PositiveInt | None = Field(None, description="vortex: instants averaged into each response "
-                                                                    "sample (none: from the run's device)")
-    source_run: str = Field("", description="Run directory (written by `spinlab acquire`) whose recordings are "
-                                            "fitted")
-    out: str | None = Field(None, description="Model file to write (none: model.json in the fit's run directory)")
+            "auto", description="vortex: drive level the device idles at before a record (a number, first "
+                                "or auto: from the run's device)")
+    points_per_sample: PositiveInt | None = Field(None, description="vortex: instants averaged into each "
+                                                                    "response sample (none: from the run's "
+                                                                    "device)")
+    source_run: str = Field("", description="Run directory (written by `spinlab acquire`) whose recordings "
+                                            "are fitted")
+    out: str | None = Field(None, description="Model file to write (none: model.json in the fit's run "
+                                              "directory)")
     seed: int = Field(0, description="Seeds the random candidates (the run's --seed when run as a plan)")
 
     @field_validator("params", mode="after")
@@ -487,7 +492,8 @@ def report(summary: Mapping[str, Any]) -> str:
     lines = [f"{name:<22} {entry['value']:.6g} +- {entry['uncertainty']:.2g}"
              for name, entry in summary["params"].items()]
     lines.append(f"loss {summary['loss']:.4g} (NRMSE {summary['nrmse']:.4f})"
-                 + (f", held-out NRMSE {summary['validation_nrmse']:.4f}" if "validation_nrmse" in summary else "")
+                 + (f", held-out NRMSE {summary['validation_nrmse']:.4f}"
+                    if "validation_nrmse" in summary else "")
                  + f", {summary['wall_s']:.1f} s")
     lines.append(f"model: {summary['address']}")
     return "\n".join(lines)

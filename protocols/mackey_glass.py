@@ -49,36 +49,42 @@ REPORTED_HORIZONS = (1, 5, 10)
 class MackeyGlassConfig(Config):
     """Everything that defines a Mackey-Glass run (stored in the run file)."""
 
-    data_path: str | None = Field(None, description="Mackey-Glass series, one value a line (none: generated from "
-                                                    "the delay equation, tau = 17, one sample per time unit)")
-    n_points: Annotated[int, Field(ge=100)] = Field(10_000, description="Input points used (the first of the file)")
+    data_path: str | None = Field(None, description="Mackey-Glass series, one value a line (none: generated "
+                                                    "from the delay equation, tau = 17, one sample per "
+                                                    "time unit)")
+    n_points: Annotated[int, Field(ge=100)] = Field(10_000, description="Input points used (the first of "
+                                                                        "the file)")
     n_nodes: PositiveInt = Field(50, description="Virtual nodes per point")
-    theta_s: Positive | None = Field(None, description="Hold time of one node (none: from the device's time scale: "
-                                                       "2 grid samples of a twin, half an oscillator's relaxation)")
+    theta_s: Positive | None = Field(None, description="Hold time of one node (none: from the device's time "
+                                                       "scale: 2 grid samples of a twin, half an "
+                                                       "oscillator's relaxation)")
     samples_per_node: PositiveInt = Field(2, description="Drive samples per node (drive interval = theta_s / "
                                                          "samples_per_node)")
     node_features: Literal["mean", "samples"] = Field(
         "samples", description="samples (each response sample of a hold is a state) or mean (one per node)")
     drive_fraction: Annotated[float, Field(gt=0, le=1)] = Field(
         1.0, description="Share of the device's drive range used (1: u = +-1 reaches its ends)")
-    input_sigma: Positive = Field(4.0, description="Training standard deviations of the masked input mapped to u = "
-                                                   "+-1 (4 leaves it unclipped)")
+    input_sigma: Positive = Field(4.0, description="Training standard deviations of the masked input mapped "
+                                                   "to u = +-1 (4 leaves it unclipped)")
     bias_A: Positive | None = Field(None, description="DC bias current for devices that take one (none: the "
                                                       "device's)")
-    discard: NonNegativeInt = Field(300, description="Input points at the start whose states are dropped (the "
-                                                     "reservoir's transient)")
+    discard: NonNegativeInt = Field(300, description="Input points at the start whose states are dropped "
+                                                     "(the reservoir's transient)")
     train_fraction: Annotated[float, Field(gt=0, lt=1)] = Field(
         0.5, description="Share of the points after discard that trains the readout; the rest is held out")
     max_horizon: PositiveInt = Field(80, description="Longest prediction horizon (points)")
     alphas: tuple[Positive, ...] = Field(
-        tuple(10.0 ** k for k in range(-14, -1)),
-        description="Ridge penalties (relative to the Gram matrix's mean eigenvalue); with several, each horizon "
-                    "picks its own by blocked CV on the training part")
+            tuple(10.0 ** k for k in range(-14, -1)), description="Ridge penalties (relative to the Gram "
+                                                                  "matrix's mean eigenvalue); with several, "
+                                                                  "each horizon picks its own by blocked "
+                                                                  "CV on the training part")
     cv_folds: Annotated[int, Field(ge=2)] = Field(5, description="Folds of the blocked cross-validation")
-    piece_points: PositiveInt = Field(250, description="Points of each piece of the series driven side by side "
-                                                       "(a simulator integrates a batch in about the time of one)")
-    warmup_points: NonNegativeInt = Field(50, description="Points of the series before each piece whose response "
-                                                          "is dropped (many times the device's memory)")
+    piece_points: PositiveInt = Field(250, description="Points of each piece of the series driven side by "
+                                                       "side (a simulator integrates a batch in about the "
+                                                       "time of one)")
+    warmup_points: NonNegativeInt = Field(50, description="Points of the series before each piece whose "
+                                                          "response is dropped (many times the device's "
+                                                          "memory)")
     pieces_per_step: PositiveInt = Field(64, description="Pieces per recorded step (one device call each)")
 
     @model_validator(mode="after")

@@ -49,21 +49,25 @@ class OptimiseConfig(Config):
 
     protocol: SpokenDigitsConfig = Field(description="The spoken-digit run it starts from")
     subset: Annotated[int, Field(ge=4 * N_CLASSES)] = Field(
-        300, description="Training utterances in the differentiable surrogate (stratified over digits and speakers)")
+            300, description="Training utterances in the differentiable surrogate (stratified over digits "
+                             "and speakers)")
     iterations: PositiveInt = Field(20, description="Adam steps")
     learning_rate: Positive = Field(0.15, description="Adam step size in the bounded coordinates")
-    mask_scale: bool = Field(True, description="Tune the mask scale (input_sigma) too, not only bias and drive "
-                                               "amplitude")
-    ridge_alpha: Positive | None = Field(None, description="Ridge penalty of the surrogate, relative to the mean "
-                                                           "Gram eigenvalue (none: the protocol's grid, scored at "
-                                                           "the start)")
-    score_scale: Positive = Field(10.0, description="Scale of the surrogate's utterance scores in the softmax")
-    bias_margin: Positive = Field(1.02, description="Lowest bias of the search box, as a multiple of the threshold")
+    mask_scale: bool = Field(True, description="Tune the mask scale (input_sigma) too, not only bias and "
+                                               "drive amplitude")
+    ridge_alpha: Positive | None = Field(None, description="Ridge penalty of the surrogate, relative to the "
+                                                           "mean Gram eigenvalue (none: the protocol's "
+                                                           "grid, scored at the start)")
+    score_scale: Positive = Field(10.0, description="Scale of the surrogate's utterance scores in the "
+                                                    "softmax")
+    bias_margin: Positive = Field(1.02, description="Lowest bias of the search box, as a multiple of the "
+                                                    "threshold")
     drive_fraction_range: tuple[Positive, Annotated[float, Field(gt=0, le=1)]] = Field(
         (0.05, 1.0), description="Search box of the drive fraction: LO,HI")
-    input_sigma_range: tuple[Positive, Positive] = Field((0.25, 8.0), description="Search box of input_sigma: LO,HI")
-    chunk_samples: PositiveInt = Field(6_000_000, description="Drive samples per device call (bounds the memory of "
-                                                              "the tangents)")
+    input_sigma_range: tuple[Positive, Positive] = Field(
+            (0.25, 8.0), description="Search box of input_sigma: LO,HI")
+    chunk_samples: PositiveInt = Field(6_000_000, description="Drive samples per device call (bounds the "
+                                                              "memory of the tangents)")
 
     @model_validator(mode="after")
     def _ranges(self) -> "OptimiseConfig":
@@ -292,10 +296,12 @@ def report(summary: Mapping[str, Any]) -> str:
     """What ``spinlab run optimise-spoken-digits`` prints."""
     lines = ["operating point   " + "   ".join(f"{k} {summary['start'][k]:.4g} -> {summary['tuned'][k]:.4g}"
                                                for k in KNOBS),
-             f"surrogate loss    {summary['best']['loss']:.4f} (subset of {summary['subset']} training utterances)"]
+             f"surrogate loss    {summary['best']['loss']:.4f} "
+             f"(subset of {summary['subset']} training utterances)"]
     if "after" in summary:
         lines.append(f"held-out accuracy {100 * summary['before']['accuracy']:.1f} % -> "
-                     f"{100 * summary['after']['accuracy']:.1f} % ({summary['after']['n_test']} test utterances)")
+                     f"{100 * summary['after']['accuracy']:.1f} % "
+                     f"({summary['after']['n_test']} test utterances)")
     lines.append(f"run: {summary['run_dir']}")
     return "\n".join(lines)
 

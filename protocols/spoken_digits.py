@@ -71,33 +71,38 @@ class SpokenDigitsConfig(Config):
     theta_s: Positive = Field(400e-9, description="Hold time of one virtual node")
     samples_per_node: PositiveInt = Field(2, description="AWG samples per node (drive interval = theta_s / "
                                                          "samples_per_node)")
-    node_features: Literal[NODE_FEATURES] = Field(
-        "mean", description="mean (node state = response averaged over its hold) or samples (each sample a state)")
+    node_features: Literal[NODE_FEATURES] = Field("mean", description="mean (node state = response averaged "
+                                                                      "over its hold) or samples (each "
+                                                                      "sample a state)")
     segments: NonNegativeInt = Field(
         3, description="Readout input: states pooled over N parts of each word plus their spread; 0 = "
                        "per-frame readout (frame votes summed), which generalises worse to new voices")
     augment_speeds: tuple[Annotated[float, Field(ge=0.5, le=2.0)], ...] = Field(
-        (0.9, 1.1), description="Training copies of the audio at these speeds (each one more pass through the "
-                                "device), or none")
-    mask_kind: Literal[MASK_KINDS] = Field("binary", description="binary (+-1, Torrejon) or normal mask entries")
+            (0.9, 1.1), description="Training copies of the audio at these speeds (each one more pass "
+                                    "through the device), or none")
+    mask_kind: Literal[MASK_KINDS] = Field("binary", description="binary (+-1, Torrejon) or normal mask "
+                                                                 "entries")
     bias_A: NonNegative = Field(6e-3, description="DC bias current of the oscillator (the bias_A condition)")
     drive_fraction: Annotated[float, Field(gt=0, le=1)] = Field(
         1.0, description="Drive amplitude as a fraction of the device's limits.max_drive_V")
-    input_sigma: Positive = Field(1.75, description="Training standard deviations of the node inputs mapped to the "
-                                                    "amplitude (larger clips less)")
+    input_sigma: Positive = Field(1.75, description="Training standard deviations of the node inputs mapped "
+                                                    "to the amplitude (larger clips less)")
     feature_kind: str = Field("lyon", description="Features: lyon (cochleagram), mfcc or logmel")
     alphas: tuple[Positive, ...] = Field(
-        (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0),
-        description="Ridge penalties tried (relative to the Gram matrix's mean eigenvalue; per-frame readouts "
-                    "want 1e-6..1e-4, pooled ones 1e-2..10)")
+            (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0), description="Ridge penalties tried (relative "
+                                                                         "to the Gram matrix's mean "
+                                                                         "eigenvalue; per-frame readouts "
+                                                                         "want 1e-6..1e-4, pooled ones "
+                                                                         "1e-2..10)")
     cv_folds: Annotated[int, Field(ge=2)] = Field(
         5, description="Cross-validation folds over utterance indices (speaker split: one speaker per fold)")
     limit: Annotated[int, Field(ge=2 * N_CLASSES)] | None = Field(
         None, description="Stratified subset of this many utterances, by digit and speaker (none: all)")
-    max_batch_samples: PositiveInt = Field(64_000_000, description="Most drive samples per device call (batch x "
-                                                                   "padded length); bounds memory per call")
-    feature_cache_dir: str | None = Field(None, description="Feature cache folder (none: no cache; the command "
-                                                            "line uses RUNS_DIR/.cache)")
+    max_batch_samples: PositiveInt = Field(64_000_000, description="Most drive samples per device call "
+                                                                   "(batch x padded length); bounds memory "
+                                                                   "per call")
+    feature_cache_dir: str | None = Field(None, description="Feature cache folder (none: no cache; the "
+                                                            "command line uses RUNS_DIR/.cache)")
 
     @model_validator(mode="after")
     def _consistent(self) -> "SpokenDigitsConfig":
@@ -391,14 +396,16 @@ def _record(ctx: RunContext, config: SpokenDigitsConfig, encoder: Encoder, norma
 
 def report(summary: Mapping[str, Any]) -> str:
     """What ``spinlab run spoken-digits`` prints."""
-    lines = [f"accuracy {100 * summary['accuracy']:.1f} % (frame vote {100 * summary['frame_accuracy']:.1f} %), "
+    lines = [f"accuracy {100 * summary['accuracy']:.1f} % "
+             f"(frame vote {100 * summary['frame_accuracy']:.1f} %), "
              f"no-device baseline {100 * summary['baseline_accuracy']:.1f} %, {summary['n_train']} train / "
              f"{summary['n_test']} test, {summary['wall_s']:.1f} s"]
     lines += [f"  {speaker:<12} {100 * acc:5.1f} %" for speaker, acc in summary["per_speaker"].items()]
     lines.append(f"pooled-MFCC reference (no device) {100 * summary['mfcc_reference_accuracy']:.1f} %")
     lines.append(f"run: {summary['run_dir']}")
     if summary.get("readout"):
-        lines.append(f"readout saved: `spinlab listen --device {summary['device']} --readout {summary['run_dir']}`")
+        lines.append(f"readout saved: `spinlab listen --device {summary['device']} "
+                     f"--readout {summary['run_dir']}`")
     return "\n".join(lines)
 
 
@@ -417,7 +424,8 @@ def command_line_defaults(settings: dict[str, Any], *, device: str | None, runs_
 
 @command(config=SpokenDigitsConfig, report=report, prepare=command_line_defaults,
          help="Spoken-digit recognition with the device as a time-multiplexed reservoir (FSDD).",
-         aliases={"--data": "data_dir", "--nodes": "n_nodes", "--mask": "mask_kind", "--features": "feature_kind"})
+         aliases={"--data": "data_dir", "--nodes": "n_nodes", "--mask": "mask_kind",
+                  "--features": "feature_kind"})
 def plan(config: SpokenDigitsConfig | Mapping[str, Any] | None = None, **overrides: Any) -> Plan:
     """The spoken-digit protocol as a plan (``spinlab run spoken-digits``'s defaults unless
     overridden; ``data_dir`` is required)."""

@@ -28,8 +28,8 @@ from spinlab.analysis.metrics import nrmse
 from spinlab.engine import Plan, RunContext
 from spinlab.engine.plan import command, make_config
 from spinlab.errors import ConfigError
-from spinlab.protocols.acquire import (AcquireConfig, check_conditions, condition_shortcuts, effective_amplitude,
-                                      random_multilevel)
+from spinlab.protocols.acquire import (AcquireConfig, check_conditions, condition_shortcuts,
+                                      effective_amplitude, random_multilevel)
 from spinlab.registry import open_device
 from spinlab.twin.checkpoint import TwinMeta, load_twin
 from spinlab.twin.evaluation import predict
@@ -43,20 +43,22 @@ class EvalConfig(Config):
     checkpoint: str = Field("", description="Twin checkpoint under test (twin.pt)")
     n_drives: PositiveInt = Field(10, description="Fresh random drives per condition")
     record_s: Positive = Field(1e-4, description="Length of one drive")
-    dt_s: Positive = Field(1e-7, description="Sample interval of the drives (the command line takes the twin's)")
-    hold_s: tuple[Positive, Positive] = Field((1e-7, 1e-6), description="Hold time range of each random level: "
-                                                                        "MIN,MAX")
-    amplitude_V: Positive = Field(0.4, description="Drive levels are uniform in +-this, clipped to the device "
-                                                   "limit")
-    conditions: dict[str, tuple[float, ...]] | None = Field(None, description="Condition name -> values scored "
-                                                                              "(none: the device's)")
+    dt_s: Positive = Field(1e-7, description="Sample interval of the drives (the command line takes the "
+                                             "twin's)")
+    hold_s: tuple[Positive, Positive] = Field((1e-7, 1e-6), description="Hold time range of each random "
+                                                                        "level: MIN,MAX")
+    amplitude_V: Positive = Field(0.4, description="Drive levels are uniform in +-this, clipped to the "
+                                                   "device limit")
+    conditions: dict[str, tuple[float, ...]] | None = Field(
+            None, description="Condition name -> values scored (none: the device's)")
     repeats: PositiveInt = Field(1, description="Apply each drive N times; score against the mean")
-    torch_device: str = Field("auto", description="Where the twin computes: auto (a GPU when present), cpu, cuda "
-                                                  "or cuda:N")
-    table: str | None = Field(None, description="Or score the twin free-running on this MuMax3 table.txt (same "
-                                                "columns as its training table)")
-    span: tuple[float, float] = Field((0.0, 1.0), description="MuMax3: the part of the table scored, START,STOP as "
-                                                              "fractions of its length (0.8,1: the last 20 %)")
+    torch_device: str = Field("auto", description="Where the twin computes: auto (a GPU when present), cpu, "
+                                                  "cuda or cuda:N")
+    table: str | None = Field(None, description="Or score the twin free-running on this MuMax3 table.txt "
+                                                "(same columns as its training table)")
+    span: tuple[float, float] = Field((0.0, 1.0), description="MuMax3: the part of the table scored, "
+                                                              "START,STOP as fractions of its length "
+                                                              "(0.8,1: the last 20 %)")
 
     def acquire_config(self) -> AcquireConfig:
         n_cond = int(np.prod([len(v) for v in (self.conditions or {}).values()])) if self.conditions else 1
@@ -287,8 +289,9 @@ def report(summary: Mapping[str, Any]) -> str:
     """What ``spinlab run twin-eval`` prints."""
     if "table" in summary:
         return (f"NRMSE twin vs {summary['table']} (free-running, {summary['points']} points): "
-                f"{summary['nrmse']:.4f}; dominant frequency {summary['twin_dominant_frequency_Hz'] / 1e9:.4g} GHz "
-                f"vs {summary['dominant_frequency_Hz'] / 1e9:.4g} GHz (error {summary['frequency_error']:.2%})\n"
+                f"{summary['nrmse']:.4f}; dominant frequency "
+                f"{summary['twin_dominant_frequency_Hz'] / 1e9:.4g} GHz vs "
+                f"{summary['dominant_frequency_Hz'] / 1e9:.4g} GHz (error {summary['frequency_error']:.2%})\n"
                 f"plot: {summary['plot']}")
     repeats = summary["repeats"]
     lines = [f"NRMSE twin vs device: {summary['nrmse']:.4f} "
@@ -297,13 +300,14 @@ def report(summary: Mapping[str, Any]) -> str:
         lines.append(f"device's own single-shot noise floor: {summary['noise_floor_single_shot']:.4f}; "
                      f"floor of the {repeats}-shot mean: {summary['noise_floor_mean']:.4f}; "
                      f"twin error with that removed: {summary['nrmse_noise_corrected']:.4f}")
-    lines += ["  " + ", ".join(f"{k}={v:.4g}" for k, v in entry.items()) for entry in summary["per_condition"]]
+    lines += ["  " + ", ".join(f"{k}={v:.4g}" for k, v in entry.items())
+              for entry in summary["per_condition"]]
     lines.append(f"plot: {summary['plot']}")
     return "\n".join(lines)
 
 
-@command(config=EvalConfig, report=report, prepare=command_line_defaults, finish=with_plot, argument="checkpoint",
-         device="optional", seed=1000, shortcuts=condition_shortcuts(),
+@command(config=EvalConfig, report=report, prepare=command_line_defaults, finish=with_plot,
+         argument="checkpoint", device="optional", seed=1000, shortcuts=condition_shortcuts(),
          aliases={"--mumax": "table", "--drives": "n_drives"},
          help="Score a twin against a device on fresh random drives, or on a MuMax3 table, and plot both.")
 def plan(config: EvalConfig | Mapping[str, Any] | None = None, **overrides: Any) -> Plan:

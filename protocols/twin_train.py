@@ -41,20 +41,20 @@ class TwinTrainConfig(Config):
     so the whole config is plain JSON (stored in the run file, rebuilt on resume)."""
 
     out: str = Field(description="Checkpoint to write (twin.pt)")
-    source: Literal["device", "mumax3"] = Field("device", description="Train online on the device, or offline on "
-                                                                      "a MuMax3 table")
+    source: Literal["device", "mumax3"] = Field("device", description="Train online on the device, or "
+                                                                      "offline on a MuMax3 table")
     architecture: dict[str, Any] = Field({}, description="The twin's architecture (TwinArchitecture fields)")
     train: dict[str, Any] = Field({}, description="The optimisation (TrainConfig fields)")
     acquire: dict[str, Any] = Field({}, description="Device source: the acquisition (AcquireConfig fields)")
     online: dict[str, Any] = Field({}, description="Device source: the pacing of acquisition by training "
                                                    "(OnlineConfig fields)")
     rest_drive_V: float | Literal["auto"] | None = Field(
-        "auto", description="Drive level the device rests at before a drive: a number, first (the drive's first "
-                            "sample) or auto (whichever fits the held-out data better)")
+            "auto", description="Drive level the device rests at before a drive: a number, first (the "
+                                "drive's first sample) or auto (whichever fits the held-out data better)")
     table: str | None = Field(None, description="MuMax3 source: the table.txt to train on")
     split: dict[str, Any] = Field({}, description="MuMax3 source: how the table is split (MumaxSplit fields)")
-    torch_device: str = Field("auto", description="Where the twin trains: auto (a GPU when present), cpu, cuda "
-                                                  "or cuda:N")
+    torch_device: str = Field("auto", description="Where the twin trains: auto (a GPU when present), cpu, "
+                                                  "cuda or cuda:N")
 
     @model_validator(mode="after")
     def _sections(self) -> "TwinTrainConfig":
@@ -251,7 +251,8 @@ def input_columns(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
             continue
         column, _, role = item.rpartition(":") if ":" in item else (item, "", "drive")
         if role not in roles or not column.strip():
-            raise ConfigError(f"--input items look like COLUMN, COLUMN:drive or COLUMN:condition; got {item!r}")
+            raise ConfigError(f"--input items look like COLUMN, COLUMN:drive or COLUMN:condition; "
+                              f"got {item!r}")
         roles[role].append(column.strip())
     if not roles["drive"]:
         raise ConfigError(f"--input needs at least one drive column (got {text!r})")
@@ -300,7 +301,8 @@ def report(summary: Mapping[str, Any]) -> str:
     lines = [f"twin -> {summary['out']}: best validation NRMSE {summary['best_nrmse']:.4f} "
              f"after {summary['steps']} steps ({summary['stop_reason']})"]
     if "test_nrmse" in summary:
-        lines.append(f"test NRMSE (free-running, {summary['test_points']} points): {summary['test_nrmse']:.4f}")
+        lines.append(f"test NRMSE (free-running, {summary['test_points']} points): "
+                     f"{summary['test_nrmse']:.4f}")
     if "device_time_s" in summary:
         lines.append(f"device time used: {summary['device_time_s'] * 1e3:.3g} ms")
     lines.append(f"run directory: {summary['run_dir']}")
@@ -327,16 +329,22 @@ _OLD_FLAGS: dict[str, str | tuple[str, type]] = {
 }
 
 
+def _noise_injection(settings: dict[str, Any], on: bool) -> None:
+    assign_setting(settings, "train.noise_injection", on)
+
+
+_SHORTCUTS = (
+    *condition_shortcuts("acquire.conditions"),
+    Shortcut(("--input",), "MuMax3 input columns, comma separated, each COLUMN[:drive|:condition]: a drive "
+             "is fast (interpolated), a condition slow (held).", _inputs),
+    Shortcut(("--noise-injection/--no-noise-injection",), "Perturb segment starts with the measured output "
+             "noise.", _noise_injection, bool),
+    Shortcut(("--threads",), "torch threads (1 is fastest for H ~ 64).", kind=int, name="threads", default=1),
+)
+
+
 @command(config=TwinTrainConfig, report=report, prepare=command_line_defaults, device="optional",
-         aliases=_OLD_FLAGS,
-         shortcuts=(*condition_shortcuts("acquire.conditions"),
-                    Shortcut(("--input",), "MuMax3 input columns, comma separated, each COLUMN[:drive|:condition]: "
-                             "a drive is fast (interpolated), a condition slow (held).", _inputs),
-                    Shortcut(("--noise-injection/--no-noise-injection",), "Perturb segment starts with the "
-                             "measured output noise.",
-                             lambda settings, on: assign_setting(settings, "train.noise_injection", on), bool),
-                    Shortcut(("--threads",), "torch threads (1 is fastest for H ~ 64).", kind=int, name="threads",
-                             default=1)),
+         aliases=_OLD_FLAGS, shortcuts=_SHORTCUTS,
          help="Train a twin online on a device (fits while it records) or offline on a MuMax3 table.")
 def plan(config: TwinTrainConfig | Mapping[str, Any] | None = None, **overrides: Any) -> Plan:
     """Twin training as a plan (``spinlab twin train``'s defaults unless overridden)."""

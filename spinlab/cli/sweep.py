@@ -21,9 +21,9 @@ def sweep(
     device: Optional[str] = typer.Option(None, "--device", "-d", help="Device address of every point "
                                          "(sim:vortex, bench:emulated, twin:PATH.pt, ...)."),
     grid: List[str] = typer.Option([], "--grid", help="NAME=V1,V2,...: a swept setting (repeatable; the points "
-                                   "are the product). NAME is a plan setting, named as in `spinlab run PLAN --help` "
-                                   "(--n-nodes: n_nodes), GROUP.SETTING (train.learning_rate) or device.OPTION "
-                                   "(an address option)."),
+                                   "are the product). NAME is a plan setting, named as in "
+                                   "`spinlab run PLAN --help` (--n-nodes: n_nodes), GROUP.SETTING "
+                                   "(train.learning_rate) or device.OPTION (an address option)."),
     settings: List[str] = typer.Option([], "--set", help="NAME=VALUE: a setting fixed for every point "
                                        "(repeatable), e.g. --set data_dir=/data/fsdd --set limit=500. "
                                        "{point} in a text value becomes the point's key."),

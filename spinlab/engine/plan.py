@@ -163,7 +163,8 @@ def build_plan(name: str, config: Mapping[str, Any] | None = None, **overrides: 
 
 
 __all__ = ["Plan", "PlotFunction", "config_dict", "make_config", "plan_names", "plan_factory", "build_plan",
-           "ENTRY_POINT_GROUP", "PlanCommand", "Shortcut", "assign_setting", "command", "plan_command", "default_report"]
+           "ENTRY_POINT_GROUP", "PlanCommand", "Shortcut", "assign_setting", "command", "plan_command",
+           "default_report"]
 
 
 def make_config(cls: type, config: Any = None, overrides: Mapping[str, Any] | None = None) -> Any:
