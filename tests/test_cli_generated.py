@@ -247,3 +247,28 @@ def test_help_is_one_style_units_in_parentheses():
     for name in plan_names():
         shown = _help("run", name)
         assert not re.search(r"\[(A|s|V|T|K|Hz)\]", shown), name
+
+
+def test_a_setting_of_a_nested_model_is_reached_as_group_dot_name(tmp_path):
+    """optimise-spoken-digits holds the spoken-digit config it starts from as ``protocol``."""
+    (tmp_path / "fsdd").mkdir()
+    (tmp_path / "fsdd" / "0_jackson_0.wav").touch()
+    runs = tmp_path / "runs"
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "optimise-spoken-digits",
+            "-d",
+            "sim:vortex",
+            "--data",
+            str(tmp_path / "fsdd"),
+            "--set",
+            "protocol.n_nodes=0",
+            "--runs-dir",
+            str(runs),
+        ],
+    )
+    assert result.exit_code == 2 and not runs.exists()
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "SpokenDigitsConfig: n_nodes" in lines[0], result.output
