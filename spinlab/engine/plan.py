@@ -7,7 +7,9 @@ plots drawn from what it stored. It never opens files, sockets or instruments: t
 Plans are found by name through the ``spinlab.plans`` entry-point group (``characterize``,
 ``acquire``, ``spoken-digits``, ...); a name maps to a factory ``factory(config=None,
 **overrides) -> Plan``. ``spinlab resume`` rebuilds an interrupted run's plan from its name and
-stored config this way, and ``spinlab sweep`` builds one plan per grid point.
+stored config this way, and ``spinlab sweep`` builds one plan per grid point. A factory
+decorated with :func:`command` also declares how ``spinlab run NAME`` offers it (its report, old
+flags, command-line defaults); the flags themselves are generated from its config.
 
 Determinism contract (what makes resume exact): given its config and seed, a plan asks for the
 same steps in the same order, and derives every random choice from ``ctx.rng(name)``.
