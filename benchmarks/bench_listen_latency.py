@@ -82,7 +82,7 @@ def _train(address: str, data: str, root: Path) -> Path:
                                       "--augment-speeds", "none", "--runs-dir", str(root / "runs"), "--json"])
     if result.exit_code != 0:
         raise SystemExit(f"training a readout on {address} failed: {result.output}")
-    return Path(json.loads(result.stdout.strip().splitlines()[-1])["run"])
+    return Path(json.loads(result.stdout.strip().splitlines()[-1])["run_dir"])
 
 
 def _play(readout, device, word: np.ndarray, seed: int, piece_frames: int) -> dict[str, float]:

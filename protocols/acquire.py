@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
-from pydantic import field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from spinlab import Device, Waveform
 from spinlab.config import Config, NonNegativeInt, Positive, PositiveInt
 from spinlab.engine import Plan, RunContext, seed_stream
-from spinlab.engine.plan import make_config
+from spinlab.engine.plan import Shortcut, assign_setting, command, make_config
 from spinlab.errors import ConfigError, SafetyLimitError
 from spinlab.twin.trajectory import Trajectory
 
@@ -47,14 +47,21 @@ class AcquireConfig(Config):
     time).
     """
 
-    duration_s: Positive = 5e-3
-    dt_s: Positive = 1e-7
-    record_s: Positive = 1e-4
-    hold_s: tuple[Positive, Positive] = (1e-7, 1e-6)
-    amplitude_V: Positive = 0.4
-    conditions: dict[str, tuple[float, ...]] = {}
-    validation_every: NonNegativeInt = 0   # every Nth batch (0, N, 2N, ...) is held out; 0: none
-    validation_repeats: PositiveInt = 1    # held-out drives are applied this often and averaged
+    duration_s: Positive = Field(5e-3, description="Total device time to record (all recordings, all "
+                                                   "conditions)")
+    dt_s: Positive = Field(1e-7, description="Sample interval of drives and responses")
+    record_s: Positive = Field(1e-4, description="Length of one recording")
+    hold_s: tuple[Positive, Positive] = Field((1e-7, 1e-6), description="Hold time range of each random "
+                                                                        "level: MIN,MAX")
+    amplitude_V: Positive = Field(0.4, description="Drive levels are uniform in +-this, clipped to the "
+                                                   "device limit")
+    conditions: dict[str, tuple[float, ...]] = Field({}, description="Condition name -> values swept (every "
+                                                                     "combination in turn, one recording "
+                                                                     "each per batch)")
+    validation_every: NonNegativeInt = Field(0, description="Every Nth batch (0, N, 2N, ...) is held out; "
+                                                            "0: none")
+    validation_repeats: PositiveInt = Field(1, description="Held-out drives are applied this often and "
+                                                           "averaged")
 
     @field_validator("conditions", mode="before")
     @classmethod
@@ -272,6 +279,43 @@ def run(ctx: RunContext, config: AcquireConfig) -> dict[str, Any]:
     return summary
 
 
+def numbers(text: str, name: str) -> tuple[float, ...]:
+    """'6e-3,9e-3' -> (0.006, 0.009): a condition sweep as typed."""
+    try:
+        return tuple(float(v) for v in text.replace(";", ",").split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be comma-separated numbers, got {text!r}") from None
+
+
+def condition_shortcuts(group: str = "conditions") -> tuple[Shortcut, ...]:
+    """``--bias-A V1,V2``, ``--field-T V1,V2`` and ``--condition NAME=V1,V2``: condition sweeps
+    (the ``conditions`` setting at ``group``) as the command line spells them."""
+
+    def sweep(name: str, flag: str) -> Any:
+        return lambda settings, text: assign_setting(settings, f"{group}.{name}", numbers(text, flag))
+
+    def others(settings: dict[str, Any], items: list[str]) -> None:
+        for item in items:
+            name, sep, values = item.partition("=")
+            if not sep or not name.strip():
+                raise ConfigError(f"--condition must look like NAME=V1,V2, got {item!r}")
+            assign_setting(settings, f"{group}.{name.strip()}", numbers(values, f"--condition {name}"))
+
+    return (Shortcut(("--bias-A",), "Bias currents to sweep, comma separated (A).",
+                     sweep("bias_A", "--bias-A")),
+            Shortcut(("--field-T",), "Fields to sweep, comma separated (T).", sweep("field_T", "--field-T")),
+            Shortcut(("--condition",), "Any other condition sweep: NAME=V1,V2 (repeatable).", others, list))
+
+
+def report(summary: Mapping[str, Any]) -> str:
+    """What ``spinlab run acquire`` prints."""
+    return (f"recorded {summary['recordings']} drives, {summary['device_time_s'] * 1e3:.3g} ms "
+            f"of device time -> {summary['run_dir']}")
+
+
+@command(config=AcquireConfig, report=report, shortcuts=condition_shortcuts(),
+         aliases={"--duration": "duration_s"},
+         help="Record random multi-level drives and the device's responses (twin training data).")
 def plan(config: AcquireConfig | Mapping[str, Any] | None = None, **overrides: Any) -> Plan:
     """The acquisition as a plan (``spinlab acquire``'s defaults unless overridden)."""
     cfg = make_config(AcquireConfig, config, overrides)
@@ -280,4 +324,5 @@ def plan(config: AcquireConfig | Mapping[str, Any] | None = None, **overrides: A
 
 
 __all__ = ["AcquireConfig", "RecordingBatch", "BatchSource", "random_multilevel",
-           "recording_batches", "device_batches", "run", "plan", "check_conditions", "effective_amplitude"]
+           "recording_batches", "device_batches", "run", "plan", "check_conditions", "effective_amplitude",
+           "condition_shortcuts", "numbers", "report"]

@@ -29,7 +29,7 @@ from scipy.optimize import curve_fit
 from spinlab.config import Config, Positive, PositiveInt
 from spinlab.device import Device
 from spinlab.engine import Plan, RunContext
-from spinlab.engine.plan import make_config
+from spinlab.engine.plan import command, make_config
 from spinlab.errors import ConfigError
 from spinlab.waveform import Waveform
 
@@ -37,25 +37,23 @@ from spinlab.waveform import Waveform
 class CharacterizeConfig(Config):
     """What to measure. ``None`` biases are chosen from the device's limits / the fitted threshold."""
 
-    #: bias sweep: start, stop (None: 95 % of the device's max_bias_A), number of points (a fit of
-    #: four parameters needs at least 6)
-    bias_start_A: float = 0.0
-    bias_stop_A: float | None = None
-    bias_points: Annotated[int, Field(ge=6)] = 20
-    #: zero-drive record per bias point and its sample interval
-    sweep_duration_s: Positive = 60e-6
-    sweep_dt_s: Positive = 100e-9
-    #: operating bias of the step response (None: the device's default bias_A if clearly above
-    #: the fitted threshold, else 1.5 x the threshold, within limits)
-    step_bias_A: float | None = None
-    #: step height (V) and sample interval of the step drive
-    step_amplitude_V: Positive = 0.12
-    step_dt_s: Positive = 20e-9
-    #: how long each level of a step repeat is held (>= ~5 relaxation times)
-    step_hold_s: Positive = 1.2e-6
-    #: repeats averaged, sent in batches (one recorded step each)
-    step_repeats: PositiveInt = 4096
-    step_batches: PositiveInt = 16
+    bias_start_A: float = Field(0.0, description="First bias current of the zero-drive sweep")
+    bias_stop_A: float | None = Field(None, description="Last bias current of the sweep (none: 95 % of the "
+                                                        "device's max_bias_A)")
+    bias_points: Annotated[int, Field(ge=6)] = Field(20, description="Points of the zero-drive bias sweep "
+                                                                     "(a fit of four parameters needs 6)")
+    sweep_duration_s: Positive = Field(60e-6, description="Zero-drive record per bias point")
+    sweep_dt_s: Positive = Field(100e-9, description="Sample interval of the bias sweep")
+    step_bias_A: float | None = Field(None, description="Operating bias of the step response (none: the "
+                                                        "device's bias if above threshold, else 1.5 x "
+                                                        "threshold)")
+    step_amplitude_V: Positive = Field(0.12, description="Step height of the step drive")
+    step_dt_s: Positive = Field(20e-9, description="Sample interval of the step drive")
+    step_hold_s: Positive = Field(1.2e-6, description="Hold of each level of a step repeat (>= ~5 relaxation "
+                                                      "times)")
+    step_repeats: PositiveInt = Field(4096, description="Step repeats averaged")
+    step_batches: PositiveInt = Field(16, description="Batches the repeats are sent in (one recorded step "
+                                                      "each)")
 
     @model_validator(mode="after")
     def _consistent(self) -> "CharacterizeConfig":
@@ -322,6 +320,21 @@ def plot_step_response(datasets: Mapping[str, Any], results: Mapping[str, Any]) 
     return fig
 
 
+def report(summary: Mapping[str, Any]) -> str:
+    """What ``spinlab run characterize`` prints."""
+    lines = [f"threshold current   {summary['threshold_A'] * 1e3:.4f} mA "
+             f"(+- {summary['threshold_err_A'] * 1e3:.4f})",
+             f"relaxation time     {summary['relaxation_time_s'] * 1e9:.2f} ns "
+             f"(+- {summary['relaxation_time_err_s'] * 1e9:.2f}) "
+             f"at {summary['relaxation_bias_A'] * 1e3:.3f} mA"]
+    if summary.get("predicted_relaxation_time_s"):
+        lines.append(f"model prediction    {summary['predicted_relaxation_time_s'] * 1e9:.2f} ns")
+    lines.append(f"run directory       {summary['run_dir']}")
+    return "\n".join(lines)
+
+
+@command(config=CharacterizeConfig, report=report,
+         help="Bias sweep (threshold current) and step response (relaxation time) of a device.")
 def plan(config: CharacterizeConfig | Mapping[str, Any] | None = None, **overrides: Any) -> Plan:
     """Characterisation as a plan (``spinlab characterize``'s defaults unless overridden)."""
     cfg = make_config(CharacterizeConfig, config, overrides)

@@ -29,7 +29,7 @@ from threadpoolctl import threadpool_limits
 
 from spinlab.config import Config, Positive, PositiveInt
 from spinlab.engine import Plan, RunContext, RunResult
-from spinlab.engine.plan import make_config
+from spinlab.engine.plan import command, make_config
 from spinlab.errors import ConfigError
 from spinlab.protocols import characterize, spoken_digits, twin_eval, twin_train
 from spinlab.protocols.acquire import AcquireConfig
@@ -43,29 +43,31 @@ HOLD_S = (2e-7, 2e-6)
 class DemoConfig(Config):
     """What the demo runs; the defaults fit a few minutes on a 2-core machine."""
 
-    data_dir: str
-    #: utterances of the stratified subset both spoken-digit stages use (10 % of them test)
-    limit: Annotated[int, Field(ge=2 * spoken_digits.N_CLASSES)] = 800
-    #: speed-perturbed training copies (spoken digits' augmentation for new voices; each costs a
-    #: pass of the training set through the device; none by default: the test voices are known)
-    augment_speeds: tuple[float, ...] = ()
-    #: virtual nodes per frame of the spoken-digit reservoir
-    n_nodes: PositiveInt = spoken_digits.SpokenDigitsConfig.model_fields["n_nodes"].default
-    #: operating bias = operating_z x the measured threshold current
-    operating_z: Annotated[float, Field(gt=1.0, le=3.0)] = 1.2
-    #: the twin learns biases operating bias x (1 - spread, 1, 1 + spread)
-    bias_spread: Annotated[float, Field(ge=0.0, lt=0.5)] = 0.08
-    twin_hidden: PositiveInt = 32
-    twin_max_steps: PositiveInt = 6000
-    twin_target_nrmse: Positive = 0.1
-    #: most device time recorded for the twin (s)
-    twin_max_duration_s: Positive = 2e-2
-    #: fresh drives the twin is scored on (each applied 4 times and averaged)
-    eval_drives: PositiveInt = 8
-    feature_cache_dir: str | None = None
-    #: CPU threads of torch and of numpy's BLAS while the demo runs (1 is fastest when other jobs
-    #: share the cores: there a 2-thread BLAS solved the readout 5-10x slower)
-    threads: PositiveInt = 1
+    data_dir: str = Field(description="Folder of FSDD .wav recordings (default: $SPINLAB_FSDD, else the "
+                                      "`spinlab data fetch fsdd` cache)")
+    limit: Annotated[int, Field(ge=2 * spoken_digits.N_CLASSES)] = Field(
+            800, description="Utterances of the stratified FSDD subset (by digit and speaker; 10 % of them "
+                             "test), the same for the twin and the bench")
+    augment_speeds: tuple[float, ...] = Field((), description="Speed-perturbed training copies (each a pass "
+                                                              "of the training set through the device)")
+    n_nodes: PositiveInt = Field(spoken_digits.SpokenDigitsConfig.model_fields["n_nodes"].default,
+                                 description="Virtual nodes per frame of the spoken-digit reservoir")
+    operating_z: Annotated[float, Field(gt=1.0, le=3.0)] = Field(
+        1.2, description="Operating bias as a multiple of the measured threshold current")
+    bias_spread: Annotated[float, Field(ge=0.0, lt=0.5)] = Field(
+        0.08, description="The twin learns biases operating bias x (1 - spread, 1, 1 + spread)")
+    twin_hidden: PositiveInt = Field(32, description="Units per hidden layer of the twin")
+    twin_max_steps: PositiveInt = Field(6000, description="Training steps budget of the twin (it stops "
+                                                          "sooner at twin_target_nrmse)")
+    twin_target_nrmse: Positive = Field(0.1, description="Validation NRMSE at which the twin's training "
+                                                         "stops")
+    twin_max_duration_s: Positive = Field(2e-2, description="Most device time recorded for the twin")
+    eval_drives: PositiveInt = Field(8, description="Fresh drives the twin is scored on (each applied 4 "
+                                                    "times and averaged)")
+    feature_cache_dir: str | None = Field(None, description="Feature cache folder (none: no cache; the "
+                                                            "command line uses RUNS_DIR/.cache)")
+    threads: PositiveInt = Field(1, description="CPU threads of torch and of numpy's BLAS (1 is fastest "
+                                                "when other jobs share the cores)")
 
     @model_validator(mode="after")
     def _digits(self) -> "DemoConfig":
@@ -172,6 +174,33 @@ def _stages(ctx: RunContext, config: DemoConfig) -> dict[str, Any]:
     return report
 
 
+def report(r: Mapping[str, Any]) -> str:
+    """The report a newcomer reads (``spinlab demo``)."""
+    stages = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in r["stage_s"].items())
+    return "\n".join([
+        f"device {r['device']}: threshold {r['threshold_A'] * 1e3:.3f} mA, relaxation time "
+        f"{r['relaxation_time_s'] * 1e9:.0f} ns; operating point {r['bias_A'] * 1e3:.2f} mA "
+        f"({r['operating_z']:g} x threshold)",
+        f"twin: NRMSE {r['twin_nrmse']:.3f} on fresh drives against the device's mean response "
+        f"({r['twin_training_nrmse']:.3f} held out in training, {r['twin_steps']} steps)",
+        f"spoken digits, {r['n_train']} training / {r['n_test']} test utterances "
+        "(stratified by digit and speaker):",
+        f"  bench {100 * r['bench_accuracy']:.1f} %   twin {100 * r['twin_accuracy']:.1f} %   "
+        f"no device (masked features, linear) {100 * r['baseline_accuracy']:.1f} %   "
+        f"pooled MFCC {100 * r['mfcc_reference_accuracy']:.1f} %",
+        f"  device calls: bench {r['bench_device_s']:.1f} s, twin {r['twin_device_s']:.1f} s "
+        f"(twin {r['speed_ratio']:.2g}x the bench's speed)",
+        f"stages: {stages}; total {r['wall_s'] / 60:.1f} min",
+        "plots: " + "  ".join(r["plots"]),
+        f"run files: {r['run_dir']}/run.h5 and stages/*/run.h5; twin {r['twin']}",
+        f"try next: spinlab listen --device {r['device']} --readout {r['readout']}",
+    ])
+
+
+@command(config=DemoConfig, report=report, prepare=spoken_digits.command_line_defaults, device="optional",
+         device_default="bench:emulated", monitor="tcp://127.0.0.1:0",
+         aliases={"--data": "data_dir", "--twin-steps": "twin_max_steps"},
+         help="Characterise the emulated bench, train its twin through it, recognise spoken digits on both.")
 def plan(config: DemoConfig | Mapping[str, Any] | None = None, **overrides: Any) -> Plan:
     """The demo as a plan (``spinlab demo``'s defaults unless overridden; ``data_dir`` is required)."""
     cfg = make_config(DemoConfig, config, overrides)

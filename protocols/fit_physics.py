@@ -52,6 +52,7 @@ from spinlab.analysis.fitting import BoxObjective, Trace, descend, grid_search, 
 from spinlab.analysis.metrics import nrmse
 from spinlab.config import Config, NonNegative, Positive, PositiveInt
 from spinlab.engine import Plan, RunContext
+from spinlab.engine.plan import Shortcut, assign_setting, command
 from spinlab.errors import ConfigError
 from spinlab.sim_backends.macrospin import MacrospinParams, response_and_jacobian
 from spinlab.sim_backends.model_file import save_model
@@ -306,34 +307,34 @@ def scope_points_per_sample(identity: Mapping[str, Any], dt_s: float) -> int:
 class FitConfig(Config):
     """What to fit and how (stored in the fit's run file)."""
 
-    model: str
-    params: tuple[str, ...]
-    method: str = "grad"
-    #: random candidates scored before the descent, and how many of the best start it
-    screen: PositiveInt = 64
-    starts: PositiveInt = 8
-    #: fractions of every recording the descent fits, in turn (the last must be 1)
-    horizons: tuple[Annotated[float, Field(gt=0, le=1)], ...] = (0.1, 0.3, 1.0)
-    max_iterations: PositiveInt = 40
-    #: relative loss change below which a start has converged
-    tolerance: Positive = 1e-9
-    #: grid points per parameter (``grid``)
-    grid_points: PositiveInt = 6
-    #: search box overrides (name -> (lo, hi)) and fixed values of other parameters
-    bounds: dict[str, tuple[Positive, Positive]] = {}
-    fixed: dict[str, float] = {}
-    #: macrospin: temperature of the fitted model as a device (None: the recording simulator's)
-    temperature_K: NonNegative | None = None
-    #: vortex: drive level the device idles at before a record ("auto": from the run's device)
-    #: and the instants averaged into each response sample (None: from the run's device)
-    rest_drive_V: float | Literal["auto"] | None = "auto"
-    points_per_sample: PositiveInt | None = None
-    #: the run directory (written by ``spinlab acquire``) whose recordings are fitted, and the
-    #: model file to write (default: ``model.json`` in the fit's own run directory)
-    source_run: str = ""
-    out: str | None = None
-    #: seeds the random candidates (the run's seed when run as a plan)
-    seed: int = 0
+    model: str = Field(description="Physical model: macrospin or vortex")
+    params: tuple[str, ...] = Field(description="Parameter names to fit, comma separated")
+    method: str = Field("grad", description="grad (gradient-based, multi-start) or grid (baseline)")
+    screen: PositiveInt = Field(64, description="grad: random candidates scored before the descent")
+    starts: PositiveInt = Field(8, description="grad: descents started from the best screened candidates")
+    horizons: tuple[Annotated[float, Field(gt=0, le=1)], ...] = Field(
+        (0.1, 0.3, 1.0), description="grad: fractions of every recording fitted in turn (the last must be 1)")
+    max_iterations: PositiveInt = Field(40, description="grad: iterations per horizon")
+    tolerance: Positive = Field(1e-9, description="grad: relative loss change below which a start has "
+                                                  "converged")
+    grid_points: PositiveInt = Field(6, description="grid: points per parameter")
+    bounds: dict[str, tuple[Positive, Positive]] = Field({}, description="Search box overrides: name -> "
+                                                                         "(lo, hi)")
+    fixed: dict[str, float] = Field({}, description="Values of parameters that are not fitted: name -> value")
+    temperature_K: NonNegative | None = Field(None, description="macrospin: temperature of the fitted model "
+                                                                "as a device (none: the recording "
+                                                                "simulator's)")
+    rest_drive_V: float | Literal["auto"] | None = Field(
+            "auto", description="vortex: drive level the device idles at before a record (a number, first "
+                                "or auto: from the run's device)")
+    points_per_sample: PositiveInt | None = Field(None, description="vortex: instants averaged into each "
+                                                                    "response sample (none: from the run's "
+                                                                    "device)")
+    source_run: str = Field("", description="Run directory (written by `spinlab acquire`) whose recordings "
+                                            "are fitted")
+    out: str | None = Field(None, description="Model file to write (none: model.json in the fit's run "
+                                              "directory)")
+    seed: int = Field(0, description="Seeds the random candidates (the run's --seed when run as a plan)")
 
     @field_validator("params", mode="after")
     @classmethod
@@ -458,6 +459,50 @@ def run(ctx: RunContext, config: FitConfig) -> dict[str, Any]:
     return summary
 
 
+def _box(settings: dict[str, Any], items: list[str]) -> None:
+    for item in items:
+        name, sep, box = item.partition("=")
+        lo, colon, hi = box.partition(":")
+        try:
+            if not sep or not colon or not name.strip():
+                raise ValueError(item)
+            assign_setting(settings, f"bounds.{name.strip()}", (float(lo), float(hi)))
+        except ValueError:
+            raise ConfigError(f"--bounds must look like NAME=LO:HI, got {item!r}") from None
+
+
+def command_line_defaults(settings: dict[str, Any], *, device: str | None, runs_dir: Any,
+                          options: Mapping[str, Any]) -> dict[str, Any]:
+    """A name that is no setting of the fit is a fixed model parameter (``--set Q=2`` is
+    ``--set fixed.Q=2``); ``first`` is the rest drive None; a wrong run directory is refused
+    before a run directory is made."""
+    for name in [k for k in settings if k not in FitConfig.model_fields]:
+        assign_setting(settings, f"fixed.{name}", settings.pop(name))
+    if isinstance(settings.get("model"), str):
+        settings["model"] = settings["model"].strip().lower()
+    if str(settings.get("rest_drive_V")).lower() == "first":
+        settings["rest_drive_V"] = None
+    if settings.get("source_run"):
+        read_run(settings["source_run"])
+    return settings
+
+
+def report(summary: Mapping[str, Any]) -> str:
+    """What ``spinlab run fit-physics`` prints."""
+    lines = [f"{name:<22} {entry['value']:.6g} +- {entry['uncertainty']:.2g}"
+             for name, entry in summary["params"].items()]
+    lines.append(f"loss {summary['loss']:.4g} (NRMSE {summary['nrmse']:.4f})"
+                 + (f", held-out NRMSE {summary['validation_nrmse']:.4f}"
+                    if "validation_nrmse" in summary else "")
+                 + f", {summary['wall_s']:.1f} s")
+    lines.append(f"model: {summary['address']}")
+    return "\n".join(lines)
+
+
+@command(config=FitConfig, report=report, prepare=command_line_defaults, argument="source_run", device="none",
+         aliases={"-o": "out"},
+         shortcuts=(Shortcut(("--bounds",), "Search box NAME=LO:HI (repeatable).", _box, list),),
+         help="Fit a physical model's parameters to a recorded run (gradient-based or grid search).")
 def plan(config: FitConfig | Mapping[str, Any] | None = None, **overrides: Any) -> Plan:
     """The fit as a plan (``spinlab fit-physics``'s defaults unless overridden); it reads the
     run in ``source_run`` and needs no device."""

@@ -33,7 +33,7 @@ from pydantic import Field, model_validator
 from spinlab.config import Config, Positive, PositiveInt
 from spinlab.device import Device
 from spinlab.engine import Plan, RunContext, seed_stream
-from spinlab.engine.plan import make_config
+from spinlab.engine.plan import Shortcut, command, make_config
 from spinlab.errors import ConfigError
 from spinlab.features import ChannelNormalizer, FeatureConfig, utterance_features
 from spinlab.reservoir import Encoder, length_batches, make_mask, node_states, pack
@@ -47,24 +47,27 @@ KNOBS = ("bias_A", "drive_fraction", "input_sigma")
 class OptimiseConfig(Config):
     """What to tune and how; ``protocol`` is the spoken-digit run it starts from."""
 
-    protocol: SpokenDigitsConfig
-    #: training utterances in the surrogate (stratified over digits and speakers)
-    subset: Annotated[int, Field(ge=4 * N_CLASSES)] = 300
-    iterations: PositiveInt = 20
-    learning_rate: Positive = 0.15
-    #: tune the mask scale (input_sigma) too, not only bias and drive amplitude
-    mask_scale: bool = True
-    #: ridge regularisation of the surrogate (relative to the mean Gram eigenvalue; None: the
-    #: protocol's alpha grid scored at the starting point) and the scale of its utterance
-    #: scores in the softmax
-    ridge_alpha: Positive | None = None
-    score_scale: Positive = 10.0
-    #: search box: bias from just above threshold to the limit, drive fraction, input_sigma
-    bias_margin: Positive = 1.02
-    drive_fraction_range: tuple[Positive, Annotated[float, Field(gt=0, le=1)]] = (0.05, 1.0)
-    input_sigma_range: tuple[Positive, Positive] = (0.25, 8.0)
-    #: drive samples per device call (bounds the memory of the tangents)
-    chunk_samples: PositiveInt = 6_000_000
+    protocol: SpokenDigitsConfig = Field(description="The spoken-digit run it starts from")
+    subset: Annotated[int, Field(ge=4 * N_CLASSES)] = Field(
+            300, description="Training utterances in the differentiable surrogate (stratified over digits "
+                             "and speakers)")
+    iterations: PositiveInt = Field(20, description="Adam steps")
+    learning_rate: Positive = Field(0.15, description="Adam step size in the bounded coordinates")
+    mask_scale: bool = Field(True, description="Tune the mask scale (input_sigma) too, not only bias and "
+                                               "drive amplitude")
+    ridge_alpha: Positive | None = Field(None, description="Ridge penalty of the surrogate, relative to the "
+                                                           "mean Gram eigenvalue (none: the protocol's "
+                                                           "grid, scored at the start)")
+    score_scale: Positive = Field(10.0, description="Scale of the surrogate's utterance scores in the "
+                                                    "softmax")
+    bias_margin: Positive = Field(1.02, description="Lowest bias of the search box, as a multiple of the "
+                                                    "threshold")
+    drive_fraction_range: tuple[Positive, Annotated[float, Field(gt=0, le=1)]] = Field(
+        (0.05, 1.0), description="Search box of the drive fraction: LO,HI")
+    input_sigma_range: tuple[Positive, Positive] = Field(
+            (0.25, 8.0), description="Search box of input_sigma: LO,HI")
+    chunk_samples: PositiveInt = Field(6_000_000, description="Drive samples per device call (bounds the "
+                                                              "memory of the tangents)")
 
     @model_validator(mode="after")
     def _ranges(self) -> "OptimiseConfig":
@@ -260,6 +263,56 @@ def run(ctx: RunContext, config: OptimiseConfig) -> dict[str, Any]:
     return summary
 
 
+def command_line_defaults(settings: dict[str, Any], *, device: str | None, runs_dir: Any,
+                          options: Mapping[str, Any]) -> dict[str, Any]:
+    """The spoken-digit run it starts from gets the command line's defaults (FSDD found on this
+    machine, features cached under the runs directory)."""
+    from spinlab.protocols.spoken_digits import command_line_defaults as digits_defaults
+
+    protocol = settings.setdefault("protocol", {})
+    if isinstance(protocol, dict):
+        digits_defaults(protocol, device=device, runs_dir=runs_dir, options=options)
+    return settings
+
+
+def before_and_after(summary: dict[str, Any], *, config: OptimiseConfig, options: Mapping[str, Any],
+                     run: Callable[[Plan], Any], **_: Any) -> dict[str, Any]:
+    """With ``--evaluate`` (the default) the spoken-digit protocol itself runs before and after
+    tuning and its held-out accuracy is reported."""
+    from spinlab.protocols.spoken_digits import plan as digits_plan
+
+    tuned = make_config(SpokenDigitsConfig, summary.pop("protocol"))
+    if options["evaluate"]:
+        for label, cfg in (("before", config.protocol), ("after", tuned)):
+            done = run(digits_plan(cfg))
+            summary[label] = {"accuracy": done.summary["accuracy"], "n_test": done.summary["n_test"],
+                              "bias_A": cfg.bias_A, "drive_fraction": cfg.drive_fraction,
+                              "input_sigma": cfg.input_sigma, "run_dir": str(done.path)}
+        summary["improvement"] = summary["after"]["accuracy"] - summary["before"]["accuracy"]
+    return summary
+
+
+def report(summary: Mapping[str, Any]) -> str:
+    """What ``spinlab run optimise-spoken-digits`` prints."""
+    lines = ["operating point   " + "   ".join(f"{k} {summary['start'][k]:.4g} -> {summary['tuned'][k]:.4g}"
+                                               for k in KNOBS),
+             f"surrogate loss    {summary['best']['loss']:.4f} "
+             f"(subset of {summary['subset']} training utterances)"]
+    if "after" in summary:
+        lines.append(f"held-out accuracy {100 * summary['before']['accuracy']:.1f} % -> "
+                     f"{100 * summary['after']['accuracy']:.1f} % "
+                     f"({summary['after']['n_test']} test utterances)")
+    lines.append(f"run: {summary['run_dir']}")
+    return "\n".join(lines)
+
+
+@command(config=OptimiseConfig, report=report, prepare=command_line_defaults, finish=before_and_after,
+         aliases={"--data": "protocol.data_dir", "--bias-A": "protocol.bias_A",
+                  "--drive-fraction": "protocol.drive_fraction", "--input-sigma": "protocol.input_sigma",
+                  "--nodes": "protocol.n_nodes", "--limit": "protocol.limit"},
+         shortcuts=(Shortcut(("--evaluate/--no-evaluate",), "Run the protocol before and after and report "
+                             "held-out accuracy.", kind=bool, name="evaluate", default=True),),
+         help="Tune bias, drive amplitude and mask scale of a differentiable simulator for spoken digits.")
 def plan(config: OptimiseConfig | Mapping[str, Any] | None = None, **overrides: Any) -> Plan:
     """Task-level optimisation as a plan (``spinlab optimise spoken-digits``'s defaults unless
     overridden); ``protocol`` holds the spoken-digit config it starts from."""

@@ -50,7 +50,7 @@ from spinlab.readout import DigitReadout, TrainingStates, mfcc_reference
 from spinlab.reservoir import (MASK_KINDS, NODE_FEATURES, Encoder, device_states, length_batches, make_mask,
                                pool_states)
 from spinlab.engine import Plan, RunContext
-from spinlab.engine.plan import make_config
+from spinlab.engine.plan import command, make_config
 
 SPLITS = ("standard", "speaker")
 #: Utterance indices below this are the test set of the standard FSDD split.
@@ -61,50 +61,48 @@ N_CLASSES = 10
 class SpokenDigitsConfig(Config):
     """Everything that defines a spoken-digit run (stored in the run file)."""
 
-    data_dir: str
-    #: ``standard``: utterance indices 0-4 test, 5-49 train. ``speaker``: test on ``test_speaker``,
-    #: train on every other speaker.
-    split: Literal["standard", "speaker"] = "standard"
-    test_speaker: str | None = None
-    #: Virtual nodes per frame.
-    n_nodes: PositiveInt = 600
-    #: Hold time of one virtual node (s).
-    theta_s: Positive = 400e-9
-    #: AWG samples per node; the drive's sample interval is ``theta_s / samples_per_node``.
-    samples_per_node: PositiveInt = 2
-    #: ``mean``: node state = response averaged over its hold; ``samples``: each sample is a state.
-    node_features: Literal[NODE_FEATURES] = "mean"
-    #: Readout input per utterance: states averaged over this many equal parts of the word plus
-    #: their spread over the word (:func:`~spinlab.reservoir.pool_states`); 0 = Torrejon's
-    #: per-frame readout (frame votes summed), which generalises worse to new voices.
-    segments: NonNegativeInt = 3
-    #: Training copies of the audio at these speeds (new voices: tempo, pitch and formants move
-    #: together); each costs one more pass of the training set through the device.
-    augment_speeds: tuple[Annotated[float, Field(ge=0.5, le=2.0)], ...] = (0.9, 1.1)
-    #: ``binary`` (+-1, Torrejon) or ``normal`` mask entries.
-    mask_kind: Literal[MASK_KINDS] = "binary"
-    #: DC bias current of the oscillator (A), applied as the ``bias_A`` condition.
-    bias_A: NonNegative = 6e-3
-    #: Drive amplitude as a fraction of the device's ``limits.max_drive_V``.
-    drive_fraction: Annotated[float, Field(gt=0, le=1)] = 1.0
-    #: Node inputs are scaled so ``input_sigma`` standard deviations (training set) reach the
-    #: amplitude; larger values clip less (clipping is itself a nonlinearity outside the device).
-    input_sigma: Positive = 1.75
-    #: Features: ``lyon`` (cochleagram), ``mfcc`` or ``logmel``.
-    feature_kind: str = "lyon"
-    #: Ridge regularisation grid (relative to the mean eigenvalue of the Gram matrix).
-    #: The per-frame readout fits ~100 k frames and wants little (1e-6..1e-4); the pooled one
-    #: fits one row per utterance and wants more (1e-2..10).
-    alphas: tuple[Positive, ...] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
-    #: Cross-validation folds over utterance indices (standard split); the speaker split holds
-    #: out one training speaker per fold instead.
-    cv_folds: Annotated[int, Field(ge=2)] = 5
-    #: Use a stratified subset of this many utterances (by digit and speaker); None = all.
-    limit: Annotated[int, Field(ge=2 * N_CLASSES)] | None = None
-    #: Most drive samples per device call (batch x padded length); bounds memory per call.
-    max_batch_samples: PositiveInt = 64_000_000
-    #: Where the feature cache (.npz) lives; None = no cache.
-    feature_cache_dir: str | None = None
+    data_dir: str = Field(description="Folder of FSDD .wav recordings (default: $SPINLAB_FSDD, else the "
+                                      "`spinlab data fetch fsdd` cache)")
+    split: Literal["standard", "speaker"] = Field(
+        "standard", description="standard (utterance indices 0-4 test, 5-49 train) or speaker (test on "
+                                "test_speaker, train on the others)")
+    test_speaker: str | None = Field(None, description="Held-out speaker of the speaker split")
+    n_nodes: PositiveInt = Field(600, description="Virtual nodes per frame")
+    theta_s: Positive = Field(400e-9, description="Hold time of one virtual node")
+    samples_per_node: PositiveInt = Field(2, description="AWG samples per node (drive interval = theta_s / "
+                                                         "samples_per_node)")
+    node_features: Literal[NODE_FEATURES] = Field("mean", description="mean (node state = response averaged "
+                                                                      "over its hold) or samples (each "
+                                                                      "sample a state)")
+    segments: NonNegativeInt = Field(
+        3, description="Readout input: states pooled over N parts of each word plus their spread; 0 = "
+                       "per-frame readout (frame votes summed), which generalises worse to new voices")
+    augment_speeds: tuple[Annotated[float, Field(ge=0.5, le=2.0)], ...] = Field(
+            (0.9, 1.1), description="Training copies of the audio at these speeds (each one more pass "
+                                    "through the device), or none")
+    mask_kind: Literal[MASK_KINDS] = Field("binary", description="binary (+-1, Torrejon) or normal mask "
+                                                                 "entries")
+    bias_A: NonNegative = Field(6e-3, description="DC bias current of the oscillator (the bias_A condition)")
+    drive_fraction: Annotated[float, Field(gt=0, le=1)] = Field(
+        1.0, description="Drive amplitude as a fraction of the device's limits.max_drive_V")
+    input_sigma: Positive = Field(1.75, description="Training standard deviations of the node inputs mapped "
+                                                    "to the amplitude (larger clips less)")
+    feature_kind: str = Field("lyon", description="Features: lyon (cochleagram), mfcc or logmel")
+    alphas: tuple[Positive, ...] = Field(
+            (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0), description="Ridge penalties tried (relative "
+                                                                         "to the Gram matrix's mean "
+                                                                         "eigenvalue; per-frame readouts "
+                                                                         "want 1e-6..1e-4, pooled ones "
+                                                                         "1e-2..10)")
+    cv_folds: Annotated[int, Field(ge=2)] = Field(
+        5, description="Cross-validation folds over utterance indices (speaker split: one speaker per fold)")
+    limit: Annotated[int, Field(ge=2 * N_CLASSES)] | None = Field(
+        None, description="Stratified subset of this many utterances, by digit and speaker (none: all)")
+    max_batch_samples: PositiveInt = Field(64_000_000, description="Most drive samples per device call "
+                                                                   "(batch x padded length); bounds memory "
+                                                                   "per call")
+    feature_cache_dir: str | None = Field(None, description="Feature cache folder (none: no cache; the "
+                                                            "command line uses RUNS_DIR/.cache)")
 
     @model_validator(mode="after")
     def _consistent(self) -> "SpokenDigitsConfig":
@@ -396,6 +394,38 @@ def _record(ctx: RunContext, config: SpokenDigitsConfig, encoder: Encoder, norma
     ctx.result(**summary)
 
 
+def report(summary: Mapping[str, Any]) -> str:
+    """What ``spinlab run spoken-digits`` prints."""
+    lines = [f"accuracy {100 * summary['accuracy']:.1f} % "
+             f"(frame vote {100 * summary['frame_accuracy']:.1f} %), "
+             f"no-device baseline {100 * summary['baseline_accuracy']:.1f} %, {summary['n_train']} train / "
+             f"{summary['n_test']} test, {summary['wall_s']:.1f} s"]
+    lines += [f"  {speaker:<12} {100 * acc:5.1f} %" for speaker, acc in summary["per_speaker"].items()]
+    lines.append(f"pooled-MFCC reference (no device) {100 * summary['mfcc_reference_accuracy']:.1f} %")
+    lines.append(f"run: {summary['run_dir']}")
+    if summary.get("readout"):
+        lines.append(f"readout saved: `spinlab listen --device {summary['device']} "
+                     f"--readout {summary['run_dir']}`")
+    return "\n".join(lines)
+
+
+def command_line_defaults(settings: dict[str, Any], *, device: str | None, runs_dir: Any,
+                          options: Mapping[str, Any]) -> dict[str, Any]:
+    """On the command line FSDD is found on this machine (``$SPINLAB_FSDD``, else the fetch cache)
+    and features are cached under the runs directory."""
+    from pathlib import Path
+
+    from spinlab.audio import find_fsdd
+
+    settings["data_dir"] = str(find_fsdd(settings.get("data_dir")))
+    settings.setdefault("feature_cache_dir", str(Path(runs_dir) / ".cache"))
+    return settings
+
+
+@command(config=SpokenDigitsConfig, report=report, prepare=command_line_defaults,
+         help="Spoken-digit recognition with the device as a time-multiplexed reservoir (FSDD).",
+         aliases={"--data": "data_dir", "--nodes": "n_nodes", "--mask": "mask_kind",
+                  "--features": "feature_kind"})
 def plan(config: SpokenDigitsConfig | Mapping[str, Any] | None = None, **overrides: Any) -> Plan:
     """The spoken-digit protocol as a plan (``spinlab run spoken-digits``'s defaults unless
     overridden; ``data_dir`` is required)."""

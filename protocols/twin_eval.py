@@ -14,19 +14,22 @@ dominant frequency (Chen et al., Fig. 4f/g).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
 from matplotlib.figure import Figure
+from pydantic import Field
 
 from spinlab.config import Config, Positive, PositiveInt
 from spinlab import Device, Waveform
 from spinlab.analysis.metrics import nrmse
 from spinlab.engine import Plan, RunContext
-from spinlab.engine.plan import make_config
+from spinlab.engine.plan import command, make_config
 from spinlab.errors import ConfigError
-from spinlab.protocols.acquire import AcquireConfig, check_conditions, effective_amplitude, random_multilevel
+from spinlab.protocols.acquire import (AcquireConfig, check_conditions, condition_shortcuts,
+                                      effective_amplitude, random_multilevel)
 from spinlab.registry import open_device
 from spinlab.twin.checkpoint import TwinMeta, load_twin
 from spinlab.twin.evaluation import predict
@@ -37,20 +40,25 @@ class EvalConfig(Config):
     """Fresh drives: ``n_drives`` per condition value, same family as the training drives.
     ``checkpoint`` is the twin under test; its sample interval is the drives' ``dt_s``."""
 
-    checkpoint: str = ""
-    n_drives: PositiveInt = 10
-    record_s: Positive = 1e-4
-    dt_s: Positive = 1e-7
-    hold_s: tuple[Positive, Positive] = (1e-7, 1e-6)
-    amplitude_V: Positive = 0.4
-    conditions: dict[str, tuple[float, ...]] | None = None
-    repeats: PositiveInt = 1
-    #: where the twin computes: auto (a GPU when present), cpu, cuda or cuda:N
-    torch_device: str = "auto"
-    #: MuMax3 scoring: the table, and the span scored, as fractions of its length (the twin's
-    #: training transient is never scored)
-    table: str | None = None
-    span: tuple[float, float] = (0.0, 1.0)
+    checkpoint: str = Field("", description="Twin checkpoint under test (twin.pt)")
+    n_drives: PositiveInt = Field(10, description="Fresh random drives per condition")
+    record_s: Positive = Field(1e-4, description="Length of one drive")
+    dt_s: Positive = Field(1e-7, description="Sample interval of the drives (the command line takes the "
+                                             "twin's)")
+    hold_s: tuple[Positive, Positive] = Field((1e-7, 1e-6), description="Hold time range of each random "
+                                                                        "level: MIN,MAX")
+    amplitude_V: Positive = Field(0.4, description="Drive levels are uniform in +-this, clipped to the "
+                                                   "device limit")
+    conditions: dict[str, tuple[float, ...]] | None = Field(
+            None, description="Condition name -> values scored (none: the device's)")
+    repeats: PositiveInt = Field(1, description="Apply each drive N times; score against the mean")
+    torch_device: str = Field("auto", description="Where the twin computes: auto (a GPU when present), cpu, "
+                                                  "cuda or cuda:N")
+    table: str | None = Field(None, description="Or score the twin free-running on this MuMax3 table.txt "
+                                                "(same columns as its training table)")
+    span: tuple[float, float] = Field((0.0, 1.0), description="MuMax3: the part of the table scored, "
+                                                              "START,STOP as fractions of its length "
+                                                              "(0.8,1: the last 20 %)")
 
     def acquire_config(self) -> AcquireConfig:
         n_cond = int(np.prod([len(v) for v in (self.conditions or {}).values()])) if self.conditions else 1
@@ -256,6 +264,52 @@ def plot_table(datasets: Mapping[str, Any], results: Mapping[str, Any]) -> Figur
     return fig
 
 
+def command_line_defaults(settings: dict[str, Any], *, device: str | None, runs_dir: Any,
+                          options: Mapping[str, Any]) -> dict[str, Any]:
+    """One reference (a device or a table); against a device the drives are on the twin's own
+    sample interval unless ``dt_s`` is given."""
+    if (device is None) == (not settings.get("table")):
+        raise ConfigError("give exactly one reference: --device ADDRESS or --mumax TABLE")
+    if device is not None and "dt_s" not in settings and settings.get("checkpoint"):
+        from spinlab.sim_backends.twin_device import open_twin
+
+        twin = open_twin(settings["checkpoint"])
+        settings["dt_s"] = twin.dt_s
+        twin.close()
+    return settings
+
+
+def with_plot(summary: dict[str, Any], *, config: EvalConfig, **_: Any) -> dict[str, Any]:
+    """The command line's summary names the plot file and the twin."""
+    plot = "twin_vs_table.png" if "table" in summary else "twin_vs_device.png"
+    return {**summary, "plot": str(Path(summary["run_dir"]) / plot), "checkpoint": config.checkpoint}
+
+
+def report(summary: Mapping[str, Any]) -> str:
+    """What ``spinlab run twin-eval`` prints."""
+    if "table" in summary:
+        return (f"NRMSE twin vs {summary['table']} (free-running, {summary['points']} points): "
+                f"{summary['nrmse']:.4f}; dominant frequency "
+                f"{summary['twin_dominant_frequency_Hz'] / 1e9:.4g} GHz vs "
+                f"{summary['dominant_frequency_Hz'] / 1e9:.4g} GHz (error {summary['frequency_error']:.2%})\n"
+                f"plot: {summary['plot']}")
+    repeats = summary["repeats"]
+    lines = [f"NRMSE twin vs device: {summary['nrmse']:.4f} "
+             f"(single shot {summary['nrmse_single_shot']:.4f}, repeats {repeats})"]
+    if "noise_floor_single_shot" in summary:
+        lines.append(f"device's own single-shot noise floor: {summary['noise_floor_single_shot']:.4f}; "
+                     f"floor of the {repeats}-shot mean: {summary['noise_floor_mean']:.4f}; "
+                     f"twin error with that removed: {summary['nrmse_noise_corrected']:.4f}")
+    lines += ["  " + ", ".join(f"{k}={v:.4g}" for k, v in entry.items())
+              for entry in summary["per_condition"]]
+    lines.append(f"plot: {summary['plot']}")
+    return "\n".join(lines)
+
+
+@command(config=EvalConfig, report=report, prepare=command_line_defaults, finish=with_plot,
+         argument="checkpoint", device="optional", seed=1000, shortcuts=condition_shortcuts(),
+         aliases={"--mumax": "table", "--drives": "n_drives"},
+         help="Score a twin against a device on fresh random drives, or on a MuMax3 table, and plot both.")
 def plan(config: EvalConfig | Mapping[str, Any] | None = None, **overrides: Any) -> Plan:
     """Twin evaluation as a plan (``spinlab twin eval``'s defaults unless overridden): against
     ``ctx.device``, or on ``table`` when one is given."""

@@ -17,13 +17,13 @@ from dataclasses import asdict, replace
 from typing import Any, Literal, Mapping
 
 import numpy as np
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from spinlab.config import Config
 from spinlab.engine import Plan, RunContext
-from spinlab.engine.plan import make_config
+from spinlab.engine.plan import Shortcut, assign_setting, command, make_config
 from spinlab.errors import ConfigError
-from spinlab.protocols.acquire import AcquireConfig, recording_batches
+from spinlab.protocols.acquire import AcquireConfig, condition_shortcuts, recording_batches
 from spinlab.twin.checkpoint import TwinMeta, load_twin, save_twin
 from spinlab.twin.data import (MUMAX_QUANTITIES, MumaxSplit, condition_ranges, drive_ranges,
                                estimate_noise_std, fit_normalisation, load_mumax_table, mumax_series,
@@ -40,21 +40,21 @@ class TwinTrainConfig(Config):
     """What to train and on what. Nested sections are the library's own configs as dicts,
     so the whole config is plain JSON (stored in the run file, rebuilt on resume)."""
 
-    out: str
-    source: Literal["device", "mumax3"] = "device"
-    architecture: dict[str, Any] = {}
-    train: dict[str, Any] = {}
-    #: device source: the acquisition (AcquireConfig fields) and the pacing (OnlineConfig)
-    acquire: dict[str, Any] = {}
-    online: dict[str, Any] = {}
-    #: drive level the device rests at before a drive: a number (V), None (the drive's first
-    #: sample) or "auto" (whichever fits the held-out data better)
-    rest_drive_V: float | Literal["auto"] | None = "auto"
-    #: MuMax3 source: the table and how it is split (MumaxSplit fields)
-    table: str | None = None
-    split: dict[str, Any] = {}
-    #: where the twin trains: auto (a GPU when present), cpu, cuda or cuda:N
-    torch_device: str = "auto"
+    out: str = Field(description="Checkpoint to write (twin.pt)")
+    source: Literal["device", "mumax3"] = Field("device", description="Train online on the device, or "
+                                                                      "offline on a MuMax3 table")
+    architecture: dict[str, Any] = Field({}, description="The twin's architecture (TwinArchitecture fields)")
+    train: dict[str, Any] = Field({}, description="The optimisation (TrainConfig fields)")
+    acquire: dict[str, Any] = Field({}, description="Device source: the acquisition (AcquireConfig fields)")
+    online: dict[str, Any] = Field({}, description="Device source: the pacing of acquisition by training "
+                                                   "(OnlineConfig fields)")
+    rest_drive_V: float | Literal["auto"] | None = Field(
+            "auto", description="Drive level the device rests at before a drive: a number, first (the "
+                                "drive's first sample) or auto (whichever fits the held-out data better)")
+    table: str | None = Field(None, description="MuMax3 source: the table.txt to train on")
+    split: dict[str, Any] = Field({}, description="MuMax3 source: how the table is split (MumaxSplit fields)")
+    torch_device: str = Field("auto", description="Where the twin trains: auto (a GPU when present), cpu, "
+                                                  "cuda or cuda:N")
 
     @model_validator(mode="after")
     def _sections(self) -> "TwinTrainConfig":
@@ -242,6 +242,110 @@ def run_mumax(ctx: RunContext, config: TwinTrainConfig) -> dict[str, Any]:
     return summary
 
 
+# --- the command line (``spinlab run twin-train``, alias ``spinlab twin train``) ------------------
+def input_columns(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """'Ku1.region100,Dind.region100:condition' -> (drive columns, condition columns)."""
+    roles: dict[str, list[str]] = {"drive": [], "condition": []}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        column, _, role = item.rpartition(":") if ":" in item else (item, "", "drive")
+        if role not in roles or not column.strip():
+            raise ConfigError(f"--input items look like COLUMN, COLUMN:drive or COLUMN:condition; "
+                              f"got {item!r}")
+        roles[role].append(column.strip())
+    if not roles["drive"]:
+        raise ConfigError(f"--input needs at least one drive column (got {text!r})")
+    return tuple(roles["drive"]), tuple(roles["condition"])
+
+
+def _inputs(settings: dict[str, Any], text: str) -> None:
+    drives, conditions = input_columns(text)
+    assign_setting(settings, "split.drives", drives)
+    assign_setting(settings, "split.conditions", conditions)
+
+
+def command_line_defaults(settings: dict[str, Any], *, device: str | None, runs_dir: Any,
+                          options: Mapping[str, Any]) -> dict[str, Any]:
+    """The command line's source (``--device`` or ``--mumax``), its per-source defaults (target
+    NRMSE 0.1 on a device, 0.02 on MuMax3; held drives on a device, interpolated MuMax3 inputs)
+    and the torch threads of this process (``--threads``, default 1: fastest for H ~ 64)."""
+    import torch
+
+    torch.set_num_threads(max(1, options["threads"]))
+    source = settings.setdefault("source", "device" if device is not None or not settings.get("table")
+                                 else "mumax3")
+    if (source == "device") != (device is not None):
+        raise ConfigError("give exactly one data source: --device ADDRESS or --mumax TABLE")
+    train = settings.setdefault("train", {})
+    for name, value in {"target_nrmse": 0.1 if source == "device" else 0.02, "max_steps": 12000,
+                        "validate_every": 250}.items():
+        train.setdefault(name, value)
+    architecture = settings.setdefault("architecture", {})
+    architecture.setdefault("interpolation", "hold" if source == "device" else "linear")
+    if source == "device":
+        acquire = settings.setdefault("acquire", {})
+        acquire.setdefault("validation_every", 6)
+        acquire.setdefault("validation_repeats", 4)
+        architecture.setdefault("condition_names", list(acquire.get("conditions", {})))
+    else:
+        split = settings.setdefault("split", {})
+        split["n_test"] = split.get("n_test", 10000) or None  # 0: all the rest
+    if settings.get("rest_drive_V") == "first":
+        settings["rest_drive_V"] = None
+    return settings
+
+
+def report(summary: Mapping[str, Any]) -> str:
+    """What ``spinlab run twin-train`` prints."""
+    lines = [f"twin -> {summary['out']}: best validation NRMSE {summary['best_nrmse']:.4f} "
+             f"after {summary['steps']} steps ({summary['stop_reason']})"]
+    if "test_nrmse" in summary:
+        lines.append(f"test NRMSE (free-running, {summary['test_points']} points): "
+                     f"{summary['test_nrmse']:.4f}")
+    if "device_time_s" in summary:
+        lines.append(f"device time used: {summary['device_time_s'] * 1e3:.3g} ms")
+    lines.append(f"run directory: {summary['run_dir']}")
+    return "\n".join(lines)
+
+
+_OLD_FLAGS: dict[str, str | tuple[str, type]] = {
+    "-o": "out", "--mumax": "table",
+    "--output": "split.output_column", "--every": ("split.every", int),
+    "--resample-dt-s": ("split.resample_dt_s", float), "--discard": ("split.discard", int),
+    "--train-points": ("split.n_train", int), "--val-points": ("split.n_val", int),
+    "--test-points": ("split.n_test", int), "--output-scale": ("split.output_scale", float),
+    "--target-nrmse": ("train.target_nrmse", float), "--segments": ("train.n_segments", int),
+    "--segment-samples": ("train.segment_samples", int), "--lr": ("train.learning_rate", float),
+    "--max-steps": ("train.max_steps", int), "--validate-every": ("train.validate_every", int),
+    "--max-wall-s": ("train.max_wall_s", float), "--max-duration": ("acquire.duration_s", float),
+    "--hold-s": "acquire.hold_s", "--amplitude-V": ("acquire.amplitude_V", float),
+    "--dt-s": ("acquire.dt_s", float), "--record-s": ("acquire.record_s", float),
+    "--validation-every": ("acquire.validation_every", int),
+    "--validation-repeats": ("acquire.validation_repeats", int),
+    "--steps-per-batch": ("online.steps_per_batch", int), "--delays": ("architecture.n_delays", int),
+    "--delay-samples": ("architecture.delay_samples", int), "--hidden": ("architecture.hidden", int),
+    "--interpolation": "architecture.interpolation",
+}
+
+
+def _noise_injection(settings: dict[str, Any], on: bool) -> None:
+    assign_setting(settings, "train.noise_injection", on)
+
+
+_SHORTCUTS = (
+    *condition_shortcuts("acquire.conditions"),
+    Shortcut(("--input",), "MuMax3 input columns, comma separated, each COLUMN[:drive|:condition]: a drive "
+             "is fast (interpolated), a condition slow (held).", _inputs),
+    Shortcut(("--noise-injection/--no-noise-injection",), "Perturb segment starts with the measured output "
+             "noise.", _noise_injection, bool),
+    Shortcut(("--threads",), "torch threads (1 is fastest for H ~ 64).", kind=int, name="threads", default=1),
+)
+
+
+@command(config=TwinTrainConfig, report=report, prepare=command_line_defaults, device="optional",
+         aliases=_OLD_FLAGS, shortcuts=_SHORTCUTS,
+         help="Train a twin online on a device (fits while it records) or offline on a MuMax3 table.")
 def plan(config: TwinTrainConfig | Mapping[str, Any] | None = None, **overrides: Any) -> Plan:
     """Twin training as a plan (``spinlab twin train``'s defaults unless overridden)."""
     cfg = make_config(TwinTrainConfig, config, overrides)
@@ -250,4 +354,4 @@ def plan(config: TwinTrainConfig | Mapping[str, Any] | None = None, **overrides:
                 nexus={"signal": "test/prediction"} if cfg.source == "mumax3" else {"signal": "response_V"})
 
 
-__all__ = ["TwinTrainConfig", "plan", "run_device", "run_mumax", "CHECKPOINT"]
+__all__ = ["TwinTrainConfig", "plan", "run_device", "run_mumax", "CHECKPOINT", "input_columns", "report"]

@@ -35,7 +35,7 @@ def _train(root: Path, *options: str) -> Path:
                                       "--limit", "500", "--nodes", "200", "--augment-speeds", "none",
                                       "--runs-dir", str(root / "runs"), "--json", *options])
     assert result.exit_code == 0, result.output
-    return Path(json.loads(result.stdout.strip().splitlines()[-1])["run"])
+    return Path(json.loads(result.stdout.strip().splitlines()[-1])["run_dir"])
 
 
 @pytest.fixture(scope="module")

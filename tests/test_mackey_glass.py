@@ -168,4 +168,4 @@ def test_bench_emulated_through_the_cli(tmp_path):
     assert summary["device"].startswith("bench:emulated") and summary["drive_unit"] == "V"
     assert len(summary["curve"]["nrmse"]) == 20 and np.isfinite(summary["nrmse_h1"])
     assert summary["nrmse_h1"] < 1.0 and summary["baseline_nrmse_h1"] < 0.2
-    assert Path(summary["run"], "nrmse.png").is_file()
+    assert Path(summary["run_dir"], "nrmse.png").is_file()

@@ -89,7 +89,7 @@ def test_cli_optimise_reports_before_and_after(tmp_path):
     assert summary["before"]["bias_A"] == 6e-3 and summary["after"]["bias_A"] == summary["tuned"]["bias_A"]
     assert summary["improvement"] == pytest.approx(summary["after"]["accuracy"] - summary["before"]["accuracy"])
     for label in ("before", "after"):
-        assert Path(summary[label]["run"], "run.h5").is_file()
+        assert Path(summary[label]["run_dir"], "run.h5").is_file()
 
 
 def test_cli_optimise_refuses_a_bench_in_one_line(tmp_path):

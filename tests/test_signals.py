@@ -22,7 +22,7 @@ def reference(tmp_path_factory, emulator):
     proc = spinlab_process(*acquire_args(write_station(tmp, emulator), tmp / "runs"))
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
-    return rows(Path(json.loads(out.splitlines()[-1])["run"]))
+    return rows(Path(json.loads(out.splitlines()[-1])["run_dir"]))
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP],

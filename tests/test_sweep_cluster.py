@@ -220,7 +220,7 @@ def test_after_a_sigkilled_sweep_running_it_again_resumes_the_killed_point_s_run
     assert f"resuming its run {killed}" in err and "Traceback" not in err
     summary = json.loads(stdout.splitlines()[-1])
     assert summary["completed"] == 2
-    assert _run_states(out) == {Path(p["run"]).name: "completed" for p in summary["points"]}  # no orphan
+    assert _run_states(out) == {Path(p["run_dir"]).name: "completed" for p in summary["points"]}  # no orphan
     assert killed in _run_states(out)
 
 

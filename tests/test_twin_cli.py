@@ -30,7 +30,7 @@ def test_acquire_command(tmp_path):
                      "--bias-A", "6e-3,9e-3", "--amplitude-V", "0.3", "--hold-s", "1e-7,4e-7",
                      "--runs-dir", str(tmp_path), "--seed", "4"])
     assert summary["recordings"] == 10 and summary["device_time_s"] == pytest.approx(2e-4)
-    with h5py.File(Path(summary["run"]) / "run.h5") as f:
+    with h5py.File(Path(summary["run_dir"]) / "run.h5") as f:
         assert f["drive_V"].shape == f["response_V"].shape == (10, 200)
         assert abs(f["drive_V"][()]).max() <= 0.3
         assert f.attrs["seed"] == 4 and json.loads(f.attrs["device"])["seed"] == 4

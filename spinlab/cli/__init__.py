@@ -75,10 +75,20 @@ app = typer.Typer(name="spinlab", cls=LazyGroup, no_args_is_help=True, add_compl
                   pretty_exceptions_enable=False)
 
 
+def _version(shown: bool) -> None:
+    if shown:
+        from importlib.metadata import version
+
+        typer.echo(f"spinlab {version('spinlab')}")
+        raise typer.Exit()
+
+
 @app.callback(help=HELP)
 def _root(debug: bool = typer.Option(False, "--debug", help="Print the traceback behind an error line "
-                                                            "(same as SPINLAB_DEBUG=1).")) -> None:
-    """The group itself only takes ``--debug``; its commands are in :data:`COMMANDS`."""
+                                                            "(same as SPINLAB_DEBUG=1)."),
+          _: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print spinlab's version and exit.")) -> None:
+    """The group itself only takes ``--debug`` and ``--version``; its commands are in :data:`COMMANDS`."""
     if debug:
         os.environ["SPINLAB_DEBUG"] = "1"
 

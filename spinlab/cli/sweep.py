@@ -21,7 +21,8 @@ def sweep(
     device: Optional[str] = typer.Option(None, "--device", "-d", help="Device address of every point "
                                          "(sim:vortex, bench:emulated, twin:PATH.pt, ...)."),
     grid: List[str] = typer.Option([], "--grid", help="NAME=V1,V2,...: a swept setting (repeatable; the points "
-                                   "are the product). NAME is a plan setting (bias_A), GROUP.SETTING "
+                                   "are the product). NAME is a plan setting, named as in "
+                                   "`spinlab run PLAN --help` (--n-nodes: n_nodes), GROUP.SETTING "
                                    "(train.learning_rate) or device.OPTION (an address option)."),
     settings: List[str] = typer.Option([], "--set", help="NAME=VALUE: a setting fixed for every point "
                                        "(repeatable), e.g. --set data_dir=/data/fsdd --set limit=500. "
@@ -84,8 +85,9 @@ def sweep(
                    "summary_csv": str(result.files["csv"]), "plots": [str(p) for p in result.plots],
                    "mode": result.mode, "total": len(result.table), "ran": result.ran,
                    "skipped": result.skipped, "interrupted": result.interrupted, **counts,
-                   "points": [{k: r[k] for k in ("index", "key", "seed", "status", "values", "run", "error",
-                                                  "started", "stopped", "results")} for r in result.table]})
+                   "points": [{**{k: r[k] for k in ("index", "key", "seed", "status", "values", "error",
+                                                     "started", "stopped", "results")}, "run_dir": r["run"]}
+                              for r in result.table]})
     else:
         typer.echo(f"{len(result.table)} points: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n)
                    + f" (ran {result.ran}, {result.skipped} already completed)")

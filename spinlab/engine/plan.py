@@ -7,7 +7,9 @@ plots drawn from what it stored. It never opens files, sockets or instruments: t
 Plans are found by name through the ``spinlab.plans`` entry-point group (``characterize``,
 ``acquire``, ``spoken-digits``, ...); a name maps to a factory ``factory(config=None,
 **overrides) -> Plan``. ``spinlab resume`` rebuilds an interrupted run's plan from its name and
-stored config this way, and ``spinlab sweep`` builds one plan per grid point.
+stored config this way, and ``spinlab sweep`` builds one plan per grid point. A factory
+decorated with :func:`command` also declares how ``spinlab run NAME`` offers it (its report, old
+flags, command-line defaults); the flags themselves are generated from its config.
 
 Determinism contract (what makes resume exact): given its config and seed, a plan asks for the
 same steps in the same order, and derives every random choice from ``ctx.rng(name)``.
@@ -64,6 +66,87 @@ def config_dict(config: Any) -> dict[str, Any]:
     raise TypeError(f"a plan config must be a dataclass, pydantic model or mapping, got {type(config).__name__}")
 
 
+def assign_setting(settings: dict[str, Any], name: str, value: Any) -> None:
+    """``settings["a"]["b"] = value`` for ``name = "a.b"`` (``--set``, ``--grid``, old flags)."""
+    *groups, last = name.split(".")
+    node = settings
+    for part in groups:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{name}: {part!r} is a single setting ({child!r}), not a group of settings")
+        node = child
+    node[last] = value
+
+
+def default_report(summary: Mapping[str, Any]) -> str:
+    """The report of a plan that declares none: its scalar results, one per line."""
+    return "\n".join(f"{key:<24} {value}" for key, value in summary.items()
+                     if isinstance(value, (int, float, str)) and not isinstance(value, bool))
+
+
+@dataclass(frozen=True)
+class Shortcut:
+    """A command-line option that is not a config field (an old flag such as ``--input``, or a
+    shorthand such as ``--bias-A 6e-3,7e-3`` for a condition sweep): ``apply(settings, value)``
+    folds the typed value into the settings the plan is built from. Without ``apply`` it is an
+    option of the command alone (``--threads``): ``prepare`` and ``finish`` receive it in
+    ``options[name]`` (``default`` when not given)."""
+
+    flags: tuple[str, ...]
+    help: str
+    apply: Callable[[dict[str, Any], Any], None] | None = None
+    #: str, int, float, bool (a flag) or list (a repeatable text option)
+    kind: type = str
+    name: str = ""
+    default: Any = None
+
+
+@dataclass(frozen=True)
+class PlanCommand:
+    """How ``spinlab run PLAN`` offers a plan. The flags are generated from ``config`` (one per
+    field, named after it); the rest are the plan's command-line conveniences, kept next to the
+    plan so the command line holds no decision of its own."""
+
+    config: type
+    #: ``report(summary) -> str``: the short text the command prints (``--json``: the summary)
+    report: Callable[[Mapping[str, Any]], str] = default_report
+    #: ``spinlab --help``-style one-line help; default: the factory's first docstring line
+    help: str = ""
+    #: old flag -> the setting it sets (a field, or ``group.field``, then optionally with the type
+    #: of its value: ``("train.max_steps", int)``), accepted besides the field's flag
+    aliases: Mapping[str, str | tuple[str, type]] = field(default_factory=dict)
+    shortcuts: tuple[Shortcut, ...] = ()
+    #: the setting that may also be given as the command's first argument (``fit-physics RUN_DIR``)
+    argument: str | None = None
+    #: "required", "optional" (plans that may run without one) or "none"
+    device: str = "required"
+    device_default: str | None = None
+    #: the default ``--seed``, and where the run publishes when ``--monitor`` is not given
+    seed: int = 0
+    monitor: str | None = None
+    #: ``prepare(settings, device=..., runs_dir=..., options=...) -> settings``: the defaults a
+    #: command line fills in (a dataset found on this machine, a cache under the runs directory)
+    prepare: Callable[..., dict[str, Any]] | None = None
+    #: ``finish(summary, device=..., config=..., options=..., run=...) -> summary``: what follows
+    #: the run on the command line (``run(plan)`` runs another plan with the same device and options)
+    finish: Callable[..., dict[str, Any]] | None = None
+
+
+def command(**declaration: Any) -> Callable[[Callable[..., Plan]], Callable[..., Plan]]:
+    """Decorate a plan factory with its :class:`PlanCommand` (``spinlab run PLAN``)."""
+
+    def attach(factory: Callable[..., Plan]) -> Callable[..., Plan]:
+        factory.command = PlanCommand(**declaration)  # type: ignore[attr-defined]
+        return factory
+
+    return attach
+
+
+def plan_command(name: str) -> PlanCommand | None:
+    """The command-line declaration of plan ``name`` (None for a plug-in plan that has none)."""
+    return getattr(plan_factory(name), "command", None)
+
+
 def plan_names() -> list[str]:
     return sorted(ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP))
 
@@ -82,7 +165,8 @@ def build_plan(name: str, config: Mapping[str, Any] | None = None, **overrides: 
 
 
 __all__ = ["Plan", "PlotFunction", "config_dict", "make_config", "plan_names", "plan_factory", "build_plan",
-           "ENTRY_POINT_GROUP"]
+           "ENTRY_POINT_GROUP", "PlanCommand", "Shortcut", "assign_setting", "command", "plan_command",
+           "default_report"]
 
 
 def make_config(cls: type, config: Any = None, overrides: Mapping[str, Any] | None = None) -> Any:

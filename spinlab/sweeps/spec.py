@@ -25,6 +25,7 @@ from urllib.parse import urlencode
 
 import numpy as np
 
+from spinlab.engine.plan import assign_setting as assign
 from spinlab.engine.plan import build_plan
 from spinlab.errors import ConfigError
 from spinlab.registry import opener_for, parse_address
@@ -193,10 +194,14 @@ class SweepSpec:
         return [{name: _sample(self.grid[name], u) for name, u in zip(names, row)} for row in unit]
 
     def base_config(self) -> dict[str, Any]:
-        """The plan's full config with the fixed settings (defaults for the rest)."""
+        """The plan's full config with the fixed settings, and the first value of each swept
+        one (a required setting may be swept; every point replaces it), defaults for the rest."""
         config: dict[str, Any] = {}
         for name, value in self.settings.items():
-            _assign(config, name, value)
+            assign(config, name, value)
+        for name, values in self.grid.items():
+            if not name.startswith(DEVICE_PREFIX) and values:
+                assign(config, name, values[0])
         plan = self._build(config, {})
         if plan.needs_device and not self.device:
             raise ConfigError(f"plan {self.plan!r} needs a device: add --device ADDRESS")
@@ -213,7 +218,7 @@ class SweepSpec:
                 if name.startswith(DEVICE_PREFIX):
                     options[name[len(DEVICE_PREFIX):]] = value
                 else:
-                    _assign(config, name, value)
+                    assign(config, name, value)
             address = _with_options(self.device, options)
             config = self._build(config, combo).config_dict()
             for seed in range(self.seed, self.seed + self.seeds):
@@ -255,18 +260,6 @@ def _at(combo: Mapping[str, Any]) -> str:
     return f" at {', '.join(f'{k}={v}' for k, v in combo.items())}" if combo else ""
 
 
-def _assign(config: dict[str, Any], name: str, value: Any) -> None:
-    """``config["a"]["b"] = value`` for ``name = "a.b"``."""
-    *groups, last = name.split(".")
-    node = config
-    for part in groups:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"{name}: {part!r} is a single setting ({child!r}), not a group of settings")
-        node = child
-    node[last] = value
-
-
 def _with_options(address: str | None, options: Mapping[str, Any]) -> str | None:
     if not options or address is None:
         return address
@@ -301,5 +294,5 @@ def _sample(values: Sequence[Any], u: float) -> Any:
     return values[min(len(values) - 1, int(u * len(values)))]
 
 
-__all__ = ["SweepSpec", "Point", "METHODS", "parse_value", "parse_assignment", "split_values",
+__all__ = ["SweepSpec", "Point", "METHODS", "parse_value", "parse_assignment", "split_values", "assign",
            "with_cache"]
