@@ -357,8 +357,9 @@ def _link(f: h5py.Group, name: str, file: Path) -> Any:
     """The hard link ``name`` (None if absent); soft and external links are refused."""
     link = f.get(name, getlink=True)
     if link is not None and not isinstance(link, h5py.HardLink):
-        raise ReadoutError(f"{file}: '{name}' is a {type(link).__name__}; a digit readout holds its arrays "
-                           "itself (no soft or external links)")
+        kind = {"SoftLink": "a soft link", "ExternalLink": "an external link"}.get(type(link).__name__, "a link")
+        raise ReadoutError(f"{file}: '{name}' is {kind}; a digit readout holds its arrays itself "
+                           "(no soft or external links)")
     return link
 
 
