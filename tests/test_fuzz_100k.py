@@ -4,9 +4,11 @@
 
 runs the fuzz modules (``tests/test_fuzz_*.py``) in a child pytest under the hypothesis profile
 ``fuzz`` (random, not derandomised; see ``tests/conftest.py``), with 100,000 / (number of
-targets) inputs per target, and prints one JSON line per target (inputs, seconds) and a total.
-``SPINLAB_FUZZ_SEED=N`` replays a campaign; the child's memory is capped so that an input which
-makes spinlab allocate without bound fails as MemoryError instead of exhausting the machine.
+targets) inputs per target, and prints one JSON line per target (inputs, seconds) and a total
+with the child's peak RSS. ``SPINLAB_FUZZ_SEED=N`` replays a campaign; the child's memory is
+capped so that an input which makes spinlab allocate without bound fails as MemoryError instead
+of exhausting the machine, and its peak RSS must stay below 1 GB: every hostile file is small,
+so a loader that believes what a file declares shows up here.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ TESTS = Path(__file__).resolve().parent
 MODULES = sorted(p.stem for p in TESTS.glob("test_fuzz_*.py") if p.stem != Path(__file__).stem)
 TOTAL_INPUTS = 100_000
 MEMORY_CAP_BYTES = 8 << 30
+MAX_PEAK_RSS_BYTES = 1 << 30
 
 
 def fuzz_targets() -> list[str]:
@@ -59,7 +62,9 @@ def test_100k_fuzz_inputs_find_no_crash_but_specific_spinlab_errors():
         print(json.dumps({"target": target, "inputs": int(passing) + int(failing), "failing": int(failing),
                           "seconds": float(secs)}))
     inputs = sum(int(p) + int(f) for _, _, p, f in stats)
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # the child, in bytes
     print(json.dumps({"targets": len(targets), "inputs": inputs, "seconds": round(seconds, 1), "seed": seed,
-                      "result": child.stdout.strip().splitlines()[-1]}))
+                      "peak_rss_MB": round(peak / 1e6), "result": child.stdout.strip().splitlines()[-1]}))
     assert child.returncode == 0, child.stdout[-5000:] + child.stderr[-2000:]
     assert len(stats) == len(targets) and inputs >= TOTAL_INPUTS
+    assert peak < MAX_PEAK_RSS_BYTES, f"peak RSS {peak / 1e6:.0f} MB"
