@@ -23,9 +23,11 @@ MAX_BYTES = {
     "station": 1 * MiB,       # a station file is a page of TOML
     "model": 1 * MiB,         # a fitted-model JSON is a few hundred bytes
     "mumax": 512 * MiB,       # a long MuMax3 table.txt
+    "series": 64 * MiB,       # a time series, one value a line (Mackey-Glass)
 }
 NAMES = {"wav": "wav file", "readout": "digit readout", "checkpoint": "twin checkpoint",
-         "station": "station file", "model": "model file", "mumax": "MuMax3 table"}
+         "station": "station file", "model": "model file", "mumax": "MuMax3 table",
+         "series": "time-series file"}
 
 
 def _what(mode: int) -> str:

@@ -28,6 +28,7 @@ from spinlab.audio import MAX_AUDIO_S, read_audio
 from spinlab.errors import CheckpointError, ConfigError, DatasetError, DeviceAddressError, ReadoutError
 from spinlab.features import ChannelNormalizer, FeatureConfig
 from spinlab.instruments.station import load_station
+from spinlab.protocols.mackey_glass import load_series
 from spinlab.readout import DigitReadout, TrainingStates, load_readout
 from spinlab.reservoir import Encoder, RidgeReadout, make_mask
 from spinlab.sim_backends.model_file import load_model, save_model
@@ -197,7 +198,8 @@ def special_files(tmp_path: Path) -> dict[str, Path]:
 
 def test_every_loader_refuses_fifos_devices_and_directories_at_once(tmp_path):
     loaders = [(load_station, ConfigError), (load_twin, CheckpointError), (load_readout, ReadoutError),
-               (read_audio, DatasetError), (load_model, DeviceAddressError), (load_mumax_table, ConfigError)]
+               (read_audio, DatasetError), (load_model, DeviceAddressError), (load_mumax_table, ConfigError),
+               (lambda path: load_series(path, 10), DatasetError)]
     for what, path in special_files(tmp_path).items():
         for loader, error in loaders:
             start = time.monotonic()
@@ -280,3 +282,11 @@ def test_model_file_options_beyond_64_bits_are_one_config_error(tmp_path):
     path.write_text(json.dumps(payload))
     with pytest.raises(ConfigError, match="64-bit"):
         load_model(path)
+
+
+@pytest.mark.parametrize("setting, value", [("theta_s", 1e-30), ("samples_per_node", 10**6)])
+def test_spoken_digit_settings_outside_sane_ranges_are_refused_with_the_range(setting, value):
+    from spinlab.protocols.spoken_digits import SpokenDigitsConfig
+
+    with pytest.raises(ConfigError, match=r"between 1e-12 and 0\.001 s|1\.\.100"):
+        SpokenDigitsConfig(data_dir="x", **{setting: value})
