@@ -258,7 +258,8 @@ class ScopeSettings(_Section):
         _within(self, "offset_V", -caps.max_offset_V, caps.max_offset_V, "the channel offset range")
         _within(self, "timeout_s", 1e-3, 3600, "seconds")
         if not 1 <= self.oversample <= 1000:
-            raise _Invalid("oversample", f"must be 1 .. 1000 (scope points per drive sample), got {self.oversample}")
+            raise _Invalid("oversample", f"must be 1 .. 1000 (scope points per drive sample), "
+                                         f"got {self.oversample}")
         if self.impedance_ohm not in (50.0, 1e6):
             raise _Invalid("impedance_ohm", f"must be 50 or 1e6, got {self.impedance_ohm!r}")
         if not 1000 <= self.max_points <= caps.memory_points:

@@ -46,7 +46,8 @@ def save_model(path: str | Path, simulator: str, options: Mapping[str, Any],
 
 def load_model(path: str | Path) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """``(simulator, options, provenance)`` of a model file; anything else is refused."""
-    path = check_file(path, "model", DeviceAddressError, f"model file {str(path)!r} does not exist; write one with "
+    path = check_file(path, "model", DeviceAddressError,
+                      f"model file {str(path)!r} does not exist; write one with "
                       "`spinlab fit-physics RUN_DIR ...` or use sim:vortex / sim:macrospin")
     try:
         payload = json.loads(path.read_text())

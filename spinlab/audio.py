@@ -138,7 +138,8 @@ def wav_info(path: str | Path) -> WavInfo:
     with open(path, "rb") as fh:
         head = fh.read(12)
         if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
-            raise DatasetError(f"cannot read {str(path)!r} as a wav file: no RIFF/WAVE header; save it as a wav")
+            raise DatasetError(f"cannot read {str(path)!r} as a wav file: no RIFF/WAVE header; "
+                               "save it as a wav")
         order = "<" if head[:4] == b"RIFF" else ">"
         for _ in range(1000):  # chunks before the data: fmt, LIST, fact, ... a handful
             chunk = fh.read(8)
@@ -160,14 +161,15 @@ def wav_info(path: str | Path) -> WavInfo:
                 frames = min(length, size - fh.tell()) // (channels * ((bits + 7) // 8))
                 info = WavInfo(channels, rate, bits, frames)
                 if info.duration_s > MAX_AUDIO_S:
-                    raise AudioInputError(f"{path.name} lasts {info.duration_s:.0f} s; spinlab reads at most "
-                                          f"{MAX_AUDIO_S:g} s of audio (a spoken digit lasts about a second): "
-                                          "cut the words out of it first")
+                    raise AudioInputError(f"{path.name} lasts {info.duration_s:.0f} s; spinlab reads at "
+                                          f"most {MAX_AUDIO_S:g} s of audio (a spoken digit lasts about a "
+                                          "second): cut the words out of it first")
                 return info
             else:
                 fh.seek(length + (length & 1), 1)
-    raise DatasetError(f"cannot read {str(path)!r} as a wav file: no {'fmt' if fmt is None else 'data'} chunk "
-                       "before its end; record or export it again")
+    missing = "fmt" if fmt is None else "data"
+    raise DatasetError(f"cannot read {str(path)!r} as a wav file: no {missing} chunk before its end; "
+                       "record or export it again")
 
 
 def _read_samples(path: str | Path) -> tuple[Path, int, np.ndarray]:
@@ -181,7 +183,8 @@ def _read_samples(path: str | Path) -> tuple[Path, int, np.ndarray]:
     except Exception as exc:  # scipy's reader fails in many ways on a damaged file (even UnboundLocalError)
         raise DatasetError(f"cannot read {str(path)!r} as a wav file: {type(exc).__name__}: {exc}") from None
     if data.dtype.kind == "f" and not np.all(np.isfinite(data)):
-        raise DatasetError(f"{path.name} holds NaN or infinite samples; export it again as PCM or clean float")
+        raise DatasetError(f"{path.name} holds NaN or infinite samples; export it again as PCM "
+                           "or clean float")
     return path, int(rate), data
 
 

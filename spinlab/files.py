@@ -50,7 +50,8 @@ def check_file(path: str | os.PathLike, kind: str, error: type[SpinlabError], mi
     except FileNotFoundError:
         raise error(missing or f"{name} {path} does not exist") from None
     except (OSError, ValueError) as exc:
-        raise error(f"{name} {path} cannot be read ({exc.strerror if isinstance(exc, OSError) else exc})") from None
+        reason = exc.strerror if isinstance(exc, OSError) else exc
+        raise error(f"{name} {path} cannot be read ({reason})") from None
     if not stat.S_ISREG(info.st_mode):
         raise error(f"{path} is {_what(info.st_mode)}, not a {name}; pass the path of a regular file")
     if info.st_size > MAX_BYTES[kind]:

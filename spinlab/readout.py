@@ -255,7 +255,8 @@ def load_readout(path: str | Path) -> DigitReadout:
         raise
     except (OSError, KeyError, ValueError, TypeError, AttributeError, RuntimeError, RecursionError) as exc:
         raise ReadoutError(f"{file} is not a readable digit readout ({type(exc).__name__}: "
-                           f"{str(exc)[:200]}); copy it again or retrain with `spinlab run spoken-digits`") from None
+                           f"{str(exc)[:200]}); copy it again or retrain with "
+                           "`spinlab run spoken-digits`") from None
     try:
         training = None
         if "training/states" in arrays:
@@ -319,7 +320,8 @@ def _expected_shapes(meta: Any, mask_shape: tuple[int, ...], file: Path) -> dict
     for key, (low, high) in FEATURE_BOUNDS.items():
         value = features.get(key, low)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-            raise ReadoutError(f"{file}: feature setting {key} must be between {low:g} and {high:g}, got {value!r}")
+            raise ReadoutError(f"{file}: feature setting {key} must be between {low:g} and {high:g}, "
+                               f"got {value!r}")
     if len(mask_shape) != 2 or not (1 <= mask_shape[0] <= MAX_NODES and 1 <= mask_shape[1] <= MAX_CHANNELS):
         raise ReadoutError(f"{file}: the mask's shape {mask_shape} is not (1..{MAX_NODES} nodes, "
                            f"1..{MAX_CHANNELS} channels)")
@@ -357,7 +359,8 @@ def _link(f: h5py.Group, name: str, file: Path) -> Any:
     """The hard link ``name`` (None if absent); soft and external links are refused."""
     link = f.get(name, getlink=True)
     if link is not None and not isinstance(link, h5py.HardLink):
-        kind = {"SoftLink": "a soft link", "ExternalLink": "an external link"}.get(type(link).__name__, "a link")
+        kinds = {"SoftLink": "a soft link", "ExternalLink": "an external link"}
+        kind = kinds.get(type(link).__name__, "a link")
         raise ReadoutError(f"{file}: '{name}' is {kind}; a digit readout holds its arrays itself "
                            "(no soft or external links)")
     return link

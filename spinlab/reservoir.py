@@ -89,7 +89,8 @@ class Encoder:
             raise ConfigError("mask holds NaN or infinite values")
         low, high = THETA_RANGE_S
         if not (low <= self.theta_s <= high):
-            raise ConfigError(f"theta_s (the node time) must be between {low:g} and {high:g} s, got {self.theta_s!r}")
+            raise ConfigError(f"theta_s (the node time) must be between {low:g} and {high:g} s, "
+                              f"got {self.theta_s!r}")
         if (int(self.samples_per_node) != self.samples_per_node
                 or not 1 <= self.samples_per_node <= MAX_SAMPLES_PER_NODE):
             raise ConfigError(f"samples_per_node must be an integer 1..{MAX_SAMPLES_PER_NODE}, "

@@ -226,11 +226,11 @@ def _wav(samples, rate: int = 8000) -> bytes:
 
 _TONE = np.sin(np.arange(1600) / 7.0)
 WAVS = [_wav((_TONE * 2e4).astype(np.int16)), _wav(_TONE.astype(np.float32), 16000),
-        _wav(np.stack([_TONE, -_TONE], axis=1).astype(np.float64), 44100), _wav((_TONE * 100 + 128).astype(np.uint8)),
-        _wav((_TONE * 2e9).astype(np.int32), 48000)]
+        _wav(np.stack([_TONE, -_TONE], axis=1).astype(np.float64), 44100),
+        _wav((_TONE * 100 + 128).astype(np.uint8)), _wav((_TONE * 2e9).astype(np.int32), 48000)]
 #: Where a wav header keeps what a reader must believe: chunk sizes, channels, rate, bits.
-HEADER_FIELDS = [(4, "<I"), (16, "<I"), (20, "<H"), (22, "<H"), (24, "<I"), (28, "<I"), (32, "<H"), (34, "<H"),
-                 (40, "<I")]
+HEADER_FIELDS = [(4, "<I"), (16, "<I"), (20, "<H"), (22, "<H"), (24, "<I"), (28, "<I"), (32, "<H"),
+                 (34, "<H"), (40, "<I")]
 
 
 @st.composite
@@ -274,7 +274,8 @@ def _readout_bytes() -> bytes:
     encoder = Encoder(make_mask(6, 64, seed=1), 400e-9, 2, 0.4, 1.5, scale=1.0)
     ridge = RidgeReadout(alpha=1e-3, n_classes=10, mean=np.zeros(width), std=np.ones(width),
                          weights=rng.standard_normal((width + 1, 10)))
-    training = TrainingStates(rng.standard_normal((10, width)), np.arange(10), np.full(10, "theo"), np.ones(10))
+    training = TrainingStates(rng.standard_normal((10, width)), np.arange(10), np.full(10, "theo"),
+                              np.ones(10))
     readout = DigitReadout(FeatureConfig(), ChannelNormalizer(np.zeros(64), np.ones(64)), encoder, "mean", 3,
                            ridge, "sim:vortex", {"bias_A": 7.5e-3}, training=training)
     with tempfile.TemporaryDirectory() as tmp:
@@ -337,10 +338,10 @@ def _edit_readout(draw, f: h5py.File, meta: dict) -> None:
             st.sampled_from([0, 2, -1, "x", np.zeros(3), FORMAT_READOUT]))
 
 
-json_values = st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False)
-                           | st.text(max_size=8) | st.sampled_from([0, 1, -1, 1e-30, 1e30, 10**6, 2**40, "samples"]),
-                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
-                                                                                        max_size=3), max_leaves=6)
+json_leaves = (st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False)
+               | st.text(max_size=8) | st.sampled_from([0, 1, -1, 1e-30, 1e30, 10**6, 2**40, "samples"]))
+json_values = st.recursive(json_leaves, lambda inner: st.lists(inner, max_size=3)
+                           | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=6)
 
 
 @given(st.data())
@@ -366,7 +367,8 @@ def model_texts(draw):
     payload = json.loads(MODEL)
     for _ in range(draw(st.integers(1, 3))):
         where = draw(st.sampled_from(["options", "options", "top"]))
-        target = payload["options"] if where == "options" and isinstance(payload["options"], dict) else payload
+        options = payload["options"]
+        target = options if where == "options" and isinstance(options, dict) else payload
         key = draw(st.sampled_from(sorted(target) + ["noise", "seed", "bogus"]))
         target[key] = draw(json_values)
     text = json.dumps(payload)

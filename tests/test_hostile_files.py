@@ -129,9 +129,9 @@ def hostile_readout(original: Path, tmp_path: Path, case: str) -> Path:
 
 
 READOUT_CASES = {"samples_per_node 1e6": "samples_per_node", "node time 1e-30 s": "theta_s",
-                 "weights (2^28,)": "ridge_weights", "mask (2^40, 1)": "mask", "one huge chunk": "feature_mean",
-                 "soft-link loop": "is a soft link", "external link": "is an external link", "NaN weights": "NaN",
-                 "deep meta": "RecursionError"}
+                 "weights (2^28,)": "ridge_weights", "mask (2^40, 1)": "mask",
+                 "one huge chunk": "feature_mean", "soft-link loop": "is a soft link",
+                 "external link": "is an external link", "NaN weights": "NaN", "deep meta": "RecursionError"}
 
 
 @pytest.mark.parametrize("case", sorted(READOUT_CASES))

@@ -204,12 +204,12 @@ def _check_unpacked_size(path: Path) -> None:
         with zipfile.ZipFile(path) as archive:
             unpacked = sum(info.file_size for info in archive.infolist())
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
-        raise CheckpointError(f"{path} is not a readable twin checkpoint (corrupt or truncated file?; not the "
-                              f"zip archive torch.save writes: {exc}); copy it again or retrain with "
-                              "`spinlab twin train`") from None
+        raise CheckpointError(f"{path} is not a readable twin checkpoint (corrupt or truncated file?; "
+                              f"not the zip archive torch.save writes: {exc}); copy it again or retrain "
+                              "with `spinlab twin train`") from None
     if unpacked > MAX_UNPACKED_BYTES:
-        raise CheckpointError(f"{path} would unpack to {unpacked / 2**20:.0f} MiB; a twin checkpoint holds at "
-                              f"most {MAX_UNPACKED_BYTES >> 20} MiB: it is not one spinlab wrote")
+        raise CheckpointError(f"{path} would unpack to {unpacked / 2**20:.0f} MiB; a twin checkpoint "
+                              f"holds at most {MAX_UNPACKED_BYTES >> 20} MiB: it is not one spinlab wrote")
 
 
 def _upgrade(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
