@@ -191,7 +191,9 @@ class DigitReadout:
             "provenance": {"versions": package_versions(), **self.provenance},
         })
         tmp = path.with_name(path.name + ".tmp")
-        with h5py.File(tmp, "w") as f:
+        # libver v108: checksummed superblock and object headers, so a damaged file is refused by
+        # HDF5 instead of being parsed (an unchecked flipped byte in metadata can crash HDF5 itself)
+        with h5py.File(tmp, "w", libver=("v108", "latest")) as f:
             f.attrs["format"] = FORMAT
             f.attrs["format_version"] = FORMAT_VERSION
             f.attrs["meta"] = json.dumps(meta)
