@@ -236,12 +236,12 @@ def _twin(tmp_path: Path, **meta) -> Path:
 
 def test_twin_eval_refuses_a_checkpoint_that_inflates_to_512_mib(tmp_path):
     path = _twin(tmp_path)
-    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as archive:
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
         with archive.open("twin/data/99", "w", force_zip64=True) as member:
             zeros = bytes(1 << 24)
             for _ in range(32):
                 member.write(zeros)
-    assert path.stat().st_size < 1 << 20
+    assert path.stat().st_size < 4 << 20  # a few MB on disk, 512 MiB once unpacked
     rc, stderr, rss, _ = cli("twin", "eval", path, "--device", "sim:vortex", "--runs-dir", tmp_path / "runs")
     assert_one_line_refusal(rc, stderr, rss, "would unpack to 512 MiB")
 
