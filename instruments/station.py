@@ -44,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, PlainValidator, ValidationError, mod
 
 from spinlab.device import SafetyLimits
 from spinlab.errors import ConfigError, SafetyLimitError
+from spinlab.files import check_file
 from spinlab.instruments.capabilities import AWG_MODELS, INFINIIVISION, KEITHLEY_2400
 
 #: Directory of the station files shipped with the package.
@@ -74,9 +75,11 @@ def _float(value: Any) -> float:
 
 def _int(value: Any) -> int:
     if isinstance(value, float) and value.is_integer():
-        return int(value)
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"must be an integer, got {type(value).__name__} {value!r}")
+    if not -2**63 <= value < 2**63:  # TOML integers are 64-bit; the run file stores them as such
+        raise ValueError(f"must be an integer of at most 64 bits, got {value}")
     return value
 
 
@@ -254,8 +257,9 @@ class ScopeSettings(_Section):
         _within(self, "full_scale_V", low, high, "8 divisions of 1 mV .. 5 V")
         _within(self, "offset_V", -caps.max_offset_V, caps.max_offset_V, "the channel offset range")
         _within(self, "timeout_s", 1e-3, 3600, "seconds")
-        if self.oversample < 1:
-            raise _Invalid("oversample", f"must be >= 1, got {self.oversample}")
+        if not 1 <= self.oversample <= 1000:
+            raise _Invalid("oversample", f"must be 1 .. 1000 (scope points per drive sample), "
+                                         f"got {self.oversample}")
         if self.impedance_ohm not in (50.0, 1e6):
             raise _Invalid("impedance_ohm", f"must be 50 or 1e6, got {self.impedance_ohm!r}")
         if not 1000 <= self.max_points <= caps.memory_points:
@@ -404,12 +408,14 @@ class Station:
 
 def load_station(path: str | Path) -> Station:
     """Read and validate a station file; raises :class:`ConfigError` naming the key and file."""
-    path = Path(path)
+    path = check_file(path, "station", ConfigError, f"station file {path} does not exist")
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"station file {path} does not exist") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: arrays or tables nested too deeply to be a station file") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     except UnicodeDecodeError as exc:
@@ -427,8 +433,10 @@ def parse_station(data: Mapping[str, Any], path: str | Path = "<station>") -> St
         parsed = _StationFile.model_validate(data)
     except ValidationError as exc:
         raise _config_error(exc, path) from None
-    except OverflowError:  # an integer beyond any float (only a Python caller can pass one)
+    except OverflowError:  # an integer beyond any float
         raise ConfigError(f"{path}: a number is too large to be a measurement setting") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: arrays or tables nested too deeply to be a station file") from None
     if parsed.source is not None and parsed.resources.source is None:
         raise ConfigError(f"{path}: [source] is given but [resources] has no 'source' resource")
     source = parsed.source

@@ -38,6 +38,7 @@ from spinlab.device import Device
 from spinlab.engine import Plan, RunContext
 from spinlab.engine.plan import command, make_config
 from spinlab.errors import ConfigError, DatasetError
+from spinlab.files import check_file
 from spinlab.protocols.characterize import model_prediction
 from spinlab.reservoir import Encoder, make_mask, node_states, pack
 from spinlab.waveform import Waveform
@@ -132,10 +133,9 @@ def mackey_glass(n: int, tau: float = 17.0, beta: float = 0.2, gamma: float = 0.
 
 def load_series(path: str | Path, n_points: int) -> np.ndarray:
     """The first ``n_points`` values of a one-value-a-line file, checked (one-line errors)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"Mackey-Glass data {path} does not exist; give a file with one value a line "
-                           "(e.g. ../shared/datasets/mumax3-skyrmion/mackey_glass.txt) or leave out --data")
+    path = check_file(path, "series", DatasetError,
+                      f"Mackey-Glass data {path} does not exist; give a file with one value a line "
+                      "(e.g. ../shared/datasets/mumax3-skyrmion/mackey_glass.txt) or leave out --data")
     try:
         values = np.loadtxt(path, dtype=np.float64, ndmin=2, comments="#")
     except ValueError as exc:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from spinlab.errors import ConfigError, DeviceAddressError
+from spinlab.files import check_file
 
 FORMAT = "spinlab-physics-model"
 FORMAT_VERSION = 1
@@ -45,12 +46,13 @@ def save_model(path: str | Path, simulator: str, options: Mapping[str, Any],
 
 def load_model(path: str | Path) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """``(simulator, options, provenance)`` of a model file; anything else is refused."""
-    path = Path(path)
-    if not path.is_file():
-        raise DeviceAddressError(f"model file {str(path)!r} does not exist; write one with "
-                                 "`spinlab fit-physics RUN_DIR ...` or use sim:vortex / sim:macrospin")
+    path = check_file(path, "model", DeviceAddressError,
+                      f"model file {str(path)!r} does not exist; write one with "
+                      "`spinlab fit-physics RUN_DIR ...` or use sim:vortex / sim:macrospin")
     try:
         payload = json.loads(path.read_text())
+    except RecursionError:
+        raise ConfigError(f"model file {path} nests its JSON too deeply to be a fitted model") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"model file {path} is not readable JSON ({exc})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
@@ -61,7 +63,20 @@ def load_model(path: str | Path) -> tuple[str, dict[str, Any], dict[str, Any]]:
     options, provenance = payload.get("options"), payload.get("provenance", {})
     if not isinstance(payload.get("simulator"), str) or not isinstance(options, dict):
         raise ConfigError(f"model file {path} lacks its simulator name or options")
+    for name, value in options.items():
+        if not _is_option(value):
+            raise ConfigError(f"model file {path}: option {name!r} = {str(value)[:80]} is not a string, a "
+                              "finite number or a 64-bit integer, as `spinlab fit-physics` writes them")
     return payload["simulator"], options, provenance if isinstance(provenance, dict) else {}
+
+
+def _is_option(value: Any) -> bool:
+    """What an address option can be: a string, a boolean, a finite float or a 64-bit integer."""
+    if isinstance(value, (str, bool)):
+        return True
+    if isinstance(value, int):
+        return -2**63 <= value < 2**63
+    return isinstance(value, float) and math.isfinite(value)
 
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "is_model_path", "save_model", "load_model"]

@@ -10,6 +10,11 @@ trained at, and :func:`speed_perturb` makes the training copies that teach a rea
 has not heard (Ko et al., Interspeech 2015: speed perturbation scales tempo,
 pitch and formants together, as a different vocal tract does).
 
+Every wav is checked before its samples are read (:func:`wav_info`): a regular file of at most
+64 MiB (:mod:`spinlab.files`) whose header declares at least one channel, a sample rate and at
+most :data:`MAX_AUDIO_S` seconds. A digit is spoken in about a second; an hour of audio would
+need gigabytes once converted and resampled, so it is refused in one line instead.
+
 Why the checksum covers the extracted recordings and not the archive: GitHub generates commit
 archives on the fly and does not promise byte-identical tarballs over time, so a digest of the
 archive would break for reasons unrelated to the data. The digest of the recordings themselves
@@ -22,9 +27,11 @@ import io
 import os
 import re
 import shutil
+import struct
 import tarfile
 import tempfile
 import urllib.request
+import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -35,6 +42,7 @@ from scipy.io import wavfile
 from scipy.signal import resample_poly
 
 from spinlab.errors import AudioInputError, DatasetError
+from spinlab.files import check_file
 
 #: Sample rate of every FSDD recording.
 FSDD_RATE_HZ = 8000
@@ -46,6 +54,11 @@ FSDD_URL = f"https://codeload.github.com/{FSDD_REPOSITORY}/tar.gz/{FSDD_COMMIT}"
 FSDD_SPEAKERS = ("george", "jackson", "lucas", "theo", "yweweler")
 #: :func:`recordings_digest` of the 2,500 recordings of ``FSDD_SPEAKERS`` at ``FSDD_COMMIT``.
 FSDD_RECORDINGS_SHA256 = "4d2c04f63188f0f3972e5f4b501790602257d8283db78ffbbac8edcaac13171b"
+
+#: Longest audio file spinlab reads (s): a spoken digit lasts about a second.
+MAX_AUDIO_S = 60.0
+#: Sample rates a wav may declare (Hz): telephone to studio audio.
+MIN_RATE_HZ, MAX_RATE_HZ = 1000, 384_000
 
 _NAME = re.compile(r"^(?P<digit>[0-9])_(?P<speaker>[A-Za-z][A-Za-z0-9-]*)_(?P<index>[0-9]+)\.wav$")
 
@@ -101,13 +114,83 @@ def list_fsdd(directory: str | Path) -> list[Utterance]:
     return utterances
 
 
+@dataclass(frozen=True)
+class WavInfo:
+    """What a wav header declares: enough to refuse a file before reading its samples."""
+
+    channels: int
+    rate_Hz: int
+    bits: int
+    frames: int
+
+    @property
+    def duration_s(self) -> float:
+        return self.frames / self.rate_Hz
+
+
+def wav_info(path: str | Path) -> WavInfo:
+    """The header of a RIFF (or RIFX) wav, checked: a regular file of bounded size, at least one
+    channel, a sample rate, and at most :data:`MAX_AUDIO_S` seconds (the data chunk's declared
+    size, capped by what the file holds)."""
+    path = check_file(path, "wav", DatasetError)
+    size = path.stat().st_size
+    fmt = None
+    with open(path, "rb") as fh:
+        head = fh.read(12)
+        if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
+            raise DatasetError(f"cannot read {str(path)!r} as a wav file: no RIFF/WAVE header; "
+                               "save it as a wav")
+        order = "<" if head[:4] == b"RIFF" else ">"
+        for _ in range(1000):  # chunks before the data: fmt, LIST, fact, ... a handful
+            chunk = fh.read(8)
+            if len(chunk) < 8:
+                break
+            name, length = chunk[:4], struct.unpack(order + "I", chunk[4:])[0]
+            if name == b"fmt ":
+                body = fh.read(16)
+                if len(body) < 16:
+                    break
+                _, channels, rate, _, _, bits = struct.unpack(order + "HHIIHH", body)
+                fmt = channels, rate, bits
+                fh.seek(length - 16 + (length & 1), 1)
+            elif name == b"data" and fmt is not None:
+                channels, rate, bits = fmt
+                if channels == 0 or not MIN_RATE_HZ <= rate <= MAX_RATE_HZ or bits == 0:
+                    raise DatasetError(f"{path.name} declares {channels} channels of {bits}-bit samples at "
+                                       f"{rate} Hz: it is corrupt; record or export it again")
+                frames = min(length, size - fh.tell()) // (channels * ((bits + 7) // 8))
+                info = WavInfo(channels, rate, bits, frames)
+                if info.duration_s > MAX_AUDIO_S:
+                    raise AudioInputError(f"{path.name} lasts {info.duration_s:.0f} s; spinlab reads at "
+                                          f"most {MAX_AUDIO_S:g} s of audio (a spoken digit lasts about a "
+                                          "second): cut the words out of it first")
+                return info
+            else:
+                fh.seek(length + (length & 1), 1)
+    missing = "fmt" if fmt is None else "data"
+    raise DatasetError(f"cannot read {str(path)!r} as a wav file: no {missing} chunk before its end; "
+                       "record or export it again")
+
+
+def _read_samples(path: str | Path) -> tuple[Path, int, np.ndarray]:
+    """``(path, rate, samples)`` of a wav whose header :func:`wav_info` accepted."""
+    path = Path(path)
+    wav_info(path)
+    try:
+        with warnings.catch_warnings():  # a truncated file reads as far as it goes, without a warning
+            warnings.simplefilter("ignore", wavfile.WavFileWarning)
+            rate, data = wavfile.read(path)
+    except Exception as exc:  # scipy's reader fails in many ways on a damaged file (even UnboundLocalError)
+        raise DatasetError(f"cannot read {str(path)!r} as a wav file: {type(exc).__name__}: {exc}") from None
+    if data.dtype.kind == "f" and not np.all(np.isfinite(data)):
+        raise DatasetError(f"{path.name} holds NaN or infinite samples; export it again as PCM "
+                           "or clean float")
+    return path, int(rate), data
+
+
 def read_wav(path: str | Path, expected_rate_Hz: int | None = FSDD_RATE_HZ) -> np.ndarray:
     """Read a mono 16-bit PCM wav as float64 in [-1, 1); check its sample rate."""
-    path = Path(path)
-    try:
-        rate, data = wavfile.read(path)
-    except (ValueError, OSError) as exc:
-        raise DatasetError(f"cannot read {str(path)!r} as a wav file: {exc}") from None
+    path, rate, data = _read_samples(path)
     if expected_rate_Hz is not None and rate != expected_rate_Hz:
         raise DatasetError(f"{path.name} is sampled at {rate} Hz, expected {expected_rate_Hz} Hz; "
                            "resample it first (FSDD recordings are 8 kHz)")
@@ -123,15 +206,11 @@ def read_wav(path: str | Path, expected_rate_Hz: int | None = FSDD_RATE_HZ) -> n
 def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     """Any wav a user records (8/16/24/32-bit PCM or float, mono or multi-channel) as mono
     float64 in [-1, 1] and its sample rate."""
-    path = Path(path)
-    try:
-        rate, data = wavfile.read(path)
-    except (ValueError, OSError) as exc:
-        raise DatasetError(f"cannot read {str(path)!r} as a wav file: {exc}") from None
+    path, rate, data = _read_samples(path)
     if data.size == 0:
         raise DatasetError(f"{path.name} has no samples")
-    if data.dtype.kind == "f":
-        samples = data.astype(np.float64)
+    if data.dtype.kind == "f":  # beyond full scale is clipping, as a sound card or a DAW would
+        samples = np.clip(data.astype(np.float64), -1.0, 1.0)
     elif data.dtype == np.uint8:
         samples = (data.astype(np.float64) - 128.0) / 128.0
     elif data.dtype.kind == "i":

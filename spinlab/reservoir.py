@@ -36,6 +36,13 @@ from spinlab.waveform import Waveform
 
 MASK_KINDS = ("binary", "normal")
 NODE_FEATURES = ("mean", "samples")
+#: Sane ranges of an encoder's settings (a saved readout may name any number): a node is held
+#: 1 ps .. 1 ms and sampled by at most 100 AWG samples; masks have at most 10,000 nodes and
+#: 1,024 feature channels. Outside them a drive is unphysical or too long to hold in memory.
+THETA_RANGE_S = (1e-12, 1e-3)
+MAX_SAMPLES_PER_NODE = 100
+MAX_NODES = 10_000
+MAX_CHANNELS = 1024
 
 
 def make_mask(n_nodes: int, n_channels: int, kind: str = "binary", seed: int = 0) -> np.ndarray:
@@ -76,14 +83,25 @@ class Encoder:
         self.mask = np.asarray(self.mask, dtype=np.float64)
         if self.mask.ndim != 2:
             raise ConfigError(f"mask must be 2-D (nodes, channels), got shape {self.mask.shape}")
-        if not (self.theta_s > 0 and np.isfinite(self.theta_s)):
-            raise ConfigError(f"theta_s must be a positive number of seconds, got {self.theta_s!r}")
-        if int(self.samples_per_node) != self.samples_per_node or self.samples_per_node < 1:
-            raise ConfigError(f"samples_per_node must be a positive integer, got {self.samples_per_node!r}")
-        if not self.amplitude_V > 0:
-            raise ConfigError(f"amplitude_V must be > 0, got {self.amplitude_V!r}")
-        if not self.input_sigma > 0:
-            raise ConfigError(f"input_sigma must be > 0, got {self.input_sigma!r}")
+        if not (1 <= self.mask.shape[0] <= MAX_NODES and 1 <= self.mask.shape[1] <= MAX_CHANNELS):
+            raise ConfigError(f"mask must have 1..{MAX_NODES} nodes and 1..{MAX_CHANNELS} channels, "
+                              f"got shape {self.mask.shape}")
+        if not np.all(np.isfinite(self.mask)):
+            raise ConfigError("mask holds NaN or infinite values")
+        low, high = THETA_RANGE_S
+        if not (low <= self.theta_s <= high):
+            raise ConfigError(f"theta_s (the node time) must be between {low:g} and {high:g} s, "
+                              f"got {self.theta_s!r}")
+        if (int(self.samples_per_node) != self.samples_per_node
+                or not 1 <= self.samples_per_node <= MAX_SAMPLES_PER_NODE):
+            raise ConfigError(f"samples_per_node must be an integer 1..{MAX_SAMPLES_PER_NODE}, "
+                              f"got {self.samples_per_node!r}")
+        if not 0 < self.amplitude_V < np.inf:
+            raise ConfigError(f"amplitude_V must be a positive finite number, got {self.amplitude_V!r}")
+        if not 0 < self.input_sigma < np.inf:
+            raise ConfigError(f"input_sigma must be a positive finite number, got {self.input_sigma!r}")
+        if self.scale is not None and not 0 < self.scale < np.inf:
+            raise ConfigError(f"scale must be a positive finite number, got {self.scale!r}")
 
     @property
     def n_nodes(self) -> int:

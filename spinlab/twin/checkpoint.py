@@ -18,6 +18,7 @@ import math
 import numbers
 import os
 import warnings
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from typing import Any
 import torch
 
 from spinlab.errors import CheckpointError, ConfigError
+from spinlab.files import MAX_BYTES, check_file
 from spinlab.engine.documents import package_versions, to_jsonable
 from spinlab.twin.model import SpinNODE, TwinArchitecture
 
@@ -35,8 +37,16 @@ ROLES = ("drive", "condition")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: Most weights a checkpoint may declare: far above any twin worth training on a CPU, and a
 #: bound on what a hostile file can make us allocate.
-MAX_PARAMETERS = 2**26
-MAX_SETTLE_SAMPLES = 10**7
+MAX_PARAMETERS = 2**24
+#: Most bytes the members of a checkpoint's zip may declare once decompressed: torch.save stores
+#: them uncompressed, so a legitimate checkpoint is no larger inside than outside, while a
+#: hostile one could inflate a small file into gigabytes inside torch.load.
+MAX_UNPACKED_BYTES = MAX_BYTES["checkpoint"]
+#: Samples a twin may settle before each drive: a few relaxation times (default 50, MuMax3 200);
+#: each is a model step of every call, so 10^7 made one call run for minutes.
+MAX_SETTLE_SAMPLES = 10_000
+#: Sample intervals a twin may have (s): 1 fs .. 1 s (MuMax3 twins ~5 ps, bench twins ~100 ns).
+DT_RANGE_S = (1e-15, 1.0)
 
 
 @dataclass
@@ -60,8 +70,9 @@ class TwinMeta:
     output: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not (_is_number(self.dt_s) and self.dt_s > 0):
-            raise ConfigError(f"twin dt_s must be a positive number, got {self.dt_s!r}")
+        if not (_is_number(self.dt_s) and DT_RANGE_S[0] <= self.dt_s <= DT_RANGE_S[1]):
+            raise ConfigError(f"twin dt_s must be a number of seconds in {DT_RANGE_S[0]:g} .. "
+                              f"{DT_RANGE_S[1]:g}, got {self.dt_s!r}")
         self.dt_s = float(self.dt_s)
         if not (isinstance(self.condition_ranges, dict)
                 and all(isinstance(name, str) and _is_range(span) for name, span in self.condition_ranges.items())):
@@ -136,9 +147,9 @@ def save_twin(path: str | Path, model: SpinNODE, meta: TwinMeta) -> Path:
 
 def load_twin(path: str | Path) -> tuple[SpinNODE, TwinMeta]:
     """Read a checkpoint; anything corrupt, foreign or incompatible raises CheckpointError."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"twin checkpoint {path} does not exist; train one with `spinlab twin train`")
+    path = check_file(path, "checkpoint", CheckpointError,
+                      f"twin checkpoint {path} does not exist; train one with `spinlab twin train`")
+    _check_unpacked_size(path)
     try:
         with warnings.catch_warnings():  # torch warns about the odd pickle of a corrupt file
             warnings.simplefilter("ignore")
@@ -184,6 +195,21 @@ def load_twin(path: str | Path) -> tuple[SpinNODE, TwinMeta]:
             raise CheckpointError(f"{path} has non-finite values in {name}; retrain the twin")
     model.eval()
     return model, meta
+
+
+def _check_unpacked_size(path: Path) -> None:
+    """Refuse, before torch reads it, a file that is not a zip or whose members declare more
+    than :data:`MAX_UNPACKED_BYTES` once decompressed (the central directory is all we read)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
+        raise CheckpointError(f"{path} is not a readable twin checkpoint (corrupt or truncated file?; "
+                              f"not the zip archive torch.save writes: {exc}); copy it again or retrain "
+                              "with `spinlab twin train`") from None
+    if unpacked > MAX_UNPACKED_BYTES:
+        raise CheckpointError(f"{path} would unpack to {unpacked / 2**20:.0f} MiB; a twin checkpoint "
+                              f"holds at most {MAX_UNPACKED_BYTES >> 20} MiB: it is not one spinlab wrote")
 
 
 def _upgrade(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from spinlab.errors import ConfigError
+from spinlab.files import check_file
 from spinlab.twin.trajectory import Trajectory
 
 
@@ -41,11 +42,9 @@ class MumaxTable:
 
 def load_mumax_table(path: str | Path) -> MumaxTable:
     """Parse a MuMax3 table (tab separated, ``# name (unit)`` header line)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"MuMax3 table {path} does not exist")
-    with path.open() as fh:
-        header = fh.readline()
+    path = check_file(path, "mumax", ConfigError)
+    with path.open(errors="replace") as fh:
+        header = fh.readline(1 << 16)
     if not header.startswith("#"):
         raise ConfigError(f"{path} has no MuMax3 '#' header line")
     names, units = [], {}
@@ -56,8 +55,8 @@ def load_mumax_table(path: str | Path) -> MumaxTable:
         units[name.strip()] = unit.rstrip(")").strip()
     try:
         data = np.loadtxt(path, comments="#", delimiter="\t", dtype=np.float64, ndmin=2)
-    except ValueError as exc:
-        raise ConfigError(f"cannot parse MuMax3 table {path}: {exc}") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot parse MuMax3 table {path}: {str(exc)[:200]}") from None
     if data.shape[1] != len(names):
         raise ConfigError(f"{path}: header names {len(names)} columns, rows have {data.shape[1]}")
     if "t" not in names:
