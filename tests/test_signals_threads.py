@@ -92,8 +92,8 @@ def stop_trial(tmp: Path, emulator, station: Path, signals: list[int], gap_s: fl
             proc.kill()
         reader.join(timeout=10)
     err = "".join(line for _, line in lines)
-    # a second Ctrl-C after the stop completed (outputs off) only cuts the interpreter's teardown
-    assert proc.returncode in (128 + signals[0], -signals[-1]), err
+    # a second Ctrl-C after the stop completed (outputs off) only shortens the interpreter's teardown
+    assert proc.returncode == 128 + signals[0], err  # a late signal does not change the status
     assert "interrupted by" in err
     assert "Traceback" not in err
     assert "could not" not in err and "INTERRUPTED" not in err, err  # no fight over the bench
