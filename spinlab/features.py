@@ -15,22 +15,22 @@ import hashlib
 import json
 import os
 import secrets
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+from pydantic import Field, model_validator
 from scipy import fft as sfft
 from scipy import signal as ssignal
 
 from spinlab.audio import FSDD_RATE_HZ, Utterance, speed_perturb
+from spinlab.config import Config, Positive, PositiveInt
 from spinlab.errors import ConfigError
 
 FEATURE_KINDS = ("lyon", "mfcc", "logmel")
 
 
-@dataclass(frozen=True)
-class FeatureConfig:
+class FeatureConfig(Config):
     """Which features, and their frame rate (``rate_Hz / decimation`` frames per second).
 
     ``kind``: ``lyon`` (cochleagram, 64 channels at 8 kHz), ``mfcc`` (``n_mfcc`` cepstral
@@ -38,21 +38,21 @@ class FeatureConfig:
     ``decimation`` is the hop in samples for every kind, so all kinds share a frame rate.
     """
 
-    kind: str = "lyon"
-    rate_Hz: int = FSDD_RATE_HZ
-    decimation: int = 64
-    ear_q: float = 8.0
-    n_mels: int = 40
-    n_mfcc: int = 13
-    window_s: float = 0.025
+    kind: str = Field("lyon", description="Features: lyon (cochleagram), mfcc or logmel")
+    rate_Hz: PositiveInt = Field(FSDD_RATE_HZ, description="Sample rate of the audio")
+    decimation: PositiveInt = Field(64, description="Hop between two frames, in samples")
+    ear_q: Positive = Field(8.0, description="Quality factor of the Lyon ear's filters")
+    n_mels: PositiveInt = Field(40, description="Bands of the mel filterbank (mfcc, logmel)")
+    n_mfcc: PositiveInt = Field(13, description="Cepstral coefficients kept (mfcc)")
+    window_s: Positive = Field(0.025, description="Length of a spectrogram window (mfcc, logmel)")
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _known_kind(self) -> "FeatureConfig":
         if self.kind not in FEATURE_KINDS:
-            raise ConfigError(f"feature kind {self.kind!r} is unknown; use one of {list(FEATURE_KINDS)}")
-        if self.decimation < 1 or self.rate_Hz <= 0:
-            raise ConfigError("decimation must be >= 1 and rate_Hz positive")
-        if self.kind == "mfcc" and not 1 <= self.n_mfcc <= self.n_mels:
-            raise ConfigError(f"n_mfcc must be in 1..n_mels ({self.n_mels}), got {self.n_mfcc}")
+            raise ValueError(f"feature kind {self.kind!r} is unknown; use one of {list(FEATURE_KINDS)}")
+        if self.kind == "mfcc" and self.n_mfcc > self.n_mels:
+            raise ValueError(f"n_mfcc must be in 1..n_mels ({self.n_mels}), got {self.n_mfcc}")
+        return self
 
     @property
     def frame_rate_Hz(self) -> float:
@@ -164,7 +164,7 @@ def utterance_features(utterances: Sequence[Utterance], config: FeatureConfig = 
 
 
 def _cache_key(utterances: Sequence[Utterance], config: FeatureConfig, speed: float = 1.0) -> str:
-    settings = asdict(config) if speed == 1.0 else {**asdict(config), "speed": speed}
+    settings = config.to_dict() if speed == 1.0 else {**config.to_dict(), "speed": speed}
     h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for utt in utterances:
         st = utt.path.stat()
