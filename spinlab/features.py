@@ -59,7 +59,11 @@ class FeatureConfig(Config):
         return self.rate_Hz / self.decimation
 
 
-def extract(samples: np.ndarray, config: FeatureConfig = FeatureConfig()) -> np.ndarray:
+#: The default features (a frozen model: one instance shared as the default argument).
+DEFAULT_FEATURES = FeatureConfig()
+
+
+def extract(samples: np.ndarray, config: FeatureConfig = DEFAULT_FEATURES) -> np.ndarray:
     """Features ``(frames, channels)`` of one utterance; at least one frame."""
     samples = np.asarray(samples, dtype=np.float64)
     if samples.ndim != 1 or samples.size == 0:
@@ -73,7 +77,7 @@ def extract(samples: np.ndarray, config: FeatureConfig = FeatureConfig()) -> np.
     return sfft.dct(mel, type=2, axis=1, norm="ortho")[:, : config.n_mfcc]
 
 
-def lyon_cochleagram(samples: np.ndarray, config: FeatureConfig = FeatureConfig()) -> np.ndarray:
+def lyon_cochleagram(samples: np.ndarray, config: FeatureConfig = DEFAULT_FEATURES) -> np.ndarray:
     """Lyon's passive-ear model (``lyon`` package): ``(len // decimation, channels)``."""
     from lyon.calc import LyonCalc
 
@@ -131,7 +135,7 @@ class ChannelNormalizer:
         return (features - self.mean) / self.std
 
 
-def utterance_features(utterances: Sequence[Utterance], config: FeatureConfig = FeatureConfig(),
+def utterance_features(utterances: Sequence[Utterance], config: FeatureConfig = DEFAULT_FEATURES,
                        cache_dir: str | Path | None = None,
                        progress: Callable[[int, int], None] | None = None,
                        speed: float = 1.0) -> list[np.ndarray]:

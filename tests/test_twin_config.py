@@ -1,5 +1,6 @@
 """One config system: the twin's and the features' settings are validated pydantic models, twin-train
 nests them as groups, and what a run file or checkpoint stores is their JSON (old ones still load)."""
+
 from __future__ import annotations
 
 import math
@@ -30,16 +31,19 @@ def test_every_library_setting_has_a_type_a_default_and_a_one_line_description(c
     assert cls(**cls().to_dict()) == cls()  # its JSON rebuilds it
 
 
-@pytest.mark.parametrize("cls,bad,says", [
-    (TrainConfig, {"learning_rte": 1e-3}, "learning_rte is not a setting"),
-    (TrainConfig, {"learning_rate": math.nan}, "learning_rate"),
-    (TrainConfig, {"lr_schedule": "step"}, "lr_schedule"),
-    (OnlineConfig, {"queue_size": 0}, "queue_size"),
-    (TwinArchitecture, {"hidden": 4.0}, "hidden"),
-    (TwinArchitecture, {"drive_names": ("a",), "condition_names": ("a",)}, "duplicate"),
-    (MumaxSplit, {"n_val": 10, "n_train": 10}, "n_val"),
-    (FeatureConfig, {"kind": "wavelet"}, "unknown"),
-])
+@pytest.mark.parametrize(
+    "cls,bad,says",
+    [
+        (TrainConfig, {"learning_rte": 1e-3}, "learning_rte is not a setting"),
+        (TrainConfig, {"learning_rate": math.nan}, "learning_rate"),
+        (TrainConfig, {"lr_schedule": "step"}, "lr_schedule"),
+        (OnlineConfig, {"queue_size": 0}, "queue_size"),
+        (TwinArchitecture, {"hidden": 4.0}, "hidden"),
+        (TwinArchitecture, {"drive_names": ("a",), "condition_names": ("a",)}, "duplicate"),
+        (MumaxSplit, {"n_val": 10, "n_train": 10}, "n_val"),
+        (FeatureConfig, {"kind": "wavelet"}, "unknown"),
+    ],
+)
 def test_a_typo_or_a_bad_value_is_one_config_error_line(cls, bad, says):
     with pytest.raises(ConfigError, match=says) as info:
         cls(**bad)
@@ -47,8 +51,12 @@ def test_a_typo_or_a_bad_value_is_one_config_error_line(cls, bad, says):
 
 
 def test_twin_train_groups_are_nested_models():
-    config = TwinTrainConfig(out="twin.pt", train={"learning_rate": 1e-2}, architecture={"hidden": 16},
-                             acquire={"validation_every": 6})
+    config = TwinTrainConfig(
+        out="twin.pt",
+        train={"learning_rate": 1e-2},
+        architecture={"hidden": 16},
+        acquire={"validation_every": 6},
+    )
     assert config.train.learning_rate == 1e-2 and config.train.max_steps == TrainConfig().max_steps
     assert config.architecture == TwinArchitecture(hidden=16)
     assert isinstance(config.online, OnlineConfig) and isinstance(config.split, MumaxSplit)
@@ -59,23 +67,48 @@ def test_twin_train_groups_are_nested_models():
 
 def test_an_old_run_files_config_with_partial_groups_still_builds_the_plan():
     """Run files written before the groups were models stored only the keys given (or {})."""
-    old = {"out": "twin.pt", "source": "device", "architecture": {"hidden": 16, "condition_names": ["bias_A"]},
-           "train": {}, "acquire": {"validation_every": 6}, "online": {}, "rest_drive_V": "auto",
-           "table": None, "split": {}, "torch_device": "cpu"}
+    old = {
+        "out": "twin.pt",
+        "source": "device",
+        "architecture": {"hidden": 16, "condition_names": ["bias_A"]},
+        "train": {},
+        "acquire": {"validation_every": 6},
+        "online": {},
+        "rest_drive_V": "auto",
+        "table": None,
+        "split": {},
+        "torch_device": "cpu",
+    }
     config = plan(old).config
     assert config.architecture.condition_names == ("bias_A",) and config.train == TrainConfig()
     assert config.acquire.validation_every == 6
 
 
-@pytest.mark.parametrize("setting,says", [
-    ("train.learning_rate=abc", "learning_rate"),
-    ("architecture.hidden=4.5", "hidden"),
-    ("online.queue_sise=3", "queue_sise is not a setting"),
-])
+@pytest.mark.parametrize(
+    "setting,says",
+    [
+        ("train.learning_rate=abc", "learning_rate"),
+        ("architecture.hidden=4.5", "hidden"),
+        ("online.queue_sise=3", "queue_sise is not a setting"),
+    ],
+)
 def test_a_bad_group_setting_on_the_command_line_is_one_line_and_exit_2(tmp_path, setting, says):
     runs = tmp_path / "runs"
-    result = CliRunner().invoke(app, ["run", "twin-train", "-d", "sim:vortex", "--out", str(tmp_path / "t.pt"),
-                                      "--set", setting, "--runs-dir", str(runs)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "twin-train",
+            "-d",
+            "sim:vortex",
+            "--out",
+            str(tmp_path / "t.pt"),
+            "--set",
+            setting,
+            "--runs-dir",
+            str(runs),
+        ],
+    )
     assert result.exit_code == 2 and not runs.exists(), result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and says in lines[0], result.output

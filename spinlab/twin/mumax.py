@@ -129,7 +129,7 @@ class MumaxSplit(Config):
     output_scale: float = Field(10.0, description="Factor the output is multiplied by (non-zero)")
 
     @model_validator(mode="after")
-    def _consistent(self) -> "MumaxSplit":
+    def _consistent(self) -> MumaxSplit:
         columns = self.drives + self.conditions + (self.output_column,)
         if not self.drives or len(set(columns)) != len(columns):
             raise ValueError(
@@ -147,8 +147,12 @@ class MumaxSplit(Config):
         return tuple(condition_name(c, table.unit(c)) for c in self.conditions)
 
 
+#: The paper's split (a frozen model: one instance shared as the default argument).
+DEFAULT_SPLIT = MumaxSplit()
+
+
 def mumax_series(
-    table: MumaxTable, split: MumaxSplit = MumaxSplit(), *, output_offset: float | None = None
+    table: MumaxTable, split: MumaxSplit = DEFAULT_SPLIT, *, output_offset: float | None = None
 ) -> tuple[Trajectory, float]:
     """The whole table as one trajectory on the twin's grid, and the output offset used.
 
@@ -178,7 +182,7 @@ def mumax_series(
 
 
 def mumax_trajectories(
-    table: MumaxTable, split: MumaxSplit = MumaxSplit()
+    table: MumaxTable, split: MumaxSplit = DEFAULT_SPLIT
 ) -> tuple[Trajectory, Trajectory | None, Trajectory]:
     """(train, validation or None, test) trajectories from a MuMax3 table (see
     :func:`mumax_series`), split in time: train | validation | test (``n_test`` samples, or

@@ -46,8 +46,8 @@ class TrainConfig(Config):
                               "the best weights) after patience validations without improvement")
     patience: PositiveInt = Field(30, description="Validations without improvement before a plateau halving")
     noise_injection: bool = Field(False, description="Perturb segment starts with the measured output noise")
-    noise_std: NonNegative = Field(0.0, description="Measured output noise, in the output's unit, for injection")
-    max_wall_s: NonNegative | None = Field(None, description="Wall time training may take (none or 0: no limit)")
+    noise_std: NonNegative = Field(0.0, description="Measured output noise (output unit), for injection")
+    max_wall_s: NonNegative | None = Field(None, description="Wall time training may take (0: no limit)")
     settle_samples: NonNegativeInt = Field(50, description="Samples a rest-started validation trajectory "
                                                            "settles for")
     rest_drive_V: float | Literal["auto"] | None = Field(
@@ -242,9 +242,12 @@ class OnlineConfig(Config):
     and acquisition ends soon after the target is met, not at the duration cap (a fast
     simulator would otherwise deliver the whole cap before the first validation)."""
 
-    steps_per_batch: NonNegativeInt = Field(50, description="Optimisation steps between two recording batches")
-    queue_size: PositiveInt = Field(2, description="Recording batches buffered between acquisition and trainer")
-    max_steps_after_data: NonNegativeInt = Field(20000, description="Training steps once acquisition has ended")
+    steps_per_batch: NonNegativeInt = Field(50, description="Optimisation steps between two recording "
+                                                            "batches")
+    queue_size: PositiveInt = Field(2, description="Recording batches buffered between acquisition and "
+                                                   "trainer")
+    max_steps_after_data: NonNegativeInt = Field(20000, description="Training steps once acquisition has "
+                                                                    "ended")
 
 
 _DONE = object()
