@@ -40,7 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Mapping, Union
 
-from pydantic import BaseModel, ConfigDict, PlainValidator, ValidationError, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, Strict, StrictStr,
+                      ValidationError, model_validator)
 
 from spinlab.device import SafetyLimits
 from spinlab.errors import ConfigError, SafetyLimitError
@@ -66,27 +67,11 @@ class _Invalid(ValueError):
         self.key = key
 
 
-# --- value types: what TOML gives, checked without silent conversions ----------------------------
-def _float(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"must be a number, got {type(value).__name__} {value!r}")
-    return float(value)
-
-
-def _int(value: Any) -> int:
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"must be an integer, got {type(value).__name__} {value!r}")
-    if not -2**63 <= value < 2**63:  # TOML integers are 64-bit; the run file stores them as such
-        raise ValueError(f"must be an integer of at most 64 bits, got {value}")
-    return value
-
-
-def _str(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"must be a string, got {type(value).__name__} {value!r}")
-    return value
+# --- value types: what TOML gives, checked by pydantic's strict mode (no silent conversions) -------
+def _integral_float(value: Any) -> Any:
+    """``4e6`` is the integer 4000000 (TOML has no integer exponent form); ``4.5`` stays a float and
+    fails the strict integer check."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def _load(value: Any) -> float | str:
@@ -94,16 +79,21 @@ def _load(value: Any) -> float | str:
         if value.lower() not in ("inf", "infinity", "high_z"):
             raise ValueError(f"must be a resistance in ohm or 'inf', got {value!r}")
         return value
-    try:
-        return _float(value)
-    except ValueError:
-        raise ValueError(f"must be a resistance in ohm or 'inf', got {type(value).__name__} {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"must be a resistance in ohm or 'inf', got {type(value).__name__} {value!r}")
+    return float(value)
 
 
-Float = Annotated[float, PlainValidator(_float)]
-Int = Annotated[int, PlainValidator(_int)]
-Str = Annotated[str, PlainValidator(_str)]
+#: a number: an int or a float, never a string or a bool
+Float = Annotated[float, Strict()]
+#: an integer the run file can store (TOML integers are 64-bit)
+Int = Annotated[int, BeforeValidator(_integral_float), Strict(), Field(ge=-2**63, lt=2**63)]
+Str = StrictStr
 Load = Annotated[Union[float, str], PlainValidator(_load)]
+
+#: what a value of the wrong type is told, by pydantic's error type
+_WRONG_TYPE = {"float_type": "must be a number", "int_type": "must be an integer",
+               "string_type": "must be a string"}
 
 
 def _positive(section: Any, *names: str) -> None:
@@ -505,7 +495,15 @@ def _config_error(exc: ValidationError, path: Path) -> ConfigError:
         return ConfigError(f"{path}: [{section}] unknown key '{loc[1]}'; known keys: {', '.join(known)}")
     cause = (err.get("ctx") or {}).get("error")
     key = getattr(cause, "key", None) or (loc[1] if len(loc) > 1 else "?")
-    message = str(cause) if cause is not None else err["msg"]
+    got = err.get("input")
+    if kind == "float_type" and isinstance(got, int) and not isinstance(got, bool):
+        message = "is a number too large to be a measurement setting"
+    elif kind in _WRONG_TYPE:
+        message = f"{_WRONG_TYPE[kind]}, got {type(got).__name__} {got!r}"
+    elif kind in ("greater_than_equal", "less_than"):  # only Int has bounds: the 64-bit range
+        message = f"must be an integer of at most 64 bits, got {int(got)}"
+    else:
+        message = str(cause) if cause is not None else err["msg"]
     return ConfigError(f"{path}: [{section}] key '{key}' {message}")
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import asdict, replace
 from typing import Any, Literal, Mapping
 
 import numpy as np
@@ -37,37 +36,37 @@ MUMAX_SETTLE_SAMPLES = 200
 
 
 class TwinTrainConfig(Config):
-    """What to train and on what. Nested sections are the library's own configs as dicts,
-    so the whole config is plain JSON (stored in the run file, rebuilt on resume)."""
+    """What to train and on what. The groups are the library's own configs, nested, so the
+    whole config dumps to plain JSON (stored in the run file, rebuilt on resume)."""
 
     out: str = Field(description="Checkpoint to write (twin.pt)")
     source: Literal["device", "mumax3"] = Field("device", description="Train online on the device, or "
                                                                       "offline on a MuMax3 table")
-    architecture: dict[str, Any] = Field({}, description="The twin's architecture (TwinArchitecture fields)")
-    train: dict[str, Any] = Field({}, description="The optimisation (TrainConfig fields)")
-    acquire: dict[str, Any] = Field({}, description="Device source: the acquisition (AcquireConfig fields)")
-    online: dict[str, Any] = Field({}, description="Device source: the pacing of acquisition by training "
-                                                   "(OnlineConfig fields)")
+    architecture: TwinArchitecture = Field(default_factory=TwinArchitecture,
+                                           description="The twin's architecture")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="The optimisation")
+    acquire: AcquireConfig = Field(default_factory=AcquireConfig,
+                                   description="Device source: the acquisition")
+    online: OnlineConfig = Field(default_factory=OnlineConfig,
+                                 description="Device source: the pacing of acquisition by training")
     rest_drive_V: float | Literal["auto"] | None = Field(
             "auto", description="Drive level the device rests at before a drive: a number, first (the "
                                 "drive's first sample) or auto (whichever fits the held-out data better)")
     table: str | None = Field(None, description="MuMax3 source: the table.txt to train on")
-    split: dict[str, Any] = Field({}, description="MuMax3 source: how the table is split (MumaxSplit fields)")
+    split: MumaxSplit = Field(default_factory=MumaxSplit, description="MuMax3 source: how the table is split")
     torch_device: str = Field("auto", description="Where the twin trains: auto (a GPU when present), cpu, "
                                                   "cuda or cuda:N")
 
     @model_validator(mode="after")
-    def _sections(self) -> "TwinTrainConfig":
-        # building the sections validates them now, before any run directory exists
+    def _sources(self) -> "TwinTrainConfig":
+        # checked now, before any run directory exists
         if not self.out:
             raise ValueError("twin training needs an output checkpoint path (--out)")
         if self.source == "mumax3" and not self.table:
             raise ValueError("MuMax3 training needs the table's path (--mumax)")
-        self.architecture_config()
-        self.train_config()
         resolve_torch_device(self.torch_device)
         if self.source == "device":
-            acq = self.acquire_config()
+            acq = self.acquire
             if acq.validation_every < 2:
                 raise ValueError("online training needs held-out data: --validation-every must be >= 2")
             if acq.n_batches < 2:
@@ -76,22 +75,7 @@ class TwinTrainConfig(Config):
                     f"training needs a held-out batch ({acq.batch_device_time_s(0):g} s with "
                     f"validation_repeats = {acq.validation_repeats}) and a training batch "
                     f"({acq.batch_device_time_s(1):g} s); raise the duration or lower validation_repeats")
-            OnlineConfig(**self.online)
-        else:
-            self.split_config()
         return self
-
-    def architecture_config(self) -> TwinArchitecture:
-        return TwinArchitecture.from_dict(dict(self.architecture)) if self.architecture else TwinArchitecture()
-
-    def train_config(self) -> TrainConfig:
-        return TrainConfig(**dict(self.train))
-
-    def acquire_config(self) -> AcquireConfig:
-        return AcquireConfig(**dict(self.acquire))
-
-    def split_config(self) -> MumaxSplit:
-        return MumaxSplit(**dict(self.split))
 
 
 def _checkpointing(ctx: RunContext, meta_for: Any) -> Any:
@@ -123,10 +107,8 @@ def _warm_start(ctx: RunContext, model: Any) -> bool:
 
 def run_device(ctx: RunContext, config: TwinTrainConfig) -> dict[str, Any]:
     """Online training on ``ctx.device``."""
-    acq, arch, tcfg = config.acquire_config(), config.architecture_config(), config.train_config()
-    online = OnlineConfig(**dict(config.online))
+    acq, arch = config.acquire, config.architecture
     dev = ctx.device
-    tcfg.seed = ctx.seed
     batches = recording_batches(ctx, acq)
     first = next(batches)
     data = first.trajectories
@@ -134,8 +116,8 @@ def run_device(ctx: RunContext, config: TwinTrainConfig) -> dict[str, Any]:
     model.to(resolve_torch_device(config.torch_device))
     warm = _warm_start(ctx, model)
     # the first batch may be a mean of `repeats` shots: scale back to one shot
-    tcfg.noise_std = estimate_noise_std(np.stack([t.response for t in data])) * math.sqrt(first.repeats)
-    tcfg.rest_drive_V = config.rest_drive_V
+    noise_std = estimate_noise_std(np.stack([t.response for t in data])) * math.sqrt(first.repeats)
+    tcfg = config.train.replace(seed=ctx.seed, noise_std=noise_std, rest_drive_V=config.rest_drive_V)
     ranges = condition_ranges(data, arch.condition_names)
     quantity = dev.drive_quantity
     amplitude = min(acq.amplitude_V, dev.limits.max_drive_V)  # as acquire clips it
@@ -151,12 +133,12 @@ def run_device(ctx: RunContext, config: TwinTrainConfig) -> dict[str, Any]:
                         output_unit=dev.response_unit, provenance={
                             "source": {"device": dev.address, "identity": dev.identity(),
                                        "run": str(ctx.path)},
-                            "seed": ctx.seed, "train": asdict(tcfg), "acquire": acq.to_dict(),
+                            "seed": ctx.seed, "train": tcfg.to_dict(), "acquire": acq.to_dict(),
                             "nrmse_history": list(trainer.history), "best_nrmse": trainer.best_nrmse})
 
-    result = train_online(model, itertools.chain([first], batches), tcfg, online, run=ctx,
+    result = train_online(model, itertools.chain([first], batches), tcfg, config.online, run=ctx,
                           on_validate=_checkpointing(ctx, meta_for))
-    tcfg.rest_drive_V = result.rest_drive_V
+    tcfg = tcfg.replace(rest_drive_V=result.rest_drive_V)
     meta = meta_for(result, result)
     meta.provenance.update({"nrmse_history": result.history, "best_nrmse": result.best_nrmse,
                             "device_time_s": result.acquired_device_time_s})
@@ -191,11 +173,9 @@ def mumax_inputs(table: Any, split: MumaxSplit, train: list[Any]) -> list[dict[s
 
 def run_mumax(ctx: RunContext, config: TwinTrainConfig) -> dict[str, Any]:
     """Offline training on a MuMax3 table; reports the free-running test NRMSE."""
-    split, tcfg = config.split_config(), config.train_config()
-    tcfg.seed = ctx.seed
+    split = config.split
     table = load_mumax_table(config.table)
-    arch = replace(config.architecture_config(), drive_names=split.drives,
-                   condition_names=split.condition_names(table))
+    arch = config.architecture.replace(drive_names=split.drives, condition_names=split.condition_names(table))
     series, offset = mumax_series(table, split)
     train_t, val_t, test_t = mumax_trajectories(table, split)
     if val_t is None:
@@ -203,7 +183,7 @@ def run_mumax(ctx: RunContext, config: TwinTrainConfig) -> dict[str, Any]:
     model = build_model(arch, fit_normalisation([train_t], arch.condition_names), seed=ctx.seed)
     model.to(resolve_torch_device(config.torch_device))
     warm = _warm_start(ctx, model)
-    tcfg.noise_std = estimate_noise_std(train_t.response)
+    tcfg = config.train.replace(seed=ctx.seed, noise_std=estimate_noise_std(train_t.response))
     inputs = mumax_inputs(table, split, [train_t])
     output = {"name": split.output_column, "column": split.output_column,
               "unit": table.unit(split.output_column) or "1", "offset": offset,
@@ -215,8 +195,8 @@ def run_mumax(ctx: RunContext, config: TwinTrainConfig) -> dict[str, Any]:
                         settle_samples=MUMAX_SETTLE_SAMPLES, drive_unit=inputs[0]["unit"],
                         output_unit=output["unit"], inputs=inputs, output=output,
                         condition_ranges={s["name"]: s["range"] for s in inputs if s["role"] == "condition"},
-                        provenance={"source": {"mumax3": str(config.table), "split": asdict(split)},
-                                    "seed": ctx.seed, "train": asdict(tcfg),
+                        provenance={"source": {"mumax3": str(config.table), "split": split.to_dict()},
+                                    "seed": ctx.seed, "train": tcfg.to_dict(),
                                     "nrmse_history": list(trainer.history),
                                     "best_nrmse": trainer.best_nrmse})
 

@@ -1,17 +1,27 @@
 """Typed options for simulators opened from an address string.
 
 Options in ``sim:vortex?seed=3&noise=0`` arrive as strings; options given as Python keywords
-arrive typed. Both go through :func:`coerce_options`, which validates each value with pydantic
-against the type the simulator declares and rejects unknown names with a message that lists the
-valid ones, so a typo in an address fails loudly instead of silently running the default model.
+arrive typed. Both go through :func:`coerce_options`, which validates them with a pydantic model
+built from the kinds the simulator declares (unknown names forbidden, as in every spinlab config),
+so a typo in an address fails loudly, naming the valid options, instead of silently running the
+default model.
 """
 from __future__ import annotations
 
 from dataclasses import asdict
 from functools import lru_cache
-from typing import Annotated, Any, Literal, Mapping
+from typing import Annotated, Any, Callable, Literal, Mapping
 
-from pydantic import AllowInfNan, BeforeValidator, InstanceOf, TypeAdapter, ValidationError
+from pydantic import (
+    AfterValidator,
+    AllowInfNan,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    InstanceOf,
+    ValidationError,
+    create_model,
+)
 
 from spinlab.device import STANDARD_CONDITIONS, SafetyLimits
 from spinlab.errors import ConfigError
@@ -35,7 +45,7 @@ class _Kind:
     """A pydantic type with the example shown when a value does not fit it."""
 
     def __init__(self, annotation: Any, hint: str) -> None:
-        self.adapter = TypeAdapter(annotation)
+        self.annotation = annotation
         self.hint = hint
 
 
@@ -61,25 +71,56 @@ def instance_of(cls: type) -> _Kind:
 _BUILTIN = {float: Float, int: Int, bool: flag}
 
 
+class AddressOptions(BaseModel):
+    """Base of the options model of a simulator: unknown names forbidden, values frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _checked_by(check: Callable[[str, Any], Any], name: str) -> Any:
+    return Annotated[Any, AfterValidator(lambda value: check(name, value))]
+
+
+@lru_cache(maxsize=64)
+def options_model(where: str, kinds: tuple[tuple[str, Any], ...]) -> type[AddressOptions]:
+    """The pydantic model of a simulator's options (``kinds``: name -> kind, see
+    :func:`coerce_options`); every option is optional (an absent one keeps the device's default),
+    a given one must fit its kind (``None`` included)."""
+    fields: dict[str, Any] = {}
+    for name, kind in kinds:
+        kind = _BUILTIN.get(kind, kind)
+        annotation = kind.annotation if isinstance(kind, _Kind) else _checked_by(kind, name)
+        fields[name] = (annotation, None)  # a default is not validated: only given values are
+    return create_model(f"Options of {where}", __base__=AddressOptions, **fields)
+
+
 def coerce_options(options: Mapping[str, Any], spec: Mapping[str, Any], *, where: str) -> dict[str, Any]:
     """Convert ``options`` to the kinds in ``spec`` (``float``, ``int``, ``bool``, :func:`choice`,
-    :func:`instance_of`, or a function ``(name, value) -> value`` that raises ConfigError).
-    ``where`` names the simulator in error messages (``"sim:vortex"``)."""
+    :func:`instance_of`, or a function ``(name, value) -> value`` that raises ConfigError) through
+    the simulator's :func:`options_model`. ``where`` names the simulator in error messages
+    (``"sim:vortex"``)."""
     unknown = sorted(set(options) - set(spec))
     if unknown:
         raise ConfigError(f"{where} does not take option(s) {unknown}; valid options: {sorted(spec)}")
-    out = {}
-    for name, value in options.items():
-        kind = _BUILTIN.get(spec[name], spec[name])
-        if not isinstance(kind, _Kind):
-            out[name] = kind(name, value)
-            continue
-        try:
-            out[name] = kind.adapter.validate_python(value)
-        except ValidationError:
-            raise ConfigError(f"option {name} of {where} must be {kind.hint.format(name=name)}, "
-                              f"got {value!r}") from None
-    return out
+    model = options_model(where, tuple(spec.items()))
+    try:
+        validated = model(**options)
+    except ValidationError as exc:
+        raise _one_line(exc, spec, options, where) from None
+    return {name: getattr(validated, name) for name in options}
+
+
+def _one_line(exc: ValidationError, spec: Mapping[str, Any], options: Mapping[str, Any],
+              where: str) -> ConfigError:
+    """The first bad option as one line: the simulator's own message, or the kind's example."""
+    error = exc.errors(include_url=False)[0]
+    cause = error.get("ctx", {}).get("error")
+    if isinstance(cause, ConfigError):
+        return cause
+    name = str(error["loc"][0])
+    kind = _BUILTIN.get(spec[name], spec[name])
+    return ConfigError(f"option {name} of {where} must be {kind.hint.format(name=name)}, "
+                       f"got {options[name]!r}")
 
 
 def device_options_spec(condition_names: tuple[str, ...] = STANDARD_CONDITIONS) -> dict[str, Any]:

@@ -15,22 +15,22 @@ import hashlib
 import json
 import os
 import secrets
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+from pydantic import Field, model_validator
 from scipy import fft as sfft
 from scipy import signal as ssignal
 
 from spinlab.audio import FSDD_RATE_HZ, Utterance, speed_perturb
+from spinlab.config import Config, Positive, PositiveInt
 from spinlab.errors import ConfigError
 
 FEATURE_KINDS = ("lyon", "mfcc", "logmel")
 
 
-@dataclass(frozen=True)
-class FeatureConfig:
+class FeatureConfig(Config):
     """Which features, and their frame rate (``rate_Hz / decimation`` frames per second).
 
     ``kind``: ``lyon`` (cochleagram, 64 channels at 8 kHz), ``mfcc`` (``n_mfcc`` cepstral
@@ -38,28 +38,32 @@ class FeatureConfig:
     ``decimation`` is the hop in samples for every kind, so all kinds share a frame rate.
     """
 
-    kind: str = "lyon"
-    rate_Hz: int = FSDD_RATE_HZ
-    decimation: int = 64
-    ear_q: float = 8.0
-    n_mels: int = 40
-    n_mfcc: int = 13
-    window_s: float = 0.025
+    kind: str = Field("lyon", description="Features: lyon (cochleagram), mfcc or logmel")
+    rate_Hz: PositiveInt = Field(FSDD_RATE_HZ, description="Sample rate of the audio")
+    decimation: PositiveInt = Field(64, description="Hop between two frames, in samples")
+    ear_q: Positive = Field(8.0, description="Quality factor of the Lyon ear's filters")
+    n_mels: PositiveInt = Field(40, description="Bands of the mel filterbank (mfcc, logmel)")
+    n_mfcc: PositiveInt = Field(13, description="Cepstral coefficients kept (mfcc)")
+    window_s: Positive = Field(0.025, description="Length of a spectrogram window (mfcc, logmel)")
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _known_kind(self) -> "FeatureConfig":
         if self.kind not in FEATURE_KINDS:
-            raise ConfigError(f"feature kind {self.kind!r} is unknown; use one of {list(FEATURE_KINDS)}")
-        if self.decimation < 1 or self.rate_Hz <= 0:
-            raise ConfigError("decimation must be >= 1 and rate_Hz positive")
-        if self.kind == "mfcc" and not 1 <= self.n_mfcc <= self.n_mels:
-            raise ConfigError(f"n_mfcc must be in 1..n_mels ({self.n_mels}), got {self.n_mfcc}")
+            raise ValueError(f"feature kind {self.kind!r} is unknown; use one of {list(FEATURE_KINDS)}")
+        if self.kind == "mfcc" and self.n_mfcc > self.n_mels:
+            raise ValueError(f"n_mfcc must be in 1..n_mels ({self.n_mels}), got {self.n_mfcc}")
+        return self
 
     @property
     def frame_rate_Hz(self) -> float:
         return self.rate_Hz / self.decimation
 
 
-def extract(samples: np.ndarray, config: FeatureConfig = FeatureConfig()) -> np.ndarray:
+#: The default features (a frozen model: one instance shared as the default argument).
+DEFAULT_FEATURES = FeatureConfig()
+
+
+def extract(samples: np.ndarray, config: FeatureConfig = DEFAULT_FEATURES) -> np.ndarray:
     """Features ``(frames, channels)`` of one utterance; at least one frame."""
     samples = np.asarray(samples, dtype=np.float64)
     if samples.ndim != 1 or samples.size == 0:
@@ -73,7 +77,7 @@ def extract(samples: np.ndarray, config: FeatureConfig = FeatureConfig()) -> np.
     return sfft.dct(mel, type=2, axis=1, norm="ortho")[:, : config.n_mfcc]
 
 
-def lyon_cochleagram(samples: np.ndarray, config: FeatureConfig = FeatureConfig()) -> np.ndarray:
+def lyon_cochleagram(samples: np.ndarray, config: FeatureConfig = DEFAULT_FEATURES) -> np.ndarray:
     """Lyon's passive-ear model (``lyon`` package): ``(len // decimation, channels)``."""
     from lyon.calc import LyonCalc
 
@@ -131,7 +135,7 @@ class ChannelNormalizer:
         return (features - self.mean) / self.std
 
 
-def utterance_features(utterances: Sequence[Utterance], config: FeatureConfig = FeatureConfig(),
+def utterance_features(utterances: Sequence[Utterance], config: FeatureConfig = DEFAULT_FEATURES,
                        cache_dir: str | Path | None = None,
                        progress: Callable[[int, int], None] | None = None,
                        speed: float = 1.0) -> list[np.ndarray]:
@@ -164,7 +168,7 @@ def utterance_features(utterances: Sequence[Utterance], config: FeatureConfig = 
 
 
 def _cache_key(utterances: Sequence[Utterance], config: FeatureConfig, speed: float = 1.0) -> str:
-    settings = asdict(config) if speed == 1.0 else {**asdict(config), "speed": speed}
+    settings = config.to_dict() if speed == 1.0 else {**config.to_dict(), "speed": speed}
     h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for utt in utterances:
         st = utt.path.stat()

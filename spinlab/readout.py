@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -181,7 +181,7 @@ class DigitReadout:
         path.parent.mkdir(parents=True, exist_ok=True)
         enc = self.encoder
         meta = to_jsonable({
-            "features": asdict(self.features), "node_features": self.node_features,
+            "features": self.features.to_dict(), "node_features": self.node_features,
             "segments": self.segments, "device_address": self.device_address,
             "conditions": self.conditions, "class_names": list(self.class_names),
             "encoder": {"theta_s": enc.theta_s, "samples_per_node": enc.samples_per_node,

@@ -235,3 +235,20 @@ def test_structural_mistakes(section: str, value, match: str) -> None:
     data = {**tomllib.loads(EMULATED.read_text()), section: value}
     with pytest.raises(ConfigError, match=match):
         parse_station(data, "lab.toml")
+
+
+@pytest.mark.parametrize("section,value,match", [
+    ("limits", {"max_drive_V": 10**400, "max_bias_A": 1e-3}, r"\[limits\] key 'max_drive_V' is a number too large"),
+    ("scope", {"max_sample_rate_Hz": 5e9, "full_scale_V": 0.05, "max_points": 1e300},
+     r"\[scope\] key 'max_points' must be an integer of at most 64 bits"),
+    ("scope", {"max_sample_rate_Hz": 5e9, "full_scale_V": 0.05, "oversample": float("inf")},
+     r"key 'oversample' must be an integer, got float inf"),
+    ("station", {"name": 3}, r"\[station\] key 'name' must be a string, got int 3"),
+])
+def test_strict_types_name_the_key_and_what_it_got(section: str, value, match: str) -> None:
+    from spinlab.instruments.station import parse_station
+
+    data = {**tomllib.loads(EMULATED.read_text()), section: value}
+    with pytest.raises(ConfigError, match=match) as info:
+        parse_station(data, "lab.toml")
+    assert "lab.toml" in str(info.value) and "\n" not in str(info.value)

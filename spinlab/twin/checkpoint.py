@@ -134,7 +134,7 @@ def save_twin(path: str | Path, model: SpinNODE, meta: TwinMeta) -> Path:
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "architecture": model.arch.to_dict(),
+        "architecture": model.arch.model_dump(mode="json"),
         "dtype": str(model.y_mean.dtype).replace("torch.", ""),
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "meta": meta_dict,
@@ -171,7 +171,7 @@ def load_twin(path: str | Path) -> tuple[SpinNODE, TwinMeta]:
             f"{FORMAT_VERSION}: upgrade spinlab"
         )
     try:
-        arch = TwinArchitecture.from_dict(payload["architecture"])
+        arch = TwinArchitecture(**payload["architecture"])
         _check_size(arch)
         meta_d = dict(payload["meta"])
         meta_d.pop("normalisation", None)

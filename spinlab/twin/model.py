@@ -26,60 +26,53 @@ with the weights), so callers always pass physical units.
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal, Mapping, Sequence
 
 import torch
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
+from spinlab.config import Config
 from spinlab.errors import ConfigError
 
 INTERPOLATIONS = ("linear", "hold")
+StrictPositiveInt = Annotated[int, Field(ge=1, strict=True)]
 
 
-@dataclass(frozen=True)
-class TwinArchitecture:
+class TwinArchitecture(Config):
     """Everything that fixes the shape and meaning of a twin's weights.
 
     ``n_delays`` (k) delayed copies of the output spaced ``delay_samples`` apart form the state;
-    each drive in ``drive_names`` enters at the same delays. ``interpolation`` is how the drive is evaluated between
-    samples: ``"linear"`` (smooth inputs such as the MuMax3 anisotropy) or ``"hold"`` (an AWG
-    holds each sample, so the device sees a staircase; as for every spinlab Device, response
-    sample k is taken at the end of drive sample k's hold, so the step from sample n to n+1
-    sees drive sample n+1). ``condition_names`` are the operating
-    conditions (``bias_A``, ``field_T``, any named parameter) that enter as extra inputs.
+    each drive in ``drive_names`` enters at the same delays. ``interpolation`` is how the drive is
+    evaluated between samples: ``"linear"`` (smooth inputs such as the MuMax3 anisotropy) or
+    ``"hold"`` (an AWG holds each sample, so the device sees a staircase; as for every spinlab
+    Device, response sample k is taken at the end of drive sample k's hold, so the step from
+    sample n to n+1 sees drive sample n+1). ``condition_names`` are the operating conditions
+    (``bias_A``, ``field_T``, any named parameter) that enter as extra inputs.
+
+    The sizes are strict integers: a checkpoint saying ``hidden = 4.0`` or ``"12"`` is not one
+    spinlab wrote.
     """
 
-    n_delays: int = 2
-    delay_samples: int = 1
-    hidden: int = 64
-    n_hidden_layers: int = 2
-    condition_names: tuple[str, ...] = ()
-    interpolation: str = "linear"
-    drive_names: tuple[str, ...] = ("drive",)
+    n_delays: StrictPositiveInt = Field(2, description="Delayed copies of the output that form the state")
+    delay_samples: StrictPositiveInt = Field(1, description="Samples between two delayed copies")
+    hidden: StrictPositiveInt = Field(64, description="Units of each hidden layer")
+    n_hidden_layers: StrictPositiveInt = Field(2, description="Hidden layers of the network")
+    condition_names: tuple[str, ...] = Field((), description="Operating conditions that enter as inputs "
+                                                             "(e.g. bias_A, field_T)")
+    interpolation: Literal["linear", "hold"] = Field(
+        "linear", description="The drive between samples: linear (smooth inputs) or hold (an AWG's staircase)")
+    drive_names: tuple[str, ...] = Field(("drive",), min_length=1,
+                                         description="The fast inputs, each at the twin's delays")
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "condition_names", tuple(str(c) for c in self.condition_names))
-        object.__setattr__(self, "drive_names", tuple(str(c) for c in self.drive_names))
-        if not self.drive_names:
-            raise ConfigError("a twin needs at least one drive input")
-        if self.n_delays < 1:
-            raise ConfigError(f"n_delays must be >= 1, got {self.n_delays}")
-        if self.delay_samples < 1:
-            raise ConfigError(f"delay_samples must be >= 1, got {self.delay_samples}")
-        if self.hidden < 1 or self.n_hidden_layers < 1:
-            raise ConfigError(
-                f"need at least one hidden layer of at least one unit, got "
-                f"{self.n_hidden_layers} x {self.hidden}"
-            )
-        if self.interpolation not in INTERPOLATIONS:
-            raise ConfigError(
-                f"interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}"
-            )
+    @model_validator(mode="after")
+    def _distinct_inputs(self) -> "TwinArchitecture":
         names = self.drive_names + self.condition_names
         if len(set(names)) != len(names):
-            raise ConfigError(f"duplicate input names in drives {self.drive_names} and conditions "
-                              f"{self.condition_names}")
+            raise ValueError(f"duplicate input names in drives {self.drive_names} and conditions "
+                             f"{self.condition_names}")
+        return self
 
     @property
     def history_samples(self) -> int:
@@ -105,24 +98,6 @@ class TwinArchitecture:
     def flops_per_rk4_step(self) -> int:
         """Multiply-adds x 2 of the MLP, 4 right-hand-side evaluations per RK4 step."""
         return 4 * 2 * sum(i * o for i, o in self.layer_shapes())
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["condition_names"] = list(self.condition_names)
-        d["drive_names"] = list(self.drive_names)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "TwinArchitecture":
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown twin architecture field(s) {unknown}")
-        d = dict(d)
-        for name in ("condition_names", "drive_names"):
-            if name in d:
-                d[name] = tuple(d[name])
-        return cls(**d)
 
 
 @dataclass

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
+from pydantic import BeforeValidator, Field, model_validator
 
+from spinlab.config import Config, NonNegative, NonNegativeInt, PositiveInt
 from spinlab.errors import ConfigError
 from spinlab.files import check_file
 from spinlab.twin.trajectory import Trajectory
@@ -96,56 +98,61 @@ def require_columns(table: MumaxTable, columns: Sequence[str], needed_by: str) -
         )
 
 
-@dataclass(frozen=True)
-class MumaxSplit:
+def _columns(value: object) -> object:
+    """One column name given alone is a one-column tuple."""
+    return (value,) if isinstance(value, str) else value
+
+
+Columns = Annotated[tuple[str, ...], BeforeValidator(_columns)]
+
+
+class MumaxSplit(Config):
     """How a MuMax3 table becomes training/validation/test trajectories (paper defaults).
 
     ``drives`` are fast inputs (each at the twin's delays, interpolated between samples),
     ``conditions`` slow ones (their present value, held over each step), both column names."""
 
-    drives: tuple[str, ...] = ("Ku1.region100",)
-    conditions: tuple[str, ...] = ()
-    output_column: str = "mz"
-    every: int = 2  # keep every Nth row (5 ps from 2.5 ps)
-    resample_dt_s: float | None = None  # or interpolate onto this uniform grid instead
-    discard: int = 1500  # transient, in kept samples
-    n_train: int = 10000  # training samples (validation is the tail of these)
-    n_val: int = 2000  # held out from the end of the training span
-    n_test: int | None = None  # test samples after the training span (None: all the rest)
-    output_offset: str = "first"  # subtract mz[0] ("first") or nothing ("none")
-    output_scale: float = 10.0
+    drives: Columns = Field(("Ku1.region100",), description="Table columns that drive the twin (fast inputs)")
+    conditions: Columns = Field((), description="Table columns that are slow operating conditions")
+    output_column: str = Field("mz", description="Table column the twin predicts")
+    every: PositiveInt = Field(2, description="Keep every Nth row (5 ps from 2.5 ps)")
+    resample_dt_s: NonNegative | None = Field(None, description="Interpolate onto this uniform grid instead "
+                                                                "(none or 0: keep every Nth row)")
+    discard: NonNegativeInt = Field(1500, description="Transient dropped, in kept samples")
+    n_train: int = Field(10000, ge=2, description="Training samples (validation is the tail of these)")
+    n_val: NonNegativeInt = Field(2000, description="Validation samples held out from the end of the "
+                                                    "training span")
+    n_test: int | None = Field(None, ge=2, description="Test samples after the training span (none: all "
+                                                       "the rest)")
+    output_offset: Literal["first", "none"] = Field(
+        "first", description="Subtract the output's first value (first) or nothing (none)")
+    output_scale: float = Field(10.0, description="Factor the output is multiplied by (non-zero)")
 
-    def __post_init__(self) -> None:
-        for name in ("drives", "conditions"):
-            value = getattr(self, name)
-            object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
+    @model_validator(mode="after")
+    def _consistent(self) -> MumaxSplit:
         columns = self.drives + self.conditions + (self.output_column,)
         if not self.drives or len(set(columns)) != len(columns):
-            raise ConfigError(
+            raise ValueError(
                 f"a MuMax3 twin needs at least one drive column and distinct columns, "
                 f"got drives {list(self.drives)}, conditions {list(self.conditions)}, "
                 f"output {self.output_column!r}"
             )
-        if self.every < 1 or self.discard < 0 or self.n_train < 2 or self.n_val < 0:
-            raise ConfigError(
-                f"invalid MuMax3 split {self}: need every >= 1, discard >= 0, n_train >= 2 and "
-                "n_val >= 0 (--every, --discard, --train-points, --val-points)"
-            )
-        if self.n_test is not None and self.n_test < 2:
-            raise ConfigError(f"n_test must be >= 2 or None, got {self.n_test}")
         if self.n_val >= self.n_train:
-            raise ConfigError(f"n_val ({self.n_val}) must be smaller than n_train ({self.n_train})")
-        if self.output_offset not in ("first", "none"):
-            raise ConfigError(f"output_offset must be 'first' or 'none', got {self.output_offset!r}")
-        if not (math.isfinite(self.output_scale) and self.output_scale != 0):
-            raise ConfigError(f"output_scale must be a finite non-zero number, got {self.output_scale}")
+            raise ValueError(f"n_val ({self.n_val}) must be smaller than n_train ({self.n_train})")
+        if self.output_scale == 0:
+            raise ValueError("output_scale must be a finite non-zero number, got 0")
+        return self
 
     def condition_names(self, table: MumaxTable) -> tuple[str, ...]:
         return tuple(condition_name(c, table.unit(c)) for c in self.conditions)
 
 
+#: The paper's split (a frozen model: one instance shared as the default argument).
+DEFAULT_SPLIT = MumaxSplit()
+
+
 def mumax_series(
-    table: MumaxTable, split: MumaxSplit = MumaxSplit(), *, output_offset: float | None = None
+    table: MumaxTable, split: MumaxSplit = DEFAULT_SPLIT, *, output_offset: float | None = None
 ) -> tuple[Trajectory, float]:
     """The whole table as one trajectory on the twin's grid, and the output offset used.
 
@@ -175,7 +182,7 @@ def mumax_series(
 
 
 def mumax_trajectories(
-    table: MumaxTable, split: MumaxSplit = MumaxSplit()
+    table: MumaxTable, split: MumaxSplit = DEFAULT_SPLIT
 ) -> tuple[Trajectory, Trajectory | None, Trajectory]:
     """(train, validation or None, test) trajectories from a MuMax3 table (see
     :func:`mumax_series`), split in time: train | validation | test (``n_test`` samples, or

@@ -16,10 +16,12 @@ import queue
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
 
 import torch
+from pydantic import Field
 
+from spinlab.config import Config, NonNegative, NonNegativeInt, Positive, PositiveInt
 from spinlab.engine.signals import shield, stops_with
 from spinlab.errors import ConfigError
 from spinlab.twin.data import SegmentSampler, Trajectory, nrmse_per_rest_level
@@ -28,41 +30,30 @@ from spinlab.twin.model import SpinNODE
 log = logging.getLogger("spinlab.twin")
 
 
-@dataclass
-class TrainConfig:
+class TrainConfig(Config):
     """Optimisation settings (defaults follow Chen et al.: 50 segments x 20 points, Adam)."""
 
-    n_segments: int = 50
-    segment_samples: int = 20
-    learning_rate: float = 3e-3
-    min_learning_rate: float = 1e-4
-    max_steps: int = 20000
-    validate_every: int = 100
-    target_nrmse: float = 0.05
-    lr_schedule: str = "cosine"   # "cosine" decay to min_learning_rate over max_steps, or
-                                  # "plateau": halve (back at the best weights) after `patience`
-    patience: int = 30          # validations without improvement (plateau schedule)
-    noise_injection: bool = False  # perturb segment starts with the measured noise
-    noise_std: float = 0.0         # measured output noise (physical units), for injection
-    max_wall_s: float | None = None
-    settle_samples: int = 50       # for "rest"-started validation trajectories
-    # drive level a "rest"-started trajectory settles at: a number (V), None (its first
-    # sample) or "auto" (score both 0 V and the first sample, keep the better)
-    rest_drive_V: float | None | str = None
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("n_segments", "segment_samples", "max_steps", "validate_every", "patience"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.learning_rate > 0:
-            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
-        if isinstance(self.rest_drive_V, str) and self.rest_drive_V != "auto":
-            raise ConfigError(f"rest_drive_V must be a number, None or 'auto', got {self.rest_drive_V!r}")
-        if self.lr_schedule not in ("cosine", "plateau"):
-            raise ConfigError(f"lr_schedule must be 'cosine' or 'plateau', got {self.lr_schedule!r}")
-        if not self.target_nrmse > 0:
-            raise ConfigError(f"target_nrmse must be > 0, got {self.target_nrmse}")
+    n_segments: PositiveInt = Field(50, description="Segments in one optimisation batch")
+    segment_samples: PositiveInt = Field(20, description="Samples integrated in each segment")
+    learning_rate: Positive = Field(3e-3, description="Adam's initial learning rate")
+    min_learning_rate: NonNegative = Field(1e-4, description="Floor of the learning rate (cosine end, "
+                                                             "plateau halving)")
+    max_steps: PositiveInt = Field(20000, description="Optimisation steps at most")
+    validate_every: PositiveInt = Field(100, description="Steps between two validations")
+    target_nrmse: Positive = Field(0.05, description="Held-out NRMSE at which training stops")
+    lr_schedule: Literal["cosine", "plateau"] = Field(
+        "cosine", description="cosine: decay to min_learning_rate over max_steps; plateau: halve (back at "
+                              "the best weights) after patience validations without improvement")
+    patience: PositiveInt = Field(30, description="Validations without improvement before a plateau halving")
+    noise_injection: bool = Field(False, description="Perturb segment starts with the measured output noise")
+    noise_std: NonNegative = Field(0.0, description="Measured output noise (output unit), for injection")
+    max_wall_s: NonNegative | None = Field(None, description="Wall time training may take (0: no limit)")
+    settle_samples: NonNegativeInt = Field(50, description="Samples a rest-started validation trajectory "
+                                                           "settles for")
+    rest_drive_V: float | Literal["auto"] | None = Field(
+        None, description="Drive level a rest-started trajectory settles at: a number, none (its first "
+                          "sample) or auto (score 0 V and the first sample, keep the better)")
+    seed: NonNegativeInt = Field(0, description="Seed of the segment sampling and noise injection")
 
 
 @dataclass
@@ -242,8 +233,7 @@ def train_offline(model: SpinNODE, train: Sequence[Trajectory], validation: Sequ
 
 
 # --- online training -------------------------------------------------------------------------
-@dataclass
-class OnlineConfig:
+class OnlineConfig(Config):
     """Pacing of acquisition by training, buffering, and how long to go on after the data.
 
     The trainer takes the next recording batch only every ``steps_per_batch`` optimisation
@@ -252,15 +242,12 @@ class OnlineConfig:
     and acquisition ends soon after the target is met, not at the duration cap (a fast
     simulator would otherwise deliver the whole cap before the first validation)."""
 
-    steps_per_batch: int = 50      # optimisation steps between two recording batches
-    queue_size: int = 2            # recording batches buffered between acquisition and trainer
-    max_steps_after_data: int = 20000  # training budget once acquisition has ended
-
-    def __post_init__(self) -> None:
-        if self.steps_per_batch < 0 or self.queue_size < 1 or self.max_steps_after_data < 0:
-            raise ConfigError(
-                "steps_per_batch must be >= 0, queue_size >= 1 and max_steps_after_data >= 0"
-            )
+    steps_per_batch: NonNegativeInt = Field(50, description="Optimisation steps between two recording "
+                                                            "batches")
+    queue_size: PositiveInt = Field(2, description="Recording batches buffered between acquisition and "
+                                                   "trainer")
+    max_steps_after_data: NonNegativeInt = Field(20000, description="Training steps once acquisition has "
+                                                                    "ended")
 
 
 _DONE = object()
