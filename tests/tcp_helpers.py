@@ -3,6 +3,7 @@ way it happens in a lab: the CLI in its own process, outputs read back over the 
 sockets."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import h5py
 import numpy as np
@@ -29,20 +31,27 @@ def spinlab_process(*args, **kwargs):
                             text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}, **kwargs)
 
 
-@pytest.fixture(scope="module")
-def emulator():
-    """Noise-free emulated instruments on TCP (so a resumed run can be compared sample by sample)."""
+@contextlib.contextmanager
+def emulated_instruments(*options: str) -> Iterator[tuple[subprocess.Popen, dict[str, str]]]:
+    """``spinlab emulate`` in its own process on free ports: (process, VISA resources by role);
+    stopped with Ctrl-C (then killed) on exit."""
     proc = spinlab_process("emulate", "--awg-port", "0", "--scope-port", "0", "--source-port", "0",
-                    "--device", "sim:vortex?noise=0", "--scope-noise-V", "0", "--json")
+                           *options, "--json")
     try:
-        resources = json.loads(proc.stdout.readline())["resources"]
-        yield resources
+        yield proc, json.loads(proc.stdout.readline())["resources"]
     finally:
         proc.send_signal(signal.SIGINT)
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="module")
+def emulator():
+    """Noise-free emulated instruments on TCP (so a resumed run can be compared sample by sample)."""
+    with emulated_instruments("--device", "sim:vortex?noise=0", "--scope-noise-V", "0") as (_, resources):
+        yield resources
 
 
 def ask(resource: str, query: str) -> str:

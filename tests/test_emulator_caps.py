@@ -4,15 +4,12 @@ normal client is served afterwards. The emulator runs in its own process; its me
 threads are read from /proc."""
 from __future__ import annotations
 
-import json
 import os
-import signal
 import socket
-import subprocess
 import time
 
 import pytest
-from tcp_helpers import ask, spinlab_process
+from tcp_helpers import ask, emulated_instruments
 
 from spinlab.sim_backends.emulated.tcp_server import MAX_CONNECTIONS
 
@@ -22,18 +19,9 @@ pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/status"),
 
 @pytest.fixture(scope="module")
 def served():
-    """A private emulator: (process id, resources)."""
-    proc = spinlab_process("emulate", "--awg-port", "0", "--scope-port", "0", "--source-port", "0",
-                           "--json")
-    try:
-        resources = json.loads(proc.stdout.readline())["resources"]
-        yield proc, resources
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    """A private emulator: (process, resources)."""
+    with emulated_instruments() as served:
+        yield served
 
 
 def status(pid: int, field: str) -> int:
