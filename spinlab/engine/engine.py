@@ -26,20 +26,20 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 import numpy as np
 
 from spinlab import locks
 from spinlab.device import Device
 from spinlab.engine.documents import data_keys, now, package_versions, to_jsonable
-from spinlab.engine.plan import Plan, build_plan
+from spinlab.engine.plan import Plan, plan_factory
 from spinlab.engine.plots import PlotWriter
 from spinlab.engine.rundir import (LOCK_FILE, RunDirLock, absolute_address, address_change,
                                    address_sha256, identity_change)
 from spinlab.engine.runfile import JOURNAL_FILE, RESERVE_FILE, Recovery, RunFileWriter, read_outcome, recover
 from spinlab.engine.signals import SignalGuard, stops_with
-from spinlab.errors import ConfigError, RunAborted, RunInterrupted, RunStopping
+from spinlab.errors import ConfigError, RunAborted, RunInterrupted, RunStopping, with_run_path
 from spinlab.registry import open_device
 from spinlab.waveform import Waveform
 
@@ -50,6 +50,10 @@ _FORCE = ("put it back as it was, or resume with --force to continue anyway (the
           "now on will not match the kept ones)")
 
 Subscriber = Callable[[str, Mapping[str, Any]], None]
+#: plan name -> its factory (``factory(config, **overrides) -> Plan``); resume and stages use it
+PlanLookup = Callable[[str], Callable[..., Plan]]
+#: address -> open Device (``open_device(address, defaults={"seed": ...})``)
+DeviceOpener = Callable[..., Device]
 
 #: How long the engine waits for a worker thread to stop before it switches the outputs off
 #: anyway (a worker stops at its next record; the bench's lock still makes outputs-off wait
@@ -87,6 +91,21 @@ class RunState:
     def publish(self, topic: str, payload: Mapping[str, Any] | None = None) -> None:
         if self._publish is not None:
             self._publish(topic, payload or {})
+
+
+class Control(Protocol):
+    """A run's control channel, as the engine sees it: served at every checkpoint (it may
+    raise :class:`~spinlab.errors.RunAborted` or :class:`~spinlab.errors.RunInterrupted` there)
+    and closed when the run ends. ``ControlServer``, a stage's view of its composing run and a
+    sweep's ``StopPoll`` implement it."""
+
+    def service(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+#: what ``RunEngine.run(..., control=...)`` takes: called once the run's state exists
+ControlFactory = Callable[[RunState], Control]
 
 
 class _Dropped:
@@ -230,7 +249,10 @@ class _StageControl:
     """What a stage's engine sees as its control channel: the composing run's checkpoint."""
 
     def __init__(self, checkpoint: Callable[[], None]) -> None:
-        self.service = checkpoint
+        self._checkpoint = checkpoint
+
+    def service(self) -> None:
+        self._checkpoint()
 
     def close(self) -> None:
         """The channel belongs to the composing run; it stays open."""
@@ -239,17 +261,16 @@ class _StageControl:
 class _ActiveRun:
     """One execution: documents, counters, replay of a resumed run's journal."""
 
-    def __init__(self, *, plan: Plan, run_id: str, path: Path, seed: int, device: Device | None,
-                 writer: RunFileWriter, subscribers: Sequence[Subscriber], guard: SignalGuard,
-                 state: RunState, replay: Mapping[tuple[str, int], dict],
-                 sync_interval_s: float | None = 1.0) -> None:
+    def __init__(self, *, engine: "RunEngine", plan: Plan, run_id: str, path: Path, seed: int,
+                 device: Device | None, writer: RunFileWriter, subscribers: Sequence[Subscriber],
+                 guard: SignalGuard, state: RunState, replay: Mapping[tuple[str, int], dict]) -> None:
+        self.engine = engine
         self.plan, self.run_id, self.path, self.seed = plan, run_id, path, seed
-        self.sync_interval_s = sync_interval_s
         self.stages = 0
         self.device, self.writer, self.subscribers = device, writer, list(subscribers)
         self.guard, self.state = guard, state
         self.replay = dict(replay)
-        self.control: Any = None
+        self.control: Control | None = None
         self.seqs: dict[str, int] = {}
         self.described: set[str] = set()
         self.events = 0
@@ -350,10 +371,12 @@ class _ActiveRun:
         done = read_outcome(path)
         if done is not None and done["status"] == "completed":
             return RunResult(done["run_id"], path, "completed", done["results"], done["events"])
-        engine = RunEngine(path.parent, sync_interval_s=self.sync_interval_s)
+        engine = self.engine.at(path.parent)
         target = self.device if device is None else device
         relay = [_StageRelay(self, name)]
-        control = None if self.control is None else (lambda _state: _StageControl(self.checkpoint))
+        control: ControlFactory | None = None
+        if self.control is not None:
+            control = lambda _state: _StageControl(self.checkpoint)  # noqa: E731
         if (path / JOURNAL_FILE).is_file():
             return engine.resume(path, target, subscribers=relay, control=control)
         if path.is_dir() and all(p.name in (LOCK_FILE, RESERVE_FILE) for p in path.iterdir()):
@@ -365,16 +388,29 @@ class _ActiveRun:
 
 
 class RunEngine:
-    """Runs plans; see the module docstring. ``root`` is where run directories go."""
+    """Runs plans; see the module docstring. ``root`` is where run directories go.
 
-    def __init__(self, root: str | Path = "runs", *, sync_interval_s: float | None = 1.0) -> None:
+    ``plans`` finds a plan's factory by name (what ``resume`` rebuilds a run's plan with; the
+    ``spinlab.plans`` entry points by default) and ``open_device`` opens an address (the
+    ``spinlab.devices`` schemes by default): give your own to run plans or devices that are not
+    installed, as :mod:`spinlab.testing` does. Stages run with the same two."""
+
+    def __init__(self, root: str | Path = "runs", *, plans: PlanLookup | None = None,
+                 open_device: DeviceOpener | None = None, sync_interval_s: float | None = 1.0) -> None:
         self.root = Path(root)
+        self.plans: PlanLookup = plans or plan_factory
+        self.open_device: DeviceOpener = open_device or _open_address
         #: how far apart the journal is synced to disk (see spinlab.engine.journal)
         self.sync_interval_s = sync_interval_s
 
+    def at(self, root: str | Path) -> "RunEngine":
+        """This engine (same plans, device opener, sync interval) writing runs into ``root``."""
+        return RunEngine(root, plans=self.plans, open_device=self.open_device,
+                         sync_interval_s=self.sync_interval_s)
+
     def run(self, plan: Plan, device: str | Device | None = None, *, seed: int = 0,
             subscribers: Iterable[Subscriber] = (),
-            control: Callable[[RunState], Any] | None = None) -> RunResult:
+            control: ControlFactory | None = None) -> RunResult:
         """Run ``plan`` on ``device`` (an address, which the engine opens, locks and closes, or a
         Device you own, whose outputs the engine still switches off at the end)."""
         run_id = f"{_dt.datetime.now():%Y%m%d-%H%M%S}-{plan.name}-{secrets.token_hex(3)}"
@@ -383,7 +419,7 @@ class RunEngine:
 
     def resume(self, run_dir: str | Path, device: str | Device | None = None, *, force: bool = False,
                subscribers: Iterable[Subscriber] = (),
-               control: Callable[[RunState], Any] | None = None) -> RunResult:
+               control: ControlFactory | None = None) -> RunResult:
         """Continue the run in ``run_dir`` from its last completed step (same plan, config,
         seed and, unless ``device`` is given, the same device address). The directory is locked
         first; a device, station file or instrument that is not the one the run started on is
@@ -393,7 +429,7 @@ class RunEngine:
         try:
             recovery = recover(path)
             first = recovery.start
-            plan = build_plan(first["plan"], first.get("config") or {})
+            plan = self.plans(first["plan"])(first.get("config") or {})
             target = device if device is not None else first.get("address")
             change = address_change(first, target) if isinstance(target, str) and not force else None
             if change:
@@ -408,7 +444,7 @@ class RunEngine:
 
     # --- the one code path -------------------------------------------------------------------
     def _execute(self, plan: Plan, device: str | Device | None, *, seed: int, run_id: str,
-                 path: Path, subscribers: list[Subscriber], control: Callable[[RunState], Any] | None,
+                 path: Path, subscribers: list[Subscriber], control: ControlFactory | None,
                  recovery: Recovery | None = None, lock: RunDirLock | None = None,
                  force: bool = False, resumed: int = 0) -> RunResult:
         """Run ``plan`` in ``path``: a new directory, or (``recovery``) the locked directory of
@@ -424,7 +460,7 @@ class RunEngine:
                 try:
                     with guard.deferred():  # opening and configuring instruments is not interruptible
                         if isinstance(device, str):
-                            opened = open_device(device, defaults={"seed": seed})
+                            opened = self.open_device(device, defaults={"seed": seed})
                         dev = opened if opened is not None else device
                         if recovery is None:
                             path.mkdir(parents=True, exist_ok=False)
@@ -445,14 +481,13 @@ class RunEngine:
                     if interrupted is None:
                         raise
                     if path.is_dir():
-                        interrupted.run_path = path  # type: ignore[attr-defined]
+                        with_run_path(interrupted, path)
                     raise interrupted from exc
                 replay = {} if recovery is None else {
                     (r["stream"], int(r["seq"])): r for r in recovery.records if r.get("doc") == "event"}
                 state = RunState(run_id, plan.name, path)
-                active = _ActiveRun(plan=plan, run_id=run_id, path=path, seed=seed, device=dev,
-                                    writer=writer, guard=guard, state=state, replay=replay,
-                                    sync_interval_s=self.sync_interval_s,
+                active = _ActiveRun(engine=self, plan=plan, run_id=run_id, path=path, seed=seed,
+                                    device=dev, writer=writer, guard=guard, state=state, replay=replay,
                                     subscribers=[*subscribers, PlotWriter(plan.plots, path)])
                 # control-channel notices: never a checkpoint (the control channel itself sends them)
                 state._publish = lambda topic, payload: active.emit(
@@ -465,7 +500,7 @@ class RunEngine:
                 lock.release()
 
     def _drive(self, active: _ActiveRun, plan: Plan, dev: Device | None, opened: Device | None,
-               control: Callable[[RunState], Any] | None, resumed: int) -> RunResult:
+               control: ControlFactory | None, resumed: int) -> RunResult:
         guard, state = active.guard, active.state
         status, reason, error = "failed", "", None
         summary: dict[str, Any] = {}
@@ -513,9 +548,13 @@ class RunEngine:
                 if opened is not None:
                     _safe_close(opened)
         if error is not None:
-            error.run_path = active.path  # type: ignore[attr-defined]
-            raise error
+            raise with_run_path(error, active.path)
         return RunResult(active.run_id, active.path, status, to_jsonable(summary), active.events)
+
+
+def _open_address(address: str, **options: Any) -> Device:
+    """The registry's ``open_device``, looked up when called."""
+    return open_device(address, **options)
 
 
 def _check_identity(path: Path, start: Mapping[str, Any], device: Device | None, force: bool) -> None:
@@ -550,4 +589,5 @@ def _quietly(fn: Callable[[], Any]) -> None:
         log.exception("cleanup step %r failed", fn)
 
 
-__all__ = ["RunEngine", "RunContext", "RunResult", "RunState", "seed_stream"]
+__all__ = ["RunEngine", "RunContext", "RunResult", "RunState", "Control", "ControlFactory", "PlanLookup",
+           "DeviceOpener", "Subscriber", "seed_stream"]

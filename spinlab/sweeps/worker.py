@@ -28,7 +28,7 @@ from typing import Any, Mapping
 from spinlab.engine import RunEngine, RunResult, build_plan
 from spinlab.engine.runfile import JOURNAL_FILE, read_outcome
 from spinlab.engine.signals import HANDLED
-from spinlab.errors import RunInterrupted
+from spinlab.errors import RunInterrupted, run_path
 
 #: Seconds between two looks at the sweep's stop event during a run.
 POLL_S = 0.5
@@ -102,10 +102,10 @@ def run_point(task: Mapping[str, Any]) -> dict[str, Any]:
         result = _run(task, stop)
         record.update(status="completed", run=str(result.path), results=result.summary)
     except RunInterrupted as exc:
-        record.update(status="interrupted", error=str(exc), run=str(getattr(exc, "run_path", "") or ""))
+        record.update(status="interrupted", error=str(exc), run=str(run_path(exc) or ""))
     except Exception as exc:  # recorded; the sweep goes on
         record.update(status="failed", error=f"{type(exc).__name__}: {exc}",
-                      run=str(getattr(exc, "run_path", "") or ""))
+                      run=str(run_path(exc) or ""))
     record.update(started=started, stopped=time.time())
     return record
 
