@@ -32,11 +32,19 @@ import numpy as np
 
 from spinlab import locks
 from spinlab.device import Device
-from spinlab.engine.documents import data_keys, now, package_versions, to_jsonable
+from spinlab.engine.documents import (DatasetDoc, DescriptorDoc, Document, EventDoc, PreviewDoc, ProgressDoc,
+                                      ResultDoc, StartDoc, StopDoc, TelemetryDoc, data_keys, now,
+                                      package_versions, to_jsonable)
 from spinlab.engine.plan import Plan, plan_factory
 from spinlab.engine.plots import PlotWriter
-from spinlab.engine.rundir import (LOCK_FILE, RunDirLock, absolute_address, address_change,
-                                   address_sha256, identity_change)
+from spinlab.engine.rundir import (
+    LOCK_FILE,
+    RunDirLock,
+    absolute_address,
+    address_change,
+    address_sha256,
+    identity_change,
+)
 from spinlab.engine.runfile import JOURNAL_FILE, RESERVE_FILE, Recovery, RunFileWriter, read_outcome, recover
 from spinlab.engine.signals import SignalGuard, stops_with
 from spinlab.errors import ConfigError, RunAborted, RunInterrupted, RunStopping, with_run_path
@@ -181,23 +189,25 @@ class RunContext:
         if isinstance(data, Waveform):
             attrs = {"dt_s": data.dt_s, "unit": data.unit, "t0_s": data.t0_s, **attrs}
             data = data.samples
-        self._run.emit("dataset", {"name": name, "data": np.asarray(data), "attrs": attrs})
+        self._run.emit("dataset", DatasetDoc(run_id=self.run_id, name=name, data=np.asarray(data),
+                                             attrs=attrs))
 
     def result(self, **values: Any) -> None:
-        self._run.emit("result", {"values": to_jsonable(values)})
+        self._run.emit("result", ResultDoc(run_id=self.run_id, values=to_jsonable(values)))
 
     def progress(self, done: int, total: int, stage: str = "", **fields: Any) -> None:
-        self._run.emit("progress", {"done": int(done), "total": int(total), "stage": stage,
-                                    **to_jsonable(fields)})
+        doc = ProgressDoc(run_id=self.run_id, done=int(done), total=int(total), stage=stage)
+        self._run.emit("progress", {**doc, **to_jsonable(fields)})  # a plan's own fields too
 
     def publish(self, topic: str, payload: Mapping[str, Any] | None = None,
                 arrays: Mapping[str, Any] | None = None) -> None:
         """Live telemetry for monitors (``twin.loss``, ``acquire.batch``, ...); not recorded."""
-        self._run.emit("telemetry", {"topic": topic, "payload": to_jsonable(dict(payload or {})),
-                                     "arrays": dict(arrays or {})})
+        self._run.emit("telemetry", TelemetryDoc(run_id=self.run_id, topic=topic,
+                                                 payload=to_jsonable(dict(payload or {})),
+                                                 arrays=dict(arrays or {})))
 
     def preview(self, name: str, waveform: Waveform) -> None:
-        self._run.emit("preview", {"name": name, "waveform": waveform})
+        self._run.emit("preview", PreviewDoc(run_id=self.run_id, name=name, waveform=waveform))
 
     def instrument_status(self, name: str, **fields: Any) -> None:
         self.publish("instrument.status", {"name": name, **fields})
@@ -239,10 +249,10 @@ class _StageRelay:
     def __call__(self, name: str, doc: Mapping[str, Any]) -> None:
         if name not in self.LIVE:
             return
-        doc = {k: v for k, v in doc.items() if k != "run_id"}
+        relayed: dict[str, Any] = {**doc, "run_id": self.parent.run_id}
         if name == "progress":
-            doc["stage"] = f"{self.stage}: {doc['stage']}" if doc.get("stage") else self.stage
-        self.parent.emit(name, doc, checkpoint=False)
+            relayed["stage"] = f"{self.stage}: {doc['stage']}" if doc.get("stage") else self.stage
+        self.parent.emit(name, relayed, checkpoint=False)  # type: ignore[arg-type]
 
 
 class _StageControl:
@@ -282,13 +292,14 @@ class _ActiveRun:
         self.stopping = threading.Event()
         self.workers: set[threading.Thread] = set()
 
-    def emit(self, name: str, doc: Mapping[str, Any], *, checkpoint: bool = True) -> None:
+    def emit(self, name: str, doc: Document, *, checkpoint: bool = True) -> None:
+        """Hand ``doc`` (its ``name``'s TypedDict) to the run-file writer (durable documents,
+        under deferred signals) and to every subscriber; then a checkpoint unless told not to."""
         with self._lock:
-            doc = {"run_id": self.run_id, **doc}
             if name == "progress":
                 self.state.last_progress = {k: v for k, v in doc.items() if k != "run_id"}
             if name == "result":
-                self.results.update(doc["values"])
+                self.results.update(doc["values"])  # type: ignore[typeddict-item]  # a ResultDoc
             if name in ("start", "descriptor", "event", "dataset", "result", "stop"):
                 with self.guard.deferred():  # a signal never tears a write
                     self.writer(name, doc)
@@ -354,12 +365,12 @@ class _ActiveRun:
         with self._lock:
             if stream not in self.described:
                 self.described.add(stream)
-                self.emit("descriptor", {"stream": stream, "data_keys": data_keys(data)},
-                          checkpoint=False)
+                self.emit("descriptor", DescriptorDoc(run_id=self.run_id, stream=stream,
+                                                      data_keys=data_keys(data)), checkpoint=False)
             self.events += 1
-            self.emit("event", {"stream": stream, "seq": seq, "key": key, "time": time.time(),
-                                "data": data, "meta": to_jsonable(dict(meta or {})),
-                                "attrs": to_jsonable(dict(attrs or {}))}, checkpoint=False)
+            self.emit("event", EventDoc(run_id=self.run_id, stream=stream, seq=seq, key=key, time=time.time(),
+                                        data=data, meta=to_jsonable(dict(meta or {})),
+                                        attrs=to_jsonable(dict(attrs or {}))), checkpoint=False)
         self.checkpoint()  # after the step is on disk: a stop here loses nothing
         return data
 
@@ -491,8 +502,8 @@ class RunEngine:
                                     subscribers=[*subscribers, PlotWriter(plan.plots, path)])
                 # control-channel notices: never a checkpoint (the control channel itself sends them)
                 state._publish = lambda topic, payload: active.emit(
-                    "telemetry", {"topic": topic, "payload": to_jsonable(dict(payload)), "arrays": {}},
-                    checkpoint=False)
+                    "telemetry", TelemetryDoc(run_id=run_id, topic=topic, payload=to_jsonable(dict(payload)),
+                                              arrays={}), checkpoint=False)
                 state.events = _Dropped(active.subscribers)
                 return self._drive(active, plan, dev, opened, control, resumed)
         finally:
@@ -505,13 +516,13 @@ class RunEngine:
         status, reason, error = "failed", "", None
         summary: dict[str, Any] = {}
         try:
-            active.emit("start", {
-                "kind": plan.name, "plan": plan.name, "config": plan.config_dict(),
-                "seed": active.seed, "address": getattr(dev, "address", None) or None,
-                "address_sha256": address_sha256(getattr(dev, "address", None) or ""),
-                "identity": to_jsonable(dev.identity()) if dev is not None else {},
-                "versions": package_versions(), "path": str(active.path), "started": now(),
-                "resumed": resumed, "nexus": dict(plan.nexus)})
+            active.emit("start", StartDoc(
+                run_id=active.run_id, kind=plan.name, plan=plan.name, config=plan.config_dict(),
+                seed=active.seed, address=getattr(dev, "address", None) or None,
+                address_sha256=address_sha256(getattr(dev, "address", None) or ""),
+                identity=to_jsonable(dev.identity()) if dev is not None else {},
+                versions=package_versions(), path=str(active.path), started=now(),
+                resumed=resumed, nexus=dict(plan.nexus)))
             state.status = "running"
             if control is not None:
                 active.control = control(state)
@@ -535,11 +546,11 @@ class RunEngine:
                 if dev is not None:
                     _outputs_off(dev)
                 try:
-                    active.emit("stop", {"status": status, "reason": reason,
-                                         "error": type(error).__name__ if error else None,
-                                         "results": to_jsonable(active.results),
-                                         "events": active.events, "time": now(),
-                                         "monitor_dropped": state.events.dropped}, checkpoint=False)
+                    active.emit("stop", StopDoc(run_id=active.run_id, status=status, reason=reason,
+                                                error=type(error).__name__ if error else None,
+                                                results=to_jsonable(active.results),
+                                                events=active.events, time=now(),
+                                                monitor_dropped=state.events.dropped), checkpoint=False)
                 except Exception:
                     log.exception("could not record the end of run %s", active.run_id)
                     active.writer.close()
