@@ -13,8 +13,8 @@ file from this journal. A completed run's journal is deleted; an interrupted one
 
 Format: a 16-byte magic, then records ``b"REC1" | uint64 length | uint32 crc32 | payload``
 (little-endian), where the payload is a msgpack map. numpy arrays travel as
-``{"__nd__": [dtype.str, shape, raw bytes]}`` (numeric, bool and fixed-width string dtypes
-only; never pickle). Reading stops at the first truncated or corrupt record: that is where the
+``{"__nd__": [dtype.str, shape, raw bytes]}`` through :mod:`spinlab.engine.arrays` (the codec and
+dtype allow-list of the monitoring wire, plus fixed-width text; never pickle). Reading stops at the first truncated or corrupt record: that is where the
 writer died (a torn tail), or where the file was damaged (:func:`scan` tells which). A length
 field is checked against the file's size before anything is allocated for it.
 """
@@ -32,21 +32,20 @@ from typing import Any, Iterator
 import msgpack
 import numpy as np
 
+from spinlab.engine.arrays import ArrayCodecError, decode_array, encode_array
 from spinlab.errors import JournalError
 
 MAGIC = b"SPINLAB-JOURNAL\x01"
 _HEAD = struct.Struct("<4sQI")
 _TAG = b"REC1"
-#: dtype kinds a journal stores: bool, ints, floats, complex, fixed-width bytes / unicode
-_KINDS = set("biufcSU")
 
 
 def _default(value: Any) -> Any:
     if isinstance(value, np.ndarray):
-        if value.dtype.kind not in _KINDS:
-            raise TypeError(f"cannot journal an array of dtype {value.dtype}")
-        arr = np.ascontiguousarray(value)
-        return {"__nd__": [arr.dtype.str, list(arr.shape), arr.tobytes()]}
+        try:
+            return {"__nd__": list(encode_array(value, text=True))}
+        except ArrayCodecError as exc:
+            raise TypeError(f"cannot journal an array: {exc}") from None
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, (set, frozenset, tuple)):
@@ -56,11 +55,11 @@ def _default(value: Any) -> Any:
     raise TypeError(f"cannot journal a {type(value).__name__}")
 
 
-def _object_hook(obj: dict) -> Any:
+def _object_hook(obj: dict[str, Any]) -> Any:
     spec = obj.get("__nd__")
     if spec is not None and len(obj) == 1:
         dtype, shape, raw = spec
-        return np.frombuffer(raw, dtype=np.dtype(dtype)).reshape(shape).copy()
+        return decode_array(dtype, shape, raw, text=True).copy()
     return obj
 
 
