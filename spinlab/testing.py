@@ -19,8 +19,9 @@ from __future__ import annotations
 import collections
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -42,7 +43,7 @@ class Doubler(Device):
 
     def _respond(self, drive: np.ndarray, dt_s: float, conditions: Mapping[str, np.ndarray]) -> np.ndarray:
         self.calls += 1
-        return 2 * drive + conditions["bias_A"][:, None]
+        return np.asarray(2 * drive + conditions["bias_A"][:, None])
 
     def outputs_off(self) -> None:
         self.outputs_off_calls += 1
@@ -60,9 +61,11 @@ def steps_plan(n: int = 5, fail_at: int | None = None, exc: BaseException | None
             if i == fail_at and exc is not None:
                 raise exc
             drive = Waveform(ctx.rng(f"drive/{i}").uniform(-0.1, 0.1, 8), 1e-9)
-            data = ctx.measure("steps", lambda dev, w=drive: {"drive_V": w.samples[None],
-                                                               "response_V": dev.respond(w).samples[None]},
-                               key=f"step/{i}", attrs={"drive_V": {"dt_s": 1e-9}})
+
+            def step(dev: Device, w: Waveform = drive) -> dict[str, np.ndarray]:
+                return {"drive_V": w.samples[None], "response_V": dev.respond(w).samples[None]}
+
+            data = ctx.measure("steps", step, key=f"step/{i}", attrs={"drive_V": {"dt_s": 1e-9}})
             total += float(data["response_V"].sum())
             ctx.progress(i + 1, n, stage="steps")
         ctx.save("final", Waveform(np.arange(4.0), 1e-9), note="x")

@@ -20,7 +20,7 @@ import functools
 import platform
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Mapping, TypedDict, Union
+from typing import Any, Mapping, TypedDict
 
 import numpy as np
 from typing_extensions import NotRequired
@@ -134,8 +134,8 @@ class StopDoc(TypedDict):
 
 
 #: any document; ``name`` says which
-Document = Union[StartDoc, DescriptorDoc, EventDoc, DatasetDoc, ResultDoc, ProgressDoc, TelemetryDoc,
-                 PreviewDoc, StopDoc]
+Document = (StartDoc | DescriptorDoc | EventDoc | DatasetDoc | ResultDoc | ProgressDoc | TelemetryDoc
+            | PreviewDoc | StopDoc)
 
 _VERSIONED = ("spinlab", "numpy", "scipy", "torch", "torchdiffeq", "pyvisa", "pymeasure", "pyzmq",
               "h5py")

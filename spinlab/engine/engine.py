@@ -32,9 +32,22 @@ import numpy as np
 
 from spinlab import locks
 from spinlab.device import Device
-from spinlab.engine.documents import (DatasetDoc, DescriptorDoc, Document, EventDoc, PreviewDoc, ProgressDoc,
-                                      ResultDoc, StartDoc, StopDoc, TelemetryDoc, data_keys, now,
-                                      package_versions, to_jsonable)
+from spinlab.engine.documents import (
+    DatasetDoc,
+    DescriptorDoc,
+    Document,
+    EventDoc,
+    PreviewDoc,
+    ProgressDoc,
+    ResultDoc,
+    StartDoc,
+    StopDoc,
+    TelemetryDoc,
+    data_keys,
+    now,
+    package_versions,
+    to_jsonable,
+)
 from spinlab.engine.plan import Plan, plan_factory
 from spinlab.engine.plots import PlotWriter
 from spinlab.engine.rundir import (
@@ -273,7 +286,8 @@ class _ActiveRun:
 
     def __init__(self, *, engine: "RunEngine", plan: Plan, run_id: str, path: Path, seed: int,
                  device: Device | None, writer: RunFileWriter, subscribers: Sequence[Subscriber],
-                 guard: SignalGuard, state: RunState, replay: Mapping[tuple[str, int], dict]) -> None:
+                 guard: SignalGuard, state: RunState,
+                 replay: Mapping[tuple[str, int], dict[str, Any]]) -> None:
         self.engine = engine
         self.plan, self.run_id, self.path, self.seed = plan, run_id, path, seed
         self.stages = 0
@@ -340,7 +354,7 @@ class _ActiveRun:
                 log.warning("worker thread %r did not stop within %.0f s; switching the outputs off "
                             "anyway (it can start no new record)", thread.name, timeout_s)
 
-    def step(self, stream: str, run: Callable[[Device], Mapping[str, Any]], key: str | None,
+    def step(self, stream: str, run: Callable[[Any], Mapping[str, Any]], key: str | None,
              meta: Mapping[str, Any] | None, attrs: Mapping[str, Mapping[str, Any]] | None, *,
              needs_device: bool) -> dict[str, np.ndarray]:
         with self._lock:
@@ -455,7 +469,7 @@ class RunEngine:
 
     # --- the one code path -------------------------------------------------------------------
     def _execute(self, plan: Plan, device: str | Device | None, *, seed: int, run_id: str,
-                 path: Path, subscribers: list[Subscriber], control: ControlFactory | None,
+                 path: Path, subscribers: Sequence[Subscriber], control: ControlFactory | None,
                  recovery: Recovery | None = None, lock: RunDirLock | None = None,
                  force: bool = False, resumed: int = 0) -> RunResult:
         """Run ``plan`` in ``path``: a new directory, or (``recovery``) the locked directory of
@@ -472,7 +486,7 @@ class RunEngine:
                     with guard.deferred():  # opening and configuring instruments is not interruptible
                         if isinstance(device, str):
                             opened = self.open_device(device, defaults={"seed": seed})
-                        dev = opened if opened is not None else device
+                        dev: Device | None = opened if isinstance(device, str) else device
                         if recovery is None:
                             path.mkdir(parents=True, exist_ok=False)
                             lock = RunDirLock(path)
@@ -513,7 +527,8 @@ class RunEngine:
     def _drive(self, active: _ActiveRun, plan: Plan, dev: Device | None, opened: Device | None,
                control: ControlFactory | None, resumed: int) -> RunResult:
         guard, state = active.guard, active.state
-        status, reason, error = "failed", "", None
+        status, reason = "failed", ""
+        error: BaseException | None = None
         summary: dict[str, Any] = {}
         try:
             active.emit("start", StartDoc(

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-import msgpack
+import msgpack  # type: ignore[import-untyped]
 import numpy as np
 
 from spinlab.engine.arrays import ArrayCodecError, decode_array, encode_array
@@ -63,8 +63,8 @@ def _object_hook(obj: dict[str, Any]) -> Any:
     return obj
 
 
-def encode(record: dict) -> bytes:
-    payload = msgpack.packb(record, use_bin_type=True, default=_default)
+def encode(record: dict[str, Any]) -> bytes:
+    payload: bytes = msgpack.packb(record, use_bin_type=True, default=_default)
     return _HEAD.pack(_TAG, len(payload), zlib.crc32(payload)) + payload
 
 
@@ -88,7 +88,7 @@ class Journal:
             self._fh.write(MAGIC)
             self._flush()
 
-    def append(self, record: dict) -> None:
+    def append(self, record: dict[str, Any]) -> None:
         self._fh.write(encode(record))
         self._flush()
 
@@ -117,7 +117,7 @@ class Journal:
 class Scan:
     """What :func:`scan` found: the intact records, where they end, and the file's size."""
 
-    records: list[dict]
+    records: list[dict[str, Any]]
     end: int
     size: int
     torn: bool  # the bytes after ``end`` are one record cut short (a writer died), not damage
@@ -127,7 +127,7 @@ class Scan:
         return self.end < self.size and not self.torn
 
 
-def _records(path: Path) -> Iterator[tuple[int, dict]]:
+def _records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(end offset, record) for every intact record, in order."""
     with open(path, "rb") as fh:
         size = os.fstat(fh.fileno()).st_size
@@ -174,7 +174,7 @@ def scan(path: str | Path) -> Scan:
     return Scan(records, end, size, torn)
 
 
-def read(path: str | Path) -> list[dict]:
+def read(path: str | Path) -> list[dict[str, Any]]:
     """Every intact record of the journal at ``path``, in order."""
     return [record for _, record in _records(Path(path))]
 

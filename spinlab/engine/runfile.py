@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-import h5py
+import h5py  # type: ignore[import-untyped]
 import numpy as np
 
 from spinlab.engine import journal as journal_mod
@@ -350,7 +350,7 @@ def _write_rows(ds: h5py.Dataset, dtype: np.dtype, start: int, rows: np.ndarray)
 class Recovery:
     """What a run directory still holds (read by :func:`recover`, which changes nothing)."""
 
-    records: list[dict]  # the documents the rebuilt journal holds, in order
+    records: list[dict[str, Any]]  # the documents the rebuilt journal holds, in order
     from_journal: int  # steps read from the journal
     from_runfile: int  # steps only run.h5 still had (after a damaged journal record)
     stored_steps: int  # steps the old run.h5 held
@@ -359,7 +359,7 @@ class Recovery:
     kept_as: str = JOURNAL_FILE + DAMAGED  # the name the damaged journal is kept under
 
     @property
-    def start(self) -> dict:
+    def start(self) -> dict[str, Any]:
         """The latest start document: the device the run was last (re)started on."""
         return [r for r in self.records if r.get("doc") == "start"][-1]
 
@@ -410,16 +410,16 @@ def recover(directory: str | Path) -> Recovery:
         from_runfile = True
     run_id = records[0].get("run_id") if from_runfile else starts[0].get("run_id")
     same = stored is not None and stored["start"]["run_id"] == run_id
-    extra: list[dict] = []
-    if same and stored["events"]:
+    extra: list[dict[str, Any]] = []
+    if stored is not None and same and stored["events"]:
         described = {r.get("stream") for r in records if r.get("doc") == "descriptor"}
         extra = [d for d in stored["descriptors"] if d["stream"] not in described] + stored["events"]
     elif stored is not None and not same and stored["count"] > len(in_journal):
         raise JournalError(f"{directory}: run.h5 belongs to run {stored['start']['run_id']}, the journal "
                            f"to run {run_id}; move one of them away; nothing was changed")
     return Recovery(records + extra, from_journal=len(in_journal),
-                    from_runfile=len(stored["events"]) if same else 0,
-                    stored_steps=stored["count"] if same else 0, damage=damage,
+                    from_runfile=len(stored["events"]) if stored is not None and same else 0,
+                    stored_steps=stored["count"] if stored is not None and same else 0, damage=damage,
                     start_from_runfile=from_runfile)
 
 
@@ -444,7 +444,9 @@ def _stored(path: Path, skip: set[tuple[str, int]]) -> dict[str, Any] | None:
             descriptors = [{"doc": "descriptor", "run_id": run_id, "stream": str(name),
                             "data_keys": json.loads(value)} for name, value in streams.items()]
             lines = file["engine/events"][()] if "engine/events" in file else []
-            events, offsets, count = [], {}, 0
+            events: list[dict[str, Any]] = []
+            offsets: dict[str, int] = {}
+            count = 0
             for line in lines:
                 event = json.loads(line)
                 spans = {key: (offsets.get(key, 0), offsets.get(key, 0) + int(n))
