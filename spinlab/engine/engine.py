@@ -268,7 +268,7 @@ class _StageRelay:
         self.parent.emit(name, relayed, checkpoint=False)  # type: ignore[arg-type]
 
 
-class _StageControl:
+class _StageControl(Control):
     """What a stage's engine sees as its control channel: the composing run's checkpoint."""
 
     def __init__(self, checkpoint: Callable[[], None]) -> None:
