@@ -38,7 +38,15 @@ import h5py  # type: ignore[import-untyped]
 import numpy as np
 
 from spinlab.engine import journal as journal_mod
-from spinlab.engine.documents import to_jsonable
+from spinlab.engine.documents import (
+    DatasetDoc,
+    DescriptorDoc,
+    EventDoc,
+    ResultDoc,
+    StartDoc,
+    StopDoc,
+    to_jsonable,
+)
 from spinlab.errors import ConfigError, JournalError, RunFileError, WaveformError
 
 log = logging.getLogger("spinlab.engine")
@@ -130,7 +138,7 @@ class RunFileWriter:
             return  # already in the journal and the file
         if self._broken is not None:
             if name == "stop":
-                self._close_broken(doc)
+                self._close_broken(doc)  # type: ignore[arg-type]  # a StopDoc
             return
         rows = dict(self._rows)
         try:
@@ -150,7 +158,7 @@ class RunFileWriter:
     def _store(self, name: str, doc: Mapping[str, Any]) -> None:
         getattr(self, f"_on_{name}")(doc)
 
-    def _on_start(self, doc: Mapping[str, Any]) -> None:
+    def _on_start(self, doc: StartDoc) -> None:
         attrs = self.file.attrs
         attrs["NX_class"] = "NXroot"
         attrs["default"] = "entry"
@@ -182,11 +190,11 @@ class RunFileWriter:
         data.attrs["signal"] = signal.replace("/", "_")
         data.attrs["axes"] = [a.replace("/", "_") for a in axes] or ["."]
 
-    def _on_descriptor(self, doc: Mapping[str, Any]) -> None:
+    def _on_descriptor(self, doc: DescriptorDoc) -> None:
         group = self.file.require_group("engine/streams")
         group.attrs[str(doc["stream"])] = json.dumps(to_jsonable(doc.get("data_keys", {})))
 
-    def _on_event(self, doc: Mapping[str, Any]) -> None:
+    def _on_event(self, doc: EventDoc) -> None:
         rows = {}
         attrs = doc.get("attrs") or {}
         for key, value in doc["data"].items():
@@ -235,7 +243,7 @@ class RunFileWriter:
         self._rows[key] = end
         return int(rows.shape[0])
 
-    def _on_dataset(self, doc: Mapping[str, Any]) -> None:
+    def _on_dataset(self, doc: DatasetDoc) -> None:
         name = doc["name"]
         arr = _finite(doc["data"], name)
         if name in self.file:
@@ -247,11 +255,11 @@ class RunFileWriter:
         for key, value in (doc.get("attrs") or {}).items():
             ds.attrs[key] = _attr(value)
 
-    def _on_result(self, doc: Mapping[str, Any]) -> None:
+    def _on_result(self, doc: ResultDoc) -> None:
         self.results.update(to_jsonable(doc.get("values", {})))
         self.file.attrs["results"] = json.dumps(self.results, default=str)
 
-    def _on_stop(self, doc: Mapping[str, Any]) -> None:
+    def _on_stop(self, doc: StopDoc) -> None:
         attrs = self.file.attrs
         attrs["status"] = str(doc.get("status"))
         attrs["finished"] = str(doc.get("time", ""))
@@ -263,7 +271,7 @@ class RunFileWriter:
     def close(self, completed: bool = False) -> None:
         """Close the file; a completed run's journal is no longer needed."""
         if self._broken is not None:
-            self._close_broken({})
+            self._close_broken(None)
             return
         if self.file.id.valid:
             self.file.flush()
@@ -274,7 +282,7 @@ class RunFileWriter:
             self.journal.close()
         self.reserve.unlink(missing_ok=True)
 
-    def _close_broken(self, stop: Mapping[str, Any]) -> None:
+    def _close_broken(self, stop: StopDoc | None) -> None:
         """After a failed write: close both files, then trim ``run.h5`` to its completed steps
         and record the stop in it (the reserve file's space is free for that)."""
         for close in (self.file.close, self.journal.close):

@@ -12,7 +12,15 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from spinlab.engine.documents import to_jsonable
+from spinlab.engine.documents import (
+    PreviewDoc,
+    ProgressDoc,
+    ResultDoc,
+    StartDoc,
+    StopDoc,
+    TelemetryDoc,
+    to_jsonable,
+)
 from spinlab.monitoring.loghandler import PublishingHandler
 from spinlab.monitoring.messages import preview
 from spinlab.monitoring.publisher import Publisher
@@ -43,7 +51,7 @@ class MonitorPublisher:
         if handler is not None:
             handler(doc)
 
-    def _on_start(self, doc: Mapping[str, Any]) -> None:
+    def _on_start(self, doc: StartDoc) -> None:
         self.publisher.run_id = doc["run_id"]
         self._results = {}
         if self._handler is None:
@@ -53,13 +61,13 @@ class MonitorPublisher:
                                    "path": doc.get("path"), "device": doc.get("address"),
                                    "seed": doc.get("seed"), "resumed": doc.get("resumed", 0)})
 
-    def _on_progress(self, doc: Mapping[str, Any]) -> None:
+    def _on_progress(self, doc: ProgressDoc) -> None:
         self.publish("progress", {k: v for k, v in doc.items() if k != "run_id"})
 
-    def _on_telemetry(self, doc: Mapping[str, Any]) -> None:
+    def _on_telemetry(self, doc: TelemetryDoc) -> None:
         self.publish(doc["topic"], doc.get("payload"), doc.get("arrays"))
 
-    def _on_preview(self, doc: Mapping[str, Any]) -> None:
+    def _on_preview(self, doc: PreviewDoc) -> None:
         wave = doc["waveform"]
         small = preview(wave, self.preview_points)
         self.publish("waveform", {"name": doc["name"], "dt_s": small.dt_s, "unit": small.unit,
@@ -67,11 +75,11 @@ class MonitorPublisher:
                                   "factor": small.meta["factor"], "n_original": int(np.shape(wave.samples)[-1])},
                      {"samples": small.samples})
 
-    def _on_result(self, doc: Mapping[str, Any]) -> None:
+    def _on_result(self, doc: ResultDoc) -> None:
         self._results.update(doc.get("values", {}))
         self.publish("result", self._results)
 
-    def _on_stop(self, doc: Mapping[str, Any]) -> None:
+    def _on_stop(self, doc: StopDoc) -> None:
         if doc.get("error"):
             self.publish("error", {"type": doc["error"], "message": doc.get("reason", "")})
         self.publish("run.stop", {"status": doc.get("status"), "results": doc.get("results", {}),
