@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from spinlab import RunAborted, Waveform
+from spinlab import RunAborted
 from spinlab.engine import Plan, RunEngine, build_plan, plan_names, seed_stream
 from spinlab.engine import journal
 from spinlab.engine.runfile import JOURNAL_FILE
