@@ -4,7 +4,7 @@ A message is one ZeroMQ multipart message::
 
     [topic, header, array_0, array_1, ...]
 
-* ``topic``   UTF-8 topic name (``run.start``, ``progress``, ...); first so SUB prefix filters work.
+* ``topic``   UTF-8 topic name (``start``, ``progress``, ...); first so SUB prefix filters work.
 * ``header``  a msgpack map (at most :data:`MAX_HEADER_BYTES`)::
 
       {"v": 1, "topic": str, "run": str, "seq": int, "t": float (unix s), "replay": bool,
@@ -50,16 +50,15 @@ PROTOCOL_VERSION = 1
 #: Topics spinlab publishes (payload keys in brackets). Other dotted lower-case names are
 #: allowed, so protocols can add their own; subscribers ignore topics they do not know.
 TOPICS = {
-    "run.start": "run began [kind, config, path]",
-    "run.stop": "run ended [status, results, dropped]",
-    "progress": "step counter [done, total, + protocol fields]",
+    "start": "run began: the engine's start document [plan, config, seed, address, path, started, ...]",
+    "stop": "run ended: the stop document [status, reason, error, results, events, monitor_dropped]",
+    "progress": "step counter [done, total, stage, + protocol fields]",
     "instrument.status": "one instrument's state [name, + fields]",
-    "waveform": "decimated preview [name, dt_s, unit, t0_s, decimation, factor] + array 'samples'",
+    "preview": "decimated preview [name, dt_s, unit, t0_s, decimation, factor] + array 'samples'",
     "twin.loss": "training loss [step, loss]",
     "twin.nrmse": "validation NRMSE [step, nrmse]",
-    "result": "summary results so far [any]",
+    "result": "summary values the plan just reported [values]",
     "log": "log record of the spinlab logger [level, logger, message, time]",
-    "error": "exception that ended or disturbed the run [type, message]",
     "control": "a control command was obeyed [command, client, state]",
     "monitor.stats": "publisher health [published, sent, dropped, queued, oversize]",
     "sweep.start": "a sweep began [plan, device, total, todo, skipped, mode, out, dashboard, spec]",
@@ -94,7 +93,7 @@ class Message:
 
 
 #: Topics whose latest value is kept per payload ``name`` rather than once per topic.
-PER_NAME_TOPICS = ("waveform", "instrument.status")
+PER_NAME_TOPICS = ("preview", "instrument.status")
 
 
 def cache_key(topic: str, payload: Mapping[str, Any]) -> tuple[str, str | None]:
