@@ -280,6 +280,10 @@ class _StageControl(Control):
     def close(self) -> None:
         """The channel belongs to the composing run; it stays open."""
 
+    def for_run(self, state: RunState) -> Control:
+        """As a :data:`ControlFactory`: the stage's run gets this channel."""
+        return self
+
 
 class _ActiveRun:
     """One execution: documents, counters, replay of a resumed run's journal."""
@@ -399,9 +403,7 @@ class _ActiveRun:
         engine = self.engine.at(path.parent)
         target = self.device if device is None else device
         relay = [_StageRelay(self, name)]
-        control: ControlFactory | None = None
-        if self.control is not None:
-            control = lambda _state: _StageControl(self.checkpoint)  # noqa: E731
+        control = None if self.control is None else _StageControl(self.checkpoint).for_run
         if (path / JOURNAL_FILE).is_file():
             return engine.resume(path, target, subscribers=relay, control=control)
         if path.is_dir() and all(p.name in (LOCK_FILE, RESERVE_FILE) for p in path.iterdir()):
