@@ -149,3 +149,25 @@ def test_a_plan_that_needs_a_device_is_refused_without_one(tmp_path):
     with pytest.raises(ConfigError, match="needs a device"):
         RunEngine(tmp_path).run(steps_plan())
     assert not any(tmp_path.iterdir())  # refused before a run directory was made
+
+
+def test_the_journal_and_the_wire_share_one_array_codec(tmp_path):
+    """One allow-list: numbers on both (big-endian arrives little-endian), fixed-width text in the
+    journal only, objects nowhere."""
+    from spinlab.engine.arrays import ARRAY_DTYPES
+    from spinlab.monitoring.messages import ProtocolError, decode, encode
+
+    big = np.arange(6, dtype=">f8").reshape(2, 3)
+    j = journal.Journal(tmp_path / "j")
+    j.append({"doc": "dataset", "x": big, "labels": np.array(["one", "two"])})
+    j.close()
+    (record,) = journal.read(tmp_path / "j")
+    wire = decode(encode("preview", "r", 0, 0.0, {}, {"x": big}))
+    for arr in (record["x"], wire.arrays["x"]):
+        assert arr.dtype.str == "<f8" and arr.dtype.str in ARRAY_DTYPES
+        np.testing.assert_array_equal(arr, big)
+    assert list(record["labels"]) == ["one", "two"]
+    with pytest.raises(ProtocolError, match="only numeric dtypes"):
+        encode("preview", "r", 0, 0.0, {}, {"labels": np.array(["one"])})
+    with pytest.raises(TypeError, match="cannot journal an array"):
+        journal.encode({"x": np.array([object()], dtype=object)})
