@@ -47,3 +47,21 @@ def test_a_background_run_reports_its_steps_and_its_end(tmp_path):
     run = BackgroundRun(tmp_path, Doubler(), max_steps=3)
     run.thread.join(10)
     assert run.steps_done == 3 and run.error is None and run.result.summary == {"steps": 3}
+
+
+def test_resume_reopens_the_recorded_address_through_the_injected_opener(tmp_path):
+    from spinlab.errors import RunInterrupted, run_path
+
+    opened = []
+
+    def open_device(address, **options):
+        opened.append(address)
+        device = Doubler()
+        device.address = address  # what the start document records, and resume opens again
+        return device
+
+    engine = RunEngine(tmp_path, plans=plan_lookup(demo=steps_plan), open_device=open_device)
+    with pytest.raises(RunInterrupted) as caught:
+        engine.run(steps_plan(4, fail_at=2, exc=RunInterrupted(2)), "test:doubler")
+    assert engine.resume(run_path(caught.value)).status == "completed"
+    assert opened == ["test:doubler", "test:doubler"]
