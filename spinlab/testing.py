@@ -5,9 +5,9 @@ In the spirit of Bluesky's simulated hardware and PyMeasure's ``expected_protoco
 author tests a plan or a subscriber through the real engine, with no instrument and no mocks::
 
     from spinlab.engine import RunEngine
-    from spinlab.testing import Doubler, Recorder, steps_plan
+    from spinlab.testing import DocumentRecorder, Doubler, steps_plan
 
-    recorder, device = Recorder(), Doubler()
+    recorder, device = DocumentRecorder(), Doubler()
     result = RunEngine(tmp_path).run(steps_plan(3), device, subscribers=[recorder])
     assert recorder.counts["event"] == 3 and device.calls == 3
 
@@ -107,7 +107,7 @@ def plan_lookup(**factories: Callable[..., Plan]) -> PlanLookup:
     return lookup
 
 
-class Recorder:
+class DocumentRecorder:
     """A subscriber that keeps every ``(name, doc)`` it receives and counts them by name."""
 
     def __init__(self) -> None:
@@ -186,4 +186,4 @@ class BackgroundRun:
         return self.steps_done >= n
 
 
-__all__ = ["Doubler", "steps_plan", "looping_plan", "plan_lookup", "Recorder", "BackgroundRun"]
+__all__ = ["Doubler", "steps_plan", "looping_plan", "plan_lookup", "DocumentRecorder", "BackgroundRun"]

@@ -9,7 +9,7 @@ import pytest
 
 from spinlab.engine import RunEngine
 from spinlab.errors import ConfigError
-from spinlab.testing import BackgroundRun, Doubler, Recorder, plan_lookup, steps_plan
+from spinlab.testing import BackgroundRun, DocumentRecorder, Doubler, plan_lookup, steps_plan
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -21,7 +21,7 @@ def test_the_readme_example_of_spinlab_testing_runs(tmp_path):
 
 
 def test_the_recorder_sees_every_document_in_order_and_counts_them(tmp_path):
-    recorder = Recorder()
+    recorder = DocumentRecorder()
     RunEngine(tmp_path).run(steps_plan(2), Doubler(), subscribers=[recorder])
     assert recorder.names[0] == "start" and recorder.names[-1] == "stop"
     assert recorder.counts == {"start": 1, "descriptor": 1, "event": 2, "progress": 2, "dataset": 1,
