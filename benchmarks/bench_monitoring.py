@@ -47,7 +47,7 @@ import numpy as np
 
 
 def subscriber_main(endpoint: str, stall: bool, timeout_s: float) -> None:
-    """A watcher process: read and validate until run.stop, then print what it saw."""
+    """A watcher process: read and validate until stop, then print what it saw."""
     from spinlab.monitoring import Subscriber
 
     sub = Subscriber(endpoint)
@@ -59,7 +59,7 @@ def subscriber_main(endpoint: str, stall: bool, timeout_s: float) -> None:
     while not got_stop and time.monotonic() < deadline:
         # like a live view: wake up ~10 times a second and take the whole batch
         time.sleep(0.1)
-        got_stop = any(m.topic == "run.stop" for m in sub.drain())
+        got_stop = any(m.topic == "stop" for m in sub.drain())
     print(json.dumps({"received": sub.received, "missed": sub.missed, "rejected": sub.rejected,
                       "got_stop": got_stop, "cpu_s": round(time.process_time() - cpu0, 3)}), flush=True)
     sub.close()
@@ -110,7 +110,7 @@ def ws_reader_main(url: str, timeout_s: float) -> None:
                 frame = await ws.receive_json(timeout=timeout_s)
                 frames += 1
                 for msg in frame.get("messages", []):
-                    if msg["topic"] == "run.stop":
+                    if msg["topic"] == "stop":
                         status = msg["payload"].get("status")
                     elif msg["topic"] == "progress":
                         progress = f"{msg['payload']['done']} / {msg['payload']['total']}"
@@ -161,7 +161,7 @@ class WebWatchers:
             return json.load(response)
 
     def finish(self) -> dict:
-        """What the browser showed after run.stop, and the bridge's per-page counts."""
+        """What the browser showed after stop, and the bridge's per-page counts."""
         line = self.browser.stdout.readline()
         state = self.state()
         self.browser.communicate("\n", timeout=60)

@@ -1,8 +1,30 @@
 """Specific exceptions, so callers (and users) can tell what went wrong and what to do."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TypeVar
+
+_E = TypeVar("_E", bound=BaseException)
 
 
 class SpinlabError(Exception):
     """Base class of every error spinlab raises on purpose."""
+
+    #: the run directory, when the error ended a run (see :func:`with_run_path`)
+    run_path: Path | None = None
+
+
+def with_run_path(error: _E, path: Path) -> _E:
+    """``error``, marked as having ended the run in ``path`` (whatever its type, so callers keep
+    catching what the plan raised); :func:`run_path` reads it back (``spinlab resume PATH``)."""
+    error.run_path = path  # type: ignore[attr-defined]  # declared on SpinlabError only
+    return error
+
+
+def run_path(error: BaseException) -> Path | None:
+    """The run directory an error ended, or None when it did not come out of a run."""
+    path = getattr(error, "run_path", None)
+    return path if isinstance(path, Path) else None
 
 
 class WaveformError(SpinlabError, ValueError):

@@ -110,7 +110,7 @@ def test_tiny_demo_on_the_emulated_bench_reports_and_publishes_every_stage(tmp_p
     plan = demo.plan(data_dir=str(FSDD), feature_cache_dir=str(tmp_path / "cache"), **TINY)
     try:
         result = RunEngine(tmp_path / "runs").run(plan, "bench:emulated", seed=1, subscribers=[publisher])
-        got = collect(watcher, "run.stop", timeout_s=10)
+        got = collect(watcher, "stop", timeout_s=10)
     finally:
         publisher.close()
         watcher.close()
@@ -126,10 +126,10 @@ def test_tiny_demo_on_the_emulated_bench_reports_and_publishes_every_stage(tmp_p
     assert report["bias_A"] == pytest.approx(1.2 * report["threshold_A"], abs=1e-5)
     assert set(report["stage_s"]) == set(report["runs"])
     # one run on the wire: the demo's, with every stage's progress and the twin's loss in it
-    got = got[[m.topic for m in got].index("run.start"):]
+    got = got[[m.topic for m in got].index("start"):]
     assert {m.run_id for m in got} == {result.run_id}
     assert got[0].payload["kind"] == "demo"
-    assert got[-1].topic == "run.stop" and got[-1].payload["status"] == "completed"
+    assert got[-1].topic == "stop" and got[-1].payload["status"] == "completed"
     stages = {m.payload["stage"].split(":")[0] for m in got if m.topic == "progress"}
     assert stages == {"demo", "characterize", "twin-train", "digits-twin", "digits-bench"}
     assert any(m.topic == "twin.loss" for m in got)
@@ -150,7 +150,7 @@ def test_demo_command_end_to_end_json_report_run_directories_and_stream(tmp_path
     proc = spinlab("demo", "--limit", "40", "--twin-steps", "500", "--json", "--runs-dir", str(tmp_path / "runs"),
                    "--monitor", address)
     try:
-        got = collect(watcher, "run.stop", timeout_s=600)
+        got = collect(watcher, "stop", timeout_s=600)
     finally:
         watcher.close()
     out, err = proc.communicate(timeout=60)

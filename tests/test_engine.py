@@ -8,49 +8,12 @@ import h5py
 import numpy as np
 import pytest
 
-from spinlab import Device, RunAborted, SafetyLimits, Waveform
+from spinlab import RunAborted
 from spinlab.engine import Plan, RunEngine, build_plan, plan_names, seed_stream
 from spinlab.engine import journal
 from spinlab.engine.runfile import JOURNAL_FILE
 from spinlab.errors import ConfigError, RunInterrupted
-
-
-class Doubler(Device):
-    """Deterministic device: the response is twice the drive plus the bias; counts calls and
-    outputs-off requests."""
-
-    def __init__(self):
-        super().__init__(SafetyLimits(), {"bias_A": 1e-3})
-        self.calls = 0
-        self.outputs_off_calls = 0
-
-    def _respond(self, drive, dt_s, conditions):
-        self.calls += 1
-        return 2 * drive + conditions["bias_A"][:, None]
-
-    def outputs_off(self):
-        self.outputs_off_calls += 1
-
-
-def steps_plan(n=5, fail_at=None, exc=None, name="demo"):
-    """A plan with ``n`` device steps; raises ``exc`` before step ``fail_at``."""
-
-    def body(ctx):
-        total = 0.0
-        for i in range(n):
-            if i == fail_at:
-                raise exc
-            drive = Waveform(ctx.rng(f"drive/{i}").uniform(-0.1, 0.1, 8), 1e-9)
-            data = ctx.measure("steps", lambda dev, w=drive: {"drive_V": w.samples[None],
-                                                               "response_V": dev.respond(w).samples[None]},
-                               key=f"step/{i}", attrs={"drive_V": {"dt_s": 1e-9}})
-            total += float(data["response_V"].sum())
-            ctx.progress(i + 1, n, stage="steps")
-        ctx.save("final", Waveform(np.arange(4.0), 1e-9), note="x")
-        ctx.result(total=total)
-        return {"total": total}
-
-    return Plan(name, {"n": n}, body, nexus={"signal": "response_V"})
+from spinlab.testing import Doubler, plan_lookup, steps_plan
 
 
 def test_completed_run_file_holds_config_data_results_and_versions(tmp_path):
@@ -93,18 +56,15 @@ def test_a_stopped_run_keeps_its_steps_switches_outputs_off_and_says_why(tmp_pat
     assert (path / JOURNAL_FILE).exists()  # kept: the run can be resumed
 
 
-def test_resume_completes_a_stopped_run_to_the_rows_of_an_uninterrupted_one(tmp_path, monkeypatch):
-    import spinlab.engine.plan as plan_module
-
-    registry = {"demo": lambda config=None, **kw: steps_plan(**{**dict(config or {}), **kw})}
-    monkeypatch.setattr(plan_module, "plan_factory", lambda name: registry[name])
+def test_resume_completes_a_stopped_run_to_the_rows_of_an_uninterrupted_one(tmp_path):
     clean = RunEngine(tmp_path / "a").run(steps_plan(6), Doubler(), seed=4)
     device = Doubler()
     with pytest.raises(RunInterrupted) as caught:
         RunEngine(tmp_path / "b").run(steps_plan(6, fail_at=4, exc=RunInterrupted(2)), device, seed=4)
     assert device.calls == 4
     again = Doubler()
-    resumed = RunEngine(tmp_path / "b").resume(caught.value.run_path, again)
+    engine = RunEngine(tmp_path / "b", plans=plan_lookup(demo=steps_plan))
+    resumed = engine.resume(caught.value.run_path, again)
     assert again.calls == 2  # only the missing steps ran
     assert resumed.status == "completed" and resumed.summary == clean.summary
     with h5py.File(clean.run_file) as a, h5py.File(resumed.run_file) as b:
@@ -112,30 +72,24 @@ def test_resume_completes_a_stopped_run_to_the_rows_of_an_uninterrupted_one(tmp_
         assert b.attrs["resumed"] == 1 and b.attrs["status"] == "completed"
 
 
-def test_resume_rebuilds_a_damaged_run_file_from_the_journal(tmp_path, monkeypatch):
-    import spinlab.engine.plan as plan_module
-
-    monkeypatch.setattr(plan_module, "plan_factory",
-                        lambda name: lambda config=None, **kw: steps_plan(**dict(config or {})))
+def test_resume_rebuilds_a_damaged_run_file_from_the_journal(tmp_path):
     with pytest.raises(RuntimeError) as caught:
         RunEngine(tmp_path).run(steps_plan(4, fail_at=2, exc=RuntimeError("cable")), Doubler())
     path = caught.value.run_path
     (path / "run.h5").write_bytes(b"\0" * 64)  # as if the writer had died inside a write
     with open(path / JOURNAL_FILE, "ab") as fh:
         fh.write(b"REC1\x10\x00")  # and a torn record at the end of the journal
-    resumed = RunEngine(tmp_path).resume(path, Doubler())
+    resumed = RunEngine(tmp_path, plans=plan_lookup(demo=steps_plan)).resume(path, Doubler())
     with h5py.File(resumed.run_file) as f:
         assert f["response_V"].shape == (4, 8) and f.attrs["status"] == "completed"
 
 
-def test_resume_refuses_a_plan_that_asks_for_other_steps(tmp_path, monkeypatch):
-    import spinlab.engine.plan as plan_module
-
+def test_resume_refuses_a_plan_that_asks_for_other_steps(tmp_path):
     with pytest.raises(RuntimeError) as caught:
         RunEngine(tmp_path).run(steps_plan(4, fail_at=2, exc=RuntimeError("x")), Doubler())
 
-    def other(config=None, **kw):
-        plan = steps_plan(4)
+    def other(n=4):
+        plan = steps_plan(n)
         original = plan.body
 
         def body(ctx):
@@ -144,9 +98,8 @@ def test_resume_refuses_a_plan_that_asks_for_other_steps(tmp_path, monkeypatch):
 
         return Plan(plan.name, plan.config, body)
 
-    monkeypatch.setattr(plan_module, "plan_factory", lambda name: other)
     with pytest.raises(ConfigError, match="not deterministic"):
-        RunEngine(tmp_path).resume(caught.value.run_path, Doubler())
+        RunEngine(tmp_path, plans=plan_lookup(demo=other)).resume(caught.value.run_path, Doubler())
 
 
 def test_journal_reads_up_to_a_torn_or_corrupt_record(tmp_path):
@@ -196,3 +149,25 @@ def test_a_plan_that_needs_a_device_is_refused_without_one(tmp_path):
     with pytest.raises(ConfigError, match="needs a device"):
         RunEngine(tmp_path).run(steps_plan())
     assert not any(tmp_path.iterdir())  # refused before a run directory was made
+
+
+def test_the_journal_and_the_wire_share_one_array_codec(tmp_path):
+    """One allow-list: numbers on both (big-endian arrives little-endian), fixed-width text in the
+    journal only, objects nowhere."""
+    from spinlab.engine.arrays import ARRAY_DTYPES
+    from spinlab.monitoring.messages import ProtocolError, decode, encode
+
+    big = np.arange(6, dtype=">f8").reshape(2, 3)
+    j = journal.Journal(tmp_path / "j")
+    j.append({"doc": "dataset", "x": big, "labels": np.array(["one", "two"])})
+    j.close()
+    (record,) = journal.read(tmp_path / "j")
+    wire = decode(encode("preview", "r", 0, 0.0, {}, {"x": big}))
+    for arr in (record["x"], wire.arrays["x"]):
+        assert arr.dtype.str == "<f8" and arr.dtype.str in ARRAY_DTYPES
+        np.testing.assert_array_equal(arr, big)
+    assert list(record["labels"]) == ["one", "two"]
+    with pytest.raises(ProtocolError, match="only numeric dtypes"):
+        encode("preview", "r", 0, 0.0, {}, {"labels": np.array(["one"])})
+    with pytest.raises(TypeError, match="cannot journal an array"):
+        journal.encode({"x": np.array([object()], dtype=object)})

@@ -8,7 +8,7 @@ from spinlab.engine import Plan, RunEngine
 from spinlab.engine.runfile import JOURNAL_FILE
 from spinlab.errors import RunInterrupted
 
-from test_engine import Doubler, steps_plan
+from spinlab.testing import Doubler, plan_lookup, steps_plan
 
 
 def composed(fail_in_second=None, second_device=None):
@@ -25,13 +25,8 @@ def composed(fail_in_second=None, second_device=None):
     return Plan("composed", {"fail_in_second": fail_in_second}, body)
 
 
-@pytest.fixture
-def registry(monkeypatch):
-    import spinlab.engine.plan as plan_module
-
-    plans = {"composed": lambda config=None, **kw: composed(),  # resumed without the failure
-             "demo": lambda config=None, **kw: steps_plan(**dict(config or {}))}
-    monkeypatch.setattr(plan_module, "plan_factory", lambda name: plans[name])
+#: what resume rebuilds the plans with (the composed plan without its failure)
+PLANS = plan_lookup(composed=lambda **config: composed(), demo=steps_plan)
 
 
 def test_stages_run_in_their_own_directories_on_the_composing_runs_device(tmp_path):
@@ -53,7 +48,7 @@ def test_stages_run_in_their_own_directories_on_the_composing_runs_device(tmp_pa
     assert stages == ["first: steps"] * 3 + ["second: steps"] * 4
 
 
-def test_resuming_reads_completed_stages_back_and_resumes_the_interrupted_one(tmp_path, registry):
+def test_resuming_reads_completed_stages_back_and_resumes_the_interrupted_one(tmp_path):
     clean = RunEngine(tmp_path / "a").run(composed(), Doubler(), seed=2)
     device = Doubler()
     with pytest.raises(RunInterrupted) as caught:
@@ -63,16 +58,14 @@ def test_resuming_reads_completed_stages_back_and_resumes_the_interrupted_one(tm
     assert device.outputs_off_calls == 3  # after the first stage, the interrupted one, the demo
     assert (path / "stages" / "2-second" / JOURNAL_FILE).is_file()
     again = Doubler()
-    resumed = RunEngine(tmp_path / "b").resume(path, again)
+    resumed = RunEngine(tmp_path / "b", plans=PLANS).resume(path, again)
     assert again.calls == 2  # the first stage is read back, the second continues from step 2
     assert resumed.status == "completed" and resumed.summary["total"] == clean.summary["total"]
     with h5py.File(path / "stages" / "2-second" / "run.h5") as f:
         assert f.attrs["status"] == "completed" and f.attrs["resumed"] == 1
 
 
-def test_the_composing_run_opens_its_address_once_and_a_stage_address_for_that_stage(tmp_path, monkeypatch):
-    import spinlab.engine.engine as engine_module
-
+def test_the_composing_run_opens_its_address_once_and_a_stage_address_for_that_stage(tmp_path):
     events = []
 
     class Tracked(Doubler):
@@ -87,8 +80,7 @@ def test_the_composing_run_opens_its_address_once_and_a_stage_address_for_that_s
         events.append(("open", address))
         return Tracked(address)
 
-    monkeypatch.setattr(engine_module, "open_device", opening)
-    RunEngine(tmp_path).run(composed(second_device="sim:other"), "bench:main")
+    RunEngine(tmp_path, open_device=opening).run(composed(second_device="sim:other"), "bench:main")
     assert events == [("open", "bench:main"), ("open", "sim:other"), ("close", "sim:other"),
                       ("close", "bench:main")]
 

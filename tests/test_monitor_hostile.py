@@ -32,12 +32,12 @@ def nested(depth: int):
 
 #: (frames, accepted by decode?) in the order they are sent.
 HOSTILE = [
-    (frames("run.start", 0, {"kind": "[bold]fuzz[/]", "config": {"x": "[/]"}}), True),
-    (frames("waveform", 1, {"name": "empty", "unit": "[/V]"}, [("samples", "<f8", (0,), b"")]), True),
-    (frames("waveform", 2, {"name": "empty rows"}, [("samples", "<f4", (3, 0), b"")]), True),
-    (frames("waveform", 3, {"name": "wide empty"}, [("samples", "<f8", (2**20, 0), b"")]), True),
-    (frames("waveform", 4, {"name": "complex"}, [("samples", "<c16", (2,), np.array([1j, np.nan]).tobytes())]), True),
-    (frames("waveform", 5, {"name": "all nan"}, [("samples", "<f8", (3,), np.full(3, np.nan).tobytes())]), True),
+    (frames("start", 0, {"kind": "[bold]fuzz[/]", "config": {"x": "[/]"}}), True),
+    (frames("preview", 1, {"name": "empty", "unit": "[/V]"}, [("samples", "<f8", (0,), b"")]), True),
+    (frames("preview", 2, {"name": "empty rows"}, [("samples", "<f4", (3, 0), b"")]), True),
+    (frames("preview", 3, {"name": "wide empty"}, [("samples", "<f8", (2**20, 0), b"")]), True),
+    (frames("preview", 4, {"name": "complex"}, [("samples", "<c16", (2,), np.array([1j, np.nan]).tobytes())]), True),
+    (frames("preview", 5, {"name": "all nan"}, [("samples", "<f8", (3,), np.full(3, np.nan).tobytes())]), True),
     (frames("acquire.batch", 6, {}, [("x", "|b1", (2, 0), b""), ("y", "<i8", (1,), b"\xff" * 8)]), True),
     (frames("result", 7, {"deep": nested(30), "blob": b"\x00\xff", "big": 2**64 - 1, "nan": math.nan}), True),
     (frames("error", 8, {"type": "[/]", "message": "[red]unclosed"}), True),
@@ -46,8 +46,8 @@ HOSTILE = [
     (frames("result", 11, {"when": msgpack.Timestamp(1, 0)}), False),             # msgpack ext type
     (frames("result", 12, {"x": msgpack.ExtType(5, b"ab")}), False),
     (frames("result", 13, {"deep": nested(1000)}), False),                        # nested too deep
-    (frames("waveform", 14, {}, [("samples", "<f8", (2**62, 2**62, 0), b"")]), False),
-    (frames("run.stop", 15, {"status": "completed", "results": {"acc": 1.0}}), True),
+    (frames("preview", 14, {}, [("samples", "<f8", (2**62, 2**62, 0), b"")]), False),
+    (frames("stop", 15, {"status": "completed", "results": {"acc": 1.0}}), True),
 ]
 
 
@@ -83,7 +83,7 @@ def test_monitor_process_survives_hostile_messages_and_keeps_printing(publisher_
     if view == "--json":
         lines = [json.loads(line) for line in out.splitlines()]
         assert [line["seq"] for line in lines] == [msgpack.unpackb(m[1])["seq"] for m in accepted]
-        assert lines[-1]["topic"] == "run.stop" and lines[-1]["payload"]["status"] == "completed"
+        assert lines[-1]["topic"] == "stop" and lines[-1]["payload"]["status"] == "completed"
         assert lines[1]["arrays"]["samples"] == {"dtype": "<f8", "shape": [0], "data": []}
         assert lines[3]["arrays"]["samples"]["summarised"] and lines[3]["arrays"]["samples"]["min"] is None
         assert lines[7]["payload"]["blob"] == "00ff" and lines[7]["payload"]["nan"] is None

@@ -29,7 +29,7 @@ class LiveRun:
 
         def body(ctx):
             ctx.progress(4, 10, bias_A=7.5e-3)
-            ctx.publish("waveform", {"name": "resp", "unit": "V"}, {"samples": np.linspace(0, 1, 20_000)})
+            ctx.publish("preview", {"name": "resp", "unit": "V"}, {"samples": np.linspace(0, 1, 20_000)})
             self.release.wait(20)
 
         self.thread = threading.Thread(target=RunEngine(tmp_path / "runs").run, daemon=True,
@@ -56,12 +56,12 @@ def live_run(tmp_path):
 def test_monitor_json_streams_the_current_state_to_a_late_joiner(live_run, tmp_path):
     record = tmp_path / "stream.monrec"
     result = runner.invoke(app, ["monitor", live_run.events.endpoint, "--json", "--count", "3",
-                                 "--timeout", "5", "--record", str(record), "--topic", "run.",
-                                 "--topic", "progress", "--topic", "waveform"])
+                                 "--timeout", "5", "--record", str(record), "--topic", "start",
+                                 "--topic", "progress", "--topic", "preview"])
     assert result.exit_code == 0, result.output
     # one replay per subscription; ZeroMQ sends a socket's subscriptions in no fixed order
     lines = sorted((json.loads(line) for line in result.stdout.splitlines()), key=lambda x: x["seq"])
-    assert [line["topic"] for line in lines] == ["run.start", "progress", "waveform"]
+    assert [line["topic"] for line in lines] == ["start", "progress", "preview"]
     assert all(line["replay"] for line in lines)
     assert lines[0]["payload"]["config"] == {"steps": 10}
     assert lines[1]["payload"] == {"done": 4, "total": 10, "stage": "", "bias_A": 7.5e-3}
@@ -69,8 +69,8 @@ def test_monitor_json_streams_the_current_state_to_a_late_joiner(live_run, tmp_p
     assert wave["summarised"] and wave["shape"] == [20_000] and wave["max"] == 1.0
     recorded = list(read_recording(record))
     recorded = {m.topic: m for m in recorded}
-    assert sorted(recorded) == ["progress", "run.start", "waveform"]
-    np.testing.assert_array_equal(recorded["waveform"].arrays["samples"], np.linspace(0, 1, 20_000))
+    assert sorted(recorded) == ["preview", "progress", "start"]
+    np.testing.assert_array_equal(recorded["preview"].arrays["samples"], np.linspace(0, 1, 20_000))
 
 
 def test_monitor_exits_nonzero_when_the_count_is_not_reached_before_the_timeout(live_run):
@@ -83,8 +83,8 @@ def test_monitor_exits_nonzero_when_the_count_is_not_reached_before_the_timeout(
 
 def test_monitor_live_view_renders_the_state(live_run):
     result = runner.invoke(app, ["monitor", live_run.events.endpoint, "--count", "3",
-                                 "--timeout", "5", "--topic", "run.", "--topic", "progress",
-                                 "--topic", "waveform"])
+                                 "--timeout", "5", "--topic", "start", "--topic", "progress",
+                                 "--topic", "preview"])
     assert result.exit_code == 0, result.output
     assert "acquire" in result.stdout and "4/10" in result.stdout and "resp" in result.stdout
 

@@ -12,8 +12,7 @@ import spinlab
 from spinlab import Device, RunAborted
 from spinlab.errors import ConfigError
 from spinlab.monitoring import ControlClient, ControlError, ControlServer, create_keys
-
-from engine_helpers import BackgroundRun
+from spinlab.testing import BackgroundRun
 
 ADDRESS = "tcp://127.0.0.1:0"
 

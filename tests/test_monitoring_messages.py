@@ -150,13 +150,13 @@ def test_view_state_follows_a_run_and_renders():
     state = MonitorState()
     def msg(topic, seq, payload, arrays=None):
         return roundtrip(topic, payload, arrays, seq)
-    state.update(msg("run.start", 0, {"kind": "acquire", "config": {"steps": 3}}))
+    state.update(msg("start", 0, {"plan": "acquire", "config": {"steps": 3}}))
     state.update(msg("progress", 1, {"done": 2, "total": 3}))
-    state.update(msg("waveform", 2, {"name": "resp", "unit": "V"}, {"samples": np.sin(np.arange(50.0))}))
+    state.update(msg("preview", 2, {"name": "resp", "unit": "V"}, {"samples": np.sin(np.arange(50.0))}))
     for i, loss in enumerate([1.0, 0.5, 0.25]):
         state.update(msg("twin.loss", 3 + i, {"step": i, "loss": loss}))
     state.update(msg("error", 7, {"type": "InstrumentError", "message": "scope timeout"}))
-    state.update(msg("run.stop", 8, {"status": "aborted", "results": {"acc": 0.9}, "dropped": 4}))
+    state.update(msg("stop", 8, {"status": "aborted", "results": {"acc": 0.9}, "monitor_dropped": 4}))
     assert state.kind == "acquire" and state.status == "aborted"
     assert state.progress == {"done": 2, "total": 3} and list(state.loss) == [1.0, 0.5, 0.25]
     assert state.results == {"acc": 0.9} and state.publisher_stats["dropped"] == 4

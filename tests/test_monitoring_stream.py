@@ -74,11 +74,11 @@ def connected(topics=None, **options):
 
 
 def run_watched(tmp_path, plan, device, topics=None, **options):
-    """Run ``plan`` with a connected watcher; the watcher's messages from run.start to run.stop."""
+    """Run ``plan`` with a connected watcher; the watcher's messages from start to stop."""
     pub, sub = connected(topics, **options)
     try:
         result = RunEngine(tmp_path).run(plan, device, subscribers=[pub])
-        got = collect(sub, "run.stop")
+        got = collect(sub, "stop")
     finally:
         pub.close()
         sub.close()
@@ -90,18 +90,18 @@ def test_watcher_sees_start_progress_stop_with_arrays_equal_to_the_run_file(tmp_
     plan = acquire_plan(drives(5), {"steps": 5, "bias_A": 7.5e-3}, lambda ctx: ctx.result(steps_done=5))
     result, got, sub = run_watched(tmp_path, plan, vortex)
     start = got[0]
-    assert start.topic == "run.start" and not start.replay
+    assert start.topic == "start" and not start.replay
     assert start.payload["kind"] == "acquire" and start.payload["config"]["steps"] == 5
     assert [m.seq for m in got] == list(range(start.seq, start.seq + len(got)))  # in order, no gaps
     assert sub.missed == 0 and sub.rejected == 0
     topics = [m.topic for m in got if m.topic != "monitor.stats"]
-    assert topics == ["run.start"] + ["waveform", "progress"] * 5 + ["result", "run.stop"]
+    assert topics == ["start"] + ["preview", "progress"] * 5 + ["result", "stop"]
     progress = [m.payload for m in got if m.topic == "progress"]
     assert [(p["done"], p["total"]) for p in progress] == [(i, 5) for i in range(1, 6)]
     stop = got[-1].payload
-    assert stop["status"] == "completed" and stop["dropped"] == 0
+    assert stop["status"] == "completed" and stop["monitor_dropped"] == 0
     assert stop["results"] == {"steps_done": 5}
-    previews = [m for m in got if m.topic == "waveform"]
+    previews = [m for m in got if m.topic == "preview"]
     with h5py.File(result.run_file) as f:
         saved = f["responses"][()]
         assert f.attrs["status"] == "completed"
@@ -114,8 +114,8 @@ def test_watcher_sees_start_progress_stop_with_arrays_equal_to_the_run_file(tmp_
 
 def test_decimated_previews_equal_the_preview_of_the_saved_data(tmp_path, vortex):
     result, got, _ = run_watched(tmp_path, acquire_plan(drives(2, n_samples=5000)), vortex,
-                                 topics=["run.", "waveform"], preview_points=200)
-    previews = [m for m in got if m.topic == "waveform"]
+                                 topics=["start", "stop", "preview"], preview_points=200)
+    previews = [m for m in got if m.topic == "preview"]
     with h5py.File(result.run_file) as f:
         saved = f["responses"][()]
     assert len(previews) == 2
@@ -146,9 +146,10 @@ def test_late_joiner_gets_config_and_latest_state_without_waiting_for_an_event(t
     try:
         assert reached.wait(10)
         collect(early, "result")
-        late = Subscriber(pub.endpoint, topics=["run.", "progress", "waveform", "instrument.", "result"])
+        late = Subscriber(pub.endpoint,
+                          topics=["start", "stop", "progress", "preview", "instrument.", "result"])
         state = {}
-        wanted = {("run.start", None), ("progress", None), ("waveform", "response"),
+        wanted = {("start", None), ("progress", None), ("preview", "response"),
                   ("instrument.status", "awg"), ("instrument.status", "scope"), ("result", None)}
         deadline = time.monotonic() + 5
         while not wanted <= set(state) and time.monotonic() < deadline:
@@ -156,12 +157,12 @@ def test_late_joiner_gets_config_and_latest_state_without_waiting_for_an_event(t
             if msg is not None:
                 assert msg.replay, "nothing new was published: all of it must come from the cache"
                 state[messages.cache_key(msg.topic, msg.payload)] = msg
-        assert state[("run.start", None)].payload["config"] == {"steps": 3, "seed": 11}
+        assert state[("start", None)].payload["config"] == {"steps": 3, "seed": 11}
         assert state[("progress", None)].payload == {"done": 3, "total": 3, "stage": ""}
-        assert state[("waveform", "response")].arrays["samples"].shape == (400,)
+        assert state[("preview", "response")].arrays["samples"].shape == (400,)
         assert state[("instrument.status", "awg")].payload["amplitude_V"] == 0.3
         assert state[("instrument.status", "scope")].payload["armed"] is False
-        assert state[("result", None)].payload == {"mean_V": 0.01}
+        assert state[("result", None)].payload == {"values": {"mean_V": 0.01}}
         seqs = [m.seq for m in sorted(state.values(), key=lambda m: m.seq)]
         assert seqs == sorted(seqs)
 
@@ -189,16 +190,16 @@ def test_stalled_subscriber_never_slows_publishing_nor_other_watchers():
     stalled.connect(pub.endpoint)
     healthy = Subscriber(pub.endpoint)
     try:
-        pub.publish("run.start", {})
-        assert healthy.recv(3).topic == "run.start"
+        pub.publish("start", {})
+        assert healthy.recv(3).topic == "start"
         big = np.zeros(10_000)  # 80 kB per message: the stalled peer's buffers fill at once
         for i in range(500):  # a blocking send would hang here for good
-            pub.publish("waveform", {"name": "x", "i": i}, {"samples": big})
-        pub.publish("run.stop", {"status": "completed"})
-        got = collect(healthy, "run.stop")
+            pub.publish("preview", {"name": "x", "i": i}, {"samples": big})
+        pub.publish("stop", {"status": "completed"})
+        got = collect(healthy, "stop")
         # what this watcher lost in the burst shows as gaps and a resync, never as disorder
         assert got[-1].payload["status"] == "completed"
-        seen = [m.payload["i"] for m in got if m.topic == "waveform" and not m.replay]
+        seen = [m.payload["i"] for m in got if m.topic == "preview" and not m.replay]
         assert seen == sorted(seen) and seen
         assert healthy.missed == 0 or healthy.resyncs >= 1
     finally:
@@ -214,22 +215,22 @@ def test_queue_overflow_drops_the_oldest_and_reports_it_in_run_stop():
     pub = Publisher(MONITOR, run_id="r", queue_size=4)
     sub = Subscriber(pub.endpoint)
     try:
-        pub.publish("run.start", {"kind": "demo"})
-        assert sub.recv(3).topic == "run.start"
+        pub.publish("start", {"kind": "demo"})
+        assert sub.recv(3).topic == "start"
         release = threading.Event()
         send_queued = pub._send_queued
         pub._send_queued = lambda: (release.wait(5), send_queued())  # a sender stuck for a while
         for i in range(1, 11):
             pub.publish("progress", {"done": i, "total": 10})
-        pub.publish("run.stop", {"status": "completed"})
+        pub.publish("stop", {"status": "completed"})
         assert pub.dropped == 7  # 11 messages into a queue of 4: the 7 oldest went
         release.set()
-        got = collect(sub, "run.stop")
+        got = collect(sub, "stop")
     finally:
         pub.close()
         sub.close()
-    assert [m.seq for m in got] == [8, 9, 10, 11]  # the newest state and run.stop got through
-    assert got[-1].payload == {"status": "completed", "dropped": 7}
+    assert [m.seq for m in got] == [8, 9, 10, 11]  # the newest state and stop got through
+    assert got[-1].payload == {"status": "completed", "monitor_dropped": 7}
     assert sub.missed == 7
 
 
@@ -266,7 +267,7 @@ def test_subscriber_rejects_malformed_frames_and_keeps_reading():
         good = messages.encode("progress", "r", 0, time.time(), {"done": 1, "total": 1})
         bad_header = [b"progress", b"\xc1\xc1garbage"]
         wrong_version = [b"progress", messages.msgpack.packb({"v": 99, "topic": "progress"})]
-        lying_shape = messages.encode("waveform", "r", 1, time.time(), {}, {"x": np.arange(4.0)})
+        lying_shape = messages.encode("preview", "r", 1, time.time(), {}, {"x": np.arange(4.0)})
         lying_shape[2] = b"\x00" * 8
         deadline = time.monotonic() + 5
         msg = None
@@ -287,7 +288,7 @@ def test_subscriber_rejects_malformed_frames_and_keeps_reading():
 def test_spinlab_log_records_are_published_while_the_run_is_active(tmp_path):
     plan = Plan("demo", {}, lambda ctx: logging.getLogger("spinlab.protocols.demo").warning(
         "bias drifted by %d uA", 3), needs_device=False)
-    _, got, _ = run_watched(tmp_path, plan, None, topics=["run.", "log"])
+    _, got, _ = run_watched(tmp_path, plan, None, topics=["start", "stop", "log"])
     logs = [m.payload for m in got if m.topic == "log"]
     assert logs and logs[0]["message"] == "bias drifted by 3 uA" and logs[0]["level"] == "WARNING"
     handlers = logging.getLogger("spinlab").handlers
@@ -328,10 +329,10 @@ def test_publisher_bounds_its_queue_in_bytes_and_refuses_oversized_messages():
         send_queued = pub._send_queued
         pub._send_queued = lambda: (release.wait(5), send_queued())
         for i in range(5):  # 40 kB each: only two fit in 100 kB
-            pub.publish("waveform", {"name": "w", "i": i}, {"samples": np.zeros(5000)})
+            pub.publish("preview", {"name": "w", "i": i}, {"samples": np.zeros(5000)})
         assert pub.dropped == 3 and pub.stats()["queued"] == 2
         with pytest.raises(messages.ProtocolError, match="exceeds the monitor queue"):
-            pub.publish("waveform", {"name": "w"}, {"samples": np.zeros(20_000)})
+            pub.publish("preview", {"name": "w"}, {"samples": np.zeros(20_000)})
         with pytest.raises(messages.ProtocolError, match="topic"):
             pub.publish("Bad Topic", {})
         assert pub.stats()["rejected"] == 2
@@ -346,7 +347,7 @@ def test_a_flood_of_subscriptions_does_not_become_a_flood_of_replays():
     xsub = ctx.socket(zmq.XSUB)
     xsub.connect(pub.endpoint)
     try:
-        pub.publish("run.start", {"config": {}})
+        pub.publish("start", {"config": {}})
         time.sleep(0.1)
         for _ in range(200):
             xsub.send(b"\x01")
@@ -377,8 +378,8 @@ def test_a_watcher_that_saw_a_gap_resyncs_from_the_cache():
     pub = Publisher(MONITOR, run_id="r")
     sub = Subscriber(pub.endpoint, resync_s=0.0)
     try:
-        pub.publish("run.start", {"config": {"n": 1}})
-        assert sub.recv(3).topic == "run.start"
+        pub.publish("start", {"config": {"n": 1}})
+        assert sub.recv(3).topic == "start"
         release = threading.Event()
         send_queued = pub._send_queued
         pub._send_queued = lambda: (release.wait(5), send_queued())
@@ -388,7 +389,7 @@ def test_a_watcher_that_saw_a_gap_resyncs_from_the_cache():
         release.set()
         msg = sub.recv(3)
         assert msg.payload == {"done": 2, "total": 2} and sub.missed == 1 and sub.resyncs == 1
-        # the resync replays the cache: run.start and progress are copies of what it has
+        # the resync replays the cache: start and progress are copies of what it has
         deadline = time.monotonic() + 3
         while sub.duplicates < 2 and time.monotonic() < deadline:
             assert sub.recv(0.1) is None

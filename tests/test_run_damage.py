@@ -234,14 +234,12 @@ def test_a_full_disk_fails_the_run_in_one_line_and_leaves_a_run_file_that_opens(
     np.testing.assert_array_equal(rows(run_dir)["drive_V"][: len(recorded)], recorded)
 
 
-def test_resuming_on_an_instrument_with_another_identity_is_refused_unless_forced(tmp_path, monkeypatch):
+def test_resuming_on_an_instrument_with_another_identity_is_refused_unless_forced(tmp_path):
     """Instruments swapped between the stop and the resume (another serial number): refused,
     nothing touched; ``force`` resumes anyway."""
-    import spinlab.engine.plan as plan_module
-    from test_engine import Doubler, steps_plan
-
     from spinlab.engine import RunEngine
     from spinlab.errors import ConfigError, RunInterrupted
+    from spinlab.testing import Doubler, plan_lookup, steps_plan
 
     class Serial(Doubler):
         def __init__(self, serial):
@@ -251,24 +249,23 @@ def test_resuming_on_an_instrument_with_another_identity_is_refused_unless_force
         def identity(self):
             return {**super().identity(), "instruments": {"awg": f"Keysight,33522B,{self.serial}"}}
 
-    monkeypatch.setattr(plan_module, "plan_factory",
-                        lambda name: lambda config=None, **kw: steps_plan(**dict(config or {})))
     with pytest.raises(RunInterrupted) as caught:
         RunEngine(tmp_path).run(steps_plan(6, fail_at=3, exc=RunInterrupted(2)), Serial("MY1"))
     path = caught.value.run_path
     before = {p.name: p.read_bytes() for p in path.iterdir() if p.is_file()}
     with pytest.raises(ConfigError, match=r"instruments\.awg: 'Keysight,33522B,MY1' -> 'Keysight,33522B,MY2'"):
-        RunEngine(tmp_path).resume(path, Serial("MY2"))
+        RunEngine(tmp_path, plans=plan_lookup(demo=steps_plan)).resume(path, Serial("MY2"))
     assert {p.name: p.read_bytes() for p in path.iterdir() if p.is_file()} == before
-    assert RunEngine(tmp_path).resume(path, Serial("MY2"), force=True).status == "completed"
+    engine = RunEngine(tmp_path, plans=plan_lookup(demo=steps_plan))
+    assert engine.resume(path, Serial("MY2"), force=True).status == "completed"
 
 
-def test_a_journal_with_a_damaged_header_is_rebuilt_from_the_run_file(tmp_path, monkeypatch):
+def test_a_journal_with_a_damaged_header_is_rebuilt_from_the_run_file(tmp_path):
     """Even the journal's magic: every step run.h5 holds is kept; the damaged journal too."""
-    import spinlab.engine.plan as plan_module
 
     from spinlab.engine import Plan, RunEngine
     from spinlab.errors import RunInterrupted
+    from spinlab.testing import plan_lookup
 
     def plan(stop_at=None):
         def body(ctx):
@@ -278,14 +275,13 @@ def test_a_journal_with_a_damaged_header_is_rebuilt_from_the_run_file(tmp_path, 
                 ctx.record("s", {"x": np.full((1, 3), float(i))})
         return Plan("demo", {}, body, needs_device=False)
 
-    monkeypatch.setattr(plan_module, "plan_factory", lambda name: lambda config=None, **kw: plan())
     with pytest.raises(RunInterrupted) as caught:
         RunEngine(tmp_path).run(plan(stop_at=3))
     path = caught.value.run_path
     raw = bytearray((path / "journal.spinlab").read_bytes())
     raw[3] ^= 0x01
     (path / "journal.spinlab").write_bytes(bytes(raw))
-    assert RunEngine(tmp_path).resume(path).status == "completed"
+    assert RunEngine(tmp_path, plans=plan_lookup(demo=plan)).resume(path).status == "completed"
     with h5py.File(path / "run.h5") as f:
         np.testing.assert_array_equal(f["x"][:, 0], [0, 1, 2, 3, 4])
     assert (path / "journal.spinlab.damaged").read_bytes() == bytes(raw)

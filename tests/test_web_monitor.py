@@ -64,22 +64,22 @@ def test_a_slow_page_gets_only_the_newest_value_per_key_and_is_told_how_many_it_
     queue, snapshot = relay.attach()
     assert snapshot == []
     for i in range(1000):
-        relay.ingest([message("waveform", {"name": "resp", "dt_s": 1e-7}, {"samples": np.full(100, i / 1000)}, seq=2 * i),
+        relay.ingest([message("preview", {"name": "resp", "dt_s": 1e-7}, {"samples": np.full(100, i / 1000)}, seq=2 * i),
                       message("twin.loss", {"step": i, "loss": 1.0 / (i + 1)}, seq=2 * i + 1)])
     assert len(queue) == 1 + 5  # one waveform (the newest) and the last 5 loss points, nothing more
     entries = relay.take(queue)
-    assert [e.msg.topic for e in entries] == ["twin.loss"] * 4 + ["waveform", "twin.loss"]
+    assert [e.msg.topic for e in entries] == ["twin.loss"] * 4 + ["preview", "twin.loss"]
     assert entries[4].msg.arrays["samples"][0] == 0.999
     assert queue.lost == 999 + 995 and queue.sent == 6 and len(queue) == 0
     # a page joining now gets the newest waveform and the loss curve so far (bounded history)
     late, snapshot = relay.attach()
     assert [e.msg.topic for e in snapshot].count("twin.loss") == 1000
-    assert sum(e.msg.topic == "waveform" for e in snapshot) == 1
+    assert sum(e.msg.topic == "preview" for e in snapshot) == 1
 
 
 def test_a_new_run_on_the_same_address_starts_the_state_afresh_and_eta_follows_the_rate():
     relay = Relay()
-    relay.ingest([message("run.start", {"kind": "a"}, run="r1"), message("twin.loss", {"loss": 1.0}, run="r1", seq=1)])
+    relay.ingest([message("start", {"kind": "a"}, run="r1"), message("twin.loss", {"loss": 1.0}, run="r1", seq=1)])
     relay.ingest([message("progress", {"done": 1, "total": 111}, run="r2", t=100.0),
                   message("progress", {"done": 3, "total": 111}, run="r2", t=101.0, seq=1),
                   message("progress", {"done": 11, "total": 111}, run="r2", t=161.0, seq=2),
@@ -91,7 +91,7 @@ def test_a_new_run_on_the_same_address_starts_the_state_afresh_and_eta_follows_t
 
 def test_browser_json_sends_one_plottable_row_with_its_time_axis():
     batch = np.arange(2 * 50_000, dtype=float).reshape(2, 50_000)
-    out = browser_json(message("waveform", {"name": "resp", "dt_s": 1e-7, "t0_s": 1e-6}, {"samples": batch}))
+    out = browser_json(message("preview", {"name": "resp", "dt_s": 1e-7, "t0_s": 1e-6}, {"samples": batch}))
     arr = out["arrays"]["samples"]
     assert arr["shape"] == [2000] and len(arr["data"]) == 2000  # first row, min/max-decimated
     assert arr["data"][0] == 0.0 and max(arr["data"]) == 49_999.0
@@ -131,7 +131,7 @@ def test_a_late_joining_page_gets_the_run_from_the_cache_then_live_updates(live_
         first = frames[0]
         assert first["type"] == "snapshot" and first["control"] is False
         cached = [m for m in first["messages"] if m["topic"] != "monitor.stats"]
-        assert [m["topic"] for m in cached] == ["run.start", "progress", "waveform"]
+        assert [m["topic"] for m in cached] == ["start", "progress", "preview"]
         assert all(m["replay"] for m in cached)
         assert cached[0]["payload"]["config"]["device"] == "sim:vortex"
         wave = cached[2]["arrays"]["samples"]
@@ -139,7 +139,7 @@ def test_a_late_joining_page_gets_the_run_from_the_cache_then_live_updates(live_
         live = _messages(frames[1:])
         progress = [m for m in live if m["topic"] == "progress"]
         assert progress[-1]["payload"]["done"] == 5 and not progress[-1]["replay"]
-        assert [m for m in live if m["topic"] == "result"][0]["payload"] == {"threshold_A": 4.98e-3}
+        assert [m for m in live if m["topic"] == "result"][0]["payload"] == {"values": {"threshold_A": 4.98e-3}}
         status, state = _http("GET", bridge.url + "api/state")
         assert status == 200 and state["run"] == first["messages"][0]["run"]
         assert state["stats"]["web"]["connections"] == 1 and state["stats"]["stream"]["missed"] == 0
@@ -149,7 +149,7 @@ def test_a_late_joining_page_gets_the_run_from_the_cache_then_live_updates(live_
 
 def test_a_stalled_page_holds_up_nobody_and_costs_bounded_memory(live_run):
     """One page stops reading while the run publishes ~12 MB of previews: the run goes through
-    all its steps, the publisher drops nothing, a reading page gets run.stop, the stalled page's
+    all its steps, the publisher drops nothing, a reading page gets stop, the stalled page's
     queue holds one entry per key however much is published, and when it reads again it is told
     how many previews it lost."""
     bridge = BridgeThread(live_run.endpoint, flush_interval_s=0.0)
@@ -161,14 +161,14 @@ def test_a_stalled_page_holds_up_nobody_and_costs_bounded_memory(live_run):
                 assert stalled.read_json()["type"] == "snapshot"  # then it stops reading
                 assert wait_for(lambda: bridge.stats()["web"]["clients"] == 2)
                 steps = await asyncio.to_thread(live_run.do, _publish_previews)
-                await asyncio.to_thread(live_run.finish)  # run.stop
+                await asyncio.to_thread(live_run.finish)  # stop
                 frames = []
-                while not any(m["topic"] == "run.stop" for m in _messages(frames)):
+                while not any(m["topic"] == "stop" for m in _messages(frames)):
                     frames.append(await healthy.receive_json(timeout=30))
                 async with session.get(bridge.url + "api/state") as response:
                     pages = sorted((await response.json())["pages"], key=lambda p: p["sent"])
                 late = []
-                while not any(m["topic"] == "run.stop" for m in _messages(late)):
+                while not any(m["topic"] == "stop" for m in _messages(late)):
                     late.append(await asyncio.to_thread(stalled.read_json))
                 stalled.close()
                 await healthy.close()
@@ -177,7 +177,7 @@ def test_a_stalled_page_holds_up_nobody_and_costs_bounded_memory(live_run):
         steps, (stalled, healthy), late = asyncio.run(scenario())
         assert steps == 600 and live_run.publisher.dropped == 0
         assert stalled["sent"] < healthy["sent"] / 2, (stalled, healthy)  # it really stalled...
-        # ...and waits with one of each key (waveform, progress, run.stop, stats, maybe a log line)
+        # ...and waits with one of each key (preview, progress, stop, stats, maybe a log line)
         assert stalled["pending"] <= 6, stalled
         assert late[-1]["stats"]["client"]["lost"] > 300  # it is told what it missed
         stream = bridge.stats()["stream"]
@@ -273,7 +273,7 @@ def test_hostile_pages_are_refused_and_counted_and_the_server_survives(live_run)
         assert stats["refused_connections"] == 6 and stats["bad_origin"] == 1 and stats["bad_host"] == 1
         # still serving: the page, and a fresh WebSocket with the run's state
         frames = asyncio.run(_ws_frames(bridge.url, lambda f: len(f) >= 1))
-        assert [m["topic"] for m in frames[0]["messages"] if m["topic"] != "monitor.stats"] == ["run.start", "progress"]
+        assert [m["topic"] for m in frames[0]["messages"] if m["topic"] != "monitor.stats"] == ["start", "progress"]
         status, _ = _http("GET", bridge.url + "api/state")
         assert status == 200
     finally:

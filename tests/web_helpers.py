@@ -19,8 +19,7 @@ from spinlab.engine import Plan, RunEngine
 from spinlab.monitoring import ControlServer, create_keys
 from spinlab.monitoring.documents import MonitorPublisher
 from spinlab.monitoring.web import WebMonitor
-
-from engine_helpers import BackgroundRun
+from spinlab.testing import BackgroundRun
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +145,7 @@ class SteeredRun:
 
 
 def controlled_run(tmp_path, device, keys) -> BackgroundRun:
-    """A looping acquisition (tests/engine_helpers.py) serving the control channel and the
+    """A looping acquisition (spinlab.testing.BackgroundRun) serving the control channel and the
     monitor stream (``run.monitor``); ``run.bias_seen_on`` tells whether the source was on."""
     publisher = MonitorPublisher("tcp://127.0.0.1:0")
 

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import typer
 
-from spinlab.errors import RunAborted, RunInterrupted, SpinlabError
+from spinlab.errors import RunAborted, RunInterrupted, SpinlabError, run_path
 
 DeviceOption = typer.Option(..., "--device", "-d",
                             help="Device address: sim:vortex, sim:macrospin, bench:emulated, bench:STATION.toml, twin:PATH.pt")
@@ -172,7 +172,7 @@ def user_errors() -> Iterator[None]:
     except (typer.Exit, typer.Abort, typer.exceptions.TyperException):
         raise  # the command line's own: exit codes, usage errors
     except RunInterrupted as exc:
-        where = getattr(exc, "run_path", None)
+        where = run_path(exc)
         hint = f"; continue it with: spinlab resume {where}" if where else ""
         typer.secho(f"interrupted by {exc.signal_name}: outputs are off, every completed step is "
                     f"saved{hint}", err=True, fg="yellow")
@@ -186,7 +186,7 @@ def user_errors() -> Iterator[None]:
     except Exception as exc:  # noqa: BLE001 - the boundary: nothing reaches the user as a traceback
         if debugging():
             traceback.print_exc()
-        where = getattr(exc, "run_path", None)
+        where = run_path(exc)
         typer.secho(_one_line("error: " + error_line(exc) + (f" (run directory {where})" if where else "")),
                     err=True, fg="red")
         raise typer.Exit(2) from None

@@ -29,7 +29,7 @@ def monitor(
     count: Optional[int] = typer.Option(None, "--count", min=1, help="Exit after N messages."),
     timeout: Optional[float] = typer.Option(None, "--timeout", min=0.0,
                                             help="Exit after S seconds without a message."),
-    until_stop: bool = typer.Option(False, "--until-stop", help="Exit when the run sends run.stop (a sweep: sweep.stop)."),
+    until_stop: bool = typer.Option(False, "--until-stop", help="Exit when the run sends stop (a sweep: sweep.stop)."),
     topic: Optional[List[str]] = typer.Option(None, "--topic",
                                               help="Only these topic prefixes (repeatable); default all."),
     max_array: int = typer.Option(4096, "--max-array", min=0,
@@ -88,7 +88,7 @@ def monitor(
                     state.update(msg)
                     if json_lines:
                         sys.stdout.write(json.dumps(message_to_json(msg, max_array), allow_nan=False) + "\n")
-                    if (count is not None and received >= count) or (until_stop and msg.topic in ("run.stop", "sweep.stop")):
+                    if (count is not None and received >= count) or (until_stop and msg.topic in ("stop", "sweep.stop")):
                         done = True
                         break
                 if json_lines:

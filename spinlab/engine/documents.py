@@ -1,24 +1,17 @@
-"""The documents a run emits, in the spirit of Bluesky's event model.
+"""The documents a run emits, in the spirit of Bluesky's event model: their names and fields.
 
-Every subscriber is a callable ``subscriber(name, doc)``. The names, in the order a run emits
-them:
+Every subscriber is a callable ``subscriber(name, doc)``; ``doc`` is the TypedDict below that
+goes with ``name`` (every one carries the ``run_id``). In the order a run emits them:
 
-``start``       once: ``run_id, kind, plan, config, seed, device (address), identity (what the
-                device reports), versions, path, time, resumed`` (number of resumptions)
-``descriptor``  once per stream, before its first event: ``stream, data_keys`` (name ->
-                ``{"dtype", "shape"}``, shape of one row)
-``event``       one completed step: ``stream, seq, key, time, data`` (name -> array, rows along
-                axis 0), ``meta``; ``replayed`` when a resumed run re-reads it from the journal
-``dataset``     a named array the plan stores outside the event streams: ``name, data, attrs``
-``result``      summary values so far: ``values``
-``progress``    ``done, total, stage`` and fields (not recorded, shown)
-``telemetry``   live-only data for monitors: ``topic, payload, arrays`` (twin loss, ...)
-``preview``     a waveform worth showing live: ``name, waveform`` (subscribers decimate)
-``stop``        once: ``status`` (completed | aborted | interrupted | failed), ``reason``,
-                ``error`` (exception type), ``results``, ``events`` (count), ``time``
+``start``       once: :class:`StartDoc`        ``descriptor``  once per stream: :class:`DescriptorDoc`
+``event``       one step: :class:`EventDoc`     ``dataset``     a named array: :class:`DatasetDoc`
+``result``      :class:`ResultDoc`              ``progress``    :class:`ProgressDoc` (shown only)
+``telemetry``   :class:`TelemetryDoc` (live)    ``preview``     :class:`PreviewDoc` (live)
+``stop``        once: :class:`StopDoc`
 
 ``start``, ``descriptor``, ``event``, ``dataset``, ``result`` and ``stop`` are durable: the
-run-file writer journals and stores them; the others are for live views only.
+run-file writer journals and stores them; the others are for live views only. The ZeroMQ
+publisher sends them under the same names.
 """
 from __future__ import annotations
 
@@ -27,14 +20,122 @@ import functools
 import platform
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, TypedDict
 
 import numpy as np
+from typing_extensions import NotRequired
+
+from spinlab.waveform import Waveform
 
 DURABLE = ("start", "descriptor", "event", "dataset", "result", "stop")
 LIVE = ("progress", "telemetry", "preview")
 NAMES = DURABLE + LIVE
 STATUSES = ("completed", "aborted", "interrupted", "failed")
+
+
+class StartDoc(TypedDict):
+    """Once, first: what runs, where, on what (a resumed run emits another one)."""
+
+    run_id: str
+    kind: str  # the plan's name (kept for older readers)
+    plan: str
+    config: dict[str, Any]  # the plan's settings, as JSON
+    seed: int
+    address: str | None  # the device address the run opened (None for a Device passed in)
+    address_sha256: str | None  # of the file the address names (station file, checkpoint), if any
+    identity: dict[str, Any]  # what the device reports (instrument ids, model)
+    versions: dict[str, str]  # package versions
+    path: str  # the run directory
+    started: str  # ISO 8601, UTC
+    resumed: int  # how many times this run was resumed
+    nexus: dict[str, str]  # NeXus default-plot hints (``signal``, ...)
+
+
+class DataKey(TypedDict):
+    dtype: str  # numpy dtype string
+    shape: list[int]  # of one row
+
+
+class DescriptorDoc(TypedDict):
+    """Once per stream, before its first event: what each event of the stream holds."""
+
+    run_id: str
+    stream: str
+    data_keys: dict[str, DataKey]
+
+
+class EventDoc(TypedDict):
+    """One completed step: arrays by name, rows along axis 0."""
+
+    run_id: str
+    stream: str
+    seq: int  # the step's number within its stream
+    key: str  # the plan's name for the step (checked on resume)
+    time: float  # unix seconds
+    data: dict[str, np.ndarray]
+    meta: dict[str, Any]
+    attrs: dict[str, Any]  # dataset name -> attributes (``dt_s``, ...)
+    replayed: NotRequired[bool]  # re-read from the journal by a resumed run (not stored again)
+
+
+class DatasetDoc(TypedDict):
+    """A named array the plan stores outside the event streams."""
+
+    run_id: str
+    name: str
+    data: np.ndarray
+    attrs: dict[str, Any]
+
+
+class ResultDoc(TypedDict):
+    """Summary values so far (merged into the run's results)."""
+
+    run_id: str
+    values: dict[str, Any]
+
+
+class ProgressDoc(TypedDict):
+    """Steps done of total; a plan may add its own fields (loss, ...), shown, not recorded."""
+
+    run_id: str
+    done: int
+    total: int
+    stage: str
+
+
+class TelemetryDoc(TypedDict):
+    """Live-only data for monitors (``twin.loss``, ``instrument.status``, control notices)."""
+
+    run_id: str
+    topic: str
+    payload: dict[str, Any]
+    arrays: dict[str, Any]
+
+
+class PreviewDoc(TypedDict):
+    """A waveform worth showing live (subscribers decimate it)."""
+
+    run_id: str
+    name: str
+    waveform: Waveform
+
+
+class StopDoc(TypedDict):
+    """Once, last: how the run ended."""
+
+    run_id: str
+    status: str  # one of STATUSES
+    reason: str
+    error: str | None  # the exception's type name
+    results: dict[str, Any]
+    events: int  # steps recorded
+    time: str  # ISO 8601, UTC
+    monitor_dropped: int  # documents a ZeroMQ publisher had to drop
+
+
+#: any document; ``name`` says which
+Document = (StartDoc | DescriptorDoc | EventDoc | DatasetDoc | ResultDoc | ProgressDoc | TelemetryDoc
+            | PreviewDoc | StopDoc)
 
 _VERSIONED = ("spinlab", "numpy", "scipy", "torch", "torchdiffeq", "pyvisa", "pymeasure", "pyzmq",
               "h5py")
@@ -78,11 +179,12 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
-def data_keys(data: Mapping[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+def data_keys(data: Mapping[str, np.ndarray]) -> dict[str, DataKey]:
     """What one event of a stream holds: dtype and per-row shape of every array."""
     return {name: {"dtype": np.asarray(a).dtype.str, "shape": list(np.shape(a)[1:])}
             for name, a in data.items()}
 
 
-__all__ = ["DURABLE", "LIVE", "NAMES", "STATUSES", "now", "package_versions", "to_jsonable",
-           "data_keys"]
+__all__ = ["DURABLE", "LIVE", "NAMES", "STATUSES", "StartDoc", "DataKey", "DescriptorDoc", "EventDoc",
+           "DatasetDoc", "ResultDoc", "ProgressDoc", "TelemetryDoc", "PreviewDoc", "StopDoc", "Document",
+           "now", "package_versions", "to_jsonable", "data_keys"]

@@ -26,20 +26,41 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 import numpy as np
 
 from spinlab import locks
 from spinlab.device import Device
-from spinlab.engine.documents import data_keys, now, package_versions, to_jsonable
-from spinlab.engine.plan import Plan, build_plan
+from spinlab.engine.documents import (
+    DatasetDoc,
+    DescriptorDoc,
+    Document,
+    EventDoc,
+    PreviewDoc,
+    ProgressDoc,
+    ResultDoc,
+    StartDoc,
+    StopDoc,
+    TelemetryDoc,
+    data_keys,
+    now,
+    package_versions,
+    to_jsonable,
+)
+from spinlab.engine.plan import Plan, plan_factory
 from spinlab.engine.plots import PlotWriter
-from spinlab.engine.rundir import (LOCK_FILE, RunDirLock, absolute_address, address_change,
-                                   address_sha256, identity_change)
+from spinlab.engine.rundir import (
+    LOCK_FILE,
+    RunDirLock,
+    absolute_address,
+    address_change,
+    address_sha256,
+    identity_change,
+)
 from spinlab.engine.runfile import JOURNAL_FILE, RESERVE_FILE, Recovery, RunFileWriter, read_outcome, recover
 from spinlab.engine.signals import SignalGuard, stops_with
-from spinlab.errors import ConfigError, RunAborted, RunInterrupted, RunStopping
+from spinlab.errors import ConfigError, RunAborted, RunInterrupted, RunStopping, with_run_path
 from spinlab.registry import open_device
 from spinlab.waveform import Waveform
 
@@ -50,6 +71,10 @@ _FORCE = ("put it back as it was, or resume with --force to continue anyway (the
           "now on will not match the kept ones)")
 
 Subscriber = Callable[[str, Mapping[str, Any]], None]
+#: plan name -> its factory (``factory(config, **overrides) -> Plan``); resume and stages use it
+PlanLookup = Callable[[str], Callable[..., Plan]]
+#: address -> open Device (``open_device(address, defaults={"seed": ...})``)
+DeviceOpener = Callable[..., Device]
 
 #: How long the engine waits for a worker thread to stop before it switches the outputs off
 #: anyway (a worker stops at its next record; the bench's lock still makes outputs-off wait
@@ -87,6 +112,21 @@ class RunState:
     def publish(self, topic: str, payload: Mapping[str, Any] | None = None) -> None:
         if self._publish is not None:
             self._publish(topic, payload or {})
+
+
+class Control(Protocol):
+    """A run's control channel, as the engine sees it: served at every checkpoint (it may
+    raise :class:`~spinlab.errors.RunAborted` or :class:`~spinlab.errors.RunInterrupted` there)
+    and closed when the run ends. ``ControlServer``, a stage's view of its composing run and a
+    sweep's ``StopPoll`` implement it."""
+
+    def service(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+#: what ``RunEngine.run(..., control=...)`` takes: called once the run's state exists
+ControlFactory = Callable[[RunState], Control]
 
 
 class _Dropped:
@@ -162,23 +202,25 @@ class RunContext:
         if isinstance(data, Waveform):
             attrs = {"dt_s": data.dt_s, "unit": data.unit, "t0_s": data.t0_s, **attrs}
             data = data.samples
-        self._run.emit("dataset", {"name": name, "data": np.asarray(data), "attrs": attrs})
+        self._run.emit("dataset", DatasetDoc(run_id=self.run_id, name=name, data=np.asarray(data),
+                                             attrs=attrs))
 
     def result(self, **values: Any) -> None:
-        self._run.emit("result", {"values": to_jsonable(values)})
+        self._run.emit("result", ResultDoc(run_id=self.run_id, values=to_jsonable(values)))
 
     def progress(self, done: int, total: int, stage: str = "", **fields: Any) -> None:
-        self._run.emit("progress", {"done": int(done), "total": int(total), "stage": stage,
-                                    **to_jsonable(fields)})
+        doc = ProgressDoc(run_id=self.run_id, done=int(done), total=int(total), stage=stage)
+        self._run.emit("progress", {**doc, **to_jsonable(fields)})  # a plan's own fields too
 
     def publish(self, topic: str, payload: Mapping[str, Any] | None = None,
                 arrays: Mapping[str, Any] | None = None) -> None:
         """Live telemetry for monitors (``twin.loss``, ``acquire.batch``, ...); not recorded."""
-        self._run.emit("telemetry", {"topic": topic, "payload": to_jsonable(dict(payload or {})),
-                                     "arrays": dict(arrays or {})})
+        self._run.emit("telemetry", TelemetryDoc(run_id=self.run_id, topic=topic,
+                                                 payload=to_jsonable(dict(payload or {})),
+                                                 arrays=dict(arrays or {})))
 
     def preview(self, name: str, waveform: Waveform) -> None:
-        self._run.emit("preview", {"name": name, "waveform": waveform})
+        self._run.emit("preview", PreviewDoc(run_id=self.run_id, name=name, waveform=waveform))
 
     def instrument_status(self, name: str, **fields: Any) -> None:
         self.publish("instrument.status", {"name": name, **fields})
@@ -220,36 +262,43 @@ class _StageRelay:
     def __call__(self, name: str, doc: Mapping[str, Any]) -> None:
         if name not in self.LIVE:
             return
-        doc = {k: v for k, v in doc.items() if k != "run_id"}
+        relayed: dict[str, Any] = {**doc, "run_id": self.parent.run_id}
         if name == "progress":
-            doc["stage"] = f"{self.stage}: {doc['stage']}" if doc.get("stage") else self.stage
-        self.parent.emit(name, doc, checkpoint=False)
+            relayed["stage"] = f"{self.stage}: {doc['stage']}" if doc.get("stage") else self.stage
+        self.parent.emit(name, relayed, checkpoint=False)  # type: ignore[arg-type]
 
 
-class _StageControl:
+class _StageControl(Control):
     """What a stage's engine sees as its control channel: the composing run's checkpoint."""
 
     def __init__(self, checkpoint: Callable[[], None]) -> None:
-        self.service = checkpoint
+        self._checkpoint = checkpoint
+
+    def service(self) -> None:
+        self._checkpoint()
 
     def close(self) -> None:
         """The channel belongs to the composing run; it stays open."""
+
+    def for_run(self, state: RunState) -> Control:
+        """As a :data:`ControlFactory`: the stage's run gets this channel."""
+        return self
 
 
 class _ActiveRun:
     """One execution: documents, counters, replay of a resumed run's journal."""
 
-    def __init__(self, *, plan: Plan, run_id: str, path: Path, seed: int, device: Device | None,
-                 writer: RunFileWriter, subscribers: Sequence[Subscriber], guard: SignalGuard,
-                 state: RunState, replay: Mapping[tuple[str, int], dict],
-                 sync_interval_s: float | None = 1.0) -> None:
+    def __init__(self, *, engine: "RunEngine", plan: Plan, run_id: str, path: Path, seed: int,
+                 device: Device | None, writer: RunFileWriter, subscribers: Sequence[Subscriber],
+                 guard: SignalGuard, state: RunState,
+                 replay: Mapping[tuple[str, int], dict[str, Any]]) -> None:
+        self.engine = engine
         self.plan, self.run_id, self.path, self.seed = plan, run_id, path, seed
-        self.sync_interval_s = sync_interval_s
         self.stages = 0
         self.device, self.writer, self.subscribers = device, writer, list(subscribers)
         self.guard, self.state = guard, state
         self.replay = dict(replay)
-        self.control: Any = None
+        self.control: Control | None = None
         self.seqs: dict[str, int] = {}
         self.described: set[str] = set()
         self.events = 0
@@ -261,13 +310,14 @@ class _ActiveRun:
         self.stopping = threading.Event()
         self.workers: set[threading.Thread] = set()
 
-    def emit(self, name: str, doc: Mapping[str, Any], *, checkpoint: bool = True) -> None:
+    def emit(self, name: str, doc: Document, *, checkpoint: bool = True) -> None:
+        """Hand ``doc`` (its ``name``'s TypedDict) to the run-file writer (durable documents,
+        under deferred signals) and to every subscriber; then a checkpoint unless told not to."""
         with self._lock:
-            doc = {"run_id": self.run_id, **doc}
             if name == "progress":
                 self.state.last_progress = {k: v for k, v in doc.items() if k != "run_id"}
             if name == "result":
-                self.results.update(doc["values"])
+                self.results.update(doc["values"])  # type: ignore[typeddict-item]  # a ResultDoc
             if name in ("start", "descriptor", "event", "dataset", "result", "stop"):
                 with self.guard.deferred():  # a signal never tears a write
                     self.writer(name, doc)
@@ -308,7 +358,7 @@ class _ActiveRun:
                 log.warning("worker thread %r did not stop within %.0f s; switching the outputs off "
                             "anyway (it can start no new record)", thread.name, timeout_s)
 
-    def step(self, stream: str, run: Callable[[Device], Mapping[str, Any]], key: str | None,
+    def step(self, stream: str, run: Callable[[Any], Mapping[str, Any]], key: str | None,
              meta: Mapping[str, Any] | None, attrs: Mapping[str, Mapping[str, Any]] | None, *,
              needs_device: bool) -> dict[str, np.ndarray]:
         with self._lock:
@@ -333,12 +383,12 @@ class _ActiveRun:
         with self._lock:
             if stream not in self.described:
                 self.described.add(stream)
-                self.emit("descriptor", {"stream": stream, "data_keys": data_keys(data)},
-                          checkpoint=False)
+                self.emit("descriptor", DescriptorDoc(run_id=self.run_id, stream=stream,
+                                                      data_keys=data_keys(data)), checkpoint=False)
             self.events += 1
-            self.emit("event", {"stream": stream, "seq": seq, "key": key, "time": time.time(),
-                                "data": data, "meta": to_jsonable(dict(meta or {})),
-                                "attrs": to_jsonable(dict(attrs or {}))}, checkpoint=False)
+            self.emit("event", EventDoc(run_id=self.run_id, stream=stream, seq=seq, key=key, time=time.time(),
+                                        data=data, meta=to_jsonable(dict(meta or {})),
+                                        attrs=to_jsonable(dict(attrs or {}))), checkpoint=False)
         self.checkpoint()  # after the step is on disk: a stop here loses nothing
         return data
 
@@ -350,10 +400,10 @@ class _ActiveRun:
         done = read_outcome(path)
         if done is not None and done["status"] == "completed":
             return RunResult(done["run_id"], path, "completed", done["results"], done["events"])
-        engine = RunEngine(path.parent, sync_interval_s=self.sync_interval_s)
+        engine = self.engine.at(path.parent)
         target = self.device if device is None else device
         relay = [_StageRelay(self, name)]
-        control = None if self.control is None else (lambda _state: _StageControl(self.checkpoint))
+        control = None if self.control is None else _StageControl(self.checkpoint).for_run
         if (path / JOURNAL_FILE).is_file():
             return engine.resume(path, target, subscribers=relay, control=control)
         if path.is_dir() and all(p.name in (LOCK_FILE, RESERVE_FILE) for p in path.iterdir()):
@@ -365,16 +415,29 @@ class _ActiveRun:
 
 
 class RunEngine:
-    """Runs plans; see the module docstring. ``root`` is where run directories go."""
+    """Runs plans; see the module docstring. ``root`` is where run directories go.
 
-    def __init__(self, root: str | Path = "runs", *, sync_interval_s: float | None = 1.0) -> None:
+    ``plans`` finds a plan's factory by name (what ``resume`` rebuilds a run's plan with; the
+    ``spinlab.plans`` entry points by default) and ``open_device`` opens an address (the
+    ``spinlab.devices`` schemes by default): give your own to run plans or devices that are not
+    installed, as :mod:`spinlab.testing` does. Stages run with the same two."""
+
+    def __init__(self, root: str | Path = "runs", *, plans: PlanLookup | None = None,
+                 open_device: DeviceOpener | None = None, sync_interval_s: float | None = 1.0) -> None:
         self.root = Path(root)
+        self.plans: PlanLookup = plans or plan_factory
+        self.open_device: DeviceOpener = open_device or _open_address
         #: how far apart the journal is synced to disk (see spinlab.engine.journal)
         self.sync_interval_s = sync_interval_s
 
+    def at(self, root: str | Path) -> "RunEngine":
+        """This engine (same plans, device opener, sync interval) writing runs into ``root``."""
+        return RunEngine(root, plans=self.plans, open_device=self.open_device,
+                         sync_interval_s=self.sync_interval_s)
+
     def run(self, plan: Plan, device: str | Device | None = None, *, seed: int = 0,
             subscribers: Iterable[Subscriber] = (),
-            control: Callable[[RunState], Any] | None = None) -> RunResult:
+            control: ControlFactory | None = None) -> RunResult:
         """Run ``plan`` on ``device`` (an address, which the engine opens, locks and closes, or a
         Device you own, whose outputs the engine still switches off at the end)."""
         run_id = f"{_dt.datetime.now():%Y%m%d-%H%M%S}-{plan.name}-{secrets.token_hex(3)}"
@@ -383,7 +446,7 @@ class RunEngine:
 
     def resume(self, run_dir: str | Path, device: str | Device | None = None, *, force: bool = False,
                subscribers: Iterable[Subscriber] = (),
-               control: Callable[[RunState], Any] | None = None) -> RunResult:
+               control: ControlFactory | None = None) -> RunResult:
         """Continue the run in ``run_dir`` from its last completed step (same plan, config,
         seed and, unless ``device`` is given, the same device address). The directory is locked
         first; a device, station file or instrument that is not the one the run started on is
@@ -393,7 +456,7 @@ class RunEngine:
         try:
             recovery = recover(path)
             first = recovery.start
-            plan = build_plan(first["plan"], first.get("config") or {})
+            plan = self.plans(first["plan"])(first.get("config") or {})
             target = device if device is not None else first.get("address")
             change = address_change(first, target) if isinstance(target, str) and not force else None
             if change:
@@ -408,7 +471,7 @@ class RunEngine:
 
     # --- the one code path -------------------------------------------------------------------
     def _execute(self, plan: Plan, device: str | Device | None, *, seed: int, run_id: str,
-                 path: Path, subscribers: list[Subscriber], control: Callable[[RunState], Any] | None,
+                 path: Path, subscribers: Sequence[Subscriber], control: ControlFactory | None,
                  recovery: Recovery | None = None, lock: RunDirLock | None = None,
                  force: bool = False, resumed: int = 0) -> RunResult:
         """Run ``plan`` in ``path``: a new directory, or (``recovery``) the locked directory of
@@ -424,8 +487,8 @@ class RunEngine:
                 try:
                     with guard.deferred():  # opening and configuring instruments is not interruptible
                         if isinstance(device, str):
-                            opened = open_device(device, defaults={"seed": seed})
-                        dev = opened if opened is not None else device
+                            opened = self.open_device(device, defaults={"seed": seed})
+                        dev: Device | None = opened if isinstance(device, str) else device
                         if recovery is None:
                             path.mkdir(parents=True, exist_ok=False)
                             lock = RunDirLock(path)
@@ -445,19 +508,18 @@ class RunEngine:
                     if interrupted is None:
                         raise
                     if path.is_dir():
-                        interrupted.run_path = path  # type: ignore[attr-defined]
+                        with_run_path(interrupted, path)
                     raise interrupted from exc
                 replay = {} if recovery is None else {
                     (r["stream"], int(r["seq"])): r for r in recovery.records if r.get("doc") == "event"}
                 state = RunState(run_id, plan.name, path)
-                active = _ActiveRun(plan=plan, run_id=run_id, path=path, seed=seed, device=dev,
-                                    writer=writer, guard=guard, state=state, replay=replay,
-                                    sync_interval_s=self.sync_interval_s,
+                active = _ActiveRun(engine=self, plan=plan, run_id=run_id, path=path, seed=seed,
+                                    device=dev, writer=writer, guard=guard, state=state, replay=replay,
                                     subscribers=[*subscribers, PlotWriter(plan.plots, path)])
                 # control-channel notices: never a checkpoint (the control channel itself sends them)
                 state._publish = lambda topic, payload: active.emit(
-                    "telemetry", {"topic": topic, "payload": to_jsonable(dict(payload)), "arrays": {}},
-                    checkpoint=False)
+                    "telemetry", TelemetryDoc(run_id=run_id, topic=topic, payload=to_jsonable(dict(payload)),
+                                              arrays={}), checkpoint=False)
                 state.events = _Dropped(active.subscribers)
                 return self._drive(active, plan, dev, opened, control, resumed)
         finally:
@@ -465,18 +527,19 @@ class RunEngine:
                 lock.release()
 
     def _drive(self, active: _ActiveRun, plan: Plan, dev: Device | None, opened: Device | None,
-               control: Callable[[RunState], Any] | None, resumed: int) -> RunResult:
+               control: ControlFactory | None, resumed: int) -> RunResult:
         guard, state = active.guard, active.state
-        status, reason, error = "failed", "", None
+        status, reason = "failed", ""
+        error: BaseException | None = None
         summary: dict[str, Any] = {}
         try:
-            active.emit("start", {
-                "kind": plan.name, "plan": plan.name, "config": plan.config_dict(),
-                "seed": active.seed, "address": getattr(dev, "address", None) or None,
-                "address_sha256": address_sha256(getattr(dev, "address", None) or ""),
-                "identity": to_jsonable(dev.identity()) if dev is not None else {},
-                "versions": package_versions(), "path": str(active.path), "started": now(),
-                "resumed": resumed, "nexus": dict(plan.nexus)})
+            active.emit("start", StartDoc(
+                run_id=active.run_id, kind=plan.name, plan=plan.name, config=plan.config_dict(),
+                seed=active.seed, address=getattr(dev, "address", None) or None,
+                address_sha256=address_sha256(getattr(dev, "address", None) or ""),
+                identity=to_jsonable(dev.identity()) if dev is not None else {},
+                versions=package_versions(), path=str(active.path), started=now(),
+                resumed=resumed, nexus=dict(plan.nexus)))
             state.status = "running"
             if control is not None:
                 active.control = control(state)
@@ -500,11 +563,11 @@ class RunEngine:
                 if dev is not None:
                     _outputs_off(dev)
                 try:
-                    active.emit("stop", {"status": status, "reason": reason,
-                                         "error": type(error).__name__ if error else None,
-                                         "results": to_jsonable(active.results),
-                                         "events": active.events, "time": now(),
-                                         "monitor_dropped": state.events.dropped}, checkpoint=False)
+                    active.emit("stop", StopDoc(run_id=active.run_id, status=status, reason=reason,
+                                                error=type(error).__name__ if error else None,
+                                                results=to_jsonable(active.results),
+                                                events=active.events, time=now(),
+                                                monitor_dropped=state.events.dropped), checkpoint=False)
                 except Exception:
                     log.exception("could not record the end of run %s", active.run_id)
                     active.writer.close()
@@ -513,9 +576,13 @@ class RunEngine:
                 if opened is not None:
                     _safe_close(opened)
         if error is not None:
-            error.run_path = active.path  # type: ignore[attr-defined]
-            raise error
+            raise with_run_path(error, active.path)
         return RunResult(active.run_id, active.path, status, to_jsonable(summary), active.events)
+
+
+def _open_address(address: str, **options: Any) -> Device:
+    """The registry's ``open_device``, looked up when called."""
+    return open_device(address, **options)
 
 
 def _check_identity(path: Path, start: Mapping[str, Any], device: Device | None, force: bool) -> None:
@@ -550,4 +617,5 @@ def _quietly(fn: Callable[[], Any]) -> None:
         log.exception("cleanup step %r failed", fn)
 
 
-__all__ = ["RunEngine", "RunContext", "RunResult", "RunState", "seed_stream"]
+__all__ = ["RunEngine", "RunContext", "RunResult", "RunState", "Control", "ControlFactory", "PlanLookup",
+           "DeviceOpener", "Subscriber", "seed_stream"]

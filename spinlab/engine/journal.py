@@ -13,8 +13,8 @@ file from this journal. A completed run's journal is deleted; an interrupted one
 
 Format: a 16-byte magic, then records ``b"REC1" | uint64 length | uint32 crc32 | payload``
 (little-endian), where the payload is a msgpack map. numpy arrays travel as
-``{"__nd__": [dtype.str, shape, raw bytes]}`` (numeric, bool and fixed-width string dtypes
-only; never pickle). Reading stops at the first truncated or corrupt record: that is where the
+``{"__nd__": [dtype.str, shape, raw bytes]}`` through :mod:`spinlab.engine.arrays` (the codec and
+dtype allow-list of the monitoring wire, plus fixed-width text; never pickle). Reading stops at the first truncated or corrupt record: that is where the
 writer died (a torn tail), or where the file was damaged (:func:`scan` tells which). A length
 field is checked against the file's size before anything is allocated for it.
 """
@@ -29,24 +29,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-import msgpack
+import msgpack  # type: ignore[import-untyped]
 import numpy as np
 
+from spinlab.engine.arrays import ArrayCodecError, decode_array, encode_array
 from spinlab.errors import JournalError
 
 MAGIC = b"SPINLAB-JOURNAL\x01"
 _HEAD = struct.Struct("<4sQI")
 _TAG = b"REC1"
-#: dtype kinds a journal stores: bool, ints, floats, complex, fixed-width bytes / unicode
-_KINDS = set("biufcSU")
 
 
 def _default(value: Any) -> Any:
     if isinstance(value, np.ndarray):
-        if value.dtype.kind not in _KINDS:
-            raise TypeError(f"cannot journal an array of dtype {value.dtype}")
-        arr = np.ascontiguousarray(value)
-        return {"__nd__": [arr.dtype.str, list(arr.shape), arr.tobytes()]}
+        try:
+            return {"__nd__": list(encode_array(value, text=True))}
+        except ArrayCodecError as exc:
+            raise TypeError(f"cannot journal an array: {exc}") from None
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, (set, frozenset, tuple)):
@@ -56,16 +55,16 @@ def _default(value: Any) -> Any:
     raise TypeError(f"cannot journal a {type(value).__name__}")
 
 
-def _object_hook(obj: dict) -> Any:
+def _object_hook(obj: dict[str, Any]) -> Any:
     spec = obj.get("__nd__")
     if spec is not None and len(obj) == 1:
         dtype, shape, raw = spec
-        return np.frombuffer(raw, dtype=np.dtype(dtype)).reshape(shape).copy()
+        return decode_array(dtype, shape, raw, text=True).copy()
     return obj
 
 
-def encode(record: dict) -> bytes:
-    payload = msgpack.packb(record, use_bin_type=True, default=_default)
+def encode(record: dict[str, Any]) -> bytes:
+    payload: bytes = msgpack.packb(record, use_bin_type=True, default=_default)
     return _HEAD.pack(_TAG, len(payload), zlib.crc32(payload)) + payload
 
 
@@ -89,7 +88,7 @@ class Journal:
             self._fh.write(MAGIC)
             self._flush()
 
-    def append(self, record: dict) -> None:
+    def append(self, record: dict[str, Any]) -> None:
         self._fh.write(encode(record))
         self._flush()
 
@@ -118,7 +117,7 @@ class Journal:
 class Scan:
     """What :func:`scan` found: the intact records, where they end, and the file's size."""
 
-    records: list[dict]
+    records: list[dict[str, Any]]
     end: int
     size: int
     torn: bool  # the bytes after ``end`` are one record cut short (a writer died), not damage
@@ -128,7 +127,7 @@ class Scan:
         return self.end < self.size and not self.torn
 
 
-def _records(path: Path) -> Iterator[tuple[int, dict]]:
+def _records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(end offset, record) for every intact record, in order."""
     with open(path, "rb") as fh:
         size = os.fstat(fh.fileno()).st_size
@@ -175,7 +174,7 @@ def scan(path: str | Path) -> Scan:
     return Scan(records, end, size, torn)
 
 
-def read(path: str | Path) -> list[dict]:
+def read(path: str | Path) -> list[dict[str, Any]]:
     """Every intact record of the journal at ``path``, in order."""
     return [record for _, record in _records(Path(path))]
 

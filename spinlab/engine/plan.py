@@ -57,13 +57,15 @@ def config_dict(config: Any) -> dict[str, Any]:
     """A config object (dataclass, pydantic model or mapping) as plain JSON values."""
     if config is None:
         return {}
-    if dataclasses.is_dataclass(config):
-        return to_jsonable(dataclasses.asdict(config))
-    if hasattr(config, "model_dump"):
-        return to_jsonable(config.model_dump())
-    if isinstance(config, Mapping):
-        return to_jsonable(dict(config))
-    raise TypeError(f"a plan config must be a dataclass, pydantic model or mapping, got {type(config).__name__}")
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        plain: dict[str, Any] = to_jsonable(dataclasses.asdict(config))
+    elif hasattr(config, "model_dump"):
+        plain = to_jsonable(config.model_dump())
+    elif isinstance(config, Mapping):
+        plain = to_jsonable(dict(config))
+    else:
+        raise TypeError(f"a plan config must be a dataclass, pydantic model or mapping, got {type(config).__name__}")
+    return plain
 
 
 def assign_setting(settings: dict[str, Any], name: str, value: Any) -> None:
@@ -155,7 +157,8 @@ def plan_factory(name: str) -> Callable[..., Plan]:
     """The factory registered for plan ``name``."""
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
         if ep.name == name:
-            return ep.load()
+            factory: Callable[..., Plan] = ep.load()
+            return factory
     raise ConfigError(f"no plan named {name!r}; known plans: {', '.join(plan_names())}")
 
 

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-import h5py
+import h5py  # type: ignore[import-untyped]
 import numpy as np
 
 log = logging.getLogger("spinlab.engine.plots")
@@ -28,7 +28,7 @@ class RunDatasets(Mapping[str, np.ndarray]):
         node = self._file.get(name)
         if not isinstance(node, h5py.Dataset):
             raise KeyError(name)
-        return node[()]
+        return np.asarray(node[()])
 
     def __iter__(self) -> Iterator[str]:
         names: list[str] = []

@@ -12,7 +12,7 @@ class ProgressDisplay:
     def __init__(self, file: Any = None, *, transient: bool = False) -> None:
         self._file = file if file is not None else sys.stderr
         self._transient = transient
-        self._progress = None
+        self._progress: Any = None  # a rich Progress once the first document arrives
         self._tasks: dict[str, Any] = {}
 
     def _start(self) -> Any:

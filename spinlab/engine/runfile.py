@@ -34,11 +34,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-import h5py
+import h5py  # type: ignore[import-untyped]
 import numpy as np
 
 from spinlab.engine import journal as journal_mod
-from spinlab.engine.documents import to_jsonable
+from spinlab.engine.documents import (
+    DatasetDoc,
+    DescriptorDoc,
+    EventDoc,
+    ResultDoc,
+    StartDoc,
+    StopDoc,
+    to_jsonable,
+)
 from spinlab.errors import ConfigError, JournalError, RunFileError, WaveformError
 
 log = logging.getLogger("spinlab.engine")
@@ -130,7 +138,7 @@ class RunFileWriter:
             return  # already in the journal and the file
         if self._broken is not None:
             if name == "stop":
-                self._close_broken(doc)
+                self._close_broken(doc)  # type: ignore[arg-type]  # a StopDoc
             return
         rows = dict(self._rows)
         try:
@@ -150,7 +158,7 @@ class RunFileWriter:
     def _store(self, name: str, doc: Mapping[str, Any]) -> None:
         getattr(self, f"_on_{name}")(doc)
 
-    def _on_start(self, doc: Mapping[str, Any]) -> None:
+    def _on_start(self, doc: StartDoc) -> None:
         attrs = self.file.attrs
         attrs["NX_class"] = "NXroot"
         attrs["default"] = "entry"
@@ -182,11 +190,11 @@ class RunFileWriter:
         data.attrs["signal"] = signal.replace("/", "_")
         data.attrs["axes"] = [a.replace("/", "_") for a in axes] or ["."]
 
-    def _on_descriptor(self, doc: Mapping[str, Any]) -> None:
+    def _on_descriptor(self, doc: DescriptorDoc) -> None:
         group = self.file.require_group("engine/streams")
         group.attrs[str(doc["stream"])] = json.dumps(to_jsonable(doc.get("data_keys", {})))
 
-    def _on_event(self, doc: Mapping[str, Any]) -> None:
+    def _on_event(self, doc: EventDoc) -> None:
         rows = {}
         attrs = doc.get("attrs") or {}
         for key, value in doc["data"].items():
@@ -235,7 +243,7 @@ class RunFileWriter:
         self._rows[key] = end
         return int(rows.shape[0])
 
-    def _on_dataset(self, doc: Mapping[str, Any]) -> None:
+    def _on_dataset(self, doc: DatasetDoc) -> None:
         name = doc["name"]
         arr = _finite(doc["data"], name)
         if name in self.file:
@@ -247,11 +255,11 @@ class RunFileWriter:
         for key, value in (doc.get("attrs") or {}).items():
             ds.attrs[key] = _attr(value)
 
-    def _on_result(self, doc: Mapping[str, Any]) -> None:
+    def _on_result(self, doc: ResultDoc) -> None:
         self.results.update(to_jsonable(doc.get("values", {})))
         self.file.attrs["results"] = json.dumps(self.results, default=str)
 
-    def _on_stop(self, doc: Mapping[str, Any]) -> None:
+    def _on_stop(self, doc: StopDoc) -> None:
         attrs = self.file.attrs
         attrs["status"] = str(doc.get("status"))
         attrs["finished"] = str(doc.get("time", ""))
@@ -263,7 +271,7 @@ class RunFileWriter:
     def close(self, completed: bool = False) -> None:
         """Close the file; a completed run's journal is no longer needed."""
         if self._broken is not None:
-            self._close_broken({})
+            self._close_broken(None)
             return
         if self.file.id.valid:
             self.file.flush()
@@ -274,7 +282,7 @@ class RunFileWriter:
             self.journal.close()
         self.reserve.unlink(missing_ok=True)
 
-    def _close_broken(self, stop: Mapping[str, Any]) -> None:
+    def _close_broken(self, stop: StopDoc | None) -> None:
         """After a failed write: close both files, then trim ``run.h5`` to its completed steps
         and record the stop in it (the reserve file's space is free for that)."""
         for close in (self.file.close, self.journal.close):
@@ -350,7 +358,7 @@ def _write_rows(ds: h5py.Dataset, dtype: np.dtype, start: int, rows: np.ndarray)
 class Recovery:
     """What a run directory still holds (read by :func:`recover`, which changes nothing)."""
 
-    records: list[dict]  # the documents the rebuilt journal holds, in order
+    records: list[dict[str, Any]]  # the documents the rebuilt journal holds, in order
     from_journal: int  # steps read from the journal
     from_runfile: int  # steps only run.h5 still had (after a damaged journal record)
     stored_steps: int  # steps the old run.h5 held
@@ -359,7 +367,7 @@ class Recovery:
     kept_as: str = JOURNAL_FILE + DAMAGED  # the name the damaged journal is kept under
 
     @property
-    def start(self) -> dict:
+    def start(self) -> dict[str, Any]:
         """The latest start document: the device the run was last (re)started on."""
         return [r for r in self.records if r.get("doc") == "start"][-1]
 
@@ -410,16 +418,16 @@ def recover(directory: str | Path) -> Recovery:
         from_runfile = True
     run_id = records[0].get("run_id") if from_runfile else starts[0].get("run_id")
     same = stored is not None and stored["start"]["run_id"] == run_id
-    extra: list[dict] = []
-    if same and stored["events"]:
+    extra: list[dict[str, Any]] = []
+    if stored is not None and same and stored["events"]:
         described = {r.get("stream") for r in records if r.get("doc") == "descriptor"}
         extra = [d for d in stored["descriptors"] if d["stream"] not in described] + stored["events"]
     elif stored is not None and not same and stored["count"] > len(in_journal):
         raise JournalError(f"{directory}: run.h5 belongs to run {stored['start']['run_id']}, the journal "
                            f"to run {run_id}; move one of them away; nothing was changed")
     return Recovery(records + extra, from_journal=len(in_journal),
-                    from_runfile=len(stored["events"]) if same else 0,
-                    stored_steps=stored["count"] if same else 0, damage=damage,
+                    from_runfile=len(stored["events"]) if stored is not None and same else 0,
+                    stored_steps=stored["count"] if stored is not None and same else 0, damage=damage,
                     start_from_runfile=from_runfile)
 
 
@@ -444,7 +452,9 @@ def _stored(path: Path, skip: set[tuple[str, int]]) -> dict[str, Any] | None:
             descriptors = [{"doc": "descriptor", "run_id": run_id, "stream": str(name),
                             "data_keys": json.loads(value)} for name, value in streams.items()]
             lines = file["engine/events"][()] if "engine/events" in file else []
-            events, offsets, count = [], {}, 0
+            events: list[dict[str, Any]] = []
+            offsets: dict[str, int] = {}
+            count = 0
             for line in lines:
                 event = json.loads(line)
                 spans = {key: (offsets.get(key, 0), offsets.get(key, 0) + int(n))

@@ -29,7 +29,7 @@ import contextlib
 import logging
 import signal
 import threading
-from typing import Iterator
+from typing import Any, Iterator
 
 from spinlab.errors import RunInterrupted, RunStopping
 
@@ -47,7 +47,7 @@ class SignalGuard:
         self.received: list[int] = []
         self._defer = 0
         self._shield = 0
-        self._previous: dict[int, object] = {}
+        self._previous: dict[int, Any] = {}  # what signal.signal returned: a handler or a constant
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> "SignalGuard":

@@ -29,6 +29,7 @@ import zmq
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils.monitor import recv_monitor_message
 
+from spinlab.engine.engine import Control, RunState
 from spinlab.errors import ConfigError, ControlError, RunAborted
 from spinlab.monitoring import keys as keyfiles
 from spinlab.monitoring.addresses import bind_endpoint, connect_endpoint
@@ -76,10 +77,11 @@ def parse_reply(body: bytes, address: str) -> dict[str, Any]:
     return reply
 
 
-class ControlServer:
-    """Serve the control channel of one run (see module docstring)."""
+class ControlServer(Control):
+    """Serve the control channel of one run (see module docstring); the engine sees it as a
+    :class:`~spinlab.engine.Control` (``service`` at every checkpoint, ``close`` at the end)."""
 
-    def __init__(self, address: str, keys_dir: Any = None, run: Any = None, *,
+    def __init__(self, address: str, keys_dir: Any = None, run: RunState | None = None, *,
                  poll_interval_s: float = 0.1) -> None:
         public, secret, authorized = keyfiles.load_server_keys(keys_dir)
         self.run = run

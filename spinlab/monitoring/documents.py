@@ -1,6 +1,8 @@
-"""The run engine's documents on the ZeroMQ stream: a subscriber that publishes them as the
-topics of :mod:`spinlab.monitoring.messages` (``run.start``, ``progress``, ``waveform``,
-``result``, ``log``, ``error``, ``run.stop``, and the plans' own telemetry topics).
+"""The run engine's live documents on the ZeroMQ stream, under the engine's own names: ``start``,
+``progress``, ``result``, ``preview`` and ``stop`` carry the document's fields as they are (less
+``run_id``, which every message carries; a preview's waveform goes decimated, as the array
+``samples``), a ``telemetry`` document goes out under the topic the plan gave it (``twin.loss``,
+...). ``descriptor``, ``event`` and ``dataset`` stay in the run file.
 
 It binds its socket when it is created, so ``endpoint`` is known (port 0) before the run
 starts; while the run is active, records of the ``spinlab`` logger go out as ``log``.
@@ -12,7 +14,15 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from spinlab.engine.documents import to_jsonable
+from spinlab.engine.documents import (
+    PreviewDoc,
+    ProgressDoc,
+    ResultDoc,
+    StartDoc,
+    StopDoc,
+    TelemetryDoc,
+    to_jsonable,
+)
 from spinlab.monitoring.loghandler import PublishingHandler
 from spinlab.monitoring.messages import preview
 from spinlab.monitoring.publisher import Publisher
@@ -27,7 +37,6 @@ class MonitorPublisher:
         self.publisher = Publisher(address, **publisher_options)
         self.endpoint = self.publisher.endpoint
         self.preview_points = preview_points
-        self._results: dict[str, Any] = {}
         self._handler: PublishingHandler | None = None
 
     @property
@@ -43,39 +52,32 @@ class MonitorPublisher:
         if handler is not None:
             handler(doc)
 
-    def _on_start(self, doc: Mapping[str, Any]) -> None:
+    def _on_start(self, doc: StartDoc) -> None:
         self.publisher.run_id = doc["run_id"]
-        self._results = {}
         if self._handler is None:
             self._handler = PublishingHandler(self.publish)
             logging.getLogger("spinlab").addHandler(self._handler)
-        self.publish("run.start", {"kind": doc.get("kind"), "config": doc.get("config", {}),
-                                   "path": doc.get("path"), "device": doc.get("address"),
-                                   "seed": doc.get("seed"), "resumed": doc.get("resumed", 0)})
+        self.publish("start", _fields(doc))
 
-    def _on_progress(self, doc: Mapping[str, Any]) -> None:
-        self.publish("progress", {k: v for k, v in doc.items() if k != "run_id"})
+    def _on_progress(self, doc: ProgressDoc) -> None:
+        self.publish("progress", _fields(doc))
 
-    def _on_telemetry(self, doc: Mapping[str, Any]) -> None:
+    def _on_telemetry(self, doc: TelemetryDoc) -> None:
         self.publish(doc["topic"], doc.get("payload"), doc.get("arrays"))
 
-    def _on_preview(self, doc: Mapping[str, Any]) -> None:
+    def _on_preview(self, doc: PreviewDoc) -> None:
         wave = doc["waveform"]
         small = preview(wave, self.preview_points)
-        self.publish("waveform", {"name": doc["name"], "dt_s": small.dt_s, "unit": small.unit,
+        self.publish("preview", {"name": doc["name"], "dt_s": small.dt_s, "unit": small.unit,
                                   "t0_s": small.t0_s, "decimation": small.meta["decimation"],
                                   "factor": small.meta["factor"], "n_original": int(np.shape(wave.samples)[-1])},
                      {"samples": small.samples})
 
-    def _on_result(self, doc: Mapping[str, Any]) -> None:
-        self._results.update(doc.get("values", {}))
-        self.publish("result", self._results)
+    def _on_result(self, doc: ResultDoc) -> None:
+        self.publish("result", _fields(doc))
 
-    def _on_stop(self, doc: Mapping[str, Any]) -> None:
-        if doc.get("error"):
-            self.publish("error", {"type": doc["error"], "message": doc.get("reason", "")})
-        self.publish("run.stop", {"status": doc.get("status"), "results": doc.get("results", {}),
-                                  "dropped": self.dropped, "reason": doc.get("reason", "")})
+    def _on_stop(self, doc: StopDoc) -> None:
+        self.publish("stop", _fields(doc))  # the publisher stamps its final monitor_dropped
         self._detach()
 
     def _detach(self) -> None:
@@ -86,6 +88,11 @@ class MonitorPublisher:
     def close(self) -> None:
         self._detach()
         self.publisher.close()
+
+
+def _fields(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """A document's fields on the wire: all but ``run_id`` (the message header carries it)."""
+    return {key: value for key, value in doc.items() if key != "run_id"}
 
 
 __all__ = ["MonitorPublisher"]

@@ -4,7 +4,7 @@ A message is one ZeroMQ multipart message::
 
     [topic, header, array_0, array_1, ...]
 
-* ``topic``   UTF-8 topic name (``run.start``, ``progress``, ...); first so SUB prefix filters work.
+* ``topic``   UTF-8 topic name (``start``, ``progress``, ...); first so SUB prefix filters work.
 * ``header``  a msgpack map (at most :data:`MAX_HEADER_BYTES`)::
 
       {"v": 1, "topic": str, "run": str, "seq": int, "t": float (unix s), "replay": bool,
@@ -12,7 +12,8 @@ A message is one ZeroMQ multipart message::
        "arrays": [{"name": str, "dtype": "<f8", "shape": [..]}, ...]}
 
 * ``array_i`` the raw C-contiguous bytes of array ``i``; ``dtype`` is ``numpy.dtype.str`` and
-  must be one of :data:`ARRAY_DTYPES` (little-endian numeric only: no objects, no strings).
+  must be one of :data:`ARRAY_DTYPES` (little-endian numeric only: no objects, no strings; the one
+  allow-list of :mod:`spinlab.engine.arrays`, the codec the run journal uses too).
   Zero-length axes are allowed; an array may not have more than :data:`MAX_ARRAY_DIMS` axes,
   nor more cells than :data:`MAX_MESSAGE_BYTES` counting each empty axis as one (so an empty
   array cannot describe a shape too big to make or to print).
@@ -40,6 +41,7 @@ from typing import Any, Mapping, Sequence
 import msgpack
 import numpy as np
 
+from spinlab.engine.arrays import ARRAY_DTYPES, ArrayCodecError, allowed, decode_array, little_endian
 from spinlab.errors import ProtocolError
 from spinlab.waveform import Waveform
 
@@ -48,16 +50,15 @@ PROTOCOL_VERSION = 1
 #: Topics spinlab publishes (payload keys in brackets). Other dotted lower-case names are
 #: allowed, so protocols can add their own; subscribers ignore topics they do not know.
 TOPICS = {
-    "run.start": "run began [kind, config, path]",
-    "run.stop": "run ended [status, results, dropped]",
-    "progress": "step counter [done, total, + protocol fields]",
+    "start": "run began: the engine's start document [plan, config, seed, address, path, started, ...]",
+    "stop": "run ended: the stop document [status, reason, error, results, events, monitor_dropped]",
+    "progress": "step counter [done, total, stage, + protocol fields]",
     "instrument.status": "one instrument's state [name, + fields]",
-    "waveform": "decimated preview [name, dt_s, unit, t0_s, decimation, factor] + array 'samples'",
+    "preview": "decimated preview [name, dt_s, unit, t0_s, decimation, factor] + array 'samples'",
     "twin.loss": "training loss [step, loss]",
     "twin.nrmse": "validation NRMSE [step, nrmse]",
-    "result": "summary results so far [any]",
+    "result": "summary values the plan just reported [values]",
     "log": "log record of the spinlab logger [level, logger, message, time]",
-    "error": "exception that ended or disturbed the run [type, message]",
     "control": "a control command was obeyed [command, client, state]",
     "monitor.stats": "publisher health [published, sent, dropped, queued, oversize]",
     "sweep.start": "a sweep began [plan, device, total, todo, skipped, mode, out, dashboard, spec]",
@@ -74,10 +75,6 @@ MAX_PAYLOAD_DEPTH = 32
 #: Largest message (all frames) a publisher sends and a subscriber accepts.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
-ARRAY_DTYPES = frozenset({
-    "|b1", "|i1", "|u1", "<i2", "<u2", "<i4", "<u4", "<i8", "<u8",
-    "<f2", "<f4", "<f8", "<c8", "<c16",
-})
 
 _TOPIC_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")
 
@@ -96,7 +93,7 @@ class Message:
 
 
 #: Topics whose latest value is kept per payload ``name`` rather than once per topic.
-PER_NAME_TOPICS = ("waveform", "instrument.status")
+PER_NAME_TOPICS = ("preview", "instrument.status")
 
 
 def cache_key(topic: str, payload: Mapping[str, Any]) -> tuple[str, str | None]:
@@ -122,10 +119,8 @@ def wire_array(name: str, value: Any) -> np.ndarray:
 
     The copy is what makes zero-copy sending safe: the caller may reuse its buffer at once.
     """
-    arr = _as_array(name, value)
-    if arr.dtype.byteorder == ">":
-        arr = arr.astype(arr.dtype.newbyteorder("<"))
-    if arr.dtype.str not in ARRAY_DTYPES:
+    arr = little_endian(_as_array(name, value))
+    if not allowed(arr.dtype.str):
         raise ProtocolError(
             f"array {name!r} has dtype {arr.dtype} ({arr.dtype.str}); only numeric dtypes "
             f"{sorted(ARRAY_DTYPES)} may be published"
@@ -255,20 +250,13 @@ def _decode_array(spec: Any, frame: Any) -> tuple[str, np.ndarray]:
     _expect(spec, "name", str)
     _expect(spec, "dtype", str)
     _expect(spec, "shape", list)
-    if spec["dtype"] not in ARRAY_DTYPES:
-        raise ProtocolError(f"array {spec['name']!r}: dtype {spec['dtype']!r} is not allowed")
     shape = spec["shape"]
-    if not all(isinstance(s, int) and not isinstance(s, bool) for s in shape):
-        raise ProtocolError(f"array {spec['name']!r}: bad shape {shape!r}")
-    _check_shape(spec["name"], shape)
-    dtype = np.dtype(spec["dtype"])
-    expected = dtype.itemsize * math.prod(shape)
-    if expected != len(frame):
-        raise ProtocolError(
-            f"array {spec['name']!r}: {len(frame)} bytes do not match dtype {dtype.str} shape {shape}"
-        )
-    arr = np.frombuffer(frame, dtype=dtype).reshape(shape)
-    return spec["name"], arr
+    if allowed(spec["dtype"]) and all(isinstance(s, int) and not isinstance(s, bool) for s in shape):
+        _check_shape(spec["name"], shape)
+    try:
+        return spec["name"], decode_array(spec["dtype"], shape, frame)
+    except ArrayCodecError as exc:
+        raise ProtocolError(f"array {spec['name']!r}: {exc}") from None
 
 
 def _expect(header: Mapping[str, Any], key: str, kind: type | tuple[type, ...]) -> None:

@@ -4,19 +4,19 @@ Design (why it can never slow acquisition):
 
 * ``publish`` only encodes a small header, copies the (preview-sized) arrays and appends to a
   bounded in-process queue. When the queue is full the *oldest* message is dropped and counted,
-  so the newest state (and ``run.stop``) always gets in. It never waits and never raises
+  so the newest state (and ``stop``) always gets in. It never waits and never raises
   ZeroMQ errors into the caller.
 * One background thread owns the socket and sends with ``zmq.NOBLOCK`` and ``copy=False``.
   ``SNDHWM`` bounds what ZeroMQ buffers per subscriber; a subscriber that stops reading just
   loses messages (it sees gaps in ``seq``), nobody waits for it.
-* Drops are reported in every ``monitor.stats`` message (periodic) and in ``run.stop``.
+* Drops are reported in every ``monitor.stats`` message (periodic) and in ``stop`` (``monitor_dropped``).
 
 Late joiners (last-value cache on an XPUB socket): the socket is an ``XPUB`` with
 ``ZMQ_XPUB_VERBOSE``, so the sender thread sees every subscription, including repeated ones.
 For each subscription it re-sends, in ``seq`` order, the latest message of every cached topic
 matching the subscription prefix (key: topic, plus the payload's ``name`` for per-name topics
-such as ``waveform`` and ``instrument.status``), marked ``replay: true``. A new subscriber thus
-gets the run config (``run.start``), the latest progress, waveform, results, ... at once, on
+such as ``preview`` and ``instrument.status``), marked ``replay: true``. A new subscriber thus
+gets the run config (``start``), the latest progress, preview, results, ... at once, on
 the same socket it already reads. Subscribers that already had those messages recognise the
 copies (``replay`` with a ``seq`` they have passed) and skip them. We chose this over a separate
 snapshot ROUTER (the Clone pattern) because a client needs one SUB socket and no second
@@ -133,8 +133,8 @@ class Publisher:
                                    or self._queued_bytes + size > self.queue_bytes):
                 self._queued_bytes -= self._queue.popleft()[-1]  # drop-oldest: newest state gets in
                 self._stats["dropped"] += 1
-            if topic == "run.stop":
-                payload["dropped"] = self._stats["dropped"]
+            if topic == "stop":  # the run's end says how much the monitors missed, counted now
+                payload["monitor_dropped"] = self._stats["dropped"]
                 frames = messages.encode(topic, self.run_id, seq, now, payload, arrays)
             self._seq += 1
             self._stats["published"] += 1

@@ -28,7 +28,7 @@ class Subscriber:
     * ``rejected``: frames that failed validation,
     * after a gap the subscriber re-sends its subscriptions (at most every ``resync_s``): the
       publisher's last-value cache then replays the latest state, so a watcher that fell behind
-      (e.g. its ZeroMQ buffer overflowed during a burst) still ends up with ``run.stop`` and
+      (e.g. its ZeroMQ buffer overflowed during a burst) still ends up with ``stop`` and
       the newest value of every topic;
     * replayed copies are skipped (``duplicates``) when a message of the same cache key
       (topic, or topic + name) with the same or a newer ``seq`` was already seen; the

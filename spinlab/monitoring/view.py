@@ -76,29 +76,31 @@ class MonitorState:
         p = msg.payload
         if msg.run_id != self.run_id:  # a new run on the same address: start afresh
             self._new_run(msg.run_id)
-        if msg.topic == "run.start":
-            self.kind = str(p.get("kind", ""))
+        if msg.topic == "start":
+            self.kind = str(p.get("plan", p.get("kind", "")))
             self.config = p.get("config") if isinstance(p.get("config"), dict) else {}
             self.status = "running"
-        elif msg.topic == "run.stop":
+        elif msg.topic == "stop":
             self.status = str(p.get("status", "stopped"))
             if isinstance(p.get("results"), dict):
                 for key, value in p["results"].items():
                     _put(self.results, key, value)
-            if "dropped" in p:
-                self.publisher_stats["dropped"] = p["dropped"]
+            if "monitor_dropped" in p:
+                self.publisher_stats["dropped"] = p["monitor_dropped"]
+            if p.get("error"):
+                self.errors.append(f"{p['error']}: {p.get('reason', '')}")
         elif msg.topic in ("progress", "sweep.progress"):
             self.progress = dict(p)
         elif msg.topic in ("sweep.start", "sweep.point", "sweep.stop"):
             self._sweep(msg.topic, p)
-        elif msg.topic == "waveform" and "samples" in msg.arrays:
-            _put(self.waveforms, str(p.get("name", "waveform")), (_trace(msg.arrays["samples"]), p))
+        elif msg.topic == "preview" and "samples" in msg.arrays:
+            _put(self.waveforms, str(p.get("name", "preview")), (_trace(msg.arrays["samples"]), p))
         elif msg.topic == "twin.loss" and _number(p.get("loss")) is not None:
             self.loss.append(_number(p["loss"]))
         elif msg.topic == "twin.nrmse" and _number(p.get("nrmse")) is not None:
             self.nrmse.append(_number(p["nrmse"]))
-        elif msg.topic == "result":
-            for key, value in p.items():
+        elif msg.topic == "result" and isinstance(p.get("values"), dict):
+            for key, value in p["values"].items():
                 _put(self.results, key, value)
         elif msg.topic == "instrument.status":
             _put(self.instruments, str(p.get("name", "?")), p)

@@ -25,16 +25,16 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from spinlab.engine import RunEngine, RunResult, build_plan
+from spinlab.engine import Control, RunEngine, RunResult, RunState, build_plan
 from spinlab.engine.runfile import JOURNAL_FILE, read_outcome
 from spinlab.engine.signals import HANDLED
-from spinlab.errors import RunInterrupted
+from spinlab.errors import RunInterrupted, run_path
 
 #: Seconds between two looks at the sweep's stop event during a run.
 POLL_S = 0.5
 
 
-class StopPoll:
+class StopPoll(Control):
     """The engine's ``control`` hook: raises RunInterrupted at a checkpoint once the sweep's
     stop event is set, or once the event cannot be read: the sweep or its scheduler is gone
     (killed), and a point nobody will record stops the safe way, resumable, not ``failed``."""
@@ -59,7 +59,7 @@ class StopPoll:
         except Exception as exc:  # the scheduler is unreachable: nobody is waiting for this point
             return f"the sweep's Dask scheduler is gone ({type(exc).__name__}: {exc})"
 
-    def __call__(self, state: Any) -> "StopPoll":
+    def __call__(self, state: RunState) -> "StopPoll":
         return self
 
     def service(self) -> None:
@@ -102,10 +102,10 @@ def run_point(task: Mapping[str, Any]) -> dict[str, Any]:
         result = _run(task, stop)
         record.update(status="completed", run=str(result.path), results=result.summary)
     except RunInterrupted as exc:
-        record.update(status="interrupted", error=str(exc), run=str(getattr(exc, "run_path", "") or ""))
+        record.update(status="interrupted", error=str(exc), run=str(run_path(exc) or ""))
     except Exception as exc:  # recorded; the sweep goes on
         record.update(status="failed", error=f"{type(exc).__name__}: {exc}",
-                      run=str(getattr(exc, "run_path", "") or ""))
+                      run=str(run_path(exc) or ""))
     record.update(started=started, stopped=time.time())
     return record
 

@@ -35,18 +35,19 @@ function fold(msg) {
   S.messages += 1;
   const p = msg.payload || {};
   switch (msg.topic) {
-    case "run.start":
-      S.kind = String(p.kind ?? "");
+    case "start":
+      S.kind = String(p.plan ?? p.kind ?? "");
       S.config = isMap(p.config) ? p.config : {};
       S.path = String(p.path ?? "");
-      S.device = String(p.device ?? S.config.device ?? "");
+      S.device = String(p.address ?? S.config.device ?? "");
       S.status = "running";
       mark("run");
       break;
-    case "run.stop":
+    case "stop":
       S.status = String(p.status ?? "stopped");
       if (isMap(p.results)) Object.assign(S.results, p.results);
-      if ("dropped" in p) S.publisher.dropped = p.dropped;
+      if ("monitor_dropped" in p) S.publisher.dropped = p.monitor_dropped;
+      if (p.error) addLog("error", `${p.error}: ${p.reason ?? ""}`, msg.t);
       mark("run", "results", "progress");
       break;
     case "progress":
@@ -54,8 +55,8 @@ function fold(msg) {
       S.eta = typeof msg.eta_s === "number" ? msg.eta_s : null;
       mark("progress");
       break;
-    case "waveform":
-      addWaveform(String(p.name ?? "waveform"), msg.arrays.samples, p.unit);
+    case "preview":
+      addWaveform(String(p.name ?? "preview"), msg.arrays.samples, p.unit);
       break;
     case "twin.loss":
       addPoint(S.loss, p.step, p.loss);
@@ -64,7 +65,7 @@ function fold(msg) {
       addPoint(S.nrmse, p.step, p.nrmse);
       break;
     case "result":
-      Object.assign(S.results, p);
+      if (isMap(p.values)) Object.assign(S.results, p.values);
       mark("results");
       break;
     case "instrument.status":
