@@ -405,3 +405,19 @@ def test_the_hardware_layer_opens_the_emulated_bench_without_importing_a_backend
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["[]", "spinlab.sim_backends.emulated.lab"]
+
+
+def test_the_emulated_station_is_registered_by_the_backends_in_the_package_metadata() -> None:
+    """pyproject.toml declares the emulator the hardware layer asks for (an editable install made
+    before the group existed falls back to the same target)."""
+    import tomllib
+    from importlib.metadata import EntryPoint
+    from pathlib import Path
+
+    from spinlab.instruments.opening import BUILTIN_EMULATORS, EMULATORS_GROUP
+    from spinlab.sim_backends.emulated.station import open_emulated_bench
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    declared = project["entry-points"][EMULATORS_GROUP]
+    assert declared == BUILTIN_EMULATORS
+    assert EntryPoint("emulated", declared["emulated"], EMULATORS_GROUP).load() is open_emulated_bench
