@@ -6,7 +6,8 @@
 
 A word of about 1 s (an FSDD recording slowed to 1.0 s) in room noise is played, in real time and
 in 20 ms blocks at 16 kHz, into the same pipeline `spinlab listen` runs on microphone blocks
-(:class:`~spinlab.live.WordDetector` -> :func:`~spinlab.live.prepare` -> readout on the device).
+(:class:`~spinlab.speech.microphone.WordDetector` -> :func:`~spinlab.speech.microphone.prepare`
+-> readout on the device).
 The clock starts when the block holding the last loud 10 ms arrives and stops when the digit is
 known, so it includes the detector's wait for silence (``hang_s``) as a user experiences it.
 Without ``--readout`` a readout is trained on each backend first (a 300-utterance subset:
@@ -30,10 +31,10 @@ import numpy as np  # noqa: E402
 from scipy.signal import resample_poly  # noqa: E402
 
 from spinlab import open_device  # noqa: E402
-from spinlab.audio import list_fsdd, speed_perturb  # noqa: E402
 from spinlab.cli import app  # noqa: E402
-from spinlab.live import WordDetector, recognise_stream  # noqa: E402
-from spinlab.readout import load_readout  # noqa: E402
+from spinlab.speech.audio import list_fsdd, speed_perturb  # noqa: E402
+from spinlab.speech.microphone import WordDetector, recognise_stream  # noqa: E402
+from spinlab.speech.readout import load_readout  # noqa: E402
 
 DEFAULT_DATA = ROOT / ".." / "shared" / "datasets" / "fsdd" / "recordings"
 RATE_HZ = 16000

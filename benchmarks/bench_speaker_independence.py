@@ -28,10 +28,10 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from spinlab import open_device  # noqa: E402
-from spinlab.audio import list_fsdd  # noqa: E402
 from spinlab.engine import RunEngine  # noqa: E402
 from spinlab.protocols import spoken_digits  # noqa: E402
-from spinlab.readout import load_readout  # noqa: E402
+from spinlab.speech.audio import list_fsdd  # noqa: E402
+from spinlab.speech.readout import load_readout  # noqa: E402
 
 DEFAULT_DATA = ROOT / ".." / "shared" / "datasets" / "fsdd" / "recordings"
 BASELINES = ("baseline_accuracy", "drive_baseline_accuracy", "mfcc_reference_accuracy")

@@ -30,8 +30,8 @@ sys.path.insert(0, str(ROOT))
 
 from spinlab import open_device  # noqa: E402
 from spinlab.engine import RunEngine  # noqa: E402
-from spinlab.features import FeatureConfig, utterance_features  # noqa: E402
 from spinlab.protocols import spoken_digits  # noqa: E402
+from spinlab.speech.features import FeatureConfig, utterance_features  # noqa: E402
 
 DEFAULT_DATA = ROOT / ".." / "shared" / "datasets" / "fsdd" / "recordings"
 

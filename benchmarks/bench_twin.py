@@ -243,9 +243,9 @@ def _torch_loop_profile(model, x0, feats, c) -> dict:
 # --- the FSDD drive set -----------------------------------------------------------------------
 def fsdd_batches(data_dir: Path, cache: Path, max_drive_V: float):
     """The spoken-digit protocol's drives, batch by batch, exactly as it sends them."""
-    from spinlab.features import ChannelNormalizer, FeatureConfig, utterance_features
     from spinlab.protocols.spoken_digits import SpokenDigitsConfig, select_data
-    from spinlab.reservoir import Encoder, length_batches, make_mask, pack
+    from spinlab.speech.encoder import Encoder, length_batches, make_mask, pack
+    from spinlab.speech.features import ChannelNormalizer, FeatureConfig, utterance_features
 
     config = SpokenDigitsConfig(data_dir=str(data_dir), feature_cache_dir=str(cache))
     train, test = select_data(config, np.random.default_rng(0))

@@ -22,6 +22,10 @@ so outputs-off waits at most one record and nothing is played after it.
 Faults (why the bench, not the Device API, retries): the bench knows its records, so it can
 re-run exactly the one that failed; a caller of ``respond`` sees a response or one
 :class:`~spinlab.errors.InstrumentFaultError`, never half a record.
+
+This module is the Device with its retries; the pieces it stands on have their own modules:
+:mod:`.record_layout` (where each sample goes), :mod:`.output_safety` (limits, bias ramps,
+outputs off) and :mod:`.opening` (a station file -> an open Bench).
 """
 from __future__ import annotations
 
@@ -32,26 +36,31 @@ import math
 import threading
 import time
 import weakref
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from spinlab.device import Device
 from spinlab.engine.signals import check_stop, shield
-from spinlab.errors import ConfigError, InstrumentError, InstrumentFaultError, SafetyLimitError
-from spinlab.instruments.keithley import SourceState
+from spinlab.errors import ConfigError, InstrumentError, InstrumentFaultError
 from spinlab.instruments.keysight_scope import RUN_BIT, SAMPLE_RATES_Hz
-from spinlab.instruments.links import FAULTS, Link, StepFailed, one_line
+from spinlab.instruments.links import Link, StepFailed, one_line
+from spinlab.instruments.output_safety import PROBE_TIMEOUT_S, VOLTAGE_RAMP_STEPS, OutputSafety, ramp_levels
+from spinlab.instruments.record_layout import (
+    MIN_RECORD_SAMPLES,
+    Record,
+    RecordLayout,
+    average_onto_grid,
+    plan_records,
+)
 from spinlab.instruments.scpi import drain_errors, format_errors, poll_until
-from spinlab.instruments.station import Station, builtin_station, load_station
-from spinlab.locks import ResourceLocks
+from spinlab.instruments.station import Station
 
 log = logging.getLogger("spinlab.bench")
 
-#: Shortest record the AWG accepts; shorter records are padded with zeros (ignored).
-MIN_RECORD_SAMPLES = 32
+#: The record layout's old name (the engine's ``Plan`` is something else).
+Plan = RecordLayout
 #: Name of the arbitrary waveform in AWG memory.
 ARB_NAME = "SPINLAB"
 #: ``:OPERegister:CONDition?`` bit of an InfiniiVision that is armed and waiting for a trigger.
@@ -61,128 +70,10 @@ ADC_BITS = 8
 #: A record with this many consecutive clipped samples left the screen (a lone noise sample at
 #: the edge does not count).
 CLIPPED_RUN = 8
-#: How long a reconnected instrument gets to answer ``*IDN?`` (the timeout budget of a fault).
-PROBE_TIMEOUT_S = 1.0
-#: A source left sourcing a voltage is ramped down in this many steps (the station ramps in A).
-VOLTAGE_RAMP_STEPS = 20
-
-
-# --- record planning (pure functions: what to play, where each response sample belongs) ----
-@dataclass(frozen=True)
-class Record:
-    """One AWG record: ``samples`` are played; samples ``[keep, keep + length)`` of the response
-    are the timeline samples ``[start, start + length)``. The first ``keep`` samples replay the
-    timeline before ``start`` so the device's state is continuous across a split."""
-
-    samples: np.ndarray
-    start: int
-    keep: int
-    length: int
-
-
-@dataclass(frozen=True)
-class Plan:
-    """How a batch of equal-length drives is laid out on one timeline of AWG records.
-
-    The timeline is ``[settle zeros, drive 0, settle zeros, drive 1, ...]``; ``records`` tile it.
-    """
-
-    records: tuple[Record, ...]
-    batch: int
-    n: int
-    settle: int
-
-    @property
-    def timeline_length(self) -> int:
-        return self.batch * (self.settle + self.n)
-
-    def unpack(self, timeline_response: np.ndarray) -> np.ndarray:
-        """Timeline response -> ``(batch, n)`` responses of the drives."""
-        item = self.settle + self.n
-        return timeline_response.reshape(self.batch, item)[:, self.settle:]
-
-
-def plan_records(drives: np.ndarray, *, settle: int, overlap: int, max_record: int) -> Plan:
-    """Pack ``drives`` (batch, n) into AWG records of at most ``max_record`` samples.
-
-    Whole drives (each preceded by ``settle`` zeros) are packed greedily; a record ends at a drive
-    boundary whenever the next drive does not fit. A drive longer than a record is split, and
-    every continuation record starts by replaying ``overlap`` timeline samples that are discarded.
-    """
-    drives = np.atleast_2d(np.asarray(drives, dtype=np.float64))
-    batch, n = drives.shape
-    if settle < 0 or overlap < 0:
-        raise ValueError("settle and overlap must be >= 0")
-    if overlap >= max_record:
-        raise ConfigError(
-            f"segment overlap ({overlap} samples) must be shorter than the AWG record "
-            f"({max_record} samples); lower [segmentation] overlap_s or use a coarser drive dt"
-        )
-    item = settle + n
-    timeline = np.zeros((batch, item))
-    timeline[:, settle:] = drives
-    timeline = timeline.reshape(-1)
-    total = timeline.size
-    records = []
-    start = 0
-    while start < total:
-        pre = 0 if start % item == 0 else min(overlap, start)
-        end = min(start + max_record - pre, total)
-        if end < total:
-            boundary = (end // item) * item
-            if boundary > start:
-                end = boundary
-        samples = timeline[start - pre:end]
-        if samples.size < MIN_RECORD_SAMPLES:
-            samples = np.concatenate([samples, np.zeros(MIN_RECORD_SAMPLES - samples.size)])
-        records.append(Record(samples=samples, start=start, keep=pre, length=end - start))
-        start = end
-    return Plan(records=tuple(records), batch=batch, n=n, settle=settle)
-
-
-def ramp_levels(start_A: float, stop_A: float, max_step_A: float) -> np.ndarray:
-    """Current levels from ``start_A`` (excluded) to ``stop_A`` (included), equally spaced, no
-    step larger than ``max_step_A``; ``max_step_A = 0`` means one step."""
-    if max_step_A <= 0 or start_A == stop_A:
-        return np.array([stop_A])
-    steps = max(1, math.ceil(abs(stop_A - start_A) / max_step_A - 1e-9))
-    return np.linspace(start_A, stop_A, steps + 1)[1:]
-
-
-def average_onto_grid(values: np.ndarray, t0_s: float, dt_scope_s: float, delay_s: float,
-                      dt_s: float, n: int) -> np.ndarray:
-    """Mean of the scope samples inside each drive sample interval.
-
-    Scope sample ``k`` is at ``t0_s + k dt_scope_s`` after the trigger; drive sample ``j`` reaches
-    the scope during ``[delay_s + j dt_s, delay_s + (j + 1) dt_s)``. Averaging (rather than
-    picking one sample) uses every acquired sample, which beats the scope's noise and
-    quantisation down by sqrt(samples per interval).
-    """
-    ratio = dt_s / dt_scope_s
-    skip = (delay_s - t0_s) / dt_scope_s
-    k, first = int(round(ratio)), int(round(skip))
-    if (abs(ratio - k) < 1e-6 and abs(skip - first) < 1e-6 and k >= 1 and first >= 0
-            and first + n * k <= values.size):
-        # the common case: whole scope points per drive sample, aligned -> a reshape
-        return values[first:first + n * k].reshape(n, k).mean(axis=1)
-    t = t0_s + dt_scope_s * np.arange(values.size)
-    # a small tolerance so a scope sample that lands on an interval edge goes to the later one
-    index = np.floor((t - delay_s) / dt_s + 1e-6).astype(np.int64)
-    inside = (index >= 0) & (index < n)
-    counts = np.bincount(index[inside], minlength=n)
-    if counts.size > n or np.any(counts[:n] == 0):
-        missing = int(np.sum(counts[:n] == 0))
-        raise InstrumentError(
-            f"the scope record does not cover {missing} of {n} drive samples (record starts "
-            f"{t0_s:.4g} s after the trigger, {values.size} points at {dt_scope_s:.4g} s, delay "
-            f"{delay_s:.4g} s); check the scope sample rate and [calibration] delay_s"
-        )
-    sums = np.bincount(index[inside], weights=values[inside], minlength=n)
-    return sums / counts
 
 
 # --- the Device --------------------------------------------------------------------------
-class Bench(Device):
+class Bench(OutputSafety, Device):
     """AWG + scope (+ Keithley 2400 bias source) described by a :class:`Station`.
 
     Build it with :func:`open_bench`. ``links`` hold the instruments (``"awg"``, ``"scope"``,
@@ -294,13 +185,6 @@ class Bench(Device):
         if "source" in self.links:
             self._configure_source()
 
-    def _configure_source(self) -> None:
-        with self.links["source"].step("configuring the bias source") as source:
-            source.source_enabled = False
-            source.source_mode = "current"
-            source.compliance_voltage = self.station.source.compliance_V
-            source.source_current = 0.0
-            self._source_errors(source, "configuring the bias source")
 
     @property
     def memory_samples(self) -> int:
@@ -359,20 +243,21 @@ class Bench(Device):
         logged = len(self.fault_log)
         try:
             for bias_A, rows in groups:
-                plan = plan_records(awg_V[rows], settle=self._samples(self.station.segmentation.settle_s, dt_s),
-                                    overlap=self._samples(self.station.segmentation.overlap_s, dt_s),
-                                    max_record=self.max_record(dt_s))
-                timeline = np.empty(plan.timeline_length)
-                timing["records"] += len(plan.records)
-                for number, record in enumerate(plan.records, 1):
+                segmentation = self.station.segmentation
+                layout = plan_records(awg_V[rows], settle=self._samples(segmentation.settle_s, dt_s),
+                                      overlap=self._samples(segmentation.overlap_s, dt_s),
+                                      max_record=self.max_record(dt_s))
+                timeline = np.empty(layout.timeline_length)
+                timing["records"] += len(layout.records)
+                for number, record in enumerate(layout.records, 1):
                     check_stop()  # a worker asked to stop plays no further record
-                    what = f"record {number} of {len(plan.records)}" + (
+                    what = f"record {number} of {len(layout.records)}" + (
                         "" if bias_A is None else f" at {bias_A:.4g} A")
                     response = self._attempts(what, functools.partial(self._play, record.samples, dt_s,
                                                                       timing, bias_A))
                     timeline[record.start:record.start + record.length] = \
                         response[record.keep:record.keep + record.length]
-                out[rows] = plan.unpack(timeline)
+                out[rows] = layout.unpack(timeline)
         except InstrumentFaultError as exc:
             raise self._with_outputs(exc) from exc.__cause__
         except BaseException:
@@ -524,12 +409,14 @@ class Bench(Device):
         if (wave.n != capture["points"] or not math.isclose(wave.dt_s * rate, 1.0, rel_tol=1e-6)
                 or abs(wave.t0_s - capture["start_s"]) > 2.0 / rate):
             raise InstrumentError(
-                f"the scope returned {wave.n} points at {1 / wave.dt_s:.6g} Sa/s from {wave.t0_s:.4g} s, not the "
-                f"{capture['points']} at {rate:.6g} Sa/s from {capture['start_s']:.4g} s configured (was it reset?)")
+                f"the scope returned {wave.n} points at {1 / wave.dt_s:.6g} Sa/s from {wave.t0_s:.4g} s, "
+                f"not the {capture['points']} at {rate:.6g} Sa/s from {capture['start_s']:.4g} s "
+                "configured (was it reset?)")
         if not np.all(np.isfinite(values)):
             raise InstrumentError("the scope record holds non-finite values")
         step = sc.full_scale_V / 2 ** ADC_BITS
-        top, bottom = sc.offset_V + sc.full_scale_V / 2 - 1.5 * step, sc.offset_V - sc.full_scale_V / 2 + 0.5 * step
+        top = sc.offset_V + sc.full_scale_V / 2 - 1.5 * step
+        bottom = sc.offset_V - sc.full_scale_V / 2 + 0.5 * step
         run = _longest_run((values >= top) | (values <= bottom))
         if run >= max(CLIPPED_RUN, sc.oversample):
             raise InstrumentError(
@@ -541,9 +428,11 @@ class Bench(Device):
         st = self.station
         with self.links["awg"].step("checking what it played") as awg:
             state = awg.playing_state()
-            if state.function != "ARB" or state.arb.upper() != ARB_NAME or not _same_load(state.load_ohm, st.awg.load):
-                raise InstrumentError(f"the AWG plays {state.function} {state.arb!r} into {state.load_ohm:g} ohm, "
-                                      f"not arb {ARB_NAME!r} into {st.awg.load:g} ohm (was it reset?)")
+            same_load = _same_load(state.load_ohm, st.awg.load)
+            if state.function != "ARB" or state.arb.upper() != ARB_NAME or not same_load:
+                raise InstrumentError(
+                    f"the AWG plays {state.function} {state.arb!r} into {state.load_ohm:g} ohm, "
+                    f"not arb {ARB_NAME!r} into {st.awg.load:g} ohm (was it reset?)")
         if bias_A is None:
             return
         with self.links["source"].step("checking the bias") as source:
@@ -556,142 +445,6 @@ class Bench(Device):
                     f"{state.current_A:.6g} A instead of {bias_A:.6g} A (was it reset?)")
 
     # --- checks and outputs ----------------------------------------------------------------
-    def _check_derived(self, drive: np.ndarray, dt_s: float, conditions: dict[str, np.ndarray]) -> np.ndarray:
-        """Checks on what the instruments would be told (after calibration); nothing sent yet."""
-        st = self.station
-        awg_V = drive / st.calibration.device_V_per_awg_V
-        peak = float(np.max(np.abs(awg_V))) if awg_V.size else 0.0
-        if not math.isfinite(peak) or peak > st.awg.max_output_V:
-            raise SafetyLimitError(
-                f"the drive needs {peak:.4g} V at the AWG (drive gain "
-                f"{st.calibration.device_V_per_awg_V:.4g}), above [awg] max_output_V = "
-                f"{st.awg.max_output_V} V; nothing was sent"
-            )
-        if 1.0 / dt_s > st.awg.max_sample_rate_Hz * (1 + 1e-9):
-            raise ConfigError(
-                f"drive sample rate {1 / dt_s:.4g} Sa/s exceeds the AWG maximum "
-                f"{st.awg.max_sample_rate_Hz:.4g} Sa/s; use a longer dt_s. Nothing was sent"
-            )
-        self.scope_rate(dt_s)
-        bias = conditions.get("bias_A")
-        if bias is not None and float(np.max(np.abs(bias))) > self.limits.max_bias_A * (1 + 1e-12):
-            raise SafetyLimitError(f"bias {float(np.max(np.abs(bias))):.4g} A exceeds max_bias_A = "
-                                   f"{self.limits.max_bias_A:.4g} A; nothing was sent")
-        return awg_V
-
-    def _set_bias(self, bias_A: float) -> None:
-        if abs(bias_A) > self.limits.max_bias_A * (1 + 1e-12):  # re-checked where it is sent
-            raise SafetyLimitError(f"bias {bias_A:.4g} A exceeds max_bias_A = {self.limits.max_bias_A:.4g} A")
-        if self._bias_A == bias_A:
-            return
-        with self.links["source"].step(f"setting the bias to {bias_A:.4g} A") as source:
-            if self._bias_A is None:
-                source.source_current = 0.0
-                source.source_enabled = True
-                self._bias_A = 0.0
-            self._ramp_bias(source, self._bias_A, bias_A)
-            self._source_errors(source, f"setting the bias to {bias_A:.4g} A")
-
-    def _ramp_bias(self, source: Any, start_A: float, stop_A: float) -> None:
-        """Move the source current in the station's ramp steps (one step when it sets none)."""
-        settings = self.station.source
-        for level in ramp_levels(start_A, stop_A, settings.ramp_step_A):
-            source.source_current = level
-            self._bias_A = float(level)
-            if settings.ramp_pause_s:
-                time.sleep(settings.ramp_pause_s)
-
-    @staticmethod
-    def _source_errors(source: Any, context: str) -> None:
-        """A bias-source error must stop the record (pymeasure's check_errors only logs)."""
-        errors = source.check_errors()
-        if errors:
-            raise InstrumentError(f"the bias source reported {format_errors(errors)} after {context}; check the "
-                                  "bias source and the station's [source] settings (compliance_V, bias range)")
-
-    def _resync_source(self) -> None:
-        """After a source fault: believe what the source reports, not what was last sent. Off
-        (a reset, say) means the next record ramps it up again from zero."""
-        with self.links["source"].step("reading back the bias") as source:
-            state = source.output_state()
-        if state.on and state.function == "CURR":
-            self._bias_A = state.current_A
-            return
-        self._source_off()  # off already, or sourcing a voltage it was never told to
-        self._configure_source()
-
-    def outputs_off(self) -> list[str]:
-        """Switch the AWG output and the bias source off and read both states back (a query
-        also guarantees the instrument has executed the writes); keep going if one fails. A
-        failed switch-off gets one fresh connection; an instrument that stopped answering is
-        only written to, so this cannot hang on it. Returns the outputs not confirmed off.
-        Waits for a ``respond`` in progress in another thread (stop that thread first: it then
-        ends at its next record)."""
-        with self._lock:
-            return self._outputs_off()
-
-    def _outputs_off(self) -> list[str]:
-        left = []
-        for key, name, action in (("awg", "AWG output", self._awg_off), ("source", "bias source", self._source_off)):
-            link = self.links.get(key)
-            if link is None:
-                continue
-            try:
-                try:
-                    action()
-                except (StepFailed, *FAULTS):
-                    if not link.answering:
-                        raise
-                    link.reconnect(min(link.timeout_s, PROBE_TIMEOUT_S), tries=1)
-                    action()
-            except Exception as exc:  # the other output must still go off
-                left.append(name)
-                log.error("could not switch the %s off, or not confirm that it is off: %s", name,
-                          one_line(exc.cause if isinstance(exc, StepFailed) else exc))
-        return left
-
-    def _awg_off(self) -> None:
-        link = self.links["awg"]
-        with link.step("switching its output off") as awg:
-            awg.output_enabled = False
-            if not link.answering:
-                raise InstrumentError("the AWG does not answer, so OUTP OFF is unconfirmed")
-            if awg.output_enabled:
-                raise InstrumentError("the AWG output still reports ON after OUTP OFF")
-
-    def _source_off(self) -> None:
-        """Ramp the bias down from where the source says it is (else from where the bench last
-        set it) and switch the output off."""
-        link = self.links.get("source")
-        if link is None:
-            return
-        believed, self._bias_A = self._bias_A, None
-        with link.step("switching the bias off") as source:
-            try:
-                if not link.answering:
-                    raise InstrumentError("it does not answer")
-                state = source.output_state()
-            except FAULTS as exc:
-                log.error("could not read back the bias source (%s); ramping down from the last level set, "
-                          "%.4g A", one_line(exc), believed or 0.0)
-                state = SourceState(True, "CURR", believed or 0.0, 0.0)
-            if state.on and state.function == "CURR" and state.current_A:
-                if believed is None:
-                    log.warning("the bias source was on at %.4g A; ramping it down", state.current_A)
-                self._ramp_bias(source, state.current_A, 0.0)
-            elif state.on and state.function == "VOLT" and state.voltage_V:
-                log.warning("the bias source was sourcing %.4g V; ramping it down", state.voltage_V)
-                steps = VOLTAGE_RAMP_STEPS if self.station.source.ramp_step_A else 1
-                for level in np.linspace(state.voltage_V, 0.0, steps + 1)[1:]:
-                    source.source_voltage = level
-                    time.sleep(self.station.source.ramp_pause_s)
-            self._bias_A = None
-            source.source_current = 0.0
-            source.source_enabled = False
-            if not link.answering:
-                raise InstrumentError("the bias source does not answer, so OUTP OFF is unconfirmed")
-            if source.source_enabled:
-                raise InstrumentError("the bias source output still reports ON after OUTP OFF")
 
     def close(self) -> None:
         """Outputs off, then close every instrument connection and release the station
@@ -729,106 +482,15 @@ def _same_load(a: float, b: float) -> bool:
     return (math.isinf(a) and math.isinf(b)) or math.isclose(a, b, rel_tol=1e-6)
 
 
-def _close_at_exit(ref: "weakref.ref[Bench]") -> None:
+def _close_at_exit(ref: weakref.ref[Bench]) -> None:
     bench = ref()
     if bench is not None:
         bench.close()
 
 
-# --- opening -----------------------------------------------------------------------------
-def open_bench(target: str, *, device: str = "sim:vortex", seed: int | str = 0,
-               faults: str | None = None, scope_noise_V: float | str | None = None,
-               **options: Any) -> Bench:
-    """Open a bench: ``"emulated"`` (built-in emulated station around ``device``) or the path
-    of a station file. A station whose ``visa_library`` is ``"emulated"`` also gets an
-    :class:`~sim_backends.emulated.EmulatedLab` around ``device``; any other opens real
-    instruments through pyvisa, after locking them for this process. ``seed`` seeds the
-    emulated instruments' noise and faults and, for a ``sim:`` model whose address does not set
-    one, the model's noise. Emulated stations also take ``faults`` (a fault spec, see
-    ``spinlab.sim_backends.emulated.faults``) and ``scope_noise_V`` (the scope's input noise).
-    """
-    if options:
-        raise ConfigError(f"unknown bench option(s) {sorted(options)}; a bench accepts 'device', 'seed', "
-                          "'faults' and 'scope_noise_V' (emulated stations)")
-    seed = _option(int, "seed", seed)
-    path = builtin_station("emulated") if target == "emulated" else Path(target)
-    station = load_station(path)
-    if station.wiring.awg_channel != 1:
-        raise ConfigError(f"{station.path}: [wiring] awg_channel = {station.wiring.awg_channel}, but the "
-                          "Keysight33500B driver drives channel 1 only; cable the device to channel 1")
-    if station.emulated:
-        noise = None if scope_noise_V is None else _option(float, "scope_noise_V", scope_noise_V)
-        return _open_emulated(station, device, seed, faults, noise)
-    if faults is not None or scope_noise_V is not None:
-        raise ConfigError(f"{station.path} reaches real instruments; 'faults' and 'scope_noise_V' apply to "
-                          "emulated stations only (bench:emulated, or visa_library = \"emulated\")")
-    return _open_hardware(station)
+# the entry point (`bench:` addresses) and the other public names of this module's past
+from spinlab.instruments.opening import open_bench  # noqa: E402
 
-
-def _option(kind: type, name: str, value: Any) -> Any:
-    try:
-        return kind(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"bench option {name} must be {'an integer' if kind is int else 'a number'}, "
-                          f"got {value!r}") from None
-
-
-def _open_emulated(station: Station, device: str, seed: int, faults: str | None,
-                   scope_noise_V: float | None) -> Bench:
-    from spinlab.registry import open_device, parse_address
-    from spinlab.sim_backends.emulated import EmulatedLab
-
-    if parse_address(device)[0] == "bench":
-        raise ConfigError(f"the emulated bench needs a device model (sim:..., twin:...), got {device!r}")
-    # one seed for the whole emulated bench: instrument noise and (unless given) the model's noise
-    model = open_device(device, defaults={"seed": seed})
-    try:
-        extra = {} if scope_noise_V is None else {"scope_noise_V": scope_noise_V}
-        lab = EmulatedLab(model, seed=seed, faults=faults, **extra)
-    except BaseException:
-        model.close()
-        raise
-    return _connect(station, lab.visa_library(), model=model, lab=lab, cleanup=(lab.close, model.close))
-
-
-def _open_hardware(station: Station) -> Bench:
-    return _connect(station, station.resources.visa_library)
-
-
-def _connect(station: Station, visa_library: Any, *, model: Device | None = None, lab: Any = None,
-             cleanup: tuple[Callable[[], None], ...] = ()) -> Bench:
-    """Lock the station (unless its instruments are in-process emulators, private to this
-    process), open its instruments (each driver builds its own VISA adapter) and the Bench; on
-    any failure close whatever was opened and release the locks."""
-    from spinlab.instruments.keithley import Keithley2400
-    from spinlab.instruments.keysight_awg import Keysight33500B
-    from spinlab.instruments.keysight_scope import InfiniiVisionScope
-
-    res = station.resources
-    roles = {"awg": (Keysight33500B, "AWG"), "scope": (InfiniiVisionScope, "oscilloscope"),
-             "source": (Keithley2400, "bias source")}
-    locks = None
-    links: dict[str, Link] = {}
-
-    def opener(cls: type, resource: str) -> Callable[[float], Any]:
-        return lambda timeout_s: cls(resource, visa_library=visa_library, timeout=int(timeout_s * 1000))
-
-    try:
-        if not station.emulated:
-            locks = ResourceLocks(res.instruments.values(), what=f"station {station.station.name!r}")
-        for key, resource in res.instruments.items():
-            cls, role = roles[key]
-            try:
-                links[key] = Link(key, role, resource, opener(cls, resource), res.timeout_s)
-            except FAULTS as exc:
-                raise InstrumentError(f"cannot reach the {role} at {resource} (station {station.path}): "
-                                      f"{one_line(exc)}") from exc
-    except BaseException:
-        for link in links.values():
-            link.close()
-        for callback in cleanup:
-            callback()
-        if locks is not None:
-            locks.release()
-        raise
-    return Bench(station, links, cleanup=cleanup, model=model, lab=lab, locks=locks)
+__all__ = ["ADC_BITS", "ARB_NAME", "Bench", "CLIPPED_RUN", "MIN_RECORD_SAMPLES", "PROBE_TIMEOUT_S",
+           "Plan", "Record", "RecordLayout", "VOLTAGE_RAMP_STEPS", "WAIT_TRIGGER_BIT",
+           "average_onto_grid", "open_bench", "plan_records", "ramp_levels"]

@@ -2,7 +2,7 @@
 
 Plan (Chen et al., Nat. Commun. 13, 1016 (2022), Fig. 3): the Mackey-Glass series (a file, or
 generated from the delay equation with tau = 17) -> a random normal input mask over ``n_nodes``
-virtual nodes (:mod:`spinlab.reservoir`, as for spoken digits) -> one long drive, each node held
+virtual nodes (:mod:`spinlab.speech.encoder`, as for spoken digits) -> one long drive, each node held
 ``theta_s`` -> ``Device.respond`` (the series cut into pieces driven side by side, each after a
 warm-up of the points before it) -> one state per node and input point -> a ridge readout for
 every prediction horizon 1..``max_horizon`` trained on the first part of the series -> NRMSE on
@@ -40,7 +40,7 @@ from spinlab.engine.plan import command, make_config
 from spinlab.errors import ConfigError, DatasetError
 from spinlab.files import check_file
 from spinlab.protocols.characterize import model_prediction
-from spinlab.reservoir import Encoder, make_mask, node_states, pack
+from spinlab.speech.encoder import Encoder, make_mask, node_states, pack
 from spinlab.waveform import Waveform
 
 #: Horizons shown in the summary (the paper's Fig. 3 compares these).

@@ -35,8 +35,8 @@ from spinlab.device import Device
 from spinlab.engine import Plan, RunContext, seed_stream
 from spinlab.engine.plan import Shortcut, command, make_config
 from spinlab.errors import ConfigError
-from spinlab.features import ChannelNormalizer, FeatureConfig, utterance_features
-from spinlab.reservoir import Encoder, length_batches, make_mask, node_states, pack
+from spinlab.speech.features import ChannelNormalizer, FeatureConfig, utterance_features
+from spinlab.speech.encoder import Encoder, length_batches, make_mask, node_states, pack
 from spinlab.protocols.spoken_digits import N_CLASSES, SpokenDigitsConfig, select_data, stratified_subset
 from spinlab.sim_backends.vortex import VortexDevice, power_and_jacobian
 

@@ -15,7 +15,7 @@ voices frame by frame. The defaults therefore pool each word's states over three
 their spread (``segments``, node states averaged over the hold) and add speed-perturbed copies of
 the training audio (``augment_speeds``); both were chosen by speaker-grouped CV inside the
 training speakers, never on a held-out one. ``segments = 0`` restores the per-frame readout. The
-run saves the fitted readout (``readout.h5``, :mod:`spinlab.readout`) for `spinlab listen` and
+run saves the fitted readout (``readout.h5``, :mod:`spinlab.speech.readout`) for `spinlab listen` and
 `spinlab enrol`.
 
 Operating point (defaults of :class:`SpokenDigitsConfig`): bias 6 mA (z = 1.2), drive
@@ -39,16 +39,17 @@ import numpy as np
 from matplotlib.figure import Figure
 from pydantic import Field, model_validator
 
+from spinlab.analysis.reference import pooled_reference
 from spinlab.analysis.ridge import RidgeReadout, fit_cv
-from spinlab.audio import Utterance, list_fsdd
+from spinlab.speech.audio import Utterance, list_fsdd
 from spinlab.config import Config, NonNegative, NonNegativeInt, Positive, PositiveInt
 from spinlab.device import Device
 from spinlab.errors import ConfigError
-from spinlab.features import ChannelNormalizer, FeatureConfig, utterance_features
-from spinlab.readout import FILE_NAME as READOUT_FILE
-from spinlab.readout import DigitReadout, TrainingStates, mfcc_reference
-from spinlab.reservoir import (MASK_KINDS, NODE_FEATURES, Encoder, device_states, length_batches, make_mask,
-                               pool_states)
+from spinlab.speech.features import ChannelNormalizer, FeatureConfig, utterance_features
+from spinlab.speech.readout import DigitReadout, TrainingStates
+from spinlab.speech.readout_file import FILE_NAME as READOUT_FILE
+from spinlab.speech.encoder import (MASK_KINDS, NODE_FEATURES, Encoder, device_states, length_batches,
+                                    make_mask, pool_states)
 from spinlab.engine import Plan, RunContext
 from spinlab.engine.plan import command, make_config
 
@@ -187,7 +188,7 @@ def _features_by_name(utterances: Sequence[Utterance], feature_config: FeatureCo
 def measure_states(ctx: RunContext, encoder: Encoder, features: Sequence[np.ndarray],
                    config: SpokenDigitsConfig) -> list[np.ndarray]:
     """Readout inputs of every utterance: the device driven in length-sorted padded batches
-    (:func:`~spinlab.reservoir.device_states`), each utterance's states pooled by
+    (:func:`~spinlab.speech.encoder.device_states`), each utterance's states pooled by
     ``config.segments`` (the frame states themselves when it is 0).
 
     Each batch is one recorded step (stream ``device``): its utterances' readout inputs
@@ -318,8 +319,10 @@ def run(ctx: RunContext, config: SpokenDigitsConfig) -> dict[str, Any]:
     node_inputs = pooled(np.clip(m / encoder.scale, -1.0, 1.0) for m in masked)
     drive_baseline = evaluate(node_inputs[:n_fit], y_fit, groups, node_inputs[n_fit:], y_test, config.alphas)
     # "what a user would pick instead": pooled MFCCs, linear, same grouped CV, no device
-    mfcc_accuracy, _ = mfcc_reference(train, test, cv_groups(train, config), config.alphas,
-                                      config.feature_cache_dir)
+    mfcc = utterance_features(list(train) + list(test), FeatureConfig(kind="mfcc"), config.feature_cache_dir)
+    mfcc_predictions = pooled_reference(mfcc[:len(train)], np.array([u.digit for u in train]),
+                                        mfcc[len(train):], cv_groups(train, config), config.alphas)
+    mfcc_accuracy = float(np.mean(mfcc_predictions == np.array([u.digit for u in test])))
 
     matrix = confusion_matrix(y_test, result.predictions)
     wall_s = time.perf_counter() - t_start
@@ -415,7 +418,7 @@ def command_line_defaults(settings: dict[str, Any], *, device: str | None, runs_
     and features are cached under the runs directory."""
     from pathlib import Path
 
-    from spinlab.audio import find_fsdd
+    from spinlab.speech.audio import find_fsdd
 
     settings["data_dir"] = str(find_fsdd(settings.get("data_dir")))
     settings.setdefault("feature_cache_dir", str(Path(runs_dir) / ".cache"))

@@ -60,8 +60,12 @@ class DatasetError(SpinlabError, ValueError):
     """A dataset directory, file name, audio format or download does not look as expected."""
 
 
-class ProtocolError(SpinlabError, ValueError):
+class MessageFormatError(SpinlabError, ValueError):
     """A monitoring or control message is malformed, oversized, of an unknown version or type."""
+
+
+#: The old name of :class:`MessageFormatError` (a "protocol" is also what a plan used to be called).
+ProtocolError = MessageFormatError
 
 
 class ControlError(SpinlabError, RuntimeError):

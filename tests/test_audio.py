@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from scipy.io import wavfile
 
-from spinlab.audio import (FSDD_RECORDINGS_SHA256, DatasetError, directory_digest, fetch_fsdd,
-                           install_archive, list_fsdd, parse_name, read_wav, recordings_digest)
+from spinlab.speech.audio import (FSDD_RECORDINGS_SHA256, DatasetError, directory_digest, fetch_fsdd,
+                                  install_archive, list_fsdd, parse_name, read_wav, recordings_digest)
 from spinlab.errors import SpinlabError
 
 FSDD = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "fsdd" / "recordings"
@@ -156,7 +156,7 @@ def test_cli_fetch_installs_into_dest(tmp_path, monkeypatch):
 
     from typer.testing import CliRunner
 
-    import spinlab.audio as audio
+    import spinlab.speech.audio as audio
     from spinlab.cli import app
 
     files = {"7_lucas_1.wav": _wav_bytes(_tone(seed=7))}
@@ -173,7 +173,7 @@ def test_cli_fetch_installs_into_dest(tmp_path, monkeypatch):
 
 
 def test_read_audio_resample_and_speed_perturb(tmp_path):
-    from spinlab.audio import read_audio, resample, speed_perturb
+    from spinlab.speech.audio import read_audio, resample, speed_perturb
     from spinlab.errors import AudioInputError
 
     t = np.arange(4410) / 44100

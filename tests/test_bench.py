@@ -378,3 +378,46 @@ def test_negative_ramp_step_is_a_config_error(tmp_path) -> None:
     path.write_text(text)
     with pytest.raises(ConfigError, match="ramp_step_A"):
         open_bench(str(path))
+
+
+def test_the_record_layout_keeps_its_old_name() -> None:
+    from spinlab.instruments.bench import Plan, RecordLayout
+
+    layout = plan_records(np.ones((2, 40)), settle=4, overlap=0, max_record=1000)
+    assert isinstance(layout, RecordLayout) and Plan is RecordLayout
+
+
+def test_the_hardware_layer_opens_the_emulated_bench_without_importing_a_backend(tmp_path) -> None:
+    """instruments/ sits below sim_backends/ (DESIGN.md): the emulated station comes from the
+    ``spinlab.emulators`` entry-point group, so importing the bench loads no backend."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import sys
+        from spinlab.instruments.bench import open_bench
+        print(sorted(m for m in sys.modules if m.startswith("spinlab.sim_backends")))
+        with open_bench("emulated", seed=1) as bench:
+            print(type(bench.lab).__module__)
+    """)
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["[]", "spinlab.sim_backends.emulated.lab"]
+
+
+def test_the_emulated_station_is_registered_by_the_backends_in_the_package_metadata() -> None:
+    """pyproject.toml declares the emulator the hardware layer asks for (an editable install made
+    before the group existed falls back to the same target)."""
+    import tomllib
+    from importlib.metadata import EntryPoint
+    from pathlib import Path
+
+    from spinlab.instruments.opening import BUILTIN_EMULATORS, EMULATORS_GROUP
+    from spinlab.sim_backends.emulated.station import open_emulated_bench
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    declared = project["entry-points"][EMULATORS_GROUP]
+    assert declared == BUILTIN_EMULATORS
+    assert EntryPoint("emulated", declared["emulated"], EMULATORS_GROUP).load() is open_emulated_bench

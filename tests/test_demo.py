@@ -14,7 +14,7 @@ import h5py
 import pytest
 from typer.testing import CliRunner
 
-from spinlab.audio import find_fsdd
+from spinlab.speech.audio import find_fsdd
 from spinlab.cli import app
 from spinlab.engine import RunEngine
 from spinlab.errors import DatasetError
@@ -75,7 +75,7 @@ def test_demo_without_fsdd_says_what_to_do_in_one_line(tmp_path, monkeypatch, no
 
 def test_fetch_with_a_local_copy_named_checks_it_and_downloads_nothing(tmp_path, monkeypatch):
     """The README's first command fetches FSDD before the demo; offline, SPINLAB_FSDD makes it a check."""
-    import spinlab.audio as audio
+    import spinlab.speech.audio as audio
 
     monkeypatch.setattr(audio, "_urlopen", lambda url: pytest.fail(f"downloaded {url}"))
     monkeypatch.setenv("SPINLAB_FSDD", str(FSDD))

@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spinlab.audio import list_fsdd
 from spinlab.errors import ConfigError
-from spinlab.features import ChannelNormalizer, FeatureConfig, extract, utterance_features
+from spinlab.speech.audio import list_fsdd
+from spinlab.speech.features import ChannelNormalizer, FeatureConfig, extract, utterance_features
 
 FSDD = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "fsdd" / "recordings"
 

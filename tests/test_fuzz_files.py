@@ -34,13 +34,14 @@ import torch
 from hypothesis import given, strategies as st
 from scipy.io import wavfile
 
-from spinlab.audio import read_audio
+from spinlab.speech.audio import read_audio
 from spinlab.engine import journal
 from spinlab.errors import CheckpointError, ConfigError, ReadoutError, SpinlabError
-from spinlab.features import ChannelNormalizer, FeatureConfig
-from spinlab.live import prepare
-from spinlab.readout import FORMAT as FORMAT_READOUT, DigitReadout, TrainingStates, load_readout
-from spinlab.reservoir import Encoder, RidgeReadout, make_mask
+from spinlab.speech.features import ChannelNormalizer, FeatureConfig
+from spinlab.speech.microphone import prepare
+from spinlab.speech.readout import FORMAT as FORMAT_READOUT, DigitReadout, TrainingStates, load_readout
+from spinlab.analysis.ridge import RidgeReadout
+from spinlab.speech.encoder import Encoder, make_mask
 from spinlab.sim_backends import open_simulator
 from spinlab.sim_backends.model_file import FORMAT as MODEL_FORMAT, load_model
 import spinlab.instruments

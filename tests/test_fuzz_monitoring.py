@@ -1,7 +1,7 @@
 """Fuzzing the monitoring wire: both ends of the codec, the subscriber, the control channel's
 request and reply parsers, recordings, and the `spinlab monitor` view.
 
-The rule: hostile input ends in :class:`~spinlab.monitoring.messages.ProtocolError` or is
+The rule: hostile input ends in :class:`~spinlab.monitoring.MessageFormatError` or is
 accepted, and everything :func:`~spinlab.monitoring.messages.decode` accepts can be folded into
 the view, rendered and printed as a JSON line. Any other exception is a bug in spinlab.
 
@@ -26,7 +26,8 @@ from rich.console import Console
 
 from spinlab.monitoring import Publisher, Subscriber, messages
 from spinlab.monitoring.control import COMMANDS, ControlError, parse_reply, parse_request
-from spinlab.monitoring.messages import ARRAY_DTYPES, TOPICS, ProtocolError, decode, encode
+from spinlab.errors import MessageFormatError
+from spinlab.monitoring.messages import ARRAY_DTYPES, TOPICS, decode, encode
 from spinlab.monitoring.recording import MAGIC, read_recording
 from spinlab.monitoring.view import MonitorState, message_to_json, render
 
@@ -120,7 +121,7 @@ def show(msgs):
 def decoded_or_none(frames):
     try:
         return decode(frames)
-    except ProtocolError:
+    except MessageFormatError:
         return None
 
 
@@ -158,7 +159,7 @@ def test_read_recording_yields_valid_messages_or_raises_protocol_error(tmp_path_
     path.write_bytes(data)
     try:
         msgs = list(read_recording(path))
-    except ProtocolError:
+    except MessageFormatError:
         return
     show(msgs)
 
@@ -200,8 +201,8 @@ def publisher():
 def test_what_the_publisher_accepts_every_subscriber_accepts(publisher, topic, payload, arrays):
     try:
         frames = encode(topic, "run", 7, 1.5, payload, arrays)
-    except ProtocolError:
-        with pytest.raises(ProtocolError):
+    except MessageFormatError:
+        with pytest.raises(MessageFormatError):
             publisher.publish(topic, payload, arrays)
         return
     publisher.publish(topic, payload, arrays)
@@ -221,7 +222,7 @@ requests = st.dictionaries(st.sampled_from(["v", "command", "x"]) | st.text(max_
 def test_control_requests_parse_to_a_command_or_raise_protocol_error(body):
     try:
         command = parse_request(body)
-    except ProtocolError:
+    except MessageFormatError:
         return
     request = msgpack.unpackb(body)
     assert command in COMMANDS and request["command"] == command and request["v"] == 1

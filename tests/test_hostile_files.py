@@ -24,14 +24,15 @@ import pytest
 import torch
 from scipy.io import wavfile
 
-from spinlab.audio import MAX_AUDIO_S, read_audio
+from spinlab.analysis.ridge import RidgeReadout
 from spinlab.errors import CheckpointError, ConfigError, DatasetError, DeviceAddressError, ReadoutError
-from spinlab.features import ChannelNormalizer, FeatureConfig
 from spinlab.instruments.station import load_station
 from spinlab.protocols.mackey_glass import load_series
-from spinlab.readout import DigitReadout, TrainingStates, load_readout
-from spinlab.reservoir import Encoder, RidgeReadout, make_mask
 from spinlab.sim_backends.model_file import load_model, save_model
+from spinlab.speech.audio import MAX_AUDIO_S, read_audio
+from spinlab.speech.encoder import Encoder, make_mask
+from spinlab.speech.features import ChannelNormalizer, FeatureConfig
+from spinlab.speech.readout import DigitReadout, TrainingStates, load_readout
 from spinlab.twin.checkpoint import TwinMeta, load_twin, save_twin
 from spinlab.twin.data import load_mumax_table
 from spinlab.twin.model import Normalisation, TwinArchitecture, build_model

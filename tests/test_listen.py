@@ -19,11 +19,11 @@ from scipy.signal import resample_poly
 from typer.testing import CliRunner
 
 from spinlab import open_device
-from spinlab.audio import list_fsdd
 from spinlab.cli import app
 from spinlab.errors import AudioDeviceError, AudioInputError, ReadoutError
-from spinlab.live import WordDetector, check_level, import_sounddevice, trim_silence
-from spinlab.readout import device_key, load_readout
+from spinlab.speech.audio import list_fsdd
+from spinlab.speech.microphone import WordDetector, check_level, import_sounddevice, trim_silence
+from spinlab.speech.readout import device_key, load_readout
 
 FSDD = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "fsdd" / "recordings"
 sd = pytest.importorskip("sounddevice", reason="needs the PortAudio library (apt-get install libportaudio2)")

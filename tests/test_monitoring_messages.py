@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from spinlab import Waveform
+from spinlab.errors import MessageFormatError
 from spinlab.monitoring import messages
-from spinlab.monitoring.messages import ProtocolError, decode, encode, preview
+from spinlab.monitoring.messages import decode, encode, preview
 from spinlab.monitoring.recording import Recorder, read_recording
 from spinlab.monitoring.view import MonitorState, message_to_json, render, sparkline
 
@@ -37,18 +38,18 @@ def test_non_contiguous_and_big_endian_arrays_are_sent_as_little_endian_copies()
 @pytest.mark.parametrize("bad", [np.array(["a", "b"]), np.array([object(), 1], dtype=object),
                                  np.zeros(2, dtype=[("x", "<f8")])])
 def test_non_numeric_arrays_are_refused(bad):
-    with pytest.raises(ProtocolError, match="only numeric dtypes"):
+    with pytest.raises(MessageFormatError, match="only numeric dtypes"):
         encode("waveform", "r", 0, 0.0, {}, {"bad": bad})
 
 
 @pytest.mark.parametrize("topic", ["", "Progress", "a..b", "x y", "a" * 80, "run.stop\x00"])
 def test_bad_topics_are_refused(topic):
-    with pytest.raises(ProtocolError):
+    with pytest.raises(MessageFormatError):
         encode(topic, "r", 0, 0.0)
 
 
 def test_unpackable_payloads_are_refused_not_pickled():
-    with pytest.raises(ProtocolError, match="cannot be packed"):
+    with pytest.raises(MessageFormatError, match="cannot be packed"):
         encode("result", "r", 0, 0.0, {"obj": object()})
 
 
@@ -78,7 +79,7 @@ def header(**fields):
     ([b"\xff\xfe", header()], "UTF-8"),
 ])
 def test_malformed_frames_are_rejected_with_a_reason(frames, match):
-    with pytest.raises(ProtocolError, match=match):
+    with pytest.raises(MessageFormatError, match=match):
         decode(frames)
 
 
@@ -125,7 +126,7 @@ def test_recording_roundtrip_and_truncated_tail(tmp_path):
     (tmp_path / "cut.monrec").write_bytes(raw[:-7])  # e.g. Ctrl-C while writing
     assert [m.seq for m in read_recording(tmp_path / "cut.monrec")] == [0, 1]
     (tmp_path / "other.bin").write_bytes(b"not a recording")
-    with pytest.raises(ProtocolError, match="magic"):
+    with pytest.raises(MessageFormatError, match="magic"):
         list(read_recording(tmp_path / "other.bin"))
 
 
@@ -182,3 +183,12 @@ def test_minmax_preview_matches_a_per_bin_reference_for_batches_with_ragged_tail
             pairs += [seg[min(i, j)], seg[max(i, j)]]
         expected.append(pairs)
     np.testing.assert_array_equal(small.samples, np.array(expected))
+
+
+def test_the_wire_error_keeps_its_old_name():
+    from spinlab.errors import ProtocolError
+    from spinlab.monitoring import ProtocolError as exported
+
+    assert ProtocolError is MessageFormatError is exported
+    with pytest.raises(ProtocolError):
+        decode([b"not a header"])

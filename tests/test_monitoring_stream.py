@@ -11,6 +11,7 @@ import zmq
 import spinlab
 from spinlab import Waveform
 from spinlab.engine import Plan, RunEngine
+from spinlab.errors import MessageFormatError
 from spinlab.monitoring import Publisher, Subscriber, messages, preview
 from spinlab.monitoring.documents import MonitorPublisher
 
@@ -331,9 +332,9 @@ def test_publisher_bounds_its_queue_in_bytes_and_refuses_oversized_messages():
         for i in range(5):  # 40 kB each: only two fit in 100 kB
             pub.publish("preview", {"name": "w", "i": i}, {"samples": np.zeros(5000)})
         assert pub.dropped == 3 and pub.stats()["queued"] == 2
-        with pytest.raises(messages.ProtocolError, match="exceeds the monitor queue"):
+        with pytest.raises(MessageFormatError, match="exceeds the monitor queue"):
             pub.publish("preview", {"name": "w"}, {"samples": np.zeros(20_000)})
-        with pytest.raises(messages.ProtocolError, match="topic"):
+        with pytest.raises(MessageFormatError, match="topic"):
             pub.publish("Bad Topic", {})
         assert pub.stats()["rejected"] == 2
         release.set()

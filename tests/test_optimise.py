@@ -11,11 +11,11 @@ from typer.testing import CliRunner
 from spinlab import open_device
 from spinlab.cli import app
 from spinlab.errors import ConfigError
-from spinlab.features import ChannelNormalizer, FeatureConfig, utterance_features
+from spinlab.speech.features import ChannelNormalizer, FeatureConfig, utterance_features
 from spinlab.protocols.optimise import (OptimiseConfig, Surrogate, differentiable_vortex,
                                         optimise_spoken_digits)
 from spinlab.protocols.spoken_digits import SpokenDigitsConfig, select_data
-from spinlab.reservoir import Encoder, make_mask
+from spinlab.speech.encoder import Encoder, make_mask
 
 FSDD = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "fsdd" / "recordings"
 

@@ -6,7 +6,7 @@ import pytest
 
 from spinlab.analysis.ridge import RidgeReadout, select_alpha
 from spinlab.errors import ConfigError
-from spinlab.reservoir import Encoder, length_batches, make_mask, node_states, pack
+from spinlab.speech.encoder import Encoder, length_batches, make_mask, node_states, pack
 
 
 def test_masks_are_seeded_and_documented_kinds():
@@ -121,7 +121,7 @@ def test_select_alpha_rejects_too_much_shrinkage_and_validates():
 
 def test_piece_states_match_the_whole_drive_on_a_noiseless_oscillator():
     from spinlab import open_device
-    from spinlab.reservoir import device_states, piece_states
+    from spinlab.speech.encoder import device_states, piece_states
 
     rng = np.random.default_rng(0)
     features = [rng.standard_normal((n, 8)) for n in (13, 5)]

@@ -14,7 +14,7 @@ from spinlab.protocols import spoken_digits
 from spinlab.protocols.spoken_digits import (SpokenDigitsConfig, confusion_matrix, select_data,
                                              split_utterances, stratified_subset)
 from spinlab import Device
-from spinlab.audio import list_fsdd
+from spinlab.speech.audio import list_fsdd
 from spinlab.engine import RunEngine
 from spinlab.errors import ConfigError, RunAborted
 

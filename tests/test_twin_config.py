@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from spinlab.cli import app
 from spinlab.config import Config
 from spinlab.errors import ConfigError
-from spinlab.features import FeatureConfig
+from spinlab.speech.features import FeatureConfig
 from spinlab.protocols.twin_train import TwinTrainConfig, plan
 from spinlab.twin.checkpoint import TwinMeta, load_twin, save_twin
 from spinlab.twin.model import TwinArchitecture, build_model

@@ -34,8 +34,8 @@ def listen(
 ) -> None:
     """Recognise spoken digits live from a microphone (or wav files) with a saved readout."""
     with user_errors():
-        from spinlab.readout import load_readout
         from spinlab.registry import open_device
+        from spinlab.speech.readout import load_readout
 
         trained = load_readout(readout)
         with open_device(device, defaults={"seed": seed}) as dev:
@@ -48,8 +48,8 @@ def listen(
 
 def _listen_files(readout: Any, device: Any, files: List[Path], play: bool, piece_frames: int,
                   json_out: bool) -> None:
-    from spinlab.audio import read_audio
-    from spinlab.live import prepare
+    from spinlab.speech.audio import read_audio
+    from spinlab.speech.microphone import prepare
 
     samples = []
     for path in files:
@@ -77,7 +77,7 @@ def _listen_files(readout: Any, device: Any, files: List[Path], play: bool, piec
 
 def _listen_microphone(readout: Any, device: Any, input_device: Any, rate: Optional[int], play: bool,
                        piece_frames: int, json_out: bool) -> None:
-    from spinlab.live import Microphone, WordDetector, microphone_words, recognise_stream
+    from spinlab.speech.microphone import Microphone, WordDetector, microphone_words, recognise_stream
 
     with Microphone(input_device, rate) as mic:
         typer.echo(f"listening on {mic.name!r} at {mic.rate_Hz} Hz for {device.address}; say a digit "
@@ -119,8 +119,8 @@ def enrol(
     """Adapt a saved readout to a new voice from a few utterances per digit; save it as a new readout."""
     with user_errors():
         from spinlab.errors import ReadoutError
-        from spinlab.readout import load_readout
         from spinlab.registry import open_device
+        from spinlab.speech.readout import load_readout
 
         trained = load_readout(readout)
         paths = list(files or []) + list(more_files or [])
@@ -142,9 +142,9 @@ def enrol(
 
 
 def _enrolment_files(readout: Any, paths: List[Path]) -> tuple[list, list]:
-    from spinlab.audio import read_audio
     from spinlab.errors import ReadoutError
-    from spinlab.live import prepare
+    from spinlab.speech.audio import read_audio
+    from spinlab.speech.microphone import prepare
 
     samples, labels = [], []
     for path in paths:
@@ -159,7 +159,7 @@ def _enrolment_files(readout: Any, paths: List[Path]) -> tuple[list, list]:
 
 def _enrolment_microphone(readout: Any, input_device: Any, rate: Optional[int], per_digit: int) -> tuple[list, list]:
     from spinlab.errors import AudioInputError
-    from spinlab.live import Microphone, WordDetector, microphone_words, prepare
+    from spinlab.speech.microphone import Microphone, WordDetector, microphone_words, prepare
 
     samples, labels = [], []
     with Microphone(input_device, rate) as mic:
@@ -195,7 +195,7 @@ def _input(value: Optional[str]) -> Any:
 
 
 def _play(samples: Any, rate: int) -> None:
-    from spinlab.live import import_sounddevice
+    from spinlab.speech.microphone import import_sounddevice
 
     sd = import_sounddevice()
     sd.play(samples, rate)

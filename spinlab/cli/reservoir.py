@@ -27,8 +27,8 @@ def fetch_fsdd_command(
     With ``$SPINLAB_FSDD`` set (and no --dest or --force) the protocols read that copy, so it is
     checked instead and nothing is downloaded: the fetch works offline there."""
     with user_errors():
-        from spinlab.audio import (FSDD_COMMIT, FSDD_ENV, FSDD_RECORDINGS_SHA256, FSDD_URL, directory_digest,
-                                   fetch_fsdd, find_fsdd)
+        from spinlab.speech.audio import (FSDD_COMMIT, FSDD_ENV, FSDD_RECORDINGS_SHA256, FSDD_URL,
+                                          directory_digest, fetch_fsdd, find_fsdd)
 
         verified, local = True, bool(os.environ.get(FSDD_ENV)) and dest is None and not force
         if local:

@@ -30,10 +30,10 @@ from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils.monitor import recv_monitor_message
 
 from spinlab.engine.engine import Control, RunState
-from spinlab.errors import ConfigError, ControlError, RunAborted
+from spinlab.errors import ConfigError, ControlError, MessageFormatError, RunAborted
 from spinlab.monitoring import keys as keyfiles
 from spinlab.monitoring.addresses import bind_endpoint, connect_endpoint
-from spinlab.monitoring.messages import PROTOCOL_VERSION, ProtocolError, check_plain
+from spinlab.monitoring.messages import PROTOCOL_VERSION, check_plain
 
 log = logging.getLogger("spinlab.monitoring.control")
 
@@ -45,21 +45,21 @@ _HANDSHAKE_FAILURES = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAI
 
 
 def parse_request(body: bytes) -> str:
-    """The command of one request body (see module docstring); ProtocolError if malformed."""
+    """The command of one request body (see module docstring); MessageFormatError if malformed."""
     if len(body) > MAX_REQUEST_BYTES:
-        raise ProtocolError(f"request of {len(body)} bytes exceeds {MAX_REQUEST_BYTES}")
+        raise MessageFormatError(f"request of {len(body)} bytes exceeds {MAX_REQUEST_BYTES}")
     try:
         request = msgpack.unpackb(body, raw=False, strict_map_key=True)
     except Exception as exc:  # garbage raises assorted msgpack/Unicode errors
-        raise ProtocolError(f"request is not a msgpack map ({type(exc).__name__})") from None
+        raise MessageFormatError(f"request is not a msgpack map ({type(exc).__name__})") from None
     if not isinstance(request, dict):
-        raise ProtocolError(f"request must be a map, got {type(request).__name__}")
+        raise MessageFormatError(f"request must be a map, got {type(request).__name__}")
     version = request.get("v")
     if type(version) is not int or version != PROTOCOL_VERSION:
-        raise ProtocolError(f"protocol version {version!r} not supported (need {PROTOCOL_VERSION})")
+        raise MessageFormatError(f"protocol version {version!r} not supported (need {PROTOCOL_VERSION})")
     command = request.get("command")
     if not isinstance(command, str) or command not in COMMANDS:
-        raise ProtocolError(f"unknown command {command!r}; use one of {list(COMMANDS)}")
+        raise MessageFormatError(f"unknown command {command!r}; use one of {list(COMMANDS)}")
     return command
 
 
@@ -195,9 +195,9 @@ class ControlServer(Control):
         client = self._client_name(frames[-1])
         try:
             if len(rest) != 1:
-                raise ProtocolError(f"expected one body frame, got {len(rest)}")
+                raise MessageFormatError(f"expected one body frame, got {len(rest)}")
             reply = self._execute(rest[0].bytes, client)
-        except ProtocolError as exc:
+        except MessageFormatError as exc:
             self.counts["rejected"] += 1
             log.warning("rejected a control request from %s: %s", client, exc)
             reply = {"v": PROTOCOL_VERSION, "ok": False, "command": None, "state": self.state,

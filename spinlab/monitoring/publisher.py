@@ -33,7 +33,7 @@ from typing import Any, Mapping
 
 import zmq
 
-from spinlab.errors import ConfigError
+from spinlab.errors import ConfigError, MessageFormatError
 from spinlab.monitoring import messages
 from spinlab.monitoring.addresses import bind_endpoint
 
@@ -110,7 +110,7 @@ class Publisher:
 
     def publish(self, topic: str, header: Mapping[str, Any] | None = None,
                 arrays: Mapping[str, Any] | None = None) -> None:
-        """Queue one message; never blocks. Invalid topics/payloads raise ProtocolError."""
+        """Queue one message; never blocks. Invalid topics/payloads raise MessageFormatError."""
         if self._closing:
             return
         now = time.time()
@@ -119,13 +119,13 @@ class Publisher:
             seq = self._seq
             try:
                 frames = messages.encode(topic, self.run_id, seq, now, payload, arrays)
-            except messages.ProtocolError:
+            except MessageFormatError:
                 self._stats["rejected"] += 1
                 raise
             size = sum(len(f) if isinstance(f, bytes) else f.nbytes for f in frames)
             if size > self.queue_bytes:
                 self._stats["rejected"] += 1
-                raise messages.ProtocolError(
+                raise MessageFormatError(
                     f"{topic!r} message of {size} bytes exceeds the monitor queue ({self.queue_bytes} "
                     "bytes); publish a preview (Run.preview) instead of the full data")
             dropped_before = self._stats["dropped"]

@@ -19,7 +19,7 @@ import struct
 from pathlib import Path
 from typing import BinaryIO, Iterator, Sequence
 
-from spinlab.errors import ConfigError
+from spinlab.errors import ConfigError, MessageFormatError
 from spinlab.monitoring import messages
 
 log = logging.getLogger("spinlab.monitoring.recording")
@@ -67,14 +67,14 @@ def read_recording(path: str | Path) -> Iterator[messages.Message]:
         raise ConfigError(f"cannot read the recording {str(path)!r}: {exc.strerror or exc}") from None
     with f:
         if f.read(len(MAGIC)) != MAGIC:
-            raise messages.ProtocolError(f"{path} is not a spinlab monitor recording (bad magic)")
+            raise MessageFormatError(f"{path} is not a spinlab monitor recording (bad magic)")
         while True:
             frames = _read_frames(f)
             if frames is None:
                 return
             try:
                 yield messages.decode(frames)
-            except messages.ProtocolError as exc:
+            except MessageFormatError as exc:
                 log.warning("skipped an invalid message in %s: %s", path, exc)
 
 
@@ -84,7 +84,7 @@ def _read_frames(f: BinaryIO) -> list[bytes] | None:
         return None
     (count,) = struct.unpack("<I", head)
     if not 2 <= count <= _MAX_FRAMES:
-        raise messages.ProtocolError(f"corrupt recording: message with {count} frames")
+        raise MessageFormatError(f"corrupt recording: message with {count} frames")
     frames = []
     for _ in range(count):
         raw = f.read(8)
@@ -92,7 +92,7 @@ def _read_frames(f: BinaryIO) -> list[bytes] | None:
             return None
         (length,) = struct.unpack("<Q", raw)
         if length > messages.MAX_MESSAGE_BYTES:
-            raise messages.ProtocolError(f"corrupt recording: frame of {length} bytes")
+            raise MessageFormatError(f"corrupt recording: frame of {length} bytes")
         data = f.read(length)
         if len(data) < length:
             return None

@@ -12,6 +12,7 @@ from typing import Iterator, Sequence
 
 import zmq
 
+from spinlab.errors import MessageFormatError
 from spinlab.monitoring import messages
 from spinlab.monitoring.addresses import connect_endpoint
 
@@ -93,7 +94,7 @@ class Subscriber:
         """Validate raw frames and update bookkeeping; ``None`` when rejected or a duplicate."""
         try:
             msg = messages.decode(frames)
-        except messages.ProtocolError as exc:
+        except MessageFormatError as exc:
             self.rejected += 1
             log.warning("rejected a monitoring message: %s", exc)
             return None

@@ -23,7 +23,7 @@ from pydantic import Field, model_validator
 from scipy import fft as sfft
 from scipy import signal as ssignal
 
-from spinlab.audio import FSDD_RATE_HZ, Utterance, speed_perturb
+from spinlab.speech.audio import FSDD_RATE_HZ, Utterance, speed_perturb
 from spinlab.config import Config, Positive, PositiveInt
 from spinlab.errors import ConfigError
 

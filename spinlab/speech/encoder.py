@@ -14,7 +14,7 @@ This module holds :class:`Encoder` (mask, scaling, drive layout), :func:`node_st
 (drive a Device with many utterances) and :func:`pool_states` (one vector per utterance). The
 readout, :class:`~spinlab.analysis.ridge.RidgeReadout` with :func:`~spinlab.analysis.ridge.fit_cv`
 (grouped k-fold choice of the regularisation on the training set only), is analysis:
-:mod:`spinlab.analysis.ridge` (still importable from here).
+:mod:`spinlab.analysis.ridge`.
 
 Why pooling: the per-frame readout (Torrejon et al.) sums frame votes, so it cannot tell *when*
 in a word a sound occurs, and it learns the training voices' spectra frame by frame. Averaging
@@ -29,7 +29,6 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from spinlab.analysis.ridge import RidgeReadout, fit_cv, select_alpha  # noqa: F401 - their old home
 from spinlab.device import Device
 from spinlab.errors import ConfigError
 from spinlab.waveform import Waveform
