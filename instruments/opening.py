@@ -24,9 +24,6 @@ if TYPE_CHECKING:
     from spinlab.instruments.bench import Bench
 
 EMULATORS_GROUP = "spinlab.emulators"
-#: spinlab's own emulator, for an install whose metadata predates the ``spinlab.emulators``
-#: group (an editable install keeps the entry points it was installed with).
-BUILTIN_EMULATORS = {"emulated": "spinlab.sim_backends.emulated.station:open_emulated_bench"}
 
 Emulator = Callable[..., "Bench"]
 
@@ -36,10 +33,8 @@ def emulator_for(visa_library: str) -> Emulator:
     for entry in metadata.entry_points(group=EMULATORS_GROUP):
         if entry.name == visa_library:
             return entry.load()
-    builtin = BUILTIN_EMULATORS.get(visa_library)
-    if builtin is None:
-        raise ConfigError(f"no installed package emulates visa_library = {visa_library!r}")
-    return metadata.EntryPoint(visa_library, builtin, EMULATORS_GROUP).load()
+    raise ConfigError(f"no installed package emulates visa_library = {visa_library!r} (spinlab's own "
+                      "'emulated' is registered when spinlab is installed: pip install -e . again)")
 
 
 def open_bench(target: str, *, device: str = "sim:vortex", seed: int | str = 0,

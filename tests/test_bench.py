@@ -408,16 +408,16 @@ def test_the_hardware_layer_opens_the_emulated_bench_without_importing_a_backend
 
 
 def test_the_emulated_station_is_registered_by_the_backends_in_the_package_metadata() -> None:
-    """pyproject.toml declares the emulator the hardware layer asks for (an editable install made
-    before the group existed falls back to the same target)."""
+    """pyproject.toml declares the emulator the hardware layer asks for, and the installed
+    metadata finds it."""
     import tomllib
     from importlib.metadata import EntryPoint
     from pathlib import Path
 
-    from spinlab.instruments.opening import BUILTIN_EMULATORS, EMULATORS_GROUP
+    from spinlab.instruments.opening import EMULATORS_GROUP, emulator_for
     from spinlab.sim_backends.emulated.station import open_emulated_bench
 
     project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
     declared = project["entry-points"][EMULATORS_GROUP]
-    assert declared == BUILTIN_EMULATORS
     assert EntryPoint("emulated", declared["emulated"], EMULATORS_GROUP).load() is open_emulated_bench
+    assert emulator_for("emulated") is open_emulated_bench
