@@ -13,6 +13,7 @@ The same ``acquire`` batches (drives from the same seed) go through three writer
 Scenarios are interleaved and repeated; medians are reported. Prints JSON lines: wall time per
 scenario, batches per second and the ratio to ``before`` (target: ``engine`` within 10 %).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,7 +41,7 @@ def before(root: Path, device, config, seed: int) -> float:
                 else:
                     ds = f[name]
                     ds.resize(ds.shape[0] + rows.shape[0], axis=0)
-                    ds[-rows.shape[0]:] = rows
+                    ds[-rows.shape[0] :] = rows
         f.flush()
     return time.perf_counter() - t0
 
@@ -56,7 +57,9 @@ def engine(root: Path, device, config, seed: int, sync_interval_s: float) -> flo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", action="append", help="device addresses (default: sim:vortex and bench:emulated)")
+    parser.add_argument(
+        "--device", action="append", help="device addresses (default: sim:vortex and bench:emulated)"
+    )
     parser.add_argument("--duration", type=float, default=2e-2, help="device time per acquisition (s)")
     parser.add_argument("--record-s", type=float, default=1e-4)
     parser.add_argument("--repeats", type=int, default=5)
@@ -65,8 +68,9 @@ def main() -> None:
     from spinlab import open_device
     from spinlab.protocols.acquire import AcquireConfig
 
-    config = AcquireConfig(duration_s=args.duration, record_s=args.record_s,
-                           conditions={"bias_A": (6.5e-3, 7.5e-3, 8.5e-3)})
+    config = AcquireConfig(
+        duration_s=args.duration, record_s=args.record_s, conditions={"bias_A": (6.5e-3, 7.5e-3, 8.5e-3)}
+    )
     for address in args.device or ["sim:vortex", "bench:emulated"]:
         times: dict[str, list[float]] = {"before": [], "engine": [], "engine_fsync_each": []}
         with open_device(address, defaults={"seed": 0}) as device, tempfile.TemporaryDirectory() as tmp:
@@ -79,12 +83,23 @@ def main() -> None:
         ref = statistics.median(times["before"])
         for name, values in times.items():
             wall = statistics.median(values)
-            print(json.dumps({"metric": "durability_cost", "device": address, "scenario": name,
-                              "batches": config.n_batches, "recordings": config.n_batches * 3,
-                              "wall_s_median": round(wall, 4), "wall_s_all": [round(v, 4) for v in values],
-                              "batches_per_s": round(config.n_batches / wall, 1),
-                              "ratio_vs_before": round(wall / ref, 4), "repeats": args.repeats}),
-                  flush=True)
+            print(
+                json.dumps(
+                    {
+                        "metric": "durability_cost",
+                        "device": address,
+                        "scenario": name,
+                        "batches": config.n_batches,
+                        "recordings": config.n_batches * 3,
+                        "wall_s_median": round(wall, 4),
+                        "wall_s_all": [round(v, 4) for v in values],
+                        "batches_per_s": round(config.n_batches / wall, 1),
+                        "ratio_vs_before": round(wall / ref, 4),
+                        "repeats": args.repeats,
+                    }
+                ),
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

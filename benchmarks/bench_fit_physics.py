@@ -15,6 +15,7 @@ characterize`` on the same bench, and the fitted model against a twin on fresh d
 
 Prints JSON lines ``{"metric": ..., "value": ..., "unit": ...}``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,7 +29,8 @@ import numpy as np
 
 from spinlab import open_device
 from spinlab.engine import RunEngine
-from spinlab.protocols import acquire as acquire_plan, characterize
+from spinlab.protocols import acquire as acquire_plan
+from spinlab.protocols import characterize
 from spinlab.protocols.acquire import AcquireConfig
 from spinlab.protocols.fit_physics import FitConfig, fit_physics, read_run, split_rows
 from spinlab.protocols.twin_eval import EvalConfig, evaluate
@@ -60,57 +62,107 @@ def twin_nrmse(recordings, device_address: str, eval_config: EvalConfig, wall_s:
     """Train a twin offline on the same recordings (the fit's split) and score it like the fit."""
     from spinlab.sim_backends.twin_device import TwinDevice
     from spinlab.twin.checkpoint import TwinMeta
-    from spinlab.twin.trajectory import Trajectory, condition_ranges, fit_normalisation
     from spinlab.twin.model import TwinArchitecture, build_model
     from spinlab.twin.train import TrainConfig, train_offline
+    from spinlab.twin.trajectory import Trajectory, condition_ranges, fit_normalisation
 
     names = tuple(n for n, v in recordings.conditions.items() if np.ptp(v) > 0)
-    trajectories = [Trajectory(d, r, recordings.dt_s, {n: float(recordings.conditions[n][i]) for n in names},
-                               initial="rest")
-                    for i, (d, r) in enumerate(zip(recordings.drive_V, recordings.response_V))]
+    trajectories = [
+        Trajectory(
+            d, r, recordings.dt_s, {n: float(recordings.conditions[n][i]) for n in names}, initial="rest"
+        )
+        for i, (d, r) in enumerate(zip(recordings.drive_V, recordings.response_V))
+    ]
     train, held = split_rows(recordings)[:2]
     arch = TwinArchitecture(condition_names=names, hidden=64, interpolation="hold")
     model = build_model(arch, fit_normalisation([trajectories[i] for i in train], names))
-    result = train_offline(model, [trajectories[i] for i in train], [trajectories[i] for i in held],
-                           TrainConfig(max_wall_s=wall_s, target_nrmse=1e-3, settle_samples=0))
-    meta = TwinMeta(dt_s=recordings.dt_s, settle_samples=0,
-                    condition_ranges=condition_ranges([trajectories[i] for i in train], names))
+    result = train_offline(
+        model,
+        [trajectories[i] for i in train],
+        [trajectories[i] for i in held],
+        TrainConfig(max_wall_s=wall_s, target_nrmse=1e-3, settle_samples=0),
+    )
+    meta = TwinMeta(
+        dt_s=recordings.dt_s,
+        settle_samples=0,
+        condition_ranges=condition_ranges([trajectories[i] for i in train], names),
+    )
     with open_device(device_address) as dev:
         summary = evaluate(TwinDevice(model, meta, limits=dev.limits), dev, eval_config, fresh_drives())
-    return {"nrmse": summary["nrmse"], "noise_corrected": summary.get("nrmse_noise_corrected"),
-            "validation_nrmse": result.best_nrmse, "steps": result.steps}
+    return {
+        "nrmse": summary["nrmse"],
+        "noise_corrected": summary.get("nrmse_noise_corrected"),
+        "validation_nrmse": result.best_nrmse,
+        "steps": result.steps,
+    }
 
 
 def bench_macrospin(root: Path, grid_points: int, twin_wall_s: float) -> None:
-    address = "sim:macrospin?" + "&".join(f"{k}={v}" for k, v in MACROSPIN_TRUTH.items()) + "&" + MACROSPIN_SETUP
-    run_dir = acquire(root, address, AcquireConfig(duration_s=96 * 3e-9, conditions={"field_T": (0.04, 0.05, 0.06)},
-                                                   **MACROSPIN_DRIVES), seed=1)
+    address = (
+        "sim:macrospin?" + "&".join(f"{k}={v}" for k, v in MACROSPIN_TRUTH.items()) + "&" + MACROSPIN_SETUP
+    )
+    run_dir = acquire(
+        root,
+        address,
+        AcquireConfig(duration_s=96 * 3e-9, conditions={"field_T": (0.04, 0.05, 0.06)}, **MACROSPIN_DRIVES),
+        seed=1,
+    )
     recordings = read_run(run_dir)
     names = tuple(MACROSPIN_TRUTH)
     fit = fit_physics(recordings, FitConfig(model="macrospin", params=names, seed=0))
     for name, truth in MACROSPIN_TRUTH.items():
         entry = fit["params"][name]
-        emit("macrospin_recovery_error", 100 * (entry["value"] / truth - 1), "%", param=name,
-             uncertainty_pct=round(100 * entry["relative_uncertainty"], 3), temperature_K=300)
+        emit(
+            "macrospin_recovery_error",
+            100 * (entry["value"] / truth - 1),
+            "%",
+            param=name,
+            uncertainty_pct=round(100 * entry["relative_uncertainty"], 3),
+            temperature_K=300,
+        )
     emit("macrospin_fit_wall_s", fit["wall_s"], "s", loss=fit["loss"], starts=8, screen=64)
-    grid = fit_physics(recordings, FitConfig(model="macrospin", params=names, method="grid",
-                                             grid_points=grid_points))
+    grid = fit_physics(
+        recordings, FitConfig(model="macrospin", params=names, method="grid", grid_points=grid_points)
+    )
     reached = time_to_reach(fit["trace"], grid["loss"])
     emit("macrospin_grid_wall_s", grid["wall_s"], "s", points=grid_points ** len(names), loss=grid["loss"])
     emit("macrospin_fit_time_to_grid_best_s", reached, "s")
-    emit("macrospin_grid_over_fit_time", grid["wall_s"] / reached, "x", fit_final_loss=fit["loss"],
-         grid_best_loss=grid["loss"])
+    emit(
+        "macrospin_grid_over_fit_time",
+        grid["wall_s"] / reached,
+        "x",
+        fit_final_loss=fit["loss"],
+        grid_best_loss=grid["loss"],
+    )
     fitted_address = _model_file(root, "macrospin", fit)
-    fresh = EvalConfig(n_drives=12, record_s=MACROSPIN_DRIVES["record_s"], dt_s=MACROSPIN_DRIVES["dt_s"],
-                       hold_s=MACROSPIN_DRIVES["hold_s"], amplitude_V=0.3,
-                       conditions={"field_T": (0.04, 0.05, 0.06)}, repeats=8)
+    fresh = EvalConfig(
+        n_drives=12,
+        record_s=MACROSPIN_DRIVES["record_s"],
+        dt_s=MACROSPIN_DRIVES["dt_s"],
+        hold_s=MACROSPIN_DRIVES["hold_s"],
+        amplitude_V=0.3,
+        conditions={"field_T": (0.04, 0.05, 0.06)},
+        repeats=8,
+    )
     with open_device(fitted_address + "?temperature_K=0") as model, open_device(address) as dev:
         scored = evaluate(model, dev, fresh, fresh_drives())
-        emit("macrospin_fresh_nrmse", scored["nrmse"], "", model="fitted macrospin as sim:PATH",
-             noise_corrected=scored["nrmse_noise_corrected"])
+        emit(
+            "macrospin_fresh_nrmse",
+            scored["nrmse"],
+            "",
+            model="fitted macrospin as sim:PATH",
+            noise_corrected=scored["nrmse_noise_corrected"],
+        )
     twin = twin_nrmse(recordings, address, fresh, twin_wall_s)
-    emit("macrospin_fresh_nrmse", twin["nrmse"], "", model="twin (same recordings)", steps=twin["steps"],
-         wall_s=twin_wall_s, noise_corrected=twin["noise_corrected"])
+    emit(
+        "macrospin_fresh_nrmse",
+        twin["nrmse"],
+        "",
+        model="twin (same recordings)",
+        steps=twin["steps"],
+        wall_s=twin_wall_s,
+        noise_corrected=twin["noise_corrected"],
+    )
 
 
 def bench_macrospin_trials(root: Path, trials: int) -> None:
@@ -119,25 +171,45 @@ def bench_macrospin_trials(root: Path, trials: int) -> None:
     rng = np.random.default_rng(7)
     done = 0
     while done < trials:
-        truth = {"alpha": rng.uniform(0.012, 0.035), "Hd_A_per_m": rng.uniform(3e5, 8e5),
-                 "tmr": rng.uniform(0.6, 1.8), "R_P_ohm": rng.uniform(30, 120)}
+        truth = {
+            "alpha": rng.uniform(0.012, 0.035),
+            "Hd_A_per_m": rng.uniform(3e5, 8e5),
+            "tmr": rng.uniform(0.6, 1.8),
+            "R_P_ohm": rng.uniform(30, 120),
+        }
         critical = float(MacrospinParams(**truth).critical_current_A(0.04).detach())
         if 3.3e-3 > 0.9 * critical:  # the drive's largest current must stay sub-threshold
             continue
-        address = ("sim:macrospin?" + "&".join(f"{k}={v}" for k, v in truth.items()) + "&" + MACROSPIN_SETUP)
-        run_dir = acquire(root, address, AcquireConfig(duration_s=96 * 3e-9, conditions={"field_T": (0.04, 0.05, 0.06)},
-                                                       **MACROSPIN_DRIVES), seed=done)
+        address = "sim:macrospin?" + "&".join(f"{k}={v}" for k, v in truth.items()) + "&" + MACROSPIN_SETUP
+        run_dir = acquire(
+            root,
+            address,
+            AcquireConfig(
+                duration_s=96 * 3e-9, conditions={"field_T": (0.04, 0.05, 0.06)}, **MACROSPIN_DRIVES
+            ),
+            seed=done,
+        )
         fit = fit_physics(read_run(run_dir), FitConfig(model="macrospin", params=tuple(truth), seed=done))
         errors = {k: 100 * (fit["params"][k]["value"] / v - 1) for k, v in truth.items()}
-        emit("macrospin_trial_max_error", max(abs(e) for e in errors.values()), "%", trial=done,
-             errors_pct={k: round(e, 2) for k, e in errors.items()}, wall_s=round(fit["wall_s"], 2))
+        emit(
+            "macrospin_trial_max_error",
+            max(abs(e) for e in errors.values()),
+            "%",
+            trial=done,
+            errors_pct={k: round(e, 2) for k, e in errors.items()},
+            wall_s=round(fit["wall_s"], 2),
+        )
         done += 1
 
 
 def bench_vortex(root: Path, twin_wall_s: float) -> None:
     reference = RunEngine(root).run(characterize.plan(), "bench:emulated").summary
-    run_dir = acquire(root, "bench:emulated", AcquireConfig(duration_s=3e-3, conditions={"bias_A": (6.5e-3, 7.5e-3, 8.5e-3)}),
-                      seed=2)
+    run_dir = acquire(
+        root,
+        "bench:emulated",
+        AcquireConfig(duration_s=3e-3, conditions={"bias_A": (6.5e-3, 7.5e-3, 8.5e-3)}),
+        seed=2,
+    )
     recordings = read_run(run_dir)
     names = ("threshold_A", "gamma_G_per_s", "Q", "detector_V_per_p", "drive_gain_A_per_V")
     fit = fit_physics(recordings, FitConfig(model="vortex", params=names))
@@ -145,26 +217,56 @@ def bench_vortex(root: Path, twin_wall_s: float) -> None:
 
     params = VortexParams(**fit["values"])
     tau = float(params.relaxation_time_s(reference["relaxation_bias_A"]))
-    emit("vortex_bench_threshold_vs_characterize", 100 * (params.threshold_A / reference["threshold_A"] - 1), "%",
-         fitted_A=params.threshold_A, characterize_A=reference["threshold_A"])
-    emit("vortex_bench_relaxation_vs_characterize", 100 * (tau / reference["relaxation_time_s"] - 1), "%",
-         fitted_s=tau, characterize_s=reference["relaxation_time_s"], bias_A=reference["relaxation_bias_A"])
+    emit(
+        "vortex_bench_threshold_vs_characterize",
+        100 * (params.threshold_A / reference["threshold_A"] - 1),
+        "%",
+        fitted_A=params.threshold_A,
+        characterize_A=reference["threshold_A"],
+    )
+    emit(
+        "vortex_bench_relaxation_vs_characterize",
+        100 * (tau / reference["relaxation_time_s"] - 1),
+        "%",
+        fitted_s=tau,
+        characterize_s=reference["relaxation_time_s"],
+        bias_A=reference["relaxation_bias_A"],
+    )
     emit("vortex_bench_fit_wall_s", fit["wall_s"], "s", loss=fit["loss"])
     fresh = EvalConfig(n_drives=6, conditions={"bias_A": (6.5e-3, 7.5e-3, 8.5e-3)}, repeats=4)
-    with open_device(_model_file(root, "vortex", fit) + "?noise=0") as model, open_device("bench:emulated") as dev:
-        scored = evaluate(model, dev, fresh, fresh_drives())  # the file reads like the bench: 0 V rest, 5 points
-        emit("vortex_bench_fresh_nrmse", scored["nrmse"], "", model="fitted vortex as sim:PATH",
-             noise_corrected=scored["nrmse_noise_corrected"], measurement=fit["measurement"])
+    with (
+        open_device(_model_file(root, "vortex", fit) + "?noise=0") as model,
+        open_device("bench:emulated") as dev,
+    ):
+        scored = evaluate(
+            model, dev, fresh, fresh_drives()
+        )  # the file reads like the bench: 0 V rest, 5 points
+        emit(
+            "vortex_bench_fresh_nrmse",
+            scored["nrmse"],
+            "",
+            model="fitted vortex as sim:PATH",
+            noise_corrected=scored["nrmse_noise_corrected"],
+            measurement=fit["measurement"],
+        )
     twin = twin_nrmse(recordings, "bench:emulated", fresh, twin_wall_s)
-    emit("vortex_bench_fresh_nrmse", twin["nrmse"], "", model="twin (same recordings)", steps=twin["steps"],
-         wall_s=twin_wall_s, noise_corrected=twin["noise_corrected"])
-
+    emit(
+        "vortex_bench_fresh_nrmse",
+        twin["nrmse"],
+        "",
+        model="twin (same recordings)",
+        steps=twin["steps"],
+        wall_s=twin_wall_s,
+        noise_corrected=twin["noise_corrected"],
+    )
 
 
 def _model_file(root: Path, model: str, fit: dict) -> str:
     from spinlab.sim_backends.model_file import save_model
 
-    path = save_model(root / f"{model}-{time.time_ns()}.json", model, fit["device_options"], {"benchmark": True})
+    path = save_model(
+        root / f"{model}-{time.time_ns()}.json", model, fit["device_options"], {"benchmark": True}
+    )
     return f"sim:{path}"
 
 

@@ -15,6 +15,7 @@ latency does not depend on how well it was trained). Prints one JSON line per ba
 ``{"metric": "listen_latency_s", "device": ..., "latency_s": median, "hang_s": ..., "stages_s":
 {...}, "target_s": 0.5}``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,7 +49,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--readout", default=None, help="readout for --device (default: train one)")
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="FSDD recordings folder")
     parser.add_argument("--repeats", type=int, default=5, help="words per backend")
-    parser.add_argument("--piece-frames", type=int, default=8, help="as `spinlab listen --piece-frames` (0: whole word)")
+    parser.add_argument(
+        "--piece-frames", type=int, default=8, help="as `spinlab listen --piece-frames` (0: whole word)"
+    )
     args = parser.parse_args(argv)
 
     word = _one_second_word(args.data)
@@ -60,13 +63,23 @@ def main(argv: list[str] | None = None) -> None:
                 readout.recognise(device, [word], args.piece_frames)  # warm-up: numba / torch first calls
                 runs = [_play(readout, device, word, seed, args.piece_frames) for seed in range(args.repeats)]
             stages = {k: float(np.median([r[k] for r in runs])) for k in runs[0] if k != "latency_s"}
-            print(json.dumps({"metric": "listen_latency_s", "device": address,
-                              "latency_s": float(np.median([r["latency_s"] for r in runs])),
-                              "latency_max_s": float(np.max([r["latency_s"] for r in runs])),
-                              "hang_s": WordDetector(RATE_HZ).hang_s, "stages_s": stages,
-                              "word_s": len(word) / readout.rate_Hz, "repeats": args.repeats,
-                              "piece_frames": args.piece_frames,
-                              "target_s": 0.5}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "metric": "listen_latency_s",
+                        "device": address,
+                        "latency_s": float(np.median([r["latency_s"] for r in runs])),
+                        "latency_max_s": float(np.max([r["latency_s"] for r in runs])),
+                        "hang_s": WordDetector(RATE_HZ).hang_s,
+                        "stages_s": stages,
+                        "word_s": len(word) / readout.rate_Hz,
+                        "repeats": args.repeats,
+                        "piece_frames": args.piece_frames,
+                        "target_s": 0.5,
+                    }
+                ),
+                flush=True,
+            )
 
 
 def _one_second_word(data: str) -> np.ndarray:
@@ -79,8 +92,24 @@ def _one_second_word(data: str) -> np.ndarray:
 def _train(address: str, data: str, root: Path) -> Path:
     from typer.testing import CliRunner
 
-    result = CliRunner().invoke(app, ["run", "spoken-digits", "--device", address, "--data", data, "--limit", "300",
-                                      "--augment-speeds", "none", "--runs-dir", str(root / "runs"), "--json"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "spoken-digits",
+            "--device",
+            address,
+            "--data",
+            data,
+            "--limit",
+            "300",
+            "--augment-speeds",
+            "none",
+            "--runs-dir",
+            str(root / "runs"),
+            "--json",
+        ],
+    )
     if result.exit_code != 0:
         raise SystemExit(f"training a readout on {address} failed: {result.output}")
     return Path(json.loads(result.stdout.strip().splitlines()[-1])["run_dir"])
@@ -89,14 +118,16 @@ def _train(address: str, data: str, root: Path) -> Path:
 def _play(readout, device, word: np.ndarray, seed: int, piece_frames: int) -> dict[str, float]:
     """Feed silence, the word, silence in real time; return the recognised word's timings."""
     rng = np.random.default_rng(seed)
-    audio = np.concatenate([np.zeros(RATE_HZ // 2), resample_poly(word, RATE_HZ // 8000, 1), np.zeros(RATE_HZ)])
+    audio = np.concatenate(
+        [np.zeros(RATE_HZ // 2), resample_poly(word, RATE_HZ // 8000, 1), np.zeros(RATE_HZ)]
+    )
     audio += 10 ** (-70 / 20) * rng.standard_normal(audio.size)
     detector = WordDetector(RATE_HZ)
     block = int(BLOCK_S * RATE_HZ)
     start = time.perf_counter()
     for k in range(len(audio) // block):
         time.sleep(max(0.0, start + (k + 1) * BLOCK_S - time.perf_counter()))  # the sound card's pace
-        words = detector.feed(audio[k * block:(k + 1) * block], time.perf_counter())
+        words = detector.feed(audio[k * block : (k + 1) * block], time.perf_counter())
         for found, result in recognise_stream(readout, device, words, piece_frames):
             if isinstance(result, Exception):
                 raise SystemExit(f"the benchmark word was refused: {result}")

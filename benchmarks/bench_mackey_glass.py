@@ -13,6 +13,7 @@
     python benchmarks/bench_mackey_glass.py /tmp/sky.pt
     python benchmarks/bench_mackey_glass.py /tmp/sky.pt --no-vortex --repeats 3
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_twin import matmul_rate  # noqa: E402
+
 from spinlab import open_device  # noqa: E402
 from spinlab.engine import RunEngine  # noqa: E402
 from spinlab.protocols import mackey_glass  # noqa: E402
@@ -44,8 +46,11 @@ def emit(**values) -> None:
 
 def bench(address: str, data: Path, repeats: int) -> None:
     device = open_device(address)
-    flops_per_step = device.model.arch.flops_per_rk4_step() if hasattr(device, "model") and hasattr(
-        device.model, "arch") else None
+    flops_per_step = (
+        device.model.arch.flops_per_rk4_step()
+        if hasattr(device, "model") and hasattr(device.model, "arch")
+        else None
+    )
     peak = matmul_rate("cpu")
     best = None
     with tempfile.TemporaryDirectory() as runs:
@@ -57,20 +62,32 @@ def bench(address: str, data: Path, repeats: int) -> None:
                 best = (wall, summary)
     peak = max(peak, matmul_rate("cpu"))
     wall, s = best
-    line = {"metric": "mackey_glass", "device": address, "wall_s": round(wall, 2),
-            "device_s": round(s["device_s"], 2), "n_points": s["n_points"], "n_nodes": s["n_nodes"],
-            "theta_s": s["theta_s"], "device_samples": s["device_samples"],
-            "samples_per_s": round(s["device_samples"] / s["device_s"]),
-            "protocol_samples_per_s": round(s["drive_samples"] / wall),
-            "device_real_time_s": s["drive_samples"] * s["dt_s"],
-            "matmul_gflops": round(peak / 1e9, 2), "target_wall_s": TARGET_WALL_S,
-            **{k: round(s[k], 5) for k in s if k.startswith(("nrmse_h", "baseline_nrmse_h"))},
-            "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-            "load_average": [round(v, 1) for v in os.getloadavg()]}
+    line = {
+        "metric": "mackey_glass",
+        "device": address,
+        "wall_s": round(wall, 2),
+        "device_s": round(s["device_s"], 2),
+        "n_points": s["n_points"],
+        "n_nodes": s["n_nodes"],
+        "theta_s": s["theta_s"],
+        "device_samples": s["device_samples"],
+        "samples_per_s": round(s["device_samples"] / s["device_s"]),
+        "protocol_samples_per_s": round(s["drive_samples"] / wall),
+        "device_real_time_s": s["drive_samples"] * s["dt_s"],
+        "matmul_gflops": round(peak / 1e9, 2),
+        "target_wall_s": TARGET_WALL_S,
+        **{k: round(s[k], 5) for k in s if k.startswith(("nrmse_h", "baseline_nrmse_h"))},
+        "threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "load_average": [round(v, 1) for v in os.getloadavg()],
+    }
     if flops_per_step:
         achieved = flops_per_step * s["device_samples"] / s["device_s"]
-        line.update(mlp_flops_per_rk4_step=flops_per_step, achieved_gflops=round(achieved / 1e9, 2),
-                    fraction_of_matmul=round(achieved / peak, 3))
+        line.update(
+            mlp_flops_per_rk4_step=flops_per_step,
+            achieved_gflops=round(achieved / 1e9, 2),
+            fraction_of_matmul=round(achieved / peak, 3),
+        )
     emit(**line)
     device.close()
 

@@ -25,6 +25,7 @@ and never reads again; before timing starts, previews are published until its bu
 per web scenario: the CPU the bridge and the browser (all its processes) used while the loop
 was timed, what the browser showed at the end, and per page what the bridge sent and skipped.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,14 +61,31 @@ def subscriber_main(endpoint: str, stall: bool, timeout_s: float) -> None:
         # like a live view: wake up ~10 times a second and take the whole batch
         time.sleep(0.1)
         got_stop = any(m.topic == "stop" for m in sub.drain())
-    print(json.dumps({"received": sub.received, "missed": sub.missed, "rejected": sub.rejected,
-                      "got_stop": got_stop, "cpu_s": round(time.process_time() - cpu0, 3)}), flush=True)
+    print(
+        json.dumps(
+            {
+                "received": sub.received,
+                "missed": sub.missed,
+                "rejected": sub.rejected,
+                "got_stop": got_stop,
+                "cpu_s": round(time.process_time() - cpu0, 3),
+            }
+        ),
+        flush=True,
+    )
     sub.close()
 
 
 CHROMIUM = os.environ.get("SPINLAB_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
 
 
@@ -82,16 +100,26 @@ def browser_main(url: str, timeout_s: float) -> None:
         return ws_reader_main(url, timeout_s)
     with tempfile.TemporaryDirectory() as profile, sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
-            profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
         page = context.new_page()
         page.goto(url)
         page.wait_for_selector('#conn[data-state="live"]', timeout=timeout_s * 1000)
         print("ready", flush=True)
-        page.wait_for_function("() => ['completed', 'failed', 'aborted'].includes("
-                               "document.getElementById('status').textContent)", timeout=timeout_s * 1000)
-        shown = {k: page.text_content(f"#{k}") for k in ("status", "progress-text", "stat-lost", "stat-messages")}
-        print(json.dumps({"engine": f"chromium {context.browser.version if context.browser else ''}".strip(),
-                          **shown}), flush=True)
+        page.wait_for_function(
+            "() => ['completed', 'failed', 'aborted'].includes("
+            "document.getElementById('status').textContent)",
+            timeout=timeout_s * 1000,
+        )
+        shown = {
+            k: page.text_content(f"#{k}") for k in ("status", "progress-text", "stat-lost", "stat-messages")
+        }
+        print(
+            json.dumps(
+                {"engine": f"chromium {context.browser.version if context.browser else ''}".strip(), **shown}
+            ),
+            flush=True,
+        )
         sys.stdin.readline()  # stay connected until the parent has read the bridge's counts
         context.close()
 
@@ -114,9 +142,18 @@ def ws_reader_main(url: str, timeout_s: float) -> None:
                         status = msg["payload"].get("status")
                     elif msg["topic"] == "progress":
                         progress = f"{msg['payload']['done']} / {msg['payload']['total']}"
-            print(json.dumps({"engine": "websocket reader (no Chromium)", "status": status,
-                              "progress-text": progress, "frames": frames,
-                              "stat-lost": frame.get("stats", {}).get("client", {}).get("lost")}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "engine": "websocket reader (no Chromium)",
+                        "status": status,
+                        "progress-text": progress,
+                        "frames": frames,
+                        "stat-lost": frame.get("stats", {}).get("client", {}).get("lost"),
+                    }
+                ),
+                flush=True,
+            )
             await asyncio.to_thread(sys.stdin.readline)  # stay connected (see browser_main)
 
     asyncio.run(read())
@@ -126,12 +163,28 @@ class WebWatchers:
     """The web bridge (``spinlab monitor ENDPOINT --web``), one browser, optionally stalled pages."""
 
     def __init__(self, endpoint: str, stalled: int, timeout_s: float = 120.0) -> None:
-        self.bridge = subprocess.Popen([sys.executable, "-c", "from spinlab.cli import main; main()",
-                                        "monitor", endpoint, "--web", "127.0.0.1:0"],
-                                       stdout=subprocess.PIPE, text=True, env=ENV)
+        self.bridge = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from spinlab.cli import main; main()",
+                "monitor",
+                endpoint,
+                "--web",
+                "127.0.0.1:0",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=ENV,
+        )
         self.url = self.bridge.stdout.readline().split()[3]
-        self.browser = subprocess.Popen([sys.executable, __file__, "--browser", self.url],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=ENV)
+        self.browser = subprocess.Popen(
+            [sys.executable, __file__, "--browser", self.url],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=ENV,
+        )
         assert self.browser.stdout.readline().strip() == "ready", "the browser did not load the page"
         self.stalled = [stalled_page(self.url) for _ in range(stalled)]
         deadline = time.monotonic() + timeout_s
@@ -146,7 +199,7 @@ class WebWatchers:
             for _ in range(20):
                 publish()
             time.sleep(0.1)
-            sent = sorted(p["sent"] for p in self.state()["pages"])[:len(self.stalled)]
+            sent = sorted(p["sent"] for p in self.state()["pages"])[: len(self.stalled)]
             if sent != last:
                 last, steady_since = sent, time.monotonic()
             elif time.monotonic() - steady_since > 1.0:
@@ -170,8 +223,11 @@ class WebWatchers:
         self.bridge.terminate()
         self.bridge.communicate(timeout=30)
         shown = json.loads(line) if line.strip() else {"error": "no output"}
-        return {"browser": shown, "pages": sorted(state["pages"], key=lambda p: -p["sent"]),
-                "stream": state["stats"]["stream"]}
+        return {
+            "browser": shown,
+            "pages": sorted(state["pages"], key=lambda p: -p["sent"]),
+            "stream": state["stats"]["stream"],
+        }
 
 
 def tree_cpu_s(pids: list[int]) -> float:
@@ -201,8 +257,10 @@ def stalled_page(url: str) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect((parts.hostname, parts.port))
     key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(f"GET /ws HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                 f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+    sock.sendall(
+        f"GET /ws HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
     assert sock.recv(12) == b"HTTP/1.1 101", "the bridge refused the WebSocket"
     return sock
 
@@ -218,8 +276,17 @@ def start_subscribers(endpoint: str, n: int, stalled: int) -> list[subprocess.Po
     return procs
 
 
-def acquisition(root: Path, steps: int, batch: int, samples: int, monitor: bool,
-                n_subs: int, stalled: int, seed: int, web: bool = False) -> dict:
+def acquisition(
+    root: Path,
+    steps: int,
+    batch: int,
+    samples: int,
+    monitor: bool,
+    n_subs: int,
+    stalled: int,
+    seed: int,
+    web: bool = False,
+) -> dict:
     import spinlab
     from spinlab.engine import Plan, RunEngine
     from spinlab.monitoring.documents import MonitorPublisher
@@ -232,13 +299,15 @@ def acquisition(root: Path, steps: int, batch: int, samples: int, monitor: bool,
     def body(ctx):
         if watchers_web is not None and stalled:  # before timing: the stalled page's buffers are full
             noise = np.random.default_rng(seed + 1)
-            timing["stalled_sent"] = watchers_web.fill_stalled(lambda: ctx.preview(
-                "response", spinlab.Waveform(noise.uniform(-0.1, 0.1, samples), 100e-9)))
+            timing["stalled_sent"] = watchers_web.fill_stalled(
+                lambda: ctx.preview("response", spinlab.Waveform(noise.uniform(-0.1, 0.1, samples), 100e-9))
+            )
         web_cpu0 = watchers_web.cpu_s() if watchers_web is not None else 0.0
         t0, c0, p0_cpu = time.perf_counter(), time.thread_time(), time.process_time()
         for i, drive in enumerate(drives):
-            data = ctx.measure("responses", lambda dev, d=drive: {
-                "responses": dev.respond(d, {"bias_A": 7.5e-3}).samples})
+            data = ctx.measure(
+                "responses", lambda dev, d=drive: {"responses": dev.respond(d, {"bias_A": 7.5e-3}).samples}
+            )
             timing["checksum"] += float(data["responses"].sum())
             p0 = time.perf_counter()
             ctx.preview("response", spinlab.Waveform(data["responses"][0], drive.dt_s))
@@ -278,18 +347,32 @@ def acquisition(root: Path, steps: int, batch: int, samples: int, monitor: bool,
     web_seen = watchers_web.finish() if watchers_web is not None else None
     if "stalled_sent" in timing:  # did it stay stalled while the run was timed?
         web_seen["stalled_sent_before_timing"] = timing["stalled_sent"]
-        web_seen["stalled_throughout"] = sorted(p["sent"] for p in web_seen["pages"])[:stalled] == timing["stalled_sent"]
+        web_seen["stalled_throughout"] = (
+            sorted(p["sent"] for p in web_seen["pages"])[:stalled] == timing["stalled_sent"]
+        )
     with h5py.File(result.run_file) as f:
         saved = f["responses"][()]
         status = f.attrs["status"]
-    complete = saved.shape == (steps * batch, samples) and np.isclose(saved.sum(), timing["checksum"], rtol=1e-12)
-    return {"loop_s": timing["loop_s"], "thread_cpu_s": timing["thread_cpu_s"],
-            "process_cpu_s": timing["process_cpu_s"], "close_s": close_s,
-            "publish_s": timing["publish_s"], "complete": bool(complete),
-            "status": status, "rows": int(saved.shape[0]), "expected_rows": steps * batch,
-            "dropped": stats.get("dropped", 0), "sent": stats.get("sent", 0),
-            "published": stats.get("published", 0), "watchers": watchers, "web": web_seen,
-            "web_cpu_s": timing["web_cpu_s"]}
+    complete = saved.shape == (steps * batch, samples) and np.isclose(
+        saved.sum(), timing["checksum"], rtol=1e-12
+    )
+    return {
+        "loop_s": timing["loop_s"],
+        "thread_cpu_s": timing["thread_cpu_s"],
+        "process_cpu_s": timing["process_cpu_s"],
+        "close_s": close_s,
+        "publish_s": timing["publish_s"],
+        "complete": bool(complete),
+        "status": status,
+        "rows": int(saved.shape[0]),
+        "expected_rows": steps * batch,
+        "dropped": stats.get("dropped", 0),
+        "sent": stats.get("sent", 0),
+        "published": stats.get("published", 0),
+        "watchers": watchers,
+        "web": web_seen,
+        "web_cpu_s": timing["web_cpu_s"],
+    }
 
 
 def main() -> None:
@@ -298,8 +381,11 @@ def main() -> None:
     parser.add_argument("--stall", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--browser", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--no-web", action="store_true", help="Skip the web-bridge scenarios.")
-    parser.add_argument("--only", help="Comma-separated scenario names to run (the references "
-                                       "no_monitor and subscribers_0 always run).")
+    parser.add_argument(
+        "--only",
+        help="Comma-separated scenario names to run (the references "
+        "no_monitor and subscribers_0 always run).",
+    )
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--samples", type=int, default=4000)
@@ -331,8 +417,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(args.repeats):
             for name, kw in scenarios.items():  # interleaved so drift hits every scenario alike
-                results[name].append(acquisition(Path(tmp) / f"{name}-{rep}", args.steps, args.batch,
-                                                 args.samples, seed=args.seed, **kw))
+                results[name].append(
+                    acquisition(
+                        Path(tmp) / f"{name}-{rep}",
+                        args.steps,
+                        args.batch,
+                        args.samples,
+                        seed=args.seed,
+                        **kw,
+                    )
+                )
+
     def med(name, key):
         return statistics.median(r[key] for r in results[name])
 
@@ -340,35 +435,58 @@ def main() -> None:
     for name, runs in results.items():
         loop = med(name, "loop_s")
         watchers = [w for r in runs for w in r["watchers"]]
-        print(json.dumps({
-            "metric": "monitoring_overhead", "scenario": name, "steps": args.steps,
-            "batch": args.batch, "samples": args.samples, "repeats": args.repeats,
-            "loop_s_median": round(loop, 4), "loop_s_all": [round(r["loop_s"], 4) for r in runs],
-            "ratio_vs_0_subscribers": round(loop / base, 4),
-            # each repeat against the reference run next to it: robust to a drifting machine load
-            "paired_ratio_vs_0_subscribers_median": round(statistics.median(
-                r["loop_s"] / ref["loop_s"] for r, ref in zip(runs, results["subscribers_0"])), 4),
-            "ratio_vs_no_monitor": round(loop / bare, 4),
-            "acq_thread_cpu_s_median": round(med(name, "thread_cpu_s"), 4),
-            "acq_thread_cpu_ratio_vs_0_subscribers": round(med(name, "thread_cpu_s") / med("subscribers_0", "thread_cpu_s"), 4),
-            "process_cpu_s_median": round(med(name, "process_cpu_s"), 4),
-            "publish_s_median": round(statistics.median(r["publish_s"] for r in runs), 4),
-            "close_s_max": round(max(r["close_s"] for r in runs), 3),
-            "data_complete": all(r["complete"] for r in runs),
-            "rows": runs[-1]["rows"], "expected_rows": runs[-1]["expected_rows"],
-            "publisher_published": sum(r["published"] for r in runs),
-            "publisher_dropped": sum(r["dropped"] for r in runs),
-            "watchers_reading": len(watchers),
-            "watchers_got_stop": sum(bool(w.get("got_stop")) for w in watchers),
-            "watcher_missed_total": sum(w.get("missed", 0) for w in watchers),
-            "watcher_rejected_total": sum(w.get("rejected", 0) for w in watchers),
-            "watcher_cpu_s_reading_total": round(sum(w.get("cpu_s", 0.0) for w in watchers), 2),
-            **({"web_cpu_s_during_loop_median": round(med(name, "web_cpu_s"), 3),
-                "web_last_repeat": runs[-1]["web"],
-                "web_browsers_completed": sum(r["web"]["browser"].get("status") == "completed" for r in runs)}
-               if runs[-1]["web"] else {}),
-            "cpus": os.cpu_count(),
-        }))
+        print(
+            json.dumps(
+                {
+                    "metric": "monitoring_overhead",
+                    "scenario": name,
+                    "steps": args.steps,
+                    "batch": args.batch,
+                    "samples": args.samples,
+                    "repeats": args.repeats,
+                    "loop_s_median": round(loop, 4),
+                    "loop_s_all": [round(r["loop_s"], 4) for r in runs],
+                    "ratio_vs_0_subscribers": round(loop / base, 4),
+                    # each repeat against the reference run next to it: robust to a drifting machine load
+                    "paired_ratio_vs_0_subscribers_median": round(
+                        statistics.median(
+                            r["loop_s"] / ref["loop_s"] for r, ref in zip(runs, results["subscribers_0"])
+                        ),
+                        4,
+                    ),
+                    "ratio_vs_no_monitor": round(loop / bare, 4),
+                    "acq_thread_cpu_s_median": round(med(name, "thread_cpu_s"), 4),
+                    "acq_thread_cpu_ratio_vs_0_subscribers": round(
+                        med(name, "thread_cpu_s") / med("subscribers_0", "thread_cpu_s"), 4
+                    ),
+                    "process_cpu_s_median": round(med(name, "process_cpu_s"), 4),
+                    "publish_s_median": round(statistics.median(r["publish_s"] for r in runs), 4),
+                    "close_s_max": round(max(r["close_s"] for r in runs), 3),
+                    "data_complete": all(r["complete"] for r in runs),
+                    "rows": runs[-1]["rows"],
+                    "expected_rows": runs[-1]["expected_rows"],
+                    "publisher_published": sum(r["published"] for r in runs),
+                    "publisher_dropped": sum(r["dropped"] for r in runs),
+                    "watchers_reading": len(watchers),
+                    "watchers_got_stop": sum(bool(w.get("got_stop")) for w in watchers),
+                    "watcher_missed_total": sum(w.get("missed", 0) for w in watchers),
+                    "watcher_rejected_total": sum(w.get("rejected", 0) for w in watchers),
+                    "watcher_cpu_s_reading_total": round(sum(w.get("cpu_s", 0.0) for w in watchers), 2),
+                    **(
+                        {
+                            "web_cpu_s_during_loop_median": round(med(name, "web_cpu_s"), 3),
+                            "web_last_repeat": runs[-1]["web"],
+                            "web_browsers_completed": sum(
+                                r["web"]["browser"].get("status") == "completed" for r in runs
+                            ),
+                        }
+                        if runs[-1]["web"]
+                        else {}
+                    ),
+                    "cpus": os.cpu_count(),
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ the best of three timings; ``speedup`` lines divide kernel by reference at the s
 
 Prints JSON lines ``{"metric": ..., "value": ..., "unit": ...}``.
 """
+
 from __future__ import annotations
 
 import json
@@ -48,17 +49,39 @@ def main() -> None:
     for batch in (1, 64):
         for gradients in (False, True):
             before = rate(batch, 300 if gradients else 1000, gradients, reference=True)
-            emit("macrospin_steps_x_batch_per_s", before, "steps/s", batch=batch, gradients=gradients,
-                 path="reference", threads=1)
+            emit(
+                "macrospin_steps_x_batch_per_s",
+                before,
+                "steps/s",
+                batch=batch,
+                gradients=gradients,
+                path="reference",
+                threads=1,
+            )
             after = {}
             for threads in sorted({1, cores}):
                 after[threads] = rate(batch, 20_000 if batch == 1 else 4_000, gradients, threads=threads)
-                emit("macrospin_steps_x_batch_per_s", after[threads], "steps/s", batch=batch,
-                     gradients=gradients, path="kernel", threads=threads)
+                emit(
+                    "macrospin_steps_x_batch_per_s",
+                    after[threads],
+                    "steps/s",
+                    batch=batch,
+                    gradients=gradients,
+                    path="kernel",
+                    threads=threads,
+                )
             emit("macrospin_speedup", max(after.values()) / before, "x", batch=batch, gradients=gradients)
     noisy = rate(64, 4_000, True, temperature_K=300.0)
-    emit("macrospin_steps_x_batch_per_s", noisy, "steps/s", batch=64, gradients=True, path="kernel",
-         threads=cores, temperature_K=300.0)
+    emit(
+        "macrospin_steps_x_batch_per_s",
+        noisy,
+        "steps/s",
+        batch=64,
+        gradients=True,
+        path="kernel",
+        threads=cores,
+        temperature_K=300.0,
+    )
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 Prints JSON lines ``{"metric": ..., "value": ..., "unit": ...}``. The first call compiles (or
 loads the numba cache) and is timed separately as ``vortex_first_call_s``.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,14 @@ def main() -> None:
     for _ in range(10):
         dev.respond(chunk)
     elapsed = time.perf_counter() - t
-    emit("vortex_2500x23000_batch_s", elapsed, "s", samples=2500 * 23_000,
-         samples_per_s=round(2500 * 23_000 / elapsed), cpus=os.cpu_count())
+    emit(
+        "vortex_2500x23000_batch_s",
+        elapsed,
+        "s",
+        samples=2500 * 23_000,
+        samples_per_s=round(2500 * 23_000 / elapsed),
+        cpus=os.cpu_count(),
+    )
 
 
 def _timed(dev: VortexDevice, drive: Waveform) -> float:

@@ -13,6 +13,7 @@ and a summary line ``{"metric": "speaker_independence", "loso_mean": ..., "mfcc_
 ..., "enrolled_mean": ..., "standard_accuracy": ...}`` (targets: LOSO >= 0.80 and above the
 MFCC reference, enrolled >= 0.95, standard >= 0.97).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,7 +42,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="sim:vortex", help="device address (default sim:vortex)")
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="FSDD recordings folder")
-    parser.add_argument("--speakers", default=None, help="comma-separated speakers to hold out (default: all)")
+    parser.add_argument(
+        "--speakers", default=None, help="comma-separated speakers to hold out (default: all)"
+    )
     parser.add_argument("--cache", default=str(ROOT / "runs" / ".cache"), help="feature cache folder")
     parser.add_argument("--no-standard", action="store_true", help="skip the standard-split run")
     parser.add_argument("--no-loso", action="store_true", help="only the standard-split run")
@@ -53,13 +56,23 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for speaker in speakers:
-            plan = spoken_digits.plan(data_dir=args.data, split="speaker", test_speaker=speaker,
-                                      feature_cache_dir=args.cache)
+            plan = spoken_digits.plan(
+                data_dir=args.data, split="speaker", test_speaker=speaker, feature_cache_dir=args.cache
+            )
             summary, run_dir = _run(args.device, plan, Path(tmp))
-            enrolled = _enrolled_accuracy(args.device, run_dir, [u for u in utterances if u.speaker == speaker])
-            row = {"metric": "loso", "device": args.device, "speaker": speaker,
-                   "accuracy": summary["accuracy"], **{k: summary[k] for k in BASELINES},
-                   "enrolled_accuracy": enrolled, "alpha": summary["alpha"], "wall_s": summary["wall_s"]}
+            enrolled = _enrolled_accuracy(
+                args.device, run_dir, [u for u in utterances if u.speaker == speaker]
+            )
+            row = {
+                "metric": "loso",
+                "device": args.device,
+                "speaker": speaker,
+                "accuracy": summary["accuracy"],
+                **{k: summary[k] for k in BASELINES},
+                "enrolled_accuracy": enrolled,
+                "alpha": summary["alpha"],
+                "wall_s": summary["wall_s"],
+            }
             rows.append(row)
             _emit(row)
         standard = None
@@ -67,14 +80,30 @@ def main(argv: list[str] | None = None) -> None:
             plan = spoken_digits.plan(data_dir=args.data, feature_cache_dir=args.cache)
             summary, _ = _run(args.device, plan, Path(tmp))
             standard = summary["accuracy"]
-            _emit({"metric": "standard_split", "device": args.device, "accuracy": standard,
-                   **{k: summary[k] for k in BASELINES}, "wall_s": summary["wall_s"]})
+            _emit(
+                {
+                    "metric": "standard_split",
+                    "device": args.device,
+                    "accuracy": standard,
+                    **{k: summary[k] for k in BASELINES},
+                    "wall_s": summary["wall_s"],
+                }
+            )
     mean = lambda key: float(np.mean([r[key] for r in rows])) if rows else None  # noqa: E731
-    _emit({"metric": "speaker_independence", "device": args.device, "speakers": speakers,
-           "loso_mean": mean("accuracy"), "mfcc_reference_mean": mean("mfcc_reference_accuracy"),
-           "baseline_mean": mean("baseline_accuracy"), "drive_baseline_mean": mean("drive_baseline_accuracy"),
-           "enrolled_mean": mean("enrolled_accuracy"), "standard_accuracy": standard,
-           "targets": {"loso_mean": 0.80, "enrolled_mean": 0.95, "standard_accuracy": 0.97}})
+    _emit(
+        {
+            "metric": "speaker_independence",
+            "device": args.device,
+            "speakers": speakers,
+            "loso_mean": mean("accuracy"),
+            "mfcc_reference_mean": mean("mfcc_reference_accuracy"),
+            "baseline_mean": mean("baseline_accuracy"),
+            "drive_baseline_mean": mean("drive_baseline_accuracy"),
+            "enrolled_mean": mean("enrolled_accuracy"),
+            "standard_accuracy": standard,
+            "targets": {"loso_mean": 0.80, "enrolled_mean": 0.95, "standard_accuracy": 0.97},
+        }
+    )
 
 
 def _run(address: str, plan, root: Path) -> tuple[dict, Path]:
@@ -89,8 +118,9 @@ def _enrolled_accuracy(address: str, run_dir: Path, own: list) -> float:
     enrol = [u for u in own if 5 <= u.index <= 9]
     test = [u for u in own if u.index >= 10]
     with open_device(address) as device:
-        adapted = readout.enrol(device, [u.load() for u in enrol], [u.digit for u in enrol],
-                                speaker=own[0].speaker)
+        adapted = readout.enrol(
+            device, [u.load() for u in enrol], [u.digit for u in enrol], speaker=own[0].speaker
+        )
         hits = [r.index == u.digit for r, u in zip(adapted.recognise(device, [u.load() for u in test]), test)]
     return float(np.mean(hits))
 

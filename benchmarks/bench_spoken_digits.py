@@ -14,6 +14,7 @@ line. Lyon features are computed once up front (``features_s`` line) and cached,
 backend's wall time is the protocol a user re-runs (target: < 3 minutes on sim:vortex and on the
 twin).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -71,13 +72,19 @@ def main(argv: list[str] | None = None) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "cache"
-        config = spoken_digits.SpokenDigitsConfig(data_dir=args.data, limit=args.limit,
-                                                  feature_cache_dir=str(cache))
+        config = spoken_digits.SpokenDigitsConfig(
+            data_dir=args.data, limit=args.limit, feature_cache_dir=str(cache)
+        )
         train, test = spoken_digits.select_data(config, np.random.default_rng(0))
         t0 = time.perf_counter()
         utterance_features(train + test, FeatureConfig(kind=config.feature_kind), cache)
-        _emit({"metric": "spoken_digits_features_s", "features_s": time.perf_counter() - t0,
-               "n_utterances": len(train) + len(test)})
+        _emit(
+            {
+                "metric": "spoken_digits_features_s",
+                "features_s": time.perf_counter() - t0,
+                "n_utterances": len(train) + len(test),
+            }
+        )
         addresses = [args.device]
         if args.twin:
             addresses.append(f"twin:{args.twin}?noise=1&torch_device={args.torch_device}")
@@ -86,23 +93,35 @@ def main(argv: list[str] | None = None) -> None:
             with open_device(address) as device:
                 timed = _Timed(device)
                 t0 = time.perf_counter()
-                summary = RunEngine(Path(tmp) / "runs").run(spoken_digits.plan(config), device,
-                                                             seed=0).summary
+                summary = (
+                    RunEngine(Path(tmp) / "runs").run(spoken_digits.plan(config), device, seed=0).summary
+                )
                 wall = time.perf_counter() - t0
             real = timed.samples * timed.dt_s
-            record = {"metric": "spoken_digits_wall_s", "device": address, "wall_s": wall,
-                      "device_s": summary["device_s"], "respond_s": timed.seconds,
-                      "drive_samples": timed.samples, "device_real_time_s": real,
-                      "respond_over_real_time": timed.seconds / real,
-                      "accuracy": summary["accuracy"],
-                      "baseline_accuracy": summary["baseline_accuracy"],
-                      "frame_accuracy": summary["frame_accuracy"],
-                      "n_utterances": summary["n_train"] + summary["n_test"], "target_s": 180.0}
+            record = {
+                "metric": "spoken_digits_wall_s",
+                "device": address,
+                "wall_s": wall,
+                "device_s": summary["device_s"],
+                "respond_s": timed.seconds,
+                "drive_samples": timed.samples,
+                "device_real_time_s": real,
+                "respond_over_real_time": timed.seconds / real,
+                "accuracy": summary["accuracy"],
+                "baseline_accuracy": summary["baseline_accuracy"],
+                "frame_accuracy": summary["frame_accuracy"],
+                "n_utterances": summary["n_train"] + summary["n_test"],
+                "target_s": 180.0,
+            }
             if first is None:
                 first = record
             else:
-                record.update({f"respond_over_{first['device']}": timed.seconds / first["respond_s"],
-                               "accuracy_minus_first": summary["accuracy"] - first["accuracy"]})
+                record.update(
+                    {
+                        f"respond_over_{first['device']}": timed.seconds / first["respond_s"],
+                        "accuracy_minus_first": summary["accuracy"] - first["accuracy"],
+                    }
+                )
             _emit(record)
 
 

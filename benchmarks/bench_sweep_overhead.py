@@ -13,6 +13,7 @@ this process (scheduler, client, journal and summary; on another core when there
 Prints JSON lines: seconds per point on each path (wall and CPU), the overheads per point in
 percent (target: under 5 %), the cluster's start-up, and the pickled size of one task.
 """
+
 from __future__ import annotations
 
 import os
@@ -71,8 +72,9 @@ def main() -> None:
     from spinlab.sweeps.runner import local_cluster
 
     def spec(round_: int) -> SweepSpec:  # fresh seeds each round: nothing is skipped
-        return SweepSpec("characterize", "sim:vortex", settings=POINT, seeds=args.points,
-                         seed=1000 * (round_ + 1))
+        return SweepSpec(
+            "characterize", "sim:vortex", settings=POINT, seeds=args.points, seed=1000 * (round_ + 1)
+        )
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -93,23 +95,59 @@ def main() -> None:
                 lw, lc = loop(spec(r).points(), root / f"loop-{r}")
                 if not r % 2:
                     sw, wc, cc = sweep(spec(r), root / f"sweep-{r}", cluster, worker)
-                rows.append({"loop_s": lw / n, "sweep_s": sw / n, "loop_cpu_s": lc / n, "worker_cpu_s": wc / n,
-                             "client_cpu_s": cc / n, "overhead_pct": 100 * (sw / lw - 1),
-                             "worker_cpu_overhead_pct": 100 * (wc / lc - 1),
-                             "total_cpu_overhead_pct": 100 * ((wc + cc) / lc - 1)})
-                print(json.dumps({"bench": "sweep_overhead_round", "round": r,
-                                  **{k: round(v, 4) for k, v in rows[-1].items()},
-                                  "load_1min": round(os.getloadavg()[0], 2)}), flush=True)
+                rows.append(
+                    {
+                        "loop_s": lw / n,
+                        "sweep_s": sw / n,
+                        "loop_cpu_s": lc / n,
+                        "worker_cpu_s": wc / n,
+                        "client_cpu_s": cc / n,
+                        "overhead_pct": 100 * (sw / lw - 1),
+                        "worker_cpu_overhead_pct": 100 * (wc / lc - 1),
+                        "total_cpu_overhead_pct": 100 * ((wc + cc) / lc - 1),
+                    }
+                )
+                print(
+                    json.dumps(
+                        {
+                            "bench": "sweep_overhead_round",
+                            "round": r,
+                            **{k: round(v, 4) for k, v in rows[-1].items()},
+                            "load_1min": round(os.getloadavg()[0], 2),
+                        }
+                    ),
+                    flush=True,
+                )
         finally:
             cluster.close()
-        task = {"key": "0" * 12, "plan": "characterize", "config": warm.points()[0].config, "address": "sim:vortex",
-                "seed": 0, "runs": str(root), "resume": None, "topic": "t" * 21, "stop_event": "e" * 32}
+        task = {
+            "key": "0" * 12,
+            "plan": "characterize",
+            "config": warm.points()[0].config,
+            "address": "sim:vortex",
+            "seed": 0,
+            "runs": str(root),
+            "resume": None,
+            "topic": "t" * 21,
+            "stop_event": "e" * 32,
+        }
         med = {k: round(statistics.median(row[k] for row in rows), 4) for k in rows[0]}
-        print(json.dumps({"bench": "sweep_overhead", "points_per_round": args.points, "rounds": args.rounds,
-                          **{f"{k}_per_point" if k.endswith("_s") else k: v for k, v in med.items()},
-                          "target_pct": 5,
-                          "cluster_startup_s": round(startup_s, 2), "task_bytes": len(pickle.dumps(task)),
-                          "load_1min": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "bench": "sweep_overhead",
+                    "points_per_round": args.points,
+                    "rounds": args.rounds,
+                    **{f"{k}_per_point" if k.endswith("_s") else k: v for k, v in med.items()},
+                    "target_pct": 5,
+                    "cluster_startup_s": round(startup_s, 2),
+                    "task_bytes": len(pickle.dumps(task)),
+                    "load_1min": round(os.getloadavg()[0], 2),
+                    "cpus": os.cpu_count(),
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ summed states and readout weights equal array for array.
 
 Prints JSON lines: one per phase, then the summary (``speedup``, target 1.7 on 2 cores).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,17 +64,20 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="local workers (default: every core)")
     args = parser.parse_args()
 
-
     from spinlab.engine import RunEngine, build_plan
     from spinlab.sweeps import SweepSpec, run_sweep, with_cache
 
-    grid = {"bias_A": [float(v) for v in args.bias.split(",")],
-            "drive_fraction": [float(v) for v in args.drive.split(",")]}
+    grid = {
+        "bias_A": [float(v) for v in args.bias.split(",")],
+        "drive_fraction": [float(v) for v in args.drive.split(",")],
+    }
     settings = {"data_dir": str(args.data.resolve()), "limit": args.limit}
     me = psutil.Process()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        spec = with_cache(SweepSpec("spoken-digits", "sim:vortex", grid=grid, settings=settings), root / "sweep" / "cache")
+        spec = with_cache(
+            SweepSpec("spoken-digits", "sim:vortex", grid=grid, settings=settings), root / "sweep" / "cache"
+        )
         points = spec.points()
 
         load = os.getloadavg()[0]
@@ -81,12 +85,24 @@ def main() -> None:
         serial = []
         for p in points:
             config = {**p.config, "feature_cache_dir": str(root / "serial-cache")}
-            serial.append(RunEngine(root / "serial").run(build_plan("spoken-digits", config), p.address, seed=p.seed))
+            serial.append(
+                RunEngine(root / "serial").run(build_plan("spoken-digits", config), p.address, seed=p.seed)
+            )
         serial_s, serial_cpu = time.perf_counter() - t0, time.process_time() - c0
-        print(json.dumps({"bench": "sweep_speedup_phase", "phase": "serial", "points": len(points),
-                          "wall_s": round(serial_s, 2), "cpu_s": round(serial_cpu, 2),
-                          "load_1min_before": round(load, 2), "load_1min_after": round(os.getloadavg()[0], 2)}),
-              flush=True)
+        print(
+            json.dumps(
+                {
+                    "bench": "sweep_speedup_phase",
+                    "phase": "serial",
+                    "points": len(points),
+                    "wall_s": round(serial_s, 2),
+                    "cpu_s": round(serial_cpu, 2),
+                    "load_1min_before": round(load, 2),
+                    "load_1min_after": round(os.getloadavg()[0], 2),
+                }
+            ),
+            flush=True,
+        )
 
         load = os.getloadavg()[0]
         t0, c0 = time.perf_counter(), _cpu([me])
@@ -99,22 +115,36 @@ def main() -> None:
                 track_workers.cpu = _cpu(seen.values())
 
         track_workers.cpu = 0.0
-        result = run_sweep(spec, root / "sweep", workers=args.workers, metrics=(), dashboard=False,
-                           observers=[track_workers])
+        result = run_sweep(
+            spec, root / "sweep", workers=args.workers, metrics=(), dashboard=False, observers=[track_workers]
+        )
         sweep_s = time.perf_counter() - t0
         sweep_cpu = _cpu([me]) - c0 + track_workers.cpu
-        print(json.dumps({"bench": "sweep_speedup_phase", "phase": "sweep", "points": len(points),
-                          "wall_s": round(sweep_s, 2), "cpu_s": round(sweep_cpu, 2), "mode": result.mode,
-                          "completed": result.count("completed"),
-                          "load_1min_before": round(load, 2), "load_1min_after": round(os.getloadavg()[0], 2)}),
-              flush=True)
+        print(
+            json.dumps(
+                {
+                    "bench": "sweep_speedup_phase",
+                    "phase": "sweep",
+                    "points": len(points),
+                    "wall_s": round(sweep_s, 2),
+                    "cpu_s": round(sweep_cpu, 2),
+                    "mode": result.mode,
+                    "completed": result.count("completed"),
+                    "load_1min_before": round(load, 2),
+                    "load_1min_after": round(os.getloadavg()[0], 2),
+                }
+            ),
+            flush=True,
+        )
 
         differences, weights_rel = [], 0.0
         for row, alone in zip(result.table, serial):
             got = {k: v for k, v in row["results"].items() if k not in TIMINGS}
             want = {k: v for k, v in alone.summary.items() if k not in TIMINGS}
             if got != want:
-                differences.append({"point": row["index"], "keys": sorted(k for k in want if got.get(k) != want[k])})
+                differences.append(
+                    {"point": row["index"], "keys": sorted(k for k in want if got.get(k) != want[k])}
+                )
             if row["status"] == "completed":
                 with h5py.File(Path(row["run"]) / "run.h5") as a, h5py.File(alone.run_file) as b:
                     differences += [{"point": row["index"], "array": n} for n in EXACT if not _same(a, b, n)]
@@ -122,16 +152,32 @@ def main() -> None:
                     weights_rel = max(weights_rel, float(np.max(np.abs(w - v)) / np.max(np.abs(v))))
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         parallelism = serial_cpu / serial_s
-        print(json.dumps({"bench": "sweep_speedup", "plan": "spoken-digits", "device": "sim:vortex",
-                          "limit": args.limit, "grid": grid, "points": len(points),
-                          "serial_s": round(serial_s, 2), "sweep_s": round(sweep_s, 2),
-                          "speedup": round(serial_s / sweep_s, 3), "target": 1.7, "cpus": cpus,
-                          "serial_parallelism": round(parallelism, 2),
-                          "speedup_bound": round(cpus / parallelism, 2),
-                          "serial_cpu_s": round(serial_cpu, 2), "sweep_cpu_s": round(sweep_cpu, 2),
-                          "identical": not differences, "differences": differences,
-                          "readout_weights_max_rel_diff": weights_rel,
-                          "load_1min": round(os.getloadavg()[0], 2)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "bench": "sweep_speedup",
+                    "plan": "spoken-digits",
+                    "device": "sim:vortex",
+                    "limit": args.limit,
+                    "grid": grid,
+                    "points": len(points),
+                    "serial_s": round(serial_s, 2),
+                    "sweep_s": round(sweep_s, 2),
+                    "speedup": round(serial_s / sweep_s, 3),
+                    "target": 1.7,
+                    "cpus": cpus,
+                    "serial_parallelism": round(parallelism, 2),
+                    "speedup_bound": round(cpus / parallelism, 2),
+                    "serial_cpu_s": round(serial_cpu, 2),
+                    "sweep_cpu_s": round(sweep_cpu, 2),
+                    "identical": not differences,
+                    "differences": differences,
+                    "readout_weights_max_rel_diff": weights_rel,
+                    "load_1min": round(os.getloadavg()[0], 2),
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ Targets: round trip < 1 s, binary >= 10x faster than ASCII, checks within 5 %.
 
 Usage: ``python benchmarks/bench_transfer.py [--samples N] [--repeats R]``
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,17 +62,35 @@ def round_trips(bench, samples: int, dt_s: float, repeats: int) -> list[dict[str
             bench.respond(drive, {"bias_A": 7.5e-3})
             wall = time.perf_counter() - t
             timing = dict(bench.last_timing)
-            row: dict[str, float] = {"wall_s": wall, "upload_s": timing["upload_s"], "device_model_s": model_time["s"],
-                   "capture_s": timing["capture_s"] - model_time["s"], "read_s": timing["read_s"],
-                   "scaling_alignment_s": timing["align_s"]}
+            row: dict[str, float] = {
+                "wall_s": wall,
+                "upload_s": timing["upload_s"],
+                "device_model_s": model_time["s"],
+                "capture_s": timing["capture_s"] - model_time["s"],
+                "read_s": timing["read_s"],
+                "scaling_alignment_s": timing["align_s"],
+            }
             if checks not in best or wall < best[checks]["wall_s"]:
                 best[checks] = row
     bench.checks = True
     on, off = best[True]["wall_s"], best[False]["wall_s"]
-    return [{"metric": "bench_round_trip", "samples": samples, "dt_s": dt_s,
-             "records": int(bench.last_timing["records"]), "target_s": 1.0, **best[True]},
-            {"metric": "bench_checks_cost", "checks_off_s": off, "checks_on_s": on, "ratio": on / off,
-             "target_ratio": 1.05}]
+    return [
+        {
+            "metric": "bench_round_trip",
+            "samples": samples,
+            "dt_s": dt_s,
+            "records": int(bench.last_timing["records"]),
+            "target_s": 1.0,
+            **best[True],
+        },
+        {
+            "metric": "bench_checks_cost",
+            "checks_off_s": off,
+            "checks_on_s": on,
+            "ratio": on / off,
+            "target_ratio": 1.05,
+        },
+    ]
 
 
 def awg_upload(bench, samples: int, dt_s: float) -> dict[str, float]:
@@ -91,8 +110,13 @@ def awg_upload(bench, samples: int, dt_s: float) -> dict[str, float]:
     awg.check_errors()
     ascii_ = time.perf_counter() - t
     awg.clear_volatile()
-    return {"metric": "awg_upload", "samples": samples, "binary_s": binary, "ascii_s": ascii_,
-            "ratio": ascii_ / binary}
+    return {
+        "metric": "awg_upload",
+        "samples": samples,
+        "binary_s": binary,
+        "ascii_s": ascii_,
+        "ratio": ascii_ / binary,
+    }
 
 
 def scope_read(bench, dt_s: float) -> dict[str, float]:
@@ -116,8 +140,13 @@ def scope_read(bench, dt_s: float) -> dict[str, float]:
     scope.write(":WAVeform:FORMat WORD")
     if values.size != wave.n or not np.allclose(values, wave.samples, atol=1e-5 * np.ptp(values) + 1e-9):
         raise RuntimeError("ASCII and binary transfers of the same record disagree")
-    return {"metric": "scope_read", "points": int(values.size), "binary_s": binary,
-            "ascii_s": ascii_, "ratio": ascii_ / binary}
+    return {
+        "metric": "scope_read",
+        "points": int(values.size),
+        "binary_s": binary,
+        "ascii_s": ascii_,
+        "ratio": ascii_ / binary,
+    }
 
 
 def main() -> None:
@@ -141,8 +170,15 @@ def main() -> None:
         up, rd = lines[-1], lines[-2]  # awg_upload, scope_read
         total_binary = up["binary_s"] + rd["binary_s"]
         total_ascii = up["ascii_s"] + rd["ascii_s"]
-        lines.append({"metric": "transfer_binary_vs_ascii", "binary_s": total_binary,
-                      "ascii_s": total_ascii, "ratio": total_ascii / total_binary, "target_ratio": 10.0})
+        lines.append(
+            {
+                "metric": "transfer_binary_vs_ascii",
+                "binary_s": total_binary,
+                "ascii_s": total_ascii,
+                "ratio": total_ascii / total_binary,
+                "target_ratio": 10.0,
+            }
+        )
     for line in lines:
         print(json.dumps(line), flush=True)
 

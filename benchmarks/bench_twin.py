@@ -26,6 +26,7 @@
     python benchmarks/bench_twin.py --baseline ../main-checkout       # everything (~12 min)
     python benchmarks/bench_twin.py --skip-train --digits-twin digits-twin.pt
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,9 +53,26 @@ from spinlab.twin.model import TwinArchitecture, build_model  # noqa: E402
 SHARED = ROOT / ".." / "shared" / "datasets"
 TABLE = SHARED / "mumax3-skyrmion" / "one_skyrmion_voltage_train" / "table.txt"
 FSDD = SHARED / "fsdd" / "recordings"
-DIGITS_TRAIN = ["twin", "train", "--device", "bench:emulated", "--dt-s", "2e-7",
-                "--bias-A", "5.5e-3,6e-3,6.5e-3", "--amplitude-V", "0.5", "--hold-s", "2e-7,2e-6",
-                "--hidden", "32", "--target-nrmse", "0.1", "--max-duration", "2e-2"]
+DIGITS_TRAIN = [
+    "twin",
+    "train",
+    "--device",
+    "bench:emulated",
+    "--dt-s",
+    "2e-7",
+    "--bias-A",
+    "5.5e-3,6e-3,6.5e-3",
+    "--amplitude-V",
+    "0.5",
+    "--hold-s",
+    "2e-7,2e-6",
+    "--hidden",
+    "32",
+    "--target-nrmse",
+    "0.1",
+    "--max-duration",
+    "2e-2",
+]
 MUMAX_TRAIN = ["twin", "train", "--mumax", str(TABLE)]
 
 
@@ -77,7 +95,7 @@ def matmul_rate(device: str, size: int = 2048, repeats: int = 5, clock=time.perf
         torch.mm(a, b)
         _sync(device)
         best = min(best, clock() - t)
-    return 2.0 * size ** 3 / best
+    return 2.0 * size**3 / best
 
 
 def _sync(device: str) -> None:
@@ -86,8 +104,9 @@ def _sync(device: str) -> None:
 
 
 def vortex_like(hidden: int, device: str = "cpu"):
-    arch = TwinArchitecture(n_delays=2, delay_samples=1, hidden=hidden,
-                            condition_names=("bias_A",), interpolation="hold")
+    arch = TwinArchitecture(
+        n_delays=2, delay_samples=1, hidden=hidden, condition_names=("bias_A",), interpolation="hold"
+    )
     return build_model(arch, seed=0).to(device)
 
 
@@ -126,27 +145,47 @@ def bench_simulation(batch: int, samples: int, threads: int, repeats: int, torch
                 if device == "cpu":  # one core, CPU seconds: what other load cannot distort
                     torch.set_num_threads(1)
                     peak1 = matmul_rate(device, clock=time.thread_time)
-                    cpu = _cpu(lambda: model.simulate(drive, cond, workers=1, kernel=name),
-                               repeats if name == "compiled" else 1)
+                    cpu = _cpu(
+                        lambda: model.simulate(drive, cond, workers=1, kernel=name),
+                        repeats if name == "compiled" else 1,
+                    )
                     peak1 = max(peak1, matmul_rate(device, clock=time.thread_time))
                     torch.set_num_threads(threads)
                     one = _rates(model, batch, samples, cpu, peak1)
-                    line["one_core_cpu_time"] = {"cpu_s": one["wall_s"], "matmul_gflops": one["matmul_gflops"],
-                                                 "fraction_of_matmul": one["fraction_of_matmul"]}
-                emit(metric="twin_simulation", device=device, kernel=name, hidden=hidden,
-                     batch=batch, samples=samples, threads=threads, **line,
-                     target_fraction=0.5 if hidden == 64 else None, dtype="float32",
-                     torch=torch.__version__, cpu=platform.processor() or platform.machine(),
-                     cpus=os.cpu_count(), load_average=[round(v, 1) for v in os.getloadavg()])
+                    line["one_core_cpu_time"] = {
+                        "cpu_s": one["wall_s"],
+                        "matmul_gflops": one["matmul_gflops"],
+                        "fraction_of_matmul": one["fraction_of_matmul"],
+                    }
+                emit(
+                    metric="twin_simulation",
+                    device=device,
+                    kernel=name,
+                    hidden=hidden,
+                    batch=batch,
+                    samples=samples,
+                    threads=threads,
+                    **line,
+                    target_fraction=0.5 if hidden == 64 else None,
+                    dtype="float32",
+                    torch=torch.__version__,
+                    cpu=platform.processor() or platform.machine(),
+                    cpus=os.cpu_count(),
+                    load_average=[round(v, 1) for v in os.getloadavg()],
+                )
 
 
 def _rates(model, batch: int, samples: int, seconds: float, peak: float) -> dict:
     steps_per_s = batch * (samples - 1) / seconds
     flops = model.arch.flops_per_rk4_step() * steps_per_s
-    return {"wall_s": round(seconds, 3), "samples_per_s": round(batch * samples / seconds),
-            "mlp_flops_per_rk4_step": model.arch.flops_per_rk4_step(),
-            "achieved_gflops": round(flops / 1e9, 2), "matmul_gflops": round(peak / 1e9, 2),
-            "fraction_of_matmul": round(flops / peak, 3)}
+    return {
+        "wall_s": round(seconds, 3),
+        "samples_per_s": round(batch * samples / seconds),
+        "mlp_flops_per_rk4_step": model.arch.flops_per_rk4_step(),
+        "achieved_gflops": round(flops / 1e9, 2),
+        "matmul_gflops": round(peak / 1e9, 2),
+        "fraction_of_matmul": round(flops / peak, 3),
+    }
 
 
 def bench_batch_scaling(threads: int, torch_loop: bool) -> None:
@@ -155,8 +194,13 @@ def bench_batch_scaling(threads: int, torch_loop: bool) -> None:
     for batch in (1, 16, 64, 256, 1024, 4096):
         samples = max(200, min(20000, 4_000_000 // batch))
         drive, cond = random_drives(batch, samples)
-        line = {"metric": "twin_batch_scaling", "hidden": 32, "batch": batch, "samples": samples,
-                "threads": threads}
+        line = {
+            "metric": "twin_batch_scaling",
+            "hidden": 32,
+            "batch": batch,
+            "samples": samples,
+            "threads": threads,
+        }
         for name in ("compiled", "torch") if torch_loop else ("compiled",):
             model.simulate(drive[:, :50], cond, kernel=name)
             t = time.perf_counter()
@@ -190,25 +234,55 @@ def bench_breakdown(batch: int, samples: int) -> None:
         out = torch.zeros(batch, samples)
         noise_s = _cpu(lambda: out.add_(torch.randn(out.shape, generator=noise_gen), alpha=5e-4))
         if kernel.library() is not None:
+
             def run(skip: int) -> float:
                 lib = kernel.library(skip)
-                return _cpu(lambda: kernel.simulate(drive, x0, c, params, hold=True, delay_samples=1,
-                                                    settle=50, rest=drive[:, 0], lib=lib, **norms))
+                return _cpu(
+                    lambda: kernel.simulate(
+                        drive,
+                        x0,
+                        c,
+                        params,
+                        hold=True,
+                        delay_samples=1,
+                        settle=50,
+                        rest=drive[:, 0],
+                        lib=lib,
+                        **norms,
+                    )
+                )
 
             total = run(0)
             simulate_s = _cpu(lambda: model.simulate(drive, cond, settle_samples=50, workers=1))
-            parts = {"activations": total - run(1), "drive_input": total - run(2),
-                     "rk4_stage_bookkeeping": total - run(4), "gemm_and_loop": run(7)}
-            emit(metric="twin_breakdown", kernel="compiled", hidden=hidden, batch=batch,
-                 samples=samples, integrator_cpu_s=round(total, 3),
-                 parts_cpu_s={k: round(v, 3) for k, v in parts.items()},
-                 python_around_integrator_cpu_s=round(simulate_s - total, 3),
-                 noise_cpu_s=round(noise_s, 3),
-                 note="parts: time saved by a build without that part (gemm_and_loop: a build "
-                      "without all three); they need not add up exactly")
+            parts = {
+                "activations": total - run(1),
+                "drive_input": total - run(2),
+                "rk4_stage_bookkeeping": total - run(4),
+                "gemm_and_loop": run(7),
+            }
+            emit(
+                metric="twin_breakdown",
+                kernel="compiled",
+                hidden=hidden,
+                batch=batch,
+                samples=samples,
+                integrator_cpu_s=round(total, 3),
+                parts_cpu_s={k: round(v, 3) for k, v in parts.items()},
+                python_around_integrator_cpu_s=round(simulate_s - total, 3),
+                noise_cpu_s=round(noise_s, 3),
+                note="parts: time saved by a build without that part (gemm_and_loop: a build "
+                "without all three); they need not add up exactly",
+            )
         u = model.norm_drive(drive.float())
-        emit(metric="twin_breakdown", kernel="torch", hidden=hidden, batch=batch, samples=samples,
-             **_torch_loop_profile(model, x0, model.delay_features(u), c), noise_cpu_s=round(noise_s, 3))
+        emit(
+            metric="twin_breakdown",
+            kernel="torch",
+            hidden=hidden,
+            batch=batch,
+            samples=samples,
+            **_torch_loop_profile(model, x0, model.delay_features(u), c),
+            noise_cpu_s=round(noise_s, 3),
+        )
 
 
 def _torch_loop_profile(model, x0, feats, c) -> dict:
@@ -222,22 +296,38 @@ def _torch_loop_profile(model, x0, feats, c) -> dict:
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             model.rollout(x0, feats, c, kernel="torch")
         total = time.perf_counter() - t
-    kinds = {"gemm": ("aten::addmm", "aten::mm", "aten::bmm"), "activations": ("aten::tanh",),
-             "rk4_stage_bookkeeping": ("aten::add", "aten::mul", "aten::sub", "aten::div",
-                                       "aten::stack", "aten::cat", "aten::unbind", "aten::copy_")}
+    kinds = {
+        "gemm": ("aten::addmm", "aten::mm", "aten::bmm"),
+        "activations": ("aten::tanh",),
+        "rk4_stage_bookkeeping": (
+            "aten::add",
+            "aten::mul",
+            "aten::sub",
+            "aten::div",
+            "aten::stack",
+            "aten::cat",
+            "aten::unbind",
+            "aten::copy_",
+        ),
+    }
     parts = dict.fromkeys([*kinds, "drive_input"], 0.0)
     for event in prof.events():
         ancestor, drive = event, False
         while ancestor is not None and not drive:
             drive = ancestor.name == "twin.drive_input"
             ancestor = ancestor.cpu_parent
-        kind = "drive_input" if drive else next((k for k, names in kinds.items() if event.name in names), None)
+        kind = (
+            "drive_input" if drive else next((k for k, names in kinds.items() if event.name in names), None)
+        )
         if kind is not None:
             parts[kind] += event.self_cpu_time_total / 1e6
     overhead = total - sum(parts.values())
-    return {"integrator_wall_s": round(total, 3), "parts_wall_s": {k: round(v, 3) for k, v in parts.items()},
-            "python_and_torchscript_overhead_wall_s": round(overhead, 3),
-            "note": "one thread, profiled (the profiler itself adds overhead); parts are op self times"}
+    return {
+        "integrator_wall_s": round(total, 3),
+        "parts_wall_s": {k: round(v, 3) for k, v in parts.items()},
+        "python_and_torchscript_overhead_wall_s": round(overhead, 3),
+        "note": "one thread, profiled (the profiler itself adds overhead); parts are op self times",
+    }
 
 
 # --- the FSDD drive set -----------------------------------------------------------------------
@@ -252,9 +342,13 @@ def fsdd_batches(data_dir: Path, cache: Path, max_drive_V: float):
     raw = utterance_features(train + test, FeatureConfig(kind=config.feature_kind), cache)
     normalizer = ChannelNormalizer().fit(raw[: len(train)])
     features = [normalizer.transform(f) for f in raw]
-    encoder = Encoder(make_mask(config.n_nodes, features[0].shape[1], config.mask_kind, 0),
-                      config.theta_s, config.samples_per_node, config.drive_fraction * max_drive_V,
-                      config.input_sigma)
+    encoder = Encoder(
+        make_mask(config.n_nodes, features[0].shape[1], config.mask_kind, 0),
+        config.theta_s,
+        config.samples_per_node,
+        config.drive_fraction * max_drive_V,
+        config.input_sigma,
+    )
     encoder.fit(features[: len(train)])
     lengths = [len(f) * encoder.samples_per_frame() for f in features]
     for idx in length_batches(lengths, config.max_batch_samples):
@@ -272,36 +366,55 @@ def bench_fsdd(twin_path: Path, data_dir: Path, threads: int) -> None:
             with open_device(f"twin:{twin_path}?noise=1&torch_device={device}") as twin:
                 wall = cpu = 0.0
                 samples = 0
-                for drive, conditions, n_utterances in fsdd_batches(data_dir, Path(tmp), twin.limits.max_drive_V):
+                for drive, conditions, n_utterances in fsdd_batches(
+                    data_dir, Path(tmp), twin.limits.max_drive_V
+                ):
                     t, c = time.perf_counter(), time.process_time()
                     twin.respond(drive, conditions)
                     wall += time.perf_counter() - t
                     cpu += time.process_time() - c
                     samples += drive.samples.size
                 real = samples * drive.dt_s
-                emit(metric="twin_fsdd_drives", device=device, checkpoint=str(twin_path),
-                     utterances=n_utterances, drive_samples=samples, dt_s=drive.dt_s,
-                     device_real_time_s=round(real, 2), respond_wall_s=round(wall, 2),
-                     respond_cpu_s=round(cpu, 2), wall_over_real_time=round(wall / real, 3),
-                     target=1.0 if device == "cpu" else 0.1, threads=threads,
-                     load_average=[round(v, 1) for v in os.getloadavg()])
+                emit(
+                    metric="twin_fsdd_drives",
+                    device=device,
+                    checkpoint=str(twin_path),
+                    utterances=n_utterances,
+                    drive_samples=samples,
+                    dt_s=drive.dt_s,
+                    device_real_time_s=round(real, 2),
+                    respond_wall_s=round(wall, 2),
+                    respond_cpu_s=round(cpu, 2),
+                    wall_over_real_time=round(wall / real, 3),
+                    target=1.0 if device == "cpu" else 0.1,
+                    threads=threads,
+                    load_average=[round(v, 1) for v in os.getloadavg()],
+                )
 
 
 # --- training time to target ------------------------------------------------------------------
 def _train(spinlab: list[str], args: list[str], out: Path, runs: Path) -> dict:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
-    proc = subprocess.run([*spinlab, *args, "--out", str(out), "--runs-dir", str(runs), "--json"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [*spinlab, *args, "--out", str(out), "--runs-dir", str(runs), "--json"],
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - t
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1:] or ["failed"]}
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "steps": summary["steps"],
-            "best_nrmse": round(summary["best_nrmse"], 4), "reached_target": summary["reached_target"],
-            **({"test_nrmse": round(summary["test_nrmse"], 4)} if "test_nrmse" in summary else {})}
+    return {
+        "wall_s": round(wall, 1),
+        "cpu_s": round(cpu, 1),
+        "steps": summary["steps"],
+        "best_nrmse": round(summary["best_nrmse"], 4),
+        "reached_target": summary["reached_target"],
+        **({"test_nrmse": round(summary["test_nrmse"], 4)} if "test_nrmse" in summary else {}),
+    }
 
 
 def bench_training(baseline: Path | None, out_dir: Path) -> Path | None:
@@ -323,8 +436,9 @@ def bench_training(baseline: Path | None, out_dir: Path) -> Path | None:
             line["before"] = _train(theirs, args, out_dir / f"{name}-before.pt", out_dir / "runs")
         line["after"] = _train(ours, args, out_dir / f"{name}.pt", out_dir / "runs")
         if torch.cuda.is_available():
-            line["after_cuda"] = _train(ours, [*args, "--torch-device", "cuda"],
-                                        out_dir / f"{name}-cuda.pt", out_dir / "runs")
+            line["after_cuda"] = _train(
+                ours, [*args, "--torch-device", "cuda"], out_dir / f"{name}-cuda.pt", out_dir / "runs"
+            )
         if "wall_s" in line.get("before", {}) and "wall_s" in line["after"]:
             line["ratio_wall"] = round(line["after"]["wall_s"] / line["before"]["wall_s"], 3)
             line["ratio_cpu"] = round(line["after"]["cpu_s"] / line["before"]["cpu_s"], 3)
@@ -339,16 +453,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--samples", type=int, default=10000)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
-                        help="cores for simulation (the matmul rate is measured with the same)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="cores for simulation (the matmul rate is measured with the same)",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="best of N (simulation)")
-    parser.add_argument("--baseline", type=Path, default=None,
-                        help="a checkout of main with its own .venv (or its spinlab executable): "
-                             "training 'before'")
-    parser.add_argument("--digits-twin", type=Path, default=None,
-                        help="digits twin for the FSDD drive set (default: the one trained here)")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="a checkout of main with its own .venv (or its spinlab executable): training 'before'",
+    )
+    parser.add_argument(
+        "--digits-twin",
+        type=Path,
+        default=None,
+        help="digits twin for the FSDD drive set (default: the one trained here)",
+    )
     parser.add_argument("--data", type=Path, default=FSDD, help="FSDD recordings folder")
-    parser.add_argument("--out-dir", type=Path, default=None, help="where trained twins go (default: temporary)")
+    parser.add_argument(
+        "--out-dir", type=Path, default=None, help="where trained twins go (default: temporary)"
+    )
     parser.add_argument("--skip-torch-loop", action="store_true", help="kernel only (faster)")
     parser.add_argument("--skip-sim", action="store_true")
     parser.add_argument("--skip-train", action="store_true")

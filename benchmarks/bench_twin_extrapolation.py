@@ -20,6 +20,7 @@ training data.
     python benchmarks/bench_twin_extrapolation.py                 # both (~10 min on 2 cores)
     python benchmarks/bench_twin_extrapolation.py --only dmi --max-wall-s 120 --dmi-as drive
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,19 +36,19 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from spinlab.twin.evaluation import predict, trajectory_nrmse  # noqa: E402
-from spinlab.twin.mumax import MumaxSplit, load_mumax_table, mumax_series  # noqa: E402
-from spinlab.twin.trajectory import Trajectory, fit_normalisation  # noqa: E402
-from spinlab.twin.model import TwinArchitecture, build_model  # noqa: E402
-from spinlab.twin.train import TrainConfig, train_offline  # noqa: E402
 from spinlab.protocols.twin_eval import dominant_frequency  # noqa: E402
+from spinlab.twin.evaluation import predict, trajectory_nrmse  # noqa: E402
+from spinlab.twin.model import TwinArchitecture, build_model  # noqa: E402
+from spinlab.twin.mumax import MumaxSplit, load_mumax_table, mumax_series  # noqa: E402
+from spinlab.twin.train import TrainConfig, train_offline  # noqa: E402
+from spinlab.twin.trajectory import Trajectory, fit_normalisation  # noqa: E402
 
 TABLE = ROOT / ".." / "shared" / "datasets" / "mumax3-skyrmion" / "one_skyrmion_ku_dmi_train" / "table.txt"
 SPLIT = MumaxSplit(drives=("Ku1.region100",), conditions=("Dind.region100",), every=1, discard=1500)
 #: ``--dmi-as drive``: the DMI as a second drive (at every delay, interpolated) instead
 SPLIT_DMI_DRIVE = MumaxSplit(drives=("Ku1.region100", "Dind.region100"), every=1, discard=1500)
 DMI = "dmi_J_m2"
-PERIODS = {"dmi": 2.5e-9, "ku": 2.5e-10}   # modulation periods of the two inputs
+PERIODS = {"dmi": 2.5e-9, "ku": 2.5e-10}  # modulation periods of the two inputs
 
 
 def emit(**values) -> None:
@@ -58,11 +59,20 @@ def train(spans: list[Trajectory], validation: list[Trajectory], args) -> tuple[
     split = split_for(args)
     arch = TwinArchitecture(drive_names=split.drives, condition_names=(DMI,) if split.conditions else ())
     model = build_model(arch, fit_normalisation(spans, arch.condition_names), seed=args.seed)
-    config = TrainConfig(max_steps=args.max_steps, validate_every=250, target_nrmse=0.02,
-                         max_wall_s=args.max_wall_s, seed=args.seed)
+    config = TrainConfig(
+        max_steps=args.max_steps,
+        validate_every=250,
+        target_nrmse=0.02,
+        max_wall_s=args.max_wall_s,
+        seed=args.seed,
+    )
     result = train_offline(model, spans, validation, config)
-    return model, {"best_validation_nrmse": result.best_nrmse, "steps": result.steps,
-                   "stop_reason": result.stop_reason, "train_wall_s": round(result.wall_s, 1)}
+    return model, {
+        "best_validation_nrmse": result.best_nrmse,
+        "steps": result.steps,
+        "stop_reason": result.stop_reason,
+        "train_wall_s": round(result.wall_s, 1),
+    }
 
 
 def split_for(args) -> MumaxSplit:
@@ -78,12 +88,20 @@ def heldout(series: Trajectory, table_rows: int, args) -> None:
     cut = int(0.8 * table_rows) - SPLIT.discard
     fit, val, test = series.span(0, cut - 3000), series.span(cut - 3000, cut), series.span(cut, series.n)
     model, info = train([fit], [val], args)
-    pred = predict(model, [test])[0][model.arch.history_samples:]
-    truth = test.response[model.arch.history_samples:]
+    pred = predict(model, [test])[0][model.arch.history_samples :]
+    truth = test.response[model.arch.history_samples :]
     f_true, f_twin = dominant_frequency(truth, test.dt_s), dominant_frequency(pred, test.dt_s)
-    emit(bench="twin_heldout", test="last 20 % of the table", dmi_as=args.dmi_as, test_points=int(truth.size),
-         nrmse=trajectory_nrmse(model, [test]), dominant_frequency_Hz=f_true,
-         twin_dominant_frequency_Hz=f_twin, frequency_error=abs(f_twin - f_true) / f_true, **info)
+    emit(
+        bench="twin_heldout",
+        test="last 20 % of the table",
+        dmi_as=args.dmi_as,
+        test_points=int(truth.size),
+        nrmse=trajectory_nrmse(model, [test]),
+        dominant_frequency_Hz=f_true,
+        twin_dominant_frequency_Hz=f_twin,
+        frequency_error=abs(f_twin - f_true) / f_true,
+        **info,
+    )
 
 
 def runs(mask: np.ndarray) -> list[tuple[int, int]]:
@@ -103,11 +121,13 @@ def extrapolation(series: Trajectory, which: str, args) -> None:
     n_win = series.n // window
     values = series.drives[0] if which == "ku" else dmi_of(series)
     centre = 0.5 * (values.min() + values.max())
-    amp = np.array([np.abs(values[i * window:(i + 1) * window] - centre).max() for i in range(n_win)])
+    amp = np.array([np.abs(values[i * window : (i + 1) * window] - centre).max() for i in range(n_win)])
     inner = amp <= args.inner * amp.max()
     # inner periods: 1 in 6 validation, 1 in 6 the in-range control, the rest training
     ranks = np.cumsum(inner) - 1
-    role = np.where(~inner, "outer", np.where(ranks % 6 == 0, "val", np.where(ranks % 6 == 3, "control", "train")))
+    role = np.where(
+        ~inner, "outer", np.where(ranks % 6 == 0, "val", np.where(ranks % 6 == 3, "control", "train"))
+    )
 
     def spans(kind: str) -> list[Trajectory]:
         return [series.span(a * window, b * window) for a, b in runs(role == kind)]
@@ -115,42 +135,69 @@ def extrapolation(series: Trajectory, which: str, args) -> None:
     model, info = train(spans("train"), spans("val"), args)
     trained = [float(centre - amp[inner].max()), float(centre + amp[inner].max())]
     outer = spans("outer")
-    result = {"bench": "twin_extrapolation", "input": which, "inner_fraction": args.inner,
-              "dmi_as": args.dmi_as,
-              "unit": "J/m3" if which == "ku" else "J/m2", "trained_range": trained,
-              "full_range": [float(centre - amp.max()), float(centre + amp.max())],
-              "train_points": int(sum(t.n for t in spans("train"))),
-              "period_s": PERIODS[which], "nrmse_in_range": trajectory_nrmse(model, spans("control")),
-              "nrmse_extrapolated": trajectory_nrmse(model, outer),
-              "extrapolated_points": int(sum(t.n for t in outer)), "extrapolated_spans": len(outer), **info}
+    result = {
+        "bench": "twin_extrapolation",
+        "input": which,
+        "inner_fraction": args.inner,
+        "dmi_as": args.dmi_as,
+        "unit": "J/m3" if which == "ku" else "J/m2",
+        "trained_range": trained,
+        "full_range": [float(centre - amp.max()), float(centre + amp.max())],
+        "train_points": int(sum(t.n for t in spans("train"))),
+        "period_s": PERIODS[which],
+        "nrmse_in_range": trajectory_nrmse(model, spans("control")),
+        "nrmse_extrapolated": trajectory_nrmse(model, outer),
+        "extrapolated_points": int(sum(t.n for t in outer)),
+        "extrapolated_spans": len(outer),
+        **info,
+    }
     if which == "ku":  # the outer Ku runs at fixed-ish DMI
         dmi = dmi_of(series)
         d_centre, d_amp = 0.5 * (dmi.min() + dmi.max()), 0.5 * (dmi.max() - dmi.min())
         fixed = [t for t in outer if np.abs(dmi_of(t) - d_centre).max() <= 0.25 * d_amp]
         if fixed:
-            result.update(nrmse_extrapolated_fixed_dmi=trajectory_nrmse(model, fixed),
-                          fixed_dmi_spans=len(fixed))
+            result.update(
+                nrmse_extrapolated_fixed_dmi=trajectory_nrmse(model, fixed), fixed_dmi_spans=len(fixed)
+            )
     emit(**result)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=["heldout", "dmi", "ku"], action="append",
-                        help="run only these parts (repeatable; default all)")
-    parser.add_argument("--inner", type=float, default=0.6,
-                        help="training periods: amplitude at most this share of the largest")
+    parser.add_argument(
+        "--only",
+        choices=["heldout", "dmi", "ku"],
+        action="append",
+        help="run only these parts (repeatable; default all)",
+    )
+    parser.add_argument(
+        "--inner",
+        type=float,
+        default=0.6,
+        help="training periods: amplitude at most this share of the largest",
+    )
     parser.add_argument("--max-steps", type=int, default=12000)
     parser.add_argument("--max-wall-s", type=float, default=240.0, help="per training")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--table", type=Path, default=TABLE)
-    parser.add_argument("--dmi-as", choices=["condition", "drive"], default="condition",
-                        help="how the twin takes the DMI column")
+    parser.add_argument(
+        "--dmi-as",
+        choices=["condition", "drive"],
+        default="condition",
+        help="how the twin takes the DMI column",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     table = load_mumax_table(args.table)
     series, _ = mumax_series(table, split_for(args))
-    emit(bench="twin_extrapolation_setup", table=str(args.table), samples=series.n, dt_s=series.dt_s,
-         machine=platform.machine(), torch=torch.__version__)
+    emit(
+        bench="twin_extrapolation_setup",
+        table=str(args.table),
+        samples=series.n,
+        dt_s=series.dt_s,
+        machine=platform.machine(),
+        torch=torch.__version__,
+    )
     start = time.perf_counter()
     for part in args.only or ["heldout", "dmi", "ku"]:
         if part == "heldout":

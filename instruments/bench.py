@@ -27,6 +27,7 @@ This module is the Device with its retries; the pieces it stands on have their o
 :mod:`.record_layout` (where each sample goes), :mod:`.output_safety` (limits, bias ramps,
 outputs off) and :mod:`.opening` (a station file -> an open Bench).
 """
+
 from __future__ import annotations
 
 import atexit
@@ -95,9 +96,16 @@ class Bench(OutputSafety, Device):
     :class:`~spinlab.errors.InstrumentFaultError`, outputs off.
     """
 
-    def __init__(self, station: Station, links: dict[str, Link], *,
-                 cleanup: tuple[Callable[[], None], ...] = (), model: Device | None = None,
-                 lab: Any = None, locks: Any = None) -> None:
+    def __init__(
+        self,
+        station: Station,
+        links: dict[str, Link],
+        *,
+        cleanup: tuple[Callable[[], None], ...] = (),
+        model: Device | None = None,
+        lab: Any = None,
+        locks: Any = None,
+    ) -> None:
         default = {}
         if "source" in links:
             self.condition_names = ("bias_A",)
@@ -167,8 +175,13 @@ class Bench(OutputSafety, Device):
         with link.step("clearing its error queue") as inst:
             stale = drain_errors(inst.ask, inst.ERROR_QUERY)
         if stale:
-            log.warning("cleared %d stale error(s) from the %s's queue %s: %s", len(stale), link.role,
-                        when, format_errors(stale))
+            log.warning(
+                "cleared %d stale error(s) from the %s's queue %s: %s",
+                len(stale),
+                link.role,
+                when,
+                format_errors(stale),
+            )
 
     def _configure(self) -> None:
         """Put every instrument in a known, safe state: outputs off, load and bias-source mode
@@ -180,11 +193,12 @@ class Bench(OutputSafety, Device):
             awg.output_load_ohm = st.awg.load
             family = awg.family.family
         if family != st.awg.model:
-            raise ConfigError(f"{st.path}: [awg] model = {st.awg.model!r}, but the AWG at {link.resource} "
-                              f"is a {family}-series generator ({self._identity['awg']}); fix [awg] model")
+            raise ConfigError(
+                f"{st.path}: [awg] model = {st.awg.model!r}, but the AWG at {link.resource} "
+                f"is a {family}-series generator ({self._identity['awg']}); fix [awg] model"
+            )
         if "source" in self.links:
             self._configure_source()
-
 
     @property
     def memory_samples(self) -> int:
@@ -230,33 +244,43 @@ class Bench(OutputSafety, Device):
         with self._lock:
             return self._respond_locked(drive, dt_s, conditions)
 
-    def _respond_locked(self, drive: np.ndarray, dt_s: float,
-                        conditions: dict[str, np.ndarray]) -> np.ndarray:
+    def _respond_locked(
+        self, drive: np.ndarray, dt_s: float, conditions: dict[str, np.ndarray]
+    ) -> np.ndarray:
         if self._closed:
             raise InstrumentError("the bench is closed; open it again with open_bench()")
         awg_V = self._check_derived(drive, dt_s, conditions)
         bias = conditions.get("bias_A")
-        groups = [(None, np.arange(drive.shape[0]))] if bias is None else [
-            (float(b), np.flatnonzero(bias == b)) for b in np.unique(bias)]
+        groups = (
+            [(None, np.arange(drive.shape[0]))]
+            if bias is None
+            else [(float(b), np.flatnonzero(bias == b)) for b in np.unique(bias)]
+        )
         out = np.empty_like(drive)
         timing = dict.fromkeys(("upload_s", "capture_s", "read_s", "align_s", "records", "retries"), 0.0)
         logged = len(self.fault_log)
         try:
             for bias_A, rows in groups:
                 segmentation = self.station.segmentation
-                layout = plan_records(awg_V[rows], settle=self._samples(segmentation.settle_s, dt_s),
-                                      overlap=self._samples(segmentation.overlap_s, dt_s),
-                                      max_record=self.max_record(dt_s))
+                layout = plan_records(
+                    awg_V[rows],
+                    settle=self._samples(segmentation.settle_s, dt_s),
+                    overlap=self._samples(segmentation.overlap_s, dt_s),
+                    max_record=self.max_record(dt_s),
+                )
                 timeline = np.empty(layout.timeline_length)
                 timing["records"] += len(layout.records)
                 for number, record in enumerate(layout.records, 1):
                     check_stop()  # a worker asked to stop plays no further record
                     what = f"record {number} of {len(layout.records)}" + (
-                        "" if bias_A is None else f" at {bias_A:.4g} A")
-                    response = self._attempts(what, functools.partial(self._play, record.samples, dt_s,
-                                                                      timing, bias_A))
-                    timeline[record.start:record.start + record.length] = \
-                        response[record.keep:record.keep + record.length]
+                        "" if bias_A is None else f" at {bias_A:.4g} A"
+                    )
+                    response = self._attempts(
+                        what, functools.partial(self._play, record.samples, dt_s, timing, bias_A)
+                    )
+                    timeline[record.start : record.start + record.length] = response[
+                        record.keep : record.keep + record.length
+                    ]
                 out[rows] = layout.unpack(timeline)
         except InstrumentFaultError as exc:
             raise self._with_outputs(exc) from exc.__cause__
@@ -287,13 +311,26 @@ class Bench(OutputSafety, Device):
                 link = fault.link
                 count = failures[link.key] = failures.get(link.key, 0) + 1
                 give_up = not link.answering or count > res.retries
-                self.fault_log.append({"what": what, "instrument": link.role, "step": fault.step,
-                                       "error": one_line(fault.cause),
-                                       "outcome": "reported" if give_up else "retried"})
+                self.fault_log.append(
+                    {
+                        "what": what,
+                        "instrument": link.role,
+                        "step": fault.step,
+                        "error": one_line(fault.cause),
+                        "outcome": "reported" if give_up else "retried",
+                    }
+                )
                 if give_up:
                     raise self._gave_up(what, fault, count) from fault.cause
-                log.warning("%s failed %s (%s): %s; retrying (%d of %d)", link.role, fault.step, what,
-                            one_line(fault.cause), count, res.retries)
+                log.warning(
+                    "%s failed %s (%s): %s; retrying (%d of %d)",
+                    link.role,
+                    fault.step,
+                    what,
+                    one_line(fault.cause),
+                    count,
+                    res.retries,
+                )
                 time.sleep(res.retry_backoff_s * 3 ** (count - 1))
                 failed = link
 
@@ -315,12 +352,17 @@ class Bench(OutputSafety, Device):
             return InstrumentFaultError(
                 f"the {link.role} at {link.resource} stopped answering ({what}, {fault.step}: "
                 f"{one_line(fault.cause)}) and did not answer *IDN? after reconnecting; check that it is "
-                f"on and connected, and [resources] timeout_s = {link.timeout_s:g} s")
-        hint = "" if isinstance(fault.cause, InstrumentError) else (
-            "; check that it is on, connected and used by nobody else")
+                f"on and connected, and [resources] timeout_s = {link.timeout_s:g} s"
+            )
+        hint = (
+            ""
+            if isinstance(fault.cause, InstrumentError)
+            else ("; check that it is on, connected and used by nobody else")
+        )
         return InstrumentFaultError(
             f"the {link.role} at {link.resource} failed {attempts} time(s) {fault.step} ({what}): "
-            f"{one_line(fault.cause)}{hint}")
+            f"{one_line(fault.cause)}{hint}"
+        )
 
     def _with_outputs(self, exc: InstrumentFaultError) -> InstrumentFaultError:
         """Switch the outputs off and say in the error whether that could be confirmed."""
@@ -328,12 +370,15 @@ class Bench(OutputSafety, Device):
             left = self.outputs_off()
         if not left:
             return InstrumentFaultError(f"{exc}; outputs are off")
-        return InstrumentFaultError(f"{exc}; the {' and the '.join(left)} could not be confirmed off: "
-                                    f"switch {'it' if len(left) == 1 else 'them'} off by hand")
+        return InstrumentFaultError(
+            f"{exc}; the {' and the '.join(left)} could not be confirmed off: "
+            f"switch {'it' if len(left) == 1 else 'them'} off by hand"
+        )
 
     # --- one record ------------------------------------------------------------------------
-    def _play(self, samples_V: np.ndarray, dt_s: float, timing: dict[str, float],
-              bias_A: float | None) -> np.ndarray:
+    def _play(
+        self, samples_V: np.ndarray, dt_s: float, timing: dict[str, float], bias_A: float | None
+    ) -> np.ndarray:
         """Bias, upload, arm, trigger, capture, check and grid one AWG record; AWG output off
         afterwards. Returns only a record that passed every check."""
         st = self.station
@@ -353,10 +398,14 @@ class Bench(OutputSafety, Device):
         try:
             with scope_link.step("configuring the capture") as scope:
                 capture = scope.configure_capture(
-                    st.wiring.scope_channel, duration_s=duration_s, sample_rate_Hz=rate,
-                    full_scale_V=st.scope.full_scale_V, offset_V=st.scope.offset_V,
+                    st.wiring.scope_channel,
+                    duration_s=duration_s,
+                    sample_rate_Hz=rate,
+                    full_scale_V=st.scope.full_scale_V,
+                    offset_V=st.scope.offset_V,
                     trigger_level_V=st.wiring.scope_trigger_level_V,
-                    impedance="FIFT" if st.scope.impedance_ohm == 50 else "ONEM")
+                    impedance="FIFT" if st.scope.impedance_ohm == 50 else "ONEM",
+                )
             with awg_link.step("switching its output on") as awg:
                 awg.output_enabled = True
             with scope_link.step("arming") as scope:
@@ -391,11 +440,13 @@ class Bench(OutputSafety, Device):
         """Block until the scope waits for its trigger (``:OPERegister:CONDition?`` bit 5): a
         real scope needs a moment after ``:SINGle``, and a trigger sent before would be lost. A
         scope that stopped running meanwhile (a reset, a stray trigger) fails at once."""
+
         def armed() -> bool:
             condition = scope.operation_condition
             if not condition & (WAIT_TRIGGER_BIT | RUN_BIT):
-                raise InstrumentError("the scope stopped before the trigger (was it reset, or triggered "
-                                      "by something else?)")
+                raise InstrumentError(
+                    "the scope stopped before the trigger (was it reset, or triggered by something else?)"
+                )
             return bool(condition & WAIT_TRIGGER_BIT)
 
         poll_until(armed, timeout_s, "the scope did not arm after :SINGle")
@@ -406,22 +457,27 @@ class Bench(OutputSafety, Device):
         rate = capture["sample_rate_Hz"]
         # a real scope's origin may carry a sub-sample trigger-interpolation offset; a reset one is
         # off by a whole screen
-        if (wave.n != capture["points"] or not math.isclose(wave.dt_s * rate, 1.0, rel_tol=1e-6)
-                or abs(wave.t0_s - capture["start_s"]) > 2.0 / rate):
+        if (
+            wave.n != capture["points"]
+            or not math.isclose(wave.dt_s * rate, 1.0, rel_tol=1e-6)
+            or abs(wave.t0_s - capture["start_s"]) > 2.0 / rate
+        ):
             raise InstrumentError(
                 f"the scope returned {wave.n} points at {1 / wave.dt_s:.6g} Sa/s from {wave.t0_s:.4g} s, "
                 f"not the {capture['points']} at {rate:.6g} Sa/s from {capture['start_s']:.4g} s "
-                "configured (was it reset?)")
+                "configured (was it reset?)"
+            )
         if not np.all(np.isfinite(values)):
             raise InstrumentError("the scope record holds non-finite values")
-        step = sc.full_scale_V / 2 ** ADC_BITS
+        step = sc.full_scale_V / 2**ADC_BITS
         top = sc.offset_V + sc.full_scale_V / 2 - 1.5 * step
         bottom = sc.offset_V - sc.full_scale_V / 2 + 0.5 * step
         run = _longest_run((values >= top) | (values <= bottom))
         if run >= max(CLIPPED_RUN, sc.oversample):
             raise InstrumentError(
                 f"the response left the scope screen ({bottom:.4g} .. {top:.4g} V) for {run} consecutive "
-                "samples; widen [scope] full_scale_V or move offset_V")
+                "samples; widen [scope] full_scale_V or move offset_V"
+            )
 
     def _check_state(self, bias_A: float | None) -> None:
         """AWG and bias source still hold what the bench set (a reset would have changed it)."""
@@ -432,17 +488,22 @@ class Bench(OutputSafety, Device):
             if state.function != "ARB" or state.arb.upper() != ARB_NAME or not same_load:
                 raise InstrumentError(
                     f"the AWG plays {state.function} {state.arb!r} into {state.load_ohm:g} ohm, "
-                    f"not arb {ARB_NAME!r} into {st.awg.load:g} ohm (was it reset?)")
+                    f"not arb {ARB_NAME!r} into {st.awg.load:g} ohm (was it reset?)"
+                )
         if bias_A is None:
             return
         with self.links["source"].step("checking the bias") as source:
             state = source.output_state()
             # pymeasure programs the level with %g: 6 significant digits
-            if not (state.on and state.function == "CURR"
-                    and math.isclose(state.current_A, bias_A, rel_tol=1e-5, abs_tol=1e-12)):
+            if not (
+                state.on
+                and state.function == "CURR"
+                and math.isclose(state.current_A, bias_A, rel_tol=1e-5, abs_tol=1e-12)
+            ):
                 raise InstrumentError(
                     f"the bias source is {'on' if state.on else 'off'}, sourcing {state.function} at "
-                    f"{state.current_A:.6g} A instead of {bias_A:.6g} A (was it reset?)")
+                    f"{state.current_A:.6g} A instead of {bias_A:.6g} A (was it reset?)"
+                )
 
     # --- checks and outputs ----------------------------------------------------------------
 
@@ -491,6 +552,20 @@ def _close_at_exit(ref: weakref.ref[Bench]) -> None:
 # the entry point (`bench:` addresses) and the other public names of this module's past
 from spinlab.instruments.opening import open_bench  # noqa: E402
 
-__all__ = ["ADC_BITS", "ARB_NAME", "Bench", "CLIPPED_RUN", "MIN_RECORD_SAMPLES", "PROBE_TIMEOUT_S",
-           "Plan", "Record", "RecordLayout", "VOLTAGE_RAMP_STEPS", "WAIT_TRIGGER_BIT",
-           "average_onto_grid", "open_bench", "plan_records", "ramp_levels"]
+__all__ = [
+    "ADC_BITS",
+    "ARB_NAME",
+    "Bench",
+    "CLIPPED_RUN",
+    "MIN_RECORD_SAMPLES",
+    "PROBE_TIMEOUT_S",
+    "Plan",
+    "Record",
+    "RecordLayout",
+    "VOLTAGE_RAMP_STEPS",
+    "WAIT_TRIGGER_BIT",
+    "average_onto_grid",
+    "open_bench",
+    "plan_records",
+    "ramp_levels",
+]

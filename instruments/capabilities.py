@@ -4,6 +4,7 @@ The loader checks a station's limits against these before anything is opened, so
 setting is a :class:`~spinlab.errors.ConfigError` naming the key, not a driver ``ValueError``
 halfway through a run; the drivers validate every command against the same numbers.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ class ScopeModel:
     max_sample_rate_Hz: float = 5e9
     memory_points: int = 4_000_000
     min_points: int = 100
-    scale_V_per_div: tuple[float, float] = (1e-3, 5.0)   # full scale is 8 divisions
+    scale_V_per_div: tuple[float, float] = (1e-3, 5.0)  # full scale is 8 divisions
     max_offset_V: float = 40.0
     max_trigger_level_V: float = 8.0
 
@@ -57,8 +58,8 @@ class SourceModel:
 
     max_current_A: float = 1.05
     max_voltage_V: float = 210.0
-    high_power_current_A: float = 0.105   # above this current ...
-    high_power_max_V: float = 21.0        # ... the compliance voltage tops out here
+    high_power_current_A: float = 0.105  # above this current ...
+    high_power_max_V: float = 21.0  # ... the compliance voltage tops out here
     min_compliance_V: float = 0.2e-3
 
 

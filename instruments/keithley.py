@@ -8,6 +8,7 @@ with LF, drains the queue through :class:`~.scpi.ErrorQueueMixin` (bounded, with
 query so the bench can tell where the bias really is before it moves it (after a crash, a reset
 or a reconnect).
 """
+
 from __future__ import annotations
 
 import math
@@ -24,7 +25,7 @@ class SourceState(NamedTuple):
     """The output as the instrument reports it: relay, source function and both levels."""
 
     on: bool
-    function: str   # "CURR" or "VOLT"
+    function: str  # "CURR" or "VOLT"
     current_A: float
     voltage_V: float
 
@@ -33,7 +34,8 @@ class Keithley2400(ErrorQueueMixin, _PymeasureKeithley2400):
     """Keithley 2400 with LF terminators, a bounded error queue and :meth:`output_state`."""
 
     source_enabled = flag_control(
-        "OUTPUT?", "OUTPUT %d",
+        "OUTPUT?",
+        "OUTPUT %d",
         """Control whether the source output is on (bool); a reply other than 0/1 raises
         InstrumentError.""",
         "output state",
@@ -51,12 +53,19 @@ class Keithley2400(ErrorQueueMixin, _PymeasureKeithley2400):
         fields = reply.split(";")
         if len(fields) != 4:
             raise InstrumentError(f"malformed output state from the bias source: {reply!r}")
-        state = SourceState(parse_bool(fields[0], "output state"),
-                            parse_choice(["CURR", "VOLT"], "source function")(fields[1]),
-                            parse_float(fields[2], "source current"), parse_float(fields[3], "source voltage"))
-        for value, limit, what in ((state.current_A, KEITHLEY_2400.max_current_A, "current"),
-                                   (state.voltage_V, KEITHLEY_2400.max_voltage_V, "voltage")):
+        state = SourceState(
+            parse_bool(fields[0], "output state"),
+            parse_choice(["CURR", "VOLT"], "source function")(fields[1]),
+            parse_float(fields[2], "source current"),
+            parse_float(fields[3], "source voltage"),
+        )
+        for value, limit, what in (
+            (state.current_A, KEITHLEY_2400.max_current_A, "current"),
+            (state.voltage_V, KEITHLEY_2400.max_voltage_V, "voltage"),
+        ):
             if not (math.isfinite(value) and abs(value) <= limit * (1 + 1e-9)):
-                raise InstrumentError(f"the bias source reports a source {what} of {value!r}, which a 2400 "
-                                      f"cannot program (reply {reply!r})")
+                raise InstrumentError(
+                    f"the bias source reports a source {what} of {value!r}, which a 2400 "
+                    f"cannot program (reply {reply!r})"
+                )
         return state

@@ -9,6 +9,7 @@ After every upload the error queue is drained and any error raises
 peak-to-peak of the arb) so a damaged transfer is caught before it is played.
 Only channel 1 is driven (the experiment needs one drive line).
 """
+
 from __future__ import annotations
 
 import math
@@ -19,20 +20,20 @@ import numpy as np
 from pymeasure.instruments import Instrument, SCPIMixin
 from pymeasure.instruments.validators import strict_discrete_set, strict_range
 
+from spinlab.errors import ConfigError, InstrumentError, WaveformError
 from spinlab.instruments.capabilities import AwgModel, awg_model_of
 from spinlab.instruments.scpi import (
     RAW_REPLY,
     ErrorQueueMixin,
     choice_control,
-    flag_control,
     ensure_termination,
+    flag_control,
     float_reply,
     int_reply,
     parse_choice,
     parse_float,
     parse_int,
 )
-from spinlab.errors import ConfigError, InstrumentError, WaveformError
 
 DAC_FULL_SCALE = 32767
 _ARB_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,11}$")
@@ -62,9 +63,7 @@ def _last_digit(number: str) -> float:
 
 def _arb_name(value: str, _values: Any = None) -> str:
     if not isinstance(value, str) or not _ARB_NAME.match(value):
-        raise ValueError(
-            f"arb name {value!r} must be 1-12 letters, digits or '_' and start with a letter"
-        )
+        raise ValueError(f"arb name {value!r} must be 1-12 letters, digits or '_' and start with a letter")
     return value
 
 
@@ -88,9 +87,14 @@ class Keysight33500B(ErrorQueueMixin, SCPIMixin, Instrument):
     #: |offset| + Vpp/2 must stay below this into 50 ohm (the conservative, always-valid limit).
     MAX_PEAK_V = 5.0  # both families: capabilities.AWG_MODELS[...].max_peak_V
 
-    def __init__(self, adapter, name: str = "Keysight 33500B waveform generator",
-                 memory_samples: int | None = None, max_sample_rate_Hz: float | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        adapter,
+        name: str = "Keysight 33500B waveform generator",
+        memory_samples: int | None = None,
+        max_sample_rate_Hz: float | None = None,
+        **kwargs: Any,
+    ) -> None:
         kwargs.setdefault("read_termination", "\n")
         kwargs.setdefault("write_termination", "\n")
         kwargs.setdefault("timeout", 20_000)
@@ -102,70 +106,100 @@ class Keysight33500B(ErrorQueueMixin, SCPIMixin, Instrument):
 
     # --- declarative settings ---------------------------------------------------------------
     output_enabled = flag_control(
-        "OUTP1?", "OUTP1 %d",
+        "OUTP1?",
+        "OUTP1 %d",
         """Control whether channel 1's output relay is closed (bool).""",
         "output state",
     )
     output_load_ohm = Instrument.control(
-        "OUTP1:LOAD?", "OUTP1:LOAD %s",
+        "OUTP1:LOAD?",
+        "OUTP1:LOAD %s",
         """Control the load the amplitude refers to, in ohm (50, or math.inf for high-Z).""",
-        validator=_load_setting, set_process=lambda v: "INF" if math.isinf(v) else f"{v:g}",
-        get_process=float_reply("output load"), **RAW_REPLY,
+        validator=_load_setting,
+        set_process=lambda v: "INF" if math.isinf(v) else f"{v:g}",
+        get_process=float_reply("output load"),
+        **RAW_REPLY,
     )
     function = Instrument.control(
-        "SOUR1:FUNC?", "SOUR1:FUNC %s",
+        "SOUR1:FUNC?",
+        "SOUR1:FUNC %s",
         """Control the output function (str: SIN, SQU, RAMP, PULS, NOIS, DC, ARB, PRBS, TRI).""",
-        validator=strict_discrete_set, values=_FUNCTIONS, get_process=parse_choice(_FUNCTIONS, "function"),
+        validator=strict_discrete_set,
+        values=_FUNCTIONS,
+        get_process=parse_choice(_FUNCTIONS, "function"),
         **RAW_REPLY,
     )
     amplitude_Vpp = Instrument.control(
-        "SOUR1:VOLT?", "SOUR1:VOLT %.10g",
+        "SOUR1:VOLT?",
+        "SOUR1:VOLT %.10g",
         """Control the amplitude in volts peak-to-peak into the load setting (float).""",
-        validator=strict_range, values=[1e-3, 20.0],
-        get_process=float_reply("amplitude"), **RAW_REPLY,
+        validator=strict_range,
+        values=[1e-3, 20.0],
+        get_process=float_reply("amplitude"),
+        **RAW_REPLY,
     )
     offset_V = Instrument.control(
-        "SOUR1:VOLT:OFFS?", "SOUR1:VOLT:OFFS %.10g",
+        "SOUR1:VOLT:OFFS?",
+        "SOUR1:VOLT:OFFS %.10g",
         """Control the DC offset in volts into the load setting (float).""",
-        validator=strict_range, values=[-10.0, 10.0],
-        get_process=float_reply("offset"), **RAW_REPLY,
+        validator=strict_range,
+        values=[-10.0, 10.0],
+        get_process=float_reply("offset"),
+        **RAW_REPLY,
     )
     sample_rate_Hz = Instrument.control(
-        "SOUR1:FUNC:ARB:SRAT?", "SOUR1:FUNC:ARB:SRAT %.12g",
+        "SOUR1:FUNC:ARB:SRAT?",
+        "SOUR1:FUNC:ARB:SRAT %.12g",
         """Control the arb sample rate in Sa/s (float, 1 uSa/s .. the model's maximum).""",
-        validator=strict_range, values=[1e-6, 1e9],
-        get_process=float_reply("arb sample rate"), **RAW_REPLY,
+        validator=strict_range,
+        values=[1e-6, 1e9],
+        get_process=float_reply("arb sample rate"),
+        **RAW_REPLY,
     )
     arb_name = Instrument.control(
-        "SOUR1:FUNC:ARB?", "SOUR1:FUNC:ARB %s",
+        "SOUR1:FUNC:ARB?",
+        "SOUR1:FUNC:ARB %s",
         """Control which arb in volatile memory is played (str).""",
-        validator=_arb_name, get_process=lambda r: str(r).strip().strip('"'), **RAW_REPLY,
+        validator=_arb_name,
+        get_process=lambda r: str(r).strip().strip('"'),
+        **RAW_REPLY,
     )
     burst_enabled = flag_control(
-        "SOUR1:BURS:STAT?", "SOUR1:BURS:STAT %d",
+        "SOUR1:BURS:STAT?",
+        "SOUR1:BURS:STAT %d",
         """Control burst mode (bool).""",
         "burst state",
     )
     burst_cycles = Instrument.control(
-        "SOUR1:BURS:NCYC?", "SOUR1:BURS:NCYC %d",
+        "SOUR1:BURS:NCYC?",
+        "SOUR1:BURS:NCYC %d",
         """Control how many arb periods one trigger plays (int, 1 .. 1e8).""",
-        validator=strict_range, values=[1, 100_000_000], set_process=int,
-        get_process=int_reply("burst count"), **RAW_REPLY,
+        validator=strict_range,
+        values=[1, 100_000_000],
+        set_process=int,
+        get_process=int_reply("burst count"),
+        **RAW_REPLY,
     )
     burst_mode = choice_control(
-        "SOUR1:BURS:MODE?", "SOUR1:BURS:MODE %s",
+        "SOUR1:BURS:MODE?",
+        "SOUR1:BURS:MODE %s",
         """Control the burst mode (str: TRIG or GAT).""",
-        ["TRIG", "GAT"], "burst mode",
+        ["TRIG", "GAT"],
+        "burst mode",
     )
     trigger_source = choice_control(
-        "TRIG1:SOUR?", "TRIG1:SOUR %s",
+        "TRIG1:SOUR?",
+        "TRIG1:SOUR %s",
         """Control what starts a burst (str: BUS for *TRG, EXT, IMM, TIM).""",
-        ["BUS", "EXT", "IMM", "TIM"], "trigger source",
+        ["BUS", "EXT", "IMM", "TIM"],
+        "trigger source",
     )
     byte_order = choice_control(
-        "FORM:BORD?", "FORM:BORD %s",
+        "FORM:BORD?",
+        "FORM:BORD %s",
         """Control the byte order of binary blocks (str: NORM big endian, SWAP little endian).""",
-        ["NORM", "SWAP"], "byte order",
+        ["NORM", "SWAP"],
+        "byte order",
     )
 
     # --- model capabilities ------------------------------------------------------------------
@@ -198,8 +232,10 @@ class Keysight33500B(ErrorQueueMixin, SCPIMixin, Instrument):
         has_mem = "MEM" in options.replace('"', "").split(",")
         family = awg_model_of(fields[1])
         if family is None:
-            raise InstrumentError(f"{idn!r} is not a 33500B/33600A-series generator; check the station's "
-                                  "[resources] awg address")
+            raise InstrumentError(
+                f"{idn!r} is not a 33500B/33600A-series generator; check the station's "
+                "[resources] awg address"
+            )
         self._family = family
         memory = family.memory_samples_mem if has_mem else family.memory_samples
         rate = family.max_sample_rate_Hz
@@ -228,8 +264,9 @@ class Keysight33500B(ErrorQueueMixin, SCPIMixin, Instrument):
         np.clip(codes, -DAC_FULL_SCALE, DAC_FULL_SCALE, out=codes)
         return codes.astype(np.int16), amplitude, offset
 
-    def upload_arb(self, name: str, samples_V: np.ndarray, sample_rate_Hz: float,
-                   verify: bool = False) -> dict[str, float]:
+    def upload_arb(
+        self, name: str, samples_V: np.ndarray, sample_rate_Hz: float, verify: bool = False
+    ) -> dict[str, float]:
         """Load ``samples_V`` (volts into the load setting) as arb ``name``, select and play it
         at ``sample_rate_Hz``. Everything is validated before anything is sent; the error queue
         is checked afterwards, and with ``verify`` the arb is read back (:meth:`verify_arb`).
@@ -242,7 +279,9 @@ class Keysight33500B(ErrorQueueMixin, SCPIMixin, Instrument):
             bad = int(np.count_nonzero(~np.isfinite(samples)))
             raise WaveformError(f"arb {name!r} has {bad} NaN/inf sample(s); nothing was sent")
         if samples.size < self.MIN_ARB_SAMPLES:
-            raise WaveformError(f"arb has {samples.size} samples; the 33500B needs at least {self.MIN_ARB_SAMPLES}")
+            raise WaveformError(
+                f"arb has {samples.size} samples; the 33500B needs at least {self.MIN_ARB_SAMPLES}"
+            )
         if samples.size > self.memory_samples:
             raise WaveformError(
                 f"arb has {samples.size} samples but the generator holds {self.memory_samples}; "
@@ -262,8 +301,9 @@ class Keysight33500B(ErrorQueueMixin, SCPIMixin, Instrument):
         self.byte_order = "SWAP"
         self.clear_volatile()
         # one IEEE 488.2 block of little-endian int16 (FORM:BORD SWAP), built by pyvisa from the array
-        self.write_binary_values(f"SOUR1:DATA:ARB:DAC {name},", codes, datatype="h", is_big_endian=False,
-                                 termination="\n")
+        self.write_binary_values(
+            f"SOUR1:DATA:ARB:DAC {name},", codes, datatype="h", is_big_endian=False, termination="\n"
+        )
         self.arb_name = name
         self.function = "ARB"
         self.sample_rate_Hz = rate
@@ -274,8 +314,12 @@ class Keysight33500B(ErrorQueueMixin, SCPIMixin, Instrument):
         self.raise_errors(f"uploading arb {name!r} ({samples.size} samples)")
         if verify:
             self.verify_arb(name, codes)
-        return {"amplitude_Vpp": amplitude, "offset_V": offset, "samples": int(samples.size),
-                "sample_rate_Hz": rate}
+        return {
+            "amplitude_Vpp": amplitude,
+            "offset_V": offset,
+            "samples": int(samples.size),
+            "sample_rate_Hz": rate,
+        }
 
     def verify_arb(self, name: str, codes: np.ndarray) -> None:
         """The arb ``name`` holds ``codes``: same point count, same mean and peak-to-peak (as the
@@ -295,12 +339,16 @@ class Keysight33500B(ErrorQueueMixin, SCPIMixin, Instrument):
         wrong = []
         if points != codes.size:
             wrong.append(f"{points} points instead of {codes.size}")
-        for what, got, want, text in (("mean", mean, want_mean, fields[1]), ("peak-to-peak", ptp, want_ptp, fields[2])):
+        for what, got, want, text in (
+            ("mean", mean, want_mean, fields[1]),
+            ("peak-to-peak", ptp, want_ptp, fields[2]),
+        ):
             if not abs(got - want) <= _ATTRIBUTE_RTOL * abs(want) + _last_digit(text) + 1e-12:
                 wrong.append(f"{what} {got:.10g} instead of {want:.10g}")
         if wrong:
-            raise InstrumentError(f"the AWG holds arb {name!r} with {', '.join(wrong)}: the upload was "
-                                  "damaged in transfer")
+            raise InstrumentError(
+                f"the AWG holds arb {name!r} with {', '.join(wrong)}: the upload was damaged in transfer"
+            )
 
     def playing_state(self) -> AwgState:
         """Function, selected arb and load setting, in one query (a reset changes all three)."""
@@ -308,8 +356,11 @@ class Keysight33500B(ErrorQueueMixin, SCPIMixin, Instrument):
         fields = reply.split(";")
         if len(fields) != 3:
             raise InstrumentError(f"malformed AWG state reply: {reply!r}")
-        return AwgState(parse_choice(_FUNCTIONS, "function")(fields[0]), fields[1].strip().strip('"'),
-                        parse_float(fields[2], "output load"))
+        return AwgState(
+            parse_choice(_FUNCTIONS, "function")(fields[0]),
+            fields[1].strip().strip('"'),
+            parse_float(fields[2], "output load"),
+        )
 
     # --- triggering --------------------------------------------------------------------------
     def arm_burst(self, cycles: int = 1, source: str = "BUS") -> None:

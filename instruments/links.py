@@ -10,12 +10,14 @@ A link is safe to share between threads: one lock serialises its steps, reconnec
 closing, so two threads never interleave SCPI on one instrument. A closed link refuses every
 use, and is never reopened, so nothing can drive an instrument after the bench let it go.
 """
+
 from __future__ import annotations
 
 import contextlib
 import logging
 import threading
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pyvisa.errors
 
@@ -30,7 +32,7 @@ FAULTS = (InstrumentError, pyvisa.errors.Error, OSError)
 class StepFailed(Exception):
     """``link``'s instrument failed while doing ``step`` (internal to the bench)."""
 
-    def __init__(self, link: "Link", step: str, cause: BaseException) -> None:
+    def __init__(self, link: Link, step: str, cause: BaseException) -> None:
         super().__init__(f"{link.role} failed while {step}: {one_line(cause)}")
         self.link = link
         self.step = step
@@ -47,10 +49,11 @@ class Link:
     """``open_driver(timeout_s)`` opens a connection and returns the driver on it; the link
     then checks that the instrument answers ``*IDN?``."""
 
-    def __init__(self, key: str, role: str, resource: str, open_driver: Callable[[float], Any],
-                 timeout_s: float) -> None:
-        self.key = key            # "awg", "scope", "source"
-        self.role = role          # what messages call it
+    def __init__(
+        self, key: str, role: str, resource: str, open_driver: Callable[[float], Any], timeout_s: float
+    ) -> None:
+        self.key = key  # "awg", "scope", "source"
+        self.role = role  # what messages call it
         self.resource = resource
         self.timeout_s = timeout_s
         self._open = open_driver
@@ -82,8 +85,9 @@ class Link:
 
     def _refuse_if_closed(self) -> None:
         if self.closed:
-            raise InstrumentError(f"the connection to the {self.role} at {self.resource} is closed; "
-                                  "open the station again")
+            raise InstrumentError(
+                f"the connection to the {self.role} at {self.resource} is closed; open the station again"
+            )
 
     def reconnect(self, probe_s: float, tries: int = 2) -> None:
         """Close the connection (stale replies go with it) and open a new one that must answer

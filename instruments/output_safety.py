@@ -7,6 +7,7 @@ Ctrl-C, an instrument that stops answering), so it is kept small enough to read 
 bench's ``station``, ``links``, ``limits``, ``_lock``, ``scope_rate`` and the believed bias
 ``_bias_A`` (None while the source is off).
 """
+
 from __future__ import annotations
 
 import logging
@@ -75,8 +76,10 @@ class OutputSafety:
         self.scope_rate(dt_s)
         bias = conditions.get("bias_A")
         if bias is not None and float(np.max(np.abs(bias))) > self.limits.max_bias_A * (1 + 1e-12):
-            raise SafetyLimitError(f"bias {float(np.max(np.abs(bias))):.4g} A exceeds max_bias_A = "
-                                   f"{self.limits.max_bias_A:.4g} A; nothing was sent")
+            raise SafetyLimitError(
+                f"bias {float(np.max(np.abs(bias))):.4g} A exceeds max_bias_A = "
+                f"{self.limits.max_bias_A:.4g} A; nothing was sent"
+            )
         return awg_V
 
     def _set_bias(self, bias_A: float) -> None:
@@ -108,7 +111,8 @@ class OutputSafety:
         if errors:
             raise InstrumentError(
                 f"the bias source reported {format_errors(errors)} after {context}; check the bias "
-                "source and the station's [source] settings (compliance_V, bias range)")
+                "source and the station's [source] settings (compliance_V, bias range)"
+            )
 
     def _resync_source(self) -> None:
         """After a source fault: believe what the source reports, not what was last sent. Off
@@ -148,8 +152,11 @@ class OutputSafety:
                     action()
             except Exception as exc:  # the other output must still go off
                 left.append(name)
-                log.error("could not switch the %s off, or not confirm that it is off: %s", name,
-                          one_line(exc.cause if isinstance(exc, StepFailed) else exc))
+                log.error(
+                    "could not switch the %s off, or not confirm that it is off: %s",
+                    name,
+                    one_line(exc.cause if isinstance(exc, StepFailed) else exc),
+                )
         return left
 
     def _awg_off(self) -> None:
@@ -174,8 +181,11 @@ class OutputSafety:
                     raise InstrumentError("it does not answer")
                 state = source.output_state()
             except FAULTS as exc:
-                log.error("could not read back the bias source (%s); ramping down from the last level set, "
-                          "%.4g A", one_line(exc), believed or 0.0)
+                log.error(
+                    "could not read back the bias source (%s); ramping down from the last level set, %.4g A",
+                    one_line(exc),
+                    believed or 0.0,
+                )
                 state = SourceState(True, "CURR", believed or 0.0, 0.0)
             if state.on and state.function == "CURR" and state.current_A:
                 if believed is None:
@@ -194,5 +204,6 @@ class OutputSafety:
                 raise InstrumentError("the bias source does not answer, so OUTP OFF is unconfirmed")
             if source.source_enabled:
                 raise InstrumentError("the bias source output still reports ON after OUTP OFF")
+
 
 __all__ = ["OutputSafety", "PROBE_TIMEOUT_S", "VOLTAGE_RAMP_STEPS", "ramp_levels"]

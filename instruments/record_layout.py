@@ -4,6 +4,7 @@ on the drive's time grid.
 Pure functions over arrays (no instrument is touched), so the geometry of a bench call can be
 tested and reasoned about apart from the instruments that play it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -47,7 +48,7 @@ class RecordLayout:
     def unpack(self, timeline_response: np.ndarray) -> np.ndarray:
         """Timeline response -> ``(batch, n)`` responses of the drives."""
         item = self.settle + self.n
-        return timeline_response.reshape(self.batch, item)[:, self.settle:]
+        return timeline_response.reshape(self.batch, item)[:, self.settle :]
 
 
 def plan_records(drives: np.ndarray, *, settle: int, overlap: int, max_record: int) -> RecordLayout:
@@ -80,7 +81,7 @@ def plan_records(drives: np.ndarray, *, settle: int, overlap: int, max_record: i
             boundary = (end // item) * item
             if boundary > start:
                 end = boundary
-        samples = timeline[start - pre:end]
+        samples = timeline[start - pre : end]
         if samples.size < MIN_RECORD_SAMPLES:
             samples = np.concatenate([samples, np.zeros(MIN_RECORD_SAMPLES - samples.size)])
         records.append(Record(samples=samples, start=start, keep=pre, length=end - start))
@@ -88,9 +89,9 @@ def plan_records(drives: np.ndarray, *, settle: int, overlap: int, max_record: i
     return RecordLayout(records=tuple(records), batch=batch, n=n, settle=settle)
 
 
-
-def average_onto_grid(values: np.ndarray, t0_s: float, dt_scope_s: float, delay_s: float,
-                      dt_s: float, n: int) -> np.ndarray:
+def average_onto_grid(
+    values: np.ndarray, t0_s: float, dt_scope_s: float, delay_s: float, dt_s: float, n: int
+) -> np.ndarray:
     """Mean of the scope samples inside each drive sample interval.
 
     Scope sample ``k`` is at ``t0_s + k dt_scope_s`` after the trigger; drive sample ``j`` reaches
@@ -101,10 +102,15 @@ def average_onto_grid(values: np.ndarray, t0_s: float, dt_scope_s: float, delay_
     ratio = dt_s / dt_scope_s
     skip = (delay_s - t0_s) / dt_scope_s
     k, first = int(round(ratio)), int(round(skip))
-    if (abs(ratio - k) < 1e-6 and abs(skip - first) < 1e-6 and k >= 1 and first >= 0
-            and first + n * k <= values.size):
+    if (
+        abs(ratio - k) < 1e-6
+        and abs(skip - first) < 1e-6
+        and k >= 1
+        and first >= 0
+        and first + n * k <= values.size
+    ):
         # the common case: whole scope points per drive sample, aligned -> a reshape
-        return values[first:first + n * k].reshape(n, k).mean(axis=1)
+        return values[first : first + n * k].reshape(n, k).mean(axis=1)
     t = t0_s + dt_scope_s * np.arange(values.size)
     # a small tolerance so a scope sample that lands on an interval edge goes to the later one
     index = np.floor((t - delay_s) / dt_s + 1e-6).astype(np.int64)

@@ -5,17 +5,17 @@ Everything that comes back from an instrument is checked here, so a malformed re
 deep inside numpy. Binary transfers never loop over samples in Python: blocks are read with one
 ``read_bytes`` per part and decoded with ``numpy.frombuffer``.
 """
+
 from __future__ import annotations
 
 import logging
 import math
 import re
 import time
-from typing import Any, Callable, Sequence
-
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from spinlab.errors import InstrumentError
-
 
 _ERROR_RE = re.compile(r'^\s*([+-]?\d{1,10})\s*,\s*"(.*)"\s*$', re.S)
 _NUMBER_RE = re.compile(r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$")
@@ -86,8 +86,9 @@ def ensure_termination(adapter: Any, termination: str = "\n") -> None:
 
 
 # --- waiting ---------------------------------------------------------------------------------
-def poll_until(done: Callable[[], bool], timeout_s: float, what: str, *, first_s: float = 1e-4,
-               max_s: float = 0.02) -> None:
+def poll_until(
+    done: Callable[[], bool], timeout_s: float, what: str, *, first_s: float = 1e-4, max_s: float = 0.02
+) -> None:
     """Call ``done()`` with exponentially growing pauses (``first_s`` up to ``max_s``) until it
     returns True; after ``timeout_s`` raise InstrumentError saying ``what`` did not happen.
     ``done`` may raise to stop early (an instrument in a state that can never get there)."""
@@ -145,7 +146,9 @@ def parse_choice(choices: Sequence[str], what: str) -> Callable[[Any], str]:
     def process(reply: Any) -> str:
         text = str(reply).strip().strip('"').upper()
         if text not in allowed:
-            raise InstrumentError(f"malformed {what} from the instrument: {reply!r} is not one of {sorted(allowed)}")
+            raise InstrumentError(
+                f"malformed {what} from the instrument: {reply!r} is not one of {sorted(allowed)}"
+            )
         return text
 
     return process
@@ -168,16 +171,23 @@ def bool_reply(what: str) -> Callable[[Any], bool]:
 RAW_REPLY = {"cast": str, "maxsplit": 0}
 
 
-def choice_control(get_command: str, set_command: str, docs: str, choices: Sequence[str],
-                   what: str) -> property:
+def choice_control(
+    get_command: str, set_command: str, docs: str, choices: Sequence[str], what: str
+) -> property:
     """``Instrument.control`` for a setting with a fixed set of ``choices``: a value is checked
     before it is sent and the reply when it comes back (named ``what`` in errors)."""
     from pymeasure.instruments import Instrument
     from pymeasure.instruments.validators import strict_discrete_set
 
-    return Instrument.control(get_command, set_command, docs, validator=strict_discrete_set,
-                              values=list(choices), get_process=parse_choice(choices, what),
-                              **RAW_REPLY)
+    return Instrument.control(
+        get_command,
+        set_command,
+        docs,
+        validator=strict_discrete_set,
+        values=list(choices),
+        get_process=parse_choice(choices, what),
+        **RAW_REPLY,
+    )
 
 
 def flag_control(get_command: str, set_command: str, docs: str, what: str) -> property:
@@ -186,9 +196,16 @@ def flag_control(get_command: str, set_command: str, docs: str, what: str) -> pr
     from pymeasure.instruments import Instrument
     from pymeasure.instruments.validators import strict_discrete_set
 
-    return Instrument.control(get_command, set_command, docs, validator=strict_discrete_set,
-                              values=[True, False], set_process=int, get_process=bool_reply(what),
-                              **RAW_REPLY)
+    return Instrument.control(
+        get_command,
+        set_command,
+        docs,
+        validator=strict_discrete_set,
+        values=[True, False],
+        set_process=int,
+        get_process=bool_reply(what),
+        **RAW_REPLY,
+    )
 
 
 # --- error queue -------------------------------------------------------------------------------
@@ -200,8 +217,9 @@ def parse_error(reply: str) -> tuple[int, str]:
     return int(match.group(1)), match.group(2)
 
 
-def drain_errors(ask: Callable[[str], str], query: str = "SYST:ERR?",
-                 limit: int = MAX_QUEUED_ERRORS) -> list[tuple[int, str]]:
+def drain_errors(
+    ask: Callable[[str], str], query: str = "SYST:ERR?", limit: int = MAX_QUEUED_ERRORS
+) -> list[tuple[int, str]]:
     """Read the error queue until ``+0,"No error"``; return the errors in order."""
     errors: list[tuple[int, str]] = []
     for _ in range(limit):
@@ -245,5 +263,7 @@ class ErrorQueueMixin:
         behind: a block whose bytes slipped leaves bytes that would be read as the next reply."""
         reply = self.ask("*OPC?")
         if reply.strip() != "1":
-            raise InstrumentError(f"{self.name} sent {reply[:40]!r} where *OPC? should answer 1 after "
-                                  f"{context}: the reply stream is out of step (damaged transfer)")
+            raise InstrumentError(
+                f"{self.name} sent {reply[:40]!r} where *OPC? should answer 1 after "
+                f"{context}: the reply stream is out of step (damaged transfer)"
+            )

@@ -31,17 +31,28 @@ The sections are pydantic models (frozen, unknown keys forbidden, numbers never 
 strings or booleans); :func:`load_station` turns any validation error into one
 :class:`~spinlab.errors.ConfigError` line naming the file, the section and the key.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
-import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Mapping, Union
+from typing import Annotated, Any, Union
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, Strict, StrictStr,
-                      ValidationError, model_validator)
+import tomllib
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    Strict,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
 
 from spinlab.device import SafetyLimits
 from spinlab.errors import ConfigError, SafetyLimitError
@@ -87,13 +98,16 @@ def _load(value: Any) -> float | str:
 #: a number: an int or a float, never a string or a bool
 Float = Annotated[float, Strict()]
 #: an integer the run file can store (TOML integers are 64-bit)
-Int = Annotated[int, BeforeValidator(_integral_float), Strict(), Field(ge=-2**63, lt=2**63)]
+Int = Annotated[int, BeforeValidator(_integral_float), Strict(), Field(ge=-(2**63), lt=2**63)]
 Str = StrictStr
 Load = Annotated[Union[float, str], PlainValidator(_load)]
 
 #: what a value of the wrong type is told, by pydantic's error type
-_WRONG_TYPE = {"float_type": "must be a number", "int_type": "must be an integer",
-               "string_type": "must be a string"}
+_WRONG_TYPE = {
+    "float_type": "must be a number",
+    "int_type": "must be an integer",
+    "string_type": "must be a string",
+}
 
 
 def _positive(section: Any, *names: str) -> None:
@@ -113,7 +127,7 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     @model_validator(mode="after")
-    def _checked(self) -> "_Section":
+    def _checked(self) -> _Section:
         self.validate_values()
         return self
 
@@ -175,8 +189,11 @@ class Wiring(_Section):
         if not 1 <= self.scope_channel <= 4:
             raise _Invalid("scope_channel", f"must be 1..4, got {self.scope_channel}")
         if self.trigger != "bus":
-            raise _Invalid("trigger", "must be 'bus' (software trigger to the AWG; AWG trigger/sync "
-                                      f"out cabled to the scope EXT input), got {self.trigger!r}")
+            raise _Invalid(
+                "trigger",
+                "must be 'bus' (software trigger to the AWG; AWG trigger/sync "
+                f"out cabled to the scope EXT input), got {self.trigger!r}",
+            )
         level = INFINIIVISION.max_trigger_level_V
         _within(self, "scope_trigger_level_V", -level, level, "the InfiniiVision trigger range")
 
@@ -200,21 +217,35 @@ class AwgSettings(_Section):
 
     def validate_values(self) -> None:
         if self.model not in AWG_MODELS:
-            raise _Invalid("model", f"must be one of {sorted(AWG_MODELS)} (the Keysight33500B driver's "
-                                    f"families), got {self.model!r}")
+            raise _Invalid(
+                "model",
+                f"must be one of {sorted(AWG_MODELS)} (the Keysight33500B driver's "
+                f"families), got {self.model!r}",
+            )
         caps = AWG_MODELS[self.model]
-        if isinstance(self.load_ohm, float) and not (math.isfinite(self.load_ohm) and 1 <= self.load_ohm <= 10e3):
+        if isinstance(self.load_ohm, float) and not (
+            math.isfinite(self.load_ohm) and 1 <= self.load_ohm <= 10e3
+        ):
             raise _Invalid("load_ohm", f"must be between 1 and 10000 ohm or 'inf', got {self.load_ohm!r}")
         _positive(self, "max_sample_rate_Hz", "max_output_V")
         if self.max_sample_rate_Hz > caps.max_sample_rate_Hz:
-            raise _Invalid("max_sample_rate_Hz", f"= {self.max_sample_rate_Hz:g} Sa/s is beyond the {caps.family}'s "
-                                                 f"{caps.max_sample_rate_Hz:g} Sa/s arb rate")
+            raise _Invalid(
+                "max_sample_rate_Hz",
+                f"= {self.max_sample_rate_Hz:g} Sa/s is beyond the {caps.family}'s "
+                f"{caps.max_sample_rate_Hz:g} Sa/s arb rate",
+            )
         if self.max_output_V > caps.max_peak_V:
-            raise _Invalid("max_output_V", f"= {self.max_output_V:g} V is beyond the {caps.max_peak_V:g} V the "
-                                           f"{caps.family} driver allows (|offset| + Vpp/2 into 50 ohm)")
+            raise _Invalid(
+                "max_output_V",
+                f"= {self.max_output_V:g} V is beyond the {caps.max_peak_V:g} V the "
+                f"{caps.family} driver allows (|offset| + Vpp/2 into 50 ohm)",
+            )
         if self.memory_samples is not None and not 16 <= self.memory_samples <= caps.memory_samples_mem:
-            raise _Invalid("memory_samples", f"must be 16 .. {caps.memory_samples_mem} (the {caps.family}'s "
-                                             f"largest arb memory), got {self.memory_samples}")
+            raise _Invalid(
+                "memory_samples",
+                f"must be 16 .. {caps.memory_samples_mem} (the {caps.family}'s "
+                f"largest arb memory), got {self.memory_samples}",
+            )
 
     @property
     def load(self) -> float:
@@ -241,20 +272,27 @@ class ScopeSettings(_Section):
         caps = INFINIIVISION
         _positive(self, "max_sample_rate_Hz", "full_scale_V", "timeout_s")
         if self.max_sample_rate_Hz > caps.max_sample_rate_Hz:
-            raise _Invalid("max_sample_rate_Hz", f"= {self.max_sample_rate_Hz:g} Sa/s is beyond the "
-                                                 f"InfiniiVision's {caps.max_sample_rate_Hz:g} Sa/s")
+            raise _Invalid(
+                "max_sample_rate_Hz",
+                f"= {self.max_sample_rate_Hz:g} Sa/s is beyond the "
+                f"InfiniiVision's {caps.max_sample_rate_Hz:g} Sa/s",
+            )
         low, high = (8 * v for v in caps.scale_V_per_div)
         _within(self, "full_scale_V", low, high, "8 divisions of 1 mV .. 5 V")
         _within(self, "offset_V", -caps.max_offset_V, caps.max_offset_V, "the channel offset range")
         _within(self, "timeout_s", 1e-3, 3600, "seconds")
         if not 1 <= self.oversample <= 1000:
-            raise _Invalid("oversample", f"must be 1 .. 1000 (scope points per drive sample), "
-                                         f"got {self.oversample}")
+            raise _Invalid(
+                "oversample", f"must be 1 .. 1000 (scope points per drive sample), got {self.oversample}"
+            )
         if self.impedance_ohm not in (50.0, 1e6):
             raise _Invalid("impedance_ohm", f"must be 50 or 1e6, got {self.impedance_ohm!r}")
         if not 1000 <= self.max_points <= caps.memory_points:
-            raise _Invalid("max_points", f"must be 1000 .. {caps.memory_points} (the InfiniiVision's "
-                                         f"acquisition memory), got {self.max_points}")
+            raise _Invalid(
+                "max_points",
+                f"must be 1000 .. {caps.memory_points} (the InfiniiVision's "
+                f"acquisition memory), got {self.max_points}",
+            )
 
 
 class Segmentation(_Section):
@@ -297,7 +335,9 @@ class SourceSettings(_Section):
         for name in ("ramp_step_A", "ramp_pause_s"):
             if getattr(self, name) < 0:
                 raise _Invalid(name, "must be >= 0 (0: no ramp)")
-        _within(self, "compliance_V", caps.min_compliance_V, caps.max_voltage_V, "what a Keithley 2400 accepts")
+        _within(
+            self, "compliance_V", caps.min_compliance_V, caps.max_voltage_V, "what a Keithley 2400 accepts"
+        )
         _within(self, "ramp_pause_s", 0, 10, "seconds after each ramp step")
 
 
@@ -319,14 +359,17 @@ class Calibration(_Section):
     def validate_values(self) -> None:
         divider = (self.series_resistance_ohm, self.device_resistance_ohm)
         if self.drive_gain is not None and any(v is not None for v in divider):
-            raise _Invalid("drive_gain", "give either drive_gain or series_resistance_ohm + "
-                                         "device_resistance_ohm, not both")
+            raise _Invalid(
+                "drive_gain",
+                "give either drive_gain or series_resistance_ohm + device_resistance_ohm, not both",
+            )
         if (divider[0] is None) != (divider[1] is None):
             missing = "device_resistance_ohm" if divider[1] is None else "series_resistance_ohm"
             raise _Invalid(missing, "series_resistance_ohm and device_resistance_ohm go together")
         _positive(self, "drive_gain", "device_resistance_ohm", "response_gain")
         if self.series_resistance_ohm is not None and not (
-                math.isfinite(self.series_resistance_ohm) and self.series_resistance_ohm >= 0):
+            math.isfinite(self.series_resistance_ohm) and self.series_resistance_ohm >= 0
+        ):
             raise _Invalid("series_resistance_ohm", "must be >= 0")
         if not (math.isfinite(self.delay_s) and 0 <= self.delay_s <= 1.0):
             raise _Invalid("delay_s", f"must be >= 0 and at most 1 s, got {self.delay_s!r}")
@@ -409,8 +452,10 @@ def load_station(path: str | Path) -> Station:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not a text file (TOML is UTF-8; byte {exc.start} is not); "
-                          "save the station file as UTF-8") from None
+        raise ConfigError(
+            f"{path}: not a text file (TOML is UTF-8; byte {exc.start} is not); "
+            "save the station file as UTF-8"
+        ) from None
     except OSError as exc:
         raise ConfigError(f"station file {path} cannot be read: {exc}") from None
     return parse_station(data, path)
@@ -437,9 +482,18 @@ def parse_station(data: Mapping[str, Any], path: str | Path = "<station>") -> St
         limits = SafetyLimits(lim.max_drive_V, lim.max_bias_A, lim.max_field_T)
     except SafetyLimitError as exc:
         raise ConfigError(f"{path}: [limits] {exc}") from None
-    station = Station(path=path, station=parsed.station, resources=parsed.resources, scope=parsed.scope,
-                      limits=limits, wiring=parsed.wiring, awg=parsed.awg, segmentation=parsed.segmentation,
-                      source=source, calibration=parsed.calibration)
+    station = Station(
+        path=path,
+        station=parsed.station,
+        resources=parsed.resources,
+        scope=parsed.scope,
+        limits=limits,
+        wiring=parsed.wiring,
+        awg=parsed.awg,
+        segmentation=parsed.segmentation,
+        source=source,
+        calibration=parsed.calibration,
+    )
     _check_across_sections(station)
     return station
 
@@ -449,29 +503,39 @@ def _check_across_sections(st: Station) -> None:
     path, limits = st.path, st.limits
     gain = st.calibration.device_V_per_awg_V
     if limits.max_drive_V / gain > st.awg.max_output_V:
-        raise ConfigError(f"{path}: [limits] max_drive_V = {limits.max_drive_V} V needs "
-                          f"{limits.max_drive_V / gain:.4g} V at the AWG (drive gain {gain:.4g}), "
-                          f"above [awg] max_output_V = {st.awg.max_output_V} V")
+        raise ConfigError(
+            f"{path}: [limits] max_drive_V = {limits.max_drive_V} V needs "
+            f"{limits.max_drive_V / gain:.4g} V at the AWG (drive gain {gain:.4g}), "
+            f"above [awg] max_output_V = {st.awg.max_output_V} V"
+        )
     source = st.source
     if source is None:
         return
     caps = KEITHLEY_2400
     if limits.max_bias_A > caps.max_current_A:
-        raise ConfigError(f"{path}: [limits] key 'max_bias_A' = {limits.max_bias_A:g} A is beyond the "
-                          f"{caps.max_current_A:g} A a Keithley 2400 sources; set the device's real limit")
+        raise ConfigError(
+            f"{path}: [limits] key 'max_bias_A' = {limits.max_bias_A:g} A is beyond the "
+            f"{caps.max_current_A:g} A a Keithley 2400 sources; set the device's real limit"
+        )
     if abs(source.default_bias_A) > limits.max_bias_A:
-        raise ConfigError(f"{path}: [source] key 'default_bias_A' = {source.default_bias_A} A exceeds "
-                          f"[limits] max_bias_A = {limits.max_bias_A} A")
+        raise ConfigError(
+            f"{path}: [source] key 'default_bias_A' = {source.default_bias_A} A exceeds "
+            f"[limits] max_bias_A = {limits.max_bias_A} A"
+        )
     if limits.max_bias_A > caps.high_power_current_A and source.compliance_V > caps.high_power_max_V:
-        raise ConfigError(f"{path}: [source] key 'compliance_V' = {source.compliance_V:g} V with [limits] "
-                          f"max_bias_A = {limits.max_bias_A:g} A: a 2400 sources more than "
-                          f"{caps.high_power_current_A:g} A only up to {caps.high_power_max_V:g} V")
+        raise ConfigError(
+            f"{path}: [source] key 'compliance_V' = {source.compliance_V:g} V with [limits] "
+            f"max_bias_A = {limits.max_bias_A:g} A: a 2400 sources more than "
+            f"{caps.high_power_current_A:g} A only up to {caps.high_power_max_V:g} V"
+        )
     if source.ramp_step_A > 0:
         steps = math.ceil(limits.max_bias_A / source.ramp_step_A - 1e-9)
         if steps > MAX_RAMP_STEPS or steps * source.ramp_pause_s > MAX_RAMP_S:
-            raise ConfigError(f"{path}: [source] key 'ramp_step_A' = {source.ramp_step_A:g} A: a ramp from "
-                              f"max_bias_A to 0 would take {steps} steps ({steps * source.ramp_pause_s:.4g} s); "
-                              f"allow at most {MAX_RAMP_STEPS} steps and {MAX_RAMP_S:g} s")
+            raise ConfigError(
+                f"{path}: [source] key 'ramp_step_A' = {source.ramp_step_A:g} A: a ramp from "
+                f"max_bias_A to 0 would take {steps} steps ({steps * source.ramp_pause_s:.4g} s); "
+                f"allow at most {MAX_RAMP_STEPS} steps and {MAX_RAMP_S:g} s"
+            )
 
 
 def _config_error(exc: ValidationError, path: Path) -> ConfigError:
@@ -484,8 +548,9 @@ def _config_error(exc: ValidationError, path: Path) -> ConfigError:
         if kind == "missing":
             return ConfigError(f"{path}: missing section [{section}]")
         if kind == "extra_forbidden":
-            return ConfigError(f"{path}: unknown section [{section}]; known sections: "
-                               f"{', '.join(_StationFile.model_fields)}")
+            return ConfigError(
+                f"{path}: unknown section [{section}]; known sections: {', '.join(_StationFile.model_fields)}"
+            )
         if kind in ("model_type", "model_attributes_type", "dict_type"):
             return ConfigError(f"{path}: [{section}] must be a table, got {type(err['input']).__name__}")
     if kind == "missing":

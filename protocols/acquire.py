@@ -8,13 +8,15 @@ one sample up to a few relaxation times, which is what a twin must learn; the re
 masked drives (a new level every sample) are inside that family. Each batch's drives come
 from their own random stream, so an interrupted acquisition resumes exactly.
 """
+
 from __future__ import annotations
 
 import itertools
 import logging
 import math
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 from pydantic import Field, field_validator, model_validator
@@ -47,21 +49,29 @@ class AcquireConfig(Config):
     time).
     """
 
-    duration_s: Positive = Field(5e-3, description="Total device time to record (all recordings, all "
-                                                   "conditions)")
+    duration_s: Positive = Field(
+        5e-3, description="Total device time to record (all recordings, all conditions)"
+    )
     dt_s: Positive = Field(1e-7, description="Sample interval of drives and responses")
     record_s: Positive = Field(1e-4, description="Length of one recording")
-    hold_s: tuple[Positive, Positive] = Field((1e-7, 1e-6), description="Hold time range of each random "
-                                                                        "level: MIN,MAX")
-    amplitude_V: Positive = Field(0.4, description="Drive levels are uniform in +-this, clipped to the "
-                                                   "device limit")
-    conditions: dict[str, tuple[float, ...]] = Field({}, description="Condition name -> values swept (every "
-                                                                     "combination in turn, one recording "
-                                                                     "each per batch)")
-    validation_every: NonNegativeInt = Field(0, description="Every Nth batch (0, N, 2N, ...) is held out; "
-                                                            "0: none")
-    validation_repeats: PositiveInt = Field(1, description="Held-out drives are applied this often and "
-                                                           "averaged")
+    hold_s: tuple[Positive, Positive] = Field(
+        (1e-7, 1e-6), description="Hold time range of each random level: MIN,MAX"
+    )
+    amplitude_V: Positive = Field(
+        0.4, description="Drive levels are uniform in +-this, clipped to the device limit"
+    )
+    conditions: dict[str, tuple[float, ...]] = Field(
+        {},
+        description="Condition name -> values swept (every "
+        "combination in turn, one recording "
+        "each per batch)",
+    )
+    validation_every: NonNegativeInt = Field(
+        0, description="Every Nth batch (0, N, 2N, ...) is held out; 0: none"
+    )
+    validation_repeats: PositiveInt = Field(
+        1, description="Held-out drives are applied this often and averaged"
+    )
 
     @field_validator("conditions", mode="before")
     @classmethod
@@ -71,12 +81,13 @@ class AcquireConfig(Config):
         return value
 
     @model_validator(mode="after")
-    def _feasible(self) -> "AcquireConfig":
+    def _feasible(self) -> AcquireConfig:
         if self.hold_s[0] > self.hold_s[1]:
             raise ValueError(f"hold_s must be (min, max) with min <= max, got {self.hold_s}")
         if self.record_s < 4 * self.dt_s:
-            raise ValueError(f"record_s ({self.record_s:g} s) must hold at least 4 samples of dt_s "
-                             f"({self.dt_s:g} s)")
+            raise ValueError(
+                f"record_s ({self.record_s:g} s) must hold at least 4 samples of dt_s ({self.dt_s:g} s)"
+            )
         if self.validation_every == 1:
             raise ValueError("validation_every must be 0 (no held-out data) or >= 2")
         empty = [name for name, values in self.conditions.items() if not values]
@@ -88,19 +99,22 @@ class AcquireConfig(Config):
             raise ValueError(
                 f"duration_s = {self.duration_s:g} s is shorter than one recording at every condition "
                 f"({self.n_conditions} x record_s = {self.record_s:g} s{repeats} = {first:g} s, the first "
-                "batch); raise duration_s, or lower record_s, the sweep or validation_repeats")
+                "batch); raise duration_s, or lower record_s, the sweep or validation_repeats"
+            )
         call = self.n_samples * self.n_conditions * self.validation_repeats
         if call > MAX_CALL_SAMPLES:
             raise ValueError(
                 f"one batch would send {call:.3g} drive samples ({self.n_conditions} conditions x "
                 f"{self.n_samples:.3g} samples x {self.validation_repeats} repeats), above "
-                f"{MAX_CALL_SAMPLES:.0e}; shorten record_s or use a coarser dt_s")
+                f"{MAX_CALL_SAMPLES:.0e}; shorten record_s or use a coarser dt_s"
+            )
         batches = self.duration_s / self.batch_device_time_s(1)
         if batches > MAX_BATCHES:
             raise ValueError(
                 f"duration_s = {self.duration_s:g} s is {batches:.3g} batches of "
                 f"{self.record_s:g} s recordings, more than {MAX_BATCHES:,}; record for less time "
-                "or with longer recordings")
+                "or with longer recordings"
+            )
         return self
 
     @property
@@ -138,8 +152,9 @@ class AcquireConfig(Config):
         return [dict(zip(names, combo)) for combo in itertools.product(*self.conditions.values())] or [{}]
 
 
-def random_multilevel(rng: np.random.Generator, n: int, dt_s: float, hold_s: tuple[float, float],
-                      amplitude_V: float) -> np.ndarray:
+def random_multilevel(
+    rng: np.random.Generator, n: int, dt_s: float, hold_s: tuple[float, float], amplitude_V: float
+) -> np.ndarray:
     """Piecewise-constant drive: uniform levels in +-amplitude held for random times (drawn
     for enough holds to cover ``n`` samples at once, then cut)."""
     lo = max(1, int(round(hold_s[0] / dt_s)))
@@ -154,8 +169,9 @@ def effective_amplitude(device: Device, config: AcquireConfig) -> float:
     """The amplitude actually used: the configured one clipped to the device's limit."""
     limit = device.limits.max_drive_V
     if config.amplitude_V > limit:
-        log.warning("amplitude %.3g V clipped to the device's max_drive_V = %.3g V",
-                    config.amplitude_V, limit)
+        log.warning(
+            "amplitude %.3g V clipped to the device's max_drive_V = %.3g V", config.amplitude_V, limit
+        )
         return float(limit)
     return float(config.amplitude_V)
 
@@ -207,8 +223,9 @@ class BatchSource:
     def step(self, index: int) -> Callable[[Device], dict[str, np.ndarray]]:
         cfg, n, k = self.config, self.config.n_samples, len(self.grid)
         rng = seed_stream(self.seed, f"drives/{index}")
-        drives = np.stack([random_multilevel(rng, n, cfg.dt_s, cfg.hold_s, self.amplitude_V)
-                           for _ in self.grid])
+        drives = np.stack(
+            [random_multilevel(rng, n, cfg.dt_s, cfg.hold_s, self.amplitude_V) for _ in self.grid]
+        )
         validation = cfg.is_validation(index)
         repeats = cfg.validation_repeats if validation else 1
 
@@ -216,20 +233,41 @@ class BatchSource:
             wave = Waveform(np.tile(drives, (repeats, 1)), cfg.dt_s)
             response = device.respond(wave, {name: np.tile(v, repeats) for name, v in self.swept.items()})
             mean = response.samples.reshape(repeats, k, n).mean(axis=0)
-            conds = np.array([[self.full[name][i] if name in self.full else math.nan
-                               for name in self.names] for i in range(k)]).reshape(k, len(self.names))
-            return {"drive_V": drives, "response_V": mean, "conditions": conds,
-                    "validation": np.full(k, validation), "repeats": np.full(k, repeats)}
+            conds = np.array(
+                [
+                    [self.full[name][i] if name in self.full else math.nan for name in self.names]
+                    for i in range(k)
+                ]
+            ).reshape(k, len(self.names))
+            return {
+                "drive_V": drives,
+                "response_V": mean,
+                "conditions": conds,
+                "validation": np.full(k, validation),
+                "repeats": np.full(k, repeats),
+            }
 
         return apply
 
     def batch(self, index: int, data: Mapping[str, np.ndarray]) -> RecordingBatch:
         cfg = self.config
-        trajectories = [Trajectory(data["drive_V"][i], data["response_V"][i], cfg.dt_s,
-                                   {name: float(data["conditions"][i][j]) for j, name in enumerate(self.names)},
-                                   initial="rest") for i in range(len(self.grid))]
-        return RecordingBatch(index, trajectories, bool(data["validation"][0]), int(data["repeats"][0]),
-                              cfg.batch_device_time_s(index))
+        trajectories = [
+            Trajectory(
+                data["drive_V"][i],
+                data["response_V"][i],
+                cfg.dt_s,
+                {name: float(data["conditions"][i][j]) for j, name in enumerate(self.names)},
+                initial="rest",
+            )
+            for i in range(len(self.grid))
+        ]
+        return RecordingBatch(
+            index,
+            trajectories,
+            bool(data["validation"][0]),
+            int(data["repeats"][0]),
+            cfg.batch_device_time_s(index),
+        )
 
     @property
     def attrs(self) -> dict[str, dict[str, Any]]:
@@ -238,8 +276,9 @@ class BatchSource:
         return {"drive_V": dt, "response_V": dt, "conditions": {"names": ",".join(self.names)}}
 
 
-def device_batches(device: Device, config: AcquireConfig, seed: int = 0, *,
-                   max_batches: int | None = None) -> Iterator[RecordingBatch]:
+def device_batches(
+    device: Device, config: AcquireConfig, seed: int = 0, *, max_batches: int | None = None
+) -> Iterator[RecordingBatch]:
     """The same batches straight from ``device``, recorded nowhere (tests, benchmarks)."""
     source = BatchSource(device, config, seed)
     total = config.n_batches if max_batches is None else min(config.n_batches, max_batches)
@@ -247,15 +286,17 @@ def device_batches(device: Device, config: AcquireConfig, seed: int = 0, *,
         yield source.batch(index, source.step(index)(device))
 
 
-def recording_batches(ctx: RunContext, config: AcquireConfig, *,
-                      max_batches: int | None = None) -> Iterator[RecordingBatch]:
+def recording_batches(
+    ctx: RunContext, config: AcquireConfig, *, max_batches: int | None = None
+) -> Iterator[RecordingBatch]:
     """Record one batch per step through ``ctx`` and yield each as a :class:`RecordingBatch`;
     lazy, so a consumer (the twin's online trainer) stops acquisition by not asking for more."""
     source = BatchSource(ctx.device, config, ctx.seed)
     total = config.n_batches if max_batches is None else min(config.n_batches, max_batches)
     for index in range(total):
-        data = ctx.measure("recordings", source.step(index), key=f"batch/{index}",
-                           meta={"batch": index}, attrs=source.attrs)
+        data = ctx.measure(
+            "recordings", source.step(index), key=f"batch/{index}", meta={"batch": index}, attrs=source.attrs
+        )
         yield source.batch(index, data)
 
 
@@ -268,13 +309,20 @@ def run(ctx: RunContext, config: AcquireConfig) -> dict[str, Any]:
         device_time_s += batch.device_time_s
         ctx.progress(batch.index + 1, total, stage="acquire", device_time_s=device_time_s)
         first = batch.trajectories[0]
-        ctx.publish("acquire.batch", {"index": batch.index, "recordings": recordings,
-                                      "device_time_s": device_time_s},
-                    {"drive_V": first.drive, "response_V": first.response})
-    summary = {"recordings": recordings, "device_time_s": device_time_s,
-               "samples_per_recording": config.n_samples, "dt_s": config.dt_s,
-               "amplitude_V": effective_amplitude(ctx.device, config),
-               "conditions": config.condition_grid(), "seed": ctx.seed}
+        ctx.publish(
+            "acquire.batch",
+            {"index": batch.index, "recordings": recordings, "device_time_s": device_time_s},
+            {"drive_V": first.drive, "response_V": first.response},
+        )
+    summary = {
+        "recordings": recordings,
+        "device_time_s": device_time_s,
+        "samples_per_recording": config.n_samples,
+        "dt_s": config.dt_s,
+        "amplitude_V": effective_amplitude(ctx.device, config),
+        "conditions": config.condition_grid(),
+        "seed": ctx.seed,
+    }
     ctx.result(**summary)
     return summary
 
@@ -301,28 +349,46 @@ def condition_shortcuts(group: str = "conditions") -> tuple[Shortcut, ...]:
                 raise ConfigError(f"--condition must look like NAME=V1,V2, got {item!r}")
             assign_setting(settings, f"{group}.{name.strip()}", numbers(values, f"--condition {name}"))
 
-    return (Shortcut(("--bias-A",), "Bias currents to sweep, comma separated (A).",
-                     sweep("bias_A", "--bias-A")),
-            Shortcut(("--field-T",), "Fields to sweep, comma separated (T).", sweep("field_T", "--field-T")),
-            Shortcut(("--condition",), "Any other condition sweep: NAME=V1,V2 (repeatable).", others, list))
+    return (
+        Shortcut(("--bias-A",), "Bias currents to sweep, comma separated (A).", sweep("bias_A", "--bias-A")),
+        Shortcut(("--field-T",), "Fields to sweep, comma separated (T).", sweep("field_T", "--field-T")),
+        Shortcut(("--condition",), "Any other condition sweep: NAME=V1,V2 (repeatable).", others, list),
+    )
 
 
 def report(summary: Mapping[str, Any]) -> str:
     """What ``spinlab run acquire`` prints."""
-    return (f"recorded {summary['recordings']} drives, {summary['device_time_s'] * 1e3:.3g} ms "
-            f"of device time -> {summary['run_dir']}")
+    return (
+        f"recorded {summary['recordings']} drives, {summary['device_time_s'] * 1e3:.3g} ms "
+        f"of device time -> {summary['run_dir']}"
+    )
 
 
-@command(config=AcquireConfig, report=report, shortcuts=condition_shortcuts(),
-         aliases={"--duration": "duration_s"},
-         help="Record random multi-level drives and the device's responses (twin training data).")
+@command(
+    config=AcquireConfig,
+    report=report,
+    shortcuts=condition_shortcuts(),
+    aliases={"--duration": "duration_s"},
+    help="Record random multi-level drives and the device's responses (twin training data).",
+)
 def plan(config: AcquireConfig | Mapping[str, Any] | None = None, **overrides: Any) -> Plan:
     """The acquisition as a plan (``spinlab acquire``'s defaults unless overridden)."""
     cfg = make_config(AcquireConfig, config, overrides)
-    return Plan("acquire", cfg, lambda ctx: run(ctx, cfg),
-                nexus={"signal": "response_V", "axes": [".", "."]})
+    return Plan("acquire", cfg, lambda ctx: run(ctx, cfg), nexus={"signal": "response_V", "axes": [".", "."]})
 
 
-__all__ = ["AcquireConfig", "RecordingBatch", "BatchSource", "random_multilevel",
-           "recording_batches", "device_batches", "run", "plan", "check_conditions", "effective_amplitude",
-           "condition_shortcuts", "numbers", "report"]
+__all__ = [
+    "AcquireConfig",
+    "RecordingBatch",
+    "BatchSource",
+    "random_multilevel",
+    "recording_batches",
+    "device_batches",
+    "run",
+    "plan",
+    "check_conditions",
+    "effective_amplitude",
+    "condition_shortcuts",
+    "numbers",
+    "report",
+]

@@ -17,9 +17,11 @@ of step repeats is one recorded step:
     (vortex model, 4096 repeats of 0.12 V: tau within 0.3 % +- 0.4 % of the closed form). The
     plain exponential fit is recorded too.
 """
+
 from __future__ import annotations
 
-from typing import Annotated, Any, Mapping
+from collections.abc import Mapping
+from typing import Annotated, Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -38,25 +40,32 @@ class CharacterizeConfig(Config):
     """What to measure. ``None`` biases are chosen from the device's limits / the fitted threshold."""
 
     bias_start_A: float = Field(0.0, description="First bias current of the zero-drive sweep")
-    bias_stop_A: float | None = Field(None, description="Last bias current of the sweep (none: 95 % of the "
-                                                        "device's max_bias_A)")
-    bias_points: Annotated[int, Field(ge=6)] = Field(20, description="Points of the zero-drive bias sweep "
-                                                                     "(a fit of four parameters needs 6)")
+    bias_stop_A: float | None = Field(
+        None, description="Last bias current of the sweep (none: 95 % of the device's max_bias_A)"
+    )
+    bias_points: Annotated[int, Field(ge=6)] = Field(
+        20, description="Points of the zero-drive bias sweep (a fit of four parameters needs 6)"
+    )
     sweep_duration_s: Positive = Field(60e-6, description="Zero-drive record per bias point")
     sweep_dt_s: Positive = Field(100e-9, description="Sample interval of the bias sweep")
-    step_bias_A: float | None = Field(None, description="Operating bias of the step response (none: the "
-                                                        "device's bias if above threshold, else 1.5 x "
-                                                        "threshold)")
+    step_bias_A: float | None = Field(
+        None,
+        description="Operating bias of the step response (none: the "
+        "device's bias if above threshold, else 1.5 x "
+        "threshold)",
+    )
     step_amplitude_V: Positive = Field(0.12, description="Step height of the step drive")
     step_dt_s: Positive = Field(20e-9, description="Sample interval of the step drive")
-    step_hold_s: Positive = Field(1.2e-6, description="Hold of each level of a step repeat (>= ~5 relaxation "
-                                                      "times)")
+    step_hold_s: Positive = Field(
+        1.2e-6, description="Hold of each level of a step repeat (>= ~5 relaxation times)"
+    )
     step_repeats: PositiveInt = Field(4096, description="Step repeats averaged")
-    step_batches: PositiveInt = Field(16, description="Batches the repeats are sent in (one recorded step "
-                                                      "each)")
+    step_batches: PositiveInt = Field(
+        16, description="Batches the repeats are sent in (one recorded step each)"
+    )
 
     @model_validator(mode="after")
-    def _consistent(self) -> "CharacterizeConfig":
+    def _consistent(self) -> CharacterizeConfig:
         if self.bias_stop_A is not None and self.bias_stop_A <= self.bias_start_A:
             raise ValueError("bias_stop_A must be above bias_start_A")
         if self.sweep_duration_s < 10 * self.sweep_dt_s:
@@ -64,14 +73,16 @@ class CharacterizeConfig(Config):
         if self.step_hold_s < 10 * self.step_dt_s:
             raise ValueError("step_hold_s must hold at least 10 samples of step_dt_s")
         if self.step_batches > self.step_repeats:
-            raise ValueError(f"step_batches ({self.step_batches}) cannot exceed step_repeats "
-                             f"({self.step_repeats})")
+            raise ValueError(
+                f"step_batches ({self.step_batches}) cannot exceed step_repeats ({self.step_repeats})"
+            )
         return self
 
 
 # --- fit models ------------------------------------------------------------------------------
-def steady_state_model(bias_A: np.ndarray, threshold_A: float, Q: float, scale_V: float,
-                       offset_V: float) -> np.ndarray:
+def steady_state_model(
+    bias_A: np.ndarray, threshold_A: float, Q: float, scale_V: float, offset_V: float
+) -> np.ndarray:
     """Mean detector output of an auto-oscillator: ``scale (z-1)/(z+Q) + offset`` above threshold."""
     z = np.asarray(bias_A, dtype=float) / threshold_A
     return scale_V * np.maximum(z - 1.0, 0.0) / (z + Q) + offset_V
@@ -83,8 +94,10 @@ def fit_threshold(bias_A: np.ndarray, response_V: np.ndarray) -> dict[str, float
     y = np.asarray(response_V, dtype=float)
     span = float(np.ptp(y))
     if span <= 0:
-        raise ConfigError("bias sweep response is flat: no auto-oscillation threshold in the swept range; "
-                          "sweep to a higher bias_stop_A")
+        raise ConfigError(
+            "bias sweep response is flat: no auto-oscillation threshold in the swept range; "
+            "sweep to a higher bias_stop_A"
+        )
     floor = float(np.min(y))
     # initial threshold: extrapolate the top half of the rise down to the floor
     upper = y > floor + 0.5 * span
@@ -101,14 +114,24 @@ def fit_threshold(bias_A: np.ndarray, response_V: np.ndarray) -> dict[str, float
     p0 = [guess, 1.0, span * (z_max + 1.0) / max(z_max - 1.0, 1e-3), floor]
     bounds = ([1e-12, 0.0, 0.0, floor - span], [2 * hi, 100.0, 1e3 * span, floor + span])
     try:
-        first, _ = curve_fit(steady_state_model, bias_A, y, p0=p0, bounds=bounds, method="trf",
-                             max_nfev=5000)
+        first, _ = curve_fit(steady_state_model, bias_A, y, p0=p0, bounds=bounds, method="trf", max_nfev=5000)
         resid = y - steady_state_model(bias_A, *first)
         f_scale = max(1.4826 * float(np.median(np.abs(resid - np.median(resid)))), 1e-6 * span)
-        params, cov = curve_fit(steady_state_model, bias_A, y, p0=first, bounds=bounds, method="trf",
-                                loss="soft_l1", f_scale=f_scale, max_nfev=5000)
+        params, cov = curve_fit(
+            steady_state_model,
+            bias_A,
+            y,
+            p0=first,
+            bounds=bounds,
+            method="trf",
+            loss="soft_l1",
+            f_scale=f_scale,
+            max_nfev=5000,
+        )
     except (RuntimeError, ValueError) as exc:
-        raise ConfigError(f"threshold fit failed ({exc}); check the sweep range covers the threshold") from None
+        raise ConfigError(
+            f"threshold fit failed ({exc}); check the sweep range covers the threshold"
+        ) from None
     err = np.sqrt(np.clip(np.diag(cov), 0, None)) if np.all(np.isfinite(cov)) else np.full(4, np.nan)
     names = ("threshold_A", "Q", "scale_V", "offset_V")
     out = {n: float(v) for n, v in zip(names, params)}
@@ -116,8 +139,14 @@ def fit_threshold(bias_A: np.ndarray, response_V: np.ndarray) -> dict[str, float
     return out
 
 
-def relaxation_model(t_s: np.ndarray, level_V: float, above_V: float, below_V: float, tau_s: float,
-                     curvature_per_V: float = 0.0) -> np.ndarray:
+def relaxation_model(
+    t_s: np.ndarray,
+    level_V: float,
+    above_V: float,
+    below_V: float,
+    tau_s: float,
+    curvature_per_V: float = 0.0,
+) -> np.ndarray:
     """Two relaxations to one level with one time constant, stacked (``t_s`` holds both halves).
 
     Each is the exact solution of ``dx/dt = -x/tau - (k/tau) x^2`` (``k`` = ``curvature_per_V``)
@@ -157,18 +186,33 @@ def fit_relaxation(from_above_V: np.ndarray, from_below_V: np.ndarray, dt_s: flo
     lower, upper = [-np.inf, -np.inf, -np.inf, 0.1], [np.inf, np.inf, np.inf, 10.0 * a.size]
     try:
         # four parameters (len(p0)): curvature stays 0, a plain exponential
-        plain, _ = curve_fit(relaxation_model, tt, y, p0=p0, bounds=(lower, upper), method="trf",
-                             max_nfev=5000)
+        plain, _ = curve_fit(
+            relaxation_model, tt, y, p0=p0, bounds=(lower, upper), method="trf", max_nfev=5000
+        )
         # |k x0| < 0.9 keeps the denominator positive for both relaxations (x0 ~ +-1 here)
-        full, cov = curve_fit(relaxation_model, tt, y, p0=[*plain, 0.0], bounds=(lower + [-0.9], upper + [0.9]),
-                              method="trf", max_nfev=5000)
+        full, cov = curve_fit(
+            relaxation_model,
+            tt,
+            y,
+            p0=[*plain, 0.0],
+            bounds=(lower + [-0.9], upper + [0.9]),
+            method="trf",
+            max_nfev=5000,
+        )
     except (RuntimeError, ValueError) as exc:
-        raise ConfigError(f"relaxation fit failed ({exc}); increase step_amplitude_V or step_repeats") from None
+        raise ConfigError(
+            f"relaxation fit failed ({exc}); increase step_amplitude_V or step_repeats"
+        ) from None
     err = np.sqrt(np.clip(np.diag(cov), 0, None)) if np.all(np.isfinite(cov)) else np.full(5, np.nan)
-    return {"level_V": level + scale * float(full[0]), "amplitude_above_V": scale * float(full[1]),
-            "amplitude_below_V": scale * float(full[2]), "relaxation_time_s": dt_s * float(full[3]),
-            "relaxation_time_err_s": dt_s * float(err[3]), "curvature_per_V": float(full[4]) / scale,
-            "relaxation_time_exp_s": dt_s * float(plain[3])}
+    return {
+        "level_V": level + scale * float(full[0]),
+        "amplitude_above_V": scale * float(full[1]),
+        "amplitude_below_V": scale * float(full[2]),
+        "relaxation_time_s": dt_s * float(full[3]),
+        "relaxation_time_err_s": dt_s * float(err[3]),
+        "curvature_per_V": float(full[4]) / scale,
+        "relaxation_time_exp_s": dt_s * float(plain[3]),
+    }
 
 
 def model_prediction(device: Device, bias_A: float) -> dict[str, float]:
@@ -207,41 +251,64 @@ def run(ctx: RunContext, config: CharacterizeConfig) -> dict[str, Any]:
     limits = device.limits
     stop = config.bias_stop_A if config.bias_stop_A is not None else 0.95 * limits.max_bias_A
     if max(abs(config.bias_start_A), abs(stop)) > limits.max_bias_A:
-        raise ConfigError(f"bias sweep up to {stop:.4g} A exceeds the device's max_bias_A "
-                          f"{limits.max_bias_A:.4g} A; lower bias_stop_A (or bias_start_A)")
+        raise ConfigError(
+            f"bias sweep up to {stop:.4g} A exceeds the device's max_bias_A "
+            f"{limits.max_bias_A:.4g} A; lower bias_stop_A (or bias_start_A)"
+        )
     if config.step_amplitude_V > limits.max_drive_V:
-        raise ConfigError(f"step_amplitude_V {config.step_amplitude_V} V exceeds the device's "
-                          f"max_drive_V {limits.max_drive_V} V; lower step_amplitude_V")
+        raise ConfigError(
+            f"step_amplitude_V {config.step_amplitude_V} V exceeds the device's "
+            f"max_drive_V {limits.max_drive_V} V; lower step_amplitude_V"
+        )
     bias = np.linspace(config.bias_start_A, stop, config.bias_points)
 
     # (a) bias sweep: one step per bias point
     n = int(round(config.sweep_duration_s / config.sweep_dt_s))
     zeros = Waveform(np.zeros(n), config.sweep_dt_s)
-    sweep_attrs = {"sweep/responses": {"dt_s": config.sweep_dt_s, "unit": "V", "t0_s": 0.0},
-                   "sweep/bias_A": {"unit": "A"}}
+    sweep_attrs = {
+        "sweep/responses": {"dt_s": config.sweep_dt_s, "unit": "V", "t0_s": 0.0},
+        "sweep/bias_A": {"unit": "A"},
+    }
     responses = np.empty((bias.size, n))
     for i, bias_A in enumerate(bias):
-        data = ctx.measure("sweep", lambda dev, b=float(bias_A): {
-            "sweep/bias_A": np.array([b]),
-            "sweep/responses": dev.respond(zeros, {"bias_A": b}).samples[None]},
-            key=f"bias/{i}", meta={"bias_A": float(bias_A)}, attrs=sweep_attrs)
+        data = ctx.measure(
+            "sweep",
+            lambda dev, b=float(bias_A): {
+                "sweep/bias_A": np.array([b]),
+                "sweep/responses": dev.respond(zeros, {"bias_A": b}).samples[None],
+            },
+            key=f"bias/{i}",
+            meta={"bias_A": float(bias_A)},
+            attrs=sweep_attrs,
+        )
         responses[i] = data["sweep/responses"][0]
-        ctx.progress(i + 1, config.bias_points, stage="bias sweep", bias_A=float(bias_A),
-                     response_V=float(responses[i].mean()))
+        ctx.progress(
+            i + 1,
+            config.bias_points,
+            stage="bias sweep",
+            bias_A=float(bias_A),
+            response_V=float(responses[i].mean()),
+        )
         ctx.preview("sweep response", Waveform(responses[i], config.sweep_dt_s))
     mean_V = responses.mean(axis=1)
     sweep_fit = fit_threshold(bias, mean_V)
     ctx.save("sweep/response_mean_V", mean_V, unit="V")
     ctx.save("sweep/response_std_V", responses.std(axis=1), unit="V")
-    ctx.save("sweep/fit", np.array([sweep_fit[k] for k in ("threshold_A", "Q", "scale_V", "offset_V")]),
-             names=["threshold_A", "Q", "scale_V", "offset_V"], **sweep_fit)
+    ctx.save(
+        "sweep/fit",
+        np.array([sweep_fit[k] for k in ("threshold_A", "Q", "scale_V", "offset_V")]),
+        names=["threshold_A", "Q", "scale_V", "offset_V"],
+        **sweep_fit,
+    )
     threshold = sweep_fit["threshold_A"]
 
     # (b) step response at the operating bias: one step per batch of repeats, summed
     step_bias = config.step_bias_A if config.step_bias_A is not None else default_step_bias(device, threshold)
     if not threshold < step_bias <= limits.max_bias_A:
-        raise ConfigError(f"step bias {step_bias:.4g} A must be above the fitted threshold "
-                          f"{threshold:.4g} A and within max_bias_A {limits.max_bias_A:.4g} A")
+        raise ConfigError(
+            f"step bias {step_bias:.4g} A must be above the fitted threshold "
+            f"{threshold:.4g} A and within max_bias_A {limits.max_bias_A:.4g} A"
+        )
     h = int(round(config.step_hold_s / config.step_dt_s))
     a = config.step_amplitude_V
     one = np.concatenate([np.full(h, a), np.zeros(h), np.full(h, -a), np.zeros(h)])
@@ -250,33 +317,51 @@ def run(ctx: RunContext, config: CharacterizeConfig) -> dict[str, Any]:
     batches = np.diff(np.linspace(0, config.step_repeats, config.step_batches + 1).round().astype(int))
     for k, count in enumerate(batches):
         drive = Waveform(np.tile(one, (int(count), 1)), config.step_dt_s)
-        data = ctx.measure("steps", lambda dev, w=drive: {
-            "steps/batch_sum_V": dev.respond(w, {"bias_A": step_bias}).samples.sum(axis=0)[None],
-            "steps/batch_repeats": np.array([w.batch_size])},
-            key=f"batch/{k}", meta={"bias_A": step_bias, "repeats": int(count)})
+        data = ctx.measure(
+            "steps",
+            lambda dev, w=drive: {
+                "steps/batch_sum_V": dev.respond(w, {"bias_A": step_bias}).samples.sum(axis=0)[None],
+                "steps/batch_repeats": np.array([w.batch_size]),
+            },
+            key=f"batch/{k}",
+            meta={"bias_A": step_bias, "repeats": int(count)},
+        )
         sums += data["steps/batch_sum_V"][0]
         done += int(data["steps/batch_repeats"][0])
         ctx.progress(k + 1, config.step_batches, stage="step response", repeats=done)
         ctx.preview("mean step response", Waveform(sums / done, config.step_dt_s))
     mean_step = sums / done
-    relax = fit_relaxation(mean_step[h:2 * h], mean_step[3 * h:], config.step_dt_s)
+    relax = fit_relaxation(mean_step[h : 2 * h], mean_step[3 * h :], config.step_dt_s)
     ctx.save("steps/drive", Waveform(one, config.step_dt_s))
     ctx.save("steps/mean_response", Waveform(mean_step, config.step_dt_s), repeats=done, bias_A=step_bias)
-    ctx.save("steps/fit", np.array([relax["relaxation_time_s"], relax["relaxation_time_err_s"]]),
-             names=["relaxation_time_s", "relaxation_time_err_s"], **relax)
+    ctx.save(
+        "steps/fit",
+        np.array([relax["relaxation_time_s"], relax["relaxation_time_err_s"]]),
+        names=["relaxation_time_s", "relaxation_time_err_s"],
+        **relax,
+    )
 
     summary: dict[str, Any] = {
-        "threshold_A": threshold, "threshold_err_A": sweep_fit["threshold_A_err"],
-        "Q": sweep_fit["Q"], "Q_err": sweep_fit["Q_err"],
+        "threshold_A": threshold,
+        "threshold_err_A": sweep_fit["threshold_A_err"],
+        "Q": sweep_fit["Q"],
+        "Q_err": sweep_fit["Q_err"],
         "relaxation_time_s": relax["relaxation_time_s"],
         "relaxation_time_err_s": relax["relaxation_time_err_s"],
         "relaxation_time_exp_s": relax["relaxation_time_exp_s"],
-        "relaxation_bias_A": float(step_bias), "step_amplitude_V": a, "step_repeats": done,
-        "predicted_threshold_A": None, "predicted_relaxation_time_s": None,
-        "step_dt_s": config.step_dt_s, "step_hold_samples": h,
-        "curvature_per_V": relax["curvature_per_V"], "level_V": relax["level_V"],
-        "amplitude_above_V": relax["amplitude_above_V"], "amplitude_below_V": relax["amplitude_below_V"],
-        "scale_V": sweep_fit["scale_V"], "offset_V": sweep_fit["offset_V"],
+        "relaxation_bias_A": float(step_bias),
+        "step_amplitude_V": a,
+        "step_repeats": done,
+        "predicted_threshold_A": None,
+        "predicted_relaxation_time_s": None,
+        "step_dt_s": config.step_dt_s,
+        "step_hold_samples": h,
+        "curvature_per_V": relax["curvature_per_V"],
+        "level_V": relax["level_V"],
+        "amplitude_above_V": relax["amplitude_above_V"],
+        "amplitude_below_V": relax["amplitude_below_V"],
+        "scale_V": sweep_fit["scale_V"],
+        "offset_V": sweep_fit["offset_V"],
     }
     summary.update(model_prediction(device, float(step_bias)))
     ctx.result(**summary)
@@ -290,9 +375,14 @@ def plot_sweep(datasets: Mapping[str, Any], results: Mapping[str, Any]) -> Figur
     ax = fig.subplots()
     fine = np.linspace(bias.min(), bias.max(), 400)
     ax.plot(bias * 1e3, mean_V * 1e3, "o", label="measured")
-    ax.plot(fine * 1e3, steady_state_model(fine, results["threshold_A"], results["Q"], results["scale_V"],
-                                           results["offset_V"]) * 1e3,
-            label=f"fit: I_th = {results['threshold_A'] * 1e3:.3f} mA")
+    ax.plot(
+        fine * 1e3,
+        steady_state_model(
+            fine, results["threshold_A"], results["Q"], results["scale_V"], results["offset_V"]
+        )
+        * 1e3,
+        label=f"fit: I_th = {results['threshold_A'] * 1e3:.3f} mA",
+    )
     ax.set_xlabel("bias current (mA)")
     ax.set_ylabel("mean response (mV)")
     ax.legend()
@@ -301,15 +391,26 @@ def plot_sweep(datasets: Mapping[str, Any], results: Mapping[str, Any]) -> Figur
 
 
 def plot_step_response(datasets: Mapping[str, Any], results: Mapping[str, Any]) -> Figure:
-    mean_step, h, dt = datasets["steps/mean_response"], int(results["step_hold_samples"]), results["step_dt_s"]
+    mean_step, h, dt = (
+        datasets["steps/mean_response"],
+        int(results["step_hold_samples"]),
+        results["step_dt_s"],
+    )
     fig = Figure(figsize=(5, 3.5))
     ax = fig.subplots()
     t = np.arange(h) * dt
-    model = relaxation_model(np.concatenate([t, t]), results["level_V"], results["amplitude_above_V"],
-                             results["amplitude_below_V"], results["relaxation_time_s"],
-                             results["curvature_per_V"])
-    for seg, fit_seg, label in ((mean_step[h:2 * h], model[:h], "from above"),
-                                (mean_step[3 * h:], model[h:], "from below")):
+    model = relaxation_model(
+        np.concatenate([t, t]),
+        results["level_V"],
+        results["amplitude_above_V"],
+        results["amplitude_below_V"],
+        results["relaxation_time_s"],
+        results["curvature_per_V"],
+    )
+    for seg, fit_seg, label in (
+        (mean_step[h : 2 * h], model[:h], "from above"),
+        (mean_step[3 * h :], model[h:], "from below"),
+    ):
         ax.plot(t * 1e9, seg * 1e3, ".", ms=3, label=label)
         ax.plot(t * 1e9, fit_seg * 1e3, "k-", lw=1)
     ax.set_title(f"tau = {results['relaxation_time_s'] * 1e9:.1f} ns")
@@ -322,26 +423,44 @@ def plot_step_response(datasets: Mapping[str, Any], results: Mapping[str, Any]) 
 
 def report(summary: Mapping[str, Any]) -> str:
     """What ``spinlab run characterize`` prints."""
-    lines = [f"threshold current   {summary['threshold_A'] * 1e3:.4f} mA "
-             f"(+- {summary['threshold_err_A'] * 1e3:.4f})",
-             f"relaxation time     {summary['relaxation_time_s'] * 1e9:.2f} ns "
-             f"(+- {summary['relaxation_time_err_s'] * 1e9:.2f}) "
-             f"at {summary['relaxation_bias_A'] * 1e3:.3f} mA"]
+    lines = [
+        f"threshold current   {summary['threshold_A'] * 1e3:.4f} mA "
+        f"(+- {summary['threshold_err_A'] * 1e3:.4f})",
+        f"relaxation time     {summary['relaxation_time_s'] * 1e9:.2f} ns "
+        f"(+- {summary['relaxation_time_err_s'] * 1e9:.2f}) "
+        f"at {summary['relaxation_bias_A'] * 1e3:.3f} mA",
+    ]
     if summary.get("predicted_relaxation_time_s"):
         lines.append(f"model prediction    {summary['predicted_relaxation_time_s'] * 1e9:.2f} ns")
     lines.append(f"run directory       {summary['run_dir']}")
     return "\n".join(lines)
 
 
-@command(config=CharacterizeConfig, report=report,
-         help="Bias sweep (threshold current) and step response (relaxation time) of a device.")
+@command(
+    config=CharacterizeConfig,
+    report=report,
+    help="Bias sweep (threshold current) and step response (relaxation time) of a device.",
+)
 def plan(config: CharacterizeConfig | Mapping[str, Any] | None = None, **overrides: Any) -> Plan:
     """Characterisation as a plan (``spinlab characterize``'s defaults unless overridden)."""
     cfg = make_config(CharacterizeConfig, config, overrides)
-    return Plan("characterize", cfg, lambda ctx: run(ctx, cfg),
-                plots={"sweep.png": plot_sweep, "step_response.png": plot_step_response},
-                nexus={"signal": "sweep/response_mean_V", "axes": ["sweep/bias_A"]})
+    return Plan(
+        "characterize",
+        cfg,
+        lambda ctx: run(ctx, cfg),
+        plots={"sweep.png": plot_sweep, "step_response.png": plot_step_response},
+        nexus={"signal": "sweep/response_mean_V", "axes": ["sweep/bias_A"]},
+    )
 
 
-__all__ = ["CharacterizeConfig", "plan", "run", "fit_threshold", "fit_relaxation",
-           "steady_state_model", "relaxation_model", "model_prediction", "default_step_bias"]
+__all__ = [
+    "CharacterizeConfig",
+    "plan",
+    "run",
+    "fit_threshold",
+    "fit_relaxation",
+    "steady_state_model",
+    "relaxation_model",
+    "model_prediction",
+    "default_step_bias",
+]

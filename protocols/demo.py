@@ -16,12 +16,14 @@ directory under ``stages/`` of the demo's (:meth:`~spinlab.engine.RunContext.run
 The summary is the demo's report: accuracies, twin NRMSE, the device-call seconds of both
 spoken-digit stages and their ratio, and where the plots and run files are.
 """
+
 from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Mapping
+from typing import Annotated, Any
 
 import torch
 from pydantic import Field, model_validator
@@ -43,64 +45,101 @@ HOLD_S = (2e-7, 2e-6)
 class DemoConfig(Config):
     """What the demo runs; the defaults fit a few minutes on a 2-core machine."""
 
-    data_dir: str = Field(description="Folder of FSDD .wav recordings (default: $SPINLAB_FSDD, else the "
-                                      "`spinlab data fetch fsdd` cache)")
+    data_dir: str = Field(
+        description="Folder of FSDD .wav recordings (default: $SPINLAB_FSDD, else the "
+        "`spinlab data fetch fsdd` cache)"
+    )
     limit: Annotated[int, Field(ge=2 * spoken_digits.N_CLASSES)] = Field(
-            800, description="Utterances of the stratified FSDD subset (by digit and speaker; 10 % of them "
-                             "test), the same for the twin and the bench")
-    augment_speeds: tuple[float, ...] = Field((), description="Speed-perturbed training copies (each a pass "
-                                                              "of the training set through the device)")
-    n_nodes: PositiveInt = Field(spoken_digits.SpokenDigitsConfig.model_fields["n_nodes"].default,
-                                 description="Virtual nodes per frame of the spoken-digit reservoir")
+        800,
+        description="Utterances of the stratified FSDD subset (by digit and speaker; 10 % of them "
+        "test), the same for the twin and the bench",
+    )
+    augment_speeds: tuple[float, ...] = Field(
+        (), description="Speed-perturbed training copies (each a pass of the training set through the device)"
+    )
+    n_nodes: PositiveInt = Field(
+        spoken_digits.SpokenDigitsConfig.model_fields["n_nodes"].default,
+        description="Virtual nodes per frame of the spoken-digit reservoir",
+    )
     operating_z: Annotated[float, Field(gt=1.0, le=3.0)] = Field(
-        1.2, description="Operating bias as a multiple of the measured threshold current")
+        1.2, description="Operating bias as a multiple of the measured threshold current"
+    )
     bias_spread: Annotated[float, Field(ge=0.0, lt=0.5)] = Field(
-        0.08, description="The twin learns biases operating bias x (1 - spread, 1, 1 + spread)")
+        0.08, description="The twin learns biases operating bias x (1 - spread, 1, 1 + spread)"
+    )
     twin_hidden: PositiveInt = Field(32, description="Units per hidden layer of the twin")
-    twin_max_steps: PositiveInt = Field(6000, description="Training steps budget of the twin (it stops "
-                                                          "sooner at twin_target_nrmse)")
-    twin_target_nrmse: Positive = Field(0.1, description="Validation NRMSE at which the twin's training "
-                                                         "stops")
+    twin_max_steps: PositiveInt = Field(
+        6000, description="Training steps budget of the twin (it stops sooner at twin_target_nrmse)"
+    )
+    twin_target_nrmse: Positive = Field(
+        0.1, description="Validation NRMSE at which the twin's training stops"
+    )
     twin_max_duration_s: Positive = Field(2e-2, description="Most device time recorded for the twin")
-    eval_drives: PositiveInt = Field(8, description="Fresh drives the twin is scored on (each applied 4 "
-                                                    "times and averaged)")
-    feature_cache_dir: str | None = Field(None, description="Feature cache folder (none: no cache; the "
-                                                            "command line uses RUNS_DIR/.cache)")
-    threads: PositiveInt = Field(1, description="CPU threads of torch and of numpy's BLAS (1 is fastest "
-                                                "when other jobs share the cores)")
+    eval_drives: PositiveInt = Field(
+        8, description="Fresh drives the twin is scored on (each applied 4 times and averaged)"
+    )
+    feature_cache_dir: str | None = Field(
+        None, description="Feature cache folder (none: no cache; the command line uses RUNS_DIR/.cache)"
+    )
+    threads: PositiveInt = Field(
+        1,
+        description="CPU threads of torch and of numpy's BLAS (1 is fastest when other jobs share the cores)",
+    )
 
     @model_validator(mode="after")
-    def _digits(self) -> "DemoConfig":
+    def _digits(self) -> DemoConfig:
         self.digits_config(6e-3)  # validates the spoken-digit settings before any stage runs
         return self
 
     def digits_config(self, bias_A: float) -> spoken_digits.SpokenDigitsConfig:
         return spoken_digits.SpokenDigitsConfig(
-            data_dir=self.data_dir, limit=self.limit, augment_speeds=tuple(self.augment_speeds),
-            n_nodes=self.n_nodes, bias_A=bias_A, feature_cache_dir=self.feature_cache_dir)
+            data_dir=self.data_dir,
+            limit=self.limit,
+            augment_speeds=tuple(self.augment_speeds),
+            n_nodes=self.n_nodes,
+            bias_A=bias_A,
+            feature_cache_dir=self.feature_cache_dir,
+        )
 
 
 def operating_bias(threshold_A: float, config: DemoConfig, max_bias_A: float) -> float:
     """``operating_z`` x threshold, to 10 uA; refused if the twin's bias range leaves the limits."""
     bias = round(config.operating_z * threshold_A, 5)
     if bias * (1 + config.bias_spread) > max_bias_A:
-        raise ConfigError(f"the operating bias {bias * 1e3:.3g} mA (x {1 + config.bias_spread:g} for the "
-                          f"twin) exceeds the device's max_bias_A {max_bias_A * 1e3:.3g} mA; lower operating_z")
+        raise ConfigError(
+            f"the operating bias {bias * 1e3:.3g} mA (x {1 + config.bias_spread:g} for the "
+            f"twin) exceeds the device's max_bias_A {max_bias_A * 1e3:.3g} mA; lower operating_z"
+        )
     return bias
 
 
-def twin_train_plan(config: DemoConfig, out: Path, digits: spoken_digits.SpokenDigitsConfig,
-                    amplitude_V: float) -> Plan:
+def twin_train_plan(
+    config: DemoConfig, out: Path, digits: spoken_digits.SpokenDigitsConfig, amplitude_V: float
+) -> Plan:
     """Online twin training on the spoken-digit grid and drive amplitude, around the bias."""
-    biases = sorted({round(digits.bias_A * f, 6) for f in (1 - config.bias_spread, 1.0, 1 + config.bias_spread)})
-    acquire = AcquireConfig(duration_s=config.twin_max_duration_s, dt_s=digits.dt_s, hold_s=HOLD_S,
-                            amplitude_V=amplitude_V, conditions={"bias_A": biases},
-                            validation_every=6, validation_repeats=4)
-    return twin_train.plan(out=str(out), source="device", acquire=acquire.to_dict(),
-                           architecture={"hidden": config.twin_hidden, "condition_names": ["bias_A"],
-                                         "interpolation": "hold"},
-                           train={"max_steps": config.twin_max_steps, "target_nrmse": config.twin_target_nrmse,
-                                  "validate_every": 250})
+    biases = sorted(
+        {round(digits.bias_A * f, 6) for f in (1 - config.bias_spread, 1.0, 1 + config.bias_spread)}
+    )
+    acquire = AcquireConfig(
+        duration_s=config.twin_max_duration_s,
+        dt_s=digits.dt_s,
+        hold_s=HOLD_S,
+        amplitude_V=amplitude_V,
+        conditions={"bias_A": biases},
+        validation_every=6,
+        validation_repeats=4,
+    )
+    return twin_train.plan(
+        out=str(out),
+        source="device",
+        acquire=acquire.to_dict(),
+        architecture={"hidden": config.twin_hidden, "condition_names": ["bias_A"], "interpolation": "hold"},
+        train={
+            "max_steps": config.twin_max_steps,
+            "target_nrmse": config.twin_target_nrmse,
+            "validate_every": 250,
+        },
+    )
 
 
 @contextlib.contextmanager
@@ -141,9 +180,18 @@ def _stages(ctx: RunContext, config: DemoConfig) -> dict[str, Any]:
     amplitude_V = digits.drive_fraction * device.limits.max_drive_V
     twin_path = (ctx.path / TWIN_FILE).resolve()
     trained = stage("twin-train", twin_train_plan(config, twin_path, digits, amplitude_V))
-    scored = stage("twin-eval", twin_eval.plan(checkpoint=str(twin_path), n_drives=config.eval_drives,
-                                               dt_s=digits.dt_s, hold_s=HOLD_S, amplitude_V=amplitude_V,
-                                               conditions={"bias_A": [bias]}, repeats=4))
+    scored = stage(
+        "twin-eval",
+        twin_eval.plan(
+            checkpoint=str(twin_path),
+            n_drives=config.eval_drives,
+            dt_s=digits.dt_s,
+            hold_s=HOLD_S,
+            amplitude_V=amplitude_V,
+            conditions={"bias_A": [bias]},
+            repeats=4,
+        ),
+    )
     ctx.result(twin_nrmse=scored["nrmse"], twin_training_nrmse=trained["best_nrmse"])
 
     on_twin = stage("digits-twin", spoken_digits.plan(digits), on=f"twin:{twin_path}?noise=1")
@@ -153,16 +201,23 @@ def _stages(ctx: RunContext, config: DemoConfig) -> dict[str, Any]:
 
     report = {
         "device": device.address or type(device).__name__,
-        "threshold_A": char["threshold_A"], "relaxation_time_s": char["relaxation_time_s"],
-        "bias_A": bias, "operating_z": config.operating_z,
-        "twin_nrmse": scored["nrmse"], "twin_nrmse_noise_corrected": scored.get("nrmse_noise_corrected"),
-        "twin_training_nrmse": trained["best_nrmse"], "twin_steps": trained["steps"],
+        "threshold_A": char["threshold_A"],
+        "relaxation_time_s": char["relaxation_time_s"],
+        "bias_A": bias,
+        "operating_z": config.operating_z,
+        "twin_nrmse": scored["nrmse"],
+        "twin_nrmse_noise_corrected": scored.get("nrmse_noise_corrected"),
+        "twin_training_nrmse": trained["best_nrmse"],
+        "twin_steps": trained["steps"],
         "twin_stop_reason": trained["stop_reason"],
-        "bench_accuracy": on_bench["accuracy"], "twin_accuracy": on_twin["accuracy"],
+        "bench_accuracy": on_bench["accuracy"],
+        "twin_accuracy": on_twin["accuracy"],
         "baseline_accuracy": on_bench["baseline_accuracy"],
         "mfcc_reference_accuracy": on_bench["mfcc_reference_accuracy"],
-        "n_train": on_bench["n_train"], "n_test": on_bench["n_test"],
-        "bench_device_s": on_bench["device_s"], "twin_device_s": on_twin["device_s"],
+        "n_train": on_bench["n_train"],
+        "n_test": on_bench["n_test"],
+        "bench_device_s": on_bench["device_s"],
+        "twin_device_s": on_twin["device_s"],
         "speed_ratio": on_bench["device_s"] / on_twin["device_s"],
         "stage_s": stage_s,
         "twin": str(twin_path),
@@ -177,30 +232,38 @@ def _stages(ctx: RunContext, config: DemoConfig) -> dict[str, Any]:
 def report(r: Mapping[str, Any]) -> str:
     """The report a newcomer reads (``spinlab demo``)."""
     stages = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in r["stage_s"].items())
-    return "\n".join([
-        f"device {r['device']}: threshold {r['threshold_A'] * 1e3:.3f} mA, relaxation time "
-        f"{r['relaxation_time_s'] * 1e9:.0f} ns; operating point {r['bias_A'] * 1e3:.2f} mA "
-        f"({r['operating_z']:g} x threshold)",
-        f"twin: NRMSE {r['twin_nrmse']:.3f} on fresh drives against the device's mean response "
-        f"({r['twin_training_nrmse']:.3f} held out in training, {r['twin_steps']} steps)",
-        f"spoken digits, {r['n_train']} training / {r['n_test']} test utterances "
-        "(stratified by digit and speaker):",
-        f"  bench {100 * r['bench_accuracy']:.1f} %   twin {100 * r['twin_accuracy']:.1f} %   "
-        f"no device (masked features, linear) {100 * r['baseline_accuracy']:.1f} %   "
-        f"pooled MFCC {100 * r['mfcc_reference_accuracy']:.1f} %",
-        f"  device calls: bench {r['bench_device_s']:.1f} s, twin {r['twin_device_s']:.1f} s "
-        f"(twin {r['speed_ratio']:.2g}x the bench's speed)",
-        f"stages: {stages}; total {r['wall_s'] / 60:.1f} min",
-        "plots: " + "  ".join(r["plots"]),
-        f"run files: {r['run_dir']}/run.h5 and stages/*/run.h5; twin {r['twin']}",
-        f"try next: spinlab listen --device {r['device']} --readout {r['readout']}",
-    ])
+    return "\n".join(
+        [
+            f"device {r['device']}: threshold {r['threshold_A'] * 1e3:.3f} mA, relaxation time "
+            f"{r['relaxation_time_s'] * 1e9:.0f} ns; operating point {r['bias_A'] * 1e3:.2f} mA "
+            f"({r['operating_z']:g} x threshold)",
+            f"twin: NRMSE {r['twin_nrmse']:.3f} on fresh drives against the device's mean response "
+            f"({r['twin_training_nrmse']:.3f} held out in training, {r['twin_steps']} steps)",
+            f"spoken digits, {r['n_train']} training / {r['n_test']} test utterances "
+            "(stratified by digit and speaker):",
+            f"  bench {100 * r['bench_accuracy']:.1f} %   twin {100 * r['twin_accuracy']:.1f} %   "
+            f"no device (masked features, linear) {100 * r['baseline_accuracy']:.1f} %   "
+            f"pooled MFCC {100 * r['mfcc_reference_accuracy']:.1f} %",
+            f"  device calls: bench {r['bench_device_s']:.1f} s, twin {r['twin_device_s']:.1f} s "
+            f"(twin {r['speed_ratio']:.2g}x the bench's speed)",
+            f"stages: {stages}; total {r['wall_s'] / 60:.1f} min",
+            "plots: " + "  ".join(r["plots"]),
+            f"run files: {r['run_dir']}/run.h5 and stages/*/run.h5; twin {r['twin']}",
+            f"try next: spinlab listen --device {r['device']} --readout {r['readout']}",
+        ]
+    )
 
 
-@command(config=DemoConfig, report=report, prepare=spoken_digits.command_line_defaults, device="optional",
-         device_default="bench:emulated", monitor="tcp://127.0.0.1:0",
-         aliases={"--data": "data_dir", "--twin-steps": "twin_max_steps"},
-         help="Characterise the emulated bench, train its twin through it, recognise spoken digits on both.")
+@command(
+    config=DemoConfig,
+    report=report,
+    prepare=spoken_digits.command_line_defaults,
+    device="optional",
+    device_default="bench:emulated",
+    monitor="tcp://127.0.0.1:0",
+    aliases={"--data": "data_dir", "--twin-steps": "twin_max_steps"},
+    help="Characterise the emulated bench, train its twin through it, recognise spoken digits on both.",
+)
 def plan(config: DemoConfig | Mapping[str, Any] | None = None, **overrides: Any) -> Plan:
     """The demo as a plan (``spinlab demo``'s defaults unless overridden; ``data_dir`` is required)."""
     cfg = make_config(DemoConfig, config, overrides)

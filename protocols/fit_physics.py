@@ -34,15 +34,17 @@ The optimisation itself (box coordinates, Levenberg-Marquardt, the grid, the unc
 library, :mod:`spinlab.analysis.fitting`; this module is the plan: the run it reads, the model
 adapters, the config, and the result it records.
 """
+
 from __future__ import annotations
 
 import json
-from abc import ABC, abstractmethod
 import math
 import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal, Mapping, Sequence
+from typing import Annotated, Any, Literal
 
 import h5py
 import numpy as np
@@ -66,13 +68,13 @@ METHODS = ("grad", "grid")
 class Recordings:
     """Drive/response pairs of one run on a common grid, with what the run says about them."""
 
-    drive_V: np.ndarray                 # (R, n)
-    response_V: np.ndarray              # (R, n)
+    drive_V: np.ndarray  # (R, n)
+    response_V: np.ndarray  # (R, n)
     dt_s: float
-    conditions: dict[str, np.ndarray]   # name -> (R,)
-    validation: np.ndarray              # (R,) bool: held out by the run
-    device: dict[str, Any]              # the recording device's identity
-    source: str                         # the run directory
+    conditions: dict[str, np.ndarray]  # name -> (R,)
+    validation: np.ndarray  # (R,) bool: held out by the run
+    device: dict[str, Any]  # the recording device's identity
+    source: str  # the run directory
 
     @property
     def n_recordings(self) -> int:
@@ -94,26 +96,41 @@ def read_run(run_dir: str | Path) -> Recordings:
         with h5py.File(path, "r") as f:
             missing = [k for k in ("drive_V", "response_V") if k not in f]
             if missing:
-                raise ConfigError(f"{path} has no {missing} datasets; record drive/response pairs "
-                                  "with `spinlab acquire` first")
+                raise ConfigError(
+                    f"{path} has no {missing} datasets; record drive/response pairs "
+                    "with `spinlab acquire` first"
+                )
             drive, response = f["drive_V"][...], f["response_V"][...]
             dt_s = float(f["drive_V"].attrs.get("dt_s", math.nan))
-            names = [n for n in str(f["conditions"].attrs.get("names", "")).split(",") if n] \
-                if "conditions" in f else []
+            names = (
+                [n for n in str(f["conditions"].attrs.get("names", "")).split(",") if n]
+                if "conditions" in f
+                else []
+            )
             table = f["conditions"][...] if names else np.zeros((drive.shape[0], 0))
-            validation = f["validation"][...].astype(bool) if "validation" in f \
-                else np.zeros(drive.shape[0], bool)
+            validation = (
+                f["validation"][...].astype(bool) if "validation" in f else np.zeros(drive.shape[0], bool)
+            )
             device = json.loads(f.attrs.get("device", "{}"))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read {path} as a run file ({exc})") from None
     if drive.ndim != 2 or drive.shape != response.shape or drive.shape[0] == 0:
-        raise ConfigError(f"{path}: drive_V {drive.shape} and response_V {response.shape} must be "
-                          "equal, non-empty (recordings, samples) arrays")
+        raise ConfigError(
+            f"{path}: drive_V {drive.shape} and response_V {response.shape} must be "
+            "equal, non-empty (recordings, samples) arrays"
+        )
     if not (math.isfinite(dt_s) and dt_s > 0):
         raise ConfigError(f"{path}: drive_V has no valid dt_s attribute")
     conditions = {n: np.asarray(table[:, i], dtype=np.float64) for i, n in enumerate(names)}
-    return Recordings(np.asarray(drive, np.float64), np.asarray(response, np.float64), dt_s,
-                      conditions, validation, device, str(path.parent))
+    return Recordings(
+        np.asarray(drive, np.float64),
+        np.asarray(response, np.float64),
+        dt_s,
+        conditions,
+        validation,
+        device,
+        str(path.parent),
+    )
 
 
 # --- model adapters ---------------------------------------------------------------------------
@@ -158,8 +175,9 @@ class PhysicsFit(ABC):
         return rec.conditions.get(name, np.full(rec.n_recordings, float(value)))
 
     @abstractmethod
-    def predict(self, values: Mapping[str, np.ndarray], rows: np.ndarray, wrt: Sequence[str],
-                length: int) -> tuple[np.ndarray, np.ndarray]:
+    def predict(
+        self, values: Mapping[str, np.ndarray], rows: np.ndarray, wrt: Sequence[str], length: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Responses (S, R, length) and d response / d log(param) (S, R, length, len(wrt)) of
         the first ``length`` samples of ``rows``, for S parameter sets (``values``: name -> (S,))."""
 
@@ -185,20 +203,35 @@ class MacrospinFit(PhysicsFit):
 
     name = "macrospin"
     device_type = "MacrospinDevice"
-    bounds = {"alpha": (2e-3, 0.2), "Hk_A_per_m": (2e3, 2e5), "Hd_A_per_m": (5e4, 2e6),
-              "eta": (0.05, 1.0), "Ms_A_per_m": (2e5, 2e6), "volume_m3": (1e-24, 1e-21),
-              "R_P_ohm": (5.0, 5e3), "tmr": (0.05, 3.0)}
+    bounds = {
+        "alpha": (2e-3, 0.2),
+        "Hk_A_per_m": (2e3, 2e5),
+        "Hd_A_per_m": (5e4, 2e6),
+        "eta": (0.05, 1.0),
+        "Ms_A_per_m": (2e5, 2e6),
+        "volume_m3": (1e-24, 1e-21),
+        "R_P_ohm": (5.0, 5e3),
+        "tmr": (0.05, 3.0),
+    }
     #: only eta / (Ms V) reaches the dynamics (the torque per ampere)
     DEGENERATE = ("eta", "Ms_A_per_m", "volume_m3")
 
-    def __init__(self, recordings: Recordings, fixed: Mapping[str, float], *,
-                 temperature_K: float | None = None, **_: Any) -> None:
+    def __init__(
+        self,
+        recordings: Recordings,
+        fixed: Mapping[str, float],
+        *,
+        temperature_K: float | None = None,
+        **_: Any,
+    ) -> None:
         super().__init__(recordings, fixed)
         self.drive_gain_A_per_V = float(self.setup.get("drive_gain_A_per_V", 5e-3))
         self.max_step_s = float(self.setup.get("max_step_s", 2e-12))
         self.initial_tilt_rad = float(self.setup.get("initial_tilt_rad", 0.05))
         # the temperature the fitted model runs at as a device (the fit itself is noise-free)
-        self.temperature_K = float(self.setup.get("temperature_K", 0.0) if temperature_K is None else temperature_K)
+        self.temperature_K = float(
+            self.setup.get("temperature_K", 0.0) if temperature_K is None else temperature_K
+        )
         self.current = self.condition("bias_A", 3e-3)[:, None] + self.drive_gain_A_per_V * recordings.drive_V
         self.field_T = self.condition("field_T", 0.05)
 
@@ -209,29 +242,45 @@ class MacrospinFit(PhysicsFit):
         super().check_names(names)
         both = [n for n in names if n in self.DEGENERATE]
         if len(both) > 1:
-            raise ConfigError(f"{both} cannot be fitted together: the drive/response pairs only fix "
-                              "eta / (Ms_A_per_m volume_m3); fit one of them and --set the others")
+            raise ConfigError(
+                f"{both} cannot be fitted together: the drive/response pairs only fix "
+                "eta / (Ms_A_per_m volume_m3); fit one of them and --set the others"
+            )
 
     def predict(self, values, rows, wrt, length):
         sets, r = len(next(iter(values.values()))), len(rows)
-        volts, jac = response_and_jacobian(_per_set(values, r), np.tile(self.current[rows, :length], (sets, 1)),
-                                           np.tile(self.field_T[rows], sets), self.recordings.dt_s, wrt,
-                                           max_step_s=self.max_step_s,
-                                           initial_tilt_rad=self.initial_tilt_rad)
+        volts, jac = response_and_jacobian(
+            _per_set(values, r),
+            np.tile(self.current[rows, :length], (sets, 1)),
+            np.tile(self.field_T[rows], sets),
+            self.recordings.dt_s,
+            wrt,
+            max_step_s=self.max_step_s,
+            initial_tilt_rad=self.initial_tilt_rad,
+        )
         return volts.reshape(sets, r, length), jac.reshape(sets, r, length, len(wrt))
 
     def device_options(self, values):
-        return {**super().device_options(values), "drive_gain_A_per_V": self.drive_gain_A_per_V,
-                "max_step_s": self.max_step_s, "initial_tilt_rad": self.initial_tilt_rad,
-                "temperature_K": self.temperature_K}
+        return {
+            **super().device_options(values),
+            "drive_gain_A_per_V": self.drive_gain_A_per_V,
+            "max_step_s": self.max_step_s,
+            "initial_tilt_rad": self.initial_tilt_rad,
+            "temperature_K": self.temperature_K,
+        }
 
     def derived(self, values):
         params = MacrospinParams(**values)
-        return {"per_field": [
-            {"field_T": float(field_T),
-             "critical_current_A": float(params.critical_current_A(float(field_T)).detach()),
-             "fmr_frequency_Hz": float(params.fmr_frequency_Hz(float(field_T)).detach())}
-            for field_T in np.unique(self.field_T)]}
+        return {
+            "per_field": [
+                {
+                    "field_T": float(field_T),
+                    "critical_current_A": float(params.critical_current_A(float(field_T)).detach()),
+                    "fmr_frequency_Hz": float(params.fmr_frequency_Hz(float(field_T)).detach()),
+                }
+                for field_T in np.unique(self.field_T)
+            ]
+        }
 
 
 class VortexFit(PhysicsFit):
@@ -239,22 +288,39 @@ class VortexFit(PhysicsFit):
 
     name = "vortex"
     device_type = "VortexDevice"
-    bounds = {"threshold_A": (5e-4, 5e-2), "Q": (0.05, 20.0), "gamma_G_per_s": (1e5, 1e9),
-              "drive_gain_A_per_V": (1e-4, 5e-2), "detector_V_per_p": (1e-3, 10.0),
-              "thermal_power": (1e-6, 5e-2)}
+    bounds = {
+        "threshold_A": (5e-4, 5e-2),
+        "Q": (0.05, 20.0),
+        "gamma_G_per_s": (1e5, 1e9),
+        "drive_gain_A_per_V": (1e-4, 5e-2),
+        "detector_V_per_p": (1e-3, 10.0),
+        "thermal_power": (1e-6, 5e-2),
+    }
 
-    def __init__(self, recordings: Recordings, fixed: Mapping[str, float], *,
-                 rest_drive_V: float | str | None = "auto", points_per_sample: int | None = None,
-                 **_: Any) -> None:
+    def __init__(
+        self,
+        recordings: Recordings,
+        fixed: Mapping[str, float],
+        *,
+        rest_drive_V: float | str | None = "auto",
+        points_per_sample: int | None = None,
+        **_: Any,
+    ) -> None:
         super().__init__(recordings, fixed)
         # sim:vortex starts settled at its rest level (None: the first sample) and reports
         # points_per_sample instants per hold; a bench idles at 0 V between records and averages
         # its scope points over each hold
         auto_rest = self.setup.get("rest_drive_V") if self.same_model else 0.0
         self.rest_drive_V = auto_rest if rest_drive_V == "auto" else rest_drive_V
-        self.points_per_sample = (int(self.setup.get("points_per_sample", 1)) if self.same_model else
-                                  scope_points_per_sample(recordings.device, recordings.dt_s)) \
-            if points_per_sample is None else int(points_per_sample)
+        self.points_per_sample = (
+            (
+                int(self.setup.get("points_per_sample", 1))
+                if self.same_model
+                else scope_points_per_sample(recordings.device, recordings.dt_s)
+            )
+            if points_per_sample is None
+            else int(points_per_sample)
+        )
         self.noise = float(self.setup.get("noise", 1.0))
         self.bias_A = self.condition("bias_A", 7.5e-3)
         self.field_T = self.condition("field_T", 0.0)
@@ -264,26 +330,42 @@ class VortexFit(PhysicsFit):
 
     def predict(self, values, rows, wrt, length):
         sets, r = len(next(iter(values.values()))), len(rows)
-        volts, jac = power_and_jacobian(_per_set(values, r), np.tile(self.recordings.drive_V[rows, :length], (sets, 1)),
-                                        np.tile(self.bias_A[rows], sets), np.tile(self.field_T[rows], sets),
-                                        self.recordings.dt_s, wrt, rest_drive_V=self.rest_drive_V,
-                                        points_per_sample=self.points_per_sample)
+        volts, jac = power_and_jacobian(
+            _per_set(values, r),
+            np.tile(self.recordings.drive_V[rows, :length], (sets, 1)),
+            np.tile(self.bias_A[rows], sets),
+            np.tile(self.field_T[rows], sets),
+            self.recordings.dt_s,
+            wrt,
+            rest_drive_V=self.rest_drive_V,
+            points_per_sample=self.points_per_sample,
+        )
         return volts.reshape(sets, r, length), jac.reshape(sets, r, length, len(wrt))
 
     def device_options(self, values):
         rest = {} if self.rest_drive_V is None else {"rest_drive_V": self.rest_drive_V}
-        return {**super().device_options(values), "noise": self.noise,
-                "points_per_sample": self.points_per_sample, **rest}
+        return {
+            **super().device_options(values),
+            "noise": self.noise,
+            "points_per_sample": self.points_per_sample,
+            **rest,
+        }
 
     def measurement(self):
         return {"rest_drive_V": self.rest_drive_V, "points_per_sample": self.points_per_sample}
 
     def derived(self, values):
         params = VortexParams(**values)
-        return {"per_bias": [
-            {"bias_A": float(bias), "supercriticality": float(params.supercriticality(bias)),
-             "relaxation_time_s": float(params.relaxation_time_s(bias))}
-            for bias in np.unique(self.bias_A)]}
+        return {
+            "per_bias": [
+                {
+                    "bias_A": float(bias),
+                    "supercriticality": float(params.supercriticality(bias)),
+                    "relaxation_time_s": float(params.relaxation_time_s(bias)),
+                }
+                for bias in np.unique(self.bias_A)
+            ]
+        }
 
 
 MODELS: dict[str, type[PhysicsFit]] = {"macrospin": MacrospinFit, "vortex": VortexFit}
@@ -313,27 +395,37 @@ class FitConfig(Config):
     screen: PositiveInt = Field(64, description="grad: random candidates scored before the descent")
     starts: PositiveInt = Field(8, description="grad: descents started from the best screened candidates")
     horizons: tuple[Annotated[float, Field(gt=0, le=1)], ...] = Field(
-        (0.1, 0.3, 1.0), description="grad: fractions of every recording fitted in turn (the last must be 1)")
+        (0.1, 0.3, 1.0), description="grad: fractions of every recording fitted in turn (the last must be 1)"
+    )
     max_iterations: PositiveInt = Field(40, description="grad: iterations per horizon")
-    tolerance: Positive = Field(1e-9, description="grad: relative loss change below which a start has "
-                                                  "converged")
+    tolerance: Positive = Field(
+        1e-9, description="grad: relative loss change below which a start has converged"
+    )
     grid_points: PositiveInt = Field(6, description="grid: points per parameter")
-    bounds: dict[str, tuple[Positive, Positive]] = Field({}, description="Search box overrides: name -> "
-                                                                         "(lo, hi)")
+    bounds: dict[str, tuple[Positive, Positive]] = Field(
+        {}, description="Search box overrides: name -> (lo, hi)"
+    )
     fixed: dict[str, float] = Field({}, description="Values of parameters that are not fitted: name -> value")
-    temperature_K: NonNegative | None = Field(None, description="macrospin: temperature of the fitted model "
-                                                                "as a device (none: the recording "
-                                                                "simulator's)")
+    temperature_K: NonNegative | None = Field(
+        None,
+        description="macrospin: temperature of the fitted model "
+        "as a device (none: the recording "
+        "simulator's)",
+    )
     rest_drive_V: float | Literal["auto"] | None = Field(
-            "auto", description="vortex: drive level the device idles at before a record (a number, first "
-                                "or auto: from the run's device)")
-    points_per_sample: PositiveInt | None = Field(None, description="vortex: instants averaged into each "
-                                                                    "response sample (none: from the run's "
-                                                                    "device)")
-    source_run: str = Field("", description="Run directory (written by `spinlab acquire`) whose recordings "
-                                            "are fitted")
-    out: str | None = Field(None, description="Model file to write (none: model.json in the fit's run "
-                                              "directory)")
+        "auto",
+        description="vortex: drive level the device idles at before a record (a number, first "
+        "or auto: from the run's device)",
+    )
+    points_per_sample: PositiveInt | None = Field(
+        None, description="vortex: instants averaged into each response sample (none: from the run's device)"
+    )
+    source_run: str = Field(
+        "", description="Run directory (written by `spinlab acquire`) whose recordings are fitted"
+    )
+    out: str | None = Field(
+        None, description="Model file to write (none: model.json in the fit's run directory)"
+    )
     seed: int = Field(0, description="Seeds the random candidates (the run's --seed when run as a plan)")
 
     @field_validator("params", mode="after")
@@ -345,7 +437,7 @@ class FitConfig(Config):
         return params
 
     @model_validator(mode="after")
-    def _consistent(self) -> "FitConfig":
+    def _consistent(self) -> FitConfig:
         if self.model not in MODELS:
             raise ValueError(f"--model must be one of {sorted(MODELS)}, got {self.model!r}")
         if self.method not in METHODS:
@@ -361,9 +453,13 @@ class FitConfig(Config):
 
 
 def build_model(recordings: Recordings, config: FitConfig) -> PhysicsFit:
-    model = MODELS[config.model](recordings, config.fixed, temperature_K=config.temperature_K,
-                                 rest_drive_V=config.rest_drive_V,
-                                 points_per_sample=config.points_per_sample)
+    model = MODELS[config.model](
+        recordings,
+        config.fixed,
+        temperature_K=config.temperature_K,
+        rest_drive_V=config.rest_drive_V,
+        points_per_sample=config.points_per_sample,
+    )
     model.check_names(config.params)
     return model
 
@@ -378,8 +474,14 @@ def objective(model: PhysicsFit, config: FitConfig, rows: np.ndarray, horizon: f
     if not scale > 0:
         raise ConfigError("the recorded responses are constant; nothing to fit")
     box = {**{n: model.bounds[n] for n in config.params}, **dict(config.bounds)}
-    return BoxObjective(lambda values, wrt: model.predict(values, rows, wrt, length), config.params, box,
-                        model.base, rec.response_V[rows, :length], scale)
+    return BoxObjective(
+        lambda values, wrt: model.predict(values, rows, wrt, length),
+        config.params,
+        box,
+        model.base,
+        rec.response_V[rows, :length],
+        scale,
+    )
 
 
 # --- the protocol -----------------------------------------------------------------------------
@@ -394,8 +496,9 @@ def split_rows(recordings: Recordings) -> tuple[np.ndarray, np.ndarray, str]:
     return rows, rows[:0], "none (fewer than 5 recordings)"
 
 
-def fit_physics(recordings: Recordings, config: FitConfig,
-                progress: Callable[[str, int, float], None] | None = None) -> dict[str, Any]:
+def fit_physics(
+    recordings: Recordings, config: FitConfig, progress: Callable[[str, int, float], None] | None = None
+) -> dict[str, Any]:
     """Fit ``config.params`` to ``recordings``; returns the result (values, uncertainties, ...)."""
     model = build_model(recordings, config)
     train, held_out, split = split_rows(recordings)
@@ -411,20 +514,38 @@ def fit_physics(recordings: Recordings, config: FitConfig,
     values = {k: float(v[0]) for k, v in whole.values(u_best[None]).items()}
     log_std, method = uncertainty(whole, u_best)
     loss = float(found["loss"][best])
-    params = {name: {"value": values[name], "uncertainty": float(values[name] * log_std[j]),
-                     "relative_uncertainty": float(log_std[j]), "loss": loss,
-                     "bounds": [float(math.exp(whole.lo[j])), float(math.exp(whole.hi[j]))]}
-              for j, name in enumerate(whole.names)}
-    starts = [{"loss": float(l), **{n: float(v[0]) for n, v in whole.values(u[None]).items()
-                                    if n in whole.names}}
-              for u, l in sorted(zip(found["u"], found["loss"]), key=lambda t: t[1])]
+    params = {
+        name: {
+            "value": values[name],
+            "uncertainty": float(values[name] * log_std[j]),
+            "relative_uncertainty": float(log_std[j]),
+            "loss": loss,
+            "bounds": [float(math.exp(whole.lo[j])), float(math.exp(whole.hi[j]))],
+        }
+        for j, name in enumerate(whole.names)
+    }
+    starts = [
+        {"loss": float(l), **{n: float(v[0]) for n, v in whole.values(u[None]).items() if n in whole.names}}
+        for u, l in sorted(zip(found["u"], found["loss"]), key=lambda t: t[1])
+    ]
     result = {
-        "model": config.model, "method": config.method, "params": params, "loss": loss,
-        "nrmse": math.sqrt(loss), "values": values, "starts": starts, "stages": found["stages"],
+        "model": config.model,
+        "method": config.method,
+        "params": params,
+        "loss": loss,
+        "nrmse": math.sqrt(loss),
+        "values": values,
+        "starts": starts,
+        "stages": found["stages"],
         "screened_best_loss": found.get("screened_best_loss"),
-        "uncertainty_method": method, "wall_s": wall_s, "trace": trace.points,
-        "n_train": len(train), "n_validation": len(held_out), "validation_split": split,
-        "derived": model.derived(values), "measurement": model.measurement(),
+        "uncertainty_method": method,
+        "wall_s": wall_s,
+        "trace": trace.points,
+        "n_train": len(train),
+        "n_validation": len(held_out),
+        "validation_split": split,
+        "derived": model.derived(values),
+        "measurement": model.measurement(),
         "device_options": model.device_options(values),
     }
     arrays = {k: np.array([v]) for k, v in values.items()}
@@ -441,12 +562,21 @@ def fit_physics(recordings: Recordings, config: FitConfig,
 def run(ctx: RunContext, config: FitConfig) -> dict[str, Any]:
     """The plan body: fit, record, and write the model file (default ``<run>/model.json``)."""
     recordings = read_run(config.source_run)
-    result = fit_physics(recordings, config.replace(seed=ctx.seed),
-                         lambda stage, step, loss: ctx.progress(step, 0, stage=stage, best_loss=loss))
+    result = fit_physics(
+        recordings,
+        config.replace(seed=ctx.seed),
+        lambda stage, step, loss: ctx.progress(step, 0, stage=stage, best_loss=loss),
+    )
     path = Path(config.out) if config.out else ctx.path / "model.json"
-    provenance = {"source_run": recordings.source, "source_device": recordings.device.get("address"),
-                  "fit_run": str(ctx.path), "method": config.method, "loss": result["loss"],
-                  "params": result["params"], "measurement": result["measurement"]}
+    provenance = {
+        "source_run": recordings.source,
+        "source_device": recordings.device.get("address"),
+        "fit_run": str(ctx.path),
+        "method": config.method,
+        "loss": result["loss"],
+        "params": result["params"],
+        "measurement": result["measurement"],
+    }
     save_model(path, config.model, result.pop("device_options"), provenance)
     prediction = result.pop("validation_prediction", None)
     if prediction is not None:
@@ -471,8 +601,9 @@ def _box(settings: dict[str, Any], items: list[str]) -> None:
             raise ConfigError(f"--bounds must look like NAME=LO:HI, got {item!r}") from None
 
 
-def command_line_defaults(settings: dict[str, Any], *, device: str | None, runs_dir: Any,
-                          options: Mapping[str, Any]) -> dict[str, Any]:
+def command_line_defaults(
+    settings: dict[str, Any], *, device: str | None, runs_dir: Any, options: Mapping[str, Any]
+) -> dict[str, Any]:
     """A name that is no setting of the fit is a fixed model parameter (``--set Q=2`` is
     ``--set fixed.Q=2``); ``first`` is the rest drive None; a wrong run directory is refused
     before a run directory is made."""
@@ -489,20 +620,29 @@ def command_line_defaults(settings: dict[str, Any], *, device: str | None, runs_
 
 def report(summary: Mapping[str, Any]) -> str:
     """What ``spinlab run fit-physics`` prints."""
-    lines = [f"{name:<22} {entry['value']:.6g} +- {entry['uncertainty']:.2g}"
-             for name, entry in summary["params"].items()]
-    lines.append(f"loss {summary['loss']:.4g} (NRMSE {summary['nrmse']:.4f})"
-                 + (f", held-out NRMSE {summary['validation_nrmse']:.4f}"
-                    if "validation_nrmse" in summary else "")
-                 + f", {summary['wall_s']:.1f} s")
+    lines = [
+        f"{name:<22} {entry['value']:.6g} +- {entry['uncertainty']:.2g}"
+        for name, entry in summary["params"].items()
+    ]
+    lines.append(
+        f"loss {summary['loss']:.4g} (NRMSE {summary['nrmse']:.4f})"
+        + (f", held-out NRMSE {summary['validation_nrmse']:.4f}" if "validation_nrmse" in summary else "")
+        + f", {summary['wall_s']:.1f} s"
+    )
     lines.append(f"model: {summary['address']}")
     return "\n".join(lines)
 
 
-@command(config=FitConfig, report=report, prepare=command_line_defaults, argument="source_run", device="none",
-         aliases={"-o": "out"},
-         shortcuts=(Shortcut(("--bounds",), "Search box NAME=LO:HI (repeatable).", _box, list),),
-         help="Fit a physical model's parameters to a recorded run (gradient-based or grid search).")
+@command(
+    config=FitConfig,
+    report=report,
+    prepare=command_line_defaults,
+    argument="source_run",
+    device="none",
+    aliases={"-o": "out"},
+    shortcuts=(Shortcut(("--bounds",), "Search box NAME=LO:HI (repeatable).", _box, list),),
+    help="Fit a physical model's parameters to a recorded run (gradient-based or grid search).",
+)
 def plan(config: FitConfig | Mapping[str, Any] | None = None, **overrides: Any) -> Plan:
     """The fit as a plan (``spinlab fit-physics``'s defaults unless overridden); it reads the
     run in ``source_run`` and needs no device."""
@@ -512,9 +652,26 @@ def plan(config: FitConfig | Mapping[str, Any] | None = None, **overrides: Any) 
         cfg = config.replace(**overrides)
     if not cfg.source_run:
         raise ConfigError("fit-physics needs the run directory of the recordings to fit (source_run)")
-    return Plan("fit-physics", cfg, lambda ctx: run(ctx, cfg), needs_device=False,
-                nexus={"signal": "validation/prediction_V"})
+    return Plan(
+        "fit-physics",
+        cfg,
+        lambda ctx: run(ctx, cfg),
+        needs_device=False,
+        nexus={"signal": "validation/prediction_V"},
+    )
 
 
-__all__ = ["METHODS", "MODELS", "FitConfig", "Recordings", "read_run", "fit_physics",
-           "run", "plan", "MacrospinFit", "VortexFit", "objective", "split_rows"]
+__all__ = [
+    "METHODS",
+    "MODELS",
+    "FitConfig",
+    "Recordings",
+    "read_run",
+    "fit_physics",
+    "run",
+    "plan",
+    "MacrospinFit",
+    "VortexFit",
+    "objective",
+    "split_rows",
+]

@@ -21,11 +21,13 @@ auto-oscillator (sim:vortex, the emulated bench) relaxes once, over tau; nodes o
 each node's response rise above the thermal noise while consecutive nodes still couple
 (Torrejon et al. 2017: theta below tau).
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import scipy.linalg
@@ -50,60 +52,94 @@ REPORTED_HORIZONS = (1, 5, 10)
 class MackeyGlassConfig(Config):
     """Everything that defines a Mackey-Glass run (stored in the run file)."""
 
-    data_path: str | None = Field(None, description="Mackey-Glass series, one value a line (none: generated "
-                                                    "from the delay equation, tau = 17, one sample per "
-                                                    "time unit)")
-    n_points: Annotated[int, Field(ge=100)] = Field(10_000, description="Input points used (the first of "
-                                                                        "the file)")
+    data_path: str | None = Field(
+        None,
+        description="Mackey-Glass series, one value a line (none: generated "
+        "from the delay equation, tau = 17, one sample per "
+        "time unit)",
+    )
+    n_points: Annotated[int, Field(ge=100)] = Field(
+        10_000, description="Input points used (the first of the file)"
+    )
     n_nodes: PositiveInt = Field(50, description="Virtual nodes per point")
-    theta_s: Positive | None = Field(None, description="Hold time of one node (none: from the device's time "
-                                                       "scale: 2 grid samples of a twin, half an "
-                                                       "oscillator's relaxation)")
-    samples_per_node: PositiveInt = Field(2, description="Drive samples per node (drive interval = theta_s / "
-                                                         "samples_per_node)")
+    theta_s: Positive | None = Field(
+        None,
+        description="Hold time of one node (none: from the device's time "
+        "scale: 2 grid samples of a twin, half an "
+        "oscillator's relaxation)",
+    )
+    samples_per_node: PositiveInt = Field(
+        2, description="Drive samples per node (drive interval = theta_s / samples_per_node)"
+    )
     node_features: Literal["mean", "samples"] = Field(
-        "samples", description="samples (each response sample of a hold is a state) or mean (one per node)")
+        "samples", description="samples (each response sample of a hold is a state) or mean (one per node)"
+    )
     drive_fraction: Annotated[float, Field(gt=0, le=1)] = Field(
-        1.0, description="Share of the device's drive range used (1: u = +-1 reaches its ends)")
-    input_sigma: Positive = Field(4.0, description="Training standard deviations of the masked input mapped "
-                                                   "to u = +-1 (4 leaves it unclipped)")
-    bias_A: Positive | None = Field(None, description="DC bias current for devices that take one (none: the "
-                                                      "device's)")
-    discard: NonNegativeInt = Field(300, description="Input points at the start whose states are dropped "
-                                                     "(the reservoir's transient)")
+        1.0, description="Share of the device's drive range used (1: u = +-1 reaches its ends)"
+    )
+    input_sigma: Positive = Field(
+        4.0,
+        description="Training standard deviations of the masked input mapped "
+        "to u = +-1 (4 leaves it unclipped)",
+    )
+    bias_A: Positive | None = Field(
+        None, description="DC bias current for devices that take one (none: the device's)"
+    )
+    discard: NonNegativeInt = Field(
+        300, description="Input points at the start whose states are dropped (the reservoir's transient)"
+    )
     train_fraction: Annotated[float, Field(gt=0, lt=1)] = Field(
-        0.5, description="Share of the points after discard that trains the readout; the rest is held out")
+        0.5, description="Share of the points after discard that trains the readout; the rest is held out"
+    )
     max_horizon: PositiveInt = Field(80, description="Longest prediction horizon (points)")
     alphas: tuple[Positive, ...] = Field(
-            tuple(10.0 ** k for k in range(-14, -1)), description="Ridge penalties (relative to the Gram "
-                                                                  "matrix's mean eigenvalue); with several, "
-                                                                  "each horizon picks its own by blocked "
-                                                                  "CV on the training part")
+        tuple(10.0**k for k in range(-14, -1)),
+        description="Ridge penalties (relative to the Gram "
+        "matrix's mean eigenvalue); with several, "
+        "each horizon picks its own by blocked "
+        "CV on the training part",
+    )
     cv_folds: Annotated[int, Field(ge=2)] = Field(5, description="Folds of the blocked cross-validation")
-    piece_points: PositiveInt = Field(250, description="Points of each piece of the series driven side by "
-                                                       "side (a simulator integrates a batch in about the "
-                                                       "time of one)")
-    warmup_points: NonNegativeInt = Field(50, description="Points of the series before each piece whose "
-                                                          "response is dropped (many times the device's "
-                                                          "memory)")
+    piece_points: PositiveInt = Field(
+        250,
+        description="Points of each piece of the series driven side by "
+        "side (a simulator integrates a batch in about the "
+        "time of one)",
+    )
+    warmup_points: NonNegativeInt = Field(
+        50,
+        description="Points of the series before each piece whose "
+        "response is dropped (many times the device's "
+        "memory)",
+    )
     pieces_per_step: PositiveInt = Field(64, description="Pieces per recorded step (one device call each)")
 
     @model_validator(mode="after")
-    def _consistent(self) -> "MackeyGlassConfig":
+    def _consistent(self) -> MackeyGlassConfig:
         if not self.alphas:
             raise ValueError("alphas must hold at least one ridge penalty")
         usable = self.n_points - self.discard
         n_train = int(usable * self.train_fraction)
         if n_train < 10 * self.n_nodes or usable - n_train <= self.max_horizon + 10:
-            raise ValueError(f"{self.n_points} points leave too little after discard ({self.discard}) "
-                             f"for training ({n_train}, need >= {10 * self.n_nodes}) and testing at horizons "
-                             f"up to {self.max_horizon}; use more points or a smaller max_horizon")
+            raise ValueError(
+                f"{self.n_points} points leave too little after discard ({self.discard}) "
+                f"for training ({n_train}, need >= {10 * self.n_nodes}) and testing at horizons "
+                f"up to {self.max_horizon}; use more points or a smaller max_horizon"
+            )
         return self
 
 
 # --- the series ----------------------------------------------------------------------------
-def mackey_glass(n: int, tau: float = 17.0, beta: float = 0.2, gamma: float = 0.1, exponent: float = 10.0,
-                 x0: float = 1.2, substeps: int = 10, transient: int = 1000) -> np.ndarray:
+def mackey_glass(
+    n: int,
+    tau: float = 17.0,
+    beta: float = 0.2,
+    gamma: float = 0.1,
+    exponent: float = 10.0,
+    x0: float = 1.2,
+    substeps: int = 10,
+    transient: int = 1000,
+) -> np.ndarray:
     """``n`` samples, one per time unit, of ``dx/dt = beta x(t-tau) / (1 + x(t-tau)^exponent)
     - gamma x`` from a constant history ``x0``, after ``transient`` time units.
 
@@ -118,7 +154,7 @@ def mackey_glass(n: int, tau: float = 17.0, beta: float = 0.2, gamma: float = 0.
     x[: lag + 1] = x0
 
     def rate(now: float, delayed: float) -> float:
-        return beta * delayed / (1.0 + delayed ** exponent) - gamma * now
+        return beta * delayed / (1.0 + delayed**exponent) - gamma * now
 
     for k in range(lag, lag + steps):
         d0, d1 = x[k - lag], x[k - lag + 1]
@@ -128,30 +164,40 @@ def mackey_glass(n: int, tau: float = 17.0, beta: float = 0.2, gamma: float = 0.
         k3 = rate(x[k] + 0.5 * h * k2, dm)
         k4 = rate(x[k] + h * k3, d1)
         x[k + 1] = x[k] + h / 6.0 * (k1 + 2 * k2 + 2 * k3 + k4)
-    return x[lag + transient * substeps::substeps][:n].copy()
+    return x[lag + transient * substeps :: substeps][:n].copy()
 
 
 def load_series(path: str | Path, n_points: int) -> np.ndarray:
     """The first ``n_points`` values of a one-value-a-line file, checked (one-line errors)."""
-    path = check_file(path, "series", DatasetError,
-                      f"Mackey-Glass data {path} does not exist; give a file with one value a line "
-                      "(e.g. ../shared/datasets/mumax3-skyrmion/mackey_glass.txt) or leave out --data")
+    path = check_file(
+        path,
+        "series",
+        DatasetError,
+        f"Mackey-Glass data {path} does not exist; give a file with one value a line "
+        "(e.g. ../shared/datasets/mumax3-skyrmion/mackey_glass.txt) or leave out --data",
+    )
     try:
         values = np.loadtxt(path, dtype=np.float64, ndmin=2, comments="#")
     except ValueError as exc:
         reason = str(exc).splitlines()[0]
         raise DatasetError(f"Mackey-Glass data {path} is not one number a line ({reason})") from None
     if values.shape[1] != 1:
-        raise DatasetError(f"Mackey-Glass data {path} has {values.shape[1]} columns; it must hold one value a line")
+        raise DatasetError(
+            f"Mackey-Glass data {path} has {values.shape[1]} columns; it must hold one value a line"
+        )
     values = values[:, 0]
     if values.size < n_points:
-        raise DatasetError(f"Mackey-Glass data {path} has {values.size} values, the run needs {n_points}; "
-                           "lower --points or use a longer series")
+        raise DatasetError(
+            f"Mackey-Glass data {path} has {values.size} values, the run needs {n_points}; "
+            "lower --points or use a longer series"
+        )
     values = values[:n_points]
     bad = np.flatnonzero(~np.isfinite(values))
     if bad.size:
-        raise DatasetError(f"Mackey-Glass data {path}: value {bad[0] + 1} is {values[bad[0]]}; every value "
-                           "must be a finite number")
+        raise DatasetError(
+            f"Mackey-Glass data {path}: value {bad[0] + 1} is {values[bad[0]]}; every value "
+            "must be a finite number"
+        )
     if np.ptp(values) == 0:
         raise DatasetError(f"Mackey-Glass data {path} is constant; nothing to predict")
     return values
@@ -167,18 +213,29 @@ def default_theta_s(device: Device, samples_per_node: int, bias_A: float | None)
     tau = model_prediction(device, float(bias)).get("predicted_relaxation_time_s") if bias else None
     if tau:
         return 0.5 * tau, f"half the relaxation time {tau:.3g} s at {bias:.3g} A"
-    raise ConfigError(f"{device.address or type(device).__name__} does not say its time scale; give --theta-s "
-                      "(about half its relaxation time, e.g. from `spinlab characterize`)")
+    raise ConfigError(
+        f"{device.address or type(device).__name__} does not say its time scale; give --theta-s "
+        "(about half its relaxation time, e.g. from `spinlab characterize`)"
+    )
 
 
 def pieces(n_points: int, piece_points: int, warmup_points: int) -> list[tuple[int, int, int]]:
     """``(start, warm-up start, stop)`` of each piece of the series."""
-    return [(s, max(0, s - warmup_points), min(s + piece_points, n_points))
-            for s in range(0, n_points, piece_points)]
+    return [
+        (s, max(0, s - warmup_points), min(s + piece_points, n_points))
+        for s in range(0, n_points, piece_points)
+    ]
 
 
-def drive_pieces(device: Device, encoder: Encoder, series: np.ndarray, spans: list[tuple[int, int, int]],
-                 fraction: float, conditions: Mapping[str, float], node_features: str) -> np.ndarray:
+def drive_pieces(
+    device: Device,
+    encoder: Encoder,
+    series: np.ndarray,
+    spans: list[tuple[int, int, int]],
+    fraction: float,
+    conditions: Mapping[str, float],
+    node_features: str,
+) -> np.ndarray:
     """States ``(points, features)`` of the pieces ``spans``: each piece's normalised drive u
     (``encoder`` built with amplitude 1) mapped onto the device's drive range, all pieces in one
     batch; the warm-up points' states are dropped."""
@@ -191,21 +248,33 @@ def drive_pieces(device: Device, encoder: Encoder, series: np.ndarray, spans: li
     out = []
     for row, (s, w, e), n in zip(response.as_batch().samples, spans, lengths):
         states = node_states(row[:n], e - w, encoder.n_nodes, encoder.samples_per_node, node_features)
-        out.append(states[s - w:])
+        out.append(states[s - w :])
     return np.concatenate(out).astype(np.float32)
 
 
-def measure_states(ctx: RunContext, encoder: Encoder, series: np.ndarray, config: MackeyGlassConfig,
-                   conditions: Mapping[str, float]) -> np.ndarray:
+def measure_states(
+    ctx: RunContext,
+    encoder: Encoder,
+    series: np.ndarray,
+    config: MackeyGlassConfig,
+    conditions: Mapping[str, float],
+) -> np.ndarray:
     """Every input point's node states; each group of pieces is one recorded step (stream
     ``device``), so an interrupted run resumes without driving those pieces again."""
     spans = pieces(len(series), config.piece_points, config.warmup_points)
-    groups = [spans[i:i + config.pieces_per_step] for i in range(0, len(spans), config.pieces_per_step)]
+    groups = [spans[i : i + config.pieces_per_step] for i in range(0, len(spans), config.pieces_per_step)]
     parts = []
     for g, group in enumerate(groups):
-        data = ctx.measure("device", lambda dev, group=group: {"device/states": drive_pieces(
-            dev, encoder, series, group, config.drive_fraction, conditions, config.node_features)},
-            key=f"pieces/{g}", meta={"first_point": group[0][0], "points": group[-1][2] - group[0][0]})
+        data = ctx.measure(
+            "device",
+            lambda dev, group=group: {
+                "device/states": drive_pieces(
+                    dev, encoder, series, group, config.drive_fraction, conditions, config.node_features
+                )
+            },
+            key=f"pieces/{g}",
+            meta={"first_point": group[0][0], "points": group[-1][2] - group[0][0]},
+        )
         parts.append(data["device/states"])
         ctx.progress(g + 1, len(groups), stage="device", points=group[-1][2])
     return np.concatenate(parts)
@@ -228,7 +297,9 @@ def _ridge(design: np.ndarray, targets: np.ndarray, alphas: tuple[float, ...]) -
     return [vectors @ (projected / (np.maximum(eigenvalues, 0.0) + a * scale)[:, None]) for a in alphas]
 
 
-def choose_alphas(states: np.ndarray, targets: np.ndarray, alphas: tuple[float, ...], folds: int) -> np.ndarray:
+def choose_alphas(
+    states: np.ndarray, targets: np.ndarray, alphas: tuple[float, ...], folds: int
+) -> np.ndarray:
     """Per target column, the penalty with the least squared error over ``folds`` contiguous
     blocks of the training part (blocks, not shuffled rows: neighbouring points of a smooth
     series are near copies)."""
@@ -249,7 +320,9 @@ def train_split(n_points: int, config: MackeyGlassConfig) -> int:
     return config.discard + int((n_points - config.discard) * config.train_fraction)
 
 
-def horizon_curve(states: np.ndarray, series: np.ndarray, config: MackeyGlassConfig) -> tuple[np.ndarray, np.ndarray]:
+def horizon_curve(
+    states: np.ndarray, series: np.ndarray, config: MackeyGlassConfig
+) -> tuple[np.ndarray, np.ndarray]:
     """NRMSE on the held-out part and the penalty used, for horizons 1..max_horizon.
 
     The readout for horizon h maps the state at point n onto ``series[n + h]``; it is trained
@@ -258,13 +331,19 @@ def horizon_curve(states: np.ndarray, series: np.ndarray, config: MackeyGlassCon
     once (one column each)."""
     start, split = config.discard, train_split(len(series), config)
     horizons = range(1, config.max_horizon + 1)
-    targets = np.stack([series[start + h:split + h] for h in horizons], axis=1)
+    targets = np.stack([series[start + h : split + h] for h in horizons], axis=1)
     chosen = choose_alphas(states[start:split], targets, config.alphas, config.cv_folds)
     fit, test = _standardise(states[start:split], states[split:])
     penalties = tuple(float(a) for a in np.unique(chosen))
     weights = dict(zip(penalties, _ridge(fit, targets, penalties)))
-    curve = np.array([nrmse(test[:len(series) - split - h] @ weights[float(chosen[h - 1])][:, h - 1],
-                            series[split + h:]) for h in horizons])
+    curve = np.array(
+        [
+            nrmse(
+                test[: len(series) - split - h] @ weights[float(chosen[h - 1])][:, h - 1], series[split + h :]
+            )
+            for h in horizons
+        ]
+    )
     return curve, chosen
 
 
@@ -285,8 +364,13 @@ def run(ctx: RunContext, config: MackeyGlassConfig) -> dict[str, Any]:
 
     # amplitude 1: the encoder yields the normalised input u in [-1, 1]; the device's drive
     # quantity maps it onto its own range and unit
-    encoder = Encoder(make_mask(config.n_nodes, 1, "normal", ctx.rng("mask")), theta_s,
-                      config.samples_per_node, 1.0, config.input_sigma)
+    encoder = Encoder(
+        make_mask(config.n_nodes, 1, "normal", ctx.rng("mask")),
+        theta_s,
+        config.samples_per_node,
+        1.0,
+        config.input_sigma,
+    )
     split = train_split(len(series), config)
     encoder.fit([series[:split, None]])  # the training part only
 
@@ -303,21 +387,38 @@ def run(ctx: RunContext, config: MackeyGlassConfig) -> dict[str, Any]:
     horizons = np.arange(1, config.max_horizon + 1)
     summary: dict[str, Any] = {
         **{f"nrmse_h{h}": float(curve[h - 1]) for h in REPORTED_HORIZONS if h <= config.max_horizon},
-        **{f"baseline_nrmse_h{h}": float(baseline[h - 1]) for h in REPORTED_HORIZONS if h <= config.max_horizon},
+        **{
+            f"baseline_nrmse_h{h}": float(baseline[h - 1])
+            for h in REPORTED_HORIZONS
+            if h <= config.max_horizon
+        },
         "curve": {"horizon": horizons.tolist(), "nrmse": curve.tolist(), "alpha": penalties.tolist()},
-        "baseline": {"what": "the same ridge readout on the masked input alone (no device)",
-                     "nrmse": baseline.tolist(), "alpha": baseline_penalties.tolist()},
+        "baseline": {
+            "what": "the same ridge readout on the masked input alone (no device)",
+            "nrmse": baseline.tolist(),
+            "alpha": baseline_penalties.tolist(),
+        },
         "device": device.address or type(device).__name__,
         "data": source,
-        "n_points": len(series), "n_nodes": config.n_nodes,
-        "n_train": split - config.discard, "n_test": len(series) - split,
-        "theta_s": theta_s, "theta_reason": theta_reason, "dt_s": encoder.dt_s,
-        "drive_quantity": quantity.quantity, "drive_unit": quantity.unit, "drive_range": drive_range,
-        "clipped_fraction": clipped, "conditions": conditions,
+        "n_points": len(series),
+        "n_nodes": config.n_nodes,
+        "n_train": split - config.discard,
+        "n_test": len(series) - split,
+        "theta_s": theta_s,
+        "theta_reason": theta_reason,
+        "dt_s": encoder.dt_s,
+        "drive_quantity": quantity.quantity,
+        "drive_unit": quantity.unit,
+        "drive_range": drive_range,
+        "clipped_fraction": clipped,
+        "conditions": conditions,
         "drive_samples": int(len(series) * encoder.samples_per_frame()),
-        "device_samples": int(sum(e - w for _, w, e in pieces(len(series), config.piece_points,
-                                                            config.warmup_points)) * encoder.samples_per_frame()),
-        "device_s": device_s, "wall_s": time.perf_counter() - t_start,
+        "device_samples": int(
+            sum(e - w for _, w, e in pieces(len(series), config.piece_points, config.warmup_points))
+            * encoder.samples_per_frame()
+        ),
+        "device_s": device_s,
+        "wall_s": time.perf_counter() - t_start,
     }
     ctx.save("series", series, source=source)
     ctx.save("mask", encoder.mask, kind="normal", seed=ctx.seed, stream="mask")
@@ -346,26 +447,46 @@ def plot_curve(datasets: Mapping[str, Any], results: Mapping[str, Any]) -> Figur
 def report(summary: Mapping[str, Any]) -> str:
     """What ``spinlab run mackey-glass`` prints."""
     shown = [h for h in REPORTED_HORIZONS if f"nrmse_h{h}" in summary]
-    return "\n".join([
-        f"Mackey-Glass on {summary['device']}: {summary['n_nodes']} nodes of {summary['theta_s']:.3g} s "
-        f"({summary['theta_reason']}), drive {summary['drive_quantity']} "
-        f"{summary['drive_range'][0]:.4g}..{summary['drive_range'][1]:.4g} {summary['drive_unit']}",
-        "held-out NRMSE  " + "  ".join(f"H={h}: {summary[f'nrmse_h{h}']:.3g}" for h in shown),
-        "no device       " + "  ".join(f"H={h}: {summary[f'baseline_nrmse_h{h}']:.3g}" for h in shown)
-        + "  (same readout on the masked input alone)",
-        f"{summary['n_train']} train / {summary['n_test']} test points, {summary['wall_s']:.1f} s; "
-        f"run: {summary['run_dir']} (nrmse.png)"])
+    return "\n".join(
+        [
+            f"Mackey-Glass on {summary['device']}: {summary['n_nodes']} nodes of {summary['theta_s']:.3g} s "
+            f"({summary['theta_reason']}), drive {summary['drive_quantity']} "
+            f"{summary['drive_range'][0]:.4g}..{summary['drive_range'][1]:.4g} {summary['drive_unit']}",
+            "held-out NRMSE  " + "  ".join(f"H={h}: {summary[f'nrmse_h{h}']:.3g}" for h in shown),
+            "no device       "
+            + "  ".join(f"H={h}: {summary[f'baseline_nrmse_h{h}']:.3g}" for h in shown)
+            + "  (same readout on the masked input alone)",
+            f"{summary['n_train']} train / {summary['n_test']} test points, {summary['wall_s']:.1f} s; "
+            f"run: {summary['run_dir']} (nrmse.png)",
+        ]
+    )
 
 
-@command(config=MackeyGlassConfig, report=report,
-         help="Mackey-Glass time-series prediction with the device as a time-multiplexed reservoir.",
-         aliases={"--data": "data_path", "--points": "n_points", "--nodes": "n_nodes", "--alpha": "alphas"})
+@command(
+    config=MackeyGlassConfig,
+    report=report,
+    help="Mackey-Glass time-series prediction with the device as a time-multiplexed reservoir.",
+    aliases={"--data": "data_path", "--points": "n_points", "--nodes": "n_nodes", "--alpha": "alphas"},
+)
 def plan(config: MackeyGlassConfig | Mapping[str, Any] | None = None, **overrides: Any) -> Plan:
     """Mackey-Glass prediction as a plan (``spinlab run mackey-glass``'s defaults unless overridden)."""
     cfg = make_config(MackeyGlassConfig, config, overrides)
-    return Plan("mackey-glass", cfg, lambda ctx: run(ctx, cfg), plots={"nrmse.png": plot_curve},
-                nexus={"signal": "nrmse", "axes": ["horizon"]})
+    return Plan(
+        "mackey-glass",
+        cfg,
+        lambda ctx: run(ctx, cfg),
+        plots={"nrmse.png": plot_curve},
+        nexus={"signal": "nrmse", "axes": ["horizon"]},
+    )
 
 
-__all__ = ["MackeyGlassConfig", "plan", "run", "mackey_glass", "load_series", "default_theta_s",
-           "horizon_curve", "drive_pieces"]
+__all__ = [
+    "MackeyGlassConfig",
+    "plan",
+    "run",
+    "mackey_glass",
+    "load_series",
+    "default_theta_s",
+    "horizon_curve",
+    "drive_pieces",
+]

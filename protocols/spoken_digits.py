@@ -28,12 +28,14 @@ rather than four halve the drive samples (~170 M for FSDD) at a cost of about ha
 decides the run time on the twin and the bench. The measurements behind these choices, and the
 command that reproduces them, are in the README ("The spoken-digit operating point").
 """
+
 from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Callable, Literal, Mapping, Sequence
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -41,17 +43,24 @@ from pydantic import Field, model_validator
 
 from spinlab.analysis.reference import pooled_reference
 from spinlab.analysis.ridge import RidgeReadout, fit_cv
-from spinlab.speech.audio import Utterance, list_fsdd
 from spinlab.config import Config, NonNegative, NonNegativeInt, Positive, PositiveInt
 from spinlab.device import Device
+from spinlab.engine import Plan, RunContext
+from spinlab.engine.plan import command, make_config
 from spinlab.errors import ConfigError
+from spinlab.speech.audio import Utterance, list_fsdd
+from spinlab.speech.encoder import (
+    MASK_KINDS,
+    NODE_FEATURES,
+    Encoder,
+    device_states,
+    length_batches,
+    make_mask,
+    pool_states,
+)
 from spinlab.speech.features import ChannelNormalizer, FeatureConfig, utterance_features
 from spinlab.speech.readout import DigitReadout, TrainingStates
 from spinlab.speech.readout_file import FILE_NAME as READOUT_FILE
-from spinlab.speech.encoder import (MASK_KINDS, NODE_FEATURES, Encoder, device_states, length_batches,
-                                    make_mask, pool_states)
-from spinlab.engine import Plan, RunContext
-from spinlab.engine.plan import command, make_config
 
 SPLITS = ("standard", "speaker")
 #: Utterance indices below this are the test set of the standard FSDD split.
@@ -62,51 +71,72 @@ N_CLASSES = 10
 class SpokenDigitsConfig(Config):
     """Everything that defines a spoken-digit run (stored in the run file)."""
 
-    data_dir: str = Field(description="Folder of FSDD .wav recordings (default: $SPINLAB_FSDD, else the "
-                                      "`spinlab data fetch fsdd` cache)")
+    data_dir: str = Field(
+        description="Folder of FSDD .wav recordings (default: $SPINLAB_FSDD, else the "
+        "`spinlab data fetch fsdd` cache)"
+    )
     split: Literal["standard", "speaker"] = Field(
-        "standard", description="standard (utterance indices 0-4 test, 5-49 train) or speaker (test on "
-                                "test_speaker, train on the others)")
+        "standard",
+        description="standard (utterance indices 0-4 test, 5-49 train) or speaker (test on "
+        "test_speaker, train on the others)",
+    )
     test_speaker: str | None = Field(None, description="Held-out speaker of the speaker split")
     n_nodes: PositiveInt = Field(600, description="Virtual nodes per frame")
     theta_s: Positive = Field(400e-9, description="Hold time of one virtual node")
-    samples_per_node: PositiveInt = Field(2, description="AWG samples per node (drive interval = theta_s / "
-                                                         "samples_per_node)")
-    node_features: Literal[NODE_FEATURES] = Field("mean", description="mean (node state = response averaged "
-                                                                      "over its hold) or samples (each "
-                                                                      "sample a state)")
+    samples_per_node: PositiveInt = Field(
+        2, description="AWG samples per node (drive interval = theta_s / samples_per_node)"
+    )
+    node_features: Literal[NODE_FEATURES] = Field(
+        "mean",
+        description="mean (node state = response averaged over its hold) or samples (each sample a state)",
+    )
     segments: NonNegativeInt = Field(
-        3, description="Readout input: states pooled over N parts of each word plus their spread; 0 = "
-                       "per-frame readout (frame votes summed), which generalises worse to new voices")
+        3,
+        description="Readout input: states pooled over N parts of each word plus their spread; 0 = "
+        "per-frame readout (frame votes summed), which generalises worse to new voices",
+    )
     augment_speeds: tuple[Annotated[float, Field(ge=0.5, le=2.0)], ...] = Field(
-            (0.9, 1.1), description="Training copies of the audio at these speeds (each one more pass "
-                                    "through the device), or none")
-    mask_kind: Literal[MASK_KINDS] = Field("binary", description="binary (+-1, Torrejon) or normal mask "
-                                                                 "entries")
+        (0.9, 1.1),
+        description="Training copies of the audio at these speeds (each one more pass "
+        "through the device), or none",
+    )
+    mask_kind: Literal[MASK_KINDS] = Field(
+        "binary", description="binary (+-1, Torrejon) or normal mask entries"
+    )
     bias_A: NonNegative = Field(6e-3, description="DC bias current of the oscillator (the bias_A condition)")
     drive_fraction: Annotated[float, Field(gt=0, le=1)] = Field(
-        1.0, description="Drive amplitude as a fraction of the device's limits.max_drive_V")
-    input_sigma: Positive = Field(1.75, description="Training standard deviations of the node inputs mapped "
-                                                    "to the amplitude (larger clips less)")
+        1.0, description="Drive amplitude as a fraction of the device's limits.max_drive_V"
+    )
+    input_sigma: Positive = Field(
+        1.75,
+        description="Training standard deviations of the node inputs mapped "
+        "to the amplitude (larger clips less)",
+    )
     feature_kind: str = Field("lyon", description="Features: lyon (cochleagram), mfcc or logmel")
     alphas: tuple[Positive, ...] = Field(
-            (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0), description="Ridge penalties tried (relative "
-                                                                         "to the Gram matrix's mean "
-                                                                         "eigenvalue; per-frame readouts "
-                                                                         "want 1e-6..1e-4, pooled ones "
-                                                                         "1e-2..10)")
+        (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0),
+        description="Ridge penalties tried (relative "
+        "to the Gram matrix's mean "
+        "eigenvalue; per-frame readouts "
+        "want 1e-6..1e-4, pooled ones "
+        "1e-2..10)",
+    )
     cv_folds: Annotated[int, Field(ge=2)] = Field(
-        5, description="Cross-validation folds over utterance indices (speaker split: one speaker per fold)")
+        5, description="Cross-validation folds over utterance indices (speaker split: one speaker per fold)"
+    )
     limit: Annotated[int, Field(ge=2 * N_CLASSES)] | None = Field(
-        None, description="Stratified subset of this many utterances, by digit and speaker (none: all)")
-    max_batch_samples: PositiveInt = Field(64_000_000, description="Most drive samples per device call "
-                                                                   "(batch x padded length); bounds memory "
-                                                                   "per call")
-    feature_cache_dir: str | None = Field(None, description="Feature cache folder (none: no cache; the "
-                                                            "command line uses RUNS_DIR/.cache)")
+        None, description="Stratified subset of this many utterances, by digit and speaker (none: all)"
+    )
+    max_batch_samples: PositiveInt = Field(
+        64_000_000,
+        description="Most drive samples per device call (batch x padded length); bounds memory per call",
+    )
+    feature_cache_dir: str | None = Field(
+        None, description="Feature cache folder (none: no cache; the command line uses RUNS_DIR/.cache)"
+    )
 
     @model_validator(mode="after")
-    def _consistent(self) -> "SpokenDigitsConfig":
+    def _consistent(self) -> SpokenDigitsConfig:
         if self.split == "speaker" and not self.test_speaker:
             raise ValueError("the speaker split needs --test-speaker NAME (the speaker held out for testing)")
         if self.split == "standard" and self.test_speaker:
@@ -121,8 +151,9 @@ class SpokenDigitsConfig(Config):
 
 
 # --- data selection ---------------------------------------------------------------------------
-def split_utterances(utterances: Sequence[Utterance], config: SpokenDigitsConfig
-                     ) -> tuple[list[Utterance], list[Utterance]]:
+def split_utterances(
+    utterances: Sequence[Utterance], config: SpokenDigitsConfig
+) -> tuple[list[Utterance], list[Utterance]]:
     """(train, test) lists for the configured split."""
     if config.split == "standard":
         test = [u for u in utterances if u.index < STANDARD_TEST_INDICES]
@@ -130,12 +161,16 @@ def split_utterances(utterances: Sequence[Utterance], config: SpokenDigitsConfig
     else:
         speakers = sorted({u.speaker for u in utterances})
         if config.test_speaker not in speakers:
-            raise ConfigError(f"test speaker {config.test_speaker!r} is not in the data; speakers: {speakers}")
+            raise ConfigError(
+                f"test speaker {config.test_speaker!r} is not in the data; speakers: {speakers}"
+            )
         test = [u for u in utterances if u.speaker == config.test_speaker]
         train = [u for u in utterances if u.speaker != config.test_speaker]
     if not train or not test:
-        raise ConfigError(f"the {config.split} split leaves {len(train)} training and {len(test)} test "
-                          "utterances; both must be non-empty")
+        raise ConfigError(
+            f"the {config.split} split leaves {len(train)} training and {len(test)} test "
+            "utterances; both must be non-empty"
+        )
     return train, test
 
 
@@ -155,7 +190,9 @@ def stratified_subset(utterances: Sequence[Utterance], n: int, rng: np.random.Ge
     return sorted(picked[:n], key=lambda u: u.name)
 
 
-def select_data(config: SpokenDigitsConfig, rng: np.random.Generator) -> tuple[list[Utterance], list[Utterance]]:
+def select_data(
+    config: SpokenDigitsConfig, rng: np.random.Generator
+) -> tuple[list[Utterance], list[Utterance]]:
     train, test = split_utterances(list_fsdd(config.data_dir), config)
     if config.limit is not None and config.limit < len(train) + len(test):
         total = len(train) + len(test)
@@ -173,20 +210,32 @@ def cv_groups(train: Sequence[Utterance], config: SpokenDigitsConfig) -> np.ndar
     return np.array([u.index % config.cv_folds for u in train])
 
 
-def _features_by_name(utterances: Sequence[Utterance], feature_config: FeatureConfig,
-                      config: SpokenDigitsConfig, progress: Callable[[int, int], None] | None = None,
-                      speed: float = 1.0, also: Sequence[Utterance] = ()) -> list[np.ndarray]:
+def _features_by_name(
+    utterances: Sequence[Utterance],
+    feature_config: FeatureConfig,
+    config: SpokenDigitsConfig,
+    progress: Callable[[int, int], None] | None = None,
+    speed: float = 1.0,
+    also: Sequence[Utterance] = (),
+) -> list[np.ndarray]:
     """Features of ``utterances`` in their order, computed (and cached) for ``utterances`` and
     ``also`` sorted by name: one cache entry serves every split of the same recordings."""
     pool = sorted(set(utterances) | set(also), key=lambda u: u.name)
-    feats = dict(zip((u.name for u in pool), utterance_features(
-        pool, feature_config, config.feature_cache_dir, progress=progress, speed=speed)))
+    feats = dict(
+        zip(
+            (u.name for u in pool),
+            utterance_features(
+                pool, feature_config, config.feature_cache_dir, progress=progress, speed=speed
+            ),
+        )
+    )
     return [feats[u.name] for u in utterances]
 
 
 # --- the device part ----------------------------------------------------------------------
-def measure_states(ctx: RunContext, encoder: Encoder, features: Sequence[np.ndarray],
-                   config: SpokenDigitsConfig) -> list[np.ndarray]:
+def measure_states(
+    ctx: RunContext, encoder: Encoder, features: Sequence[np.ndarray], config: SpokenDigitsConfig
+) -> list[np.ndarray]:
     """Readout inputs of every utterance: the device driven in length-sorted padded batches
     (:func:`~spinlab.speech.encoder.device_states`), each utterance's states pooled by
     ``config.segments`` (the frame states themselves when it is 0).
@@ -202,12 +251,21 @@ def measure_states(ctx: RunContext, encoder: Encoder, features: Sequence[np.ndar
     total = len(features)
     name = "device_states/pooled" if config.segments else "device_states/frames"
     for b, batch_idx in enumerate(length_batches(lengths, config.max_batch_samples)):
+
         def drive_batch(device: Device, batch_idx: np.ndarray = batch_idx) -> dict[str, np.ndarray]:
-            rows = device_states(device, encoder, [features[i] for i in batch_idx], {"bias_A": config.bias_A},
-                                 config.node_features, max_batch_samples=sum(lengths),
-                                 reduce=lambda s: pool_states(s, config.segments))
-            return {name: np.concatenate(rows),
-                    "device_states/utterance": np.repeat(batch_idx, [len(r) for r in rows]).astype(np.int32)}
+            rows = device_states(
+                device,
+                encoder,
+                [features[i] for i in batch_idx],
+                {"bias_A": config.bias_A},
+                config.node_features,
+                max_batch_samples=sum(lengths),
+                reduce=lambda s: pool_states(s, config.segments),
+            )
+            return {
+                name: np.concatenate(rows),
+                "device_states/utterance": np.repeat(batch_idx, [len(r) for r in rows]).astype(np.int32),
+            }
 
         data = ctx.measure("device", drive_batch, key=f"batch/{b}", meta={"utterances": len(batch_idx)})
         owner = data["device_states/utterance"]
@@ -229,14 +287,26 @@ class Evaluation:
     readout: RidgeReadout = field(repr=False)
 
 
-def evaluate(train_states: Sequence[np.ndarray], train_labels: np.ndarray, groups: np.ndarray,
-             test_states: Sequence[np.ndarray], test_labels: np.ndarray, alphas: Sequence[float]) -> Evaluation:
+def evaluate(
+    train_states: Sequence[np.ndarray],
+    train_labels: np.ndarray,
+    groups: np.ndarray,
+    test_states: Sequence[np.ndarray],
+    test_labels: np.ndarray,
+    alphas: Sequence[float],
+) -> Evaluation:
     """Choose alpha by CV on the training set, fit on all of it, score the test set."""
     readout, scores = fit_cv(train_states, train_labels, groups, alphas, N_CLASSES)
     alpha = readout.alpha
     predictions = readout.predict(test_states)
-    return Evaluation(float(np.mean(predictions == test_labels)),
-                      readout.frame_accuracy(test_states, test_labels), alpha, scores, predictions, readout)
+    return Evaluation(
+        float(np.mean(predictions == test_labels)),
+        readout.frame_accuracy(test_states, test_labels),
+        alpha,
+        scores,
+        predictions,
+        readout,
+    )
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, n_classes: int = N_CLASSES) -> np.ndarray:
@@ -260,15 +330,25 @@ def plot_confusion(datasets: Mapping[str, Any], results: Mapping[str, Any]) -> F
     im = ax.imshow(matrix, cmap="Blues")
     for (i, j), v in np.ndenumerate(matrix):
         if v:
-            ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
-                    color="white" if v > matrix.max() / 2 else "black")
+            ax.text(
+                j,
+                i,
+                str(v),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if v > matrix.max() / 2 else "black",
+            )
     ax.set_xlabel("predicted digit")
     ax.set_ylabel("spoken digit")
     ax.set_xticks(range(matrix.shape[0]))
     ax.set_yticks(range(matrix.shape[0]))
-    ax.set_title(f"{results['device']}: {100 * results['accuracy']:.1f} %\n"
-                 f"no device: linear {100 * results['baseline_accuracy']:.1f} %, "
-                 f"drive {100 * results['drive_baseline_accuracy']:.1f} %", fontsize=9)
+    ax.set_title(
+        f"{results['device']}: {100 * results['accuracy']:.1f} %\n"
+        f"no device: linear {100 * results['baseline_accuracy']:.1f} %, "
+        f"drive {100 * results['drive_baseline_accuracy']:.1f} %",
+        fontsize=9,
+    )
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
     return fig
@@ -283,22 +363,31 @@ def run(ctx: RunContext, config: SpokenDigitsConfig) -> dict[str, Any]:
 
     feature_config = FeatureConfig(kind=config.feature_kind)
     utterances = train + test
-    raw = _features_by_name(utterances, feature_config, config,
-                            lambda d, t: ctx.progress(d, t, stage="features"))
+    raw = _features_by_name(
+        utterances, feature_config, config, lambda d, t: ctx.progress(d, t, stage="features")
+    )
     normalizer = ChannelNormalizer().fit(raw[: len(train)])
     features = [normalizer.transform(f) for f in raw]
     # augmented copies join the training set only (and its CV group, so a fold never holds a
     # copy of a held-out utterance); they never shape the normaliser or the encoder
-    augmented = [normalizer.transform(f) for speed in config.augment_speeds
-                 for f in _features_by_name(train, feature_config, config, speed=speed, also=test)]
+    augmented = [
+        normalizer.transform(f)
+        for speed in config.augment_speeds
+        for f in _features_by_name(train, feature_config, config, speed=speed, also=test)
+    ]
 
     amplitude_V = config.drive_fraction * device.limits.max_drive_V
-    encoder = Encoder(make_mask(config.n_nodes, features[0].shape[1], config.mask_kind, ctx.rng("mask")),
-                      config.theta_s, config.samples_per_node, amplitude_V, config.input_sigma)
+    encoder = Encoder(
+        make_mask(config.n_nodes, features[0].shape[1], config.mask_kind, ctx.rng("mask")),
+        config.theta_s,
+        config.samples_per_node,
+        amplitude_V,
+        config.input_sigma,
+    )
     encoder.fit(features[: len(train)])
 
     t_device = time.perf_counter()
-    all_features = features[: len(train)] + augmented + features[len(train):]
+    all_features = features[: len(train)] + augmented + features[len(train) :]
     n_fit = len(train) + len(augmented)
     states = measure_states(ctx, encoder, all_features, config)
     device_s = time.perf_counter() - t_device
@@ -320,8 +409,13 @@ def run(ctx: RunContext, config: SpokenDigitsConfig) -> dict[str, Any]:
     drive_baseline = evaluate(node_inputs[:n_fit], y_fit, groups, node_inputs[n_fit:], y_test, config.alphas)
     # "what a user would pick instead": pooled MFCCs, linear, same grouped CV, no device
     mfcc = utterance_features(list(train) + list(test), FeatureConfig(kind="mfcc"), config.feature_cache_dir)
-    mfcc_predictions = pooled_reference(mfcc[:len(train)], np.array([u.digit for u in train]),
-                                        mfcc[len(train):], cv_groups(train, config), config.alphas)
+    mfcc_predictions = pooled_reference(
+        mfcc[: len(train)],
+        np.array([u.digit for u in train]),
+        mfcc[len(train) :],
+        cv_groups(train, config),
+        config.alphas,
+    )
     mfcc_accuracy = float(np.mean(mfcc_predictions == np.array([u.digit for u in test])))
 
     matrix = confusion_matrix(y_test, result.predictions)
@@ -354,36 +448,81 @@ def run(ctx: RunContext, config: SpokenDigitsConfig) -> dict[str, Any]:
     }
     if config.segments:  # the per-frame readout's training frames are too many to store
         readout = DigitReadout(
-            feature_config, normalizer, encoder, config.node_features, config.segments, result.readout,
-            device.address or type(device).__name__, {"bias_A": config.bias_A},
-            training=TrainingStates(np.concatenate(states[:n_fit]), y_fit,
-                                    np.tile([u.speaker for u in train], copies), np.ones(n_fit)),
-            provenance={"run": ctx.run_id, "split": config.split, "test_speaker": config.test_speaker,
-                        "accuracy": result.accuracy, "speakers": sorted({u.speaker for u in train})})
+            feature_config,
+            normalizer,
+            encoder,
+            config.node_features,
+            config.segments,
+            result.readout,
+            device.address or type(device).__name__,
+            {"bias_A": config.bias_A},
+            training=TrainingStates(
+                np.concatenate(states[:n_fit]),
+                y_fit,
+                np.tile([u.speaker for u in train], copies),
+                np.ones(n_fit),
+            ),
+            provenance={
+                "run": ctx.run_id,
+                "split": config.split,
+                "test_speaker": config.test_speaker,
+                "accuracy": result.accuracy,
+                "speakers": sorted({u.speaker for u in train}),
+            },
+        )
         readout.save(ctx.path / READOUT_FILE)
         summary["readout"] = READOUT_FILE  # inside the run directory
-    _record(ctx, config, encoder, normalizer, train, test, states[:len(train)] + states[n_fit:], result,
-            baseline, drive_baseline, matrix, summary)
+    _record(
+        ctx,
+        config,
+        encoder,
+        normalizer,
+        train,
+        test,
+        states[: len(train)] + states[n_fit:],
+        result,
+        baseline,
+        drive_baseline,
+        matrix,
+        summary,
+    )
     return summary
 
 
-def _record(ctx: RunContext, config: SpokenDigitsConfig, encoder: Encoder, normalizer: ChannelNormalizer,
-            train: list[Utterance], test: list[Utterance], states: list[np.ndarray],
-            result: Evaluation, baseline: Evaluation, drive_baseline: Evaluation, matrix: np.ndarray,
-            summary: dict) -> None:
+def _record(
+    ctx: RunContext,
+    config: SpokenDigitsConfig,
+    encoder: Encoder,
+    normalizer: ChannelNormalizer,
+    train: list[Utterance],
+    test: list[Utterance],
+    states: list[np.ndarray],
+    result: Evaluation,
+    baseline: Evaluation,
+    drive_baseline: Evaluation,
+    matrix: np.ndarray,
+    summary: dict,
+) -> None:
     names = np.array([u.name for u in train + test], dtype="S")
     frames = np.array([len(s) for s in states])
     ctx.save("utterances", names, n_train=len(train))
     ctx.save("frames_per_utterance", frames)
     ctx.save("mask", encoder.mask, kind=config.mask_kind, seed=ctx.seed, stream="mask")
-    ctx.save("encoder_scale", np.array(encoder.scale), amplitude_V=encoder.amplitude_V,
-             input_sigma=encoder.input_sigma, theta_s=encoder.theta_s,
-             samples_per_node=encoder.samples_per_node)
+    ctx.save(
+        "encoder_scale",
+        np.array(encoder.scale),
+        amplitude_V=encoder.amplitude_V,
+        input_sigma=encoder.input_sigma,
+        theta_s=encoder.theta_s,
+        samples_per_node=encoder.samples_per_node,
+    )
     ctx.save("feature_mean", normalizer.mean)
     ctx.save("feature_std", normalizer.std)
     # The class decision is linear in the pooled states, or in the states summed over frames
     # (per-frame readout), so these reproduce it.
-    ctx.save("states_pooled" if config.segments else "states_summed", np.stack([s.sum(axis=0) for s in states]))
+    ctx.save(
+        "states_pooled" if config.segments else "states_summed", np.stack([s.sum(axis=0) for s in states])
+    )
     ctx.save("readout_weights", result.readout.weights, alpha=result.alpha)
     ctx.save("readout_state_mean", result.readout.mean)
     ctx.save("readout_state_std", result.readout.std)
@@ -399,21 +538,25 @@ def _record(ctx: RunContext, config: SpokenDigitsConfig, encoder: Encoder, norma
 
 def report(summary: Mapping[str, Any]) -> str:
     """What ``spinlab run spoken-digits`` prints."""
-    lines = [f"accuracy {100 * summary['accuracy']:.1f} % "
-             f"(frame vote {100 * summary['frame_accuracy']:.1f} %), "
-             f"no-device baseline {100 * summary['baseline_accuracy']:.1f} %, {summary['n_train']} train / "
-             f"{summary['n_test']} test, {summary['wall_s']:.1f} s"]
+    lines = [
+        f"accuracy {100 * summary['accuracy']:.1f} % "
+        f"(frame vote {100 * summary['frame_accuracy']:.1f} %), "
+        f"no-device baseline {100 * summary['baseline_accuracy']:.1f} %, {summary['n_train']} train / "
+        f"{summary['n_test']} test, {summary['wall_s']:.1f} s"
+    ]
     lines += [f"  {speaker:<12} {100 * acc:5.1f} %" for speaker, acc in summary["per_speaker"].items()]
     lines.append(f"pooled-MFCC reference (no device) {100 * summary['mfcc_reference_accuracy']:.1f} %")
     lines.append(f"run: {summary['run_dir']}")
     if summary.get("readout"):
-        lines.append(f"readout saved: `spinlab listen --device {summary['device']} "
-                     f"--readout {summary['run_dir']}`")
+        lines.append(
+            f"readout saved: `spinlab listen --device {summary['device']} --readout {summary['run_dir']}`"
+        )
     return "\n".join(lines)
 
 
-def command_line_defaults(settings: dict[str, Any], *, device: str | None, runs_dir: Any,
-                          options: Mapping[str, Any]) -> dict[str, Any]:
+def command_line_defaults(
+    settings: dict[str, Any], *, device: str | None, runs_dir: Any, options: Mapping[str, Any]
+) -> dict[str, Any]:
     """On the command line FSDD is found on this machine (``$SPINLAB_FSDD``, else the fetch cache)
     and features are cached under the runs directory."""
     from pathlib import Path
@@ -425,13 +568,21 @@ def command_line_defaults(settings: dict[str, Any], *, device: str | None, runs_
     return settings
 
 
-@command(config=SpokenDigitsConfig, report=report, prepare=command_line_defaults,
-         help="Spoken-digit recognition with the device as a time-multiplexed reservoir (FSDD).",
-         aliases={"--data": "data_dir", "--nodes": "n_nodes", "--mask": "mask_kind",
-                  "--features": "feature_kind"})
+@command(
+    config=SpokenDigitsConfig,
+    report=report,
+    prepare=command_line_defaults,
+    help="Spoken-digit recognition with the device as a time-multiplexed reservoir (FSDD).",
+    aliases={"--data": "data_dir", "--nodes": "n_nodes", "--mask": "mask_kind", "--features": "feature_kind"},
+)
 def plan(config: SpokenDigitsConfig | Mapping[str, Any] | None = None, **overrides: Any) -> Plan:
     """The spoken-digit protocol as a plan (``spinlab run spoken-digits``'s defaults unless
     overridden; ``data_dir`` is required)."""
     cfg = make_config(SpokenDigitsConfig, config, overrides)
-    return Plan("spoken-digits", cfg, lambda ctx: run(ctx, cfg), plots={"confusion.png": plot_confusion},
-                nexus={"signal": "confusion"})
+    return Plan(
+        "spoken-digits",
+        cfg,
+        lambda ctx: run(ctx, cfg),
+        plots={"confusion.png": plot_confusion},
+        nexus={"signal": "confusion"},
+    )

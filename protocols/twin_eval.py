@@ -11,25 +11,31 @@ the scored span, driven by the table's own input columns (the ones it was traine
 without them is a one-line error), and is scored by the NRMSE and by the error of the response's
 dominant frequency (Chen et al., Fig. 4f/g).
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
-
 from matplotlib.figure import Figure
 from pydantic import Field
 
-from spinlab.config import Config, Positive, PositiveInt
 from spinlab import Device, Waveform
 from spinlab.analysis.metrics import nrmse
+from spinlab.config import Config, Positive, PositiveInt
 from spinlab.engine import Plan, RunContext
 from spinlab.engine.plan import command, make_config
 from spinlab.errors import ConfigError
-from spinlab.protocols.acquire import (AcquireConfig, check_conditions, condition_shortcuts,
-                                      effective_amplitude, random_multilevel)
+from spinlab.protocols.acquire import (
+    AcquireConfig,
+    check_conditions,
+    condition_shortcuts,
+    effective_amplitude,
+    random_multilevel,
+)
 from spinlab.registry import open_device
 from spinlab.twin.checkpoint import TwinMeta, load_twin
 from spinlab.twin.evaluation import predict
@@ -43,32 +49,49 @@ class EvalConfig(Config):
     checkpoint: str = Field("", description="Twin checkpoint under test (twin.pt)")
     n_drives: PositiveInt = Field(10, description="Fresh random drives per condition")
     record_s: Positive = Field(1e-4, description="Length of one drive")
-    dt_s: Positive = Field(1e-7, description="Sample interval of the drives (the command line takes the "
-                                             "twin's)")
-    hold_s: tuple[Positive, Positive] = Field((1e-7, 1e-6), description="Hold time range of each random "
-                                                                        "level: MIN,MAX")
-    amplitude_V: Positive = Field(0.4, description="Drive levels are uniform in +-this, clipped to the "
-                                                   "device limit")
+    dt_s: Positive = Field(
+        1e-7, description="Sample interval of the drives (the command line takes the twin's)"
+    )
+    hold_s: tuple[Positive, Positive] = Field(
+        (1e-7, 1e-6), description="Hold time range of each random level: MIN,MAX"
+    )
+    amplitude_V: Positive = Field(
+        0.4, description="Drive levels are uniform in +-this, clipped to the device limit"
+    )
     conditions: dict[str, tuple[float, ...]] | None = Field(
-            None, description="Condition name -> values scored (none: the device's)")
+        None, description="Condition name -> values scored (none: the device's)"
+    )
     repeats: PositiveInt = Field(1, description="Apply each drive N times; score against the mean")
-    torch_device: str = Field("auto", description="Where the twin computes: auto (a GPU when present), cpu, "
-                                                  "cuda or cuda:N")
-    table: str | None = Field(None, description="Or score the twin free-running on this MuMax3 table.txt "
-                                                "(same columns as its training table)")
-    span: tuple[float, float] = Field((0.0, 1.0), description="MuMax3: the part of the table scored, "
-                                                              "START,STOP as fractions of its length "
-                                                              "(0.8,1: the last 20 %)")
+    torch_device: str = Field(
+        "auto", description="Where the twin computes: auto (a GPU when present), cpu, cuda or cuda:N"
+    )
+    table: str | None = Field(
+        None,
+        description="Or score the twin free-running on this MuMax3 table.txt "
+        "(same columns as its training table)",
+    )
+    span: tuple[float, float] = Field(
+        (0.0, 1.0),
+        description="MuMax3: the part of the table scored, "
+        "START,STOP as fractions of its length "
+        "(0.8,1: the last 20 %)",
+    )
 
     def acquire_config(self) -> AcquireConfig:
         n_cond = int(np.prod([len(v) for v in (self.conditions or {}).values()])) if self.conditions else 1
-        return AcquireConfig(duration_s=self.record_s * n_cond, dt_s=self.dt_s, record_s=self.record_s,
-                             hold_s=self.hold_s, amplitude_V=self.amplitude_V,
-                             conditions=self.conditions or {})
+        return AcquireConfig(
+            duration_s=self.record_s * n_cond,
+            dt_s=self.dt_s,
+            record_s=self.record_s,
+            hold_s=self.hold_s,
+            amplitude_V=self.amplitude_V,
+            conditions=self.conditions or {},
+        )
 
 
-def evaluate(twin: Device, device: Device, config: EvalConfig, rng: np.random.Generator,
-             measure: Any = None) -> dict[str, Any]:
+def evaluate(
+    twin: Device, device: Device, config: EvalConfig, rng: np.random.Generator, measure: Any = None
+) -> dict[str, Any]:
     """NRMSE of ``twin`` vs ``device`` per condition combination and pooled.
 
     ``measure(stream, step, key=...)`` runs each condition's device step (the run context's
@@ -81,18 +104,25 @@ def evaluate(twin: Device, device: Device, config: EvalConfig, rng: np.random.Ge
     per_condition, pooled = [], {"twin": [], "mean": [], "shot": [], "var": []}
     examples = []
     for cond in acq.condition_grid():
-        drives = np.stack([random_multilevel(rng, n, acq.dt_s, acq.hold_s, amplitude)
-                           for _ in range(config.n_drives)])
+        drives = np.stack(
+            [random_multilevel(rng, n, acq.dt_s, acq.hold_s, amplitude) for _ in range(config.n_drives)]
+        )
         wave = Waveform(drives, acq.dt_s)
         tag = "_".join(f"{k}={v:g}" for k, v in cond.items()) or "default"
-        data = measure("eval", lambda dev, cond=cond, drives=drives: {
-            f"eval/{tag}/shots_V": dev.respond(Waveform(np.tile(drives, (config.repeats, 1)), acq.dt_s),
-                                               cond).samples}, key=f"eval/{tag}", meta=cond)
+        data = measure(
+            "eval",
+            lambda dev, cond=cond, drives=drives: {
+                f"eval/{tag}/shots_V": dev.respond(
+                    Waveform(np.tile(drives, (config.repeats, 1)), acq.dt_s), cond
+                ).samples
+            },
+            key=f"eval/{tag}",
+            meta=cond,
+        )
         shots = data[f"eval/{tag}/shots_V"].reshape(config.repeats, config.n_drives, n)
         mean = shots.mean(axis=0)
         predicted = twin.respond(wave, cond).samples
-        entry = {**cond, "nrmse": nrmse(predicted, mean),
-                 "nrmse_single_shot": nrmse(predicted, shots[0])}
+        entry = {**cond, "nrmse": nrmse(predicted, mean), "nrmse_single_shot": nrmse(predicted, shots[0])}
         if config.repeats > 1:
             var = shots.var(axis=0, ddof=1)
             entry["noise_floor_single_shot"] = float(math.sqrt(var.mean()) / np.std(shots[0]))
@@ -101,8 +131,16 @@ def evaluate(twin: Device, device: Device, config: EvalConfig, rng: np.random.Ge
         pooled["twin"].append(predicted)
         pooled["mean"].append(mean)
         pooled["shot"].append(shots[0])
-        examples.append({"tag": tag, "conditions": cond, "drive_V": drives, "device_mean_V": mean,
-                         "device_shot_V": shots[0], "twin_V": predicted})
+        examples.append(
+            {
+                "tag": tag,
+                "conditions": cond,
+                "drive_V": drives,
+                "device_mean_V": mean,
+                "device_shot_V": shots[0],
+                "twin_V": predicted,
+            }
+        )
     twin_all, mean_all, shot_all = (np.concatenate(pooled[k]) for k in ("twin", "mean", "shot"))
     summary: dict[str, Any] = {
         "nrmse": nrmse(twin_all, mean_all),
@@ -119,18 +157,21 @@ def evaluate(twin: Device, device: Device, config: EvalConfig, rng: np.random.Ge
         # in quadrature estimates the twin's error against the noise-free response
         floor = float(math.sqrt(var_all.mean() / config.repeats) / np.std(mean_all))
         summary["noise_floor_mean"] = floor
-        summary["nrmse_noise_corrected"] = float(math.sqrt(max(summary["nrmse"] ** 2 - floor ** 2, 0.0)))
+        summary["nrmse_noise_corrected"] = float(math.sqrt(max(summary["nrmse"] ** 2 - floor**2, 0.0)))
     summary["examples"] = examples
     return summary
 
 
 def run(ctx: RunContext, config: EvalConfig) -> dict[str, Any]:
     """The plan body: score the twin at ``config.checkpoint`` against ``ctx.device``."""
-    with open_device(f"twin:{config.checkpoint}", defaults={"seed": ctx.seed},
-                     torch_device=config.torch_device) as twin:
+    with open_device(
+        f"twin:{config.checkpoint}", defaults={"seed": ctx.seed}, torch_device=config.torch_device
+    ) as twin:
         if not np.isclose(twin.dt_s, config.dt_s, rtol=1e-9):
-            raise ConfigError(f"the twin was trained on a {twin.dt_s:g} s grid but the drives use "
-                              f"{config.dt_s:g} s; leave dt_s at the twin's value")
+            raise ConfigError(
+                f"the twin was trained on a {twin.dt_s:g} s grid but the drives use "
+                f"{config.dt_s:g} s; leave dt_s at the twin's value"
+            )
         summary = evaluate(twin, ctx.device, config, ctx.rng("drives"), ctx.measure)
     examples = summary.pop("examples")
     for ex in examples:
@@ -166,8 +207,11 @@ def plot_examples(datasets: Mapping[str, Any], results: Mapping[str, Any]) -> Fi
         ax2.set_ylabel("drive (V)", color="tab:blue")
     axes[0, 0].legend(loc="upper right", fontsize=8)
     axes[-1, 0].set_xlabel("time (us)")
-    fig.suptitle(f"twin vs device: NRMSE {results['nrmse']:.4f} (vs the mean of {results['repeats']} "
-                 f"shot{'s' if results['repeats'] > 1 else ''})", fontsize=10)
+    fig.suptitle(
+        f"twin vs device: NRMSE {results['nrmse']:.4f} (vs the mean of {results['repeats']} "
+        f"shot{'s' if results['repeats'] > 1 else ''})",
+        fontsize=10,
+    )
     fig.tight_layout()
     return fig
 
@@ -180,18 +224,23 @@ def twin_split(model: Any, meta: TwinMeta, table_dt_s: float) -> MumaxSplit:
     columns = [s.get("column") or trained.get("input_column") for s in specs]
     output = meta.output.get("column") or trained.get("output_column")
     if not all(columns) or not output:
-        raise ConfigError("this twin was not trained on a MuMax3 table (its inputs name no table "
-                          "columns); score it against a device with --device")
+        raise ConfigError(
+            "this twin was not trained on a MuMax3 table (its inputs name no table "
+            "columns); score it against a device with --device"
+        )
     ratio = meta.dt_s / table_dt_s
     every = int(round(ratio))
     on_grid = every >= 1 and abs(ratio - every) < 1e-3 * ratio
     roles = [s["role"] for s in specs]
-    return MumaxSplit(drives=tuple(c for c, r in zip(columns, roles) if r == "drive"),
-                      conditions=tuple(c for c, r in zip(columns, roles) if r == "condition"),
-                      output_column=output, every=every if on_grid else 1,
-                      resample_dt_s=None if on_grid else meta.dt_s,
-                      discard=int(trained.get("discard", 0)),
-                      output_scale=float(meta.output.get("scale", trained.get("output_scale", 1.0))))
+    return MumaxSplit(
+        drives=tuple(c for c, r in zip(columns, roles) if r == "drive"),
+        conditions=tuple(c for c, r in zip(columns, roles) if r == "condition"),
+        output_column=output,
+        every=every if on_grid else 1,
+        resample_dt_s=None if on_grid else meta.dt_s,
+        discard=int(trained.get("discard", 0)),
+        output_scale=float(meta.output.get("scale", trained.get("output_scale", 1.0))),
+    )
 
 
 def dominant_frequency(signal: np.ndarray, dt_s: float) -> float:
@@ -201,12 +250,14 @@ def dominant_frequency(signal: np.ndarray, dt_s: float) -> float:
     return float(np.fft.rfftfreq(x.size, dt_s)[1 + int(np.argmax(spectrum[1:]))])
 
 
-def score_on_table(model: Any, meta: TwinMeta, table: Any, span: tuple[float, float] = (0.0, 1.0),
-                   *, where: str = "the twin") -> dict[str, Any]:
+def score_on_table(
+    model: Any, meta: TwinMeta, table: Any, span: tuple[float, float] = (0.0, 1.0), *, where: str = "the twin"
+) -> dict[str, Any]:
     """Free-running prediction of ``span`` of ``table``: NRMSE, dominant frequencies, series."""
     specs = meta.input_specs(model.arch.drive_names, model.arch.condition_names)
-    require_columns(table, [c for c in (*(s.get("column") for s in specs), meta.output.get("column")) if c],
-                    where)
+    require_columns(
+        table, [c for c in (*(s.get("column") for s in specs), meta.output.get("column")) if c], where
+    )
     split = twin_split(model, meta, float(np.mean(np.diff(table.time_s))))
     series, _ = mumax_series(table, split, output_offset=meta.output.get("offset"))
     lo, hi = span
@@ -220,16 +271,34 @@ def score_on_table(model: Any, meta: TwinMeta, table: Any, span: tuple[float, fl
     pred = predict(model, [part])[0]
     truth, twin = part.response[hist:], pred[hist:]
     f_true, f_twin = dominant_frequency(truth, part.dt_s), dominant_frequency(twin, part.dt_s)
-    values = [*part.drives, *(np.broadcast_to(part.conditions[n], part.n) for n in model.arch.condition_names)]
-    inputs = [{"name": s["name"], "unit": s["unit"], "role": s["role"], "trained_range": s.get("range"),
-               "scored_range": [float(np.min(v)), float(np.max(v))]} for s, v in zip(specs, values)]
+    values = [
+        *part.drives,
+        *(np.broadcast_to(part.conditions[n], part.n) for n in model.arch.condition_names),
+    ]
+    inputs = [
+        {
+            "name": s["name"],
+            "unit": s["unit"],
+            "role": s["role"],
+            "trained_range": s.get("range"),
+            "scored_range": [float(np.min(v)), float(np.max(v))],
+        }
+        for s, v in zip(specs, values)
+    ]
     scale, offset = float(meta.output.get("scale", 1.0)), float(meta.output.get("offset", 0.0))
-    return {"nrmse": nrmse(twin, truth), "points": int(truth.size), "dt_s": part.dt_s,
-            "dominant_frequency_Hz": f_true, "twin_dominant_frequency_Hz": f_twin,
-            "frequency_error": abs(f_twin - f_true) / f_true if f_true > 0 else float("nan"),
-            "inputs": inputs, "span": [lo, hi],
-            "truth": truth / scale + offset, "prediction": twin / scale + offset,
-            "output_unit": meta.output_unit}
+    return {
+        "nrmse": nrmse(twin, truth),
+        "points": int(truth.size),
+        "dt_s": part.dt_s,
+        "dominant_frequency_Hz": f_true,
+        "twin_dominant_frequency_Hz": f_twin,
+        "frequency_error": abs(f_twin - f_true) / f_true if f_true > 0 else float("nan"),
+        "inputs": inputs,
+        "span": [lo, hi],
+        "truth": truth / scale + offset,
+        "prediction": twin / scale + offset,
+        "output_unit": meta.output_unit,
+    }
 
 
 def run_table(ctx: RunContext, config: EvalConfig) -> dict[str, Any]:
@@ -257,15 +326,19 @@ def plot_table(datasets: Mapping[str, Any], results: Mapping[str, Any]) -> Figur
         ax.set_ylabel(f"output ({results['output_unit']})")
     axes[0].legend(loc="upper right", fontsize=8)
     axes[1].set_xlabel("time in the scored span (ns)")
-    fig.suptitle(f"twin vs MuMax3, free-running: NRMSE {results['nrmse']:.4f}, dominant frequency "
-                 f"{results['twin_dominant_frequency_Hz'] / 1e9:.3f} vs "
-                 f"{results['dominant_frequency_Hz'] / 1e9:.3f} GHz", fontsize=10)
+    fig.suptitle(
+        f"twin vs MuMax3, free-running: NRMSE {results['nrmse']:.4f}, dominant frequency "
+        f"{results['twin_dominant_frequency_Hz'] / 1e9:.3f} vs "
+        f"{results['dominant_frequency_Hz'] / 1e9:.3f} GHz",
+        fontsize=10,
+    )
     fig.tight_layout()
     return fig
 
 
-def command_line_defaults(settings: dict[str, Any], *, device: str | None, runs_dir: Any,
-                          options: Mapping[str, Any]) -> dict[str, Any]:
+def command_line_defaults(
+    settings: dict[str, Any], *, device: str | None, runs_dir: Any, options: Mapping[str, Any]
+) -> dict[str, Any]:
     """One reference (a device or a table); against a device the drives are on the twin's own
     sample interval unless ``dt_s`` is given."""
     if (device is None) == (not settings.get("table")):
@@ -288,28 +361,43 @@ def with_plot(summary: dict[str, Any], *, config: EvalConfig, **_: Any) -> dict[
 def report(summary: Mapping[str, Any]) -> str:
     """What ``spinlab run twin-eval`` prints."""
     if "table" in summary:
-        return (f"NRMSE twin vs {summary['table']} (free-running, {summary['points']} points): "
-                f"{summary['nrmse']:.4f}; dominant frequency "
-                f"{summary['twin_dominant_frequency_Hz'] / 1e9:.4g} GHz vs "
-                f"{summary['dominant_frequency_Hz'] / 1e9:.4g} GHz (error {summary['frequency_error']:.2%})\n"
-                f"plot: {summary['plot']}")
+        return (
+            f"NRMSE twin vs {summary['table']} (free-running, {summary['points']} points): "
+            f"{summary['nrmse']:.4f}; dominant frequency "
+            f"{summary['twin_dominant_frequency_Hz'] / 1e9:.4g} GHz vs "
+            f"{summary['dominant_frequency_Hz'] / 1e9:.4g} GHz (error {summary['frequency_error']:.2%})\n"
+            f"plot: {summary['plot']}"
+        )
     repeats = summary["repeats"]
-    lines = [f"NRMSE twin vs device: {summary['nrmse']:.4f} "
-             f"(single shot {summary['nrmse_single_shot']:.4f}, repeats {repeats})"]
+    lines = [
+        f"NRMSE twin vs device: {summary['nrmse']:.4f} "
+        f"(single shot {summary['nrmse_single_shot']:.4f}, repeats {repeats})"
+    ]
     if "noise_floor_single_shot" in summary:
-        lines.append(f"device's own single-shot noise floor: {summary['noise_floor_single_shot']:.4f}; "
-                     f"floor of the {repeats}-shot mean: {summary['noise_floor_mean']:.4f}; "
-                     f"twin error with that removed: {summary['nrmse_noise_corrected']:.4f}")
-    lines += ["  " + ", ".join(f"{k}={v:.4g}" for k, v in entry.items())
-              for entry in summary["per_condition"]]
+        lines.append(
+            f"device's own single-shot noise floor: {summary['noise_floor_single_shot']:.4f}; "
+            f"floor of the {repeats}-shot mean: {summary['noise_floor_mean']:.4f}; "
+            f"twin error with that removed: {summary['nrmse_noise_corrected']:.4f}"
+        )
+    lines += [
+        "  " + ", ".join(f"{k}={v:.4g}" for k, v in entry.items()) for entry in summary["per_condition"]
+    ]
     lines.append(f"plot: {summary['plot']}")
     return "\n".join(lines)
 
 
-@command(config=EvalConfig, report=report, prepare=command_line_defaults, finish=with_plot,
-         argument="checkpoint", device="optional", seed=1000, shortcuts=condition_shortcuts(),
-         aliases={"--mumax": "table", "--drives": "n_drives"},
-         help="Score a twin against a device on fresh random drives, or on a MuMax3 table, and plot both.")
+@command(
+    config=EvalConfig,
+    report=report,
+    prepare=command_line_defaults,
+    finish=with_plot,
+    argument="checkpoint",
+    device="optional",
+    seed=1000,
+    shortcuts=condition_shortcuts(),
+    aliases={"--mumax": "table", "--drives": "n_drives"},
+    help="Score a twin against a device on fresh random drives, or on a MuMax3 table, and plot both.",
+)
 def plan(config: EvalConfig | Mapping[str, Any] | None = None, **overrides: Any) -> Plan:
     """Twin evaluation as a plan (``spinlab twin eval``'s defaults unless overridden): against
     ``ctx.device``, or on ``table`` when one is given."""
@@ -317,10 +405,25 @@ def plan(config: EvalConfig | Mapping[str, Any] | None = None, **overrides: Any)
     if not cfg.checkpoint:
         raise ConfigError("twin evaluation needs the twin's checkpoint path")
     if cfg.table:
-        return Plan("twin-eval", cfg, lambda ctx: run_table(ctx, cfg), needs_device=False,
-                    plots={"twin_vs_table.png": plot_table})
+        return Plan(
+            "twin-eval",
+            cfg,
+            lambda ctx: run_table(ctx, cfg),
+            needs_device=False,
+            plots={"twin_vs_table.png": plot_table},
+        )
     return Plan("twin-eval", cfg, lambda ctx: run(ctx, cfg), plots={"twin_vs_device.png": plot_examples})
 
 
-__all__ = ["EvalConfig", "evaluate", "run", "plan", "plot_examples", "score_on_table", "run_table",
-           "plot_table", "dominant_frequency", "twin_split"]
+__all__ = [
+    "EvalConfig",
+    "evaluate",
+    "run",
+    "plan",
+    "plot_examples",
+    "score_on_table",
+    "run_table",
+    "plot_table",
+    "dominant_frequency",
+    "twin_split",
+]

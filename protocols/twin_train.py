@@ -9,11 +9,13 @@ Every validation writes the best weights so far atomically to ``twin-checkpoint.
 directory. A resumed run re-uses every recorded batch (the device is not asked again for them)
 and starts from that checkpoint; the trained twin is written to ``out`` at the end.
 """
+
 from __future__ import annotations
 
 import itertools
 import math
-from typing import Any, Literal, Mapping
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -24,9 +26,19 @@ from spinlab.engine.plan import Shortcut, assign_setting, command, make_config
 from spinlab.errors import ConfigError
 from spinlab.protocols.acquire import AcquireConfig, condition_shortcuts, recording_batches
 from spinlab.twin.checkpoint import TwinMeta, load_twin, save_twin
-from spinlab.twin.data import (MUMAX_QUANTITIES, MumaxSplit, condition_ranges, drive_ranges,
-                               estimate_noise_std, fit_normalisation, load_mumax_table, mumax_series,
-                               mumax_trajectories, predict, trajectory_nrmse)
+from spinlab.twin.data import (
+    MUMAX_QUANTITIES,
+    MumaxSplit,
+    condition_ranges,
+    drive_ranges,
+    estimate_noise_std,
+    fit_normalisation,
+    load_mumax_table,
+    mumax_series,
+    mumax_trajectories,
+    predict,
+    trajectory_nrmse,
+)
 from spinlab.twin.model import TwinArchitecture, build_model, resolve_torch_device
 from spinlab.twin.train import OnlineConfig, TrainConfig, train_offline, train_online
 
@@ -40,25 +52,32 @@ class TwinTrainConfig(Config):
     whole config dumps to plain JSON (stored in the run file, rebuilt on resume)."""
 
     out: str = Field(description="Checkpoint to write (twin.pt)")
-    source: Literal["device", "mumax3"] = Field("device", description="Train online on the device, or "
-                                                                      "offline on a MuMax3 table")
-    architecture: TwinArchitecture = Field(default_factory=TwinArchitecture,
-                                           description="The twin's architecture")
+    source: Literal["device", "mumax3"] = Field(
+        "device", description="Train online on the device, or offline on a MuMax3 table"
+    )
+    architecture: TwinArchitecture = Field(
+        default_factory=TwinArchitecture, description="The twin's architecture"
+    )
     train: TrainConfig = Field(default_factory=TrainConfig, description="The optimisation")
-    acquire: AcquireConfig = Field(default_factory=AcquireConfig,
-                                   description="Device source: the acquisition")
-    online: OnlineConfig = Field(default_factory=OnlineConfig,
-                                 description="Device source: the pacing of acquisition by training")
+    acquire: AcquireConfig = Field(
+        default_factory=AcquireConfig, description="Device source: the acquisition"
+    )
+    online: OnlineConfig = Field(
+        default_factory=OnlineConfig, description="Device source: the pacing of acquisition by training"
+    )
     rest_drive_V: float | Literal["auto"] | None = Field(
-            "auto", description="Drive level the device rests at before a drive: a number, first (the "
-                                "drive's first sample) or auto (whichever fits the held-out data better)")
+        "auto",
+        description="Drive level the device rests at before a drive: a number, first (the "
+        "drive's first sample) or auto (whichever fits the held-out data better)",
+    )
     table: str | None = Field(None, description="MuMax3 source: the table.txt to train on")
     split: MumaxSplit = Field(default_factory=MumaxSplit, description="MuMax3 source: how the table is split")
-    torch_device: str = Field("auto", description="Where the twin trains: auto (a GPU when present), cpu, "
-                                                  "cuda or cuda:N")
+    torch_device: str = Field(
+        "auto", description="Where the twin trains: auto (a GPU when present), cpu, cuda or cuda:N"
+    )
 
     @model_validator(mode="after")
-    def _sources(self) -> "TwinTrainConfig":
+    def _sources(self) -> TwinTrainConfig:
         # checked now, before any run directory exists
         if not self.out:
             raise ValueError("twin training needs an output checkpoint path (--out)")
@@ -74,7 +93,8 @@ class TwinTrainConfig(Config):
                     f"acquire.duration_s = {acq.duration_s:g} s holds {acq.n_batches} batch: online "
                     f"training needs a held-out batch ({acq.batch_device_time_s(0):g} s with "
                     f"validation_repeats = {acq.validation_repeats}) and a training batch "
-                    f"({acq.batch_device_time_s(1):g} s); raise the duration or lower validation_repeats")
+                    f"({acq.batch_device_time_s(1):g} s); raise the duration or lower validation_repeats"
+                )
         return self
 
 
@@ -121,36 +141,83 @@ def run_device(ctx: RunContext, config: TwinTrainConfig) -> dict[str, Any]:
     ranges = condition_ranges(data, arch.condition_names)
     quantity = dev.drive_quantity
     amplitude = min(acq.amplitude_V, dev.limits.max_drive_V)  # as acquire clips it
-    inputs = [{"name": "drive", "role": "drive", "unit": quantity.unit, "quantity": quantity.quantity,
-               "range": [-amplitude, amplitude], "column": None}]
-    inputs += [{"name": n, "role": "condition", "unit": n.rpartition("_")[2] if "_" in n else "",
-                "quantity": n, "range": ranges[n], "column": None} for n in arch.condition_names]
+    inputs = [
+        {
+            "name": "drive",
+            "role": "drive",
+            "unit": quantity.unit,
+            "quantity": quantity.quantity,
+            "range": [-amplitude, amplitude],
+            "column": None,
+        }
+    ]
+    inputs += [
+        {
+            "name": n,
+            "role": "condition",
+            "unit": n.rpartition("_")[2] if "_" in n else "",
+            "quantity": n,
+            "range": ranges[n],
+            "column": None,
+        }
+        for n in arch.condition_names
+    ]
 
     def meta_for(trainer: Any, result: Any = None) -> TwinMeta:
-        return TwinMeta(dt_s=acq.dt_s, condition_ranges=ranges, noise_std=tcfg.noise_std,
-                        settle_samples=tcfg.settle_samples, drive_unit=quantity.unit, inputs=inputs,
-                        rest_drive_V=trainer.best_rest if result is None else result.rest_drive_V,
-                        output_unit=dev.response_unit, provenance={
-                            "source": {"device": dev.address, "identity": dev.identity(),
-                                       "run": str(ctx.path)},
-                            "seed": ctx.seed, "train": tcfg.to_dict(), "acquire": acq.to_dict(),
-                            "nrmse_history": list(trainer.history), "best_nrmse": trainer.best_nrmse})
+        return TwinMeta(
+            dt_s=acq.dt_s,
+            condition_ranges=ranges,
+            noise_std=tcfg.noise_std,
+            settle_samples=tcfg.settle_samples,
+            drive_unit=quantity.unit,
+            inputs=inputs,
+            rest_drive_V=trainer.best_rest if result is None else result.rest_drive_V,
+            output_unit=dev.response_unit,
+            provenance={
+                "source": {"device": dev.address, "identity": dev.identity(), "run": str(ctx.path)},
+                "seed": ctx.seed,
+                "train": tcfg.to_dict(),
+                "acquire": acq.to_dict(),
+                "nrmse_history": list(trainer.history),
+                "best_nrmse": trainer.best_nrmse,
+            },
+        )
 
-    result = train_online(model, itertools.chain([first], batches), tcfg, config.online, run=ctx,
-                          on_validate=_checkpointing(ctx, meta_for))
+    result = train_online(
+        model,
+        itertools.chain([first], batches),
+        tcfg,
+        config.online,
+        run=ctx,
+        on_validate=_checkpointing(ctx, meta_for),
+    )
     tcfg = tcfg.replace(rest_drive_V=result.rest_drive_V)
     meta = meta_for(result, result)
-    meta.provenance.update({"nrmse_history": result.history, "best_nrmse": result.best_nrmse,
-                            "device_time_s": result.acquired_device_time_s})
+    meta.provenance.update(
+        {
+            "nrmse_history": result.history,
+            "best_nrmse": result.best_nrmse,
+            "device_time_s": result.acquired_device_time_s,
+        }
+    )
     save_twin(config.out, model, meta)
-    summary = {"out": str(config.out), "best_nrmse": result.best_nrmse,
-               "reached_target": result.reached_target, "target_nrmse": tcfg.target_nrmse,
-               "steps": result.steps, "stop_reason": result.stop_reason, "train_wall_s": result.wall_s,
-               "device_time_s": result.acquired_device_time_s, "batches": result.batches,
-               "acquired_batches": result.acquired_batches,
-               "recordings": result.acquired_batches * len(acq.condition_grid()),
-               "noise_std": tcfg.noise_std, "conditions": dict(acq.conditions),
-               "rest_drive_V": tcfg.rest_drive_V, "warm_start": warm}
+    summary = {
+        "out": str(config.out),
+        "best_nrmse": result.best_nrmse,
+        "reached_target": result.reached_target,
+        "target_nrmse": tcfg.target_nrmse,
+        "steps": result.steps,
+        "stop_reason": result.stop_reason,
+        "train_wall_s": result.wall_s,
+        "device_time_s": result.acquired_device_time_s,
+        "batches": result.batches,
+        "acquired_batches": result.acquired_batches,
+        "recordings": result.acquired_batches * len(acq.condition_grid()),
+        "noise_std": tcfg.noise_std,
+        "conditions": dict(acq.conditions),
+        "rest_drive_V": tcfg.rest_drive_V,
+        "warm_start": warm,
+    }
     ctx.result(**summary)
     return summary
 
@@ -163,11 +230,16 @@ def mumax_inputs(table: Any, split: MumaxSplit, train: list[Any]) -> list[dict[s
     specs = []
     for i, column in enumerate((*split.drives, *split.conditions)):
         drive = i < len(split.drives)
-        specs.append({"name": column if drive else names[i - len(split.drives)],
-                      "role": "drive" if drive else "condition", "unit": table.unit(column),
-                      "column": column,
-                      "quantity": MUMAX_QUANTITIES.get(column.split(".")[0], (column,))[0],
-                      "range": ranges[i] if drive else cond_ranges[names[i - len(split.drives)]]})
+        specs.append(
+            {
+                "name": column if drive else names[i - len(split.drives)],
+                "role": "drive" if drive else "condition",
+                "unit": table.unit(column),
+                "column": column,
+                "quantity": MUMAX_QUANTITIES.get(column.split(".")[0], (column,))[0],
+                "range": ranges[i] if drive else cond_ranges[names[i - len(split.drives)]],
+            }
+        )
     return specs
 
 
@@ -185,39 +257,63 @@ def run_mumax(ctx: RunContext, config: TwinTrainConfig) -> dict[str, Any]:
     warm = _warm_start(ctx, model)
     tcfg = config.train.replace(seed=ctx.seed, noise_std=estimate_noise_std(train_t.response))
     inputs = mumax_inputs(table, split, [train_t])
-    output = {"name": split.output_column, "column": split.output_column,
-              "unit": table.unit(split.output_column) or "1", "offset": offset,
-              "scale": split.output_scale}
+    output = {
+        "name": split.output_column,
+        "column": split.output_column,
+        "unit": table.unit(split.output_column) or "1",
+        "offset": offset,
+        "scale": split.output_scale,
+    }
 
     def meta_for(trainer: Any) -> TwinMeta:
         # noise in the output's own unit; a Device settles 200 samples at the drive's first level
-        return TwinMeta(dt_s=train_t.dt_s, noise_std=tcfg.noise_std / abs(split.output_scale),
-                        settle_samples=MUMAX_SETTLE_SAMPLES, drive_unit=inputs[0]["unit"],
-                        output_unit=output["unit"], inputs=inputs, output=output,
-                        condition_ranges={s["name"]: s["range"] for s in inputs if s["role"] == "condition"},
-                        provenance={"source": {"mumax3": str(config.table), "split": split.to_dict()},
-                                    "seed": ctx.seed, "train": tcfg.to_dict(),
-                                    "nrmse_history": list(trainer.history),
-                                    "best_nrmse": trainer.best_nrmse})
+        return TwinMeta(
+            dt_s=train_t.dt_s,
+            noise_std=tcfg.noise_std / abs(split.output_scale),
+            settle_samples=MUMAX_SETTLE_SAMPLES,
+            drive_unit=inputs[0]["unit"],
+            output_unit=output["unit"],
+            inputs=inputs,
+            output=output,
+            condition_ranges={s["name"]: s["range"] for s in inputs if s["role"] == "condition"},
+            provenance={
+                "source": {"mumax3": str(config.table), "split": split.to_dict()},
+                "seed": ctx.seed,
+                "train": tcfg.to_dict(),
+                "nrmse_history": list(trainer.history),
+                "best_nrmse": trainer.best_nrmse,
+            },
+        )
 
-    result = train_offline(model, [train_t], [val_t], tcfg, run=ctx,
-                           on_validate=_checkpointing(ctx, meta_for))
+    result = train_offline(
+        model, [train_t], [val_t], tcfg, run=ctx, on_validate=_checkpointing(ctx, meta_for)
+    )
     test_nrmse = trajectory_nrmse(model, [test_t])
     rest = series.span(split.n_train, series.n)
     rest_nrmse = trajectory_nrmse(model, [rest])
     meta = meta_for(result)
-    meta.provenance.update({"nrmse_history": result.history, "best_nrmse": result.best_nrmse,
-                            "test_nrmse": test_nrmse})
+    meta.provenance.update(
+        {"nrmse_history": result.history, "best_nrmse": result.best_nrmse, "test_nrmse": test_nrmse}
+    )
     save_twin(config.out, model, meta)
     ctx.save("test/prediction", predict(model, [test_t])[0], dt_s=test_t.dt_s)
     ctx.save("test/truth", test_t.response, dt_s=test_t.dt_s)
-    summary = {"out": str(config.out), "best_nrmse": result.best_nrmse,
-               "reached_target": result.reached_target, "target_nrmse": tcfg.target_nrmse,
-               "steps": result.steps, "stop_reason": result.stop_reason, "train_wall_s": result.wall_s,
-               "test_nrmse": test_nrmse, "test_points": test_t.n - arch.history_samples,
-               "rest_of_table_nrmse": rest_nrmse, "rest_of_table_points": rest.n, "dt_s": train_t.dt_s,
-               "inputs": [{k: s[k] for k in ("name", "role", "unit", "range")} for s in inputs],
-               "warm_start": warm}
+    summary = {
+        "out": str(config.out),
+        "best_nrmse": result.best_nrmse,
+        "reached_target": result.reached_target,
+        "target_nrmse": tcfg.target_nrmse,
+        "steps": result.steps,
+        "stop_reason": result.stop_reason,
+        "train_wall_s": result.wall_s,
+        "test_nrmse": test_nrmse,
+        "test_points": test_t.n - arch.history_samples,
+        "rest_of_table_nrmse": rest_nrmse,
+        "rest_of_table_points": rest.n,
+        "dt_s": train_t.dt_s,
+        "inputs": [{k: s[k] for k in ("name", "role", "unit", "range")} for s in inputs],
+        "warm_start": warm,
+    }
     ctx.result(**summary)
     return summary
 
@@ -231,8 +327,9 @@ def input_columns(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
             continue
         column, _, role = item.rpartition(":") if ":" in item else (item, "", "drive")
         if role not in roles or not column.strip():
-            raise ConfigError(f"--input items look like COLUMN, COLUMN:drive or COLUMN:condition; "
-                              f"got {item!r}")
+            raise ConfigError(
+                f"--input items look like COLUMN, COLUMN:drive or COLUMN:condition; got {item!r}"
+            )
         roles[role].append(column.strip())
     if not roles["drive"]:
         raise ConfigError(f"--input needs at least one drive column (got {text!r})")
@@ -245,21 +342,26 @@ def _inputs(settings: dict[str, Any], text: str) -> None:
     assign_setting(settings, "split.conditions", conditions)
 
 
-def command_line_defaults(settings: dict[str, Any], *, device: str | None, runs_dir: Any,
-                          options: Mapping[str, Any]) -> dict[str, Any]:
+def command_line_defaults(
+    settings: dict[str, Any], *, device: str | None, runs_dir: Any, options: Mapping[str, Any]
+) -> dict[str, Any]:
     """The command line's source (``--device`` or ``--mumax``), its per-source defaults (target
     NRMSE 0.1 on a device, 0.02 on MuMax3; held drives on a device, interpolated MuMax3 inputs)
     and the torch threads of this process (``--threads``, default 1: fastest for H ~ 64)."""
     import torch
 
     torch.set_num_threads(max(1, options["threads"]))
-    source = settings.setdefault("source", "device" if device is not None or not settings.get("table")
-                                 else "mumax3")
+    source = settings.setdefault(
+        "source", "device" if device is not None or not settings.get("table") else "mumax3"
+    )
     if (source == "device") != (device is not None):
         raise ConfigError("give exactly one data source: --device ADDRESS or --mumax TABLE")
     train = settings.setdefault("train", {})
-    for name, value in {"target_nrmse": 0.1 if source == "device" else 0.02, "max_steps": 12000,
-                        "validate_every": 250}.items():
+    for name, value in {
+        "target_nrmse": 0.1 if source == "device" else 0.02,
+        "max_steps": 12000,
+        "validate_every": 250,
+    }.items():
         train.setdefault(name, value)
     architecture = settings.setdefault("architecture", {})
     architecture.setdefault("interpolation", "hold" if source == "device" else "linear")
@@ -278,11 +380,14 @@ def command_line_defaults(settings: dict[str, Any], *, device: str | None, runs_
 
 def report(summary: Mapping[str, Any]) -> str:
     """What ``spinlab run twin-train`` prints."""
-    lines = [f"twin -> {summary['out']}: best validation NRMSE {summary['best_nrmse']:.4f} "
-             f"after {summary['steps']} steps ({summary['stop_reason']})"]
+    lines = [
+        f"twin -> {summary['out']}: best validation NRMSE {summary['best_nrmse']:.4f} "
+        f"after {summary['steps']} steps ({summary['stop_reason']})"
+    ]
     if "test_nrmse" in summary:
-        lines.append(f"test NRMSE (free-running, {summary['test_points']} points): "
-                     f"{summary['test_nrmse']:.4f}")
+        lines.append(
+            f"test NRMSE (free-running, {summary['test_points']} points): {summary['test_nrmse']:.4f}"
+        )
     if "device_time_s" in summary:
         lines.append(f"device time used: {summary['device_time_s'] * 1e3:.3g} ms")
     lines.append(f"run directory: {summary['run_dir']}")
@@ -290,21 +395,34 @@ def report(summary: Mapping[str, Any]) -> str:
 
 
 _OLD_FLAGS: dict[str, str | tuple[str, type]] = {
-    "-o": "out", "--mumax": "table",
-    "--output": "split.output_column", "--every": ("split.every", int),
-    "--resample-dt-s": ("split.resample_dt_s", float), "--discard": ("split.discard", int),
-    "--train-points": ("split.n_train", int), "--val-points": ("split.n_val", int),
-    "--test-points": ("split.n_test", int), "--output-scale": ("split.output_scale", float),
-    "--target-nrmse": ("train.target_nrmse", float), "--segments": ("train.n_segments", int),
-    "--segment-samples": ("train.segment_samples", int), "--lr": ("train.learning_rate", float),
-    "--max-steps": ("train.max_steps", int), "--validate-every": ("train.validate_every", int),
-    "--max-wall-s": ("train.max_wall_s", float), "--max-duration": ("acquire.duration_s", float),
-    "--hold-s": "acquire.hold_s", "--amplitude-V": ("acquire.amplitude_V", float),
-    "--dt-s": ("acquire.dt_s", float), "--record-s": ("acquire.record_s", float),
+    "-o": "out",
+    "--mumax": "table",
+    "--output": "split.output_column",
+    "--every": ("split.every", int),
+    "--resample-dt-s": ("split.resample_dt_s", float),
+    "--discard": ("split.discard", int),
+    "--train-points": ("split.n_train", int),
+    "--val-points": ("split.n_val", int),
+    "--test-points": ("split.n_test", int),
+    "--output-scale": ("split.output_scale", float),
+    "--target-nrmse": ("train.target_nrmse", float),
+    "--segments": ("train.n_segments", int),
+    "--segment-samples": ("train.segment_samples", int),
+    "--lr": ("train.learning_rate", float),
+    "--max-steps": ("train.max_steps", int),
+    "--validate-every": ("train.validate_every", int),
+    "--max-wall-s": ("train.max_wall_s", float),
+    "--max-duration": ("acquire.duration_s", float),
+    "--hold-s": "acquire.hold_s",
+    "--amplitude-V": ("acquire.amplitude_V", float),
+    "--dt-s": ("acquire.dt_s", float),
+    "--record-s": ("acquire.record_s", float),
     "--validation-every": ("acquire.validation_every", int),
     "--validation-repeats": ("acquire.validation_repeats", int),
-    "--steps-per-batch": ("online.steps_per_batch", int), "--delays": ("architecture.n_delays", int),
-    "--delay-samples": ("architecture.delay_samples", int), "--hidden": ("architecture.hidden", int),
+    "--steps-per-batch": ("online.steps_per_batch", int),
+    "--delays": ("architecture.n_delays", int),
+    "--delay-samples": ("architecture.delay_samples", int),
+    "--hidden": ("architecture.hidden", int),
     "--interpolation": "architecture.interpolation",
 }
 
@@ -315,23 +433,42 @@ def _noise_injection(settings: dict[str, Any], on: bool) -> None:
 
 _SHORTCUTS = (
     *condition_shortcuts("acquire.conditions"),
-    Shortcut(("--input",), "MuMax3 input columns, comma separated, each COLUMN[:drive|:condition]: a drive "
-             "is fast (interpolated), a condition slow (held).", _inputs),
-    Shortcut(("--noise-injection/--no-noise-injection",), "Perturb segment starts with the measured output "
-             "noise.", _noise_injection, bool),
+    Shortcut(
+        ("--input",),
+        "MuMax3 input columns, comma separated, each COLUMN[:drive|:condition]: a drive "
+        "is fast (interpolated), a condition slow (held).",
+        _inputs,
+    ),
+    Shortcut(
+        ("--noise-injection/--no-noise-injection",),
+        "Perturb segment starts with the measured output noise.",
+        _noise_injection,
+        bool,
+    ),
     Shortcut(("--threads",), "torch threads (1 is fastest for H ~ 64).", kind=int, name="threads", default=1),
 )
 
 
-@command(config=TwinTrainConfig, report=report, prepare=command_line_defaults, device="optional",
-         aliases=_OLD_FLAGS, shortcuts=_SHORTCUTS,
-         help="Train a twin online on a device (fits while it records) or offline on a MuMax3 table.")
+@command(
+    config=TwinTrainConfig,
+    report=report,
+    prepare=command_line_defaults,
+    device="optional",
+    aliases=_OLD_FLAGS,
+    shortcuts=_SHORTCUTS,
+    help="Train a twin online on a device (fits while it records) or offline on a MuMax3 table.",
+)
 def plan(config: TwinTrainConfig | Mapping[str, Any] | None = None, **overrides: Any) -> Plan:
     """Twin training as a plan (``spinlab twin train``'s defaults unless overridden)."""
     cfg = make_config(TwinTrainConfig, config, overrides)
     body = run_device if cfg.source == "device" else run_mumax
-    return Plan("twin-train", cfg, lambda ctx: body(ctx, cfg), needs_device=cfg.source == "device",
-                nexus={"signal": "test/prediction"} if cfg.source == "mumax3" else {"signal": "response_V"})
+    return Plan(
+        "twin-train",
+        cfg,
+        lambda ctx: body(ctx, cfg),
+        needs_device=cfg.source == "device",
+        nexus={"signal": "test/prediction"} if cfg.source == "mumax3" else {"signal": "response_V"},
+    )
 
 
 __all__ = ["TwinTrainConfig", "plan", "run_device", "run_mumax", "CHECKPOINT", "input_columns", "report"]

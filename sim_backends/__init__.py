@@ -6,6 +6,7 @@
 ``sim:PATH.json`` opens a model file written by ``spinlab fit-physics``. Simulator modules are
 imported lazily so opening one never pays for the other (numba / torch start-up).
 """
+
 from __future__ import annotations
 
 from importlib import import_module
@@ -23,7 +24,7 @@ SIMULATORS: dict[str, tuple[str, str]] = {
 }
 
 
-def open_simulator(name: str, **options: Any) -> "Device":
+def open_simulator(name: str, **options: Any) -> Device:
     """Return the simulator Device called ``name`` built from ``options``.
 
     Options may be strings (from an address query string) or typed keywords; unknown names or
@@ -35,8 +36,9 @@ def open_simulator(name: str, **options: Any) -> "Device":
     if is_model_path(name):
         simulator, saved, _ = load_model(name)
         if simulator not in SIMULATORS:
-            raise DeviceAddressError(f"model file {name!r} is for simulator {simulator!r}; "
-                                     f"this spinlab has {sorted(SIMULATORS)}")
+            raise DeviceAddressError(
+                f"model file {name!r} is for simulator {simulator!r}; this spinlab has {sorted(SIMULATORS)}"
+            )
         return open_simulator(simulator, **{**saved, **options})
     key = str(name).strip().lower()
     if key not in SIMULATORS:

@@ -6,11 +6,13 @@ threads; :func:`run_rows` splits a batch into contiguous row ranges on GIL-free 
 threads rather than numba's OpenMP ``prange``: safe to call from several threads at once and
 across ``fork``).
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numba
 import numpy as np
@@ -56,8 +58,15 @@ def rng_normal_pair(state):
     return r * math.cos(angle), r * math.sin(angle)
 
 
-def run_rows(kernel: Callable[..., None], batch: int, workers: int, row_args: Sequence[np.ndarray],
-             shared_args: Sequence[Any], name: str, block: int = 1) -> None:
+def run_rows(
+    kernel: Callable[..., None],
+    batch: int,
+    workers: int,
+    row_args: Sequence[np.ndarray],
+    shared_args: Sequence[Any],
+    name: str,
+    block: int = 1,
+) -> None:
     """``kernel(*rows, *shared)`` over the batch, rows split into ``workers`` contiguous ranges
     (multiples of ``block`` rows where possible).
 
@@ -70,7 +79,9 @@ def run_rows(kernel: Callable[..., None], batch: int, workers: int, row_args: Se
         return
     edges = np.minimum(np.round(np.linspace(0, -(-batch // block), workers + 1)).astype(int) * block, batch)
     with ThreadPoolExecutor(workers, thread_name_prefix=name) as pool:
-        jobs = [pool.submit(kernel, *(a[lo:hi] for a in row_args), *shared_args)
-                for lo, hi in zip(edges[:-1], edges[1:])]
+        jobs = [
+            pool.submit(kernel, *(a[lo:hi] for a in row_args), *shared_args)
+            for lo, hi in zip(edges[:-1], edges[1:])
+        ]
         for job in jobs:
             job.result()

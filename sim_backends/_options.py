@@ -6,11 +6,13 @@ built from the kinds the simulator declares (unknown names forbidden, as in ever
 so a typo in an address fails loudly, naming the valid options, instead of silently running the
 default model.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from functools import lru_cache
-from typing import Annotated, Any, Callable, Literal, Mapping
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -49,8 +51,9 @@ class _Kind:
         self.hint = hint
 
 
-Float = _Kind(Annotated[float, AllowInfNan(False), BeforeValidator(_no_bool)],
-              "a finite number (e.g. {name}=4e6)")
+Float = _Kind(
+    Annotated[float, AllowInfNan(False), BeforeValidator(_no_bool)], "a finite number (e.g. {name}=4e6)"
+)
 Int = _Kind(Annotated[int, BeforeValidator(_no_bool)], "an integer (e.g. {name}=3)")
 #: A true/false option (``1/0``, ``true/false``, ``yes/no``, ``on/off``).
 flag = _Kind(bool, "true/false (1/0)")
@@ -110,8 +113,9 @@ def coerce_options(options: Mapping[str, Any], spec: Mapping[str, Any], *, where
     return {name: getattr(validated, name) for name in options}
 
 
-def _one_line(exc: ValidationError, spec: Mapping[str, Any], options: Mapping[str, Any],
-              where: str) -> ConfigError:
+def _one_line(
+    exc: ValidationError, spec: Mapping[str, Any], options: Mapping[str, Any], where: str
+) -> ConfigError:
     """The first bad option as one line: the simulator's own message, or the kind's example."""
     error = exc.errors(include_url=False)[0]
     cause = error.get("ctx", {}).get("error")
@@ -119,20 +123,22 @@ def _one_line(exc: ValidationError, spec: Mapping[str, Any], options: Mapping[st
         return cause
     name = str(error["loc"][0])
     kind = _BUILTIN.get(spec[name], spec[name])
-    return ConfigError(f"option {name} of {where} must be {kind.hint.format(name=name)}, "
-                       f"got {options[name]!r}")
+    return ConfigError(
+        f"option {name} of {where} must be {kind.hint.format(name=name)}, got {options[name]!r}"
+    )
 
 
 def device_options_spec(condition_names: tuple[str, ...] = STANDARD_CONDITIONS) -> dict[str, Any]:
     """What every simulated device takes besides its own options: safety limits (each limit, or
     a whole ``SafetyLimits`` as a keyword) and a default value for each of its conditions."""
-    return {**{name: float for name in (*LIMIT_NAMES, *condition_names)},
-            "limits": instance_of(SafetyLimits)}
+    return {**{name: float for name in (*LIMIT_NAMES, *condition_names)}, "limits": instance_of(SafetyLimits)}
 
 
-def take_limits_and_conditions(opts: dict[str, Any], default_limits: SafetyLimits,
-                               condition_names: tuple[str, ...] = STANDARD_CONDITIONS,
-                               ) -> tuple[SafetyLimits, dict[str, float]]:
+def take_limits_and_conditions(
+    opts: dict[str, Any],
+    default_limits: SafetyLimits,
+    condition_names: tuple[str, ...] = STANDARD_CONDITIONS,
+) -> tuple[SafetyLimits, dict[str, float]]:
     """Pop the limits and default conditions out of coerced ``opts``: the ``limits`` keyword
     (else ``default_limits``) with any single limit given on top, and the conditions given."""
     limits = opts.pop("limits", None) or default_limits

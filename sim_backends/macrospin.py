@@ -44,12 +44,14 @@ Scope: precession is GHz, so this model resolves ps time steps. It suits short d
 grids (characterising a junction, fitting its parameters), not 100 ns reservoir grids, where
 ``sim:vortex`` is the fast model; ``max_steps`` refuses runs that would take minutes.
 """
+
 from __future__ import annotations
 
 import math
 import os
 import warnings
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numba
 import numpy as np
@@ -59,8 +61,12 @@ from torch import Tensor, nn
 from spinlab import Device, SafetyLimits
 from spinlab.errors import ConfigError
 from spinlab.sim_backends._numba_common import rng_init, rng_normal_pair, run_rows
-from spinlab.sim_backends._options import (coerce_options, device_options_spec, instance_of,
-                                           take_limits_and_conditions)
+from spinlab.sim_backends._options import (
+    coerce_options,
+    device_options_spec,
+    instance_of,
+    take_limits_and_conditions,
+)
 
 MU0 = 4e-7 * math.pi
 #: Gyromagnetic ratio of the electron (rad / (s T)).
@@ -105,7 +111,9 @@ class MacrospinParams(nn.Module):
             value = values.get(name, default)
             tensor = torch.as_tensor(value, dtype=torch.float64).detach().clone()
             if tensor.ndim != 0 or not bool(torch.isfinite(tensor)) or float(tensor) <= 0:
-                raise ConfigError(f"macrospin parameter {name} must be a positive finite number, got {value!r}")
+                raise ConfigError(
+                    f"macrospin parameter {name} must be a positive finite number, got {value!r}"
+                )
             self.register_parameter("log_" + name, nn.Parameter(tensor.log()))
         if float(self.alpha.detach()) >= 1:
             raise ConfigError(f"alpha (Gilbert damping) must be < 1, got {float(self.alpha.detach())!r}")
@@ -116,7 +124,7 @@ class MacrospinParams(nn.Module):
         """Current values as plain floats (for run files and ``identity()``)."""
         return {name: float(getattr(self, name).detach()) for name in self.DEFAULTS}
 
-    def fit_only(self, *names: str) -> "MacrospinParams":
+    def fit_only(self, *names: str) -> MacrospinParams:
         """Let only ``names`` receive gradients (freeze the others); returns self."""
         unknown = sorted(set(names) - set(self.DEFAULTS))
         if unknown:
@@ -142,8 +150,9 @@ class MacrospinParams(nn.Module):
 
 
 def _make_property(name: str) -> property:
-    return property(lambda self: torch.exp(getattr(self, "log_" + name)),
-                    doc=f"{name} (positive tensor, differentiable)")
+    return property(
+        lambda self: torch.exp(getattr(self, "log_" + name)), doc=f"{name} (positive tensor, differentiable)"
+    )
 
 
 for _name in MacrospinParams.DEFAULTS:
@@ -153,8 +162,7 @@ for _name in MacrospinParams.DEFAULTS:
 # ------------------------------------------------------------------------------------------
 # reference integrator (pure torch autograd)
 # ------------------------------------------------------------------------------------------
-def _llgs(m: Tensor, diag: Tensor, h0: Tensor, p: Tensor, hs: Tensor, alpha: Tensor,
-          inv: Tensor) -> Tensor:
+def _llgs(m: Tensor, diag: Tensor, h0: Tensor, p: Tensor, hs: Tensor, alpha: Tensor, inv: Tensor) -> Tensor:
     """dm/dtau in normalised units for m (B, 3); effective field h = m * diag + h0."""
     h = m * diag + h0
     mxh = torch.linalg.cross(m, h)
@@ -162,8 +170,9 @@ def _llgs(m: Tensor, diag: Tensor, h0: Tensor, p: Tensor, hs: Tensor, alpha: Ten
     return inv * (hs * (torch.linalg.cross(m, mxp) - alpha * mxp) - mxh - alpha * torch.linalg.cross(m, mxh))
 
 
-def _rk4_step(m: Tensor, diag: Tensor, h0: Tensor, p: Tensor, hs: Tensor, alpha: Tensor,
-              inv: Tensor, step: Tensor) -> Tensor:
+def _rk4_step(
+    m: Tensor, diag: Tensor, h0: Tensor, p: Tensor, hs: Tensor, alpha: Tensor, inv: Tensor, step: Tensor
+) -> Tensor:
     """One classical RK4 step followed by renormalisation of m to the unit sphere."""
     half = 0.5 * step
     k1 = _llgs(m, diag, h0, p, hs, alpha, inv)
@@ -194,7 +203,9 @@ def _check_inputs(current_A: Tensor, field_T: Any, dt_s: float) -> tuple[Tensor,
     if field.ndim == 0:
         field = field.expand(current.shape[0])
     if field.shape != (current.shape[0],):
-        raise ConfigError(f"field_T must be a number or one value per drive ({current.shape[0]}), got shape {tuple(field.shape)}")
+        raise ConfigError(
+            f"field_T must be a number or one value per drive ({current.shape[0]}), got shape {tuple(field.shape)}"
+        )
     return current, field
 
 
@@ -203,9 +214,15 @@ def substeps(dt_s: float, max_step_s: float) -> int:
     return max(1, int(math.ceil(dt_s / max_step_s - 1e-9)))
 
 
-def reference_trajectory(params: MacrospinParams, current_A: Tensor, field_T: float | Tensor,
-                         dt_s: float, *, max_step_s: float = 2e-12,
-                         initial_tilt_rad: float = 0.05) -> Tensor:
+def reference_trajectory(
+    params: MacrospinParams,
+    current_A: Tensor,
+    field_T: float | Tensor,
+    dt_s: float,
+    *,
+    max_step_s: float = 2e-12,
+    initial_tilt_rad: float = 0.05,
+) -> Tensor:
     """:func:`trajectory` at T = 0 in plain torch (normalised units, autograd through every op).
 
     About 300x slower than the numba kernel; it is the independent check of the kernel and the
@@ -224,8 +241,9 @@ def reference_trajectory(params: MacrospinParams, current_A: Tensor, field_T: fl
     diag = torch.stack((params.Hk_A_per_m / ms, zero, -params.Hd_A_per_m / ms))  # h = m * diag + h0
     h0 = torch.stack((field / (MU0 * ms), zero.expand(batch), zero.expand(batch)), dim=-1)
     polariser = torch.tensor([[1.0, 0.0, 0.0]], dtype=torch.float64).expand(batch, 3)
-    m = torch.tensor([[math.cos(initial_tilt_rad), math.sin(initial_tilt_rad), 0.0]],
-                     dtype=torch.float64).expand(batch, 3)
+    m = torch.tensor(
+        [[math.cos(initial_tilt_rad), math.sin(initial_tilt_rad), 0.0]], dtype=torch.float64
+    ).expand(batch, 3)
     outputs = []
     for hs in hs_all.unbind(1):  # unbind: O(n) backward (indexing inside the loop is O(n^2))
         hs = hs[:, None]
@@ -250,13 +268,13 @@ _ALPHA, _HK, _HD, _CS, _SIGMA, _HEXT = range(len(KERNEL_QUANTITIES))
 # turn each ``for lane in range(LANES)`` into vector instructions: 8 rows cost about what 1
 # row costs in scalar code (measured: ~10x forward over a row-at-a-time kernel).
 LANES = 8
-_M, _MT, _K, _ACC = 0, 3, 6, 9          # m, stage input, stage rate, RK4 sum (3 slots each)
-_JAC = 12                               # d(dm/dt)/dm, 9 slots, column-major
-_T, _D, _F = 21, 24, 27                 # T, m x (m x H), m x (m x p) (3 slots each)
+_M, _MT, _K, _ACC = 0, 3, 6, 9  # m, stage input, stage rate, RK4 sum (3 slots each)
+_JAC = 12  # d(dm/dt)/dm, 9 slots, column-major
+_T, _D, _F = 21, 24, 27  # T, m x (m x H), m x (m x p) (3 slots each)
 _A, _HKS, _HDS, _HX, _CSS, _G, _DG, _HS, _I = range(30, 39)  # per-row scalars
-_HTH, _XI = 39, 42                      # thermal field and its unit-variance draw (3 each)
-_S, _SK, _SACC = 45, 63, 81             # per quantity q: dm/dq, its stage rate, its RK4 sum
-_SLOTS = 99                             # (3 slots each at 3 q + offset: fixed, like the rest)
+_HTH, _XI = 39, 42  # thermal field and its unit-variance draw (3 each)
+_S, _SK, _SACC = 45, 63, 81  # per quantity q: dm/dq, its stage rate, its RK4 sum
+_SLOTS = 99  # (3 slots each at 3 q + offset: fixed, like the rest)
 
 
 @numba.njit(inline="always")
@@ -275,10 +293,10 @@ def _rates(w, c):
         hx = w[_HX * n + l] + hk * mx + w[_HTH * n + l]
         hy = w[(_HTH + 1) * n + l]
         hz = -hd * mz + w[(_HTH + 2) * n + l]
-        cx, cy, cz = my * hz - mz * hy, mz * hx - mx * hz, mx * hy - my * hx       # C = m x H
-        dx, dy, dz = my * cz - mz * cy, mz * cx - mx * cz, mx * cy - my * cx       # D = m x C
-        ex, ey, ez = 0.0, mz, -my                                                  # E = m x p
-        fx, fy, fz = my * ez - mz * ey, mz * ex - mx * ez, mx * ey - my * ex       # F = m x E
+        cx, cy, cz = my * hz - mz * hy, mz * hx - mx * hz, mx * hy - my * hx  # C = m x H
+        dx, dy, dz = my * cz - mz * cy, mz * cx - mx * cz, mx * cy - my * cx  # D = m x C
+        ex, ey, ez = 0.0, mz, -my  # E = m x p
+        fx, fy, fz = my * ez - mz * ey, mz * ex - mx * ez, mx * ey - my * ex  # F = m x E
         tx = -cx - a * dx + h * (fx - a * ex)
         ty = -cy - a * dy + h * (fy - a * ey)
         tz = -cz - a * dz + h * (fz - a * ez)
@@ -299,8 +317,8 @@ def _jacobian(w):
         hx = w[_HX * n + l] + hk * mx + w[_HTH * n + l]
         hy = w[(_HTH + 1) * n + l]
         hz = -hd * mz + w[(_HTH + 2) * n + l]
-        cx, cy, cz = my * hz - mz * hy, mz * hx - mx * hz, mx * hy - my * hx       # C = m x H
-        ex, ey, ez = 0.0, mz, -my                                                  # E = m x p
+        cx, cy, cz = my * hz - mz * hy, mz * hx - mx * hz, mx * hy - my * hx  # C = m x H
+        ex, ey, ez = 0.0, mz, -my  # E = m x p
         # dT/dm = -M - a (X(m) M - X(C)) + hs (-X(m) X(p) - X(E) + a X(p)), with X(v) the
         # cross-product matrix and M = d(m x H)/dm = X(m) diag(hk, 0, -hd) - X(H); M's columns:
         a0x, a0y, a0z = 0.0, mz * hk - hz, hy - my * hk
@@ -328,9 +346,11 @@ def _jacobian_times(w, d, l, c):
     vx = w[o + l] + c * w[k + l]
     vy = w[o + n + l] + c * w[k + n + l]
     vz = w[o + 2 * n + l] + c * w[k + 2 * n + l]
-    return (w[_JAC * n + l] * vx + w[(_JAC + 3) * n + l] * vy + w[(_JAC + 6) * n + l] * vz,
-            w[(_JAC + 1) * n + l] * vx + w[(_JAC + 4) * n + l] * vy + w[(_JAC + 7) * n + l] * vz,
-            w[(_JAC + 2) * n + l] * vx + w[(_JAC + 5) * n + l] * vy + w[(_JAC + 8) * n + l] * vz)
+    return (
+        w[_JAC * n + l] * vx + w[(_JAC + 3) * n + l] * vy + w[(_JAC + 6) * n + l] * vz,
+        w[(_JAC + 1) * n + l] * vx + w[(_JAC + 4) * n + l] * vy + w[(_JAC + 7) * n + l] * vz,
+        w[(_JAC + 2) * n + l] * vx + w[(_JAC + 5) * n + l] * vy + w[(_JAC + 8) * n + l] * vz,
+    )
 
 
 @numba.njit(inline="always")
@@ -489,7 +509,12 @@ def _kernel(current, hext, alpha, hk, hd, cs, sigma, seeds, out_m, out_s, n_sub,
                     if active[q]:
                         o, a = (_S + 3 * q) * n, (_SACC + 3 * q) * n
                         for l in range(n):
-                            mx, my, mz, r = w[_M * n + l], w[(_M + 1) * n + l], w[(_M + 2) * n + l], w[_MT * n + l]
+                            mx, my, mz, r = (
+                                w[_M * n + l],
+                                w[(_M + 1) * n + l],
+                                w[(_M + 2) * n + l],
+                                w[_MT * n + l],
+                            )
                             vx = w[o + l] + sixth * w[a + l]
                             vy = w[o + n + l] + sixth * w[a + n + l]
                             vz = w[o + 2 * n + l] + sixth * w[a + 2 * n + l]
@@ -509,28 +534,39 @@ def _kernel(current, hext, alpha, hk, hd, cs, sigma, seeds, out_m, out_s, n_sub,
 _THREADED_MIN_STEPS = 200_000
 
 
-def thermal_field_std(alpha: Any, Ms_A_per_m: Any, volume_m3: Any, temperature_K: float,
-                      step_s: float) -> Any:
+def thermal_field_std(
+    alpha: Any, Ms_A_per_m: Any, volume_m3: Any, temperature_K: float, step_s: float
+) -> Any:
     """Std (A/m) of each thermal-field component held over one step of ``step_s`` (Brown):
     ``sqrt(2 a kB T / (gamma mu0^2 Ms V dt))``."""
-    return (2.0 * alpha * K_BOLTZMANN * temperature_K
-            / (GAMMA_E * MU0 * MU0 * Ms_A_per_m * volume_m3 * step_s)) ** 0.5
+    return (
+        2.0 * alpha * K_BOLTZMANN * temperature_K / (GAMMA_E * MU0 * MU0 * Ms_A_per_m * volume_m3 * step_s)
+    ) ** 0.5
 
 
 def row_seeds(seed: int | Sequence[int] | np.ndarray, batch: int) -> np.ndarray:
     """One 64-bit noise seed per drive: drawn from ``default_rng(seed)`` or given per row."""
     if np.ndim(seed) == 0:
-        return np.random.default_rng(int(seed)).integers(0, 2**64 - 1, size=batch, dtype=np.uint64,
-                                                           endpoint=True)
+        return np.random.default_rng(int(seed)).integers(
+            0, 2**64 - 1, size=batch, dtype=np.uint64, endpoint=True
+        )
     seeds = np.asarray(seed, dtype=np.uint64)
     if seeds.shape != (batch,):
         raise ConfigError(f"need one noise seed per drive ({batch}), got shape {seeds.shape}")
     return seeds
 
 
-def _integrate(quantities: Mapping[str, np.ndarray], current: np.ndarray, dt_s: float, *,
-               max_step_s: float, initial_tilt_rad: float, seeds: np.ndarray,
-               wrt: Sequence[str] = (), threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _integrate(
+    quantities: Mapping[str, np.ndarray],
+    current: np.ndarray,
+    dt_s: float,
+    *,
+    max_step_s: float,
+    initial_tilt_rad: float,
+    seeds: np.ndarray,
+    wrt: Sequence[str] = (),
+    threads: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Run the kernel: ``quantities`` maps each of :data:`KERNEL_QUANTITIES` to a (B,) array;
     returns ``m`` (B, n, 3) and ``dm/dq`` (B, n, 3, len(wrt))."""
     batch, n = current.shape
@@ -542,30 +578,58 @@ def _integrate(quantities: Mapping[str, np.ndarray], current: np.ndarray, dt_s: 
     out_s = np.empty((batch, n, 3, len(wrt)))
     # writable C arrays only: numba compiles (and caches) one kernel per array type, and a
     # read-only view (what broadcast_to returns) is another type
-    rows = [np.require(np.broadcast_to(np.asarray(quantities[q], dtype=np.float64), (batch,)), np.float64, "CW")
-            for q in KERNEL_QUANTITIES[:4] + ("sigma",)]
-    hext = np.require(np.broadcast_to(np.asarray(quantities["hext"], dtype=np.float64), (batch,)), np.float64, "CW")
+    rows = [
+        np.require(np.broadcast_to(np.asarray(quantities[q], dtype=np.float64), (batch,)), np.float64, "CW")
+        for q in KERNEL_QUANTITIES[:4] + ("sigma",)
+    ]
+    hext = np.require(
+        np.broadcast_to(np.asarray(quantities["hext"], dtype=np.float64), (batch,)), np.float64, "CW"
+    )
     m0 = np.array([math.cos(initial_tilt_rad), math.sin(initial_tilt_rad), 0.0])
     workers = (threads or os.cpu_count() or 1) if batch * n * n_sub >= _THREADED_MIN_STEPS else 1
-    run_rows(_kernel, batch, workers,
-             (np.require(current, np.float64, "CW"), hext, *rows, np.require(seeds, np.uint64, "CW"), out_m, out_s),
-             (n_sub, float(dt_s) / n_sub, m0, column), "sim-macrospin", block=LANES)
+    run_rows(
+        _kernel,
+        batch,
+        workers,
+        (
+            np.require(current, np.float64, "CW"),
+            hext,
+            *rows,
+            np.require(seeds, np.uint64, "CW"),
+            out_m,
+            out_s,
+        ),
+        (n_sub, float(dt_s) / n_sub, m0, column),
+        "sim-macrospin",
+        block=LANES,
+    )
     return out_m, out_s
 
 
-def _kernel_quantities(values: Mapping[str, Any], field_T: Any, temperature_K: float,
-                       step_s: float) -> dict[str, Any]:
+def _kernel_quantities(
+    values: Mapping[str, Any], field_T: Any, temperature_K: float, step_s: float
+) -> dict[str, Any]:
     """Physical parameters (SI) -> the kernel's quantities (works on floats, arrays, tensors)."""
     cs = HBAR * values["eta"] / (2 * E_CHARGE * MU0 * values["Ms_A_per_m"] * values["volume_m3"])
-    sigma = (thermal_field_std(values["alpha"], values["Ms_A_per_m"], values["volume_m3"],
-                               temperature_K, step_s) if temperature_K > 0 else 0.0)
-    return {"alpha": values["alpha"], "hk": values["Hk_A_per_m"], "hd": values["Hd_A_per_m"],
-            "cs": cs, "sigma": sigma, "hext": field_T / MU0}
+    sigma = (
+        thermal_field_std(values["alpha"], values["Ms_A_per_m"], values["volume_m3"], temperature_K, step_s)
+        if temperature_K > 0
+        else 0.0
+    )
+    return {
+        "alpha": values["alpha"],
+        "hk": values["Hk_A_per_m"],
+        "hd": values["Hd_A_per_m"],
+        "cs": cs,
+        "sigma": sigma,
+        "hext": field_T / MU0,
+    }
 
 
 def _check_temperature(temperature_K: Any) -> float:
-    if isinstance(temperature_K, bool) or not (isinstance(temperature_K, (int, float))
-                                               and math.isfinite(temperature_K) and temperature_K >= 0):
+    if isinstance(temperature_K, bool) or not (
+        isinstance(temperature_K, (int, float)) and math.isfinite(temperature_K) and temperature_K >= 0
+    ):
         raise ConfigError(f"temperature_K must be a number >= 0 (kelvin), got {temperature_K!r}")
     return float(temperature_K)
 
@@ -589,7 +653,9 @@ class _KernelTrajectory(torch.autograd.Function):
     def backward(ctx, grad_m):
         (sens,) = ctx.saved_tensors
         batch = sens.shape[0]
-        per_row = torch.bmm(grad_m.to(sens).reshape(batch, 1, -1), sens.reshape(batch, -1, len(ctx.wrt)))[:, 0]
+        per_row = torch.bmm(grad_m.to(sens).reshape(batch, 1, -1), sens.reshape(batch, -1, len(ctx.wrt)))[
+            :, 0
+        ]
         grads = []
         for q, shape in zip(KERNEL_QUANTITIES, ctx.shapes):
             if q not in ctx.wrt:
@@ -600,10 +666,18 @@ class _KernelTrajectory(torch.autograd.Function):
         return (*grads, None, None, None)
 
 
-def trajectory(params: MacrospinParams, current_A: Tensor, field_T: float | Tensor, dt_s: float, *,
-               max_step_s: float = 2e-12, initial_tilt_rad: float = 0.05,
-               temperature_K: float = 0.0, seed: int | Sequence[int] = 0,
-               threads: int | None = None) -> Tensor:
+def trajectory(
+    params: MacrospinParams,
+    current_A: Tensor,
+    field_T: float | Tensor,
+    dt_s: float,
+    *,
+    max_step_s: float = 2e-12,
+    initial_tilt_rad: float = 0.05,
+    temperature_K: float = 0.0,
+    seed: int | Sequence[int] = 0,
+    threads: int | None = None,
+) -> Tensor:
     """Magnetisation ``m`` (B, n, 3) at the end of each zero-order-held current sample.
 
     ``current_A`` (B, n) in A, ``field_T`` a number or (B,) tensor (applied along the easy axis),
@@ -614,20 +688,37 @@ def trajectory(params: MacrospinParams, current_A: Tensor, field_T: float | Tens
     """
     current, field = _check_inputs(current_A, field_T, dt_s)
     if current.requires_grad:
-        raise ConfigError("trajectory() differentiates with respect to the parameters and the field; "
-                          "for gradients with respect to the current samples use reference_trajectory()")
+        raise ConfigError(
+            "trajectory() differentiates with respect to the parameters and the field; "
+            "for gradients with respect to the current samples use reference_trajectory()"
+        )
     temperature_K = _check_temperature(temperature_K)
     n_sub = substeps(float(dt_s), max_step_s)
-    q = _kernel_quantities({name: getattr(params, name) for name in MacrospinParams.DEFAULTS}, field,
-                           temperature_K, float(dt_s) / n_sub)
-    options = {"max_step_s": max_step_s, "initial_tilt_rad": initial_tilt_rad,
-               "seeds": row_seeds(seed, current.shape[0]), "threads": threads}
+    q = _kernel_quantities(
+        {name: getattr(params, name) for name in MacrospinParams.DEFAULTS},
+        field,
+        temperature_K,
+        float(dt_s) / n_sub,
+    )
+    options = {
+        "max_step_s": max_step_s,
+        "initial_tilt_rad": initial_tilt_rad,
+        "seeds": row_seeds(seed, current.shape[0]),
+        "threads": threads,
+    }
     q = [torch.as_tensor(q[name], dtype=torch.float64) for name in KERNEL_QUANTITIES]
     return _KernelTrajectory.apply(*q, current, float(dt_s), options)
 
 
-def simulate(params: MacrospinParams, current_A: Tensor, field_T: float | Tensor, dt_s: float, *,
-             reference: bool = False, **options: Any) -> Tensor:
+def simulate(
+    params: MacrospinParams,
+    current_A: Tensor,
+    field_T: float | Tensor,
+    dt_s: float,
+    *,
+    reference: bool = False,
+    **options: Any,
+) -> Tensor:
     """Magnetoresistive voltage ``I R_P [1 + tmr (1 - m_x) / 2]`` (B, n) for currents (B, n).
 
     ``options`` go to :func:`trajectory` (or :func:`reference_trajectory` with ``reference``).
@@ -640,17 +731,30 @@ def simulate(params: MacrospinParams, current_A: Tensor, field_T: float | Tensor
 
 #: d log(kernel quantity) / d log(parameter): cs = hbar eta / (2 e mu0 Ms V), sigma ~ sqrt(a / (Ms V)).
 _LOG_CHAIN: dict[str, dict[str, float]] = {
-    "alpha": {"alpha": 1.0, "sigma": 0.5}, "Hk_A_per_m": {"hk": 1.0}, "Hd_A_per_m": {"hd": 1.0},
-    "eta": {"cs": 1.0}, "Ms_A_per_m": {"cs": -1.0, "sigma": -0.5},
-    "volume_m3": {"cs": -1.0, "sigma": -0.5}, "R_P_ohm": {}, "tmr": {},
+    "alpha": {"alpha": 1.0, "sigma": 0.5},
+    "Hk_A_per_m": {"hk": 1.0},
+    "Hd_A_per_m": {"hd": 1.0},
+    "eta": {"cs": 1.0},
+    "Ms_A_per_m": {"cs": -1.0, "sigma": -0.5},
+    "volume_m3": {"cs": -1.0, "sigma": -0.5},
+    "R_P_ohm": {},
+    "tmr": {},
 }
 
 
-def response_and_jacobian(values: Mapping[str, np.ndarray], current_A: np.ndarray,
-                          field_T: np.ndarray, dt_s: float, wrt: Sequence[str] = (), *,
-                          max_step_s: float = 2e-12, initial_tilt_rad: float = 0.05,
-                          temperature_K: float = 0.0, seeds: np.ndarray | None = None,
-                          threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def response_and_jacobian(
+    values: Mapping[str, np.ndarray],
+    current_A: np.ndarray,
+    field_T: np.ndarray,
+    dt_s: float,
+    wrt: Sequence[str] = (),
+    *,
+    max_step_s: float = 2e-12,
+    initial_tilt_rad: float = 0.05,
+    temperature_K: float = 0.0,
+    seeds: np.ndarray | None = None,
+    threads: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Junction voltage (B, n) and its derivatives d V / d log(param) (B, n, len(wrt)), numpy.
 
     What fitters call: ``values`` maps every :class:`MacrospinParams` name to one value per
@@ -658,19 +762,38 @@ def response_and_jacobian(values: Mapping[str, np.ndarray], current_A: np.ndarra
     """
     unknown = sorted(set(wrt) - set(MacrospinParams.DEFAULTS))
     if unknown:
-        raise ConfigError(f"unknown macrospin parameter(s) {unknown}; valid: {sorted(MacrospinParams.DEFAULTS)}")
+        raise ConfigError(
+            f"unknown macrospin parameter(s) {unknown}; valid: {sorted(MacrospinParams.DEFAULTS)}"
+        )
     temperature_K = _check_temperature(temperature_K)
     current = np.asarray(current_A, dtype=np.float64)
     batch = current.shape[0]
-    v = {k: np.broadcast_to(np.asarray(values[k], dtype=np.float64), (batch,)) for k in MacrospinParams.DEFAULTS}
+    v = {
+        k: np.broadcast_to(np.asarray(values[k], dtype=np.float64), (batch,))
+        for k in MacrospinParams.DEFAULTS
+    }
     n_sub = substeps(float(dt_s), max_step_s)
-    q = _kernel_quantities(v, np.broadcast_to(np.asarray(field_T, dtype=np.float64), (batch,)),
-                           temperature_K, float(dt_s) / n_sub)
-    needed = [k for k in KERNEL_QUANTITIES if any(k in _LOG_CHAIN[p] for p in wrt)
-              and (k != "sigma" or temperature_K > 0)]
-    m, sens = _integrate(q, current, dt_s, wrt=needed, max_step_s=max_step_s,
-                         initial_tilt_rad=initial_tilt_rad, threads=threads,
-                         seeds=seeds if seeds is not None else row_seeds(0, batch))
+    q = _kernel_quantities(
+        v,
+        np.broadcast_to(np.asarray(field_T, dtype=np.float64), (batch,)),
+        temperature_K,
+        float(dt_s) / n_sub,
+    )
+    needed = [
+        k
+        for k in KERNEL_QUANTITIES
+        if any(k in _LOG_CHAIN[p] for p in wrt) and (k != "sigma" or temperature_K > 0)
+    ]
+    m, sens = _integrate(
+        q,
+        current,
+        dt_s,
+        wrt=needed,
+        max_step_s=max_step_s,
+        initial_tilt_rad=initial_tilt_rad,
+        threads=threads,
+        seeds=seeds if seeds is not None else row_seeds(0, batch),
+    )
     r_p, tmr = v["R_P_ohm"][:, None], v["tmr"][:, None]
     volts = current * r_p * (1 + 0.5 * tmr * (1 - m[..., 0]))
     jac = np.zeros((*volts.shape, len(wrt)))
@@ -701,11 +824,20 @@ class MacrospinDevice(Device):
     its own noise seed (repeated calls differ, a fresh device with the same seed reproduces).
     """
 
-    def __init__(self, params: MacrospinParams | None = None, *, drive_gain_A_per_V: float = 5e-3,
-                 max_step_s: float = 2e-12, initial_tilt_rad: float = 0.05, max_steps: int = 200_000,
-                 temperature_K: float = 0.0, threads: int | None = None,
-                 seed: int = 0, limits: SafetyLimits | None = None,
-                 default_conditions: Mapping[str, float] | None = None) -> None:
+    def __init__(
+        self,
+        params: MacrospinParams | None = None,
+        *,
+        drive_gain_A_per_V: float = 5e-3,
+        max_step_s: float = 2e-12,
+        initial_tilt_rad: float = 0.05,
+        max_steps: int = 200_000,
+        temperature_K: float = 0.0,
+        threads: int | None = None,
+        seed: int = 0,
+        limits: SafetyLimits | None = None,
+        default_conditions: Mapping[str, float] | None = None,
+    ) -> None:
         defaults = {"bias_A": DEFAULT_BIAS_A, "field_T": DEFAULT_FIELD_T, **dict(default_conditions or {})}
         super().__init__(limits or MACROSPIN_LIMITS, defaults)
         self.params = params if params is not None else MacrospinParams()
@@ -735,11 +867,18 @@ class MacrospinDevice(Device):
         self.address = "sim:macrospin"
 
     def identity(self) -> dict[str, Any]:
-        return {**super().identity(), "model": "macrospin LLGS (Slonczewski), RK4",
-                "params": self.params.as_dict(), "drive_gain_A_per_V": self.drive_gain_A_per_V,
-                "max_step_s": self.max_step_s, "initial_tilt_rad": self.initial_tilt_rad,
-                "temperature_K": self.temperature_K, "seed": self.seed,
-                "default_conditions": dict(self.default_conditions), "numba": numba.__version__}
+        return {
+            **super().identity(),
+            "model": "macrospin LLGS (Slonczewski), RK4",
+            "params": self.params.as_dict(),
+            "drive_gain_A_per_V": self.drive_gain_A_per_V,
+            "max_step_s": self.max_step_s,
+            "initial_tilt_rad": self.initial_tilt_rad,
+            "temperature_K": self.temperature_K,
+            "seed": self.seed,
+            "default_conditions": dict(self.default_conditions),
+            "numba": numba.__version__,
+        }
 
     def _respond(self, drive: np.ndarray, dt_s: float, conditions: dict[str, np.ndarray]) -> np.ndarray:
         steps = drive.shape[1] * substeps(dt_s, self.max_step_s)
@@ -750,21 +889,32 @@ class MacrospinDevice(Device):
                 "use a shorter drive or finer grid, raise max_steps, or use sim:vortex for long drives"
             )
         seeds = self._rng.integers(0, 2**64 - 1, size=drive.shape[0], dtype=np.uint64, endpoint=True)
-        volts, _ = response_and_jacobian(self.params.as_dict(),
-                                         conditions["bias_A"][:, None] + self.drive_gain_A_per_V * drive,
-                                         conditions["field_T"], dt_s, max_step_s=self.max_step_s,
-                                         initial_tilt_rad=self.initial_tilt_rad,
-                                         temperature_K=self.temperature_K, seeds=seeds,
-                                         threads=self.threads)
+        volts, _ = response_and_jacobian(
+            self.params.as_dict(),
+            conditions["bias_A"][:, None] + self.drive_gain_A_per_V * drive,
+            conditions["field_T"],
+            dt_s,
+            max_step_s=self.max_step_s,
+            initial_tilt_rad=self.initial_tilt_rad,
+            temperature_K=self.temperature_K,
+            seeds=seeds,
+            threads=self.threads,
+        )
         return volts
 
 
 #: Options accepted by ``sim:macrospin?...``.
 OPTION_SPEC: dict[str, Any] = {
     **{name: float for name in MacrospinParams.DEFAULTS},
-    "drive_gain_A_per_V": float, "max_step_s": float, "initial_tilt_rad": float, "max_steps": int,
-    "temperature_K": float, "threads": int, "seed": int,
-    "params": instance_of(MacrospinParams), **device_options_spec(),
+    "drive_gain_A_per_V": float,
+    "max_step_s": float,
+    "initial_tilt_rad": float,
+    "max_steps": int,
+    "temperature_K": float,
+    "threads": int,
+    "seed": int,
+    "params": instance_of(MacrospinParams),
+    **device_options_spec(),
 }
 
 

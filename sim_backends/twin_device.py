@@ -13,23 +13,29 @@ A drive on another grid is either refused with a clear error or, with ``resample
 the twin's grid and the response interpolated back. Conditions outside the trained range still
 run (the twin is smooth in them) but warn, because that is extrapolation.
 """
+
 from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
 
-from spinlab.sim_backends._options import coerce_options, device_options_spec, flag, take_limits_and_conditions
 from spinlab import Device, SafetyLimits
 from spinlab.device import DriveQuantity
 from spinlab.errors import ConfigError, TwinDivergedError
+from spinlab.sim_backends._options import (
+    coerce_options,
+    device_options_spec,
+    flag,
+    take_limits_and_conditions,
+)
 from spinlab.twin.checkpoint import TwinMeta, load_twin
 from spinlab.twin.model import SpinNODE, resolve_torch_device
-
 
 #: default widening of a non-voltage drive's trained range, as a share of its half-span
 DRIVE_MARGIN = 0.05
@@ -49,22 +55,38 @@ class TwinDevice(Device):
     (default: torch's thread setting when opened).
     """
 
-    def __init__(self, model: SpinNODE, meta: TwinMeta, *, path: str = "", noise: bool = False,
-                 seed: int = 0, resample: bool = False, batch_size: int = 1024,
-                 threads: int | None = None, torch_device: str | torch.device = "auto",
-                 limits: SafetyLimits | None = None, drive_margin: float = DRIVE_MARGIN,
-                 default_conditions: Mapping[str, float] | None = None) -> None:
+    def __init__(
+        self,
+        model: SpinNODE,
+        meta: TwinMeta,
+        *,
+        path: str = "",
+        noise: bool = False,
+        seed: int = 0,
+        resample: bool = False,
+        batch_size: int = 1024,
+        threads: int | None = None,
+        torch_device: str | torch.device = "auto",
+        limits: SafetyLimits | None = None,
+        drive_margin: float = DRIVE_MARGIN,
+        default_conditions: Mapping[str, float] | None = None,
+    ) -> None:
         names = model.arch.condition_names
         if len(model.arch.drive_names) != 1:
             raise ConfigError(
                 f"twin {path} has {len(model.arch.drive_names)} drive inputs "
                 f"{list(model.arch.drive_names)}; a Device has one drive: retrain with the slow "
                 "inputs marked COLUMN:condition in --input (or score it on tables with "
-                "`spinlab twin eval --mumax`)")
+                "`spinlab twin eval --mumax`)"
+            )
         if not (math.isfinite(drive_margin) and drive_margin >= 0):
             raise ConfigError(f"twin option drive_margin must be a number >= 0, got {drive_margin}")
-        defaults = {n: float(np.mean(meta.condition_ranges[n])) if n in meta.condition_ranges
-                    else float(model.c_mean[i]) for i, n in enumerate(names)}
+        defaults = {
+            n: float(np.mean(meta.condition_ranges[n]))
+            if n in meta.condition_ranges
+            else float(model.c_mean[i])
+            for i, n in enumerate(names)
+        }
         defaults.update(default_conditions or {})
         super().__init__(limits, defaults)
         self.condition_names = tuple(names)
@@ -111,13 +133,20 @@ class TwinDevice(Device):
 
     def identity(self) -> dict[str, Any]:
         prov = self.meta.provenance
-        return {**super().identity(), "checkpoint": self.path, "dt_s": self.meta.dt_s,
-                "architecture": self.model.arch.to_dict(),
-                "condition_ranges": self.meta.condition_ranges, "noise": self.noise,
-                "inputs": self.inputs, "output": self.meta.output,
-                "seed": self.seed, "torch_device": str(self.torch_device),
-                "trained_on": prov.get("source"),
-                "best_nrmse": prov.get("best_nrmse")}
+        return {
+            **super().identity(),
+            "checkpoint": self.path,
+            "dt_s": self.meta.dt_s,
+            "architecture": self.model.arch.to_dict(),
+            "condition_ranges": self.meta.condition_ranges,
+            "noise": self.noise,
+            "inputs": self.inputs,
+            "output": self.meta.output,
+            "seed": self.seed,
+            "torch_device": str(self.torch_device),
+            "trained_on": prov.get("source"),
+            "best_nrmse": prov.get("best_nrmse"),
+        }
 
     def _check_conditions(self, conditions: dict[str, np.ndarray]) -> None:
         for name, values in conditions.items():
@@ -131,7 +160,9 @@ class TwinDevice(Device):
                     f"twin {self.path}: {name} = {bad.min():.4g}..{bad.max():.4g} is outside the "
                     f"trained range [{lo:.4g}, {hi:.4g}] (span {span:.3g}); the response is an "
                     "extrapolation - retrain with data at these conditions to trust it",
-                    TwinExtrapolationWarning, stacklevel=4)
+                    TwinExtrapolationWarning,
+                    stacklevel=4,
+                )
 
     def _to_twin_grid(self, drive: np.ndarray, dt_s: float) -> tuple[np.ndarray, np.ndarray]:
         """Hold the drive onto the twin's grid; also return the twin grid's sample times."""
@@ -164,7 +195,7 @@ class TwinDevice(Device):
         flat = torch.from_numpy(out.reshape(out.shape[0], -1))
         buf = torch.empty(min(rows, flat.shape[0]), flat.shape[1])
         for start in range(0, flat.shape[0], rows):
-            block = flat[start: start + rows]
+            block = flat[start : start + rows]
             noise = buf[: block.shape[0]]
             torch.randn(noise.shape, generator=self._noise, out=noise)
             block.add_(noise, alpha=self.meta.noise_std)
@@ -176,9 +207,13 @@ class TwinDevice(Device):
         parts = []
         for start in range(0, drive.shape[0], self.batch_size):
             stop = min(start + self.batch_size, drive.shape[0])
-            y = self.model.simulate(drive[start:stop], cond[start:stop],
-                                    settle_samples=self.meta.settle_samples,
-                                    rest_drive=self.meta.rest_drive_V, workers=self.threads)
+            y = self.model.simulate(
+                drive[start:stop],
+                cond[start:stop],
+                settle_samples=self.meta.settle_samples,
+                rest_drive=self.meta.rest_drive_V,
+                workers=self.threads,
+            )
             parts.append(y.cpu().numpy())
         out = parts[0] if len(parts) == 1 else np.concatenate(parts)
         if self._scale != 1.0 or self._offset != 0.0:  # the model's scaled output -> the physical one
@@ -202,16 +237,22 @@ def open_twin(path: str | Path, **options: Any) -> TwinDevice:
     for any condition the twin knows (e.g. ``bias_A``, ``dmi_J_m2``)."""
     model, meta = load_twin(path)
     names = model.arch.condition_names
-    spec: dict[str, Any] = {"noise": flag, "resample": flag, "seed": int, "batch_size": int,
-                            "threads": int, "torch_device": lambda _, v: resolve_torch_device(v),
-                            "drive_margin": float, **device_options_spec(names)}
+    spec: dict[str, Any] = {
+        "noise": flag,
+        "resample": flag,
+        "seed": int,
+        "batch_size": int,
+        "threads": int,
+        "torch_device": lambda _, v: resolve_torch_device(v),
+        "drive_margin": float,
+        **device_options_spec(names),
+    }
     unknown = sorted(set(options) - set(spec))
     if unknown:
         raise ConfigError(f"unknown twin option(s) {unknown}; known: {', '.join(spec)}")
     kwargs = coerce_options(options, spec, where=f"twin:{path}")
     limits, defaults = take_limits_and_conditions(kwargs, SafetyLimits(), names)
-    return TwinDevice(model, meta, path=str(path), limits=limits, default_conditions=defaults,
-                      **kwargs)
+    return TwinDevice(model, meta, path=str(path), limits=limits, default_conditions=defaults, **kwargs)
 
 
 __all__ = ["TwinDevice", "TwinExtrapolationWarning", "open_twin"]

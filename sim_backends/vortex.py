@@ -34,12 +34,14 @@ float64 arrays does a 1e6-sample, 100 ns-grid drive in ~0.1 s with noise (0.02 s
 (``benchmarks/bench_sim_vortex.py``). Every drive draws its own seed from the device's numpy
 Generator, so row ``i`` of a batch does not depend on how the batch is split over threads.
 """
+
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numba
 import numpy as np
@@ -47,8 +49,13 @@ import numpy as np
 from spinlab import Device, SafetyLimits
 from spinlab.errors import ConfigError, SafetyLimitError
 from spinlab.sim_backends._numba_common import rng_init, rng_normal_pair, rng_uniform, run_rows
-from spinlab.sim_backends._options import (choice, coerce_options, device_options_spec, instance_of,
-                                           take_limits_and_conditions)
+from spinlab.sim_backends._options import (
+    choice,
+    coerce_options,
+    device_options_spec,
+    instance_of,
+    take_limits_and_conditions,
+)
 
 #: Default operating point of the vortex STO (7.5 mA, z = 1.5, p0 = 1/7, tau = 200 ns).
 DEFAULT_BIAS_A = 7.5e-3
@@ -87,8 +94,14 @@ class VortexParams:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ConfigError(f"VortexParams.{f.name} must be a finite number, got {value!r}")
             object.__setattr__(self, f.name, float(value))
-        positive = ("threshold_A", "gamma_G_per_s", "drive_gain_A_per_V", "detector_V_per_p",
-                    "thermal_power", "rf_V_per_sqrt_p")
+        positive = (
+            "threshold_A",
+            "gamma_G_per_s",
+            "drive_gain_A_per_V",
+            "detector_V_per_p",
+            "thermal_power",
+            "rf_V_per_sqrt_p",
+        )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"VortexParams.{name} must be > 0, got {getattr(self, name)!r}")
@@ -194,8 +207,9 @@ def _phase_advance(p: float, g: float, r1: float, b: float, t: float, omega0: fl
 
 
 @numba.njit(cache=True, fastmath=False, error_model="numpy")
-def _simulate_one(drive, dt, bias, i_th, seed, gain, gamma, q, d_th, noise, m_sub,
-                  rf, omega0, nshift, scale, out):
+def _simulate_one(
+    drive, dt, bias, i_th, seed, gain, gamma, q, d_th, noise, m_sub, rf, omega0, nshift, scale, out
+):
     """One drive: ``out[k]`` = scaled power (or RF voltage) at the end of drive sample k."""
     n = drive.shape[0]
     beta_floor = 2.0 * gamma * _BETA_FLOOR
@@ -258,13 +272,28 @@ def _simulate_one(drive, dt, bias, i_th, seed, gain, gamma, q, d_th, noise, m_su
 
 
 @numba.njit(cache=True, fastmath=False, error_model="numpy", nogil=True)
-def _kernel(drive, bias, i_th, seeds, out, dt, gain, gamma, q, d_th, noise, m_sub,
-            rf, omega0, nshift, scale):
+def _kernel(drive, bias, i_th, seeds, out, dt, gain, gamma, q, d_th, noise, m_sub, rf, omega0, nshift, scale):
     """Rows of a batch one after the other; releases the GIL so threads run disjoint row ranges
     in parallel (:func:`~spinlab.sim_backends._numba_common.run_rows`)."""
     for i in range(drive.shape[0]):
-        _simulate_one(drive[i], dt, bias[i], i_th[i], seeds[i], gain, gamma, q, d_th, noise,
-                      m_sub, rf, omega0, nshift, scale, out[i])
+        _simulate_one(
+            drive[i],
+            dt,
+            bias[i],
+            i_th[i],
+            seeds[i],
+            gain,
+            gamma,
+            q,
+            d_th,
+            noise,
+            m_sub,
+            rf,
+            omega0,
+            nshift,
+            scale,
+            out[i],
+        )
 
 
 # ------------------------------------------------------------------------------------------
@@ -291,8 +320,9 @@ def _root_partials(a: float, b: float, c: float):
 
 
 @numba.njit(cache=True, fastmath=False, error_model="numpy", nogil=True)
-def _sensitivity_kernel(current, start, i_th, gamma, q, c_th, cur_tan, start_tan, out, out_t,
-                        dt, flags, points):
+def _sensitivity_kernel(
+    current, start, i_th, gamma, q, c_th, cur_tan, start_tan, out, out_t, dt, flags, points
+):
     """Power ``out[b, k]`` of sample k (settled at current ``start[b]`` before the drive) and its
     derivatives ``out_t[b, j, k]`` along K directions. Direction j changes the current by
     ``cur_tan[b, j]`` (``start_tan[b, j]`` before the drive) and Q, log Gamma_G and
@@ -362,10 +392,19 @@ def _sensitivity_kernel(current, start, i_th, gamma, q, c_th, cur_tan, start_tan
 BIAS = "bias_A"
 
 
-def power_and_jacobian(values: Mapping[str, Any], drive_V: np.ndarray, bias_A: Any, field_T: Any,
-                       dt_s: float, wrt: Sequence[str] = (), *, drive_tangents: np.ndarray | None = None,
-                       rest_drive_V: float | None = None, points_per_sample: int = 1,
-                       threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def power_and_jacobian(
+    values: Mapping[str, Any],
+    drive_V: np.ndarray,
+    bias_A: Any,
+    field_T: Any,
+    dt_s: float,
+    wrt: Sequence[str] = (),
+    *,
+    drive_tangents: np.ndarray | None = None,
+    rest_drive_V: float | None = None,
+    points_per_sample: int = 1,
+    threads: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Mean-field detector voltage (B, n) (``sim:vortex`` at ``noise=0``) and its derivatives.
 
     ``values`` maps :class:`VortexParams` names (missing: the defaults) to numbers or one
@@ -387,8 +426,9 @@ def power_and_jacobian(values: Mapping[str, Any], drive_V: np.ndarray, bias_A: A
     drive = np.require(drive_V, np.float64, "CW")  # writable C arrays: one numba signature
     batch, n = drive.shape
     defaults = asdict(VortexParams())
-    v = {k: np.broadcast_to(np.asarray(values.get(k, defaults[k]), dtype=np.float64), (batch,))
-         for k in names}
+    v = {
+        k: np.broadcast_to(np.asarray(values.get(k, defaults[k]), dtype=np.float64), (batch,)) for k in names
+    }
     bias = np.broadcast_to(np.asarray(bias_A, dtype=np.float64), (batch,))
     field = np.broadcast_to(np.asarray(field_T, dtype=np.float64), (batch,))
     gain = v["drive_gain_A_per_V"][:, None]
@@ -408,7 +448,11 @@ def power_and_jacobian(values: Mapping[str, Any], drive_V: np.ndarray, bias_A: A
             cur_tan[:, j], start_tan[:, j] = gain * drive, gain[:, 0] * start_drive
         elif name in ("threshold_A", "threshold_slope_per_T"):
             # z = I / I_th: a relative change of I_th acts like the opposite change of I
-            rel = np.ones(batch) if name == "threshold_A" else field / (1.0 + v["threshold_slope_per_T"] * field)
+            rel = (
+                np.ones(batch)
+                if name == "threshold_A"
+                else field / (1.0 + v["threshold_slope_per_T"] * field)
+            )
             cur_tan[:, j], start_tan[:, j] = -rel[:, None] * current, -rel * start
         elif name == "Q":
             flags[j, 0] = 1.0  # d/dQ; times Q (per row) after the kernel
@@ -424,10 +468,25 @@ def power_and_jacobian(values: Mapping[str, Any], drive_V: np.ndarray, bias_A: A
     power = np.empty((batch, n))
     power_t = np.empty((batch, k_dirs, n))
     workers = (threads or os.cpu_count() or 1) if batch * n * max(1, k_dirs) >= 2_000_000 else 1
-    run_rows(_sensitivity_kernel, batch, workers,
-             (current, start, *(np.require(x, np.float64, "CW") for x in (i_th, v["gamma_G_per_s"], v["Q"],
-                                                                          v["thermal_power"])), cur_tan,
-              start_tan, power, power_t), (float(dt_s), flags, points_per_sample), "sim-vortex")
+    run_rows(
+        _sensitivity_kernel,
+        batch,
+        workers,
+        (
+            current,
+            start,
+            *(
+                np.require(x, np.float64, "CW")
+                for x in (i_th, v["gamma_G_per_s"], v["Q"], v["thermal_power"])
+            ),
+            cur_tan,
+            start_tan,
+            power,
+            power_t,
+        ),
+        (float(dt_s), flags, points_per_sample),
+        "sim-vortex",
+    )
     scale = v["detector_V_per_p"][:, None]
     volts = scale * power
     jac = np.moveaxis(power_t, 1, 2) * scale[..., None]
@@ -464,21 +523,35 @@ class VortexDevice(Device):
     #: Below this many samples per call, threads cost more than they save.
     _THREADED_MIN_SAMPLES = 200_000
 
-    def __init__(self, params: VortexParams | None = None, *, seed: int = 0, noise: float = 1.0,
-                 output: str = "power", noise_substep_s: float | None = None,
-                 threads: int | None = None, points_per_sample: int = 1,
-                 rest_drive_V: float | None = None, limits: SafetyLimits | None = None,
-                 default_conditions: Mapping[str, float] | None = None) -> None:
+    def __init__(
+        self,
+        params: VortexParams | None = None,
+        *,
+        seed: int = 0,
+        noise: float = 1.0,
+        output: str = "power",
+        noise_substep_s: float | None = None,
+        threads: int | None = None,
+        points_per_sample: int = 1,
+        rest_drive_V: float | None = None,
+        limits: SafetyLimits | None = None,
+        default_conditions: Mapping[str, float] | None = None,
+    ) -> None:
         defaults = {"bias_A": DEFAULT_BIAS_A, "field_T": 0.0, **dict(default_conditions or {})}
         super().__init__(limits or VORTEX_LIMITS, defaults)
-        if isinstance(points_per_sample, bool) or not isinstance(points_per_sample, int) or points_per_sample < 1:
+        if (
+            isinstance(points_per_sample, bool)
+            or not isinstance(points_per_sample, int)
+            or points_per_sample < 1
+        ):
             raise ConfigError(f"points_per_sample must be a positive integer, got {points_per_sample!r}")
         if rest_drive_V is not None:
             if not (isinstance(rest_drive_V, (int, float)) and math.isfinite(rest_drive_V)):
                 raise ConfigError(f"rest_drive_V must be a number of volts, got {rest_drive_V!r}")
             if abs(rest_drive_V) > self.limits.max_drive_V:
-                raise SafetyLimitError(f"rest_drive_V = {rest_drive_V:g} V exceeds max_drive_V = "
-                                       f"{self.limits.max_drive_V:g} V")
+                raise SafetyLimitError(
+                    f"rest_drive_V = {rest_drive_V:g} V exceeds max_drive_V = {self.limits.max_drive_V:g} V"
+                )
         self.points_per_sample = points_per_sample
         self.rest_drive_V = None if rest_drive_V is None else float(rest_drive_V)
         self.params = params or VortexParams()
@@ -488,15 +561,23 @@ class VortexDevice(Device):
             # 2^64: what the run journal records
             raise ConfigError(f"seed must be an integer in 0 .. 2^64 - 1, got {seed!r}")
         if isinstance(noise, bool) or not (isinstance(noise, (int, float)) and 0.0 <= float(noise) <= 1.0):
-            raise ConfigError(f"noise must be a number in [0, 1] (fraction of the thermal force that is random), got {noise!r}")
+            raise ConfigError(
+                f"noise must be a number in [0, 1] (fraction of the thermal force that is random), got {noise!r}"
+            )
         if output not in self.OUTPUTS:
             raise ConfigError(f"output must be one of {list(self.OUTPUTS)}, got {output!r}")
         if noise_substep_s is None:
             # Strang splitting: the power-fluctuation std is within ~1 % of a 2 ns reference at
             # Gamma_G h = 0.25 (50 ns by default; 2 substeps per 100 ns sample), ~2 % at 0.5
             noise_substep_s = 0.25 / self.params.gamma_G_per_s
-        if not (isinstance(noise_substep_s, (int, float)) and math.isfinite(noise_substep_s) and noise_substep_s > 0):
-            raise ConfigError(f"noise_substep_s must be a positive number of seconds, got {noise_substep_s!r}")
+        if not (
+            isinstance(noise_substep_s, (int, float))
+            and math.isfinite(noise_substep_s)
+            and noise_substep_s > 0
+        ):
+            raise ConfigError(
+                f"noise_substep_s must be a positive number of seconds, got {noise_substep_s!r}"
+            )
         if threads is None:
             threads = os.cpu_count() or 1
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
@@ -510,11 +591,20 @@ class VortexDevice(Device):
         self.address = "sim:vortex"
 
     def identity(self) -> dict[str, Any]:
-        return {**super().identity(), "model": "universal auto-oscillator (Slavin & Tiberkevich)",
-                "params": asdict(self.params), "seed": self.seed, "noise": self.noise,
-                "output": self.output, "noise_substep_s": self.noise_substep_s, "threads": self.threads,
-                "points_per_sample": self.points_per_sample, "rest_drive_V": self.rest_drive_V,
-                "default_conditions": dict(self.default_conditions), "numba": numba.__version__}
+        return {
+            **super().identity(),
+            "model": "universal auto-oscillator (Slavin & Tiberkevich)",
+            "params": asdict(self.params),
+            "seed": self.seed,
+            "noise": self.noise,
+            "output": self.output,
+            "noise_substep_s": self.noise_substep_s,
+            "threads": self.threads,
+            "points_per_sample": self.points_per_sample,
+            "rest_drive_V": self.rest_drive_V,
+            "default_conditions": dict(self.default_conditions),
+            "numba": numba.__version__,
+        }
 
     def check_rf_sampling(self, dt_s: float) -> None:
         """Raise unless ``dt_s`` gives >= 4 samples per period of the highest RF frequency."""
@@ -549,11 +639,22 @@ class VortexDevice(Device):
         scale = p.rf_V_per_sqrt_p if rf else p.detector_V_per_p
         drive = np.ascontiguousarray(drive, dtype=np.float64)
         out = np.empty_like(drive)
-        consts = (p.drive_gain_A_per_V, p.gamma_G_per_s, p.Q, p.gamma_G_per_s * p.thermal_power,
-                  self.noise, m_sub, rf, 2 * math.pi * p.f0_Hz, 2 * math.pi * p.N_Hz, scale)
+        consts = (
+            p.drive_gain_A_per_V,
+            p.gamma_G_per_s,
+            p.Q,
+            p.gamma_G_per_s * p.thermal_power,
+            self.noise,
+            m_sub,
+            rf,
+            2 * math.pi * p.f0_Hz,
+            2 * math.pi * p.N_Hz,
+            scale,
+        )
         workers = min(self.threads, batch) if drive.size >= self._THREADED_MIN_SAMPLES else 1
-        run_rows(_kernel, batch, workers, (drive, bias, i_th, seeds, out), (float(dt_s), *consts),
-                 "sim-vortex")
+        run_rows(
+            _kernel, batch, workers, (drive, bias, i_th, seeds, out), (float(dt_s), *consts), "sim-vortex"
+        )
         if rest is not None:
             out = out[:, 1:]
         return out.reshape(batch, n, points).mean(axis=2) if points > 1 else out
@@ -562,9 +663,15 @@ class VortexDevice(Device):
 #: Options accepted by ``sim:vortex?...`` (strings are converted to these types).
 OPTION_SPEC: dict[str, Any] = {
     **{f.name: float for f in fields(VortexParams)},
-    "seed": int, "noise": float, "output": choice(*VortexDevice.OUTPUTS), "noise_substep_s": float,
-    "threads": int, "points_per_sample": int, "rest_drive_V": float,
-    "params": instance_of(VortexParams), **device_options_spec(),
+    "seed": int,
+    "noise": float,
+    "output": choice(*VortexDevice.OUTPUTS),
+    "noise_substep_s": float,
+    "threads": int,
+    "points_per_sample": int,
+    "rest_drive_V": float,
+    "params": instance_of(VortexParams),
+    **device_options_spec(),
 }
 
 

@@ -18,10 +18,12 @@ Why not the numba kernel: fitting (``spinlab fit-physics``) and task optimisatio
 (``spinlab optimise``) need gradients with respect to the parameters, the bias and the drive.
 The numba kernel stays the device's fast path (and its noise model).
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import fields
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -30,8 +32,15 @@ from spinlab.errors import ConfigError
 from spinlab.sim_backends.vortex import _BETA_FLOOR, VortexParams
 
 #: Parameters the power output depends on (the RF ones do not enter it).
-POWER_PARAMS = ("threshold_A", "Q", "gamma_G_per_s", "drive_gain_A_per_V", "detector_V_per_p",
-                "thermal_power", "threshold_slope_per_T")
+POWER_PARAMS = (
+    "threshold_A",
+    "Q",
+    "gamma_G_per_s",
+    "drive_gain_A_per_V",
+    "detector_V_per_p",
+    "thermal_power",
+    "threshold_slope_per_T",
+)
 
 
 def _compose(later: tuple[Tensor, ...], earlier: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
@@ -50,7 +59,7 @@ def prefix_products(m: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     n = m[0].shape[-1]
     if n == 1:
         return m
-    even = tuple(x[..., 0:n - n % 2:2] for x in m)
+    even = tuple(x[..., 0 : n - n % 2 : 2] for x in m)
     odd = tuple(x[..., 1::2] for x in m)
     pairs = prefix_products(_compose(odd, even))  # prefix at 1, 3, 5, ...
     before = tuple(x[..., :-1] for x in pairs) if n % 2 == 0 else pairs
@@ -58,8 +67,8 @@ def prefix_products(m: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     out = []
     for head, evens, odds in zip(m, rest, pairs):
         evens = torch.cat([head[..., :1], evens], dim=-1)
-        merged = torch.stack([evens[..., :odds.shape[-1]], odds], dim=-1).flatten(-2)
-        out.append(torch.cat([merged, evens[..., odds.shape[-1]:]], dim=-1))
+        merged = torch.stack([evens[..., : odds.shape[-1]], odds], dim=-1).flatten(-2)
+        out.append(torch.cat([merged, evens[..., odds.shape[-1] :]], dim=-1))
     return tuple(out)
 
 
@@ -84,9 +93,16 @@ def _step(p: Tensor, r1: Tensor, r2: Tensor, b: Tensor, disc: Tensor, t: float) 
     return ((1.0 + g * r2) * p - g * r1 * r2) / (g * p + 1.0 - g * r1)
 
 
-def power_response(values: Mapping[str, Any], drive_V: Tensor, bias_A: Any, field_T: Any,
-                   dt_s: float, *, rest_drive_V: float | None = None,
-                   points_per_sample: int = 1) -> Tensor:
+def power_response(
+    values: Mapping[str, Any],
+    drive_V: Tensor,
+    bias_A: Any,
+    field_T: Any,
+    dt_s: float,
+    *,
+    rest_drive_V: float | None = None,
+    points_per_sample: int = 1,
+) -> Tensor:
     """Detector voltage (B, n) of the mean-field vortex model for drives ``drive_V`` (B, n).
 
     ``values`` maps :data:`POWER_PARAMS` (missing ones take the :class:`VortexParams`
@@ -106,23 +122,31 @@ def power_response(values: Mapping[str, Any], drive_V: Tensor, bias_A: Any, fiel
     defaults = VortexParams()
     like = {"dtype": torch.float64, "device": drive_V.device}  # runs where the drive is (CPU, GPU)
     batch = drive_V.shape[0]
-    v = {k: torch.as_tensor(values.get(k, getattr(defaults, k)), **like).expand(batch)
-         for k in POWER_PARAMS}
+    v = {k: torch.as_tensor(values.get(k, getattr(defaults, k)), **like).expand(batch) for k in POWER_PARAMS}
     bias = torch.as_tensor(bias_A, **like).expand(batch)
     field = torch.as_tensor(field_T, **like).expand(batch)
     drive = drive_V.to(torch.float64)
     current = bias[:, None] + v["drive_gain_A_per_V"][:, None] * drive
     r1, r2, b, disc = _riccati(v, current, field)
     g = -b * torch.expm1(-disc * float(dt_s)) / disc
-    first = current[:, :1] if rest_drive_V is None else \
-        bias[:, None] + v["drive_gain_A_per_V"][:, None] * float(rest_drive_V)
+    first = (
+        current[:, :1]
+        if rest_drive_V is None
+        else bias[:, None] + v["drive_gain_A_per_V"][:, None] * float(rest_drive_V)
+    )
     p0 = _riccati(v, first, field)[0]  # settled: the steady power there
     a, b_, c, d = prefix_products((1.0 + g * r2, -g * r1 * r2, g, 1.0 - g * r1))
     power = (a * p0 + b_) / (c * p0 + d)  # at the end of every hold
     if points_per_sample > 1:  # each hold's power at m instants, from the previous hold's end
         before = torch.cat([p0, power[:, :-1]], dim=1)
-        power = sum(_step(before, r1, r2, b, disc, float(dt_s) * m / points_per_sample)
-                    for m in range(1, points_per_sample + 1)) / points_per_sample
+        power = (
+            sum(
+                _step(before, r1, r2, b, disc, float(dt_s) * m / points_per_sample)
+                for m in range(1, points_per_sample + 1)
+            )
+            / points_per_sample
+        )
     return v["detector_V_per_p"][:, None] * power
+
 
 __all__ = ["POWER_PARAMS", "power_response", "prefix_products"]

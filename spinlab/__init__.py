@@ -4,20 +4,21 @@ The public core is small: a :class:`Waveform` (samples + sample interval + unit)
 :class:`Device` interface every backend implements, and :func:`open_device`, which turns an
 address string (``sim:vortex``, ``bench:emulated``, ``bench:lab.toml``, ``twin:PATH``) into one.
 """
+
 from importlib import metadata as _metadata
 
+from spinlab.device import Device, DriveQuantity, SafetyLimits
 from spinlab.errors import (
-    SpinlabError,
-    WaveformError,
-    SafetyLimitError,
     ConfigError,
     DeviceAddressError,
     InstrumentError,
     RunAborted,
+    SafetyLimitError,
+    SpinlabError,
+    WaveformError,
 )
-from spinlab.waveform import Waveform
-from spinlab.device import Device, DriveQuantity, SafetyLimits
 from spinlab.registry import open_device, register_scheme
+from spinlab.waveform import Waveform
 
 try:  # one version source: pyproject.toml, read from the installed distribution
     __version__ = _metadata.version("spinlab")

@@ -5,6 +5,7 @@ Every protocol config derives from :class:`Config`; the constrained number types
 hand-written positive/finite checks. Cross-field rules go in a ``model_validator`` that raises
 ``ValueError`` with a message saying what to change.
 """
+
 from __future__ import annotations
 
 from typing import Annotated, Any
@@ -49,7 +50,9 @@ def describe(model: type[BaseModel], exc: ValidationError) -> str:
             continue
         message = str(error["msg"]).removeprefix("Value error, ")
         got = error.get("input")
-        shown = "" if error["type"] in ("value_error", "missing") or isinstance(got, dict) else f" (got {got!r})"
+        shown = (
+            "" if error["type"] in ("value_error", "missing") or isinstance(got, dict) else f" (got {got!r})"
+        )
         parts.append(f"{where}: {message}{shown}" if where else message)
     return f"{model.__name__}: " + "; ".join(parts)
 
@@ -57,8 +60,7 @@ def describe(model: type[BaseModel], exc: ValidationError) -> str:
 class Config(BaseModel):
     """Base of the protocol configs (frozen, strict about keys, finite numbers only)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False,
-                              arbitrary_types_allowed=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, arbitrary_types_allowed=False)
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -67,7 +69,7 @@ class Config(BaseModel):
             raise ConfigError(describe(type(self), exc)) from None
 
     @model_validator(mode="after")
-    def _recordable_ints(self) -> "Config":
+    def _recordable_ints(self) -> Config:
         # every config is journalled with the run: an integer msgpack cannot hold fails at the
         # option, not as "cannot journal a int" once the run directory exists
         bad = _out_of_range_int(dict(self), "")
@@ -79,7 +81,7 @@ class Config(BaseModel):
         """Plain JSON values (what the run file stores and ``spinlab resume`` rebuilds from)."""
         return self.model_dump(mode="json")
 
-    def replace(self, **changes: Any) -> "Config":
+    def replace(self, **changes: Any) -> Config:
         return type(self)(**{**self.model_dump(), **changes})
 
 

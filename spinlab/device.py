@@ -7,12 +7,14 @@ field, ...) and returns the response on the same time grid (what the oscilloscop
 Protocols only talk to a Device, so hardware, emulated bench, simulator and twin are one
 address string apart (:func:`spinlab.registry.open_device`).
 """
+
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -74,8 +76,10 @@ class DriveQuantity:
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.low) and math.isfinite(self.high) and self.low < self.high):
-            raise ConfigError(f"drive range of {self.quantity} must be finite with low < high, "
-                              f"got [{self.low!r}, {self.high!r}] {self.unit}")
+            raise ConfigError(
+                f"drive range of {self.quantity} must be finite with low < high, "
+                f"got [{self.low!r}, {self.high!r}] {self.unit}"
+            )
 
     @property
     def centre(self) -> float:
@@ -92,15 +96,15 @@ class DriveQuantity:
     def check(self, drive: Waveform) -> None:
         """Unit and range of a drive, before anything reaches the device."""
         if drive.unit != self.unit:
-            raise SafetyLimitError(f"drive must be {self.quantity} in {self.unit!r}, got unit "
-                                   f"{drive.unit!r}")
+            raise SafetyLimitError(f"drive must be {self.quantity} in {self.unit!r}, got unit {drive.unit!r}")
         low, high = float(np.min(drive.samples)), float(np.max(drive.samples))
         tol = 1e-12 * max(abs(self.low), abs(self.high))
         if low < self.low - tol or high > self.high + tol:
             raise SafetyLimitError(
                 f"drive spans [{low:.4g}, {high:.4g}] {self.unit}, outside the {self.quantity} "
                 f"range this device accepts, [{self.low:.4g}, {self.high:.4g}] {self.unit}; "
-                "nothing was sent")
+                "nothing was sent"
+            )
 
 
 class Device(ABC):
@@ -126,14 +130,16 @@ class Device(ABC):
         v = self.limits.max_drive_V
         return DriveQuantity("voltage", "V", -v, v)
 
-    def __init__(self, limits: SafetyLimits | None = None,
-                 default_conditions: Mapping[str, float] | None = None) -> None:
+    def __init__(
+        self, limits: SafetyLimits | None = None, default_conditions: Mapping[str, float] | None = None
+    ) -> None:
         self.limits = limits or SafetyLimits()
         self.default_conditions = dict(default_conditions or {})
 
     # --- public API ------------------------------------------------------------------------
-    def respond(self, drive: Waveform,
-                conditions: Mapping[str, float | np.ndarray] | None = None) -> Waveform:
+    def respond(
+        self, drive: Waveform, conditions: Mapping[str, float | np.ndarray] | None = None
+    ) -> Waveform:
         """Apply ``drive`` (one signal or a batch) at ``conditions``; return the response.
 
         Each condition is a number (same for every drive) or an array with one value per drive.
@@ -157,8 +163,13 @@ class Device(ABC):
             )
         if not drive.batched:
             out = out[0]
-        return Waveform(out, drive.dt_s, self.response_unit, drive.t0_s,
-                        {"device": self.address, **{k: _scalar_or_list(v) for k, v in cond.items()}})
+        return Waveform(
+            out,
+            drive.dt_s,
+            self.response_unit,
+            drive.t0_s,
+            {"device": self.address, **{k: _scalar_or_list(v) for k, v in cond.items()}},
+        )
 
     def resolve_conditions(self, conditions: Mapping[str, Any] | None, batch: int) -> dict[str, np.ndarray]:
         """Merge with defaults, check names and values, broadcast each to shape ``(batch,)``."""
@@ -186,8 +197,12 @@ class Device(ABC):
 
     def identity(self) -> dict[str, Any]:
         """What this device is (instrument IDNs, model parameters); stored in every run file."""
-        return {"address": self.address, "type": type(self).__name__, "limits": asdict(self.limits),
-                "drive": asdict(self.drive_quantity)}
+        return {
+            "address": self.address,
+            "type": type(self).__name__,
+            "limits": asdict(self.limits),
+            "drive": asdict(self.drive_quantity),
+        }
 
     def outputs_off(self) -> None:
         """Put every output in its safe state (hardware: bias ramped down, AWG off). The run
@@ -196,7 +211,7 @@ class Device(ABC):
     def close(self) -> None:
         """Release resources; for hardware this turns every output off."""
 
-    def __enter__(self) -> "Device":
+    def __enter__(self) -> Device:
         return self
 
     def __exit__(self, *exc: object) -> None:

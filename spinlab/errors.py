@@ -1,4 +1,5 @@
 """Specific exceptions, so callers (and users) can tell what went wrong and what to do."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -108,7 +109,11 @@ class RunInterrupted(SpinlabError):
         import signal
 
         self.signum = int(signum)
-        self.signal_name = signal.Signals(self.signum).name if self.signum in signal.Signals._value2member_map_ else str(signum)
+        self.signal_name = (
+            signal.Signals(self.signum).name
+            if self.signum in signal.Signals._value2member_map_
+            else str(signum)
+        )
         super().__init__(message or f"stopped by {self.signal_name}")
 
     @property

@@ -6,6 +6,7 @@ kind ever is makes a loader allocate until the machine runs out of memory. :func
 only calls ``stat`` (which neither blocks nor reads), so every loader calls it first and fails
 with one line. The bounds are per kind of file, far above what spinlab itself writes.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,23 +18,33 @@ from spinlab.errors import SpinlabError
 MiB = 1 << 20
 #: Largest file of each kind spinlab reads, in bytes, and what the kind is called in messages.
 MAX_BYTES = {
-    "wav": 64 * MiB,          # a minute of 8-channel 32-bit audio at 32 kHz
-    "readout": 512 * MiB,     # a readout with the pooled states of ~25,000 utterances
+    "wav": 64 * MiB,  # a minute of 8-channel 32-bit audio at 32 kHz
+    "readout": 512 * MiB,  # a readout with the pooled states of ~25,000 utterances
     "checkpoint": 160 * MiB,  # a twin of MAX_PARAMETERS float64 weights, plus metadata
-    "station": 1 * MiB,       # a station file is a page of TOML
-    "model": 1 * MiB,         # a fitted-model JSON is a few hundred bytes
-    "mumax": 512 * MiB,       # a long MuMax3 table.txt
-    "series": 64 * MiB,       # a time series, one value a line (Mackey-Glass)
+    "station": 1 * MiB,  # a station file is a page of TOML
+    "model": 1 * MiB,  # a fitted-model JSON is a few hundred bytes
+    "mumax": 512 * MiB,  # a long MuMax3 table.txt
+    "series": 64 * MiB,  # a time series, one value a line (Mackey-Glass)
 }
-NAMES = {"wav": "wav file", "readout": "digit readout", "checkpoint": "twin checkpoint",
-         "station": "station file", "model": "model file", "mumax": "MuMax3 table",
-         "series": "time-series file"}
+NAMES = {
+    "wav": "wav file",
+    "readout": "digit readout",
+    "checkpoint": "twin checkpoint",
+    "station": "station file",
+    "model": "model file",
+    "mumax": "MuMax3 table",
+    "series": "time-series file",
+}
 
 
 def _what(mode: int) -> str:
-    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISSOCK, "a socket")):
+    for test, name in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
         if test(mode):
             return name
     return "not a regular file"
@@ -55,8 +66,10 @@ def check_file(path: str | os.PathLike, kind: str, error: type[SpinlabError], mi
     if not stat.S_ISREG(info.st_mode):
         raise error(f"{path} is {_what(info.st_mode)}, not a {name}; pass the path of a regular file")
     if info.st_size > MAX_BYTES[kind]:
-        raise error(f"{path} is {info.st_size / MiB:.1f} MiB; a {name} may be at most "
-                    f"{MAX_BYTES[kind] // MiB} MiB: this is not a {name}, or it is too large for spinlab")
+        raise error(
+            f"{path} is {info.st_size / MiB:.1f} MiB; a {name} may be at most "
+            f"{MAX_BYTES[kind] // MiB} MiB: this is not a {name}, or it is too large for spinlab"
+        )
     return path
 
 

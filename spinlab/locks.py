@@ -25,6 +25,7 @@ job of the instrument's own VISA/network lock or of a firewall. A run whose inst
 disturbed that way sees it through the instrument's replies and error queue, and fails in one
 line with its outputs off.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -38,8 +39,9 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from filelock import FileLock, Timeout
 
@@ -111,8 +113,12 @@ def _key(resource: str) -> str:
 
 def holder_info() -> dict[str, Any]:
     """Who we are, for a refused second process to read."""
-    return {"pid": os.getpid(), "run": CURRENT_RUN.get(), "argv": sys.argv[:6],
-            "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    return {
+        "pid": os.getpid(),
+        "run": CURRENT_RUN.get(),
+        "argv": sys.argv[:6],
+        "since": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
 
 
 class ResourceLocks:
@@ -160,7 +166,7 @@ class ResourceLocks:
                 base.with_suffix(".owner.json").unlink()
             lock.release()
 
-    def __enter__(self) -> "ResourceLocks":
+    def __enter__(self) -> ResourceLocks:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -20,11 +20,13 @@ Option precedence, highest first (the one place it is written down):
 3. ``defaults`` given to :func:`open_device` (the CLI passes ``--seed`` here, so a seed in the
    address wins over the command's default).
 """
+
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Mapping
 from importlib import metadata
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from spinlab.errors import DeviceAddressError
@@ -113,7 +115,7 @@ def parse_address(address: str) -> tuple[str, str, dict[str, str]]:
     return scheme.strip().lower(), target.strip(), options
 
 
-def open_device(address: str, *, defaults: Mapping[str, Any] | None = None, **options: Any) -> "Device":
+def open_device(address: str, *, defaults: Mapping[str, Any] | None = None, **options: Any) -> Device:
     """Resolve an address string to a Device (see the module docstring for the precedence).
 
     ``sim:NAME[?opt=val&...]`` physics simulator, ``bench:emulated`` the real drivers on
@@ -127,5 +129,12 @@ def open_device(address: str, *, defaults: Mapping[str, Any] | None = None, **op
     return device
 
 
-__all__ = ["ENTRY_POINT_GROUP", "register_scheme", "unregister_scheme", "schemes", "opener_for",
-           "parse_address", "open_device"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "register_scheme",
+    "unregister_scheme",
+    "schemes",
+    "opener_for",
+    "parse_address",
+    "open_device",
+]

@@ -14,6 +14,7 @@ author tests a plan or a subscriber through the real engine, with no instrument 
 ``RunEngine(root, plans=plan_lookup(demo=steps_plan), open_device=...)`` lets ``resume`` and
 stages find plans and devices that are not installed as entry points.
 """
+
 from __future__ import annotations
 
 import collections
@@ -49,8 +50,9 @@ class Doubler(Device):
         self.outputs_off_calls += 1
 
 
-def steps_plan(n: int = 5, fail_at: int | None = None, exc: BaseException | None = None,
-               name: str = "demo") -> Plan:
+def steps_plan(
+    n: int = 5, fail_at: int | None = None, exc: BaseException | None = None, name: str = "demo"
+) -> Plan:
     """``n`` device steps of an 8-sample random drive (stream ``steps``: ``drive_V``,
     ``response_V``), a saved waveform ``final`` and the result ``total``; raises ``exc`` before
     step ``fail_at`` (to test how a run ends and resumes)."""
@@ -75,16 +77,19 @@ def steps_plan(n: int = 5, fail_at: int | None = None, exc: BaseException | None
     return Plan(name, {"n": n}, body, nexus={"signal": "response_V"})
 
 
-def looping_plan(max_steps: int, on_step: Callable[[RunContext, int], None] | None = None,
-                 pause_s: float = 0.002) -> Plan:
+def looping_plan(
+    max_steps: int, on_step: Callable[[RunContext, int], None] | None = None, pause_s: float = 0.002
+) -> Plan:
     """``max_steps`` recorded steps of one 200-sample drive at 7.5 mA (dataset ``responses``),
     ``pause_s`` apart; ``on_step(ctx, n)`` after step ``n`` (to steer a run from a test)."""
     drive = Waveform(np.random.default_rng(0).uniform(-0.3, 0.3, 200), 100e-9)
 
     def body(ctx: RunContext) -> dict[str, Any]:
         for i in range(max_steps):
-            ctx.measure("responses", lambda dev: {
-                "responses": dev.respond(drive, {"bias_A": 7.5e-3}).samples[None, :]})
+            ctx.measure(
+                "responses",
+                lambda dev: {"responses": dev.respond(drive, {"bias_A": 7.5e-3}).samples[None, :]},
+            )
             ctx.progress(i + 1, max_steps)
             if on_step is not None:
                 on_step(ctx, i + 1)
@@ -132,9 +137,16 @@ class BackgroundRun:
     ``control``: a control server (its ``run`` is set to the run's state) or None;
     ``wait_steps(n)`` blocks until n steps are done; ``result`` or ``error`` tell how it ended."""
 
-    def __init__(self, root: str | Path, device: str | Device, *, control: Any = None,
-                 subscribers: Iterable[Subscriber] = (), max_steps: int = 100_000,
-                 on_step: Callable[[RunContext, int], None] | None = None) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        device: str | Device,
+        *,
+        control: Any = None,
+        subscribers: Iterable[Subscriber] = (),
+        max_steps: int = 100_000,
+        on_step: Callable[[RunContext, int], None] | None = None,
+    ) -> None:
         self.device = device
         self.steps_done = 0
         self.error: BaseException | None = None
@@ -168,8 +180,9 @@ class BackgroundRun:
                 self.ready.set()
 
         try:
-            self.result = RunEngine(self._root).run(self._plan, self.device, control=self._control,
-                                                    subscribers=[started, *self._subscribers])
+            self.result = RunEngine(self._root).run(
+                self._plan, self.device, control=self._control, subscribers=[started, *self._subscribers]
+            )
         except BaseException as exc:  # the test inspects how the run ended
             self.error = exc
         finally:

@@ -1,8 +1,10 @@
 """The one data type that crosses package boundaries: samples with their time base and unit."""
+
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -46,7 +48,9 @@ class Waveform:
         try:
             dt = float(self.dt_s)
         except (TypeError, ValueError):
-            raise WaveformError(f"sample interval dt_s must be a number of seconds, got {self.dt_s!r}") from None
+            raise WaveformError(
+                f"sample interval dt_s must be a number of seconds, got {self.dt_s!r}"
+            ) from None
         if not np.isfinite(dt) or dt <= 0:
             raise WaveformError(f"sample interval dt_s must be a positive number, got {self.dt_s!r}")
         object.__setattr__(self, "samples", samples)
@@ -84,30 +88,35 @@ class Waveform:
         return self.t0_s + self.dt_s * np.arange(self.n)
 
     # --- derived waveforms -----------------------------------------------------------------
-    def with_samples(self, samples: np.ndarray, unit: str | None = None, **meta: Any) -> "Waveform":
+    def with_samples(self, samples: np.ndarray, unit: str | None = None, **meta: Any) -> Waveform:
         """Same time base, new samples (and optionally unit / extra metadata)."""
         return Waveform(samples, self.dt_s, unit or self.unit, self.t0_s, {**self.meta, **meta})
 
-    def as_batch(self) -> "Waveform":
+    def as_batch(self) -> Waveform:
         """This waveform with a leading batch axis (a no-op when already batched)."""
         return self if self.batched else self.with_samples(self.samples[None, :])
 
-    def item(self, index: int) -> "Waveform":
+    def item(self, index: int) -> Waveform:
         """One signal of a batch."""
         return self.with_samples(self.as_batch().samples[index])
 
-    def split(self, max_samples: int) -> list["Waveform"]:
+    def split(self, max_samples: int) -> list[Waveform]:
         """Consecutive pieces of at most ``max_samples`` samples (time axis), in order."""
         if max_samples < 1:
             raise WaveformError(f"max_samples must be >= 1, got {max_samples}")
         return [
-            Waveform(self.samples[..., i : i + max_samples], self.dt_s, self.unit,
-                     self.t0_s + i * self.dt_s, self.meta)
+            Waveform(
+                self.samples[..., i : i + max_samples],
+                self.dt_s,
+                self.unit,
+                self.t0_s + i * self.dt_s,
+                self.meta,
+            )
             for i in range(0, self.n, max_samples)
         ]
 
     @staticmethod
-    def concatenate(pieces: Sequence["Waveform"]) -> "Waveform":
+    def concatenate(pieces: Sequence[Waveform]) -> Waveform:
         """Join pieces along time; they must share sample interval, unit and batch shape."""
         if not pieces:
             raise WaveformError("nothing to concatenate")

@@ -1,6 +1,7 @@
 """Stations served by `spinlab emulate` over TCP, for tests that stop, kill or damage runs the
 way it happens in a lab: the CLI in its own process, outputs read back over the instruments' own
 sockets."""
+
 from __future__ import annotations
 
 import contextlib
@@ -11,8 +12,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import h5py
 import numpy as np
@@ -27,16 +28,24 @@ BIAS_A = 7.5e-3
 
 
 def spinlab_process(*args, **kwargs):
-    return subprocess.Popen([*CLI, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}, **kwargs)
+    return subprocess.Popen(
+        [*CLI, *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        **kwargs,
+    )
 
 
 @contextlib.contextmanager
 def emulated_instruments(*options: str) -> Iterator[tuple[subprocess.Popen, dict[str, str]]]:
     """``spinlab emulate`` in its own process on free ports: (process, VISA resources by role);
     stopped with Ctrl-C (then killed) on exit."""
-    proc = spinlab_process("emulate", "--awg-port", "0", "--scope-port", "0", "--source-port", "0",
-                           *options, "--json")
+    proc = spinlab_process(
+        "emulate", "--awg-port", "0", "--scope-port", "0", "--source-port", "0", *options, "--json"
+    )
     try:
         yield proc, json.loads(proc.stdout.readline())["resources"]
     finally:
@@ -87,9 +96,22 @@ def station(tmp_path, emulator):
 
 
 def acquire_args(station: Path, runs: Path, duration_s: float = 6e-3) -> list[str]:
-    return ["acquire", "--device", f"bench:{station}", "--duration", str(duration_s),
-            "--record-s", "1e-4", "--bias-A", str(BIAS_A), "--runs-dir", str(runs), "--seed", "5",
-            "--json"]
+    return [
+        "acquire",
+        "--device",
+        f"bench:{station}",
+        "--duration",
+        str(duration_s),
+        "--record-s",
+        "1e-4",
+        "--bias-A",
+        str(BIAS_A),
+        "--runs-dir",
+        str(runs),
+        "--seed",
+        "5",
+        "--json",
+    ]
 
 
 def wait_for_steps(runs: Path, n: int, proc: subprocess.Popen, timeout_s: float = 60.0) -> Path:

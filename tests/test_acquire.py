@@ -1,4 +1,5 @@
 """Training-data acquisition: drives within limits, recorded with responses and conditions."""
+
 from __future__ import annotations
 
 import json
@@ -6,20 +7,25 @@ import json
 import h5py
 import numpy as np
 import pytest
+from twin_helpers import LowPassDevice
 
-from spinlab.protocols import acquire
-from spinlab.protocols.acquire import AcquireConfig, BatchSource, random_multilevel, recording_batches
 from spinlab import SafetyLimits
 from spinlab.engine import Plan, RunEngine
 from spinlab.errors import ConfigError, SafetyLimitError
-
-from twin_helpers import LowPassDevice
+from spinlab.protocols import acquire
+from spinlab.protocols.acquire import AcquireConfig, BatchSource, random_multilevel, recording_batches
 
 
 def test_acquire_records_drive_response_and_conditions_within_limits(tmp_path):
     dev = LowPassDevice(limits=SafetyLimits(max_drive_V=0.3))
-    cfg = AcquireConfig(duration_s=2e-4, dt_s=1e-7, record_s=2e-5, hold_s=(1e-7, 5e-7),
-                        amplitude_V=0.4, conditions={"bias_A": (6e-3, 9e-3)})
+    cfg = AcquireConfig(
+        duration_s=2e-4,
+        dt_s=1e-7,
+        record_s=2e-5,
+        hold_s=(1e-7, 5e-7),
+        amplitude_V=0.4,
+        conditions={"bias_A": (6e-3, 9e-3)},
+    )
     result = RunEngine(tmp_path).run(acquire.plan(cfg), dev, seed=3)
     summary, path = result.summary, result.run_file
     assert summary["recordings"] == 10 and summary["device_time_s"] == pytest.approx(2e-4)
@@ -53,8 +59,9 @@ def test_limits_and_bad_sweeps_are_refused_before_anything_is_sent():
     with pytest.raises(SafetyLimitError, match="before acquisition"):
         BatchSource(dev, cfg, seed=0)
     with pytest.raises(ConfigError, match="no condition"):
-        BatchSource(dev, AcquireConfig(duration_s=1e-4, record_s=1e-5,
-                                       conditions={"temperature_K": (300,)}), seed=0)
+        BatchSource(
+            dev, AcquireConfig(duration_s=1e-4, record_s=1e-5, conditions={"temperature_K": (300,)}), seed=0
+        )
     assert dev.calls == 0
     with pytest.raises(ConfigError, match="shorter than one recording"):
         AcquireConfig(duration_s=1e-5, record_s=1e-5, conditions={"bias_A": (6e-3, 9e-3)})

@@ -1,4 +1,5 @@
 """FSDD loading, name/format validation, and the checksum-verified install (no network)."""
+
 from __future__ import annotations
 
 import io
@@ -9,9 +10,18 @@ import numpy as np
 import pytest
 from scipy.io import wavfile
 
-from spinlab.speech.audio import (FSDD_RECORDINGS_SHA256, DatasetError, directory_digest, fetch_fsdd,
-                                  install_archive, list_fsdd, parse_name, read_wav, recordings_digest)
 from spinlab.errors import SpinlabError
+from spinlab.speech.audio import (
+    FSDD_RECORDINGS_SHA256,
+    DatasetError,
+    directory_digest,
+    fetch_fsdd,
+    install_archive,
+    list_fsdd,
+    parse_name,
+    read_wav,
+    recordings_digest,
+)
 
 FSDD = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "fsdd" / "recordings"
 
@@ -173,8 +183,8 @@ def test_cli_fetch_installs_into_dest(tmp_path, monkeypatch):
 
 
 def test_read_audio_resample_and_speed_perturb(tmp_path):
-    from spinlab.speech.audio import read_audio, resample, speed_perturb
     from spinlab.errors import AudioInputError
+    from spinlab.speech.audio import read_audio, resample, speed_perturb
 
     t = np.arange(4410) / 44100
     stereo = (0.5 * np.stack([np.sin(2 * np.pi * 440 * t)] * 2, axis=1) * 32767).astype(np.int16)

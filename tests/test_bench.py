@@ -1,6 +1,7 @@
 """The Bench: record planning and gridding (pure), and the whole chain on the emulated station:
 safety checks before anything is sent, segmentation that matches the simulator, and outputs off
 on every exit path."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,8 +9,7 @@ import pytest
 
 from spinlab import InstrumentError, SafetyLimitError, Waveform, WaveformError, open_device
 from spinlab.errors import ConfigError, InstrumentFaultError
-from spinlab.instruments.bench import (MIN_RECORD_SAMPLES, Bench, average_onto_grid, open_bench,
-                               plan_records)
+from spinlab.instruments.bench import MIN_RECORD_SAMPLES, Bench, average_onto_grid, open_bench, plan_records
 from spinlab.instruments.station import STATIONS_DIR
 
 
@@ -19,7 +19,7 @@ def replay(plan, records_response=None):
     timeline = np.full(plan.timeline_length, np.nan)
     for rec in plan.records:
         played = rec.samples if records_response is None else records_response(rec.samples)
-        timeline[rec.start:rec.start + rec.length] = played[rec.keep:rec.keep + rec.length]
+        timeline[rec.start : rec.start + rec.length] = played[rec.keep : rec.keep + rec.length]
     return plan.unpack(timeline)
 
 
@@ -50,7 +50,7 @@ def test_long_drive_is_split_with_replayed_overlap() -> None:
     assert first.keep == 0 and second.keep == 64
     # the continuation replays exactly the 64 timeline samples before its start
     timeline = np.concatenate([np.zeros(16), drive[0]])
-    np.testing.assert_array_equal(second.samples[:64], timeline[second.start - 64:second.start])
+    np.testing.assert_array_equal(second.samples[:64], timeline[second.start - 64 : second.start])
     np.testing.assert_array_equal(replay(plan), drive)
 
 
@@ -110,8 +110,9 @@ def reference(drive: np.ndarray, oversample: int = 5) -> np.ndarray:
     """What the bench measures, computed on the model directly: the mean response inside each
     drive sample interval (the emulated scope takes ``oversample`` points per interval)."""
     model = open_device(MODEL)
-    fine = model.respond(Waveform(np.repeat(np.atleast_2d(drive), oversample, axis=-1), DT / oversample),
-                         {"bias_A": BIAS}).samples
+    fine = model.respond(
+        Waveform(np.repeat(np.atleast_2d(drive), oversample, axis=-1), DT / oversample), {"bias_A": BIAS}
+    ).samples
     return fine.reshape(*fine.shape[:-1], -1, oversample).mean(axis=-1).reshape(drive.shape)
 
 
@@ -125,7 +126,7 @@ def random_drive(n: int, seed: int, batch: int | None = None) -> np.ndarray:
 def assert_matches(measured: np.ndarray, expected: np.ndarray) -> None:
     error = measured - expected
     # scope noise 1 mV / sqrt(5 points) ~ 0.45 mV rms, 8-bit ADC step 0.2 mV
-    assert np.sqrt(np.mean(error ** 2)) < 0.6e-3
+    assert np.sqrt(np.mean(error**2)) < 0.6e-3
     assert np.max(np.abs(error)) < 3e-3
 
 
@@ -289,8 +290,11 @@ def test_hardware_path_over_tcp_sockets(tmp_path) -> None:
         res = servers.resources
         text = (STATIONS_DIR / "emulated.toml").read_text()
         text = text.replace('visa_library = "emulated"', 'visa_library = "@py"')
-        for role, default in (("awg", "TCPIP::127.0.0.1::5025::SOCKET"),
-                              ("scope", "TCPIP::127.0.0.1::5026::SOCKET"), ("source", "GPIB0::24::INSTR")):
+        for role, default in (
+            ("awg", "TCPIP::127.0.0.1::5025::SOCKET"),
+            ("scope", "TCPIP::127.0.0.1::5026::SOCKET"),
+            ("source", "GPIB0::24::INSTR"),
+        ):
             text = text.replace(f'{role} = "{default}"', f'{role} = "{res[role]}"')
         path = tmp_path / "lan.toml"
         path.write_text(text)
@@ -325,8 +329,11 @@ def test_calibration_gains_are_applied(tmp_path) -> None:
     voltage (drive_gain 0.5), and a response_gain of 2 doubles the reported response. With the
     calibration in the station file the bench still reports the model's response to the drive."""
     text = (STATIONS_DIR / "emulated.toml").read_text()
-    text = text.replace("load_ohm = 50.0", 'load_ohm = "inf"').replace(
-        "drive_gain = 1.0", "drive_gain = 0.5").replace("response_gain = 1.0", "response_gain = 2.0")
+    text = (
+        text.replace("load_ohm = 50.0", 'load_ohm = "inf"')
+        .replace("drive_gain = 1.0", "drive_gain = 0.5")
+        .replace("response_gain = 1.0", "response_gain = 2.0")
+    )
     path = tmp_path / "gains.toml"
     path.write_text(text)
     drive = random_drive(1000, 7)
@@ -338,7 +345,9 @@ def test_calibration_gains_are_applied(tmp_path) -> None:
 
 def test_awg_channel_2_is_refused_before_opening(tmp_path) -> None:
     path = tmp_path / "ch2.toml"
-    path.write_text((STATIONS_DIR / "emulated.toml").read_text().replace("awg_channel = 1", "awg_channel = 2"))
+    path.write_text(
+        (STATIONS_DIR / "emulated.toml").read_text().replace("awg_channel = 1", "awg_channel = 2")
+    )
     with pytest.raises(ConfigError, match="channel 1 only"):
         open_bench(str(path))
 
@@ -350,13 +359,16 @@ def test_ramp_levels_never_step_more_than_asked() -> None:
     levels = ramp_levels(0.0, 7.5e-3, 0.5e-3)
     assert levels.size == 15 and levels[-1] == 7.5e-3
     assert np.max(np.abs(np.diff(np.concatenate([[0.0], levels])))) <= 0.5e-3 + 1e-15
-    np.testing.assert_array_equal(ramp_levels(1e-3, 2e-3, 0.0), [2e-3])   # 0: one step
+    np.testing.assert_array_equal(ramp_levels(1e-3, 2e-3, 0.0), [2e-3])  # 0: one step
     np.testing.assert_allclose(ramp_levels(2e-3, 0.0, 1e-3), [1e-3, 0.0])  # and down
 
 
 def test_ramped_station_ramps_the_bias_up_and_down_on_close(tmp_path) -> None:
-    text = (STATIONS_DIR / "emulated.toml").read_text().replace(
-        "compliance_V = 2.0", "compliance_V = 2.0\nramp_step_A = 1e-3\nramp_pause_s = 0.0")
+    text = (
+        (STATIONS_DIR / "emulated.toml")
+        .read_text()
+        .replace("compliance_V = 2.0", "compliance_V = 2.0\nramp_step_A = 1e-3\nramp_pause_s = 0.0")
+    )
     path = tmp_path / "ramped.toml"
     path.write_text(text)
     with open_bench(str(path), device=MODEL, seed=0) as b:
@@ -372,8 +384,11 @@ def test_ramped_station_ramps_the_bias_up_and_down_on_close(tmp_path) -> None:
 
 
 def test_negative_ramp_step_is_a_config_error(tmp_path) -> None:
-    text = (STATIONS_DIR / "emulated.toml").read_text().replace(
-        "compliance_V = 2.0", "compliance_V = 2.0\nramp_step_A = -1e-3")
+    text = (
+        (STATIONS_DIR / "emulated.toml")
+        .read_text()
+        .replace("compliance_V = 2.0", "compliance_V = 2.0\nramp_step_A = -1e-3")
+    )
     path = tmp_path / "bad_ramp.toml"
     path.write_text(text)
     with pytest.raises(ConfigError, match="ramp_step_A"):
@@ -401,8 +416,9 @@ def test_the_hardware_layer_opens_the_emulated_bench_without_importing_a_backend
         with open_bench("emulated", seed=1) as bench:
             print(type(bench.lab).__module__)
     """)
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["[]", "spinlab.sim_backends.emulated.lab"]
 
@@ -410,9 +426,10 @@ def test_the_hardware_layer_opens_the_emulated_bench_without_importing_a_backend
 def test_the_emulated_station_is_registered_by_the_backends_in_the_package_metadata() -> None:
     """pyproject.toml declares the emulator the hardware layer asks for, and the installed
     metadata finds it."""
-    import tomllib
     from importlib.metadata import EntryPoint
     from pathlib import Path
+
+    import tomllib
 
     from spinlab.instruments.opening import EMULATORS_GROUP, emulator_for
     from spinlab.sim_backends.emulated.station import open_emulated_bench

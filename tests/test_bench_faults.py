@@ -2,6 +2,7 @@
 ramped down, never stepped), locks the instruments against a second process, clears stale
 errors, and answers instrument faults with retries, reconnection and restored state - or one
 clear error, within seconds, outputs off."""
+
 from __future__ import annotations
 
 import json
@@ -35,7 +36,9 @@ def private_locks(tmp_path, monkeypatch):
     monkeypatch.setenv("SPINLAB_LOCK_DIR", str(tmp_path / "locks"))
 
 
-def station_text(resources: dict[str, str] | None = None, *, timeout_s: float = 10.0, ramp: bool = True) -> str:
+def station_text(
+    resources: dict[str, str] | None = None, *, timeout_s: float = 10.0, ramp: bool = True
+) -> str:
     """The emulated station, optionally reaching instruments over TCP (pyvisa-py)."""
     text = (STATIONS_DIR / "emulated.toml").read_text()
     text = text.replace("timeout_s = 10.0\n\n[wiring]", f"timeout_s = {timeout_s}\n\n[wiring]")
@@ -43,8 +46,11 @@ def station_text(resources: dict[str, str] | None = None, *, timeout_s: float = 
         text = text.replace("compliance_V = 2.0", f"compliance_V = 2.0\nramp_step_A = {STEP}")
     if resources:
         text = text.replace('visa_library = "emulated"', 'visa_library = "@py"')
-        for role, default in (("awg", "TCPIP::127.0.0.1::5025::SOCKET"),
-                              ("scope", "TCPIP::127.0.0.1::5026::SOCKET"), ("source", "GPIB0::24::INSTR")):
+        for role, default in (
+            ("awg", "TCPIP::127.0.0.1::5025::SOCKET"),
+            ("scope", "TCPIP::127.0.0.1::5026::SOCKET"),
+            ("source", "GPIB0::24::INSTR"),
+        ):
             text = text.replace(f'{role} = "{default}"', f'{role} = "{resources[role]}"')
     return text
 
@@ -77,7 +83,7 @@ def respond(bench, n: int = 400, bias: float = BIAS):
 # --- read back before configuring ----------------------------------------------------------------
 def test_a_source_left_on_is_ramped_down_when_the_station_opens(tcp_lab, caplog):
     lab, servers, path = tcp_lab
-    lab.source.write(b":SOUR:FUNC CURR;:SOUR:CURR 7.5e-3;:OUTP ON\n")   # what a crashed run leaves
+    lab.source.write(b":SOUR:FUNC CURR;:SOUR:CURR 7.5e-3;:OUTP ON\n")  # what a crashed run leaves
     lab.awg.write(b"OUTP1 ON\n")
     lab.source.current_log.clear()
     with caplog.at_level(logging.WARNING, logger="spinlab.bench"):
@@ -86,8 +92,8 @@ def test_a_source_left_on_is_ramped_down_when_the_station_opens(tcp_lab, caplog)
             assert not lab.source.output_on and not lab.awg.output_on
             lab.source.current_log.clear()
             respond(bench)
-            assert_ramped(list(lab.source.current_log), 0.0, BIAS)   # and up again, in steps
-    assert_ramped(opened, BIAS, 0.0)          # 7.0, 6.5, ... 0 mA: never the old 7.5 -> 0 step
+            assert_ramped(list(lab.source.current_log), 0.0, BIAS)  # and up again, in steps
+    assert_ramped(opened, BIAS, 0.0)  # 7.0, 6.5, ... 0 mA: never the old 7.5 -> 0 step
     assert len(opened) >= 15
     assert "bias source was on at 0.0075 A" in caplog.text and "AWG output was on" in caplog.text
 
@@ -95,7 +101,11 @@ def test_a_source_left_on_is_ramped_down_when_the_station_opens(tcp_lab, caplog)
 def test_after_sigkill_the_next_open_ramps_the_bias_down(tcp_lab):
     """A killed run cannot switch anything off; the next one must not step the current."""
     lab, servers, path = tcp_lab
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
         import time, numpy as np
         from spinlab import Waveform
         from spinlab.instruments.bench import open_bench
@@ -103,7 +113,13 @@ def test_after_sigkill_the_next_open_ramps_the_bias_down(tcp_lab):
         bench.respond(Waveform(np.zeros(200), 1e-7), {{"bias_A": {BIAS}}})
         print("biased", flush=True)
         time.sleep(60)
-        """)], cwd=ROOT, stdout=subprocess.PIPE, text=True, env=os.environ.copy())
+        """),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
     try:
         assert holder.stdout.readline().strip() == "biased"
         holder.send_signal(signal.SIGKILL)
@@ -113,7 +129,7 @@ def test_after_sigkill_the_next_open_ramps_the_bias_down(tcp_lab):
             holder.kill()
     assert lab.source.output_on and lab.source.output_current_A() == pytest.approx(BIAS)  # left on
     lab.source.current_log.clear()
-    with open_bench(path):       # the OS released the dead holder's locks
+    with open_bench(path):  # the OS released the dead holder's locks
         assert_ramped(list(lab.source.current_log[:-2]), BIAS, 0.0)
         assert not lab.source.output_on
 
@@ -121,22 +137,49 @@ def test_after_sigkill_the_next_open_ramps_the_bias_down(tcp_lab):
 # --- the station is exclusive --------------------------------------------------------------------
 def test_a_second_process_on_the_station_is_refused_at_once_naming_the_first(tmp_path):
     emulate = subprocess.Popen(
-        [sys.executable, "-c", "from spinlab.cli import main; main()", "emulate", "--awg-port", "0",
-         "--scope-port", "0", "--source-port", "0", "--device", MODEL],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        [
+            sys.executable,
+            "-c",
+            "from spinlab.cli import main; main()",
+            "emulate",
+            "--awg-port",
+            "0",
+            "--scope-port",
+            "0",
+            "--source-port",
+            "0",
+            "--device",
+            MODEL,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     holder = None
     try:
         resources = dict(emulate.stdout.readline().split() for _ in range(3))
         path = write_station(tmp_path, station_text(resources))
-        holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        holder = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                textwrap.dedent(f"""
             import sys
             from spinlab.instruments.bench import open_bench
             from spinlab.locks import current_run
             with current_run("run-A"), open_bench({path!r}):
                 print("holding", flush=True)
                 sys.stdin.read()
-            """)], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=os.environ.copy())
+            """),
+            ],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=os.environ.copy(),
+        )
         assert holder.stdout.readline().strip() == "holding"
         t = time.monotonic()
         with pytest.raises(StationBusyError) as info:
@@ -145,7 +188,7 @@ def test_a_second_process_on_the_station_is_refused_at_once_naming_the_first(tmp
         message = str(info.value)
         assert elapsed < 1.0
         assert f"PID {holder.pid}" in message and "run run-A" in message and "\n" not in message
-        holder.stdin.close()                  # the first process ends: the station is free again
+        holder.stdin.close()  # the first process ends: the station is free again
         assert holder.wait(timeout=20) == 0
         with open_bench(path) as bench:
             assert bench.locks is not None
@@ -160,14 +203,14 @@ def test_the_locks_are_released_when_opening_fails(tcp_lab, tmp_path):
     import socket
 
     lab, servers, path = tcp_lab
-    with socket.socket() as probe:           # a port nobody listens on
+    with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         dead = f"TCPIP::127.0.0.1::{probe.getsockname()[1]}::SOCKET"
     broken = write_station(tmp_path, station_text({**servers.resources, "scope": dead}), "broken.toml")
-    for _ in range(2):                       # the second attempt is not "busy": nothing was left held
+    for _ in range(2):  # the second attempt is not "busy": nothing was left held
         with pytest.raises(InstrumentError, match=f"cannot reach the oscilloscope at {dead}"):
             open_bench(broken)
-    with open_bench(path):                   # the AWG and source locks went too
+    with open_bench(path):  # the AWG and source locks went too
         pass
 
 
@@ -191,8 +234,9 @@ def test_stale_errors_are_cleared_and_logged_when_the_station_opens(tcp_lab, cap
     assert "cleared 1 stale error(s) from the bias source's queue" in caplog.text
 
 
-@pytest.mark.parametrize("instrument,role", [("scope", "oscilloscope"), ("awg", "AWG"),
-                                             ("source", "bias source")])
+@pytest.mark.parametrize(
+    "instrument,role", [("scope", "oscilloscope"), ("awg", "AWG"), ("source", "bias source")]
+)
 def test_a_silent_instrument_is_reported_within_seconds_of_its_timeout(tmp_path, instrument, role):
     timeout_s = 0.5
     path = write_station(tmp_path, station_text(timeout_s=timeout_s, ramp=False))
@@ -213,7 +257,7 @@ def test_a_vanished_instrument_is_one_error_not_a_traceback(tcp_lab):
     lab, servers, path = tcp_lab
     with open_bench(path) as bench:
         respond(bench)
-        servers.close()                        # the instruments are gone (connections reset)
+        servers.close()  # the instruments are gone (connections reset)
         with pytest.raises(InstrumentFaultError, match="stopped answering.*(Broken pipe|reset|refused)"):
             respond(bench)
 
@@ -223,7 +267,7 @@ def test_a_reset_source_is_ramped_up_again_not_stepped(tmp_path):
     path = write_station(tmp_path, station_text(timeout_s=1.0))
     with open_bench(path, device=MODEL, seed=0, scope_noise_V=0.0) as bench:
         first = respond(bench)
-        bench.lab.inject("reset@source")       # the next message finds the source reset (off)
+        bench.lab.inject("reset@source")  # the next message finds the source reset (off)
         second = respond(bench)
         log = list(bench.lab.source.current_log)  # since the reset
     assert bench.last_timing["retries"] >= 1
@@ -239,11 +283,13 @@ def test_a_damaged_upload_is_caught_before_it_is_played(tmp_path):
         respond(bench)
         assert bench.fault_log[0]["step"] == "uploading the record"
         assert "damaged in transfer" in bench.fault_log[0]["error"]
-        assert bench.lab.awg.trigger_count == 2    # the damaged arb was never triggered
+        assert bench.lab.awg.trigger_count == 2  # the damaged arb was never triggered
 
 
 def test_bench_options_from_the_address():
-    with open_device("bench:emulated?faults=delay@scope:s=0.01&scope_noise_V=0&device=sim:vortex?noise=0") as b:
+    with open_device(
+        "bench:emulated?faults=delay@scope:s=0.01&scope_noise_V=0&device=sim:vortex?noise=0"
+    ) as b:
         assert b.identity()["emulator"]["faults"] == "delay@scope:s=0.01"
         assert b.lab.scope_noise_V == 0.0
     with pytest.raises(ConfigError, match="unknown kind"):
@@ -257,7 +303,9 @@ def test_faults_are_for_emulated_stations_only(tcp_lab):
 
 
 def test_declared_awg_model_must_match_the_instrument(tmp_path):
-    text = station_text().replace("max_sample_rate_Hz = 160e6", 'model = "33600A"\nmax_sample_rate_Hz = 160e6')
+    text = station_text().replace(
+        "max_sample_rate_Hz = 160e6", 'model = "33600A"\nmax_sample_rate_Hz = 160e6'
+    )
     with pytest.raises(ConfigError, match=r"\[awg\] model = '33600A', but the AWG .* is a 33500B"):
         open_bench(write_station(tmp_path, text), device=MODEL)
 

@@ -1,5 +1,6 @@
 """The characterisation protocol: fits recover known parameters, and the measured threshold and
 relaxation time agree with the auto-oscillator's closed forms on sim:vortex and bench:emulated."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,13 @@ from spinlab import ConfigError, open_device
 from spinlab.cli import app
 from spinlab.engine import RunEngine
 from spinlab.protocols import characterize
-from spinlab.protocols.characterize import (CharacterizeConfig, fit_relaxation, fit_threshold,
-                                    relaxation_model, steady_state_model)
+from spinlab.protocols.characterize import (
+    CharacterizeConfig,
+    fit_relaxation,
+    fit_threshold,
+    relaxation_model,
+    steady_state_model,
+)
 
 
 # --- fits on synthetic data --------------------------------------------------------------------
@@ -59,13 +65,16 @@ def test_relaxation_fit_corrects_the_nonlinearity() -> None:
     assert abs(fit["relaxation_time_exp_s"] / tau - 1) > 0.01
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"bias_points": 3}, "bias_points"),
-    ({"step_amplitude_V": -0.1}, "step_amplitude_V"),
-    ({"bias_start_A": 5e-3, "bias_stop_A": 1e-3}, "bias_stop_A"),
-    ({"step_hold_s": 50e-9}, "step_hold_s"),
-    ({"step_dt_s": math.nan}, "step_dt_s"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"bias_points": 3}, "bias_points"),
+        ({"step_amplitude_V": -0.1}, "step_amplitude_V"),
+        ({"bias_start_A": 5e-3, "bias_stop_A": 1e-3}, "bias_stop_A"),
+        ({"step_hold_s": 50e-9}, "step_hold_s"),
+        ({"step_dt_s": math.nan}, "step_dt_s"),
+    ],
+)
 def test_config_validation(kwargs, match) -> None:
     with pytest.raises(ConfigError, match=match):
         CharacterizeConfig(**kwargs)
@@ -80,8 +89,16 @@ def test_sweep_beyond_device_limit_is_refused(tmp_path) -> None:
 def test_characterize_sim_matches_closed_forms(tmp_path) -> None:
     config = CharacterizeConfig()
     events = []
-    result = RunEngine(tmp_path).run(characterize.plan(config), "sim:vortex", seed=2, subscribers=[
-        lambda name, doc: events.append((doc["stage"], doc["done"], doc["total"])) if name == "progress" else None])
+    result = RunEngine(tmp_path).run(
+        characterize.plan(config),
+        "sim:vortex",
+        seed=2,
+        subscribers=[
+            lambda name, doc: (
+                events.append((doc["stage"], doc["done"], doc["total"])) if name == "progress" else None
+            )
+        ],
+    )
     summary, path = result.summary, result.path
     assert summary["threshold_A"] == pytest.approx(5e-3, rel=0.03)
     predicted = 1 / (2 * 5e6 * (summary["relaxation_bias_A"] / 5e-3 - 1))
@@ -98,16 +115,25 @@ def test_characterize_sim_matches_closed_forms(tmp_path) -> None:
 
 
 def run_cli(tmp_path, device: str, *extra: str) -> dict:
-    result = CliRunner().invoke(app, ["characterize", "--device", device, "--json",
-                                      "--runs-dir", str(tmp_path), "--seed", "1", *extra])
+    result = CliRunner().invoke(
+        app,
+        ["characterize", "--device", device, "--json", "--runs-dir", str(tmp_path), "--seed", "1", *extra],
+    )
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def test_cli_json_summary_sim(tmp_path) -> None:
     summary = run_cli(tmp_path, "sim:vortex")
-    for key in ("threshold_A", "relaxation_time_s", "relaxation_bias_A",
-                "predicted_relaxation_time_s", "run_dir", "device", "wall_s"):
+    for key in (
+        "threshold_A",
+        "relaxation_time_s",
+        "relaxation_bias_A",
+        "predicted_relaxation_time_s",
+        "run_dir",
+        "device",
+        "wall_s",
+    ):
         assert key in summary
     assert summary["device"] == "sim:vortex"
     assert summary["relaxation_time_s"] == pytest.approx(summary["predicted_relaxation_time_s"], rel=0.05)
@@ -115,8 +141,9 @@ def test_cli_json_summary_sim(tmp_path) -> None:
 
 def test_a_seed_in_the_address_equals_the_seed_option_and_reaches_the_noise(tmp_path) -> None:
     def results(device: str, *extra: str) -> tuple[float, float]:
-        out = CliRunner().invoke(app, ["characterize", "--device", device, "--json",
-                                       "--runs-dir", str(tmp_path), *extra])
+        out = CliRunner().invoke(
+            app, ["characterize", "--device", device, "--json", "--runs-dir", str(tmp_path), *extra]
+        )
         assert out.exit_code == 0, out.output
         summary = json.loads(out.stdout.strip().splitlines()[-1])
         return summary["threshold_A"], summary["relaxation_time_s"]
@@ -128,8 +155,9 @@ def test_a_seed_in_the_address_equals_the_seed_option_and_reaches_the_noise(tmp_
 
 
 def test_cli_reports_user_errors(tmp_path) -> None:
-    result = CliRunner().invoke(app, ["characterize", "--device", "sim:vortex", "--bias-points", "2",
-                                      "--runs-dir", str(tmp_path)])
+    result = CliRunner().invoke(
+        app, ["characterize", "--device", "sim:vortex", "--bias-points", "2", "--runs-dir", str(tmp_path)]
+    )
     assert result.exit_code == 2
     assert "bias_points" in result.output
 

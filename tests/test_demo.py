@@ -1,5 +1,6 @@
 """`spinlab demo`: where it finds FSDD, the composed run on the emulated bench, its report, its
 ZeroMQ stream, and a demo stopped midway."""
+
 from __future__ import annotations
 
 import json
@@ -12,17 +13,16 @@ from pathlib import Path
 
 import h5py
 import pytest
+from test_monitoring_stream import collect, connected
 from typer.testing import CliRunner
+from web_helpers import free_port
 
-from spinlab.speech.audio import find_fsdd
 from spinlab.cli import app
 from spinlab.engine import RunEngine
 from spinlab.errors import DatasetError
 from spinlab.monitoring import Subscriber
 from spinlab.protocols import demo
-
-from test_monitoring_stream import collect, connected
-from web_helpers import free_port
+from spinlab.speech.audio import find_fsdd
 
 FSDD = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "fsdd" / "recordings"
 STAGES = ["1-characterize", "2-twin-train", "3-twin-eval", "4-digits-twin", "5-digits-bench"]
@@ -57,16 +57,20 @@ def test_fsdd_is_found_through_data_then_the_environment_then_the_cache(tmp_path
         find_fsdd(data)
 
 
-@pytest.mark.parametrize("args, env, says", [
-    ([], None, "no FSDD recordings found: run `spinlab data fetch fsdd` once"),
-    (["--data", "{tmp}/missing"], None, "--data '{tmp}/missing' is not a folder"),
-    ([], "{tmp}", "SPINLAB_FSDD '{tmp}' holds no .wav recordings"),
-])
+@pytest.mark.parametrize(
+    "args, env, says",
+    [
+        ([], None, "no FSDD recordings found: run `spinlab data fetch fsdd` once"),
+        (["--data", "{tmp}/missing"], None, "--data '{tmp}/missing' is not a folder"),
+        ([], "{tmp}", "SPINLAB_FSDD '{tmp}' holds no .wav recordings"),
+    ],
+)
 def test_demo_without_fsdd_says_what_to_do_in_one_line(tmp_path, monkeypatch, no_fsdd, args, env, says):
     if env:
         monkeypatch.setenv("SPINLAB_FSDD", env.format(tmp=tmp_path))
-    result = CliRunner().invoke(app, ["demo", *[a.format(tmp=tmp_path) for a in args],
-                                      "--runs-dir", str(tmp_path / "runs")])
+    result = CliRunner().invoke(
+        app, ["demo", *[a.format(tmp=tmp_path) for a in args], "--runs-dir", str(tmp_path / "runs")]
+    )
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and says.format(tmp=tmp_path) in lines[0], lines
@@ -96,8 +100,12 @@ def check_stages(path: Path, report: dict) -> None:
         with h5py.File(path / "stages" / name / "run.h5") as f:
             assert f.attrs["status"] == "completed", name
     assert report["runs"] == {name.split("-", 1)[1]: str(path / "stages" / name) for name in STAGES}
-    assert {Path(p).name for p in report["plots"]} == {"sweep.png", "step_response.png",
-                                                       "twin_vs_device.png", "confusion.png"}
+    assert {Path(p).name for p in report["plots"]} == {
+        "sweep.png",
+        "step_response.png",
+        "twin_vs_device.png",
+        "confusion.png",
+    }
     assert all(Path(p).is_file() for p in report["plots"])
     assert Path(report["twin"]) == (path / demo.TWIN_FILE).resolve() and Path(report["twin"]).is_file()
     assert (Path(report["readout"]) / "readout.h5").is_file()
@@ -117,8 +125,10 @@ def test_tiny_demo_on_the_emulated_bench_reports_and_publishes_every_stage(tmp_p
     report = result.summary
     check_stages(result.path, report)
     # the subset is the same for both: one seed, one stratified split
-    with h5py.File(result.path / "stages" / STAGES[3] / "run.h5") as twin, \
-            h5py.File(result.path / "stages" / STAGES[4] / "run.h5") as bench:
+    with (
+        h5py.File(result.path / "stages" / STAGES[3] / "run.h5") as twin,
+        h5py.File(result.path / "stages" / STAGES[4] / "run.h5") as bench,
+    ):
         assert list(twin["utterances"][()]) == list(bench["utterances"][()])
     assert report["n_test"] == 10 and report["n_train"] == 10
     assert 0 <= report["twin_accuracy"] <= 1 and 0 <= report["bench_accuracy"] <= 1
@@ -126,7 +136,7 @@ def test_tiny_demo_on_the_emulated_bench_reports_and_publishes_every_stage(tmp_p
     assert report["bias_A"] == pytest.approx(1.2 * report["threshold_A"], abs=1e-5)
     assert set(report["stage_s"]) == set(report["runs"])
     # one run on the wire: the demo's, with every stage's progress and the twin's loss in it
-    got = got[[m.topic for m in got].index("start"):]
+    got = got[[m.topic for m in got].index("start") :]
     assert {m.run_id for m in got} == {result.run_id}
     assert got[0].payload["kind"] == "demo"
     assert got[-1].topic == "stop" and got[-1].payload["status"] == "completed"
@@ -138,8 +148,14 @@ def test_tiny_demo_on_the_emulated_bench_reports_and_publishes_every_stage(tmp_p
 
 def spinlab(*args, **kwargs):
     env = {**os.environ, "SPINLAB_FSDD": str(FSDD)}
-    return subprocess.Popen([sys.executable, "-c", "from spinlab.cli import main; main()", *args], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-c", "from spinlab.cli import main; main()", *args],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **kwargs,
+    )
 
 
 @pytest.mark.slow
@@ -147,8 +163,18 @@ def test_demo_command_end_to_end_json_report_run_directories_and_stream(tmp_path
     address = f"tcp://127.0.0.1:{free_port()}"
     watcher = Subscriber(address)
     start = time.monotonic()
-    proc = spinlab("demo", "--limit", "40", "--twin-steps", "500", "--json", "--runs-dir", str(tmp_path / "runs"),
-                   "--monitor", address)
+    proc = spinlab(
+        "demo",
+        "--limit",
+        "40",
+        "--twin-steps",
+        "500",
+        "--json",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--monitor",
+        address,
+    )
     try:
         got = collect(watcher, "stop", timeout_s=600)
     finally:
@@ -161,7 +187,10 @@ def test_demo_command_end_to_end_json_report_run_directories_and_stream(tmp_path
     assert f"monitor: spinlab monitor {address}" in err
     assert report["n_test"] == 10 and report["bench_accuracy"] >= 0.5 and report["twin_accuracy"] >= 0.5
     assert report["twin_nrmse"] < 0.5
-    assert {m.payload["stage"].split(":")[0] for m in got if m.topic == "progress"} >= {"twin-train", "digits-bench"}
+    assert {m.payload["stage"].split(":")[0] for m in got if m.topic == "progress"} >= {
+        "twin-train",
+        "digits-bench",
+    }
 
 
 @pytest.mark.slow

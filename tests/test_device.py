@@ -1,8 +1,17 @@
 import numpy as np
 import pytest
 
-from spinlab import (ConfigError, Device, DeviceAddressError, DriveQuantity, SafetyLimitError, SafetyLimits, Waveform,
-                     WaveformError, open_device)
+from spinlab import (
+    ConfigError,
+    Device,
+    DeviceAddressError,
+    DriveQuantity,
+    SafetyLimitError,
+    SafetyLimits,
+    Waveform,
+    WaveformError,
+    open_device,
+)
 from spinlab.registry import parse_address
 
 

@@ -1,5 +1,6 @@
 """Keysight33500B driver: the exact SCPI it exchanges (pymeasure expected_protocol) and its
 validation. Binary blocks are pinned byte for byte."""
+
 import math
 import struct
 
@@ -7,8 +8,8 @@ import numpy as np
 import pytest
 from pymeasure.test import expected_protocol
 
-from spinlab.instruments.keysight_awg import Keysight33500B
 from spinlab.errors import ConfigError, InstrumentError, WaveformError
+from spinlab.instruments.keysight_awg import Keysight33500B
 
 NO_ERROR = '+0,"No error"'
 CAPS = {"memory_samples": 1_000_000, "max_sample_rate_Hz": 160e6}
@@ -18,18 +19,22 @@ def test_upload_arb_sends_little_endian_dac_block_then_checks_errors():
     samples = np.array([0.0, 0.1, 0.2, 0.1, 0.0, -0.1, -0.2, -0.1])
     codes = [0, 16384, 32767, 16384, 0, -16384, -32767, -16384]
     block = b"#216" + struct.pack("<8h", *codes)
-    with expected_protocol(Keysight33500B, [
-        ("FORM:BORD SWAP", None),
-        ("SOUR1:DATA:VOL:CLE", None),
-        (b"SOUR1:DATA:ARB:DAC drive," + block + b"\n", None),
-        ("SOUR1:FUNC:ARB drive", None),
-        ("SOUR1:FUNC ARB", None),
-        ("SOUR1:FUNC:ARB:SRAT 10000000", None),
-        ("SOUR1:VOLT:OFFS 0", None),
-        ("SOUR1:VOLT 0.4", None),
-        ("SOUR1:VOLT:OFFS 0", None),
-        ("SYST:ERR?", NO_ERROR),
-    ], **CAPS) as awg:
+    with expected_protocol(
+        Keysight33500B,
+        [
+            ("FORM:BORD SWAP", None),
+            ("SOUR1:DATA:VOL:CLE", None),
+            (b"SOUR1:DATA:ARB:DAC drive," + block + b"\n", None),
+            ("SOUR1:FUNC:ARB drive", None),
+            ("SOUR1:FUNC ARB", None),
+            ("SOUR1:FUNC:ARB:SRAT 10000000", None),
+            ("SOUR1:VOLT:OFFS 0", None),
+            ("SOUR1:VOLT 0.4", None),
+            ("SOUR1:VOLT:OFFS 0", None),
+            ("SYST:ERR?", NO_ERROR),
+        ],
+        **CAPS,
+    ) as awg:
         info = awg.upload_arb("drive", samples, 10e6)
     assert info["amplitude_Vpp"] == pytest.approx(0.4)
     assert info["offset_V"] == pytest.approx(0.0)
@@ -56,21 +61,27 @@ def test_upload_raises_with_every_queued_error():
     samples = np.sin(np.linspace(0, 6, 64)) * 0.1
     codes, _, _ = Keysight33500B.dac_scaling(samples)
     block = b"#3128" + codes.astype("<i2").tobytes()
-    with expected_protocol(Keysight33500B, [
-        ("FORM:BORD SWAP", None),
-        ("SOUR1:DATA:VOL:CLE", None),
-        (b"SOUR1:DATA:ARB:DAC sine," + block + b"\n", None),
-        ("SOUR1:FUNC:ARB sine", None),
-        ("SOUR1:FUNC ARB", None),
-        ("SOUR1:FUNC:ARB:SRAT 1000000", None),
-        ("SOUR1:VOLT:OFFS 0", None),
-        (f"SOUR1:VOLT {samples.max() - samples.min():.10g}", None),
-        (f"SOUR1:VOLT:OFFS {0.5 * (samples.max() + samples.min()):.10g}", None),
-        ("SYST:ERR?", '-223,"Too much data"'),
-        ("SYST:ERR?", '-222,"Data out of range; DAC codes"'),
-        ("SYST:ERR?", NO_ERROR),
-    ], **CAPS) as awg:
-        with pytest.raises(InstrumentError, match=r'-223,"Too much data"; -222,"Data out of range; DAC codes"'):
+    with expected_protocol(
+        Keysight33500B,
+        [
+            ("FORM:BORD SWAP", None),
+            ("SOUR1:DATA:VOL:CLE", None),
+            (b"SOUR1:DATA:ARB:DAC sine," + block + b"\n", None),
+            ("SOUR1:FUNC:ARB sine", None),
+            ("SOUR1:FUNC ARB", None),
+            ("SOUR1:FUNC:ARB:SRAT 1000000", None),
+            ("SOUR1:VOLT:OFFS 0", None),
+            (f"SOUR1:VOLT {samples.max() - samples.min():.10g}", None),
+            (f"SOUR1:VOLT:OFFS {0.5 * (samples.max() + samples.min()):.10g}", None),
+            ("SYST:ERR?", '-223,"Too much data"'),
+            ("SYST:ERR?", '-222,"Data out of range; DAC codes"'),
+            ("SYST:ERR?", NO_ERROR),
+        ],
+        **CAPS,
+    ) as awg:
+        with pytest.raises(
+            InstrumentError, match=r'-223,"Too much data"; -222,"Data out of range; DAC codes"'
+        ):
             awg.upload_arb("sine", samples, 1e6)
 
 
@@ -83,14 +94,17 @@ def test_non_finite_samples_send_nothing(bad):
             awg.upload_arb("drive", samples, 1e6)
 
 
-@pytest.mark.parametrize("kwargs, error", [
-    ({"samples_V": np.zeros(7), "sample_rate_Hz": 1e6}, WaveformError),          # below 8 points
-    ({"samples_V": np.zeros(1_000_001), "sample_rate_Hz": 1e6}, WaveformError),  # above memory
-    ({"samples_V": np.zeros((2, 8)), "sample_rate_Hz": 1e6}, WaveformError),     # not 1-D
-    ({"samples_V": np.zeros(8), "sample_rate_Hz": 200e6}, ConfigError),          # above 160 MSa/s
-    ({"samples_V": np.zeros(8), "sample_rate_Hz": float("nan")}, ConfigError),
-    ({"samples_V": np.array([6.0] * 8), "sample_rate_Hz": 1e6}, WaveformError),  # beyond +-5 V
-])
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        ({"samples_V": np.zeros(7), "sample_rate_Hz": 1e6}, WaveformError),  # below 8 points
+        ({"samples_V": np.zeros(1_000_001), "sample_rate_Hz": 1e6}, WaveformError),  # above memory
+        ({"samples_V": np.zeros((2, 8)), "sample_rate_Hz": 1e6}, WaveformError),  # not 1-D
+        ({"samples_V": np.zeros(8), "sample_rate_Hz": 200e6}, ConfigError),  # above 160 MSa/s
+        ({"samples_V": np.zeros(8), "sample_rate_Hz": float("nan")}, ConfigError),
+        ({"samples_V": np.array([6.0] * 8), "sample_rate_Hz": 1e6}, WaveformError),  # beyond +-5 V
+    ],
+)
 def test_invalid_uploads_are_rejected_before_sending(kwargs, error):
     with expected_protocol(Keysight33500B, [], **CAPS) as awg:
         with pytest.raises(error):
@@ -105,16 +119,22 @@ def test_arb_name_is_validated(name):
 
 
 def test_capabilities_come_from_idn_and_options():
-    with expected_protocol(Keysight33500B, [
-        ("*IDN?", "Agilent Technologies,33522B,MY52400001,4.03-1.19-2.00-52-00"),
-        ("*OPT?", '"MEM","IQP"'),
-    ]) as awg:
+    with expected_protocol(
+        Keysight33500B,
+        [
+            ("*IDN?", "Agilent Technologies,33522B,MY52400001,4.03-1.19-2.00-52-00"),
+            ("*OPT?", '"MEM","IQP"'),
+        ],
+    ) as awg:
         assert awg.memory_samples == 16_000_000
         assert awg.max_sample_rate_Hz == 160e6
-    with expected_protocol(Keysight33500B, [
-        ("*IDN?", "Keysight Technologies,33622A,MY1,A.02"),
-        ("*OPT?", "0"),
-    ]) as awg:
+    with expected_protocol(
+        Keysight33500B,
+        [
+            ("*IDN?", "Keysight Technologies,33622A,MY1,A.02"),
+            ("*OPT?", "0"),
+        ],
+    ) as awg:
         assert awg.memory_samples == 4_000_000
         assert awg.max_sample_rate_Hz == 1e9
 
@@ -126,31 +146,41 @@ def test_unknown_model_is_refused():
 
 
 def test_arm_burst_and_trigger():
-    with expected_protocol(Keysight33500B, [
-        ("SOUR1:BURS:MODE TRIG", None),
-        ("SOUR1:BURS:NCYC 3", None),
-        ("TRIG1:SOUR BUS", None),
-        ("SOUR1:BURS:STAT 1", None),
-        ("SYST:ERR?", NO_ERROR),
-        ("*TRG", None),
-    ], **CAPS) as awg:
+    with expected_protocol(
+        Keysight33500B,
+        [
+            ("SOUR1:BURS:MODE TRIG", None),
+            ("SOUR1:BURS:NCYC 3", None),
+            ("TRIG1:SOUR BUS", None),
+            ("SOUR1:BURS:STAT 1", None),
+            ("SYST:ERR?", NO_ERROR),
+            ("*TRG", None),
+        ],
+        **CAPS,
+    ) as awg:
         awg.arm_burst(cycles=3, source="BUS")
         awg.trigger()
 
 
 def test_arm_burst_rejects_unknown_source():
-    with expected_protocol(Keysight33500B, [("SOUR1:BURS:MODE TRIG", None), ("SOUR1:BURS:NCYC 1", None)], **CAPS) as awg:
+    with expected_protocol(
+        Keysight33500B, [("SOUR1:BURS:MODE TRIG", None), ("SOUR1:BURS:NCYC 1", None)], **CAPS
+    ) as awg:
         with pytest.raises(ValueError):
             awg.arm_burst(cycles=1, source="MANUAL")
 
 
 def test_output_load_high_z_and_readback():
-    with expected_protocol(Keysight33500B, [
-        ("OUTP1:LOAD INF", None),
-        ("OUTP1:LOAD?", "+9.9E+37"),
-        ("OUTP1:LOAD 50", None),
-        ("OUTP1:LOAD?", "+5.00000000000000E+01"),
-    ], **CAPS) as awg:
+    with expected_protocol(
+        Keysight33500B,
+        [
+            ("OUTP1:LOAD INF", None),
+            ("OUTP1:LOAD?", "+9.9E+37"),
+            ("OUTP1:LOAD 50", None),
+            ("OUTP1:LOAD?", "+5.00000000000000E+01"),
+        ],
+        **CAPS,
+    ) as awg:
         awg.output_load_ohm = math.inf
         assert math.isinf(awg.output_load_ohm)
         awg.output_load_ohm = 50
@@ -180,10 +210,14 @@ def test_malformed_error_reply_raises():
 
 
 def test_check_errors_returns_codes_and_messages():
-    with expected_protocol(Keysight33500B, [
-        ("SYST:ERR?", '-113,"Undefined header"'),
-        ("SYST:ERR?", '+0,"No error"'),
-    ], **CAPS) as awg:
+    with expected_protocol(
+        Keysight33500B,
+        [
+            ("SYST:ERR?", '-113,"Undefined header"'),
+            ("SYST:ERR?", '+0,"No error"'),
+        ],
+        **CAPS,
+    ) as awg:
         assert awg.check_errors() == [(-113, "Undefined header")]
 
 
@@ -213,10 +247,15 @@ def _verified_upload(attributes: str):
     samples = np.array([0.0, 0.1, 0.2, 0.1, 0.0, -0.1, -0.2, -0.1])
     block = b"#216" + struct.pack("<8h", 0, 16384, 32767, 16384, 0, -16384, -32767, -16384)
     return samples, [
-        ("FORM:BORD SWAP", None), ("SOUR1:DATA:VOL:CLE", None),
+        ("FORM:BORD SWAP", None),
+        ("SOUR1:DATA:VOL:CLE", None),
         (b"SOUR1:DATA:ARB:DAC drive," + block + b"\n", None),
-        ("SOUR1:FUNC:ARB drive", None), ("SOUR1:FUNC ARB", None), ("SOUR1:FUNC:ARB:SRAT 10000000", None),
-        ("SOUR1:VOLT:OFFS 0", None), ("SOUR1:VOLT 0.4", None), ("SOUR1:VOLT:OFFS 0", None),
+        ("SOUR1:FUNC:ARB drive", None),
+        ("SOUR1:FUNC ARB", None),
+        ("SOUR1:FUNC:ARB:SRAT 10000000", None),
+        ("SOUR1:VOLT:OFFS 0", None),
+        ("SOUR1:VOLT 0.4", None),
+        ("SOUR1:VOLT:OFFS 0", None),
         ("SYST:ERR?", NO_ERROR),
         ("SOUR1:DATA:ATTR:POIN? drive;AVER? drive;PTP? drive", attributes),
     ]
@@ -228,11 +267,14 @@ def test_verified_upload_reads_back_points_mean_and_peak_to_peak():
         awg.upload_arb("drive", samples, 10e6, verify=True)
 
 
-@pytest.mark.parametrize("attributes,what", [
-    ("+7;+0.00000000000000E+00;+2.00000000000000E+00", "7 points instead of 8"),
-    ("+8;+3.05185094759972E-05;+2.00000000000000E+00", "mean"),        # one code changed by 8
-    ("+8;+0.00000000000000E+00;+1.99975585192419E+00", "peak-to-peak"),  # 8 codes short
-])
+@pytest.mark.parametrize(
+    "attributes,what",
+    [
+        ("+7;+0.00000000000000E+00;+2.00000000000000E+00", "7 points instead of 8"),
+        ("+8;+3.05185094759972E-05;+2.00000000000000E+00", "mean"),  # one code changed by 8
+        ("+8;+0.00000000000000E+00;+1.99975585192419E+00", "peak-to-peak"),  # 8 codes short
+    ],
+)
 def test_verified_upload_refuses_a_damaged_arb(attributes, what):
     samples, protocol = _verified_upload(attributes)
     with expected_protocol(Keysight33500B, protocol, **CAPS) as awg:
@@ -242,16 +284,24 @@ def test_verified_upload_refuses_a_damaged_arb(attributes, what):
 
 def test_verification_is_as_fine_as_the_printed_digits():
     codes = np.array([0, 16384, 32767, 16384, 0, -16384, -32767, -16387])  # mean -3/8 LSB
-    with expected_protocol(Keysight33500B, [
-        ("SOUR1:DATA:ATTR:POIN? drive;AVER? drive;PTP? drive", "+8;+0.0000;+2.0000"),  # 4 decimals
-    ], **CAPS) as awg:
+    with expected_protocol(
+        Keysight33500B,
+        [
+            ("SOUR1:DATA:ATTR:POIN? drive;AVER? drive;PTP? drive", "+8;+0.0000;+2.0000"),  # 4 decimals
+        ],
+        **CAPS,
+    ) as awg:
         awg.verify_arb("drive", codes)
 
 
 def test_playing_state_in_one_query():
-    with expected_protocol(Keysight33500B, [
-        ("SOUR1:FUNC?;:SOUR1:FUNC:ARB?;:OUTP1:LOAD?", 'ARB;"SPINLAB";+9.9E+37'),
-    ], **CAPS) as awg:
+    with expected_protocol(
+        Keysight33500B,
+        [
+            ("SOUR1:FUNC?;:SOUR1:FUNC:ARB?;:OUTP1:LOAD?", 'ARB;"SPINLAB";+9.9E+37'),
+        ],
+        **CAPS,
+    ) as awg:
         assert awg.playing_state() == ("ARB", "SPINLAB", math.inf)
 
 
@@ -263,7 +313,11 @@ def test_check_in_step_wants_exactly_one():
 
 
 def test_family_comes_from_idn():
-    with expected_protocol(Keysight33500B, [
-        ("*IDN?", "Keysight Technologies,33622A,MY1,A.02"), ("*OPT?", "0"),
-    ]) as awg:
+    with expected_protocol(
+        Keysight33500B,
+        [
+            ("*IDN?", "Keysight Technologies,33622A,MY1,A.02"),
+            ("*OPT?", "0"),
+        ],
+    ) as awg:
         assert awg.family.family == "33600A"

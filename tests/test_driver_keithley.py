@@ -1,5 +1,6 @@
 """Keithley2400 (pymeasure's driver with LF terminators and a bounded error queue): the exact
 SCPI of the one-query output state, and readings a 2400 cannot produce."""
+
 import pytest
 from pymeasure.test import expected_protocol
 
@@ -15,12 +16,15 @@ def test_output_state_in_one_query():
         assert smu.output_state() == SourceState(True, "CURR", 7.5e-3, 0.0)
 
 
-@pytest.mark.parametrize("reply,what", [
-    ("1;CURR;+9.91E+37;+0.0E+00", "source current"),   # SCPI NaN
-    ("0;VOLT;+0.0E+00;+300.0", "source voltage"),
-    ("1;CURR;7.5e-3", "malformed"),
-    ("2;CURR;0;0", "output state"),
-])
+@pytest.mark.parametrize(
+    "reply,what",
+    [
+        ("1;CURR;+9.91E+37;+0.0E+00", "source current"),  # SCPI NaN
+        ("0;VOLT;+0.0E+00;+300.0", "source voltage"),
+        ("1;CURR;7.5e-3", "malformed"),
+        ("2;CURR;0;0", "output state"),
+    ],
+)
 def test_impossible_output_state_is_refused(reply, what):
     with expected_protocol(Keithley2400, [INIT, (STATE, reply)]) as smu:
         with pytest.raises(InstrumentError, match=what):
@@ -29,8 +33,10 @@ def test_impossible_output_state_is_refused(reply, what):
 
 def test_error_queue_is_bounded_and_raises():
     stuck = [("SYST:ERR?", '-350,"Queue overflow"')] * 64
-    with expected_protocol(Keithley2400, [INIT, ("SYST:ERR?", '-222,"Data out of range"'),
-                                          ("SYST:ERR?", '+0,"No error"')] + stuck) as smu:
+    with expected_protocol(
+        Keithley2400,
+        [INIT, ("SYST:ERR?", '-222,"Data out of range"'), ("SYST:ERR?", '+0,"No error"')] + stuck,
+    ) as smu:
         with pytest.raises(InstrumentError, match="-222"):
             smu.raise_errors("setting the bias")
         with pytest.raises(InstrumentError, match="did not empty"):
@@ -38,8 +44,10 @@ def test_error_queue_is_bounded_and_raises():
 
 
 def test_source_enabled_keeps_pymeasures_bytes_and_refuses_nan():
-    with expected_protocol(Keithley2400, [INIT, ("OUTPUT 1", None), ("OUTPUT 0", None), ("OUTPUT?", "1"),
-                                          ("OUTPUT?", "+9.91E+37")]) as smu:
+    with expected_protocol(
+        Keithley2400,
+        [INIT, ("OUTPUT 1", None), ("OUTPUT 0", None), ("OUTPUT?", "1"), ("OUTPUT?", "+9.91E+37")],
+    ) as smu:
         smu.source_enabled = True
         smu.source_enabled = False
         assert smu.source_enabled is True

@@ -1,5 +1,6 @@
 """The emulated instruments under stress: one session per client (over TCP too), capped input,
 and every injected fault kind doing what the spec says, reproducibly."""
+
 from __future__ import annotations
 
 import os
@@ -66,11 +67,11 @@ def ask(session, message: bytes, wait_s: float = 0.0) -> bytes:
 def test_a_half_sent_command_blocks_nobody_and_is_not_glued(served):
     lab, ports = served
     with connect(ports["awg"]) as a, connect(ports["awg"]) as b:
-        a.sendall(b"*ID")                     # A holds an unterminated command
+        a.sendall(b"*ID")  # A holds an unterminated command
         time.sleep(0.05)
         t = time.monotonic()
         b.sendall(b"SYST:ERR?\n")
-        assert read_line(b) == b'+0,"No error"\n'   # not "*IDSYST:ERR?" (-113), and at once
+        assert read_line(b) == b'+0,"No error"\n'  # not "*IDSYST:ERR?" (-113), and at once
         assert time.monotonic() - t < 1.0
         a.sendall(b"N?\n")
         assert read_line(a).startswith(b"Agilent Technologies,33522B")
@@ -83,7 +84,7 @@ def test_a_half_sent_block_is_kept_apart_from_another_clients_block(served):
     with connect(ports["awg"]) as a, connect(ports["awg"]) as b:
         a.sendall(b"FORM:BORD SWAP\n")
         b.sendall(b"FORM:BORD SWAP\n")
-        a.sendall(b"DATA:ARB:DAC first,#216" + first[:5])      # a block cut in the middle
+        a.sendall(b"DATA:ARB:DAC first,#216" + first[:5])  # a block cut in the middle
         time.sleep(0.05)
         b.sendall(b"DATA:ARB:DAC second,#216" + second + b"\n*OPC?\n")
         assert read_line(b) == b"1\n"
@@ -100,7 +101,7 @@ def test_replies_go_to_the_client_that_asked(served):
         a.sendall(b":TRIG:SWE NORM;:TRIG:EDGE:SOUR EXT;LEV 1;:SING;*OPC?\n")  # answered after the trigger
         time.sleep(0.05)
         b.sendall(b":OPER:COND?\n")
-        assert read_line(b) == b"40\n"          # B's own reply, not A's deferred "1"
+        assert read_line(b) == b"40\n"  # B's own reply, not A's deferred "1"
         lab.scope.trigger_input_edge("EXT")
         assert read_line(a) == b"1\n"
 
@@ -108,7 +109,7 @@ def test_replies_go_to_the_client_that_asked(served):
 def test_an_oversize_message_is_discarded_without_buffering_it(lab):
     session = lab.scope.open_session()
     chunk = b"x" * (1 << 20)
-    for _ in range(20):                       # 20 MiB without a newline
+    for _ in range(20):  # 20 MiB without a newline
         session.write(chunk)
         assert len(session.input) <= lab.scope.max_text_bytes + lab.scope.max_block_bytes
     assert ask(session, b"\n*IDN?\n").startswith(b"KEYSIGHT")
@@ -121,22 +122,41 @@ def test_an_oversize_block_is_refused_from_its_header(lab):
     session.write(b"DATA:ARB:DAC big,#510000")
     for _ in range(10):
         session.write(b"\x01" * 1000)
-        assert len(session.input) < 100          # thrown away as it arrives
+        assert len(session.input) < 100  # thrown away as it arrives
     assert ask(session, b"\n*IDN?\n").startswith(b"Agilent")
-    assert awg.errors() == ['-223,"Too much data; block of 10000 bytes exceeds the 2000-byte limit; message discarded"']
+    assert awg.errors() == [
+        '-223,"Too much data; block of 10000 bytes exceeds the 2000-byte limit; message discarded"'
+    ]
     assert awg.arbs == {}
 
 
 def test_200_mib_without_a_newline_does_not_grow_spinlab_emulate():
     """Over TCP, against the real command: memory stays bounded and the instrument answers."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from spinlab.cli import main; main()", "emulate", "--awg-port", "0",
-         "--scope-port", "0", "--source-port", "0", "--device", "sim:vortex?noise=0"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        [
+            sys.executable,
+            "-c",
+            "from spinlab.cli import main; main()",
+            "emulate",
+            "--awg-port",
+            "0",
+            "--scope-port",
+            "0",
+            "--source-port",
+            "0",
+            "--device",
+            "sim:vortex?noise=0",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     try:
-        ports = {role: int(res.split("::")[2]) for role, res in
-                 (proc.stdout.readline().split() for _ in range(3))}
+        ports = {
+            role: int(res.split("::")[2]) for role, res in (proc.stdout.readline().split() for _ in range(3))
+        }
         before = _rss_mb(proc.pid)
         with connect(ports["scope"]) as sock:
             sock.settimeout(30)
@@ -162,28 +182,37 @@ def _rss_mb(pid: int) -> float:
 
 # --- the fault spec ------------------------------------------------------------------------------
 def test_spec_round_trip():
-    faults = parse_faults("silent@scope:at=40 , drop@awg:at=3:count=2,delay@source:s=0.2:p=0.5,corrupt@scope:count=inf")
-    assert faults == (Fault("silent", "scope", at=40), Fault("drop", "awg", at=3, count=2),
-                      Fault("delay", "source", s=0.2, p=0.5), Fault("corrupt", "scope", count=float("inf")))
+    faults = parse_faults(
+        "silent@scope:at=40 , drop@awg:at=3:count=2,delay@source:s=0.2:p=0.5,corrupt@scope:count=inf"
+    )
+    assert faults == (
+        Fault("silent", "scope", at=40),
+        Fault("drop", "awg", at=3, count=2),
+        Fault("delay", "source", s=0.2, p=0.5),
+        Fault("corrupt", "scope", count=float("inf")),
+    )
     assert parse_faults(",".join(str(f) for f in faults)) == faults
     assert parse_faults(None) == parse_faults("") == ()
 
 
-@pytest.mark.parametrize("spec,why", [
-    ("bogus@awg", "unknown kind 'bogus'"),
-    ("drop", "name the instrument"),
-    ("drop@keithley", "name the instrument"),
-    ("drop@awg:at=0", "at must be a whole number >= 1"),
-    ("drop@awg:count=1.5", "count must be a whole number"),
-    ("drop@awg:p=2", "p must be a probability"),
-    ("drop@awg:s=1", "only delay takes s"),
-    ("delay@awg:s=-1", "s must be a delay"),
-    ("drop@awg:when=3", "unknown option"),
-    ("drop@awg:at=1:at=2", "given twice"),
-    ("truncate@awg", "only the scope sends"),
-    ("corrupt@source", "corrupt acts on binary blocks"),
-    ("overrange@awg", "overrange clips a scope record"),
-])
+@pytest.mark.parametrize(
+    "spec,why",
+    [
+        ("bogus@awg", "unknown kind 'bogus'"),
+        ("drop", "name the instrument"),
+        ("drop@keithley", "name the instrument"),
+        ("drop@awg:at=0", "at must be a whole number >= 1"),
+        ("drop@awg:count=1.5", "count must be a whole number"),
+        ("drop@awg:p=2", "p must be a probability"),
+        ("drop@awg:s=1", "only delay takes s"),
+        ("delay@awg:s=-1", "s must be a delay"),
+        ("drop@awg:when=3", "unknown option"),
+        ("drop@awg:at=1:at=2", "given twice"),
+        ("truncate@awg", "only the scope sends"),
+        ("corrupt@source", "corrupt acts on binary blocks"),
+        ("overrange@awg", "overrange clips a scope record"),
+    ],
+)
 def test_bad_specs_say_what_is_wrong(spec, why):
     with pytest.raises(ConfigError, match=why) as info:
         parse_faults(spec)
@@ -207,17 +236,17 @@ def test_delay_holds_the_reply(lab):
     lab.inject("delay@awg:s=0.3")
     session = lab.awg.open_session()
     t = time.monotonic()
-    assert ask(session, b"*OPC?\n") == b""            # not yet
+    assert ask(session, b"*OPC?\n") == b""  # not yet
     assert session.wait_ready(2.0) and session.read() == b"1\n"
     assert time.monotonic() - t >= 0.29
-    assert ask(session, b"*OPC?\n") == b"1\n"         # count=1: the next one is on time
+    assert ask(session, b"*OPC?\n") == b"1\n"  # count=1: the next one is on time
 
 
 def test_silent_and_nan(lab):
     lab.inject("silent@source:at=2,nan@source")
     session = lab.source.open_session()
-    assert ask(session, b":SOUR:CURR?;:OUTP?\n") == b"+9.91E+37;0\n"     # 1st reply: its first number
-    assert ask(session, b"*IDN?\n", wait_s=0.2) == b""           # 2nd reply: never sent
+    assert ask(session, b":SOUR:CURR?;:OUTP?\n") == b"+9.91E+37;0\n"  # 1st reply: its first number
+    assert ask(session, b"*IDN?\n", wait_s=0.2) == b""  # 2nd reply: never sent
     assert ask(session, b":SOUR:CURR?\n") == b"+0.00000000000000E+00\n"
     assert lab.fault_log.entries == [("nan@source", 1), ("silent@source:at=2", 2)]
 
@@ -227,7 +256,7 @@ def test_drop_kills_the_connection_not_the_instrument(lab):
     rm = pyvisa.ResourceManager(lab.visa_library())
     first = rm.open_resource(lab.AWG_RESOURCE, read_termination="\n", write_termination="\n", timeout=500)
     assert first.query("*IDN?").startswith("Agilent")
-    first.write("OUTP1 1")                                      # lost with the connection
+    first.write("OUTP1 1")  # lost with the connection
     with pytest.raises(pyvisa.errors.VisaIOError, match="CONN_LOST"):
         first.query("*IDN?")
     second = rm.open_resource(lab.AWG_RESOURCE, read_termination="\n", write_termination="\n", timeout=500)
@@ -250,7 +279,7 @@ def test_error_and_reset(lab):
     session.write(b"OUTP1 ON\n")
     assert ask(session, b"SYST:ERR?\n") == b'-310,"System error; injected fault"\n'
     assert lab.awg.output_on
-    assert ask(session, b"OUTP1?\n") == b"0\n"   # the 3rd message found the AWG reset
+    assert ask(session, b"OUTP1?\n") == b"0\n"  # the 3rd message found the AWG reset
 
 
 def _scope_block(lab, faults: str) -> bytes:
@@ -261,11 +290,14 @@ def _scope_block(lab, faults: str) -> bytes:
     return session.read()
 
 
-@pytest.mark.parametrize("kind,check", [
-    ("truncate", lambda raw: raw[:6] == b"#42000" and len(raw) == 6 + 1000),        # half, no terminator
-    ("length", lambda raw: raw[:6] == b"#41998" and len(raw) == 6 + 1998 + 1),     # consistent, short
-    ("corrupt", lambda raw: raw[:6] == b"#42000" and 6 + 2000 + 1 < len(raw) <= 6 + 2008 + 1),
-])
+@pytest.mark.parametrize(
+    "kind,check",
+    [
+        ("truncate", lambda raw: raw[:6] == b"#42000" and len(raw) == 6 + 1000),  # half, no terminator
+        ("length", lambda raw: raw[:6] == b"#41998" and len(raw) == 6 + 1998 + 1),  # consistent, short
+        ("corrupt", lambda raw: raw[:6] == b"#42000" and 6 + 2000 + 1 < len(raw) <= 6 + 2008 + 1),
+    ],
+)
 def test_block_faults(lab, kind, check):
     raw = _scope_block(lab, f"{kind}@scope")
     assert check(raw), raw[:12]

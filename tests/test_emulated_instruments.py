@@ -1,5 +1,6 @@
 """Emulated instruments: SCPI parsing and state, and the wired lab driven through the real
 driver stack (pymeasure Instrument -> pyvisa -> in-process backend -> emulator)."""
+
 import math
 
 import numpy as np
@@ -8,13 +9,13 @@ import pyvisa
 from pymeasure.adapters import VISAAdapter
 from pymeasure.instruments.keithley import Keithley2400
 
+from spinlab import Device, SafetyLimits
+from spinlab.errors import ConfigError, InstrumentError, WaveformError
 from spinlab.instruments.keysight_awg import Keysight33500B
 from spinlab.instruments.keysight_scope import InfiniiVisionScope
 from spinlab.sim_backends.emulated import EmulatedLab
 from spinlab.sim_backends.emulated.awg import Emulated33500B
 from spinlab.sim_backends.emulated.scope import EmulatedInfiniiVision
-from spinlab import Device, SafetyLimits
-from spinlab.errors import ConfigError, InstrumentError, WaveformError
 
 NO_ERROR = '+0,"No error"'
 
@@ -44,12 +45,12 @@ def test_long_short_forms_case_and_relative_paths():
 
 def test_malformed_scpi_queues_errors_and_the_session_goes_on():
     awg = Emulated33500B()
-    awg.write(b"FOO:BAR 1\n")           # undefined header
-    awg.write(b"SOUR1:VOLT\n")          # missing parameter
-    awg.write(b"SOUR1:VOLT banana\n")   # data type
+    awg.write(b"FOO:BAR 1\n")  # undefined header
+    awg.write(b"SOUR1:VOLT\n")  # missing parameter
+    awg.write(b"SOUR1:VOLT banana\n")  # data type
     awg.write(b"SOUR1:FUNC:ARB:SRAT 1e12\n")  # out of range
     awg.write(b"OUTP1 MAYBE\n")
-    awg.write(b"\xff\xfe\n")            # garbage bytes
+    awg.write(b"\xff\xfe\n")  # garbage bytes
     assert awg.ask("*IDN?").startswith("Agilent")  # still answering
     codes = [int(awg.ask("SYST:ERR?").split(",")[0]) for _ in range(7)]
     assert codes == [-113, -109, -104, -222, -104, -101, 0]
@@ -87,7 +88,7 @@ def test_binary_block_with_newlines_and_split_delivery():
     codes = np.array([10, 2570, -10, 0, 1, 2, 3, 32767], dtype="<i2")  # 2570 = 0x0A0A
     message = b"FORM:BORD SWAP;:DATA:ARB:DAC blk,#216" + codes.tobytes() + b";:FUNC:ARB blk\n"
     for i in range(0, len(message), 5):  # arrives in pieces, as over TCP
-        awg.write(message[i:i + 5])
+        awg.write(message[i : i + 5])
     assert awg.errors() == []
     np.testing.assert_array_equal(awg.arbs["blk"], codes)
     assert awg.selected_arb == "blk"
@@ -102,14 +103,17 @@ def test_big_endian_block_and_ascii_dac_upload():
     np.testing.assert_array_equal(awg.arbs["asc"], codes.astype(np.int16))
 
 
-@pytest.mark.parametrize("message, code", [
-    (b"DATA:ARB:DAC short,#14" + b"\x00" * 4 + b"\n", -222),       # 2 points < 8
-    (b"DATA:ARB:DAC odd,#17" + b"\x00" * 7 + b"\n", -161),         # not whole int16 samples
-    (b"DATA:ARB:DAC 9bad,#216" + b"\x00" * 16 + b"\n", -224),      # invalid name
-    (b"DATA:ARB:DAC x, 1,2,3,4,5,6,7,40000\n", -222),              # code out of range
-    (b"FUNC ARB\n", -221),                                          # no arb selected
-    (b"*TRG\n", -211),                                              # trigger source not BUS
-])
+@pytest.mark.parametrize(
+    "message, code",
+    [
+        (b"DATA:ARB:DAC short,#14" + b"\x00" * 4 + b"\n", -222),  # 2 points < 8
+        (b"DATA:ARB:DAC odd,#17" + b"\x00" * 7 + b"\n", -161),  # not whole int16 samples
+        (b"DATA:ARB:DAC 9bad,#216" + b"\x00" * 16 + b"\n", -224),  # invalid name
+        (b"DATA:ARB:DAC x, 1,2,3,4,5,6,7,40000\n", -222),  # code out of range
+        (b"FUNC ARB\n", -221),  # no arb selected
+        (b"*TRG\n", -211),  # trigger source not BUS
+    ],
+)
 def test_awg_rejects_bad_data_with_scpi_errors(message, code):
     awg = Emulated33500B()
     awg.write(message)
@@ -236,9 +240,9 @@ def test_round_trip_returns_the_device_response(bench):
     lsb = 0.8 / 256
     err = wave.samples - expected
     assert wave.n == x.size and wave.dt_s == pytest.approx(1e-7) and wave.t0_s == 0.0
-    assert abs(err.mean()) < 3e-4                     # unbiased
+    assert abs(err.mean()) < 3e-4  # unbiased
     assert err.std() == pytest.approx(math.hypot(2e-3, lsb / math.sqrt(12)), rel=0.1)
-    assert np.max(np.abs(err)) < lsb / 2 + 6 * 2e-3   # quantisation + noise
+    assert np.max(np.abs(err)) < lsb / 2 + 6 * 2e-3  # quantisation + noise
     assert awg.check_errors() == [] and scope.check_errors() == [] and smu.check_errors() == []
 
 

@@ -1,5 +1,6 @@
 """The same drivers, unchanged, against the emulated lab served over raw SCPI sockets and reached
 through pyvisa-py (``@py``); and the ``spinlab emulate`` command."""
+
 import os
 import signal
 import socket
@@ -13,10 +14,10 @@ import pytest
 from pymeasure.adapters import VISAAdapter
 from pymeasure.instruments.keithley import Keithley2400
 
+from spinlab import Device, SafetyLimits
 from spinlab.instruments.keysight_awg import Keysight33500B
 from spinlab.instruments.keysight_scope import InfiniiVisionScope
 from spinlab.sim_backends.emulated import EmulatedLab, serve_tcp
-from spinlab import Device, SafetyLimits
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,8 +37,13 @@ def served():
     opened = []
 
     def connect(cls, role, **kwargs):
-        adapter = VISAAdapter(servers.resources[role], visa_library="@py", timeout=2000,
-                              read_termination="\n", write_termination="\n")
+        adapter = VISAAdapter(
+            servers.resources[role],
+            visa_library="@py",
+            timeout=2000,
+            read_termination="\n",
+            write_termination="\n",
+        )
         opened.append(adapter)
         return cls(adapter, **kwargs)
 
@@ -59,7 +65,7 @@ def test_drive_capture_round_trip_over_sockets(served):
     rng = np.random.default_rng(1)
     x = np.repeat(rng.uniform(-0.3, 0.3, 2000), 10)
     x[0] = 0.0
-    x[:: 97] = 0.0  # bytes 0x0A and 0x0D inside the block are fine: it is length-delimited
+    x[::97] = 0.0  # bytes 0x0A and 0x0D inside the block are fine: it is length-delimited
     awg.upload_arb("drive", x, 10e6)
     awg.output_enabled = True
     awg.arm_burst(1, "BUS")
@@ -111,9 +117,24 @@ def _read_line(sock):
 
 def test_spinlab_emulate_prints_resources_and_stops_on_ctrl_c():
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from spinlab.cli import main; main()", "emulate",
-         "--awg-port", "0", "--scope-port", "0", "--source-port", "0", "--device", "sim:vortex?noise=0"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "from spinlab.cli import main; main()",
+            "emulate",
+            "--awg-port",
+            "0",
+            "--scope-port",
+            "0",
+            "--source-port",
+            "0",
+            "--device",
+            "sim:vortex?noise=0",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
@@ -121,8 +142,15 @@ def test_spinlab_emulate_prints_resources_and_stops_on_ctrl_c():
         resources = dict(line.split() for line in lines)
         assert set(resources) == {"awg", "scope", "source"}
         assert all(r.startswith("TCPIP::127.0.0.1::") and r.endswith("::SOCKET") for r in resources.values())
-        awg = Keysight33500B(VISAAdapter(resources["awg"], visa_library="@py", timeout=2000,
-                                         read_termination="\n", write_termination="\n"))
+        awg = Keysight33500B(
+            VISAAdapter(
+                resources["awg"],
+                visa_library="@py",
+                timeout=2000,
+                read_termination="\n",
+                write_termination="\n",
+            )
+        )
         assert "33522B" in awg.id
         awg.adapter.close()
         proc.send_signal(signal.SIGINT)

@@ -2,6 +2,7 @@
 the emulator hold stays bounded, the client gets the SCPI error an instrument gives, and a
 normal client is served afterwards. The emulator runs in its own process; its memory and
 threads are read from /proc."""
+
 from __future__ import annotations
 
 import os
@@ -13,8 +14,9 @@ from tcp_helpers import ask, emulated_instruments
 
 from spinlab.sim_backends.emulated.tcp_server import MAX_CONNECTIONS
 
-pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/status"),
-                                reason="reads the emulator's memory and threads from /proc")
+pytestmark = pytest.mark.skipif(
+    not os.path.exists("/proc/self/status"), reason="reads the emulator's memory and threads from /proc"
+)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
 """The run engine: documents, the run file, exit statuses, durability and resume."""
+
 from __future__ import annotations
 
 import collections
@@ -9,8 +10,7 @@ import numpy as np
 import pytest
 
 from spinlab import RunAborted
-from spinlab.engine import Plan, RunEngine, build_plan, plan_names, seed_stream
-from spinlab.engine import journal
+from spinlab.engine import Plan, RunEngine, build_plan, journal, plan_names, seed_stream
 from spinlab.engine.runfile import JOURNAL_FILE
 from spinlab.errors import ConfigError, RunInterrupted
 from spinlab.testing import Doubler, plan_lookup, steps_plan
@@ -19,12 +19,20 @@ from spinlab.testing import Doubler, plan_lookup, steps_plan
 def test_completed_run_file_holds_config_data_results_and_versions(tmp_path):
     docs = []
     device = Doubler()
-    result = RunEngine(tmp_path).run(steps_plan(), device, seed=7,
-                                     subscribers=[lambda name, doc: docs.append(name)])
+    result = RunEngine(tmp_path).run(
+        steps_plan(), device, seed=7, subscribers=[lambda name, doc: docs.append(name)]
+    )
     assert result.status == "completed" and result.events == 5
     counts = collections.Counter(docs)
-    assert counts == {"start": 1, "descriptor": 1, "event": 5, "progress": 5, "dataset": 1,
-                      "result": 1, "stop": 1}
+    assert counts == {
+        "start": 1,
+        "descriptor": 1,
+        "event": 5,
+        "progress": 5,
+        "dataset": 1,
+        "result": 1,
+        "stop": 1,
+    }
     assert docs[0] == "start" and docs[-1] == "stop"
     with h5py.File(result.run_file) as f:
         assert f.attrs["status"] == "completed"
@@ -41,9 +49,14 @@ def test_completed_run_file_holds_config_data_results_and_versions(tmp_path):
     assert device.outputs_off_calls == 1  # outputs off on a normal return too
 
 
-@pytest.mark.parametrize("exc, status", [(RunAborted("remote abort"), "aborted"),
-                                         (RunInterrupted(15), "interrupted"),
-                                         (RuntimeError("boom"), "failed")])
+@pytest.mark.parametrize(
+    "exc, status",
+    [
+        (RunAborted("remote abort"), "aborted"),
+        (RunInterrupted(15), "interrupted"),
+        (RuntimeError("boom"), "failed"),
+    ],
+)
 def test_a_stopped_run_keeps_its_steps_switches_outputs_off_and_says_why(tmp_path, exc, status):
     device = Doubler()
     with pytest.raises(type(exc)) as caught:

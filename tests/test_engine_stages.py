@@ -1,4 +1,5 @@
 """Plans composed of plans (``ctx.run``): stage directories, one device, relayed documents, resume."""
+
 from __future__ import annotations
 
 import h5py
@@ -7,7 +8,6 @@ import pytest
 from spinlab.engine import Plan, RunEngine
 from spinlab.engine.runfile import JOURNAL_FILE
 from spinlab.errors import RunInterrupted
-
 from spinlab.testing import Doubler, plan_lookup, steps_plan
 
 
@@ -17,10 +17,14 @@ def composed(fail_in_second=None, second_device=None):
 
     def body(ctx):
         first = ctx.run(steps_plan(3), stage="first")
-        second = ctx.run(steps_plan(4, fail_at=fail_in_second, exc=RunInterrupted(2)), second_device,
-                         stage="second")
+        second = ctx.run(
+            steps_plan(4, fail_at=fail_in_second, exc=RunInterrupted(2)), second_device, stage="second"
+        )
         ctx.result(total=first.summary["total"] + second.summary["total"])
-        return {"paths": [str(first.path), str(second.path)], "total": first.summary["total"] + second.summary["total"]}
+        return {
+            "paths": [str(first.path), str(second.path)],
+            "total": first.summary["total"] + second.summary["total"],
+        }
 
     return Plan("composed", {"fail_in_second": fail_in_second}, body)
 
@@ -32,7 +36,9 @@ PLANS = plan_lookup(composed=lambda **config: composed(), demo=steps_plan)
 def test_stages_run_in_their_own_directories_on_the_composing_runs_device(tmp_path):
     docs = []
     device = Doubler()
-    result = RunEngine(tmp_path).run(composed(), device, seed=5, subscribers=[lambda n, d: docs.append((n, d))])
+    result = RunEngine(tmp_path).run(
+        composed(), device, seed=5, subscribers=[lambda n, d: docs.append((n, d))]
+    )
     first, second = (result.path / "stages" / name for name in ("1-first", "2-second"))
     assert result.summary["paths"] == [str(first), str(second)]
     for path, steps in ((first, 3), (second, 4)):
@@ -81,8 +87,12 @@ def test_the_composing_run_opens_its_address_once_and_a_stage_address_for_that_s
         return Tracked(address)
 
     RunEngine(tmp_path, open_device=opening).run(composed(second_device="sim:other"), "bench:main")
-    assert events == [("open", "bench:main"), ("open", "sim:other"), ("close", "sim:other"),
-                      ("close", "bench:main")]
+    assert events == [
+        ("open", "bench:main"),
+        ("open", "sim:other"),
+        ("close", "sim:other"),
+        ("close", "bench:main"),
+    ]
 
 
 def test_a_remote_abort_during_a_stage_stops_the_stage_and_the_composing_run(tmp_path):
@@ -102,8 +112,11 @@ def test_a_remote_abort_during_a_stage_stops_the_stage_and_the_composing_run(tmp
     with pytest.raises(RunAborted) as caught:
         RunEngine(tmp_path).run(composed(), device, control=lambda state: AbortInSecondStage())
     path = caught.value.run_path
-    for run_file, status in ((path / "run.h5", "aborted"), (path / "stages" / "1-first" / "run.h5", "completed"),
-                             (path / "stages" / "2-second" / "run.h5", "aborted")):
+    for run_file, status in (
+        (path / "run.h5", "aborted"),
+        (path / "stages" / "1-first" / "run.h5", "completed"),
+        (path / "stages" / "2-second" / "run.h5", "aborted"),
+    ):
         with h5py.File(run_file) as f:
             assert f.attrs["status"] == status
     assert device.calls == 5 and device.outputs_off_calls == 3

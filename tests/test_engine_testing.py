@@ -1,5 +1,6 @@
 """spinlab.testing, the public test doubles: the Python-API page's example runs, and each double does
 what its docstring says through the real engine."""
+
 from __future__ import annotations
 
 import re
@@ -24,8 +25,15 @@ def test_the_recorder_sees_every_document_in_order_and_counts_them(tmp_path):
     recorder = DocumentRecorder()
     RunEngine(tmp_path).run(steps_plan(2), Doubler(), subscribers=[recorder])
     assert recorder.names[0] == "start" and recorder.names[-1] == "stop"
-    assert recorder.counts == {"start": 1, "descriptor": 1, "event": 2, "progress": 2, "dataset": 1,
-                               "result": 1, "stop": 1}
+    assert recorder.counts == {
+        "start": 1,
+        "descriptor": 1,
+        "event": 2,
+        "progress": 2,
+        "dataset": 1,
+        "result": 1,
+        "stop": 1,
+    }
     start = recorder.of("start")[0]
     assert start["plan"] == "demo" and "started" in start and "address" in start
 

@@ -16,6 +16,7 @@ record costs about 22 AWG messages, 30 scope messages / 9 scope replies, 2 sourc
 
 Run as a script for the whole matrix as JSON lines: ``python tests/test_fault_matrix.py``.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,12 +39,14 @@ BIAS_A = np.array([7e-3, 8e-3])
 TIMEOUT_S = 0.3
 SEED = 3
 
-STORM = ("drop@awg:p=0.005:count=inf,silent@scope:p=0.005:count=inf,corrupt@scope:p=0.03:count=inf,"
-         "reset@source:p=0.02:count=inf,nan@scope:p=0.005:count=inf,error@awg:p=0.005:count=inf")
+STORM = (
+    "drop@awg:p=0.005:count=inf,silent@scope:p=0.005:count=inf,corrupt@scope:p=0.03:count=inf,"
+    "reset@source:p=0.02:count=inf,nan@scope:p=0.005:count=inf,error@awg:p=0.005:count=inf"
+)
 #: (fault spec, expected outcome); "identical" runs must also have retried (bar the short delay)
 TRANSIENT = [
-    ("delay@scope:at=30:s=0.05", "identical"),      # shorter than the VISA timeout: just slower
-    ("delay@awg:at=30:s=1", "identical"),           # longer: a timeout, then the late reply is stale
+    ("delay@scope:at=30:s=0.05", "identical"),  # shorter than the VISA timeout: just slower
+    ("delay@awg:at=30:s=1", "identical"),  # longer: a timeout, then the late reply is stale
     ("silent@scope:at=30", "identical"),
     ("silent@awg:at=30", "identical"),
     ("silent@source:at=8", "identical"),
@@ -63,7 +66,7 @@ TRANSIENT = [
     ("corrupt@scope:at=2", "identical"),
     ("corrupt@awg:at=2", "identical"),
     ("overrange@scope:at=2", "identical"),
-    (STORM, "identical"),   # a bad day: a few of everything, at random (seeded)
+    (STORM, "identical"),  # a bad day: a few of everything, at random (seeded)
 ]
 PERSISTENT = [
     ("silent@scope:at=30:count=inf", "error"),
@@ -77,16 +80,30 @@ PERSISTENT = [
     ("nan@source:at=8:count=inf", "error"),
 ]
 #: one of each kind, and two that persist, for the default (fast) suite
-QUICK = ["delay@awg:at=30:s=1", "silent@scope:at=30", "nan@source:at=8", "drop@awg:at=60", "error@source:at=16",
-         "reset@source:at=16", "truncate@scope:at=2", "length@scope:at=2", "corrupt@scope:at=2",
-         "corrupt@awg:at=2", "overrange@scope:at=2", "silent@scope:at=30:count=inf", "corrupt@awg:at=2:count=inf"]
+QUICK = [
+    "delay@awg:at=30:s=1",
+    "silent@scope:at=30",
+    "nan@source:at=8",
+    "drop@awg:at=60",
+    "error@source:at=16",
+    "reset@source:at=16",
+    "truncate@scope:at=2",
+    "length@scope:at=2",
+    "corrupt@scope:at=2",
+    "corrupt@awg:at=2",
+    "overrange@scope:at=2",
+    "silent@scope:at=30:count=inf",
+    "corrupt@awg:at=2:count=inf",
+]
 EXPECTED = dict(TRANSIENT + PERSISTENT)
 
 
 def station(directory: Path) -> str:
     text = (STATIONS_DIR / "emulated.toml").read_text()
     text = text.replace("[awg]\n", "[awg]\nmemory_samples = 1500\n", 1)
-    text = text.replace("timeout_s = 10.0\n\n[wiring]", f"timeout_s = {TIMEOUT_S}\nretry_backoff_s = 0.02\n\n[wiring]")
+    text = text.replace(
+        "timeout_s = 10.0\n\n[wiring]", f"timeout_s = {TIMEOUT_S}\nretry_backoff_s = 0.02\n\n[wiring]"
+    )
     text = text.replace("compliance_V = 2.0", "compliance_V = 2.0\nramp_step_A = 1e-3")
     path = directory / "matrix.toml"
     path.write_text(text)
@@ -106,8 +123,9 @@ class Outcome:
 def acquire(path: str, faults: str | None = None, *, noise: bool = False, seed: int = SEED) -> Outcome:
     device = "sim:vortex" if noise else "sim:vortex?noise=0"
     t = time.perf_counter()
-    with open_bench(path, device=device, seed=seed, faults=faults,
-                    scope_noise_V=1e-3 if noise else 0.0) as bench:
+    with open_bench(
+        path, device=device, seed=seed, faults=faults, scope_noise_V=1e-3 if noise else 0.0
+    ) as bench:
         responses, error = [], None
         rng = np.random.default_rng(SEED)
         try:
@@ -118,8 +136,9 @@ def acquire(path: str, faults: str | None = None, *, noise: bool = False, seed: 
             error = str(exc)
         outputs = (bench.lab.awg.output_on, bench.lab.source.output_on)
         retries = sum(entry["outcome"] == "retried" for entry in bench.fault_log)
-        return Outcome(responses, error, retries, len(bench.lab.fault_log.entries), outputs,
-                       time.perf_counter() - t)
+        return Outcome(
+            responses, error, retries, len(bench.lab.fault_log.entries), outputs, time.perf_counter() - t
+        )
 
 
 def lost(outcome: Outcome, reference: Outcome) -> int:
@@ -191,16 +210,42 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as directory:
         path = station(Path(directory))
         reference = acquire(path)
-        print(json.dumps({"fault": "none", "outcome": "completed", "retries": 0, "records_lost": 0,
-                          "records": 6 * len(reference.responses), "wall_s": round(reference.wall_s, 2)}))
+        print(
+            json.dumps(
+                {
+                    "fault": "none",
+                    "outcome": "completed",
+                    "retries": 0,
+                    "records_lost": 0,
+                    "records": 6 * len(reference.responses),
+                    "wall_s": round(reference.wall_s, 2),
+                }
+            )
+        )
         for spec, _ in TRANSIENT + PERSISTENT:
             outcome = acquire(path, spec)
-            result = ("identical" if outcome.error is None and lost(outcome, reference) == 0 else
-                      "completed, data differ" if outcome.error is None else "error")
-            print(json.dumps({"fault": spec, "outcome": result, "retries": outcome.retries,
-                              "fired": outcome.fired, "records_lost": lost(outcome, reference),
-                              "outputs_on_after": list(outcome.outputs_on), "wall_s": round(outcome.wall_s, 2),
-                              **({"error": outcome.error} if outcome.error else {})}), flush=True)
+            result = (
+                "identical"
+                if outcome.error is None and lost(outcome, reference) == 0
+                else "completed, data differ"
+                if outcome.error is None
+                else "error"
+            )
+            print(
+                json.dumps(
+                    {
+                        "fault": spec,
+                        "outcome": result,
+                        "retries": outcome.retries,
+                        "fired": outcome.fired,
+                        "records_lost": lost(outcome, reference),
+                        "outputs_on_after": list(outcome.outputs_on),
+                        "wall_s": round(outcome.wall_s, 2),
+                        **({"error": outcome.error} if outcome.error else {}),
+                    }
+                ),
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """Cochleagram / MFCC / log-mel features, training-set normalisation and the feature cache."""
+
 from __future__ import annotations
 
 from pathlib import Path

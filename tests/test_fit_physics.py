@@ -1,4 +1,5 @@
 """fit-physics: parameters recovered from recorded runs, uncertainties, model files, the CLI."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,8 @@ from typer.testing import CliRunner
 
 from spinlab import open_device
 from spinlab.cli import app
-from spinlab.errors import ConfigError, DeviceAddressError
 from spinlab.engine import RunEngine
+from spinlab.errors import ConfigError, DeviceAddressError
 from spinlab.protocols import acquire, characterize
 from spinlab.protocols import fit_physics as fit_plan
 from spinlab.protocols.acquire import AcquireConfig
@@ -30,8 +31,13 @@ def record(tmp_path, address: str, config: AcquireConfig, seed: int = 0):
 def vortex_run(tmp_path_factory):
     """sim:vortex with hidden parameters and its thermal noise on, at two biases."""
     address = "sim:vortex?" + "&".join(f"{k}={v}" for k, v in VORTEX_TRUTH.items())
-    config = AcquireConfig(duration_s=4e-4, dt_s=1e-7, record_s=2e-5, hold_s=(1e-7, 1e-6),
-                           conditions={"bias_A": (6.5e-3, 8.5e-3)})
+    config = AcquireConfig(
+        duration_s=4e-4,
+        dt_s=1e-7,
+        record_s=2e-5,
+        hold_s=(1e-7, 1e-6),
+        conditions={"bias_A": (6.5e-3, 8.5e-3)},
+    )
     return record(tmp_path_factory.mktemp("runs"), address, config, seed=2)
 
 
@@ -72,8 +78,9 @@ def test_gradient_fit_recovers_hidden_vortex_parameters_from_random_starts(vorte
 
 def test_grid_baseline_is_coarser_and_the_same_command(vortex_run):
     rec = read_run(vortex_run)
-    grid = fit_physics(rec, FitConfig(model="vortex", params=("threshold_A", "gamma_G_per_s"),
-                                      method="grid", grid_points=5))
+    grid = fit_physics(
+        rec, FitConfig(model="vortex", params=("threshold_A", "gamma_G_per_s"), method="grid", grid_points=5)
+    )
     grad = fit_physics(rec, FitConfig(model="vortex", params=("threshold_A", "gamma_G_per_s")))
     assert grid["stages"] == [{"grid_points": 25}]
     assert grad["loss"] <= grid["loss"]
@@ -81,7 +88,9 @@ def test_grid_baseline_is_coarser_and_the_same_command(vortex_run):
 
 
 def test_fitted_model_file_opens_as_a_device(vortex_run, tmp_path):
-    config = FitConfig(model="vortex", params=("threshold_A",), screen=8, starts=2, source_run=str(vortex_run))
+    config = FitConfig(
+        model="vortex", params=("threshold_A",), screen=8, starts=2, source_run=str(vortex_run)
+    )
     run = RunEngine(tmp_path).run(fit_plan.plan(config))
     summary = run.summary
     assert summary["address"] == f"sim:{run.path / 'model.json'}"
@@ -146,26 +155,46 @@ def _in_memory_run(dev, n: int, count: int, seed: int = 0):
 
 # --- the command ------------------------------------------------------------------------------
 def test_cli_fit_physics_json_reports_every_parameter(vortex_run, tmp_path):
-    result = CliRunner().invoke(app, ["fit-physics", str(vortex_run), "--model", "vortex",
-                                      "--params", "threshold_A,Q", "--screen", "16", "--starts", "2",
-                                      "--runs-dir", str(tmp_path), "--json"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "fit-physics",
+            str(vortex_run),
+            "--model",
+            "vortex",
+            "--params",
+            "threshold_A,Q",
+            "--screen",
+            "16",
+            "--starts",
+            "2",
+            "--runs-dir",
+            str(tmp_path),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert set(summary["params"]) == {"threshold_A", "Q"}
     for entry in summary["params"].values():
         assert {"value", "uncertainty", "loss"} <= set(entry)
     assert open_device(summary["address"]).params.threshold_A == pytest.approx(
-        summary["params"]["threshold_A"]["value"])
+        summary["params"]["threshold_A"]["value"]
+    )
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--params", "tau"], "cannot fit"),
-    (["--params", "Q", "--bounds", "Q=3"], "--bounds"),
-    (["--params", "Q", "--method", "newton"], "--method"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--params", "tau"], "cannot fit"),
+        (["--params", "Q", "--bounds", "Q=3"], "--bounds"),
+        (["--params", "Q", "--method", "newton"], "--method"),
+    ],
+)
 def test_cli_fit_physics_bad_options_are_one_line_errors(vortex_run, tmp_path, args, message):
-    result = CliRunner().invoke(app, ["fit-physics", str(vortex_run), "--model", "vortex", *args,
-                                      "--runs-dir", str(tmp_path)])
+    result = CliRunner().invoke(
+        app, ["fit-physics", str(vortex_run), "--model", "vortex", *args, "--runs-dir", str(tmp_path)]
+    )
     assert result.exit_code == 2
     assert message in result.output and "Traceback" not in result.output
 
@@ -174,11 +203,24 @@ def test_cli_fit_physics_bad_options_are_one_line_errors(vortex_run, tmp_path, a
 @pytest.mark.slow
 def test_macrospin_parameters_recovered_within_5_percent_with_thermal_noise(tmp_path):
     truth = {"alpha": 0.025, "Hd_A_per_m": 5.2e5, "tmr": 1.2, "R_P_ohm": 60.0}
-    address = ("sim:macrospin?" + "&".join(f"{k}={v}" for k, v in truth.items())
-               + "&temperature_K=300&initial_tilt_rad=0.6&bias_A=1.8e-3")
-    run_dir = record(tmp_path, address, AcquireConfig(
-        duration_s=96 * 3e-9, dt_s=2e-11, record_s=3e-9, hold_s=(2e-10, 1e-9), amplitude_V=0.3,
-        conditions={"field_T": (0.04, 0.05, 0.06)}), seed=1)
+    address = (
+        "sim:macrospin?"
+        + "&".join(f"{k}={v}" for k, v in truth.items())
+        + "&temperature_K=300&initial_tilt_rad=0.6&bias_A=1.8e-3"
+    )
+    run_dir = record(
+        tmp_path,
+        address,
+        AcquireConfig(
+            duration_s=96 * 3e-9,
+            dt_s=2e-11,
+            record_s=3e-9,
+            hold_s=(2e-10, 1e-9),
+            amplitude_V=0.3,
+            conditions={"field_T": (0.04, 0.05, 0.06)},
+        ),
+        seed=1,
+    )
     result = fit_physics(read_run(run_dir), FitConfig(model="macrospin", params=tuple(truth)))
     for name, value in truth.items():
         assert result["params"][name]["value"] == pytest.approx(value, rel=0.05), name
@@ -189,10 +231,15 @@ def test_vortex_fit_on_the_bench_agrees_with_characterize(tmp_path):
     from spinlab.sim_backends.vortex import VortexParams
 
     reference = RunEngine(tmp_path).run(characterize.plan(), "bench:emulated").summary
-    run_dir = record(tmp_path, "bench:emulated", AcquireConfig(
-        duration_s=3e-3, conditions={"bias_A": (6.5e-3, 7.5e-3, 8.5e-3)}), seed=2)
+    run_dir = record(
+        tmp_path,
+        "bench:emulated",
+        AcquireConfig(duration_s=3e-3, conditions={"bias_A": (6.5e-3, 7.5e-3, 8.5e-3)}),
+        seed=2,
+    )
     names = ("threshold_A", "gamma_G_per_s", "Q", "detector_V_per_p", "drive_gain_A_per_V")
     fitted = VortexParams(**fit_physics(read_run(run_dir), FitConfig(model="vortex", params=names))["values"])
     assert fitted.threshold_A == pytest.approx(reference["threshold_A"], rel=0.05)
     assert fitted.relaxation_time_s(reference["relaxation_bias_A"]) == pytest.approx(
-        reference["relaxation_time_s"], rel=0.05)
+        reference["relaxation_time_s"], rel=0.05
+    )

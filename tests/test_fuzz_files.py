@@ -15,6 +15,7 @@ By default each target runs a few hundred derandomised examples (hypothesis prof
 
 or, for every fuzz module at once, ``.venv/bin/python -m pytest -m slow tests/test_fuzz_100k.py``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,45 +25,81 @@ import json
 import math
 import struct
 import tempfile
-import tomllib
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+import tomllib
 import torch
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 from scipy.io import wavfile
 
-from spinlab.speech.audio import read_audio
+import spinlab.instruments
+from spinlab.analysis.ridge import RidgeReadout
 from spinlab.engine import journal
 from spinlab.errors import CheckpointError, ConfigError, ReadoutError, SpinlabError
+from spinlab.instruments.station import Station, load_station, parse_station
+from spinlab.sim_backends import open_simulator
+from spinlab.sim_backends.model_file import FORMAT as MODEL_FORMAT
+from spinlab.sim_backends.model_file import load_model
+from spinlab.speech.audio import read_audio
+from spinlab.speech.encoder import Encoder, make_mask
 from spinlab.speech.features import ChannelNormalizer, FeatureConfig
 from spinlab.speech.microphone import prepare
-from spinlab.speech.readout import FORMAT as FORMAT_READOUT, DigitReadout, TrainingStates, load_readout
-from spinlab.analysis.ridge import RidgeReadout
-from spinlab.speech.encoder import Encoder, make_mask
-from spinlab.sim_backends import open_simulator
-from spinlab.sim_backends.model_file import FORMAT as MODEL_FORMAT, load_model
-import spinlab.instruments
-from spinlab.instruments.station import Station, load_station, parse_station
+from spinlab.speech.readout import FORMAT as FORMAT_READOUT
+from spinlab.speech.readout import DigitReadout, TrainingStates, load_readout
 from spinlab.twin.checkpoint import FORMAT, TwinMeta, load_twin, save_twin
 from spinlab.twin.model import Normalisation, TwinArchitecture, build_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-STATION_FILES = {p.name: p.read_bytes()
-                 for p in sorted((Path(spinlab.instruments.__file__).parent / "stations").glob("*.toml"))}
+STATION_FILES = {
+    p.name: p.read_bytes()
+    for p in sorted((Path(spinlab.instruments.__file__).parent / "stations").glob("*.toml"))
+}
 STATIONS = {name: tomllib.loads(raw.decode()) for name, raw in STATION_FILES.items()}
 
 # --- station files --------------------------------------------------------------------------
 #: What tomllib can hand back, and a little more that a caller of parse_station might.
-toml_leaves = (st.text(max_size=20) | st.integers(-2**63, 2**63 - 1) | st.floats() | st.booleans()
-               | st.datetimes() | st.dates() | st.times() | st.integers(-2**1100, 2**1100)
-               | st.sampled_from(["inf", "nan", "", "emulated", "@py", "bus", "TCPIP::1.2.3.4::INSTR",
-                                 "GPIB0::24::INSTR", 0, 1, -1, 0.0, 1e-300, 1e300, 5, 1000, 2.0, 1e6]))
-toml_values = st.recursive(toml_leaves, lambda inner: st.lists(inner, max_size=3)
-                           | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=8)
+toml_leaves = (
+    st.text(max_size=20)
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats()
+    | st.booleans()
+    | st.datetimes()
+    | st.dates()
+    | st.times()
+    | st.integers(-(2**1100), 2**1100)
+    | st.sampled_from(
+        [
+            "inf",
+            "nan",
+            "",
+            "emulated",
+            "@py",
+            "bus",
+            "TCPIP::1.2.3.4::INSTR",
+            "GPIB0::24::INSTR",
+            0,
+            1,
+            -1,
+            0.0,
+            1e-300,
+            1e300,
+            5,
+            1000,
+            2.0,
+            1e6,
+        ]
+    )
+)
+toml_values = st.recursive(
+    toml_leaves,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
 
 
 @st.composite
@@ -101,10 +138,27 @@ def station_bytes(draw):
         if edit == "flip" and pos < len(raw):
             raw[pos] = draw(st.integers(0, 255))
         elif edit == "cut":
-            del raw[pos:pos + draw(st.integers(1, 200))]
+            del raw[pos : pos + draw(st.integers(1, 200))]
         else:
-            raw[pos:pos] = draw(st.sampled_from([b"=", b"[", b"]", b'"', b"\n", b"\xff\xfe", b"1e999", b"nan",
-                                                 b"-", b"[limits]\n", b"x = 1\n", b"\x00"]) | st.binary(max_size=8))
+            raw[pos:pos] = draw(
+                st.sampled_from(
+                    [
+                        b"=",
+                        b"[",
+                        b"]",
+                        b'"',
+                        b"\n",
+                        b"\xff\xfe",
+                        b"1e999",
+                        b"nan",
+                        b"-",
+                        b"[limits]\n",
+                        b"x = 1\n",
+                        b"\x00",
+                    ]
+                )
+                | st.binary(max_size=8)
+            )
     return bytes(raw)
 
 
@@ -164,31 +218,45 @@ def corrupted_checkpoints(draw):
     return bytes(raw)
 
 
-@given(corrupted_checkpoints() | st.integers(0, len(CHECKPOINT) - 1).map(lambda n: CHECKPOINT[:n])
-       | st.binary(max_size=200))
+@given(
+    corrupted_checkpoints()
+    | st.integers(0, len(CHECKPOINT) - 1).map(lambda n: CHECKPOINT[:n])
+    | st.binary(max_size=200)
+)
 def test_corrupted_truncated_or_garbage_checkpoints_raise_checkpoint_error(tmp_path_factory, raw):
     load_checked(tmp_path_factory, raw)
 
 
 #: Well-formed files (torch.save of plain containers) whose fields are hostile.
 fields = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.floats() | st.text(max_size=10)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats()
+    | st.text(max_size=10)
     | st.sampled_from([2**40, 10**9, -1, 0, 1, 3, "float32", "float64", "nn", "linear", "hold", "bias_A"])
     | st.builds(torch.tensor, st.lists(st.floats(width=32), max_size=4)),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
-    max_leaves=8)
+    max_leaves=8,
+)
 
 
 @st.composite
 def hostile_payloads(draw):
     payload = copy.deepcopy(PAYLOAD)
     for _ in range(draw(st.integers(1, 4))):
-        where = draw(st.sampled_from(["format_version", "architecture", "dtype", "state_dict", "meta", "top"]))
+        where = draw(
+            st.sampled_from(["format_version", "architecture", "dtype", "state_dict", "meta", "top"])
+        )
         target = payload if where in ("format_version", "dtype", "top") else payload[where]
         if not isinstance(target, dict):
             payload[where] = draw(fields)
             continue
-        key = where if where in ("format_version", "dtype") else draw(st.sampled_from(sorted(target) + ["extra"]))
+        key = (
+            where
+            if where in ("format_version", "dtype")
+            else draw(st.sampled_from(sorted(target) + ["extra"]))
+        )
         target[key] = draw(fields)
     buf = io.BytesIO()
     torch.save(payload, buf)
@@ -200,16 +268,19 @@ def test_well_formed_checkpoints_with_hostile_fields_load_or_raise_checkpoint_er
     load_checked(tmp_path_factory, raw)
 
 
-@pytest.mark.parametrize("where, key, value", [
-    ("architecture", "hidden", 10**9),          # was: a 20 GB allocation before any check
-    ("architecture", "hidden", 4.0),
-    ("meta", "condition_ranges", "bias_A"),     # these loaded, and failed later in the twin device
-    ("meta", "noise_std", float("nan")),
-    ("meta", "settle_samples", -5),
-    ("meta", "provenance", [1]),
-    ("top", "dtype", "complex64"),
-    ("top", "format_version", -3),
-])
+@pytest.mark.parametrize(
+    "where, key, value",
+    [
+        ("architecture", "hidden", 10**9),  # was: a 20 GB allocation before any check
+        ("architecture", "hidden", 4.0),
+        ("meta", "condition_ranges", "bias_A"),  # these loaded, and failed later in the twin device
+        ("meta", "noise_std", float("nan")),
+        ("meta", "settle_samples", -5),
+        ("meta", "provenance", [1]),
+        ("top", "dtype", "complex64"),
+        ("top", "format_version", -3),
+    ],
+)
 def test_hostile_checkpoint_fields_found_by_fuzzing_are_checkpoint_errors(tmp_path, where, key, value):
     payload = copy.deepcopy(PAYLOAD)
     (payload if where == "top" else payload[where])[key] = value
@@ -226,12 +297,25 @@ def _wav(samples, rate: int = 8000) -> bytes:
 
 
 _TONE = np.sin(np.arange(1600) / 7.0)
-WAVS = [_wav((_TONE * 2e4).astype(np.int16)), _wav(_TONE.astype(np.float32), 16000),
-        _wav(np.stack([_TONE, -_TONE], axis=1).astype(np.float64), 44100),
-        _wav((_TONE * 100 + 128).astype(np.uint8)), _wav((_TONE * 2e9).astype(np.int32), 48000)]
+WAVS = [
+    _wav((_TONE * 2e4).astype(np.int16)),
+    _wav(_TONE.astype(np.float32), 16000),
+    _wav(np.stack([_TONE, -_TONE], axis=1).astype(np.float64), 44100),
+    _wav((_TONE * 100 + 128).astype(np.uint8)),
+    _wav((_TONE * 2e9).astype(np.int32), 48000),
+]
 #: Where a wav header keeps what a reader must believe: chunk sizes, channels, rate, bits.
-HEADER_FIELDS = [(4, "<I"), (16, "<I"), (20, "<H"), (22, "<H"), (24, "<I"), (28, "<I"), (32, "<H"),
-                 (34, "<H"), (40, "<I")]
+HEADER_FIELDS = [
+    (4, "<I"),
+    (16, "<I"),
+    (20, "<H"),
+    (22, "<H"),
+    (24, "<I"),
+    (28, "<I"),
+    (32, "<H"),
+    (34, "<H"),
+    (40, "<I"),
+]
 
 
 @st.composite
@@ -245,14 +329,16 @@ def wav_bytes(draw):
             offset, fmt = draw(st.sampled_from(HEADER_FIELDS))
             top = 2 ** (8 * struct.calcsize(fmt)) - 1
             value = draw(st.sampled_from([0, 1, 2, 3, top, top // 2]) | st.integers(0, top))
-            raw[offset:offset + struct.calcsize(fmt)] = struct.pack(fmt, value)
+            raw[offset : offset + struct.calcsize(fmt)] = struct.pack(fmt, value)
         elif edit == "flip":
             raw[draw(st.integers(0, len(raw) - 1))] = draw(st.integers(0, 255))
         elif edit == "cut":
-            del raw[draw(st.integers(0, len(raw) - 1)):]
+            del raw[draw(st.integers(0, len(raw) - 1)) :]
         elif len(raw) > 60:
             at = draw(st.integers(44, len(raw) - 8))
-            raw[at:at + 8] = struct.pack("<d", draw(st.sampled_from([math.nan, math.inf, -math.inf, 1e300])))
+            raw[at : at + 8] = struct.pack(
+                "<d", draw(st.sampled_from([math.nan, math.inf, -math.inf, 1e300]))
+            )
     return bytes(raw)
 
 
@@ -273,23 +359,60 @@ def _readout_bytes() -> bytes:
     rng = np.random.default_rng(0)
     width = 4 * 6
     encoder = Encoder(make_mask(6, 64, seed=1), 400e-9, 2, 0.4, 1.5, scale=1.0)
-    ridge = RidgeReadout(alpha=1e-3, n_classes=10, mean=np.zeros(width), std=np.ones(width),
-                         weights=rng.standard_normal((width + 1, 10)))
-    training = TrainingStates(rng.standard_normal((10, width)), np.arange(10), np.full(10, "theo"),
-                              np.ones(10))
-    readout = DigitReadout(FeatureConfig(), ChannelNormalizer(np.zeros(64), np.ones(64)), encoder, "mean", 3,
-                           ridge, "sim:vortex", {"bias_A": 7.5e-3}, training=training)
+    ridge = RidgeReadout(
+        alpha=1e-3,
+        n_classes=10,
+        mean=np.zeros(width),
+        std=np.ones(width),
+        weights=rng.standard_normal((width + 1, 10)),
+    )
+    training = TrainingStates(
+        rng.standard_normal((10, width)), np.arange(10), np.full(10, "theo"), np.ones(10)
+    )
+    readout = DigitReadout(
+        FeatureConfig(),
+        ChannelNormalizer(np.zeros(64), np.ones(64)),
+        encoder,
+        "mean",
+        3,
+        ridge,
+        "sim:vortex",
+        {"bias_A": 7.5e-3},
+        training=training,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         return readout.save(Path(tmp) / "readout.h5").read_bytes()
 
 
 READOUT = _readout_bytes()
-READOUT_DATASETS = ["mask", "feature_mean", "feature_std", "ridge_mean", "ridge_std", "ridge_weights",
-                    "training/states", "training/labels", "training/speakers", "training/weights"]
-META_PATHS = [("encoder", "theta_s"), ("encoder", "samples_per_node"), ("encoder", "amplitude_V"),
-              ("encoder", "scale"), ("features", "rate_Hz"), ("features", "decimation"), ("features", "kind"),
-              ("ridge", "n_classes"), ("segments",), ("node_features",), ("class_names",), ("conditions",),
-              ("device_address",), ("extra",)]
+READOUT_DATASETS = [
+    "mask",
+    "feature_mean",
+    "feature_std",
+    "ridge_mean",
+    "ridge_std",
+    "ridge_weights",
+    "training/states",
+    "training/labels",
+    "training/speakers",
+    "training/weights",
+]
+META_PATHS = [
+    ("encoder", "theta_s"),
+    ("encoder", "samples_per_node"),
+    ("encoder", "amplitude_V"),
+    ("encoder", "scale"),
+    ("features", "rate_Hz"),
+    ("features", "decimation"),
+    ("features", "kind"),
+    ("ridge", "n_classes"),
+    ("segments",),
+    ("node_features",),
+    ("class_names",),
+    ("conditions",),
+    ("device_address",),
+    ("extra",),
+]
 shapes = st.lists(st.sampled_from([0, 1, 2, 6, 25, 64, 2**20, 2**40]), min_size=0, max_size=3).map(tuple)
 
 
@@ -336,13 +459,23 @@ def _edit_readout(draw, f: h5py.File, meta: dict) -> None:
         f[name] = draw(st.sampled_from([h5py.SoftLink(target), h5py.ExternalLink("/etc/hostname", target)]))
     else:
         f.attrs[draw(st.sampled_from(["format", "format_version"]))] = draw(
-            st.sampled_from([0, 2, -1, "x", np.zeros(3), FORMAT_READOUT]))
+            st.sampled_from([0, 2, -1, "x", np.zeros(3), FORMAT_READOUT])
+        )
 
 
-json_leaves = (st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False)
-               | st.text(max_size=8) | st.sampled_from([0, 1, -1, 1e-30, 1e30, 10**6, 2**40, "samples"]))
-json_values = st.recursive(json_leaves, lambda inner: st.lists(inner, max_size=3)
-                           | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=6)
+json_leaves = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=8)
+    | st.sampled_from([0, 1, -1, 1e-30, 1e30, 10**6, 2**40, "samples"])
+)
+json_values = st.recursive(
+    json_leaves,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=6,
+)
 
 
 @given(st.data())
@@ -359,8 +492,15 @@ def test_any_readout_file_loads_consistently_or_raises_readout_error(tmp_path_fa
 
 
 # --- fitted-model JSON files -----------------------------------------------------------------
-MODEL = json.dumps({"format": MODEL_FORMAT, "format_version": 1, "simulator": "vortex",
-                    "options": {"noise": 0.0, "gain": 1.5}, "provenance": {"run": "x"}})
+MODEL = json.dumps(
+    {
+        "format": MODEL_FORMAT,
+        "format_version": 1,
+        "simulator": "vortex",
+        "options": {"noise": 0.0, "gain": 1.5},
+        "provenance": {"run": "x"},
+    }
+)
 
 
 @st.composite
@@ -413,10 +553,11 @@ def journal_bytes(draw):
         if edit == "flip":
             raw[draw(st.integers(0, len(raw) - 1))] = draw(st.integers(0, 255))
         elif edit == "cut":
-            del raw[draw(st.integers(0, len(raw) - 1)):]
+            del raw[draw(st.integers(0, len(raw) - 1)) :]
         elif edit == "length" and len(raw) > 28:  # the first record's length field
-            raw[20:28] = struct.pack("<Q", draw(st.sampled_from([0, 1, 2**31, 2**40, 2**64 - 1])
-                                               | st.integers(0, 2**64 - 1)))
+            raw[20:28] = struct.pack(
+                "<Q", draw(st.sampled_from([0, 1, 2**31, 2**40, 2**64 - 1]) | st.integers(0, 2**64 - 1))
+            )
         else:
             at = draw(st.integers(0, len(raw)))
             raw[at:at] = draw(st.binary(max_size=16))

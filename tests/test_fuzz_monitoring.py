@@ -12,6 +12,7 @@ By default each target runs a few hundred derandomised examples (hypothesis prof
 
 or, for every fuzz module at once, ``.venv/bin/python -m pytest -m slow tests/test_fuzz_100k.py``.
 """
+
 from __future__ import annotations
 
 import io
@@ -20,13 +21,14 @@ import json
 import msgpack
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 from hypothesis.extra import numpy as npst
 from rich.console import Console
 
+from spinlab.errors import MessageFormatError
 from spinlab.monitoring import Publisher, Subscriber, messages
 from spinlab.monitoring.control import COMMANDS, ControlError, parse_reply, parse_request
-from spinlab.errors import MessageFormatError
 from spinlab.monitoring.messages import ARRAY_DTYPES, TOPICS, decode, encode
 from spinlab.monitoring.recording import MAGIC, read_recording
 from spinlab.monitoring.view import MonitorState, message_to_json, render
@@ -34,14 +36,41 @@ from spinlab.monitoring.view import MonitorState, message_to_json, render
 # --- strategies ------------------------------------------------------------------------------
 #: Text that rich would take for markup or a terminal for control sequences, among any text.
 hostile_text = st.text(max_size=12) | st.sampled_from(
-    ["[/]", "[bold", "[/x]", "[red]a[/blue]", "\x1b[2J", "\r\n", "[link=file:///etc]x", "\\[", "\ud7ff"])
-leaves = (st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1) | st.floats() | hostile_text
-          | st.binary(max_size=12))
-plain = st.recursive(leaves, lambda inner: st.lists(inner, max_size=4)
-                     | st.dictionaries(hostile_text, inner, max_size=4), max_leaves=16)
+    ["[/]", "[bold", "[/x]", "[red]a[/blue]", "\x1b[2J", "\r\n", "[link=file:///etc]x", "\\[", "\ud7ff"]
+)
+leaves = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | hostile_text
+    | st.binary(max_size=12)
+)
+plain = st.recursive(
+    leaves,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(hostile_text, inner, max_size=4),
+    max_leaves=16,
+)
 #: Payload keys the view reads, so the generated values reach every branch of MonitorState.
-VIEW_KEYS = ["name", "kind", "config", "status", "results", "dropped", "done", "total", "loss",
-             "nrmse", "type", "message", "level", "logger", "state", "unit", "step"]
+VIEW_KEYS = [
+    "name",
+    "kind",
+    "config",
+    "status",
+    "results",
+    "dropped",
+    "done",
+    "total",
+    "loss",
+    "nrmse",
+    "type",
+    "message",
+    "level",
+    "logger",
+    "state",
+    "unit",
+    "step",
+]
 
 
 def nested(depth: int, leaf=0):
@@ -54,8 +83,9 @@ def nested(depth: int, leaf=0):
 deep = st.integers(0, 40).map(nested)
 payloads = st.dictionaries(st.sampled_from(VIEW_KEYS) | hostile_text, plain | deep, max_size=6)
 #: Values msgpack can carry that a payload may not: extension types, timestamps included.
-extensions = (st.builds(msgpack.Timestamp, st.integers(0, 2**34 - 1), st.integers(0, 999_999_999))
-              | st.builds(msgpack.ExtType, st.integers(0, 127), st.binary(max_size=8)))
+extensions = st.builds(msgpack.Timestamp, st.integers(0, 2**34 - 1), st.integers(0, 999_999_999)) | st.builds(
+    msgpack.ExtType, st.integers(0, 127), st.binary(max_size=8)
+)
 topics = st.sampled_from(sorted(TOPICS)) | st.from_regex(r"\A[a-z][a-z0-9_]{0,10}(\.[a-z0-9_]{1,8}){0,2}\Z")
 
 
@@ -63,10 +93,15 @@ topics = st.sampled_from(sorted(TOPICS)) | st.from_regex(r"\A[a-z][a-z0-9_]{0,10
 def array_frames(draw):
     """One array: its header spec and its bytes, consistent (an empty axis may be huge)."""
     dtype = np.dtype(draw(st.sampled_from(sorted(ARRAY_DTYPES))))
-    shape = draw(st.lists(st.integers(0, 6), max_size=3)
-                 | st.lists(st.integers(0, 2**20), max_size=3).map(lambda s: [*s, 0]))
-    data = draw(st.binary(min_size=dtype.itemsize * int(np.prod(shape)),
-                          max_size=dtype.itemsize * int(np.prod(shape))))
+    shape = draw(
+        st.lists(st.integers(0, 6), max_size=3)
+        | st.lists(st.integers(0, 2**20), max_size=3).map(lambda s: [*s, 0])
+    )
+    data = draw(
+        st.binary(
+            min_size=dtype.itemsize * int(np.prod(shape)), max_size=dtype.itemsize * int(np.prod(shape))
+        )
+    )
     name = draw(st.sampled_from(["samples", "x"]) | hostile_text)
     return {"name": name, "dtype": dtype.str, "shape": shape}, data
 
@@ -76,10 +111,15 @@ def valid_frames(draw, payload=payloads):
     """Frames that follow the wire format (the payload may still break the payload rules)."""
     topic = draw(topics)
     arrays = draw(st.lists(array_frames(), max_size=3))
-    header = {"v": 1, "topic": topic, "run": draw(st.sampled_from(["r", "r2"]) | hostile_text),
-              "seq": draw(st.integers(0, 2**64 - 1)),
-              "t": draw(st.floats(allow_nan=False, allow_infinity=False) | st.integers(-2**63, 2**64 - 1)),
-              "payload": draw(payload), "arrays": [spec for spec, _ in arrays]}
+    header = {
+        "v": 1,
+        "topic": topic,
+        "run": draw(st.sampled_from(["r", "r2"]) | hostile_text),
+        "seq": draw(st.integers(0, 2**64 - 1)),
+        "t": draw(st.floats(allow_nan=False, allow_infinity=False) | st.integers(-(2**63), 2**64 - 1)),
+        "payload": draw(payload),
+        "arrays": [spec for spec, _ in arrays],
+    }
     if draw(st.booleans()):
         header["replay"] = draw(st.booleans())
     return [topic.encode(), msgpack.packb(header, use_bin_type=True), *(data for _, data in arrays)]
@@ -88,20 +128,23 @@ def valid_frames(draw, payload=payloads):
 @st.composite
 def hostile_frames(draw):
     """Valid frames with header fields replaced, bytes flipped, frames cut, dropped or added."""
-    frames = draw(valid_frames(payload=payloads | st.dictionaries(st.text(max_size=4), extensions, max_size=2)))
+    frames = draw(
+        valid_frames(payload=payloads | st.dictionaries(st.text(max_size=4), extensions, max_size=2))
+    )
     header = msgpack.unpackb(frames[1], raw=False, strict_map_key=False)
     for key in draw(st.lists(st.sampled_from([*header, "replay", "extra"]), max_size=3)):
         header[key] = draw(plain | extensions | deep)
     frames[1] = msgpack.packb(header, use_bin_type=True)
     index = draw(st.integers(0, len(frames) - 1))
     raw = bytearray(frames[index])
-    for pos, byte in draw(st.lists(st.tuples(st.integers(0, max(len(raw) - 1, 0)), st.integers(0, 255)),
-                                   max_size=3)):
+    for pos, byte in draw(
+        st.lists(st.tuples(st.integers(0, max(len(raw) - 1, 0)), st.integers(0, 255)), max_size=3)
+    ):
         if raw:
             raw[pos] = byte
-    frames[index] = bytes(raw[:draw(st.integers(0, len(raw)))]) if draw(st.booleans()) else bytes(raw)
+    frames[index] = bytes(raw[: draw(st.integers(0, len(raw)))]) if draw(st.booleans()) else bytes(raw)
     if draw(st.booleans()):
-        frames = draw(st.permutations(frames))[:draw(st.integers(0, len(frames) + 1))]
+        frames = draw(st.permutations(frames))[: draw(st.integers(0, len(frames) + 1))]
     return frames + draw(st.lists(st.binary(max_size=16), max_size=2))
 
 
@@ -152,8 +195,14 @@ def test_subscriber_accept_counts_rejections_and_never_raises(subscriber, frames
     assert msg is None or isinstance(msg, messages.Message)
 
 
-@given(st.binary(max_size=300) | st.lists(any_frames, max_size=4).flatmap(
-    lambda batch: st.integers(0, 2**12).map(lambda cut: _recording(batch)[:cut] if cut else _recording(batch))))
+@given(
+    st.binary(max_size=300)
+    | st.lists(any_frames, max_size=4).flatmap(
+        lambda batch: st.integers(0, 2**12).map(
+            lambda cut: _recording(batch)[:cut] if cut else _recording(batch)
+        )
+    )
+)
 def test_read_recording_yields_valid_messages_or_raises_protocol_error(tmp_path_factory, data):
     path = tmp_path_factory.mktemp("rec") / "x.monrec"
     path.write_bytes(data)
@@ -177,16 +226,32 @@ def _recording(batch) -> bytes:
 #: What a protocol might hand to ``publish``: plain values, numpy values, tuples, sets, odd keys,
 #: objects that are not data at all.
 pythonish = st.recursive(
-    leaves | st.builds(np.float32, st.floats(width=32)) | st.builds(np.int64, st.integers(-2**63, 2**63 - 1))
-    | st.builds(complex, st.floats(), st.floats()) | st.just(object()) | st.just(np.bool_(True))
-    | npst.arrays(st.sampled_from(["<f8", "<i4", "|b1", "<U3", "O"]), npst.array_shapes(min_dims=0, max_side=3)),
-    lambda inner: st.lists(inner, max_size=3) | st.tuples(inner, inner) | st.frozensets(st.integers(), max_size=3)
-    | st.dictionaries(st.text(max_size=4) | st.integers() | st.binary(max_size=2), inner, max_size=3),
-    max_leaves=12)
+    leaves
+    | st.builds(np.float32, st.floats(width=32))
+    | st.builds(np.int64, st.integers(-(2**63), 2**63 - 1))
+    | st.builds(complex, st.floats(), st.floats())
+    | st.just(object())
+    | st.just(np.bool_(True))
+    | npst.arrays(
+        st.sampled_from(["<f8", "<i4", "|b1", "<U3", "O"]), npst.array_shapes(min_dims=0, max_side=3)
+    ),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.tuples(inner, inner)
+        | st.frozensets(st.integers(), max_size=3)
+        | st.dictionaries(st.text(max_size=4) | st.integers() | st.binary(max_size=2), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
 publish_arrays = st.dictionaries(
-    hostile_text, npst.arrays(npst.scalar_dtypes() | npst.byte_string_dtypes() | st.just(np.dtype(">f8")),
-                              npst.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=4))
-    | st.lists(st.lists(st.floats(), max_size=3), max_size=3), max_size=3)
+    hostile_text,
+    npst.arrays(
+        npst.scalar_dtypes() | npst.byte_string_dtypes() | st.just(np.dtype(">f8")),
+        npst.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=4),
+    )
+    | st.lists(st.lists(st.floats(), max_size=3), max_size=3),
+    max_size=3,
+)
 
 
 @pytest.fixture(scope="module")
@@ -196,8 +261,11 @@ def publisher():
     pub.close()
 
 
-@given(topic=topics, payload=st.dictionaries(st.text(max_size=4), pythonish | deep, max_size=4),
-       arrays=publish_arrays)
+@given(
+    topic=topics,
+    payload=st.dictionaries(st.text(max_size=4), pythonish | deep, max_size=4),
+    arrays=publish_arrays,
+)
 def test_what_the_publisher_accepts_every_subscriber_accepts(publisher, topic, payload, arrays):
     try:
         frames = encode(topic, "run", 7, 1.5, payload, arrays)
@@ -214,8 +282,11 @@ def test_what_the_publisher_accepts_every_subscriber_accepts(publisher, topic, p
 
 
 # --- control channel ------------------------------------------------------------------------
-requests = st.dictionaries(st.sampled_from(["v", "command", "x"]) | st.text(max_size=3),
-                           plain | extensions | st.sampled_from([*COMMANDS, 1]), max_size=3)
+requests = st.dictionaries(
+    st.sampled_from(["v", "command", "x"]) | st.text(max_size=3),
+    plain | extensions | st.sampled_from([*COMMANDS, 1]),
+    max_size=3,
+)
 
 
 @given(st.binary(max_size=64) | requests.map(lambda r: msgpack.packb(r, use_bin_type=True)))
@@ -228,9 +299,14 @@ def test_control_requests_parse_to_a_command_or_raise_protocol_error(body):
     assert command in COMMANDS and request["command"] == command and request["v"] == 1
 
 
-replies = st.dictionaries(st.sampled_from(["v", "ok", "command", "state", "status", "error"]) | st.text(max_size=3),
-                          plain | extensions | deep | st.dictionaries(st.sampled_from(["progress", "run_id"]),
-                                                                     plain | deep, max_size=2), max_size=5)
+replies = st.dictionaries(
+    st.sampled_from(["v", "ok", "command", "state", "status", "error"]) | st.text(max_size=3),
+    plain
+    | extensions
+    | deep
+    | st.dictionaries(st.sampled_from(["progress", "run_id"]), plain | deep, max_size=2),
+    max_size=5,
+)
 
 
 @given(st.binary(max_size=64) | replies.map(lambda r: msgpack.packb(r, use_bin_type=True)))

@@ -14,13 +14,15 @@ By default each target runs a few hundred derandomised examples (hypothesis prof
 
 or, for every fuzz module at once, ``.venv/bin/python -m pytest -m slow tests/test_fuzz_100k.py``.
 """
+
 from __future__ import annotations
 
 import math
 import re
 
 import pytest
-from hypothesis import assume, example, given, strategies as st
+from hypothesis import assume, example, given
+from hypothesis import strategies as st
 from pyvisa.util import to_ieee_block
 
 from spinlab.errors import InstrumentError
@@ -29,14 +31,42 @@ from spinlab.instruments.keysight_scope import PREAMBLE_FIELDS, parse_preamble
 from spinlab.sim_backends.emulated.awg import Emulated33500B
 from spinlab.sim_backends.emulated.keithley import EmulatedKeithley2400
 from spinlab.sim_backends.emulated.scope import EmulatedInfiniiVision
-from spinlab.sim_backends.emulated.scpi_syntax import (ERROR_MESSAGES, ScpiError, scan_message, split_params,
-                                                       split_units)
+from spinlab.sim_backends.emulated.scpi_syntax import (
+    ERROR_MESSAGES,
+    ScpiError,
+    scan_message,
+    split_params,
+    split_units,
+)
 
 # --- replies an instrument might send -------------------------------------------------------
-numbers = (st.floats().map(repr) | st.integers(-10**30, 10**30).map(str)
-           | st.floats().map(lambda x: f"{x:+.14E}" if math.isfinite(x) else str(x))
-           | st.sampled_from(["9.9E+37", "-9.9E37", "INF", "+inf", "NaN", "1e999", "-1e999", "1" * 5000,
-                              "+0", "0.0", "1.", ".5", "1e", "--1", "0x10", "١٢", "1_000", " 7 \n"]))
+numbers = (
+    st.floats().map(repr)
+    | st.integers(-(10**30), 10**30).map(str)
+    | st.floats().map(lambda x: f"{x:+.14E}" if math.isfinite(x) else str(x))
+    | st.sampled_from(
+        [
+            "9.9E+37",
+            "-9.9E37",
+            "INF",
+            "+inf",
+            "NaN",
+            "1e999",
+            "-1e999",
+            "1" * 5000,
+            "+0",
+            "0.0",
+            "1.",
+            ".5",
+            "1e",
+            "--1",
+            "0x10",
+            "١٢",
+            "1_000",
+            " 7 \n",
+        ]
+    )
+)
 replies = numbers | st.text(max_size=20) | st.from_regex(r"\A\s*[+-]?\d{0,6}(\.\d*)?([eE][+-]?\d{0,4})?\s*\Z")
 
 
@@ -47,9 +77,9 @@ def value_or_instrument_error(parse, reply):
         return None
 
 
-@given(replies | st.floats() | st.integers(-10**400, 10**400) | st.booleans() | st.none())
+@given(replies | st.floats() | st.integers(-(10**400), 10**400) | st.booleans() | st.none())
 @example(10**400)  # was: OverflowError in float()
-@example("INF")    # was: OverflowError in parse_int
+@example("INF")  # was: OverflowError in parse_int
 @example(math.nan)
 def test_numeric_reply_parsers_return_a_value_or_raise_instrument_error(reply):
     value = value_or_instrument_error(scpi.parse_float, reply)
@@ -62,9 +92,15 @@ def test_numeric_reply_parsers_return_a_value_or_raise_instrument_error(reply):
     assert choice is None or choice in {"NORMAL", "NORM", "AVER"}
 
 
-error_replies = (st.builds(lambda code, msg: f'{code},"{msg}"', st.integers(-10**6, 10**6).map(str) | st.just("1" * 5000),
-                           st.text(max_size=20))
-                 | st.from_regex(r'\A\s*[+-]?\d{1,5}\s*,\s*".*"\s*\Z') | replies)
+error_replies = (
+    st.builds(
+        lambda code, msg: f'{code},"{msg}"',
+        st.integers(-(10**6), 10**6).map(str) | st.just("1" * 5000),
+        st.text(max_size=20),
+    )
+    | st.from_regex(r'\A\s*[+-]?\d{1,5}\s*,\s*".*"\s*\Z')
+    | replies
+)
 
 
 @given(error_replies)
@@ -94,7 +130,7 @@ class Wire:
     def read_bytes(self, count: int) -> bytes:
         if self.pos >= len(self.data):
             raise TimeoutError("VI_ERROR_TMO")
-        chunk = self.data[self.pos:self.pos + count]
+        chunk = self.data[self.pos : self.pos + count]
         self.pos += len(chunk)
         return chunk
 
@@ -103,22 +139,27 @@ class Wire:
 def block_replies(draw):
     payload = draw(st.binary(max_size=40))
     block = bytearray(to_ieee_block(payload, "B") + b"\n")
-    for pos, byte in draw(st.lists(st.tuples(st.integers(0, len(block) - 1), st.integers(0, 255)), max_size=2)):
+    for pos, byte in draw(
+        st.lists(st.tuples(st.integers(0, len(block) - 1), st.integers(0, 255)), max_size=2)
+    ):
         block[pos] = byte
     cut = draw(st.integers(0, len(block)))
     return bytes(block[:cut] + draw(st.binary(max_size=4))) if draw(st.booleans()) else bytes(block)
 
 
-@given(block_replies() | st.binary(max_size=30)
-       | st.from_regex(rb"\A#[0-9][0-9]{0,12}", fullmatch=False).map(bytes),
-       st.none() | st.integers(0, 50))
+@given(
+    block_replies()
+    | st.binary(max_size=30)
+    | st.from_regex(rb"\A#[0-9][0-9]{0,12}", fullmatch=False).map(bytes),
+    st.none() | st.integers(0, 50),
+)
 def test_read_block_returns_exactly_the_declared_payload_or_raises_instrument_error(data, expected):
     wire = Wire(data)
     try:
         payload = scpi.read_block(wire, expected_bytes=expected)
     except InstrumentError:
         return
-    assert data[:wire.pos] == to_ieee_block(payload, "B") + b"\n"
+    assert data[: wire.pos] == to_ieee_block(payload, "B") + b"\n"
     assert expected is None or len(payload) == expected
 
 
@@ -138,32 +179,130 @@ def test_scope_preamble_parses_to_validated_fields_or_raises_instrument_error(re
 # --- what a client might send an emulated instrument ----------------------------------------
 #: Real commands of the three instruments, to be combined, cut and corrupted.
 COMMANDS = [
-    b"*IDN?", b"*RST", b"*CLS", b"*OPC?", b"*ESR?", b"*STB?", b"*TRG", b"*WAI", b"SYST:ERR?",
-    b":SYSTem:ERRor:COUNt?", b"FUNC ARB", b"FUNC:ARB:SRAT 1e6", b"SOUR1:VOLT 0.2", b"VOLT:OFFS 0",
-    b"OUTP ON", b"OUTP:LOAD INF", b"FORM:BORD SWAP", b"BURS:STAT ON", b"BURS:NCYC 1", b"TRIG:SOUR BUS",
-    b"DATA:VOL:CLE", b"DATA:ARB:DAC spin,#216" + bytes(range(16)), b"DATA:ARB spin,0.1,-0.2,0.3",
-    b"FUNC:ARB spin", b"DATA:ARB:DAC x,#0" + b"\x01\x02", b"TRIG",
-    b":CHAN1:SCAL 0.05", b":CHANnel2:OFFSet -1e-3", b":TIM:RANG 1e-6", b":TIMebase:POSition 5e-7",
-    b":TRIG:SOUR EXT", b":TRIG:LEV 1,EXT", b":ACQ:MODE SEGM", b":ACQ:SEGM:COUN 3", b":ACQ:POIN 1000",
-    b":ACQ:SRAT 1e9", b":WAV:FORM WORD", b":WAV:SOUR CHAN1", b":WAV:POIN:MODE RAW", b":WAV:PRE?",
-    b":WAV:DATA?", b":DIG CHAN1", b":SING", b":RUN", b":STOP", b":TRIG:FORC", b":OPER:COND?", b":TER?",
-    b":SOUR:FUNC CURR", b":SOUR:CURR 7.5e-3", b":SOUR:CURR:LEV 1e9", b":SENS:VOLT:PROT 21", b":READ?",
-    b":MEAS:VOLT?", b":FORM:ELEM VOLT,CURR", b'SENS:FUNC "CURR:DC"', b":TRAC:DATA?", b"INIT",
+    b"*IDN?",
+    b"*RST",
+    b"*CLS",
+    b"*OPC?",
+    b"*ESR?",
+    b"*STB?",
+    b"*TRG",
+    b"*WAI",
+    b"SYST:ERR?",
+    b":SYSTem:ERRor:COUNt?",
+    b"FUNC ARB",
+    b"FUNC:ARB:SRAT 1e6",
+    b"SOUR1:VOLT 0.2",
+    b"VOLT:OFFS 0",
+    b"OUTP ON",
+    b"OUTP:LOAD INF",
+    b"FORM:BORD SWAP",
+    b"BURS:STAT ON",
+    b"BURS:NCYC 1",
+    b"TRIG:SOUR BUS",
+    b"DATA:VOL:CLE",
+    b"DATA:ARB:DAC spin,#216" + bytes(range(16)),
+    b"DATA:ARB spin,0.1,-0.2,0.3",
+    b"FUNC:ARB spin",
+    b"DATA:ARB:DAC x,#0" + b"\x01\x02",
+    b"TRIG",
+    b":CHAN1:SCAL 0.05",
+    b":CHANnel2:OFFSet -1e-3",
+    b":TIM:RANG 1e-6",
+    b":TIMebase:POSition 5e-7",
+    b":TRIG:SOUR EXT",
+    b":TRIG:LEV 1,EXT",
+    b":ACQ:MODE SEGM",
+    b":ACQ:SEGM:COUN 3",
+    b":ACQ:POIN 1000",
+    b":ACQ:SRAT 1e9",
+    b":WAV:FORM WORD",
+    b":WAV:SOUR CHAN1",
+    b":WAV:POIN:MODE RAW",
+    b":WAV:PRE?",
+    b":WAV:DATA?",
+    b":DIG CHAN1",
+    b":SING",
+    b":RUN",
+    b":STOP",
+    b":TRIG:FORC",
+    b":OPER:COND?",
+    b":TER?",
+    b":SOUR:FUNC CURR",
+    b":SOUR:CURR 7.5e-3",
+    b":SOUR:CURR:LEV 1e9",
+    b":SENS:VOLT:PROT 21",
+    b":READ?",
+    b":MEAS:VOLT?",
+    b":FORM:ELEM VOLT,CURR",
+    b'SENS:FUNC "CURR:DC"',
+    b":TRAC:DATA?",
+    b"INIT",
 ]
-pieces = (st.sampled_from(COMMANDS) | st.binary(max_size=12)
-          | st.sampled_from([b"\n", b";", b":", b",", b'"', b"#", b"#9", b"#3100", b"#0", b"?", b" ", b"\r",
-                             b"1" * 30, b"1e999", b"nan", b"-inf", b"\xff", b"CHAN99:SCAL 1", b"CHAN" + b"9" * 5000]))
+pieces = (
+    st.sampled_from(COMMANDS)
+    | st.binary(max_size=12)
+    | st.sampled_from(
+        [
+            b"\n",
+            b";",
+            b":",
+            b",",
+            b'"',
+            b"#",
+            b"#9",
+            b"#3100",
+            b"#0",
+            b"?",
+            b" ",
+            b"\r",
+            b"1" * 30,
+            b"1e999",
+            b"nan",
+            b"-inf",
+            b"\xff",
+            b"CHAN99:SCAL 1",
+            b"CHAN" + b"9" * 5000,
+        ]
+    )
+)
 #: Arguments with many digits: beyond int64, beyond Python's int() digit limit.
 long_numbers = st.sampled_from([b"9" * 30, b"9" * 5000, b"CHAN" + b"9" * 5000, b"-" + b"9" * 20])
 #: A real header with arguments of any kind: reaches every handler with hostile parameters.
-arguments = (numbers.map(str.encode) | st.binary(max_size=8) | long_numbers
-             | st.sampled_from([b"MIN", b"MAX", b"DEF", b"INF", b"AUTO", b"ON", b"OFF", b'"q"', b"'x'", b"CHAN5",
-                                b"EXT", b"#14abcd", b"#0\x00\x01", b"#15ab", b"1,2", b"", b"1e-300", b"-0"]))
-commands = st.builds(lambda header, args: header + b" " + b",".join(args),
-                     st.sampled_from(sorted({c.split(b" ")[0].rstrip(b"?") for c in COMMANDS})),
-                     st.lists(arguments, max_size=3))
-streams = st.lists(pieces | commands, max_size=12).map(lambda parts: b"\n".join(parts) if parts and len(parts) % 2
-                                                      else b"".join(parts))
+arguments = (
+    numbers.map(str.encode)
+    | st.binary(max_size=8)
+    | long_numbers
+    | st.sampled_from(
+        [
+            b"MIN",
+            b"MAX",
+            b"DEF",
+            b"INF",
+            b"AUTO",
+            b"ON",
+            b"OFF",
+            b'"q"',
+            b"'x'",
+            b"CHAN5",
+            b"EXT",
+            b"#14abcd",
+            b"#0\x00\x01",
+            b"#15ab",
+            b"1,2",
+            b"",
+            b"1e-300",
+            b"-0",
+        ]
+    )
+)
+commands = st.builds(
+    lambda header, args: header + b" " + b",".join(args),
+    st.sampled_from(sorted({c.split(b" ")[0].rstrip(b"?") for c in COMMANDS})),
+    st.lists(arguments, max_size=3),
+)
+streams = st.lists(pieces | commands, max_size=12).map(
+    lambda parts: b"\n".join(parts) if parts and len(parts) % 2 else b"".join(parts)
+)
 instruments = st.sampled_from([Emulated33500B, EmulatedInfiniiVision, EmulatedKeithley2400])
 
 
@@ -200,10 +339,10 @@ def test_message_scanner_finds_terminated_messages_with_their_blocks(data, start
     if found is None:
         return
     end, blocks = found
-    assert data[end:end + 1] == b"\n" and start <= end
+    assert data[end : end + 1] == b"\n" and start <= end
     previous = start
     for hash_, payload_start, payload_end in blocks:
-        assert previous <= hash_ < payload_start <= payload_end <= end and data[hash_:hash_ + 1] == b"#"
+        assert previous <= hash_ < payload_start <= payload_end <= end and data[hash_ : hash_ + 1] == b"#"
         previous = payload_end
     units = []
     try:
@@ -233,9 +372,14 @@ def test_emulated_instruments_parse_a_byte_stream_the_same_however_it_is_chunked
     assert parts.errors() == whole.errors()
 
 
-@pytest.mark.parametrize("message, code", [
-    (b":ACQ:POIN 1e999", -222), (b":ACQ:SEGM:COUN inf", -222), (b":CHAN" + b"9" * 5000 + b":SCAL 1", -114),
-])
+@pytest.mark.parametrize(
+    "message, code",
+    [
+        (b":ACQ:POIN 1e999", -222),
+        (b":ACQ:SEGM:COUN inf", -222),
+        (b":CHAN" + b"9" * 5000 + b":SCAL 1", -114),
+    ],
+)
 def test_numbers_and_suffixes_out_of_any_range_are_range_errors(message, code):
     scope = EmulatedInfiniiVision()
     scope.write(message + b"\n")

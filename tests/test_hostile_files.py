@@ -5,6 +5,7 @@ The CLI runs in a child process under a small wrapper that reports the child's p
 (``RUSAGE_CHILDREN`` of the wrapper holds that one child only) and caps its address space, so a
 regression fails as a MemoryError instead of exhausting the machine.
 """
+
 from __future__ import annotations
 
 import copy
@@ -56,8 +57,14 @@ sys.exit(child.returncode)
 def cli(*args: str, timeout_s: float = 150) -> tuple[int, str, int, float]:
     """``(exit code, the CLI's stderr, its peak RSS in MB, seconds)`` of `spinlab ARGS`."""
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-c", _WRAPPER, *map(str, args)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout_s, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.run(
+        [sys.executable, "-c", _WRAPPER, *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     *lines, rss = proc.stderr.strip().splitlines()
     return proc.returncode, "\n".join(lines), int(rss), time.monotonic() - start
 
@@ -84,12 +91,27 @@ def readout_file(tmp_path_factory) -> Path:
     channels, nodes, segments = 64, 20, 3
     width = nodes * (segments + 1)
     encoder = Encoder(make_mask(nodes, channels, seed=1), 400e-9, 2, 0.4, 1.5, scale=1.0)
-    ridge = RidgeReadout(alpha=1e-3, n_classes=10, mean=np.zeros(width), std=np.ones(width),
-                         weights=rng.standard_normal((width + 1, 10)))
-    training = TrainingStates(rng.standard_normal((30, width)), np.arange(30) % 10, np.full(30, "theo"),
-                              np.ones(30))
-    readout = DigitReadout(FeatureConfig(), ChannelNormalizer(np.zeros(channels), np.ones(channels)), encoder,
-                           "mean", segments, ridge, "sim:vortex", {"bias_A": 7.5e-3}, training=training)
+    ridge = RidgeReadout(
+        alpha=1e-3,
+        n_classes=10,
+        mean=np.zeros(width),
+        std=np.ones(width),
+        weights=rng.standard_normal((width + 1, 10)),
+    )
+    training = TrainingStates(
+        rng.standard_normal((30, width)), np.arange(30) % 10, np.full(30, "theo"), np.ones(30)
+    )
+    readout = DigitReadout(
+        FeatureConfig(),
+        ChannelNormalizer(np.zeros(channels), np.ones(channels)),
+        encoder,
+        "mean",
+        segments,
+        ridge,
+        "sim:vortex",
+        {"bias_A": 7.5e-3},
+        training=training,
+    )
     return readout.save(tmp_path_factory.mktemp("readout") / "readout.h5")
 
 
@@ -98,29 +120,30 @@ def hostile_readout(original: Path, tmp_path: Path, case: str) -> Path:
     path.write_bytes(original.read_bytes())
     with h5py.File(path, "r+") as f:
         meta = json.loads(f.attrs["meta"])
-        if case == "samples_per_node 1e6":        # was: 23.8 GB, killed by the OOM killer
+        if case == "samples_per_node 1e6":  # was: 23.8 GB, killed by the OOM killer
             meta["encoder"]["samples_per_node"] = 10**6
             meta["node_features"] = "samples"
-        elif case == "node time 1e-30 s":         # was: accepted, accuracy 0
+        elif case == "node time 1e-30 s":  # was: accepted, accuracy 0
             meta["encoder"]["theta_s"] = 1e-30
-        elif case == "weights (2^28,)":           # was: 3.2 GB before the shape check
+        elif case == "weights (2^28,)":  # was: 3.2 GB before the shape check
             del f["ridge_weights"]
             f.create_dataset("ridge_weights", shape=(2**28,), dtype="f8", chunks=(2**16,), compression="gzip")
-        elif case == "mask (2^40, 1)":            # was: a MemoryError traceback
+        elif case == "mask (2^40, 1)":  # was: a MemoryError traceback
             del f["mask"]
             f.create_dataset("mask", shape=(2**40, 1), dtype="f8", chunks=(2**16, 1), compression="gzip")
-        elif case == "one huge chunk":            # a small array whose one chunk inflates to 2 GiB
+        elif case == "one huge chunk":  # a small array whose one chunk inflates to 2 GiB
             del f["feature_mean"]
-            f.create_dataset("feature_mean", shape=(64,), maxshape=(None,), dtype="f8", chunks=(2**28,),
-                             compression="gzip")
-        elif case == "soft-link loop":            # was: a RuntimeError traceback
+            f.create_dataset(
+                "feature_mean", shape=(64,), maxshape=(None,), dtype="f8", chunks=(2**28,), compression="gzip"
+            )
+        elif case == "soft-link loop":  # was: a RuntimeError traceback
             del f["mask"]
             f["mask"] = h5py.SoftLink("/loop")
             f["loop"] = h5py.SoftLink("/mask")
         elif case == "external link":
             del f["ridge_weights"]
             f["ridge_weights"] = h5py.ExternalLink("/etc/passwd", "/weights")
-        elif case == "NaN weights":               # was: accepted, accuracy 0
+        elif case == "NaN weights":  # was: accepted, accuracy 0
             f["ridge_weights"][0, 0] = np.nan
         elif case == "deep meta":
             f.attrs["meta"] = "[" * 100_000 + "]" * 100_000
@@ -129,10 +152,17 @@ def hostile_readout(original: Path, tmp_path: Path, case: str) -> Path:
     return path
 
 
-READOUT_CASES = {"samples_per_node 1e6": "samples_per_node", "node time 1e-30 s": "theta_s",
-                 "weights (2^28,)": "ridge_weights", "mask (2^40, 1)": "mask",
-                 "one huge chunk": "feature_mean", "soft-link loop": "is a soft link",
-                 "external link": "is an external link", "NaN weights": "NaN", "deep meta": "RecursionError"}
+READOUT_CASES = {
+    "samples_per_node 1e6": "samples_per_node",
+    "node time 1e-30 s": "theta_s",
+    "weights (2^28,)": "ridge_weights",
+    "mask (2^40, 1)": "mask",
+    "one huge chunk": "feature_mean",
+    "soft-link loop": "is a soft link",
+    "external link": "is an external link",
+    "NaN weights": "NaN",
+    "deep meta": "RecursionError",
+}
 
 
 @pytest.mark.parametrize("case", sorted(READOUT_CASES))
@@ -149,8 +179,15 @@ def test_the_small_readout_of_these_tests_loads(readout_file):
 @pytest.mark.parametrize("case", ["samples_per_node 1e6", "mask (2^40, 1)", "soft-link loop"])
 def test_listen_with_a_hostile_readout_is_one_line_in_bounded_memory(readout_file, tmp_path, case):
     wavfile.write(tmp_path / "3_x_0.wav", 8000, np.zeros(4000, np.int16))
-    rc, stderr, rss, _ = cli("listen", "--readout", hostile_readout(readout_file, tmp_path, case),
-                             "--device", "sim:vortex", "--file", tmp_path / "3_x_0.wav")
+    rc, stderr, rss, _ = cli(
+        "listen",
+        "--readout",
+        hostile_readout(readout_file, tmp_path, case),
+        "--device",
+        "sim:vortex",
+        "--file",
+        tmp_path / "3_x_0.wav",
+    )
     assert_one_line_refusal(rc, stderr, rss, READOUT_CASES[case])
 
 
@@ -173,7 +210,7 @@ def test_a_wav_with_no_channels_or_nan_samples_is_one_line(tmp_path):
     with pytest.raises(DatasetError, match="0 channels"):
         read_audio(no_channels)
     samples = np.sin(np.arange(8000) / 10).astype(np.float32)
-    samples[100] = np.nan                                                   # was: IndexError
+    samples[100] = np.nan  # was: IndexError
     wavfile.write(tmp_path / "nan.wav", 8000, samples)
     with pytest.raises(DatasetError, match="NaN"):
         read_audio(tmp_path / "nan.wav")
@@ -186,8 +223,9 @@ def test_listen_with_a_nan_wav_is_one_line(readout_file, tmp_path):
     samples = np.sin(np.arange(8000) / 10).astype(np.float32)
     samples[100] = np.inf
     wavfile.write(tmp_path / "3_x_0.wav", 8000, samples)
-    rc, stderr, rss, _ = cli("listen", "--readout", readout_file, "--device", "sim:vortex",
-                             "--file", tmp_path / "3_x_0.wav")
+    rc, stderr, rss, _ = cli(
+        "listen", "--readout", readout_file, "--device", "sim:vortex", "--file", tmp_path / "3_x_0.wav"
+    )
     assert_one_line_refusal(rc, stderr, rss, "NaN or infinite")
 
 
@@ -198,14 +236,21 @@ def special_files(tmp_path: Path) -> dict[str, Path]:
 
 
 def test_every_loader_refuses_fifos_devices_and_directories_at_once(tmp_path):
-    loaders = [(load_station, ConfigError), (load_twin, CheckpointError), (load_readout, ReadoutError),
-               (read_audio, DatasetError), (load_model, DeviceAddressError), (load_mumax_table, ConfigError),
-               (lambda path: load_series(path, 10), DatasetError)]
+    loaders = [
+        (load_station, ConfigError),
+        (load_twin, CheckpointError),
+        (load_readout, ReadoutError),
+        (read_audio, DatasetError),
+        (load_model, DeviceAddressError),
+        (load_mumax_table, ConfigError),
+        (lambda path: load_series(path, 10), DatasetError),
+    ]
     for what, path in special_files(tmp_path).items():
         for loader, error in loaders:
             start = time.monotonic()
-            with pytest.raises(error, match=what if loader is not load_readout or what != "a directory"
-                               else "no readout"):
+            with pytest.raises(
+                error, match=what if loader is not load_readout or what != "a directory" else "no readout"
+            ):
                 loader(path)
             assert time.monotonic() - start < 1.0
 
@@ -213,8 +258,16 @@ def test_every_loader_refuses_fifos_devices_and_directories_at_once(tmp_path):
 @pytest.mark.parametrize("what", ["a FIFO", "a character device"])
 def test_acquire_on_a_station_path_that_is_dev_zero_or_a_fifo_is_refused_at_once(tmp_path, what):
     path = special_files(tmp_path)[what]
-    rc, stderr, rss, seconds = cli("acquire", "--device", f"bench:{path}", "--duration", "1e-3",
-                                   "--runs-dir", tmp_path / "runs", timeout_s=60)
+    rc, stderr, rss, seconds = cli(
+        "acquire",
+        "--device",
+        f"bench:{path}",
+        "--duration",
+        "1e-3",
+        "--runs-dir",
+        tmp_path / "runs",
+        timeout_s=60,
+    )
     assert_one_line_refusal(rc, stderr, rss, what, "not a station file")
     assert seconds < 30
 
@@ -247,8 +300,9 @@ def test_twin_eval_refuses_a_checkpoint_that_inflates_to_512_mib(tmp_path):
     assert_one_line_refusal(rc, stderr, rss, "would unpack to 512 MiB")
 
 
-@pytest.mark.parametrize("meta, words", [({"settle_samples": 10**7}, "settle_samples"),
-                                         ({"dt_s": 1e-30}, "dt_s")])
+@pytest.mark.parametrize(
+    "meta, words", [({"settle_samples": 10**7}, "settle_samples"), ({"dt_s": 1e-30}, "dt_s")]
+)
 def test_checkpoints_with_settings_outside_sane_ranges_are_refused(tmp_path, meta, words):
     path = _twin(tmp_path)
     payload = torch.load(path, weights_only=True)

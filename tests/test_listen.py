@@ -1,5 +1,6 @@
 """`spinlab listen` / `spinlab enrol` and the readout file, with FSDD audio fed through
 sounddevice's stream API (no sound hardware: sounddevice.InputStream is replaced at that boundary)."""
+
 from __future__ import annotations
 
 import _thread
@@ -31,9 +32,27 @@ sd = pytest.importorskip("sounddevice", reason="needs the PortAudio library (apt
 
 def _train(root: Path, *options: str) -> Path:
     """A small readout trained by `spinlab run spoken-digits` on sim:vortex; its run directory."""
-    result = CliRunner().invoke(app, ["run", "spoken-digits", "--device", "sim:vortex", "--data", str(FSDD),
-                                      "--limit", "500", "--nodes", "200", "--augment-speeds", "none",
-                                      "--runs-dir", str(root / "runs"), "--json", *options])
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "spoken-digits",
+            "--device",
+            "sim:vortex",
+            "--data",
+            str(FSDD),
+            "--limit",
+            "500",
+            "--nodes",
+            "200",
+            "--augment-speeds",
+            "none",
+            "--runs-dir",
+            str(root / "runs"),
+            "--json",
+            *options,
+        ],
+    )
     assert result.exit_code == 0, result.output
     return Path(json.loads(result.stdout.strip().splitlines()[-1])["run_dir"])
 
@@ -73,7 +92,7 @@ class FakeInputStream:
         signal = np.concatenate([self.SIGNAL, np.zeros(int(self.TAIL_S * self.rate), np.float32)])
         pos, interrupted = 0, False
         while not self._stop.is_set():
-            block = signal[pos:pos + self.blocksize]
+            block = signal[pos : pos + self.blocksize]
             if len(block) < self.blocksize:
                 block = np.zeros(self.blocksize, np.float32)
                 if not interrupted:
@@ -127,7 +146,9 @@ def _spoken(utterances, rate: int = 16000, gap_s: float = 0.7, seed: int = 0) ->
 def test_listen_recognises_fsdd_fed_through_the_input_stream(readout_dir, fake_microphone):
     utterances = _held_out(readout_dir, "jackson")
     fake_microphone.SIGNAL = _spoken(utterances)
-    result = CliRunner().invoke(app, ["listen", "--device", "sim:vortex", "--readout", str(readout_dir), "--json"])
+    result = CliRunner().invoke(
+        app, ["listen", "--device", "sim:vortex", "--readout", str(readout_dir), "--json"]
+    )
     assert result.exit_code == 0, result.output
     words = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert len(words) == len(utterances), result.output  # every word found, nothing else
@@ -141,13 +162,25 @@ def test_listen_recognises_fsdd_fed_through_the_input_stream(readout_dir, fake_m
 
 def test_listen_files_json_reports_accuracy_and_text_shows_scores_and_times(readout_dir):
     files = [str(u.path) for u in _held_out(readout_dir, "theo")]
-    result = CliRunner().invoke(app, ["listen", "-d", "sim:vortex", "--readout", str(readout_dir), "--json",
-                                      *[a for f in files for a in ("--file", f)]])
+    result = CliRunner().invoke(
+        app,
+        [
+            "listen",
+            "-d",
+            "sim:vortex",
+            "--readout",
+            str(readout_dir),
+            "--json",
+            *[a for f in files for a in ("--file", f)],
+        ],
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["n_labelled"] == 10 and summary["accuracy"] >= 0.8
     assert [row["file"] for row in summary["files"]] == files
-    text = CliRunner().invoke(app, ["listen", "-d", "sim:vortex", "--readout", str(readout_dir), "--file", files[0]])
+    text = CliRunner().invoke(
+        app, ["listen", "-d", "sim:vortex", "--readout", str(readout_dir), "--file", files[0]]
+    )
     assert text.exit_code == 0, text.output
     assert "scores" in text.stdout and "device" in text.stdout and "ms" in text.stdout
 
@@ -171,8 +204,10 @@ def test_listen_one_line_errors(readout_dir, tmp_path):
     assert "below the 8000 Hz" in run("-d", "sim:vortex", "--file", str(tmp_path / "low.wav"))
     # this machine has PortAudio but no sound card: the real query fails
     assert "no audio input device" in run("-d", "sim:vortex")
-    assert "no readout at" in CliRunner().invoke(app, ["listen", "-d", "sim:vortex", "--readout",
-                                                       str(tmp_path)]).stderr
+    assert (
+        "no readout at"
+        in CliRunner().invoke(app, ["listen", "-d", "sim:vortex", "--readout", str(tmp_path)]).stderr
+    )
 
 
 def test_microphone_rate_the_device_refuses_is_one_line(readout_dir, fake_microphone, monkeypatch):
@@ -180,7 +215,9 @@ def test_microphone_rate_the_device_refuses_is_one_line(readout_dir, fake_microp
         raise sd.PortAudioError("Invalid sample rate", -9997)
 
     monkeypatch.setattr(sd, "check_input_settings", refuse)
-    result = CliRunner().invoke(app, ["listen", "-d", "sim:vortex", "--readout", str(readout_dir), "--rate", "11025"])
+    result = CliRunner().invoke(
+        app, ["listen", "-d", "sim:vortex", "--readout", str(readout_dir), "--rate", "11025"]
+    )
     assert result.exit_code == 2 and "does not support 11025 Hz" in result.stderr
 
 
@@ -206,7 +243,9 @@ def test_word_detector_finds_words_in_noise_and_ignores_clicks():
     rng = np.random.default_rng(1)
     tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(int(0.4 * rate)) / rate)
     click = np.zeros(int(0.02 * rate)) + 0.5
-    signal = np.concatenate([np.zeros(rate), tone, np.zeros(rate), click, np.zeros(rate), tone, np.zeros(rate)])
+    signal = np.concatenate(
+        [np.zeros(rate), tone, np.zeros(rate), click, np.zeros(rate), tone, np.zeros(rate)]
+    )
     signal += 1e-3 * rng.standard_normal(signal.size)
     detector = WordDetector(rate)
     words = [w for block in np.array_split(signal, 97) for w in detector.feed(block)]
@@ -238,7 +277,9 @@ def test_readout_round_trip_and_refusals(readout_dir, tmp_path):
     before = [r.scores for r in readout.recognise(device, samples)]
     copy = readout.save(tmp_path / "copy")
     again = load_readout(copy)
-    np.testing.assert_allclose([r.scores for r in again.recognise(open_device("sim:vortex"), samples)], before)
+    np.testing.assert_allclose(
+        [r.scores for r in again.recognise(open_device("sim:vortex"), samples)], before
+    )
     with pytest.raises(ReadoutError, match="trained on sim:vortex, not sim:macrospin"):
         readout.check_device(open_device("sim:macrospin"))
     with pytest.raises(ReadoutError, match="bias_A = 0.006, not 0.007"):
@@ -261,12 +302,27 @@ def test_enrol_from_files_adapts_to_a_new_voice(readout_dir, tmp_path):
     test_files = [a for u in own if 10 <= u.index < 16 for a in ("--file", str(u.path))]
 
     def accuracy(readout_dir):
-        result = CliRunner().invoke(app, ["listen", "-d", "sim:vortex", "--readout", str(readout_dir), "--json", *test_files])
+        result = CliRunner().invoke(
+            app, ["listen", "-d", "sim:vortex", "--readout", str(readout_dir), "--json", *test_files]
+        )
         assert result.exit_code == 0, result.output
         return json.loads(result.stdout.strip().splitlines()[-1])["accuracy"]
 
-    result = CliRunner().invoke(app, ["enrol", "--readout", str(run_dir), "--out", str(tmp_path / "lucas"),
-                                      "--speaker", "lucas", "--json", "--files", *enrol_files])
+    result = CliRunner().invoke(
+        app,
+        [
+            "enrol",
+            "--readout",
+            str(run_dir),
+            "--out",
+            str(tmp_path / "lucas"),
+            "--speaker",
+            "lucas",
+            "--json",
+            "--files",
+            *enrol_files,
+        ],
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["utterances"] == 50 and set(summary["per_digit"].values()) == {5}
@@ -276,6 +332,16 @@ def test_enrol_from_files_adapts_to_a_new_voice(readout_dir, tmp_path):
     assert adapted.training.weights[-50:].sum() == pytest.approx(adapted.training.weights[:-50].sum())
     before, after = accuracy(run_dir), accuracy(tmp_path / "lucas")
     assert after >= 0.9 and after > before
-    bad = CliRunner().invoke(app, ["enrol", "--readout", str(run_dir), "--out", str(tmp_path / "x"),
-                                   "--files", str(tmp_path / "nameless.wav")])
+    bad = CliRunner().invoke(
+        app,
+        [
+            "enrol",
+            "--readout",
+            str(run_dir),
+            "--out",
+            str(tmp_path / "x"),
+            "--files",
+            str(tmp_path / "nameless.wav"),
+        ],
+    )
     assert bad.exit_code == 2 and "cannot tell which digit" in bad.stderr

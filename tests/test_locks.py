@@ -1,6 +1,7 @@
 """The station lock: one lock per instrument however its resource string is spelled, taken by
 `spinlab acquire` processes on a station served by `spinlab emulate` over TCP; and what it does
 not cover (another client on the instrument's port), which the run survives in one line."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,15 @@ import threading
 import time
 
 import pytest
-from tcp_helpers import (acquire_args, ask, assert_outputs_off_and_ramped, emulator, spinlab_process,
-                         station, wait_for_steps)
+from tcp_helpers import (
+    acquire_args,
+    ask,
+    assert_outputs_off_and_ramped,
+    emulator,
+    spinlab_process,
+    station,
+    wait_for_steps,
+)
 
 from spinlab.locks import ResourceLocks, canonical
 
@@ -24,16 +32,19 @@ def private_locks(tmp_path, monkeypatch):
     monkeypatch.setenv("SPINLAB_LOCK_DIR", str(tmp_path / "locks"))
 
 
-@pytest.mark.parametrize("one, other", [
-    ("TCPIP0::localhost::5025::SOCKET", "TCPIP::127.0.0.1::5025::SOCKET"),
-    ("tcpip::LOCALHOST::5025::socket", "TCPIP0::127.0.0.1::05025::SOCKET"),
-    ("GPIB::24", "GPIB0::24::INSTR"),
-    ("gpib0::24::instr", "GPIB0::24::INSTR"),
-    ("TCPIP::127.0.0.1", "TCPIP0::localhost::inst0::INSTR"),
-    ("USB::0x0957::0x1796::my123::INSTR", "USB0::2391::6038::MY123::0::INSTR"),
-    ("ASRL1::INSTR", "asrl1::instr"),
-    ("TCPIP::Lab-AWG.invalid::5025::SOCKET", "TCPIP0::lab-awg.invalid::5025::SOCKET"),  # does not resolve
-])
+@pytest.mark.parametrize(
+    "one, other",
+    [
+        ("TCPIP0::localhost::5025::SOCKET", "TCPIP::127.0.0.1::5025::SOCKET"),
+        ("tcpip::LOCALHOST::5025::socket", "TCPIP0::127.0.0.1::05025::SOCKET"),
+        ("GPIB::24", "GPIB0::24::INSTR"),
+        ("gpib0::24::instr", "GPIB0::24::INSTR"),
+        ("TCPIP::127.0.0.1", "TCPIP0::localhost::inst0::INSTR"),
+        ("USB::0x0957::0x1796::my123::INSTR", "USB0::2391::6038::MY123::0::INSTR"),
+        ("ASRL1::INSTR", "asrl1::instr"),
+        ("TCPIP::Lab-AWG.invalid::5025::SOCKET", "TCPIP0::lab-awg.invalid::5025::SOCKET"),  # does not resolve
+    ],
+)
 def test_every_spelling_of_one_instrument_is_one_lock(one, other):
     assert canonical(one) == canonical(other)
     with ResourceLocks([one], what="station 'a'"):
@@ -41,12 +52,15 @@ def test_every_spelling_of_one_instrument_is_one_lock(one, other):
             ResourceLocks([other], what="station 'b'")
 
 
-@pytest.mark.parametrize("one, other", [
-    ("TCPIP::127.0.0.1::5025::SOCKET", "TCPIP::127.0.0.1::inst0::INSTR"),   # socket vs VXI-11
-    ("TCPIP::127.0.0.1::5025::SOCKET", "TCPIP::127.0.0.1::5026::SOCKET"),
-    ("GPIB0::24::INSTR", "GPIB1::24::INSTR"),
-    ("ASRL1::INSTR", "ASRL2::INSTR"),
-])
+@pytest.mark.parametrize(
+    "one, other",
+    [
+        ("TCPIP::127.0.0.1::5025::SOCKET", "TCPIP::127.0.0.1::inst0::INSTR"),  # socket vs VXI-11
+        ("TCPIP::127.0.0.1::5025::SOCKET", "TCPIP::127.0.0.1::5026::SOCKET"),
+        ("GPIB0::24::INSTR", "GPIB1::24::INSTR"),
+        ("ASRL1::INSTR", "ASRL2::INSTR"),
+    ],
+)
 def test_different_instruments_are_different_locks(one, other):
     assert canonical(one) != canonical(other)
     with ResourceLocks([one]), ResourceLocks([other]):
@@ -68,7 +82,8 @@ def _respelled(station, name):
 
 
 def test_a_second_acquire_on_another_spelling_of_the_station_is_refused_at_once_naming_the_first(
-        tmp_path, emulator, station):
+    tmp_path, emulator, station
+):
     first = spinlab_process(*acquire_args(_respelled(station, "localhost.toml"), tmp_path / "a", 0.2))
     try:
         run_dir = wait_for_steps(tmp_path / "a", 2, first)
@@ -92,7 +107,8 @@ def test_a_second_acquire_on_another_spelling_of_the_station_is_refused_at_once_
 
 
 def test_a_raw_client_garbling_a_locked_instrument_fails_the_run_in_one_line_outputs_off(
-        tmp_path, emulator, station):
+    tmp_path, emulator, station
+):
     """The lock keeps out spinlab processes, not other clients of the instrument's port (that is
     the instrument's own lock or a firewall): the run notices through the AWG's error queue."""
     proc = spinlab_process(*acquire_args(station, tmp_path / "runs", 0.2))

@@ -1,5 +1,6 @@
 """`spinlab run mackey-glass`: the series, the drive in the device's own unit, the horizon curve,
 the no-device baseline and bad data files, as a user sees them."""
+
 from __future__ import annotations
 
 import json
@@ -32,7 +33,7 @@ def last_json(result):
 
 def persistence_nrmse(series, h, start):
     """The trivial forecast x(n + h) = x(n) on the points the readout is scored on."""
-    truth, guess = series[start + h:], series[start:-h]
+    truth, guess = series[start + h :], series[start:-h]
     return float(np.sqrt(np.mean((truth - guess) ** 2)) / np.std(truth))
 
 
@@ -100,9 +101,26 @@ def test_curve_on_sim_vortex_has_its_fields_and_beats_persistence_at_horizon_1(t
 
 
 def test_the_cli_runs_the_same_plan_as_python(tmp_path):
-    alone = RunEngine(tmp_path).run(mackey_glass.plan(**{**SHORT, "discard": 300}), "sim:vortex", seed=2).summary
-    summary = last_json(cli("--device", "sim:vortex", "--points", "1200", "--nodes", "12", "--max-horizon", "20",
-                            "--seed", "2", "--runs-dir", str(tmp_path), "--json"))
+    alone = (
+        RunEngine(tmp_path).run(mackey_glass.plan(**{**SHORT, "discard": 300}), "sim:vortex", seed=2).summary
+    )
+    summary = last_json(
+        cli(
+            "--device",
+            "sim:vortex",
+            "--points",
+            "1200",
+            "--nodes",
+            "12",
+            "--max-horizon",
+            "20",
+            "--seed",
+            "2",
+            "--runs-dir",
+            str(tmp_path),
+            "--json",
+        )
+    )
     assert summary["curve"] == alone["curve"] and summary["baseline"] == alone["baseline"]
 
 
@@ -129,18 +147,29 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_curve_driving_only_the_
     assert resumed.summary["curve"] == clean.summary["curve"]
 
 
-@pytest.mark.parametrize("content, says", [
-    ("0.9\nabc\n1.0\n", "not one number a line"),
-    ("0.9 1.0\n" * 2000, "2 columns"),
-    ("0.9\n" * 50, "has 50 values"),
-    ("0.9\nnan\n" + "1.0\n" * 2000, "value 2 is nan"),
-    ("1.0\n" * 2000, "constant"),
-])
+@pytest.mark.parametrize(
+    "content, says",
+    [
+        ("0.9\nabc\n1.0\n", "not one number a line"),
+        ("0.9 1.0\n" * 2000, "2 columns"),
+        ("0.9\n" * 50, "has 50 values"),
+        ("0.9\nnan\n" + "1.0\n" * 2000, "value 2 is nan"),
+        ("1.0\n" * 2000, "constant"),
+    ],
+)
 def test_a_bad_data_file_is_one_line(tmp_path, content, says):
     path = tmp_path / "mg.txt"
     path.write_text(content)
-    result = cli("--device", "sim:vortex", "--data", str(path), "--points", "2000", "--runs-dir",
-                 str(tmp_path / "runs"))
+    result = cli(
+        "--device",
+        "sim:vortex",
+        "--data",
+        str(path),
+        "--points",
+        "2000",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+    )
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], result.output
@@ -157,14 +186,31 @@ def test_a_sweep_runs_mackey_glass_points_that_equal_the_same_runs_alone(tmp_pat
     result = run_sweep(spec, tmp_path / "sw", workers=2, processes=False, metrics=["nrmse_h1"])
     assert result.count("completed") == 2 and [p.name for p in result.plots] == ["nrmse_h1.png"]
     for point, row in zip(spec.points(), result.table):
-        alone = RunEngine(tmp_path / "alone").run(build_plan("mackey-glass", point.config), "sim:vortex?noise=0")
+        alone = RunEngine(tmp_path / "alone").run(
+            build_plan("mackey-glass", point.config), "sim:vortex?noise=0"
+        )
         assert row["results"]["curve"] == alone.summary["curve"]
 
 
 @pytest.mark.slow
 def test_bench_emulated_through_the_cli(tmp_path):
-    summary = last_json(cli("--device", "bench:emulated", "--data", str(MG_FILE), "--points", "2000",
-                            "--nodes", "20", "--max-horizon", "20", "--runs-dir", str(tmp_path), "--json"))
+    summary = last_json(
+        cli(
+            "--device",
+            "bench:emulated",
+            "--data",
+            str(MG_FILE),
+            "--points",
+            "2000",
+            "--nodes",
+            "20",
+            "--max-horizon",
+            "20",
+            "--runs-dir",
+            str(tmp_path),
+            "--json",
+        )
+    )
     assert summary["device"].startswith("bench:emulated") and summary["drive_unit"] == "V"
     assert len(summary["curve"]["nrmse"]) == 20 and np.isfinite(summary["nrmse_h1"])
     assert summary["nrmse_h1"] < 1.0 and summary["baseline_nrmse_h1"] < 0.2

@@ -1,4 +1,5 @@
 """`spinlab monitor`, `spinlab control` and `spinlab keys` as a user runs them."""
+
 import json
 import threading
 import time
@@ -32,9 +33,12 @@ class LiveRun:
             ctx.publish("preview", {"name": "resp", "unit": "V"}, {"samples": np.linspace(0, 1, 20_000)})
             self.release.wait(20)
 
-        self.thread = threading.Thread(target=RunEngine(tmp_path / "runs").run, daemon=True,
-                                       args=(Plan("acquire", {"steps": 10}, body, needs_device=False),),
-                                       kwargs={"subscribers": [self.publisher]})
+        self.thread = threading.Thread(
+            target=RunEngine(tmp_path / "runs").run,
+            daemon=True,
+            args=(Plan("acquire", {"steps": 10}, body, needs_device=False),),
+            kwargs={"subscribers": [self.publisher]},
+        )
         self.thread.start()
         deadline = time.monotonic() + 5
         while self.events.stats()["sent"] < 3 and time.monotonic() < deadline:
@@ -55,9 +59,26 @@ def live_run(tmp_path):
 
 def test_monitor_json_streams_the_current_state_to_a_late_joiner(live_run, tmp_path):
     record = tmp_path / "stream.monrec"
-    result = runner.invoke(app, ["monitor", live_run.events.endpoint, "--json", "--count", "3",
-                                 "--timeout", "5", "--record", str(record), "--topic", "start",
-                                 "--topic", "progress", "--topic", "preview"])
+    result = runner.invoke(
+        app,
+        [
+            "monitor",
+            live_run.events.endpoint,
+            "--json",
+            "--count",
+            "3",
+            "--timeout",
+            "5",
+            "--record",
+            str(record),
+            "--topic",
+            "start",
+            "--topic",
+            "progress",
+            "--topic",
+            "preview",
+        ],
+    )
     assert result.exit_code == 0, result.output
     # one replay per subscription; ZeroMQ sends a socket's subscriptions in no fixed order
     lines = sorted((json.loads(line) for line in result.stdout.splitlines()), key=lambda x: x["seq"])
@@ -74,17 +95,43 @@ def test_monitor_json_streams_the_current_state_to_a_late_joiner(live_run, tmp_p
 
 
 def test_monitor_exits_nonzero_when_the_count_is_not_reached_before_the_timeout(live_run):
-    result = runner.invoke(app, ["monitor", live_run.events.endpoint, "--json", "--topic", "progress",
-                                 "--count", "5", "--timeout", "0.3"])
+    result = runner.invoke(
+        app,
+        [
+            "monitor",
+            live_run.events.endpoint,
+            "--json",
+            "--topic",
+            "progress",
+            "--count",
+            "5",
+            "--timeout",
+            "0.3",
+        ],
+    )
     assert result.exit_code == 1
     assert len(result.stdout.splitlines()) == 1
     assert "1 of 5 messages" in result.stderr
 
 
 def test_monitor_live_view_renders_the_state(live_run):
-    result = runner.invoke(app, ["monitor", live_run.events.endpoint, "--count", "3",
-                                 "--timeout", "5", "--topic", "start", "--topic", "progress",
-                                 "--topic", "preview"])
+    result = runner.invoke(
+        app,
+        [
+            "monitor",
+            live_run.events.endpoint,
+            "--count",
+            "3",
+            "--timeout",
+            "5",
+            "--topic",
+            "start",
+            "--topic",
+            "progress",
+            "--topic",
+            "preview",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "acquire" in result.stdout and "4/10" in result.stdout and "resp" in result.stdout
 
@@ -100,8 +147,16 @@ def test_keys_then_control_status_and_abort(tmp_path):
     assert made.exit_code == 0, made.output
     paths = json.loads(made.stdout.splitlines()[-1])
     server = ControlServer("tcp://127.0.0.1:0", keys_dir=keys)
-    base = ["control", server.endpoint, "--key", paths["client_secret"],
-            "--server-key", paths["server_public"], "--timeout", "5"]
+    base = [
+        "control",
+        server.endpoint,
+        "--key",
+        paths["client_secret"],
+        "--server-key",
+        paths["server_public"],
+        "--timeout",
+        "5",
+    ]
     replies = {}
 
     def body(ctx):
@@ -138,9 +193,20 @@ def test_control_with_an_unauthorised_key_fails_cleanly(tmp_path):
     outcome = {}
 
     def body(ctx):
-        outcome["cli"] = runner.invoke(app, ["control", server.endpoint, "abort",
-                                             "--key", mallory["client_secret"],
-                                             "--server-key", str(keys / "server.key"), "--timeout", "0.4"])
+        outcome["cli"] = runner.invoke(
+            app,
+            [
+                "control",
+                server.endpoint,
+                "abort",
+                "--key",
+                mallory["client_secret"],
+                "--server-key",
+                str(keys / "server.key"),
+                "--timeout",
+                "0.4",
+            ],
+        )
         ctx.progress(1, 1)  # not aborted
 
     def control(state):

@@ -1,4 +1,5 @@
 """The CURVE-authenticated control channel over real loopback sockets, driving a sim:vortex run."""
+
 import time
 
 import h5py
@@ -44,15 +45,24 @@ def keys(tmp_path_factory):
     root = tmp_path_factory.mktemp("keys")
     alice = create_keys(root, "alice")
     zmq.auth.create_certificates(root, "mallory")  # a valid key pair that is not authorised
-    return {"dir": root, "alice": alice["client_secret"], "server": alice["server_public"],
-            "mallory": root / "mallory.key_secret"}
+    return {
+        "dir": root,
+        "alice": alice["client_secret"],
+        "server": alice["server_public"],
+        "mallory": root / "mallory.key_secret",
+    }
 
 
 def background_run(tmp_path, keys, device):
     """A looping acquisition in a worker thread with the control channel served."""
-    bg = BackgroundRun(tmp_path, device, control=ControlServer(ADDRESS, keys_dir=keys["dir"]),
-                       on_step=lambda ctx, n: setattr(bg, "outputs_seen_on",
-                                                      getattr(bg, "outputs_seen_on", False) or _bias_on(ctx.device)))
+    bg = BackgroundRun(
+        tmp_path,
+        device,
+        control=ControlServer(ADDRESS, keys_dir=keys["dir"]),
+        on_step=lambda ctx, n: setattr(
+            bg, "outputs_seen_on", getattr(bg, "outputs_seen_on", False) or _bias_on(ctx.device)
+        ),
+    )
     assert bg.ready.wait(10)
     return bg
 
@@ -79,7 +89,10 @@ def test_authenticated_abort_stops_the_run_with_outputs_off_and_data_intact(tmp_
     with h5py.File(f"{bg.path}/run.h5") as f:
         assert f.attrs["status"] == "aborted"
         # every completed step is in the file (the abort may land after a step, before its count)
-        assert f["responses"].shape[1:] == (200,) and f["responses"].shape[0] in (bg.steps_done, bg.steps_done + 1)
+        assert f["responses"].shape[1:] == (200,) and f["responses"].shape[0] in (
+            bg.steps_done,
+            bg.steps_done + 1,
+        )
         assert len(f["engine/events"]) == f["responses"].shape[0]
         assert np.all(np.isfinite(f["responses"][()]))
 
@@ -94,7 +107,10 @@ def test_abort_of_an_emulated_bench_run_switches_the_instrument_outputs_off(tmp_
     assert isinstance(bg.error, RunAborted)
     assert not device.lab.source.output_on and not device.lab.awg.output_on
     with h5py.File(f"{bg.path}/run.h5") as f:
-        assert f.attrs["status"] == "aborted" and f["responses"].shape[0] in (bg.steps_done, bg.steps_done + 1)
+        assert f.attrs["status"] == "aborted" and f["responses"].shape[0] in (
+            bg.steps_done,
+            bg.steps_done + 1,
+        )
 
 
 def test_unauthenticated_and_wrong_key_aborts_are_refused_and_the_run_goes_on(tmp_path, keys):
@@ -202,8 +218,10 @@ def test_key_layout_and_name_validation(tmp_path):
     assert (paths["client_secret"].stat().st_mode & 0o777) == 0o600
     assert (paths["server_secret"].stat().st_mode & 0o777) == 0o600
     create_keys(tmp_path, "carol")  # the server pair is kept, not replaced
-    assert zmq.auth.load_certificate(paths["server_public"])[0] == \
-        zmq.auth.load_certificate(paths["server_secret"])[0]
+    assert (
+        zmq.auth.load_certificate(paths["server_public"])[0]
+        == zmq.auth.load_certificate(paths["server_secret"])[0]
+    )
     with pytest.raises(ConfigError, match="already exists"):
         create_keys(tmp_path, "bob")
     with pytest.raises(ConfigError, match="client name"):

@@ -1,4 +1,5 @@
 """Wire format, previews, recordings and the monitor's view state (no sockets needed)."""
+
 import json
 
 import msgpack
@@ -35,8 +36,9 @@ def test_non_contiguous_and_big_endian_arrays_are_sent_as_little_endian_copies()
     np.testing.assert_array_equal(msg.arrays["t"], base.T)
 
 
-@pytest.mark.parametrize("bad", [np.array(["a", "b"]), np.array([object(), 1], dtype=object),
-                                 np.zeros(2, dtype=[("x", "<f8")])])
+@pytest.mark.parametrize(
+    "bad", [np.array(["a", "b"]), np.array([object(), 1], dtype=object), np.zeros(2, dtype=[("x", "<f8")])]
+)
 def test_non_numeric_arrays_are_refused(bad):
     with pytest.raises(MessageFormatError, match="only numeric dtypes"):
         encode("waveform", "r", 0, 0.0, {}, {"bad": bad})
@@ -54,30 +56,49 @@ def test_unpackable_payloads_are_refused_not_pickled():
 
 
 def header(**fields):
-    base = {"v": 1, "topic": "progress", "run": "r", "seq": 0, "t": 1.0, "replay": False,
-            "payload": {}, "arrays": []}
+    base = {
+        "v": 1,
+        "topic": "progress",
+        "run": "r",
+        "seq": 0,
+        "t": 1.0,
+        "replay": False,
+        "payload": {},
+        "arrays": [],
+    }
     base.update(fields)
     return msgpack.packb(base)
 
 
-@pytest.mark.parametrize("frames, match", [
-    ([b"progress"], "at least 2 frames"),
-    ([b"progress", b"\xc1"], "not valid msgpack"),
-    ([b"progress", msgpack.packb([1, 2])], "must be a map"),
-    ([b"progress", header(v=2)], "version"),
-    ([b"progress", header(v=True)], "version"),
-    ([b"waveform", header()], "disagrees"),
-    ([b"progress", header(seq="7")], "'seq' must be int"),
-    ([b"progress", header(seq=True)], "'seq' must be int"),
-    ([b"progress", header(seq=-1)], ">= 0"),
-    ([b"progress", header(payload=[1])], "'payload' must be dict"),
-    ([b"progress", header(arrays=[{"name": "x", "dtype": "<f8", "shape": [2]}]), b"\0" * 16, b""],
-     "lists 1 arrays but 2"),
-    ([b"progress", header(arrays=[{"name": "x", "dtype": "|O", "shape": [2]}]), b"\0" * 16], "not allowed"),
-    ([b"progress", header(arrays=[{"name": "x", "dtype": "<f8", "shape": [3]}]), b"\0" * 16], "do not match"),
-    ([b"progress", header(arrays=[{"name": "x", "dtype": "<f8", "shape": [-2]}]), b""], "bad shape"),
-    ([b"\xff\xfe", header()], "UTF-8"),
-])
+@pytest.mark.parametrize(
+    "frames, match",
+    [
+        ([b"progress"], "at least 2 frames"),
+        ([b"progress", b"\xc1"], "not valid msgpack"),
+        ([b"progress", msgpack.packb([1, 2])], "must be a map"),
+        ([b"progress", header(v=2)], "version"),
+        ([b"progress", header(v=True)], "version"),
+        ([b"waveform", header()], "disagrees"),
+        ([b"progress", header(seq="7")], "'seq' must be int"),
+        ([b"progress", header(seq=True)], "'seq' must be int"),
+        ([b"progress", header(seq=-1)], ">= 0"),
+        ([b"progress", header(payload=[1])], "'payload' must be dict"),
+        (
+            [b"progress", header(arrays=[{"name": "x", "dtype": "<f8", "shape": [2]}]), b"\0" * 16, b""],
+            "lists 1 arrays but 2",
+        ),
+        (
+            [b"progress", header(arrays=[{"name": "x", "dtype": "|O", "shape": [2]}]), b"\0" * 16],
+            "not allowed",
+        ),
+        (
+            [b"progress", header(arrays=[{"name": "x", "dtype": "<f8", "shape": [3]}]), b"\0" * 16],
+            "do not match",
+        ),
+        ([b"progress", header(arrays=[{"name": "x", "dtype": "<f8", "shape": [-2]}]), b""], "bad shape"),
+        ([b"\xff\xfe", header()], "UTF-8"),
+    ],
+)
 def test_malformed_frames_are_rejected_with_a_reason(frames, match):
     with pytest.raises(MessageFormatError, match=match):
         decode(frames)
@@ -149,8 +170,10 @@ def test_sparkline_spans_the_block_range():
 
 def test_view_state_follows_a_run_and_renders():
     state = MonitorState()
+
     def msg(topic, seq, payload, arrays=None):
         return roundtrip(topic, payload, arrays, seq)
+
     state.update(msg("start", 0, {"plan": "acquire", "config": {"steps": 3}}))
     state.update(msg("progress", 1, {"done": 2, "total": 3}))
     state.update(msg("preview", 2, {"name": "resp", "unit": "V"}, {"samples": np.sin(np.arange(50.0))}))
@@ -178,7 +201,7 @@ def test_minmax_preview_matches_a_per_bin_reference_for_batches_with_ragged_tail
     for row in x:
         pairs = []
         for start in range(0, x.shape[1], factor):
-            seg = row[start:start + factor]
+            seg = row[start : start + factor]
             i, j = int(seg.argmin()), int(seg.argmax())
             pairs += [seg[min(i, j)], seg[max(i, j)]]
         expected.append(pairs)

@@ -1,4 +1,5 @@
 """The event stream over real loopback sockets: what a watcher of a sim:vortex run receives."""
+
 import logging
 import threading
 import time
@@ -48,8 +49,10 @@ def acquire_plan(steps, config=None, extra=None):
 
     def body(ctx):
         for i, drive in enumerate(steps):
-            data = ctx.measure("responses", lambda dev, d=drive: {
-                "responses": dev.respond(d, {"bias_A": 7.5e-3}).samples[None, :]})
+            data = ctx.measure(
+                "responses",
+                lambda dev, d=drive: {"responses": dev.respond(d, {"bias_A": 7.5e-3}).samples[None, :]},
+            )
             ctx.preview("response", Waveform(data["responses"][0], drive.dt_s))
             ctx.progress(i + 1, len(steps))
         if extra is not None:
@@ -114,8 +117,13 @@ def test_watcher_sees_start_progress_stop_with_arrays_equal_to_the_run_file(tmp_
 
 
 def test_decimated_previews_equal_the_preview_of_the_saved_data(tmp_path, vortex):
-    result, got, _ = run_watched(tmp_path, acquire_plan(drives(2, n_samples=5000)), vortex,
-                                 topics=["start", "stop", "preview"], preview_points=200)
+    result, got, _ = run_watched(
+        tmp_path,
+        acquire_plan(drives(2, n_samples=5000)),
+        vortex,
+        topics=["start", "stop", "preview"],
+        preview_points=200,
+    )
     previews = [m for m in got if m.topic == "preview"]
     with h5py.File(result.run_file) as f:
         saved = f["responses"][()]
@@ -140,18 +148,28 @@ def test_late_joiner_gets_config_and_latest_state_without_waiting_for_an_event(t
         ctx.progress(4, 4)
 
     pub, early = connected()
-    worker = threading.Thread(target=RunEngine(tmp_path).run, daemon=True,
-                              args=(acquire_plan(drives(3), {"steps": 3, "seed": 11}, extra), vortex),
-                              kwargs={"subscribers": [pub]})
+    worker = threading.Thread(
+        target=RunEngine(tmp_path).run,
+        daemon=True,
+        args=(acquire_plan(drives(3), {"steps": 3, "seed": 11}, extra), vortex),
+        kwargs={"subscribers": [pub]},
+    )
     worker.start()
     try:
         assert reached.wait(10)
         collect(early, "result")
-        late = Subscriber(pub.endpoint,
-                          topics=["start", "stop", "progress", "preview", "instrument.", "result"])
+        late = Subscriber(
+            pub.endpoint, topics=["start", "stop", "progress", "preview", "instrument.", "result"]
+        )
         state = {}
-        wanted = {("start", None), ("progress", None), ("preview", "response"),
-                  ("instrument.status", "awg"), ("instrument.status", "scope"), ("result", None)}
+        wanted = {
+            ("start", None),
+            ("progress", None),
+            ("preview", "response"),
+            ("instrument.status", "awg"),
+            ("instrument.status", "scope"),
+            ("result", None),
+        }
         deadline = time.monotonic() + 5
         while not wanted <= set(state) and time.monotonic() < deadline:
             msg = late.recv(0.2)
@@ -287,8 +305,12 @@ def test_subscriber_rejects_malformed_frames_and_keeps_reading():
 
 
 def test_spinlab_log_records_are_published_while_the_run_is_active(tmp_path):
-    plan = Plan("demo", {}, lambda ctx: logging.getLogger("spinlab.protocols.demo").warning(
-        "bias drifted by %d uA", 3), needs_device=False)
+    plan = Plan(
+        "demo",
+        {},
+        lambda ctx: logging.getLogger("spinlab.protocols.demo").warning("bias drifted by %d uA", 3),
+        needs_device=False,
+    )
     _, got, _ = run_watched(tmp_path, plan, None, topics=["start", "stop", "log"])
     logs = [m.payload for m in got if m.topic == "log"]
     assert logs and logs[0]["message"] == "bias drifted by 3 uA" and logs[0]["level"] == "WARNING"

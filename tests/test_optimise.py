@@ -1,4 +1,5 @@
 """optimise spoken-digits: the surrogate's gradient, the descent within bounds, the command."""
+
 from __future__ import annotations
 
 import json
@@ -11,18 +12,23 @@ from typer.testing import CliRunner
 from spinlab import open_device
 from spinlab.cli import app
 from spinlab.errors import ConfigError
-from spinlab.speech.features import ChannelNormalizer, FeatureConfig, utterance_features
-from spinlab.protocols.optimise import (OptimiseConfig, Surrogate, differentiable_vortex,
-                                        optimise_spoken_digits)
+from spinlab.protocols.optimise import (
+    OptimiseConfig,
+    Surrogate,
+    differentiable_vortex,
+    optimise_spoken_digits,
+)
 from spinlab.protocols.spoken_digits import SpokenDigitsConfig, select_data
 from spinlab.speech.encoder import Encoder, make_mask
+from spinlab.speech.features import ChannelNormalizer, FeatureConfig, utterance_features
 
 FSDD = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "fsdd" / "recordings"
 
 
 def small_protocol(tmp_path, **overrides) -> SpokenDigitsConfig:
-    return SpokenDigitsConfig(data_dir=str(FSDD), limit=60, n_nodes=40,
-                              feature_cache_dir=str(tmp_path / "cache"), **overrides)
+    return SpokenDigitsConfig(
+        data_dir=str(FSDD), limit=60, n_nodes=40, feature_cache_dir=str(tmp_path / "cache"), **overrides
+    )
 
 
 def test_surrogate_gradient_matches_finite_differences(tmp_path):
@@ -34,11 +40,22 @@ def test_surrogate_gradient_matches_finite_differences(tmp_path):
     train, _ = select_data(protocol, np.random.default_rng(1))
     raw = utterance_features(train[:24], FeatureConfig(), protocol.feature_cache_dir)
     features = [ChannelNormalizer().fit(raw).transform(f) for f in raw]
-    encoder = Encoder(make_mask(40, features[0].shape[1], "binary", 1), protocol.theta_s,
-                      protocol.samples_per_node, 1.0, protocol.input_sigma).fit(features)
+    encoder = Encoder(
+        make_mask(40, features[0].shape[1], "binary", 1),
+        protocol.theta_s,
+        protocol.samples_per_node,
+        1.0,
+        protocol.input_sigma,
+    ).fit(features)
     config = OptimiseConfig(protocol=protocol, subset=40, ridge_alpha=1e-2)
-    surrogate = Surrogate(open_device("sim:vortex"), features, np.array([u.digit for u in train[:24]]),
-                          np.array([u.index % 2 for u in train[:24]]), encoder, config)
+    surrogate = Surrogate(
+        open_device("sim:vortex"),
+        features,
+        np.array([u.digit for u in train[:24]]),
+        np.array([u.index % 2 for u in train[:24]]),
+        encoder,
+        config,
+    )
 
     def loss(knobs):
         return surrogate.loss(surrogate.states(knobs, tangents=False)[0])[0]
@@ -81,18 +98,52 @@ def test_only_a_differentiable_vortex_can_be_optimised():
 
 
 def test_cli_optimise_reports_before_and_after(tmp_path):
-    result = CliRunner().invoke(app, ["optimise", "spoken-digits", "--device", "sim:vortex",
-                                      "--data", str(FSDD), "--limit", "40", "--nodes", "40", "--subset", "40",
-                                      "--iterations", "1", "--runs-dir", str(tmp_path), "--json"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "optimise",
+            "spoken-digits",
+            "--device",
+            "sim:vortex",
+            "--data",
+            str(FSDD),
+            "--limit",
+            "40",
+            "--nodes",
+            "40",
+            "--subset",
+            "40",
+            "--iterations",
+            "1",
+            "--runs-dir",
+            str(tmp_path),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["before"]["bias_A"] == 6e-3 and summary["after"]["bias_A"] == summary["tuned"]["bias_A"]
-    assert summary["improvement"] == pytest.approx(summary["after"]["accuracy"] - summary["before"]["accuracy"])
+    assert summary["improvement"] == pytest.approx(
+        summary["after"]["accuracy"] - summary["before"]["accuracy"]
+    )
     for label in ("before", "after"):
         assert Path(summary[label]["run_dir"], "run.h5").is_file()
 
 
 def test_cli_optimise_refuses_a_bench_in_one_line(tmp_path):
-    result = CliRunner().invoke(app, ["optimise", "spoken-digits", "--device", "sim:macrospin",
-                                      "--data", str(FSDD), "--limit", "40", "--runs-dir", str(tmp_path)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "optimise",
+            "spoken-digits",
+            "--device",
+            "sim:macrospin",
+            "--data",
+            str(FSDD),
+            "--limit",
+            "40",
+            "--runs-dir",
+            str(tmp_path),
+        ],
+    )
     assert result.exit_code == 2 and "differentiable simulator" in result.output

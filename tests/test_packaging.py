@@ -1,26 +1,37 @@
 """How spinlab installs: one import name, plug-in device schemes, a light `spinlab --help`."""
+
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
 import textwrap
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
-FOLDERS = {"spinlab": "spinlab", "instruments": "spinlab.instruments",
-           "protocols": "spinlab.protocols", "sim_backends": "spinlab.sim_backends"}
+FOLDERS = {
+    "spinlab": "spinlab",
+    "instruments": "spinlab.instruments",
+    "protocols": "spinlab.protocols",
+    "sim_backends": "spinlab.sim_backends",
+}
 
 
 def _python(code: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
     """Run ``code`` in a fresh interpreter outside the repository (as a user's script would)."""
     import os
 
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, capture_output=True,
-                          text=True, env={**os.environ, **env}, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=120,
+    )
 
 
 def test_every_package_folder_is_installed_under_spinlab():
@@ -35,10 +46,13 @@ def test_every_package_folder_is_installed_under_spinlab():
 
 
 def test_spinlab_is_the_only_top_level_name_of_the_distribution(tmp_path):
-    result = _python("""
+    result = _python(
+        """
         import importlib.metadata as m, json
         print(json.dumps(sorted(k for k, v in m.packages_distributions().items() if "spinlab" in v)))
-    """, tmp_path)
+    """,
+        tmp_path,
+    )
     assert json.loads(result.stdout) == ["spinlab"], result.stderr
 
 
@@ -48,7 +62,8 @@ def test_instrumentkit_and_spinlab_instruments_coexist(tmp_path):
     probe = _python("import instruments", tmp_path)
     if probe.returncode != 0:
         pytest.skip("InstrumentKit is not installed here (.ci/run installs it and runs this test)")
-    result = _python("""
+    result = _python(
+        """
         import importlib.metadata as m, json
         import instruments
         import spinlab.instruments
@@ -58,7 +73,9 @@ def test_instrumentkit_and_spinlab_instruments_coexist(tmp_path):
         print(json.dumps({"instruments": instruments.__file__, "version": instruments.__version__,
                           "ours": spinlab.instruments.__file__, "awg": idn,
                           "kit": m.version("instrumentkit")}))
-    """, tmp_path)
+    """,
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     seen = json.loads(result.stdout)
     assert seen["version"] == seen["kit"] and "spinlab" not in seen["instruments"]
@@ -68,7 +85,8 @@ def test_instrumentkit_and_spinlab_instruments_coexist(tmp_path):
 def test_a_plugin_package_adds_a_device_scheme_through_the_entry_point_group(tmp_path):
     """A package nobody told spinlab about declares ``spinlab.devices`` in its metadata; its
     scheme then opens by address."""
-    (tmp_path / "labplug.py").write_text(textwrap.dedent("""
+    (tmp_path / "labplug.py").write_text(
+        textwrap.dedent("""
         import numpy as np
         from spinlab import Device
 
@@ -82,22 +100,37 @@ def test_a_plugin_package_adds_a_device_scheme_through_the_entry_point_group(tmp
 
         def open_echo(target, **options):
             return Echo(**options)
-    """))
+    """)
+    )
     dist = tmp_path / "labplug-1.0.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: labplug\nVersion: 1.0\n")
     (dist / "entry_points.txt").write_text("[spinlab.devices]\necho = labplug:open_echo\n")
-    result = _python("""
+    result = _python(
+        """
         import numpy as np
         from spinlab import Waveform, open_device
         from spinlab.registry import schemes
         with open_device("echo:anything?gain=3", defaults={"seed": 4}) as dev:
             out = dev.respond(Waveform(np.full(4, 0.25), 1e-9)).samples
             print(schemes(), out.tolist(), dev.seed, dev.address)
-    """, tmp_path, PYTHONPATH=str(tmp_path))
+    """,
+        tmp_path,
+        PYTHONPATH=str(tmp_path),
+    )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["['bench',", "'echo',", "'sim',", "'twin']", "[0.75,", "0.75,", "0.75,",
-                                     "0.75]", "4", "echo:anything?gain=3"]
+    assert result.stdout.split() == [
+        "['bench',",
+        "'echo',",
+        "'sim',",
+        "'twin']",
+        "[0.75,",
+        "0.75,",
+        "0.75,",
+        "0.75]",
+        "4",
+        "echo:anything?gain=3",
+    ]
 
 
 def test_runtime_registration_and_unknown_schemes():
@@ -120,7 +153,8 @@ def test_runtime_registration_and_unknown_schemes():
 
 
 def test_help_imports_no_protocol_and_no_heavy_library(tmp_path):
-    result = _python("""
+    result = _python(
+        """
         import sys
         from spinlab.cli import app
         try:
@@ -129,10 +163,14 @@ def test_help_imports_no_protocol_and_no_heavy_library(tmp_path):
             pass
         loaded = sorted(m for m in sys.modules if m.startswith(("spinlab.", "scipy", "torch", "numba", "h5py")))
         print(" ".join(loaded))
-    """, tmp_path)
+    """,
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     loaded = result.stdout.split("\n")[-2].split()
-    assert not [m for m in loaded if m.startswith(("spinlab.protocols", "scipy", "torch", "numba", "h5py"))], loaded
+    assert not [
+        m for m in loaded if m.startswith(("spinlab.protocols", "scipy", "torch", "numba", "h5py"))
+    ], loaded
 
 
 def test_command_table_short_help_matches_each_command():

@@ -1,5 +1,6 @@
 """Every protocol is a plan a user can run from Python, with the CLI's defaults: the same config
 and seed give the same results as the command line."""
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,11 @@ def cli(*args):
 
 def same(python_summary, cli_summary):
     keys = (set(python_summary) | set(cli_summary)) - VOLATILE
-    return {k: (python_summary.get(k), cli_summary.get(k)) for k in keys
-            if python_summary.get(k) != cli_summary.get(k)}
+    return {
+        k: (python_summary.get(k), cli_summary.get(k))
+        for k in keys
+        if python_summary.get(k) != cli_summary.get(k)
+    }
 
 
 class Counting:
@@ -39,14 +43,47 @@ class Counting:
         self.counts[name] += 1
 
 
-@pytest.mark.parametrize("name, plan, args", [
-    ("characterize", lambda: characterize.plan(bias_points=8, step_repeats=512),
-     ["characterize", "--device", "sim:vortex", "--bias-points", "8", "--step-repeats", "512"]),
-    ("acquire", lambda: acquire.plan(duration_s=1e-3, record_s=1e-4, conditions={"bias_A": [6e-3, 8e-3]}),
-     ["acquire", "--device", "sim:vortex", "--duration", "1e-3", "--record-s", "1e-4", "--bias-A", "6e-3,8e-3"]),
-    ("spoken-digits", lambda: spoken_digits.plan(data_dir=str(FSDD), limit=40, n_nodes=30),
-     ["run", "spoken-digits", "--device", "sim:vortex", "--data", str(FSDD), "--limit", "40", "--nodes", "30"]),
-])
+@pytest.mark.parametrize(
+    "name, plan, args",
+    [
+        (
+            "characterize",
+            lambda: characterize.plan(bias_points=8, step_repeats=512),
+            ["characterize", "--device", "sim:vortex", "--bias-points", "8", "--step-repeats", "512"],
+        ),
+        (
+            "acquire",
+            lambda: acquire.plan(duration_s=1e-3, record_s=1e-4, conditions={"bias_A": [6e-3, 8e-3]}),
+            [
+                "acquire",
+                "--device",
+                "sim:vortex",
+                "--duration",
+                "1e-3",
+                "--record-s",
+                "1e-4",
+                "--bias-A",
+                "6e-3,8e-3",
+            ],
+        ),
+        (
+            "spoken-digits",
+            lambda: spoken_digits.plan(data_dir=str(FSDD), limit=40, n_nodes=30),
+            [
+                "run",
+                "spoken-digits",
+                "--device",
+                "sim:vortex",
+                "--data",
+                str(FSDD),
+                "--limit",
+                "40",
+                "--nodes",
+                "30",
+            ],
+        ),
+    ],
+)
 def test_plan_from_python_counts_documents_and_matches_the_cli(tmp_path, name, plan, args):
     counting = Counting()
     built = plan()

@@ -1,4 +1,5 @@
 """Mask encoding, drive layout, state extraction, batching and the ridge readout."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -100,7 +101,11 @@ def _hidden_direction(n_utt=100, frames=8, seed=0):
     for y in labels:
         nuisance = rng.normal(size=(frames, 1)) * 10
         signal = code[y] + 0.02 * rng.normal(size=(frames, 8))
-        states.append(np.hstack([nuisance + 0.05 * signal, nuisance - 0.05 * signal, nuisance + rng.normal(size=(frames, 1))]))
+        states.append(
+            np.hstack(
+                [nuisance + 0.05 * signal, nuisance - 0.05 * signal, nuisance + rng.normal(size=(frames, 1))]
+            )
+        )
     return states, labels
 
 

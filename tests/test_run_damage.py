@@ -1,6 +1,7 @@
 """Recorded data is never lost: a resume beside a live run, damaged journals, a changed station
 and a full disk, each on a run of `spinlab acquire` in its own process over `spinlab emulate`
 TCP. One interrupted run serves the module; each test damages its own copy of it."""
+
 from __future__ import annotations
 
 import json
@@ -52,8 +53,13 @@ def interrupted(tmp_path_factory, emulator):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    return {"run_dir": run_dir, "station": station, "rows": rows(run_dir), "events": _events(run_dir),
-            "intruder": (intruder.returncode, intruder_err, intruder_s)}
+    return {
+        "run_dir": run_dir,
+        "station": station,
+        "rows": rows(run_dir),
+        "events": _events(run_dir),
+        "intruder": (intruder.returncode, intruder_err, intruder_s),
+    }
 
 
 @pytest.fixture
@@ -97,7 +103,8 @@ def test_a_resume_beside_a_live_run_is_refused_at_once_and_the_run_keeps_every_s
 
 
 def test_a_damaged_start_record_is_recovered_from_the_run_file_and_no_step_is_measured_again(
-        copy, interrupted):
+    copy, interrupted
+):
     path = copy / "journal.spinlab"
     raw = bytearray(path.read_bytes())
     raw[46] ^= 0xFF  # inside the start document
@@ -199,8 +206,9 @@ def small_disk(tmp_path):
     """A 2 MiB file system of its own (tmpfs), or a skip where mounting is not permitted."""
     mount = tmp_path / "small"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True, text=True
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.strip()}); run as root")
     try:
@@ -210,7 +218,8 @@ def small_disk(tmp_path):
 
 
 def test_a_full_disk_fails_the_run_in_one_line_and_leaves_a_run_file_that_opens(
-        tmp_path, emulator, small_disk):
+    tmp_path, emulator, small_disk
+):
     station = write_station(tmp_path, emulator)
     args = acquire_args(station, small_disk, duration_s=1.5e-2)
     args[args.index("--record-s") + 1] = "1e-3"
@@ -253,7 +262,9 @@ def test_resuming_on_an_instrument_with_another_identity_is_refused_unless_force
         RunEngine(tmp_path).run(steps_plan(6, fail_at=3, exc=RunInterrupted(2)), Serial("MY1"))
     path = caught.value.run_path
     before = {p.name: p.read_bytes() for p in path.iterdir() if p.is_file()}
-    with pytest.raises(ConfigError, match=r"instruments\.awg: 'Keysight,33522B,MY1' -> 'Keysight,33522B,MY2'"):
+    with pytest.raises(
+        ConfigError, match=r"instruments\.awg: 'Keysight,33522B,MY1' -> 'Keysight,33522B,MY2'"
+    ):
         RunEngine(tmp_path, plans=plan_lookup(demo=steps_plan)).resume(path, Serial("MY2"))
     assert {p.name: p.read_bytes() for p in path.iterdir() if p.is_file()} == before
     engine = RunEngine(tmp_path, plans=plan_lookup(demo=steps_plan))
@@ -273,6 +284,7 @@ def test_a_journal_with_a_damaged_header_is_rebuilt_from_the_run_file(tmp_path):
                 if i == stop_at:
                     raise RunInterrupted(2)
                 ctx.record("s", {"x": np.full((1, 3), float(i))})
+
         return Plan("demo", {}, body, needs_device=False)
 
     with pytest.raises(RunInterrupted) as caught:

@@ -1,6 +1,7 @@
 """Signals and hard kills, the way they happen in a lab: `spinlab acquire` in its own process on a
 station served by `spinlab emulate` over TCP, stopped by a real signal mid-acquisition. The
 outputs are read back from the emulated instruments over their own sockets."""
+
 from __future__ import annotations
 
 import json
@@ -10,10 +11,22 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from tcp_helpers import (BIAS_A, RAMP_STEP_A, acquire_args, ask, assert_outputs_off_and_ramped,
-                         emulator, rows, spinlab_process, station, wait_for_steps, write_station)
+from tcp_helpers import (
+    BIAS_A,
+    RAMP_STEP_A,
+    acquire_args,
+    ask,
+    assert_outputs_off_and_ramped,
+    emulator,
+    rows,
+    spinlab_process,
+    station,
+    wait_for_steps,
+    write_station,
+)
 
 __all__ = ["emulator", "station"]  # fixtures, used by name
+
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, emulator):
@@ -25,10 +38,12 @@ def reference(tmp_path_factory, emulator):
     return rows(Path(json.loads(out.splitlines()[-1])["run_dir"]))
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP],
-                         ids=["SIGINT", "SIGTERM", "SIGHUP"])
+@pytest.mark.parametrize(
+    "signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["SIGINT", "SIGTERM", "SIGHUP"]
+)
 def test_a_signal_ramps_the_bias_down_switches_the_awg_off_and_the_run_resumes(
-        tmp_path, emulator, station, reference, signum):
+    tmp_path, emulator, station, reference, signum
+):
     runs = tmp_path / "runs"
     proc = spinlab_process(*acquire_args(station, runs))
     run_dir = wait_for_steps(runs, 5, proc)
@@ -54,7 +69,8 @@ def test_a_signal_ramps_the_bias_down_switches_the_awg_off_and_the_run_resumes(
 
 
 def test_sigkill_loses_no_completed_step_and_the_next_open_ramps_the_bias_down(
-        tmp_path, emulator, station, reference):
+    tmp_path, emulator, station, reference
+):
     runs = tmp_path / "runs"
     proc = spinlab_process(*acquire_args(station, runs))
     run_dir = wait_for_steps(runs, 5, proc)

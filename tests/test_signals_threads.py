@@ -2,6 +2,7 @@
 thread while it trains, on a station served by `spinlab emulate` over TCP. A signal (or the end
 of the run) stops that thread within one AWG record; only then do the outputs go off, and the
 bias source's current log never rises after it was ramped down."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -15,8 +16,15 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from tcp_helpers import (BIAS_A, ask, assert_outputs_off_and_ramped, emulator, spinlab_process, station,
-                         wait_for_steps)
+from tcp_helpers import (
+    BIAS_A,
+    ask,
+    assert_outputs_off_and_ramped,
+    emulator,
+    spinlab_process,
+    station,
+    wait_for_steps,
+)
 
 from spinlab import Waveform
 from spinlab.engine import Plan, RunEngine, journal
@@ -28,8 +36,8 @@ from spinlab.twin.model import TwinArchitecture
 __all__ = ["emulator", "station"]  # fixtures, used by name
 
 BIASES_A = (6.5e-3, 7.5e-3, 8.5e-3)
-RECORD_S = 1e-3           # 10,000 samples at 100 ns: one drive per AWG record (memory below)
-REPEATS = 8               # a held-out batch is 3 x 8 AWG records: seconds of work in one step
+RECORD_S = 1e-3  # 10,000 samples at 100 ns: one drive per AWG record (memory below)
+REPEATS = 8  # a held-out batch is 3 x 8 AWG records: seconds of work in one step
 AWG_MEMORY = 20_000
 #: what "within 2 s of the signal" allows on top of one record (the issue's bound)
 STOP_S = 2.0
@@ -43,11 +51,36 @@ def short_records(station: Path, tmp: Path) -> Path:
 
 
 def train_args(station: Path, tmp: Path, *, target: float = 0.001) -> list[str]:
-    return ["twin", "train", "--device", f"bench:{station}", "--bias-A", ",".join(map(str, BIASES_A)),
-            "--record-s", str(RECORD_S), "--validation-repeats", str(REPEATS), "--validation-every", "2",
-            "--target-nrmse", str(target), "--max-duration", "5", "--max-steps", "20000",
-            "--hidden", "16", "--validate-every", "50", "--out", str(tmp / "twin.pt"), "--seed", "2",
-            "--runs-dir", str(tmp / "runs")]
+    return [
+        "twin",
+        "train",
+        "--device",
+        f"bench:{station}",
+        "--bias-A",
+        ",".join(map(str, BIASES_A)),
+        "--record-s",
+        str(RECORD_S),
+        "--validation-repeats",
+        str(REPEATS),
+        "--validation-every",
+        "2",
+        "--target-nrmse",
+        str(target),
+        "--max-duration",
+        "5",
+        "--max-steps",
+        "20000",
+        "--hidden",
+        "16",
+        "--validate-every",
+        "50",
+        "--out",
+        str(tmp / "twin.pt"),
+        "--seed",
+        "2",
+        "--runs-dir",
+        str(tmp / "runs"),
+    ]
 
 
 def record_wall_s(start: dict, first: dict) -> float:
@@ -80,7 +113,7 @@ def stop_trial(tmp: Path, emulator, station: Path, signals: list[int], gap_s: fl
     reader.start()
     try:
         run_dir = wait_for_steps(tmp / "runs", 2, proc, timeout_s=120)
-        time.sleep(1.0)               # the worker is inside a held-out step, the trainer trains
+        time.sleep(1.0)  # the worker is inside a held-out step, the trainer trains
         sent = time.monotonic()
         for n, signum in enumerate(signals):
             if n:
@@ -105,13 +138,17 @@ def stop_trial(tmp: Path, emulator, station: Path, signals: list[int], gap_s: fl
     return latency
 
 
-KINDS = {"SIGINT": [signal.SIGINT], "double SIGINT": [signal.SIGINT, signal.SIGINT],
-         "SIGTERM": [signal.SIGTERM]}
+KINDS = {
+    "SIGINT": [signal.SIGINT],
+    "double SIGINT": [signal.SIGINT, signal.SIGINT],
+    "SIGTERM": [signal.SIGTERM],
+}
 
 
 @pytest.mark.parametrize("signals", list(KINDS.values()), ids=list(KINDS))
-def test_a_signal_stops_the_acquisition_thread_before_the_outputs_go_off(tmp_path, emulator, station,
-                                                                         signals):
+def test_a_signal_stops_the_acquisition_thread_before_the_outputs_go_off(
+    tmp_path, emulator, station, signals
+):
     stop_trial(tmp_path, emulator, station, signals)  # a second Ctrl-C lands while it stops
 
 
@@ -125,12 +162,13 @@ def test_twenty_stops_of_twin_training_never_re_energise_the_bias(tmp_path, emul
         kind = list(KINDS.values())[trial % 3]
         gap_s = (0.5, 0.2, 0.05)[trial // 3 % 3]
         latencies.append(stop_trial(tmp_path / str(trial), emulator, station, kind, gap_s))
-    print(f"stop latency over 20 trials: max {max(latencies):.2f} s, mean "
-          f"{sum(latencies) / len(latencies):.2f} s")
+    print(
+        f"stop latency over 20 trials: max {max(latencies):.2f} s, mean "
+        f"{sum(latencies) / len(latencies):.2f} s"
+    )
 
 
-def test_a_completed_training_leaves_no_thread_driving_the_bench(tmp_path, emulator, station,
-                                                                 monkeypatch):
+def test_a_completed_training_leaves_no_thread_driving_the_bench(tmp_path, emulator, station, monkeypatch):
     """The target is met while the worker is inside a held-out step: the run ends within one
     record of that, not at the end of the step, and nothing drives the bench after it."""
     monkeypatch.chdir(tmp_path)
@@ -142,13 +180,22 @@ def test_a_completed_training_leaves_no_thread_driving_the_bench(tmp_path, emula
         if name == "progress" and doc.get("stage") == "training" and not met:
             met.append(time.monotonic())
 
-    acquire = {"duration_s": 5.0, "record_s": RECORD_S, "conditions": {"bias_A": BIASES_A},
-               "validation_every": 2, "validation_repeats": REPEATS}
-    plan = twin_train.plan(out=str(tmp_path / "twin.pt"), acquire=acquire,
-                           architecture=TwinArchitecture(hidden=16, condition_names=("bias_A",)).to_dict(),
-                           train={"target_nrmse": 1e9, "validate_every": 50})
-    result = RunEngine(tmp_path / "runs").run(plan, f"bench:{short_records(station, tmp_path)}", seed=2,
-                                              subscribers=[watch])
+    acquire = {
+        "duration_s": 5.0,
+        "record_s": RECORD_S,
+        "conditions": {"bias_A": BIASES_A},
+        "validation_every": 2,
+        "validation_repeats": REPEATS,
+    }
+    plan = twin_train.plan(
+        out=str(tmp_path / "twin.pt"),
+        acquire=acquire,
+        architecture=TwinArchitecture(hidden=16, condition_names=("bias_A",)).to_dict(),
+        train={"target_nrmse": 1e9, "validate_every": 50},
+    )
+    result = RunEngine(tmp_path / "runs").run(
+        plan, f"bench:{short_records(station, tmp_path)}", seed=2, subscribers=[watch]
+    )
     ended = time.monotonic()
     assert result.status == "completed" and result.summary["stop_reason"] == "target"
     assert not [t for t in threading.enumerate() if t.name == "twin-acquisition"]
@@ -165,10 +212,17 @@ def test_ctrl_c_while_an_instrument_does_not_answer_at_open_interrupts_the_run(t
         text = station.read_text().replace("timeout_s = 10.0\n\n[wiring]", "timeout_s = 3.0\n\n[wiring]")
         awg = next(line for line in text.splitlines() if line.startswith("awg = "))
         station.write_text(text.replace(awg, f'awg = "TCPIP::127.0.0.1::{silent.getsockname()[1]}::SOCKET"'))
-        proc = spinlab_process("acquire", "--device", f"bench:{station}", "--duration", "1e-3",
-                               "--runs-dir", str(tmp_path / "runs"))
+        proc = spinlab_process(
+            "acquire",
+            "--device",
+            f"bench:{station}",
+            "--duration",
+            "1e-3",
+            "--runs-dir",
+            str(tmp_path / "runs"),
+        )
         silent.settimeout(60)
-        connection, _ = silent.accept()         # the bench is opening the AWG, which stays silent
+        connection, _ = silent.accept()  # the bench is opening the AWG, which stays silent
         with connection:
             time.sleep(0.5)
             proc.send_signal(signal.SIGINT)
@@ -182,8 +236,9 @@ def test_repeated_ctrl_c_while_the_bench_plays_never_cuts_its_outputs_off(tmp_pa
     bench's own outputs-off is shielded like the engine's, so the log never says an output
     could not be switched off before it says the outputs are off."""
     args = ["--duration", "0.2", "--record-s", "1e-3", "--bias-A", str(BIAS_A), "--seed", "5"]
-    proc = spinlab_process("acquire", "--device", f"bench:{station}", *args,
-                           "--runs-dir", str(tmp_path / "runs"))
+    proc = spinlab_process(
+        "acquire", "--device", f"bench:{station}", *args, "--runs-dir", str(tmp_path / "runs")
+    )
     try:
         wait_for_steps(tmp_path / "runs", 3, proc)
         for _ in range(5):
@@ -247,6 +302,7 @@ def test_a_closed_bench_refuses_every_use_and_never_reconnects(station, monkeypa
 def signalled_plan(then):
     """A plan that signals its own process mid-body and lets ``then`` handle the interruption the
     way some libraries do (torch's ``load_state_dict`` wraps it, a broad ``except`` swallows it)."""
+
     def body(ctx):
         try:
             os.kill(os.getpid(), signal.SIGINT)

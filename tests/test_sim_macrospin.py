@@ -1,4 +1,5 @@
 """sim:macrospin: LLGS physics sanity, differentiability in physical parameters, Device use."""
+
 from __future__ import annotations
 
 import math
@@ -10,9 +11,15 @@ import torch
 from spinlab import Waveform, open_device
 from spinlab.errors import ConfigError
 from spinlab.sim_backends import open_simulator
-from spinlab.sim_backends.macrospin import (MacrospinDevice, MacrospinParams, reference_trajectory,
-                                           response_and_jacobian, row_seeds, simulate, trajectory)
-
+from spinlab.sim_backends.macrospin import (
+    MacrospinDevice,
+    MacrospinParams,
+    reference_trajectory,
+    response_and_jacobian,
+    row_seeds,
+    simulate,
+    trajectory,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -145,8 +152,13 @@ def test_kernel_equals_reference_forward_and_gradients():
         field = torch.tensor([0.04, 0.05, 0.08], dtype=torch.float64, requires_grad=True)
         volts = simulate(params, current, field, 1e-11, reference=reference)  # 5 substeps
         (volts * weights).sum().backward()
-        grads.append((volts.detach(), field.grad,
-                      {n: getattr(params, "log_" + n).grad for n in MacrospinParams.DEFAULTS}))
+        grads.append(
+            (
+                volts.detach(),
+                field.grad,
+                {n: getattr(params, "log_" + n).grad for n in MacrospinParams.DEFAULTS},
+            )
+        )
     (v_fast, f_fast, p_fast), (v_ref, f_ref, p_ref) = grads
     assert torch.allclose(v_fast, v_ref, rtol=1e-12, atol=0)
     assert torch.allclose(f_fast, f_ref, rtol=1e-9, atol=0)
@@ -160,7 +172,9 @@ def test_jacobian_matches_finite_differences_with_thermal_noise():
     current = np.random.default_rng(1).uniform(1e-3, 5e-3, (2, 50))
     seeds = row_seeds(5, 2)
     names = list(MacrospinParams.DEFAULTS)
-    run = lambda v, wrt=(): response_and_jacobian(v, current, 0.05, 1e-11, wrt, temperature_K=300.0, seeds=seeds)
+    run = lambda v, wrt=(): response_and_jacobian(
+        v, current, 0.05, 1e-11, wrt, temperature_K=300.0, seeds=seeds
+    )
     volts, jac = run(values, names)
     for col, name in enumerate(names):
         up, down = dict(values), dict(values)
@@ -209,7 +223,9 @@ def test_thermal_noise_is_seeded_per_drive():
     threaded = make(7, threads=2)
     threaded.max_steps = 10**7
     big = Waveform(np.tile(drives.samples, (40, 50)), 10e-12)  # enough steps to use threads
-    assert np.array_equal(threaded.respond(big).samples, make(7, threads=1, max_steps=10**7).respond(big).samples)
+    assert np.array_equal(
+        threaded.respond(big).samples, make(7, threads=1, max_steps=10**7).respond(big).samples
+    )
     cold = [MacrospinDevice(seed=s, max_step_s=5e-12).respond(drives).samples for s in (1, 2)]
     assert np.array_equal(*cold)  # T = 0 (the default) is deterministic
 

@@ -1,4 +1,5 @@
 """sim:vortex against the closed forms of the auto-oscillator model, and as a Device."""
+
 from __future__ import annotations
 
 import math
@@ -8,8 +9,7 @@ import pytest
 
 from spinlab import SafetyLimits, Waveform, open_device
 from spinlab.errors import ConfigError, DeviceAddressError, SafetyLimitError, WaveformError
-from spinlab.sim_backends import open_simulator
-from spinlab.sim_backends import vortex
+from spinlab.sim_backends import open_simulator, vortex
 from spinlab.sim_backends.vortex import VortexDevice, VortexParams
 
 DT = 100e-9
@@ -40,7 +40,7 @@ def test_small_step_relaxes_with_closed_form_time():
     drive[1000:] = 0.02  # +0.1 mA step on top of 7.5 mA
     p = power(dev, dev.respond(Waveform(drive, DT)))
     final_A = 7.5e-3 + 0.02 * 5e-3
-    deviation = np.abs(p[1000:1000 + 20] - dev.params.steady_power(final_A))
+    deviation = np.abs(p[1000 : 1000 + 20] - dev.params.steady_power(final_A))
     # response sample k is the end of hold k: deviation ~ exp(-(k + 1) dt / tau)
     t = (np.arange(20) + 1) * DT
     tau_fit = -1.0 / np.polyfit(t, np.log(deviation), 1)[0]
@@ -100,8 +100,10 @@ def test_seed_reproduces_and_calls_advance():
 
 def test_noise_zero_is_deterministic():
     drive = Waveform(np.random.default_rng(0).uniform(-0.3, 0.3, 500), DT)
-    assert np.array_equal(VortexDevice(noise=0, seed=1).respond(drive).samples,
-                          VortexDevice(noise=0, seed=2).respond(drive).samples)
+    assert np.array_equal(
+        VortexDevice(noise=0, seed=1).respond(drive).samples,
+        VortexDevice(noise=0, seed=2).respond(drive).samples,
+    )
 
 
 def test_batch_rows_equal_single_drives():
@@ -187,15 +189,25 @@ def test_bad_drives_rejected_before_the_kernel(monkeypatch):
         dev.respond(np.zeros(10))
 
 
-@pytest.mark.parametrize("bad", [{"Q": -1}, {"gamma_G_per_s": 0}, {"thermal_power": float("nan")},
-                                 {"threshold_slope_per_T": 1.5}, {"threshold_A": "5e-3"}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"Q": -1},
+        {"gamma_G_per_s": 0},
+        {"thermal_power": float("nan")},
+        {"threshold_slope_per_T": 1.5},
+        {"threshold_A": "5e-3"},
+    ],
+)
 def test_params_are_validated(bad):
     with pytest.raises(ConfigError):
         VortexParams(**bad)
 
 
-@pytest.mark.parametrize("kwargs", [{"noise": 1.5}, {"noise": -0.1}, {"seed": -1}, {"output": "iq"},
-                                    {"noise_substep_s": 0}, {"threads": 0}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"noise": 1.5}, {"noise": -0.1}, {"seed": -1}, {"output": "iq"}, {"noise_substep_s": 0}, {"threads": 0}],
+)
 def test_device_options_are_validated(kwargs):
     with pytest.raises(ConfigError):
         VortexDevice(**kwargs)
@@ -226,8 +238,7 @@ def test_unknown_options_and_names_are_rejected_with_the_valid_ones():
 
 
 def test_keyword_objects_override_address_options():
-    dev = open_device("sim:vortex?Q=2.5&max_drive_V=0.3", params=VortexParams(threshold_A=4e-3),
-                      threads="1")
+    dev = open_device("sim:vortex?Q=2.5&max_drive_V=0.3", params=VortexParams(threshold_A=4e-3), threads="1")
     assert dev.params.Q == 2.5 and dev.params.threshold_A == 4e-3 and dev.threads == 1
     assert dev.limits.max_drive_V == 0.3 and dev.limits.max_bias_A == 10e-3
     dev = open_simulator("vortex", limits=SafetyLimits(max_drive_V=0.2))
@@ -254,8 +265,9 @@ def test_torch_path_equals_the_numba_kernel(n):
     drive = _drives(3, n)
     cond = {"bias_A": np.array([6e-3, 7.5e-3, 4e-3]), "field_T": np.array([0.0, 0.1, -0.2])}
     device = VortexDevice(noise=0).respond(Waveform(drive, DT), cond).samples
-    scan = power_response({}, torch.from_numpy(drive), torch.from_numpy(cond["bias_A"]),
-                          torch.from_numpy(cond["field_T"]), DT).numpy()
+    scan = power_response(
+        {}, torch.from_numpy(drive), torch.from_numpy(cond["bias_A"]), torch.from_numpy(cond["field_T"]), DT
+    ).numpy()
     assert np.allclose(scan, device, rtol=1e-12, atol=0)
     fast, _ = vortex.power_and_jacobian({}, drive, cond["bias_A"], cond["field_T"], DT)
     assert np.array_equal(fast, device)
@@ -273,20 +285,32 @@ def test_numba_sensitivities_equal_torch_autograd(rest_drive_V):
     drive, tangent = _drives(3, 200, seed=2), rng.normal(size=(1, 3, 200))
     bias, field = np.array([6e-3, 7.5e-3, 4e-3]), np.array([0.0, 0.1, -0.2])
     names = [p for p in POWER_PARAMS if p != "threshold_slope_per_T"] + ["threshold_slope_per_T", "bias_A"]
-    _, jac = vortex.power_and_jacobian({}, drive, bias, field, DT, names, drive_tangents=tangent,
-                                       rest_drive_V=rest_drive_V)
+    _, jac = vortex.power_and_jacobian(
+        {}, drive, bias, field, DT, names, drive_tangents=tangent, rest_drive_V=rest_drive_V
+    )
     defaults = VortexParams()
-    logs = {k: torch.tensor(math.log(getattr(defaults, k)), dtype=torch.float64, requires_grad=True)
-            for k in names[:-2]}
+    logs = {
+        k: torch.tensor(math.log(getattr(defaults, k)), dtype=torch.float64, requires_grad=True)
+        for k in names[:-2]
+    }
     slope = torch.tensor(defaults.threshold_slope_per_T, dtype=torch.float64, requires_grad=True)
     bias_t = torch.tensor(bias, requires_grad=True)
     drive_t = torch.tensor(drive, requires_grad=True)
-    out = power_response({**{k: t.exp() for k, t in logs.items()}, "threshold_slope_per_T": slope},
-                         drive_t, bias_t, torch.tensor(field), DT, rest_drive_V=rest_drive_V)
+    out = power_response(
+        {**{k: t.exp() for k, t in logs.items()}, "threshold_slope_per_T": slope},
+        drive_t,
+        bias_t,
+        torch.tensor(field),
+        DT,
+        rest_drive_V=rest_drive_V,
+    )
     weights = rng.normal(size=out.shape)
     (out * torch.from_numpy(weights)).sum().backward()
-    autograd = [logs[k].grad for k in names[:-2]] + [slope.grad, bias_t.grad.sum(),
-                                                      (drive_t.grad.numpy() * tangent[0]).sum()]
+    autograd = [logs[k].grad for k in names[:-2]] + [
+        slope.grad,
+        bias_t.grad.sum(),
+        (drive_t.grad.numpy() * tangent[0]).sum(),
+    ]
     for col, expected in enumerate(autograd):
         assert (jac[..., col] * weights).sum() == pytest.approx(float(expected), rel=1e-9), col
 
@@ -297,8 +321,9 @@ def test_power_and_jacobian_batches_parameter_sets():
     values = {"threshold_A": np.array([4.5e-3, 5.5e-3]), "Q": np.array([1.5, 3.0])}
     batch, jac = vortex.power_and_jacobian(values, drive, 7e-3, 0.0, DT, ["threshold_A", "Q"])
     for i in range(2):
-        single, jac_i = vortex.power_and_jacobian({k: v[i] for k, v in values.items()}, drive[i:i + 1],
-                                                  7e-3, 0.0, DT, ["threshold_A", "Q"])
+        single, jac_i = vortex.power_and_jacobian(
+            {k: v[i] for k, v in values.items()}, drive[i : i + 1], 7e-3, 0.0, DT, ["threshold_A", "Q"]
+        )
         assert np.array_equal(batch[i], single[0]) and np.allclose(jac[i], jac_i[0], rtol=1e-14)
     with pytest.raises(ConfigError, match="differentiate"):
         vortex.power_and_jacobian({}, drive, 7e-3, 0.0, DT, ["tau"])
@@ -328,7 +353,9 @@ def test_device_can_read_like_a_bench():
     """points_per_sample and rest_drive_V make the device report what power_and_jacobian
     predicts for a bench (mean of m instants per hold, settled at the rest level first)."""
     drive = _drives(2, 60)
-    bench_like = VortexDevice(noise=0, points_per_sample=5, rest_drive_V=0.0).respond(Waveform(drive, DT)).samples
+    bench_like = (
+        VortexDevice(noise=0, points_per_sample=5, rest_drive_V=0.0).respond(Waveform(drive, DT)).samples
+    )
     expected, _ = vortex.power_and_jacobian({}, drive, 7.5e-3, 0.0, DT, rest_drive_V=0.0, points_per_sample=5)
     assert np.allclose(bench_like, expected, rtol=1e-12, atol=0)
     noisy = VortexDevice(seed=3, points_per_sample=5, rest_drive_V=0.0).respond(Waveform(drive, DT)).samples

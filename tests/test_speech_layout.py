@@ -1,5 +1,6 @@
 """The speech pipeline's package: old import paths still work, and the MFCC reference's
 classifier (analysis, over plain arrays) separates what a linear model can."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,8 +26,9 @@ def test_pooled_reference_tells_sequences_apart_by_their_mean_and_spread() -> No
     def sequences(n: int) -> tuple[list[np.ndarray], np.ndarray]:
         labels = np.arange(n) % 3
         # class 0: low mean; class 1: high mean; class 2: low mean, wide spread
-        return [rng.normal(2.0 * (c == 1), 1.0 + 3.0 * (c == 2), size=(rng.integers(5, 30), 4))
-                for c in labels], labels
+        return [
+            rng.normal(2.0 * (c == 1), 1.0 + 3.0 * (c == 2), size=(rng.integers(5, 30), 4)) for c in labels
+        ], labels
 
     train, labels = sequences(60)
     test, truth = sequences(30)

@@ -1,4 +1,5 @@
 """The spoken-digit protocol end to end: splits, subsets, run file, baseline, CLI, control hooks."""
+
 from __future__ import annotations
 
 import json
@@ -10,17 +11,30 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from spinlab.protocols import spoken_digits
-from spinlab.protocols.spoken_digits import (SpokenDigitsConfig, confusion_matrix, select_data,
-                                             split_utterances, stratified_subset)
 from spinlab import Device
-from spinlab.speech.audio import list_fsdd
 from spinlab.engine import RunEngine
 from spinlab.errors import ConfigError, RunAborted
+from spinlab.protocols import spoken_digits
+from spinlab.protocols.spoken_digits import (
+    SpokenDigitsConfig,
+    confusion_matrix,
+    select_data,
+    split_utterances,
+    stratified_subset,
+)
+from spinlab.speech.audio import list_fsdd
 
 FSDD = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "fsdd" / "recordings"
-SUMMARY_KEYS = {"accuracy", "baseline_accuracy", "frame_accuracy", "n_train", "n_test", "device",
-                "wall_s", "per_speaker"}
+SUMMARY_KEYS = {
+    "accuracy",
+    "baseline_accuracy",
+    "frame_accuracy",
+    "n_train",
+    "n_test",
+    "device",
+    "wall_s",
+    "per_speaker",
+}
 
 
 class IdentityDevice(Device):
@@ -57,7 +71,9 @@ def test_standard_split_and_speaker_split():
     train, test = split_utterances(utts, SpokenDigitsConfig(data_dir=str(FSDD)))
     assert (len(train), len(test)) == (2250, 250)
     assert all(u.index < 5 for u in test) and all(u.index >= 5 for u in train)
-    train, test = split_utterances(utts, SpokenDigitsConfig(data_dir=str(FSDD), split="speaker", test_speaker="theo"))
+    train, test = split_utterances(
+        utts, SpokenDigitsConfig(data_dir=str(FSDD), split="speaker", test_speaker="theo")
+    )
     assert {u.speaker for u in test} == {"theo"} and "theo" not in {u.speaker for u in train}
     with pytest.raises(ConfigError, match="not in the data"):
         split_utterances(utts, SpokenDigitsConfig(data_dir=str(FSDD), split="speaker", test_speaker="bob"))
@@ -110,15 +126,27 @@ def test_sim_vortex_run_records_everything(tmp_path):
     stages = []
     control = CountingControl()
     result = RunEngine(tmp_path / "runs").run(
-        spoken_digits.plan(config), "sim:vortex", seed=1, control=lambda state: control,
-        subscribers=[lambda name, doc: stages.append((doc["stage"], doc["done"], doc["total"]))
-                     if name == "progress" else None])
+        spoken_digits.plan(config),
+        "sim:vortex",
+        seed=1,
+        control=lambda state: control,
+        subscribers=[
+            lambda name, doc: (
+                stages.append((doc["stage"], doc["done"], doc["total"])) if name == "progress" else None
+            )
+        ],
+    )
     summary, path = result.summary, result.path
     assert SUMMARY_KEYS <= set(summary)
     assert summary["n_train"] + summary["n_test"] == 60 and summary["n_test"] >= 10
     assert summary["device"] == "sim:vortex"
     assert 0.0 <= summary["accuracy"] <= 1.0 and set(summary["per_speaker"]) <= {
-        "george", "jackson", "lucas", "theo", "yweweler"}
+        "george",
+        "jackson",
+        "lucas",
+        "theo",
+        "yweweler",
+    }
     assert control.services > 3, "the engine serves control at every step"
     driven = summary["n_train"] + summary["n_augmented"] + summary["n_test"]
     assert summary["n_augmented"] == 2 * summary["n_train"]  # two speed copies of the training set
@@ -140,8 +168,11 @@ def test_sim_vortex_run_records_everything(tmp_path):
 def test_same_seed_reproduces_predictions(tmp_path):
     outs = []
     for i in range(2):
-        outs.append(RunEngine(tmp_path / f"r{i}").run(spoken_digits.plan(_config(tmp_path)), "sim:vortex?seed=3",
-                                                      seed=1).summary)
+        outs.append(
+            RunEngine(tmp_path / f"r{i}")
+            .run(spoken_digits.plan(_config(tmp_path)), "sim:vortex?seed=3", seed=1)
+            .summary
+        )
     assert outs[0]["accuracy"] == outs[1]["accuracy"]
     assert outs[0]["frame_accuracy"] == outs[1]["frame_accuracy"]
 
@@ -149,8 +180,9 @@ def test_same_seed_reproduces_predictions(tmp_path):
 def test_abort_between_batches_marks_run_aborted(tmp_path):
     config = _config(tmp_path, max_batch_samples=200_000)
     with pytest.raises(RunAborted) as caught:
-        RunEngine(tmp_path / "runs").run(spoken_digits.plan(config), IdentityDevice(),
-                                         control=lambda state: CountingControl(abort_at=80))
+        RunEngine(tmp_path / "runs").run(
+            spoken_digits.plan(config), IdentityDevice(), control=lambda state: CountingControl(abort_at=80)
+        )
     with h5py.File(caught.value.run_path / "run.h5") as f:
         assert f.attrs["status"] == "aborted"
         assert 0 < len(f["engine/events"]) < 60
@@ -159,10 +191,28 @@ def test_abort_between_batches_marks_run_aborted(tmp_path):
 def test_cli_json_summary_is_last_line(tmp_path):
     from spinlab.cli import app
 
-    result = CliRunner().invoke(app, [
-        "run", "spoken-digits", "--device", "sim:vortex", "--data", str(FSDD), "--limit", "40",
-        "--nodes", "30", "--split", "speaker", "--test-speaker", "lucas", "--json",
-        "--runs-dir", str(tmp_path / "runs")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "spoken-digits",
+            "--device",
+            "sim:vortex",
+            "--data",
+            str(FSDD),
+            "--limit",
+            "40",
+            "--nodes",
+            "30",
+            "--split",
+            "speaker",
+            "--test-speaker",
+            "lucas",
+            "--json",
+            "--runs-dir",
+            str(tmp_path / "runs"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert SUMMARY_KEYS <= set(summary)
@@ -172,8 +222,19 @@ def test_cli_json_summary_is_last_line(tmp_path):
 def test_cli_reports_bad_data_dir_cleanly(tmp_path):
     from spinlab.cli import app
 
-    result = CliRunner().invoke(app, ["run", "spoken-digits", "--device", "sim:vortex", "--data",
-                                      str(tmp_path / "nowhere"), "--runs-dir", str(tmp_path / "runs")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "spoken-digits",
+            "--device",
+            "sim:vortex",
+            "--data",
+            str(tmp_path / "nowhere"),
+            "--runs-dir",
+            str(tmp_path / "runs"),
+        ],
+    )
     assert result.exit_code == 2
     assert "is not a folder" in result.output and "spinlab data fetch fsdd" in result.output
     assert not (tmp_path / "runs").exists()  # refused before a run directory is made

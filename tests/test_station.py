@@ -1,11 +1,12 @@
 """Station files: the shipped ones load, and every kind of mistake is a ConfigError naming the
 key and the file."""
+
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from spinlab import ConfigError, SafetyLimits
 from spinlab.instruments.station import STATIONS_DIR, builtin_station, load_station
@@ -102,26 +103,32 @@ def test_missing_required_key(tmp_path: Path) -> None:
         load_station(path)
 
 
-@pytest.mark.parametrize("old,new,key", [
-    ("max_drive_V = 0.5", 'max_drive_V = "0.5"', "max_drive_V"),
-    ("awg_channel = 1", "awg_channel = true", "awg_channel"),
-    ("oversample = 5", "oversample = 4.5", "oversample"),
-    ('awg = "TCPIP::127.0.0.1::5025::SOCKET"', "awg = 5025", "awg"),
-])
+@pytest.mark.parametrize(
+    "old,new,key",
+    [
+        ("max_drive_V = 0.5", 'max_drive_V = "0.5"', "max_drive_V"),
+        ("awg_channel = 1", "awg_channel = true", "awg_channel"),
+        ("oversample = 5", "oversample = 4.5", "oversample"),
+        ('awg = "TCPIP::127.0.0.1::5025::SOCKET"', "awg = 5025", "awg"),
+    ],
+)
 def test_wrong_type_names_key(tmp_path: Path, old: str, new: str, key: str) -> None:
     with pytest.raises(ConfigError, match=rf"key '{key}' must be"):
         load_station(edited(tmp_path, old, new))
 
 
-@pytest.mark.parametrize("old,new,key", [
-    ("max_drive_V = 0.5", "max_drive_V = -0.5", "max_drive_V"),
-    ("awg_channel = 1", "awg_channel = 3", "awg_channel"),
-    ('trigger = "bus"', 'trigger = "immediate"', "trigger"),
-    ("full_scale_V = 0.05", "full_scale_V = 0", "full_scale_V"),
-    ("delay_s = 20e-9", "delay_s = -1e-9", "delay_s"),
-    ("settle_s = 2e-6", "settle_s = nan", "settle_s"),
-    ("load_ohm = 50.0", 'load_ohm = "open"', "load_ohm"),
-])
+@pytest.mark.parametrize(
+    "old,new,key",
+    [
+        ("max_drive_V = 0.5", "max_drive_V = -0.5", "max_drive_V"),
+        ("awg_channel = 1", "awg_channel = 3", "awg_channel"),
+        ('trigger = "bus"', 'trigger = "immediate"', "trigger"),
+        ("full_scale_V = 0.05", "full_scale_V = 0", "full_scale_V"),
+        ("delay_s = 20e-9", "delay_s = -1e-9", "delay_s"),
+        ("settle_s = 2e-6", "settle_s = nan", "settle_s"),
+        ("load_ohm = 50.0", 'load_ohm = "open"', "load_ohm"),
+    ],
+)
 def test_invalid_value_names_key(tmp_path: Path, old: str, new: str, key: str) -> None:
     with pytest.raises(ConfigError, match=key) as info:
         load_station(edited(tmp_path, old, new))
@@ -129,8 +136,11 @@ def test_invalid_value_names_key(tmp_path: Path, old: str, new: str, key: str) -
 
 
 def test_drive_gain_and_divider_are_exclusive(tmp_path: Path) -> None:
-    path = edited(tmp_path, "drive_gain = 1.0", "drive_gain = 1.0\nseries_resistance_ohm = 50.0\n"
-                                               "device_resistance_ohm = 100.0")
+    path = edited(
+        tmp_path,
+        "drive_gain = 1.0",
+        "drive_gain = 1.0\nseries_resistance_ohm = 50.0\ndevice_resistance_ohm = 100.0",
+    )
     with pytest.raises(ConfigError, match="either drive_gain or"):
         load_station(path)
 
@@ -171,24 +181,42 @@ def test_high_impedance_load(tmp_path: Path) -> None:
 
 
 # --- limits know the instruments (checked before anything is opened) -------------------------------
-@pytest.mark.parametrize("old,new,match", [
-    ("max_bias_A = 10e-3", "max_bias_A = 5", r"\[limits\] key 'max_bias_A' = 5 A is beyond the 1.05 A"),
-    ("compliance_V = 2.0", "compliance_V = 1000", r"\[source\] key 'compliance_V' must be between .* 210"),
-    ("compliance_V = 2.0", "compliance_V = 2.0\nramp_step_A = 1e-7", r"key 'ramp_step_A'.*100000 steps"),
-    ("compliance_V = 2.0", "compliance_V = 2.0\nramp_step_A = 1e-4\nramp_pause_s = 9",
-     r"key 'ramp_step_A'.*100 steps \(900 s\)"),
-    ("compliance_V = 2.0", "compliance_V = 2.0\nramp_pause_s = 60", r"key 'ramp_pause_s'"),
-    ("max_sample_rate_Hz = 160e6", "max_sample_rate_Hz = 1e9", r"\[awg\] key 'max_sample_rate_Hz'.*33500B"),
-    ("max_output_V = 5.0", "max_output_V = 10.0", r"\[awg\] key 'max_output_V'"),
-    ("load_ohm = 50.0", 'model = "DG1022"', r"\[awg\] key 'model' must be one of"),
-    ("load_ohm = 50.0", "memory_samples = 20_000_000", r"key 'memory_samples' must be 16 .. 16000000"),
-    ("max_sample_rate_Hz = 5e9", "max_sample_rate_Hz = 10e9", r"\[scope\] key 'max_sample_rate_Hz'"),
-    ("max_points = 4_000_000", "max_points = 8_000_000", r"\[scope\] key 'max_points'"),
-    ("full_scale_V = 0.05", "full_scale_V = 100", r"\[scope\] key 'full_scale_V'"),
-    ("scope_trigger_level_V = 1.0", "scope_trigger_level_V = 12", r"\[wiring\] key 'scope_trigger_level_V'"),
-    ("timeout_s = 10.0\n\n[wiring]", "timeout_s = 1e12\n\n[wiring]", r"\[resources\] key 'timeout_s'"),
-    ("max_bias_A = 10e-3", "max_bias_A = 0.5", r"key 'compliance_V' = 2 V with .*max_bias_A = 0.5 A"),
-])
+@pytest.mark.parametrize(
+    "old,new,match",
+    [
+        ("max_bias_A = 10e-3", "max_bias_A = 5", r"\[limits\] key 'max_bias_A' = 5 A is beyond the 1.05 A"),
+        (
+            "compliance_V = 2.0",
+            "compliance_V = 1000",
+            r"\[source\] key 'compliance_V' must be between .* 210",
+        ),
+        ("compliance_V = 2.0", "compliance_V = 2.0\nramp_step_A = 1e-7", r"key 'ramp_step_A'.*100000 steps"),
+        (
+            "compliance_V = 2.0",
+            "compliance_V = 2.0\nramp_step_A = 1e-4\nramp_pause_s = 9",
+            r"key 'ramp_step_A'.*100 steps \(900 s\)",
+        ),
+        ("compliance_V = 2.0", "compliance_V = 2.0\nramp_pause_s = 60", r"key 'ramp_pause_s'"),
+        (
+            "max_sample_rate_Hz = 160e6",
+            "max_sample_rate_Hz = 1e9",
+            r"\[awg\] key 'max_sample_rate_Hz'.*33500B",
+        ),
+        ("max_output_V = 5.0", "max_output_V = 10.0", r"\[awg\] key 'max_output_V'"),
+        ("load_ohm = 50.0", 'model = "DG1022"', r"\[awg\] key 'model' must be one of"),
+        ("load_ohm = 50.0", "memory_samples = 20_000_000", r"key 'memory_samples' must be 16 .. 16000000"),
+        ("max_sample_rate_Hz = 5e9", "max_sample_rate_Hz = 10e9", r"\[scope\] key 'max_sample_rate_Hz'"),
+        ("max_points = 4_000_000", "max_points = 8_000_000", r"\[scope\] key 'max_points'"),
+        ("full_scale_V = 0.05", "full_scale_V = 100", r"\[scope\] key 'full_scale_V'"),
+        (
+            "scope_trigger_level_V = 1.0",
+            "scope_trigger_level_V = 12",
+            r"\[wiring\] key 'scope_trigger_level_V'",
+        ),
+        ("timeout_s = 10.0\n\n[wiring]", "timeout_s = 1e12\n\n[wiring]", r"\[resources\] key 'timeout_s'"),
+        ("max_bias_A = 10e-3", "max_bias_A = 0.5", r"key 'compliance_V' = 2 V with .*max_bias_A = 0.5 A"),
+    ],
+)
 def test_settings_beyond_the_instruments_are_refused(tmp_path: Path, old: str, new: str, match: str) -> None:
     text = edited(tmp_path, old, new).read_text()
     if "max_bias_A = 0.5" in new:  # 0.5 A is fine for a 2400 only up to 21 V compliance
@@ -200,8 +228,13 @@ def test_settings_beyond_the_instruments_are_refused(tmp_path: Path, old: str, n
 
 
 def test_33600a_allows_its_rate_and_memory(tmp_path: Path) -> None:
-    station = load_station(edited(tmp_path, "max_sample_rate_Hz = 160e6",
-                                  'model = "33600A"\nmax_sample_rate_Hz = 1e9\nmemory_samples = 64_000_000'))
+    station = load_station(
+        edited(
+            tmp_path,
+            "max_sample_rate_Hz = 160e6",
+            'model = "33600A"\nmax_sample_rate_Hz = 1e9\nmemory_samples = 64_000_000',
+        )
+    )
     assert station.awg.max_sample_rate_Hz == 1e9 and station.awg.memory_samples == 64_000_000
 
 
@@ -224,11 +257,22 @@ def test_sections_are_frozen_and_as_dict_is_plain() -> None:
     assert data["source"]["ramp_step_A"] == 0.5e-3 and data["path"].endswith("example_lab.toml")
 
 
-@pytest.mark.parametrize("section,value,match", [
-    ("awg", 3, r"lab.toml: \[awg\] must be a table, got int"),
-    ("limits", {"max_drive_V": True, "max_bias_A": 1e-3}, r"key 'max_drive_V' must be a number, got bool"),
-    ("scope", {"max_sample_rate_Hz": 5e9, "full_scale_V": 0.05, "oversample": "5"}, r"key 'oversample' must be an integer"),
-])
+@pytest.mark.parametrize(
+    "section,value,match",
+    [
+        ("awg", 3, r"lab.toml: \[awg\] must be a table, got int"),
+        (
+            "limits",
+            {"max_drive_V": True, "max_bias_A": 1e-3},
+            r"key 'max_drive_V' must be a number, got bool",
+        ),
+        (
+            "scope",
+            {"max_sample_rate_Hz": 5e9, "full_scale_V": 0.05, "oversample": "5"},
+            r"key 'oversample' must be an integer",
+        ),
+    ],
+)
 def test_structural_mistakes(section: str, value, match: str) -> None:
     from spinlab.instruments.station import parse_station
 
@@ -237,14 +281,27 @@ def test_structural_mistakes(section: str, value, match: str) -> None:
         parse_station(data, "lab.toml")
 
 
-@pytest.mark.parametrize("section,value,match", [
-    ("limits", {"max_drive_V": 10**400, "max_bias_A": 1e-3}, r"\[limits\] key 'max_drive_V' is a number too large"),
-    ("scope", {"max_sample_rate_Hz": 5e9, "full_scale_V": 0.05, "max_points": 1e300},
-     r"\[scope\] key 'max_points' must be an integer of at most 64 bits"),
-    ("scope", {"max_sample_rate_Hz": 5e9, "full_scale_V": 0.05, "oversample": float("inf")},
-     r"key 'oversample' must be an integer, got float inf"),
-    ("station", {"name": 3}, r"\[station\] key 'name' must be a string, got int 3"),
-])
+@pytest.mark.parametrize(
+    "section,value,match",
+    [
+        (
+            "limits",
+            {"max_drive_V": 10**400, "max_bias_A": 1e-3},
+            r"\[limits\] key 'max_drive_V' is a number too large",
+        ),
+        (
+            "scope",
+            {"max_sample_rate_Hz": 5e9, "full_scale_V": 0.05, "max_points": 1e300},
+            r"\[scope\] key 'max_points' must be an integer of at most 64 bits",
+        ),
+        (
+            "scope",
+            {"max_sample_rate_Hz": 5e9, "full_scale_V": 0.05, "oversample": float("inf")},
+            r"key 'oversample' must be an integer, got float inf",
+        ),
+        ("station", {"name": 3}, r"\[station\] key 'name' must be a string, got int 3"),
+    ],
+)
 def test_strict_types_name_the_key_and_what_it_got(section: str, value, match: str) -> None:
     from spinlab.instruments.station import parse_station
 

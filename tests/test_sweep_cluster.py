@@ -2,6 +2,7 @@
 worker processes, stopped by Ctrl-C (SIGINT to its whole process group, as a terminal sends it)
 and run again; and on a real cluster over loopback (`dask scheduler` + two `dask worker`), one
 worker killed mid-sweep, hardware points confined to the worker that holds the station."""
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,15 @@ QUICK = {"bias_points": 8, "step_repeats": 256, "step_batches": 2}
 
 
 def _spinlab(*args, **kwargs):
-    return subprocess.Popen([*CLI, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}, **kwargs)
+    return subprocess.Popen(
+        [*CLI, *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        **kwargs,
+    )
 
 
 def _free_port():
@@ -60,28 +68,53 @@ class LoopbackCluster:
         self.dir = tmp_path / "cluster"
         self.dir.mkdir()
         file = self.dir / "scheduler.json"
-        self.procs = [self._start("scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                                  "--scheduler-file", str(file))]
+        self.procs = [
+            self._start(
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--no-dashboard",
+                "--scheduler-file",
+                str(file),
+            )
+        ]
         deadline = time.monotonic() + 60
         while not file.is_file() and time.monotonic() < deadline:
             time.sleep(0.1)
         time.sleep(0.2)
         self.address = json.loads(file.read_text())["address"]
-        self.workers = [self._start("worker", self.address, "--host", "127.0.0.1", "--nthreads", "1",
-                                    "--no-nanny", "--no-dashboard", "--name", f"w{i}",
-                                    *(["--resources", r] if r else []))
-                        for i, r in enumerate(resources)]
+        self.workers = [
+            self._start(
+                "worker",
+                self.address,
+                "--host",
+                "127.0.0.1",
+                "--nthreads",
+                "1",
+                "--no-nanny",
+                "--no-dashboard",
+                "--name",
+                f"w{i}",
+                *(["--resources", r] if r else []),
+            )
+            for i, r in enumerate(resources)
+        ]
         self.procs += self.workers
         from distributed import Client
 
         with Client(self.address, timeout=30) as client:
             client.wait_for_workers(len(resources), timeout=60)
-            self.worker_names = {w["name"]: a for a, w in client.scheduler_info(n_workers=-1)["workers"].items()}
+            self.worker_names = {
+                w["name"]: a for a, w in client.scheduler_info(n_workers=-1)["workers"].items()
+            }
 
     def _start(self, *args):
         log = open(self.dir / f"{args[0]}-{len(getattr(self, 'procs', []))}.log", "w")
-        return subprocess.Popen([DASK, *args], cwd=self.dir, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        return subprocess.Popen(
+            [DASK, *args], cwd=self.dir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def close(self):
         for proc in self.procs:
@@ -100,8 +133,22 @@ def loopback(tmp_path, request):
 @pytest.mark.slow
 def test_ctrl_c_stops_a_hardware_sweep_safely_and_running_it_again_runs_only_the_missing_points(tmp_path):
     out = tmp_path / "sweep"
-    args = ["sweep", "characterize", "-d", "bench:emulated", "--grid", "step_amplitude_V=0.05,0.08,0.11",
-            "--seeds", "2", *SETTINGS, "--out", str(out), "--metric", "threshold_A", "--json"]
+    args = [
+        "sweep",
+        "characterize",
+        "-d",
+        "bench:emulated",
+        "--grid",
+        "step_amplitude_V=0.05,0.08,0.11",
+        "--seeds",
+        "2",
+        *SETTINGS,
+        "--out",
+        str(out),
+        "--metric",
+        "threshold_A",
+        "--json",
+    ]
     proc = _spinlab(*args, start_new_session=True)
     deadline = time.monotonic() + 180
     while len(read_records(out)) < 2 and proc.poll() is None and time.monotonic() < deadline:
@@ -119,7 +166,9 @@ def test_ctrl_c_stops_a_hardware_sweep_safely_and_running_it_again_runs_only_the
         if key in done:
             with h5py.File(Path(run) / "run.h5") as f:
                 assert f.attrs["status"] == "completed"
-    stopped = [r for k, r in zip(first["key"].astype(str), first["run"].astype(str)) if status[k] == "interrupted"]
+    stopped = [
+        r for k, r in zip(first["key"].astype(str), first["run"].astype(str)) if status[k] == "interrupted"
+    ]
     for run in stopped:  # the point was stopped the engine's safe way
         with h5py.File(Path(run) / "run.h5") as f:
             assert f.attrs["status"] == "interrupted"
@@ -131,8 +180,11 @@ def test_ctrl_c_stops_a_hardware_sweep_safely_and_running_it_again_runs_only_the
     assert summary["completed"] == 6 and summary["skipped"] == len(done) and summary["ran"] == 6 - len(done)
     final = _points(out)
     runs = dict(zip(final["key"].astype(str), final["run"].astype(str)))
-    assert all(runs[k] == r for k, r in zip(first["key"].astype(str), first["run"].astype(str))
-               if k in done or status[k] == "interrupted" and r)  # kept, or resumed in place
+    assert all(
+        runs[k] == r
+        for k, r in zip(first["key"].astype(str), first["run"].astype(str))
+        if k in done or status[k] == "interrupted" and r
+    )  # kept, or resumed in place
     assert len(list((out / "runs").iterdir())) == 6
     assert_no_overlap(final)
 
@@ -141,9 +193,26 @@ def test_a_killed_worker_s_point_runs_again_on_the_other_and_every_point_complet
     out = tmp_path / "sweep"
     monitor = f"tcp://127.0.0.1:{_free_port()}"
     sub = Subscriber(monitor, topics=("sweep.point",))
-    proc = _spinlab("sweep", "characterize", "-d", "sim:vortex", "--grid", "step_amplitude_V=0.05,0.07,0.09,0.11",
-                    "--seeds", "2", *SETTINGS, "--scheduler", loopback.address, "--out", str(out),
-                    "--monitor", monitor, "--metric", "threshold_A", "--json")
+    proc = _spinlab(
+        "sweep",
+        "characterize",
+        "-d",
+        "sim:vortex",
+        "--grid",
+        "step_amplitude_V=0.05,0.07,0.09,0.11",
+        "--seeds",
+        "2",
+        *SETTINGS,
+        "--scheduler",
+        loopback.address,
+        "--out",
+        str(out),
+        "--monitor",
+        monitor,
+        "--metric",
+        "threshold_A",
+        "--json",
+    )
     victim = loopback.workers[0]
     killed = None
     try:
@@ -170,8 +239,9 @@ def test_a_killed_worker_s_point_runs_again_on_the_other_and_every_point_complet
 
 @pytest.mark.parametrize("loopback", [(None, "station-emulated=1")], indirect=True)
 def test_bench_points_run_one_at_a_time_on_the_one_worker_that_holds_the_station(tmp_path, loopback):
-    spec = SweepSpec("characterize", "bench:emulated", grid={"step_amplitude_V": [0.06, 0.09, 0.12]},
-                     settings=QUICK)
+    spec = SweepSpec(
+        "characterize", "bench:emulated", grid={"step_amplitude_V": [0.06, 0.09, 0.12]}, settings=QUICK
+    )
     result = run_sweep(spec, tmp_path / "sweep", scheduler=loopback.address, metrics=["threshold_A"])
     assert result.count("completed") == 3 and "one at a time" in result.mode
     points = _points(tmp_path / "sweep")
@@ -192,9 +262,27 @@ def test_after_a_sigkilled_sweep_running_it_again_resumes_the_killed_point_s_run
     import psutil
 
     out = tmp_path / "sweep"
-    args = ["sweep", "characterize", "-d", "sim:vortex", "--grid", "step_amplitude_V=0.06,0.12",
-            "--set", "bias_points=16", "--set", "step_repeats=2048", "--set", "step_batches=8",
-            "--workers", "1", "--out", str(out), "--metric", "threshold_A", "--json"]
+    args = [
+        "sweep",
+        "characterize",
+        "-d",
+        "sim:vortex",
+        "--grid",
+        "step_amplitude_V=0.06,0.12",
+        "--set",
+        "bias_points=16",
+        "--set",
+        "step_repeats=2048",
+        "--set",
+        "step_batches=8",
+        "--workers",
+        "1",
+        "--out",
+        str(out),
+        "--metric",
+        "threshold_A",
+        "--json",
+    ]
     proc = _spinlab(*args)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
@@ -226,8 +314,23 @@ def test_after_a_sigkilled_sweep_running_it_again_resumes_the_killed_point_s_run
 
 def test_sighup_stops_a_sweep_with_exit_status_129(tmp_path):
     out = tmp_path / "sweep"
-    proc = _spinlab("sweep", "characterize", "-d", "sim:vortex", "--grid", "step_amplitude_V=0.05,0.08,0.11",
-                    "--seeds", "2", *SETTINGS, "--workers", "1", "--out", str(out), "--metric", "threshold_A")
+    proc = _spinlab(
+        "sweep",
+        "characterize",
+        "-d",
+        "sim:vortex",
+        "--grid",
+        "step_amplitude_V=0.05,0.08,0.11",
+        "--seeds",
+        "2",
+        *SETTINGS,
+        "--workers",
+        "1",
+        "--out",
+        str(out),
+        "--metric",
+        "threshold_A",
+    )
     deadline = time.monotonic() + 120
     while len(read_records(out)) < 1 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)

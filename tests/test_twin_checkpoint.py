@@ -1,4 +1,5 @@
 """Twin checkpoints: round trip, and every flavour of bad file raises CheckpointError."""
+
 from __future__ import annotations
 
 import json
@@ -10,17 +11,25 @@ from spinlab.errors import CheckpointError, ConfigError
 from spinlab.twin.checkpoint import FORMAT, TwinMeta, load_twin, save_twin
 from spinlab.twin.model import Normalisation, TwinArchitecture, build_model
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _saved(tmp_path, **meta_kw):
-    arch = TwinArchitecture(n_delays=3, delay_samples=2, hidden=12, condition_names=("bias_A", "field_T"),
-                            interpolation="hold")
+    arch = TwinArchitecture(
+        n_delays=3, delay_samples=2, hidden=12, condition_names=("bias_A", "field_T"), interpolation="hold"
+    )
     model = build_model(arch, Normalisation(0.014, 0.005, 0.01, 0.23, [7.5e-3, 0.0], [1e-3, 0.1]), seed=7)
-    meta = TwinMeta(dt_s=1e-7, condition_ranges={"bias_A": [6.5e-3, 8.5e-3], "field_T": [0.0, 0.0]},
-                    noise_std=4e-4, provenance={"source": {"device": "sim:vortex"}, "seeds": {"model": 7},
-                                                "nrmse_history": [{"step": 100, "nrmse": 0.2}]}, **meta_kw)
+    meta = TwinMeta(
+        dt_s=1e-7,
+        condition_ranges={"bias_A": [6.5e-3, 8.5e-3], "field_T": [0.0, 0.0]},
+        noise_std=4e-4,
+        provenance={
+            "source": {"device": "sim:vortex"},
+            "seeds": {"model": 7},
+            "nrmse_history": [{"step": 100, "nrmse": 0.2}],
+        },
+        **meta_kw,
+    )
     path = save_twin(tmp_path / "twin.pt", model, meta)
     return path, model, meta
 
@@ -43,7 +52,9 @@ def test_round_trip_keeps_weights_normalisation_and_metadata(tmp_path):
 def _assert_same_response(a, b):
     drive = torch.linspace(-0.3, 0.3, 50)[None]
     cond = torch.tensor([[7.5e-3, 0.0]])
-    torch.testing.assert_close(a.simulate(drive, cond, settle_samples=5), b.simulate(drive, cond, settle_samples=5))
+    torch.testing.assert_close(
+        a.simulate(drive, cond, settle_samples=5), b.simulate(drive, cond, settle_samples=5)
+    )
 
 
 def test_truncated_file_raises_checkpoint_error(tmp_path):
@@ -109,13 +120,35 @@ def test_metadata_must_be_valid(tmp_path):
 def _named(tmp_path):
     arch = TwinArchitecture(hidden=12, drive_names=("Ku1.region100", "B_ext"), condition_names=("dmi_J_m2",))
     model = build_model(arch, Normalisation(0.1, 0.2, [8e5, 0.01], [7e4, 0.005], [3e-3], [2e-4]), seed=3)
-    inputs = [{"name": "Ku1.region100", "role": "drive", "unit": "J/m3", "range": [7e5, 9e5],
-               "column": "Ku1.region100", "quantity": "anisotropy"},
-              {"name": "B_ext", "role": "drive", "unit": "T", "range": [0.0, 0.02], "column": "B_extz",
-               "quantity": "field"},
-              {"name": "dmi_J_m2", "role": "condition", "unit": "J/m2", "range": [2.6e-3, 3.4e-3],
-               "column": "Dind.region100", "quantity": "DMI"}]
-    meta = TwinMeta(dt_s=5e-12, inputs=inputs, output={"name": "mz", "unit": "1", "offset": 0.9, "scale": 10.0})
+    inputs = [
+        {
+            "name": "Ku1.region100",
+            "role": "drive",
+            "unit": "J/m3",
+            "range": [7e5, 9e5],
+            "column": "Ku1.region100",
+            "quantity": "anisotropy",
+        },
+        {
+            "name": "B_ext",
+            "role": "drive",
+            "unit": "T",
+            "range": [0.0, 0.02],
+            "column": "B_extz",
+            "quantity": "field",
+        },
+        {
+            "name": "dmi_J_m2",
+            "role": "condition",
+            "unit": "J/m2",
+            "range": [2.6e-3, 3.4e-3],
+            "column": "Dind.region100",
+            "quantity": "DMI",
+        },
+    ]
+    meta = TwinMeta(
+        dt_s=5e-12, inputs=inputs, output={"name": "mz", "unit": "1", "offset": 0.9, "scale": 10.0}
+    )
     return save_twin(tmp_path / "named.pt", model, meta), model, meta
 
 
@@ -128,8 +161,9 @@ def test_round_trip_keeps_named_inputs_units_and_per_drive_normalisation(tmp_pat
     assert torch.load(path, weights_only=True)["format_version"] == 2
     drive = torch.stack([8e5 + 5e4 * torch.sin(torch.arange(60.0)), torch.full((60,), 0.01)])[None]
     cond = torch.full((1, 60, 1), 3e-3)
-    torch.testing.assert_close(loaded.simulate(drive, cond, settle_samples=5),
-                               model.simulate(drive, cond, settle_samples=5))
+    torch.testing.assert_close(
+        loaded.simulate(drive, cond, settle_samples=5), model.simulate(drive, cond, settle_samples=5)
+    )
     with pytest.raises(ConfigError, match="role"):
         TwinMeta(dt_s=1e-9, inputs=[{"name": "x", "role": "fast", "unit": "V"}])
 
@@ -143,13 +177,18 @@ def test_version_1_checkpoints_still_load(tmp_path):
     state = {k: v.reshape(()) if k in ("u_mean", "u_std") else v for k, v in payload["state_dict"].items()}
     meta = {k: v for k, v in payload["meta"].items() if k not in ("inputs", "output")}
     meta["drive_unit"] = "V"
-    torch.save({**payload, "format_version": 1, "architecture": arch, "state_dict": state, "meta": meta},
-               tmp_path / "v1.pt")
+    torch.save(
+        {**payload, "format_version": 1, "architecture": arch, "state_dict": state, "meta": meta},
+        tmp_path / "v1.pt",
+    )
     old, old_meta = load_twin(tmp_path / "v1.pt")
     assert old.arch.drive_names == ("drive",) and old.u_mean.shape == (1,)
     specs = old_meta.input_specs(old.arch.drive_names, old.arch.condition_names)
     assert [(s["name"], s["role"], s["unit"]) for s in specs] == [
-        ("drive", "drive", "V"), ("bias_A", "condition", ""), ("field_T", "condition", "")]
+        ("drive", "drive", "V"),
+        ("bias_A", "condition", ""),
+        ("field_T", "condition", ""),
+    ]
     assert specs[1]["range"] == [6.5e-3, 8.5e-3]
     _assert_same_response(old, model)
 

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from spinlab.cli import app
 from spinlab.config import Config
 from spinlab.errors import ConfigError
-from spinlab.speech.features import FeatureConfig
 from spinlab.protocols.twin_train import TwinTrainConfig, plan
+from spinlab.speech.features import FeatureConfig
 from spinlab.twin.checkpoint import TwinMeta, load_twin, save_twin
 from spinlab.twin.model import TwinArchitecture, build_model
 from spinlab.twin.mumax import MumaxSplit

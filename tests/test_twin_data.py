@@ -1,4 +1,5 @@
 """MuMax3 tables, trajectories, normalisation, segments, and the skyrmion twin end to end."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from spinlab.errors import ConfigError
 from spinlab.analysis.metrics import nrmse
+from spinlab.errors import ConfigError
 from spinlab.twin.evaluation import trajectory_nrmse
+from spinlab.twin.model import TwinArchitecture, build_model
 from spinlab.twin.mumax import MumaxSplit, load_mumax_table, mumax_trajectories, truncate_table
 from spinlab.twin.sampler import SegmentSampler
-from spinlab.twin.trajectory import Trajectory, estimate_noise_std, fit_normalisation
-from spinlab.twin.model import TwinArchitecture, build_model
 from spinlab.twin.train import TrainConfig, train_offline
+from spinlab.twin.trajectory import Trajectory, estimate_noise_std, fit_normalisation
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "mumax3-skyrmion"
 TABLE = DATA / "one_skyrmion_voltage_train" / "table.txt"
@@ -72,8 +73,10 @@ def test_nrmse_noise_estimate_and_normalisation():
     assert nrmse(truth + 0.1 * np.std(truth), truth) == pytest.approx(0.1)
     noisy = np.repeat(rng.uniform(-1, 1, 400), 10) * 0.01 + 0.002 * rng.standard_normal(4000)
     assert estimate_noise_std(noisy) == pytest.approx(0.002, rel=0.15)
-    trajs = [Trajectory(np.full(10, u), np.full(10, y), 1e-7, {"bias_A": b})
-             for u, y, b in [(0.1, 1.0, 6e-3), (-0.1, 3.0, 8e-3)]]
+    trajs = [
+        Trajectory(np.full(10, u), np.full(10, y), 1e-7, {"bias_A": b})
+        for u, y, b in [(0.1, 1.0, 6e-3), (-0.1, 3.0, 8e-3)]
+    ]
     norm = fit_normalisation(trajs, ("bias_A",))
     assert norm.y_mean == pytest.approx(2.0) and norm.y_std == pytest.approx(1.0)
     assert norm.c_mean == [pytest.approx(7e-3)] and norm.c_std == [pytest.approx(1e-3)]
@@ -123,8 +126,9 @@ def test_skyrmion_twin_on_truncated_table_learns_quickly():
     train, val, test = mumax_trajectories(table, split)
     model = build_model(TwinArchitecture(hidden=32), fit_normalisation([train], ()), seed=0)
     before = trajectory_nrmse(model, [test])
-    config = TrainConfig(n_segments=32, max_steps=300, validate_every=100, learning_rate=1e-2,
-                         target_nrmse=1e-3, seed=0)
+    config = TrainConfig(
+        n_segments=32, max_steps=300, validate_every=100, learning_rate=1e-2, target_nrmse=1e-3, seed=0
+    )
     result = train_offline(model, [train], [val], config)
     after = trajectory_nrmse(model, [test])
     assert result.steps == 300 and [h["step"] for h in result.history] == [100, 200, 300]
@@ -138,8 +142,9 @@ def test_skyrmion_twin_paper_protocol_reaches_nrmse_005():
     predicts the next 10,000 points (50 ns, up to the skyrmion's annihilation) free-running."""
     train, val, test = mumax_trajectories(load_mumax_table(TABLE), MumaxSplit(n_test=10000))
     model = build_model(TwinArchitecture(hidden=64), fit_normalisation([train], ()), seed=0)
-    result = train_offline(model, [train], [val], TrainConfig(max_steps=12000, validate_every=250,
-                                                              target_nrmse=0.02, seed=0))
+    result = train_offline(
+        model, [train], [val], TrainConfig(max_steps=12000, validate_every=250, target_nrmse=0.02, seed=0)
+    )
     assert result.reached_target
     assert trajectory_nrmse(model, [test]) <= 0.05
 
@@ -150,12 +155,22 @@ def test_two_input_skyrmion_twin_predicts_the_held_out_last_fifth():
     """Ku1 as the drive, the DMI as a condition: trained on the first 80 % of the table (the
     best weights picked on its last 3,000 samples), free-running on the last 20 %."""
     table = load_mumax_table(DATA / "one_skyrmion_ku_dmi_train" / "table.txt")
-    split = MumaxSplit(drives=("Ku1.region100",), conditions=("Dind.region100",), every=1,
-                       discard=1500, n_train=int(0.8 * table.time_s.size) - 1500, n_val=3000)
+    split = MumaxSplit(
+        drives=("Ku1.region100",),
+        conditions=("Dind.region100",),
+        every=1,
+        discard=1500,
+        n_train=int(0.8 * table.time_s.size) - 1500,
+        n_val=3000,
+    )
     train, val, test = mumax_trajectories(table, split)
     assert test.n == table.time_s.size - 1500 - split.n_train and "dmi_J_m2" in test.conditions
     arch = TwinArchitecture(drive_names=split.drives, condition_names=("dmi_J_m2",))
     model = build_model(arch, fit_normalisation([train], arch.condition_names), seed=0)
-    train_offline(model, [train], [val], TrainConfig(max_steps=12000, validate_every=250,
-                                                     target_nrmse=0.02, max_wall_s=420, seed=0))
+    train_offline(
+        model,
+        [train],
+        [val],
+        TrainConfig(max_steps=12000, validate_every=250, target_nrmse=0.02, max_wall_s=420, seed=0),
+    )
     assert trajectory_nrmse(model, [test]) <= 0.05

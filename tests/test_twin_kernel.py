@@ -1,4 +1,5 @@
 """The compiled RK4 kernel: same states and gradients as the torch integrators, any batch."""
+
 from __future__ import annotations
 
 import logging
@@ -10,15 +11,22 @@ from spinlab.errors import ConfigError
 from spinlab.twin import kernel
 from spinlab.twin.model import Normalisation, TwinArchitecture, build_model
 
-pytestmark = [pytest.mark.usefixtures("one_torch_thread"),
-              pytest.mark.skipif(kernel.library() is None, reason="no C++ compiler for the twin kernel")]
+pytestmark = [
+    pytest.mark.usefixtures("one_torch_thread"),
+    pytest.mark.skipif(kernel.library() is None, reason="no C++ compiler for the twin kernel"),
+]
 
 
 def _models(interpolation="hold", layers=2, hidden=24, delay_samples=3):
     """The same lively twin in float64 (reference) and float32 (the kernel's dtype)."""
-    arch = TwinArchitecture(n_delays=2, delay_samples=delay_samples, hidden=hidden,
-                            n_hidden_layers=layers, condition_names=("bias_A",),
-                            interpolation=interpolation)
+    arch = TwinArchitecture(
+        n_delays=2,
+        delay_samples=delay_samples,
+        hidden=hidden,
+        n_hidden_layers=layers,
+        condition_names=("bias_A",),
+        interpolation=interpolation,
+    )
     return _lively(arch, Normalisation(0.01, 0.005, 0.0, 0.2, [7.5e-3], [1e-3]), seed=3)
 
 
@@ -104,7 +112,7 @@ def test_without_a_compiler_the_torch_loop_answers(tmp_path, monkeypatch, caplog
     with torch.no_grad():
         compiled = m32.rollout(x0, feats, c)
     monkeypatch.setenv("SPINLAB_CACHE", str(tmp_path))  # nothing built there
-    monkeypatch.setenv("CXX", "false")                   # a "compiler" that always fails
+    monkeypatch.setenv("CXX", "false")  # a "compiler" that always fails
     kernel.library.cache_clear()
     try:
         with caplog.at_level(logging.WARNING, logger="spinlab.twin"), torch.no_grad():
@@ -119,8 +127,14 @@ def test_without_a_compiler_the_torch_loop_answers(tmp_path, monkeypatch, caplog
 
 def _two_drive_models(interpolation):
     """A twin with two drives and two time-varying conditions (float64 and float32)."""
-    arch = TwinArchitecture(n_delays=2, delay_samples=2, hidden=20, drive_names=("ku", "field"),
-                            condition_names=("dmi", "temperature"), interpolation=interpolation)
+    arch = TwinArchitecture(
+        n_delays=2,
+        delay_samples=2,
+        hidden=20,
+        drive_names=("ku", "field"),
+        condition_names=("dmi", "temperature"),
+        interpolation=interpolation,
+    )
     m64, m32 = _lively(arch, Normalisation(0.0, 1.0, [0.0, 0.0], [1.0, 1.0], [0.0, 0.0], [1.0, 1.0]), seed=4)
     g = torch.Generator().manual_seed(2)
     u = torch.randn(37, 2, 41, generator=g, dtype=torch.float64)

@@ -1,4 +1,5 @@
 """Spin-Neural ODE model: shapes, the fast RK4 against torchdiffeq, batching, gradients."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,14 +8,17 @@ import torch
 from spinlab.errors import ConfigError
 from spinlab.twin.model import Normalisation, TwinArchitecture, build_model
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _model(interpolation="linear", dtype=torch.float64, **kw):
-    arch = TwinArchitecture(n_delays=kw.pop("n_delays", 2), delay_samples=kw.pop("delay_samples", 3),
-                            hidden=kw.pop("hidden", 32), condition_names=("bias_A",),
-                            interpolation=interpolation)
+    arch = TwinArchitecture(
+        n_delays=kw.pop("n_delays", 2),
+        delay_samples=kw.pop("delay_samples", 3),
+        hidden=kw.pop("hidden", 32),
+        condition_names=("bias_A",),
+        interpolation=interpolation,
+    )
     model = build_model(arch, Normalisation(0.01, 0.005, 0.0, 0.2, [7.5e-3], [1e-3]), seed=3, dtype=dtype)
     with torch.no_grad():  # a lively right-hand side, so disagreements would show
         for layer in model.layers:

@@ -1,5 +1,6 @@
 """The web bridge of `spinlab monitor --web`: late joiners, bounded queues, hostile clients and
 token-guarded control, over real sockets (ZeroMQ from a Run, HTTP/WebSocket with aiohttp)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -17,6 +18,7 @@ import numpy as np
 import pytest
 import zmq
 from typer.testing import CliRunner
+from web_helpers import BridgeThread, RawPage, SteeredRun, controlled_run, keys, wait_for  # noqa: F401 (keys: fixture)
 
 import spinlab
 from spinlab import RunAborted
@@ -25,8 +27,6 @@ from spinlab.errors import ConfigError
 from spinlab.monitoring import ControlClient, messages
 from spinlab.monitoring.web import Relay, parse_web_address
 from spinlab.monitoring.web.relay import ClientQueue, browser_json
-
-from web_helpers import BridgeThread, RawPage, SteeredRun, controlled_run, keys, wait_for  # noqa: F401 (keys: fixture)
 
 runner = CliRunner()
 
@@ -55,6 +55,7 @@ def _http(method, url, **kwargs):
         async with aiohttp.ClientSession() as session:
             async with session.request(method, url, **kwargs) as response:
                 return response.status, await response.json(content_type=None)
+
     return asyncio.run(go())
 
 
@@ -64,8 +65,14 @@ def test_a_slow_page_gets_only_the_newest_value_per_key_and_is_told_how_many_it_
     queue, snapshot = relay.attach()
     assert snapshot == []
     for i in range(1000):
-        relay.ingest([message("preview", {"name": "resp", "dt_s": 1e-7}, {"samples": np.full(100, i / 1000)}, seq=2 * i),
-                      message("twin.loss", {"step": i, "loss": 1.0 / (i + 1)}, seq=2 * i + 1)])
+        relay.ingest(
+            [
+                message(
+                    "preview", {"name": "resp", "dt_s": 1e-7}, {"samples": np.full(100, i / 1000)}, seq=2 * i
+                ),
+                message("twin.loss", {"step": i, "loss": 1.0 / (i + 1)}, seq=2 * i + 1),
+            ]
+        )
     assert len(queue) == 1 + 5  # one waveform (the newest) and the last 5 loss points, nothing more
     entries = relay.take(queue)
     assert [e.msg.topic for e in entries] == ["twin.loss"] * 4 + ["preview", "twin.loss"]
@@ -79,11 +86,17 @@ def test_a_slow_page_gets_only_the_newest_value_per_key_and_is_told_how_many_it_
 
 def test_a_new_run_on_the_same_address_starts_the_state_afresh_and_eta_follows_the_rate():
     relay = Relay()
-    relay.ingest([message("start", {"kind": "a"}, run="r1"), message("twin.loss", {"loss": 1.0}, run="r1", seq=1)])
-    relay.ingest([message("progress", {"done": 1, "total": 111}, run="r2", t=100.0),
-                  message("progress", {"done": 3, "total": 111}, run="r2", t=101.0, seq=1),
-                  message("progress", {"done": 11, "total": 111}, run="r2", t=161.0, seq=2),
-                  message("progress", {"done": 12, "total": 111}, run="r2", t=171.0, seq=3)])
+    relay.ingest(
+        [message("start", {"kind": "a"}, run="r1"), message("twin.loss", {"loss": 1.0}, run="r1", seq=1)]
+    )
+    relay.ingest(
+        [
+            message("progress", {"done": 1, "total": 111}, run="r2", t=100.0),
+            message("progress", {"done": 3, "total": 111}, run="r2", t=101.0, seq=1),
+            message("progress", {"done": 11, "total": 111}, run="r2", t=161.0, seq=2),
+            message("progress", {"done": 12, "total": 111}, run="r2", t=171.0, seq=3),
+        ]
+    )
     snapshot = relay.snapshot()
     assert {e.msg.run_id for e in snapshot} == {"r2"} and len(snapshot) == 1
     assert json.loads(relay.encode(snapshot))[0]["eta_s"] == 990.0  # 99 steps left at the last minute's 0.1/s
@@ -96,8 +109,9 @@ def test_browser_json_sends_one_plottable_row_with_its_time_axis():
     assert arr["shape"] == [2000] and len(arr["data"]) == 2000  # first row, min/max-decimated
     assert arr["data"][0] == 0.0 and max(arr["data"]) == 49_999.0
     assert arr["dt_s"] == pytest.approx(50e-7 / 2) and arr["t0_s"] == 1e-6 and arr["x_unit"] == "s"
-    odd = browser_json(message("acquire.batch", {}, {"z": np.array([3 + 4j, np.nan]),
-                                                     "flag": np.array([True, False])}))
+    odd = browser_json(
+        message("acquire.batch", {}, {"z": np.array([3 + 4j, np.nan]), "flag": np.array([True, False])})
+    )
     assert odd["arrays"]["z"]["data"] == [5.0, None] and odd["arrays"]["z"]["x_unit"] == "sample"
     assert odd["arrays"]["flag"]["data"] == [1.0, 0.0]
 
@@ -111,8 +125,12 @@ def live_run(tmp_path):
 
 
 def test_a_late_joining_page_gets_the_run_from_the_cache_then_live_updates(live_run):
-    live_run.do(lambda ctx: (ctx.progress(4, 10, stage="bias sweep"), ctx.preview(
-        "response", spinlab.Waveform(np.sin(np.linspace(0, 20, 50_000)), 1e-8))))
+    live_run.do(
+        lambda ctx: (
+            ctx.progress(4, 10, stage="bias sweep"),
+            ctx.preview("response", spinlab.Waveform(np.sin(np.linspace(0, 20, 50_000)), 1e-8)),
+        )
+    )
     assert wait_for(lambda: live_run.sent() >= 3)  # sent before the bridge existed
     bridge = BridgeThread(live_run.endpoint, flush_interval_s=0.05)
     try:
@@ -122,7 +140,9 @@ def test_a_late_joining_page_gets_the_run_from_the_cache_then_live_updates(live_
             frames = []
             async with aiohttp.ClientSession() as session, session.ws_connect(bridge.url + "ws") as ws:
                 frames.append(await ws.receive_json(timeout=5))
-                live_run.do(lambda ctx: (ctx.progress(5, 10, stage="bias sweep"), ctx.result(threshold_A=4.98e-3)))
+                live_run.do(
+                    lambda ctx: (ctx.progress(5, 10, stage="bias sweep"), ctx.result(threshold_A=4.98e-3))
+                )
                 while not any(m["topic"] == "result" for m in _messages(frames)):
                     frames.append(await ws.receive_json(timeout=5))
             return frames
@@ -139,7 +159,9 @@ def test_a_late_joining_page_gets_the_run_from_the_cache_then_live_updates(live_
         live = _messages(frames[1:])
         progress = [m for m in live if m["topic"] == "progress"]
         assert progress[-1]["payload"]["done"] == 5 and not progress[-1]["replay"]
-        assert [m for m in live if m["topic"] == "result"][0]["payload"] == {"values": {"threshold_A": 4.98e-3}}
+        assert [m for m in live if m["topic"] == "result"][0]["payload"] == {
+            "values": {"threshold_A": 4.98e-3}
+        }
         status, state = _http("GET", bridge.url + "api/state")
         assert status == 200 and state["run"] == first["messages"][0]["run"]
         assert state["stats"]["web"]["connections"] == 1 and state["stats"]["stream"]["missed"] == 0
@@ -154,6 +176,7 @@ def test_a_stalled_page_holds_up_nobody_and_costs_bounded_memory(live_run):
     how many previews it lost."""
     bridge = BridgeThread(live_run.endpoint, flush_interval_s=0.0)
     try:
+
         async def scenario():
             async with aiohttp.ClientSession() as session:
                 stalled = RawPage(bridge.url)
@@ -213,6 +236,7 @@ def test_hostile_pages_are_refused_and_counted_and_the_server_survives(live_run)
     live_run.do(lambda ctx: ctx.progress(1, 2))
     bridge = BridgeThread(live_run.endpoint, max_clients=4, keepalive_timeout_s=1.0)
     try:
+
         async def attack():
             closes = {}
             async with aiohttp.ClientSession() as session:
@@ -273,7 +297,10 @@ def test_hostile_pages_are_refused_and_counted_and_the_server_survives(live_run)
         assert stats["refused_connections"] == 6 and stats["bad_origin"] == 1 and stats["bad_host"] == 1
         # still serving: the page, and a fresh WebSocket with the run's state
         frames = asyncio.run(_ws_frames(bridge.url, lambda f: len(f) >= 1))
-        assert [m["topic"] for m in frames[0]["messages"] if m["topic"] != "monitor.stats"] == ["start", "progress"]
+        assert [m["topic"] for m in frames[0]["messages"] if m["topic"] != "monitor.stats"] == [
+            "start",
+            "progress",
+        ]
         status, _ = _http("GET", bridge.url + "api/state")
         assert status == 200
     finally:
@@ -286,12 +313,23 @@ def test_hostile_monitoring_messages_do_not_reach_or_break_the_pages(tmp_path):
     port = pub.bind_to_random_port("tcp://127.0.0.1")
     bridge = BridgeThread(f"tcp://127.0.0.1:{port}", flush_interval_s=0.05)
     try:
+
         def header(seq, payload, topic="result"):
-            return msgpack.packb({"v": 1, "topic": topic, "run": "r", "seq": seq, "t": 1.0, "replay": False,
-                                  "payload": payload, "arrays": []})
+            return msgpack.packb(
+                {
+                    "v": 1,
+                    "topic": topic,
+                    "run": "r",
+                    "seq": seq,
+                    "t": 1.0,
+                    "replay": False,
+                    "payload": payload,
+                    "arrays": [],
+                }
+            )
 
         def send_all():
-            pub.send_multipart([b"result", b"\xc1garbage"])                     # not msgpack
+            pub.send_multipart([b"result", b"\xc1garbage"])  # not msgpack
             pub.send_multipart([b"odd", header(0, {"x": msgpack.Timestamp(1, 0)}, "odd")])  # not JSON-able
             pub.send_multipart([b"nonsense.topic", header(1, {"a": 1}, "nonsense.topic")])
             pub.send_multipart([b"result", header(2, {"threshold_A": 5e-3})])
@@ -299,10 +337,13 @@ def test_hostile_monitoring_messages_do_not_reach_or_break_the_pages(tmp_path):
         def seen():
             send_all()  # PUB drops until the bridge's subscription arrives: resend until seen
             return bridge.stats()["stream"]["received"] + bridge.stats()["stream"]["rejected"] >= 3
+
         assert wait_for(seen, interval_s=0.2)
         state = _http("GET", bridge.url + "api/state")[1]
         assert [(m["topic"], m["payload"]) for m in state["messages"]] == [
-            ("nonsense.topic", {"a": 1}), ("result", {"threshold_A": 5e-3})]  # the odd one left out
+            ("nonsense.topic", {"a": 1}),
+            ("result", {"threshold_A": 5e-3}),
+        ]  # the odd one left out
         stats = state["stats"]
         assert stats["stream"]["rejected"] >= 1
         assert stats["stream"]["rejected"] + stats["web"]["unencodable"] >= 2
@@ -319,8 +360,12 @@ def test_control_needs_the_token_and_abort_stops_the_run_with_outputs_off(tmp_pa
     client = ControlClient(run.endpoint, keys["client_secret"], keys["server_public"])
     bridge = BridgeThread(run.monitor, control=client)
     read_only = BridgeThread(run.monitor)
-    nobody = BridgeThread(run.monitor, control=ControlClient(
-        "tcp://127.0.0.1:9", keys["client_secret"], keys["server_public"], timeout_s=0.2))
+    nobody = BridgeThread(
+        run.monitor,
+        control=ControlClient(
+            "tcp://127.0.0.1:9", keys["client_secret"], keys["server_public"], timeout_s=0.2
+        ),
+    )
     try:
         url = bridge.url + "api/control/"
         assert run.wait_steps(3) and run.bias_seen_on
@@ -332,8 +377,11 @@ def test_control_needs_the_token_and_abort_stops_the_run_with_outputs_off(tmp_pa
         assert _http("POST", url + "abort", headers={"Authorization": f"Bearer {wrong}"})[0] == 403
         token = {"Authorization": f"Bearer {bridge.bridge.token}"}
         assert _http("POST", url + "abort", headers={**token, "Origin": "http://evil.example"})[0] == 403
-        status, body = _http("POST", nobody.url + "api/control/abort",
-                             headers={"Authorization": f"Bearer {nobody.bridge.token}"})
+        status, body = _http(
+            "POST",
+            nobody.url + "api/control/abort",
+            headers={"Authorization": f"Bearer {nobody.bridge.token}"},
+        )
         assert status == 502 and "no reply" in body["error"]
         before = run.steps_done
         assert run.wait_steps(before + 5), "refused requests must not disturb the run"
@@ -374,14 +422,17 @@ def test_web_addresses_default_to_loopback_and_warn_elsewhere(caplog):
             parse_web_address(bad)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--web", "nonsense"], "[HOST:]PORT"),
-    (["--web", "0", "--json"], "until Ctrl-C"),
-    (["--web-control"], "goes with --web"),
-    (["--web", "0", "--web-control"], "needs the run's --control"),
-    (["--web", "0", "--key", "k"], "only apply with --web --web-control"),
-    (["--key", "k"], "only apply with --web --web-control"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--web", "nonsense"], "[HOST:]PORT"),
+        (["--web", "0", "--json"], "until Ctrl-C"),
+        (["--web-control"], "goes with --web"),
+        (["--web", "0", "--web-control"], "needs the run's --control"),
+        (["--web", "0", "--key", "k"], "only apply with --web --web-control"),
+        (["--key", "k"], "only apply with --web --web-control"),
+    ],
+)
 def test_monitor_web_options_are_checked_before_anything_starts(args, message):
     result = runner.invoke(app, ["monitor", "tcp://127.0.0.1:5999", *args])
     assert result.exit_code == 2 and message in result.stderr
@@ -391,15 +442,30 @@ def test_monitor_web_on_a_busy_port_fails_with_one_line():
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        result = runner.invoke(app, ["monitor", "tcp://127.0.0.1:5999", "--web", f"127.0.0.1:{busy.getsockname()[1]}"])
+        result = runner.invoke(
+            app, ["monitor", "tcp://127.0.0.1:5999", "--web", f"127.0.0.1:{busy.getsockname()[1]}"]
+        )
     assert result.exit_code == 2 and "cannot serve the web monitor" in result.stderr
     assert "pick another port" in result.stderr and "Traceback" not in result.output
 
 
 def test_monitor_web_command_prints_the_link_with_the_token_and_serves_the_page(tmp_path, keys):
-    command = [sys.executable, "-c", "from spinlab.cli import main; main()", "monitor", "tcp://127.0.0.1:5999",
-               "--web", "127.0.0.1:0", "--web-control", "--control", "tcp://127.0.0.1:5998",
-               "--key", str(keys["client_secret"]), "--server-key", str(keys["server_public"])]
+    command = [
+        sys.executable,
+        "-c",
+        "from spinlab.cli import main; main()",
+        "monitor",
+        "tcp://127.0.0.1:5999",
+        "--web",
+        "127.0.0.1:0",
+        "--web-control",
+        "--control",
+        "tcp://127.0.0.1:5998",
+        "--key",
+        str(keys["client_secret"]),
+        "--server-key",
+        str(keys["server_public"]),
+    ]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
@@ -409,13 +475,23 @@ def test_monitor_web_command_prints_the_link_with_the_token_and_serves_the_page(
 
         async def fetch():
             async with aiohttp.ClientSession() as session:
-                async with session.get(url) as page, session.get(url + "static/vendor/uPlot.iife.min.js") as lib:
+                async with (
+                    session.get(url) as page,
+                    session.get(url + "static/vendor/uPlot.iife.min.js") as lib,
+                ):
                     return page.status, await page.text(), page.headers, lib.status, await lib.text()
+
         status, html, headers, lib_status, lib = asyncio.run(fetch())
-        assert status == 200 and 'id="progress-bar"' in html and "default-src 'self'" in headers["Content-Security-Policy"]
+        assert (
+            status == 200
+            and 'id="progress-bar"' in html
+            and "default-src 'self'" in headers["Content-Security-Policy"]
+        )
         assert lib_status == 200 and "MIT License" in lib[:2000]
         assert _http("POST", url + "api/control/pause")[0] == 401
-        assert _http("POST", url + "api/control/pause", headers={"Authorization": f"Bearer {token}x"})[0] == 403
+        assert (
+            _http("POST", url + "api/control/pause", headers={"Authorization": f"Bearer {token}x"})[0] == 403
+        )
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=10)

@@ -3,6 +3,7 @@ playwright without any browser download) watches runs through `spinlab monitor -
 
 Skips, saying why, where Chromium or playwright is missing (`apt-get install -y chromium`;
 `SPINLAB_CHROMIUM=/path/to/chromium` picks another build)."""
+
 from __future__ import annotations
 
 import json
@@ -16,20 +17,28 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from web_helpers import BridgeThread, SteeredRun, controlled_run, free_port, keys, wait_for  # noqa: F401 (keys: fixture)
 
 import spinlab
 from spinlab import RunAborted, Waveform
 from spinlab.monitoring import ControlClient
 
-from web_helpers import BridgeThread, SteeredRun, controlled_run, free_port, keys, wait_for  # noqa: F401 (keys: fixture)
-
 CHROMIUM = os.environ.get("SPINLAB_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 #: Chromium logs these as errors, and some tests mean them: refused control requests, and the
 #: WebSocket retrying while the server is away (the page reconnects by itself).
-EXPECTED = re.compile(r"Failed to load resource: the server responded with a status of 40[13]"
-                      r"|WebSocket connection to '\S+' failed")
+EXPECTED = re.compile(
+    r"Failed to load resource: the server responded with a status of 40[13]"
+    r"|WebSocket connection to '\S+' failed"
+)
 SPINLAB = [sys.executable, "-c", "from spinlab.cli import main; main()"]
 
 
@@ -37,12 +46,17 @@ SPINLAB = [sys.executable, "-c", "from spinlab.cli import main; main()"]
 def browser(tmp_path_factory):
     if CHROMIUM is None:
         pytest.skip("headless Chromium not found: `apt-get install -y chromium` (or set SPINLAB_CHROMIUM)")
-    sync_api = pytest.importorskip("playwright.sync_api",
-                                   reason="playwright is not installed: pip install -e '.[test]'")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is not installed: pip install -e '.[test]'"
+    )
     with sync_api.sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM, headless=True,
-            args=CHROMIUM_ARGS, viewport={"width": 1200, "height": 1100})
+            str(tmp_path_factory.mktemp("chromium-profile")),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1200, "height": 1100},
+        )
         yield context
         context.close()
 
@@ -53,8 +67,10 @@ def page(browser):
     tab = browser.new_page()
     problems = []
     tab.on("pageerror", lambda exc: problems.append(str(exc)))
-    tab.on("console", lambda msg: msg.type == "error" and not EXPECTED.match(msg.text)
-           and problems.append(msg.text))
+    tab.on(
+        "console",
+        lambda msg: msg.type == "error" and not EXPECTED.match(msg.text) and problems.append(msg.text),
+    )
     yield tab
     tab.close()
     assert not problems, problems
@@ -66,8 +82,11 @@ def text(page, selector: str) -> str:
 
 def wait_text(page, selector: str, expected: str, timeout_s: float = 30.0) -> None:
     try:
-        page.wait_for_function("([sel, want]) => document.querySelector(sel)?.textContent === want",
-                               arg=[selector, expected], timeout=timeout_s * 1000)
+        page.wait_for_function(
+            "([sel, want]) => document.querySelector(sel)?.textContent === want",
+            arg=[selector, expected],
+            timeout=timeout_s * 1000,
+        )
     except Exception as exc:  # say what the page showed instead
         shown = {s: text(page, s) for s in (selector, "#conn", "#control-reply", "#progress-text")}
         raise AssertionError(f"{selector} never read {expected!r}; the page showed {shown}") from exc
@@ -78,22 +97,45 @@ def test_the_page_follows_a_characterize_run_to_completed(page, tmp_path):
     """The run and the watcher are the user's commands; the page shows the run's progress mid-run
     (screenshot saved in the run directory), then `completed` with the run's threshold current."""
     monitor = f"tcp://127.0.0.1:{free_port()}"
-    bridge = subprocess.Popen([*SPINLAB, "monitor", monitor, "--web", "127.0.0.1:0"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    bridge = subprocess.Popen(
+        [*SPINLAB, "monitor", monitor, "--web", "127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     run = None
     try:
         url = bridge.stdout.readline().split()[3]
         page.goto(url)
         page.wait_for_selector('#conn[data-state="live"]')
         assert text(page, "#status") == "waiting"
-        run = subprocess.Popen([*SPINLAB, "characterize", "--device", "sim:vortex", "--json",
-                                "--runs-dir", str(tmp_path / "runs"), "--monitor", monitor,
-                                "--step-repeats", "300000"], stdout=subprocess.PIPE, text=True)
+        run = subprocess.Popen(
+            [
+                *SPINLAB,
+                "characterize",
+                "--device",
+                "sim:vortex",
+                "--json",
+                "--runs-dir",
+                str(tmp_path / "runs"),
+                "--monitor",
+                monitor,
+                "--step-repeats",
+                "300000",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         # mid-run: in the step-response stage, both previews plotted, an ETA from its rate so far
-        page.wait_for_function("() => document.getElementById('progress-fields').textContent.includes('step response')"
-                               " && document.getElementById('eta').textContent.startsWith('ETA ')"
-                               " && document.querySelectorAll('#waveforms canvas').length >= 2", timeout=60_000)
-        mid = {key: text(page, f"#{key}") for key in ("status", "progress-text", "eta", "run-kind", "run-device")}
+        page.wait_for_function(
+            "() => document.getElementById('progress-fields').textContent.includes('step response')"
+            " && document.getElementById('eta').textContent.startsWith('ETA ')"
+            " && document.querySelectorAll('#waveforms canvas').length >= 2",
+            timeout=60_000,
+        )
+        mid = {
+            key: text(page, f"#{key}") for key in ("status", "progress-text", "eta", "run-kind", "run-device")
+        }
         run_dir = Path(text(page, "#run-path"))
         shot = run_dir / "web-monitor.png"
         page.screenshot(path=str(shot), full_page=True)
@@ -121,8 +163,12 @@ def test_the_page_follows_a_characterize_run_to_completed(page, tmp_path):
 
 def test_the_page_reconnects_by_itself_and_gets_the_state_again(page, tmp_path):
     run = SteeredRun(tmp_path)
-    run.do(lambda ctx: (ctx.progress(3, 10), ctx.preview(
-        "response", Waveform(np.sin(np.linspace(0, 30, 20_000)), 1e-8))))
+    run.do(
+        lambda ctx: (
+            ctx.progress(3, 10),
+            ctx.preview("response", Waveform(np.sin(np.linspace(0, 30, 20_000)), 1e-8)),
+        )
+    )
     assert wait_for(lambda: run.sent() >= 3)
     bridge = BridgeThread(run.endpoint)  # joins late: the state comes from the cache
     try:

@@ -1,4 +1,5 @@
 """Small deterministic devices for the twin tests (a twin must learn them quickly)."""
+
 from __future__ import annotations
 
 import math
@@ -54,10 +55,22 @@ def write_mumax_table(path, n=3000, dt_s=5e-12, seed=0, dmi_amplitude=3e-4, colu
     for i in range(n):
         y = alpha * y + (1 - alpha) * target[i]
         mz[i] = y
-    data = {"t": ("s", t), "mx": ("", np.zeros(n)), "my": ("", np.zeros(n)), "mz": ("", mz),
-            "Ku1.region100": ("J/m3", ku), "Dind.region100": ("J/m2", dmi)}
+    data = {
+        "t": ("s", t),
+        "mx": ("", np.zeros(n)),
+        "my": ("", np.zeros(n)),
+        "mz": ("", mz),
+        "Ku1.region100": ("J/m3", ku),
+        "Dind.region100": ("J/m2", dmi),
+    }
     names = columns or list(data)
     header = "# " + "\t".join(f"{k} ({data[k][0]})" for k in names)
-    np.savetxt(path, np.stack([data[k][1] for k in names], axis=1), delimiter="\t", header=header,
-               comments="", fmt="%.9g")
+    np.savetxt(
+        path,
+        np.stack([data[k][1] for k in names], axis=1),
+        delimiter="\t",
+        header=header,
+        comments="",
+        fmt="%.9g",
+    )
     return path

@@ -1,5 +1,6 @@
 """Shared by the web monitor tests: a bridge on its own event loop, a run steered from the test,
 a page that can really stall, the control keys."""
+
 from __future__ import annotations
 
 import asyncio
@@ -73,9 +74,11 @@ class RawPage:
         self.sock.settimeout(30)
         self.sock.connect((parts.hostname, parts.port))
         key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall(f"GET /ws HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
-                          f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                          "Sec-WebSocket-Version: 13\r\n\r\n".encode())
+        self.sock.sendall(
+            f"GET /ws HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
         head = b""
         while b"\r\n\r\n" not in head:
             head += self.sock.recv(1)
@@ -122,8 +125,12 @@ class SteeredRun:
             return {}
 
         plan = Plan(kind, config or {}, body, needs_device=False)
-        self.thread = threading.Thread(target=RunEngine(tmp_path / "runs").run, args=(plan,),
-                                       kwargs={"subscribers": [self.publisher]}, daemon=True)
+        self.thread = threading.Thread(
+            target=RunEngine(tmp_path / "runs").run,
+            args=(plan,),
+            kwargs={"subscribers": [self.publisher]},
+            daemon=True,
+        )
         self.thread.start()
 
     def do(self, fn, timeout_s: float = 60.0):
@@ -153,8 +160,13 @@ def controlled_run(tmp_path, device, keys) -> BackgroundRun:
         lab = getattr(ctx.device, "lab", None)
         run.bias_seen_on = run.bias_seen_on or bool(lab is not None and lab.source.output_on)
 
-    run = BackgroundRun(tmp_path, device, control=ControlServer("tcp://127.0.0.1:0", keys_dir=keys["dir"]),
-                        subscribers=[publisher], on_step=watch_bias)
+    run = BackgroundRun(
+        tmp_path,
+        device,
+        control=ControlServer("tcp://127.0.0.1:0", keys_dir=keys["dir"]),
+        subscribers=[publisher],
+        on_step=watch_bias,
+    )
     run.bias_seen_on, run.publisher, run.monitor = False, publisher, publisher.endpoint
     assert run.ready.wait(15), "the run did not start"
     return run

@@ -12,11 +12,12 @@ The electrical output is exposed to the lab wiring as an open-circuit EMF behind
 (:meth:`emf_V`): the display voltage refers to the load setting, so a 50-ohm setting into a
 high-impedance device doubles, as on the real instrument.
 """
+
 from __future__ import annotations
 
 import math
 import re
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -86,32 +87,58 @@ class Emulated33500B(ScpiInstrument):
         self.command(src + "FUNCtion:ARBitrary", self._select_arb)
         self.query(src + "FUNCtion:ARBitrary", lambda a: self._no_args(a) or f'"{self.selected_arb or ""}"')
         self.command(src + "FUNCtion:ARBitrary:SRATe", self._set_srate)
-        self.query(src + "FUNCtion:ARBitrary:SRATe", lambda a: self._no_args(a) or format_float(self.sample_rate_Hz))
+        self.query(
+            src + "FUNCtion:ARBitrary:SRATe", lambda a: self._no_args(a) or format_float(self.sample_rate_Hz)
+        )
         self.command(src + "FREQuency", self._set_frequency)
         self.query(src + "FREQuency", lambda a: self._no_args(a) or format_float(self.frequency_Hz))
         self.command(src + "VOLTage[:LEVel][:IMMediate][:AMPLitude]", self._set_amplitude)
-        self.query(src + "VOLTage[:LEVel][:IMMediate][:AMPLitude]", lambda a: self._no_args(a) or format_float(self.amplitude_Vpp))
+        self.query(
+            src + "VOLTage[:LEVel][:IMMediate][:AMPLitude]",
+            lambda a: self._no_args(a) or format_float(self.amplitude_Vpp),
+        )
         self.command(src + "VOLTage[:LEVel][:IMMediate]:OFFSet", self._set_offset)
-        self.query(src + "VOLTage[:LEVel][:IMMediate]:OFFSet", lambda a: self._no_args(a) or format_float(self.offset_V))
+        self.query(
+            src + "VOLTage[:LEVel][:IMMediate]:OFFSet",
+            lambda a: self._no_args(a) or format_float(self.offset_V),
+        )
         self.command(src + "DATA:ARBitrary:DAC", self._load_dac)
         self.command(src + "DATA:ARBitrary", self._load_float)
         self.command(src + "DATA:VOLatile:CLEar", lambda a: self._no_args(a) or self._clear_volatile())
-        self.query(src + "DATA:VOLatile:CATalog", lambda a: self._no_args(a) or ",".join(f'"{n}"' for n in self.arbs))
+        self.query(
+            src + "DATA:VOLatile:CATalog", lambda a: self._no_args(a) or ",".join(f'"{n}"' for n in self.arbs)
+        )
         self.query(src + "DATA:VOLatile:FREE", lambda a: self._no_args(a) or str(self._free_points()))
         self.query(src + "DATA:ATTRibute:POINts", lambda a: str(self._arb(a).size))
-        self.query(src + "DATA:ATTRibute:AVERage", lambda a: format_float(float(np.mean(self._arb(a))) / DAC_FULL_SCALE))
-        self.query(src + "DATA:ATTRibute:PTPeak", lambda a: format_float(float(np.ptp(self._arb(a).astype(np.int32))) / DAC_FULL_SCALE))
+        self.query(
+            src + "DATA:ATTRibute:AVERage",
+            lambda a: format_float(float(np.mean(self._arb(a))) / DAC_FULL_SCALE),
+        )
+        self.query(
+            src + "DATA:ATTRibute:PTPeak",
+            lambda a: format_float(float(np.ptp(self._arb(a).astype(np.int32))) / DAC_FULL_SCALE),
+        )
         self.command(src + "BURSt:STATe", lambda a: setattr(self, "burst_on", arg_bool(self._one(a))))
         self.query(src + "BURSt:STATe", lambda a: self._no_args(a) or str(int(self.burst_on)))
         self.command(src + "BURSt:NCYCles", self._set_ncycles)
-        self.query(src + "BURSt:NCYCles", lambda a: self._no_args(a) or format_float(float(self.burst_cycles)))
-        self.command(src + "BURSt:MODE", lambda a: setattr(self, "burst_mode", arg_choice(self._one(a), ("TRIGgered",))))
+        self.query(
+            src + "BURSt:NCYCles", lambda a: self._no_args(a) or format_float(float(self.burst_cycles))
+        )
+        self.command(
+            src + "BURSt:MODE",
+            lambda a: setattr(self, "burst_mode", arg_choice(self._one(a), ("TRIGgered",))),
+        )
         self.query(src + "BURSt:MODE", lambda a: self._no_args(a) or self.burst_mode)
         self.command("OUTPut[1][:STATe]", lambda a: setattr(self, "output_on", arg_bool(self._one(a))))
         self.query("OUTPut[1][:STATe]", lambda a: self._no_args(a) or str(int(self.output_on)))
         self.command("OUTPut[1]:LOAD", self._set_load)
         self.query("OUTPut[1]:LOAD", lambda a: self._no_args(a) or format_float(self.load_ohm))
-        self.command("TRIGger[1]:SOURce", lambda a: setattr(self, "trigger_source", arg_choice(self._one(a), ("IMMediate", "EXTernal", "TIMer", "BUS"))))
+        self.command(
+            "TRIGger[1]:SOURce",
+            lambda a: setattr(
+                self, "trigger_source", arg_choice(self._one(a), ("IMMediate", "EXTernal", "TIMer", "BUS"))
+            ),
+        )
         self.query("TRIGger[1]:SOURce", lambda a: self._no_args(a) or self.trigger_source)
         self.command("TRIGger[1][:IMMediate]", lambda a: self._no_args(a) or self._fire())
         self.command("FORMat:BORDer", self._set_border)
@@ -121,7 +148,9 @@ class Emulated33500B(ScpiInstrument):
     def _set_function(self, args: Sequence[Arg]) -> None:
         func = arg_choice(self._one(args), _FUNCTIONS)
         if func == "ARB" and self.selected_arb is None:
-            raise ScpiError(-221, "no arbitrary waveform selected; load one with DATA:ARB:DAC and select it with FUNC:ARB")
+            raise ScpiError(
+                -221, "no arbitrary waveform selected; load one with DATA:ARB:DAC and select it with FUNC:ARB"
+            )
         self.function = func
 
     def _select_arb(self, args: Sequence[Arg]) -> None:
@@ -131,7 +160,10 @@ class Emulated33500B(ScpiInstrument):
         self.selected_arb = next(n for n in self.arbs if n.upper() == name.upper())
 
     def _set_srate(self, args: Sequence[Arg]) -> None:
-        rate = arg_float(self._one(args), {"MINimum": self.MIN_SAMPLE_RATE_Hz, "MAXimum": self.MAX_SAMPLE_RATE_Hz, "DEFault": 40e3})
+        rate = arg_float(
+            self._one(args),
+            {"MINimum": self.MIN_SAMPLE_RATE_Hz, "MAXimum": self.MAX_SAMPLE_RATE_Hz, "DEFault": 40e3},
+        )
         if not self.MIN_SAMPLE_RATE_Hz <= rate <= self.MAX_SAMPLE_RATE_Hz:
             raise ScpiError(-222, f"sample rate {rate:g} Sa/s outside 1 uSa/s .. 160 MSa/s")
         self.sample_rate_Hz = rate
@@ -144,23 +176,35 @@ class Emulated33500B(ScpiInstrument):
 
     def _load_factor(self) -> float:
         """Setting limits scale with the load setting (high-Z doubles them)."""
-        return 2.0 if math.isinf(self.load_ohm) else (self.load_ohm + SOURCE_IMPEDANCE_OHM) / (2 * self.load_ohm)
+        return (
+            2.0 if math.isinf(self.load_ohm) else (self.load_ohm + SOURCE_IMPEDANCE_OHM) / (2 * self.load_ohm)
+        )
 
     def _set_amplitude(self, args: Sequence[Arg]) -> None:
         k = self._load_factor()
-        vpp = arg_float(self._one(args), {"MINimum": self.MIN_VPP_50_OHM * k, "MAXimum": self.MAX_VPP_50_OHM * k})
+        vpp = arg_float(
+            self._one(args), {"MINimum": self.MIN_VPP_50_OHM * k, "MAXimum": self.MAX_VPP_50_OHM * k}
+        )
         if not self.MIN_VPP_50_OHM * k * (1 - 1e-9) <= vpp <= self.MAX_VPP_50_OHM * k * (1 + 1e-9):
             raise ScpiError(-222, f"amplitude {vpp:g} Vpp out of range for the load setting")
         if abs(self.offset_V) + vpp / 2 > self.MAX_PEAK_50_OHM * k * (1 + 1e-9):
-            raise ScpiError(-221, f"amplitude {vpp:g} Vpp with offset {self.offset_V:g} V exceeds the output range")
+            raise ScpiError(
+                -221, f"amplitude {vpp:g} Vpp with offset {self.offset_V:g} V exceeds the output range"
+            )
         self.amplitude_Vpp = vpp
 
     def _set_offset(self, args: Sequence[Arg]) -> None:
         k = self._load_factor()
         limit = self.MAX_PEAK_50_OHM * k
-        offset = arg_float(self._one(args), {"MINimum": -(limit - self.amplitude_Vpp / 2), "MAXimum": limit - self.amplitude_Vpp / 2})
+        offset = arg_float(
+            self._one(args),
+            {"MINimum": -(limit - self.amplitude_Vpp / 2), "MAXimum": limit - self.amplitude_Vpp / 2},
+        )
         if abs(offset) + self.amplitude_Vpp / 2 > limit * (1 + 1e-9):
-            raise ScpiError(-221, f"offset {offset:g} V with amplitude {self.amplitude_Vpp:g} Vpp exceeds the output range")
+            raise ScpiError(
+                -221,
+                f"offset {offset:g} V with amplitude {self.amplitude_Vpp:g} Vpp exceeds the output range",
+            )
         self.offset_V = offset
 
     def _set_load(self, args: Sequence[Arg]) -> None:
@@ -185,7 +229,9 @@ class Emulated33500B(ScpiInstrument):
 
     def _check_new_arb(self, name: str, samples: int) -> None:
         if not _ARB_NAME.match(name):
-            raise ScpiError(-224, f"arb name {name!r} must be 1-12 letters, digits or '_' starting with a letter")
+            raise ScpiError(
+                -224, f"arb name {name!r} must be 1-12 letters, digits or '_' starting with a letter"
+            )
         if any(n.upper() == name.upper() for n in self.arbs):
             raise ScpiError(-221, f"arb {name!r} already exists; clear volatile memory (DATA:VOL:CLE) first")
         if samples < self.MIN_ARB_SAMPLES:
@@ -220,7 +266,9 @@ class Emulated33500B(ScpiInstrument):
         if args[1].block:
             if len(args[1].raw) % 4:
                 raise ScpiError(-161, "float32 block length is not a multiple of 4")
-            values = np.frombuffer(args[1].raw, dtype="<f4" if self.little_endian else ">f4").astype(np.float64)
+            values = np.frombuffer(args[1].raw, dtype="<f4" if self.little_endian else ">f4").astype(
+                np.float64
+            )
         else:
             values = np.array([arg_float(a) for a in args[1:]])
         if values.size and (not np.all(np.isfinite(values)) or np.max(np.abs(values)) > 1.0):
@@ -269,7 +317,9 @@ class Emulated33500B(ScpiInstrument):
         ``oversample``: the arb is zero-order held exactly on that grid."""
         if not self.output_on:
             return np.zeros(count)
-        emf_per_display = 1.0 if math.isinf(self.load_ohm) else (self.load_ohm + SOURCE_IMPEDANCE_OHM) / self.load_ohm
+        emf_per_display = (
+            1.0 if math.isinf(self.load_ohm) else (self.load_ohm + SOURCE_IMPEDANCE_OHM) / self.load_ohm
+        )
         half = self.amplitude_Vpp / 2
         ticks = np.arange(start_tick, start_tick + count, dtype=np.int64)
         if self.function == "ARB" and self.selected_arb:

@@ -19,12 +19,13 @@ captures) and fires from the ``at``-th event on (default 1), at most ``count`` t
 position in the spec, so a run is reproducible. ``s`` is the hold time of ``delay`` (default
 0.5 s).
 """
+
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 import numpy as np
 
@@ -42,8 +43,11 @@ KINDS: dict[str, tuple[str, str]] = {
     "reset": ("message", "the instrument falls back to its *RST state before the message runs"),
     "truncate": ("block_out", "a block the instrument sends loses the second half of its payload"),
     "length": ("block_out", "a block the instrument sends is well formed but one sample short"),
-    "corrupt": ("block", "bytes of a block are damaged: a sent block's framing no longer matches "
-                         "its header; a received block keeps its length but not its content"),
+    "corrupt": (
+        "block",
+        "bytes of a block are damaged: a sent block's framing no longer matches "
+        "its header; a received block keeps its length but not its content",
+    ),
     "overrange": ("capture", "a stretch of the scope record is clipped at the top of the screen"),
 }
 #: Instruments that send blocks (the scope's waveform data) or receive them (the AWG's arbs).
@@ -98,8 +102,10 @@ def parse_faults(spec: str | Iterable[Fault] | None) -> tuple[Fault, ...]:
 
 def _parse_one(item: str) -> Fault:
     def bad(why: str) -> ConfigError:
-        return ConfigError(f"fault {item!r}: {why}; write {SYNTAX}, kinds: {', '.join(KINDS)}, "
-                           f"instruments: {', '.join(INSTRUMENTS)}")
+        return ConfigError(
+            f"fault {item!r}: {why}; write {SYNTAX}, kinds: {', '.join(KINDS)}, "
+            f"instruments: {', '.join(INSTRUMENTS)}"
+        )
 
     head, *options = item.split(":")
     kind, at_sign, instrument = head.partition("@")
@@ -180,8 +186,12 @@ class FaultInjector:
                 continue
             armed.events += 1
             f = armed.fault
-            if hit is None and armed.events >= f.at and armed.fired < f.count and (
-                    f.p >= 1 or armed.rng.random() < f.p):
+            if (
+                hit is None
+                and armed.events >= f.at
+                and armed.fired < f.count
+                and (f.p >= 1 or armed.rng.random() < f.p)
+            ):
                 armed.fired += 1
                 self.log.entries.append((str(f), armed.events))
                 hit = (f, armed.rng)
@@ -216,7 +226,7 @@ def split_block(reply: bytes) -> tuple[bytes, bytes, bytes] | None:
     if len(reply) < 2 or reply[:1] != b"#" or not reply[1:2].isdigit() or reply[1:2] == b"0":
         return None
     digits = int(reply[1:2])
-    field_ = reply[2:2 + digits]
+    field_ = reply[2 : 2 + digits]
     if len(field_) != digits or not field_.isdigit():
         return None
     start = 2 + digits
@@ -231,7 +241,7 @@ def damage_sent_block(kind: str, reply: bytes, rng: np.random.Generator) -> byte
         return reply
     header, payload, rest = parts
     if kind == "truncate":
-        return header + payload[:len(payload) // 2]
+        return header + payload[: len(payload) // 2]
     if kind == "length":
         short = payload[:-2]
         length = str(len(short)).encode()
@@ -255,4 +265,13 @@ def damage_received_block(buf: bytearray, start: int, stop: int, rng: np.random.
         buf[spot] ^= int(rng.integers(1, 256))
 
 
-__all__ = ["Fault", "FaultInjector", "FaultLog", "KINDS", "INSTRUMENTS", "SYNTAX", "nan_reply", "parse_faults"]
+__all__ = [
+    "Fault",
+    "FaultInjector",
+    "FaultLog",
+    "KINDS",
+    "INSTRUMENTS",
+    "SYNTAX",
+    "nan_reply",
+    "parse_faults",
+]

@@ -8,11 +8,12 @@ output limits at the compliance value of the other quantity, as the real unit do
 relay and measurements into a resistive load (``load_ohm``, the device's DC resistance).
 ``output_current_A()`` is what the lab feeds to the device model as ``bias_A``.
 """
+
 from __future__ import annotations
 
 import math
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from spinlab.sim_backends.emulated.scpi import ScpiInstrument
 from spinlab.sim_backends.emulated.scpi_syntax import (
@@ -79,22 +80,37 @@ class EmulatedKeithley2400(ScpiInstrument):
     def _register(self) -> None:
         self.command("OUTPut[:STATe]", lambda a: setattr(self, "output_on", arg_bool(self._one(a))))
         self.query("OUTPut[:STATe]", lambda a: str(int(self.output_on)))
-        self.command("[SOURce[1]]:FUNCtion[:MODE]", lambda a: setattr(self, "source_function", arg_choice(self._one(a), ("CURRent", "VOLTage"))))
+        self.command(
+            "[SOURce[1]]:FUNCtion[:MODE]",
+            lambda a: setattr(self, "source_function", arg_choice(self._one(a), ("CURRent", "VOLTage"))),
+        )
         self.query("[SOURce[1]]:FUNCtion[:MODE]", lambda a: self.source_function)
         self.command("[SOURce[1]]:CURRent[:LEVel][:IMMediate][:AMPLitude]", self._set_current)
-        self.query("[SOURce[1]]:CURRent[:LEVel][:IMMediate][:AMPLitude]", lambda a: format_float(self.source_current_A))
+        self.query(
+            "[SOURce[1]]:CURRent[:LEVel][:IMMediate][:AMPLitude]",
+            lambda a: format_float(self.source_current_A),
+        )
         self.command("[SOURce[1]]:VOLTage[:LEVel][:IMMediate][:AMPLitude]", self._set_voltage)
-        self.query("[SOURce[1]]:VOLTage[:LEVel][:IMMediate][:AMPLitude]", lambda a: format_float(self.source_voltage_V))
+        self.query(
+            "[SOURce[1]]:VOLTage[:LEVel][:IMMediate][:AMPLitude]",
+            lambda a: format_float(self.source_voltage_V),
+        )
         self.command("[SENSe[1]]:VOLTage[:DC]:PROTection[:LEVel]", self._set_compliance_voltage)
-        self.query("[SENSe[1]]:VOLTage[:DC]:PROTection[:LEVel]", lambda a: format_float(self.compliance_voltage_V))
+        self.query(
+            "[SENSe[1]]:VOLTage[:DC]:PROTection[:LEVel]", lambda a: format_float(self.compliance_voltage_V)
+        )
         self.command("[SENSe[1]]:CURRent[:DC]:PROTection[:LEVel]", self._set_compliance_current)
-        self.query("[SENSe[1]]:CURRent[:DC]:PROTection[:LEVel]", lambda a: format_float(self.compliance_current_A))
+        self.query(
+            "[SENSe[1]]:CURRent[:DC]:PROTection[:LEVel]", lambda a: format_float(self.compliance_current_A)
+        )
         self.query("MEASure:CURRent[:DC]", lambda a: format_float(self.output_current_A()))
         self.query("MEASure:VOLTage[:DC]", lambda a: format_float(self.output_voltage_V()))
         self.query("MEASure:RESistance", lambda a: format_float(self.load_ohm if self.output_on else 9.91e37))
         self.query("READ", lambda a: self._reading())
         self.command("INITiate[:IMMediate]", lambda a: self.buffer.append(self.output_voltage_V()))
-        self.query("TRACe:DATA", lambda a: ",".join(format_float(v) for v in self.buffer) or format_float(0.0))
+        self.query(
+            "TRACe:DATA", lambda a: ",".join(format_float(v) for v in self.buffer) or format_float(0.0)
+        )
         self.command("TRACe:CLEar", lambda a: self.buffer.clear())
         self.command("ABORt", lambda a: None)
         self.command("STATus:PRESet", lambda a: None)
@@ -102,9 +118,16 @@ class EmulatedKeithley2400(ScpiInstrument):
         self.command("TRIGger:CLEar", lambda a: None)
         self.command("SENSe:FUNCtion:ALL", lambda a: None)
         self.command("SENSe:FUNCtion:OFF:ALL", lambda a: None)
-        self.command("FORMat[:ELEMents][:SENSe[1]]", lambda a: self._store("FORM:ELEM", ",".join(x.text for x in a)))
-        self.query("FORMat[:ELEMents][:SENSe[1]]", lambda a: self.settings.get("FORM:ELEM", "VOLT,CURR,RES,TIME,STAT"))
-        self.command("SENSe[1]:FUNCtion[:ON]", lambda a: self._store("SENS:FUNC", ",".join(arg_string(x) for x in a)))
+        self.command(
+            "FORMat[:ELEMents][:SENSe[1]]", lambda a: self._store("FORM:ELEM", ",".join(x.text for x in a))
+        )
+        self.query(
+            "FORMat[:ELEMents][:SENSe[1]]",
+            lambda a: self.settings.get("FORM:ELEM", "VOLT,CURR,RES,TIME,STAT"),
+        )
+        self.command(
+            "SENSe[1]:FUNCtion[:ON]", lambda a: self._store("SENS:FUNC", ",".join(arg_string(x) for x in a))
+        )
         self.query("SENSe[1]:FUNCtion[:ON]", lambda a: self.settings.get("SENS:FUNC", '"CURR:DC"'))
         # stored settings pymeasure's driver reads back: name -> (kind, default)
         stored = {
@@ -160,11 +183,16 @@ class EmulatedKeithley2400(ScpiInstrument):
             self._register_stored(pattern, kind, default)
         self.command("*SRE", lambda a: self._store("*SRE", self._one(a).text))
         self.query("*SRE", lambda a: self.settings.get("*SRE", "0"))
-        self.query("CALCulate3:DATA", lambda a: format_float(sum(self.buffer) / len(self.buffer) if self.buffer else 0.0))
+        self.query(
+            "CALCulate3:DATA",
+            lambda a: format_float(sum(self.buffer) / len(self.buffer) if self.buffer else 0.0),
+        )
         self.command("STATus:QUEue:CLEar", lambda a: self._clear_status())
         # emulator-only diagnostics (no real 2400 has them): what a bus sniffer would have seen,
         # so tests in other processes can check that the bias was ramped, never stepped
-        self.query("DIAGnostic:CURRent:LOG", lambda a: ",".join(format_float(v) for v in self.current_log) or "")
+        self.query(
+            "DIAGnostic:CURRent:LOG", lambda a: ",".join(format_float(v) for v in self.current_log) or ""
+        )
         self.command("DIAGnostic:CURRent:LOG:CLEar", lambda a: self.current_log.clear())
 
     def _register_stored(self, pattern: str, kind: str, default: str) -> None:
@@ -173,7 +201,9 @@ class EmulatedKeithley2400(ScpiInstrument):
         def setter(args: Sequence[Arg]) -> None:
             arg = self._one(args)
             if kind == "float":
-                value = format_float(arg_float(arg, {"MINimum": 0.0, "MAXimum": 1e9, "DEFault": float(default)}))
+                value = format_float(
+                    arg_float(arg, {"MINimum": 0.0, "MAXimum": 1e9, "DEFault": float(default)})
+                )
             elif kind == "bool":
                 value = str(int(arg_bool(arg)))
             else:
@@ -187,14 +217,18 @@ class EmulatedKeithley2400(ScpiInstrument):
         self.settings[key] = value
 
     def _set_current(self, args: Sequence[Arg]) -> None:
-        value = arg_float(self._one(args), {"MINimum": -MAX_CURRENT_A, "MAXimum": MAX_CURRENT_A, "DEFault": 0.0})
+        value = arg_float(
+            self._one(args), {"MINimum": -MAX_CURRENT_A, "MAXimum": MAX_CURRENT_A, "DEFault": 0.0}
+        )
         if abs(value) > MAX_CURRENT_A:
             raise ScpiError(-222, f"source current {value:g} A outside +-1.05 A")
         self.source_current_A = value
         self.current_log.append(value)
 
     def _set_voltage(self, args: Sequence[Arg]) -> None:
-        value = arg_float(self._one(args), {"MINimum": -MAX_VOLTAGE_V, "MAXimum": MAX_VOLTAGE_V, "DEFault": 0.0})
+        value = arg_float(
+            self._one(args), {"MINimum": -MAX_VOLTAGE_V, "MAXimum": MAX_VOLTAGE_V, "DEFault": 0.0}
+        )
         if abs(value) > MAX_VOLTAGE_V:
             raise ScpiError(-222, f"source voltage {value:g} V outside +-210 V")
         self.source_voltage_V = value

@@ -13,23 +13,24 @@ it starts each capture from its steady state. With the AWG output off the drive 
 ``faults`` (a spec, see :mod:`.faults`) makes the instruments misbehave on purpose; more can be
 injected while the lab runs with :meth:`EmulatedLab.inject`.
 """
+
 from __future__ import annotations
 
 import math
 import threading
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from spinlab.device import Device
 from spinlab.errors import ConfigError, SpinlabError
-from spinlab.waveform import Waveform
 from spinlab.sim_backends.emulated.awg import SOURCE_IMPEDANCE_OHM, Emulated33500B
 from spinlab.sim_backends.emulated.faults import Fault, FaultInjector, FaultLog, parse_faults
 from spinlab.sim_backends.emulated.keithley import EmulatedKeithley2400
 from spinlab.sim_backends.emulated.scope import EmulatedInfiniiVision
 from spinlab.sim_backends.emulated.scpi import ScpiInstrument
 from spinlab.sim_backends.emulated.scpi_syntax import ScpiError
+from spinlab.waveform import Waveform
 
 
 class EmulatedLab:
@@ -49,15 +50,28 @@ class EmulatedLab:
     SCOPE_RESOURCE = "TCPIP::127.0.0.1::5026::SOCKET"
     SOURCE_RESOURCE = "GPIB0::24::INSTR"
 
-    def __init__(self, device: Device, *, seed: int = 0, trigger_delay_s: float = 20e-9,
-                 scope_noise_V: float = 1e-3, device_load_ohm: float = 50.0,
-                 device_resistance_ohm: float = 100.0, settle_s: float = 2e-6,
-                 max_oversample: int = 8, awg_memory_samples: int = 16_000_000,
-                 max_device_samples: int = 50_000_000, faults: str | Sequence[Fault] | None = None) -> None:
+    def __init__(
+        self,
+        device: Device,
+        *,
+        seed: int = 0,
+        trigger_delay_s: float = 20e-9,
+        scope_noise_V: float = 1e-3,
+        device_load_ohm: float = 50.0,
+        device_resistance_ohm: float = 100.0,
+        settle_s: float = 2e-6,
+        max_oversample: int = 8,
+        awg_memory_samples: int = 16_000_000,
+        max_device_samples: int = 50_000_000,
+        faults: str | Sequence[Fault] | None = None,
+    ) -> None:
         if not isinstance(device, Device):
             raise ConfigError(f"EmulatedLab needs a spinlab.Device, got {type(device).__name__}")
-        for name, value in (("trigger_delay_s", trigger_delay_s), ("scope_noise_V", scope_noise_V),
-                            ("settle_s", settle_s)):
+        for name, value in (
+            ("trigger_delay_s", trigger_delay_s),
+            ("scope_noise_V", scope_noise_V),
+            ("settle_s", settle_s),
+        ):
             if not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
         if not device_load_ohm > 0:
@@ -104,8 +118,11 @@ class EmulatedLab:
     @property
     def instruments(self) -> dict[str, ScpiInstrument]:
         """Resource name -> emulator."""
-        return {self.AWG_RESOURCE: self.awg, self.SCOPE_RESOURCE: self.scope,
-                self.SOURCE_RESOURCE: self.source}
+        return {
+            self.AWG_RESOURCE: self.awg,
+            self.SCOPE_RESOURCE: self.scope,
+            self.SOURCE_RESOURCE: self.source,
+        }
 
     def visa_library(self):
         """A pyvisa ``VisaLibraryBase`` reaching these instruments in-process."""
@@ -124,7 +141,9 @@ class EmulatedLab:
             # a user looks after triggering, and leave the scope waiting
             raise ScpiError(-200, f"emulated device rejected the drive: {exc}") from None
 
-    def _acquire(self, times_s: np.ndarray, channels: Sequence[int], triggered: bool) -> dict[int, np.ndarray]:
+    def _acquire(
+        self, times_s: np.ndarray, channels: Sequence[int], triggered: bool
+    ) -> dict[int, np.ndarray]:
         """Input voltage of each scope channel at ``times_s`` (relative to the trigger)."""
         signal = self.device_signal_V(times_s)
         out = {}
@@ -172,7 +191,13 @@ class EmulatedLab:
         self.servers.clear()
 
     def identity(self) -> dict:
-        return {"awg": self.awg.IDN, "scope": self.scope.IDN, "source": self.source.IDN,
-                "seed": self.seed, "trigger_delay_s": self.trigger_delay_s,
-                "scope_noise_V": self.scope_noise_V, "device_load_ohm": self.device_load_ohm,
-                "faults": ",".join(str(f) for f in self.faults)}
+        return {
+            "awg": self.awg.IDN,
+            "scope": self.scope.IDN,
+            "source": self.source.IDN,
+            "seed": self.seed,
+            "trigger_delay_s": self.trigger_delay_s,
+            "scope_noise_V": self.scope_noise_V,
+            "device_load_ohm": self.device_load_ohm,
+            "faults": ",".join(str(f) for f in self.faults),
+        }

@@ -26,11 +26,12 @@ Acquisition model (documented choices where models differ):
   ``:AER?`` (arm event register) reads 1 once after the trigger system was armed;
   ``*OPC?`` after ``:DIGitize``/``:SINGle`` answers only when the acquisition has completed.
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -128,9 +129,15 @@ class EmulatedInfiniiVision(ScpiInstrument):
         self.query(ch + "RANGe", lambda a, n: format_float(self._chan(n).scale_V * 8))
         self.command(ch + "OFFSet", lambda a, n: self._chan_set(n, "offset_V", arg_float(self._one(a))))
         self.query(ch + "OFFSet", lambda a, n: format_float(self._chan(n).offset_V))
-        self.command(ch + "COUPling", lambda a, n: self._chan_set(n, "coupling", arg_choice(self._one(a), ("AC", "DC"))))
+        self.command(
+            ch + "COUPling",
+            lambda a, n: self._chan_set(n, "coupling", arg_choice(self._one(a), ("AC", "DC"))),
+        )
         self.query(ch + "COUPling", lambda a, n: self._chan(n).coupling)
-        self.command(ch + "IMPedance", lambda a, n: self._chan_set(n, "impedance", arg_choice(self._one(a), ("ONEMeg", "FIFTy"))))
+        self.command(
+            ch + "IMPedance",
+            lambda a, n: self._chan_set(n, "impedance", arg_choice(self._one(a), ("ONEMeg", "FIFTy"))),
+        )
         self.query(ch + "IMPedance", lambda a, n: self._chan(n).impedance)
         self.command(ch + "DISPlay", lambda a, n: self._chan_set(n, "display", arg_bool(self._one(a))))
         self.query(ch + "DISPlay", lambda a, n: str(int(self._chan(n).display)))
@@ -141,24 +148,44 @@ class EmulatedInfiniiVision(ScpiInstrument):
         self.query("TIMebase[:MAIN]:RANGe", lambda a: format_float(self.time_range_s))
         self.command("TIMebase[:MAIN]:SCALe", lambda a: setattr(self, "time_range_s", 10 * self._positive(a)))
         self.query("TIMebase[:MAIN]:SCALe", lambda a: format_float(self.time_range_s / 10))
-        self.command("TIMebase[:MAIN]:POSition", lambda a: setattr(self, "time_position_s", arg_float(self._one(a))))
+        self.command(
+            "TIMebase[:MAIN]:POSition", lambda a: setattr(self, "time_position_s", arg_float(self._one(a)))
+        )
         self.query("TIMebase[:MAIN]:POSition", lambda a: format_float(self.time_position_s))
-        self.command("TIMebase:REFerence", lambda a: setattr(self, "time_reference", arg_choice(self._one(a), ("LEFT", "CENTer", "RIGHt"))))
+        self.command(
+            "TIMebase:REFerence",
+            lambda a: setattr(self, "time_reference", arg_choice(self._one(a), ("LEFT", "CENTer", "RIGHt"))),
+        )
         self.query("TIMebase:REFerence", lambda a: self.time_reference)
 
         self.command("TRIGger[:EDGE]:SOURce", self._set_trigger_source)
         self.query("TRIGger[:EDGE]:SOURce", lambda a: self.trigger_source)
         self.command("TRIGger[:EDGE]:LEVel", self._set_trigger_level)
         self.query("TRIGger[:EDGE]:LEVel", lambda a: format_float(self.trigger_level_V))
-        self.command("TRIGger[:EDGE]:SLOPe", lambda a: setattr(self, "trigger_slope", arg_choice(self._one(a), ("POSitive", "NEGative", "EITHer", "ALTernate"))))
+        self.command(
+            "TRIGger[:EDGE]:SLOPe",
+            lambda a: setattr(
+                self,
+                "trigger_slope",
+                arg_choice(self._one(a), ("POSitive", "NEGative", "EITHer", "ALTernate")),
+            ),
+        )
         self.query("TRIGger[:EDGE]:SLOPe", lambda a: self.trigger_slope)
-        self.command("TRIGger:SWEep", lambda a: setattr(self, "trigger_sweep", arg_choice(self._one(a), ("AUTO", "NORMal"))))
+        self.command(
+            "TRIGger:SWEep",
+            lambda a: setattr(self, "trigger_sweep", arg_choice(self._one(a), ("AUTO", "NORMal"))),
+        )
         self.query("TRIGger:SWEep", lambda a: self.trigger_sweep)
         self.command("TRIGger:MODE", lambda a: self._one(a) and arg_choice(a[0], ("EDGE",)) and None)
         self.query("TRIGger:MODE", lambda a: "EDGE")
         self.command("TRIGger:FORCe", lambda a: self._no_args(a) or self._force())
 
-        self.command("ACQuire:TYPE", lambda a: setattr(self, "acq_type", arg_choice(self._one(a), ("NORMal", "AVERage", "HRESolution", "PEAK"))))
+        self.command(
+            "ACQuire:TYPE",
+            lambda a: setattr(
+                self, "acq_type", arg_choice(self._one(a), ("NORMal", "AVERage", "HRESolution", "PEAK"))
+            ),
+        )
         self.query("ACQuire:TYPE", lambda a: self.acq_type)
         self.command("ACQuire:MODE", self._set_acq_mode)
         self.query("ACQuire:MODE", lambda a: self.acq_mode)
@@ -173,19 +200,37 @@ class EmulatedInfiniiVision(ScpiInstrument):
 
         self.command("WAVeform:SOURce", self._set_wav_source)
         self.query("WAVeform:SOURce", lambda a: f"CHAN{self.wav_source}")
-        self.command("WAVeform:FORMat", lambda a: setattr(self, "wav_format", arg_choice(self._one(a), ("WORD", "BYTE", "ASCii"))))
+        self.command(
+            "WAVeform:FORMat",
+            lambda a: setattr(self, "wav_format", arg_choice(self._one(a), ("WORD", "BYTE", "ASCii"))),
+        )
         self.query("WAVeform:FORMat", lambda a: self.wav_format)
-        self.command("WAVeform:BYTeorder", lambda a: setattr(self, "wav_little_endian", arg_choice(self._one(a), ("LSBFirst", "MSBFirst")) == "LSBF"))
+        self.command(
+            "WAVeform:BYTeorder",
+            lambda a: setattr(
+                self, "wav_little_endian", arg_choice(self._one(a), ("LSBFirst", "MSBFirst")) == "LSBF"
+            ),
+        )
         self.query("WAVeform:BYTeorder", lambda a: "LSBF" if self.wav_little_endian else "MSBF")
         self.command("WAVeform:UNSigned", lambda a: setattr(self, "wav_unsigned", arg_bool(self._one(a))))
         self.query("WAVeform:UNSigned", lambda a: str(int(self.wav_unsigned)))
-        self.command("WAVeform:POINts:MODE", lambda a: setattr(self, "wav_points_mode", arg_choice(self._one(a), ("NORMal", "MAXimum", "RAW"))))
+        self.command(
+            "WAVeform:POINts:MODE",
+            lambda a: setattr(
+                self, "wav_points_mode", arg_choice(self._one(a), ("NORMal", "MAXimum", "RAW"))
+            ),
+        )
         self.query("WAVeform:POINts:MODE", lambda a: self.wav_points_mode)
         self.command("WAVeform:POINts", self._set_wav_points)
         self.query("WAVeform:POINts", lambda a: str(self._transfer_points()))
-        self.command("WAVeform:SEGMented:ALL", lambda a: setattr(self, "wav_segmented_all", arg_bool(self._one(a))))
+        self.command(
+            "WAVeform:SEGMented:ALL", lambda a: setattr(self, "wav_segmented_all", arg_bool(self._one(a)))
+        )
         self.query("WAVeform:SEGMented:ALL", lambda a: str(int(self.wav_segmented_all)))
-        self.query("WAVeform:SEGMented:COUNt", lambda a: str(len(self.records) if self.acq_mode == "SEGM" else int(bool(self.records))))
+        self.query(
+            "WAVeform:SEGMented:COUNt",
+            lambda a: str(len(self.records) if self.acq_mode == "SEGM" else int(bool(self.records))),
+        )
         self.query("WAVeform:PREamble", lambda a: self._preamble())
         self.query("WAVeform:DATA", lambda a: self._data())
         self.query("WAVeform:XINCrement", lambda a: self._preamble_fields()[4])
@@ -364,7 +409,11 @@ class EmulatedInfiniiVision(ScpiInstrument):
         x0 = self.record_start_s()
         times = x0 + dt * np.arange(points)
         shown = [n for n, c in self.channels.items() if c.display]
-        analog = self.acquire(times, shown, triggered) if self.acquire is not None else {n: np.zeros(points) for n in shown}
+        analog = (
+            self.acquire(times, shown, triggered)
+            if self.acquire is not None
+            else {n: np.zeros(points) for n in shown}
+        )
         codes, scales = {}, {}
         half = 2 ** (ADC_BITS - 1)
         for n in shown:
@@ -381,7 +430,7 @@ class EmulatedInfiniiVision(ScpiInstrument):
             run = min(points, max(16, points // 50))
             first = int(hit[1].integers(0, points - run + 1))
             for n in shown:
-                codes[n][first:first + run] = half - 1
+                codes[n][first : first + run] = half - 1
         self.records.append(Record(codes, scales, dt, x0))
         self._trigger_event = self._trigger_event or triggered
         if self.acq_mode == "SEGM":
@@ -470,13 +519,23 @@ class EmulatedInfiniiVision(ScpiInstrument):
             x0 = record.x_origin_s
             count = len(records)
         if self.wav_format == "WORD":
-            yinc, yref = full_scale / 2 ** 16, (32768 if self.wav_unsigned else 0)
+            yinc, yref = full_scale / 2**16, (32768 if self.wav_unsigned else 0)
         elif self.wav_format == "BYTE":
-            yinc, yref = full_scale / 2 ** ADC_BITS, (128 if self.wav_unsigned else 0)
+            yinc, yref = full_scale / 2**ADC_BITS, (128 if self.wav_unsigned else 0)
         else:
-            yinc, yref = full_scale / 2 ** ADC_BITS, 0
-        return [f"{fmt:+d}", f"{acq_type:+d}", f"{points:+d}", f"{count:+d}", format_float(xinc),
-                format_float(x0), "+0", format_float(yinc), format_float(offset), f"{yref:+d}"]
+            yinc, yref = full_scale / 2**ADC_BITS, 0
+        return [
+            f"{fmt:+d}",
+            f"{acq_type:+d}",
+            f"{points:+d}",
+            f"{count:+d}",
+            format_float(xinc),
+            format_float(x0),
+            "+0",
+            format_float(yinc),
+            format_float(offset),
+            f"{yref:+d}",
+        ]
 
     def _preamble(self) -> str:
         return ",".join(self._preamble_fields())
@@ -484,7 +543,9 @@ class EmulatedInfiniiVision(ScpiInstrument):
     def _data(self) -> bytes:
         records = self._current_records()
         if not records:
-            self.push_error(ScpiError(-222, "no acquired data; arm with :SINGle or :DIGitize and trigger first"))
+            self.push_error(
+                ScpiError(-222, "no acquired data; arm with :SINGle or :DIGitize and trigger first")
+            )
             return encode_block(b"")
         codes = np.concatenate([self._source_codes(r) for r in records])
         if self.wav_format == "WORD":
@@ -494,12 +555,17 @@ class EmulatedInfiniiVision(ScpiInstrument):
             else:
                 payload = words.astype("<i2" if self.wav_little_endian else ">i2").tobytes()
         elif self.wav_format == "BYTE":
-            payload = ((codes.astype(np.int16) + 128).astype(np.uint8) if self.wav_unsigned else codes.astype(np.int8)).tobytes()
+            payload = (
+                (codes.astype(np.int16) + 128).astype(np.uint8)
+                if self.wav_unsigned
+                else codes.astype(np.int8)
+            ).tobytes()
         else:
             scales = [r.scales[self.wav_source] for r in records]
-            volts = np.concatenate([self._source_codes(r) * (fs / 2 ** ADC_BITS) + off for r, (fs, off) in zip(records, scales)])
+            volts = np.concatenate(
+                [self._source_codes(r) * (fs / 2**ADC_BITS) + off for r, (fs, off) in zip(records, scales)]
+            )
             payload = ",".join(f"{v:+.6E}" for v in volts).encode()
             length = str(len(payload)).encode().rjust(8, b"0")
             return b"#8" + length + payload
         return encode_block(payload)
-

@@ -24,6 +24,7 @@ The syntax names an emulator needs (:class:`ScpiError`, :class:`Arg`, the ``arg_
 :func:`format_float`, the block helpers) are re-exported here for emulators written against
 this module.
 """
+
 from __future__ import annotations
 
 import threading
@@ -62,8 +63,20 @@ from spinlab.sim_backends.emulated.scpi_syntax import (
 )
 
 __all__ = [
-    "ERROR_MESSAGES", "Arg", "Handler", "ScpiError", "ScpiInstrument", "Session", "arg_bool", "arg_choice",
-    "arg_float", "arg_int", "arg_string", "decode_int16_block", "encode_block", "format_float",
+    "ERROR_MESSAGES",
+    "Arg",
+    "Handler",
+    "ScpiError",
+    "ScpiInstrument",
+    "Session",
+    "arg_bool",
+    "arg_choice",
+    "arg_float",
+    "arg_int",
+    "arg_string",
+    "decode_int16_block",
+    "encode_block",
+    "format_float",
 ]
 
 Handler = Callable[..., "str | bytes | None"]
@@ -86,8 +99,8 @@ class Session:
         self.ready_at = 0.0
         #: False once the connection dropped (fault) or was closed
         self.alive = True
-        self._discard = 0          # bytes of an over-size block still to throw away
-        self._skip_line = False    # throwing away an over-size message up to its newline
+        self._discard = 0  # bytes of an over-size block still to throw away
+        self._skip_line = False  # throwing away an over-size message up to its newline
 
     def write(self, data: bytes) -> None:
         """Receive bytes; every complete newline-terminated message is executed."""
@@ -172,8 +185,9 @@ class ScpiInstrument:
         self._output_ready = threading.Condition(self.lock)
         self._commands: list[tuple[tuple[HeaderNode, ...], Handler]] = []
         self._queries: list[tuple[tuple[HeaderNode, ...], Handler]] = []
-        self._cache: dict[tuple[bool, tuple[tuple[str, str], ...]],
-                          tuple[Handler, tuple[int, ...]] | None] = {}
+        self._cache: dict[
+            tuple[bool, tuple[tuple[str, str], ...]], tuple[Handler, tuple[int, ...]] | None
+        ] = {}
         self._errors: deque[str] = deque()
         self._esr = 0
         #: injected faults (set by the lab); None: a well-behaved instrument
@@ -259,8 +273,13 @@ class ScpiInstrument:
             try:
                 found = scan_message(buf, start, self.max_block_bytes)
             except Oversize as big:
-                self.push_error(ScpiError(-223, f"block of {big.length} bytes exceeds the "
-                                                f"{self.max_block_bytes}-byte limit; message discarded"))
+                self.push_error(
+                    ScpiError(
+                        -223,
+                        f"block of {big.length} bytes exceeds the "
+                        f"{self.max_block_bytes}-byte limit; message discarded",
+                    )
+                )
                 stop = big.payload_start + big.length
                 newline = buf.find(b"\n", stop) if stop <= len(buf) else -1
                 if newline >= 0:
@@ -272,8 +291,13 @@ class ScpiInstrument:
                 break
             if found is None:
                 if len(buf) - start > self.max_text_bytes + self.max_block_bytes:
-                    self.push_error(ScpiError(-223, f"message longer than the {self.max_text_bytes}-byte "
-                                                    "input buffer; discarded up to its newline"))
+                    self.push_error(
+                        ScpiError(
+                            -223,
+                            f"message longer than the {self.max_text_bytes}-byte "
+                            "input buffer; discarded up to its newline",
+                        )
+                    )
                     session._skip_line = True
                     start = len(buf)
                 break
@@ -314,8 +338,9 @@ class ScpiInstrument:
             self._reset()
 
     # --- execution -------------------------------------------------------------------------
-    def _execute_message(self, session: Session, buf: bytearray, start: int, end: int,
-                         blocks: list[Block]) -> None:
+    def _execute_message(
+        self, session: Session, buf: bytearray, start: int, end: int, blocks: list[Block]
+    ) -> None:
         self._current = session
         if session.output:
             # a new message before the previous reply was read: IEEE 488.2 discards the reply
@@ -328,10 +353,13 @@ class ScpiInstrument:
         queued = 0
         try:
             for count, (unit_start, unit_end, unit_blocks) in enumerate(split_units(buf, start, end, blocks)):
-                too_much = (f"replies of one message passed {self.max_reply_bytes} bytes"
-                            if queued > self.max_reply_bytes else
-                            f"more than {self.max_commands} commands in one message"
-                            if count == self.max_commands else None)
+                too_much = (
+                    f"replies of one message passed {self.max_reply_bytes} bytes"
+                    if queued > self.max_reply_bytes
+                    else f"more than {self.max_commands} commands in one message"
+                    if count == self.max_commands
+                    else None
+                )
                 if too_much:
                     self.push_error(ScpiError(-223, f"{too_much}; the rest of the message was discarded"))
                     break
@@ -395,8 +423,9 @@ class ScpiInstrument:
             session.output += data
             self._output_ready.notify_all()
 
-    def _execute_unit(self, buf: bytearray, start: int, end: int, blocks: list[Block],
-                      path: list[str]) -> tuple[str | bytes | None, list[str]]:
+    def _execute_unit(
+        self, buf: bytearray, start: int, end: int, blocks: list[Block], path: list[str]
+    ) -> tuple[str | bytes | None, list[str]]:
         found = split_header(buf, start, end)
         if found is None:
             return None, path  # empty unit, e.g. a trailing ';'
@@ -422,12 +451,13 @@ class ScpiInstrument:
         handler(args, *suffixes)
         return None, new_path
 
-    def _lookup(self, is_query: bool, parts: list[tuple[str, str]],
-                header: str) -> tuple[Handler, tuple[int, ...]]:
+    def _lookup(
+        self, is_query: bool, parts: list[tuple[str, str]], header: str
+    ) -> tuple[Handler, tuple[int, ...]]:
         key = (is_query, tuple(parts))
         if key not in self._cache:
             found = None
-            for nodes, handler in (self._queries if is_query else self._commands):
+            for nodes, handler in self._queries if is_query else self._commands:
                 suffixes = match_header(nodes, parts)
                 if suffixes is not None:
                     found = (handler, suffixes)
@@ -502,4 +532,3 @@ class ScpiInstrument:
         if len(args) > 1:
             raise ScpiError(-108, f"expected one parameter, got {len(args)}")
         return args[0]
-

@@ -4,6 +4,7 @@ A station whose ``visa_library`` is ``"emulated"`` (``bench:emulated`` is the on
 opens here: the hardware layer finds this function through the ``spinlab.emulators`` entry-point
 group, so it never imports a backend.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -18,8 +19,9 @@ if TYPE_CHECKING:
     from spinlab.instruments.station import Station
 
 
-def open_emulated_bench(station: Station, *, device: str, seed: int, faults: str | None,
-                        scope_noise_V: float | None) -> Bench:
+def open_emulated_bench(
+    station: Station, *, device: str, seed: int, faults: str | None, scope_noise_V: float | None
+) -> Bench:
     """An :class:`EmulatedLab` around the model at ``device`` (seeded with ``seed`` unless its
     address sets one), reached in-process through pyvisa by the station's drivers."""
     if parse_address(device)[0] == "bench":

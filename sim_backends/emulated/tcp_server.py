@@ -12,6 +12,7 @@ few socket slots too): one more is accepted and closed at once, with one warning
 connections cannot pile up threads and buffers. With the per-message caps of :mod:`.scpi`, the
 memory one instrument can be made to hold is bounded.
 """
+
 from __future__ import annotations
 
 import logging
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 
 
 class _ScpiHandler(socketserver.BaseRequestHandler):
-    server: "_ScpiServer"
+    server: _ScpiServer
 
     def handle(self) -> None:
         session = self.server.instrument.open_session()
@@ -90,8 +91,12 @@ class _ScpiServer(socketserver.ThreadingTCPServer):
                 return True
             warn, self._refusing = not self._refusing, True
         if warn:
-            log.warning("%s: %d clients already connected (the most it serves); refusing %s:%s until one "
-                        "closes", self.instrument.IDN.split(",")[1], MAX_CONNECTIONS, *client_address[:2])
+            log.warning(
+                "%s: %d clients already connected (the most it serves); refusing %s:%s until one closes",
+                self.instrument.IDN.split(",")[1],
+                MAX_CONNECTIONS,
+                *client_address[:2],
+            )
         return False
 
     def process_request(self, request, client_address) -> None:
@@ -115,7 +120,7 @@ class _ScpiServer(socketserver.ThreadingTCPServer):
 class EmulatedTcpServers:
     """The three servers of one lab; ``resources`` maps role -> VISA resource string."""
 
-    def __init__(self, lab: "EmulatedLab", host: str, ports: dict[str, int]) -> None:
+    def __init__(self, lab: EmulatedLab, host: str, ports: dict[str, int]) -> None:
         self.lab = lab
         self.host = host
         instruments = {"awg": lab.awg, "scope": lab.scope, "source": lab.source}
@@ -129,8 +134,9 @@ class EmulatedTcpServers:
                 server.server_close()
             raise
         for role, server in self._servers.items():
-            thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
-                                      name=f"scpi-{role}", daemon=True)
+            thread = threading.Thread(
+                target=server.serve_forever, kwargs={"poll_interval": 0.1}, name=f"scpi-{role}", daemon=True
+            )
             thread.start()
             self._threads.append(thread)
 
@@ -155,15 +161,20 @@ class EmulatedTcpServers:
         if self in self.lab.servers:
             self.lab.servers.remove(self)
 
-    def __enter__(self) -> "EmulatedTcpServers":
+    def __enter__(self) -> EmulatedTcpServers:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
 
-def serve_tcp(lab: "EmulatedLab", host: str = "127.0.0.1", awg_port: int = 5025,
-              scope_port: int = 5026, source_port: int = 5027) -> EmulatedTcpServers:
+def serve_tcp(
+    lab: EmulatedLab,
+    host: str = "127.0.0.1",
+    awg_port: int = 5025,
+    scope_port: int = 5026,
+    source_port: int = 5027,
+) -> EmulatedTcpServers:
     """Start raw-socket SCPI servers for the lab's AWG, scope and DC source (port 0 picks a
     free port). Returns the running servers; call ``close()`` (or use ``with``) to stop them."""
     servers = EmulatedTcpServers(lab, host, {"awg": awg_port, "scope": scope_port, "source": source_port})

@@ -9,6 +9,7 @@ enabled, END at the end of a reply, a timeout error when nothing is queued). Eve
 resource is its own :class:`~.scpi.Session` of the instrument; a dropped connection (an
 injected fault) fails its reads and writes with ``VI_ERROR_CONN_LOST`` until it is reopened.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -101,10 +102,10 @@ class _Session:
 class EmulatedVisaLibrary(highlevel.VisaLibraryBase):
     """pyvisa backend over one :class:`EmulatedLab`; build it with :meth:`for_lab`."""
 
-    lab: "EmulatedLab"
+    lab: EmulatedLab
 
     @classmethod
-    def for_lab(cls, lab: "EmulatedLab") -> "EmulatedVisaLibrary":
+    def for_lab(cls, lab: EmulatedLab) -> EmulatedVisaLibrary:
         # the library path keys pyvisa's registry of libraries: one per lab
         library = cls(LibraryPath(f"spinlab-emulated-lab-{next(_library_ids)}", "spinlab"))
         library.lab = lab
@@ -135,8 +136,13 @@ class EmulatedVisaLibrary(highlevel.VisaLibraryBase):
             raise errors.VisaIOError(constants.StatusCode.error_resource_not_found)
         return tuple(found)
 
-    def open(self, session, resource_name: str, access_mode=constants.AccessModes.no_lock,
-             open_timeout=constants.VI_TMO_IMMEDIATE):
+    def open(
+        self,
+        session,
+        resource_name: str,
+        access_mode=constants.AccessModes.no_lock,
+        open_timeout=constants.VI_TMO_IMMEDIATE,
+    ):
         try:
             parsed = rname.parse_resource_name(resource_name)
         except rname.InvalidResourceName:
@@ -178,7 +184,9 @@ class EmulatedVisaLibrary(highlevel.VisaLibraryBase):
         return constants.StatusCode.success
 
     def flush(self, session, mask) -> constants.StatusCode:
-        if mask & (constants.BufferOperation.discard_read_buffer | constants.BufferOperation.discard_receive_buffer):
+        if mask & (
+            constants.BufferOperation.discard_read_buffer | constants.BufferOperation.discard_receive_buffer
+        ):
             port = self._session(session).port
             with port.instrument.lock:
                 port.output.clear()

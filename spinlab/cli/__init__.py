@@ -4,6 +4,7 @@ Why lazy: a command module imports what its command needs (protocols, torch, sci
 ``spinlab --help`` and every command pay only for their own imports. The table below is the
 top level; its short help texts are checked against the commands' docstrings by the tests.
 """
+
 from __future__ import annotations
 
 import functools
@@ -15,22 +16,55 @@ from typer.core import TyperGroup
 
 #: command name -> (module in spinlab.cli, short help shown by ``spinlab --help``)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("demo", "Characterise the emulated bench, train its twin through it, recognise spoken digits on both."),
-    "characterize": ("hardware", "Bias sweep (threshold current) and step response (relaxation time) of a device."),
+    "demo": (
+        "demo",
+        "Characterise the emulated bench, train its twin through it, recognise spoken digits on both.",
+    ),
+    "characterize": (
+        "hardware",
+        "Bias sweep (threshold current) and step response (relaxation time) of a device.",
+    ),
     "acquire": ("twin", "Record random multi-level drives and the device's responses (twin training data)."),
     "twin": ("twin", "Spin-Neural ODE digital twin: train, evaluate."),
-    "fit-physics": ("physics", "Fit a physical model's parameters to a recorded run (gradient-based or grid search)."),
+    "fit-physics": (
+        "physics",
+        "Fit a physical model's parameters to a recorded run (gradient-based or grid search).",
+    ),
     "optimise": ("physics", "Tune a simulator's operating point for a task through its gradients."),
     "run": ("reservoir", "Run a lab protocol on a device."),
-    "resume": ("runs", "Continue an interrupted run from its last completed step, with the same plan, config and seeds."),
-    "sweep": ("sweep", "Run a protocol over a grid of settings and seeds on Dask: one machine by default, a cluster by address."),
+    "resume": (
+        "runs",
+        "Continue an interrupted run from its last completed step, with the same plan, config and seeds.",
+    ),
+    "sweep": (
+        "sweep",
+        "Run a protocol over a grid of settings and seeds on Dask: one machine by default, a cluster by address.",
+    ),
     "data": ("reservoir", "Datasets used by the protocols."),
-    "listen": ("listen", "Recognise spoken digits live from a microphone (or wav files) with a saved readout."),
-    "enrol": ("listen", "Adapt a saved readout to a new voice from a few utterances per digit; save it as a new readout."),
-    "emulate": ("emulate", "Run emulated AWG, scope and DC source until Ctrl-C; prints their VISA resource strings."),
-    "monitor": ("monitoring", "Watch a run live: progress, waveform and loss sparklines, results, errors, drop counts."),
-    "control": ("monitoring", "Send one command to a run's authenticated control channel and print the reply."),
-    "keys": ("monitoring", "Create the control channel's server key pair (once) and an authorised client key pair."),
+    "listen": (
+        "listen",
+        "Recognise spoken digits live from a microphone (or wav files) with a saved readout.",
+    ),
+    "enrol": (
+        "listen",
+        "Adapt a saved readout to a new voice from a few utterances per digit; save it as a new readout.",
+    ),
+    "emulate": (
+        "emulate",
+        "Run emulated AWG, scope and DC source until Ctrl-C; prints their VISA resource strings.",
+    ),
+    "monitor": (
+        "monitoring",
+        "Watch a run live: progress, waveform and loss sparklines, results, errors, drop counts.",
+    ),
+    "control": (
+        "monitoring",
+        "Send one command to a run's authenticated control channel and print the reply.",
+    ),
+    "keys": (
+        "monitoring",
+        "Create the control channel's server key pair (once) and an authorised client key pair.",
+    ),
 }
 
 HELP = "Hardware-in-the-loop control of spintronic neuromorphic experiments."
@@ -71,8 +105,9 @@ class LazyGroup(TyperGroup):
             formatter.write_dl([(name, short) for name, (_, short) in COMMANDS.items()])
 
 
-app = typer.Typer(name="spinlab", cls=LazyGroup, no_args_is_help=True, add_completion=False,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(
+    name="spinlab", cls=LazyGroup, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False
+)
 
 
 def _version(shown: bool) -> None:
@@ -84,10 +119,14 @@ def _version(shown: bool) -> None:
 
 
 @app.callback(help=HELP)
-def _root(debug: bool = typer.Option(False, "--debug", help="Print the traceback behind an error line "
-                                                            "(same as SPINLAB_DEBUG=1)."),
-          _: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                 help="Print spinlab's version and exit.")) -> None:
+def _root(
+    debug: bool = typer.Option(
+        False, "--debug", help="Print the traceback behind an error line (same as SPINLAB_DEBUG=1)."
+    ),
+    _: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print spinlab's version and exit."
+    ),
+) -> None:
     """The group itself only takes ``--debug`` and ``--version``; its commands are in :data:`COMMANDS`."""
     if debug:
         os.environ["SPINLAB_DEBUG"] = "1"

@@ -1,5 +1,6 @@
 """Conventions shared by every command: ``--json`` last line, run options, clean errors, and
 the one way a command runs a plan (:func:`run_plan`)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -13,29 +14,44 @@ import re
 import sys
 import traceback
 import typing
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Optional
 
 import typer
 
 from spinlab.errors import RunAborted, RunInterrupted, SpinlabError, run_path
 
-DeviceOption = typer.Option(..., "--device", "-d",
-                            help="Device address: sim:vortex, sim:macrospin, bench:emulated, bench:STATION.toml, twin:PATH.pt")
+DeviceOption = typer.Option(
+    ...,
+    "--device",
+    "-d",
+    help="Device address: sim:vortex, sim:macrospin, bench:emulated, bench:STATION.toml, twin:PATH.pt",
+)
 JsonOption = typer.Option(False, "--json", help="Print one JSON summary object as the last line of stdout.")
 RunsDirOption = typer.Option(Path("runs"), "--runs-dir", help="Where run directories are created.")
-MonitorOption = typer.Option(None, "--monitor",
-                             help="Publish events on this ZeroMQ address, e.g. tcp://127.0.0.1:5555.")
-ControlOption = typer.Option(None, "--control",
-                             help="Serve the CURVE-authenticated control channel on this address.")
-ControlKeysOption = typer.Option(None, "--control-keys",
-                                 help="Directory with the server secret key and authorised client public keys (see `spinlab keys`).")
+MonitorOption = typer.Option(
+    None, "--monitor", help="Publish events on this ZeroMQ address, e.g. tcp://127.0.0.1:5555."
+)
+ControlOption = typer.Option(
+    None, "--control", help="Serve the CURVE-authenticated control channel on this address."
+)
+ControlKeysOption = typer.Option(
+    None,
+    "--control-keys",
+    help="Directory with the server secret key and authorised client public keys (see `spinlab keys`).",
+)
 #: largest seed a run takes: numpy's SeedSequence and the journal (msgpack) both hold 0 .. 2^64 - 1
 MAX_SEED = 2**64 - 1
-SeedOption = typer.Option(0, "--seed", min=0, max=MAX_SEED,
-                          help="Seed of every random choice of the run (recorded in the run file); "
-                               "a seed in the device address wins for the device's noise.")
+SeedOption = typer.Option(
+    0,
+    "--seed",
+    min=0,
+    max=MAX_SEED,
+    help="Seed of every random choice of the run (recorded in the run file); "
+    "a seed in the device address wins for the device's noise.",
+)
 
 
 @dataclass(frozen=True)
@@ -50,9 +66,13 @@ class RunOptions:
     progress: bool = True
 
 
-_RUN_OPTIONS = {"runs_dir": (Path, RunsDirOption), "monitor": (Optional[str], MonitorOption),
-                "control": (Optional[str], ControlOption),
-                "control_keys": (Optional[Path], ControlKeysOption), "seed": (int, SeedOption)}
+_RUN_OPTIONS = {
+    "runs_dir": (Path, RunsDirOption),
+    "monitor": (Optional[str], MonitorOption),
+    "control": (Optional[str], ControlOption),
+    "control_keys": (Optional[Path], ControlKeysOption),
+    "seed": (int, SeedOption),
+}
 
 
 def run_command(func: Callable[..., Any] | None = None, *, seed: Any = None) -> Any:
@@ -63,12 +83,19 @@ def run_command(func: Callable[..., Any] | None = None, *, seed: Any = None) -> 
     if func is None:
         return functools.partial(run_command, seed=seed)
     hints = typing.get_type_hints(func)
-    own = [p.replace(annotation=hints.get(p.name, p.annotation))
-           for p in inspect.signature(func).parameters.values() if p.name != "run"]
-    added = {name: (kind, seed if name == "seed" and seed is not None else default)
-             for name, (kind, default) in _RUN_OPTIONS.items()}
-    params = own + [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)
-                    for name, (kind, default) in added.items()]
+    own = [
+        p.replace(annotation=hints.get(p.name, p.annotation))
+        for p in inspect.signature(func).parameters.values()
+        if p.name != "run"
+    ]
+    added = {
+        name: (kind, seed if name == "seed" and seed is not None else default)
+        for name, (kind, default) in _RUN_OPTIONS.items()
+    }
+    params = own + [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)
+        for name, (kind, default) in added.items()
+    ]
 
     @functools.wraps(func)
     def command(**kwargs: Any) -> Any:
@@ -99,7 +126,7 @@ def debugging() -> bool:
 
 def _one_line(text: str) -> str:
     text = " ".join(str(text).split())
-    return text if len(text) <= _LINE_CHARS else text[:_LINE_CHARS - 3] + "..."
+    return text if len(text) <= _LINE_CHARS else text[: _LINE_CHARS - 3] + "..."
 
 
 def _system_error(exc: BaseException) -> tuple[int | None, str, str] | None:
@@ -109,8 +136,11 @@ def _system_error(exc: BaseException) -> tuple[int | None, str, str] | None:
     h5 = dict(re.findall(r"(name|filename|error message) = '([^']*)'", text))
     code = re.search(r"errno = (\d+)", text)
     if isinstance(exc, OSError):
-        return (exc.errno or (int(code.group(1)) if code else None), exc.filename or h5.get("name", ""),
-                h5.get("error message") or exc.strerror or text)
+        return (
+            exc.errno or (int(code.group(1)) if code else None),
+            exc.filename or h5.get("name", ""),
+            h5.get("error message") or exc.strerror or text,
+        )
     if code:
         return int(code.group(1)), h5.get("filename") or h5.get("name", ""), h5.get("error message", text)
     return None
@@ -127,14 +157,17 @@ def error_line(exc: BaseException) -> str:
         if code == errno.ENOSPC:
             return f"{where}no space left on the device; free some space or choose another --runs-dir"
         if isinstance(exc, PermissionError) or code in (errno.EACCES, errno.EPERM, errno.EROFS):
-            return (f"{where}{what}: spinlab may not write (or read) there; fix the permissions "
-                    "or choose another path (e.g. --runs-dir)")
+            return (
+                f"{where}{what}: spinlab may not write (or read) there; fix the permissions "
+                "or choose another path (e.g. --runs-dir)"
+            )
         if isinstance(exc, FileNotFoundError) or code == errno.ENOENT:
             return f"{where}no such file or directory; check the path"
         return f"{where}{what}" + ("" if name else f" ({type(exc).__name__})")
     if isinstance(exc, MemoryError):
-        return ("out of memory: an input or setting is too large for this machine; use a smaller "
-                "file or setting")
+        return (
+            "out of memory: an input or setting is too large for this machine; use a smaller file or setting"
+        )
     if isinstance(exc, RecursionError):
         return "an input is nested too deeply to read (recursion limit); flatten the file"
     if isinstance(exc, (ValueError, TypeError, KeyError, IndexError)):
@@ -174,8 +207,11 @@ def user_errors() -> Iterator[None]:
     except RunInterrupted as exc:
         where = run_path(exc)
         hint = f"; continue it with: spinlab resume {where}" if where else ""
-        typer.secho(f"interrupted by {exc.signal_name}: outputs are off, every completed step is "
-                    f"saved{hint}", err=True, fg="yellow")
+        typer.secho(
+            f"interrupted by {exc.signal_name}: outputs are off, every completed step is saved{hint}",
+            err=True,
+            fg="yellow",
+        )
         raise typer.Exit(exc.exit_code) from None
     except RunAborted as exc:
         typer.secho(f"aborted: {exc}", err=True, fg="yellow")
@@ -187,13 +223,17 @@ def user_errors() -> Iterator[None]:
         if debugging():
             traceback.print_exc()
         where = run_path(exc)
-        typer.secho(_one_line("error: " + error_line(exc) + (f" (run directory {where})" if where else "")),
-                    err=True, fg="red")
+        typer.secho(
+            _one_line("error: " + error_line(exc) + (f" (run directory {where})" if where else "")),
+            err=True,
+            fg="red",
+        )
         raise typer.Exit(2) from None
 
 
-def run_plan(plan: Any, device: Any, options: RunOptions, *, resume: Optional[Path] = None,
-             force: bool = False) -> Any:
+def run_plan(
+    plan: Any, device: Any, options: RunOptions, *, resume: Optional[Path] = None, force: bool = False
+) -> Any:
     """Run (or resume) ``plan`` with the standard subscribers: the progress display, and the
     ZeroMQ publisher and control channel when their addresses are given."""
     from spinlab.engine import ProgressDisplay, RunEngine

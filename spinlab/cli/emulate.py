@@ -1,4 +1,5 @@
 """`spinlab emulate`: serve the emulated bench as raw-socket SCPI instruments on localhost."""
+
 from __future__ import annotations
 
 import threading
@@ -9,40 +10,71 @@ from spinlab.cli.common import JsonOption, SeedOption, emit_json, user_errors
 
 
 def emulate(
-    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (keep localhost unless you need LAN access)."),
-    awg_port: int = typer.Option(5025, "--awg-port", help="Port of the emulated 33500B AWG (0 = any free port)."),
-    scope_port: int = typer.Option(5026, "--scope-port", help="Port of the emulated InfiniiVision scope (0 = any free port)."),
-    source_port: int = typer.Option(5027, "--source-port", help="Port of the emulated Keithley 2400 (0 = any free port)."),
-    device: str = typer.Option("sim:vortex", "--device", "-d", help="Device model wired between AWG and scope (sim:..., twin:...)."),
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Interface to listen on (keep localhost unless you need LAN access)."
+    ),
+    awg_port: int = typer.Option(
+        5025, "--awg-port", help="Port of the emulated 33500B AWG (0 = any free port)."
+    ),
+    scope_port: int = typer.Option(
+        5026, "--scope-port", help="Port of the emulated InfiniiVision scope (0 = any free port)."
+    ),
+    source_port: int = typer.Option(
+        5027, "--source-port", help="Port of the emulated Keithley 2400 (0 = any free port)."
+    ),
+    device: str = typer.Option(
+        "sim:vortex", "--device", "-d", help="Device model wired between AWG and scope (sim:..., twin:...)."
+    ),
     seed: int = SeedOption,
-    trigger_delay_s: float = typer.Option(20e-9, "--trigger-delay-s", help="Delay from AWG trigger to the response at the scope."),
-    scope_noise_V: float = typer.Option(1e-3, "--scope-noise-V", help="RMS input noise of the scope channel."),
-    faults: str = typer.Option("", "--faults", help="Faults to inject, e.g. 'silent@scope:at=40,drop@awg:p=0.01:count=inf' "
-                               "(KIND@INSTRUMENT[:at=N][:count=N|inf][:p=P][:s=SECONDS]; kinds: delay silent nan drop "
-                               "error reset truncate length corrupt overrange)."),
+    trigger_delay_s: float = typer.Option(
+        20e-9, "--trigger-delay-s", help="Delay from AWG trigger to the response at the scope."
+    ),
+    scope_noise_V: float = typer.Option(
+        1e-3, "--scope-noise-V", help="RMS input noise of the scope channel."
+    ),
+    faults: str = typer.Option(
+        "",
+        "--faults",
+        help="Faults to inject, e.g. 'silent@scope:at=40,drop@awg:p=0.01:count=inf' "
+        "(KIND@INSTRUMENT[:at=N][:count=N|inf][:p=P][:s=SECONDS]; kinds: delay silent nan drop "
+        "error reset truncate length corrupt overrange).",
+    ),
     json_output: bool = JsonOption,
 ) -> None:
     """Run emulated AWG, scope and DC source until Ctrl-C; prints their VISA resource strings."""
-    from spinlab.sim_backends.emulated import EmulatedLab, serve_tcp
     from spinlab.registry import open_device
+    from spinlab.sim_backends.emulated import EmulatedLab, serve_tcp
 
     with user_errors():
         model = open_device(device, defaults={"seed": seed})
         try:
-            lab = EmulatedLab(model, seed=seed, trigger_delay_s=trigger_delay_s, scope_noise_V=scope_noise_V,
-                              faults=faults or None)
+            lab = EmulatedLab(
+                model,
+                seed=seed,
+                trigger_delay_s=trigger_delay_s,
+                scope_noise_V=scope_noise_V,
+                faults=faults or None,
+            )
             try:
                 servers = serve_tcp(lab, host, awg_port, scope_port, source_port)
             except OSError as exc:
                 from spinlab.errors import ConfigError
 
-                raise ConfigError(f"cannot listen on {host} ports {awg_port}/{scope_port}/{source_port}: {exc}; "
-                                  "pick free ports (0 = any)") from None
+                raise ConfigError(
+                    f"cannot listen on {host} ports {awg_port}/{scope_port}/{source_port}: {exc}; "
+                    "pick free ports (0 = any)"
+                ) from None
             try:
                 resources = servers.resources
                 if json_output:
-                    emit_json({"resources": resources, "device": device, "seed": seed,
-                               "faults": [str(f) for f in lab.faults]})
+                    emit_json(
+                        {
+                            "resources": resources,
+                            "device": device,
+                            "seed": seed,
+                            "faults": [str(f) for f in lab.faults],
+                        }
+                    )
                 else:
                     for role, resource in resources.items():
                         typer.echo(f"{role:<7}{resource}")

@@ -1,4 +1,5 @@
 """`spinlab listen` and `spinlab enrol`: spoken digits from a microphone or files, live."""
+
 from __future__ import annotations
 
 import re
@@ -9,28 +10,48 @@ import typer
 
 from spinlab.cli.common import DeviceOption, JsonOption, SeedOption, emit_json, user_errors
 
-ReadoutOption = typer.Option(..., "--readout", help="Run directory of `spinlab run spoken-digits` (or its readout.h5).")
-InputOption = typer.Option(None, "--input", help="Sound input device: index or part of its name "
-                           "(`python -m sounddevice` lists them; default: the system's).")
-RateOption = typer.Option(None, "--rate", help="Open the microphone at this rate (Hz; default: the device's own).")
-PiecesOption = typer.Option(8, "--piece-frames", help="Drive each word as pieces of N frames side by side, each after "
-                            "one frame of warm-up: simulators and twins answer a batch about as fast as one "
-                            "drive (0: the word in one piece).")
+ReadoutOption = typer.Option(
+    ..., "--readout", help="Run directory of `spinlab run spoken-digits` (or its readout.h5)."
+)
+InputOption = typer.Option(
+    None,
+    "--input",
+    help="Sound input device: index or part of its name "
+    "(`python -m sounddevice` lists them; default: the system's).",
+)
+RateOption = typer.Option(
+    None, "--rate", help="Open the microphone at this rate (Hz; default: the device's own)."
+)
+PiecesOption = typer.Option(
+    8,
+    "--piece-frames",
+    help="Drive each word as pieces of N frames side by side, each after "
+    "one frame of warm-up: simulators and twins answer a batch about as fast as one "
+    "drive (0: the word in one piece).",
+)
 _LABEL = re.compile(r"^(?P<digit>[0-9])[_.-]")
 
 
 def listen(
     device: str = DeviceOption,
     readout: Path = ReadoutOption,
-    files: Optional[List[Path]] = typer.Option(None, "--file", help="Recognise this wav instead of the microphone (repeatable)."),
+    files: Optional[List[Path]] = typer.Option(
+        None, "--file", help="Recognise this wav instead of the microphone (repeatable)."
+    ),
     input_device: Optional[str] = InputOption,
     rate: Optional[int] = RateOption,
     play: bool = typer.Option(False, "--play", help="Play back each captured word before recognising it."),
-    bias_A: Optional[float] = typer.Option(None, "--bias-A", help="Operating point (A); must be the readout's (default: the readout's)."),
+    bias_A: Optional[float] = typer.Option(
+        None, "--bias-A", help="Operating point (A); must be the readout's (default: the readout's)."
+    ),
     piece_frames: int = PiecesOption,
     seed: int = SeedOption,
-    json_out: bool = typer.Option(False, "--json", help="Files: one JSON summary as the last line (predictions, accuracy "
-                                  "when the names carry FSDD labels). Microphone: one JSON line per word."),
+    json_out: bool = typer.Option(
+        False,
+        "--json",
+        help="Files: one JSON summary as the last line (predictions, accuracy "
+        "when the names carry FSDD labels). Microphone: one JSON line per word.",
+    ),
 ) -> None:
     """Recognise spoken digits live from a microphone (or wav files) with a saved readout."""
     with user_errors():
@@ -46,8 +67,9 @@ def listen(
                 _listen_microphone(trained, dev, _input(input_device), rate, play, piece_frames, json_out)
 
 
-def _listen_files(readout: Any, device: Any, files: List[Path], play: bool, piece_frames: int,
-                  json_out: bool) -> None:
+def _listen_files(
+    readout: Any, device: Any, files: List[Path], play: bool, piece_frames: int, json_out: bool
+) -> None:
     from spinlab.speech.audio import read_audio
     from spinlab.speech.microphone import prepare
 
@@ -61,27 +83,52 @@ def _listen_files(readout: Any, device: Any, files: List[Path], play: bool, piec
     rows = []
     for path, result in zip(files, results):
         expected = _label(path)
-        rows.append({"file": str(path), "digit": result.label, "scores": result.scores.tolist(),
-                     "expected": expected, "correct": None if expected is None else result.index == expected,
-                     "timings_s": result.timings_s})
+        rows.append(
+            {
+                "file": str(path),
+                "digit": result.label,
+                "scores": result.scores.tolist(),
+                "expected": expected,
+                "correct": None if expected is None else result.index == expected,
+                "timings_s": result.timings_s,
+            }
+        )
         if not json_out:
             typer.echo(f"{path.name}: {_describe(readout, result)}")
     labelled = [r["correct"] for r in rows if r["correct"] is not None]
     accuracy = sum(labelled) / len(labelled) if labelled else None
     if json_out:
-        emit_json({"files": rows, "accuracy": accuracy, "n_labelled": len(labelled),
-                   "device": device.address, "readout": str(readout.provenance.get("run", ""))})
+        emit_json(
+            {
+                "files": rows,
+                "accuracy": accuracy,
+                "n_labelled": len(labelled),
+                "device": device.address,
+                "readout": str(readout.provenance.get("run", "")),
+            }
+        )
     elif accuracy is not None:
-        typer.echo(f"accuracy {100 * accuracy:.1f} % ({sum(labelled)}/{len(labelled)} files with FSDD labels)")
+        typer.echo(
+            f"accuracy {100 * accuracy:.1f} % ({sum(labelled)}/{len(labelled)} files with FSDD labels)"
+        )
 
 
-def _listen_microphone(readout: Any, device: Any, input_device: Any, rate: Optional[int], play: bool,
-                       piece_frames: int, json_out: bool) -> None:
+def _listen_microphone(
+    readout: Any,
+    device: Any,
+    input_device: Any,
+    rate: Optional[int],
+    play: bool,
+    piece_frames: int,
+    json_out: bool,
+) -> None:
     from spinlab.speech.microphone import Microphone, WordDetector, microphone_words, recognise_stream
 
     with Microphone(input_device, rate) as mic:
-        typer.echo(f"listening on {mic.name!r} at {mic.rate_Hz} Hz for {device.address}; say a digit "
-                   "(Ctrl-C stops)", err=True)
+        typer.echo(
+            f"listening on {mic.name!r} at {mic.rate_Hz} Hz for {device.address}; say a digit (Ctrl-C stops)",
+            err=True,
+        )
         words = microphone_words(mic, WordDetector(mic.rate_Hz))
         if play:
             words = (_played(word) for word in words)
@@ -93,8 +140,14 @@ def _listen_microphone(readout: Any, device: Any, input_device: Any, rate: Optio
                     continue
                 n += 1
                 if json_out:
-                    emit_json({"digit": result.label, "scores": result.scores.tolist(),
-                               "duration_s": word.duration_s, "timings_s": result.timings_s})
+                    emit_json(
+                        {
+                            "digit": result.label,
+                            "scores": result.scores.tolist(),
+                            "duration_s": word.duration_s,
+                            "timings_s": result.timings_s,
+                        }
+                    )
                 else:
                     typer.echo(_describe(readout, result))
         except KeyboardInterrupt:
@@ -104,13 +157,20 @@ def _listen_microphone(readout: Any, device: Any, input_device: Any, rate: Optio
 def enrol(
     readout: Path = ReadoutOption,
     out: Path = typer.Option(..., "--out", help="Directory for the adapted readout (readout.h5)."),
-    files: Optional[List[Path]] = typer.Option(None, "--files", help="Enrol these wavs (named like 3_anna_0.wav) "
-                                               "instead of recording; more may follow as arguments."),
+    files: Optional[List[Path]] = typer.Option(
+        None,
+        "--files",
+        help="Enrol these wavs (named like 3_anna_0.wav) instead of recording; more may follow as arguments.",
+    ),
     more_files: Optional[List[Path]] = typer.Argument(None, metavar="[WAV]...", show_default=False),
-    device: Optional[str] = typer.Option(None, "--device", "-d", help="Device address (default: the readout's)."),
+    device: Optional[str] = typer.Option(
+        None, "--device", "-d", help="Device address (default: the readout's)."
+    ),
     per_digit: int = typer.Option(5, "--per-digit", help="Microphone: utterances to record for each digit."),
     speaker: str = typer.Option("enrolled", "--speaker", help="Name stored with the new voice's utterances."),
-    weight: float = typer.Option(1.0, "--weight", help="The new voice's weight against all stored utterances together."),
+    weight: float = typer.Option(
+        1.0, "--weight", help="The new voice's weight against all stored utterances together."
+    ),
     input_device: Optional[str] = InputOption,
     rate: Optional[int] = RateOption,
     seed: int = SeedOption,
@@ -128,17 +188,29 @@ def enrol(
             raise ReadoutError(f"--per-digit must be >= 1, got {per_digit}")
         with open_device(device or trained.device_address, defaults={"seed": seed}) as dev:
             trained.check_device(dev)
-            samples, labels = (_enrolment_files(trained, paths) if paths else
-                               _enrolment_microphone(trained, _input(input_device), rate, per_digit))
+            samples, labels = (
+                _enrolment_files(trained, paths)
+                if paths
+                else _enrolment_microphone(trained, _input(input_device), rate, per_digit)
+            )
             adapted = trained.enrol(dev, samples, labels, speaker=speaker, weight=weight)
         saved = adapted.save(out)
-    summary = {"readout": str(saved), "speaker": speaker, "utterances": len(samples), "weight": weight,
-               "per_digit": {name: int(sum(1 for y in labels if y == i)) for i, name in enumerate(trained.class_names)}}
+    summary = {
+        "readout": str(saved),
+        "speaker": speaker,
+        "utterances": len(samples),
+        "weight": weight,
+        "per_digit": {
+            name: int(sum(1 for y in labels if y == i)) for i, name in enumerate(trained.class_names)
+        },
+    }
     if json_out:
         emit_json(summary)
     else:
-        typer.echo(f"enrolled {len(samples)} utterances of {speaker!r}; use it with "
-                   f"`spinlab listen --device {adapted.device_address} --readout {out}`")
+        typer.echo(
+            f"enrolled {len(samples)} utterances of {speaker!r}; use it with "
+            f"`spinlab listen --device {adapted.device_address} --readout {out}`"
+        )
 
 
 def _enrolment_files(readout: Any, paths: List[Path]) -> tuple[list, list]:
@@ -157,7 +229,9 @@ def _enrolment_files(readout: Any, paths: List[Path]) -> tuple[list, list]:
     return samples, labels
 
 
-def _enrolment_microphone(readout: Any, input_device: Any, rate: Optional[int], per_digit: int) -> tuple[list, list]:
+def _enrolment_microphone(
+    readout: Any, input_device: Any, rate: Optional[int], per_digit: int
+) -> tuple[list, list]:
     from spinlab.errors import AudioInputError
     from spinlab.speech.microphone import Microphone, WordDetector, microphone_words, prepare
 

@@ -1,4 +1,5 @@
 """`spinlab monitor`, `spinlab control`, `spinlab keys`: watch and steer runs remotely."""
+
 from __future__ import annotations
 
 import json
@@ -22,25 +23,47 @@ def register(app: typer.Typer) -> None:
 
 def monitor(
     address: str = typer.Argument(..., help="Monitor address of a run, e.g. tcp://127.0.0.1:5555."),
-    json_lines: bool = typer.Option(False, "--json",
-                                    help="Stream one JSON object per message on stdout instead of the live view."),
-    record: Optional[Path] = typer.Option(None, "--record",
-                                          help="Also save the raw stream to FILE (length-prefixed frames; see spinlab.monitoring.recording)."),
+    json_lines: bool = typer.Option(
+        False, "--json", help="Stream one JSON object per message on stdout instead of the live view."
+    ),
+    record: Optional[Path] = typer.Option(
+        None,
+        "--record",
+        help="Also save the raw stream to FILE (length-prefixed frames; see spinlab.monitoring.recording).",
+    ),
     count: Optional[int] = typer.Option(None, "--count", min=1, help="Exit after N messages."),
-    timeout: Optional[float] = typer.Option(None, "--timeout", min=0.0,
-                                            help="Exit after S seconds without a message."),
-    until_stop: bool = typer.Option(False, "--until-stop", help="Exit when the run sends stop (a sweep: sweep.stop)."),
-    topic: Optional[List[str]] = typer.Option(None, "--topic",
-                                              help="Only these topic prefixes (repeatable); default all."),
-    max_array: int = typer.Option(4096, "--max-array", min=0,
-                                  help="--json: arrays with more elements are summarised (min/max/mean)."),
-    web: Optional[str] = typer.Option(None, "--web", metavar="[HOST:]PORT",
-                                      help="Serve a live web page of the run instead (127.0.0.1 unless HOST is given; port 0 picks one); until Ctrl-C."),
-    web_control: bool = typer.Option(False, "--web-control",
-                                     help="--web: let the page pause/resume/abort, with the token printed at start-up; needs --control, --key, --server-key."),
-    control_address: Optional[str] = typer.Option(None, "--control", help="--web-control: the run's control address."),
-    key: Optional[Path] = typer.Option(None, "--key", help="--web-control: the client secret key the web server uses."),
-    server_key: Optional[Path] = typer.Option(None, "--server-key", help="--web-control: the run's server public key."),
+    timeout: Optional[float] = typer.Option(
+        None, "--timeout", min=0.0, help="Exit after S seconds without a message."
+    ),
+    until_stop: bool = typer.Option(
+        False, "--until-stop", help="Exit when the run sends stop (a sweep: sweep.stop)."
+    ),
+    topic: Optional[List[str]] = typer.Option(
+        None, "--topic", help="Only these topic prefixes (repeatable); default all."
+    ),
+    max_array: int = typer.Option(
+        4096, "--max-array", min=0, help="--json: arrays with more elements are summarised (min/max/mean)."
+    ),
+    web: Optional[str] = typer.Option(
+        None,
+        "--web",
+        metavar="[HOST:]PORT",
+        help="Serve a live web page of the run instead (127.0.0.1 unless HOST is given; port 0 picks one); until Ctrl-C.",
+    ),
+    web_control: bool = typer.Option(
+        False,
+        "--web-control",
+        help="--web: let the page pause/resume/abort, with the token printed at start-up; needs --control, --key, --server-key.",
+    ),
+    control_address: Optional[str] = typer.Option(
+        None, "--control", help="--web-control: the run's control address."
+    ),
+    key: Optional[Path] = typer.Option(
+        None, "--key", help="--web-control: the client secret key the web server uses."
+    ),
+    server_key: Optional[Path] = typer.Option(
+        None, "--server-key", help="--web-control: the run's server public key."
+    ),
 ) -> None:
     """Watch a run live: progress, waveform and loss sparklines, results, errors, drop counts.
 
@@ -56,7 +79,9 @@ def monitor(
             raise ConfigError("--control, --key and --server-key only apply with --web --web-control")
         if web is not None or web_control:
             if json_lines or count is not None or timeout is not None or until_stop:
-                raise ConfigError("--web serves until Ctrl-C; leave out --json, --count, --timeout and --until-stop")
+                raise ConfigError(
+                    "--web serves until Ctrl-C; leave out --json, --count, --timeout and --until-stop"
+                )
             _serve_web(address, web, topic, record, web_control, control_address, key, server_key)
             return
         sub = Subscriber(address, topics=topic or ("",))
@@ -74,7 +99,11 @@ def monitor(
         received, idle_since, short, done, last_draw = 0, time.monotonic(), False, False, 0.0
         try:
             while not done:
-                wait = 0.25 if timeout is None else max(0.0, min(0.25, timeout - (time.monotonic() - idle_since)))
+                wait = (
+                    0.25
+                    if timeout is None
+                    else max(0.0, min(0.25, timeout - (time.monotonic() - idle_since)))
+                )
                 first = sub.recv(wait)
                 if first is None:
                     if timeout is not None and time.monotonic() - idle_since >= timeout:
@@ -88,7 +117,9 @@ def monitor(
                     state.update(msg)
                     if json_lines:
                         sys.stdout.write(json.dumps(message_to_json(msg, max_array), allow_nan=False) + "\n")
-                    if (count is not None and received >= count) or (until_stop and msg.topic in ("stop", "sweep.stop")):
+                    if (count is not None and received >= count) or (
+                        until_stop and msg.topic in ("stop", "sweep.stop")
+                    ):
                         done = True
                         break
                 if json_lines:
@@ -105,16 +136,26 @@ def monitor(
             if recorder is not None:
                 recorder.close()
             sub.close()
-        typer.echo(f"{received} messages, {sub.missed} missed, {sub.rejected} rejected"
-                   + (f", recorded to {record}" if record else ""), err=True)
+        typer.echo(
+            f"{received} messages, {sub.missed} missed, {sub.rejected} rejected"
+            + (f", recorded to {record}" if record else ""),
+            err=True,
+        )
         if short:
             typer.echo(f"timed out after {timeout:g} s idle with {received} of {count} messages", err=True)
             raise typer.Exit(1)
 
 
-def _serve_web(address: str, web: Optional[str], topic: Optional[List[str]], record: Optional[Path],
-               web_control: bool, control_address: Optional[str], key: Optional[Path],
-               server_key: Optional[Path]) -> None:
+def _serve_web(
+    address: str,
+    web: Optional[str],
+    topic: Optional[List[str]],
+    record: Optional[Path],
+    web_control: bool,
+    control_address: Optional[str],
+    key: Optional[Path],
+    server_key: Optional[Path],
+) -> None:
     """``monitor --web``: the web bridge (spinlab.monitoring.web) until Ctrl-C."""
     from spinlab.monitoring.control import ControlClient
     from spinlab.monitoring.recording import Recorder
@@ -126,18 +167,28 @@ def _serve_web(address: str, web: Optional[str], topic: Optional[List[str]], rec
     client = None
     if web_control:
         if not (control_address and key and server_key):
-            raise ConfigError("--web-control needs the run's --control ADDRESS and the keys to use it: "
-                              "--key CLIENT.key_secret --server-key server.key (as for `spinlab control`)")
+            raise ConfigError(
+                "--web-control needs the run's --control ADDRESS and the keys to use it: "
+                "--key CLIENT.key_secret --server-key server.key (as for `spinlab control`)"
+            )
         client = ControlClient(control_address, key, server_key)
     recorder = Recorder(record) if record else None
     try:
-        bridge = WebMonitor(address, host=host, port=port, topics=topic or ("",), control=client,
-                            on_accept=recorder.write if recorder else None)
+        bridge = WebMonitor(
+            address,
+            host=host,
+            port=port,
+            topics=topic or ("",),
+            control=client,
+            on_accept=recorder.write if recorder else None,
+        )
 
         def ready(url: str) -> None:
             if bridge.token:
                 typer.echo(f"web monitor on {url}#token={bridge.token}")
-                typer.echo("control enabled: whoever has this link (or the token) can pause, resume and abort the run")
+                typer.echo(
+                    "control enabled: whoever has this link (or the token) can pause, resume and abort the run"
+                )
             else:
                 typer.echo(f"web monitor on {url} (read-only)")
 
@@ -146,16 +197,21 @@ def _serve_web(address: str, web: Optional[str], topic: Optional[List[str]], rec
         if recorder is not None:
             recorder.close()
     stats = bridge.stats()
-    typer.echo(f"{stats['stream']['received']} messages, {stats['stream']['missed']} missed, "
-               f"{stats['stream']['rejected']} rejected; {stats['web']['connections']} pages served, "
-               f"{stats['web']['refused_connections']} refused, {stats['web']['rejected_frames']} bad frames"
-               + (f", recorded to {record}" if record else ""), err=True)
+    typer.echo(
+        f"{stats['stream']['received']} messages, {stats['stream']['missed']} missed, "
+        f"{stats['stream']['rejected']} rejected; {stats['web']['connections']} pages served, "
+        f"{stats['web']['refused_connections']} refused, {stats['web']['rejected_frames']} bad frames"
+        + (f", recorded to {record}" if record else ""),
+        err=True,
+    )
 
 
 def control(
     address: str = typer.Argument(..., help="Control address of a run, e.g. tcp://127.0.0.1:5556."),
     command: str = typer.Argument(..., help="status, pause, resume or abort."),
-    key: Path = typer.Option(..., "--key", help="Your client secret key file (NAME.key_secret from `spinlab keys`)."),
+    key: Path = typer.Option(
+        ..., "--key", help="Your client secret key file (NAME.key_secret from `spinlab keys`)."
+    ),
     server_key: Path = typer.Option(..., "--server-key", help="The server's public key file (server.key)."),
     timeout: float = typer.Option(5.0, "--timeout", min=0.01, help="Seconds to wait for the reply."),
     json_out: bool = JsonOption,

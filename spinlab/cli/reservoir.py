@@ -1,5 +1,6 @@
 """`spinlab run PLAN` (every registered plan, see :mod:`spinlab.cli.plans`) and `spinlab data
 fetch fsdd`: the protocols and their data."""
+
 from __future__ import annotations
 
 import os
@@ -13,8 +14,9 @@ from spinlab.cli.plans import PlanGroup
 
 run_app = typer.Typer(cls=PlanGroup, help="Run a lab protocol on a device.", no_args_is_help=True)
 data_app = typer.Typer(help="Datasets used by the protocols.", no_args_is_help=True)
-fetch_app = typer.Typer(help="Download a dataset into the user cache (the only networked commands).",
-                        no_args_is_help=True)
+fetch_app = typer.Typer(
+    help="Download a dataset into the user cache (the only networked commands).", no_args_is_help=True
+)
 
 
 def fetch_fsdd_command(
@@ -27,26 +29,45 @@ def fetch_fsdd_command(
     With ``$SPINLAB_FSDD`` set (and no --dest or --force) the protocols read that copy, so it is
     checked instead and nothing is downloaded: the fetch works offline there."""
     with user_errors():
-        from spinlab.speech.audio import (FSDD_COMMIT, FSDD_ENV, FSDD_RECORDINGS_SHA256, FSDD_URL,
-                                          directory_digest, fetch_fsdd, find_fsdd)
+        from spinlab.speech.audio import (
+            FSDD_COMMIT,
+            FSDD_ENV,
+            FSDD_RECORDINGS_SHA256,
+            FSDD_URL,
+            directory_digest,
+            fetch_fsdd,
+            find_fsdd,
+        )
 
         verified, local = True, bool(os.environ.get(FSDD_ENV)) and dest is None and not force
         if local:
             path = find_fsdd()
             verified = directory_digest(path) == FSDD_RECORDINGS_SHA256
             if not verified:
-                typer.secho(f"warning: ${FSDD_ENV} = {path} is not the pinned FSDD copy (its recordings differ); "
-                            f"the protocols use it as it is; unset {FSDD_ENV} to download the pinned copy",
-                            err=True, fg="yellow")
+                typer.secho(
+                    f"warning: ${FSDD_ENV} = {path} is not the pinned FSDD copy (its recordings differ); "
+                    f"the protocols use it as it is; unset {FSDD_ENV} to download the pinned copy",
+                    err=True,
+                    fg="yellow",
+                )
         else:
             typer.echo(f"fetching {FSDD_URL} (commit {FSDD_COMMIT})", err=True)
             path = fetch_fsdd(dest, force=force)
         n = len(list(path.glob("*.wav")))
         if json_out:
-            emit_json({"path": str(path), "n_recordings": n, "commit": FSDD_COMMIT, "verified": verified,
-                       "downloaded": not local})
+            emit_json(
+                {
+                    "path": str(path),
+                    "n_recordings": n,
+                    "commit": FSDD_COMMIT,
+                    "verified": verified,
+                    "downloaded": not local,
+                }
+            )
         elif local:
-            typer.echo(f"{n} {'verified ' if verified else ''}recordings in {path} (${FSDD_ENV}); nothing to download")
+            typer.echo(
+                f"{n} {'verified ' if verified else ''}recordings in {path} (${FSDD_ENV}); nothing to download"
+            )
         else:
             typer.echo(f"{n} verified recordings in {path}")
 

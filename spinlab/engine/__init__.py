@@ -15,12 +15,26 @@
 * :mod:`.signals`   -- SIGINT / SIGTERM / SIGHUP handling
 * :mod:`.progress`, :mod:`.plots` -- the progress display and the plot writer
 """
+
 from spinlab.engine.engine import Control, RunContext, RunEngine, RunResult, RunState, seed_stream
 from spinlab.engine.plan import Plan, build_plan, config_dict, plan_factory, plan_names
 from spinlab.engine.plots import PlotWriter
 from spinlab.engine.progress import ProgressDisplay
 from spinlab.engine.runfile import RunFileWriter
 
-__all__ = ["RunEngine", "RunContext", "RunResult", "RunState", "Control", "seed_stream", "Plan", "build_plan",
-           "config_dict", "plan_factory", "plan_names", "PlotWriter", "ProgressDisplay",
-           "RunFileWriter"]
+__all__ = [
+    "RunEngine",
+    "RunContext",
+    "RunResult",
+    "RunState",
+    "Control",
+    "seed_stream",
+    "Plan",
+    "build_plan",
+    "config_dict",
+    "plan_factory",
+    "plan_names",
+    "PlotWriter",
+    "ProgressDisplay",
+    "RunFileWriter",
+]

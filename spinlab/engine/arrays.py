@@ -4,6 +4,7 @@ string, its shape and its raw C-order bytes, never pickled, and only in a dtype 
 Both sides decode hostile input (a damaged journal, a message from the network), so decoding
 checks the dtype against the list and the byte count against the shape before it builds the array.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,10 +16,24 @@ import numpy as np
 
 #: the dtypes an array may have: little-endian numbers and bools (``dtype.str``); fixed-width
 #: text (``|S<n>``, ``<U<n>``) as well where the caller allows text (the journal does, the wire not)
-ARRAY_DTYPES = frozenset({
-    "|b1", "|i1", "|u1", "<i2", "<u2", "<i4", "<u4", "<i8", "<u8",
-    "<f2", "<f4", "<f8", "<c8", "<c16",
-})
+ARRAY_DTYPES = frozenset(
+    {
+        "|b1",
+        "|i1",
+        "|u1",
+        "<i2",
+        "<u2",
+        "<i4",
+        "<u4",
+        "<i8",
+        "<u8",
+        "<f2",
+        "<f4",
+        "<f8",
+        "<c8",
+        "<c16",
+    }
+)
 _TEXT_DTYPE = re.compile(r"^(\|S|<U)[1-9][0-9]{0,8}$")
 
 
@@ -49,8 +64,9 @@ def decode_array(dtype: Any, shape: Any, raw: Any, *, text: bool = False) -> np.
     dtype is on the list, the shape is a list of sizes and ``raw`` holds exactly that many bytes."""
     if not isinstance(dtype, str) or not allowed(dtype, text=text):
         raise ArrayCodecError(f"dtype {dtype!r} is not allowed")
-    if not isinstance(shape, Sequence) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
-                                                  for s in shape):
+    if not isinstance(shape, Sequence) or not all(
+        isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape
+    ):
         raise ArrayCodecError(f"bad shape {shape!r}")
     parsed = np.dtype(dtype)
     size = memoryview(raw).nbytes

@@ -13,14 +13,16 @@ goes with ``name`` (every one carries the ``run_id``). In the order a run emits 
 run-file writer journals and stores them; the others are for live views only. The ZeroMQ
 publisher sends them under the same names.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
 import functools
 import platform
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Mapping, TypedDict
+from typing import Any, TypedDict
 
 import numpy as np
 from typing_extensions import NotRequired
@@ -134,11 +136,19 @@ class StopDoc(TypedDict):
 
 
 #: any document; ``name`` says which
-Document = (StartDoc | DescriptorDoc | EventDoc | DatasetDoc | ResultDoc | ProgressDoc | TelemetryDoc
-            | PreviewDoc | StopDoc)
+Document = (
+    StartDoc
+    | DescriptorDoc
+    | EventDoc
+    | DatasetDoc
+    | ResultDoc
+    | ProgressDoc
+    | TelemetryDoc
+    | PreviewDoc
+    | StopDoc
+)
 
-_VERSIONED = ("spinlab", "numpy", "scipy", "torch", "torchdiffeq", "pyvisa", "pymeasure", "pyzmq",
-              "h5py")
+_VERSIONED = ("spinlab", "numpy", "scipy", "torch", "torchdiffeq", "pyvisa", "pymeasure", "pyzmq", "h5py")
 
 
 def now() -> str:
@@ -181,10 +191,29 @@ def to_jsonable(value: Any) -> Any:
 
 def data_keys(data: Mapping[str, np.ndarray]) -> dict[str, DataKey]:
     """What one event of a stream holds: dtype and per-row shape of every array."""
-    return {name: {"dtype": np.asarray(a).dtype.str, "shape": list(np.shape(a)[1:])}
-            for name, a in data.items()}
+    return {
+        name: {"dtype": np.asarray(a).dtype.str, "shape": list(np.shape(a)[1:])} for name, a in data.items()
+    }
 
 
-__all__ = ["DURABLE", "LIVE", "NAMES", "STATUSES", "StartDoc", "DataKey", "DescriptorDoc", "EventDoc",
-           "DatasetDoc", "ResultDoc", "ProgressDoc", "TelemetryDoc", "PreviewDoc", "StopDoc", "Document",
-           "now", "package_versions", "to_jsonable", "data_keys"]
+__all__ = [
+    "DURABLE",
+    "LIVE",
+    "NAMES",
+    "STATUSES",
+    "StartDoc",
+    "DataKey",
+    "DescriptorDoc",
+    "EventDoc",
+    "DatasetDoc",
+    "ResultDoc",
+    "ProgressDoc",
+    "TelemetryDoc",
+    "PreviewDoc",
+    "StopDoc",
+    "Document",
+    "now",
+    "package_versions",
+    "to_jsonable",
+    "data_keys",
+]

@@ -16,6 +16,7 @@ commands are obeyed and a deferred signal is raised there, so no plan calls a ch
 A plan composes others with ``ctx.run(plan)``: each runs as a stage with its own run directory
 inside the composing run's (``stages/<n>-<name>``), on the same open device.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -24,9 +25,10 @@ import secrets
 import threading
 import time
 import zlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -67,8 +69,10 @@ from spinlab.waveform import Waveform
 log = logging.getLogger("spinlab.engine")
 
 #: what a refused resume may do instead
-_FORCE = ("put it back as it was, or resume with --force to continue anyway (the steps measured from "
-          "now on will not match the kept ones)")
+_FORCE = (
+    "put it back as it was, or resume with --force to continue anyway (the steps measured from "
+    "now on will not match the kept ones)"
+)
 
 Subscriber = Callable[[str, Mapping[str, Any]], None]
 #: plan name -> its factory (``factory(config, **overrides) -> Plan``); resume and stages use it
@@ -148,7 +152,7 @@ def seed_stream(seed: int, name: str) -> np.random.Generator:
 class RunContext:
     """What a plan body may do. Every method is a checkpoint (control + signals)."""
 
-    def __init__(self, active: "_ActiveRun") -> None:
+    def __init__(self, active: _ActiveRun) -> None:
         self._run = active
 
     # --- what the plan knows -----------------------------------------------------------------
@@ -179,9 +183,15 @@ class RunContext:
         return seed_stream(self._run.seed, name)
 
     # --- steps -------------------------------------------------------------------------------
-    def measure(self, stream: str, step: Callable[[Device], Mapping[str, Any]], *,
-                key: str | None = None, meta: Mapping[str, Any] | None = None,
-                attrs: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, np.ndarray]:
+    def measure(
+        self,
+        stream: str,
+        step: Callable[[Device], Mapping[str, Any]],
+        *,
+        key: str | None = None,
+        meta: Mapping[str, Any] | None = None,
+        attrs: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> dict[str, np.ndarray]:
         """Run one step on the device and record what it returns (arrays by dataset name, rows
         along axis 0; ``attrs`` maps a dataset name to attributes such as ``dt_s``). The step is
         durable before this returns. On a resumed run a step that had completed is not run
@@ -190,9 +200,15 @@ class RunContext:
         step or record) and waits for it before the outputs go off, on every exit path."""
         return self._run.step(stream, step, key, meta, attrs, needs_device=True)
 
-    def record(self, stream: str, data: Mapping[str, Any], *, key: str | None = None,
-               meta: Mapping[str, Any] | None = None,
-               attrs: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, np.ndarray]:
+    def record(
+        self,
+        stream: str,
+        data: Mapping[str, Any],
+        *,
+        key: str | None = None,
+        meta: Mapping[str, Any] | None = None,
+        attrs: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> dict[str, np.ndarray]:
         """Record a step that needs no device (computed data) the same durable way."""
         return self._run.step(stream, lambda _device: data, key, meta, attrs, needs_device=False)
 
@@ -202,8 +218,9 @@ class RunContext:
         if isinstance(data, Waveform):
             attrs = {"dt_s": data.dt_s, "unit": data.unit, "t0_s": data.t0_s, **attrs}
             data = data.samples
-        self._run.emit("dataset", DatasetDoc(run_id=self.run_id, name=name, data=np.asarray(data),
-                                             attrs=attrs))
+        self._run.emit(
+            "dataset", DatasetDoc(run_id=self.run_id, name=name, data=np.asarray(data), attrs=attrs)
+        )
 
     def result(self, **values: Any) -> None:
         self._run.emit("result", ResultDoc(run_id=self.run_id, values=to_jsonable(values)))
@@ -212,12 +229,19 @@ class RunContext:
         doc = ProgressDoc(run_id=self.run_id, done=int(done), total=int(total), stage=stage)
         self._run.emit("progress", {**doc, **to_jsonable(fields)})  # a plan's own fields too
 
-    def publish(self, topic: str, payload: Mapping[str, Any] | None = None,
-                arrays: Mapping[str, Any] | None = None) -> None:
+    def publish(
+        self, topic: str, payload: Mapping[str, Any] | None = None, arrays: Mapping[str, Any] | None = None
+    ) -> None:
         """Live telemetry for monitors (``twin.loss``, ``acquire.batch``, ...); not recorded."""
-        self._run.emit("telemetry", TelemetryDoc(run_id=self.run_id, topic=topic,
-                                                 payload=to_jsonable(dict(payload or {})),
-                                                 arrays=dict(arrays or {})))
+        self._run.emit(
+            "telemetry",
+            TelemetryDoc(
+                run_id=self.run_id,
+                topic=topic,
+                payload=to_jsonable(dict(payload or {})),
+                arrays=dict(arrays or {}),
+            ),
+        )
 
     def preview(self, name: str, waveform: Waveform) -> None:
         self._run.emit("preview", PreviewDoc(run_id=self.run_id, name=name, waveform=waveform))
@@ -235,7 +259,7 @@ class RunContext:
         return self._run.stopping.is_set()
 
     # --- composition -------------------------------------------------------------------------
-    def run(self, plan: Plan, device: str | Device | None = None, *, stage: str | None = None) -> "RunResult":
+    def run(self, plan: Plan, device: str | Device | None = None, *, stage: str | None = None) -> RunResult:
         """Run ``plan`` as a stage of this run and return its result.
 
         The stage is a run of its own (run file, plots, journal) in ``stages/<n>-<stage>`` inside
@@ -256,7 +280,7 @@ class _StageRelay:
 
     LIVE = ("progress", "telemetry", "preview")
 
-    def __init__(self, parent: "_ActiveRun", stage: str) -> None:
+    def __init__(self, parent: _ActiveRun, stage: str) -> None:
         self.parent, self.stage = parent, stage
 
     def __call__(self, name: str, doc: Mapping[str, Any]) -> None:
@@ -288,10 +312,21 @@ class _StageControl(Control):
 class _ActiveRun:
     """One execution: documents, counters, replay of a resumed run's journal."""
 
-    def __init__(self, *, engine: "RunEngine", plan: Plan, run_id: str, path: Path, seed: int,
-                 device: Device | None, writer: RunFileWriter, subscribers: Sequence[Subscriber],
-                 guard: SignalGuard, state: RunState,
-                 replay: Mapping[tuple[str, int], dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        *,
+        engine: RunEngine,
+        plan: Plan,
+        run_id: str,
+        path: Path,
+        seed: int,
+        device: Device | None,
+        writer: RunFileWriter,
+        subscribers: Sequence[Subscriber],
+        guard: SignalGuard,
+        state: RunState,
+        replay: Mapping[tuple[str, int], dict[str, Any]],
+    ) -> None:
         self.engine = engine
         self.plan, self.run_id, self.path, self.seed = plan, run_id, path, seed
         self.stages = 0
@@ -355,12 +390,23 @@ class _ActiveRun:
         for thread in workers:
             thread.join(max(0.0, deadline - time.monotonic()))
             if thread.is_alive():
-                log.warning("worker thread %r did not stop within %.0f s; switching the outputs off "
-                            "anyway (it can start no new record)", thread.name, timeout_s)
+                log.warning(
+                    "worker thread %r did not stop within %.0f s; switching the outputs off "
+                    "anyway (it can start no new record)",
+                    thread.name,
+                    timeout_s,
+                )
 
-    def step(self, stream: str, run: Callable[[Any], Mapping[str, Any]], key: str | None,
-             meta: Mapping[str, Any] | None, attrs: Mapping[str, Mapping[str, Any]] | None, *,
-             needs_device: bool) -> dict[str, np.ndarray]:
+    def step(
+        self,
+        stream: str,
+        run: Callable[[Any], Mapping[str, Any]],
+        key: str | None,
+        meta: Mapping[str, Any] | None,
+        attrs: Mapping[str, Mapping[str, Any]] | None,
+        *,
+        needs_device: bool,
+    ) -> dict[str, np.ndarray]:
         with self._lock:
             seq = self.seqs.get(stream, 0)
             self.seqs[stream] = seq + 1
@@ -371,7 +417,8 @@ class _ActiveRun:
                 raise ConfigError(
                     f"cannot resume: step {seq} of stream {stream!r} was {done['key']!r} in the "
                     f"interrupted run but the plan now asks for {key!r}; the plan is not "
-                    "deterministic for this config (start a new run instead)")
+                    "deterministic for this config (start a new run instead)"
+                )
             with self._lock:
                 self.events += 1
             return {k: np.asarray(v) for k, v in done["data"].items()}
@@ -383,16 +430,30 @@ class _ActiveRun:
         with self._lock:
             if stream not in self.described:
                 self.described.add(stream)
-                self.emit("descriptor", DescriptorDoc(run_id=self.run_id, stream=stream,
-                                                      data_keys=data_keys(data)), checkpoint=False)
+                self.emit(
+                    "descriptor",
+                    DescriptorDoc(run_id=self.run_id, stream=stream, data_keys=data_keys(data)),
+                    checkpoint=False,
+                )
             self.events += 1
-            self.emit("event", EventDoc(run_id=self.run_id, stream=stream, seq=seq, key=key, time=time.time(),
-                                        data=data, meta=to_jsonable(dict(meta or {})),
-                                        attrs=to_jsonable(dict(attrs or {}))), checkpoint=False)
+            self.emit(
+                "event",
+                EventDoc(
+                    run_id=self.run_id,
+                    stream=stream,
+                    seq=seq,
+                    key=key,
+                    time=time.time(),
+                    data=data,
+                    meta=to_jsonable(dict(meta or {})),
+                    attrs=to_jsonable(dict(attrs or {})),
+                ),
+                checkpoint=False,
+            )
         self.checkpoint()  # after the step is on disk: a stop here loses nothing
         return data
 
-    def stage(self, plan: Plan, device: str | Device | None, name: str) -> "RunResult":
+    def stage(self, plan: Plan, device: str | Device | None, name: str) -> RunResult:
         """See :meth:`RunContext.run`."""
         self.checkpoint()
         self.stages += 1
@@ -410,8 +471,15 @@ class _ActiveRun:
             for leftover in path.iterdir():  # killed between mkdir and its journal
                 leftover.unlink()
             path.rmdir()
-        return engine._execute(plan, target, seed=self.seed, run_id=f"{self.run_id}.{self.stages}-{name}",
-                               path=path, subscribers=relay, control=control)
+        return engine._execute(
+            plan,
+            target,
+            seed=self.seed,
+            run_id=f"{self.run_id}.{self.stages}-{name}",
+            path=path,
+            subscribers=relay,
+            control=control,
+        )
 
 
 class RunEngine:
@@ -422,31 +490,57 @@ class RunEngine:
     ``spinlab.devices`` schemes by default): give your own to run plans or devices that are not
     installed, as :mod:`spinlab.testing` does. Stages run with the same two."""
 
-    def __init__(self, root: str | Path = "runs", *, plans: PlanLookup | None = None,
-                 open_device: DeviceOpener | None = None, sync_interval_s: float | None = 1.0) -> None:
+    def __init__(
+        self,
+        root: str | Path = "runs",
+        *,
+        plans: PlanLookup | None = None,
+        open_device: DeviceOpener | None = None,
+        sync_interval_s: float | None = 1.0,
+    ) -> None:
         self.root = Path(root)
         self.plans: PlanLookup = plans or plan_factory
         self.open_device: DeviceOpener = open_device or _open_address
         #: how far apart the journal is synced to disk (see spinlab.engine.journal)
         self.sync_interval_s = sync_interval_s
 
-    def at(self, root: str | Path) -> "RunEngine":
+    def at(self, root: str | Path) -> RunEngine:
         """This engine (same plans, device opener, sync interval) writing runs into ``root``."""
-        return RunEngine(root, plans=self.plans, open_device=self.open_device,
-                         sync_interval_s=self.sync_interval_s)
+        return RunEngine(
+            root, plans=self.plans, open_device=self.open_device, sync_interval_s=self.sync_interval_s
+        )
 
-    def run(self, plan: Plan, device: str | Device | None = None, *, seed: int = 0,
-            subscribers: Iterable[Subscriber] = (),
-            control: ControlFactory | None = None) -> RunResult:
+    def run(
+        self,
+        plan: Plan,
+        device: str | Device | None = None,
+        *,
+        seed: int = 0,
+        subscribers: Iterable[Subscriber] = (),
+        control: ControlFactory | None = None,
+    ) -> RunResult:
         """Run ``plan`` on ``device`` (an address, which the engine opens, locks and closes, or a
         Device you own, whose outputs the engine still switches off at the end)."""
         run_id = f"{_dt.datetime.now():%Y%m%d-%H%M%S}-{plan.name}-{secrets.token_hex(3)}"
-        return self._execute(plan, device, seed=int(seed), run_id=run_id,
-                             path=self.root / run_id, subscribers=list(subscribers), control=control)
+        return self._execute(
+            plan,
+            device,
+            seed=int(seed),
+            run_id=run_id,
+            path=self.root / run_id,
+            subscribers=list(subscribers),
+            control=control,
+        )
 
-    def resume(self, run_dir: str | Path, device: str | Device | None = None, *, force: bool = False,
-               subscribers: Iterable[Subscriber] = (),
-               control: ControlFactory | None = None) -> RunResult:
+    def resume(
+        self,
+        run_dir: str | Path,
+        device: str | Device | None = None,
+        *,
+        force: bool = False,
+        subscribers: Iterable[Subscriber] = (),
+        control: ControlFactory | None = None,
+    ) -> RunResult:
         """Continue the run in ``run_dir`` from its last completed step (same plan, config,
         seed and, unless ``device`` is given, the same device address). The directory is locked
         first; a device, station file or instrument that is not the one the run started on is
@@ -465,15 +559,36 @@ class RunEngine:
             lock.release()
             raise
         starts = sum(1 for r in recovery.records if r.get("doc") == "start")
-        return self._execute(plan, target, seed=int(first.get("seed", 0)), run_id=first["run_id"],
-                             path=path, subscribers=list(subscribers), control=control,
-                             recovery=recovery, lock=lock, force=force, resumed=starts)
+        return self._execute(
+            plan,
+            target,
+            seed=int(first.get("seed", 0)),
+            run_id=first["run_id"],
+            path=path,
+            subscribers=list(subscribers),
+            control=control,
+            recovery=recovery,
+            lock=lock,
+            force=force,
+            resumed=starts,
+        )
 
     # --- the one code path -------------------------------------------------------------------
-    def _execute(self, plan: Plan, device: str | Device | None, *, seed: int, run_id: str,
-                 path: Path, subscribers: Sequence[Subscriber], control: ControlFactory | None,
-                 recovery: Recovery | None = None, lock: RunDirLock | None = None,
-                 force: bool = False, resumed: int = 0) -> RunResult:
+    def _execute(
+        self,
+        plan: Plan,
+        device: str | Device | None,
+        *,
+        seed: int,
+        run_id: str,
+        path: Path,
+        subscribers: Sequence[Subscriber],
+        control: ControlFactory | None,
+        recovery: Recovery | None = None,
+        lock: RunDirLock | None = None,
+        force: bool = False,
+        resumed: int = 0,
+    ) -> RunResult:
         """Run ``plan`` in ``path``: a new directory, or (``recovery``) the locked directory of
         a run being resumed, whose files are rebuilt once the device is open and checked."""
         try:
@@ -495,8 +610,9 @@ class RunEngine:
                             writer = RunFileWriter(path, sync_interval_s=self.sync_interval_s)
                         else:
                             _check_identity(path, recovery.start, dev, force)
-                            writer = RunFileWriter.rebuild(path, recovery,
-                                                           sync_interval_s=self.sync_interval_s)
+                            writer = RunFileWriter.rebuild(
+                                path, recovery, sync_interval_s=self.sync_interval_s
+                            )
                             log.warning("resuming %s: %s", run_id, recovery.summary())
                 except BaseException as exc:
                     if opened is not None:
@@ -510,43 +626,80 @@ class RunEngine:
                     if path.is_dir():
                         with_run_path(interrupted, path)
                     raise interrupted from exc
-                replay = {} if recovery is None else {
-                    (r["stream"], int(r["seq"])): r for r in recovery.records if r.get("doc") == "event"}
+                replay = (
+                    {}
+                    if recovery is None
+                    else {
+                        (r["stream"], int(r["seq"])): r for r in recovery.records if r.get("doc") == "event"
+                    }
+                )
                 state = RunState(run_id, plan.name, path)
-                active = _ActiveRun(engine=self, plan=plan, run_id=run_id, path=path, seed=seed,
-                                    device=dev, writer=writer, guard=guard, state=state, replay=replay,
-                                    subscribers=[*subscribers, PlotWriter(plan.plots, path)])
+                active = _ActiveRun(
+                    engine=self,
+                    plan=plan,
+                    run_id=run_id,
+                    path=path,
+                    seed=seed,
+                    device=dev,
+                    writer=writer,
+                    guard=guard,
+                    state=state,
+                    replay=replay,
+                    subscribers=[*subscribers, PlotWriter(plan.plots, path)],
+                )
                 # control-channel notices: never a checkpoint (the control channel itself sends them)
                 state._publish = lambda topic, payload: active.emit(
-                    "telemetry", TelemetryDoc(run_id=run_id, topic=topic, payload=to_jsonable(dict(payload)),
-                                              arrays={}), checkpoint=False)
+                    "telemetry",
+                    TelemetryDoc(run_id=run_id, topic=topic, payload=to_jsonable(dict(payload)), arrays={}),
+                    checkpoint=False,
+                )
                 state.events = _Dropped(active.subscribers)
                 return self._drive(active, plan, dev, opened, control, resumed)
         finally:
             if lock is not None:
                 lock.release()
 
-    def _drive(self, active: _ActiveRun, plan: Plan, dev: Device | None, opened: Device | None,
-               control: ControlFactory | None, resumed: int) -> RunResult:
+    def _drive(
+        self,
+        active: _ActiveRun,
+        plan: Plan,
+        dev: Device | None,
+        opened: Device | None,
+        control: ControlFactory | None,
+        resumed: int,
+    ) -> RunResult:
         guard, state = active.guard, active.state
         status, reason = "failed", ""
         error: BaseException | None = None
         summary: dict[str, Any] = {}
         try:
-            active.emit("start", StartDoc(
-                run_id=active.run_id, kind=plan.name, plan=plan.name, config=plan.config_dict(),
-                seed=active.seed, address=getattr(dev, "address", None) or None,
-                address_sha256=address_sha256(getattr(dev, "address", None) or ""),
-                identity=to_jsonable(dev.identity()) if dev is not None else {},
-                versions=package_versions(), path=str(active.path), started=now(),
-                resumed=resumed, nexus=dict(plan.nexus)))
+            active.emit(
+                "start",
+                StartDoc(
+                    run_id=active.run_id,
+                    kind=plan.name,
+                    plan=plan.name,
+                    config=plan.config_dict(),
+                    seed=active.seed,
+                    address=getattr(dev, "address", None) or None,
+                    address_sha256=address_sha256(getattr(dev, "address", None) or ""),
+                    identity=to_jsonable(dev.identity()) if dev is not None else {},
+                    versions=package_versions(),
+                    path=str(active.path),
+                    started=now(),
+                    resumed=resumed,
+                    nexus=dict(plan.nexus),
+                ),
+            )
             state.status = "running"
             if control is not None:
                 active.control = control(state)
             summary = dict(plan.body(RunContext(active)) or {})
             if active.replay:
-                raise ConfigError(f"cannot resume: {len(active.replay)} recorded step(s) were not asked "
-                                  "for again; the plan is not deterministic for this config")
+                raise ConfigError(
+                    f"cannot resume: {len(active.replay)} recorded step(s) were not asked "
+                    "for again; the plan is not deterministic for this config"
+                )
             status = "completed"
         except RunAborted as exc:
             status, reason, error = "aborted", str(exc), exc
@@ -563,11 +716,20 @@ class RunEngine:
                 if dev is not None:
                     _outputs_off(dev)
                 try:
-                    active.emit("stop", StopDoc(run_id=active.run_id, status=status, reason=reason,
-                                                error=type(error).__name__ if error else None,
-                                                results=to_jsonable(active.results),
-                                                events=active.events, time=now(),
-                                                monitor_dropped=state.events.dropped), checkpoint=False)
+                    active.emit(
+                        "stop",
+                        StopDoc(
+                            run_id=active.run_id,
+                            status=status,
+                            reason=reason,
+                            error=type(error).__name__ if error else None,
+                            results=to_jsonable(active.results),
+                            events=active.events,
+                            time=now(),
+                            monitor_dropped=state.events.dropped,
+                        ),
+                        checkpoint=False,
+                    )
                 except Exception:
                     log.exception("could not record the end of run %s", active.run_id)
                     active.writer.close()
@@ -591,16 +753,19 @@ def _check_identity(path: Path, start: Mapping[str, Any], device: Device | None,
         return
     change = identity_change(start["identity"], to_jsonable(device.identity()))
     if change:
-        raise ConfigError(f"cannot resume {path}: the device is not the one the run started on ({change}); "
-                          f"{_FORCE}")
+        raise ConfigError(
+            f"cannot resume {path}: the device is not the one the run started on ({change}); {_FORCE}"
+        )
 
 
 def _outputs_off(device: Device) -> None:
     try:
         device.outputs_off()
     except Exception:
-        log.exception("could not put %s in its safe state; check its outputs by hand",
-                      getattr(device, "address", device))
+        log.exception(
+            "could not put %s in its safe state; check its outputs by hand",
+            getattr(device, "address", device),
+        )
 
 
 def _safe_close(device: Device) -> None:
@@ -617,5 +782,15 @@ def _quietly(fn: Callable[[], Any]) -> None:
         log.exception("cleanup step %r failed", fn)
 
 
-__all__ = ["RunEngine", "RunContext", "RunResult", "RunState", "Control", "ControlFactory", "PlanLookup",
-           "DeviceOpener", "Subscriber", "seed_stream"]
+__all__ = [
+    "RunEngine",
+    "RunContext",
+    "RunResult",
+    "RunState",
+    "Control",
+    "ControlFactory",
+    "PlanLookup",
+    "DeviceOpener",
+    "Subscriber",
+    "seed_stream",
+]

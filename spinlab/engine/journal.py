@@ -18,6 +18,7 @@ dtype allow-list of the monitoring wire, plus fixed-width text; never pickle). R
 writer died (a torn tail), or where the file was damaged (:func:`scan` tells which). A length
 field is checked against the file's size before anything is allocated for it.
 """
+
 from __future__ import annotations
 
 import mmap
@@ -25,9 +26,10 @@ import os
 import struct
 import time
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import msgpack  # type: ignore[import-untyped]
 import numpy as np
@@ -145,8 +147,7 @@ def _records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             if len(payload) < length or zlib.crc32(payload) != crc:
                 return
             try:
-                record = msgpack.unpackb(payload, raw=False, object_hook=_object_hook,
-                                         strict_map_key=False)
+                record = msgpack.unpackb(payload, raw=False, object_hook=_object_hook, strict_map_key=False)
             except Exception:  # a checksummed record that does not decode: stop here
                 return
             if not isinstance(record, dict):
@@ -165,12 +166,13 @@ def scan(path: str | Path) -> Scan:
     torn = False
     if end < size:
         with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as raw:
-            head = raw[end:end + _HEAD.size]
+            head = raw[end : end + _HEAD.size]
             # cut short: a partial header, or a good tag whose record runs past the end of the
             # file, with no record after it (a writer dies inside its last record only)
-            torn = (len(head) < _HEAD.size or (
-                head[:4] == _TAG and _HEAD.unpack(head)[1] > size - end - _HEAD.size)) and \
-                raw.find(_TAG, end + 4) == -1
+            torn = (
+                len(head) < _HEAD.size
+                or (head[:4] == _TAG and _HEAD.unpack(head)[1] > size - end - _HEAD.size)
+            ) and raw.find(_TAG, end + 4) == -1
     return Scan(records, end, size, torn)
 
 

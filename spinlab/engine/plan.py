@@ -14,12 +14,14 @@ flags, command-line defaults); the flags themselves are generated from its confi
 Determinism contract (what makes resume exact): given its config and seed, a plan asks for the
 same steps in the same order, and derives every random choice from ``ctx.rng(name)``.
 """
+
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from spinlab.engine.documents import to_jsonable
 from spinlab.errors import ConfigError
@@ -42,7 +44,7 @@ class Plan:
 
     name: str
     config: Any
-    body: Callable[["RunContext"], Mapping[str, Any]]
+    body: Callable[[RunContext], Mapping[str, Any]]
     plots: Mapping[str, PlotFunction] = field(default_factory=dict)
     #: NeXus default plot: ``{"signal": dataset, "axes": [dataset, ...]}``
     nexus: Mapping[str, Any] = field(default_factory=dict)
@@ -64,7 +66,9 @@ def config_dict(config: Any) -> dict[str, Any]:
     elif isinstance(config, Mapping):
         plain = to_jsonable(dict(config))
     else:
-        raise TypeError(f"a plan config must be a dataclass, pydantic model or mapping, got {type(config).__name__}")
+        raise TypeError(
+            f"a plan config must be a dataclass, pydantic model or mapping, got {type(config).__name__}"
+        )
     return plain
 
 
@@ -82,8 +86,11 @@ def assign_setting(settings: dict[str, Any], name: str, value: Any) -> None:
 
 def default_report(summary: Mapping[str, Any]) -> str:
     """The report of a plan that declares none: its scalar results, one per line."""
-    return "\n".join(f"{key:<24} {value}" for key, value in summary.items()
-                     if isinstance(value, (int, float, str)) and not isinstance(value, bool))
+    return "\n".join(
+        f"{key:<24} {value}"
+        for key, value in summary.items()
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool)
+    )
 
 
 @dataclass(frozen=True)
@@ -167,9 +174,22 @@ def build_plan(name: str, config: Mapping[str, Any] | None = None, **overrides: 
     return plan_factory(name)(config, **overrides)
 
 
-__all__ = ["Plan", "PlotFunction", "config_dict", "make_config", "plan_names", "plan_factory", "build_plan",
-           "ENTRY_POINT_GROUP", "PlanCommand", "Shortcut", "assign_setting", "command", "plan_command",
-           "default_report"]
+__all__ = [
+    "Plan",
+    "PlotFunction",
+    "config_dict",
+    "make_config",
+    "plan_names",
+    "plan_factory",
+    "build_plan",
+    "ENTRY_POINT_GROUP",
+    "PlanCommand",
+    "Shortcut",
+    "assign_setting",
+    "command",
+    "plan_command",
+    "default_report",
+]
 
 
 def make_config(cls: type, config: Any = None, overrides: Mapping[str, Any] | None = None) -> Any:
@@ -182,8 +202,11 @@ def make_config(cls: type, config: Any = None, overrides: Mapping[str, Any] | No
             return config
         config = base
     values = {**dict(config or {}), **overrides}
-    known = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set(
-        getattr(cls, "model_fields", {}))
+    known = (
+        {f.name for f in dataclasses.fields(cls)}
+        if dataclasses.is_dataclass(cls)
+        else set(getattr(cls, "model_fields", {}))
+    )
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"{cls.__name__} has no setting(s) {unknown}; known: {sorted(known)}")

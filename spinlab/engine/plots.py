@@ -6,11 +6,13 @@ reads arrays by name from the finished run file (only what the plot asks for is 
 :class:`matplotlib.figure.Figure`, without pyplot, so no global backend is switched (a notebook
 user's backend stays theirs). A plot that fails is logged and skipped: plots never fail a run.
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import h5py  # type: ignore[import-untyped]
 import numpy as np

@@ -1,9 +1,11 @@
 """The one progress display: a subscriber that shows ``progress`` documents as rich bars on
 stderr (one bar per stage), so stdout stays clean for ``--json``."""
+
 from __future__ import annotations
 
 import sys
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 
 class ProgressDisplay:
@@ -18,13 +20,25 @@ class ProgressDisplay:
     def _start(self) -> Any:
         if self._progress is None:
             from rich.console import Console
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeElapsedColumn, TimeRemainingColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
-            self._progress = Progress(TextColumn("{task.description:<14}"), BarColumn(),
-                                      MofNCompleteColumn(), TextColumn("{task.fields[note]}"),
-                                      TimeElapsedColumn(), TimeRemainingColumn(),
-                                      console=Console(file=self._file), transient=self._transient)
+            self._progress = Progress(
+                TextColumn("{task.description:<14}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[note]}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=Console(file=self._file),
+                transient=self._transient,
+            )
             self._progress.start()
         return self._progress
 
@@ -35,8 +49,9 @@ class ProgressDisplay:
             note = _note(doc)
             if stage not in self._tasks:
                 self._tasks[stage] = progress.add_task(stage, total=doc.get("total") or None, note=note)
-            progress.update(self._tasks[stage], completed=doc.get("done", 0),
-                            total=doc.get("total") or None, note=note)
+            progress.update(
+                self._tasks[stage], completed=doc.get("done", 0), total=doc.get("total") or None, note=note
+            )
         elif name == "stop":
             self.close()
 
@@ -49,8 +64,11 @@ class ProgressDisplay:
 def _note(doc: Mapping[str, Any]) -> str:
     """A short text of the progress fields worth reading (numbers only)."""
     skip = {"done", "total", "stage", "run_id"}
-    parts = [f"{k} {v:.4g}" for k, v in doc.items()
-             if k not in skip and isinstance(v, (int, float)) and not isinstance(v, bool)]
+    parts = [
+        f"{k} {v:.4g}"
+        for k, v in doc.items()
+        if k not in skip and isinstance(v, (int, float)) and not isinstance(v, bool)
+    ]
     return "  ".join(parts[:3])
 
 

@@ -11,6 +11,7 @@ records the address with any file it names made absolute (a relative ``bench:tcp
 the directory the run was started from, not the one it is resumed from), the SHA-256 of that
 file's content, and the device's identity (instrument IDNs, station, model).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -18,8 +19,9 @@ import fcntl
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from spinlab.errors import ConfigError, RunBusyError
 from spinlab.locks import holder_info
@@ -39,15 +41,19 @@ class RunDirLock:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as exc:
-                raise ConfigError(f"cannot lock the run directory {self.path.parent}: "
-                                  f"{exc.strerror or exc}; check its permissions") from None
+                raise ConfigError(
+                    f"cannot lock the run directory {self.path.parent}: "
+                    f"{exc.strerror or exc}; check its permissions"
+                ) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 holder = _holder(fd)
                 os.close(fd)
-                raise RunBusyError(f"run directory {self.path.parent} is in use by {holder}; wait "
-                                   "for that process to end, or stop it, then resume") from None
+                raise RunBusyError(
+                    f"run directory {self.path.parent} is in use by {holder}; wait "
+                    "for that process to end, or stop it, then resume"
+                ) from None
             try:  # the file we locked may have been removed by a holder that just released it
                 same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:
@@ -146,5 +152,11 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-__all__ = ["RunDirLock", "LOCK_FILE", "absolute_address", "address_sha256", "address_change",
-           "identity_change"]
+__all__ = [
+    "RunDirLock",
+    "LOCK_FILE",
+    "absolute_address",
+    "address_sha256",
+    "address_change",
+    "identity_change",
+]

@@ -24,15 +24,17 @@ only then renames them over the old ones. Steps a damaged journal no longer hold
 :class:`~spinlab.errors.RunFileError`: a small reserve file kept in the directory is deleted so
 that ``run.h5`` can be closed cleanly, trimmed to its completed steps.
 """
+
 from __future__ import annotations
 
 import contextlib
 import json
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import h5py  # type: ignore[import-untyped]
 import numpy as np
@@ -62,8 +64,9 @@ RESERVE_BYTES = 512 * 1024  # freed when a write fails, so the run file can stil
 class RunFileWriter:
     """Subscriber ``writer(name, doc)`` for one run directory."""
 
-    def __init__(self, directory: str | Path, *, sync_interval_s: float | None = 1.0,
-                 suffix: str = "") -> None:
+    def __init__(
+        self, directory: str | Path, *, sync_interval_s: float | None = 1.0, suffix: str = ""
+    ) -> None:
         self.directory = Path(directory)
         self.path = self.directory / (RUN_FILE + suffix)
         self.reserve = self.directory / RESERVE_FILE
@@ -71,8 +74,9 @@ class RunFileWriter:
             for stale in (self.path, self.directory / (JOURNAL_FILE + suffix)):
                 stale.unlink(missing_ok=True)
         _reserve(self.reserve)
-        self.journal = journal_mod.Journal(self.directory / (JOURNAL_FILE + suffix),
-                                           sync_interval_s=sync_interval_s)
+        self.journal = journal_mod.Journal(
+            self.directory / (JOURNAL_FILE + suffix), sync_interval_s=sync_interval_s
+        )
         self.file = h5py.File(self.path, "w-")  # never truncates a file that exists
         self.events = 0
         self.results: dict[str, Any] = {}
@@ -82,8 +86,9 @@ class RunFileWriter:
         self._broken: dict[str, int] | None = None  # rows of the last complete step, once a write failed
 
     @classmethod
-    def rebuild(cls, directory: str | Path, recovery: "Recovery | None" = None, *,
-                sync_interval_s: float | None = 1.0) -> "RunFileWriter":
+    def rebuild(
+        cls, directory: str | Path, recovery: Recovery | None = None, *, sync_interval_s: float | None = 1.0
+    ) -> RunFileWriter:
         """A writer on a new journal and ``run.h5`` holding everything ``recovery`` (by default
         :func:`recover` of the directory) kept: built beside the old files, checked, then renamed
         over them. A damaged journal is kept as ``journal.spinlab.damaged``."""
@@ -104,8 +109,10 @@ class RunFileWriter:
             writer.journal.sync()
             steps = sum(1 for r in recovery.records if r.get("doc") == "event")
             if writer.events != steps or writer.events < recovery.stored_steps:
-                raise RunFileError(f"rebuilding the run file in {directory} gave {writer.events} steps, "
-                                   f"not {max(steps, recovery.stored_steps)}; the old files are unchanged")
+                raise RunFileError(
+                    f"rebuilding the run file in {directory} gave {writer.events} steps, "
+                    f"not {max(steps, recovery.stored_steps)}; the old files are unchanged"
+                )
         except OSError as exc:
             writer._discard()
             raise _rebuild_failed(directory, exc) from None
@@ -151,7 +158,8 @@ class RunFileWriter:
             raise RunFileError(
                 f"cannot write the run files in {self.directory} ({_reason(exc)}); every completed "
                 f"step is in its journal: free space or fix the disk, then spinlab resume "
-                f"{self.directory}") from None
+                f"{self.directory}"
+            ) from None
         if name == "stop":
             self.close(completed=doc.get("status") == "completed")
 
@@ -199,14 +207,27 @@ class RunFileWriter:
         attrs = doc.get("attrs") or {}
         for key, value in doc["data"].items():
             rows[key] = self._append(key, value, attrs.get(key))
-        line = json.dumps(to_jsonable({"stream": doc["stream"], "seq": doc["seq"], "key": doc["key"],
-                                       "time": doc.get("time"), "meta": doc.get("meta", {}),
-                                       "rows": rows}))
+        line = json.dumps(
+            to_jsonable(
+                {
+                    "stream": doc["stream"],
+                    "seq": doc["seq"],
+                    "key": doc["key"],
+                    "time": doc.get("time"),
+                    "meta": doc.get("meta", {}),
+                    "rows": rows,
+                }
+            )
+        )
         log = self._datasets.get("engine/events")
         if log is None:
             log = self._datasets["engine/events"] = (
-                self.file["engine/events"] if "engine/events" in self.file else self.file.create_dataset(
-                    "engine/events", shape=(0,), maxshape=(None,), dtype=h5py.string_dtype(), chunks=(256,)))
+                self.file["engine/events"]
+                if "engine/events" in self.file
+                else self.file.create_dataset(
+                    "engine/events", shape=(0,), maxshape=(None,), dtype=h5py.string_dtype(), chunks=(256,)
+                )
+            )
         n = self._rows.get("engine/events")
         n = log.shape[0] if n is None else n
         log.resize((n + 1,))
@@ -223,7 +244,8 @@ class RunFileWriter:
             ds = self._datasets[key] = self.file[key]
         if ds is None:
             ds = self._datasets[key] = self.file.create_dataset(
-                key, data=rows, maxshape=(None, *rows.shape[1:]), chunks=True)
+                key, data=rows, maxshape=(None, *rows.shape[1:]), chunks=True
+            )
             for name, value in (attrs or {}).items():
                 ds.attrs[name] = _attr(value)
             self._rows[key] = int(rows.shape[0])
@@ -235,8 +257,10 @@ class RunFileWriter:
             self._layout[key] = (ds.shape[1:], ds.dtype)
         row_shape, dtype = self._layout[key]
         if row_shape != rows.shape[1:]:
-            raise ConfigError(f"event data {key!r} has rows of shape {rows.shape[1:]}, but the run "
-                              f"file holds rows of shape {row_shape}")
+            raise ConfigError(
+                f"event data {key!r} has rows of shape {rows.shape[1:]}, but the run "
+                f"file holds rows of shape {row_shape}"
+            )
         end = start + int(rows.shape[0])
         ds.resize((end, *row_shape))
         _write_rows(ds, dtype, start, rows)
@@ -300,8 +324,11 @@ class RunFileWriter:
                     self._on_stop({**stop, "status": "failed"})
                     file.attrs["events"] = int(rows.get("engine/events", 0))
         except Exception as exc:
-            log.warning("run.h5 in %s could not be closed cleanly (%s); spinlab resume rebuilds it from "
-                        "the journal", self.directory, _reason(exc))
+            log.warning(
+                "run.h5 in %s could not be closed cleanly (%s); spinlab resume rebuilds it from the journal",
+                self.directory,
+                _reason(exc),
+            )
         self.reserve.unlink(missing_ok=True)
 
 
@@ -314,8 +341,12 @@ def read_outcome(directory: str | Path) -> dict[str, Any] | None:
     try:
         with h5py.File(path, "r") as file:
             attrs = file.attrs
-            return {"run_id": str(attrs.get("run_id", "")), "status": str(attrs.get("status", "")),
-                    "results": json.loads(attrs.get("results", "{}")), "events": int(attrs.get("events", 0))}
+            return {
+                "run_id": str(attrs.get("run_id", "")),
+                "status": str(attrs.get("status", "")),
+                "results": json.loads(attrs.get("results", "{}")),
+                "events": int(attrs.get("events", 0)),
+            }
     except (OSError, ValueError):  # a file torn by a hard stop: the journal has the truth
         return None
 
@@ -330,11 +361,14 @@ def _finite(data: Any, name: str) -> np.ndarray:
     """``data`` as an array; float data with NaN/inf is refused before it reaches the file."""
     arr = np.asarray(data)
     if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
-        raise WaveformError(f"refusing to store non-finite values in {name!r}; check the measurement "
-                            "or replace them before saving")
+        raise WaveformError(
+            f"refusing to store non-finite values in {name!r}; check the measurement "
+            "or replace them before saving"
+        )
     if arr.dtype.kind not in "biufcS":
-        raise ConfigError(f"{name!r}: cannot store an array of dtype {arr.dtype} (numbers, booleans "
-                          "or byte strings)")
+        raise ConfigError(
+            f"{name!r}: cannot store an array of dtype {arr.dtype} (numbers, booleans or byte strings)"
+        )
     return arr
 
 
@@ -345,7 +379,7 @@ def _write_rows(ds: h5py.Dataset, dtype: np.dtype, start: int, rows: np.ndarray)
     """``ds[start:start + len(rows)] = rows`` through the low-level API when no conversion is
     needed: h5py's general ``__setitem__`` costs most of a small step's write time."""
     if rows.dtype != dtype or rows.dtype.kind not in "fiub" or rows.size == 0:
-        ds[start:start + rows.shape[0]] = rows
+        ds[start : start + rows.shape[0]] = rows
         return
     rows = np.ascontiguousarray(rows)
     file_space = ds.id.get_space()
@@ -379,12 +413,16 @@ class Recovery:
         """One line: what was kept, from where, and where measuring starts again."""
         parts = []
         if self.damage is not None:
-            parts.append(f"journal damaged at bytes {self.damage[0]}-{self.damage[1]} (kept as "
-                         f"{self.kept_as})")
+            parts.append(
+                f"journal damaged at bytes {self.damage[0]}-{self.damage[1]} (kept as {self.kept_as})"
+            )
         if self.start_from_runfile:
             parts.append("start document recovered from run.h5")
-        origin = f" ({self.from_journal} from the journal, {self.from_runfile} from run.h5)" \
-            if self.from_runfile else ""
+        origin = (
+            f" ({self.from_journal} from the journal, {self.from_runfile} from run.h5)"
+            if self.from_runfile
+            else ""
+        )
         parts.append(f"kept {self.steps} steps{origin}; measuring again from step {self.steps}")
         return "; ".join(parts)
 
@@ -397,8 +435,10 @@ def recover(directory: str | Path) -> Recovery:
     directory = Path(directory)
     path = directory / JOURNAL_FILE
     if not path.is_file():
-        raise ConfigError(f"{directory} has no run journal ({JOURNAL_FILE}): it is not a spinlab "
-                          "run directory, or the run completed and there is nothing to resume")
+        raise ConfigError(
+            f"{directory} has no run journal ({JOURNAL_FILE}): it is not a spinlab "
+            "run directory, or the run completed and there is nothing to resume"
+        )
     try:
         scan = journal_mod.scan(path)
     except JournalError:  # its magic is damaged: all of it is, as far as reading goes
@@ -412,8 +452,10 @@ def recover(directory: str | Path) -> Recovery:
     if not starts:
         if stored is None:
             where = f" (bytes {damage[0]}-{damage[1]} are damaged)" if damage else ""
-            raise JournalError(f"{directory}: the journal holds no start document{where} and run.h5 "
-                               "does not hold it either; nothing to resume, nothing was changed")
+            raise JournalError(
+                f"{directory}: the journal holds no start document{where} and run.h5 "
+                "does not hold it either; nothing to resume, nothing was changed"
+            )
         records.insert(0, stored["start"])
         from_runfile = True
     run_id = records[0].get("run_id") if from_runfile else starts[0].get("run_id")
@@ -423,12 +465,18 @@ def recover(directory: str | Path) -> Recovery:
         described = {r.get("stream") for r in records if r.get("doc") == "descriptor"}
         extra = [d for d in stored["descriptors"] if d["stream"] not in described] + stored["events"]
     elif stored is not None and not same and stored["count"] > len(in_journal):
-        raise JournalError(f"{directory}: run.h5 belongs to run {stored['start']['run_id']}, the journal "
-                           f"to run {run_id}; move one of them away; nothing was changed")
-    return Recovery(records + extra, from_journal=len(in_journal),
-                    from_runfile=len(stored["events"]) if stored is not None and same else 0,
-                    stored_steps=stored["count"] if stored is not None and same else 0, damage=damage,
-                    start_from_runfile=from_runfile)
+        raise JournalError(
+            f"{directory}: run.h5 belongs to run {stored['start']['run_id']}, the journal "
+            f"to run {run_id}; move one of them away; nothing was changed"
+        )
+    return Recovery(
+        records + extra,
+        from_journal=len(in_journal),
+        from_runfile=len(stored["events"]) if stored is not None and same else 0,
+        stored_steps=stored["count"] if stored is not None and same else 0,
+        damage=damage,
+        start_from_runfile=from_runfile,
+    )
 
 
 def _stored(path: Path, skip: set[tuple[str, int]]) -> dict[str, Any] | None:
@@ -440,36 +488,55 @@ def _stored(path: Path, skip: set[tuple[str, int]]) -> dict[str, Any] | None:
             if not attrs.get("run_id") or not attrs.get("plan"):
                 return None
             run_id = str(attrs["run_id"])
-            start = {"doc": "start", "run_id": run_id, "kind": str(attrs.get("kind", attrs["plan"])),
-                     "plan": str(attrs["plan"]), "config": json.loads(attrs.get("config", "{}")),
-                     "seed": int(attrs.get("seed", 0)), "address": _text(attrs.get("address")),
-                     "address_sha256": _text(attrs.get("address_sha256")),
-                     "identity": json.loads(attrs.get("device", "{}")),
-                     "versions": json.loads(attrs.get("versions", "{}")),
-                     "started": _text(attrs.get("started")), "resumed": int(attrs.get("resumed", 0)),
-                     "nexus": {}}
+            start = {
+                "doc": "start",
+                "run_id": run_id,
+                "kind": str(attrs.get("kind", attrs["plan"])),
+                "plan": str(attrs["plan"]),
+                "config": json.loads(attrs.get("config", "{}")),
+                "seed": int(attrs.get("seed", 0)),
+                "address": _text(attrs.get("address")),
+                "address_sha256": _text(attrs.get("address_sha256")),
+                "identity": json.loads(attrs.get("device", "{}")),
+                "versions": json.loads(attrs.get("versions", "{}")),
+                "started": _text(attrs.get("started")),
+                "resumed": int(attrs.get("resumed", 0)),
+                "nexus": {},
+            }
             streams = file["engine/streams"].attrs if "engine/streams" in file else {}
-            descriptors = [{"doc": "descriptor", "run_id": run_id, "stream": str(name),
-                            "data_keys": json.loads(value)} for name, value in streams.items()]
+            descriptors = [
+                {"doc": "descriptor", "run_id": run_id, "stream": str(name), "data_keys": json.loads(value)}
+                for name, value in streams.items()
+            ]
             lines = file["engine/events"][()] if "engine/events" in file else []
             events: list[dict[str, Any]] = []
             offsets: dict[str, int] = {}
             count = 0
             for line in lines:
                 event = json.loads(line)
-                spans = {key: (offsets.get(key, 0), offsets.get(key, 0) + int(n))
-                         for key, n in event["rows"].items()}
+                spans = {
+                    key: (offsets.get(key, 0), offsets.get(key, 0) + int(n))
+                    for key, n in event["rows"].items()
+                }
                 if any(key not in file or file[key].shape[0] < end for key, (_, end) in spans.items()):
                     break  # a step the writer did not finish
                 offsets.update({key: end for key, (_, end) in spans.items()})
                 count += 1
                 if (str(event["stream"]), int(event["seq"])) in skip:
                     continue
-                events.append({"doc": "event", "run_id": run_id, "stream": event["stream"],
-                               "seq": int(event["seq"]), "key": event["key"], "time": event.get("time"),
-                               "meta": event.get("meta") or {},
-                               "data": {key: file[key][a:b] for key, (a, b) in spans.items()},
-                               "attrs": {key: dict(file[key].attrs) for key in spans}})
+                events.append(
+                    {
+                        "doc": "event",
+                        "run_id": run_id,
+                        "stream": event["stream"],
+                        "seq": int(event["seq"]),
+                        "key": event["key"],
+                        "time": event.get("time"),
+                        "meta": event.get("meta") or {},
+                        "data": {key: file[key][a:b] for key, (a, b) in spans.items()},
+                        "attrs": {key: dict(file[key].attrs) for key in spans},
+                    }
+                )
             return {"start": start, "descriptors": descriptors, "events": events, "count": count}
     except Exception:  # a second copy read at best effort: a torn or foreign file holds nothing
         return None
@@ -518,8 +585,10 @@ def _sync_dir(directory: Path) -> None:
 
 
 def _rebuild_failed(directory: Path, exc: OSError) -> RunFileError:
-    return RunFileError(f"cannot rebuild the run files in {directory} ({_reason(exc)}); the old files "
-                        "are unchanged: free space or fix the disk, then resume again")
+    return RunFileError(
+        f"cannot rebuild the run files in {directory} ({_reason(exc)}); the old files "
+        "are unchanged: free space or fix the disk, then resume again"
+    )
 
 
 def _reason(exc: BaseException) -> str:

@@ -23,20 +23,29 @@ SIGKILL cannot be caught: outputs then stay as they were (the next ``open`` of t
 ramps a source that was left on down from where it is), and the journal keeps every completed
 step. Handlers are installed only in the main thread (Python delivers signals there).
 """
+
 from __future__ import annotations
 
 import contextlib
 import logging
 import signal
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from spinlab.errors import RunInterrupted, RunStopping
 
 log = logging.getLogger("spinlab.engine")
 
-HANDLED = tuple(s for s in (getattr(signal, "SIGINT", None), getattr(signal, "SIGTERM", None),
-                            getattr(signal, "SIGHUP", None)) if s is not None)
+HANDLED = tuple(
+    s
+    for s in (
+        getattr(signal, "SIGINT", None),
+        getattr(signal, "SIGTERM", None),
+        getattr(signal, "SIGHUP", None),
+    )
+    if s is not None
+)
 
 
 class SignalGuard:
@@ -50,7 +59,7 @@ class SignalGuard:
         self._previous: dict[int, Any] = {}  # what signal.signal returned: a handler or a constant
         self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> "SignalGuard":
+    def __enter__(self) -> SignalGuard:
         self._thread = threading.current_thread()
         if self._thread is threading.main_thread():
             for signum in HANDLED:
@@ -79,8 +88,10 @@ class SignalGuard:
         # cannot lose the signal, the next checkpoint raises it again
         self.pending = self.pending or signum
         if self._shield:
-            log.warning("%s received while the run stops safely (outputs going off); finishing that first",
-                        signal.Signals(signum).name)
+            log.warning(
+                "%s received while the run stops safely (outputs going off); finishing that first",
+                signal.Signals(signum).name,
+            )
             return
         if self._defer:
             return

@@ -7,6 +7,7 @@
 * :func:`create_keys` - the key directory layout of the control channel (:mod:`.keys`).
 * :func:`preview` - min/max or mean decimation of waveforms for display.
 """
+
 from spinlab.errors import MessageFormatError, ProtocolError
 from spinlab.monitoring.control import ControlClient, ControlError, ControlServer
 from spinlab.monitoring.keys import create_keys
@@ -16,7 +17,17 @@ from spinlab.monitoring.publisher import Publisher
 from spinlab.monitoring.subscriber import Subscriber
 
 __all__ = [
-    "Publisher", "Subscriber", "ControlServer", "ControlClient", "ControlError", "create_keys",
-    "PublishingHandler", "Message", "MessageFormatError", "ProtocolError", "PROTOCOL_VERSION", "TOPICS",
+    "Publisher",
+    "Subscriber",
+    "ControlServer",
+    "ControlClient",
+    "ControlError",
+    "create_keys",
+    "PublishingHandler",
+    "Message",
+    "MessageFormatError",
+    "ProtocolError",
+    "PROTOCOL_VERSION",
+    "TOPICS",
     "preview",
 ]

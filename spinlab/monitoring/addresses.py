@@ -5,6 +5,7 @@ Servers bind to loopback unless the user names another host: ``5555`` and ``tcp:
 object's ``endpoint``). Binding elsewhere works but is logged as a warning, because the event
 stream is not encrypted (the control channel is: CURVE).
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -40,7 +41,9 @@ def bind_endpoint(address: str, what: str = "monitor") -> str:
     if not is_loopback(host):
         log.warning(
             "%s binds to %s: reachable from other machines (the event stream is not encrypted); "
-            "use tcp://127.0.0.1:PORT unless you mean it", what, host,
+            "use tcp://127.0.0.1:PORT unless you mean it",
+            what,
+            host,
         )
     return f"tcp://{host}:{port}"
 

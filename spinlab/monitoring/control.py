@@ -17,6 +17,7 @@ Unauthenticated peers never get past the CURVE handshake (they see no reply at a
 handshakes are counted from the socket monitor. Malformed, oversized (``MAXMSGSIZE``),
 unknown or wrong-typed requests get an error reply and are counted and logged.
 """
+
 from __future__ import annotations
 
 import logging
@@ -40,8 +41,11 @@ log = logging.getLogger("spinlab.monitoring.control")
 COMMANDS = ("status", "pause", "resume", "abort")
 MAX_REQUEST_BYTES = 4096
 
-_HANDSHAKE_FAILURES = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-                       | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+_HANDSHAKE_FAILURES = (
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+)
 
 
 def parse_request(body: bytes) -> str:
@@ -71,8 +75,12 @@ def parse_reply(body: bytes, address: str) -> dict[str, Any]:
     except Exception as exc:  # garbage raises assorted msgpack/Unicode errors
         raise ControlError(f"malformed reply from {address} ({type(exc).__name__})") from None
     status = reply.get("status", {}) if isinstance(reply, dict) else None
-    if not (isinstance(reply, dict) and isinstance(reply.get("ok"), bool) and isinstance(status, dict)
-            and isinstance(status.get("progress", {}), dict)):
+    if not (
+        isinstance(reply, dict)
+        and isinstance(reply.get("ok"), bool)
+        and isinstance(status, dict)
+        and isinstance(status.get("progress", {}), dict)
+    ):
         raise ControlError(f"malformed reply from {address}: {reply!r}"[:200])
     return reply
 
@@ -81,8 +89,9 @@ class ControlServer(Control):
     """Serve the control channel of one run (see module docstring); the engine sees it as a
     :class:`~spinlab.engine.Control` (``service`` at every checkpoint, ``close`` at the end)."""
 
-    def __init__(self, address: str, keys_dir: Any = None, run: RunState | None = None, *,
-                 poll_interval_s: float = 0.1) -> None:
+    def __init__(
+        self, address: str, keys_dir: Any = None, run: RunState | None = None, *, poll_interval_s: float = 0.1
+    ) -> None:
         public, secret, authorized = keyfiles.load_server_keys(keys_dir)
         self.run = run
         self._names = keyfiles.authorized_names(authorized)
@@ -113,8 +122,10 @@ class ControlServer(Control):
             self._events = self._sock.get_monitor_socket(_HANDSHAKE_FAILURES)
         except zmq.ZMQError as exc:
             self._release()
-            raise ConfigError(f"cannot serve the control channel on {endpoint}: {exc}; if the address is "
-                              "in use, pick another port (0 picks a free one)") from None
+            raise ConfigError(
+                f"cannot serve the control channel on {endpoint}: {exc}; if the address is "
+                "in use, pick another port (0 picks a free one)"
+            ) from None
         self._thread = threading.Thread(target=self._serve, name="spinlab-control", daemon=True)
         self._thread.start()
 
@@ -178,9 +189,11 @@ class ControlServer(Control):
             except zmq.Again:
                 return
             self.counts["handshake_failures"] += 1
-            log.warning("control channel on %s refused a connection (CURVE handshake failed: "
-                        "unknown client key or wrong server key)",
-                        event.get("endpoint", b"?").decode(errors="replace"))
+            log.warning(
+                "control channel on %s refused a connection (CURVE handshake failed: "
+                "unknown client key or wrong server key)",
+                event.get("endpoint", b"?").decode(errors="replace"),
+            )
 
     def _handle_one(self) -> None:
         try:
@@ -200,11 +213,17 @@ class ControlServer(Control):
         except MessageFormatError as exc:
             self.counts["rejected"] += 1
             log.warning("rejected a control request from %s: %s", client, exc)
-            reply = {"v": PROTOCOL_VERSION, "ok": False, "command": None, "state": self.state,
-                     "error": str(exc)}
+            reply = {
+                "v": PROTOCOL_VERSION,
+                "ok": False,
+                "command": None,
+                "state": self.state,
+                "error": str(exc),
+            }
         try:
-            self._sock.send_multipart([identity, *envelope, msgpack.packb(reply, use_bin_type=True)],
-                                      zmq.NOBLOCK)
+            self._sock.send_multipart(
+                [identity, *envelope, msgpack.packb(reply, use_bin_type=True)], zmq.NOBLOCK
+            )
         except zmq.ZMQError as exc:
             log.warning("could not reply to control client %s: %s", client, exc)
 
@@ -220,8 +239,13 @@ class ControlServer(Control):
         command = parse_request(body)
         if command != "status":
             self._apply(command, client)
-        return {"v": PROTOCOL_VERSION, "ok": True, "command": command, "state": self.state,
-                "status": self._status()}
+        return {
+            "v": PROTOCOL_VERSION,
+            "ok": True,
+            "command": command,
+            "state": self.state,
+            "status": self._status(),
+        }
 
     def _apply(self, command: str, client: str) -> None:
         with self._cond:
@@ -238,16 +262,20 @@ class ControlServer(Control):
 
     def _status(self) -> dict[str, Any]:
         run = self.run
-        status: dict[str, Any] = {"control": dict(self.counts),
-                                  "uptime_s": round(time.monotonic() - self._started, 3)}
+        status: dict[str, Any] = {
+            "control": dict(self.counts),
+            "uptime_s": round(time.monotonic() - self._started, 3),
+        }
         if run is not None:
-            status.update({
-                "run_id": getattr(run, "run_id", None),
-                "kind": getattr(run, "kind", None),
-                "run_status": getattr(run, "status", None),
-                "progress": dict(getattr(run, "last_progress", None) or {}),
-                "monitor_dropped": int(getattr(getattr(run, "events", None), "dropped", 0)),
-            })
+            status.update(
+                {
+                    "run_id": getattr(run, "run_id", None),
+                    "kind": getattr(run, "kind", None),
+                    "run_status": getattr(run, "status", None),
+                    "progress": dict(getattr(run, "last_progress", None) or {}),
+                    "monitor_dropped": int(getattr(getattr(run, "events", None), "dropped", 0)),
+                }
+            )
         return status
 
     def _publish(self, topic: str, payload: dict[str, Any]) -> None:
@@ -271,8 +299,7 @@ class ControlServer(Control):
 class ControlClient:
     """One client of a run's control channel (``spinlab control`` uses it)."""
 
-    def __init__(self, address: str, key_file: Any, server_key_file: Any, *,
-                 timeout_s: float = 5.0) -> None:
+    def __init__(self, address: str, key_file: Any, server_key_file: Any, *, timeout_s: float = 5.0) -> None:
         self.address = connect_endpoint(address, "control")
         self.timeout_s = float(timeout_s)
         self._public, self._secret = keyfiles.load_client_keys(key_file)

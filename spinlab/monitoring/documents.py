@@ -7,10 +7,12 @@
 It binds its socket when it is created, so ``endpoint`` is known (port 0) before the run
 starts; while the run is active, records of the ``spinlab`` logger go out as ``log``.
 """
+
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -43,8 +45,9 @@ class MonitorPublisher:
     def dropped(self) -> int:
         return int(self.publisher.dropped)
 
-    def publish(self, topic: str, payload: Mapping[str, Any] | None = None,
-                arrays: Mapping[str, Any] | None = None) -> None:
+    def publish(
+        self, topic: str, payload: Mapping[str, Any] | None = None, arrays: Mapping[str, Any] | None = None
+    ) -> None:
         self.publisher.publish(topic, to_jsonable(dict(payload or {})), arrays)
 
     def __call__(self, name: str, doc: Mapping[str, Any]) -> None:
@@ -68,10 +71,19 @@ class MonitorPublisher:
     def _on_preview(self, doc: PreviewDoc) -> None:
         wave = doc["waveform"]
         small = preview(wave, self.preview_points)
-        self.publish("preview", {"name": doc["name"], "dt_s": small.dt_s, "unit": small.unit,
-                                  "t0_s": small.t0_s, "decimation": small.meta["decimation"],
-                                  "factor": small.meta["factor"], "n_original": int(np.shape(wave.samples)[-1])},
-                     {"samples": small.samples})
+        self.publish(
+            "preview",
+            {
+                "name": doc["name"],
+                "dt_s": small.dt_s,
+                "unit": small.unit,
+                "t0_s": small.t0_s,
+                "decimation": small.meta["decimation"],
+                "factor": small.meta["factor"],
+                "n_original": int(np.shape(wave.samples)[-1]),
+            },
+            {"samples": small.samples},
+        )
 
     def _on_result(self, doc: ResultDoc) -> None:
         self.publish("result", _fields(doc))

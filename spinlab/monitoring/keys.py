@@ -13,6 +13,7 @@
 The server only ever reads ``server.key_secret`` and ``authorized_clients/*.key``; revoking a
 client is deleting its file there (takes effect for the next run). Secret files are mode 0600.
 """
+
 from __future__ import annotations
 
 import os
@@ -50,20 +51,28 @@ def create_keys(directory: str | Path, name: str) -> dict[str, Path]:
     client_public = authorized / f"{name}.key"
     client_secret = clients / f"{name}.key_secret"
     if client_public.exists() or client_secret.exists():
-        raise ConfigError(f"a client named {name!r} already exists in {root}; pick another name "
-                          f"or delete {client_public} and {client_secret} first")
+        raise ConfigError(
+            f"a client named {name!r} already exists in {root}; pick another name "
+            f"or delete {client_public} and {client_secret} first"
+        )
     public, secret = zmq.auth.create_certificates(clients, name)
     os.chmod(secret, 0o600)
     shutil.move(public, client_public)
-    return {"server_public": server_public, "server_secret": server_secret,
-            "client_public": client_public, "client_secret": client_secret}
+    return {
+        "server_public": server_public,
+        "server_secret": server_secret,
+        "client_public": client_public,
+        "client_secret": client_secret,
+    }
 
 
 def load_server_keys(keys_dir: str | Path) -> tuple[bytes, bytes, Path]:
     """(public, secret, authorized_clients dir) for a control server; checks the layout."""
     if keys_dir is None:
-        raise ConfigError("the control channel needs --control-keys DIR (create one with "
-                          "`spinlab keys DIR --name YOU`); it refuses to run unauthenticated")
+        raise ConfigError(
+            "the control channel needs --control-keys DIR (create one with "
+            "`spinlab keys DIR --name YOU`); it refuses to run unauthenticated"
+        )
     root = Path(keys_dir)
     secret_file = root / f"{SERVER_NAME}.key_secret"
     public, secret = _load(secret_file, "server secret key")
@@ -71,8 +80,9 @@ def load_server_keys(keys_dir: str | Path) -> tuple[bytes, bytes, Path]:
         raise ConfigError(f"{secret_file} holds no secret key; recreate it with `spinlab keys`")
     authorized = root / AUTHORIZED_DIR
     if not authorized.is_dir() or not any(authorized.glob("*.key")):
-        raise ConfigError(f"no authorised client keys in {authorized}; add one with "
-                          f"`spinlab keys {root} --name NAME`")
+        raise ConfigError(
+            f"no authorised client keys in {authorized}; add one with `spinlab keys {root} --name NAME`"
+        )
     return public, secret, authorized
 
 
@@ -92,8 +102,9 @@ def load_client_keys(secret_file: str | Path) -> tuple[bytes, bytes]:
     """(public, secret) of a client from its ``NAME.key_secret`` file."""
     public, secret = _load(Path(secret_file), "client secret key")
     if secret is None:
-        raise ConfigError(f"{secret_file} holds only a public key; --key needs the client's "
-                          "NAME.key_secret file")
+        raise ConfigError(
+            f"{secret_file} holds only a public key; --key needs the client's NAME.key_secret file"
+        )
     return public, secret
 
 

@@ -6,11 +6,12 @@ publishes what the ``spinlab`` logger lets through (its effective level: WARNING
 ``spinlab.monitoring`` itself are not forwarded, so a monitoring problem cannot feed back
 into the stream it is about.
 """
+
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 _SKIP_PREFIX = "spinlab.monitoring"
 

@@ -31,12 +31,14 @@ is a message it did not get (dropped in the publisher or by ZeroMQ's high-water 
 
 Both ends validate: :func:`decode` turns anything malformed into :class:`ProtocolError`.
 """
+
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import msgpack
 import numpy as np
@@ -105,9 +107,7 @@ def cache_key(topic: str, payload: Mapping[str, Any]) -> tuple[str, str | None]:
 def check_topic(topic: str) -> bytes:
     """Validate a topic name and return its wire bytes."""
     if not isinstance(topic, str) or not _TOPIC_RE.match(topic):
-        raise ProtocolError(
-            f"topic {topic!r} is not a dotted lower-case name like 'progress' or 'twin.loss'"
-        )
+        raise ProtocolError(f"topic {topic!r} is not a dotted lower-case name like 'progress' or 'twin.loss'")
     raw = topic.encode()
     if len(raw) > MAX_TOPIC_BYTES:
         raise ProtocolError(f"topic {topic!r} is longer than {MAX_TOPIC_BYTES} bytes")
@@ -138,8 +138,15 @@ def _as_array(name: str, value: Any) -> np.ndarray:
         raise ProtocolError(f"array {name!r} is not an array of numbers: {exc}") from None
 
 
-def encode_header(topic: str, run_id: str, seq: int, time_s: float, payload: Mapping[str, Any],
-                  arrays: Mapping[str, np.ndarray], replay: bool = False) -> bytes:
+def encode_header(
+    topic: str,
+    run_id: str,
+    seq: int,
+    time_s: float,
+    payload: Mapping[str, Any],
+    arrays: Mapping[str, np.ndarray],
+    replay: bool = False,
+) -> bytes:
     """Pack the header map (arrays must already be :func:`wire_array` copies)."""
     if not isinstance(run_id, str):
         raise ProtocolError(f"run id must be a string, got {type(run_id).__name__}")
@@ -153,8 +160,9 @@ def encode_header(topic: str, run_id: str, seq: int, time_s: float, payload: Map
         "t": float(time_s),
         "replay": bool(replay),
         "payload": _plain(dict(payload), topic),
-        "arrays": [{"name": name, "dtype": arr.dtype.str, "shape": list(arr.shape)}
-                   for name, arr in arrays.items()],
+        "arrays": [
+            {"name": name, "dtype": arr.dtype.str, "shape": list(arr.shape)} for name, arr in arrays.items()
+        ],
     }
     try:
         raw = msgpack.packb(header, use_bin_type=True)
@@ -168,8 +176,15 @@ def encode_header(topic: str, run_id: str, seq: int, time_s: float, payload: Map
     return raw
 
 
-def encode(topic: str, run_id: str, seq: int, time_s: float, payload: Mapping[str, Any] | None = None,
-           arrays: Mapping[str, Any] | None = None, replay: bool = False) -> list[Any]:
+def encode(
+    topic: str,
+    run_id: str,
+    seq: int,
+    time_s: float,
+    payload: Mapping[str, Any] | None = None,
+    arrays: Mapping[str, Any] | None = None,
+    replay: bool = False,
+) -> list[Any]:
     """Build the frames of one message: ``[topic, header, *array buffers]``."""
     raw_topic = check_topic(topic)
     given = {str(k): _as_array(str(k), v) for k, v in (arrays or {}).items()}
@@ -177,8 +192,10 @@ def encode(topic: str, run_id: str, seq: int, time_s: float, payload: Mapping[st
         raise ProtocolError(f"{len(given)} arrays in one message (max {MAX_ARRAYS})")
     total = sum(a.nbytes for a in given.values())
     if total > MAX_MESSAGE_BYTES:
-        raise ProtocolError(f"arrays of {topic!r} total {total} bytes (> {MAX_MESSAGE_BYTES}); "
-                            "publish a decimated preview instead")
+        raise ProtocolError(
+            f"arrays of {topic!r} total {total} bytes (> {MAX_MESSAGE_BYTES}); "
+            "publish a decimated preview instead"
+        )
     wired = {name: wire_array(name, arr) for name, arr in given.items()}
     header = encode_header(topic, run_id, seq, time_s, payload or {}, wired, replay)
     return [raw_topic, header, *(memoryview(a.reshape(-1).view(np.uint8)) for a in wired.values())]
@@ -240,8 +257,7 @@ def decode(frames: Sequence[Any]) -> Message:
     for spec, frame in zip(specs, frames[2:]):
         name, arr = _decode_array(spec, frame)
         arrays[name] = arr
-    return Message(topic, header["run"], header["seq"], float(header["t"]), header["payload"],
-                   arrays, replay)
+    return Message(topic, header["run"], header["seq"], float(header["t"]), header["payload"], arrays, replay)
 
 
 def _decode_array(spec: Any, frame: Any) -> tuple[str, np.ndarray]:
@@ -270,10 +286,15 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
 
 
 def _check_shape(name: str, shape: Sequence[int]) -> None:
-    if (len(shape) > MAX_ARRAY_DIMS or any(s < 0 for s in shape)
-            or math.prod(max(s, 1) for s in shape) > MAX_MESSAGE_BYTES):
-        raise ProtocolError(f"array {name!r}: bad shape {list(shape)!r} (at most {MAX_ARRAY_DIMS} "
-                            f"axes of sizes >= 0 and {MAX_MESSAGE_BYTES} cells)")
+    if (
+        len(shape) > MAX_ARRAY_DIMS
+        or any(s < 0 for s in shape)
+        or math.prod(max(s, 1) for s in shape) > MAX_MESSAGE_BYTES
+    ):
+        raise ProtocolError(
+            f"array {name!r}: bad shape {list(shape)!r} (at most {MAX_ARRAY_DIMS} "
+            f"axes of sizes >= 0 and {MAX_MESSAGE_BYTES} cells)"
+        )
 
 
 def _plain(value: Any, topic: str, depth: int = 0) -> Any:
@@ -297,8 +318,10 @@ def _plain(value: Any, topic: str, depth: int = 0) -> Any:
         value = _sorted(value)
     if isinstance(value, (list, tuple)):
         return [_plain(v, topic, depth + 1) for v in value]
-    raise ProtocolError(f"payload of {topic!r} cannot be packed: {type(value).__name__} is not a plain "
-                        "number, string, list or map")
+    raise ProtocolError(
+        f"payload of {topic!r} cannot be packed: {type(value).__name__} is not a plain "
+        "number, string, list or map"
+    )
 
 
 def _sorted(items: Any) -> list:
@@ -325,13 +348,16 @@ def check_plain(value: Any, leaves: tuple[type, ...] = _PLAIN_LEAVES, depth: int
         for item in value:
             check_plain(item, leaves, depth + 1)
     elif kind not in leaves:
-        raise ProtocolError(f"payload holds a {kind.__name__} (allowed: maps, lists, "
-                            f"{', '.join(t.__name__ for t in leaves)}; no msgpack extension types)")
+        raise ProtocolError(
+            f"payload holds a {kind.__name__} (allowed: maps, lists, "
+            f"{', '.join(t.__name__ for t in leaves)}; no msgpack extension types)"
+        )
 
 
 # --- previews -----------------------------------------------------------------------------
-def preview(waveform: Waveform | np.ndarray, max_points: int = 1000, method: str = "minmax",
-            dt_s: float | None = None) -> Waveform:
+def preview(
+    waveform: Waveform | np.ndarray, max_points: int = 1000, method: str = "minmax", dt_s: float | None = None
+) -> Waveform:
     """Decimate a waveform for display so a preview stays small whatever the record length.
 
     ``minmax`` keeps the envelope (each bin contributes its min and its max, in time order, so
@@ -353,13 +379,22 @@ def preview(waveform: Waveform | np.ndarray, max_points: int = 1000, method: str
         bins = max_points
         factor = math.ceil(n / bins)
         out = _bin_reduce(x, factor, np.mean)
-        return Waveform(out, waveform.dt_s * factor, waveform.unit,
-                        waveform.t0_s + 0.5 * (factor - 1) * waveform.dt_s,
-                        {**waveform.meta, "decimation": "mean", "factor": factor})
+        return Waveform(
+            out,
+            waveform.dt_s * factor,
+            waveform.unit,
+            waveform.t0_s + 0.5 * (factor - 1) * waveform.dt_s,
+            {**waveform.meta, "decimation": "mean", "factor": factor},
+        )
     factor = math.ceil(n / (max_points // 2))
     out = _minmax_in_time_order(x.reshape(-1, n), factor).reshape(*x.shape[:-1], -1)
-    return Waveform(out, waveform.dt_s * factor / 2, waveform.unit, waveform.t0_s,
-                    {**waveform.meta, "decimation": "minmax", "factor": factor / 2})
+    return Waveform(
+        out,
+        waveform.dt_s * factor / 2,
+        waveform.unit,
+        waveform.t0_s,
+        {**waveform.meta, "decimation": "minmax", "factor": factor / 2},
+    )
 
 
 def _minmax_in_time_order(x: np.ndarray, factor: int) -> np.ndarray:

@@ -22,6 +22,7 @@ copies (``replay`` with a ``seq`` they have passed) and skip them. We chose this
 snapshot ROUTER (the Clone pattern) because a client needs one SUB socket and no second
 round trip; the cost is that replays fan out to every subscriber, which is tiny at lab rates.
 """
+
 from __future__ import annotations
 
 import collections
@@ -29,7 +30,8 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import zmq
 
@@ -52,10 +54,19 @@ class Publisher:
     messages that were accepted by ``publish`` but never handed to ZeroMQ.
     """
 
-    def __init__(self, address: str, run_id: str = "", *, queue_size: int = 1024,
-                 queue_bytes: int = 64 * 1024 * 1024, sndhwm: int = 1000,
-                 stats_interval_s: float = 1.0, linger_s: float = 0.25,
-                 flush_interval_s: float = 0.02, max_replays_per_s: float = 50.0) -> None:
+    def __init__(
+        self,
+        address: str,
+        run_id: str = "",
+        *,
+        queue_size: int = 1024,
+        queue_bytes: int = 64 * 1024 * 1024,
+        sndhwm: int = 1000,
+        stats_interval_s: float = 1.0,
+        linger_s: float = 0.25,
+        flush_interval_s: float = 0.02,
+        max_replays_per_s: float = 50.0,
+    ) -> None:
         if queue_size < 1:
             raise ConfigError(f"queue_size must be >= 1, got {queue_size}")
         self.run_id = run_id
@@ -76,7 +87,9 @@ class Publisher:
         except zmq.ZMQError as exc:
             self._sock.close(0)
             self._ctx.term()
-            raise ConfigError(f"cannot bind the monitor stream to {endpoint}: {exc}; pick another port") from None
+            raise ConfigError(
+                f"cannot bind the monitor stream to {endpoint}: {exc}; pick another port"
+            ) from None
         self.endpoint = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
 
         self._lock = threading.Lock()
@@ -85,8 +98,16 @@ class Publisher:
         self._replay_tokens = self.max_replays_per_s
         self._replay_refill = time.monotonic()
         self._seq = 0
-        self._stats = {"published": 0, "sent": 0, "dropped": 0, "rejected": 0,
-                       "subscriptions": 0, "replayed": 0, "replays_refused": 0, "bad_inbound": 0}
+        self._stats = {
+            "published": 0,
+            "sent": 0,
+            "dropped": 0,
+            "rejected": 0,
+            "subscriptions": 0,
+            "replayed": 0,
+            "replays_refused": 0,
+            "bad_inbound": 0,
+        }
         self._cache: dict[tuple[str, str | None], tuple] = {}
         self._idle = False
         self._closing = False
@@ -108,8 +129,9 @@ class Publisher:
         with self._lock:
             return {**self._stats, "queued": len(self._queue)}
 
-    def publish(self, topic: str, header: Mapping[str, Any] | None = None,
-                arrays: Mapping[str, Any] | None = None) -> None:
+    def publish(
+        self, topic: str, header: Mapping[str, Any] | None = None, arrays: Mapping[str, Any] | None = None
+    ) -> None:
         """Queue one message; never blocks. Invalid topics/payloads raise MessageFormatError."""
         if self._closing:
             return
@@ -127,10 +149,12 @@ class Publisher:
                 self._stats["rejected"] += 1
                 raise MessageFormatError(
                     f"{topic!r} message of {size} bytes exceeds the monitor queue ({self.queue_bytes} "
-                    "bytes); publish a preview (Run.preview) instead of the full data")
+                    "bytes); publish a preview (Run.preview) instead of the full data"
+                )
             dropped_before = self._stats["dropped"]
-            while self._queue and (len(self._queue) >= self.queue_size
-                                   or self._queued_bytes + size > self.queue_bytes):
+            while self._queue and (
+                len(self._queue) >= self.queue_size or self._queued_bytes + size > self.queue_bytes
+            ):
                 self._queued_bytes -= self._queue.popleft()[-1]  # drop-oldest: newest state gets in
                 self._stats["dropped"] += 1
             if topic == "stop":  # the run's end says how much the monitors missed, counted now
@@ -172,8 +196,12 @@ class Publisher:
         now = time.monotonic()
         if now - self._last_drop_log > 10.0:
             self._last_drop_log = now
-            log.warning("monitor queue full (%d messages or %d bytes): dropping the oldest "
-                        "(%d dropped so far)", self.queue_size, self.queue_bytes, self._stats["dropped"])
+            log.warning(
+                "monitor queue full (%d messages or %d bytes): dropping the oldest (%d dropped so far)",
+                self.queue_size,
+                self.queue_bytes,
+                self._stats["dropped"],
+            )
 
     # --- sender thread ---------------------------------------------------------------------
     def _serve(self) -> None:
@@ -266,8 +294,9 @@ class Publisher:
     def _may_replay(self) -> bool:
         """Token bucket: a flood of (re)subscriptions must not turn into a CPU drain here."""
         now = time.monotonic()
-        self._replay_tokens = min(self.max_replays_per_s,
-                                  self._replay_tokens + (now - self._replay_refill) * self.max_replays_per_s)
+        self._replay_tokens = min(
+            self.max_replays_per_s, self._replay_tokens + (now - self._replay_refill) * self.max_replays_per_s
+        )
         self._replay_refill = now
         if self._replay_tokens < 1:
             return False
@@ -276,8 +305,9 @@ class Publisher:
 
     def _replay(self, prefix: bytes) -> None:
         """Re-send the latest message of each cached topic matching ``prefix`` (in seq order)."""
-        entries = sorted((e for e in self._cache.values() if e[1].encode().startswith(prefix)),
-                         key=lambda e: e[0])
+        entries = sorted(
+            (e for e in self._cache.values() if e[1].encode().startswith(prefix)), key=lambda e: e[0]
+        )
         for seq, topic, t, payload, frames in entries:
             replay = [frames[0], messages.mark_replay(frames[1]), *frames[2:]]
             try:

@@ -12,12 +12,14 @@ recording replays through the same validation as live data (:func:`read_recordin
 full-resolution array bytes with their dtype and shape. A file cut short (Ctrl-C, full disk)
 is read up to its last complete message.
 """
+
 from __future__ import annotations
 
 import logging
 import struct
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO, Iterator, Sequence
+from typing import BinaryIO
 
 from spinlab.errors import ConfigError, MessageFormatError
 from spinlab.monitoring import messages
@@ -36,8 +38,10 @@ class Recorder:
         try:
             self._file: BinaryIO = open(self.path, "wb")
         except OSError as exc:
-            raise ConfigError(f"cannot write the recording {str(self.path)!r}: {exc.strerror or exc}; "
-                              "choose a writable file (--record FILE)") from None
+            raise ConfigError(
+                f"cannot write the recording {str(self.path)!r}: {exc.strerror or exc}; "
+                "choose a writable file (--record FILE)"
+            ) from None
         self._file.write(MAGIC)
         self.count = 0
 
@@ -52,7 +56,7 @@ class Recorder:
     def close(self) -> None:
         self._file.close()
 
-    def __enter__(self) -> "Recorder":
+    def __enter__(self) -> Recorder:
         return self
 
     def __exit__(self, *exc: object) -> None:

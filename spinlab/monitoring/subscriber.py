@@ -4,11 +4,12 @@ Used by ``spinlab monitor``, the tests and the benchmark. Every received message
 with :func:`spinlab.monitoring.messages.decode`; anything malformed is counted in ``rejected``
 and logged, never raised to the caller.
 """
+
 from __future__ import annotations
 
 import logging
 import time
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import zmq
 
@@ -36,8 +37,15 @@ class Subscriber:
       replay may arrive after the first live messages, so this is decided per key.
     """
 
-    def __init__(self, address: str, topics: Sequence[str] = ("",), *, rcvhwm: int = 10000,
-                 resync_s: float = 0.5, context: zmq.Context | None = None) -> None:
+    def __init__(
+        self,
+        address: str,
+        topics: Sequence[str] = ("",),
+        *,
+        rcvhwm: int = 10000,
+        resync_s: float = 0.5,
+        context: zmq.Context | None = None,
+    ) -> None:
         self.address = connect_endpoint(address)
         self._own_ctx = context is None
         self._ctx = context or zmq.Context()
@@ -140,7 +148,7 @@ class Subscriber:
         if self._own_ctx:
             self._ctx.term()
 
-    def __enter__(self) -> "Subscriber":
+    def __enter__(self) -> Subscriber:
         return self
 
     def __exit__(self, *exc: object) -> None:

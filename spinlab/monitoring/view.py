@@ -15,6 +15,7 @@ text from the stream is escaped before rich sees it (a ``[/]`` in a payload is t
 markup), empty and complex arrays are shown, not assumed away, and the per-name tables are
 bounded so a publisher inventing names cannot grow the watcher without limit.
 """
+
 from __future__ import annotations
 
 import collections
@@ -59,7 +60,7 @@ class MonitorState:
     status: str = "waiting"
     config: dict = field(default_factory=dict)
     progress: dict = field(default_factory=dict)
-    waveforms: dict = field(default_factory=dict)   # name -> (samples 1-D, payload)
+    waveforms: dict = field(default_factory=dict)  # name -> (samples 1-D, payload)
     loss: collections.deque = field(default_factory=lambda: collections.deque(maxlen=500))
     nrmse: collections.deque = field(default_factory=lambda: collections.deque(maxlen=500))
     results: dict = field(default_factory=dict)
@@ -133,7 +134,11 @@ class MonitorState:
         elif p.get("status") != "running":
             values = p.get("values") if isinstance(p.get("values"), dict) else {}
             text = ", ".join(f"{k}={_fmt(v)}" for k, v in values.items())
-            _put(self.results, "last point", f"{p.get('index')} ({text}, seed {p.get('seed')}): {p.get('status')}")
+            _put(
+                self.results,
+                "last point",
+                f"{p.get('index')} ({text}, seed {p.get('seed')}): {p.get('status')}",
+            )
 
     def _new_run(self, run_id: str) -> None:
         fresh = MonitorState(run_id=run_id)
@@ -170,26 +175,35 @@ def render(state: MonitorState, *, missed: int = 0, rejected: int = 0, width: in
     from rich.table import Table
 
     head = Table.grid(padding=(0, 2))
-    head.add_row("[bold]run[/]", _text(state.run_id) or "(waiting for a run)", "[bold]status[/]",
-                 _status_markup(state.status))
+    head.add_row(
+        "[bold]run[/]",
+        _text(state.run_id) or "(waiting for a run)",
+        "[bold]status[/]",
+        _status_markup(state.status),
+    )
     if state.kind:
         head.add_row("[bold]kind[/]", _text(state.kind), "", "")
     parts: list = [head]
 
     done, total = state.progress.get("done"), state.progress.get("total")
     if isinstance(done, int) and isinstance(total, int) and total > 0:
-        extra = _text("  ".join(f"{k}={_fmt(v)}" for k, v in state.progress.items()
-                                if k not in ("done", "total")), 120)
+        extra = _text(
+            "  ".join(f"{k}={_fmt(v)}" for k, v in state.progress.items() if k not in ("done", "total")), 120
+        )
         bar = Table.grid(padding=(0, 1))
-        bar.add_row(ProgressBar(total=total, completed=min(done, total), width=width),
-                    f"{done}/{total}", extra)
+        bar.add_row(
+            ProgressBar(total=total, completed=min(done, total), width=width), f"{done}/{total}", extra
+        )
         parts.append(bar)
 
     if state.waveforms or state.loss or state.nrmse:
         curves = Table.grid(padding=(0, 1))
         for name, (samples, payload) in list(state.waveforms.items())[-4:]:
-            curves.add_row(f"[cyan]{_text(name)}[/]", sparkline(samples, width),
-                           f"{_range(samples)} {_text(payload.get('unit', ''))}")
+            curves.add_row(
+                f"[cyan]{_text(name)}[/]",
+                sparkline(samples, width),
+                f"{_range(samples)} {_text(payload.get('unit', ''))}",
+            )
         if state.loss:
             curves.add_row("[magenta]loss[/]", sparkline(state.loss, width), _fmt(state.loss[-1]))
         if state.nrmse:
@@ -210,14 +224,23 @@ def render(state: MonitorState, *, missed: int = 0, rejected: int = 0, width: in
     for line in state.logs:
         parts.append(f"[dim]{_text(line, 200)}[/]")
     dropped = _text(state.publisher_stats.get("dropped", 0))
-    parts.append(f"[dim]messages {state.messages}  publisher dropped {dropped}  "
-                 f"missed here {missed}  rejected {rejected}[/]")
+    parts.append(
+        f"[dim]messages {state.messages}  publisher dropped {dropped}  "
+        f"missed here {missed}  rejected {rejected}[/]"
+    )
     return Panel(Group(*parts), title="spinlab monitor", border_style="blue")
 
 
 def _status_markup(status: str) -> str:
-    colour = {"running": "green", "completed": "green", "paused": "yellow", "pausing": "yellow",
-              "aborting": "yellow", "aborted": "yellow", "failed": "red"}.get(status, "white")
+    colour = {
+        "running": "green",
+        "completed": "green",
+        "paused": "yellow",
+        "pausing": "yellow",
+        "aborting": "yellow",
+        "aborted": "yellow",
+        "failed": "red",
+    }.get(status, "white")
     return f"[{colour}]{_text(status)}[/]"
 
 
@@ -232,7 +255,7 @@ def _fmt(value: Any, limit: int = 60) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     text = str(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _range(samples: np.ndarray) -> str:
@@ -250,13 +273,24 @@ def message_to_json(msg: Message, max_array: int = 4096) -> dict[str, Any]:
         else:
             finite = arr[np.isfinite(arr)] if arr.dtype.kind in "fc" else arr
             stats = np.abs(finite) if arr.dtype.kind == "c" else finite
-            entry.update({"summarised": True,
-                          "min": _clean(stats.min()) if stats.size else None,
-                          "max": _clean(stats.max()) if stats.size else None,
-                          "mean": _clean(stats.astype(float).mean()) if stats.size else None})
+            entry.update(
+                {
+                    "summarised": True,
+                    "min": _clean(stats.min()) if stats.size else None,
+                    "max": _clean(stats.max()) if stats.size else None,
+                    "mean": _clean(stats.astype(float).mean()) if stats.size else None,
+                }
+            )
         arrays[name] = entry
-    return {"topic": msg.topic, "run": msg.run_id, "seq": msg.seq, "t": msg.time_s,
-            "replay": msg.replay, "payload": _clean_tree(msg.payload), "arrays": arrays}
+    return {
+        "topic": msg.topic,
+        "run": msg.run_id,
+        "seq": msg.seq,
+        "t": msg.time_s,
+        "replay": msg.replay,
+        "payload": _clean_tree(msg.payload),
+        "arrays": arrays,
+    }
 
 
 def _jsonable_array(arr: np.ndarray) -> Any:

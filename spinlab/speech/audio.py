@@ -20,6 +20,7 @@ archives on the fly and does not promise byte-identical tarballs over time, so a
 archive would break for reasons unrelated to the data. The digest of the recordings themselves
 (name + SHA-256 of every file) is stable and is what the experiment actually depends on.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -32,10 +33,10 @@ import tarfile
 import tempfile
 import urllib.request
 import warnings
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 from scipy.io import wavfile
@@ -100,8 +101,10 @@ def list_fsdd(directory: str | Path) -> list[Utterance]:
     """
     root = Path(directory).expanduser()
     if not root.is_dir():
-        raise DatasetError(f"FSDD directory {str(root)!r} does not exist; run `spinlab data fetch fsdd` "
-                           "or pass --data pointing at the folder of .wav recordings")
+        raise DatasetError(
+            f"FSDD directory {str(root)!r} does not exist; run `spinlab data fetch fsdd` "
+            "or pass --data pointing at the folder of .wav recordings"
+        )
     if not any(root.glob("*.wav")) and (root / "recordings").is_dir():
         root = root / "recordings"
     files = sorted(root.glob("*.wav"))
@@ -138,8 +141,9 @@ def wav_info(path: str | Path) -> WavInfo:
     with open(path, "rb") as fh:
         head = fh.read(12)
         if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
-            raise DatasetError(f"cannot read {str(path)!r} as a wav file: no RIFF/WAVE header; "
-                               "save it as a wav")
+            raise DatasetError(
+                f"cannot read {str(path)!r} as a wav file: no RIFF/WAVE header; save it as a wav"
+            )
         order = "<" if head[:4] == b"RIFF" else ">"
         for _ in range(1000):  # chunks before the data: fmt, LIST, fact, ... a handful
             chunk = fh.read(8)
@@ -156,20 +160,26 @@ def wav_info(path: str | Path) -> WavInfo:
             elif name == b"data" and fmt is not None:
                 channels, rate, bits = fmt
                 if channels == 0 or not MIN_RATE_HZ <= rate <= MAX_RATE_HZ or bits == 0:
-                    raise DatasetError(f"{path.name} declares {channels} channels of {bits}-bit samples at "
-                                       f"{rate} Hz: it is corrupt; record or export it again")
+                    raise DatasetError(
+                        f"{path.name} declares {channels} channels of {bits}-bit samples at "
+                        f"{rate} Hz: it is corrupt; record or export it again"
+                    )
                 frames = min(length, size - fh.tell()) // (channels * ((bits + 7) // 8))
                 info = WavInfo(channels, rate, bits, frames)
                 if info.duration_s > MAX_AUDIO_S:
-                    raise AudioInputError(f"{path.name} lasts {info.duration_s:.0f} s; spinlab reads at "
-                                          f"most {MAX_AUDIO_S:g} s of audio (a spoken digit lasts about a "
-                                          "second): cut the words out of it first")
+                    raise AudioInputError(
+                        f"{path.name} lasts {info.duration_s:.0f} s; spinlab reads at "
+                        f"most {MAX_AUDIO_S:g} s of audio (a spoken digit lasts about a "
+                        "second): cut the words out of it first"
+                    )
                 return info
             else:
                 fh.seek(length + (length & 1), 1)
     missing = "fmt" if fmt is None else "data"
-    raise DatasetError(f"cannot read {str(path)!r} as a wav file: no {missing} chunk before its end; "
-                       "record or export it again")
+    raise DatasetError(
+        f"cannot read {str(path)!r} as a wav file: no {missing} chunk before its end; "
+        "record or export it again"
+    )
 
 
 def _read_samples(path: str | Path) -> tuple[Path, int, np.ndarray]:
@@ -183,8 +193,9 @@ def _read_samples(path: str | Path) -> tuple[Path, int, np.ndarray]:
     except Exception as exc:  # scipy's reader fails in many ways on a damaged file (even UnboundLocalError)
         raise DatasetError(f"cannot read {str(path)!r} as a wav file: {type(exc).__name__}: {exc}") from None
     if data.dtype.kind == "f" and not np.all(np.isfinite(data)):
-        raise DatasetError(f"{path.name} holds NaN or infinite samples; export it again as PCM "
-                           "or clean float")
+        raise DatasetError(
+            f"{path.name} holds NaN or infinite samples; export it again as PCM or clean float"
+        )
     return path, int(rate), data
 
 
@@ -192,10 +203,14 @@ def read_wav(path: str | Path, expected_rate_Hz: int | None = FSDD_RATE_HZ) -> n
     """Read a mono 16-bit PCM wav as float64 in [-1, 1); check its sample rate."""
     path, rate, data = _read_samples(path)
     if expected_rate_Hz is not None and rate != expected_rate_Hz:
-        raise DatasetError(f"{path.name} is sampled at {rate} Hz, expected {expected_rate_Hz} Hz; "
-                           "resample it first (FSDD recordings are 8 kHz)")
+        raise DatasetError(
+            f"{path.name} is sampled at {rate} Hz, expected {expected_rate_Hz} Hz; "
+            "resample it first (FSDD recordings are 8 kHz)"
+        )
     if data.ndim != 1:
-        raise DatasetError(f"{path.name} has {data.shape[1]} channels, expected mono; mix it down to one channel first")
+        raise DatasetError(
+            f"{path.name} has {data.shape[1]} channels, expected mono; mix it down to one channel first"
+        )
     if data.dtype != np.int16:
         raise DatasetError(f"{path.name} holds {data.dtype} samples, expected 16-bit PCM; convert it first")
     if data.size == 0:
@@ -231,8 +246,10 @@ def resample(samples: np.ndarray, from_Hz: int, to_Hz: int) -> np.ndarray:
     if int(from_Hz) != from_Hz or from_Hz <= 0:
         raise AudioInputError(f"sample rate {from_Hz!r} is not a positive whole number of Hz")
     if from_Hz < to_Hz:
-        raise AudioInputError(f"audio sampled at {int(from_Hz)} Hz is below the {int(to_Hz)} Hz the readout "
-                              f"was trained at; record at {int(to_Hz)} Hz or more")
+        raise AudioInputError(
+            f"audio sampled at {int(from_Hz)} Hz is below the {int(to_Hz)} Hz the readout "
+            f"was trained at; record at {int(to_Hz)} Hz or more"
+        )
     if from_Hz == to_Hz:
         return np.asarray(samples, dtype=np.float64)
     ratio = Fraction(int(to_Hz), int(from_Hz))
@@ -272,16 +289,20 @@ def find_fsdd(directory: str | Path | None = None) -> Path:
     else:
         root = default_cache_dir() / "recordings"
         if not any(root.glob("*.wav")):
-            raise DatasetError(f"no FSDD recordings found: run `spinlab data fetch fsdd` once (downloads them "
-                               f"into {root}), or pass --data DIR or set {FSDD_ENV}=DIR to a folder of FSDD "
-                               ".wav recordings")
+            raise DatasetError(
+                f"no FSDD recordings found: run `spinlab data fetch fsdd` once (downloads them "
+                f"into {root}), or pass --data DIR or set {FSDD_ENV}=DIR to a folder of FSDD "
+                ".wav recordings"
+            )
         where = instead = ""
     if not any(root.glob("*.wav")) and (root / "recordings").is_dir():
         root = root / "recordings"
     if where and not any(root.glob("*.wav")):
         what = "holds no .wav recordings" if root.is_dir() else "is not a folder"
-        raise DatasetError(f"{where} {str(root)!r} {what}; point it at the folder of FSDD recordings "
-                           f"('3_theo_17.wav', ...), or {instead} and run `spinlab data fetch fsdd`")
+        raise DatasetError(
+            f"{where} {str(root)!r} {what}; point it at the folder of FSDD recordings "
+            f"('3_theo_17.wav', ...), or {instead} and run `spinlab data fetch fsdd`"
+        )
     list_fsdd(root)  # every name must be an FSDD name
     return root
 
@@ -297,8 +318,13 @@ def directory_digest(directory: str | Path) -> str:
     return recordings_digest((p.name, p.read_bytes()) for p in sorted(Path(directory).glob("*.wav")))
 
 
-def install_archive(archive: str | Path, destination: str | Path, *, expected_sha256: str,
-                    speakers: Sequence[str] = FSDD_SPEAKERS) -> Path:
+def install_archive(
+    archive: str | Path,
+    destination: str | Path,
+    *,
+    expected_sha256: str,
+    speakers: Sequence[str] = FSDD_SPEAKERS,
+) -> Path:
     """Extract the recordings of ``speakers`` from an FSDD tarball, verify, install atomically.
 
     Only regular ``.wav`` members under a ``recordings/`` folder are read (no paths are taken from
@@ -324,8 +350,10 @@ def install_archive(archive: str | Path, destination: str | Path, *, expected_sh
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise DatasetError(f"cannot read FSDD archive {str(archive)!r}: {exc}") from None
     if not contents:
-        raise DatasetError(f"archive {str(archive)!r} holds no recordings of speakers {sorted(wanted)}; "
-                           "it is not an FSDD archive, download it again")
+        raise DatasetError(
+            f"archive {str(archive)!r} holds no recordings of speakers {sorted(wanted)}; "
+            "it is not an FSDD archive, download it again"
+        )
     digest = recordings_digest(contents.items())
     if digest != expected_sha256:
         raise DatasetError(
@@ -347,9 +375,14 @@ def install_archive(archive: str | Path, destination: str | Path, *, expected_sh
     return target
 
 
-def fetch_fsdd(destination: str | Path | None = None, *, url: str = FSDD_URL,
-               expected_sha256: str | None = None, force: bool = False,
-               opener: Callable[[str], io.BufferedIOBase] | None = None) -> Path:
+def fetch_fsdd(
+    destination: str | Path | None = None,
+    *,
+    url: str = FSDD_URL,
+    expected_sha256: str | None = None,
+    force: bool = False,
+    opener: Callable[[str], io.BufferedIOBase] | None = None,
+) -> Path:
     """Download the pinned FSDD commit into the cache (the only networked function of spinlab).
 
     Skips the download when the cache already holds verified recordings (unless ``force``).
@@ -368,8 +401,9 @@ def fetch_fsdd(destination: str | Path | None = None, *, url: str = FSDD_URL,
                 shutil.copyfileobj(response, tmp)
         except OSError as exc:
             tmp_path.unlink(missing_ok=True)
-            raise DatasetError(f"downloading {url} failed: {exc}; check the network or pass --data "
-                               "with a local copy") from None
+            raise DatasetError(
+                f"downloading {url} failed: {exc}; check the network or pass --data with a local copy"
+            ) from None
     try:
         return install_archive(tmp_path, destination, expected_sha256=expected)
     finally:

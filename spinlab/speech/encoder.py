@@ -22,10 +22,11 @@ the states over a few equal parts of the word (beginning, middle, end) plus thei
 the word gives one vector per utterance that keeps the word's time course and is far less
 speaker-specific; it is also small enough to store for re-fitting (enrolment of a new voice).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -83,18 +84,25 @@ class Encoder:
         if self.mask.ndim != 2:
             raise ConfigError(f"mask must be 2-D (nodes, channels), got shape {self.mask.shape}")
         if not (1 <= self.mask.shape[0] <= MAX_NODES and 1 <= self.mask.shape[1] <= MAX_CHANNELS):
-            raise ConfigError(f"mask must have 1..{MAX_NODES} nodes and 1..{MAX_CHANNELS} channels, "
-                              f"got shape {self.mask.shape}")
+            raise ConfigError(
+                f"mask must have 1..{MAX_NODES} nodes and 1..{MAX_CHANNELS} channels, "
+                f"got shape {self.mask.shape}"
+            )
         if not np.all(np.isfinite(self.mask)):
             raise ConfigError("mask holds NaN or infinite values")
         low, high = THETA_RANGE_S
         if not (low <= self.theta_s <= high):
-            raise ConfigError(f"theta_s (the node time) must be between {low:g} and {high:g} s, "
-                              f"got {self.theta_s!r}")
-        if (int(self.samples_per_node) != self.samples_per_node
-                or not 1 <= self.samples_per_node <= MAX_SAMPLES_PER_NODE):
-            raise ConfigError(f"samples_per_node must be an integer 1..{MAX_SAMPLES_PER_NODE}, "
-                              f"got {self.samples_per_node!r}")
+            raise ConfigError(
+                f"theta_s (the node time) must be between {low:g} and {high:g} s, got {self.theta_s!r}"
+            )
+        if (
+            int(self.samples_per_node) != self.samples_per_node
+            or not 1 <= self.samples_per_node <= MAX_SAMPLES_PER_NODE
+        ):
+            raise ConfigError(
+                f"samples_per_node must be an integer 1..{MAX_SAMPLES_PER_NODE}, "
+                f"got {self.samples_per_node!r}"
+            )
         if not 0 < self.amplitude_V < np.inf:
             raise ConfigError(f"amplitude_V must be a positive finite number, got {self.amplitude_V!r}")
         if not 0 < self.input_sigma < np.inf:
@@ -125,7 +133,7 @@ class Encoder:
             raise ConfigError(f"features must have shape (frames, {self.n_channels}), got {features.shape}")
         return features @ self.mask.T
 
-    def fit(self, train_features: Sequence[np.ndarray]) -> "Encoder":
+    def fit(self, train_features: Sequence[np.ndarray]) -> Encoder:
         """Set ``scale`` from the training features (never the test set)."""
         masked = np.concatenate([self.masked(f) for f in train_features])
         std = float(masked.std())
@@ -138,13 +146,15 @@ class Encoder:
         """One utterance's drive samples (volts), ``frames * n_nodes * samples_per_node`` long."""
         if self.scale is None:
             raise ConfigError("Encoder.fit(train_features) must be called before drive()")
-        node_V = np.clip(self.amplitude_V * self.masked(features) / self.scale,
-                         -self.amplitude_V, self.amplitude_V)
+        node_V = np.clip(
+            self.amplitude_V * self.masked(features) / self.scale, -self.amplitude_V, self.amplitude_V
+        )
         return np.repeat(node_V.reshape(-1), self.samples_per_node)
 
 
-def node_states(response: np.ndarray, n_frames: int, n_nodes: int, samples_per_node: int = 1,
-                reduce: str = "mean") -> np.ndarray:
+def node_states(
+    response: np.ndarray, n_frames: int, n_nodes: int, samples_per_node: int = 1, reduce: str = "mean"
+) -> np.ndarray:
     """Reservoir states from one utterance's response (padding already removed or not).
 
     ``mean``: the response averaged over each node's hold, ``(frames, n_nodes)``.
@@ -179,11 +189,16 @@ def pool_states(states: np.ndarray, segments: int) -> np.ndarray:
     return np.concatenate(pooled)[None, :]
 
 
-def device_states(device: Device, encoder: Encoder, features: Sequence[np.ndarray],
-                  conditions: Mapping[str, float], node_features: str = "mean",
-                  max_batch_samples: int = 64_000_000,
-                  between_batches: Callable[[int, int], None] | None = None,
-                  reduce: Callable[[np.ndarray], np.ndarray] | None = None) -> list[np.ndarray]:
+def device_states(
+    device: Device,
+    encoder: Encoder,
+    features: Sequence[np.ndarray],
+    conditions: Mapping[str, float],
+    node_features: str = "mean",
+    max_batch_samples: int = 64_000_000,
+    between_batches: Callable[[int, int], None] | None = None,
+    reduce: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> list[np.ndarray]:
     """Drive ``device`` with every utterance (length-sorted padded batches); states of each.
 
     Padding (0 V, i.e. the bare operating point) follows each drive and its response is
@@ -201,8 +216,9 @@ def device_states(device: Device, encoder: Encoder, features: Sequence[np.ndarra
         for row, i, n in zip(response.as_batch().samples, batch_idx, lengths_b):
             # float32 halves the memory of ~141 k frames x 2,400 states; the readout
             # standardises in float64
-            frames = node_states(row[:n], len(features[i]), encoder.n_nodes,
-                                 encoder.samples_per_node, node_features).astype(np.float32)
+            frames = node_states(
+                row[:n], len(features[i]), encoder.n_nodes, encoder.samples_per_node, node_features
+            ).astype(np.float32)
             states[i] = frames if reduce is None else reduce(frames).astype(np.float32)
         done += len(batch_idx)
         if between_batches is not None:
@@ -210,9 +226,15 @@ def device_states(device: Device, encoder: Encoder, features: Sequence[np.ndarra
     return states  # type: ignore[return-value]
 
 
-def piece_states(device: Device, encoder: Encoder, features: Sequence[np.ndarray],
-                 conditions: Mapping[str, float], node_features: str = "mean", piece_frames: int = 8,
-                 warmup_frames: int = 1) -> list[np.ndarray]:
+def piece_states(
+    device: Device,
+    encoder: Encoder,
+    features: Sequence[np.ndarray],
+    conditions: Mapping[str, float],
+    node_features: str = "mean",
+    piece_frames: int = 8,
+    warmup_frames: int = 1,
+) -> list[np.ndarray]:
     """Frame states of each utterance, driven as pieces of ``piece_frames`` frames side by side
     in one batch, each piece after ``warmup_frames`` frames of the drive before it (whose
     response is dropped).
@@ -223,12 +245,14 @@ def piece_states(device: Device, encoder: Encoder, features: Sequence[np.ndarray
     node holds) is hundreds of relaxation times for the oscillators here.
     """
     if piece_frames < 1 or warmup_frames < 0:
-        raise ConfigError(f"piece_frames must be >= 1 and warmup_frames >= 0, got {piece_frames}, {warmup_frames}")
+        raise ConfigError(
+            f"piece_frames must be >= 1 and warmup_frames >= 0, got {piece_frames}, {warmup_frames}"
+        )
     pieces, owners = [], []
     for i, f in enumerate(features):
         for start in range(0, len(f), piece_frames):
             warm = min(warmup_frames, start)
-            pieces.append(f[start - warm: start + piece_frames])
+            pieces.append(f[start - warm : start + piece_frames])
             owners.append((i, warm))
     raw = device_states(device, encoder, pieces, conditions, node_features)
     out: list[list[np.ndarray]] = [[] for _ in features]

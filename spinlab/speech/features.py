@@ -9,23 +9,24 @@ set only (test statistics must never leak into the encoding).
 Computing Lyon features for all of FSDD takes ~25 s, so :func:`utterance_features` caches them in
 an ``.npz`` keyed by the extractor settings and the files' names, sizes and modification times.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import os
 import secrets
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 from pydantic import Field, model_validator
 from scipy import fft as sfft
 from scipy import signal as ssignal
 
-from spinlab.speech.audio import FSDD_RATE_HZ, Utterance, speed_perturb
 from spinlab.config import Config, Positive, PositiveInt
 from spinlab.errors import ConfigError
+from spinlab.speech.audio import FSDD_RATE_HZ, Utterance, speed_perturb
 
 FEATURE_KINDS = ("lyon", "mfcc", "logmel")
 
@@ -47,7 +48,7 @@ class FeatureConfig(Config):
     window_s: Positive = Field(0.025, description="Length of a spectrogram window (mfcc, logmel)")
 
     @model_validator(mode="after")
-    def _known_kind(self) -> "FeatureConfig":
+    def _known_kind(self) -> FeatureConfig:
         if self.kind not in FEATURE_KINDS:
             raise ValueError(f"feature kind {self.kind!r} is unknown; use one of {list(FEATURE_KINDS)}")
         if self.kind == "mfcc" and self.n_mfcc > self.n_mels:
@@ -84,8 +85,9 @@ def lyon_cochleagram(samples: np.ndarray, config: FeatureConfig = DEFAULT_FEATUR
     # The model's decimation drops a trailing partial frame; pad so short clips keep >= 1 frame.
     if samples.size < config.decimation:
         samples = np.pad(samples, (0, config.decimation - samples.size))
-    out = LyonCalc().lyon_passive_ear(samples, config.rate_Hz, decimation_factor=config.decimation,
-                                      ear_q=config.ear_q)
+    out = LyonCalc().lyon_passive_ear(
+        samples, config.rate_Hz, decimation_factor=config.decimation, ear_q=config.ear_q
+    )
     return np.ascontiguousarray(out, dtype=np.float64)
 
 
@@ -93,9 +95,16 @@ def _power_spectrogram(samples: np.ndarray, config: FeatureConfig) -> np.ndarray
     nperseg = int(round(config.window_s * config.rate_Hz))
     nfft = 1 << (nperseg - 1).bit_length()
     padded = np.pad(samples, (0, max(0, nperseg - samples.size)))
-    _, _, z = ssignal.stft(padded, fs=config.rate_Hz, window="hann", nperseg=nperseg,
-                           noverlap=nperseg - min(config.decimation, nperseg), nfft=nfft,
-                           boundary=None, padded=True)
+    _, _, z = ssignal.stft(
+        padded,
+        fs=config.rate_Hz,
+        window="hann",
+        nperseg=nperseg,
+        noverlap=nperseg - min(config.decimation, nperseg),
+        nfft=nfft,
+        boundary=None,
+        padded=True,
+    )
     return (np.abs(z) ** 2).T
 
 
@@ -120,7 +129,7 @@ class ChannelNormalizer:
         self.mean = None if mean is None else np.asarray(mean, dtype=np.float64)
         self.std = None if std is None else np.asarray(std, dtype=np.float64)
 
-    def fit(self, features: Sequence[np.ndarray]) -> "ChannelNormalizer":
+    def fit(self, features: Sequence[np.ndarray]) -> ChannelNormalizer:
         frames = np.concatenate([np.asarray(f) for f in features], axis=0)
         self.mean = frames.mean(axis=0)
         std = frames.std(axis=0)
@@ -131,14 +140,19 @@ class ChannelNormalizer:
         if self.mean is None:
             raise ConfigError("ChannelNormalizer used before fit(); fit it on the training set")
         if features.shape[-1] != self.mean.size:
-            raise ConfigError(f"features have {features.shape[-1]} channels, normaliser was fitted on {self.mean.size}")
+            raise ConfigError(
+                f"features have {features.shape[-1]} channels, normaliser was fitted on {self.mean.size}"
+            )
         return (features - self.mean) / self.std
 
 
-def utterance_features(utterances: Sequence[Utterance], config: FeatureConfig = DEFAULT_FEATURES,
-                       cache_dir: str | Path | None = None,
-                       progress: Callable[[int, int], None] | None = None,
-                       speed: float = 1.0) -> list[np.ndarray]:
+def utterance_features(
+    utterances: Sequence[Utterance],
+    config: FeatureConfig = DEFAULT_FEATURES,
+    cache_dir: str | Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    speed: float = 1.0,
+) -> list[np.ndarray]:
     """Features of each utterance, in order; read from / written to an ``.npz`` cache if given.
 
     ``speed`` other than 1 extracts them from a speed-perturbed copy of the audio

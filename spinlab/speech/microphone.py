@@ -10,13 +10,15 @@ Everything here is plain Python over numpy, so a demo or a notebook calls it as 
 Why the floor is tracked rather than fixed: a lab's background level depends on the room, the
 microphone and its gain; a fixed threshold would either miss quiet voices or trigger on fans.
 """
+
 from __future__ import annotations
 
 import queue
 import time
 from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -30,8 +32,10 @@ CLIP_LEVEL = 0.999
 #: More than this fraction of clipped samples makes a word unusable.
 MAX_CLIPPED = 0.001
 #: What to install when PortAudio is missing.
-PORTAUDIO_HINT = ("install the PortAudio library: `apt-get install libportaudio2` (Debian/Ubuntu), "
-                  "`dnf install portaudio` (Fedora), `brew install portaudio` (macOS)")
+PORTAUDIO_HINT = (
+    "install the PortAudio library: `apt-get install libportaudio2` (Debian/Ubuntu), "
+    "`dnf install portaudio` (Fedora), `brew install portaudio` (macOS)"
+)
 
 
 def import_sounddevice() -> Any:
@@ -39,7 +43,9 @@ def import_sounddevice() -> Any:
     try:
         import sounddevice
     except OSError as exc:  # sounddevice raises OSError when it cannot load PortAudio
-        raise AudioDeviceError(f"no PortAudio library ({exc}); {PORTAUDIO_HINT}, or pass --file WAV") from None
+        raise AudioDeviceError(
+            f"no PortAudio library ({exc}); {PORTAUDIO_HINT}, or pass --file WAV"
+        ) from None
     except ImportError:
         raise AudioDeviceError("the sounddevice package is missing: `pip install sounddevice`") from None
     return sounddevice
@@ -60,8 +66,9 @@ class Microphone:
     ``rate_Hz``: None opens the device at its default rate (the words are resampled later).
     """
 
-    def __init__(self, device: int | str | None = None, rate_Hz: int | None = None,
-                 block_s: float = 0.02) -> None:
+    def __init__(
+        self, device: int | str | None = None, rate_Hz: int | None = None, block_s: float = 0.02
+    ) -> None:
         self.device = device
         self.rate_Hz = rate_Hz
         self.block_s = block_s
@@ -70,7 +77,7 @@ class Microphone:
         self._queue: queue.Queue[Block] = queue.Queue()
         self._stream: Any = None
 
-    def __enter__(self) -> "Microphone":
+    def __enter__(self) -> Microphone:
         sd = import_sounddevice()
         try:
             info = sd.query_devices(self.device, kind="input")
@@ -78,20 +85,28 @@ class Microphone:
             which = "" if self.device is None else f" {self.device!r}"
             raise AudioDeviceError(
                 f"no audio input device{which} ({exc}); plug in a microphone, list devices with "
-                "`python -m sounddevice` and choose one with --input, or pass --file WAV") from None
+                "`python -m sounddevice` and choose one with --input, or pass --file WAV"
+            ) from None
         self.name = str(info["name"])
         rate = int(self.rate_Hz or info["default_samplerate"])
         try:
             sd.check_input_settings(self.device, channels=1, dtype="float32", samplerate=rate)
         except (ValueError, sd.PortAudioError) as exc:
-            raise AudioInputError(f"input device {self.name!r} does not support {rate} Hz ({exc}); "
-                                  f"choose a rate it supports with --rate (its default is "
-                                  f"{int(info['default_samplerate'])} Hz)") from None
+            raise AudioInputError(
+                f"input device {self.name!r} does not support {rate} Hz ({exc}); "
+                f"choose a rate it supports with --rate (its default is "
+                f"{int(info['default_samplerate'])} Hz)"
+            ) from None
         self.rate_Hz = rate
         try:
-            self._stream = sd.InputStream(samplerate=rate, blocksize=max(1, int(round(self.block_s * rate))),
-                                          device=self.device, channels=1, dtype="float32",
-                                          callback=self._callback)
+            self._stream = sd.InputStream(
+                samplerate=rate,
+                blocksize=max(1, int(round(self.block_s * rate))),
+                device=self.device,
+                channels=1,
+                dtype="float32",
+                callback=self._callback,
+            )
             self._stream.start()
         except sd.PortAudioError as exc:
             self.close()
@@ -109,8 +124,10 @@ class Microphone:
             try:
                 yield self._queue.get(timeout=timeout_s)
             except queue.Empty:
-                raise AudioDeviceError(f"input device {self.name!r} delivered no audio for "
-                                       f"{timeout_s:g} s; is it in use by another program?") from None
+                raise AudioDeviceError(
+                    f"input device {self.name!r} delivered no audio for "
+                    f"{timeout_s:g} s; is it in use by another program?"
+                ) from None
 
     def close(self) -> None:
         if self._stream is not None:
@@ -172,7 +189,9 @@ class WordDetector:
     def __post_init__(self) -> None:
         self.frame_len = max(1, int(round(self.frame_s * self.rate_Hz)))
         self._levels = deque(maxlen=max(1, int(self.floor_window_s / self.frame_s)))
-        self._history = deque(maxlen=int((self.max_word_s + 2 * self.margin_s + self.hang_s) / self.frame_s) + 8)
+        self._history = deque(
+            maxlen=int((self.max_word_s + 2 * self.margin_s + self.hang_s) / self.frame_s) + 8
+        )
 
     @property
     def floor_dBFS(self) -> float:
@@ -186,7 +205,7 @@ class WordDetector:
             self.peak = max(self.peak, float(np.max(np.abs(samples))))
         data = np.concatenate([self._pending, samples])
         n = len(data) // self.frame_len
-        self._pending = data[n * self.frame_len:]
+        self._pending = data[n * self.frame_len :]
         words = []
         for frame in data[: n * self.frame_len].reshape(n, self.frame_len):
             self._history.append(frame)
@@ -200,7 +219,7 @@ class WordDetector:
         return words
 
     def _step(self, frame: np.ndarray) -> Word | None:
-        level = 10 * np.log10(float(np.mean(frame ** 2)) + 1e-20)
+        level = 10 * np.log10(float(np.mean(frame**2)) + 1e-20)
         floor = self.floor_dBFS
         frames = lambda s: int(round(s / self.frame_s))  # noqa: E731
         if self._start is None:
@@ -227,14 +246,16 @@ class WordDetector:
         first = max(start - margin, self._frame - len(self._history) + 1)
         stop = min(last + margin, self._frame)
         offset = self._frame - len(self._history) + 1  # frame index of history[0]
-        frames = list(self._history)[first - offset: stop - offset + 1]
+        frames = list(self._history)[first - offset : stop - offset + 1]
         arrived = list(self._arrivals)[last - offset] if 0 <= last - offset < len(self._arrivals) else None
-        return Word(np.concatenate(frames), self.rate_Hz, start * self.frame_s,
-                    (last + 1) * self.frame_s, arrived)
+        return Word(
+            np.concatenate(frames), self.rate_Hz, start * self.frame_s, (last + 1) * self.frame_s, arrived
+        )
 
 
-def trim_silence(samples: np.ndarray, rate_Hz: int, below_peak_dB: float = 40.0,
-                 margin_s: float = 0.1) -> np.ndarray:
+def trim_silence(
+    samples: np.ndarray, rate_Hz: int, below_peak_dB: float = 40.0, margin_s: float = 0.1
+) -> np.ndarray:
     """Cut leading and trailing audio more than ``below_peak_dB`` under the loudest 10 ms,
     keeping ``margin_s`` either side (FSDD's recordings are cut about this tightly)."""
     samples = np.asarray(samples, dtype=np.float64)
@@ -242,10 +263,10 @@ def trim_silence(samples: np.ndarray, rate_Hz: int, below_peak_dB: float = 40.0,
     frames = samples[: len(samples) // n * n].reshape(-1, n)
     if len(frames) == 0:
         return samples
-    levels = 10 * np.log10(np.mean(frames ** 2, axis=1) + 1e-20)
+    levels = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-20)
     loud = np.flatnonzero(levels > levels.max() - below_peak_dB)
     margin = int(round(margin_s * rate_Hz))
-    return samples[max(0, loud[0] * n - margin): min(len(samples), (loud[-1] + 1) * n + margin)]
+    return samples[max(0, loud[0] * n - margin) : min(len(samples), (loud[-1] + 1) * n + margin)]
 
 
 def check_level(samples: np.ndarray, rate_Hz: int, what: str = "the input") -> None:
@@ -257,12 +278,16 @@ def check_level(samples: np.ndarray, rate_Hz: int, what: str = "the input") -> N
         frames = np.pad(frames, (0, n - len(frames)))
     loudest = float(np.max(10 * np.log10(np.mean(frames.reshape(-1, n) ** 2, axis=1) + 1e-20)))
     if loudest < SILENT_DBFS:
-        raise AudioInputError(f"{what} is silent (loudest 10 ms at {loudest:.0f} dBFS): unmute the "
-                              "microphone, raise its gain, or choose another with --input")
+        raise AudioInputError(
+            f"{what} is silent (loudest 10 ms at {loudest:.0f} dBFS): unmute the "
+            "microphone, raise its gain, or choose another with --input"
+        )
     clipped = float(np.mean(np.abs(samples) >= CLIP_LEVEL))
     if clipped > MAX_CLIPPED:
-        raise AudioInputError(f"{what} is clipped ({100 * clipped:.1f} % of samples at full scale): "
-                              "lower the microphone gain or speak further from it")
+        raise AudioInputError(
+            f"{what} is clipped ({100 * clipped:.1f} % of samples at full scale): "
+            "lower the microphone gain or speak further from it"
+        )
 
 
 def prepare(samples: np.ndarray, rate_Hz: int, readout_rate_Hz: int, what: str = "the input") -> np.ndarray:
@@ -271,8 +296,9 @@ def prepare(samples: np.ndarray, rate_Hz: int, readout_rate_Hz: int, what: str =
     return resample(trim_silence(samples, rate_Hz), rate_Hz, readout_rate_Hz)
 
 
-def microphone_words(microphone: Microphone, detector: WordDetector,
-                     silent_after_s: float = 10.0) -> Iterator[Word]:
+def microphone_words(
+    microphone: Microphone, detector: WordDetector, silent_after_s: float = 10.0
+) -> Iterator[Word]:
     """Words from a running microphone until the caller stops (Ctrl-C); a stream that stays
     digitally silent for ``silent_after_s`` is an error (a muted or wrong input)."""
     heard = 0.0
@@ -280,13 +306,16 @@ def microphone_words(microphone: Microphone, detector: WordDetector,
         heard += len(block.samples) / microphone.rate_Hz
         yield from detector.feed(block.samples, block.arrived_s)
         if heard >= silent_after_s and 20 * np.log10(detector.peak + 1e-20) < SILENT_DBFS - 20:
-            raise AudioInputError(f"the input {microphone.name!r} has been silent for {heard:.0f} s "
-                                  f"(peak {20 * np.log10(detector.peak + 1e-20):.0f} dBFS): unmute it, "
-                                  "raise its gain, or choose another with --input")
+            raise AudioInputError(
+                f"the input {microphone.name!r} has been silent for {heard:.0f} s "
+                f"(peak {20 * np.log10(detector.peak + 1e-20):.0f} dBFS): unmute it, "
+                "raise its gain, or choose another with --input"
+            )
 
 
-def recognise_stream(readout: Any, device: Any, words: Iterable[Word],
-                     piece_frames: int = 0) -> Iterator[tuple[Word, Any]]:
+def recognise_stream(
+    readout: Any, device: Any, words: Iterable[Word], piece_frames: int = 0
+) -> Iterator[tuple[Word, Any]]:
     """``(word, Recognition)`` for each word (``(word, AudioInputError)`` for one that is silent
     or clipped); the timings add ``prepare_s`` and, for live words, ``latency_s`` from the end
     of speech to the result. ``piece_frames``: see :meth:`spinlab.speech.readout.DigitReadout.states`."""

@@ -14,6 +14,7 @@ the new voice counts as much as all the known ones together, ``weight = 1``).
 
 The file format and its checks are :mod:`spinlab.speech.readout_file`.
 """
+
 from __future__ import annotations
 
 import time
@@ -102,20 +103,30 @@ class DigitReadout:
         """Pooled device states ``(utterances, D)`` of normalised features; ``piece_frames`` > 0
         drives each word as pieces side by side (:func:`~spinlab.speech.encoder.piece_states`)."""
         if piece_frames:
-            frames = piece_states(device, self.encoder, features, self.conditions, self.node_features,
-                                  piece_frames)
+            frames = piece_states(
+                device, self.encoder, features, self.conditions, self.node_features, piece_frames
+            )
             return np.concatenate([pool_states(f, self.segments) for f in frames])
-        pooled = device_states(device, self.encoder, features, self.conditions, self.node_features,
-                               reduce=lambda s: pool_states(s, self.segments))
+        pooled = device_states(
+            device,
+            self.encoder,
+            features,
+            self.conditions,
+            self.node_features,
+            reduce=lambda s: pool_states(s, self.segments),
+        )
         return np.concatenate(pooled)
 
-    def recognise(self, device: Device, samples: Sequence[np.ndarray],
-                  piece_frames: int = 0) -> list[Recognition]:
+    def recognise(
+        self, device: Device, samples: Sequence[np.ndarray], piece_frames: int = 0
+    ) -> list[Recognition]:
         """Recognise utterances (samples at :attr:`rate_Hz`); one device call for all of them
         (``piece_frames``: see :meth:`states`)."""
         if self.segments == 0:
-            raise ReadoutError("this readout scores frames (segments = 0); retrain it with pooled "
-                               "states (`spinlab run spoken-digits --segments 3`)")
+            raise ReadoutError(
+                "this readout scores frames (segments = 0); retrain it with pooled "
+                "states (`spinlab run spoken-digits --segments 3`)"
+            )
         self.check_device(device)
         t0 = time.perf_counter()
         features = [self.features_of(s) for s in samples]
@@ -126,8 +137,10 @@ class DigitReadout:
         t3 = time.perf_counter()
         n = len(samples)
         timings = {"features_s": (t1 - t0) / n, "device_s": (t2 - t1) / n, "readout_s": (t3 - t2) / n}
-        return [Recognition(self.class_names[int(np.argmax(s))], int(np.argmax(s)), s, dict(timings))
-                for s in scores]
+        return [
+            Recognition(self.class_names[int(np.argmax(s))], int(np.argmax(s)), s, dict(timings))
+            for s in scores
+        ]
 
     def check_device(self, device: Device, conditions: Mapping[str, float] | None = None) -> None:
         """Refuse a device or operating point other than the one the readout was trained at."""
@@ -135,26 +148,38 @@ class DigitReadout:
             raise ReadoutError(
                 f"this readout was trained on {self.device_address}, not {device.address}; pass "
                 f"--device {self.device_address}, or train one for {device.address} with "
-                f"`spinlab run spoken-digits --device {device.address}`")
+                f"`spinlab run spoken-digits --device {device.address}`"
+            )
         for name, value in (conditions or {}).items():
             trained = self.conditions.get(name)
             if trained is None or not np.isclose(value, trained, rtol=_REL_TOL, atol=0.0):
                 raise ReadoutError(
                     f"this readout was trained at {name} = {trained!r}, not {value!r}; leave the "
-                    f"option out to use the readout's operating point, or train one at {value!r}")
+                    f"option out to use the readout's operating point, or train one at {value!r}"
+                )
         if self.encoder.amplitude_V > device.limits.max_drive_V * (1 + _REL_TOL):
             raise ReadoutError(
                 f"this readout drives +-{self.encoder.amplitude_V:g} V but {device.address} allows "
-                f"+-{device.limits.max_drive_V:g} V; train a readout within this device's limits")
+                f"+-{device.limits.max_drive_V:g} V; train a readout within this device's limits"
+            )
 
     # --- a new voice -------------------------------------------------------------------------
-    def enrol(self, device: Device, samples: Sequence[np.ndarray], labels: Sequence[int], *,
-              speaker: str = "enrolled", weight: float = 1.0) -> DigitReadout:
+    def enrol(
+        self,
+        device: Device,
+        samples: Sequence[np.ndarray],
+        labels: Sequence[int],
+        *,
+        speaker: str = "enrolled",
+        weight: float = 1.0,
+    ) -> DigitReadout:
         """A readout adapted to a new voice: re-fit on the stored training states plus the new
         utterances, the new voice weighing ``weight`` times all stored utterances together."""
         if self.training is None:
-            raise ReadoutError("this readout has no stored training states to enrol against; "
-                               "retrain it with `spinlab run spoken-digits`")
+            raise ReadoutError(
+                "this readout has no stored training states to enrol against; "
+                "retrain it with `spinlab run spoken-digits`"
+            )
         if not weight > 0:
             raise ReadoutError(f"enrolment weight must be > 0, got {weight}")
         labels = np.asarray(labels, dtype=np.int64)
@@ -164,15 +189,20 @@ class DigitReadout:
         new = self.states(device, [self.features_of(s) for s in samples])
         old = self.training
         each = weight * float(old.weights.sum()) / len(new)
-        training = TrainingStates(np.vstack([old.states, new]), np.concatenate([old.labels, labels]),
-                                  np.concatenate([old.speakers, np.full(len(new), speaker)]),
-                                  np.concatenate([old.weights, np.full(len(new), each)]))
+        training = TrainingStates(
+            np.vstack([old.states, new]),
+            np.concatenate([old.labels, labels]),
+            np.concatenate([old.speakers, np.full(len(new), speaker)]),
+            np.concatenate([old.weights, np.full(len(new), each)]),
+        )
         ridge = RidgeReadout(alpha=self.ridge.alpha, n_classes=self.ridge.n_classes)
         ridge.fit(training.states[:, None, :], training.labels, training.weights)
         enrolled = list(self.provenance.get("enrolled", [])) + [
-            {"speaker": speaker, "utterances": len(new), "weight": weight}]
-        return replace(self, ridge=ridge, training=training,
-                       provenance={**self.provenance, "enrolled": enrolled})
+            {"speaker": speaker, "utterances": len(new), "weight": weight}
+        ]
+        return replace(
+            self, ridge=ridge, training=training, provenance={**self.provenance, "enrolled": enrolled}
+        )
 
     # --- storage -----------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
@@ -182,23 +212,43 @@ class DigitReadout:
             path = path / FILE_NAME
         path.parent.mkdir(parents=True, exist_ok=True)
         enc = self.encoder
-        meta = to_jsonable({
-            "features": self.features.to_dict(), "node_features": self.node_features,
-            "segments": self.segments, "device_address": self.device_address,
-            "conditions": self.conditions, "class_names": list(self.class_names),
-            "encoder": {"theta_s": enc.theta_s, "samples_per_node": enc.samples_per_node,
-                        "amplitude_V": enc.amplitude_V, "input_sigma": enc.input_sigma,
-                        "scale": enc.scale},
-            "ridge": {"alpha": self.ridge.alpha, "n_classes": self.ridge.n_classes},
-            "provenance": {"versions": package_versions(), **self.provenance},
-        })
-        arrays = {"mask": enc.mask, "feature_mean": self.normaliser.mean,
-                  "feature_std": self.normaliser.std, "ridge_mean": self.ridge.mean,
-                  "ridge_std": self.ridge.std, "ridge_weights": self.ridge.weights}
+        meta = to_jsonable(
+            {
+                "features": self.features.to_dict(),
+                "node_features": self.node_features,
+                "segments": self.segments,
+                "device_address": self.device_address,
+                "conditions": self.conditions,
+                "class_names": list(self.class_names),
+                "encoder": {
+                    "theta_s": enc.theta_s,
+                    "samples_per_node": enc.samples_per_node,
+                    "amplitude_V": enc.amplitude_V,
+                    "input_sigma": enc.input_sigma,
+                    "scale": enc.scale,
+                },
+                "ridge": {"alpha": self.ridge.alpha, "n_classes": self.ridge.n_classes},
+                "provenance": {"versions": package_versions(), **self.provenance},
+            }
+        )
+        arrays = {
+            "mask": enc.mask,
+            "feature_mean": self.normaliser.mean,
+            "feature_std": self.normaliser.std,
+            "ridge_mean": self.ridge.mean,
+            "ridge_std": self.ridge.std,
+            "ridge_weights": self.ridge.weights,
+        }
         if self.training is not None:
             t = self.training
-            arrays.update({"training/states": t.states, "training/labels": t.labels,
-                           "training/speakers": t.speakers.astype("S"), "training/weights": t.weights})
+            arrays.update(
+                {
+                    "training/states": t.states,
+                    "training/labels": t.labels,
+                    "training/speakers": t.speakers.astype("S"),
+                    "training/weights": t.weights,
+                }
+            )
         write_readout_file(path, meta, arrays)
         return path
 
@@ -226,23 +276,47 @@ def load_readout(path: str | Path) -> DigitReadout:
     try:
         training = None
         if "training/states" in arrays:
-            training = TrainingStates(arrays["training/states"], arrays["training/labels"],
-                                      arrays["training/speakers"].astype(str), arrays["training/weights"])
+            training = TrainingStates(
+                arrays["training/states"],
+                arrays["training/labels"],
+                arrays["training/speakers"].astype(str),
+                arrays["training/weights"],
+            )
         e = meta["encoder"]
-        encoder = Encoder(arrays["mask"], e["theta_s"], e["samples_per_node"], e["amplitude_V"],
-                          e["input_sigma"], e["scale"])
+        encoder = Encoder(
+            arrays["mask"],
+            e["theta_s"],
+            e["samples_per_node"],
+            e["amplitude_V"],
+            e["input_sigma"],
+            e["scale"],
+        )
         r = meta["ridge"]
-        ridge = RidgeReadout(alpha=r["alpha"], n_classes=r["n_classes"], mean=arrays["ridge_mean"],
-                             std=arrays["ridge_std"], weights=arrays["ridge_weights"])
+        ridge = RidgeReadout(
+            alpha=r["alpha"],
+            n_classes=r["n_classes"],
+            mean=arrays["ridge_mean"],
+            std=arrays["ridge_std"],
+            weights=arrays["ridge_weights"],
+        )
         readout = DigitReadout(
             FeatureConfig(**meta["features"]),
-            ChannelNormalizer(arrays["feature_mean"], arrays["feature_std"]), encoder,
-            meta["node_features"], int(meta["segments"]), ridge, meta["device_address"],
-            {k: float(v) for k, v in meta["conditions"].items()}, tuple(meta["class_names"]),
-            training, meta.get("provenance", {}))
+            ChannelNormalizer(arrays["feature_mean"], arrays["feature_std"]),
+            encoder,
+            meta["node_features"],
+            int(meta["segments"]),
+            ridge,
+            meta["device_address"],
+            {k: float(v) for k, v in meta["conditions"].items()},
+            tuple(meta["class_names"]),
+            training,
+            meta.get("provenance", {}),
+        )
     except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
-        raise ReadoutError(f"{file} is incompatible with this spinlab ({type(exc).__name__}: "
-                           f"{str(exc)[:200]}); retrain with `spinlab run spoken-digits`") from None
+        raise ReadoutError(
+            f"{file} is incompatible with this spinlab ({type(exc).__name__}: "
+            f"{str(exc)[:200]}); retrain with `spinlab run spoken-digits`"
+        ) from None
     _check_shapes(readout, file)
     return readout
 
@@ -250,22 +324,34 @@ def load_readout(path: str | Path) -> DigitReadout:
 def _check_shapes(readout: DigitReadout, file: Path) -> None:
     """The pieces must chain: features -> mask -> states -> weights -> classes."""
     channels = readout.normaliser.mean.size
-    per_frame = readout.encoder.n_nodes * (readout.encoder.samples_per_node
-                                           if readout.node_features == "samples" else 1)
+    per_frame = readout.encoder.n_nodes * (
+        readout.encoder.samples_per_node if readout.node_features == "samples" else 1
+    )
     width = per_frame * (readout.segments + 1 if readout.segments else 1)
     problems = []
     if readout.encoder.n_channels != channels:
         problems.append(f"mask has {readout.encoder.n_channels} channels, features {channels}")
     if readout.ridge.weights.shape != (width + 1, len(readout.class_names)):
-        problems.append(f"weights {readout.ridge.weights.shape} do not fit {width} states and "
-                        f"{len(readout.class_names)} classes")
+        problems.append(
+            f"weights {readout.ridge.weights.shape} do not fit {width} states and "
+            f"{len(readout.class_names)} classes"
+        )
     if readout.training is not None and readout.training.states.shape[1] != width:
-        problems.append(f"stored training states have width {readout.training.states.shape[1]}, "
-                        f"not {width}")
+        problems.append(f"stored training states have width {readout.training.states.shape[1]}, not {width}")
     if problems:
-        raise ReadoutError(f"{file} is inconsistent ({'; '.join(problems)}); retrain with "
-                           "`spinlab run spoken-digits`")
+        raise ReadoutError(
+            f"{file} is inconsistent ({'; '.join(problems)}); retrain with `spinlab run spoken-digits`"
+        )
 
 
-__all__ = ["DigitReadout", "Recognition", "TrainingStates", "load_readout", "readout_path",
-           "device_key", "FILE_NAME", "FORMAT", "FORMAT_VERSION"]
+__all__ = [
+    "DigitReadout",
+    "Recognition",
+    "TrainingStates",
+    "load_readout",
+    "readout_path",
+    "device_key",
+    "FILE_NAME",
+    "FORMAT",
+    "FORMAT_VERSION",
+]

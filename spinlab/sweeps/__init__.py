@@ -14,6 +14,7 @@ scheduled by Dask distributed on this machine or on a cluster.
 * :mod:`.plots`   -- heatmap / lines-with-error-bars figures
 * :mod:`.display` -- the progress display and the ``sweep.*`` monitor topics
 """
+
 from spinlab.sweeps.runner import SweepResult, run_sweep
 from spinlab.sweeps.spec import Point, SweepSpec, with_cache
 

@@ -8,10 +8,12 @@ results (scalars)] when a point starts running and when it ends, ``sweep.progres
 total, running, failed, eta_s, elapsed_s], ``sweep.stop`` [status, counts by status, summary,
 plots]. ``spinlab monitor ADDRESS`` shows them.
 """
+
 from __future__ import annotations
 
 import sys
-from typing import Any, Mapping, TextIO
+from collections.abc import Mapping
+from typing import Any, TextIO
 
 from spinlab.engine.documents import to_jsonable
 from spinlab.sweeps.summary import flatten
@@ -33,29 +35,45 @@ class SweepDisplay:
         elif name == "notice":
             self.console.print(doc["text"], highlight=False)
         elif name == "point" and doc.get("status") == "failed":
-            self.console.print(f"[red]point {doc['index']} ({_values(doc)}) failed:[/] {doc.get('error')}",
-                               highlight=False)
+            self.console.print(
+                f"[red]point {doc['index']} ({_values(doc)}) failed:[/] {doc.get('error')}", highlight=False
+            )
         elif name == "progress" and self._progress is not None:
             eta = doc.get("eta_s")
-            self._progress.update(self._task, completed=doc["done"], running=doc["running"],
-                                  failed=doc["failed"], eta="?" if eta is None else _duration(eta))
+            self._progress.update(
+                self._task,
+                completed=doc["done"],
+                running=doc["running"],
+                failed=doc["failed"],
+                eta="?" if eta is None else _duration(eta),
+            )
         elif name == "stop":
             self.close()
 
     def _on_start(self, doc: Mapping[str, Any]) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        self.console.print(f"sweep {doc['plan']} on {doc['device']}: {doc['total']} points, {doc['todo']} "
-                           f"to run, {doc['skipped']} already completed; in {doc['out']}", highlight=False)
+        self.console.print(
+            f"sweep {doc['plan']} on {doc['device']}: {doc['total']} points, {doc['todo']} "
+            f"to run, {doc['skipped']} already completed; in {doc['out']}",
+            highlight=False,
+        )
         self.console.print(doc["mode"], highlight=False)
         if doc.get("dashboard"):
             self.console.print(f"Dask dashboard: {doc['dashboard']}", highlight=False)
-        self._progress = Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(),
-                                  TextColumn("running {task.fields[running]}  failed {task.fields[failed]}  "
-                                             "ETA {task.fields[eta]}"), TimeElapsedColumn(),
-                                  console=self.console)
-        self._task = self._progress.add_task("sweep", total=doc["total"], completed=doc["skipped"],
-                                             running=0, failed=0, eta="?")
+        self._progress = Progress(
+            TextColumn("sweep"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn(
+                "running {task.fields[running]}  failed {task.fields[failed]}  ETA {task.fields[eta]}"
+            ),
+            TimeElapsedColumn(),
+            console=self.console,
+        )
+        self._task = self._progress.add_task(
+            "sweep", total=doc["total"], completed=doc["skipped"], running=0, failed=0, eta="?"
+        )
         self._progress.start()
 
     def close(self) -> None:

@@ -2,12 +2,14 @@
 otherwise the metric against the first swept name, a line per combination of the others
 (markers only for samples), the mean over seeds with their standard deviation as error bars.
 Built with :class:`matplotlib.figure.Figure` (no pyplot, no global backend)."""
+
 from __future__ import annotations
 
 import json
 import math
 from collections import defaultdict
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -56,8 +58,15 @@ def _heatmap(groups: Mapping[tuple, list[float]], names: list[str], metric: str)
     finite = mean[np.isfinite(mean)]
     mid = 0.5 * (finite.min() + finite.max()) if finite.size else 0.0
     for (i, j), v in np.ndenumerate(mean):
-        ax.text(j, i, "failed" if not np.isfinite(v) else f"{v:.3g}", ha="center", va="center",
-                fontsize=8, color="white" if np.isfinite(v) and v < mid else "black")
+        ax.text(
+            j,
+            i,
+            "failed" if not np.isfinite(v) else f"{v:.3g}",
+            ha="center",
+            va="center",
+            fontsize=8,
+            color="white" if np.isfinite(v) and v < mid else "black",
+        )
     ax.set_xticks(range(len(xs)), [_label(x) for x in xs])
     ax.set_yticks(range(len(ys)), [_label(y) for y in ys])
     ax.set_xlabel(names[0])
@@ -68,8 +77,9 @@ def _heatmap(groups: Mapping[tuple, list[float]], names: list[str], metric: str)
     return fig
 
 
-def _lines(groups: Mapping[tuple, list[float]], names: list[str], metric: str, *,
-           markers_only: bool) -> Figure:
+def _lines(
+    groups: Mapping[tuple, list[float]], names: list[str], metric: str, *, markers_only: bool
+) -> Figure:
     fig = Figure(figsize=(5.5, 3.8), dpi=120)
     ax = fig.subplots()
     if not names:  # seeds only: one error bar
@@ -86,8 +96,15 @@ def _lines(groups: Mapping[tuple, list[float]], names: list[str], metric: str, *
             pts.sort(key=lambda p: _sort_key(p[0]))
             x = [p[0] if numeric else xs.index(p[0]) for p in pts]
             label = ", ".join(f"{n}={_label(v)}" for n, v in zip(names[1:], rest)) or None
-            ax.errorbar(x, [_nanmean(p[1]) for p in pts], yerr=[_nanstd(p[1]) for p in pts],
-                        fmt="o" if markers_only else "o-", capsize=3, ms=4, label=label)
+            ax.errorbar(
+                x,
+                [_nanmean(p[1]) for p in pts],
+                yerr=[_nanstd(p[1]) for p in pts],
+                fmt="o" if markers_only else "o-",
+                capsize=3,
+                ms=4,
+                label=label,
+            )
         if not numeric:
             ax.set_xticks(range(len(xs)), [_label(x) for x in xs])
         ax.set_xlabel(names[0])

@@ -28,6 +28,7 @@ Observers ``observer(name, doc)`` see ``start`` (the plan, mode, workers, dashbo
 (a point started running or finished: its record), ``progress`` (counts and ETA), ``notice``
 (a line for the user) and ``stop``.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -36,9 +37,10 @@ import queue
 import re
 import secrets
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from filelock import FileLock, Timeout
 
@@ -69,7 +71,11 @@ SUMMARY_INTERVAL_S = 10.0
 #:   of seconds to hours do not need) is off, and the event loops' responsiveness check ticks
 #:   every second instead of every 20 ms: half the CPU an idle cluster burns.
 LOCAL_CONFIG = {
-    "distributed.nanny.pre-spawn-environ": {"OMP_NUM_THREADS": 1, "MKL_NUM_THREADS": 1, "OPENBLAS_NUM_THREADS": 1},
+    "distributed.nanny.pre-spawn-environ": {
+        "OMP_NUM_THREADS": 1,
+        "MKL_NUM_THREADS": 1,
+        "OPENBLAS_NUM_THREADS": 1,
+    },
     "distributed.worker.profile.enabled": False,
     "distributed.admin.tick.interval": "1s",
 }
@@ -100,9 +106,17 @@ class SweepResult:
         return sum(r["status"] == status for r in self.table)
 
 
-def run_sweep(spec: SweepSpec, out: str | Path, *, scheduler: Any = None, workers: int | None = None,
-              processes: bool = True, observers: Iterable[Observer] = (),
-              metrics: Sequence[str] | None = None, dashboard: bool | str = True) -> SweepResult:
+def run_sweep(
+    spec: SweepSpec,
+    out: str | Path,
+    *,
+    scheduler: Any = None,
+    workers: int | None = None,
+    processes: bool = True,
+    observers: Iterable[Observer] = (),
+    metrics: Sequence[str] | None = None,
+    dashboard: bool | str = True,
+) -> SweepResult:
     """Run every point of ``spec`` not yet completed in ``out``; see the module docstring.
 
     ``scheduler``: None (a local cluster of ``workers`` processes, default one per core;
@@ -112,19 +126,30 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, scheduler: Any = None, worker
     ``dashboard``: a local cluster's dashboard, True for :data:`DASHBOARD`, ``[HOST:]PORT`` or
     False for none.
     """
-    return _Sweep(spec, Path(out).resolve(), scheduler, workers, processes, list(observers),
-                  metrics, dashboard).run()
+    return _Sweep(
+        spec, Path(out).resolve(), scheduler, workers, processes, list(observers), metrics, dashboard
+    ).run()
 
 
 class _Sweep:
-    def __init__(self, spec: SweepSpec, out: Path, scheduler: Any, workers: int | None,
-                 processes: bool, observers: list[Observer], metrics: Sequence[str] | None,
-                 dashboard: bool | str) -> None:
+    def __init__(
+        self,
+        spec: SweepSpec,
+        out: Path,
+        scheduler: Any,
+        workers: int | None,
+        processes: bool,
+        observers: list[Observer],
+        metrics: Sequence[str] | None,
+        dashboard: bool | str,
+    ) -> None:
         if workers is not None and workers < 1:
             raise ConfigError(f"--workers must be at least 1, got {workers}")
         if isinstance(dashboard, str) and scheduler is not None:
-            raise ConfigError("--dashboard is for the local cluster; an existing cluster's scheduler "
-                              "serves its own (dask scheduler --dashboard-address)")
+            raise ConfigError(
+                "--dashboard is for the local cluster; an existing cluster's scheduler "
+                "serves its own (dask scheduler --dashboard-address)"
+            )
         self.spec, self.out, self.scheduler = spec, out, scheduler
         self.workers, self.processes = workers, processes
         self.dashboard = dashboard_address(dashboard) if scheduler is None else bool(dashboard)
@@ -148,8 +173,9 @@ class _Sweep:
         try:
             lock.acquire()
         except Timeout:
-            raise ConfigError(f"another sweep is running in {self.out}; wait for it to end or "
-                              "give this one another --out") from None
+            raise ConfigError(
+                f"another sweep is running in {self.out}; wait for it to end or give this one another --out"
+            ) from None
         try:
             self.records = summary.read_records(self.out)
             todo = [p for p in self.points if self.records.get(p.key, {}).get("status") != "completed"]
@@ -161,8 +187,10 @@ class _Sweep:
                     status = "interrupted" if self.signal else "completed"
                 else:
                     self.mode, status = "nothing to run", "completed"
-                    self._emit("notice", {"text": f"all {len(self.points)} points are already "
-                                                  f"completed in {self.out}"})
+                    self._emit(
+                        "notice",
+                        {"text": f"all {len(self.points)} points are already completed in {self.out}"},
+                    )
             finally:
                 self.journal.close()
                 result = self._finish(len(todo), status)
@@ -173,14 +201,27 @@ class _Sweep:
     def _finish(self, todo: int, status: str) -> SweepResult:
         table = self._write_summary()
         plots = self._plots(table) if status != "failed" else []
-        result = SweepResult(self.out, table, self.mode, ran=self.finished_now,
-                             skipped=len(self.points) - todo, interrupted=status == "interrupted",
-                             signal=self.signal,
-                             files={"h5": self.out / summary.SUMMARY_H5, "csv": self.out / summary.SUMMARY_CSV},
-                             plots=plots)
-        self._emit("stop", {"status": status, "total": len(table),
-                            **{s: result.count(s) for s in summary.STATUSES},
-                            "summary": str(result.files["h5"]), "plots": [str(p) for p in plots]})
+        result = SweepResult(
+            self.out,
+            table,
+            self.mode,
+            ran=self.finished_now,
+            skipped=len(self.points) - todo,
+            interrupted=status == "interrupted",
+            signal=self.signal,
+            files={"h5": self.out / summary.SUMMARY_H5, "csv": self.out / summary.SUMMARY_CSV},
+            plots=plots,
+        )
+        self._emit(
+            "stop",
+            {
+                "status": status,
+                "total": len(table),
+                **{s: result.count(s) for s in summary.STATUSES},
+                "summary": str(result.files["h5"]),
+                "plots": [str(p) for p in plots],
+            },
+        )
         return result
 
     # --- on the cluster ------------------------------------------------------------------------
@@ -224,54 +265,83 @@ class _Sweep:
 
         resource = self.spec.station_resource
         if self.scheduler is None:
-            cluster = local_cluster(1 if resource else (self.workers or CPU_COUNT), processes=self.processes,
-                                    resources={resource: 1} if resource else None, dashboard=self.dashboard)
+            cluster = local_cluster(
+                1 if resource else (self.workers or CPU_COUNT),
+                processes=self.processes,
+                resources={resource: 1} if resource else None,
+                dashboard=self.dashboard,
+            )
             return Client(cluster), cluster
         try:
             return Client(self.scheduler, timeout=CONNECT_TIMEOUT_S), None
         except (OSError, TimeoutError) as exc:
-            raise ClusterError(f"cannot reach the Dask scheduler at {self.scheduler} ({exc}); start one "
-                               "with `dask scheduler` and workers with `dask worker ADDRESS`") from None
+            raise ClusterError(
+                f"cannot reach the Dask scheduler at {self.scheduler} ({exc}); start one "
+                "with `dask scheduler` and workers with `dask worker ADDRESS`"
+            ) from None
 
     def _check_workers(self, client: Any) -> dict[str, Any]:
         address = client.scheduler.address
         try:
             client.wait_for_workers(1, timeout=WORKER_WAIT_S)
         except TimeoutError:
-            raise ClusterError(f"no worker joined the Dask scheduler {address} within {WORKER_WAIT_S:g} s; "
-                               f"start some with `dask worker {address}`") from None
+            raise ClusterError(
+                f"no worker joined the Dask scheduler {address} within {WORKER_WAIT_S:g} s; "
+                f"start some with `dask worker {address}`"
+            ) from None
         workers = client.scheduler_info(n_workers=-1)["workers"]
         resource = self.spec.station_resource
         if resource:
-            holders = {a: w["resources"][resource] for a, w in workers.items()
-                       if w.get("resources", {}).get(resource, 0) > 0}
+            holders = {
+                a: w["resources"][resource]
+                for a, w in workers.items()
+                if w.get("resources", {}).get(resource, 0) > 0
+            }
             if not holders:
                 raise ClusterError(
                     f"{self.spec.station} is hardware: its points need the Dask resource {resource}, "
                     f"and no worker of {address} offers it; start the worker that reaches the station "
-                    f"with `dask worker {address} --resources {resource}=1`")
+                    f"with `dask worker {address} --resources {resource}=1`"
+                )
             if len(holders) > 1 or sum(holders.values()) > 1:
                 raise ClusterError(
                     f"{len(holders)} workers of {address} offer {sum(holders.values()):g} units of {resource} "
                     f"({', '.join(holders)}); a station is one resource: exactly one worker may offer "
-                    f"{resource}=1, or two points would drive {self.spec.station} at once")
+                    f"{resource}=1, or two points would drive {self.spec.station} at once"
+                )
         return workers
 
     def _announce(self, client: Any, workers: Mapping[str, Any], todo: Sequence[Point]) -> None:
         where = "local" if self.scheduler is None else client.scheduler.address
         if self.spec.station:
-            self.mode = (f"hardware: {self.spec.station} is one station, its points run one at a "
-                         f"time (Dask worker resource {self.spec.station_resource})")
+            self.mode = (
+                f"hardware: {self.spec.station} is one station, its points run one at a "
+                f"time (Dask worker resource {self.spec.station_resource})"
+            )
         else:
             threads = sum(int(w.get("nthreads", 1)) for w in workers.values())
-            self.mode = (f"parallel: {_count(threads, 'point')} at a time on {_count(len(workers), 'worker')} "
-                         f"of the {where} Dask cluster")
+            self.mode = (
+                f"parallel: {_count(threads, 'point')} at a time on {_count(len(workers), 'worker')} "
+                f"of the {where} Dask cluster"
+            )
         link = self._dashboard(client)
-        self._emit("start", {
-            "sweep": self.token, "plan": self.spec.plan, "device": self.spec.device, "out": str(self.out),
-            "total": len(self.points), "todo": len(todo), "skipped": len(self.points) - len(todo),
-            "mode": self.mode, "workers": len(workers), "scheduler": client.scheduler.address,
-            "dashboard": link, "spec": self.spec.to_dict()})
+        self._emit(
+            "start",
+            {
+                "sweep": self.token,
+                "plan": self.spec.plan,
+                "device": self.spec.device,
+                "out": str(self.out),
+                "total": len(self.points),
+                "todo": len(todo),
+                "skipped": len(self.points) - len(todo),
+                "mode": self.mode,
+                "workers": len(workers),
+                "scheduler": client.scheduler.address,
+                "dashboard": link,
+                "spec": self.spec.to_dict(),
+            },
+        )
 
     def _dashboard(self, client: Any) -> str | None:
         """The dashboard link, when the scheduler serves one (bokeh is installed there)."""
@@ -286,17 +356,39 @@ class _Sweep:
     def _submit(self, client: Any, point: Point, stop_name: str) -> Any:
         previous = self.records.get(point.key, {})
         run = previous.get("run") or ""
-        resume = run if previous.get("status") == "interrupted" and (Path(run) / JOURNAL_FILE).is_file() else None
+        resume = (
+            run if previous.get("status") == "interrupted" and (Path(run) / JOURNAL_FILE).is_file() else None
+        )
         run_dir = self.out / "runs" / f"{self.spec.plan}-{point.key}-{previous.get('attempts', 0) + 1}"
         if resume is None and (run_dir / JOURNAL_FILE).is_file():
-            self._emit("notice", {"text": f"point {point.index}: resuming its run {run_dir.name}, which a "
-                                          "killed sweep or worker left unfinished"})
-        task = {"key": point.key, "plan": self.spec.plan, "config": point.config,
-                "address": point.address, "seed": point.seed, "runs": str(self.out / "runs"),
-                "resume": resume, "run_dir": str(run_dir), "topic": self._topic, "stop_event": stop_name}
+            self._emit(
+                "notice",
+                {
+                    "text": f"point {point.index}: resuming its run {run_dir.name}, which a "
+                    "killed sweep or worker left unfinished"
+                },
+            )
+        task = {
+            "key": point.key,
+            "plan": self.spec.plan,
+            "config": point.config,
+            "address": point.address,
+            "seed": point.seed,
+            "runs": str(self.out / "runs"),
+            "resume": resume,
+            "run_dir": str(run_dir),
+            "topic": self._topic,
+            "stop_event": stop_name,
+        }
         resource = self.spec.station_resource
-        return client.submit(run_point, task, key=f"{self.spec.plan}-{point.index}-{point.key}-{self.token}",
-                             pure=False, retries=0, resources={resource: 1} if resource else None)
+        return client.submit(
+            run_point,
+            task,
+            key=f"{self.spec.plan}-{point.index}-{point.key}-{self.token}",
+            pure=False,
+            retries=0,
+            resources={resource: 1} if resource else None,
+        )
 
     def _collect(self, completed: Any, futures: Mapping[Any, Point], guard: SignalGuard) -> None:
         while not completed.is_empty():
@@ -310,17 +402,22 @@ class _Sweep:
                     self._record(futures[future], future)
                 self._progress()
 
-    def _stop(self, client: Any, stop: Any, completed: Any, futures: Mapping[Any, Point],
-              guard: SignalGuard) -> None:
+    def _stop(
+        self, client: Any, stop: Any, completed: Any, futures: Mapping[Any, Point], guard: SignalGuard
+    ) -> None:
         stop.set()
         self._started_events()
         client.cancel([f for f, p in futures.items() if p.key not in self.running and not f.done()])
         signals = len(guard.received)
         hardware = bool(self.spec.station)
         if self.running:
-            self._emit("notice", {"text": f"stopping: {len(self.running)} running point(s) stop at "
-                                          "their next step" + ("" if hardware else
-                                                                " (Ctrl-C again to stop waiting)")})
+            self._emit(
+                "notice",
+                {
+                    "text": f"stopping: {len(self.running)} running point(s) stop at "
+                    "their next step" + ("" if hardware else " (Ctrl-C again to stop waiting)")
+                },
+            )
         while not completed.is_empty():
             if len(guard.received) > signals and not hardware:
                 break
@@ -344,8 +441,18 @@ class _Sweep:
                 continue
             self.running[key] = event
             point = self.by_key[key]
-            self._emit("point", {"index": point.index, "key": key, "values": point.values, "seed": point.seed,
-                                 "status": "running", "worker": event.get("worker"), "pid": event.get("pid")})
+            self._emit(
+                "point",
+                {
+                    "index": point.index,
+                    "key": key,
+                    "values": point.values,
+                    "seed": point.seed,
+                    "status": "running",
+                    "worker": event.get("worker"),
+                    "pid": event.get("pid"),
+                },
+            )
             self._progress()
 
     def _done_now(self, key: str) -> bool:
@@ -354,8 +461,17 @@ class _Sweep:
     def _record(self, point: Point, future: Any) -> None:
         self.running.pop(point.key, None)
         if future.status == "error":
-            record = {"key": point.key, "status": "failed", "error": _task_error(future.exception()),
-                      "run": "", "results": {}, "started": None, "stopped": None, "worker": "", "pid": None}
+            record = {
+                "key": point.key,
+                "status": "failed",
+                "error": _task_error(future.exception()),
+                "run": "",
+                "results": {},
+                "started": None,
+                "stopped": None,
+                "worker": "",
+                "pid": None,
+            }
         elif future.status == "finished":
             record = future.result()
         else:
@@ -376,13 +492,27 @@ class _Sweep:
         done = sum(s in ("completed", "failed") for s in statuses)
         elapsed = time.monotonic() - self._t0
         eta = elapsed / self.finished_now * (len(self.points) - done) if self.finished_now else None
-        self._emit("progress", {"done": done, "total": len(self.points), "running": len(self.running),
-                                "failed": statuses.count("failed"), "eta_s": eta, "elapsed_s": elapsed})
+        self._emit(
+            "progress",
+            {
+                "done": done,
+                "total": len(self.points),
+                "running": len(self.running),
+                "failed": statuses.count("failed"),
+                "eta_s": eta,
+                "elapsed_s": elapsed,
+            },
+        )
 
     def _write_summary(self) -> list[dict[str, Any]]:
         table = summary.rows(self.points, self.records, self.running)
-        attrs = {"plan": self.spec.plan, "device": self.spec.device or "", "mode": self.mode,
-                 "spec": self.spec.to_dict(), "out": str(self.out)}
+        attrs = {
+            "plan": self.spec.plan,
+            "device": self.spec.device or "",
+            "mode": self.mode,
+            "spec": self.spec.to_dict(),
+            "out": str(self.out),
+        }
         summary.write(self.out, table, attrs)
         self._written = time.monotonic()
         return table
@@ -410,8 +540,13 @@ class _Sweep:
                 log.exception("sweep observer %r failed on %s", observer, name)
 
 
-def local_cluster(n_workers: int, *, processes: bool = True, resources: Mapping[str, float] | None = None,
-                  dashboard: bool | str | None = True) -> Any:
+def local_cluster(
+    n_workers: int,
+    *,
+    processes: bool = True,
+    resources: Mapping[str, float] | None = None,
+    dashboard: bool | str | None = True,
+) -> Any:
     """The ``LocalCluster`` of a sweep: one single-threaded worker per point at a time, with
     :data:`LOCAL_CONFIG`; worker processes leave the signals to the sweep (``dask_setup`` of
     :mod:`spinlab.sweeps.worker`); the dashboard on ``dashboard``, an address from
@@ -420,11 +555,15 @@ def local_cluster(n_workers: int, *, processes: bool = True, resources: Mapping[
     from distributed import LocalCluster
 
     with dask.config.set(LOCAL_CONFIG):
-        return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=processes,
-                            resources=dict(resources) if resources else None,
-                            dashboard_address=DASHBOARD if dashboard is True else dashboard or None,
-                            silence_logs=logging.ERROR,
-                            preload=["spinlab.sweeps.worker"] if processes else None)
+        return LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=1,
+            processes=processes,
+            resources=dict(resources) if resources else None,
+            dashboard_address=DASHBOARD if dashboard is True else dashboard or None,
+            silence_logs=logging.ERROR,
+            preload=["spinlab.sweeps.worker"] if processes else None,
+        )
 
 
 def dashboard_address(value: bool | str | None) -> str | None:
@@ -439,21 +578,27 @@ def dashboard_address(value: bool | str | None) -> str | None:
         return None
     m = _DASHBOARD_RE.match(str(value).strip())
     if not m or not 0 <= int(m["port"]) < 65536:
-        raise ConfigError(f"--dashboard {value!r} must be [HOST:]PORT, e.g. 8787 or 127.0.0.1:8787 "
-                          "(port 0 picks a free one), or off")
+        raise ConfigError(
+            f"--dashboard {value!r} must be [HOST:]PORT, e.g. 8787 or 127.0.0.1:8787 "
+            "(port 0 picks a free one), or off"
+        )
     host = m["host"] or "127.0.0.1"
     if not is_loopback(host.strip("[]")):
-        log.warning("the Dask dashboard binds to %s: its identity, worker and log pages are readable "
-                    "from other machines; use 127.0.0.1:PORT (and an SSH tunnel) unless you mean it",
-                    host)
+        log.warning(
+            "the Dask dashboard binds to %s: its identity, worker and log pages are readable "
+            "from other machines; use 127.0.0.1:PORT (and an SSH tunnel) unless you mean it",
+            host,
+        )
     return f"{host}:{m['port']}"
 
 
 def _task_error(exc: BaseException) -> str:
     """A task's error as one line (a worker that kept dying is said so)."""
     if type(exc).__name__ == "KilledWorker":
-        return ("KilledWorker: the workers running this point died each time (out of memory, or "
-                "killed); see the workers' logs")
+        return (
+            "KilledWorker: the workers running this point died each time (out of memory, or "
+            "killed); see the workers' logs"
+        )
     return f"{type(exc).__name__}: {exc}"
 
 
@@ -472,5 +617,12 @@ def _quietly(fn: Callable[[], Any]) -> None:
         log.debug("closing %r failed", fn, exc_info=True)
 
 
-__all__ = ["run_sweep", "local_cluster", "dashboard_address", "SweepResult", "Observer", "LOCAL_CONFIG",
-           "DASHBOARD"]
+__all__ = [
+    "run_sweep",
+    "local_cluster",
+    "dashboard_address",
+    "SweepResult",
+    "Observer",
+    "LOCAL_CONFIG",
+    "DASHBOARD",
+]

@@ -10,6 +10,7 @@ A point's key hashes the plan name, its full normalised config, the address and 
 re-run of the same sweep recognises the points it has already completed, whatever order or
 spelling the command line used.
 """
+
 from __future__ import annotations
 
 import copy
@@ -18,9 +19,10 @@ import hashlib
 import itertools
 import json
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 from urllib.parse import urlencode
 
 import numpy as np
@@ -81,8 +83,10 @@ def parse_assignment(text: str, *, many: bool) -> tuple[str, Any]:
     name = name.strip()
     if not sep or not _NAME.match(name):
         example = "NAME=V1,V2,..." if many else "NAME=VALUE"
-        raise ConfigError(f"{text!r} is not {example} (NAME: a setting of the plan, e.g. bias_A, or "
-                          "device.OPTION for an option of the device address)")
+        raise ConfigError(
+            f"{text!r} is not {example} (NAME: a setting of the plan, e.g. bias_A, or "
+            "device.OPTION for an option of the device address)"
+        )
     if not many:
         return name, parse_value(raw)
     values = [parse_value(v) for v in split_values(raw)]
@@ -98,9 +102,9 @@ class Point:
 
     index: int
     key: str
-    values: Mapping[str, Any]   # swept name -> value
+    values: Mapping[str, Any]  # swept name -> value
     seed: int
-    config: Mapping[str, Any]   # the plan's full config as the plan normalised it
+    config: Mapping[str, Any]  # the plan's full config as the plan normalised it
     address: str | None
 
 
@@ -143,11 +147,14 @@ class SweepSpec:
                 raise ConfigError("the device seed is the run seed: sweep it with --seeds N (and --seed S)")
             if name.startswith(DEVICE_PREFIX) and not self.device:
                 raise ConfigError(f"{name} is a device option, but the sweep has no --device")
-        options = {k[len(DEVICE_PREFIX):]: v for k, v in self.settings.items() if k.startswith(DEVICE_PREFIX)}
+        options = {
+            k[len(DEVICE_PREFIX) :]: v for k, v in self.settings.items() if k.startswith(DEVICE_PREFIX)
+        }
         if options:  # fixed device options belong to the address
             object.__setattr__(self, "device", _with_options(self.device, options))
-            object.__setattr__(self, "settings", {k: v for k, v in self.settings.items()
-                                                  if not k.startswith(DEVICE_PREFIX)})
+            object.__setattr__(
+                self, "settings", {k: v for k, v in self.settings.items() if not k.startswith(DEVICE_PREFIX)}
+            )
         if self.device is not None:
             opener_for(parse_address(self.device)[0])  # a bad address fails here, not on a worker
 
@@ -171,9 +178,16 @@ class SweepSpec:
         return "station-" + (re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-") or "bench")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"plan": self.plan, "device": self.device, "grid": {k: list(v) for k, v in self.grid.items()},
-                "settings": dict(self.settings), "seeds": self.seeds, "seed": self.seed,
-                "samples": self.samples, "method": self.method}
+        return {
+            "plan": self.plan,
+            "device": self.device,
+            "grid": {k: list(v) for k, v in self.grid.items()},
+            "settings": dict(self.settings),
+            "seeds": self.seeds,
+            "seed": self.seed,
+            "samples": self.samples,
+            "method": self.method,
+        }
 
     def digest(self) -> str:
         """Short hash of the whole spec (the default sweep directory's name)."""
@@ -216,7 +230,7 @@ class SweepSpec:
             options = {}
             for name, value in combo.items():
                 if name.startswith(DEVICE_PREFIX):
-                    options[name[len(DEVICE_PREFIX):]] = value
+                    options[name[len(DEVICE_PREFIX) :]] = value
                 else:
                     assign(config, name, value)
             address = _with_options(self.device, options)
@@ -226,16 +240,25 @@ class SweepSpec:
                 if key in seen:
                     continue  # samples can repeat a combination of listed values
                 seen.add(key)
-                points.append(Point(len(points), key, dict(combo), seed,
-                                    _substitute(config, POINT_PLACEHOLDER, key), address))
+                points.append(
+                    Point(
+                        len(points),
+                        key,
+                        dict(combo),
+                        seed,
+                        _substitute(config, POINT_PLACEHOLDER, key),
+                        address,
+                    )
+                )
         return points
 
     def _build(self, config: Mapping[str, Any], combo: Mapping[str, Any]) -> Any:
         try:
             return build_plan(self.plan, config)
         except TypeError as exc:  # a required setting is missing, or a group has a wrong name
-            raise ConfigError(f"plan {self.plan!r}{_at(combo)}: {exc}; give settings with "
-                              "--set NAME=VALUE") from None
+            raise ConfigError(
+                f"plan {self.plan!r}{_at(combo)}: {exc}; give settings with --set NAME=VALUE"
+            ) from None
         except ConfigError as exc:
             hint = "; give settings with --set NAME=VALUE" if "Field required" in str(exc) else ""
             if not combo and not hint:
@@ -246,8 +269,11 @@ class SweepSpec:
 def with_cache(spec: SweepSpec, cache_dir: str | Path) -> SweepSpec:
     """``spec`` with every unset ``*_cache_dir`` setting of its plan pointing at ``cache_dir``,
     so the points share one cache (spoken-digit features are computed once per data subset)."""
-    unset = {k: str(cache_dir) for k, v in spec.base_config().items()
-             if k.endswith(CACHE_SUFFIX) and v is None and k not in spec.grid}
+    unset = {
+        k: str(cache_dir)
+        for k, v in spec.base_config().items()
+        if k.endswith(CACHE_SUFFIX) and v is None and k not in spec.grid
+    }
     return dataclasses.replace(spec, settings={**spec.settings, **unset}) if unset else spec
 
 
@@ -294,5 +320,13 @@ def _sample(values: Sequence[Any], u: float) -> Any:
     return values[min(len(values) - 1, int(u * len(values)))]
 
 
-__all__ = ["SweepSpec", "Point", "METHODS", "parse_value", "parse_assignment", "split_values", "assign",
-           "with_cache"]
+__all__ = [
+    "SweepSpec",
+    "Point",
+    "METHODS",
+    "parse_value",
+    "parse_assignment",
+    "split_values",
+    "assign",
+    "with_cache",
+]

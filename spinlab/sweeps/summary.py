@@ -13,6 +13,7 @@ has run.
 swept values; ``results/NAME`` every scalar result (numbers as float64, NaN where missing;
 text as strings). ``sweep.csv``: the same columns, times in ISO 8601 UTC.
 """
+
 from __future__ import annotations
 
 import csv
@@ -20,8 +21,9 @@ import datetime as _dt
 import json
 import math
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import h5py
 import numpy as np
@@ -61,8 +63,9 @@ def flatten(results: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def rows(points: Sequence[Point], records: Mapping[str, Mapping[str, Any]],
-         running: Iterable[str] = ()) -> list[dict[str, Any]]:
+def rows(
+    points: Sequence[Point], records: Mapping[str, Mapping[str, Any]], running: Iterable[str] = ()
+) -> list[dict[str, Any]]:
     """One row per point: its settings and, where it has run, its latest record."""
     running = set(running)
     out = []
@@ -70,14 +73,25 @@ def rows(points: Sequence[Point], records: Mapping[str, Mapping[str, Any]],
         rec = records.get(p.key, {})
         status = rec.get("status") or ("running" if p.key in running else "pending")
         started, stopped = rec.get("started"), rec.get("stopped")
-        out.append({
-            "index": p.index, "key": p.key, "seed": p.seed, "status": status,
-            "values": dict(p.values), "config": dict(p.config), "address": p.address or "",
-            "error": rec.get("error", ""), "run": rec.get("run", ""), "worker": rec.get("worker", ""),
-            "started": started, "stopped": stopped,
-            "duration_s": stopped - started if started is not None and stopped is not None else None,
-            "attempts": rec.get("attempts", 0), "results": dict(rec.get("results") or {}),
-        })
+        out.append(
+            {
+                "index": p.index,
+                "key": p.key,
+                "seed": p.seed,
+                "status": status,
+                "values": dict(p.values),
+                "config": dict(p.config),
+                "address": p.address or "",
+                "error": rec.get("error", ""),
+                "run": rec.get("run", ""),
+                "worker": rec.get("worker", ""),
+                "started": started,
+                "stopped": stopped,
+                "duration_s": stopped - started if started is not None and stopped is not None else None,
+                "attempts": rec.get("attempts", 0),
+                "results": dict(rec.get("results") or {}),
+            }
+        )
     return out
 
 
@@ -114,8 +128,14 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(to_jsonable(value), sort_keys=True)
 
 
-def _write_h5(path: Path, table: Sequence[Mapping[str, Any]], flat: list[dict], names: list[str],
-              metrics: list[str], attrs: Mapping[str, Any]) -> None:
+def _write_h5(
+    path: Path,
+    table: Sequence[Mapping[str, Any]],
+    flat: list[dict],
+    names: list[str],
+    metrics: list[str],
+    attrs: Mapping[str, Any],
+) -> None:
     with h5py.File(path, "w") as f:
         for key, value in attrs.items():
             f.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(to_jsonable(value))
@@ -139,19 +159,47 @@ def _write_h5(path: Path, table: Sequence[Mapping[str, Any]], flat: list[dict], 
             results[name.replace("/", "_")] = _column([fl.get(name) for fl in flat])
 
 
-def _write_csv(path: Path, table: Sequence[Mapping[str, Any]], flat: list[dict], names: list[str],
-               metrics: list[str]) -> None:
-    head = ["index", "key", "seed", "status", *names,
-            *(f"result.{m}" if m in names else m for m in metrics), "started", "stopped", "duration_s",
-            "attempts", "worker", "run", "error", "config"]
+def _write_csv(
+    path: Path, table: Sequence[Mapping[str, Any]], flat: list[dict], names: list[str], metrics: list[str]
+) -> None:
+    head = [
+        "index",
+        "key",
+        "seed",
+        "status",
+        *names,
+        *(f"result.{m}" if m in names else m for m in metrics),
+        "started",
+        "stopped",
+        "duration_s",
+        "attempts",
+        "worker",
+        "run",
+        "error",
+        "config",
+    ]
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(head)
         for r, fl in zip(table, flat):
-            writer.writerow([r["index"], r["key"], r["seed"], r["status"],
-                             *(_cell(r["values"].get(n)) for n in names), *(_cell(fl.get(m)) for m in metrics),
-                             _iso(r["started"]), _iso(r["stopped"]), _cell(r["duration_s"]), r["attempts"],
-                             r["worker"], r["run"], r["error"], json.dumps(r["config"], sort_keys=True)])
+            writer.writerow(
+                [
+                    r["index"],
+                    r["key"],
+                    r["seed"],
+                    r["status"],
+                    *(_cell(r["values"].get(n)) for n in names),
+                    *(_cell(fl.get(m)) for m in metrics),
+                    _iso(r["started"]),
+                    _iso(r["stopped"]),
+                    _cell(r["duration_s"]),
+                    r["attempts"],
+                    r["worker"],
+                    r["run"],
+                    r["error"],
+                    json.dumps(r["config"], sort_keys=True),
+                ]
+            )
 
 
 def _cell(value: Any) -> str:

@@ -16,14 +16,16 @@ polls it at the run's checkpoints (at most every ``POLL_S``) and stops the run t
 way (outputs off, bias ramped down, run file marked ``interrupted``), which a running thread
 cannot be made to do from outside.
 """
+
 from __future__ import annotations
 
 import os
 import signal
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from spinlab.engine import Control, RunEngine, RunResult, RunState, build_plan
 from spinlab.engine.runfile import JOURNAL_FILE, read_outcome
@@ -59,7 +61,7 @@ class StopPoll(Control):
         except Exception as exc:  # the scheduler is unreachable: nobody is waiting for this point
             return f"the sweep's Dask scheduler is gone ({type(exc).__name__}: {exc})"
 
-    def __call__(self, state: RunState) -> "StopPoll":
+    def __call__(self, state: RunState) -> StopPoll:
         return self
 
     def service(self) -> None:
@@ -89,23 +91,36 @@ def run_point(task: Mapping[str, Any]) -> dict[str, Any]:
     interrupted or cancelled), ``error, run`` (its run directory), ``results, started,
     stopped`` (unix seconds, taken on this worker), ``worker, pid``."""
     worker = _worker()
-    record: dict[str, Any] = {"key": task["key"], "worker": getattr(worker, "address", ""),
-                              "pid": os.getpid(), "error": "", "run": "", "results": {}}
+    record: dict[str, Any] = {
+        "key": task["key"],
+        "worker": getattr(worker, "address", ""),
+        "pid": os.getpid(),
+        "error": "",
+        "run": "",
+        "results": {},
+    }
     stop = StopPoll(task.get("stop_event"))
     if stop.requested():
         return {**record, "status": "cancelled", "started": None, "stopped": None}
     started = time.time()
     if worker is not None and task.get("topic"):
-        worker.log_event(task["topic"], {"event": "start", "key": task["key"], "time": started,
-                                         "worker": record["worker"], "pid": record["pid"]})
+        worker.log_event(
+            task["topic"],
+            {
+                "event": "start",
+                "key": task["key"],
+                "time": started,
+                "worker": record["worker"],
+                "pid": record["pid"],
+            },
+        )
     try:
         result = _run(task, stop)
         record.update(status="completed", run=str(result.path), results=result.summary)
     except RunInterrupted as exc:
         record.update(status="interrupted", error=str(exc), run=str(run_path(exc) or ""))
     except Exception as exc:  # recorded; the sweep goes on
-        record.update(status="failed", error=f"{type(exc).__name__}: {exc}",
-                      run=str(run_path(exc) or ""))
+        record.update(status="failed", error=f"{type(exc).__name__}: {exc}", run=str(run_path(exc) or ""))
     record.update(started=started, stopped=time.time())
     return record
 
@@ -116,8 +131,9 @@ def _run(task: Mapping[str, Any], stop: StopPoll) -> RunResult:
     path = Path(task.get("resume") or task.get("run_dir") or "")
     engine = RunEngine(Path(task["runs"]))
     if not path.name:  # a task from an older sweep: a run named by the clock
-        return engine.run(build_plan(task["plan"], task["config"]), task["address"], seed=task["seed"],
-                          control=stop)
+        return engine.run(
+            build_plan(task["plan"], task["config"]), task["address"], seed=task["seed"], control=stop
+        )
     if (path / JOURNAL_FILE).is_file():
         return engine.resume(path, control=stop)
     done = read_outcome(path)
@@ -125,8 +141,15 @@ def _run(task: Mapping[str, Any], stop: StopPoll) -> RunResult:
         return RunResult(done["run_id"], path, "completed", done["results"], done["events"])
     if path.is_dir() and not any(path.iterdir()):  # killed between mkdir and its journal
         path.rmdir()
-    return engine._execute(build_plan(task["plan"], task["config"]), task["address"], seed=int(task["seed"]),
-                           run_id=path.name, path=path, subscribers=[], control=stop)
+    return engine._execute(
+        build_plan(task["plan"], task["config"]),
+        task["address"],
+        seed=int(task["seed"]),
+        run_id=path.name,
+        path=path,
+        subscribers=[],
+        control=stop,
+    )
 
 
 def dask_setup(worker: Any) -> None:

@@ -13,6 +13,7 @@
 A trained checkpoint is a Device through ``open_device("twin:PATH")``
 (``sim_backends.twin_device``).
 """
+
 from spinlab.analysis.metrics import nrmse
 from spinlab.twin.checkpoint import TwinMeta, load_twin, save_twin
 from spinlab.twin.model import Normalisation, SpinNODE, TwinArchitecture, build_model
@@ -20,7 +21,18 @@ from spinlab.twin.train import OnlineConfig, TrainConfig, TrainResult, train_off
 from spinlab.twin.trajectory import Trajectory
 
 __all__ = [
-    "TwinArchitecture", "Normalisation", "SpinNODE", "build_model", "Trajectory", "nrmse",
-    "TrainConfig", "TrainResult", "OnlineConfig", "train_offline", "train_online",
-    "TwinMeta", "save_twin", "load_twin",
+    "TwinArchitecture",
+    "Normalisation",
+    "SpinNODE",
+    "build_model",
+    "Trajectory",
+    "nrmse",
+    "TrainConfig",
+    "TrainResult",
+    "OnlineConfig",
+    "train_offline",
+    "train_online",
+    "TwinMeta",
+    "save_twin",
+    "load_twin",
 ]

@@ -10,6 +10,7 @@ Format history: 1 had one unnamed drive (scalar drive normalisation, ``drive_uni
 every input (``inputs``) and the output (``output``) and keeps one drive normalisation per drive.
 Version 1 files still load (their one drive is named ``drive``).
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -25,9 +26,9 @@ from typing import Any
 
 import torch
 
+from spinlab.engine.documents import package_versions, to_jsonable
 from spinlab.errors import CheckpointError, ConfigError
 from spinlab.files import MAX_BYTES, check_file
-from spinlab.engine.documents import package_versions, to_jsonable
 from spinlab.twin.model import SpinNODE, TwinArchitecture
 
 FORMAT = "spinlab-twin"
@@ -55,8 +56,8 @@ class TwinMeta:
 
     dt_s: float
     condition_ranges: dict[str, list[float]] = field(default_factory=dict)
-    noise_std: float = 0.0          # measured output noise (output units), for optional noise
-    settle_samples: int = 50        # samples the twin settles at rest before a drive starts
+    noise_std: float = 0.0  # measured output noise (output units), for optional noise
+    settle_samples: int = 50  # samples the twin settles at rest before a drive starts
     rest_drive_V: float | None = None  # drive level while settling (None: the first sample)
     drive_unit: str = "V"
     output_unit: str = "V"
@@ -71,40 +72,78 @@ class TwinMeta:
 
     def __post_init__(self) -> None:
         if not (_is_number(self.dt_s) and DT_RANGE_S[0] <= self.dt_s <= DT_RANGE_S[1]):
-            raise ConfigError(f"twin dt_s must be a number of seconds in {DT_RANGE_S[0]:g} .. "
-                              f"{DT_RANGE_S[1]:g}, got {self.dt_s!r}")
+            raise ConfigError(
+                f"twin dt_s must be a number of seconds in {DT_RANGE_S[0]:g} .. "
+                f"{DT_RANGE_S[1]:g}, got {self.dt_s!r}"
+            )
         self.dt_s = float(self.dt_s)
-        if not (isinstance(self.condition_ranges, dict)
-                and all(isinstance(name, str) and _is_range(span) for name, span in self.condition_ranges.items())):
-            raise ConfigError(f"twin condition_ranges must map names to [low, high], got {self.condition_ranges!r}")
+        if not (
+            isinstance(self.condition_ranges, dict)
+            and all(isinstance(name, str) and _is_range(span) for name, span in self.condition_ranges.items())
+        ):
+            raise ConfigError(
+                f"twin condition_ranges must map names to [low, high], got {self.condition_ranges!r}"
+            )
         if not (_is_number(self.noise_std) and self.noise_std >= 0):
             raise ConfigError(f"twin noise_std must be a number >= 0, got {self.noise_std!r}")
-        if not (isinstance(self.settle_samples, int) and not isinstance(self.settle_samples, bool)
-                and 0 <= self.settle_samples <= MAX_SETTLE_SAMPLES):
-            raise ConfigError(f"twin settle_samples must be an integer 0..{MAX_SETTLE_SAMPLES}, "
-                              f"got {self.settle_samples!r}")
+        if not (
+            isinstance(self.settle_samples, int)
+            and not isinstance(self.settle_samples, bool)
+            and 0 <= self.settle_samples <= MAX_SETTLE_SAMPLES
+        ):
+            raise ConfigError(
+                f"twin settle_samples must be an integer 0..{MAX_SETTLE_SAMPLES}, got {self.settle_samples!r}"
+            )
         if not (self.rest_drive_V is None or _is_number(self.rest_drive_V)):
             raise ConfigError(f"twin rest_drive_V must be a number or None, got {self.rest_drive_V!r}")
-        if not (isinstance(self.drive_unit, str) and isinstance(self.output_unit, str)
-                and isinstance(self.provenance, dict)):
+        if not (
+            isinstance(self.drive_unit, str)
+            and isinstance(self.output_unit, str)
+            and isinstance(self.provenance, dict)
+        ):
             raise ConfigError("twin drive_unit/output_unit must be strings and provenance a map")
         if not (isinstance(self.inputs, list) and all(map(_is_input, self.inputs))):
-            raise ConfigError(f"twin inputs must be a list of {{name, role, unit, range}} maps with role "
-                              f"one of {ROLES}, got {self.inputs!r}")
-        if not (isinstance(self.output, dict)
-                and all(_is_number(self.output.get(k, 1.0)) for k in ("offset", "scale"))
-                and self.output.get("scale", 1.0) != 0):
-            raise ConfigError(f"twin output must be a map with numeric offset and non-zero scale, got {self.output!r}")
+            raise ConfigError(
+                f"twin inputs must be a list of {{name, role, unit, range}} maps with role "
+                f"one of {ROLES}, got {self.inputs!r}"
+            )
+        if not (
+            isinstance(self.output, dict)
+            and all(_is_number(self.output.get(k, 1.0)) for k in ("offset", "scale"))
+            and self.output.get("scale", 1.0) != 0
+        ):
+            raise ConfigError(
+                f"twin output must be a map with numeric offset and non-zero scale, got {self.output!r}"
+            )
 
-    def input_specs(self, drive_names: tuple[str, ...], condition_names: tuple[str, ...]) -> list[dict[str, Any]]:
+    def input_specs(
+        self, drive_names: tuple[str, ...], condition_names: tuple[str, ...]
+    ) -> list[dict[str, Any]]:
         """The named inputs, drives then conditions; derived for version-1 checkpoints."""
         if self.inputs:
             return [dict(spec) for spec in self.inputs]
-        drives = [{"name": n, "role": "drive", "unit": self.drive_unit, "range": None,
-                   "column": None, "quantity": "voltage" if self.drive_unit == "V" else n}
-                  for n in drive_names]
-        return drives + [{"name": n, "role": "condition", "unit": "", "column": None, "quantity": n,
-                          "range": self.condition_ranges.get(n)} for n in condition_names]
+        drives = [
+            {
+                "name": n,
+                "role": "drive",
+                "unit": self.drive_unit,
+                "range": None,
+                "column": None,
+                "quantity": "voltage" if self.drive_unit == "V" else n,
+            }
+            for n in drive_names
+        ]
+        return drives + [
+            {
+                "name": n,
+                "role": "condition",
+                "unit": "",
+                "column": None,
+                "quantity": n,
+                "range": self.condition_ranges.get(n),
+            }
+            for n in condition_names
+        ]
 
 
 def _is_number(value: Any) -> bool:
@@ -112,13 +151,22 @@ def _is_number(value: Any) -> bool:
 
 
 def _is_range(span: Any) -> bool:
-    return isinstance(span, (list, tuple)) and len(span) == 2 and all(map(_is_number, span)) and span[0] <= span[1]
+    return (
+        isinstance(span, (list, tuple))
+        and len(span) == 2
+        and all(map(_is_number, span))
+        and span[0] <= span[1]
+    )
 
 
 def _is_input(spec: Any) -> bool:
-    return (isinstance(spec, dict) and isinstance(spec.get("name"), str) and spec.get("role") in ROLES
-            and isinstance(spec.get("unit", ""), str)
-            and (spec.get("range") is None or _is_range(spec.get("range"))))
+    return (
+        isinstance(spec, dict)
+        and isinstance(spec.get("name"), str)
+        and spec.get("role") in ROLES
+        and isinstance(spec.get("unit", ""), str)
+        and (spec.get("range") is None or _is_range(spec.get("range")))
+    )
 
 
 def save_twin(path: str | Path, model: SpinNODE, meta: TwinMeta) -> Path:
@@ -128,8 +176,9 @@ def save_twin(path: str | Path, model: SpinNODE, meta: TwinMeta) -> Path:
     provenance = dict(meta.provenance)
     provenance.setdefault("versions", package_versions())
     provenance.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
-    meta_dict = to_jsonable({**asdict(meta), "provenance": provenance,
-                             "normalisation": asdict(model.normalisation())})
+    meta_dict = to_jsonable(
+        {**asdict(meta), "provenance": provenance, "normalisation": asdict(model.normalisation())}
+    )
     json.dumps(meta_dict)  # fail here, not at load time, if something is not JSON-able
     payload = {
         "format": FORMAT,
@@ -147,8 +196,12 @@ def save_twin(path: str | Path, model: SpinNODE, meta: TwinMeta) -> Path:
 
 def load_twin(path: str | Path) -> tuple[SpinNODE, TwinMeta]:
     """Read a checkpoint; anything corrupt, foreign or incompatible raises CheckpointError."""
-    path = check_file(path, "checkpoint", CheckpointError,
-                      f"twin checkpoint {path} does not exist; train one with `spinlab twin train`")
+    path = check_file(
+        path,
+        "checkpoint",
+        CheckpointError,
+        f"twin checkpoint {path} does not exist; train one with `spinlab twin train`",
+    )
     _check_unpacked_size(path)
     try:
         with warnings.catch_warnings():  # torch warns about the odd pickle of a corrupt file
@@ -178,8 +231,9 @@ def load_twin(path: str | Path) -> tuple[SpinNODE, TwinMeta]:
         meta = TwinMeta(**meta_d)
         names = [*arch.drive_names, *arch.condition_names]
         if meta.inputs and [spec["name"] for spec in meta.inputs] != names:
-            raise ConfigError(f"metadata names inputs {[spec['name'] for spec in meta.inputs]}, the "
-                              f"architecture {names}")
+            raise ConfigError(
+                f"metadata names inputs {[spec['name'] for spec in meta.inputs]}, the architecture {names}"
+            )
         dtype = DTYPES.get(payload.get("dtype", "float32"))
         if dtype is None:
             raise ConfigError(f"weight dtype {payload.get('dtype')!r} is not one of {sorted(DTYPES)}")
@@ -204,12 +258,16 @@ def _check_unpacked_size(path: Path) -> None:
         with zipfile.ZipFile(path) as archive:
             unpacked = sum(info.file_size for info in archive.infolist())
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
-        raise CheckpointError(f"{path} is not a readable twin checkpoint (corrupt or truncated file?; "
-                              f"not the zip archive torch.save writes: {exc}); copy it again or retrain "
-                              "with `spinlab twin train`") from None
+        raise CheckpointError(
+            f"{path} is not a readable twin checkpoint (corrupt or truncated file?; "
+            f"not the zip archive torch.save writes: {exc}); copy it again or retrain "
+            "with `spinlab twin train`"
+        ) from None
     if unpacked > MAX_UNPACKED_BYTES:
-        raise CheckpointError(f"{path} would unpack to {unpacked / 2**20:.0f} MiB; a twin checkpoint "
-                              f"holds at most {MAX_UNPACKED_BYTES >> 20} MiB: it is not one spinlab wrote")
+        raise CheckpointError(
+            f"{path} would unpack to {unpacked / 2**20:.0f} MiB; a twin checkpoint "
+            f"holds at most {MAX_UNPACKED_BYTES >> 20} MiB: it is not one spinlab wrote"
+        )
 
 
 def _upgrade(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -23,11 +23,13 @@ Three integrators compute the same thing (:meth:`SpinNODE.rollout` picks one):
 Values are normalised inside the model (output, drive and condition mean/std are buffers stored
 with the weights), so callers always pass physical units.
 """
+
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, Mapping, Sequence
+from typing import Annotated, Any, Literal
 
 import torch
 from pydantic import Field, model_validator
@@ -59,19 +61,23 @@ class TwinArchitecture(Config):
     delay_samples: StrictPositiveInt = Field(1, description="Samples between two delayed copies")
     hidden: StrictPositiveInt = Field(64, description="Units of each hidden layer")
     n_hidden_layers: StrictPositiveInt = Field(2, description="Hidden layers of the network")
-    condition_names: tuple[str, ...] = Field((), description="Operating conditions that enter as inputs "
-                                                             "(e.g. bias_A, field_T)")
+    condition_names: tuple[str, ...] = Field(
+        (), description="Operating conditions that enter as inputs (e.g. bias_A, field_T)"
+    )
     interpolation: Literal["linear", "hold"] = Field(
-        "linear", description="The drive between samples: linear (smooth inputs) or hold (an AWG's staircase)")
-    drive_names: tuple[str, ...] = Field(("drive",), min_length=1,
-                                         description="The fast inputs, each at the twin's delays")
+        "linear", description="The drive between samples: linear (smooth inputs) or hold (an AWG's staircase)"
+    )
+    drive_names: tuple[str, ...] = Field(
+        ("drive",), min_length=1, description="The fast inputs, each at the twin's delays"
+    )
 
     @model_validator(mode="after")
-    def _distinct_inputs(self) -> "TwinArchitecture":
+    def _distinct_inputs(self) -> TwinArchitecture:
         names = self.drive_names + self.condition_names
         if len(set(names)) != len(names):
-            raise ValueError(f"duplicate input names in drives {self.drive_names} and conditions "
-                             f"{self.condition_names}")
+            raise ValueError(
+                f"duplicate input names in drives {self.drive_names} and conditions {self.condition_names}"
+            )
         return self
 
     @property
@@ -136,9 +142,16 @@ def _mlp_tail(a: Tensor, weights: list[Tensor], biases: list[Tensor]) -> Tensor:
 
 
 @_script
-def _rk38_loop(x: Tensor, p0: list[Tensor], p1: list[Tensor], p2: list[Tensor],
-               p3: list[Tensor], w_state: Tensor, weights: list[Tensor],
-               biases: list[Tensor]) -> list[Tensor]:
+def _rk38_loop(
+    x: Tensor,
+    p0: list[Tensor],
+    p1: list[Tensor],
+    p2: list[Tensor],
+    p3: list[Tensor],
+    w_state: Tensor,
+    weights: list[Tensor],
+    biases: list[Tensor],
+) -> list[Tensor]:
     """3/8-rule RK4 over a chunk of steps (h = 1). ``p*[n]`` are the first-layer
     pre-activations contributed by drive + conditions at the four stage times of step n."""
     third = 1.0 / 3.0
@@ -198,14 +211,21 @@ class SpinNODE(nn.Module):
             self.u_mean.copy_(u_mean)
             self.u_std.copy_(u_std)
             self.c_mean.copy_(torch.as_tensor(norm.c_mean, dtype=self.c_mean.dtype))
-            self.c_std.copy_(torch.as_tensor([s if s > 0 else 1.0 for s in norm.c_std],
-                                             dtype=self.c_std.dtype))
+            self.c_std.copy_(
+                torch.as_tensor([s if s > 0 else 1.0 for s in norm.c_std], dtype=self.c_std.dtype)
+            )
 
     def normalisation(self) -> Normalisation:
         one = len(self.arch.drive_names) == 1
         u_mean, u_std = self.u_mean.tolist(), self.u_std.tolist()
-        return Normalisation(float(self.y_mean), float(self.y_std), u_mean[0] if one else u_mean,
-                             u_std[0] if one else u_std, self.c_mean.tolist(), self.c_std.tolist())
+        return Normalisation(
+            float(self.y_mean),
+            float(self.y_std),
+            u_mean[0] if one else u_mean,
+            u_std[0] if one else u_std,
+            self.c_mean.tolist(),
+            self.c_std.tolist(),
+        )
 
     def norm_output(self, y: Tensor) -> Tensor:
         return (y - self.y_mean) / self.y_std
@@ -257,8 +277,17 @@ class SpinNODE(nn.Module):
         return self.layers[-1](h)
 
     # --- integrators -------------------------------------------------------------------------
-    def rollout(self, x0: Tensor, u_feat: Tensor, c: Tensor, chunk: int = 256, *,
-                kernel: str = "auto", n_states: int | None = None, workers: int = 1) -> Tensor:
+    def rollout(
+        self,
+        x0: Tensor,
+        u_feat: Tensor,
+        c: Tensor,
+        chunk: int = 256,
+        *,
+        kernel: str = "auto",
+        n_states: int | None = None,
+        workers: int = 1,
+    ) -> Tensor:
         """Integrate from state ``x0`` ``(B, k)`` driven by drive features ``u_feat``
         ``(B, n, D k)`` at normalised conditions ``c``, ``(B, C)`` (the same over the whole
         rollout) or ``(B, n, C)`` (one value per sample, held over each step): returns the
@@ -278,17 +307,26 @@ class SpinNODE(nn.Module):
         if c.ndim == 3:  # time-varying conditions: held features after the drive features
             u_feat, c = torch.cat([u_feat, c], dim=-1), c.new_zeros(c.shape[0], 0)
         if kernel != "torch" and compiled.supports(x0, u_feat, c, params):
-            return compiled.rollout(x0, u_feat, c, params, hold=self.arch.interpolation == "hold",
-                                    held_from=held_from, n_states=n_states, workers=workers)
+            return compiled.rollout(
+                x0,
+                u_feat,
+                c,
+                params,
+                hold=self.arch.interpolation == "hold",
+                held_from=held_from,
+                n_states=n_states,
+                workers=workers,
+            )
         if kernel == "compiled":
-            raise ConfigError("the compiled twin integrator needs float32 CPU tensors and a C++ "
-                              "compiler (see spinlab.twin.kernel); use kernel='torch'")
+            raise ConfigError(
+                "the compiled twin integrator needs float32 CPU tensors and a C++ "
+                "compiler (see spinlab.twin.kernel); use kernel='torch'"
+            )
         if workers > 1 and x0.device.type == "cpu" and x0.shape[0] >= 64 * workers:
             return self._sharded(x0, u_feat, c, chunk, workers, held_from)[..., :n_states]
         return self._torch_rollout(x0, u_feat, c, chunk, held_from)[..., :n_states]
 
-    def _torch_rollout(self, x0: Tensor, u_feat: Tensor, c: Tensor, chunk: int,
-                       held_from: int) -> Tensor:
+    def _torch_rollout(self, x0: Tensor, u_feat: Tensor, c: Tensor, chunk: int, held_from: int) -> Tensor:
         """The torch loop. The drive/condition part of the first layer is computed per time
         chunk, laid out ``(time, batch, hidden)`` so every step reads contiguous rows, and
         blended linearly for the stages between samples (exact: it is linear in the drive);
@@ -297,13 +335,13 @@ class SpinNODE(nn.Module):
         k, f = self.arch.n_delays, u_feat.shape[-1]
         first = self.layers[0]
         w_state = first.weight[:, :k].T.contiguous()
-        w_drive = first.weight[:, k: k + f].T                              # (F, H)
-        base = first.bias if c.shape[-1] == 0 else torch.addmm(first.bias, c, first.weight[:, k + f:].T)
-        base = base.expand(x0.shape[0], -1)                                 # (B, H)
+        w_drive = first.weight[:, k : k + f].T  # (F, H)
+        base = first.bias if c.shape[-1] == 0 else torch.addmm(first.bias, c, first.weight[:, k + f :].T)
+        base = base.expand(x0.shape[0], -1)  # (B, H)
         weights = [layer.weight.T.contiguous() for layer in self.layers[1:]]
         biases = [layer.bias for layer in self.layers[1:]]
         hold = self.arch.interpolation == "hold"
-        u_t = u_feat.transpose(0, 1)                                        # (n, B, F) view
+        u_t = u_feat.transpose(0, 1)  # (n, B, F) view
         outputs = []
         x = x0
         n_steps = u_t.shape[0] - 1
@@ -311,12 +349,12 @@ class SpinNODE(nn.Module):
             stop = min(start + chunk, n_steps)
             with torch.profiler.record_function("twin.drive_input"):  # bench_twin's breakdown
                 if hold:
-                    pre = torch.matmul(u_t[start + 1: stop + 1], w_drive) + base  # (L, B, H)
+                    pre = torch.matmul(u_t[start + 1 : stop + 1], w_drive) + base  # (L, B, H)
                     stages = (pre, pre, pre, pre)
                 else:
-                    pre = torch.matmul(u_t[start: stop + 1, :, :held_from], w_drive[:held_from]) + base
+                    pre = torch.matmul(u_t[start : stop + 1, :, :held_from], w_drive[:held_from]) + base
                     if held_from < f:
-                        held = torch.matmul(u_t[start + 1: stop + 1, :, held_from:], w_drive[held_from:])
+                        held = torch.matmul(u_t[start + 1 : stop + 1, :, held_from:], w_drive[held_from:])
                         a, b = pre[:-1] + held, pre[1:] + held
                     else:
                         a, b = pre[:-1], pre[1:]
@@ -328,8 +366,9 @@ class SpinNODE(nn.Module):
             return x0.new_zeros((x0.shape[0], 0, x0.shape[1]))
         return torch.cat(outputs, dim=1)
 
-    def _sharded(self, x0: Tensor, u_feat: Tensor, c: Tensor, chunk: int, workers: int,
-                 held_from: int) -> Tensor:
+    def _sharded(
+        self, x0: Tensor, u_feat: Tensor, c: Tensor, chunk: int, workers: int, held_from: int
+    ) -> Tensor:
         """The torch loop on ``workers`` batch shards in parallel threads (the scripted loop
         releases the GIL), one torch thread each: on these small ops torch's own intra-op
         threads cost more in synchronisation than they gain."""
@@ -378,22 +417,32 @@ class SpinNODE(nn.Module):
         missing = [n for n in self.arch.condition_names if n not in conditions]
         if missing:
             raise ConfigError(
-                f"the twin needs condition(s) {missing} (it was trained on "
-                f"{list(self.arch.condition_names)})"
+                f"the twin needs condition(s) {missing} (it was trained on {list(self.arch.condition_names)})"
             )
         like = {"dtype": self.y_mean.dtype, "device": self.y_mean.device}
-        cols = [torch.as_tensor(conditions[n], **like).reshape(-1).expand(batch)
-                if torch.as_tensor(conditions[n]).numel() == 1
-                else torch.as_tensor(conditions[n], **like).reshape(batch)
-                for n in self.arch.condition_names]
+        cols = [
+            torch.as_tensor(conditions[n], **like).reshape(-1).expand(batch)
+            if torch.as_tensor(conditions[n]).numel() == 1
+            else torch.as_tensor(conditions[n], **like).reshape(batch)
+            for n in self.arch.condition_names
+        ]
         if not cols:
             return torch.zeros(batch, 0, **like)
         return torch.stack(cols, dim=-1)
 
     @torch.no_grad()
-    def simulate(self, drive: Tensor, conditions: Tensor, *, y_history: Tensor | None = None,
-                 settle_samples: int = 0, rest_drive: float | Tensor | None = None,
-                 chunk: int = 256, workers: int | None = None, kernel: str = "auto") -> Tensor:
+    def simulate(
+        self,
+        drive: Tensor,
+        conditions: Tensor,
+        *,
+        y_history: Tensor | None = None,
+        settle_samples: int = 0,
+        rest_drive: float | Tensor | None = None,
+        chunk: int = 256,
+        workers: int | None = None,
+        kernel: str = "auto",
+    ) -> Tensor:
         """Free-running response ``(B, n)`` to physical drives at physical conditions, on the
         model's device. ``drive`` is ``(B, n)`` for a one-drive twin, else ``(B, D, n)``;
         ``conditions`` is ``(B, C)`` (held for the whole drive) or ``(B, n, C)`` (per sample).
@@ -419,14 +468,15 @@ class SpinNODE(nn.Module):
         if drive.ndim == (1 if n_drives == 1 else 2):
             drive = drive[None]
         if drive.ndim != (2 if n_drives == 1 else 3) or (n_drives > 1 and drive.shape[1] != n_drives):
-            raise ConfigError(f"the twin takes {n_drives} drive(s) {list(self.arch.drive_names)}; "
-                              f"got a drive array of shape {tuple(drive.shape)}")
+            raise ConfigError(
+                f"the twin takes {n_drives} drive(s) {list(self.arch.drive_names)}; "
+                f"got a drive array of shape {tuple(drive.shape)}"
+            )
         batch, n = drive.shape[0], drive.shape[-1]
         conditions = torch.as_tensor(conditions, dtype=dtype, device=device)
         varying = conditions.ndim == 3
         conditions = conditions if varying else conditions.reshape(batch, -1)
-        direct = (kernel != "torch" and n_drives == 1 and not varying
-                  and compiled.supports_model(params, k))
+        direct = kernel != "torch" and n_drives == 1 and not varying and compiled.supports_model(params, k)
         drive = drive if direct and drive.dtype == torch.float64 else drive.to(dtype)
         workers = torch.get_num_threads() if workers is None else workers
         c = self.norm_conditions(conditions)
@@ -434,34 +484,54 @@ class SpinNODE(nn.Module):
             hist = torch.as_tensor(y_history, dtype=dtype, device=device).reshape(batch, -1)
             hist = self.norm_output(hist)
             if hist.shape[1] < self.arch.history_samples:
-                raise ConfigError(
-                    f"y_history needs {self.arch.history_samples} samples, got {hist.shape[1]}"
-                )
+                raise ConfigError(f"y_history needs {self.arch.history_samples} samples, got {hist.shape[1]}")
             x0 = torch.stack([hist[:, -1 - j * d] for j in range(k)], dim=-1)
             settle = 0
         else:
             x0 = torch.zeros(batch, k, dtype=dtype, device=device)
             settle = int(settle_samples)
         first = drive[..., 0]
-        rest = (first if rest_drive is None
-                else torch.as_tensor(rest_drive, dtype=dtype, device=device).reshape(-1))
+        rest = (
+            first
+            if rest_drive is None
+            else torch.as_tensor(rest_drive, dtype=dtype, device=device).reshape(-1)
+        )
         if direct:
-            return compiled.simulate(drive, x0, c, params, hold=self.arch.interpolation == "hold",
-                                     delay_samples=d, settle=settle, rest=rest,
-                                     u_norm=(self.u_mean, self.u_std), y_norm=(self.y_mean, self.y_std),
-                                     workers=workers)
+            return compiled.simulate(
+                drive,
+                x0,
+                c,
+                params,
+                hold=self.arch.interpolation == "hold",
+                delay_samples=d,
+                settle=settle,
+                rest=rest,
+                u_norm=(self.u_mean, self.u_std),
+                y_norm=(self.y_mean, self.y_std),
+                workers=workers,
+            )
         # the drive, after `settle` samples at the rest level, normalised: one pass each
         u = drive.new_empty(*drive.shape[:-1], settle + n)
         u[..., settle:] = drive
         if settle:
             level = rest.to(dtype)
-            level = (level.reshape(first.shape) if level.numel() == first.numel()
-                     else level.reshape(-1, *(1,) * (first.ndim - 1)).expand_as(first))
+            level = (
+                level.reshape(first.shape)
+                if level.numel() == first.numel()
+                else level.reshape(-1, *(1,) * (first.ndim - 1)).expand_as(first)
+            )
             u[..., :settle] = level[..., None]
             if varying:
                 c = torch.cat([c[:, :1].expand(-1, settle, -1), c], dim=1)
-        states = self.rollout(x0, self.delay_features(self.norm_drive(u)), c, chunk=chunk,
-                              kernel=kernel, n_states=1, workers=workers)
+        states = self.rollout(
+            x0,
+            self.delay_features(self.norm_drive(u)),
+            c,
+            chunk=chunk,
+            kernel=kernel,
+            n_states=1,
+            workers=workers,
+        )
         y = u.new_empty(batch, settle + n)
         y[:, 0] = x0[:, 0]
         y[:, 1:] = states[..., 0]
@@ -480,16 +550,24 @@ def resolve_torch_device(name: str | torch.device | None = "auto") -> torch.devi
         device = None
     if device is None or device.type not in ("cpu", "cuda"):
         raise ConfigError(f"torch device must be auto, cpu, cuda or cuda:N, got {name!r}")
-    if device.type == "cuda" and not (torch.cuda.is_available()
-                                      and (device.index or 0) < torch.cuda.device_count()):
-        raise ConfigError(f"torch device {text} is not available (this torch sees "
-                          f"{torch.cuda.device_count() if torch.cuda.is_available() else 'no'} "
-                          "GPU(s)); use --torch-device cpu or auto")
+    if device.type == "cuda" and not (
+        torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()
+    ):
+        raise ConfigError(
+            f"torch device {text} is not available (this torch sees "
+            f"{torch.cuda.device_count() if torch.cuda.is_available() else 'no'} "
+            "GPU(s)); use --torch-device cpu or auto"
+        )
     return device
 
 
-def build_model(arch: TwinArchitecture, norm: Normalisation | None = None, *,
-                seed: int = 0, dtype: torch.dtype = torch.float32) -> SpinNODE:
+def build_model(
+    arch: TwinArchitecture,
+    norm: Normalisation | None = None,
+    *,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+) -> SpinNODE:
     """A freshly initialised twin (seeded, so the same seed gives the same weights)."""
     with torch.random.fork_rng(devices=[]):  # the caller's global RNG stream is left untouched
         torch.manual_seed(seed)
@@ -502,6 +580,10 @@ def count_parameters(model: nn.Module) -> int:
 
 
 __all__: Sequence[str] = (
-    "TwinArchitecture", "Normalisation", "SpinNODE", "build_model", "count_parameters",
+    "TwinArchitecture",
+    "Normalisation",
+    "SpinNODE",
+    "build_model",
+    "count_parameters",
     "resolve_torch_device",
 )

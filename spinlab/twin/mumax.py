@@ -116,16 +116,20 @@ class MumaxSplit(Config):
     conditions: Columns = Field((), description="Table columns that are slow operating conditions")
     output_column: str = Field("mz", description="Table column the twin predicts")
     every: PositiveInt = Field(2, description="Keep every Nth row (5 ps from 2.5 ps)")
-    resample_dt_s: NonNegative | None = Field(None, description="Interpolate onto this uniform grid instead "
-                                                                "(none or 0: keep every Nth row)")
+    resample_dt_s: NonNegative | None = Field(
+        None, description="Interpolate onto this uniform grid instead (none or 0: keep every Nth row)"
+    )
     discard: NonNegativeInt = Field(1500, description="Transient dropped, in kept samples")
     n_train: int = Field(10000, ge=2, description="Training samples (validation is the tail of these)")
-    n_val: NonNegativeInt = Field(2000, description="Validation samples held out from the end of the "
-                                                    "training span")
-    n_test: int | None = Field(None, ge=2, description="Test samples after the training span (none: all "
-                                                       "the rest)")
+    n_val: NonNegativeInt = Field(
+        2000, description="Validation samples held out from the end of the training span"
+    )
+    n_test: int | None = Field(
+        None, ge=2, description="Test samples after the training span (none: all the rest)"
+    )
     output_offset: Literal["first", "none"] = Field(
-        "first", description="Subtract the output's first value (first) or nothing (none)")
+        "first", description="Subtract the output's first value (first) or nothing (none)"
+    )
     output_scale: float = Field(10.0, description="Factor the output is multiplied by (non-zero)")
 
     @model_validator(mode="after")

@@ -7,6 +7,7 @@ at a target. The online trainer adds a producer thread that pushes recordings in
 queue; the trainer consumes them while it trains and tells the producer to stop as soon as the
 validation NRMSE meets the target, or when the run it works for ends (see :class:`_Producer`).
 """
+
 from __future__ import annotations
 
 import copy
@@ -15,8 +16,9 @@ import math
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
@@ -36,23 +38,29 @@ class TrainConfig(Config):
     n_segments: PositiveInt = Field(50, description="Segments in one optimisation batch")
     segment_samples: PositiveInt = Field(20, description="Samples integrated in each segment")
     learning_rate: Positive = Field(3e-3, description="Adam's initial learning rate")
-    min_learning_rate: NonNegative = Field(1e-4, description="Floor of the learning rate (cosine end, "
-                                                             "plateau halving)")
+    min_learning_rate: NonNegative = Field(
+        1e-4, description="Floor of the learning rate (cosine end, plateau halving)"
+    )
     max_steps: PositiveInt = Field(20000, description="Optimisation steps at most")
     validate_every: PositiveInt = Field(100, description="Steps between two validations")
     target_nrmse: Positive = Field(0.05, description="Held-out NRMSE at which training stops")
     lr_schedule: Literal["cosine", "plateau"] = Field(
-        "cosine", description="cosine: decay to min_learning_rate over max_steps; plateau: halve (back at "
-                              "the best weights) after patience validations without improvement")
+        "cosine",
+        description="cosine: decay to min_learning_rate over max_steps; plateau: halve (back at "
+        "the best weights) after patience validations without improvement",
+    )
     patience: PositiveInt = Field(30, description="Validations without improvement before a plateau halving")
     noise_injection: bool = Field(False, description="Perturb segment starts with the measured output noise")
     noise_std: NonNegative = Field(0.0, description="Measured output noise (output unit), for injection")
     max_wall_s: NonNegative | None = Field(None, description="Wall time training may take (0: no limit)")
-    settle_samples: NonNegativeInt = Field(50, description="Samples a rest-started validation trajectory "
-                                                           "settles for")
+    settle_samples: NonNegativeInt = Field(
+        50, description="Samples a rest-started validation trajectory settles for"
+    )
     rest_drive_V: float | Literal["auto"] | None = Field(
-        None, description="Drive level a rest-started trajectory settles at: a number, none (its first "
-                          "sample) or auto (score 0 V and the first sample, keep the better)")
+        None,
+        description="Drive level a rest-started trajectory settles at: a number, none (its first "
+        "sample) or auto (score 0 V and the first sample, keep the better)",
+    )
     seed: NonNegativeInt = Field(0, description="Seed of the segment sampling and noise injection")
 
 
@@ -67,8 +75,8 @@ class TrainResult:
     reached_target: bool
     history: list[dict[str, float]] = field(default_factory=list)
     stop_reason: str = ""
-    batches: int = 0   # recording batches consumed (online training)
-    acquired_batches: int = 0       # recording batches acquired (some may be left unused)
+    batches: int = 0  # recording batches consumed (online training)
+    acquired_batches: int = 0  # recording batches acquired (some may be left unused)
     acquired_device_time_s: float = 0.0
     rest_drive_V: float | None = None  # settle level of the best validation
 
@@ -79,8 +87,14 @@ class TrainResult:
 class TwinTrainer:
     """One optimisation state: model, Adam, segment sampler, validation set, best weights."""
 
-    def __init__(self, model: SpinNODE, config: TrainConfig, *, run: Any = None,
-                 on_validate: Callable[["TwinTrainer"], None] | None = None) -> None:
+    def __init__(
+        self,
+        model: SpinNODE,
+        config: TrainConfig,
+        *,
+        run: Any = None,
+        on_validate: Callable[[TwinTrainer], None] | None = None,
+    ) -> None:
         self.model = model
         self.config = config
         self.on_validate = on_validate
@@ -89,12 +103,17 @@ class TwinTrainer:
         self.validation: list[Trajectory] = []
         device = model.y_mean.device
         # the fused Adam: one kernel for all weights instead of ~10 small ops per tensor
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate,
-                                          fused=device.type in ("cpu", "cuda"))
+        self.optimizer = torch.optim.Adam(
+            model.parameters(), lr=config.learning_rate, fused=device.type in ("cpu", "cuda")
+        )
         self.noise_generator = torch.Generator(device).manual_seed(config.seed + 1)
-        self.cosine = (torch.optim.lr_scheduler.CosineAnnealingLR(
-            self.optimizer, T_max=config.max_steps, eta_min=config.min_learning_rate)
-            if config.lr_schedule == "cosine" else None)
+        self.cosine = (
+            torch.optim.lr_scheduler.CosineAnnealingLR(
+                self.optimizer, T_max=config.max_steps, eta_min=config.min_learning_rate
+            )
+            if config.lr_schedule == "cosine"
+            else None
+        )
         self.step_count = 0
         self.best_nrmse = math.inf
         self.best_step = 0
@@ -119,8 +138,9 @@ class TwinTrainer:
         x0, u_feat, c, x_true = self.sampler.sample(cfg.n_segments)
         if cfg.noise_injection and cfg.noise_std > 0:
             sigma = cfg.noise_std / float(self.model.y_std)
-            x0 = x0 + sigma * torch.randn(x0.shape, generator=self.noise_generator, dtype=x0.dtype,
-                                          device=x0.device)
+            x0 = x0 + sigma * torch.randn(
+                x0.shape, generator=self.noise_generator, dtype=x0.dtype, device=x0.device
+            )
         pred = self.model.rollout(x0, u_feat, c)
         loss = torch.nn.functional.mse_loss(pred, x_true)
         self.optimizer.zero_grad(set_to_none=True)
@@ -141,8 +161,9 @@ class TwinTrainer:
             raise ConfigError("no validation trajectories to validate on")
         self.model.eval()
         levels = (None, 0.0) if self.config.rest_drive_V == "auto" else (self.config.rest_drive_V,)
-        scores = nrmse_per_rest_level(self.model, self.validation,
-                                      settle_samples=self.config.settle_samples, rest_drives=levels)
+        scores = nrmse_per_rest_level(
+            self.model, self.validation, settle_samples=self.config.settle_samples, rest_drives=levels
+        )
         value = min(scores)
         rest = levels[scores.index(value)]
         self.model.train()
@@ -151,8 +172,14 @@ class TwinTrainer:
         loss = float(self._loss_sum) / max(self._loss_n, 1)
         self._loss_sum.zero_()
         self._loss_n = 0
-        self.history.append({"step": self.step_count, "loss": loss, "nrmse": value,
-                             "lr": self.optimizer.param_groups[0]["lr"]})
+        self.history.append(
+            {
+                "step": self.step_count,
+                "loss": loss,
+                "nrmse": value,
+                "lr": self.optimizer.param_groups[0]["lr"],
+            }
+        )
         if value < self.best_nrmse:
             self.best_nrmse, self.best_step, self.best_rest = value, self.step_count, rest
             self.best_state = copy.deepcopy(self.model.state_dict())
@@ -163,10 +190,10 @@ class TwinTrainer:
                 self._reduce_learning_rate()
         if self.run is not None:
             self.run.publish("twin.loss", {"step": self.step_count, "loss": loss})
-            self.run.publish("twin.nrmse", {"step": self.step_count, "nrmse": value,
-                                            "best": self.best_nrmse})
-            self.run.progress(self.step_count, self.config.max_steps, stage="training", nrmse=value,
-                              loss=loss)
+            self.run.publish("twin.nrmse", {"step": self.step_count, "nrmse": value, "best": self.best_nrmse})
+            self.run.progress(
+                self.step_count, self.config.max_steps, stage="training", nrmse=value, loss=loss
+            )
         if self.on_validate is not None:
             self.on_validate(self)
         return value
@@ -201,14 +228,27 @@ class TwinTrainer:
             self.model.load_state_dict(self.best_state)
 
     def result(self, wall_s: float, reason: str) -> TrainResult:
-        return TrainResult(self.best_nrmse, self.best_step, self.step_count, wall_s,
-                           self.reached_target, list(self.history), reason,
-                           rest_drive_V=self.best_rest)
+        return TrainResult(
+            self.best_nrmse,
+            self.best_step,
+            self.step_count,
+            wall_s,
+            self.reached_target,
+            list(self.history),
+            reason,
+            rest_drive_V=self.best_rest,
+        )
 
 
-def train_offline(model: SpinNODE, train: Sequence[Trajectory], validation: Sequence[Trajectory],
-                  config: TrainConfig, *, run: Any = None,
-                  on_validate: Callable[[TwinTrainer], None] | None = None) -> TrainResult:
+def train_offline(
+    model: SpinNODE,
+    train: Sequence[Trajectory],
+    validation: Sequence[Trajectory],
+    config: TrainConfig,
+    *,
+    run: Any = None,
+    on_validate: Callable[[TwinTrainer], None] | None = None,
+) -> TrainResult:
     """Fit on ``train`` until the validation NRMSE meets the target (or the step/time budget
     is spent); the model ends with the best weights seen. ``on_validate(trainer)`` runs after
     every validation (e.g. to write a checkpoint)."""
@@ -242,12 +282,15 @@ class OnlineConfig(Config):
     and acquisition ends soon after the target is met, not at the duration cap (a fast
     simulator would otherwise deliver the whole cap before the first validation)."""
 
-    steps_per_batch: NonNegativeInt = Field(50, description="Optimisation steps between two recording "
-                                                            "batches")
-    queue_size: PositiveInt = Field(2, description="Recording batches buffered between acquisition and "
-                                                   "trainer")
-    max_steps_after_data: NonNegativeInt = Field(20000, description="Training steps once acquisition has "
-                                                                    "ended")
+    steps_per_batch: NonNegativeInt = Field(
+        50, description="Optimisation steps between two recording batches"
+    )
+    queue_size: PositiveInt = Field(
+        2, description="Recording batches buffered between acquisition and trainer"
+    )
+    max_steps_after_data: NonNegativeInt = Field(
+        20000, description="Training steps once acquisition has ended"
+    )
 
 
 _DONE = object()
@@ -260,13 +303,14 @@ class _Producer(threading.Thread):
     through ends (``run.stopping``: a signal, an abort, a failure): the device checks ``stop``
     before every record, the run refuses its next step, and no wait here outlasts 0.1 s."""
 
-    def __init__(self, source: Iterator[Any], out: queue.Queue,
-                 stop: threading.Event, run: Any = None) -> None:
+    def __init__(
+        self, source: Iterator[Any], out: queue.Queue, stop: threading.Event, run: Any = None
+    ) -> None:
         super().__init__(name="twin-acquisition", daemon=True)
         self.source, self.out, self.stop, self.run_ctx = source, out, stop, run
         self.error: BaseException | None = None
         self.produced = 0
-        self.device_time_s = 0.0   # everything acquired, consumed or not
+        self.device_time_s = 0.0  # everything acquired, consumed or not
 
     def halted(self) -> bool:
         return self.stop.is_set() or bool(getattr(self.run_ctx, "stopping", False))
@@ -304,10 +348,16 @@ class _Producer(threading.Thread):
                             pass
 
 
-def train_online(model: SpinNODE, source: Iterator[Any], config: TrainConfig,
-                 online: OnlineConfig = OnlineConfig(), *, run: Any = None,
-                 on_batch: Callable[[Any], None] | None = None,
-                 on_validate: Callable[[TwinTrainer], None] | None = None) -> TrainResult:
+def train_online(
+    model: SpinNODE,
+    source: Iterator[Any],
+    config: TrainConfig,
+    online: OnlineConfig = OnlineConfig(),
+    *,
+    run: Any = None,
+    on_batch: Callable[[Any], None] | None = None,
+    on_validate: Callable[[TwinTrainer], None] | None = None,
+) -> TrainResult:
     """Fit while data arrives from ``source``, an iterator of recording batches (objects with
     ``trajectories`` and a ``validation`` flag, see ``protocols.acquire.RecordingBatch``) run in
     a producer thread. Acquisition stops as soon as the validation NRMSE meets the target;
@@ -387,5 +437,4 @@ def train_online(model: SpinNODE, source: Iterator[Any], config: TrainConfig,
     return result
 
 
-__all__ = ["TrainConfig", "TrainResult", "TwinTrainer", "train_offline", "OnlineConfig",
-           "train_online"]
+__all__ = ["TrainConfig", "TrainResult", "TwinTrainer", "train_offline", "OnlineConfig", "train_online"]

@@ -5,6 +5,7 @@
 * :class:`Relay` - what a late-joining page gets, and the bounded, coalescing per-browser
   queues that keep a slow page from costing memory or time upstream (:mod:`.relay`).
 """
+
 from spinlab.monitoring.web.relay import Relay
 from spinlab.monitoring.web.server import WebMonitor, parse_web_address
 

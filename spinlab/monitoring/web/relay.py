@@ -15,6 +15,7 @@ ever waits for a browser, so nothing upstream (the ZeroMQ socket, the run) can b
 Each message is turned into JSON at most once, when the first browser needs it
 (:class:`Entry`), so a value replaced before anyone sent it costs nothing to encode.
 """
+
 from __future__ import annotations
 
 import collections
@@ -23,7 +24,8 @@ import json
 import logging
 import math
 import threading
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -156,8 +158,9 @@ class Relay:
                 history.clear()
             self._progress_points.clear()
         self.counts["messages"] += 1
-        entry = Entry(msg, cache_key(msg.topic, msg.payload),
-                      self._eta_s(msg) if msg.topic == "progress" else None)
+        entry = Entry(
+            msg, cache_key(msg.topic, msg.payload), self._eta_s(msg) if msg.topic == "progress" else None
+        )
         series = msg.topic in self._series
         if series:
             self._series[msg.topic].append(entry)
@@ -220,8 +223,9 @@ class Relay:
         for entry in entries:
             if entry.text is None:
                 try:
-                    entry.text = json.dumps(browser_json(entry.msg, entry.eta_s), allow_nan=False,
-                                            separators=(",", ":"))
+                    entry.text = json.dumps(
+                        browser_json(entry.msg, entry.eta_s), allow_nan=False, separators=(",", ":")
+                    )
                 except (TypeError, ValueError) as exc:
                     entry.text = ""
                     self.counts["unencodable"] += 1

@@ -29,6 +29,7 @@ Control: only with a :class:`~spinlab.monitoring.ControlClient` (its CURVE keys 
 server's, never the browser's). The page must present the random token printed at start-up;
 it is compared in constant time (:func:`hmac.compare_digest`). No token: 401; wrong: 403.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -42,9 +43,10 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
@@ -59,8 +61,8 @@ log = logging.getLogger("spinlab.monitoring.web")
 STATIC = Path(str(resources.files("spinlab.monitoring.web") / "static"))
 _HEADERS = {
     "Content-Security-Policy": "default-src 'self'; connect-src 'self'; img-src 'self' data:; "
-                               "object-src 'none'; base-uri 'none'; form-action 'none'; "
-                               "frame-ancestors 'none'",
+    "object-src 'none'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
@@ -78,12 +80,16 @@ def parse_web_address(value: str) -> tuple[str, int]:
     a free one. Other interfaces work and are warned about (the page is not encrypted)."""
     m = _ADDRESS_RE.match((value or "").strip())
     if not m or not 0 <= int(m["port"]) < 65536:
-        raise ConfigError(f"--web {value!r} must be [HOST:]PORT, e.g. 8080 or 127.0.0.1:8080 "
-                          "(port 0 picks a free one)")
+        raise ConfigError(
+            f"--web {value!r} must be [HOST:]PORT, e.g. 8080 or 127.0.0.1:8080 (port 0 picks a free one)"
+        )
     host = (m["host"] or "127.0.0.1").strip("[]")
     if not is_loopback(host):
-        log.warning("the web monitor binds to %s: reachable from other machines, unencrypted; "
-                    "use 127.0.0.1:PORT (and an SSH tunnel) unless you mean it", host)
+        log.warning(
+            "the web monitor binds to %s: reachable from other machines, unencrypted; "
+            "use 127.0.0.1:PORT (and an SSH tunnel) unless you mean it",
+            host,
+        )
     return host, int(m["port"])
 
 
@@ -104,11 +110,21 @@ class WebMonitor:
     ``on_accept``: called with the raw frames of every accepted message (``--record``).
     """
 
-    def __init__(self, address: str, *, host: str = "127.0.0.1", port: int = 0,
-                 topics: Sequence[str] = ("",), control: ControlClient | None = None,
-                 flush_interval_s: float = 0.2, max_clients: int = 32, max_frame_bytes: int = 4096,
-                 heartbeat_s: float = 20.0, keepalive_timeout_s: float = 10.0,
-                 on_accept: Callable[[list], None] | None = None) -> None:
+    def __init__(
+        self,
+        address: str,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        topics: Sequence[str] = ("",),
+        control: ControlClient | None = None,
+        flush_interval_s: float = 0.2,
+        max_clients: int = 32,
+        max_frame_bytes: int = 4096,
+        heartbeat_s: float = 20.0,
+        keepalive_timeout_s: float = 10.0,
+        on_accept: Callable[[list], None] | None = None,
+    ) -> None:
         self.host, self.port = host, int(port)
         self.control = control
         self.token = secrets.token_urlsafe(32) if control is not None else None
@@ -120,9 +136,16 @@ class WebMonitor:
         self.relay = Relay()
         self.subscriber = Subscriber(address, topics=topics)
         self.subscriber.on_accept = on_accept
-        self.counts = {"connections": 0, "refused_connections": 0, "bad_host": 0, "bad_origin": 0,
-                       "rejected_frames": 0, "control_requests": 0, "control_unauthorised": 0,
-                       "control_forbidden": 0}
+        self.counts = {
+            "connections": 0,
+            "refused_connections": 0,
+            "bad_host": 0,
+            "bad_origin": 0,
+            "rejected_frames": 0,
+            "control_requests": 0,
+            "control_unauthorised": 0,
+            "control_forbidden": 0,
+        }
         self.url: str | None = None
         self._browsers: set[_Browser] = set()
         self._control_lock: asyncio.Lock | None = None
@@ -146,16 +169,23 @@ class WebMonitor:
         app.router.add_get("/api/state", self._state)
         app.router.add_post("/api/control/{command}", self._control)
         app.router.add_static("/static/", STATIC, show_index=False, follow_symlinks=False)
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0,
-                                     keepalive_timeout=self.keepalive_timeout_s)
+        self._runner = web.AppRunner(
+            app,
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=2.0,
+            keepalive_timeout=self.keepalive_timeout_s,
+        )
         await self._runner.setup()
         try:
             await web.TCPSite(self._runner, self.host, self.port, backlog=128).start()
         except OSError as exc:
             await self._runner.cleanup()
             self._runner = None
-            raise ConfigError(f"cannot serve the web monitor on {self.host}:{self.port}: "
-                              f"{exc.strerror or exc}; pick another port (0 picks a free one)") from None
+            raise ConfigError(
+                f"cannot serve the web monitor on {self.host}:{self.port}: "
+                f"{exc.strerror or exc}; pick another port (0 picks a free one)"
+            ) from None
         self.port = self._runner.addresses[0][1]
         shown = f"[{self.host}]" if ":" in self.host else self.host
         self.url = f"http://{shown}:{self.port}/"
@@ -181,6 +211,7 @@ class WebMonitor:
 
     def run(self, ready: Callable[[str], None] = lambda url: None) -> None:
         """Serve until Ctrl-C or SIGTERM (the ``spinlab monitor --web`` loop)."""
+
         async def main() -> None:
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
@@ -199,17 +230,26 @@ class WebMonitor:
 
     def stats(self, queue: ClientQueue | None = None) -> dict[str, Any]:
         sub = self.subscriber
-        out = {"stream": {"received": sub.received, "missed": sub.missed, "rejected": sub.rejected,
-                          "resyncs": sub.resyncs, "duplicates": sub.duplicates},
-               "web": {**self.counts, "clients": len(self._browsers), **self.relay.counts}}
+        out = {
+            "stream": {
+                "received": sub.received,
+                "missed": sub.missed,
+                "rejected": sub.rejected,
+                "resyncs": sub.resyncs,
+                "duplicates": sub.duplicates,
+            },
+            "web": {**self.counts, "clients": len(self._browsers), **self.relay.counts},
+        }
         if queue is not None:
             out["client"] = {"sent": queue.sent, "lost": queue.lost}
         return out
 
     def pages(self) -> list[dict[str, int]]:
         """Per connected page: messages sent, lost (skipped) and pending now."""
-        return [{"sent": b.queue.sent, "lost": b.queue.lost, "pending": self.relay.pending(b.queue)}
-                for b in self._browsers]
+        return [
+            {"sent": b.queue.sent, "lost": b.queue.lost, "pending": self.relay.pending(b.queue)}
+            for b in self._browsers
+        ]
 
     # --- the stream (reader thread) --------------------------------------------------------
     def _pump(self) -> None:
@@ -259,25 +299,33 @@ class WebMonitor:
         return web.FileResponse(STATIC / "index.html")
 
     async def _state(self, request: web.Request) -> web.Response:
-        body = (f'{{"run":{json.dumps(self.relay.run_id)},"control":{json.dumps(self.token is not None)},'
-                f'"messages":{self.relay.encode(self.relay.snapshot())},"stats":{json.dumps(self.stats())},'
-                f'"pages":{json.dumps(self.pages())}}}')
+        body = (
+            f'{{"run":{json.dumps(self.relay.run_id)},"control":{json.dumps(self.token is not None)},'
+            f'"messages":{self.relay.encode(self.relay.snapshot())},"stats":{json.dumps(self.stats())},'
+            f'"pages":{json.dumps(self.pages())}}}'
+        )
         return web.Response(text=body, content_type="application/json")
 
     async def _control(self, request: web.Request) -> web.Response:
         self.counts["control_requests"] += 1
         if self.token is None:
             self.counts["control_forbidden"] += 1
-            return _error(403, "this web monitor is read-only; start it with --web-control "
-                               "(and --control, --key, --server-key) to allow control")
+            return _error(
+                403,
+                "this web monitor is read-only; start it with --web-control "
+                "(and --control, --key, --server-key) to allow control",
+            )
         if not self._same_origin(request):
             self.counts["control_forbidden"] += 1
             return _error(403, "cross-origin control requests are refused")
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not given:
             self.counts["control_unauthorised"] += 1
-            return _error(401, "control needs the token printed when the web monitor started "
-                               "(Authorization: Bearer TOKEN)", {"WWW-Authenticate": "Bearer"})
+            return _error(
+                401,
+                "control needs the token printed when the web monitor started (Authorization: Bearer TOKEN)",
+                {"WWW-Authenticate": "Bearer"},
+            )
         if not hmac.compare_digest(given.strip().encode(), self.token.encode()):
             self.counts["control_forbidden"] += 1
             self._warn("token", "web monitor: wrong control token from %s", request.remote)
@@ -292,8 +340,9 @@ class WebMonitor:
                 return _error(502, str(exc))
         if command != "status":
             log.warning("web monitor: %s sent for %s", command, request.remote)
-        return web.json_response({"ok": True, "command": command, "state": reply.get("state"),
-                                  "status": reply.get("status")})
+        return web.json_response(
+            {"ok": True, "command": command, "state": reply.get("state"), "status": reply.get("status")}
+        )
 
     # --- WebSockets ------------------------------------------------------------------------
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
@@ -301,14 +350,17 @@ class WebMonitor:
             return _error(403, "cross-origin WebSockets are refused")
         if len(self._browsers) >= self.max_clients:
             self.counts["refused_connections"] += 1
-            self._warn("clients", "web monitor: refused a connection (already %d pages open)", self.max_clients)
+            self._warn(
+                "clients", "web monitor: refused a connection (already %d pages open)", self.max_clients
+            )
             return _error(503, f"too many pages open (max {self.max_clients}); close one and retry")
         transport = request.transport
         sock = transport.get_extra_info("socket") if transport is not None else None
         if sock is not None:  # a fixed kernel buffer per page (autotuning grows it to MBs)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
-        ws = web.WebSocketResponse(max_msg_size=self.max_frame_bytes, heartbeat=self.heartbeat_s,
-                                   compress=False)
+        ws = web.WebSocketResponse(
+            max_msg_size=self.max_frame_bytes, heartbeat=self.heartbeat_s, compress=False
+        )
         await ws.prepare(request)
         queue, snapshot = self.relay.attach()
         browser = _Browser(ws, queue, transport)
@@ -340,8 +392,13 @@ class WebMonitor:
         if kind == "ping":
             await self._send(browser, '{"type":"pong"}')
             return
-        what = ("binary frames" if frame.type is WSMsgType.BINARY
-                else f"message type {str(kind)[:40]!r}" if kind is not None else "a frame that is not a JSON map")
+        what = (
+            "binary frames"
+            if frame.type is WSMsgType.BINARY
+            else f"message type {str(kind)[:40]!r}"
+            if kind is not None
+            else "a frame that is not a JSON map"
+        )
         self._refuse(browser, f"unknown {what}")
         if browser.bad_frames > _MAX_BAD_FRAMES:
             await browser.ws.close(code=1008, message=b"too many bad frames")
@@ -354,8 +411,9 @@ class WebMonitor:
         self._warn("frame", "web monitor: refused a frame from a page: %s", why)
 
     async def _send_loop(self, browser: _Browser, snapshot: list[Entry]) -> None:
-        await self._send(browser, self._frame("snapshot", snapshot, browser.queue,
-                                              control=self.token is not None))
+        await self._send(
+            browser, self._frame("snapshot", snapshot, browser.queue, control=self.token is not None)
+        )
         while not browser.ws.closed:
             await browser.wake.wait()
             browser.wake.clear()
@@ -366,8 +424,7 @@ class WebMonitor:
 
     def _frame(self, kind: str, entries: list[Entry], queue: ClientQueue, **extra: Any) -> str:
         head = json.dumps({"type": kind, **extra})[:-1]
-        return (f'{head},"messages":{self.relay.encode(entries)},'
-                f'"stats":{json.dumps(self.stats(queue))}}}')
+        return f'{head},"messages":{self.relay.encode(entries)},"stats":{json.dumps(self.stats(queue))}}}'
 
     async def _send(self, browser: _Browser, text: str) -> None:
         async with browser.send_lock:  # a stalled page blocks only its own sender here
