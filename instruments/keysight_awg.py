@@ -106,10 +106,7 @@ class Keysight33500B(ErrorQueueMixin, SCPIMixin, Instrument):
 
     # --- declarative settings ---------------------------------------------------------------
     output_enabled = flag_control(
-        "OUTP1?",
-        "OUTP1 %d",
-        """Control whether channel 1's output relay is closed (bool).""",
-        "output state",
+        "OUTP1?", "OUTP1 %d", """Control whether channel 1's output relay is closed (bool).""", "output state"
     )
     output_load_ohm = Instrument.control(
         "OUTP1:LOAD?",
@@ -165,10 +162,7 @@ class Keysight33500B(ErrorQueueMixin, SCPIMixin, Instrument):
         **RAW_REPLY,
     )
     burst_enabled = flag_control(
-        "SOUR1:BURS:STAT?",
-        "SOUR1:BURS:STAT %d",
-        """Control burst mode (bool).""",
-        "burst state",
+        "SOUR1:BURS:STAT?", "SOUR1:BURS:STAT %d", """Control burst mode (bool).""", "burst state"
     )
     burst_cycles = Instrument.control(
         "SOUR1:BURS:NCYC?",

@@ -135,9 +135,7 @@ def device_options_spec(condition_names: tuple[str, ...] = STANDARD_CONDITIONS) 
 
 
 def take_limits_and_conditions(
-    opts: dict[str, Any],
-    default_limits: SafetyLimits,
-    condition_names: tuple[str, ...] = STANDARD_CONDITIONS,
+    opts: dict[str, Any], default_limits: SafetyLimits, condition_names: tuple[str, ...] = STANDARD_CONDITIONS
 ) -> tuple[SafetyLimits, dict[str, float]]:
     """Pop the limits and default conditions out of coerced ``opts``: the ``limits`` keyword
     (else ``default_limits``) with any single limit given on top, and the conditions given."""

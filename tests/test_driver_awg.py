@@ -121,19 +121,12 @@ def test_arb_name_is_validated(name):
 def test_capabilities_come_from_idn_and_options():
     with expected_protocol(
         Keysight33500B,
-        [
-            ("*IDN?", "Agilent Technologies,33522B,MY52400001,4.03-1.19-2.00-52-00"),
-            ("*OPT?", '"MEM","IQP"'),
-        ],
+        [("*IDN?", "Agilent Technologies,33522B,MY52400001,4.03-1.19-2.00-52-00"), ("*OPT?", '"MEM","IQP"')],
     ) as awg:
         assert awg.memory_samples == 16_000_000
         assert awg.max_sample_rate_Hz == 160e6
     with expected_protocol(
-        Keysight33500B,
-        [
-            ("*IDN?", "Keysight Technologies,33622A,MY1,A.02"),
-            ("*OPT?", "0"),
-        ],
+        Keysight33500B, [("*IDN?", "Keysight Technologies,33622A,MY1,A.02"), ("*OPT?", "0")]
     ) as awg:
         assert awg.memory_samples == 4_000_000
         assert awg.max_sample_rate_Hz == 1e9
@@ -211,12 +204,7 @@ def test_malformed_error_reply_raises():
 
 def test_check_errors_returns_codes_and_messages():
     with expected_protocol(
-        Keysight33500B,
-        [
-            ("SYST:ERR?", '-113,"Undefined header"'),
-            ("SYST:ERR?", '+0,"No error"'),
-        ],
-        **CAPS,
+        Keysight33500B, [("SYST:ERR?", '-113,"Undefined header"'), ("SYST:ERR?", '+0,"No error"')], **CAPS
     ) as awg:
         assert awg.check_errors() == [(-113, "Undefined header")]
 
@@ -287,7 +275,7 @@ def test_verification_is_as_fine_as_the_printed_digits():
     with expected_protocol(
         Keysight33500B,
         [
-            ("SOUR1:DATA:ATTR:POIN? drive;AVER? drive;PTP? drive", "+8;+0.0000;+2.0000"),  # 4 decimals
+            ("SOUR1:DATA:ATTR:POIN? drive;AVER? drive;PTP? drive", "+8;+0.0000;+2.0000")  # 4 decimals
         ],
         **CAPS,
     ) as awg:
@@ -296,11 +284,7 @@ def test_verification_is_as_fine_as_the_printed_digits():
 
 def test_playing_state_in_one_query():
     with expected_protocol(
-        Keysight33500B,
-        [
-            ("SOUR1:FUNC?;:SOUR1:FUNC:ARB?;:OUTP1:LOAD?", 'ARB;"SPINLAB";+9.9E+37'),
-        ],
-        **CAPS,
+        Keysight33500B, [("SOUR1:FUNC?;:SOUR1:FUNC:ARB?;:OUTP1:LOAD?", 'ARB;"SPINLAB";+9.9E+37')], **CAPS
     ) as awg:
         assert awg.playing_state() == ("ARB", "SPINLAB", math.inf)
 
@@ -314,10 +298,6 @@ def test_check_in_step_wants_exactly_one():
 
 def test_family_comes_from_idn():
     with expected_protocol(
-        Keysight33500B,
-        [
-            ("*IDN?", "Keysight Technologies,33622A,MY1,A.02"),
-            ("*OPT?", "0"),
-        ],
+        Keysight33500B, [("*IDN?", "Keysight Technologies,33622A,MY1,A.02"), ("*OPT?", "0")]
     ) as awg:
         assert awg.family.family == "33600A"

@@ -54,12 +54,7 @@ def test_read_waveform_scales_word_codes_to_volts():
     codes = [0, 256, -256, 32512]
     block = b"#18" + struct.pack("<4h", *codes) + b"\n"
     with expected_protocol(
-        InfiniiVisionScope,
-        [
-            (TRANSFER, None),
-            (":WAVeform:PREamble?", PREAMBLE),
-            (":WAVeform:DATA?", block),
-        ],
+        InfiniiVisionScope, [(TRANSFER, None), (":WAVeform:PREamble?", PREAMBLE), (":WAVeform:DATA?", block)]
     ) as scope:
         wave = scope.read_waveform(1)
     np.testing.assert_allclose(wave.samples, 0.1 + 1e-3 * np.array(codes, float))
@@ -70,12 +65,7 @@ def test_read_waveform_scales_word_codes_to_volts():
 def test_block_shorter_than_declared_raises():
     block = b"#18" + struct.pack("<3h", 1, 2, 3) + b"\n"  # declares 8 bytes, 7 follow
     with expected_protocol(
-        InfiniiVisionScope,
-        [
-            (TRANSFER, None),
-            (":WAVeform:PREamble?", PREAMBLE),
-            (":WAVeform:DATA?", block),
-        ],
+        InfiniiVisionScope, [(TRANSFER, None), (":WAVeform:PREamble?", PREAMBLE), (":WAVeform:DATA?", block)]
     ) as scope:
         with pytest.raises(InstrumentError, match="declares 8 bytes"):
             scope.read_waveform(1)
@@ -97,12 +87,7 @@ def test_block_longer_than_declared_raises():
 def test_block_length_must_match_preamble_points():
     block = b"#16" + struct.pack("<3h", 1, 2, 3) + b"\n"  # consistent block, but 3 points not 4
     with expected_protocol(
-        InfiniiVisionScope,
-        [
-            (TRANSFER, None),
-            (":WAVeform:PREamble?", PREAMBLE),
-            (":WAVeform:DATA?", block),
-        ],
+        InfiniiVisionScope, [(TRANSFER, None), (":WAVeform:PREamble?", PREAMBLE), (":WAVeform:DATA?", block)]
     ) as scope:
         with pytest.raises(InstrumentError, match="6 bytes but 8 were expected"):
             scope.read_waveform(1)
@@ -111,11 +96,7 @@ def test_block_length_must_match_preamble_points():
 def test_not_a_block_raises():
     with expected_protocol(
         InfiniiVisionScope,
-        [
-            (TRANSFER, None),
-            (":WAVeform:PREamble?", PREAMBLE),
-            (":WAVeform:DATA?", b"1,2,3,4\n"),
-        ],
+        [(TRANSFER, None), (":WAVeform:PREamble?", PREAMBLE), (":WAVeform:DATA?", b"1,2,3,4\n")],
     ) as scope:
         with pytest.raises(InstrumentError, match="definite-length block"):
             scope.read_waveform(1)
@@ -343,11 +324,7 @@ def test_read_segments_without_segments_raises():
 def test_channel_controls_and_validators():
     with expected_protocol(
         InfiniiVisionScope,
-        [
-            (":CHANnel3:SCALe 0.2", None),
-            (":CHANnel3:SCALe?", "+2.00000E-01"),
-            (":CHANnel3:COUPling?", "AC"),
-        ],
+        [(":CHANnel3:SCALe 0.2", None), (":CHANnel3:SCALe?", "+2.00000E-01"), (":CHANnel3:COUPling?", "AC")],
     ) as scope:
         scope.ch_3.scale_V = 0.2
         assert scope.ch_3.scale_V == pytest.approx(0.2)

@@ -374,11 +374,7 @@ def test_emulated_instruments_parse_a_byte_stream_the_same_however_it_is_chunked
 
 @pytest.mark.parametrize(
     "message, code",
-    [
-        (b":ACQ:POIN 1e999", -222),
-        (b":ACQ:SEGM:COUN inf", -222),
-        (b":CHAN" + b"9" * 5000 + b":SCAL 1", -114),
-    ],
+    [(b":ACQ:POIN 1e999", -222), (b":ACQ:SEGM:COUN inf", -222), (b":CHAN" + b"9" * 5000 + b":SCAL 1", -114)],
 )
 def test_numbers_and_suffixes_out_of_any_range_are_range_errors(message, code):
     scope = EmulatedInfiniiVision()

@@ -17,22 +17,7 @@ import numpy as np
 #: the dtypes an array may have: little-endian numbers and bools (``dtype.str``); fixed-width
 #: text (``|S<n>``, ``<U<n>``) as well where the caller allows text (the journal does, the wire not)
 ARRAY_DTYPES = frozenset(
-    {
-        "|b1",
-        "|i1",
-        "|u1",
-        "<i2",
-        "<u2",
-        "<i4",
-        "<u4",
-        "<i8",
-        "<u8",
-        "<f2",
-        "<f4",
-        "<f8",
-        "<c8",
-        "<c16",
-    }
+    {"|b1", "|i1", "|u1", "<i2", "<u2", "<i4", "<u4", "<i8", "<u8", "<f2", "<f4", "<f8", "<c8", "<c16"}
 )
 _TEXT_DTYPE = re.compile(r"^(\|S|<U)[1-9][0-9]{0,8}$")
 

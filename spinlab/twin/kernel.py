@@ -105,13 +105,7 @@ def library(skip: int = 0) -> ctypes.CDLL | None:
         key = hashlib.sha256(
             b"\0".join(
                 s.encode()
-                for s in (
-                    SOURCE.read_text(),
-                    " ".join(cxx),
-                    version,
-                    " ".join(flags),
-                    _cpu_signature(),
-                )
+                for s in (SOURCE.read_text(), " ".join(cxx), version, " ".join(flags), _cpu_signature())
             )
         ).hexdigest()[:16]
         folder = cache_dir()
