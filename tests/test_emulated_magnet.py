@@ -33,11 +33,13 @@ class Rig:
     MAGNET = "GPIB0::6::INSTR"
     GAUSSMETER = "ASRL3::INSTR"
 
-    def __init__(self, clock=time.monotonic, **coil):
+    def __init__(self, clock=time.monotonic, drift_T_per_s=0.0, **coil):
         lock = threading.RLock()
         coil = {"calibration_T_per_A": CAL_T_PER_A, "remanence_T": REMANENCE_T, **coil}
         self.magnet = EmulatedKepcoMagnet(clock=clock, lock=lock, **coil)
-        self.gaussmeter = EmulatedLakeShore425(self.magnet.field_T, noise_T=NOISE_T, seed=1, lock=lock)
+        self.gaussmeter = EmulatedLakeShore425(
+            self.magnet.field_T, noise_T=NOISE_T, seed=1, drift_T_per_s=drift_T_per_s, clock=clock, lock=lock
+        )
         self.instruments = {self.MAGNET: self.magnet, self.GAUSSMETER: self.gaussmeter}
         self.library = EmulatedVisaLibrary.for_lab(self)
 
@@ -155,6 +157,31 @@ def test_remanence_depends_on_the_approach_side():
     assert times == pytest.approx([0.0, 10.0, 20.0, 30.0, 40.0, 50.0])
     magnet.write(b"DIAG:CURR:LOG:CLE\n")
     assert magnet.ask("DIAG:CURR:LOG?") == ""
+
+
+def test_a_saturated_core_cannot_reach_its_linear_field():
+    clock = SteppedClock()
+    rig = Rig(clock=clock, saturation_T=0.5, remanence_T=0.0)
+    bop = rig.open(KepcoBOP, rig.MAGNET)
+    bop.enter_current_mode(voltage_limit_V=36.0)
+    fields = []
+    for level in (1.0, 5.0, 12.0):
+        bop.current_setpoint_A = level
+        clock.t += 10.0
+        fields.append(rig.magnet.field_T())
+    assert fields[0] == pytest.approx(0.5 * np.tanh(0.2))  # 1.3 % below the calibration
+    assert fields[1] < 0.4 and fields[2] < 0.5  # 1.2 T asked at full current: never there
+
+
+def test_a_drifting_probe_and_zprobe():
+    clock = SteppedClock()
+    rig = Rig(clock=clock, drift_T_per_s=1e-4)
+    meter = rig.open(LakeShore425, rig.GAUSSMETER)
+    meter.unit = "T"
+    clock.t = 100.0  # no field, but the probe's offset has drifted by 10 mT
+    assert meter.field_T() == pytest.approx(0.01, abs=5 * NOISE_T)
+    meter.write("ZPROBE")
+    assert meter.field_T() == pytest.approx(0.0, abs=5 * NOISE_T)
 
 
 def test_gaussmeter_noise_range_and_overload(rig):

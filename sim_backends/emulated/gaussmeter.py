@@ -1,6 +1,8 @@
 """Emulated Lake Shore 425 gaussmeter with its standard high-sensitivity probe.
 
-It reads a field source (the emulated magnet's ``field_T``) plus Gaussian probe noise and answers
+It reads a field source (the emulated magnet's ``field_T``) plus Gaussian probe noise and a probe
+offset that drifts at ``drift_T_per_s`` (0 by default; ``ZPROBE`` zeroes it, as if the probe were
+in its zero-gauss chamber), and answers
 the 425's commands as its manual gives them, so spinlab's ``LakeShore425`` and pymeasure's
 ``LakeShore425`` both work: ``RDGFIELD?`` (``+nnn.nnnE+nn`` in the present units; beyond the
 range it answers ``+OL``/``-OL``, what the front panel shows), ``UNIT``, ``RANGE`` (1-4: 35 G, 350 G, 3.5 kG,
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -30,7 +33,8 @@ RANGES_T = {1: 3.5e-3, 2: 3.5e-2, 3: 0.35, 4: 3.5}
 
 
 class EmulatedLakeShore425(ScpiInstrument):
-    """``field_source``: the true field in T. ``noise_T``: RMS probe noise. ``seed``: its generator."""
+    """``field_source``: the true field in T. ``noise_T``: RMS probe noise. ``seed``: its generator.
+    ``drift_T_per_s``: how fast the probe's offset drifts. ``clock``: time source in s."""
 
     IDN = "LSCI,MODEL425,4250000,1.0"
 
@@ -40,12 +44,19 @@ class EmulatedLakeShore425(ScpiInstrument):
         *,
         noise_T: float = 2e-5,
         seed: int = 0,
+        drift_T_per_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
         lock: threading.RLock | None = None,
     ) -> None:
         if not (math.isfinite(noise_T) and noise_T >= 0):
             raise ValueError(f"noise_T must be a finite number >= 0, got {noise_T!r}")
         self.field_source = field_source
+        if not math.isfinite(drift_T_per_s):
+            raise ValueError(f"drift_T_per_s must be finite, got {drift_T_per_s!r}")
         self.noise_T = float(noise_T)
+        self.drift_T_per_s = float(drift_T_per_s)
+        self.clock = clock
+        self._zeroed_at = clock()
         self._rng = np.random.default_rng(seed)
         super().__init__(lock)
 
@@ -57,7 +68,8 @@ class EmulatedLakeShore425(ScpiInstrument):
 
     def reading_T(self) -> float:
         """One noisy reading in T (what the probe sees now)."""
-        return float(self.field_source()) + self.noise_T * float(self._rng.standard_normal())
+        offset = self.drift_T_per_s * (self.clock() - self._zeroed_at)
+        return float(self.field_source()) + offset + self.noise_T * float(self._rng.standard_normal())
 
     def _field_reply(self) -> str:
         field = self.reading_T()
@@ -83,7 +95,7 @@ class EmulatedLakeShore425(ScpiInstrument):
         self.command("RDGMODE", self._set_mode)
         self.query("RDGMODE", lambda a: self._no_args(a) or ",".join(str(x) for x in self.mode))
         self.query("TYPE", lambda a: self._no_args(a) or "40")
-        self.command("ZPROBE", lambda a: self._no_args(a))
+        self.command("ZPROBE", lambda a: self._no_args(a) or setattr(self, "_zeroed_at", self.clock()))
 
     def _code(self, args: Sequence[Arg], what: str, low: int, high: int) -> int:
         value = arg_int(self._one(args))

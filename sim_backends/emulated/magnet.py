@@ -12,7 +12,9 @@ current decays through R with the time constant L/R (it never jumps to 0).
 The field is ``calibration_T_per_A * I`` plus a remanent term of the iron core that depends on
 the side the current came from (a play hysteron of half-width ``hysteresis_A``): approached from
 below the field reads ``remanence_T`` low, from above as much high, and in between it moves
-linearly. ``field_T()`` is what the emulated gaussmeter reads.
+linearly. With a finite ``saturation_T`` the core saturates: the linear part becomes
+``saturation_T * tanh(calibration_T_per_A * I / saturation_T)``, so a field near or beyond it
+cannot be reached by any current. ``field_T()`` is what the emulated gaussmeter reads.
 
 Emulator-only diagnostics (no real BOP has them), for tests in other processes:
 ``DIAG:CURR:LOG?`` answers ``t0,I0,t1,I1,...``: every programmed current set point with the
@@ -46,7 +48,8 @@ class EmulatedKepcoMagnet(ScpiInstrument):
 
     ``inductance_H``, ``resistance_ohm``: the coil. ``calibration_T_per_A``: field per ampere.
     ``remanence_T``, ``hysteresis_A``: the iron core's remanent field and the current over which
-    it swaps sides. ``clock``: time source in s (monotonic by default; tests may step it).
+    it swaps sides. ``saturation_T``: where the core saturates (inf: never). ``clock``: time
+    source in s (monotonic by default; tests may step it).
     """
 
     IDN = "KEPCO,BOP 36-12M,E1234,4886-EMULATED"
@@ -61,6 +64,7 @@ class EmulatedKepcoMagnet(ScpiInstrument):
         calibration_T_per_A: float = 0.1,
         remanence_T: float = 2e-3,
         hysteresis_A: float = 0.05,
+        saturation_T: float = math.inf,
         clock: Callable[[], float] = time.monotonic,
         lock: threading.RLock | None = None,
     ) -> None:
@@ -73,6 +77,8 @@ class EmulatedKepcoMagnet(ScpiInstrument):
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
         if not (math.isfinite(calibration_T_per_A) and calibration_T_per_A != 0):
             raise ValueError(f"calibration_T_per_A must be finite and non-zero, got {calibration_T_per_A!r}")
+        if not saturation_T > 0:
+            raise ValueError(f"saturation_T must be > 0 (math.inf: no saturation), got {saturation_T!r}")
         if not (math.isfinite(remanence_T) and remanence_T >= 0):
             raise ValueError(f"remanence_T must be a finite number >= 0, got {remanence_T!r}")
         self.inductance_H = float(inductance_H)
@@ -80,6 +86,7 @@ class EmulatedKepcoMagnet(ScpiInstrument):
         self.calibration_T_per_A = float(calibration_T_per_A)
         self.remanence_T = float(remanence_T)
         self.hysteresis_A = float(hysteresis_A)
+        self.saturation_T = float(saturation_T)
         self.clock = clock
         self._t0 = clock()
         # the coil keeps its current and the core its magnetisation across *RST
@@ -141,13 +148,18 @@ class EmulatedKepcoMagnet(ScpiInstrument):
         with self.lock:
             self._advance()
             side = (self._current_A - self._play_A) / self.hysteresis_A  # +1 rising .. -1 falling
-            return self.calibration_T_per_A * self._current_A - self.remanence_T * side
+            linear = self.calibration_T_per_A * self._current_A
+            if math.isfinite(self.saturation_T):
+                linear = self.saturation_T * math.tanh(linear / self.saturation_T)
+            return linear - self.remanence_T * side
 
     def terminal_voltage_V(self) -> float:
         """L dI/dt + R I across the coil now."""
         with self.lock:
             self._advance()
             target, volts = self._target()
+            if not self.output_on:
+                return 0.0
             if target == self._current_A:
                 return self.resistance_ohm * self._current_A
             return math.copysign(volts, target - self._current_A)
@@ -181,10 +193,14 @@ class EmulatedKepcoMagnet(ScpiInstrument):
         self.query("*TST", lambda a: self._no_args(a) or "0")
         self.query("DIAGnostic:TST", lambda a: self._no_args(a) or "0")
         self.command("SYSTem:BEEP[:IMMediate]", lambda a: self._no_args(a))
-        self.command("SYSTem:REMote", lambda a: arg_bool(self._one(a)) and None)
+        self.command("SYSTem:REMote", self._remote)
         self.query("DIAGnostic:CURRent:LOG", lambda a: self._no_args(a) or self._log_reply())
         self.command("DIAGnostic:CURRent:LOG:CLEar", lambda a: self._no_args(a) or self.current_log.clear())
         self.query("DIAGnostic:FIELD", lambda a: self._no_args(a) or format_float(self.field_T()))
+
+    def _remote(self, args: Sequence[Arg]) -> None:
+        """``SYST:REM ON|OFF`` (BOP 1KW): checked; over the bus the unit is remote anyway."""
+        arg_bool(self._one(args))
 
     def _change(self, name: str, value: object) -> None:
         self._advance()  # the coil moved under the old settings until now
