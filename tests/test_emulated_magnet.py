@@ -18,7 +18,7 @@ from spinlab.instruments.kepco_bop import KepcoBOP
 from spinlab.instruments.lakeshore_gaussmeter import LakeShore425
 from spinlab.sim_backends.emulated.faults import Fault, FaultInjector, FaultLog
 from spinlab.sim_backends.emulated.gaussmeter import EmulatedLakeShore425
-from spinlab.sim_backends.emulated.magnet import EmulatedKepcoMagnet
+from spinlab.sim_backends.emulated.magnet import MAX_LOG_ENTRIES, EmulatedKepcoMagnet
 from spinlab.sim_backends.emulated.visa_backend import EmulatedVisaLibrary
 
 CAL_T_PER_A = 0.1
@@ -286,3 +286,16 @@ def test_a_reset_glitch_turns_the_output_off_and_the_coil_discharges():
     assert state.on is False and state.mode == "VOLT" and state.current_A == pytest.approx(2.0)
     clock.t = 30.0
     assert bop.current_A == pytest.approx(0.0, abs=1e-9)
+
+
+def test_the_set_point_log_is_bounded_and_fits_one_reply():
+    clock = SteppedClock()
+    magnet = EmulatedKepcoMagnet(clock=clock)
+    for i in range(MAX_LOG_ENTRIES + 5):
+        clock.t = i * 1e-3
+        magnet.write(f"CURR {i * 1e-4 - 6:.4f}\n".encode())
+    reply = magnet.ask("DIAG:CURR:LOG?")
+    assert len(reply) < magnet.max_reply_bytes and magnet.errors() == []
+    first_t, first_A = (float(x) for x in reply.split(",")[:2])
+    assert len(magnet.current_log) == MAX_LOG_ENTRIES and first_t == pytest.approx(5e-3)
+    assert first_A == pytest.approx(5e-4 - 6)

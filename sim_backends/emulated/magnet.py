@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 
 from spinlab.sim_backends.emulated.scpi import ScpiInstrument
@@ -39,8 +40,9 @@ from spinlab.sim_backends.emulated.scpi_syntax import (
     format_float,
 )
 
-#: Most set points the diagnostic log keeps (oldest dropped): bounded memory on long runs.
-MAX_LOG_ENTRIES = 100_000
+#: Most set points the diagnostic log keeps (oldest dropped): bounded memory, and the whole log
+#: fits one reply under the emulators' 1 MB reply cap.
+MAX_LOG_ENTRIES = 20_000
 
 
 class EmulatedKepcoMagnet(ScpiInstrument):
@@ -94,7 +96,7 @@ class EmulatedKepcoMagnet(ScpiInstrument):
         self._play_A = 0.0  # play-hysteron state: lags the current by at most hysteresis_A
         self._t_last = self._t0
         #: (emulator time s, set point A) of every programmed current since the last clear
-        self.current_log: list[tuple[float, float]] = []
+        self.current_log: deque[tuple[float, float]] = deque(maxlen=MAX_LOG_ENTRIES)
         super().__init__(lock)
 
     # --- physics -----------------------------------------------------------------------------
@@ -213,8 +215,6 @@ class EmulatedKepcoMagnet(ScpiInstrument):
         if not abs(value) <= self.MAX_CURRENT_A:
             raise ScpiError(-222, f"current {value:g} A outside +-{self.MAX_CURRENT_A:g} A")
         self._change("setpoint_A", value)
-        if len(self.current_log) >= MAX_LOG_ENTRIES:
-            del self.current_log[0]
         self.current_log.append((self._t_last - self._t0, value))
 
     def _set_voltage(self, args: Sequence[Arg]) -> None:
