@@ -48,6 +48,22 @@ def _unit_setting(value: str, _values: Any = None) -> int:
     return UNITS[value]
 
 
+def _reading_mode_setting(value: Any, _values: Any = None) -> tuple[int, int, int]:
+    mode = tuple(value) if isinstance(value, (tuple, list)) else ()
+    if len(mode) != 3 or mode[0] not in (1, 2) or mode[1] not in (0, 1) or mode[2] not in (1, 2):
+        raise ValueError(f"reading mode must be (mode 1|2, filter 0|1, band 1|2), got {value!r}")
+    return (int(mode[0]), int(mode[1]), int(mode[2]))
+
+
+def _reading_mode_reply(reply: Any) -> tuple[int, int, int]:
+    try:
+        return _reading_mode_setting(tuple(int(x) for x in str(reply).strip().split(",")))
+    except ValueError:
+        raise InstrumentError(
+            f"malformed reading mode from the instrument: expected mode,filter,band, got {reply!r}"
+        ) from None
+
+
 def _range_setting(value: int, _values: Any = None) -> int:
     if value not in RANGES_T:
         raise ValueError(f"field range must be 1-4 (35 G .. 35 kG), got {value!r}")
@@ -86,6 +102,26 @@ class LakeShore425(Instrument):
         **RAW_REPLY,
     )
     auto_range = flag_control("AUTO?", "AUTO %d", """Control automatic ranging (bool).""", "auto range")
+    reading_mode = Instrument.control(
+        "RDGMODE?",
+        "RDGMODE %d,%d,%d",
+        """Control (mode, filter, band): mode 1 = DC, 2 = RMS; filter 0/1 = off/on; band 1 = wide,
+        2 = narrow. A closed field loop wants (1, 1, 1): DC with the filter on.""",
+        validator=_reading_mode_setting,
+        get_process=_reading_mode_reply,
+        **RAW_REPLY,
+    )
+    probe_type = Instrument.measurement(
+        "TYPE?",
+        """Get the probe type (40 high sensitivity, 41 high stability, 42 ultra-high sensitivity;
+        50-52 the same with a user-programmable cable).""",
+        get_process=lambda reply: parse_int(reply, "probe type"),
+        **RAW_REPLY,
+    )
+
+    def zero_probe(self) -> None:
+        """Start the zero-field calibration (``ZPROBE``); the probe must be in its zero-gauss chamber."""
+        self.write("ZPROBE")
 
     def field(self) -> float:
         """The field in the present units; an overload raises InstrumentError."""

@@ -30,6 +30,16 @@ def test_settings_bytes():
         assert meter.id == "LSCI,MODEL425,4250022,1.0"
 
 
+def test_reading_mode_probe_type_and_zero():
+    with expected_protocol(
+        LakeShore425, [("RDGMODE 1,1,1", None), ("RDGMODE?", "2,0,2"), ("TYPE?", "40"), ("ZPROBE", None)]
+    ) as meter:
+        meter.reading_mode = (1, 1, 1)
+        assert meter.reading_mode == (2, 0, 2)
+        assert meter.probe_type == 40
+        meter.zero_probe()
+
+
 @pytest.mark.parametrize(
     "unit,reading,tesla",
     [
@@ -65,6 +75,8 @@ def test_overload_is_an_error_not_a_number(reply):
         ([("UNIT?", "7")], lambda m: m.unit, "field units"),
         ([("RANGE?", "0")], lambda m: m.range, "field range"),
         ([("AUTO?", "2")], lambda m: m.auto_range, "auto range"),
+        ([("RDGMODE?", "1,1")], lambda m: m.reading_mode, "reading mode"),
+        ([("RDGMODE?", "3,0,1")], lambda m: m.reading_mode, "reading mode"),
     ],
 )
 def test_malformed_replies_are_refused(exchange, read, what):
@@ -72,10 +84,16 @@ def test_malformed_replies_are_refused(exchange, read, what):
         read(meter)
 
 
-@pytest.mark.parametrize("name,value", [("unit", "mT"), ("range", 5), ("range", 0)])
-def test_bad_settings_are_refused_before_sending(name, value):
-    with (
-        expected_protocol(LakeShore425, []) as meter,
-        pytest.raises(ValueError, match=name.replace("unit", "units")),
-    ):
+@pytest.mark.parametrize(
+    "name,value,what",
+    [
+        ("unit", "mT", "units"),
+        ("range", 5, "range"),
+        ("range", 0, "range"),
+        ("reading_mode", (1, 1), "reading mode"),
+        ("reading_mode", 1, "reading mode"),
+    ],
+)
+def test_bad_settings_are_refused_before_sending(name, value, what):
+    with expected_protocol(LakeShore425, []) as meter, pytest.raises(ValueError, match=what):
         setattr(meter, name, value)

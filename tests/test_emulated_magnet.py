@@ -191,6 +191,8 @@ def test_gaussmeter_noise_range_and_overload(rig):
     while bop.current_A != 3.0:
         time.sleep(0.005)
     meter.unit = "T"
+    meter.reading_mode = (1, 1, 1)
+    assert meter.reading_mode == (1, 1, 1) and meter.probe_type == 40
     readings = np.array([meter.field_T() for _ in range(400)])
     assert readings.std() == pytest.approx(NOISE_T, rel=0.2)
     meter.range = 2  # 350 G full scale: 0.3 T overloads it
