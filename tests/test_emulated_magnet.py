@@ -301,3 +301,24 @@ def test_the_set_point_log_is_bounded_and_fits_one_reply():
     first_t, first_A = (float(x) for x in reply.split(",")[:2])
     assert len(magnet.current_log) == MAX_LOG_ENTRIES and first_t == pytest.approx(5e-3)
     assert first_A == pytest.approx(5e-4 - 6)
+
+
+def test_a_new_connection_finds_the_coil_where_it_is_mid_ramp():
+    """What a controller opening after a crash sees: the programmed set point and the present
+    current, from which it ramps (the emulator keeps the coil's state across connections)."""
+    clock = SteppedClock()
+    rig = Rig(clock=clock, inductance_H=2.0, resistance_ohm=1.0)
+    bop = rig.open(KepcoBOP, rig.MAGNET)
+    bop.enter_current_mode(voltage_limit_V=5.0)
+    bop.current_setpoint_A = 3.0
+    clock.t = 0.5
+    _inject(rig.magnet, Fault("drop", "magnet"))  # the controller's connection dies
+    bop.current_setpoint_A = 0.0  # lost with the connection
+    with pytest.raises(pyvisa.errors.VisaIOError):
+        bop.current_A  # noqa: B018 - the read is the test
+    clock.t = 0.6
+    again = rig.open(KepcoBOP, rig.MAGNET)
+    state = again.output_state()
+    assert state.on and state.mode == "CURR" and state.setpoint_A == 3.0
+    assert state.current_A == pytest.approx(5.0 * (1 - np.exp(-0.6 / 2.0)))  # 1.3 A, still ramping
+    again.adapter.close()
