@@ -124,14 +124,17 @@ class LakeShore425(Instrument):
         self.write("ZPROBE")
 
     def field(self) -> float:
-        """The field in the present units; an overload raises InstrumentError."""
+        """The field in the present units; an overload or a NaN (9.9E+37) raises InstrumentError."""
         reply = self.ask("RDGFIELD?").strip()
         if reply.lstrip("+-").upper() == "OL":
             raise InstrumentError(
                 f"{self.name} is overloaded ({reply!r}): the field is beyond the selected range; "
                 "select a higher RANGE or turn AUTO on"
             )
-        return parse_float(reply, "field reading")
+        field = parse_float(reply, "field reading")
+        if not math.isfinite(field):
+            raise InstrumentError(f"{self.name} sent a field reading that is not a number: {reply!r}")
+        return field
 
     def field_T(self) -> float:
         """The field in tesla, whatever units the meter displays (someone may change them at the

@@ -72,6 +72,7 @@ def test_overload_is_an_error_not_a_number(reply):
     "exchange,read,what",
     [
         ([("RDGFIELD?", "+2.9981E+0x")], lambda m: m.field(), "field reading"),
+        ([("RDGFIELD?", "+9.91E+37")], lambda m: m.field(), "not a number"),
         ([("UNIT?", "7")], lambda m: m.unit, "field units"),
         ([("RANGE?", "0")], lambda m: m.range, "field range"),
         ([("AUTO?", "2")], lambda m: m.auto_range, "auto range"),

@@ -266,6 +266,14 @@ def test_a_nan_level_from_the_supply_is_refused(rig):
     assert bop.output_state().setpoint_A == 0.0  # one-shot: the next read is clean
 
 
+def test_a_nan_field_reading_is_refused(rig):
+    r, meter = rig[0], rig[2]
+    _inject(r.gaussmeter, Fault("nan", "gaussmeter"))
+    with pytest.raises(InstrumentError, match="not a number"):
+        meter.field()
+    assert abs(meter.field()) < 1.0  # one-shot: the next reading is clean (in gauss)
+
+
 def test_a_dropped_gaussmeter_connection_fails_loudly_and_reopens(rig):
     r, meter = rig[0], rig[2]
     _inject(r.gaussmeter, Fault("drop", "gaussmeter"))
