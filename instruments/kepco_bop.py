@@ -12,6 +12,7 @@ ramp from where the coil really is (after a crash the supply may still carry cur
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from pymeasure.instruments import Instrument, SCPIMixin
@@ -38,6 +39,18 @@ def _mode_reply(reply: Any) -> str:
     if text not in _MODE_REPLIES:
         raise InstrumentError(f"malformed function mode from the instrument: expected 0/1, got {reply!r}")
     return _MODE_REPLIES[text]
+
+
+def _finite_reply(what: str) -> Callable[[Any], float]:
+    """A level that must be a finite number: SCPI's NaN (9.91E+37) raises instead of reading as inf."""
+
+    def process(reply: Any) -> float:
+        value = parse_float(reply, what)
+        if not math.isfinite(value):
+            raise InstrumentError(f"malformed {what} from the instrument: not a number ({reply!r})")
+        return value
+
+    return process
 
 
 class MagnetSupplyState(NamedTuple):
@@ -93,7 +106,7 @@ class KepcoBOP(ErrorQueueMixin, SCPIMixin, Instrument):
         validator=strict_range,
         values=[-12.0, 12.0],
         dynamic=True,
-        get_process=float_reply("current set point"),
+        get_process=_finite_reply("current set point"),
         **RAW_REPLY,
     )
     voltage_limit_V = Instrument.control(
@@ -104,19 +117,19 @@ class KepcoBOP(ErrorQueueMixin, SCPIMixin, Instrument):
         validator=strict_range,
         values=[0.0, 36.0],
         dynamic=True,
-        get_process=float_reply("voltage limit"),
+        get_process=_finite_reply("voltage limit"),
         **RAW_REPLY,
     )
     current_A = Instrument.measurement(
         "MEAS:CURR?",
         """Measure the output current in A (lags the set point while an inductive load ramps).""",
-        get_process=float_reply("measured current"),
+        get_process=_finite_reply("measured current"),
         **RAW_REPLY,
     )
     voltage_V = Instrument.measurement(
         "MEAS:VOLT?",
         """Measure the output voltage in V (L dI/dt + R I across a coil).""",
-        get_process=float_reply("measured voltage"),
+        get_process=_finite_reply("measured voltage"),
         **RAW_REPLY,
     )
     self_test = Instrument.measurement(

@@ -84,6 +84,15 @@ def test_impossible_output_state_is_refused(replies, what):
         bop.output_state()
 
 
+@pytest.mark.parametrize("query,name", [("MEAS:CURR?", "current_A"), ("CURR?", "current_setpoint_A")])
+def test_a_nan_level_is_refused(query, name):
+    with (
+        expected_protocol(KepcoBOP, [(query, "+9.91E+37")]) as bop,
+        pytest.raises(InstrumentError, match="not a number"),
+    ):
+        getattr(bop, name)
+
+
 def test_error_queue_raises_with_the_code():
     with (
         expected_protocol(KepcoBOP, [("SYST:ERR?", '-222,"Data out of range"'), NO_ERROR]) as bop,
