@@ -136,32 +136,4 @@ def main() -> None:
     from spinlab.cli.common import log_to_stderr
 
     log_to_stderr()
-    try:
-        app()
-    except SystemExit as done:
-        _exit_quietly_on_late_signals(done.code)
-        raise
-
-
-def _exit_quietly_on_late_signals(code: object) -> None:
-    """Once a command has finished (outputs off, files closed), a signal that arrives while the
-    interpreter shuts down (a second Ctrl-C) ends the process with the command's own exit
-    status instead of a KeyboardInterrupt traceback in the middle of the shutdown."""
-    import contextlib
-    import signal
-    import sys
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return
-    status = code if isinstance(code, int) else (0 if code is None else 1)
-
-    def leave(signum: int, frame: object) -> None:
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(OSError, ValueError):
-                stream.flush()
-        os._exit(status)
-
-    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), leave)
+    app()

@@ -11,7 +11,9 @@ import json
 import logging
 import os
 import re
+import signal
 import sys
+import threading
 import traceback
 import typing
 from collections.abc import Callable, Iterator
@@ -256,15 +258,48 @@ def run_plan(
         return server
 
     engine = RunEngine(options.runs_dir)
+    late = LateSignals.install()
     try:
         factory = control if server is not None else None
         if resume is not None:
             return engine.resume(resume, device, force=force, subscribers=subscribers, control=factory)
         return engine.run(plan, device, seed=options.seed, subscribers=subscribers, control=factory)
     finally:
+        late.finished()  # the run is over, however it ended
         if server is not None:
             server.close()
         for subscriber in subscribers:
             close = getattr(subscriber, "close", None)
             if close is not None:
                 close()
+
+
+class LateSignals:
+    """The command's own handling of SIGINT, SIGTERM and SIGHUP around a run, outside the run
+    engine's (which saves it and puts it back when the run ends). Before the run, a signal stops
+    the command as an interrupted run. Once the run has ended (outputs off, files closed), late
+    signals - a second Ctrl-C while the command prints its report or the interpreter tears down
+    torch - are ignored, so the process ends with the run's own exit status instead of dying of
+    the signal halfway through its teardown. SIGKILL still ends it."""
+
+    def __init__(self) -> None:
+        self.handled: tuple[int, ...] = ()
+
+    @classmethod
+    def install(cls) -> LateSignals:
+        from spinlab.engine.signals import HANDLED
+
+        late = cls()
+        if threading.current_thread() is threading.main_thread():
+            late.handled = HANDLED
+            for signum in HANDLED:
+                signal.signal(signum, late._handle)
+        return late
+
+    def finished(self) -> None:
+        for signum in self.handled:
+            signal.signal(signum, signal.SIG_IGN)
+
+    @staticmethod
+    def _handle(signum: int, frame: object) -> None:
+        raise RunInterrupted(signum)
