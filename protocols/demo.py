@@ -201,6 +201,7 @@ def _stages(ctx: RunContext, config: DemoConfig) -> dict[str, Any]:
 
     report = {
         "device": device.address or type(device).__name__,
+        "device_kind": device_kind(device),
         "threshold_A": char["threshold_A"],
         "relaxation_time_s": char["relaxation_time_s"],
         "bias_A": bias,
@@ -210,6 +211,7 @@ def _stages(ctx: RunContext, config: DemoConfig) -> dict[str, Any]:
         "twin_training_nrmse": trained["best_nrmse"],
         "twin_steps": trained["steps"],
         "twin_stop_reason": trained["stop_reason"],
+        "twin_target_nrmse": config.twin_target_nrmse,
         "bench_accuracy": on_bench["accuracy"],
         "twin_accuracy": on_twin["accuracy"],
         "baseline_accuracy": on_bench["baseline_accuracy"],
@@ -229,23 +231,60 @@ def _stages(ctx: RunContext, config: DemoConfig) -> dict[str, Any]:
     return report
 
 
+def device_kind(device: Any) -> str:
+    """What answered as "the bench": ``emulated`` (a simulator behind emulated instruments),
+    ``simulated`` (a simulator or twin addressed directly) or ``hardware``."""
+    if "emulator" in device.identity():
+        return "emulated"
+    return "simulated" if str(device.address).split(":", 1)[0] in ("sim", "twin") else "hardware"
+
+
+#: What the speed ratio compares, by :func:`device_kind`.
+_AGAINST = {
+    "emulated": "; the bench here is itself emulated (a simulator behind emulated instruments), "
+    "so this compares two simulations, not the twin with hardware",
+    "simulated": "; the bench here is a simulator, so this compares two simulations",
+    "hardware": "",
+}
+
+
+def _seconds(s: float) -> str:
+    return f"{s:.0f} s" if s >= 10 else f"{s:.2g} s"
+
+
+def _stopped(r: Mapping[str, Any]) -> str:
+    reason, target = r.get("twin_stop_reason"), r.get("twin_target_nrmse")
+    if reason == "target":
+        return f"stopped at its NRMSE target {target:g}"
+    if reason == "max_steps":
+        goal = f" {target:g}" if target is not None else ""
+        return f"stopped on its step cap, not its NRMSE target{goal}"
+    return f"stopped: {reason}" if reason else "stopped"
+
+
 def report(r: Mapping[str, Any]) -> str:
     """The report a newcomer reads (``spinlab demo``)."""
-    stages = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in r["stage_s"].items())
+    stages = ", ".join(f"{name} {_seconds(seconds)}" for name, seconds in r["stage_s"].items())
+    corrected = r.get("twin_nrmse_noise_corrected")
+    twin_scores = f"NRMSE {r['twin_nrmse']:.3f} on fresh drives against the device's mean response" + (
+        "" if corrected is None else f" ({corrected:.3f} with the mean's own noise removed)"
+    )
+    kind = r.get("device_kind", "hardware")
     return "\n".join(
         [
-            f"device {r['device']}: threshold {r['threshold_A'] * 1e3:.3f} mA, relaxation time "
+            f"device {r['device']}{' (emulated)' if kind == 'emulated' else ''}: threshold "
+            f"{r['threshold_A'] * 1e3:.3f} mA, relaxation time "
             f"{r['relaxation_time_s'] * 1e9:.0f} ns; operating point {r['bias_A'] * 1e3:.2f} mA "
             f"({r['operating_z']:g} x threshold)",
-            f"twin: NRMSE {r['twin_nrmse']:.3f} on fresh drives against the device's mean response "
-            f"({r['twin_training_nrmse']:.3f} held out in training, {r['twin_steps']} steps)",
+            f"twin: {twin_scores}; {r['twin_training_nrmse']:.3f} held out in training, "
+            f"{r['twin_steps']} steps, {_stopped(r)}",
             f"spoken digits, {r['n_train']} training / {r['n_test']} test utterances "
             "(stratified by digit and speaker):",
             f"  bench {100 * r['bench_accuracy']:.1f} %   twin {100 * r['twin_accuracy']:.1f} %   "
             f"no device (masked features, linear) {100 * r['baseline_accuracy']:.1f} %   "
             f"pooled MFCC {100 * r['mfcc_reference_accuracy']:.1f} %",
             f"  device calls: bench {r['bench_device_s']:.1f} s, twin {r['twin_device_s']:.1f} s "
-            f"(twin {r['speed_ratio']:.2g}x the bench's speed)",
+            f"(twin {r['speed_ratio']:.2g}x the bench's speed{_AGAINST.get(kind, '')})",
             f"stages: {stages}; total {r['wall_s'] / 60:.1f} min",
             "plots: " + "  ".join(r["plots"]),
             f"run files: {r['run_dir']}/run.h5 and stages/*/run.h5; twin {r['twin']}",
@@ -270,4 +309,4 @@ def plan(config: DemoConfig | Mapping[str, Any] | None = None, **overrides: Any)
     return Plan("demo", cfg, lambda ctx: run(ctx, cfg))
 
 
-__all__ = ["DemoConfig", "plan", "run", "operating_bias", "twin_train_plan"]
+__all__ = ["DemoConfig", "plan", "run", "operating_bias", "twin_train_plan", "device_kind", "report"]

@@ -286,8 +286,10 @@ def score_on_table(
         for s, v in zip(specs, values)
     ]
     scale, offset = float(meta.output.get("scale", 1.0)), float(meta.output.get("offset", 0.0))
+    norm = model.normalisation()
     return {
         "nrmse": nrmse(twin, truth),
+        "warnings": trust_warnings(inputs, truth, norm.y_mean, norm.y_std, scale, offset, meta.output_unit),
         "points": int(truth.size),
         "dt_s": part.dt_s,
         "dominant_frequency_Hz": f_true,
@@ -299,6 +301,61 @@ def score_on_table(
         "prediction": twin / scale + offset,
         "output_unit": meta.output_unit,
     }
+
+
+#: Inputs may pass their trained range by this fraction of its width before a warning.
+RANGE_SLACK = 0.05
+#: The reference output may sit this many training standard deviations off the trained mean.
+OUTPUT_SIGMAS = 3.0
+#: Below this fraction of the trained output's spread the reference counts as flat.
+FLAT_FRACTION = 0.1
+
+
+def trust_warnings(
+    inputs: list[dict[str, Any]],
+    truth: np.ndarray,
+    y_mean: float,
+    y_std: float,
+    scale: float = 1.0,
+    offset: float = 0.0,
+    unit: str = "",
+) -> list[str]:
+    """Why an NRMSE on this span may not score the twin: inputs or the reference output
+    outside what it was trained on (the twin extrapolates), or a flat reference (the NRMSE
+    divides by its tiny spread, so any offset looks huge). ``truth``, ``y_mean``, ``y_std``
+    are in the model's units, ``(y - offset) * scale``."""
+    warnings = []
+    for spec in inputs:
+        trained, (lo, hi) = spec.get("trained_range"), spec["scored_range"]
+        if trained is None:
+            continue
+        slack = RANGE_SLACK * (trained[1] - trained[0])
+        if lo < trained[0] - slack or hi > trained[1] + slack:
+            warnings.append(
+                f"input {spec['name']} spans {lo:.4g} .. {hi:.4g} {spec['unit']}, outside the trained "
+                f"{trained[0]:.4g} .. {trained[1]:.4g}: the twin extrapolates, so the NRMSE scores "
+                "an extrapolation, not the fit"
+            )
+
+    def shown(value: float, shift: float = offset) -> str:  # model units -> physical, with unit
+        return f"{value / scale + shift:.4g}{'' if unit in ('', '1') else ' ' + unit}"
+
+    mean, spread = float(np.mean(truth)), float(np.std(truth))
+    sigmas = abs(mean - y_mean) / y_std
+    if sigmas > OUTPUT_SIGMAS:
+        lo, hi = sorted((y_mean - 2 * y_std, y_mean + 2 * y_std), key=lambda v: v / scale)
+        warnings.append(
+            f"the reference output averages {shown(mean)}, {sigmas:.1f} standard deviations "
+            f"from the trained outputs (mostly {shown(lo)} .. {shown(hi)}): the system is in "
+            "a state the twin never saw, so the NRMSE says nothing about the fit"
+        )
+    if spread < FLAT_FRACTION * y_std:
+        warnings.append(
+            f"the reference output barely varies (std {shown(math.copysign(spread, scale), 0.0)}, "
+            f"{spread / y_std:.1%} of the trained outputs'): the NRMSE divides by that spread, so "
+            "a small offset reads as a large error"
+        )
+    return warnings
 
 
 def run_table(ctx: RunContext, config: EvalConfig) -> dict[str, Any]:
@@ -366,7 +423,8 @@ def report(summary: Mapping[str, Any]) -> str:
             f"{summary['nrmse']:.4f}; dominant frequency "
             f"{summary['twin_dominant_frequency_Hz'] / 1e9:.4g} GHz vs "
             f"{summary['dominant_frequency_Hz'] / 1e9:.4g} GHz (error {summary['frequency_error']:.2%})\n"
-            f"plot: {summary['plot']}"
+            + "".join(f"warning: {w}\n" for w in summary.get("warnings", []))
+            + f"plot: {summary['plot']}"
         )
     repeats = summary["repeats"]
     lines = [
@@ -426,4 +484,5 @@ __all__ = [
     "plot_table",
     "dominant_frequency",
     "twin_split",
+    "trust_warnings",
 ]

@@ -345,3 +345,51 @@ def test_enrol_from_files_adapts_to_a_new_voice(readout_dir, tmp_path):
         ],
     )
     assert bad.exit_code == 2 and "cannot tell which digit" in bad.stderr
+
+
+def test_listen_files_without_device_several_per_flag_and_a_bad_one_in_the_middle(readout_dir, tmp_path):
+    """issue 24 item 5: --device defaults to the readout's; --file takes several paths; a silent
+    file gets file advice and one line, the others their own device time; exit status 1."""
+    good = [str(u.path) for u in _held_out(readout_dir, "theo", 3)]
+    wavfile.write(tmp_path / "quiet.wav", 8000, np.zeros(4000, np.int16))
+    files = [good[0], str(tmp_path / "quiet.wav"), *good[1:]]
+    result = CliRunner().invoke(app, ["listen", "--readout", str(readout_dir), "--json", "--file", *files])
+    assert result.exit_code == 1, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert [row["file"] for row in summary["files"]] == files and summary["n_failed"] == 1
+    assert summary["device"] == "sim:vortex" and summary["n_labelled"] == 3
+    bad = summary["files"][1]
+    assert "silent" in bad["error"] and "--input" not in bad["error"] and "microphone" not in bad["error"]
+    assert result.stderr.strip().splitlines() == [f"error: {bad['error']}"]
+    rows = [row for row in summary["files"] if "error" not in row]
+    assert all(isinstance(row["digit"], int) and isinstance(row["expected"], int) for row in rows)
+    # each word's own device time, not one batch average repeated
+    assert len({row["timings_s"]["device_s"] for row in rows}) == len(rows)
+    assert all(row["timings_s"]["prepare_s"] > 0 for row in rows)
+    text = CliRunner().invoke(app, ["listen", "--readout", str(readout_dir), str(tmp_path / "quiet.wav")])
+    assert text.exit_code == 2 and "record it again" in text.stderr, text.output
+
+
+def test_enrol_refuses_an_existing_out_unless_forced_and_warns_on_thin_digits(readout_dir, tmp_path):
+    """issue 24 item 1: one utterance of one digit is enrolled with a warning; a second enrolment
+    into the same --out is refused (the first is kept) unless --force."""
+    one = str(next(u for u in list_fsdd(FSDD) if u.speaker == "lucas" and u.digit == 1).path)
+    out = tmp_path / "my-voice"
+
+    def enrol(*extra):
+        return CliRunner().invoke(
+            app, ["enrol", "--readout", str(readout_dir), "--out", str(out), "--json", *extra, "--files", one]
+        )
+
+    first = enrol()
+    assert first.exit_code == 0, first.output
+    summary = json.loads(first.stdout.strip().splitlines()[-1])
+    assert "no utterances of 0, 2, 3, 4, 5, 6, 7, 8, 9" in summary["warning"]
+    assert "fewer than 3 of 1 (1)" in summary["warning"]
+    assert f"warning: {summary['warning']}" in first.stderr
+    stamp = (out / "readout.h5").stat().st_mtime_ns
+    again = enrol()
+    assert again.exit_code == 2 and "already exists" in again.stderr and "--force" in again.stderr
+    assert (out / "readout.h5").stat().st_mtime_ns == stamp
+    forced = enrol("--force")
+    assert forced.exit_code == 0, forced.output

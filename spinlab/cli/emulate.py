@@ -6,7 +6,7 @@ import threading
 
 import typer
 
-from spinlab.cli.common import JsonOption, SeedOption, emit_json, user_errors
+from spinlab.cli.common import MAX_SEED, JsonOption, emit_json, user_errors
 
 
 def emulate(
@@ -25,7 +25,14 @@ def emulate(
     device: str = typer.Option(
         "sim:vortex", "--device", "-d", help="Device model wired between AWG and scope (sim:..., twin:...)."
     ),
-    seed: int = SeedOption,
+    seed: int = typer.Option(
+        0,
+        "--seed",
+        min=0,
+        max=MAX_SEED,
+        help="Seed of the emulated instruments' and the device's noise (nothing is recorded: "
+        "emulate writes no run file); a seed in the device address wins for the device's noise.",
+    ),
     trigger_delay_s: float = typer.Option(
         20e-9, "--trigger-delay-s", help="Delay from AWG trigger to the response at the scope."
     ),

@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from typing import Any, List, Optional
 
 import typer
 
-from spinlab.cli.common import DeviceOption, JsonOption, SeedOption, emit_json, user_errors
+from spinlab.cli.common import MAX_SEED, JsonOption, emit_json, error_line, user_errors
+
+ReadoutDeviceOption = typer.Option(
+    None, "--device", "-d", help="Device address (default: the readout's; it refuses any other)."
+)
+SeedOption = typer.Option(
+    0,
+    "--seed",
+    min=0,
+    max=MAX_SEED,
+    help="Seed of the device's noise (nothing is recorded: no run file is written); a seed in "
+    "the device address wins.",
+)
 
 ReadoutOption = typer.Option(
     ..., "--readout", help="Run directory of `spinlab run spoken-digits` (or its readout.h5)."
@@ -30,14 +43,20 @@ PiecesOption = typer.Option(
     "drive (0: the word in one piece).",
 )
 _LABEL = re.compile(r"^(?P<digit>[0-9])[_.-]")
+#: Enrolment warns below this many utterances of a digit (the microphone asks for 5 by default).
+MIN_PER_DIGIT = 3
 
 
 def listen(
-    device: str = DeviceOption,
     readout: Path = ReadoutOption,
     files: Optional[List[Path]] = typer.Option(
-        None, "--file", help="Recognise this wav instead of the microphone (repeatable)."
+        None,
+        "--file",
+        "--files",
+        help="Recognise these wavs instead of the microphone (repeatable; more may follow as arguments).",
     ),
+    more_files: Optional[List[Path]] = typer.Argument(None, metavar="[WAV]...", show_default=False),
+    device: Optional[str] = ReadoutDeviceOption,
     input_device: Optional[str] = InputOption,
     rate: Optional[int] = RateOption,
     play: bool = typer.Option(False, "--play", help="Play back each captured word before recognising it."),
@@ -49,44 +68,59 @@ def listen(
     json_out: bool = typer.Option(
         False,
         "--json",
-        help="Files: one JSON summary as the last line (predictions, accuracy "
+        help="Files: one JSON summary as the last line (each file's digit and stage times, accuracy "
         "when the names carry FSDD labels). Microphone: one JSON line per word.",
     ),
 ) -> None:
-    """Recognise spoken digits live from a microphone (or wav files) with a saved readout."""
+    """Recognise spoken digits live from a microphone (or wav files) with a saved readout.
+
+    Files: a file that cannot be read or is silent or clipped gets one line on stderr and the
+    others go on; exit status 1 when some failed, 2 when all did."""
+    paths = list(files or []) + list(more_files or [])
     with user_errors():
         from spinlab.registry import open_device
         from spinlab.speech.readout import load_readout
 
         trained = load_readout(readout)
-        with open_device(device, defaults={"seed": seed}) as dev:
+        with open_device(device or trained.device_address, defaults={"seed": seed}) as dev:
             trained.check_device(dev, {} if bias_A is None else {"bias_A": bias_A})
-            if files:
-                _listen_files(trained, dev, files, play, piece_frames, json_out)
+            if paths:
+                failed = _listen_files(trained, dev, paths, play, piece_frames, json_out)
             else:
                 _listen_microphone(trained, dev, _input(input_device), rate, play, piece_frames, json_out)
+                failed = 0
+    if failed:
+        raise typer.Exit(2 if failed == len(paths) else 1)
 
 
 def _listen_files(
     readout: Any, device: Any, files: List[Path], play: bool, piece_frames: int, json_out: bool
-) -> None:
+) -> int:
+    """Recognise each file on its own (its own device time); the number that failed."""
+    from spinlab.errors import AudioInputError, DatasetError
     from spinlab.speech.audio import read_audio
     from spinlab.speech.microphone import prepare
 
-    samples = []
-    for path in files:
-        audio, rate = read_audio(path)
-        if play:
-            _play(audio, rate)
-        samples.append(prepare(audio, rate, readout.rate_Hz, str(path)))
-    results = readout.recognise(device, samples, piece_frames)
     rows = []
-    for path, result in zip(files, results):
+    for path in files:
+        t0 = time.perf_counter()
+        try:
+            audio, rate = read_audio(path)
+            if play:
+                _play(audio, rate)
+            samples = prepare(audio, rate, readout.rate_Hz, str(path), source="file")
+        except (AudioInputError, DatasetError, OSError) as exc:
+            typer.secho(f"error: {error_line(exc)}", err=True, fg="red")
+            rows.append({"file": str(path), "error": error_line(exc)})
+            continue
+        prepared = time.perf_counter()
+        result = readout.recognise(device, [samples], piece_frames)[0]
+        result.timings_s["prepare_s"] = prepared - t0
         expected = _label(path)
         rows.append(
             {
                 "file": str(path),
-                "digit": result.label,
+                "digit": _digit(result),
                 "scores": result.scores.tolist(),
                 "expected": expected,
                 "correct": None if expected is None else result.index == expected,
@@ -95,14 +129,16 @@ def _listen_files(
         )
         if not json_out:
             typer.echo(f"{path.name}: {_describe(readout, result)}")
-    labelled = [r["correct"] for r in rows if r["correct"] is not None]
+    labelled = [r["correct"] for r in rows if r.get("correct") is not None]
     accuracy = sum(labelled) / len(labelled) if labelled else None
+    failed = sum(1 for r in rows if "error" in r)
     if json_out:
         emit_json(
             {
                 "files": rows,
                 "accuracy": accuracy,
                 "n_labelled": len(labelled),
+                "n_failed": failed,
                 "device": device.address,
                 "readout": str(readout.provenance.get("run", "")),
             }
@@ -111,6 +147,7 @@ def _listen_files(
         typer.echo(
             f"accuracy {100 * accuracy:.1f} % ({sum(labelled)}/{len(labelled)} files with FSDD labels)"
         )
+    return failed
 
 
 def _listen_microphone(
@@ -142,7 +179,7 @@ def _listen_microphone(
                 if json_out:
                     emit_json(
                         {
-                            "digit": result.label,
+                            "digit": _digit(result),
                             "scores": result.scores.tolist(),
                             "duration_s": word.duration_s,
                             "timings_s": result.timings_s,
@@ -163,9 +200,8 @@ def enrol(
         help="Enrol these wavs (named like 3_anna_0.wav) instead of recording; more may follow as arguments.",
     ),
     more_files: Optional[List[Path]] = typer.Argument(None, metavar="[WAV]...", show_default=False),
-    device: Optional[str] = typer.Option(
-        None, "--device", "-d", help="Device address (default: the readout's)."
-    ),
+    device: Optional[str] = ReadoutDeviceOption,
+    force: bool = typer.Option(False, "--force", help="Replace a readout already in --out."),
     per_digit: int = typer.Option(5, "--per-digit", help="Microphone: utterances to record for each digit."),
     speaker: str = typer.Option("enrolled", "--speaker", help="Name stored with the new voice's utterances."),
     weight: float = typer.Option(
@@ -180,8 +216,12 @@ def enrol(
     with user_errors():
         from spinlab.errors import ReadoutError
         from spinlab.registry import open_device
-        from spinlab.speech.readout import load_readout
+        from spinlab.speech.readout import load_readout, save_path
 
+        if save_path(out).exists() and not force:
+            raise ReadoutError(
+                f"{save_path(out)} already exists: choose another --out, or pass --force to replace it"
+            )
         trained = load_readout(readout)
         paths = list(files or []) + list(more_files or [])
         if not paths and per_digit < 1:
@@ -193,6 +233,10 @@ def enrol(
                 if paths
                 else _enrolment_microphone(trained, _input(input_device), rate, per_digit)
             )
+            counts = {name: labels.count(i) for i, name in enumerate(trained.class_names)}
+            warning = _thin_digits(counts)
+            if warning:
+                typer.secho(f"warning: {warning}", err=True, fg="yellow")
             adapted = trained.enrol(dev, samples, labels, speaker=speaker, weight=weight)
         saved = adapted.save(out)
     summary = {
@@ -200,9 +244,8 @@ def enrol(
         "speaker": speaker,
         "utterances": len(samples),
         "weight": weight,
-        "per_digit": {
-            name: int(sum(1 for y in labels if y == i)) for i, name in enumerate(trained.class_names)
-        },
+        "per_digit": counts,
+        "warning": warning,
     }
     if json_out:
         emit_json(summary)
@@ -211,6 +254,21 @@ def enrol(
             f"enrolled {len(samples)} utterances of {speaker!r}; use it with "
             f"`spinlab listen --device {adapted.device_address} --readout {out}`"
         )
+
+
+def _thin_digits(counts: dict) -> Optional[str]:
+    """A warning when the enrolment misses digits or has fewer than :data:`MIN_PER_DIGIT` of some."""
+    missing = [name for name, n in counts.items() if n == 0]
+    few = [f"{name} ({n})" for name, n in counts.items() if 0 < n < MIN_PER_DIGIT]
+    if not missing and not few:
+        return None
+    parts = ([f"no utterances of {', '.join(missing)}"] if missing else []) + (
+        [f"fewer than {MIN_PER_DIGIT} of {', '.join(few)}"] if few else []
+    )
+    return (
+        f"{'; '.join(parts)}: the new voice is learnt only for the digits it says, and thinly; "
+        f"give at least {MIN_PER_DIGIT} utterances of every digit"
+    )
 
 
 def _enrolment_files(readout: Any, paths: List[Path]) -> tuple[list, list]:
@@ -224,7 +282,7 @@ def _enrolment_files(readout: Any, paths: List[Path]) -> tuple[list, list]:
         if label is None:
             raise ReadoutError(f"cannot tell which digit {path.name} is: name it like '3_anna_0.wav'")
         audio, rate = read_audio(path)
-        samples.append(prepare(audio, rate, readout.rate_Hz, str(path)))
+        samples.append(prepare(audio, rate, readout.rate_Hz, str(path), source="file"))
         labels.append(label)
     return samples, labels
 
@@ -257,6 +315,11 @@ def _describe(readout: Any, result: Any) -> str:
     scores = ", ".join(f"{name} {score:+.2f}" for name, score in ranked)
     times = ", ".join(f"{k[:-2]} {1e3 * v:.0f} ms" for k, v in result.timings_s.items())
     return f"{result.label}   (scores {scores}; {times})"
+
+
+def _digit(result: Any) -> Any:
+    """The recognised class as JSON wants it: a number for a digit (like ``expected``)."""
+    return int(result.label) if result.label.isdigit() else result.label
 
 
 def _label(path: Path) -> Optional[int]:

@@ -269,8 +269,25 @@ def trim_silence(
     return samples[max(0, loud[0] * n - margin) : min(len(samples), (loud[-1] + 1) * n + margin)]
 
 
-def check_level(samples: np.ndarray, rate_Hz: int, what: str = "the input") -> None:
-    """Refuse silence and clipping with one line saying what to change."""
+#: What to change about a silent or clipped input, by where it came from.
+_ADVICE = {
+    "microphone": (
+        "unmute the microphone, raise its gain, or choose another with --input",
+        "lower the microphone gain or speak further from it",
+    ),
+    "file": (
+        "check that it is the recording you meant, or record it again louder",
+        "record it again at a lower level",
+    ),
+}
+
+
+def check_level(
+    samples: np.ndarray, rate_Hz: int, what: str = "the input", source: str = "microphone"
+) -> None:
+    """Refuse silence and clipping with one line saying what to change; ``source``
+    (``"microphone"`` or ``"file"``) decides the advice."""
+    silent_advice, clipped_advice = _ADVICE[source]
     samples = np.asarray(samples, dtype=np.float64)
     n = max(1, int(round(0.01 * rate_Hz)))
     frames = samples[: max(n, len(samples) // n * n)]
@@ -278,21 +295,24 @@ def check_level(samples: np.ndarray, rate_Hz: int, what: str = "the input") -> N
         frames = np.pad(frames, (0, n - len(frames)))
     loudest = float(np.max(10 * np.log10(np.mean(frames.reshape(-1, n) ** 2, axis=1) + 1e-20)))
     if loudest < SILENT_DBFS:
-        raise AudioInputError(
-            f"{what} is silent (loudest 10 ms at {loudest:.0f} dBFS): unmute the "
-            "microphone, raise its gain, or choose another with --input"
-        )
+        raise AudioInputError(f"{what} is silent (loudest 10 ms at {loudest:.0f} dBFS): {silent_advice}")
     clipped = float(np.mean(np.abs(samples) >= CLIP_LEVEL))
     if clipped > MAX_CLIPPED:
         raise AudioInputError(
-            f"{what} is clipped ({100 * clipped:.1f} % of samples at full scale): "
-            "lower the microphone gain or speak further from it"
+            f"{what} is clipped ({100 * clipped:.1f} % of samples at full scale): {clipped_advice}"
         )
 
 
-def prepare(samples: np.ndarray, rate_Hz: int, readout_rate_Hz: int, what: str = "the input") -> np.ndarray:
-    """A word as the readout wants it: silence trimmed, level checked, at the readout's rate."""
-    check_level(samples, rate_Hz, what)
+def prepare(
+    samples: np.ndarray,
+    rate_Hz: int,
+    readout_rate_Hz: int,
+    what: str = "the input",
+    source: str = "microphone",
+) -> np.ndarray:
+    """A word as the readout wants it: silence trimmed, level checked (``source``: see
+    :func:`check_level`), at the readout's rate."""
+    check_level(samples, rate_Hz, what, source)
     return resample(trim_silence(samples, rate_Hz), rate_Hz, readout_rate_Hz)
 
 

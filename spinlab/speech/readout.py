@@ -207,9 +207,7 @@ class DigitReadout:
     # --- storage -----------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """Write ``path`` (a file, or ``DIR/readout.h5`` for a directory) atomically."""
-        path = Path(path)
-        if path.is_dir() or not path.suffix:
-            path = path / FILE_NAME
+        path = save_path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         enc = self.encoder
         meta = to_jsonable(
@@ -251,6 +249,13 @@ class DigitReadout:
             )
         write_readout_file(path, meta, arrays)
         return path
+
+
+def save_path(path: str | Path) -> Path:
+    """The file :meth:`DigitReadout.save` writes for ``path``: the path itself, or
+    ``DIR/readout.h5`` for a directory (or a name without a suffix)."""
+    path = Path(path)
+    return path / FILE_NAME if path.is_dir() or not path.suffix else path
 
 
 def device_key(address: str) -> str:
@@ -350,6 +355,7 @@ __all__ = [
     "TrainingStates",
     "load_readout",
     "readout_path",
+    "save_path",
     "device_key",
     "FILE_NAME",
     "FORMAT",
