@@ -11,6 +11,7 @@ loader checks the file's settings against before anything is opened.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from importlib import metadata
@@ -20,6 +21,8 @@ from spinlab.errors import ConfigError
 from spinlab.instruments.roles import ROLES, missing_members
 
 DRIVERS_GROUP = "spinlab.drivers"
+
+log = logging.getLogger("spinlab.drivers")
 
 #: spinlab's own drivers, also declared in pyproject.toml; listed here too so an install whose
 #: metadata predates the group (an old editable install) still finds them.
@@ -60,12 +63,25 @@ class DriverSpec:
 
 
 def installed_drivers() -> dict[str, DriverSpec]:
-    """Every registered driver by name (spinlab's own included); a broken registration is one
-    :class:`~spinlab.errors.ConfigError` naming its entry point."""
+    """Every registered driver that loads, by name (spinlab's own included)."""
+    return _registry()[0]
+
+
+def _registry() -> tuple[dict[str, DriverSpec], dict[str, str]]:
+    """The drivers that load, and why each broken registration does not (logged: one lab's
+    broken package must not stop the stations that do not use it)."""
     entries = {entry.name: entry for entry in metadata.entry_points(group=DRIVERS_GROUP)}
     for name, value in BUILTIN.items():
         entries.setdefault(name, metadata.EntryPoint(name, value, DRIVERS_GROUP))
-    return {name: _load(entry) for name, entry in sorted(entries.items())}
+    good: dict[str, DriverSpec] = {}
+    broken: dict[str, str] = {}
+    for name, entry in sorted(entries.items()):
+        try:
+            good[name] = _load(entry)
+        except ConfigError as exc:
+            log.warning("%s", exc)
+            broken[name] = str(exc)
+    return good, broken
 
 
 def _load(entry: metadata.EntryPoint) -> DriverSpec:
@@ -95,8 +111,10 @@ def _names(drivers: dict[str, DriverSpec], role: str) -> str:
 
 def find_driver(name: str, role: str) -> DriverSpec:
     """The installed driver ``name`` of ``role``; anything else is one line listing the installed."""
-    drivers = installed_drivers()
+    drivers, broken = _registry()
     spec = drivers.get(name)
+    if name in broken:
+        raise ConfigError(broken[name])
     if spec is None:
         raise ConfigError(
             f"no installed {role} driver {name!r}; installed {role} drivers: {_names(drivers, role)}"
