@@ -146,6 +146,8 @@ def connect(
             elif not spec.serves(idn):
                 raise ConfigError(_mismatch(station, key, spec, resource, idn))
             chosen[key] = spec.name
+        if any(station.driver_name(key) is None and name != PROBES[key] for key, name in chosen.items()):
+            station = station.with_drivers(chosen)  # the chosen drivers' capabilities apply
     except BaseException:
         for link in links.values():
             link.close()

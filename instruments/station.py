@@ -481,6 +481,21 @@ class Station:
         """The driver the file names for ``role`` (None: ``*IDN?`` picks it)."""
         return getattr(getattr(self, role), "driver", None)
 
+    def with_drivers(self, drivers: Mapping[str, str]) -> Station:
+        """This station checked again with the drivers ``*IDN?`` chose (role -> name) for the
+        roles its file leaves open, so their capabilities apply as if the file named them."""
+        data: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, BaseModel):
+                data[f.name] = value.model_dump(exclude_unset=True)
+            elif f.name == "limits":
+                data[f.name] = dataclasses.asdict(value)
+        for role, name in drivers.items():
+            if self.driver_name(role) is None and role in data:
+                data[role] = {**data[role], "driver": name}
+        return parse_station(data, self.path)
+
     @property
     def emulated(self) -> bool:
         return self.resources.visa_library == EMULATED_LIBRARY

@@ -127,3 +127,15 @@ def test_named_driver_that_does_not_serve_the_instrument_is_refused(tmp_path: Pa
     assert "\n" not in message
     assert "[awg] driver = 'keysight-33600a', but the AWG at" in message
     assert "'Agilent Technologies,33522B" in message and "its driver is 'keysight-33500b'" in message
+
+
+def test_the_driver_idn_picks_supplies_the_capabilities(tmp_path: Path, monkeypatch) -> None:
+    from spinlab.sim_backends.emulated.awg import Emulated33500B
+
+    monkeypatch.setattr(Emulated33500B, "IDN", "Keysight Technologies,33622A,MY-EMULATED,A.02")
+    with open_bench("emulated") as bench:
+        assert bench.drivers["awg"] == "keysight-33600a"
+        assert bench.station.awg.model == "33600A"  # as if the file had named the driver
+    path = station_with(tmp_path, awg='model = "33500B"')
+    with pytest.raises(ConfigError, match=r"\[awg\] key 'model' = '33500B', but driver 'keysight-33600a'"):
+        open_bench(str(path))
