@@ -210,8 +210,8 @@ class Wiring(_Section):
                 "must be 'bus' (software trigger to the AWG; AWG trigger/sync "
                 f"out cabled to the scope EXT input), got {self.trigger!r}",
             )
-        level = INFINIIVISION.max_trigger_level_V
-        _within(self, "scope_trigger_level_V", -level, level, "the InfiniiVision trigger range")
+        if not math.isfinite(self.scope_trigger_level_V):
+            raise _Invalid("scope_trigger_level_V", f"must be finite, got {self.scope_trigger_level_V!r}")
 
 
 class AwgSettings(_Section):
@@ -576,6 +576,12 @@ def parse_station(data: Mapping[str, Any], path: str | Path = "<station>") -> St
 def _check_across_sections(st: Station) -> None:
     """Limits against each other and against what the instruments can do."""
     path, limits = st.path, st.limits
+    level = st.scope.capabilities.max_trigger_level_V  # the scope's driver's range
+    if abs(st.wiring.scope_trigger_level_V) > level:
+        raise ConfigError(
+            f"{path}: [wiring] key 'scope_trigger_level_V' must be between {-level:g} and {level:g} (the "
+            f"{st.scope.driver or 'InfiniiVision'} trigger range), got {st.wiring.scope_trigger_level_V!r}"
+        )
     gain = st.calibration.device_V_per_awg_V
     if limits.max_drive_V / gain > st.awg.max_output_V:
         raise ConfigError(
