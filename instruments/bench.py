@@ -45,7 +45,6 @@ import numpy as np
 from spinlab.device import Device
 from spinlab.engine.signals import check_stop, shield
 from spinlab.errors import ConfigError, InstrumentError, InstrumentFaultError
-from spinlab.instruments.keysight_scope import RUN_BIT, SAMPLE_RATES_Hz
 from spinlab.instruments.links import Link, StepFailed, one_line
 from spinlab.instruments.output_safety import PROBE_TIMEOUT_S, VOLTAGE_RAMP_STEPS, OutputSafety, ramp_levels
 from spinlab.instruments.record_layout import (
@@ -55,7 +54,8 @@ from spinlab.instruments.record_layout import (
     average_onto_grid,
     plan_records,
 )
-from spinlab.instruments.scpi import drain_errors, format_errors, poll_until
+from spinlab.instruments.roles import AwgRole, ScopeRole, SourceRole
+from spinlab.instruments.scpi import format_errors, poll_until
 from spinlab.instruments.station import Station
 
 log = logging.getLogger("spinlab.bench")
@@ -64,8 +64,6 @@ log = logging.getLogger("spinlab.bench")
 Plan = RecordLayout
 #: Name of the arbitrary waveform in AWG memory.
 ARB_NAME = "SPINLAB"
-#: ``:OPERegister:CONDition?`` bit of an InfiniiVision that is armed and waiting for a trigger.
-WAIT_TRIGGER_BIT = 32
 #: The scope's ADC resolution: samples within one ADC step of the screen edge are clipped.
 ADC_BITS = 8
 #: A record with this many consecutive clipped samples left the screen (a lone noise sample at
@@ -105,6 +103,7 @@ class Bench(OutputSafety, Device):
         model: Device | None = None,
         lab: Any = None,
         locks: Any = None,
+        drivers: dict[str, str] | None = None,
     ) -> None:
         default = {}
         if "source" in links:
@@ -132,6 +131,8 @@ class Bench(OutputSafety, Device):
         self.last_timing: dict[str, float] = {}
         self._atexit = functools.partial(_close_at_exit, weakref.ref(self))
         self._identity = {key: link.idn for key, link in links.items()}
+        #: the registered driver of each role (``spinlab.drivers``)
+        self.drivers = dict(drivers or {})
         try:
             self._attempts("opening the station", self._open_station)
         except InstrumentFaultError as exc:
@@ -145,15 +146,15 @@ class Bench(OutputSafety, Device):
         atexit.register(self._atexit)
 
     @property
-    def awg(self) -> Any:
+    def awg(self) -> AwgRole:
         return self.links["awg"].driver
 
     @property
-    def scope(self) -> Any:
+    def scope(self) -> ScopeRole:
         return self.links["scope"].driver
 
     @property
-    def source(self) -> Any:
+    def source(self) -> SourceRole | None:
         link = self.links.get("source")
         return None if link is None else link.driver
 
@@ -173,7 +174,7 @@ class Bench(OutputSafety, Device):
     def _clear_errors(self, link: Link, when: str) -> None:
         """Drain ``link``'s error queue, logging what was there (it is not this run's doing)."""
         with link.step("clearing its error queue") as inst:
-            stale = drain_errors(inst.ask, inst.ERROR_QUERY)
+            stale = inst.clear_errors()
         if stale:
             log.warning(
                 "cleared %d stale error(s) from the %s's queue %s: %s",
@@ -191,7 +192,7 @@ class Bench(OutputSafety, Device):
         with link.step("configuring its output") as awg:
             awg.output_enabled = False
             awg.output_load_ohm = st.awg.load
-            family = awg.family.family
+            family = awg.capabilities.family
         if family != st.awg.model:
             raise ConfigError(
                 f"{st.path}: [awg] model = {st.awg.model!r}, but the AWG at {link.resource} "
@@ -218,7 +219,7 @@ class Bench(OutputSafety, Device):
         least ``oversample`` points per drive sample, capped at ``max_sample_rate_Hz`` (at least
         one point per drive sample is required)."""
         sc = self.station.scope
-        offered = sorted(r for r in SAMPLE_RATES_Hz if r <= sc.max_sample_rate_Hz * (1 + 1e-12))
+        offered = sorted(r for r in self.scope.SAMPLE_RATES_Hz if r <= sc.max_sample_rate_Hz * (1 + 1e-12))
         want = sc.oversample / dt_s
         faster = [r for r in offered if r >= want * (1 - 1e-9)]
         rate = faster[0] if faster else (offered[-1] if offered else 0.0)
@@ -233,6 +234,7 @@ class Bench(OutputSafety, Device):
     def identity(self) -> dict[str, Any]:
         out = super().identity()
         out["instruments"] = dict(self._identity)
+        out["drivers"] = dict(self.drivers)
         out["station"] = self.station.as_dict()
         if self.model is not None:
             out["model"] = self.model.identity()
@@ -436,20 +438,10 @@ class Bench(OutputSafety, Device):
         timing["align_s"] += time.perf_counter() - t
         return gridded
 
-    def _wait_armed(self, scope: Any, timeout_s: float) -> None:
-        """Block until the scope waits for its trigger (``:OPERegister:CONDition?`` bit 5): a
-        real scope needs a moment after ``:SINGle``, and a trigger sent before would be lost. A
-        scope that stopped running meanwhile (a reset, a stray trigger) fails at once."""
-
-        def armed() -> bool:
-            condition = scope.operation_condition
-            if not condition & (WAIT_TRIGGER_BIT | RUN_BIT):
-                raise InstrumentError(
-                    "the scope stopped before the trigger (was it reset, or triggered by something else?)"
-                )
-            return bool(condition & WAIT_TRIGGER_BIT)
-
-        poll_until(armed, timeout_s, "the scope did not arm after :SINGle")
+    def _wait_armed(self, scope: ScopeRole, timeout_s: float) -> None:
+        """Block until the scope waits for its trigger: a trigger sent before would be lost. A
+        scope that stopped meanwhile (a reset, a stray trigger) fails at once."""
+        poll_until(scope.waiting_for_trigger, timeout_s, "the scope did not arm after :SINGle")
 
     def _check_record(self, wave: Any, values: np.ndarray, capture: dict[str, float]) -> None:
         """The record is the capture that was configured, finite, and on the screen."""
@@ -563,7 +555,6 @@ __all__ = [
     "Record",
     "RecordLayout",
     "VOLTAGE_RAMP_STEPS",
-    "WAIT_TRIGGER_BIT",
     "average_onto_grid",
     "open_bench",
     "plan_records",

@@ -12,26 +12,23 @@ or a reconnect).
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import Any
 
 from pymeasure.instruments.keithley import Keithley2400 as _PymeasureKeithley2400
 
 from spinlab.errors import InstrumentError
 from spinlab.instruments.capabilities import KEITHLEY_2400
+from spinlab.instruments.drivers import DriverSpec
+from spinlab.instruments.roles import SourceOutput
 from spinlab.instruments.scpi import ErrorQueueMixin, flag_control, parse_bool, parse_choice, parse_float
 
-
-class SourceState(NamedTuple):
-    """The output as the instrument reports it: relay, source function and both levels."""
-
-    on: bool
-    function: str  # "CURR" or "VOLT"
-    current_A: float
-    voltage_V: float
+#: The output as the instrument reports it: relay, source function and both levels (the source role's).
+SourceState = SourceOutput
 
 
 class Keithley2400(ErrorQueueMixin, _PymeasureKeithley2400):
-    """Keithley 2400 with LF terminators, a bounded error queue and :meth:`output_state`."""
+    """Keithley 2400 (the ``source`` role) with LF terminators, a bounded error queue and
+    :meth:`output_state`."""
 
     source_enabled = flag_control(
         "OUTPUT?",
@@ -69,3 +66,15 @@ class Keithley2400(ErrorQueueMixin, _PymeasureKeithley2400):
                     f"cannot program (reply {reply!r})"
                 )
         return state
+
+
+# --- registration (entry-point group spinlab.drivers) ----------------------------------------
+KEITHLEY_2400_DRIVER = DriverSpec(
+    "keithley-2400",
+    "source",
+    Keithley2400,
+    r"Keithley Instruments( Inc\.?)?",
+    r"Model 240[01]",
+    KEITHLEY_2400,
+    "Keithley 2400/2401 SourceMeter sourcing the bias current",
+)

@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 from pymeasure.instruments import Instrument, SCPIMixin
 from pymeasure.instruments.validators import strict_discrete_set, strict_range
 
 from spinlab.errors import ConfigError, InstrumentError, WaveformError
-from spinlab.instruments.capabilities import AwgModel, awg_model_of
+from spinlab.instruments.capabilities import AWG_MODELS, AwgModel, awg_model_of
+from spinlab.instruments.drivers import DriverSpec
+from spinlab.instruments.roles import AwgPlaying
 from spinlab.instruments.scpi import (
     RAW_REPLY,
     ErrorQueueMixin,
@@ -43,12 +45,8 @@ _FUNCTIONS = ["SIN", "SQU", "RAMP", "PULS", "NOIS", "DC", "ARB", "PRBS", "TRI"]
 _ATTRIBUTE_RTOL = 4e-5
 
 
-class AwgState(NamedTuple):
-    """What channel 1 plays: function, selected arb and output load setting (ohm)."""
-
-    function: str
-    arb: str
-    load_ohm: float
+#: What channel 1 plays: function, selected arb and output load setting (ohm) (the AWG role's).
+AwgState = AwgPlaying
 
 
 def _last_digit(number: str) -> float:
@@ -75,7 +73,7 @@ def _load_setting(value: float, _values: Any = None) -> float:
 
 
 class Keysight33500B(ErrorQueueMixin, SCPIMixin, Instrument):
-    """Keysight 33500B/33600A AWG, channel 1. Units: V (Vpp for amplitude), Hz, ohm.
+    """Keysight 33500B/33600A AWG, channel 1 (the ``awg`` role). Units: V (Vpp for amplitude), Hz, ohm.
 
     ``memory_samples`` (longest arb) and ``max_sample_rate_Hz`` are read from ``*IDN?`` /
     ``*OPT?`` on first use unless given.
@@ -216,6 +214,11 @@ class Keysight33500B(ErrorQueueMixin, SCPIMixin, Instrument):
         if self._family is None:
             self._read_capabilities()
         return self._family
+
+    @property
+    def capabilities(self) -> AwgModel:
+        """The AWG role's name for :attr:`family`."""
+        return self.family
 
     def _read_capabilities(self) -> None:
         idn = self.ask("*IDN?").strip()
@@ -378,3 +381,25 @@ class Keysight33500B(ErrorQueueMixin, SCPIMixin, Instrument):
                 raise InstrumentError("AWG output still reports ON after OUTP1 0; switch it off by hand")
         finally:
             super().shutdown()
+
+
+# --- registrations (entry-point group spinlab.drivers) ---------------------------------------
+_KEYSIGHT = r"(Keysight|Agilent) Technologies"
+KEYSIGHT_33500B = DriverSpec(
+    "keysight-33500b",
+    "awg",
+    Keysight33500B,
+    _KEYSIGHT,
+    r"335\d\d[AB]",
+    AWG_MODELS["33500B"],
+    "Keysight/Agilent 33500B-series waveform generator, binary DAC upload",
+)
+KEYSIGHT_33600A = DriverSpec(
+    "keysight-33600a",
+    "awg",
+    Keysight33500B,
+    _KEYSIGHT,
+    r"336\d\d[AB]",
+    AWG_MODELS["33600A"],
+    "Keysight 33600A-series waveform generator, binary DAC upload",
+)

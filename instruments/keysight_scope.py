@@ -18,6 +18,7 @@ from pymeasure.instruments.validators import strict_discrete_set, strict_range
 
 from spinlab.errors import ConfigError, InstrumentError
 from spinlab.instruments.capabilities import INFINIIVISION as _CAPS
+from spinlab.instruments.drivers import DriverSpec
 from spinlab.instruments.scpi import (
     RAW_REPLY,
     ErrorQueueMixin,
@@ -53,6 +54,8 @@ _TYPES = {0: "NORMAL", 1: "PEAK", 2: "AVERAGE", 3: "HRESOLUTION"}
 _REFERENCE_FRACTION = {"LEFT": 0.1, "CENT": 0.5, "RIGH": 0.9}
 #: :OPERegister:CONDition? bit set while the scope is acquiring.
 RUN_BIT = 8
+#: :OPERegister:CONDition? bit set while the scope is armed and waits for a trigger.
+WAIT_TRIGGER_BIT = 32
 #: Rates a 5 GSa/s InfiniiVision offers: 5 GSa/s over a 1-2-2.5-4-5 decimation sequence.
 SAMPLE_RATES_Hz = tuple(
     _CAPS.max_sample_rate_Hz / d for d in sorted({m * 10**k for k in range(11) for m in (1, 2, 2.5, 4, 5)})
@@ -133,9 +136,11 @@ class InfiniiVisionChannel(Channel):
 
 
 class InfiniiVisionScope(ErrorQueueMixin, SCPIMixin, Instrument):
-    """Keysight InfiniiVision (e.g. DSOX4024A) with binary WORD transfers and segmented memory."""
+    """Keysight InfiniiVision (e.g. DSOX4024A) with binary WORD transfers and segmented memory
+    (the ``scope`` role)."""
 
     ERROR_QUERY = ":SYSTem:ERRor?"
+    SAMPLE_RATES_Hz = SAMPLE_RATES_Hz
 
     ch_1 = Instrument.ChannelCreator(InfiniiVisionChannel, 1)
     ch_2 = Instrument.ChannelCreator(InfiniiVisionChannel, 2)
@@ -409,6 +414,17 @@ class InfiniiVisionScope(ErrorQueueMixin, SCPIMixin, Instrument):
             max_s=0.05,
         )
 
+    def waiting_for_trigger(self) -> bool:
+        """True once armed and waiting for the trigger (``:OPERegister:CONDition?`` bit 5): a real
+        scope needs a moment after ``:SINGle``, and a trigger sent before would be lost. A scope
+        that stopped running meanwhile (a reset, a stray trigger) raises InstrumentError."""
+        condition = self.operation_condition
+        if not condition & (WAIT_TRIGGER_BIT | RUN_BIT):
+            raise InstrumentError(
+                "the scope stopped before the trigger (was it reset, or triggered by something else?)"
+            )
+        return bool(condition & WAIT_TRIGGER_BIT)
+
     def digitize(self, channel: int, timeout_s: float = 10.0) -> Waveform:
         """Acquire with the current settings (``:DIGitize``) and return the record."""
         self.channel(channel)
@@ -508,3 +524,15 @@ class InfiniiVisionScope(ErrorQueueMixin, SCPIMixin, Instrument):
                 "the scope has no acquired data: arm (arm_single/digitize) and trigger first"
             )
         return pre
+
+
+# --- registration (entry-point group spinlab.drivers) ----------------------------------------
+KEYSIGHT_INFINIIVISION = DriverSpec(
+    "keysight-infiniivision",
+    "scope",
+    InfiniiVisionScope,
+    r"(Keysight|Agilent) Technologies",
+    r"(DSO|MSO)-?X ?\d{4}[A-Z]*",
+    _CAPS,
+    "Keysight InfiniiVision X-series oscilloscope, binary WORD transfer",
+)

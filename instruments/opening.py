@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from spinlab.device import Device
 from spinlab.errors import ConfigError, InstrumentError
+from spinlab.instruments.drivers import DriverSpec, driver_for_idn, find_driver
 from spinlab.instruments.links import FAULTS, Link, one_line
 from spinlab.instruments.station import Station, builtin_station, load_station
 from spinlab.locks import ResourceLocks
@@ -25,6 +26,11 @@ if TYPE_CHECKING:
     from spinlab.instruments.bench import Bench
 
 EMULATORS_GROUP = "spinlab.emulators"
+
+#: What messages call each role.
+ROLE_NAMES = {"awg": "AWG", "scope": "oscilloscope", "source": "bias source"}
+#: The driver that reads ``*IDN?`` of a role whose section names no driver (spinlab's own).
+PROBES = {"awg": "keysight-33500b", "scope": "keysight-infiniivision", "source": "keithley-2400"}
 
 Emulator = Callable[..., "Bench"]
 
@@ -100,36 +106,48 @@ def connect(
     cleanup: tuple[Callable[[], None], ...] = (),
 ) -> Bench:
     """Lock the station (unless its instruments are in-process emulators, private to this
-    process), open its instruments (each driver builds its own VISA adapter) and the Bench; on
-    any failure close whatever was opened, run ``cleanup`` and release the locks."""
+    process), open its instruments with their drivers (each builds its own VISA adapter) and the
+    Bench; on any failure close whatever was opened, run ``cleanup`` and release the locks.
+
+    Each instrument's driver is the one its section names, which must serve the instrument's
+    ``*IDN?``; a section without ``driver`` gets the installed driver that serves it (read
+    through spinlab's own driver of the role, which sends nothing before ``*IDN?``)."""
     from spinlab.instruments.bench import Bench  # bench.py re-exports open_bench from here
-    from spinlab.instruments.keithley import Keithley2400
-    from spinlab.instruments.keysight_awg import Keysight33500B
-    from spinlab.instruments.keysight_scope import InfiniiVisionScope
 
     res = station.resources
-    roles = {
-        "awg": (Keysight33500B, "AWG"),
-        "scope": (InfiniiVisionScope, "oscilloscope"),
-        "source": (Keithley2400, "bias source"),
-    }
     locks = None
     links: dict[str, Link] = {}
+    chosen: dict[str, str] = {}
 
-    def opener(cls: type, resource: str) -> Callable[[float], Any]:
-        return lambda timeout_s: cls(resource, visa_library=visa_library, timeout=int(timeout_s * 1000))
+    def link(key: str, spec: DriverSpec, resource: str) -> Link:
+        def open_driver(timeout_s: float) -> Any:
+            return spec.driver(resource, visa_library=visa_library, timeout=int(timeout_s * 1000))
+
+        try:
+            return Link(key, ROLE_NAMES[key], resource, open_driver, res.timeout_s)
+        except FAULTS as exc:
+            raise InstrumentError(
+                f"cannot reach the {ROLE_NAMES[key]} at {resource} (station {station.path}): {one_line(exc)}"
+            ) from exc
 
     try:
         if not station.emulated:
             locks = ResourceLocks(res.instruments.values(), what=f"station {station.station.name!r}")
         for key, resource in res.instruments.items():
-            cls, role = roles[key]
-            try:
-                links[key] = Link(key, role, resource, opener(cls, resource), res.timeout_s)
-            except FAULTS as exc:
-                raise InstrumentError(
-                    f"cannot reach the {role} at {resource} (station {station.path}): {one_line(exc)}"
-                ) from exc
+            named = station.driver_name(key)
+            spec = find_driver(named or PROBES[key], key)
+            links[key] = link(key, spec, resource)
+            idn = links[key].idn
+            if named is None:
+                spec = driver_for_idn(key, idn)
+                if spec.driver is not links[key].driver.__class__:
+                    links.pop(key).close()
+                    links[key] = link(key, spec, resource)
+            elif not spec.serves(idn):
+                raise ConfigError(_mismatch(station, key, spec, resource, idn))
+            chosen[key] = spec.name
+        if any(station.driver_name(key) is None and name != PROBES[key] for key, name in chosen.items()):
+            station = station.with_drivers(chosen)  # the chosen drivers' capabilities apply
     except BaseException:
         for link in links.values():
             link.close()
@@ -138,7 +156,18 @@ def connect(
         if locks is not None:
             locks.release()
         raise
-    return Bench(station, links, cleanup=cleanup, model=model, lab=lab, locks=locks)
+    return Bench(station, links, cleanup=cleanup, model=model, lab=lab, locks=locks, drivers=chosen)
+
+
+def _mismatch(station: Station, key: str, spec: DriverSpec, resource: str, idn: str) -> str:
+    try:
+        fits = f"its driver is {driver_for_idn(key, idn).name!r}"
+    except ConfigError:
+        fits = "no installed driver serves it"
+    return (
+        f"{station.path}: [{key}] driver = {spec.name!r}, but the {ROLE_NAMES[key]} at {resource} answers "
+        f"{idn.strip()!r} ({fits}); fix [{key}] driver or leave it out to let *IDN? choose"
+    )
 
 
 __all__ = ["EMULATORS_GROUP", "connect", "emulator_for", "open_bench"]

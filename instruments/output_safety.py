@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from spinlab.errors import ConfigError, InstrumentError, SafetyLimitError
-from spinlab.instruments.keithley import SourceState
 from spinlab.instruments.links import FAULTS, StepFailed, one_line
+from spinlab.instruments.roles import SourceOutput
 from spinlab.instruments.scpi import format_errors
 
 log = logging.getLogger("spinlab.bench")
@@ -186,7 +186,7 @@ class OutputSafety:
                     one_line(exc),
                     believed or 0.0,
                 )
-                state = SourceState(True, "CURR", believed or 0.0, 0.0)
+                state = SourceOutput(True, "CURR", believed or 0.0, 0.0)
             if state.on and state.function == "CURR" and state.current_A:
                 if believed is None:
                     log.warning("the bias source was on at %.4g A; ramping it down", state.current_A)

@@ -252,6 +252,10 @@ class ErrorQueueMixin:
             driver_log.error("%s: %+d, %s", self.name, code, message)
         return errors
 
+    def clear_errors(self) -> list[tuple[int, str]]:
+        """Drain the error queue quietly and return what it held (the caller says why it was there)."""
+        return drain_errors(self.ask, self.ERROR_QUERY)
+
     def raise_errors(self, context: str) -> None:
         """Drain the error queue and raise InstrumentError if it held anything."""
         errors = self.check_errors()

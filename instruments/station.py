@@ -4,7 +4,8 @@ Why a file: the addresses, cabling and calibration of a lab change far more ofte
 and a reviewer must be able to see the safety limits a run used. The loader is strict (unknown
 keys, wrong types and missing sections are errors naming the key and the file) because a typo in
 a limit that silently falls back to a default is how devices get destroyed. It also checks every
-setting against what the instruments can do (:mod:`.capabilities`) before anything is opened.
+setting against what the instruments can do (the named driver's data, see :mod:`.drivers`,
+else :mod:`.capabilities`) before anything is opened.
 
 Layout (see ``stations/example_lab.toml`` for a documented example)::
 
@@ -14,14 +15,17 @@ Layout (see ``stations/example_lab.toml`` for a documented example)::
                    retry_backoff_s (how the bench retries a record after an instrument fault)
     [wiring]       awg_channel, scope_channel, trigger ("bus": software trigger to the AWG, AWG
                    sync/trigger out -> scope EXT), scope_trigger_level_V
-    [awg]          model ("33500B" or "33600A"), load_ohm (number or "inf"), max_sample_rate_Hz
+    [awg]          driver (a registered awg driver, e.g. "keysight-33600a"; left out, the
+                   AWG's *IDN? picks it), model ("33500B" or "33600A"; the named driver's by
+                   default), load_ohm (number or "inf"), max_sample_rate_Hz
                    (default: the model's), max_output_V, memory_samples (override of what the
                    instrument reports)
     [scope]        max_sample_rate_Hz, oversample, full_scale_V, offset_V, impedance_ohm, max_points,
-                   timeout_s (an InfiniiVision)
+                   timeout_s, driver (an InfiniiVision unless a driver is named)
     [segmentation] settle_s (zeros between packed drives), overlap_s (pre-roll of continuation
                    segments)
-    [source]       compliance_V, default_bias_A, ramp_step_A, ramp_pause_s (a Keithley 2400; only
+    [source]       driver, compliance_V, default_bias_A, ramp_step_A, ramp_pause_s (a Keithley 2400 unless a
+                   driver is named; only
                    with resources.source)
     [calibration]  drive_gain or (series_resistance_ohm + device_resistance_ohm), response_gain,
                    delay_s
@@ -58,6 +62,7 @@ from spinlab.device import SafetyLimits
 from spinlab.errors import ConfigError, SafetyLimitError
 from spinlab.files import check_file
 from spinlab.instruments.capabilities import AWG_MODELS, INFINIIVISION, KEITHLEY_2400
+from spinlab.instruments.drivers import DriverSpec, find_driver
 
 #: Directory of the station files shipped with the package.
 STATIONS_DIR = Path(__file__).resolve().parent / "stations"
@@ -121,6 +126,17 @@ def _within(section: Any, name: str, low: float, high: float, why: str) -> None:
     value = getattr(section, name)
     if not (math.isfinite(value) and low <= value <= high):
         raise _Invalid(name, f"must be between {low:g} and {high:g} ({why}), got {value!r}")
+
+
+def _driver(section: Any, role: str) -> DriverSpec | None:
+    """The driver a section names (None: the instrument's ``*IDN?`` picks it when the bench opens)."""
+    name = getattr(section, "driver", None)
+    if name is None:
+        return None
+    try:
+        return find_driver(name, role)
+    except ConfigError as exc:
+        raise _Invalid("driver", str(exc)) from None
 
 
 class _Section(BaseModel):
@@ -194,13 +210,15 @@ class Wiring(_Section):
                 "must be 'bus' (software trigger to the AWG; AWG trigger/sync "
                 f"out cabled to the scope EXT input), got {self.trigger!r}",
             )
-        level = INFINIIVISION.max_trigger_level_V
-        _within(self, "scope_trigger_level_V", -level, level, "the InfiniiVision trigger range")
+        if not math.isfinite(self.scope_trigger_level_V):
+            raise _Invalid("scope_trigger_level_V", f"must be finite, got {self.scope_trigger_level_V!r}")
 
 
 class AwgSettings(_Section):
     """AWG output settings. ``load_ohm`` is the load the AWG assumes (``"inf"`` = high Z)."""
 
+    #: a registered awg driver (``spinlab.drivers``); left out, the AWG's ``*IDN?`` picks it
+    driver: Str | None = None
     model: Str = "33500B"
     load_ohm: Load = 50.0
     max_sample_rate_Hz: Float = AWG_MODELS["33500B"].max_sample_rate_Hz
@@ -210,19 +228,41 @@ class AwgSettings(_Section):
     @model_validator(mode="before")
     @classmethod
     def _model_rate(cls, data: Any) -> Any:
-        """The sample rate defaults to the declared model's."""
-        if isinstance(data, Mapping) and "max_sample_rate_Hz" not in data and data.get("model") in AWG_MODELS:
-            data = {**data, "max_sample_rate_Hz": AWG_MODELS[data["model"]].max_sample_rate_Hz}
+        """The model defaults to the named driver's, the sample rate to the model's."""
+        if not isinstance(data, Mapping):
+            return data
+        caps = AWG_MODELS.get(data.get("model"))  # type: ignore[arg-type]
+        if isinstance(data.get("driver"), str) and "model" not in data:
+            try:
+                caps = find_driver(data["driver"], "awg").capabilities
+            except ConfigError:
+                return data  # validate_values names the key
+            data = {**data, "model": caps.family}
+        if "max_sample_rate_Hz" not in data and caps is not None:
+            data = {**data, "max_sample_rate_Hz": caps.max_sample_rate_Hz}
         return data
 
+    @property
+    def capabilities(self) -> Any:
+        """What the AWG can do: the named driver's data, else the declared 33500B/33600A model's."""
+        spec = _driver(self, "awg")
+        return AWG_MODELS[self.model] if spec is None else spec.capabilities
+
     def validate_values(self) -> None:
-        if self.model not in AWG_MODELS:
+        spec = _driver(self, "awg")
+        if spec is not None and self.model != spec.capabilities.family:
+            raise _Invalid(
+                "model",
+                f"= {self.model!r}, but driver {spec.name!r} drives a {spec.capabilities.family}; "
+                "leave model out or name the driver of that model",
+            )
+        if spec is None and self.model not in AWG_MODELS:
             raise _Invalid(
                 "model",
                 f"must be one of {sorted(AWG_MODELS)} (the Keysight33500B driver's "
                 f"families), got {self.model!r}",
             )
-        caps = AWG_MODELS[self.model]
+        caps = self.capabilities
         if isinstance(self.load_ohm, float) and not (
             math.isfinite(self.load_ohm) and 1 <= self.load_ohm <= 10e3
         ):
@@ -262,14 +302,22 @@ class ScopeSettings(_Section):
 
     max_sample_rate_Hz: Float
     full_scale_V: Float
+    #: a registered scope driver (``spinlab.drivers``); left out, the scope's ``*IDN?`` picks it
+    driver: Str | None = None
     oversample: Int = 4
     offset_V: Float = 0.0
     impedance_ohm: Float = 50.0
     max_points: Int = 4_000_000
     timeout_s: Float = 10.0
 
+    @property
+    def capabilities(self) -> Any:
+        """The named driver's data, else the InfiniiVision's."""
+        spec = _driver(self, "scope")
+        return INFINIIVISION if spec is None else spec.capabilities
+
     def validate_values(self) -> None:
-        caps = INFINIIVISION
+        caps = self.capabilities
         _positive(self, "max_sample_rate_Hz", "full_scale_V", "timeout_s")
         if self.max_sample_rate_Hz > caps.max_sample_rate_Hz:
             raise _Invalid(
@@ -318,6 +366,8 @@ class Segmentation(_Section):
 class SourceSettings(_Section):
     """DC bias current source (Keithley 2400 sourcing current)."""
 
+    #: a registered source driver (``spinlab.drivers``); left out, the source's ``*IDN?`` picks it
+    driver: Str | None = None
     compliance_V: Float = 2.0
     default_bias_A: Float = 0.0
     #: Largest bias change in one step (A); 0 switches in one step. Nano-pillars die of current
@@ -326,8 +376,14 @@ class SourceSettings(_Section):
     #: ...with this pause after each step (s), up and down, on every exit path too.
     ramp_pause_s: Float = 0.0
 
+    @property
+    def capabilities(self) -> Any:
+        """The named driver's data, else the Keithley 2400's."""
+        spec = _driver(self, "source")
+        return KEITHLEY_2400 if spec is None else spec.capabilities
+
     def validate_values(self) -> None:
-        caps = KEITHLEY_2400
+        caps = self.capabilities
         _positive(self, "compliance_V")
         for name in ("default_bias_A", "ramp_step_A", "ramp_pause_s"):
             if not math.isfinite(getattr(self, name)):
@@ -421,6 +477,25 @@ class Station:
     source: SourceSettings | None = None
     calibration: Calibration = field(default_factory=Calibration)
 
+    def driver_name(self, role: str) -> str | None:
+        """The driver the file names for ``role`` (None: ``*IDN?`` picks it)."""
+        return getattr(getattr(self, role), "driver", None)
+
+    def with_drivers(self, drivers: Mapping[str, str]) -> Station:
+        """This station checked again with the drivers ``*IDN?`` chose (role -> name) for the
+        roles its file leaves open, so their capabilities apply as if the file named them."""
+        data: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, BaseModel):
+                data[f.name] = value.model_dump(exclude_unset=True)
+            elif f.name == "limits":
+                data[f.name] = dataclasses.asdict(value)
+        for role, name in drivers.items():
+            if self.driver_name(role) is None and role in data:
+                data[role] = {**data[role], "driver": name}
+        return parse_station(data, self.path)
+
     @property
     def emulated(self) -> bool:
         return self.resources.visa_library == EMULATED_LIBRARY
@@ -501,6 +576,12 @@ def parse_station(data: Mapping[str, Any], path: str | Path = "<station>") -> St
 def _check_across_sections(st: Station) -> None:
     """Limits against each other and against what the instruments can do."""
     path, limits = st.path, st.limits
+    level = st.scope.capabilities.max_trigger_level_V  # the scope's driver's range
+    if abs(st.wiring.scope_trigger_level_V) > level:
+        raise ConfigError(
+            f"{path}: [wiring] key 'scope_trigger_level_V' must be between {-level:g} and {level:g} (the "
+            f"{st.scope.driver or 'InfiniiVision'} trigger range), got {st.wiring.scope_trigger_level_V!r}"
+        )
     gain = st.calibration.device_V_per_awg_V
     if limits.max_drive_V / gain > st.awg.max_output_V:
         raise ConfigError(
@@ -511,7 +592,7 @@ def _check_across_sections(st: Station) -> None:
     source = st.source
     if source is None:
         return
-    caps = KEITHLEY_2400
+    caps = source.capabilities
     if limits.max_bias_A > caps.max_current_A:
         raise ConfigError(
             f"{path}: [limits] key 'max_bias_A' = {limits.max_bias_A:g} A is beyond the "
