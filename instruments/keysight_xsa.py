@@ -130,6 +130,22 @@ class KeysightXSeries(ErrorQueueMixin, SCPIMixin, Instrument):
         """Control continuous sweeping (bool); off, each :INITiate makes one sweep.""",
         "continuous sweep",
     )
+    averaging = flag_control(
+        ":SENSe:AVERage:STATe?",
+        ":SENSe:AVERage:STATe %d",
+        """Control trace averaging (bool); on, one :INITiate completes after the average count.""",
+        "averaging",
+    )
+    average_count = Instrument.control(
+        ":SENSe:AVERage:COUNt?",
+        ":SENSe:AVERage:COUNt %d",
+        """Control how many sweeps an averaged trace holds (int, 1 .. 10000).""",
+        validator=strict_range,
+        values=[1, 10_000],
+        set_process=int,
+        get_process=int_reply("average count"),
+        **RAW_REPLY,
+    )
     power_unit = choice_control(
         ":UNIT:POWer?",
         ":UNIT:POWer %s",
@@ -154,9 +170,11 @@ class KeysightXSeries(ErrorQueueMixin, SCPIMixin, Instrument):
         points: int = 1001,
         reference_level_dBm: float = 0.0,
         vbw_Hz: float | None = None,
+        averages: int = 1,
     ) -> dict[str, float]:
         """Set up single swept measurements of ``span_Hz`` around ``center_Hz``; ``vbw_Hz``
-        defaults to ``rbw_Hz``. Returns the settings the analyser took (RBW is rounded)."""
+        defaults to ``rbw_Hz``; ``averages`` > 1 makes each measurement the average of that
+        many sweeps. Returns the settings the analyser took (RBW is rounded)."""
         for name, value in (("center_Hz", center_Hz), ("span_Hz", span_Hz), ("rbw_Hz", rbw_Hz)):
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ConfigError(f"{name} must be a positive number of Hz, got {value!r}")
@@ -164,6 +182,8 @@ class KeysightXSeries(ErrorQueueMixin, SCPIMixin, Instrument):
             raise ConfigError(f"span {span_Hz:g} Hz around {center_Hz:g} Hz would start below 0 Hz")
         if isinstance(points, bool) or not isinstance(points, int) or not 2 <= points <= POINTS_RANGE[1]:
             raise ConfigError(f"points must be an integer 2 .. {POINTS_RANGE[1]}, got {points!r}")
+        if isinstance(averages, bool) or not isinstance(averages, int) or not 1 <= averages <= 10_000:
+            raise ConfigError(f"averages must be an integer 1 .. 10000, got {averages!r}")
         self.continuous = False
         self.power_unit = "DBM"
         self.center_frequency_Hz = center_Hz
@@ -172,6 +192,9 @@ class KeysightXSeries(ErrorQueueMixin, SCPIMixin, Instrument):
         self.vbw_Hz = rbw_Hz if vbw_Hz is None else vbw_Hz
         self.sweep_points = points
         self.reference_level_dBm = reference_level_dBm
+        if averages > 1:
+            self.average_count = averages
+        self.averaging = averages > 1
         self.write(TRANSFER_SETUP)
         self.raise_errors("configuring the sweep")
         return self.settings()

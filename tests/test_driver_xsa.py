@@ -33,12 +33,14 @@ def test_configure_sends_the_programmers_guide_commands():
             (":SENSe:BANDwidth:VIDeo 10000", None),
             (":SENSe:SWEep:POINts 4", None),
             (":DISPlay:WINDow:TRACe:Y:SCALe:RLEVel -10", None),
+            (":SENSe:AVERage:COUNt 20", None),
+            (":SENSe:AVERage:STATe 1", None),
             (":FORMat:TRACe:DATA REAL,32;:FORMat:BORDer SWAPped", None),
             (":SYSTem:ERRor?", NO_ERROR),
             *SETTINGS,
         ],
     ) as sa:
-        got = sa.configure(20e6, 2e6, 10e3, points=4, reference_level_dBm=-10)
+        got = sa.configure(20e6, 2e6, 10e3, points=4, reference_level_dBm=-10, averages=20)
     assert got == {"center_Hz": 20e6, "span_Hz": 2e6, "rbw_Hz": 10e3, "points": 4}
 
 
@@ -49,6 +51,7 @@ def test_configure_sends_the_programmers_guide_commands():
         ({"center_Hz": 1e6, "span_Hz": 4e6, "rbw_Hz": 1e3}, "below 0 Hz"),
         ({"center_Hz": 1e7, "span_Hz": 1e6, "rbw_Hz": float("nan")}, "rbw_Hz"),
         ({"center_Hz": 1e7, "span_Hz": 1e6, "rbw_Hz": 1e3, "points": 1}, "points"),
+        ({"center_Hz": 1e7, "span_Hz": 1e6, "rbw_Hz": 1e3, "averages": 0}, "averages"),
     ],
 )
 def test_bad_settings_are_refused_before_anything_is_sent(kwargs, what):
