@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from pymeasure.adapters import VISAAdapter
+from pymeasure.instruments.agilent import AgilentE4408B
 from scipy.optimize import curve_fit
 
 from spinlab.errors import InstrumentError
@@ -41,7 +42,12 @@ def test_settings_short_and_long_forms_and_rbw_steps():
     assert float(sa.ask(":SENS:BAND:RES?")) == 12e3  # rounded to the 10 % steps
     assert float(sa.ask("BAND:VID?")) == 1e3 and sa.ask("SWE:POIN?") == "401"
     assert nearest_rbw(3.5e6) in (3e6, 4e6) and nearest_rbw(7.9e6) == 8e6
+    sa.write(b"FREQ:CENT 2.5 GHz;SPAN 10kHz;:SWE:TIME 20 ms\n")
+    assert float(sa.ask("FREQ:CENT?")) == 2.5e9 and float(sa.ask("FREQ:SPAN?")) == 1e4
+    assert float(sa.ask("SWE:TIME?")) == pytest.approx(0.02)
     assert sa.errors() == []
+    sa.write(b"FREQ:CENT 1 MS\n")
+    assert [e.split(",")[0] for e in sa.errors()] == ["-131"]
 
 
 def test_bad_commands_queue_scpi_errors():
@@ -141,3 +147,21 @@ def test_driver_raises_on_overload_from_the_emulator(vortex_analyser):
     sa.configure(float(line.frequency_Hz), 10e6, 10e3, points=1001, reference_level_dBm=-80)
     with pytest.raises(InstrumentError, match="input overload"):
         sa.measure()
+
+
+def test_pymeasures_agilent_driver_works_against_the_emulator():
+    """pymeasure's AgilentE4408B (PSA-style SCPI with Hz units, ASCII traces) reads the same line."""
+    device = VortexDevice()
+    line = device.line({"bias_A": 7.5e-3})
+    emulator = EmulatedXSeries(lambda f: device.spectrum({"bias_A": 7.5e-3}, f), seed=1)
+    library = EmulatedVisaLibrary.for_lab(SimpleNamespace(instruments={RESOURCE: emulator}))
+    sa = AgilentE4408B(VISAAdapter(RESOURCE, visa_library=library, timeout=2000))
+    sa.start_frequency = float(line.frequency_Hz) - 5e6
+    sa.stop_frequency = float(line.frequency_Hz) + 5e6
+    sa.frequency_points = 1001
+    sa.sweep_time = 0.05
+    assert sa.center_frequency == pytest.approx(line.frequency_Hz, abs=1e3)  # %e: 7 digits
+    freqs, trace = sa.frequencies, sa.trace(1)
+    assert len(freqs) == len(trace) == 1001
+    assert freqs[np.argmax(trace)] == pytest.approx(line.frequency_Hz, abs=line.linewidth_Hz)
+    assert emulator.errors() == []

@@ -28,6 +28,7 @@ choices):
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -86,6 +87,21 @@ RBW_STEPS_Hz = tuple(
 )
 
 
+_UNITS = {"HZ": 1.0, "KHZ": 1e3, "MHZ": 1e6, "GHZ": 1e9, "S": 1.0, "MS": 1e-3, "US": 1e-6, "NS": 1e-9}
+_UNIT_RE = re.compile(r"^(\S+?)\s*(HZ|KHZ|MHZ|GHZ|S|MS|US|NS)$", re.IGNORECASE)
+
+
+def arg_quantity(arg: Arg, unit: str) -> float:
+    """A number with an optional SCPI suffix unit of kind ``unit`` ("HZ" or "S"): ``10 MHz``."""
+    match = _UNIT_RE.match(arg.text)
+    if not match:
+        return arg_float(arg)
+    number, suffix = match.group(1), match.group(2).upper()
+    if not suffix.endswith(unit):
+        raise ScpiError(-131, f"invalid suffix {suffix!r} where {unit} was expected")
+    return arg_float(Arg(number.encode())) * _UNITS[suffix]
+
+
 def nearest_rbw(rbw_Hz: float) -> float:
     """The analyser's RBW nearest to ``rbw_Hz`` (on a log scale)."""
     return min(RBW_STEPS_Hz, key=lambda r: abs(math.log(r / rbw_Hz)))
@@ -119,6 +135,8 @@ class EmulatedXSeries(ScpiInstrument):
         self.rbw_Hz = 3e6
         self.vbw_Hz = 3e6
         self.points = 1001
+        self.center_step_Hz = self.span_Hz / 10
+        self.sweep_time_s = 0.1  # stored; sweeps complete at once
         self.reference_level_dBm = 0.0
         self.continuous = True
         self.trace_format = "ASC"
@@ -147,6 +165,15 @@ class EmulatedXSeries(ScpiInstrument):
         for head in ("[SENSe]:BANDwidth:VIDeo", "[SENSe]:BWIDth:VIDeo"):
             self.command(head, lambda a: setattr(self, "vbw_Hz", self._ranged(a, 1.0, 50e6)))
             self.query(head, lambda a: format_float(self.vbw_Hz))
+        self.command(
+            "[SENSe]:FREQuency:CENTer:STEP[:INCRement]",
+            lambda a: setattr(self, "center_step_Hz", self._freq(a)),
+        )
+        self.query("[SENSe]:FREQuency:CENTer:STEP[:INCRement]", lambda a: format_float(self.center_step_Hz))
+        self.command(
+            "[SENSe]:SWEep:TIME", lambda a: setattr(self, "sweep_time_s", self._ranged(a, 1e-6, 4e3, "S"))
+        )
+        self.query("[SENSe]:SWEep:TIME", lambda a: format_float(self.sweep_time_s))
         self.command("[SENSe]:SWEep:POINts", self._set_points)
         self.query("[SENSe]:SWEep:POINts", lambda a: str(self.points))
         self.command("[SENSe]:AVERage[:STATe]", lambda a: setattr(self, "average_on", arg_bool(self._one(a))))
@@ -189,8 +216,8 @@ class EmulatedXSeries(ScpiInstrument):
     def _freq(self, args: Sequence[Arg]) -> float:
         return self._ranged(args, 0.0, MAX_FREQUENCY_Hz)
 
-    def _ranged(self, args: Sequence[Arg], low: float, high: float) -> float:
-        value = arg_float(self._one(args))
+    def _ranged(self, args: Sequence[Arg], low: float, high: float, unit: str = "HZ") -> float:
+        value = arg_quantity(self._one(args), unit)
         if not low <= value <= high:
             raise ScpiError(-222, f"{value!r} is outside {low:g} .. {high:g}")
         return value
