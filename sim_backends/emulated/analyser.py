@@ -98,7 +98,7 @@ def arg_quantity(arg: Arg, unit: str) -> float:
         return arg_float(arg)
     number, suffix = match.group(1), match.group(2).upper()
     if not suffix.endswith(unit):
-        raise ScpiError(-131, f"invalid suffix {suffix!r} where {unit} was expected")
+        raise ScpiError(-131, f"{suffix!r} where a quantity in {unit} was expected")
     return arg_float(Arg(number.encode())) * _UNITS[suffix]
 
 
