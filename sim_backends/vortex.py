@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, astuple, dataclass, fields
 from typing import Any
 
 import numba
@@ -638,8 +638,12 @@ class VortexDevice(Device):
 
     def spectrum(self, conditions: Mapping[str, float] | None, freqs_Hz: Any) -> np.ndarray:
         """One-sided power spectral density (W/Hz into 50 ohm) of the RF output at a DC
-        operating point, at ``freqs_Hz`` (:mod:`spinlab.sim_backends.spectrum`)."""
-        return lorentzian_psd(freqs_Hz, self.line(conditions))
+        operating point, at ``freqs_Hz`` (:mod:`spinlab.sim_backends.spectrum`). Conditions
+        given as arrays (B,) give one row per operating point: (B, len(freqs_Hz))."""
+        line = self.line(conditions)
+        if np.ndim(line.frequency_Hz):
+            line = Line(*(np.asarray(x)[..., None] for x in astuple(line)))
+        return lorentzian_psd(freqs_Hz, line)
 
     def _respond(self, drive: np.ndarray, dt_s: float, conditions: dict[str, np.ndarray]) -> np.ndarray:
         p = self.params

@@ -86,6 +86,14 @@ def test_psd_is_a_lorentzian_holding_the_line_power():
         dev.spectrum({"field_X": 1.0}, f)
 
 
+def test_spectrum_of_several_operating_points_has_one_row_each():
+    dev = VortexDevice()
+    f = np.linspace(290e6, 330e6, 101)
+    rows = dev.spectrum({"bias_A": np.array([6e-3, 8e-3]), "field_T": 0.1}, f)
+    assert rows.shape == (2, 101)
+    np.testing.assert_allclose(rows[1], dev.spectrum({"bias_A": 8e-3, "field_T": 0.1}, f), rtol=1e-12)
+
+
 def _lorentzian(f, amp, f0, fwhm, floor):
     return amp * (fwhm / 2) ** 2 / ((f - f0) ** 2 + (fwhm / 2) ** 2) + floor
 
