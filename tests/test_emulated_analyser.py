@@ -113,11 +113,10 @@ def test_overload_sets_the_integrity_bit_and_clips():
 
 
 # --- the driver against the emulator, measuring sim:vortex -----------------------------------
-@pytest.fixture
-def vortex_analyser():
+def vortex_analyser(bias_A: float = 7.5e-3):
     device = VortexDevice()
-    conditions = {"bias_A": 7.5e-3}
-    emulator = EmulatedXSeries(lambda f: device.spectrum(conditions, f), seed=2)
+    conditions = {"bias_A": bias_A}
+    emulator = EmulatedXSeries(lambda f: device.spectrum(conditions, f), seed=5)
     return device.line(conditions), emulator, open_driver(emulator)
 
 
@@ -125,12 +124,14 @@ def _lorentzian(f, amp, centre, fwhm, floor):
     return amp * (fwhm / 2) ** 2 / ((f - centre) ** 2 + (fwhm / 2) ** 2) + floor
 
 
-def test_driver_recovers_the_simulators_peak_frequency_and_linewidth(vortex_analyser):
-    line, emulator, sa = vortex_analyser
-    got = sa.configure(float(line.frequency_Hz), 10e6, 1e3, points=4001, reference_level_dBm=-30, averages=20)
+@pytest.mark.parametrize("bias_A", [4e-3, 7.5e-3, 9e-3])  # below and above the 5 mA threshold
+def test_driver_recovers_the_simulators_peak_frequency_and_linewidth(bias_A):
+    line, emulator, sa = vortex_analyser(bias_A)
+    span = round(14 * float(line.linewidth_Hz), -3)
+    got = sa.configure(float(line.frequency_Hz), span, 1e3, points=4001, reference_level_dBm=-30, averages=20)
     assert got["rbw_Hz"] == 1e3 and got["points"] == 4001
     trace = sa.measure()
-    assert emulator.sweep_log[-1] == pytest.approx((line.frequency_Hz, 10e6, 1e3, 4001))
+    assert emulator.sweep_log[-1] == pytest.approx((line.frequency_Hz, span, 1e3, 4001))
     power = dbm_to_w(trace.power_dBm)
     guess = [power.max(), float(line.frequency_Hz), float(line.linewidth_Hz), power.min()]
     (amp, centre, fwhm, _), _ = curve_fit(_lorentzian, trace.frequency_Hz, power, p0=guess)
@@ -142,8 +143,8 @@ def test_driver_recovers_the_simulators_peak_frequency_and_linewidth(vortex_anal
     assert sa.check_errors() == []
 
 
-def test_driver_raises_on_overload_from_the_emulator(vortex_analyser):
-    line, _, sa = vortex_analyser
+def test_driver_raises_on_overload_from_the_emulator():
+    line, _, sa = vortex_analyser()
     sa.configure(float(line.frequency_Hz), 10e6, 10e3, points=1001, reference_level_dBm=-80)
     with pytest.raises(InstrumentError, match="input overload"):
         sa.measure()
