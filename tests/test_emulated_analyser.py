@@ -128,7 +128,7 @@ def _lorentzian(f, amp, centre, fwhm, floor):
 def test_driver_recovers_the_simulators_peak_frequency_and_linewidth(bias_A):
     line, emulator, sa = vortex_analyser(bias_A)
     span = round(14 * float(line.linewidth_Hz), -3)
-    got = sa.configure(float(line.frequency_Hz), span, 1e3, points=4001, reference_level_dBm=-30, averages=20)
+    got = sa.configure(float(line.frequency_Hz), span, 1e3, points=4001, reference_level_dBm=-30, averages=50)
     assert got["rbw_Hz"] == 1e3 and got["points"] == 4001
     trace = sa.measure()
     assert emulator.sweep_log[-1] == pytest.approx((line.frequency_Hz, span, 1e3, 4001))
