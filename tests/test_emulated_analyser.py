@@ -166,3 +166,15 @@ def test_pymeasures_agilent_driver_works_against_the_emulator():
     assert len(freqs) == len(trace) == 1001
     assert freqs[np.argmax(trace)] == pytest.approx(line.frequency_Hz, abs=line.linewidth_Hz)
     assert emulator.errors() == []
+
+
+def test_a_sweep_faster_than_the_rbw_settles_is_uncalibrated():
+    line, emulator, sa = vortex_analyser()
+    sa.configure(float(line.frequency_Hz), 10e6, 1e3, points=1001, reference_level_dBm=-30)
+    assert float(sa.ask(":SENSe:SWEep:TIME?")) == pytest.approx(2 * 10e6 / 1e3**2)
+    sa.measure()  # coupled sweep time: calibrated
+    sa.write(":SENSe:SWEep:TIME 1 s")  # 20 s needed
+    with pytest.raises(InstrumentError, match="uncalibrated"):
+        sa.measure()
+    sa.write(":SENSe:SWEep:TIME:AUTO ON")
+    sa.measure()

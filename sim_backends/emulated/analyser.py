@@ -18,6 +18,9 @@ choices):
   compresses once the input (the device's power within the swept band) passes ``reference
   level + OVERLOAD_MARGIN_dB``: the trace clips there and the Questionable Integrity condition
   register sets bit 4 (input overload) until a sweep without overload.
+* **Sweep time**: coupled (``:SWEep:TIME:AUTO ON``) it is ``2 span / RBW^2``, what a Gaussian
+  RBW needs to settle; set shorter by hand, the measurement is flagged uncalibrated (Questionable
+  Integrity bit 3, "Meas Uncal"), with its powers left as computed.
 * **Sweeps**: ``:INITiate[:IMMediate]`` completes at once (``*OPC?`` answers 1); with
   ``:INITiate:CONTinuous ON`` every trace query sweeps anew. ``:AVERage:COUNt`` with
   ``:AVERage ON`` averages that many sweeps in power. ``:TRACe:DATA? TRACE1`` sends ASCII
@@ -55,6 +58,8 @@ MAX_GRID = 1 << 22
 OVERLOAD_MARGIN_dB = 10.0
 #: Noise bandwidth of a Gaussian filter of unit -3 dB width.
 GAUSSIAN_NOISE_BANDWIDTH = math.sqrt(math.pi / (4 * math.log(2)))
+#: Swept-analysis settling: the sweep time an RBW needs is SWEEP_TIME_K * span / RBW^2.
+SWEEP_TIME_K = 2.0
 OVERLOAD_BIT = 1 << 4
 UNCALIBRATED_BIT = 1 << 3
 _E24 = (
@@ -136,7 +141,8 @@ class EmulatedXSeries(ScpiInstrument):
         self.vbw_Hz = 3e6
         self.points = 1001
         self.center_step_Hz = self.span_Hz / 10
-        self.sweep_time_s = 0.1  # stored; sweeps complete at once
+        self.sweep_time_s = 0.1
+        self.sweep_time_auto = True
         self.reference_level_dBm = 0.0
         self.continuous = True
         self.trace_format = "ASC"
@@ -170,10 +176,12 @@ class EmulatedXSeries(ScpiInstrument):
             lambda a: setattr(self, "center_step_Hz", self._freq(a)),
         )
         self.query("[SENSe]:FREQuency:CENTer:STEP[:INCRement]", lambda a: format_float(self.center_step_Hz))
+        self.command("[SENSe]:SWEep:TIME", self._set_sweep_time)
+        self.query("[SENSe]:SWEep:TIME", lambda a: format_float(self.sweep_time()))
         self.command(
-            "[SENSe]:SWEep:TIME", lambda a: setattr(self, "sweep_time_s", self._ranged(a, 1e-6, 4e3, "S"))
+            "[SENSe]:SWEep:TIME:AUTO", lambda a: setattr(self, "sweep_time_auto", arg_bool(self._one(a)))
         )
-        self.query("[SENSe]:SWEep:TIME", lambda a: format_float(self.sweep_time_s))
+        self.query("[SENSe]:SWEep:TIME:AUTO", lambda a: str(int(self.sweep_time_auto)))
         self.command("[SENSe]:SWEep:POINts", self._set_points)
         self.query("[SENSe]:SWEep:POINts", lambda a: str(self.points))
         self.command("[SENSe]:AVERage[:STATe]", lambda a: setattr(self, "average_on", arg_bool(self._one(a))))
@@ -235,6 +243,17 @@ class EmulatedXSeries(ScpiInstrument):
             raise ScpiError(-221, f"stop {stop:g} Hz below start {start:g} Hz")
         self.center_Hz, self.span_Hz = (start + stop) / 2, stop - start
 
+    def required_sweep_time_s(self) -> float:
+        """The shortest sweep the RBW filter can settle in: ``k span / RBW^2`` (k = 2, Gaussian)."""
+        return max(SWEEP_TIME_K * self.span_Hz / self.rbw_Hz**2, 1e-6)
+
+    def sweep_time(self) -> float:
+        return self.required_sweep_time_s() if self.sweep_time_auto else self.sweep_time_s
+
+    def _set_sweep_time(self, args: Sequence[Arg]) -> None:
+        self.sweep_time_s = self._ranged(args, 1e-6, 4e3, "S")
+        self.sweep_time_auto = False
+
     def _set_rbw(self, args: Sequence[Arg]) -> None:
         self.rbw_Hz = nearest_rbw(self._ranged(args, 1.0, 8e6))
 
@@ -262,7 +281,8 @@ class EmulatedXSeries(ScpiInstrument):
         power_W = np.mean([self._one_sweep() for _ in range(sweeps)], axis=0)
         limit_W = 1e-3 * 10 ** ((self.reference_level_dBm + OVERLOAD_MARGIN_dB) / 10)
         overload = self._input_W > limit_W or bool(np.any(power_W > limit_W))
-        self.integrity = OVERLOAD_BIT if overload else 0
+        uncal = self.sweep_time() < self.required_sweep_time_s() * (1 - 1e-9)
+        self.integrity = (OVERLOAD_BIT if overload else 0) | (UNCALIBRATED_BIT if uncal else 0)
         self.trace = 10 * np.log10(np.minimum(power_W, limit_W) / 1e-3)
         self.sweep_log.append((self.center_Hz, self.span_Hz, self.rbw_Hz, self.points))
 
