@@ -62,33 +62,15 @@ GAUSSIAN_NOISE_BANDWIDTH = math.sqrt(math.pi / (4 * math.log(2)))
 SWEEP_TIME_K = 2.0
 OVERLOAD_BIT = 1 << 4
 UNCALIBRATED_BIT = 1 << 3
-_E24 = (
-    1.0,
-    1.1,
-    1.2,
-    1.3,
-    1.5,
-    1.6,
-    1.8,
-    2.0,
-    2.2,
-    2.4,
-    2.7,
-    3.0,
-    3.3,
-    3.6,
-    3.9,
-    4.3,
-    4.7,
-    5.1,
-    5.6,
-    6.2,
-    6.8,
-)
-_E24 += (7.5, 8.2, 9.1)
+#: The E24 series in tenths: the mantissas of the RBW steps below 3 MHz.
+_E24_LOW = (10, 11, 12, 13, 15, 16, 18, 20, 22, 24, 27, 30)
+_E24_HIGH = (33, 36, 39, 43, 47, 51, 56, 62, 68, 75, 82, 91)
 #: The RBWs an X-series offers: 1 Hz .. 3 MHz in ~10 % steps, then 4, 5, 6 and 8 MHz.
 RBW_STEPS_Hz = tuple(
-    sorted({m * 10**k for k in range(7) for m in _E24 if m * 10**k <= 3e6} | {4e6, 5e6, 6e6, 8e6})
+    sorted(
+        {t * 10**k / 10 for k in range(7) for t in _E24_LOW + _E24_HIGH if t * 10**k <= 3e7}
+        | {4e6, 5e6, 6e6, 8e6}
+    )
 )
 
 
