@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, astuple, dataclass, fields
 from typing import Any
 
 import numba
@@ -56,6 +56,7 @@ from spinlab.sim_backends._options import (
     instance_of,
     take_limits_and_conditions,
 )
+from spinlab.sim_backends.spectrum import Line, auto_oscillator_line, lorentzian_psd
 
 #: Default operating point of the vortex STO (7.5 mA, z = 1.5, p0 = 1/7, tau = 200 ns).
 DEFAULT_BIAS_A = 7.5e-3
@@ -615,6 +616,34 @@ class VortexDevice(Device):
                 f"oscillation up to {f_max / 1e6:.0f} MHz, got dt = {dt_s:.3g} s; sample faster or use "
                 "output='power' (the rectified detector voltage)"
             )
+
+    def line(self, conditions: Mapping[str, float] | None = None) -> Line:
+        """The oscillator's line (frequency, FWHM, power into 50 ohm of the ``output="rf"``
+        signal) at a DC operating point; missing conditions take the device's defaults."""
+        cond = {**self.default_conditions, **dict(conditions or {})}
+        unknown = sorted(set(cond) - {"bias_A", "field_T"})
+        if unknown:
+            raise ConfigError(f"sim:vortex spectrum does not know condition(s) {unknown}")
+        p = self.params
+        z = p.supercriticality(cond["bias_A"], cond["field_T"])
+        return auto_oscillator_line(
+            z,
+            f0_Hz=p.f0_Hz,
+            N_Hz=p.N_Hz,
+            gamma_G_per_s=p.gamma_G_per_s,
+            Q=p.Q,
+            thermal_power=p.thermal_power,
+            rf_V_per_sqrt_p=p.rf_V_per_sqrt_p,
+        )
+
+    def spectrum(self, conditions: Mapping[str, float] | None, freqs_Hz: Any) -> np.ndarray:
+        """One-sided power spectral density (W/Hz into 50 ohm) of the RF output at a DC
+        operating point, at ``freqs_Hz`` (:mod:`spinlab.sim_backends.spectrum`). Conditions
+        given as arrays (B,) give one row per operating point: (B, len(freqs_Hz))."""
+        line = self.line(conditions)
+        if np.ndim(line.frequency_Hz):
+            line = Line(*(np.asarray(x)[..., None] for x in astuple(line)))
+        return lorentzian_psd(freqs_Hz, line)
 
     def _respond(self, drive: np.ndarray, dt_s: float, conditions: dict[str, np.ndarray]) -> np.ndarray:
         p = self.params

@@ -33,6 +33,7 @@ ERROR_MESSAGES = {
     -109: "Missing parameter",
     -113: "Undefined header",
     -114: "Header suffix out of range",
+    -131: "Invalid suffix",
     -151: "Invalid string data",
     -160: "Block data error",
     -161: "Invalid block data",
