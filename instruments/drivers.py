@@ -24,15 +24,6 @@ DRIVERS_GROUP = "spinlab.drivers"
 
 log = logging.getLogger("spinlab.drivers")
 
-#: spinlab's own drivers, also declared in pyproject.toml; listed here too so an install whose
-#: metadata predates the group (an old editable install) still finds them.
-BUILTIN = {
-    "keysight-33500b": "spinlab.instruments.keysight_awg:KEYSIGHT_33500B",
-    "keysight-33600a": "spinlab.instruments.keysight_awg:KEYSIGHT_33600A",
-    "keysight-infiniivision": "spinlab.instruments.keysight_scope:KEYSIGHT_INFINIIVISION",
-    "keithley-2400": "spinlab.instruments.keithley:KEITHLEY_2400_DRIVER",
-}
-
 
 @dataclass(frozen=True)
 class DriverSpec:
@@ -71,8 +62,6 @@ def _registry() -> tuple[dict[str, DriverSpec], dict[str, str]]:
     """The drivers that load, and why each broken registration does not (logged: one lab's
     broken package must not stop the stations that do not use it)."""
     entries = {entry.name: entry for entry in metadata.entry_points(group=DRIVERS_GROUP)}
-    for name, value in BUILTIN.items():
-        entries.setdefault(name, metadata.EntryPoint(name, value, DRIVERS_GROUP))
     good: dict[str, DriverSpec] = {}
     broken: dict[str, str] = {}
     for name, entry in sorted(entries.items()):
@@ -144,4 +133,4 @@ def driver_for_idn(role: str, idn: str) -> DriverSpec:
     )
 
 
-__all__ = ["BUILTIN", "DRIVERS_GROUP", "DriverSpec", "driver_for_idn", "find_driver", "installed_drivers"]
+__all__ = ["DRIVERS_GROUP", "DriverSpec", "driver_for_idn", "find_driver", "installed_drivers"]
