@@ -272,3 +272,15 @@ def test_a_setting_of_a_nested_model_is_reached_as_group_dot_name(tmp_path):
     assert result.exit_code == 2 and not runs.exists()
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "SpokenDigitsConfig: n_nodes" in lines[0], result.output
+
+
+def test_a_command_run_in_process_gives_the_callers_signal_handlers_back(tmp_path):
+    """Only the `spinlab` process itself turns deaf to late signals after its run: a program
+    that runs a command in-process (and the processes it starts later) keeps its handlers."""
+    import signal
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    args = ["run", "characterize", "--device", "sim:vortex", "--bias-points", "8", "--step-repeats", "64"]
+    result = CliRunner().invoke(app, [*args, "--step-batches", "2", "--runs-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert {s: signal.getsignal(s) for s in before} == before

@@ -133,7 +133,8 @@ def _root(
 
 
 def main() -> None:
-    from spinlab.cli.common import log_to_stderr
+    from spinlab.cli import common
 
-    log_to_stderr()
+    common.COMMAND_PROCESS = True
+    common.log_to_stderr()
     app()

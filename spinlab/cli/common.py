@@ -274,16 +274,23 @@ def run_plan(
                 close()
 
 
+#: True when this process is the ``spinlab`` command itself (set by :func:`spinlab.cli.main`), not
+#: a program that calls a command in-process (a test's CliRunner): only then may a finished run
+#: leave the process deaf to late signals, which its child processes would inherit.
+COMMAND_PROCESS = False
+
+
 class LateSignals:
     """The command's own handling of SIGINT, SIGTERM and SIGHUP around a run, outside the run
     engine's (which saves it and puts it back when the run ends). Before the run, a signal stops
     the command as an interrupted run. Once the run has ended (outputs off, files closed), late
     signals - a second Ctrl-C while the command prints its report or the interpreter tears down
-    torch - are ignored, so the process ends with the run's own exit status instead of dying of
-    the signal halfway through its teardown. SIGKILL still ends it."""
+    torch - are ignored in the ``spinlab`` process, so it ends with the run's own exit status
+    instead of dying of the signal halfway through its teardown (SIGKILL still ends it); called
+    in-process, the caller's handlers come back instead."""
 
     def __init__(self) -> None:
-        self.handled: tuple[int, ...] = ()
+        self.previous: dict[int, Any] = {}
 
     @classmethod
     def install(cls) -> LateSignals:
@@ -291,14 +298,14 @@ class LateSignals:
 
         late = cls()
         if threading.current_thread() is threading.main_thread():
-            late.handled = HANDLED
             for signum in HANDLED:
-                signal.signal(signum, late._handle)
+                late.previous[signum] = signal.signal(signum, late._handle)
         return late
 
     def finished(self) -> None:
-        for signum in self.handled:
-            signal.signal(signum, signal.SIG_IGN)
+        for signum, previous in self.previous.items():
+            signal.signal(signum, signal.SIG_IGN if COMMAND_PROCESS else previous)
+        self.previous.clear()
 
     @staticmethod
     def _handle(signum: int, frame: object) -> None:
