@@ -231,7 +231,8 @@ class AwgSettings(_Section):
         """The model defaults to the named driver's, the sample rate to the model's."""
         if not isinstance(data, Mapping):
             return data
-        caps = AWG_MODELS.get(data.get("model"))  # type: ignore[arg-type]
+        model = data.get("model")
+        caps = AWG_MODELS.get(model) if isinstance(model, str) else None  # a non-string: the field says so
         if isinstance(data.get("driver"), str) and "model" not in data:
             try:
                 caps = find_driver(data["driver"], "awg").capabilities

@@ -300,6 +300,8 @@ def test_structural_mistakes(section: str, value, match: str) -> None:
             r"key 'oversample' must be an integer, got float inf",
         ),
         ("station", {"name": 3}, r"\[station\] key 'name' must be a string, got int 3"),
+        # found by the 100k fuzz campaign: a list where the AWG model goes was a TypeError
+        ("awg", {"model": [], "max_output_V": 5.0}, r"\[awg\] key 'model' must be a string"),
     ],
 )
 def test_strict_types_name_the_key_and_what_it_got(section: str, value, match: str) -> None:
