@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 from pymeasure.instruments import Instrument, SCPIMixin
-from pymeasure.instruments.validators import strict_range
 
 from spinlab.errors import ConfigError, InstrumentError
 from spinlab.instruments.scpi import (
@@ -27,8 +26,8 @@ from spinlab.instruments.scpi import (
     choice_control,
     ensure_termination,
     flag_control,
-    float_reply,
     int_reply,
+    range_control,
     read_block,
 )
 
@@ -68,61 +67,49 @@ class KeysightXSeries(ErrorQueueMixin, SCPIMixin, Instrument):
         super().__init__(adapter, name, **kwargs)
         ensure_termination(self.adapter)
 
-    center_frequency_Hz = Instrument.control(
+    center_frequency_Hz = range_control(
         ":SENSe:FREQuency:CENTer?",
         ":SENSe:FREQuency:CENTer %.12g",
         """Control the centre frequency in Hz (float).""",
-        validator=strict_range,
-        values=[0.0, MAX_FREQUENCY_Hz],
-        get_process=float_reply("centre frequency"),
-        **RAW_REPLY,
+        [0.0, MAX_FREQUENCY_Hz],
+        "centre frequency",
     )
-    span_Hz = Instrument.control(
+    span_Hz = range_control(
         ":SENSe:FREQuency:SPAN?",
         ":SENSe:FREQuency:SPAN %.12g",
         """Control the frequency span in Hz (float; 0 is zero span).""",
-        validator=strict_range,
-        values=[0.0, MAX_FREQUENCY_Hz],
-        get_process=float_reply("span"),
-        **RAW_REPLY,
+        [0.0, MAX_FREQUENCY_Hz],
+        "span",
     )
-    rbw_Hz = Instrument.control(
+    rbw_Hz = range_control(
         ":SENSe:BANDwidth:RESolution?",
         ":SENSe:BANDwidth:RESolution %.12g",
         """Control the resolution bandwidth in Hz (float; the analyser rounds to its steps).""",
-        validator=strict_range,
-        values=list(RBW_RANGE_Hz),
-        get_process=float_reply("resolution bandwidth"),
-        **RAW_REPLY,
+        RBW_RANGE_Hz,
+        "resolution bandwidth",
     )
-    vbw_Hz = Instrument.control(
+    vbw_Hz = range_control(
         ":SENSe:BANDwidth:VIDeo?",
         ":SENSe:BANDwidth:VIDeo %.12g",
         """Control the video bandwidth in Hz (float).""",
-        validator=strict_range,
-        values=list(VBW_RANGE_Hz),
-        get_process=float_reply("video bandwidth"),
-        **RAW_REPLY,
+        VBW_RANGE_Hz,
+        "video bandwidth",
     )
-    sweep_points = Instrument.control(
+    sweep_points = range_control(
         ":SENSe:SWEep:POINts?",
         ":SENSe:SWEep:POINts %d",
         """Control the number of trace points (int).""",
-        validator=strict_range,
-        values=list(POINTS_RANGE),
-        set_process=int,
-        get_process=int_reply("sweep points"),
-        **RAW_REPLY,
+        POINTS_RANGE,
+        "sweep points",
+        kind=int,
     )
-    reference_level_dBm = Instrument.control(
+    reference_level_dBm = range_control(
         ":DISPlay:WINDow:TRACe:Y:SCALe:RLEVel?",
         ":DISPlay:WINDow:TRACe:Y:SCALe:RLEVel %.6g",
         """Control the reference level in dBm (float): the top of the screen, which sets the
         input attenuation; a signal far above it overloads the mixer.""",
-        validator=strict_range,
-        values=list(REFERENCE_LEVEL_RANGE_dBm),
-        get_process=float_reply("reference level"),
-        **RAW_REPLY,
+        REFERENCE_LEVEL_RANGE_dBm,
+        "reference level",
     )
     continuous = flag_control(
         ":INITiate:CONTinuous?",
@@ -136,15 +123,13 @@ class KeysightXSeries(ErrorQueueMixin, SCPIMixin, Instrument):
         """Control trace averaging (bool); on, one :INITiate completes after the average count.""",
         "averaging",
     )
-    average_count = Instrument.control(
+    average_count = range_control(
         ":SENSe:AVERage:COUNt?",
         ":SENSe:AVERage:COUNt %d",
         """Control how many sweeps an averaged trace holds (int, 1 .. 10000).""",
-        validator=strict_range,
-        values=[1, 10_000],
-        set_process=int,
-        get_process=int_reply("average count"),
-        **RAW_REPLY,
+        [1, 10_000],
+        "average count",
+        kind=int,
     )
     power_unit = choice_control(
         ":UNIT:POWer?",

@@ -208,6 +208,28 @@ def flag_control(get_command: str, set_command: str, docs: str, what: str) -> pr
     )
 
 
+def range_control(
+    get_command: str, set_command: str, docs: str, limits: Sequence[float], what: str, kind: type = float
+) -> property:
+    """``Instrument.control`` for a number within ``limits`` (``kind`` float or int): a value is
+    checked before it is sent, a reply that is not such a number is an InstrumentError naming
+    ``what``."""
+    from pymeasure.instruments import Instrument
+    from pymeasure.instruments.validators import strict_range
+
+    integer = kind is int
+    return Instrument.control(
+        get_command,
+        set_command,
+        docs,
+        validator=strict_range,
+        values=list(limits),
+        get_process=int_reply(what) if integer else float_reply(what),
+        **({"set_process": int} if integer else {}),
+        **RAW_REPLY,
+    )
+
+
 # --- error queue -------------------------------------------------------------------------------
 def parse_error(reply: str) -> tuple[int, str]:
     """``'-113,"Undefined header"'`` -> ``(-113, "Undefined header")``."""
