@@ -4,8 +4,9 @@ Real instruments open through pyvisa here. Emulated ones are not built here: the
 imports no backend, so a station whose ``visa_library`` names an emulator (``"emulated"``) asks
 the package that registered that emulator through the ``spinlab.emulators`` entry-point group
 (spinlab's own is ``spinlab.sim_backends.emulated.station``). An emulator is
-``emulator(station, *, device, seed, faults, scope_noise_V) -> Bench`` and builds its bench
-with :func:`connect`.
+``emulator(station, *, device, seed, faults, scope_noise_V, models) -> Bench`` (``models``: the
+driver name of the emulated instrument of each role it was asked for, e.g. ``{"awg":
+"keysight-33500b"}``) and builds its bench with :func:`connect`.
 """
 
 from __future__ import annotations
@@ -61,12 +62,15 @@ def open_bench(
     other opens real instruments through pyvisa, after locking them for this process. ``seed``
     seeds the emulated instruments' noise and faults and, for a ``sim:`` model whose address does
     not set one, the model's noise. Emulated stations also take ``faults`` (a fault spec, see
-    ``spinlab.sim_backends.emulated.faults``) and ``scope_noise_V`` (the scope's input noise).
+    ``spinlab.sim_backends.emulated.faults``), ``scope_noise_V`` (the scope's input noise) and,
+    per role, the driver name of the instrument to emulate (``awg="keysight-33500b"``).
     """
+    models = {role: str(options.pop(role)) for role in list(options) if role in ROLE_NAMES}
     if options:
         raise ConfigError(
-            f"unknown bench option(s) {sorted(options)}; a bench accepts 'device', "
-            "'seed', 'faults' and 'scope_noise_V' (emulated stations)"
+            f"unknown bench option(s) {sorted(options)}; a bench accepts 'device', 'seed', 'faults', "
+            f"'scope_noise_V' and the emulated instrument of a role ({', '.join(ROLE_NAMES)}: a driver "
+            "name) (emulated stations)"
         )
     seed = _option(int, "seed", seed)
     path = builtin_station("emulated") if target == "emulated" else Path(target)
@@ -79,11 +83,13 @@ def open_bench(
     if station.emulated:
         noise = None if scope_noise_V is None else _option(float, "scope_noise_V", scope_noise_V)
         emulator = emulator_for(station.resources.visa_library)
-        return emulator(station, device=device, seed=seed, faults=faults, scope_noise_V=noise)
-    if faults is not None or scope_noise_V is not None:
+        if models:
+            station = station.with_drivers(models)
+        return emulator(station, device=device, seed=seed, faults=faults, scope_noise_V=noise, models=models)
+    if faults is not None or scope_noise_V is not None or models:
         raise ConfigError(
-            f"{station.path} reaches real instruments; 'faults' and 'scope_noise_V' apply "
-            'to emulated stations only (bench:emulated, or visa_library = "emulated")'
+            f"{station.path} reaches real instruments; 'faults', 'scope_noise_V' and emulated models "
+            'apply to emulated stations only (bench:emulated, or visa_library = "emulated")'
         )
     return connect(station, station.resources.visa_library)
 

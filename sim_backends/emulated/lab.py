@@ -18,23 +18,22 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from spinlab.device import Device
 from spinlab.errors import ConfigError, SpinlabError
-from spinlab.sim_backends.emulated.awg import SOURCE_IMPEDANCE_OHM, Emulated33500B
+from spinlab.sim_backends.emulated.awg import SOURCE_IMPEDANCE_OHM
 from spinlab.sim_backends.emulated.faults import Fault, FaultInjector, FaultLog, parse_faults
-from spinlab.sim_backends.emulated.keithley import EmulatedKeithley2400
-from spinlab.sim_backends.emulated.scope import EmulatedInfiniiVision
+from spinlab.sim_backends.emulated.models import EMULATORS, chosen_models
 from spinlab.sim_backends.emulated.scpi import ScpiInstrument
 from spinlab.sim_backends.emulated.scpi_syntax import ScpiError
 from spinlab.waveform import Waveform
 
 
 class EmulatedLab:
-    """Three emulated instruments sharing one lock and one seeded noise source.
+    """The emulated instruments of each role, sharing one lock and one seeded noise source.
 
     ``device``: the model between AWG and scope. ``seed``: scope noise generator.
     ``trigger_delay_s``: AWG trigger -> response at the scope. ``scope_noise_V``: RMS input
@@ -44,11 +43,15 @@ class EmulatedLab:
     ``max_oversample``: device-model samples per arb sample when the scope samples faster.
     ``max_device_samples``: refuse captures that would need more model samples than this.
     ``faults``: injected faults (a spec string or :class:`~.faults.Fault` objects).
+    ``models``: the emulator of each role by driver name (see :mod:`.models`; the built-in
+    station's 33500B, InfiniiVision and Keithley 2400 by default).
     """
 
     AWG_RESOURCE = "TCPIP::127.0.0.1::5025::SOCKET"
     SCOPE_RESOURCE = "TCPIP::127.0.0.1::5026::SOCKET"
     SOURCE_RESOURCE = "GPIB0::24::INSTR"
+    #: role -> the VISA resource its emulator answers at in-process (as in ``emulated.toml``)
+    RESOURCES = {"awg": AWG_RESOURCE, "scope": SCOPE_RESOURCE, "source": SOURCE_RESOURCE}
 
     def __init__(
         self,
@@ -64,6 +67,7 @@ class EmulatedLab:
         awg_memory_samples: int = 16_000_000,
         max_device_samples: int = 50_000_000,
         faults: str | Sequence[Fault] | None = None,
+        models: Mapping[str, str] | None = None,
     ) -> None:
         if not isinstance(device, Device):
             raise ConfigError(f"EmulatedLab needs a spinlab.Device, got {type(device).__name__}")
@@ -88,9 +92,17 @@ class EmulatedLab:
         self.max_device_samples = int(max_device_samples)
         self.rng = np.random.default_rng(self.seed)
         self.lock = threading.RLock()
-        self.awg = Emulated33500B(memory_samples=awg_memory_samples, lock=self.lock)
-        self.scope = EmulatedInfiniiVision(lock=self.lock)
-        self.source = EmulatedKeithley2400(load_ohm=device_resistance_ohm, lock=self.lock)
+        self.awg_memory_samples = int(awg_memory_samples)
+        self.device_resistance_ohm = float(device_resistance_ohm)
+        #: role -> driver name of the emulator playing it
+        self.models = chosen_models(models)
+        #: role -> emulated instrument
+        self.roles: dict[str, ScpiInstrument] = {
+            role: EMULATORS[role][name](self) for role, name in self.models.items()
+        }
+        self.awg = self.roles["awg"]
+        self.scope = self.roles["scope"]
+        self.source = self.roles["source"]
         self.awg.on_trigger = self._on_awg_trigger
         self.scope.acquire = self._acquire
         self.captures = 0
@@ -105,10 +117,9 @@ class EmulatedLab:
     def inject(self, faults: str | Sequence[Fault] | None) -> tuple[Fault, ...]:
         """Add faults (a spec string, see :mod:`.faults`) to the running lab; returns them."""
         added = parse_faults(faults)
-        by_role = {"awg": self.awg, "scope": self.scope, "source": self.source}
         with self.lock:
             for fault in added:
-                instrument = by_role[fault.instrument]
+                instrument = self.roles[fault.instrument]
                 if instrument.faults is None:
                     instrument.faults = FaultInjector((), self.seed, self.fault_log)
                 instrument.faults.add(len(self.faults), fault, self.seed)
@@ -118,11 +129,7 @@ class EmulatedLab:
     @property
     def instruments(self) -> dict[str, ScpiInstrument]:
         """Resource name -> emulator."""
-        return {
-            self.AWG_RESOURCE: self.awg,
-            self.SCOPE_RESOURCE: self.scope,
-            self.SOURCE_RESOURCE: self.source,
-        }
+        return {self.RESOURCES[role]: instrument for role, instrument in self.roles.items()}
 
     def visa_library(self):
         """A pyvisa ``VisaLibraryBase`` reaching these instruments in-process."""
@@ -192,9 +199,7 @@ class EmulatedLab:
 
     def identity(self) -> dict:
         return {
-            "awg": self.awg.IDN,
-            "scope": self.scope.IDN,
-            "source": self.source.IDN,
+            **{role: instrument.IDN for role, instrument in self.roles.items()},
             "seed": self.seed,
             "trigger_delay_s": self.trigger_delay_s,
             "scope_noise_V": self.scope_noise_V,

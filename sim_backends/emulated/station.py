@@ -7,6 +7,7 @@ group, so it never imports a backend.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from spinlab.errors import ConfigError
@@ -20,17 +21,24 @@ if TYPE_CHECKING:
 
 
 def open_emulated_bench(
-    station: Station, *, device: str, seed: int, faults: str | None, scope_noise_V: float | None
+    station: Station,
+    *,
+    device: str,
+    seed: int,
+    faults: str | None,
+    scope_noise_V: float | None,
+    models: Mapping[str, str] | None = None,
 ) -> Bench:
     """An :class:`EmulatedLab` around the model at ``device`` (seeded with ``seed`` unless its
-    address sets one), reached in-process through pyvisa by the station's drivers."""
+    address sets one), its instruments the ``models`` asked for (role -> driver name), reached
+    in-process through pyvisa by the station's drivers."""
     if parse_address(device)[0] == "bench":
         raise ConfigError(f"the emulated bench needs a device model (sim:..., twin:...), got {device!r}")
     # one seed for the whole emulated bench: instrument noise and (unless given) the model's noise
     model = open_device(device, defaults={"seed": seed})
     try:
         extra = {} if scope_noise_V is None else {"scope_noise_V": scope_noise_V}
-        lab = EmulatedLab(model, seed=seed, faults=faults, **extra)
+        lab = EmulatedLab(model, seed=seed, faults=faults, models=models, **extra)
     except BaseException:
         model.close()
         raise

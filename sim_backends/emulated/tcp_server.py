@@ -123,7 +123,7 @@ class EmulatedTcpServers:
     def __init__(self, lab: EmulatedLab, host: str, ports: dict[str, int]) -> None:
         self.lab = lab
         self.host = host
-        instruments = {"awg": lab.awg, "scope": lab.scope, "source": lab.source}
+        instruments = lab.roles
         self._servers: dict[str, _ScpiServer] = {}
         self._threads: list[threading.Thread] = []
         try:
@@ -174,9 +174,12 @@ def serve_tcp(
     awg_port: int = 5025,
     scope_port: int = 5026,
     source_port: int = 5027,
+    **ports: int,
 ) -> EmulatedTcpServers:
     """Start raw-socket SCPI servers for the lab's AWG, scope and DC source (port 0 picks a
-    free port). Returns the running servers; call ``close()`` (or use ``with``) to stop them."""
-    servers = EmulatedTcpServers(lab, host, {"awg": awg_port, "scope": scope_port, "source": source_port})
+    free port), and for its other roles given in ``ports`` (role -> port). Returns the running
+    servers; call ``close()`` (or use ``with``) to stop them."""
+    ports = {"awg": awg_port, "scope": scope_port, "source": source_port, **ports}
+    servers = EmulatedTcpServers(lab, host, ports)
     lab.servers.append(servers)
     return servers
