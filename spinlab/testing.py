@@ -50,6 +50,27 @@ class Doubler(Device):
         self.outputs_off_calls += 1
 
 
+class DelayLine(Device):
+    """A linear echo-state device with a known memory: the response is the sum of the drive
+    delayed by ``0, d, 2 d, ... (taps - 1) d`` samples (``d = delay_samples``). Driven by the
+    masked time-multiplexed encoding with ``d`` one node short of a frame
+    (``(n_nodes - 1) * samples_per_node``), each node sees the inputs of the last ``taps``
+    points through a different mix of the mask: a shift register of length ``taps``, whose
+    linear memory capacity is ``taps`` and whose nonlinear capacities are 0."""
+
+    def __init__(self, taps: int, delay_samples: int) -> None:
+        super().__init__(SafetyLimits(), {"bias_A": 1e-3})
+        self.taps, self.delay_samples = int(taps), int(delay_samples)
+
+    def _respond(self, drive: np.ndarray, dt_s: float, conditions: Mapping[str, np.ndarray]) -> np.ndarray:
+        out = np.zeros_like(drive, dtype=np.float64)
+        for k in range(self.taps):
+            shift = k * self.delay_samples
+            if shift < drive.shape[-1]:
+                out[..., shift:] += drive[..., : drive.shape[-1] - shift]
+        return out
+
+
 def steps_plan(
     n: int = 5, fail_at: int | None = None, exc: BaseException | None = None, name: str = "demo"
 ) -> Plan:
@@ -199,4 +220,12 @@ class BackgroundRun:
         return self.steps_done >= n
 
 
-__all__ = ["Doubler", "steps_plan", "looping_plan", "plan_lookup", "DocumentRecorder", "BackgroundRun"]
+__all__ = [
+    "DelayLine",
+    "Doubler",
+    "steps_plan",
+    "looping_plan",
+    "plan_lookup",
+    "DocumentRecorder",
+    "BackgroundRun",
+]
