@@ -72,7 +72,6 @@ def test_the_plan_recovers_a_delay_lines_memory_and_linearity(tmp_path):
         "theta_s": 1e-8,
         "samples_per_node": 1,
         "node_features": "mean",
-        "input_sigma": 6.0,  # unclipped: a linear drive
         "ipc_delays": (20, 8, 6),
         "rank_streams": 30,
         "max_delay": 20,
