@@ -30,7 +30,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "physics",
         "Fit a physical model's parameters to a recorded run (gradient-based or grid search).",
     ),
-    "optimise": ("physics", "Tune a simulator's operating point for a task through its gradients."),
+    "optimise": (
+        "physics",
+        "Search a plan's operating point: Bayesian search on any device, or a simulator's gradients.",
+    ),
     "run": ("reservoir", "Run a lab protocol on a device."),
     "resume": (
         "runs",

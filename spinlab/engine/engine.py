@@ -178,6 +178,11 @@ class RunContext:
         """True while a resumed run re-reads steps it had already completed."""
         return bool(self._run.replay)
 
+    def plan(self, name: str, config: Mapping[str, Any] | None = None) -> Plan:
+        """The plan ``name`` with ``config``, found the way this run's engine finds plans (its
+        ``plans`` lookup: the installed plans by default), e.g. to run it as a stage."""
+        return self._run.engine.plans(name)(config or {})
+
     def rng(self, name: str) -> np.random.Generator:
         """A random stream for one purpose (``"mask"``, ``"drives/3"``); see :func:`seed_stream`."""
         return seed_stream(self._run.seed, name)
