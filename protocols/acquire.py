@@ -176,20 +176,30 @@ def effective_amplitude(device: Device, config: AcquireConfig) -> float:
     return float(config.amplitude_V)
 
 
+def require_conditions(
+    device: Device, conditions: Mapping[str, Any], what: str = "refused before anything was driven"
+) -> None:
+    """Refuse in one line, before anything is driven, a condition the device does not take (a
+    field on a bench without a magnet) or a value beyond its limits. Every plan that runs at
+    chosen conditions (``--field-T``) checks them here."""
+    unknown = sorted(set(conditions) - set(device.condition_names))
+    if unknown:
+        why = "; it has no field control" if "field_T" in unknown else ""
+        raise ConfigError(
+            f"{device.address or type(device).__name__} has no condition(s) {unknown}; it accepts "
+            f"{list(device.condition_names)}{why}"
+        )
+    try:
+        device.limits.check_conditions({k: np.atleast_1d(v) for k, v in conditions.items()})
+    except SafetyLimitError as exc:
+        raise SafetyLimitError(f"{what}: {exc}") from None
+
+
 def check_conditions(device: Device, config: AcquireConfig) -> None:
     """Refuse before the first drive if a swept condition is unknown or beyond the limits."""
     grid = config.condition_grid()
-    merged = {name: np.array([g[name] for g in grid]) for name in config.conditions}
-    unknown = sorted(set(merged) - set(device.condition_names))
-    if unknown:
-        raise ConfigError(
-            f"{device.address or type(device).__name__} has no condition(s) {unknown}; it accepts "
-            f"{list(device.condition_names)}"
-        )
-    try:
-        device.limits.check_conditions(merged)
-    except SafetyLimitError as exc:
-        raise SafetyLimitError(f"condition sweep rejected before acquisition: {exc}") from None
+    swept = {name: np.array([g[name] for g in grid]) for name in config.conditions}
+    require_conditions(device, swept, "condition sweep rejected before acquisition")
 
 
 @dataclass
@@ -387,6 +397,7 @@ __all__ = [
     "run",
     "plan",
     "check_conditions",
+    "require_conditions",
     "effective_amplitude",
     "condition_shortcuts",
     "numbers",
