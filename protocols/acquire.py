@@ -16,7 +16,7 @@ import logging
 import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import Field, field_validator, model_validator
@@ -26,7 +26,9 @@ from spinlab.config import Config, NonNegativeInt, Positive, PositiveInt
 from spinlab.engine import Plan, RunContext, seed_stream
 from spinlab.engine.plan import Shortcut, assign_setting, command, make_config
 from spinlab.errors import ConfigError, SafetyLimitError
-from spinlab.twin.trajectory import Trajectory
+
+if TYPE_CHECKING:  # the twin (torch) loads only when batches are made: the field check stays light
+    from spinlab.twin.trajectory import Trajectory
 
 log = logging.getLogger("spinlab.acquire")
 
@@ -260,6 +262,8 @@ class BatchSource:
         return apply
 
     def batch(self, index: int, data: Mapping[str, np.ndarray]) -> RecordingBatch:
+        from spinlab.twin.trajectory import Trajectory
+
         cfg = self.config
         trajectories = [
             Trajectory(

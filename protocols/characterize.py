@@ -376,6 +376,7 @@ def run(ctx: RunContext, config: CharacterizeConfig) -> dict[str, Any]:
         "scale_V": sweep_fit["scale_V"],
         "offset_V": sweep_fit["offset_V"],
         "field_T": None if field_T is None else float(field_T),
+        "field_control": "field_T" in device.condition_names,
     }
     summary.update(model_prediction(device, float(step_bias), field_T))
     ctx.result(**summary)
@@ -435,11 +436,17 @@ def plot_step_response(datasets: Mapping[str, Any], results: Mapping[str, Any]) 
     return fig
 
 
+def field_text(summary: Mapping[str, Any]) -> str:
+    """The field a run was at, as its report says it: ``0.3 T``, not set, or no field control."""
+    if summary.get("field_T") is not None:
+        return f"field {summary['field_T']:g} T"
+    return "field not set (the device's own)" if summary.get("field_control") else "no field control"
+
+
 def report(summary: Mapping[str, Any]) -> str:
     """What ``spinlab run characterize`` prints."""
-    field = summary.get("field_T")
     lines = [
-        f"field               {'no field control' if field is None else f'{field:g} T'}",
+        field_text(summary),
         f"threshold current   {summary['threshold_A'] * 1e3:.4f} mA "
         f"(+- {summary['threshold_err_A'] * 1e3:.4f})",
         f"relaxation time     {summary['relaxation_time_s'] * 1e9:.2f} ns "
@@ -479,4 +486,5 @@ __all__ = [
     "relaxation_model",
     "model_prediction",
     "default_step_bias",
+    "field_text",
 ]
