@@ -237,3 +237,53 @@ def test_a_bench_without_a_magnet_reports_no_field_control(tmp_path):
     assert summary["field_T"] is None and summary["field_control"] is False
     assert "no field control" in characterize.report(summary)
     assert characterize.field_text(summary) == "no field control"  # the demo's report says the same
+
+
+@pytest.mark.slow
+def test_full_size_field_twin_meets_its_target_at_fields_it_was_not_trained_at(tmp_path):
+    """Issue 21's check at full size (benchmarks/bench_twin_field.py, one seed): the digits
+    twin's size and drive family trained at 0.2, 0.3, 0.4 T, scored at 0.25 and 0.35 T."""
+    drives = ["--hold-s", "2e-7,2e-6", "--amplitude-V", "0.5"]
+    out = tmp_path / "field-twin.pt"
+    cli_json(
+        "twin",
+        "train",
+        "--device",
+        "sim:vortex",
+        "--field-T",
+        "0.2,0.3,0.4",
+        "--dt-s",
+        "2e-7",
+        *drives,
+        "--hidden",
+        "32",
+        "--target-nrmse",
+        "0.1",
+        "--max-duration",
+        "2e-2",
+        "--out",
+        str(out),
+        "--runs-dir",
+        str(tmp_path),
+    )
+    scored = cli_json(
+        "twin",
+        "eval",
+        str(out),
+        "--device",
+        "sim:vortex",
+        "--field-T",
+        "0.25,0.35",
+        *drives,
+        "--drives",
+        "10",
+        "--repeats",
+        "4",
+        "--target-nrmse",
+        "0.15",
+        "--runs-dir",
+        str(tmp_path),
+    )
+    assert scored["target_nrmse"] == 0.15 and scored["nrmse"] <= 0.15
+    assert [e["field_T"] for e in scored["per_condition"]] == [0.25, 0.35]
+    assert not any(e["trained_at"] for e in scored["per_condition"])
