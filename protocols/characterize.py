@@ -398,6 +398,7 @@ def plot_sweep(datasets: Mapping[str, Any], results: Mapping[str, Any]) -> Figur
         * 1e3,
         label=f"fit: I_th = {results['threshold_A'] * 1e3:.3f} mA",
     )
+    ax.set_title(field_text(results), fontsize=9)
     ax.set_xlabel("bias current (mA)")
     ax.set_ylabel("mean response (mV)")
     ax.legend()
