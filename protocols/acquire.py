@@ -16,7 +16,7 @@ import logging
 import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import Field, field_validator, model_validator
@@ -26,7 +26,9 @@ from spinlab.config import Config, NonNegativeInt, Positive, PositiveInt
 from spinlab.engine import Plan, RunContext, seed_stream
 from spinlab.engine.plan import Shortcut, assign_setting, command, make_config
 from spinlab.errors import ConfigError, SafetyLimitError
-from spinlab.twin.trajectory import Trajectory
+
+if TYPE_CHECKING:  # the twin (torch) loads only when batches are made: the field check stays light
+    from spinlab.twin.trajectory import Trajectory
 
 log = logging.getLogger("spinlab.acquire")
 
@@ -176,20 +178,30 @@ def effective_amplitude(device: Device, config: AcquireConfig) -> float:
     return float(config.amplitude_V)
 
 
+def require_conditions(
+    device: Device, conditions: Mapping[str, Any], what: str = "refused before anything was driven"
+) -> None:
+    """Refuse in one line, before anything is driven, a condition the device does not take (a
+    field on a bench without a magnet) or a value beyond its limits. Every plan that runs at
+    chosen conditions (``--field-T``) checks them here."""
+    unknown = sorted(set(conditions) - set(device.condition_names))
+    if unknown:
+        why = "; it has no field control" if "field_T" in unknown else ""
+        raise ConfigError(
+            f"{device.address or type(device).__name__} has no condition(s) {unknown}; it accepts "
+            f"{list(device.condition_names)}{why}"
+        )
+    try:
+        device.limits.check_conditions({k: np.atleast_1d(v) for k, v in conditions.items()})
+    except SafetyLimitError as exc:
+        raise SafetyLimitError(f"{what}: {exc}") from None
+
+
 def check_conditions(device: Device, config: AcquireConfig) -> None:
     """Refuse before the first drive if a swept condition is unknown or beyond the limits."""
     grid = config.condition_grid()
-    merged = {name: np.array([g[name] for g in grid]) for name in config.conditions}
-    unknown = sorted(set(merged) - set(device.condition_names))
-    if unknown:
-        raise ConfigError(
-            f"{device.address or type(device).__name__} has no condition(s) {unknown}; it accepts "
-            f"{list(device.condition_names)}"
-        )
-    try:
-        device.limits.check_conditions(merged)
-    except SafetyLimitError as exc:
-        raise SafetyLimitError(f"condition sweep rejected before acquisition: {exc}") from None
+    swept = {name: np.array([g[name] for g in grid]) for name in config.conditions}
+    require_conditions(device, swept, "condition sweep rejected before acquisition")
 
 
 @dataclass
@@ -250,6 +262,8 @@ class BatchSource:
         return apply
 
     def batch(self, index: int, data: Mapping[str, np.ndarray]) -> RecordingBatch:
+        from spinlab.twin.trajectory import Trajectory
+
         cfg = self.config
         trajectories = [
             Trajectory(
@@ -387,6 +401,7 @@ __all__ = [
     "run",
     "plan",
     "check_conditions",
+    "require_conditions",
     "effective_amplitude",
     "condition_shortcuts",
     "numbers",

@@ -33,6 +33,7 @@ from spinlab.device import Device
 from spinlab.engine import Plan, RunContext
 from spinlab.engine.plan import command, make_config
 from spinlab.errors import ConfigError
+from spinlab.protocols.acquire import require_conditions
 from spinlab.waveform import Waveform
 
 
@@ -62,6 +63,11 @@ class CharacterizeConfig(Config):
     step_repeats: PositiveInt = Field(4096, description="Step repeats averaged")
     step_batches: PositiveInt = Field(
         16, description="Batches the repeats are sent in (one recorded step each)"
+    )
+    field_T: float | None = Field(
+        None,
+        description="Magnetic field of the whole run (T; none: the device's own). The device "
+        "must take field_T (sim:vortex, sim:macrospin, a twin trained over fields, a bench with a magnet)",
     )
 
     @model_validator(mode="after")
@@ -215,16 +221,20 @@ def fit_relaxation(from_above_V: np.ndarray, from_below_V: np.ndarray, dt_s: flo
     }
 
 
-def model_prediction(device: Device, bias_A: float) -> dict[str, float]:
+def model_prediction(device: Device, bias_A: float, field_T: float | None = None) -> dict[str, float]:
     """Closed forms of the auto-oscillator when the device (or the model behind a bench)
-    exposes its parameters: threshold and ``tau = 1/(2 Gamma_G (z-1))`` at ``bias_A``."""
+    exposes its parameters: threshold and ``tau = 1/(2 Gamma_G (z-1))`` at ``bias_A`` (and at
+    ``field_T`` when the model's threshold depends on the field)."""
     params = getattr(device, "params", None)
     if params is None:
         params = getattr(getattr(device, "model", None), "params", None)
     if params is None or not all(hasattr(params, k) for k in ("threshold_A", "gamma_G_per_s")):
         return {}
-    z = bias_A / params.threshold_A
-    out = {"predicted_threshold_A": float(params.threshold_A)}
+    threshold = float(params.threshold_A)
+    if field_T is not None and hasattr(params, "threshold_current_A"):
+        threshold = float(params.threshold_current_A(field_T))
+    z = bias_A / threshold
+    out = {"predicted_threshold_A": threshold}
     if z > 1:
         out["predicted_relaxation_time_s"] = 1.0 / (2.0 * params.gamma_G_per_s * (z - 1.0))
     return out
@@ -260,6 +270,9 @@ def run(ctx: RunContext, config: CharacterizeConfig) -> dict[str, Any]:
             f"step_amplitude_V {config.step_amplitude_V} V exceeds the device's "
             f"max_drive_V {limits.max_drive_V} V; lower step_amplitude_V"
         )
+    field = {} if config.field_T is None else {"field_T": config.field_T}
+    require_conditions(device, field)
+    field_T = config.field_T if config.field_T is not None else device.default_conditions.get("field_T")
     bias = np.linspace(config.bias_start_A, stop, config.bias_points)
 
     # (a) bias sweep: one step per bias point
@@ -275,10 +288,10 @@ def run(ctx: RunContext, config: CharacterizeConfig) -> dict[str, Any]:
             "sweep",
             lambda dev, b=float(bias_A): {
                 "sweep/bias_A": np.array([b]),
-                "sweep/responses": dev.respond(zeros, {"bias_A": b}).samples[None],
+                "sweep/responses": dev.respond(zeros, {**field, "bias_A": b}).samples[None],
             },
             key=f"bias/{i}",
-            meta={"bias_A": float(bias_A)},
+            meta={**field, "bias_A": float(bias_A)},
             attrs=sweep_attrs,
         )
         responses[i] = data["sweep/responses"][0]
@@ -320,11 +333,11 @@ def run(ctx: RunContext, config: CharacterizeConfig) -> dict[str, Any]:
         data = ctx.measure(
             "steps",
             lambda dev, w=drive: {
-                "steps/batch_sum_V": dev.respond(w, {"bias_A": step_bias}).samples.sum(axis=0)[None],
+                "steps/batch_sum_V": dev.respond(w, {**field, "bias_A": step_bias}).samples.sum(axis=0)[None],
                 "steps/batch_repeats": np.array([w.batch_size]),
             },
             key=f"batch/{k}",
-            meta={"bias_A": step_bias, "repeats": int(count)},
+            meta={**field, "bias_A": step_bias, "repeats": int(count)},
         )
         sums += data["steps/batch_sum_V"][0]
         done += int(data["steps/batch_repeats"][0])
@@ -362,8 +375,10 @@ def run(ctx: RunContext, config: CharacterizeConfig) -> dict[str, Any]:
         "amplitude_below_V": relax["amplitude_below_V"],
         "scale_V": sweep_fit["scale_V"],
         "offset_V": sweep_fit["offset_V"],
+        "field_T": None if field_T is None else float(field_T),
+        "field_control": "field_T" in device.condition_names,
     }
-    summary.update(model_prediction(device, float(step_bias)))
+    summary.update(model_prediction(device, float(step_bias), field_T))
     ctx.result(**summary)
     return summary
 
@@ -383,6 +398,7 @@ def plot_sweep(datasets: Mapping[str, Any], results: Mapping[str, Any]) -> Figur
         * 1e3,
         label=f"fit: I_th = {results['threshold_A'] * 1e3:.3f} mA",
     )
+    ax.set_title(field_text(results), fontsize=9)
     ax.set_xlabel("bias current (mA)")
     ax.set_ylabel("mean response (mV)")
     ax.legend()
@@ -421,9 +437,17 @@ def plot_step_response(datasets: Mapping[str, Any], results: Mapping[str, Any]) 
     return fig
 
 
+def field_text(summary: Mapping[str, Any]) -> str:
+    """The field a run was at, as its report says it: ``0.3 T``, not set, or no field control."""
+    if summary.get("field_T") is not None:
+        return f"field {summary['field_T']:g} T"
+    return "field not set (the device's own)" if summary.get("field_control") else "no field control"
+
+
 def report(summary: Mapping[str, Any]) -> str:
     """What ``spinlab run characterize`` prints."""
     lines = [
+        field_text(summary),
         f"threshold current   {summary['threshold_A'] * 1e3:.4f} mA "
         f"(+- {summary['threshold_err_A'] * 1e3:.4f})",
         f"relaxation time     {summary['relaxation_time_s'] * 1e9:.2f} ns "
@@ -463,4 +487,5 @@ __all__ = [
     "relaxation_model",
     "model_prediction",
     "default_step_bias",
+    "field_text",
 ]

@@ -34,7 +34,7 @@ from spinlab.engine import Plan, RunContext, RunResult
 from spinlab.engine.plan import command, make_config
 from spinlab.errors import ConfigError
 from spinlab.protocols import characterize, spoken_digits, twin_eval, twin_train
-from spinlab.protocols.acquire import AcquireConfig
+from spinlab.protocols.acquire import AcquireConfig, require_conditions
 
 TWIN_FILE = "twin.pt"
 #: Drives of the twin's training and test: levels held 1-10 relaxation times of the vortex at
@@ -67,6 +67,9 @@ class DemoConfig(Config):
     bias_spread: Annotated[float, Field(ge=0.0, lt=0.5)] = Field(
         0.08, description="The twin learns biases operating bias x (1 - spread, 1, 1 + spread)"
     )
+    field_T: float | None = Field(
+        None, description="Magnetic field of every stage (T; none: the device's own); needs field control"
+    )
     twin_hidden: PositiveInt = Field(32, description="Units per hidden layer of the twin")
     twin_max_steps: PositiveInt = Field(
         6000, description="Training steps budget of the twin (it stops sooner at twin_target_nrmse)"
@@ -98,6 +101,7 @@ class DemoConfig(Config):
             augment_speeds=tuple(self.augment_speeds),
             n_nodes=self.n_nodes,
             bias_A=bias_A,
+            field_T=self.field_T,
             feature_cache_dir=self.feature_cache_dir,
         )
 
@@ -120,12 +124,14 @@ def twin_train_plan(
     biases = sorted(
         {round(digits.bias_A * f, 6) for f in (1 - config.bias_spread, 1.0, 1 + config.bias_spread)}
     )
+    field = {} if config.field_T is None else {"field_T": [config.field_T]}
+    names = ["bias_A", *field]
     acquire = AcquireConfig(
         duration_s=config.twin_max_duration_s,
         dt_s=digits.dt_s,
         hold_s=HOLD_S,
         amplitude_V=amplitude_V,
-        conditions={"bias_A": biases},
+        conditions={"bias_A": biases, **field},
         validation_every=6,
         validation_repeats=4,
     )
@@ -133,7 +139,7 @@ def twin_train_plan(
         out=str(out),
         source="device",
         acquire=acquire.to_dict(),
-        architecture={"hidden": config.twin_hidden, "condition_names": ["bias_A"], "interpolation": "hold"},
+        architecture={"hidden": config.twin_hidden, "condition_names": names, "interpolation": "hold"},
         train={
             "max_steps": config.twin_max_steps,
             "target_nrmse": config.twin_target_nrmse,
@@ -172,7 +178,9 @@ def _stages(ctx: RunContext, config: DemoConfig) -> dict[str, Any]:
         stage_s[name] = time.perf_counter() - start
         return stages[name].summary
 
-    char = stage("characterize", characterize.plan())
+    field = {} if config.field_T is None else {"field_T": config.field_T}
+    require_conditions(device, field)
+    char = stage("characterize", characterize.plan(field_T=config.field_T))
     bias = operating_bias(char["threshold_A"], config, device.limits.max_bias_A)
     ctx.result(threshold_A=char["threshold_A"], relaxation_time_s=char["relaxation_time_s"], bias_A=bias)
 
@@ -188,7 +196,7 @@ def _stages(ctx: RunContext, config: DemoConfig) -> dict[str, Any]:
             dt_s=digits.dt_s,
             hold_s=HOLD_S,
             amplitude_V=amplitude_V,
-            conditions={"bias_A": [bias]},
+            conditions={"bias_A": [bias], **{k: [v] for k, v in field.items()}},
             repeats=4,
         ),
     )
@@ -205,6 +213,8 @@ def _stages(ctx: RunContext, config: DemoConfig) -> dict[str, Any]:
         "threshold_A": char["threshold_A"],
         "relaxation_time_s": char["relaxation_time_s"],
         "bias_A": bias,
+        "field_T": char.get("field_T"),
+        "field_control": char.get("field_control", False),
         "operating_z": config.operating_z,
         "twin_nrmse": scored["nrmse"],
         "twin_nrmse_noise_corrected": scored.get("nrmse_noise_corrected"),
@@ -275,7 +285,7 @@ def report(r: Mapping[str, Any]) -> str:
             f"device {r['device']}{' (emulated)' if kind == 'emulated' else ''}: threshold "
             f"{r['threshold_A'] * 1e3:.3f} mA, relaxation time "
             f"{r['relaxation_time_s'] * 1e9:.0f} ns; operating point {r['bias_A'] * 1e3:.2f} mA "
-            f"({r['operating_z']:g} x threshold)",
+            f"({r['operating_z']:g} x threshold), {characterize.field_text(r)}",
             f"twin: {twin_scores}; {r['twin_training_nrmse']:.3f} held out in training, "
             f"{r['twin_steps']} steps, {_stopped(r)}",
             f"spoken digits, {r['n_train']} training / {r['n_test']} test utterances "

@@ -48,6 +48,7 @@ from spinlab.device import Device
 from spinlab.engine import Plan, RunContext
 from spinlab.engine.plan import command, make_config
 from spinlab.errors import ConfigError
+from spinlab.protocols.acquire import require_conditions
 from spinlab.speech.audio import Utterance, list_fsdd
 from spinlab.speech.encoder import (
     MASK_KINDS,
@@ -104,6 +105,9 @@ class SpokenDigitsConfig(Config):
         "binary", description="binary (+-1, Torrejon) or normal mask entries"
     )
     bias_A: NonNegative = Field(6e-3, description="DC bias current of the oscillator (the bias_A condition)")
+    field_T: float | None = Field(
+        None, description="Magnetic field of the run (T; none: the device's own); needs field control"
+    )
     drive_fraction: Annotated[float, Field(gt=0, le=1)] = Field(
         1.0, description="Drive amplitude as a fraction of the device's limits.max_drive_V"
     )
@@ -148,6 +152,11 @@ class SpokenDigitsConfig(Config):
     @property
     def dt_s(self) -> float:
         return self.theta_s / self.samples_per_node
+
+    @property
+    def conditions(self) -> dict[str, float]:
+        """The device's operating point: the bias, and the field when one is chosen."""
+        return {"bias_A": self.bias_A, **({} if self.field_T is None else {"field_T": self.field_T})}
 
 
 # --- data selection ---------------------------------------------------------------------------
@@ -257,7 +266,7 @@ def measure_states(
                 device,
                 encoder,
                 [features[i] for i in batch_idx],
-                {"bias_A": config.bias_A},
+                config.conditions,
                 config.node_features,
                 max_batch_samples=sum(lengths),
                 reduce=lambda s: pool_states(s, config.segments),
@@ -359,6 +368,7 @@ def run(ctx: RunContext, config: SpokenDigitsConfig) -> dict[str, Any]:
     """The plan body: the whole protocol on ``ctx.device``; returns the summary."""
     t_start = time.perf_counter()
     device = ctx.device
+    require_conditions(device, config.conditions)
     train, test = select_data(config, ctx.rng("split"))
 
     feature_config = FeatureConfig(kind=config.feature_kind)
@@ -442,6 +452,7 @@ def run(ctx: RunContext, config: SpokenDigitsConfig) -> dict[str, Any]:
         "n_nodes": config.n_nodes,
         "theta_s": config.theta_s,
         "bias_A": config.bias_A,
+        "field_T": config.field_T,
         "amplitude_V": amplitude_V,
         "device_s": device_s,
         "wall_s": wall_s,
@@ -455,7 +466,7 @@ def run(ctx: RunContext, config: SpokenDigitsConfig) -> dict[str, Any]:
             config.segments,
             result.readout,
             device.address or type(device).__name__,
-            {"bias_A": config.bias_A},
+            config.conditions,
             training=TrainingStates(
                 np.concatenate(states[:n_fit]),
                 y_fit,

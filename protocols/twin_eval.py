@@ -62,6 +62,9 @@ class EvalConfig(Config):
         None, description="Condition name -> values scored (none: the device's)"
     )
     repeats: PositiveInt = Field(1, description="Apply each drive N times; score against the mean")
+    target_nrmse: Positive | None = Field(
+        None, description="NRMSE the twin must reach against the device; the report says met or missed"
+    )
     torch_device: str = Field(
         "auto", description="Where the twin computes: auto (a GPU when present), cpu, cuda or cuda:N"
     )
@@ -98,6 +101,12 @@ def evaluate(
     ``measure``, so each is recorded; by default the step just runs)."""
     acq = config.acquire_config()
     check_conditions(device, acq)
+    untrained = sorted(set(acq.conditions) - set(twin.condition_names))
+    if untrained:
+        raise ConfigError(
+            f"the twin was trained without condition(s) {untrained} (it takes "
+            f"{list(twin.condition_names)}); train one over them (e.g. twin train --field-T ...)"
+        )
     amplitude = min(effective_amplitude(device, acq), twin.limits.max_drive_V)
     measure = measure or (lambda stream, step, **_: step(device))
     n = acq.n_samples
@@ -121,7 +130,9 @@ def evaluate(
         )
         shots = data[f"eval/{tag}/shots_V"].reshape(config.repeats, config.n_drives, n)
         mean = shots.mean(axis=0)
-        predicted = twin.respond(wave, cond).samples
+        # the twin at the device's own operating point: swept values and the device's defaults
+        at = device.resolve_conditions(cond, 1)
+        predicted = twin.respond(wave, {n: float(at[n][0]) for n in twin.condition_names if n in at}).samples
         entry = {**cond, "nrmse": nrmse(predicted, mean), "nrmse_single_shot": nrmse(predicted, shots[0])}
         if config.repeats > 1:
             var = shots.var(axis=0, ddof=1)
@@ -173,6 +184,11 @@ def run(ctx: RunContext, config: EvalConfig) -> dict[str, Any]:
                 f"{config.dt_s:g} s; leave dt_s at the twin's value"
             )
         summary = evaluate(twin, ctx.device, config, ctx.rng("drives"), ctx.measure)
+        trained = twin.meta.provenance.get("acquire", {}).get("conditions", {})
+    for entry in summary["per_condition"]:  # a condition value the twin never recorded at
+        entry["trained_at"] = all(
+            any(math.isclose(entry[k], v, rel_tol=1e-9) for v in trained[k]) for k in trained if k in entry
+        )
     examples = summary.pop("examples")
     for ex in examples:
         tag = ex["tag"]
@@ -182,6 +198,7 @@ def run(ctx: RunContext, config: EvalConfig) -> dict[str, Any]:
         ctx.save(f"eval/{tag}/twin_V", ex["twin_V"], dt_s=config.dt_s)
     ctx.save("eval/tags", np.array([ex["tag"] for ex in examples], dtype="S"))
     summary["dt_s"] = config.dt_s
+    summary["target_nrmse"] = config.target_nrmse
     ctx.result(**summary)
     return summary
 
@@ -437,8 +454,15 @@ def report(summary: Mapping[str, Any]) -> str:
             f"floor of the {repeats}-shot mean: {summary['noise_floor_mean']:.4f}; "
             f"twin error with that removed: {summary['nrmse_noise_corrected']:.4f}"
         )
+    target = summary.get("target_nrmse")
+    if target is not None:
+        met = "met" if summary["nrmse"] <= target else "missed"
+        lines.append(f"target NRMSE <= {target:g}: {met} ({summary['nrmse']:.4f})")
     lines += [
-        "  " + ", ".join(f"{k}={v:.4g}" for k, v in entry.items()) for entry in summary["per_condition"]
+        "  "
+        + ", ".join(f"{k}={v:.4g}" for k, v in entry.items() if k != "trained_at")
+        + ("" if entry.get("trained_at", True) else " (not trained at)")
+        for entry in summary["per_condition"]
     ]
     lines.append(f"plot: {summary['plot']}")
     return "\n".join(lines)

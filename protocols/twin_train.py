@@ -24,7 +24,7 @@ from spinlab.config import Config
 from spinlab.engine import Plan, RunContext
 from spinlab.engine.plan import Shortcut, assign_setting, command, make_config
 from spinlab.errors import ConfigError
-from spinlab.protocols.acquire import AcquireConfig, condition_shortcuts, recording_batches
+from spinlab.protocols.acquire import AcquireConfig, check_conditions, condition_shortcuts, recording_batches
 from spinlab.twin.checkpoint import TwinMeta, load_twin, save_twin
 from spinlab.twin.data import (
     MUMAX_QUANTITIES,
@@ -129,6 +129,18 @@ def run_device(ctx: RunContext, config: TwinTrainConfig) -> dict[str, Any]:
     """Online training on ``ctx.device``."""
     acq, arch = config.acquire, config.architecture
     dev = ctx.device
+    check_conditions(dev, acq)  # a field on a bench without a magnet: one line, nothing driven
+    missing = [
+        n
+        for n in arch.condition_names
+        if n not in dev.condition_names or (n not in acq.conditions and n not in dev.default_conditions)
+    ]
+    if missing:  # before anything is driven
+        raise ConfigError(
+            f"{dev.address or type(dev).__name__} has no value for the twin's condition(s) {missing} "
+            f"(it takes {list(dev.condition_names)}, defaults {dev.default_conditions}); sweep them "
+            "(--bias-A, --field-T, --condition) or leave them out of the twin's conditions"
+        )
     batches = recording_batches(ctx, acq)
     first = next(batches)
     data = first.trajectories
@@ -342,6 +354,14 @@ def _inputs(settings: dict[str, Any], text: str) -> None:
     assign_setting(settings, "split.conditions", conditions)
 
 
+def twin_conditions(swept: Mapping[str, Any]) -> list[str]:
+    """The twin's conditions on the command line: the swept ones, and the bias with a swept
+    field (an oscillator's response depends on both; a bias held at one value is still recorded
+    in the checkpoint, so the twin warns when asked at another)."""
+    names = list(swept)
+    return ["bias_A", *names] if "field_T" in names and "bias_A" not in names else names
+
+
 def command_line_defaults(
     settings: dict[str, Any], *, device: str | None, runs_dir: Any, options: Mapping[str, Any]
 ) -> dict[str, Any]:
@@ -369,7 +389,7 @@ def command_line_defaults(
         acquire = settings.setdefault("acquire", {})
         acquire.setdefault("validation_every", 6)
         acquire.setdefault("validation_repeats", 4)
-        architecture.setdefault("condition_names", list(acquire.get("conditions", {})))
+        architecture.setdefault("condition_names", twin_conditions(acquire.get("conditions", {})))
     else:
         split = settings.setdefault("split", {})
         split["n_test"] = split.get("n_test", 10000) or None  # 0: all the rest
@@ -471,4 +491,13 @@ def plan(config: TwinTrainConfig | Mapping[str, Any] | None = None, **overrides:
     )
 
 
-__all__ = ["TwinTrainConfig", "plan", "run_device", "run_mumax", "CHECKPOINT", "input_columns", "report"]
+__all__ = [
+    "TwinTrainConfig",
+    "plan",
+    "run_device",
+    "run_mumax",
+    "CHECKPOINT",
+    "input_columns",
+    "report",
+    "twin_conditions",
+]
