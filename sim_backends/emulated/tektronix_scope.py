@@ -373,7 +373,7 @@ class EmulatedMSO5(ScpiInstrument):
             "PT_OFF": "0",
             "YUNIT": '"V"',
             "YMULT": format_float(ymult),
-            "YOFF": format_float(0.0),
+            "YOFF": format_float(2.0 ** (8 * width - 1) if fmt == "RP" else 0.0),  # unsigned: mid-code
             "YZERO": format_float(0.0 if fmt == "FP" else self._yzero(c)),
             "DOMAIN": "TIME",
             "WFMTYPE": "ANALOG",
