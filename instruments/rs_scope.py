@@ -27,6 +27,7 @@ from spinlab.instruments.drivers import DriverSpec
 from spinlab.instruments.scpi import (
     RAW_REPLY,
     ErrorQueueMixin,
+    ascii_values,
     choice_control,
     ensure_termination,
     flag_control,
@@ -37,6 +38,7 @@ from spinlab.instruments.scpi import (
     poll_until,
     range_control,
     read_block,
+    termination_off,
 )
 from spinlab.waveform import Waveform
 
@@ -346,13 +348,13 @@ class RsScope(ErrorQueueMixin, SCPIMixin, Instrument):
         self.write(f"CHANnel{channel}:DATA?")
         if ascii:
             reply = self.read().strip()
-            values = np.array([parse_float(v, "ASCII sample") for v in reply.split(",")] if reply else [])
+            values = ascii_values(reply, "ASCII samples")
             if values.size != points:
                 raise InstrumentError(f"the scope sent {values.size} values; its header announced {points}")
         else:
-            values = np.frombuffer(read_block(self, expected_bytes=4 * points), dtype="<f4").astype(
-                np.float64
-            )
+            with termination_off(self):
+                payload = read_block(self, expected_bytes=4 * points)
+            values = np.frombuffer(payload, dtype="<f4").astype(np.float64)
         if not np.all(np.isfinite(values)):
             raise InstrumentError("the scope sent non-finite samples (damaged transfer?)")
         return Waveform(values, head["dt_s"], "V", head["start_s"], {"channel": channel, "header": head})

@@ -29,6 +29,7 @@ from spinlab.instruments.drivers import DriverSpec
 from spinlab.instruments.scpi import (
     RAW_REPLY,
     ErrorQueueMixin,
+    ascii_values,
     choice_control,
     drain_errors,
     ensure_termination,
@@ -39,6 +40,7 @@ from spinlab.instruments.scpi import (
     poll_until,
     range_control,
     read_block,
+    termination_off,
 )
 from spinlab.waveform import Waveform
 
@@ -416,11 +418,12 @@ class TektronixMSO(ErrorQueueMixin, SCPIMixin, Instrument):
         self.write("CURVe?")
         if ascii:
             reply = self.read().strip()
-            codes = np.array([parse_int(v, "ASCII code") for v in reply.split(",")] if reply else [], float)
+            codes = ascii_values(reply, "ASCII codes")
             if codes.size != points:
                 raise InstrumentError(f"the scope sent {codes.size} codes; WFMOutpre? announced {points}")
         else:
-            payload = read_block(self, expected_bytes=pre["BYT_NR"] * points)
+            with termination_off(self):
+                payload = read_block(self, expected_bytes=pre["BYT_NR"] * points)
             codes = np.frombuffer(payload, dtype=_dtype(pre)).astype(np.float64)
         volts = (codes - pre["YOFF"]) * pre["YMULT"] + pre["YZERO"]
         t0 = pre["XZERO"] - pre["PT_OFF"] * pre["XINCR"]
