@@ -1,19 +1,25 @@
 """The second scope families on the emulated bench: the R&S RTM3004 (driver rs-rtb2000) and the
 Tektronix MSO54 (driver tektronix-mso) emulators speak their SCPI (sessions, error queue, *RST,
 encodings), and the whole bench runs on them: binary and ASCII reads agree, acquire records what
-the default bench records, characterize finds the same threshold and relaxation time (2 %)."""
+the default bench records, characterize finds the same threshold and relaxation time (2 %), and
+the fault matrix's scope faults lose no record on them."""
 
 from __future__ import annotations
 
 import json
+import time
 
 import h5py
 import numpy as np
 import pytest
+import test_fault_matrix as fault_matrix
 from typer.testing import CliRunner
 
 from spinlab import open_device
 from spinlab.cli import app
+from spinlab.errors import InstrumentFaultError
+from spinlab.instruments.bench import open_bench
+from spinlab.protocols.acquire import random_multilevel
 from spinlab.sim_backends.emulated.rs_scope import EmulatedRTM3000
 from spinlab.sim_backends.emulated.tektronix_scope import EmulatedMSO5
 from spinlab.waveform import Waveform
@@ -127,3 +133,80 @@ def test_characterize_on_each_family_matches_the_default_bench(tmp_path):
         summary = invoke(tmp_path, "characterize", f"bench:emulated?scope={family}", "--bias-points", "12")
         assert summary["threshold_A"] == pytest.approx(default["threshold_A"], rel=0.02), family
         assert summary["relaxation_time_s"] == pytest.approx(default["relaxation_time_s"], rel=0.02), family
+
+
+# --- faults on the new families (as in test_fault_matrix, which runs the default bench) -----------
+SCOPE_FAULTS = [
+    "silent@scope:at=30",
+    "nan@scope:at=20",
+    "drop@scope:at=60",
+    "error@scope:at=60",
+    "reset@scope:at=60",
+    "truncate@scope:at=2",
+    "length@scope:at=2",
+    "corrupt@scope:at=2",
+    "overrange@scope:at=2",
+    "silent@scope:at=30:count=inf",
+    "overrange@scope:at=2:count=inf",
+]
+QUICK_FAULTS = ["reset@scope:at=60", "corrupt@scope:at=2", "silent@scope:at=30:count=inf"]
+
+
+def acquire_on(family: str, path: str, faults: str | None = None) -> fault_matrix.Outcome:
+    """test_fault_matrix's 12-record acquisition on the emulated ``family`` scope."""
+    t = time.perf_counter()
+    with open_bench(
+        path,
+        device="sim:vortex?noise=0",
+        seed=fault_matrix.SEED,
+        faults=faults,
+        scope_noise_V=0.0,
+        scope=family,
+    ) as bench:
+        responses, error = [], None
+        rng = np.random.default_rng(fault_matrix.SEED)
+        try:
+            for _ in range(fault_matrix.BATCHES):
+                drives = np.stack(
+                    [
+                        random_multilevel(rng, fault_matrix.SAMPLES, fault_matrix.DT, (1e-7, 1e-6), 0.3)
+                        for _ in fault_matrix.BIAS_A
+                    ]
+                )
+                wave = Waveform(drives, fault_matrix.DT)
+                responses.append(bench.respond(wave, {"bias_A": fault_matrix.BIAS_A}).samples)
+        except InstrumentFaultError as exc:
+            error = str(exc)
+        outputs = (bench.lab.awg.output_on, bench.lab.source.output_on)
+        retries = sum(entry["outcome"] == "retried" for entry in bench.fault_log)
+        fired = len(bench.lab.fault_log.entries)
+    return fault_matrix.Outcome(responses, error, retries, fired, outputs, time.perf_counter() - t)
+
+
+@pytest.fixture(scope="module")
+def matrix_station(tmp_path_factory):
+    return fault_matrix.station(tmp_path_factory.mktemp("families"))
+
+
+@pytest.fixture(scope="module")
+def clean_runs(matrix_station):
+    runs = {family: acquire_on(family, matrix_station) for family in FAMILIES}
+    assert all(run.error is None and run.retries == 0 for run in runs.values())
+    return runs
+
+
+def _check_fault(family, spec, matrix_station, clean_runs):
+    fault_matrix.check(spec, acquire_on(family, matrix_station, spec), clean_runs[family])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("spec", QUICK_FAULTS)
+def test_scope_faults_lose_no_record_and_leave_outputs_off(family, spec, matrix_station, clean_runs):
+    _check_fault(family, spec, matrix_station, clean_runs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("spec", [s for s in SCOPE_FAULTS if s not in QUICK_FAULTS])
+def test_scope_fault_matrix_on_the_new_families(family, spec, matrix_station, clean_runs):
+    _check_fault(family, spec, matrix_station, clean_runs)
