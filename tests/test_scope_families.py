@@ -12,6 +12,7 @@ import time
 import h5py
 import numpy as np
 import pytest
+import pyvisa
 import test_fault_matrix as fault_matrix
 from typer.testing import CliRunner
 
@@ -20,6 +21,7 @@ from spinlab.cli import app
 from spinlab.errors import InstrumentFaultError
 from spinlab.instruments.bench import open_bench
 from spinlab.protocols.acquire import random_multilevel
+from spinlab.sim_backends.emulated import EmulatedLab
 from spinlab.sim_backends.emulated.rs_scope import EmulatedRTM3000
 from spinlab.sim_backends.emulated.tektronix_scope import EmulatedMSO5
 from spinlab.waveform import Waveform
@@ -94,6 +96,33 @@ def _volts(scope: EmulatedMSO5, width: int) -> np.ndarray:
         codes = np.frombuffer(payload, ("<" if pre["ORD"] == "LSB" else ">") + kind).astype(float)
     assert codes.size == int(pre["NR"])
     return (codes - float(pre["YOFF"])) * float(pre["YMULT"]) + float(pre["YZERO"])
+
+
+# Neither QCoDeS (RTO1000, TektronixDPO7000xx) nor InstrumentKit is installed here; what such a
+# driver does is plain pyvisa: block queries parsed by pyvisa itself.
+def test_plain_pyvisa_clients_read_both_emulated_scopes():
+    lab = EmulatedLab(open_device("sim:vortex?noise=0"), models={"scope": "rs-rtb2000"})
+    rm = pyvisa.ResourceManager(lab.visa_library())
+    scope = rm.open_resource(lab.SCOPE_RESOURCE, read_termination="\n", write_termination="\n")
+    assert scope.query("*IDN?").startswith("Rohde&Schwarz,RTM3004")
+    assert scope.query("TIM:RANG 2E-6;:ACQ:POIN 2000;:TRIG:A:MODE AUTO;:SING;*OPC?") == "1"
+    start, stop, points, _ = scope.query_ascii_values("CHAN1:DATA:HEAD?")
+    scope.write("FORM REAL,32;:FORM:BORD LSBF")
+    volts = scope.query_binary_values("CHAN1:DATA?", datatype="f", is_big_endian=False, container=np.array)
+    assert volts.size == points == 2000 and (stop - start) == pytest.approx(2e-6 * 1999 / 2000)
+    assert scope.query("SYST:ERR?").endswith('"No error"')
+
+    lab = EmulatedLab(open_device("sim:vortex?noise=0"), models={"scope": "tektronix-mso"})
+    scope = pyvisa.ResourceManager(lab.visa_library()).open_resource(
+        lab.SCOPE_RESOURCE, read_termination="\n", write_termination="\n"
+    )
+    assert scope.query("*IDN?").startswith("TEKTRONIX,MSO54")
+    assert scope.query("HOR:MODE:RECO 3000;:TRIG:A:MOD AUTO;:ACQ:STOPA SEQ;:ACQ:STATE ON;*OPC?") == "1"
+    scope.write("DAT:SOU CH1;:DAT:ENC RIB;:WFMO:BYT_N 2;:DAT:STAR 1;:DAT:STOP 3000")
+    points, ymult = int(scope.query("WFMO:NR_P?")), float(scope.query("WFMO:YMU?"))
+    codes = scope.query_binary_values("CURV?", datatype="h", is_big_endian=True, container=np.array)
+    assert codes.size == points == 3000 and ymult > 0
+    assert scope.query("EVMSG?").startswith("0,")
 
 
 # --- the bench on them -------------------------------------------------------------------------
