@@ -8,9 +8,10 @@ truncated, padded or damaged transfer raises :class:`~spinlab.errors.InstrumentE
 returning a shifted record. ``FORMat ASCii`` is kept for comparison (``read_waveform(...,
 ascii=True)``).
 
-Commands follow the RTB2000/RTM3000 user manuals (remote control chapter); the RTO accepts the
-same ones used here. The answering model (``*IDN?``) picks the sample rates and memory
-(:data:`RS_MODELS`); the station is checked against the RTM3000's.
+Commands follow the RTB2000/RTM3000 user manuals (remote control chapter); the RTO takes the same
+ones except its trigger subsystem, ``TRIGger[1]:...`` where the others have ``TRIGger:A:...``.
+The answering model (``*IDN?``) picks that, the sample rates and the memory (:data:`RS_MODELS`);
+the station is checked against the RTM3000's.
 """
 
 from __future__ import annotations
@@ -271,6 +272,10 @@ class RsScope(ErrorQueueMixin, SCPIMixin, Instrument):
             )
         if impedance not in ("FIFT", "ONEM"):
             raise ConfigError(f"impedance must be FIFT or ONEM, got {impedance!r}")
+        if not (math.isfinite(trigger_level_V) and abs(trigger_level_V) <= model.max_trigger_level_V):
+            raise ConfigError(
+                f"trigger_level_V must be within +-{model.max_trigger_level_V:g} V, got {trigger_level_V!r}"
+            )
         points = max(math.ceil((duration_s + pretrigger_s) * rate - 1e-9), model.min_points)
         if points > model.memory_points:
             raise ConfigError(
@@ -288,10 +293,12 @@ class RsScope(ErrorQueueMixin, SCPIMixin, Instrument):
         self.timebase_range_s = time_range
         self.timebase_position_s = REFERENCE_PERCENT / 100 * time_range - pretrigger_s
         self.record_points = points
-        self.trigger_mode = "NORM"
-        self.trigger_source = "EXT"
-        self.trigger_slope = "POS"
-        self.external_trigger_level_V = trigger_level_V
+        # the RTB/RTM trigger subsystem is TRIGger:A:..., the RTO's TRIGger[1]:... (the A event)
+        trigger = "TRIGger" if model.family == "RTO" else "TRIGger:A"
+        self.write(f"{trigger}:MODE NORM")
+        self.write(f"{trigger}:SOURce EXT")
+        self.write(f"{trigger}:EDGE:SLOPe POS")
+        self.write(f"{trigger}:LEVel5:VALue {trigger_level_V:.6g}")
         got_rate, got_points = self.sample_rate_Hz, self.record_points
         if not math.isclose(got_rate, rate, rel_tol=1e-9) or got_points != points:
             raise InstrumentError(

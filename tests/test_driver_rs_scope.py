@@ -119,6 +119,16 @@ def test_configure_capture_refuses_a_readback_mismatch():
         scope.configure_capture(1, 1e-6, 1e9, 0.05, offset_V=0.02)
 
 
+def test_the_rto_is_triggered_through_its_own_trigger_subsystem():
+    rto = [("*IDN?", "Rohde&Schwarz,RTO2044,1329.7002k44/100001,4.70.1.0")] + [
+        (command.replace("TRIGger:A:", "TRIGger:"), reply) for command, reply in SETUP[1:]
+    ]
+    pairs = [*rto, ("ACQuire:SRATe?", "1.0E+09"), ("ACQuire:POINts?", "1000"), ("SYSTem:ERRor?", NO_ERROR)]
+    with expected_protocol(RsScope, pairs) as scope:
+        scope.configure_capture(1, 1e-6, 1e9, 0.05, offset_V=0.02, trigger_level_V=1.0)
+    assert ("TRIGger:LEVel5:VALue 1", None) in pairs
+
+
 @pytest.mark.parametrize(
     "kwargs, what",
     [
@@ -127,6 +137,7 @@ def test_configure_capture_refuses_a_readback_mismatch():
         ({"segments": 4}, "segments"),
         ({"duration_s": 1.0}, "memory"),
         ({"impedance": "75"}, "impedance"),
+        ({"trigger_level_V": 12.0}, "trigger_level_V"),
     ],
 )
 def test_configure_capture_validates_before_sending(kwargs, what):
