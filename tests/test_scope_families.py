@@ -6,8 +6,10 @@ the fault matrix's scope faults lose no record on them."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import time
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -162,6 +164,17 @@ def test_characterize_on_each_family_matches_the_default_bench(tmp_path):
         summary = invoke(tmp_path, "characterize", f"bench:emulated?scope={family}", "--bias-points", "12")
         assert summary["threshold_A"] == pytest.approx(default["threshold_A"], rel=0.02), family
         assert summary["relaxation_time_s"] == pytest.approx(default["relaxation_time_s"], rel=0.02), family
+
+
+def test_the_transfer_benchmark_reads_each_family_both_ways():
+    """benchmarks/bench_transfer_families.py on a small record (its checks: same record both ways)."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_transfer_families.py"
+    spec = importlib.util.spec_from_file_location("bench_transfer_families", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = module.scope_rows(samples=20_000, repeats=1)
+    assert [row["family"] for row in rows] == FAMILIES
+    assert all(row["samples"] == 20_000 and row["ascii_s"] > row["binary_s"] for row in rows)
 
 
 # --- faults on the new families (as in test_fault_matrix, which runs the default bench) -----------
