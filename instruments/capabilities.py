@@ -39,7 +39,8 @@ def awg_model_of(idn_model: str) -> AwgModel | None:
 
 @dataclass(frozen=True)
 class ScopeModel:
-    """A Keysight InfiniiVision (4000 X: 5 GSa/s, 4 Mpts): rates, memory and front-end ranges."""
+    """An oscilloscope family (defaults: Keysight InfiniiVision 4000 X, 5 GSa/s, 4 Mpts): rates,
+    memory and front-end ranges; full scale is ``vertical_divisions`` times the V/div scale."""
 
     max_sample_rate_Hz: float = 5e9
     memory_points: int = 4_000_000
@@ -47,6 +48,8 @@ class ScopeModel:
     scale_V_per_div: tuple[float, float] = (1e-3, 5.0)  # full scale is 8 divisions
     max_offset_V: float = 40.0
     max_trigger_level_V: float = 8.0
+    vertical_divisions: int = 8
+    family: str = "InfiniiVision"
 
 
 INFINIIVISION = ScopeModel()

@@ -12,8 +12,11 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
+
+import numpy as np
 
 from spinlab.errors import InstrumentError
 
@@ -28,6 +31,35 @@ MAX_QUEUED_ERRORS = 64
 # keeps its own reader: pyvisa's ``read_binary_values`` reads whatever length the header
 # declares, and the bench needs that length checked against the preamble's point count, plus
 # one clear error for a short, padded or unterminated block.
+def ascii_values(reply: str, what: str) -> np.ndarray:
+    """A comma-separated reply of numbers as floats (parsed by numpy: a megasample in a fraction
+    of a second); anything else is an InstrumentError naming ``what``."""
+    text = reply.strip()
+    try:
+        return np.array(text.split(",") if text else [], dtype=np.float64)
+    except ValueError:
+        raise InstrumentError(f"malformed {what} from the instrument: {text[:60]!r}...") from None
+
+
+@contextmanager
+def termination_off(instrument: Any) -> Iterator[None]:
+    """Read with the VISA termination character off, then put it back.
+
+    A binary payload (``REAL,32`` floats above all) holds ``0x0A`` bytes; with the termination
+    character on, each one ends a VISA read, and pyvisa stitches the block from thousands of short
+    reads (seconds for a megabyte). Connections without one (a test adapter) are left alone."""
+    connection = getattr(getattr(instrument, "adapter", None), "connection", None)
+    termination = getattr(connection, "read_termination", None)
+    if not termination:
+        yield
+        return
+    connection.read_termination = None
+    try:
+        yield
+    finally:
+        connection.read_termination = termination
+
+
 def read_block(instrument: Any, expected_bytes: int | None = None, terminator: bytes = b"\n") -> bytes:
     """Read one definite-length block reply from ``instrument`` (anything with ``read_bytes``).
 

@@ -324,10 +324,11 @@ class ScopeSettings(_Section):
             raise _Invalid(
                 "max_sample_rate_Hz",
                 f"= {self.max_sample_rate_Hz:g} Sa/s is beyond the "
-                f"InfiniiVision's {caps.max_sample_rate_Hz:g} Sa/s",
+                f"{caps.family}'s {caps.max_sample_rate_Hz:g} Sa/s",
             )
-        low, high = (8 * v for v in caps.scale_V_per_div)
-        _within(self, "full_scale_V", low, high, "8 divisions of 1 mV .. 5 V")
+        divisions, (low, high) = caps.vertical_divisions, caps.scale_V_per_div
+        what = f"{divisions} divisions of {low:g} .. {high:g} V"
+        _within(self, "full_scale_V", divisions * low, divisions * high, what)
         _within(self, "offset_V", -caps.max_offset_V, caps.max_offset_V, "the channel offset range")
         _within(self, "timeout_s", 1e-3, 3600, "seconds")
         if not 1 <= self.oversample <= 1000:
@@ -339,7 +340,7 @@ class ScopeSettings(_Section):
         if not 1000 <= self.max_points <= caps.memory_points:
             raise _Invalid(
                 "max_points",
-                f"must be 1000 .. {caps.memory_points} (the InfiniiVision's "
+                f"must be 1000 .. {caps.memory_points} (the {caps.family}'s "
                 f"acquisition memory), got {self.max_points}",
             )
 

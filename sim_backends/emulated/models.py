@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING
 from spinlab.errors import ConfigError
 from spinlab.sim_backends.emulated.awg import Emulated33500B
 from spinlab.sim_backends.emulated.keithley import EmulatedKeithley2400
+from spinlab.sim_backends.emulated.rs_scope import EmulatedRTM3000
 from spinlab.sim_backends.emulated.scope import EmulatedInfiniiVision
+from spinlab.sim_backends.emulated.tektronix_scope import EmulatedMSO5
 
 if TYPE_CHECKING:
     from spinlab.sim_backends.emulated.lab import EmulatedLab
@@ -26,7 +28,11 @@ EMULATORS: dict[str, dict[str, Callable[[EmulatedLab], ScpiInstrument]]] = {
     "awg": {
         "keysight-33500b": lambda lab: Emulated33500B(memory_samples=lab.awg_memory_samples, lock=lab.lock)
     },
-    "scope": {"keysight-infiniivision": lambda lab: EmulatedInfiniiVision(lock=lab.lock)},
+    "scope": {
+        "keysight-infiniivision": lambda lab: EmulatedInfiniiVision(lock=lab.lock),
+        "rs-rtb2000": lambda lab: EmulatedRTM3000(lock=lab.lock),
+        "tektronix-mso": lambda lab: EmulatedMSO5(lock=lab.lock),
+    },
     "source": {
         "keithley-2400": lambda lab: EmulatedKeithley2400(load_ohm=lab.device_resistance_ohm, lock=lab.lock)
     },

@@ -138,8 +138,9 @@ def arg_string(arg: Arg) -> str:
 
 
 def short_form(keyword: str) -> str:
-    """``"NORMal"`` -> ``"NORM"``: the upper-case letters (and digits) of a long-form keyword."""
-    short = "".join(ch for ch in keyword if ch.isupper() or ch.isdigit() or ch == "*")
+    """``"NORMal"`` -> ``"NORM"``: the upper-case letters (digits, underscores: Tektronix's
+    ``BYT_Nr`` -> ``BYT_N``) of a long-form keyword."""
+    short = "".join(ch for ch in keyword if ch.isupper() or ch.isdigit() or ch in "*_")
     return short or keyword.upper()
 
 
@@ -166,7 +167,7 @@ class HeaderNode:
     suffix: str  # "" none, "opt1" optional suffix that must be 1, "n" captured number, "=3" fixed
 
 
-_TOKEN_RE = re.compile(r"(\[)?:?(\*?[A-Za-z]+)(\[1\]|<n>|\d+)?(\])?")
+_TOKEN_RE = re.compile(r"(\[)?:?(\*?[A-Za-z][A-Za-z_]*)(\[1\]|<n>|\d+)?(\])?")
 
 
 def compile_pattern(pattern: str) -> tuple[HeaderNode, ...]:
