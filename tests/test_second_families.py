@@ -21,6 +21,15 @@ import pytest
 from pymeasure.adapters import VISAAdapter
 from pymeasure.instruments.keithley import Keithley2450 as PymeasureKeithley2450
 from pymeasure.instruments.keithley import Keithley6221 as PymeasureKeithley6221
+from tcp_helpers import (
+    acquire_args,
+    ask,
+    assert_outputs_off_and_ramped,
+    emulated_instruments,
+    spinlab_process,
+    wait_for_steps,
+    write_station,
+)
 from typer.testing import CliRunner
 
 from spinlab import Waveform
@@ -167,6 +176,21 @@ def test_a_persistent_fault_stops_in_one_line_with_the_outputs_off(families, spe
     assert error is not None and "\n" not in error
     assert all(np.array_equal(a, b) for a, b in zip(responses, clean))
     assert outputs == (False, False)
+
+
+def test_a_signal_on_a_new_family_station_ramps_the_bias_down_and_switches_the_awg_off(tmp_path):
+    """`spinlab acquire` on an AWG5200 + 2450 station served by `spinlab emulate`, stopped by
+    SIGTERM mid-acquisition: the run is interrupted, the outputs are off and the bias ramped."""
+    options = ("--awg", "tektronix-awg5200", "--source", "keithley-2450", "--device", "sim:vortex?noise=0")
+    with emulated_instruments(*options) as (_, emulator):
+        ask(emulator["source"], "DIAG:CURR:LOG:CLE;*CLS;*OPC?")
+        proc = spinlab_process(*acquire_args(write_station(tmp_path, emulator), tmp_path / "runs"))
+        wait_for_steps(tmp_path / "runs", 3, proc)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 128 + signal.SIGTERM, err
+        assert "interrupted by SIGTERM" in err and "Traceback" not in err
+        assert_outputs_off_and_ramped(emulator)
 
 
 # --- other projects' drivers against the emulators ------------------------------------------

@@ -88,6 +88,7 @@ class EmulatedKeithley6221(ScpiInstrument):
         self.query(
             "DIAGnostic:CURRent:LOG", lambda a: ",".join(format_float(v) for v in self.current_log) or ""
         )
+        self.command("DIAGnostic:CURRent:LOG:CLEar", lambda a: self.current_log.clear())
 
     def _register_stored(self, pattern: str, kind: str, default: str) -> None:
         def setter(args: Sequence[Arg]) -> None:
