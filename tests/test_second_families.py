@@ -268,6 +268,39 @@ def test_the_emulated_awg5200_keeps_its_waveform_list_and_refuses_like_the_instr
         lab.device.close()
 
 
+def test_other_projects_awg5200_commands_work_against_the_emulator():
+    """The waveform-list upload users script with plain pyvisa (lower case, spaces after the
+    commas, pyvisa's default little-endian float block) and the channel commands QCoDeS's
+    AWG70000A/AWG5208 driver sends, through the in-process VISA library."""
+    import pyvisa
+
+    lab = EmulatedLab(open_device("sim:vortex?noise=0"), seed=0, models={"awg": "tektronix-awg5200"})
+    awg = pyvisa.ResourceManager(lab.visa_library()).open_resource(lab.AWG_RESOURCE)
+    awg.read_termination = awg.write_termination = "\n"
+    try:
+        wave = (0.5 * np.sin(np.linspace(0, 2 * np.pi, 2400, endpoint=False))).astype(np.float32)
+        awg.write("WLISt:WAVeform:DELete ALL")
+        awg.write('wlist:waveform:new "sine", 2400')
+        awg.write_binary_values('wlist:waveform:data "sine", 0, 2400, ', wave)
+        assert awg.query("*OPC?") == "1"
+        assert awg.query("WLISt:LIST?").replace('"', "").split(",") == ["sine"]
+        awg.write("CLOCk:SRATe 1200000000.0")
+        awg.write('SOURce1:CASSet:WAVeform "sine"')
+        awg.write("SOURCe1:VOLTage 0.5")
+        awg.write("OUTPut1:STATe 1")
+        awg.write("AWGControl:RUN")
+        assert awg.query("AWGControl:RSTATe?") == "2"  # continuous run mode: running
+        assert awg.query("SOURCE1:CASSet?") == '"sine"' and float(awg.query("CLOCk:SRATe?")) == 1.2e9
+        back = awg.query_binary_values('WLISt:WAVeform:DATA? "sine"', datatype="f", container=np.array)
+        np.testing.assert_array_equal(back, wave)
+        awg.write("SOURce1:CASSet:CLEAR")
+        awg.write("AWGControl:STOP")
+        assert awg.query("AWGControl:RSTATe?") == "0" and awg.query("SYSTem:ERRor?") == '+0,"No error"'
+    finally:
+        awg.close()
+        lab.device.close()
+
+
 def test_spinlab_emulate_serves_the_chosen_models():
     proc = subprocess.Popen(
         [sys.executable, "-c", "from spinlab.cli import main; main()", "emulate", "--json",
