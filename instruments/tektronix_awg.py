@@ -154,7 +154,7 @@ class TektronixAWG5200(ErrorQueueMixin, SCPIMixin, Instrument):
     @output_load_ohm.setter
     def output_load_ohm(self, value: float) -> None:
         if float(value) != self.LOAD_OHM:
-            raise ValueError(
+            raise ConfigError(
                 f"the AWG5200 has no load setting (amplitude and offset are into 50 ohm); "
                 f"set [awg] load_ohm = 50, got {value!r}"
             )
