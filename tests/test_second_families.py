@@ -30,6 +30,7 @@ from tcp_helpers import (
     wait_for_steps,
     write_station,
 )
+from test_fault_matrix import PERSISTENT, TRANSIENT
 from typer.testing import CliRunner
 
 from spinlab import Waveform
@@ -191,6 +192,19 @@ def test_a_signal_on_a_new_family_station_ramps_the_bias_down_and_switches_the_a
         assert proc.returncode == 128 + signal.SIGTERM, err
         assert "interrupted by SIGTERM" in err and "Traceback" not in err
         assert_outputs_off_and_ramped(emulator)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("spec", "expected"), TRANSIENT + PERSISTENT)
+def test_the_whole_fault_matrix_on_the_new_families(families, spec, expected):
+    path, clean = families
+    responses, error, _, outputs = acquire(path, spec)
+    assert all(np.array_equal(a, b) for a, b in zip(responses, clean))  # nothing recorded wrong
+    if expected == "identical":
+        assert error is None and len(responses) == len(clean), error
+        assert outputs == (False, True)
+    else:
+        assert error is not None and "\n" not in error and outputs == (False, False)
 
 
 # --- other projects' drivers against the emulators ------------------------------------------
