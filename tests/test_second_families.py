@@ -74,6 +74,7 @@ def test_the_new_families_capabilities_check_the_station(tmp_path: Path):
     text = (STATIONS_DIR / "emulated.toml").read_text()
     for old, new, match in [
         ("[awg]\n", '[awg]\ndriver = "tektronix-awg5200"\n', None),
+        ("max_output_V = 2.0", 'driver = "tektronix-awg5200"', None),  # the range defaults to the model's
         ("max_sample_rate_Hz = 160e6", 'driver = "tektronix-awg5200"\nmax_sample_rate_Hz = 6e9', "AWG5200's"),
         ("max_output_V = 2.0", 'driver = "tektronix-awg5200"\nmax_output_V = 3.0', "max_output_V"),
         ("compliance_V = 2.0", 'driver = "keithley-6221"\ncompliance_V = 150', r"compliance_V.*105"),
@@ -82,11 +83,21 @@ def test_the_new_families_capabilities_check_the_station(tmp_path: Path):
         path = tmp_path / "station.toml"
         path.write_text(text.replace(old, new, 1))
         if match is None:
-            assert load_station(path).awg.model == "AWG5200"
+            awg = load_station(path).awg
+            assert awg.model == "AWG5200" and awg.max_output_V == 2.0
             continue
         with pytest.raises(ConfigError, match=match) as caught:
             load_station(path)
         assert "\n" not in str(caught.value)
+
+
+def test_a_station_without_driver_or_output_range_gets_the_answering_awg5200s(tmp_path: Path):
+    text = (STATIONS_DIR / "emulated.toml").read_text()
+    path = tmp_path / "station.toml"
+    path.write_text("\n".join(line for line in text.splitlines() if not line.startswith("max_output_V")))
+    with open_bench(str(path), awg="tektronix-awg5200") as bench:
+        assert bench.drivers["awg"] == "tektronix-awg5200"
+        assert bench.station.awg.model == "AWG5200" and bench.station.awg.max_output_V == 2.0
 
 
 # --- characterize and acquire on every combination (the matrix of the issue's closing note) ---
