@@ -190,6 +190,7 @@ def test_a_persistent_fault_stops_in_one_line_with_the_outputs_off(families, spe
     assert outputs == (False, False)
 
 
+@pytest.mark.slow  # two CLI processes: about 25 s
 def test_a_signal_on_a_new_family_station_ramps_the_bias_down_and_switches_the_awg_off(tmp_path):
     """`spinlab acquire` on an AWG5200 + 2450 station served by `spinlab emulate`, stopped by
     SIGTERM mid-acquisition: the run is interrupted, the outputs are off and the bias ramped."""
