@@ -228,7 +228,7 @@ class AwgSettings(_Section):
     @model_validator(mode="before")
     @classmethod
     def _model_rate(cls, data: Any) -> Any:
-        """The model defaults to the named driver's, the sample rate to the model's."""
+        """The model defaults to the named driver's, the sample rate and output range to the model's."""
         if not isinstance(data, Mapping):
             return data
         model = data.get("model")
@@ -241,6 +241,8 @@ class AwgSettings(_Section):
             data = {**data, "model": caps.family}
         if "max_sample_rate_Hz" not in data and caps is not None:
             data = {**data, "max_sample_rate_Hz": caps.max_sample_rate_Hz}
+        if "max_output_V" not in data and caps is not None:
+            data = {**data, "max_output_V": caps.max_peak_V}
         return data
 
     @property

@@ -60,6 +60,9 @@ def test_a_class_without_the_role_members_is_named() -> None:
         ("Keysight Technologies,33622A,MY1,A.02", "awg", "keysight-33600a"),
         ("KEYSIGHT TECHNOLOGIES,DSOX4024A,MY-EMULATED,07.50", "scope", "keysight-infiniivision"),
         ("KEITHLEY INSTRUMENTS INC.,MODEL 2400,1234,C32", "source", "keithley-2400"),
+        ("TEKTRONIX,AWG5204,B010101,FV:6.3.0080.0", "awg", "tektronix-awg5200"),
+        ("KEITHLEY INSTRUMENTS,MODEL 2450,04096331,1.7.12b", "source", "keithley-2450"),
+        ("KEITHLEY INSTRUMENTS INC.,MODEL 6221,4143210,D03  /700x", "source", "keithley-6221"),
     ],
 )
 def test_idn_picks_the_driver(idn: str, role: str, name: str) -> None:
@@ -68,9 +71,9 @@ def test_idn_picks_the_driver(idn: str, role: str, name: str) -> None:
 
 def test_an_instrument_no_driver_serves_is_one_line() -> None:
     with pytest.raises(
-        ConfigError, match=r"no installed source driver serves .*MODEL 2450.*keithley-2400"
+        ConfigError, match=r"no installed source driver serves .*MODEL 2651A.*keithley-2400"
     ) as e:
-        driver_for_idn("source", "KEITHLEY INSTRUMENTS,MODEL 2450,04,1.7")
+        driver_for_idn("source", "KEITHLEY INSTRUMENTS,MODEL 2651A,04,1.7")
     assert "\n" not in str(e.value)
 
 

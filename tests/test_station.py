@@ -158,7 +158,7 @@ def test_default_bias_beyond_limit(tmp_path: Path) -> None:
 
 
 def test_limit_unreachable_through_gain(tmp_path: Path) -> None:
-    # 0.5 V at the device through a 0.05 gain needs 10 V at the AWG, beyond its 5 V
+    # 0.5 V at the device through a 0.05 gain needs 10 V at the AWG, beyond its 2 V
     path = edited(tmp_path, "drive_gain = 1.0", "drive_gain = 0.05")
     with pytest.raises(ConfigError, match="max_output_V"):
         load_station(path)
@@ -202,7 +202,7 @@ def test_high_impedance_load(tmp_path: Path) -> None:
             "max_sample_rate_Hz = 1e9",
             r"\[awg\] key 'max_sample_rate_Hz'.*33500B",
         ),
-        ("max_output_V = 5.0", "max_output_V = 10.0", r"\[awg\] key 'max_output_V'"),
+        ("max_output_V = 2.0", "max_output_V = 10.0", r"\[awg\] key 'max_output_V'"),
         ("load_ohm = 50.0", 'model = "DG1022"', r"\[awg\] key 'model' must be one of"),
         ("load_ohm = 50.0", "memory_samples = 20_000_000", r"key 'memory_samples' must be 16 .. 16000000"),
         ("max_sample_rate_Hz = 5e9", "max_sample_rate_Hz = 10e9", r"\[scope\] key 'max_sample_rate_Hz'"),

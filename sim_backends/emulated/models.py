@@ -15,8 +15,11 @@ from typing import TYPE_CHECKING
 from spinlab.errors import ConfigError
 from spinlab.sim_backends.emulated.awg import Emulated33500B
 from spinlab.sim_backends.emulated.keithley import EmulatedKeithley2400
+from spinlab.sim_backends.emulated.keithley_2450 import EmulatedKeithley2450
+from spinlab.sim_backends.emulated.keithley_6221 import EmulatedKeithley6221
 from spinlab.sim_backends.emulated.rs_scope import EmulatedRTM3000
 from spinlab.sim_backends.emulated.scope import EmulatedInfiniiVision
+from spinlab.sim_backends.emulated.tektronix_awg import EmulatedAWG5200
 from spinlab.sim_backends.emulated.tektronix_scope import EmulatedMSO5
 
 if TYPE_CHECKING:
@@ -26,7 +29,10 @@ if TYPE_CHECKING:
 #: role -> driver name -> the emulator built for an :class:`~.lab.EmulatedLab` (its lock and settings)
 EMULATORS: dict[str, dict[str, Callable[[EmulatedLab], ScpiInstrument]]] = {
     "awg": {
-        "keysight-33500b": lambda lab: Emulated33500B(memory_samples=lab.awg_memory_samples, lock=lab.lock)
+        "keysight-33500b": lambda lab: Emulated33500B(memory_samples=lab.awg_memory_samples, lock=lab.lock),
+        "tektronix-awg5200": lambda lab: EmulatedAWG5200(
+            memory_samples=lab.awg_memory_samples, lock=lab.lock
+        ),
     },
     "scope": {
         "keysight-infiniivision": lambda lab: EmulatedInfiniiVision(lock=lab.lock),
@@ -34,7 +40,9 @@ EMULATORS: dict[str, dict[str, Callable[[EmulatedLab], ScpiInstrument]]] = {
         "tektronix-mso": lambda lab: EmulatedMSO5(lock=lab.lock),
     },
     "source": {
-        "keithley-2400": lambda lab: EmulatedKeithley2400(load_ohm=lab.device_resistance_ohm, lock=lab.lock)
+        "keithley-2400": lambda lab: EmulatedKeithley2400(load_ohm=lab.device_resistance_ohm, lock=lab.lock),
+        "keithley-2450": lambda lab: EmulatedKeithley2450(load_ohm=lab.device_resistance_ohm, lock=lab.lock),
+        "keithley-6221": lambda lab: EmulatedKeithley6221(load_ohm=lab.device_resistance_ohm, lock=lab.lock),
     },
 }
 

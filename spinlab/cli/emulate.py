@@ -13,14 +13,23 @@ def emulate(
     host: str = typer.Option(
         "127.0.0.1", "--host", help="Interface to listen on (keep localhost unless you need LAN access)."
     ),
-    awg_port: int = typer.Option(
-        5025, "--awg-port", help="Port of the emulated 33500B AWG (0 = any free port)."
-    ),
+    awg_port: int = typer.Option(5025, "--awg-port", help="Port of the emulated AWG (0 = any free port)."),
     scope_port: int = typer.Option(
-        5026, "--scope-port", help="Port of the emulated InfiniiVision scope (0 = any free port)."
+        5026, "--scope-port", help="Port of the emulated scope (0 = any free port)."
     ),
     source_port: int = typer.Option(
-        5027, "--source-port", help="Port of the emulated Keithley 2400 (0 = any free port)."
+        5027, "--source-port", help="Port of the emulated DC source (0 = any free port)."
+    ),
+    awg: str = typer.Option(
+        "keysight-33500b", "--awg", help="Which AWG to emulate, by driver name (e.g. tektronix-awg5200)."
+    ),
+    scope: str = typer.Option(
+        "keysight-infiniivision", "--scope", help="Which oscilloscope to emulate, by driver name."
+    ),
+    source: str = typer.Option(
+        "keithley-2400",
+        "--source",
+        help="Which DC source to emulate, by driver name (keithley-2450, keithley-6221).",
     ),
     device: str = typer.Option(
         "sim:vortex", "--device", "-d", help="Device model wired between AWG and scope (sim:..., twin:...)."
@@ -61,6 +70,7 @@ def emulate(
                 trigger_delay_s=trigger_delay_s,
                 scope_noise_V=scope_noise_V,
                 faults=faults or None,
+                models={"awg": awg, "scope": scope, "source": source},
             )
             try:
                 servers = serve_tcp(lab, host, awg_port, scope_port, source_port)
@@ -77,6 +87,7 @@ def emulate(
                     emit_json(
                         {
                             "resources": resources,
+                            "models": lab.models,
                             "device": device,
                             "seed": seed,
                             "faults": [str(f) for f in lab.faults],
