@@ -46,7 +46,16 @@ from spinlab.sim_backends.emulated import EmulatedLab
 ROOT = Path(__file__).resolve().parents[1]
 AWGS = ["keysight-33500b", "tektronix-awg5200"]
 SOURCES = ["keithley-2400", "keithley-2450", "keithley-6221"]
+SCOPES = ["keysight-infiniivision", "rs-rtb2000", "tektronix-mso"]
 NEW = [(awg, source) for awg in AWGS for source in SOURCES if (awg, source) != (AWGS[0], SOURCES[0])]
+#: every combination of the families of the three roles but the built-in one (issue 22's matrix)
+MATRIX = [
+    (awg, scope, source)
+    for awg in AWGS
+    for scope in SCOPES
+    for source in SOURCES
+    if (awg, scope, source) != (AWGS[0], SCOPES[0], SOURCES[0])
+]
 QUIET = {"device": "sim:vortex?noise=0", "scope_noise_V": 0.0, "seed": 3}
 
 
@@ -113,9 +122,9 @@ def built_in(tmp_path_factory) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("awg", "source"), NEW)
-def test_characterize_and_acquire_agree_with_the_built_in_station(tmp_path, built_in, awg, source):
-    device = f"bench:emulated?awg={awg}&source={source}"
+@pytest.mark.parametrize(("awg", "scope", "source"), MATRIX)
+def test_characterize_and_acquire_agree_with_the_built_in_station(tmp_path, built_in, awg, scope, source):
+    device = f"bench:emulated?awg={awg}&scope={scope}&source={source}"
     summary = run_cli(tmp_path, "characterize", "--device", device)
     assert summary["threshold_A"] == pytest.approx(built_in["threshold_A"], rel=0.02)
     assert summary["relaxation_time_s"] == pytest.approx(built_in["relaxation_time_s"], rel=0.02)
