@@ -229,27 +229,56 @@ def model_of(device: Any) -> Any:
 def nonlinear_shift(
     bias_A: np.ndarray, freq_Hz: np.ndarray, fits: Sequence[Mapping[str, float]], min_z: float
 ) -> dict[str, float]:
-    """``f = f0(B) + N p`` with ``p = (z-1)/(z+Q)`` from each field's power fit, above
-    ``min_z``: one ``N`` for all fields, one ``f0`` per field (least squares)."""
-    rows, target = [], []
-    n_fields = len(fits)
+    """``f = f0(B) + N p`` above ``min_z``, ``p`` the normalised power ``(z-1)/(z+Q)`` with the
+    thermal rounding of :func:`rounded_power_model` (``z = I / I_th(B)``, each field's threshold
+    and ``kT/E0`` from its power fit): one ``N`` and one ``Q`` for all fields, one ``f0`` per
+    field.
+
+    Why ``Q`` from the frequency and not from the power: both follow ``p = (z-1)/(z+Q)``, but
+    the peak frequency is measured to a small fraction of a linewidth while the integrated power
+    carries the analyser's display noise, so the power fit's ``Q`` (which ``N`` inherits, as
+    the normalisation of ``p``) scatters by tens of per cent on a real trace and the
+    frequency's curvature pins it to a few."""
+    rows: list[tuple[int, float, float, float]] = []  # (field, z, kT/E0, f)
     for j, fit in enumerate(fits):
         z = bias_A / fit["threshold_A"]
-        use = z >= min_z
-        p = (z[use] - 1) / (z[use] + fit["Q"])
-        for pk, fk in zip(p, freq_Hz[j][use]):
-            row = np.zeros(n_fields + 1)
-            row[j], row[-1] = 1.0, pk
-            rows.append(row)
-            target.append(fk)
-    if len(rows) < n_fields + 2:
-        return {"N_Hz": math.nan, "N_err_Hz": math.nan}
-    a, b = np.array(rows), np.array(target)
-    coef, *_ = np.linalg.lstsq(a, b, rcond=None)
-    resid = b - a @ coef
-    dof = max(len(b) - a.shape[1], 1)
-    cov = np.linalg.pinv(a.T @ a) * float(resid @ resid) / dof
-    return {"N_Hz": float(coef[-1]), "N_err_Hz": float(math.sqrt(max(cov[-1, -1], 0.0)))}
+        t = 10.0 ** fit.get("log10_thermal", -10.0)
+        rows.extend((j, float(zi), t, float(fi)) for zi, fi in zip(z, freq_Hz[j]) if zi >= min_z)
+    n_fields = len(fits)
+    if len(rows) < n_fields + 3:
+        return {"N_Hz": math.nan, "N_err_Hz": math.nan, "Q_frequency": math.nan, "Q_frequency_err": math.nan}
+    field = np.array([r[0] for r in rows])
+    z = np.array([r[1] for r in rows])
+    thermal = np.array([r[2] for r in rows])
+    f = np.array([r[3] for r in rows])
+    scale = float(np.ptp(f)) or 1.0
+
+    def model(_: Any, *q: float) -> np.ndarray:  # frequencies in units of their spread
+        f0, n, big_q = np.asarray(q[:n_fields]), q[-2], q[-1]
+        a, b = z - 1, z + big_q  # p with its thermal rounding (rounded_power_model's)
+        return f0[field] + n * (a + np.sqrt(a * a + 4 * b * thermal)) / (2 * b)
+
+    f0_guess = [
+        float(np.min(f[field == j])) if np.any(field == j) else float(f.min()) for j in range(n_fields)
+    ]
+    p0 = [*(v / scale for v in f0_guess), 5.0, fits[0].get("Q", 2.0)]  # N ~ the shift over p ~ 0.2
+    lower = [-np.inf] * n_fields + [-np.inf, 0.0]
+    upper = [np.inf] * n_fields + [np.inf, 100.0]
+    try:
+        params, cov = curve_fit(
+            model, z, f / scale, p0=np.clip(p0, lower, upper), bounds=(lower, upper), max_nfev=5000
+        )
+    except (RuntimeError, ValueError):
+        return {"N_Hz": math.nan, "N_err_Hz": math.nan, "Q_frequency": math.nan, "Q_frequency_err": math.nan}
+    err = (
+        np.sqrt(np.clip(np.diag(cov), 0, None)) if np.all(np.isfinite(cov)) else np.full(len(params), np.nan)
+    )
+    return {
+        "N_Hz": float(params[-2] * scale),
+        "N_err_Hz": float(err[-2] * scale),
+        "Q_frequency": float(params[-1]),
+        "Q_frequency_err": float(err[-1]),
+    }
 
 
 def operating_region(
@@ -457,7 +486,8 @@ def run(ctx: RunContext, config: SpectrumConfig) -> dict[str, Any]:
     )
 
     ctx.save("grid/bias_A", bias, unit="A")
-    ctx.save("grid/field_T", np.array([np.nan if f is None else f for f in fields]), unit="T")
+    if takes_field:
+        ctx.save("grid/field_T", np.array(fields, dtype=float), unit="T")
     ctx.save("survey/freqs_Hz", np.linspace(config.freq_start_Hz, config.freq_stop_Hz, config.survey_points))
     ctx.save("survey/psd_W_per_Hz", survey, unit="W/Hz")
     for key, value in lines.items():
@@ -529,12 +559,17 @@ def _window(datasets: Mapping[str, Any]) -> tuple[np.ndarray, slice]:
     return freqs, slice(int(keep[0]), int(keep[-1]) + 1)
 
 
+def _fields(results: Mapping[str, Any]) -> np.ndarray:
+    """The swept fields (NaN: the device's own, on a device that takes no field)."""
+    return np.array([np.nan if f is None else f for f in results["fields_T"]], dtype=float)
+
+
 def _field_label(field: float) -> str:
     return "device's field" if not np.isfinite(field) else f"{field:g} T"
 
 
 def plot_psd_vs_current(datasets: Mapping[str, Any], results: Mapping[str, Any]) -> Figure:
-    bias, fields = np.asarray(datasets["grid/bias_A"]), np.asarray(datasets["grid/field_T"])
+    bias, fields = np.asarray(datasets["grid/bias_A"]), _fields(results)
     psd = np.asarray(datasets["survey/psd_W_per_Hz"])
     freqs, window = _window(datasets)
     fig = Figure(figsize=(3.2 * len(fields) + 1, 3.6), layout="constrained")
@@ -553,7 +588,7 @@ def plot_psd_vs_current(datasets: Mapping[str, Any], results: Mapping[str, Any])
 
 
 def plot_psd_vs_field(datasets: Mapping[str, Any], results: Mapping[str, Any]) -> Figure:
-    bias, fields = np.asarray(datasets["grid/bias_A"]), np.asarray(datasets["grid/field_T"])
+    bias, fields = np.asarray(datasets["grid/bias_A"]), _fields(results)
     psd = np.asarray(datasets["survey/psd_W_per_Hz"])
     freqs, window = _window(datasets)
     i = int(np.argmin(np.abs(bias - results["map_bias_A"])))
@@ -574,7 +609,7 @@ def plot_psd_vs_field(datasets: Mapping[str, Any], results: Mapping[str, Any]) -
 
 
 def plot_frequency_linewidth(datasets: Mapping[str, Any], results: Mapping[str, Any]) -> Figure:
-    bias, fields = np.asarray(datasets["grid/bias_A"]), np.asarray(datasets["grid/field_T"])
+    bias, fields = np.asarray(datasets["grid/bias_A"]), _fields(results)
     freq, width = np.asarray(datasets["lines/frequency_Hz"]), np.asarray(datasets["lines/linewidth_Hz"])
     fig = Figure(figsize=(5, 6))
     top, bottom = fig.subplots(2, 1, sharex=True)
@@ -593,7 +628,7 @@ def plot_frequency_linewidth(datasets: Mapping[str, Any], results: Mapping[str, 
 
 
 def plot_power(datasets: Mapping[str, Any], results: Mapping[str, Any]) -> Figure:
-    bias, fields = np.asarray(datasets["grid/bias_A"]), np.asarray(datasets["grid/field_T"])
+    bias, fields = np.asarray(datasets["grid/bias_A"]), _fields(results)
     power, fits = np.asarray(datasets["lines/power_W"]), np.asarray(datasets["lines/threshold_fit"])
     fine = np.linspace(bias.min(), bias.max(), 400)
     fig = Figure(figsize=(5, 3.6))
@@ -653,7 +688,7 @@ def plan(config: SpectrumConfig | Mapping[str, Any] | None = None, **overrides: 
             "frequency_linewidth.png": plot_frequency_linewidth,
             "power.png": plot_power,
         },
-        nexus={"signal": "lines/frequency_Hz", "axes": ["grid/field_T", "grid/bias_A"]},
+        nexus={"signal": "lines/frequency_Hz", "axes": [".", "grid/bias_A"]},
     )
 
 

@@ -8,13 +8,15 @@ import json
 import h5py
 import numpy as np
 import pytest
+from tcp_helpers import ask, emulated_instruments
 from typer.testing import CliRunner
 
 from spinlab import ConfigError
 from spinlab.cli import app
 from spinlab.engine import RunEngine, build_plan
 from spinlab.errors import RunInterrupted
-from spinlab.protocols import spectrum
+from spinlab.instruments.station import STATIONS_DIR
+from spinlab.protocols import characterize, spectrum
 from spinlab.protocols.spectrum import SpectrumConfig, fit_line, lorentzian, rounded_power_model
 from spinlab.sim_backends.vortex import VortexDevice
 
@@ -130,3 +132,43 @@ def test_cli_spectrum_and_its_refusals(tmp_path) -> None:
     assert out.exit_code != 0 and "max_bias_A" in out.output
     out = CliRunner().invoke(app, ["spectrum", "-d", "sim:macrospin", "--bias-A", "4e-3:9e-3:8", *args])
     assert out.exit_code != 0 and "gives no spectrum" in out.output
+
+
+# --- the plan on the emulated bench ---------------------------------------------------------------
+def test_spectrum_on_the_emulated_bench_agrees_with_the_model_and_with_characterize(tmp_path) -> None:
+    """bench:emulated (no field yet: the model's own): the X-series trace through the real driver,
+    its RF chain taken out. The threshold from the onset of power is the model's and the
+    time-domain characterize's on the same emulated bench, each within 3 %."""
+    spec = RunEngine(tmp_path).run(spectrum.plan(**SMALL), "bench:emulated", seed=1).summary
+    char = (
+        RunEngine(tmp_path)
+        .run(characterize.plan(step_repeats=64, step_batches=2), "bench:emulated", seed=1)
+        .summary
+    )
+    assert spec["fields_T"] == [None] and spec["predicted_threshold_A"] == [5e-3]
+    assert spec["threshold_A"][0] == pytest.approx(5e-3, rel=0.03)
+    assert spec["threshold_A"][0] == pytest.approx(char["threshold_A"], rel=0.03)
+    assert spec["N_Hz"] == pytest.approx(100e6, rel=0.10)
+    assert spec["linewidth_log_slope_below_per_A"] < 0 and spec["linewidth_log_slope_above_per_A"] < 0
+    assert spec["linewidth_ratio_below"] == pytest.approx(1, rel=0.05)
+    assert spec["linewidth_ratio_above"] == pytest.approx(1, rel=0.05)
+
+
+def test_spinlab_emulate_serves_the_analyser() -> None:
+    with emulated_instruments("--device", "sim:vortex") as (_, resources):
+        assert ask(resources["analyser"], "*IDN?").startswith("Keysight Technologies,N9020B")
+        assert ask(resources["analyser"], ":SENS:SWE:POIN 11;:INIT:CONT 0;:INIT;*OPC?") == "1"
+        assert len(ask(resources["analyser"], ":TRAC:DATA? TRACE1").split(",")) == 11
+
+
+def test_a_station_without_an_analyser_says_so(tmp_path) -> None:
+    text = (STATIONS_DIR / "emulated.toml").read_text()
+    text = text.replace('analyser = "GPIB0::20::INSTR"', "").split("[analyser]")[0]
+    station = tmp_path / "no-analyser.toml"
+    station.write_text(text)
+    with pytest.raises(ConfigError, match="no spectrum analyser"):
+        RunEngine(tmp_path).run(spectrum.plan(**SMALL), f"bench:{station}")
+    broken = tmp_path / "orphan.toml"
+    broken.write_text(text + "\n[analyser]\naverages = 4\n")
+    with pytest.raises(ConfigError, match=r"\[analyser\] is given but \[resources\] has no 'analyser'"):
+        RunEngine(tmp_path).run(spectrum.plan(**SMALL), f"bench:{broken}")
