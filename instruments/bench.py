@@ -343,7 +343,7 @@ class Bench(OutputSafety, Device):
         rbw = min(max(st.rbw_per_bin * span / (freqs.size - 1), low), high)
         link = self.links["analyser"]
         with link.step("configuring the sweep") as analyser:
-            analyser.configure(
+            wanted = analyser.configure(
                 float(freqs.mean()),
                 span,
                 rbw,
@@ -353,6 +353,11 @@ class Bench(OutputSafety, Device):
             )
         with link.step("sweeping") as analyser:
             trace = analyser.measure()
+            got = trace.meta.get("settings", wanted)
+            if got != wanted:  # a reset between configure and sweep shows here
+                raise InstrumentError(
+                    f"the analyser swept {got}, not the {wanted} configured (was it reset?)"
+                )
         if self.checks and bias_A is not None:
             self._check_bias(bias_A)
         power_W = 1e-3 * 10 ** (np.asarray(trace.power_dBm, dtype=float) / 10)

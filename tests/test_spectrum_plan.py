@@ -11,7 +11,7 @@ import pytest
 from tcp_helpers import ask, emulated_instruments
 from typer.testing import CliRunner
 
-from spinlab import ConfigError
+from spinlab import ConfigError, open_device
 from spinlab.cli import app
 from spinlab.engine import RunEngine, build_plan
 from spinlab.errors import RunInterrupted
@@ -172,3 +172,19 @@ def test_a_station_without_an_analyser_says_so(tmp_path) -> None:
     broken.write_text(text + "\n[analyser]\naverages = 4\n")
     with pytest.raises(ConfigError, match=r"\[analyser\] is given but \[resources\] has no 'analyser'"):
         RunEngine(tmp_path).run(spectrum.plan(**SMALL), f"bench:{broken}")
+
+
+@pytest.mark.parametrize("fault", ["nan@analyser", "reset@analyser:at=17", "error@analyser:at=3"])
+def test_a_faulty_analyser_trace_is_retried_not_recorded(fault) -> None:
+    """Fault injection reaches the analyser: a NaN reply, a reset between configuring and
+    sweeping (the trace would hold other frequencies) or an error in its queue is retried and
+    the trace that comes back is whole."""
+    with open_device("bench:emulated?seed=2") as bench:
+        bench.lab.inject(fault)
+        f0 = float(bench.model.line({"bias_A": 8e-3}).frequency_Hz)
+        freqs = np.linspace(f0 - 2e6, f0 + 2e6, 401)
+        psd = bench.spectrum({"bias_A": 8e-3}, freqs)
+        outcomes = [entry["outcome"] for entry in bench.fault_log]
+    assert outcomes == ["retried"]
+    assert bench.lab.fault_log.entries and np.all(np.isfinite(psd))
+    assert freqs[np.argmax(psd)] == pytest.approx(f0, abs=50e3)
