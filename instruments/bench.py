@@ -37,7 +37,7 @@ import math
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -54,7 +54,7 @@ from spinlab.instruments.record_layout import (
     average_onto_grid,
     plan_records,
 )
-from spinlab.instruments.roles import AwgRole, ScopeRole, SourceRole
+from spinlab.instruments.roles import AnalyserRole, AwgRole, ScopeRole, SourceRole
 from spinlab.instruments.scpi import format_errors, poll_until
 from spinlab.instruments.station import Station
 
@@ -156,6 +156,11 @@ class Bench(OutputSafety, Device):
     @property
     def source(self) -> SourceRole | None:
         link = self.links.get("source")
+        return None if link is None else link.driver
+
+    @property
+    def analyser(self) -> AnalyserRole | None:
+        link = self.links.get("analyser")
         return None if link is None else link.driver
 
     # --- setup -----------------------------------------------------------------------------
@@ -294,6 +299,70 @@ class Bench(OutputSafety, Device):
             timing["retries"] = sum(entry["outcome"] == "retried" for entry in self.fault_log[logged:])
             self.last_timing = timing
         return out * self.station.calibration.response_gain
+
+    # --- the spectrum (a station with an analyser) --------------------------------------------
+    def spectrum(self, conditions: Mapping[str, float] | None, freqs_Hz: Any) -> np.ndarray:
+        """The device's one-sided power spectral density (W/Hz, at the device) at DC operating
+        ``conditions`` on the uniform grid ``freqs_Hz``: one averaged analyser trace over the
+        grid (RBW ``rbw_per_bin`` bins), its power in the RBW divided by the RBW filter's noise
+        bandwidth and by the RF chain's gain. Retried and made safe like a record."""
+        with self._lock:
+            if self._closed:
+                raise InstrumentError("the bench is closed; open it again with open_bench()")
+            if "analyser" not in self.links:
+                raise ConfigError(
+                    f"{self.station.path}: no spectrum analyser (give [resources] analyser) to measure "
+                    "a spectrum with"
+                )
+            freqs = np.asarray(freqs_Hz, dtype=float)
+            step = np.diff(freqs)
+            if freqs.ndim != 1 or freqs.size < 2 or not np.all(step > 0) or np.ptp(step) > 1e-6 * step[0]:
+                raise ConfigError("spectrum frequencies must be a uniform, increasing grid of >= 2 points")
+            cond = self.resolve_conditions(conditions, 1)
+            self.limits.check_conditions(cond)
+            bias = cond.get("bias_A")
+            bias_A = None if bias is None else float(np.ravel(bias)[0])
+            what = "a spectrum" + ("" if bias_A is None else f" at {bias_A:.4g} A")
+            try:
+                return self._attempts(what, functools.partial(self._sweep_analyser, freqs, bias_A))
+            except InstrumentFaultError as exc:
+                raise self._with_outputs(exc) from exc.__cause__
+            except BaseException:
+                with shield():  # a second Ctrl-C must not cut the bias ramp short
+                    self.outputs_off()
+                raise
+
+    def _sweep_analyser(self, freqs: np.ndarray, bias_A: float | None) -> np.ndarray:
+        st = self.station.analyser
+        assert st is not None
+        if bias_A is not None:
+            self._set_bias(bias_A)
+        caps = st.capabilities
+        span = float(freqs[-1] - freqs[0])
+        low, high = caps.rbw_range_Hz
+        rbw = min(max(st.rbw_per_bin * span / (freqs.size - 1), low), high)
+        link = self.links["analyser"]
+        with link.step("configuring the sweep") as analyser:
+            wanted = analyser.configure(
+                float(freqs.mean()),
+                span,
+                rbw,
+                points=int(freqs.size),
+                reference_level_dBm=st.reference_level_dBm,
+                averages=st.averages,
+            )
+        with link.step("sweeping") as analyser:
+            trace = analyser.measure()
+            got = trace.meta.get("settings", wanted)
+            if got != wanted:  # a reset between configure and sweep shows here
+                raise InstrumentError(
+                    f"the analyser swept {got}, not the {wanted} configured (was it reset?)"
+                )
+        if self.checks and bias_A is not None:
+            self._check_bias(bias_A)
+        power_W = 1e-3 * 10 ** (np.asarray(trace.power_dBm, dtype=float) / 10)
+        psd = power_W / (caps.noise_bandwidth_per_rbw * trace.rbw_Hz) / 10 ** (st.chain_gain_dB / 10)
+        return np.interp(freqs, trace.frequency_Hz, psd)
 
     # --- retries ---------------------------------------------------------------------------
     def _attempts(self, what: str, action: Callable[[], Any]) -> Any:
@@ -482,8 +551,11 @@ class Bench(OutputSafety, Device):
                     f"the AWG plays {state.function} {state.arb!r} into {state.load_ohm:g} ohm, "
                     f"not arb {ARB_NAME!r} into {st.awg.load:g} ohm (was it reset?)"
                 )
-        if bias_A is None:
-            return
+        if bias_A is not None:
+            self._check_bias(bias_A)
+
+    def _check_bias(self, bias_A: float) -> None:
+        """The bias source is on, sourcing ``bias_A`` (a reset would have changed it)."""
         with self.links["source"].step("checking the bias") as source:
             state = source.output_state()
             # pymeasure programs the level with %g: 6 significant digits

@@ -67,3 +67,22 @@ class SourceModel:
 
 
 KEITHLEY_2400 = SourceModel()
+
+
+@dataclass(frozen=True)
+class AnalyserModel:
+    """A swept spectrum analyser: frequency range, trace points, resolution bandwidths, and the
+    noise bandwidth of its RBW filter per hertz of RBW (Gaussian filters: 1.0645), which turns a
+    trace's power in the RBW into a power spectral density."""
+
+    family: str
+    max_frequency_Hz: float
+    max_points: int
+    rbw_range_Hz: tuple[float, float]
+    reference_level_range_dBm: tuple[float, float] = (-170.0, 30.0)
+    noise_bandwidth_per_rbw: float = 1.0645
+
+
+#: Keysight N9020B MXA (option 526), and R&S FSV (FSV30: 10 Hz .. 30 GHz, 32001 points).
+KEYSIGHT_XSERIES_MODEL = AnalyserModel("X-series", 26.5e9, 100_001, (1.0, 8e6))
+RS_FSV_MODEL = AnalyserModel("FSV", 30e9, 32_001, (1.0, 10e6))

@@ -20,6 +20,8 @@ import numpy as np
 from pymeasure.instruments import Instrument, SCPIMixin
 
 from spinlab.errors import ConfigError, InstrumentError
+from spinlab.instruments.capabilities import KEYSIGHT_XSERIES_MODEL
+from spinlab.instruments.drivers import DriverSpec
 from spinlab.instruments.scpi import (
     RAW_REPLY,
     ErrorQueueMixin,
@@ -236,3 +238,14 @@ class KeysightXSeries(ErrorQueueMixin, SCPIMixin, Instrument):
         """One sweep and its trace."""
         self.sweep()
         return self.read_trace()
+
+
+KEYSIGHT_XSERIES = DriverSpec(
+    "keysight-xseries",
+    "analyser",
+    KeysightXSeries,
+    r"(Keysight|Agilent) Technologies",
+    r"N90[0-4]0[AB]",
+    KEYSIGHT_XSERIES_MODEL,
+    "Keysight X-series signal analyser (CXA/EXA/MXA/PXA), swept SA, REAL,32 traces",
+)

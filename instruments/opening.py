@@ -32,6 +32,8 @@ EMULATORS_GROUP = "spinlab.emulators"
 ROLE_NAMES = {"awg": "AWG", "scope": "oscilloscope", "source": "bias source"}
 #: The driver that reads ``*IDN?`` of a role whose section names no driver (spinlab's own).
 PROBES = {"awg": "keysight-33500b", "scope": "keysight-infiniivision", "source": "keithley-2400"}
+ROLE_NAMES["analyser"] = "spectrum analyser"
+PROBES["analyser"] = "keysight-xseries"
 
 Emulator = Callable[..., "Bench"]
 

@@ -1,4 +1,4 @@
-"""Instrument roles: what the Bench needs from an AWG, a scope and a bias source.
+"""Instrument roles: what the Bench needs from an AWG, a scope, a bias source and an analyser.
 
 Why roles: the Bench's retries, record checks, segmentation and output safety are the same for
 every model, so they talk to a role, never to a model. A driver for a new model (in spinlab or in
@@ -15,7 +15,7 @@ talking to an instrument (a runtime ``isinstance`` would query every property).
 
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -119,7 +119,27 @@ class SourceRole(Instrument, Protocol):
     def output_state(self) -> SourceOutput: ...  # in one query; a reset shows here
 
 
+class AnalyserRole(Instrument, Protocol):
+    """A swept spectrum analyser measuring the device's RF output, one averaged trace at a time."""
+
+    def configure(
+        self,
+        center_Hz: float,
+        span_Hz: float,
+        rbw_Hz: float,
+        points: int = 1001,
+        reference_level_dBm: float = 0.0,
+        vbw_Hz: float | None = None,
+        averages: int = 1,
+    ) -> dict[str, float]: ...  # center_Hz, span_Hz, rbw_Hz, points as the analyser took them
+
+    #: a checked sweep (block length, point count, no overload): ``frequency_Hz``, ``power_dBm``
+    #: (in the RBW) and ``rbw_Hz``
+    def measure(self) -> Any: ...
+
+
 ROLES: dict[str, type] = {"awg": AwgRole, "scope": ScopeRole, "source": SourceRole}
+ROLES["analyser"] = AnalyserRole
 
 
 def role_members(role: type) -> list[str]:
@@ -144,6 +164,7 @@ def missing_members(driver: type, role: str) -> list[str]:
 
 
 __all__ = [
+    "AnalyserRole",
     "AwgPlaying",
     "AwgRole",
     "ROLES",

@@ -30,6 +30,10 @@ Layout (see ``stations/example_lab.toml`` for a documented example)::
     [calibration]  drive_gain or (series_resistance_ohm + device_resistance_ohm), response_gain,
                    delay_s
     [limits]       max_drive_V, max_bias_A, max_field_T  -> spinlab.SafetyLimits
+    [analyser]     driver, reference_level_dBm, averages, rbw_per_bin, and the RF chain between
+                   the device and the analyser input: amplifier_gain_dB, splitter_loss_dB,
+                   cable_loss_dB (so reported powers are at the device; only with
+                   resources.analyser)
 
 The sections are pydantic models (frozen, unknown keys forbidden, numbers never taken from
 strings or booleans); :func:`load_station` turns any validation error into one
@@ -61,7 +65,7 @@ from pydantic import (
 from spinlab.device import SafetyLimits
 from spinlab.errors import ConfigError, SafetyLimitError
 from spinlab.files import check_file
-from spinlab.instruments.capabilities import AWG_MODELS, INFINIIVISION, KEITHLEY_2400
+from spinlab.instruments.capabilities import AWG_MODELS, INFINIIVISION, KEITHLEY_2400, KEYSIGHT_XSERIES_MODEL
 from spinlab.instruments.drivers import DriverSpec, find_driver
 
 #: Directory of the station files shipped with the package.
@@ -163,6 +167,8 @@ class Resources(_Section):
     awg: Str
     scope: Str
     source: Str | None = None
+    #: spectrum analyser on the device's RF output (``spinlab spectrum``)
+    analyser: Str | None = None
     visa_library: Str = ""
     timeout_s: Float = 10.0
     #: attempts after the first for one AWG record (or the opening steps) after an instrument fault
@@ -176,6 +182,8 @@ class Resources(_Section):
                 raise _Invalid(name, "must be a VISA resource name, e.g. 'TCPIP::192.168.1.10::INSTR'")
         if self.source is not None and not self.source.strip():
             raise _Invalid("source", "must be a VISA resource name or be left out (no DC source)")
+        if self.analyser is not None and not self.analyser.strip():
+            raise _Invalid("analyser", "must be a VISA resource name or be left out (no spectrum analyser)")
         _positive(self, "timeout_s")
         _within(self, "timeout_s", 1e-3, 600, "seconds per VISA read or write")
         if not 0 <= self.retries <= 10:
@@ -188,6 +196,8 @@ class Resources(_Section):
         out = {"awg": self.awg, "scope": self.scope}
         if self.source:
             out["source"] = self.source
+        if self.analyser:
+            out["analyser"] = self.analyser
         return out
 
 
@@ -401,6 +411,49 @@ class SourceSettings(_Section):
         _within(self, "ramp_pause_s", 0, 10, "seconds after each ramp step")
 
 
+class AnalyserSettings(_Section):
+    """The spectrum analyser and the RF chain from the device to its input.
+
+    Reported powers are at the device: a trace is corrected by ``- amplifier_gain_dB +
+    splitter_loss_dB + cable_loss_dB`` (the splitter's insertion loss on the analyser's arm, a
+    bias tee's included, and the cable's loss at the oscillator's frequency). ``rbw_per_bin``
+    sets the resolution bandwidth to that many trace bins (2: every point is resolved, a line
+    wider than ~20 bins is not broadened by more than 0.3 %). ``averages`` sweeps are averaged
+    in power per trace (the display noise falls as 1/sqrt(averages)).
+    """
+
+    #: a registered analyser driver (``spinlab.drivers``); left out, the analyser's ``*IDN?`` picks it
+    driver: Str | None = None
+    reference_level_dBm: Float = -20.0
+    averages: Int = 16
+    rbw_per_bin: Float = 2.0
+    amplifier_gain_dB: Float = 0.0
+    splitter_loss_dB: Float = 0.0
+    cable_loss_dB: Float = 0.0
+
+    @property
+    def capabilities(self) -> Any:
+        """The named driver's data, else the Keysight X-series'."""
+        spec = _driver(self, "analyser")
+        return KEYSIGHT_XSERIES_MODEL if spec is None else spec.capabilities
+
+    def validate_values(self) -> None:
+        caps = self.capabilities
+        low, high = caps.reference_level_range_dBm
+        _within(self, "reference_level_dBm", low, high, f"the {caps.family}'s reference levels")
+        if not 1 <= self.averages <= 10_000:
+            raise _Invalid("averages", f"must be 1 .. 10000 sweeps, got {self.averages}")
+        _within(self, "rbw_per_bin", 0.1, 100, "trace bins per resolution bandwidth")
+        _within(self, "amplifier_gain_dB", -20, 80, "dB of the amplifier before the analyser")
+        for name in ("splitter_loss_dB", "cable_loss_dB"):
+            _within(self, name, 0, 60, "dB of loss, >= 0")
+
+    @property
+    def chain_gain_dB(self) -> float:
+        """Gain from the device to the analyser input (dB)."""
+        return self.amplifier_gain_dB - self.splitter_loss_dB - self.cable_loss_dB
+
+
 class Calibration(_Section):
     """Maps requested device quantities to instrument quantities.
 
@@ -464,6 +517,7 @@ class _StationFile(BaseModel):
     source: SourceSettings | None = None
     calibration: Calibration = Calibration()
     limits: Limits
+    analyser: AnalyserSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -480,6 +534,7 @@ class Station:
     segmentation: Segmentation = field(default_factory=Segmentation)
     source: SourceSettings | None = None
     calibration: Calibration = field(default_factory=Calibration)
+    analyser: AnalyserSettings | None = None
 
     def driver_name(self, role: str) -> str | None:
         """The driver the file names for ``role`` (None: ``*IDN?`` picks it)."""
@@ -556,6 +611,11 @@ def parse_station(data: Mapping[str, Any], path: str | Path = "<station>") -> St
     source = parsed.source
     if parsed.resources.source is not None and source is None:
         source = SourceSettings()
+    if parsed.analyser is not None and parsed.resources.analyser is None:
+        raise ConfigError(f"{path}: [analyser] is given but [resources] has no 'analyser' resource")
+    analyser = parsed.analyser
+    if parsed.resources.analyser is not None and analyser is None:
+        analyser = AnalyserSettings()
     lim = parsed.limits
     try:
         limits = SafetyLimits(lim.max_drive_V, lim.max_bias_A, lim.max_field_T)
@@ -572,6 +632,7 @@ def parse_station(data: Mapping[str, Any], path: str | Path = "<station>") -> St
         segmentation=parsed.segmentation,
         source=source,
         calibration=parsed.calibration,
+        analyser=analyser,
     )
     _check_across_sections(station)
     return station

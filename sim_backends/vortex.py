@@ -13,7 +13,13 @@ power ``thermal_power/(1-z)`` below it, small-signal relaxation time ``1/(2 Gamm
 (200 ns at the typical 7.5 mA). The field shifts the threshold linearly,
 ``I_th(B) = threshold_A * (1 + threshold_slope_per_T * B)`` (a perpendicular field changes the
 vortex core polarisation energy and hence the damping the torque must overcome; the slope is a
-fit parameter, 0.5/T by default, i.e. +5 % at 100 mT).
+fit parameter, 0.5/T by default, i.e. +5 % at 100 mT). The field also shifts the gyrotropic
+frequency: a perpendicular field cants the disc's magnetisation out of plane, which stiffens the
+vortex core's gyration, and for a thin disc the frequency rises linearly up to saturation,
+``f0(B) = f0_Hz * (1 + B / saturation_field_T)`` (core polarity parallel to the field; de Loubens
+et al., Phys. Rev. Lett. 102, 177602 (2009), after Guslienko, PRB 2008 / Ivanov & Zaspel).
+``saturation_field_T`` is ``mu0 H_s`` (~ ``mu0 Ms`` of the disc, 1 T by default: 390 MHz at
+0.3 T, 450 MHz at 0.5 T for f0_Hz = 300 MHz). The nonlinear shift ``N`` is kept field-free.
 
 Numerics. The drive is zero-order held over each sample (as an AWG holds it), so over one sample
 the mean-field power equation ``dp/dt = a p - b p^2 + c`` has constant coefficients: a Riccati
@@ -88,6 +94,8 @@ class VortexParams:
     N_Hz: float = 100e6
     #: RF output amplitude at p = 1 (V), used by ``output="rf"``.
     rf_V_per_sqrt_p: float = 0.01
+    #: Perpendicular saturation field mu0 H_s (T): f0(B) = f0_Hz * (1 + B / saturation_field_T).
+    saturation_field_T: float = 1.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -102,6 +110,7 @@ class VortexParams:
             "detector_V_per_p",
             "thermal_power",
             "rf_V_per_sqrt_p",
+            "saturation_field_T",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -125,6 +134,10 @@ class VortexParams:
     def threshold_current_A(self, field_T: Any = 0.0) -> Any:
         """Threshold current at ``field_T``: ``threshold_A * (1 + threshold_slope_per_T * B)``."""
         return self.threshold_A * (1.0 + self.threshold_slope_per_T * np.asarray(field_T, dtype=float))
+
+    def linear_frequency_Hz(self, field_T: Any = 0.0) -> Any:
+        """Gyrotropic frequency at ``field_T``: ``f0_Hz * (1 + B / saturation_field_T)``."""
+        return self.f0_Hz * (1.0 + np.asarray(field_T, dtype=float) / self.saturation_field_T)
 
     def supercriticality(self, current_A: Any, field_T: Any = 0.0) -> Any:
         """``z = I / I_th(B)``; the oscillator auto-oscillates for ``z > 1``."""
@@ -273,7 +286,7 @@ def _simulate_one(
 
 
 @numba.njit(cache=True, fastmath=False, error_model="numpy", nogil=True)
-def _kernel(drive, bias, i_th, seeds, out, dt, gain, gamma, q, d_th, noise, m_sub, rf, omega0, nshift, scale):
+def _kernel(drive, bias, i_th, omega0, seeds, out, dt, gain, gamma, q, d_th, noise, m_sub, rf, nshift, scale):
     """Rows of a batch one after the other; releases the GIL so threads run disjoint row ranges
     in parallel (:func:`~spinlab.sim_backends._numba_common.run_rows`)."""
     for i in range(drive.shape[0]):
@@ -290,7 +303,7 @@ def _kernel(drive, bias, i_th, seeds, out, dt, gain, gamma, q, d_th, noise, m_su
             noise,
             m_sub,
             rf,
-            omega0,
+            omega0[i],
             nshift,
             scale,
             out[i],
@@ -607,9 +620,10 @@ class VortexDevice(Device):
             "numba": numba.__version__,
         }
 
-    def check_rf_sampling(self, dt_s: float) -> None:
+    def check_rf_sampling(self, dt_s: float, field_T: Any = 0.0) -> None:
         """Raise unless ``dt_s`` gives >= 4 samples per period of the highest RF frequency."""
-        f_max = self.params.f0_Hz + max(self.params.N_Hz, 0.0)
+        f0 = float(np.max(self.params.linear_frequency_Hz(field_T)))
+        f_max = f0 + max(self.params.N_Hz, 0.0)
         if f_max > 0 and dt_s > 1.0 / (4.0 * f_max):
             raise ConfigError(
                 f"output='rf' needs a sample interval <= {1.0 / (4.0 * f_max):.3g} s to resolve the "
@@ -628,7 +642,7 @@ class VortexDevice(Device):
         z = p.supercriticality(cond["bias_A"], cond["field_T"])
         return auto_oscillator_line(
             z,
-            f0_Hz=p.f0_Hz,
+            f0_Hz=self._linear_frequency(cond["field_T"]),
             N_Hz=p.N_Hz,
             gamma_G_per_s=p.gamma_G_per_s,
             Q=p.Q,
@@ -645,10 +659,19 @@ class VortexDevice(Device):
             line = Line(*(np.asarray(x)[..., None] for x in astuple(line)))
         return lorentzian_psd(freqs_Hz, line)
 
+    def _linear_frequency(self, field_T: Any) -> Any:
+        f0 = self.params.linear_frequency_Hz(field_T)
+        if np.any(f0 < 0):
+            raise ConfigError(
+                f"field_T {np.min(field_T):g} T is below -saturation_field_T "
+                f"({self.params.saturation_field_T:g} T): the vortex has no gyrotropic mode there"
+            )
+        return f0
+
     def _respond(self, drive: np.ndarray, dt_s: float, conditions: dict[str, np.ndarray]) -> np.ndarray:
         p = self.params
         if self.output == "rf":
-            self.check_rf_sampling(dt_s)
+            self.check_rf_sampling(dt_s, conditions["field_T"])
         bias = np.ascontiguousarray(conditions["bias_A"], dtype=np.float64)
         i_th = np.ascontiguousarray(p.threshold_current_A(conditions["field_T"]), dtype=np.float64)
         if np.any(i_th <= 0):
@@ -676,13 +699,21 @@ class VortexDevice(Device):
             self.noise,
             m_sub,
             rf,
-            2 * math.pi * p.f0_Hz,
             2 * math.pi * p.N_Hz,
             scale,
         )
+        omega0 = np.ascontiguousarray(
+            2 * math.pi * self._linear_frequency(conditions["field_T"]), dtype=np.float64
+        )
+        omega0 = np.broadcast_to(omega0, (batch,)).copy()
         workers = min(self.threads, batch) if drive.size >= self._THREADED_MIN_SAMPLES else 1
         run_rows(
-            _kernel, batch, workers, (drive, bias, i_th, seeds, out), (float(dt_s), *consts), "sim-vortex"
+            _kernel,
+            batch,
+            workers,
+            (drive, bias, i_th, omega0, seeds, out),
+            (float(dt_s), *consts),
+            "sim-vortex",
         )
         if rest is not None:
             out = out[:, 1:]

@@ -294,6 +294,7 @@ def test_hardware_path_over_tcp_sockets(tmp_path) -> None:
             ("awg", "TCPIP::127.0.0.1::5025::SOCKET"),
             ("scope", "TCPIP::127.0.0.1::5026::SOCKET"),
             ("source", "GPIB0::24::INSTR"),
+            ("analyser", "GPIB0::20::INSTR"),
         ):
             text = text.replace(f'{role} = "{default}"', f'{role} = "{res[role]}"')
         path = tmp_path / "lan.toml"

@@ -50,6 +50,7 @@ def station_text(
             ("awg", "TCPIP::127.0.0.1::5025::SOCKET"),
             ("scope", "TCPIP::127.0.0.1::5026::SOCKET"),
             ("source", "GPIB0::24::INSTR"),
+            ("analyser", "GPIB0::20::INSTR"),
         ):
             text = text.replace(f'{role} = "{default}"', f'{role} = "{resources[role]}"')
     return text
@@ -148,6 +149,8 @@ def test_a_second_process_on_the_station_is_refused_at_once_naming_the_first(tmp
             "0",
             "--source-port",
             "0",
+            "--analyser-port",
+            "0",
             "--device",
             MODEL,
         ],
@@ -159,7 +162,7 @@ def test_a_second_process_on_the_station_is_refused_at_once_naming_the_first(tmp
     )
     holder = None
     try:
-        resources = dict(emulate.stdout.readline().split() for _ in range(3))
+        resources = dict(emulate.stdout.readline().split() for _ in range(4))
         path = write_station(tmp_path, station_text(resources))
         holder = subprocess.Popen(
             [

@@ -144,6 +144,8 @@ def test_200_mib_without_a_newline_does_not_grow_spinlab_emulate():
             "0",
             "--source-port",
             "0",
+            "--analyser-port",
+            "0",
             "--device",
             "sim:vortex?noise=0",
         ],

@@ -128,6 +128,8 @@ def test_spinlab_emulate_prints_resources_and_stops_on_ctrl_c():
             "0",
             "--source-port",
             "0",
+            "--analyser-port",
+            "0",
             "--device",
             "sim:vortex?noise=0",
         ],

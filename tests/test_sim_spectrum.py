@@ -41,8 +41,13 @@ def test_power_onset_at_the_field_dependent_threshold():
         assert above.power_W == pytest.approx(
             p.rf_V_per_sqrt_p**2 * p.steady_power(1.1 * i_th, field_T) / (2 * LOAD_OHM), rel=1e-12
         )
-    # the field moves the frequency through the threshold (a higher field: less power, lower f)
-    assert dev.line({"field_T": 0.4}).frequency_Hz < dev.line({"field_T": 0.0}).frequency_Hz
+    # the field moves the frequency twice: f0(B) = f0 (1 + B / B_s) (de Loubens et al. 2009),
+    # and through the threshold (a higher field: less power, so less N p)
+    for field_T in (0.0, 0.3, 0.5):
+        line = dev.line({"bias_A": 7.5e-3, "field_T": field_T})
+        f0 = p.f0_Hz * (1 + field_T / p.saturation_field_T)
+        assert line.frequency_Hz == pytest.approx(f0 + p.N_Hz * p.steady_power(7.5e-3, field_T), rel=1e-12)
+    assert dev.line({"field_T": 0.4}).frequency_Hz > dev.line({"field_T": 0.0}).frequency_Hz
 
 
 def test_linewidth_closed_forms_and_trends():
@@ -114,3 +119,16 @@ def test_spectrum_agrees_with_an_fft_of_the_simulated_rf_signal(bias_A):
     (_, centre, fwhm, _), _ = curve_fit(_lorentzian, f[near], periodogram[near], p0=guess)
     assert centre == pytest.approx(line.frequency_Hz, abs=0.3 * line.linewidth_Hz)
     assert abs(fwhm) == pytest.approx(line.linewidth_Hz, rel=0.15)
+
+
+def test_the_time_domain_rf_signal_oscillates_at_the_field_shifted_frequency():
+    """The kernel's phase uses the same f0(B) as the spectrum: the RF record's FFT peak sits at
+    the line's frequency at 0 T and at 0.5 T (90 MHz apart)."""
+    dev = VortexDevice(output="rf", noise=0.0)
+    dt, n = 0.25e-9, 1 << 16
+    for field_T in (0.0, 0.5):
+        cond = {"bias_A": 7.5e-3, "field_T": field_T}
+        rf = dev.respond(Waveform(np.zeros(n), dt), cond).samples
+        freqs = np.fft.rfftfreq(n, dt)
+        peak = freqs[np.argmax(np.abs(np.fft.rfft(rf * np.hanning(n))))]
+        assert peak == pytest.approx(dev.line(cond).frequency_Hz, abs=2 / (n * dt))

@@ -45,6 +45,7 @@ from spinlab.sim_backends.emulated.scpi_syntax import (
     arg_choice,
     arg_float,
     arg_int,
+    compile_pattern,
     encode_block,
     format_float,
 )
@@ -74,8 +75,18 @@ RBW_STEPS_Hz = tuple(
 )
 
 
-_UNITS = {"HZ": 1.0, "KHZ": 1e3, "MHZ": 1e6, "GHZ": 1e9, "S": 1.0, "MS": 1e-3, "US": 1e-6, "NS": 1e-9}
-_UNIT_RE = re.compile(r"^(\S+?)\s*(HZ|KHZ|MHZ|GHZ|S|MS|US|NS)$", re.IGNORECASE)
+_UNITS = {
+    "DB": 1.0,
+    "HZ": 1.0,
+    "KHZ": 1e3,
+    "MHZ": 1e6,
+    "GHZ": 1e9,
+    "S": 1.0,
+    "MS": 1e-3,
+    "US": 1e-6,
+    "NS": 1e-9,
+}
+_UNIT_RE = re.compile(r"^(\S+?)\s*(HZ|KHZ|MHZ|GHZ|S|MS|US|NS|DB)$", re.IGNORECASE)
 
 
 def arg_quantity(arg: Arg, unit: str) -> float:
@@ -315,3 +326,111 @@ class EmulatedXSeries(ScpiInstrument):
             return ",".join(f"{v:.6E}" for v in self.trace)
         dtype = ("<" if self.swapped else ">") + ("f4" if self.trace_format == "R32" else "f8")
         return encode_block(self.trace.astype(dtype).tobytes())
+
+
+#: The R&S FSV's RBWs: 1 Hz .. 10 MHz in 1-2-3-5 steps.
+FSV_RBW_STEPS_Hz = tuple(m * 10**k for k in range(8) for m in (1, 2, 3, 5) if m * 10**k <= 10e6)
+FSV_POINTS = (101, 32_001)
+#: STATus:QUEStionable:POWer: RF input overload.
+FSV_RF_OVERLOAD_BIT = 1 << 0
+
+
+class EmulatedFSV(EmulatedXSeries):
+    """R&S FSV-30 emulator: the X-series measurement model behind the FSV's own command set
+    (R&S FSV operating manual, remote control). What differs: 691 trace points after ``*RST``
+    (101 .. 32001), RBWs in 1-2-3-5 steps to 10 MHz, averaging as trace mode ``AVERage`` over
+    ``[SENSe:]SWEep:COUNt`` (or ``AVERage:COUNt``) sweeps (0: 10), traces as ``ASCii`` or
+    ``REAL,32`` in Intel order (``FORMat:BORDer SWAPped`` after ``*RST``), ``TRACe<n>[:DATA]?``,
+    the unit under ``CALCulate<n>:UNIT:POWer``, the detector, the input attenuation, and
+    overload in ``STATus:QUEStionable:POWer`` bit 0 (no integrity register: the sweep time is
+    coupled, so never uncalibrated unless set by hand)."""
+
+    IDN = "Rohde&Schwarz,FSV-30,1307.9002K30/100001,3.40"
+    #: What the FSV does not know of the X-series' tree.
+    _NOT_FSV = ("STATus:QUEStionable:INTegrity:CONDition", "UNIT:POWer", "[SENSe]:AVERage[:STATe]")
+
+    def _reset(self) -> None:
+        super()._reset()
+        self.points = 691
+        self.swapped = True
+        self.rbw_Hz = 3e6
+        self.sweep_count = 0
+        self.average_count = 10
+        self.trace_mode = "WRIT"
+        self.detector = "APE"
+        self.attenuation_dB = 10.0
+
+    def _register(self) -> None:
+        def choice(name: str, choices: tuple[str, ...]) -> Callable[..., None]:
+            return lambda a, *n: setattr(self, name, arg_choice(self._one(a), choices))
+
+        self.command("DISPlay[:WINDow<n>]:TRACe<n>:MODE", self._set_trace_mode)
+        self.query("DISPlay[:WINDow<n>]:TRACe<n>:MODE", lambda a, *n: self.trace_mode)
+        for head in ("[SENSe]:SWEep:COUNt", "[SENSe]:AVERage<n>:COUNt"):
+            self.command(head, self._set_sweep_count)
+            self.query(head, lambda a, *n: str(self.sweep_count))
+        self.command(
+            "[SENSe]:DETector<n>[:FUNCtion]",
+            choice("detector", ("APEak", "POSitive", "NEGative", "SAMPle", "RMS", "AVERage", "QPEak")),
+        )
+        self.query("[SENSe]:DETector<n>[:FUNCtion]", lambda a, *n: self.detector)
+        self.command("CALCulate<n>:UNIT:POWer", choice("unit", ("DBM",)))
+        self.query("CALCulate<n>:UNIT:POWer", lambda a, *n: self.unit)
+        self.command(
+            "INPut:ATTenuation", lambda a: setattr(self, "attenuation_dB", self._ranged(a, 0, 79, "DB"))
+        )
+        self.query("INPut:ATTenuation", lambda a: format_float(self.attenuation_dB))
+        self.query("STATus:QUEStionable:POWer[:CONDition]", lambda a: str(self._power_condition()))
+        self.query("TRACe<n>[:DATA]", lambda a, *n: self._trace_data(a))
+        # the FSV answers numbers plainly ("30000", "1000000000"), not in the X-series' E format
+        for head, attr in (
+            ("[SENSe]:FREQuency:CENTer", "center_Hz"),
+            ("[SENSe]:FREQuency:SPAN", "span_Hz"),
+            ("[SENSe]:FREQuency:STARt", "start_Hz"),
+            ("[SENSe]:FREQuency:STOP", "stop_Hz"),
+            ("[SENSe]:BANDwidth[:RESolution]", "rbw_Hz"),
+            ("[SENSe]:BWIDth[:RESolution]", "rbw_Hz"),
+            ("[SENSe]:BANDwidth:VIDeo", "vbw_Hz"),
+            ("[SENSe]:BWIDth:VIDeo", "vbw_Hz"),
+            ("DISPlay[:WINDow<n>]:TRACe<n>:Y[:SCALe]:RLEVel", "reference_level_dBm"),
+        ):
+            self.query(head, lambda a, *n, attr=attr: f"{getattr(self, attr):.12g}")
+        self.query("[SENSe]:SWEep:TIME", lambda a: f"{self.sweep_time():.12g}")
+        self.command("DISPlay[:WINDow<n>]:TRACe<n>:Y[:SCALe]:RLEVel", lambda a, *n: self._set_reference(a))
+        super()._register()
+        dropped = {tuple(compile_pattern(p)) for p in self._NOT_FSV}
+        self._commands = [(nodes, h) for nodes, h in self._commands if tuple(nodes) not in dropped]
+        self._queries = [(nodes, h) for nodes, h in self._queries if tuple(nodes) not in dropped]
+
+    def _set_trace_mode(self, args: Sequence[Arg], *suffixes: int) -> None:
+        self.trace_mode = arg_choice(self._one(args), ("WRITe", "AVERage", "MAXHold", "MINHold", "VIEW"))
+        self.average_on = self.trace_mode == "AVER"
+
+    def _set_sweep_count(self, args: Sequence[Arg], *suffixes: int) -> None:
+        count = arg_int(self._one(args))
+        if not 0 <= count <= 32767:
+            raise ScpiError(-222, "the sweep count must be 0 .. 32767")
+        self.sweep_count = count
+        self.average_count = count or 10
+
+    def _set_rbw(self, args: Sequence[Arg]) -> None:
+        wanted = self._ranged(args, 1.0, 10e6)
+        self.rbw_Hz = min(FSV_RBW_STEPS_Hz, key=lambda r: abs(math.log(r / wanted)))
+
+    def _set_points(self, args: Sequence[Arg]) -> None:
+        points = arg_int(self._one(args))
+        if not FSV_POINTS[0] <= points <= FSV_POINTS[1]:
+            raise ScpiError(-222, f"sweep points must be {FSV_POINTS[0]} .. {FSV_POINTS[1]}")
+        self.points = points
+
+    def _set_format(self, args: Sequence[Arg]) -> None:
+        if not args or len(args) > 2:
+            raise ScpiError(-109 if not args else -108, "FORMat takes ASCii or REAL,32")
+        kind = arg_choice(args[0], ("ASCii", "REAL"))
+        bits = arg_int(args[1]) if len(args) == 2 else 32
+        if kind == "REAL" and bits != 32:
+            raise ScpiError(-224, "traces are sent as ASCii or REAL,32")
+        self.trace_format = "ASC" if kind == "ASC" else "R32"
+
+    def _power_condition(self) -> int:
+        return FSV_RF_OVERLOAD_BIT if self.integrity & OVERLOAD_BIT else 0

@@ -11,7 +11,7 @@ line (``spinlab emulate --faults SPEC``)::
     drop@awg:at=3:count=2,nan@source   two dropped AWG connections, one NaN bias reading
     corrupt@scope:p=0.2:count=inf      every scope block is damaged with probability 0.2
 
-INSTRUMENT is ``awg``, ``scope`` or ``source``. Each fault counts *events* of its kind on its
+INSTRUMENT is ``awg``, ``scope``, ``source`` or ``analyser``. Each fault counts *events* of its kind on its
 instrument (see ``KINDS``: program messages received, replies, numeric replies, binary blocks,
 captures) and fires from the ``at``-th event on (default 1), at most ``count`` times (default 1;
 ``inf`` = never stops), each eligible event with probability ``p`` (default 1). Random choices
@@ -32,6 +32,7 @@ import numpy as np
 from spinlab.errors import ConfigError
 
 INSTRUMENTS = ("awg", "scope", "source")
+INSTRUMENTS += ("analyser",)  # its traces are blocks too
 
 #: kind -> (event it counts, what happens). Block kinds act on IEEE 488.2 definite-length blocks.
 KINDS: dict[str, tuple[str, str]] = {
@@ -51,7 +52,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "overrange": ("capture", "a stretch of the scope record is clipped at the top of the screen"),
 }
 #: Instruments that send blocks (the scope's waveform data) or receive them (the AWG's arbs).
-_SENDS_BLOCKS = {"scope"}
+_SENDS_BLOCKS = {"scope", "analyser"}
 _RECEIVES_BLOCKS = {"awg"}
 _OPTIONS = ("at", "count", "p", "s")
 SYNTAX = "KIND@INSTRUMENT[:at=N][:count=N|inf][:p=P][:s=SECONDS]"

@@ -10,6 +10,12 @@ device model (a :class:`spinlab.Device`) responds to that drive with the DC sour
 scope ADC. Before the trigger the device is driven at the AWG's idle level for ``settle_s`` so
 it starts each capture from its steady state. With the AWG output off the drive is 0 V.
 
+The spectrum analyser (role ``analyser``) sees the device's RF output through ``rf_gain_dB`` of
+RF chain: the device model's power spectral density (``device.spectrum``, from its physics) at
+the operating point the instruments hold it at (:meth:`EmulatedLab.device_conditions`: the DC
+source's current, and the magnet's field where the lab has one). A model without a spectrum
+shows the analyser its noise floor only.
+
 ``faults`` (a spec, see :mod:`.faults`) makes the instruments misbehave on purpose; more can be
 injected while the lab runs with :meth:`EmulatedLab.inject`.
 """
@@ -50,8 +56,10 @@ class EmulatedLab:
     AWG_RESOURCE = "TCPIP::127.0.0.1::5025::SOCKET"
     SCOPE_RESOURCE = "TCPIP::127.0.0.1::5026::SOCKET"
     SOURCE_RESOURCE = "GPIB0::24::INSTR"
+    ANALYSER_RESOURCE = "GPIB0::20::INSTR"
     #: role -> the VISA resource its emulator answers at in-process (as in ``emulated.toml``)
     RESOURCES = {"awg": AWG_RESOURCE, "scope": SCOPE_RESOURCE, "source": SOURCE_RESOURCE}
+    RESOURCES["analyser"] = ANALYSER_RESOURCE
 
     def __init__(
         self,
@@ -68,6 +76,7 @@ class EmulatedLab:
         max_device_samples: int = 50_000_000,
         faults: str | Sequence[Fault] | None = None,
         models: Mapping[str, str] | None = None,
+        rf_gain_dB: float = 0.0,
     ) -> None:
         if not isinstance(device, Device):
             raise ConfigError(f"EmulatedLab needs a spinlab.Device, got {type(device).__name__}")
@@ -80,6 +89,8 @@ class EmulatedLab:
                 raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
         if not device_load_ohm > 0:
             raise ConfigError(f"device_load_ohm must be > 0 (math.inf for high-Z), got {device_load_ohm!r}")
+        if not math.isfinite(rf_gain_dB):
+            raise ConfigError(f"rf_gain_dB must be a finite number of dB, got {rf_gain_dB!r}")
         if int(max_oversample) < 1:
             raise ConfigError(f"max_oversample must be >= 1, got {max_oversample!r}")
         self.device = device
@@ -105,6 +116,10 @@ class EmulatedLab:
         self.source = self.roles["source"]
         self.awg.on_trigger = self._on_awg_trigger
         self.scope.acquire = self._acquire
+        self.rf_gain_dB = float(rf_gain_dB)
+        if "analyser" in self.roles:
+            has_spectrum = callable(getattr(device, "spectrum", None))
+            self.roles["analyser"].spectrum = self.analyser_input if has_spectrum else None
         self.captures = 0
         #: TCP servers started by :func:`serve_tcp` for this lab (closed by :meth:`close`).
         self.servers: list = []
@@ -186,6 +201,21 @@ class EmulatedLab:
         grid = (first + np.arange(count)) * tick
         return np.interp(t_sig, grid, response.samples)
 
+    def device_conditions(self) -> dict[str, float]:
+        """The DC operating point the instruments hold the device at: the source's current and,
+        where the lab has a magnet, its field."""
+        conditions = {"bias_A": float(self.source.output_current_A())}
+        magnet = self.roles.get("magnet")
+        if magnet is not None and callable(getattr(magnet, "field_T", None)):
+            conditions["field_T"] = float(magnet.field_T())
+        return conditions
+
+    def analyser_input(self, freqs_Hz: np.ndarray) -> np.ndarray:
+        """Power spectral density (W/Hz) at the analyser input: the device model's at its
+        operating point, through the RF chain's gain."""
+        psd = self.device.spectrum(self.device_conditions(), freqs_Hz)  # type: ignore[attr-defined]
+        return np.asarray(psd, dtype=float) * 10 ** (self.rf_gain_dB / 10)
+
     def _divider(self) -> float:
         if math.isinf(self.device_load_ohm):
             return 1.0
@@ -205,4 +235,5 @@ class EmulatedLab:
             "scope_noise_V": self.scope_noise_V,
             "device_load_ohm": self.device_load_ohm,
             "faults": ",".join(str(f) for f in self.faults),
+            "rf_gain_dB": self.rf_gain_dB,
         }

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from spinlab.errors import ConfigError
+from spinlab.sim_backends.emulated.analyser import EmulatedFSV, EmulatedXSeries
 from spinlab.sim_backends.emulated.awg import Emulated33500B
 from spinlab.sim_backends.emulated.keithley import EmulatedKeithley2400
 from spinlab.sim_backends.emulated.keithley_2450 import EmulatedKeithley2450
@@ -52,6 +53,13 @@ DEFAULT_MODELS: dict[str, str] = {
     "scope": "keysight-infiniivision",
     "source": "keithley-2400",
 }
+
+#: the spectrum analyser on the device's RF output (its trace: :meth:`.lab.EmulatedLab.analyser_input`)
+EMULATORS["analyser"] = {
+    "keysight-xseries": lambda lab: EmulatedXSeries(seed=lab.seed, lock=lab.lock),
+    "rs-fsv": lambda lab: EmulatedFSV(seed=lab.seed, lock=lab.lock),
+}
+DEFAULT_MODELS["analyser"] = "keysight-xseries"
 
 
 def chosen_models(models: Mapping[str, str] | None) -> dict[str, str]:

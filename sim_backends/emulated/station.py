@@ -37,7 +37,9 @@ def open_emulated_bench(
     # one seed for the whole emulated bench: instrument noise and (unless given) the model's noise
     model = open_device(device, defaults={"seed": seed})
     try:
-        extra = {} if scope_noise_V is None else {"scope_noise_V": scope_noise_V}
+        extra: dict[str, float] = {} if scope_noise_V is None else {"scope_noise_V": scope_noise_V}
+        if station.analyser is not None:  # the station's RF chain is the emulated one
+            extra["rf_gain_dB"] = station.analyser.chain_gain_dB
         lab = EmulatedLab(model, seed=seed, faults=faults, models=models, **extra)
     except BaseException:
         model.close()

@@ -177,9 +177,10 @@ def serve_tcp(
     **ports: int,
 ) -> EmulatedTcpServers:
     """Start raw-socket SCPI servers for the lab's AWG, scope and DC source (port 0 picks a
-    free port), and for its other roles given in ``ports`` (role -> port). Returns the running
-    servers; call ``close()`` (or use ``with``) to stop them."""
+    free port), and for its other roles given in ``ports`` (role -> port; a role not given gets
+    a free port). Returns the running servers; call ``close()`` (or use ``with``) to stop them."""
     ports = {"awg": awg_port, "scope": scope_port, "source": source_port, **ports}
+    ports.update({role: 0 for role in lab.roles if role not in ports})  # the rest on free ports
     servers = EmulatedTcpServers(lab, host, ports)
     lab.servers.append(servers)
     return servers

@@ -24,6 +24,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "hardware",
         "Bias sweep (threshold current) and step response (relaxation time) of a device.",
     ),
+    "spectrum": (
+        "hardware",
+        "Spectrum against bias and field: frequency, linewidth, power, threshold, N, operating region.",
+    ),
     "acquire": ("twin", "Record random multi-level drives and the device's responses (twin training data)."),
     "twin": ("twin", "Spin-Neural ODE digital twin: train, evaluate."),
     "fit-physics": (

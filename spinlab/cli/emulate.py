@@ -31,6 +31,9 @@ def emulate(
         "--source",
         help="Which DC source to emulate, by driver name (keithley-2450, keithley-6221).",
     ),
+    analyser_port: int = typer.Option(
+        5030, "--analyser-port", help="Port of the emulated X-series spectrum analyser (0 = any free port)."
+    ),
     device: str = typer.Option(
         "sim:vortex", "--device", "-d", help="Device model wired between AWG and scope (sim:..., twin:...)."
     ),
@@ -57,7 +60,9 @@ def emulate(
     ),
     json_output: bool = JsonOption,
 ) -> None:
-    """Run emulated AWG, scope and DC source until Ctrl-C; prints their VISA resource strings."""
+    """Run emulated AWG, scope and DC source until Ctrl-C; prints their VISA resource strings.
+
+    The spectrum analyser on the device's RF output is served too (``--analyser-port``)."""
     from spinlab.registry import open_device
     from spinlab.sim_backends.emulated import EmulatedLab, serve_tcp
 
@@ -73,12 +78,13 @@ def emulate(
                 models={"awg": awg, "scope": scope, "source": source},
             )
             try:
-                servers = serve_tcp(lab, host, awg_port, scope_port, source_port)
+                servers = serve_tcp(lab, host, awg_port, scope_port, source_port, analyser=analyser_port)
             except OSError as exc:
                 from spinlab.errors import ConfigError
 
                 raise ConfigError(
-                    f"cannot listen on {host} ports {awg_port}/{scope_port}/{source_port}: {exc}; "
+                    f"cannot listen on {host} ports {awg_port}/{scope_port}/{source_port}/{analyser_port}: "
+                    f"{exc}; "
                     "pick free ports (0 = any)"
                 ) from None
             try:
@@ -95,7 +101,7 @@ def emulate(
                     )
                 else:
                     for role, resource in resources.items():
-                        typer.echo(f"{role:<7}{resource}")
+                        typer.echo(f"{role:<9}{resource}")
                 typer.secho("emulated instruments ready; Ctrl-C to stop", err=True, fg="green")
                 _wait_forever()
             except KeyboardInterrupt:
