@@ -64,3 +64,24 @@ class SourceModel:
 
 
 KEITHLEY_2400 = SourceModel()
+
+
+@dataclass(frozen=True)
+class MagnetSupplyModel:
+    """A bipolar magnet supply in current mode: its current and voltage rating (a Kepco BOP 36-12)."""
+
+    max_current_A: float = 12.0
+    max_voltage_V: float = 36.0
+
+
+KEPCO_BOP_36_12 = MagnetSupplyModel()
+
+
+@dataclass(frozen=True)
+class GaussmeterModel:
+    """A gaussmeter with its standard probe: the largest field it reads (top range, T)."""
+
+    max_field_T: float = 3.5
+
+
+LAKESHORE_425 = GaussmeterModel()
