@@ -44,7 +44,19 @@ def emulated_instruments(*options: str) -> Iterator[tuple[subprocess.Popen, dict
     """``spinlab emulate`` in its own process on free ports: (process, VISA resources by role);
     stopped with Ctrl-C (then killed) on exit."""
     proc = spinlab_process(
-        "emulate", "--awg-port", "0", "--scope-port", "0", "--source-port", "0", *options, "--json"
+        "emulate",
+        "--awg-port",
+        "0",
+        "--scope-port",
+        "0",
+        "--source-port",
+        "0",
+        "--magnet-port",
+        "0",
+        "--gaussmeter-port",
+        "0",
+        *options,
+        "--json",
     )
     try:
         yield proc, json.loads(proc.stdout.readline())["resources"]
@@ -80,7 +92,7 @@ def write_station(directory: Path, emulator) -> Path:
     """The built-in emulated station, but reached over TCP through pyvisa-py, with a ramp."""
     text = (ROOT / "instruments" / "stations" / "emulated.toml").read_text()
     text = text.replace('visa_library = "emulated"', 'visa_library = "@py"')
-    for role in ("awg", "scope", "source"):
+    for role in ("awg", "scope", "source", "magnet", "gaussmeter"):
         old = next(line for line in text.splitlines() if line.startswith(f"{role} = "))
         text = text.replace(old, f'{role} = "{emulator[role]}"')
     text = text.replace("[source]\n", f"[source]\nramp_step_A = {RAMP_STEP_A}\nramp_pause_s = 0.001\n")

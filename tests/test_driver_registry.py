@@ -135,7 +135,13 @@ def test_a_lab_package_registers_drivers_that_the_bench_runs_on(tmp_path: Path) 
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert {"lab-awg", "lab-scope", "lab-source", "keysight-33500b"} <= set(out["installed"])
     assert "half-scope" not in out["installed"]  # a broken package does not stop the others
-    assert out["drivers"] == {"awg": "lab-awg", "scope": "lab-scope", "source": "lab-source"}
+    assert out["drivers"] == {
+        "awg": "lab-awg",
+        "scope": "lab-scope",
+        "source": "lab-source",
+        "magnet": "kepco-bop",  # the station's magnet and gaussmeter: spinlab's own, by *IDN?
+        "gaussmeter": "lakeshore-425",
+    }
     assert out["types"] == ["LabKeysight33500B", "LabInfiniiVisionScope", "LabKeithley2400"]
     assert out["shape"] == [2, 64]
     assert out["off"] == [False, False]

@@ -372,7 +372,8 @@ def test_keithley_2400_emulator_answers_pymeasure(bench):
 def test_visa_resource_manager_lists_the_lab(bench):
     lab = bench[0]
     rm = pyvisa.ResourceManager(lab.visa_library())
-    assert set(rm.list_resources("?*")) == {lab.AWG_RESOURCE, lab.SCOPE_RESOURCE, lab.SOURCE_RESOURCE}
+    assert set(rm.list_resources("?*")) == set(lab.RESOURCES.values())
+    assert {lab.AWG_RESOURCE, lab.SCOPE_RESOURCE, lab.SOURCE_RESOURCE} <= set(lab.RESOURCES.values())
     with pytest.raises(pyvisa.errors.VisaIOError):
         rm.open_resource("TCPIP::10.0.0.1::5025::SOCKET")
 

@@ -104,6 +104,8 @@ def test_station_without_driver_opens_with_the_drivers_idn_picked() -> None:
             "awg": "keysight-33500b",
             "scope": "keysight-infiniivision",
             "source": "keithley-2400",
+            "magnet": "kepco-bop",
+            "gaussmeter": "lakeshore-425",
         }
         assert bench.identity()["drivers"] == bench.drivers
 

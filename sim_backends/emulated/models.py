@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING
 
 from spinlab.errors import ConfigError
 from spinlab.sim_backends.emulated.awg import Emulated33500B
+from spinlab.sim_backends.emulated.gaussmeter import EmulatedLakeShore425
 from spinlab.sim_backends.emulated.keithley import EmulatedKeithley2400
+from spinlab.sim_backends.emulated.magnet import EmulatedKepcoMagnet
 from spinlab.sim_backends.emulated.scope import EmulatedInfiniiVision
 
 if TYPE_CHECKING:
@@ -31,6 +33,10 @@ EMULATORS: dict[str, dict[str, Callable[[EmulatedLab], ScpiInstrument]]] = {
         "keithley-2400": lambda lab: EmulatedKeithley2400(load_ohm=lab.device_resistance_ohm, lock=lab.lock)
     },
 }
+# the coil and the probe at the sample: the gaussmeter reads the magnet's field. Each has its own
+# lock, as each has its own processor: a capture being computed does not hold up a ramp's timing
+EMULATORS["magnet"] = {"kepco-bop": lambda lab: EmulatedKepcoMagnet()}
+EMULATORS["gaussmeter"] = {"lakeshore-425": lambda lab: EmulatedLakeShore425(lab.coil_field_T, seed=lab.seed)}
 
 #: the emulator of each role when none is named (the built-in station's instruments)
 DEFAULT_MODELS: dict[str, str] = {
@@ -38,6 +44,7 @@ DEFAULT_MODELS: dict[str, str] = {
     "scope": "keysight-infiniivision",
     "source": "keithley-2400",
 }
+DEFAULT_MODELS.update(magnet="kepco-bop", gaussmeter="lakeshore-425")
 
 
 def chosen_models(models: Mapping[str, str] | None) -> dict[str, str]:

@@ -24,6 +24,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "hardware",
         "Bias sweep (threshold current) and step response (relaxation time) of a device.",
     ),
+    "calibrate-field": (
+        "hardware",
+        "Step the magnet current, read the gaussmeter, fit T per A (stored in the station with --write).",
+    ),
     "acquire": ("twin", "Record random multi-level drives and the device's responses (twin training data)."),
     "twin": ("twin", "Spin-Neural ODE digital twin: train, evaluate."),
     "fit-physics": (

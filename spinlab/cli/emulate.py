@@ -22,6 +22,12 @@ def emulate(
     source_port: int = typer.Option(
         5027, "--source-port", help="Port of the emulated Keithley 2400 (0 = any free port)."
     ),
+    magnet_port: int = typer.Option(
+        5028, "--magnet-port", help="Port of the emulated Kepco BOP magnet supply (0 = any free port)."
+    ),
+    gaussmeter_port: int = typer.Option(
+        5029, "--gaussmeter-port", help="Port of the emulated Lake Shore 425 gaussmeter (0 = any free port)."
+    ),
     device: str = typer.Option(
         "sim:vortex", "--device", "-d", help="Device model wired between AWG and scope (sim:..., twin:...)."
     ),
@@ -48,7 +54,8 @@ def emulate(
     ),
     json_output: bool = JsonOption,
 ) -> None:
-    """Run emulated AWG, scope and DC source until Ctrl-C; prints their VISA resource strings."""
+    """Run emulated AWG, scope, DC source, magnet supply and gaussmeter until Ctrl-C; prints their
+    VISA resource strings."""
     from spinlab.registry import open_device
     from spinlab.sim_backends.emulated import EmulatedLab, serve_tcp
 
@@ -63,12 +70,21 @@ def emulate(
                 faults=faults or None,
             )
             try:
-                servers = serve_tcp(lab, host, awg_port, scope_port, source_port)
+                servers = serve_tcp(
+                    lab,
+                    host,
+                    awg_port,
+                    scope_port,
+                    source_port,
+                    magnet=magnet_port,
+                    gaussmeter=gaussmeter_port,
+                )
             except OSError as exc:
                 from spinlab.errors import ConfigError
 
                 raise ConfigError(
-                    f"cannot listen on {host} ports {awg_port}/{scope_port}/{source_port}: {exc}; "
+                    f"cannot listen on {host} ports {awg_port}/{scope_port}/{source_port}/{magnet_port}/"
+                    f"{gaussmeter_port}: {exc}; "
                     "pick free ports (0 = any)"
                 ) from None
             try:
@@ -84,7 +100,7 @@ def emulate(
                     )
                 else:
                     for role, resource in resources.items():
-                        typer.echo(f"{role:<7}{resource}")
+                        typer.echo(f"{role:<11}{resource}")
                 typer.secho("emulated instruments ready; Ctrl-C to stop", err=True, fg="green")
                 _wait_forever()
             except KeyboardInterrupt:
