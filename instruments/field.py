@@ -35,6 +35,7 @@ from spinlab.engine.signals import check_stop
 from spinlab.errors import ConfigError, InstrumentError, InstrumentFaultError, SafetyLimitError
 from spinlab.instruments.links import FAULTS, Link, one_line
 from spinlab.instruments.output_safety import ramp_levels
+from spinlab.instruments.scpi import format_errors
 
 log = logging.getLogger("spinlab.field")
 
@@ -260,7 +261,26 @@ class FieldController:
     def _wait_for_current(self) -> None:
         with self.magnet.step("waiting for the magnet current") as supply:
             assert self.setpoint_A is not None
+            self._check_supply(supply, self.setpoint_A)
             self._wait_current(supply, self.setpoint_A)
+
+    @staticmethod
+    def _check_supply(supply: Any, setpoint_A: float) -> None:
+        """An empty error queue, and the output on in current mode at the set point: a reset or a
+        refused command is an instrument fault (the bench re-runs the step), not a compliance."""
+        errors = supply.check_errors()
+        if errors:
+            raise InstrumentError(
+                f"the magnet supply reported {format_errors(errors)} while its current was set"
+            )
+        state = supply.output_state()
+        if not (
+            state.on and state.mode == "CURR" and math.isclose(state.setpoint_A, setpoint_A, abs_tol=1e-6)
+        ):
+            raise InstrumentError(
+                f"the magnet supply is {'on' if state.on else 'off'} in {state.mode} mode at "
+                f"{state.setpoint_A:.6g} A instead of {setpoint_A:.6g} A (was it reset?)"
+            )
 
     def _wait_current(self, supply: Any, target_A: float) -> None:
         """Until the measured current is at ``target_A``: a supply that stays short of it is at
