@@ -58,6 +58,7 @@ from spinlab.instruments.record_layout import (
 from spinlab.instruments.roles import AwgRole, ScopeRole, SourceRole
 from spinlab.instruments.scpi import format_errors, poll_until
 from spinlab.instruments.station import Station
+from spinlab.waveform import Waveform
 
 log = logging.getLogger("spinlab.bench")
 
@@ -142,6 +143,7 @@ class Bench(OutputSafety, Device):
         self._bias_A: float | None = None  # what the source is believed to source; None: off
         self._closed = False
         self._lock = threading.RLock()  # one caller at a time drives the instruments
+        self._field_measured: np.ndarray | None = None  # per drive, in the call in progress
         #: wall time of the last respond call by stage (seconds), its AWG records and retries
         self.last_timing: dict[str, float] = {}
         self._atexit = functools.partial(_close_at_exit, weakref.ref(self))
@@ -259,6 +261,17 @@ class Bench(OutputSafety, Device):
             out["emulator"] = self.lab.identity()
         return out
 
+    def respond(self, drive: Waveform, conditions: Any = None) -> Waveform:
+        """The Device's respond; with a field, the response's ``meta`` also carries
+        ``field_T_measured``: the gaussmeter's mean reading when each drive's field was set."""
+        self._field_measured: np.ndarray | None = None
+        out = super().respond(drive, conditions)
+        measured = self._field_measured
+        if measured is None:
+            return out
+        value = float(measured[0]) if np.all(measured == measured[0]) else measured.tolist()
+        return Waveform(out.samples, out.dt_s, out.unit, out.t0_s, {**out.meta, "field_T_measured": value})
+
     def resolve_conditions(self, conditions: Any, batch: int) -> dict[str, np.ndarray]:
         """The Device's checks, then the field against the station's limits (one line naming
         the key and the station file, before anything moves)."""
@@ -307,6 +320,10 @@ class Bench(OutputSafety, Device):
                         record.keep : record.keep + record.length
                     ]
                 out[rows] = layout.unpack(timeline)
+                if field_T is not None:
+                    if self._field_measured is None:
+                        self._field_measured = np.full(drive.shape[0], np.nan)
+                    self._field_measured[rows] = self.field_log[-1].measured_T
         except InstrumentFaultError as exc:
             raise self._with_outputs(exc) from exc.__cause__
         except BaseException:

@@ -61,8 +61,14 @@ def test_bench_emulated_sets_the_field_closed_loop_from_below_and_parks_it():
         responses = []
         for field_T in (0.1, 0.3, 0.1):
             start = len(lab.magnet.current_log)
-            responses.append(bench.respond(DRIVE, {"bias_A": 7.5e-3, "field_T": field_T}).samples)
+            response = bench.respond(DRIVE, {"bias_A": 7.5e-3, "field_T": field_T})
+            responses.append(response.samples)
             reading = bench.field_log[-1]
+            # the response says the field it was set at and the one the gaussmeter measured
+            assert (
+                response.meta["field_T"] == field_T
+                and response.meta["field_T_measured"] == reading.measured_T
+            )
             assert reading.set_T == field_T
             assert abs(reading.measured_T - field_T) <= MAGNET.settle_tolerance_T
             # read back from the emulated gaussmeter itself (and the coil's true field)
