@@ -112,11 +112,12 @@ class Bench(OutputSafety, Device):
         if "source" in links:
             names += ("bias_A",)
             default["bias_A"] = station.source.default_bias_A if station.source else 0.0
-        #: the closed-loop field (None: the station has no magnet); ``field_T`` has no default,
-        #: so a call without it leaves the magnet as it is
+        #: the closed-loop field (None: the station has no magnet); ``field_T`` defaults to the
+        #: park field, where the magnet already is (a call that names no field moves nothing)
         self.field: FieldController | None = None
         if "magnet" in links and station.magnet is not None:
             names += ("field_T",)
+            default["field_T"] = station.magnet.park_field_T
             self.field = FieldController(
                 station.magnet,
                 links["magnet"],
@@ -551,7 +552,7 @@ class Bench(OutputSafety, Device):
         """The magnet supply still holds the set point of the field that was set (a reset or a
         tripped output shows here)."""
         field = self.field
-        if field is None or field.field_T is None:
+        if field is None or field.field_T is None or field.parked:
             return
         with self.links["magnet"].step("checking the field") as supply:
             state = supply.output_state()

@@ -101,6 +101,8 @@ class FieldController:
         self.setpoint_A: float | None = None
         #: the field last set closed-loop (None: none, or the magnet parked since)
         self.field_T: float | None = None
+        #: True once parked (by :meth:`park`) until a field is set again
+        self.parked = False
 
     # --- limits --------------------------------------------------------------------------
     def current_for(self, field_T: float) -> float:
@@ -142,7 +144,8 @@ class FieldController:
             state = supply.output_state()
         on = state.on and state.mode == "CURR"
         self.setpoint_A = state.setpoint_A if on else None
-        self.field_T = None  # the field is set again (closed-loop) by the next record
+        self.field_T = None
+        self.parked = False  # the field is set again (closed-loop) by the next record
 
     def park(self) -> None:
         """Ramp from where the supply is (else from the believed set point) to ``park_field_T``,
@@ -151,6 +154,7 @@ class FieldController:
         s = self.settings
         park_A = self.current_for(s.park_field_T) if s.park_field_T else 0.0  # 0 T: the supply off
         self.field_T = None
+        self.parked = False
         with self.magnet.step("parking the field") as supply:
             try:
                 if not self.magnet.answering:
@@ -169,6 +173,7 @@ class FieldController:
             if start is None and not park_A:
                 self.setpoint_A = None
                 supply.output_enabled = False
+                self.parked = True
                 return
             if start is None:
                 start = self._take_over(supply, 0.0)
@@ -184,6 +189,7 @@ class FieldController:
                     raise InstrumentError("the magnet supply does not answer, so OUTP OFF is unconfirmed")
                 if supply.output_enabled:
                     raise InstrumentError("the magnet supply output still reports ON after OUTP OFF")
+            self.parked = True
 
     def _take_over(self, supply: Any, current_A: float) -> float:
         """Current mode at ``current_A`` (where the coil is: no jump), its compliance, output on."""
@@ -201,7 +207,13 @@ class FieldController:
         when it cannot be reached."""
         s = self.settings
         target = self.check(field_T)
+        if self.parked and field_T == s.park_field_T:
+            # the park field is where the magnet is: nothing moves (a bench that is not asked for
+            # a field runs at it); what the gaussmeter reads there is recorded
+            self.field_T = field_T
+            return FieldReading(field_T, self.read_field(), self.setpoint_A or 0.0, 0)
         self.field_T = None
+        self.parked = False
         with self.magnet.step(f"setting the field to {field_T:.4g} T") as supply:
             if self.setpoint_A is None:
                 self._take_over(supply, supply.current_A)
@@ -329,6 +341,7 @@ class FieldController:
                 )
         order = sorted(currents_A, reverse=s.approach == "above")
         self.field_T = None
+        self.parked = False
         fields = []
         with self.magnet.step("starting the calibration") as supply:
             if self.setpoint_A is None:
