@@ -55,7 +55,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "emulate": (
         "emulate",
-        "Run emulated AWG, scope and DC source until Ctrl-C; prints their VISA resource strings.",
+        "Run emulated AWG, scope, DC source, magnet and gaussmeter until Ctrl-C; prints their resources.",
     ),
     "monitor": (
         "monitoring",

@@ -54,8 +54,7 @@ def emulate(
     ),
     json_output: bool = JsonOption,
 ) -> None:
-    """Run emulated AWG, scope, DC source, magnet supply and gaussmeter until Ctrl-C; prints their
-    VISA resource strings."""
+    """Run emulated AWG, scope, DC source, magnet and gaussmeter until Ctrl-C; prints their resources."""
     from spinlab.registry import open_device
     from spinlab.sim_backends.emulated import EmulatedLab, serve_tcp
 

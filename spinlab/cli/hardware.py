@@ -27,8 +27,10 @@ def calibrate_field(
     ),
     json_output: bool = JsonOption,
 ) -> None:
-    """Step the magnet current from the station's approach side, read the gaussmeter at each step
-    and fit field = T_per_A x current + remanence_T; the field is parked afterwards."""
+    """Step the magnet current, read the gaussmeter, fit T per A (stored in the station with --write).
+
+    The current is stepped from the station's approach side, the field read at each step and
+    field = T_per_A x current + remanence_T fitted; the field is parked afterwards."""
     import numpy as np
 
     from spinlab.engine.signals import SignalGuard
