@@ -45,6 +45,7 @@ import numpy as np
 from spinlab.device import Device
 from spinlab.engine.signals import check_stop, shield
 from spinlab.errors import ConfigError, InstrumentError, InstrumentFaultError
+from spinlab.instruments.field import FieldController, FieldReading
 from spinlab.instruments.links import Link, StepFailed, one_line
 from spinlab.instruments.output_safety import PROBE_TIMEOUT_S, VOLTAGE_RAMP_STEPS, OutputSafety, ramp_levels
 from spinlab.instruments.record_layout import (
@@ -57,6 +58,7 @@ from spinlab.instruments.record_layout import (
 from spinlab.instruments.roles import AnalyserRole, AwgRole, ScopeRole, SourceRole
 from spinlab.instruments.scpi import format_errors, poll_until
 from spinlab.instruments.station import Station
+from spinlab.waveform import Waveform
 
 log = logging.getLogger("spinlab.bench")
 
@@ -106,11 +108,24 @@ class Bench(OutputSafety, Device):
         drivers: dict[str, str] | None = None,
     ) -> None:
         default = {}
+        names: tuple[str, ...] = ()
         if "source" in links:
-            self.condition_names = ("bias_A",)
+            names += ("bias_A",)
             default["bias_A"] = station.source.default_bias_A if station.source else 0.0
-        else:
-            self.condition_names = ()
+        #: the closed-loop field (None: the station has no magnet); ``field_T`` defaults to the
+        #: park field, where the magnet already is (a call that names no field moves nothing)
+        self.field: FieldController | None = None
+        if "magnet" in links and station.magnet is not None:
+            names += ("field_T",)
+            default["field_T"] = station.magnet.park_field_T
+            self.field = FieldController(
+                station.magnet,
+                links["magnet"],
+                links["gaussmeter"],
+                path=station.path,
+                max_field_T=station.limits.max_field_T,
+            )
+        self.condition_names = names
         super().__init__(limits=station.limits, default_conditions=default)
         self.station = station
         self.links = links
@@ -123,10 +138,13 @@ class Bench(OutputSafety, Device):
         self.checks = True
         #: one entry per failed attempt: what, instrument, step, error, outcome (retried / reported)
         self.fault_log: list[dict[str, str]] = []
+        #: every field set closed-loop: set point, mean gaussmeter reading, current, corrections
+        self.field_log: list[FieldReading] = []
         self._cleanup = cleanup
         self._bias_A: float | None = None  # what the source is believed to source; None: off
         self._closed = False
         self._lock = threading.RLock()  # one caller at a time drives the instruments
+        self._field_measured: np.ndarray | None = None  # per drive, in the call in progress
         #: wall time of the last respond call by stage (seconds), its AWG records and retries
         self.last_timing: dict[str, float] = {}
         self._atexit = functools.partial(_close_at_exit, weakref.ref(self))
@@ -174,6 +192,8 @@ class Bench(OutputSafety, Device):
                 log.warning("the AWG output was on when the station opened; switching it off")
                 awg.output_enabled = False
         self._source_off()
+        if self.field is not None:
+            self.field.open()  # a supply left on (a killed run) ramps to park from where it is
         self._configure()
 
     def _clear_errors(self, link: Link, when: str) -> None:
@@ -247,6 +267,26 @@ class Bench(OutputSafety, Device):
             out["emulator"] = self.lab.identity()
         return out
 
+    def respond(self, drive: Waveform, conditions: Any = None) -> Waveform:
+        """The Device's respond; with a field, the response's ``meta`` also carries
+        ``field_T_measured``: the gaussmeter's mean reading when each drive's field was set."""
+        self._field_measured: np.ndarray | None = None
+        out = super().respond(drive, conditions)
+        measured = self._field_measured
+        if measured is None:
+            return out
+        value = float(measured[0]) if np.all(measured == measured[0]) else measured.tolist()
+        return Waveform(out.samples, out.dt_s, out.unit, out.t0_s, {**out.meta, "field_T_measured": value})
+
+    def resolve_conditions(self, conditions: Any, batch: int) -> dict[str, np.ndarray]:
+        """The Device's checks, then the field against the station's limits (one line naming
+        the key and the station file, before anything moves)."""
+        resolved = super().resolve_conditions(conditions, batch)
+        if self.field is not None and "field_T" in resolved:
+            for value in np.unique(resolved["field_T"]):
+                self.field.check(float(value))
+        return resolved
+
     def _respond(self, drive: np.ndarray, dt_s: float, conditions: dict[str, np.ndarray]) -> np.ndarray:
         with self._lock:
             return self._respond_locked(drive, dt_s, conditions)
@@ -257,17 +297,12 @@ class Bench(OutputSafety, Device):
         if self._closed:
             raise InstrumentError("the bench is closed; open it again with open_bench()")
         awg_V = self._check_derived(drive, dt_s, conditions)
-        bias = conditions.get("bias_A")
-        groups = (
-            [(None, np.arange(drive.shape[0]))]
-            if bias is None
-            else [(float(b), np.flatnonzero(bias == b)) for b in np.unique(bias)]
-        )
+        groups = _condition_groups(drive.shape[0], conditions.get("field_T"), conditions.get("bias_A"))
         out = np.empty_like(drive)
         timing = dict.fromkeys(("upload_s", "capture_s", "read_s", "align_s", "records", "retries"), 0.0)
         logged = len(self.fault_log)
         try:
-            for bias_A, rows in groups:
+            for (field_T, bias_A), rows in groups:
                 segmentation = self.station.segmentation
                 layout = plan_records(
                     awg_V[rows],
@@ -279,16 +314,22 @@ class Bench(OutputSafety, Device):
                 timing["records"] += len(layout.records)
                 for number, record in enumerate(layout.records, 1):
                     check_stop()  # a worker asked to stop plays no further record
-                    what = f"record {number} of {len(layout.records)}" + (
-                        "" if bias_A is None else f" at {bias_A:.4g} A"
+                    what = (
+                        f"record {number} of {len(layout.records)}"
+                        + ("" if bias_A is None else f" at {bias_A:.4g} A")
+                        + ("" if field_T is None else f" at {field_T:.4g} T")
                     )
                     response = self._attempts(
-                        what, functools.partial(self._play, record.samples, dt_s, timing, bias_A)
+                        what, functools.partial(self._play, record.samples, dt_s, timing, bias_A, field_T)
                     )
                     timeline[record.start : record.start + record.length] = response[
                         record.keep : record.keep + record.length
                     ]
                 out[rows] = layout.unpack(timeline)
+                if field_T is not None:
+                    if self._field_measured is None:
+                        self._field_measured = np.full(drive.shape[0], np.nan)
+                    self._field_measured[rows] = self.field_log[-1].measured_T
         except InstrumentFaultError as exc:
             raise self._with_outputs(exc) from exc.__cause__
         except BaseException:
@@ -416,6 +457,8 @@ class Bench(OutputSafety, Device):
                 awg.output_load_ohm = self.station.awg.load
         elif link.key == "source":
             self._resync_source()
+        elif link.key == "magnet" and self.field is not None:
+            self.field.resync()
 
     def _gave_up(self, what: str, fault: StepFailed, attempts: int) -> InstrumentFaultError:
         link = fault.link
@@ -448,12 +491,19 @@ class Bench(OutputSafety, Device):
 
     # --- one record ------------------------------------------------------------------------
     def _play(
-        self, samples_V: np.ndarray, dt_s: float, timing: dict[str, float], bias_A: float | None
+        self,
+        samples_V: np.ndarray,
+        dt_s: float,
+        timing: dict[str, float],
+        bias_A: float | None,
+        field_T: float | None = None,
     ) -> np.ndarray:
-        """Bias, upload, arm, trigger, capture, check and grid one AWG record; AWG output off
-        afterwards. Returns only a record that passed every check."""
+        """Field, bias, upload, arm, trigger, capture, check and grid one AWG record; AWG output
+        off afterwards. Returns only a record that passed every check."""
         st = self.station
         awg_link, scope_link = self.links["awg"], self.links["scope"]
+        if field_T is not None:
+            self._set_field(field_T)
         if bias_A is not None:
             self._set_bias(bias_A)
         n = samples_V.size
@@ -502,6 +552,7 @@ class Bench(OutputSafety, Device):
             with scope_link.step("checking the record"):
                 self._check_record(wave, values, capture)
             self._check_state(bias_A)
+            self._check_field()
         t = time.perf_counter()
         gridded = average_onto_grid(values, wave.t0_s, wave.dt_s, st.calibration.delay_s, dt_s, n)
         timing["align_s"] += time.perf_counter() - t
@@ -569,6 +620,25 @@ class Bench(OutputSafety, Device):
                     f"{state.current_A:.6g} A instead of {bias_A:.6g} A (was it reset?)"
                 )
 
+    def _check_field(self) -> None:
+        """The magnet supply still holds the set point of the field that was set (a reset or a
+        tripped output shows here)."""
+        field = self.field
+        if field is None or field.field_T is None or field.parked:
+            return
+        with self.links["magnet"].step("checking the field") as supply:
+            state = supply.output_state()
+            if not (
+                state.on
+                and state.mode == "CURR"
+                and math.isclose(state.setpoint_A, field.setpoint_A or 0.0, rel_tol=1e-5, abs_tol=1e-9)
+            ):
+                raise InstrumentError(
+                    f"the magnet supply is {'on' if state.on else 'off'} in {state.mode} mode at "
+                    f"{state.setpoint_A:.6g} A instead of {field.setpoint_A:.6g} A for {field.field_T:.4g} T "
+                    "(was it reset?)"
+                )
+
     # --- checks and outputs ----------------------------------------------------------------
 
     def close(self) -> None:
@@ -593,6 +663,19 @@ class Bench(OutputSafety, Device):
     @staticmethod
     def _samples(duration_s: float, dt_s: float) -> int:
         return int(math.ceil(duration_s / dt_s - 1e-9))
+
+
+def _condition_groups(
+    n: int, field: np.ndarray | None, bias: np.ndarray | None
+) -> list[tuple[tuple[float | None, float | None], np.ndarray]]:
+    """The drives of each (field, bias), fields in ascending order (each set once per call),
+    biases ascending within a field."""
+    rows: dict[tuple[float | None, float | None], list[int]] = {}
+    for i in range(n):
+        key = (None if field is None else float(field[i]), None if bias is None else float(bias[i]))
+        rows.setdefault(key, []).append(i)
+    order = sorted(rows, key=lambda key: tuple(-math.inf if v is None else v for v in key))
+    return [(key, np.asarray(rows[key])) for key in order]
 
 
 def _longest_run(mask: np.ndarray) -> int:

@@ -86,3 +86,24 @@ class AnalyserModel:
 #: Keysight N9020B MXA (option 526), and R&S FSV (FSV30: 10 Hz .. 30 GHz, 32001 points).
 KEYSIGHT_XSERIES_MODEL = AnalyserModel("X-series", 26.5e9, 100_001, (1.0, 8e6))
 RS_FSV_MODEL = AnalyserModel("FSV", 30e9, 32_001, (1.0, 10e6))
+
+
+@dataclass(frozen=True)
+class MagnetSupplyModel:
+    """A bipolar magnet supply in current mode: its current and voltage rating (a Kepco BOP 36-12)."""
+
+    max_current_A: float = 12.0
+    max_voltage_V: float = 36.0
+
+
+KEPCO_BOP_36_12 = MagnetSupplyModel()
+
+
+@dataclass(frozen=True)
+class GaussmeterModel:
+    """A gaussmeter with its standard probe: the largest field it reads (top range, T)."""
+
+    max_field_T: float = 3.5
+
+
+LAKESHORE_425 = GaussmeterModel()

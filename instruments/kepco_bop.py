@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 from pymeasure.instruments import Instrument, SCPIMixin
 from pymeasure.instruments.validators import strict_discrete_set, strict_range
 
 from spinlab.errors import InstrumentError
+from spinlab.instruments.capabilities import KEPCO_BOP_36_12
+from spinlab.instruments.drivers import DriverSpec
+from spinlab.instruments.roles import MagnetSupplyOutput
 from spinlab.instruments.scpi import (
     RAW_REPLY,
     ErrorQueueMixin,
@@ -53,14 +56,8 @@ def _finite_reply(what: str) -> Callable[[Any], float]:
     return process
 
 
-class MagnetSupplyState(NamedTuple):
-    """What the supply reports: output relay, mode, programmed levels and the measured current."""
-
-    on: bool
-    mode: str  # "CURR" or "VOLT"
-    setpoint_A: float
-    voltage_limit_V: float
-    current_A: float
+#: what :meth:`KepcoBOP.output_state` returns (the magnet role's output state)
+MagnetSupplyState = MagnetSupplyOutput
 
 
 class KepcoBOP(ErrorQueueMixin, SCPIMixin, Instrument):
@@ -175,3 +172,15 @@ class KepcoBOP(ErrorQueueMixin, SCPIMixin, Instrument):
         self.current_setpoint_A = 0.0
         self.output_enabled = False
         super().shutdown()
+
+
+# --- registration (entry-point group spinlab.drivers) ----------------------------------------
+KEPCO_BOP_DRIVER = DriverSpec(
+    "kepco-bop",
+    "magnet",
+    KepcoBOP,
+    r"KEPCO",
+    r"(BOP|BIT).*",
+    KEPCO_BOP_36_12,
+    "Kepco BOP bipolar supply in current mode driving a magnet coil (rating of a BOP 36-12)",
+)

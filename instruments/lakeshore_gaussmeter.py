@@ -17,6 +17,8 @@ from typing import Any
 from pymeasure.instruments import Instrument
 
 from spinlab.errors import InstrumentError
+from spinlab.instruments.capabilities import LAKESHORE_425
+from spinlab.instruments.drivers import DriverSpec
 from spinlab.instruments.scpi import RAW_REPLY, ensure_termination, flag_control, parse_float, parse_int
 
 MU0 = 4e-7 * math.pi
@@ -144,3 +146,23 @@ class LakeShore425(Instrument):
     def range_T(self) -> float:
         """Full scale of the present range in tesla."""
         return RANGES_T[self.range]
+
+    def check_errors(self) -> list[tuple[int, str]]:
+        """The 425 has no error queue: nothing to read (its replies are checked one by one)."""
+        return []
+
+    def clear_errors(self) -> list[tuple[int, str]]:
+        """The 425 has no error queue: nothing to clear."""
+        return []
+
+
+# --- registration (entry-point group spinlab.drivers) ----------------------------------------
+LAKESHORE_425_DRIVER = DriverSpec(
+    "lakeshore-425",
+    "gaussmeter",
+    LakeShore425,
+    r"LSCI",
+    r"MODEL\s*425",
+    LAKESHORE_425,
+    "Lake Shore 425 gaussmeter with its standard high-sensitivity probe",
+)

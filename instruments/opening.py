@@ -30,10 +30,12 @@ EMULATORS_GROUP = "spinlab.emulators"
 
 #: What messages call each role.
 ROLE_NAMES = {"awg": "AWG", "scope": "oscilloscope", "source": "bias source"}
+ROLE_NAMES.update(magnet="magnet supply", gaussmeter="gaussmeter")
 #: The driver that reads ``*IDN?`` of a role whose section names no driver (spinlab's own).
 PROBES = {"awg": "keysight-33500b", "scope": "keysight-infiniivision", "source": "keithley-2400"}
 ROLE_NAMES["analyser"] = "spectrum analyser"
 PROBES["analyser"] = "keysight-xseries"
+PROBES.update(magnet="kepco-bop", gaussmeter="lakeshore-425")
 
 Emulator = Callable[..., "Bench"]
 

@@ -47,6 +47,8 @@ class OutputSafety:
     limits: Any
     _bias_A: float | None
     _lock: Any
+    field: Any  # the FieldController, or None without a magnet
+    field_log: list[Any]
     scope_rate: Any
 
     def _configure_source(self) -> None:
@@ -74,6 +76,12 @@ class OutputSafety:
                 f"{st.awg.max_sample_rate_Hz:.4g} Sa/s; use a longer dt_s. Nothing was sent"
             )
         self.scope_rate(dt_s)
+        field = conditions.get("field_T")
+        if field is not None:
+            if self.field is None:  # the condition names refuse it first; kept for direct calls
+                raise ConfigError(f"{st.path} has no [magnet]; it cannot set field_T")
+            for value in np.unique(field):
+                self.field.check(float(value))
         bias = conditions.get("bias_A")
         if bias is not None and float(np.max(np.abs(bias))) > self.limits.max_bias_A * (1 + 1e-12):
             raise SafetyLimitError(
@@ -81,6 +89,18 @@ class OutputSafety:
                 f"{self.limits.max_bias_A:.4g} A; nothing was sent"
             )
         return awg_V
+
+    def _set_field(self, field_T: float) -> None:
+        """Set the field closed-loop, only when it changes; every set is logged with its reading."""
+        if self.field.field_T == field_T:
+            return
+        reading = self.field.set_field(field_T)
+        self.field_log.append(reading)
+        log.info(
+            "field %.4g T set: the gaussmeter reads %.6g T at %.6g A (%d correction(s))",
+            *reading[:3],
+            reading.corrections,
+        )
 
     def _set_bias(self, bias_A: float) -> None:
         if abs(bias_A) > self.limits.max_bias_A * (1 + 1e-12):  # re-checked where it is sent
@@ -126,7 +146,9 @@ class OutputSafety:
         self._configure_source()
 
     def outputs_off(self) -> list[str]:
-        """Switch the AWG output and the bias source off and read both states back (a query
+        """Switch the AWG output and the bias source off, then ramp the field to its park value
+        (the bias first: a device must not see a field sweep under bias), and read every state
+        back (a query
         also guarantees the instrument has executed the writes); keep going if one fails. A
         failed switch-off gets one fresh connection; an instrument that stopped answering is
         only written to, so this cannot hang on it. Returns the outputs not confirmed off.
@@ -137,7 +159,11 @@ class OutputSafety:
 
     def _outputs_off(self) -> list[str]:
         left = []
-        outputs = (("awg", "AWG output", self._awg_off), ("source", "bias source", self._source_off))
+        outputs = (
+            ("awg", "AWG output", self._awg_off),
+            ("source", "bias source", self._source_off),
+            ("magnet", "magnet supply", self._park_field),
+        )
         for key, name, action in outputs:
             link = self.links.get(key)
             if link is None:
@@ -158,6 +184,10 @@ class OutputSafety:
                     one_line(exc.cause if isinstance(exc, StepFailed) else exc),
                 )
         return left
+
+    def _park_field(self) -> None:
+        if self.field is not None:
+            self.field.park()
 
     def _awg_off(self) -> None:
         link = self.links["awg"]

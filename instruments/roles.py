@@ -1,4 +1,5 @@
-"""Instrument roles: what the Bench needs from an AWG, a scope, a bias source and an analyser.
+"""Instrument roles: what the Bench needs from an AWG, a scope, a bias source, a magnet supply,
+a gaussmeter and a spectrum analyser.
 
 Why roles: the Bench's retries, record checks, segmentation and output safety are the same for
 every model, so they talk to a role, never to a model. A driver for a new model (in spinlab or in
@@ -138,8 +139,49 @@ class AnalyserRole(Instrument, Protocol):
     def measure(self) -> Any: ...
 
 
-ROLES: dict[str, type] = {"awg": AwgRole, "scope": ScopeRole, "source": SourceRole}
-ROLES["analyser"] = AnalyserRole
+class MagnetSupplyOutput(NamedTuple):
+    """A magnet supply as it reports it: relay, mode (``"CURR"``/``"VOLT"``), the programmed
+    current and voltage limit, and the current it measures (lags the set point on a coil)."""
+
+    on: bool
+    mode: str
+    setpoint_A: float
+    voltage_limit_V: float
+    current_A: float
+
+
+class MagnetRole(Instrument, Protocol):
+    """A bipolar supply driving a magnet coil in current mode (the field controller's actuator)."""
+
+    output_enabled: bool
+    function_mode: str  # "CURR" while the bench owns it
+    current_setpoint_A: float
+    voltage_limit_V: float  # the compliance: with the coil's inductance it caps dI/dt
+
+    @property
+    def current_A(self) -> float: ...  # the measured output current
+
+    def output_state(self) -> MagnetSupplyOutput: ...  # in one call; where the coil really is
+
+
+class GaussmeterRole(Instrument, Protocol):
+    """A gaussmeter whose probe sits at the sample (the field controller's sensor)."""
+
+    auto_range: bool
+
+    def field_T(self) -> float: ...  # tesla whatever the display units; an overload raises
+
+    def range_T(self) -> float: ...  # full scale of the present range
+
+
+ROLES: dict[str, type] = {
+    "awg": AwgRole,
+    "scope": ScopeRole,
+    "source": SourceRole,
+    "magnet": MagnetRole,
+    "gaussmeter": GaussmeterRole,
+    "analyser": AnalyserRole,
+}
 
 
 def role_members(role: type) -> list[str]:
@@ -167,6 +209,9 @@ __all__ = [
     "AnalyserRole",
     "AwgPlaying",
     "AwgRole",
+    "GaussmeterRole",
+    "MagnetRole",
+    "MagnetSupplyOutput",
     "ROLES",
     "ScopeRole",
     "SourceOutput",

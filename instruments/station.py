@@ -29,6 +29,10 @@ Layout (see ``stations/example_lab.toml`` for a documented example)::
                    with resources.source)
     [calibration]  drive_gain or (series_resistance_ohm + device_resistance_ohm), response_gain,
                    delay_s
+    [magnet]       driver, gaussmeter_driver, T_per_A, remanence_T, max_current_A, max_ramp_A_per_s,
+                   ramp_A_per_s, ramp_step_A, voltage_limit_V, settle_tolerance_T, settle_time_s,
+                   settle_timeout_s, max_corrections, approach, approach_margin_A, park_field_T
+                   (only with resources.magnet and resources.gaussmeter; see :mod:`.field`)
     [limits]       max_drive_V, max_bias_A, max_field_T  -> spinlab.SafetyLimits
     [analyser]     driver, reference_level_dBm, averages, rbw_per_bin, and the RF chain between
                    the device and the analyser input: amplifier_gain_dB, splitter_loss_dB,
@@ -65,7 +69,14 @@ from pydantic import (
 from spinlab.device import SafetyLimits
 from spinlab.errors import ConfigError, SafetyLimitError
 from spinlab.files import check_file
-from spinlab.instruments.capabilities import AWG_MODELS, INFINIIVISION, KEITHLEY_2400, KEYSIGHT_XSERIES_MODEL
+from spinlab.instruments.capabilities import (
+    AWG_MODELS,
+    INFINIIVISION,
+    KEITHLEY_2400,
+    KEPCO_BOP_36_12,
+    KEYSIGHT_XSERIES_MODEL,
+    LAKESHORE_425,
+)
 from spinlab.instruments.drivers import DriverSpec, find_driver
 
 #: Directory of the station files shipped with the package.
@@ -169,6 +180,9 @@ class Resources(_Section):
     source: Str | None = None
     #: spectrum analyser on the device's RF output (``spinlab spectrum``)
     analyser: Str | None = None
+    #: the magnet supply and the gaussmeter at the sample (together, with a [magnet] section)
+    magnet: Str | None = None
+    gaussmeter: Str | None = None
     visa_library: Str = ""
     timeout_s: Float = 10.0
     #: attempts after the first for one AWG record (or the opening steps) after an instrument fault
@@ -180,10 +194,18 @@ class Resources(_Section):
         for name in ("awg", "scope"):
             if not getattr(self, name).strip():
                 raise _Invalid(name, "must be a VISA resource name, e.g. 'TCPIP::192.168.1.10::INSTR'")
-        if self.source is not None and not self.source.strip():
-            raise _Invalid("source", "must be a VISA resource name or be left out (no DC source)")
-        if self.analyser is not None and not self.analyser.strip():
-            raise _Invalid("analyser", "must be a VISA resource name or be left out (no spectrum analyser)")
+        for name, what in (
+            ("source", "DC source"),
+            ("magnet", "magnet"),
+            ("gaussmeter", "gaussmeter"),
+            ("analyser", "spectrum analyser"),
+        ):
+            value = getattr(self, name)
+            if value is not None and not value.strip():
+                raise _Invalid(name, f"must be a VISA resource name or be left out (no {what})")
+        if (self.magnet is None) != (self.gaussmeter is None):
+            missing = "gaussmeter" if self.gaussmeter is None else "magnet"
+            raise _Invalid(missing, "magnet and gaussmeter go together (the field is set closed-loop)")
         _positive(self, "timeout_s")
         _within(self, "timeout_s", 1e-3, 600, "seconds per VISA read or write")
         if not 0 <= self.retries <= 10:
@@ -194,10 +216,9 @@ class Resources(_Section):
     def instruments(self) -> dict[str, str]:
         """Role -> resource string of every instrument of the station."""
         out = {"awg": self.awg, "scope": self.scope}
-        if self.source:
-            out["source"] = self.source
-        if self.analyser:
-            out["analyser"] = self.analyser
+        for role in ("source", "magnet", "gaussmeter", "analyser"):
+            if getattr(self, role):
+                out[role] = getattr(self, role)
         return out
 
 
@@ -454,6 +475,98 @@ class AnalyserSettings(_Section):
         return self.amplifier_gain_dB - self.splitter_loss_dB - self.cable_loss_dB
 
 
+class MagnetSettings(_Section):
+    """The magnet: the coil's calibration and limits, and how a field is set and parked.
+
+    ``T_per_A`` and ``remanence_T`` are what ``spinlab calibrate-field`` measures (field =
+    ``T_per_A`` x current + ``remanence_T`` on the configured approach side); they give the
+    current a set point starts from, the gaussmeter corrects the rest. The coil is an inductive
+    load: the current moves in steps of ``ramp_step_A`` at ``ramp_A_per_s`` (at most the coil's
+    ``max_ramp_A_per_s``). ``approach``: every set point is reached moving up (``"below"``), down
+    (``"above"``, overshooting by ``approach_margin_A`` and coming back when needed, as labs do
+    with iron cores) or directly (``"none"``). A field is set once the gaussmeter reads within
+    ``settle_tolerance_T`` for ``settle_time_s``, after at most ``max_corrections``. On every exit
+    the field ramps to ``park_field_T``.
+    """
+
+    #: a registered magnet driver; left out, the supply's ``*IDN?`` picks it
+    driver: Str | None = None
+    #: a registered gaussmeter driver; left out, the gaussmeter's ``*IDN?`` picks it
+    gaussmeter_driver: Str | None = None
+    T_per_A: Float
+    remanence_T: Float = 0.0
+    max_current_A: Float
+    max_ramp_A_per_s: Float
+    ramp_A_per_s: Float | None = None
+    ramp_step_A: Float = 0.01
+    voltage_limit_V: Float = 10.0
+    settle_tolerance_T: Float = 1e-3
+    settle_time_s: Float = 1.0
+    settle_timeout_s: Float = 30.0
+    max_corrections: Int = 10
+    approach: Str = "below"
+    approach_margin_A: Float = 0.1
+    park_field_T: Float = 0.0
+
+    @property
+    def capabilities(self) -> Any:
+        """The named supply driver's rating, else a Kepco BOP 36-12's."""
+        spec = _driver(self, "magnet")
+        return KEPCO_BOP_36_12 if spec is None else spec.capabilities
+
+    @property
+    def gaussmeter_capabilities(self) -> Any:
+        name = self.gaussmeter_driver
+        if name is None:
+            return LAKESHORE_425
+        try:
+            return find_driver(name, "gaussmeter").capabilities
+        except ConfigError as exc:
+            raise _Invalid("gaussmeter_driver", str(exc)) from None
+
+    @property
+    def rate_A_per_s(self) -> float:
+        """The ramp rate used (the coil's maximum unless a slower one is set)."""
+        return self.max_ramp_A_per_s if self.ramp_A_per_s is None else self.ramp_A_per_s
+
+    def validate_values(self) -> None:
+        caps = self.capabilities
+        self.gaussmeter_capabilities  # noqa: B018 - a bad gaussmeter_driver names its key
+        if not (math.isfinite(self.T_per_A) and self.T_per_A != 0):
+            raise _Invalid(
+                "T_per_A", f"must be a finite non-zero number (tesla per ampere), got {self.T_per_A!r}"
+            )
+        _positive(self, "max_current_A", "max_ramp_A_per_s", "ramp_A_per_s", "ramp_step_A")
+        _positive(self, "voltage_limit_V", "settle_tolerance_T", "settle_timeout_s", "approach_margin_A")
+        for name in ("remanence_T", "park_field_T"):
+            if not math.isfinite(getattr(self, name)):
+                raise _Invalid(name, "must be finite")
+        if self.max_current_A > caps.max_current_A:
+            raise _Invalid(
+                "max_current_A",
+                f"= {self.max_current_A:g} A is beyond the supply's {caps.max_current_A:g} A rating",
+            )
+        if self.voltage_limit_V > caps.max_voltage_V:
+            raise _Invalid(
+                "voltage_limit_V",
+                f"= {self.voltage_limit_V:g} V is beyond the supply's {caps.max_voltage_V:g} V rating",
+            )
+        if self.rate_A_per_s > self.max_ramp_A_per_s:
+            raise _Invalid(
+                "ramp_A_per_s",
+                f"= {self.rate_A_per_s:g} A/s is above the coil's max_ramp_A_per_s = "
+                f"{self.max_ramp_A_per_s:g} A/s",
+            )
+        if self.ramp_step_A > self.max_current_A:
+            raise _Invalid("ramp_step_A", f"= {self.ramp_step_A:g} A is more than max_current_A")
+        _within(self, "settle_time_s", 0, 600, "seconds the field must stay within tolerance")
+        _within(self, "settle_timeout_s", 0, 3600, "seconds")
+        if not 0 <= self.max_corrections <= 100:
+            raise _Invalid("max_corrections", f"must be 0 .. 100, got {self.max_corrections}")
+        if self.approach not in ("below", "above", "none"):
+            raise _Invalid("approach", f"must be 'below', 'above' or 'none', got {self.approach!r}")
+
+
 class Calibration(_Section):
     """Maps requested device quantities to instrument quantities.
 
@@ -515,6 +628,7 @@ class _StationFile(BaseModel):
     scope: ScopeSettings
     segmentation: Segmentation = Segmentation()
     source: SourceSettings | None = None
+    magnet: MagnetSettings | None = None
     calibration: Calibration = Calibration()
     limits: Limits
     analyser: AnalyserSettings | None = None
@@ -535,9 +649,12 @@ class Station:
     source: SourceSettings | None = None
     calibration: Calibration = field(default_factory=Calibration)
     analyser: AnalyserSettings | None = None
+    magnet: MagnetSettings | None = None
 
     def driver_name(self, role: str) -> str | None:
         """The driver the file names for ``role`` (None: ``*IDN?`` picks it)."""
+        if role == "gaussmeter":
+            return None if self.magnet is None else self.magnet.gaussmeter_driver
         return getattr(getattr(self, role), "driver", None)
 
     def with_drivers(self, drivers: Mapping[str, str]) -> Station:
@@ -551,7 +668,9 @@ class Station:
             elif f.name == "limits":
                 data[f.name] = dataclasses.asdict(value)
         for role, name in drivers.items():
-            if self.driver_name(role) is None and role in data:
+            if self.driver_name(role) is None and role == "gaussmeter" and "magnet" in data:
+                data["magnet"] = {**data["magnet"], "gaussmeter_driver": name}
+            elif self.driver_name(role) is None and role in data:
                 data[role] = {**data[role], "driver": name}
         return parse_station(data, self.path)
 
@@ -633,7 +752,15 @@ def parse_station(data: Mapping[str, Any], path: str | Path = "<station>") -> St
         source=source,
         calibration=parsed.calibration,
         analyser=analyser,
+        magnet=parsed.magnet,
     )
+    if (parsed.magnet is None) != (parsed.resources.magnet is None):
+        raise ConfigError(
+            f"{path}: [magnet] is given but [resources] has no 'magnet' resource"
+            if parsed.resources.magnet is None
+            else f"{path}: [resources] names a magnet but there is no [magnet] section (T_per_A, "
+            "max_current_A, max_ramp_A_per_s)"
+        )
     _check_across_sections(station)
     return station
 
@@ -654,6 +781,8 @@ def _check_across_sections(st: Station) -> None:
             f"{limits.max_drive_V / gain:.4g} V at the AWG (drive gain {gain:.4g}), "
             f"above [awg] max_output_V = {st.awg.max_output_V} V"
         )
+    if st.magnet is not None:
+        _check_magnet(st)
     source = st.source
     if source is None:
         return
@@ -682,6 +811,29 @@ def _check_across_sections(st: Station) -> None:
                 f"max_bias_A to 0 would take {steps} steps ({steps * source.ramp_pause_s:.4g} s); "
                 f"allow at most {MAX_RAMP_STEPS} steps and {MAX_RAMP_S:g} s"
             )
+
+
+def _check_magnet(st: Station) -> None:
+    """The park field within the limits, and a ramp from the field limit to zero not endless."""
+    path, magnet, limit = st.path, st.magnet, st.limits.max_field_T
+    assert magnet is not None
+    if abs(magnet.park_field_T) > limit:
+        raise ConfigError(
+            f"{path}: [magnet] key 'park_field_T' = {magnet.park_field_T:g} T exceeds [limits] "
+            f"max_field_T = {limit:g} T"
+        )
+    park_A = (magnet.park_field_T - magnet.remanence_T) / magnet.T_per_A if magnet.park_field_T else 0.0
+    if abs(park_A) > magnet.max_current_A:
+        raise ConfigError(
+            f"{path}: [magnet] key 'park_field_T' = {magnet.park_field_T:g} T needs {park_A:.4g} A, beyond "
+            f"max_current_A = {magnet.max_current_A:g} A"
+        )
+    ramp_s = 2 * magnet.max_current_A / magnet.rate_A_per_s
+    if ramp_s > MAX_RAMP_S * 6:
+        raise ConfigError(
+            f"{path}: [magnet] key 'ramp_A_per_s' = {magnet.rate_A_per_s:g} A/s: a ramp across "
+            f"+-max_current_A would take {ramp_s:.4g} s; allow at most {MAX_RAMP_S * 6:g} s"
+        )
 
 
 def _config_error(exc: ValidationError, path: Path) -> ConfigError:
@@ -721,6 +873,36 @@ def _config_error(exc: ValidationError, path: Path) -> ConfigError:
 def _section_model(section: str) -> type[BaseModel]:
     annotation = _StationFile.model_fields[section].annotation
     return next(a for a in getattr(annotation, "__args__", (annotation,)) if a is not type(None))
+
+
+def write_magnet_calibration(path: str | Path, T_per_A: float, remanence_T: float) -> None:
+    """Store a measured calibration in the ``[magnet]`` section of the station file at ``path``
+    (its other lines and comments kept), checked by loading the result before it replaces the file."""
+    path = Path(path)
+    if path.resolve().parent == STATIONS_DIR:
+        raise ConfigError(f"{path} is a station shipped with spinlab; copy it and calibrate the copy")
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if line.strip() == "[magnet]"), None)
+    if start is None:
+        raise ConfigError(f"{path} has no [magnet] section to store the calibration in")
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].lstrip().startswith("[")), len(lines))
+    for key, value in (("T_per_A", T_per_A), ("remanence_T", remanence_T)):
+        new = f"{key} = {value:.6g}"
+        at = next((i for i in range(start + 1, end) if lines[i].split("=")[0].strip() == key), None)
+        if at is None:
+            lines.insert(start + 1, new + "\n")
+            end += 1
+        else:
+            comment = lines[at].partition("#")[2]
+            lines[at] = new + (f"  # {comment.strip()}" if comment else "") + "\n"
+    text = "".join(lines)
+    try:
+        parse_station(tomllib.loads(text), path)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            f"{path}: the calibrated file would not be valid TOML ({exc}); left unchanged"
+        ) from None
+    path.write_text(text, encoding="utf-8")
 
 
 def builtin_station(name: str) -> Path:

@@ -51,6 +51,10 @@ def emulated_instruments(*options: str) -> Iterator[tuple[subprocess.Popen, dict
         "0",
         "--source-port",
         "0",
+        "--magnet-port",
+        "0",
+        "--gaussmeter-port",
+        "0",
         "--analyser-port",
         "0",
         *options,
@@ -90,7 +94,7 @@ def write_station(directory: Path, emulator) -> Path:
     """The built-in emulated station, but reached over TCP through pyvisa-py, with a ramp."""
     text = (ROOT / "instruments" / "stations" / "emulated.toml").read_text()
     text = text.replace('visa_library = "emulated"', 'visa_library = "@py"')
-    for role in ("awg", "scope", "source", "analyser"):
+    for role in ("awg", "scope", "source", "magnet", "gaussmeter", "analyser"):
         old = next(line for line in text.splitlines() if line.startswith(f"{role} = "))
         text = text.replace(old, f'{role} = "{emulator[role]}"')
     text = text.replace("[source]\n", f"[source]\nramp_step_A = {RAMP_STEP_A}\nramp_pause_s = 0.001\n")

@@ -286,7 +286,7 @@ def test_hardware_path_over_tcp_sockets(tmp_path) -> None:
     from spinlab.sim_backends.emulated import EmulatedLab, serve_tcp
 
     lab = EmulatedLab(open_device(MODEL), seed=0)
-    with serve_tcp(lab, "127.0.0.1", 0, 0, 0) as servers:
+    with serve_tcp(lab, "127.0.0.1", 0, 0, 0, magnet=0, gaussmeter=0) as servers:
         res = servers.resources
         text = (STATIONS_DIR / "emulated.toml").read_text()
         text = text.replace('visa_library = "emulated"', 'visa_library = "@py"')
@@ -295,6 +295,8 @@ def test_hardware_path_over_tcp_sockets(tmp_path) -> None:
             ("scope", "TCPIP::127.0.0.1::5026::SOCKET"),
             ("source", "GPIB0::24::INSTR"),
             ("analyser", "GPIB0::20::INSTR"),
+            ("magnet", lab.MAGNET_RESOURCE),
+            ("gaussmeter", lab.GAUSSMETER_RESOURCE),
         ):
             text = text.replace(f'{role} = "{default}"', f'{role} = "{res[role]}"')
         path = tmp_path / "lan.toml"

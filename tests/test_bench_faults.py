@@ -51,6 +51,8 @@ def station_text(
             ("scope", "TCPIP::127.0.0.1::5026::SOCKET"),
             ("source", "GPIB0::24::INSTR"),
             ("analyser", "GPIB0::20::INSTR"),
+            ("magnet", EmulatedLab.MAGNET_RESOURCE),
+            ("gaussmeter", EmulatedLab.GAUSSMETER_RESOURCE),
         ):
             text = text.replace(f'{role} = "{default}"', f'{role} = "{resources[role]}"')
     return text
@@ -66,7 +68,7 @@ def write_station(tmp_path: Path, text: str, name: str = "station.toml") -> str:
 def tcp_lab(tmp_path):
     """An emulated lab served over TCP, and a ramped station file that reaches it."""
     lab = EmulatedLab(open_device(MODEL), seed=0)
-    with serve_tcp(lab, "127.0.0.1", 0, 0, 0) as servers:
+    with serve_tcp(lab, "127.0.0.1", 0, 0, 0, magnet=0, gaussmeter=0) as servers:
         yield lab, servers, write_station(tmp_path, station_text(servers.resources, timeout_s=1.0))
 
 
@@ -149,6 +151,10 @@ def test_a_second_process_on_the_station_is_refused_at_once_naming_the_first(tmp
             "0",
             "--source-port",
             "0",
+            "--magnet-port",
+            "0",
+            "--gaussmeter-port",
+            "0",
             "--analyser-port",
             "0",
             "--device",
@@ -162,7 +168,7 @@ def test_a_second_process_on_the_station_is_refused_at_once_naming_the_first(tmp
     )
     holder = None
     try:
-        resources = dict(emulate.stdout.readline().split() for _ in range(4))
+        resources = dict(emulate.stdout.readline().split() for _ in range(6))
         path = write_station(tmp_path, station_text(resources))
         holder = subprocess.Popen(
             [

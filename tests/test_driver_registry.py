@@ -140,6 +140,8 @@ def test_a_lab_package_registers_drivers_that_the_bench_runs_on(tmp_path: Path) 
         "scope": "lab-scope",
         "source": "lab-source",
         "analyser": "keysight-xseries",  # the station's analyser, served by spinlab's own driver
+        "magnet": "kepco-bop",  # the station's magnet and gaussmeter: spinlab's own, by *IDN?
+        "gaussmeter": "lakeshore-425",
     }
     assert out["types"] == ["LabKeysight33500B", "LabInfiniiVisionScope", "LabKeithley2400"]
     assert out["shape"] == [2, 64]

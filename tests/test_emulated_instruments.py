@@ -373,7 +373,7 @@ def test_visa_resource_manager_lists_the_lab(bench):
     lab = bench[0]
     rm = pyvisa.ResourceManager(lab.visa_library())
     assert set(rm.list_resources("?*")) == set(lab.RESOURCES.values())
-    assert set(lab.RESOURCES) == {"awg", "scope", "source", "analyser"}
+    assert set(lab.RESOURCES) == {"awg", "scope", "source", "magnet", "gaussmeter", "analyser"}
     with pytest.raises(pyvisa.errors.VisaIOError):
         rm.open_resource("TCPIP::10.0.0.1::5025::SOCKET")
 

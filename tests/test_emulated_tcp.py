@@ -128,6 +128,10 @@ def test_spinlab_emulate_prints_resources_and_stops_on_ctrl_c():
             "0",
             "--source-port",
             "0",
+            "--magnet-port",
+            "0",
+            "--gaussmeter-port",
+            "0",
             "--analyser-port",
             "0",
             "--device",
@@ -140,9 +144,9 @@ def test_spinlab_emulate_prints_resources_and_stops_on_ctrl_c():
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
-        lines = [proc.stdout.readline() for _ in range(3)]
+        lines = [proc.stdout.readline() for _ in range(5)]
         resources = dict(line.split() for line in lines)
-        assert set(resources) == {"awg", "scope", "source"}
+        assert set(resources) == {"awg", "scope", "source", "magnet", "gaussmeter"}
         assert all(r.startswith("TCPIP::127.0.0.1::") and r.endswith("::SOCKET") for r in resources.values())
         awg = Keysight33500B(
             VISAAdapter(

@@ -95,7 +95,22 @@ QUICK = [
     "silent@scope:at=30:count=inf",
     "corrupt@awg:at=2:count=inf",
 ]
-EXPECTED = dict(TRANSIENT + PERSISTENT)
+#: the magnet and the gaussmeter: the same acquisition at FIELD_T, set closed-loop before the first
+#: record (about 30 supply messages and 10 gaussmeter replies), checked after every record
+FIELD_T = 0.3
+FIELD = [
+    ("silent@gaussmeter:at=4", "identical"),
+    ("nan@gaussmeter:at=4", "identical"),
+    ("drop@gaussmeter:at=5", "identical"),
+    ("drop@magnet:at=20", "identical"),
+    ("nan@magnet:at=12", "identical"),
+    ("error@magnet:at=20", "identical"),
+    ("reset@magnet:at=40", "identical"),  # mid-ramp: the coil discharges, the field is set again
+    ("silent@gaussmeter:at=4:count=inf", "error"),  # the field cannot be known: nothing recorded
+    ("drop@magnet:at=20:count=inf", "error"),  # the supply gone: it cannot be parked, and says so
+]
+FIELD_QUICK = ["silent@gaussmeter:at=4", "reset@magnet:at=40", "silent@gaussmeter:at=4:count=inf"]
+EXPECTED = dict(TRANSIENT + PERSISTENT + FIELD)
 
 
 def station(directory: Path) -> str:
@@ -118,9 +133,18 @@ class Outcome:
     fired: int
     outputs_on: tuple[bool, bool]
     wall_s: float
+    #: the magnet supply's output and current once the bench closed (parked: off at 0 A)
+    magnet: tuple[bool, float] = (False, 0.0)
 
 
-def acquire(path: str, faults: str | None = None, *, noise: bool = False, seed: int = SEED) -> Outcome:
+def acquire(
+    path: str,
+    faults: str | None = None,
+    *,
+    noise: bool = False,
+    seed: int = SEED,
+    field_T: float | None = None,
+) -> Outcome:
     device = "sim:vortex" if noise else "sim:vortex?noise=0"
     t = time.perf_counter()
     with open_bench(
@@ -131,14 +155,22 @@ def acquire(path: str, faults: str | None = None, *, noise: bool = False, seed: 
         try:
             for _ in range(BATCHES):
                 drives = np.stack([random_multilevel(rng, SAMPLES, DT, (1e-7, 1e-6), 0.3) for _ in BIAS_A])
-                responses.append(bench.respond(Waveform(drives, DT), {"bias_A": BIAS_A}).samples)
+                conditions = {"bias_A": BIAS_A, **({} if field_T is None else {"field_T": field_T})}
+                responses.append(bench.respond(Waveform(drives, DT), conditions).samples)
         except InstrumentFaultError as exc:
             error = str(exc)
         outputs = (bench.lab.awg.output_on, bench.lab.source.output_on)
         retries = sum(entry["outcome"] == "retried" for entry in bench.fault_log)
-        return Outcome(
-            responses, error, retries, len(bench.lab.fault_log.entries), outputs, time.perf_counter() - t
-        )
+    magnet = bench.lab.magnet
+    return Outcome(
+        responses,
+        error,
+        retries,
+        len(bench.lab.fault_log.entries),
+        outputs,
+        time.perf_counter() - t,
+        (magnet.output_on, magnet.current_A()),
+    )
 
 
 def lost(outcome: Outcome, reference: Outcome) -> int:
@@ -160,6 +192,13 @@ def reference(path):
     return clean
 
 
+@pytest.fixture(scope="module")
+def field_reference(path):
+    clean = acquire(path, field_T=FIELD_T)
+    assert clean.error is None and len(clean.responses) == BATCHES and clean.retries == 0
+    return clean
+
+
 def check(spec: str, outcome: Outcome, reference: Outcome) -> None:
     assert outcome.fired >= 1, "the fault never fired: move its 'at'"
     assert lost(outcome, reference) == 0
@@ -172,9 +211,12 @@ def check(spec: str, outcome: Outcome, reference: Outcome) -> None:
         # the error says whether the outputs could be confirmed off: not by an output instrument
         # that drops, ignores or garbles every reply; the emulator's read-back above is the truth
         kind, _, instrument = spec.split(":")[0].partition("@")
-        confirmed = not (kind in ("drop", "silent", "nan") and instrument in ("awg", "source"))
+        confirmed = not (kind in ("drop", "silent", "nan") and instrument in ("awg", "source", "magnet"))
         assert outcome.error.startswith("the ")
         assert outcome.error.endswith("; outputs are off" if confirmed else "off: switch it off by hand")
+    parked = not (EXPECTED[spec] == "error" and spec.startswith(("drop@magnet", "silent@magnet")))
+    if parked:  # the field ramped to park (0 T: the supply off at 0 A) once the bench closed
+        assert not outcome.magnet[0] and abs(outcome.magnet[1]) <= 0.01
 
 
 @pytest.mark.parametrize("spec", QUICK)
@@ -186,6 +228,17 @@ def test_fault(path, reference, spec):
 @pytest.mark.parametrize("spec", [s for s, _ in TRANSIENT + PERSISTENT if s not in QUICK])
 def test_fault_full_matrix(path, reference, spec):
     check(spec, acquire(path, spec), reference)
+
+
+@pytest.mark.parametrize("spec", FIELD_QUICK)
+def test_field_fault(path, field_reference, spec):
+    check(spec, acquire(path, spec, field_T=FIELD_T), field_reference)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", [s for s, _ in FIELD if s not in FIELD_QUICK])
+def test_field_fault_full_matrix(path, field_reference, spec):
+    check(spec, acquire(path, spec, field_T=FIELD_T), field_reference)
 
 
 @pytest.mark.slow
@@ -222,8 +275,10 @@ def main() -> None:
                 }
             )
         )
-        for spec, _ in TRANSIENT + PERSISTENT:
-            outcome = acquire(path, spec)
+        field_reference = acquire(path, field_T=FIELD_T)
+        rows = [(spec, reference, None) for spec, _ in TRANSIENT + PERSISTENT]
+        for spec, reference, field_T in rows + [(spec, field_reference, FIELD_T) for spec, _ in FIELD]:
+            outcome = acquire(path, spec, field_T=field_T)
             result = (
                 "identical"
                 if outcome.error is None and lost(outcome, reference) == 0
@@ -235,6 +290,7 @@ def main() -> None:
                 json.dumps(
                     {
                         "fault": spec,
+                        **({} if field_T is None else {"field_T": field_T}),
                         "outcome": result,
                         "retries": outcome.retries,
                         "fired": outcome.fired,

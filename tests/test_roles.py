@@ -108,6 +108,8 @@ def test_station_without_driver_opens_with_the_drivers_idn_picked() -> None:
             "scope": "keysight-infiniivision",
             "source": "keithley-2400",
             "analyser": "keysight-xseries",
+            "magnet": "kepco-bop",
+            "gaussmeter": "lakeshore-425",
         }
         assert bench.identity()["drivers"] == bench.drivers
 

@@ -76,8 +76,8 @@ def test_unknown_key_names_key_section_and_file(tmp_path: Path) -> None:
 
 
 def test_unknown_section(tmp_path: Path) -> None:
-    path = write(tmp_path, EMULATED.read_text() + "\n[magnet]\nmax_field_T = 1.0\n")
-    with pytest.raises(ConfigError, match=r"unknown section \[magnet\]"):
+    path = write(tmp_path, EMULATED.read_text() + "\n[magnets]\nmax_field_T = 1.0\n")
+    with pytest.raises(ConfigError, match=r"unknown section \[magnets\]"):
         load_station(path)
 
 

@@ -11,13 +11,13 @@ line (``spinlab emulate --faults SPEC``)::
     drop@awg:at=3:count=2,nan@source   two dropped AWG connections, one NaN bias reading
     corrupt@scope:p=0.2:count=inf      every scope block is damaged with probability 0.2
 
-INSTRUMENT is ``awg``, ``scope``, ``source`` or ``analyser``. Each fault counts *events* of its kind on its
-instrument (see ``KINDS``: program messages received, replies, numeric replies, binary blocks,
-captures) and fires from the ``at``-th event on (default 1), at most ``count`` times (default 1;
-``inf`` = never stops), each eligible event with probability ``p`` (default 1). Random choices
-(``p``, which bytes get damaged) come from a generator seeded by the lab seed and the fault's
-position in the spec, so a run is reproducible. ``s`` is the hold time of ``delay`` (default
-0.5 s).
+INSTRUMENT is ``awg``, ``scope``, ``source``, ``magnet``, ``gaussmeter`` or ``analyser``. Each fault counts
+*events* of its kind on its instrument (see ``KINDS``: program messages received, replies,
+numeric replies, binary blocks, captures) and fires from the ``at``-th event on (default 1), at
+most ``count`` times (default 1; ``inf`` = never stops), each eligible event with probability
+``p`` (default 1). Random choices (``p``, which bytes get damaged) come from a generator seeded
+by the lab seed and the fault's position in the spec, so a run is reproducible. ``s`` is the
+hold time of ``delay`` (default 0.5 s).
 """
 
 from __future__ import annotations
@@ -31,8 +31,14 @@ import numpy as np
 
 from spinlab.errors import ConfigError
 
-INSTRUMENTS = ("awg", "scope", "source")
-INSTRUMENTS += ("analyser",)  # its traces are blocks too
+INSTRUMENTS = (
+    "awg",
+    "scope",
+    "source",
+    "magnet",
+    "gaussmeter",
+    "analyser",
+)  # the analyser's traces are blocks too
 
 #: kind -> (event it counts, what happens). Block kinds act on IEEE 488.2 definite-length blocks.
 KINDS: dict[str, tuple[str, str]] = {

@@ -1,14 +1,18 @@
-"""The emulated bench: AWG + DC source -> device model -> oscilloscope, wired like the real one.
+"""The emulated bench: AWG + DC source -> device model -> oscilloscope, wired like the real one;
+a Kepco BOP drives the magnet whose field a Lake Shore 425 reads at the sample.
 
 Signal path on a trigger (``*TRG`` on the AWG with ``TRIG:SOUR BUS``, or ``TRIG``): the AWG's
-trigger output pulses the scope's EXTernal input at t = 0; the AWG plays its burst (the arb
-zero-order held at its sample rate, scaled by amplitude/offset, seen through the 50-ohm source
+trigger output pulses the scope's EXTernal input at t = 0; the AWG plays its burst (the arb zero-
+order held at its sample rate, scaled by amplitude/offset, seen through the 50-ohm source
 impedance into ``device_load_ohm``, so a 50-ohm load setting into a high-Z device doubles); the
 device model (a :class:`spinlab.Device`) responds to that drive with the DC source's current as
-``bias_A`` (0 with its output off); the response reaches the scope ``trigger_delay_s`` later
-(cable and detector delay), plus Gaussian input noise ``scope_noise_V``, and is quantised by the
-scope ADC. Before the trigger the device is driven at the AWG's idle level for ``settle_s`` so
-it starts each capture from its steady state. With the AWG output off the drive is 0 V.
+``bias_A`` (0 with its output off) and, while the magnet supply's output is on, the coil's actual
+field as ``field_T`` (a model that takes it; with the supply off the model keeps its own default
+field, so benches that never use the magnet behave as before); the response reaches the scope
+``trigger_delay_s`` later (cable and detector delay), plus Gaussian input noise ``scope_noise_V``,
+and is quantised by the scope ADC. Before the trigger the device is driven at the AWG's idle level
+for ``settle_s`` so it starts each capture from its steady state. With the AWG output off the
+drive is 0 V.
 
 The spectrum analyser (role ``analyser``) sees the device's RF output through ``rf_gain_dB`` of
 RF chain: the device model's power spectral density (``device.spectrum``, from its physics) at
@@ -60,6 +64,9 @@ class EmulatedLab:
     #: role -> the VISA resource its emulator answers at in-process (as in ``emulated.toml``)
     RESOURCES = {"awg": AWG_RESOURCE, "scope": SCOPE_RESOURCE, "source": SOURCE_RESOURCE}
     RESOURCES["analyser"] = ANALYSER_RESOURCE
+    MAGNET_RESOURCE = "GPIB0::6::INSTR"
+    GAUSSMETER_RESOURCE = "GPIB0::12::INSTR"
+    RESOURCES.update(magnet=MAGNET_RESOURCE, gaussmeter=GAUSSMETER_RESOURCE)
 
     def __init__(
         self,
@@ -114,6 +121,7 @@ class EmulatedLab:
         self.awg = self.roles["awg"]
         self.scope = self.roles["scope"]
         self.source = self.roles["source"]
+        self.magnet = self.roles.get("magnet")
         self.awg.on_trigger = self._on_awg_trigger
         self.scope.acquire = self._acquire
         self.rf_gain_dB = float(rf_gain_dB)
@@ -196,8 +204,7 @@ class EmulatedLab:
             )
         emf = self.awg.emf_V(first, count, tick, oversample)
         drive = emf * self._divider()
-        bias = self.source.output_current_A()
-        response = self.device.respond(Waveform(drive, tick, "V", first * tick), {"bias_A": bias})
+        response = self.device.respond(Waveform(drive, tick, "V", first * tick), self.device_conditions())
         grid = (first + np.arange(count)) * tick
         return np.interp(t_sig, grid, response.samples)
 
@@ -205,9 +212,8 @@ class EmulatedLab:
         """The DC operating point the instruments hold the device at: the source's current and,
         where the lab has a magnet, its field."""
         conditions = {"bias_A": float(self.source.output_current_A())}
-        magnet = self.roles.get("magnet")
-        if magnet is not None and callable(getattr(magnet, "field_T", None)):
-            conditions["field_T"] = float(magnet.field_T())
+        if self.magnet is not None and self.magnet.output_on and "field_T" in self.device.condition_names:
+            conditions["field_T"] = self.magnet.field_T()  # the coil's actual field, while it is driven
         return conditions
 
     def analyser_input(self, freqs_Hz: np.ndarray) -> np.ndarray:
@@ -215,6 +221,10 @@ class EmulatedLab:
         operating point, through the RF chain's gain."""
         psd = self.device.spectrum(self.device_conditions(), freqs_Hz)  # type: ignore[attr-defined]
         return np.asarray(psd, dtype=float) * 10 ** (self.rf_gain_dB / 10)
+
+    def coil_field_T(self) -> float:
+        """The field at the sample (what the gaussmeter's probe sees): the magnet's, else 0."""
+        return 0.0 if self.magnet is None else self.magnet.field_T()
 
     def _divider(self) -> float:
         if math.isinf(self.device_load_ohm):

@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING
 from spinlab.errors import ConfigError
 from spinlab.sim_backends.emulated.analyser import EmulatedFSV, EmulatedXSeries
 from spinlab.sim_backends.emulated.awg import Emulated33500B
+from spinlab.sim_backends.emulated.gaussmeter import EmulatedLakeShore425
 from spinlab.sim_backends.emulated.keithley import EmulatedKeithley2400
 from spinlab.sim_backends.emulated.keithley_2450 import EmulatedKeithley2450
 from spinlab.sim_backends.emulated.keithley_6221 import EmulatedKeithley6221
+from spinlab.sim_backends.emulated.magnet import EmulatedKepcoMagnet
 from spinlab.sim_backends.emulated.rs_scope import EmulatedRTM3000
 from spinlab.sim_backends.emulated.scope import EmulatedInfiniiVision
 from spinlab.sim_backends.emulated.tektronix_awg import EmulatedAWG5200
@@ -46,6 +48,10 @@ EMULATORS: dict[str, dict[str, Callable[[EmulatedLab], ScpiInstrument]]] = {
         "keithley-6221": lambda lab: EmulatedKeithley6221(load_ohm=lab.device_resistance_ohm, lock=lab.lock),
     },
 }
+# the coil and the probe at the sample: the gaussmeter reads the magnet's field. Each has its own
+# lock, as each has its own processor: a capture being computed does not hold up a ramp's timing
+EMULATORS["magnet"] = {"kepco-bop": lambda lab: EmulatedKepcoMagnet()}
+EMULATORS["gaussmeter"] = {"lakeshore-425": lambda lab: EmulatedLakeShore425(lab.coil_field_T, seed=lab.seed)}
 
 #: the emulator of each role when none is named (the built-in station's instruments)
 DEFAULT_MODELS: dict[str, str] = {
@@ -53,6 +59,7 @@ DEFAULT_MODELS: dict[str, str] = {
     "scope": "keysight-infiniivision",
     "source": "keithley-2400",
 }
+DEFAULT_MODELS.update(magnet="kepco-bop", gaussmeter="lakeshore-425")
 
 #: the spectrum analyser on the device's RF output (its trace: :meth:`.lab.EmulatedLab.analyser_input`)
 EMULATORS["analyser"] = {

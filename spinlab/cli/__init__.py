@@ -28,6 +28,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "hardware",
         "Spectrum against bias and field: frequency, linewidth, power, threshold, N, operating region.",
     ),
+    "calibrate-field": (
+        "hardware",
+        "Step the magnet current, read the gaussmeter, fit T per A (stored in the station with --write).",
+    ),
     "acquire": ("twin", "Record random multi-level drives and the device's responses (twin training data)."),
     "twin": ("twin", "Spin-Neural ODE digital twin: train, evaluate."),
     "fit-physics": (
@@ -58,7 +62,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "emulate": (
         "emulate",
-        "Run emulated AWG, scope and DC source until Ctrl-C; prints their VISA resource strings.",
+        "Run emulated AWG, scope, DC source, magnet and gaussmeter until Ctrl-C; prints their resources.",
     ),
     "monitor": (
         "monitoring",

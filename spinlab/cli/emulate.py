@@ -34,6 +34,12 @@ def emulate(
     analyser_port: int = typer.Option(
         5030, "--analyser-port", help="Port of the emulated X-series spectrum analyser (0 = any free port)."
     ),
+    magnet_port: int = typer.Option(
+        5028, "--magnet-port", help="Port of the emulated Kepco BOP magnet supply (0 = any free port)."
+    ),
+    gaussmeter_port: int = typer.Option(
+        5029, "--gaussmeter-port", help="Port of the emulated Lake Shore 425 gaussmeter (0 = any free port)."
+    ),
     device: str = typer.Option(
         "sim:vortex", "--device", "-d", help="Device model wired between AWG and scope (sim:..., twin:...)."
     ),
@@ -60,9 +66,8 @@ def emulate(
     ),
     json_output: bool = JsonOption,
 ) -> None:
-    """Run emulated AWG, scope and DC source until Ctrl-C; prints their VISA resource strings.
-
-    The spectrum analyser on the device's RF output is served too (``--analyser-port``)."""
+    """Run emulated AWG, scope, DC source, magnet, gaussmeter and spectrum analyser until Ctrl-C;
+    prints their VISA resource strings."""
     from spinlab.registry import open_device
     from spinlab.sim_backends.emulated import EmulatedLab, serve_tcp
 
@@ -78,13 +83,22 @@ def emulate(
                 models={"awg": awg, "scope": scope, "source": source},
             )
             try:
-                servers = serve_tcp(lab, host, awg_port, scope_port, source_port, analyser=analyser_port)
+                servers = serve_tcp(
+                    lab,
+                    host,
+                    awg_port,
+                    scope_port,
+                    source_port,
+                    magnet=magnet_port,
+                    gaussmeter=gaussmeter_port,
+                    analyser=analyser_port,
+                )
             except OSError as exc:
                 from spinlab.errors import ConfigError
 
                 raise ConfigError(
-                    f"cannot listen on {host} ports {awg_port}/{scope_port}/{source_port}/{analyser_port}: "
-                    f"{exc}; "
+                    f"cannot listen on {host} ports {awg_port}/{scope_port}/{source_port}/{magnet_port}/"
+                    f"{gaussmeter_port}/{analyser_port}: {exc}; "
                     "pick free ports (0 = any)"
                 ) from None
             try:
@@ -101,7 +115,7 @@ def emulate(
                     )
                 else:
                     for role, resource in resources.items():
-                        typer.echo(f"{role:<9}{resource}")
+                        typer.echo(f"{role:<11}{resource}")
                 typer.secho("emulated instruments ready; Ctrl-C to stop", err=True, fg="green")
                 _wait_forever()
             except KeyboardInterrupt:

@@ -32,18 +32,24 @@ class OptimiseGroup(TyperGroup):
         name, rest = args[0], args[1:]
         if name not in self.list_commands(ctx):
             return super().resolve_command(ctx, args)
-        gradient = name in GRADIENT_PLANS and not any(a == "--over" or a.startswith("--over=") for a in rest)
+        if name in GRADIENT_PLANS and not any(a == "--over" or a.startswith("--over=") for a in rest):
+            return name, self.get_command(ctx, name), rest
+        return name, self._search(name), ["--plan", name, *rest]
+
+    def get_command(self, ctx: Any, name: str) -> Any:
+        """The search of plan ``name`` (the gradient method where the plan has one: what
+        ``spinlab optimise NAME`` runs without ``--over``)."""
+        if name not in self.list_commands(ctx):
+            return None
         single = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
         from spinlab.cli.plans import register_plan
 
-        if gradient:
+        if name in GRADIENT_PLANS:
             register_plan(single, name, GRADIENT_PLANS[name])
-            return name, typer.main.get_command(single), rest
-        return name, self.get_command(ctx, name), ["--plan", name, *rest]
+            return typer.main.get_command(single)
+        return self._search(name)
 
-    def get_command(self, ctx: Any, name: str) -> Any:
-        if name not in self.list_commands(ctx):
-            return None
+    def _search(self, name: str) -> Any:
         single = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
         from spinlab.cli.plans import register_plan
 
