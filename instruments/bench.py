@@ -361,11 +361,16 @@ class Bench(OutputSafety, Device):
                 raise ConfigError("spectrum frequencies must be a uniform, increasing grid of >= 2 points")
             cond = self.resolve_conditions(conditions, 1)
             self.limits.check_conditions(cond)
-            bias = cond.get("bias_A")
+            bias, field = cond.get("bias_A"), cond.get("field_T") if self.field is not None else None
             bias_A = None if bias is None else float(np.ravel(bias)[0])
-            what = "a spectrum" + ("" if bias_A is None else f" at {bias_A:.4g} A")
+            field_T = None if field is None else float(np.ravel(field)[0])
+            what = (
+                "a spectrum"
+                + ("" if bias_A is None else f" at {bias_A:.4g} A")
+                + ("" if field_T is None else f" at {field_T:.4g} T")
+            )
             try:
-                return self._attempts(what, functools.partial(self._sweep_analyser, freqs, bias_A))
+                return self._attempts(what, functools.partial(self._sweep_analyser, freqs, bias_A, field_T))
             except InstrumentFaultError as exc:
                 raise self._with_outputs(exc) from exc.__cause__
             except BaseException:
@@ -373,9 +378,13 @@ class Bench(OutputSafety, Device):
                     self.outputs_off()
                 raise
 
-    def _sweep_analyser(self, freqs: np.ndarray, bias_A: float | None) -> np.ndarray:
+    def _sweep_analyser(
+        self, freqs: np.ndarray, bias_A: float | None, field_T: float | None = None
+    ) -> np.ndarray:
         st = self.station.analyser
         assert st is not None
+        if field_T is not None:  # the field first, as for a record: then the bias
+            self._set_field(field_T)
         if bias_A is not None:
             self._set_bias(bias_A)
         caps = st.capabilities

@@ -136,9 +136,20 @@ def test_cli_spectrum_and_its_refusals(tmp_path) -> None:
 
 
 # --- the plan on the emulated bench ---------------------------------------------------------------
+def test_spectrum_on_the_emulated_bench_at_two_fields_recovers_each_threshold(tmp_path) -> None:
+    """The magnet sets each field closed-loop before the analyser sweeps: the threshold at 0.2 T
+    and 0.4 T is the model's 5 mA x (1 + 0.5 B / T) within 3 %, and df/dH is positive."""
+    settings = {**SMALL, "bias_A": "4.5e-3:9e-3:10", "field_T": "0.2,0.4"}
+    spec = RunEngine(tmp_path).run(spectrum.plan(**settings), "bench:emulated", seed=1).summary
+    assert spec["fields_T"] == [0.2, 0.4]
+    for found, predicted in zip(spec["threshold_A"], spec["predicted_threshold_A"]):
+        assert predicted == pytest.approx(5e-3 * (1 + 0.5 * (0.2 if predicted < 5.8e-3 else 0.4)))
+        assert found == pytest.approx(predicted, rel=0.03)
+
+
 def test_spectrum_on_the_emulated_bench_agrees_with_the_model_and_with_characterize(tmp_path) -> None:
-    """bench:emulated (no field yet: the model's own): the X-series trace through the real driver,
-    its RF chain taken out. The threshold from the onset of power is the model's and the
+    """bench:emulated at its magnet's park field (0 T): the X-series trace through the real
+    driver, its RF chain taken out. The threshold from the onset of power is the model's and the
     time-domain characterize's on the same emulated bench, each within 3 %."""
     spec = RunEngine(tmp_path).run(spectrum.plan(**SMALL), "bench:emulated", seed=1).summary
     char = (
@@ -146,7 +157,7 @@ def test_spectrum_on_the_emulated_bench_agrees_with_the_model_and_with_character
         .run(characterize.plan(step_repeats=64, step_batches=2), "bench:emulated", seed=1)
         .summary
     )
-    assert spec["fields_T"] == [None] and spec["predicted_threshold_A"] == [5e-3]
+    assert spec["fields_T"] == [0.0] and spec["predicted_threshold_A"] == [5e-3]
     assert spec["threshold_A"][0] == pytest.approx(5e-3, rel=0.03)
     assert spec["threshold_A"][0] == pytest.approx(char["threshold_A"], rel=0.03)
     assert spec["N_Hz"] == pytest.approx(100e6, rel=0.10)
