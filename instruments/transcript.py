@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import io
 import itertools
 import json
 import threading
@@ -28,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from pyvisa import attributes, constants, errors, highlevel, rname
 from pyvisa.util import LibraryPath
@@ -68,15 +69,18 @@ def _key(resource: str) -> str:
 
 
 class Transcript:
-    """A transcript file being written (thread-safe; :meth:`close` writes what is pending)."""
+    """A transcript file being written (thread-safe; :meth:`close` writes what is pending).
+    ``path`` None keeps no file: the conformance kit only counts what a driver wrote
+    (``writes``: every message written, in order)."""
 
-    def __init__(self, path: Path, roles: Mapping[str, str]) -> None:
+    def __init__(self, path: Path | None, roles: Mapping[str, str]) -> None:
         self.path = path
+        self.writes: list[bytes] = []
         self.roles = {_key(resource): role for resource, role in roles.items()}
         self._lock = threading.Lock()
         self._start = time.perf_counter()
         self._pending: dict[str, dict[str, Any]] = {}  # resource -> a reply still being read
-        self._file = path.open("x", encoding="utf-8")
+        self._file: IO[str] = io.StringIO() if path is None else path.open("x", encoding="utf-8")
         started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
         header = {"transcript": FORMAT_VERSION, "started": started, "resources": self.roles}
         self._file.write(json.dumps(header) + "\n")
@@ -100,6 +104,8 @@ class Transcript:
     def event(self, resource: str, direction: str, data: bytes | None = None, **extra: Any) -> None:
         resource = _key(resource)
         with self._lock:
+            if direction == "write" and data is not None:
+                self.writes.append(data)
             self._flush(resource)
             self._write(self._line(resource, direction, data, extra))
 
