@@ -99,3 +99,43 @@ def test_bad_transcripts_and_options_are_one_line(tmp_path: Path) -> None:
         open_device(f"bench:emulated?replay={tmp_path / 'missing.jsonl'}")
     with pytest.raises(ConfigError, match="records a transcript or replays one"):
         open_device(f"bench:emulated?replay={tmp_path / 'x.jsonl'}&record={tmp_path}")
+
+
+def test_a_transcript_served_on_tcp_answers_another_projects_driver(tmp_path: Path) -> None:
+    """The emulator side: pymeasure's own Keithley 2400 driver, recorded on the emulated
+    instrument, replays against the transcript served on a socket (pyvisa-py), no emulator; a
+    message the recording does not have is refused and reported."""
+    from pymeasure.adapters import VISAAdapter
+    from pymeasure.instruments.keithley import Keithley2400
+
+    from spinlab.instruments.transcript import RecordingVisaLibrary
+    from spinlab.sim_backends.emulated.lab import EmulatedLab
+    from spinlab.sim_backends.emulated.replay import ReplayServers
+    from spinlab.testing import Doubler
+
+    def session(resource: str, library, current: float) -> tuple[str, bool]:
+        source = Keithley2400(
+            VISAAdapter(resource, visa_library=library, timeout=1000, read_termination="\n")
+        )
+        source.source_mode = "current"
+        source.compliance_voltage = 2
+        source.source_current = current
+        source.enable_source()
+        answers = (source.id, source.source_enabled)
+        source.adapter.close()
+        return answers
+
+    lab = EmulatedLab(Doubler())
+    transcript = Transcript(tmp_path / "k2400.jsonl", {lab.RESOURCES["source"]: "source"})
+    recorded = session(
+        lab.RESOURCES["source"], RecordingVisaLibrary.wrap(lab.visa_library(), transcript), 1e-3
+    )
+    transcript.close()
+    assert recorded[1] is True and "MODEL 2400" in recorded[0]
+
+    with ReplayServers(tmp_path / "k2400.jsonl") as servers:
+        assert session(servers.resources["source"], "@py", 1e-3) == recorded
+        assert not servers.failures and not servers.remaining()
+    with ReplayServers(tmp_path / "k2400.jsonl") as servers, pytest.raises(Exception):  # noqa: B017
+        session(servers.resources["source"], "@py", 2e-3)  # not the current recorded
+    assert servers.failures and "but the recording has" in servers.failures[0]
