@@ -179,12 +179,12 @@ def transcript_file(path: str | Path) -> Path:
 
 # --- recording -----------------------------------------------------------------------------
 #: library members a wrapper keeps for itself (pyvisa's bookkeeping); the rest go to the wrapped one
+#: (``ignore_warning`` included: the wrapped library is the one that warns)
 _OWN = {
     "get_library_paths",
     "get_debug_info",
     "handle_return_value",
     "get_last_status_in_session",
-    "ignore_warning",
     "install_visa_handler",
     "uninstall_visa_handler",
     "uninstall_all_visa_handlers",

@@ -139,3 +139,43 @@ def test_a_transcript_served_on_tcp_answers_another_projects_driver(tmp_path: Pa
     with ReplayServers(tmp_path / "k2400.jsonl") as servers, pytest.raises(Exception):  # noqa: B017
         session(servers.resources["source"], "@py", 2e-3)  # not the current recorded
     assert servers.failures and "but the recording has" in servers.failures[0]
+
+
+def lan_station(directory: Path, resources: dict[str, str], name: str) -> Path:
+    """The built-in station reached over TCP through pyvisa-py: a lab's station file."""
+    text = (Path(__file__).resolve().parents[1] / "instruments" / "stations" / "emulated.toml").read_text()
+    text = text.replace('visa_library = "emulated"', 'visa_library = "@py"')
+    for role in ("awg", "scope", "source"):
+        old = next(line for line in text.splitlines() if line.startswith(f"{role} = "))
+        text = text.replace(old, f'{role} = "{resources[role]}"')
+    path = directory / name
+    path.write_text(text)
+    return path
+
+
+def test_a_labs_station_recorded_over_the_network_replays_from_its_transcript(tmp_path: Path) -> None:
+    """The bug-report path: a lab's station (pyvisa-py over sockets) records with
+    ``?record=DIR``; the transcript replays through the same station file with no instrument,
+    and, served on sockets, through the whole network path again, with the same response."""
+    from spinlab.sim_backends.emulated.lab import EmulatedLab
+    from spinlab.sim_backends.emulated.replay import ReplayServers
+    from spinlab.sim_backends.emulated.tcp_server import serve_tcp
+
+    drive = Waveform(np.sin(np.linspace(0, 6, 400)) * 0.1, 1e-8, "V")
+    lab = EmulatedLab(open_device("sim:vortex?seed=3"), seed=3)
+    with serve_tcp(lab, awg_port=0, scope_port=0, source_port=0) as servers:
+        station = lan_station(tmp_path, servers.resources, "lab.toml")
+        with open_device(f"bench:{station}?record={tmp_path / 'dialogue'}") as bench:
+            recorded = bench.respond(drive).samples
+    (transcript,) = (tmp_path / "dialogue").glob("*.jsonl")
+    header, rows = read_transcript(transcript)
+    assert sorted(header["resources"].values()) == ["awg", "scope", "source"]
+
+    with open_device(f"bench:{station}?replay={transcript}") as bench:
+        np.testing.assert_array_equal(bench.respond(drive).samples, recorded)
+
+    with ReplayServers(transcript) as replay:
+        served = lan_station(tmp_path, replay.resources, "replayed.toml")
+        with open_device(f"bench:{served}") as bench:
+            np.testing.assert_array_equal(bench.respond(drive).samples, recorded)
+        assert not replay.failures and not replay.remaining()
