@@ -10,6 +10,7 @@ real instrument (``resource``) or a recorded dialogue of one (``transcript``)::
     python -m spinlab.conformance keysight-33500b --resource TCPIP::10.0.0.5::5025::SOCKET \\
         --visa-library @py --record dialogues/                        # a real one, recorded
     python -m spinlab.conformance keysight-33500b --transcript dialogues/   # replayed, no instrument
+    pytest -p spinlab.conformance.plugin --pyargs spinlab.conformance --driver keysight-33500b  # the same
 
 The promises (:data:`PROMISES`, by role): outputs off on close (``shutdown()``, read back on a
 fresh connection), state read-back (what was set is what the instrument reports), limits
@@ -128,11 +129,7 @@ def emulator_name(spec: DriverSpec) -> str | None:
     emulators = EMULATORS.get(spec.role, {})
     if spec.name in emulators:
         return spec.name
-    for name, build in emulators.items():
-        idn = getattr(build, "IDN", None) or _emulator_idn(spec.role, name)
-        if spec.serves(idn):
-            return name
-    return None
+    return next((name for name in emulators if spec.serves(_emulator_idn(spec.role, name))), None)
 
 
 def _emulator_idn(role: str, name: str) -> str:
