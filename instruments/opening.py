@@ -21,6 +21,7 @@ from spinlab.errors import ConfigError, InstrumentError
 from spinlab.instruments.drivers import DriverSpec, driver_for_idn, find_driver
 from spinlab.instruments.links import FAULTS, Link, one_line
 from spinlab.instruments.station import Station, builtin_station, load_station
+from spinlab.instruments.transcript import RecordingVisaLibrary, ReplayVisaLibrary, Transcript
 from spinlab.locks import ResourceLocks
 
 if TYPE_CHECKING:
@@ -58,6 +59,8 @@ def open_bench(
     seed: int | str = 0,
     faults: str | None = None,
     scope_noise_V: float | str | None = None,
+    record: str | None = None,
+    replay: str | None = None,
     **options: Any,
 ) -> Bench:
     """Open a bench: ``"emulated"`` (built-in emulated station around ``device``) or the path
@@ -68,13 +71,16 @@ def open_bench(
     not set one, the model's noise. Emulated stations also take ``faults`` (a fault spec, see
     ``spinlab.sim_backends.emulated.faults``), ``scope_noise_V`` (the scope's input noise) and,
     per role, the driver name of the instrument to emulate (``awg="keysight-33500b"``).
+    ``record``: a folder to write the transcript of every byte exchanged with the instruments
+    into; ``replay``: a transcript (file, or a folder holding one) whose recorded replies answer
+    the station's drivers instead of its instruments (see :mod:`.transcript`).
     """
     models = {role: str(options.pop(role)) for role in list(options) if role in ROLE_NAMES}
     if options:
         raise ConfigError(
             f"unknown bench option(s) {sorted(options)}; a bench accepts 'device', 'seed', 'faults', "
-            f"'scope_noise_V' and the emulated instrument of a role ({', '.join(ROLE_NAMES)}: a driver "
-            "name) (emulated stations)"
+            f"'scope_noise_V', 'record', 'replay' and the emulated instrument of a role "
+            f"({', '.join(ROLE_NAMES)}: a driver name) (emulated stations)"
         )
     seed = _option(int, "seed", seed)
     path = builtin_station("emulated") if target == "emulated" else Path(target)
@@ -84,18 +90,25 @@ def open_bench(
             f"{station.path}: [wiring] awg_channel = {station.wiring.awg_channel}, but "
             "the Keysight33500B driver drives channel 1 only; cable the device to channel 1"
         )
+    if replay is not None:
+        if record is not None:
+            raise ConfigError("a bench either records a transcript or replays one, not both")
+        return connect(station, ReplayVisaLibrary.from_file(replay))
     if station.emulated:
         noise = None if scope_noise_V is None else _option(float, "scope_noise_V", scope_noise_V)
         emulator = emulator_for(station.resources.visa_library)
         if models:
             station = station.with_drivers(models)
-        return emulator(station, device=device, seed=seed, faults=faults, scope_noise_V=noise, models=models)
+        extra = {} if record is None else {"record": record}  # an emulator without record refuses it
+        return emulator(
+            station, device=device, seed=seed, faults=faults, scope_noise_V=noise, models=models, **extra
+        )
     if faults is not None or scope_noise_V is not None or models:
         raise ConfigError(
             f"{station.path} reaches real instruments; 'faults', 'scope_noise_V' and emulated models "
             'apply to emulated stations only (bench:emulated, or visa_library = "emulated")'
         )
-    return connect(station, station.resources.visa_library)
+    return connect(station, station.resources.visa_library, record=record)
 
 
 def _option(kind: type, name: str, value: Any) -> Any:
@@ -114,6 +127,7 @@ def connect(
     model: Device | None = None,
     lab: Any = None,
     cleanup: tuple[Callable[[], None], ...] = (),
+    record: str | None = None,
 ) -> Bench:
     """Lock the station (unless its instruments are in-process emulators, private to this
     process), open its instruments with their drivers (each builds its own VISA adapter) and the
@@ -121,13 +135,18 @@ def connect(
 
     Each instrument's driver is the one its section names, which must serve the instrument's
     ``*IDN?``; a section without ``driver`` gets the installed driver that serves it (read
-    through spinlab's own driver of the role, which sends nothing before ``*IDN?``)."""
+    through spinlab's own driver of the role, which sends nothing before ``*IDN?``). With
+    ``record`` (a folder) every byte the drivers exchange goes into a transcript there."""
     from spinlab.instruments.bench import Bench  # bench.py re-exports open_bench from here
 
     res = station.resources
     locks = None
     links: dict[str, Link] = {}
     chosen: dict[str, str] = {}
+    if record is not None:
+        transcript = Transcript.create(record, {resource: key for key, resource in res.instruments.items()})
+        visa_library = RecordingVisaLibrary.wrap(visa_library, transcript)
+        cleanup = (*cleanup, transcript.close)
 
     def link(key: str, spec: DriverSpec, resource: str) -> Link:
         def open_driver(timeout_s: float) -> Any:

@@ -28,10 +28,11 @@ def open_emulated_bench(
     faults: str | None,
     scope_noise_V: float | None,
     models: Mapping[str, str] | None = None,
+    record: str | None = None,
 ) -> Bench:
     """An :class:`EmulatedLab` around the model at ``device`` (seeded with ``seed`` unless its
     address sets one), its instruments the ``models`` asked for (role -> driver name), reached
-    in-process through pyvisa by the station's drivers."""
+    in-process through pyvisa by the station's drivers (``record``: a folder for the transcript)."""
     if parse_address(device)[0] == "bench":
         raise ConfigError(f"the emulated bench needs a device model (sim:..., twin:...), got {device!r}")
     # one seed for the whole emulated bench: instrument noise and (unless given) the model's noise
@@ -44,7 +45,9 @@ def open_emulated_bench(
     except BaseException:
         model.close()
         raise
-    return connect(station, lab.visa_library(), model=model, lab=lab, cleanup=(lab.close, model.close))
+    return connect(
+        station, lab.visa_library(), model=model, lab=lab, cleanup=(lab.close, model.close), record=record
+    )
 
 
 __all__ = ["open_emulated_bench"]
