@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from catalog_helpers import BACKENDS, catalog_for
 
 from spinlab.catalog import schema
-from spinlab.catalog.rundirs import reindex
+from spinlab.catalog.rundirs import reindex, settle
 from spinlab.catalog.store import Catalog
 from spinlab.catalog.where import Condition, parse_time
 from spinlab.engine import Plan, RunEngine
@@ -36,9 +36,12 @@ def url(request, tmp_path):
 def test_a_run_is_recorded_as_it_starts_and_when_it_stops(tmp_path, url):
     seen = {}
 
-    def peek(name, doc):  # while the run runs, the catalog already has it
+    def peek(name, doc):  # while the run runs, the catalog has it (written beside the run)
         if name == "event" and not seen:
-            seen.update(Catalog(url).get(doc["run_id"]))
+            deadline = time.monotonic() + 30
+            while not seen and time.monotonic() < deadline:
+                seen.update(Catalog(url).get(doc["run_id"]) or {})
+                time.sleep(0.01)
 
     engine = RunEngine(tmp_path / "runs", catalog=url)
     result = engine.run(steps_plan(3), Doubler(), seed=4, subscribers=[peek])
@@ -185,6 +188,7 @@ def test_a_catalog_that_fails_is_logged_once_and_never_stops_the_run(tmp_path, c
     bad = f"sqlite:///{blocker / 'catalog.sqlite'}"
     with caplog.at_level(logging.WARNING, logger="spinlab.catalog"):
         result = RunEngine(tmp_path / "runs", catalog=bad).run(steps_plan(2), Doubler())
+        assert settle()  # the writes are done beside the run
     assert result.status == "completed" and (result.path / "run.h5").is_file()
     warnings = [r.getMessage() for r in caplog.records if r.name == "spinlab.catalog"]
     assert len(warnings) == 1 and "the run goes on, `spinlab runs reindex` adds it later" in warnings[0]

@@ -319,6 +319,12 @@ def _streams(file: h5py.File) -> dict[str, Any]:
             aligned = file[key].shape[0] == n if file[key].ndim else False
             data = file[key][()]
             variables[short] = _variable(short, data, dict(file[key].attrs), short, rows=aligned)
+            names = _names(file[key].attrs.get("names"))
+            if aligned and data.ndim == 2 and len(names) == data.shape[1]:  # one column per condition
+                for i, name in enumerate(names):
+                    if name not in variables:
+                        unit = unit_of(name)
+                        coords[name] = ("row", data[:, i], {"units": unit} if unit else {})
         out[stream] = xr.Dataset(variables, coords=coords, attrs={"stream": stream})
     return out
 
@@ -343,6 +349,19 @@ def _variable(name: str, data: np.ndarray, attrs: Mapping[str, Any], dim: str, r
     if unit:
         shown["units"] = unit
     return xr.DataArray(data, dims=dims, coords=coords, attrs=shown)
+
+
+def _names(value: Any) -> list[str]:
+    """Column names of a table dataset (``"bias_A,field_T"`` or a JSON list)."""
+    if isinstance(value, bytes):
+        value = value.decode()
+    if not isinstance(value, str):
+        return []
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return [n.strip() for n in value.split(",") if n.strip()]
+    return [str(n) for n in parsed] if isinstance(parsed, list) else []
 
 
 def _scalar(value: Any) -> bool:

@@ -8,12 +8,15 @@ process that died without recording its end (SIGKILL, power cut): it is ``interr
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import getpass
 import json
 import logging
 import os
+import queue
 import socket
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,27 +198,82 @@ def reindex(catalog: Any, root: str | Path, *, prune: bool = False) -> Reindexed
     return done
 
 
+#: how many catalog writes of this process are queued or in progress (see :func:`settle`)
+_in_flight = 0
+_changed = threading.Condition()
+
+
+def settle(timeout_s: float = 30.0) -> bool:
+    """Wait (at most ``timeout_s``) until this process's queued catalog writes are done, so a
+    catalog read sees the runs this process recorded, and a process does not end before its
+    runs' ends are written (called at exit). False when some are still pending."""
+    with _changed:
+        done = _changed.wait_for(lambda: _in_flight == 0, timeout_s)
+    if not done:
+        log.warning(
+            "catalog writes still pending after %.0f s; `spinlab runs reindex` adds those runs", timeout_s
+        )
+    return done
+
+
+def _count(delta: int) -> None:
+    global _in_flight
+    with _changed:
+        _in_flight += delta
+        _changed.notify_all()
+
+
+atexit.register(settle, 10.0)
+
+
 class Recorder:
-    """The engine's subscriber that writes a run's row as it starts and when it stops. A failed
-    write is logged once per run and never reaches the run: ``spinlab runs reindex`` adds it later."""
+    """The engine's subscriber that records a run in the catalog as it starts and when it stops.
+
+    Why a thread: the first write of a process imports SQLAlchemy and may create the catalog,
+    and a lab server answers in its own time; the run waits for none of it. Each run's writes
+    are done in order by one thread (the start, then the stop); :func:`settle` waits for them
+    before a catalog read and at exit. A failed write is logged once per run and never reaches
+    the run: ``spinlab runs reindex`` adds the run later."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.failed = False
+        self._queue: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
 
     def __call__(self, name: str, doc: Mapping[str, Any]) -> None:
-        if name not in ("start", "stop"):
-            return
+        if name == "start":
+            self._put(start_row(doc))
+            self._thread = threading.Thread(target=self._drain, name="spinlab-catalog", daemon=True)
+            self._thread.start()
+        elif name == "stop":
+            self._put(stop_row(doc))
+            self._queue.put(None)
+            if self._thread is None:  # a stop without a start (never from the engine)
+                self._drain()
+
+    def _put(self, row: dict[str, Any]) -> None:
+        _count(+1)
+        self._queue.put(row)
+
+    def _drain(self) -> None:
+        while (row := self._queue.get()) is not None:
+            try:
+                self._write(row)
+            finally:
+                _count(-1)
+
+    def _write(self, row: dict[str, Any]) -> None:
         try:
             from spinlab.catalog.store import Catalog
 
-            Catalog(self.url).record(start_row(doc) if name == "start" else stop_row(doc))
+            Catalog(self.url).record(row)
         except Exception as exc:
             if not self.failed:
                 log.warning(
                     "could not record run %s in the catalog %s (%s); the run goes on, "
                     "`spinlab runs reindex` adds it later",
-                    doc.get("run_id"),
+                    row["id"],
                     self.url.split("@")[-1],
                     (str(getattr(exc, "orig", None) or exc).splitlines() or [type(exc).__name__])[0],
                 )
@@ -246,4 +304,14 @@ def _json(value: Any, default: Any) -> Any:
         return default
 
 
-__all__ = ["Recorder", "read_row", "reindex", "run_dirs", "locked", "start_row", "stop_row", "Reindexed"]
+__all__ = [
+    "settle",
+    "Recorder",
+    "read_row",
+    "reindex",
+    "run_dirs",
+    "locked",
+    "start_row",
+    "stop_row",
+    "Reindexed",
+]

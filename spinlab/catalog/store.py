@@ -67,7 +67,12 @@ class Catalog:
     _migrated: set[str] = set()
     _migrating = threading.Lock()
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, settle: bool = True) -> None:
+        """``settle``: first wait for this process's writes in flight (so it reads its own runs)."""
+        if settle and threading.current_thread().name != "spinlab-catalog":
+            from spinlab.catalog.rundirs import settle as wait_for_writes
+
+            wait_for_writes()
         self.url = url
         self.engine = _engine(url)
         if url not in Catalog._migrated:
