@@ -247,3 +247,25 @@ def test_conditions_and_times_refuse_bad_input_in_one_line():
     assert parse_time("2026-12-01") < parse_time("1d")
     with pytest.raises(ConfigError, match="'last tuesday' is not a time"):
         parse_time("last tuesday")
+
+
+def test_every_sweep_point_is_recorded_with_its_results(tmp_path, url, monkeypatch):
+    from spinlab.sweeps import SweepSpec, run_sweep
+
+    monkeypatch.setenv("SPINLAB_CATALOG", url)
+    spec = SweepSpec(
+        plan="characterize",
+        device="sim:vortex",
+        grid={"step_amplitude_V": [0.06, 0.12]},
+        settings={"bias_points": 8, "step_repeats": 128, "step_batches": 2},
+        seeds=1,
+    )
+    result = run_sweep(spec, tmp_path / "sw", workers=2, processes=False, metrics=["threshold_A"])
+    assert result.count("completed") == 2
+    rows = Catalog(url).search(plan="characterize")
+    assert len(rows) == 2 and {r["status"] for r in rows} == {"completed"}
+    assert sorted(r["config"]["step_amplitude_V"] for r in rows) == [0.06, 0.12]
+    assert all(r["results"]["threshold_A"] > 0 for r in rows)
+    assert [r["id"] for r in Catalog(url).search(where=["step_amplitude_V=0.12"])] == [
+        r["id"] for r in rows if r["config"]["step_amplitude_V"] == 0.12
+    ]
