@@ -152,3 +152,12 @@ def test_bad_input_is_one_line(tmp_path, url):
         result = runs(*args)
         assert result.exit_code == 2, (args, result.output)
         assert len(result.stderr.strip().splitlines()) == 1 and says in result.stderr, (args, result.stderr)
+
+
+def test_reading_a_runs_folder_without_a_catalog_says_how_to_build_one_and_creates_nothing(
+    tmp_path, monkeypatch
+):
+    monkeypatch.delenv("SPINLAB_CATALOG", raising=False)
+    result = runs("list", "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 2 and "spinlab runs reindex --runs-dir" in result.stderr, result.output
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "runs").exists()

@@ -195,7 +195,7 @@ def open_run(ref: str | Path, runs_dir: str | Path = "runs") -> Run:
         return Run(path, _catalog_row_of(path, runs_dir))
     from spinlab.catalog.store import Catalog
 
-    row = Catalog.for_runs(runs_dir).find(str(ref))
+    row = Catalog.for_runs(runs_dir, create=False).find(str(ref))
     if not row.get("path") or not (Path(row["path"]) / RUN_FILE).is_file():
         raise ConfigError(
             f"run {row['id']} is catalogued at {row.get('path')}, which holds no {RUN_FILE} any more"
@@ -224,7 +224,7 @@ def search(
     from spinlab.catalog.store import Catalog
     from spinlab.catalog.where import parse_time
 
-    rows = Catalog.for_runs(runs_dir).search(
+    rows = Catalog.for_runs(runs_dir, create=False).search(
         plan=plan,
         device=device,
         status=status,
@@ -374,7 +374,7 @@ def _catalog_row_of(path: Path, runs_dir: str | Path) -> dict[str, Any] | None:
         from spinlab.catalog.store import Catalog
 
         row = read_row(path)
-        return Catalog.for_runs(runs_dir).get(row["id"]) if row else None
+        return Catalog.for_runs(runs_dir, create=False).get(row["id"]) if row else None
     except Exception:
         return None
 

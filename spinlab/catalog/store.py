@@ -81,10 +81,18 @@ class Catalog:
             Catalog._migrated.add(url)
 
     @classmethod
-    def for_runs(cls, runs_dir: str | Path) -> Catalog:
+    def for_runs(cls, runs_dir: str | Path, *, create: bool = True) -> Catalog:
+        """The catalog of the runs in ``runs_dir``; ``create=False`` refuses to make a new
+        SQLite file (a read should not leave an empty catalog behind)."""
         url = catalog_url(runs_dir)
         if url is None:
             raise ConfigError(f"the catalog is switched off ({ENV}={os.environ.get(ENV)})")
+        path = sa.make_url(url).database if url.startswith("sqlite") else None
+        if not create and path and path != ":memory:" and not Path(path).is_file():
+            raise ConfigError(
+                f"no catalog at {path}: no run has been recorded there yet "
+                f"(`spinlab runs reindex --runs-dir {runs_dir}` builds one from its run directories)"
+            )
         return cls(url)
 
     def __repr__(self) -> str:

@@ -26,10 +26,11 @@ app = typer.Typer(
 )
 
 
-def _catalog(runs_dir: Path) -> Any:
+def _catalog(runs_dir: Path, create: bool = False) -> Any:
+    """The catalog of ``runs_dir``; only the commands that write to it may create it."""
     from spinlab.catalog.store import Catalog
 
-    return Catalog.for_runs(runs_dir)
+    return Catalog.for_runs(runs_dir, create=create)
 
 
 def _row(runs_dir: Path, ref: str) -> dict[str, Any]:
@@ -212,7 +213,7 @@ def tag(
     """Add tags to a run (or remove them)."""
     with user_errors():
         row = _indexed(runs_dir, run)
-        _catalog(runs_dir).tag(row["id"], *tags, remove=remove)
+        _catalog(runs_dir, create=True).tag(row["id"], *tags, remove=remove)
     typer.echo(f"{row['id']}: {'removed' if remove else 'tagged'} {', '.join(tags)}")
 
 
@@ -225,7 +226,7 @@ def note(
 
     with user_errors():
         row = _indexed(runs_dir, run)
-        _catalog(runs_dir).note(row["id"], text, user=getpass.getuser())
+        _catalog(runs_dir, create=True).note(row["id"], text, user=getpass.getuser())
     typer.echo(f"{row['id']}: note added")
 
 
@@ -270,7 +271,7 @@ def reindex(
     with user_errors():
         if not runs_dir.is_dir():
             raise ConfigError(f"{runs_dir} is not a folder of runs")
-        done = rebuild(_catalog(runs_dir), runs_dir, prune=prune)
+        done = rebuild(_catalog(runs_dir, create=True), runs_dir, prune=prune)
     if json_output:
         emit_json(
             {
@@ -291,8 +292,8 @@ def reindex(
 # --- helpers ---------------------------------------------------------------------------------
 def _indexed(runs_dir: Path, ref: str) -> dict[str, Any]:
     """RUN's row, recorded in the catalog first if it is a directory the catalog lacks."""
+    catalog = _catalog(runs_dir, create=True)
     row = _row(runs_dir, ref)
-    catalog = _catalog(runs_dir)
     if catalog.get(row["id"]) is None:
         catalog.record(row)
     return row
