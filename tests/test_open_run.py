@@ -89,3 +89,8 @@ def test_the_demo_stages_twin_train_and_spoken_digits_open_with_units(tmp_path, 
     found = spinlab.runs.search(tmp_path / "runs", plan="spoken-digits")
     assert {digits.id, run.stage("digits-twin").id} == set(found.index)
     assert set(spinlab.runs.search(tmp_path / "runs", stages=False).index) == {run.id}
+    everything = spinlab.runs.search(tmp_path / "runs")  # the demo and its five stages, with results
+    assert set(everything.index) == {run.id, *(s.id for s in run.stages)}
+    assert set(everything.status) == {"completed"}
+    assert everything.loc[digits.id, "accuracy"] == digits.results.accuracy
+    assert everything.loc[run.id, "bench_accuracy"] == run.results.bench_accuracy

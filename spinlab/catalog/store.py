@@ -318,6 +318,7 @@ def _json_safe(value: Any) -> Any:
 def _upsert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], key: str) -> None:
     """Insert ``rows`` (all with the same columns), or update the rows with the same ``key``:
     a column given as None keeps the value the catalog has."""
+    insert: Any
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     elif conn.dialect.name == "sqlite":

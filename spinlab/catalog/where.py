@@ -48,14 +48,20 @@ def parse_time(text: str, option: str = "--since") -> _dt.datetime:
     ago = _AGO.match(text)
     if ago:
         seconds = float(ago.group(1)) * _UNIT_S[ago.group(2)]
-        return to_utc(_dt.datetime.now(_dt.timezone.utc) - _dt.timedelta(seconds=seconds))
+        return _naive_utc(_dt.datetime.now(_dt.timezone.utc) - _dt.timedelta(seconds=seconds))
     try:
-        return to_utc(_dt.datetime.fromisoformat(text.strip()))
+        return _naive_utc(_dt.datetime.fromisoformat(text.strip()))
     except ValueError:
         raise ConfigError(
             f"{option} {text!r} is not a time; give a date (2026-12-01), a date and time "
             "(2026-12-01T14:30) or an age (3d, 12h, 30m)"
         ) from None
+
+
+def _naive_utc(value: _dt.datetime) -> _dt.datetime:
+    if value.tzinfo is None:
+        value = value.astimezone()  # naive means local time
+    return value.astimezone(_dt.timezone.utc).replace(tzinfo=None)
 
 
 def to_utc(value: _dt.datetime | str | None) -> _dt.datetime | None:
@@ -67,9 +73,7 @@ def to_utc(value: _dt.datetime | str | None) -> _dt.datetime | None:
             value = _dt.datetime.fromisoformat(value)
         except ValueError:
             return None
-    if value.tzinfo is None:
-        value = value.astimezone()  # naive means local time
-    return value.astimezone(_dt.timezone.utc).replace(tzinfo=None)
+    return _naive_utc(value)
 
 
 __all__ = ["Condition", "parse_time", "to_utc"]
