@@ -276,7 +276,13 @@ def measure_states(
                 "device_states/utterance": np.repeat(batch_idx, [len(r) for r in rows]).astype(np.int32),
             }
 
-        data = ctx.measure("device", drive_batch, key=f"batch/{b}", meta={"utterances": len(batch_idx)})
+        data = ctx.measure(
+            "device",
+            drive_batch,
+            key=f"batch/{b}",
+            meta={"utterances": len(batch_idx)},
+            attrs={name: {"unit": getattr(ctx.device, "response_unit", "V")}},  # node states: the response's
+        )
         owner = data["device_states/utterance"]
         for i in batch_idx:
             states[i] = data[name][owner == i]

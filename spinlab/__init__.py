@@ -20,6 +20,17 @@ from spinlab.errors import (
 from spinlab.registry import open_device, register_scheme
 from spinlab.waveform import Waveform
 
+
+def __getattr__(name: str) -> object:
+    """``spinlab.open_run`` and ``spinlab.runs``, imported when first used (xarray, SQLAlchemy)."""
+    if name in ("open_run", "runs"):
+        from importlib import import_module
+
+        runs = import_module("spinlab.runs")  # `from spinlab import runs` would come back here
+        return runs if name == "runs" else runs.open_run
+    raise AttributeError(f"module 'spinlab' has no attribute {name!r}")
+
+
 try:  # one version source: pyproject.toml, read from the installed distribution
     __version__ = _metadata.version("spinlab")
 except _metadata.PackageNotFoundError:  # imported from a source tree that was never installed
@@ -39,5 +50,7 @@ __all__ = [
     "DeviceAddressError",
     "InstrumentError",
     "RunAborted",
+    "open_run",
+    "runs",
     "__version__",
 ]

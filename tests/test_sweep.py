@@ -183,7 +183,7 @@ def test_a_sweep_writes_one_summary_whose_results_equal_each_point_run_alone(tmp
 
     again = run_sweep(spec, tmp_path / "sw", workers=2, processes=False, metrics=["threshold_A"])
     assert again.ran == 0 and again.skipped == 4 and again.count("completed") == 4
-    assert len(list((tmp_path / "sw" / "runs").iterdir())) == 4
+    assert len([p for p in (tmp_path / "sw" / "runs").iterdir() if p.is_dir()]) == 4
 
 
 def test_a_failing_point_records_its_error_and_the_others_complete(tmp_path):
@@ -229,7 +229,7 @@ def test_an_interrupted_sweep_has_a_consistent_summary_and_a_rerun_runs_only_the
     for row in second.table:
         if status[row["key"]] in ("completed", "interrupted"):
             assert row["run"] == runs[row["key"]]  # kept, or resumed where it stopped
-    assert len(list((tmp_path / "sw" / "runs").iterdir())) == 8
+    assert len([p for p in (tmp_path / "sw" / "runs").iterdir() if p.is_dir()]) == 8
 
 
 def test_hardware_needs_exactly_one_worker_that_holds_the_station(tmp_path):

@@ -47,6 +47,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "runs",
         "Continue an interrupted run from its last completed step, with the same plan, config and seeds.",
     ),
+    "runs": ("catalog", "Find, show, compare, tag, export and reindex the runs in the catalog."),
     "sweep": (
         "sweep",
         "Run a protocol over a grid of settings and seeds on Dask: one machine by default, a cluster by address.",

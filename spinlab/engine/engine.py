@@ -33,6 +33,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from spinlab import locks
+from spinlab.catalog.location import catalog_url
+from spinlab.catalog.rundirs import Recorder
 from spinlab.device import Device
 from spinlab.engine.documents import (
     DatasetDoc,
@@ -493,7 +495,12 @@ class RunEngine:
     ``plans`` finds a plan's factory by name (what ``resume`` rebuilds a run's plan with; the
     ``spinlab.plans`` entry points by default) and ``open_device`` opens an address (the
     ``spinlab.devices`` schemes by default): give your own to run plans or devices that are not
-    installed, as :mod:`spinlab.testing` does. Stages run with the same two."""
+    installed, as :mod:`spinlab.testing` does. Stages run with the same two.
+
+    ``catalog`` is the URL of the catalog every run is recorded in as it starts and stops
+    (:mod:`spinlab.catalog`; None or True: ``SPINLAB_CATALOG``, the runs folder's
+    ``catalog.toml`` or its ``catalog.sqlite``), False for none; a catalog write that fails is
+    logged, never fatal."""
 
     def __init__(
         self,
@@ -502,8 +509,10 @@ class RunEngine:
         plans: PlanLookup | None = None,
         open_device: DeviceOpener | None = None,
         sync_interval_s: float | None = 1.0,
+        catalog: str | bool | None = None,
     ) -> None:
         self.root = Path(root)
+        self._catalog = catalog
         self.plans: PlanLookup = plans or plan_factory
         self.open_device: DeviceOpener = open_device or _open_address
         #: how far apart the journal is synced to disk (see spinlab.engine.journal)
@@ -512,8 +521,23 @@ class RunEngine:
     def at(self, root: str | Path) -> RunEngine:
         """This engine (same plans, device opener, sync interval) writing runs into ``root``."""
         return RunEngine(
-            root, plans=self.plans, open_device=self.open_device, sync_interval_s=self.sync_interval_s
+            root,
+            plans=self.plans,
+            open_device=self.open_device,
+            sync_interval_s=self.sync_interval_s,
+            catalog=self.catalog or False,  # a stage is recorded where its run is
         )
+
+    @property
+    def catalog(self) -> str | None:
+        """The catalog URL runs are recorded in (None: not recorded)."""
+        if self._catalog is None or self._catalog is True:
+            try:
+                self._catalog = catalog_url(self.root) or False
+            except Exception as exc:  # a broken catalog.toml never stops a run
+                log.warning("no catalog for %s: %s", self.root, exc)
+                self._catalog = False
+        return self._catalog if isinstance(self._catalog, str) else None
 
     def run(
         self,
@@ -650,7 +674,7 @@ class RunEngine:
                     guard=guard,
                     state=state,
                     replay=replay,
-                    subscribers=[*subscribers, PlotWriter(plan.plots, path)],
+                    subscribers=[*subscribers, PlotWriter(plan.plots, path), *self._recorder()],
                 )
                 # control-channel notices: never a checkpoint (the control channel itself sends them)
                 state._publish = lambda topic, payload: active.emit(
@@ -663,6 +687,9 @@ class RunEngine:
         finally:
             if lock is not None:
                 lock.release()
+
+    def _recorder(self) -> list[Subscriber]:
+        return [Recorder(self.catalog)] if self.catalog else []
 
     def _drive(
         self,
