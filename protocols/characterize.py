@@ -22,7 +22,7 @@ statistical, one standard error from the fit's covariance. The threshold adds a 
 ``threshold_sys_A`` (:func:`threshold_systematic`): the model's corner is sharp, a thermal
 device's is rounded, so the fit is repeated without the points near threshold and the shift
 kept. On sim:vortex (4 seeds) and bench:emulated (3 seeds) the statistical error alone put the
-model's 5 mA 1.1-2.7 standard errors away; with the systematic part, 0.3-1.7.
+model's 5 mA 1.0-3.6 standard errors away; with the systematic part, 0.3-1.7.
 """
 
 from __future__ import annotations
