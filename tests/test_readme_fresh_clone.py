@@ -82,7 +82,10 @@ def reuse_venv(clone: Path) -> None:
     )
     (site / "spinlab_clone_finder.py").write_text(finder)
     (site / "spinlab-clone.pth").write_text("import spinlab_clone_finder; spinlab_clone_finder.install()\n")
-    (venv / "bin" / "spinlab").write_text(f"#!{venv}/bin/python\nfrom spinlab.cli import main\nmain()\n")
+    # as pip writes it: the guard matters, a sweep's Dask workers import the main module again
+    script = f"#!{venv}/bin/python\nimport sys\nfrom spinlab.cli import main\n\n"
+    script += "if __name__ == '__main__':\n    sys.exit(main())\n"
+    (venv / "bin" / "spinlab").write_text(script)
     (venv / "bin" / "spinlab").chmod(0o755)
 
 
