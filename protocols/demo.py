@@ -232,10 +232,13 @@ def _stages(ctx: RunContext, config: DemoConfig) -> dict[str, Any]:
         "twin_device_s": on_twin["device_s"],
         "speed_ratio": on_bench["device_s"] / on_twin["device_s"],
         "stage_s": stage_s,
-        "twin": str(twin_path),
-        "runs": {name: str(result.path) for name, result in stages.items()},
-        "plots": [str(p) for result in stages.values() for p in sorted(result.path.glob("*.png"))],
-        "readout": str(stages["digits-bench"].path),
+        # paths inside the run are relative to it (the run directory can move)
+        "twin": TWIN_FILE,
+        "runs": {name: _inside(result.path, ctx.path) for name, result in stages.items()},
+        "plots": [
+            _inside(p, ctx.path) for result in stages.values() for p in sorted(result.path.glob("*.png"))
+        ],
+        "readout": _inside(stages["digits-bench"].path, ctx.path),
     }
     ctx.result(**report)
     return report
@@ -262,6 +265,11 @@ def _seconds(s: float) -> str:
     return f"{s:.0f} s" if s >= 10 else f"{s:.2g} s"
 
 
+def _inside(path: Path, run_dir: Path) -> str:
+    """``path`` relative to the run directory, with / as separator."""
+    return Path(path).resolve().relative_to(Path(run_dir).resolve()).as_posix()
+
+
 def _stopped(r: Mapping[str, Any]) -> str:
     reason, target = r.get("twin_stop_reason"), r.get("twin_target_nrmse")
     if reason == "target":
@@ -280,6 +288,7 @@ def report(r: Mapping[str, Any]) -> str:
         "" if corrected is None else f" ({corrected:.3f} with the mean's own noise removed)"
     )
     kind = r.get("device_kind", "hardware")
+    run_dir = r.get("run_dir", ".")  # the report's paths are relative to it
     return "\n".join(
         [
             f"device {r['device']}{' (emulated)' if kind == 'emulated' else ''}: threshold "
@@ -296,9 +305,9 @@ def report(r: Mapping[str, Any]) -> str:
             f"  device calls: bench {r['bench_device_s']:.1f} s, twin {r['twin_device_s']:.1f} s "
             f"(twin {r['speed_ratio']:.2g}x the bench's speed{_AGAINST.get(kind, '')})",
             f"stages: {stages}; total {r['wall_s'] / 60:.1f} min",
-            "plots: " + "  ".join(r["plots"]),
-            f"run files: {r['run_dir']}/run.h5 and stages/*/run.h5; twin {r['twin']}",
-            f"try next: spinlab listen --device {r['device']} --readout {r['readout']}",
+            "plots: " + "  ".join(str(Path(run_dir, p)) for p in r["plots"]),
+            f"run files: {run_dir}/run.h5 and stages/*/run.h5; twin {Path(run_dir, r['twin'])}",
+            f"try next: spinlab listen --device {r['device']} --readout {Path(run_dir, r['readout'])}",
         ]
     )
 
@@ -314,8 +323,9 @@ def report(r: Mapping[str, Any]) -> str:
     help="Characterise the emulated bench, train its twin through it, recognise spoken digits on both.",
 )
 def plan(config: DemoConfig | Mapping[str, Any] | None = None, **overrides: Any) -> Plan:
-    """The demo as a plan (``spinlab demo``'s defaults unless overridden; ``data_dir`` is required)."""
-    cfg = make_config(DemoConfig, config, overrides)
+    """The demo as a plan (``spinlab demo``'s defaults unless overridden; FSDD found as by
+    :func:`spoken_digits.plan` without ``data_dir``)."""
+    cfg = make_config(DemoConfig, config, spoken_digits.with_fsdd(config, overrides))
     return Plan("demo", cfg, lambda ctx: run(ctx, cfg))
 
 

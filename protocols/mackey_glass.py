@@ -174,7 +174,8 @@ def load_series(path: str | Path, n_points: int) -> np.ndarray:
         "series",
         DatasetError,
         f"Mackey-Glass data {path} does not exist; give a file with one value a line "
-        "(e.g. ../shared/datasets/mumax3-skyrmion/mackey_glass.txt) or leave out --data",
+        "(e.g. $SPINLAB_MUMAX3/mackey_glass.txt after `spinlab data fetch mumax3`), or none to "
+        "generate the series",
     )
     try:
         values = np.loadtxt(path, dtype=np.float64, ndmin=2, comments="#")

@@ -571,6 +571,17 @@ def report(summary: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def with_fsdd(config: Any, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``overrides`` with ``data_dir`` found by :func:`~spinlab.speech.audio.find_fsdd` when
+    neither they nor ``config`` name one (the run file records the folder used)."""
+    from spinlab.speech.audio import find_fsdd
+
+    given = overrides.get("data_dir")
+    if given is None:
+        given = config.get("data_dir") if isinstance(config, Mapping) else getattr(config, "data_dir", None)
+    return dict(overrides) if given else {**overrides, "data_dir": str(find_fsdd())}
+
+
 def command_line_defaults(
     settings: dict[str, Any], *, device: str | None, runs_dir: Any, options: Mapping[str, Any]
 ) -> dict[str, Any]:
@@ -580,7 +591,7 @@ def command_line_defaults(
 
     from spinlab.speech.audio import find_fsdd
 
-    settings["data_dir"] = str(find_fsdd(settings.get("data_dir")))
+    settings["data_dir"] = str(find_fsdd(settings.get("data_dir"), setting="--data"))
     settings.setdefault("feature_cache_dir", str(Path(runs_dir) / ".cache"))
     return settings
 
@@ -594,8 +605,9 @@ def command_line_defaults(
 )
 def plan(config: SpokenDigitsConfig | Mapping[str, Any] | None = None, **overrides: Any) -> Plan:
     """The spoken-digit protocol as a plan (``spinlab run spoken-digits``'s defaults unless
-    overridden; ``data_dir`` is required)."""
-    cfg = make_config(SpokenDigitsConfig, config, overrides)
+    overridden; without ``data_dir``, FSDD is found as on the command line: ``$SPINLAB_FSDD``,
+    else the `spinlab data fetch fsdd` copy)."""
+    cfg = make_config(SpokenDigitsConfig, config, with_fsdd(config, overrides))
     return Plan(
         "spoken-digits",
         cfg,

@@ -112,12 +112,13 @@ def evaluate(
     n = acq.n_samples
     per_condition, pooled = [], {"twin": [], "mean": [], "shot": [], "var": []}
     examples = []
-    for cond in acq.condition_grid():
+    for i, cond in enumerate(acq.condition_grid()):
         drives = np.stack(
             [random_multilevel(rng, n, acq.dt_s, acq.hold_s, amplitude) for _ in range(config.n_drives)]
         )
         wave = Waveform(drives, acq.dt_s)
-        tag = "_".join(f"{k}={v:g}" for k, v in cond.items()) or "default"
+        label = "_".join(f"{k}={v:g}" for k, v in cond.items()) or "default"
+        tag = f"condition_{i}"  # a dataset name is an identifier; the values go in attributes
         data = measure(
             "eval",
             lambda dev, cond=cond, drives=drives: {
@@ -125,8 +126,9 @@ def evaluate(
                     Waveform(np.tile(drives, (config.repeats, 1)), acq.dt_s), cond
                 ).samples
             },
-            key=f"eval/{tag}",
+            key=f"eval/{label}",
             meta=cond,
+            attrs={f"eval/{tag}/shots_V": {"unit": "V", "dt_s": acq.dt_s, **cond}},
         )
         shots = data[f"eval/{tag}/shots_V"].reshape(config.repeats, config.n_drives, n)
         mean = shots.mean(axis=0)
@@ -145,6 +147,7 @@ def evaluate(
         examples.append(
             {
                 "tag": tag,
+                "label": label,
                 "conditions": cond,
                 "drive_V": drives,
                 "device_mean_V": mean,
@@ -192,11 +195,13 @@ def run(ctx: RunContext, config: EvalConfig) -> dict[str, Any]:
     examples = summary.pop("examples")
     for ex in examples:
         tag = ex["tag"]
-        ctx.save(f"eval/{tag}/drive_V", Waveform(ex["drive_V"], config.dt_s))
-        ctx.save(f"eval/{tag}/device_mean_V", ex["device_mean_V"], dt_s=config.dt_s, repeats=config.repeats)
-        ctx.save(f"eval/{tag}/device_shot_V", ex["device_shot_V"], dt_s=config.dt_s)
-        ctx.save(f"eval/{tag}/twin_V", ex["twin_V"], dt_s=config.dt_s)
+        cond, dt_s = ex["conditions"], config.dt_s
+        ctx.save(f"eval/{tag}/drive_V", Waveform(ex["drive_V"], dt_s), **cond)
+        ctx.save(f"eval/{tag}/device_mean_V", ex["device_mean_V"], dt_s=dt_s, repeats=config.repeats, **cond)
+        ctx.save(f"eval/{tag}/device_shot_V", ex["device_shot_V"], dt_s=dt_s, **cond)
+        ctx.save(f"eval/{tag}/twin_V", ex["twin_V"], dt_s=dt_s, **cond)
     ctx.save("eval/tags", np.array([ex["tag"] for ex in examples], dtype="S"))
+    ctx.save("eval/labels", np.array([ex["label"] for ex in examples], dtype="S"))
     summary["dt_s"] = config.dt_s
     summary["target_nrmse"] = config.target_nrmse
     ctx.result(**summary)
@@ -206,10 +211,12 @@ def run(ctx: RunContext, config: EvalConfig) -> dict[str, Any]:
 def plot_examples(datasets: Mapping[str, Any], results: Mapping[str, Any]) -> Figure:
     """One panel per condition: drive, device (shot and mean) and twin responses."""
     tags = [t.decode() for t in datasets["eval/tags"]]
+    # run files before condition_<i> groups named them by their conditions (bias_A=0.006)
+    labels = [t.decode() for t in datasets["eval/labels"]] if "eval/labels" in datasets else tags
     dt_s = float(results["dt_s"])
     fig = Figure(figsize=(9, 2.6 * len(tags)))
     axes = fig.subplots(len(tags), 1, squeeze=False)
-    for ax, tag in zip(axes[:, 0], tags):
+    for ax, tag, label in zip(axes[:, 0], tags, labels):
         drive = datasets[f"eval/{tag}/drive_V"][0]
         shot, mean = datasets[f"eval/{tag}/device_shot_V"][0], datasets[f"eval/{tag}/device_mean_V"][0]
         twin = datasets[f"eval/{tag}/twin_V"][0]
@@ -218,7 +225,7 @@ def plot_examples(datasets: Mapping[str, Any], results: Mapping[str, Any]) -> Fi
         ax.plot(t_us, mean * 1e3, color="k", lw=1.2, label="device (mean)")
         ax.plot(t_us, twin * 1e3, color="tab:red", lw=1.0, ls="--", label="twin")
         ax.set_ylabel("response (mV)")
-        ax.set_title(tag.replace("_", ", "), fontsize=9)
+        ax.set_title(label.replace("_", ", "), fontsize=9)
         ax2 = ax.twinx()
         ax2.step(t_us, drive, where="pre", color="tab:blue", lw=0.6, alpha=0.5)
         ax2.set_ylabel("drive (V)", color="tab:blue")
@@ -380,8 +387,9 @@ def run_table(ctx: RunContext, config: EvalConfig) -> dict[str, Any]:
     model, meta = load_twin(config.checkpoint)
     table = load_mumax_table(config.table)
     scored = score_on_table(model, meta, table, tuple(config.span), where=f"twin {config.checkpoint}")
-    ctx.save("eval/table/truth", scored.pop("truth"), dt_s=scored["dt_s"])
-    ctx.save("eval/table/twin", scored.pop("prediction"), dt_s=scored["dt_s"])
+    unit = meta.output_unit or "1"  # MuMax3 magnetisation: dimensionless
+    ctx.save("eval/table/truth", scored.pop("truth"), dt_s=scored["dt_s"], unit=unit)
+    ctx.save("eval/table/twin", scored.pop("prediction"), dt_s=scored["dt_s"], unit=unit)
     summary = {**scored, "table": str(config.table), "checkpoint": config.checkpoint}
     ctx.result(**summary)
     return summary

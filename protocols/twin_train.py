@@ -308,8 +308,9 @@ def run_mumax(ctx: RunContext, config: TwinTrainConfig) -> dict[str, Any]:
         {"nrmse_history": result.history, "best_nrmse": result.best_nrmse, "test_nrmse": test_nrmse}
     )
     save_twin(config.out, model, meta)
-    ctx.save("test/prediction", predict(model, [test_t])[0], dt_s=test_t.dt_s)
-    ctx.save("test/truth", test_t.response, dt_s=test_t.dt_s)
+    unit = meta.output_unit or "1"  # MuMax3's magnetisation columns are dimensionless
+    ctx.save("test/prediction", predict(model, [test_t])[0], dt_s=test_t.dt_s, unit=unit)
+    ctx.save("test/truth", test_t.response, dt_s=test_t.dt_s, unit=unit)
     summary = {
         "out": str(config.out),
         "best_nrmse": result.best_nrmse,

@@ -3,6 +3,7 @@ ZeroMQ stream, and a demo stopped midway."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -57,6 +58,28 @@ def test_fsdd_is_found_through_data_then_the_environment_then_the_cache(tmp_path
         find_fsdd(data)
 
 
+def test_plans_from_python_find_fsdd_as_the_command_line_does_and_name_no_flag(
+    tmp_path, monkeypatch, no_fsdd
+):
+    """Issue 24 item 3: ``spoken_digits.plan()`` and ``demo.plan()`` without ``data_dir`` use
+    ``$SPINLAB_FSDD``, else the fetch cache; a Python caller's error names no CLI flag."""
+    from spinlab.protocols import spoken_digits
+
+    for make in (spoken_digits.plan, demo.plan):
+        with pytest.raises(DatasetError) as missing:
+            make()
+        assert "--" not in str(missing.value) and "data_dir" in str(missing.value)
+    cache = fake_fsdd(no_fsdd)
+    assert spoken_digits.plan().config.data_dir == str(cache)
+    env = fake_fsdd(tmp_path / "env")
+    monkeypatch.setenv("SPINLAB_FSDD", str(env))
+    assert spoken_digits.plan().config.data_dir == demo.plan().config.data_dir == str(env)
+    assert spoken_digits.plan(data_dir=str(cache)).config.data_dir == str(cache)  # named wins
+    with pytest.raises(DatasetError) as gone:
+        spoken_digits.list_fsdd(tmp_path / "gone")
+    assert "--" not in str(gone.value) and "does not exist" in str(gone.value)
+
+
 @pytest.mark.parametrize(
     "args, env, says",
     [
@@ -99,16 +122,17 @@ def check_stages(path: Path, report: dict) -> None:
     for name in STAGES:
         with h5py.File(path / "stages" / name / "run.h5") as f:
             assert f.attrs["status"] == "completed", name
-    assert report["runs"] == {name.split("-", 1)[1]: str(path / "stages" / name) for name in STAGES}
+    # paths inside the run are relative to it (issue 24, item 9)
+    assert report["runs"] == {name.split("-", 1)[1]: f"stages/{name}" for name in STAGES}
     assert {Path(p).name for p in report["plots"]} == {
         "sweep.png",
         "step_response.png",
         "twin_vs_device.png",
         "confusion.png",
     }
-    assert all(Path(p).is_file() for p in report["plots"])
-    assert Path(report["twin"]) == (path / demo.TWIN_FILE).resolve() and Path(report["twin"]).is_file()
-    assert (Path(report["readout"]) / "readout.h5").is_file()
+    assert all((path / p).is_file() and not Path(p).is_absolute() for p in report["plots"])
+    assert report["twin"] == demo.TWIN_FILE and (path / report["twin"]).is_file()
+    assert (path / report["readout"] / "readout.h5").is_file()
     with h5py.File(path / "run.h5") as f:
         assert f.attrs["status"] == "completed" and f.attrs["plan"] == "demo"
 
@@ -219,3 +243,43 @@ def test_a_demo_stopped_midway_is_marked_interrupted_and_resumes_to_completion(t
         assert f.attrs["resumed"] == 0  # read back, not run again
     with h5py.File(path / "stages" / "2-twin-train" / "run.h5") as f:
         assert f.attrs["resumed"] == 1
+
+
+def test_mumax3_traces_fetch_pinned_and_verified_or_found_through_the_environment(tmp_path, monkeypatch):
+    """Issue 24 item 3: `spinlab data fetch mumax3` installs the paper's traces (served here from
+    the shared copy, as the pinned upstream files), refuses a corrupt download, and with
+    $SPINLAB_MUMAX3 set checks that copy and downloads nothing."""
+    from spinlab.twin import mumax_data
+
+    shared = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "mumax3-skyrmion"
+    upstream = {f"{c}/{p}": shared / name for name, (c, p, _) in mumax_data.FILES.items()}
+    asked = []
+
+    def opener(url):
+        asked.append(url)
+        return open(upstream[url.split("NeuralODEs_for_physics/", 1)[1]], "rb")
+
+    monkeypatch.setenv("SPINLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("SPINLAB_MUMAX3", raising=False)
+    with pytest.raises(DatasetError, match="run `spinlab data fetch mumax3` once"):
+        mumax_data.find_mumax3()
+    root = mumax_data.fetch_mumax3(opener=opener)
+    assert root == tmp_path / "cache" / "mumax3-skyrmion" and mumax_data.find_mumax3() == root
+    assert mumax_data.verify(root) == [] and len(asked) == 3
+    assert all(
+        u.startswith("https://raw.githubusercontent.com/Xing-CHEN18/NeuralODEs_for_physics/") for u in asked
+    )
+    mumax_data.fetch_mumax3(opener=opener)
+    assert len(asked) == 3  # verified copies are kept
+    with pytest.raises(DatasetError, match="checksum mismatch"):
+        mumax_data.fetch_mumax3(tmp_path / "other", opener=lambda url: io.BytesIO(b"not the file"))
+    assert not (tmp_path / "other" / "mackey_glass.txt").exists()
+
+    monkeypatch.setenv("SPINLAB_MUMAX3", str(shared))
+    result = CliRunner().invoke(app, ["data", "fetch", "mumax3", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.splitlines()[-1]) == {
+        "path": str(shared),
+        "verified": True,
+        "downloaded": False,
+    }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import h5py
 import numpy as np
@@ -243,3 +244,36 @@ def test_vortex_fit_on_the_bench_agrees_with_characterize(tmp_path):
     assert fitted.relaxation_time_s(reference["relaxation_bias_A"]) == pytest.approx(
         reference["relaxation_time_s"], rel=0.05
     )
+
+
+@pytest.mark.parametrize("seed", [3, 5])
+def test_macrospin_interval_covers_the_error_at_random_values_with_thermal_noise(seed):
+    """Issue 24 item 8: away from the README's values a parameter came out 8 % off with a 3 %
+    uncertainty. The reported uncertainty now adds the noise bias (the same fit repeated on the
+    fitted model's own noisy recordings); at random values from the box, with the thermal field
+    on, the 95 % interval holds the truth (seeds fixed; the benchmark covers 20 sets)."""
+    from spinlab.sim_backends.macrospin import MacrospinParams
+
+    rng = np.random.default_rng(seed)
+    while True:
+        truth = {
+            "alpha": rng.uniform(0.012, 0.035),
+            "Hd_A_per_m": rng.uniform(3e5, 8e5),
+            "tmr": rng.uniform(0.6, 1.8),
+        }
+        if 3.0e-3 < 0.9 * float(MacrospinParams(**truth).critical_current_A(0.04).detach()):
+            break  # the largest drive current stays sub-threshold, as the experiment is designed
+    dev = MacrospinDevice(
+        initial_tilt_rad=0.6, temperature_K=300, seed=seed, default_conditions={"bias_A": 1.5e-3}
+    )
+    for name, value in truth.items():
+        getattr(dev.params, "log_" + name).data.fill_(np.log(value))
+    rec = _in_memory_run(dev, n=150, count=24, seed=seed)
+    result = fit_physics(rec, FitConfig(model="macrospin", params=tuple(truth), screen=32, starts=4))
+    assert "noise bias" in result["uncertainty_method"]
+    for name, value in truth.items():
+        entry = result["params"][name]
+        assert entry["relative_noise_bias"] is not None
+        assert entry["relative_uncertainty"] >= entry["relative_statistical"]
+        error = abs(math.log(entry["value"] / value))
+        assert error <= 1.96 * entry["relative_uncertainty"], (name, value, entry)

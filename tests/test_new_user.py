@@ -111,8 +111,8 @@ REPORT = {
     "wall_s": 200.0,
     "plots": [],
     "run_dir": "runs/x",
-    "twin": "runs/x/twin.pt",
-    "readout": "runs/x/stages/5-digits-bench",
+    "twin": "twin.pt",
+    "readout": "stages/5-digits-bench",
 }
 
 
@@ -122,6 +122,8 @@ def test_demo_report_says_the_bench_is_emulated_why_the_twin_stopped_and_its_noi
     assert "twin 3.2x the bench's speed; the bench here is itself emulated" in text
     assert "stopped on its step cap, not its NRMSE target 0.1" in text
     assert "0.081 with the mean's own noise removed" in text
+    # the run's paths are relative to it (item 9); the report shows them from where it was run
+    assert "twin runs/x/twin.pt" in text and "--readout runs/x/stages/5-digits-bench" in text
     assert "twin-eval 0.31 s" in text and not re.search(r"(?<![\d.])0 s\b", text)
     lab = {**REPORT, "device": "bench:lab.toml", "device_kind": "hardware", "twin_stop_reason": "target"}
     target = demo.report(lab)

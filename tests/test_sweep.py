@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from spinlab.cli import app
 from spinlab.engine import RunEngine, build_plan
-from spinlab.errors import ClusterError, ConfigError
+from spinlab.errors import ClusterError, ConfigError, DatasetError
 from spinlab.monitoring import Subscriber
 from spinlab.monitoring.view import MonitorState
 from spinlab.sweeps import SweepSpec, run_sweep, with_cache
@@ -86,12 +86,15 @@ def test_grid_times_seeds_with_keys_that_do_not_depend_on_spelling_or_order():
     assert {p.key for p in swapped.points()} == {p.key for p in points}
 
 
-def test_a_bad_setting_or_a_missing_one_is_one_clear_error_before_anything_runs():
+def test_a_bad_setting_or_a_missing_one_is_one_clear_error_before_anything_runs(monkeypatch, tmp_path):
     with pytest.raises(ConfigError, match=r"no setting\(s\) \['bias_pionts'\]"):
         quick_spec(grid={"bias_pionts": [8, 10]}).points()
     with pytest.raises(ConfigError, match=r"step_amplitude_V=-1.*greater than 0"):
         quick_spec(grid={"step_amplitude_V": [0.1, -1]}).points()
-    with pytest.raises(ConfigError, match="data_dir.*--set NAME=VALUE"):
+    # FSDD is found as by the plan from Python (issue 24 item 3); with none, one line says how
+    monkeypatch.delenv("SPINLAB_FSDD", raising=False)
+    monkeypatch.setenv("SPINLAB_CACHE", str(tmp_path))
+    with pytest.raises(DatasetError, match="spinlab data fetch fsdd.*set data_dir or SPINLAB_FSDD"):
         SweepSpec("spoken-digits", "sim:vortex", grid={"n_nodes": [10, 20]}).points()
     with pytest.raises(ConfigError, match="no plan named 'charactrize'"):
         SweepSpec("charactrize", "sim:vortex").points()

@@ -1,5 +1,5 @@
 """`spinlab run PLAN` (every registered plan, see :mod:`spinlab.cli.plans`) and `spinlab data
-fetch fsdd`: the protocols and their data."""
+fetch fsdd|mumax3`: the protocols and their data."""
 
 from __future__ import annotations
 
@@ -72,9 +72,48 @@ def fetch_fsdd_command(
             typer.echo(f"{n} verified recordings in {path}")
 
 
+def fetch_mumax3_command(
+    dest: Optional[Path] = typer.Option(
+        None, "--dest", help="Cache folder (default ~/.cache/spinlab/mumax3-skyrmion)."
+    ),
+    force: bool = typer.Option(False, "--force", help="Download again even if verified copies exist."),
+    json_out: bool = JsonOption,
+) -> None:
+    """Download the MuMax3 skyrmion traces of Chen et al. (2022) from the paper's repository
+    (pinned commits, SHA-256 checked) into the cache: the twin's and Mackey-Glass's reference data.
+
+    With ``$SPINLAB_MUMAX3`` set (and no --dest or --force) that copy is checked instead and
+    nothing is downloaded."""
+    with user_errors():
+        from spinlab.twin.mumax_data import MUMAX3_ENV, REPOSITORY, fetch_mumax3, find_mumax3, verify
+
+        local = bool(os.environ.get(MUMAX3_ENV)) and dest is None and not force
+        if local:
+            path = find_mumax3()
+            differ = verify(path)
+            if differ:
+                typer.secho(
+                    f"warning: ${MUMAX3_ENV} = {path}: {', '.join(differ)} differ from the pinned "
+                    f"traces; used as they are; unset {MUMAX3_ENV} to download the pinned copy",
+                    err=True,
+                    fg="yellow",
+                )
+        else:
+            typer.echo(f"fetching the MuMax3 traces from {REPOSITORY}", err=True)
+            path, differ = fetch_mumax3(dest, force=force), []
+        if json_out:
+            emit_json({"path": str(path), "verified": not differ, "downloaded": not local})
+        else:
+            typer.echo(
+                f"MuMax3 traces in {path}"
+                + (f" (${MUMAX3_ENV}); nothing to download" if local else ", verified")
+            )
+
+
 def register(app: typer.Typer) -> None:
-    """Add `run PLAN` and `data fetch fsdd`."""
+    """Add `run PLAN` and `data fetch fsdd|mumax3`."""
     fetch_app.command("fsdd")(fetch_fsdd_command)
+    fetch_app.command("mumax3")(fetch_mumax3_command)
     data_app.add_typer(fetch_app, name="fetch")
     app.add_typer(run_app, name="run")
     app.add_typer(data_app, name="data")

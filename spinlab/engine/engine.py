@@ -62,7 +62,15 @@ from spinlab.engine.rundir import (
     address_sha256,
     identity_change,
 )
-from spinlab.engine.runfile import JOURNAL_FILE, RESERVE_FILE, Recovery, RunFileWriter, read_outcome, recover
+from spinlab.engine.runfile import (
+    JOURNAL_FILE,
+    RESERVE_FILE,
+    Recovery,
+    RunFileWriter,
+    check_name,
+    read_outcome,
+    recover,
+)
 from spinlab.engine.signals import SignalGuard, stops_with
 from spinlab.errors import ConfigError, RunAborted, RunInterrupted, RunStopping, with_run_path
 from spinlab.registry import open_device
@@ -221,7 +229,10 @@ class RunContext:
 
     # --- everything else ---------------------------------------------------------------------
     def save(self, name: str, data: Any, **attrs: Any) -> None:
-        """Store a named array (a Waveform keeps ``dt_s``, ``unit`` and ``t0_s``)."""
+        """Store a named array (a Waveform keeps ``dt_s``, ``unit`` and ``t0_s``). ``name`` is a
+        path of identifiers; give ``unit=`` unless the name ends in one (``_V``), and ``dt_s=``
+        for a time series (see :mod:`spinlab.engine.runfile`)."""
+        check_name(name)
         if isinstance(data, Waveform):
             attrs = {"dt_s": data.dt_s, "unit": data.unit, "t0_s": data.t0_s, **attrs}
             data = data.samples
@@ -433,7 +444,7 @@ class _ActiveRun:
         if needs_device and self.device is None:
             raise ConfigError(f"plan {self.plan.name!r} measured on stream {stream!r} without a device")
         with stops_with(self.stopping):  # a worker stops at the device's next record
-            data = {name: np.asarray(value) for name, value in dict(run(self.device)).items()}
+            data = {check_name(name): np.asarray(value) for name, value in dict(run(self.device)).items()}
         with self._lock:
             if stream not in self.described:
                 self.described.add(stream)

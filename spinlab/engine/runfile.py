@@ -10,6 +10,10 @@ a default plot):
 * every event's arrays are appended along axis 0 of the dataset named by their key
   (``drive_V``, ``sweep/responses``, ...), so h5py users find data where it always was;
 * ``dataset`` documents become datasets (overwritten if re-sent);
+* every numeric dataset has a ``unit`` attribute: the one its plan gave, else the SI unit its
+  name ends in (``response_V`` -> ``V``, ``bias_A`` -> ``A``, :data:`UNIT_SUFFIXES`), else ``1``
+  (dimensionless: counts, labels, weights); time series also carry ``dt_s``. Names are paths
+  of Python identifiers (:func:`check_name`), so they work as attribute and column names;
 * ``engine/events``: one JSON line per event (stream, seq, key, time, meta, rows);
 * ``entry`` (NXentry) / ``entry/data`` (NXdata): soft links to the plan's main result, with
   ``@signal`` and ``@axes``.
@@ -59,6 +63,42 @@ STAGED = ".new"  # suffix of a journal and run file being rebuilt beside the old
 DAMAGED = ".damaged"  # suffix of the copy kept of a damaged journal
 RESERVE_FILE = ".spinlab.reserve"
 RESERVE_BYTES = 512 * 1024  # freed when a write fails, so the run file can still be closed
+
+
+#: Name endings that give a dataset's unit when its plan names none (``device_mean_V``).
+UNIT_SUFFIXES = ("V", "A", "s", "T", "Hz", "W", "Ohm", "K", "J", "m", "dB", "dBm", "rad")
+_IDENTIFIER_HELP = "letters, digits and _, not starting with a digit"
+
+
+def unit_of(name: str, attrs: Mapping[str, Any] | None = None) -> str:
+    """The unit a dataset is stored with: ``attrs["unit"]``, else its name's suffix, else ``1``."""
+    given = (attrs or {}).get("unit")
+    if isinstance(given, str) and given:
+        return given
+    head, sep, suffix = name.rsplit("/", 1)[-1].rpartition("_")
+    return suffix if sep and head and suffix in UNIT_SUFFIXES else "1"
+
+
+def _set_units(ds: h5py.Dataset, name: str, attrs: Mapping[str, Any] | None) -> None:
+    """``unit``; a vector of named values (``names=[...]``) also gets ``units``, one per name."""
+    names = (attrs or {}).get("names")
+    if "unit" not in (attrs or {}) and isinstance(names, (list, tuple)) and names:
+        units = [unit_of(str(n)) for n in names]
+        ds.attrs["units"] = units
+        ds.attrs["unit"] = units[0] if len(set(units)) == 1 else "mixed (see units)"
+    else:
+        ds.attrs["unit"] = unit_of(name, attrs)
+
+
+def check_name(name: str) -> str:
+    """``name`` if every ``/``-separated part is a Python identifier; one-line ConfigError if not
+    (``eval/bias_A=0.00592`` cannot be an attribute, a column or a NeXus name)."""
+    if not isinstance(name, str) or not all(part.isidentifier() for part in name.split("/")):
+        raise ConfigError(
+            f"dataset name {name!r}: each /-separated part must be an identifier ({_IDENTIFIER_HELP}); "
+            "put values such as conditions in attributes or an index"
+        )
+    return name
 
 
 class RunFileWriter:
@@ -248,6 +288,8 @@ class RunFileWriter:
             )
             for name, value in (attrs or {}).items():
                 ds.attrs[name] = _attr(value)
+            if rows.dtype.kind != "S":
+                _set_units(ds, key, attrs)
             self._rows[key] = int(rows.shape[0])
             self._layout[key] = (rows.shape[1:], ds.dtype)
             return int(rows.shape[0])
@@ -278,6 +320,8 @@ class RunFileWriter:
         ds = self.file.create_dataset(name, data=arr, compression="gzip" if arr.size > 4096 else None)
         for key, value in (doc.get("attrs") or {}).items():
             ds.attrs[key] = _attr(value)
+        if arr.dtype.kind != "S":
+            _set_units(ds, name, doc.get("attrs"))
 
     def _on_result(self, doc: ResultDoc) -> None:
         self.results.update(to_jsonable(doc.get("values", {})))
@@ -372,7 +416,17 @@ def _finite(data: Any, name: str) -> np.ndarray:
     return arr
 
 
-__all__ = ["RunFileWriter", "RUN_FILE", "JOURNAL_FILE", "Recovery", "recover", "read_outcome"]
+__all__ = [
+    "RunFileWriter",
+    "check_name",
+    "unit_of",
+    "UNIT_SUFFIXES",
+    "RUN_FILE",
+    "JOURNAL_FILE",
+    "Recovery",
+    "recover",
+    "read_outcome",
+]
 
 
 def _write_rows(ds: h5py.Dataset, dtype: np.dtype, start: int, rows: np.ndarray) -> None:

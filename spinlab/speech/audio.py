@@ -102,8 +102,8 @@ def list_fsdd(directory: str | Path) -> list[Utterance]:
     root = Path(directory).expanduser()
     if not root.is_dir():
         raise DatasetError(
-            f"FSDD directory {str(root)!r} does not exist; run `spinlab data fetch fsdd` "
-            "or pass --data pointing at the folder of .wav recordings"
+            f"FSDD directory {str(root)!r} does not exist; name the folder of its .wav recordings "
+            f"instead, or leave it out to use ${FSDD_ENV} or the `spinlab data fetch fsdd` copy"
         )
     if not any(root.glob("*.wav")) and (root / "recordings").is_dir():
         root = root / "recordings"
@@ -277,13 +277,15 @@ def default_cache_dir() -> Path:
 FSDD_ENV = "SPINLAB_FSDD"
 
 
-def find_fsdd(directory: str | Path | None = None) -> Path:
-    """The folder of FSDD recordings to use: ``directory`` (``--data``) if given, else
-    ``$SPINLAB_FSDD`` if set, else the download cache of ``spinlab data fetch fsdd``. The one
-    chosen must hold FSDD recordings (names checked by :func:`list_fsdd`); a
-    :class:`DatasetError` says what to do otherwise."""
-    if directory is not None:
-        where, root, instead = "--data", Path(directory).expanduser(), "leave out --data"
+def find_fsdd(directory: str | Path | None = None, *, setting: str = "data_dir") -> Path:
+    """The folder of FSDD recordings to use: ``directory`` if given, else ``$SPINLAB_FSDD`` if
+    set, else the download cache of ``spinlab data fetch fsdd``: the one resolver of the command
+    line, the plans called from Python and the benchmarks. The one chosen must hold FSDD
+    recordings (names checked by :func:`list_fsdd`); a :class:`DatasetError` says what to do
+    otherwise, naming the caller's ``setting`` (``data_dir`` in Python, ``--data`` on the
+    command line)."""
+    if directory:
+        where, root, instead = setting, Path(directory).expanduser(), f"leave out {setting}"
     elif os.environ.get(FSDD_ENV):
         where, root, instead = FSDD_ENV, Path(os.environ[FSDD_ENV]).expanduser(), f"unset {FSDD_ENV}"
     else:
@@ -291,8 +293,7 @@ def find_fsdd(directory: str | Path | None = None) -> Path:
         if not any(root.glob("*.wav")):
             raise DatasetError(
                 f"no FSDD recordings found: run `spinlab data fetch fsdd` once (downloads them "
-                f"into {root}), or pass --data DIR or set {FSDD_ENV}=DIR to a folder of FSDD "
-                ".wav recordings"
+                f"into {root}), or set {setting} or {FSDD_ENV} to a folder of FSDD .wav recordings"
             )
         where = instead = ""
     if not any(root.glob("*.wav")) and (root / "recordings").is_dir():
