@@ -6,6 +6,7 @@ takes the field as a condition and is scored at fields it was not trained at."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import h5py
@@ -16,6 +17,7 @@ from typer.testing import CliRunner
 from spinlab import Waveform, open_device
 from spinlab.cli import app
 from spinlab.engine import RunEngine
+from spinlab.instruments.station import STATIONS_DIR
 from spinlab.protocols import characterize, demo
 from spinlab.speech.readout import load_readout
 from spinlab.sweeps import SweepSpec, run_sweep
@@ -57,6 +59,16 @@ def test_characterize_at_a_field_finds_the_threshold_of_that_field_and_records_i
     assert "field not set" in characterize.report({**summary, "field_T": None})
 
 
+def no_magnet_bench(directory: Path) -> str:
+    """The built-in emulated station without its magnet and gaussmeter (a lab with no field control)."""
+    text = (STATIONS_DIR / "emulated.toml").read_text()
+    text = re.sub(r"\n(magnet|gaussmeter) = [^\n]*", "", text)
+    text = re.sub(r"\n\[magnet\]\n.*?\n(?=\[)", "\n", text, flags=re.S)
+    path = directory / "no-magnet.toml"
+    path.write_text(text)
+    return f"bench:{path}"
+
+
 @pytest.mark.parametrize(
     "args",
     [
@@ -70,9 +82,8 @@ def test_characterize_at_a_field_finds_the_threshold_of_that_field_and_records_i
 def test_a_field_on_a_bench_without_a_magnet_is_one_line_before_anything_is_driven(tmp_path, args):
     if "spoken-digits" in args and not FSDD.is_dir():
         pytest.skip("FSDD not present")
-    result = runner.invoke(
-        app, [*args, "--device", "bench:emulated", "--field-T", "0.3", "--runs-dir", str(tmp_path)]
-    )
+    bench = no_magnet_bench(tmp_path)
+    result = runner.invoke(app, [*args, "--device", bench, "--field-T", "0.3", "--runs-dir", str(tmp_path)])
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert result.output.count("\n") == 1, result.output
     assert "has no condition(s) ['field_T']" in result.output and "no field control" in result.output
@@ -224,16 +235,18 @@ def test_a_tiny_demo_at_a_field_runs_every_stage_there_and_its_report_names_it(t
     assert summary["field_T"] == 0.3
     assert summary["threshold_A"] == pytest.approx(vortex_threshold_A(0.3), rel=0.03)
     assert "(1.2 x threshold), field 0.3 T" in demo.report(summary).splitlines()[0]
-    model, meta = load_twin(summary["twin"])
+    model, meta = load_twin(result.path / summary["twin"])  # paths inside a run are relative to it
     assert model.arch.condition_names == ("bias_A", "field_T") and meta.condition_ranges["field_T"] == [
         0.3,
         0.3,
     ]
-    assert load_readout(summary["readout"]).conditions["field_T"] == 0.3
+    assert load_readout(result.path / summary["readout"]).conditions["field_T"] == 0.3
 
 
 def test_a_bench_without_a_magnet_reports_no_field_control(tmp_path):
-    summary = cli_json("characterize", "--device", "bench:emulated", "--runs-dir", str(tmp_path), *QUICK)
+    summary = cli_json(
+        "characterize", "--device", no_magnet_bench(tmp_path), "--runs-dir", str(tmp_path), *QUICK
+    )
     assert summary["field_T"] is None and summary["field_control"] is False
     assert "no field control" in characterize.report(summary)
     assert characterize.field_text(summary) == "no field control"  # the demo's report says the same
