@@ -96,11 +96,16 @@ def describe_accuracy(stats: dict[str, Any]) -> str:
 
 
 def describe_comparison(name: str, comparison: dict[str, Any]) -> str:
-    """``vs drive only: +1.0 points [-0.8, 2.9], McNemar p = 0.63, not significant``."""
+    """``vs drive only: +1.0 points [-0.8, +2.9], McNemar p = 0.63, not significant``."""
+    return f"vs {name}: {describe_difference(comparison)}"
+
+
+def describe_difference(comparison: dict[str, Any]) -> str:
+    """``+1.0 points [-0.8, +2.9], McNemar p = 0.63, not significant``."""
     low, high = comparison["ci95"]
     verdict = "significant" if comparison["significant"] else "not significant"
     return (
-        f"vs {name}: {100 * comparison['difference']:+.1f} points [{100 * low:+.1f}, {100 * high:+.1f}], "
+        f"{100 * comparison['difference']:+.1f} points [{100 * low:+.1f}, {100 * high:+.1f}], "
         f"McNemar p = {comparison['mcnemar_p']:.2g}, {verdict}"
     )
 
@@ -118,6 +123,7 @@ __all__ = [
     "compare",
     "describe_accuracy",
     "describe_comparison",
+    "describe_difference",
     "mcnemar_p",
     "paired_difference_interval",
     "wilson_interval",
