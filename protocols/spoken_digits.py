@@ -40,6 +40,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from matplotlib.figure import Figure
 from pydantic import Field, model_validator
+from threadpoolctl import threadpool_limits
 
 from spinlab.analysis import statistics
 from spinlab.analysis.reference import pooled_reference
@@ -234,6 +235,17 @@ def _features_by_name(
 
 
 # --- the device part ----------------------------------------------------------------------
+#: Fewest drive samples per device call: the simulators' throughput is flat above ~2 M (measured
+#: on sim:vortex: 1.2 M samples/s at both 1.9 M and 7.7 M per call).
+MIN_BATCH_SAMPLES = 2_000_000
+
+
+def device_batch_samples(lengths: Sequence[int], config: SpokenDigitsConfig) -> int:
+    """Drive samples per device call: about a twentieth of the whole drive, so the device phase
+    reports progress every ~5 % (one call is one step), within ``config.max_batch_samples``."""
+    return min(config.max_batch_samples, max(MIN_BATCH_SAMPLES, sum(lengths) // 20))
+
+
 def measure_states(
     ctx: RunContext, encoder: Encoder, features: Sequence[np.ndarray], config: SpokenDigitsConfig
 ) -> list[np.ndarray]:
@@ -251,7 +263,7 @@ def measure_states(
     done = 0
     total = len(features)
     name = "device_states/pooled" if config.segments else "device_states/frames"
-    for b, batch_idx in enumerate(length_batches(lengths, config.max_batch_samples)):
+    for b, batch_idx in enumerate(length_batches(lengths, device_batch_samples(lengths, config))):
 
         def drive_batch(device: Device, batch_idx: np.ndarray = batch_idx) -> dict[str, np.ndarray]:
             rows = device_states(
@@ -290,14 +302,17 @@ def baseline_inputs(
     masked, drive = [], []
     clipped = total = 0
     step = max(1, len(features) // 20)
-    for i, f in enumerate(features):
-        m = encoder.masked(f)
-        clipped += int(np.count_nonzero(np.abs(m) >= encoder.scale))
-        total += m.size
-        masked.append(pool_states(m, segments))
-        drive.append(pool_states(np.clip(m / encoder.scale, -1.0, 1.0), segments))
-        if progress is not None and ((i + 1) % step == 0 or i + 1 == len(features)):
-            progress(i + 1, len(features))
+    # one BLAS thread: these products are small, and threads made them 50 ms each instead of
+    # 0.1 ms on a busy 2-core machine (measured)
+    with threadpool_limits(1, user_api="blas"):
+        for i, f in enumerate(features):
+            m = encoder.masked(f)
+            clipped += int(np.count_nonzero(np.abs(m) >= encoder.scale))
+            total += m.size
+            masked.append(pool_states(m, segments))
+            drive.append(pool_states(np.clip(m / encoder.scale, -1.0, 1.0), segments))
+            if progress is not None and ((i + 1) % step == 0 or i + 1 == len(features)):
+                progress(i + 1, len(features))
     return masked, drive, clipped / total
 
 

@@ -100,3 +100,29 @@ def test_plain_lines_come_at_stage_edges_and_every_ten_percent_or_five_seconds()
     readout = [line for line in lines if "readout:" in line]
     assert [r.split("readout: ")[1] for r in readout] == ["1/1000 (0 %)", "3/1000 (0 %)"]
     assert ProgressDisplay(io.StringIO(), plain=False)._plain is False
+
+
+def test_the_demo_report_gives_every_accuracy_its_interval_and_the_drive_only_baseline():
+    from test_new_user import REPORT
+
+    from spinlab.protocols import demo
+
+    same = {"difference": 0.0125, "ci95": [-0.03, 0.07], "mcnemar_p": 1.0, "significant": False}
+    r = {
+        **REPORT,
+        "bench_accuracy": 1.0,
+        "bench_accuracy_ci95": [0.954, 1.0],
+        "twin_accuracy": 1.0,
+        "twin_accuracy_ci95": [0.954, 1.0],
+        "baseline_accuracy": 0.9875,
+        "baseline_accuracy_ci95": [0.933, 0.998],
+        "drive_baseline_accuracy": 1.0,
+        "drive_baseline_accuracy_ci95": [0.954, 1.0],
+        "mfcc_reference_accuracy_ci95": [0.7, 0.87],
+        "bench_comparisons": {"no_device": same, "drive_only": same, "pooled_mfcc": same},
+    }
+    text = demo.report(r)
+    assert "bench 100.0 % [95.4, 100.0] of 80   twin 100.0 % [95.4, 100.0] of 80" in text
+    assert "drive only (node drive as sent, clipped): 100.0 % [95.4, 100.0] of 80; bench +1.2 points" in text
+    assert "no device (masked features, linear): 98.8 % [93.3, 99.8] of 80" in text
+    assert "not significant" in text and "stopped on its step cap" in text

@@ -76,3 +76,50 @@ def test_bad_input_is_one_clear_line():
         compare([True, False], [True])
     with pytest.raises(ConfigError, match="successes"):
         wilson_interval(3, 2)
+
+
+def test_sweep_summary_puts_the_spread_over_seeds_beside_each_point(tmp_path):
+    import csv
+
+    import h5py
+
+    from spinlab.sweeps import summary
+
+    def row(index, value, seed, accuracy, status="completed"):
+        return {
+            "index": index,
+            "key": f"k{index}",
+            "seed": seed,
+            "status": status,
+            "values": {"bias_A": value},
+            "config": {},
+            "address": "sim:vortex",
+            "error": "",
+            "run": "",
+            "worker": "",
+            "started": None,
+            "stopped": None,
+            "duration_s": None,
+            "attempts": 1,
+            "results": {"accuracy": accuracy, "device": "sim:vortex"},
+        }
+
+    table = [
+        row(0, 5e-3, 0, 0.90),
+        row(1, 5e-3, 1, 0.94),
+        row(2, 6e-3, 0, 0.97),
+        row(3, 6e-3, 1, 0.0, "failed"),
+    ]
+    h5, path = summary.write(tmp_path, table, {"plan": "spoken-digits"})
+    with open(path) as fh:
+        rows = list(csv.DictReader(fh))
+    head = list(rows[0])
+    assert head.index("accuracy.seeds_mean") == head.index("accuracy") + 1
+    assert float(rows[0]["accuracy.seeds_mean"]) == pytest.approx(0.92)
+    assert float(rows[1]["accuracy.seeds_std"]) == pytest.approx(np.std([0.90, 0.94], ddof=1))
+    assert rows[2]["seeds"] == "1" and rows[2]["accuracy.seeds_std"] == ""  # one seed finished: no spread
+    with h5py.File(h5) as f:
+        np.testing.assert_allclose(f["spread/accuracy_mean"][:2], 0.92)
+        assert list(f["spread/seeds"][:]) == [2, 2, 1, 1]
+    single = [row(0, 5e-3, 0, 0.9), row(1, 6e-3, 0, 0.95)]
+    assert summary.seed_spread(single, [summary.flatten(r["results"]) for r in single]) == [{}, {}]
