@@ -29,6 +29,7 @@ import torch
 from pydantic import Field, model_validator
 from threadpoolctl import threadpool_limits
 
+from spinlab.analysis import statistics
 from spinlab.config import Config, Positive, PositiveInt
 from spinlab.engine import Plan, RunContext, RunResult
 from spinlab.engine.plan import command, make_config
@@ -223,9 +224,12 @@ def _stages(ctx: RunContext, config: DemoConfig) -> dict[str, Any]:
         "twin_stop_reason": trained["stop_reason"],
         "twin_target_nrmse": config.twin_target_nrmse,
         "bench_accuracy": on_bench["accuracy"],
+        "bench_accuracy_ci95": on_bench["accuracy_ci95"],
         "twin_accuracy": on_twin["accuracy"],
-        "baseline_accuracy": on_bench["baseline_accuracy"],
-        "mfcc_reference_accuracy": on_bench["mfcc_reference_accuracy"],
+        "twin_accuracy_ci95": on_twin["accuracy_ci95"],
+        **{k: on_bench[k] for key, _ in spoken_digits.BASELINES.values() for k in (key, f"{key}_ci95")},
+        "bench_comparisons": on_bench["comparisons"],
+        "twin_comparisons": on_twin["comparisons"],
         "n_train": on_bench["n_train"],
         "n_test": on_bench["n_test"],
         "bench_device_s": on_bench["device_s"],
@@ -280,6 +284,30 @@ def _stopped(r: Mapping[str, Any]) -> str:
     return f"stopped: {reason}" if reason else "stopped"
 
 
+def _accuracy_lines(r: Mapping[str, Any]) -> list[str]:
+    """The bench and the twin with their 95 % intervals, then each no-device baseline (of the
+    bench's run) with the bench against it, McNemar's test on the same utterances."""
+    n = r["n_test"]
+    if "bench_comparisons" not in r:  # a report from before the statistics: the numbers alone
+        return [
+            f"  bench {100 * r['bench_accuracy']:.1f} %   twin {100 * r['twin_accuracy']:.1f} %   "
+            f"no device {100 * r['baseline_accuracy']:.1f} %   "
+            f"pooled MFCC {100 * r['mfcc_reference_accuracy']:.1f} % (no intervals recorded)"
+        ]
+
+    def accuracy(key: str) -> str:
+        return statistics.describe_accuracy({"accuracy": r[key], "n_test": n, "ci95": r[f"{key}_ci95"]})
+
+    lines = [f"  bench {accuracy('bench_accuracy')}   twin {accuracy('twin_accuracy')}  (95 % intervals)"]
+    summary = {"n_test": n, "comparisons": r["bench_comparisons"]}
+    summary |= {
+        k: v for k, v in r.items() if k.startswith(("baseline_", "drive_baseline_", "mfcc_reference_"))
+    }
+    return lines + [
+        line.replace("; device ", "; bench ") for line in spoken_digits.statistics_lines(summary, "  ")
+    ]
+
+
 def report(r: Mapping[str, Any]) -> str:
     """The report a newcomer reads (``spinlab demo``)."""
     stages = ", ".join(f"{name} {_seconds(seconds)}" for name, seconds in r["stage_s"].items())
@@ -299,9 +327,7 @@ def report(r: Mapping[str, Any]) -> str:
             f"{r['twin_steps']} steps, {_stopped(r)}",
             f"spoken digits, {r['n_train']} training / {r['n_test']} test utterances "
             "(stratified by digit and speaker):",
-            f"  bench {100 * r['bench_accuracy']:.1f} %   twin {100 * r['twin_accuracy']:.1f} %   "
-            f"no device (masked features, linear) {100 * r['baseline_accuracy']:.1f} %   "
-            f"pooled MFCC {100 * r['mfcc_reference_accuracy']:.1f} %",
+            *_accuracy_lines(r),
             f"  device calls: bench {r['bench_device_s']:.1f} s, twin {r['twin_device_s']:.1f} s "
             f"(twin {r['speed_ratio']:.2g}x the bench's speed{_AGAINST.get(kind, '')})",
             f"stages: {stages}; total {r['wall_s'] / 60:.1f} min",

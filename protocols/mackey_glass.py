@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-import scipy.linalg
 from matplotlib.figure import Figure
 from pydantic import Field, model_validator
 
 from spinlab.analysis.metrics import nrmse
+from spinlab.analysis.ridge import ridge_weights
 from spinlab.config import Config, NonNegativeInt, Positive, PositiveInt
 from spinlab.device import Device
 from spinlab.engine import Plan, RunContext
@@ -288,16 +288,6 @@ def _standardise(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     return [np.hstack([(x - mean) / std, np.ones((len(x), 1))]) for x in (train, *others)]
 
 
-def _ridge(design: np.ndarray, targets: np.ndarray, alphas: tuple[float, ...]) -> list[np.ndarray]:
-    """Weights (one column per target) for each penalty, relative to the mean eigenvalue of the
-    Gram matrix: one eigendecomposition serves every penalty and target (and, unlike a
-    Cholesky solve, stays quiet at the tiny penalties CV picks for a noise-free twin)."""
-    gram = design.T @ design
-    eigenvalues, vectors = scipy.linalg.eigh(gram)
-    scale, projected = float(np.trace(gram)) / gram.shape[0], vectors.T @ (design.T @ targets)
-    return [vectors @ (projected / (np.maximum(eigenvalues, 0.0) + a * scale)[:, None]) for a in alphas]
-
-
 def choose_alphas(
     states: np.ndarray, targets: np.ndarray, alphas: tuple[float, ...], folds: int
 ) -> np.ndarray:
@@ -311,7 +301,7 @@ def choose_alphas(
         keep = np.ones(len(states), bool)
         keep[held] = False
         fit, test = _standardise(states[keep], states[held])
-        for i, w in enumerate(_ridge(fit, targets[keep], alphas)):
+        for i, w in enumerate(ridge_weights(fit, targets[keep], alphas)):
             errors[i] += np.sum((test @ w - targets[held]) ** 2, axis=0)
     return np.asarray(alphas, dtype=np.float64)[np.argmin(errors, axis=0)]
 
@@ -336,7 +326,7 @@ def horizon_curve(
     chosen = choose_alphas(states[start:split], targets, config.alphas, config.cv_folds)
     fit, test = _standardise(states[start:split], states[split:])
     penalties = tuple(float(a) for a in np.unique(chosen))
-    weights = dict(zip(penalties, _ridge(fit, targets, penalties)))
+    weights = dict(zip(penalties, ridge_weights(fit, targets, penalties)))
     curve = np.array(
         [
             nrmse(

@@ -40,7 +40,9 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from matplotlib.figure import Figure
 from pydantic import Field, model_validator
+from threadpoolctl import threadpool_limits
 
+from spinlab.analysis import statistics
 from spinlab.analysis.reference import pooled_reference
 from spinlab.analysis.ridge import RidgeReadout, fit_cv
 from spinlab.config import Config, NonNegative, NonNegativeInt, Positive, PositiveInt
@@ -242,6 +244,17 @@ def _features_by_name(
 
 
 # --- the device part ----------------------------------------------------------------------
+#: Fewest drive samples per device call: the simulators' throughput is flat above ~2 M (measured
+#: on sim:vortex: 1.2 M samples/s at both 1.9 M and 7.7 M per call).
+MIN_BATCH_SAMPLES = 2_000_000
+
+
+def device_batch_samples(lengths: Sequence[int], config: SpokenDigitsConfig) -> int:
+    """Drive samples per device call: about a twentieth of the whole drive, so the device phase
+    reports progress every ~5 % (one call is one step), within ``config.max_batch_samples``."""
+    return min(config.max_batch_samples, max(MIN_BATCH_SAMPLES, sum(lengths) // 20))
+
+
 def measure_states(
     ctx: RunContext, encoder: Encoder, features: Sequence[np.ndarray], config: SpokenDigitsConfig
 ) -> list[np.ndarray]:
@@ -259,7 +272,7 @@ def measure_states(
     done = 0
     total = len(features)
     name = "device_states/pooled" if config.segments else "device_states/frames"
-    for b, batch_idx in enumerate(length_batches(lengths, config.max_batch_samples)):
+    for b, batch_idx in enumerate(length_batches(lengths, device_batch_samples(lengths, config))):
 
         def drive_batch(device: Device, batch_idx: np.ndarray = batch_idx) -> dict[str, np.ndarray]:
             rows = device_states(
@@ -291,6 +304,33 @@ def measure_states(
     return states  # type: ignore[return-value]
 
 
+def baseline_inputs(
+    encoder: Encoder,
+    features: Sequence[np.ndarray],
+    segments: int,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[list[np.ndarray], list[np.ndarray], float]:
+    """Readout inputs with the device removed, from one pass over the features (no copy of the
+    masked features of a whole data set): the masked features (linear, as in Torrejon et al.), the
+    node drive values exactly as sent (clipping at +-amplitude included, itself a nonlinearity),
+    and the fraction of node inputs clipped."""
+    masked, drive = [], []
+    clipped = total = 0
+    step = max(1, len(features) // 20)
+    # one BLAS thread: these products are small, and threads made them 50 ms each instead of
+    # 0.1 ms on a busy 2-core machine (measured)
+    with threadpool_limits(1, user_api="blas"):
+        for i, f in enumerate(features):
+            m = encoder.masked(f)
+            clipped += int(np.count_nonzero(np.abs(m) >= encoder.scale))
+            total += m.size
+            masked.append(pool_states(m, segments))
+            drive.append(pool_states(np.clip(m / encoder.scale, -1.0, 1.0), segments))
+            if progress is not None and ((i + 1) % step == 0 or i + 1 == len(features)):
+                progress(i + 1, len(features))
+    return masked, drive, clipped / total
+
+
 # --- readout and scoring ------------------------------------------------------------------
 @dataclass
 class Evaluation:
@@ -309,9 +349,11 @@ def evaluate(
     test_states: Sequence[np.ndarray],
     test_labels: np.ndarray,
     alphas: Sequence[float],
+    progress: Callable[[int, int], None] | None = None,
 ) -> Evaluation:
-    """Choose alpha by CV on the training set, fit on all of it, score the test set."""
-    readout, scores = fit_cv(train_states, train_labels, groups, alphas, N_CLASSES)
+    """Choose alpha by CV on the training set, fit on all of it, score the test set
+    (``progress(done, total)`` after each fold)."""
+    readout, scores = fit_cv(train_states, train_labels, groups, alphas, N_CLASSES, progress)
     alpha = readout.alpha
     predictions = readout.predict(test_states)
     return Evaluation(
@@ -322,6 +364,49 @@ def evaluate(
         predictions,
         readout,
     )
+
+
+#: The baselines every report sets beside the device, by summary key (``comparisons``).
+BASELINES = {
+    "no_device": ("baseline_accuracy", "no device (masked features, linear)"),
+    "drive_only": ("drive_baseline_accuracy", "drive only (node drive as sent, clipped)"),
+    "pooled_mfcc": ("mfcc_reference_accuracy", "pooled MFCC (no device)"),
+}
+
+
+def accuracy_statistics(
+    labels: np.ndarray, predictions: np.ndarray, baselines: Mapping[str, np.ndarray]
+) -> dict[str, Any]:
+    """Summary fields that say how sure the accuracies are: each one's 95 % Wilson interval
+    (``<key>_ci95``), and the device against each baseline on the same test utterances
+    (``comparisons``: the difference with its interval, McNemar's exact p-value)."""
+    correct = predictions == labels
+    fields: dict[str, Any] = {"accuracy_ci95": statistics.accuracy(correct)["ci95"]}
+    comparisons = {}
+    for name, baseline in baselines.items():
+        fields[f"{BASELINES[name][0]}_ci95"] = statistics.accuracy(baseline == labels)["ci95"]
+        comparisons[name] = statistics.compare(correct, baseline == labels)
+    fields["comparisons"] = comparisons
+    return fields
+
+
+def statistics_lines(summary: Mapping[str, Any], indent: str = "") -> list[str]:
+    """Each baseline with its interval and the device against it, in words (report text)."""
+    n = summary["n_test"]
+    lines = []
+    for name, (key, label) in BASELINES.items():
+        if key not in summary:
+            continue
+        accuracy = {"accuracy": summary[key], "n_test": n, "ci95": summary[f"{key}_ci95"]}
+        comparison = summary["comparisons"][name]
+        lines.append(
+            f"{indent}{label}: {statistics.describe_accuracy(accuracy)}; "
+            f"device {statistics.describe_difference(comparison)}"
+        )
+    gains = [c for c in summary["comparisons"].values() if c["difference"] > 0]
+    if not any(c["significant"] for c in gains):
+        lines.append(f"{indent}the device's gain over the baselines is not significant at this test size")
+    return lines
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, n_classes: int = N_CLASSES) -> np.ndarray:
@@ -379,9 +464,21 @@ def run(ctx: RunContext, config: SpokenDigitsConfig) -> dict[str, Any]:
 
     feature_config = FeatureConfig(kind=config.feature_kind)
     utterances = train + test
-    raw = _features_by_name(
-        utterances, feature_config, config, lambda d, t: ctx.progress(d, t, stage="features")
-    )
+
+    def phase(stage: str) -> Callable[[int, int], None]:
+        """Progress of one named phase: its first and last step, every 10 %, and at least every
+        5 s (so the count of checkpoints does not hang on the machine's speed)."""
+        last = [-1.0, -1]
+
+        def report(done: int, total: int) -> None:
+            now, tenth = time.perf_counter(), 10 * done // max(total, 1)
+            if done in (1, total) or tenth > last[1] or now - last[0] >= 5.0:
+                last[:] = [now, tenth]
+                ctx.progress(done, total, stage=stage)
+
+        return report
+
+    raw = _features_by_name(utterances, feature_config, config, phase("features"))
     normalizer = ChannelNormalizer().fit(raw[: len(train)])
     features = [normalizer.transform(f) for f in raw]
     # augmented copies join the training set only (and its CV group, so a fold never holds a
@@ -389,8 +486,13 @@ def run(ctx: RunContext, config: SpokenDigitsConfig) -> dict[str, Any]:
     augmented = [
         normalizer.transform(f)
         for speed in config.augment_speeds
-        for f in _features_by_name(train, feature_config, config, speed=speed, also=test)
+        for f in _features_by_name(
+            train, feature_config, config, phase(f"features x{speed:g}"), speed=speed, also=test
+        )
     ]
+    mfcc = utterance_features(
+        utterances, FeatureConfig(kind="mfcc"), config.feature_cache_dir, progress=phase("features mfcc")
+    )
 
     amplitude_V = config.drive_fraction * device.limits.max_drive_V
     encoder = Encoder(
@@ -412,19 +514,26 @@ def run(ctx: RunContext, config: SpokenDigitsConfig) -> dict[str, Any]:
     y_fit = np.tile([u.digit for u in train], copies)
     y_test = np.array([u.digit for u in test])
     groups = np.tile(cv_groups(train, config), copies)
-    result = evaluate(states[:n_fit], y_fit, groups, states[n_fit:], y_test, config.alphas)
-    # Baselines with the device removed. "baseline": the masked features straight into the
-    # readout (linear, as in Torrejon et al.). "drive_baseline": the node drive values exactly as
-    # sent (including the clipping at +-amplitude, itself a nonlinearity), so the difference to
-    # the device result is what the device adds beyond the encoding.
-    masked = [encoder.masked(f) for f in all_features]
-    clipped = float(np.mean(np.concatenate([np.abs(m.ravel()) >= encoder.scale for m in masked])))
-    pooled = lambda xs: [pool_states(x, config.segments) for x in xs]  # noqa: E731
-    baseline = evaluate(pooled(masked[:n_fit]), y_fit, groups, pooled(masked[n_fit:]), y_test, config.alphas)
-    node_inputs = pooled(np.clip(m / encoder.scale, -1.0, 1.0) for m in masked)
-    drive_baseline = evaluate(node_inputs[:n_fit], y_fit, groups, node_inputs[n_fit:], y_test, config.alphas)
-    # "what a user would pick instead": pooled MFCCs, linear, same grouped CV, no device
-    mfcc = utterance_features(list(train) + list(test), FeatureConfig(kind="mfcc"), config.feature_cache_dir)
+    result = evaluate(states[:n_fit], y_fit, groups, states[n_fit:], y_test, config.alphas, phase("readout"))
+    # Baselines with the device removed, the same readout and CV: the masked features, the drive
+    # as sent (the difference to the device result is what the device adds beyond the encoding),
+    # and pooled MFCCs ("what a user would pick instead")
+    masked, node_inputs, clipped = baseline_inputs(
+        encoder, all_features, config.segments, phase("baseline inputs")
+    )
+    baseline = evaluate(
+        masked[:n_fit], y_fit, groups, masked[n_fit:], y_test, config.alphas, phase("baseline: no device")
+    )
+    drive_baseline = evaluate(
+        node_inputs[:n_fit],
+        y_fit,
+        groups,
+        node_inputs[n_fit:],
+        y_test,
+        config.alphas,
+        phase("baseline: drive only"),
+    )
+    ctx.progress(0, 1, stage="baseline: pooled MFCC")
     mfcc_predictions = pooled_reference(
         mfcc[: len(train)],
         np.array([u.digit for u in train]),
@@ -432,7 +541,17 @@ def run(ctx: RunContext, config: SpokenDigitsConfig) -> dict[str, Any]:
         cv_groups(train, config),
         config.alphas,
     )
-    mfcc_accuracy = float(np.mean(mfcc_predictions == np.array([u.digit for u in test])))
+    ctx.progress(1, 1, stage="baseline: pooled MFCC")
+    mfcc_accuracy = float(np.mean(mfcc_predictions == y_test))
+    statistics = accuracy_statistics(
+        y_test,
+        result.predictions,
+        {
+            "no_device": baseline.predictions,
+            "drive_only": drive_baseline.predictions,
+            "pooled_mfcc": mfcc_predictions,
+        },
+    )
 
     matrix = confusion_matrix(y_test, result.predictions)
     wall_s = time.perf_counter() - t_start
@@ -443,6 +562,7 @@ def run(ctx: RunContext, config: SpokenDigitsConfig) -> dict[str, Any]:
         "baseline_frame_accuracy": baseline.frame_accuracy,
         "drive_baseline_accuracy": drive_baseline.accuracy,
         "mfcc_reference_accuracy": mfcc_accuracy,
+        **statistics,
         "clipped_fraction": clipped,
         "per_speaker": per_speaker_accuracy(test, result.predictions),
         "n_train": len(train),
@@ -500,6 +620,7 @@ def run(ctx: RunContext, config: SpokenDigitsConfig) -> dict[str, Any]:
         result,
         baseline,
         drive_baseline,
+        mfcc_predictions,
         matrix,
         summary,
     )
@@ -517,6 +638,7 @@ def _record(
     result: Evaluation,
     baseline: Evaluation,
     drive_baseline: Evaluation,
+    mfcc_predictions: np.ndarray,
     matrix: np.ndarray,
     summary: dict,
 ) -> None:
@@ -548,6 +670,7 @@ def _record(
     ctx.save("predictions", result.predictions)
     ctx.save("baseline_predictions", baseline.predictions)
     ctx.save("drive_baseline_predictions", drive_baseline.predictions)
+    ctx.save("mfcc_reference_predictions", mfcc_predictions)
     ctx.save("confusion", matrix)
     ctx.save("cv_scores", np.array([[a, s] for a, s in result.cv_scores.items()]))
     ctx.result(**summary)
@@ -555,14 +678,14 @@ def _record(
 
 def report(summary: Mapping[str, Any]) -> str:
     """What ``spinlab run spoken-digits`` prints."""
+    device = {"accuracy": summary["accuracy"], "n_test": summary["n_test"], "ci95": summary["accuracy_ci95"]}
     lines = [
-        f"accuracy {100 * summary['accuracy']:.1f} % "
-        f"(frame vote {100 * summary['frame_accuracy']:.1f} %), "
-        f"no-device baseline {100 * summary['baseline_accuracy']:.1f} %, {summary['n_train']} train / "
-        f"{summary['n_test']} test, {summary['wall_s']:.1f} s"
+        f"accuracy {statistics.describe_accuracy(device)} test utterances (95 % interval; "
+        f"frame vote {100 * summary['frame_accuracy']:.1f} %), {summary['n_train']} train, "
+        f"{summary['wall_s']:.1f} s ({summary['device_s']:.1f} s device)"
     ]
     lines += [f"  {speaker:<12} {100 * acc:5.1f} %" for speaker, acc in summary["per_speaker"].items()]
-    lines.append(f"pooled-MFCC reference (no device) {100 * summary['mfcc_reference_accuracy']:.1f} %")
+    lines += statistics_lines(summary)
     lines.append(f"run: {summary['run_dir']}")
     if summary.get("readout"):
         lines.append(

@@ -1,21 +1,40 @@
-"""The one progress display: a subscriber that shows ``progress`` documents as rich bars on
-stderr (one bar per stage), so stdout stays clean for ``--json``."""
+"""The one progress display: a subscriber that shows ``progress`` documents on stderr, so stdout
+stays clean for ``--json``. On a terminal: rich bars, one per stage (the phase named). Anywhere
+else (nohup, SLURM, a pipe) a redrawn line would arrive as one line at the end, so plain lines
+go out instead: a stage's first and last step, and between them every 10 % or 5 s."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
+
+#: Plain-line mode: a line at least every this many seconds, or this fraction of a stage.
+PLAIN_EVERY_S = 5.0
+PLAIN_EVERY_FRACTION = 0.1
 
 
 class ProgressDisplay:
-    """``ProgressDisplay()`` as a run subscriber; ``close()`` stops the live display."""
+    """``ProgressDisplay()`` as a run subscriber; ``close()`` stops the live display.
+    ``plain`` forces plain lines (True) or bars (False); default: bars only on a terminal."""
 
-    def __init__(self, file: Any = None, *, transient: bool = False) -> None:
+    def __init__(
+        self,
+        file: Any = None,
+        *,
+        transient: bool = False,
+        plain: bool | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._file = file if file is not None else sys.stderr
         self._transient = transient
+        self._plain = not _is_terminal(self._file) if plain is None else plain
+        self._clock = clock
         self._progress: Any = None  # a rich Progress once the first document arrives
         self._tasks: dict[str, Any] = {}
+        self._lines: dict[str, tuple[float, float]] = {}  # stage -> (time, fraction) of its last line
+        self._started = clock()
 
     def _start(self) -> Any:
         if self._progress is None:
@@ -44,8 +63,11 @@ class ProgressDisplay:
 
     def __call__(self, name: str, doc: Mapping[str, Any]) -> None:
         if name == "progress":
-            progress = self._start()
             stage = str(doc.get("stage") or doc.get("kind") or "run")
+            if self._plain:
+                self._line(stage, doc)
+                return
+            progress = self._start()
             note = _note(doc)
             if stage not in self._tasks:
                 self._tasks[stage] = progress.add_task(stage, total=doc.get("total") or None, note=note)
@@ -55,10 +77,41 @@ class ProgressDisplay:
         elif name == "stop":
             self.close()
 
+    def _line(self, stage: str, doc: Mapping[str, Any]) -> None:
+        """One plain line when the stage starts or ends, or moved 10 % or 5 s since its last."""
+        done, total = int(doc.get("done", 0)), int(doc.get("total") or 0)
+        fraction = done / total if total > 0 else 0.0
+        now = self._clock()
+        last = self._lines.get(stage)
+        due = (
+            last is None
+            or (total > 0 and done >= total and last[1] < 1.0)
+            or fraction - last[1] >= PLAIN_EVERY_FRACTION
+            or now - last[0] >= PLAIN_EVERY_S
+        )
+        if not due:
+            return
+        self._lines[stage] = (now, fraction)
+        count = f"{done}/{total} ({100 * fraction:.0f} %)" if total > 0 else f"{done}"
+        note = _note(doc)
+        elapsed = now - self._started
+        print(
+            f"[{elapsed:7.1f} s] {stage}: {count}" + (f"  {note}" if note else ""),
+            file=self._file,
+            flush=True,
+        )
+
     def close(self) -> None:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+
+
+def _is_terminal(file: Any) -> bool:
+    try:
+        return bool(file.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed file
+        return False
 
 
 def _note(doc: Mapping[str, Any]) -> str:

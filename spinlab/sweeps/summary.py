@@ -11,7 +11,10 @@ has run.
 ``points/*`` one entry per point: ``index, key, seed, status, error, started, stopped``
 (unix s), ``duration_s, worker, run, config`` (JSON), ``results`` (JSON); ``values/NAME`` the
 swept values; ``results/NAME`` every scalar result (numbers as float64, NaN where missing;
-text as strings). ``sweep.csv``: the same columns, times in ISO 8601 UTC.
+text as strings); with several seeds per setting, ``spread/NAME_mean``, ``spread/NAME_std`` and
+``spread/seeds`` beside every point: each numeric result over the completed seeds of the
+point's setting, so no single seed's luck reads as an effect. ``sweep.csv``: the same columns
+(``NAME.seeds_mean``, ``NAME.seeds_std``, ``seeds``), times in ISO 8601 UTC.
 """
 
 from __future__ import annotations
@@ -95,12 +98,48 @@ def rows(
     return out
 
 
+def seed_spread(
+    table: Sequence[Mapping[str, Any]], flat: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """Per row: every numeric result's mean and standard deviation (ddof 1) over the completed
+    points of the same setting (values and address; only the seed differs), and their count.
+    Empty dicts when no setting has more than one seed."""
+    groups: dict[str, list[int]] = {}
+    for i, r in enumerate(table):
+        key = json.dumps([to_jsonable(r["values"]), r["address"]], sort_keys=True)
+        groups.setdefault(key, []).append(i)
+    if all(len(members) < 2 for members in groups.values()):
+        return [{} for _ in table]
+    spread: list[dict[str, Any]] = [{} for _ in table]
+    for members in groups.values():
+        done = [i for i in members if table[i]["status"] == "completed"]
+        fields: dict[str, Any] = {"seeds": len(done)}
+        for name in dict.fromkeys(n for i in done for n in flat[i]):
+            values = [flat[i].get(name) for i in done]
+            if values and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+                fields[f"{name}.seeds_mean"] = float(np.mean(values))
+                fields[f"{name}.seeds_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
+        for i in members:
+            spread[i] = fields
+    return spread
+
+
 def write(out: Path, table: Sequence[Mapping[str, Any]], attrs: Mapping[str, Any]) -> tuple[Path, Path]:
     """Write ``sweep.h5`` and ``sweep.csv`` (each atomically); returns their paths."""
     out = Path(out)
     names = list(dict.fromkeys(n for r in table for n in r["values"]))
     flat = [flatten(r["results"]) for r in table]
     metrics = list(dict.fromkeys(n for f in flat for n in f))
+    spread = seed_spread(table, flat)
+    if any(spread):  # beside each metric, its spread over seeds
+        spread_names = list(dict.fromkeys(n for s in spread for n in s))
+        flat = [{**f, **s} for f, s in zip(flat, spread)]
+        metrics = [
+            n
+            for m in metrics
+            for n in (m, f"{m}.seeds_mean", f"{m}.seeds_std")
+            if n in spread_names or n == m
+        ] + ["seeds"]
     h5 = _atomic(out / SUMMARY_H5, lambda tmp: _write_h5(tmp, table, flat, names, metrics, attrs))
     csv_path = _atomic(out / SUMMARY_CSV, lambda tmp: _write_csv(tmp, table, flat, names, metrics))
     return h5, csv_path
@@ -155,8 +194,14 @@ def _write_h5(
         for name in names:
             values[name] = _column([r["values"].get(name) for r in table])
         results = f.create_group("results")
+        spread = None
         for name in metrics:
-            results[name.replace("/", "_")] = _column([fl.get(name) for fl in flat])
+            column = _column([fl.get(name) for fl in flat])
+            if name == "seeds" or name.endswith((".seeds_mean", ".seeds_std")):
+                spread = spread or f.create_group("spread")
+                spread[name.replace("/", "_").replace(".seeds_", "_")] = column
+            else:
+                results[name.replace("/", "_")] = column
 
 
 def _write_csv(
@@ -214,4 +259,14 @@ def _iso(t: float | None) -> str:
     return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
-__all__ = ["JOURNAL", "SUMMARY_H5", "SUMMARY_CSV", "STATUSES", "read_records", "flatten", "rows", "write"]
+__all__ = [
+    "JOURNAL",
+    "SUMMARY_H5",
+    "SUMMARY_CSV",
+    "STATUSES",
+    "read_records",
+    "flatten",
+    "rows",
+    "seed_spread",
+    "write",
+]
