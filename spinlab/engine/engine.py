@@ -50,6 +50,7 @@ from spinlab.engine.documents import (
     package_versions,
     to_jsonable,
 )
+from spinlab.engine.figures import FigureOptions
 from spinlab.engine.plan import Plan, plan_factory
 from spinlab.engine.plots import PlotWriter
 from spinlab.engine.rundir import (
@@ -502,17 +503,24 @@ class RunEngine:
         plans: PlanLookup | None = None,
         open_device: DeviceOpener | None = None,
         sync_interval_s: float | None = 1.0,
+        figures: FigureOptions | None = None,
     ) -> None:
         self.root = Path(root)
         self.plans: PlanLookup = plans or plan_factory
         self.open_device: DeviceOpener = open_device or _open_address
         #: how far apart the journal is synced to disk (see spinlab.engine.journal)
         self.sync_interval_s = sync_interval_s
+        #: the format and resolution of the runs' figures (recorded in each run file)
+        self.figures = figures or FigureOptions()
 
     def at(self, root: str | Path) -> RunEngine:
-        """This engine (same plans, device opener, sync interval) writing runs into ``root``."""
+        """This engine (same plans, device opener, sync interval, figures) writing runs into ``root``."""
         return RunEngine(
-            root, plans=self.plans, open_device=self.open_device, sync_interval_s=self.sync_interval_s
+            root,
+            plans=self.plans,
+            open_device=self.open_device,
+            sync_interval_s=self.sync_interval_s,
+            figures=self.figures,
         )
 
     def run(
@@ -650,7 +658,7 @@ class RunEngine:
                     guard=guard,
                     state=state,
                     replay=replay,
-                    subscribers=[*subscribers, PlotWriter(plan.plots, path)],
+                    subscribers=[*subscribers, PlotWriter(plan.plots, path, options=self.figures)],
                 )
                 # control-channel notices: never a checkpoint (the control channel itself sends them)
                 state._publish = lambda topic, payload: active.emit(
@@ -694,6 +702,7 @@ class RunEngine:
                     started=now(),
                     resumed=resumed,
                     nexus=dict(plan.nexus),
+                    figures=active.engine.figures.as_dict(),
                 ),
             )
             state.status = "running"
