@@ -46,6 +46,7 @@ from spinlab.analysis.ridge import RidgeReadout, fit_cv
 from spinlab.config import Config, NonNegative, NonNegativeInt, Positive, PositiveInt
 from spinlab.device import Device
 from spinlab.engine import Plan, RunContext
+from spinlab.engine.figures import device_name
 from spinlab.engine.plan import command, make_config
 from spinlab.errors import ConfigError
 from spinlab.protocols.acquire import require_conditions
@@ -333,8 +334,9 @@ def per_speaker_accuracy(test: Sequence[Utterance], predictions: np.ndarray) -> 
 
 
 def plot_confusion(datasets: Mapping[str, Any], results: Mapping[str, Any]) -> Figure:
+    """Confusion matrix, titled by the accuracy with its test count and the no-device baselines."""
     matrix = np.asarray(datasets["confusion"])
-    fig = Figure(figsize=(4.6, 4.0), dpi=120)
+    fig = Figure(figsize=(4.6, 4.3), dpi=120)
     ax = fig.subplots()
     im = ax.imshow(matrix, cmap="Blues")
     for (i, j), v in np.ndenumerate(matrix):
@@ -353,9 +355,10 @@ def plot_confusion(datasets: Mapping[str, Any], results: Mapping[str, Any]) -> F
     ax.set_xticks(range(matrix.shape[0]))
     ax.set_yticks(range(matrix.shape[0]))
     ax.set_title(
-        f"{results['device']}: {100 * results['accuracy']:.1f} %\n"
+        f"{device_name(results['device'])}: accuracy {100 * results['accuracy']:.1f} % "
+        f"of {int(matrix.sum())} test utterances\n"
         f"no device: linear {100 * results['baseline_accuracy']:.1f} %, "
-        f"drive {100 * results['drive_baseline_accuracy']:.1f} %",
+        f"drive only {100 * results['drive_baseline_accuracy']:.1f} %",
         fontsize=9,
     )
     fig.colorbar(im, ax=ax, fraction=0.046)

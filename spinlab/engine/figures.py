@@ -33,10 +33,14 @@ SYMBOLS: dict[str, tuple[str, str]] = {
     "amplitude_V": ("V_drive", "V"),
     "drive_V": ("V_drive", "V"),
     "frequency_Hz": ("f", "Hz"),
+    "threshold_A": ("I_th", "A"),
+    "relaxation_time_s": ("τ", "s"),
+    "gamma_G_per_s": ("Γ_G", "1/s"),
     "mz": ("m_z", ""),
     "mx": ("m_x", ""),
     "my": ("m_y", ""),
 }
+_TAG_PART = re.compile(r"([A-Za-z][A-Za-z0-9_]*?)=([^_]+)")
 _UNIT_SUFFIX = re.compile(r"_(A|V|s|Hz|T|W|Ohm)$")
 
 
@@ -82,15 +86,27 @@ def scaled(values: Any, unit: str) -> tuple[np.ndarray, str]:
     return np.asarray(values, dtype=float) * factor, shown
 
 
+def typeset(symbol: str) -> str:
+    """A symbol as typeset: ``V_drive`` -> :math:`V_\\mathrm{drive}`, ``m_z`` -> :math:`m_z`,
+    ``µ0H`` -> :math:`\\mu_0 H` (matplotlib's mathtext; plain words stay as they are)."""
+    if symbol == "µ0H":
+        return r"$\mu_0 H$"
+    stem, sep, sub = symbol.partition("_")
+    if not sep or not stem.isalpha() or len(stem) > 2 or not sub.isalnum():
+        return symbol  # a word (drive_fraction), not a symbol
+    return f"${stem}_{sub}$" if len(sub) == 1 else f"${stem}_\\mathrm{{{sub}}}$"
+
+
 def label(symbol: str, unit: str = "") -> str:
     """An axis label as a paper writes it: ``I (mA)``; a ratio without unit is the symbol alone."""
-    return f"{symbol} ({unit})" if unit and unit != "1" else symbol
+    return f"{typeset(symbol)} ({unit})" if unit and unit != "1" else typeset(symbol)
 
 
 def quantity(value: float, unit: str, digits: int = 3) -> str:
     """One value with its prefixed unit, for titles and legends: ``5.92 mA``."""
     factor, shown = prefix([value], unit)
-    return f"{value * factor:.{digits}g} {shown}".rstrip()
+    number = f"{value * factor:.{digits}g}"
+    return number if shown in ("", "1") else f"{number} {shown}"
 
 
 def symbol_of(name: str) -> tuple[str, str]:
@@ -120,10 +136,31 @@ def condition_text(conditions: dict[str, Any]) -> str:
     parts = []
     for name, value in conditions.items():
         symbol, unit = symbol_of(name)
-        parts.append(
-            f"{symbol} = {quantity(float(value), unit)}" if _is_number(value) else f"{symbol} = {value}"
-        )
+        shown = quantity(float(value), unit) if _is_number(value) else str(value)
+        parts.append(f"{typeset(symbol)} = {shown}")
     return ", ".join(parts)
+
+
+def device_name(address: str) -> str:
+    """A device as a title names it: its scheme and short name, never a file's path
+    (``twin:/home/x/runs/t/twin.pt`` -> ``twin twin.pt``, ``sim:vortex`` as it is)."""
+    scheme, sep, rest = str(address).partition(":")
+    if not sep:
+        return str(address).replace("\\", "/").rsplit("/", 1)[-1]
+    if "/" in rest or "\\" in rest:
+        return f"{scheme} {rest.replace(chr(92), '/').split('?', 1)[0].rstrip('/').rsplit('/', 1)[-1]}"
+    return str(address)
+
+
+def tag_conditions(tag: str) -> dict[str, Any]:
+    """The conditions in a tag such as ``bias_A=0.00592_field_T=0.3`` (``default``: none)."""
+    out: dict[str, Any] = {}
+    for name, value in _TAG_PART.findall(tag):
+        try:
+            out[name] = float(value)
+        except ValueError:
+            out[name] = value
+    return out
 
 
 def legend(ax: Any, **kwargs: Any) -> Any:
@@ -151,11 +188,14 @@ __all__ = [
     "FigureOptions",
     "axis_label",
     "condition_text",
+    "device_name",
     "label",
     "legend",
     "legend_outside",
+    "typeset",
     "prefix",
     "quantity",
     "scaled",
     "symbol_of",
+    "tag_conditions",
 ]

@@ -36,6 +36,13 @@ class RunDatasets(Mapping[str, np.ndarray]):
             raise KeyError(name)
         return np.asarray(node[()])
 
+    def attrs(self, name: str) -> dict[str, Any]:
+        """The attributes ``ctx.save`` stored with dataset ``name`` (``dt_s``, ``unit``, ...)."""
+        node = self._file.get(name)
+        if not isinstance(node, h5py.Dataset):
+            raise KeyError(name)
+        return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in node.attrs.items()}
+
     def __iter__(self) -> Iterator[str]:
         names: list[str] = []
         self._file.visititems(lambda n, obj: names.append(n) if isinstance(obj, h5py.Dataset) else None)
