@@ -31,7 +31,7 @@ from threadpoolctl import threadpool_limits
 
 from spinlab.config import Config, Positive, PositiveInt
 from spinlab.engine import Plan, RunContext, RunResult
-from spinlab.engine.figures import quantity
+from spinlab.engine.figures import FORMATS, quantity
 from spinlab.engine.plan import command, make_config
 from spinlab.errors import ConfigError
 from spinlab.protocols import characterize, spoken_digits, twin_eval, twin_train
@@ -39,6 +39,9 @@ from spinlab.protocols.acquire import AcquireConfig, require_conditions
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+
+#: the stages' figures, in whichever format the run writes them
+FIGURES = tuple(f".{f}" for f in FORMATS)
 
 TWIN_FILE = "twin.pt"
 #: Drives of the twin's training and test: levels held 1-10 relaxation times of the vortex at
@@ -238,7 +241,9 @@ def _stages(ctx: RunContext, config: DemoConfig) -> dict[str, Any]:
         "stage_s": stage_s,
         "twin": str(twin_path),
         "runs": {name: str(result.path) for name, result in stages.items()},
-        "plots": [str(p) for result in stages.values() for p in sorted(result.path.glob("*.png"))],
+        "plots": [
+            str(p) for result in stages.values() for p in sorted(result.path.iterdir()) if p.suffix in FIGURES
+        ],
         "readout": str(stages["digits-bench"].path),
     }
     ctx.result(**report)

@@ -3,6 +3,7 @@ physical axis, no file path in a title, and the figure format and resolution as 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -10,14 +11,16 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from matplotlib.figure import Figure
 from typer.testing import CliRunner
 
 from spinlab.cli import app
-from spinlab.engine import RunEngine
+from spinlab.engine import Plan, RunEngine
 from spinlab.engine.figures import FigureOptions, axis_label, condition_text, device_name, prefix, quantity
 from spinlab.engine.plan import plan_factory
 from spinlab.engine.plots import RunDatasets
-from spinlab.errors import ConfigError
+from spinlab.errors import ConfigError, RunInterrupted
+from spinlab.testing import Doubler, plan_lookup, steps_plan
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -31,7 +34,7 @@ UNIT = re.compile(r"\(([fpnµmkMGT]?(A|V|s|Hz|T|W|Ω|1/s)|%|[a-z ]+)\)")
 DIMENSIONLESS = re.compile(
     r"^(predicted digit|spoken digit|step|optimisation step|evaluation|loss, NRMSE|surrogate loss|"
     r"knob, scaled to its range|best loss \(NRMSE²\)|\$m_[xyz]\$|log10 NRMSE.*|capacity.*|"
-    r"prediction horizon.*|delay k.*|score|accuracy|[a-z_]+)$"
+    r"prediction horizon.*|delay k.*|cochlear channel|score|accuracy|[a-z_]+)$"
 )
 #: what the figures used to say and must not any more
 BANNED = ("bias_A", "field_T", " us", "(us)", "(1)", "output (")
@@ -200,6 +203,28 @@ def test_the_engine_writes_pdf_at_the_asked_resolution(tmp_path):
     assert (result.path / "examples.pdf").read_bytes().startswith(b"%PDF")
 
 
+def steps_with_a_plot(n: int = 3, fail_at: int | None = None) -> Plan:
+    """spinlab.testing's steps plan, with a figure of what it measured."""
+    plan = steps_plan(n, fail_at=fail_at, exc=RunInterrupted(2))
+
+    def plot(datasets, results):
+        fig = Figure(figsize=(3, 2))
+        fig.subplots().plot(np.ravel(datasets["response_V"]))
+        return fig
+
+    return dataclasses.replace(plan, plots={"steps.png": plot})
+
+
+def test_a_resumed_run_draws_in_the_format_it_started_with(tmp_path):
+    with pytest.raises(RunInterrupted) as caught:
+        RunEngine(tmp_path, figures=FigureOptions("svg", 40)).run(steps_with_a_plot(4, fail_at=2), Doubler())
+    engine = RunEngine(tmp_path, plans=plan_lookup(demo=lambda n=4, **_: steps_with_a_plot(n)))
+    resumed = engine.resume(caught.value.run_path, Doubler())
+    assert resumed.status == "completed" and sorted(p.name for p in resumed.path.glob("steps.*")) == [
+        "steps.svg"
+    ]
+
+
 @pytest.mark.slow
 def test_characterize_figures(runs):
     check_figures(Path(cli(runs, "run", "characterize", "--device", "sim:vortex")["run_dir"]), minimum=2)
@@ -212,7 +237,8 @@ def test_spoken_digits_confusion_is_titled_by_its_accuracy_and_test_count(runs):
         runs, "run", "spoken-digits", "--device", "sim:vortex", "--data", str(FSDD), "--limit", "60",
         "--nodes", "40",
     )  # fmt: skip
-    check_figures(Path(summary["run_dir"]))
+    labels = check_figures(Path(summary["run_dir"]), minimum=2)
+    assert {"cochlear channel", r"$V_\mathrm{drive}$ (mV)", r"$V_\mathrm{out}$ (mV)"} <= set(labels)
     (fig, *_) = run_figures(Path(summary["run_dir"])).values()
     title = fig.axes[0].get_title()
     assert (

@@ -572,7 +572,7 @@ class RunEngine:
             lock.release()
             raise
         starts = sum(1 for r in recovery.records if r.get("doc") == "start")
-        return self._execute(
+        return self._recorded_figures(first)._execute(
             plan,
             target,
             seed=int(first.get("seed", 0)),
@@ -585,6 +585,18 @@ class RunEngine:
             force=force,
             resumed=starts,
         )
+
+    def _recorded_figures(self, start: Mapping[str, Any]) -> RunEngine:
+        """This engine, drawing in the format and resolution the run was started with."""
+        if not start.get("figures"):
+            return self  # a run from before figures were recorded
+        try:
+            figures = FigureOptions(**dict(start["figures"]))
+        except (ConfigError, TypeError, ValueError):  # an older or damaged start: the engine's own
+            return self
+        engine = self.at(self.root)
+        engine.figures = figures
+        return engine
 
     # --- the one code path -------------------------------------------------------------------
     def _execute(
