@@ -252,3 +252,26 @@ def test_mackey_glass_figures(runs):
         runs, "run", "mackey-glass", "--device", "sim:vortex?noise=0", "--points", "1200", "--nodes", "12",
     )  # fmt: skip
     check_figures(Path(summary["run_dir"]))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FSDD.is_dir(), reason="FSDD not present")
+def test_optimisation_figure(runs):
+    summary = cli(
+        runs, "run", "optimise-spoken-digits", "--device", "sim:vortex", "--data", str(FSDD), "--limit", "60",
+        "--nodes", "40", "--set", "subset=40", "--set", "iterations=3", "--no-evaluate",
+    )  # fmt: skip
+    check_figures(Path(summary["run_dir"]))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FSDD.is_dir(), reason="FSDD not present")
+def test_demo_summary_figure_and_its_stages(runs):
+    summary = cli(
+        runs, "run", "demo", "--device", "sim:vortex", "--data", str(FSDD), "--set", "limit=20",
+        "--set", "n_nodes=20", "--set", "twin_max_steps=250", "--set", "eval_drives=2",
+    )  # fmt: skip
+    run_dir = Path(summary["run_dir"])
+    check_figures(run_dir)
+    for stage in sorted((run_dir / "stages").iterdir()):
+        check_figures(stage)
