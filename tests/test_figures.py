@@ -89,6 +89,27 @@ def test_si_prefixes_symbols_and_options():
         FigureOptions("png", dpi=0)
 
 
+def test_sweep_figures_name_the_swept_quantities_with_their_units():
+    from spinlab.sweeps.plots import plot_metric
+
+    table = [
+        {"status": "completed", "values": {"bias_A": b, "field_T": f}, "results": {"accuracy": 100 * b + f}}
+        for b in (6e-3, 7e-3)
+        for f in (0.1, 0.2)
+    ]
+    heatmap = plot_metric(table, "accuracy", grid=True).axes[0]
+    assert (heatmap.get_xlabel(), heatmap.get_ylabel()) == ("I (mA)", r"$\mu_0 H$ (mT)")
+    assert [t.get_text() for t in heatmap.get_xticklabels()] == ["6", "7"]
+    assert [t.get_text() for t in heatmap.get_yticklabels()] == ["100", "200"]
+    lines = plot_metric(table, "accuracy", grid=False).axes[0]
+    assert lines.get_xlabel() == "I (mA)"
+    assert [t.get_text() for t in lines.get_legend().get_texts()] == [
+        r"$\mu_0 H$ = 100 mT",
+        r"$\mu_0 H$ = 200 mT",
+    ]
+    assert lines.get_lines()[0].get_xdata()[0] == pytest.approx(6.0)  # drawn in mA
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("runs")
