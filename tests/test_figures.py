@@ -296,3 +296,25 @@ def test_demo_summary_figure_and_its_stages(runs):
     check_figures(run_dir)
     for stage in sorted((run_dir / "stages").iterdir()):
         check_figures(stage)
+
+
+def test_a_sweep_writes_its_figures_and_its_runs_in_the_asked_format(tmp_path):
+    from spinlab.sweeps import SweepSpec, run_sweep
+
+    spec = SweepSpec(
+        "acquire",
+        "sim:vortex",
+        grid={"amplitude_V": [0.2, 0.3]},
+        settings={"duration_s": 2e-5, "record_s": 1e-5, "hold_s": (1e-7, 5e-7)},
+    )
+    result = run_sweep(
+        spec,
+        tmp_path / "sw",
+        workers=1,
+        processes=False,
+        metrics=["recordings"],
+        figures=FigureOptions("svg", 50),
+    )
+    assert result.count("completed") == 2
+    assert [p.name for p in result.plots] == ["recordings.svg"]
+    assert sorted(p.name for p in (tmp_path / "sw" / "runs").glob("*/examples.*")) == ["examples.svg"] * 2
