@@ -103,8 +103,11 @@ def check_stages(path: Path, report: dict) -> None:
     assert {Path(p).name for p in report["plots"]} == {
         "sweep.png",
         "step_response.png",
+        "training.png",
+        "test_prediction.png",
         "twin_vs_device.png",
         "confusion.png",
+        "example.png",
     }
     assert all(Path(p).is_file() for p in report["plots"])
     assert Path(report["twin"]) == (path / demo.TWIN_FILE).resolve() and Path(report["twin"]).is_file()
