@@ -24,10 +24,13 @@ from pydantic import Field, field_validator, model_validator
 from spinlab import Device, Waveform
 from spinlab.config import Config, NonNegativeInt, Positive, PositiveInt
 from spinlab.engine import Plan, RunContext, seed_stream
+from spinlab.engine.figures import condition_text, label, prefix, quantity, scaled
 from spinlab.engine.plan import Shortcut, assign_setting, command, make_config
 from spinlab.errors import ConfigError, SafetyLimitError
 
 if TYPE_CHECKING:  # the twin (torch) loads only when batches are made: the field check stays light
+    from matplotlib.figure import Figure
+
     from spinlab.twin.trajectory import Trajectory
 
 log = logging.getLogger("spinlab.acquire")
@@ -341,6 +344,40 @@ def run(ctx: RunContext, config: AcquireConfig) -> dict[str, Any]:
     return summary
 
 
+#: at most this many conditions get a column of the example figure
+EXAMPLE_CONDITIONS = 4
+
+
+def plot_examples(datasets: Mapping[str, Any], results: Mapping[str, Any]) -> Figure:
+    """The first recording at each condition (the first batch holds one per condition): the
+    drive above, the device's response below."""
+    from matplotlib.figure import Figure
+
+    grid = list(results.get("conditions") or [{}])[:EXAMPLE_CONDITIONS]
+    drive, response = datasets["drive_V"][: len(grid)], datasets["response_V"][: len(grid)]
+    t, t_unit = scaled(np.arange(drive.shape[1]) * float(results["dt_s"]), "s")
+    d_factor, d_unit = prefix(drive, "V")
+    r_factor, r_unit = prefix(response, "V")
+    fig = Figure(figsize=(3.2 * len(grid) + 1.0, 4.4))
+    axes = fig.subplots(2, len(grid), sharex=True, sharey="row", squeeze=False)
+    for k, conditions in enumerate(grid):
+        top, bottom = axes[0, k], axes[1, k]
+        top.step(t, drive[k] * d_factor, where="post", color="tab:blue", lw=0.8)
+        bottom.plot(t, response[k] * r_factor, color="k", lw=0.8)
+        top.set_title(condition_text(conditions) or "the device's own conditions", fontsize=9)
+        bottom.set_xlabel(label("t", t_unit))
+        bottom.set_xlim(t[0], t[-1])
+    axes[0, 0].set_ylabel(label("V_drive", d_unit))
+    axes[1, 0].set_ylabel(label("V_out", r_unit))
+    fig.suptitle(
+        f"Training data: {results['recordings']} recordings, "
+        f"{quantity(results['device_time_s'], 's')} of device time",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    return fig
+
+
 def numbers(text: str, name: str) -> tuple[float, ...]:
     """'6e-3,9e-3' -> (0.006, 0.009): a condition sweep as typed."""
     try:
@@ -388,7 +425,13 @@ def report(summary: Mapping[str, Any]) -> str:
 def plan(config: AcquireConfig | Mapping[str, Any] | None = None, **overrides: Any) -> Plan:
     """The acquisition as a plan (``spinlab acquire``'s defaults unless overridden)."""
     cfg = make_config(AcquireConfig, config, overrides)
-    return Plan("acquire", cfg, lambda ctx: run(ctx, cfg), nexus={"signal": "response_V", "axes": [".", "."]})
+    return Plan(
+        "acquire",
+        cfg,
+        lambda ctx: run(ctx, cfg),
+        plots={"examples.png": plot_examples},
+        nexus={"signal": "response_V", "axes": [".", "."]},
+    )
 
 
 __all__ = [

@@ -23,7 +23,7 @@ import contextlib
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import torch
 from pydantic import Field, model_validator
@@ -32,10 +32,17 @@ from threadpoolctl import threadpool_limits
 from spinlab.analysis import statistics
 from spinlab.config import Config, Positive, PositiveInt
 from spinlab.engine import Plan, RunContext, RunResult
+from spinlab.engine.figures import FORMATS, quantity
 from spinlab.engine.plan import command, make_config
 from spinlab.errors import ConfigError
 from spinlab.protocols import characterize, spoken_digits, twin_eval, twin_train
 from spinlab.protocols.acquire import AcquireConfig, require_conditions
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+#: the stages' figures, in whichever format the run writes them
+FIGURES = tuple(f".{f}" for f in FORMATS)
 
 TWIN_FILE = "twin.pt"
 #: Drives of the twin's training and test: levels held 1-10 relaxation times of the vortex at
@@ -240,12 +247,39 @@ def _stages(ctx: RunContext, config: DemoConfig) -> dict[str, Any]:
         "twin": TWIN_FILE,
         "runs": {name: _inside(result.path, ctx.path) for name, result in stages.items()},
         "plots": [
-            _inside(p, ctx.path) for result in stages.values() for p in sorted(result.path.glob("*.png"))
+            _inside(p, ctx.path)
+            for result in stages.values()
+            for p in sorted(result.path.iterdir())
+            if p.suffix in FIGURES
         ],
         "readout": _inside(stages["digits-bench"].path, ctx.path),
     }
     ctx.result(**report)
     return report
+
+
+def plot_summary(datasets: Mapping[str, Any], results: Mapping[str, Any]) -> Figure:
+    """The demo at a glance: test accuracy on the bench, on its twin and without a device."""
+    from matplotlib.figure import Figure
+
+    names = ["bench", "twin", "no device\n(linear)", "MFCC\nreference"]
+    keys = ["bench_accuracy", "twin_accuracy", "baseline_accuracy", "mfcc_reference_accuracy"]
+    values = [100 * float(results.get(k) or 0.0) for k in keys]
+    fig = Figure(figsize=(5.0, 3.6))
+    ax = fig.subplots()
+    bars = ax.bar(range(len(names)), values, color=["tab:blue", "tab:red", "0.6", "0.8"])
+    for bar, v in zip(bars, values):
+        ax.text(bar.get_x() + bar.get_width() / 2, v, f"{v:.1f} %", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(range(len(names)), names)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 110)
+    ax.set_title(
+        f"Spoken digits, {results['n_test']} test utterances; twin NRMSE {results['twin_nrmse']:.3f} "
+        f"at {quantity(float(results['bias_A']), 'A')}",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    return fig
 
 
 def device_kind(device: Any) -> str:
@@ -352,7 +386,7 @@ def plan(config: DemoConfig | Mapping[str, Any] | None = None, **overrides: Any)
     """The demo as a plan (``spinlab demo``'s defaults unless overridden; FSDD found as by
     :func:`spoken_digits.plan` without ``data_dir``)."""
     cfg = make_config(DemoConfig, config, spoken_digits.with_fsdd(config, overrides))
-    return Plan("demo", cfg, lambda ctx: run(ctx, cfg))
+    return Plan("demo", cfg, lambda ctx: run(ctx, cfg), plots={"summary.png": plot_summary})
 
 
 __all__ = ["DemoConfig", "plan", "run", "operating_bias", "twin_train_plan", "device_kind", "report"]

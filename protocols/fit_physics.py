@@ -55,6 +55,7 @@ from typing import Annotated, Any, Literal
 
 import h5py
 import numpy as np
+from matplotlib.figure import Figure
 from pydantic import Field, field_validator, model_validator
 
 from spinlab.analysis.fitting import (
@@ -68,6 +69,8 @@ from spinlab.analysis.fitting import (
 from spinlab.analysis.metrics import nrmse
 from spinlab.config import Config, NonNegative, Positive, PositiveInt
 from spinlab.engine import Plan, RunContext
+from spinlab.engine.figures import label as axis_text
+from spinlab.engine.figures import legend_outside, prefix, quantity, scaled, symbol_of, typeset
 from spinlab.engine.plan import Shortcut, assign_setting, command
 from spinlab.errors import ConfigError
 from spinlab.registry import open_device
@@ -656,6 +659,55 @@ def run(ctx: RunContext, config: FitConfig) -> dict[str, Any]:
     return summary
 
 
+#: at most this many held-out recordings are drawn
+PLOTTED_RECORDINGS = 3
+
+
+def plot_fit(datasets: Mapping[str, Any], results: Mapping[str, Any]) -> Figure:
+    """The fitted model against held-out recordings, each with its residual below."""
+    data = np.atleast_2d(np.asarray(datasets["validation/response_V"]))[:PLOTTED_RECORDINGS]
+    model = np.atleast_2d(np.asarray(datasets["validation/prediction_V"]))[:PLOTTED_RECORDINGS]
+    dt_s = float(getattr(datasets, "attrs", lambda _: {})("validation/response_V").get("dt_s", 1.0))
+    t, t_unit = scaled(np.arange(data.shape[1]) * dt_s, "s")
+    factor, unit = prefix(data, "V")
+    fig = Figure(figsize=(3.4 * len(data) + 1.2, 4.6))
+    axes = fig.subplots(2, len(data), sharex=True, squeeze=False, gridspec_kw={"height_ratios": [3, 1]})
+    for k in range(len(data)):
+        top, bottom = axes[0, k], axes[1, k]
+        top.plot(t, data[k] * factor, color="k", lw=0.8, label="recorded")
+        top.plot(t, model[k] * factor, color="tab:red", lw=0.9, ls="--", label=f"{results['model']} model")
+        bottom.plot(t, (data[k] - model[k]) * factor, color="0.3", lw=0.7)
+        bottom.axhline(0.0, color="tab:red", lw=0.6)
+        top.set_title(f"held-out recording {k + 1}", fontsize=9)
+        bottom.set_xlabel(axis_text("t", t_unit))
+        bottom.set_xlim(t[0], t[-1])
+    axes[0, 0].set_ylabel(axis_text("V_out", unit))
+    axes[1, 0].set_ylabel(axis_text("residual", unit))
+    legend_outside(axes[0, -1])
+    fitted = ", ".join(
+        f"{typeset(symbol_of(name)[0])} = {quantity(entry['value'], symbol_of(name)[1])}"
+        for name, entry in results["params"].items()
+    )
+    score = results.get("validation_nrmse", results["nrmse"])
+    fig.suptitle(f"Fit of the {results['model']} model: {fitted}; held-out NRMSE {score:.4f}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_trace(datasets: Mapping[str, Any], results: Mapping[str, Any]) -> Figure:
+    """The best loss found against wall time: how the search converged."""
+    trace = np.asarray(datasets["fit/trace"], dtype=float).reshape(-1, 2)
+    t, t_unit = scaled(trace[:, 0], "s")
+    fig = Figure(figsize=(5.0, 3.4))
+    ax = fig.subplots()
+    ax.semilogy(t, trace[:, 1], ".-", ms=3, lw=0.8)
+    ax.set_xlabel(axis_text("wall time", t_unit))
+    ax.set_ylabel("best loss (NRMSE²)")
+    ax.set_title(f"{results['method']} search: loss {results['loss']:.3g}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def _box(settings: dict[str, Any], items: list[str]) -> None:
     for item in items:
         name, sep, box = item.partition("=")
@@ -724,6 +776,7 @@ def plan(config: FitConfig | Mapping[str, Any] | None = None, **overrides: Any) 
         cfg,
         lambda ctx: run(ctx, cfg),
         needs_device=False,
+        plots={"fit.png": plot_fit, "fit_trace.png": plot_trace},
         nexus={"signal": "validation/prediction_V"},
     )
 

@@ -38,6 +38,7 @@ from spinlab.analysis.ridge import ridge_weights
 from spinlab.config import Config, NonNegativeInt, Positive, PositiveInt
 from spinlab.device import Device
 from spinlab.engine import Plan, RunContext
+from spinlab.engine.figures import legend, quantity
 from spinlab.engine.plan import command, make_config
 from spinlab.errors import ConfigError, DatasetError
 from spinlab.files import check_file
@@ -429,8 +430,10 @@ def plot_curve(datasets: Mapping[str, Any], results: Mapping[str, Any]) -> Figur
     ax.plot(h, np.log10(datasets["baseline_nrmse"]), "--", label="no device: masked input, same readout")
     ax.set_xlabel("prediction horizon (steps)")
     ax.set_ylabel("log10 NRMSE (held out)")
-    ax.set_title(f"Mackey-Glass, {results['n_nodes']} nodes of {results['theta_s']:.3g} s", fontsize=9)
-    ax.legend(fontsize=8)
+    ax.set_title(
+        f"Mackey-Glass, {results['n_nodes']} nodes of {quantity(results['theta_s'], 's')}", fontsize=9
+    )
+    legend(ax)
     fig.tight_layout()
     return fig
 

@@ -30,11 +30,13 @@ from typing import Annotated, Any
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 from pydantic import Field, model_validator
 
 from spinlab.config import Config, Positive, PositiveInt
 from spinlab.device import Device
 from spinlab.engine import Plan, RunContext, seed_stream
+from spinlab.engine.figures import legend, symbol_of, typeset
 from spinlab.engine.plan import Shortcut, command, make_config
 from spinlab.errors import ConfigError
 from spinlab.protocols.spoken_digits import N_CLASSES, SpokenDigitsConfig, select_data, stratified_subset
@@ -358,6 +360,30 @@ def run(ctx: RunContext, config: OptimiseConfig) -> dict[str, Any]:
     return summary
 
 
+def plot_history(datasets: Mapping[str, Any], results: Mapping[str, Any]) -> Figure:
+    """The surrogate's loss and the subset accuracy at every step, and where each knob went."""
+    history = np.asarray(datasets["history"], dtype=float).reshape(-1, 3 + len(KNOBS))
+    step = history[:, 0]
+    fig = Figure(figsize=(8.5, 3.4))
+    left, right = fig.subplots(1, 2)
+    left.plot(step, history[:, 1], "o-", ms=3, lw=0.9, color="0.3", label="loss")
+    left.set_xlabel("step")
+    left.set_ylabel("surrogate loss")
+    acc = left.twinx()
+    acc.plot(step, 100 * history[:, 2], "s--", ms=3, lw=0.9, color="tab:blue", label="subset accuracy")
+    acc.set_ylabel("subset accuracy (%)", color="tab:blue")
+    for j, knob in enumerate(KNOBS):
+        values = history[:, 3 + j]
+        span = np.ptp(values) or 1.0
+        right.plot(step, (values - values.min()) / span, lw=1.0, label=typeset(symbol_of(knob)[0]))
+    right.set_xlabel("step")
+    right.set_ylabel("knob, scaled to its range")
+    legend(right)
+    fig.suptitle("Operating-point optimisation on the device's surrogate", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def command_line_defaults(
     settings: dict[str, Any], *, device: str | None, runs_dir: Any, options: Mapping[str, Any]
 ) -> dict[str, Any]:
@@ -452,7 +478,9 @@ def plan(config: OptimiseConfig | Mapping[str, Any] | None = None, **overrides: 
         if not isinstance(protocol, SpokenDigitsConfig):
             protocol = make_config(SpokenDigitsConfig, protocol)
         cfg = OptimiseConfig(protocol=protocol, **values)
-    return Plan("optimise-spoken-digits", cfg, lambda ctx: run(ctx, cfg))
+    return Plan(
+        "optimise-spoken-digits", cfg, lambda ctx: run(ctx, cfg), plots={"optimisation.png": plot_history}
+    )
 
 
 __all__ = [

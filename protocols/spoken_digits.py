@@ -48,6 +48,7 @@ from spinlab.analysis.ridge import RidgeReadout, fit_cv
 from spinlab.config import Config, NonNegative, NonNegativeInt, Positive, PositiveInt
 from spinlab.device import Device
 from spinlab.engine import Plan, RunContext
+from spinlab.engine.figures import device_name, label, prefix, scaled
 from spinlab.engine.plan import command, make_config
 from spinlab.errors import ConfigError
 from spinlab.protocols.acquire import require_conditions
@@ -64,6 +65,7 @@ from spinlab.speech.encoder import (
 from spinlab.speech.features import ChannelNormalizer, FeatureConfig, utterance_features
 from spinlab.speech.readout import DigitReadout, TrainingStates
 from spinlab.speech.readout_file import FILE_NAME as READOUT_FILE
+from spinlab.waveform import Waveform
 
 SPLITS = ("standard", "speaker")
 #: Utterance indices below this are the test set of the standard FSDD split.
@@ -424,9 +426,15 @@ def per_speaker_accuracy(test: Sequence[Utterance], predictions: np.ndarray) -> 
 
 
 def plot_confusion(datasets: Mapping[str, Any], results: Mapping[str, Any]) -> Figure:
+    """Confusion matrix, titled by the accuracy with its test count and the no-device baselines."""
+    fig = Figure(figsize=(4.6, 4.3), dpi=120)
+    _confusion(fig.subplots(), fig, datasets, results)
+    fig.tight_layout()
+    return fig
+
+
+def _confusion(ax: Any, fig: Figure, datasets: Mapping[str, Any], results: Mapping[str, Any]) -> None:
     matrix = np.asarray(datasets["confusion"])
-    fig = Figure(figsize=(4.6, 4.0), dpi=120)
-    ax = fig.subplots()
     im = ax.imshow(matrix, cmap="Blues")
     for (i, j), v in np.ndenumerate(matrix):
         if v:
@@ -444,12 +452,68 @@ def plot_confusion(datasets: Mapping[str, Any], results: Mapping[str, Any]) -> F
     ax.set_xticks(range(matrix.shape[0]))
     ax.set_yticks(range(matrix.shape[0]))
     ax.set_title(
-        f"{results['device']}: {100 * results['accuracy']:.1f} %\n"
+        f"{device_name(results['device'])}: accuracy {100 * results['accuracy']:.1f} % "
+        f"of {int(matrix.sum())} test utterances\n"
         f"no device: linear {100 * results['baseline_accuracy']:.1f} %, "
-        f"drive {100 * results['drive_baseline_accuracy']:.1f} %",
+        f"drive only {100 * results['drive_baseline_accuracy']:.1f} %",
         fontsize=9,
     )
     fig.colorbar(im, ax=ax, fraction=0.046)
+
+
+def record_example(
+    ctx: RunContext,
+    encoder: Encoder,
+    cochleagram: np.ndarray,
+    features: np.ndarray,
+    utterance: Utterance,
+    feature_config: FeatureConfig,
+    config: SpokenDigitsConfig,
+) -> None:
+    """One test utterance for the figure: its cochleagram, the drive the encoder makes of it and
+    the device's response, measured as one more step (``example``) after the protocol's own."""
+    drive = encoder.drive(features)
+    ctx.measure(
+        "example",
+        lambda device: {
+            "example/response_V": device.respond(Waveform(drive, encoder.dt_s, "V"), dict(config.conditions))
+            .as_batch()
+            .samples[:1]
+        },
+        key="example",
+    )
+    ctx.save("example/cochleagram", np.asarray(cochleagram), frame_s=1.0 / feature_config.frame_rate_Hz)
+    ctx.save("example/drive_V", Waveform(drive, encoder.dt_s, "V"), utterance=utterance.name)
+    ctx.result(example={"utterance": utterance.name, "digit": utterance.digit, "dt_s": encoder.dt_s})
+
+
+def plot_example(datasets: Mapping[str, Any], results: Mapping[str, Any]) -> Figure:
+    """One test utterance through the reservoir (cochleagram, drive, device response) beside the
+    confusion matrix of the whole test set."""
+    example = results["example"]
+    coch = np.asarray(datasets["example/cochleagram"], dtype=float)
+    drive = np.asarray(datasets["example/drive_V"], dtype=float).reshape(-1)
+    response = np.asarray(datasets["example/response_V"], dtype=float).reshape(-1)[: drive.size]
+    frame_s = float(getattr(datasets, "attrs", lambda _: {})("example/cochleagram").get("frame_s", 8e-3))
+    fig = Figure(figsize=(10.5, 5.2))
+    grid = fig.add_gridspec(3, 2, width_ratios=[1.5, 1.0])
+    top, middle, bottom = (fig.add_subplot(grid[i, 0]) for i in range(3))
+    t_audio, audio_unit = scaled(np.arange(coch.shape[0] + 1) * frame_s, "s")
+    top.pcolormesh(t_audio, np.arange(coch.shape[1] + 1), coch.T, cmap="magma", shading="flat")
+    top.set_xlabel(label("t_audio", audio_unit))
+    top.set_ylabel("cochlear channel")
+    top.set_title(f"spoken {example['digit']}: {example['utterance']}", fontsize=9)
+    t, t_unit = scaled(np.arange(drive.size) * float(example["dt_s"]), "s")
+    d_factor, d_unit = prefix(drive, "V")
+    r_factor, r_unit = prefix(response, "V")
+    middle.plot(t, drive * d_factor, color="tab:blue", lw=0.4)
+    middle.set_ylabel(label("V_drive", d_unit))
+    bottom.plot(t[: response.size], response * r_factor, color="k", lw=0.4)
+    bottom.set_ylabel(label("V_out", r_unit))
+    for ax in (middle, bottom):
+        ax.set_xlabel(label("t", t_unit))
+        ax.set_xlim(t[0], t[-1])
+    _confusion(fig.add_subplot(grid[:, 1]), fig, datasets, results)
     fig.tight_layout()
     return fig
 
@@ -509,6 +573,7 @@ def run(ctx: RunContext, config: SpokenDigitsConfig) -> dict[str, Any]:
     n_fit = len(train) + len(augmented)
     states = measure_states(ctx, encoder, all_features, config)
     device_s = time.perf_counter() - t_device
+    record_example(ctx, encoder, raw[len(train)], features[len(train)], test[0], feature_config, config)
 
     copies = 1 + len(config.augment_speeds)
     y_fit = np.tile([u.digit for u in train], copies)
@@ -735,6 +800,6 @@ def plan(config: SpokenDigitsConfig | Mapping[str, Any] | None = None, **overrid
         "spoken-digits",
         cfg,
         lambda ctx: run(ctx, cfg),
-        plots={"confusion.png": plot_confusion},
+        plots={"confusion.png": plot_confusion, "example.png": plot_example},
         nexus={"signal": "confusion"},
     )

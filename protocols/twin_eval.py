@@ -27,6 +27,16 @@ from spinlab import Device, Waveform
 from spinlab.analysis.metrics import nrmse
 from spinlab.config import Config, Positive, PositiveInt
 from spinlab.engine import Plan, RunContext
+from spinlab.engine.figures import (
+    condition_text,
+    label,
+    legend_outside,
+    prefix,
+    quantity,
+    scaled,
+    symbol_of,
+    tag_conditions,
+)
 from spinlab.engine.plan import command, make_config
 from spinlab.errors import ConfigError
 from spinlab.protocols.acquire import (
@@ -216,23 +226,29 @@ def plot_examples(datasets: Mapping[str, Any], results: Mapping[str, Any]) -> Fi
     dt_s = float(results["dt_s"])
     fig = Figure(figsize=(9, 2.6 * len(tags)))
     axes = fig.subplots(len(tags), 1, squeeze=False)
-    for ax, tag, label in zip(axes[:, 0], tags, labels):
+    for ax, tag, name in zip(axes[:, 0], tags, labels):
         drive = datasets[f"eval/{tag}/drive_V"][0]
         shot, mean = datasets[f"eval/{tag}/device_shot_V"][0], datasets[f"eval/{tag}/device_mean_V"][0]
         twin = datasets[f"eval/{tag}/twin_V"][0]
-        t_us = np.arange(drive.size) * dt_s * 1e6
-        ax.plot(t_us, shot * 1e3, color="0.75", lw=0.8, label="device (one shot)")
-        ax.plot(t_us, mean * 1e3, color="k", lw=1.2, label="device (mean)")
-        ax.plot(t_us, twin * 1e3, color="tab:red", lw=1.0, ls="--", label="twin")
-        ax.set_ylabel("response (mV)")
-        ax.set_title(label.replace("_", ", "), fontsize=9)
+        t, t_unit = scaled(np.arange(drive.size) * dt_s, "s")
+        factor, v_unit = prefix(np.concatenate([shot, mean, twin]), "V")
+        ax.plot(t, shot * factor, color="0.75", lw=0.8, label="device (one shot)")
+        ax.plot(t, mean * factor, color="k", lw=1.2, label="device (mean)")
+        ax.plot(t, twin * factor, color="tab:red", lw=1.0, ls="--", label="twin")
+        ax.set_ylabel(label("V_out", v_unit))
+        ax.set_xlabel(label("t", t_unit))
+        ax.set_title(condition_text(tag_conditions(name)) or "the device's own conditions", fontsize=9)
         ax2 = ax.twinx()
-        ax2.step(t_us, drive, where="pre", color="tab:blue", lw=0.6, alpha=0.5)
-        ax2.set_ylabel("drive (V)", color="tab:blue")
-    axes[0, 0].legend(loc="upper right", fontsize=8)
-    axes[-1, 0].set_xlabel("time (us)")
+        d_factor, d_unit = prefix(drive, "V")
+        ax2.step(t, drive * d_factor, where="pre", color="tab:blue", lw=0.6, alpha=0.5, label="drive")
+        ax2.set_ylabel(label("V_drive", d_unit), color="tab:blue")
+        ax.set_xlim(t[0], t[-1])
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(
+        handles, labels, loc="upper center", ncol=3, fontsize=8, frameon=False, bbox_to_anchor=(0.5, 0.0)
+    )
     fig.suptitle(
-        f"twin vs device: NRMSE {results['nrmse']:.4f} (vs the mean of {results['repeats']} "
+        f"Twin against device: NRMSE {results['nrmse']:.4f} (against the mean of {results['repeats']} "
         f"shot{'s' if results['repeats'] > 1 else ''})",
         fontsize=10,
     )
@@ -324,6 +340,7 @@ def score_on_table(
         "truth": truth / scale + offset,
         "prediction": twin / scale + offset,
         "output_unit": meta.output_unit,
+        "output": str(meta.output.get("name") or "output"),
     }
 
 
@@ -398,20 +415,26 @@ def run_table(ctx: RunContext, config: EvalConfig) -> dict[str, Any]:
 def plot_table(datasets: Mapping[str, Any], results: Mapping[str, Any]) -> Figure:
     """Prediction against truth over the scored span, and a zoom on its first nanoseconds."""
     truth, twin = datasets["eval/table/truth"], datasets["eval/table/twin"]
-    t_ns = np.arange(truth.size) * float(results["dt_s"]) * 1e9
+    t, t_unit = scaled(np.arange(truth.size) * float(results["dt_s"]), "s")
+    symbol, unit = symbol_of(str(results.get("output") or "output"))
+    unit = unit or str(results.get("output_unit", ""))
+    factor, unit = prefix(truth, unit)
     fig = Figure(figsize=(9, 5))
     axes = fig.subplots(2, 1)
     zoom = min(truth.size, 400)
     for ax, stop in zip(axes, (truth.size, zoom)):
-        ax.plot(t_ns[:stop], truth[:stop], color="k", lw=0.8, label="MuMax3")
-        ax.plot(t_ns[:stop], twin[:stop], color="tab:red", lw=0.8, ls="--", label="twin")
-        ax.set_ylabel(f"output ({results['output_unit']})")
-    axes[0].legend(loc="upper right", fontsize=8)
-    axes[1].set_xlabel("time in the scored span (ns)")
+        ax.plot(t[:stop], truth[:stop] * factor, color="k", lw=0.8, label="MuMax3")
+        ax.plot(t[:stop], twin[:stop] * factor, color="tab:red", lw=0.8, ls="--", label="twin")
+        ax.set_ylabel(label(symbol, unit))
+        ax.set_xlabel(label("t", t_unit))
+        ax.set_xlim(t[0], t[stop - 1])
+    axes[0].set_title("the whole scored span", fontsize=9)
+    axes[1].set_title(f"its first {quantity(zoom * float(results['dt_s']), 's')}", fontsize=9)
+    legend_outside(axes[0])
     fig.suptitle(
-        f"twin vs MuMax3, free-running: NRMSE {results['nrmse']:.4f}, dominant frequency "
-        f"{results['twin_dominant_frequency_Hz'] / 1e9:.3f} vs "
-        f"{results['dominant_frequency_Hz'] / 1e9:.3f} GHz",
+        f"Twin against MuMax3, free-running: NRMSE {results['nrmse']:.4f}, dominant frequency "
+        f"{quantity(results['twin_dominant_frequency_Hz'], 'Hz', 4)} (twin) vs "
+        f"{quantity(results['dominant_frequency_Hz'], 'Hz', 4)}",
         fontsize=10,
     )
     fig.tight_layout()
@@ -436,8 +459,10 @@ def command_line_defaults(
 
 def with_plot(summary: dict[str, Any], *, config: EvalConfig, **_: Any) -> dict[str, Any]:
     """The command line's summary names the plot file and the twin."""
-    plot = "twin_vs_table.png" if "table" in summary else "twin_vs_device.png"
-    return {**summary, "plot": str(Path(summary["run_dir"]) / plot), "checkpoint": config.checkpoint}
+    stem = "twin_vs_table" if "table" in summary else "twin_vs_device"
+    drawn = [f for f in summary.get("figures", []) if Path(f).stem == stem]  # in the run's format
+    plot = drawn[0] if drawn else str(Path(summary["run_dir"]) / f"{stem}.png")
+    return {**summary, "plot": plot, "checkpoint": config.checkpoint}
 
 
 def report(summary: Mapping[str, Any]) -> str:

@@ -18,10 +18,12 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
+from matplotlib.figure import Figure
 from pydantic import Field, model_validator
 
 from spinlab.config import Config
 from spinlab.engine import Plan, RunContext
+from spinlab.engine.figures import label, legend, legend_outside, prefix, scaled, symbol_of
 from spinlab.engine.plan import Shortcut, assign_setting, command, make_config
 from spinlab.errors import ConfigError
 from spinlab.protocols.acquire import AcquireConfig, check_conditions, condition_shortcuts, recording_batches
@@ -141,7 +143,15 @@ def run_device(ctx: RunContext, config: TwinTrainConfig) -> dict[str, Any]:
             f"(it takes {list(dev.condition_names)}, defaults {dev.default_conditions}); sweep them "
             "(--bias-A, --field-T, --condition) or leave them out of the twin's conditions"
         )
-    batches = recording_batches(ctx, acq)
+    held_out: list[Any] = []  # the latest validation recordings: the figure's test prediction
+
+    def remembered(batches: Any) -> Any:
+        for batch in batches:
+            if batch.validation:
+                held_out[:] = batch.trajectories
+            yield batch
+
+    batches = remembered(recording_batches(ctx, acq))
     first = next(batches)
     data = first.trajectories
     model = build_model(arch, fit_normalisation(data, arch.condition_names), seed=ctx.seed)
@@ -213,6 +223,13 @@ def run_device(ctx: RunContext, config: TwinTrainConfig) -> dict[str, Any]:
         }
     )
     save_twin(config.out, model, meta)
+    save_history(ctx, result.history)
+    if held_out:
+        test = held_out[-1]
+        prediction = predict(model, [test], settle_samples=tcfg.settle_samples, rest_drive=tcfg.rest_drive_V)
+        ctx.save("test/prediction", prediction[0], dt_s=acq.dt_s)
+        ctx.save("test/truth", test.response, dt_s=acq.dt_s)
+        ctx.save("test/drive", np.asarray(test.drive), dt_s=acq.dt_s)
     summary = {
         "out": str(config.out),
         "best_nrmse": result.best_nrmse,
@@ -222,6 +239,8 @@ def run_device(ctx: RunContext, config: TwinTrainConfig) -> dict[str, Any]:
         "stop_reason": result.stop_reason,
         "train_wall_s": result.wall_s,
         "device_time_s": result.acquired_device_time_s,
+        "dt_s": acq.dt_s,
+        "output_unit": dev.response_unit,
         "batches": result.batches,
         "acquired_batches": result.acquired_batches,
         "recordings": result.acquired_batches * len(acq.condition_grid()),
@@ -308,6 +327,7 @@ def run_mumax(ctx: RunContext, config: TwinTrainConfig) -> dict[str, Any]:
         {"nrmse_history": result.history, "best_nrmse": result.best_nrmse, "test_nrmse": test_nrmse}
     )
     save_twin(config.out, model, meta)
+    save_history(ctx, result.history)
     unit = meta.output_unit or "1"  # MuMax3's magnetisation columns are dimensionless
     ctx.save("test/prediction", predict(model, [test_t])[0], dt_s=test_t.dt_s, unit=unit)
     ctx.save("test/truth", test_t.response, dt_s=test_t.dt_s, unit=unit)
@@ -326,12 +346,73 @@ def run_mumax(ctx: RunContext, config: TwinTrainConfig) -> dict[str, Any]:
         "dt_s": train_t.dt_s,
         "inputs": [{k: s[k] for k in ("name", "role", "unit", "range")} for s in inputs],
         "warm_start": warm,
+        "output": split.output_column,
+        "output_unit": output["unit"],
+        "output_scale": float(split.output_scale),
+        "output_offset": float(offset),
     }
     ctx.result(**summary)
     return summary
 
 
 # --- the command line (``spinlab run twin-train``, alias ``spinlab twin train``) ------------------
+HISTORY_COLUMNS = ("step", "loss", "nrmse", "lr")
+
+
+def save_history(ctx: RunContext, history: list[dict[str, float]]) -> None:
+    """The training's validation history into the run file (``history``: one row per validation,
+    columns ``step, loss, nrmse, lr``), for its figure and for anyone comparing trainings."""
+    rows = np.array([[float(h.get(c, math.nan)) for c in HISTORY_COLUMNS] for h in history], dtype=float)
+    ctx.save("history", rows.reshape(-1, len(HISTORY_COLUMNS)), columns=list(HISTORY_COLUMNS))
+
+
+def plot_history(datasets: Mapping[str, Any], results: Mapping[str, Any]) -> Figure:
+    """Training loss and validation NRMSE against the optimisation step, with the target."""
+    history = np.asarray(datasets["history"], dtype=float).reshape(-1, len(HISTORY_COLUMNS))
+    step, loss, score = history[:, 0], history[:, 1], history[:, 2]
+    fig = Figure(figsize=(5.5, 3.6))
+    ax = fig.subplots()
+    ax.semilogy(step, loss, color="0.4", lw=1.0, label="training loss (MSE, normalised)")
+    ax.semilogy(step, score, "o-", ms=3, color="tab:red", lw=1.0, label="validation NRMSE")
+    ax.axhline(float(results["target_nrmse"]), color="k", lw=0.8, ls=":", label="NRMSE target")
+    ax.set_xlabel("optimisation step")
+    ax.set_ylabel("loss, NRMSE")
+    how = "reached its target" if results.get("reached_target") else "stopped before its target"
+    ax.set_title(f"Twin training: best NRMSE {results['best_nrmse']:.4f} ({how})", fontsize=9)
+    legend(ax)
+    fig.tight_layout()
+    return fig
+
+
+def plot_test(datasets: Mapping[str, Any], results: Mapping[str, Any]) -> Figure:
+    """The trained twin's free-running prediction of held-out data against the reference."""
+    truth, twin = np.asarray(datasets["test/truth"]), np.asarray(datasets["test/prediction"])
+    # MuMax3 twins work in (y - offset) * scale: drawn in the output's own unit
+    scale, offset = float(results.get("output_scale", 1.0)), float(results.get("output_offset", 0.0))
+    truth, twin = truth.reshape(-1) / scale + offset, twin.reshape(-1) / scale + offset
+    t, t_unit = scaled(np.arange(truth.size) * float(results["dt_s"]), "s")
+    symbol, unit = symbol_of(str(results.get("output") or "V_out"))
+    unit = unit or str(results.get("output_unit") or "")
+    factor, unit = prefix(truth, unit)
+    reference = "MuMax3" if results.get("output") else "device"
+    fig = Figure(figsize=(7.5, 3.4))
+    ax = fig.subplots()
+    ax.plot(t, truth * factor, color="k", lw=0.9, label=reference)
+    ax.plot(t, twin * factor, color="tab:red", lw=0.9, ls="--", label="twin")
+    ax.set_xlabel(label("t", t_unit))
+    ax.set_ylabel(label(symbol, unit))
+    ax.set_xlim(t[0], t[-1])
+    score = results.get("test_nrmse")
+    ax.set_title(
+        f"Held-out prediction against the {reference}"
+        + (f": NRMSE {score:.4f}" if isinstance(score, (int, float)) else ""),
+        fontsize=9,
+    )
+    legend_outside(ax)
+    fig.tight_layout()
+    return fig
+
+
 def input_columns(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """'Ku1.region100,Dind.region100:condition' -> (drive columns, condition columns)."""
     roles: dict[str, list[str]] = {"drive": [], "condition": []}
@@ -488,6 +569,7 @@ def plan(config: TwinTrainConfig | Mapping[str, Any] | None = None, **overrides:
         cfg,
         lambda ctx: body(ctx, cfg),
         needs_device=cfg.source == "device",
+        plots={"training.png": plot_history, "test_prediction.png": plot_test},
         nexus={"signal": "test/prediction"} if cfg.source == "mumax3" else {"signal": "response_V"},
     )
 

@@ -127,8 +127,11 @@ def check_stages(path: Path, report: dict) -> None:
     assert {Path(p).name for p in report["plots"]} == {
         "sweep.png",
         "step_response.png",
+        "training.png",
+        "test_prediction.png",
         "twin_vs_device.png",
         "confusion.png",
+        "example.png",
     }
     assert all((path / p).is_file() and not Path(p).is_absolute() for p in report["plots"])
     assert report["twin"] == demo.TWIN_FILE and (path / report["twin"]).is_file()

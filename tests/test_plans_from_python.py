@@ -17,7 +17,7 @@ from spinlab.protocols import acquire, characterize, spoken_digits
 
 ROOT = Path(__file__).resolve().parents[1]
 FSDD = ROOT / ".." / "shared" / "datasets" / "fsdd" / "recordings"
-VOLATILE = {"wall_s", "run", "run_dir", "device_s", "device", "plot"}
+VOLATILE = {"wall_s", "run", "run_dir", "device_s", "device", "plot", "figures"}
 
 
 def cli(*args):

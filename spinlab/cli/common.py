@@ -44,6 +44,10 @@ ControlKeysOption = typer.Option(
     "--control-keys",
     help="Directory with the server secret key and authorised client public keys (see `spinlab keys`).",
 )
+FigureFormatOption = typer.Option(
+    "png", "--figure-format", help="Format of the run's figures: png, pdf or svg (recorded in the run file)."
+)
+DpiOption = typer.Option(120, "--dpi", help="Resolution of the run's figures, in dots per inch.")
 #: largest seed a run takes: numpy's SeedSequence and the journal (msgpack) both hold 0 .. 2^64 - 1
 MAX_SEED = 2**64 - 1
 SeedOption = typer.Option(
@@ -66,6 +70,8 @@ class RunOptions:
     control_keys: Optional[Path] = None
     seed: int = 0
     progress: bool = True
+    figure_format: str = "png"
+    dpi: int = 120
 
 
 _RUN_OPTIONS = {
@@ -74,13 +80,15 @@ _RUN_OPTIONS = {
     "control": (Optional[str], ControlOption),
     "control_keys": (Optional[Path], ControlKeysOption),
     "seed": (int, SeedOption),
+    "figure_format": (str, FigureFormatOption),
+    "dpi": (int, DpiOption),
 }
 
 
 def run_command(func: Callable[..., Any] | None = None, *, seed: Any = None) -> Any:
     """Give a command the options every run takes (``--runs-dir``, ``--monitor``,
-    ``--control``, ``--control-keys``, ``--seed``); the command receives them as one
-    :class:`RunOptions` in its ``run`` parameter. ``seed`` replaces the ``--seed`` option
+    ``--control``, ``--control-keys``, ``--seed``, ``--figure-format``, ``--dpi``); the command
+    receives them as one :class:`RunOptions` in its ``run`` parameter. ``seed`` replaces the ``--seed`` option
     (another default or help text)."""
     if func is None:
         return functools.partial(run_command, seed=seed)
@@ -239,7 +247,9 @@ def run_plan(
     """Run (or resume) ``plan`` with the standard subscribers: the progress display, and the
     ZeroMQ publisher and control channel when their addresses are given."""
     from spinlab.engine import ProgressDisplay, RunEngine
+    from spinlab.engine.figures import FigureOptions
 
+    figures = FigureOptions(options.figure_format, options.dpi)  # a bad format: one line, before the run
     subscribers: list[Any] = [ProgressDisplay()] if options.progress else []
     if options.monitor:
         from spinlab.monitoring.documents import MonitorPublisher
@@ -257,7 +267,7 @@ def run_plan(
         server.run = state
         return server
 
-    engine = RunEngine(options.runs_dir)
+    engine = RunEngine(options.runs_dir, figures=figures)
     late = LateSignals.install()
     try:
         factory = control if server is not None else None

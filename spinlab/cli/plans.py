@@ -16,6 +16,7 @@ import time
 import types
 import typing
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import typer
@@ -289,6 +290,9 @@ def generate(name: str) -> Callable[..., None]:
             plan = plan_factory(name)(settings)
             result = run_plan(plan, device, options)
             summary = {**result.summary, "run_dir": str(result.path)}
+            summary.setdefault(
+                "figures", sorted(str(p) for p in Path(result.path).glob(f"*.{options.figure_format}"))
+            )
             summary.setdefault("device", device)
             summary.setdefault("wall_s", time.perf_counter() - start)
             if declared.finish is not None:

@@ -8,7 +8,14 @@ from typing import List, Optional
 
 import typer
 
-from spinlab.cli.common import JsonOption, MonitorOption, emit_json, user_errors
+from spinlab.cli.common import (
+    DpiOption,
+    FigureFormatOption,
+    JsonOption,
+    MonitorOption,
+    emit_json,
+    user_errors,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -82,6 +89,8 @@ def sweep(
         [], "--metric", help="A result to plot (repeatable; default every numeric result that varies)."
     ),
     monitor: Optional[str] = MonitorOption,
+    figure_format: str = FigureFormatOption,
+    dpi: int = DpiOption,
     json_out: bool = JsonOption,
 ) -> None:
     """Run a protocol over a grid of settings and seeds on Dask: one machine by default, a cluster by address.
@@ -94,9 +103,12 @@ def sweep(
     143 SIGTERM, 129 SIGHUP; run it again to continue).
     """
     with user_errors():
+        from spinlab.engine.figures import FigureOptions
         from spinlab.sweeps import SweepSpec, run_sweep, with_cache
         from spinlab.sweeps.display import SweepDisplay, SweepPublisher
         from spinlab.sweeps.spec import parse_assignment
+
+        figures = FigureOptions(figure_format, dpi)
 
         spec = SweepSpec(
             protocol,
@@ -125,6 +137,7 @@ def sweep(
                 observers=observers,
                 metrics=metric or None,
                 dashboard=True if dashboard is None else dashboard,
+                figures=figures,
             )
         finally:
             observers[0].close()

@@ -51,6 +51,7 @@ class StartDoc(TypedDict):
     started: str  # ISO 8601, UTC
     resumed: int  # how many times this run was resumed
     nexus: dict[str, str]  # NeXus default-plot hints (``signal``, ...)
+    figures: dict[str, Any]  # how the figures are written: ``format`` (png, pdf, svg) and ``dpi``
 
 
 class DataKey(TypedDict):

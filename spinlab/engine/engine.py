@@ -52,6 +52,7 @@ from spinlab.engine.documents import (
     package_versions,
     to_jsonable,
 )
+from spinlab.engine.figures import FigureOptions
 from spinlab.engine.plan import Plan, plan_factory
 from spinlab.engine.plots import PlotWriter
 from spinlab.engine.rundir import (
@@ -520,24 +521,24 @@ class RunEngine:
         plans: PlanLookup | None = None,
         open_device: DeviceOpener | None = None,
         sync_interval_s: float | None = 1.0,
-        catalog: str | bool | None = None,
-    ) -> None:
+both    ) -> None:
         self.root = Path(root)
         self._catalog = catalog
         self.plans: PlanLookup = plans or plan_factory
         self.open_device: DeviceOpener = open_device or _open_address
         #: how far apart the journal is synced to disk (see spinlab.engine.journal)
         self.sync_interval_s = sync_interval_s
+        #: the format and resolution of the runs' figures (recorded in each run file)
+        self.figures = figures or FigureOptions()
 
     def at(self, root: str | Path) -> RunEngine:
-        """This engine (same plans, device opener, sync interval) writing runs into ``root``."""
+        """This engine (same plans, device opener, sync interval, figures) writing runs into ``root``."""
         return RunEngine(
             root,
             plans=self.plans,
             open_device=self.open_device,
             sync_interval_s=self.sync_interval_s,
-            catalog=self.catalog or False,  # a stage is recorded where its run is
-        )
+both        )
 
     @property
     def catalog(self) -> str | None:
@@ -599,7 +600,7 @@ class RunEngine:
             lock.release()
             raise
         starts = sum(1 for r in recovery.records if r.get("doc") == "start")
-        return self._execute(
+        return self._recorded_figures(first)._execute(
             plan,
             target,
             seed=int(first.get("seed", 0)),
@@ -612,6 +613,18 @@ class RunEngine:
             force=force,
             resumed=starts,
         )
+
+    def _recorded_figures(self, start: Mapping[str, Any]) -> RunEngine:
+        """This engine, drawing in the format and resolution the run was started with."""
+        if not start.get("figures"):
+            return self  # a run from before figures were recorded
+        try:
+            figures = FigureOptions(**dict(start["figures"]))
+        except (ConfigError, TypeError, ValueError):  # an older or damaged start: the engine's own
+            return self
+        engine = self.at(self.root)
+        engine.figures = figures
+        return engine
 
     # --- the one code path -------------------------------------------------------------------
     def _execute(
@@ -685,7 +698,11 @@ class RunEngine:
                     guard=guard,
                     state=state,
                     replay=replay,
-                    subscribers=[*subscribers, PlotWriter(plan.plots, path), *self._recorder()],
+                    subscribers=[
+                        *subscribers,
+                        PlotWriter(plan.plots, path, options=self.figures),
+                        *self._recorder(),
+                    ],
                 )
                 # control-channel notices: never a checkpoint (the control channel itself sends them)
                 state._publish = lambda topic, payload: active.emit(
@@ -732,6 +749,7 @@ class RunEngine:
                     started=now(),
                     resumed=resumed,
                     nexus=dict(plan.nexus),
+                    figures=active.engine.figures.as_dict(),
                 ),
             )
             state.status = "running"

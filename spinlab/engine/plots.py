@@ -2,7 +2,9 @@
 
 Plans declare their plots as functions ``plot(datasets, results) -> Figure``: ``datasets``
 reads arrays by name from the finished run file (only what the plot asks for is loaded), and
-``results`` holds the run's result values. Figures are built with
+``results`` holds the run's result values. A plot is declared under a PNG name
+(``confusion.png``); the run's :class:`~spinlab.engine.figures.FigureOptions` choose the format
+and resolution it is written in. Figures are built with
 :class:`matplotlib.figure.Figure`, without pyplot, so no global backend is switched (a notebook
 user's backend stays theirs). A plot that fails is logged and skipped: plots never fail a run.
 """
@@ -16,6 +18,8 @@ from typing import Any
 
 import h5py  # type: ignore[import-untyped]
 import numpy as np
+
+from spinlab.engine.figures import FigureOptions
 
 log = logging.getLogger("spinlab.engine.plots")
 
@@ -32,6 +36,13 @@ class RunDatasets(Mapping[str, np.ndarray]):
             raise KeyError(name)
         return np.asarray(node[()])
 
+    def attrs(self, name: str) -> dict[str, Any]:
+        """The attributes ``ctx.save`` stored with dataset ``name`` (``dt_s``, ``unit``, ...)."""
+        node = self._file.get(name)
+        if not isinstance(node, h5py.Dataset):
+            raise KeyError(name)
+        return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in node.attrs.items()}
+
     def __iter__(self) -> Iterator[str]:
         names: list[str] = []
         self._file.visititems(lambda n, obj: names.append(n) if isinstance(obj, h5py.Dataset) else None)
@@ -44,10 +55,12 @@ class RunDatasets(Mapping[str, np.ndarray]):
 class PlotWriter:
     """``PlotWriter({"sweep.png": plot_fn, ...}, run_dir)``; draws on a ``completed`` stop."""
 
-    def __init__(self, plots: Mapping[str, Any], directory: str | Path, *, dpi: int = 120) -> None:
+    def __init__(
+        self, plots: Mapping[str, Any], directory: str | Path, *, options: FigureOptions | None = None
+    ) -> None:
         self.plots = dict(plots)
         self.directory = Path(directory)
-        self.dpi = dpi
+        self.options = options or FigureOptions()
         self.results: dict[str, Any] = {}
         self.written: list[Path] = []
 
@@ -63,9 +76,10 @@ class PlotWriter:
         with h5py.File(self.directory / "run.h5", "r") as file:
             datasets = RunDatasets(file)
             for filename, plot in self.plots.items():
-                path = self.directory / filename
+                path = self.directory / self.options.filename(filename)
                 try:
-                    plot(datasets, self.results).savefig(path, dpi=self.dpi)
+                    # tight: titles and labels are never cut off at the figure's edge
+                    plot(datasets, self.results).savefig(path, dpi=self.options.dpi, bbox_inches="tight")
                 except Exception:
                     log.exception("plot %s failed; the run's data is unaffected", filename)
                     continue

@@ -218,6 +218,7 @@ class RunFileWriter:
         attrs["device"] = json.dumps(to_jsonable(doc.get("identity", {})))
         attrs["versions"] = json.dumps(to_jsonable(doc.get("versions", {})))
         attrs["resumed"] = int(doc.get("resumed", 0))
+        attrs["figures"] = json.dumps(to_jsonable(doc.get("figures", {})))
         attrs["status"] = "running"
         self._nexus(doc.get("nexus") or {})
 
@@ -556,6 +557,7 @@ def _stored(path: Path, skip: set[tuple[str, int]]) -> dict[str, Any] | None:
                 "started": _text(attrs.get("started")),
                 "resumed": int(attrs.get("resumed", 0)),
                 "nexus": {},
+                "figures": json.loads(attrs.get("figures", "{}")),
             }
             streams = file["engine/streams"].attrs if "engine/streams" in file else {}
             descriptors = [

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from spinlab.engine.figures import axis_label, condition_text, legend, prefix, symbol_of
 from spinlab.sweeps.summary import flatten
 
 
@@ -67,10 +68,12 @@ def _heatmap(groups: Mapping[tuple, list[float]], names: list[str], metric: str)
             fontsize=8,
             color="white" if np.isfinite(v) and v < mid else "black",
         )
-    ax.set_xticks(range(len(xs)), [_label(x) for x in xs])
-    ax.set_yticks(range(len(ys)), [_label(y) for y in ys])
-    ax.set_xlabel(names[0])
-    ax.set_ylabel(names[1])
+    xlabel, xticks = _axis(names[0], xs)
+    ylabel, yticks = _axis(names[1], ys)
+    ax.set_xticks(range(len(xs)), xticks)
+    ax.set_yticks(range(len(ys)), yticks)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(f"{metric} (mean over seeds)", fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.05)
     fig.tight_layout()
@@ -89,13 +92,15 @@ def _lines(
     else:
         xs = _ordered({c[0] for c in groups})
         numeric = all(_number(x) for x in xs)
+        xlabel, xticks = _axis(names[0], xs)
+        factor = prefix(xs, symbol_of(names[0])[1])[0] if numeric else 1.0
         lines: dict[tuple, list[tuple[Any, list[float]]]] = defaultdict(list)
         for combo, vals in groups.items():
             lines[combo[1:]].append((combo[0], vals))
         for rest, pts in sorted(lines.items(), key=lambda kv: [_sort_key(v) for v in kv[0]]):
             pts.sort(key=lambda p: _sort_key(p[0]))
-            x = [p[0] if numeric else xs.index(p[0]) for p in pts]
-            label = ", ".join(f"{n}={_label(v)}" for n, v in zip(names[1:], rest)) or None
+            x = [p[0] * factor if numeric else xs.index(p[0]) for p in pts]
+            label = _legend_text(names[1:], rest)
             ax.errorbar(
                 x,
                 [_nanmean(p[1]) for p in pts],
@@ -106,14 +111,34 @@ def _lines(
                 label=label,
             )
         if not numeric:
-            ax.set_xticks(range(len(xs)), [_label(x) for x in xs])
-        ax.set_xlabel(names[0])
+            ax.set_xticks(range(len(xs)), xticks)
+        ax.set_xlabel(xlabel)
         if len(lines) > 1 and len(lines) <= 12:
-            ax.legend(fontsize=7)
+            legend(ax, fontsize=7)
     ax.set_ylabel(metric)
     ax.set_title(f"{metric}: mean +- std over seeds", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def _axis(name: str, values: Sequence[Any]) -> tuple[str, list[str]]:
+    """An axis's label (``I (mA)``) and its tick labels in that prefixed unit."""
+    unit = symbol_of(name)[1]
+    if not all(_number(v) for v in values):
+        return axis_label(name), [_label(v) for v in values]
+    factor = prefix(values, unit)[0]
+    return axis_label(name, values), [_label(float(v) * factor) for v in values]
+
+
+def _legend_text(names: Sequence[str], values: Sequence[Any]) -> str | None:
+    """``I = 6 mA, µ0H = 300 mT`` for a line's other swept values."""
+    parts = []
+    for name, value in zip(names, values):
+        if _number(value) and symbol_of(name)[1]:
+            parts.append(condition_text({name.rsplit(".", 1)[-1]: value}))
+        else:
+            parts.append(f"{symbol_of(name)[0]} = {_label(value)}")
+    return ", ".join(parts) or None
 
 
 def _number(value: Any) -> bool:

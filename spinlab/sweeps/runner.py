@@ -46,6 +46,7 @@ from filelock import FileLock, Timeout
 
 from spinlab.engine import journal as journal_mod
 from spinlab.engine.documents import now, to_jsonable
+from spinlab.engine.figures import FigureOptions
 from spinlab.engine.runfile import JOURNAL_FILE
 from spinlab.engine.signals import SignalGuard
 from spinlab.errors import ClusterError, ConfigError, RunInterrupted
@@ -116,6 +117,7 @@ def run_sweep(
     observers: Iterable[Observer] = (),
     metrics: Sequence[str] | None = None,
     dashboard: bool | str = True,
+    figures: FigureOptions | None = None,
 ) -> SweepResult:
     """Run every point of ``spec`` not yet completed in ``out``; see the module docstring.
 
@@ -124,10 +126,18 @@ def run_sweep(
     (``tcp://host:8786``) or anything ``distributed.Client`` accepts (a dask-jobqueue cluster).
     ``metrics``: the results to plot (None: every numeric result that varies; empty: no plots).
     ``dashboard``: a local cluster's dashboard, True for :data:`DASHBOARD`, ``[HOST:]PORT`` or
-    False for none.
+    False for none. ``figures``: the format and resolution of the sweep's and its runs' figures.
     """
     return _Sweep(
-        spec, Path(out).resolve(), scheduler, workers, processes, list(observers), metrics, dashboard
+        spec,
+        Path(out).resolve(),
+        scheduler,
+        workers,
+        processes,
+        list(observers),
+        metrics,
+        dashboard,
+        figures or FigureOptions(),
     ).run()
 
 
@@ -142,7 +152,9 @@ class _Sweep:
         observers: list[Observer],
         metrics: Sequence[str] | None,
         dashboard: bool | str,
+        figures: FigureOptions,
     ) -> None:
+        self.figures = figures
         if workers is not None and workers < 1:
             raise ConfigError(f"--workers must be at least 1, got {workers}")
         if isinstance(dashboard, str) and scheduler is not None:
@@ -375,6 +387,7 @@ class _Sweep:
             "address": point.address,
             "seed": point.seed,
             "runs": str(self.out / "runs"),
+            "figures": self.figures.as_dict(),
             "resume": resume,
             "run_dir": str(run_dir),
             "topic": self._topic,
@@ -523,9 +536,10 @@ class _Sweep:
         if names:
             (self.out / "plots").mkdir(exist_ok=True)
         for metric in names:
-            path = self.out / "plots" / f"{metric.replace('/', '_')}.png"
+            path = self.out / "plots" / self.figures.filename(f"{metric.replace('/', '_')}.png")
             try:
-                plot_metric(table, metric, grid=self.spec.samples is None).savefig(path)
+                figure = plot_metric(table, metric, grid=self.spec.samples is None)
+                figure.savefig(path, dpi=self.figures.dpi, bbox_inches="tight")
             except Exception:
                 log.exception("plot of %s failed; the summary is unaffected", metric)
                 continue

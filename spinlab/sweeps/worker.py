@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from spinlab.engine import Control, RunEngine, RunResult, RunState, build_plan
+from spinlab.engine.figures import FigureOptions
 from spinlab.engine.runfile import JOURNAL_FILE, read_outcome
 from spinlab.engine.signals import HANDLED
 from spinlab.errors import RunInterrupted, run_path
@@ -129,7 +130,7 @@ def _run(task: Mapping[str, Any], stop: StopPoll) -> RunResult:
     """The point's run: resumed where one was left (``resume``, or an attempt's directory with a
     journal), taken as it is where it completed, else started in the attempt's directory."""
     path = Path(task.get("resume") or task.get("run_dir") or "")
-    engine = RunEngine(Path(task["runs"]))
+    engine = RunEngine(Path(task["runs"]), figures=FigureOptions(**task.get("figures", {})))
     if not path.name:  # a task from an older sweep: a run named by the clock
         return engine.run(
             build_plan(task["plan"], task["config"]), task["address"], seed=task["seed"], control=stop
