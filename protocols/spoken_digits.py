@@ -396,13 +396,13 @@ def statistics_lines(summary: Mapping[str, Any], indent: str = "") -> list[str]:
     """Each baseline with its interval and the device against it, in words (report text)."""
     n = summary["n_test"]
     lines = []
-    for name, (key, label) in BASELINES.items():
+    for name, (key, what) in BASELINES.items():
         if key not in summary:
             continue
         accuracy = {"accuracy": summary[key], "n_test": n, "ci95": summary[f"{key}_ci95"]}
         comparison = summary["comparisons"][name]
         lines.append(
-            f"{indent}{label}: {statistics.describe_accuracy(accuracy)}; "
+            f"{indent}{what}: {statistics.describe_accuracy(accuracy)}; "
             f"device {statistics.describe_difference(comparison)}"
         )
     gains = [c for c in summary["comparisons"].values() if c["difference"] > 0]

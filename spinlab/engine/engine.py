@@ -521,7 +521,9 @@ class RunEngine:
         plans: PlanLookup | None = None,
         open_device: DeviceOpener | None = None,
         sync_interval_s: float | None = 1.0,
-both    ) -> None:
+        catalog: str | bool | None = None,
+        figures: FigureOptions | None = None,
+    ) -> None:
         self.root = Path(root)
         self._catalog = catalog
         self.plans: PlanLookup = plans or plan_factory
@@ -538,7 +540,9 @@ both    ) -> None:
             plans=self.plans,
             open_device=self.open_device,
             sync_interval_s=self.sync_interval_s,
-both        )
+            catalog=self.catalog or False,  # a stage is recorded where its run is
+            figures=self.figures,
+        )
 
     @property
     def catalog(self) -> str | None:
