@@ -27,6 +27,7 @@ REQUIRED = {
     "twin-eval": {"checkpoint": "twin.pt"},
     "fit-physics": {"model": "vortex", "params": ["Q"], "source_run": "runs/x"},
     "optimise-spoken-digits": {"protocol": {"data_dir": "fsdd"}},
+    "search": {"plan": "reservoir-measures", "over": ["bias_A"], "objective": "memory_capacity"},
 }
 WIDE = {"COLUMNS": "400", "TERMINAL_WIDTH": "400"}
 

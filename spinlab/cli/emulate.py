@@ -66,8 +66,9 @@ def emulate(
     ),
     json_output: bool = JsonOption,
 ) -> None:
-    """Run emulated AWG, scope, DC source, magnet, gaussmeter and spectrum analyser until Ctrl-C;
-    prints their VISA resource strings."""
+    """Serve the emulated AWG, scope, source, magnet, gaussmeter and analyser until Ctrl-C.
+
+    Prints each instrument's VISA resource string."""
     from spinlab.registry import open_device
     from spinlab.sim_backends.emulated import EmulatedLab, serve_tcp
 
