@@ -4,13 +4,18 @@ file of a real rig, and the fault matrix listing every instrument."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from spinlab.cli import app
+from spinlab.instruments.bench import open_bench
+from spinlab.instruments.station import builtin_station, load_station
+from spinlab.sim_backends.emulated import EmulatedLab
 
 runner = CliRunner()
 
@@ -69,3 +74,31 @@ def test_a_run_on_a_device_that_measures_no_field_records_no_responses(tmp_path)
         str(tmp_path),
     )
     assert [step["meta"] for step in events(summary["run_dir"])] == [{"batch": 0}]
+
+
+def test_the_worked_field_station_loads_and_opens_with_every_role(tmp_path):
+    """The worked rig's file passes every check: it loads (each setting against its named
+    driver's ratings), and opened on emulated instruments at its own settings every driver is
+    found by *IDN? and the field is a condition."""
+    station = load_station(builtin_station("example_field_lab"))
+    assert set(station.resources.instruments) == {
+        "awg",
+        "scope",
+        "source",
+        "magnet",
+        "gaussmeter",
+        "analyser",
+    }
+    assert all(station.driver_name(role) for role in station.resources.instruments)
+    assert station.analyser is not None and station.analyser.chain_gain_dB == pytest.approx(20 - 3.5 - 1.5)
+    assert station.magnet is not None and station.magnet.rate_A_per_s <= station.magnet.max_ramp_A_per_s
+    assert station.magnet.T_per_A * station.magnet.max_current_A == pytest.approx(station.limits.max_field_T)
+    text = station.path.read_text().replace('visa_library = "@py"', 'visa_library = "emulated"')
+    for role, resource in EmulatedLab.RESOURCES.items():
+        text, count = re.subn(rf'^{role} = "[^"]*"', f'{role} = "{resource}"', text, flags=re.M)
+        assert count == 1, role
+    path = tmp_path / "field_lab.toml"
+    path.write_text(text)
+    with open_bench(str(path), source="keithley-2450") as bench:
+        assert bench.drivers == {role: station.driver_name(role) for role in station.resources.instruments}
+        assert bench.condition_names == ("bias_A", "field_T")
