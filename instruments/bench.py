@@ -295,7 +295,10 @@ class Bench(OutputSafety, Device):
             raise InstrumentError("the bench is closed; open it again with open_bench()")
         self._field_measured = None
         awg_V = self._check_derived(drive, dt_s, conditions)
-        groups = _condition_groups(drive.shape[0], conditions.get("field_T"), conditions.get("bias_A"))
+        present_T = None if self.field is None else self.field.field_T
+        groups = _condition_groups(
+            drive.shape[0], conditions.get("field_T"), conditions.get("bias_A"), present_T
+        )
         out = np.empty_like(drive)
         timing = dict.fromkeys(("upload_s", "capture_s", "read_s", "align_s", "records", "retries"), 0.0)
         logged = len(self.fault_log)
@@ -678,15 +681,20 @@ class Bench(OutputSafety, Device):
 
 
 def _condition_groups(
-    n: int, field: np.ndarray | None, bias: np.ndarray | None
+    n: int, field: np.ndarray | None, bias: np.ndarray | None, present_T: float | None = None
 ) -> list[tuple[tuple[float | None, float | None], np.ndarray]]:
-    """The drives of each (field, bias), fields in ascending order (each set once per call),
-    biases ascending within a field."""
+    """The drives of each (field, bias), each field set once per call, swept from the end
+    nearest the ``present_T`` field (ascending, or descending when the magnet sits nearer the
+    highest): calls over the same fields sweep up and down, one field change fewer per call
+    (each costs a ramp and a settle); biases ascending within a field."""
     rows: dict[tuple[float | None, float | None], list[int]] = {}
     for i in range(n):
         key = (None if field is None else float(field[i]), None if bias is None else float(bias[i]))
         rows.setdefault(key, []).append(i)
     order = sorted(rows, key=lambda key: tuple(-math.inf if v is None else v for v in key))
+    fields = sorted({key[0] for key in order if key[0] is not None})
+    if present_T is not None and fields and abs(fields[-1] - present_T) < abs(present_T - fields[0]):
+        order.sort(key=lambda key: -math.inf if key[0] is None else -key[0])  # stable: biases ascending
     return [(key, np.asarray(rows[key])) for key in order]
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from spinlab import Waveform
 from spinlab.cli import app
 from spinlab.instruments.bench import open_bench
 from spinlab.instruments.station import builtin_station, load_station
@@ -57,6 +58,22 @@ def test_an_acquire_over_fields_on_the_bench_records_the_set_and_measured_field(
         assert response["field_T"] == [0.1, 0.3]
         measured = np.array(response["field_T_measured"])
         np.testing.assert_allclose(measured, [0.1, 0.3], atol=5e-4)  # the station's settle_tolerance_T
+
+
+def test_calls_over_the_same_fields_sweep_up_and_down_one_change_fewer_each():
+    """Each field change costs a ramp and a settle: a call starts at the end of its fields
+    nearest the magnet's field, so a second call over 0.2/0.3 T sets one field, not two."""
+    fields = np.array([0.3, 0.2, 0.2])
+    drive = Waveform(np.full((3, 400), 0.1), 1e-7, "V")
+    with open_bench("emulated") as bench:
+        first = bench.respond(drive, {"field_T": fields})
+        assert [r.set_T for r in bench.field_log] == [0.2, 0.3]
+        second = bench.respond(drive, {"field_T": fields})
+        assert [r.set_T for r in bench.field_log] == [0.2, 0.3, 0.2]
+    for response in (first, second):  # each drive's response and reading at its own field
+        np.testing.assert_allclose(response.meta["field_T_measured"], fields, atol=5e-4)
+    np.testing.assert_allclose(first.samples.mean(axis=1), second.samples.mean(axis=1), atol=1e-3)
+    assert first.samples[0].mean() < first.samples[1].mean() - 1e-3  # 0.3 T: a higher threshold
 
 
 def test_a_run_on_a_device_that_measures_no_field_records_no_responses(tmp_path):
