@@ -119,3 +119,30 @@ def test_the_worked_field_station_loads_and_opens_with_every_role(tmp_path):
     with open_bench(str(path), source="keithley-2450") as bench:
         assert bench.drivers == {role: station.driver_name(role) for role in station.resources.instruments}
         assert bench.condition_names == ("bias_A", "field_T")
+
+
+def test_characterize_and_spectrum_at_0_3_T_on_the_bench_agree_on_the_threshold(tmp_path):
+    """The time-domain and the frequency-domain thresholds on the same emulated bench at 0.3 T,
+    as a user types them: within 3 % of each other and of the model's 5 mA x (1 + 0.5 x 0.3)."""
+    common = ["--device", "bench:emulated", "--field-T", "0.3", "--seed", "1", "--runs-dir", str(tmp_path)]
+    char = cli_json("characterize", *common, "--step-repeats", "64", "--step-batches", "2")
+    spec = cli_json(
+        "spectrum",
+        *common,
+        "--bias-A",
+        "4.5e-3:9e-3:10",
+        "--set",
+        "survey_points=801",
+        "--set",
+        "zoom_points=201",
+    )
+    assert char["field_T"] == 0.3 and spec["fields_T"] == [0.3]
+    assert spec["predicted_threshold_A"] == [pytest.approx(5.75e-3)]
+    assert char["threshold_A"] == pytest.approx(5.75e-3, rel=0.03)
+    assert spec["threshold_A"][0] == pytest.approx(5.75e-3, rel=0.03)
+    assert spec["threshold_A"][0] == pytest.approx(char["threshold_A"], rel=0.03)
+    for run in (char, spec):  # every step ran at the gaussmeter's 0.3 T
+        measured = [
+            r["field_T_measured"] for step in events(run["run_dir"]) for r in step["meta"]["responses"]
+        ]
+        assert measured and np.allclose(measured, 0.3, atol=5e-4)
