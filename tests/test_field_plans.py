@@ -6,6 +6,7 @@ takes the field as a condition and is scored at fields it was not trained at."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import h5py
@@ -16,6 +17,7 @@ from typer.testing import CliRunner
 from spinlab import Waveform, open_device
 from spinlab.cli import app
 from spinlab.engine import RunEngine
+from spinlab.instruments.station import STATIONS_DIR
 from spinlab.protocols import characterize, demo
 from spinlab.speech.readout import load_readout
 from spinlab.sweeps import SweepSpec, run_sweep
@@ -35,6 +37,16 @@ def cli_json(*args: str) -> dict:
     result = runner.invoke(app, [*args, "--json"])
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def bench_without_magnet(tmp_path: Path) -> str:
+    """The emulated bench with its magnet and gaussmeter taken out of the station file."""
+    text = (STATIONS_DIR / "emulated.toml").read_text()
+    text = re.sub(r"^(magnet|gaussmeter) = .*\n", "", text, flags=re.M)
+    head, rest = text.split("[magnet]\n")
+    path = tmp_path / "no-magnet.toml"
+    path.write_text(head + rest[rest.index("[calibration]") :])
+    return f"bench:{path}"
 
 
 def vortex_threshold_A(field_T: float) -> float:
@@ -70,9 +82,8 @@ def test_characterize_at_a_field_finds_the_threshold_of_that_field_and_records_i
 def test_a_field_on_a_bench_without_a_magnet_is_one_line_before_anything_is_driven(tmp_path, args):
     if "spoken-digits" in args and not FSDD.is_dir():
         pytest.skip("FSDD not present")
-    result = runner.invoke(
-        app, [*args, "--device", "bench:emulated", "--field-T", "0.3", "--runs-dir", str(tmp_path)]
-    )
+    device = bench_without_magnet(tmp_path)
+    result = runner.invoke(app, [*args, "--device", device, "--field-T", "0.3", "--runs-dir", str(tmp_path)])
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert result.output.count("\n") == 1, result.output
     assert "has no condition(s) ['field_T']" in result.output and "no field control" in result.output
@@ -233,7 +244,8 @@ def test_a_tiny_demo_at_a_field_runs_every_stage_there_and_its_report_names_it(t
 
 
 def test_a_bench_without_a_magnet_reports_no_field_control(tmp_path):
-    summary = cli_json("characterize", "--device", "bench:emulated", "--runs-dir", str(tmp_path), *QUICK)
+    device = bench_without_magnet(tmp_path)
+    summary = cli_json("characterize", "--device", device, "--runs-dir", str(tmp_path), *QUICK)
     assert summary["field_T"] is None and summary["field_control"] is False
     assert "no field control" in characterize.report(summary)
     assert characterize.field_text(summary) == "no field control"  # the demo's report says the same
