@@ -146,3 +146,23 @@ def test_characterize_and_spectrum_at_0_3_T_on_the_bench_agree_on_the_threshold(
             r["field_T_measured"] for step in events(run["run_dir"]) for r in step["meta"]["responses"]
         ]
         assert measured and np.allclose(measured, 0.3, atol=5e-4)
+
+
+@pytest.mark.slow
+def test_a_twin_trained_over_fields_on_the_bench_meets_its_target_between_them(tmp_path):
+    """Issue 21's twin check on bench:emulated (benchmarks/bench_twin_field.py, one seed, ~1 min):
+    trained at 0.2/0.3/0.4 T through the magnet, scored against the bench at 0.25 and 0.35 T."""
+    device, drives = ["--device", "bench:emulated", "--runs-dir", str(tmp_path)], ["--amplitude-V", "0.5"]
+    out = tmp_path / "field-twin.pt"
+    trained = cli_json(
+        "twin", "train", *device, "--field-T", "0.2,0.3,0.4", "--dt-s", "2e-7", *drives,
+        "--hold-s", "2e-7,2e-6", "--hidden", "32", "--target-nrmse", "0.1", "--max-duration", "2e-2",
+        "--out", str(out),
+    )  # fmt: skip
+    scored = cli_json(
+        "twin", "eval", str(out), *device, "--field-T", "0.25,0.35", "--hold-s", "2e-7,2e-6", *drives,
+        "--drives", "10", "--repeats", "4", "--target-nrmse", "0.15", "--seed", "1000",
+    )  # fmt: skip
+    assert trained["conditions"]["field_T"] == [0.2, 0.3, 0.4]
+    assert [e["field_T"] for e in scored["per_condition"]] == [0.25, 0.35]
+    assert scored["nrmse"] <= 0.15
