@@ -10,7 +10,8 @@ Issue 21's check of the field as a twin condition, through the command line a us
 (the digits twin's drive family and size, see docs/twin.md). The twin's conditions are
 ``bias_A`` (held at the device's operating bias) and ``field_T``. The device is ``sim:vortex``
 by default, whose threshold moves with the field (5 mA x (1 + 0.5 /T x B)), so the twin must
-learn the field's effect; ``--device bench:emulated`` once the bench has a magnet.
+learn the field's effect; ``--device bench:emulated`` sets the field with its emulated magnet
+(closed-loop, the gaussmeter's reading in the run files) and scores the twin against the bench.
 
 ``twin_field``  per seed: training (steps, stop reason, device time, wall seconds, held-out
     NRMSE at the trained fields) and the scoring at the untrained fields: the NRMSE against the

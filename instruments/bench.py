@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from spinlab.device import Device
+from spinlab.device import Device, note_measurement
 from spinlab.engine.signals import check_stop, shield
 from spinlab.errors import ConfigError, InstrumentError, InstrumentFaultError
 from spinlab.instruments.field import FieldController, FieldReading
@@ -58,7 +58,6 @@ from spinlab.instruments.record_layout import (
 from spinlab.instruments.roles import AnalyserRole, AwgRole, ScopeRole, SourceRole
 from spinlab.instruments.scpi import format_errors, poll_until
 from spinlab.instruments.station import Station
-from spinlab.waveform import Waveform
 
 log = logging.getLogger("spinlab.bench")
 
@@ -267,16 +266,14 @@ class Bench(OutputSafety, Device):
             out["emulator"] = self.lab.identity()
         return out
 
-    def respond(self, drive: Waveform, conditions: Any = None) -> Waveform:
-        """The Device's respond; with a field, the response's ``meta`` also carries
-        ``field_T_measured``: the gaussmeter's mean reading when each drive's field was set."""
-        self._field_measured: np.ndarray | None = None
-        out = super().respond(drive, conditions)
+    def _measured_conditions(self) -> dict[str, Any]:
+        """``field_T_measured``: the gaussmeter's mean reading when each drive's field was set."""
         measured = self._field_measured
         if measured is None:
-            return out
-        value = float(measured[0]) if np.all(measured == measured[0]) else measured.tolist()
-        return Waveform(out.samples, out.dt_s, out.unit, out.t0_s, {**out.meta, "field_T_measured": value})
+            return {}
+        return {
+            "field_T_measured": float(measured[0]) if np.all(measured == measured[0]) else measured.tolist()
+        }
 
     def resolve_conditions(self, conditions: Any, batch: int) -> dict[str, np.ndarray]:
         """The Device's checks, then the field against the station's limits (one line naming
@@ -296,8 +293,12 @@ class Bench(OutputSafety, Device):
     ) -> np.ndarray:
         if self._closed:
             raise InstrumentError("the bench is closed; open it again with open_bench()")
+        self._field_measured = None
         awg_V = self._check_derived(drive, dt_s, conditions)
-        groups = _condition_groups(drive.shape[0], conditions.get("field_T"), conditions.get("bias_A"))
+        present_T = None if self.field is None else self.field.field_T
+        groups = _condition_groups(
+            drive.shape[0], conditions.get("field_T"), conditions.get("bias_A"), present_T
+        )
         out = np.empty_like(drive)
         timing = dict.fromkeys(("upload_s", "capture_s", "read_s", "align_s", "records", "retries"), 0.0)
         logged = len(self.fault_log)
@@ -370,13 +371,18 @@ class Bench(OutputSafety, Device):
                 + ("" if field_T is None else f" at {field_T:.4g} T")
             )
             try:
-                return self._attempts(what, functools.partial(self._sweep_analyser, freqs, bias_A, field_T))
+                psd = self._attempts(what, functools.partial(self._sweep_analyser, freqs, bias_A, field_T))
             except InstrumentFaultError as exc:
                 raise self._with_outputs(exc) from exc.__cause__
             except BaseException:
                 with shield():  # a second Ctrl-C must not cut the bias ramp short
                     self.outputs_off()
                 raise
+            if field_T is not None:
+                note_measurement(
+                    {"bias_A": bias_A, "field_T": field_T, "field_T_measured": self.field_log[-1].measured_T}
+                )
+            return psd
 
     def _sweep_analyser(
         self, freqs: np.ndarray, bias_A: float | None, field_T: float | None = None
@@ -675,15 +681,20 @@ class Bench(OutputSafety, Device):
 
 
 def _condition_groups(
-    n: int, field: np.ndarray | None, bias: np.ndarray | None
+    n: int, field: np.ndarray | None, bias: np.ndarray | None, present_T: float | None = None
 ) -> list[tuple[tuple[float | None, float | None], np.ndarray]]:
-    """The drives of each (field, bias), fields in ascending order (each set once per call),
-    biases ascending within a field."""
+    """The drives of each (field, bias), each field set once per call, swept from the end
+    nearest the ``present_T`` field (ascending, or descending when the magnet sits nearer the
+    highest): calls over the same fields sweep up and down, one field change fewer per call
+    (each costs a ramp and a settle); biases ascending within a field."""
     rows: dict[tuple[float | None, float | None], list[int]] = {}
     for i in range(n):
         key = (None if field is None else float(field[i]), None if bias is None else float(bias[i]))
         rows.setdefault(key, []).append(i)
     order = sorted(rows, key=lambda key: tuple(-math.inf if v is None else v for v in key))
+    fields = sorted({key[0] for key in order if key[0] is not None})
+    if present_T is not None and fields and abs(fields[-1] - present_T) < abs(present_T - fields[0]):
+        order.sort(key=lambda key: -math.inf if key[0] is None else -key[0])  # stable: biases ascending
     return [(key, np.asarray(rows[key])) for key in order]
 
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -23,6 +25,32 @@ from spinlab.waveform import Waveform
 
 #: Operating conditions every backend understands, in SI units.
 STANDARD_CONDITIONS = ("bias_A", "field_T")
+
+#: Suffix of a response ``meta`` key that holds what an instrument measured of a condition
+#: (``field_T_measured``: the gaussmeter's reading of the set ``field_T``).
+MEASURED = "_measured"
+
+_noted: ContextVar[list[dict[str, Any]] | None] = ContextVar("spinlab_noted_measurements", default=None)
+
+
+@contextmanager
+def noting_measurements() -> Iterator[list[dict[str, Any]]]:
+    """Collect, for every device call inside the block that measured a condition, its set and
+    measured conditions (the run engine stores them with each recorded step, so every plan's run
+    file holds the field the gaussmeter read, not only the one asked for)."""
+    noted: list[dict[str, Any]] = []
+    token = _noted.set(noted)
+    try:
+        yield noted
+    finally:
+        _noted.reset(token)
+
+
+def note_measurement(meta: Mapping[str, Any]) -> None:
+    """Hand a response's conditions to :func:`noting_measurements` if it measured one."""
+    noted = _noted.get()
+    if noted is not None and any(key.endswith(MEASURED) for key in meta):
+        noted.append({key: value for key, value in meta.items() if key != "device"})
 
 
 @dataclass(frozen=True)
@@ -163,13 +191,13 @@ class Device(ABC):
             )
         if not drive.batched:
             out = out[0]
-        return Waveform(
-            out,
-            drive.dt_s,
-            self.response_unit,
-            drive.t0_s,
-            {"device": self.address, **{k: _scalar_or_list(v) for k, v in cond.items()}},
-        )
+        meta = {
+            "device": self.address,
+            **{k: _scalar_or_list(v) for k, v in cond.items()},
+            **self._measured_conditions(),
+        }
+        note_measurement(meta)
+        return Waveform(out, drive.dt_s, self.response_unit, drive.t0_s, meta)
 
     def resolve_conditions(self, conditions: Mapping[str, Any] | None, batch: int) -> dict[str, np.ndarray]:
         """Merge with defaults, check names and values, broadcast each to shape ``(batch,)``."""
@@ -217,7 +245,12 @@ class Device(ABC):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # --- backend hook ----------------------------------------------------------------------
+    # --- backend hooks ---------------------------------------------------------------------
+    def _measured_conditions(self) -> dict[str, Any]:
+        """What the last ``_respond`` measured of its conditions (``{"field_T_measured": ...}``,
+        a number or one per drive), added to the response's ``meta``; a simulator measures none."""
+        return {}
+
     @abstractmethod
     def _respond(self, drive: np.ndarray, dt_s: float, conditions: dict[str, np.ndarray]) -> np.ndarray:
         """Response to validated drives: ``drive`` is ``(batch, n)`` float64 (volts unless

@@ -1,4 +1,5 @@
-"""Fault matrix: every fault kind on a multi-record acquisition through ``bench:emulated``.
+"""Fault matrix: every fault kind on a multi-record acquisition through ``bench:emulated``
+(and on the magnet, the gaussmeter and the spectrum analyser at a field).
 
 Each run either completes with data identical to the fault-free run with the same seed, or stops
 with one :class:`~spinlab.errors.InstrumentFaultError` line, outputs off (read back from the
@@ -110,7 +111,11 @@ FIELD = [
     ("drop@magnet:at=20:count=inf", "error"),  # the supply gone: it cannot be parked, and says so
 ]
 FIELD_QUICK = ["silent@gaussmeter:at=4", "reset@magnet:at=40", "silent@gaussmeter:at=4:count=inf"]
-EXPECTED = dict(TRANSIENT + PERSISTENT + FIELD)
+#: the spectrum analyser: one averaged trace per bias at FIELD_T (its every kind is in
+#: tests/test_spectrum_plan.py). Its display noise is drawn anew on a retry, so a retried trace is
+#: "within noise" of the fault-free one (the spread of two fault-free runs with other seeds)
+ANALYSER = [("drop@analyser:at=10", "within noise"), ("silent@analyser:at=8:count=inf", "error")]
+EXPECTED = dict(TRANSIENT + PERSISTENT + FIELD + ANALYSER)
 
 
 def station(directory: Path) -> str:
@@ -171,6 +176,31 @@ def acquire(
         time.perf_counter() - t,
         (magnet.output_on, magnet.current_A()),
     )
+
+
+def spectra(path: str, faults: str | None = None, *, seed: int = SEED) -> Outcome:
+    """One analyser trace per bias around the oscillator's line, at FIELD_T (``responses``: PSDs)."""
+    t = time.perf_counter()
+    with open_bench(path, device="sim:vortex?noise=0", seed=seed, faults=faults) as bench:
+        traces, error = [], None
+        try:
+            for bias_A in BIAS_A:
+                conditions = {"bias_A": float(bias_A), "field_T": FIELD_T}
+                f0 = float(bench.model.line(conditions).frequency_Hz)
+                traces.append(bench.spectrum(conditions, np.linspace(f0 - 2e6, f0 + 2e6, 401)))
+        except InstrumentFaultError as exc:
+            error = str(exc)
+        outputs = (bench.lab.awg.output_on, bench.lab.source.output_on)
+        retries = sum(entry["outcome"] == "retried" for entry in bench.fault_log)
+    magnet = bench.lab.magnet
+    fired = len(bench.lab.fault_log.entries)
+    wall_s = time.perf_counter() - t
+    return Outcome(traces, error, retries, fired, outputs, wall_s, (magnet.output_on, magnet.current_A()))
+
+
+def spread_dB(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+    """RMS difference of two runs' traces, in dB."""
+    return float(np.sqrt(np.mean([(10 * np.log10(x / y)) ** 2 for x, y in zip(a, b)])))
 
 
 def lost(outcome: Outcome, reference: Outcome) -> int:
@@ -241,6 +271,34 @@ def test_field_fault_full_matrix(path, field_reference, spec):
     check(spec, acquire(path, spec, field_T=FIELD_T), field_reference)
 
 
+@pytest.fixture(scope="module")
+def analyser_reference(path):
+    clean, other = spectra(path), spectra(path, seed=SEED + 1)
+    assert clean.error is None and len(clean.responses) == len(BIAS_A) and clean.retries == 0
+    return clean, spread_dB(clean.responses, other.responses)
+
+
+@pytest.mark.parametrize("spec", [s for s, _ in ANALYSER])
+def test_analyser_fault(path, analyser_reference, spec):
+    """A retried trace is whole and within the display noise of the fault-free one; one that
+    keeps failing ends in one line, the outputs off and the field parked."""
+    reference, floor = analyser_reference
+    outcome = spectra(path, spec)
+    assert outcome.fired >= 1, "the fault never fired: move its 'at'"
+    assert not outcome.magnet[0] and abs(outcome.magnet[1]) <= 0.01  # parked once the bench closed
+    if EXPECTED[spec] == "error":
+        assert outcome.error is not None and "\n" not in outcome.error
+        assert outcome.error.startswith("the spectrum analyser") and outcome.error.endswith(
+            "; outputs are off"
+        )
+        assert outcome.outputs_on == (False, False) and outcome.responses == []
+    else:
+        assert outcome.error is None and outcome.retries >= 1 and outcome.outputs_on == (False, True)
+        assert len(outcome.responses) == len(reference.responses)  # no trace lost
+        assert all(np.isfinite(trace).all() for trace in outcome.responses)
+        assert spread_dB(outcome.responses, reference.responses) <= 1.5 * floor
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("spec", ["drop@awg:at=60", "corrupt@scope:at=2", "reset@source:at=16"])
 def test_noisy_run_completes_within_the_noise(path, spec):
@@ -302,6 +360,26 @@ def main() -> None:
                 ),
                 flush=True,
             )
+        clean = spectra(path)
+        floor = spread_dB(clean.responses, spectra(path, seed=SEED + 1).responses)
+        for spec, _ in ANALYSER:
+            outcome = spectra(path, spec)
+            within = outcome.error is None and spread_dB(outcome.responses, clean.responses) <= 1.5 * floor
+            row = {
+                "fault": spec,
+                "field_T": FIELD_T,
+                "outcome": "error"
+                if outcome.error
+                else "within noise"
+                if within
+                else "completed, data differ",
+                "retries": outcome.retries,
+                "fired": outcome.fired,
+                "traces_lost": 0 if outcome.error else len(clean.responses) - len(outcome.responses),
+                "outputs_on_after": list(outcome.outputs_on),
+                "wall_s": round(outcome.wall_s, 2),
+            }
+            print(json.dumps({**row, **({"error": outcome.error} if outcome.error else {})}), flush=True)
 
 
 if __name__ == "__main__":

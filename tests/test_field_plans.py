@@ -39,6 +39,16 @@ def cli_json(*args: str) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def bench_without_magnet(tmp_path: Path) -> str:
+    """The emulated bench with its magnet and gaussmeter taken out of the station file."""
+    text = (STATIONS_DIR / "emulated.toml").read_text()
+    text = re.sub(r"^(magnet|gaussmeter) = .*\n", "", text, flags=re.M)
+    head, rest = text.split("[magnet]\n")
+    path = tmp_path / "no-magnet.toml"
+    path.write_text(head + rest[rest.index("[calibration]") :])
+    return f"bench:{path}"
+
+
 def vortex_threshold_A(field_T: float) -> float:
     with open_device("sim:vortex") as dev:
         return float(dev.params.threshold_current_A(field_T))
@@ -59,16 +69,6 @@ def test_characterize_at_a_field_finds_the_threshold_of_that_field_and_records_i
     assert "field not set" in characterize.report({**summary, "field_T": None})
 
 
-def no_magnet_bench(directory: Path) -> str:
-    """The built-in emulated station without its magnet and gaussmeter (a lab with no field control)."""
-    text = (STATIONS_DIR / "emulated.toml").read_text()
-    text = re.sub(r"\n(magnet|gaussmeter) = [^\n]*", "", text)
-    text = re.sub(r"\n\[magnet\]\n.*?\n(?=\[)", "\n", text, flags=re.S)
-    path = directory / "no-magnet.toml"
-    path.write_text(text)
-    return f"bench:{path}"
-
-
 @pytest.mark.parametrize(
     "args",
     [
@@ -82,8 +82,8 @@ def no_magnet_bench(directory: Path) -> str:
 def test_a_field_on_a_bench_without_a_magnet_is_one_line_before_anything_is_driven(tmp_path, args):
     if "spoken-digits" in args and not FSDD.is_dir():
         pytest.skip("FSDD not present")
-    bench = no_magnet_bench(tmp_path)
-    result = runner.invoke(app, [*args, "--device", bench, "--field-T", "0.3", "--runs-dir", str(tmp_path)])
+    device = bench_without_magnet(tmp_path)
+    result = runner.invoke(app, [*args, "--device", device, "--field-T", "0.3", "--runs-dir", str(tmp_path)])
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert result.output.count("\n") == 1, result.output
     assert "has no condition(s) ['field_T']" in result.output and "no field control" in result.output
@@ -244,9 +244,8 @@ def test_a_tiny_demo_at_a_field_runs_every_stage_there_and_its_report_names_it(t
 
 
 def test_a_bench_without_a_magnet_reports_no_field_control(tmp_path):
-    summary = cli_json(
-        "characterize", "--device", no_magnet_bench(tmp_path), "--runs-dir", str(tmp_path), *QUICK
-    )
+    device = bench_without_magnet(tmp_path)
+    summary = cli_json("characterize", "--device", device, "--runs-dir", str(tmp_path), *QUICK)
     assert summary["field_T"] is None and summary["field_control"] is False
     assert "no field control" in characterize.report(summary)
     assert characterize.field_text(summary) == "no field control"  # the demo's report says the same

@@ -35,7 +35,7 @@ import numpy as np
 from spinlab import locks
 from spinlab.catalog.location import catalog_url
 from spinlab.catalog.rundirs import Recorder
-from spinlab.device import Device
+from spinlab.device import Device, noting_measurements
 from spinlab.engine.documents import (
     DatasetDoc,
     DescriptorDoc,
@@ -444,8 +444,11 @@ class _ActiveRun:
         self.checkpoint()
         if needs_device and self.device is None:
             raise ConfigError(f"plan {self.plan.name!r} measured on stream {stream!r} without a device")
-        with stops_with(self.stopping):  # a worker stops at the device's next record
+        # a worker stops at the device's next record; a bench's measured field is noted
+        with stops_with(self.stopping), noting_measurements() as measured:
             data = {check_name(name): np.asarray(value) for name, value in dict(run(self.device)).items()}
+        if measured:  # the set and measured conditions of each device call (a bench's field)
+            meta = {**(meta or {}), "responses": measured}
         with self._lock:
             if stream not in self.described:
                 self.described.add(stream)
