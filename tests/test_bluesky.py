@@ -40,7 +40,7 @@ def run(tmp_path_factory):
             characterize.plan(**SMALL_CHARACTERIZE),
             "sim:vortex",
             seed=2,
-            subscribers=[BlueskyForwarder(lambda name, doc: live.append((name, doc)))],
+            subscribers=[BlueskyForwarder(lambda name, doc: live.append((name, doc)), validate=True)],
         )
     finally:
         if old is not None:
