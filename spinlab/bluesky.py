@@ -118,13 +118,13 @@ class BlueskyForwarder:
                     "seq_nums": {"start": first, "stop": first + n},
                 }
                 self._emit("stream_datum", datum)
-        inline = {
+        inline: dict[str, Any] = {
             _short(stream, k): v
             for k, v in data.items()
             if k not in self._resources and _short(stream, k) in descriptor["data_keys"] and len(v) == n
         }
         for name in self._conditions[stream]:
-            inline[name] = np.full(n, float(meta.get(name, np.nan)))
+            inline[name] = [meta.get(name)] * n  # None where a step lacks it (JSON null)
         if not inline:
             return
         page = {
