@@ -147,7 +147,7 @@ def test_bad_input_is_one_line(tmp_path, url):
         (["list", "--where", "accuracy=>0.9"], "is not a condition"),
         (["list", "--where", "accuracy>high"], "> needs a number, not 'high'"),
         (["list", "--since", "tuesday"], "--since 'tuesday' is not a time"),
-        (["export", "2026", "--format", "xls"], "--format 'xls' is not one of csv, netcdf"),
+        (["export", "2026", "--format", "xls"], "--format 'xls' is not one of csv, netcdf, bluesky"),
     ]:
         result = runs(*args)
         assert result.exit_code == 2, (args, result.output)

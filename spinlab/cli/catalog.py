@@ -234,7 +234,10 @@ def note(
 def export(
     run: str = RunArg,
     format: str = typer.Option(
-        ..., "--format", help="csv (a folder of one CSV per stream) or netcdf (one file)."
+        ...,
+        "--format",
+        help="csv (a folder of one CSV per stream), netcdf (one file) or bluesky "
+        "(event-model documents, one JSON line [name, doc] each).",
     ),
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Where to write (default: named after the run)."
@@ -242,20 +245,52 @@ def export(
     runs_dir: Path = RunsDir,
     json_output: bool = JsonOption,
 ) -> None:
-    """Write a run's streams, saved arrays, config and results as CSV files or one netCDF file."""
+    """Write a run's streams, saved arrays, config and results as CSV files, one netCDF file, or
+    its Bluesky event-model documents (JSON lines; large traces referenced in run.h5)."""
     from spinlab.catalog.opened import Run
     from spinlab.errors import ConfigError
 
     with user_errors():
-        if format not in ("csv", "netcdf"):
-            raise ConfigError(f"--format {format!r} is not one of csv, netcdf")
+        if format not in ("csv", "netcdf", "bluesky"):
+            raise ConfigError(f"--format {format!r} is not one of csv, netcdf, bluesky")
         row = _row(runs_dir, run)
         opened = Run(row["path"], row)
-        written = _write_csv(opened, out) if format == "csv" else _write_netcdf(opened, out)
+        if format == "bluesky":
+            from spinlab.bluesky import write_jsonl
+
+            written = [write_jsonl(opened.path, out or Path(f"{opened.id}.bluesky.jsonl"))]
+        else:
+            written = _write_csv(opened, out) if format == "csv" else _write_netcdf(opened, out)
     if json_output:
         emit_json({"run": opened.id, "format": format, "written": [str(p) for p in written]})
         return
     typer.echo("\n".join(str(p) for p in written))
+
+
+@app.command("serve")
+def serve(
+    runs_dir: Path = RunsDir,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
+    port: int = typer.Option(8050, "--port", min=1, max=65535, help="TCP port."),
+    api_key: str | None = typer.Option(
+        None,
+        "--api-key",
+        envvar="SPINLAB_TILED_API_KEY",
+        help="The key clients must give (letters and digits; default: a new random one, printed).",
+    ),
+) -> None:
+    """Serve the catalogued runs read-only over HTTP as a Tiled tree (/RUN-ID/sweep/responses, ...),
+    for tiled.client.from_uri(URL, api_key=KEY)."""
+    from spinlab.catalog.served import app as tiled_app
+    from spinlab.catalog.served import new_api_key
+    from spinlab.catalog.served import serve as run_server
+
+    with user_errors():
+        key = api_key or new_api_key()
+        asgi = tiled_app(runs_dir, key)  # a bad key or a missing catalog: one line, before binding
+    shown = key if api_key is None else "<the key given>"
+    typer.echo(f"serving {runs_dir} at http://{host}:{port}/api/v1 (Tiled; api key {shown}); Ctrl-C stops")
+    run_server(asgi, host=host, port=port)
 
 
 @app.command("reindex")

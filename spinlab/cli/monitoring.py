@@ -64,6 +64,11 @@ def monitor(
     server_key: Optional[Path] = typer.Option(
         None, "--server-key", help="--web-control: the run's server public key."
     ),
+    runs_dir: Optional[Path] = typer.Option(
+        None,
+        "--runs-dir",
+        help="--web: also serve this runs folder's catalog at /runs (list, filter, open, compare; read-only).",
+    ),
 ) -> None:
     """Watch a run live: progress, waveform and loss sparklines, results, errors, drop counts.
 
@@ -75,6 +80,8 @@ def monitor(
     from spinlab.monitoring.view import MonitorState, message_to_json, render
 
     with user_errors():
+        if runs_dir is not None and web is None:
+            raise ConfigError("--runs-dir goes with --web [HOST:]PORT")
         if (control_address or key or server_key) and not web_control:
             raise ConfigError("--control, --key and --server-key only apply with --web --web-control")
         if web is not None or web_control:
@@ -82,7 +89,7 @@ def monitor(
                 raise ConfigError(
                     "--web serves until Ctrl-C; leave out --json, --count, --timeout and --until-stop"
                 )
-            _serve_web(address, web, topic, record, web_control, control_address, key, server_key)
+            _serve_web(address, web, topic, record, web_control, control_address, key, server_key, runs_dir)
             return
         sub = Subscriber(address, topics=topic or ("",))
         recorder = Recorder(record) if record else None
@@ -155,6 +162,7 @@ def _serve_web(
     control_address: Optional[str],
     key: Optional[Path],
     server_key: Optional[Path],
+    runs_dir: Optional[Path] = None,
 ) -> None:
     """``monitor --web``: the web bridge (spinlab.monitoring.web) until Ctrl-C."""
     from spinlab.monitoring.control import ControlClient
@@ -181,6 +189,7 @@ def _serve_web(
             topics=topic or ("",),
             control=client,
             on_accept=recorder.write if recorder else None,
+            runs_dir=runs_dir,
         )
 
         def ready(url: str) -> None:
@@ -191,6 +200,8 @@ def _serve_web(
                 )
             else:
                 typer.echo(f"web monitor on {url} (read-only)")
+            if runs_dir is not None:
+                typer.echo(f"runs of {runs_dir} on {url}runs (read-only)")
 
         bridge.run(ready)
     finally:

@@ -1,10 +1,12 @@
 """The one progress display: a subscriber that shows ``progress`` documents on stderr, so stdout
-stays clean for ``--json``. On a terminal: rich bars, one per stage (the phase named). Anywhere
-else (nohup, SLURM, a pipe) a redrawn line would arrive as one line at the end, so plain lines
-go out instead: a stage's first and last step, and between them every 10 % or 5 s."""
+stays clean for ``--json``. On a terminal: rich bars, one per stage (the phase named). In a Jupyter
+notebook: HTML bars updated in place in the cell's output (rich's live display needs ipywidgets
+there). Anywhere else (nohup, SLURM, a pipe) a redrawn line would arrive as one line at the end, so
+plain lines go out instead: a stage's first and last step, and between them every 10 % or 5 s."""
 
 from __future__ import annotations
 
+import html
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -29,7 +31,8 @@ class ProgressDisplay:
     ) -> None:
         self._file = file if file is not None else sys.stderr
         self._transient = transient
-        self._plain = not _is_terminal(self._file) if plain is None else plain
+        notebook = self._file is sys.stderr and in_notebook()  # HTML bars, not plain lines
+        self._plain = not (notebook or _is_terminal(self._file)) if plain is None else plain
         self._clock = clock
         self._progress: Any = None  # a rich Progress once the first document arrives
         self._tasks: dict[str, Any] = {}
@@ -37,6 +40,8 @@ class ProgressDisplay:
         self._started = clock()
 
     def _start(self) -> Any:
+        if self._progress is None and self._file is sys.stderr and in_notebook():
+            self._progress = NotebookBars()
         if self._progress is None:
             from rich.console import Console
             from rich.progress import (
@@ -114,6 +119,61 @@ def _is_terminal(file: Any) -> bool:
         return False
 
 
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (IPython's ZMQ shell), where stderr is no terminal."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return type(shell).__name__ == "ZMQInteractiveShell"
+
+
+class NotebookBars:
+    """The bars as one HTML output of the running cell, redrawn at most every ``interval_s``
+    (and on stop); rich Progress's ``add_task``/``update``/``stop`` subset."""
+
+    def __init__(self, interval_s: float = 0.25) -> None:
+        from IPython.display import display
+
+        self.interval_s = interval_s
+        self.tasks: list[dict[str, Any]] = []
+        self.t0 = time.monotonic()
+        self._shown = 0.0
+        self.handle: Any = display(self._bundle(), raw=True, display_id=True)  # type: ignore[no-untyped-call]
+
+    def add_task(self, description: str, total: float | None = None, note: str = "") -> int:
+        self.tasks.append({"description": description, "completed": 0, "total": total, "note": note})
+        return len(self.tasks) - 1
+
+    def update(self, task: int, *, completed: float, total: float | None, note: str) -> None:
+        self.tasks[task].update(completed=completed, total=total, note=note)
+        if time.monotonic() - self._shown >= self.interval_s:
+            self._draw()
+
+    def stop(self) -> None:
+        self._draw()
+
+    def _draw(self) -> None:
+        self._shown = time.monotonic()
+        if self.handle is not None:
+            self.handle.update(self._bundle(), raw=True)
+
+    def _bundle(self) -> dict[str, str]:
+        elapsed = f"{time.monotonic() - self.t0:.1f} s"
+        lines, rows = [], []
+        for t in self.tasks:
+            done, total = t["completed"], t["total"]
+            count = f"{done:g}/{total:g}" if total else f"{done:g}"
+            lines.append(f"{t['description']:<14} {count} {t['note']}".rstrip())
+            bar = f"<progress value='{done}' max='{total}'></progress>" if total else ""
+            rows.append(
+                f"<tr><td>{html.escape(t['description'])}</td><td>{bar}</td><td>{html.escape(count)}</td>"
+                f"<td>{html.escape(t['note'])}</td></tr>"
+            )
+        return {
+            "text/plain": "\n".join([*lines, elapsed]),
+            "text/html": f"<table>{''.join(rows)}</table><small>{elapsed}</small>",
+        }
+
+
 def _note(doc: Mapping[str, Any]) -> str:
     """A short text of the progress fields worth reading (numbers only)."""
     skip = {"done", "total", "stage", "run_id"}
@@ -125,4 +185,4 @@ def _note(doc: Mapping[str, Any]) -> str:
     return "  ".join(parts[:3])
 
 
-__all__ = ["ProgressDisplay"]
+__all__ = ["ProgressDisplay", "NotebookBars", "in_notebook"]

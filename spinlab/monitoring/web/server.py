@@ -9,6 +9,9 @@ aiohttp server serves a static page and one WebSocket per browser. Routes:
     GET  /api/state             the same state as one JSON object, and per-page queues (scripts, curl)
     POST /api/control/COMMAND   status | pause | resume | abort; only with ``--web-control``,
                                 with ``Authorization: Bearer TOKEN``
+    GET  /runs                  the lab notebook: the catalog's runs (``--runs-dir``), a run's
+                                summary and figures, comparisons; its JSON under /api/runs and
+                                /api/compare (see :mod:`.runs`), read-only
 
 Frames to the page (JSON text): first ``{"type": "snapshot", "control": bool, "messages":
 [...], "stats": {...}}``, then ``{"type": "batch", "messages": [...], "stats": {...}}`` at most
@@ -55,6 +58,7 @@ from spinlab.monitoring.addresses import is_loopback
 from spinlab.monitoring.control import COMMANDS, ControlClient, ControlError
 from spinlab.monitoring.subscriber import Subscriber
 from spinlab.monitoring.web.relay import ClientQueue, Entry, Relay
+from spinlab.monitoring.web.runs import CatalogViews, UnknownRun
 
 log = logging.getLogger("spinlab.monitoring.web")
 
@@ -108,6 +112,7 @@ class WebMonitor:
 
     ``control``: a ControlClient to enable pause/resume/abort (``token`` is then set).
     ``on_accept``: called with the raw frames of every accepted message (``--record``).
+    ``runs_dir``: serve that runs folder's catalog at ``/runs`` (read-only).
     """
 
     def __init__(
@@ -124,8 +129,10 @@ class WebMonitor:
         heartbeat_s: float = 20.0,
         keepalive_timeout_s: float = 10.0,
         on_accept: Callable[[list], None] | None = None,
+        runs_dir: str | Path | None = None,
     ) -> None:
         self.host, self.port = host, int(port)
+        self.runs = CatalogViews(runs_dir) if runs_dir is not None else None
         self.control = control
         self.token = secrets.token_urlsafe(32) if control is not None else None
         self.flush_interval_s = float(flush_interval_s)
@@ -168,6 +175,11 @@ class WebMonitor:
         app.router.add_get("/ws", self._websocket)
         app.router.add_get("/api/state", self._state)
         app.router.add_post("/api/control/{command}", self._control)
+        app.router.add_get("/runs", self._runs_page)
+        app.router.add_get("/api/runs", self._runs_api)
+        app.router.add_get("/api/runs/{run_id}", self._runs_api)
+        app.router.add_get("/api/runs/{run_id}/figures/{name}", self._figure)
+        app.router.add_get("/api/compare", self._runs_api)
         app.router.add_static("/static/", STATIC, show_index=False, follow_symlinks=False)
         self._runner = web.AppRunner(
             app,
@@ -297,6 +309,42 @@ class WebMonitor:
 
     async def _index(self, request: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC / "index.html")
+
+    # --- the catalog (read-only) -------------------------------------------------------------
+    async def _runs_page(self, request: web.Request) -> web.FileResponse:
+        return web.FileResponse(STATIC / "runs.html")
+
+    async def _catalog(self, call: Callable[[], Any]) -> Any:
+        """``call()`` in a thread (the catalog's queries block); errors as one-line JSON."""
+        if self.runs is None:
+            return _error(404, "this server shows no catalog: start it with --runs-dir FOLDER")
+        try:
+            return await asyncio.to_thread(call)
+        except UnknownRun as exc:
+            return _error(404, str(exc))
+        except ConfigError as exc:
+            return _error(400, str(exc))
+        except Exception:
+            log.exception("web monitor: the catalog could not answer")
+            return _error(500, "the catalog could not answer (see the server's log)")
+
+    async def _runs_api(self, request: web.Request) -> web.Response:
+        runs = self.runs
+        query = {k: request.query.getall(k) for k in request.query}
+        run_id = request.match_info.get("run_id")
+        if request.path == "/api/compare":
+            found = await self._catalog(lambda: runs.compare(query.get("run", [])))
+        elif run_id is not None:
+            found = await self._catalog(lambda: runs.run(run_id))
+        else:
+            found = await self._catalog(lambda: runs.runs(query))
+        return found if isinstance(found, web.StreamResponse) else web.json_response(found)
+
+    async def _figure(self, request: web.Request) -> web.StreamResponse:
+        runs = self.runs
+        run_id, name = request.match_info["run_id"], request.match_info["name"]
+        found = await self._catalog(lambda: runs.figure(run_id, name))
+        return found if isinstance(found, web.StreamResponse) else web.FileResponse(found)
 
     async def _state(self, request: web.Request) -> web.Response:
         body = (
