@@ -25,6 +25,7 @@ def test_completed_run_file_holds_config_data_results_and_versions(tmp_path):
     assert result.status == "completed" and result.events == 5
     counts = collections.Counter(docs)
     assert counts == {
+        "opening": 1,
         "start": 1,
         "descriptor": 1,
         "event": 5,
@@ -33,7 +34,7 @@ def test_completed_run_file_holds_config_data_results_and_versions(tmp_path):
         "result": 1,
         "stop": 1,
     }
-    assert docs[0] == "start" and docs[-1] == "stop"
+    assert docs[:2] == ["opening", "start"] and docs[-1] == "stop"
     with h5py.File(result.run_file) as f:
         assert f.attrs["status"] == "completed"
         assert json.loads(f.attrs["config"]) == {"n": 5}

@@ -24,8 +24,9 @@ def test_the_python_api_page_example_of_spinlab_testing_runs(tmp_path):
 def test_the_recorder_sees_every_document_in_order_and_counts_them(tmp_path):
     recorder = DocumentRecorder()
     RunEngine(tmp_path).run(steps_plan(2), Doubler(), subscribers=[recorder])
-    assert recorder.names[0] == "start" and recorder.names[-1] == "stop"
+    assert recorder.names[:2] == ["opening", "start"] and recorder.names[-1] == "stop"
     assert recorder.counts == {
+        "opening": 1,
         "start": 1,
         "descriptor": 1,
         "event": 2,

@@ -93,13 +93,14 @@ def run_watched(tmp_path, plan, device, topics=None, **options):
 def test_watcher_sees_start_progress_stop_with_arrays_equal_to_the_run_file(tmp_path, vortex):
     plan = acquire_plan(drives(5), {"steps": 5, "bias_A": 7.5e-3}, lambda ctx: ctx.result(steps_done=5))
     result, got, sub = run_watched(tmp_path, plan, vortex)
-    start = got[0]
+    opening, start = got[:2]
+    assert opening.topic == "opening" and opening.payload["plan"] == "acquire" and not opening.replay
     assert start.topic == "start" and not start.replay
     assert start.payload["kind"] == "acquire" and start.payload["config"]["steps"] == 5
-    assert [m.seq for m in got] == list(range(start.seq, start.seq + len(got)))  # in order, no gaps
+    assert [m.seq for m in got] == list(range(opening.seq, opening.seq + len(got)))  # in order, no gaps
     assert sub.missed == 0 and sub.rejected == 0
     topics = [m.topic for m in got if m.topic != "monitor.stats"]
-    assert topics == ["start"] + ["preview", "progress"] * 5 + ["result", "stop"]
+    assert topics == ["opening", "start"] + ["preview", "progress"] * 5 + ["result", "stop"]
     progress = [m.payload for m in got if m.topic == "progress"]
     assert [(p["done"], p["total"]) for p in progress] == [(i, 5) for i in range(1, 6)]
     stop = got[-1].payload

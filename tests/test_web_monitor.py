@@ -9,6 +9,7 @@ import logging
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import aiohttp
@@ -18,15 +19,18 @@ import numpy as np
 import pytest
 import zmq
 from typer.testing import CliRunner
-from web_helpers import BridgeThread, RawPage, SteeredRun, controlled_run, keys, wait_for  # noqa: F401 (keys: fixture)
+from web_helpers import BridgeThread, RawPage, SteeredRun, controlled_run, free_port, keys, wait_for  # noqa: F401 (keys: fixture)
 
 import spinlab
 from spinlab import RunAborted
 from spinlab.cli import app
+from spinlab.engine import Plan, RunEngine
 from spinlab.errors import ConfigError
-from spinlab.monitoring import ControlClient, messages
+from spinlab.monitoring import ControlClient, Publisher, Subscriber, messages
+from spinlab.monitoring.documents import MonitorPublisher
 from spinlab.monitoring.web import Relay, parse_web_address
 from spinlab.monitoring.web.relay import ClientQueue, browser_json
+from spinlab.registry import open_device
 
 runner = CliRunner()
 
@@ -151,10 +155,10 @@ def test_a_late_joining_page_gets_the_run_from_the_cache_then_live_updates(live_
         first = frames[0]
         assert first["type"] == "snapshot" and first["control"] is False
         cached = [m for m in first["messages"] if m["topic"] != "monitor.stats"]
-        assert [m["topic"] for m in cached] == ["start", "progress", "preview"]
+        assert [m["topic"] for m in cached] == ["opening", "start", "progress", "preview"]
         assert all(m["replay"] for m in cached)
-        assert cached[0]["payload"]["config"]["device"] == "sim:vortex"
-        wave = cached[2]["arrays"]["samples"]
+        assert cached[1]["payload"]["config"]["device"] == "sim:vortex"
+        wave = cached[3]["arrays"]["samples"]
         assert len(wave["data"]) == 1000 and wave["x_unit"] == "s"  # the run's preview, plottable
         live = _messages(frames[1:])
         progress = [m for m in live if m["topic"] == "progress"]
@@ -298,6 +302,7 @@ def test_hostile_pages_are_refused_and_counted_and_the_server_survives(live_run)
         # still serving: the page, and a fresh WebSocket with the run's state
         frames = asyncio.run(_ws_frames(bridge.url, lambda f: len(f) >= 1))
         assert [m["topic"] for m in frames[0]["messages"] if m["topic"] != "monitor.stats"] == [
+            "opening",
             "start",
             "progress",
         ]
@@ -496,3 +501,120 @@ def test_monitor_web_command_prints_the_link_with_the_token_and_serves_the_page(
         proc.terminate()
         _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0 and "pages served" in err
+
+
+# --- a page opened while the run opens its device (issue 24, item 2) ----------------------------
+class _GatedRun:
+    """A run through the engine whose device opening waits for ``open()``, as a bench's takes
+    seconds (connect, identify, reset the instruments) between the publisher's bind and ``start``."""
+
+    def __init__(self, tmp_path, monitor: str = "tcp://127.0.0.1:0", fail: bool = False) -> None:
+        self.gate = threading.Event()
+        self.publisher = MonitorPublisher(monitor)
+        self.endpoint = self.publisher.endpoint
+        self.outcome: dict = {}
+
+        def slow_open(address, **options):
+            assert self.gate.wait(30), "the test never let the device open"
+            if fail:
+                raise ConfigError("the bench did not answer *IDN?")
+            return open_device(address, **options)
+
+        engine = RunEngine(tmp_path / "runs", open_device=slow_open)
+        plan = Plan("acquire", {"records": 2}, lambda ctx: {"records": 2})
+
+        def run():
+            try:
+                self.outcome["result"] = engine.run(plan, "sim:vortex", subscribers=[self.publisher])
+            except Exception as exc:
+                self.outcome["error"] = exc
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+
+    def open(self) -> None:
+        self.gate.set()
+        self.thread.join(30)
+
+    def close(self) -> None:
+        self.open()
+        self.publisher.close()
+
+
+def _state(bridge) -> dict:
+    return _http("GET", bridge.url + "api/state")[1]
+
+
+def _shows(bridge, topic: str) -> dict | None:
+    """The bridge's state once a run is shown and has a ``topic`` message."""
+    state = _state(bridge)
+    return state if state["run"] and any(m["topic"] == topic for m in state["messages"]) else None
+
+
+@pytest.mark.parametrize("monitor_first", [True, False], ids=["monitor first", "run first"])
+def test_a_page_opened_while_the_run_opens_its_device_shows_the_run_at_once(tmp_path, monitor_first):
+    """The user's report: monitor, then a run on the bench, page opened at once: "waiting for a
+    run", 0 messages, until a reload. The run was there, opening its bench (seconds before
+    ``start``), and its stream said nothing but stats with no run id. Now the engine's
+    ``opening`` names the run before the device is opened: the snapshot and the page's first
+    frame have it, whichever side started first."""
+    bridge = run = None
+    try:
+        if monitor_first:  # the bridge connects to an address nobody has bound yet
+            address = f"tcp://127.0.0.1:{free_port()}"
+            bridge = BridgeThread(address, flush_interval_s=0.05)
+            run = _GatedRun(tmp_path, address)
+        else:
+            run = _GatedRun(tmp_path)
+            time.sleep(1.2)  # the run's first stats interval passes before anyone watches
+            bridge = BridgeThread(run.endpoint, flush_interval_s=0.05)
+        state = wait_for(lambda: _shows(bridge, "opening"), 5)
+        assert state is not None, f"no run shown while its device opens: {_state(bridge)}"
+        shown = {m["topic"]: m for m in state["messages"]}
+        assert "start" not in shown and all(m["run"] == state["run"] for m in state["messages"])
+        assert shown["opening"]["payload"]["plan"] == "acquire"
+        assert shown["opening"]["payload"]["address"] == "sim:vortex"
+        assert shown["opening"]["payload"]["config"] == {"records": 2}
+        first = asyncio.run(_ws_frames(bridge.url, lambda frames: len(frames) >= 1))[0]
+        assert first["type"] == "snapshot" and first["messages"]
+        assert {m["run"] for m in first["messages"]} == {state["run"]}
+        run.open()
+        assert run.outcome["result"].run_id == state["run"]
+        done = wait_for(lambda: _shows(bridge, "stop"))
+        topics = [m["topic"] for m in done["messages"] if m["topic"] != "monitor.stats"]
+        assert topics[:2] == ["opening", "start"] and topics[-1] == "stop" and done["run"] == state["run"]
+    finally:
+        if run is not None:
+            run.close()
+        if bridge is not None:
+            bridge.close()
+
+
+def test_a_run_whose_device_does_not_open_is_shown_failed_not_opening_forever(tmp_path):
+    run = _GatedRun(tmp_path, fail=True)
+    bridge = BridgeThread(run.endpoint, flush_interval_s=0.05)
+    try:
+        assert wait_for(lambda: _shows(bridge, "opening"), 5)
+        run.open()
+        assert isinstance(run.outcome["error"], ConfigError)
+        state = wait_for(lambda: _shows(bridge, "stop"))
+        stop = [m for m in state["messages"] if m["topic"] == "stop"][0]
+        assert stop["payload"]["status"] == "failed"
+        assert stop["payload"]["reason"] == "ConfigError: the bench did not answer *IDN?"
+    finally:
+        run.close()
+        bridge.close()
+
+
+def test_no_stats_message_announces_a_run_without_an_id():
+    """Before a run has an id, a stats message made monitors show (and count) a run with no id."""
+    pub = Publisher("tcp://127.0.0.1:0", stats_interval_s=0.05)
+    with Subscriber(pub.endpoint) as sub:
+        try:
+            time.sleep(0.3)
+            assert sub.drain() == []
+            pub.run_id = "r1"
+            msg = sub.recv(5)
+            assert msg is not None and (msg.topic, msg.run_id) == ("monitor.stats", "r1")
+        finally:
+            pub.close()

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -232,3 +233,59 @@ def test_the_page_controls_the_run_only_with_the_token(page, tmp_path, keys):
             client.request("abort")
             run.thread.join(10)
         run.publisher.close()
+
+
+@pytest.mark.slow  # ~30 s: two commands start, and the emulated bench takes seconds to open
+def test_a_page_opened_while_the_bench_opens_shows_the_run_at_once(page, tmp_path):
+    """Issue 24 item 2 as the user ran it: the monitor, then a run on the emulated bench, and the
+    page opened as soon as the run's first message is in. It used to show "waiting for a run"
+    until the bench was open (the stream had only stats with no run id); now the run, opening."""
+    monitor = f"tcp://127.0.0.1:{free_port()}"
+    bridge = subprocess.Popen(
+        [*SPINLAB, "monitor", monitor, "--web", "127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    run = None
+    try:
+        url = bridge.stdout.readline().split()[3]
+        run = subprocess.Popen(
+            [
+                *SPINLAB,
+                "characterize",
+                "--device",
+                "bench:emulated",
+                "--json",
+                "--runs-dir",
+                str(tmp_path / "runs"),
+                "--monitor",
+                monitor,
+                "--step-repeats",
+                "2000",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+        def first_state():
+            with urllib.request.urlopen(url + "api/state", timeout=5) as response:
+                state = json.loads(response.read())
+            return state if state["stats"]["stream"]["received"] else None
+
+        state = wait_for(first_state, 60)
+        assert state is not None, "the run never published"
+        page.goto(url)
+        page.wait_for_function("() => document.getElementById('stat-messages').textContent !== '0'")
+        first = {key: text(page, f"#{key}") for key in ("run-id", "status", "run-kind", "run-device")}
+        assert state["run"] and first["run-id"] == state["run"], (first, state["messages"])
+        assert first["status"] in ("opening", "running") and first["run-kind"] == "characterize"
+        assert first["run-device"].startswith("bench:emulated")
+        wait_text(page, "#status", "completed", timeout_s=180)
+        out, _ = run.communicate(timeout=60)
+        assert run.returncode == 0 and Path(json.loads(out.splitlines()[-1])["run_dir"]).name == state["run"]
+    finally:
+        if run is not None and run.poll() is None:
+            run.kill()
+        bridge.terminate()
+        bridge.communicate(timeout=10)

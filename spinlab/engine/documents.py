@@ -3,6 +3,7 @@
 Every subscriber is a callable ``subscriber(name, doc)``; ``doc`` is the TypedDict below that
 goes with ``name`` (every one carries the ``run_id``). In the order a run emits them:
 
+``opening``     once, first: :class:`OpeningDoc` (live)
 ``start``       once: :class:`StartDoc`        ``descriptor``  once per stream: :class:`DescriptorDoc`
 ``event``       one step: :class:`EventDoc`     ``dataset``     a named array: :class:`DatasetDoc`
 ``result``      :class:`ResultDoc`              ``progress``    :class:`ProgressDoc` (shown only)
@@ -10,8 +11,9 @@ goes with ``name`` (every one carries the ``run_id``). In the order a run emits 
 ``stop``        once: :class:`StopDoc`
 
 ``start``, ``descriptor``, ``event``, ``dataset``, ``result`` and ``stop`` are durable: the
-run-file writer journals and stores them; the others are for live views only. The ZeroMQ
-publisher sends them under the same names.
+run-file writer journals and stores them; the others are for live views only. ``opening`` comes
+before the device is opened (seconds on a bench), so a live view shows which run is coming
+instead of nothing until ``start``. The ZeroMQ publisher sends them under the same names.
 """
 
 from __future__ import annotations
@@ -30,9 +32,21 @@ from typing_extensions import NotRequired
 from spinlab.waveform import Waveform
 
 DURABLE = ("start", "descriptor", "event", "dataset", "result", "stop")
-LIVE = ("progress", "telemetry", "preview")
+LIVE = ("opening", "progress", "telemetry", "preview")
 NAMES = DURABLE + LIVE
 STATUSES = ("completed", "aborted", "interrupted", "failed")
+
+
+class OpeningDoc(TypedDict):
+    """Once, before the device is opened: the run as far as it is known without the device."""
+
+    run_id: str
+    plan: str
+    config: dict[str, Any]
+    seed: int
+    address: str | None  # the device address being opened (None for a Device passed in)
+    path: str
+    resumed: int
 
 
 class StartDoc(TypedDict):
@@ -138,7 +152,8 @@ class StopDoc(TypedDict):
 
 #: any document; ``name`` says which
 Document = (
-    StartDoc
+    OpeningDoc
+    | StartDoc
     | DescriptorDoc
     | EventDoc
     | DatasetDoc
@@ -202,6 +217,7 @@ __all__ = [
     "LIVE",
     "NAMES",
     "STATUSES",
+    "OpeningDoc",
     "StartDoc",
     "DataKey",
     "DescriptorDoc",

@@ -41,6 +41,7 @@ from spinlab.engine.documents import (
     DescriptorDoc,
     Document,
     EventDoc,
+    OpeningDoc,
     PreviewDoc,
     ProgressDoc,
     ResultDoc,
@@ -657,6 +658,19 @@ class RunEngine:
             if isinstance(device, str):
                 device = absolute_address(device)
             with SignalGuard() as guard, locks.current_run(run_id):
+                _announce(
+                    subscribers,
+                    "opening",
+                    OpeningDoc(
+                        run_id=run_id,
+                        plan=plan.name,
+                        config=plan.config_dict(),
+                        seed=seed,
+                        address=device if isinstance(device, str) else getattr(device, "address", None),
+                        path=str(path),
+                        resumed=resumed,
+                    ),
+                )
                 opened: Device | None = None
                 writer: RunFileWriter | None = None
                 try:
@@ -681,6 +695,7 @@ class RunEngine:
                     if writer is not None:
                         writer.close()
                     interrupted = guard.wins_over(exc)  # a signal held during the open wins
+                    _announce_failed_opening(subscribers, run_id, interrupted or exc)
                     if interrupted is None:
                         raise
                     if path.is_dir():
@@ -824,6 +839,37 @@ def _check_identity(path: Path, start: Mapping[str, Any], device: Device | None,
         raise ConfigError(
             f"cannot resume {path}: the device is not the one the run started on ({change}); {_FORCE}"
         )
+
+
+def _announce(subscribers: Sequence[Subscriber], name: str, doc: Document) -> None:
+    """A document for the caller's subscribers only, outside a started run: ``opening`` before
+    the device is opened (seconds on a bench), so live views show the run from then on rather
+    than from ``start``; and the ``stop`` of a run whose opening failed."""
+    for subscriber in subscribers:
+        try:
+            subscriber(name, doc)
+        except Exception:  # monitoring never breaks a run
+            log.exception("subscriber %r failed on %s", subscriber, name)
+
+
+def _announce_failed_opening(subscribers: Sequence[Subscriber], run_id: str, error: BaseException) -> None:
+    interrupted = isinstance(error, (RunInterrupted, KeyboardInterrupt))
+    _announce(
+        subscribers,
+        "stop",
+        StopDoc(
+            run_id=run_id,
+            status="interrupted" if interrupted else "failed",
+            reason=(str(error) or type(error).__name__)
+            if interrupted
+            else f"{type(error).__name__}: {error}",
+            error=type(error).__name__,
+            results={},
+            events=0,
+            time=now(),
+            monitor_dropped=0,
+        ),
+    )
 
 
 def _outputs_off(device: Device) -> None:

@@ -1,11 +1,13 @@
-"""The run engine's live documents on the ZeroMQ stream, under the engine's own names: ``start``,
-``progress``, ``result``, ``preview`` and ``stop`` carry the document's fields as they are (less
+"""The run engine's live documents on the ZeroMQ stream, under the engine's own names: ``opening``,
+``start``, ``progress``, ``result``, ``preview`` and ``stop`` carry the document's fields as they are (less
 ``run_id``, which every message carries; a preview's waveform goes decimated, as the array
 ``samples``), a ``telemetry`` document goes out under the topic the plan gave it (``twin.loss``,
 ...). ``descriptor``, ``event`` and ``dataset`` stay in the run file.
 
 It binds its socket when it is created, so ``endpoint`` is known (port 0) before the run
-starts; while the run is active, records of the ``spinlab`` logger go out as ``log``.
+starts. From ``opening`` on (before the device is opened, which takes seconds on a bench) every
+message carries the run's id, so a monitor shows the run from then on, and records of the
+``spinlab`` logger go out as ``log``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from spinlab.engine.documents import (
+    OpeningDoc,
     PreviewDoc,
     ProgressDoc,
     ResultDoc,
@@ -55,12 +58,19 @@ class MonitorPublisher:
         if handler is not None:
             handler(doc)
 
+    def _on_opening(self, doc: OpeningDoc) -> None:
+        self._attach(doc["run_id"])
+        self.publish("opening", _fields(doc))
+
     def _on_start(self, doc: StartDoc) -> None:
-        self.publisher.run_id = doc["run_id"]
+        self._attach(doc["run_id"])
+        self.publish("start", _fields(doc))
+
+    def _attach(self, run_id: str) -> None:
+        self.publisher.run_id = run_id
         if self._handler is None:
             self._handler = PublishingHandler(self.publish)
             logging.getLogger("spinlab").addHandler(self._handler)
-        self.publish("start", _fields(doc))
 
     def _on_progress(self, doc: ProgressDoc) -> None:
         self.publish("progress", _fields(doc))

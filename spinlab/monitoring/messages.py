@@ -52,6 +52,7 @@ PROTOCOL_VERSION = 1
 #: Topics spinlab publishes (payload keys in brackets). Other dotted lower-case names are
 #: allowed, so protocols can add their own; subscribers ignore topics they do not know.
 TOPICS = {
+    "opening": "a run is opening its device (seconds on a bench) [plan, config, seed, address, path, resumed]",
     "start": "run began: the engine's start document [plan, config, seed, address, path, started, ...]",
     "stop": "run ended: the stop document [status, reason, error, results, events, monitor_dropped]",
     "progress": "step counter [done, total, stage, + protocol fields]",

@@ -9,7 +9,8 @@ Design (why it can never slow acquisition):
 * One background thread owns the socket and sends with ``zmq.NOBLOCK`` and ``copy=False``.
   ``SNDHWM`` bounds what ZeroMQ buffers per subscriber; a subscriber that stops reading just
   loses messages (it sees gaps in ``seq``), nobody waits for it.
-* Drops are reported in every ``monitor.stats`` message (periodic) and in ``stop`` (``monitor_dropped``).
+* Drops are reported in every ``monitor.stats`` message (periodic, once the publisher has a run
+  id: before that it would announce a run with no id) and in ``stop`` (``monitor_dropped``).
 
 Late joiners (last-value cache on an XPUB socket): the socket is an ``XPUB`` with
 ``ZMQ_XPUB_VERBOSE``, so the sender thread sees every subscription, including repeated ones.
@@ -245,6 +246,8 @@ class Publisher:
             self._ctx.term()
 
     def _publish_stats(self) -> None:
+        if not self.run_id:  # no run yet: a stats message would tell a monitor "a run with no id"
+            return
         try:
             self.publish("monitor.stats", self.stats())
         except Exception:

@@ -77,10 +77,10 @@ class MonitorState:
         p = msg.payload
         if msg.run_id != self.run_id:  # a new run on the same address: start afresh
             self._new_run(msg.run_id)
-        if msg.topic == "start":
+        if msg.topic in ("opening", "start"):
             self.kind = str(p.get("plan", p.get("kind", "")))
             self.config = p.get("config") if isinstance(p.get("config"), dict) else {}
-            self.status = "running"
+            self.status = "opening" if msg.topic == "opening" else "running"
         elif msg.topic == "stop":
             self.status = str(p.get("status", "stopped"))
             if isinstance(p.get("results"), dict):

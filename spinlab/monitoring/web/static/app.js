@@ -35,6 +35,14 @@ function fold(msg) {
   S.messages += 1;
   const p = msg.payload || {};
   switch (msg.topic) {
+    case "opening":  // the run exists; its device is being opened (seconds on a bench)
+      S.kind = String(p.plan ?? "");
+      S.config = isMap(p.config) ? p.config : {};
+      S.path = String(p.path ?? "");
+      S.device = String(p.address ?? S.config.device ?? "");
+      if (S.status === "running") S.status = "opening";
+      mark("run");
+      break;
     case "start":
       S.kind = String(p.plan ?? p.kind ?? "");
       S.config = isMap(p.config) ? p.config : {};
