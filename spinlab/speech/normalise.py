@@ -24,12 +24,17 @@ from spinlab.speech.features import ChannelNormalizer
 NORMALISATIONS = ("channel", "speaker", "utterance")
 
 
-def standardise(frames: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
-    """``frames`` with the channel mean and std of ``reference`` (default: themselves) removed."""
+def channel_stats(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std (a constant channel gets std 1, so it stays 0, not NaN)."""
     frames = np.asarray(frames, dtype=np.float64)
-    ref = frames if reference is None else np.asarray(reference, dtype=np.float64)
-    std = ref.std(axis=0)
-    return (frames - ref.mean(axis=0)) / np.where(std > 0, std, 1.0)
+    std = frames.std(axis=0)
+    return frames.mean(axis=0), np.where(std > 0, std, 1.0)
+
+
+def standardise(frames: np.ndarray, stats: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """``frames`` with a channel mean and std removed: ``stats`` or their own."""
+    mean, std = channel_stats(frames) if stats is None else stats
+    return (np.asarray(frames, dtype=np.float64) - mean) / std
 
 
 class VoiceNormaliser:
@@ -57,5 +62,8 @@ class VoiceNormaliser:
             return [np.asarray(f, dtype=np.float64) for f in features]
         if self.kind == "utterance":
             return [standardise(f) for f in features]
-        own = {s: np.concatenate([f for f, t in zip(features, speakers) if t == s]) for s in set(speakers)}
+        own = {
+            s: channel_stats(np.concatenate([f for f, t in zip(features, speakers) if t == s]))
+            for s in set(speakers)
+        }
         return [standardise(f, own[s]) for f, s in zip(features, speakers)]
