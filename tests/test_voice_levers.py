@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from spinlab.device import Device
+from spinlab.engine import RunEngine
 from spinlab.errors import ConfigError
+from spinlab.protocols import spoken_digits
+from spinlab.protocols.spoken_digits import SpokenDigitsConfig
 from spinlab.speech.augment import channel_frequencies, vtlp, warp_frequency
 from spinlab.speech.features import FeatureConfig, extract
 from spinlab.speech.normalise import VoiceNormaliser
 
+FSDD = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "fsdd" / "recordings"
 LYON = FeatureConfig()
 NYQUIST = LYON.rate_Hz / 2
 
@@ -104,3 +111,33 @@ def test_normalisation_refuses_bad_input_in_one_line():
         VoiceNormaliser("cmvn")
     with pytest.raises(ConfigError, match=r"need one speaker per utterance \(2\), got 1"):
         VoiceNormaliser("speaker").fit([np.ones((3, 2)), np.ones((3, 2))], ["a"])
+
+
+class IdentityDevice(Device):
+    """Response = drive: the protocol's plumbing without a device's cost."""
+
+    address = "test:identity"
+
+    def _respond(self, drive, dt_s, conditions):
+        return drive.copy()
+
+
+def test_spoken_digits_trains_on_vtlp_copies_of_the_training_voices_only(tmp_path):
+    config = SpokenDigitsConfig(
+        data_dir=str(FSDD),
+        split="speaker",
+        test_speaker="theo",
+        limit=60,
+        n_nodes=40,
+        feature_kind="logmel",
+        augment_speeds=(),
+        augment_vtlp=(0.9, 1.1),
+        normalisation="utterance",
+        feature_cache_dir=str(tmp_path / "cache"),
+    )
+    summary = RunEngine(tmp_path / "runs").run(spoken_digits.plan(config), IdentityDevice(), seed=1).summary
+    assert summary["n_augmented"] == 2 * summary["n_train"]
+    assert set(summary["per_speaker"]) == {"theo"}
+    assert summary["accuracy"] == summary["drive_baseline_accuracy"]  # the identity adds nothing
+    with pytest.raises(ValueError, match="--augment-vtlp warps a frequency axis: use lyon or logmel"):
+        SpokenDigitsConfig(data_dir="x", feature_kind="mfcc", augment_vtlp=(1.1,))
