@@ -141,3 +141,15 @@ def test_spoken_digits_trains_on_vtlp_copies_of_the_training_voices_only(tmp_pat
     assert summary["accuracy"] == summary["drive_baseline_accuracy"]  # the identity adds nothing
     with pytest.raises(ValueError, match="--augment-vtlp warps a frequency axis: use lyon or logmel"):
         SpokenDigitsConfig(data_dir="x", feature_kind="mfcc", augment_vtlp=(1.1,))
+
+
+def test_a_new_voice_can_be_normalised_from_a_few_of_its_words():
+    rng = np.random.default_rng(2)
+    train, names = _voices(rng, ["a", "b"])
+    norm = VoiceNormaliser("speaker").fit(train, names)
+    test, test_names = _voices(rng, ["new"], n=6)
+    few = [True, True, False, False, False, False]
+    own = norm.transform(test[:2], test_names[:2])
+    assert all(np.array_equal(x, y) for x, y in zip(own, norm.transform(test, test_names, few)[:2]))
+    with pytest.raises(ConfigError, match="every speaker needs at least one utterance"):
+        norm.transform(test, test_names, [False] * 6)

@@ -50,20 +50,28 @@ class VoiceNormaliser:
         self.channel.fit(self._voice_free(features, speakers))
         return self
 
-    def transform(self, features: Sequence[np.ndarray], speakers: Sequence[str]) -> list[np.ndarray]:
+    def transform(
+        self, features: Sequence[np.ndarray], speakers: Sequence[str], voices: Sequence[bool] | None = None
+    ) -> list[np.ndarray]:
         """Normalised copies; ``speaker`` statistics come from the utterances passed here with the
-        same speaker name (pass all of a speaker's utterances at once)."""
-        return [self.channel.transform(f) for f in self._voice_free(features, speakers)]
+        same speaker name, or from those of them marked in ``voices`` (a few words of a new voice,
+        as a lab would have before it recognises anything)."""
+        return [self.channel.transform(f) for f in self._voice_free(features, speakers, voices)]
 
-    def _voice_free(self, features: Sequence[np.ndarray], speakers: Sequence[str]) -> list[np.ndarray]:
+    def _voice_free(
+        self, features: Sequence[np.ndarray], speakers: Sequence[str], voices: Sequence[bool] | None = None
+    ) -> list[np.ndarray]:
         if len(speakers) != len(features):
             raise ConfigError(f"need one speaker per utterance ({len(features)}), got {len(speakers)}")
         if self.kind == "channel":
             return [np.asarray(f, dtype=np.float64) for f in features]
         if self.kind == "utterance":
             return [standardise(f) for f in features]
+        use = [True] * len(features) if voices is None else list(voices)
+        if not all(any(v for t, v in zip(speakers, use) if t == s) for s in set(speakers)):
+            raise ConfigError("every speaker needs at least one utterance for its voice statistics")
         own = {
-            s: channel_stats(np.concatenate([f for f, t in zip(features, speakers) if t == s]))
+            s: channel_stats(np.concatenate([f for f, t, v in zip(features, speakers, use) if t == s and v]))
             for s in set(speakers)
         }
         return [standardise(f, own[s]) for f, s in zip(features, speakers)]
