@@ -15,13 +15,14 @@ speaker below 0.70, enrolled >= 0.95, standard >= 0.99). ``--normalisation speak
 ``--augment-vtlp 0.9 1.1`` run the protocol with those levers (a speaker-normalised run saves no
 readout, so it is not enrolled).
 
-``--screen`` measures the levers for unseen voices without the device (features cached, states replaced by the pooled features or by the clipped node drive of
-a smaller mask): for every held-out speaker, every lever setting of the grid is scored by
-speaker-grouped CV over the four training speakers (the penalty too), the best one is fitted on
-them and scores the held-out speaker. One JSON line per (speaker, setting) with its inner CV
-score and its held-out accuracy (information only: the choice sees the CV score alone), one per
-speaker for the chosen setting, and a summary with the nested LOSO mean and each lever's effect
-(the mean held-out accuracy over the settings with each value of each lever).
+``--screen`` measures the levers for unseen voices without the device (features cached, states
+replaced by the pooled features or by the clipped node drive of a smaller mask): for every
+held-out speaker, every lever setting of the grid is scored by speaker-grouped CV over the four
+training speakers (the penalty too), the best one is fitted on them and scores the held-out
+speaker. One JSON line per (speaker, setting) with its inner CV score and its held-out accuracy
+(information only: the choice sees the CV score alone), one per speaker for the chosen setting,
+and a summary with the nested LOSO mean and each lever's effect (the mean held-out accuracy over
+the settings with each value of each lever).
 """
 
 from __future__ import annotations
