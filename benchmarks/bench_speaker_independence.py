@@ -197,7 +197,7 @@ SCREEN_GRIDS = {
         "state_norm": (False,),
     },
     "readout": {
-        "normalisation": ("channel",),
+        "normalisation": ("speaker",),
         "vtlp": ((),),
         "speeds": ((0.9, 1.1),),
         "segments": (3, 5),
