@@ -53,6 +53,7 @@ from spinlab.engine.plan import command, make_config
 from spinlab.errors import ConfigError
 from spinlab.protocols.acquire import require_conditions
 from spinlab.speech.audio import Utterance, list_fsdd
+from spinlab.speech.augment import VTLP_RANGE, channel_frequencies, vtlp
 from spinlab.speech.encoder import (
     MASK_KINDS,
     NODE_FEATURES,
@@ -63,6 +64,7 @@ from spinlab.speech.encoder import (
     pool_states,
 )
 from spinlab.speech.features import ChannelNormalizer, FeatureConfig, utterance_features
+from spinlab.speech.normalise import NORMALISATIONS, VoiceNormaliser
 from spinlab.speech.readout import DigitReadout, TrainingStates
 from spinlab.speech.readout_file import FILE_NAME as READOUT_FILE
 from spinlab.waveform import Waveform
@@ -104,6 +106,16 @@ class SpokenDigitsConfig(Config):
         (0.9, 1.1),
         description="Training copies of the audio at these speeds (each one more pass "
         "through the device), or none",
+    )
+    augment_vtlp: tuple[Annotated[float, Field(ge=VTLP_RANGE[0], le=VTLP_RANGE[1])], ...] = Field(
+        (),
+        description="Training copies of the cochleagram warped on its frequency axis by these "
+        "factors (vocal-tract-length perturbation; each one more pass through the device), or none",
+    )
+    normalisation: Literal[NORMALISATIONS] = Field(
+        "channel",
+        description="Feature normalisation: channel (training-set statistics), speaker (each "
+        "voice by its own, unlabelled) or utterance (each word by its own, CMVN)",
     )
     mask_kind: Literal[MASK_KINDS] = Field(
         "binary", description="binary (+-1, Torrejon) or normal mask entries"
@@ -150,6 +162,8 @@ class SpokenDigitsConfig(Config):
         if self.split == "standard" and self.test_speaker:
             raise ValueError("--test-speaker only applies to --split speaker")
         FeatureConfig(kind=self.feature_kind)  # validates the kind
+        if self.augment_vtlp and self.feature_kind == "mfcc":
+            raise ValueError("--augment-vtlp warps a frequency axis: use lyon or logmel features, not mfcc")
         Encoder(np.ones((1, 1)), self.theta_s, self.samples_per_node, 1.0, self.input_sigma)
         return self
 
@@ -543,17 +557,26 @@ def run(ctx: RunContext, config: SpokenDigitsConfig) -> dict[str, Any]:
         return report
 
     raw = _features_by_name(utterances, feature_config, config, phase("features"))
-    normalizer = ChannelNormalizer().fit(raw[: len(train)])
-    features = [normalizer.transform(f) for f in raw]
+    voices = VoiceNormaliser(config.normalisation).fit(raw[: len(train)], [u.speaker for u in train])
+    normalise = lambda fs, us: voices.transform(fs, [u.speaker for u in us])  # noqa: E731
+    normalizer = voices.channel
+    features = normalise(raw[: len(train)], train) + normalise(raw[len(train) :], test)
     # augmented copies join the training set only (and its CV group, so a fold never holds a
     # copy of a held-out utterance); they never shape the normaliser or the encoder
     augmented = [
-        normalizer.transform(f)
+        f
         for speed in config.augment_speeds
-        for f in _features_by_name(
-            train, feature_config, config, phase(f"features x{speed:g}"), speed=speed, also=test
+        for f in normalise(
+            _features_by_name(
+                train, feature_config, config, phase(f"features x{speed:g}"), speed=speed, also=test
+            ),
+            train,
         )
     ]
+    if config.augment_vtlp:
+        centre, nyquist = channel_frequencies(feature_config), feature_config.rate_Hz / 2
+        for alpha in config.augment_vtlp:
+            augmented += normalise([vtlp(f, alpha, centre, nyquist) for f in raw[: len(train)]], train)
     mfcc = utterance_features(
         utterances, FeatureConfig(kind="mfcc"), config.feature_cache_dir, progress=phase("features mfcc")
     )
@@ -575,7 +598,7 @@ def run(ctx: RunContext, config: SpokenDigitsConfig) -> dict[str, Any]:
     device_s = time.perf_counter() - t_device
     record_example(ctx, encoder, raw[len(train)], features[len(train)], test[0], feature_config, config)
 
-    copies = 1 + len(config.augment_speeds)
+    copies = 1 + len(config.augment_speeds) + len(config.augment_vtlp)
     y_fit = np.tile([u.digit for u in train], copies)
     y_test = np.array([u.digit for u in test])
     groups = np.tile(cv_groups(train, config), copies)
@@ -648,7 +671,8 @@ def run(ctx: RunContext, config: SpokenDigitsConfig) -> dict[str, Any]:
         "device_s": device_s,
         "wall_s": wall_s,
     }
-    if config.segments:  # the per-frame readout's training frames are too many to store
+    # the per-frame readout's training frames are too many to store; `listen` normalises by channel
+    if config.segments and config.normalisation == "channel":
         readout = DigitReadout(
             feature_config,
             normalizer,

@@ -1,0 +1,77 @@
+"""Feature normalisation that removes what a voice adds: per channel, per speaker or per utterance.
+
+A voice shifts and scales the cochleagram's channels (vocal tract, loudness, microphone); a
+readout trained on a few voices learns those offsets too. Three normalisations, each fitted on
+the training set only:
+
+- ``channel``: one mean and std per channel over all training frames (what the protocol did);
+- ``speaker``: each speaker's frames standardised with that speaker's own channel statistics,
+  then ``channel`` on top. A speaker's statistics come from their own utterances alone and
+  need no labels, so a new voice is normalised from its own (unlabelled) recordings;
+- ``utterance``: cepstral-mean-and-variance style (CMVN), every utterance standardised by its
+  own channel statistics, then ``channel`` on top; needs nothing but the utterance itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from spinlab.errors import ConfigError
+from spinlab.speech.features import ChannelNormalizer
+
+NORMALISATIONS = ("channel", "speaker", "utterance")
+
+
+def channel_stats(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std (a constant channel gets std 1, so it stays 0, not NaN)."""
+    frames = np.asarray(frames, dtype=np.float64)
+    std = frames.std(axis=0)
+    return frames.mean(axis=0), np.where(std > 0, std, 1.0)
+
+
+def standardise(frames: np.ndarray, stats: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """``frames`` with a channel mean and std removed: ``stats`` or their own."""
+    mean, std = channel_stats(frames) if stats is None else stats
+    return (np.asarray(frames, dtype=np.float64) - mean) / std
+
+
+class VoiceNormaliser:
+    """``kind`` normalisation (:data:`NORMALISATIONS`), fitted on training utterances only."""
+
+    def __init__(self, kind: str = "channel") -> None:
+        if kind not in NORMALISATIONS:
+            raise ConfigError(f"normalisation {kind!r} is unknown; use one of {list(NORMALISATIONS)}")
+        self.kind = kind
+        self.channel = ChannelNormalizer()
+
+    def fit(self, features: Sequence[np.ndarray], speakers: Sequence[str]) -> VoiceNormaliser:
+        self.channel.fit(self._voice_free(features, speakers))
+        return self
+
+    def transform(
+        self, features: Sequence[np.ndarray], speakers: Sequence[str], voices: Sequence[bool] | None = None
+    ) -> list[np.ndarray]:
+        """Normalised copies; ``speaker`` statistics come from the utterances passed here with the
+        same speaker name, or from those of them marked in ``voices`` (a few words of a new voice,
+        as a lab would have before it recognises anything)."""
+        return [self.channel.transform(f) for f in self._voice_free(features, speakers, voices)]
+
+    def _voice_free(
+        self, features: Sequence[np.ndarray], speakers: Sequence[str], voices: Sequence[bool] | None = None
+    ) -> list[np.ndarray]:
+        if len(speakers) != len(features):
+            raise ConfigError(f"need one speaker per utterance ({len(features)}), got {len(speakers)}")
+        if self.kind == "channel":
+            return [np.asarray(f, dtype=np.float64) for f in features]
+        if self.kind == "utterance":
+            return [standardise(f) for f in features]
+        use = [True] * len(features) if voices is None else list(voices)
+        if not all(any(v for t, v in zip(speakers, use) if t == s) for s in set(speakers)):
+            raise ConfigError("every speaker needs at least one utterance for its voice statistics")
+        own = {
+            s: channel_stats(np.concatenate([f for f, t, v in zip(features, speakers, use) if t == s and v]))
+            for s in set(speakers)
+        }
+        return [standardise(f, own[s]) for f, s in zip(features, speakers)]
