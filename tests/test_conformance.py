@@ -15,7 +15,9 @@ from pymeasure.instruments import Instrument
 from spinlab.conformance import BrokenPromise, check, emulator_name, promises
 from spinlab.instruments.drivers import find_driver, installed_drivers
 from spinlab.instruments.keithley import Keithley2400
+from spinlab.instruments.kepco_bop import KepcoBOP
 from spinlab.instruments.keysight_awg import Keysight33500B
+from spinlab.instruments.lakeshore_gaussmeter import RANGES_T, LakeShore425
 from spinlab.instruments.roles import AwgPlaying
 
 CASES = [(name, promise) for name, spec in installed_drivers().items() for promise in promises(spec.role)]
@@ -131,3 +133,48 @@ def test_the_kit_reaches_an_instrument_at_a_resource(driver: str) -> None:
                 check(driver, promise, resource=servers.resources[role], visa_library="@py")
             except NotApplicable as exc:
                 assert promise == "binary-round-trip" and "needs a trigger" in str(exc)
+
+
+# --- the field and spectrum roles --------------------------------------------------------------
+class LeavesTheCoilDriven(KepcoBOP):
+    def shutdown(self) -> None:  # forgets the output: the coil stays energised
+        Instrument.shutdown(self)
+
+
+class UncheckedCoilCurrent(KepcoBOP):
+    current_setpoint_A = Instrument.control("CURR?", "CURR %.6E", "Coil current (no range check).")
+
+
+class OverloadReadsAsFullScale(LakeShore425):
+    def field(self) -> float:  # an OL reading passes for the range's full scale
+        reply = self.ask("RDGFIELD?").strip()
+        return float(reply) if "OL" not in reply.upper() else RANGES_T[self.range] / 1e-4
+
+
+@pytest.mark.parametrize(
+    ("spec", "promise", "message"),
+    [
+        (
+            broken("kepco-bop", LeavesTheCoilDriven),
+            "outputs-off-on-close",
+            "magnet supply's output is still on",
+        ),
+        (broken("kepco-bop", UncheckedCoilCurrent), "limits-refused-before-sending", "coil current of 24 A"),
+        (broken("lakeshore-425", OverloadReadsAsFullScale), "overload-raises", "passed for"),
+    ],
+    ids=["magnet-output-left-on", "magnet-limit-unchecked", "gaussmeter-overload-as-number"],
+)
+def test_a_broken_field_driver_fails_naming_the_broken_promise(spec, promise: str, message: str) -> None:
+    with pytest.raises(BrokenPromise, match=rf"broken promise '{promise.replace('-', ' ')}'.*{message}"):
+        check(spec, promise)
+
+
+def test_every_role_has_checks_beyond_identity() -> None:
+    from spinlab.instruments.roles import ROLES
+
+    assert all(len(promises(role)) >= 3 for role in ROLES), {role: list(promises(role)) for role in ROLES}
+
+
+def test_an_analyser_check_recorded_replays_with_no_instrument(tmp_path: Path) -> None:
+    check("rs-fsv", "binary-round-trip", record=tmp_path)
+    check("rs-fsv", "binary-round-trip", transcript=tmp_path)
