@@ -21,6 +21,7 @@ from spinlab.instruments.transcript import (
     encode,
     read_transcript,
 )
+from spinlab.sim_backends.emulated.lab import EmulatedLab
 from spinlab.waveform import Waveform
 
 
@@ -37,8 +38,8 @@ def test_characterize_recorded_on_the_emulated_bench_replays_with_no_emulator(tm
     recorded = characterize(tmp_path, f"bench:emulated?record={tmp_path / 'dialogue'}")
     (transcript,) = sorted((tmp_path / "dialogue").glob("transcript-*.jsonl"))
     header, rows = read_transcript(transcript)
-    assert set(header["resources"].values()) == {"awg", "scope", "source"}
-    assert {row["role"] for row in rows} == {"awg", "scope", "source"}
+    assert set(header["resources"].values()) == set(EmulatedLab.RESOURCES)  # every role of the station
+    assert {"awg", "scope", "source"} <= {row["role"] for row in rows} <= set(EmulatedLab.RESOURCES)
     assert all(row["t"] >= 0 for row in rows)
     # both directions, text and binary: the arb upload and the scope's waveform blocks
     assert any(row["direction"] == "write" and row["bytes"].startswith(b"SOUR1:DATA:ARB:DAC") for row in rows)
@@ -109,7 +110,6 @@ def test_a_transcript_served_on_tcp_answers_another_projects_driver(tmp_path: Pa
     from pymeasure.instruments.keithley import Keithley2400
 
     from spinlab.instruments.transcript import RecordingVisaLibrary
-    from spinlab.sim_backends.emulated.lab import EmulatedLab
     from spinlab.sim_backends.emulated.replay import ReplayServers
     from spinlab.testing import Doubler
 
@@ -145,7 +145,7 @@ def lan_station(directory: Path, resources: dict[str, str], name: str) -> Path:
     """The built-in station reached over TCP through pyvisa-py: a lab's station file."""
     text = (Path(__file__).resolve().parents[1] / "instruments" / "stations" / "emulated.toml").read_text()
     text = text.replace('visa_library = "emulated"', 'visa_library = "@py"')
-    for role in ("awg", "scope", "source"):
+    for role in resources:
         old = next(line for line in text.splitlines() if line.startswith(f"{role} = "))
         text = text.replace(old, f'{role} = "{resources[role]}"')
     path = directory / name
@@ -157,7 +157,6 @@ def test_a_labs_station_recorded_over_the_network_replays_from_its_transcript(tm
     """The bug-report path: a lab's station (pyvisa-py over sockets) records with
     ``?record=DIR``; the transcript replays through the same station file with no instrument,
     and, served on sockets, through the whole network path again, with the same response."""
-    from spinlab.sim_backends.emulated.lab import EmulatedLab
     from spinlab.sim_backends.emulated.replay import ReplayServers
     from spinlab.sim_backends.emulated.tcp_server import serve_tcp
 
@@ -165,11 +164,12 @@ def test_a_labs_station_recorded_over_the_network_replays_from_its_transcript(tm
     lab = EmulatedLab(open_device("sim:vortex?seed=3"), seed=3)
     with serve_tcp(lab, awg_port=0, scope_port=0, source_port=0) as servers:
         station = lan_station(tmp_path, servers.resources, "lab.toml")
+        roles = sorted(servers.resources)
         with open_device(f"bench:{station}?record={tmp_path / 'dialogue'}") as bench:
             recorded = bench.respond(drive).samples
     (transcript,) = (tmp_path / "dialogue").glob("*.jsonl")
     header, rows = read_transcript(transcript)
-    assert sorted(header["resources"].values()) == ["awg", "scope", "source"]
+    assert sorted(header["resources"].values()) == roles
 
     with open_device(f"bench:{station}?replay={transcript}") as bench:
         np.testing.assert_array_equal(bench.respond(drive).samples, recorded)
