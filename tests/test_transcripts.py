@@ -5,6 +5,10 @@ same results; a driver that strays from the recording fails on its first unexpec
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +17,7 @@ from typer.testing import CliRunner
 
 from spinlab import ConfigError, open_device
 from spinlab.cli import app
+from spinlab.conformance import check
 from spinlab.instruments.transcript import (
     ReplayVisaLibrary,
     Transcript,
@@ -25,17 +30,27 @@ from spinlab.sim_backends.emulated.lab import EmulatedLab
 from spinlab.waveform import Waveform
 
 
-def characterize(tmp_path: Path, device: str) -> dict:
+def characterize(tmp_path: Path, device: str, *more: str) -> dict:
     result = CliRunner().invoke(
         app,
-        ["characterize", "--device", device, "--json", "--runs-dir", str(tmp_path / "runs"), "--seed", "1"],
+        [
+            "characterize",
+            "--device",
+            device,
+            "--json",
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--seed",
+            "1",
+            *more,
+        ],
     )
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def test_characterize_recorded_on_the_emulated_bench_replays_with_no_emulator(tmp_path: Path) -> None:
-    recorded = characterize(tmp_path, f"bench:emulated?record={tmp_path / 'dialogue'}")
+    recorded = characterize(tmp_path, "bench:emulated", "--record", str(tmp_path / "dialogue"))
     (transcript,) = sorted((tmp_path / "dialogue").glob("transcript-*.jsonl"))
     header, rows = read_transcript(transcript)
     assert set(header["resources"].values()) == set(EmulatedLab.RESOURCES)  # every role of the station
@@ -48,6 +63,44 @@ def test_characterize_recorded_on_the_emulated_bench_replays_with_no_emulator(tm
     replayed = characterize(tmp_path, f"bench:emulated?replay={transcript}")
     for key in ("threshold_A", "relaxation_time_s", "relaxation_bias_A"):
         assert replayed[key] == recorded[key]
+
+
+def test_record_is_a_bench_option_in_one_line(tmp_path: Path) -> None:
+    for device, message in (
+        ("sim:vortex", "--record records a bench's instruments; --device sim:vortex is not a bench: address"),
+        (f"bench:emulated?record={tmp_path}", "--record and the bench option record="),
+    ):
+        result = CliRunner().invoke(app, ["characterize", "--device", device, "--record", str(tmp_path)])
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1
+
+
+def test_spinlab_emulate_replay_serves_a_transcript_to_a_driver_on_tcp(tmp_path: Path) -> None:
+    """``spinlab emulate --replay FILE``: the recorded instrument answers on a port, any driver
+    replays it (here the kit's own, over pyvisa-py); Ctrl-C says what was not replayed."""
+    check("keithley-2450", "state-read-back", record=tmp_path)
+    (transcript,) = tmp_path.glob("*.jsonl")
+    ports = [f"--{role}-port=0" for role in ("awg", "scope", "source", "magnet", "gaussmeter", "analyser")]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from spinlab.cli import main; main()", "emulate", "--replay", str(transcript)]
+        + ports
+        + ["--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        resources = json.loads(proc.stdout.readline())["resources"]
+        assert set(resources) == {"source"}
+        check("keithley-2450", "state-read-back", resource=resources["source"], visa_library="@py")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0
+        assert "not replayed: nothing" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_a_driver_sending_what_the_instrument_never_got_fails_naming_the_exchange(tmp_path: Path) -> None:
