@@ -9,6 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pymeasure.instruments import Instrument
 
@@ -17,6 +18,7 @@ from spinlab.instruments.drivers import find_driver, installed_drivers
 from spinlab.instruments.keithley import Keithley2400
 from spinlab.instruments.kepco_bop import KepcoBOP
 from spinlab.instruments.keysight_awg import Keysight33500B
+from spinlab.instruments.keysight_xsa import KeysightXSeries, SpectrumTrace
 from spinlab.instruments.lakeshore_gaussmeter import RANGES_T, LakeShore425
 from spinlab.instruments.roles import AwgPlaying
 
@@ -159,9 +161,20 @@ class OverloadReadsAsFullScale(LakeShore425):
         return float(reply) if "OL" not in reply.upper() else RANGES_T[self.range] / 1e-4
 
 
+class AsciiTrace(KeysightXSeries):
+    def read_trace(self) -> SpectrumTrace:  # a trace as text: not the binary transfer promised
+        settings = self.settings()
+        self.write(":FORMat:TRACe:DATA ASCii")
+        power = np.array(self.values(":TRACe:DATA? TRACE1"), dtype=float)
+        start = settings["center_Hz"] - settings["span_Hz"] / 2
+        freqs = start + settings["span_Hz"] * np.arange(power.size) / (power.size - 1)
+        return SpectrumTrace(freqs, power, settings["rbw_Hz"])
+
+
 @pytest.mark.parametrize(
     ("spec", "promise", "message"),
     [
+        (broken("keysight-xseries", AsciiTrace), "binary-round-trip", "no binary block of 401"),
         (
             broken("kepco-bop", LeavesTheCoilDriven),
             "outputs-off-on-close",
@@ -170,9 +183,16 @@ class OverloadReadsAsFullScale(LakeShore425):
         (broken("kepco-bop", UncheckedCoilCurrent), "limits-refused-before-sending", "coil current of 24 A"),
         (broken("lakeshore-425", OverloadReadsAsFullScale), "overload-raises", "passed for"),
     ],
-    ids=["magnet-output-left-on", "magnet-limit-unchecked", "gaussmeter-overload-as-number"],
+    ids=[
+        "analyser-ascii-trace",
+        "magnet-output-left-on",
+        "magnet-limit-unchecked",
+        "gaussmeter-overload-as-number",
+    ],
 )
-def test_a_broken_field_driver_fails_naming_the_broken_promise(spec, promise: str, message: str) -> None:
+def test_a_broken_field_or_spectrum_driver_fails_naming_the_broken_promise(
+    spec, promise: str, message: str
+) -> None:
     with pytest.raises(BrokenPromise, match=rf"broken promise '{promise.replace('-', ' ')}'.*{message}"):
         check(spec, promise)
 

@@ -696,6 +696,12 @@ def _block_lengths(replies: list[bytes]) -> list[int]:
     return lengths
 
 
+def _same_axis(trace: Any, settings: dict[str, Any]) -> bool:
+    freqs = np.asarray(trace.frequency_Hz, dtype=np.float64)
+    start = settings["center_Hz"] - settings["span_Hz"] / 2
+    return freqs.size == int(settings["points"]) and math.isclose(freqs[0], start, rel_tol=1e-9)
+
+
 def analyser_binary_round_trip(t: Target) -> None:
     promise = "binary round trip"
     analyser = t.open()
@@ -723,8 +729,16 @@ def analyser_recovery_after_reset(t: Target) -> None:
     analyser = t.open()
     analyser.clear_errors()
     want = _sweep_settings(t.spec)
-    analyser.configure(**want)
+    settings = analyser.configure(**want)
     analyser.adapter.write("*RST")
+    try:
+        after = analyser.measure()
+    except SpinlabError:
+        after = None  # refusing the reset instrument's trace is seeing the reset
+    if after is not None and _same_axis(after, settings):
+        raise BrokenPromise(
+            promise, "measure() after *RST gives a trace on the configured axis: a reset goes unseen"
+        )
     analyser.clear_errors()
     settings = analyser.configure(**want)
     before = len(t.transcript.replies)
