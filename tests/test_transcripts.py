@@ -73,6 +73,13 @@ def test_record_is_a_bench_option_in_one_line(tmp_path: Path) -> None:
         result = CliRunner().invoke(app, ["characterize", "--device", device, "--record", str(tmp_path)])
         assert result.exit_code == 2 and message in result.output, result.output
         assert len(result.output.strip().splitlines()) == 1
+    (tmp_path / "bad.jsonl").write_text("not json\n")
+    for args in (
+        ["--replay", str(tmp_path / "bad.jsonl")],
+        ["--replay", str(tmp_path), "--faults", "drop@awg"],
+    ):
+        result = CliRunner().invoke(app, ["emulate", *args])
+        assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
 
 
 def test_spinlab_emulate_replay_serves_a_transcript_to_a_driver_on_tcp(tmp_path: Path) -> None:

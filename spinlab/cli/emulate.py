@@ -1,4 +1,5 @@
-"""`spinlab emulate`: serve the emulated bench as raw-socket SCPI instruments on localhost."""
+"""`spinlab emulate`: serve the emulated bench as raw-socket SCPI instruments on localhost, or a
+recorded transcript (``--replay``) so that any driver can replay a lab's dialogue."""
 
 from __future__ import annotations
 
@@ -77,8 +78,8 @@ def emulate(
     ),
     json_output: bool = JsonOption,
 ) -> None:
-    """Run emulated AWG, scope, DC source, magnet, gaussmeter and spectrum analyser until Ctrl-C;
-    prints their VISA resource strings."""
+    """Run emulated AWG, scope, DC source, magnet, gaussmeter and spectrum analyser (or replay a
+    recorded transcript) until Ctrl-C; prints their VISA resource strings."""
     from spinlab.registry import open_device
     from spinlab.sim_backends.emulated import EmulatedLab, serve_tcp
 
