@@ -63,7 +63,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "emulate": (
         "emulate",
-        "Run emulated AWG, scope, DC source, magnet and gaussmeter until Ctrl-C; prints their resources.",
+        "Serve the emulated instruments, or a recorded transcript, until Ctrl-C; prints their resources.",
     ),
     "monitor": (
         "monitoring",

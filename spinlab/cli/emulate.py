@@ -78,8 +78,9 @@ def emulate(
     ),
     json_output: bool = JsonOption,
 ) -> None:
-    """Run emulated AWG, scope, DC source, magnet, gaussmeter and spectrum analyser (or replay a
-    recorded transcript) until Ctrl-C; prints their VISA resource strings."""
+    """Serve the emulated instruments, or a recorded transcript, until Ctrl-C; prints their resources.
+
+    The AWG, scope, DC source, magnet supply, gaussmeter and spectrum analyser, each on its port."""
     from spinlab.registry import open_device
     from spinlab.sim_backends.emulated import EmulatedLab, serve_tcp
 
