@@ -16,10 +16,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pymeasure.instruments import Instrument
+
 from spinlab.device import Device
 from spinlab.errors import ConfigError, InstrumentError
 from spinlab.instruments.drivers import DriverSpec, driver_for_idn, find_driver
 from spinlab.instruments.links import FAULTS, Link, one_line
+from spinlab.instruments.scpi import RAW_REPLY
 from spinlab.instruments.station import Station, builtin_station, load_station
 from spinlab.instruments.transcript import RecordingVisaLibrary, ReplayVisaLibrary, Transcript
 from spinlab.locks import ResourceLocks
@@ -32,13 +35,27 @@ EMULATORS_GROUP = "spinlab.emulators"
 #: What messages call each role.
 ROLE_NAMES = {"awg": "AWG", "scope": "oscilloscope", "source": "bias source"}
 ROLE_NAMES.update(magnet="magnet supply", gaussmeter="gaussmeter")
-#: The driver that reads ``*IDN?`` of a role whose section names no driver (spinlab's own).
+#: spinlab's own driver of each role (its data are the station's defaults; over a serial line it
+#: also reads ``*IDN?`` of a section naming no driver, as it knows the line's settings).
 PROBES = {"awg": "keysight-33500b", "scope": "keysight-infiniivision", "source": "keithley-2400"}
 ROLE_NAMES["analyser"] = "spectrum analyser"
 PROBES["analyser"] = "keysight-xseries"
 PROBES.update(magnet="kepco-bop", gaussmeter="lakeshore-425")
 
 Emulator = Callable[..., "Bench"]
+
+
+class IdnProbe(Instrument):
+    """A connection that sends ``*IDN?`` and nothing else: a driver may send its own model's
+    setup on opening, which another model answers with an error (a 2400's format command is an
+    "Undefined header" on a 2450)."""
+
+    def __init__(self, adapter: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("read_termination", "\n")
+        kwargs.setdefault("write_termination", "\n")
+        super().__init__(adapter, "instrument being identified", includeSCPI=False, **kwargs)
+
+    id = Instrument.measurement("*IDN?", """Get the identification (the whole reply).""", **RAW_REPLY)
 
 
 def emulator_for(visa_library: str) -> Emulator:
@@ -134,8 +151,8 @@ def connect(
     Bench; on any failure close whatever was opened, run ``cleanup`` and release the locks.
 
     Each instrument's driver is the one its section names, which must serve the instrument's
-    ``*IDN?``; a section without ``driver`` gets the installed driver that serves it (read
-    through spinlab's own driver of the role, which sends nothing before ``*IDN?``). With
+    ``*IDN?``; a section without ``driver`` gets the installed driver that serves it (read on a
+    connection of its own that sends nothing but ``*IDN?``, see :class:`IdnProbe`). With
     ``record`` (a folder) every byte the drivers exchange goes into a transcript there."""
     from spinlab.instruments.bench import Bench  # bench.py re-exports open_bench from here
 
@@ -148,9 +165,11 @@ def connect(
         visa_library = RecordingVisaLibrary.wrap(visa_library, transcript)
         cleanup = (*cleanup, transcript.close)
 
-    def link(key: str, spec: DriverSpec, resource: str) -> Link:
+    def link(key: str, spec: DriverSpec | type, resource: str) -> Link:
+        driver = spec.driver if isinstance(spec, DriverSpec) else spec
+
         def open_driver(timeout_s: float) -> Any:
-            return spec.driver(resource, visa_library=visa_library, timeout=int(timeout_s * 1000))
+            return driver(resource, visa_library=visa_library, timeout=int(timeout_s * 1000))
 
         try:
             return Link(key, ROLE_NAMES[key], resource, open_driver, res.timeout_s)
@@ -164,16 +183,17 @@ def connect(
             locks = ResourceLocks(res.instruments.values(), what=f"station {station.station.name!r}")
         for key, resource in res.instruments.items():
             named = station.driver_name(key)
-            spec = find_driver(named or PROBES[key], key)
-            links[key] = link(key, spec, resource)
-            idn = links[key].idn
             if named is None:
-                spec = driver_for_idn(key, idn)
-                if spec.driver is not links[key].driver.__class__:
-                    links.pop(key).close()
-                    links[key] = link(key, spec, resource)
-            elif not spec.serves(idn):
-                raise ConfigError(_mismatch(station, key, spec, resource, idn))
+                serial = resource.upper().startswith("ASRL")
+                probe = link(key, find_driver(PROBES[key], key) if serial else IdnProbe, resource)
+                probe.close()
+                spec = driver_for_idn(key, probe.idn)
+                links[key] = link(key, spec, resource)
+            else:
+                spec = find_driver(named, key)
+                links[key] = link(key, spec, resource)
+                if not spec.serves(links[key].idn):
+                    raise ConfigError(_mismatch(station, key, spec, resource, links[key].idn))
             chosen[key] = spec.name
         if any(station.driver_name(key) is None and name != PROBES[key] for key, name in chosen.items()):
             station = station.with_drivers(chosen)  # the chosen drivers' capabilities apply

@@ -71,11 +71,14 @@ def _key(resource: str) -> str:
 class Transcript:
     """A transcript file being written (thread-safe; :meth:`close` writes what is pending).
     ``path`` None keeps no file: the conformance kit only counts what a driver wrote
-    (``writes``: every message written, in order)."""
+    (``writes``: every message written, in order; with ``keep_replies``, ``replies``: every whole
+    reply read, so the kit can check a block's length)."""
 
-    def __init__(self, path: Path | None, roles: Mapping[str, str]) -> None:
+    def __init__(self, path: Path | None, roles: Mapping[str, str], keep_replies: bool = False) -> None:
         self.path = path
         self.writes: list[bytes] = []
+        self.replies: list[bytes] = []
+        self._keep_replies = keep_replies
         self.roles = {_key(resource): role for resource, role in roles.items()}
         self._lock = threading.Lock()
         self._start = time.perf_counter()
@@ -131,6 +134,8 @@ class Transcript:
     def _flush(self, resource: str) -> None:
         pending = self._pending.pop(resource, None)
         if pending is not None:
+            if self._keep_replies:
+                self.replies.append(pending["data"])
             self._write(pending)
 
     def _write(self, line: dict[str, Any]) -> None:

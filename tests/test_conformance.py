@@ -9,13 +9,17 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pymeasure.instruments import Instrument
 
 from spinlab.conformance import BrokenPromise, check, emulator_name, promises
 from spinlab.instruments.drivers import find_driver, installed_drivers
 from spinlab.instruments.keithley import Keithley2400
+from spinlab.instruments.kepco_bop import KepcoBOP
 from spinlab.instruments.keysight_awg import Keysight33500B
+from spinlab.instruments.keysight_xsa import KeysightXSeries, SpectrumTrace
+from spinlab.instruments.lakeshore_gaussmeter import RANGES_T, LakeShore425
 from spinlab.instruments.roles import AwgPlaying
 
 CASES = [(name, promise) for name, spec in installed_drivers().items() for promise in promises(spec.role)]
@@ -114,20 +118,91 @@ def test_one_command_checks_a_labs_driver_and_names_the_broken_promise(tmp_path:
     assert "broken promise 'outputs off on close'" in result.stdout
 
 
-@pytest.mark.parametrize("driver", ["keysight-33500b", "keysight-infiniivision", "keithley-2400"])
+@pytest.mark.parametrize(
+    "driver",
+    ["keysight-33500b", "keysight-infiniivision", "keithley-2400", "kepco-bop", "lakeshore-425", "rs-fsv"],
+)
 def test_the_kit_reaches_an_instrument_at_a_resource(driver: str) -> None:
     """The real-instrument path: pyvisa-py over a socket (here to the emulated instruments served
-    on TCP); a capture, which needs the bench's trigger, is skipped with the reason."""
+    on TCP); a capture, which needs the bench's trigger, and a gaussmeter check, which needs a
+    known field at the probe, are skipped with the reason."""
     from spinlab.conformance import NotApplicable
     from spinlab.sim_backends.emulated.lab import EmulatedLab
     from spinlab.sim_backends.emulated.tcp_server import serve_tcp
     from spinlab.testing import Doubler
 
-    lab = EmulatedLab(Doubler())
     role = installed_drivers()[driver].role
+    lab = EmulatedLab(Doubler(), models={role: driver})
     with serve_tcp(lab, awg_port=0, scope_port=0, source_port=0) as servers:
         for promise in promises(role):
             try:
                 check(driver, promise, resource=servers.resources[role], visa_library="@py")
             except NotApplicable as exc:
-                assert promise == "binary-round-trip" and "needs a trigger" in str(exc)
+                assert (
+                    (role, promise) == ("scope", "binary-round-trip")
+                    and "needs a trigger" in str(exc)
+                    or (role == "gaussmeter" and "needs a known field" in str(exc))
+                )
+
+
+# --- the field and spectrum roles --------------------------------------------------------------
+class LeavesTheCoilDriven(KepcoBOP):
+    def shutdown(self) -> None:  # forgets the output: the coil stays energised
+        Instrument.shutdown(self)
+
+
+class UncheckedCoilCurrent(KepcoBOP):
+    current_setpoint_A = Instrument.control("CURR?", "CURR %.6E", "Coil current (no range check).")
+
+
+class OverloadReadsAsFullScale(LakeShore425):
+    def field(self) -> float:  # an OL reading passes for the range's full scale
+        reply = self.ask("RDGFIELD?").strip()
+        return float(reply) if "OL" not in reply.upper() else RANGES_T[self.range] / 1e-4
+
+
+class AsciiTrace(KeysightXSeries):
+    def read_trace(self) -> SpectrumTrace:  # a trace as text: not the binary transfer promised
+        settings = self.settings()
+        self.write(":FORMat:TRACe:DATA ASCii")
+        power = np.array(self.values(":TRACe:DATA? TRACE1"), dtype=float)
+        start = settings["center_Hz"] - settings["span_Hz"] / 2
+        freqs = start + settings["span_Hz"] * np.arange(power.size) / (power.size - 1)
+        return SpectrumTrace(freqs, power, settings["rbw_Hz"])
+
+
+@pytest.mark.parametrize(
+    ("spec", "promise", "message"),
+    [
+        (broken("keysight-xseries", AsciiTrace), "binary-round-trip", "no binary block of 401"),
+        (
+            broken("kepco-bop", LeavesTheCoilDriven),
+            "outputs-off-on-close",
+            "magnet supply's output is still on",
+        ),
+        (broken("kepco-bop", UncheckedCoilCurrent), "limits-refused-before-sending", "coil current of 24 A"),
+        (broken("lakeshore-425", OverloadReadsAsFullScale), "overload-raises", "passed for"),
+    ],
+    ids=[
+        "analyser-ascii-trace",
+        "magnet-output-left-on",
+        "magnet-limit-unchecked",
+        "gaussmeter-overload-as-number",
+    ],
+)
+def test_a_broken_field_or_spectrum_driver_fails_naming_the_broken_promise(
+    spec, promise: str, message: str
+) -> None:
+    with pytest.raises(BrokenPromise, match=rf"broken promise '{promise.replace('-', ' ')}'.*{message}"):
+        check(spec, promise)
+
+
+def test_every_role_has_checks_beyond_identity() -> None:
+    from spinlab.instruments.roles import ROLES
+
+    assert all(len(promises(role)) >= 3 for role in ROLES), {role: list(promises(role)) for role in ROLES}
+
+
+def test_an_analyser_check_recorded_replays_with_no_instrument(tmp_path: Path) -> None:
+    check("rs-fsv", "binary-round-trip", record=tmp_path)
+    check("rs-fsv", "binary-round-trip", transcript=tmp_path)

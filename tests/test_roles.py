@@ -149,3 +149,31 @@ def test_the_driver_idn_picks_supplies_the_capabilities(tmp_path: Path, monkeypa
     path = station_with(tmp_path, awg='model = "33500B"')
     with pytest.raises(ConfigError, match=r"\[awg\] key 'model' = '33500B', but driver 'keysight-33600a'"):
         open_bench(str(path))
+
+
+@pytest.mark.parametrize("source", ["keithley-2450", "keithley-6221"])
+def test_idn_picking_sends_nothing_before_idn(source: str, tmp_path: Path, caplog) -> None:
+    """A station without ``driver`` identifies each instrument with a bare ``*IDN?``: no other
+    model's command reaches it first (a 2400 format command logs "Undefined header" on a 2450),
+    so its error queue holds nothing when the station opens."""
+    from spinlab import open_device
+    from spinlab.instruments.opening import connect
+    from spinlab.instruments.transcript import read_transcript
+    from spinlab.sim_backends.emulated.lab import EmulatedLab
+
+    lab = EmulatedLab(open_device("sim:vortex"), models={"source": source})
+    station = load_station(STATIONS_DIR / "emulated.toml")
+    with (
+        caplog.at_level("WARNING", logger="spinlab.bench"),
+        connect(station, lab.visa_library(), lab=lab, record=str(tmp_path), cleanup=(lab.close,)) as bench,
+    ):
+        assert bench.drivers["source"] == source
+    assert "stale error" not in caplog.text
+    (transcript,) = tmp_path.glob("*.jsonl")
+    _, rows = read_transcript(transcript)
+    first = {}
+    for row in rows:
+        if row["direction"] == "write":
+            first.setdefault(row["resource"], row["bytes"])
+    assert len(first) == len(station.resources.instruments)
+    assert set(first.values()) == {b"*IDN?\n"}, first

@@ -5,6 +5,10 @@ same results; a driver that strays from the recording fails on its first unexpec
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +17,7 @@ from typer.testing import CliRunner
 
 from spinlab import ConfigError, open_device
 from spinlab.cli import app
+from spinlab.conformance import check
 from spinlab.instruments.transcript import (
     ReplayVisaLibrary,
     Transcript,
@@ -21,24 +26,35 @@ from spinlab.instruments.transcript import (
     encode,
     read_transcript,
 )
+from spinlab.sim_backends.emulated.lab import EmulatedLab
 from spinlab.waveform import Waveform
 
 
-def characterize(tmp_path: Path, device: str) -> dict:
+def characterize(tmp_path: Path, device: str, *more: str) -> dict:
     result = CliRunner().invoke(
         app,
-        ["characterize", "--device", device, "--json", "--runs-dir", str(tmp_path / "runs"), "--seed", "1"],
+        [
+            "characterize",
+            "--device",
+            device,
+            "--json",
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--seed",
+            "1",
+            *more,
+        ],
     )
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def test_characterize_recorded_on_the_emulated_bench_replays_with_no_emulator(tmp_path: Path) -> None:
-    recorded = characterize(tmp_path, f"bench:emulated?record={tmp_path / 'dialogue'}")
+    recorded = characterize(tmp_path, "bench:emulated", "--record", str(tmp_path / "dialogue"))
     (transcript,) = sorted((tmp_path / "dialogue").glob("transcript-*.jsonl"))
     header, rows = read_transcript(transcript)
-    assert set(header["resources"].values()) == {"awg", "scope", "source"}
-    assert {row["role"] for row in rows} == {"awg", "scope", "source"}
+    assert set(header["resources"].values()) == set(EmulatedLab.RESOURCES)  # every role of the station
+    assert {"awg", "scope", "source"} <= {row["role"] for row in rows} <= set(EmulatedLab.RESOURCES)
     assert all(row["t"] >= 0 for row in rows)
     # both directions, text and binary: the arb upload and the scope's waveform blocks
     assert any(row["direction"] == "write" and row["bytes"].startswith(b"SOUR1:DATA:ARB:DAC") for row in rows)
@@ -47,6 +63,51 @@ def test_characterize_recorded_on_the_emulated_bench_replays_with_no_emulator(tm
     replayed = characterize(tmp_path, f"bench:emulated?replay={transcript}")
     for key in ("threshold_A", "relaxation_time_s", "relaxation_bias_A"):
         assert replayed[key] == recorded[key]
+
+
+def test_record_is_a_bench_option_in_one_line(tmp_path: Path) -> None:
+    for device, message in (
+        ("sim:vortex", "--record records a bench's instruments; --device sim:vortex is not a bench: address"),
+        (f"bench:emulated?record={tmp_path}", "--record and the bench option record="),
+    ):
+        result = CliRunner().invoke(app, ["characterize", "--device", device, "--record", str(tmp_path)])
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1
+    (tmp_path / "bad.jsonl").write_text("not json\n")
+    for args in (
+        ["--replay", str(tmp_path / "bad.jsonl")],
+        ["--replay", str(tmp_path), "--faults", "drop@awg"],
+    ):
+        result = CliRunner().invoke(app, ["emulate", *args])
+        assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_spinlab_emulate_replay_serves_a_transcript_to_a_driver_on_tcp(tmp_path: Path) -> None:
+    """``spinlab emulate --replay FILE``: the recorded instrument answers on a port, any driver
+    replays it (here the kit's own, over pyvisa-py); Ctrl-C says what was not replayed."""
+    check("keithley-2450", "state-read-back", record=tmp_path)
+    (transcript,) = tmp_path.glob("*.jsonl")
+    ports = [f"--{role}-port=0" for role in ("awg", "scope", "source", "magnet", "gaussmeter", "analyser")]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from spinlab.cli import main; main()", "emulate", "--replay", str(transcript)]
+        + ports
+        + ["--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        resources = json.loads(proc.stdout.readline())["resources"]
+        assert set(resources) == {"source"}
+        check("keithley-2450", "state-read-back", resource=resources["source"], visa_library="@py")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0
+        assert "not replayed: nothing" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_a_driver_sending_what_the_instrument_never_got_fails_naming_the_exchange(tmp_path: Path) -> None:
@@ -109,7 +170,6 @@ def test_a_transcript_served_on_tcp_answers_another_projects_driver(tmp_path: Pa
     from pymeasure.instruments.keithley import Keithley2400
 
     from spinlab.instruments.transcript import RecordingVisaLibrary
-    from spinlab.sim_backends.emulated.lab import EmulatedLab
     from spinlab.sim_backends.emulated.replay import ReplayServers
     from spinlab.testing import Doubler
 
@@ -145,7 +205,7 @@ def lan_station(directory: Path, resources: dict[str, str], name: str) -> Path:
     """The built-in station reached over TCP through pyvisa-py: a lab's station file."""
     text = (Path(__file__).resolve().parents[1] / "instruments" / "stations" / "emulated.toml").read_text()
     text = text.replace('visa_library = "emulated"', 'visa_library = "@py"')
-    for role in ("awg", "scope", "source"):
+    for role in resources:
         old = next(line for line in text.splitlines() if line.startswith(f"{role} = "))
         text = text.replace(old, f'{role} = "{resources[role]}"')
     path = directory / name
@@ -157,7 +217,6 @@ def test_a_labs_station_recorded_over_the_network_replays_from_its_transcript(tm
     """The bug-report path: a lab's station (pyvisa-py over sockets) records with
     ``?record=DIR``; the transcript replays through the same station file with no instrument,
     and, served on sockets, through the whole network path again, with the same response."""
-    from spinlab.sim_backends.emulated.lab import EmulatedLab
     from spinlab.sim_backends.emulated.replay import ReplayServers
     from spinlab.sim_backends.emulated.tcp_server import serve_tcp
 
@@ -165,11 +224,12 @@ def test_a_labs_station_recorded_over_the_network_replays_from_its_transcript(tm
     lab = EmulatedLab(open_device("sim:vortex?seed=3"), seed=3)
     with serve_tcp(lab, awg_port=0, scope_port=0, source_port=0) as servers:
         station = lan_station(tmp_path, servers.resources, "lab.toml")
+        roles = sorted(servers.resources)
         with open_device(f"bench:{station}?record={tmp_path / 'dialogue'}") as bench:
             recorded = bench.respond(drive).samples
     (transcript,) = (tmp_path / "dialogue").glob("*.jsonl")
     header, rows = read_transcript(transcript)
-    assert sorted(header["resources"].values()) == ["awg", "scope", "source"]
+    assert sorted(header["resources"].values()) == roles
 
     with open_device(f"bench:{station}?replay={transcript}") as bench:
         np.testing.assert_array_equal(bench.respond(drive).samples, recorded)

@@ -63,7 +63,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "emulate": (
         "emulate",
-        "Serve the emulated AWG, scope, source, magnet, gaussmeter and analyser until Ctrl-C.",
+        "Serve the emulated instruments, or a recorded transcript, until Ctrl-C; prints their resources.",
     ),
     "monitor": (
         "monitoring",

@@ -1,8 +1,12 @@
-"""`spinlab emulate`: serve the emulated bench as raw-socket SCPI instruments on localhost."""
+"""`spinlab emulate`: serve the emulated bench as raw-socket SCPI instruments on localhost, or a
+recorded transcript (``--replay``) so that any driver can replay a lab's dialogue."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -64,14 +68,32 @@ def emulate(
         "(KIND@INSTRUMENT[:at=N][:count=N|inf][:p=P][:s=SECONDS]; kinds: delay silent nan drop "
         "error reset truncate length corrupt overrange).",
     ),
+    replay: Path | None = typer.Option(
+        None,
+        "--replay",
+        metavar="FILE",
+        help="Serve a recorded transcript (--record DIR, bench:...?record=DIR) instead of the emulated "
+        "instruments: each recorded instrument answers its recorded replies on its port; the first "
+        "message the recording lacks closes that connection and is reported.",
+    ),
     json_output: bool = JsonOption,
 ) -> None:
-    """Serve the emulated AWG, scope, source, magnet, gaussmeter and analyser until Ctrl-C.
+    """Serve the emulated instruments, or a recorded transcript, until Ctrl-C; prints their resources.
 
-    Prints each instrument's VISA resource string."""
+    The AWG, scope, DC source, magnet supply, gaussmeter and spectrum analyser, each on its port."""
     from spinlab.registry import open_device
     from spinlab.sim_backends.emulated import EmulatedLab, serve_tcp
 
+    ports = {"awg": awg_port, "scope": scope_port, "source": source_port}
+    ports.update(magnet=magnet_port, gaussmeter=gaussmeter_port, analyser=analyser_port)
+    if replay is not None:
+        with user_errors():
+            if faults:
+                from spinlab.errors import ConfigError
+
+                raise ConfigError("--faults applies to emulated instruments, not to a replayed transcript")
+            _serve_replay(replay, host, ports, json_output)
+        return
     with user_errors():
         model = open_device(device, defaults={"seed": seed})
         try:
@@ -126,6 +148,32 @@ def emulate(
         finally:
             model.close()
         typer.secho("emulated instruments stopped", err=True)
+
+
+def _serve_replay(path: Path, host: str, ports: dict[str, int], json_output: bool) -> None:
+    """Serve the transcript at ``path`` until Ctrl-C, then say what departed from it."""
+    from spinlab.errors import ConfigError
+    from spinlab.sim_backends.emulated.replay import ReplayServers
+
+    try:
+        servers = ReplayServers(path, host, ports)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen on {host} ports {sorted(ports.values())}: {exc}; pick free ports (0 = any)"
+        ) from None
+    with servers:
+        if json_output:
+            emit_json({"resources": servers.resources, "replay": str(path)})
+        else:
+            for role, resource in servers.resources.items():
+                typer.echo(f"{role:<11}{resource}")
+        typer.secho(f"replaying {path}; Ctrl-C to stop", err=True, fg="green")
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how this command is meant to end
+            _wait_forever()
+        report: dict[str, Any] = {"failures": servers.failures, "remaining": servers.remaining()}
+    for failure in report["failures"]:
+        typer.secho(f"departed from the recording: {failure}", err=True, fg="red")
+    typer.secho(f"replay stopped; not replayed: {report['remaining'] or 'nothing'}", err=True)
 
 
 def _wait_forever() -> None:

@@ -15,6 +15,7 @@ import inspect
 import time
 import types
 import typing
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -215,6 +216,8 @@ def _signature(declared: Any) -> _Signature:
             typer.Option(declared.device_default, "--device", "-d", help=DeviceOption.help + optional),
             str | None,
         )
+    if declared.device in ("required", "optional"):
+        sig.add("record", RecordOption, Path | None)
     for field, info in fields.items():
         takes = kind(info.annotation)
         if field in RUN_OPTION_FIELDS or takes is None:
@@ -272,10 +275,13 @@ def generate(name: str) -> Callable[..., None]:
         options: RunOptions = given.pop("run")
         json_out, assignments = given.pop("json_out"), given.pop("set_")
         device, positional = given.pop("device", None), given.pop(_ARGUMENT, None)
+        record = given.pop("record", None)
         if declared.monitor and not options.monitor:
             options = dataclasses.replace(options, monitor=declared.monitor)
         start = time.perf_counter()
         with user_errors():
+            if record is not None:
+                device = recording(device, record)
             settings = _settings(assignments)
             extras = {s.name: s.default for s in declared.shortcuts if s.apply is None}
             if positional is not None and declared.argument:
@@ -312,6 +318,31 @@ def generate(name: str) -> Callable[..., None]:
     command.__annotations__ = {p.name: p.annotation for p in sig.params}
     command.__doc__ = declared.help or _first_line(plan_factory(name).__doc__)
     return run_command(command, seed=_seed_option(declared.seed) if declared.seed else None)
+
+
+RecordOption = typer.Option(
+    None,
+    "--record",
+    metavar="DIR",
+    help="Write every byte exchanged with the bench's instruments into a transcript in DIR "
+    "(bench: devices; replay it with bench:...?replay=FILE or spinlab emulate --replay FILE).",
+)
+
+
+def recording(device: str | None, folder: Path) -> str:
+    """``device`` with the bench option ``record=FOLDER``: a bench records its own dialogue, so
+    every plan on any station records the same way."""
+    from spinlab.errors import ConfigError
+    from spinlab.registry import parse_address
+
+    if device is None or parse_address(device)[0] != "bench":
+        raise ConfigError(
+            f"--record records a bench's instruments; --device {device} is not a bench: address"
+        )
+    if "record" in parse_address(device)[2]:
+        raise ConfigError(f"--record and the bench option record= in {device!r}: give one")
+    value = urllib.parse.quote(str(folder), safe="/:")
+    return f"{device}{'&' if '?' in device else '?'}record={value}"
 
 
 def _first_line(doc: str | None) -> str:
