@@ -75,7 +75,7 @@ def test_one_station_naming_an_instrument_twice_takes_its_lock_once():
 def _respelled(station, name):
     """The same station file with every resource spelled another way: TCPIP0 and localhost."""
     text = station.read_text().replace('"TCPIP::127.0.0.1::', '"TCPIP0::localhost::')
-    assert text.count("TCPIP0::localhost::") == 4  # AWG, scope, source, analyser
+    assert text.count("TCPIP0::localhost::") == 6  # AWG, scope, source, magnet, gaussmeter, analyser
     path = station.with_name(name)
     path.write_text(text)
     return path
