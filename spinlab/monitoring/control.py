@@ -309,6 +309,10 @@ class ControlClient:
         """Send one command and return the reply map; raise ControlError on no/error reply."""
         if command not in COMMANDS:
             raise ControlError(f"unknown command {command!r}; use one of {list(COMMANDS)}")
+        no_reply = ControlError(
+            f"no reply from {self.address} within {self.timeout_s:g} s: the run is not "
+            "serving control there, or it refused your key (check --key and --server-key)"
+        )
         ctx = zmq.Context()
         sock = ctx.socket(zmq.DEALER)
         try:
@@ -317,13 +321,16 @@ class ControlClient:
             sock.curve_serverkey = self._server_public
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.MAXMSGSIZE, 1 << 20)
+            # a refused key can drop the connection before the send: with no peer a DEALER's
+            # send would block for ever, so it gets the same deadline as the reply
+            sock.setsockopt(zmq.SNDTIMEO, int(self.timeout_s * 1000))
             sock.connect(self.address)
-            sock.send_multipart([b"", msgpack.packb({"v": PROTOCOL_VERSION, "command": command})])
+            try:
+                sock.send_multipart([b"", msgpack.packb({"v": PROTOCOL_VERSION, "command": command})])
+            except zmq.Again:
+                raise no_reply from None
             if not sock.poll(int(self.timeout_s * 1000)):
-                raise ControlError(
-                    f"no reply from {self.address} within {self.timeout_s:g} s: the run is not "
-                    "serving control there, or it refused your key (check --key and --server-key)"
-                )
+                raise no_reply
             frames = sock.recv_multipart()
         finally:
             sock.close(0)
