@@ -86,4 +86,4 @@ def test_twin_eval_run_file_has_units_dt_and_identifier_names_and_old_files_stil
         f["eval/tags"] = np.array([b"bias_A=0.00592"])
     with h5py.File(old) as f:
         fig = twin_eval.plot_examples(RunDatasets(f), {"dt_s": dt_s, "nrmse": 0.1, "repeats": 1})
-    assert fig.axes[0].get_title() == "bias, A=0.00592"
+    assert fig.axes[0].get_title() == "I = 5.92 mA"  # its conditions read from the old group name
