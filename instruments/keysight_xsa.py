@@ -57,10 +57,65 @@ class SpectrumTrace:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-class KeysightXSeries(ErrorQueueMixin, SCPIMixin, Instrument):
+class SweptAnalyser(ErrorQueueMixin, SCPIMixin, Instrument):
+    """What every swept analyser driver shares: the settings as held, one sweep with ``*OPC?``,
+    and trace 1 read as a checked ``REAL,32`` block. A family names its two commands and its
+    status check (overload, uncalibrated)."""
+
+    #: starts one sweep; ``*OPC?`` answers when it is complete
+    SWEEP_COMMAND = ""
+    #: asks for trace 1 as a binary block
+    TRACE_QUERY = ""
+
+    def settings(self) -> dict[str, float]:
+        """Centre, span, RBW and points as the analyser holds them."""
+        return {
+            "center_Hz": self.center_frequency_Hz,
+            "span_Hz": self.span_Hz,
+            "rbw_Hz": self.rbw_Hz,
+            "points": self.sweep_points,
+        }
+
+    def sweep(self) -> None:
+        """One sweep, returning when it is complete (``*OPC?`` answers after the sweep)."""
+        reply = self.ask(f"{self.SWEEP_COMMAND};*OPC?")
+        if reply.strip() != "1":
+            raise InstrumentError(f"{self.name} answered {reply[:40]!r} to {self.SWEEP_COMMAND};*OPC?")
+
+    def check_status(self) -> None:
+        """Raise if the last sweep's powers are not to be trusted (each family's status bits)."""
+        raise NotImplementedError
+
+    def read_trace(self) -> SpectrumTrace:
+        """Trace 1 of the last sweep, checked (block length against the sweep points, reply
+        stream in step, finite powers, :meth:`check_status`)."""
+        settings = self.settings()
+        points = int(settings["points"])
+        if points < 2:
+            raise InstrumentError(f"{self.name} holds {points} sweep point(s); configure() sets >= 2")
+        self.write(self.TRACE_QUERY)
+        payload = read_block(self, expected_bytes=4 * points)
+        power = np.frombuffer(payload, dtype="<f4").astype(np.float64)
+        self.check_in_step("the trace transfer")
+        if not np.all(np.isfinite(power)):
+            raise InstrumentError(f"{self.name} sent a trace with non-finite powers")
+        self.check_status()
+        start = settings["center_Hz"] - settings["span_Hz"] / 2
+        freqs = start + settings["span_Hz"] * np.arange(points) / (points - 1)
+        return SpectrumTrace(freqs, power, settings["rbw_Hz"], {"settings": settings})
+
+    def measure(self) -> SpectrumTrace:
+        """One sweep and its trace."""
+        self.sweep()
+        return self.read_trace()
+
+
+class KeysightXSeries(SweptAnalyser):
     """Keysight X-series signal analyser (N9000B/N9010B/N9020B), swept spectrum, trace 1."""
 
     ERROR_QUERY = ":SYSTem:ERRor?"
+    SWEEP_COMMAND = ":INITiate:IMMediate"
+    TRACE_QUERY = ":TRACe:DATA? TRACE1"
 
     def __init__(self, adapter: Any, name: str = "Keysight X-series signal analyser", **kwargs: Any) -> None:
         kwargs.setdefault("read_termination", "\n")
@@ -186,23 +241,8 @@ class KeysightXSeries(ErrorQueueMixin, SCPIMixin, Instrument):
         self.raise_errors("configuring the sweep")
         return self.settings()
 
-    def settings(self) -> dict[str, float]:
-        """Centre, span, RBW and points as the analyser holds them."""
-        return {
-            "center_Hz": self.center_frequency_Hz,
-            "span_Hz": self.span_Hz,
-            "rbw_Hz": self.rbw_Hz,
-            "points": self.sweep_points,
-        }
-
     # --- measurement ---------------------------------------------------------------------------
-    def sweep(self) -> None:
-        """One sweep, returning when it is complete (``*OPC?`` answers after the sweep)."""
-        reply = self.ask(":INITiate:IMMediate;*OPC?")
-        if reply.strip() != "1":
-            raise InstrumentError(f"{self.name} answered {reply[:40]!r} to :INITiate:IMMediate;*OPC?")
-
-    def check_integrity(self) -> None:
+    def check_status(self) -> None:
         """Raise if the last measurement overloaded the input or is uncalibrated."""
         condition = self.integrity_condition
         if condition & OVERLOAD_BIT:
@@ -215,29 +255,6 @@ class KeysightXSeries(ErrorQueueMixin, SCPIMixin, Instrument):
                 f"{self.name}: measurement uncalibrated (questionable integrity {condition}); "
                 "widen the RBW or let the sweep time couple"
             )
-
-    def read_trace(self) -> SpectrumTrace:
-        """Trace 1 of the last sweep, checked (block length against the sweep points,
-        reply stream in step, no overload or uncal)."""
-        settings = self.settings()
-        points = int(settings["points"])
-        if points < 2:
-            raise InstrumentError(f"{self.name} holds {points} sweep point(s); configure() sets >= 2")
-        self.write(":TRACe:DATA? TRACE1")
-        payload = read_block(self, expected_bytes=4 * points)
-        power = np.frombuffer(payload, dtype="<f4").astype(np.float64)
-        self.check_in_step("the trace transfer")
-        if not np.all(np.isfinite(power)):
-            raise InstrumentError(f"{self.name} sent a trace with non-finite powers")
-        self.check_integrity()
-        start = settings["center_Hz"] - settings["span_Hz"] / 2
-        freqs = start + settings["span_Hz"] * np.arange(points) / (points - 1)
-        return SpectrumTrace(freqs, power, settings["rbw_Hz"], {"settings": settings})
-
-    def measure(self) -> SpectrumTrace:
-        """One sweep and its trace."""
-        self.sweep()
-        return self.read_trace()
 
 
 KEYSIGHT_XSERIES = DriverSpec(

@@ -17,22 +17,19 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
-from pymeasure.instruments import Instrument, SCPIMixin
+from pymeasure.instruments import Instrument
 
 from spinlab.errors import ConfigError, InstrumentError
 from spinlab.instruments.capabilities import RS_FSV_MODEL
 from spinlab.instruments.drivers import DriverSpec
-from spinlab.instruments.keysight_xsa import SpectrumTrace
+from spinlab.instruments.keysight_xsa import SweptAnalyser
 from spinlab.instruments.scpi import (
     RAW_REPLY,
-    ErrorQueueMixin,
     choice_control,
     ensure_termination,
     flag_control,
     int_reply,
     range_control,
-    read_block,
 )
 
 #: FSV40 tops out at 40 GHz (FSW85: 85 GHz; the instrument refuses beyond its own with -222).
@@ -48,10 +45,12 @@ IF_OVERLOAD_BIT = 1 << 2
 TRANSFER_SETUP = "FORM REAL,32;FORM:BORD SWAP"
 
 
-class RsFsv(ErrorQueueMixin, SCPIMixin, Instrument):
+class RsFsv(SweptAnalyser):
     """R&S FSV / FSW analyser, swept spectrum, trace 1."""
 
     ERROR_QUERY = "SYST:ERR?"
+    SWEEP_COMMAND = "INIT"
+    TRACE_QUERY = "TRAC:DATA? TRACE1"
 
     def __init__(self, adapter: Any, name: str = "R&S FSV signal analyser", **kwargs: Any) -> None:
         kwargs.setdefault("read_termination", "\n")
@@ -194,23 +193,8 @@ class RsFsv(ErrorQueueMixin, SCPIMixin, Instrument):
         self.raise_errors("configuring the sweep")
         return self.settings()
 
-    def settings(self) -> dict[str, float]:
-        """Centre, span, RBW and points as the analyser holds them."""
-        return {
-            "center_Hz": self.center_frequency_Hz,
-            "span_Hz": self.span_Hz,
-            "rbw_Hz": self.rbw_Hz,
-            "points": self.sweep_points,
-        }
-
     # --- measurement ---------------------------------------------------------------------------
-    def sweep(self) -> None:
-        """One single sweep (all its counted sweeps), returning when it is complete."""
-        reply = self.ask("INIT;*OPC?")
-        if reply.strip() != "1":
-            raise InstrumentError(f"{self.name} answered {reply[:40]!r} to INIT;*OPC?")
-
-    def check_overload(self) -> None:
+    def check_status(self) -> None:
         """Raise if the last sweep overloaded the RF input or the IF."""
         condition = self.power_condition
         if condition & (RF_OVERLOAD_BIT | IF_OVERLOAD_BIT):
@@ -219,27 +203,6 @@ class RsFsv(ErrorQueueMixin, SCPIMixin, Instrument):
                 f"{self.name}: {stage} overload (questionable power {condition}); raise the reference "
                 "level or add attenuation, the trace's powers are wrong"
             )
-
-    def read_trace(self) -> SpectrumTrace:
-        """Trace 1 of the last sweep, checked (block length against the sweep points, reply
-        stream in step, no overload)."""
-        settings = self.settings()
-        points = int(settings["points"])
-        self.write("TRAC:DATA? TRACE1")
-        payload = read_block(self, expected_bytes=4 * points)
-        power = np.frombuffer(payload, dtype="<f4").astype(np.float64)
-        self.check_in_step("the trace transfer")
-        if not np.all(np.isfinite(power)):
-            raise InstrumentError(f"{self.name} sent a trace with non-finite powers")
-        self.check_overload()
-        start = settings["center_Hz"] - settings["span_Hz"] / 2
-        freqs = start + settings["span_Hz"] * np.arange(points) / (points - 1)
-        return SpectrumTrace(freqs, power, settings["rbw_Hz"], {"settings": settings})
-
-    def measure(self) -> SpectrumTrace:
-        """One single sweep and its trace."""
-        self.sweep()
-        return self.read_trace()
 
 
 RS_FSV = DriverSpec(
