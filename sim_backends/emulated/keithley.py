@@ -180,7 +180,7 @@ class EmulatedKeithley2400(ScpiInstrument):
             "CALCulate3:FORMat": ("text", "MEAN"),
         }
         for pattern, (kind, default) in stored.items():
-            self._register_stored(pattern, kind, default)
+            register_stored(self, pattern, kind, default)
         self.command("*SRE", lambda a: self._store("*SRE", self._one(a).text))
         self.query("*SRE", lambda a: self.settings.get("*SRE", "0"))
         self.query(
@@ -194,24 +194,6 @@ class EmulatedKeithley2400(ScpiInstrument):
             "DIAGnostic:CURRent:LOG", lambda a: ",".join(format_float(v) for v in self.current_log) or ""
         )
         self.command("DIAGnostic:CURRent:LOG:CLEar", lambda a: self.current_log.clear())
-
-    def _register_stored(self, pattern: str, kind: str, default: str) -> None:
-        key = pattern
-
-        def setter(args: Sequence[Arg]) -> None:
-            arg = self._one(args)
-            if kind == "float":
-                value = format_float(
-                    arg_float(arg, {"MINimum": 0.0, "MAXimum": 1e9, "DEFault": float(default)})
-                )
-            elif kind == "bool":
-                value = str(int(arg_bool(arg)))
-            else:
-                value = arg.text.upper()
-            self.settings[key] = value
-
-        self.command(pattern, setter)
-        self.query(pattern, lambda a: self.settings.get(key, default))
 
     def _store(self, key: str, value: str) -> None:
         self.settings[key] = value
@@ -244,3 +226,26 @@ class EmulatedKeithley2400(ScpiInstrument):
         if not 0 < abs(value) <= MAX_CURRENT_A:
             raise ScpiError(-222, f"compliance current {value:g} A outside 0 .. 1.05 A")
         self.compliance_current_A = abs(value)
+
+
+def register_stored(
+    instrument: ScpiInstrument, pattern: str, kind: str | tuple[str, ...], default: str
+) -> None:
+    """A setting the emulator only stores and reads back (``instrument.settings[pattern]``):
+    ``kind`` is ``"float"``, ``"bool"``, ``"text"`` or the tuple of its choices. Shared by the
+    emulated Keithley sources, whose many such settings change nothing in the model."""
+
+    def setter(args: Sequence[Arg]) -> None:
+        arg = instrument._one(args)
+        if kind == "float":
+            value = format_float(arg_float(arg, {"MINimum": 0.0, "MAXimum": 1e9, "DEFault": float(default)}))
+        elif kind == "bool":
+            value = str(int(arg_bool(arg)))
+        elif isinstance(kind, tuple):
+            value = arg_choice(arg, kind)
+        else:
+            value = arg.text.upper()
+        instrument.settings[pattern] = value
+
+    instrument.command(pattern, setter)
+    instrument.query(pattern, lambda a: instrument.settings.get(pattern, default))

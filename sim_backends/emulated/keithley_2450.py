@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from spinlab.sim_backends.emulated.keithley import register_stored
 from spinlab.sim_backends.emulated.scpi import ScpiInstrument
 from spinlab.sim_backends.emulated.scpi_syntax import (
     Arg,
@@ -149,28 +150,12 @@ class EmulatedKeithley2450(ScpiInstrument):
             "ROUTe:TERMinals": ("text", "FRON"),
         }
         for pattern, (kind, default) in stored.items():
-            self._register_stored(pattern, kind, default)
+            register_stored(self, pattern, kind, default)
         # emulator-only diagnostic (no real 2450 has it): every current level programmed
         self.query(
             "DIAGnostic:CURRent:LOG", lambda a: ",".join(format_float(v) for v in self.current_log) or ""
         )
         self.command("DIAGnostic:CURRent:LOG:CLEar", lambda a: self.current_log.clear())
-
-    def _register_stored(self, pattern: str, kind: str, default: str) -> None:
-        def setter(args: Sequence[Arg]) -> None:
-            arg = self._one(args)
-            if kind == "float":
-                value = format_float(
-                    arg_float(arg, {"MINimum": 0.0, "MAXimum": 1e9, "DEFault": float(default)})
-                )
-            elif kind == "bool":
-                value = str(int(arg_bool(arg)))
-            else:
-                value = arg.text.upper()
-            self.settings[pattern] = value
-
-        self.command(pattern, setter)
-        self.query(pattern, lambda a: self.settings.get(pattern, default))
 
     def _set_sense(self, args: Sequence[Arg]) -> None:
         text = arg_string(self._one(args)).upper().removesuffix(":DC")

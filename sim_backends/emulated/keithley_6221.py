@@ -14,15 +14,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from spinlab.sim_backends.emulated.keithley import register_stored
 from spinlab.sim_backends.emulated.scpi import ScpiInstrument
-from spinlab.sim_backends.emulated.scpi_syntax import (
-    Arg,
-    ScpiError,
-    arg_bool,
-    arg_choice,
-    arg_float,
-    format_float,
-)
+from spinlab.sim_backends.emulated.scpi_syntax import Arg, ScpiError, arg_bool, arg_float, format_float
 
 MAX_CURRENT_A = 0.105
 MIN_COMPLIANCE_V, MAX_COMPLIANCE_V = 0.1, 105.0
@@ -78,35 +72,17 @@ class EmulatedKeithley6221(ScpiInstrument):
             "[SOURce[1]]:CURRent:FILTer[:STATe]": ("bool", "0"),
             "[SOURce[1]]:DELay": ("float", "1.0E-03"),
             "OUTPut:LTEarth": ("bool", "0"),
-            "OUTPut:ISHield": ("text", "OLOW"),
-            "OUTPut:RESPonse": ("text", "SLOW"),
+            "OUTPut:ISHield": (("GUARd", "OLOW"), "OLOW"),
+            "OUTPut:RESPonse": (("FAST", "SLOW"), "SLOW"),
             "DISPlay:ENABle": ("bool", "1"),
         }
         for pattern, (kind, default) in stored.items():
-            self._register_stored(pattern, kind, default)
+            register_stored(self, pattern, kind, default)
         # emulator-only diagnostic (no real 6221 has it): every current level programmed
         self.query(
             "DIAGnostic:CURRent:LOG", lambda a: ",".join(format_float(v) for v in self.current_log) or ""
         )
         self.command("DIAGnostic:CURRent:LOG:CLEar", lambda a: self.current_log.clear())
-
-    def _register_stored(self, pattern: str, kind: str, default: str) -> None:
-        def setter(args: Sequence[Arg]) -> None:
-            arg = self._one(args)
-            if kind == "float":
-                value = format_float(
-                    arg_float(arg, {"MINimum": 0.0, "MAXimum": 1e9, "DEFault": float(default)})
-                )
-            elif kind == "bool":
-                value = str(int(arg_bool(arg)))
-            elif pattern == "OUTPut:ISHield":
-                value = arg_choice(arg, ("GUARd", "OLOW"))
-            else:
-                value = arg_choice(arg, ("FAST", "SLOW"))
-            self.settings[pattern] = value
-
-        self.command(pattern, setter)
-        self.query(pattern, lambda a: self.settings.get(pattern, default))
 
     def _set_current(self, args: Sequence[Arg]) -> None:
         value = arg_float(
