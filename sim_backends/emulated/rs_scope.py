@@ -269,17 +269,9 @@ class EmulatedRTM3000(ScpiInstrument):
             self.state = "COMP"
             self._complete_opc()
 
-    def _complete_opc(self) -> None:
-        waiters, self._opc_waiters = self._opc_waiters, []
-        for session in waiters:
-            self.deliver(session, b"1\n")
-
-    def opc_reply(self) -> str | None:
+    def operation_pending(self) -> bool:
         """``*OPC?`` answers only once a pending ``SINGle`` completed."""
-        if self.state == "RUN" and self.single:
-            self._opc_waiters.append(self.defer_reply())
-            return None
-        return "1"
+        return self.state == "RUN" and self.single
 
     # --- transfer --------------------------------------------------------------------------
     def _samples(self, n: int) -> np.ndarray | None:

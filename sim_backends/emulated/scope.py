@@ -444,17 +444,9 @@ class EmulatedInfiniiVision(ScpiInstrument):
             self.waiting_trigger = False
             self._complete_opc()
 
-    def _complete_opc(self) -> None:
-        waiters, self._opc_waiters = self._opc_waiters, []
-        for session in waiters:
-            self.deliver(session, b"1\n")
-
-    def opc_reply(self) -> str | None:
+    def operation_pending(self) -> bool:
         """``*OPC?`` answers only once a pending :SINGle/:DIGitize/segmented run completes."""
-        if self.running and self._single_pending():
-            self._opc_waiters.append(self.defer_reply())  # answered when the acquisition completes
-            return None
-        return "1"
+        return self.running and self._single_pending()
 
     def _single_pending(self) -> bool:
         return getattr(self, "_single", False) or self.acq_mode == "SEGM"

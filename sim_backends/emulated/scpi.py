@@ -183,6 +183,7 @@ class ScpiInstrument:
         #: One lock per lab: the wiring calls across instruments, so they share it.
         self.lock = lock if lock is not None else threading.RLock()
         self._output_ready = threading.Condition(self.lock)
+        self._opc_waiters: list[Session] = []  # sessions whose *OPC? waits for an operation
         self._commands: list[tuple[tuple[HeaderNode, ...], Handler]] = []
         self._queries: list[tuple[tuple[HeaderNode, ...], Handler]] = []
         self._cache: dict[
@@ -490,9 +491,23 @@ class ScpiInstrument:
     def options(self) -> str:
         return "0"
 
+    def operation_pending(self) -> bool:
+        """True while an operation that ``*OPC?`` waits for runs (a scope's single acquisition)."""
+        return False
+
     def opc_reply(self) -> str | None:
-        """``*OPC?``: "1" once pending operations are done; None defers the reply."""
+        """``*OPC?``: "1" once pending operations are done; while one runs the reply is deferred
+        until :meth:`_complete_opc` (None)."""
+        if self.operation_pending():
+            self._opc_waiters.append(self.defer_reply())
+            return None
         return "1"
+
+    def _complete_opc(self) -> None:
+        """Answer every deferred ``*OPC?``: the operation completed."""
+        waiters, self._opc_waiters = self._opc_waiters, []
+        for session in waiters:
+            self.deliver(session, b"1\n")
 
     def status_byte(self, session: Session | None = None) -> int:
         stb = 0

@@ -320,17 +320,9 @@ class EmulatedMSO5(ScpiInstrument):
     def _yzero(c: Channel) -> float:
         return c.offset_V - c.position_div * c.scale_V
 
-    def _complete_opc(self) -> None:
-        waiters, self._opc_waiters = self._opc_waiters, []
-        for session in waiters:
-            self.deliver(session, b"1\n")
-
-    def opc_reply(self) -> str | None:
+    def operation_pending(self) -> bool:
         """``*OPC?`` answers only once a running single sequence is done."""
-        if self.running and self.stop_after == "SEQ":
-            self._opc_waiters.append(self.defer_reply())
-            return None
-        return "1"
+        return self.running and self.stop_after == "SEQ"
 
     def _next_event(self) -> str:
         """``EVMsg?``: Tektronix event numbers are positive (``222,"Data out of range..."``)."""
