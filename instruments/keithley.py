@@ -20,13 +20,20 @@ from spinlab.errors import InstrumentError
 from spinlab.instruments.capabilities import KEITHLEY_2400
 from spinlab.instruments.drivers import DriverSpec
 from spinlab.instruments.roles import SourceOutput
-from spinlab.instruments.scpi import ErrorQueueMixin, flag_control, parse_bool, parse_choice, parse_float
+from spinlab.instruments.scpi import (
+    ConfirmedShutdown,
+    ErrorQueueMixin,
+    flag_control,
+    parse_bool,
+    parse_choice,
+    parse_float,
+)
 
 #: The output as the instrument reports it: relay, source function and both levels (the source role's).
 SourceState = SourceOutput
 
 
-class Keithley2400(ErrorQueueMixin, _PymeasureKeithley2400):
+class Keithley2400(ConfirmedShutdown, ErrorQueueMixin, _PymeasureKeithley2400):
     """Keithley 2400 (the ``source`` role) with LF terminators, a bounded error queue and
     :meth:`output_state`."""
 

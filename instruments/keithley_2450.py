@@ -21,6 +21,7 @@ from spinlab.instruments.capabilities import SourceModel
 from spinlab.instruments.drivers import DriverSpec
 from spinlab.instruments.roles import SourceOutput
 from spinlab.instruments.scpi import (
+    ConfirmedShutdown,
     ErrorQueueMixin,
     flag_control,
     parse_bool,
@@ -38,7 +39,7 @@ KEITHLEY_2450 = SourceModel(
 )
 
 
-class Keithley2450(ErrorQueueMixin, _PymeasureKeithley2450):
+class Keithley2450(ConfirmedShutdown, ErrorQueueMixin, _PymeasureKeithley2450):
     """Keithley 2450 in its SCPI command set, with LF terminators, checked levels and limits,
     a bounded error queue and :meth:`output_state`."""
 

@@ -20,7 +20,14 @@ from spinlab.errors import InstrumentError
 from spinlab.instruments.capabilities import SourceModel
 from spinlab.instruments.drivers import DriverSpec
 from spinlab.instruments.roles import SourceOutput
-from spinlab.instruments.scpi import ErrorQueueMixin, flag_control, parse_bool, parse_float, range_control
+from spinlab.instruments.scpi import (
+    ConfirmedShutdown,
+    ErrorQueueMixin,
+    flag_control,
+    parse_bool,
+    parse_float,
+    range_control,
+)
 
 KEITHLEY_6221 = SourceModel(
     max_current_A=0.105,
@@ -31,7 +38,7 @@ KEITHLEY_6221 = SourceModel(
 )
 
 
-class Keithley6221(ErrorQueueMixin, _PymeasureKeithley6221):
+class Keithley6221(ConfirmedShutdown, ErrorQueueMixin, _PymeasureKeithley6221):
     """Keithley 6221/6220 sourcing a DC current, with LF terminators, checked levels, a bounded
     error queue and :meth:`output_state`."""
 

@@ -24,6 +24,7 @@ from spinlab.instruments.drivers import DriverSpec
 from spinlab.instruments.roles import MagnetSupplyOutput
 from spinlab.instruments.scpi import (
     RAW_REPLY,
+    ConfirmedShutdown,
     ErrorQueueMixin,
     ensure_termination,
     flag_control,
@@ -60,7 +61,7 @@ def _finite_reply(what: str) -> Callable[[Any], float]:
 MagnetSupplyState = MagnetSupplyOutput
 
 
-class KepcoBOP(ErrorQueueMixin, SCPIMixin, Instrument):
+class KepcoBOP(ConfirmedShutdown, ErrorQueueMixin, SCPIMixin, Instrument):
     """Kepco BOP in current mode. Units: A, V. ``max_current_A``/``max_voltage_V``: the model's
     rating (a BOP 36-12 by default); values beyond it are refused before anything is sent."""
 

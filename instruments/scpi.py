@@ -291,6 +291,20 @@ def format_errors(errors: Sequence[tuple[int, str]]) -> str:
     return "; ".join(f'{code:+d},"{message}"' for code, message in errors)
 
 
+class ConfirmedShutdown:
+    """``shutdown()`` that reads the output back after switching it off: the query waits until
+    the instrument has acted on everything written before it (a socket closed straight after a
+    write may leave the last commands unread), and an output that still reports on raises
+    instead of being assumed off. List it first among a driver's bases; the driver needs
+    ``output_state()``."""
+
+    def shutdown(self) -> None:
+        super().shutdown()  # type: ignore[misc]
+        if self.output_state().on:  # type: ignore[attr-defined]
+            name = self.name  # type: ignore[attr-defined]
+            raise InstrumentError(f"{name} output still reports ON after shutdown; switch it off by hand")
+
+
 class ErrorQueueMixin:
     """``check_errors``/``raise_errors`` for a pymeasure instrument whose error queue is read
     with ``ERROR_QUERY``, and ``check_in_step``; list it before ``SCPIMixin`` so these take

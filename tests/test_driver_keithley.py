@@ -53,3 +53,29 @@ def test_source_enabled_keeps_pymeasures_bytes_and_refuses_nan():
         assert smu.source_enabled is True
         with pytest.raises(InstrumentError, match="output state"):
             smu.source_enabled  # noqa: B018 - the read is the test
+
+
+def _shutdown(off_reply: str) -> list:
+    """pymeasure's shutdown (ramp the set current to 0 in 30 steps, abort, output off), then the
+    read-back that proves the 2400 acted on it."""
+    ramp = [(":SOURCE:CURRENT 0", None)] * 30
+    return [
+        INIT,
+        (":SOURCE:FUNCTION?", "CURR"),
+        (":SOURCE:CURRENT?", "0"),
+        *ramp,
+        (":ABOR", None),
+        ("OUTPUT 0", None),
+        (STATE, off_reply),
+    ]
+
+
+def test_shutdown_reads_the_output_back():
+    with expected_protocol(Keithley2400, _shutdown("0;CURR;+0.0E+00;+0.0E+00")) as smu:
+        smu.shutdown()
+
+
+def test_a_source_still_on_after_shutdown_is_reported():
+    with expected_protocol(Keithley2400, _shutdown("1;CURR;+0.0E+00;+0.0E+00")) as smu:
+        with pytest.raises(InstrumentError, match="still reports ON"):
+            smu.shutdown()

@@ -101,6 +101,16 @@ def test_error_queue_raises_with_the_code():
         bop.raise_errors("setting the current")
 
 
-def test_shutdown_sets_zero_then_output_off():
-    with expected_protocol(KepcoBOP, [("CURR 0.000000E+00", None), ("OUTP 0", None)]) as bop:
+def test_shutdown_sets_zero_then_output_off_and_reads_it_back():
+    off = list(zip(STATE, ["0", "1", "0", "20", "0"]))
+    with expected_protocol(KepcoBOP, [("CURR 0.000000E+00", None), ("OUTP 0", None), *off]) as bop:
+        bop.shutdown()
+
+
+def test_a_supply_still_on_after_shutdown_is_reported():
+    on = list(zip(STATE, ["1", "1", "0", "20", "0"]))
+    with (
+        expected_protocol(KepcoBOP, [("CURR 0.000000E+00", None), ("OUTP 0", None), *on]) as bop,
+        pytest.raises(InstrumentError, match="still reports ON"),
+    ):
         bop.shutdown()
