@@ -105,7 +105,8 @@ def test_characterize_sim_matches_closed_forms(tmp_path) -> None:
     assert summary["predicted_relaxation_time_s"] == pytest.approx(predicted)
     assert summary["relaxation_time_s"] == pytest.approx(predicted, rel=0.05)
     assert events[config.bias_points - 1] == ("bias sweep", config.bias_points, config.bias_points)
-    assert events[-1] == ("step response", config.step_batches, config.step_batches)
+    assert events[-4] == ("step response", config.step_batches, config.step_batches)
+    assert events[-3:] == [("figures", 0, 2), ("figures", 1, 2), ("figures", 2, 2)]  # then the figures
     assert (path / "sweep.png").stat().st_size > 0 and (path / "step_response.png").stat().st_size > 0
     with h5py.File(path / "run.h5") as f:
         assert f["sweep/bias_A"].shape == (config.bias_points,)

@@ -27,15 +27,12 @@ from tcp_helpers import (
 
 __all__ = ["emulator", "station"]  # fixtures, used by name
 
-#: Each run records 30 steps; the signal comes after 5, so the resume has most of them to do.
-RUN_S = 3e-3
-
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, emulator):
     """The same acquisition, not interrupted."""
     tmp = tmp_path_factory.mktemp("reference")
-    proc = spinlab_process(*acquire_args(write_station(tmp, emulator), tmp / "runs", RUN_S))
+    proc = spinlab_process(*acquire_args(write_station(tmp, emulator), tmp / "runs"))
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     return rows(Path(json.loads(out.splitlines()[-1])["run_dir"]))
@@ -51,7 +48,7 @@ def test_a_signal_ramps_the_bias_down_switches_the_awg_off_and_the_run_resumes(
     tmp_path, emulator, station, reference, signum
 ):
     runs = tmp_path / "runs"
-    proc = spinlab_process(*acquire_args(station, runs, RUN_S))
+    proc = spinlab_process(*acquire_args(station, runs))
     run_dir = wait_for_steps(runs, 5, proc)
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=60)
@@ -78,7 +75,7 @@ def test_sigkill_loses_no_completed_step_and_the_next_open_ramps_the_bias_down(
     tmp_path, emulator, station, reference
 ):
     runs = tmp_path / "runs"
-    proc = spinlab_process(*acquire_args(station, runs, RUN_S))
+    proc = spinlab_process(*acquire_args(station, runs))
     run_dir = wait_for_steps(runs, 5, proc)
     proc.kill()  # SIGKILL: nothing runs after it, the bias stays on
     proc.wait(timeout=20)
