@@ -671,8 +671,8 @@ def run(ctx: RunContext, config: SpokenDigitsConfig) -> dict[str, Any]:
         "device_s": device_s,
         "wall_s": wall_s,
     }
-    # the per-frame readout's training frames are too many to store; `listen` normalises by channel
-    if config.segments and config.normalisation == "channel":
+    # the per-frame readout's training frames are too many to store
+    if config.segments:
         readout = DigitReadout(
             feature_config,
             normalizer,
@@ -695,6 +695,8 @@ def run(ctx: RunContext, config: SpokenDigitsConfig) -> dict[str, Any]:
                 "accuracy": result.accuracy,
                 "speakers": sorted({u.speaker for u in train}),
             },
+            normalisation=config.normalisation,
+            voice=voices.training_voices,
         )
         readout.save(ctx.path / READOUT_FILE)
         summary["readout"] = READOUT_FILE  # inside the run directory

@@ -10,11 +10,16 @@ the training set only:
   need no labels, so a new voice is normalised from its own (unlabelled) recordings;
 - ``utterance``: cepstral-mean-and-variance style (CMVN), every utterance standardised by its
   own channel statistics, then ``channel`` on top; needs nothing but the utterance itself.
+
+A saved readout (:class:`~spinlab.speech.readout.DigitReadout`) hears one voice at a time: it
+keeps that voice's :class:`VoiceStats`, from enrolment words, or those of the training voices
+pooled until a voice is enrolled.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -22,6 +27,22 @@ from spinlab.errors import ConfigError
 from spinlab.speech.features import ChannelNormalizer
 
 NORMALISATIONS = ("channel", "speaker", "utterance")
+#: Source of the voice statistics a readout uses before any voice is enrolled.
+TRAINING_VOICES = "training voices"
+
+
+@dataclass(frozen=True)
+class VoiceStats:
+    """One voice's channel mean and std (of unlabelled frames) and whose they are."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    source: str
+
+    @classmethod
+    def of(cls, features: Sequence[np.ndarray], source: str) -> VoiceStats:
+        """The statistics of all frames of ``features``."""
+        return cls(*channel_stats(np.concatenate([np.asarray(f) for f in features])), source)
 
 
 def channel_stats(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -45,9 +66,12 @@ class VoiceNormaliser:
             raise ConfigError(f"normalisation {kind!r} is unknown; use one of {list(NORMALISATIONS)}")
         self.kind = kind
         self.channel = ChannelNormalizer()
+        self.training_voices: VoiceStats | None = None
 
     def fit(self, features: Sequence[np.ndarray], speakers: Sequence[str]) -> VoiceNormaliser:
         self.channel.fit(self._voice_free(features, speakers))
+        if self.kind == "speaker":
+            self.training_voices = VoiceStats.of(features, TRAINING_VOICES)
         return self
 
     def transform(
@@ -75,3 +99,15 @@ class VoiceNormaliser:
             for s in set(speakers)
         }
         return [standardise(f, own[s]) for f, s in zip(features, speakers)]
+
+
+def voice_free(features: np.ndarray, kind: str, voice: VoiceStats | None = None) -> np.ndarray:
+    """One utterance with what its voice adds removed, before the channel normalisation: by
+    ``voice``'s statistics (``speaker``), by its own (``utterance``), unchanged (``channel``)."""
+    if kind == "utterance":
+        return standardise(features)
+    if kind == "speaker":
+        if voice is None:
+            raise ConfigError("speaker normalisation needs the voice's statistics (enrol the voice)")
+        return standardise(features, (voice.mean, voice.std))
+    return np.asarray(features, dtype=np.float64)
