@@ -64,7 +64,14 @@ from spinlab.speech.encoder import (
     pool_states,
 )
 from spinlab.speech.features import ChannelNormalizer, FeatureConfig, utterance_features
-from spinlab.speech.normalise import NORMALISATIONS, VoiceNormaliser
+from spinlab.speech.normalise import (
+    NORMALISATIONS,
+    STATE_NORMALISATIONS,
+    TRAINING_VOICES,
+    VoiceNormaliser,
+    VoiceStats,
+    by_voice,
+)
 from spinlab.speech.readout import DigitReadout, TrainingStates
 from spinlab.speech.readout_file import FILE_NAME as READOUT_FILE
 from spinlab.waveform import Waveform
@@ -117,6 +124,11 @@ class SpokenDigitsConfig(Config):
         description="Feature normalisation: channel (training-set statistics), speaker (each "
         "voice by its own, unlabelled) or utterance (each word by its own, CMVN)",
     )
+    state_normalisation: Literal[STATE_NORMALISATIONS] = Field(
+        "none",
+        description="Pooled device states: none, or speaker (each voice, and each augmented copy "
+        "of it, standardised by its own statistics, unlabelled; needs segments > 0)",
+    )
     mask_kind: Literal[MASK_KINDS] = Field(
         "binary", description="binary (+-1, Torrejon) or normal mask entries"
     )
@@ -162,6 +174,8 @@ class SpokenDigitsConfig(Config):
         if self.split == "standard" and self.test_speaker:
             raise ValueError("--test-speaker only applies to --split speaker")
         FeatureConfig(kind=self.feature_kind)  # validates the kind
+        if self.state_normalisation != "none" and not self.segments:
+            raise ValueError("--state-normalisation needs pooled states (--segments > 0)")
         if self.augment_vtlp and self.feature_kind == "mfcc":
             raise ValueError("--augment-vtlp warps a frequency axis: use lyon or logmel features, not mfcc")
         Encoder(np.ones((1, 1)), self.theta_s, self.samples_per_node, 1.0, self.input_sigma)
@@ -599,6 +613,13 @@ def run(ctx: RunContext, config: SpokenDigitsConfig) -> dict[str, Any]:
     record_example(ctx, encoder, raw[len(train)], features[len(train)], test[0], feature_config, config)
 
     copies = 1 + len(config.augment_speeds) + len(config.augment_vtlp)
+    # each voice (and each augmented copy of it, another voice) standardised by its own pooled
+    # states; the readout keeps the training voices' pooled statistics for a voice not yet enrolled
+    by_voice_of = [f"{u.speaker}/{k}" for k in range(copies) for u in train] + [u.speaker for u in test]
+    state_voice = None
+    if config.state_normalisation == "speaker":
+        state_voice = VoiceStats.of(states[: len(train)], TRAINING_VOICES)
+        states = by_voice(states, by_voice_of)
     y_fit = np.tile([u.digit for u in train], copies)
     y_test = np.array([u.digit for u in test])
     groups = np.tile(cv_groups(train, config), copies)
@@ -609,6 +630,8 @@ def run(ctx: RunContext, config: SpokenDigitsConfig) -> dict[str, Any]:
     masked, node_inputs, clipped = baseline_inputs(
         encoder, all_features, config.segments, phase("baseline inputs")
     )
+    if state_voice is not None:  # the same readout input normalisation for the baselines
+        masked, node_inputs = by_voice(masked, by_voice_of), by_voice(node_inputs, by_voice_of)
     baseline = evaluate(
         masked[:n_fit], y_fit, groups, masked[n_fit:], y_test, config.alphas, phase("baseline: no device")
     )
@@ -697,6 +720,7 @@ def run(ctx: RunContext, config: SpokenDigitsConfig) -> dict[str, Any]:
             },
             normalisation=config.normalisation,
             voice=voices.training_voices,
+            state_voice=state_voice,
         )
         readout.save(ctx.path / READOUT_FILE)
         summary["readout"] = READOUT_FILE  # inside the run directory

@@ -11,6 +11,10 @@ the training set only:
 - ``utterance``: cepstral-mean-and-variance style (CMVN), every utterance standardised by its
   own channel statistics, then ``channel`` on top; needs nothing but the utterance itself.
 
+The same idea after the device (``STATE_NORMALISATIONS``): each voice's pooled reservoir states
+standardised by that voice's own statistics (:func:`by_voice`), what is left of the voice once
+the reservoir has mixed the channels.
+
 A saved readout (:class:`~spinlab.speech.readout.DigitReadout`) hears one voice at a time: it
 keeps that voice's :class:`VoiceStats`, from enrolment words, or those of the training voices
 pooled until a voice is enrolled.
@@ -27,6 +31,8 @@ from spinlab.errors import ConfigError
 from spinlab.speech.features import ChannelNormalizer
 
 NORMALISATIONS = ("channel", "speaker", "utterance")
+#: Normalisations of the pooled reservoir states: none, or each voice by its own statistics.
+STATE_NORMALISATIONS = ("none", "speaker")
 #: Source of the voice statistics a readout uses before any voice is enrolled.
 TRAINING_VOICES = "training voices"
 
@@ -41,8 +47,8 @@ class VoiceStats:
 
     @classmethod
     def of(cls, features: Sequence[np.ndarray], source: str) -> VoiceStats:
-        """The statistics of all frames of ``features``."""
-        return cls(*channel_stats(np.concatenate([np.asarray(f) for f in features])), source)
+        """The statistics of all frames (or pooled rows) of ``features``."""
+        return cls(*channel_stats(np.concatenate([np.atleast_2d(f) for f in features])), source)
 
 
 def channel_stats(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -111,3 +117,18 @@ def voice_free(features: np.ndarray, kind: str, voice: VoiceStats | None = None)
             raise ConfigError("speaker normalisation needs the voice's statistics (enrol the voice)")
         return standardise(features, (voice.mean, voice.std))
     return np.asarray(features, dtype=np.float64)
+
+
+def by_voice(rows: Sequence[np.ndarray], voices: Sequence[str]) -> list[np.ndarray]:
+    """Readout inputs (one pooled row per utterance) with each voice's rows standardised by that
+    voice's own mean and std over its utterances (no labels needed)."""
+    if len(voices) != len(rows):
+        raise ConfigError(f"need one voice per utterance ({len(rows)}), got {len(voices)}")
+    voices = np.asarray(voices)
+    out = [np.asarray(r, dtype=np.float64) for r in rows]
+    for v in np.unique(voices):
+        mine = np.flatnonzero(voices == v)
+        stats = VoiceStats.of([out[i] for i in mine], str(v))
+        for i in mine:
+            out[i] = (out[i] - stats.mean) / stats.std
+    return out

@@ -16,6 +16,7 @@ A readout trained with per-speaker normalisation (``normalisation = "speaker"``)
 every word by its voice's own channel statistics (:mod:`spinlab.speech.normalise`): enrolment takes
 them from the new voice's enrolment words; before any enrolment the training voices' pooled
 statistics stand in (``voice.source == TRAINING_VOICES``), which recognises a new voice worse.
+The same holds for the pooled device states when they are normalised by voice (``state_voice``).
 
 The file format and its checks are :mod:`spinlab.speech.readout_file`.
 """
@@ -98,6 +99,8 @@ class DigitReadout:
     #: statistics of the voice it listens to
     normalisation: str = "channel"
     voice: VoiceStats | None = None
+    #: the pooled states' statistics of the voice it listens to, when states are normalised by voice
+    state_voice: VoiceStats | None = None
 
     def __post_init__(self) -> None:
         if self.normalisation not in NORMALISATIONS:
@@ -116,11 +119,7 @@ class DigitReadout:
     def voice_unknown(self) -> bool:
         """True when the readout normalises by voice but no voice was enrolled: the training
         voices' statistics stand in for the one it hears."""
-        return (
-            self.normalisation == "speaker"
-            and self.voice is not None
-            and self.voice.source == TRAINING_VOICES
-        )
+        return any(v is not None and v.source == TRAINING_VOICES for v in (self.voice, self.state_voice))
 
     # --- the pipeline ----------------------------------------------------------------------
     def features_of(self, samples: np.ndarray) -> np.ndarray:
@@ -138,7 +137,7 @@ class DigitReadout:
             frames = piece_states(
                 device, self.encoder, features, self.conditions, self.node_features, piece_frames
             )
-            return np.concatenate([pool_states(f, self.segments) for f in frames])
+            return self._voice_free_states(np.concatenate([pool_states(f, self.segments) for f in frames]))
         pooled = device_states(
             device,
             self.encoder,
@@ -147,7 +146,12 @@ class DigitReadout:
             self.node_features,
             reduce=lambda s: pool_states(s, self.segments),
         )
-        return np.concatenate(pooled)
+        return self._voice_free_states(np.concatenate(pooled))
+
+    def _voice_free_states(self, pooled: np.ndarray) -> np.ndarray:
+        if self.state_voice is None:
+            return pooled
+        return (pooled - self.state_voice.mean) / self.state_voice.std
 
     def recognise(
         self, device: Device, samples: Sequence[np.ndarray], piece_frames: int = 0
@@ -221,8 +225,11 @@ class DigitReadout:
         raw = [extract(s, self.features) for s in samples]
         # a voice-normalised readout hears the new voice through its own statistics
         voice = VoiceStats.of(raw, speaker) if self.normalisation == "speaker" else self.voice
-        heard = replace(self, voice=voice)
+        heard = replace(self, voice=voice, state_voice=None)
         new = heard.states(device, [heard.normalised(f) for f in raw])
+        if self.state_voice is not None:  # and its reservoir states through their own statistics
+            heard = replace(heard, state_voice=VoiceStats.of(new, speaker))
+            new = heard._voice_free_states(new)
         old = self.training
         each = weight * float(old.weights.sum()) / len(new)
         training = TrainingStates(
@@ -268,6 +275,11 @@ class DigitReadout:
                     if self.normalisation == "channel"
                     else {"normalisation": self.normalisation, "voice": self.voice and self.voice.source}
                 ),
+                **(
+                    {}
+                    if self.state_voice is None
+                    else {"state_normalisation": "speaker", "state_voice": self.state_voice.source}
+                ),
             }
         )
         arrays = {
@@ -280,6 +292,10 @@ class DigitReadout:
         }
         if self.voice is not None:
             arrays.update({"voice_mean": self.voice.mean, "voice_std": self.voice.std})
+        if self.state_voice is not None:
+            arrays.update(
+                {"state_voice_mean": self.state_voice.mean, "state_voice_std": self.state_voice.std}
+            )
         if self.training is not None:
             t = self.training
             arrays.update(
@@ -292,7 +308,8 @@ class DigitReadout:
             )
         # a readout that normalises by voice is version 2: an older spinlab must refuse it, not
         # silently feed it features normalised by channel alone
-        write_readout_file(path, meta, arrays, 1 if self.normalisation == "channel" else 2)
+        plain = self.normalisation == "channel" and self.state_voice is None
+        write_readout_file(path, meta, arrays, 1 if plain else 2)
         return path
 
 
@@ -345,6 +362,11 @@ def load_readout(path: str | Path) -> DigitReadout:
         voice = None
         if "voice_mean" in arrays:
             voice = VoiceStats(arrays["voice_mean"], arrays["voice_std"], str(meta["voice"]))
+        state_voice = None
+        if "state_voice_mean" in arrays:
+            state_voice = VoiceStats(
+                arrays["state_voice_mean"], arrays["state_voice_std"], str(meta["state_voice"])
+            )
         ridge = RidgeReadout(
             alpha=r["alpha"],
             n_classes=r["n_classes"],
@@ -366,6 +388,7 @@ def load_readout(path: str | Path) -> DigitReadout:
             meta.get("provenance", {}),
             meta.get("normalisation", "channel"),
             voice,
+            state_voice,
         )
     except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
         raise ReadoutError(

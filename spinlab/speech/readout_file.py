@@ -25,8 +25,9 @@ from spinlab.files import check_file
 from spinlab.speech.encoder import MAX_CHANNELS, MAX_NODES, MAX_SAMPLES_PER_NODE
 
 FORMAT = "spinlab-digit-readout"
-#: Version 2 adds the voice normalisation (``meta["normalisation"]``, ``voice_mean``/``voice_std``);
-#: a readout without it is still written as version 1, which every spinlab reads.
+#: Version 2 adds the voice normalisation (``meta["normalisation"]``, ``voice_mean``/``voice_std``;
+#: ``meta["state_normalisation"]``, ``state_voice_mean``/``state_voice_std``); a readout without
+#: either is still written as version 1, which every spinlab reads.
 FORMAT_VERSION = 2
 #: Name of the readout file inside a run directory.
 FILE_NAME = "readout.h5"
@@ -159,6 +160,8 @@ def _expected_shapes(meta: Any, mask_shape: tuple[int, ...], file: Path) -> dict
         "feature_std": (channels,),
         "voice_mean": (channels,),
         "voice_std": (channels,),
+        "state_voice_mean": (width,),
+        "state_voice_std": (width,),
         "ridge_mean": (width,),
         "ridge_std": (width,),
         "ridge_weights": (width + 1, len(classes)),
@@ -172,9 +175,11 @@ def _expected_shapes(meta: Any, mask_shape: tuple[int, ...], file: Path) -> dict
 def _read_arrays(f: h5py.File, meta: Any, file: Path) -> dict[str, np.ndarray]:
     """Every array of the readout, each checked before it is read (see the module docstring)."""
     shapes = _expected_shapes(meta, _dataset(f, "mask", file).shape, file)
-    names = [n for n in shapes if not n.startswith(("training/", "voice_"))]
+    names = [n for n in shapes if not n.startswith(("training/", "voice_", "state_voice_"))]
     if meta.get("normalisation", "channel") == "speaker":
         names += ["voice_mean", "voice_std"]
+    if meta.get("state_normalisation", "none") == "speaker":
+        names += ["state_voice_mean", "state_voice_std"]
     if _link(f, "training", file) is not None:
         names += [n for n in shapes if n.startswith("training/")]
     arrays, rows = {}, None
