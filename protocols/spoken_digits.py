@@ -14,9 +14,12 @@ Voices not in the training set (what a lab microphone hears), measured by leave-
 voices frame by frame. The defaults therefore pool each word's states over three equal parts plus
 their spread (``segments``, node states averaged over the hold) and add speed-perturbed copies of
 the training audio (``augment_speeds``); both were chosen by speaker-grouped CV inside the
-training speakers, never on a held-out one. ``segments = 0`` restores the per-frame readout. The
-run saves the fitted readout (``readout.h5``, :mod:`spinlab.speech.readout`) for `spinlab listen` and
-`spinlab enrol`.
+training speakers, never on a held-out one. The features are normalised per voice (each
+speaker's cochleagram by its own channel statistics, no labels needed: ``normalisation``), which
+inner CV chose in every fold and which lifts leave-one-speaker-out most (docs/results.md).
+``segments = 0`` restores the per-frame readout. The run saves the fitted readout
+(``readout.h5``, :mod:`spinlab.speech.readout`) for `spinlab listen` and `spinlab enrol` (which
+takes a new voice's statistics from its enrolment words).
 
 Operating point (defaults of :class:`SpokenDigitsConfig`): bias 6 mA (z = 1.2), drive
 +-0.5 V, 600 nodes held 400 ns with 2 samples each (a 200 ns grid), every sample a readout
@@ -120,9 +123,10 @@ class SpokenDigitsConfig(Config):
         "factors (vocal-tract-length perturbation; each one more pass through the device), or none",
     )
     normalisation: Literal[NORMALISATIONS] = Field(
-        "channel",
-        description="Feature normalisation: channel (training-set statistics), speaker (each "
-        "voice by its own, unlabelled) or utterance (each word by its own, CMVN)",
+        "speaker",
+        description="Feature normalisation: speaker (each voice by its own statistics, unlabelled; "
+        "a new voice's come from its enrolment words), channel (training-set statistics only) or "
+        "utterance (each word by its own, CMVN)",
     )
     state_normalisation: Literal[STATE_NORMALISATIONS] = Field(
         "none",
