@@ -418,7 +418,9 @@ def from_runs(folder: Path, speakers: list[str] | None = None) -> None:
         groups = (
             voices
             if speaker != "standard"
-            else np.array([int(n.rsplit("_", 1)[1]) % 5 for n in names])[np.arange(len(y)) % n_train]
+            else np.array([int(Path(n).stem.rsplit("_", 1)[1]) % 5 for n in names])[
+                np.arange(len(y)) % n_train
+            ]
         )
         test_voices = np.array([n.split("_")[1] for n in names[n_train:]])
         best = None
