@@ -38,6 +38,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -51,6 +52,7 @@ from spinlab.analysis.ridge import RidgeReadout, fit_cv
 from spinlab.config import Config, NonNegative, NonNegativeInt, Positive, PositiveInt
 from spinlab.device import Device
 from spinlab.engine import Plan, RunContext
+from spinlab.engine.beside import Beside, Phase
 from spinlab.engine.figures import device_name, label, prefix, scaled
 from spinlab.engine.plan import command, make_config
 from spinlab.errors import ConfigError
@@ -277,6 +279,42 @@ def _features_by_name(
     return [feats[u.name] for u in utterances]
 
 
+@dataclass
+class Features:
+    """Every feature a run uses, in the order of ``train + test``: the features themselves, the
+    training set's speed-perturbed copies (one list per ``augment_speeds`` entry) and the MFCCs
+    of the pooled reference."""
+
+    raw: list[np.ndarray]
+    speeds: list[list[np.ndarray]]
+    mfcc: list[np.ndarray]
+
+
+def extract_features(
+    config: SpokenDigitsConfig,
+    train: Sequence[Utterance],
+    test: Sequence[Utterance],
+    phase: Callable[[str], Callable[[int, int], None] | None] = lambda stage: None,
+) -> Features:
+    """The run's features, read from or written to ``config.feature_cache_dir`` (a benchmark or
+    a sweep computes them once; the run then reads them); ``phase(name)`` gives each phase's
+    progress callback."""
+    feature_config = FeatureConfig(kind=config.feature_kind)
+    utterances = [*train, *test]
+    return Features(
+        _features_by_name(utterances, feature_config, config, phase("features")),
+        [
+            _features_by_name(
+                train, feature_config, config, phase(f"features x{speed:g}"), speed=speed, also=test
+            )
+            for speed in config.augment_speeds
+        ],
+        utterance_features(
+            utterances, FeatureConfig(kind="mfcc"), config.feature_cache_dir, progress=phase("features mfcc")
+        ),
+    )
+
+
 # --- the device part ----------------------------------------------------------------------
 #: Fewest drive samples per device call: the simulators' throughput is flat above ~2 M (measured
 #: on sim:vortex: 1.2 M samples/s at both 1.9 M and 7.7 M per call).
@@ -290,7 +328,11 @@ def device_batch_samples(lengths: Sequence[int], config: SpokenDigitsConfig) -> 
 
 
 def measure_states(
-    ctx: RunContext, encoder: Encoder, features: Sequence[np.ndarray], config: SpokenDigitsConfig
+    ctx: RunContext,
+    encoder: Encoder,
+    features: Sequence[np.ndarray],
+    config: SpokenDigitsConfig,
+    after_step: Callable[[], None] = lambda: None,
 ) -> list[np.ndarray]:
     """Readout inputs of every utterance: the device driven in length-sorted padded batches
     (:func:`~spinlab.speech.encoder.device_states`), each utterance's states pooled by
@@ -299,7 +341,8 @@ def measure_states(
     Each batch is one recorded step (stream ``device``): its utterances' readout inputs
     (float32, rows of ``device_states/pooled``, or of ``device_states/frames`` with the utterance
     each frame belongs to), so an interrupted run resumes without driving the device again for
-    the batches it has.
+    the batches it has. ``after_step()`` is called after each (the run thread's moment to relay
+    the progress of work done beside the device).
     """
     lengths = [len(f) * encoder.samples_per_frame() for f in features]
     states: list[np.ndarray | None] = [None] * len(features)
@@ -335,6 +378,7 @@ def measure_states(
             states[i] = data[name][owner == i]
         done += len(batch_idx)
         ctx.progress(done, total, stage="device")
+        after_step()
     return states  # type: ignore[return-value]
 
 
@@ -398,6 +442,56 @@ def evaluate(
         predictions,
         readout,
     )
+
+
+@dataclass
+class Labelled:
+    """Labels of a run's readout inputs: the first ``n_fit`` train (with their CV ``groups``),
+    the rest are the test set's (``test``)."""
+
+    fit: np.ndarray
+    groups: np.ndarray
+    test: np.ndarray
+    n_fit: int
+    voices: Sequence[str] | None = None  # readout inputs standardised per voice (state normalisation)
+
+
+@dataclass
+class Baselines:
+    """The device removed: masked features (linear), node drive as sent, pooled MFCCs."""
+
+    masked: Evaluation
+    drive: Evaluation
+    mfcc: np.ndarray
+    clipped_fraction: float
+
+
+def without_device(
+    encoder: Encoder,
+    inputs: Sequence[np.ndarray],
+    mfcc: Sequence[np.ndarray],
+    labelled: Labelled,
+    mfcc_labelled: Labelled,
+    config: SpokenDigitsConfig,
+    phase: Phase,
+) -> Baselines:
+    """The baselines, with the readout and CV of the device's result: on the masked features and
+    on the drive as sent (the difference to the device result is what the device adds beyond the
+    encoding), and the pooled MFCC reference ("what a user would pick instead")."""
+    masked, node_inputs, clipped = baseline_inputs(encoder, inputs, config.segments, phase("baseline inputs"))
+    if labelled.voices is not None:  # the device states' normalisation, for the baselines alike
+        masked, node_inputs = by_voice(masked, labelled.voices), by_voice(node_inputs, labelled.voices)
+    n, y, groups = labelled.n_fit, labelled.fit, labelled.groups
+    fits = [
+        evaluate(x[:n], y, groups, x[n:], labelled.test, config.alphas, phase(stage))
+        for x, stage in ((masked, "baseline: no device"), (node_inputs, "baseline: drive only"))
+    ]
+    report = phase("baseline: pooled MFCC")
+    report(0, 1)
+    m = mfcc_labelled.n_fit
+    predictions = pooled_reference(mfcc[:m], mfcc_labelled.fit, mfcc[m:], mfcc_labelled.groups, config.alphas)
+    report(1, 1)
+    return Baselines(*fits, predictions, clipped)
 
 
 #: The baselines every report sets beside the device, by summary key (``comparisons``).
@@ -559,7 +653,6 @@ def run(ctx: RunContext, config: SpokenDigitsConfig) -> dict[str, Any]:
     train, test = select_data(config, ctx.rng("split"))
 
     feature_config = FeatureConfig(kind=config.feature_kind)
-    utterances = train + test
 
     def phase(stage: str) -> Callable[[int, int], None]:
         """Progress of one named phase: its first and last step, every 10 %, and at least every
@@ -574,30 +667,20 @@ def run(ctx: RunContext, config: SpokenDigitsConfig) -> dict[str, Any]:
 
         return report
 
-    raw = _features_by_name(utterances, feature_config, config, phase("features"))
+    extracted = extract_features(config, train, test, phase)
+    raw = extracted.raw
     voices = VoiceNormaliser(config.normalisation).fit(raw[: len(train)], [u.speaker for u in train])
     normalise = lambda fs, us: voices.transform(fs, [u.speaker for u in us])  # noqa: E731
     normalizer = voices.channel
     features = normalise(raw[: len(train)], train) + normalise(raw[len(train) :], test)
     # augmented copies join the training set only (and its CV group, so a fold never holds a
     # copy of a held-out utterance); they never shape the normaliser or the encoder
-    augmented = [
-        f
-        for speed in config.augment_speeds
-        for f in normalise(
-            _features_by_name(
-                train, feature_config, config, phase(f"features x{speed:g}"), speed=speed, also=test
-            ),
-            train,
-        )
-    ]
+    augmented = [f for copy in extracted.speeds for f in normalise(copy, train)]
     if config.augment_vtlp:
         centre, nyquist = channel_frequencies(feature_config), feature_config.rate_Hz / 2
         for alpha in config.augment_vtlp:
             augmented += normalise([vtlp(f, alpha, centre, nyquist) for f in raw[: len(train)]], train)
-    mfcc = utterance_features(
-        utterances, FeatureConfig(kind="mfcc"), config.feature_cache_dir, progress=phase("features mfcc")
-    )
+    mfcc = extracted.mfcc
 
     amplitude_V = config.drive_fraction * device.limits.max_drive_V
     encoder = Encoder(
@@ -609,54 +692,42 @@ def run(ctx: RunContext, config: SpokenDigitsConfig) -> dict[str, Any]:
     )
     encoder.fit(features[: len(train)])
 
-    t_device = time.perf_counter()
     all_features = features[: len(train)] + augmented + features[len(train) :]
     n_fit = len(train) + len(augmented)
-    states = measure_states(ctx, encoder, all_features, config)
-    device_s = time.perf_counter() - t_device
-    record_example(ctx, encoder, raw[len(train)], features[len(train)], test[0], feature_config, config)
-
     copies = 1 + len(config.augment_speeds) + len(config.augment_vtlp)
-    # each voice (and each augmented copy of it, another voice) standardised by its own pooled
-    # states; the readout keeps the training voices' pooled statistics for a voice not yet enrolled
-    by_voice_of = [f"{u.speaker}/{k}" for k in range(copies) for u in train] + [u.speaker for u in test]
-    state_voice = None
-    if config.state_normalisation == "speaker":
-        state_voice = VoiceStats.of(states[: len(train)], TRAINING_VOICES)
-        states = by_voice(states, by_voice_of)
     y_fit = np.tile([u.digit for u in train], copies)
     y_test = np.array([u.digit for u in test])
     groups = np.tile(cv_groups(train, config), copies)
-    result = evaluate(states[:n_fit], y_fit, groups, states[n_fit:], y_test, config.alphas, phase("readout"))
-    # Baselines with the device removed, the same readout and CV: the masked features, the drive
-    # as sent (the difference to the device result is what the device adds beyond the encoding),
-    # and pooled MFCCs ("what a user would pick instead")
-    masked, node_inputs, clipped = baseline_inputs(
-        encoder, all_features, config.segments, phase("baseline inputs")
-    )
-    if state_voice is not None:  # the same readout input normalisation for the baselines
-        masked, node_inputs = by_voice(masked, by_voice_of), by_voice(node_inputs, by_voice_of)
-    baseline = evaluate(
-        masked[:n_fit], y_fit, groups, masked[n_fit:], y_test, config.alphas, phase("baseline: no device")
-    )
-    drive_baseline = evaluate(
-        node_inputs[:n_fit],
-        y_fit,
-        groups,
-        node_inputs[n_fit:],
-        y_test,
-        config.alphas,
-        phase("baseline: drive only"),
-    )
-    ctx.progress(0, 1, stage="baseline: pooled MFCC")
-    mfcc_predictions = pooled_reference(
-        mfcc[: len(train)],
-        np.array([u.digit for u in train]),
-        mfcc[len(train) :],
-        cv_groups(train, config),
-        config.alphas,
-    )
-    ctx.progress(1, 1, stage="baseline: pooled MFCC")
+    # each voice (and each augmented copy of it, another voice) standardised by its own pooled
+    # states; the readout keeps the training voices' pooled statistics for a voice not yet enrolled
+    by_voice_of = [f"{u.speaker}/{k}" for k in range(copies) for u in train] + [u.speaker for u in test]
+    per_voice = by_voice_of if config.state_normalisation == "speaker" else None
+    labelled = Labelled(y_fit, groups, y_test, n_fit, per_voice)
+    mfcc_labelled = Labelled(np.array([u.digit for u in train]), cv_groups(train, config), y_test, len(train))
+
+    # The baselines need no device: they are fitted on a thread of their own while it plays.
+    # BLAS runs on one thread meanwhile, set here for both threads (its thread count is global:
+    # the readout's own one-thread limits then set what is already set).
+    with (
+        threadpool_limits(1, user_api="blas"),
+        Beside(
+            ctx, partial(without_device, encoder, all_features, mfcc, labelled, mfcc_labelled, config)
+        ) as beside,
+    ):
+        t_device = time.perf_counter()
+        states = measure_states(ctx, encoder, all_features, config, after_step=beside.relay)
+        device_s = time.perf_counter() - t_device
+        record_example(ctx, encoder, raw[len(train)], features[len(train)], test[0], feature_config, config)
+        state_voice = None
+        if per_voice is not None:
+            state_voice = VoiceStats.of(states[: len(train)], TRAINING_VOICES)
+            states = by_voice(states, per_voice)
+        result = evaluate(
+            states[:n_fit], y_fit, groups, states[n_fit:], y_test, config.alphas, phase("readout")
+        )
+        baselines = beside.result()
+    baseline, drive_baseline, mfcc_predictions = baselines.masked, baselines.drive, baselines.mfcc
+    clipped = baselines.clipped_fraction
     mfcc_accuracy = float(np.mean(mfcc_predictions == y_test))
     statistics = accuracy_statistics(
         y_test,

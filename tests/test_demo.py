@@ -168,7 +168,16 @@ def test_tiny_demo_on_the_emulated_bench_reports_and_publishes_every_stage(tmp_p
     assert got[0].payload["kind"] == "demo"
     assert got[-1].topic == "stop" and got[-1].payload["status"] == "completed"
     stages = {m.payload["stage"].split(":")[0] for m in got if m.topic == "progress"}
-    assert stages == {"demo", "characterize", "twin-train", "digits-twin", "digits-bench"}
+    # every stage draws its figures with progress (twin-eval's are its only phase), the demo too
+    assert stages == {
+        "demo",
+        "characterize",
+        "twin-train",
+        "twin-eval",
+        "digits-twin",
+        "digits-bench",
+        "figures",
+    }
     assert any(m.topic == "twin.loss" for m in got)
     assert got[-1].payload["results"]["bench_accuracy"] == report["bench_accuracy"]
 

@@ -337,8 +337,11 @@ def test_acquire_protocol_stream_matches_its_run_file(tmp_path, vortex):
     config = acquire.AcquireConfig(duration_s=4e-4, record_s=1e-4, conditions={"bias_A": [7e-3, 8e-3]})
     result, got, sub = run_watched(tmp_path, acquire.plan(config), vortex)
     assert result.summary["recordings"] == 4 and sub.missed == 0
-    progress = [(m.payload["done"], m.payload["total"]) for m in got if m.topic == "progress"]
-    assert progress == [(1, 2), (2, 2)]
+    progress = [
+        (m.payload["stage"], m.payload["done"], m.payload["total"]) for m in got if m.topic == "progress"
+    ]
+    assert [p for p in progress if p[0] != "figures"] == [("acquire", 1, 2), ("acquire", 2, 2)]
+    assert [p for p in progress if p[0] == "figures"] == [("figures", 0, 1), ("figures", 1, 1)]
     batches = [m for m in got if m.topic == "acquire.batch"]
     with h5py.File(result.run_file) as f:
         for k, msg in enumerate(batches):  # each batch message carries its first recording

@@ -24,6 +24,7 @@ PHASES = [
     "baseline: no device",
     "baseline: drive only",
     "baseline: pooled MFCC",
+    "figures",
 ]
 
 
@@ -39,8 +40,11 @@ def test_cli_names_every_phase_in_plain_lines_and_reports_intervals_and_paired_t
     # stderr is no terminal here: plain lines, each naming its phase, in the protocol's order
     lines = [line for line in result.stderr.splitlines() if line.startswith("[")]
     seen = [line.split("] ", 1)[1].rsplit(": ", 1)[0] for line in lines]
-    seen = [s for s in seen if s.startswith(("features", "device", "readout", "baseline"))]
-    assert sorted(set(seen), key=seen.index) == PHASES
+    seen = [s for s in seen if s.startswith(("features", "device", "readout", "baseline", "figures"))]
+    assert set(seen) == set(PHASES)  # the baselines are fitted while the device plays: interleaved
+    assert seen.index("device") < seen.index("readout") and seen[-1] == "figures"
+    figures = [line.split("] ", 1)[1] for line in lines if "] figures: " in line]
+    assert figures[0] == "figures: 0/2 (0 %)" and figures[-1] == "figures: 2/2 (100 %)"  # drawn, then stop
     assert "\x1b[" not in result.stderr  # no terminal control sequences
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     n = summary["n_test"]

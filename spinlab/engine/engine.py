@@ -720,9 +720,16 @@ class RunEngine:
                     guard=guard,
                     state=state,
                     replay=replay,
+                    # the figures are drawn before the caller's subscribers hear the stop, with
+                    # their progress sent to them (the run file is closed by then, so not recorded)
                     subscribers=[
+                        PlotWriter(
+                            plan.plots,
+                            path,
+                            options=self.figures,
+                            progress=_figure_progress(subscribers, run_id),
+                        ),
                         *subscribers,
-                        PlotWriter(plan.plots, path, options=self.figures),
                         *self._recorder(),
                     ],
                 )
@@ -850,6 +857,13 @@ def _announce(subscribers: Sequence[Subscriber], name: str, doc: Document) -> No
             subscriber(name, doc)
         except Exception:  # monitoring never breaks a run
             log.exception("subscriber %r failed on %s", subscriber, name)
+
+
+def _figure_progress(subscribers: Sequence[Subscriber], run_id: str) -> Callable[[int, int], None]:
+    """Progress of the figures (phase ``figures``), drawn after the run file is closed."""
+    return lambda done, total: _announce(
+        subscribers, "progress", ProgressDoc(run_id=run_id, done=done, total=total, stage="figures")
+    )
 
 
 def _announce_failed_opening(subscribers: Sequence[Subscriber], run_id: str, error: BaseException) -> None:

@@ -12,7 +12,7 @@ user's backend stays theirs). A plot that fails is logged and skipped: plots nev
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -56,11 +56,17 @@ class PlotWriter:
     """``PlotWriter({"sweep.png": plot_fn, ...}, run_dir)``; draws on a ``completed`` stop."""
 
     def __init__(
-        self, plots: Mapping[str, Any], directory: str | Path, *, options: FigureOptions | None = None
+        self,
+        plots: Mapping[str, Any],
+        directory: str | Path,
+        *,
+        options: FigureOptions | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> None:
         self.plots = dict(plots)
         self.directory = Path(directory)
         self.options = options or FigureOptions()
+        self.progress = progress  # (drawn, total): before the first figure and after each
         self.results: dict[str, Any] = {}
         self.written: list[Path] = []
 
@@ -75,7 +81,9 @@ class PlotWriter:
     def draw(self) -> list[Path]:
         with h5py.File(self.directory / "run.h5", "r") as file:
             datasets = RunDatasets(file)
-            for filename, plot in self.plots.items():
+            for done, (filename, plot) in enumerate(self.plots.items()):
+                if self.progress is not None:
+                    self.progress(done, len(self.plots))
                 path = self.directory / self.options.filename(filename)
                 try:
                     # tight: titles and labels are never cut off at the figure's edge
@@ -84,6 +92,8 @@ class PlotWriter:
                     log.exception("plot %s failed; the run's data is unaffected", filename)
                     continue
                 self.written.append(path)
+        if self.progress is not None:
+            self.progress(len(self.plots), len(self.plots))
         return self.written
 
 
