@@ -14,9 +14,12 @@ Voices not in the training set (what a lab microphone hears), measured by leave-
 voices frame by frame. The defaults therefore pool each word's states over three equal parts plus
 their spread (``segments``, node states averaged over the hold) and add speed-perturbed copies of
 the training audio (``augment_speeds``); both were chosen by speaker-grouped CV inside the
-training speakers, never on a held-out one. ``segments = 0`` restores the per-frame readout. The
-run saves the fitted readout (``readout.h5``, :mod:`spinlab.speech.readout`) for `spinlab listen` and
-`spinlab enrol`.
+training speakers, never on a held-out one. The features are normalised per voice (each
+speaker's cochleagram by its own channel statistics, no labels needed: ``normalisation``), which
+inner CV chose in every fold and which lifts leave-one-speaker-out most (docs/results.md).
+``segments = 0`` restores the per-frame readout. The run saves the fitted readout
+(``readout.h5``, :mod:`spinlab.speech.readout`) for `spinlab listen` and `spinlab enrol` (which
+takes a new voice's statistics from its enrolment words).
 
 Operating point (defaults of :class:`SpokenDigitsConfig`): bias 6 mA (z = 1.2), drive
 +-0.5 V, 600 nodes held 400 ns with 2 samples each (a 200 ns grid), every sample a readout
@@ -66,7 +69,14 @@ from spinlab.speech.encoder import (
     pool_states,
 )
 from spinlab.speech.features import ChannelNormalizer, FeatureConfig, utterance_features
-from spinlab.speech.normalise import NORMALISATIONS, VoiceNormaliser
+from spinlab.speech.normalise import (
+    NORMALISATIONS,
+    STATE_NORMALISATIONS,
+    TRAINING_VOICES,
+    VoiceNormaliser,
+    VoiceStats,
+    by_voice,
+)
 from spinlab.speech.readout import DigitReadout, TrainingStates
 from spinlab.speech.readout_file import FILE_NAME as READOUT_FILE
 from spinlab.waveform import Waveform
@@ -115,9 +125,15 @@ class SpokenDigitsConfig(Config):
         "factors (vocal-tract-length perturbation; each one more pass through the device), or none",
     )
     normalisation: Literal[NORMALISATIONS] = Field(
-        "channel",
-        description="Feature normalisation: channel (training-set statistics), speaker (each "
-        "voice by its own, unlabelled) or utterance (each word by its own, CMVN)",
+        "speaker",
+        description="Feature normalisation: speaker (each voice by its own statistics, unlabelled; "
+        "a new voice's come from its enrolment words), channel (training-set statistics only) or "
+        "utterance (each word by its own, CMVN)",
+    )
+    state_normalisation: Literal[STATE_NORMALISATIONS] = Field(
+        "none",
+        description="Pooled device states: none, or speaker (each voice, and each augmented copy "
+        "of it, standardised by its own statistics, unlabelled; needs segments > 0)",
     )
     mask_kind: Literal[MASK_KINDS] = Field(
         "binary", description="binary (+-1, Torrejon) or normal mask entries"
@@ -164,6 +180,8 @@ class SpokenDigitsConfig(Config):
         if self.split == "standard" and self.test_speaker:
             raise ValueError("--test-speaker only applies to --split speaker")
         FeatureConfig(kind=self.feature_kind)  # validates the kind
+        if self.state_normalisation != "none" and not self.segments:
+            raise ValueError("--state-normalisation needs pooled states (--segments > 0)")
         if self.augment_vtlp and self.feature_kind == "mfcc":
             raise ValueError("--augment-vtlp warps a frequency axis: use lyon or logmel features, not mfcc")
         Encoder(np.ones((1, 1)), self.theta_s, self.samples_per_node, 1.0, self.input_sigma)
@@ -435,6 +453,7 @@ class Labelled:
     groups: np.ndarray
     test: np.ndarray
     n_fit: int
+    voices: Sequence[str] | None = None  # readout inputs standardised per voice (state normalisation)
 
 
 @dataclass
@@ -460,6 +479,8 @@ def without_device(
     on the drive as sent (the difference to the device result is what the device adds beyond the
     encoding), and the pooled MFCC reference ("what a user would pick instead")."""
     masked, node_inputs, clipped = baseline_inputs(encoder, inputs, config.segments, phase("baseline inputs"))
+    if labelled.voices is not None:  # the device states' normalisation, for the baselines alike
+        masked, node_inputs = by_voice(masked, labelled.voices), by_voice(node_inputs, labelled.voices)
     n, y, groups = labelled.n_fit, labelled.fit, labelled.groups
     fits = [
         evaluate(x[:n], y, groups, x[n:], labelled.test, config.alphas, phase(stage))
@@ -677,7 +698,11 @@ def run(ctx: RunContext, config: SpokenDigitsConfig) -> dict[str, Any]:
     y_fit = np.tile([u.digit for u in train], copies)
     y_test = np.array([u.digit for u in test])
     groups = np.tile(cv_groups(train, config), copies)
-    labelled = Labelled(y_fit, groups, y_test, n_fit)
+    # each voice (and each augmented copy of it, another voice) standardised by its own pooled
+    # states; the readout keeps the training voices' pooled statistics for a voice not yet enrolled
+    by_voice_of = [f"{u.speaker}/{k}" for k in range(copies) for u in train] + [u.speaker for u in test]
+    per_voice = by_voice_of if config.state_normalisation == "speaker" else None
+    labelled = Labelled(y_fit, groups, y_test, n_fit, per_voice)
     mfcc_labelled = Labelled(np.array([u.digit for u in train]), cv_groups(train, config), y_test, len(train))
 
     # The baselines need no device: they are fitted on a thread of their own while it plays.
@@ -693,6 +718,10 @@ def run(ctx: RunContext, config: SpokenDigitsConfig) -> dict[str, Any]:
         states = measure_states(ctx, encoder, all_features, config, after_step=beside.relay)
         device_s = time.perf_counter() - t_device
         record_example(ctx, encoder, raw[len(train)], features[len(train)], test[0], feature_config, config)
+        state_voice = None
+        if per_voice is not None:
+            state_voice = VoiceStats.of(states[: len(train)], TRAINING_VOICES)
+            states = by_voice(states, per_voice)
         result = evaluate(
             states[:n_fit], y_fit, groups, states[n_fit:], y_test, config.alphas, phase("readout")
         )
@@ -740,8 +769,8 @@ def run(ctx: RunContext, config: SpokenDigitsConfig) -> dict[str, Any]:
         "device_s": device_s,
         "wall_s": wall_s,
     }
-    # the per-frame readout's training frames are too many to store; `listen` normalises by channel
-    if config.segments and config.normalisation == "channel":
+    # the per-frame readout's training frames are too many to store
+    if config.segments:
         readout = DigitReadout(
             feature_config,
             normalizer,
@@ -764,6 +793,9 @@ def run(ctx: RunContext, config: SpokenDigitsConfig) -> dict[str, Any]:
                 "accuracy": result.accuracy,
                 "speakers": sorted({u.speaker for u in train}),
             },
+            normalisation=config.normalisation,
+            voice=voices.training_voices,
+            state_voice=state_voice,
         )
         readout.save(ctx.path / READOUT_FILE)
         summary["readout"] = READOUT_FILE  # inside the run directory

@@ -22,8 +22,10 @@ from typer.testing import CliRunner
 from spinlab import open_device
 from spinlab.cli import app
 from spinlab.errors import AudioDeviceError, AudioInputError, ReadoutError
-from spinlab.speech.audio import list_fsdd
-from spinlab.speech.microphone import WordDetector, check_level, import_sounddevice, trim_silence
+from spinlab.speech.audio import list_fsdd, read_audio
+from spinlab.speech.features import extract
+from spinlab.speech.microphone import WordDetector, check_level, import_sounddevice, prepare, trim_silence
+from spinlab.speech.normalise import TRAINING_VOICES
 from spinlab.speech.readout import device_key, load_readout
 
 FSDD = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "fsdd" / "recordings"
@@ -59,8 +61,12 @@ def _train(root: Path, *options: str) -> Path:
 
 @pytest.fixture(scope="module")
 def readout_dir(tmp_path_factory) -> Path:
-    """One readout for the module: lucas held out (the new voice of the enrolment test)."""
-    return _train(tmp_path_factory.mktemp("readout"), "--split", "speaker", "--test-speaker", "lucas")
+    """One readout for the module: lucas held out (the new voice of the enrolment test); channel
+    normalisation, the version-1 readout (the voice-normalised one has a test of its own)."""
+    return _train(
+        tmp_path_factory.mktemp("readout"),
+        *("--split", "speaker", "--test-speaker", "lucas", "--normalisation", "channel"),
+    )
 
 
 def _held_out(readout_dir: Path, speaker: str, n: int = 10) -> list:
@@ -393,3 +399,48 @@ def test_enrol_refuses_an_existing_out_unless_forced_and_warns_on_thin_digits(re
     assert (out / "readout.h5").stat().st_mtime_ns == stamp
     forced = enrol("--force")
     assert forced.exit_code == 0, forced.output
+
+
+def test_a_speaker_normalised_readout_listens_through_the_enrolled_voice(readout_dir, tmp_path):
+    """issue 23 item 4: a readout trained with voice normalisation of features and states is saved
+    (format 2) with the training voices' statistics; listen without enrolment says so in one line;
+    enrol takes the new voice's statistics from its enrolment words (features and device states),
+    and the adapted readout recognises it."""
+    options = ["--normalisation", "speaker", "--state-normalisation", "speaker", "--limit", "300"]
+    run_dir = _train(tmp_path, "--split", "speaker", "--test-speaker", "lucas", *options)
+    readout = load_readout(run_dir)
+    assert readout.normalisation == "speaker" and readout.voice_unknown
+    assert readout.state_voice.source == readout.voice.source == TRAINING_VOICES
+    with h5py.File(run_dir / "readout.h5") as f, h5py.File(readout_dir / "readout.h5") as g:
+        assert (f.attrs["format_version"], g.attrs["format_version"]) == (2, 1)  # channel ones stay 1
+    own = [u for u in list_fsdd(FSDD) if u.speaker == "lucas"]
+    enrol_files = [str(u.path) for u in own if 5 <= u.index <= 9]
+    test_files = [str(u.path) for u in own if 10 <= u.index < 14]
+
+    def listen(readout_dir):
+        result = CliRunner().invoke(app, ["listen", "--readout", str(readout_dir), "--json", *test_files])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout.strip().splitlines()[-1])["accuracy"], result.stderr
+
+    before, note = listen(run_dir)
+    assert len(note.strip().splitlines()) == 1 and "no voice is enrolled" in note and "spinlab enrol" in note
+    out = tmp_path / "lucas"
+    result = CliRunner().invoke(
+        app,
+        ["enrol", "--readout", str(run_dir), "--out", str(out), "--speaker", "lucas", "--json", *enrol_files],
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.strip().splitlines()[-1])["normalisation"] == "speaker"
+    adapted = load_readout(out)
+    # the voice's statistics are those of its 50 enrolment words, by hand
+    words = [prepare(*read_audio(path), readout.rate_Hz, path, source="file") for path in enrol_files]
+    frames = np.concatenate([extract(word, readout.features) for word in words])
+    assert adapted.voice.source == adapted.state_voice.source == "lucas" and not adapted.voice_unknown
+    np.testing.assert_allclose(adapted.voice.mean, frames.mean(axis=0))
+    np.testing.assert_allclose(adapted.voice.std, frames.std(axis=0))
+    # its 50 stored states are standardised by their own statistics, like every training voice's
+    new = adapted.training.states[-50:].astype(float)
+    np.testing.assert_allclose(new.mean(axis=0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(new.std(axis=0)[new.std(axis=0) > 0], 1.0, atol=1e-3)
+    after, quiet = listen(out)
+    assert quiet == "" and after >= 0.9 and after >= before

@@ -14,7 +14,7 @@ from spinlab.protocols import spoken_digits
 from spinlab.protocols.spoken_digits import SpokenDigitsConfig
 from spinlab.speech.augment import channel_frequencies, vtlp, warp_frequency
 from spinlab.speech.features import FeatureConfig, extract
-from spinlab.speech.normalise import VoiceNormaliser
+from spinlab.speech.normalise import VoiceNormaliser, by_voice
 
 FSDD = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "fsdd" / "recordings"
 LYON = FeatureConfig()
@@ -133,6 +133,7 @@ def test_spoken_digits_trains_on_vtlp_copies_of_the_training_voices_only(tmp_pat
         augment_speeds=(),
         augment_vtlp=(0.9, 1.1),
         normalisation="utterance",
+        state_normalisation="speaker",
         feature_cache_dir=str(tmp_path / "cache"),
     )
     summary = RunEngine(tmp_path / "runs").run(spoken_digits.plan(config), IdentityDevice(), seed=1).summary
@@ -141,6 +142,20 @@ def test_spoken_digits_trains_on_vtlp_copies_of_the_training_voices_only(tmp_pat
     assert summary["accuracy"] == summary["drive_baseline_accuracy"]  # the identity adds nothing
     with pytest.raises(ValueError, match="--augment-vtlp warps a frequency axis: use lyon or logmel"):
         SpokenDigitsConfig(data_dir="x", feature_kind="mfcc", augment_vtlp=(1.1,))
+    with pytest.raises(ValueError, match=r"--state-normalisation needs pooled states \(--segments > 0\)"):
+        SpokenDigitsConfig(data_dir="x", segments=0, state_normalisation="speaker")
+
+
+def test_states_normalised_by_voice_each_by_its_own_statistics():
+    rng = np.random.default_rng(3)
+    voices = ["a"] * 5 + ["b"] * 7
+    rows = [rng.normal(10.0 * (v == "b"), 1.0 + 4 * (v == "b"), size=(1, 6)) for v in voices]
+    out = np.concatenate(by_voice(rows, voices))
+    for v in ("a", "b"):
+        mine = out[np.array(voices) == v]
+        assert np.allclose(mine.mean(axis=0), 0.0) and np.allclose(mine.std(axis=0), 1.0)
+    with pytest.raises(ConfigError, match=r"need one voice per utterance \(12\), got 2"):
+        by_voice(rows, ["a", "b"])
 
 
 def test_a_new_voice_can_be_normalised_from_a_few_of_its_words():

@@ -82,6 +82,14 @@ def listen(
         from spinlab.speech.readout import load_readout
 
         trained = load_readout(readout)
+        if trained.voice_unknown:
+            typer.secho(
+                "note: this readout normalises each voice by its own statistics and no voice is "
+                "enrolled: the training voices' channel statistics stand in (`spinlab enrol` first "
+                "recognises a new voice better)",
+                err=True,
+                fg="yellow",
+            )
         with open_device(device or trained.device_address, defaults={"seed": seed}) as dev:
             trained.check_device(dev, {} if bias_A is None else {"bias_A": bias_A})
             if paths:
@@ -244,6 +252,7 @@ def enrol(
         "speaker": speaker,
         "utterances": len(samples),
         "weight": weight,
+        "normalisation": adapted.normalisation,
         "per_digit": counts,
         "warning": warning,
     }

@@ -12,6 +12,12 @@ Why enrolment weights the new voice: five utterances per digit against thousands
 barely move a ridge fit (measured: 80 % on the new voice's other utterances, against 98 % when
 the new voice counts as much as all the known ones together, ``weight = 1``).
 
+A readout trained with per-speaker normalisation (``normalisation = "speaker"``) standardises
+every word by its voice's own channel statistics (:mod:`spinlab.speech.normalise`): enrolment takes
+them from the new voice's enrolment words; before any enrolment the training voices' pooled
+statistics stand in (``voice.source == TRAINING_VOICES``), which recognises a new voice worse.
+The same holds for the pooled device states when they are normalised by voice (``state_voice``).
+
 The file format and its checks are :mod:`spinlab.speech.readout_file`.
 """
 
@@ -31,6 +37,7 @@ from spinlab.engine.documents import package_versions, to_jsonable
 from spinlab.errors import ReadoutError
 from spinlab.speech.encoder import Encoder, device_states, piece_states, pool_states
 from spinlab.speech.features import ChannelNormalizer, FeatureConfig, extract
+from spinlab.speech.normalise import NORMALISATIONS, TRAINING_VOICES, VoiceStats, voice_free
 from spinlab.speech.readout_file import (
     FILE_NAME,
     FORMAT,
@@ -88,16 +95,40 @@ class DigitReadout:
     class_names: tuple[str, ...] = tuple(str(d) for d in range(10))
     training: TrainingStates | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
+    #: channel, speaker or utterance (:mod:`spinlab.speech.normalise`), and for ``speaker`` the
+    #: statistics of the voice it listens to
+    normalisation: str = "channel"
+    voice: VoiceStats | None = None
+    #: the pooled states' statistics of the voice it listens to, when states are normalised by voice
+    state_voice: VoiceStats | None = None
+
+    def __post_init__(self) -> None:
+        if self.normalisation not in NORMALISATIONS:
+            raise ReadoutError(
+                f"normalisation {self.normalisation!r} is unknown; use one of {list(NORMALISATIONS)}"
+            )
+        if self.normalisation == "speaker" and self.voice is None:
+            raise ReadoutError("a speaker-normalised readout needs voice statistics; retrain it")
 
     @property
     def rate_Hz(self) -> int:
         """Sample rate the readout's audio must have."""
         return int(self.features.rate_Hz)
 
+    @property
+    def voice_unknown(self) -> bool:
+        """True when the readout normalises by voice but no voice was enrolled: the training
+        voices' statistics stand in for the one it hears."""
+        return any(v is not None and v.source == TRAINING_VOICES for v in (self.voice, self.state_voice))
+
     # --- the pipeline ----------------------------------------------------------------------
     def features_of(self, samples: np.ndarray) -> np.ndarray:
         """Normalised features of one utterance at :attr:`rate_Hz`."""
-        return self.normaliser.transform(extract(samples, self.features))
+        return self.normalised(extract(samples, self.features))
+
+    def normalised(self, features: np.ndarray) -> np.ndarray:
+        """Raw features of one utterance -> the readout's normalisation (its voice's, then channel)."""
+        return self.normaliser.transform(voice_free(features, self.normalisation, self.voice))
 
     def states(self, device: Device, features: Sequence[np.ndarray], piece_frames: int = 0) -> np.ndarray:
         """Pooled device states ``(utterances, D)`` of normalised features; ``piece_frames`` > 0
@@ -106,7 +137,7 @@ class DigitReadout:
             frames = piece_states(
                 device, self.encoder, features, self.conditions, self.node_features, piece_frames
             )
-            return np.concatenate([pool_states(f, self.segments) for f in frames])
+            return self._voice_free_states(np.concatenate([pool_states(f, self.segments) for f in frames]))
         pooled = device_states(
             device,
             self.encoder,
@@ -115,7 +146,12 @@ class DigitReadout:
             self.node_features,
             reduce=lambda s: pool_states(s, self.segments),
         )
-        return np.concatenate(pooled)
+        return self._voice_free_states(np.concatenate(pooled))
+
+    def _voice_free_states(self, pooled: np.ndarray) -> np.ndarray:
+        if self.state_voice is None:
+            return pooled
+        return (pooled - self.state_voice.mean) / self.state_voice.std
 
     def recognise(
         self, device: Device, samples: Sequence[np.ndarray], piece_frames: int = 0
@@ -186,7 +222,14 @@ class DigitReadout:
         if len(samples) == 0 or labels.shape != (len(samples),):
             raise ReadoutError("enrolment needs at least one utterance and one label per utterance")
         self.check_device(device)
-        new = self.states(device, [self.features_of(s) for s in samples])
+        raw = [extract(s, self.features) for s in samples]
+        # a voice-normalised readout hears the new voice through its own statistics
+        voice = VoiceStats.of(raw, speaker) if self.normalisation == "speaker" else self.voice
+        heard = replace(self, voice=voice, state_voice=None)
+        new = heard.states(device, [heard.normalised(f) for f in raw])
+        if self.state_voice is not None:  # and its reservoir states through their own statistics
+            heard = replace(heard, state_voice=VoiceStats.of(new, speaker))
+            new = heard._voice_free_states(new)
         old = self.training
         each = weight * float(old.weights.sum()) / len(new)
         training = TrainingStates(
@@ -201,7 +244,7 @@ class DigitReadout:
             {"speaker": speaker, "utterances": len(new), "weight": weight}
         ]
         return replace(
-            self, ridge=ridge, training=training, provenance={**self.provenance, "enrolled": enrolled}
+            heard, ridge=ridge, training=training, provenance={**self.provenance, "enrolled": enrolled}
         )
 
     # --- storage -----------------------------------------------------------------------------
@@ -227,6 +270,16 @@ class DigitReadout:
                 },
                 "ridge": {"alpha": self.ridge.alpha, "n_classes": self.ridge.n_classes},
                 "provenance": {"versions": package_versions(), **self.provenance},
+                **(
+                    {}
+                    if self.normalisation == "channel"
+                    else {"normalisation": self.normalisation, "voice": self.voice and self.voice.source}
+                ),
+                **(
+                    {}
+                    if self.state_voice is None
+                    else {"state_normalisation": "speaker", "state_voice": self.state_voice.source}
+                ),
             }
         )
         arrays = {
@@ -237,6 +290,12 @@ class DigitReadout:
             "ridge_std": self.ridge.std,
             "ridge_weights": self.ridge.weights,
         }
+        if self.voice is not None:
+            arrays.update({"voice_mean": self.voice.mean, "voice_std": self.voice.std})
+        if self.state_voice is not None:
+            arrays.update(
+                {"state_voice_mean": self.state_voice.mean, "state_voice_std": self.state_voice.std}
+            )
         if self.training is not None:
             t = self.training
             arrays.update(
@@ -247,7 +306,10 @@ class DigitReadout:
                     "training/weights": t.weights,
                 }
             )
-        write_readout_file(path, meta, arrays)
+        # a readout that normalises by voice is version 2: an older spinlab must refuse it, not
+        # silently feed it features normalised by channel alone
+        plain = self.normalisation == "channel" and self.state_voice is None
+        write_readout_file(path, meta, arrays, 1 if plain else 2)
         return path
 
 
@@ -297,6 +359,14 @@ def load_readout(path: str | Path) -> DigitReadout:
             e["scale"],
         )
         r = meta["ridge"]
+        voice = None
+        if "voice_mean" in arrays:
+            voice = VoiceStats(arrays["voice_mean"], arrays["voice_std"], str(meta["voice"]))
+        state_voice = None
+        if "state_voice_mean" in arrays:
+            state_voice = VoiceStats(
+                arrays["state_voice_mean"], arrays["state_voice_std"], str(meta["state_voice"])
+            )
         ridge = RidgeReadout(
             alpha=r["alpha"],
             n_classes=r["n_classes"],
@@ -316,6 +386,9 @@ def load_readout(path: str | Path) -> DigitReadout:
             tuple(meta["class_names"]),
             training,
             meta.get("provenance", {}),
+            meta.get("normalisation", "channel"),
+            voice,
+            state_voice,
         )
     except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
         raise ReadoutError(

@@ -25,7 +25,10 @@ from spinlab.files import check_file
 from spinlab.speech.encoder import MAX_CHANNELS, MAX_NODES, MAX_SAMPLES_PER_NODE
 
 FORMAT = "spinlab-digit-readout"
-FORMAT_VERSION = 1
+#: Version 2 adds the voice normalisation (``meta["normalisation"]``, ``voice_mean``/``voice_std``;
+#: ``meta["state_normalisation"]``, ``state_voice_mean``/``state_voice_std``); a readout without
+#: either is still written as version 1, which every spinlab reads.
+FORMAT_VERSION = 2
 #: Name of the readout file inside a run directory.
 FILE_NAME = "readout.h5"
 #: Largest array a readout may hold (bytes), and the longest metadata text (characters).
@@ -50,15 +53,17 @@ def readout_path(path: str | Path) -> Path:
     return path / FILE_NAME if path.is_dir() else path
 
 
-def write_readout_file(path: Path, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
+def write_readout_file(
+    path: Path, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray], version: int = FORMAT_VERSION
+) -> None:
     """Write ``meta`` (JSON-ready) and ``arrays`` (name -> array; ``training/...`` in a group)
-    to ``path`` atomically."""
+    to ``path`` atomically, marked as format ``version``."""
     tmp = path.with_name(path.name + ".tmp")
     # libver v108: checksummed superblock and object headers, so a damaged file is refused by
     # HDF5 instead of being parsed (an unchecked flipped byte in metadata can crash HDF5 itself)
     with h5py.File(tmp, "w", libver=("v108", "latest")) as f:
         f.attrs["format"] = FORMAT
-        f.attrs["format_version"] = FORMAT_VERSION
+        f.attrs["format_version"] = version
         f.attrs["meta"] = json.dumps(meta)
         for name, array in arrays.items():
             if name == "training/states":
@@ -153,6 +158,10 @@ def _expected_shapes(meta: Any, mask_shape: tuple[int, ...], file: Path) -> dict
         "mask": mask_shape,
         "feature_mean": (channels,),
         "feature_std": (channels,),
+        "voice_mean": (channels,),
+        "voice_std": (channels,),
+        "state_voice_mean": (width,),
+        "state_voice_std": (width,),
         "ridge_mean": (width,),
         "ridge_std": (width,),
         "ridge_weights": (width + 1, len(classes)),
@@ -166,7 +175,11 @@ def _expected_shapes(meta: Any, mask_shape: tuple[int, ...], file: Path) -> dict
 def _read_arrays(f: h5py.File, meta: Any, file: Path) -> dict[str, np.ndarray]:
     """Every array of the readout, each checked before it is read (see the module docstring)."""
     shapes = _expected_shapes(meta, _dataset(f, "mask", file).shape, file)
-    names = [n for n in shapes if not n.startswith("training/")]
+    names = [n for n in shapes if not n.startswith(("training/", "voice_", "state_voice_"))]
+    if meta.get("normalisation", "channel") == "speaker":
+        names += ["voice_mean", "voice_std"]
+    if meta.get("state_normalisation", "none") == "speaker":
+        names += ["state_voice_mean", "state_voice_std"]
     if _link(f, "training", file) is not None:
         names += [n for n in shapes if n.startswith("training/")]
     arrays, rows = {}, None
