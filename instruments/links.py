@@ -27,6 +27,8 @@ log = logging.getLogger("spinlab.bench")
 
 #: What an instrument fault looks like from Python.
 FAULTS = (InstrumentError, pyvisa.errors.Error, OSError)
+#: How long a reconnection after an interrupted step waits for ``*IDN?``.
+RESYNC_PROBE_S = 1.0
 
 
 class StepFailed(Exception):
@@ -63,6 +65,8 @@ class Link:
         self.driver = open_driver(timeout_s)
         #: False once it failed to answer after a reconnection: do not wait on it any more
         self.answering = True
+        #: True after a step was left mid-exchange: the next step reconnects first
+        self._out_of_step = False
         try:
             #: the instrument's ``*IDN?`` (it must answer before it is used)
             self.idn: str = self.driver.id
@@ -76,12 +80,27 @@ class Link:
         thread's for the block)."""
         with self._lock:
             self._refuse_if_closed()
+            if self._out_of_step:
+                self._resync()
             try:
                 yield self.driver
             except (StepFailed, InstrumentFaultError):
                 raise
             except FAULTS as exc:
                 raise StepFailed(self, what, exc) from exc
+            except BaseException:
+                # left mid-exchange (a signal raises wherever the run thread is, perhaps between
+                # a query and its reply): the next step would read that reply as its own (a park
+                # read a mode code of 1 as a set point of 1 A), so it starts on a fresh connection
+                self._out_of_step = True
+                raise
+
+    def _resync(self) -> None:
+        """A fresh connection after a step that was left mid-exchange (stale replies go with
+        the old one); an instrument that does not answer is left to the step to find out."""
+        self._out_of_step = False
+        with contextlib.suppress(StepFailed):
+            self._reconnect(min(self.timeout_s, RESYNC_PROBE_S), tries=2)
 
     def _refuse_if_closed(self) -> None:
         if self.closed:
