@@ -49,6 +49,7 @@ from spinlab import open_device  # noqa: E402
 from spinlab.engine import RunEngine  # noqa: E402
 from spinlab.protocols import spoken_digits  # noqa: E402
 from spinlab.speech.audio import list_fsdd  # noqa: E402
+from spinlab.speech.normalise import by_voice  # noqa: E402
 from spinlab.speech.readout import load_readout  # noqa: E402
 
 DEFAULT_DATA = ROOT / ".." / "shared" / "datasets" / "fsdd" / "recordings"
@@ -379,16 +380,6 @@ def screen(args) -> None:
     )
 
 
-def voice_standardised(states: np.ndarray, voices: np.ndarray) -> np.ndarray:
-    """Each voice's rows standardised by that voice's own (unlabelled) statistics."""
-    out = np.array(states, dtype=np.float64)
-    for v in np.unique(voices):
-        mine = voices == v
-        std = out[mine].std(axis=0)
-        out[mine] = (out[mine] - out[mine].mean(axis=0)) / np.where(std > 0, std, 1.0)
-    return out
-
-
 def from_runs(folder: Path, speakers: list[str] | None = None) -> None:
     """Nested LOSO of the state normalisation on the device states of finished LOSO runs: for
     each held-out speaker, none vs per-voice standardisation of the pooled states (each training
@@ -426,8 +417,8 @@ def from_runs(folder: Path, speakers: list[str] | None = None) -> None:
         best = None
         for state_norm in ("none", "speaker"):
             if state_norm == "speaker":
-                xs = voice_standardised(x, np.char.add(voices.astype(str), copy.astype(str)))
-                xt = voice_standardised(x_test, test_voices)
+                xs = np.stack(by_voice(list(x), list(np.char.add(voices.astype(str), copy.astype(str)))))
+                xt = np.stack(by_voice(list(x_test), list(test_voices)))
             else:
                 xs, xt = x, x_test
             alpha, cv = _grouped_cv(xs, y, groups, original)
