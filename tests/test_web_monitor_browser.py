@@ -153,7 +153,9 @@ def test_the_page_follows_a_characterize_run_to_completed(page, tmp_path):
         assert float(shown) == summary["threshold_A"]
         assert text(page, '#results tr[data-key="threshold_A"] td').endswith(" mA")
         assert Path(summary["run_dir"]) == run_dir and shot.stat().st_size > 20_000
-        assert text(page, "#progress-text") == "16 / 16 (100 %)" and text(page, "#eta") == ""
+        # the last phase is the run's figures, drawn after the step batches (one per figure)
+        assert "figures" in text(page, "#progress-fields")
+        assert text(page, "#progress-text") == "2 / 2 (100 %)" and text(page, "#eta") == ""
         assert text(page, "#stat-missed") == "0" and text(page, "#stat-dropped") == "0"
     finally:
         if run is not None and run.poll() is None:
