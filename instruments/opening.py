@@ -22,7 +22,7 @@ from spinlab.device import Device
 from spinlab.errors import ConfigError, InstrumentError
 from spinlab.instruments.drivers import DriverSpec, driver_for_idn, find_driver
 from spinlab.instruments.links import FAULTS, Link, one_line
-from spinlab.instruments.scpi import RAW_REPLY
+from spinlab.instruments.scpi import RAW_REPLY, send_at_once
 from spinlab.instruments.station import Station, builtin_station, load_station
 from spinlab.instruments.transcript import RecordingVisaLibrary, ReplayVisaLibrary, Transcript
 from spinlab.locks import ResourceLocks
@@ -169,7 +169,9 @@ def connect(
         driver = spec.driver if isinstance(spec, DriverSpec) else spec
 
         def open_driver(timeout_s: float) -> Any:
-            return driver(resource, visa_library=visa_library, timeout=int(timeout_s * 1000))
+            opened = driver(resource, visa_library=visa_library, timeout=int(timeout_s * 1000))
+            send_at_once(opened.adapter)
+            return opened
 
         try:
             return Link(key, ROLE_NAMES[key], resource, open_driver, res.timeout_s)

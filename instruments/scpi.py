@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 import math
 import re
+import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import numpy as np
@@ -115,6 +116,32 @@ def ensure_termination(adapter: Any, termination: str = "\n") -> None:
             connection.read_termination = termination
         if not connection.write_termination:
             connection.write_termination = termination
+
+
+def send_at_once(adapter: Any) -> None:
+    """Switch Nagle's algorithm off on a LAN socket connection, as the VISA specification's
+    default for ``VI_ATTR_TCPIP_NODELAY`` has it (NI-VISA does).
+
+    With it on, a command written right after another waits until the instrument acknowledges
+    the first, which an instrument with nothing to reply delays by up to 40 ms: 43 ms against
+    0.5 ms for write, write, query on the emulated AWG over TCP. pyvisa-py 0.8 leaves it on and
+    refuses to set the attribute, so there the option goes on its session's socket."""
+    try:
+        from pyvisa import constants
+        from pyvisa.resources import TCPIPSocket
+    except ImportError:  # pragma: no cover
+        return
+    connection = getattr(adapter, "connection", None)
+    if not isinstance(connection, TCPIPSocket):
+        return
+    try:
+        connection.set_visa_attribute(constants.ResourceAttribute.tcpip_nodelay, constants.VI_TRUE)
+    except Exception:
+        session = getattr(connection.visalib, "sessions", {}).get(connection.session)
+        sock = getattr(session, "interface", None)
+        if isinstance(sock, socket.socket):
+            with suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 # --- waiting ---------------------------------------------------------------------------------

@@ -13,13 +13,18 @@ import numpy as np
 import pytest
 from pymeasure.adapters import VISAAdapter
 from pymeasure.instruments.keithley import Keithley2400
+from pyvisa import constants
+from tcp_helpers import write_station
 
 from spinlab import Device, SafetyLimits
+from spinlab.instruments.bench import open_bench
 from spinlab.instruments.keysight_awg import Keysight33500B
 from spinlab.instruments.keysight_scope import InfiniiVisionScope
+from spinlab.registry import open_device
 from spinlab.sim_backends.emulated import EmulatedLab, serve_tcp
 
 ROOT = Path(__file__).resolve().parents[1]
+NODELAY = constants.ResourceAttribute.tcpip_nodelay
 
 
 class LinearDevice(Device):
@@ -178,3 +183,19 @@ def test_a_half_sent_block_does_not_poison_the_next_client(served):
         sock.sendall(b"*IDN?\n")
         assert _read_line(sock).startswith(b"Agilent Technologies")
     assert lab.awg.arbs == {}
+
+
+def test_a_station_over_pyvisa_py_sends_each_command_at_once(tmp_path):
+    """Every link of a station reached through pyvisa-py has Nagle's algorithm off (the VISA
+    default NI-VISA keeps): with it on, a command written after another waits up to 40 ms for
+    the instrument's acknowledgement, which made a record over TCP 2.5 times slower."""
+    lab = EmulatedLab(open_device("sim:vortex?noise=0"), seed=1)
+    with serve_tcp(lab, "127.0.0.1", 0, 0, 0) as servers:
+        bench = open_bench(str(write_station(tmp_path, servers.resources)))
+        try:
+            assert set(bench.links) >= {"awg", "scope", "source", "magnet", "gaussmeter", "analyser"}
+            for link in bench.links.values():
+                connection = link.driver.adapter.connection
+                assert connection.get_visa_attribute(NODELAY) == constants.VI_TRUE, link.role
+        finally:
+            bench.close()

@@ -1,7 +1,6 @@
-"""`spinlab acquire`, `spinlab twin train`, `spinlab twin eval`: the digital-twin workflow, the
-same commands as `spinlab run acquire`, `run twin-train` and `run twin-eval`.
+"""`spinlab twin train`, `spinlab twin eval`: the digital-twin workflow (with `spinlab acquire`),
+the same commands as `spinlab run twin-train` and `run twin-eval`.
 
-    spinlab acquire --device sim:vortex --duration 5e-3 --bias-A 6.5e-3,8.5e-3
     spinlab twin train --device sim:vortex --bias-A 6.5e-3,8.5e-3 --target-nrmse 0.1 --out twin.pt
     spinlab twin train --mumax table.txt --input Ku1.region100 --output mz --out sky.pt
     spinlab twin eval twin.pt --device sim:vortex --bias-A 7.5e-3 --repeats 8
@@ -17,10 +16,9 @@ twin_app = typer.Typer(help="Spin-Neural ODE digital twin: train, evaluate.", no
 
 
 def register(app: typer.Typer) -> None:
-    """Add `acquire` and the `twin` group to the app."""
+    """Add the `twin` group to the app."""
     from spinlab.cli.plans import register_plan
 
-    register_plan(app, "acquire", "acquire")
     register_plan(twin_app, "train", "twin-train")
     register_plan(twin_app, "eval", "twin-eval")
     app.add_typer(twin_app, name="twin")
