@@ -11,6 +11,7 @@ import pytest
 from pymeasure.adapters import VISAAdapter
 from pymeasure.instruments.rohdeschwarz.fsseries import FSL
 from pymeasure.test import expected_protocol
+from tcp_helpers import ask, emulated_instruments
 
 from spinlab import open_device
 from spinlab.errors import ConfigError, InstrumentError
@@ -181,3 +182,16 @@ def test_an_emulated_bench_with_the_fsv_measures_the_devices_spectrum():
     assert fit["linewidth_Hz"] == pytest.approx(width, rel=0.05)
     assert fit["power_W"] == pytest.approx(line.power_W, rel=0.05)
     assert not bench.lab.source.output_on  # closed: the bias is off
+
+
+def test_spinlab_emulate_serves_the_fsv_when_asked():
+    """`spinlab emulate --analyser rs-fsv`: the analyser port answers as an FSV, and pymeasure's
+    R&S driver reads its centre frequency over the socket."""
+    with emulated_instruments("--analyser", "rs-fsv") as (_, resources):
+        assert ask(resources["analyser"], "*IDN?") == EmulatedFSV.IDN
+        fsl = FSL(resources["analyser"], visa_library="@py", read_termination="\n")
+        try:
+            fsl.freq_center = 4.5e9
+            assert fsl.freq_center == pytest.approx(4.5e9)
+        finally:
+            fsl.adapter.close()

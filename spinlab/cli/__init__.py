@@ -32,7 +32,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "hardware",
         "Step the magnet current, read the gaussmeter, fit T per A (stored in the station with --write).",
     ),
-    "acquire": ("acquire", "Record random multi-level drives and the device's responses (twin training data)."),
+    "acquire": (
+        "acquire",
+        "Record random multi-level drives and the device's responses (twin training data).",
+    ),
     "twin": ("twin", "Spin-Neural ODE digital twin: train, evaluate."),
     "fit-physics": (
         "physics",

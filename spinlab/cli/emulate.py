@@ -35,8 +35,11 @@ def emulate(
         "--source",
         help="Which DC source to emulate, by driver name (keithley-2450, keithley-6221).",
     ),
+    analyser: str = typer.Option(
+        "keysight-xseries", "--analyser", help="Which spectrum analyser to emulate, by driver name (rs-fsv)."
+    ),
     analyser_port: int = typer.Option(
-        5030, "--analyser-port", help="Port of the emulated X-series spectrum analyser (0 = any free port)."
+        5030, "--analyser-port", help="Port of the emulated spectrum analyser (0 = any free port)."
     ),
     magnet_port: int = typer.Option(
         5028, "--magnet-port", help="Port of the emulated Kepco BOP magnet supply (0 = any free port)."
@@ -103,7 +106,7 @@ def emulate(
                 trigger_delay_s=trigger_delay_s,
                 scope_noise_V=scope_noise_V,
                 faults=faults or None,
-                models={"awg": awg, "scope": scope, "source": source},
+                models={"awg": awg, "scope": scope, "source": source, "analyser": analyser},
             )
             try:
                 servers = serve_tcp(
