@@ -107,3 +107,5 @@ class GaussmeterModel:
 
 
 LAKESHORE_425 = GaussmeterModel()
+#: the 475 with a high-sensitivity probe (HSE, 35 kG top range); a high-stability one reads 35 T
+LAKESHORE_475 = GaussmeterModel()

@@ -133,8 +133,8 @@ class FieldController:
         killed run) is taken over where its current is and ramped to the park field."""
         with self.gaussmeter.step("configuring the gaussmeter") as meter:
             meter.auto_range = True
-            if hasattr(meter, "reading_mode"):
-                meter.reading_mode = (1, 1, 1)
+            if hasattr(meter, "measure_dc"):
+                meter.measure_dc()
         self.park()
 
     def resync(self) -> None:
