@@ -120,7 +120,15 @@ def test_one_command_checks_a_labs_driver_and_names_the_broken_promise(tmp_path:
 
 @pytest.mark.parametrize(
     "driver",
-    ["keysight-33500b", "keysight-infiniivision", "keithley-2400", "kepco-bop", "lakeshore-425", "rs-fsv"],
+    [
+        "keysight-33500b",
+        "keysight-infiniivision",
+        "keithley-2400",
+        "kepco-bop",
+        "lakeshore-425",
+        "lakeshore-475",
+        "rs-fsv",
+    ],
 )
 def test_the_kit_reaches_an_instrument_at_a_resource(driver: str) -> None:
     """The real-instrument path: pyvisa-py over a socket (here to the emulated instruments served

@@ -1,4 +1,4 @@
-"""Emulated Lake Shore 425 gaussmeter with its standard high-sensitivity probe.
+"""Emulated Lake Shore 425 and 475 DSP gaussmeters with a high-sensitivity probe.
 
 It reads a field source (the emulated magnet's ``field_T``) plus Gaussian probe noise and a probe
 offset that drifts at ``drift_T_per_s`` (0 by default; ``ZPROBE`` zeroes it, as if the probe were
@@ -11,6 +11,12 @@ range it answers ``+OL``/``-OL``, what the front panel shows), ``UNIT``, ``RANGE
 field on a high range is coarse, as on the real meter. Built on the common emulated-SCPI core
 (sessions, ``*IDN?``, faults); the 425 itself has no SCPI error queue, but what the core queues
 for bad commands is still readable with ``SYST:ERR?``.
+
+The 475 (:class:`EmulatedLakeShore475`) reads the same probe with the same noise, drift and
+overload model and answers as its manual gives: ``LSCI,MODEL475`` to ``*IDN?``, five ranges
+(``RANGE 1..5``: 3.5 G .. 35 kG with this probe) and ``RDGMODE <mode>,<dc resolution>,<rms
+filter>,<peak mode>,<peak display>``, the DC resolution (3 3/4, 4 3/4 or 5 3/4 digits) setting
+how finely a reading is shown.
 """
 
 from __future__ import annotations
@@ -37,6 +43,11 @@ class EmulatedLakeShore425(ScpiInstrument):
     ``drift_T_per_s``: how fast the probe's offset drifts. ``clock``: time source in s."""
 
     IDN = "LSCI,MODEL425,4250000,1.0"
+    #: full scale of RANGE 1.. in tesla with the probe ``TYPE?`` answers
+    RANGES_T: dict[int, float] = RANGES_T
+    #: the ``RDGMODE`` fields: (name, lowest code, highest code), and their power-up values
+    MODE_FIELDS: tuple[tuple[str, int, int], ...] = (("mode", 1, 2), ("filter", 0, 1), ("band", 1, 2))
+    MODE_RESET: tuple[int, ...] = (1, 1, 1)  # DC, filter on, wide band
 
     def __init__(
         self,
@@ -62,9 +73,9 @@ class EmulatedLakeShore425(ScpiInstrument):
 
     def _reset(self) -> None:
         self.unit = 1
-        self.range = 4
+        self.range = len(self.RANGES_T)
         self.auto = True
-        self.mode = (1, 1, 1)  # DC, filter on, wide band
+        self.mode = self.MODE_RESET
 
     def reading_T(self) -> float:
         """One noisy reading in T (what the probe sees now)."""
@@ -73,15 +84,21 @@ class EmulatedLakeShore425(ScpiInstrument):
 
     def _field_reply(self) -> str:
         field = self.reading_T()
+        top = len(self.RANGES_T)
         if self.auto:
-            self.range = next((r for r, full in RANGES_T.items() if abs(field) <= full), 4)
-        full = RANGES_T[self.range]
+            self.range = next((r for r, full in self.RANGES_T.items() if abs(field) <= full), top)
+        full = self.RANGES_T[self.range]
         if abs(field) > full:
             return "-OL" if field < 0 else "+OL"
         per_unit = TESLA_PER_UNIT[self.unit]
-        # five significant digits of full scale (e.g. 3.5000 kG -> 0.1 G steps)
-        step = 10.0 ** (math.floor(math.log10(full / per_unit)) - 4)
-        return f"{round(field / per_unit / step) * step:+.4E}"
+        # the digits shown of full scale (five: 3.5000 kG -> 0.1 G steps)
+        digits = self._digits()
+        step = 10.0 ** (math.floor(math.log10(full / per_unit)) - digits + 1)
+        return f"{round(field / per_unit / step) * step:+.{digits - 1}E}"
+
+    def _digits(self) -> int:
+        """How many digits of full scale a reading shows."""
+        return 5
 
     # --- command tree ------------------------------------------------------------------------
     def _register(self) -> None:
@@ -104,15 +121,33 @@ class EmulatedLakeShore425(ScpiInstrument):
         return value
 
     def _set_range(self, args: Sequence[Arg]) -> None:
-        self.range = self._code(args, "range", 1, 4)
+        self.range = self._code(args, "range", 1, len(self.RANGES_T))
         self.auto = False  # choosing a range ends autoranging, as on the front panel
 
     def _set_mode(self, args: Sequence[Arg]) -> None:
-        if len(args) != 3:
-            raise ScpiError(-109 if len(args) < 3 else -108, "RDGMODE takes <mode>,<filter>,<band>")
-        mode = (
-            self._code(args[:1], "mode", 1, 2),
-            self._code(args[1:2], "filter", 0, 1),
-            self._code(args[2:], "band", 1, 2),
+        fields = self.MODE_FIELDS
+        if len(args) != len(fields):
+            names = ",".join(f"<{name}>" for name, _, _ in fields)
+            raise ScpiError(-109 if len(args) < len(fields) else -108, f"RDGMODE takes {names}")
+        self.mode = tuple(
+            self._code([arg], name, low, high) for arg, (name, low, high) in zip(args, fields, strict=True)
         )
-        self.mode = mode
+
+
+class EmulatedLakeShore475(EmulatedLakeShore425):
+    """The Model 475 DSP with a high-sensitivity probe (type 40): the 425's probe model, the 475's
+    five ranges, ``RDGMODE`` fields and GPIB identity."""
+
+    IDN = "LSCI,MODEL475,4750000,04102003"
+    RANGES_T = {1: 3.5e-4, 2: 3.5e-3, 3: 3.5e-2, 4: 0.35, 5: 3.5}
+    MODE_FIELDS = (
+        ("mode", 1, 3),
+        ("dc resolution", 1, 3),
+        ("rms filter", 1, 3),
+        ("peak mode", 1, 2),
+        ("peak display", 1, 3),
+    )
+    MODE_RESET = (1, 2, 1, 1, 1)  # DC at four digits, wide band, periodic, positive
+
+    def _digits(self) -> int:
+        return 3 + self.mode[1]  # dc resolution 1, 2, 3: 3 3/4, 4 3/4, 5 3/4 digits (3.500 .. 3.50000)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from spinlab.errors import ConfigError
 from spinlab.sim_backends.emulated.analyser import EmulatedFSV, EmulatedXSeries
 from spinlab.sim_backends.emulated.awg import Emulated33500B
-from spinlab.sim_backends.emulated.gaussmeter import EmulatedLakeShore425
+from spinlab.sim_backends.emulated.gaussmeter import EmulatedLakeShore425, EmulatedLakeShore475
 from spinlab.sim_backends.emulated.keithley import EmulatedKeithley2400
 from spinlab.sim_backends.emulated.keithley_2450 import EmulatedKeithley2450
 from spinlab.sim_backends.emulated.keithley_6221 import EmulatedKeithley6221
@@ -51,7 +51,10 @@ EMULATORS: dict[str, dict[str, Callable[[EmulatedLab], ScpiInstrument]]] = {
 # the coil and the probe at the sample: the gaussmeter reads the magnet's field. Each has its own
 # lock, as each has its own processor: a capture being computed does not hold up a ramp's timing
 EMULATORS["magnet"] = {"kepco-bop": lambda lab: EmulatedKepcoMagnet()}
-EMULATORS["gaussmeter"] = {"lakeshore-425": lambda lab: EmulatedLakeShore425(lab.coil_field_T, seed=lab.seed)}
+EMULATORS["gaussmeter"] = {
+    "lakeshore-425": lambda lab: EmulatedLakeShore425(lab.coil_field_T, seed=lab.seed),
+    "lakeshore-475": lambda lab: EmulatedLakeShore475(lab.coil_field_T, seed=lab.seed),
+}
 
 #: the emulator of each role when none is named (the built-in station's instruments)
 DEFAULT_MODELS: dict[str, str] = {

@@ -44,8 +44,11 @@ def emulate(
     magnet_port: int = typer.Option(
         5028, "--magnet-port", help="Port of the emulated Kepco BOP magnet supply (0 = any free port)."
     ),
+    gaussmeter: str = typer.Option(
+        "lakeshore-425", "--gaussmeter", help="Which gaussmeter to emulate, by driver name (lakeshore-475)."
+    ),
     gaussmeter_port: int = typer.Option(
-        5029, "--gaussmeter-port", help="Port of the emulated Lake Shore 425 gaussmeter (0 = any free port)."
+        5029, "--gaussmeter-port", help="Port of the emulated gaussmeter (0 = any free port)."
     ),
     device: str = typer.Option(
         "sim:vortex", "--device", "-d", help="Device model wired between AWG and scope (sim:..., twin:...)."
@@ -106,7 +109,13 @@ def emulate(
                 trigger_delay_s=trigger_delay_s,
                 scope_noise_V=scope_noise_V,
                 faults=faults or None,
-                models={"awg": awg, "scope": scope, "source": source, "analyser": analyser},
+                models={
+                    "awg": awg,
+                    "scope": scope,
+                    "source": source,
+                    "analyser": analyser,
+                    "gaussmeter": gaussmeter,
+                },
             )
             try:
                 servers = serve_tcp(
