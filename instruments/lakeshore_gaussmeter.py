@@ -16,6 +16,7 @@ and an overloaded reading (``OL``: the field is beyond the range) or a missing p
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from pymeasure.instruments import Instrument
@@ -55,7 +56,9 @@ def _unit_setting(value: str, _values: Any = None) -> int:
     return UNITS[value]
 
 
-def _codes(what: str, allowed: tuple[range, ...], form: str):
+def _codes(
+    what: str, allowed: tuple[range, ...], form: str
+) -> tuple[Callable[..., Any], Callable[[Any], Any]]:
     """The validator and reply check of a comma-separated list of codes (``RDGMODE``): a setting
     outside ``allowed`` is a ValueError before anything is sent, a reply outside it an
     InstrumentError quoting the reply."""
@@ -79,7 +82,9 @@ def _codes(what: str, allowed: tuple[range, ...], form: str):
     return setting, reply
 
 
-def _range_codes(top: int):
+def _range_codes(top: int) -> tuple[Callable[..., int], Callable[[Any], int]]:
+    """The validator and reply check of ``RANGE 1..top``."""
+
     def setting(value: int, _values: Any = None) -> int:
         if not isinstance(value, int) or not 1 <= value <= top:
             raise ValueError(f"field range must be 1-{top} (1 the most sensitive), got {value!r}")

@@ -147,7 +147,7 @@ class EmulatedLakeShore475(EmulatedLakeShore425):
         ("peak mode", 1, 2),
         ("peak display", 1, 3),
     )
-    MODE_RESET = (1, 2, 1, 1, 1)  # DC at four digits, wide band, periodic, positive
+    MODE_RESET = (1, 2, 1, 1, 1)  # DC at 4 3/4 digits, wide band, periodic, positive
 
     def _digits(self) -> int:
         return 3 + self.mode[1]  # dc resolution 1, 2, 3: 3 3/4, 4 3/4, 5 3/4 digits (3.500 .. 3.50000)
