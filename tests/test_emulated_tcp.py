@@ -165,7 +165,14 @@ def test_spinlab_emulate_prints_resources_and_stops_on_ctrl_c():
         assert "33522B" in awg.id
         awg.adapter.close()
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=20) == 0
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGUSR1)  # the command prints its threads' stacks
+            time.sleep(1)
+            proc.kill()
+            pytest.fail(f"spinlab emulate did not stop on Ctrl-C:\n{proc.communicate()[1]}")
+        assert proc.returncode == 0
         assert "stopped" in proc.stderr.read()
     finally:
         if proc.poll() is None:

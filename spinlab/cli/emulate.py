@@ -4,6 +4,8 @@ recorded transcript (``--replay``) so that any driver can replay a lab's dialogu
 from __future__ import annotations
 
 import contextlib
+import faulthandler
+import signal
 import threading
 from pathlib import Path
 from typing import Any
@@ -86,7 +88,8 @@ def emulate(
 ) -> None:
     """Serve the emulated instruments, or a recorded transcript, until Ctrl-C; prints their resources.
 
-    The AWG, scope, DC source, magnet supply, gaussmeter and spectrum analyser, each on its port."""
+    The AWG, scope, DC source, magnet supply, gaussmeter and spectrum analyser, each on its port;
+    `kill -USR1` prints the stack of each of its threads."""
     from spinlab.registry import open_device
     from spinlab.sim_backends.emulated import EmulatedLab, serve_tcp
 
@@ -151,6 +154,8 @@ def emulate(
                 else:
                     for role, resource in resources.items():
                         typer.echo(f"{role:<11}{resource}")
+                # `kill -USR1 PID` prints every thread's stack: where an emulator that hangs is stuck
+                faulthandler.register(signal.SIGUSR1, all_threads=True)
                 typer.secho("emulated instruments ready; Ctrl-C to stop", err=True, fg="green")
                 _wait_forever()
             except KeyboardInterrupt:
