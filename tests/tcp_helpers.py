@@ -109,7 +109,9 @@ def station(tmp_path, emulator):
     return write_station(tmp_path, emulator)
 
 
-def acquire_args(station: Path, runs: Path, duration_s: float = 6e-3) -> list[str]:
+def acquire_args(station: Path, runs: Path, duration_s: float = 3e-2) -> list[str]:
+    """`spinlab acquire` on ``station``: records of 0.1 ms (about 12 ms each over TCP), 300 of
+    them by default, so a test that stops the run after a few steps stops it mid-run."""
     return [
         "acquire",
         "--device",

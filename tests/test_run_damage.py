@@ -22,7 +22,7 @@ from spinlab.engine import journal
 
 __all__ = ["emulator"]  # fixture, used by name
 
-KEPT = 20  # steps of the interrupted run (of 50)
+KEPT = 20  # steps of the interrupted run (of 150)
 
 
 def _events(run_dir: Path) -> list[dict]:
@@ -39,16 +39,21 @@ def _resume(run_dir: Path, *args: str) -> tuple[int, str, str]:
 @pytest.fixture(scope="module")
 def interrupted(tmp_path_factory, emulator):
     """An acquisition started with a relative station path, which a second `spinlab resume`
-    tried to take over while it ran, then stopped by SIGINT after ``KEPT`` steps."""
+    tried to take over while it ran (held still meanwhile: a run that is slow, not finished),
+    then stopped by SIGINT after ``KEPT`` steps."""
     tmp = tmp_path_factory.mktemp("interrupted")
     station = write_station(tmp, emulator)
     runs = tmp / "runs"
-    proc = spinlab_process(*acquire_args(Path(os.path.relpath(station, ROOT)), runs, duration_s=5e-3))
+    proc = spinlab_process(*acquire_args(Path(os.path.relpath(station, ROOT)), runs, duration_s=1.5e-2))
     run_dir = wait_for_steps(runs, 3, proc)
-    t0 = time.monotonic()
-    intruder = spinlab_process("resume", str(run_dir))
-    _, intruder_err = intruder.communicate(timeout=60)
-    intruder_s = time.monotonic() - t0
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        intruder = spinlab_process("resume", str(run_dir))
+        _, intruder_err = intruder.communicate(timeout=60)
+        intruder_s = time.monotonic() - t0
+    finally:
+        proc.send_signal(signal.SIGCONT)
     wait_for_steps(runs, KEPT, proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
