@@ -1,6 +1,7 @@
 """The same drivers, unchanged, against the emulated lab served over raw SCPI sockets and reached
 through pyvisa-py (``@py``); and the ``spinlab emulate`` command."""
 
+import json
 import os
 import signal
 import socket
@@ -25,6 +26,7 @@ from spinlab.sim_backends.emulated import EmulatedLab, serve_tcp
 
 ROOT = Path(__file__).resolve().parents[1]
 NODELAY = constants.ResourceAttribute.tcpip_nodelay
+ROLES = ("awg", "scope", "source", "magnet", "gaussmeter", "analyser")
 
 
 class LinearDevice(Device):
@@ -174,6 +176,33 @@ def test_spinlab_emulate_prints_resources_and_stops_on_ctrl_c():
             pytest.fail(f"spinlab emulate did not stop on Ctrl-C:\n{proc.communicate()[1]}")
         assert proc.returncode == 0
         assert "stopped" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_spinlab_emulate_as_a_script_s_background_job_stops_on_a_signal(signum):
+    """A script's `spinlab emulate &` starts with SIGINT ignored (POSIX shells do that to
+    background jobs): `kill -INT` and `kill -TERM` still stop it, its ports closed."""
+    ports = [arg for role in ROLES for arg in (f"--{role}-port", "0")]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from spinlab.cli import main; main()", "emulate", "--json", *ports],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    try:
+        resources = json.loads(proc.stdout.readline())["resources"]
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0 and "emulated instruments stopped" in err, err
+        _, host, port, _ = resources["awg"].split("::")
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((host, int(port)), timeout=2).close()
     finally:
         if proc.poll() is None:
             proc.kill()

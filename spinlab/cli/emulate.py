@@ -7,12 +7,16 @@ import contextlib
 import faulthandler
 import signal
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from spinlab.cli.common import MAX_SEED, JsonOption, emit_json, user_errors
+
+#: what ends `spinlab emulate` with its servers closed
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def emulate(
@@ -88,8 +92,8 @@ def emulate(
 ) -> None:
     """Serve the emulated instruments, or a recorded transcript, until Ctrl-C; prints their resources.
 
-    The AWG, scope, DC source, magnet supply, gaussmeter and spectrum analyser, each on its port;
-    `kill -USR1` prints the stack of each of its threads."""
+    The AWG, scope, DC source, magnet supply, gaussmeter and spectrum analyser, each on its port.
+    Ctrl-C, SIGTERM or SIGHUP stop it; `kill -USR1` prints the stack of each of its threads."""
     from spinlab.registry import open_device
     from spinlab.sim_backends.emulated import EmulatedLab, serve_tcp
 
@@ -140,24 +144,25 @@ def emulate(
                     "pick free ports (0 = any)"
                 ) from None
             try:
-                resources = servers.resources
-                if json_output:
-                    emit_json(
-                        {
-                            "resources": resources,
-                            "models": lab.models,
-                            "device": device,
-                            "seed": seed,
-                            "faults": [str(f) for f in lab.faults],
-                        }
-                    )
-                else:
-                    for role, resource in resources.items():
-                        typer.echo(f"{role:<11}{resource}")
-                # `kill -USR1 PID` prints every thread's stack: where an emulator that hangs is stuck
-                faulthandler.register(signal.SIGUSR1, all_threads=True)
-                typer.secho("emulated instruments ready; Ctrl-C to stop", err=True, fg="green")
-                _wait_forever()
+                with _stopped_by_signals():  # installed before the resources are shown
+                    resources = servers.resources
+                    if json_output:
+                        emit_json(
+                            {
+                                "resources": resources,
+                                "models": lab.models,
+                                "device": device,
+                                "seed": seed,
+                                "faults": [str(f) for f in lab.faults],
+                            }
+                        )
+                    else:
+                        for role, resource in resources.items():
+                            typer.echo(f"{role:<11}{resource}")
+                    # `kill -USR1 PID` prints every thread's stack: where an emulator that hangs is stuck
+                    faulthandler.register(signal.SIGUSR1, all_threads=True)
+                    typer.secho("emulated instruments ready; Ctrl-C to stop", err=True, fg="green")
+                    _wait_forever()
             except KeyboardInterrupt:
                 pass  # Ctrl-C is how this command is meant to end
             finally:
@@ -179,13 +184,13 @@ def _serve_replay(path: Path, host: str, ports: dict[str, int], json_output: boo
             f"cannot listen on {host} ports {sorted(ports.values())}: {exc}; pick free ports (0 = any)"
         ) from None
     with servers:
-        if json_output:
-            emit_json({"resources": servers.resources, "replay": str(path)})
-        else:
-            for role, resource in servers.resources.items():
-                typer.echo(f"{role:<11}{resource}")
-        typer.secho(f"replaying {path}; Ctrl-C to stop", err=True, fg="green")
-        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how this command is meant to end
+        with contextlib.suppress(KeyboardInterrupt), _stopped_by_signals():  # how this command ends
+            if json_output:
+                emit_json({"resources": servers.resources, "replay": str(path)})
+            else:
+                for role, resource in servers.resources.items():
+                    typer.echo(f"{role:<11}{resource}")
+            typer.secho(f"replaying {path}; Ctrl-C to stop", err=True, fg="green")
             _wait_forever()
         report: dict[str, Any] = {"failures": servers.failures, "remaining": servers.remaining()}
     for failure in report["failures"]:
@@ -197,6 +202,26 @@ def _wait_forever() -> None:
     stop = threading.Event()
     while not stop.wait(0.5):
         pass
+
+
+@contextlib.contextmanager
+def _stopped_by_signals() -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP raise KeyboardInterrupt inside the block, so the servers close.
+
+    Installed rather than left to Python's default Ctrl-C: a script's background job starts with
+    SIGINT ignored, and Python then never raises KeyboardInterrupt (`kill -INT` did nothing); and
+    SIGTERM would end the process without closing its ports."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = {signum: signal.signal(signum, stop) for signum in STOP_SIGNALS} if in_main else {}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def register(app: typer.Typer) -> None:
