@@ -82,6 +82,48 @@ def test_instrumentkit_and_spinlab_instruments_coexist(tmp_path):
     assert Path(seen["ours"]).parent.name == "instruments" and "33522B" in seen["awg"]
 
 
+def test_instrumentkit_s_lakeshore_475_reads_the_emulated_475(tmp_path):
+    """Another project's driver for the model against our emulator: InstrumentKit's
+    ``Lakeshore475`` over TCP reads the field our ``lakeshore-475`` driver reads (CI installs
+    InstrumentKit and runs this, see .ci/run)."""
+    if _python("import instruments", tmp_path).returncode != 0:
+        pytest.skip("InstrumentKit is not installed here (.ci/run installs it and runs this test)")
+    result = _python(
+        """
+        import json
+        import time
+        import instruments as ik
+        from spinlab.instruments.kepco_bop import KepcoBOP
+        from spinlab.instruments.lakeshore_gaussmeter import LakeShore475
+        from spinlab.registry import open_device
+        from spinlab.sim_backends.emulated import EmulatedLab, serve_tcp
+
+        lab = EmulatedLab(open_device("sim:vortex?noise=0"), seed=1, models={"gaussmeter": "lakeshore-475"})
+        with serve_tcp(lab, "127.0.0.1", 0, 0, 0) as servers:
+            resource = servers.resources["gaussmeter"]
+            _, host, port, _ = resource.split("::")
+            supply = KepcoBOP(servers.resources["magnet"], visa_library="@py")
+            supply.enter_current_mode(voltage_limit_V=20.0)
+            supply.current_setpoint_A = 2.0
+            time.sleep(1.0)  # the coil's L/R settles
+            kit = ik.lakeshore.Lakeshore475.open_tcpip(host, int(port))
+            field = kit.field  # in the meter's units: a pint (0.7+) or quantities (0.6) quantity
+            tesla = field.to("tesla") if hasattr(field, "to") else field.rescale("T")
+            ours = LakeShore475(resource, visa_library="@py")
+            print(json.dumps({"idn": kit.name, "theirs": float(tesla.magnitude), "ours": ours.field_T()}))
+            ours.adapter.close()
+            supply.shutdown()
+            supply.adapter.close()
+    """,
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout)
+    assert "MODEL475" in seen["idn"]
+    assert seen["ours"] > 0.05  # the coil at 2 A
+    assert abs(seen["theirs"] - seen["ours"]) < 1e-3 * seen["ours"]  # the same field, two readings
+
+
 def test_a_plugin_package_adds_a_device_scheme_through_the_entry_point_group(tmp_path):
     """A package nobody told spinlab about declares ``spinlab.devices`` in its metadata; its
     scheme then opens by address."""
