@@ -1,6 +1,9 @@
 """`spinlab monitor`, `spinlab control` and `spinlab keys` as a user runs them."""
 
 import json
+import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -216,3 +219,34 @@ def test_control_with_an_unauthorised_key_fails_cleanly(tmp_path):
     result = RunEngine(tmp_path / "runs").run(Plan("acquire", {}, body, needs_device=False), control=control)
     assert outcome["cli"].exit_code == 2 and "no reply" in outcome["cli"].stderr
     assert result.status == "completed"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_recording_monitor_run_as_a_script_s_background_job_stops_on_a_signal_with_its_file_whole(
+    live_run, tmp_path, signum
+):
+    """`spinlab monitor ... --record FILE &` in a script starts with SIGINT ignored (POSIX shells do
+    that to background jobs): `kill -INT` and `kill -TERM` still stop it, and the recording is
+    closed whole (before, SIGTERM ended the process with its buffered tail unwritten)."""
+    record = tmp_path / "stream.monrec"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from spinlab.cli import main; main()", "monitor", live_run.events.endpoint]
+        + ["--json", "--record", str(record)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    try:
+        while json.loads(proc.stdout.readline())["topic"] != "preview":
+            pass
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0 and f"recorded to {record}" in err, err
+        recorded = {m.topic: m for m in read_recording(record)}
+        assert {"start", "progress", "preview"} <= set(recorded)
+        np.testing.assert_array_equal(recorded["preview"].arrays["samples"], np.linspace(0, 1, 20_000))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

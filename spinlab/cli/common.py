@@ -284,6 +284,31 @@ def run_plan(
                 close()
 
 
+#: what ends a command that serves or watches until stopped (``emulate``, ``monitor``)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def stopped_by_signals() -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP raise KeyboardInterrupt inside the block, so a command that
+    serves or watches until stopped closes what it holds (ports, a recording).
+
+    Installed rather than left to Python's default Ctrl-C: a script's background job starts with
+    SIGINT ignored, and Python then never raises KeyboardInterrupt (`kill -INT` did nothing); and
+    SIGTERM would end the process without closing anything."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = {signum: signal.signal(signum, stop) for signum in STOP_SIGNALS} if in_main else {}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 #: True when this process is the ``spinlab`` command itself (set by :func:`spinlab.cli.main`), not
 #: a program that calls a command in-process (a test's CliRunner): only then may a finished run
 #: leave the process deaf to late signals, which its child processes would inherit.

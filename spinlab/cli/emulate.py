@@ -7,16 +7,12 @@ import contextlib
 import faulthandler
 import signal
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from spinlab.cli.common import MAX_SEED, JsonOption, emit_json, user_errors
-
-#: what ends `spinlab emulate` with its servers closed
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+from spinlab.cli.common import MAX_SEED, JsonOption, emit_json, stopped_by_signals, user_errors
 
 
 def emulate(
@@ -144,7 +140,7 @@ def emulate(
                     "pick free ports (0 = any)"
                 ) from None
             try:
-                with _stopped_by_signals():  # installed before the resources are shown
+                with stopped_by_signals():  # installed before the resources are shown
                     resources = servers.resources
                     if json_output:
                         emit_json(
@@ -184,7 +180,7 @@ def _serve_replay(path: Path, host: str, ports: dict[str, int], json_output: boo
             f"cannot listen on {host} ports {sorted(ports.values())}: {exc}; pick free ports (0 = any)"
         ) from None
     with servers:
-        with contextlib.suppress(KeyboardInterrupt), _stopped_by_signals():  # how this command ends
+        with contextlib.suppress(KeyboardInterrupt), stopped_by_signals():  # how this command ends
             if json_output:
                 emit_json({"resources": servers.resources, "replay": str(path)})
             else:
@@ -202,26 +198,6 @@ def _wait_forever() -> None:
     stop = threading.Event()
     while not stop.wait(0.5):
         pass
-
-
-@contextlib.contextmanager
-def _stopped_by_signals() -> Iterator[None]:
-    """SIGINT, SIGTERM and SIGHUP raise KeyboardInterrupt inside the block, so the servers close.
-
-    Installed rather than left to Python's default Ctrl-C: a script's background job starts with
-    SIGINT ignored, and Python then never raises KeyboardInterrupt (`kill -INT` did nothing); and
-    SIGTERM would end the process without closing its ports."""
-
-    def stop(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    in_main = threading.current_thread() is threading.main_thread()
-    previous = {signum: signal.signal(signum, stop) for signum in STOP_SIGNALS} if in_main else {}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 def register(app: typer.Typer) -> None:

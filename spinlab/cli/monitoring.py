@@ -10,7 +10,7 @@ from typing import List, Optional
 
 import typer
 
-from spinlab.cli.common import JsonOption, emit_json, user_errors
+from spinlab.cli.common import JsonOption, emit_json, stopped_by_signals, user_errors
 from spinlab.errors import ConfigError
 
 
@@ -105,35 +105,38 @@ def monitor(
             live.start()
         received, idle_since, short, done, last_draw = 0, time.monotonic(), False, False, 0.0
         try:
-            while not done:
-                wait = (
-                    0.25
-                    if timeout is None
-                    else max(0.0, min(0.25, timeout - (time.monotonic() - idle_since)))
-                )
-                first = sub.recv(wait)
-                if first is None:
-                    if timeout is not None and time.monotonic() - idle_since >= timeout:
-                        short = count is not None and received < count
-                        break
-                    continue
-                idle_since = time.monotonic()
-                room = 10_000 if count is None else max(0, count - received - 1)
-                for msg in [first, *sub.drain(room)]:  # take the whole batch, draw once
-                    received += 1
-                    state.update(msg)
+            with stopped_by_signals():  # also a script's background job, and SIGTERM: the recording closes
+                while not done:
+                    wait = (
+                        0.25
+                        if timeout is None
+                        else max(0.0, min(0.25, timeout - (time.monotonic() - idle_since)))
+                    )
+                    first = sub.recv(wait)
+                    if first is None:
+                        if timeout is not None and time.monotonic() - idle_since >= timeout:
+                            short = count is not None and received < count
+                            break
+                        continue
+                    idle_since = time.monotonic()
+                    room = 10_000 if count is None else max(0, count - received - 1)
+                    for msg in [first, *sub.drain(room)]:  # take the whole batch, draw once
+                        received += 1
+                        state.update(msg)
+                        if json_lines:
+                            sys.stdout.write(
+                                json.dumps(message_to_json(msg, max_array), allow_nan=False) + "\n"
+                            )
+                        if (count is not None and received >= count) or (
+                            until_stop and msg.topic in ("stop", "sweep.stop")
+                        ):
+                            done = True
+                            break
                     if json_lines:
-                        sys.stdout.write(json.dumps(message_to_json(msg, max_array), allow_nan=False) + "\n")
-                    if (count is not None and received >= count) or (
-                        until_stop and msg.topic in ("stop", "sweep.stop")
-                    ):
-                        done = True
-                        break
-                if json_lines:
-                    sys.stdout.flush()
-                elif time.monotonic() - last_draw > 0.1:
-                    last_draw = time.monotonic()
-                    live.update(render(state, missed=sub.missed, rejected=sub.rejected))
+                        sys.stdout.flush()
+                    elif time.monotonic() - last_draw > 0.1:
+                        last_draw = time.monotonic()
+                        live.update(render(state, missed=sub.missed, rejected=sub.rejected))
         except KeyboardInterrupt:
             pass
         finally:
