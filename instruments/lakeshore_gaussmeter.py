@@ -112,7 +112,9 @@ _RANGE_475 = _range_codes(5)
 
 
 class LakeShoreGaussmeter(Instrument):
-    """What the Lake Shore 425 and 475 share: units, autorange, the probe, the reading in tesla."""
+    """What the Lake Shore 425 and 475 share: units, autorange, the probe, the reading in tesla.
+    Each model adds its ``range`` and ``reading_mode``, ``range_T()`` (full scale of the present
+    range) and ``measure_dc()`` (the averaged DC reading a closed field loop wants)."""
 
     def __init__(self, adapter, name: str, baud_rate: int, **kwargs: Any) -> None:
         kwargs.setdefault("read_termination", "\n")
@@ -146,10 +148,6 @@ class LakeShoreGaussmeter(Instrument):
         """Start the zero-field calibration (``ZPROBE``); the probe must be in its zero-gauss chamber."""
         self.write("ZPROBE")
 
-    def measure_dc(self) -> None:
-        """DC readings, averaged: what a closed field loop wants (each model's ``RDGMODE``)."""
-        raise NotImplementedError
-
     def field(self) -> float:
         """The field in the present units; an overload, no probe or a NaN (9.9E+37) raises
         InstrumentError."""
@@ -170,10 +168,6 @@ class LakeShoreGaussmeter(Instrument):
         """The field in tesla, whatever units the meter displays (someone may change them at the
         front panel, so they are read with every reading)."""
         return self.field() * TESLA_PER_UNIT[UNITS[self.unit]]
-
-    def range_T(self) -> float:
-        """Full scale of the present range in tesla."""
-        raise NotImplementedError
 
     def check_errors(self) -> list[tuple[int, str]]:
         """No error queue on these meters: nothing to read (their replies are checked one by one)."""

@@ -238,8 +238,9 @@ def test_a_recording_monitor_run_as_a_script_s_background_job_stops_on_a_signal_
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     try:
-        while json.loads(proc.stdout.readline())["topic"] != "preview":
-            pass
+        for line in proc.stdout:  # the late joiner's replays, up to the waveform preview
+            if json.loads(line)["topic"] == "preview":
+                break
         proc.send_signal(signum)
         _, err = proc.communicate(timeout=20)
         assert proc.returncode == 0 and f"recorded to {record}" in err, err
